@@ -1,0 +1,56 @@
+# earthsnap: the two commands a newcomer needs are `make demo` and `make test`.
+# Each creates .venv when missing and installs the pinned dependencies first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The install stamp changes whenever the pins change, so a changed settings.ini reinstalls.
+STAMP := $(VENV)/.installed-$(shell cat settings.ini setup.py | sha256sum | cut -c1-12)
+PIPELINE_NBS := $(wildcard pipeline/*.ipynb)
+
+.PHONY: demo test install check export bench clean-venv
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo   generate the demo data and run the local pipeline end to end"
+	@echo "make test   check notebooks and library agree, then run every test"
+	@echo "make bench  run the benchmarks in bench/ (figures as ratios against a baseline)"
+	@echo "make export regenerate earthsnap/ and README.md from nbs/ (for developers)"
+
+install: $(STAMP)
+
+$(STAMP): settings.ini setup.py
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
+	@echo "installing pinned dependencies into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"
+	@{ $(BIN)/python -m pip install --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0 \
+	   && $(BIN)/python -m pip install torch==2.13.0 \
+	   && $(BIN)/python -m pip install -e ".[dev,sagemaker]" \
+	   && $(BIN)/python -m pip check; } > $(VENV)/install.log 2>&1 \
+	 || { tail -n 30 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
+	@rm -f $(VENV)/.installed-*; touch $@
+	@echo "installed"
+
+demo: install
+	$(BIN)/earthsnap demo
+
+check: install
+	$(BIN)/python tools/check_sources.py
+	$(BIN)/lint-imports
+
+test: check
+	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/python -m pytest -p no:cacheprovider tests $(PIPELINE_NBS) \
+	  $(if $(PIPELINE_NBS),--nbval --nbval-cell-timeout=600,)
+
+bench: install
+	$(BIN)/python bench/demodata.py
+
+export: install
+	$(BIN)/nbdev_export
+	$(BIN)/nbdev_clean
+	$(BIN)/nbdev_clean --fname pipeline
+	$(BIN)/python tools/make_readme.py
+
+clean-venv:
+	rm -rf $(VENV)

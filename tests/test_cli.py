@@ -1,0 +1,158 @@
+"""The `earthsnap` command, run as a user runs it: a separate process, its exit status, its output, its files."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+from conftest import BIN, ROOT, clean_env
+
+import earthsnap as earthsnap_pkg
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_version_and_help(earthsnap):
+    r = earthsnap("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"earthsnap {earthsnap_pkg.__version__}"
+    r = earthsnap("--help")
+    assert r.returncode == 0
+    for command in ("demo", "demo-data", "config"):
+        assert command in r.stdout
+
+
+def test_demo_data_with_faults(earthsnap, tmp_path):
+    out = tmp_path / "photos"
+    r = earthsnap("demo-data", out, "--groups", "2", "--species", "3", "--images", "5", "--size", "64", "--faults", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "wrote 30 photos of 6 species in 2 groups" in r.stdout
+    taxonomy = yaml.safe_load((out / "taxonomy.yaml").read_text())["groups"]
+    assert len(taxonomy) == 2 and all(len(s) == 3 for s in taxonomy.values())
+    for group, species in taxonomy.items():
+        for s in species:
+            photos = sorted((out / group / s).glob("[0-4].jpg"))
+            assert len(photos) == 5
+            with Image.open(photos[0]) as im:
+                assert (im.format, im.mode, im.size) == ("JPEG", "RGB", (64, 64))
+    faults = json.loads((out / "faults.json").read_text())
+    assert sorted(f["fault"] for f in faults) == sorted([
+        "truncated_jpeg", "empty_file", "not_an_image", "tiny_image", "duplicate", "decompression_bomb",
+        "cmyk_jpeg", "grayscale", "alpha_png"])
+    for f in faults:
+        group, species, _ = f["path"].split("/")
+        assert species in taxonomy[group] and (out / f["path"]).is_file()
+
+
+def test_same_seed_same_bytes(earthsnap, tmp_path):
+    args = ("--groups", "2", "--species", "2", "--images", "4", "--faults", "-q")
+    assert earthsnap("demo-data", tmp_path / "a", *args, "--workers", "1").returncode == 0
+    assert earthsnap("demo-data", tmp_path / "b", *args, "--workers", "2").returncode == 0
+    assert earthsnap("demo-data", tmp_path / "c", *args, "--seed", "7").returncode == 0
+    a, b, c = (tree_digest(tmp_path / n) for n in "abc")
+    assert a == b
+    assert len(a) == len(c)
+    # another seed draws other photos: the only contents the two share are the seed-independent bad files
+    faults = {f["fault"]: f["path"] for f in json.loads((tmp_path / "c" / "faults.json").read_text())}
+    fixed = {c[faults[k]] for k in ("empty_file", "not_an_image", "decompression_bomb")}
+    assert set(a.values()) & set(c.values()) == fixed
+
+
+def test_bad_options_are_refused_before_any_work(earthsnap, tmp_path):
+    out = tmp_path / "never"
+    for args, message in [(("--images", "0"), "images must be a whole number from 1"),
+                          (("--size", "4000"), "size must be a whole number from 16 to 1024"),
+                          (("--groups", "-1"), "groups must be"),
+                          (("--images", "2", "--faults"), "at least 3 images")]:
+        r = earthsnap("demo-data", out, *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert message in r.stderr and "how to fix" in r.stderr and "Traceback" not in r.stderr
+        assert not out.exists()
+    r = earthsnap("demo-data", out, "--imagez", "3")
+    assert r.returncode == 2 and "No such option" in r.stderr and not out.exists()
+
+
+def test_refuses_a_directory_it_did_not_make(earthsnap, tmp_path):
+    mine = tmp_path / "my-photos"
+    mine.mkdir()
+    (mine / "wedding.jpg").write_bytes(b"irreplaceable")
+    r = earthsnap("demo-data", mine, "--images", "3", "-q")
+    assert r.returncode == 2 and "not an earthsnap demo dataset" in r.stderr
+    assert tree_digest(mine) == {"wedding.jpg": hashlib.sha256(b"irreplaceable").hexdigest()}
+
+
+def _start_generation(out: Path) -> subprocess.Popen:
+    # a terminal's Ctrl-C reaches a process whose SIGINT handler is the default; a process started from a
+    # background job inherits SIGINT ignored, so restore the default as a shell in a terminal would
+    proc = subprocess.Popen([str(BIN / "earthsnap"), "demo-data", str(out), "--images", "3000", "--workers", "1", "-q"],
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not list(out.parent.glob(f".{out.name}.tmp-*/*/*/*.jpg")):  # wait until photos are being written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    return proc
+
+
+def test_ctrl_c_leaves_no_half_dataset(tmp_path):
+    out = tmp_path / "d"
+    proc = _start_generation(out)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err, err
+    assert sorted(tmp_path.iterdir()) == []  # neither the dataset nor its temporary directory
+
+
+def test_killed_run_is_tidied_by_the_next(earthsnap, tmp_path):
+    out = tmp_path / "d"
+    proc = _start_generation(out)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [f".d.tmp-{proc.pid}"]
+    r = earthsnap("demo-data", out, "--groups", "1", "--species", "1", "--images", "3", "-q")
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_config_init_and_show(earthsnap, tmp_path):
+    assert earthsnap("config", "init", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "earthsnap.yaml").exists()
+    r = earthsnap("config", "init", cwd=tmp_path)
+    assert r.returncode == 2 and "--force" in r.stderr
+    (tmp_path / "earthsnap.yaml").write_text("store: elsewhere\n")
+    (tmp_path / "sub").mkdir()
+    r = earthsnap("config", "show", cwd=tmp_path / "sub", env=clean_env(EARTHSNAP_PROD_PORT="9999"))
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.startswith("  ")}
+    assert rows["store"][1] == str((tmp_path / "elsewhere").resolve())
+    assert rows["prod_port"][1:] == ["9999", "EARTHSNAP_PROD_PORT"]
+    (tmp_path / "earthsnap.yaml").write_text("prod_prot: 1\n")
+    r = earthsnap("config", "show", cwd=tmp_path)
+    assert r.returncode == 2 and "Unknown setting 'prod_prot'" in r.stderr and "Did you mean 'prod_port'" in r.stderr
+
+
+def test_demo_runs_end_to_end(earthsnap, tmp_path):
+    """`earthsnap demo` in a fresh project: demo data, the pipeline notebooks run by papermill, results listed."""
+    shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline")
+    r = earthsnap("demo", "--images", "6", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    listed = dict(line.strip().rsplit(None, 1)[::-1] for line in r.stdout.splitlines() if line.startswith("  "))
+    paths = {Path(p) for p in listed}
+    assert tmp_path / ".earthsnap" / "demo-data" in paths
+    for p in paths:
+        assert p.exists(), p
+    html = next(p for p in paths if p.suffix == ".html").read_text()
+    assert "image/png" in html  # the charts made it into the report
+    assert "16 species" in html
+    again = earthsnap("demo", "--images", "6", "-q", cwd=tmp_path)
+    assert again.returncode == 0 and "up to date" in again.stdout

@@ -1,0 +1,105 @@
+"""s3:// storage through fsspec/s3fs, against moto in server mode.
+
+moto is an EMULATOR of the AWS API, not AWS: it runs here as a separate HTTP server on 127.0.0.1, which the
+test starts and stops by its process id. It checks that our S3 code path speaks the S3 API correctly
+(endpoint override, atomic uploads, listing, hashing); it says nothing about AWS permissions or latency.
+"""
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import boto3
+import pytest
+
+from conftest import BIN, clean_env
+from earthsnap import storage
+from earthsnap.config import load_config
+from earthsnap.errors import StorageError
+from earthsnap.hashing import sha256_bytes
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    "Start the moto emulator on 127.0.0.1; stop it by its pid at the end."
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=clean_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            assert proc.poll() is None, "moto_server exited"
+            assert time.monotonic() < deadline, "moto_server did not start in 60 s"
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def bucket(moto_url, monkeypatch):
+    for k, v in CREDENTIALS.items():
+        monkeypatch.setenv(k, v)
+    for k in ("EARTHSNAP_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    name = f"es-{time.monotonic_ns()}"
+    boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+def test_write_read_list_hash(moto_url, bucket):
+    root = f"s3://{bucket}/datasets/flowers"
+    storage.write_json(storage.join(root, "v1", "manifest.json"), {"rows": 3}, endpoint_url=moto_url)
+    storage.write_bytes(storage.join(root, "v1", "a.bin"), b"abc", endpoint_url=moto_url)
+    storage.write_text(storage.join(root, "v0", "notes.txt"), "first", endpoint_url=moto_url)
+    assert storage.read_json(f"{root}/v1/manifest.json", endpoint_url=moto_url) == {"rows": 3}
+    assert storage.exists(f"{root}/v1/a.bin", endpoint_url=moto_url)
+    listed = list(storage.list_files(root, endpoint_url=moto_url))
+    assert listed == [(f"{root}/v0/notes.txt", 5), (f"{root}/v1/a.bin", 3),
+                      (f"{root}/v1/manifest.json", len(b'{\n  "rows": 3\n}\n'))]
+    assert storage.sha256_uri(f"{root}/v1/a.bin", endpoint_url=moto_url) == sha256_bytes(b"abc")
+    # the object is really there, seen through another S3 client
+    body = boto3.client("s3", endpoint_url=moto_url).get_object(Bucket=bucket, Key="datasets/flowers/v1/a.bin")["Body"].read()
+    assert body == b"abc"
+
+
+def test_failed_upload_leaves_previous_object(moto_url, bucket):
+    uri = f"s3://{bucket}/model.json"
+    storage.write_text(uri, "v1", endpoint_url=moto_url)
+    with pytest.raises(RuntimeError):
+        with storage.atomic_write(uri, "w", endpoint_url=moto_url) as f:
+            f.write("v2, half written")
+            raise RuntimeError("killed mid-upload")
+    assert storage.read_text(uri, endpoint_url=moto_url) == "v1"
+    with pytest.raises(RuntimeError):
+        with storage.atomic_write(f"s3://{bucket}/never.bin", endpoint_url=moto_url) as f:
+            f.write(b"x" * (6 << 20))  # past one multipart block: the upload has started, and is aborted
+            raise RuntimeError("killed mid-upload")
+    assert not storage.exists(f"s3://{bucket}/never.bin", endpoint_url=moto_url)
+
+
+def test_endpoint_from_environment_and_config(moto_url, bucket, monkeypatch, tmp_path):
+    monkeypatch.setenv("EARTHSNAP_S3_ENDPOINT_URL", moto_url)
+    cfg = load_config(tmp_path, env={"EARTHSNAP_STORE": f"s3://{bucket}/earthsnap"})
+    assert cfg.datasets == f"s3://{bucket}/earthsnap/datasets"
+    storage.write_text(storage.join(cfg.datasets, "x.txt"), "hello")
+    assert storage.read_text(f"s3://{bucket}/earthsnap/datasets/x.txt") == "hello"
+
+
+def test_missing_object_and_bucket_errors(moto_url, bucket):
+    with pytest.raises(StorageError, match="does not exist"):
+        storage.read_bytes(f"s3://{bucket}/nope", endpoint_url=moto_url)
+    with pytest.raises(StorageError, match="does not exist"):
+        list(storage.list_files(f"s3://{bucket}/no/prefix", endpoint_url=moto_url))
