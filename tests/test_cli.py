@@ -156,3 +156,15 @@ def test_demo_runs_end_to_end(earthsnap, tmp_path):
     assert "16 species" in html
     again = earthsnap("demo", "--images", "6", "-q", cwd=tmp_path)
     assert again.returncode == 0 and "up to date" in again.stdout
+    assert "without encryption" not in r.stderr + again.stderr  # kernels talk over IPC, not plain TCP
+
+
+def test_library_from_a_plain_script(tmp_path):
+    """A user's script without an `if __name__ == "__main__"` guard can draw demo data with worker processes."""
+    script = tmp_path / "make_data.py"
+    script.write_text("from earthsnap.demodata import generate_demo_data\n"
+                      f"d = generate_demo_data({str(tmp_path / 'd')!r}, groups=2, species=2, images=30, workers=2, progress=False)\n"
+                      "print(d.images)\n")
+    r = subprocess.run([str(BIN / "python"), str(script)], env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "120", r.stderr
+    assert len(list((tmp_path / "d").rglob("*.jpg"))) == 120
