@@ -60,3 +60,13 @@ def test_stale_readme_fails(repo):
     (repo / "README.md").write_text("old\n")
     r = check(repo)
     assert r.returncode == 1 and "README.md differs" in r.stderr
+
+
+def test_pipeline_notebook_without_parameters_cell_fails(repo):
+    nb_path = repo / "pipeline" / "explore_data.ipynb"
+    nb = json.loads(nb_path.read_text())
+    for cell in nb["cells"]:
+        cell["metadata"].pop("tags", None)
+    nb_path.write_text(json.dumps(nb))
+    r = check(repo)
+    assert r.returncode == 1 and "pipeline/explore_data.ipynb has no cell tagged 'parameters'" in r.stderr

@@ -153,7 +153,7 @@ def test_demo_runs_end_to_end(earthsnap, tmp_path):
         assert p.exists(), p
     html = next(p for p in paths if p.suffix == ".html").read_text()
     assert "image/png" in html  # the charts made it into the report
-    assert "16 species" in html
+    assert f"16 species, {16 * 6 + 9} files in {tmp_path / '.earthsnap' / 'demo-data'}" in html  # the data it was given
     again = earthsnap("demo", "--images", "6", "-q", cwd=tmp_path)
     assert again.returncode == 0 and "up to date" in again.stdout
     assert "without encryption" not in r.stderr + again.stderr  # kernels talk over IPC, not plain TCP

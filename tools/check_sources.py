@@ -1,5 +1,6 @@
 """Fail when the sources disagree: the library in earthsnap/ and README.md must be exactly what nbs/ generates,
-and the notebooks (nbs/ and pipeline/) must be kept without stored outputs.
+the notebooks (nbs/ and pipeline/) must be kept without stored outputs, and every pipeline notebook must
+have a `parameters` cell.
 
 Run by `make test` before any test. Nothing in the working tree is changed: the export runs in a copy.
 """
@@ -63,6 +64,16 @@ def stored_outputs(root: Path = ROOT) -> list[str]:
     return problems
 
 
+def untagged_pipeline_notebooks(root: Path = ROOT) -> list[str]:
+    "Pipeline notebooks without a cell tagged 'parameters' (papermill would ignore every value it is given)."
+    problems = []
+    for nb_path in sorted(root.glob("pipeline/*.ipynb")):
+        cells = json.loads(nb_path.read_text())["cells"]
+        if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells):
+            problems.append(f"{nb_path.relative_to(root)} has no cell tagged 'parameters'")
+    return problems
+
+
 def readme_drift(root: Path = ROOT) -> list[str]:
     readme = root / "README.md"
     if not readme.exists() or readme.read_text() != render_readme(root):
@@ -71,7 +82,7 @@ def readme_drift(root: Path = ROOT) -> list[str]:
 
 
 def main() -> int:
-    problems = export_drift() + missing_headers() + stored_outputs() + readme_drift()
+    problems = export_drift() + missing_headers() + stored_outputs() + untagged_pipeline_notebooks() + readme_drift()
     for p in problems:
         print(f"check_sources: {p}", file=sys.stderr)
     if problems:
