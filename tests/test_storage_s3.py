@@ -13,8 +13,9 @@ import time
 import boto3
 import pytest
 
-from conftest import BIN, clean_env
+from conftest import BIN, ROOT, clean_env
 from earthsnap import storage
+from earthsnap.recordio import MXIndexedRecordIO, MXRecordIO, unpack_img
 from earthsnap.config import load_config
 from earthsnap.errors import StorageError
 from earthsnap.hashing import sha256_bytes
@@ -103,3 +104,17 @@ def test_missing_object_and_bucket_errors(moto_url, bucket):
         storage.read_bytes(f"s3://{bucket}/nope", endpoint_url=moto_url)
     with pytest.raises(StorageError, match="does not exist"):
         list(storage.list_files(f"s3://{bucket}/no/prefix", endpoint_url=moto_url))
+
+
+def test_recordio_reads_from_s3(moto_url, bucket, monkeypatch):
+    """RecordIO files written by MXNet 1.9.1, read back from a bucket by key and in sequence."""
+    monkeypatch.setenv("EARTHSNAP_S3_ENDPOINT_URL", moto_url)
+    golden = ROOT / "tests" / "golden" / "recordio"
+    for name in ("single.rec", "single.idx"):
+        storage.write_bytes(f"s3://{bucket}/rec/{name}", (golden / name).read_bytes())
+    remote = MXIndexedRecordIO(f"s3://{bucket}/rec/single.idx", f"s3://{bucket}/rec/single.rec", "r")
+    local = MXIndexedRecordIO(golden / "single.idx", golden / "single.rec", "r")
+    assert remote.keys == local.keys
+    header, img = unpack_img(remote.read_idx(remote.keys[-1]))
+    assert header.id == remote.keys[-1] and img.ndim == 3
+    assert list(MXRecordIO(f"s3://{bucket}/rec/single.rec", "r")) == list(MXRecordIO(golden / "single.rec", "r"))
