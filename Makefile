@@ -38,9 +38,11 @@ check: install
 	$(BIN)/python tools/check_sources.py
 	$(BIN)/lint-imports
 
+# Hard limits, so a hung test fails with a message instead of holding CI: 10 min for the notebooks' own
+# tests, 5 min for any one pytest test, 10 min for any one cell of a pipeline notebook.
 test: check
-	$(BIN)/nbdev_test --n_workers 2
-	$(BIN)/python -m pytest -p no:cacheprovider tests $(PIPELINE_NBS) \
+	timeout --kill-after=10 600 $(BIN)/nbdev_test --n_workers 2 || { echo "nbdev_test failed or ran past 600 s"; exit 1; }
+	$(BIN)/python -m pytest -p no:cacheprovider --timeout=300 tests $(PIPELINE_NBS) \
 	  $(if $(PIPELINE_NBS),--nbval-lax --nbval-cell-timeout=600,)
 
 bench: install

@@ -70,3 +70,13 @@ def test_pipeline_notebook_without_parameters_cell_fails(repo):
     nb_path.write_text(json.dumps(nb))
     r = check(repo)
     assert r.returncode == 1 and "pipeline/explore_data.ipynb has no cell tagged 'parameters'" in r.stderr
+
+
+def test_parameter_papermill_cannot_see_fails(repo):
+    nb_path = repo / "pipeline" / "data_qa.ipynb"
+    nb = json.loads(nb_path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    cell["source"] = "".join(cell["source"]) + '\nextra = ""  # "" = looks harmless\n'
+    nb_path.write_text(json.dumps(nb))
+    r = check(repo)
+    assert r.returncode == 1 and "papermill does not see parameter(s) ['extra']" in r.stderr

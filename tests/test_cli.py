@@ -142,20 +142,23 @@ def test_config_init_and_show(earthsnap, tmp_path):
 
 
 def test_demo_runs_end_to_end(earthsnap, tmp_path):
-    """`earthsnap demo` in a fresh project: demo data, the pipeline notebooks run by papermill, results listed."""
+    """`earthsnap demo` in a fresh project: demo data, the step notebooks run by papermill, results listed."""
     shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline")
     r = earthsnap("demo", "--images", "6", "-q", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    listed = dict(line.strip().rsplit(None, 1)[::-1] for line in r.stdout.splitlines() if line.startswith("  "))
+    results = r.stdout.split("Results:\n", 1)[1].splitlines()
+    listed = dict(line.strip().rsplit(None, 1)[::-1] for line in results)
     paths = {Path(p) for p in listed}
     assert tmp_path / ".earthsnap" / "demo-data" in paths
     for p in paths:
         assert p.exists(), p
-    html = next(p for p in paths if p.suffix == ".html").read_text()
+    data_report = next(Path(p) for p, label in listed.items() if label == "data report")
+    html = data_report.read_text()
     assert "image/png" in html  # the charts made it into the report
     assert f"16 species, {16 * 6 + 9} files in {tmp_path / '.earthsnap' / 'demo-data'}" in html  # the data it was given
+    assert "images accepted, 9 rejected" in r.stdout and "dataset demo@" in r.stdout
     again = earthsnap("demo", "--images", "6", "-q", cwd=tmp_path)
-    assert again.returncode == 0 and "up to date" in again.stdout
+    assert again.returncode == 0 and "up to date" in again.stdout and "(unchanged)" in again.stdout
     assert "without encryption" not in r.stderr + again.stderr  # kernels talk over IPC, not plain TCP
 
 
@@ -168,3 +171,32 @@ def test_library_from_a_plain_script(tmp_path):
     r = subprocess.run([str(BIN / "python"), str(script)], env=clean_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "120", r.stderr
     assert len(list((tmp_path / "d").rglob("*.jpg"))) == 120
+
+
+def test_qa_step_from_the_cli(earthsnap, tmp_path):
+    """`earthsnap qa` runs the data QA notebook: faults rejected, a dataset version made, then unchanged."""
+    shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline")
+    photos = tmp_path / "photos"
+    assert earthsnap("demo-data", photos, "--groups", "2", "--species", "2", "--images", "5", "--faults", "-q").returncode == 0
+    r = earthsnap("qa", photos, "--name", "flora", "--taxonomy", photos / "taxonomy.yaml", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "(new version; parent none)" in r.stdout and "accepted 20 images in 4 classes; rejected 9" in r.stdout
+    report = Path(next(line.split()[1] for line in r.stdout.splitlines() if line.startswith("report:")))
+    assert report.exists() and "truncated" in report.read_text()
+    rejected = [json.loads(line) for line in Path(next(l.split()[1] for l in r.stdout.splitlines() if l.startswith("rejected:"))).read_text().splitlines()]
+    assert len(rejected) == 9
+    again = earthsnap("qa", photos, "--name", "flora", "--taxonomy", photos / "taxonomy.yaml", "-q", cwd=tmp_path)
+    assert again.returncode == 0 and "unchanged: nothing written" in again.stdout
+
+
+def test_qa_refuses_bad_input_before_running(earthsnap, tmp_path):
+    shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline")
+    for args, message in [(("missing-dir", "--name", "x"), "does not exist"),
+                          ((".", "--name", "Bad Name"), "not a valid dataset name"),
+                          ((".", "--name", "x", "--small-classes", "keep"), "--small-classes must be one of"),
+                          ((".", "--name", "x", "--accept-modes", "rgb,sepia"), "Unknown colour mode"),
+                          (("pipeline", "--name", "x"), "holds no input files"),
+                          ((".", "--name", "x", "--taxonomy", "nope.yaml"), "does not exist")]:
+        r = earthsnap("qa", *args, "-q", cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+    assert not (tmp_path / ".earthsnap" / "runs").exists()  # nothing ran

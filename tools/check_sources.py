@@ -1,6 +1,6 @@
 """Fail when the sources disagree: the library in earthsnap/ and README.md must be exactly what nbs/ generates,
-the notebooks (nbs/ and pipeline/) must be kept without stored outputs, and every pipeline notebook must
-have a `parameters` cell.
+the notebooks (nbs/ and pipeline/) must be kept without stored outputs, and papermill must see every
+parameter of every pipeline notebook.
 
 Run by `make test` before any test. Nothing in the working tree is changed: the export runs in a copy.
 """
@@ -64,13 +64,27 @@ def stored_outputs(root: Path = ROOT) -> list[str]:
     return problems
 
 
-def untagged_pipeline_notebooks(root: Path = ROOT) -> list[str]:
-    "Pipeline notebooks without a cell tagged 'parameters' (papermill would ignore every value it is given)."
+def pipeline_parameters(root: Path = ROOT) -> list[str]:
+    """Pipeline notebooks whose parameters papermill would not see: no cell tagged 'parameters', or names
+    assigned in that cell that papermill's parser misses (it misreads, for one, a comment containing '=')."""
+    import ast
+
+    import papermill
+
     problems = []
     for nb_path in sorted(root.glob("pipeline/*.ipynb")):
         cells = json.loads(nb_path.read_text())["cells"]
-        if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells):
+        tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        if not tagged:
             problems.append(f"{nb_path.relative_to(root)} has no cell tagged 'parameters'")
+            continue
+        source = "".join(tagged[0]["source"])
+        assigned = [t.id for node in ast.parse(source).body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
+        missed = [n for n in assigned if n not in papermill.inspect_notebook(str(nb_path))]
+        if missed:
+            problems.append(f"{nb_path.relative_to(root)}: papermill does not see parameter(s) {missed} "
+                            "(keep '=' out of their comments)")
     return problems
 
 
@@ -82,7 +96,7 @@ def readme_drift(root: Path = ROOT) -> list[str]:
 
 
 def main() -> int:
-    problems = export_drift() + missing_headers() + stored_outputs() + untagged_pipeline_notebooks() + readme_drift()
+    problems = export_drift() + missing_headers() + stored_outputs() + pipeline_parameters() + readme_drift()
     for p in problems:
         print(f"check_sources: {p}", file=sys.stderr)
     if problems:
