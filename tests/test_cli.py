@@ -200,3 +200,26 @@ def test_qa_refuses_bad_input_before_running(earthsnap, tmp_path):
         r = earthsnap("qa", *args, "-q", cwd=tmp_path)
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
     assert not (tmp_path / ".earthsnap" / "runs").exists()  # nothing ran
+
+
+def test_preprocess_step_from_the_cli(earthsnap, tmp_path):
+    """`earthsnap preprocess` turns the dataset QA made into RecordIO splits that read back."""
+    from earthsnap.recordio import MXIndexedRecordIO, unpack_img
+    shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline")
+    photos = tmp_path / "photos"
+    assert earthsnap("demo-data", photos, "--groups", "2", "--species", "2", "--images", "20", "-q").returncode == 0
+    assert earthsnap("qa", photos, "--name", "flora", "-q", cwd=tmp_path).returncode == 0
+    r = earthsnap("preprocess", "flora", tmp_path / "rec", "--size", "40", "--center-crop", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "4 classes; train" in r.stdout and "full 80" in r.stdout
+    full = MXIndexedRecordIO(tmp_path / "rec" / "full.idx", tmp_path / "rec" / "full.rec", "r")
+    assert len(full) == 80
+    header, img = unpack_img(full.read_idx(full.keys[0]))
+    assert img.shape == (40, 40, 3) and header.id == full.keys[0]
+    for args, message in [(("flora", "--train", "0.9"), "must each be in [0, 1] and sum to 1"),
+                          (("fauna",), "No dataset named 'fauna'"),
+                          (("flora@0123456789abcdef",), "has no version"),
+                          (("flora", "--size", "4"), "size must be")]:
+        bad = earthsnap("preprocess", *args, "-q", cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+    assert len(list((tmp_path / ".earthsnap" / "runs").glob("preprocess-*"))) == 1  # the refused ones never ran

@@ -118,3 +118,23 @@ def test_recordio_reads_from_s3(moto_url, bucket, monkeypatch):
     header, img = unpack_img(remote.read_idx(remote.keys[-1]))
     assert header.id == remote.keys[-1] and img.ndim == 3
     assert list(MXRecordIO(f"s3://{bucket}/rec/single.rec", "r")) == list(MXRecordIO(golden / "single.rec", "r"))
+
+
+def test_data_qa_and_preprocess_from_a_bucket(moto_url, bucket, monkeypatch, tmp_path):
+    """A photo source on S3 (emulated): QA lists and reads it there, and the dataset it commits preprocesses."""
+    from earthsnap.dataqa import run_qa
+    from earthsnap.demodata import generate_demo_data
+    from earthsnap.preprocess import PreprocessParams, preprocess
+    monkeypatch.setenv("EARTHSNAP_S3_ENDPOINT_URL", moto_url)
+    photos = generate_demo_data(tmp_path / "photos", groups=1, species=2, images=5, faults=True, progress=False)
+    for p in sorted(photos.root.rglob("*")):
+        if p.is_file():
+            storage.write_bytes(f"s3://{bucket}/photos/{p.relative_to(photos.root).as_posix()}", p.read_bytes())
+    result = run_qa(f"s3://{bucket}/photos", "flora", datasets=f"s3://{bucket}/datasets",
+                    taxonomy=f"s3://{bucket}/photos/taxonomy.yaml", progress=False)
+    assert len(result.accepted) == 10 and len(result.rejected) == 9
+    assert result.dataset.root == f"s3://{bucket}/datasets/flora/{result.dataset.version}"
+    local = run_qa(photos.root, "flora", datasets=tmp_path / "datasets", progress=False)
+    assert local.dataset.version == result.dataset.version  # the version names the content, not where it lives
+    summary = preprocess(result.dataset, tmp_path / "rec", PreprocessParams(size=32), progress=False)
+    assert summary["images"]["full"] == 10
