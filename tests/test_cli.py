@@ -193,7 +193,7 @@ def test_qa_refuses_bad_input_before_running(earthsnap, tmp_path):
     shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline")
     for args, message in [(("missing-dir", "--name", "x"), "does not exist"),
                           ((".", "--name", "Bad Name"), "not a valid dataset name"),
-                          ((".", "--name", "x", "--small-classes", "keep"), "--small-classes must be one of"),
+                          ((".", "--name", "x", "--small-classes", "keep"), "small_classes must be one of ('drop', 'fail'), not 'keep'"),
                           ((".", "--name", "x", "--accept-modes", "rgb,sepia"), "Unknown colour mode"),
                           (("pipeline", "--name", "x"), "holds no input files"),
                           ((".", "--name", "x", "--taxonomy", "nope.yaml"), "does not exist")]:
