@@ -15,14 +15,17 @@ from .config import CONFIG_FILE, config_template, load_config
 from .errors import EarthsnapError, ParameterError
 
 # %% auto #0
-__all__ = ['app', 'config_app', 'demo_data', 'demo', 'qa', 'preprocess', 'config_show', 'config_init', 'main']
+__all__ = ['app', 'config_app', 'runs_app', 'demo_data', 'demo', 'qa', 'preprocess', 'run', 'runs_list', 'runs_show', 'dag',
+           'config_show', 'config_init', 'main']
 
-# %% ../nbs/07_cli.ipynb #049ecdeb
+# %% ../nbs/07_cli.ipynb #2a061251
 app = typer.Typer(name="earthsnap", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Jupyter-first pipelines for vision models: data QA, RecordIO, tuning, training, "
                        "evaluation, registry and endpoints, locally or on SageMaker.")
 config_app = typer.Typer(no_args_is_help=True, help="Show or create the project configuration.")
 app.add_typer(config_app, name="config")
+runs_app = typer.Typer(no_args_is_help=True, help="The records of pipeline runs: list them, show one.")
+app.add_typer(runs_app, name="runs")
 
 def _version(value: bool):
     if value:
@@ -64,7 +67,7 @@ def demo(
     from earthsnap.demo import run_demo
     run_demo(load_config(), progress=not quiet, echo=typer.echo, images=images)
 
-# %% ../nbs/07_cli.ipynb #aa594939
+# %% ../nbs/07_cli.ipynb #fecfb1bb
 @app.command()
 def qa(
     source: str = typer.Argument(..., help="Photos: a directory of <label>/<file> (local or s3://), or a CSV/JSON lines listing of uri,label."),
@@ -97,17 +100,18 @@ def qa(
                   formats=formats, min_side=min_side, max_pixels=max_pixels, accept_modes=accept_modes,
                   min_per_class=min_per_class, small_classes=small_classes, workers=workers)
     nb = run_notebook(notebook, run_dir / "data_qa.ipynb", params, progress=not quiet)
-    s = json.loads((run_dir / "data_qa" / "qa.json").read_text())
+    report = run_dir / "data_qa" / "dataset"
+    s = json.loads((report / "qa.json").read_text())
     typer.echo(f"dataset {s['dataset']} ({'new version' if s['created'] else 'unchanged: nothing written'}; parent {s['parent'] or 'none'})")
     typer.echo(f"accepted {s['accepted']} images in {len(s['classes'])} classes; rejected {s['rejected']}"
                + (": " + ", ".join(f"{k} {v}" for k, v in s["reasons"].items()) if s["reasons"] else ""))
-    typer.echo(f"report:   {nb.with_suffix('.html')}\nrejected: {run_dir / 'data_qa' / 'rejected.jsonl'}\nstored:   {s['root']}")
+    typer.echo(f"report:   {nb.with_suffix('.html')}\nrejected: {report / 'rejected.jsonl'}\nstored:   {s['root']}")
 
-# %% ../nbs/07_cli.ipynb #a18cca7c
+# %% ../nbs/07_cli.ipynb #ed9c8e64
 @app.command()
 def preprocess(
     dataset: str = typer.Argument(..., help="A dataset version: 'name' (its latest), 'name@version', or a version directory."),
-    out: Optional[Path] = typer.Argument(None, help="Output directory; default: the step's directory in a new run."),
+    out: Optional[Path] = typer.Argument(None, help="Output directory (the records go to OUT/records); default: the step's directory in a new run."),
     size: int = typer.Option(64, help="Shorter side of the output images, in pixels."),
     center_crop: bool = typer.Option(False, "--center-crop", help="Crop the centre square after resizing."),
     quality: int = typer.Option(90, help="JPEG quality of the output images."),
@@ -133,11 +137,72 @@ def preprocess(
     params = dict(dataset=version.root, out_dir=out_dir, size=size, center_crop=center_crop, quality=quality,
                   train=train, val=val, test=test, seed=seed, tune_fraction=tune_fraction, workers=workers)
     nb = run_notebook(notebook, run_dir / "preprocess.ipynb", params, progress=not quiet)
-    s = json.loads(Path(out_dir, "summary.json").read_text())
+    s = json.loads(Path(out_dir, "records", "summary.json").read_text())
     from earthsnap.preprocess import OUTPUTS
     typer.echo(f"dataset {s['dataset']}: {s['classes']} classes; " + ", ".join(f"{k} {s['images'][k]}" for k in OUTPUTS))
     for gap in s["coverage_gaps"]: typer.echo(f"warning: {gap}")
-    typer.echo(f"report:  {nb.with_suffix('.html')}\nrecords: {out_dir}")
+    typer.echo(f"report:  {nb.with_suffix('.html')}\nrecords: {Path(out_dir) / 'records'}")
+
+# %% ../nbs/07_cli.ipynb #ff3ecfb7
+def _parse_params(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise ParameterError(f"-p {item!r} is not name=value.", fix="Write -p image_size=96 (see `earthsnap dag` for the parameters).")
+        out[name.strip()] = value
+    return out
+
+def _pipeline(file: Optional[Path]):
+    from earthsnap.definition import load_pipeline
+    return load_pipeline(file or load_config().project_dir / "pipeline" / "pipeline.py")
+
+@app.command()
+def run(
+    param: list[str] = typer.Option([], "--param", "-p", help="A pipeline parameter, name=value; repeat for more."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Take up failed or interrupted run RUN: re-run only what did not succeed."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Run every step, even those whose inputs did not change."),
+    workers: int = typer.Option(0, help="Steps run at the same time; 0 means the workers setting (one per CPU core)."),
+    pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project."),
+):
+    "Run the pipeline on this machine, each step a notebook run by papermill."
+    from earthsnap.executor import run_pipeline
+    from earthsnap.progress import TerminalProgress
+    params = _parse_params(param)
+    p = _pipeline(pipeline)
+    run_pipeline(p, params, config=load_config(), workers=workers or None, cache=not no_cache, resume=resume,
+                 on_event=TerminalProgress(typer.echo))
+
+@runs_app.command("list")
+def runs_list(limit: int = typer.Option(20, help="How many runs, newest first.")):
+    "List the latest runs: id, status, start, duration, code version."
+    from earthsnap.progress import runs_table
+    from earthsnap.runs import RunStore
+    store = RunStore(load_config().registry); store.mark_interrupted()
+    typer.echo(runs_table(store.runs(limit)))
+
+@runs_app.command("show")
+def runs_show(run_id: str = typer.Argument(..., help="The run's id (see `earthsnap runs list`).")):
+    "Show one run: parameters, code and package versions, and each step with its status, duration, outputs and notebook."
+    from earthsnap.progress import run_table
+    from earthsnap.runs import RunStore
+    store = RunStore(load_config().registry); store.mark_interrupted()
+    typer.echo(run_table(store.run(run_id)))
+
+@app.command()
+def dag(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also draw it to this file: .svg, .html or .png."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="Colour the steps by their status in this run."),
+    pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project."),
+):
+    "Draw the pipeline: its steps in dependency order, in the terminal and optionally to a file."
+    from earthsnap.dag import text_dag, write_dag
+    p, statuses = _pipeline(pipeline), None
+    if run_id:
+        from earthsnap.runs import RunStore
+        statuses = {s["name"]: s["status"] for s in RunStore(load_config().registry).run(run_id)["steps"]}
+    typer.echo(text_dag(p, statuses))
+    if output: typer.echo(f"drawn to {write_dag(p, output, statuses)}")
 
 # %% ../nbs/07_cli.ipynb #bb88e9fe
 @config_app.command("show")
@@ -157,11 +222,16 @@ def config_init(force: bool = typer.Option(False, "--force", help="Overwrite an 
     target.write_text(config_template())
     typer.echo(f"wrote {target}")
 
-# %% ../nbs/07_cli.ipynb #8b88a937
+# %% ../nbs/07_cli.ipynb #037289af
 def main(argv: Optional[list[str]] = None) -> int:
     "Entry point of the `earthsnap` command."
+    from earthsnap.executor import RunFailed, RunInterrupted
     try:
         rc = app(args=argv, prog_name="earthsnap", standalone_mode=False)  # typer returns 130 on Ctrl-C
+    except (RunFailed, RunInterrupted) as e:  # the run is recorded; say where, and how to resume
+        typer.secho(f"error: {e.what}", fg=typer.colors.RED, err=True)
+        if e.fix: typer.echo(f"  next: {e.fix}", err=True)
+        return 130 if isinstance(e, RunInterrupted) else 1
     except EarthsnapError as e:
         typer.secho(f"error: {e.what}", fg=typer.colors.RED, err=True)
         if e.fix: typer.echo(f"  how to fix: {e.fix}", err=True)

@@ -17,7 +17,7 @@ from .errors import ConfigError, did_you_mean
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'ENV_PREFIX', 'SETTINGS', 'Setting', 'Config', 'find_config_file', 'load_config', 'config_template']
 
-# %% ../nbs/02_config.ipynb #52813914
+# %% ../nbs/02_config.ipynb #e5f9558b
 CONFIG_FILE = "earthsnap.yaml"
 ENV_PREFIX = "EARTHSNAP_"
 
@@ -29,6 +29,7 @@ class Setting:
     default: Any
     doc: str
     path: bool = False  # a location: `{store}` is expanded and relative local paths are resolved
+    affects_results: bool = True  # False for settings that change speed, never what a step writes (kept out of cache keys)
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("store", str, ".earthsnap", "Root of everything earthsnap writes: a local path (relative to the "
@@ -41,7 +42,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("endpoint_host", str, "127.0.0.1", "Address local endpoints listen on."),
     Setting("stage_port", int, 8081, "Port of the local stage endpoint."),
     Setting("prod_port", int, 8082, "Port of the local prod endpoint."),
-    Setting("workers", int, 0, "Worker processes for parallel work; 0 means one per CPU core."),
+    Setting("workers", int, 0, "Worker processes for parallel work; 0 means one per CPU core.", affects_results=False),
     Setting("s3_endpoint_url", str, "", "Endpoint of an S3-compatible server for s3:// URIs; empty means AWS S3."),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -23,7 +23,7 @@ from .parallel import pid_alive
 __all__ = ['SCHEMA_VERSION', 'SCHEMA', 'RUN_STATUSES', 'STEP_STATUSES', 'PACKAGES', 'RunNotFound', 'code_version',
            'package_versions', 'RunStore']
 
-# %% ../nbs/21_runs.ipynb #45ddfd64
+# %% ../nbs/21_runs.ipynb #bbce8810
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -33,12 +33,12 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs(id), name TEXT NOT NULL, status TEXT NOT NULL,
     started_at REAL, ended_at REAL, attempts INTEGER NOT NULL DEFAULT 0, cache_key TEXT,
-    cache_hit INTEGER NOT NULL DEFAULT 0, outputs TEXT, notebook TEXT, error TEXT,
+    cache_hit INTEGER NOT NULL DEFAULT 0, outputs TEXT, notebook TEXT, error TEXT, cached_from TEXT,
     PRIMARY KEY (run_id, name));
 CREATE INDEX IF NOT EXISTS steps_by_cache_key ON steps (cache_key, status);
 """
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
-STEP_STATUSES = ("running", "succeeded", "failed", "cached")
+STEP_STATUSES = ("pending", "running", "succeeded", "failed", "cached", "skipped")
 PACKAGES = ("earthsnap", "papermill", "nbclient", "ipykernel", "numpy", "pillow", "torch", "onnxruntime", "sagemaker")
 
 class RunNotFound(EarthsnapError):
@@ -60,7 +60,7 @@ def package_versions(names=PACKAGES) -> dict[str, str]:
         except metadata.PackageNotFoundError: pass
     return out
 
-# %% ../nbs/21_runs.ipynb #2fef74b2
+# %% ../nbs/21_runs.ipynb #ba1185e7
 class RunStore:
     "The run records in one SQLite file; safe to use from several processes at once."
     def __init__(self, path: str | os.PathLike):
@@ -111,6 +111,26 @@ class RunStore:
             if db.execute("UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ?", (status, time.time(), error, run_id)).rowcount == 0:
                 raise RunNotFound(f"No run {run_id!r} in {self.path}.")
 
+    def add_steps(self, run_id: str, names: list[str]) -> None:
+        "Record the steps a run will take as pending (steps it has already are left as they are)."
+        with self._write() as db:
+            db.executemany("INSERT OR IGNORE INTO steps (run_id, name, status) VALUES (?, ?, 'pending')", [(run_id, n) for n in names])
+
+    def resume(self, run_id: str, project_dir: str | Path = ".") -> dict:
+        "Take up a failed or interrupted run again in this process; returns it, with its steps."
+        self.mark_interrupted()
+        with self._write() as db:
+            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None: raise RunNotFound(f"No run {run_id!r} in {self.path}.", fix="List the runs with `earthsnap runs list`.")
+            if row[0] in ("running", "succeeded"):
+                raise EarthsnapError(f"Run {run_id} is {row[0]}{' in another process' if row[0] == 'running' else ''}; only a failed or interrupted run resumes.",
+                                     fix="Start a new run (its steps come from the cache where nothing changed)." if row[0] == "succeeded"
+                                         else "Wait for it to end, or stop that process.")
+            db.execute("UPDATE runs SET status = 'running', ended_at = NULL, error = NULL, pid = ?, code_version = ?, packages = ? WHERE id = ?",
+                       (os.getpid(), json.dumps(code_version(project_dir)), json.dumps(package_versions()), run_id))
+            db.execute("UPDATE steps SET status = 'pending', error = NULL WHERE run_id = ? AND status IN ('failed', 'running', 'skipped')", (run_id,))
+        return self.run(run_id)
+
     def start_step(self, run_id: str, name: str, cache_key: str | None = None, notebook: str | None = None) -> int:
         "Record that a step started (again, on a retry); returns its attempt number."
         with self._write() as db:
@@ -120,12 +140,17 @@ class RunStore:
                        (run_id, name, time.time(), cache_key, notebook))
             return db.execute("SELECT attempts FROM steps WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()[0]
 
-    def finish_step(self, run_id: str, name: str, status: str, outputs: dict | None = None, error: str | None = None) -> None:
-        "Record how a step ended: succeeded or failed, or cached (its outputs reused from an earlier step)."
-        if status not in STEP_STATUSES[1:]: raise ValueError(f"a step ends as one of {STEP_STATUSES[1:]}, not {status!r}")
+    def finish_step(self, run_id: str, name: str, status: str, outputs: dict | None = None, error: str | None = None,
+                    cached_from: str | None = None, notebook: str | None = None) -> None:
+        "Record how a step ended: succeeded, failed, skipped, or cached (its outputs reused from run `cached_from`)."
+        if status not in STEP_STATUSES[2:]: raise ValueError(f"a step ends as one of {STEP_STATUSES[2:]}, not {status!r}")
+        now = time.time()
         with self._write() as db:
-            db.execute("UPDATE steps SET status = ?, ended_at = ?, outputs = ?, error = ?, cache_hit = ? WHERE run_id = ? AND name = ?",
-                       (status, time.time(), json.dumps(outputs) if outputs is not None else None, error, int(status == "cached"), run_id, name))
+            db.execute("INSERT OR IGNORE INTO steps (run_id, name, status) VALUES (?, ?, 'pending')", (run_id, name))
+            db.execute("UPDATE steps SET status = ?, started_at = COALESCE(started_at, ?), ended_at = ?, outputs = ?, error = ?, cache_hit = ?, "
+                       "cached_from = ?, notebook = COALESCE(?, notebook) WHERE run_id = ? AND name = ?",
+                       (status, now, now, json.dumps(outputs) if outputs is not None else None, error, int(status == "cached"),
+                        cached_from, notebook, run_id, name))
 
     def mark_interrupted(self) -> list[str]:
         "Mark runs left 'running' by a process that has died as interrupted (their running steps as failed); returns their ids."
@@ -136,12 +161,12 @@ class RunStore:
                 db.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE id = ?", (time.time(), i))
         return ids
 
-    def cached(self, cache_key: str) -> dict | None:
-        "The outputs of the latest successful step with this cache key, or None."
+    def cached(self, cache_key: str) -> list[dict]:
+        "Earlier successful steps with this cache key, latest first (each: run_id, outputs, notebook)."
         with self._connect() as db:
-            row = db.execute("SELECT outputs FROM steps WHERE cache_key = ? AND status IN ('succeeded', 'cached') "
-                             "ORDER BY ended_at DESC LIMIT 1", (cache_key,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
+            rows = db.execute("SELECT COALESCE(cached_from, run_id) AS run_id, outputs, notebook FROM steps "
+                              "WHERE cache_key = ? AND status IN ('succeeded', 'cached') ORDER BY ended_at DESC LIMIT 5", (cache_key,)).fetchall()
+        return [_decode(r) for r in rows]
 
     def run(self, run_id: str) -> dict:
         "One run with its steps; durations in seconds."
@@ -151,7 +176,7 @@ class RunStore:
                 near = [r[0] for r in db.execute("SELECT id FROM runs WHERE id LIKE ? ORDER BY started_at DESC LIMIT 5", (run_id + "%",))]
                 raise RunNotFound(f"No run {run_id!r} in {self.path}." + (f" Runs starting so: {', '.join(near)}." if near else ""),
                                   fix="List the runs with `earthsnap runs list`.")
-            steps = db.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY started_at", (run_id,)).fetchall()
+            steps = db.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY started_at IS NULL, started_at, rowid", (run_id,)).fetchall()
         return {**_decode(row), "steps": [_decode(s) for s in steps]}
 
     def runs(self, limit: int = 20) -> list[dict]:

@@ -146,7 +146,8 @@ def test_demo_runs_end_to_end(earthsnap, tmp_path):
     shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline")
     r = earthsnap("demo", "--images", "6", "-q", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    results = r.stdout.split("Results:\n", 1)[1].splitlines()
+    results = r.stdout.split("Results:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert "see the run: earthsnap runs show earthsnap-" in r.stdout
     listed = dict(line.strip().rsplit(None, 1)[::-1] for line in results)
     paths = {Path(p) for p in listed}
     assert tmp_path / ".earthsnap" / "demo-data" in paths
@@ -158,7 +159,7 @@ def test_demo_runs_end_to_end(earthsnap, tmp_path):
     assert f"16 species, {16 * 6 + 9} files in {tmp_path / '.earthsnap' / 'demo-data'}" in html  # the data it was given
     assert "images accepted, 9 rejected" in r.stdout and "dataset demo@" in r.stdout
     again = earthsnap("demo", "--images", "6", "-q", cwd=tmp_path)
-    assert again.returncode == 0 and "up to date" in again.stdout and "(unchanged)" in again.stdout
+    assert again.returncode == 0 and "up to date" in again.stdout and again.stdout.count("cached") == 3, again.stdout
     assert "without encryption" not in r.stderr + again.stderr  # kernels talk over IPC, not plain TCP
 
 
@@ -212,7 +213,7 @@ def test_preprocess_step_from_the_cli(earthsnap, tmp_path):
     r = earthsnap("preprocess", "flora", tmp_path / "rec", "--size", "40", "--center-crop", "-q", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "4 classes; train" in r.stdout and "full 80" in r.stdout
-    full = MXIndexedRecordIO(tmp_path / "rec" / "full.idx", tmp_path / "rec" / "full.rec", "r")
+    full = MXIndexedRecordIO(tmp_path / "rec" / "records" / "full.idx", tmp_path / "rec" / "records" / "full.rec", "r")
     assert len(full) == 80
     header, img = unpack_img(full.read_idx(full.keys[0]))
     assert img.shape == (40, 40, 3) and header.id == full.keys[0]

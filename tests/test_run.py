@@ -1,0 +1,206 @@
+"""`earthsnap run` as a user runs it: the EarthSnap pipeline in a fresh project, failures, Ctrl-C, a killed
+process, resume, two runs at once, the run records and the DAG. Every run is a real process running real
+notebooks in real Jupyter kernels."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import BIN, ROOT, clean_env
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    "A project: the pipeline folder and a small demo dataset with the planted faults in its store."
+    project = tmp_path_factory.mktemp("template")
+    shutil.copytree(ROOT / "pipeline", project / "pipeline")
+    r = subprocess.run([str(BIN / "earthsnap"), "demo-data", ".earthsnap/demo-data", "--groups", "2", "--species", "2",
+                        "--images", "12", "--faults", "-q"], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return project
+
+
+@pytest.fixture
+def project(template, tmp_path) -> Path:
+    shutil.copytree(template, tmp_path / "p")
+    return tmp_path / "p"
+
+
+def add_cell(notebook: Path, code: str):
+    "Put a cell right after the parameters cell of a step notebook (the project's copy)."
+    nb = nbformat.read(notebook, as_version=4)
+    i = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(i + 1, nbformat.v4.new_code_cell(code))
+    nbformat.write(nb, notebook)
+
+
+def run_id_in(text: str) -> str:
+    return next(w.rstrip(":.,") for w in text.split() if w.startswith("earthsnap-2"))
+
+
+def start(project: Path, *args: str, **env) -> subprocess.Popen:
+    # as from a terminal: SIGINT at its default (a background job would inherit it ignored)
+    return subprocess.Popen([str(BIN / "earthsnap"), "run", *args], cwd=project, env=clean_env(**env), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+def steps_of(earthsnap, project: Path, run_id: str) -> dict[str, tuple[str, int]]:
+    r = earthsnap("runs", "show", run_id, cwd=project)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines() if line[:4] in ("  ✓ ", "  ✗ ", "  ↺ ", "  · ", "  – ", "  ▶ ")]
+    return {row[1]: (row[2], int(row[4])) for row in rows}
+
+
+def test_run_then_cached_rerun(earthsnap, project):
+    r = earthsnap("run", cwd=project)
+    assert r.returncode == 0, r.stderr
+    first = run_id_in(r.stdout)
+    run_dir = project / ".earthsnap" / "runs" / first
+    for step in ("explore_data", "data_qa", "preprocess"):
+        assert (run_dir / f"{step}.ipynb").exists() and (run_dir / f"{step}.html").exists()
+    assert (run_dir / "preprocess" / "records" / "train.rec").exists() and (run_dir / "data_qa" / "dataset" / "qa.json").exists()
+    assert not list((run_dir / ".partial").iterdir())
+    again = earthsnap("run", cwd=project)
+    assert again.returncode == 0 and again.stdout.count(f"cached              from {first}") == 3, again.stdout
+    # a changed photo re-runs data QA and what reads it; the exploration reads the photos too
+    photo = next((project / ".earthsnap" / "demo-data").rglob("*.jpg"))
+    photo.write_bytes(photo.read_bytes() + b"\0")
+    changed = earthsnap("run", cwd=project)
+    assert changed.returncode == 0 and "↺" not in changed.stdout, changed.stdout
+    # a changed parameter re-runs the step it reaches, and data QA stays cached
+    size = earthsnap("run", "-p", "image_size=48", cwd=project)
+    assert size.returncode == 0
+    assert {s: st for s, (st, _) in steps_of(earthsnap, project, run_id_in(size.stdout)).items()} == \
+        {"explore_data": "cached", "data_qa": "cached", "preprocess": "succeeded"}
+    listed = earthsnap("runs", "list", cwd=project).stdout.splitlines()
+    assert len(listed) == 5 and all(" succeeded " in line for line in listed[1:])
+    fresh = earthsnap("run", "--no-cache", cwd=project)
+    assert fresh.returncode == 0 and "↺" not in fresh.stdout
+
+
+def test_failed_step_keeps_its_notebook_and_resumes(earthsnap, project):
+    add_cell(project / "pipeline" / "preprocess.ipynb",
+             "import os\nif os.path.exists(os.environ['FAIL_FLAG']): raise RuntimeError('disk full')")
+    flag = project / "FAIL"; flag.write_text("")
+    r = earthsnap("run", cwd=project, env=clean_env(FAIL_FLAG=str(flag)))
+    assert r.returncode == 1, r.stderr
+    run_id = run_id_in(r.stderr)
+    assert "step preprocess failed" in r.stderr and "RuntimeError: disk full" in r.stderr and f"--resume {run_id}" in r.stderr
+    run_dir = project / ".earthsnap" / "runs" / run_id
+    assert "disk full" in (run_dir / "preprocess.ipynb").read_text() and "disk full" in (run_dir / "preprocess.html").read_text()
+    assert not (run_dir / "preprocess").exists()  # nothing half-written where outputs appear
+    assert steps_of(earthsnap, project, run_id) == {"explore_data": ("succeeded", 1), "data_qa": ("succeeded", 1), "preprocess": ("failed", 1)}
+    flag.unlink()
+    resumed = earthsnap("run", "--resume", run_id, cwd=project, env=clean_env(FAIL_FLAG=str(flag)))
+    assert resumed.returncode == 0, resumed.stderr
+    assert steps_of(earthsnap, project, run_id) == {"explore_data": ("succeeded", 1), "data_qa": ("succeeded", 1), "preprocess": ("succeeded", 2)}
+    assert (run_dir / "preprocess" / "records" / "full.rec").exists()
+    again = earthsnap("run", "--resume", run_id, cwd=project)
+    assert again.returncode == 2 and "only a failed or interrupted run resumes" in again.stderr
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_interrupted_run_shows_nothing_half_written_and_resumes(earthsnap, project, how):
+    add_cell(project / "pipeline" / "preprocess.ipynb", "import os, time\ntime.sleep(float(os.environ.get('STEP_SLEEP', '0')))")
+    proc = start(project, STEP_SLEEP="120")
+    runs = project / ".earthsnap" / "runs"
+    wait_for(lambda: list(runs.glob("*/.partial/preprocess")), proc)
+    run_dir = next(runs.glob("*/.partial/preprocess")).parent.parent
+    time.sleep(1)
+    if how == "ctrl-c":
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and "was interrupted" in err and f"--resume {run_dir.name}" in err, err
+        assert "KeyboardInterrupt" in (run_dir / "preprocess.ipynb").read_text()  # the notebook is kept, where it stopped
+    else:
+        proc.kill(); proc.communicate(timeout=60)
+    assert not (run_dir / "preprocess").exists()
+    listed = earthsnap("runs", "list", cwd=project).stdout
+    assert f"{run_dir.name}" in listed and " interrupted " in listed, listed
+    resumed = earthsnap("run", "--resume", run_dir.name, cwd=project)
+    assert resumed.returncode == 0, resumed.stderr
+    steps = steps_of(earthsnap, project, run_dir.name)
+    assert steps["preprocess"] == ("succeeded", 2) and steps["data_qa"] == ("succeeded", 1)
+    assert (run_dir / "preprocess" / "records" / "train.rec").exists()
+
+
+def test_two_runs_at_once(earthsnap, project):
+    """Two terminals start the same pipeline at once: both finish, the records, the cache and the dataset store agree."""
+    procs = [start(project, "--no-cache") for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    ids = [run_id_in(out) for out, _ in results]
+    assert ids[0] != ids[1]
+    runs_dir = project / ".earthsnap" / "runs"
+    digests = [hashlib.sha256((runs_dir / i / "preprocess" / "records" / "full.rec").read_bytes()).hexdigest() for i in ids]
+    assert digests[0] == digests[1]
+    versions = list((project / ".earthsnap" / "datasets" / "demo").iterdir())
+    assert sorted(v.name for v in versions if v.name not in ("objects", "LATEST")) == [json.loads((runs_dir / ids[0] / "data_qa" / "dataset" / "qa.json").read_text())["dataset"].split("@")[1]]
+    for i in ids:
+        assert all(status == "succeeded" for status, _ in steps_of(earthsnap, project, i).values())
+    third = earthsnap("run", cwd=project)
+    assert third.returncode == 0 and third.stdout.count("↺") == 3
+
+
+def test_refused_before_anything_runs(earthsnap, project):
+    for args, message in [(("-p", "imagesize=96"), "has no parameter 'imagesize'. Did you mean 'image_size'?"),
+                          (("-p", "image_size=large"), "Parameter 'image_size' is int; 'large' is not"),
+                          (("-p", "source=no/photos"), "does not exist"),
+                          (("--resume", "earthsnap-19990101"), "No run 'earthsnap-19990101'")]:
+        r = earthsnap("run", *args, cwd=project)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+    nb = nbformat.read(project / "pipeline" / "data_qa.ipynb", as_version=4)
+    for c in nb.cells: c.metadata.pop("tags", None)
+    nbformat.write(nb, project / "pipeline" / "data_qa.ipynb")
+    r = earthsnap("run", cwd=project)
+    assert r.returncode == 2 and "data_qa.ipynb has no cell tagged 'parameters'" in r.stderr, r.stderr
+    (project / "pipeline" / "data_qa.ipynb").unlink()
+    r = earthsnap("run", cwd=project)
+    assert r.returncode == 2 and "Step 'data_qa' runs" in r.stderr and "which does not exist" in r.stderr, r.stderr
+    assert not (project / ".earthsnap" / "runs").exists()  # nothing ran, nothing was recorded
+
+
+def test_dag_in_the_terminal_and_as_files(earthsnap, project, tmp_path):
+    r = earthsnap("dag", cwd=project)
+    assert r.returncode == 0 and "└─▶ preprocess (processing)" in r.stdout and "dataset ← data_qa.dataset" in r.stdout
+    for ext in ("svg", "html", "png"):
+        out = tmp_path / f"dag.{ext}"
+        r = earthsnap("dag", "-o", out, cwd=project)
+        assert r.returncode == 0 and out.stat().st_size > 500, r.stderr
+    assert "<svg" in (tmp_path / "dag.html").read_text()
+
+
+def test_run_from_a_notebook_shows_live_progress(project):
+    """`earthsnap.run()` in a Jupyter kernel: the step table is displayed and updated in place."""
+    import papermill as pm
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import earthsnap\nrecord = earthsnap.run(image_size=40)\nprint(record['status'])")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
+    nbformat.write(nb, project / "use.ipynb")
+    env = os.environ.copy()
+    os.environ.update(clean_env())
+    try:
+        pm.execute_notebook(str(project / "use.ipynb"), str(project / "used.ipynb"), cwd=str(project), progress_bar=False)
+    finally:
+        os.environ.clear(); os.environ.update(env)
+    outputs = nbformat.read(project / "used.ipynb", as_version=4).cells[0].outputs
+    assert outputs[-1]["text"].strip() == "succeeded"
+    html = [o["data"]["text/html"] for o in outputs if o.get("output_type") in ("display_data", "update_display_data")]
+    assert html and "preprocess" in html[0] and "succeeded" in html[-1]
