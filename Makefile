@@ -48,6 +48,7 @@ test: check
 bench: install
 	$(BIN)/python bench/demodata.py
 	$(BIN)/python bench/demodata_learnability.py
+	$(BIN)/python bench/executor.py
 
 export: install
 	$(BIN)/nbdev_export
