@@ -20,7 +20,7 @@ from .storage import join, read_bytes, write_json, write_text
 from .taxonomy import load_taxonomy, species_to_group, taxonomy_yaml
 
 # %% auto #0
-__all__ = ['SMALL_CLASS_POLICIES', 'QAFailed', 'QAResult', 'check_qa_args', 'run_qa', 'plot_qa']
+__all__ = ['SMALL_CLASS_POLICIES', 'QAFailed', 'QAResult', 'check_qa_args', 'run_qa', 'plot_qa', 'source_sheet']
 
 # %% ../nbs/14_dataqa.ipynb #1e85248e
 SMALL_CLASS_POLICIES = ("drop", "fail")
@@ -159,3 +159,24 @@ def plot_qa(result: QAResult, taxonomy: dict[str, list[str]] | None = None):
                  loc="lower right", fontsize="small")
     fig.tight_layout()
     return fig
+
+# %% ../nbs/14_dataqa.ipynb #fc952763
+def source_sheet(items: list[SourceItem], per_label: int = 8, thumb: int = 64, endpoint_url: str | None = None):
+    "A grid image: a row per label of the source items, its first `per_label` photos each, labelled."
+    from PIL import Image, ImageDraw, ImageFont
+    from earthsnap.images import load_rgb
+    by_label: dict[str, list[SourceItem]] = {}
+    for it in items: by_label.setdefault(it.label or "(no label)", []).append(it)
+    label_w, pad = 150, 2
+    font = ImageFont.load_default(size=13)
+    sheet = Image.new("RGB", (label_w + per_label * (thumb + pad), max(1, len(by_label)) * (thumb + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (label, its) in enumerate(by_label.items()):
+        y = r * (thumb + pad)
+        draw.text((6, y + thumb // 2 - 8), label[:20], fill="black", font=font)
+        for c, it in enumerate(its[:per_label]):
+            x = label_w + c * (thumb + pad)
+            try: sheet.paste(load_rgb(read_bytes(it.uri, endpoint_url), thumb).resize((thumb, thumb)), (x, y))
+            except Exception:  # any undecodable file: crossed out, the sheet goes on
+                draw.line([(x, y), (x + thumb, y + thumb)], fill="red", width=2); draw.line([(x, y + thumb), (x + thumb, y)], fill="red", width=2)
+    return sheet

@@ -23,8 +23,8 @@ from .parallel import pid_alive
 __all__ = ['SCHEMA_VERSION', 'SCHEMA', 'RUN_STATUSES', 'STEP_STATUSES', 'PACKAGES', 'RunNotFound', 'code_version',
            'package_versions', 'RunStore']
 
-# %% ../nbs/21_runs.ipynb #bbce8810
-SCHEMA_VERSION = 1
+# %% ../nbs/21_runs.ipynb #2d635264
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, status TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
@@ -60,17 +60,19 @@ def package_versions(names=PACKAGES) -> dict[str, str]:
         except metadata.PackageNotFoundError: pass
     return out
 
-# %% ../nbs/21_runs.ipynb #ba1185e7
+# %% ../nbs/21_runs.ipynb #1a3dcdfe
 class RunStore:
     "The run records in one SQLite file; safe to use from several processes at once."
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
+            _set_wal(db)
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise EarthsnapError(f"{self.path} holds run records of schema {version}; this earthsnap knows {SCHEMA_VERSION}.",
                                      fix="Upgrade earthsnap, or point the registry setting at another file.")
+            if version == 1: db.execute("ALTER TABLE steps ADD COLUMN cached_from TEXT")  # schema 1 -> 2
             db.executescript(SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -79,8 +81,7 @@ class RunStore:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA foreign_keys = ON")  # WAL is set once, in __init__: it is kept in the file
             yield db
         finally:
             db.close()
@@ -184,6 +185,15 @@ class RunStore:
         with self._connect() as db:
             return [_decode(r) for r in db.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))]
 
+
+def _set_wal(db: sqlite3.Connection, wait: float = 30.0):
+    "Switch to WAL mode, retrying for up to `wait` s: two processes opening a new file at once can be refused here, busy timeout or not."
+    deadline = time.monotonic() + wait
+    while True:
+        try: db.execute("PRAGMA journal_mode = WAL"); return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline: raise
+            time.sleep(0.05)
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)

@@ -27,7 +27,7 @@ val_fraction = Parameter("val_fraction", float, 0.1, "Fraction of images in the 
 test_fraction = Parameter("test_fraction", float, 0.1, "Fraction of images in the test split.")
 split_seed = Parameter("split_seed", int, 0, "Seed of the split assignment.")
 
-explore = NotebookStep("explore_data", notebook="explore_data.ipynb", inputs={"data_dir": source})
+explore = NotebookStep("explore_data", notebook="explore_data.ipynb", inputs={"data_dir": source, "taxonomy": taxonomy})
 
 data_qa = NotebookStep(
     "data_qa", notebook="data_qa.ipynb", output_names=("dataset",),

@@ -156,7 +156,7 @@ def test_demo_runs_end_to_end(earthsnap, tmp_path):
     data_report = next(Path(p) for p, label in listed.items() if label == "data report")
     html = data_report.read_text()
     assert "image/png" in html  # the charts made it into the report
-    assert f"16 species, {16 * 6 + 9} files in {tmp_path / '.earthsnap' / 'demo-data'}" in html  # the data it was given
+    assert f"16 labels, {16 * 6 + 9} files in {tmp_path / '.earthsnap' / 'demo-data'}" in html  # the data it was given
     assert "images accepted, 9 rejected" in r.stdout and "dataset demo@" in r.stdout
     again = earthsnap("demo", "--images", "6", "-q", cwd=tmp_path)
     assert again.returncode == 0 and "up to date" in again.stdout and again.stdout.count("cached") == 3, again.stdout

@@ -204,3 +204,16 @@ def test_run_from_a_notebook_shows_live_progress(project):
     assert outputs[-1]["text"].strip() == "succeeded"
     html = [o["data"]["text/html"] for o in outputs if o.get("output_type") in ("display_data", "update_display_data")]
     assert html and "preprocess" in html[0] and "succeeded" in html[-1]
+
+
+def test_run_on_a_listing_without_taxonomy(earthsnap, project):
+    """The pipeline takes any source data QA takes: here a CSV listing of uri,label and no taxonomy."""
+    photos = project / ".earthsnap" / "demo-data"
+    rows = ["uri,label"] + [f"{p.relative_to(photos)},{p.parent.name}" for p in sorted(photos.glob("*/*/*")) if p.is_file()]
+    (photos / "listing.csv").write_text("\n".join(rows) + "\n")
+    r = earthsnap("run", "-p", f"source={photos / 'listing.csv'}", "-p", "taxonomy=", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_dir = project / ".earthsnap" / "runs" / run_id_in(r.stdout)
+    assert f"4 labels, {4 * 12 + 9} files in" in (run_dir / "explore_data.html").read_text()
+    qa = json.loads((run_dir / "data_qa" / "dataset" / "qa.json").read_text())
+    assert qa["accepted"] == 4 * 12 and qa["rejected"] == 9
