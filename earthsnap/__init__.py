@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['run']
 
-# %% ../nbs/08_package.ipynb #d005ec89
+# %% ../nbs/08_package.ipynb #a1b9c49f
 from .config import load_config
 from .errors import EarthsnapError
 
@@ -13,12 +13,10 @@ __version__ = "0.1.0"
 
 def run(pipeline=None, *, resume: str | None = None, cache: bool = True, workers: int | None = None, config=None, **parameters) -> dict:
     "Run the project's pipeline (or `pipeline`, a Pipeline or its file) here with live progress; returns the run record."
-    from pathlib import Path
-    from earthsnap.definition import load_pipeline
+    from earthsnap.definition import project_pipeline
     from earthsnap.executor import run_pipeline
     from earthsnap.progress import NotebookProgress, TerminalProgress, in_notebook
     cfg = config or load_config()
-    if pipeline is None or isinstance(pipeline, (str, Path)):
-        pipeline = load_pipeline(pipeline or Path(cfg.project_dir) / "pipeline" / "pipeline.py")
+    if not hasattr(pipeline, "order"): pipeline = project_pipeline(cfg.project_dir, pipeline)  # None, or a file
     show = NotebookProgress([s.name for s in pipeline.order]) if in_notebook() else TerminalProgress()
     return run_pipeline(pipeline, parameters, config=cfg, workers=workers, cache=cache, resume=resume, on_event=show)

@@ -143,7 +143,7 @@ def preprocess(
     for gap in s["coverage_gaps"]: typer.echo(f"warning: {gap}")
     typer.echo(f"report:  {nb.with_suffix('.html')}\nrecords: {Path(out_dir) / 'records'}")
 
-# %% ../nbs/07_cli.ipynb #ff3ecfb7
+# %% ../nbs/07_cli.ipynb #27e51630
 def _parse_params(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -154,8 +154,14 @@ def _parse_params(items: list[str]) -> dict[str, str]:
     return out
 
 def _pipeline(file: Optional[Path]):
-    from earthsnap.definition import load_pipeline
-    return load_pipeline(file or load_config().project_dir / "pipeline" / "pipeline.py")
+    from earthsnap.definition import project_pipeline
+    return project_pipeline(load_config().project_dir, file)
+
+def _run_store():
+    "The project's run records, with runs whose process died marked interrupted."
+    from earthsnap.runs import RunStore
+    store = RunStore(load_config().registry); store.mark_interrupted()
+    return store
 
 @app.command()
 def run(
@@ -177,17 +183,13 @@ def run(
 def runs_list(limit: int = typer.Option(20, help="How many runs, newest first.")):
     "List the latest runs: id, status, start, duration, code version."
     from earthsnap.progress import runs_table
-    from earthsnap.runs import RunStore
-    store = RunStore(load_config().registry); store.mark_interrupted()
-    typer.echo(runs_table(store.runs(limit)))
+    typer.echo(runs_table(_run_store().runs(limit)))
 
 @runs_app.command("show")
 def runs_show(run_id: str = typer.Argument(..., help="The run's id (see `earthsnap runs list`).")):
     "Show one run: parameters, code and package versions, and each step with its status, duration, outputs and notebook."
     from earthsnap.progress import run_table
-    from earthsnap.runs import RunStore
-    store = RunStore(load_config().registry); store.mark_interrupted()
-    typer.echo(run_table(store.run(run_id)))
+    typer.echo(run_table(_run_store().run(run_id)))
 
 @app.command()
 def dag(
@@ -198,9 +200,7 @@ def dag(
     "Draw the pipeline: its steps in dependency order, in the terminal and optionally to a file."
     from earthsnap.dag import text_dag, write_dag
     p, statuses = _pipeline(pipeline), None
-    if run_id:
-        from earthsnap.runs import RunStore
-        statuses = {s["name"]: s["status"] for s in RunStore(load_config().registry).run(run_id)["steps"]}
+    if run_id: statuses = {s["name"]: s["status"] for s in _run_store().run(run_id)["steps"]}
     typer.echo(text_dag(p, statuses))
     if output: typer.echo(f"drawn to {write_dag(p, output, statuses)}")
 
@@ -222,20 +222,15 @@ def config_init(force: bool = typer.Option(False, "--force", help="Overwrite an 
     target.write_text(config_template())
     typer.echo(f"wrote {target}")
 
-# %% ../nbs/07_cli.ipynb #037289af
+# %% ../nbs/07_cli.ipynb #3fd7c6d8
 def main(argv: Optional[list[str]] = None) -> int:
     "Entry point of the `earthsnap` command."
-    from earthsnap.executor import RunFailed, RunInterrupted
     try:
         rc = app(args=argv, prog_name="earthsnap", standalone_mode=False)  # typer returns 130 on Ctrl-C
-    except (RunFailed, RunInterrupted) as e:  # the run is recorded; say where, and how to resume
+    except EarthsnapError as e:  # a failed or interrupted run (exit 1, 130) is recorded: its fix says how to resume
         typer.secho(f"error: {e.what}", fg=typer.colors.RED, err=True)
-        if e.fix: typer.echo(f"  next: {e.fix}", err=True)
-        return 130 if isinstance(e, RunInterrupted) else 1
-    except EarthsnapError as e:
-        typer.secho(f"error: {e.what}", fg=typer.colors.RED, err=True)
-        if e.fix: typer.echo(f"  how to fix: {e.fix}", err=True)
-        return 2
+        if e.fix: typer.echo(f"  {'how to fix' if e.exit_code == 2 else 'next'}: {e.fix}", err=True)
+        return e.exit_code
     except typer.Exit as e:
         return e.exit_code
     except (typer.Abort, KeyboardInterrupt):

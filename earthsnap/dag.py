@@ -65,7 +65,7 @@ def text_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
             lines.append(f"{pad}{'    ' if d[s.name] else '  '}  {key} ← {_source(v)}")
     return "\n".join(lines)
 
-# %% ../nbs/25_dag.ipynb #5e565b79
+# %% ../nbs/25_dag.ipynb #e63287ce
 W, H, GX, GY, PAD = 190, 54, 90, 28, 24
 
 def layout(pipeline: Pipeline) -> dict[str, tuple[float, float]]:
@@ -77,11 +77,20 @@ def layout(pipeline: Pipeline) -> dict[str, tuple[float, float]]:
         pos[s.name] = (PAD + col * (W + GX), PAD + 20 + row * (H + GY))
     return pos
 
+def _canvas(pos: dict) -> tuple[float, float]:
+    "Width and height that hold every box."
+    return (max(x for x, _ in pos.values()) + W + PAD, max(y for _, y in pos.values()) + H + PAD) if pos else (200, 80)
+
+def _node(step: Step, statuses: dict[str, str] | None) -> tuple[str, str]:
+    "A box's fill (by status when statuses are given, else by kind) and its second line."
+    status = (statuses or {}).get(step.name)
+    fill = STATUS_COLOURS.get(status, "#fff") if statuses else KIND_COLOURS.get(step.kind, "#fff")
+    return fill, step.kind + (f" · {status}" if status else "")
+
 def svg_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
     "The pipeline as an SVG image; nodes coloured by kind, or by status when `statuses` is given."
     pos = layout(pipeline)
-    width = max(x for x, _ in pos.values()) + W + PAD if pos else 200
-    height = max(y for _, y in pos.values()) + H + PAD if pos else 80
+    width, height = _canvas(pos)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              'font-family="Helvetica, Arial, sans-serif" font-size="13">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
@@ -95,9 +104,7 @@ def svg_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
         if label: parts.append(f'<text x="{mx}" y="{(sy + ty) / 2 - 4}" text-anchor="middle" font-size="11" fill="#333">{html.escape(label)}</text>')
     for s in pipeline.steps:
         x, y = pos[s.name]
-        status = (statuses or {}).get(s.name)
-        fill = STATUS_COLOURS.get(status, "#fff") if statuses else KIND_COLOURS.get(s.kind, "#fff")
-        sub = s.kind + (f" · {status}" if status else "")
+        fill, sub = _node(s, statuses)
         parts.append(f'<g><title>{html.escape(s.name)}: {html.escape(sub)}</title>'
                      f'<rect x="{x}" y="{y}" width="{W}" height="{H}" rx="9" fill="{fill}" stroke="#37474f" stroke-width="1.2"/>'
                      f'<text x="{x + W / 2}" y="{y + 22}" text-anchor="middle" font-weight="bold">{html.escape(s.name)}</text>'
@@ -126,7 +133,7 @@ def png_dag(pipeline: Pipeline, path: Path, statuses: dict[str, str] | None = No
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
     pos = layout(pipeline)
-    width = max(x for x, _ in pos.values()) + W + PAD; height = max(y for _, y in pos.values()) + H + PAD
+    width, height = _canvas(pos)
     fig, ax = plt.subplots(figsize=(width / 80, height / 80), dpi=120)
     ax.set_xlim(0, width); ax.set_ylim(height, 0); ax.axis("off")
     ax.text(PAD, PAD, pipeline.name, fontweight="bold", fontsize=10)
@@ -137,11 +144,10 @@ def png_dag(pipeline: Pipeline, path: Path, statuses: dict[str, str] | None = No
         if label: ax.text((x1 + W + x2) / 2, (y1 + y2) / 2 + H / 2 - 5, label, ha="center", fontsize=7)
     for s in pipeline.steps:
         x, y = pos[s.name]
-        status = (statuses or {}).get(s.name)
-        fill = STATUS_COLOURS.get(status, "#fff") if statuses else KIND_COLOURS.get(s.kind, "#fff")
+        fill, sub = _node(s, statuses)
         ax.add_patch(FancyBboxPatch((x, y), W, H, boxstyle="round,pad=0,rounding_size=9", fc=fill, ec="#37474f"))
         ax.text(x + W / 2, y + 22, s.name, ha="center", fontweight="bold", fontsize=8)
-        ax.text(x + W / 2, y + 40, s.kind + (f" · {status}" if status else ""), ha="center", fontsize=7, color="#455a64")
+        ax.text(x + W / 2, y + 40, sub, ha="center", fontsize=7, color="#455a64")
     fig.savefig(path, bbox_inches="tight"); plt.close(fig)
     return path
 

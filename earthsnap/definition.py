@@ -16,9 +16,9 @@ from .config import SETTINGS
 from .errors import EarthsnapError, ParameterError, did_you_mean
 
 # %% auto #0
-__all__ = ['TYPES', 'NOTEBOOK_KINDS', 'DefinitionError', 'Parameter', 'StepOutput', 'JsonValue', 'ConfigValue', 'from_config',
-           'Compute', 'Step', 'NotebookStep', 'ConditionStep', 'RegisterStep', 'FailStep', 'notebook_parameters',
-           'Pipeline', 'load_pipeline']
+__all__ = ['TYPES', 'NOTEBOOK_KINDS', 'PIPELINE_FILE', 'DefinitionError', 'Parameter', 'StepOutput', 'JsonValue', 'ConfigValue',
+           'from_config', 'Compute', 'Step', 'NotebookStep', 'ConditionStep', 'RegisterStep', 'FailStep',
+           'notebook_parameters', 'Pipeline', 'load_pipeline', 'project_pipeline']
 
 # %% ../nbs/20_definition.ipynb #502d6a9a
 class DefinitionError(EarthsnapError):
@@ -321,13 +321,14 @@ class Pipeline:
                                      fix=f"Its parameters are: {', '.join(self.parameters) or '(none)'}.")
         return {n: p.coerce(overrides[n]) if n in overrides else p.default for n, p in self.parameters.items()}
 
-# %% ../nbs/20_definition.ipynb #b938f99a
+# %% ../nbs/20_definition.ipynb #08692556
 def load_pipeline(path: str | Path) -> Pipeline:
     "The `pipeline` that the Python file `path` defines, built (and so validated) by importing the file."
     import importlib.util
     path = Path(path)
     if not path.is_file():
-        raise DefinitionError(f"No pipeline file {path}.", fix="Run from the project directory, or pass the file that defines `pipeline = Pipeline(...)`.")
+        raise DefinitionError(f"No pipeline file {path}.", fix="Run from the project directory (or set EARTHSNAP_CONFIG to its earthsnap.yaml), "
+                                                                 "or pass the file that defines `pipeline = Pipeline(...)`.")
     spec = importlib.util.spec_from_file_location(f"_earthsnap_pipeline_{abs(hash(str(path.resolve())))}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -335,3 +336,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
     if not hasattr(p, "order"):  # a Pipeline (checked by shape: a notebook's own Pipeline class is another class)
         raise DefinitionError(f"{path} defines no `pipeline`.", fix="End the file with `pipeline = Pipeline(...)`.")
     return p
+
+PIPELINE_FILE = Path("pipeline") / "pipeline.py"
+
+def project_pipeline(project_dir: str | Path, file: str | Path | None = None) -> Pipeline:
+    "The pipeline of a project: `file` if given, else its `pipeline/pipeline.py`."
+    return load_pipeline(file or Path(project_dir) / PIPELINE_FILE)

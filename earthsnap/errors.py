@@ -11,9 +11,10 @@ from collections.abc import Iterable
 # %% auto #0
 __all__ = ['EarthsnapError', 'ConfigError', 'StorageError', 'ParameterError', 'did_you_mean']
 
-# %% ../nbs/00_errors.ipynb #e608b12c
+# %% ../nbs/00_errors.ipynb #f0e3e7ac
 class EarthsnapError(Exception):
     "Root of every error earthsnap raises on purpose: `what` went wrong and, where known, how to `fix` it."
+    exit_code = 2  # the status the `earthsnap` command exits with (2: refused, as click does for usage errors)
     def __init__(self, what: str, fix: str | None = None):
         self.what, self.fix = what, fix
         super().__init__(what if not fix else f"{what}\n  How to fix: {fix}")

@@ -14,7 +14,7 @@ from datetime import datetime
 __all__ = ['SYMBOLS', 'COLOURS', 'fmt_duration', 'fmt_time', 'TerminalProgress', 'NotebookProgress', 'in_notebook', 'runs_table',
            'run_table']
 
-# %% ../nbs/24_progress.ipynb #0b1fa5c1
+# %% ../nbs/24_progress.ipynb #95075480
 SYMBOLS = {"pending": "·", "running": "▶", "succeeded": "✓", "cached": "↺", "failed": "✗", "skipped": "–",
            "retrying": "↻", "interrupted": "■"}
 COLOURS = {"pending": "#9e9e9e", "running": "#1e88e5", "succeeded": "#43a047", "cached": "#00897b", "failed": "#e53935",
@@ -30,10 +30,21 @@ def fmt_duration(seconds: float | None) -> str:
 def fmt_time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
-class TerminalProgress:
+class _StepClock:
+    "What both displays derive from a step's event: how long it took (from its 'running' event) and a note."
+    def __init__(self): self.started = {}
+    def took_and_note(self, e: dict) -> tuple[str, str]:
+        step, status = e["step"], e["status"]
+        if status == "running": self.started[step] = e["time"]
+        took = fmt_duration(e["time"] - self.started[step]) if status != "running" and step in self.started else ""
+        note = (f"attempt {e['attempt']}" if status == "running" and e.get("attempt", 1) > 1 else
+                f"from {e['cached_from']}" if e.get("cached_from") else e.get("detail") or "")
+        return took, note
+
+class TerminalProgress(_StepClock):
     "Print a line for each change in a run: step, status and duration."
     def __init__(self, echo: Callable[[str], None] = print):
-        self.echo, self.started = echo, {}
+        super().__init__(); self.echo = echo
     def __call__(self, e: dict):
         step, status = e["step"], e["status"]
         if not step:  # the run itself
@@ -44,25 +55,23 @@ class TerminalProgress:
             elif status == "interrupting": self.echo(f"interrupting: {e.get('detail', '')}")
             else: self.echo(f"run {e['run']} {status} after {fmt_duration(e['time'] - getattr(self, 't0', e['time']))}")
             return
-        if status == "running": self.started[step] = e["time"]
-        took = fmt_duration(e["time"] - self.started[step]) if status not in ("running",) and step in self.started else ""
-        note = (f"attempt {e['attempt']}" if status == "running" and e.get("attempt", 1) > 1 else
-                f"from {e['cached_from']}" if e.get("cached_from") else e.get("detail") or "")
+        took, note = self.took_and_note(e)
         line = f"  {SYMBOLS.get(status, ' ')} {step:<20} {status:<10} {took:>7}  {note}".rstrip()
         self.echo(line)
         if e.get("error") and status in ("failed", "retrying"): self.echo(f"      {e['error']}")
 
-# %% ../nbs/24_progress.ipynb #3a3baab8
+# %% ../nbs/24_progress.ipynb #f9c1a27e
 def _row_html(name, status, took, note):
     c = COLOURS.get(status, "#000")
     return (f"<tr><td style='text-align:left'>{html.escape(name)}</td><td style='text-align:left;color:{c}'>"
             f"{SYMBOLS.get(status, '')} {status}</td><td>{took}</td><td style='text-align:left'>{html.escape(note)}</td></tr>")
 
-class NotebookProgress:
+class NotebookProgress(_StepClock):
     "A table of the run's steps that updates in place in a Jupyter notebook."
     def __init__(self, steps: list[str]):
         from IPython.display import HTML, display
-        self._HTML, self.rows, self.started, self.head = HTML, {s: ("pending", "", "") for s in steps}, {}, ""
+        super().__init__()
+        self._HTML, self.rows, self.head = HTML, {s: ("pending", "", "") for s in steps}, ""
         self.handle = display(HTML(self._html()), display_id=True)
     def _html(self):
         rows = "".join(_row_html(n, *r) for n, r in self.rows.items())
@@ -72,9 +81,8 @@ class NotebookProgress:
         step, status = e["step"], e["status"]
         if not step: self.head = f"run {e['run']}: {status}" + (f" ({e['detail']})" if e.get("detail") else "")
         else:
-            if status == "running": self.started[step] = e["time"]
-            took = fmt_duration(e["time"] - self.started[step]) if status != "running" and step in self.started else ""
-            self.rows[step] = (status, took, e.get("error") or (f"from {e['cached_from']}" if e.get("cached_from") else e.get("detail") or ""))
+            took, note = self.took_and_note(e)
+            self.rows[step] = (status, took, e.get("error") or note)
         self.handle.update(self._HTML(self._html()))
 
 def in_notebook() -> bool:
@@ -84,7 +92,7 @@ def in_notebook() -> bool:
         return type(get_ipython()).__name__ == "ZMQInteractiveShell"
     except ImportError: return False
 
-# %% ../nbs/24_progress.ipynb #8d311ba0
+# %% ../nbs/24_progress.ipynb #4d538e14
 def runs_table(runs: list[dict]) -> str:
     "The lines of `earthsnap runs list`."
     if not runs: return "no runs yet: start one with `earthsnap run`"
@@ -102,7 +110,6 @@ def run_table(run: dict) -> str:
            f"started    {fmt_time(run['started_at'])}   duration {fmt_duration(run.get('duration')) or '(running)'}",
            f"code       {cv.get('commit') or '(not a git checkout)'}{' (uncommitted changes)' if cv.get('dirty') else ''}",
            f"directory  {run['run_dir']}"]
-    if run.get("resumed_from"): out.append(f"resumes    {run['resumed_from']}")
     out.append("parameters " + ", ".join(f"{k}={v!r}" for k, v in run["parameters"].items()))
     out.append("packages   " + ", ".join(f"{k} {v}" for k, v in run["packages"].items()))
     out.append(f"\n  {'step':<20} {'status':<10} {'duration':>9} {'tries':>5}  outputs / notes")

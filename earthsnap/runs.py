@@ -20,16 +20,16 @@ from .errors import EarthsnapError
 from .parallel import pid_alive
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'SCHEMA', 'RUN_STATUSES', 'STEP_STATUSES', 'PACKAGES', 'RunNotFound', 'code_version',
+__all__ = ['SCHEMA_VERSION', 'SCHEMA', 'RUN_STATUSES', 'STEP_STATUSES', 'PACKAGES', 'RunNotFound', 'new_run_id', 'code_version',
            'package_versions', 'RunStore']
 
-# %% ../nbs/21_runs.ipynb #2d635264
+# %% ../nbs/21_runs.ipynb #cde980e8
 SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, status TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
     parameters TEXT NOT NULL, code_version TEXT NOT NULL, packages TEXT NOT NULL, run_dir TEXT NOT NULL,
-    error TEXT, resumed_from TEXT, pid INTEGER);
+    error TEXT, resumed_from TEXT, pid INTEGER);  -- resumed_from: unused (a resumed run keeps its own id), kept for schema 1 files
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs(id), name TEXT NOT NULL, status TEXT NOT NULL,
     started_at REAL, ended_at REAL, attempts INTEGER NOT NULL DEFAULT 0, cache_key TEXT,
@@ -43,6 +43,10 @@ PACKAGES = ("earthsnap", "papermill", "nbclient", "ipykernel", "numpy", "pillow"
 
 class RunNotFound(EarthsnapError):
     "No run has the id asked for."
+
+def new_run_id(prefix: str) -> str:
+    "A new run id, `<prefix>-<time>-<random>`: sorts by start time, and two runs started in the same second differ."
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 def code_version(path: str | Path = ".") -> dict:
     "The git commit of the code at `path` and whether the working tree differs from it (None outside git)."
@@ -60,7 +64,7 @@ def package_versions(names=PACKAGES) -> dict[str, str]:
         except metadata.PackageNotFoundError: pass
     return out
 
-# %% ../nbs/21_runs.ipynb #1a3dcdfe
+# %% ../nbs/21_runs.ipynb #d7253c36
 class RunStore:
     "The run records in one SQLite file; safe to use from several processes at once."
     def __init__(self, path: str | os.PathLike):
@@ -95,14 +99,14 @@ class RunStore:
             else: db.execute("COMMIT")
 
     def create_run(self, pipeline: str, parameters: dict, run_dir: str | os.PathLike, project_dir: str | Path = ".",
-                   resumed_from: str | None = None) -> str:
-        "Record a new run as running; returns its id (`<pipeline>-<time>-<random>`)."
-        run_id = f"{pipeline}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+                   run_id: str | None = None) -> str:
+        "Record a new run as running; returns its id (`run_id`, or a new one from `new_run_id(pipeline)`)."
+        run_id = run_id or new_run_id(pipeline)
         with self._write() as db:
-            db.execute("INSERT INTO runs (id, pipeline, status, started_at, parameters, code_version, packages, run_dir, resumed_from, pid) "
-                       "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO runs (id, pipeline, status, started_at, parameters, code_version, packages, run_dir, pid) "
+                       "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
                        (run_id, pipeline, time.time(), json.dumps(parameters, sort_keys=True), json.dumps(code_version(project_dir)),
-                        json.dumps(package_versions()), os.fspath(run_dir), resumed_from, os.getpid()))
+                        json.dumps(package_versions()), os.fspath(run_dir), os.getpid()))
         return run_id
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
