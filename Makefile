@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/python bench/demodata.py
 	$(BIN)/python bench/demodata_learnability.py
 	$(BIN)/python bench/executor.py
+	$(BIN)/python bench/training.py
 
 export: install
 	$(BIN)/nbdev_export

@@ -5,18 +5,20 @@
 # %% auto #0
 __all__ = ['run']
 
-# %% ../nbs/08_package.ipynb #a1b9c49f
+# %% ../nbs/08_package.ipynb #5e3d4840
 from .config import load_config
 from .errors import EarthsnapError
 
 __version__ = "0.1.0"
 
-def run(pipeline=None, *, resume: str | None = None, cache: bool = True, workers: int | None = None, config=None, **parameters) -> dict:
-    "Run the project's pipeline (or `pipeline`, a Pipeline or its file) here with live progress; returns the run record."
+def run(pipeline=None, *, resume: str | None = None, cache: bool = True, workers: int | None = None, config=None, to: str | list[str] | None = None,
+        **parameters) -> dict:
+    "Run the project's pipeline (or `pipeline`, a Pipeline or its file) here with live progress, up `to` a step if given; returns the run record."
     from earthsnap.definition import project_pipeline
     from earthsnap.executor import run_pipeline
     from earthsnap.progress import NotebookProgress, TerminalProgress, in_notebook
     cfg = config or load_config()
     if not hasattr(pipeline, "order"): pipeline = project_pipeline(cfg.project_dir, pipeline)  # None, or a file
+    if to: pipeline = pipeline.upto(*([to] if isinstance(to, str) else to))
     show = NotebookProgress([s.name for s in pipeline.order]) if in_notebook() else TerminalProgress()
     return run_pipeline(pipeline, parameters, config=cfg, workers=workers, cache=cache, resume=resume, on_event=show)

@@ -37,7 +37,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
                                        help="Print the version and exit.")):
     "earthsnap: notebooks to production."
 
-# %% ../nbs/07_cli.ipynb #c8964f67
+# %% ../nbs/07_cli.ipynb #16ba8c96
 @app.command("demo-data")
 def demo_data(
     out: Path = typer.Argument(..., help="Directory to write: OUT/<group>/<species>/<n>.jpg and OUT/taxonomy.yaml."),
@@ -61,11 +61,13 @@ def demo_data(
 @app.command()
 def demo(
     images: int = typer.Option(100, help="Photos per species in the demo data."),
+    param: list[str] = typer.Option([], "--param", "-p", help="A pipeline parameter, name=value (e.g. -p epochs=5); repeat for more."),
+    to: list[str] = typer.Option([], "--to", help="Run only up to step TO and the steps it needs; repeat for more."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     "Run the main job: generate the demo data and run the local pipeline end to end."
     from earthsnap.demo import run_demo
-    run_demo(load_config(), progress=not quiet, echo=typer.echo, images=images)
+    run_demo(load_config(), progress=not quiet, echo=typer.echo, params=_parse_params(param), to=to or None, images=images)
 
 # %% ../nbs/07_cli.ipynb #fecfb1bb
 @app.command()
@@ -143,7 +145,7 @@ def preprocess(
     for gap in s["coverage_gaps"]: typer.echo(f"warning: {gap}")
     typer.echo(f"report:  {nb.with_suffix('.html')}\nrecords: {Path(out_dir) / 'records'}")
 
-# %% ../nbs/07_cli.ipynb #27e51630
+# %% ../nbs/07_cli.ipynb #d05ccc10
 def _parse_params(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -170,12 +172,14 @@ def run(
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every step, even those whose inputs did not change."),
     workers: int = typer.Option(0, help="Steps run at the same time; 0 means the workers setting (one per CPU core)."),
     pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project."),
+    to: list[str] = typer.Option([], "--to", help="Run only up to step TO: it and the steps it needs (e.g. --to preprocess); repeat for more."),
 ):
     "Run the pipeline on this machine, each step a notebook run by papermill."
     from earthsnap.executor import run_pipeline
     from earthsnap.progress import TerminalProgress
     params = _parse_params(param)
     p = _pipeline(pipeline)
+    if to: p = p.upto(*to)
     run_pipeline(p, params, config=load_config(), workers=workers or None, cache=not no_cache, resume=resume,
                  on_event=TerminalProgress(typer.echo))
 

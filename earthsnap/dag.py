@@ -13,8 +13,8 @@ from .definition import (ConditionStep, ConfigValue, JsonValue, Parameter, Pipel
 from .errors import ParameterError
 
 # %% auto #0
-__all__ = ['KIND_COLOURS', 'STATUS_COLOURS', 'W', 'H', 'GX', 'GY', 'PAD', 'depths', 'edges', 'text_dag', 'layout', 'svg_dag',
-           'html_dag', 'png_dag', 'write_dag']
+__all__ = ['KIND_COLOURS', 'STATUS_COLOURS', 'W', 'H', 'GX', 'GY', 'PAD', 'ARC', 'depths', 'edges', 'text_dag', 'layout',
+           'svg_dag', 'html_dag', 'png_dag', 'write_dag']
 
 # %% ../nbs/25_dag.ipynb #b3ce5c0b
 KIND_COLOURS = {"processing": "#e3f2fd", "training": "#fff3e0", "tuning": "#f3e5f5", "condition": "#fffde7",
@@ -65,7 +65,7 @@ def text_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
             lines.append(f"{pad}{'    ' if d[s.name] else '  '}  {key} ← {_source(v)}")
     return "\n".join(lines)
 
-# %% ../nbs/25_dag.ipynb #e63287ce
+# %% ../nbs/25_dag.ipynb #df3c91e6
 W, H, GX, GY, PAD = 190, 54, 90, 28, 24
 
 def layout(pipeline: Pipeline) -> dict[str, tuple[float, float]]:
@@ -77,9 +77,15 @@ def layout(pipeline: Pipeline) -> dict[str, tuple[float, float]]:
         pos[s.name] = (PAD + col * (W + GX), PAD + 20 + row * (H + GY))
     return pos
 
-def _canvas(pos: dict) -> tuple[float, float]:
-    "Width and height that hold every box."
-    return (max(x for x, _ in pos.values()) + W + PAD, max(y for _, y in pos.values()) + H + PAD) if pos else (200, 80)
+ARC = 22  # how far below the boxes an edge that skips columns runs, per column skipped
+
+def _short_label(label: str) -> str: return label if len(label) <= 16 else label.rsplit("/", 1)[-1][:16]
+
+def _canvas(pos: dict, pipeline: Pipeline | None = None) -> tuple[float, float]:
+    "Width and height that hold every box (and the arcs of edges that skip columns)."
+    if not pos: return (200, 80)
+    span = max((round((pos[b][0] - pos[a][0]) / (W + GX)) for a, b, _ in edges(pipeline)), default=1) if pipeline else 1
+    return max(x for x, _ in pos.values()) + W + PAD, max(y for _, y in pos.values()) + H + PAD + (ARC * (span - 1) + 12 if span > 1 else 0)
 
 def _node(step: Step, statuses: dict[str, str] | None) -> tuple[str, str]:
     "A box's fill (by status when statuses are given, else by kind) and its second line."
@@ -90,7 +96,7 @@ def _node(step: Step, statuses: dict[str, str] | None) -> tuple[str, str]:
 def svg_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
     "The pipeline as an SVG image; nodes coloured by kind, or by status when `statuses` is given."
     pos = layout(pipeline)
-    width, height = _canvas(pos)
+    width, height = _canvas(pos, pipeline)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              'font-family="Helvetica, Arial, sans-serif" font-size="13">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
@@ -98,10 +104,18 @@ def svg_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
              f'<text x="{PAD}" y="{PAD}" font-weight="bold">{html.escape(pipeline.name)}</text>']
     for a, b, label in edges(pipeline):
         (x1, y1), (x2, y2) = pos[a], pos[b]
+        span = round((x2 - x1) / (W + GX))
+        if span > 1:  # skips a column: an arc under the boxes, so it crosses none of them
+            sx, sy, tx, ty = x1 + W / 2, y1 + H, x2 + W / 2, y2 + H
+            low = max(sy, ty) + ARC * (span - 1) + 12
+            mx = (sx + tx) / 2
+            parts.append(f'<path d="M {sx} {sy} C {sx} {low}, {tx} {low}, {tx} {ty}" fill="none" stroke="#90a4ae" stroke-width="1.2" marker-end="url(#arrow)"/>')
+            if label: parts.append(f'<text x="{mx}" y="{(sy + ty) / 2 + 0.75 * (low - max(sy, ty)) - 3}" text-anchor="middle" font-size="10" fill="#607d8b">{html.escape(label)}</text>')
+            continue
         sx, sy, tx, ty = x1 + W, y1 + H / 2, x2, y2 + H / 2
         mx = (sx + tx) / 2
         parts.append(f'<path d="M {sx} {sy} C {mx} {sy}, {mx} {ty}, {tx} {ty}" fill="none" stroke="#555" stroke-width="1.4" marker-end="url(#arrow)"/>')
-        if label: parts.append(f'<text x="{mx}" y="{(sy + ty) / 2 - 4}" text-anchor="middle" font-size="11" fill="#333">{html.escape(label)}</text>')
+        if label: parts.append(f'<text x="{mx}" y="{(sy + ty) / 2 - 4}" text-anchor="middle" font-size="11" fill="#333">{html.escape(_short_label(label))}</text>')
     for s in pipeline.steps:
         x, y = pos[s.name]
         fill, sub = _node(s, statuses)
@@ -132,16 +146,25 @@ def png_dag(pipeline: Pipeline, path: Path, statuses: dict[str, str] | None = No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+    from matplotlib.path import Path as MPath
     pos = layout(pipeline)
-    width, height = _canvas(pos)
+    width, height = _canvas(pos, pipeline)
     fig, ax = plt.subplots(figsize=(width / 80, height / 80), dpi=120)
     ax.set_xlim(0, width); ax.set_ylim(height, 0); ax.axis("off")
     ax.text(PAD, PAD, pipeline.name, fontweight="bold", fontsize=10)
     for a, b, label in edges(pipeline):
         (x1, y1), (x2, y2) = pos[a], pos[b]
+        span = round((x2 - x1) / (W + GX))
+        if span > 1:  # an arc under the boxes, as in the SVG
+            sx, sy, tx, ty = x1 + W / 2, y1 + H, x2 + W / 2, y2 + H
+            low = max(sy, ty) + ARC * (span - 1) + 12
+            curve = MPath([(sx, sy), (sx, low), (tx, low), (tx, ty)], [MPath.MOVETO, MPath.CURVE4, MPath.CURVE4, MPath.CURVE4])
+            ax.add_patch(FancyArrowPatch(path=curve, arrowstyle="-|>", mutation_scale=10, color="#90a4ae", lw=1))
+            if label: ax.text((sx + tx) / 2, max(sy, ty) + 0.75 * (low - max(sy, ty)) - 3, label, ha="center", fontsize=6, color="#607d8b")
+            continue
         ax.add_patch(FancyArrowPatch((x1 + W, y1 + H / 2), (x2, y2 + H / 2), arrowstyle="-|>", mutation_scale=12,
                                      connectionstyle="arc3,rad=0.0", color="#555"))
-        if label: ax.text((x1 + W + x2) / 2, (y1 + y2) / 2 + H / 2 - 5, label, ha="center", fontsize=7)
+        if label: ax.text((x1 + W + x2) / 2, (y1 + y2) / 2 + H / 2 - 5, _short_label(label), ha="center", fontsize=7)
     for s in pipeline.steps:
         x, y = pos[s.name]
         fill, sub = _node(s, statuses)

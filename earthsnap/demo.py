@@ -22,17 +22,19 @@ from .storage import is_local, join
 # %% auto #0
 __all__ = ['DEMO_DEFAULTS', 'DemoResult', 'run_demo']
 
-# %% ../nbs/06_demo.ipynb #2fd7beba
+# %% ../nbs/06_demo.ipynb #c9f153b0
 DEMO_DEFAULTS = dict(groups=4, species=4, images=100, size=96, seed=0, faults=True)
 
 @dataclass
 class DemoResult:
-    "Where the demo put each thing it made."
+    "Where the demo put each thing it made, and the figures of each stage it reached."
     data: Path
     run: dict                                                # the run record
     outputs: dict[str, Path] = field(default_factory=dict)  # label -> path, in the order made
     qa: dict = field(default_factory=dict)                   # the QA step's qa.json
     preprocess: dict = field(default_factory=dict)           # the preprocessing step's summary.json
+    tuning: dict = field(default_factory=dict)               # the tuning step's best.json
+    evaluation: dict = field(default_factory=dict)           # the evaluation step's evaluation.json
     @property
     def run_dir(self) -> Path: return Path(self.run["run_dir"])
 
@@ -40,40 +42,75 @@ def _up_to_date(root: Path, params: dict) -> bool:
     try: return json.loads((root / MARKER).read_text())["params"] == params
     except (OSError, ValueError, KeyError): return False
 
-def _notebook_html(run: dict, step: str) -> Path:
-    s = next(s for s in run["steps"] if s["name"] == step)
-    return Path(s["notebook"]).with_suffix(".html")
+# what each step leaves that a person wants to open: label -> (output, path inside it); None: the report
+_RESULTS = {
+    "explore_data": [("data report", None)],
+    "data_qa": [("QA report", None), ("rejected list", ("dataset", "rejected.jsonl"))],
+    "preprocess": [("preprocess report", None), ("RecordIO splits", ("records", ""))],
+    "tune": [("tuning report", None), ("best values", ("tuning", "best.json"))],
+    "train": [("training report", None), ("model", ("model", "")), ("model archive", ("artifact", "model.tar.gz"))],
+    "evaluate": [("evaluation report", None), ("evaluation.json", ("evaluation", "evaluation.json"))],
+}
 
-# %% ../nbs/06_demo.ipynb #e32ceca4
-def run_demo(config: Config | None = None, progress: bool = True, echo=print, cache: bool = True, **data_args) -> DemoResult:
-    "Run the main job on demo data: generate it under the store, then run the EarthSnap pipeline on it."
+def _collect(res: DemoResult) -> None:
+    for step in res.run["steps"]:
+        if step["status"] not in ("succeeded", "cached") or step["name"] not in _RESULTS: continue
+        outs = {k: Path(v["path"]) for k, v in (step["outputs"] or {}).items()}
+        for label, where in _RESULTS[step["name"]]:
+            res.outputs[label] = Path(step["notebook"]).with_suffix(".html") if where is None else outs[where[0]] / where[1]
+        if step["name"] == "data_qa":
+            res.qa = json.loads((outs["dataset"] / "qa.json").read_text())
+            res.outputs["dataset version"] = Path(res.qa["root"])
+        if step["name"] == "preprocess": res.preprocess = json.loads((outs["records"] / "summary.json").read_text())
+        if step["name"] == "tune": res.tuning = json.loads((outs["tuning"] / "best.json").read_text())
+        if step["name"] == "evaluate": res.evaluation = json.loads((outs["evaluation"] / "evaluation.json").read_text())
+
+def _summary(res: DemoResult, min_accuracy: float | None) -> list[str]:
+    lines = []
+    if res.qa:
+        lines.append(f"dataset {res.qa['dataset']}: {res.qa['accepted']} images accepted, {res.qa['rejected']} rejected "
+                     f"({', '.join(f'{k} {v}' for k, v in res.qa['reasons'].items())})")
+    if res.preprocess:
+        lines.append("RecordIO: " + ", ".join(f"{k} {res.preprocess['images'][k]}" for k in OUTPUTS)
+                     + f" images at {res.preprocess['params']['size']} px" + "".join(f"\n  warning: {g}" for g in res.preprocess["coverage_gaps"]))
+    if res.tuning:
+        st = res.tuning["states"]
+        lines.append(f"tuning: {res.tuning['trials']} trials ({st['complete']} complete, {st['pruned']} pruned, {st['fail']} failed); "
+                     f"best validation accuracy {res.tuning['value']:.3f} with " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in res.tuning["params"].items()))
+    if res.evaluation:
+        m, hp = res.evaluation["metrics"], res.evaluation["model_metrics"]
+        gate = "" if min_accuracy is None else (f" >= min_accuracy {min_accuracy:g}: it passes the gate" if m["accuracy"]["value"] >= min_accuracy
+                                                 else f" < min_accuracy {min_accuracy:g}")
+        lines.append(f"model: best epoch {hp['best_epoch']} of {hp['epochs_run']}, trained in {hp['seconds']:.0f}s; on {m['images']['value']} test images: "
+                     f"accuracy {m['accuracy']['value']:.3f}, top-5 {m['top5_accuracy']['value']:.3f}, macro-F1 {m['macro_f1']['value']:.3f}{gate}")
+    return lines
+
+# %% ../nbs/06_demo.ipynb #0eca9c0f
+def run_demo(config: Config | None = None, progress: bool = True, echo=print, cache: bool = True, params: dict | None = None,
+             to: list[str] | None = None, **data_args) -> DemoResult:
+    "Run the main job on demo data: generate it under the store, then run the EarthSnap pipeline on it (`params` override its parameters)."
     cfg = config or load_config()
     if not is_local(cfg.store):
         raise EarthsnapError(f"The demo runs on the local disk, but the store is {cfg.store}.",
                              fix="Run it with EARTHSNAP_STORE=.earthsnap, or from a project whose store is local.")
     pipeline = project_pipeline(cfg.project_dir)
-    params = {**DEMO_DEFAULTS, **data_args}
+    values = pipeline.resolve(params)  # refuses an unknown or mistyped parameter before any photo is drawn
+    if to: pipeline = pipeline.upto(*to)
+    data_params = {**DEMO_DEFAULTS, **data_args}
     data = Path(join(cfg.store, "demo-data"))
     t0 = time.perf_counter()
-    if _up_to_date(data, params):
+    if _up_to_date(data, data_params):
         echo(f"demo data: up to date in {data}")
     else:
-        echo(f"demo data: drawing {params['groups'] * params['species'] * params['images']} photos into {data}")
-        generate_demo_data(data, workers=cfg.workers, progress=progress, **params)
-    run = run_pipeline(pipeline, {"source": str(data), "taxonomy": str(data / "taxonomy.yaml")}, config=cfg, cache=cache,
-                       on_event=TerminalProgress(echo))
-    outs = {s["name"]: {k: Path(v["path"]) for k, v in (s["outputs"] or {}).items()} for s in run["steps"]}
+        echo(f"demo data: drawing {data_params['groups'] * data_params['species'] * data_params['images']} photos into {data}")
+        generate_demo_data(data, workers=cfg.workers, progress=progress, **data_params)
+    run = run_pipeline(pipeline, {**(params or {}), "source": str(data), "taxonomy": str(data / "taxonomy.yaml")}, config=cfg,
+                       cache=cache, on_event=TerminalProgress(echo))
     res = DemoResult(data=data, run=run, outputs={"demo data": data, "taxonomy": data / "taxonomy.yaml"})
-    if params["faults"]: res.outputs["planted faults"] = data / "faults.json"
-    res.qa = json.loads((outs["data_qa"]["dataset"] / "qa.json").read_text())
-    res.preprocess = json.loads((outs["preprocess"]["records"] / "summary.json").read_text())
-    res.outputs.update({"data report": _notebook_html(run, "explore_data"), "QA report": _notebook_html(run, "data_qa"),
-                        "dataset version": Path(res.qa["root"]), "rejected list": outs["data_qa"]["dataset"] / "rejected.jsonl",
-                        "preprocess report": _notebook_html(run, "preprocess"), "RecordIO splits": outs["preprocess"]["records"]})
-    echo(f"\ndataset {res.qa['dataset']}: {res.qa['accepted']} images accepted, {res.qa['rejected']} rejected "
-         f"({', '.join(f'{k} {v}' for k, v in res.qa['reasons'].items())})")
-    echo("RecordIO: " + ", ".join(f"{k} {res.preprocess['images'][k]}" for k in OUTPUTS) + f" images at {res.preprocess['params']['size']} px"
-         + "".join(f"\n  warning: {g}" for g in res.preprocess["coverage_gaps"]))
+    if data_params["faults"]: res.outputs["planted faults"] = data / "faults.json"
+    _collect(res)
+    echo("")
+    for line in _summary(res, values.get("min_accuracy") if "accuracy_gate" in {s.name for s in pipeline.steps} else None): echo(line)
     echo(f"\ndone in {time.perf_counter() - t0:.1f}s (run {run['id']}). Results:")
     for label, path in res.outputs.items(): echo(f"  {label:<18} {path}")
     echo(f"\nsee the run: earthsnap runs show {run['id']}")

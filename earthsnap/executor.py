@@ -99,7 +99,7 @@ def read_json_value(file: Path, path: str) -> Any:
         else: raise StepFailed(f"{file} has no {path!r} (no {key!r} there).", fix="Check the JSON path, or what the step writes.")
     return node
 
-# %% ../nbs/23_executor.ipynb #9930f817
+# %% ../nbs/23_executor.ipynb #42a15c10
 HANDLERS: dict[str, Callable[[LocalRun, Step], None]] = {}
 
 def handles(*kinds: str):
@@ -162,6 +162,8 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
         st.outputs = {o: {"path": str(final / o), "sha256": fingerprint(final / o)} for o in step.output_names}
         return run.record(step, "succeeded")
 
+def _short(v) -> str: return f"{v:.4g}" if isinstance(v, float) else repr(v)
+
 @handles("condition")
 def run_condition_step(run: LocalRun, step: ConditionStep):
     "Compare the two sides and remember the outcome; the branch not taken is skipped."
@@ -171,7 +173,7 @@ def run_condition_step(run: LocalRun, step: ConditionStep):
     try: outcome = bool(OPS[step.op](left, right))
     except TypeError: return run.record(step, "failed", error=f"Condition {step.name!r} cannot compare {left!r} {step.op} {right!r}.")
     run.states[step.name].value = outcome
-    run.record(step, "succeeded", outputs={"outcome": outcome, "left": left, "right": right}, detail=f"{left!r} {step.op} {right!r}: {outcome}")
+    run.record(step, "succeeded", outputs={"outcome": outcome, "left": left, "right": right}, detail=f"{_short(left)} {step.op} {_short(right)}: {outcome}")
 
 @handles("fail")
 def run_fail_step(run: LocalRun, step: FailStep):

@@ -14,7 +14,7 @@ from .errors import EarthsnapError, ParameterError, did_you_mean
 
 # %% auto #0
 __all__ = ['RANGES', 'DEFAULT_SPACE', 'Continuous', 'Integer', 'Categorical', 'HyperparameterError', 'Hyperparameters',
-           'SearchSpace']
+           'SearchSpace', 'parse_space']
 
 # %% ../nbs/30_hyperparameters.ipynb #99b9c19a
 @dataclass(frozen=True)
@@ -166,3 +166,27 @@ DEFAULT_SPACE = SearchSpace(
     weight_decay=Continuous(1e-5, 1e-2),
     dropout=Continuous(0.0, 0.3),
 )
+
+# %% ../nbs/30_hyperparameters.ipynb #46d70f6d
+def parse_space(text: str | dict) -> SearchSpace:
+    "A `SearchSpace` from JSON such as {\"lr\": [0.001, 0.01, \"log\"], \"width\": [16, 48], \"arch\": [\"resnet\", \"separable\"]}."
+    try: spec = json.loads(text) if isinstance(text, str) else text
+    except ValueError as e:
+        raise HyperparameterError(f"The search space is not valid JSON: {e}.", fix='Write it as {"lr": [0.001, 0.01, "log"], "arch": ["resnet", "separable"]}.') from None
+    if not isinstance(spec, dict) or not spec:
+        raise HyperparameterError("A search space is a JSON object of hyperparameter -> range.", fix='For example {"lr": [0.001, 0.01, "log"]}.')
+    def number(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
+    ranges = {}
+    for name, r in spec.items():
+        try:
+            if isinstance(r, dict) and "values" in r: ranges[name] = Categorical(r["values"])
+            elif isinstance(r, list) and len(r) in (2, 3) and number(r[0]) and number(r[1]) and (len(r) == 2 or r[2] == "log"):
+                log = len(r) == 3
+                both_int = all(isinstance(v, int) for v in r[:2])
+                ranges[name] = Integer(r[0], r[1], log) if both_int and not isinstance(RANGES.get(name), Continuous) else Continuous(float(r[0]), float(r[1]), log)
+            elif isinstance(r, list) and r: ranges[name] = Categorical(r)
+            else: raise EarthsnapError(f"{r!r} is not a range")
+        except EarthsnapError as e:
+            raise HyperparameterError(f"The search range of {name} is not usable: {e.what}",
+                                      fix='Give [low, high], [low, high, "log"], a list of choices, or {"values": [...]}.') from None
+    return SearchSpace(ranges)

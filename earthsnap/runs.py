@@ -64,7 +64,7 @@ def package_versions(names=PACKAGES) -> dict[str, str]:
         except metadata.PackageNotFoundError: pass
     return out
 
-# %% ../nbs/21_runs.ipynb #d7253c36
+# %% ../nbs/21_runs.ipynb #4c537b9a
 class RunStore:
     "The run records in one SQLite file; safe to use from several processes at once."
     def __init__(self, path: str | os.PathLike):
@@ -72,13 +72,20 @@ class RunStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             _set_wal(db)
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise EarthsnapError(f"{self.path} holds run records of schema {version}; this earthsnap knows {SCHEMA_VERSION}.",
-                                     fix="Upgrade earthsnap, or point the registry setting at another file.")
-            if version == 1: db.execute("ALTER TABLE steps ADD COLUMN cached_from TEXT")  # schema 1 -> 2
-            db.executescript(SCHEMA)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("BEGIN IMMEDIATE")  # one process at a time creates or migrates; the others then find it done
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise EarthsnapError(f"{self.path} holds run records of schema {version}; this earthsnap knows {SCHEMA_VERSION}.",
+                                         fix="Upgrade earthsnap, or point the registry setting at another file.")
+                if version == 1 and "cached_from" not in {r[1] for r in db.execute("PRAGMA table_info(steps)")}:
+                    db.execute("ALTER TABLE steps ADD COLUMN cached_from TEXT")  # schema 1 -> 2
+                for statement in SCHEMA.split(";"):
+                    if statement.strip(): db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK"); raise
 
     @contextmanager
     def _connect(self):

@@ -116,7 +116,7 @@ def measure(model: nn.Module, batches, device: torch.device, loss_fn=None) -> tu
         correct += int((out.argmax(1) == y).sum()); total += len(y)
     return loss / total, correct / total
 
-# %% ../nbs/34_training.ipynb #b3bbe395
+# %% ../nbs/34_training.ipynb #2561f5c5
 def train(records: str | os.PathLike, hp: Hyperparameters = Hyperparameters(), train_split: str = "train", val_split: str = "val",
           workers: int = 0, device: str | None = None, progress: bool = True, log: Callable[[str], None] | None = None,
           on_epoch: Callable[[int, float], None] | None = None, init_weights: str | os.PathLike | None = None) -> TrainResult:
@@ -142,11 +142,12 @@ def train(records: str | os.PathLike, hp: Hyperparameters = Hyperparameters(), t
     t0 = time.perf_counter()
     log(f"training {hp.arch} (width {hp.width}, depth {hp.depth}) on {len(train_ds)} {train_split} images of {len(classes)} classes "
         f"at {size} px, validating on {len(val_ds)} {val_split} images; device {dev.type}")
+    train_batches = loader(train_ds, hp.batch_size, shuffle=True, workers=workers, seed=hp.seed)
     for epoch in range(1, hp.epochs + 1):
         model.train()
-        train_ds.epoch = epoch
+        train_batches.sampler.epoch = epoch
         seen, total_loss, correct = 0, 0.0, 0
-        bar = tqdm(loader(train_ds, hp.batch_size, shuffle=True, workers=workers, seed=hp.seed), total=steps,
+        bar = tqdm(train_batches, total=steps,
                    desc=f"epoch {epoch}/{hp.epochs}", unit="batch", leave=False, disable=not progress, file=sys.stdout)
         for b, (x, y) in enumerate(bar, 1):
             x, y = x.to(dev), y.to(dev)

@@ -2,15 +2,15 @@
 
 `earthsnap run` runs it here, `earthsnap dag` draws it, and `earthsnap.run()` runs it from a notebook.
 Each notebook step gets its inputs as papermill parameters, plus `out_dir`, under which it writes one
-directory per output it declares (`out_dir/dataset/`, `out_dir/records/`): locally the executor hands over
-run directories, on SageMaker the same names are ProcessingOutputs.
+directory per output it declares (`out_dir/dataset/`, `out_dir/records/`, `out_dir/model/`): locally the
+executor hands over run directories, on SageMaker the same names are processing outputs and the model.
 
-The stages still to come (tuning, training, evaluation, the accuracy gate, registration) join this file as
-they are built; the data half is here today.
+explore_data, data_qa -> preprocess -> tune -> train -> evaluate -> accuracy_gate (-> below_threshold).
+Registration joins after the gate with the model registry.
 """
 from pathlib import Path
 
-from earthsnap.definition import NotebookStep, Parameter, Pipeline, from_config
+from earthsnap.definition import ConditionStep, FailStep, NotebookStep, Parameter, Pipeline, from_config
 
 # Parameters: `earthsnap run -p name=value` overrides a default. Path parameters are read for their content
 # (a changed photo re-runs data QA); `{store}` is the configured store.
@@ -26,6 +26,14 @@ train_fraction = Parameter("train_fraction", float, 0.8, "Fraction of images in 
 val_fraction = Parameter("val_fraction", float, 0.1, "Fraction of images in the validation split.")
 test_fraction = Parameter("test_fraction", float, 0.1, "Fraction of images in the test split.")
 split_seed = Parameter("split_seed", int, 0, "Seed of the split assignment.")
+tune_fraction = Parameter("tune_fraction", float, 0.25, "Fraction of train and val in the tuning subset.")
+tune_trials = Parameter("tune_trials", int, 8, "Hyperparameter tuning: trials in all.")
+tune_parallel = Parameter("tune_parallel", int, 2, "Hyperparameter tuning: trials at once, each in its own process.")
+tune_epochs = Parameter("tune_epochs", int, 6, "Hyperparameter tuning: epochs of each trial (pruning may stop one sooner).")
+search_space = Parameter("search_space", str, "", 'Search space as JSON, e.g. {"lr": [0.001, 0.01, "log"]}; empty for the default.')
+epochs = Parameter("epochs", int, 20, "Full training: epochs at most (early stopping may end sooner).")
+hyperparameters = Parameter("hyperparameters", str, "", 'Full training: hyperparameters as JSON over the tuned ones, e.g. {"width": 48}.')
+min_accuracy = Parameter("min_accuracy", float, 0.85, "Test accuracy a model needs to go on to registration.")
 
 explore = NotebookStep("explore_data", notebook="explore_data.ipynb", inputs={"data_dir": source, "taxonomy": taxonomy})
 
@@ -37,12 +45,36 @@ data_qa = NotebookStep(
 preprocess = NotebookStep(
     "preprocess", notebook="preprocess.ipynb", output_names=("records",),
     inputs={"dataset": data_qa.outputs["dataset"], "size": image_size, "train": train_fraction, "val": val_fraction,
-            "test": test_fraction, "seed": split_seed, "workers": from_config("workers")})
+            "test": test_fraction, "seed": split_seed, "tune_fraction": tune_fraction, "workers": from_config("workers")})
+
+tune = NotebookStep(
+    "tune", notebook="tune.ipynb", kind="tuning", output_names=("tuning",),
+    inputs={"records": preprocess.outputs["records"], "trials": tune_trials, "parallel": tune_parallel, "epochs": tune_epochs,
+            "space": search_space})
+
+train = NotebookStep(
+    "train", notebook="train.ipynb", kind="training", output_names=("model", "artifact"),
+    inputs={"records": preprocess.outputs["records"], "tuning": tune.outputs["tuning"], "epochs": epochs,
+            "hyperparameters": hyperparameters, "workers": from_config("workers")})
+
+evaluate = NotebookStep(
+    "evaluate", notebook="evaluate.ipynb", output_names=("evaluation",),
+    inputs={"model": train.outputs["model"], "records": preprocess.outputs["records"]})
+
+# The gate: SageMaker's ConditionStep reading evaluation.json through a PropertyFile and JsonGet.
+accuracy = evaluate.outputs["evaluation"].json("evaluation.json", "metrics.accuracy.value")
+below_threshold = FailStep(
+    "below_threshold", inputs={"accuracy": accuracy, "threshold": min_accuracy},
+    message="Test accuracy {accuracy:.3f} is below the threshold min_accuracy={threshold}, so the model is not registered. "
+            "The evaluation report (evaluate.html in the run) shows which classes fail; more data, more epochs "
+            "(-p epochs=...) or a wider search may help.")
+accuracy_gate = ConditionStep("accuracy_gate", left=accuracy, op=">=", right=min_accuracy, if_false=[below_threshold])
 
 pipeline = Pipeline(
     "earthsnap",
     parameters=[source, taxonomy, dataset_name, min_side, min_per_class, image_size, train_fraction, val_fraction,
-                test_fraction, split_seed],
-    steps=[explore, data_qa, preprocess],
+                test_fraction, split_seed, tune_fraction, tune_trials, tune_parallel, tune_epochs, search_space, epochs,
+                hyperparameters, min_accuracy],
+    steps=[explore, data_qa, preprocess, tune, train, evaluate, accuracy_gate, below_threshold],
     pipeline_dir=Path(__file__).parent,
 )

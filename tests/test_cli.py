@@ -141,10 +141,15 @@ def test_config_init_and_show(earthsnap, tmp_path):
     assert r.returncode == 2 and "Unknown setting 'prod_prot'" in r.stderr and "Did you mean 'prod_port'" in r.stderr
 
 
+# a model of a few seconds on 96 photos (what `make demo` reaches on the default data is in the README)
+QUICK = ["-p", "tune_fraction=1.0", "-p", "tune_trials=2", "-p", "tune_parallel=1", "-p", "tune_epochs=1", "-p", "epochs=2",
+         "-p", "image_size=32", "-p", 'search_space={"width": [4, 8]}', "-p", "min_accuracy=0"]
+
+
 def test_demo_runs_end_to_end(earthsnap, tmp_path):
     """`earthsnap demo` in a fresh project: demo data, the step notebooks run by papermill, results listed."""
     shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline")
-    r = earthsnap("demo", "--images", "6", "-q", cwd=tmp_path)
+    r = earthsnap("demo", "--images", "6", "-q", *QUICK, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr
     results = r.stdout.split("Results:\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert "see the run: earthsnap runs show earthsnap-" in r.stdout
@@ -158,8 +163,10 @@ def test_demo_runs_end_to_end(earthsnap, tmp_path):
     assert "image/png" in html  # the charts made it into the report
     assert f"16 labels, {16 * 6 + 9} files in {tmp_path / '.earthsnap' / 'demo-data'}" in html  # the data it was given
     assert "images accepted, 9 rejected" in r.stdout and "dataset demo@" in r.stdout
-    again = earthsnap("demo", "--images", "6", "-q", cwd=tmp_path)
-    assert again.returncode == 0 and "up to date" in again.stdout and again.stdout.count("cached") == 3, again.stdout
+    assert "model: best epoch" in r.stdout and "passes the gate" in r.stdout
+    for label in ("tuning report", "model", "model archive", "evaluation report"): assert label in listed.values()
+    again = earthsnap("demo", "--images", "6", "-q", *QUICK, cwd=tmp_path)
+    assert again.returncode == 0 and "up to date" in again.stdout and again.stdout.count("cached") == 6, again.stdout
     assert "without encryption" not in r.stderr + again.stderr  # kernels talk over IPC, not plain TCP
 
 

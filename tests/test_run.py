@@ -17,6 +17,10 @@ import pytest
 
 from conftest import BIN, ROOT, clean_env
 
+# These tests are about the executor, so they run the data half of the pipeline (`--to`); the model half is
+# tested in test_pipeline_model.py.
+DATA = ("--to", "explore_data", "--to", "preprocess")
+
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
@@ -49,7 +53,7 @@ def run_id_in(text: str) -> str:
 
 def start(project: Path, *args: str, **env) -> subprocess.Popen:
     # as from a terminal: SIGINT at its default (a background job would inherit it ignored)
-    return subprocess.Popen([str(BIN / "earthsnap"), "run", *args], cwd=project, env=clean_env(**env), text=True,
+    return subprocess.Popen([str(BIN / "earthsnap"), "run", *DATA, *args], cwd=project, env=clean_env(**env), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
@@ -70,7 +74,7 @@ def steps_of(earthsnap, project: Path, run_id: str) -> dict[str, tuple[str, int]
 
 
 def test_run_then_cached_rerun(earthsnap, project):
-    r = earthsnap("run", cwd=project)
+    r = earthsnap("run", *DATA, cwd=project)
     assert r.returncode == 0, r.stderr
     first = run_id_in(r.stdout)
     run_dir = project / ".earthsnap" / "runs" / first
@@ -78,21 +82,21 @@ def test_run_then_cached_rerun(earthsnap, project):
         assert (run_dir / f"{step}.ipynb").exists() and (run_dir / f"{step}.html").exists()
     assert (run_dir / "preprocess" / "records" / "train.rec").exists() and (run_dir / "data_qa" / "dataset" / "qa.json").exists()
     assert not list((run_dir / ".partial").iterdir())
-    again = earthsnap("run", cwd=project)
+    again = earthsnap("run", *DATA, cwd=project)
     assert again.returncode == 0 and again.stdout.count(f"cached              from {first}") == 3, again.stdout
     # a changed photo re-runs data QA and what reads it; the exploration reads the photos too
     photo = next((project / ".earthsnap" / "demo-data").rglob("*.jpg"))
     photo.write_bytes(photo.read_bytes() + b"\0")
-    changed = earthsnap("run", cwd=project)
+    changed = earthsnap("run", *DATA, cwd=project)
     assert changed.returncode == 0 and "↺" not in changed.stdout, changed.stdout
     # a changed parameter re-runs the step it reaches, and data QA stays cached
-    size = earthsnap("run", "-p", "image_size=48", cwd=project)
+    size = earthsnap("run", *DATA, "-p", "image_size=48", cwd=project)
     assert size.returncode == 0
     assert {s: st for s, (st, _) in steps_of(earthsnap, project, run_id_in(size.stdout)).items()} == \
         {"explore_data": "cached", "data_qa": "cached", "preprocess": "succeeded"}
     listed = earthsnap("runs", "list", cwd=project).stdout.splitlines()
     assert len(listed) == 5 and all(" succeeded " in line for line in listed[1:])
-    fresh = earthsnap("run", "--no-cache", cwd=project)
+    fresh = earthsnap("run", *DATA, "--no-cache", cwd=project)
     assert fresh.returncode == 0 and "↺" not in fresh.stdout
 
 
@@ -100,7 +104,7 @@ def test_failed_step_keeps_its_notebook_and_resumes(earthsnap, project):
     add_cell(project / "pipeline" / "preprocess.ipynb",
              "import os\nif os.path.exists(os.environ['FAIL_FLAG']): raise RuntimeError('disk full')")
     flag = project / "FAIL"; flag.write_text("")
-    r = earthsnap("run", cwd=project, env=clean_env(FAIL_FLAG=str(flag)))
+    r = earthsnap("run", *DATA, cwd=project, env=clean_env(FAIL_FLAG=str(flag)))
     assert r.returncode == 1, r.stderr
     run_id = run_id_in(r.stderr)
     assert "step preprocess failed" in r.stderr and "RuntimeError: disk full" in r.stderr and f"--resume {run_id}" in r.stderr
@@ -109,11 +113,11 @@ def test_failed_step_keeps_its_notebook_and_resumes(earthsnap, project):
     assert not (run_dir / "preprocess").exists()  # nothing half-written where outputs appear
     assert steps_of(earthsnap, project, run_id) == {"explore_data": ("succeeded", 1), "data_qa": ("succeeded", 1), "preprocess": ("failed", 1)}
     flag.unlink()
-    resumed = earthsnap("run", "--resume", run_id, cwd=project, env=clean_env(FAIL_FLAG=str(flag)))
+    resumed = earthsnap("run", *DATA, "--resume", run_id, cwd=project, env=clean_env(FAIL_FLAG=str(flag)))
     assert resumed.returncode == 0, resumed.stderr
     assert steps_of(earthsnap, project, run_id) == {"explore_data": ("succeeded", 1), "data_qa": ("succeeded", 1), "preprocess": ("succeeded", 2)}
     assert (run_dir / "preprocess" / "records" / "full.rec").exists()
-    again = earthsnap("run", "--resume", run_id, cwd=project)
+    again = earthsnap("run", *DATA, "--resume", run_id, cwd=project)
     assert again.returncode == 2 and "only a failed or interrupted run resumes" in again.stderr
 
 
@@ -135,7 +139,7 @@ def test_interrupted_run_shows_nothing_half_written_and_resumes(earthsnap, proje
     assert not (run_dir / "preprocess").exists()
     listed = earthsnap("runs", "list", cwd=project).stdout
     assert f"{run_dir.name}" in listed and " interrupted " in listed, listed
-    resumed = earthsnap("run", "--resume", run_dir.name, cwd=project)
+    resumed = earthsnap("run", *DATA, "--resume", run_dir.name, cwd=project)
     assert resumed.returncode == 0, resumed.stderr
     steps = steps_of(earthsnap, project, run_dir.name)
     assert steps["preprocess"] == ("succeeded", 2) and steps["data_qa"] == ("succeeded", 1)
@@ -156,7 +160,7 @@ def test_two_runs_at_once(earthsnap, project):
     assert sorted(v.name for v in versions if v.name not in ("objects", "LATEST")) == [json.loads((runs_dir / ids[0] / "data_qa" / "dataset" / "qa.json").read_text())["dataset"].split("@")[1]]
     for i in ids:
         assert all(status == "succeeded" for status, _ in steps_of(earthsnap, project, i).values())
-    third = earthsnap("run", cwd=project)
+    third = earthsnap("run", *DATA, cwd=project)
     assert third.returncode == 0 and third.stdout.count("↺") == 3
 
 
@@ -165,15 +169,15 @@ def test_refused_before_anything_runs(earthsnap, project):
                           (("-p", "image_size=large"), "Parameter 'image_size' is int; 'large' is not"),
                           (("-p", "source=no/photos"), "does not exist"),
                           (("--resume", "earthsnap-19990101"), "No run 'earthsnap-19990101'")]:
-        r = earthsnap("run", *args, cwd=project)
+        r = earthsnap("run", *DATA, *args, cwd=project)
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
     nb = nbformat.read(project / "pipeline" / "data_qa.ipynb", as_version=4)
     for c in nb.cells: c.metadata.pop("tags", None)
     nbformat.write(nb, project / "pipeline" / "data_qa.ipynb")
-    r = earthsnap("run", cwd=project)
+    r = earthsnap("run", *DATA, cwd=project)
     assert r.returncode == 2 and "data_qa.ipynb has no cell tagged 'parameters'" in r.stderr, r.stderr
     (project / "pipeline" / "data_qa.ipynb").unlink()
-    r = earthsnap("run", cwd=project)
+    r = earthsnap("run", *DATA, cwd=project)
     assert r.returncode == 2 and "Step 'data_qa' runs" in r.stderr and "which does not exist" in r.stderr, r.stderr
     assert not (project / ".earthsnap" / "runs").exists()  # nothing ran, nothing was recorded
 
@@ -191,7 +195,7 @@ def test_dag_in_the_terminal_and_as_files(earthsnap, project, tmp_path):
 def test_run_from_a_notebook_shows_live_progress(project):
     """`earthsnap.run()` in a Jupyter kernel: the step table is displayed and updated in place."""
     import papermill as pm
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import earthsnap\nrecord = earthsnap.run(image_size=40)\nprint(record['status'])")])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import earthsnap\nrecord = earthsnap.run(image_size=40, to=['explore_data', 'preprocess'])\nprint(record['status'])")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
     nbformat.write(nb, project / "use.ipynb")
     env = os.environ.copy()
@@ -211,7 +215,7 @@ def test_run_on_a_listing_without_taxonomy(earthsnap, project):
     photos = project / ".earthsnap" / "demo-data"
     rows = ["uri,label"] + [f"{p.relative_to(photos)},{p.parent.name}" for p in sorted(photos.glob("*/*/*")) if p.is_file()]
     (photos / "listing.csv").write_text("\n".join(rows) + "\n")
-    r = earthsnap("run", "-p", f"source={photos / 'listing.csv'}", "-p", "taxonomy=", cwd=project)
+    r = earthsnap("run", *DATA, "-p", f"source={photos / 'listing.csv'}", "-p", "taxonomy=", cwd=project)
     assert r.returncode == 0, r.stdout + r.stderr
     run_dir = project / ".earthsnap" / "runs" / run_id_in(r.stdout)
     assert f"4 labels, {4 * 12 + 9} files in" in (run_dir / "explore_data.html").read_text()

@@ -1,0 +1,129 @@
+"""Benchmark: the RecordIO loader against tensors in memory, and the exported ONNX model against torch, in one run.
+
+    .venv/bin/python bench/training.py [--repeats 3] [--epochs 2] [--workers 2]
+
+1. Loader overhead. The default model (ResNet, width 32) trains on the `train` split of the default demo data
+   (1,600 photos -> about 1,260 training images at 64 px), the same batches in the same order, fed
+   - from tensors decoded once and held in memory (the baseline: no reading, no decoding);
+   - from the RecordIO loader, decoding in --workers processes, without augmentation (the same work per
+     step as the baseline, plus reading and decoding);
+   - from the RecordIO loader with the training augmentation (what `train` does).
+   Training throughput in images/s (forward, backward, optimiser step), median over --repeats alternating
+   rounds of --epochs epochs. Loader overhead = 1 - loader / memory (target <= 10%).
+2. ONNX against torch on the same batch of 64 test images: max abs difference of the logits (target
+   <= 1e-4), and the latency of one image, median over 300 calls each (torch eager under no_grad, and ONNX
+   Runtime), with the ratio.
+Results go to bench/results/training.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from earthsnap.export import export_onnx
+from earthsnap.hyperparameters import Hyperparameters
+from earthsnap.inference import model_input, open_model
+from earthsnap.loader import Augment, RecordDataset, demo_records, loader, read_classes
+from earthsnap.models import build_model
+from earthsnap.training import make_optimizer
+
+HERE = Path(__file__).resolve().parent
+
+
+def train_epochs(model, opt, batches, epochs: int) -> float:
+    "Images per second over `epochs` passes of `batches` (a callable giving an iterable of (x, y))."
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    n, t0 = 0, time.perf_counter()
+    for _ in range(epochs):
+        for x, y in batches():
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            n += len(y)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    print("preprocessing the default demo data (4 groups x 4 species x 100 photos, 64 px) ...", flush=True)
+    records = demo_records(tmp, groups=4, species=4, images=100, size=64)
+    classes, size = read_classes(records)
+    hp = Hyperparameters()
+    plain = RecordDataset(records, "train", size)
+    augmented = RecordDataset(records, "train", size, augment=Augment())
+    xs = torch.stack([plain[i][0] for i in range(len(plain))]); ys = torch.tensor(plain.labels)
+    print(f"{len(plain)} training images at {size} px, {len(classes)} classes; torch threads {torch.get_num_threads()}, "
+          f"loader workers {args.workers}", flush=True)
+
+    def from_memory():
+        g = torch.Generator().manual_seed(0)
+        order = torch.randperm(len(ys), generator=g)
+        return ((xs[order[i:i + hp.batch_size]], ys[order[i:i + hp.batch_size]]) for i in range(0, len(ys), hp.batch_size))
+    feeds = {"memory": from_memory,
+             "recordio": lambda: loader(plain, hp.batch_size, shuffle=True, workers=args.workers, seed=0),
+             "recordio+augment": lambda: loader(augmented, hp.batch_size, shuffle=True, workers=args.workers, seed=0)}
+    speeds = {k: [] for k in feeds}
+    for r in range(args.repeats):
+        for name, feed in (feeds.items() if r % 2 == 0 else reversed(feeds.items())):
+            torch.manual_seed(0)
+            model = build_model(hp, len(classes)); opt = make_optimizer(hp, model)
+            speeds[name].append(train_epochs(model, opt, feed, args.epochs))
+            print(f"  round {r + 1} {name:<17} {speeds[name][-1]:7.1f} img/s", flush=True)
+    med = {k: statistics.median(v) for k, v in speeds.items()}
+    overhead = {k: 1 - med[k] / med["memory"] for k in ("recordio", "recordio+augment")}
+
+    print("ONNX against torch ...", flush=True)
+    torch.manual_seed(0)
+    model = build_model(hp, len(classes)).eval()
+    export_onnx(model, tmp / "model.onnx", size)
+    for f, data in (("classes.json", {"classes": classes, "input_size": size}), ("hyperparameters.json", hp.to_dict()), ("metrics.json", {})):
+        (tmp / f).write_text(json.dumps(data))
+    (tmp / "model.safetensors").write_bytes(b"")
+    onnx = open_model(tmp)
+    test = RecordDataset(records, "test", size)
+    batch = torch.stack([test[i][0] for i in range(min(64, len(test)))])
+    with torch.no_grad(): want = model(batch).numpy()
+    diff = float(np.abs(onnx.logits(batch.numpy()) - want).max())
+    one = batch[:1]
+    def latency(fn, n=300):
+        for _ in range(20): fn()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1000
+    with torch.no_grad(): torch_ms = latency(lambda: model(one))
+    onnx_ms = latency(lambda: onnx.logits(one.numpy()))
+
+    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
+              "train_images": len(plain), "image_size": size, "epochs_per_round": args.epochs, "repeats": args.repeats,
+              "loader_workers": args.workers, "images_per_s": {k: round(v, 1) for k, v in med.items()},
+              "runs": {k: [round(x, 1) for x in v] for k, v in speeds.items()},
+              "loader_overhead": {k: round(v, 4) for k, v in overhead.items()},
+              "onnx_max_abs_diff": diff, "latency_ms": {"torch": round(torch_ms, 3), "onnx": round(onnx_ms, 3)},
+              "onnx_speedup": round(torch_ms / onnx_ms, 2)}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "training.json").write_text(json.dumps(result, indent=1))
+    print(f"\ntraining throughput (median of {args.repeats}): memory {med['memory']:.1f} img/s, RecordIO loader {med['recordio']:.1f} img/s "
+          f"(overhead {overhead['recordio']:.1%}; target <= 10%), with augmentation {med['recordio+augment']:.1f} img/s "
+          f"(overhead {overhead['recordio+augment']:.1%})")
+    print(f"ONNX vs torch on {len(batch)} test images: max abs difference {diff:.2e} (target <= 1e-4)")
+    print(f"one image: torch {torch_ms:.2f} ms, ONNX Runtime {onnx_ms:.2f} ms ({torch_ms / onnx_ms:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The model half of the EarthSnap pipeline as a user runs it: `earthsnap run` through tuning, training,
+evaluation and the accuracy gate, on a small demo set with small settings (real trials in real processes,
+real ONNX export, real notebooks in real kernels), and its bad inputs."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import BIN, ROOT, clean_env
+
+# Small enough for a test, real in every part: 2 trials of 1 epoch in 2 processes, 2 epochs of training, 32 px.
+FAST = ["-p", "tune_fraction=1.0", "-p", "tune_trials=2", "-p", "tune_parallel=2", "-p", "tune_epochs=1", "-p", "epochs=2",
+        "-p", "image_size=32", "-p", 'search_space={"lr": [0.002, 0.01, "log"], "width": [4, 8]}']
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("template")
+    shutil.copytree(ROOT / "pipeline", project / "pipeline")
+    r = subprocess.run([str(BIN / "earthsnap"), "demo-data", ".earthsnap/demo-data", "--groups", "2", "--species", "2",
+                        "--images", "12", "-q"], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return project
+
+
+@pytest.fixture
+def project(template, tmp_path) -> Path:
+    shutil.copytree(template, tmp_path / "p")
+    return tmp_path / "p"
+
+
+def run_id_in(text: str) -> str:
+    return next(w.rstrip(":.,") for w in text.split() if w.startswith("earthsnap-2"))
+
+
+def statuses(earthsnap, project: Path, run_id: str) -> dict[str, str]:
+    r = earthsnap("runs", "show", run_id, cwd=project)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines() if line[:4] in ("  ✓ ", "  ✗ ", "  ↺ ", "  · ", "  – ", "  ▶ ")]
+    return {row[1]: row[2] for row in rows}
+
+
+def error_of(notebook: Path) -> str:
+    "The error output a failed step left in its executed notebook."
+    nb = nbformat.read(notebook, as_version=4)
+    return "\n".join(o.get("evalue", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error")
+
+
+def test_tune_train_evaluate_and_the_gate(earthsnap, project):
+    r = earthsnap("run", *FAST, "-p", "min_accuracy=0", cwd=project, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_id = run_id_in(r.stdout)
+    run = project / ".earthsnap" / "runs" / run_id
+    st = statuses(earthsnap, project, run_id)
+    assert [st[s] for s in ("tune", "train", "evaluate", "accuracy_gate")] == ["succeeded"] * 4 and st["below_threshold"] == "skipped"
+    # tuning: 2 trials, the best values, the table and the plot
+    best = json.loads((run / "tune" / "tuning" / "best.json").read_text())
+    assert best["trials"] == 2 and set(best["params"]) == {"lr", "width"} and 0.002 <= best["params"]["lr"] <= 0.01
+    assert len(list(csv.DictReader(open(run / "tune" / "tuning" / "trials.csv")))) == 2 and (run / "tune" / "tuning" / "search.png").exists()
+    # training took the tuned values (by reference to the tuning step's output) and wrote the model both ways
+    model = run / "train" / "model"
+    hp = json.loads((model / "hyperparameters.json").read_text())
+    assert (hp["lr"], hp["width"], hp["epochs"]) == (best["params"]["lr"], best["params"]["width"], 2)
+    assert {p.name for p in model.iterdir()} == {"model.onnx", "model.safetensors", "classes.json", "hyperparameters.json", "metrics.json"}
+    with tarfile.open(run / "train" / "artifact" / "model.tar.gz") as tf: assert len(tf.getnames()) == 5
+    # evaluation: the figures in the JsonGet shape, the report as HTML
+    ev = json.loads((run / "evaluate" / "evaluation" / "evaluation.json").read_text())
+    assert 0 <= ev["metrics"]["accuracy"]["value"] <= 1 and ev["split"] == "test" and ev["images"] > 0
+    assert {"top5_accuracy", "macro_f1"} <= set(ev["metrics"]) and len(ev["per_class"]) == 4
+    html = (run / "evaluate.html").read_text()
+    assert "Confusion matrix" in html and "Misclassified images" in html and "data:image/png;base64" in html
+    assert "validation:accuracy=" in (run / "train.html").read_text()  # the metric lines a tuner reads
+
+    # the same run again: every step from the cache
+    again = earthsnap("run", *FAST, "-p", "min_accuracy=0", cwd=project, timeout=300)
+    assert again.returncode == 0, again.stderr
+    st2 = statuses(earthsnap, project, run_id_in(again.stdout))
+    assert all(st2[s] == "cached" for s in ("tune", "train", "evaluate"))
+
+    # a threshold the model cannot reach: the data and model steps come from the cache, and the run fails at
+    # the gate naming the figure and the threshold
+    high = earthsnap("run", *FAST, "-p", "min_accuracy=1.01", cwd=project, timeout=300)
+    assert high.returncode == 1
+    accuracy = ev["metrics"]["accuracy"]["value"]
+    assert f"Test accuracy {accuracy:.3f} is below the threshold min_accuracy=1.01" in high.stdout + high.stderr
+    st3 = statuses(earthsnap, project, run_id_in(high.stdout + high.stderr))
+    assert st3["evaluate"] == "cached" and st3["below_threshold"] == "failed"
+
+
+def test_a_hyperparameter_outside_its_range_fails_with_its_notebook(earthsnap, project):
+    r = earthsnap("run", *FAST, "-p", 'hyperparameters={"lr": 5}', cwd=project, timeout=600)
+    assert r.returncode == 1
+    run = project / ".earthsnap" / "runs" / run_id_in(r.stdout + r.stderr)
+    assert "Hyperparameter lr=5.0 is outside its range (1e-06 to 1 (log))" in error_of(run / "train.ipynb")
+    assert (run / "train.html").exists() and not (run / "train" / "model").exists()
+    st = statuses(earthsnap, project, run.name)
+    assert st["tune"] == "succeeded" and st["train"] == "failed" and st["evaluate"] == "pending"
+
+
+def test_a_search_range_outside_the_valid_one_fails_tuning(earthsnap, project):
+    r = earthsnap("run", *FAST, "-p", 'search_space={"dropout": [0.5, 1.5]}', cwd=project, timeout=600)
+    assert r.returncode == 1
+    run = project / ".earthsnap" / "runs" / run_id_in(r.stdout + r.stderr)
+    assert "The search range of dropout (0.5 to 1.5) goes outside its valid range (0 to 0.9)" in error_of(run / "tune.ipynb")
+
+
+def test_an_empty_split_and_a_class_missing_from_train(earthsnap, project):
+    r = earthsnap("run", *FAST, "-p", "train_fraction=0.9", "-p", "val_fraction=0", cwd=project, timeout=600)
+    assert r.returncode == 1
+    run = project / ".earthsnap" / "runs" / run_id_in(r.stdout + r.stderr)
+    assert "The 'tune_val' split" in error_of(run / "tune.ipynb") and "is empty" in error_of(run / "tune.ipynb")
+    r = earthsnap("run", *FAST, "-p", "train_fraction=0.05", "-p", "val_fraction=0.45", "-p", "test_fraction=0.5", cwd=project, timeout=600)
+    assert r.returncode == 1
+    run = project / ".earthsnap" / "runs" / run_id_in(r.stdout + r.stderr)
+    assert "split has no image of" in error_of(run / "tune.ipynb") and "A model cannot learn a class it never sees" in error_of(run / "tune.ipynb")
+
+
+def test_run_up_to_a_step(earthsnap, project):
+    r = earthsnap("run", "--to", "preprocess", cwd=project, timeout=300)
+    assert r.returncode == 0, r.stderr
+    st = statuses(earthsnap, project, run_id_in(r.stdout))
+    assert set(st) == {"data_qa", "preprocess"}
+    r = earthsnap("run", "--to", "trian", cwd=project)
+    assert r.returncode == 2 and "has no step 'trian'. Did you mean 'train'?" in r.stderr
