@@ -33,6 +33,8 @@ tune_epochs = Parameter("tune_epochs", int, 6, "Hyperparameter tuning: epochs of
 search_space = Parameter("search_space", str, "", 'Search space as JSON, e.g. {"lr": [0.001, 0.01, "log"]}; empty for the default.')
 epochs = Parameter("epochs", int, 20, "Full training: epochs at most (early stopping may end sooner).")
 hyperparameters = Parameter("hyperparameters", str, "", 'Full training: hyperparameters as JSON over the tuned ones, e.g. {"width": 48}.')
+init_weights = Parameter("init_weights", str, "", "Full training: start from these weights (a model directory or .safetensors of "
+                         "the same architecture), e.g. the model of an earlier run; empty for random ones.", path=True)
 min_accuracy = Parameter("min_accuracy", float, 0.85, "Test accuracy a model needs to go on to registration.")
 
 explore = NotebookStep("explore_data", notebook="explore_data.ipynb", inputs={"data_dir": source, "taxonomy": taxonomy})
@@ -55,7 +57,7 @@ tune = NotebookStep(
 train = NotebookStep(
     "train", notebook="train.ipynb", kind="training", output_names=("model", "artifact"),
     inputs={"records": preprocess.outputs["records"], "tuning": tune.outputs["tuning"], "epochs": epochs,
-            "hyperparameters": hyperparameters, "workers": from_config("workers")})
+            "hyperparameters": hyperparameters, "init_weights": init_weights, "workers": from_config("workers")})
 
 evaluate = NotebookStep(
     "evaluate", notebook="evaluate.ipynb", output_names=("evaluation",),
@@ -74,7 +76,7 @@ pipeline = Pipeline(
     "earthsnap",
     parameters=[source, taxonomy, dataset_name, min_side, min_per_class, image_size, train_fraction, val_fraction,
                 test_fraction, split_seed, tune_fraction, tune_trials, tune_parallel, tune_epochs, search_space, epochs,
-                hyperparameters, min_accuracy],
+                hyperparameters, init_weights, min_accuracy],
     steps=[explore, data_qa, preprocess, tune, train, evaluate, accuracy_gate, below_threshold],
     pipeline_dir=Path(__file__).parent,
 )

@@ -129,3 +129,18 @@ def test_run_up_to_a_step(earthsnap, project):
     assert set(st) == {"data_qa", "preprocess"}
     r = earthsnap("run", "--to", "trian", cwd=project)
     assert r.returncode == 2 and "has no step 'trian'. Did you mean 'train'?" in r.stderr
+
+
+def test_a_nan_loss_stops_training_with_its_notebook(earthsnap, project):
+    # weights with a NaN in the classifier, as a broken checkpoint would have (ResNet of width 4, 4 classes)
+    script = ("from earthsnap.models import build_model\nfrom earthsnap.hyperparameters import Hyperparameters\n"
+              "from safetensors.torch import save_file\ns = build_model(Hyperparameters(width=4), 4).state_dict()\n"
+              "s['8.weight'][0, 0] = float('nan')\nsave_file(s, 'nan.safetensors')")
+    subprocess.run([str(BIN / "python"), "-c", script], cwd=project, check=True, env=clean_env())
+    r = earthsnap("run", *FAST, "-p", 'hyperparameters={"width": 4}', "-p", f"init_weights={project / 'nan.safetensors'}",
+                  cwd=project, timeout=600)
+    assert r.returncode == 1
+    run = project / ".earthsnap" / "runs" / run_id_in(r.stdout + r.stderr)
+    error = error_of(run / "train.ipynb")
+    assert "The training loss became nan at epoch 1, batch 1" in error and "Lower the learning rate" in error
+    assert "TrainingError" in r.stderr and (run / "train.html").exists() and not (run / "train" / "model").exists()
