@@ -65,7 +65,7 @@ def text_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
             lines.append(f"{pad}{'    ' if d[s.name] else '  '}  {key} ← {_source(v)}")
     return "\n".join(lines)
 
-# %% ../nbs/25_dag.ipynb #df3c91e6
+# %% ../nbs/25_dag.ipynb #1e07a0f5
 W, H, GX, GY, PAD = 190, 54, 90, 28, 24
 
 def layout(pipeline: Pipeline) -> dict[str, tuple[float, float]]:
@@ -78,6 +78,12 @@ def layout(pipeline: Pipeline) -> dict[str, tuple[float, float]]:
     return pos
 
 ARC = 22  # how far below the boxes an edge that skips columns runs, per column skipped
+
+def _arc_end(pos: dict, b: str) -> tuple[float, float, float]:
+    "Where an arc ends, and the x of its last control point: under its box, or, when another box sits below it, into its left side through the gap."
+    x, y = pos[b]
+    if any(ox == x and oy > y for ox, oy in pos.values()): return x, y + H / 2 + 12, x - GX / 2
+    return x + W / 2, y + H, x + W / 2
 
 def _short_label(label: str) -> str: return label if len(label) <= 16 else label.rsplit("/", 1)[-1][:16]
 
@@ -106,10 +112,10 @@ def svg_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
         (x1, y1), (x2, y2) = pos[a], pos[b]
         span = round((x2 - x1) / (W + GX))
         if span > 1:  # skips a column: an arc under the boxes, so it crosses none of them
-            sx, sy, tx, ty = x1 + W / 2, y1 + H, x2 + W / 2, y2 + H
-            low = max(sy, ty) + ARC * (span - 1) + 12
+            sx, sy, (tx, ty, cx) = x1 + W / 2, y1 + H, _arc_end(pos, b)
+            low = max(sy, y2 + H) + ARC * (span - 1) + 12
             mx = (sx + tx) / 2
-            parts.append(f'<path d="M {sx} {sy} C {sx} {low}, {tx} {low}, {tx} {ty}" fill="none" stroke="#90a4ae" stroke-width="1.2" marker-end="url(#arrow)"/>')
+            parts.append(f'<path d="M {sx} {sy} C {sx} {low}, {cx} {low}, {tx} {ty}" fill="none" stroke="#90a4ae" stroke-width="1.2" marker-end="url(#arrow)"/>')
             if label: parts.append(f'<text x="{mx}" y="{(sy + ty) / 2 + 0.75 * (low - max(sy, ty)) - 3}" text-anchor="middle" font-size="10" fill="#607d8b">{html.escape(label)}</text>')
             continue
         sx, sy, tx, ty = x1 + W, y1 + H / 2, x2, y2 + H / 2
@@ -156,9 +162,9 @@ def png_dag(pipeline: Pipeline, path: Path, statuses: dict[str, str] | None = No
         (x1, y1), (x2, y2) = pos[a], pos[b]
         span = round((x2 - x1) / (W + GX))
         if span > 1:  # an arc under the boxes, as in the SVG
-            sx, sy, tx, ty = x1 + W / 2, y1 + H, x2 + W / 2, y2 + H
-            low = max(sy, ty) + ARC * (span - 1) + 12
-            curve = MPath([(sx, sy), (sx, low), (tx, low), (tx, ty)], [MPath.MOVETO, MPath.CURVE4, MPath.CURVE4, MPath.CURVE4])
+            sx, sy, (tx, ty, cx) = x1 + W / 2, y1 + H, _arc_end(pos, b)
+            low = max(sy, y2 + H) + ARC * (span - 1) + 12
+            curve = MPath([(sx, sy), (sx, low), (cx, low), (tx, ty)], [MPath.MOVETO, MPath.CURVE4, MPath.CURVE4, MPath.CURVE4])
             ax.add_patch(FancyArrowPatch(path=curve, arrowstyle="-|>", mutation_scale=10, color="#90a4ae", lw=1))
             if label: ax.text((sx + tx) / 2, max(sy, ty) + 0.75 * (low - max(sy, ty)) - 3, label, ha="center", fontsize=6, color="#607d8b")
             continue

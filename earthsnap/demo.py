@@ -22,7 +22,7 @@ from .storage import is_local, join
 # %% auto #0
 __all__ = ['DEMO_DEFAULTS', 'DemoResult', 'run_demo']
 
-# %% ../nbs/06_demo.ipynb #c9f153b0
+# %% ../nbs/06_demo.ipynb #096b195c
 DEMO_DEFAULTS = dict(groups=4, species=4, images=100, size=96, seed=0, faults=True)
 
 @dataclass
@@ -35,6 +35,7 @@ class DemoResult:
     preprocess: dict = field(default_factory=dict)           # the preprocessing step's summary.json
     tuning: dict = field(default_factory=dict)               # the tuning step's best.json
     evaluation: dict = field(default_factory=dict)           # the evaluation step's evaluation.json
+    registered: dict = field(default_factory=dict)           # the register step's outcome: version, status, sha256
     @property
     def run_dir(self) -> Path: return Path(self.run["run_dir"])
 
@@ -64,6 +65,8 @@ def _collect(res: DemoResult) -> None:
         if step["name"] == "preprocess": res.preprocess = json.loads((outs["records"] / "summary.json").read_text())
         if step["name"] == "tune": res.tuning = json.loads((outs["tuning"] / "best.json").read_text())
         if step["name"] == "evaluate": res.evaluation = json.loads((outs["evaluation"] / "evaluation.json").read_text())
+    reg = next((s for s in res.run["steps"] if s["name"] == "register" and s["status"] == "succeeded"), None)
+    if reg: res.registered = reg["outputs"]
 
 def _summary(res: DemoResult, min_accuracy: float | None) -> list[str]:
     lines = []
@@ -83,6 +86,10 @@ def _summary(res: DemoResult, min_accuracy: float | None) -> list[str]:
                                                  else f" < min_accuracy {min_accuracy:g}")
         lines.append(f"model: best epoch {hp['best_epoch']} of {hp['epochs_run']}, trained in {hp['seconds']:.0f}s; on {m['images']['value']} test images: "
                      f"accuracy {m['accuracy']['value']:.3f}, top-5 {m['top5_accuracy']['value']:.3f}, macro-F1 {m['macro_f1']['value']:.3f}{gate}")
+    if res.registered:
+        r = res.registered
+        lines.append(f"registry: {r['version']} {'registered' if r['new'] else 'already registered'}, {r['status']}"
+                     + (f"; approve it with: earthsnap registry approve {r['version']}" if r["status"] == "PendingManualApproval" else ""))
     return lines
 
 # %% ../nbs/06_demo.ipynb #0eca9c0f

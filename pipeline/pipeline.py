@@ -5,12 +5,12 @@ Each notebook step gets its inputs as papermill parameters, plus `out_dir`, unde
 directory per output it declares (`out_dir/dataset/`, `out_dir/records/`, `out_dir/model/`): locally the
 executor hands over run directories, on SageMaker the same names are processing outputs and the model.
 
-explore_data, data_qa -> preprocess -> tune -> train -> evaluate -> accuracy_gate (-> below_threshold).
-Registration joins after the gate with the model registry.
+explore_data, data_qa -> preprocess -> tune -> train -> evaluate -> accuracy_gate -> register (pending approval),
+or -> below_threshold. A person then approves the version: `earthsnap registry approve <group>/<n>`.
 """
 from pathlib import Path
 
-from earthsnap.definition import ConditionStep, FailStep, NotebookStep, Parameter, Pipeline, from_config
+from earthsnap.definition import ConditionStep, FailStep, NotebookStep, Parameter, Pipeline, RegisterStep, from_config
 
 # Parameters: `earthsnap run -p name=value` overrides a default. Path parameters are read for their content
 # (a changed photo re-runs data QA); `{store}` is the configured store.
@@ -35,6 +35,7 @@ epochs = Parameter("epochs", int, 20, "Full training: epochs at most (early stop
 hyperparameters = Parameter("hyperparameters", str, "", 'Full training: hyperparameters as JSON over the tuned ones, e.g. {"width": 48}.')
 init_weights = Parameter("init_weights", str, "", "Full training: start from these weights (a model directory or .safetensors of "
                          "the same architecture), e.g. the model of an earlier run; empty for random ones.", path=True)
+model_group = Parameter("model_group", str, "species", "Model group in the registry that a model passing the gate is registered in.")
 min_accuracy = Parameter("min_accuracy", float, 0.85, "Test accuracy a model needs to go on to registration.")
 
 explore = NotebookStep("explore_data", notebook="explore_data.ipynb", inputs={"data_dir": source, "taxonomy": taxonomy})
@@ -70,13 +71,16 @@ below_threshold = FailStep(
     message="Test accuracy {accuracy:.3f} is below the threshold min_accuracy={threshold}, so the model is not registered. "
             "The evaluation report (evaluate.html in the run) shows which classes fail; more data, more epochs "
             "(-p epochs=...) or a wider search may help.")
-accuracy_gate = ConditionStep("accuracy_gate", left=accuracy, op=">=", right=min_accuracy, if_false=[below_threshold])
+register = RegisterStep(
+    "register", model=train.outputs["artifact"], group=model_group,
+    inputs={"evaluation": evaluate.outputs["evaluation"], "records": preprocess.outputs["records"]})  # metrics and lineage
+accuracy_gate = ConditionStep("accuracy_gate", left=accuracy, op=">=", right=min_accuracy, if_true=[register], if_false=[below_threshold])
 
 pipeline = Pipeline(
     "earthsnap",
     parameters=[source, taxonomy, dataset_name, min_side, min_per_class, image_size, train_fraction, val_fraction,
                 test_fraction, split_seed, tune_fraction, tune_trials, tune_parallel, tune_epochs, search_space, epochs,
-                hyperparameters, init_weights, min_accuracy],
-    steps=[explore, data_qa, preprocess, tune, train, evaluate, accuracy_gate, below_threshold],
+                hyperparameters, init_weights, min_accuracy, model_group],
+    steps=[explore, data_qa, preprocess, tune, train, evaluate, accuracy_gate, register, below_threshold],
     pipeline_dir=Path(__file__).parent,
 )

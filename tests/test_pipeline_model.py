@@ -4,6 +4,7 @@ real ONNX export, real notebooks in real kernels), and its bad inputs."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 import subprocess
@@ -77,12 +78,21 @@ def test_tune_train_evaluate_and_the_gate(earthsnap, project):
     html = (run / "evaluate.html").read_text()
     assert "Confusion matrix" in html and "Misclassified images" in html and "data:image/png;base64" in html
     assert "validation:accuracy=" in (run / "train.html").read_text()  # the metric lines a tuner reads
+    # past the gate, the model is registered pending approval, with its metrics and where it came from
+    assert st["register"] == "succeeded"
+    listed = earthsnap("registry", "list", cwd=project)
+    assert "species/1" in listed.stdout and "PendingManualApproval" in listed.stdout and run_id in listed.stdout
+    assert f"{ev['metrics']['accuracy']['value']:.3f}" in listed.stdout
+    shown = earthsnap("registry", "show", "species/1", cwd=project).stdout
+    sha = hashlib.sha256((run / "train" / "artifact" / "model.tar.gz").read_bytes()).hexdigest()
+    assert f"sha256    {sha}" in shown and "dataset   demo@" in shown
 
     # the same run again: every step from the cache
     again = earthsnap("run", *FAST, "-p", "min_accuracy=0", cwd=project, timeout=300)
     assert again.returncode == 0, again.stderr
     st2 = statuses(earthsnap, project, run_id_in(again.stdout))
     assert all(st2[s] == "cached" for s in ("tune", "train", "evaluate"))
+    assert "species/1 PendingManualApproval (this model was registered before)" in again.stdout
 
     # a threshold the model cannot reach: the data and model steps come from the cache, and the run fails at
     # the gate naming the figure and the threshold
@@ -91,7 +101,7 @@ def test_tune_train_evaluate_and_the_gate(earthsnap, project):
     accuracy = ev["metrics"]["accuracy"]["value"]
     assert f"Test accuracy {accuracy:.3f} is below the threshold min_accuracy=1.01" in high.stdout + high.stderr
     st3 = statuses(earthsnap, project, run_id_in(high.stdout + high.stderr))
-    assert st3["evaluate"] == "cached" and st3["below_threshold"] == "failed"
+    assert st3["evaluate"] == "cached" and st3["below_threshold"] == "failed" and st3["register"] == "skipped"
 
 
 def test_a_hyperparameter_outside_its_range_fails_with_its_notebook(earthsnap, project):
