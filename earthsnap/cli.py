@@ -16,11 +16,12 @@ from .config import CONFIG_FILE, config_template, load_config
 from .errors import EarthsnapError, ParameterError
 
 # %% auto #0
-__all__ = ['app', 'config_app', 'runs_app', 'registry_app', 'demo_data', 'demo', 'qa', 'preprocess', 'run', 'runs_list',
-           'runs_show', 'registry_list', 'registry_show', 'registry_approve', 'registry_reject', 'dag', 'config_show',
-           'config_init', 'main']
+__all__ = ['app', 'config_app', 'runs_app', 'registry_app', 'endpoints_app', 'demo_data', 'demo', 'qa', 'preprocess', 'run',
+           'runs_list', 'runs_show', 'registry_list', 'registry_show', 'registry_approve', 'registry_reject',
+           'endpoints_list', 'endpoints_start', 'endpoints_stop', 'endpoints_logs', 'dag', 'config_show', 'config_init',
+           'main']
 
-# %% ../nbs/07_cli.ipynb #7d6b62a2
+# %% ../nbs/07_cli.ipynb #07bf427f
 app = typer.Typer(name="earthsnap", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Jupyter-first pipelines for vision models: data QA, RecordIO, tuning, training, "
                        "evaluation, registry and endpoints, locally or on SageMaker.")
@@ -30,6 +31,8 @@ runs_app = typer.Typer(no_args_is_help=True, help="The records of pipeline runs:
 app.add_typer(runs_app, name="runs")
 registry_app = typer.Typer(no_args_is_help=True, help="The model registry: list versions, show one, approve or reject.")
 app.add_typer(registry_app, name="registry")
+endpoints_app = typer.Typer(no_args_is_help=True, help="Local endpoint servers on 127.0.0.1: list, start, stop, read their logs.")
+app.add_typer(endpoints_app, name="endpoints")
 
 def _version(value: bool):
     if value:
@@ -149,7 +152,7 @@ def preprocess(
     for gap in s["coverage_gaps"]: typer.echo(f"warning: {gap}")
     typer.echo(f"report:  {nb.with_suffix('.html')}\nrecords: {Path(out_dir) / 'records'}")
 
-# %% ../nbs/07_cli.ipynb #aed302de
+# %% ../nbs/07_cli.ipynb #63b93cf3
 def _parse_params(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -250,6 +253,41 @@ def registry_reject(ref: str = typer.Argument(..., help="GROUP/N."),
     "Reject a version pending approval: it will not be deployed."
     v = _registry().reject(ref, by=by, reason=reason)
     typer.echo(f"{v.ref} rejected.")
+
+def _endpoints():
+    from earthsnap.endpoints import Endpoints
+    cfg = load_config()
+    return Endpoints(cfg.endpoints, cfg.endpoint_host)
+
+@endpoints_app.command("list")
+def endpoints_list():
+    "List the local endpoints: running or stopped, address, process id, the model version they serve."
+    eps = _endpoints().list()
+    if not eps: typer.echo("No endpoints yet. Start one: earthsnap endpoints start stage"); return
+    for e in eps:
+        typer.echo(f"{e.name:<12} {'running' if e.running else 'stopped':<8} {e.url if e.port else '-':<24} "
+                   f"pid {e.pid if e.running else '-':<8} model {e.model or '(none)'}")
+
+@endpoints_app.command("start")
+def endpoints_start(name: str = typer.Argument(..., help="The endpoint, e.g. stage or prod."),
+                    port: Optional[int] = typer.Option(None, help="Port on 127.0.0.1; default: the stage_port / prod_port setting for stage / prod.")):
+    "Start an endpoint server (it serves the model it was last given) and wait until it answers /ping."
+    cfg = load_config()
+    port = port or {"stage": cfg.stage_port, "prod": cfg.prod_port}.get(name)
+    if not port: raise ParameterError(f"Endpoint {name!r} has no default port.", fix="Pass --port PORT.")
+    e = _endpoints().start(name, port)
+    typer.echo(f"{e.name} running at {e.url} (pid {e.pid}), serving {e.model or 'no model yet'}")
+
+@endpoints_app.command("stop")
+def endpoints_stop(name: str = typer.Argument(..., help="The endpoint.")):
+    "Stop an endpoint server: requests in flight finish first."
+    e = _endpoints().stop(name)
+    typer.echo(f"{e.name} stopped")
+
+@endpoints_app.command("logs")
+def endpoints_logs(name: str = typer.Argument(..., help="The endpoint."), lines: int = typer.Option(50, "--lines", "-n", help="How many lines.")):
+    "Print the last lines of an endpoint's log: requests, model loads, errors."
+    typer.echo(_endpoints().logs(name, lines))
 
 @app.command()
 def dag(
