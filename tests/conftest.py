@@ -1,7 +1,9 @@
-"""Shared fixtures: run the installed `earthsnap` command as a separate process, in a clean environment."""
+"""Shared fixtures: run the installed `earthsnap` command as a separate process, in a clean environment, in a small project."""
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +29,33 @@ def earthsnap():
         return subprocess.run([str(BIN / "earthsnap"), *map(str, args)], cwd=cwd, env=env or clean_env(),
                               capture_output=True, text=True, timeout=timeout)
     return run
+
+
+def demo_project(path: Path, faults: bool) -> Path:
+    "A project at `path`: the pipeline folder and a small demo dataset (2 groups x 2 species x 12 photos) in its store."
+    shutil.copytree(ROOT / "pipeline", path / "pipeline")
+    r = subprocess.run([str(BIN / "earthsnap"), "demo-data", ".earthsnap/demo-data", "--groups", "2", "--species", "2",
+                        "--images", "12", *(["--faults"] if faults else []), "-q"], cwd=path, env=clean_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+def run_id_in(text: str) -> str:
+    "The run id an `earthsnap run` printed."
+    return next(w.rstrip(":.,") for w in text.split() if w.startswith("earthsnap-2"))
+
+
+def steps_of(earthsnap, project: Path, run_id: str) -> dict[str, tuple[str, int]]:
+    "Each step of a run, as `earthsnap runs show` lists it: (status, attempts); a step that never started has 0 attempts."
+    r = earthsnap("runs", "show", run_id, cwd=project)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines() if line[:4] in ("  ✓ ", "  ✗ ", "  ↺ ", "  · ", "  – ", "  ▶ ")]
+    return {row[1]: (row[2], int(row[4]) if len(row) > 4 else 0) for row in rows}
+
+
+def free_port() -> int:
+    "A TCP port of 127.0.0.1 that nothing listens on now."
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

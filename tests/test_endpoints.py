@@ -2,15 +2,10 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port
 
 
 def ping(port: int) -> tuple[int, dict]:

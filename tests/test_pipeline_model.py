@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import BIN, ROOT, clean_env
+from conftest import BIN, clean_env, demo_project, run_id_in, steps_of
 
 # Small enough for a test, real in every part: 2 trials of 1 epoch in 2 processes, 2 epochs of training, 32 px.
 FAST = ["-p", "tune_fraction=1.0", "-p", "tune_trials=2", "-p", "tune_parallel=2", "-p", "tune_epochs=1", "-p", "epochs=2",
@@ -23,12 +23,7 @@ FAST = ["-p", "tune_fraction=1.0", "-p", "tune_trials=2", "-p", "tune_parallel=2
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
-    project = tmp_path_factory.mktemp("template")
-    shutil.copytree(ROOT / "pipeline", project / "pipeline")
-    r = subprocess.run([str(BIN / "earthsnap"), "demo-data", ".earthsnap/demo-data", "--groups", "2", "--species", "2",
-                        "--images", "12", "-q"], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return project
+    return demo_project(tmp_path_factory.mktemp("template"), faults=False)
 
 
 @pytest.fixture
@@ -37,15 +32,15 @@ def project(template, tmp_path) -> Path:
     return tmp_path / "p"
 
 
-def run_id_in(text: str) -> str:
-    return next(w.rstrip(":.,") for w in text.split() if w.startswith("earthsnap-2"))
-
-
 def statuses(earthsnap, project: Path, run_id: str) -> dict[str, str]:
-    r = earthsnap("runs", "show", run_id, cwd=project)
-    assert r.returncode == 0, r.stderr
-    rows = [line.split() for line in r.stdout.splitlines() if line[:4] in ("  ✓ ", "  ✗ ", "  ↺ ", "  · ", "  – ", "  ▶ ")]
-    return {row[1]: row[2] for row in rows}
+    return {name: status for name, (status, _) in steps_of(earthsnap, project, run_id).items()}
+
+
+def failed_run(earthsnap, project: Path, *args: str) -> Path:
+    "Run the pipeline with `args`, expect it to fail (exit 1), and return the run's directory."
+    r = earthsnap("run", *FAST, *args, cwd=project, timeout=600)
+    assert r.returncode == 1, r.stdout + r.stderr
+    return project / ".earthsnap" / "runs" / run_id_in(r.stdout + r.stderr)
 
 
 def error_of(notebook: Path) -> str:
@@ -105,9 +100,7 @@ def test_tune_train_evaluate_and_the_gate(earthsnap, project):
 
 
 def test_a_hyperparameter_outside_its_range_fails_with_its_notebook(earthsnap, project):
-    r = earthsnap("run", *FAST, "-p", 'hyperparameters={"lr": 5}', cwd=project, timeout=600)
-    assert r.returncode == 1
-    run = project / ".earthsnap" / "runs" / run_id_in(r.stdout + r.stderr)
+    run = failed_run(earthsnap, project, "-p", 'hyperparameters={"lr": 5}')
     assert "Hyperparameter lr=5.0 is outside its range (1e-06 to 1 (log))" in error_of(run / "train.ipynb")
     assert (run / "train.html").exists() and not (run / "train" / "model").exists()
     st = statuses(earthsnap, project, run.name)
@@ -115,20 +108,14 @@ def test_a_hyperparameter_outside_its_range_fails_with_its_notebook(earthsnap, p
 
 
 def test_a_search_range_outside_the_valid_one_fails_tuning(earthsnap, project):
-    r = earthsnap("run", *FAST, "-p", 'search_space={"dropout": [0.5, 1.5]}', cwd=project, timeout=600)
-    assert r.returncode == 1
-    run = project / ".earthsnap" / "runs" / run_id_in(r.stdout + r.stderr)
+    run = failed_run(earthsnap, project, "-p", 'search_space={"dropout": [0.5, 1.5]}')
     assert "The search range of dropout (0.5 to 1.5) goes outside its valid range (0 to 0.9)" in error_of(run / "tune.ipynb")
 
 
 def test_an_empty_split_and_a_class_missing_from_train(earthsnap, project):
-    r = earthsnap("run", *FAST, "-p", "train_fraction=0.9", "-p", "val_fraction=0", cwd=project, timeout=600)
-    assert r.returncode == 1
-    run = project / ".earthsnap" / "runs" / run_id_in(r.stdout + r.stderr)
+    run = failed_run(earthsnap, project, "-p", "train_fraction=0.9", "-p", "val_fraction=0")
     assert "The 'tune_val' split" in error_of(run / "tune.ipynb") and "is empty" in error_of(run / "tune.ipynb")
-    r = earthsnap("run", *FAST, "-p", "train_fraction=0.05", "-p", "val_fraction=0.45", "-p", "test_fraction=0.5", cwd=project, timeout=600)
-    assert r.returncode == 1
-    run = project / ".earthsnap" / "runs" / run_id_in(r.stdout + r.stderr)
+    run = failed_run(earthsnap, project, "-p", "train_fraction=0.05", "-p", "val_fraction=0.45", "-p", "test_fraction=0.5")
     assert "split has no image of" in error_of(run / "tune.ipynb") and "A model cannot learn a class it never sees" in error_of(run / "tune.ipynb")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import BIN, ROOT, clean_env
+from conftest import BIN, clean_env, demo_project, run_id_in, steps_of
 
 # These tests are about the executor, so they run the data half of the pipeline (`--to`); the model half is
 # tested in test_pipeline_model.py.
@@ -25,12 +25,7 @@ DATA = ("--to", "explore_data", "--to", "preprocess")
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
     "A project: the pipeline folder and a small demo dataset with the planted faults in its store."
-    project = tmp_path_factory.mktemp("template")
-    shutil.copytree(ROOT / "pipeline", project / "pipeline")
-    r = subprocess.run([str(BIN / "earthsnap"), "demo-data", ".earthsnap/demo-data", "--groups", "2", "--species", "2",
-                        "--images", "12", "--faults", "-q"], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return project
+    return demo_project(tmp_path_factory.mktemp("template"), faults=True)
 
 
 @pytest.fixture
@@ -47,10 +42,6 @@ def add_cell(notebook: Path, code: str):
     nbformat.write(nb, notebook)
 
 
-def run_id_in(text: str) -> str:
-    return next(w.rstrip(":.,") for w in text.split() if w.startswith("earthsnap-2"))
-
-
 def start(project: Path, *args: str, **env) -> subprocess.Popen:
     # as from a terminal: SIGINT at its default (a background job would inherit it ignored)
     return subprocess.Popen([str(BIN / "earthsnap"), "run", *DATA, *args], cwd=project, env=clean_env(**env), text=True,
@@ -64,13 +55,6 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.1)
-
-
-def steps_of(earthsnap, project: Path, run_id: str) -> dict[str, tuple[str, int]]:
-    r = earthsnap("runs", "show", run_id, cwd=project)
-    assert r.returncode == 0, r.stderr
-    rows = [line.split() for line in r.stdout.splitlines() if line[:4] in ("  ✓ ", "  ✗ ", "  ↺ ", "  · ", "  – ", "  ▶ ")]
-    return {row[1]: (row[2], int(row[4])) for row in rows}
 
 
 def test_run_then_cached_rerun(earthsnap, project):

@@ -13,7 +13,7 @@ import time
 import boto3
 import pytest
 
-from conftest import BIN, ROOT, clean_env
+from conftest import BIN, ROOT, clean_env, free_port
 from earthsnap import storage
 from earthsnap.recordio import MXIndexedRecordIO, MXRecordIO, unpack_img
 from earthsnap.config import load_config
@@ -21,12 +21,6 @@ from earthsnap.errors import StorageError
 from earthsnap.hashing import sha256_bytes
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
