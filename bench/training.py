@@ -33,7 +33,8 @@ from torch import nn
 from earthsnap.export import export_onnx
 from earthsnap.hyperparameters import Hyperparameters
 from earthsnap.inference import model_input, open_model
-from earthsnap.loader import Augment, RecordDataset, demo_records, loader, read_classes
+from earthsnap.loader import Augment, RecordDataset, loader
+from earthsnap.records import demo_records, read_classes
 from earthsnap.models import build_model
 from earthsnap.training import make_optimizer
 
