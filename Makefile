@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python bench/demodata_learnability.py
 	$(BIN)/python bench/executor.py
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/endpoint.py
 
 export: install
 	$(BIN)/nbdev_export

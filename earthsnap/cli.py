@@ -16,12 +16,13 @@ from .config import CONFIG_FILE, config_template, load_config
 from .errors import EarthsnapError, ParameterError
 
 # %% auto #0
-__all__ = ['app', 'config_app', 'runs_app', 'registry_app', 'endpoints_app', 'demo_data', 'demo', 'qa', 'preprocess', 'run',
-           'runs_list', 'runs_show', 'registry_list', 'registry_show', 'registry_approve', 'registry_reject',
-           'endpoints_list', 'endpoints_start', 'endpoints_stop', 'endpoints_logs', 'dag', 'config_show', 'config_init',
+__all__ = ['app', 'config_app', 'runs_app', 'registry_app', 'endpoints_app', 'deploy_app', 'demo_data', 'demo', 'qa',
+           'preprocess', 'run', 'runs_list', 'runs_show', 'registry_list', 'registry_show', 'registry_approve',
+           'registry_reject', 'endpoints_list', 'endpoints_start', 'endpoints_stop', 'endpoints_logs', 'deploy_run',
+           'deploy_stage', 'deploy_promote', 'deploy_rollback', 'deploy_status', 'dag', 'config_show', 'config_init',
            'main']
 
-# %% ../nbs/07_cli.ipynb #07bf427f
+# %% ../nbs/07_cli.ipynb #0c6b3c41
 app = typer.Typer(name="earthsnap", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Jupyter-first pipelines for vision models: data QA, RecordIO, tuning, training, "
                        "evaluation, registry and endpoints, locally or on SageMaker.")
@@ -33,6 +34,8 @@ registry_app = typer.Typer(no_args_is_help=True, help="The model registry: list 
 app.add_typer(registry_app, name="registry")
 endpoints_app = typer.Typer(no_args_is_help=True, help="Local endpoint servers on 127.0.0.1: list, start, stop, read their logs.")
 app.add_typer(endpoints_app, name="endpoints")
+deploy_app = typer.Typer(no_args_is_help=True, help="The release path of approved models: stage, stage tests, prod, rollback; and its history.")
+app.add_typer(deploy_app, name="deploy")
 
 def _version(value: bool):
     if value:
@@ -152,7 +155,7 @@ def preprocess(
     for gap in s["coverage_gaps"]: typer.echo(f"warning: {gap}")
     typer.echo(f"report:  {nb.with_suffix('.html')}\nrecords: {Path(out_dir) / 'records'}")
 
-# %% ../nbs/07_cli.ipynb #63b93cf3
+# %% ../nbs/07_cli.ipynb #cba84dce
 def _parse_params(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -241,10 +244,13 @@ def registry_show(ref: str = typer.Argument(..., help="GROUP/N, or GROUP for its
 @registry_app.command("approve")
 def registry_approve(ref: str = typer.Argument(..., help="GROUP/N."),
                      reason: str = typer.Option("", help="Why: kept in the version's history."),
-                     by: Optional[str] = typer.Option(None, help="Who approves; default: the user name.")):
+                     by: Optional[str] = typer.Option(None, help="Who approves; default: the user name."),
+                     deploy: bool = typer.Option(True, "--deploy/--no-deploy", help="Hand the approval to the deployer now "
+                                                 "(stage, tests, prod with auto_promote); with --no-deploy, `earthsnap deploy run` does later.")):
     "Approve a version pending approval: the release path deploys it to stage, tests it there, then to prod."
     v = _registry().approve(ref, by=by, reason=reason)
     typer.echo(f"{v.ref} approved.")
+    if deploy: _deliver(_deployer())
 
 @registry_app.command("reject")
 def registry_reject(ref: str = typer.Argument(..., help="GROUP/N."),
@@ -288,6 +294,65 @@ def endpoints_stop(name: str = typer.Argument(..., help="The endpoint.")):
 def endpoints_logs(name: str = typer.Argument(..., help="The endpoint."), lines: int = typer.Option(50, "--lines", "-n", help="How many lines.")):
     "Print the last lines of an endpoint's log: requests, model loads, errors."
     typer.echo(_endpoints().logs(name, lines))
+
+def _deployer():
+    from earthsnap.deployment import Deployer
+    return Deployer.from_config(load_config(), log=typer.echo, progress=True)
+
+def _deliver(deployer) -> None:
+    "Run the deployer over the pending registry events; exit 1 if a deployment it made failed."
+    last = max((d.id for d in deployer.history()), default=0)
+    deployer.run()
+    failed = [d for d in deployer.history() if d.id > last and d.status == "failed"]
+    if failed: raise typer.Exit(1)
+
+@deploy_app.command("run")
+def deploy_run(follow: bool = typer.Option(False, "--follow", "-f", help="Keep watching for new approvals until Ctrl-C."),
+               every: float = typer.Option(2.0, help="Seconds between looks, with --follow.")):
+    "Handle the registry events the deployer has not handled: each approval goes to stage, is tested, and (auto_promote) to prod."
+    deployer = _deployer()
+    if not follow:
+        before = len(deployer.history())
+        _deliver(deployer)
+        if len(deployer.history()) == before: typer.echo("Nothing to deploy: every approval has been handled.")
+        return
+    typer.echo(f"watching the registry for approvals of group {deployer.group!r} (Ctrl-C to stop)")
+    while True:
+        deployer.run()
+        time.sleep(every)
+
+@deploy_app.command("stage")
+def deploy_stage(ref: str = typer.Argument(..., help="GROUP/N, an approved version."),
+                 by: Optional[str] = typer.Option(None, help="Who deploys; default: the user name.")):
+    "Deploy an approved version to the stage endpoint and run the stage tests (again), e.g. after fixing the endpoint."
+    if not _deployer().deploy_stage(ref, by=by).ok: raise typer.Exit(1)
+
+@deploy_app.command("promote")
+def deploy_promote(ref: Optional[str] = typer.Argument(None, help="GROUP/N; default: the newest version that passed the stage tests."),
+                   by: Optional[str] = typer.Option(None, help="Who promotes; default: the user name.")):
+    "Deploy to prod a version that passed the stage tests; the version prod served is kept for rollback."
+    if not _deployer().promote(ref, by=by).ok: raise typer.Exit(1)
+
+@deploy_app.command("rollback")
+def deploy_rollback(reason: str = typer.Option("", help="Why: kept in the deployment history."),
+                    by: Optional[str] = typer.Option(None, help="Who rolls back; default: the user name.")):
+    "Put back in prod the version it served before the current one."
+    if not _deployer().rollback(by=by, reason=reason).ok: raise typer.Exit(1)
+
+@deploy_app.command("status")
+def deploy_status(endpoint: Optional[str] = typer.Option(None, help="Only the history of stage or prod."),
+                  lines: int = typer.Option(10, "--lines", "-n", help="How many deployments of the history to show.")):
+    "What stage and prod serve, and the history of deployments, newest first, with why each failed."
+    deployer = _deployer()
+    for name, st in deployer.status().items():
+        ep = st["endpoint"]
+        state = f"{'running' if ep.running else 'stopped':<8} {ep.url}" if ep and ep.port else "never started"
+        typer.echo(f"{name:<6} {state:<32} serving {st['serving'] or '(nothing)'}")
+    history = deployer.history(endpoint)
+    if not history: typer.echo("\nNo deployments yet: approve a model version (earthsnap registry approve GROUP/N)."); return
+    typer.echo(f"\n{'#':>4}  {'endpoint':<8} {'version':<14} {'action':<9} {'status':<12} {'when':<16}  {'by':<14} why")
+    for d in history[:lines]:
+        typer.echo(f"{d.id:>4}  {d.endpoint:<8} {d.ref:<14} {d.action:<9} {d.status:<12} {_when(d.started_at):<16}  {d.by:<14} {d.reason}")
 
 @app.command()
 def dag(

@@ -17,7 +17,7 @@ from .errors import ConfigError, did_you_mean
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'ENV_PREFIX', 'SETTINGS', 'Setting', 'Config', 'find_config_file', 'load_config', 'config_template']
 
-# %% ../nbs/02_config.ipynb #e5f9558b
+# %% ../nbs/02_config.ipynb #76ebaa26
 CONFIG_FILE = "earthsnap.yaml"
 ENV_PREFIX = "EARTHSNAP_"
 
@@ -44,10 +44,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("prod_port", int, 8082, "Port of the local prod endpoint."),
     Setting("workers", int, 0, "Worker processes for parallel work; 0 means one per CPU core.", affects_results=False),
     Setting("s3_endpoint_url", str, "", "Endpoint of an S3-compatible server for s3:// URIs; empty means AWS S3."),
+    Setting("deploy_group", str, "species", "Model group whose approved versions the deployer releases to the stage and prod "
+            "endpoints.", affects_results=False),
+    Setting("stage_min_accuracy", float, 0.85, "Accuracy the stage endpoint must reach on the model's held-out test images "
+            "before it may be promoted.", affects_results=False),
+    Setting("stage_p95_ms", float, 100.0, "Budget for the stage endpoint's 95th percentile latency, in milliseconds, "
+            "measured on those test images.", affects_results=False),
+    Setting("auto_promote", bool, False, "Promote to prod as soon as the stage tests pass; when false, a person runs "
+            "`earthsnap deploy promote`.", affects_results=False),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
-# %% ../nbs/02_config.ipynb #e7f4699c
+# %% ../nbs/02_config.ipynb #351f1605
 @dataclass(frozen=True)
 class Config:
     "The resolved configuration of one project; build it with `load_config`."
@@ -62,6 +70,10 @@ class Config:
     prod_port: int
     workers: int
     s3_endpoint_url: str
+    deploy_group: str
+    stage_min_accuracy: float
+    stage_p95_ms: float
+    auto_promote: bool
     file: Path | None = None  # the earthsnap.yaml that was read, if any
     sources: Mapping[str, str] = field(default_factory=dict)  # setting -> where its value came from
 
@@ -74,11 +86,18 @@ class Config:
         "Rows of (setting, value, source) for people to read."
         return [(s.name, getattr(self, s.name), self.sources.get(s.name, "default")) for s in SETTINGS]
 
-# %% ../nbs/02_config.ipynb #3f089ca3
+# %% ../nbs/02_config.ipynb #8a6d4b07
 def _coerce(setting: Setting, value: Any, origin: str) -> Any:
     if setting.type is int and not isinstance(value, bool):
         try: return int(value)
         except (TypeError, ValueError): pass
+    elif setting.type is float and not isinstance(value, bool):
+        try: return float(value)
+        except (TypeError, ValueError): pass
+    elif setting.type is bool:
+        if isinstance(value, bool): return value
+        if str(value).strip().lower() in ("true", "yes", "on", "1"): return True
+        if str(value).strip().lower() in ("false", "no", "off", "0"): return False
     elif setting.type is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     raise ConfigError(f"Setting '{setting.name}' from {origin} must be {setting.type.__name__}, got {value!r}.",
@@ -115,7 +134,7 @@ def _read_file(path: Path) -> dict:
     _check_names(data, str(path))
     return data
 
-# %% ../nbs/02_config.ipynb #e41e4a30
+# %% ../nbs/02_config.ipynb #f9b30edb
 def _resolve_location(name: str, value: str, values: Mapping[str, Any], project_dir: Path) -> str:
     try: value = value.format(store=values.get("store", ""), project_dir=project_dir)
     except (KeyError, IndexError, ValueError) as e:
@@ -133,6 +152,11 @@ def _validate(cfg: dict[str, Any], sources: Mapping[str, str]):
         raise ConfigError(f"stage_port and prod_port are both {cfg['prod_port']}.", fix="Give the two endpoints different ports.")
     if cfg["workers"] < 0:
         raise ConfigError(f"Setting 'workers' from {sources['workers']} is {cfg['workers']}; it must be 0 (one per core) or more.")
+    if not 0 <= cfg["stage_min_accuracy"] <= 1:
+        raise ConfigError(f"Setting 'stage_min_accuracy' from {sources['stage_min_accuracy']} is {cfg['stage_min_accuracy']}; "
+                          "it is a fraction from 0 to 1.")
+    if not cfg["stage_p95_ms"] > 0:
+        raise ConfigError(f"Setting 'stage_p95_ms' from {sources['stage_p95_ms']} is {cfg['stage_p95_ms']}; it must be above 0 ms.")
     for name in ("registry", "endpoints"):
         if "://" in cfg[name] and not cfg[name].startswith("file://"):
             raise ConfigError(f"Setting '{name}' is {cfg[name]}, but it must be on the local disk.",

@@ -24,7 +24,7 @@ from .storage import write_json
 # %% auto #0
 __all__ = ['EndpointError', 'Endpoint', 'ping', 'Endpoints']
 
-# %% ../nbs/43_endpoints.ipynb #52999582
+# %% ../nbs/43_endpoints.ipynb #c081eccd
 class EndpointError(EarthsnapError):
     "An endpoint that cannot be started, reached, stopped or deployed to."
 
@@ -117,19 +117,24 @@ class Endpoints:
         return self.get(name)
 
     def deploy(self, name: str, artifact: str | os.PathLike, version: str, wait: float = 60.0) -> Endpoint:
-        "Point endpoint `name` at a model; when it runs, wait until it serves that version (or says why it cannot)."
+        "Point endpoint `name` at a model; when it runs, wait until it serves that version. If it cannot, it is pointed back at its old model."
         ep = self.get(name)
-        write_json(ep.dir / MODEL_FILE, {"version": version, "artifact": str(artifact)})
+        spec, before = ep.dir / MODEL_FILE, (ep.dir / MODEL_FILE).read_bytes() if (ep.dir / MODEL_FILE).exists() else None
+        write_json(spec, {"version": version, "artifact": str(artifact)})
         if not ep.running: return ep
+        def undo(message: str, fix: str):
+            if before is None: spec.unlink(missing_ok=True)
+            else: write_json(spec, json.loads(before))  # a restart serves what was served, not the model that failed
+            raise EndpointError(message, fix=fix)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             status, answer = ping(ep.url)
             if status == 200 and answer.get("model") == version: return self.get(name)
             if f"cannot load {version}" in (answer.get("warning") or answer.get("message") or ""):
-                raise EndpointError(f"Endpoint {name!r} cannot load {version}: {answer.get('warning') or answer.get('message')}",
-                                    fix="It keeps serving the model it had; check the model archive.")
+                undo(f"Endpoint {name!r} {answer.get('warning') or answer.get('message')}",
+                     "It keeps serving the model it had; check the model archive.")
             time.sleep(0.1)
-        raise EndpointError(f"Endpoint {name!r} did not switch to {version} within {wait:.0f}s.", fix=f"Read {ep.dir / 'server.log'}.")
+        undo(f"Endpoint {name!r} did not switch to {version} within {wait:.0f}s.", f"Read {ep.dir / 'server.log'}.")
 
     def logs(self, name: str, lines: int = 50) -> str:
         "The last `lines` lines of the endpoint's log."

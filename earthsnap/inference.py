@@ -40,7 +40,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
-# %% ../nbs/32_inference.ipynb #c4cce489
+# %% ../nbs/32_inference.ipynb #37115085
 def _unpack(tarball: Path) -> Path:
     dest = Path(tempfile.mkdtemp(prefix="earthsnap-model-"))
     try:
@@ -75,12 +75,15 @@ class OnnxModel:
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray: return softmax(self.logits(batch))
 
+    def ranked(self, probs: np.ndarray, top_k: int = 5) -> list[dict]:
+        "The `top_k` labels of one image's probabilities, most likely first."
+        order = np.argsort(-probs, kind="stable")[:min(top_k, len(self.classes))]
+        return [{"label": self.classes[j], "probability": float(probs[j])} for j in order]
+
     def predict(self, images: list[bytes | Image.Image], top_k: int = 5) -> list[list[dict]]:
         "The `top_k` labels and probabilities for each image, most likely first."
         probs = self.probabilities(np.stack([model_input(im, self.input_size) for im in images]))
-        k = min(top_k, len(self.classes))
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return [[{"label": self.classes[j], "probability": float(p[j])} for j in row] for p, row in zip(probs, order)]
+        return [self.ranked(p, top_k) for p in probs]
 
 def open_model(path: str | os.PathLike, threads: int = 0) -> OnnxModel:
     "Load the model at `path` (directory or model.tar.gz) into ONNX Runtime; `threads` 0 lets it choose."

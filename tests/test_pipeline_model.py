@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import BIN, clean_env, demo_project, run_id_in, steps_of
+from conftest import BIN, clean_env, demo_project, free_port, run_id_in, steps_of
 
 # Small enough for a test, real in every part: 2 trials of 1 epoch in 2 processes, 2 epochs of training, 32 px.
 FAST = ["-p", "tune_fraction=1.0", "-p", "tune_trials=2", "-p", "tune_parallel=2", "-p", "tune_epochs=1", "-p", "epochs=2",
@@ -82,12 +82,25 @@ def test_tune_train_evaluate_and_the_gate(earthsnap, project):
     sha = hashlib.sha256((run / "train" / "artifact" / "model.tar.gz").read_bytes()).hexdigest()
     assert f"sha256    {sha}" in shown and "dataset   demo@" in shown
 
+    # approved, it goes to a real stage endpoint, is tested there on this run's own held-out test images,
+    # and (auto_promote) to prod; the endpoints are stopped by their pids
+    env = clean_env(EARTHSNAP_STAGE_PORT=str(free_port()), EARTHSNAP_PROD_PORT=str(free_port()), EARTHSNAP_AUTO_PROMOTE="1",
+                    EARTHSNAP_STAGE_MIN_ACCURACY="0", EARTHSNAP_STAGE_P95_MS="1000")
+    try:
+        released = earthsnap("registry", "approve", "species/1", cwd=project, env=env)
+        assert released.returncode == 0, released.stdout + released.stderr
+        assert f"on {ev['images']} held-out test images" in released.stdout and "✓ agrees with evaluation" in released.stdout
+        assert "species/1: live in prod" in released.stdout
+        assert "live" in earthsnap("deploy", "status", cwd=project, env=env).stdout
+    finally:
+        for name in ("stage", "prod"): earthsnap("endpoints", "stop", name, cwd=project, env=env)
+
     # the same run again: every step from the cache
     again = earthsnap("run", *FAST, "-p", "min_accuracy=0", cwd=project, timeout=300)
     assert again.returncode == 0, again.stderr
     st2 = statuses(earthsnap, project, run_id_in(again.stdout))
     assert all(st2[s] == "cached" for s in ("tune", "train", "evaluate"))
-    assert "species/1 PendingManualApproval (this model was registered before)" in again.stdout
+    assert "species/1 Approved (this model was registered before)" in again.stdout
 
     # a threshold the model cannot reach: the data and model steps come from the cache, and the run fails at
     # the gate naming the figure and the threshold

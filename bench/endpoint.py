@@ -1,0 +1,176 @@
+"""Benchmark: a local endpoint under N concurrent clients against raw ONNX Runtime in one process, in one run.
+
+    .venv/bin/python bench/endpoint.py [--clients 32] [--requests 2000] [--repeats 3] [--model DIR_OR_TARBALL]
+
+The model is the default architecture (ResNet, width 32, 64 px, 16 classes) trained for one epoch on a demo
+set (throughput does not depend on the weights), or --model. The images are JPEGs of its test split, sent
+round-robin. Each round measures, on the same images and the same model:
+
+- raw ONNX Runtime: `OnnxModel.predict([jpeg], top_k=5)` in a loop in this process: decode, prepare, run,
+  top-5; the same work an endpoint does for one request, with nothing of HTTP (the baseline);
+- raw ONNX Runtime in batches of --clients images (`OnnxModel.probabilities` on a stacked batch, decoding
+  included): the most this model gives on this machine, reported as a ceiling, not the target's baseline;
+- the endpoint: a real server process (`earthsnap.endpoints`, uvicorn + Starlette + ONNX Runtime) on
+  127.0.0.1, and --clients concurrent clients, each on its own keep-alive connection (asyncio, in this
+  process), sending --requests requests in all as `image/jpeg` POSTs to /invocations.
+
+The endpoint runs requests that arrive together as one batch (see `earthsnap.serving`); the target compares
+it with one-at-a-time calls, which is the work a request asks for, and the ceiling shows what is left.
+Reported: requests/s, p50/p95/p99 latency per request (per batch for the ceiling), errors (anything but a 200 with 5 predictions),
+median over --repeats alternating rounds, and throughput as a ratio of raw ONNX Runtime's (target >= 70%,
+with 0 errors at 32 clients). Results go to bench/results/endpoint.json.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from earthsnap.endpoints import Endpoints
+from earthsnap.inference import open_model
+from earthsnap.records import demo_records, split_images
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_model(tmp: Path) -> tuple[Path, list[bytes]]:
+    "The default architecture, one epoch on a 16-class demo set at 64 px, as model.tar.gz; and its test JPEGs."
+    from earthsnap.export import save_model, write_tarball
+    from earthsnap.hyperparameters import Hyperparameters
+    from earthsnap.training import train
+    records = demo_records(tmp, groups=4, species=4, images=40, size=64)
+    trained = save_model(train(records, Hyperparameters(epochs=1), progress=False, log=lambda l: None), tmp / "model")
+    return write_tarball(trained, tmp / "model.tar.gz"), [im for *_, im in split_images(records, "test")]
+
+
+def raw_ort(model, images: list[bytes], n: int) -> dict:
+    "Sequential in-process predictions: requests/s and per-request latency."
+    seconds, t0 = [], time.perf_counter()
+    for i in range(n):
+        s = time.perf_counter()
+        out = model.predict([images[i % len(images)]], 5)
+        seconds.append(time.perf_counter() - s)
+        assert len(out[0]) == 5
+    return summary(n, time.perf_counter() - t0, seconds, 0)
+
+
+def raw_ort_batched(model, images: list[bytes], n: int, batch: int) -> dict:
+    "In-process predictions in batches of `batch` (decoding included): requests/s."
+    from earthsnap.inference import model_input
+    seconds, t0, done = [], time.perf_counter(), 0
+    while done < n:
+        s = time.perf_counter()
+        x = np.stack([model_input(images[(done + j) % len(images)], model.input_size) for j in range(batch)])
+        model.probabilities(x)
+        seconds.append(time.perf_counter() - s)
+        done += batch
+    return summary(done, time.perf_counter() - t0, seconds, 0)
+
+
+async def client(port: int, images: list[bytes], todo: list[int], seconds: list[float], errors: list[str]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while todo:
+            i = todo.pop()
+            body = images[i % len(images)]
+            head = (f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: image/jpeg\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            s = time.perf_counter()
+            writer.write(head + body)
+            await writer.drain()
+            status_line = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "content-length": length = int(value)
+            data = await reader.readexactly(length)
+            seconds.append(time.perf_counter() - s)
+            if b" 200 " not in status_line or len(json.loads(data)["predictions"]) != 5:
+                errors.append(f"{status_line.decode().strip()} {data[:100]!r}")
+    except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+        errors.append(f"{type(e).__name__}: {e}")
+    finally:
+        writer.close()
+
+
+async def load(port: int, images: list[bytes], n: int, clients: int) -> dict:
+    todo, seconds, errors = list(range(n)), [], []
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(port, images, todo, seconds, errors) for _ in range(clients)))
+    return summary(len(seconds), time.perf_counter() - t0, seconds, len(errors) + len(todo), errors[:3])
+
+
+def summary(n: int, elapsed: float, seconds: list[float], errors: int, examples: list[str] = ()) -> dict:
+    ms = np.array(seconds) * 1000
+    return {"requests": n, "requests_per_s": n / elapsed, "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "p99_ms": float(np.percentile(ms, 99)), "errors": errors, **({"error_examples": list(examples)} if examples else {})}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", type=Path, default=None, help="A model directory or model.tar.gz; default: train a small one.")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="earthsnap-bench-"))
+    if args.model:
+        artifact, images = args.model, [im for *_, im in split_images(demo_records(tmp, groups=4, species=4, images=40, size=64), "test")]
+    else:
+        print("training a model for the benchmark (1 epoch) ...", flush=True)
+        artifact, images = make_model(tmp)
+    model = open_model(artifact)
+    print(f"model {artifact}: {len(model.classes)} classes, {model.input_size} px; {len(images)} test images; "
+          f"{args.clients} clients, {args.requests} requests a round, {args.repeats} rounds; {os.cpu_count()} cores", flush=True)
+    eps = Endpoints(tmp / "endpoints")
+    ep = eps.start("bench", free_port())
+    try:
+        eps.deploy("bench", artifact, "bench/1")
+        asyncio.run(load(ep.port, images, 200, args.clients))  # warm-up, not counted
+        raw_ort(model, images, 200)
+        rounds = {"raw_ort": [], "endpoint": [], "raw_ort_batched": []}
+        for r in range(args.repeats):
+            rounds["raw_ort"].append(raw_ort(model, images, args.requests))
+            rounds["raw_ort_batched"].append(raw_ort_batched(model, images, args.requests, args.clients))
+            rounds["endpoint"].append(asyncio.run(load(ep.port, images, args.requests, args.clients)))
+            print(f"round {r + 1}: raw ORT {rounds['raw_ort'][-1]['requests_per_s']:.0f} req/s, endpoint "
+                  f"{rounds['endpoint'][-1]['requests_per_s']:.0f} req/s, errors {rounds['endpoint'][-1]['errors']}", flush=True)
+    finally:
+        eps.stop("bench")
+    med = {k: {m: statistics.median(r[m] for r in v) for m in ("requests_per_s", "p50_ms", "p95_ms", "p99_ms")} for k, v in rounds.items()}
+    errors = sum(r["errors"] for r in rounds["endpoint"])
+    ratio = med["endpoint"]["requests_per_s"] / med["raw_ort"]["requests_per_s"]
+    ceiling = med["endpoint"]["requests_per_s"] / med["raw_ort_batched"]["requests_per_s"]
+    result = {"machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+              "clients": args.clients, "requests_per_round": args.requests, "repeats": args.repeats,
+              "model": {"classes": len(model.classes), "input_size": model.input_size}, "median": med, "rounds": rounds,
+              "endpoint_errors": errors, "throughput_ratio": round(ratio, 4),
+              "ratio_to_batched_ceiling": round(ceiling, 4)}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "endpoint.json").write_text(json.dumps(result, indent=2))
+    e, r = med["endpoint"], med["raw_ort"]
+    print(f"\nraw ONNX Runtime (1 process, sequential): {r['requests_per_s']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms, "
+          f"p99 {r['p99_ms']:.2f} ms")
+    print(f"endpoint ({args.clients} concurrent clients):       {e['requests_per_s']:.0f} req/s, p50 {e['p50_ms']:.2f} ms, "
+          f"p95 {e['p95_ms']:.2f} ms, p99 {e['p99_ms']:.2f} ms, errors {errors}")
+    print(f"raw ONNX Runtime, batches of {args.clients} (ceiling): {med['raw_ort_batched']['requests_per_s']:.0f} req/s")
+    print(f"endpoint throughput = {ratio:.1%} of raw ONNX Runtime (target >= 70%, 0 errors); {ceiling:.1%} of the batched ceiling")
+
+
+if __name__ == "__main__":
+    main()
