@@ -155,7 +155,7 @@ def preprocess(
     for gap in s["coverage_gaps"]: typer.echo(f"warning: {gap}")
     typer.echo(f"report:  {nb.with_suffix('.html')}\nrecords: {Path(out_dir) / 'records'}")
 
-# %% ../nbs/07_cli.ipynb #cba84dce
+# %% ../nbs/07_cli.ipynb #b89d42b7
 def _parse_params(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -251,6 +251,7 @@ def registry_approve(ref: str = typer.Argument(..., help="GROUP/N."),
     v = _registry().approve(ref, by=by, reason=reason)
     typer.echo(f"{v.ref} approved.")
     if deploy: _deliver(_deployer())
+    else: typer.echo("  not deployed yet: `earthsnap deploy run` hands it to the deployer")
 
 @registry_app.command("reject")
 def registry_reject(ref: str = typer.Argument(..., help="GROUP/N."),

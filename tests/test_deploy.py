@@ -121,3 +121,12 @@ def test_a_deployer_killed_half_way_is_taken_up_once(earthsnap, project):
     assert delivered == [(2, 1)]  # delivered twice, deployed once
     again = earthsnap("deploy", "run", cwd=project)
     assert again.returncode == 0 and "Nothing to deploy" in again.stdout
+
+
+def test_an_approval_left_for_later_is_deployed_by_deploy_run(earthsnap, project):
+    r = earthsnap("registry", "approve", "flora/1", "--no-deploy", cwd=project)
+    assert r.returncode == 0 and "earthsnap deploy run" in r.stdout and "deploying" not in r.stdout, r.stdout
+    assert "No deployments yet" in earthsnap("deploy", "status", cwd=project).stdout
+    r = earthsnap("deploy", "run", cwd=project)
+    assert r.returncode == 0 and "flora/1: stage tests passed" in r.stdout, r.stdout + r.stderr
+    assert serving(project, "stage") == "flora/1"
