@@ -16,8 +16,8 @@ from .config import CONFIG_FILE, config_template, load_config
 from .errors import EarthsnapError, ParameterError
 
 # %% auto #0
-__all__ = ['app', 'config_app', 'runs_app', 'registry_app', 'endpoints_app', 'deploy_app', 'demo_data', 'demo', 'qa',
-           'preprocess', 'run', 'runs_list', 'runs_show', 'registry_list', 'registry_show', 'registry_approve',
+__all__ = ['app', 'config_app', 'runs_app', 'registry_app', 'endpoints_app', 'deploy_app', 'BACKEND_HELP', 'demo_data', 'demo',
+           'qa', 'preprocess', 'run', 'runs_list', 'runs_show', 'registry_list', 'registry_show', 'registry_approve',
            'registry_reject', 'endpoints_list', 'endpoints_start', 'endpoints_stop', 'endpoints_logs', 'deploy_run',
            'deploy_stage', 'deploy_promote', 'deploy_rollback', 'deploy_status', 'dag', 'config_show', 'config_init',
            'main']
@@ -155,7 +155,7 @@ def preprocess(
     for gap in s["coverage_gaps"]: typer.echo(f"warning: {gap}")
     typer.echo(f"report:  {nb.with_suffix('.html')}\nrecords: {Path(out_dir) / 'records'}")
 
-# %% ../nbs/07_cli.ipynb #b89d42b7
+# %% ../nbs/07_cli.ipynb #9415c022
 def _parse_params(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -205,9 +205,17 @@ def runs_show(run_id: str = typer.Argument(..., help="The run's id (see `earthsn
     from earthsnap.progress import run_table
     typer.echo(run_table(_run_store().run(run_id)))
 
-def _registry():
+BACKEND_HELP = "local (the SQLite registry of this project) or sagemaker (SageMaker's Model Registry, sagemaker_* settings)."
+
+def _registry(backend: str = "local"):
+    cfg = load_config()
+    if backend == "sagemaker":
+        from earthsnap.sagemaker_registry import SageMakerRegistry
+        return SageMakerRegistry(cfg.sagemaker_bucket, cfg.sagemaker_serving_image, cfg.sagemaker_region or None, cfg.s3_endpoint_url or None)
+    if backend != "local":
+        raise ParameterError(f"Unknown registry backend {backend!r}.", fix="Use --backend local or --backend sagemaker.")
     from earthsnap.registry import SqliteRegistry
-    return SqliteRegistry(load_config().registry)
+    return SqliteRegistry(cfg.registry)
 
 def _when(t: float) -> str: return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
@@ -217,9 +225,10 @@ def _metric(v) -> str:
 
 @registry_app.command("list")
 def registry_list(group: Optional[str] = typer.Option(None, help="Only this model group."),
+                  backend: str = typer.Option("local", help=BACKEND_HELP),
                   status: Optional[str] = typer.Option(None, help="Only this status: PendingManualApproval, Approved or Rejected.")):
     "List model versions, newest first: status, test accuracy, when and by whom, the run it came from."
-    versions = _registry().versions(group, status)
+    versions = _registry(backend).versions(group, status)
     if not versions:
         typer.echo("No model versions" + (f" in group {group}" if group else "") + (f" with status {status}" if status else "")
                    + ". A pipeline run whose model passes the accuracy gate registers one."); return
@@ -228,9 +237,10 @@ def registry_list(group: Optional[str] = typer.Option(None, help="Only this mode
         typer.echo(f"{v.ref:<22} {v.status:<22} {_metric(v):>8}  {_when(v.created_at):<16}  {v.lineage.get('run', '-')}")
 
 @registry_app.command("show")
-def registry_show(ref: str = typer.Argument(..., help="GROUP/N, or GROUP for its latest version.")):
+def registry_show(ref: str = typer.Argument(..., help="GROUP/N, or GROUP for its latest version."),
+                  backend: str = typer.Option("local", help=BACKEND_HELP)):
     "Show a model version: status and its history, metrics, lineage, and the artifact with its sha256."
-    reg = _registry()
+    reg = _registry(backend)
     v = reg.get(ref)
     typer.echo(f"{v.ref}  {v.status}\n  artifact  {v.artifact}\n  sha256    {v.sha256}\n  registered {_when(v.created_at)} by {v.created_by}")
     if v.metrics: typer.echo("  metrics   " + ", ".join(f"{k} {m['value']:.4g}" if isinstance(m, dict) and isinstance(m.get("value"), float)
@@ -245,20 +255,23 @@ def registry_show(ref: str = typer.Argument(..., help="GROUP/N, or GROUP for its
 def registry_approve(ref: str = typer.Argument(..., help="GROUP/N."),
                      reason: str = typer.Option("", help="Why: kept in the version's history."),
                      by: Optional[str] = typer.Option(None, help="Who approves; default: the user name."),
+                     backend: str = typer.Option("local", help=BACKEND_HELP),
                      deploy: bool = typer.Option(True, "--deploy/--no-deploy", help="Hand the approval to the deployer now "
                                                  "(stage, tests, prod with auto_promote); with --no-deploy, `earthsnap deploy run` does later.")):
     "Approve a version pending approval: the release path deploys it to stage, tests it there, then to prod."
-    v = _registry().approve(ref, by=by, reason=reason)
+    v = _registry(backend).approve(ref, by=by, reason=reason)
     typer.echo(f"{v.ref} approved.")
+    if backend == "sagemaker": typer.echo("  SageMaker emits the approval event; the release stack's EventBridge rule deploys it."); return
     if deploy: _deliver(_deployer())
     else: typer.echo("  not deployed yet: `earthsnap deploy run` hands it to the deployer")
 
 @registry_app.command("reject")
 def registry_reject(ref: str = typer.Argument(..., help="GROUP/N."),
                     reason: str = typer.Option(..., help="Why: kept in the version's history."),
-                    by: Optional[str] = typer.Option(None, help="Who rejects; default: the user name.")):
+                    by: Optional[str] = typer.Option(None, help="Who rejects; default: the user name."),
+                    backend: str = typer.Option("local", help=BACKEND_HELP)):
     "Reject a version pending approval: it will not be deployed."
-    v = _registry().reject(ref, by=by, reason=reason)
+    v = _registry(backend).reject(ref, by=by, reason=reason)
     typer.echo(f"{v.ref} rejected.")
 
 def _endpoints():

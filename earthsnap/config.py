@@ -17,7 +17,7 @@ from .errors import ConfigError, did_you_mean
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'ENV_PREFIX', 'SETTINGS', 'Setting', 'Config', 'find_config_file', 'load_config', 'config_template']
 
-# %% ../nbs/02_config.ipynb #76ebaa26
+# %% ../nbs/02_config.ipynb #6424c161
 CONFIG_FILE = "earthsnap.yaml"
 ENV_PREFIX = "EARTHSNAP_"
 
@@ -52,10 +52,17 @@ SETTINGS: tuple[Setting, ...] = (
             "measured on those test images.", affects_results=False),
     Setting("auto_promote", bool, False, "Promote to prod as soon as the stage tests pass; when false, a person runs "
             "`earthsnap deploy promote`.", affects_results=False),
+    Setting("sagemaker_region", str, "", "AWS region of the SageMaker backend; empty means boto3's own (AWS_DEFAULT_REGION, "
+            "the profile).", affects_results=False),
+    Setting("sagemaker_bucket", str, "", "S3 location (s3://bucket/prefix) for what the SageMaker backend stores: model "
+            "archives, evaluations, code.", affects_results=False),
+    Setting("sagemaker_role", str, "", "ARN of the IAM role SageMaker jobs and pipelines run as.", affects_results=False),
+    Setting("sagemaker_serving_image", str, "", "ECR image URI that serves model packages registered in SageMaker.",
+            affects_results=False),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
-# %% ../nbs/02_config.ipynb #351f1605
+# %% ../nbs/02_config.ipynb #697629e7
 @dataclass(frozen=True)
 class Config:
     "The resolved configuration of one project; build it with `load_config`."
@@ -74,6 +81,10 @@ class Config:
     stage_min_accuracy: float
     stage_p95_ms: float
     auto_promote: bool
+    sagemaker_region: str
+    sagemaker_bucket: str
+    sagemaker_role: str
+    sagemaker_serving_image: str
     file: Path | None = None  # the earthsnap.yaml that was read, if any
     sources: Mapping[str, str] = field(default_factory=dict)  # setting -> where its value came from
 

@@ -6,14 +6,12 @@ test starts and stops by its process id. It checks that our S3 code path speaks 
 """
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
 
 import boto3
 import pytest
 
-from conftest import BIN, ROOT, clean_env, free_port
+from conftest import ROOT
 from earthsnap import storage
 from earthsnap.recordio import MXIndexedRecordIO, MXRecordIO, unpack_img
 from earthsnap.config import load_config
@@ -21,26 +19,6 @@ from earthsnap.errors import StorageError
 from earthsnap.hashing import sha256_bytes
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    "Start the moto emulator on 127.0.0.1; stop it by its pid at the end."
-    port = free_port()
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=clean_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            assert proc.poll() is None, "moto_server exited"
-            assert time.monotonic() < deadline, "moto_server did not start in 60 s"
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 @pytest.fixture
