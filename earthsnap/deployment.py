@@ -78,7 +78,7 @@ def malformed_payloads(max_bytes: int = MAX_BYTES) -> list[tuple[str, bytes, str
             ("a body over the size limit", b"\xff" * (max_bytes + 1), "image/jpeg", "", 413),
             ("top_k=0", jpeg, "image/jpeg", "?top_k=0", 400)]
 
-# %% ../nbs/44_deployment.ipynb #b931c17c
+# %% ../nbs/44_deployment.ipynb #5e3ac5ad
 def endpoint_checks(url: str, version: str, records: str | os.PathLike | None, min_accuracy: float, p95_ms: float,
                     offline_accuracy: float | None = None, progress: bool = False) -> list[Check]:
     "Test the endpoint at `url`, which should serve `version`, with the test split of `records`; every check, passed or not."
@@ -123,11 +123,11 @@ def endpoint_checks(url: str, version: str, records: str | os.PathLike | None, m
                                 f" the budget of {p95_ms:g} ms"))
             checks.append(Check("answers", not errors, f"{n - len(errors)}/{n}",
                                 "every request was answered" if not errors else f"{len(errors)} request(s) failed, e.g. {errors[0]}"))
-        wrong = []
-        for what, body, kind, query, want in malformed_payloads():
+        wrong, payloads = [], malformed_payloads()
+        for what, body, kind, query, want in payloads:
             status, answer = client.request("POST", f"/invocations{query}", body, kind)
             if status != want or "error" not in answer: wrong.append(f"{what}: {status} (expected {want})")
-        total = len(malformed_payloads())
+        total = len(payloads)
         checks.append(Check("malformed payloads", not wrong, f"{total - len(wrong)}/{total}",
                             f"each of {total} malformed requests got its 4xx with a JSON error" if not wrong else
                             "not refused as they should be: " + "; ".join(wrong)))
@@ -174,7 +174,7 @@ def _who(by: str | None) -> str:
     try: return getpass.getuser()
     except Exception: return "unknown"
 
-# %% ../nbs/44_deployment.ipynb #b1a2930c
+# %% ../nbs/44_deployment.ipynb #fd9e3e8c
 class Deployer:
     "Releases the approved versions of one model group: stage, stage tests, prod; and rolls prod back."
     def __init__(self, registry: SqliteRegistry, endpoints: Endpoints, group: str = "species", stage_port: int = 8081,
@@ -260,22 +260,27 @@ class Deployer:
             ep = self.endpoints.deploy(STAGE, mv.artifact, mv.ref)
         except (RegistryError, EndpointError) as e:
             d = self._finish(did, FAILED, e.what)
-            self.log(f"{mv.ref}: stage deployment failed: {e.what}\n  prod is untouched" + (f" and serves {self.live().ref}" if self.live() else ""))
+            self.log(f"{mv.ref}: stage deployment failed: {e.what}\n  {self._prod_untouched()}")
             return d
-        offline = (mv.metrics.get("accuracy") or {}).get("value") if isinstance(mv.metrics.get("accuracy"), dict) else None
+        evaluated = mv.metrics.get("accuracy")
+        offline = evaluated.get("value") if isinstance(evaluated, dict) else None
         checks = endpoint_checks(ep.url, mv.ref, mv.lineage.get("inputs", {}).get("records"), self.min_accuracy, self.p95_ms,
                                  offline, self.progress)
         for c in checks: self.log(f"  {'✓' if c.passed else '✗'} {c.name:<24} {c.value:<16} {c.detail}")
         failed = [c for c in checks if not c.passed]
         if failed:
             d = self._finish(did, FAILED, "stage tests failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed), checks)
-            self.log(f"{mv.ref}: stage tests failed; prod is untouched" + (f" and serves {self.live().ref}" if self.live() else ""))
+            self.log(f"{mv.ref}: stage tests failed; {self._prod_untouched()}")
             return d
         d = self._finish(did, PASSED, f"{len(checks)} stage tests passed", checks)
         self.log(f"{mv.ref}: stage tests passed")
         if self.auto_promote: self.promote(mv.ref, by="auto_promote")
         else: self.log(f"  promote it to prod with: earthsnap deploy promote {mv.ref}")
         return d
+
+    def _prod_untouched(self) -> str:
+        live = self.live()
+        return "prod is untouched" + (f" and serves {live.ref}" if live else "")
 
     # -- events
     def handle(self, event: dict) -> Deployment | None:

@@ -22,9 +22,9 @@ from .storage import atomic_write, sha256_uri
 
 # %% auto #0
 __all__ = ['PENDING', 'APPROVED', 'REJECTED', 'STATUSES', 'TRANSITIONS', 'SCHEMA', 'RegistryError', 'ModelVersion', 'parse_ref',
-           'ModelRegistry', 'SqliteRegistry']
+           'check_status', 'archive_path', 'ModelRegistry', 'SqliteRegistry']
 
-# %% ../nbs/41_registry.ipynb #dc1bfc65
+# %% ../nbs/41_registry.ipynb #501fc61a
 PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
 STATUSES = (PENDING, APPROVED, REJECTED)
 TRANSITIONS = {PENDING: (APPROVED, REJECTED), APPROVED: (), REJECTED: ()}
@@ -63,7 +63,21 @@ def _who(by: str | None) -> str:
     try: return getpass.getuser()
     except Exception: return "unknown"
 
-# %% ../nbs/41_registry.ipynb #5a6f95a5
+def check_status(status: str) -> str:
+    "`status`, if it is one; otherwise a RegistryError naming the statuses."
+    if status not in STATUSES:
+        raise RegistryError(f"{status!r} is not a status.{did_you_mean(status, STATUSES)}", fix=f"Statuses: {', '.join(STATUSES)}.")
+    return status
+
+def archive_path(artifact: str | os.PathLike) -> Path:
+    "The model.tar.gz that `artifact` names (the file, or a directory holding it); refused when there is none."
+    src = Path(artifact)
+    if src.is_dir(): src = src / "model.tar.gz"
+    if not src.is_file():
+        raise RegistryError(f"There is no model archive at {src}.", fix="Register the training step's artifact (model.tar.gz).")
+    return src
+
+# %% ../nbs/41_registry.ipynb #4ee2b48d
 class ModelRegistry(ABC):
     "What every model registry offers; `SqliteRegistry` here, SageMaker's in the cloud."
     @abstractmethod
@@ -84,10 +98,8 @@ class ModelRegistry(ABC):
 
     def registered(self, group: str, artifact: str | os.PathLike) -> ModelVersion | None:
         "The version of `group` that holds exactly this artifact (same sha256), if one does."
-        src = Path(artifact)
-        if src.is_dir(): src = src / "model.tar.gz"
-        if not src.is_file(): return None
-        sha = sha256_uri(src)
+        try: sha = sha256_uri(archive_path(artifact))
+        except RegistryError: return None
         return next((v for v in reversed(self.versions(group)) if v.sha256 == sha), None)
 
     def approve(self, ref: str, by: str | None = None, reason: str = "") -> ModelVersion:
@@ -98,7 +110,7 @@ class ModelRegistry(ABC):
         "Reject a pending version: it will not be deployed."
         return self.set_status(ref, REJECTED, by, reason)
 
-# %% ../nbs/41_registry.ipynb #56b354e3
+# %% ../nbs/41_registry.ipynb #b9e1622e
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS model_groups (name TEXT PRIMARY KEY, description TEXT NOT NULL, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS model_versions (
@@ -135,10 +147,7 @@ class SqliteRegistry(ModelRegistry):
     def register(self, group: str, artifact: str | os.PathLike, metrics: dict | None = None, lineage: dict | None = None,
                  description: str = "", by: str | None = None) -> ModelVersion:
         "Register `artifact` (a model.tar.gz, or a directory holding one) as the next version of `group`, pending approval."
-        src = Path(artifact)
-        if src.is_dir(): src = src / "model.tar.gz"
-        if not src.is_file():
-            raise RegistryError(f"There is no model archive at {src}.", fix="Register the training step's artifact (model.tar.gz).")
+        src = archive_path(artifact)
         self.create_group(group)
         sha = sha256_uri(src)
         dest = self.artifacts / group / sha / "model.tar.gz"
@@ -178,8 +187,7 @@ class SqliteRegistry(ModelRegistry):
 
     def versions(self, group: str | None = None, status: str | None = None) -> list[ModelVersion]:
         "Every version, or those of `group` and/or with `status`, newest first."
-        if status and status not in STATUSES:
-            raise RegistryError(f"{status!r} is not a status.{did_you_mean(status, STATUSES)}", fix=f"Statuses: {', '.join(STATUSES)}.")
+        if status: check_status(status)
         with connection(self.path) as db:
             keys = db.execute("SELECT grp, version FROM model_versions WHERE (? IS NULL OR grp = ?) AND (? IS NULL OR status = ?) "
                               "ORDER BY created_at DESC, grp, version DESC", (group, group, status, status)).fetchall()
@@ -187,8 +195,7 @@ class SqliteRegistry(ModelRegistry):
 
     def set_status(self, ref: str, status: str, by: str | None = None, reason: str = "") -> ModelVersion:
         "Change a version's status, if the change is allowed; records who, when and why, and emits the event."
-        if status not in STATUSES:
-            raise RegistryError(f"{status!r} is not a status.{did_you_mean(status, STATUSES)}", fix=f"Statuses: {', '.join(STATUSES)}.")
+        check_status(status)
         group, version = parse_ref(ref)
         who, now = _who(by), time.time()
         with connection(self.path) as db, transaction(db):
