@@ -16,11 +16,12 @@ from .config import CONFIG_FILE, config_template, load_config
 from .errors import EarthsnapError, ParameterError
 
 # %% auto #0
-__all__ = ['app', 'config_app', 'runs_app', 'registry_app', 'endpoints_app', 'deploy_app', 'BACKEND_HELP', 'demo_data', 'demo',
-           'qa', 'preprocess', 'run', 'runs_list', 'runs_show', 'registry_list', 'registry_show', 'registry_approve',
-           'registry_reject', 'endpoints_list', 'endpoints_start', 'endpoints_stop', 'endpoints_logs', 'deploy_run',
-           'deploy_stage', 'deploy_promote', 'deploy_rollback', 'deploy_status', 'dag', 'config_show', 'config_init',
-           'main']
+__all__ = ['app', 'config_app', 'runs_app', 'registry_app', 'endpoints_app', 'deploy_app', 'BACKEND_HELP', 'sagemaker_app',
+           'PARAM_HELP', 'demo_data', 'demo', 'qa', 'preprocess', 'run', 'runs_list', 'runs_show', 'registry_list',
+           'registry_show', 'registry_approve', 'registry_reject', 'endpoints_list', 'endpoints_start',
+           'endpoints_stop', 'endpoints_logs', 'deploy_run', 'deploy_stage', 'deploy_promote', 'deploy_rollback',
+           'deploy_status', 'sagemaker_definition', 'sagemaker_upsert', 'sagemaker_start', 'sagemaker_status',
+           'sagemaker_release', 'dag', 'config_show', 'config_init', 'main']
 
 # %% ../nbs/07_cli.ipynb #0c6b3c41
 app = typer.Typer(name="earthsnap", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -155,7 +156,7 @@ def preprocess(
     for gap in s["coverage_gaps"]: typer.echo(f"warning: {gap}")
     typer.echo(f"report:  {nb.with_suffix('.html')}\nrecords: {Path(out_dir) / 'records'}")
 
-# %% ../nbs/07_cli.ipynb #9415c022
+# %% ../nbs/07_cli.ipynb #cbb9bb93
 def _parse_params(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -367,6 +368,73 @@ def deploy_status(endpoint: Optional[str] = typer.Option(None, help="Only the hi
     typer.echo(f"\n{'#':>4}  {'endpoint':<8} {'version':<14} {'action':<9} {'status':<12} {'when':<16}  {'by':<14} why")
     for d in history[:lines]:
         typer.echo(f"{d.id:>4}  {d.endpoint:<8} {d.ref:<14} {d.action:<9} {d.status:<12} {_when(d.started_at):<16}  {d.by:<14} {d.reason}")
+
+sagemaker_app = typer.Typer(no_args_is_help=True, help="The pipeline on SageMaker: its definition (offline), upsert, start, status, and the release of an approved package.")
+app.add_typer(sagemaker_app, name="sagemaker")
+PARAM_HELP = "A pipeline parameter, name=value; repeat for more."
+
+def _compiled(param: list[str], pipeline: Optional[Path], trainer: Optional[str] = None):
+    from earthsnap.sagemaker_pipeline import compile_pipeline
+    cfg = load_config(**({"sagemaker_trainer": trainer} if trainer else {}))
+    p = _pipeline(pipeline)
+    return p, cfg, compile_pipeline(p, cfg, _parse_params(param), project_dir=cfg.project_dir)
+
+def _service(compiled, cfg):
+    from earthsnap.sagemaker_ops import PipelineService
+    return PipelineService(compiled, s3_endpoint_url=cfg.s3_endpoint_url or None)
+
+@sagemaker_app.command("definition")
+def sagemaker_definition(param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP + " Sets the SageMaker parameter's default."),
+                         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON to this file instead of printing it."),
+                         trainer: Optional[str] = typer.Option(None, help="notebook or builtin; default: the sagemaker_trainer setting."),
+                         pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project.")):
+    "Print the SageMaker Pipeline definition (JSON). Offline: no AWS call, no credentials; the notes go to stderr."
+    import json
+    _, _, c = _compiled(param, pipeline, trainer)
+    text = json.dumps(c.definition(), indent=2)
+    if out: out.write_text(text + "\n"); typer.echo(f"wrote {out}", err=True)
+    else: typer.echo(text)
+    for n in c.notes: typer.echo(f"note: {n}", err=True)
+
+@sagemaker_app.command("upsert")
+def sagemaker_upsert(param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP + " Sets the SageMaker parameter's default."),
+                     trainer: Optional[str] = typer.Option(None, help="notebook or builtin; default: the sagemaker_trainer setting."),
+                     pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project.")):
+    "Upload the code bundle (once per content) and create or update the pipeline on SageMaker."
+    _, cfg, c = _compiled(param, pipeline, trainer)
+    r = _service(c, cfg).upsert()
+    for u in r["uploaded"]: typer.echo(f"uploaded {u}")
+    typer.echo(f"{r['action']} {r['arn']} ({r['bytes']:,} bytes of definition)")
+
+@sagemaker_app.command("start")
+def sagemaker_start(param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP),
+                    name: Optional[str] = typer.Option(None, help="A display name for the execution."),
+                    pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project.")):
+    "Start an execution of the pipeline on SageMaker; parameters are checked before anything starts."
+    p, cfg, c = _compiled([], pipeline)
+    arn = _service(c, cfg).start(p, _parse_params(param), name)
+    typer.echo(f"started {arn}\n  follow it: earthsnap sagemaker status")
+
+@sagemaker_app.command("status")
+def sagemaker_status(execution: Optional[str] = typer.Argument(None, help="An execution ARN; default: the latest."),
+                     pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project.")):
+    "An execution of the pipeline on SageMaker (the latest by default) and its steps."
+    from earthsnap.sagemaker_ops import status_table
+    _, cfg, c = _compiled([], pipeline)
+    typer.echo(status_table(_service(c, cfg).status(execution)))
+
+@sagemaker_app.command("release")
+def sagemaker_release(package: str = typer.Argument(..., help="The approved model package's ARN (the EventBridge event's ModelPackageArn)."),
+                      no_promote: bool = typer.Option(False, "--no-promote", help="Stop after the stage tests."),
+                      instance_type: str = typer.Option("ml.m5.large", help="Instance type of the stage and prod endpoints.")):
+    "Deploy an approved package to the stage endpoint, run the endpoint tests, then deploy it to prod. Exit 1 when a test fails."
+    from earthsnap.sagemaker_pipeline import require
+    from earthsnap.sagemaker_release import SageMakerRelease
+    cfg = load_config()
+    rel = SageMakerRelease(require(cfg, "sagemaker_role", "the ARN of the IAM role endpoints run as"), cfg.sagemaker_region or None,
+                           instance_type, s3_endpoint_url=cfg.s3_endpoint_url or None)
+    out = rel.release(package, cfg.stage_min_accuracy, cfg.stage_p95_ms, promote=not no_promote, log=typer.echo)
+    if out["status"] == "failed": raise typer.Exit(1)
 
 @app.command()
 def dag(

@@ -17,7 +17,7 @@ from .errors import ConfigError, did_you_mean
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'ENV_PREFIX', 'SETTINGS', 'Setting', 'Config', 'find_config_file', 'load_config', 'config_template']
 
-# %% ../nbs/02_config.ipynb #6424c161
+# %% ../nbs/02_config.ipynb #92e476d4
 CONFIG_FILE = "earthsnap.yaml"
 ENV_PREFIX = "EARTHSNAP_"
 
@@ -59,10 +59,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sagemaker_role", str, "", "ARN of the IAM role SageMaker jobs and pipelines run as.", affects_results=False),
     Setting("sagemaker_serving_image", str, "", "ECR image URI that serves model packages registered in SageMaker.",
             affects_results=False),
+    Setting("sagemaker_image", str, "", "Image of the SageMaker pipeline's processing and training jobs; empty means the "
+            "SageMaker PyTorch framework image of the region.", affects_results=False),
+    Setting("sagemaker_trainer", str, "notebook", "What trains and tunes on SageMaker: notebook (the training notebook, "
+            "papermill in the framework image) or builtin (SageMaker's image-classification algorithm on the RecordIO channels).",
+            affects_results=False),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
-# %% ../nbs/02_config.ipynb #697629e7
+# %% ../nbs/02_config.ipynb #f5ff8bf8
 @dataclass(frozen=True)
 class Config:
     "The resolved configuration of one project; build it with `load_config`."
@@ -85,6 +90,8 @@ class Config:
     sagemaker_bucket: str
     sagemaker_role: str
     sagemaker_serving_image: str
+    sagemaker_image: str
+    sagemaker_trainer: str
     file: Path | None = None  # the earthsnap.yaml that was read, if any
     sources: Mapping[str, str] = field(default_factory=dict)  # setting -> where its value came from
 

@@ -45,10 +45,12 @@ data_qa = NotebookStep(
     inputs={"source": source, "taxonomy": taxonomy, "name": dataset_name, "min_side": min_side,
             "min_per_class": min_per_class, "datasets": from_config("datasets"), "workers": from_config("workers")})
 
+# Preprocessing reads the dataset by its version (name@manifest hash), from the content-addressed store: so a
+# cached preprocessing result is reused exactly when the data is the same, here and on SageMaker.
 preprocess = NotebookStep(
     "preprocess", notebook="preprocess.ipynb", output_names=("records",),
-    inputs={"dataset": data_qa.outputs["dataset"], "size": image_size, "train": train_fraction, "val": val_fraction,
-            "test": test_fraction, "seed": split_seed, "tune_fraction": tune_fraction, "workers": from_config("workers")})
+    inputs={"dataset": data_qa.outputs["dataset"].json("qa.json", "dataset"), "datasets": from_config("datasets"),
+            "size": image_size, "train": train_fraction, "val": val_fraction, "test": test_fraction, "seed": split_seed, "tune_fraction": tune_fraction, "workers": from_config("workers")})
 
 tune = NotebookStep(
     "tune", notebook="tune.ipynb", kind="tuning", output_names=("tuning",),

@@ -1,0 +1,120 @@
+"""`earthsnap sagemaker ...`: the definition offline, upsert/start/status and release against moto, the release stack.
+
+moto is an EMULATOR of the AWS API, not AWS: a separate HTTP server on 127.0.0.1 that the `moto_url` fixture starts
+and stops by its process id. It checks that the calls are well formed and follow each other; it runs no job and no
+container, and says nothing about IAM permissions.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from conftest import BIN, clean_env
+
+REPO = Path(__file__).resolve().parent.parent
+BUCKET = "es-pipelines"
+SETTINGS = dict(EARTHSNAP_SAGEMAKER_REGION="eu-west-1", EARTHSNAP_SAGEMAKER_BUCKET=f"s3://{BUCKET}/earthsnap",
+                EARTHSNAP_SAGEMAKER_ROLE="arn:aws:iam::111111111111:role/earthsnap-sagemaker",
+                EARTHSNAP_SAGEMAKER_SERVING_IMAGE="111111111111.dkr.ecr.eu-west-1.amazonaws.com/earthsnap-serving:1")
+
+
+def offline_env(**extra):
+    "No AWS credentials, no AWS configuration files, no metadata service."
+    env = {k: v for k, v in clean_env().items() if not k.startswith("AWS_")}
+    return {**env, "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+            "AWS_EC2_METADATA_DISABLED": "true", **extra}
+
+
+def test_definition_offline_without_credentials(earthsnap, tmp_path):
+    r = earthsnap("sagemaker", "definition", "-p", "epochs=30", "-o", tmp_path / "def.json", cwd=REPO, env=offline_env(**SETTINGS))
+    assert r.returncode == 0, r.stderr
+    d = json.loads((tmp_path / "def.json").read_text())
+    top = {s["Name"]: s["Type"] for s in d["Steps"]}
+    assert top == {"explore_data": "Processing", "data_qa": "Processing", "preprocess": "Processing", "tune": "Tuning",
+                   "train": "Training", "evaluate": "Processing", "accuracy_gate": "Condition"}
+    assert {p["Name"]: p.get("DefaultValue") for p in d["Parameters"]}["epochs"] == 30  # -p sets the default
+    assert "note: parameter tune_trials: applied when the pipeline is compiled" in r.stderr
+    assert "DEBUG" not in r.stderr and "WARNING" not in r.stderr  # the SDK's narration is kept out
+    r = earthsnap("sagemaker", "definition", "--trainer", "builtin", "-p", 'search_space={"lr": [0.001, 0.1, "log"]}',
+                  cwd=REPO, env=offline_env(**SETTINGS))
+    assert r.returncode == 0 and "image-classification" in r.stdout and "evaluate: left out" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("setting", ["EARTHSNAP_SAGEMAKER_ROLE", "EARTHSNAP_SAGEMAKER_BUCKET", "EARTHSNAP_SAGEMAKER_REGION"])
+def test_missing_settings_are_named(earthsnap, setting):
+    env = offline_env(**{k: v for k, v in SETTINGS.items() if k != setting})
+    r = earthsnap("sagemaker", "definition", cwd=REPO, env=env)
+    name = setting[len("EARTHSNAP_"):].lower()
+    assert r.returncode == 2 and f"setting {name} is empty" in r.stderr and setting in r.stderr and "earthsnap.yaml" in r.stderr, r.stderr
+    assert not r.stdout
+
+
+def test_bad_options_are_refused_before_anything(earthsnap):
+    r = earthsnap("sagemaker", "definition", "-p", "epoch=3", cwd=REPO, env=offline_env(**SETTINGS))
+    assert r.returncode == 2 and "has no parameter 'epoch'" in r.stderr and "epochs" in r.stderr
+    r = earthsnap("sagemaker", "definition", "--trainer", "builtin", cwd=REPO, env=offline_env(**SETTINGS))
+    assert r.returncode != 0 and "Tuning step 'tune' searches" in r.stderr, r.stderr  # arch, width: no built-in counterpart
+
+
+@pytest.fixture
+def aws(moto_url):
+    env = clean_env(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_ENDPOINT_URL=moto_url,
+                    EARTHSNAP_S3_ENDPOINT_URL=moto_url, **{**SETTINGS, "EARTHSNAP_SAGEMAKER_REGION": "us-east-1"})
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    if BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]: s3.create_bucket(Bucket=BUCKET)
+    return env
+
+
+def test_upsert_start_status_against_the_emulator(earthsnap, aws):
+    r = earthsnap("sagemaker", "upsert", cwd=REPO, env=aws)
+    assert r.returncode == 0 and r.stdout.count("uploaded s3://") == 2 and "created arn:aws:sagemaker:" in r.stdout, r.stdout + r.stderr
+    r = earthsnap("sagemaker", "upsert", cwd=REPO, env=aws)
+    assert r.returncode == 0 and "uploaded" not in r.stdout and "updated arn:aws:sagemaker:" in r.stdout, r.stdout + r.stderr
+    r = earthsnap("sagemaker", "start", "-p", "epochs=5", "--name", "from-test", cwd=REPO, env=aws)
+    assert r.returncode == 0 and "started arn:aws:sagemaker:" in r.stdout, r.stdout + r.stderr
+    arn = r.stdout.split()[1]
+    sm = boto3.client("sagemaker", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    sent = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)["PipelineParameters"]
+    assert sent == [{"Name": "epochs", "Value": "5"}]
+    r = earthsnap("sagemaker", "status", cwd=REPO, env=aws)
+    assert r.returncode == 0 and arn in r.stdout, r.stdout + r.stderr
+    for bad, says in (("tune_trials=3", "fixed in the SageMaker definition"), ("epochs=many", "is int; 'many' is not")):
+        r = earthsnap("sagemaker", "start", "-p", bad, cwd=REPO, env=aws)
+        assert r.returncode == 2 and says in r.stderr, r.stderr
+    assert len(sm.list_pipeline_executions(PipelineName="earthsnap")["PipelineExecutionSummaries"]) == 1
+
+
+def test_release_refuses_a_package_that_is_not_approved(earthsnap, aws):
+    sm = boto3.client("sagemaker", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    sm.create_model_package_group(ModelPackageGroupName="fauna")
+    arn = sm.create_model_package(ModelPackageGroupName="fauna", ModelApprovalStatus="PendingManualApproval", InferenceSpecification={
+        "Containers": [{"Image": "111111111111.dkr.ecr.us-east-1.amazonaws.com/serve:1", "ModelDataUrl": f"s3://{BUCKET}/m.tar.gz"}],
+        "SupportedContentTypes": ["image/jpeg"], "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
+    r = earthsnap("sagemaker", "release", arn, cwd=REPO, env=aws)
+    assert r.returncode != 0 and "fauna/1 is PendingManualApproval" in r.stderr, r.stdout + r.stderr
+    assert sm.list_endpoints()["Endpoints"] == []
+
+
+def test_release_stack_template():
+    t = yaml.safe_load((REPO / "cloud" / "release.yaml").read_text())
+    res = t["Resources"]
+    rule = res["ApprovedRule"]["Properties"]
+    assert rule["EventPattern"]["detail-type"] == ["SageMaker Model Package State Change"]
+    assert rule["EventPattern"]["detail"]["ModelApprovalStatus"] == ["Approved"]
+    target = rule["Targets"][0]
+    assert target["Arn"] == {"Fn::GetAtt": ["ReleaseProject", "Arn"]} and "MODEL_PACKAGE_ARN" in target["InputTransformer"]["InputTemplate"]
+    assert 'earthsnap sagemaker release "$MODEL_PACKAGE_ARN"' in res["ReleaseProject"]["Properties"]["Source"]["BuildSpec"]
+    method = res["StartMethod"]["Properties"]
+    assert method["HttpMethod"] == "POST" and method["AuthorizationType"] == "AWS_IAM"
+    assert method["Integration"]["RequestParameters"]["integration.request.header.X-Amz-Target"] == "'SageMaker.StartPipelineExecution'"
+    ci = res["CiProject"]["Properties"]
+    spec = yaml.safe_load(ci["Source"]["BuildSpec"])["phases"]["build"]["commands"]
+    assert spec[0] == "make test" and "earthsnap sagemaker upsert" in spec[1] and "earthsnap sagemaker start" in spec[2]
+    assert {"Type": "EVENT", "Pattern": "PUSH"} in ci["Triggers"]["FilterGroups"][0]
+    r = subprocess.run([str(BIN / "cfn-lint"), str(REPO / "cloud" / "release.yaml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
