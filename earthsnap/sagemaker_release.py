@@ -47,7 +47,7 @@ class RuntimeClient:
 
     def close(self): pass
 
-# %% ../nbs/49_sagemaker_release.ipynb #4df20741
+# %% ../nbs/49_sagemaker_release.ipynb #e33afc91
 def package_ref(arn: str) -> str:
     "GROUP/N of a model package ARN (arn:aws:sagemaker:REGION:ACCOUNT:model-package/GROUP/N)."
     tail = arn.split(":model-package/", 1)[-1]
@@ -82,7 +82,7 @@ class SageMakerRelease:
         ref = package_ref(arn)
         group, version = ref.split("/") if "/" in ref else (ref, "0")
         model = f"{self.prefix}-{group}-{version}"[:63]
-        if not self.sm.list_models(NameContains=model)["Models"]:
+        if model not in [m["ModelName"] for m in call(self.sm, "list_models", NameContains=model)["Models"]]:  # (contains: species-1 finds species-10)
             call(self.sm, "create_model", ModelName=model, ExecutionRoleArn=self.role, Containers=[{"ModelPackageName": arn}])
         config = f"{model}-{stage}-{int(time.time())}"[:63]
         call(self.sm, "create_endpoint_config", EndpointConfigName=config, Tags=[{"Key": "earthsnap:package", "Value": arn}],
