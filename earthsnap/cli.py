@@ -156,7 +156,7 @@ def preprocess(
     for gap in s["coverage_gaps"]: typer.echo(f"warning: {gap}")
     typer.echo(f"report:  {nb.with_suffix('.html')}\nrecords: {Path(out_dir) / 'records'}")
 
-# %% ../nbs/07_cli.ipynb #cbb9bb93
+# %% ../nbs/07_cli.ipynb #8449d8b6
 def _parse_params(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -419,9 +419,10 @@ def sagemaker_start(param: list[str] = typer.Option([], "--param", "-p", help=PA
 def sagemaker_status(execution: Optional[str] = typer.Argument(None, help="An execution ARN; default: the latest."),
                      pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project.")):
     "An execution of the pipeline on SageMaker (the latest by default) and its steps."
-    from earthsnap.sagemaker_ops import status_table
-    _, cfg, c = _compiled([], pipeline)
-    typer.echo(status_table(_service(c, cfg).status(execution)))
+    from earthsnap.aws import aws_client
+    from earthsnap.sagemaker_ops import execution_status, status_table
+    sm = aws_client("sagemaker", load_config().sagemaker_region or None)  # no definition needed: only the pipeline's name
+    typer.echo(status_table(execution_status(sm, _pipeline(pipeline).name, execution)))
 
 @sagemaker_app.command("release")
 def sagemaker_release(package: str = typer.Argument(..., help="The approved model package's ARN (the EventBridge event's ModelPackageArn)."),

@@ -31,7 +31,7 @@ from .serving import MAX_BYTES
 __all__ = ['STAGE', 'PROD', 'IN_PROGRESS', 'PASSED', 'FAILED', 'LIVE', 'REPLACED', 'ROLLED_BACK', 'CONSUMER', 'SCHEMA', 'Check',
            'Client', 'malformed_payloads', 'endpoint_checks', 'DeployError', 'Deployment', 'Deployer']
 
-# %% ../nbs/44_deployment.ipynb #44d579a0
+# %% ../nbs/44_deployment.ipynb #20a1649e
 @dataclass
 class Check:
     "One endpoint test: its name, whether it passed, the figure measured, and what it means."
@@ -39,6 +39,10 @@ class Check:
     passed: bool
     value: str
     detail: str
+
+    def line(self) -> str:
+        "The check as a line of a report: ✓ or ✗, name, figure, meaning."
+        return f"  {'✓' if self.passed else '✗'} {self.name:<24} {self.value:<16} {self.detail}"
 
 class Client:
     "HTTP requests to an endpoint over one keep-alive connection; answers are (status, JSON body)."
@@ -174,7 +178,7 @@ def _who(by: str | None) -> str:
     try: return getpass.getuser()
     except Exception: return "unknown"
 
-# %% ../nbs/44_deployment.ipynb #fd9e3e8c
+# %% ../nbs/44_deployment.ipynb #e3c6783e
 class Deployer:
     "Releases the approved versions of one model group: stage, stage tests, prod; and rolls prod back."
     def __init__(self, registry: SqliteRegistry, endpoints: Endpoints, group: str = "species", stage_port: int = 8081,
@@ -266,7 +270,7 @@ class Deployer:
         offline = evaluated.get("value") if isinstance(evaluated, dict) else None
         checks = endpoint_checks(ep.url, mv.ref, mv.lineage.get("inputs", {}).get("records"), self.min_accuracy, self.p95_ms,
                                  offline, self.progress)
-        for c in checks: self.log(f"  {'✓' if c.passed else '✗'} {c.name:<24} {c.value:<16} {c.detail}")
+        for c in checks: self.log(c.line())
         failed = [c for c in checks if not c.passed]
         if failed:
             d = self._finish(did, FAILED, "stage tests failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed), checks)

@@ -12,7 +12,7 @@ from .sagemaker_pipeline import RUN_STEP, Compiled
 from .storage import exists, write_bytes
 
 # %% auto #0
-__all__ = ['SageMakerError', 'call', 'PipelineService', 'status_table']
+__all__ = ['SageMakerError', 'call', 'PipelineService', 'execution_status', 'status_table']
 
 # %% ../nbs/48_sagemaker_ops.ipynb #9889f5bd
 class SageMakerError(EarthsnapError):
@@ -22,7 +22,7 @@ def call(client, name: str, **kw) -> dict:
     "A boto3 call whose failures are errors a person can act on (`earthsnap.aws`), as SageMakerError."
     return aws_call(client, name, SageMakerError, "run the pipeline here with `earthsnap run`", **kw)
 
-# %% ../nbs/48_sagemaker_ops.ipynb #982b4beb
+# %% ../nbs/48_sagemaker_ops.ipynb #5159aaa7
 class PipelineService:
     "Upsert, start and follow one compiled pipeline on SageMaker."
     def __init__(self, compiled: Compiled, client=None, s3_endpoint_url: str | None = None):
@@ -75,19 +75,21 @@ class PipelineService:
         if display_name: kw["PipelineExecutionDisplayName"] = display_name
         return call(self.sm, "start_pipeline_execution", **kw)["PipelineExecutionArn"]
 
-    def latest(self) -> str | None:
-        r = call(self.sm, "list_pipeline_executions", PipelineName=self.name, SortBy="CreationTime", SortOrder="Descending", MaxResults=1)
-        runs = r.get("PipelineExecutionSummaries", [])
-        return runs[0]["PipelineExecutionArn"] if runs else None
-
     def status(self, execution_arn: str | None = None) -> dict:
         "An execution (the latest when none is named) and its steps."
-        arn = execution_arn or self.latest()
-        if not arn: raise SageMakerError(f"Pipeline {self.name} has no executions.", fix="Start one: earthsnap sagemaker start")
-        ex = call(self.sm, "describe_pipeline_execution", PipelineExecutionArn=arn)
-        try: steps = call(self.sm, "list_pipeline_execution_steps", PipelineExecutionArn=arn, SortOrder="Ascending")["PipelineExecutionSteps"]
-        except SageMakerError as e: steps, ex["StepsError"] = [], e.what
-        return {**ex, "Steps": steps}
+        return execution_status(self.sm, self.name, execution_arn)
+
+def execution_status(sm, pipeline_name: str, execution_arn: str | None = None) -> dict:
+    "An execution of pipeline `pipeline_name` (the latest when none is named) and its steps; needs no compiled definition."
+    arn = execution_arn
+    if not arn:
+        r = call(sm, "list_pipeline_executions", PipelineName=pipeline_name, SortBy="CreationTime", SortOrder="Descending", MaxResults=1)
+        arn = next((e["PipelineExecutionArn"] for e in r.get("PipelineExecutionSummaries", [])), None)
+    if not arn: raise SageMakerError(f"Pipeline {pipeline_name} has no executions.", fix="Start one: earthsnap sagemaker start")
+    ex = call(sm, "describe_pipeline_execution", PipelineExecutionArn=arn)
+    try: steps = call(sm, "list_pipeline_execution_steps", PipelineExecutionArn=arn, SortOrder="Ascending")["PipelineExecutionSteps"]
+    except SageMakerError as e: steps, ex["StepsError"] = [], e.what
+    return {**ex, "Steps": steps}
 
 def status_table(st: dict) -> str:
     "An execution and its steps as text."

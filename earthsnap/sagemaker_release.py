@@ -48,7 +48,7 @@ class RuntimeClient:
 
     def close(self): pass
 
-# %% ../nbs/49_sagemaker_release.ipynb #3fd71fad
+# %% ../nbs/49_sagemaker_release.ipynb #4c1a2638
 def package_ref(arn: str) -> str:
     "GROUP/N of a model package ARN (arn:aws:sagemaker:REGION:ACCOUNT:model-package/GROUP/N)."
     tail = arn.split(":model-package/", 1)[-1]
@@ -100,13 +100,12 @@ class SageMakerRelease:
             if time.monotonic() > deadline: raise SageMakerError(f"Endpoint {name} is still {d['EndpointStatus']} after {self.wait_s:g} s.")
             time.sleep(self.poll_s)
 
-    def test_split(self, package: dict) -> tuple[str | None, float | None]:
-        "The package's records (its test split, copied here) and the accuracy its evaluation measured."
-        meta = package.get("CustomerMetadataProperties", {})
-        records = meta.get("input_records")
+    def test_split(self, package: dict, into: Path) -> tuple[str | None, float | None]:
+        "The package's records (its test split, copied `into` a folder) and the accuracy its evaluation measured."
+        records = package.get("CustomerMetadataProperties", {}).get("input_records")
         local = None
         if records:
-            local = Path(tempfile.mkdtemp(prefix="earthsnap-test-"))
+            local = into
             for name in ("test.rec", "test.idx", "test.lst", "classes.json", "summary.json"):
                 if exists(join(records, name), self.s3): (local / name).write_bytes(read_bytes(join(records, name), self.s3))
         offline = None
@@ -117,9 +116,10 @@ class SageMakerRelease:
 
     def test(self, arn: str, endpoint: str, min_accuracy: float, p95_ms: float, package: dict | None = None) -> list[Check]:
         package = package or self.package(arn)
-        records, offline = self.test_split(package)
-        client = RuntimeClient(self.sm, self.rt, endpoint, package_ref(arn))
-        return endpoint_checks(endpoint, package_ref(arn), records, min_accuracy, p95_ms, offline, client=client)
+        with tempfile.TemporaryDirectory(prefix="earthsnap-test-") as tmp:  # the test images, removed after the checks
+            records, offline = self.test_split(package, Path(tmp))
+            client = RuntimeClient(self.sm, self.rt, endpoint, package_ref(arn))
+            return endpoint_checks(endpoint, package_ref(arn), records, min_accuracy, p95_ms, offline, client=client)
 
     def release(self, arn: str, min_accuracy: float, p95_ms: float, promote: bool = True, log=print) -> dict:
         "Stage, test, and (when every check passed and `promote`) prod; returns what happened, with the checks."
@@ -128,7 +128,7 @@ class SageMakerRelease:
         log(f"{ref}: deploying to stage")
         stage = self.deploy(arn, "stage")
         checks = self.test(arn, stage, min_accuracy, p95_ms, package)
-        for c in checks: log(f"  {'pass' if c.passed else 'FAIL'}  {c.name:<24} {c.value:<14} {c.detail}")
+        for c in checks: log(c.line())
         result = {"package": arn, "ref": ref, "stage": stage, "checks": [asdict(c) for c in checks], "prod": None}
         if not all(c.passed for c in checks):
             result["status"] = "failed"
