@@ -19,7 +19,7 @@ from .errors import EarthsnapError
 from .images import load_rgb, resize_shorter
 
 # %% auto #0
-__all__ = ['MODEL_FILES', 'TARBALL', 'ModelError', 'model_input', 'softmax', 'model_dir', 'OnnxModel', 'open_model']
+__all__ = ['MODEL_FILES', 'TARBALL', 'ModelError', 'model_input', 'softmax', 'unpacked', 'model_dir', 'OnnxModel', 'open_model']
 
 # %% ../nbs/32_inference.ipynb #8d275cce
 MODEL_FILES = ("model.onnx", "model.safetensors", "classes.json", "hyperparameters.json", "metrics.json")
@@ -40,7 +40,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
-# %% ../nbs/32_inference.ipynb #37115085
+# %% ../nbs/32_inference.ipynb #f726dee8
 def _unpack(tarball: Path) -> Path:
     dest = Path(tempfile.mkdtemp(prefix="earthsnap-model-"))
     try:
@@ -49,12 +49,17 @@ def _unpack(tarball: Path) -> Path:
         raise ModelError(f"{tarball} is not a readable model archive: {e}", fix="Train the model again, or point at its model directory.") from None
     return dest
 
-def model_dir(path: str | os.PathLike) -> Path:
-    "The model directory at `path`: a directory, a directory holding model.tar.gz, or the archive itself (unpacked)."
+def unpacked(path: str | os.PathLike) -> Path:
+    "The directory of the model at `path`: a directory as it is, or the archive (the file, or the model.tar.gz a directory holds) unpacked."
     p = Path(path)
     if p.is_file(): return _unpack(p)
     if not p.is_dir(): raise ModelError(f"There is no model at {p}.", fix="Give the training step's model directory or its model.tar.gz.")
     if not (p / "model.onnx").exists() and (p / TARBALL).exists(): return _unpack(p / TARBALL)
+    return p
+
+def model_dir(path: str | os.PathLike) -> Path:
+    "The model directory at `path` (see `unpacked`), refused when it lacks one of the model files."
+    p = unpacked(path)
     missing = [f for f in MODEL_FILES if not (p / f).exists()]
     if missing: raise ModelError(f"The model directory {p} lacks {', '.join(missing)}.", fix="Train the model again; a model directory holds " + ", ".join(MODEL_FILES) + ".")
     return p
