@@ -17,11 +17,12 @@ from .errors import EarthsnapError, ParameterError
 
 # %% auto #0
 __all__ = ['app', 'config_app', 'runs_app', 'registry_app', 'endpoints_app', 'deploy_app', 'BACKEND_HELP', 'sagemaker_app',
-           'PARAM_HELP', 'demo_data', 'demo', 'qa', 'preprocess', 'run', 'runs_list', 'runs_show', 'registry_list',
-           'registry_show', 'registry_approve', 'registry_reject', 'endpoints_list', 'endpoints_start',
-           'endpoints_stop', 'endpoints_logs', 'deploy_run', 'deploy_stage', 'deploy_promote', 'deploy_rollback',
-           'deploy_status', 'sagemaker_definition', 'sagemaker_upsert', 'sagemaker_start', 'sagemaker_status',
-           'sagemaker_release', 'dag', 'config_show', 'config_init', 'main']
+           'PARAM_HELP', 'hierarchy_app', 'DATASET_HELP', 'TAXONOMY_HELP', 'PREFIX_HELP', 'PER_GROUP_HELP', 'demo_data',
+           'demo', 'qa', 'preprocess', 'run', 'runs_list', 'runs_show', 'registry_list', 'registry_show',
+           'registry_approve', 'registry_reject', 'endpoints_list', 'endpoints_start', 'endpoints_stop',
+           'endpoints_logs', 'deploy_run', 'deploy_stage', 'deploy_promote', 'deploy_rollback', 'deploy_status',
+           'sagemaker_definition', 'sagemaker_upsert', 'sagemaker_start', 'sagemaker_status', 'sagemaker_release',
+           'plan', 'hierarchy_run', 'hierarchy_router', 'api', 'dag', 'config_show', 'config_init', 'main']
 
 # %% ../nbs/07_cli.ipynb #0c6b3c41
 app = typer.Typer(name="earthsnap", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -156,7 +157,7 @@ def preprocess(
     for gap in s["coverage_gaps"]: typer.echo(f"warning: {gap}")
     typer.echo(f"report:  {nb.with_suffix('.html')}\nrecords: {Path(out_dir) / 'records'}")
 
-# %% ../nbs/07_cli.ipynb #8449d8b6
+# %% ../nbs/07_cli.ipynb #41b06e7d
 def _parse_params(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -184,6 +185,7 @@ def run(
     workers: int = typer.Option(0, help="Steps run at the same time; 0 means the workers setting (one per CPU core)."),
     pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project."),
     to: list[str] = typer.Option([], "--to", help="Run only up to step TO: it and the steps it needs (e.g. --to preprocess); repeat for more."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="The new run's id (default: a fresh one; the HTTP API sets it)."),
 ):
     "Run the pipeline on this machine, each step a notebook run by papermill."
     from earthsnap.executor import run_pipeline
@@ -192,7 +194,7 @@ def run(
     p = _pipeline(pipeline)
     if to: p = p.upto(*to)
     run_pipeline(p, params, config=load_config(), workers=workers or None, cache=not no_cache, resume=resume,
-                 on_event=TerminalProgress(typer.echo))
+                 on_event=TerminalProgress(typer.echo), run_id=run_id)
 
 @runs_app.command("list")
 def runs_list(limit: int = typer.Option(20, help="How many runs, newest first.")):
@@ -436,6 +438,63 @@ def sagemaker_release(package: str = typer.Argument(..., help="The approved mode
                            instance_type, s3_endpoint_url=cfg.s3_endpoint_url or None)
     out = rel.release(package, cfg.stage_min_accuracy, cfg.stage_p95_ms, promote=not no_promote, log=typer.echo)
     if out["status"] == "failed": raise typer.Exit(1)
+
+hierarchy_app = typer.Typer(no_args_is_help=True, help="Parent/child models: train what `earthsnap plan` says, then pack the approved parts into one router version.")
+app.add_typer(hierarchy_app, name="hierarchy")
+DATASET_HELP = "The dataset version the hierarchy is cut from: NAME (its latest) or NAME@VERSION."
+TAXONOMY_HELP = "A taxonomy.yaml to use instead of the one stored with the dataset version."
+PREFIX_HELP = "Registry groups: PREFIX-parent, PREFIX-<group>, PREFIX-flat, and PREFIX for the router."
+PER_GROUP_HELP = "Images of each group in the parent's balanced sample, drawn evenly across its species."
+
+def _hierarchy(dataset: str, taxonomy: Optional[Path], parent_per_group: int, seed: int):
+    from earthsnap.planning import load_hierarchy
+    return load_hierarchy(load_config(), dataset, taxonomy, parent_per_group, seed)
+
+def _plan(h, prefix: str, force: bool):
+    from earthsnap.planning import plan_hierarchy
+    from earthsnap.registry import SqliteRegistry
+    return plan_hierarchy(h, SqliteRegistry(load_config().registry), prefix, force)
+
+@app.command()
+def plan(dataset: str = typer.Option("demo", help=DATASET_HELP), taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
+         parent_per_group: int = typer.Option(200, help=PER_GROUP_HELP), seed: int = typer.Option(0, help="Seed of the parent's sample."),
+         prefix: str = typer.Option("hierarchy", help=PREFIX_HELP), all_: bool = typer.Option(False, "--all", help="Retrain every model.")):
+    "Show which models of the parent/child hierarchy need training, and why. Nothing runs."
+    from earthsnap.planning import plan_table
+    h = _hierarchy(dataset, taxonomy, parent_per_group, seed)
+    typer.echo(plan_table(h, _plan(h, prefix, all_)))
+
+@hierarchy_app.command("run")
+def hierarchy_run(dataset: str = typer.Option("demo", help=DATASET_HELP), taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
+                  parent_per_group: int = typer.Option(200, help=PER_GROUP_HELP), seed: int = typer.Option(0, help="Seed of the parent's sample."),
+                  prefix: str = typer.Option("hierarchy", help=PREFIX_HELP), all_: bool = typer.Option(False, "--all", help="Retrain every model."),
+                  param: list[str] = typer.Option([], "--param", "-p", help="A pipeline parameter for every model, name=value; repeat for more."),
+                  parallel: int = typer.Option(0, help="Models trained at the same time; 0 means the workers setting."),
+                  no_cache: bool = typer.Option(False, "--no-cache", help="Run every step, even those whose inputs did not change.")):
+    "Train the models the plan says, each by its own run of the pipeline (the parent and the children side by side); each is registered pending approval."
+    from earthsnap.planning import plan_table, run_hierarchy, run_summary
+    h = _hierarchy(dataset, taxonomy, parent_per_group, seed)
+    items = _plan(h, prefix, all_)
+    typer.echo(plan_table(h, items) + "\n")
+    res = run_hierarchy(load_config(), h, items, _parse_params(param), parallel or None, not no_cache, typer.echo)
+    typer.echo("")
+    for line in run_summary(res): typer.echo(line)
+    if res.errors: raise typer.Exit(1)
+
+@hierarchy_app.command("router")
+def hierarchy_router(dataset: str = typer.Option("demo", help=DATASET_HELP), taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
+                     prefix: str = typer.Option("hierarchy", help=PREFIX_HELP)):
+    "Pack the approved parent and children into a router, compare it with the flat model (compare.html), and register it pending approval."
+    from earthsnap.planning import build_router
+    build_router(load_config(), _hierarchy(dataset, taxonomy, 1, 0), prefix, echo=typer.echo)
+
+@app.command()
+def api(host: str = typer.Option("127.0.0.1", help="Address to listen on."), port: int = typer.Option(8090, help="Port to listen on.")):
+    "Serve the HTTP API: start runs, follow them, list, approve or reject model versions (bearer token: api_token / EARTHSNAP_API_TOKEN; docs at /docs)."
+    from earthsnap.api import serve
+    cfg = load_config()
+    typer.echo(f"earthsnap API of {cfg.project_dir} at http://{host}:{port} (OpenAPI docs: http://{host}:{port}/docs)")
+    serve(cfg, host, port)
 
 @app.command()
 def dag(

@@ -17,7 +17,7 @@ from .errors import ConfigError, did_you_mean
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'ENV_PREFIX', 'SETTINGS', 'Setting', 'Config', 'find_config_file', 'load_config', 'config_template']
 
-# %% ../nbs/02_config.ipynb #92e476d4
+# %% ../nbs/02_config.ipynb #25b325da
 CONFIG_FILE = "earthsnap.yaml"
 ENV_PREFIX = "EARTHSNAP_"
 
@@ -64,10 +64,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sagemaker_trainer", str, "notebook", "What trains and tunes on SageMaker: notebook (the training notebook, "
             "papermill in the framework image) or builtin (SageMaker's image-classification algorithm on the RecordIO channels).",
             affects_results=False),
+    Setting("api_token", str, "", "Bearer token that clients of `earthsnap api` must send; better set as EARTHSNAP_API_TOKEN than "
+            "written in the file. `earthsnap api` refuses to start without one.", affects_results=False),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
-# %% ../nbs/02_config.ipynb #f5ff8bf8
+# %% ../nbs/02_config.ipynb #460641ad
 @dataclass(frozen=True)
 class Config:
     "The resolved configuration of one project; build it with `load_config`."
@@ -92,6 +94,7 @@ class Config:
     sagemaker_serving_image: str
     sagemaker_image: str
     sagemaker_trainer: str
+    api_token: str
     file: Path | None = None  # the earthsnap.yaml that was read, if any
     sources: Mapping[str, str] = field(default_factory=dict)  # setting -> where its value came from
 
@@ -102,7 +105,8 @@ class Config:
 
     def describe(self) -> list[tuple[str, Any, str]]:
         "Rows of (setting, value, source) for people to read."
-        return [(s.name, getattr(self, s.name), self.sources.get(s.name, "default")) for s in SETTINGS]
+        return [(s.name, "(set)" if s.name.endswith("_token") and getattr(self, s.name) else getattr(self, s.name),
+                 self.sources.get(s.name, "default")) for s in SETTINGS]
 
 # %% ../nbs/02_config.ipynb #8a6d4b07
 def _coerce(setting: Setting, value: Any, origin: str) -> Any:
