@@ -1,0 +1,51 @@
+"""The GitHub Actions workflow: it runs the README's test command on every push, and on main, only when AWS is
+configured, upserts and starts the SageMaker pipeline with commands the CLI has."""
+from __future__ import annotations
+
+import re
+import subprocess
+
+import yaml
+
+from conftest import BIN, ROOT, clean_env
+
+WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+
+
+def readme_test_command() -> str:
+    "The test command the README gives a newcomer (the one in its 'run the tests' code block)."
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```(?:bash|sh)?\n((?:(?!```).)*?make test(?:(?!```).)*?)```", text, re.S)
+    assert block, "the README shows no test command"
+    return next(l.split("#")[0].strip() for l in block.group(1).splitlines() if "make test" in l)
+
+
+def test_workflow_runs_the_readme_test_command_on_every_push():
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    on = wf.get("on", wf.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert "push" in on and (on["push"] is None or "branches" not in on["push"]), "every branch"
+    test = wf["jobs"]["test"]
+    runs = [s["run"] for s in test["steps"] if "run" in s]
+    assert runs == [readme_test_command()], runs
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("exec " + readme_test_command())
+    assert test["timeout-minutes"] <= 90
+    uses = [s["uses"] for s in test["steps"] if "uses" in s]
+    assert all(re.fullmatch(r"[\w-]+/[\w-]+@v\d+", u) for u in uses), uses  # pinned to a major version
+
+
+def test_workflow_upserts_and_starts_sagemaker_only_on_main_with_aws():
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    job = wf["jobs"]["sagemaker"]
+    assert job["needs"] == "test"
+    cond = job["if"]
+    assert "github.ref == 'refs/heads/main'" in cond and "github.event_name == 'push'" in cond and "vars.AWS_ROLE_ARN != ''" in cond
+    assert job["permissions"]["id-token"] == "write"  # OIDC: no long-lived AWS keys in the repository
+    creds = next(s for s in job["steps"] if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
+    assert creds["with"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}"
+    runs = [s["run"] for s in job["steps"] if "run" in s]
+    assert runs[0] == "make install" and runs[1].endswith("earthsnap sagemaker upsert") and "earthsnap sagemaker start" in runs[2]
+    for sub in ("upsert", "start"):  # the commands it calls exist, with the options it passes
+        r = subprocess.run([str(BIN / "earthsnap"), "sagemaker", sub, "--help"], env=clean_env(), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and (sub != "start" or "--name" in r.stdout), r.stderr
+    assert set(job["env"]) == {"EARTHSNAP_SAGEMAKER_BUCKET", "EARTHSNAP_SAGEMAKER_ROLE", "EARTHSNAP_SAGEMAKER_SERVING_IMAGE",
+                               "EARTHSNAP_SAGEMAKER_REGION"}

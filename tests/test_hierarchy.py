@@ -1,0 +1,134 @@
+"""Parent/child models and the HTTP trigger, end to end from the command line, in one small project: data QA started
+through `earthsnap api` (a real server on 127.0.0.1, bearer token), followed to its end over HTTP; `earthsnap plan`;
+`earthsnap hierarchy run` training the parent, the children and the flat model by their own pipeline runs; approval;
+`earthsnap hierarchy router` (the comparison report); the router deployed to a real stage endpoint, tested there like
+any model, promoted, and answering with group, species and joint probability."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, ROOT, clean_env, free_port
+
+TOKEN = "test-token-0123"
+SMALL = ["-p", "image_size=32", "-p", "epochs=4", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "tune_parallel=1",
+         "-p", "train_fraction=0.6", "-p", "val_fraction=0.2", "-p", "test_fraction=0.2", "-p", "min_accuracy=0"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    "A project with 2 groups x 2 species x 30 demo photos; its endpoints are stopped by pid afterwards."
+    p = tmp_path_factory.mktemp("hierarchy")
+    import shutil
+    shutil.copytree(ROOT / "pipeline", p / "pipeline")
+    (p / "earthsnap.yaml").write_text(f"deploy_group: hierarchy\nstage_port: {free_port()}\nprod_port: {free_port()}\n"
+                                      "stage_min_accuracy: 0.0\nstage_p95_ms: 10000\n")
+    r = subprocess.run([str(BIN / "earthsnap"), "demo-data", ".earthsnap/demo-data", "--groups", "2", "--species", "2", "--images", "30", "-q"],
+                       cwd=p, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    yield p
+    for f in (p / ".earthsnap" / "endpoints").glob("*/endpoint.json"):
+        try: os.kill(json.loads(f.read_text())["pid"], signal.SIGTERM)
+        except ProcessLookupError: pass
+
+
+def call(url: str, method: str, path: str, body: dict | None = None, token: str | None = TOKEN) -> tuple[int, dict]:
+    req = urllib.request.Request(url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r: return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e: return e.code, json.loads(e.read() or b"{}")
+
+
+def test_api_starts_a_run_and_follows_it(project):
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "earthsnap"), "api", "--port", str(port)], cwd=project,
+                              env=clean_env(EARTHSNAP_API_TOKEN=TOKEN), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try: call(url, "GET", "/health"); break
+            except OSError: assert server.poll() is None, server.stdout.read().decode(); time.sleep(0.1)
+        # refused before anything runs: no token, wrong token, unknown parameter, mistyped value, unknown step, missing path
+        assert call(url, "POST", "/runs", {"to": ["data_qa"]}, token=None)[0] == 401
+        assert call(url, "POST", "/runs", {"to": ["data_qa"]}, token="nope")[0] == 401
+        status, body = call(url, "POST", "/runs", {"parameters": {"image_sise": 32}})
+        assert status == 422 and "has no parameter 'image_sise'" in body["message"] and "image_size" in body["message"]
+        status, body = call(url, "POST", "/runs", {"parameters": {"min_side": "big"}})
+        assert status == 422 and "'min_side' is int" in body["message"]
+        status, body = call(url, "POST", "/runs", {"to": ["data_qq"]})
+        assert status == 422 and "no step 'data_qq'" in body["message"]
+        status, body = call(url, "POST", "/runs", {"parameters": {"source": "nowhere/photos"}, "to": ["data_qa"]})
+        assert status == 422 and "does not exist" in body["message"]
+        assert call(url, "POST", "/runs", {"parameters": [1, 2]})[0] == 422
+        assert call(url, "GET", "/runs/earthsnap-20260101-000000-abcdef")[0] == 404
+        assert not (project / ".earthsnap" / "runs").exists() or not any((project / ".earthsnap" / "runs").iterdir())
+        # a run: 202 at once, then followed until it ends
+        status, body = call(url, "POST", "/runs", {"parameters": {"min_side": 32}, "to": ["data_qa"]})
+        assert status == 202 and body["status"] == "starting", body
+        run_id, deadline = body["id"], time.monotonic() + 240
+        while True:
+            status, run = call(url, "GET", f"/runs/{run_id}")
+            assert status == 200 and run["status"] in ("starting", "running", "succeeded"), run
+            if run["status"] == "succeeded": break
+            assert time.monotonic() < deadline, run
+            time.sleep(1)
+        assert [(s["name"], s["status"]) for s in run["steps"]] == [("data_qa", "succeeded")] and run["parameters"]["min_side"] == 32
+        assert run_id in [r["id"] for r in call(url, "GET", "/runs")[1]["runs"]]
+        assert (project / ".earthsnap" / "runs" / f"{run_id}.log").read_text().count("data_qa") >= 1
+    finally:
+        server.send_signal(signal.SIGTERM); server.wait(timeout=30)
+
+
+def earthsnap(project: Path, *args: str, ok: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(BIN / "earthsnap"), *args], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=timeout)
+    if ok: assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def test_hierarchy_plan_train_router_release(project):
+    earthsnap(project, "run", "--to", "data_qa")
+    plan = earthsnap(project, "plan", "--parent-per-group", "40").stdout
+    print(plan)
+    assert plan.count(" train ") == 4 and "4 of 4 models to train" in plan
+    r = earthsnap(project, "hierarchy", "run", "--parent-per-group", "40", *SMALL)
+    print(r.stdout[-2500:])
+    assert "training 4 model(s), 2 at a time" in r.stdout
+    refs = {m: next(w for w in r.stdout.split() if w.startswith(f"hierarchy-{m}/")) for m in ("parent", "acantha", "betula", "flat")}
+    assert "[acantha]" in r.stdout and "[betula]" in r.stdout  # each child's own run, side by side
+    again = earthsnap(project, "plan", "--parent-per-group", "40").stdout
+    assert again.count(" keep ") == 4 and "0 of 4 models to train" in again
+    # the router wants approved parts
+    r = earthsnap(project, "hierarchy", "router", ok=False)
+    assert r.returncode == 2 and f"parent: approve {refs['parent']}" in r.stderr
+    for m in ("parent", "acantha", "betula"): earthsnap(project, "registry", "approve", refs[m], "--no-deploy")
+    r = earthsnap(project, "hierarchy", "router")
+    print(r.stdout)
+    assert "hierarchy/1 registered, PendingManualApproval" in r.stdout and "router" in r.stdout and "flat" in r.stdout
+    report = Path(next(l.split("report: ")[1] for l in r.stdout.splitlines() if "report: " in l))
+    comparison = json.loads((report.parent / "comparison" / "comparison.json").read_text())
+    assert set(comparison["models"]) == {"router", "flat"} and report.exists()
+    assert comparison["models"]["router"]["images"] == comparison["models"]["flat"]["images"] > 0
+    # released like any model: approve -> stage, tested there -> promote -> prod answers with group, species, joint probability
+    r = earthsnap(project, "registry", "approve", "hierarchy/1")
+    print(r.stdout)
+    assert "hierarchy/1: stage tests passed" in r.stdout, r.stdout
+    earthsnap(project, "deploy", "promote")
+    prod = json.loads((project / ".earthsnap" / "endpoints" / "prod" / "endpoint.json").read_text())
+    photo = next((project / ".earthsnap" / "demo-data").glob("acantha/*/1.jpg"))
+    req = urllib.request.Request(f"http://127.0.0.1:{prod['port']}/invocations?top_k=4", data=photo.read_bytes(),
+                                 headers={"content-type": "image/jpeg"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp: answer = json.loads(resp.read())
+    assert answer["model"] == "hierarchy/1" and len(answer["predictions"]) == 4
+    p = answer["predictions"][0]
+    assert {"label", "probability", "group", "group_probability", "species_probability"} <= set(p)
+    assert abs(p["group_probability"] * p["species_probability"] - p["probability"]) < 1e-5
+    assert abs(sum(x["probability"] for x in answer["predictions"]) - 1) < 1e-4
