@@ -17,12 +17,13 @@ from .errors import EarthsnapError, ParameterError
 
 # %% auto #0
 __all__ = ['app', 'config_app', 'runs_app', 'registry_app', 'endpoints_app', 'deploy_app', 'BACKEND_HELP', 'sagemaker_app',
-           'PARAM_HELP', 'hierarchy_app', 'DATASET_HELP', 'TAXONOMY_HELP', 'PREFIX_HELP', 'PER_GROUP_HELP', 'demo_data',
-           'demo', 'qa', 'preprocess', 'run', 'runs_list', 'runs_show', 'registry_list', 'registry_show',
-           'registry_approve', 'registry_reject', 'endpoints_list', 'endpoints_start', 'endpoints_stop',
-           'endpoints_logs', 'deploy_run', 'deploy_stage', 'deploy_promote', 'deploy_rollback', 'deploy_status',
-           'sagemaker_definition', 'sagemaker_upsert', 'sagemaker_start', 'sagemaker_status', 'sagemaker_release',
-           'plan', 'hierarchy_run', 'hierarchy_router', 'api', 'dag', 'config_show', 'config_init', 'main']
+           'PARAM_HELP', 'MODEL_HELP', 'hierarchy_app', 'DATASET_HELP', 'TAXONOMY_HELP', 'PREFIX_HELP',
+           'PER_GROUP_HELP', 'demo_data', 'demo', 'qa', 'preprocess', 'run', 'runs_list', 'runs_show', 'registry_list',
+           'registry_show', 'registry_approve', 'registry_reject', 'endpoints_list', 'endpoints_start',
+           'endpoints_stop', 'endpoints_logs', 'deploy_run', 'deploy_stage', 'deploy_promote', 'deploy_rollback',
+           'deploy_status', 'sagemaker_definition', 'sagemaker_upsert', 'sagemaker_start', 'sagemaker_status',
+           'sagemaker_release', 'plan', 'hierarchy_run', 'hierarchy_router', 'api', 'dag', 'config_show', 'config_init',
+           'main']
 
 # %% ../nbs/07_cli.ipynb #0c6b3c41
 app = typer.Typer(name="earthsnap", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -157,7 +158,7 @@ def preprocess(
     for gap in s["coverage_gaps"]: typer.echo(f"warning: {gap}")
     typer.echo(f"report:  {nb.with_suffix('.html')}\nrecords: {Path(out_dir) / 'records'}")
 
-# %% ../nbs/07_cli.ipynb #41b06e7d
+# %% ../nbs/07_cli.ipynb #f080861c
 def _parse_params(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -375,11 +376,24 @@ sagemaker_app = typer.Typer(no_args_is_help=True, help="The pipeline on SageMake
 app.add_typer(sagemaker_app, name="sagemaker")
 PARAM_HELP = "A pipeline parameter, name=value; repeat for more."
 
-def _compiled(param: list[str], pipeline: Optional[Path], trainer: Optional[str] = None):
+MODEL_HELP = ("One model of a parent/child hierarchy (parent, a group's model name, flat): its own pipeline <name>-MODEL, "
+              "registering in hierarchy-MODEL and committing dataset demo-MODEL by default; give its listing with -p source=s3://...")
+
+def _model_pipeline(p, model: Optional[str]):
+    "The pipeline of one hierarchy model on SageMaker: its own name, so each model has its own pipeline and executions."
+    if not model: return p
+    import copy, re
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,40}", model):
+        raise ParameterError(f"{model!r} is not a model of a hierarchy.", fix="Name it as `earthsnap plan` does: parent, flat or a group's model name.")
+    p = copy.copy(p); p.name = f"{p.name}-{model}"
+    return p
+
+def _compiled(param: list[str], pipeline: Optional[Path], trainer: Optional[str] = None, model: Optional[str] = None):
     from earthsnap.sagemaker_pipeline import compile_pipeline
     cfg = load_config(**({"sagemaker_trainer": trainer} if trainer else {}))
-    p = _pipeline(pipeline)
-    return p, cfg, compile_pipeline(p, cfg, _parse_params(param), project_dir=cfg.project_dir)
+    p = _model_pipeline(_pipeline(pipeline), model)
+    overrides = {**({"model_group": f"hierarchy-{model}", "dataset_name": f"demo-{model}", "taxonomy": ""} if model else {}), **_parse_params(param)}
+    return p, cfg, compile_pipeline(p, cfg, overrides, project_dir=cfg.project_dir)
 
 def _service(compiled, cfg):
     from earthsnap.sagemaker_ops import PipelineService
@@ -389,10 +403,11 @@ def _service(compiled, cfg):
 def sagemaker_definition(param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP + " Sets the SageMaker parameter's default."),
                          out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON to this file instead of printing it."),
                          trainer: Optional[str] = typer.Option(None, help="notebook or builtin; default: the sagemaker_trainer setting."),
-                         pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project.")):
+                         pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project."),
+                         model: Optional[str] = typer.Option(None, help=MODEL_HELP)):
     "Print the SageMaker Pipeline definition (JSON). Offline: no AWS call, no credentials; the notes go to stderr."
     import json
-    _, _, c = _compiled(param, pipeline, trainer)
+    _, _, c = _compiled(param, pipeline, trainer, model)
     text = json.dumps(c.definition(), indent=2)
     if out: out.write_text(text + "\n"); typer.echo(f"wrote {out}", err=True)
     else: typer.echo(text)
@@ -401,9 +416,10 @@ def sagemaker_definition(param: list[str] = typer.Option([], "--param", "-p", he
 @sagemaker_app.command("upsert")
 def sagemaker_upsert(param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP + " Sets the SageMaker parameter's default."),
                      trainer: Optional[str] = typer.Option(None, help="notebook or builtin; default: the sagemaker_trainer setting."),
-                     pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project.")):
+                     pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project."),
+                     model: Optional[str] = typer.Option(None, help=MODEL_HELP)):
     "Upload the code bundle (once per content) and create or update the pipeline on SageMaker."
-    _, cfg, c = _compiled(param, pipeline, trainer)
+    _, cfg, c = _compiled(param, pipeline, trainer, model)
     r = _service(c, cfg).upsert()
     for u in r["uploaded"]: typer.echo(f"uploaded {u}")
     typer.echo(f"{r['action']} {r['arn']} ({r['bytes']:,} bytes of definition)")
@@ -411,9 +427,10 @@ def sagemaker_upsert(param: list[str] = typer.Option([], "--param", "-p", help=P
 @sagemaker_app.command("start")
 def sagemaker_start(param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP),
                     name: Optional[str] = typer.Option(None, help="A display name for the execution."),
-                    pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project.")):
+                    pipeline: Optional[Path] = typer.Option(None, help="The pipeline file; default: pipeline/pipeline.py of the project."),
+                    model: Optional[str] = typer.Option(None, help=MODEL_HELP)):
     "Start an execution of the pipeline on SageMaker; parameters are checked before anything starts."
-    p, cfg, c = _compiled([], pipeline)
+    p, cfg, c = _compiled([], pipeline, model=model)
     arn = _service(c, cfg).start(p, _parse_params(param), name)
     typer.echo(f"started {arn}\n  follow it: earthsnap sagemaker status")
 

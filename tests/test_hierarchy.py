@@ -19,7 +19,7 @@ import pytest
 from conftest import BIN, ROOT, clean_env, free_port
 
 TOKEN = "test-token-0123"
-SMALL = ["-p", "image_size=32", "-p", "epochs=4", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "tune_parallel=1",
+SMALL = ["-p", "image_size=32", "-p", "epochs=3", "-p", "hyperparameters={\"width\": 8}", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "tune_parallel=1",
          "-p", "train_fraction=0.6", "-p", "val_fraction=0.2", "-p", "test_fraction=0.2", "-p", "min_accuracy=0"]
 
 

@@ -43,6 +43,15 @@ def test_definition_offline_without_credentials(earthsnap, tmp_path):
     r = earthsnap("sagemaker", "definition", "--trainer", "builtin", "-p", 'search_space={"lr": [0.001, 0.1, "log"]}',
                   cwd=REPO, env=offline_env(**SETTINGS))
     assert r.returncode == 0 and "image-classification" in r.stdout and "evaluate: left out" in r.stderr, r.stderr
+    # one pipeline per model of a hierarchy: its own name (in every output location), registry group and dataset
+    r = earthsnap("sagemaker", "definition", "--model", "acantha", "-p", "source=s3://photos/hierarchy/acantha.jsonl",
+                  cwd=REPO, env=offline_env(**SETTINGS))
+    assert r.returncode == 0, r.stderr
+    defaults = {p["Name"]: p.get("DefaultValue") for p in json.loads(r.stdout)["Parameters"]}
+    assert defaults["model_group"] == "hierarchy-acantha" and defaults["dataset_name"] == "demo-acantha"
+    assert defaults["source"] == "s3://photos/hierarchy/acantha.jsonl" and '"earthsnap-acantha",' in r.stdout  # outputs under <bucket>/earthsnap-acantha/runs
+    r = earthsnap("sagemaker", "definition", "--model", "Bad Name", cwd=REPO, env=offline_env(**SETTINGS))
+    assert r.returncode == 2 and "is not a model of a hierarchy" in r.stderr
 
 
 @pytest.mark.parametrize("setting", ["EARTHSNAP_SAGEMAKER_ROLE", "EARTHSNAP_SAGEMAKER_BUCKET", "EARTHSNAP_SAGEMAKER_REGION"])
