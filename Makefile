@@ -40,9 +40,11 @@ check: install
 
 # Hard limits, so a hung test fails with a message instead of holding CI: 10 min for the notebooks' own
 # tests, 5 min for any one pytest test, 10 min for any one cell of a pipeline notebook.
+# pytest runs one worker per core (at most 4), each taking whole files (--dist loadfile), so the tests of a
+# file, and the cells of a pipeline notebook, run in order on one worker.
 test: check
 	timeout --kill-after=10 600 $(BIN)/nbdev_test --n_workers 2 || { echo "nbdev_test failed or ran past 600 s"; exit 1; }
-	$(BIN)/python -m pytest -p no:cacheprovider --timeout=300 tests $(PIPELINE_NBS) \
+	$(BIN)/python -m pytest -p no:cacheprovider --timeout=300 -n auto --maxprocesses=4 --dist loadfile tests $(PIPELINE_NBS) \
 	  $(if $(PIPELINE_NBS),--nbval-lax --nbval-cell-timeout=600,)
 
 bench: install
@@ -51,6 +53,7 @@ bench: install
 	$(BIN)/python bench/executor.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/endpoint.py
+	$(BIN)/python bench/router.py
 
 export: install
 	$(BIN)/nbdev_export

@@ -248,9 +248,10 @@ def build_router(cfg: Config, h: Hierarchy, prefix: str = "hierarchy", registry:
         echo(f"next: earthsnap registry approve {mv.ref}   (the deployer releases it with deploy_group: {prefix})")
     return mv
 
-# %% ../nbs/26_planning.ipynb #bd1b0210
-def demo_hierarchy(out: str | os.PathLike, groups: int = 2, species: int = 2, images: int = 20, epochs: int = 4) -> dict:
-    "Train a small hierarchy on demo photos under `out`: returns router, flat, records and taxonomy paths."
+# %% ../nbs/26_planning.ipynb #5dc50c87
+def demo_hierarchy(out: str | os.PathLike, groups: int = 2, species: int = 2, images: int = 20, epochs: int = 4,
+                   width: int = 8, size: int = 32) -> dict:
+    "Train a small hierarchy (ResNet `width`, `size` px) on demo photos under `out`: returns router, flat, records and taxonomy paths."
     from earthsnap.dataqa import run_qa
     from earthsnap.demodata import generate_demo_data
     from earthsnap.export import save_model
@@ -264,9 +265,9 @@ def demo_hierarchy(out: str | os.PathLike, groups: int = 2, species: int = 2, im
     for name, d in data.items():
         listing = write_listing(d, version, listing_uri(str(out / "listings"), version, name))
         run_qa(listing, f"demo-{name}", datasets=out / "datasets", out_dir=out / name / "qa", progress=False)
-        preprocess(out / name / "qa", out / name / "records", PreprocessParams(size=32, train=0.6, val=0.2, test=0.2, tune_fraction=1.0),
+        preprocess(out / name / "qa", out / name / "records", PreprocessParams(size=size, train=0.6, val=0.2, test=0.2, tune_fraction=1.0),
                    datasets=out / "datasets", progress=False)
-        res = train(out / name / "records", Hyperparameters(width=8, epochs=epochs, batch_size=16), progress=False, log=lambda l: None)
+        res = train(out / name / "records", Hyperparameters(width=width, epochs=epochs, batch_size=16), progress=False, log=lambda l: None)
         dirs[name] = save_model(res, out / name / "model")
     router = pack_router(dirs[PARENT], {g: dirs[model_name(g)] for g in demo.taxonomy}, demo.taxonomy, {}, out / "router",
                          child_names={g: model_name(g) for g in demo.taxonomy})
