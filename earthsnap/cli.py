@@ -22,8 +22,8 @@ __all__ = ['app', 'config_app', 'runs_app', 'registry_app', 'endpoints_app', 'de
            'registry_show', 'registry_approve', 'registry_reject', 'endpoints_list', 'endpoints_start',
            'endpoints_stop', 'endpoints_logs', 'deploy_run', 'deploy_stage', 'deploy_promote', 'deploy_rollback',
            'deploy_status', 'sagemaker_definition', 'sagemaker_upsert', 'sagemaker_start', 'sagemaker_status',
-           'sagemaker_release', 'plan', 'hierarchy_run', 'hierarchy_router', 'api', 'dag', 'config_show', 'config_init',
-           'main']
+           'sagemaker_release', 'plan', 'hierarchy_run', 'hierarchy_router', 'hierarchy_listings', 'api', 'dag',
+           'config_show', 'config_init', 'main']
 
 # %% ../nbs/07_cli.ipynb #0c6b3c41
 app = typer.Typer(name="earthsnap", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -83,6 +83,10 @@ def demo(
     run_demo(load_config(), progress=not quiet, echo=typer.echo, params=_parse_params(param), to=to or None, images=images)
 
 # %% ../nbs/07_cli.ipynb #fecfb1bb
+def _local(uri: str) -> str:
+    "A path typed on the command line made absolute (a step notebook runs in its own folder); URIs and '' as they are."
+    return uri if not uri or "://" in uri else str(Path(uri).expanduser().resolve())
+
 @app.command()
 def qa(
     source: str = typer.Argument(..., help="Photos: a directory of <label>/<file> (local or s3://), or a CSV/JSON lines listing of uri,label."),
@@ -111,7 +115,7 @@ def qa(
     if taxonomy: load_taxonomy(taxonomy, cfg.s3_endpoint_url or None)
     notebook = step_notebook(cfg.project_dir, "data_qa")
     run_dir = new_run_dir(cfg.runs, "qa")
-    params = dict(source=source, name=name, taxonomy=taxonomy, datasets=cfg.datasets, out_dir=str(run_dir / "data_qa"),
+    params = dict(source=_local(source), name=name, taxonomy=_local(taxonomy), datasets=cfg.datasets, out_dir=str(run_dir / "data_qa"),
                   formats=formats, min_side=min_side, max_pixels=max_pixels, accept_modes=accept_modes,
                   min_per_class=min_per_class, small_classes=small_classes, workers=workers)
     nb = run_notebook(notebook, run_dir / "data_qa.ipynb", params, progress=not quiet)
@@ -148,8 +152,8 @@ def preprocess(
     version = open_dataset(dataset, cfg.datasets, cfg.s3_endpoint_url or None)
     notebook = step_notebook(cfg.project_dir, "preprocess")
     run_dir = new_run_dir(cfg.runs, "preprocess")
-    out_dir = str(out or run_dir / "preprocess")
-    params = dict(dataset=version.root, out_dir=out_dir, size=size, center_crop=center_crop, quality=quality,
+    out_dir = _local(str(out or run_dir / "preprocess"))
+    params = dict(dataset=_local(version.root), out_dir=out_dir, size=size, center_crop=center_crop, quality=quality,
                   train=train, val=val, test=test, seed=seed, tune_fraction=tune_fraction, workers=workers)
     nb = run_notebook(notebook, run_dir / "preprocess.ipynb", params, progress=not quiet)
     s = json.loads(Path(out_dir, "records", "summary.json").read_text())
@@ -504,6 +508,35 @@ def hierarchy_router(dataset: str = typer.Option("demo", help=DATASET_HELP), tax
     "Pack the approved parent and children into a router, compare it with the flat model (compare.html), and register it pending approval."
     from earthsnap.planning import build_router
     build_router(load_config(), _hierarchy(dataset, taxonomy, 1, 0), prefix, echo=typer.echo)
+
+@hierarchy_app.command("listings")
+def hierarchy_listings(dataset: str = typer.Option("demo", help=DATASET_HELP), taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
+                       parent_per_group: int = typer.Option(200, help=PER_GROUP_HELP), seed: int = typer.Option(0, help="Seed of the parent's sample."),
+                       model: list[str] = typer.Option([], "--model", help="Only this model (repeat for more); default: every model of the hierarchy."),
+                       sagemaker: bool = typer.Option(False, "--sagemaker", help="Cut the dataset version in <sagemaker_bucket>/datasets (where data QA "
+                                                      "commits it on SageMaker), write to <sagemaker_bucket>/hierarchy, and print the commands that start each model's pipeline there."),
+                       to: Optional[str] = typer.Option(None, help="Where to write the listings (a folder, local or s3://); default: {store}/hierarchy, or <sagemaker_bucket>/hierarchy with --sagemaker.")):
+    "Write each model's listing: the photos (URI, label) its pipeline reads as `source`; for running the models' pipelines on SageMaker."
+    from earthsnap.datasets import DatasetError
+    from earthsnap.planning import load_hierarchy, sagemaker_commands, write_listings
+    from earthsnap.storage import join
+    cfg = load_config()
+    if sagemaker:
+        from earthsnap.sagemaker_pipeline import require
+        bucket = require(cfg, "sagemaker_bucket", "an S3 location for code, data and models (s3://BUCKET/PREFIX)")
+        cfg = load_config(datasets=join(bucket, "datasets"))
+    try: h = load_hierarchy(cfg, dataset, taxonomy, parent_per_group, seed)
+    except DatasetError as e:
+        if not sagemaker: raise
+        raise DatasetError(e.what, fix="Run data QA on SageMaker first (earthsnap sagemaker start: its data_qa step commits the version there).") from None
+    listings = write_listings(h, to or join(bucket if sagemaker else cfg.store, "hierarchy"), model or None)
+    typer.echo(f"dataset {h.version.ref}: {len(listings)} listing(s)")
+    for m, uri in listings.items():
+        d = h.models[m]
+        typer.echo(f"  {m:<14} {len(d.classes):>4} classes {len(d.rows):>7,} images  {uri}")
+    if sagemaker:
+        typer.echo("\neach model is its own pipeline on SageMaker; create and start them with:")
+        for line in sagemaker_commands(h, listings): typer.echo(f"  {line}")
 
 @app.command()
 def api(host: str = typer.Option("127.0.0.1", help="Address to listen on."), port: int = typer.Option(8090, help="Port to listen on.")):

@@ -29,8 +29,8 @@ from .taxonomy import load_taxonomy, taxonomy_yaml
 
 # %% auto #0
 __all__ = ['SET_BY_HIERARCHY', 'Hierarchy', 'load_hierarchy', 'PlanItem', 'registry_group', 'version_classes', 'plan_hierarchy',
-           'plan_table', 'HierarchyRun', 'model_pipeline', 'run_hierarchy', 'run_summary', 'build_router',
-           'demo_hierarchy']
+           'plan_table', 'HierarchyRun', 'model_pipeline', 'run_hierarchy', 'run_summary', 'write_listings',
+           'sagemaker_commands', 'build_router', 'demo_hierarchy']
 
 # %% ../nbs/26_planning.ipynb #507889c6
 @dataclass
@@ -158,7 +158,7 @@ def run_hierarchy(cfg: Config, h: Hierarchy, plan: list[PlanItem], params: dict 
         values[i.model] = v
     result = HierarchyRun(h, plan)
     if not todo: echo("nothing to train: every model is up to date"); return result
-    for i in todo: write_listing(h.models[i.model], h.version, values[i.model]["source"])
+    write_listings(h, root, [i.model for i in todo])
     lock = threading.Lock()
     def say(model):
         def line(text):
@@ -188,6 +188,24 @@ def run_summary(result: HierarchyRun) -> list[str]:
     if reg:
         lines.append("next: approve the parts (earthsnap registry approve " + " ".join(reg.values()) + "), then: earthsnap hierarchy router")
     return lines
+
+# %% ../nbs/26_planning.ipynb #f37c43f5
+def write_listings(h: Hierarchy, root: str, models: list[str] | None = None) -> dict[str, str]:
+    "Write the listing of each of `models` (default: every model of `h`) under `root`; returns model -> its URI."
+    unknown = [m for m in models or [] if m not in h.models]
+    if unknown:
+        raise ParameterError(f"{', '.join(map(repr, unknown))}: not a model of the hierarchy of {h.version.ref}.",
+                             fix=f"Choose among {', '.join(h.models)} (earthsnap plan lists them).")
+    return {m: write_listing(h.models[m], h.version, listing_uri(root, h.version, m)) for m in (models or list(h.models))}
+
+def sagemaker_commands(h: Hierarchy, listings: dict[str, str]) -> list[str]:
+    "The commands that create (or update) each model's own SageMaker pipeline with its listing as `source`, and start it."
+    out = []
+    for m, uri in listings.items():
+        name = f"{h.version.name}-{m}"  # the dataset name a local run commits; `--model` defaults to demo-<model>
+        extra = "" if name == f"demo-{m}" else f" -p dataset_name={name}"
+        out.append(f"earthsnap sagemaker upsert --model {m} -p source={uri}{extra} && earthsnap sagemaker start --model {m}")
+    return out
 
 # %% ../nbs/26_planning.ipynb #d35de164
 def _pick(registry: ModelRegistry, group: str, classes: list[str], store: DatasetStore, approved: bool) -> ModelVersion | None:

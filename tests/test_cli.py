@@ -186,7 +186,7 @@ def test_qa_step_from_the_cli(earthsnap, tmp_path):
     shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline")
     photos = tmp_path / "photos"
     assert earthsnap("demo-data", photos, "--groups", "2", "--species", "2", "--images", "5", "--faults", "-q").returncode == 0
-    r = earthsnap("qa", photos, "--name", "flora", "--taxonomy", photos / "taxonomy.yaml", "-q", cwd=tmp_path)
+    r = earthsnap("qa", "photos", "--name", "flora", "--taxonomy", "photos/taxonomy.yaml", "-q", cwd=tmp_path)  # paths as typed, relative
     assert r.returncode == 0, r.stderr
     assert "(new version; parent none)" in r.stdout and "accepted 20 images in 4 classes; rejected 9" in r.stdout
     report = Path(next(line.split()[1] for line in r.stdout.splitlines() if line.startswith("report:")))
@@ -217,7 +217,7 @@ def test_preprocess_step_from_the_cli(earthsnap, tmp_path):
     photos = tmp_path / "photos"
     assert earthsnap("demo-data", photos, "--groups", "2", "--species", "2", "--images", "20", "-q").returncode == 0
     assert earthsnap("qa", photos, "--name", "flora", "-q", cwd=tmp_path).returncode == 0
-    r = earthsnap("preprocess", "flora", tmp_path / "rec", "--size", "40", "--center-crop", "-q", cwd=tmp_path)
+    r = earthsnap("preprocess", "flora", "rec", "--size", "40", "--center-crop", "-q", cwd=tmp_path)  # OUT relative to where it is typed
     assert r.returncode == 0, r.stderr
     assert "4 classes; train" in r.stdout and "full 80" in r.stdout
     full = MXIndexedRecordIO(tmp_path / "rec" / "records" / "full.idx", tmp_path / "rec" / "records" / "full.rec", "r")

@@ -7,6 +7,7 @@ container, and says nothing about IAM permissions.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -70,11 +71,16 @@ def test_bad_options_are_refused_before_anything(earthsnap):
     assert r.returncode != 0 and "Tuning step 'tune' searches" in r.stderr, r.stderr  # arch, width: no built-in counterpart
 
 
+def emulated(service: str, url: str):
+    "A boto3 client of the emulator at `url`."
+    return boto3.client(service, endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
 @pytest.fixture
 def aws(moto_url):
     env = clean_env(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_ENDPOINT_URL=moto_url,
                     EARTHSNAP_S3_ENDPOINT_URL=moto_url, **{**SETTINGS, "EARTHSNAP_SAGEMAKER_REGION": "us-east-1"})
-    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = emulated("s3", moto_url)
     if BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]: s3.create_bucket(Bucket=BUCKET)
     return env
 
@@ -87,7 +93,7 @@ def test_upsert_start_status_against_the_emulator(earthsnap, aws):
     r = earthsnap("sagemaker", "start", "-p", "epochs=5", "--name", "from-test", cwd=REPO, env=aws)
     assert r.returncode == 0 and "started arn:aws:sagemaker:" in r.stdout, r.stdout + r.stderr
     arn = r.stdout.split()[1]
-    sm = boto3.client("sagemaker", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    sm = emulated("sagemaker", aws["AWS_ENDPOINT_URL"])
     sent = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)["PipelineParameters"]
     assert sent == [{"Name": "epochs", "Value": "5"}]
     r = earthsnap("sagemaker", "status", cwd=REPO, env=aws)
@@ -99,7 +105,7 @@ def test_upsert_start_status_against_the_emulator(earthsnap, aws):
 
 
 def test_release_refuses_a_package_that_is_not_approved(earthsnap, aws):
-    sm = boto3.client("sagemaker", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    sm = emulated("sagemaker", aws["AWS_ENDPOINT_URL"])
     sm.create_model_package_group(ModelPackageGroupName="fauna")
     arn = sm.create_model_package(ModelPackageGroupName="fauna", ModelApprovalStatus="PendingManualApproval", InferenceSpecification={
         "Containers": [{"Image": "111111111111.dkr.ecr.us-east-1.amazonaws.com/serve:1", "ModelDataUrl": f"s3://{BUCKET}/m.tar.gz"}],
@@ -127,3 +133,44 @@ def test_release_stack_template():
     assert {"Type": "EVENT", "Pattern": "PUSH"} in ci["Triggers"]["FilterGroups"][0]
     r = subprocess.run([str(BIN / "cfn-lint"), str(REPO / "cloud" / "release.yaml")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_hierarchy_listings_in_the_bucket_start_each_models_pipeline(earthsnap, aws, tmp_path):
+    """A dataset version committed in the bucket is cut into each model's listing there, and the printed commands create
+    and start that model's own pipeline, reading its listing (against the emulator)."""
+    import shlex, shutil
+    shutil.copytree(REPO / "pipeline", tmp_path / "pipeline")
+    env = {**aws, "EARTHSNAP_SAGEMAKER_BUCKET": f"s3://{BUCKET}/hier"}  # a prefix of its own: no code bundle shared with other tests
+    r = earthsnap("hierarchy", "listings", "--sagemaker", cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "Run data QA on SageMaker first" in r.stderr, r.stdout + r.stderr
+    r = earthsnap("demo-data", "photos", "--groups", "2", "--species", "2", "--images", "4", "-q", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    r = earthsnap("qa", "photos", "--name", "demo", "--taxonomy", "photos/taxonomy.yaml", "-q", cwd=tmp_path,
+                  env={**env, "EARTHSNAP_DATASETS": f"s3://{BUCKET}/hier/datasets"})  # where data QA commits it on SageMaker
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = earthsnap("hierarchy", "listings", "--sagemaker", "--model", "parnet", cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "'parnet': not a model of the hierarchy" in r.stderr and "parent" in r.stderr, r.stderr
+
+    r = earthsnap("hierarchy", "listings", "--sagemaker", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    uris = dict(re.findall(r"^  (\S+) .* (s3://\S+\.jsonl)$", r.stdout, re.M))
+    assert list(uris) == ["parent", "acantha", "betula", "flat"], r.stdout
+    s3 = emulated("s3", aws["AWS_ENDPOINT_URL"])
+    def rows(uri):
+        key = uri.removeprefix(f"s3://{BUCKET}/")
+        return [json.loads(l) for l in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode().splitlines()]
+    assert {x["label"] for x in rows(uris["parent"])} == {"acantha", "betula"}
+    assert {x["label"] for x in rows(uris["acantha"])} == {"acantha_marginata", "acantha_glabra"} and len(rows(uris["flat"])) == 16
+    assert all(x["uri"].startswith(f"s3://{BUCKET}/hier/datasets/demo/objects/") for x in rows(uris["flat"]))
+
+    line = next(l.strip() for l in r.stdout.splitlines() if "upsert --model acantha " in l)
+    for command in line.split(" && "):
+        args = shlex.split(command)
+        assert args[0] == "earthsnap"
+        done = earthsnap(*args[1:], cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    sm = emulated("sagemaker", aws["AWS_ENDPOINT_URL"])
+    d = json.loads(sm.describe_pipeline(PipelineName="earthsnap-acantha")["PipelineDefinition"])
+    defaults = {p["Name"]: p.get("DefaultValue") for p in d["Parameters"]}
+    assert defaults["source"] == uris["acantha"] and defaults["model_group"] == "hierarchy-acantha" and defaults["dataset_name"] == "demo-acantha"
+    assert len(sm.list_pipeline_executions(PipelineName="earthsnap-acantha")["PipelineExecutionSummaries"]) == 1
