@@ -1,24 +1,29 @@
 """Benchmark: a parent/child router against the flat model trained on the same photos, in one run.
 
-    .venv/bin/python bench/router.py [--groups 4] [--species 4] [--images 40] [--requests 400] [--repeats 5]
+    .venv/bin/python bench/router.py [--groups 4] [--species 4] [--images 40] [--epochs 20] [--requests 400] [--repeats 5]
 
 `earthsnap.planning.demo_hierarchy` generates a demo set (--groups x --species x --images photos), and trains,
-with the default architecture (ResNet, width 32, 64 px) for one epoch, the parent (one class per group), one
-child per group (its species) and the flat model (every species); the router is packed from the parent and
-the children exactly as `earthsnap hierarchy router` packs it. Latency does not depend on the weights, so
-one epoch is enough. Both are opened with `earthsnap.router.load_model(path, threads=1)`, the loader the
-endpoint server uses, on one thread each so the figures compare the work and not how it spreads over cores.
+with the default architecture (ResNet, width 32, 64 px) for --epochs epochs, the parent (one class per group),
+one child per group (its species) and the flat model (every species); the router is packed from the parent
+and the children exactly as `earthsnap hierarchy router` packs it. Both are opened with
+`earthsnap.router.load_model(path, threads=1)`, the loader the endpoint server uses, on one thread each so the
+figures compare the work and not how it spreads over cores.
 
-Each round measures, on the same test-split JPEGs, for the flat model (the baseline) and then the router:
+The router answers an endpoint request with `top(x, top_k)`, which runs the children from the most likely
+group down and stops as soon as no other group can place a species in the answer (the answer is the one the
+full joint distribution gives). How many children that takes depends on how sure the parent is, so the
+models are trained for real (--epochs) and the parent's group accuracy on the test split is reported beside
+the figures. Each round measures, on the same test-split JPEGs:
 
-- batch 1: `model.predict([jpeg], top_k=5)` in a loop, --requests calls: decode, prepare, run, top-5, the
-  work one endpoint request asks for; p50/p95 latency and images/s;
-- batch 32: `model.probabilities(x)` on 32 prepared images: the model work alone, images/s.
+- batch 1, one endpoint request's work (decode, prepare, run, rank), --requests calls each:
+  the flat model with top_k=5 (the baseline); the router with top_k=5 and with top_k=1; and the router
+  running every child (`ranked(probabilities(x))`, what it did before `top`);
+- batch 32, the model work alone on 32 prepared images: the flat model's `probabilities`, the router's
+  `top(x, 5)`, and the router's `probabilities` (every child);
+- the children run per image, counted by wrapping each child, for top_k=5 and top_k=1.
 
-Reported: the median over --repeats alternating rounds, and the router as a ratio of the flat model
-(latency router/flat; throughput router/flat). The router runs the parent and every child on each image (the
-joint probability needs them all), so the expected cost is about 1 + groups models' work against one, less
-the decoding it shares. Results go to bench/results/router.json.
+Reported: medians over --repeats alternating rounds, and each router figure as a ratio of the flat model's
+(latency router/flat; throughput router/flat). Results go to bench/results/router.json.
 """
 from __future__ import annotations
 
@@ -36,37 +41,43 @@ import numpy as np
 from earthsnap.inference import model_input
 from earthsnap.planning import demo_hierarchy
 from earthsnap.records import split_images
-from earthsnap.router import load_model
+from earthsnap.router import RouterModel, load_model
 
 HERE = Path(__file__).resolve().parent
 
 
-def batch1(model, images: list[bytes], n: int) -> dict:
-    "Sequential one-image predictions: per-call latency and images/s."
+class Counted:
+    "A child that counts the images it is run on."
+    def __init__(self, m): self.m, self.seen = m, 0
+    def probabilities(self, x): self.seen += len(x); return self.m.probabilities(x)
+    def __getattr__(self, name): return getattr(self.m, name)
+
+
+def timed(call, images: list[bytes], n: int) -> dict:
+    "Sequential one-image calls of `call(jpeg)`: per-call latency and images/s."
     seconds, t0 = [], time.perf_counter()
     for i in range(n):
         s = time.perf_counter()
-        out = model.predict([images[i % len(images)]], 5)
+        call(images[i % len(images)])
         seconds.append(time.perf_counter() - s)
-        assert len(out[0]) == min(5, len(model.classes))
     total = time.perf_counter() - t0
     q = statistics.quantiles(seconds, n=100)
     return {"images_per_s": n / total, "p50_ms": 1000 * statistics.median(seconds), "p95_ms": 1000 * q[94]}
 
 
-def batched(model, images: list[bytes], n: int, batch: int = 32) -> dict:
-    "The model work alone on prepared batches of `batch` images: images/s."
-    x = np.stack([model_input(images[j % len(images)], model.input_size) for j in range(batch)])
+def batched(call, x: np.ndarray, n: int) -> dict:
+    "`call(x)` on a prepared batch until `n` images are done: images/s."
     done, t0 = 0, time.perf_counter()
     while done < n:
-        probs = model.probabilities(x)
-        assert probs.shape == (batch, len(model.classes))
-        done += batch
+        call(x)
+        done += len(x)
     return {"images_per_s": done / (time.perf_counter() - t0)}
 
 
-def median_of(rounds: list[dict], key: str) -> dict:
-    return {k: statistics.median(r[key][k] for r in rounds) for k in rounds[0][key]}
+def children_per_image(router: RouterModel, x: np.ndarray, top_k: int) -> float:
+    counted = {g: Counted(c) for g, c in router.children.items() if c is not None}
+    RouterModel(router.path, router.parent, counted, router.species_of, router.versions).top(x, top_k)
+    return sum(c.seen for c in counted.values()) / len(x)
 
 
 def main() -> None:
@@ -74,43 +85,66 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=4)
     ap.add_argument("--species", type=int, default=4)
     ap.add_argument("--images", type=int, default=40, help="photos per species")
-    ap.add_argument("--requests", type=int, default=400, help="batch-1 calls per model per round")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--requests", type=int, default=400, help="batch-1 calls per measurement per round")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=str(HERE / "results" / "router.json"))
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"training a {args.groups}-group hierarchy and a flat model on {args.groups * args.species * args.images} demo photos ...")
-        h = demo_hierarchy(tmp, groups=args.groups, species=args.species, images=args.images, epochs=1, width=32, size=64)
+        print(f"training a {args.groups}-group hierarchy and a flat model on {args.groups * args.species * args.images} demo photos, "
+              f"{args.epochs} epochs ...")
+        t0 = time.perf_counter()
+        h = demo_hierarchy(tmp, groups=args.groups, species=args.species, images=args.images, epochs=args.epochs, width=32, size=64)
+        print(f"trained in {time.perf_counter() - t0:.0f}s")
         flat, router = load_model(h["flat"], threads=1), load_model(h["router"], threads=1)
         assert flat.classes == router.classes, "the router and the flat model must name the same species"
-        images = [im for *_, im in split_images(h["records"], "test")]
-        models = {"flat": flat, "router": router}
-        for m in models.values():                     # warm up both sessions before timing
-            batch1(m, images, 20)
-        rounds = []
-        for r in range(args.repeats):
-            row = {}
-            for name, m in models.items():
-                row[f"{name}_batch1"] = batch1(m, images, args.requests)
-                row[f"{name}_batch32"] = batched(m, images, args.requests)
-            rounds.append(row)
-            print(f"round {r + 1}/{args.repeats}: batch 1 p50 flat {row['flat_batch1']['p50_ms']:.2f} ms, "
-                  f"router {row['router_batch1']['p50_ms']:.2f} ms")
+        test = [(label, im) for _, label, _, im in split_images(h["records"], "test")]
+    images = [im for _, im in test]
+    x = np.stack([model_input(images[j % len(images)], flat.input_size) for j in range(32)])
+    every = np.stack([model_input(im, flat.input_size) for im in images])
+    groups_true = [router.group_of[flat.classes[int(label)]] for label, _ in test]
+    pg = router.parent.probabilities(every)
+    quality = {
+        "test_images": len(images),
+        "parent_group_accuracy": float(np.mean([router.parent.classes[j] == g for j, g in zip(pg.argmax(1), groups_true)])),
+        "parent_mean_top_probability": float(pg.max(1).mean()),
+        "flat_accuracy": float(np.mean([flat.classes[int(label)] == flat.classes[j] for (label, _), j in zip(test, flat.probabilities(every).argmax(1))])),
+        "router_accuracy": float(np.mean([flat.classes[int(label)] == router.classes[j] for (label, _), j in zip(test, router.probabilities(every).argmax(1))])),
+        "children_per_image": {"top_k=5": children_per_image(router, every, 5), "top_k=1": children_per_image(router, every, 1),
+                               "every child": float(sum(c is not None for c in router.children.values()))},
+    }
+    print(json.dumps(quality, indent=2))
 
-    med = {k: median_of(rounds, k) for k in rounds[0]}
+    one = {
+        "flat_top5": lambda im: flat.predict([im], 5),
+        "router_top5": lambda im: router.predict([im], 5),
+        "router_top1": lambda im: router.predict([im], 1),
+        "router_every_child_top5": lambda im: router.ranked(router.probabilities(model_input(im, router.input_size)[None])[0], 5),
+    }
+    many = {"flat": flat.probabilities, "router_top5": lambda b: router.top(b, 5), "router_every_child": router.probabilities}
+    for call in one.values(): timed(call, images, 20)  # warm up every session before timing
+    rounds = []
+    for r in range(args.repeats):
+        row = {f"batch1_{k}": timed(call, images, args.requests) for k, call in one.items()}
+        row.update({f"batch32_{k}": batched(call, x, args.requests) for k, call in many.items()})
+        rounds.append(row)
+        print(f"round {r + 1}/{args.repeats}: batch 1 p50 flat {row['batch1_flat_top5']['p50_ms']:.2f} ms, router top-5 "
+              f"{row['batch1_router_top5']['p50_ms']:.2f} ms, every child {row['batch1_router_every_child_top5']['p50_ms']:.2f} ms")
+
+    med = {k: {m: statistics.median(r[k][m] for r in rounds) for m in rounds[0][k]} for k in rounds[0]}
     ratio = {
-        "batch1_p50_latency": med["router_batch1"]["p50_ms"] / med["flat_batch1"]["p50_ms"],
-        "batch1_p95_latency": med["router_batch1"]["p95_ms"] / med["flat_batch1"]["p95_ms"],
-        "batch1_throughput": med["router_batch1"]["images_per_s"] / med["flat_batch1"]["images_per_s"],
-        "batch32_throughput": med["router_batch32"]["images_per_s"] / med["flat_batch32"]["images_per_s"],
+        **{f"batch1_{k}_p50_latency": med[f"batch1_{k}"]["p50_ms"] / med["batch1_flat_top5"]["p50_ms"]
+           for k in ("router_top5", "router_top1", "router_every_child_top5")},
+        **{f"batch32_{k}_throughput": med[f"batch32_{k}"]["images_per_s"] / med["batch32_flat"]["images_per_s"]
+           for k in ("router_top5", "router_every_child")},
     }
     result = {
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "hierarchy": {"groups": args.groups, "species_per_group": args.species, "photos_per_species": args.images,
+        "hierarchy": {"groups": args.groups, "species_per_group": args.species, "photos_per_species": args.images, "epochs": args.epochs,
                       "models_in_router": 1 + sum(c is not None for c in router.children.values()),
                       "architecture": "resnet width 32, 64 px, threads=1"},
-        "requests_per_round": args.requests, "repeats": args.repeats, "test_images": len(images),
+        "quality": quality, "requests_per_round": args.requests, "repeats": args.repeats,
         "median": med, "ratio_router_over_flat": ratio, "rounds": rounds,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ import json
 import os
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from .errors import EarthsnapError
 from .images import load_rgb, resize_shorter
 
 # %% auto #0
-__all__ = ['MODEL_FILES', 'TARBALL', 'ModelError', 'model_input', 'softmax', 'unpacked', 'model_dir', 'OnnxModel', 'open_model']
+__all__ = ['MODEL_FILES', 'TARBALL', 'ModelError', 'model_input', 'softmax', 'unpacked', 'model_dir', 'OnnxModel', 'per_input',
+           'open_model']
 
 # %% ../nbs/32_inference.ipynb #8d275cce
 MODEL_FILES = ("model.onnx", "model.safetensors", "classes.json", "hyperparameters.json", "metrics.json")
@@ -85,10 +87,19 @@ class OnnxModel:
         order = np.argsort(-probs, kind="stable")[:min(top_k, len(self.classes))]
         return [{"label": self.classes[j], "probability": float(probs[j])} for j in order]
 
+    def top(self, batch: np.ndarray, top_k: int | Sequence[int] = 5) -> list[list[dict]]:
+        "The `top_k` labels of each input of a batch (one `top_k` for all, or one per input), most likely first."
+        return [self.ranked(p, k) for p, k in zip(self.probabilities(batch), per_input(top_k, len(batch)))]
+
     def predict(self, images: list[bytes | Image.Image], top_k: int = 5) -> list[list[dict]]:
         "The `top_k` labels and probabilities for each image, most likely first."
-        probs = self.probabilities(np.stack([model_input(im, self.input_size) for im in images]))
-        return [self.ranked(p, top_k) for p in probs]
+        return self.top(np.stack([model_input(im, self.input_size) for im in images]), top_k)
+
+def per_input(top_k: int | Sequence[int], n: int) -> list[int]:
+    "`top_k` for each of `n` inputs: the same number for all, or one per input."
+    ks = [top_k] * n if isinstance(top_k, (int, np.integer)) else list(top_k)
+    if len(ks) != n: raise ValueError(f"{len(ks)} top_k values for {n} inputs")
+    return ks
 
 def open_model(path: str | os.PathLike, threads: int = 0) -> OnnxModel:
     "Load the model at `path` (directory or model.tar.gz) into ONNX Runtime; `threads` 0 lets it choose."

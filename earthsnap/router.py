@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .inference import MODEL_FILES, ModelError, OnnxModel, model_dir, model_input, open_model, unpacked
+from .inference import MODEL_FILES, ModelError, OnnxModel, model_dir, model_input, open_model, per_input, unpacked
 from .storage import write_json, write_tar_gz
 
 # %% auto #0
@@ -63,10 +64,30 @@ class RouterModel:
                         "species_probability": float(probs[j]) / pg if pg > 0 else 0.0})
         return out
 
+    def top(self, batch: np.ndarray, top_k: int | Sequence[int] = 5) -> list[list[dict]]:
+        "`ranked(probabilities(batch)[i], top_k)` for each input, running only the children that can place a species in it."
+        ks, pg = [min(k, len(self.classes)) for k in per_input(top_k, len(batch))], self.parent.probabilities(batch)
+        order = np.argsort(-pg, axis=1, kind="stable")      # each input's groups, most likely first
+        joint = np.zeros((len(batch), len(self.classes)), dtype=np.float32)
+        known = [[] for _ in batch]                         # the joint probabilities found so far, per input
+        open_ = list(range(len(batch)))
+        for r in range(pg.shape[1]):                        # round r: each open input's r-th most likely group
+            by_group: dict[int, list[int]] = {}
+            for i in open_: by_group.setdefault(int(order[i, r]), []).append(i)
+            for gi, rows in by_group.items():               # one child call per group, on the inputs that need it
+                g = self.parent.classes[gi]; child = self.children.get(g)
+                pc = child.probabilities(batch[rows]) if child is not None else np.ones((len(rows), 1), dtype=np.float32)
+                joint[np.ix_(rows, self._members[g])] = pg[rows, gi:gi + 1] * pc
+                for i in rows: known[i].extend(joint[i, self._members[g]])
+            if r + 1 == pg.shape[1]: break
+            # an input is answered once its k-th most likely species so far beats the next group, and so every species in it
+            open_ = [i for i in open_ if len(known[i]) < ks[i] or sorted(known[i], reverse=True)[ks[i] - 1] <= pg[i, order[i, r + 1]]]
+            if not open_: break
+        return [self.ranked(p, k) for p, k in zip(joint, ks)]
+
     def predict(self, images: list[bytes | Image.Image], top_k: int = 5) -> list[list[dict]]:
-        "The `top_k` species, with group and probabilities, for each image."
-        probs = self.probabilities(np.stack([model_input(im, self.input_size) for im in images]))
-        return [self.ranked(p, top_k) for p in probs]
+        "The `top_k` species, with group and probabilities, for each image (see `top`)."
+        return self.top(np.stack([model_input(im, self.input_size) for im in images]), top_k)
 
 # %% ../nbs/32a_router.ipynb #68a45346
 def _classes(d: Path) -> tuple[list[str], int]:

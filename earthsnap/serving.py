@@ -75,29 +75,29 @@ def watch(slot: ModelSlot, endpoint_dir: Path, every: float = 0.25, stop: thread
     return t
 
 # %% ../nbs/42_serving.ipynb #7d4239b2
-def _run(model: OnnxModel, bodies: list[bytes]) -> list[np.ndarray | Exception]:
-    "Probabilities for each body, in one ONNX Runtime call; a body that cannot be decoded gets its exception instead."
-    inputs, out = [], []
-    for body in bodies:
-        try: inputs.append(model_input(body, model.input_size)); out.append(None)
+def _run(model: OnnxModel, requests: list[tuple[bytes, int]]) -> list[list[dict] | Exception]:
+    "The top_k predictions for each (body, top_k), in one call of the model; a body that cannot be decoded gets its exception instead."
+    inputs, ks, out = [], [], []
+    for body, k in requests:
+        try: inputs.append(model_input(body, model.input_size)); ks.append(k); out.append(None)
         except Exception as e: out.append(e)  # PIL's many errors for bytes that are not an image
     if inputs:
-        probs = iter(model.probabilities(np.stack(inputs)))
-        out = [next(probs) if o is None else o for o in out]
+        answers = iter(model.top(np.stack(inputs), ks))  # a router runs only the children each answer needs
+        out = [next(answers) if o is None else o for o in out]
     return out
 
 class Batcher:
     "Runs the requests that wait while the model is busy as one batch, on the model the slot holds when the batch starts."
     def __init__(self, slot: ModelSlot, max_batch: int = 32):
         self.slot, self.max_batch = slot, max_batch
-        self.queue: list[tuple[bytes, asyncio.Future]] = []
+        self.queue: list[tuple[tuple[bytes, int], asyncio.Future]] = []
         self.task: asyncio.Task | None = None
         self.batches = self.requests = 0  # counts, for the log and the tests
 
-    async def probabilities(self, body: bytes) -> tuple[np.ndarray, OnnxModel, str]:
-        "The probabilities for one image body, with the model and version that computed them."
+    async def predict(self, body: bytes, top_k: int = 5) -> tuple[list[dict], str]:
+        "The `top_k` predictions for one image body, with the version that made them."
         future = asyncio.get_running_loop().create_future()
-        self.queue.append((body, future))
+        self.queue.append(((body, top_k), future))
         if self.task is None or self.task.done(): self.task = asyncio.create_task(self._drain())
         return await future
 
@@ -105,13 +105,13 @@ class Batcher:
         while self.queue:
             batch, self.queue = self.queue[:self.max_batch], self.queue[self.max_batch:]
             model, version = self.slot.current()
-            try: results = await run_in_threadpool(_run, model, [body for body, _ in batch])
+            try: results = await run_in_threadpool(_run, model, [request for request, _ in batch])
             except Exception as e: results = [e] * len(batch)
             self.batches += 1; self.requests += len(batch)
             for (_, future), r in zip(batch, results):
                 if future.done(): continue  # its client went away
                 if isinstance(r, Exception): future.set_exception(r)
-                else: future.set_result((r, model, version))
+                else: future.set_result((r, version))
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
@@ -146,10 +146,10 @@ def create_app(slot: ModelSlot, max_bytes: int = MAX_BYTES, max_batch: int = 32)
             return _error(400, "bad_parameter", "top_k must be a whole number from 1 to 1000.")
         if slot.current()[0] is None:
             return _error(503, "model_not_loaded", slot.error or "No model is loaded yet: deploy one to this endpoint.")
-        try: probs, model, version = await batcher.probabilities(bytes(body))
+        try: predictions, version = await batcher.predict(bytes(body), top_k)
         except Exception as e:
             return _error(400, "undecodable_image", f"The body is not an image this endpoint can decode ({type(e).__name__}: {e}).")
-        return JSONResponse({"model": version, "predictions": model.ranked(probs, top_k)})
+        return JSONResponse({"model": version, "predictions": predictions})
 
     app = Starlette(routes=[Route("/ping", ping, methods=["GET"]), Route("/invocations", invocations, methods=["POST"])])
     app.state.batcher = batcher
