@@ -393,10 +393,11 @@ def _model_pipeline(p, model: Optional[str]):
     return p
 
 def _compiled(param: list[str], pipeline: Optional[Path], trainer: Optional[str] = None, model: Optional[str] = None):
+    from earthsnap.hierarchy import registry_group
     from earthsnap.sagemaker_pipeline import compile_pipeline
     cfg = load_config(**({"sagemaker_trainer": trainer} if trainer else {}))
     p = _model_pipeline(_pipeline(pipeline), model)
-    overrides = {**({"model_group": f"hierarchy-{model}", "dataset_name": f"demo-{model}", "taxonomy": ""} if model else {}), **_parse_params(param)}
+    overrides = {**({"model_group": registry_group("hierarchy", model), "dataset_name": f"demo-{model}", "taxonomy": ""} if model else {}), **_parse_params(param)}
     return p, cfg, compile_pipeline(p, cfg, overrides, project_dir=cfg.project_dir)
 
 def _service(compiled, cfg):

@@ -16,8 +16,8 @@ from .storage import join, write_text
 from .taxonomy import check_taxonomy
 
 # %% auto #0
-__all__ = ['PARENT', 'FLAT', 'model_name', 'check_hierarchy', 'ModelData', 'hierarchy_taxonomy', 'cut_hierarchy',
-           'hierarchy_data', 'write_listing', 'listing_uri']
+__all__ = ['PARENT', 'FLAT', 'model_name', 'registry_group', 'check_hierarchy', 'ModelData', 'hierarchy_taxonomy',
+           'cut_hierarchy', 'hierarchy_data', 'write_listing', 'listing_uri']
 
 # %% ../nbs/19_hierarchy.ipynb #067a1cc0
 PARENT, FLAT = "parent", "flat"
@@ -29,6 +29,10 @@ def model_name(group: str) -> str:
         raise ParameterError(f"Group {group!r} cannot name a child model (it gives {name!r}).",
                              fix=f"Rename the group in the taxonomy: letters or digits, and not {PARENT!r} or {FLAT!r}.")
     return name
+
+def registry_group(prefix: str, model: str) -> str:
+    "The registry group of one model of a hierarchy: PREFIX-parent, PREFIX-<child's model name>, PREFIX-flat."
+    return f"{prefix}-{model}"
 
 def check_hierarchy(counts: dict[str, int], taxonomy: dict[str, list[str]], origin: str = "the dataset") -> dict[str, list[str]]:
     "The taxonomy restricted to the labels of `counts` (label -> images); refuses labels it lacks and groups without images."

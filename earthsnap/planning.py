@@ -18,7 +18,7 @@ from .datasets import DatasetError, DatasetStore, DatasetVersion
 from .definition import Pipeline, project_pipeline
 from .errors import EarthsnapError, ParameterError
 from .executor import run_pipeline
-from .hierarchy import FLAT, PARENT, ModelData, cut_hierarchy, hierarchy_data, hierarchy_taxonomy, listing_uri, model_name, write_listing
+from .hierarchy import FLAT, PARENT, ModelData, cut_hierarchy, hierarchy_data, hierarchy_taxonomy, listing_uri, model_name, registry_group, write_listing
 from .notebooks import run_notebook, step_notebook
 from .progress import TerminalProgress
 from .registry import APPROVED, REJECTED, ModelRegistry, ModelVersion, SqliteRegistry
@@ -28,9 +28,9 @@ from .storage import join, read_json
 from .taxonomy import load_taxonomy, taxonomy_yaml
 
 # %% auto #0
-__all__ = ['SET_BY_HIERARCHY', 'Hierarchy', 'load_hierarchy', 'PlanItem', 'registry_group', 'version_classes', 'plan_hierarchy',
-           'plan_table', 'HierarchyRun', 'model_pipeline', 'run_hierarchy', 'run_summary', 'write_listings',
-           'sagemaker_commands', 'build_router', 'demo_hierarchy']
+__all__ = ['SET_BY_HIERARCHY', 'Hierarchy', 'load_hierarchy', 'PlanItem', 'version_classes', 'plan_hierarchy', 'plan_table',
+           'HierarchyRun', 'model_pipeline', 'run_hierarchy', 'run_summary', 'write_listings', 'sagemaker_commands',
+           'build_router', 'demo_hierarchy']
 
 # %% ../nbs/26_planning.ipynb #507889c6
 @dataclass
@@ -61,8 +61,6 @@ class PlanItem:
     action: str                 # train | keep
     reason: str
     current: str | None = None  # the registry version compared with
-
-def registry_group(prefix: str, model: str) -> str: return f"{prefix}-{model}"
 
 def version_classes(mv: ModelVersion, datasets: DatasetStore | None = None) -> list[str] | None:
     "The classes a registered version names: from its lineage (the register step records them), else from its dataset version."
