@@ -5,7 +5,9 @@
 # %% ../nbs/50_api.ipynb #a36748bb
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -61,19 +63,21 @@ def _arg(v: Any) -> str: return ("true" if v else "false") if isinstance(v, bool
 class Launcher:
     "Starts pipeline runs as processes of their own."
     def __init__(self, cfg: Config):
-        self.cfg, self.started = cfg, {}
+        self.cfg, self.started, self.cancelled, self.resumed = cfg, {}, set(), set()
 
-    def start(self, run_id: str, parameters: dict, to: list[str], cache: bool) -> Path:
-        "Start `earthsnap run --run-id run_id`; returns its log file."
+    def start(self, run_id: str, parameters: dict, to: list[str], cache: bool, resume: bool = False) -> Path:
+        "Start `earthsnap run --run-id run_id` (`--resume run_id` with `resume`); returns its log file."
         log = Path(self.cfg.runs) / f"{run_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-c", "import sys; from earthsnap.cli import main; sys.exit(main())", "run", "--run-id", run_id,
+        args = [sys.executable, "-c", "import sys; from earthsnap.cli import main; sys.exit(main())", "run",
+                "--resume" if resume else "--run-id", run_id,
                 *[a for k, v in parameters.items() for a in ("-p", f"{k}={_arg(v)}")], *[a for t in to for a in ("--to", t)],
                 *([] if cache else ["--no-cache"])]
         with open(log, "ab") as out:
             proc = subprocess.Popen(args, cwd=self.cfg.project_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self.started[run_id] = (proc, log)
+        if resume: self.resumed.add(run_id)
         threading.Thread(target=proc.wait, daemon=True, name=f"wait-{run_id}").start()
         return log
 
@@ -82,8 +86,20 @@ class Launcher:
         if run_id not in self.started: return None
         proc, log = self.started[run_id]
         if proc.poll() is None: return {"id": run_id, "status": "starting", "log": str(log)}
+        if run_id in self.cancelled: return {"id": run_id, "status": "cancelled", "log": str(log)}
         tail = log.read_text(errors="replace").strip().splitlines()[-10:] if log.exists() else []
         return {"id": run_id, "status": "failed", "exit_code": proc.returncode, "error": "\n".join(tail), "log": str(log)}
+
+    def resuming(self, run_id: str) -> bool:
+        "Whether a resume of `run_id` started here is still on its way (the record says failed or interrupted until it takes over)."
+        return run_id in self.resumed and self.started[run_id][0].poll() is None
+
+    def stop(self, run_id: str) -> bool:
+        "Stop a run started here that has not recorded itself yet; False when there is none."
+        proc = self.started.get(run_id, (None,))[0]
+        if proc is None or proc.poll() is not None: return False
+        self.cancelled.add(run_id); proc.terminate()
+        return True
 
 # %% ../nbs/50_api.ipynb #3c1780a9
 def create_api(cfg: Config, token: str) -> FastAPI:
@@ -138,11 +154,43 @@ def create_api(cfg: Config, token: str) -> FastAPI:
     def get_run(run_id: str, who: str = Depends(authorized)):
         store = RunStore(cfg.registry)
         store.mark_interrupted()
-        try: return store.run(run_id)
+        try:
+            run = store.run(run_id)
+            return {**run, "status": "resuming"} if run["status"] in ("failed", "interrupted") and launcher.resuming(run_id) else run
         except RunNotFound:
             state = launcher.state(run_id)
             if state: return state
             raise ApiError(404, "unknown_run", f"There is no run {run_id!r}.", "GET /runs lists the runs.")
+
+    @app.post("/runs/{run_id}/cancel", status_code=202, tags=["runs"], summary="Stop a running run (it can be resumed)")
+    def cancel_run(run_id: str, who: str = Depends(authorized)):
+        store = RunStore(cfg.registry)
+        store.mark_interrupted()
+        try: run = store.run(run_id)
+        except RunNotFound:
+            if launcher.stop(run_id): return {"id": run_id, "status": "cancelled", "url": f"/runs/{run_id}"}
+            raise ApiError(404, "unknown_run", f"There is no running run {run_id!r}.", "GET /runs lists the runs.")
+        if run["status"] != "running" and launcher.resuming(run_id) and launcher.stop(run_id):
+            return {"id": run_id, "status": run["status"], "url": f"/runs/{run_id}"}  # stopped before it took the run up again
+        if run["status"] != "running":
+            raise ApiError(409, "run_not_running", f"Run {run_id} is {run['status']}: only a running run can be cancelled.",
+                           "POST /runs/{id}/resume takes up a failed or interrupted run." if run["status"] in ("failed", "interrupted") else "")
+        try: os.kill(run["pid"], signal.SIGTERM)  # the executor takes it as Ctrl-C: kernels interrupted, notebooks kept
+        except ProcessLookupError: pass          # it ended in between: its record says how
+        return {"id": run_id, "status": "interrupting", "url": f"/runs/{run_id}"}
+
+    @app.post("/runs/{run_id}/resume", status_code=202, tags=["runs"], summary="Take up a failed or interrupted run")
+    def resume_run(run_id: str, who: str = Depends(authorized)):
+        store = RunStore(cfg.registry)
+        store.mark_interrupted()
+        try: run = store.run(run_id)
+        except RunNotFound: raise ApiError(404, "unknown_run", f"There is no run {run_id!r}.", "GET /runs lists the runs.")
+        if run["status"] not in ("failed", "interrupted") or launcher.resuming(run_id):
+            now = "resuming" if launcher.resuming(run_id) else run["status"]
+            raise ApiError(409, "run_not_resumable", f"Run {run_id} is {now}: only a failed or interrupted run resumes.",
+                           "GET /runs/{id} follows it." if now in ("running", "resuming") else "POST /runs starts a new run.")
+        log = launcher.start(run_id, {}, [s["name"] for s in run["steps"]], True, resume=True)  # the steps it was started with
+        return {"id": run_id, "status": "resuming", "url": f"/runs/{run_id}", "log": str(log)}
 
     def registry() -> SqliteRegistry: return SqliteRegistry(cfg.registry)
 

@@ -84,8 +84,52 @@ def test_api_starts_a_run_and_follows_it(project):
         assert [(s["name"], s["status"]) for s in run["steps"]] == [("data_qa", "succeeded")] and run["parameters"]["min_side"] == 32
         assert run_id in [r["id"] for r in call(url, "GET", "/runs")[1]["runs"]]
         assert (project / ".earthsnap" / "runs" / f"{run_id}.log").read_text().count("data_qa") >= 1
+        # a finished run can be neither cancelled nor resumed; an unknown one is 404
+        assert call(url, "POST", f"/runs/{run_id}/cancel")[0] == 409 and call(url, "POST", f"/runs/{run_id}/resume")[0] == 409
+        assert call(url, "POST", "/runs/earthsnap-20260101-000000-abcdef/cancel")[0] == 404
+        assert call(url, "POST", "/runs/earthsnap-20260101-000000-abcdef/resume", token="nope")[0] == 401
+        cancel_and_resume(url, project)
     finally:
         server.send_signal(signal.SIGTERM); server.wait(timeout=30)
+
+
+def follow(url: str, run_id: str, until, seconds: float = 240) -> dict:
+    "GET the run until `until(run)` holds."
+    deadline = time.monotonic() + seconds
+    while True:
+        status, run = call(url, "GET", f"/runs/{run_id}")
+        assert status == 200, run
+        if until(run): return run
+        assert time.monotonic() < deadline and run["status"] not in ("succeeded", "failed"), run
+        time.sleep(0.5)
+
+
+def cancel_and_resume(url: str, project: Path):
+    """A run cancelled in its tuning step ends interrupted with its notebook kept; resumed, it keeps the steps that
+    succeeded and runs the tuning again; cancelled again, it is interrupted again."""
+    long_tuning = {"tune_trials": 500, "tune_epochs": 5, "tune_parallel": 1, "image_size": 32}
+    status, body = call(url, "POST", "/runs", {"parameters": long_tuning, "to": ["tune"]})
+    assert status == 202, body
+    run_id = body["id"]
+    tuning = lambda run: run["status"] == "running" and any(s["name"] == "tune" and s["status"] == "running" for s in run["steps"])
+    follow(url, run_id, tuning)
+    time.sleep(2)  # well inside the step
+    status, body = call(url, "POST", f"/runs/{run_id}/cancel")
+    assert status == 202 and body["status"] == "interrupting", body
+    run = follow(url, run_id, lambda r: r["status"] == "interrupted", 120)
+    steps = {s["name"]: s for s in run["steps"]}
+    assert steps["preprocess"]["status"] in ("succeeded", "cached") and steps["tune"]["status"] != "succeeded", steps
+    assert "KeyboardInterrupt" in (Path(run["run_dir"]) / "tune.ipynb").read_text()  # the notebook is kept where it stopped
+    status, body = call(url, "POST", f"/runs/{run_id}/cancel")
+    assert status == 409 and "only a running run" in body["message"] and "resume" in body["fix"], body
+    status, body = call(url, "POST", f"/runs/{run_id}/resume")
+    assert status == 202 and body["status"] == "resuming", body
+    assert call(url, "POST", f"/runs/{run_id}/resume")[0] == 409  # once is enough
+    run = follow(url, run_id, lambda r: tuning(r) and {s["name"]: s for s in r["steps"]}["tune"]["attempts"] == 2)
+    again = {s["name"]: s for s in run["steps"]}
+    assert again["preprocess"]["attempts"] == steps["preprocess"]["attempts"] and run["parameters"]["tune_trials"] == 500
+    assert call(url, "POST", f"/runs/{run_id}/cancel")[0] == 202
+    follow(url, run_id, lambda r: r["status"] == "interrupted", 120)
 
 
 def earthsnap(project: Path, *args: str, ok: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
