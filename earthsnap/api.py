@@ -63,7 +63,7 @@ def _arg(v: Any) -> str: return ("true" if v else "false") if isinstance(v, bool
 class Launcher:
     "Starts pipeline runs as processes of their own."
     def __init__(self, cfg: Config):
-        self.cfg, self.started, self.cancelled, self.resumed = cfg, {}, set(), set()
+        self.cfg, self.started, self.cancelled = cfg, {}, set()  # started: run id -> (process, log, whether it resumes)
 
     def start(self, run_id: str, parameters: dict, to: list[str], cache: bool, resume: bool = False) -> Path:
         "Start `earthsnap run --run-id run_id` (`--resume run_id` with `resume`); returns its log file."
@@ -76,15 +76,14 @@ class Launcher:
         with open(log, "ab") as out:
             proc = subprocess.Popen(args, cwd=self.cfg.project_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
-        self.started[run_id] = (proc, log)
-        if resume: self.resumed.add(run_id)
+        self.started[run_id] = (proc, log, resume)
         threading.Thread(target=proc.wait, daemon=True, name=f"wait-{run_id}").start()
         return log
 
     def state(self, run_id: str) -> dict | None:
         "A run started here that has not recorded itself: starting, or failed with the end of its log."
         if run_id not in self.started: return None
-        proc, log = self.started[run_id]
+        proc, log, _ = self.started[run_id]
         if proc.poll() is None: return {"id": run_id, "status": "starting", "log": str(log)}
         if run_id in self.cancelled: return {"id": run_id, "status": "cancelled", "log": str(log)}
         tail = log.read_text(errors="replace").strip().splitlines()[-10:] if log.exists() else []
@@ -92,7 +91,8 @@ class Launcher:
 
     def resuming(self, run_id: str) -> bool:
         "Whether a resume of `run_id` started here is still on its way (the record says failed or interrupted until it takes over)."
-        return run_id in self.resumed and self.started[run_id][0].poll() is None
+        proc, _, resume = self.started.get(run_id, (None, None, False))
+        return resume and proc.poll() is None
 
     def stop(self, run_id: str) -> bool:
         "Stop a run started here that has not recorded itself yet; False when there is none."
@@ -150,29 +150,34 @@ def create_api(cfg: Config, token: str) -> FastAPI:
         keep = ("id", "pipeline", "status", "started_at", "finished_at", "duration", "error")
         return {"runs": [{k: r.get(k) for k in keep} for r in RunStore(cfg.registry).runs(limit)]}
 
-    @app.get("/runs/{run_id}", tags=["runs"], summary="A run: status, parameters and steps")
-    def get_run(run_id: str, who: str = Depends(authorized)):
+    def recorded(run_id: str) -> dict | None:
+        "The record of run `run_id` (runs whose process died are marked interrupted first); None when it has none yet."
         store = RunStore(cfg.registry)
         store.mark_interrupted()
-        try:
-            run = store.run(run_id)
-            return {**run, "status": "resuming"} if run["status"] in ("failed", "interrupted") and launcher.resuming(run_id) else run
-        except RunNotFound:
+        try: return store.run(run_id)
+        except RunNotFound: return None
+
+    def unknown(run_id: str) -> ApiError:
+        return ApiError(404, "unknown_run", f"There is no run {run_id!r}.", "GET /runs lists the runs.")
+
+    @app.get("/runs/{run_id}", tags=["runs"], summary="A run: status, parameters and steps")
+    def get_run(run_id: str, who: str = Depends(authorized)):
+        run = recorded(run_id)
+        if run is None:
             state = launcher.state(run_id)
             if state: return state
-            raise ApiError(404, "unknown_run", f"There is no run {run_id!r}.", "GET /runs lists the runs.")
+            raise unknown(run_id)
+        return {**run, "status": "resuming"} if run["status"] in ("failed", "interrupted") and launcher.resuming(run_id) else run
 
     @app.post("/runs/{run_id}/cancel", status_code=202, tags=["runs"], summary="Stop a running run (it can be resumed)")
     def cancel_run(run_id: str, who: str = Depends(authorized)):
-        store = RunStore(cfg.registry)
-        store.mark_interrupted()
-        try: run = store.run(run_id)
-        except RunNotFound:
+        run = recorded(run_id)
+        if run is None:
             if launcher.stop(run_id): return {"id": run_id, "status": "cancelled", "url": f"/runs/{run_id}"}
-            raise ApiError(404, "unknown_run", f"There is no running run {run_id!r}.", "GET /runs lists the runs.")
-        if run["status"] != "running" and launcher.resuming(run_id) and launcher.stop(run_id):
-            return {"id": run_id, "status": run["status"], "url": f"/runs/{run_id}"}  # stopped before it took the run up again
+            raise unknown(run_id)
         if run["status"] != "running":
+            if launcher.resuming(run_id) and launcher.stop(run_id):  # stopped before it took the run up again
+                return {"id": run_id, "status": run["status"], "url": f"/runs/{run_id}"}
             raise ApiError(409, "run_not_running", f"Run {run_id} is {run['status']}: only a running run can be cancelled.",
                            "POST /runs/{id}/resume takes up a failed or interrupted run." if run["status"] in ("failed", "interrupted") else "")
         try: os.kill(run["pid"], signal.SIGTERM)  # the executor takes it as Ctrl-C: kernels interrupted, notebooks kept
@@ -181,12 +186,10 @@ def create_api(cfg: Config, token: str) -> FastAPI:
 
     @app.post("/runs/{run_id}/resume", status_code=202, tags=["runs"], summary="Take up a failed or interrupted run")
     def resume_run(run_id: str, who: str = Depends(authorized)):
-        store = RunStore(cfg.registry)
-        store.mark_interrupted()
-        try: run = store.run(run_id)
-        except RunNotFound: raise ApiError(404, "unknown_run", f"There is no run {run_id!r}.", "GET /runs lists the runs.")
-        if run["status"] not in ("failed", "interrupted") or launcher.resuming(run_id):
-            now = "resuming" if launcher.resuming(run_id) else run["status"]
+        run = recorded(run_id)
+        if run is None: raise unknown(run_id)
+        now = "resuming" if launcher.resuming(run_id) else run["status"]
+        if now not in ("failed", "interrupted"):
             raise ApiError(409, "run_not_resumable", f"Run {run_id} is {now}: only a failed or interrupted run resumes.",
                            "GET /runs/{id} follows it." if now in ("running", "resuming") else "POST /runs starts a new run.")
         log = launcher.start(run_id, {}, [s["name"] for s in run["steps"]], True, resume=True)  # the steps it was started with

@@ -68,8 +68,8 @@ class RouterModel:
         "`ranked(probabilities(batch)[i], top_k)` for each input, running only the children that can place a species in it."
         ks, pg = [min(k, len(self.classes)) for k in per_input(top_k, len(batch))], self.parent.probabilities(batch)
         order = np.argsort(-pg, axis=1, kind="stable")      # each input's groups, most likely first
-        joint = np.zeros((len(batch), len(self.classes)), dtype=np.float32)
-        known = [[] for _ in batch]                         # the joint probabilities found so far, per input
+        joint = np.zeros((len(batch), len(self.classes)), dtype=np.float32)  # 0 where a group was not visited
+        found = np.zeros(len(batch), dtype=int)             # species whose joint probability is known, per input
         open_ = list(range(len(batch)))
         for r in range(pg.shape[1]):                        # round r: each open input's r-th most likely group
             by_group: dict[int, list[int]] = {}
@@ -78,10 +78,11 @@ class RouterModel:
                 g = self.parent.classes[gi]; child = self.children.get(g)
                 pc = child.probabilities(batch[rows]) if child is not None else np.ones((len(rows), 1), dtype=np.float32)
                 joint[np.ix_(rows, self._members[g])] = pg[rows, gi:gi + 1] * pc
-                for i in rows: known[i].extend(joint[i, self._members[g]])
+                found[rows] += len(self._members[g])
             if r + 1 == pg.shape[1]: break
             # an input is answered once its k-th most likely species so far beats the next group, and so every species in it
-            open_ = [i for i in open_ if len(known[i]) < ks[i] or sorted(known[i], reverse=True)[ks[i] - 1] <= pg[i, order[i, r + 1]]]
+            # (the zeros of groups not visited are below every species found, so the row's k-th largest is the k-th found)
+            open_ = [i for i in open_ if found[i] < ks[i] or np.partition(joint[i], -ks[i])[-ks[i]] <= pg[i, order[i, r + 1]]]
             if not open_: break
         return [self.ranked(p, k) for p, k in zip(joint, ks)]
 
