@@ -42,6 +42,7 @@ setuptools.setup(
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],
+        "earthsnap.step_kinds": cfg.get("step_kinds", "").split(),
     },
     zip_safe=False,
 )

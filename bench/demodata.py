@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from earthsnap.demodata import generate_demo_data
+from earthsnap.data.demodata import generate_demo_data
 
 
 def one_run(workers: int, groups: int, species: int, images: int) -> float:

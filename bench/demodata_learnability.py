@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from earthsnap.demodata import generate_demo_data
+from earthsnap.data.demodata import generate_demo_data
 
 
 def load(root: Path, taxonomy: dict, size: int):

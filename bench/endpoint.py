@@ -10,11 +10,11 @@ round-robin. Each round measures, on the same images and the same model:
   top-5; the same work an endpoint does for one request, with nothing of HTTP (the baseline);
 - raw ONNX Runtime in batches of --clients images (`OnnxModel.probabilities` on a stacked batch, decoding
   included): the most this model gives on this machine, reported as a ceiling, not the target's baseline;
-- the endpoint: a real server process (`earthsnap.endpoints`, uvicorn + Starlette + ONNX Runtime) on
+- the endpoint: a real server process (`earthsnap.release.endpoints`, uvicorn + Starlette + ONNX Runtime) on
   127.0.0.1, and --clients concurrent clients, each on its own keep-alive connection (asyncio, in this
   process), sending --requests requests in all as `image/jpeg` POSTs to /invocations.
 
-The endpoint runs requests that arrive together as one batch (see `earthsnap.serving`); the target compares
+The endpoint runs requests that arrive together as one batch (see `earthsnap.release.serving`); the target compares
 it with one-at-a-time calls, which is the work a request asks for, and the ceiling shows what is left.
 Reported: requests/s, p50/p95/p99 latency per request (per batch for the ceiling), errors (anything but a 200 with 5 predictions),
 median over --repeats alternating rounds, and throughput as a ratio of raw ONNX Runtime's (target >= 70%,
@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from earthsnap.endpoints import Endpoints
-from earthsnap.inference import open_model
-from earthsnap.records import demo_records, split_images
+from earthsnap.release.endpoints import Endpoints
+from earthsnap.model.inference import open_model
+from earthsnap.data.records import demo_records, split_images
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,9 +50,9 @@ def free_port() -> int:
 
 def make_model(tmp: Path) -> tuple[Path, list[bytes]]:
     "The default architecture, one epoch on a 16-class demo set at 64 px, as model.tar.gz; and its test JPEGs."
-    from earthsnap.export import save_model, write_tarball
-    from earthsnap.hyperparameters import Hyperparameters
-    from earthsnap.training import train
+    from earthsnap.model.export import save_model, write_tarball
+    from earthsnap.model.hyperparameters import Hyperparameters
+    from earthsnap.model.training import train
     records = demo_records(tmp, groups=4, species=4, images=40, size=64)
     trained = save_model(train(records, Hyperparameters(epochs=1), progress=False, log=lambda l: None), tmp / "model")
     return write_tarball(trained, tmp / "model.tar.gz"), [im for *_, im in split_images(records, "test")]
@@ -71,7 +71,7 @@ def raw_ort(model, images: list[bytes], n: int) -> dict:
 
 def raw_ort_batched(model, images: list[bytes], n: int, batch: int) -> dict:
     "In-process predictions in batches of `batch` (decoding included): requests/s."
-    from earthsnap.inference import model_input
+    from earthsnap.model.inference import model_input
     seconds, t0, done = [], time.perf_counter(), 0
     while done < n:
         s = time.perf_counter()

@@ -30,10 +30,10 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
-from earthsnap.config import load_config
-from earthsnap.definition import NotebookStep, Parameter, Pipeline, load_pipeline
-from earthsnap.demodata import generate_demo_data
-from earthsnap.executor import run_pipeline
+from earthsnap.core.config import load_config
+from earthsnap.engine.definition import NotebookStep, Parameter, Pipeline, load_pipeline
+from earthsnap.data.demodata import generate_demo_data
+from earthsnap.engine.executor import run_pipeline
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -33,7 +33,7 @@ MXNET_PINS = ["mxnet==1.9.1", "numpy==1.23.5", "opencv-python-headless==4.8.1.78
 
 RUN_EARTHSNAP = """
 import json, resource, sys, time
-from earthsnap.preprocess import PreprocessParams, preprocess
+from earthsnap.data.preprocess import PreprocessParams, preprocess
 t = time.perf_counter()
 s = preprocess(sys.argv[1], sys.argv[2], PreprocessParams(size=64, quality=90), workers=int(sys.argv[3]), progress=False)
 print(json.dumps({"seconds": time.perf_counter() - t, "images": s["images"]["full"],
@@ -52,8 +52,8 @@ def mxnet_python() -> Path:
 
 
 def make_dataset(root: Path, images: int) -> str:
-    from earthsnap.dataqa import run_qa
-    from earthsnap.demodata import generate_demo_data
+    from earthsnap.data.dataqa import run_qa
+    from earthsnap.data.demodata import generate_demo_data
     groups, species = 5, 5
     photos = generate_demo_data(root / "photos", groups=groups, species=species, images=images // (groups * species), progress=False).root
     return run_qa(photos, "bench", datasets=root / "datasets", progress=False).dataset.root

@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/router.py [--groups 4] [--species 4] [--images 40] [--epochs 20] [--requests 400] [--repeats 5]
 
-`earthsnap.planning.demo_hierarchy` generates a demo set (--groups x --species x --images photos), and trains,
+`earthsnap.hierarchy.planning.demo_hierarchy` generates a demo set (--groups x --species x --images photos), and trains,
 with the default architecture (ResNet, width 32, 64 px) for --epochs epochs, the parent (one class per group),
 one child per group (its species) and the flat model (every species); the router is packed from the parent
 and the children exactly as `earthsnap hierarchy router` packs it. Both are opened with
-`earthsnap.router.load_model(path, threads=1)`, the loader the endpoint server uses, on one thread each so the
+`earthsnap.model.router.load_model(path, threads=1)`, the loader the endpoint server uses, on one thread each so the
 figures compare the work and not how it spreads over cores.
 
 The router answers an endpoint request with `top(x, top_k)`, which runs the children from the most likely
@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-from earthsnap.inference import model_input
-from earthsnap.planning import demo_hierarchy
-from earthsnap.records import split_images
-from earthsnap.router import RouterModel, load_model
+from earthsnap.model.inference import model_input
+from earthsnap.hierarchy.planning import demo_hierarchy
+from earthsnap.data.records import split_images
+from earthsnap.model.router import RouterModel, load_model
 
 HERE = Path(__file__).resolve().parent
 

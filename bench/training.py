@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from earthsnap.export import export_onnx
-from earthsnap.hyperparameters import Hyperparameters
-from earthsnap.inference import model_input, open_model
-from earthsnap.loader import Augment, RecordDataset, loader
-from earthsnap.records import demo_records, read_classes
-from earthsnap.models import build_model
-from earthsnap.training import make_optimizer
+from earthsnap.model.export import export_onnx
+from earthsnap.model.hyperparameters import Hyperparameters
+from earthsnap.model.inference import model_input, open_model
+from earthsnap.model.loader import Augment, RecordDataset, loader
+from earthsnap.data.records import demo_records, read_classes
+from earthsnap.model.networks import build_model
+from earthsnap.model.training import make_optimizer
 
 HERE = Path(__file__).resolve().parent
 

@@ -31,10 +31,10 @@ def test_clean_tree_passes(repo):
 
 
 def test_hand_edit_of_the_library_fails(repo):
-    f = repo / "earthsnap" / "errors.py"
+    f = repo / "earthsnap" / "core" / "errors.py"
     f.write_text(f.read_text() + "\nHAND_EDIT = 1\n")
     r = check(repo)
-    assert r.returncode == 1 and "earthsnap/errors.py differs from what nbs/ exports" in r.stderr
+    assert r.returncode == 1 and "earthsnap/core/errors.py differs from what nbs/ exports" in r.stderr
     assert "HAND_EDIT" in f.read_text()  # the check changes nothing in the tree
 
 
@@ -47,13 +47,13 @@ def test_stray_module_fails(repo):
 
 
 def test_stored_outputs_fail(repo):
-    nb_path = repo / "nbs" / "01_hashing.ipynb"
+    nb_path = repo / "nbs" / "core" / "hashing.ipynb"
     nb = json.loads(nb_path.read_text())
     code = next(c for c in nb["cells"] if c["cell_type"] == "code")
     code["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["hi\n"]}]
     nb_path.write_text(json.dumps(nb))
     r = check(repo)
-    assert r.returncode == 1 and "nbs/01_hashing.ipynb keeps outputs in 1 cells" in r.stderr
+    assert r.returncode == 1 and "nbs/core/hashing.ipynb keeps outputs in 1 cells" in r.stderr
 
 
 def test_stale_readme_fails(repo):

@@ -158,13 +158,13 @@ def test_demo_runs_end_to_end(earthsnap, tmp_path):
     assert tmp_path / ".earthsnap" / "demo-data" in paths
     for p in paths:
         assert p.exists(), p
-    data_report = next(Path(p) for p, label in listed.items() if label == "data report")
+    data_report = next(Path(p) for p, label in listed.items() if label == "explore_data report")  # "<step> report": each notebook step's executed report
     html = data_report.read_text()
     assert "image/png" in html  # the charts made it into the report
     assert f"16 labels, {16 * 6 + 9} files in {tmp_path / '.earthsnap' / 'demo-data'}" in html  # the data it was given
     assert "images accepted, 9 rejected" in r.stdout and "dataset demo@" in r.stdout
     assert "model: best epoch" in r.stdout and "passes the gate" in r.stdout
-    for label in ("tuning report", "model", "model archive", "evaluation report"): assert label in listed.values()
+    for label in ("data_qa report", "tune report", "model", "model archive", "evaluate report", "rejected list"): assert label in listed.values()
     again = earthsnap("demo", "--images", "6", "-q", *QUICK, cwd=tmp_path)
     assert again.returncode == 0 and "up to date" in again.stdout and again.stdout.count("cached") == 6, again.stdout
     assert "without encryption" not in r.stderr + again.stderr  # kernels talk over IPC, not plain TCP
@@ -173,7 +173,7 @@ def test_demo_runs_end_to_end(earthsnap, tmp_path):
 def test_library_from_a_plain_script(tmp_path):
     """A user's script without an `if __name__ == "__main__"` guard can draw demo data with worker processes."""
     script = tmp_path / "make_data.py"
-    script.write_text("from earthsnap.demodata import generate_demo_data\n"
+    script.write_text("from earthsnap.data.demodata import generate_demo_data\n"
                       f"d = generate_demo_data({str(tmp_path / 'd')!r}, groups=2, species=2, images=30, workers=2, progress=False)\n"
                       "print(d.images)\n")
     r = subprocess.run([str(BIN / "python"), str(script)], env=clean_env(), capture_output=True, text=True, timeout=120)
@@ -212,7 +212,7 @@ def test_qa_refuses_bad_input_before_running(earthsnap, tmp_path):
 
 def test_preprocess_step_from_the_cli(earthsnap, tmp_path):
     """`earthsnap preprocess` turns the dataset QA made into RecordIO splits that read back."""
-    from earthsnap.recordio import MXIndexedRecordIO, unpack_img
+    from earthsnap.data.recordio import MXIndexedRecordIO, unpack_img
     shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline")
     photos = tmp_path / "photos"
     assert earthsnap("demo-data", photos, "--groups", "2", "--species", "2", "--images", "20", "-q").returncode == 0

@@ -21,11 +21,11 @@ from conftest import BIN, clean_env, free_port
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> tuple[Path, Path, dict]:
     "A small trained model archive, the records it came from, and its evaluation figures."
-    from earthsnap.evaluation import evaluate
-    from earthsnap.export import save_model, write_tarball
-    from earthsnap.hyperparameters import Hyperparameters
-    from earthsnap.records import demo_records
-    from earthsnap.training import train
+    from earthsnap.model.evaluation import evaluate
+    from earthsnap.model.export import save_model, write_tarball
+    from earthsnap.model.hyperparameters import Hyperparameters
+    from earthsnap.data.records import demo_records
+    from earthsnap.model.training import train
     tmp = tmp_path_factory.mktemp("model")
     records = demo_records(tmp)
     trained = save_model(train(records, Hyperparameters(width=8, epochs=2, batch_size=16), progress=False, log=lambda l: None), tmp / "m")
@@ -46,7 +46,7 @@ def project(tmp_path, model):
 
 
 def register(project: Path, archive: Path, model) -> str:
-    from earthsnap.registry import SqliteRegistry
+    from earthsnap.release.registry import SqliteRegistry
     reg = SqliteRegistry(project / ".earthsnap" / "registry.db")
     return reg.register("flora", archive, model[2], {"inputs": {"records": str(model[1])}}, by="test").ref
 

@@ -143,7 +143,7 @@ def test_run_up_to_a_step(earthsnap, project):
 
 def test_a_nan_loss_stops_training_with_its_notebook(earthsnap, project):
     # weights with a NaN in the classifier, as a broken checkpoint would have (ResNet of width 4, 4 classes)
-    script = ("from earthsnap.models import build_model\nfrom earthsnap.hyperparameters import Hyperparameters\n"
+    script = ("from earthsnap.model.networks import build_model\nfrom earthsnap.model.hyperparameters import Hyperparameters\n"
               "from safetensors.torch import save_file\ns = build_model(Hyperparameters(width=4), 4).state_dict()\n"
               "s['8.weight'][0, 0] = float('nan')\nsave_file(s, 'nan.safetensors')")
     subprocess.run([str(BIN / "python"), "-c", script], cwd=project, check=True, env=clean_env())

@@ -31,7 +31,7 @@ def aws(moto_url, tmp_path):
 def test_list_show_approve_reject_through_the_cli(earthsnap, aws, tmp_path, monkeypatch):
     for k, v in aws.items():
         if k.startswith(("AWS_", "EARTHSNAP_")): monkeypatch.setenv(k, v)
-    from earthsnap.sagemaker_registry import SageMakerRegistry
+    from earthsnap.sagemaker.registry import SageMakerRegistry
     (tmp_path / "model.tar.gz").write_bytes(b"a model archive " + str(tmp_path).encode())
     reg = SageMakerRegistry(aws["EARTHSNAP_SAGEMAKER_BUCKET"], aws["EARTHSNAP_SAGEMAKER_SERVING_IMAGE"], "us-east-1", aws["AWS_ENDPOINT_URL"])
     group = f"fauna-{tmp_path.name[-6:].replace('_', '-')}"

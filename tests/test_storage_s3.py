@@ -12,11 +12,11 @@ import boto3
 import pytest
 
 from conftest import ROOT
-from earthsnap import storage
-from earthsnap.recordio import MXIndexedRecordIO, MXRecordIO, unpack_img
-from earthsnap.config import load_config
-from earthsnap.errors import StorageError
-from earthsnap.hashing import sha256_bytes
+from earthsnap.core import storage
+from earthsnap.data.recordio import MXIndexedRecordIO, MXRecordIO, unpack_img
+from earthsnap.core.config import load_config
+from earthsnap.core.errors import StorageError
+from earthsnap.core.hashing import sha256_bytes
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -94,9 +94,9 @@ def test_recordio_reads_from_s3(moto_url, bucket, monkeypatch):
 
 def test_data_qa_and_preprocess_from_a_bucket(moto_url, bucket, monkeypatch, tmp_path):
     """A photo source on S3 (emulated): QA lists and reads it there, and the dataset it commits preprocesses."""
-    from earthsnap.dataqa import run_qa
-    from earthsnap.demodata import generate_demo_data
-    from earthsnap.preprocess import PreprocessParams, preprocess
+    from earthsnap.data.dataqa import run_qa
+    from earthsnap.data.demodata import generate_demo_data
+    from earthsnap.data.preprocess import PreprocessParams, preprocess
     monkeypatch.setenv("EARTHSNAP_S3_ENDPOINT_URL", moto_url)
     photos = generate_demo_data(tmp_path / "photos", groups=1, species=2, images=5, faults=True, progress=False)
     for p in sorted(photos.root.rglob("*")):
