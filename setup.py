@@ -43,6 +43,7 @@ setuptools.setup(
         "console_scripts": cfg.get("console_scripts", "").split(),
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],
         "earthsnap.step_kinds": cfg.get("step_kinds", "").split(),
+        "earthsnap.registry_backends": cfg.get("registry_backends", "").split(),
     },
     zip_safe=False,
 )

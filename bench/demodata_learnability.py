@@ -1,6 +1,6 @@
 """How learnable is the demo data? Train a small CNN on it and report held-out species and group accuracy.
 
-    .venv/bin/python bench/demodata_learnability.py [--images 100] [--epochs 12] [--size 64]
+    .venv/bin/python bench/demodata_learnability.py [--images 100] [--epochs 12] [--size 64] [--smoke]
 
 Not a speed benchmark: it checks the claim that the demo photos are neither trivial (chance accuracy at the
 start, so no single cue gives the answer away) nor hopeless (a small CNN learns them in minutes on 2 CPU
@@ -47,7 +47,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=100, help="photos per species (4 groups x 4 species)")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--size", type=int, default=64, help="input size the photos are resized to")
+    ap.add_argument("--smoke", action="store_true", help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)")
     args = ap.parse_args()
+    if args.smoke: args.images, args.epochs, args.size = 3, 1, 16
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     data = generate_demo_data(Path(tempfile.mkdtemp()) / "d", images=args.images, progress=False)

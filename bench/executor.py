@@ -1,6 +1,6 @@
 """Benchmark: the local executor's cost per step, a cached re-run, and parallel steps, against baselines measured in the same run.
 
-    .venv/bin/python bench/executor.py [--repeats 5] [--fanout 20]
+    .venv/bin/python bench/executor.py [--repeats 5] [--fanout 20] [--smoke]
 
 1. Per-step overhead, on a trivial step notebook (a parameters cell and one cell that writes its output):
    - the same code called as a Python function;
@@ -9,7 +9,7 @@
      the whole `run_pipeline` call, run record, cache key, HTML rendering and atomic output included.
    Overhead per step = executor - papermill (medians over --repeats, alternating; target <= 0.5 s).
 2. A fully cached re-run of the EarthSnap pipeline (pipeline/pipeline.py) on the default demo data (1,600
-   photos): the `run_pipeline` call in-process, and the `earthsnap run` command as a fresh process, after a
+   photos; --smoke: 32 photos and a model of seconds): the `run_pipeline` call in-process, and the `earthsnap run` command as a fresh process, after a
    first run that fills the cache (target < 2 s).
 3. A fan-out of --fanout independent trivial steps, cache off, on 1 worker and on 2 (target >= 1.7x).
 """
@@ -65,7 +65,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--fanout", type=int, default=20)
+    ap.add_argument("--smoke", action="store_true", help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)")
     args = ap.parse_args()
+    if args.smoke: args.repeats, args.fanout = 1, 2
+    # smoke: a small demo set and a model of seconds, so the first run that fills the cache is short
+    quick = {"image_size": 32, "epochs": 1, "tune_trials": 1, "tune_epochs": 1, "tune_parallel": 1, "tune_fraction": 1.0,
+             "search_space": '{"width": [4, 8]}', "min_accuracy": 0.0} if args.smoke else {}
+    demo_shape = dict(groups=2, species=2, images=8) if args.smoke else {}
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
         steps_dir = project / "steps"; steps_dir.mkdir()
@@ -92,17 +98,19 @@ def main():
         es = project / "earthsnap-project"
         shutil.copytree(ROOT / "pipeline", es / "pipeline", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
         es_cfg = load_config(es, env={})
-        generate_demo_data(es / ".earthsnap" / "demo-data", faults=True, progress=False)
+        generate_demo_data(es / ".earthsnap" / "demo-data", faults=True, progress=False, **demo_shape)
         pipeline = load_pipeline(es / "pipeline" / "pipeline.py")
-        first = timed(lambda: run_pipeline(pipeline, config=es_cfg))
-        cached = [timed(lambda: run_pipeline(pipeline, config=es_cfg)) for _ in range(args.repeats)]
+        notebook_steps = sum(isinstance(s, NotebookStep) for s in pipeline.steps)  # what a fully cached run reuses
+        first = timed(lambda: run_pipeline(pipeline, quick, config=es_cfg))
+        cached = [timed(lambda: run_pipeline(pipeline, quick, config=es_cfg)) for _ in range(args.repeats)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("EARTHSNAP_")}
         cli = []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            r = subprocess.run([str(Path(sys.executable).parent / "earthsnap"), "run"], cwd=es, env=env, capture_output=True, text=True)
+            r = subprocess.run([str(Path(sys.executable).parent / "earthsnap"), "run", *(f"-p{k}={v}" for k, v in quick.items())],
+                               cwd=es, env=env, capture_output=True, text=True)
             cli.append(time.perf_counter() - t)
-            assert r.returncode == 0 and r.stdout.count("↺") == 3, r.stdout + r.stderr
+            assert r.returncode == 0 and r.stdout.count("↺") == notebook_steps, r.stdout + r.stderr
 
         # 3. fan-out: independent steps on 1 and on 2 workers
         print(f"3. a fan-out of {args.fanout} independent steps on 1 and 2 workers", file=sys.stderr)
@@ -121,7 +129,7 @@ def main():
           f"in-process, {statistics.median(cli):.2f} s as `earthsnap run` (a new process; target < 2 s)")
     print(f"\nfan-out of {args.fanout} trivial steps: 1 worker {fan_times[1]:.1f} s, 2 workers {fan_times[2]:.1f} s: "
           f"{speedup:.2f}x (target >= 1.7x)")
-    out = HERE / "results" / "executor.json"
+    out = Path(tempfile.mkdtemp() if args.smoke else HERE / "results") / "executor.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"per_step_s": {k: {"median": round(med[k], 4), "all": [round(x, 4) for x in v]} for k, v in times.items()},
                                "overhead_s": round(overhead, 3), "pipeline_first_run_s": round(first, 2),

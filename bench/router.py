@@ -89,13 +89,18 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400, help="batch-1 calls per measurement per round")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=str(HERE / "results" / "router.json"))
+    ap.add_argument("--smoke", action="store_true", help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)")
     args = ap.parse_args()
+    if args.smoke:
+        args.groups, args.species, args.images, args.epochs, args.requests, args.repeats = 2, 2, 8, 1, 10, 1
+        args.out = str(Path(tempfile.mkdtemp()) / "router.json")
 
     with tempfile.TemporaryDirectory() as tmp:
         print(f"training a {args.groups}-group hierarchy and a flat model on {args.groups * args.species * args.images} demo photos, "
               f"{args.epochs} epochs ...")
         t0 = time.perf_counter()
-        h = demo_hierarchy(tmp, groups=args.groups, species=args.species, images=args.images, epochs=args.epochs, width=32, size=64)
+        h = demo_hierarchy(tmp, groups=args.groups, species=args.species, images=args.images, epochs=args.epochs,
+                           width=8 if args.smoke else 32, size=32 if args.smoke else 64)
         print(f"trained in {time.perf_counter() - t0:.0f}s")
         flat, router = load_model(h["flat"], threads=1), load_model(h["router"], threads=1)
         assert flat.classes == router.classes, "the router and the flat model must name the same species"
@@ -123,7 +128,7 @@ def main() -> None:
         "router_every_child_top5": lambda im: router.ranked(router.probabilities(model_input(im, router.input_size)[None])[0], 5),
     }
     many = {"flat": flat.probabilities, "router_top5": lambda b: router.top(b, 5), "router_every_child": router.probabilities}
-    for call in one.values(): timed(call, images, 20)  # warm up every session before timing
+    for call in one.values(): timed(call, images, 2 if args.smoke else 20)  # warm up every session before timing
     rounds = []
     for r in range(args.repeats):
         row = {f"batch1_{k}": timed(call, images, args.requests) for k, call in one.items()}

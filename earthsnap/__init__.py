@@ -26,9 +26,8 @@ def run(pipeline=None, *, resume: str | None = None, cache: bool = True, workers
 def show_run(run_id: str | None = None, config=None) -> str:
     "The text of `earthsnap runs show` for run `run_id` (default: the latest run)."
     from earthsnap.core.progress import run_table
-    from earthsnap.engine.runs import RunStore
-    store = RunStore((config or load_config()).registry)
-    store.mark_interrupted()
+    from earthsnap.engine.runs import project_runs
+    store = project_runs(config or load_config())
     if run_id is None:
         latest = store.runs(1)
         if not latest: raise EarthsnapError("There is no run yet.", fix="Start one: earthsnap.run()")
@@ -37,8 +36,8 @@ def show_run(run_id: str | None = None, config=None) -> str:
 
 def model_registry(config=None):
     "The project's model registry: `.versions(group, status)`, `.get(ref)`, `.approve(ref, ...)`, `.reject(ref, ...)`."
-    from earthsnap.release.registry import SqliteRegistry
-    return SqliteRegistry((config or load_config()).registry)
+    from earthsnap.release.registry import open_registry
+    return open_registry(config or load_config())
 
 def approve(ref: str, reason: str = "", by: str | None = None, deploy: bool = False, config=None):
     "Approve a version pending approval, as `earthsnap registry approve`; `deploy` hands it to the deployer now (stage, tests)."

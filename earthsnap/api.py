@@ -24,8 +24,8 @@ from .core.config import Config
 from .engine.definition import project_pipeline
 from .core.errors import EarthsnapError, ParameterError
 from .engine.executor import check_run
-from .release.registry import RegistryError, SqliteRegistry, check_status
-from .engine.runs import RunNotFound, RunStore, new_run_id
+from .release.registry import ModelRegistry, RegistryError, check_status, open_registry
+from .engine.runs import RunNotFound, RunStore, new_run_id, project_runs
 
 # %% auto #0
 __all__ = ['RunRequest', 'Decision', 'Rejection', 'ApiError', 'Launcher', 'create_api', 'serve']
@@ -152,9 +152,7 @@ def create_api(cfg: Config, token: str) -> FastAPI:
 
     def recorded(run_id: str) -> dict | None:
         "The record of run `run_id` (runs whose process died are marked interrupted first); None when it has none yet."
-        store = RunStore(cfg.registry)
-        store.mark_interrupted()
-        try: return store.run(run_id)
+        try: return project_runs(cfg).run(run_id)
         except RunNotFound: return None
 
     def unknown(run_id: str) -> ApiError:
@@ -195,7 +193,7 @@ def create_api(cfg: Config, token: str) -> FastAPI:
         log = launcher.start(run_id, {}, [s["name"] for s in run["steps"]], True, resume=True)  # the steps it was started with
         return {"id": run_id, "status": "resuming", "url": f"/runs/{run_id}", "log": str(log)}
 
-    def registry() -> SqliteRegistry: return SqliteRegistry(cfg.registry)
+    def registry() -> ModelRegistry: return open_registry(cfg)
 
     @app.get("/registry/versions", tags=["registry"], summary="Model versions, newest first")
     def list_versions(group: str | None = None, status: str | None = None, who: str = Depends(authorized)):

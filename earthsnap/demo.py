@@ -97,7 +97,7 @@ def _summary(res: DemoResult, min_accuracy: float | None) -> list[str]:
     if res.registered:
         r = res.registered
         lines.append(f"registry: {r['version']} {'registered' if r['new'] else 'already registered'}, {r['status']}"
-                     + (f"; approve it with: earthsnap registry approve {r['version']}" if r["status"] == "PendingManualApproval" else ""))
+                     + (f"\nnext: earthsnap registry approve {r['version']}" if r["status"] == "PendingManualApproval" else ""))
     return lines
 
 # %% ../nbs/demo.ipynb #0eca9c0f
@@ -128,5 +128,5 @@ def run_demo(config: Config | None = None, progress: bool = True, echo=print, ca
     for line in _summary(res, _threshold(pipeline, values)): echo(line)
     echo(f"\ndone in {time.perf_counter() - t0:.1f}s (run {run['id']}). Results:")
     for label, path in res.outputs.items(): echo(f"  {label:<18} {path}")
-    echo(f"\nsee the run: earthsnap runs show {run['id']}")
+    echo(f"\nnext: earthsnap runs show {run['id']}")
     return res

@@ -80,3 +80,11 @@ def moto_url():
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def next_steps(stdout: str) -> list[list[str]]:
+    "The commands a command printed as its next steps (`next: earthsnap ...` lines), each as the argv after `earthsnap`."
+    import shlex
+    steps = [shlex.split(line[len("next: "):]) for line in stdout.splitlines() if line.startswith("next: ")]
+    assert all(s[0] == "earthsnap" for s in steps), steps
+    return [s[1:] for s in steps]

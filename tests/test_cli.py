@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from conftest import BIN, ROOT, clean_env
+from conftest import BIN, ROOT, clean_env, next_steps
 
 import earthsnap as earthsnap_pkg
 
@@ -27,8 +28,11 @@ def test_version_and_help(earthsnap):
     assert r.returncode == 0 and r.stdout.strip() == f"earthsnap {earthsnap_pkg.__version__}"
     r = earthsnap("--help")
     assert r.returncode == 0
-    for command in ("demo", "demo-data", "config"):
-        assert command in r.stdout
+    listed = set(re.findall(r"^│ (\S+)\s{2,}", r.stdout, re.M))  # the first column of the commands box
+    for command in ("demo", "demo-data", "qa", "preprocess", "run", "dag", "api", "runs", "registry", "endpoints", "deploy",
+                    "hierarchy", "sagemaker", "config"):
+        assert command in listed, (command, listed)
+    assert "plan" not in listed  # kept as a short spelling of `earthsnap hierarchy plan`, not listed twice
 
 
 def test_demo_data_with_faults(earthsnap, tmp_path):
@@ -149,10 +153,17 @@ QUICK = ["-p", "tune_fraction=1.0", "-p", "tune_trials=2", "-p", "tune_parallel=
 def test_demo_runs_end_to_end(earthsnap, tmp_path):
     """`earthsnap demo` in a fresh project: demo data, the step notebooks run by papermill, results listed."""
     shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline")
+    (tmp_path / "earthsnap.yaml").write_text("deploy_group: flora\n")  # an approval of species/1 is recorded, not deployed
     r = earthsnap("demo", "--images", "6", "-q", *QUICK, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr
     results = r.stdout.split("Results:\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    assert "see the run: earthsnap runs show earthsnap-" in r.stdout
+    # the next steps it prints run as printed
+    steps = next_steps(r.stdout)
+    assert steps[0] == ["registry", "approve", "species/1"] and steps[1][:2] == ["runs", "show"], steps
+    for step in steps:
+        done = earthsnap(*step, cwd=tmp_path)
+        assert done.returncode == 0, (step, done.stdout, done.stderr)
+    assert "species/1  Approved" in earthsnap("registry", "show", "species/1", cwd=tmp_path).stdout
     listed = dict(line.strip().rsplit(None, 1)[::-1] for line in results)
     paths = {Path(p) for p in listed}
     assert tmp_path / ".earthsnap" / "demo-data" in paths

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT, clean_env, free_port
+from conftest import BIN, ROOT, clean_env, free_port, next_steps
 
 TOKEN = "test-token-0123"
 SMALL = ["-p", "image_size=32", "-p", "epochs=3", "-p", "hyperparameters={\"width\": 8}", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "tune_parallel=1",
@@ -143,26 +143,30 @@ def test_hierarchy_plan_train_router_release(project):
     plan = earthsnap(project, "plan", "--parent-per-group", "40").stdout
     print(plan)
     assert plan.count(" train ") == 4 and "4 of 4 models to train" in plan
-    r = earthsnap(project, "hierarchy", "run", "--parent-per-group", "40", *SMALL)
-    print(r.stdout[-2500:])
-    assert "training 4 model(s), 2 at a time" in r.stdout
-    refs = {m: next(w for w in r.stdout.split() if w.startswith(f"hierarchy-{m}/")) for m in ("parent", "acantha", "betula", "flat")}
-    assert "[acantha]" in r.stdout and "[betula]" in r.stdout  # each child's own run, side by side
+    trained = earthsnap(project, "hierarchy", "run", "--parent-per-group", "40", *SMALL)
+    print(trained.stdout[-2500:])
+    assert "training 4 model(s), 2 at a time" in trained.stdout
+    refs = {m: next(w for w in trained.stdout.split() if w.startswith(f"hierarchy-{m}/")) for m in ("parent", "acantha", "betula", "flat")}
+    assert "[acantha]" in trained.stdout and "[betula]" in trained.stdout  # each child's own run, side by side
     again = earthsnap(project, "plan", "--parent-per-group", "40").stdout
     assert again.count(" keep ") == 4 and "0 of 4 models to train" in again
     # the router wants approved parts
     r = earthsnap(project, "hierarchy", "router", ok=False)
     assert r.returncode == 2 and f"parent: approve {refs['parent']}" in r.stderr
-    for m in ("parent", "acantha", "betula"): earthsnap(project, "registry", "approve", refs[m], "--no-deploy")
-    r = earthsnap(project, "hierarchy", "router")
+    # what `hierarchy run` says to do next runs as printed: approve every part in one command, then pack the router
+    steps = next_steps(trained.stdout)
+    assert steps[0][:2] == ["registry", "approve"] and set(steps[0][2:]) == set(refs.values()) and steps[1][:2] == ["hierarchy", "router"], steps
+    earthsnap(project, *steps[0])
+    r = earthsnap(project, *steps[1])
     print(r.stdout)
     assert "hierarchy/1 registered, PendingManualApproval" in r.stdout and "router" in r.stdout and "flat" in r.stdout
     report = Path(next(l.split("report: ")[1] for l in r.stdout.splitlines() if "report: " in l))
     comparison = json.loads((report.parent / "comparison" / "comparison.json").read_text())
     assert set(comparison["models"]) == {"router", "flat"} and report.exists()
     assert comparison["models"]["router"]["images"] == comparison["models"]["flat"]["images"] > 0
-    # released like any model: approve -> stage, tested there -> promote -> prod answers with group, species, joint probability
-    r = earthsnap(project, "registry", "approve", "hierarchy/1")
+    # released like any model: approve (the router's next step, as printed) -> stage, tested there -> promote -> prod answers
+    assert next_steps(r.stdout) == [["registry", "approve", "hierarchy/1"]]
+    r = earthsnap(project, *next_steps(r.stdout)[0])
     print(r.stdout)
     assert "hierarchy/1: stage tests passed" in r.stdout, r.stdout
     earthsnap(project, "deploy", "promote")

@@ -15,7 +15,8 @@ import yaml
 from .errors import ConfigError, did_you_mean
 
 # %% auto #0
-__all__ = ['CONFIG_FILE', 'ENV_PREFIX', 'SETTINGS', 'Setting', 'Config', 'find_config_file', 'load_config', 'config_template']
+__all__ = ['CONFIG_FILE', 'ENV_PREFIX', 'SETTINGS', 'WHERE', 'Setting', 'Config', 'find_config_file', 'load_config',
+           'config_template', 'require']
 
 # %% ../../nbs/core/config.ipynb #25b325da
 CONFIG_FILE = "earthsnap.yaml"
@@ -216,3 +217,14 @@ def config_template() -> str:
     for s in SETTINGS:
         lines += [f"# {s.doc}", f"# {s.name}: {yaml.safe_dump(s.default, default_style=None).splitlines()[0]}", ""]
     return "\n".join(lines)
+
+# %% ../../nbs/core/config.ipynb #52e65476
+WHERE = "in earthsnap.yaml or as {env}"
+
+def require(cfg: Config, name: str, what: str) -> str:
+    "The value of setting `name`; an error naming the setting and where to set it when it is empty."
+    value = getattr(cfg, name)
+    if not value:
+        raise ConfigError(f"The SageMaker backend needs {what}; setting {name} is empty.",
+                          fix=f"Set {name} " + WHERE.format(env=f"EARTHSNAP_{name.upper()}") + " (`earthsnap config show` lists the settings).")
+    return value

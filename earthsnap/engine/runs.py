@@ -22,7 +22,7 @@ from ..core.parallel import pid_alive
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'SCHEMA', 'RUN_STATUSES', 'STEP_STATUSES', 'PACKAGES', 'RunNotFound', 'new_run_id', 'code_version',
-           'package_versions', 'RunStore']
+           'package_versions', 'RunStore', 'project_runs', 'step_statuses']
 
 # %% ../../nbs/engine/runs.ipynb #cde980e8
 SCHEMA_VERSION = 2
@@ -184,3 +184,14 @@ def _decode(row: sqlite3.Row) -> dict[str, Any]:
         if d.get(k) is not None: d[k] = json.loads(d[k])
     if d.get("started_at") and d.get("ended_at"): d["duration"] = round(d["ended_at"] - d["started_at"], 3)
     return d
+
+# %% ../../nbs/engine/runs.ipynb #b74b54e9
+def project_runs(cfg) -> RunStore:
+    "The run records of the project configured by `cfg`, with runs whose process is gone marked interrupted."
+    store = RunStore(cfg.registry)
+    store.mark_interrupted()
+    return store
+
+def step_statuses(run: dict) -> dict[str, str]:
+    "Step name -> status, of a run record (what `earthsnap dag --run` colours the steps by)."
+    return {s["name"]: s["status"] for s in run["steps"]}

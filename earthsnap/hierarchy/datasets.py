@@ -17,7 +17,8 @@ from ..data.taxonomy import check_taxonomy
 
 # %% auto #0
 __all__ = ['PARENT', 'FLAT', 'model_name', 'registry_group', 'check_hierarchy', 'ModelData', 'hierarchy_taxonomy',
-           'cut_hierarchy', 'hierarchy_data', 'write_listing', 'listing_uri']
+           'cut_hierarchy', 'hierarchy_data', 'write_listing', 'listing_uri', 'check_model', 'model_pipeline_name',
+           'model_defaults']
 
 # %% ../../nbs/hierarchy/datasets.ipynb #067a1cc0
 PARENT, FLAT = "parent", "flat"
@@ -124,3 +125,18 @@ def write_listing(data: ModelData, version: DatasetVersion, uri: str) -> str:
 def listing_uri(root: str, version: DatasetVersion, model: str) -> str:
     "Where the listing of `model` cut from `version` is kept under `root`."
     return join(root, f"{version.name}@{version.version}", f"{model}.jsonl")
+
+# %% ../../nbs/hierarchy/datasets.ipynb #64d137e4
+def check_model(model: str) -> str:
+    "A model name of a hierarchy (parent, flat, or a child's model name); refuses anything else."
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,40}", model):
+        raise ParameterError(f"{model!r} is not a model of a hierarchy.", fix="Name it as `earthsnap plan` does: parent, flat or a group's model name.")
+    return model
+
+def model_pipeline_name(pipeline: str, model: str) -> str:
+    "The name of one hierarchy model's own pipeline."
+    return f"{pipeline}-{check_model(model)}"
+
+def model_defaults(model: str, prefix: str = "hierarchy") -> dict[str, str]:
+    "The pipeline parameters a hierarchy sets for one of its models: its registry group, its dataset name, no taxonomy."
+    return {"model_group": registry_group(prefix, check_model(model)), "dataset_name": f"demo-{model}", "taxonomy": ""}

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.config import Config
+from ..core.config import Config, require
 from ..data.datasets import DatasetError, DatasetStore, DatasetVersion
 from ..engine.definition import Pipeline, project_pipeline
 from ..core.errors import EarthsnapError, ParameterError
@@ -21,7 +21,7 @@ from ..engine.executor import run_pipeline
 from .datasets import FLAT, PARENT, ModelData, cut_hierarchy, hierarchy_data, hierarchy_taxonomy, listing_uri, model_name, registry_group, write_listing
 from ..engine.notebooks import run_notebook, step_notebook
 from ..core.progress import TerminalProgress
-from ..release.registry import APPROVED, REJECTED, ModelRegistry, ModelVersion, SqliteRegistry
+from ..release.registry import APPROVED, REJECTED, ModelRegistry, ModelVersion, SqliteRegistry, open_registry
 from ..model.router import pack_router, write_router_tarball
 from ..engine.runs import new_run_id
 from ..core.storage import join, read_json
@@ -30,8 +30,8 @@ from ..data.step_files import MODEL_ARCHIVE, read_evaluation
 
 # %% auto #0
 __all__ = ['SET_BY_HIERARCHY', 'Hierarchy', 'load_hierarchy', 'PlanItem', 'version_classes', 'plan_hierarchy', 'plan_table',
-           'HierarchyRun', 'model_pipeline', 'run_hierarchy', 'run_summary', 'write_listings', 'sagemaker_commands',
-           'build_router', 'demo_hierarchy']
+           'HierarchyRun', 'model_pipeline', 'run_hierarchy', 'run_summary', 'write_listings', 'hierarchy_listings',
+           'sagemaker_commands', 'build_router', 'demo_hierarchy']
 
 # %% ../../nbs/hierarchy/planning.ipynb #507889c6
 @dataclass
@@ -186,7 +186,10 @@ def run_summary(result: HierarchyRun) -> list[str]:
         lines.append(f"  {i.model:<14} {'registered' if i.model in reg else 'not registered':<9} {reg.get(i.model, '(below the accuracy gate)')}"
                      f"   run {run['id']}")
     if reg:
-        lines.append("next: approve the parts (earthsnap registry approve " + " ".join(reg.values()) + "), then: earthsnap hierarchy router")
+        prefix = next((i.group[:-len(i.model) - 1] for i in result.plan if i.group.endswith("-" + i.model)), "hierarchy")
+        router = f"earthsnap hierarchy router --dataset {result.hierarchy.version.ref}" + (f" --prefix {prefix}" if prefix != "hierarchy" else "")
+        lines += ["approve the parts, then pack the approved ones into a router:",
+                  "next: earthsnap registry approve " + " ".join(reg.values()), f"next: {router}"]
     return lines
 
 # %% ../../nbs/hierarchy/planning.ipynb #f37c43f5
@@ -197,6 +200,21 @@ def write_listings(h: Hierarchy, root: str, models: list[str] | None = None) -> 
         raise ParameterError(f"{', '.join(map(repr, unknown))}: not a model of the hierarchy of {h.version.ref}.",
                              fix=f"Choose among {', '.join(h.models)} (earthsnap plan lists them).")
     return {m: write_listing(h.models[m], h.version, listing_uri(root, h.version, m)) for m in (models or list(h.models))}
+
+def hierarchy_listings(cfg: Config, dataset: str = "demo", taxonomy: str | os.PathLike | None = None, parent_per_group: int = 200,
+                       seed: int = 0, models: list[str] | None = None, sagemaker: bool = False, to: str | None = None) -> tuple[Hierarchy, dict[str, str]]:
+    """Write each model's listing (default: under {store}/hierarchy). With `sagemaker`, the hierarchy is cut from the version data QA
+    committed in <sagemaker_bucket>/datasets and the listings go to <sagemaker_bucket>/hierarchy."""
+    root = cfg.store
+    if sagemaker:
+        import dataclasses
+        root = require(cfg, "sagemaker_bucket", "an S3 location for code, data and models (s3://BUCKET/PREFIX)")
+        cfg = dataclasses.replace(cfg, datasets=join(root, "datasets"))
+    try: h = load_hierarchy(cfg, dataset, taxonomy, parent_per_group, seed)
+    except DatasetError as e:
+        if not sagemaker: raise
+        raise DatasetError(e.what, fix="Run data QA on SageMaker first (earthsnap sagemaker start: its data_qa step commits the version there).") from None
+    return h, write_listings(h, to or join(root, "hierarchy"), models)
 
 def sagemaker_commands(h: Hierarchy, listings: dict[str, str]) -> list[str]:
     "The commands that create (or update) each model's own SageMaker pipeline with its listing as `source`, and start it."
@@ -217,7 +235,7 @@ def _pick(registry: ModelRegistry, group: str, classes: list[str], store: Datase
 def build_router(cfg: Config, h: Hierarchy, prefix: str = "hierarchy", registry: SqliteRegistry | None = None,
                  progress: bool = False, echo: Callable[[str], None] = print) -> ModelVersion:
     "Pack the approved parent and children of `h` into a router, compare it with the flat model, and register it in `prefix`."
-    registry = registry or SqliteRegistry(cfg.registry)
+    registry = registry or open_registry(cfg)
     parts, missing = {}, []
     for name, d in h.models.items():
         if d.role == "flat": continue
@@ -263,7 +281,8 @@ def build_router(cfg: Config, h: Hierarchy, prefix: str = "hierarchy", registry:
         echo(f"  {name:<8}{row['accuracy']:>9.3f}{row['group_accuracy']:>11.3f}{row['latency_ms_p50']:>8.2f}{row['latency_ms_p95']:>8.2f}")
     echo(f"  report: {out / 'compare.html'}")
     if mv.status != APPROVED:
-        echo(f"next: earthsnap registry approve {mv.ref}   (the deployer releases it with deploy_group: {prefix})")
+        echo(f"approve it to release it (the deployer releases group {prefix} when deploy_group is {prefix}):")
+        echo(f"next: earthsnap registry approve {mv.ref}")
     return mv
 
 # %% ../../nbs/hierarchy/planning.ipynb #5dc50c87

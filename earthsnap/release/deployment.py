@@ -24,7 +24,7 @@ from .endpoints import Endpoint, EndpointError, Endpoints
 from ..core.errors import EarthsnapError
 from .events import EVENT_TYPE
 from ..data.records import DataError, check_split, read_classes, split_images
-from .registry import APPROVED, ModelVersion, RegistryError, SqliteRegistry
+from .registry import APPROVED, ModelVersion, RegistryError, SqliteRegistry, open_registry
 from .serving import MAX_BYTES
 
 # %% auto #0
@@ -193,7 +193,7 @@ class Deployer:
     @classmethod
     def from_config(cls, cfg, **kw) -> Deployer:
         "The deployer of a project, from its configuration (`earthsnap.core.config.load_config()`)."
-        return cls(SqliteRegistry(cfg.registry), Endpoints(cfg.endpoints, cfg.endpoint_host), cfg.deploy_group, cfg.stage_port,
+        return cls(open_registry(cfg), Endpoints.from_config(cfg), cfg.deploy_group, cfg.stage_port,
                    cfg.prod_port, cfg.stage_min_accuracy, cfg.stage_p95_ms, cfg.auto_promote, **kw)
 
     # -- the record of deployments
@@ -304,6 +304,13 @@ class Deployer:
     def run(self, lease: float = 600.0) -> list[str]:
         "Handle every registry event the deployer has not handled yet, oldest first; returns their ids."
         return self.registry.outbox.deliver(CONSUMER, self.handle, lease=lease)
+
+    def deliver(self) -> tuple[list[Deployment], list[Deployment]]:
+        "Run over the pending events; returns the deployments this made and those of them that failed (the CLI exits 1 on any)."
+        last = max((d.id for d in self.history()), default=0)
+        self.run()
+        made = [d for d in self.history() if d.id > last]
+        return made, [d for d in made if d.status == "failed"]
 
     # -- prod
     def _to_prod(self, ref: str, action: str, by: str | None, reason: str) -> Deployment:

@@ -22,7 +22,7 @@ from .serving import MODEL_FILE
 from ..core.storage import write_json
 
 # %% auto #0
-__all__ = ['EndpointError', 'Endpoint', 'ping', 'Endpoints']
+__all__ = ['EndpointError', 'Endpoint', 'ping', 'Endpoints', 'endpoint_port']
 
 # %% ../../nbs/release/endpoints.ipynb #c081eccd
 class EndpointError(EarthsnapError):
@@ -51,6 +51,11 @@ class Endpoints:
     "The local endpoints kept under `root` (the `endpoints` setting)."
     def __init__(self, root: str | os.PathLike, host: str = "127.0.0.1"):
         self.root, self.host = Path(root), host
+
+    @classmethod
+    def from_config(cls, cfg) -> "Endpoints":
+        "The endpoints of the project configured by `cfg` (its `endpoints` and `endpoint_host` settings)."
+        return cls(cfg.endpoints, cfg.endpoint_host)
 
     def get(self, name: str) -> Endpoint:
         d = self.root / name
@@ -140,3 +145,10 @@ class Endpoints:
         "The last `lines` lines of the endpoint's log."
         p = self.get(name).dir / "server.log"
         return "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) if p.exists() else ""
+
+# %% ../../nbs/release/endpoints.ipynb #3b855a49
+def endpoint_port(cfg, name: str, port: int | None = None) -> int:
+    "The port endpoint `name` listens on: `port` if given, else the project's stage_port / prod_port for stage / prod."
+    port = port or {"stage": cfg.stage_port, "prod": cfg.prod_port}.get(name)
+    if not port: raise EndpointError(f"Endpoint {name!r} has no default port.", fix="Pass --port PORT.")
+    return port

@@ -16,14 +16,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..core.database import connection, open_database, transaction
-from ..core.errors import EarthsnapError, did_you_mean
+from ..core.errors import EarthsnapError, ParameterError, did_you_mean
 from .events import Outbox, emit, model_package_event
 from ..core.storage import atomic_write, sha256_uri
 from ..data.step_files import MODEL_ARCHIVE
+from ..core.config import Config
 
 # %% auto #0
-__all__ = ['PENDING', 'APPROVED', 'REJECTED', 'STATUSES', 'TRANSITIONS', 'SCHEMA', 'RegistryError', 'ModelVersion', 'parse_ref',
-           'check_status', 'archive_path', 'ModelRegistry', 'SqliteRegistry']
+__all__ = ['PENDING', 'APPROVED', 'REJECTED', 'STATUSES', 'TRANSITIONS', 'SCHEMA', 'REGISTRY_BACKENDS', 'LOCAL', 'RegistryError',
+           'ModelVersion', 'parse_ref', 'check_status', 'archive_path', 'ModelRegistry', 'SqliteRegistry',
+           'registry_backends', 'open_registry']
 
 # %% ../../nbs/release/registry.ipynb #501fc61a
 PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
@@ -81,6 +83,7 @@ def archive_path(artifact: str | os.PathLike) -> Path:
 # %% ../../nbs/release/registry.ipynb #4ee2b48d
 class ModelRegistry(ABC):
     "What every model registry offers; `SqliteRegistry` here, SageMaker's in the cloud."
+    deploys_here = True  # an approval is deployed by this project's deployer; False where the cloud's own service does it
     @abstractmethod
     def create_group(self, name: str, description: str = "") -> None: ...
     @abstractmethod
@@ -231,3 +234,23 @@ class SqliteRegistry(ModelRegistry):
             raise RegistryError(f"The artifact of {mv.ref} at {p} is missing or no longer has sha256 {mv.sha256[:12]}...",
                                 fix="The registry's store was changed by hand; register the model again from its run.")
         return mv
+
+# %% ../../nbs/release/registry.ipynb #066cc066
+REGISTRY_BACKENDS = "earthsnap.registry_backends"  # entry points: backend name -> a function of the Config that opens it
+LOCAL = "local"
+
+def registry_backends() -> list[str]:
+    "The names `open_registry` takes: local and every installed backend."
+    from importlib.metadata import entry_points
+    return [LOCAL, *sorted(ep.name for ep in entry_points(group=REGISTRY_BACKENDS))]
+
+def open_registry(cfg: Config, backend: str = LOCAL) -> ModelRegistry:
+    "The project's model registry: `local` (SQLite, in this project) or a backend named under the earthsnap.registry_backends entry points."
+    if backend == LOCAL: return SqliteRegistry(cfg.registry)
+    from importlib.metadata import entry_points
+    found = {ep.name: ep for ep in entry_points(group=REGISTRY_BACKENDS)}
+    if backend not in found:
+        names = registry_backends()
+        raise ParameterError(f"Unknown registry backend {backend!r}.{did_you_mean(backend, names)}",
+                             fix="Use " + " or ".join(f"--backend {n}" for n in names) + ".")
+    return found[backend].load()(cfg)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core.config import Config
+from ..core.config import WHERE, Config, require
 from ..engine.definition import (ConditionStep, ConfigValue, FailStep, JsonValue, NotebookStep, Parameter, Pipeline, RegisterStep,
                                   Step, StepOutput)
 from ..core.errors import ConfigError, EarthsnapError
@@ -25,25 +25,16 @@ from ..core.storage import join
 from ..data.step_files import EVALUATION, RECORDS_CLASSES, RECORDS_SUMMARY
 
 # %% auto #0
-__all__ = ['WHERE', 'TRAINERS', 'FRAMEWORK', 'RUN_STEP', 'BUNDLE_SKIPS', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'CHANNEL_FILES',
-           'TUNING_INPUTS', 'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'BUILTIN_NAMES', 'CompileError', 'require',
-           'Target', 'framework_image', 'builtin_image', 'code_bundle', 'Compiled', 'compiles', 'region_env',
-           'Compiler', 'compile_pipeline', 'processing_step', 'training_step', 'tuning_step', 'builtin_name',
-           'builtin_space', 'builtin_hyperparameters', 'condition_step', 'gate_value', 'register_step', 'fail_step']
+__all__ = ['TRAINERS', 'FRAMEWORK', 'RUN_STEP', 'BUNDLE_SKIPS', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'CHANNEL_FILES',
+           'TUNING_INPUTS', 'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'BUILTIN_NAMES', 'CompileError', 'Target',
+           'framework_image', 'builtin_image', 'code_bundle', 'Compiled', 'compiles', 'region_env', 'Compiler',
+           'compile_pipeline', 'processing_step', 'training_step', 'tuning_step', 'builtin_name', 'builtin_space',
+           'builtin_hyperparameters', 'condition_step', 'gate_value', 'register_step', 'fail_step', 'compile_project']
 
 # %% ../../nbs/sagemaker/compiler.ipynb #69840e72
 class CompileError(EarthsnapError):
     "A step of the pipeline asks for something a SageMaker Pipeline cannot express."
 
-WHERE = "in earthsnap.yaml or as {env}"
-
-def require(cfg: Config, name: str, what: str) -> str:
-    "The value of setting `name`; an error naming the setting and where to set it when it is empty."
-    value = getattr(cfg, name)
-    if not value:
-        raise ConfigError(f"The SageMaker backend needs {what}; setting {name} is empty.",
-                          fix=f"Set {name} " + WHERE.format(env=f"EARTHSNAP_{name.upper()}") + " (`earthsnap config show` lists the settings).")
-    return value
 
 @dataclass
 class Target:
@@ -572,3 +563,17 @@ def fail_step(c: Compiler, step: FailStep):
         if literal: parts.append(literal)
         if name is not None: parts.append(gate_value(c, step, step.inputs[name]))
     return SMFailStep(name=step.name, error_message=Join(on="", values=parts), depends_on=c.depends(step))
+
+# %% ../../nbs/sagemaker/compiler.ipynb #ddad0274
+def compile_project(cfg: Config, overrides: dict | None = None, pipeline_file: str | Path | None = None, trainer: str | None = None,
+                    model: str | None = None) -> tuple[Pipeline, Compiled]:
+    "The project's pipeline (one hierarchy `model`'s own, if given) and its compiled SageMaker form; `overrides` set parameter defaults."
+    import copy, dataclasses
+    from earthsnap.engine.definition import project_pipeline
+    from earthsnap.hierarchy.datasets import model_defaults, model_pipeline_name
+    if trainer: cfg = dataclasses.replace(cfg, sagemaker_trainer=trainer)
+    p = project_pipeline(cfg.project_dir, pipeline_file)
+    if model:
+        p = copy.copy(p); p.name = model_pipeline_name(p.name, model)
+        overrides = {**model_defaults(model), **(overrides or {})}
+    return p, compile_pipeline(p, cfg, overrides, project_dir=cfg.project_dir)

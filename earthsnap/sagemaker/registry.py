@@ -17,7 +17,7 @@ from ..core.storage import exists, join, sha256_uri, write_bytes, write_json
 from ..data.step_files import EVALUATION, MODEL_ARCHIVE, write_evaluation
 
 # %% auto #0
-__all__ = ['SageMakerRegistry']
+__all__ = ['SageMakerRegistry', 'sagemaker_registry']
 
 # %% ../../nbs/sagemaker/registry.ipynb #928dcb4f
 def _meta(d: dict) -> dict[str, str]:
@@ -29,6 +29,7 @@ def _time(t) -> float:
 
 class SageMakerRegistry(ModelRegistry):
     "The model registry in SageMaker's Model Registry; archives and evaluations under `bucket` (s3://bucket/prefix)."
+    deploys_here = False  # SageMaker emits the approval event; the release stack's EventBridge rule deploys it
     def __init__(self, bucket: str, serving_image: str, region: str | None = None, s3_endpoint_url: str | None = None, client=None):
         if not bucket.startswith("s3://"):
             raise ConfigError(f"The SageMaker registry needs an S3 location for model archives; sagemaker_bucket is {bucket!r}.",
@@ -164,3 +165,8 @@ class SageMakerRegistry(ModelRegistry):
             raise RegistryError(f"The archive of {mv.ref} at {mv.artifact} is missing or no longer has sha256 {mv.sha256[:12]}...",
                                 fix="Register the model again from its run.")
         return mv
+
+# %% ../../nbs/sagemaker/registry.ipynb #5486728f
+def sagemaker_registry(cfg) -> SageMakerRegistry:
+    "The SageMaker registry of a project, from its sagemaker_* settings (the `sagemaker` registry backend)."
+    return SageMakerRegistry(cfg.sagemaker_bucket, cfg.sagemaker_serving_image, cfg.sagemaker_region or None, cfg.s3_endpoint_url or None)

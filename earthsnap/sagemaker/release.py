@@ -16,6 +16,7 @@ from ..release.deployment import Check, endpoint_checks
 from .service import SageMakerError, call
 from ..core.storage import exists, join, read_bytes, read_json
 from ..data.step_files import RECORDS_CLASSES, RECORDS_SUMMARY
+from ..core.config import require
 
 # %% auto #0
 __all__ = ['RuntimeClient', 'package_ref', 'NO_RETRIES', 'SageMakerRelease']
@@ -68,6 +69,12 @@ class SageMakerRelease:
         self.rt = runtime or aws_client("sagemaker-runtime", region, NO_RETRIES())
         self.role, self.instance_type, self.prefix, self.s3 = role, instance_type, prefix, s3_endpoint_url
         self.wait_s, self.poll_s = wait_s, poll_s
+
+    @classmethod
+    def from_config(cls, cfg, instance_type: str = "ml.m5.large") -> "SageMakerRelease":
+        "The release of a project: endpoints run as its sagemaker_role, in its region."
+        return cls(require(cfg, "sagemaker_role", "the ARN of the IAM role endpoints run as"), cfg.sagemaker_region or None,
+                   instance_type, s3_endpoint_url=cfg.s3_endpoint_url or None)
 
     def endpoint_name(self, group: str, stage: str) -> str: return f"{self.prefix}-{group}-{stage}"[:63]
 

@@ -12,7 +12,7 @@ from .compiler import RUN_STEP, Compiled
 from ..core.storage import exists, write_bytes
 
 # %% auto #0
-__all__ = ['SageMakerError', 'call', 'PipelineService', 'execution_status', 'status_table']
+__all__ = ['SageMakerError', 'call', 'PipelineService', 'execution_status', 'status_table', 'project_status']
 
 # %% ../../nbs/sagemaker/service.ipynb #9889f5bd
 class SageMakerError(EarthsnapError):
@@ -29,6 +29,11 @@ class PipelineService:
         self.c, self.name = compiled, compiled.pipeline.name
         self.sm = client or aws_client("sagemaker", compiled.target.region)
         self.s3_endpoint_url = s3_endpoint_url
+
+    @classmethod
+    def from_config(cls, compiled: Compiled, cfg) -> "PipelineService":
+        "The service of `compiled`, with the project's S3 endpoint (an S3-compatible server, or AWS)."
+        return cls(compiled, s3_endpoint_url=cfg.s3_endpoint_url or None)
 
     def upload_code(self) -> list[str]:
         "Put the code bundle and run_step.py under their content address; returns what was uploaded (nothing when both are there)."
@@ -102,3 +107,8 @@ def status_table(st: dict) -> str:
                      + (f"  {s['FailureReason']}" if s.get("FailureReason") else "")
                      + ("  (cached)" if s.get("CacheHitResult") else ""))
     return "\n".join(lines)
+
+# %% ../../nbs/sagemaker/service.ipynb #e3150274
+def project_status(cfg, pipeline_name: str, execution_arn: str | None = None) -> str:
+    "The text of an execution of pipeline `pipeline_name` (the latest when none is named) and its steps."
+    return status_table(execution_status(aws_client("sagemaker", cfg.sagemaker_region or None), pipeline_name, execution_arn))
