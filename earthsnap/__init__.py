@@ -23,6 +23,7 @@ def run(pipeline=None, *, resume: str | None = None, cache: bool = True, workers
     show = NotebookProgress([s.name for s in pipeline.order]) if in_notebook() else TerminalProgress()
     return run_pipeline(pipeline, parameters, config=cfg, workers=workers, cache=cache, resume=resume, on_event=show)
 
+# %% ../nbs/earthsnap.ipynb #6c1c32e8
 def show_run(run_id: str | None = None, config=None) -> str:
     "The text of `earthsnap runs show` for run `run_id` (default: the latest run)."
     from earthsnap.core.progress import run_table
@@ -34,11 +35,13 @@ def show_run(run_id: str | None = None, config=None) -> str:
         run_id = latest[0]["id"]
     return run_table(store.run(run_id))
 
+# %% ../nbs/earthsnap.ipynb #45201862
 def model_registry(config=None):
     "The project's model registry: `.versions(group, status)`, `.get(ref)`, `.approve(ref, ...)`, `.reject(ref, ...)`."
     from earthsnap.release.registry import open_registry
     return open_registry(config or load_config())
 
+# %% ../nbs/earthsnap.ipynb #acca48f0
 def approve(ref: str, reason: str = "", by: str | None = None, deploy: bool = False, config=None):
     "Approve a version pending approval, as `earthsnap registry approve`; `deploy` hands it to the deployer now (stage, tests)."
     cfg = config or load_config()

@@ -5,6 +5,8 @@
 # %% ../nbs/api.ipynb #a36748bb
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import os
 import secrets
 import signal
@@ -14,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -28,7 +30,8 @@ from .release.registry import ModelRegistry, RegistryError, check_status, open_r
 from .engine.runs import RunNotFound, RunStore, new_run_id, project_runs
 
 # %% auto #0
-__all__ = ['RunRequest', 'Decision', 'Rejection', 'ApiError', 'Launcher', 'create_api', 'serve']
+__all__ = ['RunRequest', 'Decision', 'Rejection', 'ApiError', 'Launcher', 'refused', 'run_routes', 'registry_routes',
+           'create_api', 'serve']
 
 # %% ../nbs/api.ipynb #6424a1fd
 class RunRequest(BaseModel):
@@ -39,16 +42,19 @@ class RunRequest(BaseModel):
     to: list[str] = Field(default_factory=list, description="Run only up to these steps (and what they need), as `earthsnap run --to`.")
     cache: bool = Field(True, description="Reuse the outputs of steps whose inputs did not change.")
 
+# %% ../nbs/api.ipynb #9c33a28b
 class Decision(BaseModel):
     "An approval."
     model_config = ConfigDict(extra="forbid")
     reason: str = Field("", max_length=2000, description="Why: kept in the version's history.")
     by: str = Field("api", min_length=1, max_length=200, description="Who decides.")
 
+# %% ../nbs/api.ipynb #caa94447
 class Rejection(Decision):
     "A rejection: the reason is required."
     reason: str = Field(..., min_length=1, max_length=2000, description="Why: kept in the version's history.")
 
+# %% ../nbs/api.ipynb #620ef312
 class ApiError(Exception):
     "An error the API answers with its status and JSON body."
     def __init__(self, status: int, code: str, message: str, fix: str = ""):
@@ -101,7 +107,112 @@ class Launcher:
         self.cancelled.add(run_id); proc.terminate()
         return True
 
-# %% ../nbs/api.ipynb #3c1780a9
+# %% ../nbs/api.ipynb #31b4fd34
+def refused(e: EarthsnapError, status: int, code: str) -> ApiError:
+    "An earthsnap refusal as an API error: its what and fix, with the status and code the route gives it."
+    return ApiError(status, code, e.what, e.fix or "")
+
+def run_routes(cfg: Config, launcher: Launcher, authorized: Callable) -> APIRouter:
+    "The /runs routes: start a run, list runs, follow one, cancel it, resume it."
+    router = APIRouter()
+
+    @router.post("/runs", status_code=202, tags=["runs"], summary="Start a pipeline run")
+    def start_run(req: RunRequest, who: str = Depends(authorized)):
+        try:
+            pipeline = project_pipeline(cfg.project_dir)
+            check_run(pipeline.upto(*req.to) if req.to else pipeline, cfg, req.parameters)
+        except EarthsnapError as e: raise refused(e, 422, "invalid_parameters")
+        run_id = new_run_id(pipeline.name)
+        log = launcher.start(run_id, req.parameters, req.to, req.cache)
+        return {"id": run_id, "status": "starting", "url": f"/runs/{run_id}", "log": str(log)}
+
+    @router.get("/runs", tags=["runs"], summary="The latest runs")
+    def list_runs(limit: int = Query(20, ge=1, le=500), who: str = Depends(authorized)):
+        keep = ("id", "pipeline", "status", "started_at", "finished_at", "duration", "error")
+        return {"runs": [{k: r.get(k) for k in keep} for r in RunStore(cfg.registry).runs(limit)]}
+
+    def recorded(run_id: str) -> dict | None:
+        "The record of run `run_id` (runs whose process died are marked interrupted first); None when it has none yet."
+        try: return project_runs(cfg).run(run_id)
+        except RunNotFound: return None
+
+    def unknown(run_id: str) -> ApiError:
+        return ApiError(404, "unknown_run", f"There is no run {run_id!r}.", "GET /runs lists the runs.")
+
+    @router.get("/runs/{run_id}", tags=["runs"], summary="A run: status, parameters and steps")
+    def get_run(run_id: str, who: str = Depends(authorized)):
+        run = recorded(run_id)
+        if run is None:
+            state = launcher.state(run_id)
+            if state: return state
+            raise unknown(run_id)
+        return {**run, "status": "resuming"} if run["status"] in ("failed", "interrupted") and launcher.resuming(run_id) else run
+
+    @router.post("/runs/{run_id}/cancel", status_code=202, tags=["runs"], summary="Stop a running run (it can be resumed)")
+    def cancel_run(run_id: str, who: str = Depends(authorized)):
+        run = recorded(run_id)
+        if run is None:
+            if launcher.stop(run_id): return {"id": run_id, "status": "cancelled", "url": f"/runs/{run_id}"}
+            raise unknown(run_id)
+        if run["status"] != "running":
+            if launcher.resuming(run_id) and launcher.stop(run_id):  # stopped before it took the run up again
+                return {"id": run_id, "status": run["status"], "url": f"/runs/{run_id}"}
+            raise ApiError(409, "run_not_running", f"Run {run_id} is {run['status']}: only a running run can be cancelled.",
+                           "POST /runs/{id}/resume takes up a failed or interrupted run." if run["status"] in ("failed", "interrupted") else "")
+        try: os.kill(run["pid"], signal.SIGTERM)  # the executor takes it as Ctrl-C: kernels interrupted, notebooks kept
+        except ProcessLookupError: pass          # it ended in between: its record says how
+        return {"id": run_id, "status": "interrupting", "url": f"/runs/{run_id}"}
+
+    @router.post("/runs/{run_id}/resume", status_code=202, tags=["runs"], summary="Take up a failed or interrupted run")
+    def resume_run(run_id: str, who: str = Depends(authorized)):
+        run = recorded(run_id)
+        if run is None: raise unknown(run_id)
+        now = "resuming" if launcher.resuming(run_id) else run["status"]
+        if now not in ("failed", "interrupted"):
+            raise ApiError(409, "run_not_resumable", f"Run {run_id} is {now}: only a failed or interrupted run resumes.",
+                           "GET /runs/{id} follows it." if now in ("running", "resuming") else "POST /runs starts a new run.")
+        log = launcher.start(run_id, {}, [s["name"] for s in run["steps"]], True, resume=True)  # the steps it was started with
+        return {"id": run_id, "status": "resuming", "url": f"/runs/{run_id}", "log": str(log)}
+
+    return router
+
+# %% ../nbs/api.ipynb #342f48e6
+def registry_routes(cfg: Config, authorized: Callable) -> APIRouter:
+    "The /registry routes: list versions, show one, approve or reject it."
+    router = APIRouter()
+
+    def registry() -> ModelRegistry: return open_registry(cfg)
+
+    @router.get("/registry/versions", tags=["registry"], summary="Model versions, newest first")
+    def list_versions(group: str | None = None, status: str | None = None, who: str = Depends(authorized)):
+        try:
+            if status: check_status(status)
+            return {"versions": [v.to_dict() for v in registry().versions(group, status)]}
+        except RegistryError as e: raise refused(e, 422, "invalid_query")
+
+    def version(group: str, n: int):
+        try: return registry().get(f"{group}/{n}")
+        except RegistryError as e: raise refused(e, 404, "unknown_version")
+
+    @router.get("/registry/versions/{group}/{n}", tags=["registry"], summary="One model version")
+    def get_version(group: str, n: int, who: str = Depends(authorized)): return version(group, n).to_dict()
+
+    @router.post("/registry/versions/{group}/{n}/approve", tags=["registry"], summary="Approve a version pending approval")
+    def approve(group: str, n: int, d: Decision = Decision(), who: str = Depends(authorized)):
+        mv = version(group, n)
+        try: mv = registry().approve(mv.ref, by=d.by, reason=d.reason)
+        except RegistryError as e: raise refused(e, 409, "not_allowed")
+        return {**mv.to_dict(), "next": "the deployer releases it: earthsnap deploy run --follow (or earthsnap deploy run)"}
+
+    @router.post("/registry/versions/{group}/{n}/reject", tags=["registry"], summary="Reject a version pending approval")
+    def reject(group: str, n: int, d: Rejection, who: str = Depends(authorized)):
+        mv = version(group, n)
+        try: return registry().reject(mv.ref, by=d.by, reason=d.reason).to_dict()
+        except RegistryError as e: raise refused(e, 409, "not_allowed")
+
+    return router
+
+# %% ../nbs/api.ipynb #0d03b3bb
 def create_api(cfg: Config, token: str) -> FastAPI:
     "The API of the project configured by `cfg`, accepting `token` as its bearer token."
     if not token:
@@ -129,101 +240,14 @@ def create_api(cfg: Config, token: str) -> FastAPI:
         problems = [f"{'.'.join(str(p) for p in err['loc'][1:]) or 'body'}: {err['msg']}" for err in e.errors()]
         return JSONResponse(_body("invalid_request", "; ".join(problems), "See the request schemas at /docs."), status_code=422)
 
-    def refused(e: EarthsnapError, status: int, code: str):
-        return ApiError(status, code, e.what, e.fix or "")
-
     @app.get("/health", tags=["api"], summary="Whether the API is up")
     def health(): return {"status": "ok"}
 
-    @app.post("/runs", status_code=202, tags=["runs"], summary="Start a pipeline run")
-    def start_run(req: RunRequest, who: str = Depends(authorized)):
-        try:
-            pipeline = project_pipeline(cfg.project_dir)
-            check_run(pipeline.upto(*req.to) if req.to else pipeline, cfg, req.parameters)
-        except EarthsnapError as e: raise refused(e, 422, "invalid_parameters")
-        run_id = new_run_id(pipeline.name)
-        log = launcher.start(run_id, req.parameters, req.to, req.cache)
-        return {"id": run_id, "status": "starting", "url": f"/runs/{run_id}", "log": str(log)}
-
-    @app.get("/runs", tags=["runs"], summary="The latest runs")
-    def list_runs(limit: int = Query(20, ge=1, le=500), who: str = Depends(authorized)):
-        keep = ("id", "pipeline", "status", "started_at", "finished_at", "duration", "error")
-        return {"runs": [{k: r.get(k) for k in keep} for r in RunStore(cfg.registry).runs(limit)]}
-
-    def recorded(run_id: str) -> dict | None:
-        "The record of run `run_id` (runs whose process died are marked interrupted first); None when it has none yet."
-        try: return project_runs(cfg).run(run_id)
-        except RunNotFound: return None
-
-    def unknown(run_id: str) -> ApiError:
-        return ApiError(404, "unknown_run", f"There is no run {run_id!r}.", "GET /runs lists the runs.")
-
-    @app.get("/runs/{run_id}", tags=["runs"], summary="A run: status, parameters and steps")
-    def get_run(run_id: str, who: str = Depends(authorized)):
-        run = recorded(run_id)
-        if run is None:
-            state = launcher.state(run_id)
-            if state: return state
-            raise unknown(run_id)
-        return {**run, "status": "resuming"} if run["status"] in ("failed", "interrupted") and launcher.resuming(run_id) else run
-
-    @app.post("/runs/{run_id}/cancel", status_code=202, tags=["runs"], summary="Stop a running run (it can be resumed)")
-    def cancel_run(run_id: str, who: str = Depends(authorized)):
-        run = recorded(run_id)
-        if run is None:
-            if launcher.stop(run_id): return {"id": run_id, "status": "cancelled", "url": f"/runs/{run_id}"}
-            raise unknown(run_id)
-        if run["status"] != "running":
-            if launcher.resuming(run_id) and launcher.stop(run_id):  # stopped before it took the run up again
-                return {"id": run_id, "status": run["status"], "url": f"/runs/{run_id}"}
-            raise ApiError(409, "run_not_running", f"Run {run_id} is {run['status']}: only a running run can be cancelled.",
-                           "POST /runs/{id}/resume takes up a failed or interrupted run." if run["status"] in ("failed", "interrupted") else "")
-        try: os.kill(run["pid"], signal.SIGTERM)  # the executor takes it as Ctrl-C: kernels interrupted, notebooks kept
-        except ProcessLookupError: pass          # it ended in between: its record says how
-        return {"id": run_id, "status": "interrupting", "url": f"/runs/{run_id}"}
-
-    @app.post("/runs/{run_id}/resume", status_code=202, tags=["runs"], summary="Take up a failed or interrupted run")
-    def resume_run(run_id: str, who: str = Depends(authorized)):
-        run = recorded(run_id)
-        if run is None: raise unknown(run_id)
-        now = "resuming" if launcher.resuming(run_id) else run["status"]
-        if now not in ("failed", "interrupted"):
-            raise ApiError(409, "run_not_resumable", f"Run {run_id} is {now}: only a failed or interrupted run resumes.",
-                           "GET /runs/{id} follows it." if now in ("running", "resuming") else "POST /runs starts a new run.")
-        log = launcher.start(run_id, {}, [s["name"] for s in run["steps"]], True, resume=True)  # the steps it was started with
-        return {"id": run_id, "status": "resuming", "url": f"/runs/{run_id}", "log": str(log)}
-
-    def registry() -> ModelRegistry: return open_registry(cfg)
-
-    @app.get("/registry/versions", tags=["registry"], summary="Model versions, newest first")
-    def list_versions(group: str | None = None, status: str | None = None, who: str = Depends(authorized)):
-        try:
-            if status: check_status(status)
-            return {"versions": [v.to_dict() for v in registry().versions(group, status)]}
-        except RegistryError as e: raise refused(e, 422, "invalid_query")
-
-    def version(group: str, n: int):
-        try: return registry().get(f"{group}/{n}")
-        except RegistryError as e: raise refused(e, 404, "unknown_version")
-
-    @app.get("/registry/versions/{group}/{n}", tags=["registry"], summary="One model version")
-    def get_version(group: str, n: int, who: str = Depends(authorized)): return version(group, n).to_dict()
-
-    @app.post("/registry/versions/{group}/{n}/approve", tags=["registry"], summary="Approve a version pending approval")
-    def approve(group: str, n: int, d: Decision = Decision(), who: str = Depends(authorized)):
-        mv = version(group, n)
-        try: mv = registry().approve(mv.ref, by=d.by, reason=d.reason)
-        except RegistryError as e: raise refused(e, 409, "not_allowed")
-        return {**mv.to_dict(), "next": "the deployer releases it: earthsnap deploy run --follow (or earthsnap deploy run)"}
-
-    @app.post("/registry/versions/{group}/{n}/reject", tags=["registry"], summary="Reject a version pending approval")
-    def reject(group: str, n: int, d: Rejection, who: str = Depends(authorized)):
-        mv = version(group, n)
-        try: return registry().reject(mv.ref, by=d.by, reason=d.reason).to_dict()
-        except RegistryError as e: raise refused(e, 409, "not_allowed")
-
+    app.include_router(run_routes(cfg, launcher, authorized))
+    app.include_router(registry_routes(cfg, authorized))
     return app
 
+# %% ../nbs/api.ipynb #552dcf92
 def serve(cfg: Config, host: str = "127.0.0.1", port: int = 8090) -> None:
     "Serve the API of `cfg` with uvicorn until interrupted."
     import uvicorn

@@ -64,6 +64,11 @@ def test_api_starts_a_run_and_follows_it(project):
         assert status == 422 and "has no parameter 'image_sise'" in body["message"] and "image_size" in body["message"]
         status, body = call(url, "POST", "/runs", {"parameters": {"min_side": "big"}})
         assert status == 422 and "'min_side' is int" in body["message"]
+        status, body = call(url, "POST", "/runs", {"parameters": {"image_size": 5}})  # the message `earthsnap run -p image_size=5` gives
+        assert status == 422 and "Parameter 'image_size' must be from 8 to 4096, got 5." in body["message"], body
+        (project / "plain.yaml").write_text("acantha: [acantha_striata]\nbetula: [nope: [x]]\n")  # not a taxonomy: refused before a run exists
+        status, body = call(url, "POST", "/runs", {"parameters": {"taxonomy": "plain.yaml"}, "to": ["data_qa"]})
+        assert status == 422 and "Parameter 'taxonomy'" in body["message"] and "cannot be used" in body["message"], body
         status, body = call(url, "POST", "/runs", {"to": ["data_qq"]})
         assert status == 422 and "no step 'data_qq'" in body["message"]
         status, body = call(url, "POST", "/runs", {"parameters": {"source": "nowhere/photos"}, "to": ["data_qa"]})

@@ -152,6 +152,10 @@ def test_refused_before_anything_runs(earthsnap, project):
     for args, message in [(("-p", "imagesize=96"), "has no parameter 'imagesize'. Did you mean 'image_size'?"),
                           (("-p", "image_size=large"), "Parameter 'image_size' is int; 'large' is not"),
                           (("-p", "source=no/photos"), "does not exist"),
+                          (("-p", "image_size=5"), "Parameter 'image_size' must be from 8 to 4096, got 5."),
+                          (("-p", "small_classes=keep"), "Parameter 'small_classes' must be one of 'drop', 'fail', got 'keep'."),
+                          (("-p", "taxonomy=pipeline/pipeline.py"), "Parameter 'taxonomy' ("),  # not YAML a taxonomy can be read from
+                          (("-p", "source=pipeline/pipeline.py"), "is a file but not a listing"),
                           (("--resume", "earthsnap-19990101"), "No run 'earthsnap-19990101'")]:
         r = earthsnap("run", *DATA, *args, cwd=project)
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
@@ -205,3 +209,25 @@ def test_run_on_a_listing_without_taxonomy(earthsnap, project):
     assert f"4 labels, {4 * 12 + 9} files in" in (run_dir / "explore_data.html").read_text()
     qa = json.loads((run_dir / "data_qa" / "dataset" / "qa.json").read_text())
     assert qa["accepted"] == 4 * 12 and qa["rejected"] == 9
+
+
+def test_grayscale_silhouettes_with_a_plain_taxonomy(earthsnap, project):
+    """A real grayscale dataset (28x28 silhouettes) and a taxonomy written as the plain mapping run through the pipeline
+    with parameters alone; without accept_modes, data QA says which parameter would accept them."""
+    from PIL import Image, ImageDraw
+    photos = project / "silhouettes"
+    for species, shape in (("quercus_robur", "ellipse"), ("betula_pendula", "rectangle")):
+        for k in range(12):
+            im = Image.new("L", (28, 28), 255)
+            getattr(ImageDraw.Draw(im), shape)((4 + k % 5, 4, 22, 20 + k % 6), fill=20 * (k % 4))
+            (photos / species).mkdir(parents=True, exist_ok=True); im.save(photos / species / f"{k}.png")
+    (photos / "taxonomy.yaml").write_text("quercus: [quercus_robur]\nbetula: [betula_pendula]\n")  # no `groups:`
+    common = ("--to", "data_qa", "-p", f"source={photos}", "-p", f"taxonomy={photos / 'taxonomy.yaml'}", "-p", "min_side=16",
+              "-p", "dataset_name=shapes")
+    r = earthsnap("run", *common, cwd=project)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "accepted none of the 24 inputs: 24 grayscale" in r.stderr and "accept_modes (add grayscale" in r.stderr, r.stderr
+    r = earthsnap("run", *common, "-p", "accept_modes=rgb,grayscale", cwd=project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    qa = json.loads((project / ".earthsnap" / "runs" / run_id_in(r.stdout) / "data_qa" / "dataset" / "qa.json").read_text())
+    assert qa["accepted"] == 24 and qa["classes"] == {"betula_pendula": 12, "quercus_robur": 12}, qa

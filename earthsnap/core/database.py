@@ -27,6 +27,7 @@ def connection(path: str | os.PathLike) -> Iterator[sqlite3.Connection]:
     finally:
         db.close()
 
+# %% ../../nbs/core/database.ipynb #61225dcb
 @contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     "A write transaction, taken at once (BEGIN IMMEDIATE), committed on success and rolled back on any error."
@@ -37,6 +38,7 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.execute("ROLLBACK"); raise
     db.execute("COMMIT")
 
+# %% ../../nbs/core/database.ipynb #62c9877b
 def set_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:
     "Switch to WAL mode, retrying for up to `wait` s: two processes opening a new file at once can be refused here, busy timeout or not."
     deadline = time.monotonic() + wait
@@ -46,6 +48,7 @@ def set_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:
             if "locked" not in str(e) or time.monotonic() > deadline: raise
             time.sleep(0.05)
 
+# %% ../../nbs/core/database.ipynb #6f64c16e
 def open_database(path: str | os.PathLike, schema: str, migrate: Callable[[sqlite3.Connection], None] | None = None) -> Path:
     "Make sure the database at `path` exists in WAL mode with the tables of `schema`, after `migrate` (both in one transaction)."
     path = Path(path)

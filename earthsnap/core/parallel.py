@@ -19,11 +19,13 @@ def worker_context():
     "The multiprocessing context for worker processes: fork where the platform has it, else spawn."
     return get_context("fork" if "fork" in get_all_start_methods() else "spawn")
 
+# %% ../../nbs/core/parallel.ipynb #a6933ecc
 def n_workers(workers: int = 0, jobs: int | None = None) -> int:
     "Worker processes to use: `workers`, or one per CPU core when 0; never more than `jobs`."
     n = workers or os.cpu_count() or 1
     return max(1, min(n, jobs)) if jobs is not None else n
 
+# %% ../../nbs/core/parallel.ipynb #db63672a
 def batched(items: Iterable, n: int) -> Iterator[list]:
     "Consecutive lists of `n` items (the last may be shorter), read lazily."
     batch = []
@@ -32,6 +34,7 @@ def batched(items: Iterable, n: int) -> Iterator[list]:
         if len(batch) == n: yield batch; batch = []
     if batch: yield batch
 
+# %% ../../nbs/core/parallel.ipynb #f30a9349
 def pid_alive(pid: int | None) -> bool:
     "Whether a process with this id exists (one owned by another user counts as alive)."
     if not pid: return False
@@ -40,6 +43,7 @@ def pid_alive(pid: int | None) -> bool:
     except PermissionError: pass
     return True
 
+# %% ../../nbs/core/parallel.ipynb #ec09384a
 def ordered_map(fn: Callable, jobs: Iterable, workers: int = 0, window: int | None = None) -> Iterator:
     "Yield `fn(job)` for each job, in job order, from `workers` processes with at most `window` jobs in flight."
     if workers == 1:

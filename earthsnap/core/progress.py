@@ -26,9 +26,11 @@ def fmt_duration(seconds: float | None) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m"
 
+# %% ../../nbs/core/progress.ipynb #ec6e896c
 def fmt_time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
+# %% ../../nbs/core/progress.ipynb #757ff90c
 class _StepClock:
     "What both displays derive from a step's event: how long it took (from its 'running' event) and a note."
     def __init__(self): self.started = {}
@@ -84,6 +86,7 @@ class NotebookProgress(_StepClock):
             self.rows[step] = (status, took, e.get("error") or note)
         self.handle.update(self._HTML(self._html()))
 
+# %% ../../nbs/core/progress.ipynb #783a8650
 def in_notebook() -> bool:
     "Whether we run inside a Jupyter kernel."
     try:
@@ -102,6 +105,7 @@ def runs_table(runs: list[dict]) -> str:
         lines.append(f"{r['id']:<40} {r['status']:<12} {fmt_time(r['started_at']):<20} {fmt_duration(r.get('duration')):>9}  {code}")
     return "\n".join(lines)
 
+# %% ../../nbs/core/progress.ipynb #32e34401
 def run_table(run: dict) -> str:
     "The text of `earthsnap runs show RUN`: the run, its parameters and each step."
     cv = run.get("code_version") or {}

@@ -36,10 +36,12 @@ def split_uri(uri: str | os.PathLike) -> tuple[str, str]:
     scheme, path = uri.split("://", 1)
     return scheme.lower(), path
 
+# %% ../../nbs/core/storage.ipynb #f3576ee3
 def is_local(uri: str | os.PathLike) -> bool:
     "Whether `uri` names the local disk."
     return SCHEMES.get(split_uri(uri)[0]) == "local"
 
+# %% ../../nbs/core/storage.ipynb #6e3eca80
 def _s3_endpoint(endpoint_url: str | None) -> str | None:
     return (endpoint_url or os.environ.get("EARTHSNAP_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
             or os.environ.get("AWS_ENDPOINT_URL") or None)
@@ -64,6 +66,7 @@ def filesystem(uri: str | os.PathLike, endpoint_url: str | None = None) -> tuple
                            skip_instance_cache=bool(endpoint))
     return fs, path.rstrip("/")
 
+# %% ../../nbs/core/storage.ipynb #d12ff729
 def join(uri: str | os.PathLike, *parts: str) -> str:
     "Join path `parts` onto `uri`, keeping its scheme."
     uri = os.fspath(uri)
@@ -83,22 +86,26 @@ def exists(uri: str | os.PathLike, endpoint_url: str | None = None) -> bool:
     fs, path = filesystem(uri, endpoint_url)
     return fs.exists(path)
 
+# %% ../../nbs/core/storage.ipynb #a3ad63e7
 def read_bytes(uri: str | os.PathLike, endpoint_url: str | None = None) -> bytes:
     "The whole content of the file at `uri`."
     fs, path = filesystem(uri, endpoint_url)
     try: return fs.cat_file(path)
     except (OSError, ValueError) as e: raise _fail(uri, "read", e) from e
 
+# %% ../../nbs/core/storage.ipynb #b8b53028
 def read_text(uri: str | os.PathLike, endpoint_url: str | None = None) -> str:
     "The content of the UTF-8 text file at `uri`."
     return read_bytes(uri, endpoint_url).decode("utf-8")
 
+# %% ../../nbs/core/storage.ipynb #996a866a
 def read_json(uri: str | os.PathLike, endpoint_url: str | None = None) -> Any:
     "The parsed JSON document at `uri`."
     try: return json.loads(read_bytes(uri, endpoint_url))
     except json.JSONDecodeError as e:
         raise StorageError(f"{os.fspath(uri)!r} is not valid JSON: {e}") from None
 
+# %% ../../nbs/core/storage.ipynb #350f5e06
 def list_files(uri: str | os.PathLike, endpoint_url: str | None = None) -> Iterator[tuple[str, int]]:
     "Yield (uri, size) of every file below the directory `uri`, recursively, in sorted order."
     fs, root = filesystem(uri, endpoint_url)
@@ -111,6 +118,7 @@ def list_files(uri: str | os.PathLike, endpoint_url: str | None = None) -> Itera
             rel = posixpath.relpath(f"{dirpath}/{name}", root)
             yield join(uri, *rel.split("/")), files[name]["size"]
 
+# %% ../../nbs/core/storage.ipynb #6f1ce075
 def sha256_uri(uri: str | os.PathLike, endpoint_url: str | None = None) -> str:
     "SHA-256 of the file at `uri`, streamed."
     fs, path = filesystem(uri, endpoint_url)
@@ -155,19 +163,23 @@ def atomic_write(uri: str | os.PathLike, mode: str = "wb", endpoint_url: str | N
         raise
     f.close()
 
+# %% ../../nbs/core/storage.ipynb #d631e081
 def write_bytes(uri: str | os.PathLike, data: bytes, endpoint_url: str | None = None) -> str:
     "Write `data` to `uri` atomically; returns `uri`."
     with atomic_write(uri, "wb", endpoint_url) as f: f.write(data)
     return os.fspath(uri)
 
+# %% ../../nbs/core/storage.ipynb #23d3e8a4
 def write_text(uri: str | os.PathLike, text: str, endpoint_url: str | None = None) -> str:
     "Write UTF-8 `text` to `uri` atomically; returns `uri`."
     return write_bytes(uri, text.encode("utf-8"), endpoint_url)
 
+# %% ../../nbs/core/storage.ipynb #af111028
 def write_json(uri: str | os.PathLike, obj: Any, endpoint_url: str | None = None) -> str:
     "Write `obj` as indented JSON to `uri` atomically; returns `uri`."
     return write_text(uri, json.dumps(obj, indent=2, sort_keys=True) + "\n", endpoint_url)
 
+# %% ../../nbs/core/storage.ipynb #277f5012
 def write_tar_gz(root: str | os.PathLike, names, path: str | os.PathLike) -> Path:
     "Pack the files `names` (relative to the local directory `root`) into a reproducible .tar.gz at `path`: sorted, no times or owners."
     buf = io.BytesIO()

@@ -30,6 +30,7 @@ SMALL_CLASS_POLICIES = ("drop", "fail")
 class QAFailed(EarthsnapError):
     "The data did not pass QA (for example a class below its minimum count with small_classes='fail')."
 
+# %% ../../nbs/data/dataqa.ipynb #84fca506
 @dataclass
 class QAResult:
     "What a data QA run decided."
@@ -115,6 +116,7 @@ def check_qa_args(name: str, min_per_class: int, small_classes: str) -> None:
     if isinstance(min_per_class, bool) or not isinstance(min_per_class, int) or min_per_class < 1:
         raise ParameterError(f"min_per_class must be a whole number of at least 1, got {min_per_class!r}.")
 
+# %% ../../nbs/data/dataqa.ipynb #927b0826
 def _reject(item: SourceItem, reason: str, detail: str) -> dict:
     return {"uri": item.path, "label": item.label, "reason": reason, "detail": detail}
 

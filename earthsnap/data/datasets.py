@@ -33,6 +33,7 @@ EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BM
 class DatasetError(EarthsnapError):
     "A dataset or dataset version is missing, malformed or of an unknown format."
 
+# %% ../../nbs/data/datasets.ipynb #c45e04ec
 def check_name(name: str) -> str:
     "A dataset name: lowercase letters, digits, '.', '_' and '-', at most 64 characters."
     if not isinstance(name, str) or not _NAME.match(name):
@@ -40,10 +41,12 @@ def check_name(name: str) -> str:
                              fix="Use lowercase letters, digits, '.', '_' and '-' (at most 64), starting with a letter or digit.")
     return name
 
+# %% ../../nbs/data/datasets.ipynb #79dde7e9
 def manifest_version(rows: list[dict]) -> str:
     "The full SHA-256 that identifies the dataset made of manifest `rows` (in any order)."
     return hash_json(sorted([[r[f] for f in MANIFEST_FIELDS] for r in rows], key=lambda r: (r[0], r[2])))
 
+# %% ../../nbs/data/datasets.ipynb #94dce8dc
 def to_jsonl(rows: Iterable[dict], fields) -> str:
     "JSON lines of `rows`, each with `fields` in that order."
     return "".join(json.dumps({f: r[f] for f in fields}, ensure_ascii=False) + "\n" for r in rows)

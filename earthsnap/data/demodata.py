@@ -46,6 +46,7 @@ class GroupTraits:
     leaves: tuple # (min, max) leaves per plant
     aspect: float # leaf width / length
 
+# %% ../../nbs/data/demodata.ipynb #be32765c
 @dataclass(frozen=True)
 class SpeciesTraits:
     "What sets one species apart from its siblings."

@@ -56,6 +56,7 @@ class ImageRules:
         if not self.formats: raise ParameterError("formats must name at least one image format, e.g. JPEG.")
         object.__setattr__(self, "formats", tuple(f.upper() for f in self.formats))
 
+# %% ../../nbs/data/images.ipynb #8dceea6c
 @dataclass
 class ImageCheck:
     "What `inspect_image` found: `reason` is None for a usable image."
@@ -78,6 +79,7 @@ def mode_class(im: Image.Image) -> str:
     if im.mode == "CMYK": return "cmyk"
     return "rgb"
 
+# %% ../../nbs/data/images.ipynb #26b371b4
 def inspect_image(data: bytes, rules: ImageRules = ImageRules()) -> ImageCheck:
     "Check the bytes of one file against `rules`; never raises on bad data."
     if not data: return ImageCheck("empty_file", "0 bytes")
@@ -116,6 +118,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
         return out
     return im if im.mode == "RGB" else im.convert("RGB")
 
+# %% ../../nbs/data/images.ipynb #8ac505fe
 def load_rgb(data: bytes, size: int | None = None) -> Image.Image:
     "Decode `data`, apply its EXIF orientation and convert to RGB; with `size`, decode JPEGs at a reduced scale >= size."
     im = Image.open(io.BytesIO(data))
@@ -124,6 +127,7 @@ def load_rgb(data: bytes, size: int | None = None) -> Image.Image:
     im = ImageOps.exif_transpose(im)
     return to_rgb(im)
 
+# %% ../../nbs/data/images.ipynb #a95c7207
 def resize_shorter(im: Image.Image, size: int, center_crop: bool = False) -> Image.Image:
     "Scale `im` so its shorter side is `size` pixels; with `center_crop`, cut the centre `size` x `size` square."
     w, h = im.size
@@ -135,6 +139,7 @@ def resize_shorter(im: Image.Image, size: int, center_crop: bool = False) -> Ima
         im = im.crop((left, top, left + size, top + size))
     return im
 
+# %% ../../nbs/data/images.ipynb #e1527149
 def encode_jpeg(im: Image.Image, quality: int = 90) -> bytes:
     "JPEG bytes of `im` at `quality`."
     buf = io.BytesIO(); im.save(buf, "JPEG", quality=quality); return buf.getvalue()

@@ -47,10 +47,12 @@ class PreprocessParams:
             raise ParameterError(f"quality must be a whole number from 1 to 100, got {self.quality!r}.")
         check_fractions(self.train, self.val, self.test, self.tune_fraction)
 
+# %% ../../nbs/data/preprocess.ipynb #2c6f162f
 def record_id(sha256: str) -> int:
     "The stable id of an image: the first 60 bits of its sha256 (an IRHeader id, an .idx key, a .lst index)."
     return int(sha256[:15], 16)
 
+# %% ../../nbs/data/preprocess.ipynb #2974441d
 def open_dataset(dataset: str | os.PathLike | DatasetVersion, datasets: str | os.PathLike | None = None,
                  endpoint_url: str | None = None) -> DatasetVersion:
     "A dataset version from a version directory (`.../datasets/<name>/<version>`), the data QA step's output (with its qa.json), or a ref ('name' or 'name@version')."

@@ -51,6 +51,7 @@ def pack(header: IRHeader | tuple, s: bytes) -> bytes:
         s = label.tobytes() + s
     return struct.pack(_IR_FORMAT, *header) + s
 
+# %% ../../nbs/data/recordio.ipynb #6a35a451
 def unpack(s: bytes) -> tuple[IRHeader, bytes]:
     "Split a record into its IRHeader (labels as a float32 array when `flag` > 0) and its payload."
     if len(s) < _IR_SIZE:
@@ -100,6 +101,7 @@ def encode_record(buf: bytes) -> bytes:
     out += [_MAGIC_BYTES, struct.pack("<I", (3 if start else 0) << LENGTH_BITS | (n - start)), buf[start:], b"\0" * _pad(n)]
     return b"".join(out)
 
+# %% ../../nbs/data/recordio.ipynb #a4197a3c
 class MXRecordIO:
     "Sequential RecordIO file: `flag` 'r' to read (any fsspec URI), 'w' to write (atomically)."
     def __init__(self, uri: str | os.PathLike, flag: str, endpoint_url: str | None = None):

@@ -21,10 +21,12 @@ __all__ = ['DataError', 'read_classes', 'split_labels', 'check_split', 'split_im
 class DataError(EarthsnapError):
     "Data that cannot train or judge a model: a missing or empty split, classes absent from training."
 
+# %% ../../nbs/data/records.ipynb #2179aa28
 def read_classes(records: str | os.PathLike) -> tuple[list[str], int]:
     "The class names (in label order) and the image size of a preprocessing output; refuses one without either."
     return read_records_classes(records)["classes"], records_size(records)  # no default size: a summary without one is refused
 
+# %% ../../nbs/data/records.ipynb #c9c77a7d
 def split_labels(records: str | os.PathLike, split: str) -> tuple[list[int], list[int]]:
     "Record ids and label indices of a split, from its .lst."
     r = Path(records)
@@ -34,6 +36,7 @@ def split_labels(records: str | os.PathLike, split: str) -> tuple[list[int], lis
     rows = list(read_lst(r / f"{split}.lst"))
     return [k for k, _, _ in rows], [int(lab[0]) for _, lab, _ in rows]
 
+# %% ../../nbs/data/records.ipynb #b0cc73d1
 def check_split(records: str | os.PathLike, split: str, classes: list[str], every_class: bool = False) -> list[int]:
     "The labels of `split`; refuses an empty split and, with `every_class`, one that lacks some class."
     _, labels = split_labels(records, split)
@@ -48,6 +51,7 @@ def check_split(records: str | os.PathLike, split: str, classes: list[str], ever
                             fix="Add images of these classes, raise min_per_class in data QA to drop classes this small, or raise the train fraction.")
     return labels
 
+# %% ../../nbs/data/records.ipynb #5b38929a
 def split_images(records: str | os.PathLike, split: str) -> Iterator[tuple[int, int, str, bytes]]:
     "(record id, label, source URI, image bytes) for each record of `split`, in .lst order, read one at a time."
     r = Path(records)

@@ -20,6 +20,7 @@ def unit(sha256: str, seed: int, purpose: str) -> float:
     "A number in [0, 1) drawn from (purpose, seed, sha256): the same inputs, the same number."
     return int(sha256_bytes(f"{purpose}:{seed}:{sha256}".encode())[:15], 16) / 16 ** 15
 
+# %% ../../nbs/data/splits.ipynb #697753ab
 def check_fractions(train: float, val: float, test: float, tune_fraction: float = 1.0) -> tuple[float, float, float]:
     "Validate split fractions (each in [0, 1], summing to 1, train above 0) and the tuning fraction."
     fr = (train, val, test)
@@ -31,15 +32,18 @@ def check_fractions(train: float, val: float, test: float, tune_fraction: float 
         raise ParameterError(f"tune_fraction must be in (0, 1], got {tune_fraction}.", fix="For example 0.25: a quarter of train and val.")
     return fr
 
+# %% ../../nbs/data/splits.ipynb #ba6b9bb1
 def split_of(sha256: str, seed: int, fractions: tuple[float, float, float]) -> str:
     "The split ('train', 'val' or 'test') of the image with this sha256."
     u = unit(sha256, seed, "split")
     return "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
 
+# %% ../../nbs/data/splits.ipynb #91642474
 def in_tune(sha256: str, seed: int, tune_fraction: float) -> bool:
     "Whether the image is in the tuning subset of its split."
     return unit(sha256, seed, "tune") < tune_fraction
 
+# %% ../../nbs/data/splits.ipynb #5bbe3e01
 def check_coverage(counts: dict[str, dict[str, int]], classes: list[str], fractions: tuple[float, float, float]) -> list[str]:
     "One line per (class, split) with no image where the split's fraction is above 0."
     return [f"class {c!r} has no image in {s} (it has {sum(counts[x].get(c, 0) for x in SPLITS)} in all)"

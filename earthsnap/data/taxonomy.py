@@ -38,6 +38,7 @@ def check_taxonomy(groups, origin: str = "the taxonomy") -> dict[str, list[str]]
         out[group] = list(species)
     return out
 
+# %% ../../nbs/data/taxonomy.ipynb #f210fd18
 def load_taxonomy(uri: str | os.PathLike, endpoint_url: str | None = None) -> dict[str, list[str]]:
     "Read and validate a taxonomy.yaml: `groups: {group: [species, ...]}`, or the plain mapping `group: [species, ...]`."
     try: data = yaml.safe_load(read_text(uri, endpoint_url))
@@ -46,10 +47,12 @@ def load_taxonomy(uri: str | os.PathLike, endpoint_url: str | None = None) -> di
     if isinstance(data, dict) and isinstance(data.get("groups"), dict): data = data["groups"]  # the `groups:` form
     return check_taxonomy(data, f"Taxonomy {os.fspath(uri)}")
 
+# %% ../../nbs/data/taxonomy.ipynb #725aa48d
 def taxonomy_yaml(taxonomy: dict[str, list[str]]) -> str:
     "The text of a taxonomy.yaml."
     return "# earthsnap taxonomy: group -> species\n" + yaml.safe_dump({"groups": check_taxonomy(taxonomy)}, sort_keys=False)
 
+# %% ../../nbs/data/taxonomy.ipynb #1c70539c
 def species_to_group(taxonomy: dict[str, list[str]]) -> dict[str, str]:
     "Species -> its group."
     return {s: g for g, species in taxonomy.items() for s in species}

@@ -28,6 +28,7 @@ def depths(pipeline: Pipeline) -> dict[str, int]:
     for s in pipeline.order: d[s.name] = 1 + max((d[x.name] for x in pipeline.dependencies(s)), default=-1)
     return d
 
+# %% ../../nbs/engine/dag.ipynb #8a16b6f1
 def edges(pipeline: Pipeline) -> list[tuple[str, str, str]]:
     "(from step, to step, label) for every dependency: the output read, or 'if true' / 'if false' from a condition."
     out = []
@@ -44,6 +45,7 @@ def edges(pipeline: Pipeline) -> list[tuple[str, str, str]]:
         if (e[0], e[1]) not in seen: seen.add((e[0], e[1])); unique.append(e)
     return unique
 
+# %% ../../nbs/engine/dag.ipynb #3b69cbbf
 def _source(v) -> str:
     if isinstance(v, Parameter): return f"param {v.name}"
     if isinstance(v, ConfigValue): return f"config {v.name}"
@@ -77,6 +79,7 @@ def layout(pipeline: Pipeline) -> dict[str, tuple[float, float]]:
         pos[s.name] = (PAD + col * (W + GX), PAD + 20 + row * (H + GY))
     return pos
 
+# %% ../../nbs/engine/dag.ipynb #0228e4ea
 ARC = 22  # how far below the boxes an edge that skips columns runs, per column skipped
 
 def _arc_end(pos: dict, b: str) -> tuple[float, float, float]:
@@ -132,6 +135,7 @@ def svg_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
     parts.append("</svg>")
     return "\n".join(parts)
 
+# %% ../../nbs/engine/dag.ipynb #51354971
 def html_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
     "An HTML page: the drawing, a legend, and the pipeline's parameters."
     colours = STATUS_COLOURS if statuses else KIND_COLOURS
@@ -146,6 +150,7 @@ def html_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
             f"<h2>Parameters</h2><table><tr><th>name</th><th>type</th><th>default</th><th>description</th></tr>{rows}</table>"
             f"<h2>Steps in dependency order</h2><pre>{html.escape(text_dag(pipeline, statuses))}</pre></body></html>")
 
+# %% ../../nbs/engine/dag.ipynb #d193ba7a
 def png_dag(pipeline: Pipeline, path: Path, statuses: dict[str, str] | None = None) -> Path:
     "The drawing as a PNG, through matplotlib."
     import matplotlib
@@ -180,6 +185,7 @@ def png_dag(pipeline: Pipeline, path: Path, statuses: dict[str, str] | None = No
     fig.savefig(path, bbox_inches="tight"); plt.close(fig)
     return path
 
+# %% ../../nbs/engine/dag.ipynb #b010e01e
 def write_dag(pipeline: Pipeline, path: str | Path, statuses: dict[str, str] | None = None) -> Path:
     "Draw the pipeline to `path`: .svg, .html or .png, chosen by the file's suffix."
     path = Path(path)

@@ -122,6 +122,7 @@ class StepOutput:
         "The value at dotted `path` (e.g. 'metrics.accuracy.value') in the JSON `file` of this output (SageMaker's JsonGet)."
         return JsonValue(self, file, path)
 
+# %% ../../nbs/engine/definition.ipynb #b8555a4e
 @dataclass(frozen=True, eq=False)
 class JsonValue:
     "A value read, once its step has run, from a JSON file in one of the step's outputs."
@@ -133,6 +134,7 @@ class JsonValue:
     __format__ = lambda self, spec: self.__str__()
     def __repr__(self): return f"<{self.output.step.name}.{self.output.name}/{self.file}:{self.path}>"
 
+# %% ../../nbs/engine/definition.ipynb #7048aadc
 @dataclass(frozen=True)
 class ConfigValue:
     "A setting of the project's configuration (`earthsnap config show`), read when a run starts."
@@ -149,10 +151,12 @@ class ConfigValue:
     __format__ = lambda self, spec: self.__str__()
     def __repr__(self): return f"<config {self.name}>"
 
+# %% ../../nbs/engine/definition.ipynb #c34bdbfa
 def from_config(name: str) -> ConfigValue:
     "A step input taken from the project's configuration when the run starts, e.g. `from_config('datasets')`."
     return ConfigValue(name)
 
+# %% ../../nbs/engine/definition.ipynb #df3a681b
 class _Outputs(Mapping):
     def __init__(self, step: "Step", names: Iterable[str]): self._step, self._names = step, tuple(names)
     def __getitem__(self, name: str) -> StepOutput:
@@ -171,6 +175,7 @@ class Compute:
     instance_count: int = 1
     kernel: str = "python3"
 
+# %% ../../nbs/engine/definition.ipynb #86712471
 @dataclass(eq=False)
 class Step:
     "Base of every step: a name, inputs (parameters, references or plain values) and explicit extra dependencies."
@@ -193,6 +198,7 @@ class Step:
 
     def __repr__(self): return f"<{self.kind} step {self.name}>"
 
+# %% ../../nbs/engine/definition.ipynb #dce7b0e5
 NOTEBOOK_KINDS = ("processing", "training", "tuning")
 
 @dataclass(eq=False)
@@ -217,6 +223,7 @@ class NotebookStep(Step):
     @property
     def outputs(self) -> _Outputs: return _Outputs(self, self.output_names)
 
+# %% ../../nbs/engine/definition.ipynb #65d4d4bd
 @dataclass(eq=False)
 class ConditionStep(Step):
     "Compare a value (a parameter, a metric a step wrote, a plain value) with a threshold; run `if_true` or `if_false`."
@@ -233,6 +240,7 @@ class ConditionStep(Step):
         if self.op not in self.OPS: raise DefinitionError(f"Condition {self.name!r}: operator {self.op!r} is not one of {self.OPS}.")
         self.inputs = {**self.inputs, "left": self.left, "right": self.right}
 
+# %% ../../nbs/engine/definition.ipynb #5d0cc959
 @dataclass(eq=False)
 class RegisterStep(Step):
     "Register a model version, pending approval, in a model package group."
@@ -243,6 +251,7 @@ class RegisterStep(Step):
         super().__post_init__()
         self.inputs = {**self.inputs, "model": self.model, "group": self.group}
 
+# %% ../../nbs/engine/definition.ipynb #0c48dd11
 @dataclass(eq=False)
 class FailStep(Step):
     "End the run as failed, with a message; `{name}` in it is replaced by the value of input `name`."
@@ -267,6 +276,7 @@ def notebook_parameters(path: Path) -> dict[str, type | None]:
         out[name] = next((t for t in (bool, int, float, str) if _is(value, t) and (t is not float or not isinstance(value, int))), None)
     return out
 
+# %% ../../nbs/engine/definition.ipynb #3cb9eb83
 def _value_type(v) -> type | None:
     if isinstance(v, (Parameter, ConfigValue)): return v.type
     if isinstance(v, JsonValue): return None
@@ -395,6 +405,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
         raise DefinitionError(f"{path} defines no `pipeline`.", fix="End the file with `pipeline = Pipeline(...)`.")
     return p
 
+# %% ../../nbs/engine/definition.ipynb #8123e743
 PIPELINE_FILE = Path("pipeline") / "pipeline.py"
 
 def project_pipeline(project_dir: str | Path, file: str | Path | None = None) -> Pipeline:

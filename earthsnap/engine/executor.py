@@ -91,6 +91,7 @@ class LocalRun:
             if path not in self._fingerprints: self._fingerprints[path] = fingerprint(path, self.cfg.s3_endpoint_url or None)
             return self._fingerprints[path]
 
+# %% ../../nbs/engine/executor.ipynb #a65863b1
 def read_json_value(file: Path, path: str) -> Any:
     "The value at dotted `path` in the JSON `file` (SageMaker's JsonGet)."
     try: node = json.loads(file.read_text())
@@ -114,6 +115,7 @@ def handles(*kinds: str):
         return fn
     return register
 
+# %% ../../nbs/engine/executor.ipynb #367d4215
 def load_step_kinds() -> dict[str, Callable]:
     """Import every module declared under the `earthsnap.step_kinds` entry points (each registers its handlers
     with `@handles` when imported) and return the handlers known now. The engine names no step library itself."""
@@ -122,6 +124,7 @@ def load_step_kinds() -> dict[str, Callable]:
         if ep.name not in HANDLERS: ep.load()
     return HANDLERS
 
+# %% ../../nbs/engine/executor.ipynb #4b24c74e
 def _cache_inputs(run: LocalRun, step: NotebookStep, params: dict) -> tuple[dict, dict]:
     values, contents = {}, {}
     for k, v in step.inputs.items():
@@ -175,6 +178,7 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
         st.outputs = {o: {"path": str(final / o), "sha256": fingerprint(final / o)} for o in step.output_names}
         return run.record(step, "succeeded")
 
+# %% ../../nbs/engine/executor.ipynb #f910e467
 def _short(v) -> str: return f"{v:.4g}" if isinstance(v, float) else repr(v)
 
 @handles("condition")
@@ -188,6 +192,7 @@ def run_condition_step(run: LocalRun, step: ConditionStep):
     run.states[step.name].value = outcome
     run.record(step, "succeeded", outputs={"outcome": outcome, "left": left, "right": right}, detail=f"{_short(left)} {step.op} {_short(right)}: {outcome}")
 
+# %% ../../nbs/engine/executor.ipynb #73044dfd
 @handles("fail")
 def run_fail_step(run: LocalRun, step: FailStep):
     "End the run as failed, with the step's message."
@@ -195,7 +200,6 @@ def run_fail_step(run: LocalRun, step: FailStep):
     try: message = step.message.format(**{k: run.value(v) for k, v in step.inputs.items()})
     except StepFailed as e: message = f"{step.message} ({e.what})"
     run.record(step, "failed", error=message)
-
 
 # %% ../../nbs/engine/executor.ipynb #c9a9199f
 def _skip(run: LocalRun, step: Step) -> bool:
@@ -285,6 +289,7 @@ def check_run(pipeline: Pipeline, cfg: Config, parameters: Mapping[str, Any] | N
     values = pipeline.resolve(parameters)
     return values, _prepare_values(pipeline, cfg, values)
 
+# %% ../../nbs/engine/executor.ipynb #cfcace73
 def _restore(run: LocalRun, steps: list[dict]):
     "Take back, from a resumed run's records, the steps that succeeded and whose outputs are still there."
     for s in steps:

@@ -31,6 +31,7 @@ class StepFailed(EarthsnapError):
     "A step notebook raised an error, ran past its timeout or was stopped; its executed copy holds where."
     reason = "error"  # or "timeout", "interrupted"
 
+# %% ../../nbs/engine/notebooks.ipynb #a0b08e00
 class IPCKernelManager(AsyncKernelManager):
     "A kernel manager that talks to its kernel over Unix sockets in the Jupyter runtime directory, not TCP on localhost."
     @default("transport")
@@ -43,11 +44,13 @@ class IPCKernelManager(AsyncKernelManager):
         runtime = jupyter_runtime_dir(); os.makedirs(runtime, mode=0o700, exist_ok=True)
         return os.path.join(runtime, f"earthsnap-{uuid.uuid4().hex[:16]}-ipc")
 
+# %% ../../nbs/engine/notebooks.ipynb #0f3305b0
 def render_html(notebook: Path) -> Path:
     "Write an HTML rendering beside an executed notebook; returns its path."
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
     out = notebook.with_suffix(".html"); out.write_text(body, encoding="utf-8"); return out
 
+# %% ../../nbs/engine/notebooks.ipynb #457178cf
 def check_parameters(notebook: Path, parameters: dict) -> dict:
     "Refuse, before anything runs, parameters that `notebook`'s `parameters` cell does not declare; returns the declared ones."
     declared = pm.inspect_notebook(str(notebook))
@@ -61,6 +64,7 @@ def check_parameters(notebook: Path, parameters: dict) -> dict:
                              fix=f"Its parameters are: {', '.join(declared)}.")
     return declared
 
+# %% ../../nbs/engine/notebooks.ipynb #af58c400
 GRACE = 5.0  # seconds a kernel has to yield after an interrupt before it is killed
 
 def _stop_kernel(holder: dict, done: threading.Event):
@@ -106,6 +110,7 @@ def run_notebook(src: Path, dst: Path, parameters: dict, progress: bool = True, 
     err.reason = reason
     raise err
 
+# %% ../../nbs/engine/notebooks.ipynb #7d7713ae
 def step_notebook(project_dir: Path, name: str) -> Path:
     "The step notebook `pipeline/<name>.ipynb` of the project."
     nb = Path(project_dir) / "pipeline" / f"{name}.ipynb"
@@ -115,6 +120,7 @@ def step_notebook(project_dir: Path, name: str) -> Path:
                                  "or set EARTHSNAP_CONFIG to that project's earthsnap.yaml.")
     return nb
 
+# %% ../../nbs/engine/notebooks.ipynb #3a9cc70a
 def new_run_dir(runs: str | Path, prefix: str) -> Path:
     "A new directory under `runs`, named `<prefix>-<time>-<random>`."
     d = Path(runs) / new_run_id(prefix)

@@ -45,10 +45,12 @@ PACKAGES = ("earthsnap", "papermill", "nbclient", "ipykernel", "numpy", "pillow"
 class RunNotFound(EarthsnapError):
     "No run has the id asked for."
 
+# %% ../../nbs/engine/runs.ipynb #5f7533ad
 def new_run_id(prefix: str) -> str:
     "A new run id, `<prefix>-<time>-<random>`: sorts by start time, and two runs started in the same second differ."
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
+# %% ../../nbs/engine/runs.ipynb #242b4ca5
 def code_version(path: str | Path = ".") -> dict:
     "The git commit of the code at `path` and whether the working tree differs from it (None outside git)."
     def git(*args):
@@ -57,6 +59,7 @@ def code_version(path: str | Path = ".") -> dict:
     commit = git("rev-parse", "HEAD")
     return {"commit": commit, "dirty": bool(git("status", "--porcelain")) if commit else None}
 
+# %% ../../nbs/engine/runs.ipynb #43b8c2f0
 def package_versions(names=PACKAGES) -> dict[str, str]:
     "Installed versions of the packages a run depends on (those not installed are left out)."
     out = {}

@@ -31,10 +31,12 @@ def model_name(group: str) -> str:
                              fix=f"Rename the group in the taxonomy: letters or digits, and not {PARENT!r} or {FLAT!r}.")
     return name
 
+# %% ../../nbs/hierarchy/datasets.ipynb #9ba78a50
 def registry_group(prefix: str, model: str) -> str:
     "The registry group of one model of a hierarchy: PREFIX-parent, PREFIX-<child's model name>, PREFIX-flat."
     return f"{prefix}-{model}"
 
+# %% ../../nbs/hierarchy/datasets.ipynb #418d8dd3
 def check_hierarchy(counts: dict[str, int], taxonomy: dict[str, list[str]], origin: str = "the dataset") -> dict[str, list[str]]:
     "The taxonomy restricted to the labels of `counts` (label -> images); refuses labels it lacks and groups without images."
     taxonomy = check_taxonomy(taxonomy)  # a species in two groups, an empty group
@@ -75,6 +77,7 @@ class ModelData:
         for r in self.rows: out[r["label"]] += 1
         return out
 
+# %% ../../nbs/hierarchy/datasets.ipynb #8f8b0988
 def _sample(rows_by_species: dict[str, list[dict]], n: int, seed: int) -> list[dict]:
     "Up to `n` rows taken evenly across species (round robin), each species' rows in hashed order."
     queues = [sorted(rs, key=lambda r: unit(r["sha256"], seed, "parent")) for rs in rows_by_species.values()]
@@ -93,6 +96,7 @@ def hierarchy_taxonomy(version: DatasetVersion, taxonomy: dict[str, list[str]] |
                              fix="Pass one (--taxonomy taxonomy.yaml), or run data QA with -p taxonomy=... first.")
     return check_hierarchy(version.info["classes"], taxonomy, f"Dataset {version.ref}")
 
+# %% ../../nbs/hierarchy/datasets.ipynb #d7879d4b
 def cut_hierarchy(version: DatasetVersion, present: dict[str, list[str]], parent_per_group: int = 200, seed: int = 0) -> dict[str, ModelData]:
     "The parent, child and flat datasets of `version` for `present`, a taxonomy `hierarchy_taxonomy` has checked."
     if not isinstance(parent_per_group, int) or isinstance(parent_per_group, bool) or parent_per_group < 1:
@@ -110,6 +114,7 @@ def cut_hierarchy(version: DatasetVersion, present: dict[str, list[str]], parent
     out[FLAT] = ModelData(FLAT, "flat", None, sorted(by_species), rows)
     return out
 
+# %% ../../nbs/hierarchy/datasets.ipynb #db50178a
 def hierarchy_data(version: DatasetVersion, taxonomy: dict[str, list[str]] | None = None, parent_per_group: int = 200,
                    seed: int = 0) -> dict[str, ModelData]:
     "The parent, child and flat datasets of `version` under `taxonomy` (default: the one stored with the version)."

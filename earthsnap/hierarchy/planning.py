@@ -41,6 +41,7 @@ class Hierarchy:
     taxonomy: dict[str, list[str]]   # group -> the species with images, in the taxonomy's order
     models: dict[str, ModelData]     # parent, children, flat
 
+# %% ../../nbs/hierarchy/planning.ipynb #248d7ae6
 def load_hierarchy(cfg: Config, dataset: str = "demo", taxonomy: str | os.PathLike | None = None, parent_per_group: int = 200,
                    seed: int = 0) -> Hierarchy:
     "The hierarchy of dataset version `dataset` ('name' for its latest, or 'name@version') under `taxonomy` (default: its own)."
@@ -51,6 +52,7 @@ def load_hierarchy(cfg: Config, dataset: str = "demo", taxonomy: str | os.PathLi
     present = hierarchy_taxonomy(version, load_taxonomy(taxonomy, endpoint) if taxonomy else None)
     return Hierarchy(version, present, cut_hierarchy(version, present, parent_per_group, seed))
 
+# %% ../../nbs/hierarchy/planning.ipynb #35b207c0
 @dataclass
 class PlanItem:
     "What `earthsnap plan` decided for one model."
@@ -63,6 +65,7 @@ class PlanItem:
     reason: str
     current: str | None = None  # the registry version compared with
 
+# %% ../../nbs/hierarchy/planning.ipynb #96ed02fe
 def version_classes(mv: ModelVersion, datasets: DatasetStore | None = None) -> list[str] | None:
     "The classes a registered version names: from its lineage (the register step records them), else from its dataset version."
     if mv.lineage.get("classes"): return list(mv.lineage["classes"])
@@ -72,6 +75,7 @@ def version_classes(mv: ModelVersion, datasets: DatasetStore | None = None) -> l
         except DatasetError: return None
     return None
 
+# %% ../../nbs/hierarchy/planning.ipynb #206e6021
 def _diff(old: list[str], new: list[str], what: str) -> str:
     added, removed = sorted(set(new) - set(old)), sorted(set(old) - set(new))
     return "; ".join(p for p in (f"{what} added: {', '.join(added)}" if added else "",
@@ -95,6 +99,7 @@ def plan_hierarchy(h: Hierarchy, registry: ModelRegistry, prefix: str = "hierarc
         items.append(item)
     return items
 
+# %% ../../nbs/hierarchy/planning.ipynb #ff9ce509
 def plan_table(h: Hierarchy, items: list[PlanItem]) -> str:
     "The text of `earthsnap plan`."
     v = h.version
@@ -128,6 +133,7 @@ class HierarchyRun:
             if reg: out[m] = reg["outputs"]["version"]
         return out
 
+# %% ../../nbs/hierarchy/planning.ipynb #ec747272
 def model_pipeline(cfg: Config) -> Pipeline:
     "The project's pipeline as one model of a hierarchy runs it: up to its register and fail steps."
     p = project_pipeline(cfg.project_dir)
@@ -140,6 +146,7 @@ def model_pipeline(cfg: Config) -> Pipeline:
         raise ParameterError(f"Pipeline {p.name!r} registers no model, so a hierarchy cannot be built from its runs.", fix="Add a RegisterStep.")
     return p.upto(*ends)
 
+# %% ../../nbs/hierarchy/planning.ipynb #7cd216e7
 def run_hierarchy(cfg: Config, h: Hierarchy, plan: list[PlanItem], params: dict | None = None, parallel: int | None = None,
                   cache: bool = True, echo: Callable[[str], None] = print) -> HierarchyRun:
     "Run the pipeline of every model `plan` says to train, `parallel` at a time (default: the workers setting)."
@@ -176,6 +183,7 @@ def run_hierarchy(cfg: Config, h: Hierarchy, plan: list[PlanItem], params: dict 
         list(pool.map(one, todo))
     return result
 
+# %% ../../nbs/hierarchy/planning.ipynb #c7120cb4
 def run_summary(result: HierarchyRun) -> list[str]:
     "What happened to each model, and what a person does next."
     lines, reg = [], result.registered()
@@ -201,6 +209,7 @@ def write_listings(h: Hierarchy, root: str, models: list[str] | None = None) -> 
                              fix=f"Choose among {', '.join(h.models)} (earthsnap plan lists them).")
     return {m: write_listing(h.models[m], h.version, listing_uri(root, h.version, m)) for m in (models or list(h.models))}
 
+# %% ../../nbs/hierarchy/planning.ipynb #9d7e3f14
 def hierarchy_listings(cfg: Config, dataset: str = "demo", taxonomy: str | os.PathLike | None = None, parent_per_group: int = 200,
                        seed: int = 0, models: list[str] | None = None, sagemaker: bool = False, to: str | None = None) -> tuple[Hierarchy, dict[str, str]]:
     """Write each model's listing (default: under {store}/hierarchy). With `sagemaker`, the hierarchy is cut from the version data QA
@@ -216,6 +225,7 @@ def hierarchy_listings(cfg: Config, dataset: str = "demo", taxonomy: str | os.Pa
         raise DatasetError(e.what, fix="Run data QA on SageMaker first (earthsnap sagemaker start: its data_qa step commits the version there).") from None
     return h, write_listings(h, to or join(root, "hierarchy"), models)
 
+# %% ../../nbs/hierarchy/planning.ipynb #a6acd3e4
 def sagemaker_commands(h: Hierarchy, listings: dict[str, str]) -> list[str]:
     "The commands that create (or update) each model's own SageMaker pipeline with its listing as `source`, and start it."
     out = []

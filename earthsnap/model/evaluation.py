@@ -34,6 +34,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarr
     np.add.at(m, (y_true, y_pred), 1)
     return m
 
+# %% ../../nbs/model/evaluation.ipynb #17fc275b
 def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
     "Precision, recall, F1 and support of each class from a confusion matrix (0 where undefined)."
     tp = np.diag(cm).astype(float)
@@ -43,17 +44,20 @@ def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=precision + recall > 0)
     return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)}
 
+# %% ../../nbs/model/evaluation.ipynb #66d710cb
 def top_k_accuracy(y_true: np.ndarray, probs: np.ndarray, k: int) -> float:
     "The fraction of images whose true label is among the `k` most likely."
     top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return float(np.mean([t in row for t, row in zip(y_true, top)]))
 
+# %% ../../nbs/model/evaluation.ipynb #d36436ea
 def confused_pairs(cm: np.ndarray, classes: list[str], n: int = 10) -> list[dict]:
     "The `n` most frequent mistakes: true class, predicted class, count, share of the true class."
     off = [(int(cm[i, j]), i, j) for i in range(len(classes)) for j in range(len(classes)) if i != j and cm[i, j]]
     off.sort(key=lambda t: (-t[0], t[1], t[2]))
     return [{"true": classes[i], "predicted": classes[j], "count": c, "share": round(c / cm[i].sum(), 4)} for c, i, j in off[:n]]
 
+# %% ../../nbs/model/evaluation.ipynb #057a7216
 def metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     "Every figure of the evaluation, in the shape of evaluation.json."
     y_pred = probs.argmax(1)
@@ -89,6 +93,7 @@ def plot_confusion(cm: np.ndarray, classes: list[str]):
     fig.tight_layout()
     return fig
 
+# %% ../../nbs/model/evaluation.ipynb #8b57ef66
 def plot_misclassified(examples: list[dict], columns: int = 6, limit: int = 24):
     "A grid of misclassified images (dicts with `image` bytes, `true`, `predicted`, `probability`)."
     import matplotlib.pyplot as plt
@@ -107,6 +112,7 @@ def plot_misclassified(examples: list[dict], columns: int = 6, limit: int = 24):
 class EvaluationError(EarthsnapError):
     "A model that cannot be judged on the data given: its classes are not those of the data (a missing or empty split is a DataError)."
 
+# %% ../../nbs/model/evaluation.ipynb #767738de
 def predict_split(model: OnnxModel | RouterModel, records: str | os.PathLike, split: str = "test", batch_size: int = 64, progress: bool = True):
     "Labels, probabilities, record ids, uris and image bytes of the misclassified, for every image of a split."
     classes, _ = read_classes(records)
@@ -131,6 +137,7 @@ def predict_split(model: OnnxModel | RouterModel, records: str | os.PathLike, sp
     bar.close()
     return np.array(labels), np.concatenate(probs), rows, wrong
 
+# %% ../../nbs/model/evaluation.ipynb #9df37226
 def evaluate(model: str | os.PathLike | OnnxModel | RouterModel, records: str | os.PathLike, out_dir: str | os.PathLike, split: str = "test",
              progress: bool = True) -> dict:
     "Judge `model` (a model or router directory, its model.tar.gz, or a loaded one) on `split` of `records`; write the report files into `out_dir`."
@@ -176,6 +183,7 @@ def compare_models(models: dict[str, str | os.PathLike], records: str | os.PathL
     write_json(out / "comparison.json", result)
     return result
 
+# %% ../../nbs/model/evaluation.ipynb #a8e8206f
 def plot_comparison(result: dict):
     "Accuracy (and group accuracy) beside latency, one bar per model."
     import matplotlib.pyplot as plt

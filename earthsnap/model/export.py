@@ -42,6 +42,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int) -> P
         with atomic_write(path) as f: f.write(out.read_bytes())
     return path
 
+# %% ../../nbs/model/export.ipynb #c60cdafe
 def check_onnx(model: nn.Module, path: str | os.PathLike, input_size: int, batch: int = 8, seed: int = 0) -> float:
     "The largest difference between torch and ONNX Runtime on a random batch; an error above `TOLERANCE`."
     import onnxruntime as ort
@@ -72,10 +73,12 @@ def save_model(result, out_dir: str | os.PathLike) -> Path:
     write_json(out / "metrics.json", {**result.metrics, "onnx_max_abs_diff": diff})
     return out
 
+# %% ../../nbs/model/export.ipynb #18a00ea4
 def write_tarball(model_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
     "Pack the files of a model directory into a reproducible `model.tar.gz` at `path`."
     return write_tar_gz(model_dir, MODEL_FILES, path)
 
+# %% ../../nbs/model/export.ipynb #3eaeec71
 def load_torch_model(path: str | os.PathLike) -> tuple[nn.Module, list[str], Hyperparameters]:
     "The torch model of a model directory (or model.tar.gz), rebuilt from its hyperparameters and safetensors weights."
     from safetensors.torch import load_file

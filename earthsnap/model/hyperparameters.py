@@ -34,6 +34,7 @@ class Continuous:
                                              "ScalingType": "Logarithmic" if self.log else "Linear"}
     def __str__(self): return f"{self.low:g} to {self.high:g}" + (" (log)" if self.log else "")
 
+# %% ../../nbs/model/hyperparameters.ipynb #8cf25ce4
 @dataclass(frozen=True)
 class Integer:
     "Whole numbers from `low` to `high` (inclusive)."
@@ -50,6 +51,7 @@ class Integer:
                                           "ScalingType": "Logarithmic" if self.log else "Linear"}
     def __str__(self): return f"{self.low} to {self.high}"
 
+# %% ../../nbs/model/hyperparameters.ipynb #a34b42ce
 @dataclass(frozen=True)
 class Categorical:
     "One of a fixed set of values."
@@ -68,6 +70,7 @@ class Categorical:
 class HyperparameterError(ParameterError):
     "A hyperparameter that is unknown, of the wrong type, or outside its valid range."
 
+# %% ../../nbs/model/hyperparameters.ipynb #85d8a621
 @dataclass(frozen=True)
 class Hyperparameters:
     "Everything that decides how a model is trained (the data and the seed aside, nothing else does)."

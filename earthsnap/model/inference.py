@@ -59,6 +59,7 @@ def unpacked(path: str | os.PathLike) -> Path:
     if not (p / "model.onnx").exists() and (p / TARBALL).exists(): return _unpack(p / TARBALL)
     return p
 
+# %% ../../nbs/model/inference.ipynb #4b038439
 def model_dir(path: str | os.PathLike) -> Path:
     "The model directory at `path` (see `unpacked`), refused when it lacks one of the model files."
     p = unpacked(path)
@@ -66,6 +67,7 @@ def model_dir(path: str | os.PathLike) -> Path:
     if missing: raise ModelError(f"The model directory {p} lacks {', '.join(missing)}.", fix="Train the model again; a model directory holds " + ", ".join(MODEL_FILES) + ".")
     return p
 
+# %% ../../nbs/model/inference.ipynb #d15f22b0
 @dataclass
 class OnnxModel:
     "A trained model ready to predict: its ONNX Runtime session, class names and input size."
@@ -95,12 +97,14 @@ class OnnxModel:
         "The `top_k` labels and probabilities for each image, most likely first."
         return self.top(np.stack([model_input(im, self.input_size) for im in images]), top_k)
 
+# %% ../../nbs/model/inference.ipynb #ac84a915
 def per_input(top_k: int | Sequence[int], n: int) -> list[int]:
     "`top_k` for each of `n` inputs: the same number for all, or one per input."
     ks = [top_k] * n if isinstance(top_k, (int, np.integer)) else list(top_k)
     if len(ks) != n: raise ValueError(f"{len(ks)} top_k values for {n} inputs")
     return ks
 
+# %% ../../nbs/model/inference.ipynb #1fd25e5d
 def open_model(path: str | os.PathLike, threads: int = 0) -> OnnxModel:
     "Load the model at `path` (directory or model.tar.gz) into ONNX Runtime; `threads` 0 lets it choose."
     import onnxruntime as ort

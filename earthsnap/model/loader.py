@@ -44,6 +44,7 @@ class Augment:
             x = grey[..., None] + (x - grey[..., None]) * s
         return np.ascontiguousarray(np.clip(x, 0, 1, dtype=np.float32).transpose(2, 0, 1))
 
+# %% ../../nbs/model/loader.ipynb #211fbfa8
 class RecordDataset(Dataset):
     "One split of a preprocessing output as (image tensor, label) items; augmented when `augment` is given."
     def __init__(self, records: str | os.PathLike, split: str, size: int | None = None, augment: Augment | None = None, seed: int = 0):
@@ -73,6 +74,7 @@ class RecordDataset(Dataset):
     def __getstate__(self):  # what a worker process receives: no open file
         return {**self.__dict__, "_reader": None, "_pid": None}
 
+# %% ../../nbs/model/loader.ipynb #b21e3758
 class EpochSampler(Sampler):
     "Indices of a dataset with the epoch they belong to, `(i, epoch)`, shuffled per epoch from `seed` when `shuffle`."
     def __init__(self, n: int, shuffle: bool = False, seed: int = 0):
@@ -83,6 +85,7 @@ class EpochSampler(Sampler):
         return iter([(i, self.epoch) for i in order])
     def __len__(self) -> int: return self.n
 
+# %% ../../nbs/model/loader.ipynb #ad59061e
 def _context():
     # Workers start from a fresh server process, never forked from this one: a Jupyter kernel (where steps run)
     # must not be forked, as its I/O threads do not survive it. The server imports this module once.

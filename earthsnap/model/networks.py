@@ -22,6 +22,7 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
     def forward(self, x): return (x - self.mean) / self.std
 
+# %% ../../nbs/model/networks.ipynb #74754268
 def _conv_bn(i: int, o: int, k: int = 3, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
     layers = [nn.Conv2d(i, o, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(o)]
     return nn.Sequential(*layers, nn.ReLU(inplace=True)) if act else nn.Sequential(*layers)
@@ -35,6 +36,7 @@ class BasicBlock(nn.Module):
         self.act = nn.ReLU(inplace=True)
     def forward(self, x): return self.act(self.body(x) + self.short(x))
 
+# %% ../../nbs/model/networks.ipynb #bee63fa6
 class SeparableBlock(nn.Module):
     "A 3x3 depthwise convolution and a 1x1 pointwise one, with a shortcut when input and output shapes agree."
     def __init__(self, i: int, o: int, stride: int = 1):
@@ -57,10 +59,12 @@ def resnet(classes: int, width: int = 32, depth: int = 1, dropout: float = 0.1) 
     "A residual network of three stages (`width`, 2x, 4x channels), `depth` basic blocks each."
     return _network(BasicBlock, classes, width, depth, dropout)
 
+# %% ../../nbs/model/networks.ipynb #575c1148
 def separable(classes: int, width: int = 32, depth: int = 1, dropout: float = 0.1) -> nn.Sequential:
     "A depthwise-separable network of three stages (`width`, 2x, 4x channels), `depth` blocks each."
     return _network(SeparableBlock, classes, width, depth, dropout)
 
+# %% ../../nbs/model/networks.ipynb #cdd37b3a
 ARCHITECTURES = {"resnet": resnet, "separable": separable}
 
 def build_model(hp: Hyperparameters, classes: int) -> nn.Module:

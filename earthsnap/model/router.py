@@ -130,11 +130,13 @@ def pack_router(parent: str | os.PathLike, children: dict[str, str | os.PathLike
                                               for g, sp in species_of.items()}})
     return out
 
+# %% ../../nbs/model/router.ipynb #49f6a0ef
 def router_files(router_dir: str | os.PathLike) -> list[str]:
     "The files of a router directory, relative to it."
     d = Path(router_dir)
     return [ROUTER_FILE] + [f"{w}/{f}" for w in ["parent", *(f"children/{c.name}" for c in sorted((d / "children").glob("*")))] for f in MODEL_FILES]
 
+# %% ../../nbs/model/router.ipynb #fc56340f
 def write_router_tarball(router_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
     "Pack a router directory into a reproducible model.tar.gz (what the registry stores and the endpoint loads)."
     return write_tar_gz(router_dir, router_files(router_dir), path)

@@ -32,6 +32,7 @@ __all__ = ['METRIC_DEFINITIONS', 'LOSS_DELTA', 'TrainingError', 'pick_device', '
 class TrainingError(EarthsnapError):
     "Training that cannot go on: a loss that is not a number."
 
+# %% ../../nbs/model/training.ipynb #dd84ed1b
 METRIC_DEFINITIONS = [  # for SageMaker's tuner and training job: the regex of each metric in the log lines
     {"Name": "train:loss", "Regex": r"train_loss=([0-9.eE+-]+)"},
     {"Name": "validation:loss", "Regex": r"validation:loss=([0-9.eE+-]+)"},
@@ -47,6 +48,7 @@ def pick_device(device: str | None = None) -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available(): return torch.device("mps")
     return torch.device("cpu")
 
+# %% ../../nbs/model/training.ipynb #7559f067
 def schedule(hp: Hyperparameters, steps_per_epoch: int) -> Callable[[int], float]:
     "The learning-rate factor at each optimiser step: linear warm-up, then a cosine to zero."
     total, warm = hp.epochs * steps_per_epoch, min(hp.warmup_epochs * steps_per_epoch, hp.epochs * steps_per_epoch - 1)
@@ -55,6 +57,7 @@ def schedule(hp: Hyperparameters, steps_per_epoch: int) -> Callable[[int], float
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
     return factor
 
+# %% ../../nbs/model/training.ipynb #fd9dae1a
 def make_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimizer:
     "AdamW or SGD (Nesterov) as `hp` says; no weight decay on biases and normalisation weights."
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
@@ -63,6 +66,7 @@ def make_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimiz
     if hp.optimizer == "sgd": return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0)
     return torch.optim.AdamW(groups, lr=hp.lr)
 
+# %% ../../nbs/model/training.ipynb #014b8bf3
 class EarlyStopping:
     "Keeps track of the best epoch: higher validation accuracy, or equal accuracy and a loss lower by more than `delta`."
     def __init__(self, patience: int, delta: float = LOSS_DELTA):
@@ -78,6 +82,7 @@ class EarlyStopping:
     @property
     def stop(self) -> bool: return self.since_best >= self.patience
 
+# %% ../../nbs/model/training.ipynb #5d3c539c
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     "Load a safetensors file (or a model directory's model.safetensors) into `model`, which must have the same shapes."
     from safetensors.torch import load_file
@@ -103,6 +108,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)   # one row per epoch
     metrics: dict = field(default_factory=dict)          # best validation figures, epochs, timing
 
+# %% ../../nbs/model/training.ipynb #1ea9ca51
 @torch.no_grad()
 def measure(model: nn.Module, batches, device: torch.device, loss_fn=None) -> tuple[float, float]:
     "Mean loss and accuracy of `model` over `batches`."

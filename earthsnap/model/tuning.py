@@ -91,6 +91,7 @@ class TuneResult:
     trials: list[dict]
     out_dir: Path
 
+# %% ../../nbs/model/tuning.ipynb #797e92a8
 def _trial_rows(study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):

@@ -44,6 +44,7 @@ class Check:
         "The check as a line of a report: ✓ or ✗, name, figure, meaning."
         return f"  {'✓' if self.passed else '✗'} {self.name:<24} {self.value:<16} {self.detail}"
 
+# %% ../../nbs/release/deployment.ipynb #c412a8bd
 class Client:
     "HTTP requests to an endpoint over one keep-alive connection; answers are (status, JSON body)."
     def __init__(self, url: str, timeout: float = 30.0):
@@ -68,6 +69,7 @@ class Client:
     def close(self):
         if self.conn is not None: self.conn.close(); self.conn = None
 
+# %% ../../nbs/release/deployment.ipynb #eb9a7950
 def _jpeg(size: int = 32) -> bytes:
     buf = io.BytesIO(); Image.new("RGB", (size, size), (96, 140, 70)).save(buf, "JPEG"); return buf.getvalue()
 
@@ -156,6 +158,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS deployments_event ON deployments (event_id, en
 class DeployError(EarthsnapError):
     "A deployment request that cannot be met: nothing to promote or roll back, a version that is not approved or did not pass stage."
 
+# %% ../../nbs/release/deployment.ipynb #95b0e645
 @dataclass(frozen=True)
 class Deployment:
     "One deployment of a model version to an endpoint: what, how it went, and why."
@@ -178,25 +181,9 @@ def _who(by: str | None) -> str:
     try: return getpass.getuser()
     except Exception: return "unknown"
 
-# %% ../../nbs/release/deployment.ipynb #e3c6783e
-class Deployer:
-    "Releases the approved versions of one model group: stage, stage tests, prod; and rolls prod back."
-    def __init__(self, registry: SqliteRegistry, endpoints: Endpoints, group: str = "species", stage_port: int = 8081,
-                 prod_port: int = 8082, min_accuracy: float = 0.85, p95_ms: float = 100.0, auto_promote: bool = False,
-                 log: Callable[[str], Any] | None = None, progress: bool = False):
-        self.registry, self.endpoints, self.group = registry, endpoints, group
-        self.ports = {STAGE: stage_port, PROD: prod_port}
-        self.min_accuracy, self.p95_ms, self.auto_promote, self.progress = min_accuracy, p95_ms, auto_promote, progress
-        self.log = log or (lambda line: None)
-        self.path = open_database(registry.path, SCHEMA)
-
-    @classmethod
-    def from_config(cls, cfg, **kw) -> Deployer:
-        "The deployer of a project, from its configuration (`earthsnap.core.config.load_config()`)."
-        return cls(open_registry(cfg), Endpoints.from_config(cfg), cfg.deploy_group, cfg.stage_port,
-                   cfg.prod_port, cfg.stage_min_accuracy, cfg.stage_p95_ms, cfg.auto_promote, **kw)
-
-    # -- the record of deployments
+# %% ../../nbs/release/deployment.ipynb #1ec6ff0b
+class _DeploymentRecords:
+    "The deployments of one model group, kept in the project's database: started, finished, with the checks and why each ended; and the endpoint a deployment needs running."
     def _row(self, r) -> Deployment:
         return Deployment(r["id"], r["endpoint"], f"{r['grp']}/{r['version']}", r["action"], r["status"], r["event_id"], r["by"],
                           r["started_at"], r["finished_at"], r["reason"], json.loads(r["checks"]))
@@ -245,7 +232,9 @@ class Deployer:
             ep = self.endpoints.start(name, self.ports[name])
         return ep
 
-    # -- stage
+# %% ../../nbs/release/deployment.ipynb #72e1d7fd
+class _Stage:
+    "Deploying an approved version to the stage endpoint and testing it there."
     def deploy_stage(self, ref: str, by: str | None = None, event_id: str | None = None) -> Deployment:
         "Deploy an approved version to the stage endpoint and test it there; promote it when `auto_promote` is on."
         mv = self.registry.get(ref)
@@ -286,7 +275,9 @@ class Deployer:
         live = self.live()
         return "prod is untouched" + (f" and serves {live.ref}" if live else "")
 
-    # -- events
+# %% ../../nbs/release/deployment.ipynb #a768c762
+class _Events:
+    "The registry's events, each handled once: an approval of this project's group goes to stage."
     def handle(self, event: dict) -> Deployment | None:
         "Handle one registry event: an approval of this group's version goes to stage; others pass. Safe to call twice."
         detail = event.get("detail", {})
@@ -312,7 +303,9 @@ class Deployer:
         made = [d for d in self.history() if d.id > last]
         return made, [d for d in made if d.status == "failed"]
 
-    # -- prod
+# %% ../../nbs/release/deployment.ipynb #97e0da73
+class _Prod:
+    "Prod: promoting a version that passed the stage tests, rolling back to the one before, and what each endpoint serves."
     def _to_prod(self, ref: str, action: str, by: str | None, reason: str) -> Deployment:
         mv = self.registry.get(ref)
         did = self._start(PROD, mv, action, _who(by))
@@ -372,3 +365,21 @@ class Deployer:
             out[name] = {"endpoint": ep, "serving": ep.model if ep else None, "last": last,
                          "live": self.live() if name == PROD else next((d for d in self.history(STAGE) if d.status == PASSED), None)}
         return out
+
+# %% ../../nbs/release/deployment.ipynb #3b656931
+class Deployer(_DeploymentRecords, _Stage, _Events, _Prod):
+    "Releases the approved versions of one model group: stage, stage tests, prod; and rolls prod back."
+    def __init__(self, registry: SqliteRegistry, endpoints: Endpoints, group: str = "species", stage_port: int = 8081,
+                 prod_port: int = 8082, min_accuracy: float = 0.85, p95_ms: float = 100.0, auto_promote: bool = False,
+                 log: Callable[[str], Any] | None = None, progress: bool = False):
+        self.registry, self.endpoints, self.group = registry, endpoints, group
+        self.ports = {STAGE: stage_port, PROD: prod_port}
+        self.min_accuracy, self.p95_ms, self.auto_promote, self.progress = min_accuracy, p95_ms, auto_promote, progress
+        self.log = log or (lambda line: None)
+        self.path = open_database(registry.path, SCHEMA)
+
+    @classmethod
+    def from_config(cls, cfg, **kw) -> Deployer:
+        "The deployer of a project, from its configuration (`earthsnap.core.config.load_config()`)."
+        return cls(open_registry(cfg), Endpoints.from_config(cfg), cfg.deploy_group, cfg.stage_port,
+                   cfg.prod_port, cfg.stage_min_accuracy, cfg.stage_p95_ms, cfg.auto_promote, **kw)

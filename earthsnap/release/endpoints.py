@@ -28,6 +28,7 @@ __all__ = ['EndpointError', 'Endpoint', 'ping', 'Endpoints', 'endpoint_port']
 class EndpointError(EarthsnapError):
     "An endpoint that cannot be started, reached, stopped or deployed to."
 
+# %% ../../nbs/release/endpoints.ipynb #f2789e9f
 @dataclass
 class Endpoint:
     "What is known of a local endpoint."
@@ -41,12 +42,14 @@ class Endpoint:
     @property
     def url(self) -> str: return f"http://{self.host}:{self.port}"
 
+# %% ../../nbs/release/endpoints.ipynb #99625ace
 def ping(url: str, timeout: float = 5.0) -> tuple[int, dict]:
     "GET url/ping: the status and the JSON answer; raises OSError when nothing listens."
     try:
         with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as r: return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e: return e.code, json.loads(e.read() or b"{}")
 
+# %% ../../nbs/release/endpoints.ipynb #5463bb8b
 class Endpoints:
     "The local endpoints kept under `root` (the `endpoints` setting)."
     def __init__(self, root: str | os.PathLike, host: str = "127.0.0.1"):

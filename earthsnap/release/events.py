@@ -40,6 +40,7 @@ def model_package_event(group: str, version: int, arn: str, status: str, created
                        "CreationTime": datetime.fromtimestamp(created_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                        **(extra or {})}}
 
+# %% ../../nbs/release/events.ipynb #4ec569cf
 HOST = socket.gethostname()
 
 def _claimer_gone(claimed_by: str | None) -> bool:

@@ -35,6 +35,7 @@ TRANSITIONS = {PENDING: (APPROVED, REJECTED), APPROVED: (), REJECTED: ()}
 class RegistryError(EarthsnapError):
     "A registry request that cannot be met: an unknown group or version, or a status change that is not allowed."
 
+# %% ../../nbs/release/registry.ipynb #cf8f320c
 @dataclass(frozen=True)
 class ModelVersion:
     "One registered version of a model."
@@ -54,6 +55,7 @@ class ModelVersion:
     def arn(self) -> str: return f"arn:earthsnap:local:model-package/{self.group}/{self.version}"
     def to_dict(self) -> dict: return {**asdict(self), "ref": self.ref, "arn": self.arn}
 
+# %% ../../nbs/release/registry.ipynb #160222e9
 def parse_ref(ref: str) -> tuple[str, int | None]:
     "'flora/3' -> ('flora', 3); 'flora' -> ('flora', None), the latest."
     group, _, version = ref.partition("/")
@@ -61,6 +63,7 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
         raise RegistryError(f"{ref!r} is not a model version.", fix="Name a version as GROUP/N, e.g. flora/3 (see `earthsnap registry list`).")
     return group, int(version) if version else None
 
+# %% ../../nbs/release/registry.ipynb #b2ebaffb
 def _who(by: str | None) -> str:
     if by: return by
     try: return getpass.getuser()
@@ -72,6 +75,7 @@ def check_status(status: str) -> str:
         raise RegistryError(f"{status!r} is not a status.{did_you_mean(status, STATUSES)}", fix=f"Statuses: {', '.join(STATUSES)}.")
     return status
 
+# %% ../../nbs/release/registry.ipynb #d1bd53fc
 def archive_path(artifact: str | os.PathLike) -> Path:
     "The model.tar.gz that `artifact` names (the file, or a directory holding it); refused when there is none."
     src = Path(artifact)

@@ -55,6 +55,7 @@ class ModelSlot:
             self.model, self.version, self.error = model, version, None  # requests already running keep their reference
             log.info("serving %s", version)
 
+# %% ../../nbs/release/serving.ipynb #d6e868fd
 def watch(slot: ModelSlot, endpoint_dir: Path, every: float = 0.25, stop: threading.Event | None = None) -> threading.Thread:
     "A thread that loads the model `model.json` names whenever the file changes."
     def loop():
@@ -113,6 +114,7 @@ class Batcher:
                 if isinstance(r, Exception): future.set_exception(r)
                 else: future.set_result((r, version))
 
+# %% ../../nbs/release/serving.ipynb #664d554f
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 

@@ -20,6 +20,7 @@ def aws_client(service: str, region: str | None = None, config=None):
     except botocore.exceptions.NoRegionError:
         raise ConfigError(f"No AWS region is set for SageMaker ({service}).", fix=REGION_FIX) from None
 
+# %% ../../nbs/sagemaker/aws.ipynb #4eabca95
 def aws_call(client, name: str, error: type[EarthsnapError] = EarthsnapError, instead: str = "", **kw) -> dict:
     "`client.name(**kw)`; its failures as `error` (a ConfigError when there are no credentials, which suggests `instead`)."
     import botocore.exceptions

@@ -35,7 +35,7 @@ __all__ = ['TRAINERS', 'FRAMEWORK', 'RUN_STEP', 'BUNDLE_SKIPS', 'PROC', 'TUNING_
 class CompileError(EarthsnapError):
     "A step of the pipeline asks for something a SageMaker Pipeline cannot express."
 
-
+# %% ../../nbs/sagemaker/compiler.ipynb #8c8b33c6
 @dataclass
 class Target:
     "Where and as whom the pipeline runs on SageMaker."
@@ -63,6 +63,7 @@ class Target:
         if not serving: require(cfg, "sagemaker_serving_image", "the image that serves registered models (an ECR image URI)")
         return cls(region, bucket, role, image, serving, cfg.sagemaker_trainer)
 
+# %% ../../nbs/sagemaker/compiler.ipynb #c29c5147
 def _boto3_region() -> str | None:
     import boto3
     return boto3.Session().region_name
@@ -76,6 +77,7 @@ def framework_image(region: str, instance_type: str = "ml.m5.xlarge") -> str:
     name, version, py = FRAMEWORK
     return image_uris.retrieve(name, region, version=version, py_version=py, instance_type=instance_type, image_scope="training")
 
+# %% ../../nbs/sagemaker/compiler.ipynb #3d145401
 def builtin_image(region: str) -> str:
     "SageMaker's built-in image-classification algorithm (it trains, tunes and serves)."
     from sagemaker.core import image_uris
@@ -150,6 +152,7 @@ class Compiled:
         "The pipeline definition SageMaker receives (CreatePipeline's PipelineDefinition), as a dict."
         with region_env(self.target.region): return json.loads(self.pipeline.definition())
 
+# %% ../../nbs/sagemaker/compiler.ipynb #b8e19f52
 COMPILERS: dict[str, Callable[["Compiler", Step], Any]] = {}
 
 def compiles(*kinds: str):
@@ -159,6 +162,7 @@ def compiles(*kinds: str):
         return fn
     return register
 
+# %% ../../nbs/sagemaker/compiler.ipynb #912f8e7f
 @contextmanager
 def region_env(region: str):
     "`AWS_DEFAULT_REGION` set to `region` while the SDK builds steps (it looks a region up as it imports and constructs them)."
@@ -177,28 +181,9 @@ def region_env(region: str):
         if before is None: del os.environ["AWS_DEFAULT_REGION"]
         else: os.environ["AWS_DEFAULT_REGION"] = before
 
-class Compiler:
-    "Turns one earthsnap `Pipeline` into a SageMaker Pipeline for `target`."
-    def __init__(self, pipeline: Pipeline, cfg: Config, target: Target, overrides: dict | None = None, project_dir: str | Path = "."):
-        self.p, self.cfg, self.t = pipeline, cfg, target
-        self.values = pipeline.resolve(overrides)
-        self.bundle, sha = code_bundle(project_dir)
-        code = join(target.bucket, "code", sha)
-        self.bundle_uri, self.run_step_uri = join(code, "sourcedir.tar.gz"), join(code, "run_step.py")
-        import boto3
-        from sagemaker.core.workflow.pipeline_context import PipelineSession
-        session = boto3.Session(region_name=target.region, aws_access_key_id="offline", aws_secret_access_key="offline")  # never used
-        bucket, _, prefix = target.bucket[len("s3://"):].partition("/")
-        self.sess = PipelineSession(boto_session=session, default_bucket=bucket, default_bucket_prefix=prefix or None)
-        self.sess._default_bucket = bucket  # so nothing asks S3 whether the bucket exists
-        self.sm: dict[str, Any] = {}         # earthsnap step name -> SageMaker step
-        self.params: dict[str, Any] = {}
-        self.fixed: dict[str, Any] = {}
-        self.notes: list[str] = []
-        self.search_space: list[str] = []
-        self.property_files = self._property_files()
-
-    # -- values
+# %% ../../nbs/sagemaker/compiler.ipynb #47c7412e
+class _Values:
+    "What a step input becomes in the SageMaker definition: a parameter, a setting, an earlier step's output, a JsonGet or a constant."
     def param(self, p: Parameter):
         "The SageMaker parameter of `p` (made once), its default from this compile's values."
         from sagemaker.core.workflow.parameters import ParameterBoolean, ParameterFloat, ParameterInteger, ParameterString
@@ -278,7 +263,9 @@ class Compiler:
             return self.values[v.name]
         return v
 
-    # -- steps
+# %% ../../nbs/sagemaker/compiler.ipynb #d9e13f2d
+class _Steps:
+    "What every compiled step shares: its cache config, what it depends on, where its outputs go, and the checks of a notebook step; and the walk that compiles them all."
     def cache(self, step: Step):
         "Caching for a job step, unless it reads a location whose content SageMaker cannot key (a path parameter)."
         from sagemaker.mlops.workflow.steps import CacheConfig
@@ -325,6 +312,29 @@ class Compiler:
         return Compiled(pipe, self.bundle, self.bundle_uri, self.run_step_uri, self.t,
                         dict(self.params), dict(self.fixed), self.notes)
 
+# %% ../../nbs/sagemaker/compiler.ipynb #3df1d464
+class Compiler(_Values, _Steps):
+    "Turns one earthsnap `Pipeline` into a SageMaker Pipeline for `target`."
+    def __init__(self, pipeline: Pipeline, cfg: Config, target: Target, overrides: dict | None = None, project_dir: str | Path = "."):
+        self.p, self.cfg, self.t = pipeline, cfg, target
+        self.values = pipeline.resolve(overrides)
+        self.bundle, sha = code_bundle(project_dir)
+        code = join(target.bucket, "code", sha)
+        self.bundle_uri, self.run_step_uri = join(code, "sourcedir.tar.gz"), join(code, "run_step.py")
+        import boto3
+        from sagemaker.core.workflow.pipeline_context import PipelineSession
+        session = boto3.Session(region_name=target.region, aws_access_key_id="offline", aws_secret_access_key="offline")  # never used
+        bucket, _, prefix = target.bucket[len("s3://"):].partition("/")
+        self.sess = PipelineSession(boto_session=session, default_bucket=bucket, default_bucket_prefix=prefix or None)
+        self.sess._default_bucket = bucket  # so nothing asks S3 whether the bucket exists
+        self.sm: dict[str, Any] = {}         # earthsnap step name -> SageMaker step
+        self.params: dict[str, Any] = {}
+        self.fixed: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.search_space: list[str] = []
+        self.property_files = self._property_files()
+
+# %% ../../nbs/sagemaker/compiler.ipynb #0fb019b7
 def compile_pipeline(pipeline: Pipeline, cfg: Config, overrides: dict | None = None, project_dir: str | Path = ".",
                      target: Target | None = None) -> Compiled:
     "Compile `pipeline` for SageMaker with the project's settings (no network, no credentials)."
@@ -478,6 +488,7 @@ BUILTIN_NAMES = {"lr": "learning_rate", "batch_size": "mini_batch_size", "weight
 
 def builtin_name(name: str) -> str: return BUILTIN_NAMES.get(name, name)
 
+# %% ../../nbs/sagemaker/compiler.ipynb #efb658bb
 def builtin_space(space, step: Step):
     "`space`, after checking that the built-in algorithm has a hyperparameter for each of its names."
     odd = [k for k in space if k not in BUILTIN_NAMES]
@@ -487,6 +498,7 @@ def builtin_space(space, step: Step):
                            "(-p search_space='{\"lr\": [0.001, 0.1, \"log\"]}').")
     return space
 
+# %% ../../nbs/sagemaker/compiler.ipynb #f2f35270
 def builtin_hyperparameters(c: Compiler, step: NotebookStep, records: StepOutput, epochs=None, tuning: Step | None = None) -> dict:
     from sagemaker.core.workflow.functions import Join, JsonGet
     key = (records.step.name, records.name, RECORDS_SUMMARY)
@@ -518,6 +530,7 @@ def condition_step(c: Compiler, step: ConditionStep):
     return SMConditionStep(name=step.name, conditions=[cond], if_steps=pick(step.if_true), else_steps=pick(step.if_false),
                            depends_on=c.depends(step))
 
+# %% ../../nbs/sagemaker/compiler.ipynb #a60cfd12
 def gate_value(c: Compiler, step: Step, v):
     "A condition's value; with the built-in trainer, the evaluation's accuracy is the training job's validation accuracy."
     if c.t.trainer == "builtin" and isinstance(v, JsonValue) and c.sm.get(v.output.step.name) is None:
@@ -527,6 +540,7 @@ def gate_value(c: Compiler, step: Step, v):
         return c.sm[train.name].properties.FinalMetricDataList["validation:accuracy"].Value
     return c.value(step, v)
 
+# %% ../../nbs/sagemaker/compiler.ipynb #2d0c4869
 @compiles("register")
 def register_step(c: Compiler, step: RegisterStep):
     "A ModelStep registering the trained model as a package pending manual approval, with the evaluation as its metrics."
@@ -553,6 +567,7 @@ def register_step(c: Compiler, step: RegisterStep):
                             customer_metadata_properties=meta, description=f"{c.p.name} pipeline, step {step.name}")
     return ModelStep(name=step.name, step_args=args, depends_on=c.depends(step))
 
+# %% ../../nbs/sagemaker/compiler.ipynb #e7e846c9
 @compiles("fail")
 def fail_step(c: Compiler, step: FailStep):
     "A FailStep whose message joins the step's values in (format specs such as :.3f are not applied: SageMaker joins text)."

@@ -26,15 +26,18 @@ __all__ = ['SPLIT_OF_CHANNEL', 'ContainerError', 'root', 'code_dir', 'typed', 'h
 class ContainerError(EarthsnapError):
     "A SageMaker job was started with arguments or data the step cannot run on."
 
+# %% ../../nbs/sagemaker/job.ipynb #043fed3b
 def root() -> Path:
     "SageMaker's folder inside a job (`/opt/ml`), or `EARTHSNAP_SM_ROOT`."
     return Path(os.environ.get("EARTHSNAP_SM_ROOT", "/opt/ml"))
 
+# %% ../../nbs/sagemaker/job.ipynb #5f0a1015
 def code_dir() -> Path:
     "The unpacked code bundle: earthsnap/ and pipeline/ (the step notebooks)."
     from importlib.util import find_spec
     return Path(os.environ.get("EARTHSNAP_CODE_DIR") or Path(find_spec("earthsnap").origin).resolve().parent.parent)
 
+# %% ../../nbs/sagemaker/job.ipynb #5b1d62d3
 def typed(notebook: Path, values: dict[str, str]) -> dict:
     "Text `values` as the types of `notebook`'s parameter defaults; refuses names it does not declare."
     declared = notebook_parameters(notebook)
@@ -51,6 +54,7 @@ def typed(notebook: Path, values: dict[str, str]) -> dict:
             raise ContainerError(f"Parameter {name!r} of {notebook.name} is {t.__name__}; {text!r} is not.") from None
     return out
 
+# %% ../../nbs/sagemaker/job.ipynb #3d6154cc
 def hyperparameter_value(text: str):
     "A hyperparameter as SageMaker hands it over (text) in the type it stands for: 0.01, 32, True or 'resnet'."
     try: v = json.loads(text)

@@ -56,10 +56,12 @@ def package_ref(arn: str) -> str:
     tail = arn.split(":model-package/", 1)[-1]
     return tail if "/" in tail else arn
 
+# %% ../../nbs/sagemaker/release.ipynb #c05d4777
 def NO_RETRIES():
     from botocore.config import Config
     return Config(retries={"max_attempts": 1, "mode": "standard"})
 
+# %% ../../nbs/sagemaker/release.ipynb #8a73f131
 class SageMakerRelease:
     "Stage, test and promote approved model packages on SageMaker endpoints."
     def __init__(self, role: str, region: str | None = None, instance_type: str = "ml.m5.large", prefix: str = "earthsnap",

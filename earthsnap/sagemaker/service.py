@@ -84,6 +84,7 @@ class PipelineService:
         "An execution (the latest when none is named) and its steps."
         return execution_status(self.sm, self.name, execution_arn)
 
+# %% ../../nbs/sagemaker/service.ipynb #d1680962
 def execution_status(sm, pipeline_name: str, execution_arn: str | None = None) -> dict:
     "An execution of pipeline `pipeline_name` (the latest when none is named) and its steps; needs no compiled definition."
     arn = execution_arn
@@ -96,6 +97,7 @@ def execution_status(sm, pipeline_name: str, execution_arn: str | None = None) -
     except SageMakerError as e: steps, ex["StepsError"] = [], e.what
     return {**ex, "Steps": steps}
 
+# %% ../../nbs/sagemaker/service.ipynb #9e62e5f7
 def status_table(st: dict) -> str:
     "An execution and its steps as text."
     when = lambda t: t.strftime("%Y-%m-%d %H:%M:%S") if hasattr(t, "strftime") else (t or "-")
