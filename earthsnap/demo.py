@@ -127,6 +127,7 @@ def run_demo(config: Config | None = None, progress: bool = True, echo=print, ca
     echo("")
     for line in _summary(res, _threshold(pipeline, values)): echo(line)
     echo(f"\ndone in {time.perf_counter() - t0:.1f}s (run {run['id']}). Results:")
-    for label, path in res.outputs.items(): echo(f"  {label:<18} {path}")
+    width = max(map(len, res.outputs))
+    for label, path in res.outputs.items(): echo(f"  {label:<{width}} {path}")
     echo(f"\nnext: earthsnap runs show {run['id']}")
     return res

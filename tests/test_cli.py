@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,16 @@ def test_version_and_help(earthsnap):
                     "hierarchy", "sagemaker", "config"):
         assert command in listed, (command, listed)
     assert "plan" not in listed  # kept as a short spelling of `earthsnap hierarchy plan`, not listed twice
+
+
+def test_the_command_starts_light():
+    """`earthsnap` loads its command groups, not the libraries behind them: each command imports what it uses when it
+    runs, so `earthsnap --help`, a refusal or a cached run start without papermill, torch, ONNX Runtime or the SDK."""
+    heavy = ("papermill", "nbconvert", "torch", "onnxruntime", "numpy", "PIL", "sagemaker", "boto3", "fastapi", "fsspec",
+             "matplotlib", "optuna")
+    probe = ("import sys, earthsnap.cli; print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[1:]))))")
+    r = subprocess.run([sys.executable, "-c", probe, *heavy], capture_output=True, text=True, env=clean_env())
+    assert r.returncode == 0 and r.stdout.strip() == "", r.stdout + r.stderr
 
 
 def test_demo_data_with_faults(earthsnap, tmp_path):

@@ -43,6 +43,14 @@ def project(tmp_path, model):
     for f in (tmp_path / ".earthsnap" / "endpoints").glob("*/endpoint.json"):
         try: os.kill(json.loads(f.read_text())["pid"], signal.SIGTERM)
         except ProcessLookupError: pass
+    # a deployer killed half way may have started a server whose pid it never wrote down: find it by its directory
+    endpoints = str(tmp_path / ".earthsnap" / "endpoints")
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try: args = cmdline.read_bytes().split(b"\0")
+        except OSError: continue
+        if any(a.decode(errors="replace").startswith(endpoints) for a in args):
+            try: os.kill(int(cmdline.parent.name), signal.SIGTERM)
+            except ProcessLookupError: pass
 
 
 def register(project: Path, archive: Path, model) -> str:
