@@ -17,7 +17,7 @@ from ..core.hashing import hash_json, sha256_stream
 from ..core.storage import filesystem, is_local, split_uri
 
 # %% auto #0
-__all__ = ['fingerprint', 'library_digest', 'cache_key']
+__all__ = ['fingerprint', 'library_sources', 'library_digest', 'cache_key']
 
 # %% ../../nbs/engine/fingerprint.ipynb #d3bbd051
 def _local_fingerprint(path: Path) -> str:
@@ -59,11 +59,15 @@ def fingerprint(uri: str | os.PathLike, endpoint_url: str | None = None) -> str:
 # %% ../../nbs/engine/fingerprint.ipynb #c809902c
 _LIBRARY: dict[str, str] = {}
 
+def library_sources() -> dict[str, str]:
+    "Path (inside the package) -> sha256 of every module of the installed earthsnap package, subpackages included."
+    root = Path(importlib.util.find_spec("earthsnap").submodule_search_locations[0])  # the installed package
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*.py")) if "__pycache__" not in p.parts}
+
 def library_digest() -> str:
-    "A digest of the source of every module of the installed earthsnap package."
-    if "digest" not in _LIBRARY:
-        root = Path(importlib.util.find_spec("earthsnap").submodule_search_locations[0])  # the installed package
-        _LIBRARY["digest"] = hash_json({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.glob("*.py"))})
+    "A digest of the source of every module of the installed earthsnap package (computed once a process)."
+    if "digest" not in _LIBRARY: _LIBRARY["digest"] = hash_json(library_sources())
     return _LIBRARY["digest"]
 
 def cache_key(notebook: str | os.PathLike, kernel: str, values: Mapping[str, Any], contents: Mapping[str, str]) -> str:
