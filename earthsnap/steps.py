@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .core.config import Config
@@ -14,7 +14,7 @@ from .data.dataqa import check_qa_args
 from .data.images import ImageRules
 from .data.preprocess import PreprocessParams, open_dataset
 from .data.sources import list_source
-from .data.step_files import REJECTED, read_qa_report, read_records_summary
+from .data.step_files import read_qa_report, read_records_summary
 from .data.taxonomy import load_taxonomy
 from .engine.notebooks import new_run_dir, run_notebook, step_notebook
 
@@ -56,8 +56,7 @@ def preprocess_step(cfg: Config, dataset: str, params: PreprocessParams = Prepro
     version = open_dataset(dataset, cfg.datasets, cfg.s3_endpoint_url or None)
     run_dir = new_run_dir(cfg.runs, "preprocess")
     out_dir = local_path(out or run_dir / "preprocess")
-    values = dict(dataset=local_path(version.root), out_dir=out_dir, size=params.size, center_crop=params.center_crop, quality=params.quality,
-                  train=params.train, val=params.val, test=params.test, seed=params.seed, tune_fraction=params.tune_fraction, workers=workers)
+    values = dict(dataset=local_path(version.root), out_dir=out_dir, **asdict(params), workers=workers)  # the notebook takes every field
     nb = run_notebook(step_notebook(cfg.project_dir, "preprocess"), run_dir / "preprocess.ipynb", values, progress=progress)
     records = Path(out_dir) / "records"
     return StepResult(read_records_summary(records), nb.with_suffix(".html"), records)

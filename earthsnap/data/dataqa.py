@@ -16,7 +16,7 @@ from ..core.hashing import sha256_bytes
 from .images import REASONS, ImageRules, inspect_image
 from ..core.parallel import batched, n_workers, ordered_map
 from .sources import SourceItem, list_source
-from ..core.storage import join, read_bytes, write_json, write_text
+from ..core.storage import join, read_bytes, write_text
 from .taxonomy import load_taxonomy, species_to_group, taxonomy_yaml
 from .step_files import MANIFEST, REJECTED, write_qa_report
 

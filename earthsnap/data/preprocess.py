@@ -17,7 +17,7 @@ from .images import encode_jpeg, load_rgb, resize_shorter
 from ..core.parallel import batched, n_workers, ordered_map
 from .recordio import IRHeader, MXIndexedRecordIO, pack
 from .splits import check_coverage, check_fractions, in_tune, split_of
-from ..core.storage import atomic_write, exists, join, read_bytes, read_json, write_json
+from ..core.storage import atomic_write, exists, join, read_bytes
 from .step_files import QA_REPORT, read_qa_report, write_records_classes, write_records_summary
 
 # %% auto #0

@@ -5,21 +5,15 @@
 # %% ../../nbs/data/records.ipynb #8bf9791c
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..core.errors import EarthsnapError
 from .recordio import MXIndexedRecordIO, read_lst, unpack
-from .step_files import read_records_classes, records_size
+from .step_files import DataError, read_records_classes, records_size
 
 # %% auto #0
-__all__ = ['DataError', 'read_classes', 'split_labels', 'check_split', 'split_images', 'demo_records']
-
-# %% ../../nbs/data/records.ipynb #18406568
-class DataError(EarthsnapError):
-    "Data that cannot train or judge a model: a missing or empty split, classes absent from training."
+__all__ = ['read_classes', 'split_labels', 'check_split', 'split_images', 'demo_records']
 
 # %% ../../nbs/data/records.ipynb #2179aa28
 def read_classes(records: str | os.PathLike) -> tuple[list[str], int]:

@@ -13,10 +13,10 @@ from ..core.storage import join, read_json, write_json
 
 # %% auto #0
 __all__ = ['QA_REPORT', 'MANIFEST', 'REJECTED', 'RECORDS_SUMMARY', 'RECORDS_CLASSES', 'TUNING_RESULT', 'MODEL_ARCHIVE',
-           'EVALUATION', 'StepFileError', 'QAReport', 'RecordsSummary', 'RecordsClasses', 'TuningResult', 'Evaluation',
-           'read_step_file', 'write_step_file', 'read_qa_report', 'write_qa_report', 'read_records_summary',
-           'write_records_summary', 'read_records_classes', 'write_records_classes', 'records_size',
-           'read_tuning_result', 'write_tuning_result', 'read_evaluation', 'write_evaluation']
+           'EVALUATION', 'DataError', 'StepFileError', 'QAReport', 'RecordsSummary', 'RecordsClasses', 'TuningResult',
+           'Evaluation', 'read_step_file', 'write_step_file', 'read_qa_report', 'write_qa_report',
+           'read_records_summary', 'write_records_summary', 'read_records_classes', 'write_records_classes',
+           'records_size', 'read_tuning_result', 'write_tuning_result', 'read_evaluation', 'write_evaluation']
 
 # %% ../../nbs/data/step_files.ipynb #7502822c
 QA_REPORT = "qa.json"              # in data QA's `dataset` output
@@ -28,7 +28,10 @@ TUNING_RESULT = "best.json"        # in tuning's `tuning` output
 MODEL_ARCHIVE = "model.tar.gz"     # training's `artifact` output, and what the registry keeps
 EVALUATION = "evaluation.json"     # in evaluation's `evaluation` output
 
-class StepFileError(EarthsnapError):
+class DataError(EarthsnapError):
+    "Data that cannot train or judge a model: a missing or empty split, classes absent from training, a step file that is not there."
+
+class StepFileError(DataError):
     "A file one step hands another is missing, unreadable, or lacks a field its reader needs."
 
 # %% ../../nbs/data/step_files.ipynb #c40602e2

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..core.errors import EarthsnapError
 from .hyperparameters import DEFAULT_SPACE, Hyperparameters, SearchSpace
 from ..data.records import check_split, read_classes
-from ..core.storage import atomic_write, write_json
+from ..core.storage import atomic_write
 from ..data.step_files import write_tuning_result
 
 # %% auto #0

@@ -5,15 +5,11 @@
 # %% ../../nbs/release/register_step.ipynb #3d581eeb
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from ..data.records import read_classes
 from ..engine.definition import RegisterStep
 from ..engine.executor import LocalRun, handles
 from ..engine.notebooks import StepFailed
-from .registry import RegistryError, SqliteRegistry
-from ..data.step_files import read_evaluation, read_records_summary
+from .registry import RegistryError, open_registry
+from ..data.step_files import read_evaluation, read_records_classes, read_records_summary
 
 # %% auto #0
 __all__ = ['run_register_step']
@@ -32,9 +28,9 @@ def run_register_step(run: LocalRun, step: RegisterStep):
         metrics = read_evaluation(extra["evaluation"])["metrics"]
     if extra.get("records"):  # the preprocessing output: which dataset version the model was trained on
         lineage["dataset"] = read_records_summary(extra["records"])["dataset"]
-        lineage["classes"] = read_classes(extra["records"])[0]  # what the model names: `earthsnap plan` compares it with the data
+        lineage["classes"] = read_records_classes(extra["records"])["classes"]  # what the model names: `earthsnap plan` compares it with the data
     try:
-        registry = SqliteRegistry(run.cfg.registry)
+        registry = open_registry(run.cfg)
         mv = registry.registered(group, model)
         again = mv is not None
         if not again: mv = registry.register(group, model, metrics, lineage, description=f"from run {run.run_id}", by=f"pipeline {run.run_id}")

@@ -13,7 +13,7 @@ from .aws import aws_call, aws_client
 from ..core.errors import ConfigError, did_you_mean
 from ..release.registry import (APPROVED, PENDING, REJECTED, TRANSITIONS, ModelRegistry, ModelVersion, RegistryError, _who, archive_path,
                                 check_status, parse_ref)
-from ..core.storage import exists, join, sha256_uri, write_bytes, write_json
+from ..core.storage import exists, join, sha256_uri, write_bytes
 from ..data.step_files import EVALUATION, MODEL_ARCHIVE, write_evaluation
 
 # %% auto #0
