@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat settings.ini setup.py | sha256sum | cut -c1-12)
 PIPELINE_NBS := $(wildcard pipeline/*.ipynb)
 
-.PHONY: demo test install check export bench clean-venv
+.PHONY: demo test install check export bench clean-venv image image-push image-lock
 .DEFAULT_GOAL := help
 
 help:
@@ -17,6 +17,7 @@ help:
 	@echo "make test   check notebooks and library agree, then run every test"
 	@echo "make bench  run the benchmarks in bench/ (figures as ratios against a baseline)"
 	@echo "make export regenerate earthsnap/ and README.md from nbs/ (for developers)"
+	@echo "make image  build earthsnap's image for SageMaker jobs and endpoints (image-push: and push it; image-lock: re-pin it)"
 
 install: $(STAMP)
 
@@ -60,6 +61,20 @@ export: install
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_clean --fname pipeline
 	$(BIN)/python tools/make_readme.py
+
+# earthsnap's image for SageMaker jobs and endpoints (Dockerfile), tagged by its content: `earthsnap sagemaker image`
+# names it (sagemaker_image_repository:<tag>). image-push pushes it unless the registry has that tag already;
+# image-lock writes docker/requirements.lock again after a pin changed in settings.ini.
+image: install
+	docker build -t "$$($(BIN)/earthsnap sagemaker image)" .
+
+image-push: install
+	@IMAGE="$$($(BIN)/earthsnap sagemaker image)"; \
+	if docker manifest inspect "$$IMAGE" > /dev/null 2>&1; then echo "$$IMAGE is in the registry already"; \
+	else docker build -t "$$IMAGE" . && docker push "$$IMAGE"; fi
+
+image-lock: install
+	$(BIN)/python tools/lock_image.py
 
 clean-venv:
 	rm -rf $(VENV)

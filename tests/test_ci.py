@@ -43,9 +43,12 @@ def test_workflow_upserts_and_starts_sagemaker_only_on_main_with_aws():
     creds = next(s for s in job["steps"] if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
     assert creds["with"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}"
     runs = [s["run"] for s in job["steps"] if "run" in s]
-    assert runs[0] == "make install" and runs[1].endswith("earthsnap sagemaker upsert") and "earthsnap sagemaker start" in runs[2]
+    assert runs[0] == "make install" and runs[1] == "make image-push" and runs[2].endswith("earthsnap sagemaker upsert")
+    assert "earthsnap sagemaker start" in runs[3]
+    make = subprocess.run(["make", "-n", "image-push"], cwd=ROOT, capture_output=True, text=True)  # the target exists and pushes the tag
+    assert make.returncode == 0 and "earthsnap sagemaker image" in make.stdout and "docker push" in make.stdout, make.stdout + make.stderr
     for sub in ("upsert", "start"):  # the commands it calls exist, with the options it passes
         r = subprocess.run([str(BIN / "earthsnap"), "sagemaker", sub, "--help"], env=clean_env(), capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and (sub != "start" or "--name" in r.stdout), r.stderr
-    assert set(job["env"]) == {"EARTHSNAP_SAGEMAKER_BUCKET", "EARTHSNAP_SAGEMAKER_ROLE", "EARTHSNAP_SAGEMAKER_SERVING_IMAGE",
+    assert set(job["env"]) == {"EARTHSNAP_SAGEMAKER_BUCKET", "EARTHSNAP_SAGEMAKER_ROLE", "EARTHSNAP_SAGEMAKER_IMAGE_REPOSITORY",
                                "EARTHSNAP_SAGEMAKER_REGION"}

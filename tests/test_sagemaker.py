@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUCKET = "es-pipelines"
 SETTINGS = dict(EARTHSNAP_SAGEMAKER_REGION="eu-west-1", EARTHSNAP_SAGEMAKER_BUCKET=f"s3://{BUCKET}/earthsnap",
                 EARTHSNAP_SAGEMAKER_ROLE="arn:aws:iam::111111111111:role/earthsnap-sagemaker",
-                EARTHSNAP_SAGEMAKER_SERVING_IMAGE="111111111111.dkr.ecr.eu-west-1.amazonaws.com/earthsnap-serving:1")
+                EARTHSNAP_SAGEMAKER_IMAGE_REPOSITORY="111111111111.dkr.ecr.eu-west-1.amazonaws.com/earthsnap")
 
 
 def offline_env(**extra):
@@ -87,7 +87,7 @@ def aws(moto_url):
 
 def test_upsert_start_status_against_the_emulator(earthsnap, aws):
     r = earthsnap("sagemaker", "upsert", cwd=REPO, env=aws)
-    assert r.returncode == 0 and r.stdout.count("uploaded s3://") == 2 and "created arn:aws:sagemaker:" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and r.stdout.count("uploaded s3://") == 1 and "created arn:aws:sagemaker:" in r.stdout, r.stdout + r.stderr
     r = earthsnap("sagemaker", "upsert", cwd=REPO, env=aws)
     assert r.returncode == 0 and "uploaded" not in r.stdout and "updated arn:aws:sagemaker:" in r.stdout, r.stdout + r.stderr
     r = earthsnap("sagemaker", "start", "-p", "epochs=5", "--name", "from-test", cwd=REPO, env=aws)
@@ -99,10 +99,15 @@ def test_upsert_start_status_against_the_emulator(earthsnap, aws):
     r = earthsnap("sagemaker", "status", cwd=REPO, env=aws)
     assert r.returncode == 0 and arn in r.stdout, r.stdout + r.stderr
     for bad, says in (("tune_trials=3", "fixed in the SageMaker definition"), ("epochs=many", "is int; 'many' is not"),
-                      ("epochs=0", "Parameter 'epochs' must be at least 1, got 0.")):  # the message `earthsnap run` gives
+                      ("epochs=0", "Parameter 'epochs' must be at least 1, got 0."),  # the message `earthsnap run` gives
+                      ("dataset_name=", "SageMaker refuses an empty parameter value"), ("model_group=sea_birds", "Use -p model_group=sea-birds")):
         r = earthsnap("sagemaker", "start", "-p", bad, cwd=REPO, env=aws)
         assert r.returncode == 2 and says in r.stderr, r.stderr
     assert len(sm.list_pipeline_executions(PipelineName="earthsnap")["PipelineExecutionSummaries"]) == 1
+    r = earthsnap("sagemaker", "start", "-p", "init_weights=", "-p", "epochs=4", cwd=REPO, env=aws)  # empty, as the default: left out
+    assert r.returncode == 0, r.stdout + r.stderr
+    sent = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=r.stdout.split()[1])["PipelineParameters"]
+    assert sent == [{"Name": "epochs", "Value": "4"}]
 
 
 def test_release_refuses_a_package_that_is_not_approved(earthsnap, aws):
@@ -130,7 +135,12 @@ def test_release_stack_template():
     assert method["Integration"]["RequestParameters"]["integration.request.header.X-Amz-Target"] == "'SageMaker.StartPipelineExecution'"
     ci = res["CiProject"]["Properties"]
     spec = yaml.safe_load(ci["Source"]["BuildSpec"])["phases"]["build"]["commands"]
-    assert spec[0] == "make test" and "earthsnap sagemaker upsert" in spec[1] and "earthsnap sagemaker start" in spec[2]
+    assert spec[0] == "make test" and "docker login" in spec[1] and spec[2] == "make image-push"
+    assert "earthsnap sagemaker upsert" in spec[3] and "earthsnap sagemaker start" in spec[4]
+    assert ci["Environment"]["PrivilegedMode"] is True  # docker builds the image
+    image_vars = {v["Name"]: v["Value"] for v in ci["Environment"]["EnvironmentVariables"]}
+    assert image_vars["EARTHSNAP_SAGEMAKER_IMAGE_REPOSITORY"] == {"Fn::GetAtt": ["ImageRepository", "RepositoryUri"]}
+    assert res["ImageRepository"]["Type"] == "AWS::ECR::Repository" and "ImageRepositoryUri" in t["Outputs"]
     assert {"Type": "EVENT", "Pattern": "PUSH"} in ci["Triggers"]["FilterGroups"][0]
     r = subprocess.run([str(BIN / "cfn-lint"), str(REPO / "cloud" / "release.yaml")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

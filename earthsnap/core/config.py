@@ -58,12 +58,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sagemaker_bucket", str, "", "S3 location (s3://bucket/prefix) for what the SageMaker backend stores: model "
             "archives, evaluations, code.", affects_results=False),
     Setting("sagemaker_role", str, "", "ARN of the IAM role SageMaker jobs and pipelines run as.", affects_results=False),
-    Setting("sagemaker_serving_image", str, "", "ECR image URI that serves model packages registered in SageMaker.",
-            affects_results=False),
-    Setting("sagemaker_image", str, "", "Image of the SageMaker pipeline's processing and training jobs; empty means the "
-            "SageMaker PyTorch framework image of the region.", affects_results=False),
+    Setting("sagemaker_image_repository", str, "", "ECR repository of earthsnap's image (the release stack's ImageRepositoryUri); "
+            "the jobs and endpoints run its image tagged by content (`earthsnap sagemaker image`).", affects_results=False),
+    Setting("sagemaker_image", str, "", "Image of the SageMaker pipeline's jobs, named outright; empty means "
+            "sagemaker_image_repository:<content tag>.", affects_results=False),
+    Setting("sagemaker_serving_image", str, "", "Image that serves model packages registered in SageMaker; empty means the "
+            "jobs' image (its `serve` command), or the built-in algorithm's with sagemaker_trainer: builtin.", affects_results=False),
     Setting("sagemaker_trainer", str, "notebook", "What trains and tunes on SageMaker: notebook (the training notebook, "
-            "papermill in the framework image) or builtin (SageMaker's image-classification algorithm on the RecordIO channels).",
+            "papermill in earthsnap's image) or builtin (SageMaker's image-classification algorithm on the RecordIO channels).",
             affects_results=False),
     Setting("api_token", str, "", "Bearer token that clients of `earthsnap api` must send; better set as EARTHSNAP_API_TOKEN than "
             "written in the file. `earthsnap api` refuses to start without one.", affects_results=False),
@@ -92,8 +94,9 @@ class Config:
     sagemaker_region: str
     sagemaker_bucket: str
     sagemaker_role: str
-    sagemaker_serving_image: str
+    sagemaker_image_repository: str
     sagemaker_image: str
+    sagemaker_serving_image: str
     sagemaker_trainer: str
     api_token: str
     file: Path | None = None  # the earthsnap.yaml that was read, if any

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -77,8 +78,8 @@ def _stop_kernel(holder: dict, done: threading.Event):
         if done.wait(GRACE): return
 
 def run_notebook(src: Path, dst: Path, parameters: dict, progress: bool = True, kernel_name: str | None = None,
-                 timeout: float | None = None, stop: threading.Event | None = None) -> Path:
-    "Execute `src` with papermill into `dst`, kept (and rendered to HTML) also when it fails, runs past `timeout` or is stopped."
+                 timeout: float | None = None, stop: threading.Event | None = None, echo: bool = False) -> Path:
+    "Execute `src` with papermill into `dst`, kept (and rendered to HTML) also when it fails, runs past `timeout` or is stopped; `echo` copies what its cells print to this process's stdout and stderr."
     check_parameters(src, parameters)
     dst.parent.mkdir(parents=True, exist_ok=True)
     holder, done, why = {}, threading.Event(), {}
@@ -93,7 +94,8 @@ def run_notebook(src: Path, dst: Path, parameters: dict, progress: bool = True, 
     error = None
     try:
         pm.execute_notebook(str(src), str(dst), parameters=parameters, progress_bar=progress, cwd=str(src.parent),
-                            kernel_name=kernel_name, kernel_manager_class=KernelManager)
+                            kernel_name=kernel_name, kernel_manager_class=KernelManager,
+                            **({"stdout_file": sys.stdout, "stderr_file": sys.stderr} if echo else {}))
     except pm.PapermillExecutionError as e:
         error = f"failed in cell {e.exec_count}: {e.ename}: {e.evalue}"
     except Exception as e:  # the kernel died or did not start

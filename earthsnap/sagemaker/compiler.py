@@ -23,13 +23,17 @@ from ..engine.definition import (ConditionStep, ConfigValue, FailStep, JsonValue
 from ..core.errors import ConfigError, EarthsnapError
 from ..core.storage import join
 from ..data.step_files import EVALUATION, RECORDS_CLASSES, RECORDS_SUMMARY
+from .image import project_image
+from .names import sagemaker_name
+from .shapes import check_definition
 
 # %% auto #0
-__all__ = ['TRAINERS', 'FRAMEWORK', 'RUN_STEP', 'BUNDLE_SKIPS', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'CHANNEL_FILES',
-           'TUNING_INPUTS', 'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'BUILTIN_NAMES', 'CompileError', 'Target',
-           'framework_image', 'builtin_image', 'code_bundle', 'Compiled', 'compiles', 'region_env', 'Compiler',
-           'compile_pipeline', 'processing_step', 'training_step', 'tuning_step', 'builtin_name', 'builtin_space',
-           'builtin_hyperparameters', 'condition_step', 'gate_value', 'register_step', 'fail_step', 'compile_project']
+__all__ = ['TRAINERS', 'BUNDLE', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'CHANNEL_FILES', 'TUNING_INPUTS', 'ENTRYPOINT',
+           'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'BUILTIN_NAMES', 'BUILTIN_OPTIMIZERS', 'GPU_FAMILIES',
+           'BUILTIN_INSTANCE', 'CompileError', 'Target', 'builtin_image', 'code_bundle', 'Compiled', 'compiles',
+           'region_env', 'Compiler', 'compile_pipeline', 'processing_step', 'training_step', 'tuning_step',
+           'builtin_name', 'builtin_space', 'builtin_instance', 'builtin_hyperparameters', 'condition_step',
+           'gate_value', 'register_step', 'fail_step', 'compile_project']
 
 # %% ../../nbs/sagemaker/compiler.ipynb #69840e72
 class CompileError(EarthsnapError):
@@ -42,7 +46,7 @@ class Target:
     region: str
     bucket: str          # s3://bucket/prefix: code, datasets, runs, models
     role: str
-    image: str           # processing and training jobs
+    image: str           # processing and training jobs (earthsnap's image)
     serving_image: str   # the image registered model packages are served by
     trainer: str = "notebook"
 
@@ -58,9 +62,8 @@ class Target:
         if cfg.sagemaker_trainer not in TRAINERS:
             raise ConfigError(f"sagemaker_trainer is {cfg.sagemaker_trainer!r}; it is one of {', '.join(TRAINERS)}.",
                               fix="Set sagemaker_trainer " + WHERE.format(env="EARTHSNAP_SAGEMAKER_TRAINER") + ".")
-        image = cfg.sagemaker_image or framework_image(region)
-        serving = cfg.sagemaker_serving_image or (builtin_image(region) if cfg.sagemaker_trainer == "builtin" else "")
-        if not serving: require(cfg, "sagemaker_serving_image", "the image that serves registered models (an ECR image URI)")
+        image = project_image(cfg)  # earthsnap's image: its jobs and, unless told otherwise, the endpoints of its models
+        serving = cfg.sagemaker_serving_image or (builtin_image(region) if cfg.sagemaker_trainer == "builtin" else image)
         return cls(region, bucket, role, image, serving, cfg.sagemaker_trainer)
 
 # %% ../../nbs/sagemaker/compiler.ipynb #c29c5147
@@ -69,13 +72,6 @@ def _boto3_region() -> str | None:
     return boto3.Session().region_name
 
 TRAINERS = ("notebook", "builtin")
-FRAMEWORK = ("pytorch", "2.6.0", "py312")  # the newest PyTorch training image SDK 3.27 knows with a CPU build
-
-def framework_image(region: str, instance_type: str = "ml.m5.xlarge") -> str:
-    "The SageMaker PyTorch framework image the jobs run in (from the SDK's own tables: no network)."
-    from sagemaker.core import image_uris
-    name, version, py = FRAMEWORK
-    return image_uris.retrieve(name, region, version=version, py_version=py, instance_type=instance_type, image_scope="training")
 
 # %% ../../nbs/sagemaker/compiler.ipynb #3d145401
 def builtin_image(region: str) -> str:
@@ -84,41 +80,12 @@ def builtin_image(region: str) -> str:
     return image_uris.retrieve("image-classification", region)
 
 # %% ../../nbs/sagemaker/compiler.ipynb #f610e90d
-RUN_STEP = '''"""Entry point of every earthsnap SageMaker job: make the bundle importable, then run the step (earthsnap.sagemaker.job)."""
-import os, subprocess, sys, tarfile
-here = os.path.dirname(os.path.abspath(__file__))
-bundle = "/opt/ml/processing/input/bundle/sourcedir.tar.gz"
-if not os.path.isdir(os.path.join(here, "earthsnap")):  # a processing job: the bundle is an input
-    here = "/opt/ml/processing/code-bundle"
-    with tarfile.open(bundle) as t: t.extractall(here)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-r", os.path.join(here, "requirements.txt")], check=True)
-os.environ["EARTHSNAP_CODE_DIR"] = here
-sys.path.insert(0, here)
-from earthsnap.sagemaker.job import main
-sys.exit(main())
-'''
-
-BUNDLE_SKIPS = ("torch", "nbdev", "execnb", "fastgit", "ghapi")  # the image brings torch; the rest builds docs, not steps
-
-def _requirements() -> str:
-    "The pinned requirements of the installed earthsnap that a job needs: the runtime ones less BUNDLE_SKIPS, and s3fs."
-    from importlib.metadata import requires
-    from packaging.requirements import Requirement
-    keep = []
-    for text in requires("earthsnap") or []:
-        r = Requirement(text)
-        extra = r.marker is not None and "extra" in str(r.marker)
-        if (not extra and r.name not in BUNDLE_SKIPS) or r.name == "s3fs": keep.append(str(r).split(";")[0] if r.name == "s3fs" else str(r))
-    return "\n".join(keep) + "\n"
+BUNDLE = "pipeline.tar.gz"  # earthsnap.sagemaker.job reads it under this name
 
 def code_bundle(project_dir: str | Path) -> tuple[bytes, str]:
-    "The reproducible sourcedir.tar.gz of the installed earthsnap and the project's step notebooks, and its sha256."
-    from importlib.util import find_spec  # (not `import earthsnap`: the package's API sits in the layer above)
-    package, pipeline_dir = Path(find_spec("earthsnap").origin).parent, Path(project_dir) / "pipeline"
-    files = {f"earthsnap/{p.relative_to(package).as_posix()}": p.read_bytes() for p in sorted(package.rglob("*.py"))
-             if "__pycache__" not in p.parts}  # every layer's package
-    files |= {f"pipeline/{p.name}": p.read_bytes() for p in sorted(pipeline_dir.glob("*.ipynb"))}
-    files |= {"requirements.txt": _requirements().encode(), "run_step.py": RUN_STEP.encode()}
+    "The reproducible pipeline.tar.gz of the project's step notebooks, and its sha256."
+    files = {f"pipeline/{p.name}": p.read_bytes() for p in sorted((Path(project_dir) / "pipeline").glob("*.ipynb"))}
+    if not files: raise CompileError(f"The project at {project_dir} has no step notebooks in pipeline/.")
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
         for name in sorted(files):
@@ -133,6 +100,7 @@ TUNING_SPLITS = ("tune_train", "tune_val")  # trials train on the tuning subset 
 TRAIN_SPLITS = ("train", "val")
 CHANNEL_FILES = {"classes": RECORDS_CLASSES, "summary": RECORDS_SUMMARY}
 TUNING_INPUTS = ("records", "trials", "parallel", "epochs", "space", "seed")
+ENTRYPOINT = ["earthsnap-job"]  # the image's (Dockerfile); a processing job adds `process`
 CLOUD_SETTINGS = ("datasets", "workers")  # settings a step may read on SageMaker
 CACHE_DAYS = 30
 
@@ -141,8 +109,7 @@ class Compiled:
     "A compiled SageMaker pipeline with the code it runs and what the compiler decided."
     pipeline: Any                 # sagemaker.mlops.workflow.pipeline.Pipeline
     bundle: bytes
-    bundle_uri: str               # s3://.../code/<sha256>/sourcedir.tar.gz
-    run_step_uri: str
+    bundle_uri: str               # s3://.../code/<sha256>/pipeline.tar.gz
     target: Target
     parameters: dict[str, Any]    # name -> SageMaker parameter
     fixed: dict[str, Any]         # parameters applied at compile time
@@ -266,23 +233,45 @@ class _Values:
 # %% ../../nbs/sagemaker/compiler.ipynb #d9e13f2d
 class _Steps:
     "What every compiled step shares: its cache config, what it depends on, where its outputs go, and the checks of a notebook step; and the walk that compiles them all."
-    def cache(self, step: Step):
-        "Caching for a job step, unless it reads a location whose content SageMaker cannot key (a path parameter)."
+    def cache(self, step: Step, skip: tuple = ()):
+        "Caching for a job step whose keyed arguments depend on content only; else None, and a note saying why."
         from sagemaker.mlops.workflow.steps import CacheConfig
-        paths = [v.name for v in step.inputs.values() if isinstance(v, Parameter) and v.path]
-        if paths:
-            self.notes.append(f"{step.name}: not cached (it reads {', '.join(paths)}, whose content SageMaker cannot key a cache on).")
-            return None
-        return CacheConfig(enable_caching=True, expire_after=f"P{CACHE_DAYS}D")
+        paths = [v.name for k, v in step.inputs.items() if k not in skip and isinstance(v, Parameter) and v.path]
+        fresh = sorted({v.step.name for v in step.inputs.values() if isinstance(v, StepOutput) and v.step.name in self.uncached})
+        if paths: why = f"it reads {', '.join(paths)}, whose content SageMaker cannot key a cache on"
+        elif fresh: why = f"it reads the output of {', '.join(fresh)}, which runs in every execution, so that output is new each time"
+        else: return CacheConfig(enable_caching=True, expire_after=f"P{CACHE_DAYS}D")
+        self.uncached.add(step.name)
+        self.notes.append(f"{step.name}: not cached ({why}).")
+        return None
+
+    def isolated(self, step: Step, skip: tuple = ()) -> bool:
+        "Whether the job can run with network isolation: it reads only its inputs, no store or path of its own in S3."
+        reaches = [v.name for k, v in step.inputs.items() if k not in skip and ((isinstance(v, Parameter) and v.path)
+                                                                                or (isinstance(v, ConfigValue) and v.name == "datasets"))]
+        if reaches: self.notes.append(f"{step.name}: runs with network access (it reads {', '.join(reaches)} in S3 itself; "
+                                      "an S3 VPC endpoint is enough, no internet).")
+        return not reaches
+
+    def aws_name(self, name: str, what: str, where: str) -> str:
+        "`name` as SageMaker takes it for a `what` (earthsnap.sagemaker.names); a changed name is noted."
+        valid = sagemaker_name(name, what)
+        if valid != name: self.notes.append(f"{where}: {name!r} is {valid!r} on SageMaker (a {what} name takes letters, digits and hyphens).")
+        return valid
+
+    def notebooks_uri(self, step_name: str) -> str:
+        "Where a training job's executed notebooks go (its checkpoint prefix: no execution id, which would change its cache key)."
+        return join(self.t.bucket, self.name, "notebooks", step_name)
 
     def depends(self, step: Step) -> list[str] | None:
         names = [d.name for d in step.depends_on]
         return names or None
 
     def run_uri(self, step: Step, *parts: str):
+        "Where a step's output goes in this execution (outputs are not part of a cache key; a cache hit hands on the first one's)."
         from sagemaker.core.workflow.execution_variables import ExecutionVariables
         from sagemaker.core.workflow.functions import Join
-        return Join(on="/", values=[self.t.bucket, self.p.name, "runs", ExecutionVariables.PIPELINE_EXECUTION_ID, step.name, *parts])
+        return Join(on="/", values=[self.t.bucket, self.name, "runs", ExecutionVariables.PIPELINE_EXECUTION_ID, step.name, *parts])
 
     def check_notebook_step(self, step: NotebookStep):
         if step.retries:
@@ -308,9 +297,8 @@ class _Steps:
         params = [self.params[n] for n in self.p.parameters if n in self.params]
         for n in self.p.parameters:
             if n not in self.params and n not in self.fixed: self.notes.append(f"parameter {n}: not used by any step on SageMaker.")
-        pipe = SMPipeline(name=self.p.name, parameters=params, steps=top, sagemaker_session=self.sess)
-        return Compiled(pipe, self.bundle, self.bundle_uri, self.run_step_uri, self.t,
-                        dict(self.params), dict(self.fixed), self.notes)
+        pipe = SMPipeline(name=self.name, parameters=params, steps=top, sagemaker_session=self.sess)
+        return Compiled(pipe, self.bundle, self.bundle_uri, self.t, dict(self.params), dict(self.fixed), self.notes)
 
 # %% ../../nbs/sagemaker/compiler.ipynb #3df1d464
 class Compiler(_Values, _Steps):
@@ -318,9 +306,13 @@ class Compiler(_Values, _Steps):
     def __init__(self, pipeline: Pipeline, cfg: Config, target: Target, overrides: dict | None = None, project_dir: str | Path = "."):
         self.p, self.cfg, self.t = pipeline, cfg, target
         self.values = pipeline.resolve(overrides)
+        self.notes: list[str] = []
+        self.name = self.aws_name(pipeline.name, "pipeline", f"pipeline {pipeline.name}")
+        for s in pipeline.steps:  # a registry group named by a parameter: its default must be a valid group name
+            if isinstance(s, RegisterStep) and isinstance(s.group, Parameter) and isinstance(self.values[s.group.name], str):
+                self.values[s.group.name] = self.aws_name(self.values[s.group.name], "model package group", f"parameter {s.group.name}")
         self.bundle, sha = code_bundle(project_dir)
-        code = join(target.bucket, "code", sha)
-        self.bundle_uri, self.run_step_uri = join(code, "sourcedir.tar.gz"), join(code, "run_step.py")
+        self.bundle_uri = join(target.bucket, "code", sha, BUNDLE)
         import boto3
         from sagemaker.core.workflow.pipeline_context import PipelineSession
         session = boto3.Session(region_name=target.region, aws_access_key_id="offline", aws_secret_access_key="offline")  # never used
@@ -330,43 +322,53 @@ class Compiler(_Values, _Steps):
         self.sm: dict[str, Any] = {}         # earthsnap step name -> SageMaker step
         self.params: dict[str, Any] = {}
         self.fixed: dict[str, Any] = {}
-        self.notes: list[str] = []
+        self.uncached: set[str] = set()     # steps that run in every execution
+        self.fixed_instances: set[str] = set()
         self.search_space: list[str] = []
         self.property_files = self._property_files()
 
 # %% ../../nbs/sagemaker/compiler.ipynb #0fb019b7
 def compile_pipeline(pipeline: Pipeline, cfg: Config, overrides: dict | None = None, project_dir: str | Path = ".",
                      target: Target | None = None) -> Compiled:
-    "Compile `pipeline` for SageMaker with the project's settings (no network, no credentials)."
+    "Compile `pipeline` for SageMaker with the project's settings (no network, no credentials), checked against the API's shapes."
     target = target or Target.from_config(cfg)
-    with region_env(target.region): return Compiler(pipeline, cfg, target, overrides, project_dir).compile()
+    with region_env(target.region): compiled = Compiler(pipeline, cfg, target, overrides, project_dir).compile()
+    problems = check_definition(compiled.definition(), compiled.pipeline.name)
+    if problems:
+        raise CompileError("SageMaker's API would refuse the compiled definition:\n  " + "\n  ".join(problems),
+                           fix="A setting passed through (an image, a role, a name) may be wrong; otherwise this is a bug in earthsnap's compiler.")
+    return compiled
 
 # %% ../../nbs/sagemaker/compiler.ipynb #731ead1a
 @compiles("processing")
 def processing_step(c: Compiler, step: NotebookStep):
-    "A ProcessingStep running the step's notebook with papermill in the framework image."
-    from sagemaker.core.processing import ScriptProcessor
+    "A ProcessingStep running the step's notebook with papermill in earthsnap's image (`earthsnap-job process`)."
+    from sagemaker.core.processing import NetworkConfig, Processor
     from sagemaker.core.shapes.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
     from sagemaker.mlops.workflow.steps import ProcessingStep
     c.check_notebook_step(step)
     if c.t.trainer == "builtin" and any(isinstance(v, StepOutput) and v.step.kind == "training" for v in step.inputs.values()):
         c.notes.append(f"{step.name}: left out (it reads the trained model, and the built-in algorithm's model is MXNet).")
+        c.uncached.add(step.name)
         return None
     def s3_in(name, uri):
         return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(s3_uri=uri, local_path=f"{PROC}/input/{name}",
                                                                            s3_data_type="S3Prefix", s3_input_mode="File"))
     inputs = [s3_in("bundle", c.bundle_uri)]
-    args = ["--notebook", step.notebook, "--keep", c.run_uri(step, "failed")]
+    args = ["--notebook", step.notebook]
     for k, v in step.inputs.items():
         if isinstance(v, StepOutput): inputs.append(s3_in(k, c.output_uri(v))); args += ["--input", k]
         else: args += ["--param", k, c.text(step, v)]
-    outputs = [ProcessingOutput(output_name=o, s3_output=ProcessingS3Output(s3_uri=c.run_uri(step, o), local_path=f"{PROC}/output/{o}",
-                                                                            s3_upload_mode="EndOfJob"))
-               for o in (*step.output_names, "notebook")]
-    proc = ScriptProcessor(role=c.t.role, image_uri=c.t.image, command=["python3"], instance_count=1,
-                           instance_type=step.compute.instance_type, sagemaker_session=c.sess, base_job_name=f"{c.p.name}-{step.name}",
-                           max_runtime_in_seconds=int(step.timeout) if step.timeout else None)
-    step_args = proc.run(code=c.run_step_uri, inputs=inputs, outputs=outputs, arguments=args)
+    def s3_out(name, mode):
+        return ProcessingOutput(output_name=name, s3_output=ProcessingS3Output(s3_uri=c.run_uri(step, name), local_path=f"{PROC}/output/{name}",
+                                                                               s3_upload_mode=mode))
+    outputs = [s3_out(o, "EndOfJob") for o in step.output_names] + [s3_out("notebook", "Continuous")]  # a failed step's notebook too
+    proc = Processor(role=c.t.role, image_uri=c.t.image, entrypoint=[*ENTRYPOINT, "process"], instance_count=1,
+                     instance_type=step.compute.instance_type, sagemaker_session=c.sess,
+                     base_job_name=sagemaker_name(f"{c.name}-{step.name}", "job"),
+                     max_runtime_in_seconds=int(step.timeout) if step.timeout else None,
+                     network_config=NetworkConfig(enable_network_isolation=c.isolated(step)))
+    step_args = proc.run(inputs=inputs, outputs=outputs, arguments=args)
     files = [pf for (name, _, _), pf in c.property_files.items() if name == step.name]
     return ProcessingStep(name=step.name, step_args=step_args, property_files=files or None, cache_config=c.cache(step),
                           depends_on=c.depends(step))
@@ -388,23 +390,25 @@ def _channels(c: Compiler, records: StepOutput, splits: tuple[str, str], builtin
         return [InputData(channel_name=ch, data_source=Join(on="/", values=[uri, f"{sp}.rec"]), content_type="application/x-recordio")
                 for ch, sp in (("train", train), ("validation", val))]
     chans = [("train", f"{train}."), ("validation", f"{val}."), *CHANNEL_FILES.items()]
-    return [InputData(channel_name=ch, data_source=Join(on="/", values=[uri, key])) for ch, key in chans]
+    return ([InputData(channel_name=ch, data_source=Join(on="/", values=[uri, key])) for ch, key in chans]
+            + [InputData(channel_name="code", data_source=c.bundle_uri)])  # the step notebooks
 
-def _trainer(c: Compiler, step: NotebookStep, hyperparameters: dict, name: str, output: str):
+def _trainer(c: Compiler, step: NotebookStep, hyperparameters: dict, name: str, output: str, isolated: bool = True):
     from sagemaker.core.shapes.shapes import OutputDataConfig, StoppingCondition
-    from sagemaker.core.training.configs import Compute
+    from sagemaker.core.training.configs import CheckpointConfig, Compute, Networking
     from sagemaker.train.model_trainer import ModelTrainer
     builtin = c.t.trainer == "builtin"
-    hp = dict(hyperparameters)
-    if not builtin: hp |= {"sagemaker_program": "run_step.py", "sagemaker_submit_directory": c.bundle_uri}
     kw = {"stopping_condition": StoppingCondition(max_runtime_in_seconds=int(step.timeout))} if step.timeout else {}
+    if not builtin: kw["checkpoint_config"] = CheckpointConfig(s3_uri=c.notebooks_uri(name))
     return ModelTrainer(sagemaker_session=c.sess, role=c.t.role, training_image=builtin_image(c.t.region) if builtin else c.t.image,
-                        base_job_name=f"{c.p.name}-{name}", compute=Compute(instance_type=step.compute.instance_type, instance_count=1),
-                        hyperparameters=hp, output_data_config=OutputDataConfig(s3_output_path=join(c.t.bucket, c.p.name, output)), **kw)
+                        base_job_name=sagemaker_name(f"{c.name}-{name}", "job"),
+                        compute=Compute(instance_type=builtin_instance(c, step) if builtin else step.compute.instance_type, instance_count=1),
+                        hyperparameters=dict(hyperparameters), output_data_config=OutputDataConfig(s3_output_path=join(c.t.bucket, c.name, output)),
+                        networking=Networking(enable_network_isolation=isolated), **kw)
 
 def _notebook_hyperparameters(c: Compiler, step: NotebookStep, skip: tuple = ()) -> dict:
     "The training notebook's values as hyperparameters, for `earthsnap.sagemaker.job.run_training`."
-    hp = {"earthsnap_notebook": step.notebook, "earthsnap_keep": c.run_uri(step, "failed")}
+    hp = {"earthsnap_notebook": step.notebook}
     for k, v in step.inputs.items():
         if k in skip or isinstance(v, StepOutput): continue
         hp[f"earthsnap_param_{k}"] = c.text(step, v)
@@ -428,8 +432,10 @@ def training_step(c: Compiler, step: NotebookStep):
         for name in c.search_space:
             hp[builtin_name(name) if builtin else f"earthsnap_tuned_{name}"] = best[builtin_name(name) if builtin else name]
         if not builtin: hp["earthsnap_tuning"] = k
-    args = _trainer(c, step, hp, step.name, "models").train(input_data_config=_channels(c, records, TRAIN_SPLITS, builtin), wait=False)
-    return TrainingStep(name=step.name, step_args=args, cache_config=c.cache(step), depends_on=c.depends(step))
+    cache = c.cache(step)
+    trainer = _trainer(c, step, hp, step.name, "models", isolated=builtin or c.isolated(step))
+    args = trainer.train(input_data_config=_channels(c, records, TRAIN_SPLITS, builtin), wait=False)
+    return TrainingStep(name=step.name, step_args=args, cache_config=cache, depends_on=c.depends(step))
 
 # %% ../../nbs/sagemaker/compiler.ipynb #6abf1185
 def _ranges(space) -> dict:
@@ -467,17 +473,19 @@ def tuning_step(c: Compiler, step: NotebookStep):
     _, records = _records_input(c, step)
     if builtin:
         hp = builtin_hyperparameters(c, train, records, epochs=step.inputs.get("epochs"), tuning=step)
-        ranges = {builtin_name(k): r for k, r in _ranges(builtin_space(space, step)).items()}
+        ranges = builtin_space(space, step)
         metrics = None  # the algorithm publishes validation:accuracy itself
     else:
-        hp = _notebook_hyperparameters(c, train, skip=("epochs",)) | {"earthsnap_search": ",".join(space)}
+        paths = tuple(k for k, v in train.inputs.items() if isinstance(v, Parameter) and v.path)
+        if paths: c.notes.append(f"{step.name}: its trials train without {', '.join(paths)} (as here, tuning starts from random weights).")
+        hp = _notebook_hyperparameters(c, train, skip=("epochs", *paths)) | {"earthsnap_search": ",".join(space)}
         if "epochs" in step.inputs: hp["earthsnap_param_epochs"] = c.text(step, step.inputs["epochs"])
         ranges, metrics = _ranges(space), METRIC_DEFINITIONS
-    trainer = _trainer(c, train, hp, step.name, "tuning")
+    trainer = _trainer(c, train, hp, step.name, "tuning", isolated=builtin or c.isolated(step))
     tuner = HyperparameterTuner(model_trainer=trainer, objective_metric_name="validation:accuracy", hyperparameter_ranges=ranges,
                                 metric_definitions=metrics, strategy="Bayesian", objective_type="Maximize",
                                 max_jobs=c.fixed_value(step, "trials", 8), max_parallel_jobs=c.fixed_value(step, "parallel", 1),
-                                early_stopping_type="Auto", base_tuning_job_name=f"{c.p.name}-{step.name}"[:32],
+                                early_stopping_type="Auto", base_tuning_job_name=sagemaker_name(f"{c.name}-{step.name}", "tuning job"),
                                 random_seed=c.fixed_value(step, "seed", None))
     args = tuner.tune(inputs=_channels(c, records, TUNING_SPLITS, builtin), wait=False)
     return TuningStep(name=step.name, step_args=args, cache_config=c.cache(step), depends_on=c.depends(step))
@@ -485,18 +493,41 @@ def tuning_step(c: Compiler, step: NotebookStep):
 # %% ../../nbs/sagemaker/compiler.ipynb #28d5cf6a
 BUILTIN_NAMES = {"lr": "learning_rate", "batch_size": "mini_batch_size", "weight_decay": "weight_decay", "optimizer": "optimizer",
                  "momentum": "momentum", "epochs": "epochs"}
+BUILTIN_OPTIMIZERS = {"sgd": "nag", "adam": "adam", "rmsprop": "rmsprop", "nag": "nag"}  # ours (sgd is Nesterov's) -> the algorithm's
+GPU_FAMILIES = ("ml.p2.", "ml.p3.", "ml.g4dn.", "ml.g5.")  # the algorithm trains on these only
+BUILTIN_INSTANCE = "ml.g4dn.xlarge"
 
 def builtin_name(name: str) -> str: return BUILTIN_NAMES.get(name, name)
 
 # %% ../../nbs/sagemaker/compiler.ipynb #efb658bb
 def builtin_space(space, step: Step):
-    "`space`, after checking that the built-in algorithm has a hyperparameter for each of its names."
+    "The tuner's ranges of `space` under the built-in algorithm's names: each name has its hyperparameter, each optimizer its counterpart."
+    from sagemaker.train.tuner import CategoricalParameter
     odd = [k for k in space if k not in BUILTIN_NAMES]
     if odd:
         raise CompileError(f"Tuning step {step.name!r} searches {', '.join(odd)}, which SageMaker's built-in image classifier has no "
                            "hyperparameter for.", fix=f"With sagemaker_trainer: builtin, search only {', '.join(BUILTIN_NAMES)} "
                            "(-p search_space='{\"lr\": [0.001, 0.1, \"log\"]}').")
-    return space
+    if "optimizer" in space:
+        choices = list(space["optimizer"].values)
+        bad = [o for o in choices if o not in BUILTIN_OPTIMIZERS]
+        if bad:
+            raise CompileError(f"Tuning step {step.name!r} tries optimizer {', '.join(map(repr, bad))}, which SageMaker's built-in image "
+                               f"classifier does not have (it has sgd, adam, rmsprop, nag).", fix="Search optimizer in [\"sgd\", \"adam\"] "
+                               "with sagemaker_trainer: builtin, or train with the notebook.")
+    ranges = {builtin_name(k): r for k, r in _ranges(space).items()}
+    if "optimizer" in ranges: ranges["optimizer"] = CategoricalParameter(list(dict.fromkeys(BUILTIN_OPTIMIZERS[o] for o in choices)))
+    return ranges
+
+def builtin_instance(c: Compiler, step: Step) -> str:
+    "The step's instance type when the algorithm can train on it (a GPU); else BUILTIN_INSTANCE, noted."
+    kind = step.compute.instance_type
+    if kind.startswith(GPU_FAMILIES): return kind
+    if step.name not in c.fixed_instances:
+        c.fixed_instances.add(step.name)
+        c.notes.append(f"{step.name}: trains on {BUILTIN_INSTANCE}, not {kind}: SageMaker's image classifier trains on GPU instances only "
+                       f"({', '.join(f.rstrip('.') for f in GPU_FAMILIES)}); set the step's compute to choose one.")
+    return BUILTIN_INSTANCE
 
 # %% ../../nbs/sagemaker/compiler.ipynb #f2f35270
 def builtin_hyperparameters(c: Compiler, step: NotebookStep, records: StepOutput, epochs=None, tuning: Step | None = None) -> dict:
@@ -509,7 +540,8 @@ def builtin_hyperparameters(c: Compiler, step: NotebookStep, records: StepOutput
     get = lambda path: JsonGet(step_name=records.step.name, property_file=summary, json_path=path)
     size = get("params.size")
     train_split = TUNING_SPLITS[0] if tuning is not None else TRAIN_SPLITS[0]
-    hp = {"num_classes": get("classes"), "num_training_samples": get(f"images.{train_split}"),
+    text = lambda v: Join(on="", values=[v])  # hyperparameters are strings: the JSON numbers joined into text
+    hp = {"num_classes": text(get("classes")), "num_training_samples": text(get(f"images.{train_split}")),
           "image_shape": Join(on=",", values=["3", size, size]), "use_pretrained_model": "0", "num_layers": "18",
           "augmentation_type": "crop_color_transform", "early_stopping": "true"}
     ep = epochs if epochs is not None else step.inputs.get("epochs")
@@ -551,7 +583,7 @@ def register_step(c: Compiler, step: RegisterStep):
     from sagemaker.serve.model_builder import ModelBuilder
     if not isinstance(step.model, StepOutput) or step.model.step.kind != "training":
         raise CompileError(f"Register step {step.name!r} registers {step.model!r}; on SageMaker it registers a training step's model.")
-    metrics, meta = None, {"pipeline": c.p.name, "execution": ExecutionVariables.PIPELINE_EXECUTION_ID, "step": step.name}
+    metrics, meta = None, {"pipeline": c.name, "execution": ExecutionVariables.PIPELINE_EXECUTION_ID, "step": step.name}
     for k, v in step.inputs.items():
         if k in ("model", "group") or not isinstance(v, StepOutput): continue
         if c.sm.get(v.step.name) is None: continue  # left out (the built-in trainer's evaluation)
@@ -561,10 +593,12 @@ def register_step(c: Compiler, step: RegisterStep):
         meta[f"input_{k}"] = uri
     builder = ModelBuilder(s3_model_data_url=c.output_uri(step.model), image_uri=c.t.serving_image, sagemaker_session=c.sess, role_arn=c.t.role,
                            log_level=40)  # ModelBuilder sets its logger to DEBUG unless told
-    args = builder.register(model_package_group_name=c.value(step, step.group), content_types=["image/jpeg", "image/png", "application/x-image"],
+    group = c.value(step, step.group)
+    if isinstance(group, str): group = c.aws_name(group, "model package group", f"step {step.name}")
+    args = builder.register(model_package_group_name=group, content_types=["image/jpeg", "image/png", "application/x-image"],
                             response_types=["application/json"], inference_instances=["ml.m5.large", "ml.c5.xlarge"],
                             transform_instances=["ml.m5.large"], approval_status="PendingManualApproval", model_metrics=metrics,
-                            customer_metadata_properties=meta, description=f"{c.p.name} pipeline, step {step.name}")
+                            customer_metadata_properties=meta, description=f"{c.name} pipeline, step {step.name}")
     return ModelStep(name=step.name, step_args=args, depends_on=c.depends(step))
 
 # %% ../../nbs/sagemaker/compiler.ipynb #e7e846c9

@@ -10,6 +10,8 @@ import os
 from datetime import datetime, timezone
 
 from .aws import aws_call, aws_client
+from .image import project_image
+from .names import sagemaker_name
 from ..core.errors import ConfigError, did_you_mean
 from ..release.registry import (APPROVED, PENDING, REJECTED, TRANSITIONS, ModelRegistry, ModelVersion, RegistryError, _who, archive_path,
                                 check_status, parse_ref)
@@ -35,8 +37,9 @@ class SageMakerRegistry(ModelRegistry):
             raise ConfigError(f"The SageMaker registry needs an S3 location for model archives; sagemaker_bucket is {bucket!r}.",
                               fix="Set sagemaker_bucket: s3://BUCKET/PREFIX in earthsnap.yaml or EARTHSNAP_SAGEMAKER_BUCKET.")
         if not serving_image:
-            raise ConfigError("The SageMaker registry needs the image that serves a model package; sagemaker_serving_image is empty.",
-                              fix="Set sagemaker_serving_image (an ECR image URI) in earthsnap.yaml or EARTHSNAP_SAGEMAKER_SERVING_IMAGE.")
+            raise ConfigError("The SageMaker registry needs the image that serves a model package; sagemaker_serving_image and "
+                              "sagemaker_image_repository are empty.", fix="Set sagemaker_image_repository (earthsnap's image in ECR) or "
+                              "sagemaker_serving_image in earthsnap.yaml, or EARTHSNAP_SAGEMAKER_IMAGE_REPOSITORY.")
         self.bucket, self.serving_image, self.s3_endpoint_url = bucket.rstrip("/"), serving_image, s3_endpoint_url
         self.sm = client or aws_client("sagemaker", region)
 
@@ -52,9 +55,8 @@ class SageMakerRegistry(ModelRegistry):
             if not (token := r.get("NextToken")): return sorted(names)
 
     def create_group(self, name: str, description: str = "") -> None:
-        "Create model package group `name` if it does not exist."
-        if not name or not all(c.isalnum() or c == "-" for c in name):
-            raise RegistryError(f"{name!r} is not a valid SageMaker model package group name.", fix="Use letters, digits and '-'.")
+        "Create model package group `name` (as SageMaker names it: earthsnap.sagemaker.names) if it does not exist."
+        name = sagemaker_name(name)
         if name not in self._group_names():
             self._call("create_model_package_group", ModelPackageGroupName=name, ModelPackageGroupDescription=description or name)
 
@@ -68,6 +70,7 @@ class SageMakerRegistry(ModelRegistry):
 
     # -- versions
     def _summaries(self, group: str, status: str | None = None) -> list[dict]:
+        group = sagemaker_name(group)
         rows, token = [], None
         while True:
             kw = {"ModelPackageGroupName": group, **({"ModelApprovalStatus": status} if status else {}), **({"NextToken": token} if token else {})}
@@ -87,6 +90,7 @@ class SageMakerRegistry(ModelRegistry):
                             meta.get("created_by", ""))
 
     def _find(self, group: str, version: int | None) -> dict:
+        group = sagemaker_name(group)
         names = self._group_names()
         if group not in names:
             raise RegistryError(f"There is no model package group {group!r}.{did_you_mean(group, names)}",
@@ -111,6 +115,7 @@ class SageMakerRegistry(ModelRegistry):
     def register(self, group: str, artifact: str | os.PathLike, metrics: dict | None = None, lineage: dict | None = None,
                  description: str = "", by: str | None = None) -> ModelVersion:
         "Upload the archive (once per content) and its metrics, and create the next model package of `group`, pending approval."
+        group = sagemaker_name(group)
         src = archive_path(artifact)
         self.create_group(group)
         sha = sha256_uri(src)
@@ -169,4 +174,5 @@ class SageMakerRegistry(ModelRegistry):
 # %% ../../nbs/sagemaker/registry.ipynb #5486728f
 def sagemaker_registry(cfg) -> SageMakerRegistry:
     "The SageMaker registry of a project, from its sagemaker_* settings (the `sagemaker` registry backend)."
-    return SageMakerRegistry(cfg.sagemaker_bucket, cfg.sagemaker_serving_image, cfg.sagemaker_region or None, cfg.s3_endpoint_url or None)
+    serving = cfg.sagemaker_serving_image or (project_image(cfg) if cfg.sagemaker_image or cfg.sagemaker_image_repository else "")
+    return SageMakerRegistry(cfg.sagemaker_bucket, serving, cfg.sagemaker_region or None, cfg.s3_endpoint_url or None)

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .aws import aws_client
+from .names import sagemaker_name
 from ..release.deployment import Check, endpoint_checks
 from .service import SageMakerError, call
 from ..core.storage import exists, join, read_bytes, read_json
@@ -78,7 +79,7 @@ class SageMakerRelease:
         return cls(require(cfg, "sagemaker_role", "the ARN of the IAM role endpoints run as"), cfg.sagemaker_region or None,
                    instance_type, s3_endpoint_url=cfg.s3_endpoint_url or None)
 
-    def endpoint_name(self, group: str, stage: str) -> str: return f"{self.prefix}-{group}-{stage}"[:63]
+    def endpoint_name(self, group: str, stage: str) -> str: return sagemaker_name(f"{self.prefix}-{group}-{stage}", "endpoint")
 
     def package(self, arn: str) -> dict:
         p = call(self.sm, "describe_model_package", ModelPackageName=arn)
@@ -91,10 +92,11 @@ class SageMakerRelease:
         "Serve package `arn` on endpoint `stage` (created, or updated to a new config); returns the endpoint's name once InService."
         ref = package_ref(arn)
         group, version = ref.split("/") if "/" in ref else (ref, "0")
-        model = f"{self.prefix}-{group}-{version}"[:63]
+        model = sagemaker_name(f"{self.prefix}-{group}-{version}", "model")
         if model not in [m["ModelName"] for m in call(self.sm, "list_models", NameContains=model)["Models"]]:  # (contains: species-1 finds species-10)
-            call(self.sm, "create_model", ModelName=model, ExecutionRoleArn=self.role, Containers=[{"ModelPackageName": arn}])
-        config = f"{model}-{stage}-{int(time.time())}"[:63]
+            call(self.sm, "create_model", ModelName=model, ExecutionRoleArn=self.role,  # the version its answers name (earthsnap-job serve)
+                 Containers=[{"ModelPackageName": arn, "Environment": {"EARTHSNAP_MODEL_VERSION": ref}}])
+        config = sagemaker_name(f"{model}-{stage}-{int(time.time())}", "endpoint config")
         call(self.sm, "create_endpoint_config", EndpointConfigName=config, Tags=[{"Key": "earthsnap:package", "Value": arn}],
              ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1, "InstanceType": self.instance_type}])
         name = self.endpoint_name(group, stage)

@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 from .aws import aws_call, aws_client
-from ..engine.definition import Pipeline
+from ..engine.definition import Parameter, Pipeline, RegisterStep
 from ..core.errors import EarthsnapError, ParameterError
-from .compiler import RUN_STEP, Compiled
+from .compiler import Compiled
+from .names import is_sagemaker_name, sagemaker_name
 from ..core.storage import exists, write_bytes
 
 # %% auto #0
@@ -36,12 +37,10 @@ class PipelineService:
         return cls(compiled, s3_endpoint_url=cfg.s3_endpoint_url or None)
 
     def upload_code(self) -> list[str]:
-        "Put the code bundle and run_step.py under their content address; returns what was uploaded (nothing when both are there)."
-        done = []
-        for uri, data in ((self.c.bundle_uri, self.c.bundle), (self.c.run_step_uri, RUN_STEP.encode())):
-            if not exists(uri, self.s3_endpoint_url):
-                write_bytes(uri, data, self.s3_endpoint_url); done.append(uri)
-        return done
+        "Put the code bundle (the step notebooks) under its content address; returns what was uploaded (nothing when it is there)."
+        if exists(self.c.bundle_uri, self.s3_endpoint_url): return []
+        write_bytes(self.c.bundle_uri, self.c.bundle, self.s3_endpoint_url)
+        return [self.c.bundle_uri]
 
     def exists(self) -> bool:
         import botocore.exceptions
@@ -67,10 +66,20 @@ class PipelineService:
         if fixed:
             raise ParameterError(f"Parameter(s) {', '.join(fixed)} are fixed in the SageMaker definition (set when it was compiled).",
                                  fix=f"Compile and upsert with them: earthsnap sagemaker upsert -p {fixed[0]}=...")
+        groups = {s.group.name for s in pipeline.steps if isinstance(s, RegisterStep) and isinstance(s.group, Parameter)}
         out = []
         for name in overrides:
             v = values[name]
-            out.append({"Name": name, "Value": str(v).lower() if isinstance(v, bool) else str(v)})
+            text = str(v).lower() if isinstance(v, bool) else str(v)
+            if text == "":
+                param = self.c.parameters.get(name)
+                if param is not None and not getattr(param, "default_value", None): continue  # the default is empty: nothing to send
+                raise ParameterError(f"-p {name}= is empty, and SageMaker refuses an empty parameter value when an execution starts.",
+                                     fix=f"Make empty the default instead: earthsnap sagemaker upsert -p {name}= (then start without it).")
+            if name in groups and not is_sagemaker_name(text):
+                raise ParameterError(f"-p {name}={text} names a model package group SageMaker does not allow (letters, digits and hyphens, "
+                                     "at most 63).", fix=f"Use -p {name}={sagemaker_name(text)}")
+            out.append({"Name": name, "Value": text})
         return out
 
     def start(self, pipeline: Pipeline, overrides: dict[str, str] | None = None, display_name: str | None = None) -> str:

@@ -1,0 +1,91 @@
+"""earthsnap's image, checked offline: the Dockerfile parses, installs nothing but our pins, and starts the entry point
+the tests run; its lock matches settings.ini and installs into a fresh environment of the image's Python with a
+clean `pip check`. No image is built here (no Docker daemon, no network to a registry); CI and the release stack
+build and push it.
+"""
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import shlex
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from dockerfile_parse import DockerfileParser
+from packaging.requirements import Requirement
+
+from earthsnap.sagemaker.image import BUILD_FILES, LOCK, read_lock
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def dockerfile():
+    d = DockerfileParser(path=str(REPO / "Dockerfile"))
+    return d, [(i["instruction"], i["value"]) for i in d.structure]
+
+
+def pins() -> dict[str, str]:
+    cfg = configparser.ConfigParser(); cfg.read(REPO / "settings.ini")
+    out = {}
+    for text in cfg["DEFAULT"]["requirements"].split() + [r for r in cfg["DEFAULT"]["sagemaker_requirements"].split() if r.startswith("s3fs")]:
+        r = Requirement(text)
+        out[r.name.lower().replace("_", "-")] = str(r.specifier).removeprefix("==")
+    return out
+
+
+def test_the_dockerfile_parses_and_installs_only_our_pins():
+    d, instructions = dockerfile()
+    assert d.baseimage.startswith("python:3.11.") and d.baseimage.endswith("-slim-bookworm"), d.baseimage
+    installs = [shlex.split(v) for k, v in instructions if k == "RUN" for v in [v] if "pip install" in v]
+    assert installs, instructions
+    for args in installs:
+        for cmd in " ".join(args).split("&&"):
+            words = cmd.split()
+            if "install" not in words: continue
+            assert "--no-deps" in words, cmd  # nothing is resolved at build time: every package is pinned in the lock
+            targets = [w for w in words[words.index("install") + 1:] if not w.startswith("-")]
+            extra = [w for w in words if w.startswith("--extra-index-url") or w.startswith("--index-url")]
+            named = [t for t in targets if t not in ("/opt/earthsnap/requirements.lock", "/opt/earthsnap/src", "https://download.pytorch.org/whl/cpu")]
+            assert not named, f"the Dockerfile installs {named} besides the lock and the package"
+            assert all("download.pytorch.org/whl/cpu" in cmd for _ in extra)
+    copied = [v.split() for k, v in instructions if k == "COPY"]
+    assert ["docker/requirements.lock", "/opt/earthsnap/requirements.lock"] in copied
+    for name in BUILD_FILES[2:]: assert any(name in c for c in copied), name  # what the tag hashes is what the build copies
+
+
+def test_the_lock_is_the_pins_and_exact():
+    lock = read_lock(REPO)
+    for name, version in pins().items():
+        assert name in lock, f"{name} is pinned in settings.ini but not in {LOCK}: run make image-lock"
+        assert lock[name].split("+")[0] == version, f"{name}: settings.ini pins {version}, {LOCK} has {lock[name]}: run make image-lock"
+    assert lock["torch"] == "2.13.0+cpu"  # the CPU build, from PyTorch's index
+    assert "sagemaker" not in lock and "moto" not in lock and "pytest" not in lock  # the image holds what jobs and endpoints run
+
+
+def test_the_entrypoint_is_the_one_the_tests_run():
+    d, instructions = dockerfile()
+    entry = json.loads(dict(instructions)["ENTRYPOINT"])
+    assert entry == ["earthsnap-job"]
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert scripts["earthsnap-job"] == "earthsnap.sagemaker.job:console"  # what tests/test_sagemaker_job.py starts
+    assert "8080" in dict(instructions)["EXPOSE"]
+
+
+def test_the_lock_installs_cleanly_in_a_fresh_environment(tmp_path):
+    "A fresh virtual environment of the image's Python: the lock and the package, --no-deps, then a clean pip check."
+    d, _ = dockerfile()
+    version = re.match(r"python:(\d+\.\d+)", d.baseimage).group(1)
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" == version, f"the image has Python {version}; run the tests with it"
+    venv = tmp_path / "venv"
+    subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "--quiet"]  # (installs with --no-compile: no .pyc needed to check)
+    subprocess.run([*pip, "install", "--no-deps", "--no-compile", "-r", str(REPO / LOCK)], check=True, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([*pip, "install", "--no-deps", "--no-compile", "--no-build-isolation", str(REPO)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([*pip, "check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([str(venv / "bin" / "earthsnap-job"), "fit"], capture_output=True, text=True, env={"EARTHSNAP_SM_ROOT": str(tmp_path / "ml")})
+    assert r.returncode == 1 and "it runs one of process, train, serve" in r.stderr, r.stderr  # the entry point starts with only the lock

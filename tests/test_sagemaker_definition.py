@@ -1,0 +1,131 @@
+"""The compiled SageMaker definitions, checked offline the way SageMaker reads them (issue 18's defects).
+
+Nothing here reaches AWS or the emulator: the definitions are checked against botocore's request shapes
+(`earthsnap.sagemaker.shapes`), and two executions are simulated to compare the cache-key attributes SageMaker
+compares, resolved the way the service resolves them.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from earthsnap.core.config import load_config
+from earthsnap.sagemaker.compiler import CompileError, compile_project
+from earthsnap.sagemaker.shapes import check_definition
+
+REPO = Path(__file__).resolve().parent.parent
+SETTINGS = dict(sagemaker_region="eu-west-1", sagemaker_bucket="s3://es-team/earthsnap",
+                sagemaker_role="arn:aws:iam::111111111111:role/earthsnap-sagemaker",
+                sagemaker_image_repository="111111111111.dkr.ecr.eu-west-1.amazonaws.com/earthsnap")
+BUILTIN_SPACE = {"search_space": '{"lr": [0.001, 0.1, "log"], "optimizer": ["sgd"]}'}
+# AWS's "default cache key attributes by pipeline step type"
+KEYED = {"Processing": ("AppSpecification", "Environment", "ProcessingInputs"), "Training": ("HyperParameters", "InputDataConfig"),
+         "Tuning": ("HyperParameterTuningJobConfig", "TrainingJobDefinition")}
+
+
+def cfg(**extra):
+    return load_config(REPO, env={}, **SETTINGS, **extra)
+
+
+VARIANTS = {"notebook": lambda: compile_project(cfg()), "builtin": lambda: compile_project(cfg(), BUILTIN_SPACE, trainer="builtin"),
+            "hierarchy model": lambda: compile_project(cfg(), model="acantha"),
+            "hierarchy model with an underscore": lambda: compile_project(cfg(), model="sea_birds"),
+            "builtin hierarchy model": lambda: compile_project(cfg(), BUILTIN_SPACE, trainer="builtin", model="sea_birds")}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_definition_fits_the_api_shapes(variant):
+    "Every definition the project compiles passes the check of botocore's request shapes (compile_project runs it too)."
+    pipeline, compiled = VARIANTS[variant]()
+    d = compiled.definition()
+    assert check_definition(d, compiled.pipeline.name) == []
+    assert json.loads(compiled.pipeline.definition()) == d
+
+
+def test_builtin_trainer_defects_are_fixed_or_refused():
+    _, c = compile_project(cfg(), BUILTIN_SPACE, trainer="builtin")
+    steps = {s["Name"]: s for s in c.definition()["Steps"]}
+    hp = steps["train"]["Arguments"]["HyperParameters"]
+    assert all(isinstance(v, str) or "Std:Join" in v or "Get" in v for v in hp.values()), hp  # no bare JSON numbers
+    assert steps["train"]["Arguments"]["ResourceConfig"]["InstanceType"].startswith(("ml.p", "ml.g"))
+    tune = steps["tune"]["Arguments"]
+    assert tune["TrainingJobDefinition"]["ResourceConfig"]["InstanceType"].startswith(("ml.p", "ml.g"))
+    cats = {r["Name"]: r["Values"] for r in tune["HyperParameterTuningJobConfig"]["ParameterRanges"]["CategoricalParameterRanges"]}
+    assert cats == {"optimizer": ["nag"]}
+    with pytest.raises(CompileError, match="tries optimizer 'adamw'"):
+        compile_project(cfg(), {"search_space": '{"optimizer": ["adamw"]}'}, trainer="builtin")
+    # what the old compiler emitted is what the shape check refuses: a JSON number where a hyperparameter is text
+    bare = copy.deepcopy(steps)
+    bare["train"]["Arguments"]["HyperParameters"]["num_classes"] = hp["num_classes"]["Std:Join"]["Values"][0]
+    found = check_definition({**c.definition(), "Steps": list(bare.values())})
+    assert any("HyperParameters['num_classes']: JsonGet classes is integer; the API takes string" in p for p in found), found
+
+
+def test_names_are_derived_valid_or_refused():
+    _, c = compile_project(cfg(), model="sea_birds")
+    d = c.definition()
+    assert c.pipeline.name == "earthsnap-sea-birds"
+    assert {p["Name"]: p.get("DefaultValue") for p in d["Parameters"]}["model_group"] == "hierarchy-sea-birds"
+    assert "earthsnap-sea-birds" in json.dumps(d) and "sea_birds" not in json.dumps(d).replace("demo-sea_birds", "")  # (a dataset name may keep it)
+    # the old names are what the shape check refuses
+    found = check_definition({**d, "Parameters": [{**p, "DefaultValue": "hierarchy-sea_birds"} if p["Name"] == "model_group" else p
+                                                  for p in d["Parameters"]]}, "earthsnap-sea_birds")
+    assert any("pipeline name: 'earthsnap-sea_birds' does not match" in p for p in found), found
+    assert any("(default of Parameters.model_group): 'hierarchy-sea_birds' does not match" in p for p in found), found
+
+
+def resolve(v, ex):
+    "A definition value as the service resolves it in execution `ex` (parameters at their defaults)."
+    if isinstance(v, list): return [resolve(x, ex) for x in v]
+    if not isinstance(v, dict): return v
+    if len(v) == 1 and "Get" in v:
+        ref = v["Get"]
+        if ref.startswith("Parameters."): return ex["params"][ref.split(".", 1)[1]]
+        if ref.startswith("Execution."): return ex["id"] if ref == "Execution.PipelineExecutionId" else ex["name"]
+        step, _, path = ref.split(".", 1)[1].partition(".")
+        return ex["props"][step][path]
+    if len(v) == 1 and "Std:Join" in v:
+        return v["Std:Join"]["On"].join(str(resolve(x, ex)) for x in v["Std:Join"]["Values"])
+    if len(v) == 1 and "Std:JsonGet" in v:  # the same photos: data QA writes the same qa.json
+        return f"json:{v['Std:JsonGet']['PropertyFile']['Get']}:{v['Std:JsonGet']['Path']}"
+    return {k: resolve(x, ex) for k, x in v.items()}
+
+
+def execute(definition: dict, ex_id: str, before: dict | None = None) -> dict:
+    "Simulate an execution: each job step hits the cache when it is cached and its resolved keyed attributes equal the earlier run's."
+    ex = {"id": ex_id, "name": "earthsnap", "params": {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]},
+          "props": {}, "keys": {}, "hits": set()}
+    for s in definition["Steps"]:
+        if s["Type"] not in KEYED: continue
+        a = s["Arguments"]
+        key = json.dumps({k: resolve(a.get(k), ex) for k in KEYED[s["Type"]]}, sort_keys=True)
+        ex["keys"][s["Name"]] = key
+        if before and s.get("CacheConfig", {}).get("Enabled") and before["keys"].get(s["Name"]) == key:
+            ex["hits"].add(s["Name"]); ex["props"][s["Name"]] = before["props"][s["Name"]]; continue
+        if s["Type"] == "Processing":  # a new job writes its outputs where this execution says
+            ex["props"][s["Name"]] = {f"ProcessingOutputConfig.Outputs['{o['OutputName']}'].S3Output.S3Uri": resolve(o["S3Output"]["S3Uri"], ex)
+                                      for o in a["ProcessingOutputConfig"]["Outputs"]}
+        elif s["Type"] == "Training":  # a new job, a new name: a new model
+            ex["props"][s["Name"]] = {"ModelArtifacts.S3ModelArtifacts": f"{a['OutputDataConfig']['S3OutputPath']}/{s['Name']}-{ex_id}/output/model.tar.gz"}
+        else:  # a new tuning job: its best trial's values may differ
+            names = [r["Name"] for rs in a["HyperParameterTuningJobConfig"]["ParameterRanges"].values() for r in rs]
+            ex["props"][s["Name"]] = {f"BestTrainingJob.TunedHyperParameters['{n}']": f"{n}-of-{ex_id}" for n in names}
+    return ex
+
+
+@pytest.mark.parametrize("variant", ["notebook", "builtin"])
+def test_a_second_execution_of_the_same_inputs_hits_every_cached_step(variant):
+    "Compiled twice, executed twice with different execution ids and the same parameters: every cached step is a hit."
+    first_def, second_def = VARIANTS[variant]()[1].definition(), VARIANTS[variant]()[1].definition()
+    assert first_def == second_def  # compiling is deterministic
+    cached = {s["Name"] for s in first_def["Steps"] if s.get("CacheConfig", {}).get("Enabled")}
+    assert {"preprocess", "tune"} <= cached
+    first = execute(first_def, "exec-1111")
+    second = execute(second_def, "exec-2222", before=first)
+    assert second["hits"] == cached, (cached - second["hits"], {n: (first["keys"][n], second["keys"][n]) for n in cached - second["hits"]})
+    for name in cached:
+        assert "exec-2222" not in second["keys"][name], name  # nothing of this execution in a key (the first one's outputs are handed on)
+    assert "exec-2222" in json.dumps(second["props"]["data_qa"])  # (while outputs of steps that run go under the execution)
