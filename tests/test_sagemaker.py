@@ -151,7 +151,8 @@ def test_hierarchy_listings_in_the_bucket_start_each_models_pipeline(earthsnap, 
     and start that model's own pipeline, reading its listing (against the emulator)."""
     import shlex, shutil
     shutil.copytree(REPO / "pipeline", tmp_path / "pipeline")
-    env = {**aws, "EARTHSNAP_SAGEMAKER_BUCKET": f"s3://{BUCKET}/hier"}  # a prefix of its own: no code bundle shared with other tests
+    env = {**aws, "EARTHSNAP_SAGEMAKER_BUCKET": f"s3://{BUCKET}/hier",  # a prefix of its own: no code bundle shared with other tests
+           "EARTHSNAP_SAGEMAKER_IMAGE": "111111111111.dkr.ecr.us-east-1.amazonaws.com/earthsnap:team-1"}  # a project without a Dockerfile names its image
     r = earthsnap("hierarchy", "listings", "--sagemaker", cwd=tmp_path, env=env)
     assert r.returncode == 2 and "Run data QA on SageMaker first" in r.stderr, r.stdout + r.stderr
     r = earthsnap("demo-data", "photos", "--groups", "2", "--species", "2", "--images", "4", "-q", cwd=tmp_path, env=env)
