@@ -5,7 +5,7 @@ build and push it.
 """
 from __future__ import annotations
 
-import configparser
+import importlib.util
 import json
 import re
 import shlex
@@ -28,9 +28,11 @@ def dockerfile():
 
 
 def pins() -> dict[str, str]:
-    cfg = configparser.ConfigParser(); cfg.read(REPO / "settings.ini")
+    "The pins the image is resolved from, as tools/lock_image.py reads them from settings.ini."
+    spec = importlib.util.spec_from_file_location("lock_image", REPO / "tools" / "lock_image.py")
+    lock_image = importlib.util.module_from_spec(spec); spec.loader.exec_module(lock_image)
     out = {}
-    for text in cfg["DEFAULT"]["requirements"].split() + [r for r in cfg["DEFAULT"]["sagemaker_requirements"].split() if r.startswith("s3fs")]:
+    for text in lock_image.image_requirements():
         r = Requirement(text)
         out[r.name.lower().replace("_", "-")] = str(r.specifier).removeprefix("==")
     return out

@@ -233,10 +233,14 @@ class _Values:
 # %% ../../nbs/sagemaker/compiler.ipynb #d9e13f2d
 class _Steps:
     "What every compiled step shares: its cache config, what it depends on, where its outputs go, and the checks of a notebook step; and the walk that compiles them all."
-    def cache(self, step: Step, skip: tuple = ()):
+    def path_inputs(self, step: Step) -> list[str]:
+        "The inputs of `step` that are path parameters: locations whose content SageMaker cannot see, which the job reads itself."
+        return [k for k, v in step.inputs.items() if isinstance(v, Parameter) and v.path]
+
+    def cache(self, step: Step):
         "Caching for a job step whose keyed arguments depend on content only; else None, and a note saying why."
         from sagemaker.mlops.workflow.steps import CacheConfig
-        paths = [v.name for k, v in step.inputs.items() if k not in skip and isinstance(v, Parameter) and v.path]
+        paths = [step.inputs[k].name for k in self.path_inputs(step)]
         fresh = sorted({v.step.name for v in step.inputs.values() if isinstance(v, StepOutput) and v.step.name in self.uncached})
         if paths: why = f"it reads {', '.join(paths)}, whose content SageMaker cannot key a cache on"
         elif fresh: why = f"it reads the output of {', '.join(fresh)}, which runs in every execution, so that output is new each time"
@@ -245,10 +249,10 @@ class _Steps:
         self.notes.append(f"{step.name}: not cached ({why}).")
         return None
 
-    def isolated(self, step: Step, skip: tuple = ()) -> bool:
+    def isolated(self, step: Step) -> bool:
         "Whether the job can run with network isolation: it reads only its inputs, no store or path of its own in S3."
-        reaches = [v.name for k, v in step.inputs.items() if k not in skip and ((isinstance(v, Parameter) and v.path)
-                                                                                or (isinstance(v, ConfigValue) and v.name == "datasets"))]
+        reaches = [step.inputs[k].name for k in self.path_inputs(step)]
+        reaches += [v.name for v in step.inputs.values() if isinstance(v, ConfigValue) and v.name == "datasets"]
         if reaches: self.notes.append(f"{step.name}: runs with network access (it reads {', '.join(reaches)} in S3 itself; "
                                       "an S3 VPC endpoint is enough, no internet).")
         return not reaches
@@ -298,7 +302,8 @@ class _Steps:
         for n in self.p.parameters:
             if n not in self.params and n not in self.fixed: self.notes.append(f"parameter {n}: not used by any step on SageMaker.")
         pipe = SMPipeline(name=self.name, parameters=params, steps=top, sagemaker_session=self.sess)
-        return Compiled(pipe, self.bundle, self.bundle_uri, self.t, dict(self.params), dict(self.fixed), self.notes)
+        notes = list(dict.fromkeys(self.notes))  # a note made for each of two steps (tuning and training share a trainer) said once
+        return Compiled(pipe, self.bundle, self.bundle_uri, self.t, dict(self.params), dict(self.fixed), notes)
 
 # %% ../../nbs/sagemaker/compiler.ipynb #3df1d464
 class Compiler(_Values, _Steps):
@@ -323,7 +328,6 @@ class Compiler(_Values, _Steps):
         self.params: dict[str, Any] = {}
         self.fixed: dict[str, Any] = {}
         self.uncached: set[str] = set()     # steps that run in every execution
-        self.fixed_instances: set[str] = set()
         self.search_space: list[str] = []
         self.property_files = self._property_files()
 
@@ -476,7 +480,7 @@ def tuning_step(c: Compiler, step: NotebookStep):
         ranges = builtin_space(space, step)
         metrics = None  # the algorithm publishes validation:accuracy itself
     else:
-        paths = tuple(k for k, v in train.inputs.items() if isinstance(v, Parameter) and v.path)
+        paths = tuple(c.path_inputs(train))
         if paths: c.notes.append(f"{step.name}: its trials train without {', '.join(paths)} (as here, tuning starts from random weights).")
         hp = _notebook_hyperparameters(c, train, skip=("epochs", *paths)) | {"earthsnap_search": ",".join(space)}
         if "epochs" in step.inputs: hp["earthsnap_param_epochs"] = c.text(step, step.inputs["epochs"])
@@ -523,10 +527,8 @@ def builtin_instance(c: Compiler, step: Step) -> str:
     "The step's instance type when the algorithm can train on it (a GPU); else BUILTIN_INSTANCE, noted."
     kind = step.compute.instance_type
     if kind.startswith(GPU_FAMILIES): return kind
-    if step.name not in c.fixed_instances:
-        c.fixed_instances.add(step.name)
-        c.notes.append(f"{step.name}: trains on {BUILTIN_INSTANCE}, not {kind}: SageMaker's image classifier trains on GPU instances only "
-                       f"({', '.join(f.rstrip('.') for f in GPU_FAMILIES)}); set the step's compute to choose one.")
+    c.notes.append(f"{step.name}: trains on {BUILTIN_INSTANCE}, not {kind}: SageMaker's image classifier trains on GPU instances only "
+                   f"({', '.join(f.rstrip('.') for f in GPU_FAMILIES)}); set the step's compute to choose one.")
     return BUILTIN_INSTANCE
 
 # %% ../../nbs/sagemaker/compiler.ipynb #f2f35270

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from ..core.config import WHERE, Config
 from ..core.errors import ConfigError
+from ..core.hashing import hash_json
+from ..engine.fingerprint import library_sources
 
 # %% auto #0
 __all__ = ['BUILD_FILES', 'LOCK', 'image_files', 'image_tag', 'project_image', 'read_lock']
@@ -17,26 +19,20 @@ __all__ = ['BUILD_FILES', 'LOCK', 'image_files', 'image_tag', 'project_image', '
 # %% ../../nbs/sagemaker/image.ipynb #c6c7d2be
 BUILD_FILES = ("Dockerfile", ".dockerignore", "docker/requirements.lock", "setup.py", "settings.ini")
 
-def image_files(project_dir: str | Path) -> dict[str, Path]:
-    "The files the image of `project_dir` is built from: BUILD_FILES and the package's modules (the installed earthsnap's)."
-    from importlib.util import find_spec  # (the package's own modules, wherever it is installed)
-    root, package = Path(project_dir), Path(find_spec("earthsnap").origin).parent
+def image_files(project_dir: str | Path) -> dict[str, str]:
+    "Path in the build context -> sha256 of every file the image of `project_dir` is built from: BUILD_FILES and the package's modules."
+    root = Path(project_dir)
     missing = [name for name in BUILD_FILES if not (root / name).is_file()]
     if missing:
         raise ConfigError(f"The project at {root} has no {', '.join(missing)}, which earthsnap's image is built from.",
                           fix="Set sagemaker_image to an image you built, or run from the earthsnap repository.")
-    files = {name: root / name for name in BUILD_FILES}
-    files |= {f"earthsnap/{p.relative_to(package).as_posix()}": p for p in sorted(package.rglob("*.py")) if "__pycache__" not in p.parts}
-    return files
+    files = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in BUILD_FILES}
+    return files | {f"earthsnap/{name}": digest for name, digest in library_sources().items()}
 
 # %% ../../nbs/sagemaker/image.ipynb #94794833
 def image_tag(project_dir: str | Path) -> str:
-    "The content tag of the project's image: `es-` and 20 hex digits of the sha256 over every build file's name and bytes."
-    h = hashlib.sha256()
-    for name, path in sorted(image_files(project_dir).items()):
-        data = path.read_bytes()
-        h.update(f"{name}\0{len(data)}\0".encode()); h.update(data)
-    return "es-" + h.hexdigest()[:20]
+    "The content tag of the project's image: `es-` and 20 hex digits of the digest of every build file's name and sha256."
+    return "es-" + hash_json(image_files(project_dir))[:20]
 
 # %% ../../nbs/sagemaker/image.ipynb #be09422f
 def project_image(cfg: Config) -> str:
