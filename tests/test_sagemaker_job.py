@@ -40,7 +40,7 @@ def job_root(tmp: Path, records: Path, splits: tuple[str, str], hyperparameters:
         (data / channel).mkdir(parents=True)
         for f in records.glob(prefix + "*"): shutil.copy(f, data / channel / f.name)
     (data / "code").mkdir()
-    (data / "code" / BUNDLE).write_bytes(code_bundle(REPO)[0])
+    (data / "code" / BUNDLE).write_bytes(code_bundle(REPO / "pipeline")[0])
     (ml / "input" / "config").mkdir(parents=True)
     (ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     return ml

@@ -82,10 +82,10 @@ def builtin_image(region: str) -> str:
 # %% ../../nbs/sagemaker/compiler.ipynb #f610e90d
 BUNDLE = "pipeline.tar.gz"  # earthsnap.sagemaker.job reads it under this name
 
-def code_bundle(project_dir: str | Path) -> tuple[bytes, str]:
-    "The reproducible pipeline.tar.gz of the project's step notebooks, and its sha256."
-    files = {f"pipeline/{p.name}": p.read_bytes() for p in sorted((Path(project_dir) / "pipeline").glob("*.ipynb"))}
-    if not files: raise CompileError(f"The project at {project_dir} has no step notebooks in pipeline/.")
+def code_bundle(notebooks_dir: str | Path) -> tuple[bytes, str]:
+    "The reproducible pipeline.tar.gz of the step notebooks in `notebooks_dir` (the pipeline's folder), and its sha256."
+    files = {f"pipeline/{p.name}": p.read_bytes() for p in sorted(Path(notebooks_dir).glob("*.ipynb"))}
+    if not files: raise CompileError(f"{notebooks_dir} holds no step notebooks to run on SageMaker.")
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
         for name in sorted(files):
@@ -316,7 +316,7 @@ class Compiler(_Values, _Steps):
         for s in pipeline.steps:  # a registry group named by a parameter: its default must be a valid group name
             if isinstance(s, RegisterStep) and isinstance(s.group, Parameter) and isinstance(self.values[s.group.name], str):
                 self.values[s.group.name] = self.aws_name(self.values[s.group.name], "model package group", f"parameter {s.group.name}")
-        self.bundle, sha = code_bundle(project_dir)
+        self.bundle, sha = code_bundle(Path(project_dir) / pipeline.pipeline_dir)  # the notebooks beside pipeline.py
         self.bundle_uri = join(target.bucket, "code", sha, BUNDLE)
         import boto3
         from sagemaker.core.workflow.pipeline_context import PipelineSession
