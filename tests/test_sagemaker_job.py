@@ -56,11 +56,18 @@ def metrics(log: str) -> dict[str, list[float]]:
     return {m["Name"]: [float(x) for x in re.findall(m["Regex"], log)] for m in METRIC_DEFINITIONS}
 
 
-def test_a_training_job_reports_its_metrics_in_its_log(records, tmp_path):
+@pytest.fixture(scope="module")
+def trained(records, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    "A training job run once for this module: its /opt/ml (the model in model/) and the finished process."
+    tmp = tmp_path_factory.mktemp("train")
     hp = {"earthsnap_notebook": "train.ipynb", "earthsnap_param_epochs": "2", "earthsnap_param_workers": "1", "earthsnap_records": "records",
           "earthsnap_tuned_lr": "0.01", "earthsnap_tuned_width": "16", "earthsnap_tuning": "tuning"}
-    ml = job_root(tmp_path, records, ("train", "val"), hp)
-    r = run_job(ml, "train", cwd=tmp_path)
+    ml = job_root(tmp, records, ("train", "val"), hp)
+    return ml, run_job(ml, "train", cwd=tmp)
+
+
+def test_a_training_job_reports_its_metrics_in_its_log(trained):
+    ml, r = trained
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     found = metrics(r.stdout + r.stderr)
     assert len(found["validation:accuracy"]) == 2 and all(0 <= a <= 1 for a in found["validation:accuracy"]), found  # one per epoch
@@ -94,12 +101,11 @@ def test_a_failed_job_says_why_where_sagemaker_looks(records, tmp_path):
     assert r.returncode == 1 and "it runs one of process, train, serve" in r.stderr
 
 
-def test_the_image_serves_a_model_as_sagemaker_asks(records, tmp_path):
-    "`earthsnap-job serve`: the model in /opt/ml/model, /ping and /invocations on the port SageMaker names, stopped by its pid."
+def test_the_image_serves_a_model_as_sagemaker_asks(records, trained):
+    "`earthsnap-job serve`: the model the training job left in /opt/ml/model, /ping and /invocations on the port SageMaker names, stopped by its pid."
     from earthsnap.data.recordio import MXRecordIO, unpack
-    hp = {"earthsnap_notebook": "train.ipynb", "earthsnap_param_epochs": "1", "earthsnap_param_workers": "1", "earthsnap_records": "records"}
-    ml = job_root(tmp_path, records, ("train", "val"), hp)
-    assert run_job(ml, "train", cwd=tmp_path).returncode == 0
+    ml, r = trained
+    assert r.returncode == 0, r.stderr[-2000:]
     port = free_port()
     env = clean_env(EARTHSNAP_SM_ROOT=str(ml), SAGEMAKER_BIND_TO_PORT=str(port), EARTHSNAP_SERVE_HOST="127.0.0.1", EARTHSNAP_MODEL_VERSION="species/7")
     proc = subprocess.Popen([str(BIN / "earthsnap-job"), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
