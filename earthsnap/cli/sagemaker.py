@@ -60,11 +60,8 @@ def sagemaker_start(param: list[str] = typer.Option([], "--param", "-p", help=PA
                     pipeline: Optional[Path] = typer.Option(None, help=PIPELINE_HELP),
                     model: Optional[str] = typer.Option(None, help=MODEL_HELP)):
     "Start an execution of the pipeline on SageMaker; parameters are checked before anything starts."
-    from earthsnap.sagemaker.compiler import compile_project
-    from earthsnap.sagemaker.service import PipelineService
-    cfg = load_config()
-    p, c = compile_project(cfg, None, pipeline, model=model)
-    arn = PipelineService.from_config(c, cfg).start(p, parse_params(param), name)
+    from earthsnap.sagemaker.service import start_project
+    arn = start_project(load_config(), parse_params(param), pipeline, model, name)
     typer.echo(f"started {arn}\nnext: earthsnap sagemaker status")
 
 # %% ../../nbs/cli/sagemaker.ipynb #33d51d38

@@ -5,6 +5,10 @@
 # %% ../../nbs/sagemaker/service.ipynb #ca588c99
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from .aws import aws_call, aws_client
 from ..engine.definition import Parameter, Pipeline, RegisterStep
 from ..core.errors import EarthsnapError, ParameterError
@@ -13,7 +17,8 @@ from .names import is_sagemaker_name, sagemaker_name
 from ..core.storage import exists, write_bytes
 
 # %% auto #0
-__all__ = ['SageMakerError', 'call', 'PipelineService', 'execution_status', 'status_table', 'project_status']
+__all__ = ['SageMakerError', 'call', 'PipelineService', 'deployed_parameters', 'execution_parameters', 'start_execution',
+           'start_project', 'execution_status', 'status_table', 'project_status']
 
 # %% ../../nbs/sagemaker/service.ipynb #9889f5bd
 class SageMakerError(EarthsnapError):
@@ -60,38 +65,59 @@ class PipelineService:
         return {"arn": arn, "action": action, "uploaded": uploaded, "bytes": len(body)}
 
     def check_parameters(self, pipeline: Pipeline, overrides: dict[str, str]) -> list[dict]:
-        "SageMaker's PipelineParameters for `overrides`, after the checks `earthsnap run -p` makes; refuses fixed ones."
-        values = pipeline.resolve(overrides)  # unknown names and wrong types are refused here
-        fixed = sorted(set(overrides) & set(self.c.fixed))
-        if fixed:
-            raise ParameterError(f"Parameter(s) {', '.join(fixed)} are fixed in the SageMaker definition (set when it was compiled).",
-                                 fix=f"Compile and upsert with them: earthsnap sagemaker upsert -p {fixed[0]}=...")
-        groups = {s.group.name for s in pipeline.steps if isinstance(s, RegisterStep) and isinstance(s.group, Parameter)}
-        out = []
-        for name in overrides:
-            v = values[name]
-            text = str(v).lower() if isinstance(v, bool) else str(v)
-            if text == "":
-                param = self.c.parameters.get(name)
-                if param is not None and not getattr(param, "default_value", None): continue  # the default is empty: nothing to send
-                raise ParameterError(f"-p {name}= is empty, and SageMaker refuses an empty parameter value when an execution starts.",
-                                     fix=f"Make empty the default instead: earthsnap sagemaker upsert -p {name}= (then start without it).")
-            if name in groups and not is_sagemaker_name(text):
-                raise ParameterError(f"-p {name}={text} names a model package group SageMaker does not allow (letters, digits and hyphens, "
-                                     "at most 63).", fix=f"Use -p {name}={sagemaker_name(text)}")
-            out.append({"Name": name, "Value": text})
-        return out
+        "SageMaker's PipelineParameters for `overrides`, checked against `pipeline` and the definition SageMaker holds (`execution_parameters`)."
+        return execution_parameters(pipeline, overrides, deployed_parameters(self.sm, self.name))
 
     def start(self, pipeline: Pipeline, overrides: dict[str, str] | None = None, display_name: str | None = None) -> str:
         "Start an execution with `overrides` (checked first); returns its ARN."
-        params = self.check_parameters(pipeline, overrides or {})
-        kw = {"PipelineName": self.name, "PipelineParameters": params}
-        if display_name: kw["PipelineExecutionDisplayName"] = display_name
-        return call(self.sm, "start_pipeline_execution", **kw)["PipelineExecutionArn"]
+        return start_execution(self.sm, self.name, pipeline, overrides or {}, display_name)
 
     def status(self, execution_arn: str | None = None) -> dict:
         "An execution (the latest when none is named) and its steps."
         return execution_status(self.sm, self.name, execution_arn)
+
+# %% ../../nbs/sagemaker/service.ipynb #a2d85d71
+def deployed_parameters(sm, pipeline_name: str) -> dict[str, Any]:
+    "Parameter name -> default value of pipeline `pipeline_name` as SageMaker holds it (its last upsert)."
+    d = json.loads(call(sm, "describe_pipeline", PipelineName=pipeline_name)["PipelineDefinition"])
+    return {p["Name"]: p.get("DefaultValue") for p in d.get("Parameters", [])}
+
+def execution_parameters(pipeline: Pipeline, overrides: dict[str, str], deployed: dict[str, Any]) -> list[dict]:
+    "SageMaker's PipelineParameters for `overrides`, after the checks `earthsnap run -p` makes; refuses what the deployed pipeline cannot take."
+    values = pipeline.resolve(overrides)  # unknown names and wrong types are refused here
+    fixed = sorted(n for n in overrides if n not in deployed)
+    if fixed:
+        raise ParameterError(f"Parameter(s) {', '.join(fixed)} are fixed in the SageMaker definition (set when it was compiled).",
+                             fix=f"Compile and upsert with them: earthsnap sagemaker upsert -p {fixed[0]}=...")
+    groups = {s.group.name for s in pipeline.steps if isinstance(s, RegisterStep) and isinstance(s.group, Parameter)}
+    out = []
+    for name in overrides:
+        v = values[name]
+        text = str(v).lower() if isinstance(v, bool) else str(v)
+        if text == "":
+            if not deployed[name]: continue  # the default is empty: nothing to send
+            raise ParameterError(f"-p {name}= is empty, and SageMaker refuses an empty parameter value when an execution starts.",
+                                 fix=f"Make empty the default instead: earthsnap sagemaker upsert -p {name}= (then start without it).")
+        if name in groups and not is_sagemaker_name(text):
+            raise ParameterError(f"-p {name}={text} names a model package group SageMaker does not allow (letters, digits and hyphens, "
+                                 "at most 63).", fix=f"Use -p {name}={sagemaker_name(text)}")
+        out.append({"Name": name, "Value": text})
+    return out
+
+def start_execution(sm, pipeline_name: str, pipeline: Pipeline, overrides: dict[str, str], display_name: str | None = None) -> str:
+    "Start an execution of `pipeline_name` with `overrides`, checked first; returns its ARN."
+    kw = {"PipelineName": pipeline_name, "PipelineParameters": execution_parameters(pipeline, overrides, deployed_parameters(sm, pipeline_name))}
+    if display_name: kw["PipelineExecutionDisplayName"] = display_name
+    return call(sm, "start_pipeline_execution", **kw)["PipelineExecutionArn"]
+
+def start_project(cfg, overrides: dict[str, str], pipeline_file: str | Path | None = None, model: str | None = None,
+                  display_name: str | None = None) -> str:
+    "Start the project's pipeline (one hierarchy `model`'s own, if given) as it is on SageMaker; returns the execution's ARN."
+    from earthsnap.engine.definition import project_pipeline
+    from earthsnap.hierarchy.datasets import model_pipeline_name
+    p = project_pipeline(cfg.project_dir, pipeline_file)
+    name = sagemaker_name(model_pipeline_name(p.name, model) if model else p.name, "pipeline")
+    return start_execution(aws_client("sagemaker", cfg.sagemaker_region or None), name, p, overrides, display_name)
 
 # %% ../../nbs/sagemaker/service.ipynb #d1680962
 def execution_status(sm, pipeline_name: str, execution_arn: str | None = None) -> dict:
