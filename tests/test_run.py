@@ -57,6 +57,13 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120):
         time.sleep(0.1)
 
 
+def cell_running(notebook: Path, marker: str) -> bool:
+    "Whether papermill has recorded the cell whose source holds `marker` as running in the executed `notebook`."
+    try: nb = nbformat.read(notebook, as_version=4)
+    except Exception: return False  # not written yet, or being written
+    return any(marker in c.source and c.metadata.get("papermill", {}).get("status") == "running" for c in nb.cells)
+
+
 def test_run_then_cached_rerun(earthsnap, project):
     r = earthsnap("run", *DATA, cwd=project)
     assert r.returncode == 0, r.stderr
@@ -112,7 +119,7 @@ def test_interrupted_run_shows_nothing_half_written_and_resumes(earthsnap, proje
     runs = project / ".earthsnap" / "runs"
     wait_for(lambda: list(runs.glob("*/.partial/preprocess")), proc)
     run_dir = next(runs.glob("*/.partial/preprocess")).parent.parent
-    time.sleep(1)
+    wait_for(lambda: cell_running(run_dir / "preprocess.ipynb", "STEP_SLEEP"), proc)  # the kernel is in the sleeping cell
     if how == "ctrl-c":
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
