@@ -14,7 +14,7 @@ PIPELINE_NBS := $(wildcard pipeline/*.ipynb)
 
 help:
 	@echo "make demo   generate the demo data and run the local pipeline end to end"
-	@echo "make test   check notebooks and library agree, then run every test"
+	@echo "make test   check notebooks and library agree, then run every test (installs chromium for the console's browser tests)"
 	@echo "make bench  run the benchmarks in bench/ (figures as ratios against a baseline)"
 	@echo "make export regenerate earthsnap/ and README.md from nbs/ (for developers)"
 	@echo "make image  build earthsnap's image for SageMaker jobs and endpoints (image-push: and push it; image-lock: re-pin it)"
@@ -46,7 +46,14 @@ check: install
 # gives each worker whole files (--dist loadfile), so the tests of a file, and the cells of a pipeline notebook,
 # run in order on one worker.
 WORKERS := $(shell echo $$(( $$(nproc) + 1 )))
-test: check
+# The console's tests drive a real browser: Debian's chromium (Playwright's own browser builds cannot be downloaded here).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@echo "installing chromium (Debian's package) for the console's browser tests"
+	@{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } > /tmp/earthsnap-apt.log 2>&1 \
+	 || { tail -n 20 /tmp/earthsnap-apt.log; echo "could not install chromium: see /tmp/earthsnap-apt.log (run as root, or install it yourself)"; exit 1; }
+
+test: check $(CHROMIUM)
 	timeout --kill-after=10 600 $(BIN)/nbdev_test --n_workers $(WORKERS) || { echo "nbdev_test failed or ran past 600 s"; exit 1; }
 	$(BIN)/python -m pytest -p no:cacheprovider --timeout=300 -n $(WORKERS) --maxprocesses=4 --dist loadfile tests $(PIPELINE_NBS) \
 	  $(if $(PIPELINE_NBS),--nbval-lax --nbval-cell-timeout=600,)
@@ -58,6 +65,7 @@ bench: install
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/endpoint.py
 	$(BIN)/python bench/router.py
+	$(BIN)/python bench/console.py
 
 export: install
 	$(BIN)/nbdev_export

@@ -37,6 +37,7 @@ setuptools.setup(
     python_requires=">=" + cfg["min_python"],
     packages=setuptools.find_packages(include=["earthsnap", "earthsnap.*"]),
     include_package_data=True,
+    package_data={"earthsnap.console": ["templates/*.html", "static/*"]},
     install_requires=requirements,
     extras_require={"dev": dev_requirements, "sagemaker": sagemaker_requirements},
     entry_points={

@@ -21,7 +21,7 @@ from .core.storage import is_local, join
 from .data.step_files import EVALUATION, MODEL_ARCHIVE, REJECTED, TUNING_RESULT, read_evaluation, read_qa_report, read_records_summary, read_tuning_result
 
 # %% auto #0
-__all__ = ['DEMO_DEFAULTS', 'DemoResult', 'run_demo']
+__all__ = ['DEMO_DEFAULTS', 'DEMO_PEOPLE', 'DemoResult', 'run_demo', 'demo_people', 'console_lines']
 
 # %% ../nbs/demo.ipynb #096b195c
 DEMO_DEFAULTS = dict(groups=4, species=4, images=100, size=96, seed=0, faults=True)
@@ -130,4 +130,28 @@ def run_demo(config: Config | None = None, progress: bool = True, echo=print, ca
     width = max(map(len, res.outputs))
     for label, path in res.outputs.items(): echo(f"  {label:<{width}} {path}")
     echo(f"\nnext: earthsnap runs show {run['id']}")
+    for line in console_lines(demo_people(cfg)): echo(line)
     return res
+
+# %% ../nbs/demo.ipynb #3870cd85
+DEMO_PEOPLE = {"demo-approver": "approver", "demo-operator": "operator"}
+
+def demo_people(cfg: Config) -> dict[str, str]:
+    "The demo's accounts (DEMO_PEOPLE), made or given a new random password: name -> password."
+    import secrets
+    from earthsnap.access.users import AccessError, UserStore
+    users, out = UserStore.from_config(cfg), {}
+    for name, role in DEMO_PEOPLE.items():
+        password = "-".join(secrets.token_urlsafe(6) for _ in range(3))
+        try: users.get(name)
+        except AccessError: users.add(name, role, password, by="earthsnap demo")
+        else: users.set_role(name, role); users.set_password(name, password); users.enable(name)
+        out[name] = password
+    return out
+
+def console_lines(people: dict[str, str], port: int = 8090) -> list[str]:
+    "What the demo prints about the console: the command, the address, and how to sign in."
+    return ["", "Review and approve the model in a browser: start the console, open its address, sign in as the demo approver.",
+            "  earthsnap console", f"  http://127.0.0.1:{port}/console",
+            *[f"  {role:<9} user {name}, password {people[name]}" for name, role in DEMO_PEOPLE.items()],
+            "  (local demo accounts on 127.0.0.1, with new passwords each time the demo runs; the operator promotes and rolls back)"]

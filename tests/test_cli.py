@@ -175,6 +175,12 @@ def test_demo_runs_end_to_end(earthsnap, tmp_path):
         done = earthsnap(*step, cwd=tmp_path)
         assert done.returncode == 0, (step, done.stdout, done.stderr)
     assert "species/1  Approved" in earthsnap("registry", "show", "species/1", cwd=tmp_path).stdout
+    # it ends with the console: the command, the address, and a demo approver whose printed password signs in
+    assert "  earthsnap console\n  http://127.0.0.1:8090/console\n" in r.stdout
+    from earthsnap.access.users import UserStore
+    from earthsnap.core.config import load_config
+    password = r.stdout.split("user demo-approver, password ", 1)[1].split()[0]
+    assert UserStore.from_config(load_config(tmp_path, env={})).sign_in("demo-approver", password).role == "approver"
     listed = dict(line.strip().rsplit(None, 1)[::-1] for line in results)
     paths = {Path(p) for p in listed}
     assert tmp_path / ".earthsnap" / "demo-data" in paths

@@ -26,6 +26,7 @@ def run(
     pipeline: Optional[Path] = typer.Option(None, help=PIPELINE_HELP),
     to: list[str] = typer.Option([], "--to", help="Run only up to step TO: it and the steps it needs (e.g. --to preprocess); repeat for more."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="The new run's id (default: a fresh one; the HTTP API sets it)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who starts the run, as its record names them (default: your login name; the console sets it)."),
 ):
     "Run the pipeline on this machine, each step a notebook run by papermill."
     from earthsnap.core.progress import TerminalProgress
@@ -35,7 +36,7 @@ def run(
     p = project_pipeline(cfg.project_dir, pipeline)
     if to: p = p.upto(*to)
     run_pipeline(p, params, config=cfg, workers=workers or None, cache=not no_cache, resume=resume,
-                 on_event=TerminalProgress(typer.echo), run_id=run_id)
+                 on_event=TerminalProgress(typer.echo), run_id=run_id, started_by=by)
 
 # %% ../../nbs/cli/runs.ipynb #619b942f
 runs_app = group("runs", "The records of pipeline runs: list them, show one.")

@@ -16,7 +16,7 @@ from .errors import ConfigError, did_you_mean
 
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'ENV_PREFIX', 'SETTINGS', 'WHERE', 'Setting', 'Config', 'find_config_file', 'load_config',
-           'config_template', 'require']
+           'config_template', 'require', 'login_name']
 
 # %% ../../nbs/core/config.ipynb #25b325da
 CONFIG_FILE = "earthsnap.yaml"
@@ -67,8 +67,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sagemaker_trainer", str, "notebook", "What trains and tunes on SageMaker: notebook (the training notebook, "
             "papermill in earthsnap's image) or builtin (SageMaker's image-classification algorithm on the RecordIO channels).",
             affects_results=False),
-    Setting("api_token", str, "", "Bearer token that clients of `earthsnap api` must send; better set as EARTHSNAP_API_TOKEN than "
-            "written in the file. `earthsnap api` refuses to start without one.", affects_results=False),
+    Setting("api_token", str, "", "Bootstrap bearer token of `earthsnap console`/`api`: it acts as an admin named 'bootstrap', for a "
+            "fresh deployment or CI before people have accounts (`earthsnap users add`, `users token`); better set as "
+            "EARTHSNAP_API_TOKEN than written in the file, and unset once every script has its own token.", affects_results=False),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -231,3 +232,10 @@ def require(cfg: Config, name: str, what: str) -> str:
         raise ConfigError(f"The SageMaker backend needs {what}; setting {name} is empty.",
                           fix=f"Set {name} " + WHERE.format(env=f"EARTHSNAP_{name.upper()}") + " (`earthsnap config show` lists the settings).")
     return value
+
+# %% ../../nbs/core/config.ipynb #7172d7a3
+def login_name() -> str:
+    "The login name of whoever runs this process (`unknown` when the system cannot say)."
+    import getpass
+    try: return getpass.getuser()
+    except Exception: return "unknown"

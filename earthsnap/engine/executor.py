@@ -302,8 +302,8 @@ def _restore(run: LocalRun, steps: list[dict]):
 
 def run_pipeline(pipeline: Pipeline, parameters: Mapping[str, Any] | None = None, *, config: Config | None = None,
                  workers: int | None = None, cache: bool = True, resume: str | None = None,
-                 on_event: Callable[[dict], None] | None = None, run_id: str | None = None) -> dict:
-    "Run `pipeline` here (or resume run `resume`); returns the run record. Raises RunFailed or RunInterrupted. `run_id`: the new run's id (default: a fresh one)."
+                 on_event: Callable[[dict], None] | None = None, run_id: str | None = None, started_by: str | None = None) -> dict:
+    "Run `pipeline` here (or resume run `resume`); returns the run record. Raises RunFailed or RunInterrupted. `run_id`: the new run's id (default: a fresh one); `started_by`: who, as recorded (default: the login name)."
     cfg = config or load_config()
     if run_id is not None and (resume or not RUN_ID.fullmatch(run_id)):
         raise ParameterError(f"{run_id!r} cannot name a new run." if not resume else "A resumed run keeps its id.",
@@ -327,7 +327,7 @@ def run_pipeline(pipeline: Pipeline, parameters: Mapping[str, Any] | None = None
             raise ParameterError(f"There is a run {run_id} already.", fix="Give the new run another id, or resume that one.")
         run.values, run.run_id = prepared, run_id or new_run_id(pipeline.name)
         run.run_dir = Path(cfg.runs) / run.run_id
-        store.create_run(pipeline.name, values, run.run_dir, project_dir=cfg.project_dir, run_id=run.run_id)
+        store.create_run(pipeline.name, values, run.run_dir, project_dir=cfg.project_dir, run_id=run.run_id, started_by=started_by)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     store.add_steps(run.run_id, [s.name for s in pipeline.order])
     n = max(1, workers or cfg.n_workers)

@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..core.config import login_name
 from ..core.database import connection, open_database, transaction
 from ..core.errors import EarthsnapError
 from ..core.parallel import pid_alive
@@ -25,12 +26,12 @@ __all__ = ['SCHEMA_VERSION', 'SCHEMA', 'RUN_STATUSES', 'STEP_STATUSES', 'PACKAGE
            'package_versions', 'RunStore', 'project_runs', 'step_statuses']
 
 # %% ../../nbs/engine/runs.ipynb #cde980e8
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, status TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
     parameters TEXT NOT NULL, code_version TEXT NOT NULL, packages TEXT NOT NULL, run_dir TEXT NOT NULL,
-    error TEXT, resumed_from TEXT, pid INTEGER);  -- resumed_from: unused (a resumed run keeps its own id), kept for schema 1 files
+    error TEXT, resumed_from TEXT, pid INTEGER, started_by TEXT);  -- resumed_from: unused (a resumed run keeps its own id), kept for schema 1 files
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs(id), name TEXT NOT NULL, status TEXT NOT NULL,
     started_at REAL, ended_at REAL, attempts INTEGER NOT NULL DEFAULT 0, cache_key TEXT,
@@ -76,13 +77,15 @@ class RunStore:
         open_database(self.path, SCHEMA, self._migrate)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        "Refuse a newer schema; bring schema 1 (before `cached_from`) to 2, also when an earlier migration stopped half-way."
+        "Refuse a newer schema; bring schema 1 (before `cached_from`) and 2 (before `started_by`) to 3, also when an earlier migration stopped half-way."
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise EarthsnapError(f"{self.path} holds run records of schema {version}; this earthsnap knows {SCHEMA_VERSION}.",
                                  fix="Upgrade earthsnap, or point the registry setting at another file.")
         if version == 1 and "cached_from" not in {r[1] for r in db.execute("PRAGMA table_info(steps)")}:
             db.execute("ALTER TABLE steps ADD COLUMN cached_from TEXT")  # schema 1 -> 2
+        if version in (1, 2) and "started_by" not in {r[1] for r in db.execute("PRAGMA table_info(runs)")}:
+            db.execute("ALTER TABLE runs ADD COLUMN started_by TEXT")  # schema 2 -> 3
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -90,14 +93,14 @@ class RunStore:
         with connection(self.path) as db, transaction(db): yield db
 
     def create_run(self, pipeline: str, parameters: dict, run_dir: str | os.PathLike, project_dir: str | Path = ".",
-                   run_id: str | None = None) -> str:
-        "Record a new run as running; returns its id (`run_id`, or a new one from `new_run_id(pipeline)`)."
+                   run_id: str | None = None, started_by: str | None = None) -> str:
+        "Record a new run as running, started by `started_by` (default: the login name); returns its id (`run_id`, or a new one from `new_run_id(pipeline)`)."
         run_id = run_id or new_run_id(pipeline)
         with self._write() as db:
-            db.execute("INSERT INTO runs (id, pipeline, status, started_at, parameters, code_version, packages, run_dir, pid) "
-                       "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO runs (id, pipeline, status, started_at, parameters, code_version, packages, run_dir, pid, started_by) "
+                       "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
                        (run_id, pipeline, time.time(), json.dumps(parameters, sort_keys=True), json.dumps(code_version(project_dir)),
-                        json.dumps(package_versions()), os.fspath(run_dir), os.getpid()))
+                        json.dumps(package_versions()), os.fspath(run_dir), os.getpid(), started_by or login_name()))
         return run_id
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
@@ -175,10 +178,13 @@ class RunStore:
             steps = db.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY started_at IS NULL, started_at, rowid", (run_id,)).fetchall()
         return {**_decode(row), "steps": [_decode(s) for s in steps]}
 
-    def runs(self, limit: int = 20) -> list[dict]:
-        "The latest runs, newest first."
+    def runs(self, limit: int = 20, status: str | None = None, offset: int = 0) -> list[dict]:
+        "The latest runs (with `status` only, if given), newest first, each with its number of steps and of cache hits."
         with connection(self.path) as db:
-            return [_decode(r) for r in db.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))]
+            return [_decode(r) for r in db.execute(
+                "SELECT runs.*, (SELECT COUNT(*) FROM steps WHERE run_id = runs.id) AS n_steps, "
+                "(SELECT COUNT(*) FROM steps WHERE run_id = runs.id AND status = 'cached') AS cache_hits "
+                "FROM runs WHERE ? IS NULL OR status = ? ORDER BY started_at DESC LIMIT ? OFFSET ?", (status, status, limit, offset))]
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:

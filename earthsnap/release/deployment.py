@@ -5,7 +5,6 @@
 # %% ../../nbs/release/deployment.ipynb #14870858
 from __future__ import annotations
 
-import getpass
 import http.client
 import io
 import json
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..core.config import login_name
 from ..core.database import connection, open_database, transaction
 from .endpoints import Endpoint, EndpointError, Endpoints
 from ..core.errors import EarthsnapError
@@ -86,13 +86,17 @@ def malformed_payloads(max_bytes: int = MAX_BYTES) -> list[tuple[str, bytes, str
 
 # %% ../../nbs/release/deployment.ipynb #91df53e1
 def endpoint_checks(url: str, version: str, records: str | os.PathLike | None, min_accuracy: float, p95_ms: float,
-                    offline_accuracy: float | None = None, progress: bool = False, client=None) -> list[Check]:
-    "Test the endpoint at `url`, which should serve `version`, with the test split of `records`; every check, passed or not."
+                    offline_accuracy: float | None = None, progress: bool = False, client=None,
+                    on_check: Callable[[list[Check]], Any] | None = None) -> list[Check]:
+    "Test the endpoint at `url`, which should serve `version`, with the test split of `records`; every check, passed or not (`on_check` hears the list so far after each)."
     client, checks = client or Client(url), []  # `client`: another transport with Client's request/close (SageMaker's runtime)
+    def add(*done: Check):
+        checks.extend(done)
+        if on_check: on_check(list(checks))
     try:
         status, answer = client.request("GET", "/ping")
         ok = status == 200 and answer.get("model") == version
-        checks.append(Check("ping", ok, f"{status} {answer.get('model') or answer.get('error')}",
+        add(Check("ping", ok, f"{status} {answer.get('model') or answer.get('error')}",
                             f"/ping answers 200 with {version}" if ok else f"/ping answered {status} {answer}, not 200 with {version}"))
         if not ok: return checks  # the rest would test another model, or nothing
         try:
@@ -102,7 +106,7 @@ def endpoint_checks(url: str, version: str, records: str | os.PathLike | None, m
             n = len(check_split(records, "test", classes))
         except DataError as e:
             why = f"no held-out test images: {e.what}"
-            checks += [Check("accuracy", False, "-", why), Check("latency p95", False, "-", why)]
+            add(Check("accuracy", False, "-", why), Check("latency p95", False, "-", why))
         else:
             first = next(split_images(records, "test"))[3]
             for _ in range(3): client.request("POST", "/invocations?top_k=1", first, "image/jpeg")  # warm-up, not counted
@@ -115,30 +119,30 @@ def endpoint_checks(url: str, version: str, records: str | os.PathLike | None, m
                 right += answer["predictions"][0]["label"] == classes[label]
             accuracy = right / n
             p50, p95 = (float(np.percentile(seconds, q)) * 1000 for q in (50, 95))
-            checks.append(Check("accuracy", accuracy >= min_accuracy, f"{accuracy:.3f}",
+            add(Check("accuracy", accuracy >= min_accuracy, f"{accuracy:.3f}",
                                 f"top-1 accuracy {accuracy:.3f} on {n} held-out test images " +
                                 (f">= {min_accuracy:.3g}" if accuracy >= min_accuracy else f"is below the threshold {min_accuracy:.3g}")))
             if offline_accuracy is not None:
                 agree = abs(accuracy - offline_accuracy) <= 0.01
-                checks.append(Check("agrees with evaluation", agree, f"{accuracy:.3f} vs {offline_accuracy:.3f}",
+                add(Check("agrees with evaluation", agree, f"{accuracy:.3f} vs {offline_accuracy:.3f}",
                                     "the endpoint scores as the evaluation did" if agree else
                                     f"the endpoint scores {accuracy:.3f} where the evaluation measured {offline_accuracy:.3f} on the same "
                                     "images: it prepares images differently from the evaluation"))
-            checks.append(Check("latency p95", p95 <= p95_ms, f"{p95:.1f} ms",
+            add(Check("latency p95", p95 <= p95_ms, f"{p95:.1f} ms",
                                 f"p50 {p50:.1f} ms, p95 {p95:.1f} ms over {n} requests " + ("within" if p95 <= p95_ms else "over") +
                                 f" the budget of {p95_ms:g} ms"))
-            checks.append(Check("answers", not errors, f"{n - len(errors)}/{n}",
+            add(Check("answers", not errors, f"{n - len(errors)}/{n}",
                                 "every request was answered" if not errors else f"{len(errors)} request(s) failed, e.g. {errors[0]}"))
         wrong, payloads = [], malformed_payloads()
         for what, body, kind, query, want in payloads:
             status, answer = client.request("POST", f"/invocations{query}", body, kind)
             if status != want or "error" not in answer: wrong.append(f"{what}: {status} (expected {want})")
         total = len(payloads)
-        checks.append(Check("malformed payloads", not wrong, f"{total - len(wrong)}/{total}",
+        add(Check("malformed payloads", not wrong, f"{total - len(wrong)}/{total}",
                             f"each of {total} malformed requests got its 4xx with a JSON error" if not wrong else
                             "not refused as they should be: " + "; ".join(wrong)))
     except OSError as e:
-        checks.append(Check("reachable", False, "-", f"the endpoint at {url} stopped answering: {e}"))
+        add(Check("reachable", False, "-", f"the endpoint at {url} stopped answering: {e}"))
     finally:
         client.close()
     return checks
@@ -176,10 +180,7 @@ class Deployment:
     @property
     def ok(self) -> bool: return self.status in (PASSED, LIVE, REPLACED)
 
-def _who(by: str | None) -> str:
-    if by: return by
-    try: return getpass.getuser()
-    except Exception: return "unknown"
+def _who(by: str | None) -> str: return by or login_name()
 
 # %% ../../nbs/release/deployment.ipynb #1ec6ff0b
 class _DeploymentRecords:
@@ -213,6 +214,11 @@ class _DeploymentRecords:
             return db.execute("INSERT INTO deployments (endpoint, grp, version, action, status, event_id, by, started_at) "
                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (endpoint, mv.group, mv.version, action, IN_PROGRESS, event_id, by,
                                                                    time.time())).lastrowid
+
+    def _checked(self, deployment_id: int, checks: list[Check]) -> None:
+        "Record the checks a deployment in progress has done so far (the console shows them as they complete)."
+        with connection(self.path) as db, transaction(db):
+            db.execute("UPDATE deployments SET checks = ? WHERE id = ?", (json.dumps([asdict(c) for c in checks]), deployment_id))
 
     def _finish(self, deployment_id: int, status: str, reason: str, checks: list[Check] = ()) -> Deployment:
         with connection(self.path) as db, transaction(db):
@@ -258,7 +264,7 @@ class _Stage:
         evaluated = mv.metrics.get("accuracy")
         offline = evaluated.get("value") if isinstance(evaluated, dict) else None
         checks = endpoint_checks(ep.url, mv.ref, mv.lineage.get("inputs", {}).get("records"), self.min_accuracy, self.p95_ms,
-                                 offline, self.progress)
+                                 offline, self.progress, on_check=lambda done: self._checked(did, done))
         for c in checks: self.log(c.line())
         failed = [c for c in checks if not c.passed]
         if failed:

@@ -5,7 +5,6 @@
 # %% ../../nbs/release/registry.ipynb #e67bde18
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ from ..core.errors import EarthsnapError, ParameterError, did_you_mean
 from .events import Outbox, emit, model_package_event
 from ..core.storage import atomic_write, sha256_uri
 from ..data.step_files import MODEL_ARCHIVE
-from ..core.config import Config
+from ..core.config import Config, login_name
 
 # %% auto #0
 __all__ = ['PENDING', 'APPROVED', 'REJECTED', 'STATUSES', 'TRANSITIONS', 'SCHEMA', 'REGISTRY_BACKENDS', 'LOCAL', 'RegistryError',
@@ -64,10 +63,7 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return group, int(version) if version else None
 
 # %% ../../nbs/release/registry.ipynb #b2ebaffb
-def _who(by: str | None) -> str:
-    if by: return by
-    try: return getpass.getuser()
-    except Exception: return "unknown"
+def _who(by: str | None) -> str: return by or login_name()
 
 def check_status(status: str) -> str:
     "`status`, if it is one; otherwise a RegistryError naming the statuses."
