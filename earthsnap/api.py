@@ -29,7 +29,7 @@ from .engine.runs import RunNotFound, RunStore, new_run_id, project_runs
 
 # %% auto #0
 __all__ = ['RunRequest', 'Decision', 'Rejection', 'ApiError', 'Launcher', 'refused', 'run_routes', 'registry_routes',
-           'project_gate', 'create_api']
+           'offline_docs', 'project_gate', 'create_api']
 
 # %% ../nbs/api.ipynb #6424a1fd
 class RunRequest(BaseModel):
@@ -209,6 +209,19 @@ def registry_routes(cfg: Config, gate: Gate) -> APIRouter:
 
     return router
 
+# %% ../nbs/api.ipynb #d2d287e1
+def offline_docs(app: FastAPI) -> None:
+    "Serve the OpenAPI docs page (`/docs`) with Swagger UI's files from the installed `swagger-ui-bundle`, never from a CDN."
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="earthsnap API", swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="data:,")
+
 # %% ../nbs/api.ipynb #0d03b3bb
 def project_gate(cfg: Config) -> Gate:
     "The project's gate: its users, and the `api_token` setting as the bootstrap token; refused when nobody could get in."
@@ -223,8 +236,9 @@ def create_api(cfg: Config, gate: Gate | None = None) -> FastAPI:
     gate = gate or project_gate(cfg)
     app = FastAPI(title="earthsnap", version="2", description="Start pipeline runs, follow them, and decide on model versions. "
                   "Every route but /health wants a personal token (`Authorization: Bearer <token>`, from `earthsnap users token NAME`) "
-                  "or the console's session.")
+                  "or the console's session.", docs_url=None, redoc_url=None)
     launcher = Launcher(cfg)
+    offline_docs(app)
     app.state.gate, app.state.launcher = gate, launcher
 
     @app.exception_handler(ApiError)

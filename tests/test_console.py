@@ -259,6 +259,34 @@ def test_paths_outside_the_store_and_unknown_things_are_refused(site):
     assert report.status_code == 200 and "sandbox" in report.headers["content-security-policy"]
 
 
+def test_signing_in_with_the_keyboard_alone_gives_a_strict_httponly_session(browser, site):
+    page = browser.new_page()
+    page.goto(site["url"] + "/console/models")
+    page.keyboard.type("vic")  # the name field has the focus
+    page.keyboard.press("Tab"); page.keyboard.type(PASSWORDS["vic"]); page.keyboard.press("Enter")
+    page.wait_for_url(site["url"] + "/console/models")  # back where they were going
+    cookie = next(c for c in page.context.cookies() if c["name"] == "earthsnap_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and page.evaluate("document.cookie") == ""
+    page.keyboard.press("Tab")  # the first Tab reaches the skip link, then the navigation
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    r = requests.post(site["url"] + "/console/login", data={"name": "vic", "password": PASSWORDS["vic"], "next": "https://evil.example/"},
+                      allow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/console"  # never sent to another site after signing in
+
+
+def test_cancel_and_resume_refuse_a_run_that_ended(browser, site):
+    from earthsnap.engine.runs import RunStore
+    run_id = RunStore(site["cfg"].registry).runs(1, "succeeded")[0]["id"]
+    page = signed_in(browser, site, "oscar")
+    page.goto(f"{site['url']}/console/runs/{run_id}")
+    assert page.get_by_role("button", name="Cancel the run").count() == 0 and page.get_by_role("button", name="Resume").count() == 0
+    s, csrf = session_of(page, site)
+    for action, words in (("cancel", "only a running run can be cancelled"), ("resume", "only a failed or interrupted run resumes")):
+        r = s.post(f"{site['url']}/console/runs/{run_id}/{action}", data={"csrf": csrf})
+        assert r.status_code == 409 and words in html.unescape(r.text)
+    assert RunStore(site["cfg"].registry).run(run_id)["status"] == "succeeded"
+
+
 def test_failed_sign_ins_are_limited(site):
     s = requests.Session()
     for _ in range(5):
