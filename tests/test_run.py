@@ -238,3 +238,49 @@ def test_grayscale_silhouettes_with_a_plain_taxonomy(earthsnap, project):
     assert r.returncode == 0, r.stdout + r.stderr
     qa = json.loads((project / ".earthsnap" / "runs" / run_id_in(r.stdout) / "data_qa" / "dataset" / "qa.json").read_text())
     assert qa["accepted"] == 24 and qa["classes"] == {"betula_pendula": 12, "quercus_robur": 12}, qa
+
+
+def test_a_failed_step_reopens_with_its_exact_inputs_and_a_fixed_notebook_resumes(earthsnap, project):
+    """`earthsnap runs open RUN STEP` on a failed step: the notebook from pipeline/ with the values the run gave it, which runs
+    as the step ran (into a scratch out_dir, not the run); the fix made in pipeline/ is what the resume runs; a cached step
+    opens with the inputs of the run it was cached from; a step whose inputs are gone is refused."""
+    import papermill as pm
+    nb_path = project / "pipeline" / "preprocess.ipynb"
+    add_cell(nb_path, "raise RuntimeError('a bug in the step')")
+    r = earthsnap("run", *DATA, cwd=project)
+    assert r.returncode == 1 and "a bug in the step" in r.stderr
+    run_id = run_id_in(r.stderr)
+    run_dir = project / ".earthsnap" / "runs" / run_id
+    opened = earthsnap("runs", "open", run_id, "preprocess", cwd=project)
+    assert opened.returncode == 0, opened.stderr
+    copy = project / "scratch" / f"{run_id}-preprocess.ipynb"
+    assert f"wrote {copy}" in opened.stdout
+    ran = nbformat.read(run_dir / "preprocess.ipynb", as_version=4).metadata.papermill.parameters
+    injected = next(c.source for c in nbformat.read(copy, as_version=4).cells if "injected-parameters" in c.metadata.get("tags", []))
+    values = {}; exec(injected, {}, values)  # every value the run gave it, input paths included; only out_dir moves to scratch
+    assert values == {**ran, "out_dir": str(project / "scratch" / f"{run_id}-preprocess")}, (values, ran)
+    # the data scientist fixes the step in pipeline/ (the copy still holds the bug: it is the notebook as it is now)
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.cells = [c for c in nb.cells if "a bug in the step" not in c.source]
+    nbformat.write(nb, nb_path)
+    fixed = earthsnap("runs", "open", run_id, "preprocess", cwd=project)
+    assert fixed.returncode == 0
+    pm.execute_notebook(str(copy), str(copy.with_name("ran.ipynb")), cwd=str(copy.parent), progress_bar=False)  # works through as the step did
+    assert (copy.with_suffix("") / "records" / "train.rec").exists() and not (run_dir / "preprocess").exists()
+    resumed = earthsnap("run", *DATA, "--resume", run_id, cwd=project)
+    assert resumed.returncode == 0, resumed.stderr
+    assert steps_of(earthsnap, project, run_id)["preprocess"] == ("succeeded", 2)
+    # a cached step opens with the inputs of the run it came from
+    again = earthsnap("run", *DATA, cwd=project)
+    second = run_id_in(again.stdout)
+    assert again.returncode == 0 and again.stdout.count("cached") >= 3
+    cached = earthsnap("runs", "open", second, "preprocess", cwd=project)
+    assert cached.returncode == 0, cached.stderr
+    source = nbformat.read(project / "scratch" / f"{second}-preprocess.ipynb", as_version=4)
+    values = {}; exec(next(c.source for c in source.cells if "injected-parameters" in c.metadata.get("tags", [])), {}, values)
+    origin = nbformat.read(run_dir / "preprocess.ipynb", as_version=4).metadata.papermill.parameters  # the resumed run's
+    assert values == {**origin, "out_dir": str(project / "scratch" / f"{second}-preprocess")}
+    # an input read from disk and deleted since: refused, with its name
+    (project / ".earthsnap" / "demo-data" / "taxonomy.yaml").unlink()
+    gone = earthsnap("runs", "open", run_id, "data_qa", cwd=project)
+    assert gone.returncode != 0 and "read inputs that are gone since: taxonomy" in gone.stderr, gone.stderr

@@ -14,7 +14,7 @@ from .app import PARAM_HELP, PIPELINE_HELP, app, group, parse_params
 from ..core.config import load_config
 
 # %% auto #0
-__all__ = ['runs_app', 'run', 'runs_list', 'runs_show', 'dag']
+__all__ = ['runs_app', 'run', 'runs_list', 'runs_show', 'runs_open', 'dag']
 
 # %% ../../nbs/cli/runs.ipynb #649c3013
 @app.command()
@@ -54,6 +54,16 @@ def runs_show(run_id: str = typer.Argument(..., help="The run's id (see `earthsn
     from earthsnap.core.progress import run_table
     from earthsnap.engine.runs import project_runs
     typer.echo(run_table(project_runs(load_config()).run(run_id)))
+
+# %% ../../nbs/cli/runs.ipynb #df594494
+@runs_app.command("open")
+def runs_open(run_id: str = typer.Argument(..., help="The run's id (see `earthsnap runs list`)."),
+              step: str = typer.Argument(..., help="A notebook step of the run: failed, succeeded or cached.")):
+    "Write a step's notebook with the exact values and input paths the run gave it into scratch/, to work through in Jupyter."
+    from earthsnap.engine.reopen import open_step
+    path = open_step(load_config(), run_id, step)
+    typer.echo(f"wrote {path}\n  the step's notebook from pipeline/ with the values run {run_id} gave it; its out_dir is {path.with_suffix('')}\n"
+               f"  open it in Jupyter; to change what the pipeline runs, edit pipeline/ and resume: earthsnap run --resume {run_id}")
 
 # %% ../../nbs/cli/runs.ipynb #86ebc248
 @app.command()
