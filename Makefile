@@ -9,12 +9,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat settings.ini setup.py | sha256sum | cut -c1-12)
 PIPELINE_NBS := $(wildcard pipeline/*.ipynb)
 
-.PHONY: demo test install check export bench clean-venv image image-push image-lock
+.PHONY: demo test install check export bench clean-venv image image-push image-lock lab
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo   generate the demo data and run the local pipeline end to end"
 	@echo "make test   check notebooks and library agree, then run every test (installs chromium for the console's browser tests)"
+	@echo "make lab    start JupyterLab on the project (the place to write nbs/ and pipeline/ notebooks)"
 	@echo "make bench  run the benchmarks in bench/ (figures as ratios against a baseline)"
 	@echo "make export regenerate earthsnap/ and README.md from nbs/ (for developers)"
 	@echo "make image  build earthsnap's image for SageMaker jobs and endpoints (image-push: and push it; image-lock: re-pin it)"
@@ -26,7 +27,7 @@ $(STAMP): settings.ini setup.py
 	@echo "installing pinned dependencies into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"
 	@{ $(BIN)/python -m pip install --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0 \
 	   && $(BIN)/python -m pip install torch==2.13.0 \
-	   && $(BIN)/python -m pip install -e ".[dev,sagemaker]" \
+	   && $(BIN)/python -m pip install -e ".[dev,sagemaker,lab]" \
 	   && $(BIN)/python -m pip check; } > $(VENV)/install.log 2>&1 \
 	 || { tail -n 30 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
 	@rm -f $(VENV)/.installed-*; touch $@
@@ -34,6 +35,10 @@ $(STAMP): settings.ini setup.py
 
 demo: install
 	$(BIN)/earthsnap demo
+
+# JupyterLab on the project, with its environment as the kernel: where nbs/ and pipeline/ notebooks are written.
+lab: install
+	$(BIN)/earthsnap lab
 
 check: install
 	$(BIN)/python tools/check_sources.py

@@ -11,6 +11,7 @@ cfg = cfg["DEFAULT"]
 requirements = cfg.get("requirements", "").split()
 dev_requirements = cfg.get("dev_requirements", "").split()
 sagemaker_requirements = cfg.get("sagemaker_requirements", "").split()
+lab_requirements = cfg.get("lab_requirements", "").split()
 licenses = {"apache2": ("Apache Software License 2.0", "OSI Approved :: Apache Software License")}
 lic = licenses[cfg["license"]]
 statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Production/Stable", "6 - Mature"]
@@ -39,7 +40,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={"earthsnap.console": ["templates/*.html", "static/*"]},
     install_requires=requirements,
-    extras_require={"dev": dev_requirements, "sagemaker": sagemaker_requirements},
+    extras_require={"dev": dev_requirements, "sagemaker": sagemaker_requirements, "lab": lab_requirements},
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

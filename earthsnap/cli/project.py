@@ -16,7 +16,7 @@ from ..core.errors import ParameterError
 config_app = group("config", "Show or create the project configuration.")
 
 # %% auto #0
-__all__ = ['config_app', 'HOST_HELP', 'config_show', 'config_init', 'console', 'api']
+__all__ = ['config_app', 'HOST_HELP', 'config_show', 'config_init', 'console', 'api', 'lab']
 
 # %% ../../nbs/cli/project.ipynb #109a67e0
 @config_app.command("show")
@@ -58,3 +58,10 @@ def api(host: str = typer.Option("127.0.0.1", help=HOST_HELP), port: int = typer
         deployer: bool = typer.Option(True, help="Run the deployer beside it.")):
     "The same server as `earthsnap console`: the JSON API (docs at /docs) and the console's pages."
     _serve(host, port, deployer)
+
+# %% ../../nbs/cli/project.ipynb #2c5cc2ef
+@app.command()
+def lab(port: int = typer.Option(8888, help="Port to listen on (127.0.0.1).")):
+    "Start JupyterLab on the project, with this environment as the kernel: where nbs/ and pipeline/ notebooks are written."
+    from earthsnap.lab import start_lab
+    raise typer.Exit(start_lab(load_config(), port, echo=typer.echo))

@@ -61,9 +61,13 @@ def runs_open(run_id: str = typer.Argument(..., help="The run's id (see `earthsn
               step: str = typer.Argument(..., help="A notebook step of the run: failed, succeeded or cached.")):
     "Write a step's notebook with the exact values and input paths the run gave it into scratch/, to work through in Jupyter."
     from earthsnap.engine.reopen import open_step
-    path = open_step(load_config(), run_id, step)
+    from earthsnap.lab import lab_url
+    cfg = load_config()
+    path = open_step(cfg, run_id, step)
+    url = lab_url(cfg, path)
     typer.echo(f"wrote {path}\n  the step's notebook from pipeline/ with the values run {run_id} gave it; its out_dir is {path.with_suffix('')}\n"
-               f"  open it in Jupyter; to change what the pipeline runs, edit pipeline/ and resume: earthsnap run --resume {run_id}")
+               + (f"  open it: {url}\n" if url else "  open it in JupyterLab: earthsnap lab (then scratch/ in its file browser)\n")
+               + f"  to change what the pipeline runs, edit pipeline/ and resume: earthsnap run --resume {run_id}")
 
 # %% ../../nbs/cli/runs.ipynb #86ebc248
 @app.command()

@@ -1,0 +1,58 @@
+"""`earthsnap lab` as a user starts it: a real JupyterLab process on 127.0.0.1, rooted at the project, whose HTTP API offers
+this environment's python as the kernel and starts one; `earthsnap runs open` then prints the reopened step's address in
+that lab. The lab is stopped by its process id."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from conftest import BIN, ROOT, clean_env, free_port
+
+
+def test_lab_serves_the_project_with_its_environment_as_the_kernel(tmp_path):
+    project = tmp_path / "p"
+    shutil.copytree(ROOT / "pipeline", project / "pipeline")
+    port = free_port()
+    env = clean_env(JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))  # its runtime file, where running_labs finds it
+    lab = subprocess.Popen([str(BIN / "earthsnap"), "lab", "--port", str(port)], cwd=project, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=open(tmp_path / "lab.log", "w"), start_new_session=True)
+    try:
+        first = lab.stdout.readline()
+        assert first.startswith(f"JupyterLab on {project}: http://127.0.0.1:{port}/lab?token="), first
+        token = first.rsplit("token=", 1)[1].strip()
+        api = requests.Session(); api.headers["authorization"] = f"token {token}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if api.get(f"http://127.0.0.1:{port}/api/status", timeout=2).status_code == 200: break
+            except requests.ConnectionError: pass
+            assert lab.poll() is None and time.monotonic() < deadline, "JupyterLab did not start"
+            time.sleep(0.3)
+        assert requests.get(f"http://127.0.0.1:{port}/api/status", timeout=5).status_code == 403  # the token is required
+        specs = api.get(f"http://127.0.0.1:{port}/api/kernelspecs", timeout=10).json()
+        python = specs["kernelspecs"][specs["default"]]["spec"]
+        assert specs["default"] == "python3" and python["language"] == "python"
+        assert python["argv"][0] in ("python", sys.executable) or Path(python["argv"][0]).resolve() == Path(sys.executable).resolve(), python
+        kernel = api.post(f"http://127.0.0.1:{port}/api/kernels", json={"name": "python3"}, timeout=60)
+        assert kernel.status_code == 201, kernel.text
+        assert api.delete(f"http://127.0.0.1:{port}/api/kernels/{kernel.json()['id']}", timeout=30).status_code == 204
+        tree = api.get(f"http://127.0.0.1:{port}/api/contents/pipeline", timeout=10).json()
+        assert "pipeline.py" in {c["name"] for c in tree["content"]}  # rooted at the project
+        # a lab of this project is found from its runtime file: runs open prints the address in it
+        code = ("import sys; from earthsnap.core.config import load_config; from earthsnap.lab import lab_url; "
+                "print(lab_url(load_config(), 'scratch/x.ipynb'))")
+        found = subprocess.run([sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True, timeout=60)
+        assert found.stdout.strip() == f"http://127.0.0.1:{port}/lab/tree/scratch/x.ipynb?token={token}", found.stdout + found.stderr
+        assert lab.poll() is None, "the lab stopped by itself"
+    finally:
+        try: os.killpg(lab.pid, signal.SIGTERM)
+        except ProcessLookupError: pass
+        lab.wait(timeout=30)
