@@ -28,8 +28,8 @@ from .release.registry import ModelRegistry, RegistryError, check_status, open_r
 from .engine.runs import RunNotFound, RunStore, new_run_id, project_runs
 
 # %% auto #0
-__all__ = ['RunRequest', 'Decision', 'Rejection', 'ApiError', 'Launcher', 'refused', 'run_routes', 'registry_routes',
-           'offline_docs', 'project_gate', 'create_api']
+__all__ = ['RunRequest', 'Decision', 'Rejection', 'ApiError', 'RunStateError', 'Launcher', 'refused', 'run_routes',
+           'registry_routes', 'offline_docs', 'project_gate', 'create_api']
 
 # %% ../nbs/api.ipynb #6424a1fd
 class RunRequest(BaseModel):
@@ -62,6 +62,11 @@ def _body(code: str, message: str, fix: str = "", **extra) -> dict:
 
 # %% ../nbs/api.ipynb #50538e3a
 def _arg(v: Any) -> str: return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+class RunStateError(EarthsnapError):
+    "A cancel or resume that the run's state (`state`) does not allow."
+    def __init__(self, what: str, state: str):
+        super().__init__(what); self.state = state
 
 class Launcher:
     "Starts pipeline runs as processes of their own."
@@ -103,6 +108,27 @@ class Launcher:
         if proc is None or proc.poll() is not None: return False
         self.cancelled.add(run_id); proc.terminate()
         return True
+
+    def cancel(self, run_id: str) -> str:
+        "Stop run `run_id` as Ctrl-C would (kernels interrupted, notebooks kept); its status now. RunNotFound, or RunStateError when it is not running."
+        try: run = project_runs(self.cfg).run(run_id)
+        except RunNotFound:
+            if self.stop(run_id): return "cancelled"  # started here, stopped before it recorded itself
+            raise
+        if run["status"] != "running":
+            if self.resuming(run_id) and self.stop(run_id): return run["status"]  # stopped before it took the run up again
+            raise RunStateError(f"Run {run_id} is {run['status']}: only a running run can be cancelled.", state=run["status"])
+        try: os.kill(run["pid"], signal.SIGTERM)  # the executor takes it as Ctrl-C
+        except ProcessLookupError: pass          # it ended in between: its record says how
+        return "interrupting"
+
+    def resume(self, run_id: str) -> Path:
+        "Take up failed or interrupted run `run_id` with the steps it was started with; its log. RunNotFound, or RunStateError."
+        run = project_runs(self.cfg).run(run_id)
+        now = "resuming" if self.resuming(run_id) else run["status"]
+        if now not in ("failed", "interrupted"):
+            raise RunStateError(f"Run {run_id} is {now}: only a failed or interrupted run resumes.", state=now)
+        return self.start(run_id, {}, [s["name"] for s in run["steps"]], True, resume=True)
 
 # %% ../nbs/api.ipynb #31b4fd34
 def refused(e: EarthsnapError, status: int, code: str) -> ApiError:
@@ -147,28 +173,19 @@ def run_routes(cfg: Config, launcher: Launcher, gate: Gate) -> APIRouter:
 
     @router.post("/runs/{run_id}/cancel", status_code=202, tags=["runs"], summary="Stop a running run (it can be resumed)")
     def cancel_run(run_id: str, who: Caller = Depends(gate.need("operate"))):
-        run = recorded(run_id)
-        if run is None:
-            if launcher.stop(run_id): return {"id": run_id, "status": "cancelled", "url": f"/runs/{run_id}"}
-            raise unknown(run_id)
-        if run["status"] != "running":
-            if launcher.resuming(run_id) and launcher.stop(run_id):  # stopped before it took the run up again
-                return {"id": run_id, "status": run["status"], "url": f"/runs/{run_id}"}
-            raise ApiError(409, "run_not_running", f"Run {run_id} is {run['status']}: only a running run can be cancelled.",
-                           "POST /runs/{id}/resume takes up a failed or interrupted run." if run["status"] in ("failed", "interrupted") else "")
-        try: os.kill(run["pid"], signal.SIGTERM)  # the executor takes it as Ctrl-C: kernels interrupted, notebooks kept
-        except ProcessLookupError: pass          # it ended in between: its record says how
-        return {"id": run_id, "status": "interrupting", "url": f"/runs/{run_id}"}
+        try: return {"id": run_id, "status": launcher.cancel(run_id), "url": f"/runs/{run_id}"}
+        except RunNotFound: raise unknown(run_id)
+        except RunStateError as e:
+            raise ApiError(409, "run_not_running", e.what,
+                           "POST /runs/{id}/resume takes up a failed or interrupted run." if e.state in ("failed", "interrupted") else "")
 
     @router.post("/runs/{run_id}/resume", status_code=202, tags=["runs"], summary="Take up a failed or interrupted run")
     def resume_run(run_id: str, who: Caller = Depends(gate.need("operate"))):
-        run = recorded(run_id)
-        if run is None: raise unknown(run_id)
-        now = "resuming" if launcher.resuming(run_id) else run["status"]
-        if now not in ("failed", "interrupted"):
-            raise ApiError(409, "run_not_resumable", f"Run {run_id} is {now}: only a failed or interrupted run resumes.",
-                           "GET /runs/{id} follows it." if now in ("running", "resuming") else "POST /runs starts a new run.")
-        log = launcher.start(run_id, {}, [s["name"] for s in run["steps"]], True, resume=True)  # the steps it was started with
+        try: log = launcher.resume(run_id)
+        except RunNotFound: raise unknown(run_id)
+        except RunStateError as e:
+            raise ApiError(409, "run_not_resumable", e.what,
+                           "GET /runs/{id} follows it." if e.state in ("running", "resuming") else "POST /runs starts a new run.")
         return {"id": run_id, "status": "resuming", "url": f"/runs/{run_id}", "log": str(log)}
 
     return router

@@ -5,16 +5,16 @@
 # %% ../../nbs/cli/app.ipynb #d25d81ca
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 import typer
 
 import earthsnap
 from ..core.errors import EarthsnapError, ParameterError
+from ..core.progress import when  # noqa: F401  (the command groups take it from here, as the console takes it from core)
 
 # %% auto #0
-__all__ = ['app', 'PARAM_HELP', 'PIPELINE_HELP', 'group', 'parse_params', 'when', 'main']
+__all__ = ['app', 'PARAM_HELP', 'PIPELINE_HELP', 'group', 'parse_params', 'main']
 
 # %% ../../nbs/cli/app.ipynb #be6db7c7
 app = typer.Typer(name="earthsnap", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -51,10 +51,6 @@ def parse_params(items: list[str]) -> dict[str, str]:
             raise ParameterError(f"-p {item!r} is not name=value.", fix="Write -p image_size=96 (see `earthsnap dag` for the parameters).")
         out[name.strip()] = value
     return out
-
-def when(t: float) -> str:
-    "A time as a person reads it in a table."
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
 # %% ../../nbs/cli/app.ipynb #61d9e986
 def main(argv: Optional[list[str]] = None) -> int:

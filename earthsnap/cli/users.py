@@ -85,7 +85,7 @@ def users_tokens(name: Optional[str] = typer.Argument(None, help="Only this user
     typer.echo(f"{'id':<9} {'user':<16} {'label':<12} {'made':<16}  {'last used':<16}  revoked")
     for t in rows:
         typer.echo(f"{t['id']:<9} {t['user']:<16} {t['label']:<12} {when(t['created_at']):<16}  "
-                   f"{when(t['last_used_at']) if t['last_used_at'] else '-':<16}  {when(t['revoked_at']) if t['revoked_at'] else '-'}")
+                   f"{when(t['last_used_at']):<16}  {when(t['revoked_at'])}")
 
 @users_app.command("revoke")
 def users_revoke(token_id: str = typer.Argument(..., help="The token's id (earthsnap users tokens).")):

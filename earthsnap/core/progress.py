@@ -10,8 +10,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 # %% auto #0
-__all__ = ['SYMBOLS', 'COLOURS', 'fmt_duration', 'fmt_time', 'TerminalProgress', 'NotebookProgress', 'in_notebook', 'runs_table',
-           'run_table']
+__all__ = ['SYMBOLS', 'COLOURS', 'fmt_duration', 'fmt_time', 'when', 'TerminalProgress', 'NotebookProgress', 'in_notebook',
+           'runs_table', 'run_table']
 
 # %% ../../nbs/core/progress.ipynb #95075480
 SYMBOLS = {"pending": "·", "running": "▶", "succeeded": "✓", "cached": "↺", "failed": "✗", "skipped": "–",
@@ -29,6 +29,10 @@ def fmt_duration(seconds: float | None) -> str:
 # %% ../../nbs/core/progress.ipynb #ec6e896c
 def fmt_time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+def when(ts: float | None) -> str:
+    "A time as a person reads it in a table or on a page, to the minute; `-` when there is none (the CLI and the console use it)."
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
 
 # %% ../../nbs/core/progress.ipynb #757ff90c
 class _StepClock:

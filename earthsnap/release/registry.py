@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..core.database import connection, open_database, transaction
+from ..core.progress import when
 from ..core.errors import EarthsnapError, ParameterError, did_you_mean
 from .events import Outbox, emit, model_package_event
 from ..core.storage import atomic_write, sha256_uri
@@ -207,9 +208,9 @@ class SqliteRegistry(ModelRegistry):
             if status not in TRANSITIONS[mv.status]:
                 last = db.execute("SELECT by, at FROM model_status_changes WHERE grp = ? AND version = ? ORDER BY at DESC LIMIT 1",
                                   (mv.group, mv.version)).fetchone()
-                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last["at"]))
+                decided = when(last["at"])
                 verb = {APPROVED: "approve", REJECTED: "reject", PENDING: "reset"}[status]
-                raise RegistryError(f"Cannot {verb} {mv.ref}: it is already {mv.status} (by {last['by']}, {when}).",
+                raise RegistryError(f"Cannot {verb} {mv.ref}: it is already {mv.status} (by {last['by']}, {decided}).",
                                     fix="Only a version pending approval can be approved or rejected; to stop an approved model "
                                         "from serving, roll back its deployment (`earthsnap deploy rollback`).")
             db.execute("UPDATE model_versions SET status = ? WHERE grp = ? AND version = ?", (status, mv.group, mv.version))
