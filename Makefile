@@ -21,6 +21,7 @@ help:
 	@echo "make image  build earthsnap's image for SageMaker jobs and endpoints (image-push: and push it; image-lock: re-pin it)"
 
 install: $(STAMP)
+	@$(BIN)/python tools/install_hooks.py
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }

@@ -5,6 +5,7 @@
 # %% ../nbs/lab.ipynb #7bf26561
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -16,14 +17,45 @@ from .core.config import Config
 from .core.errors import EarthsnapError
 
 # %% auto #0
-__all__ = ['lab_command', 'running_labs', 'lab_url', 'start_lab']
+__all__ = ['lab_command', 'clean_notebook', 'clean_on_save', 'notebook_text', 'clean_files', 'running_labs', 'lab_url',
+           'start_lab']
 
 # %% ../nbs/lab.ipynb #9d319a95
 def lab_command(cfg: Config, port: int = 8888, token: str = "") -> list[str]:
     "The command that starts JupyterLab on the project: 127.0.0.1, its `port` only, no browser, `token` required."
     return [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
             f"--ServerApp.root_dir={Path(cfg.project_dir).resolve()}", f"--IdentityProvider.token={token}",
+            "--ContentsManager.pre_save_hook=earthsnap.lab.clean_on_save",  # saved notebooks are kept clean
             *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])]  # Jupyter refuses root unless told (containers, CI)
+
+# %% ../nbs/lab.ipynb #63195bdf
+def clean_notebook(nb: dict) -> dict:
+    "Clean `nb` (a notebook as a dict, changed in place and returned): no outputs, execution counts or metadata but the kernel and cell tags."
+    from nbdev.clean import clean_nb
+    clean_nb(nb, clear_all=False, allowed_cell_metadata_keys=["tags"])
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code": cell["outputs"], cell["execution_count"] = [], None
+    return nb
+
+def clean_on_save(model: dict, path: str = "", **kwargs):
+    "JupyterLab's pre-save hook (`ContentsManager.pre_save_hook`): a notebook is cleaned before it is written."
+    if model.get("type") == "notebook" and (model.get("content") or {}).get("nbformat") == 4: clean_notebook(model["content"])
+
+# %% ../nbs/lab.ipynb #08a35989
+def notebook_text(nb: dict) -> str:
+    "`nb` as nbformat and nbdev write it: sorted keys, indent 1, UTF-8 kept, a final newline."
+    return json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+def clean_files(paths: list[str | Path]) -> list[Path]:
+    "Clean the notebooks at `paths` (files, or directories searched recursively, checkpoints skipped); returns those that changed."
+    changed = []
+    for p in map(Path, paths):
+        for nb_path in ([p] if p.is_file() else sorted(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)):
+            text = nb_path.read_text(encoding="utf-8")
+            try: clean = notebook_text(clean_notebook(json.loads(text)))
+            except json.JSONDecodeError as e: raise EarthsnapError(f"{nb_path} is not a notebook: {e}", fix="Repair the JSON (git can show the last good version).")
+            if clean != text: nb_path.write_text(clean, encoding="utf-8"); changed.append(nb_path)
+    return changed
 
 # %% ../nbs/lab.ipynb #b03b4c04
 def running_labs(cfg: Config) -> list[dict]:

@@ -44,6 +44,15 @@ def test_lab_serves_the_project_with_its_environment_as_the_kernel(tmp_path):
         kernel = api.post(f"http://127.0.0.1:{port}/api/kernels", json={"name": "python3"}, timeout=60)
         assert kernel.status_code == 201, kernel.text
         assert api.delete(f"http://127.0.0.1:{port}/api/kernels/{kernel.json()['id']}", timeout=30).status_code == 204
+        # a notebook saved in the lab is written clean: no outputs or counts, papermill's parameters tag kept
+        cell = {"cell_type": "code", "id": "c1", "source": "lr = 0.1", "execution_count": 4, "metadata": {"tags": ["parameters"], "scrolled": True},
+                "outputs": [{"output_type": "execute_result", "execution_count": 4, "data": {"text/plain": "0.1"}, "metadata": {}}]}
+        content = {"cells": [cell], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+                   "nbformat": 4, "nbformat_minor": 5}
+        saved = api.put(f"http://127.0.0.1:{port}/api/contents/pipeline/saved.ipynb", json={"type": "notebook", "content": content}, timeout=30)
+        assert saved.status_code in (200, 201), saved.text
+        on_disk = json.loads((project / "pipeline" / "saved.ipynb").read_text())["cells"][0]
+        assert on_disk["outputs"] == [] and on_disk["execution_count"] is None and on_disk["metadata"] == {"tags": ["parameters"]}, on_disk
         tree = api.get(f"http://127.0.0.1:{port}/api/contents/pipeline", timeout=10).json()
         assert "pipeline.py" in {c["name"] for c in tree["content"]}  # rooted at the project
         # a lab of this project is found from its runtime file: runs open prints the address in it

@@ -16,7 +16,7 @@ from ..core.errors import ParameterError
 config_app = group("config", "Show or create the project configuration.")
 
 # %% auto #0
-__all__ = ['config_app', 'HOST_HELP', 'config_show', 'config_init', 'console', 'api', 'lab']
+__all__ = ['config_app', 'HOST_HELP', 'config_show', 'config_init', 'console', 'api', 'lab', 'clean']
 
 # %% ../../nbs/cli/project.ipynb #109a67e0
 @config_app.command("show")
@@ -65,3 +65,18 @@ def lab(port: int = typer.Option(8888, help="Port to listen on (127.0.0.1).")):
     "Start JupyterLab on the project, with this environment as the kernel: where nbs/ and pipeline/ notebooks are written."
     from earthsnap.lab import start_lab
     raise typer.Exit(start_lab(load_config(), port, echo=typer.echo))
+
+# %% ../../nbs/cli/project.ipynb #3000c581
+@app.command()
+def clean(paths: list[Path] = typer.Argument(None, help="Notebooks, or directories of notebooks; none: the project's nbs/ and pipeline/."),
+          stdin: bool = typer.Option(False, "--stdin", help="Clean one notebook from stdin to stdout (git's filter).")):
+    "Strip outputs, execution counts and metadata (cell tags kept) from notebooks, as the lab does on save and git on commit."
+    import json, sys
+    from earthsnap.lab import clean_files, clean_notebook, notebook_text
+    if stdin:
+        sys.stdout.write(notebook_text(clean_notebook(json.loads(sys.stdin.read()))))
+        return
+    project = load_config().project_dir
+    paths = paths or [p for p in (Path(project) / "nbs", Path(project) / "pipeline") if p.is_dir()]
+    changed = clean_files(paths)
+    typer.echo("\n".join(f"cleaned {p}" for p in changed) if changed else "every notebook is clean")
