@@ -65,13 +65,13 @@ def running_labs(cfg: Config) -> list[dict]:
     root = str(Path(cfg.project_dir).resolve())
     return [s for s in list_running_servers() if str(Path(s.get("root_dir", "")).resolve()) == root]
 
-def lab_url(cfg: Config, path: str | Path) -> str | None:
-    "The address of `path` (a file of the project) in a lab running on this project, token included; None when none runs."
+def lab_url(cfg: Config, path: str | Path, token: bool = True) -> str | None:
+    "The address of `path` (a file of the project) in a lab running on this project, its token included unless `token` is false; None when none runs."
     labs = running_labs(cfg)
     if not labs: return None
     rel = Path(path).resolve().relative_to(Path(cfg.project_dir).resolve()).as_posix()
     s = labs[-1]
-    return f"{s['url'].rstrip('/')}/lab/tree/{quote(rel)}" + (f"?token={s['token']}" if s.get("token") else "")
+    return f"{s['url'].rstrip('/')}/lab/tree/{quote(rel)}" + (f"?token={s['token']}" if token and s.get("token") else "")
 
 # %% ../nbs/lab.ipynb #fb91a372
 def start_lab(cfg: Config, port: int = 8888, echo=print) -> int:

@@ -71,7 +71,8 @@ def site(tmp_path_factory):
     users = UserStore.from_config(cfg)
     for name, role in ROLES.items(): users.add(name, role, PASSWORDS[name], by="test")
     port = free_port()
-    server = subprocess.Popen([str(BIN / "earthsnap"), "console", "--port", str(port)], cwd=project, env=clean_env(),
+    runtime = tmp / "jupyter-runtime"  # where Jupyter servers of this test would record themselves (see the reopen test)
+    server = subprocess.Popen([str(BIN / "earthsnap"), "console", "--port", str(port)], cwd=project, env=clean_env(JUPYTER_RUNTIME_DIR=str(runtime)),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -82,7 +83,7 @@ def site(tmp_path_factory):
         assert server.poll() is None and time.monotonic() < deadline, server.stdout.read() if server.poll() is not None else "no answer"
         time.sleep(0.2)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    yield {"project": project, "url": url, "cfg": cfg, "registry": reg, "users": users}
+    yield {"project": project, "url": url, "cfg": cfg, "registry": reg, "users": users, "runtime": runtime}
     server.send_signal(signal.SIGTERM)
     try: server.wait(timeout=30)
     except subprocess.TimeoutExpired: server.kill()
@@ -207,6 +208,7 @@ def test_a_run_started_from_the_form_shows_its_live_dag(browser, site):
     page.get_by_role("button", name="Start the run").click()
     page.wait_for_url(re.compile(r".*/console/runs/earthsnap-.*\?done=started"))
     run_id = page.url.split("/console/runs/")[1].split("?")[0]
+    assert page.locator("[role=status]").inner_text().endswith("Started. The DAG below follows it live.")  # the flash, not the run's state
     page.locator("figure.dag svg").wait_for(timeout=60_000)  # the DAG appears once the run has recorded itself
     page.locator("#run-live .summary .badge.s-succeeded").wait_for(timeout=180_000)
     assert "data_qa" in page.locator("figure.dag").inner_text() and "oscar" in page.locator("#run-live .summary").inner_text()
@@ -217,6 +219,22 @@ def test_a_run_started_from_the_form_shows_its_live_dag(browser, site):
     frame = page.frame_locator("details.report iframe").first
     frame.locator("body").wait_for()
     page.screenshot(path=SHOTS / "run.png", full_page=True)
+    # a step reopened with this run's values: with no lab on the project, the page says where the copy is ...
+    page.locator("form[action$='/steps/data_qa/open'] button").click()
+    copy = f"scratch/{run_id}-data_qa.ipynb"
+    assert copy in page.locator("[role=status]").inner_text() and "earthsnap lab" in page.locator("[role=status]").inner_text()
+    params = json.loads((site["project"] / copy).read_text())["cells"]
+    assert any("min_side = 24" in "".join(c["source"]) for c in params)  # the value this run gave it
+    # ... and with one running (its runtime file, as Jupyter writes it), the button leads to the copy in it, without its token
+    site["runtime"].mkdir(exist_ok=True)
+    lab = {"url": "http://127.0.0.1:8899/", "token": "lab-secret", "pid": os.getpid(), "root_dir": str(site["project"]), "port": 8899}
+    (site["runtime"] / f"jpserver-{os.getpid()}.json").write_text(json.dumps(lab))
+    s, csrf = session_of(page, site)
+    to_lab = s.post(f"{site['url']}/console/runs/{run_id}/steps/data_qa/open", data={"csrf": csrf}, allow_redirects=False)
+    assert to_lab.status_code == 303 and to_lab.headers["location"] == f"http://127.0.0.1:8899/lab/tree/{copy}", to_lab.headers
+    (site["runtime"] / f"jpserver-{os.getpid()}.json").unlink()
+    gone = s.post(f"{site['url']}/console/runs/{run_id}/steps/nothing/open", data={"csrf": csrf}, allow_redirects=False)
+    assert gone.status_code == 409 and "has no step 'nothing'" in html.unescape(gone.text)
     page.goto(site["url"] + "/console/runs?status=succeeded")
     assert run_id in page.locator("main").inner_text()
     page.screenshot(path=SHOTS / "runs.png", full_page=True)

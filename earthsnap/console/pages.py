@@ -25,7 +25,9 @@ from ..core.errors import EarthsnapError
 from ..core.progress import when
 from ..engine.definition import project_pipeline
 from ..engine.executor import check_run
+from ..engine.reopen import ReopenError, open_step
 from ..engine.runs import RUN_STATUSES, RunNotFound, new_run_id
+from ..lab import lab_url
 from ..release.deployment import DeployError, Deployer
 from ..release.registry import PENDING, STATUSES, RegistryError, open_registry
 
@@ -154,9 +156,9 @@ def run_pages(c: Console) -> APIRouter:
             state = c.launcher.state(run_id)
             if state is None: raise NotServed(f"There is no run {run_id!r}.", fix="The runs page lists them.")
             view = {"run": {"id": run_id, "status": state["status"], "steps": [], "error": state.get("error")}, "steps": [], "dag": "",
-                    "done": state["status"] != "starting", "starting": True}
+                    "ended": state["status"] != "starting", "starting": True}
         if view["run"]["status"] in ("failed", "interrupted") and c.launcher.resuming(run_id):
-            view = {**view, "done": False, "resuming": True}
+            view = {**view, "ended": False, "resuming": True}
         template = "_run_live.html" if fragment else "run.html"
         return c.page(request, template, who, section="runs", title=f"Run {run_id}", **view)
 
@@ -178,6 +180,20 @@ def run_pages(c: Console) -> APIRouter:
         except RunStateError as e:
             return c.page(request, "run.html", who, 409, section="runs", title=f"Run {run_id}", error=e.what, **run_view(c.cfg, run_id))
         return back(f"/console/runs/{run_id}", "cancelled" if action == "cancel" else "resumed")
+
+    @r.post("/console/runs/{run_id}/steps/{step}/open")
+    def open_in_lab(request: Request, run_id: str, step: str, who: Caller = Depends(operate)):
+        "`earthsnap runs open` from the run's page: the step's notebook with the run's values, in the lab when one runs here."
+        try: path = open_step(c.cfg, run_id, step)
+        except RunNotFound as e: raise NotServed(e.what, fix=e.fix)
+        except ReopenError as e:
+            return c.page(request, "run.html", who, 409, section="runs", title=f"Run {run_id}", error=e.what, fix=e.fix, **run_view(c.cfg, run_id))
+        url = lab_url(c.cfg, path, token=False)  # the lab's token is never handed out: whoever opens it signs in to the lab
+        if url: return RedirectResponse(url, status_code=303)
+        rel = path.relative_to(c.cfg.project_dir)
+        return c.page(request, "run.html", who, section="runs", title=f"Run {run_id}", **run_view(c.cfg, run_id),
+                      done=f"Written to {rel}, with the values this run gave {step}. No JupyterLab runs on this project: "
+                           f"start it with `earthsnap lab` (or make lab) and open that file.")
     return r
 
 # %% ../../nbs/console/pages.ipynb #db8ab419

@@ -60,8 +60,8 @@ def run_view(cfg: Config, run_id: str) -> dict:
     for s in run["steps"]:
         report = Path(s["notebook"]).with_suffix(".html") if s.get("notebook") else None
         steps.append({**s, "report": bool(report and report.is_file())})
-    done = run["status"] != "running"
-    return {"run": run, "steps": steps, "dag": svg_dag(pipeline, step_statuses(run)) if pipeline else "", "done": done}
+    ended = run["status"] != "running"
+    return {"run": run, "steps": steps, "dag": svg_dag(pipeline, step_statuses(run)) if pipeline else "", "ended": ended}
 
 # %% ../../nbs/console/views.ipynb #fb794490
 def report_file(cfg: Config, run_id: str, step: str) -> Path:
