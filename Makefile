@@ -17,7 +17,7 @@ help:
 	@echo "make test   check notebooks and library agree, then run every test (installs chromium for the console's browser tests)"
 	@echo "make lab    start JupyterLab on the project (the place to write nbs/ and pipeline/ notebooks)"
 	@echo "make bench  run the benchmarks in bench/ (figures as ratios against a baseline)"
-	@echo "make export regenerate earthsnap/ and README.md from nbs/ (for developers)"
+	@echo "make export regenerate earthsnap/, its project template and README.md from nbs/ and pipeline/ (for developers)"
 	@echo "make image  build earthsnap's image for SageMaker jobs and endpoints (image-push: and push it; image-lock: re-pin it)"
 
 install: $(STAMP)
@@ -77,6 +77,7 @@ export: install
 	$(BIN)/nbdev_export
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_clean --fname pipeline
+	$(BIN)/python tools/sync_template.py
 	$(BIN)/python tools/make_readme.py
 
 # earthsnap's image for SageMaker jobs and endpoints (Dockerfile), tagged by its content: `earthsnap sagemaker image`

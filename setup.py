@@ -38,7 +38,8 @@ setuptools.setup(
     python_requires=">=" + cfg["min_python"],
     packages=setuptools.find_packages(include=["earthsnap", "earthsnap.*"]),
     include_package_data=True,
-    package_data={"earthsnap.console": ["templates/*.html", "static/*"]},
+    package_data={"earthsnap.console": ["templates/*.html", "static/*"],
+                  "earthsnap": ["project_template/*", "project_template/pipeline/*"]},  # what `earthsnap init` writes
     install_requires=requirements,
     extras_require={"dev": dev_requirements, "sagemaker": sagemaker_requirements, "lab": lab_requirements},
     entry_points={

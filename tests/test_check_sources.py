@@ -80,3 +80,18 @@ def test_parameter_papermill_cannot_see_fails(repo):
     nb_path.write_text(json.dumps(nb))
     r = check(repo)
     assert r.returncode == 1 and "papermill does not see parameter(s) ['extra']" in r.stderr
+
+
+def test_project_template_that_differs_from_pipeline_fails(repo):
+    """`earthsnap init` writes the package's copy of pipeline/: a change made to one and not the other is refused."""
+    step = repo / "pipeline" / "train.ipynb"
+    nb = json.loads(step.read_text())
+    nb["cells"].append({"cell_type": "markdown", "id": "added", "metadata": {}, "source": "A note the copy lacks."})
+    step.write_text(json.dumps(nb, sort_keys=True, indent=1) + "\n")
+    (repo / "pipeline" / "extra.py").write_text("X = 1\n")
+    r = check(repo)
+    assert r.returncode == 1
+    assert "earthsnap/project_template/pipeline/train.ipynb differs from pipeline/train.ipynb" in r.stderr, r.stderr
+    assert "earthsnap/project_template/pipeline/extra.py is missing" in r.stderr
+    fixed = subprocess.run([sys.executable, str(repo / "tools" / "sync_template.py")], capture_output=True, text=True)
+    assert "copied train.ipynb" in fixed.stdout and check(repo).returncode == 0

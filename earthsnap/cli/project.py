@@ -16,7 +16,7 @@ from ..core.errors import ParameterError
 config_app = group("config", "Show or create the project configuration.")
 
 # %% auto #0
-__all__ = ['config_app', 'HOST_HELP', 'config_show', 'config_init', 'console', 'api', 'lab', 'clean']
+__all__ = ['config_app', 'HOST_HELP', 'config_show', 'config_init', 'init', 'console', 'api', 'lab', 'clean']
 
 # %% ../../nbs/cli/project.ipynb #109a67e0
 @config_app.command("show")
@@ -35,6 +35,18 @@ def config_init(force: bool = typer.Option(False, "--force", help="Overwrite an 
         raise ParameterError(f"{target} exists already.", fix="Edit it, or pass --force to overwrite it.")
     target.write_text(config_template())
     typer.echo(f"wrote {target}")
+
+# %% ../../nbs/cli/project.ipynb #e8ecaa9e
+@app.command()
+def init(directory: Path = typer.Argument(..., help="Where to create the project: a new or empty directory."),
+         force: bool = typer.Option(False, "--force", help="Write into a non-empty directory, over files of the same names.")):
+    "Create a project: the step notebooks and pipeline.py, earthsnap.yaml, .gitignore, a CI workflow, a Makefile and a README."
+    from earthsnap.scaffold import init_project
+    files = init_project(directory, force=force)
+    root = files[-1].parent
+    typer.echo(f"created {root}: {len(files)} files (pipeline/ with its step notebooks, earthsnap.yaml, Makefile, README.md)\n"
+               f"next:\n  cd {root}\n  make run     # the pipeline on demo photos until you set yours\n"
+               f"  make test    # the pipeline end to end on small demo photos (what CI runs)\n  make lab     # JupyterLab on the project")
 
 # %% ../../nbs/cli/project.ipynb #d9eb6fb2
 def _serve(host: str, port: int, deployer: bool):
