@@ -5,48 +5,62 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The install stamp changes whenever the pins change, so a changed settings.ini reinstalls.
-STAMP := $(VENV)/.installed-$(shell cat settings.ini setup.py | sha256sum | cut -c1-12)
+# The install stamps change whenever the pins change, so a changed settings.ini reinstalls. `make demo` and `make lab`
+# install only what the local path needs (earthsnap and JupyterLab: the `lab` extra); `make test` and the developer
+# targets add the test tools, the docs toolchain, the SageMaker SDK and moto (`dev`, `docs`, `sagemaker`).
+PINS := $(shell cat settings.ini setup.py | sha256sum | cut -c1-12)
+LOCAL := $(VENV)/.installed-local-$(PINS)
+FULL := $(VENV)/.installed-full-$(PINS)
 PIPELINE_NBS := $(wildcard pipeline/*.ipynb)
 
-.PHONY: demo test install check export bench clean-venv image image-push image-lock lab
+.PHONY: demo test install install-local pip-install check docs export bench clean-venv image image-push image-lock lab
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make demo   generate the demo data and run the local pipeline end to end"
+	@echo "make demo   generate the demo data and run the local pipeline end to end (installs only what that needs)"
 	@echo "make test   check notebooks and library agree, then run every test (installs chromium for the console's browser tests)"
 	@echo "make lab    start JupyterLab on the project (the place to write nbs/ and pipeline/ notebooks)"
+	@echo "make docs   build the documentation site into _docs/site (the library's notebooks executed, CLI and API references)"
 	@echo "make bench  run the benchmarks in bench/ (figures as ratios against a baseline)"
 	@echo "make export regenerate earthsnap/, its project template and README.md from nbs/ and pipeline/ (for developers)"
 	@echo "make image  build earthsnap's image for SageMaker jobs and endpoints (image-push: and push it; image-lock: re-pin it)"
 
-install: $(STAMP)
+install-local: $(LOCAL)
 	@$(BIN)/python tools/install_hooks.py
 
-$(STAMP): settings.ini setup.py
+install: $(FULL)
+	@$(BIN)/python tools/install_hooks.py
+
+$(LOCAL): settings.ini setup.py
+	@if [ -e "$(FULL)" ]; then touch $@; else $(MAKE) --no-print-directory pip-install EXTRAS=lab STAMPS="$@"; fi
+
+$(FULL): settings.ini setup.py
+	@$(MAKE) --no-print-directory pip-install EXTRAS=dev,docs,sagemaker,lab STAMPS="$@ $(LOCAL)"
+
+pip-install:
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
-	@echo "installing pinned dependencies into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"
+	@echo "installing pinned dependencies ($(EXTRAS)) into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"
 	@{ $(BIN)/python -m pip install --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0 \
 	   && $(BIN)/python -m pip install torch==2.13.0 \
-	   && $(BIN)/python -m pip install -e ".[dev,sagemaker,lab]" \
+	   && $(BIN)/python -m pip install -e ".[$(EXTRAS)]" \
 	   && $(BIN)/python -m pip check; } > $(VENV)/install.log 2>&1 \
 	 || { tail -n 30 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
-	@rm -f $(VENV)/.installed-*; touch $@
+	@rm -f $(VENV)/.installed-*; touch $(STAMPS)
 	@echo "installed"
 
-demo: install
+demo: install-local
 	$(BIN)/earthsnap demo
 
 # JupyterLab on the project, with its environment as the kernel: where nbs/ and pipeline/ notebooks are written.
-lab: install
+lab: install-local
 	$(BIN)/earthsnap lab
 
 check: install
 	$(BIN)/python tools/check_sources.py
 	$(BIN)/lint-imports
 
-# Hard limits, so a hung test fails with a message instead of holding CI: 10 min for the notebooks' own
-# tests, 5 min for any one pytest test, 10 min for any one cell of a pipeline notebook.
+# Hard limits, so a hung test fails with a message instead of holding CI: 15 min for the docs build (the notebooks'
+# own tests), 5 min for any one pytest test, 10 min for any one cell of a pipeline notebook.
 # Tests wait on kernels, servers and subprocesses much of the time, so both runners take one worker more than
 # there are cores (3 on 2 cores: pytest 13m11s against 13m50s with 2 on this machine), pytest at most 4; pytest
 # gives each worker whole files (--dist loadfile), so the tests of a file, and the cells of a pipeline notebook,
@@ -59,8 +73,13 @@ $(CHROMIUM):
 	@{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } > /tmp/earthsnap-apt.log 2>&1 \
 	 || { tail -n 20 /tmp/earthsnap-apt.log; echo "could not install chromium: see /tmp/earthsnap-apt.log (run as root, or install it yourself)"; exit 1; }
 
-test: check $(CHROMIUM)
-	timeout --kill-after=10 600 $(BIN)/nbdev_test --n_workers $(WORKERS) || { echo "nbdev_test failed or ran past 600 s"; exit 1; }
+# The documentation site (_docs/site): the library's notebooks executed as nbdev_test executes them (a failing cell
+# fails the build, so this is also their test run), the pipeline's notebooks, the CLI and API references, rendered by
+# Sphinx. make test builds it, then tests/test_docs.py browses it.
+docs: install
+	timeout --kill-after=10 900 $(BIN)/python tools/build_docs.py --workers $(WORKERS) || { echo "make docs failed or ran past 900 s"; exit 1; }
+
+test: check $(CHROMIUM) docs
 	$(BIN)/python -m pytest -p no:cacheprovider --timeout=300 -n $(WORKERS) --maxprocesses=4 --dist loadfile tests $(PIPELINE_NBS) \
 	  $(if $(PIPELINE_NBS),--nbval-lax --nbval-cell-timeout=600,)
 

@@ -94,4 +94,6 @@ def test_project_template_that_differs_from_pipeline_fails(repo):
     assert "earthsnap/project_template/pipeline/train.ipynb differs from pipeline/train.ipynb" in r.stderr, r.stderr
     assert "earthsnap/project_template/pipeline/extra.py is missing" in r.stderr
     fixed = subprocess.run([sys.executable, str(repo / "tools" / "sync_template.py")], capture_output=True, text=True)
-    assert "copied train.ipynb" in fixed.stdout and check(repo).returncode == 0
+    assert "copied train.ipynb" in fixed.stdout and "copied extra.py" in fixed.stdout
+    subprocess.run([str(Path(sys.executable).with_name("nbdev_export"))], cwd=repo, check=True)  # as make export does: the module index lists extra.py
+    assert check(repo).returncode == 0, check(repo).stderr

@@ -52,3 +52,14 @@ def test_workflow_upserts_and_starts_sagemaker_only_on_main_with_aws():
         assert r.returncode == 0 and (sub != "start" or "--name" in r.stdout), r.stderr
     assert set(job["env"]) == {"EARTHSNAP_SAGEMAKER_BUCKET", "EARTHSNAP_SAGEMAKER_ROLE", "EARTHSNAP_SAGEMAKER_IMAGE_REPOSITORY",
                                "EARTHSNAP_SAGEMAKER_REGION"}
+
+
+def test_the_documentation_site_is_published_from_main_only():
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    keep = next(s for s in wf["jobs"]["test"]["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact@"))
+    assert keep["with"]["path"] == "_docs/site" and "refs/heads/main" in keep["if"]  # what make test built
+    pages = wf["jobs"]["pages"]
+    assert pages["needs"] == "test" and "refs/heads/main" in pages["if"] and "push" in pages["if"]
+    assert pages["permissions"] == {"pages": "write", "id-token": "write"}
+    assert [s["uses"].split("@")[0] for s in pages["steps"]] == ["actions/deploy-pages"]
+    assert "docs:" in (ROOT / "Makefile").read_text() and "test: check $(CHROMIUM) docs" in (ROOT / "Makefile").read_text()

@@ -37,6 +37,9 @@ def export_drift(root: Path = ROOT) -> list[str]:
         shutil.copy(root / "settings.ini", tmp)
         shutil.copytree(root / "nbs", tmp / "nbs", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
         shutil.copytree(root / LIB, tmp / LIB, ignore=shutil.ignore_patterns("__pycache__", "*.py", "*.pyc"))
+        if (root / LIB / TEMPLATE).is_dir():  # not generated, but nbdev's module index lists its pipeline.py too
+            shutil.copytree(root / LIB / TEMPLATE, tmp / LIB / TEMPLATE, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
         exporter = Path(sys.executable).with_name("nbdev_export")
         run = subprocess.run([str(exporter)], cwd=tmp, capture_output=True, text=True)
         if run.returncode:

@@ -1,0 +1,122 @@
+"""The documentation site as a reader meets it, in a real browser (Debian's chromium driven by Playwright) against a
+real HTTP server on 127.0.0.1: every page reachable from the front page loads with no console error, asks no other
+host for anything (nothing may download at run time), and links only to pages and anchors that exist; a search for
+"RecordIO" finds the RecordIO page; the library's examples show the outputs they had when the site was built.
+
+`make test` builds the site first (`make docs`, which is also the notebooks' own test run); run alone, this test builds
+it when it is missing. Screenshots go to tests/artifacts/docs/."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import deque
+from urllib.parse import urldefrag, urljoin, urlparse
+
+import pytest
+import requests
+
+from conftest import ROOT, free_port
+
+CHROMIUM = "/usr/bin/chromium"
+SITE = ROOT / "_docs" / "site"
+SHOTS = ROOT / "tests" / "artifacts" / "docs"
+
+
+@pytest.fixture(scope="module")
+def site():
+    if not (SITE / "index.html").exists():
+        built = subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py")], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(SITE)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(url + "/index.html", timeout=2).status_code == 200: break
+        except requests.ConnectionError: pass
+        assert server.poll() is None and time.monotonic() < deadline, "the static server did not start"
+        time.sleep(0.1)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def test_every_page_loads_cleanly_and_every_internal_link_resolves(browser, site):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors, elsewhere, missing = [], [], []
+    here = {"url": ""}
+    page.on("console", lambda m: m.type == "error" and errors.append(f"{here['url']}: {m.text}"))
+    page.on("pageerror", lambda e: errors.append(f"{here['url']}: {e}"))
+    page.on("request", lambda r: urlparse(r.url).scheme in ("http", "https") and urlparse(r.url).netloc != urlparse(site).netloc
+            and elsewhere.append(f"{here['url']} asked {r.url}"))
+    page.on("response", lambda r: r.url.startswith(site) and r.status >= 400 and missing.append(f"{here['url']}: {r.status} {r.url}"))
+    ids: dict[str, set[str]] = {}
+    anchors: list[tuple[str, str, str]] = []  # (from page, to page, fragment)
+    queue, seen = deque([site + "/index.html"]), {site + "/index.html"}
+    while queue:
+        url = queue.popleft()
+        here["url"] = url
+        response = page.goto(url)
+        assert response is not None and response.status == 200, f"{url}: {response.status if response else 'no answer'}"
+        ids[url] = set(page.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
+        for href in page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)"):
+            target, fragment = urldefrag(href)
+            if not target.startswith(site): continue
+            if fragment: anchors.append((url, target, fragment))
+            if target.endswith(".html") and target not in seen:
+                seen.add(target); queue.append(target)
+            elif not target.endswith(".html") and target not in seen:
+                seen.add(target)
+                if requests.get(target, timeout=10).status_code != 200: missing.append(f"{url} links {target}")
+    assert len(ids) > 100, f"only {len(ids)} pages reached from the front page"
+    assert not missing, "\n".join(missing[:20])
+    assert not errors, "\n".join(errors[:20])
+    assert not elsewhere, "\n".join(elsewhere[:20])
+    broken = [f"{src} -> {dst}#{frag}" for src, dst, frag in anchors if dst in ids and frag not in ids[dst]]
+    assert not broken, "\n".join(broken[:20])
+    for name in ("library/index", "library/data/recordio", "pipeline/index", "cli", "api/earthsnap.data.recordio"):
+        assert f"{site}/{name}.html" in ids, f"{name} is not reachable from the front page"
+
+
+def test_search_finds_the_recordio_page(browser, site):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(site + "/index.html")
+    page.keyboard.press("Control+k")  # the theme's search dialog, as a reader opens it
+    box = page.locator("form.bd-search input[name=q]:visible").first
+    box.fill("RecordIO")
+    box.press("Enter")
+    page.wait_for_url("**/search.html?q=RecordIO*")
+    results = page.locator("#search-results ul.search li a")
+    results.first.wait_for(timeout=30_000)
+    hrefs = results.evaluate_all("els => els.map(a => a.href)")
+    assert any("library/data/recordio.html" in h for h in hrefs), hrefs[:20]
+    page.screenshot(path=SHOTS / "search.png", full_page=False)
+
+
+def test_the_library_pages_show_their_examples_outputs(browser, site):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(site + "/guide.html")
+    assert page.locator(".cell_output img").count() >= 1  # the demo photos' contact sheet, drawn when the site was built
+    page.screenshot(path=SHOTS / "guide.png", full_page=False)
+    page.goto(site + "/library/data/recordio.html")
+    assert page.locator("h1").first.inner_text().strip().lower().startswith("recordio")
+    assert page.locator("div.cell_output").count() >= 1, "the RecordIO page shows no executed output"
+    assert "#| export" not in page.locator("main").inner_text()  # nbdev's directives are not shown to a reader
+    page.screenshot(path=SHOTS / "recordio.png", full_page=False)
+    page.goto(site + "/cli.html")
+    assert "earthsnap runs open" in page.locator("main").inner_text() and "earthsnap init" in page.locator("main").inner_text()
+    page.goto(site + "/api/earthsnap.engine.reopen.html")
+    assert "open_step" in page.locator("main").inner_text()
