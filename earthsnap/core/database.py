@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['connection', 'transaction', 'set_wal', 'open_database']
+__all__ = ['WRITE_WAIT', 'connection', 'transaction', 'set_wal', 'open_database']
 
 # %% ../../nbs/core/database.ipynb #335b87fe
 @contextmanager
@@ -28,10 +29,17 @@ def connection(path: str | os.PathLike) -> Iterator[sqlite3.Connection]:
         db.close()
 
 # %% ../../nbs/core/database.ipynb #61225dcb
+WRITE_WAIT = 300.0  # seconds a write waits for the lock in all, beyond each try's busy timeout
+
 @contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    "A write transaction, taken at once (BEGIN IMMEDIATE), committed on success and rolled back on any error."
-    db.execute("BEGIN IMMEDIATE")
+def transaction(db: sqlite3.Connection, wait: float = WRITE_WAIT) -> Iterator[sqlite3.Connection]:
+    "A write transaction, taken at once (BEGIN IMMEDIATE, retried for up to `wait` s), committed on success, rolled back on any error."
+    deadline = time.monotonic() + wait
+    while True:
+        try: db.execute("BEGIN IMMEDIATE"); break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline: raise
+            time.sleep(random.uniform(0.01, 0.2))  # a random pause, so that two waiting writers do not poll in step
     try:
         yield db
     except BaseException:
