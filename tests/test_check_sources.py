@@ -97,3 +97,15 @@ def test_project_template_that_differs_from_pipeline_fails(repo):
     assert "copied train.ipynb" in fixed.stdout and "copied extra.py" in fixed.stdout
     subprocess.run([str(Path(sys.executable).with_name("nbdev_export"))], cwd=repo, check=True)  # as make export does: the module index lists extra.py
     assert check(repo).returncode == 0, check(repo).stderr
+
+
+def test_a_notebook_git_would_clean_on_every_status_fails(repo):
+    """A notebook in another form than `earthsnap clean` writes would be rewritten by git's filter at every `git status`
+    (and look changed): refused, with the command that fixes it."""
+    step = repo / "pipeline" / "train.ipynb"
+    nb = json.loads(step.read_text())
+    nb["metadata"]["kernelspec"]["display_name"] = "Python 3"  # what a fresh notebook carries; nbdev's clean writes the name
+    nb["cells"][0]["metadata"]["collapsed"] = True
+    step.write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n")
+    r = check(repo)
+    assert r.returncode == 1 and "pipeline/train.ipynb is not as git's filter commits it (run earthsnap clean)" in r.stderr, r.stderr

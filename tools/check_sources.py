@@ -68,8 +68,17 @@ def stored_outputs(root: Path = ROOT) -> list[str]:
         cells = json.loads(nb_path.read_text())["cells"]
         n = sum(1 for c in cells if c.get("outputs") or c.get("execution_count"))
         if n:
-            problems.append(f"{nb_path.relative_to(root)} keeps outputs in {n} cells (run nbdev_clean)")
+            problems.append(f"{nb_path.relative_to(root)} keeps outputs in {n} cells (run earthsnap clean)")
+        elif unclean(nb_path):
+            problems.append(f"{nb_path.relative_to(root)} is not as git's filter commits it (run earthsnap clean)")
     return problems
+
+
+def unclean(nb_path: Path) -> bool:
+    "Whether `earthsnap clean` would change the notebook: then git's filter would make every `git status` call it changed."
+    from earthsnap.lab import clean_notebook, notebook_text
+    text = nb_path.read_text(encoding="utf-8")
+    return notebook_text(clean_notebook(json.loads(text))) != text
 
 
 def pipeline_parameters(root: Path = ROOT) -> list[str]:

@@ -96,11 +96,12 @@ class RunStore:
                    run_id: str | None = None, started_by: str | None = None) -> str:
         "Record a new run as running, started by `started_by` (default: the login name); returns its id (`run_id`, or a new one from `new_run_id(pipeline)`)."
         run_id = run_id or new_run_id(pipeline)
+        code, packages = json.dumps(code_version(project_dir)), json.dumps(package_versions())  # git runs before the write lock is taken
         with self._write() as db:
             db.execute("INSERT INTO runs (id, pipeline, status, started_at, parameters, code_version, packages, run_dir, pid, started_by) "
                        "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
-                       (run_id, pipeline, time.time(), json.dumps(parameters, sort_keys=True), json.dumps(code_version(project_dir)),
-                        json.dumps(package_versions()), os.fspath(run_dir), os.getpid(), started_by or login_name()))
+                       (run_id, pipeline, time.time(), json.dumps(parameters, sort_keys=True), code, packages,
+                        os.fspath(run_dir), os.getpid(), started_by or login_name()))
         return run_id
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
