@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from urllib.parse import urldefrag, urljoin, urlparse
+from urllib.parse import urldefrag, urlparse
 
 import pytest
 import requests

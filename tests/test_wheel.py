@@ -20,7 +20,8 @@ from conftest import ROOT, clean_env
 def test_a_team_installs_the_wheel_inits_a_project_and_its_make_test_registers_a_model(tmp_path):
     # the wheel, built from a copy of the sources (the checkout's own build/ and egg-info stay as they are)
     src = tmp_path / "src"
-    for name in ("setup.py", "settings.ini", "README.md"): (src / name).parent.mkdir(exist_ok=True) or shutil.copy(ROOT / name, src / name)
+    src.mkdir()
+    for name in ("setup.py", "settings.ini", "README.md"): shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "earthsnap", src / "earthsnap", ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
                            capture_output=True, text=True, timeout=300)
