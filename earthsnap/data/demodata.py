@@ -25,7 +25,7 @@ from ..core.parallel import n_workers, ordered_map, pid_alive
 from .taxonomy import load_taxonomy, taxonomy_yaml
 
 # %% auto #0
-__all__ = ['SHAPES', 'ARRANGEMENTS', 'TEXTURES', 'GROUP_NAMES', 'MARKER', 'LIMITS', 'JPEG_QUALITY', 'GroupTraits',
+__all__ = ['SHAPES', 'ARRANGEMENTS', 'TEXTURES', 'GROUP_NAMES', 'SHIFTS', 'MARKER', 'LIMITS', 'JPEG_QUALITY', 'GroupTraits',
            'SpeciesTraits', 'make_traits', 'render', 'DemoData', 'generate_demo_data', 'contact_sheet']
 
 # %% ../../nbs/data/demodata.ipynb #9a9df752
@@ -188,16 +188,37 @@ def _plant(draw, sp: SpeciesTraits, rng, px: int):
                 draw.ellipse([px_ - r * 0.7, py_ - r * 0.7, px_ + r * 0.7, py_ + r * 0.7], fill=_rgb(sp.flower_hue, 0.7, 0.95))
             draw.ellipse([fx - r * 0.45, fy - r * 0.45, fx + r * 0.45, fy + r * 0.45], fill=_rgb(0.13, 0.9, 0.95))
 
-def render(sp: SpeciesTraits, rng: np.random.Generator, size: int = 96) -> Image.Image:
-    "Draw one photo of species `sp`, `size` x `size` pixels, RGB."
+def render(sp: SpeciesTraits, rng: np.random.Generator, size: int = 96, shift: str = "", strength: float = 1.0) -> Image.Image:
+    "Draw one photo of species `sp`, `size` x `size` pixels, RGB; `shift` (one of SHIFTS) changes how it was taken."
     px = 2 * size
     img = _background(rng, px)
+    if shift == "background": img = Image.blend(img, _backdrop(rng, px), min(1.0, 0.7 * strength))
     _plant(ImageDraw.Draw(img), sp, rng, px)
     img = img.resize((size, size), Image.LANCZOS)
     if rng.uniform() < 0.5: img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.8)))
     a = np.asarray(img, dtype=np.float32)
     a = a * rng.uniform(0.7, 1.25) * rng.uniform(0.9, 1.1, 3) + rng.normal(0, rng.uniform(2, 8), a.shape)
-    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    return _after(img, shift, strength, size)
+
+# %% ../../nbs/data/demodata.ipynb #01a13f52
+SHIFTS = ("lighting", "background", "blur")
+
+def _backdrop(rng, px: int) -> Image.Image:
+    "A vertical gradient between two saturated colours (magenta to cyan), unlike any natural background here."
+    top, bottom = rng.integers([170, 30, 140], [240, 90, 220]), rng.integers([20, 120, 170], [80, 200, 240])
+    t = np.linspace(0.0, 1.0, px)[:, None, None]
+    return Image.fromarray(np.broadcast_to((1 - t) * top + t * bottom, (px, px, 3)).astype(np.uint8))
+
+def _after(img: Image.Image, shift: str, strength: float, size: int) -> Image.Image:
+    "The shifts that act on the finished photo: lighting and blur."
+    s = float(strength)
+    if shift == "lighting":
+        cast = np.array([1.0, 1 - 0.1 * s, 1 - 0.3 * s]).clip(0.2, 1.0)  # warmer: less blue, a little less green
+        a = np.asarray(img, dtype=np.float32) * max(0.15, 1 - 0.4 * s) * cast
+        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    if shift == "blur": return img.filter(ImageFilter.GaussianBlur(1.5 * s * size / 96))
+    return img
 
 # %% ../../nbs/data/demodata.ipynb #98e3cb2b
 MARKER = "demo-data.json"
@@ -218,6 +239,13 @@ def _check_args(**args):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise ParameterError(f"{name} must be a whole number from {lo} to {hi}, got {v!r}.",
                                  fix=f"Pass --{name} N with {lo} <= N <= {hi}.")
+    if args.get("shift", "") not in ("", *SHIFTS):
+        raise ParameterError(f"shift must be one of {', '.join(SHIFTS)}, got {args['shift']!r}.", fix=f"Pass --shift {SHIFTS[0]}, or leave it out.")
+    if not 0 <= args.get("strength", 1.0) <= 3:
+        raise ParameterError(f"strength must be from 0 to 3, got {args['strength']!r}.", fix="1 is the default strength of a shift.")
+    if isinstance(args.get("first", 0), bool) or not isinstance(args.get("first", 0), int) or not 0 <= args.get("first", 0) <= 10_000_000:
+        raise ParameterError(f"first must be a whole number from 0 to 10000000, got {args['first']!r}.",
+                             fix="Pass --first N to draw photos N, N+1, ... of each species (new photos of the same species).")
     if args["faults"] and args["images"] < 3:
         raise ParameterError("faults need at least 3 images per species (the duplicate copies one of them).",
                              fix="Pass --images 3 or more, or leave out --faults.")
@@ -227,11 +255,11 @@ def _traits(groups: int, species: int, seed: int): return make_traits(groups, sp
 
 def _draw_batch(job: tuple) -> int:
     "Worker: draw photos n0..n1 of species (g, s) into `folder`; returns bytes written. Takes plain values only."
-    groups, species, seed, g, s, n0, n1, size, folder = job
+    groups, species, seed, g, s, n0, n1, size, folder, shift, strength = job
     sp, written = _traits(groups, species, seed)[g][s], 0
     for n in range(n0, n1):
         buf = io.BytesIO()
-        render(sp, np.random.default_rng([seed, g, s, n]), size).save(buf, "JPEG", quality=JPEG_QUALITY)
+        render(sp, np.random.default_rng([seed, g, s, n]), size, shift, strength).save(buf, "JPEG", quality=JPEG_QUALITY)
         (Path(folder) / f"{n}.jpg").write_bytes(buf.getvalue()); written += buf.tell()
     return written
 
@@ -252,9 +280,10 @@ def _clean_stale(out: Path) -> None:
         else: shutil.rmtree(p, ignore_errors=True)
 
 def generate_demo_data(out: str | os.PathLike, groups: int = 4, species: int = 4, images: int = 100, size: int = 96,
-                       seed: int = 0, faults: bool = False, workers: int = 0, progress: bool = True) -> DemoData:
-    "Draw `groups` x `species` x `images` photos into `out`/<group>/<species>/<n>.jpg, with taxonomy.yaml (and faults)."
-    _check_args(groups=groups, species=species, images=images, size=size, faults=faults)
+                       seed: int = 0, faults: bool = False, workers: int = 0, progress: bool = True,
+                       shift: str = "", strength: float = 1.0, first: int = 0) -> DemoData:
+    "Draw `groups` x `species` x `images` photos into `out`/<group>/<species>/<n>.jpg (n from `first`), with taxonomy.yaml (and faults), `shift`ed if asked."
+    _check_args(groups=groups, species=species, images=images, size=size, faults=faults, shift=shift, strength=strength, first=first)
     out = Path(out).expanduser().absolute()
     if out.parent.is_dir(): _clean_stale(out)
     _prepare_target(out)
@@ -268,14 +297,16 @@ def generate_demo_data(out: str | os.PathLike, groups: int = 4, species: int = 4
             for s, sp in enumerate(grp):
                 folder = tmp / sp.group.name / sp.name
                 folder.mkdir(parents=True)
-                jobs += [(groups, species, seed, g, s, n, min(n + batch, images), size, str(folder)) for n in range(0, images, batch)]
+                jobs += [(groups, species, seed, g, s, n, min(n + batch, first + images), size, str(folder), shift, float(strength))
+                         for n in range(first, first + images, batch)]
         bar = tqdm(total=groups * species * images, unit="img", desc="drawing demo photos", disable=not progress)
         from earthsnap.data.demodata import _draw_batch as draw  # the module's function: workers cannot import a notebook's
         for job, _ in zip(jobs, ordered_map(draw, jobs, n_workers(workers, len(jobs)))): bar.update(job[6] - job[5])
         bar.close()
         fault_rows = add_faults(tmp, taxonomy, seed) if faults else []
         (tmp / "taxonomy.yaml").write_text(taxonomy_yaml(taxonomy))
-        params = dict(groups=groups, species=species, images=images, size=size, seed=seed, faults=faults)
+        params = dict(groups=groups, species=species, images=images, size=size, seed=seed, faults=faults,
+                      **({"shift": shift, "strength": strength} if shift else {}), **({"first": first} if first else {}))
         (tmp / MARKER).write_text(json.dumps({"generator": "earthsnap.data.demodata", "params": params,
                                               "images": groups * species * images, "faults": len(fault_rows)}, indent=2) + "\n")
         _prepare_target(out)  # still ours to replace?
