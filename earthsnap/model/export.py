@@ -21,13 +21,27 @@ from .networks import build_model
 from ..core.storage import atomic_write, write_json, write_tar_gz
 
 # %% auto #0
-__all__ = ['TOLERANCE', 'export_onnx', 'check_onnx', 'save_model', 'write_tarball', 'load_torch_model']
+__all__ = ['TOLERANCE', 'WithEmbedding', 'export_onnx', 'check_onnx', 'save_model', 'write_tarball', 'load_torch_model']
+
+# %% ../../nbs/model/export.ipynb #e41300c5
+class WithEmbedding(nn.Module):
+    "`model` (a Sequential ending in its linear classifier) answering (logits, embedding): the embedding is what that layer reads."
+    def __init__(self, model: nn.Sequential):
+        super().__init__()
+        if not (isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear)):
+            raise ModelError(f"Cannot export the embedding of a {type(model).__name__}: a Sequential ending in nn.Linear is expected.",
+                             fix="Build the model with earthsnap.model.networks.build_model.")
+        self.body, self.head = model[:-1], model[-1]
+
+    def forward(self, x):
+        features = self.body(x)
+        return self.head(features), features
 
 # %% ../../nbs/model/export.ipynb #d32e4ead
 TOLERANCE = 1e-4  # largest difference between ONNX Runtime's and torch's logits that export accepts
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int) -> Path:
-    "Export `model` to ONNX at `path`: input `image` (batch x 3 x size x size, dynamic batch), output `logits`."
+    "Export `model` to ONNX at `path`: input `image` (batch x 3 x size x size, dynamic batch), outputs `logits` and `embedding`."
     import logging
     model = model.eval().cpu()
     example = (torch.rand(2, 3, input_size, input_size),)
@@ -36,7 +50,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int) -> P
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         out = Path(tmp) / "model.onnx"
-        torch.onnx.export(model, example, str(out), input_names=["image"], output_names=["logits"],
+        torch.onnx.export(WithEmbedding(model), example, str(out), input_names=["image"], output_names=["logits", "embedding"],
                           dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), dynamo=True,
                           external_data=False, verbose=False, optimize=True)
         with atomic_write(path) as f: f.write(out.read_bytes())
@@ -44,12 +58,12 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int) -> P
 
 # %% ../../nbs/model/export.ipynb #c60cdafe
 def check_onnx(model: nn.Module, path: str | os.PathLike, input_size: int, batch: int = 8, seed: int = 0) -> float:
-    "The largest difference between torch and ONNX Runtime on a random batch; an error above `TOLERANCE`."
+    "The largest difference between torch and ONNX Runtime (logits and embedding) on a random batch; an error above `TOLERANCE`."
     import onnxruntime as ort
     x = torch.rand(batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad(): want = model.eval().cpu()(x).numpy()
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
-    diff = float(np.abs(got - want).max())
+    with torch.no_grad(): want, features = (t.numpy() for t in WithEmbedding(model.eval().cpu())(x))
+    got, embedding = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["logits", "embedding"], {"image": x.numpy()})
+    diff = max(float(np.abs(got - want).max()), float(np.abs(embedding - features).max()))
     if not diff <= TOLERANCE:
         raise ModelError(f"The exported ONNX model differs from the torch model by {diff:.2g} (more than {TOLERANCE:g}).",
                          fix="This is a bug in the export of this architecture; please report it with the hyperparameters.")

@@ -80,9 +80,16 @@ class OnnxModel:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         "Logits for a batch of model inputs (N x 3 x size x size)."
-        return self.session.run(None, {"image": np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return self.session.run(["logits"], {"image": np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray: return softmax(self.logits(batch))
+
+    def embeddings(self, batch: np.ndarray) -> np.ndarray:
+        "The embedding of each input of a batch (the features the classifier reads): N x features."
+        if "embedding" not in {o.name for o in self.session.get_outputs()}:
+            raise ModelError(f"{self.path} has no embedding output: it was exported before earthsnap exported one.",
+                             fix="Train it again with this earthsnap (or export it again from its safetensors weights).")
+        return self.session.run(["embedding"], {"image": np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
     def ranked(self, probs: np.ndarray, top_k: int = 5) -> list[dict]:
         "The `top_k` labels of one image's probabilities, most likely first."
