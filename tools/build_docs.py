@@ -283,7 +283,9 @@ def main() -> int:
     shutil.rmtree(site, ignore_errors=True)
     from sphinx.cmd.build import build_main
     (OUT / "warnings.log").unlink(missing_ok=True)
-    rc = build_main(["-b", "html", "-q", "-j", str(args.workers), "-c", str(DOCS), "-w", str(OUT / "warnings.log"), str(src), str(site)])
+    # -W: a warning fails the build (a docstring that docutils misreads leaves a broken link on its API page)
+    rc = build_main(["-b", "html", "-q", "-W", "--keep-going", "-j", str(args.workers), "-c", str(DOCS), "-w", str(OUT / "warnings.log"),
+                     str(src), str(site)])
     if rc:
         print((OUT / "warnings.log").read_text()[-5000:], file=sys.stderr)
         return rc

@@ -282,7 +282,7 @@ def _clean_stale(out: Path) -> None:
 def generate_demo_data(out: str | os.PathLike, groups: int = 4, species: int = 4, images: int = 100, size: int = 96,
                        seed: int = 0, faults: bool = False, workers: int = 0, progress: bool = True,
                        shift: str = "", strength: float = 1.0, first: int = 0) -> DemoData:
-    "Draw `groups` x `species` x `images` photos into `out`/<group>/<species>/<n>.jpg (n from `first`), with taxonomy.yaml (and faults), `shift`ed if asked."
+    "Draw `groups` x `species` x `images` photos into `out`/<group>/<species>/<n>.jpg (n from `first`), with taxonomy.yaml (and faults), shifted as `shift` says."
     _check_args(groups=groups, species=species, images=images, size=size, faults=faults, shift=shift, strength=strength, first=first)
     out = Path(out).expanduser().absolute()
     if out.parent.is_dir(): _clean_stale(out)
