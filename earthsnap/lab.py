@@ -17,8 +17,8 @@ from .core.config import Config
 from .core.errors import EarthsnapError
 
 # %% auto #0
-__all__ = ['lab_command', 'clean_notebook', 'clean_on_save', 'notebook_text', 'clean_files', 'running_labs', 'lab_url',
-           'start_lab']
+__all__ = ['lab_command', 'clean_notebook', 'clean_on_save', 'notebook_text', 'clean_text', 'clean_files', 'running_labs',
+           'lab_url', 'start_lab']
 
 # %% ../nbs/lab.ipynb #9d319a95
 def lab_command(cfg: Config, port: int = 8888, token: str = "") -> list[str]:
@@ -46,13 +46,17 @@ def notebook_text(nb: dict) -> str:
     "`nb` as nbformat and nbdev write it: sorted keys, indent 1, UTF-8 kept, a final newline."
     return json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
+def clean_text(text: str) -> str:
+    "A notebook's text, cleaned and written as nbformat writes it: what `earthsnap clean` and git's filter make of it."
+    return notebook_text(clean_notebook(json.loads(text)))
+
 def clean_files(paths: list[str | Path]) -> list[Path]:
     "Clean the notebooks at `paths` (files, or directories searched recursively, checkpoints skipped); returns those that changed."
     changed = []
     for p in map(Path, paths):
         for nb_path in ([p] if p.is_file() else sorted(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)):
             text = nb_path.read_text(encoding="utf-8")
-            try: clean = notebook_text(clean_notebook(json.loads(text)))
+            try: clean = clean_text(text)
             except json.JSONDecodeError as e: raise EarthsnapError(f"{nb_path} is not a notebook: {e}", fix="Repair the JSON (git can show the last good version).")
             if clean != text: nb_path.write_text(clean, encoding="utf-8"); changed.append(nb_path)
     return changed

@@ -83,10 +83,10 @@ def lab(port: int = typer.Option(8888, help="Port to listen on (127.0.0.1).")):
 def clean(paths: list[Path] = typer.Argument(None, help="Notebooks, or directories of notebooks; none: the project's nbs/ and pipeline/."),
           stdin: bool = typer.Option(False, "--stdin", help="Clean one notebook from stdin to stdout (git's filter).")):
     "Strip outputs, execution counts and metadata (cell tags kept) from notebooks, as the lab does on save and git on commit."
-    import json, sys
-    from earthsnap.lab import clean_files, clean_notebook, notebook_text
+    import sys
+    from earthsnap.lab import clean_files, clean_text
     if stdin:
-        sys.stdout.write(notebook_text(clean_notebook(json.loads(sys.stdin.read()))))
+        sys.stdout.write(clean_text(sys.stdin.read()))
         return
     project = load_config().project_dir
     paths = paths or [p for p in (Path(project) / "nbs", Path(project) / "pipeline") if p.is_dir()]
