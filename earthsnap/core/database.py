@@ -31,15 +31,20 @@ def connection(path: str | os.PathLike) -> Iterator[sqlite3.Connection]:
 # %% ../../nbs/core/database.ipynb #61225dcb
 WRITE_WAIT = 300.0  # seconds a write waits for the lock in all, beyond each try's busy timeout
 
+def _execute_unlocked(db: sqlite3.Connection, sql: str, wait: float, pause: Callable[[], float]) -> None:
+    "Execute `sql`, tried again after `pause()` s while SQLite says the database is locked, for up to `wait` s in all."
+    deadline = time.monotonic() + wait
+    while True:
+        try: db.execute(sql); return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline: raise
+            time.sleep(pause())
+
 @contextmanager
 def transaction(db: sqlite3.Connection, wait: float = WRITE_WAIT) -> Iterator[sqlite3.Connection]:
     "A write transaction, taken at once (BEGIN IMMEDIATE, retried for up to `wait` s), committed on success, rolled back on any error."
-    deadline = time.monotonic() + wait
-    while True:
-        try: db.execute("BEGIN IMMEDIATE"); break
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or time.monotonic() > deadline: raise
-            time.sleep(random.uniform(0.01, 0.2))  # a random pause, so that two waiting writers do not poll in step
+    # a random pause, so that two waiting writers do not poll in step
+    _execute_unlocked(db, "BEGIN IMMEDIATE", wait, lambda: random.uniform(0.01, 0.2))
     try:
         yield db
     except BaseException:
@@ -49,12 +54,7 @@ def transaction(db: sqlite3.Connection, wait: float = WRITE_WAIT) -> Iterator[sq
 # %% ../../nbs/core/database.ipynb #62c9877b
 def set_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:
     "Switch to WAL mode, retrying for up to `wait` s: two processes opening a new file at once can be refused here, busy timeout or not."
-    deadline = time.monotonic() + wait
-    while True:
-        try: db.execute("PRAGMA journal_mode = WAL"); return
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or time.monotonic() > deadline: raise
-            time.sleep(0.05)
+    _execute_unlocked(db, "PRAGMA journal_mode = WAL", wait, lambda: 0.05)
 
 # %% ../../nbs/core/database.ipynb #6f64c16e
 def open_database(path: str | os.PathLike, schema: str, migrate: Callable[[sqlite3.Connection], None] | None = None) -> Path:
