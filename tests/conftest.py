@@ -82,6 +82,35 @@ def moto_url():
     proc.wait(timeout=30)
 
 
+def wait_until_serving(url: str, proc: subprocess.Popen, seconds: float, what: str = "the server", get=None) -> None:
+    "Poll `url` until it answers 200 (`get`: requests.get, or a session's); fail when `proc` exits (with what it printed, if piped) or after `seconds`."
+    import requests
+    get = get or requests.get
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if get(url, timeout=2).status_code == 200: return
+        except requests.ConnectionError: pass
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited: {proc.stdout.read() if proc.stdout else ''}")
+        assert time.monotonic() < deadline, f"{what} did not answer {url} in {seconds} s"
+        time.sleep(0.2)
+
+
+# The browser tests drive Debian's chromium (Playwright's own browser builds cannot be downloaded here).
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    "A headless chromium for the tests of one module, driven by Playwright."
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
 def next_steps(stdout: str) -> list[list[str]]:
     "The commands a command printed as its next steps (`next: earthsnap ...` lines), each as the argv after `earthsnap`."
     import shlex

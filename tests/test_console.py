@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import BIN, ROOT, clean_env, demo_project, free_port
+from conftest import BIN, ROOT, clean_env, demo_project, free_port, wait_until_serving
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "tests" / "artifacts" / "console"
 PASSWORDS = {"ana": "ana approves models", "oscar": "oscar operates prod", "vic": "vic only looks", "adele": "adele administers",
              "rita": "rita forgets passwords"}
@@ -75,13 +74,7 @@ def site(tmp_path_factory):
     server = subprocess.Popen([str(BIN / "earthsnap"), "console", "--port", str(port)], cwd=project, env=clean_env(JUPYTER_RUNTIME_DIR=str(runtime)),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(url + "/health", timeout=2).status_code == 200: break
-        except requests.ConnectionError: pass
-        assert server.poll() is None and time.monotonic() < deadline, server.stdout.read() if server.poll() is not None else "no answer"
-        time.sleep(0.2)
+    wait_until_serving(url + "/health", server, 60, "earthsnap console")
     SHOTS.mkdir(parents=True, exist_ok=True)
     yield {"project": project, "url": url, "cfg": cfg, "registry": reg, "users": users, "runtime": runtime}
     server.send_signal(signal.SIGTERM)
@@ -90,15 +83,6 @@ def site(tmp_path_factory):
     for f in (project / ".earthsnap" / "endpoints").glob("*/endpoint.json"):
         try: os.kill(json.loads(f.read_text())["pid"], signal.SIGTERM)
         except ProcessLookupError: pass
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def signed_in(browser, site, name: str, width: int = 1280):

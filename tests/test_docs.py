@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections import deque
 from urllib.parse import urldefrag, urlparse
 
 import pytest
 import requests
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_until_serving
 
-CHROMIUM = "/usr/bin/chromium"
 SITE = ROOT / "_docs" / "site"
 SHOTS = ROOT / "tests" / "artifacts" / "docs"
 
@@ -32,26 +30,11 @@ def site():
     server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(SITE)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(url + "/index.html", timeout=2).status_code == 200: break
-        except requests.ConnectionError: pass
-        assert server.poll() is None and time.monotonic() < deadline, "the static server did not start"
-        time.sleep(0.1)
+    wait_until_serving(url + "/index.html", server, 30, "the static server")
     SHOTS.mkdir(parents=True, exist_ok=True)
     yield url
     server.terminate()
     server.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def test_every_page_loads_cleanly_and_every_internal_link_resolves(browser, site):

@@ -9,12 +9,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
 
-from conftest import BIN, ROOT, clean_env, free_port
+from conftest import BIN, ROOT, clean_env, free_port, wait_until_serving
 
 
 def test_lab_serves_the_project_with_its_environment_as_the_kernel(tmp_path):
@@ -29,13 +28,7 @@ def test_lab_serves_the_project_with_its_environment_as_the_kernel(tmp_path):
         assert first.startswith(f"JupyterLab on {project}: http://127.0.0.1:{port}/lab?token="), first
         token = first.rsplit("token=", 1)[1].strip()
         api = requests.Session(); api.headers["authorization"] = f"token {token}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if api.get(f"http://127.0.0.1:{port}/api/status", timeout=2).status_code == 200: break
-            except requests.ConnectionError: pass
-            assert lab.poll() is None and time.monotonic() < deadline, "JupyterLab did not start"
-            time.sleep(0.3)
+        wait_until_serving(f"http://127.0.0.1:{port}/api/status", lab, 90, "JupyterLab", get=api.get)
         assert requests.get(f"http://127.0.0.1:{port}/api/status", timeout=5).status_code == 403  # the token is required
         specs = api.get(f"http://127.0.0.1:{port}/api/kernelspecs", timeout=10).json()
         python = specs["kernelspecs"][specs["default"]]["spec"]
