@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import time
-import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -62,7 +61,7 @@ def execute(path: str) -> tuple[str, bool, float, object]:
         with working_directory(fn.parent):
             shell.run_all(nb, exc_stop=True, preproc=skip)
     except Exception:
-        return path, False, time.time() - start, shell.prettytb(fname=fn) if hasattr(shell, "prettytb") else traceback.format_exc()
+        return path, False, time.time() - start, shell.prettytb(fname=fn)
     cells = [{"cell_type": c.cell_type, "id": c.get("id") or f"cell{i}", "source": c.source, "metadata": dict(c.get("metadata", {})),
               **({"outputs": [dict(o) for o in c.get("outputs", [])], "execution_count": None} if c.cell_type == "code" else {})}
              for i, c in enumerate(nb.cells)]
