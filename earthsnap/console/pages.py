@@ -193,7 +193,7 @@ def run_pages(c: Console) -> APIRouter:
         rel = path.relative_to(c.cfg.project_dir)
         return c.page(request, "run.html", who, section="runs", title=f"Run {run_id}", **run_view(c.cfg, run_id),
                       done=f"Written to {rel}, with the values this run gave {step}. No JupyterLab runs on this project: "
-                           f"start it with `earthsnap lab` (or make lab) and open that file.")
+                           f"start it with earthsnap lab (or make lab) and open that file.")
     return r
 
 # %% ../../nbs/console/pages.ipynb #db8ab419
