@@ -41,6 +41,16 @@ SETTINGS: tuple[Setting, ...] = (
             "events. A local file, also when the store is on S3.", path=True),
     Setting("endpoints", str, ".earthsnap/endpoints", "State and logs of local endpoints. A local directory.", path=True),
     Setting("endpoint_host", str, "127.0.0.1", "Address local endpoints listen on."),
+    Setting("capture", str, ".earthsnap/capture", "What local endpoints serve, captured for monitoring and review: rows in "
+            "SQLite, each image once by its sha256. A local directory.", path=True, affects_results=False),
+    Setting("capture_rate", float, 1.0, "Share of each local endpoint's requests that is captured, 0 to 1; 0 turns capture off.",
+            affects_results=False),
+    Setting("capture_budget_mb", float, 2048.0, "Disk budget of each local endpoint's captures, in MiB; capture stops when it is used.",
+            affects_results=False),
+    Setting("drift_window", int, 500, "Captured requests in each window `earthsnap monitor` compares with the model's baseline.",
+            affects_results=False),
+    Setting("drift_alpha", float, 0.05, "Significance level of the drift tests, after Holm's correction for their number.",
+            affects_results=False),
     Setting("stage_port", int, 8081, "Port of the local stage endpoint."),
     Setting("prod_port", int, 8082, "Port of the local prod endpoint."),
     Setting("workers", int, 0, "Worker processes for parallel work; 0 means one per CPU core.", affects_results=False),
@@ -84,6 +94,11 @@ class Config:
     registry: str
     endpoints: str
     endpoint_host: str
+    capture: str
+    capture_rate: float
+    capture_budget_mb: float
+    drift_window: int
+    drift_alpha: float
     stage_port: int
     prod_port: int
     workers: int
@@ -184,7 +199,16 @@ def _validate(cfg: dict[str, Any], sources: Mapping[str, str]):
                           "it is a fraction from 0 to 1.")
     if not cfg["stage_p95_ms"] > 0:
         raise ConfigError(f"Setting 'stage_p95_ms' from {sources['stage_p95_ms']} is {cfg['stage_p95_ms']}; it must be above 0 ms.")
-    for name in ("registry", "endpoints"):
+    if not 0 <= cfg["capture_rate"] <= 1:
+        raise ConfigError(f"Setting 'capture_rate' from {sources['capture_rate']} is {cfg['capture_rate']}; it is a share from 0 to 1.",
+                          fix="Set 1 to capture every request, 0 to capture none.")
+    if not cfg["capture_budget_mb"] > 0:
+        raise ConfigError(f"Setting 'capture_budget_mb' from {sources['capture_budget_mb']} is {cfg['capture_budget_mb']}; it must be above 0 MiB.")
+    if cfg["drift_window"] < 20:
+        raise ConfigError(f"Setting 'drift_window' from {sources['drift_window']} is {cfg['drift_window']}; a window needs at least 20 requests.")
+    if not 0 < cfg["drift_alpha"] < 1:
+        raise ConfigError(f"Setting 'drift_alpha' from {sources['drift_alpha']} is {cfg['drift_alpha']}; it is a level between 0 and 1, e.g. 0.05.")
+    for name in ("registry", "endpoints", "capture"):
         if "://" in cfg[name] and not cfg[name].startswith("file://"):
             raise ConfigError(f"Setting '{name}' is {cfg[name]}, but it must be on the local disk.",
                               fix=f"Set {name} to a local path in {CONFIG_FILE} or {ENV_PREFIX}{name.upper()}; "

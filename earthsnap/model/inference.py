@@ -100,6 +100,13 @@ class OnnxModel:
         "The `top_k` labels of each input of a batch (one `top_k` for all, or one per input), most likely first."
         return [self.ranked(p, k) for p, k in zip(self.probabilities(batch), per_input(top_k, len(batch)))]
 
+    def top_and_embeddings(self, batch: np.ndarray, top_k: int | Sequence[int] = 5) -> tuple[list[list[dict]], np.ndarray | None]:
+        "`top` and `embeddings` from one run of the model (what a capturing endpoint needs); no embeddings from a model without them."
+        x = {"image": np.ascontiguousarray(batch, dtype=np.float32)}
+        if "embedding" not in {o.name for o in self.session.get_outputs()}: return self.top(batch, top_k), None
+        logits, emb = self.session.run(["logits", "embedding"], x)
+        return [self.ranked(p, k) for p, k in zip(softmax(logits), per_input(top_k, len(batch)))], emb
+
     def predict(self, images: list[bytes | Image.Image], top_k: int = 5) -> list[list[dict]]:
         "The `top_k` labels and probabilities for each image, most likely first."
         return self.top(np.stack([model_input(im, self.input_size) for im in images]), top_k)

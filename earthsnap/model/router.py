@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .inference import MODEL_FILES, ModelError, OnnxModel, model_dir, model_input, open_model, per_input, unpacked
+from .inference import MODEL_FILES, ModelError, OnnxModel, model_dir, model_input, open_model, per_input, softmax, unpacked
 from ..core.storage import write_json, write_tar_gz
 
 # %% auto #0
@@ -64,9 +64,10 @@ class RouterModel:
                         "species_probability": float(probs[j]) / pg if pg > 0 else 0.0})
         return out
 
-    def top(self, batch: np.ndarray, top_k: int | Sequence[int] = 5) -> list[list[dict]]:
+    def top(self, batch: np.ndarray, top_k: int | Sequence[int] = 5, parent_probabilities: np.ndarray | None = None) -> list[list[dict]]:
         "`ranked(probabilities(batch)[i], top_k)` for each input, running only the children that can place a species in it."
-        ks, pg = [min(k, len(self.classes)) for k in per_input(top_k, len(batch))], self.parent.probabilities(batch)
+        ks = [min(k, len(self.classes)) for k in per_input(top_k, len(batch))]
+        pg = self.parent.probabilities(batch) if parent_probabilities is None else parent_probabilities
         order = np.argsort(-pg, axis=1, kind="stable")      # each input's groups, most likely first
         joint = np.zeros((len(batch), len(self.classes)), dtype=np.float32)  # 0 where a group was not visited
         found = np.zeros(len(batch), dtype=int)             # species whose joint probability is known, per input
@@ -85,6 +86,12 @@ class RouterModel:
             open_ = [i for i in open_ if found[i] < ks[i] or np.partition(joint[i], -ks[i])[-ks[i]] <= pg[i, order[i, r + 1]]]
             if not open_: break
         return [self.ranked(p, k) for p, k in zip(joint, ks)]
+
+    def top_and_embeddings(self, batch: np.ndarray, top_k: int | Sequence[int] = 5) -> tuple[list[list[dict]], np.ndarray | None]:
+        "`top`, and the parent's embeddings from the same run of the parent (a router's drift is watched in the parent's features)."
+        if "embedding" not in {o.name for o in self.parent.session.get_outputs()}: return self.top(batch, top_k), None
+        logits, emb = self.parent.session.run(["logits", "embedding"], {"image": np.ascontiguousarray(batch, dtype=np.float32)})
+        return self.top(batch, top_k, parent_probabilities=softmax(logits)), emb
 
     def predict(self, images: list[bytes | Image.Image], top_k: int = 5) -> list[list[dict]]:
         "The `top_k` species, with group and probabilities, for each image (see `top`)."

@@ -51,14 +51,16 @@ def ping(url: str, timeout: float = 5.0) -> tuple[int, dict]:
 
 # %% ../../nbs/release/endpoints.ipynb #5463bb8b
 class Endpoints:
-    "The local endpoints kept under `root` (the `endpoints` setting)."
-    def __init__(self, root: str | os.PathLike, host: str = "127.0.0.1"):
+    "The local endpoints kept under `root` (the `endpoints` setting); with `capture`, each records what it serves there."
+    def __init__(self, root: str | os.PathLike, host: str = "127.0.0.1", capture: str | os.PathLike | None = None,
+                 capture_rate: float = 1.0, capture_budget_mb: float = 2048.0):
         self.root, self.host = Path(root), host
+        self.capture, self.capture_rate, self.capture_budget_mb = capture, capture_rate, capture_budget_mb
 
     @classmethod
     def from_config(cls, cfg) -> "Endpoints":
-        "The endpoints of the project configured by `cfg` (its `endpoints` and `endpoint_host` settings)."
-        return cls(cfg.endpoints, cfg.endpoint_host)
+        "The endpoints of the project configured by `cfg` (its `endpoints`, `endpoint_host` and `capture*` settings)."
+        return cls(cfg.endpoints, cfg.endpoint_host, cfg.capture if cfg.capture_rate > 0 else None, cfg.capture_rate, cfg.capture_budget_mb)
 
     def get(self, name: str) -> Endpoint:
         d = self.root / name
@@ -86,8 +88,10 @@ class Endpoints:
             if other.running and other.port == port:
                 raise EndpointError(f"Port {port} is taken by endpoint {other.name!r}.", fix="Choose another port.")
         log = open(d / "server.log", "ab")
+        capture = ["--capture", str(self.capture), "--capture-rate", str(self.capture_rate),
+                   "--capture-budget-mb", str(self.capture_budget_mb)] if self.capture else []
         proc = subprocess.Popen([sys.executable, "-c", "from earthsnap.release.serving import main; main()", "--dir", str(d), "--host", self.host,
-                                 "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                                 "--port", str(port), *capture], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         write_json(d / "endpoint.json", {"name": name, "host": self.host, "port": port, "pid": proc.pid, "started_at": time.time()})
         deadline = time.monotonic() + wait

@@ -24,10 +24,12 @@ from starlette.routing import Route
 
 from ..core.errors import EarthsnapError
 from ..model.inference import OnnxModel, model_input
+from .capture import Capture, CaptureStore
 from ..model.router import RouterModel, load_model
 
 # %% auto #0
-__all__ = ['CONTENT_TYPES', 'MAX_BYTES', 'MODEL_FILE', 'log', 'ModelSlot', 'watch', 'Batcher', 'create_app', 'main']
+__all__ = ['CONTENT_TYPES', 'MAX_BYTES', 'MODEL_FILE', 'log', 'CAPTURE_TOP', 'ModelSlot', 'watch', 'Batcher', 'create_app',
+           'main']
 
 # %% ../../nbs/release/serving.ipynb #81d2b991
 CONTENT_TYPES = ("image/jpeg", "image/png", "application/x-image")
@@ -76,27 +78,29 @@ def watch(slot: ModelSlot, endpoint_dir: Path, every: float = 0.25, stop: thread
     return t
 
 # %% ../../nbs/release/serving.ipynb #7d4239b2
-def _run(model: OnnxModel, requests: list[tuple[bytes, int]]) -> list[list[dict] | Exception]:
-    "The top_k predictions for each (body, top_k), in one call of the model; a body that cannot be decoded gets its exception instead."
+def _run(model: OnnxModel, requests: list[tuple[bytes, int]], embed: bool = False) -> list[tuple[list[dict], np.ndarray | None] | Exception]:
+    "(top_k predictions, embedding or None) for each (body, top_k), in one call of the model; a body that cannot be decoded gets its exception."
     inputs, ks, out = [], [], []
     for body, k in requests:
         try: inputs.append(model_input(body, model.input_size)); ks.append(k); out.append(None)
         except Exception as e: out.append(e)  # PIL's many errors for bytes that are not an image
     if inputs:
-        answers = iter(model.top(np.stack(inputs), ks))  # a router runs only the children each answer needs
-        out = [next(answers) if o is None else o for o in out]
+        batch = np.stack(inputs)  # a router runs only the children each answer needs
+        answers, emb = model.top_and_embeddings(batch, ks) if embed else (model.top(batch, ks), None)
+        found = iter(zip(answers, emb if emb is not None else [None] * len(answers)))
+        out = [next(found) if o is None else o for o in out]
     return out
 
 class Batcher:
     "Runs the requests that wait while the model is busy as one batch, on the model the slot holds when the batch starts."
-    def __init__(self, slot: ModelSlot, max_batch: int = 32):
-        self.slot, self.max_batch = slot, max_batch
+    def __init__(self, slot: ModelSlot, max_batch: int = 32, embed: bool = False):
+        self.slot, self.max_batch, self.embed = slot, max_batch, embed
         self.queue: list[tuple[tuple[bytes, int], asyncio.Future]] = []
         self.task: asyncio.Task | None = None
         self.batches = self.requests = 0  # counts, for the log and the tests
 
-    async def predict(self, body: bytes, top_k: int = 5) -> tuple[list[dict], str]:
-        "The `top_k` predictions for one image body, with the version that made them."
+    async def predict(self, body: bytes, top_k: int = 5) -> tuple[list[dict], str, np.ndarray | None]:
+        "The `top_k` predictions for one image body, the version that made them, and its embedding when the batcher embeds."
         future = asyncio.get_running_loop().create_future()
         self.queue.append(((body, top_k), future))
         if self.task is None or self.task.done(): self.task = asyncio.create_task(self._drain())
@@ -106,29 +110,35 @@ class Batcher:
         while self.queue:
             batch, self.queue = self.queue[:self.max_batch], self.queue[self.max_batch:]
             model, version = self.slot.current()
-            try: results = await run_in_threadpool(_run, model, [request for request, _ in batch])
+            try: results = await run_in_threadpool(_run, model, [request for request, _ in batch], self.embed)
             except Exception as e: results = [e] * len(batch)
             self.batches += 1; self.requests += len(batch)
             for (_, future), r in zip(batch, results):
                 if future.done(): continue  # its client went away
                 if isinstance(r, Exception): future.set_exception(r)
-                else: future.set_result((r, version))
+                else: future.set_result((r[0], version, r[1]))
 
 # %% ../../nbs/release/serving.ipynb #664d554f
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
-def create_app(slot: ModelSlot, max_bytes: int = MAX_BYTES, max_batch: int = 32) -> Starlette:
-    "The ASGI app of an endpoint serving `slot`."
-    batcher = Batcher(slot, max_batch)
+CAPTURE_TOP = 5  # a capturing endpoint ranks at least this many labels, so review rules can read the top-2 margin
+
+def create_app(slot: ModelSlot, max_bytes: int = MAX_BYTES, max_batch: int = 32, capture: Capture | None = None) -> Starlette:
+    "The ASGI app of an endpoint serving `slot`, recording what it serves into `capture` if given."
+    batcher = Batcher(slot, max_batch, embed=capture is not None)
+    capturing = capture is not None and capture.rate > 0
 
     async def ping(request: Request):
         model, version = slot.current()
+        extra = {"capture": capture.status()} if capture else {}
         if model is None:
-            return _error(503, "model_not_loaded", slot.error or "No model is loaded yet: deploy one to this endpoint.")
-        return JSONResponse({"status": "ok", "model": version, **({"warning": slot.error} if slot.error else {})})
+            return JSONResponse({"error": "model_not_loaded", "message": slot.error or "No model is loaded yet: deploy one to this endpoint.",
+                                 **extra}, status_code=503)
+        return JSONResponse({"status": "ok", "model": version, **({"warning": slot.error} if slot.error else {}), **extra})
 
     async def invocations(request: Request):
+        started = time.perf_counter()
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in CONTENT_TYPES:
             return _error(415, "unsupported_media_type", f"Content type {kind or '(none)'!r} is not served; send the image as one of {', '.join(CONTENT_TYPES)}.")
@@ -148,10 +158,12 @@ def create_app(slot: ModelSlot, max_bytes: int = MAX_BYTES, max_batch: int = 32)
             return _error(400, "bad_parameter", "top_k must be a whole number from 1 to 1000.")
         if slot.current()[0] is None:
             return _error(503, "model_not_loaded", slot.error or "No model is loaded yet: deploy one to this endpoint.")
-        try: predictions, version = await batcher.predict(bytes(body), top_k)
+        try: predictions, version, embedding = await batcher.predict(bytes(body), max(top_k, CAPTURE_TOP) if capturing else top_k)
         except Exception as e:
             return _error(400, "undecodable_image", f"The body is not an image this endpoint can decode ({type(e).__name__}: {e}).")
-        return JSONResponse({"model": version, "predictions": predictions})
+        answer = JSONResponse({"model": version, "predictions": predictions[:top_k]})
+        if capturing: capture.offer(body, version, predictions, (time.perf_counter() - started) * 1000, embedding)  # queued, never waits
+        return answer
 
     app = Starlette(routes=[Route("/ping", ping, methods=["GET"]), Route("/invocations", invocations, methods=["POST"])])
     app.state.batcher = batcher
@@ -166,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1"); ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--max-bytes", type=int, default=MAX_BYTES)
     ap.add_argument("--max-batch", type=int, default=32, help="The most requests run as one batch.")
+    ap.add_argument("--capture", default="", help="Capture root: record what this endpoint serves there (rows and images); empty for none.")
+    ap.add_argument("--capture-rate", type=float, default=1.0, help="Share of requests captured, 0 to 1.")
+    ap.add_argument("--capture-budget-mb", type=float, default=2048, help="Disk budget of this endpoint's captures, in MiB.")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     slot = ModelSlot()
@@ -173,4 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     if (endpoint / MODEL_FILE).exists():  # serve at once what was deployed, before accepting requests
         spec = json.loads((endpoint / MODEL_FILE).read_text()); slot.load(spec["artifact"], spec["version"])
     watch(slot, endpoint)
-    uvicorn.run(create_app(slot, args.max_bytes, args.max_batch), host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=10)
+    capture = Capture(CaptureStore(args.capture, endpoint.name), args.capture_rate, int(args.capture_budget_mb * 2**20)) if args.capture else None
+    try: uvicorn.run(create_app(slot, args.max_bytes, args.max_batch, capture), host=args.host, port=args.port, log_level="info",
+                     timeout_graceful_shutdown=10)
+    finally:
+        if capture: capture.close()  # what is queued is written before the process ends
