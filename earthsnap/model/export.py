@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .hyperparameters import Hyperparameters
-from .inference import MODEL_FILES, ModelError, model_dir
+from .inference import BASELINE_FILE, MODEL_FILES, ModelError, model_dir
 from .networks import build_model
 from ..core.storage import atomic_write, write_json, write_tar_gz
 
@@ -89,8 +89,8 @@ def save_model(result, out_dir: str | os.PathLike) -> Path:
 
 # %% ../../nbs/model/export.ipynb #18a00ea4
 def write_tarball(model_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
-    "Pack the files of a model directory into a reproducible `model.tar.gz` at `path`."
-    return write_tar_gz(model_dir, MODEL_FILES, path)
+    "Pack the files of a model directory (with its baseline.npz, if it has one) into a reproducible `model.tar.gz` at `path`."
+    return write_tar_gz(model_dir, MODEL_FILES + tuple(f for f in (BASELINE_FILE,) if (Path(model_dir) / f).exists()), path)
 
 # %% ../../nbs/model/export.ipynb #3eaeec71
 def load_torch_model(path: str | os.PathLike) -> tuple[nn.Module, list[str], Hyperparameters]:

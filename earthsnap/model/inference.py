@@ -20,11 +20,12 @@ from ..core.errors import EarthsnapError
 from ..data.images import load_rgb, resize_shorter
 
 # %% auto #0
-__all__ = ['MODEL_FILES', 'TARBALL', 'ModelError', 'model_input', 'softmax', 'unpacked', 'model_dir', 'OnnxModel', 'per_input',
-           'open_model']
+__all__ = ['MODEL_FILES', 'BASELINE_FILE', 'TARBALL', 'ModelError', 'model_input', 'softmax', 'unpacked', 'model_dir',
+           'OnnxModel', 'per_input', 'open_model']
 
 # %% ../../nbs/model/inference.ipynb #8d275cce
 MODEL_FILES = ("model.onnx", "model.safetensors", "classes.json", "hyperparameters.json", "metrics.json")
+BASELINE_FILE = "baseline.npz"  # the model's drift reference (earthsnap.monitor.baseline), packed with it when present
 TARBALL = "model.tar.gz"
 
 class ModelError(EarthsnapError):

@@ -1,0 +1,112 @@
+"""After release, end to end on real processes: an endpoint server captures what it serves over HTTP, `earthsnap monitor`
+runs the report notebook on that traffic and alerts on the shifted windows, `earthsnap alerts` lists them; and capture
+stops at its disk budget without failing a request."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from conftest import ROOT, clean_env, free_port
+from earthsnap.core.config import load_config
+from earthsnap.data.demodata import generate_demo_data
+from earthsnap.monitor.demo import demo_monitor
+from earthsnap.release.capture import CaptureStore
+from earthsnap.release.endpoints import Endpoints, ping
+
+
+def post(url: str, body: bytes) -> int:
+    req = urllib.request.Request(f"{url}/invocations?top_k=1", data=body, method="POST", headers={"Content-Type": "image/jpeg"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        answer = json.loads(r.read())
+        assert len(answer["predictions"]) == 1  # the client gets the top_k it asked for, whatever capture keeps
+        return r.status
+
+
+def photos(out: Path, n_per_species: int, shift: str = "") -> list[bytes]:
+    d = generate_demo_data(out, groups=2, species=2, images=n_per_species, seed=0, first=2000, progress=False, shift=shift)
+    found = sorted(d.root.rglob("*.jpg"))
+    return [found[i].read_bytes() for i in np.random.default_rng(2).permutation(len(found))]
+
+
+def serve(url: str, bodies: list[bytes]) -> list[int]:
+    with ThreadPoolExecutor(8) as pool: return list(pool.map(lambda b: post(url, b), bodies))
+
+
+def test_a_served_stream_is_captured_monitored_and_alerted(tmp_path, earthsnap, monkeypatch):
+    project = tmp_path / "project"
+    demo = demo_monitor(project, window=60, clean_windows=0, shifted_windows=0)  # a model with its baseline, on 'prod'; no traffic yet
+    shutil.copytree(ROOT / "pipeline", project / "pipeline")
+    for k, v in clean_env().items(): monkeypatch.setenv(k, v)
+    cfg = load_config(project, env={})
+    eps = Endpoints.from_config(cfg)
+    prod = eps.start("prod", free_port())
+    try:
+        assert ping(prod.url)[1]["capture"]["state"] == "on"
+        assert set(serve(prod.url, photos(tmp_path / "clean", 15))) == {200}                      # one window of 60
+        assert set(serve(prod.url, photos(tmp_path / "shifted", 30, "lighting"))) == {200}        # two windows in other light
+        store = CaptureStore(cfg.capture, "prod")
+        for _ in range(600):
+            if store.count() >= 180: break
+            time.sleep(0.1)
+        status = ping(prod.url)[1]["capture"]
+        assert (store.count(), status["rows"], status["dropped"], status["errors"]) == (180, 180, 0, 0), status
+    finally:
+        eps.stop("prod")
+    assert not eps.get("prod").running
+
+    r = earthsnap("monitor", cwd=project, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 window(s) of prod (species/1) checked, 2 drifting" in r.stdout, r.stdout
+    rows = [line.split() for line in r.stdout.splitlines() if line.startswith("  ") and line.strip()[:1].isdigit()]
+    assert [row[0] for row in rows] == ["1-60", "61-120", "121-180"] and [row[-1] == "ok" for row in rows] == [True, False, False], r.stdout
+    report = Path(next(line.split("report: ")[1] for line in r.stdout.splitlines() if line.startswith("report: ")))
+    assert report.exists() and report.with_suffix(".ipynb").exists() and "DRIFT" in report.read_text()
+    assert "next: earthsnap alerts" in r.stdout
+
+    a = earthsnap("alerts", cwd=project)
+    assert a.returncode == 0 and a.stdout.count("drifted:") == 2 and "requests 121-180 (60)" in a.stdout, a.stdout
+    again = earthsnap("monitor", "--no-report", cwd=project)
+    assert again.returncode == 0 and "No new full window" in again.stdout, again.stdout
+    assert earthsnap("alerts", cwd=project).stdout.count("drifted:") == 2  # nothing alerted twice
+
+
+def test_monitor_refuses_before_a_kernel_starts(tmp_path, earthsnap):
+    (tmp_path / "earthsnap.yaml").write_text("")
+    shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline")
+    r = earthsnap("monitor", cwd=tmp_path)
+    assert r.returncode != 0 and "There is no endpoint 'prod'" in r.stdout + r.stderr and "Traceback" not in r.stderr, r.stdout + r.stderr
+    (tmp_path / ".earthsnap" / "endpoints" / "prod").mkdir(parents=True)
+    r = earthsnap("monitor", cwd=tmp_path)
+    assert r.returncode != 0 and "Nothing is deployed to endpoint 'prod'" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / ".earthsnap" / "monitor").exists()  # no report was started
+    r = earthsnap("monitor", "--window", "1", cwd=tmp_path)
+    assert r.returncode != 0 and "at least 2 requests" in r.stdout + r.stderr
+
+
+def test_capture_stops_at_its_budget_and_every_request_is_still_answered(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    demo_monitor(project, window=20, clean_windows=0, shifted_windows=0)
+    (project / "earthsnap.yaml").write_text("capture_budget_mb: 0.02\n")   # about 20 KB: a few dozen small photos
+    for k, v in clean_env().items(): monkeypatch.setenv(k, v)
+    cfg = load_config(project, env={})
+    eps = Endpoints.from_config(cfg)
+    prod = eps.start("prod", free_port())
+    try:
+        assert set(serve(prod.url, photos(tmp_path / "many", 40))) == {200}
+        for _ in range(300):
+            status = ping(prod.url)[1]["capture"]
+            if status["state"] == "stopped": break
+            time.sleep(0.1)
+        assert status["state"] == "stopped" and "budget" in status["message"], status
+        assert 0 < status["rows"] < 160 and status["used_bytes"] <= 0.02 * 2**20
+        assert set(serve(prod.url, photos(tmp_path / "more", 2))) == {200}  # still answering
+    finally:
+        eps.stop("prod")
+    used = sum(p.stat().st_size for p in Path(cfg.capture, "images").rglob("*") if p.is_file())
+    assert used <= 0.02 * 2**20
