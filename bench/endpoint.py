@@ -1,4 +1,4 @@
-"""Benchmark: a local endpoint under N concurrent clients against raw ONNX Runtime in one process, in one run.
+"""Benchmark: a local endpoint under N concurrent clients against raw ONNX Runtime in one process, and with capture on against off, in one run.
 
     .venv/bin/python bench/endpoint.py [--clients 32] [--requests 2000] [--repeats 3] [--model DIR_OR_TARBALL]
 
@@ -14,11 +14,17 @@ round-robin. Each round measures, on the same images and the same model:
   127.0.0.1, and --clients concurrent clients, each on its own keep-alive connection (asyncio, in this
   process), sending --requests requests in all as `image/jpeg` POSTs to /invocations.
 
+- the same endpoint with capture on (`earthsnap.release.capture`, every request kept: a row with its embedding,
+  and the image by its sha256): a second server process, loaded in turn with the first. Every request body is a
+  different file (the round's JPEG with 16 bytes of its own after the image's end, which decoders ignore), so each
+  captured request also writes its image, as fresh traffic does.
+
 The endpoint runs requests that arrive together as one batch (see `earthsnap.release.serving`); the target compares
 it with one-at-a-time calls, which is the work a request asks for, and the ceiling shows what is left.
 Reported: requests/s, p50/p95/p99 latency per request (per batch for the ceiling), errors (anything but a 200 with 5 predictions),
 median over --repeats alternating rounds, and throughput as a ratio of raw ONNX Runtime's (target >= 70%,
-with 0 errors at 32 clients). Results go to bench/results/endpoint.json.
+with 0 errors at 32 clients), and capture on as a ratio of capture off (target >= 95%, 0 errors, every request
+captured). Results go to bench/results/endpoint.json.
 """
 from __future__ import annotations
 
@@ -29,13 +35,15 @@ import os
 import platform
 import socket
 import statistics
+import struct
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from earthsnap.release.endpoints import Endpoints
+from earthsnap.release.capture import CaptureStore
+from earthsnap.release.endpoints import Endpoints, ping
 from earthsnap.model.inference import open_model
 from earthsnap.data.records import demo_records, split_images
 
@@ -88,7 +96,7 @@ async def client(port: int, images: list[bytes], todo: list[int], seconds: list[
     try:
         while todo:
             i = todo.pop()
-            body = images[i % len(images)]
+            body = images[i % len(images)]  # a round's own bodies: one per request
             head = (f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: image/jpeg\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n").encode()
             s = time.perf_counter()
@@ -140,30 +148,46 @@ def main() -> None:
     model = open_model(artifact)
     print(f"model {artifact}: {len(model.classes)} classes, {model.input_size} px; {len(images)} test images; "
           f"{args.clients} clients, {args.requests} requests a round, {args.repeats} rounds; {os.cpu_count()} cores", flush=True)
-    eps = Endpoints(tmp / "endpoints")
-    ep = eps.start("bench", free_port())
+    eps, capturing = Endpoints(tmp / "endpoints"), Endpoints(tmp / "endpoints", capture=tmp / "capture")
+    ep, cap = eps.start("bench", free_port()), capturing.start("captured", free_port())
+    def bodies(round_: int, n: int) -> list[bytes]:  # every request a different file, the same for both endpoints
+        return [images[i % len(images)] + struct.pack("<QQ", round_, i) for i in range(n)]
     try:
-        eps.deploy("bench", artifact, "bench/1")
+        eps.deploy("bench", artifact, "bench/1"); capturing.deploy("captured", artifact, "bench/1")
         warm = 10 if args.smoke else 200
-        asyncio.run(load(ep.port, images, warm, args.clients))  # warm-up, not counted
+        for port in (ep.port, cap.port): asyncio.run(load(port, bodies(0, warm), warm, args.clients))  # warm-up, not counted
         raw_ort(model, images, warm)
-        rounds = {"raw_ort": [], "endpoint": [], "raw_ort_batched": []}
+        rounds = {"raw_ort": [], "endpoint": [], "raw_ort_batched": [], "endpoint_capture": []}
         for r in range(args.repeats):
             rounds["raw_ort"].append(raw_ort(model, images, args.requests))
             rounds["raw_ort_batched"].append(raw_ort_batched(model, images, args.requests, args.clients))
-            rounds["endpoint"].append(asyncio.run(load(ep.port, images, args.requests, args.clients)))
+            sent = bodies(r + 1, args.requests)
+            order = [("endpoint", ep.port), ("endpoint_capture", cap.port)]
+            for name, port in order if r % 2 == 0 else order[::-1]:  # alternating, so neither always runs on a warmer machine
+                rounds[name].append(asyncio.run(load(port, sent, args.requests, args.clients)))
             print(f"round {r + 1}: raw ORT {rounds['raw_ort'][-1]['requests_per_s']:.0f} req/s, endpoint "
-                  f"{rounds['endpoint'][-1]['requests_per_s']:.0f} req/s, errors {rounds['endpoint'][-1]['errors']}", flush=True)
+                  f"{rounds['endpoint'][-1]['requests_per_s']:.0f} req/s, with capture {rounds['endpoint_capture'][-1]['requests_per_s']:.0f} req/s, "
+                  f"errors {rounds['endpoint'][-1]['errors']} + {rounds['endpoint_capture'][-1]['errors']}", flush=True)
+        store = CaptureStore(tmp / "capture", "captured")
+        want = warm + args.requests * args.repeats
+        deadline = time.monotonic() + 60
+        while store.count() < want and time.monotonic() < deadline: time.sleep(0.1)
+        capture_status = ping(cap.url)[1]["capture"]
+        captured = {"rows": store.count(), "expected": want, "dropped": capture_status["dropped"], "errors": capture_status["errors"],
+                    "disk_mb": round(store.used_bytes() / 2**20, 2)}
     finally:
-        eps.stop("bench")
+        eps.stop("bench"); capturing.stop("captured")
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("requests_per_s", "p50_ms", "p95_ms", "p99_ms")} for k, v in rounds.items()}
     errors = sum(r["errors"] for r in rounds["endpoint"])
+    capture_errors = sum(r["errors"] for r in rounds["endpoint_capture"])
+    capture_ratio = med["endpoint_capture"]["requests_per_s"] / med["endpoint"]["requests_per_s"]
     ratio = med["endpoint"]["requests_per_s"] / med["raw_ort"]["requests_per_s"]
     ceiling = med["endpoint"]["requests_per_s"] / med["raw_ort_batched"]["requests_per_s"]
     result = {"machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
               "clients": args.clients, "requests_per_round": args.requests, "repeats": args.repeats,
               "model": {"classes": len(model.classes), "input_size": model.input_size}, "median": med, "rounds": rounds,
               "endpoint_errors": errors, "throughput_ratio": round(ratio, 4),
+              "capture": {**captured, "endpoint_errors": capture_errors, "throughput_ratio": round(capture_ratio, 4)},
               "ratio_to_batched_ceiling": round(ceiling, 4)}
     results = tmp if args.smoke else HERE / "results"
     results.mkdir(exist_ok=True)
@@ -174,6 +198,11 @@ def main() -> None:
     print(f"endpoint ({args.clients} concurrent clients):       {e['requests_per_s']:.0f} req/s, p50 {e['p50_ms']:.2f} ms, "
           f"p95 {e['p95_ms']:.2f} ms, p99 {e['p99_ms']:.2f} ms, errors {errors}")
     print(f"raw ONNX Runtime, batches of {args.clients} (ceiling): {med['raw_ort_batched']['requests_per_s']:.0f} req/s")
+    c = med["endpoint_capture"]
+    print(f"endpoint with capture on:               {c['requests_per_s']:.0f} req/s, p50 {c['p50_ms']:.2f} ms, "
+          f"p95 {c['p95_ms']:.2f} ms, p99 {c['p99_ms']:.2f} ms, errors {capture_errors}; captured {captured['rows']} of {captured['expected']} "
+          f"requests ({captured['dropped']} dropped, {captured['disk_mb']} MiB)")
+    print(f"capture on = {capture_ratio:.1%} of capture off (target >= 95%, 0 errors)")
     print(f"endpoint throughput = {ratio:.1%} of raw ONNX Runtime (target >= 70%, 0 errors); {ceiling:.1%} of the batched ceiling")
 
 
