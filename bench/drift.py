@@ -103,7 +103,7 @@ def main() -> None:
     args = ap.parse_args()
     args.groups, args.species, args.images, args.size = 4, 4, 100, 64
     if args.smoke:
-        args.windows, args.null_windows, args.sizes, args.permutations, args.epochs = 2, 2, "20,40", 30, 1
+        args.windows, args.null_windows, args.sizes, args.permutations, args.epochs = 2, 2, "20,40", 100, 1
         args.groups, args.species, args.images, args.size = 2, 2, 10, 32
     sizes = sorted(int(s) for s in args.sizes.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="earthsnap-bench-"))

@@ -13,7 +13,8 @@ BENCHES = sorted(p.name for p in (ROOT / "bench").glob("*.py"))
 # what each prints once it has measured everything it compares (the figures themselves are not checked)
 DONE = {"demodata.py": "x baseline", "demodata_learnability.py": "epoch  1  species accuracy",
         "executor.py": "fully cached re-run", "training.py": "ONNX vs torch", "endpoint.py": "endpoint throughput =",
-        "preprocess.py": "peak memory", "router.py": "written", "console.py": "console load errors ="}
+        "preprocess.py": "peak memory", "router.py": "written", "console.py": "console load errors =",
+        "drift.py": "weakest detection"}
 
 
 def test_every_benchmark_is_listed():

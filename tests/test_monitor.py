@@ -4,21 +4,28 @@ stops at its disk budget without failing a request."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import signal
 import sqlite3
+import subprocess
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from conftest import ROOT, clean_env, free_port
+from conftest import BIN, ROOT, clean_env, free_port, wait_until_serving
 from earthsnap.core.config import load_config
 from earthsnap.data.demodata import generate_demo_data
 from earthsnap.monitor.demo import demo_monitor
 from earthsnap.release.capture import CaptureStore
 from earthsnap.release.endpoints import Endpoints, ping
+
+
+SHOTS = ROOT / "tests" / "artifacts" / "console"
 
 
 def post(url: str, body: bytes) -> int:
@@ -39,29 +46,36 @@ def serve(url: str, bodies: list[bytes]) -> list[int]:
     with ThreadPoolExecutor(8) as pool: return list(pool.map(lambda b: post(url, b), bodies))
 
 
-def test_a_served_stream_is_captured_monitored_and_alerted(tmp_path, earthsnap, monkeypatch):
-    project = tmp_path / "project"
-    demo = demo_monitor(project, window=60, clean_windows=0, shifted_windows=0)  # a model with its baseline, on 'prod'; no traffic yet
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory):
+    """A project whose prod endpoint (a real server, stopped by pid afterwards) served one window of clean photos and two
+    in other light over HTTP, captured them, and `earthsnap monitor` checked them (with its report)."""
+    tmp = tmp_path_factory.mktemp("monitor")
+    project = tmp / "project"
+    demo_monitor(project, window=60, clean_windows=0, shifted_windows=0)  # a model with its baseline, on 'prod'; no traffic yet
     shutil.copytree(ROOT / "pipeline", project / "pipeline")
-    for k, v in clean_env().items(): monkeypatch.setenv(k, v)
+    (project / "earthsnap.yaml").write_text(f"drift_window: 60\nstage_port: {free_port()}\nprod_port: {free_port()}\n")
     cfg = load_config(project, env={})
     eps = Endpoints.from_config(cfg)
-    prod = eps.start("prod", free_port())
+    prod = eps.start("prod", cfg.prod_port)
     try:
         assert ping(prod.url)[1]["capture"]["state"] == "on"
-        assert set(serve(prod.url, photos(tmp_path / "clean", 15))) == {200}                      # one window of 60
-        assert set(serve(prod.url, photos(tmp_path / "shifted", 30, "lighting"))) == {200}        # two windows in other light
+        assert set(serve(prod.url, photos(tmp / "clean", 15))) == {200}                      # one window of 60
+        assert set(serve(prod.url, photos(tmp / "shifted", 30, "lighting"))) == {200}        # two windows in other light
         store = CaptureStore(cfg.capture, "prod")
         for _ in range(600):
             if store.count() >= 180: break
             time.sleep(0.1)
         status = ping(prod.url)[1]["capture"]
         assert (store.count(), status["rows"], status["dropped"], status["errors"]) == (180, 180, 0, 0), status
+        monitor = subprocess.run([str(BIN / "earthsnap"), "monitor"], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=600)
+        yield {"project": project, "cfg": cfg, "monitor": monitor, "prod": prod}
     finally:
         eps.stop("prod")
-    assert not eps.get("prod").running
 
-    r = earthsnap("monitor", cwd=project, timeout=600)
+
+def test_a_served_stream_is_captured_monitored_and_alerted(watched, earthsnap):
+    project, r = watched["project"], watched["monitor"]
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3 window(s) of prod (species/1) checked, 2 drifting" in r.stdout, r.stdout
     rows = [line.split() for line in r.stdout.splitlines() if line.startswith("  ") and line.strip()[:1].isdigit()]
@@ -75,6 +89,56 @@ def test_a_served_stream_is_captured_monitored_and_alerted(tmp_path, earthsnap, 
     again = earthsnap("monitor", "--no-report", cwd=project)
     assert again.returncode == 0 and "No new full window" in again.stdout, again.stdout
     assert earthsnap("alerts", cwd=project).stdout.count("drifted:") == 2  # nothing alerted twice
+
+
+def test_the_console_shows_capture_windows_and_alerts(watched, browser):
+    from earthsnap.access.users import UserStore
+    cfg = watched["cfg"]
+    users = UserStore.from_config(cfg)
+    users.add("oscar", "operator", "oscar operates prod", by="test"); users.add("vic", "viewer", "vic only looks", by="test")
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "earthsnap"), "console", "--port", str(port)], cwd=watched["project"], env=clean_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url + "/health", server, 60, "earthsnap console")
+        for width, name in ((1280, "desktop"), (390, "phone")):
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.goto(url + "/console/login?next=/console/monitor")
+            page.get_by_label("Name").fill("oscar"); page.get_by_label(re.compile("^Password")).fill("oscar operates prod")
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(url + "/console/monitor")
+            alerts = page.locator(".alert-list li")
+            assert alerts.count() == 2 and all("prod serving species/1" in t and "moved in" in t for t in alerts.all_inner_texts())
+            rows = page.locator("table.windows tbody tr")
+            assert rows.count() == 3 and page.locator("tr.drifted").count() == 2
+            assert "180 requests captured in all" in page.inner_text("main")
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / f"monitor-{name}.png"), full_page=True)
+            page.close()
+        page = browser.new_page()
+        page.goto(url + "/console/login?next=/console/monitor")
+        page.get_by_label("Name").fill("oscar"); page.get_by_label(re.compile("^Password")).fill("oscar operates prod")
+        page.get_by_role("button", name="Sign in").click(); page.wait_for_url(url + "/console/monitor")
+        page.get_by_role("button", name="Check now").click()
+        page.wait_for_url(re.compile(r".*done=checked"))
+        assert "Checked" in page.inner_text(".flash") and page.locator("table.windows tbody tr").count() == 3  # nothing new, nothing twice
+        report = page.locator("a[href*='/reports/']").first.get_attribute("href")
+        assert requests_get(page, url + report).count("DRIFT") >= 1
+        page.close()
+        viewer = browser.new_page()
+        viewer.goto(url + "/console/login?next=/console/monitor")
+        viewer.get_by_label("Name").fill("vic"); viewer.get_by_label(re.compile("^Password")).fill("vic only looks")
+        viewer.get_by_role("button", name="Sign in").click(); viewer.wait_for_url(url + "/console/monitor")
+        assert viewer.get_by_role("button", name="Check now").count() == 0 and viewer.locator("table.windows tbody tr").count() == 3
+        viewer.close()
+    finally:
+        server.send_signal(signal.SIGTERM); server.wait(timeout=30)
+
+
+def requests_get(page, url: str) -> str:
+    "GET `url` with the page's session cookie."
+    return page.request.get(url).text()
 
 
 def test_monitor_refuses_before_a_kernel_starts(tmp_path, earthsnap):

@@ -19,7 +19,8 @@ from ..access.auth import SESSION_COOKIE, Caller, Gate
 from ..access.users import ROLES, SESSION_HOURS, AccessError
 from ..api import Launcher, RunStateError
 from .views import (NotServed, changed_parameters, compare_versions, dataset_diff, dataset_names, dataset_version,
-                                     dataset_versions, inside, live_version, parameter_fields, release_view, report_file, run_rows, run_view)
+                                     dataset_versions, inside, live_version, monitor_report_file, monitor_view, parameter_fields, release_view,
+                                     report_file, run_rows, run_view)
 from ..core.config import Config
 from ..core.errors import EarthsnapError
 from ..core.progress import when
@@ -33,7 +34,8 @@ from ..release.registry import PENDING, STATUSES, RegistryError, open_registry
 
 # %% auto #0
 __all__ = ['PACKAGE', 'TEMPLATES', 'STATIC', 'DONE', 'THUMBNAIL_MAX_PIXELS', 'Console', 'back', 'reason_of', 'sign_in_pages',
-           'run_pages', 'dataset_pages', 'model_pages', 'release_pages', 'hierarchy_page', 'people_pages']
+           'run_pages', 'dataset_pages', 'model_pages', 'release_pages', 'monitor_pages', 'hierarchy_page',
+           'people_pages']
 
 # %% ../../nbs/console/pages.ipynb #44d2052a
 PACKAGE = Path(str(resources.files("earthsnap.console")))  # the templates and static files ship inside the package
@@ -44,6 +46,7 @@ DONE = {  # ?done=<code> after a POST: what the page says
     "rolled_back": "Rolled back: prod serves the version it served before.", "cancelled": "Cancelling: running steps are interrupted, their notebooks kept.",
     "resumed": "Resuming: what succeeded stays.", "started": "Started. The DAG below follows it live.",
     "user_added": "User added.", "user_changed": "User changed.", "signed_out": "Signed out.",
+    "checked": "Checked: the new windows of traffic are below; a drifting one raised an alert.",
 }
 
 @dataclass
@@ -331,6 +334,33 @@ def release_pages(c: Console) -> APIRouter:
         try: deployer().rollback(by=who.name, reason=reason)
         except (DeployError, RegistryError) as e: return release_page(request, who, 409, error=e.what, fix=e.fix)
         return back("/console/release", "rolled_back")
+    return r
+
+# %% ../../nbs/console/pages.ipynb #c41942de
+def monitor_pages(c: Console) -> APIRouter:
+    "What endpoints capture, each window of their traffic checked against its model's baseline, the alerts; check now; the reports."
+    r = APIRouter(include_in_schema=False)
+    read, operate = c.gate.need("read"), c.gate.need("operate")
+
+    def monitor_page(request, who, status=200, **ctx):
+        return c.page(request, "monitor.html", who, status, section="monitor", title="Monitor", **monitor_view(c.cfg), **ctx)
+
+    @r.get("/console/monitor")
+    def monitor(request: Request, who: Caller = Depends(read)): return monitor_page(request, who)
+
+    @r.post("/console/monitor/check")
+    async def check(request: Request, who: Caller = Depends(operate)):
+        from starlette.concurrency import run_in_threadpool
+        from earthsnap.monitor.watch import Monitor
+        endpoint = str((await request.form()).get("endpoint", ""))
+        try: await run_in_threadpool(Monitor(c.cfg).check, endpoint)
+        except EarthsnapError as e: return monitor_page(request, who, 409, error=e.what, fix=e.fix)
+        return back("/console/monitor", "checked")
+
+    @r.get("/console/monitor/{endpoint}/reports/{report}")
+    def report(endpoint: str, report: str, who: Caller = Depends(read)):
+        try: return FileResponse(monitor_report_file(c.cfg, endpoint, report), media_type="text/html")
+        except NotServed as e: return Response(e.what, status_code=404, media_type="text/plain")
     return r
 
 # %% ../../nbs/console/pages.ipynb #b640b9c8

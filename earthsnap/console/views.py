@@ -24,7 +24,7 @@ from ..release.registry import ModelVersion, ModelRegistry
 # %% auto #0
 __all__ = ['NotServed', 'inside', 'run_rows', 'run_view', 'report_file', 'parameter_fields', 'changed_parameters',
            'dataset_names', 'dataset_versions', 'dataset_version', 'dataset_diff', 'evaluation_of', 'headline',
-           'compare_versions', 'live_version', 'release_view']
+           'compare_versions', 'live_version', 'release_view', 'monitor_reports', 'monitor_report_file', 'monitor_view']
 
 # %% ../../nbs/console/views.ipynb #febe6810
 class NotServed(EarthsnapError):
@@ -158,14 +158,14 @@ def live_version(cfg: Config, registry: ModelRegistry) -> ModelVersion | None:
 
 # %% ../../nbs/console/views.ipynb #a104a69d
 def release_view(deployer: Deployer, ping_timeout: float = 2.0) -> dict:
-    "Stage and prod: what each serves, whether it answers /ping now, its latest deployment; and the deployment history."
+    "Stage and prod: what each serves, whether it answers /ping now (and what it captures), its latest deployment; and the deployment history."
     endpoints = {}
     for name, st in deployer.status().items():
         ep, health = st["endpoint"], None
         if ep is not None and ep.running:
             try:
                 code, answer = ping(ep.url, ping_timeout)
-                health = {"ok": code == 200, "detail": f"{code} {answer.get('model') or answer.get('error', '')}"}
+                health = {"ok": code == 200, "detail": f"{code} {answer.get('model') or answer.get('error', '')}", "capture": answer.get("capture")}
             except OSError as e: health = {"ok": False, "detail": f"no answer: {e}"}
         endpoints[name] = {"name": name, "url": ep.url if ep else None, "running": bool(ep and ep.running), "serving": st["serving"],
                            "health": health, "last": st["last"], "live": st["live"]}
@@ -173,3 +173,32 @@ def release_view(deployer: Deployer, ping_timeout: float = 2.0) -> dict:
     return {"endpoints": endpoints, "history": history, "group": deployer.group,
             "promotable": [d for d in history if d.endpoint == STAGE and d.status == "passed"],
             "live": deployer.live(), "busy": any(d.status == "in_progress" for d in history[:5])}
+
+# %% ../../nbs/console/views.ipynb #00473e8f
+def monitor_reports(cfg: Config, endpoint: str, limit: int = 5) -> list[dict]:
+    "The drift reports of `endpoint`, newest first: {'id', 'time'}."
+    root = Path(cfg.store) / "monitor" / endpoint
+    found = sorted((p for p in root.glob("drift-*") if (p / "monitor.html").exists()), key=lambda p: p.name, reverse=True) if root.is_dir() else []
+    return [{"id": p.name, "time": (p / "monitor.html").stat().st_mtime} for p in found[:limit]]
+
+def monitor_report_file(cfg: Config, endpoint: str, report: str) -> Path:
+    "The HTML of one drift report, if it lies inside the store's monitor folder."
+    p = inside(Path(cfg.store) / "monitor", Path(cfg.store) / "monitor" / endpoint / report / "monitor.html")
+    if not p.is_file(): raise NotServed(f"There is no drift report {endpoint}/{report}.", fix="Run one: earthsnap monitor " + endpoint)
+    return p
+
+def monitor_view(cfg: Config, ping_timeout: float = 2.0) -> dict:
+    "Each local endpoint: what it serves, its capture (from /ping), how many requests it captured, its checked windows and reports; the alerts."
+    from earthsnap.monitor.watch import Monitor
+    from earthsnap.release.capture import CaptureStore
+    from earthsnap.release.endpoints import Endpoints
+    mon, endpoints = Monitor(cfg), []
+    for ep in Endpoints.from_config(cfg).list():
+        capture = None
+        if ep.running:
+            try: capture = ping(ep.url, ping_timeout)[1].get("capture")
+            except OSError: pass
+        endpoints.append({"name": ep.name, "running": ep.running, "serving": ep.model, "capture": capture,
+                          "captured": CaptureStore(cfg.capture, ep.name).count(), "windows": mon.windows(ep.name, limit=20),
+                          "reports": monitor_reports(cfg, ep.name)})
+    return {"endpoints": endpoints, "alerts": mon.alerts(20), "window": cfg.drift_window, "alpha": cfg.drift_alpha}

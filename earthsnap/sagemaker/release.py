@@ -66,18 +66,29 @@ def NO_RETRIES():
 class SageMakerRelease:
     "Stage, test and promote approved model packages on SageMaker endpoints."
     def __init__(self, role: str, region: str | None = None, instance_type: str = "ml.m5.large", prefix: str = "earthsnap",
-                 client=None, runtime=None, s3_endpoint_url: str | None = None, wait_s: float = 1800, poll_s: float = 15):
+                 client=None, runtime=None, s3_endpoint_url: str | None = None, wait_s: float = 1800, poll_s: float = 15,
+                 capture_uri: str | None = None, capture_percent: int = 100):
         self.sm = client or aws_client("sagemaker", region)
         # one attempt per request: a retried request would hide a failure from the tests and distort the latency measured
         self.rt = runtime or aws_client("sagemaker-runtime", region, NO_RETRIES())
         self.role, self.instance_type, self.prefix, self.s3 = role, instance_type, prefix, s3_endpoint_url
         self.wait_s, self.poll_s = wait_s, poll_s
+        self.capture_uri, self.capture_percent = capture_uri, capture_percent
 
     @classmethod
     def from_config(cls, cfg, instance_type: str = "ml.m5.large") -> "SageMakerRelease":
-        "The release of a project: endpoints run as its sagemaker_role, in its region."
+        "The release of a project: endpoints run as its sagemaker_role, in its region, capturing what they serve to its bucket."
+        capture = join(cfg.sagemaker_bucket, "capture") if cfg.sagemaker_bucket and cfg.capture_rate > 0 else None
         return cls(require(cfg, "sagemaker_role", "the ARN of the IAM role endpoints run as"), cfg.sagemaker_region or None,
-                   instance_type, s3_endpoint_url=cfg.s3_endpoint_url or None)
+                   instance_type, s3_endpoint_url=cfg.s3_endpoint_url or None, capture_uri=capture,
+                   capture_percent=max(1, round(cfg.capture_rate * 100)))
+
+    def data_capture(self, stage: str) -> dict:
+        "The endpoint configuration's DataCaptureConfig: requests (the photos) and answers, sampled, to <capture_uri>/<stage>."
+        return {"EnableCapture": True, "InitialSamplingPercentage": self.capture_percent,
+                "DestinationS3Uri": join(self.capture_uri, stage),
+                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}}
 
     def endpoint_name(self, group: str, stage: str) -> str: return sagemaker_name(f"{self.prefix}-{group}-{stage}", "endpoint")
 
@@ -98,7 +109,8 @@ class SageMakerRelease:
                  Containers=[{"ModelPackageName": arn, "Environment": {"EARTHSNAP_MODEL_VERSION": ref}}])
         config = sagemaker_name(f"{model}-{stage}-{int(time.time())}", "endpoint config")
         call(self.sm, "create_endpoint_config", EndpointConfigName=config, Tags=[{"Key": "earthsnap:package", "Value": arn}],
-             ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1, "InstanceType": self.instance_type}])
+             ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1, "InstanceType": self.instance_type}],
+             **({"DataCaptureConfig": self.data_capture(stage)} if self.capture_uri else {}))
         name = self.endpoint_name(group, stage)
         names = [e["EndpointName"] for e in call(self.sm, "list_endpoints", NameContains=name)["Endpoints"]]
         if name in names: call(self.sm, "update_endpoint", EndpointName=name, EndpointConfigName=config)
