@@ -136,6 +136,71 @@ def test_the_console_shows_capture_windows_and_alerts(watched, browser):
         server.send_signal(signal.SIGTERM); server.wait(timeout=30)
 
 
+def sign_in(browser, url: str, name: str, password: str, to: str, width: int = 1280):
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(f"{url}/console/login?next={to}")
+    page.get_by_label("Name").fill(name); page.get_by_label(re.compile("^Password")).fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(url + to)
+    return page
+
+
+def test_reviewers_label_doubtful_photos_in_the_browser(watched, browser):
+    """An approver reviews the queue the monitor filled: one key confirms, a pick relabels, N marks a photo as not in the
+    taxonomy; the estimate follows the audit photos; a viewer sees but cannot decide, and a forged or stale decision changes nothing."""
+    from earthsnap.access.users import UserStore
+    from earthsnap.monitor.review import ReviewQueue
+    cfg = watched["cfg"]
+    users = UserStore.from_config(cfg)
+    for name, role in (("ana", "approver"), ("val", "viewer")):
+        if name not in [u.name for u in users.list()]: users.add(name, role, f"{name} has a long password", by="test")
+    q = ReviewQueue(cfg)
+    assert q.counts()["pending"] > 3, q.counts()   # `earthsnap monitor` queued the doubtful and audited photos
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "earthsnap"), "console", "--port", str(port)], cwd=watched["project"], env=clean_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url + "/health", server, 60, "earthsnap console")
+        page = sign_in(browser, url, "ana", "ana has a long password", "/console/review")
+        first = q.next()
+        assert page.locator("img.review-photo").evaluate("i => i.complete && i.naturalWidth") > 0  # the photo as prod received it
+        assert page.locator("button.answer").count() == len(first.top)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "review-desktop.png"), full_page=True)
+        with page.expect_navigation(): page.keyboard.press("1")    # the model's first answer is right
+        decided = q.get(first.id)
+        assert (decided.decision, decided.label, decided.decided_by) == ("confirmed", first.predicted, "ana")
+        second = q.next()
+        other = next(l for l in q.classes(second.version) if l != second.predicted)
+        page.locator("select[name=label]").select_option(other)
+        with page.expect_navigation(): page.locator("form.pick", has=page.locator("select")).get_by_role("button", name="Save").click()
+        assert (q.get(second.id).decision, q.get(second.id).label) == ("relabelled", other)
+        third = q.next()
+        with page.expect_navigation(): page.keyboard.press("n")
+        assert "Saved" in page.inner_text(".flash")
+        assert q.get(third.id).decision == "not_in_taxonomy"
+        assert "#%d" % third.id in page.inner_text(".recent") and "ana" in page.inner_text(".recent")
+        # deciding again what was decided is refused, and the decision stands
+        token = page.locator("input[name=csrf]").first.get_attribute("value")
+        r = page.request.post(f"{url}/console/review/{first.id}", form={"csrf": token, "decision": "relabelled", "label": other})
+        assert r.status == 409 and "already decided" in r.text() and q.get(first.id).decision == "confirmed"
+        r = page.request.post(f"{url}/console/review/{q.next().id}", form={"decision": "confirmed"})   # no CSRF token: forged
+        assert r.status == 403 and q.get(q.next().id).decision is None
+        phone = sign_in(browser, url, "ana", "ana has a long password", "/console/review", width=390)
+        phone.screenshot(path=str(SHOTS / "review-phone.png"), full_page=True); phone.close()
+        page.close()
+        viewer = sign_in(browser, url, "val", "val has a long password", "/console/review")
+        assert viewer.locator("button.answer").count() == 0 and "Reviewers" in viewer.inner_text("main")
+        token = viewer.locator("input[name=csrf]").first.get_attribute("value") if viewer.locator("input[name=csrf]").count() else ""
+        pending = q.next()
+        r = viewer.request.post(f"{url}/console/review/{pending.id}", form={"csrf": token, "decision": "confirmed"})
+        assert r.status == 403 and q.get(pending.id).decision is None
+        viewer.close()
+    finally:
+        server.send_signal(signal.SIGTERM); server.wait(timeout=30)
+
+
 def requests_get(page, url: str) -> str:
     "GET `url` with the page's session cookie."
     return page.request.get(url).text()

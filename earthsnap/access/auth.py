@@ -38,7 +38,8 @@ class Denied(Exception):
     def __init__(self, status: int, code: str, message: str, fix: str = ""):
         super().__init__(message); self.status, self.code, self.message, self.fix = status, code, message, fix
 
-NEEDS = {"operate": "an operator's", "approve": "an approver's", "admin": "an admin's", "read": "a user's"}
+NEEDS = {"operate": "an operator's", "approve": "an approver's", "review": "an approver's (reviewers approve)", "admin": "an admin's",
+         "read": "a user's"}
 
 # %% ../../nbs/access/auth.ipynb #6d604200
 class Gate:

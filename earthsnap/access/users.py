@@ -30,6 +30,7 @@ PERMISSIONS = {  # what each action needs: the roles that may do it
     "read": set(ROLES),
     "operate": {"operator", "admin"},   # start, cancel, resume runs; promote, roll back
     "approve": {"approver", "admin"},   # approve, reject model versions
+    "review": {"approver", "admin"},    # label photos in the review queue (the reviewer who approves models judges their answers)
     "admin": {"admin"},                 # users
 }
 
@@ -37,7 +38,7 @@ class AccessError(EarthsnapError):
     "A credential that is wrong, a user who may not do what was asked, or a sign-in refused for too many failures."
 
 def can(role: str, permission: str) -> bool:
-    "Whether a user with `role` may do what `permission` names (read, operate, approve, admin)."
+    "Whether a user with `role` may do what `permission` names (read, operate, approve, review, admin)."
     return role in PERMISSIONS[permission]
 
 # %% ../../nbs/access/users.ipynb #2af591ab

@@ -19,8 +19,8 @@ from ..access.auth import SESSION_COOKIE, Caller, Gate
 from ..access.users import ROLES, SESSION_HOURS, AccessError
 from ..api import Launcher, RunStateError
 from .views import (NotServed, changed_parameters, compare_versions, dataset_diff, dataset_names, dataset_version,
-                                     dataset_versions, inside, live_version, monitor_report_file, monitor_view, parameter_fields, release_view,
-                                     report_file, run_rows, run_view)
+                                     dataset_versions, inside, live_version, monitor_report_file, monitor_view, parameter_fields,
+                                     release_view, report_file, review_view, run_rows, run_view)
 from ..core.config import Config
 from ..core.errors import EarthsnapError
 from ..core.progress import when
@@ -34,8 +34,8 @@ from ..release.registry import PENDING, STATUSES, RegistryError, open_registry
 
 # %% auto #0
 __all__ = ['PACKAGE', 'TEMPLATES', 'STATIC', 'DONE', 'THUMBNAIL_MAX_PIXELS', 'Console', 'back', 'reason_of', 'sign_in_pages',
-           'run_pages', 'dataset_pages', 'model_pages', 'release_pages', 'monitor_pages', 'hierarchy_page',
-           'people_pages']
+           'run_pages', 'dataset_pages', 'model_pages', 'release_pages', 'monitor_pages', 'review_pages',
+           'hierarchy_page', 'people_pages']
 
 # %% ../../nbs/console/pages.ipynb #44d2052a
 PACKAGE = Path(str(resources.files("earthsnap.console")))  # the templates and static files ship inside the package
@@ -47,6 +47,7 @@ DONE = {  # ?done=<code> after a POST: what the page says
     "resumed": "Resuming: what succeeded stays.", "started": "Started. The DAG below follows it live.",
     "user_added": "User added.", "user_changed": "User changed.", "signed_out": "Signed out.",
     "checked": "Checked: the new windows of traffic are below; a drifting one raised an alert.",
+    "decided": "Saved. Here is the next photo.", "filled": "Looked for new photos: any that need a person are in the queue.",
 }
 
 @dataclass
@@ -351,9 +352,12 @@ def monitor_pages(c: Console) -> APIRouter:
     @r.post("/console/monitor/check")
     async def check(request: Request, who: Caller = Depends(operate)):
         from starlette.concurrency import run_in_threadpool
+        from earthsnap.monitor.review import ReviewQueue
         from earthsnap.monitor.watch import Monitor
         endpoint = str((await request.form()).get("endpoint", ""))
-        try: await run_in_threadpool(Monitor(c.cfg).check, endpoint)
+        try:
+            await run_in_threadpool(Monitor(c.cfg).check, endpoint)
+            await run_in_threadpool(ReviewQueue(c.cfg).fill, endpoint)  # and the photos people should see
         except EarthsnapError as e: return monitor_page(request, who, 409, error=e.what, fix=e.fix)
         return back("/console/monitor", "checked")
 
@@ -361,6 +365,46 @@ def monitor_pages(c: Console) -> APIRouter:
     def report(endpoint: str, report: str, who: Caller = Depends(read)):
         try: return FileResponse(monitor_report_file(c.cfg, endpoint, report), media_type="text/html")
         except NotServed as e: return Response(e.what, status_code=404, media_type="text/plain")
+    return r
+
+# %% ../../nbs/console/pages.ipynb #efc1ea4f
+def review_pages(c: Console) -> APIRouter:
+    "The next photo to review with the model's answer; confirm, relabel or mark it not in the taxonomy; look for new photos."
+    from earthsnap.monitor.review import ReviewError, ReviewQueue, live_versions
+    r = APIRouter(include_in_schema=False)
+    read, review = c.gate.need("read"), c.gate.need("review")
+
+    def review_page(request, who, status=200, item_id=None, **ctx):
+        try: view = review_view(c.cfg, item_id)
+        except ReviewError as e: view, ctx = review_view(c.cfg), {**ctx, "error": e.what, "fix": e.fix}
+        return c.page(request, "review.html", who, status, section="review", title="Review", **view, **ctx)
+
+    @r.get("/console/review")
+    def queue(request: Request, item: int | None = None, who: Caller = Depends(read)): return review_page(request, who, item_id=item)
+
+    @r.get("/console/review/{item_id}/photo")
+    def photo(item_id: int, who: Caller = Depends(read)):
+        q = ReviewQueue(c.cfg)
+        try: data = q.photo(q.get(item_id))
+        except ReviewError as e: return Response(e.what, status_code=404, media_type="text/plain")
+        if data is None: return Response("The photo is no longer kept.", status_code=404, media_type="text/plain")
+        kind = "image/png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg"
+        return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
+
+    @r.post("/console/review/fill")
+    def fill(request: Request, who: Caller = Depends(review)):
+        q = ReviewQueue(c.cfg)
+        for endpoint in live_versions(c.cfg): q.fill(endpoint)
+        return back("/console/review", "filled")
+
+    @r.post("/console/review/{item_id}")
+    async def decide(request: Request, item_id: int, who: Caller = Depends(review)):
+        form = await request.form()
+        decision, label = str(form.get("decision", "")), str(form.get("label", "")) or None
+        try: ReviewQueue(c.cfg).decide(item_id, decision, by=who.name, label=label)
+        except ReviewError as e: return review_page(request, who, 409 if "already" in e.what or "someone else" in e.what else 422,
+                                                    item_id=item_id, error=e.what, fix=e.fix)
+        return back("/console/review", "decided")
     return r
 
 # %% ../../nbs/console/pages.ipynb #b640b9c8

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from ..access.auth import Denied
 from ..api import ApiError, _body, create_api, project_gate
 from .pages import (STATIC, Console, dataset_pages, hierarchy_page, model_pages, monitor_pages, people_pages, release_pages,
-                                     run_pages, sign_in_pages)
+                                     review_pages, run_pages, sign_in_pages)
 from .views import NotServed
 from ..core.config import Config
 from ..core.errors import EarthsnapError
@@ -64,7 +64,8 @@ def create_app(cfg: Config, deployer: bool = True) -> FastAPI:
     worker = ReleaseWorker(cfg) if deployer else None
     console = Console(cfg, app.state.gate, app.state.launcher, kick=worker.kick if worker else (lambda: None))
     app.state.console, app.state.worker = console, worker
-    for router in (sign_in_pages, run_pages, dataset_pages, model_pages, release_pages, monitor_pages, hierarchy_page, people_pages):
+    for router in (sign_in_pages, run_pages, dataset_pages, model_pages, release_pages, monitor_pages, review_pages, hierarchy_page,
+                   people_pages):
         app.include_router(router(console))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

@@ -24,7 +24,8 @@ from ..release.registry import ModelVersion, ModelRegistry
 # %% auto #0
 __all__ = ['NotServed', 'inside', 'run_rows', 'run_view', 'report_file', 'parameter_fields', 'changed_parameters',
            'dataset_names', 'dataset_versions', 'dataset_version', 'dataset_diff', 'evaluation_of', 'headline',
-           'compare_versions', 'live_version', 'release_view', 'monitor_reports', 'monitor_report_file', 'monitor_view']
+           'compare_versions', 'live_version', 'release_view', 'monitor_reports', 'monitor_report_file', 'monitor_view',
+           'review_view']
 
 # %% ../../nbs/console/views.ipynb #febe6810
 class NotServed(EarthsnapError):
@@ -202,3 +203,15 @@ def monitor_view(cfg: Config, ping_timeout: float = 2.0) -> dict:
                           "captured": CaptureStore(cfg.capture, ep.name).count(), "windows": mon.windows(ep.name, limit=20),
                           "reports": monitor_reports(cfg, ep.name)})
     return {"endpoints": endpoints, "alerts": mon.alerts(20), "window": cfg.drift_window, "alpha": cfg.drift_alpha}
+
+# %% ../../nbs/console/views.ipynb #f2bbbf7a
+def review_view(cfg: Config, item_id: int | None = None) -> dict:
+    "The photo to review (item `item_id`, else the oldest waiting), its labels, the queue's counts, the accuracy estimate, the latest decisions."
+    from earthsnap.monitor.review import ReviewQueue, live_versions
+    q = ReviewQueue(cfg)
+    item = q.get(item_id) if item_id else q.next()
+    decided = q.items(pending=False)
+    live = live_versions(cfg)
+    return {"item": item, "labels": q.classes(item.version) if item else [], "counts": q.counts(), "estimates": [
+                {"endpoint": name, **q.estimate(version)} for name, version in live.items()] + [{"endpoint": "all", **q.estimate()}],
+            "recent": decided[::-1][:10], "rules": q.rules}

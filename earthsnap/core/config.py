@@ -51,6 +51,14 @@ SETTINGS: tuple[Setting, ...] = (
             affects_results=False),
     Setting("drift_alpha", float, 0.05, "Significance level of the drift tests, after Holm's correction for their number.",
             affects_results=False),
+    Setting("review_min_probability", float, 0.5, "A served photo whose top probability is below this goes to the review queue.",
+            affects_results=False),
+    Setting("review_min_margin", float, 0.2, "A served photo whose first two answers are closer than this goes to the review queue.",
+            affects_results=False),
+    Setting("review_audit_rate", float, 0.02, "Share of all served photos sent to review at random, to estimate the live model's "
+            "accuracy without bias.", affects_results=False),
+    Setting("review_daily_budget", int, 200, "Most photos the review rules queue per day (the audit sample comes on top).",
+            affects_results=False),
     Setting("stage_port", int, 8081, "Port of the local stage endpoint."),
     Setting("prod_port", int, 8082, "Port of the local prod endpoint."),
     Setting("workers", int, 0, "Worker processes for parallel work; 0 means one per CPU core.", affects_results=False),
@@ -99,6 +107,10 @@ class Config:
     capture_budget_mb: float
     drift_window: int
     drift_alpha: float
+    review_min_probability: float
+    review_min_margin: float
+    review_audit_rate: float
+    review_daily_budget: int
     stage_port: int
     prod_port: int
     workers: int
@@ -208,6 +220,11 @@ def _validate(cfg: dict[str, Any], sources: Mapping[str, str]):
         raise ConfigError(f"Setting 'drift_window' from {sources['drift_window']} is {cfg['drift_window']}; a window needs at least 20 requests.")
     if not 0 < cfg["drift_alpha"] < 1:
         raise ConfigError(f"Setting 'drift_alpha' from {sources['drift_alpha']} is {cfg['drift_alpha']}; it is a level between 0 and 1, e.g. 0.05.")
+    for name in ("review_min_probability", "review_min_margin", "review_audit_rate"):
+        if not 0 <= cfg[name] <= 1:
+            raise ConfigError(f"Setting '{name}' from {sources[name]} is {cfg[name]}; it is a fraction from 0 to 1.")
+    if cfg["review_daily_budget"] < 0:
+        raise ConfigError(f"Setting 'review_daily_budget' from {sources['review_daily_budget']} is {cfg['review_daily_budget']}; it must be 0 or more.")
     for name in ("registry", "endpoints", "capture"):
         if "://" in cfg[name] and not cfg[name].startswith("file://"):
             raise ConfigError(f"Setting '{name}' is {cfg[name]}, but it must be on the local disk.",

@@ -26,3 +26,16 @@
     });
   });
 })();
+
+// The review page: a digit picks the model's answer of that rank, N marks the photo as not in the taxonomy
+// (not while typing in a field). Every choice is also a button, so the page works without this.
+(function () {
+  "use strict";
+  document.addEventListener("keydown", function (e) {
+    if (!document.querySelector("[data-review]") || e.ctrlKey || e.metaKey || e.altKey) return;
+    var t = e.target && e.target.tagName;
+    if (t === "INPUT" || t === "SELECT" || t === "TEXTAREA") return;
+    var button = document.querySelector('[data-review] button[data-key="' + e.key.toLowerCase() + '"]');
+    if (button) { e.preventDefault(); button.click(); }
+  });
+})();
