@@ -27,6 +27,8 @@ source = Parameter("source", str, "{store}/demo-data", "Photos: a directory of <
 taxonomy = Parameter("taxonomy", str, "{store}/demo-data/taxonomy.yaml", "taxonomy.yaml (group -> species) that labels "
                      "are checked against (`groups:` and the plain group: [species] form); empty for none.", path=True, read=load_taxonomy)
 dataset_name = Parameter("dataset_name", str, "demo", "Name of the dataset in the store; each QA run commits a version of it.")
+dataset_parent = Parameter("dataset_parent", str, "", "The dataset version the new one derives from (NAME@VERSION; a retraining names "
+                           "the version the live model was trained on); empty: the latest version of dataset_name.")
 # Data QA: what a usable image is (earthsnap.data.images.ImageRules) and what happens to a class that is too small.
 formats = Parameter("formats", str, ",".join(RULES.formats), "Image formats accepted, comma-separated (Pillow's names, e.g. JPEG,PNG,WEBP).")
 min_side = Parameter("min_side", int, RULES.min_side, "Shortest side, in pixels, an image must have to be accepted.", min=1)
@@ -60,7 +62,7 @@ data_qa = NotebookStep(
     "data_qa", notebook="data_qa.ipynb", output_names=("dataset",),
     inputs={"source": source, "taxonomy": taxonomy, "name": dataset_name, "formats": formats, "min_side": min_side,
             "max_pixels": max_pixels, "accept_modes": accept_modes, "min_per_class": min_per_class, "small_classes": small_classes,
-            "datasets": from_config("datasets"), "workers": from_config("workers")})
+            "datasets": from_config("datasets"), "workers": from_config("workers"), "parent": dataset_parent})
 
 # Preprocessing reads the dataset by its version (name@manifest hash), from the content-addressed store: so a
 # cached preprocessing result is reused exactly when the data is the same, here and on SageMaker.
@@ -97,7 +99,7 @@ accuracy_gate = ConditionStep("accuracy_gate", left=accuracy, op=">=", right=min
 
 pipeline = Pipeline(
     "earthsnap",
-    parameters=[source, taxonomy, dataset_name, formats, min_side, max_pixels, accept_modes, min_per_class, small_classes, image_size, train_fraction, val_fraction,
+    parameters=[source, taxonomy, dataset_name, dataset_parent, formats, min_side, max_pixels, accept_modes, min_per_class, small_classes, image_size, train_fraction, val_fraction,
                 test_fraction, split_seed, tune_fraction, tune_trials, tune_parallel, tune_epochs, search_space, epochs,
                 hyperparameters, init_weights, min_accuracy, model_group],
     steps=[explore, data_qa, preprocess, tune, train, evaluate, accuracy_gate, register, below_threshold],

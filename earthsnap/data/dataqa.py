@@ -122,8 +122,8 @@ def _reject(item: SourceItem, reason: str, detail: str) -> dict:
 
 def run_qa(source: str | os.PathLike, name: str, datasets: str | os.PathLike | None = None, taxonomy: str | os.PathLike | None = None,
            rules: ImageRules = ImageRules(), min_per_class: int = 1, small_classes: str = "drop", out_dir: str | os.PathLike | None = None,
-           workers: int = 0, progress: bool = True, endpoint_url: str | None = None) -> QAResult:
-    "Check every input of `source`, commit the good ones as a version of dataset `name`, and list the rest with reasons."
+           workers: int = 0, progress: bool = True, endpoint_url: str | None = None, parent: str | None = None) -> QAResult:
+    "Check every input of `source`, commit the good ones as a version of dataset `name` (derived from `parent`, else the latest), and list the rest with reasons."
     check_qa_args(name, min_per_class, small_classes)
     if datasets is None:
         from earthsnap.core.config import load_config
@@ -132,6 +132,7 @@ def run_qa(source: str | os.PathLike, name: str, datasets: str | os.PathLike | N
     known = species_to_group(tax) if tax else None
     items = list_source(source, endpoint_url)
     store = DatasetStore(datasets, endpoint_url)
+    if parent: store.parent_version(name, parent)  # a parent that is not there is refused before any image is read
 
     accepted, rejected, first_of = [], [], {}
     for item, found in zip(items, _inspect_all(items, rules, store, name, workers, progress)):
@@ -159,7 +160,7 @@ def run_qa(source: str | os.PathLike, name: str, datasets: str | os.PathLike | N
 
     if not accepted: raise QAFailed(*nothing_accepted(rejected, rules))
     meta = {"source": os.fspath(source), "params": {**asdict(rules), "min_per_class": min_per_class, "small_classes": small_classes}}
-    version, created = store.commit(name, accepted, rejected, meta, taxonomy_yaml(tax) if tax else None)
+    version, created = store.commit(name, accepted, rejected, meta, taxonomy_yaml(tax) if tax else None, parent=parent or None)
     result = QAResult(version, created, accepted, rejected, small)
     if out_dir is not None:
         write_text(join(out_dir, MANIFEST), to_jsonl(sorted(accepted, key=lambda r: (r["uri"], r["sha256"])), MANIFEST_FIELDS), endpoint_url)

@@ -102,6 +102,13 @@ class DatasetStore:
 
     def version_uri(self, name: str, version: str) -> str: return join(self.root, name, version)
 
+    def parent_version(self, name: str, parent: str) -> str:
+        "The version `parent` (VERSION or NAME@VERSION) names, refused unless it is a committed version of dataset `name`."
+        pname, _, pversion = parent.rpartition("@") if "@" in parent else (name, "", parent)
+        if pname != name:
+            raise DatasetError(f"The parent {parent} is a version of dataset {pname!r}, not of {name!r}.", fix="Name a version of the same dataset.")
+        return self.get(f"{name}@{pversion}").version
+
     def object_uri(self, name: str, sha256: str, fmt: str) -> str:
         return join(self.root, name, "objects", sha256[:2], sha256 + EXTENSIONS.get(fmt, ".bin"))
 
@@ -147,16 +154,17 @@ class DatasetStore:
         return DatasetVersion(self, name, version, info)
 
     def commit(self, name: str, rows: list[dict], rejected: list[dict], meta: dict[str, Any],
-               taxonomy_yaml: str | None = None) -> tuple[DatasetVersion, bool]:
-        "Commit a version made of manifest `rows`; returns it and whether it is new (an existing one is not rewritten)."
+               taxonomy_yaml: str | None = None, parent: str | None = None) -> tuple[DatasetVersion, bool]:
+        "Commit a version made of manifest `rows` (derived from version `parent`, else the LATEST); returns it and whether it is new."
         check_name(name)
+        if parent: parent = self.parent_version(name, parent)
         if not rows: raise DatasetError(f"Dataset {name!r} would have no images: every input was rejected.",
                                         fix="Read the rejected list for the reasons.")
         digest = manifest_version(rows)
         version = digest[:VERSION_DIGITS]
         root = self.version_uri(name, version)
         if exists(join(root, "dataset.json"), self.endpoint_url): return self.get(f"{name}@{version}"), False
-        parent = self.latest(name)
+        parent = parent or self.latest(name)
         rows = sorted(rows, key=lambda r: (r["uri"], r["sha256"]))
         write_text(join(root, MANIFEST), to_jsonl(rows, MANIFEST_FIELDS), self.endpoint_url)
         write_text(join(root, REJECTED), to_jsonl(rejected, REJECTED_FIELDS), self.endpoint_url)
