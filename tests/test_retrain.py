@@ -63,14 +63,18 @@ def test_reviewed_photos_retrain_the_live_model(project, earthsnap):
     q = ReviewQueue(cfg)
     pending = q.items(pending=True)
     assert len(pending) >= 10, q.counts()
-    for item in pending:  # a reviewer who knows each species
+    q.decide(pending[0].id, "not_in_taxonomy", by="rita", label="Quercus robur")  # one she finds outside the taxonomy
+    for item in pending[1:]:  # a reviewer who knows each species
         q.decide(item.id, "confirmed" if truth[item.sha256] == item.predicted else "relabelled", by="rita", label=truth[item.sha256])
+    r = earthsnap("plan", cwd=project)
+    assert r.returncode == 0 and "1 reviewed photo(s) are not in the taxonomy (people said: Quercus robur x1)" in r.stdout, r.stdout + r.stderr
+    pending = pending[1:]
 
     r = earthsnap("retrain", "--if-reviewed", "1000", cwd=project)
     assert r.returncode == 0 and "No retraining due for prod" in r.stdout, r.stdout + r.stderr
     r = earthsnap("retrain", "-p", "epochs=3", cwd=project, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert f"{len(pending)} reviewed photo(s) added to demo@" in r.stdout and "candidate species/2 (PendingManualApproval) against live species/1" in r.stdout, r.stdout
+    assert f"{len(pending)} reviewed photo(s) added to demo@" in r.stdout and "1 kept apart (not in the taxonomy)" in r.stdout and "candidate species/2 (PendingManualApproval) against live species/1" in r.stdout, r.stdout
     assert "the live model's original test split" in r.stdout and "reviewed photos held out for test" in r.stdout and \
         "next: earthsnap registry approve species/2" in r.stdout, r.stdout
 
@@ -85,6 +89,8 @@ def test_reviewed_photos_retrain_the_live_model(project, earthsnap):
     retrain_dir = Path(cand.lineage["parameters"]["source"]).parent
     prov = [json.loads(l) for l in (retrain_dir / "provenance.jsonl").read_text().splitlines()]
     assert len(prov) == len(pending) and {p["reviewer"] for p in prov} == {"rita"} and {p["model_version"] for p in prov} == {"species/1"}
+    apart = [json.loads(l) for l in (retrain_dir / "not_in_taxonomy.jsonl").read_text().splitlines()]
+    assert [a["said"] for a in apart] == ["Quercus robur"] and Path(apart[0]["uri"]).exists()
     comparison = json.loads((retrain_dir / "comparison.json").read_text())["comparison"]
     assert comparison["original_test"]["photos"] > 0 and all(0 <= comparison["original_test"][k] <= 1 for k in ("live", "candidate"))
     served = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10).read())["model"]

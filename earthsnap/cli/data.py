@@ -31,11 +31,12 @@ def demo_data(
     shift: str = typer.Option("", help="Draw the photos shifted, as traffic drifts after release: lighting, background or blur."),
     strength: float = typer.Option(1.0, help="How strong the shift is: 1 the default, 0 none, at most 3."),
     first: int = typer.Option(0, help="Number of the first photo of each species: new photos of the same species from N on."),
+    unseen: int = typer.Option(0, help="Species outside the taxonomy to add to each group (as traffic brings after release)."),
 ):
     "Draw a demo dataset of procedurally generated plant photos."
     from earthsnap.data.demodata import generate_demo_data
     d = generate_demo_data(out, groups=groups, species=species, images=images, size=size, seed=seed,
-                           faults=faults, workers=workers, progress=not quiet, shift=shift, strength=strength, first=first)
+                           faults=faults, workers=workers, progress=not quiet, shift=shift, strength=strength, first=first, unseen=unseen)
     typer.echo(f"wrote {d.images} photos of {sum(map(len, d.taxonomy.values()))} species in {len(d.taxonomy)} groups to {d.root}")
     typer.echo(f"taxonomy: {d.root / 'taxonomy.yaml'}")
     if d.faults: typer.echo(f"planted {len(d.faults)} bad files, listed in {d.root / 'faults.json'}")

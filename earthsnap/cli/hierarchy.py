@@ -33,6 +33,8 @@ def plan(dataset: str = typer.Option("demo", help=DATASET_HELP), taxonomy: Optio
     cfg = load_config()
     h = load_hierarchy(cfg, dataset, taxonomy, parent_per_group, seed)
     typer.echo(plan_table(h, plan_hierarchy(h, open_registry(cfg), prefix, all_)))
+    from earthsnap.monitor.review import outside_taxonomy
+    if note := outside_taxonomy(cfg): typer.echo(note)  # what reviewers found outside the taxonomy: a change a person makes
 
 hierarchy_app.command("plan")(plan)
 app.command("plan", hidden=True)(plan)

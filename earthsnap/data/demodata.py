@@ -26,7 +26,7 @@ from .taxonomy import load_taxonomy, taxonomy_yaml
 
 # %% auto #0
 __all__ = ['SHAPES', 'ARRANGEMENTS', 'TEXTURES', 'GROUP_NAMES', 'SHIFTS', 'MARKER', 'LIMITS', 'JPEG_QUALITY', 'GroupTraits',
-           'SpeciesTraits', 'make_traits', 'render', 'DemoData', 'generate_demo_data', 'contact_sheet']
+           'SpeciesTraits', 'make_traits', 'unseen_traits', 'render', 'DemoData', 'generate_demo_data', 'contact_sheet']
 
 # %% ../../nbs/data/demodata.ipynb #9a9df752
 SHAPES = ("elliptic", "lanceolate", "ovate", "obovate", "lobed", "needle", "cordate")
@@ -88,6 +88,20 @@ def make_traits(groups: int, species: int, seed: int) -> list[list[SpeciesTraits
                 value=float(rng.uniform(0.45, 0.8)), aspect=float(grp.aspect * rng.uniform(0.75, 1.3)),
                 serration=float(rng.choice([0.0, 0.0, rng.uniform(0.08, 0.18)])), flower_hue=flower))
         out.append(members)
+    return out
+
+# %% ../../nbs/data/demodata.ipynb #9097c4e3
+def unseen_traits(known: list[list[SpeciesTraits]], unseen: int, seed: int) -> list[list[SpeciesTraits]]:
+    "`unseen` species more in each group of `known`, outside its taxonomy: a list per group."
+    rng = np.random.default_rng([seed, 104729])
+    out = []
+    for members in known:
+        grp = members[0].group
+        out.append([SpeciesTraits(name=f"{grp.name}_novum{k + 1}", group=grp, texture=str(rng.choice(list(TEXTURES))),
+                                  hue=float((grp.hue + rng.uniform(-0.12, 0.12)) % 1.0), saturation=float(rng.uniform(0.45, 0.85)),
+                                  value=float(rng.uniform(0.45, 0.8)), aspect=float(grp.aspect * rng.uniform(0.7, 1.4)),
+                                  serration=float(rng.choice([0.0, rng.uniform(0.08, 0.2)])),
+                                  flower_hue=float(rng.uniform()) if rng.uniform() < 0.5 else None) for k in range(unseen)])
     return out
 
 # %% ../../nbs/data/demodata.ipynb #6125c7b4
@@ -246,17 +260,23 @@ def _check_args(**args):
     if isinstance(args.get("first", 0), bool) or not isinstance(args.get("first", 0), int) or not 0 <= args.get("first", 0) <= 10_000_000:
         raise ParameterError(f"first must be a whole number from 0 to 10000000, got {args['first']!r}.",
                              fix="Pass --first N to draw photos N, N+1, ... of each species (new photos of the same species).")
+    if isinstance(args.get("unseen", 0), bool) or not isinstance(args.get("unseen", 0), int) or not 0 <= args.get("unseen", 0) <= 20:
+        raise ParameterError(f"unseen must be a whole number from 0 to 20, got {args['unseen']!r}.",
+                             fix="Pass --unseen N to add N species outside the taxonomy to each group.")
     if args["faults"] and args["images"] < 3:
         raise ParameterError("faults need at least 3 images per species (the duplicate copies one of them).",
                              fix="Pass --images 3 or more, or leave out --faults.")
 
 @lru_cache(maxsize=8)
-def _traits(groups: int, species: int, seed: int): return make_traits(groups, species, seed)
+def _traits(groups: int, species: int, seed: int, unseen: int = 0):
+    "Each group's species: the `species` of the taxonomy, then `unseen` outside it."
+    known = make_traits(groups, species, seed)
+    return [k + u for k, u in zip(known, unseen_traits(known, unseen, seed))] if unseen else known
 
 def _draw_batch(job: tuple) -> int:
     "Worker: draw photos n0..n1 of species (g, s) into `folder`; returns bytes written. Takes plain values only."
-    groups, species, seed, g, s, n0, n1, size, folder, shift, strength = job
-    sp, written = _traits(groups, species, seed)[g][s], 0
+    groups, species, seed, g, s, n0, n1, size, folder, shift, strength, unseen = job
+    sp, written = _traits(groups, species, seed, unseen)[g][s], 0
     for n in range(n0, n1):
         buf = io.BytesIO()
         render(sp, np.random.default_rng([seed, g, s, n]), size, shift, strength).save(buf, "JPEG", quality=JPEG_QUALITY)
@@ -281,14 +301,14 @@ def _clean_stale(out: Path) -> None:
 
 def generate_demo_data(out: str | os.PathLike, groups: int = 4, species: int = 4, images: int = 100, size: int = 96,
                        seed: int = 0, faults: bool = False, workers: int = 0, progress: bool = True,
-                       shift: str = "", strength: float = 1.0, first: int = 0) -> DemoData:
-    "Draw `groups` x `species` x `images` photos into `out`/<group>/<species>/<n>.jpg (n from `first`), with taxonomy.yaml (and faults), shifted as `shift` says."
-    _check_args(groups=groups, species=species, images=images, size=size, faults=faults, shift=shift, strength=strength, first=first)
+                       shift: str = "", strength: float = 1.0, first: int = 0, unseen: int = 0) -> DemoData:
+    "Draw `groups` x `species` x `images` photos into `out`/<group>/<species>/<n>.jpg (n from `first`), with taxonomy.yaml (and faults), shifted as `shift` says; `unseen` species per group outside the taxonomy."
+    _check_args(groups=groups, species=species, images=images, size=size, faults=faults, shift=shift, strength=strength, first=first, unseen=unseen)
     out = Path(out).expanduser().absolute()
     if out.parent.is_dir(): _clean_stale(out)
     _prepare_target(out)
-    traits = _traits(groups, species, seed)
-    taxonomy = {grp[0].group.name: [sp.name for sp in grp] for grp in traits}
+    traits = _traits(groups, species, seed, unseen)
+    taxonomy = {grp[0].group.name: [sp.name for sp in grp[:species]] for grp in traits}  # the unseen species are not in it
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -297,18 +317,19 @@ def generate_demo_data(out: str | os.PathLike, groups: int = 4, species: int = 4
             for s, sp in enumerate(grp):
                 folder = tmp / sp.group.name / sp.name
                 folder.mkdir(parents=True)
-                jobs += [(groups, species, seed, g, s, n, min(n + batch, first + images), size, str(folder), shift, float(strength))
+                jobs += [(groups, species, seed, g, s, n, min(n + batch, first + images), size, str(folder), shift, float(strength), unseen)
                          for n in range(first, first + images, batch)]
-        bar = tqdm(total=groups * species * images, unit="img", desc="drawing demo photos", disable=not progress)
+        bar = tqdm(total=groups * (species + unseen) * images, unit="img", desc="drawing demo photos", disable=not progress)
         from earthsnap.data.demodata import _draw_batch as draw  # the module's function: workers cannot import a notebook's
         for job, _ in zip(jobs, ordered_map(draw, jobs, n_workers(workers, len(jobs)))): bar.update(job[6] - job[5])
         bar.close()
         fault_rows = add_faults(tmp, taxonomy, seed) if faults else []
         (tmp / "taxonomy.yaml").write_text(taxonomy_yaml(taxonomy))
         params = dict(groups=groups, species=species, images=images, size=size, seed=seed, faults=faults,
-                      **({"shift": shift, "strength": strength} if shift else {}), **({"first": first} if first else {}))
+                      **({"shift": shift, "strength": strength} if shift else {}), **({"first": first} if first else {}),
+                      **({"unseen": unseen} if unseen else {}))
         (tmp / MARKER).write_text(json.dumps({"generator": "earthsnap.data.demodata", "params": params,
-                                              "images": groups * species * images, "faults": len(fault_rows)}, indent=2) + "\n")
+                                              "images": groups * (species + unseen) * images, "faults": len(fault_rows)}, indent=2) + "\n")
         _prepare_target(out)  # still ours to replace?
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         if out.exists(): out.rename(old)
@@ -316,7 +337,7 @@ def generate_demo_data(out: str | os.PathLike, groups: int = 4, species: int = 4
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return DemoData(root=out, taxonomy=taxonomy, images=groups * species * images, faults=fault_rows)
+    return DemoData(root=out, taxonomy=taxonomy, images=groups * (species + unseen) * images, faults=fault_rows)
 
 # %% ../../nbs/data/demodata.ipynb #95562a59
 def contact_sheet(root: str | os.PathLike, per_species: int = 6, thumb: int = 64) -> Image.Image:
