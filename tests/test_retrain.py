@@ -95,3 +95,18 @@ def test_reviewed_photos_retrain_the_live_model(project, earthsnap):
     assert comparison["original_test"]["photos"] > 0 and all(0 <= comparison["original_test"][k] <= 1 for k in ("live", "candidate"))
     served = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10).read())["model"]
     assert served == "species/1"
+
+    # the candidate's page in the console shows where it came from and its comparison
+    import subprocess
+    from conftest import BIN, wait_until_serving
+    console_port = free_port()
+    console = subprocess.Popen([str(BIN / "earthsnap"), "console", "--port", str(console_port), "--no-deployer"], cwd=project,
+                               env=clean_env(EARTHSNAP_API_TOKEN="retrain-test-token-0123456789"), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_until_serving(f"http://127.0.0.1:{console_port}/health", console, 60, "earthsnap console")
+        req = urllib.request.Request(f"http://127.0.0.1:{console_port}/console/models/species/2",
+                                     headers={"Authorization": "Bearer retrain-test-token-0123456789"})
+        page = urllib.request.urlopen(req, timeout=30).read().decode()
+        assert "Retrained on reviewed photos" in page and "reviewed photos held out for test" in page and f"with {len(pending)} photos people labelled" in page
+    finally:
+        console.send_signal(signal.SIGTERM); console.wait(timeout=30)

@@ -274,7 +274,9 @@ def model_pages(c: Console) -> APIRouter:
         deployments = [d for d in Deployer(registry, None, c.cfg.deploy_group).history() if d.ref == mv.ref]
         following = mv.status == "Approved" and mv.group == c.cfg.deploy_group and (
             not deployments or any(d.status == "in_progress" for d in deployments))
+        from earthsnap.monitor.retrain import retraining_of
         ctx = dict(mv=mv, prod=prod, compare=compare_versions(mv, prod), history=registry.history(mv.ref), deployments=deployments,
+                   retraining=retraining_of(c.cfg, mv.ref),
                    following=following, is_live=bool(live and live.ref == mv.ref),
                    deploy_group=c.cfg.deploy_group, **ctx)
         return c.page(request, "_version_release.html" if fragment else "version.html", who, status, section="models",
