@@ -29,7 +29,7 @@ from ..engine.executor import check_run
 from ..engine.reopen import ReopenError, open_step
 from ..engine.runs import RUN_STATUSES, RunNotFound, new_run_id
 from ..lab import lab_url
-from ..release.deployment import DeployError, Deployer
+from ..release.deployment import STAGE, DeployError, Deployer
 from ..release.registry import PENDING, STATUSES, RegistryError, open_registry
 
 # %% auto #0
@@ -396,7 +396,8 @@ def review_pages(c: Console) -> APIRouter:
     @r.post("/console/review/fill")
     def fill(request: Request, who: Caller = Depends(review)):
         q = ReviewQueue(c.cfg)
-        for endpoint in live_versions(c.cfg): q.fill(endpoint)
+        for endpoint in live_versions(c.cfg):
+            if endpoint != STAGE: q.fill(endpoint)  # stage sees the release's test photos, which need no review
         return back("/console/review", "filled")
 
     @r.post("/console/review/{item_id}")
