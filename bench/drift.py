@@ -4,7 +4,7 @@
 
 The model is the demo pipeline's architecture (ResNet, width 32, 64 px) trained on the default demo data (4 groups x 4
 species x 100 photos) for --epochs epochs, or --model with the records it was trained from; its baseline is what the
-training step packs (`earthsnap.monitor.baseline`: its predictions, confidence and embeddings on the validation split).
+training step packs (`earthsnap.model.baseline`: its predictions, confidence and embeddings on the validation split).
 Traffic is drawn fresh for every window, as a phone app's users would send it: photos the model never saw (the
 generator's photo numbers above 10,000), each of a species drawn at random, rendered and JPEG-encoded by the same code
 as the demo data (`earthsnap.data.demodata.render`), answered by the same ONNX model an endpoint runs (decode, resize,
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from earthsnap.data.demodata import JPEG_QUALITY, SHIFTS, _traits, render
-from earthsnap.monitor.baseline import read_baseline, write_baseline
+from earthsnap.model.baseline import read_baseline, write_baseline
 from earthsnap.monitor.drift import Sample, compare
 
 HERE = Path(__file__).resolve().parent
@@ -119,7 +119,7 @@ def main() -> None:
         print(f"training the demo model ({args.epochs} epochs) ...", flush=True)
         artifact, _ = make_model(tmp, args)
     baseline = read_baseline(artifact)
-    reference = baseline.sample()
+    reference = baseline
     print(f"baseline: {len(reference.labels)} {baseline.split} photos, embedding width {reference.embeddings.shape[1]}; "
           f"windows of {sizes}; {args.null_windows} unshifted windows, {args.windows} of each shift; {args.workers} workers", flush=True)
     flagged = {}   # condition -> size -> [drifted?]; which tests

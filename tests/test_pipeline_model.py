@@ -64,8 +64,9 @@ def test_tune_train_evaluate_and_the_gate(earthsnap, project):
     model = run / "train" / "model"
     hp = json.loads((model / "hyperparameters.json").read_text())
     assert (hp["lr"], hp["width"], hp["epochs"]) == (best["params"]["lr"], best["params"]["width"], 2)
-    assert {p.name for p in model.iterdir()} == {"model.onnx", "model.safetensors", "classes.json", "hyperparameters.json", "metrics.json"}
-    with tarfile.open(run / "train" / "artifact" / "model.tar.gz") as tf: assert len(tf.getnames()) == 5
+    assert {p.name for p in model.iterdir()} == {"model.onnx", "model.safetensors", "classes.json", "hyperparameters.json", "metrics.json",
+                                                 "baseline.npz"}  # the drift reference on the validation photos, packed with the model
+    with tarfile.open(run / "train" / "artifact" / "model.tar.gz") as tf: assert sorted(tf.getnames())[0] == "baseline.npz" and len(tf.getnames()) == 6
     # evaluation: the figures in the JsonGet shape, the report as HTML
     ev = json.loads((run / "evaluate" / "evaluation" / "evaluation.json").read_text())
     assert 0 <= ev["metrics"]["accuracy"]["value"] <= 1 and ev["split"] == "test" and ev["images"] > 0

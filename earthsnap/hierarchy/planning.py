@@ -22,6 +22,7 @@ from .datasets import FLAT, PARENT, ModelData, cut_hierarchy, hierarchy_data, hi
 from ..engine.notebooks import run_notebook, step_notebook
 from ..core.progress import TerminalProgress
 from ..release.registry import APPROVED, REJECTED, ModelRegistry, ModelVersion, SqliteRegistry, open_registry
+from ..model.baseline import write_baseline
 from ..model.router import pack_router, write_router_tarball
 from ..engine.runs import new_run_id
 from ..core.storage import join, read_json
@@ -268,6 +269,7 @@ def build_router(cfg: Config, h: Hierarchy, prefix: str = "hierarchy", registry:
     children = {g: parts[model_name(g)].artifact for g, species in h.taxonomy.items() if len(species) > 1}
     router_dir = pack_router(parts[PARENT].artifact, children, h.taxonomy, versions, out / "router",
                              child_names={g: model_name(g) for g in h.taxonomy})
+    write_baseline(router_dir, records)  # the drift reference of the router, on the flat model's validation photos, packed with it
     tarball = write_router_tarball(router_dir, out / MODEL_ARCHIVE)
     (out / "taxonomy.yaml").write_text(taxonomy_yaml(h.taxonomy))
     echo(f"router of {', '.join(versions.values())}: comparing it with {flat.ref} on its test images")

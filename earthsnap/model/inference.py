@@ -25,7 +25,7 @@ __all__ = ['MODEL_FILES', 'BASELINE_FILE', 'TARBALL', 'ModelError', 'model_input
 
 # %% ../../nbs/model/inference.ipynb #8d275cce
 MODEL_FILES = ("model.onnx", "model.safetensors", "classes.json", "hyperparameters.json", "metrics.json")
-BASELINE_FILE = "baseline.npz"  # the model's drift reference (earthsnap.monitor.baseline), packed with it when present
+BASELINE_FILE = "baseline.npz"  # the model's drift reference (earthsnap.model.baseline), packed with it when present
 TARBALL = "model.tar.gz"
 
 class ModelError(EarthsnapError):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .inference import MODEL_FILES, ModelError, OnnxModel, model_dir, model_input, open_model, per_input, softmax, unpacked
+from .inference import BASELINE_FILE, MODEL_FILES, ModelError, OnnxModel, model_dir, model_input, open_model, per_input, softmax, unpacked
 from ..core.storage import write_json, write_tar_gz
 
 # %% auto #0
@@ -139,9 +139,10 @@ def pack_router(parent: str | os.PathLike, children: dict[str, str | os.PathLike
 
 # %% ../../nbs/model/router.ipynb #49f6a0ef
 def router_files(router_dir: str | os.PathLike) -> list[str]:
-    "The files of a router directory, relative to it."
+    "The files of a router directory, relative to it (its baseline.npz too, when the packing wrote one)."
     d = Path(router_dir)
-    return [ROUTER_FILE] + [f"{w}/{f}" for w in ["parent", *(f"children/{c.name}" for c in sorted((d / "children").glob("*")))] for f in MODEL_FILES]
+    return [ROUTER_FILE] + ([BASELINE_FILE] if (d / BASELINE_FILE).exists() else []) + [
+        f"{w}/{f}" for w in ["parent", *(f"children/{c.name}" for c in sorted((d / "children").glob("*")))] for f in MODEL_FILES]
 
 # %% ../../nbs/model/router.ipynb #fc56340f
 def write_router_tarball(router_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
