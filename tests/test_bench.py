@@ -17,22 +17,12 @@ DONE = {"demodata.py": "x baseline", "demodata_learnability.py": "epoch  1  spec
         "drift.py": "weakest detection", "loop.py": "loop wall time"}
 
 
-# smoke runs long enough to run in their own file, so that pytest-xdist (--dist loadfile) gives them a worker of their own
-OWN_FILE = {"loop.py": "test_bench_loop.py"}
-
-
 def test_every_benchmark_is_listed():
     assert set(BENCHES) == set(DONE), "a new benchmark needs its --smoke mode and its line here"
-    assert all((ROOT / "tests" / f).exists() for f in OWN_FILE.values())
 
 
-@pytest.mark.parametrize("bench", [b for b in BENCHES if b not in OWN_FILE])
+@pytest.mark.parametrize("bench", BENCHES)
 def test_benchmark_smoke(bench, tmp_path):
-    smoke(bench, tmp_path)
-
-
-def smoke(bench: str, tmp_path) -> None:
-    "Run `bench` --smoke in `tmp_path`: it ends well, prints its last figure, and leaves the full run's results alone."
     results = ROOT / "bench" / "results"
     before = {p: p.stat().st_mtime_ns for p in results.glob("*")} if results.exists() else {}
     r = subprocess.run([sys.executable, str(ROOT / "bench" / bench), "--smoke"], cwd=tmp_path, env=clean_env(),
