@@ -74,6 +74,34 @@ def watched(tmp_path_factory):
         eps.stop("prod")
 
 
+@pytest.fixture(scope="module")
+def console(watched):
+    "`earthsnap console` over the watched project, with an operator, an approver and two viewers; stopped by its pid afterwards."
+    from earthsnap.access.users import UserStore
+    users = UserStore.from_config(watched["cfg"])
+    for name, role in (("oscar", "operator"), ("vic", "viewer"), ("ana", "approver"), ("val", "viewer")):
+        users.add(name, role, f"{name} has a long password", by="test")
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "earthsnap"), "console", "--port", str(port)], cwd=watched["project"], env=clean_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url + "/health", server, 60, "earthsnap console")
+        yield url
+    finally:
+        server.send_signal(signal.SIGTERM); server.wait(timeout=30)
+
+
+def sign_in(browser, url: str, name: str, to: str, width: int = 1280):
+    "A page of `name`, signed in to the console and at `to`."
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(f"{url}/console/login?next={to}")
+    page.get_by_label("Name").fill(name); page.get_by_label(re.compile("^Password")).fill(f"{name} has a long password")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(url + to)
+    return page
+
+
 def test_a_served_stream_is_captured_monitored_and_alerted(watched, earthsnap):
     project, r = watched["project"], watched["monitor"]
     assert r.returncode == 0, r.stdout + r.stderr
@@ -91,119 +119,72 @@ def test_a_served_stream_is_captured_monitored_and_alerted(watched, earthsnap):
     assert earthsnap("alerts", cwd=project).stdout.count("drifted:") == 2  # nothing alerted twice
 
 
-def test_the_console_shows_capture_windows_and_alerts(watched, browser):
-    from earthsnap.access.users import UserStore
-    cfg = watched["cfg"]
-    users = UserStore.from_config(cfg)
-    users.add("oscar", "operator", "oscar operates prod", by="test"); users.add("vic", "viewer", "vic only looks", by="test")
-    port = free_port()
-    server = subprocess.Popen([str(BIN / "earthsnap"), "console", "--port", str(port)], cwd=watched["project"], env=clean_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url + "/health", server, 60, "earthsnap console")
-        for width, name in ((1280, "desktop"), (390, "phone")):
-            page = browser.new_page(viewport={"width": width, "height": 900})
-            page.goto(url + "/console/login?next=/console/monitor")
-            page.get_by_label("Name").fill("oscar"); page.get_by_label(re.compile("^Password")).fill("oscar operates prod")
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(url + "/console/monitor")
-            alerts = page.locator(".alert-list li")
-            assert alerts.count() == 2 and all("prod serving species/1" in t and "moved in" in t for t in alerts.all_inner_texts())
-            rows = page.locator("table.windows tbody tr")
-            assert rows.count() == 3 and page.locator("tr.drifted").count() == 2
-            assert "180 requests captured in all" in page.inner_text("main")
-            SHOTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SHOTS / f"monitor-{name}.png"), full_page=True)
-            page.close()
-        page = browser.new_page()
-        page.goto(url + "/console/login?next=/console/monitor")
-        page.get_by_label("Name").fill("oscar"); page.get_by_label(re.compile("^Password")).fill("oscar operates prod")
-        page.get_by_role("button", name="Sign in").click(); page.wait_for_url(url + "/console/monitor")
-        page.get_by_role("button", name="Check now").click()
-        page.wait_for_url(re.compile(r".*done=checked"))
-        assert "Checked" in page.inner_text(".flash") and page.locator("table.windows tbody tr").count() == 3  # nothing new, nothing twice
-        report = page.locator("a[href*='/reports/']").first.get_attribute("href")
-        assert requests_get(page, url + report).count("DRIFT") >= 1
+def test_the_console_shows_capture_windows_and_alerts(console, browser):
+    url = console
+    for width, name in ((1280, "desktop"), (390, "phone")):
+        page = sign_in(browser, url, "oscar", "/console/monitor", width)
+        alerts = page.locator(".alert-list li")
+        assert alerts.count() == 2 and all("prod serving species/1" in t and "moved in" in t for t in alerts.all_inner_texts())
+        rows = page.locator("table.windows tbody tr")
+        assert rows.count() == 3 and page.locator("tr.drifted").count() == 2
+        assert "180 requests captured in all" in page.inner_text("main")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"monitor-{name}.png"), full_page=True)
         page.close()
-        viewer = browser.new_page()
-        viewer.goto(url + "/console/login?next=/console/monitor")
-        viewer.get_by_label("Name").fill("vic"); viewer.get_by_label(re.compile("^Password")).fill("vic only looks")
-        viewer.get_by_role("button", name="Sign in").click(); viewer.wait_for_url(url + "/console/monitor")
-        assert viewer.get_by_role("button", name="Check now").count() == 0 and viewer.locator("table.windows tbody tr").count() == 3
-        viewer.close()
-    finally:
-        server.send_signal(signal.SIGTERM); server.wait(timeout=30)
+    page = sign_in(browser, url, "oscar", "/console/monitor")
+    page.get_by_role("button", name="Check now").click()
+    page.wait_for_url(re.compile(r".*done=checked"))
+    assert "Checked" in page.inner_text(".flash") and page.locator("table.windows tbody tr").count() == 3  # nothing new, nothing twice
+    report = page.locator("a[href*='/reports/']").first.get_attribute("href")
+    assert page.request.get(url + report).text().count("DRIFT") >= 1
+    page.close()
+    viewer = sign_in(browser, url, "vic", "/console/monitor")
+    assert viewer.get_by_role("button", name="Check now").count() == 0 and viewer.locator("table.windows tbody tr").count() == 3
+    viewer.close()
 
 
-def sign_in(browser, url: str, name: str, password: str, to: str, width: int = 1280):
-    page = browser.new_page(viewport={"width": width, "height": 900})
-    page.goto(f"{url}/console/login?next={to}")
-    page.get_by_label("Name").fill(name); page.get_by_label(re.compile("^Password")).fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(url + to)
-    return page
-
-
-def test_reviewers_label_doubtful_photos_in_the_browser(watched, browser):
+def test_reviewers_label_doubtful_photos_in_the_browser(watched, console, browser):
     """An approver reviews the queue the monitor filled: one key confirms, a pick relabels, N marks a photo as not in the
     taxonomy; the estimate follows the audit photos; a viewer sees but cannot decide, and a forged or stale decision changes nothing."""
-    from earthsnap.access.users import UserStore
     from earthsnap.monitor.review import ReviewQueue
-    cfg = watched["cfg"]
-    users = UserStore.from_config(cfg)
-    for name, role in (("ana", "approver"), ("val", "viewer")):
-        if name not in [u.name for u in users.list()]: users.add(name, role, f"{name} has a long password", by="test")
+    cfg, url = watched["cfg"], console
     q = ReviewQueue(cfg)
     assert q.counts()["pending"] > 3, q.counts()   # `earthsnap monitor` queued the doubtful and audited photos
-    port = free_port()
-    server = subprocess.Popen([str(BIN / "earthsnap"), "console", "--port", str(port)], cwd=watched["project"], env=clean_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url + "/health", server, 60, "earthsnap console")
-        page = sign_in(browser, url, "ana", "ana has a long password", "/console/review")
-        first = q.next()
-        assert page.locator("img.review-photo").evaluate("i => i.complete && i.naturalWidth") > 0  # the photo as prod received it
-        assert page.locator("button.answer").count() == len(first.top)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / "review-desktop.png"), full_page=True)
-        with page.expect_navigation(): page.keyboard.press("1")    # the model's first answer is right
-        decided = q.get(first.id)
-        assert (decided.decision, decided.label, decided.decided_by) == ("confirmed", first.predicted, "ana")
-        second = q.next()
-        other = next(l for l in q.classes(second.version) if l != second.predicted)
-        page.locator("select[name=label]").select_option(other)
-        with page.expect_navigation(): page.locator("form.pick", has=page.locator("select")).get_by_role("button", name="Save").click()
-        assert (q.get(second.id).decision, q.get(second.id).label) == ("relabelled", other)
-        third = q.next()
-        with page.expect_navigation(): page.keyboard.press("n")
-        assert "Saved" in page.inner_text(".flash")
-        assert q.get(third.id).decision == "not_in_taxonomy"
-        assert "#%d" % third.id in page.inner_text(".recent") and "ana" in page.inner_text(".recent")
-        # deciding again what was decided is refused, and the decision stands
-        token = page.locator("input[name=csrf]").first.get_attribute("value")
-        r = page.request.post(f"{url}/console/review/{first.id}", form={"csrf": token, "decision": "relabelled", "label": other})
-        assert r.status == 409 and "already decided" in r.text() and q.get(first.id).decision == "confirmed"
-        r = page.request.post(f"{url}/console/review/{q.next().id}", form={"decision": "confirmed"})   # no CSRF token: forged
-        assert r.status == 403 and q.get(q.next().id).decision is None
-        phone = sign_in(browser, url, "ana", "ana has a long password", "/console/review", width=390)
-        phone.screenshot(path=str(SHOTS / "review-phone.png"), full_page=True); phone.close()
-        page.close()
-        viewer = sign_in(browser, url, "val", "val has a long password", "/console/review")
-        assert viewer.locator("button.answer").count() == 0 and "Reviewers" in viewer.inner_text("main")
-        token = viewer.locator("input[name=csrf]").first.get_attribute("value") if viewer.locator("input[name=csrf]").count() else ""
-        pending = q.next()
-        r = viewer.request.post(f"{url}/console/review/{pending.id}", form={"csrf": token, "decision": "confirmed"})
-        assert r.status == 403 and q.get(pending.id).decision is None
-        viewer.close()
-    finally:
-        server.send_signal(signal.SIGTERM); server.wait(timeout=30)
-
-
-def requests_get(page, url: str) -> str:
-    "GET `url` with the page's session cookie."
-    return page.request.get(url).text()
+    page = sign_in(browser, url, "ana", "/console/review")
+    first = q.next()
+    assert page.locator("img.review-photo").evaluate("i => i.complete && i.naturalWidth") > 0  # the photo as prod received it
+    assert page.locator("button.answer").count() == len(first.top)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "review-desktop.png"), full_page=True)
+    with page.expect_navigation(): page.keyboard.press("1")    # the model's first answer is right
+    decided = q.get(first.id)
+    assert (decided.decision, decided.label, decided.decided_by) == ("confirmed", first.predicted, "ana")
+    second = q.next()
+    other = next(l for l in q.classes(second.version) if l != second.predicted)
+    page.locator("select[name=label]").select_option(other)
+    with page.expect_navigation(): page.locator("form.pick", has=page.locator("select")).get_by_role("button", name="Save").click()
+    assert (q.get(second.id).decision, q.get(second.id).label) == ("relabelled", other)
+    third = q.next()
+    with page.expect_navigation(): page.keyboard.press("n")
+    assert "Saved" in page.inner_text(".flash")
+    assert q.get(third.id).decision == "not_in_taxonomy"
+    assert "#%d" % third.id in page.inner_text(".recent") and "ana" in page.inner_text(".recent")
+    # deciding again what was decided is refused, and the decision stands
+    token = page.locator("input[name=csrf]").first.get_attribute("value")
+    r = page.request.post(f"{url}/console/review/{first.id}", form={"csrf": token, "decision": "relabelled", "label": other})
+    assert r.status == 409 and "already decided" in r.text() and q.get(first.id).decision == "confirmed"
+    r = page.request.post(f"{url}/console/review/{q.next().id}", form={"decision": "confirmed"})   # no CSRF token: forged
+    assert r.status == 403 and q.get(q.next().id).decision is None
+    phone = sign_in(browser, url, "ana", "/console/review", width=390)
+    phone.screenshot(path=str(SHOTS / "review-phone.png"), full_page=True); phone.close()
+    page.close()
+    viewer = sign_in(browser, url, "val", "/console/review")
+    assert viewer.locator("button.answer").count() == 0 and "Reviewers" in viewer.inner_text("main")
+    token = viewer.locator("input[name=csrf]").first.get_attribute("value") if viewer.locator("input[name=csrf]").count() else ""
+    pending = q.next()
+    r = viewer.request.post(f"{url}/console/review/{pending.id}", form={"csrf": token, "decision": "confirmed"})
+    assert r.status == 403 and q.get(pending.id).decision is None
+    viewer.close()
 
 
 def test_monitor_refuses_before_a_kernel_starts(tmp_path, earthsnap):

@@ -8,12 +8,14 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import clean_env, demo_project, free_port
+from conftest import BIN, clean_env, demo_project, free_port, wait_until_serving
 from earthsnap.data.demodata import generate_demo_data
 
 SMALL = ["-p", "image_size=32", "-p", "epochs=4", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "min_accuracy=0"]
@@ -49,7 +51,6 @@ def test_reviewed_photos_retrain_the_live_model(project, earthsnap):
     for p in sorted(shifted.root.rglob("*.jpg")):
         body = p.read_bytes(); truth[hashlib.sha256(body).hexdigest()] = p.parent.name
         assert send(port, body)["model"] == "species/1"
-    import time
     from earthsnap.core.config import load_config
     from earthsnap.release.capture import CaptureStore
     cfg = load_config(project, env={})
@@ -97,8 +98,6 @@ def test_reviewed_photos_retrain_the_live_model(project, earthsnap):
     assert served == "species/1"
 
     # the candidate's page in the console shows where it came from and its comparison
-    import subprocess
-    from conftest import BIN, wait_until_serving
     console_port = free_port()
     console = subprocess.Popen([str(BIN / "earthsnap"), "console", "--port", str(console_port), "--no-deployer"], cwd=project,
                                env=clean_env(EARTHSNAP_API_TOKEN="retrain-test-token-0123456789"), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

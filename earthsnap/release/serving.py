@@ -126,8 +126,8 @@ CAPTURE_TOP = 5  # a capturing endpoint ranks at least this many labels, so revi
 
 def create_app(slot: ModelSlot, max_bytes: int = MAX_BYTES, max_batch: int = 32, capture: Capture | None = None) -> Starlette:
     "The ASGI app of an endpoint serving `slot`, recording what it serves into `capture` if given."
-    batcher = Batcher(slot, max_batch, embed=capture is not None)
     capturing = capture is not None and capture.rate > 0
+    batcher = Batcher(slot, max_batch, embed=capturing)  # embeddings only when something keeps them
 
     async def ping(request: Request):
         model, version = slot.current()
