@@ -124,7 +124,9 @@ def cancel_and_resume(url: str, project: Path):
     run = follow(url, run_id, lambda r: r["status"] == "interrupted", 120)
     steps = {s["name"]: s for s in run["steps"]}
     assert steps["preprocess"]["status"] in ("succeeded", "cached") and steps["tune"]["status"] != "succeeded", steps
-    assert "KeyboardInterrupt" in (Path(run["run_dir"]) / "tune.ipynb").read_text()  # the notebook is kept where it stopped
+    kept = json.loads((Path(run["run_dir"]) / "tune.ipynb").read_text())  # the notebook is kept where it stopped, and says so
+    assert kept["metadata"]["earthsnap"]["stopped"]["what"] == "was interrupted", kept["metadata"]
+    assert "earthsnap stopped this step:** it was interrupted" in "".join(kept["cells"][0]["source"])
     status, body = call(url, "POST", f"/runs/{run_id}/cancel")
     assert status == 409 and "only a running run" in body["message"] and "resume" in body["fix"], body
     status, body = call(url, "POST", f"/runs/{run_id}/resume")

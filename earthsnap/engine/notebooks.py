@@ -24,8 +24,8 @@ from ..core.errors import EarthsnapError, ParameterError, did_you_mean
 from .runs import new_run_id
 
 # %% auto #0
-__all__ = ['GRACE', 'StepFailed', 'IPCKernelManager', 'render_html', 'check_parameters', 'run_notebook', 'step_notebook',
-           'new_run_dir']
+__all__ = ['STOPPED_TAG', 'GRACE', 'StepFailed', 'IPCKernelManager', 'render_html', 'check_parameters', 'mark_stopped',
+           'run_notebook', 'step_notebook', 'new_run_dir']
 
 # %% ../../nbs/engine/notebooks.ipynb #830a6c96
 class StepFailed(EarthsnapError):
@@ -65,16 +65,39 @@ def check_parameters(notebook: Path, parameters: dict) -> dict:
                              fix=f"Its parameters are: {', '.join(declared)}.")
     return declared
 
+# %% ../../nbs/engine/notebooks.ipynb #ef418046
+STOPPED_TAG = "earthsnap-stopped"
+
+def mark_stopped(notebook: Path, what: str) -> dict:
+    "Put a first cell in the executed `notebook` saying it `what` (e.g. 'was interrupted'), when and in which cell; returns what it recorded."
+    nb = nbformat.read(notebook, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    status = lambda c: c.get("metadata", {}).get("papermill", {}).get("status")
+    at = next((i for i, c in enumerate(code) if status(c) in ("running", "failed")), None)
+    ran = sum(status(c) == "completed" for c in code)
+    where = (f"in code cell {at + 1} of {len(code)}" if at is not None else
+             "before its first cell ran (its kernel was starting)" if ran == 0 else f"after {ran} of {len(code)} code cells")
+    stopped = {"what": what, "where": where, "at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    nb.cells = [c for c in nb.cells if STOPPED_TAG not in c.get("metadata", {}).get("tags", [])]
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+        f"**earthsnap stopped this step:** it {what}, {where}, at {stopped['at']}. "
+        "The cells below are as far as it got; resuming the run runs the step again from the start.",
+        metadata={"tags": [STOPPED_TAG]}))
+    nb.metadata.setdefault("earthsnap", {})["stopped"] = stopped
+    nbformat.write(nb, notebook)
+    return stopped
+
 # %% ../../nbs/engine/notebooks.ipynb #af58c400
 GRACE = 5.0  # seconds a kernel has to yield after an interrupt before it is killed
 
 def _stop_kernel(holder: dict, done: threading.Event):
     "Interrupt the kernel's process group; kill it if it has not finished after GRACE seconds."
+    pid = lambda: getattr(getattr(holder.get("km"), "provisioner", None), "pid", None)
+    while not pid():  # stopped while the kernel is starting: wait for its process, or it would run the notebook after all
+        if done.wait(0.05): return
     for sig in (signal.SIGINT, signal.SIGKILL):
-        pid = getattr(getattr(holder.get("km"), "provisioner", None), "pid", None)
-        if pid:
-            try: os.killpg(pid, sig)
-            except ProcessLookupError: return
+        try: os.killpg(pid(), sig)
+        except ProcessLookupError: return
         if done.wait(GRACE): return
 
 def run_notebook(src: Path, dst: Path, parameters: dict, progress: bool = True, kernel_name: str | None = None,
@@ -108,6 +131,7 @@ def run_notebook(src: Path, dst: Path, parameters: dict, progress: bool = True, 
     reason = why.get("reason", "error")
     what = {"timeout": f"ran past its timeout of {timeout or 0:g} s and was stopped",
             "interrupted": "was interrupted"}.get(reason, error)
+    if reason != "error" and dst.exists(): mark_stopped(dst, what); render_html(dst)
     err = StepFailed(f"Notebook {src.name} {what}", fix=f"Read the executed notebook: {dst}" if dst.exists() else None)
     err.reason = reason
     raise err
