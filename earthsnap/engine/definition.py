@@ -210,6 +210,7 @@ class NotebookStep(Step):
     kind: str = "processing"
     retries: int = 0               # attempts after the first, when the notebook fails
     timeout: float | None = None   # seconds; past it the step is stopped and failed, its notebook kept
+    cacheable: bool = True         # False: it reads what its inputs do not name (an endpoint's traffic), so it runs every time
 
     def __post_init__(self):
         super().__post_init__()

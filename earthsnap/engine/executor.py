@@ -149,7 +149,7 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
     st, src = run.states[step.name], run.pipeline.pipeline_dir / step.notebook
     params = {k: run.value(v) for k, v in step.inputs.items()}
     key = cache_key(src, step.compute.kernel, *_cache_inputs(run, step, params))
-    if run.cache and (hit := _reusable(run, step, key)):
+    if run.cache and step.cacheable and (hit := _reusable(run, step, key)):
         run.store.start_step(run.run_id, step.name, key)
         st.outputs = hit["outputs"]
         return run.record(step, "cached", cached_from=hit["run_id"], notebook=hit["notebook"])

@@ -121,11 +121,12 @@ class Capture:
     def _full_message(self) -> str:
         return f"capture stopped: its disk budget of {self.budget / 2**20:,.0f} MiB is used ({self.used / 2**20:,.1f} MiB)"
 
-    def offer(self, body: bytes, version: str | None, top: list[dict], latency_ms: float, embedding: np.ndarray | None) -> bool:
-        "Hand one answered request to the writer if the sample takes it; never blocks, never raises. Whether it was queued."
+    def offer(self, body: bytes, version: str | None, top: list[dict], latency_ms: float, embedding: np.ndarray | None,
+              at: float | None = None) -> bool:
+        "Hand one answered request (answered `at`, default now) to the writer if the sample takes it; never blocks, never raises. Whether it was queued."
         if self.stopped or self.rate <= 0 or (self.rate < 1 and self._random.random() >= self.rate): return False
         if len(self._pending) >= self.queue_size: self.dropped += 1; return False   # the writer is behind: let this one go
-        self._pending.append((time.time(), bytes(body), version, top, latency_ms, embedding))
+        self._pending.append((time.time() if at is None else at, bytes(body), version, top, latency_ms, embedding))
         return True
 
     def status(self) -> dict:

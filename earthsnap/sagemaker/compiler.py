@@ -242,7 +242,8 @@ class _Steps:
         from sagemaker.mlops.workflow.steps import CacheConfig
         paths = [step.inputs[k].name for k in self.path_inputs(step)]
         fresh = sorted({v.step.name for v in step.inputs.values() if isinstance(v, StepOutput) and v.step.name in self.uncached})
-        if paths: why = f"it reads {', '.join(paths)}, whose content SageMaker cannot key a cache on"
+        if not getattr(step, "cacheable", True): why = "it reads what its inputs do not name (cacheable=False), so it runs in every execution"
+        elif paths: why = f"it reads {', '.join(paths)}, whose content SageMaker cannot key a cache on"
         elif fresh: why = f"it reads the output of {', '.join(fresh)}, which runs in every execution, so that output is new each time"
         else: return CacheConfig(enable_caching=True, expire_after=f"P{CACHE_DAYS}D")
         self.uncached.add(step.name)
@@ -253,6 +254,9 @@ class _Steps:
         "Whether the job can run with network isolation: it reads only its inputs, no store or path of its own in S3."
         reaches = [step.inputs[k].name for k in self.path_inputs(step)]
         reaches += [v.name for v in step.inputs.values() if isinstance(v, ConfigValue) and v.name == "datasets"]
+        if not getattr(step, "cacheable", True):  # it reads the world outside its inputs
+            self.notes.append(f"{step.name}: runs with network access (cacheable=False: it reaches AWS itself).")
+            return False
         if reaches: self.notes.append(f"{step.name}: runs with network access (it reads {', '.join(reaches)} in S3 itself; "
                                       "an S3 VPC endpoint is enough, no internet).")
         return not reaches

@@ -1,0 +1,155 @@
+"""The drift monitor of a SageMaker endpoint, run as SageMaker runs it, against the emulator.
+
+moto (in server mode, started by the `moto_url` fixture and stopped by its pid) is an EMULATOR of the AWS API, not
+AWS: it keeps the model package, the endpoint and its configuration, S3, EventBridge and SQS, and runs no job and no
+container. So the monitor's processing job runs here, as `earthsnap-job process` in a folder laid out as SageMaker
+lays out /opt/ml, and the capture files an endpoint would have written are written by us, in SageMaker's format
+(`earthsnap.sagemaker.monitoring.capture_line`), into the S3 prefix the endpoint's DataCaptureConfig names.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from conftest import BIN, clean_env
+from earthsnap.core.config import load_config
+from earthsnap.sagemaker.compiler import compile_project
+from earthsnap.sagemaker.shapes import check_definition
+from earthsnap.sagemaker.compiler import BUNDLE, code_bundle
+from earthsnap.sagemaker.monitoring import capture_line, first_look
+from earthsnap.sagemaker.release import SageMakerRelease
+
+REPO = Path(__file__).resolve().parent.parent
+BUCKET, ROLE = "es-monitor", "arn:aws:iam::111111111111:role/earthsnap-sagemaker"
+PERIOD_END = "2026-11-30T10:00:00Z"   # the period checked: 09:00 to 10:00 UTC
+
+
+def emulated(service: str, url: str):
+    return boto3.client(service, endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+@pytest.fixture(scope="module")
+def released(moto_url, tmp_path_factory):
+    """A demo model released to the emulated endpoint earthsnap-species-prod, capturing to S3, and the capture files of
+    one hour of its traffic there: 160 clean photos, then 160 in other light, plus a photo that is not one and a line
+    that is not a capture record."""
+    tmp = tmp_path_factory.mktemp("sagemaker-monitor")
+    s3, sm = emulated("s3", moto_url), emulated("sagemaker", moto_url)
+    s3.create_bucket(Bucket=BUCKET)
+    demo = first_look(tmp / "demo", until=datetime.fromisoformat(PERIOD_END.replace("Z", "+00:00")).timestamp())
+    s3.upload_file(demo.model_data, BUCKET, "models/species-1/model.tar.gz")
+    sm.create_model_package_group(ModelPackageGroupName="species")
+    arn = sm.create_model_package(ModelPackageGroupName="species", ModelApprovalStatus="Approved", InferenceSpecification={
+        "Containers": [{"Image": "111111111111.dkr.ecr.us-east-1.amazonaws.com/earthsnap:1", "ModelDataUrl": f"s3://{BUCKET}/models/species-1/model.tar.gz"}],
+        "SupportedContentTypes": ["image/jpeg"], "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
+    release = SageMakerRelease(ROLE, client=sm, runtime=emulated("sagemaker-runtime", moto_url), poll_s=0.1, capture_uri=f"s3://{BUCKET}/capture")
+    endpoint = release.deploy(arn, "prod")
+    local = Path(demo.capture) / demo.endpoint
+    files = sorted(local.rglob("*.jsonl"))
+    for f in files:   # where SageMaker writes them: <DestinationS3Uri>/<endpoint>/<variant>/yyyy/mm/dd/hh/
+        s3.upload_file(str(f), BUCKET, f"capture/prod/{endpoint}/{f.relative_to(local)}")
+    odd = f"capture/prod/{endpoint}/{files[0].parent.relative_to(local)}/odd.jsonl"
+    s3.put_object(Bucket=BUCKET, Key=odd, Body=(capture_line(b"not a photo", [], datetime.fromisoformat("2026-11-30T09:30:00+00:00").timestamp(), "e-odd")
+                                                 + "\n{oops\n").encode())
+    return {"endpoint": endpoint, "arn": arn, "tmp": tmp}
+
+
+def job(moto_url: str, ml: Path, *params: str) -> subprocess.CompletedProcess:
+    "`earthsnap-job process` for the monitor notebook, as the compiled pipeline starts it (see test_the_pipeline_compiles)."
+    (ml / "processing" / "input" / "bundle").mkdir(parents=True, exist_ok=True)
+    (ml / "processing" / "input" / "bundle" / BUNDLE).write_bytes(code_bundle(REPO / "pipeline")[0])
+    args = [a for i in range(0, len(params), 2) for a in ("--param", params[i], params[i + 1])]
+    env = clean_env(EARTHSNAP_SM_ROOT=str(ml), AWS_ENDPOINT_URL=moto_url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                    AWS_DEFAULT_REGION="us-east-1")
+    return subprocess.run([str(BIN / "earthsnap-job"), "process", "--notebook", "sagemaker_monitor.ipynb", *args], env=env,
+                          capture_output=True, text=True, timeout=280, cwd=ml)
+
+
+def test_the_monitor_job_reads_the_endpoints_capture_and_alerts_on_eventbridge(moto_url, released):
+    events, sqs = emulated("events", moto_url), emulated("sqs", moto_url)
+    queue = sqs.create_queue(QueueName="drift")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="drift", EventPattern=json.dumps({"source": ["earthsnap.monitor"], "detail-type": ["earthsnap Drift Alert"]}))
+    events.put_targets(Rule="drift", Targets=[{"Id": "queue", "Arn": queue_arn}])
+
+    ml = released["tmp"] / "ml"
+    r = job(moto_url, ml, "endpoint", released["endpoint"], "minutes", "60", "window", "80", "period_end", PERIOD_END, "bus", "default")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = ml / "processing" / "output"
+    summary = json.loads((report / "report" / "summary.json").read_text())
+    assert (summary["endpoint"], summary["version"]) == (released["endpoint"], "species/1")   # as the release named it
+    assert summary["model_data"] == f"s3://{BUCKET}/models/species-1/model.tar.gz"               # through the model package
+    assert (summary["since"], summary["until"]) == ("2026-11-30T09:00:00.000000Z", "2026-11-30T10:00:00.000000Z")
+    assert summary["read"] == 321 and summary["imported"] == 320                                 # the photo that is not one: rejected, with why
+    assert len(summary["rejected"]) == 1 and "e-odd: the photo cannot be read" in summary["rejected"][0]
+    assert summary["problems"] == ["odd.jsonl line 2: not JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"]
+    assert [w["drifted"] for w in summary["windows"]] == [False, False, True, True], summary["windows"]
+    executed = (report / "notebook" / "sagemaker_monitor.ipynb").read_text()
+    assert "4 window(s) checked, 2 drifting" in executed and "image/png" in executed and (report / "notebook" / "sagemaker_monitor.html").exists()
+
+    got = []   # what EventBridge delivered to the rule's target
+    for _ in range(5):
+        got += sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        if len(got) >= 2: break
+    alerts = [json.loads(m["Body"]) for m in got]
+    assert sorted(a["detail"]["Window"]["FirstId"] for a in alerts) == [161, 241] and len(summary["published"]) == 2
+    assert all(a["detail-type"] == "earthsnap Drift Alert" and a["detail"]["Endpoint"] == released["endpoint"]
+               and a["resources"] == [emulated("sagemaker", moto_url).describe_endpoint(EndpointName=released["endpoint"])["EndpointArn"]]
+               for a in alerts), alerts
+
+
+def test_an_endpoint_that_cannot_be_monitored_is_refused_with_why(moto_url, released):
+    r = job(moto_url, released["tmp"] / "ml-none", "endpoint", "earthsnap-species-nope", "period_end", PERIOD_END)
+    assert r.returncode == 1 and "SageMaker refused describe_endpoint" in r.stderr and "earthsnap-species-nope" in r.stderr, r.stderr[-2000:]
+    sm = emulated("sagemaker", moto_url)   # an endpoint released without capture
+    quiet = SageMakerRelease(ROLE, client=sm, runtime=emulated("sagemaker-runtime", moto_url), poll_s=0.1, prefix="quiet").deploy(released["arn"], "prod")
+    r = job(moto_url, released["tmp"] / "ml-quiet", "endpoint", quiet, "period_end", PERIOD_END)
+    assert r.returncode == 1 and f"Endpoint {quiet} does not capture what it serves" in r.stderr, r.stderr[-2000:]
+    r = job(moto_url, released["tmp"] / "ml-bad", "endpoint", released["endpoint"], "minutes", "0")
+    assert r.returncode == 1 and "A monitoring period must be longer than 0 minutes, not 0.0" in r.stderr, r.stderr[-2000:]
+
+
+def test_the_pipeline_compiles_and_the_release_stack_schedules_it(earthsnap, moto_url):
+    """pipeline/monitoring.py compiles to one processing step that SageMaker's API takes (botocore's shapes), runs in
+    every execution (never cached) with network access; `earthsnap sagemaker upsert/start --pipeline` create and start
+    it (the emulator), and cloud/release.yaml starts it on a schedule with the prod endpoint's name."""
+    settings = dict(sagemaker_region="us-east-1", sagemaker_bucket=f"s3://{BUCKET}/earthsnap", sagemaker_role=ROLE,
+                    sagemaker_image_repository="111111111111.dkr.ecr.us-east-1.amazonaws.com/earthsnap")
+    _, compiled = compile_project(load_config(REPO, env={}, **settings), pipeline_file=REPO / "pipeline" / "monitoring.py")
+    d = compiled.definition()
+    assert check_definition(d, compiled.pipeline.name) == [] and compiled.pipeline.name == "earthsnap-monitor"
+    (step,) = d["Steps"]
+    app = step["Arguments"]["AppSpecification"]
+    assert step["Type"] == "Processing" and "CacheConfig" not in step and app["ContainerEntrypoint"] == ["earthsnap-job", "process"]
+    assert app["ContainerArguments"][:2] == ["--notebook", "sagemaker_monitor.ipynb"] and {"Get": "Parameters.endpoint"} in app["ContainerArguments"]
+    assert step["Arguments"]["NetworkConfig"]["EnableNetworkIsolation"] is False   # it reaches SageMaker, S3 and EventBridge
+    assert {p["Name"] for p in d["Parameters"]} == {"endpoint", "minutes", "window", "period_end", "bus"}
+
+    env = clean_env(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_ENDPOINT_URL=moto_url, EARTHSNAP_S3_ENDPOINT_URL=moto_url,
+                    **{f"EARTHSNAP_{k.upper()}": v for k, v in settings.items()})
+    r = earthsnap("sagemaker", "upsert", "--pipeline", "pipeline/monitoring.py", cwd=REPO, env=env)
+    assert r.returncode == 0 and "created arn:aws:sagemaker:" in r.stdout and ":pipeline/earthsnap-monitor" in r.stdout, r.stdout + r.stderr
+    r = earthsnap("sagemaker", "start", "--pipeline", "pipeline/monitoring.py", "-p", "endpoint=earthsnap-species-prod", "-p", "minutes=0", cwd=REPO, env=env)
+    assert r.returncode == 2 and "Parameter 'minutes' must be at least 1" in r.stderr, r.stderr   # refused before anything starts
+    r = earthsnap("sagemaker", "start", "--pipeline", "pipeline/monitoring.py", "-p", "endpoint=earthsnap-species-prod", cwd=REPO, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sent = emulated("sagemaker", moto_url).list_pipeline_parameters_for_execution(PipelineExecutionArn=r.stdout.split()[1])["PipelineParameters"]
+    assert sent == [{"Name": "endpoint", "Value": "earthsnap-species-prod"}]
+
+    stack = yaml.safe_load((REPO / "cloud" / "release.yaml").read_text())
+    rule = stack["Resources"]["MonitorSchedule"]["Properties"]
+    assert rule["ScheduleExpression"] == {"Fn::Sub": "rate(${MonitorMinutes} minutes)"} and rule["State"] == "ENABLED"
+    (target,) = rule["Targets"]
+    assert target["Arn"]["Fn::Sub"].endswith(":pipeline/${MonitorPipelineName}") and stack["Parameters"]["MonitorPipelineName"]["Default"] == "earthsnap-monitor"
+    assert target["SageMakerPipelineParameters"]["PipelineParameterList"] == [{"Name": "endpoint", "Value": {"Ref": "MonitorEndpoint"}},
+                                                                              {"Name": "minutes", "Value": {"Ref": "MonitorMinutes"}}]
+    role = stack["Resources"]["MonitorRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
+    assert role["Action"] == "sagemaker:StartPipelineExecution" and role["Resource"] == target["Arn"]
+    ci = yaml.safe_load(stack["Resources"]["CiProject"]["Properties"]["Source"]["BuildSpec"])["phases"]["build"]["commands"]
+    assert ".venv/bin/earthsnap sagemaker upsert --pipeline pipeline/monitoring.py" in ci
