@@ -153,3 +153,73 @@ def test_the_pipeline_compiles_and_the_release_stack_schedules_it(earthsnap, mot
     assert role["Action"] == "sagemaker:StartPipelineExecution" and role["Resource"] == target["Arn"]
     ci = yaml.safe_load(stack["Resources"]["CiProject"]["Properties"]["Source"]["BuildSpec"])["phases"]["build"]["commands"]
     assert ".venv/bin/earthsnap sagemaker upsert --pipeline pipeline/monitoring.py" in ci
+
+
+def test_photos_sagemaker_served_are_reviewed_here_and_retrain_on_sagemaker(earthsnap, moto_url, released, tmp_path):
+    """What a SageMaker endpoint captured is pulled into the review queue here; the photos people labelled become the
+    listing of a new dataset version in the bucket, derived from the live model's, and an execution of the project's
+    SageMaker pipeline starts on it from the live weights (against the emulator: the execution is started, not run)."""
+    import shutil, sqlite3, time
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "pipeline", project / "pipeline")
+    base = f"s3://{BUCKET}/earthsnap"
+    env = clean_env(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_ENDPOINT_URL=moto_url, EARTHSNAP_S3_ENDPOINT_URL=moto_url,
+                    EARTHSNAP_SAGEMAKER_REGION="us-east-1", EARTHSNAP_SAGEMAKER_BUCKET=base, EARTHSNAP_SAGEMAKER_ROLE=ROLE,
+                    EARTHSNAP_SAGEMAKER_IMAGE="111111111111.dkr.ecr.us-east-1.amazonaws.com/earthsnap:team-1", EARTHSNAP_DATASETS=f"{base}/datasets")
+    def ok(*args):
+        r = earthsnap(*args, cwd=project, env=env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        return r.stdout
+    # the live model's lineage: a dataset version in the bucket, the records made from it, the package that names them
+    ok("demo-data", "photos", "--groups", "2", "--species", "2", "--images", "6", "-q")
+    committed = ok("qa", "photos", "--name", "demo", "--taxonomy", "photos/taxonomy.yaml", "-q")
+    dataset = next(w.strip(",.:") for w in committed.split() if w.startswith("demo@"))
+    records = f"{base}/earthsnap/runs/x/preprocess/records"
+    s3, sm = emulated("s3", moto_url), emulated("sagemaker", moto_url)
+    s3.put_object(Bucket=BUCKET, Key=f"earthsnap/earthsnap/runs/x/preprocess/records/summary.json", Body=json.dumps({"dataset": dataset}).encode())
+    arn = sm.create_model_package(ModelPackageGroupName="species", ModelApprovalStatus="Approved", CustomerMetadataProperties={"input_records": records},
+                                  InferenceSpecification=sm.describe_model_package(ModelPackageName=released["arn"])["InferenceSpecification"])["ModelPackageArn"]
+    endpoint = SageMakerRelease(ROLE, client=sm, runtime=emulated("sagemaker-runtime", moto_url), poll_s=0.1, prefix="retrain",
+                                capture_uri=f"s3://{BUCKET}/capture").deploy(arn, "prod")
+    for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"capture/prod/{released['endpoint']}/")["Contents"]:   # the same hour of traffic
+        s3.copy_object(Bucket=BUCKET, Key=o["Key"].replace(released["endpoint"], endpoint), CopySource={"Bucket": BUCKET, "Key": o["Key"]})
+    ok("sagemaker", "upsert")
+
+    r = earthsnap("retrain", released["endpoint"], "--backend", "sagemaker", cwd=project, env=env)   # a package without lineage
+    assert r.returncode == 2 and "has no records in its metadata (input_records)" in r.stderr, r.stdout + r.stderr
+    r = earthsnap("retrain", endpoint, "--backend", "sagemaker", cwd=project, env=env)
+    assert r.returncode == 2 and f"No photo from {endpoint} has been labelled yet" in r.stderr and "--sagemaker" in r.stderr, r.stderr
+
+    since = datetime.fromisoformat(PERIOD_END.replace("Z", "+00:00")).timestamp() - 3600
+    minutes = str(int((time.time() - since) / 60) + 5)
+    pulled = ok("review", "fill", endpoint, "--sagemaker", "--minutes", minutes)
+    assert f"pulled 320 new request(s) of {endpoint} (species/2)" in pulled and "e-odd: the photo cannot be read" in pulled, pulled
+    assert "photo(s) queued" in pulled and "0 photo(s) queued" not in pulled, pulled
+    assert "pulled 0 new request(s)" in ok("review", "fill", endpoint, "--sagemaker", "--minutes", minutes)   # pulled twice, kept once
+
+    from earthsnap.core.config import load_config as config_of
+    from earthsnap.monitor.review import ReviewQueue
+    q = ReviewQueue(config_of(project, env=env))
+    waiting = q.items(pending=True, endpoint=endpoint)
+    assert len(waiting) >= 5 and all(i.version == "species/2" for i in waiting)
+    for item in waiting[:4]: q.decide(item.id, "relabelled", "tester", label=item.predicted)
+    q.decide(waiting[4].id, "not_in_taxonomy", "tester")
+
+    started = ok("retrain", endpoint, "--backend", "sagemaker", "-p", "epochs=7")
+    arn_line = next(l for l in started.splitlines() if l.startswith("started "))
+    execution = arn_line.split()[1]
+    assert "4 reviewed photo(s) added to " + dataset in started and "1 kept apart" in started, started
+    sent = {p["Name"]: p["Value"] for p in sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=execution)["PipelineParameters"]}
+    assert sent["dataset_parent"] == dataset and sent["dataset_name"] == "demo" and sent["epochs"] == "7", sent
+    assert sent["source"].startswith(f"{base}/retrain/retrain-") and sent["source"].endswith("/listing.jsonl")
+    assert sent["init_weights"] == sent["source"].replace("listing.jsonl", "live/model.safetensors") and json.loads(sent["hyperparameters"])["width"] > 0
+    assert sent["taxonomy"].startswith(f"{base}/datasets/demo/")
+    key = lambda uri: uri.removeprefix(f"s3://{BUCKET}/")
+    rows = [json.loads(l) for l in s3.get_object(Bucket=BUCKET, Key=key(sent["source"]))["Body"].read().decode().splitlines()]
+    reviewed = [r for r in rows if "/retrain/" in r["uri"]]
+    assert len(rows) == 24 + 4 and len(reviewed) == 4 and all(r["uri"].startswith(f"{base}/retrain/") for r in rows[-4:])
+    assert all(s3.head_object(Bucket=BUCKET, Key=key(r["uri"]))["ContentLength"] > 0 for r in reviewed)   # the photos are there
+    prov = [json.loads(l) for l in s3.get_object(Bucket=BUCKET, Key=key(sent["source"].replace("listing", "provenance")))["Body"].read().decode().splitlines()]
+    assert {(p["reviewer"], p["endpoint"], p["model_version"]) for p in prov} == {("tester", endpoint, "species/2")}
+    with sqlite3.connect(project / ".earthsnap" / "registry.db") as db:
+        assert db.execute("SELECT endpoint, live, labelled, run_id FROM retrain_runs").fetchall() == [(endpoint, "species/2", 4, execution)]

@@ -65,10 +65,19 @@ def review_status():
     if c["pending"]: typer.echo("next: earthsnap console   # the Review page")
 
 @review_app.command("fill")
-def review_fill(endpoint: str = typer.Argument("prod", help="The endpoint whose captured photos are looked at.")):
+def review_fill(endpoint: str = typer.Argument("prod", help="The endpoint whose captured photos are looked at."),
+                sagemaker: bool = typer.Option(False, "--sagemaker", help="ENDPOINT is a SageMaker endpoint: pull what its data capture wrote to S3 first."),
+                minutes: float = typer.Option(1440.0, min=1.0, help="With --sagemaker: pull the capture of this many minutes before now.")):
     "Queue the doubtful and audited photos ENDPOINT captured since the last look (`earthsnap monitor` does this too)."
     from earthsnap.monitor.review import ReviewQueue
-    found = ReviewQueue(load_config()).fill(endpoint)
+    cfg = load_config()
+    if sagemaker:
+        from earthsnap.sagemaker.monitoring import pull_capture
+        pulled = pull_capture(cfg, endpoint, minutes)
+        typer.echo(f"pulled {pulled['imported']} new request(s) of {endpoint} ({pulled['live'].version}) from its data capture, "
+                   f"{pulled['already']} already here" + (f"; {len(pulled['rejected']) + len(pulled['problems'])} skipped:" if pulled["rejected"] or pulled["problems"] else ""))
+        for why in (pulled["rejected"] + pulled["problems"])[:10]: typer.echo(f"  {why}")
+    found = ReviewQueue(cfg).fill(endpoint)
     typer.echo(f"{found['queued']} photo(s) queued ({found['audit']} audit) of {found['scanned']} looked at"
                + (f"; {found['over_budget']} over today's budget" if found["over_budget"] else ""))
 
@@ -77,15 +86,27 @@ def review_fill(endpoint: str = typer.Argument("prod", help="The endpoint whose 
 def retrain_command(endpoint: str = typer.Argument("prod", help="The endpoint whose live model is retrained."),
                     if_reviewed: int = typer.Option(0, min=0, help="Only if at least this many photos were labelled since the last retraining."),
                     if_alert: bool = typer.Option(False, "--if-alert", help="Only if a drift alert was raised since the last retraining (or --if-reviewed holds)."),
-                    param: list[str] = typer.Option([], "--param", "-p", help="Override a pipeline parameter, KEY=VALUE (e.g. epochs=10).")):
+                    param: list[str] = typer.Option([], "--param", "-p", help="Override a pipeline parameter, KEY=VALUE (e.g. epochs=10)."),
+                    backend: str = typer.Option("local", help="local: run the pipeline here; sagemaker: ENDPOINT is a SageMaker endpoint, "
+                                                "and an execution of the project's SageMaker pipeline retrains its model.")):
     "Retrain ENDPOINT's live model on its dataset plus the photos people labelled; the candidate waits for approval."
     from earthsnap.cli.app import parse_params
+    from earthsnap.core.errors import ParameterError
     from earthsnap.monitor.retrain import comparison_table, retrain, retrain_due
+    if backend not in ("local", "sagemaker"): raise ParameterError(f"Unknown backend {backend!r}.", fix="Use --backend local or --backend sagemaker.")
     cfg = load_config()
     reason = "by hand"
     if if_reviewed or if_alert:
         reason = retrain_due(cfg, endpoint, if_reviewed or None, if_alert)
         if reason is None: typer.echo(f"No retraining due for {endpoint}: the rule is not met."); return
+    if backend == "sagemaker":
+        from earthsnap.sagemaker.retraining import retrain_on_sagemaker
+        started = retrain_on_sagemaker(cfg, endpoint, reason, overrides=parse_params(param))
+        typer.echo(f"started {started['execution']}\n  listing {started['listing']}: {started['export']['photos']} reviewed photo(s) added to "
+                   f"{started['export']['parent']}, {started['export']['apart']} kept apart (not in the taxonomy)")
+        if started["fixed"]: typer.echo(f"  as the deployed pipeline fixed them: {', '.join(started['fixed'])} (earthsnap sagemaker upsert -p to change)")
+        typer.echo("next: earthsnap sagemaker status   # the candidate waits for approval in the Model Registry")
+        return
     result = retrain(cfg, endpoint, reason, overrides=parse_params(param))
     typer.echo(f"retraining {result['id']}: run {result['run']}; {result['export']['photos']} reviewed photo(s) added to "
                f"{result['export']['parent']}, {result['export']['apart']} kept apart (not in the taxonomy)")
