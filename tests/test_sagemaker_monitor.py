@@ -77,6 +77,11 @@ def test_the_monitor_job_reads_the_endpoints_capture_and_alerts_on_eventbridge(m
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events.put_rule(Name="drift", EventPattern=json.dumps({"source": ["earthsnap.monitor"], "detail-type": ["earthsnap Drift Alert"]}))
     events.put_targets(Rule="drift", Targets=[{"Id": "queue", "Arn": queue_arn}])
+    told = sqs.create_queue(QueueName="people")["QueueUrl"]   # the release stack's DriftRule, its SNS topic replaced by a queue
+    rule = yaml.safe_load((REPO / "cloud" / "release.yaml").read_text())["Resources"]["DriftRule"]["Properties"]
+    events.put_rule(Name="people", EventPattern=json.dumps(rule["EventPattern"]))
+    events.put_targets(Rule="people", Targets=[{"Id": "people", "InputTransformer": rule["Targets"][0]["InputTransformer"],
+                                                "Arn": sqs.get_queue_attributes(QueueUrl=told, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]}])
 
     ml = released["tmp"] / "ml"
     r = job(moto_url, ml, "endpoint", released["endpoint"], "minutes", "60", "window", "80", "period_end", PERIOD_END, "bus", "default")
@@ -99,6 +104,9 @@ def test_the_monitor_job_reads_the_endpoints_capture_and_alerts_on_eventbridge(m
         if len(got) >= 2: break
     alerts = [json.loads(m["Body"]) for m in got]
     assert sorted(a["detail"]["Window"]["FirstId"] for a in alerts) == [161, 241] and len(summary["published"]) == 2
+    messages = [m["Body"] for m in sqs.receive_message(QueueUrl=told, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])]
+    assert len(messages) == 2 and all(f"endpoint {released['endpoint']} (species/1) serves drifts" in m for m in messages), messages
+    assert any("requests 161 to 240" in m for m in messages) and all(f"earthsnap retrain {released['endpoint']} --backend sagemaker" in m for m in messages)
     assert all(a["detail-type"] == "earthsnap Drift Alert" and a["detail"]["Endpoint"] == released["endpoint"]
                and a["resources"] == [emulated("sagemaker", moto_url).describe_endpoint(EndpointName=released["endpoint"])["EndpointArn"]]
                for a in alerts), alerts
@@ -133,6 +141,10 @@ def test_the_pipeline_compiles_and_the_release_stack_schedules_it(earthsnap, mot
 
     env = clean_env(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_ENDPOINT_URL=moto_url, EARTHSNAP_S3_ENDPOINT_URL=moto_url,
                     **{f"EARTHSNAP_{k.upper()}": v for k, v in settings.items()})
+    r = earthsnap("sagemaker", "upsert", "--pipeline", "pipeline/monitoring.py", cwd=REPO, env={**env, "EARTHSNAP_SAGEMAKER_BUCKET": "s3://es-nowhere/x"})
+    assert r.returncode == 2 and "Cannot write 's3://es-nowhere/x/code/" in r.stderr and "bucket or folder does not exist" in r.stderr, r.stderr[-2000:]
+    s3 = emulated("s3", moto_url)
+    if BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]: s3.create_bucket(Bucket=BUCKET)
     r = earthsnap("sagemaker", "upsert", "--pipeline", "pipeline/monitoring.py", cwd=REPO, env=env)
     assert r.returncode == 0 and "created arn:aws:sagemaker:" in r.stdout and ":pipeline/earthsnap-monitor" in r.stdout, r.stdout + r.stderr
     r = earthsnap("sagemaker", "start", "--pipeline", "pipeline/monitoring.py", "-p", "endpoint=earthsnap-species-prod", "-p", "minutes=0", cwd=REPO, env=env)
@@ -151,6 +163,11 @@ def test_the_pipeline_compiles_and_the_release_stack_schedules_it(earthsnap, mot
                                                                               {"Name": "minutes", "Value": {"Ref": "MonitorMinutes"}}]
     role = stack["Resources"]["MonitorRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
     assert role["Action"] == "sagemaker:StartPipelineExecution" and role["Resource"] == target["Arn"]
+    from earthsnap.monitor.watch import ALERT_TYPE
+    from earthsnap.sagemaker.monitoring import ALERT_SOURCE
+    drift = stack["Resources"]["DriftRule"]["Properties"]   # the alerts the job puts are told to people (SNS)
+    assert drift["EventPattern"] == {"source": [ALERT_SOURCE], "detail-type": [ALERT_TYPE]} and drift["Targets"][0]["Arn"] == {"Ref": "DriftTopic"}
+    assert stack["Resources"]["DriftTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]["Principal"] == {"Service": "events.amazonaws.com"}
     ci = yaml.safe_load(stack["Resources"]["CiProject"]["Properties"]["Source"]["BuildSpec"])["phases"]["build"]["commands"]
     assert ".venv/bin/earthsnap sagemaker upsert --pipeline pipeline/monitoring.py" in ci
 

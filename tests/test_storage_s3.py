@@ -76,6 +76,8 @@ def test_missing_object_and_bucket_errors(moto_url, bucket):
         storage.read_bytes(f"s3://{bucket}/nope", endpoint_url=moto_url)
     with pytest.raises(StorageError, match="does not exist"):
         list(storage.list_files(f"s3://{bucket}/no/prefix", endpoint_url=moto_url))
+    with pytest.raises(StorageError, match="its bucket or folder does not exist"):   # not the SDK's traceback (issue 21: an upsert to a missing bucket)
+        storage.write_bytes(f"s3://{bucket}-missing/code/bundle.tar.gz", b"x", endpoint_url=moto_url)
 
 
 def test_recordio_reads_from_s3(moto_url, bucket, monkeypatch):

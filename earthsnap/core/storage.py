@@ -76,6 +76,7 @@ def join(uri: str | os.PathLike, *parts: str) -> str:
 # %% ../../nbs/core/storage.ipynb #9e9653da
 def _fail(uri, action: str, e: Exception) -> StorageError:
     if isinstance(e, FileNotFoundError):
+        if action == "write": return StorageError(f"Cannot write {os.fspath(uri)!r}: its bucket or folder does not exist.", fix="Check the bucket's name, or create it.")
         return StorageError(f"Cannot {action} {os.fspath(uri)!r}: it does not exist.", fix="Check the path or URI.")
     if isinstance(e, PermissionError):
         return StorageError(f"Cannot {action} {os.fspath(uri)!r}: permission denied.", fix="Check its permissions or credentials.")
@@ -148,7 +149,8 @@ def atomic_write(uri: str | os.PathLike, mode: str = "wb", endpoint_url: str | N
             Path(tmp).unlink(missing_ok=True)
             raise
         return
-    f = fs.open(path, "wb")  # an S3 object exists only once its upload completes
+    try: f = fs.open(path, "wb")  # an S3 object exists only once its upload completes
+    except Exception as e: raise _fail(uri, "write", e) from e
     try:
         if mode == "w":
             w = io.TextIOWrapper(f, encoding="utf-8", write_through=True)
@@ -161,7 +163,10 @@ def atomic_write(uri: str | os.PathLike, mode: str = "wb", endpoint_url: str | N
             f.discard()     # abort the upload: nothing appears
             f.closed = True # and keep the file's finaliser from flushing what was discarded
         raise
-    f.close()
+    try: f.close()          # the upload happens here: a missing bucket or a refusal shows now
+    except Exception as e:
+        f.closed = True
+        raise _fail(uri, "write", e) from e
 
 # %% ../../nbs/core/storage.ipynb #d631e081
 def write_bytes(uri: str | os.PathLike, data: bytes, endpoint_url: str | None = None) -> str:
