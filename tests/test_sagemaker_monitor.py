@@ -193,7 +193,12 @@ def test_photos_sagemaker_served_are_reviewed_here_and_retrain_on_sagemaker(eart
     dataset = next(w.strip(",.:") for w in committed.split() if w.startswith("demo@"))
     records = f"{base}/earthsnap/runs/x/preprocess/records"
     s3, sm = emulated("s3", moto_url), emulated("sagemaker", moto_url)
-    s3.put_object(Bucket=BUCKET, Key=f"earthsnap/earthsnap/runs/x/preprocess/records/summary.json", Body=json.dumps({"dataset": dataset}).encode())
+    made = released["tmp"] / "demo" / "model" / "data" / "records"   # the records the demo model was trained on, as if made from that version
+    def upload_records(prefix: str):
+        for f in made.iterdir():
+            body = f.read_bytes() if f.name != "summary.json" else json.dumps({**json.loads(f.read_text()), "dataset": dataset}).encode()
+            s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{f.name}", Body=body)
+    upload_records("earthsnap/earthsnap/runs/x/preprocess/records")
     arn = sm.create_model_package(ModelPackageGroupName="species", ModelApprovalStatus="Approved", CustomerMetadataProperties={"input_records": records},
                                   InferenceSpecification=sm.describe_model_package(ModelPackageName=released["arn"])["InferenceSpecification"])["ModelPackageArn"]
     endpoint = SageMakerRelease(ROLE, client=sm, runtime=emulated("sagemaker-runtime", moto_url), poll_s=0.1, prefix="retrain",
@@ -240,3 +245,18 @@ def test_photos_sagemaker_served_are_reviewed_here_and_retrain_on_sagemaker(eart
     assert {(p["reviewer"], p["endpoint"], p["model_version"]) for p in prov} == {("tester", endpoint, "species/2")}
     with sqlite3.connect(project / ".earthsnap" / "registry.db") as db:
         assert db.execute("SELECT endpoint, live, labelled, run_id FROM retrain_runs").fetchall() == [(endpoint, "species/2", 4, execution)]
+
+    waiting = ok("retrain-status")   # the emulator runs no execution: nothing registered yet
+    assert f"execution {execution}: " in waiting and "no candidate registered yet" in waiting, waiting
+    # what the execution's register step does on SageMaker: a package pending approval naming the execution and its records
+    upload_records("earthsnap/earthsnap/runs/y/preprocess/records")
+    sm.create_model_package(ModelPackageGroupName="species", ModelApprovalStatus="PendingManualApproval",
+                            CustomerMetadataProperties={"execution": execution.rsplit("/", 1)[-1], "input_records": f"{base}/earthsnap/runs/y/preprocess/records"},
+                            InferenceSpecification=sm.describe_model_package(ModelPackageName=arn)["InferenceSpecification"])
+    shown = ok("retrain-status")
+    assert "candidate species/3 (PendingManualApproval) against live species/2:" in shown, shown
+    original = next(l for l in shown.splitlines() if "original test split" in l).split()
+    assert original[-3:] == [original[-3], original[-2], original[-2]] and original[-3] == "22", shown   # the same archive: the same accuracy
+    assert "earthsnap registry approve species/3 --backend sagemaker" in shown
+    with sqlite3.connect(project / ".earthsnap" / "registry.db") as db:
+        assert db.execute("SELECT candidate FROM retrain_runs").fetchall() == [("species/3",)]

@@ -13,7 +13,7 @@ from ..core.config import load_config
 review_app = group("review", "The review queue: photos the endpoints were unsure of, and the audit sample; people label them in the console.")
 
 # %% auto #0
-__all__ = ['review_app', 'monitor', 'alerts', 'review_status', 'review_fill', 'retrain_command']
+__all__ = ['review_app', 'monitor', 'alerts', 'review_status', 'review_fill', 'retrain_command', 'retrain_status']
 
 # %% ../../nbs/cli/monitor.ipynb #c9167354
 @app.command("monitor")
@@ -105,7 +105,7 @@ def retrain_command(endpoint: str = typer.Argument("prod", help="The endpoint wh
         typer.echo(f"started {started['execution']}\n  listing {started['listing']}: {started['export']['photos']} reviewed photo(s) added to "
                    f"{started['export']['parent']}, {started['export']['apart']} kept apart (not in the taxonomy)")
         if started["fixed"]: typer.echo(f"  as the deployed pipeline fixed them: {', '.join(started['fixed'])} (earthsnap sagemaker upsert -p to change)")
-        typer.echo("next: earthsnap sagemaker status   # the candidate waits for approval in the Model Registry")
+        typer.echo("next: earthsnap retrain-status   # the execution, then its candidate against the live version")
         return
     result = retrain(cfg, endpoint, reason, overrides=parse_params(param))
     typer.echo(f"retraining {result['id']}: run {result['run']}; {result['export']['photos']} reviewed photo(s) added to "
@@ -115,3 +115,17 @@ def retrain_command(endpoint: str = typer.Argument("prod", help="The endpoint wh
     typer.echo(f"candidate {result['candidate']} ({result['status']}) against live {result['live']}:")
     typer.echo(comparison_table(result))
     typer.echo(f"next: earthsnap registry approve {result['candidate']}")
+
+# %% ../../nbs/cli/monitor.ipynb #a3091d17
+@app.command("retrain-status")
+def retrain_status(rid: str = typer.Argument("", help="The retraining's id (retrain-...); default: the latest on SageMaker.")):
+    "The execution of a retraining on SageMaker and, once it registered its candidate, the candidate against the live version."
+    from earthsnap.monitor.retrain import comparison_table
+    from earthsnap.sagemaker.retraining import retraining_status
+    st = retraining_status(load_config(), rid or None)
+    typer.echo(f"{st['id']}: retraining {st['live']} ({st['endpoint']}) on {st['labelled']} labelled photo(s), {st['reason']}")
+    typer.echo(f"  execution {st['execution']}: {st['status']}")
+    if not st["candidate"]: typer.echo("  no candidate registered yet"); return
+    typer.echo(f"candidate {st['candidate']}" + (f" ({st['candidate_status']})" if st.get("candidate_status") else "") + f" against live {st['live']}:")
+    typer.echo(comparison_table(st))
+    typer.echo(f"next: earthsnap registry approve {st['candidate']} --backend sagemaker   # the release stack then releases it")
