@@ -6,6 +6,9 @@
 __all__ = ['run', 'show_run', 'model_registry', 'approve', 'open_step']
 
 # %% ../nbs/earthsnap.ipynb #1b125140
+from .core.imports import defer_slow_imports
+defer_slow_imports()   # first: what nbformat's import would make every earthsnap process pay (earthsnap.core.imports)
+
 from .core.config import load_config
 from .core.errors import EarthsnapError
 

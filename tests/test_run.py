@@ -112,6 +112,38 @@ def test_failed_step_keeps_its_notebook_and_resumes(earthsnap, project):
     assert again.returncode == 2 and "only a failed or interrupted run resumes" in again.stderr
 
 
+def kernels_marked(mark: str) -> list[int]:
+    "The Jupyter kernels whose environment holds RUN_MARK=`mark`: those a run started with it started."
+    found = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and b"ipykernel" in (p / "cmdline").read_bytes() and f"RUN_MARK={mark}".encode() in (p / "environ").read_bytes():
+                found.append(int(p.name))
+        except OSError: pass
+    return found
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "kill"])
+def test_no_kernel_outlives_an_interrupted_run(project, how, tmp_path):
+    """While data QA runs, preprocessing's kernel is started ahead; however the run is stopped, no kernel of it is
+    left: Ctrl-C and SIGTERM shut them down before earthsnap exits, and after SIGKILL they see their parent gone."""
+    add_cell(project / "pipeline" / "data_qa.ipynb", "import time\ntime.sleep(120)")
+    mark = str(tmp_path)   # the run's kernels, the one running and those started ahead, inherit it
+    proc = start(project, RUN_MARK=mark)
+    runs = project / ".earthsnap" / "runs"
+    wait_for(lambda: list(runs.glob("*/data_qa.ipynb")) and cell_running(next(runs.glob("*/data_qa.ipynb")), "sleep(120)"), proc)
+    wait_for(lambda: len(kernels_marked(mark)) >= 2, proc)   # data QA's kernel, and preprocessing's started ahead
+    if how == "kill":
+        proc.kill(); proc.communicate(timeout=60)
+        deadline = time.monotonic() + 30
+        while kernels_marked(mark) and time.monotonic() < deadline: time.sleep(0.2)
+    else:
+        proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and "was interrupted" in err, err
+    assert kernels_marked(mark) == []
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "kill"])
 def test_interrupted_run_shows_nothing_half_written_and_resumes(earthsnap, project, how):
     add_cell(project / "pipeline" / "preprocess.ipynb", "import os, time\ntime.sleep(float(os.environ.get('STEP_SLEEP', '0')))")

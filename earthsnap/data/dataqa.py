@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-from tqdm.auto import tqdm
-
 from .datasets import MANIFEST_FIELDS, REJECTED_FIELDS, DatasetStore, DatasetVersion, check_name, to_jsonl
 from ..core.errors import EarthsnapError, ParameterError
 from ..core.hashing import sha256_bytes
@@ -73,6 +71,7 @@ def _inspect_batch(jobs: list[tuple]) -> list[dict]: return [_inspect_one(j) for
 
 def _inspect_all(items: list[SourceItem], rules: ImageRules, store: DatasetStore, name: str, workers: int, progress: bool):
     jobs = [(it.uri, rules, store.root, name, store.endpoint_url) for it in items]
+    from tqdm.auto import tqdm   # imported where a bar is shown: tqdm.auto pulls asyncio in, which a cached run need not pay
     bar = tqdm(total=len(jobs), unit="img", desc="checking images", disable=not progress)
     from earthsnap.data.dataqa import _inspect_batch as work  # the module's function: workers cannot import a notebook's
     batches = list(batched(jobs, 16))  # a batch a task: less overhead per image

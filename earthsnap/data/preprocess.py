@@ -9,13 +9,10 @@ import os
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 
-from tqdm.auto import tqdm
-
 from .datasets import DatasetStore, DatasetVersion
 from ..core.errors import EarthsnapError, ParameterError
 from .images import encode_jpeg, load_rgb, resize_shorter
 from ..core.parallel import batched, n_workers, ordered_map
-from .recordio import IRHeader, MXIndexedRecordIO, pack
 from .splits import check_coverage, check_fractions, in_tune, split_of
 from ..core.storage import atomic_write, exists, join, read_bytes
 from .step_files import QA_REPORT, read_qa_report, write_records_classes, write_records_summary
@@ -70,6 +67,7 @@ def open_dataset(dataset: str | os.PathLike | DatasetVersion, datasets: str | os
 
 # %% ../../nbs/data/preprocess.ipynb #5c5d881f
 def _process_chunk(job: tuple) -> list[bytes]:
+    from earthsnap.data.recordio import IRHeader, pack   # numpy: imported where records are made, not by whoever reads SIZES
     store_root, name, endpoint_url, rows, size, center_crop, quality = job
     store, records = DatasetStore(store_root, endpoint_url), []
     for row in rows:
@@ -86,6 +84,8 @@ def preprocess(dataset: str | os.PathLike | DatasetVersion, out_dir: str | os.Pa
                datasets: str | os.PathLike | None = None, workers: int = 0, progress: bool = True,
                endpoint_url: str | None = None) -> dict:
     "Write the RecordIO splits of a dataset version into `out_dir`; returns the summary (also written as summary.json)."
+    from tqdm.auto import tqdm
+    from earthsnap.data.recordio import MXIndexedRecordIO
     version = open_dataset(dataset, datasets, endpoint_url)
     classes = version.classes()
     index = {c: i for i, c in enumerate(classes)}

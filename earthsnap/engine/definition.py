@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -266,13 +267,33 @@ class FailStep(Step):
                                   fix=f"Use only {{input}} names from its inputs: {', '.join(self.inputs) or '(none)'}.") from None
 
 # %% ../../nbs/engine/definition.ipynb #41f65082
+def _python_parameters(path: Path) -> dict[str, str] | None:
+    "Name -> default (its source text) of each assignment in a Python notebook's `parameters` cell; None when papermill must read it."
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    meta = nb.get("metadata") or {}
+    language = (meta.get("kernelspec") or {}).get("language") or (meta.get("language_info") or {}).get("name") or "python"
+    if language != "python": return None
+    cell = next((c for c in nb.get("cells", []) if "parameters" in ((c.get("metadata") or {}).get("tags") or [])), None)
+    if cell is None: return {}
+    source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    try: tree = ast.parse(source)
+    except SyntaxError: return None
+    out = {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else getattr(node, "target", None)
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(target, ast.Name) and node.value is not None:
+            out[target.id] = ast.get_source_segment(source, node.value)
+    return out
+
 def notebook_parameters(path: Path) -> dict[str, type | None]:
     "The parameters a notebook declares, each with the type of its default (None when it cannot be read)."
-    import papermill as pm
-    declared = pm.inspect_notebook(str(path))
+    declared = _python_parameters(path)
+    if declared is None:
+        import papermill as pm
+        declared = {name: info["default"] for name, info in pm.inspect_notebook(str(path)).items()}
     out = {}
-    for name, info in declared.items():
-        try: value = ast.literal_eval(info["default"])
+    for name, default in declared.items():
+        try: value = ast.literal_eval(default)
         except (ValueError, SyntaxError): value = None
         out[name] = next((t for t in (bool, int, float, str) if _is(value, t) and (t is not float or not isinstance(value, int))), None)
     return out

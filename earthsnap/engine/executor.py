@@ -13,7 +13,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +24,14 @@ from .definition import (ConditionStep, ConfigValue, FailStep, JsonValue, Notebo
                                   Step, StepOutput)
 from ..core.errors import EarthsnapError, ParameterError
 from .fingerprint import cache_key, fingerprint
-from .notebooks import StepFailed, run_notebook
+from .notebooks import StepFailed, render_html, run_notebook
 from .runs import RunNotFound, RunStore, new_run_id
 from ..core.storage import is_local
 
 # %% auto #0
 __all__ = ['RUN_ID', 'NOT_IN_CACHE_KEY', 'OPS', 'HANDLERS', 'STEP_KINDS_GROUP', 'RunFailed', 'RunInterrupted', 'StepState',
            'LocalRun', 'read_json_value', 'handles', 'load_step_kinds', 'run_notebook_step', 'run_condition_step',
-           'run_fail_step', 'check_run', 'run_pipeline']
+           'run_fail_step', 'installed_kernels', 'check_run', 'run_pipeline']
 
 # %% ../../nbs/engine/executor.ipynb #7dc309ba
 class RunFailed(EarthsnapError):
@@ -64,6 +64,30 @@ class LocalRun:
         self.run_id = self.run_dir = self.values = None
         self._fingerprints: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._kernels = None                 # kernels started ahead of the notebook steps to come (made when a step first needs one)
+        self.warming = not cache             # from the start when nothing is taken from the cache, else from the first step that runs
+        self._renderer = ThreadPoolExecutor(1, thread_name_prefix="render")
+        self._renders: list = []
+
+    @property
+    def kernels(self):
+        "The run's KernelPool (jupyter_client is imported only by a run that starts a kernel)."
+        with self._lock:
+            if self._kernels is None:
+                from earthsnap.engine.kernels import KernelPool
+                self._kernels = KernelPool()
+            return self._kernels
+
+    def render_later(self, notebook: Path):
+        "Render a step's executed notebook to HTML off the step's path (done before the run ends)."
+        self._renders.append(self._renderer.submit(render_html, notebook))
+
+    def finish_background(self):
+        "Wait for the HTML renderings and shut the unused kernels down: called however the run ends."
+        if self._kernels is not None: self._kernels.close()
+        self._renderer.shutdown(wait=True)
+        for f in self._renders:
+            if f.exception() is not None: self.emit("", "warning", detail=f"an executed notebook could not be rendered to HTML: {f.exception()}")
 
     def emit(self, step: str, status: str, **detail):
         self._emit({"run": self.run_id, "step": step, "status": status, "time": time.time(), **detail})
@@ -116,10 +140,20 @@ def handles(*kinds: str):
     return register
 
 # %% ../../nbs/engine/executor.ipynb #367d4215
-def load_step_kinds() -> dict[str, Callable]:
-    """Import every module declared under the `earthsnap.step_kinds` entry points (each registers its handlers
-    with `@handles` when imported) and return the handlers known now. The engine names no step library itself."""
-    from importlib.metadata import entry_points
+def load_step_kinds(needed: Iterable[str] | None = None) -> dict[str, Callable]:
+    """Import the modules declared under the `earthsnap.step_kinds` entry points (each registers its handlers
+    with `@handles` when imported) and return the handlers known now. The engine names no step library itself.
+    With `needed` (the kinds a pipeline uses), earthsnap's own entry points are read first and the other installed
+    packages' only if a kind is still missing: reading every package's metadata takes 50 ms, which a cached run
+    need not pay."""
+    from importlib.metadata import PackageNotFoundError, distribution, entry_points
+    if needed is not None and not set(needed) <= set(HANDLERS):
+        try: own = distribution("earthsnap").entry_points.select(group=STEP_KINDS_GROUP)
+        except PackageNotFoundError: own = []
+        for ep in own:
+            if ep.name not in HANDLERS: ep.load()
+        if set(needed) <= set(HANDLERS): return HANDLERS
+    elif needed is not None: return HANDLERS
     for ep in entry_points(group=STEP_KINDS_GROUP):
         if ep.name not in HANDLERS: ep.load()
     return HANDLERS
@@ -158,14 +192,16 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
         run.store.start_step(run.run_id, step.name, key, notebook=str(dst))
         run.emit(step.name, "running", attempt=attempt)
         shutil.rmtree(partial, ignore_errors=True); partial.mkdir(parents=True)
+        km, run.warming = run.kernels.take(step.compute.kernel, str(src.parent)), True   # a kernel started while earlier steps ran
         try:
             run_notebook(src, dst, {**params, "out_dir": str(partial)}, progress=False, kernel_name=step.compute.kernel,
-                         timeout=step.timeout, stop=run.stop)
+                         timeout=step.timeout, stop=run.stop, km=km, render=False)
             missing = [o for o in step.output_names if not (partial / o).exists()]
             if missing:
                 raise StepFailed(f"Notebook {step.notebook} did not write output(s) {', '.join(missing)} of step {step.name!r}.",
                                  fix=f"Write each output of the step under out_dir/<output>/; read the executed notebook: {dst}")
         except StepFailed as e:
+            if dst.exists(): render_html(dst)   # a failure's report at once: a retry moves it aside, a person reads it
             st.error = e.what + (f" ({e.fix})" if e.fix else "")
             if attempt <= step.retries and not run.stop.is_set():
                 for ext in ("ipynb", "html"): shutil.move(dst.with_suffix(f".{ext}"), run.run_dir / f"{step.name}.attempt-{attempt}.{ext}")
@@ -173,6 +209,9 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
                 continue
             shutil.rmtree(partial, ignore_errors=True)
             return run.record(step, "failed", error=st.error)
+        finally:
+            if km is not None: run.kernels.done(km)   # shut down in the background
+        run.render_later(dst)
         shutil.rmtree(final, ignore_errors=True)  # a resumed run may have left one behind
         os.rename(partial, final)                 # the outputs appear at once, whole
         st.outputs = {o: {"path": str(final / o), "sha256": fingerprint(final / o)} for o in step.output_names}
@@ -220,6 +259,19 @@ def _call(handler, run: LocalRun, step: Step):
         run.states[step.name].outputs = {}
         run.record(step, "failed", error=e.what + (f" ({e.fix})" if e.fix else ""))
 
+def _warm(run: LocalRun, workers: int):
+    "Have kernels starting for the notebook steps still pending, the next ones first: at most 2 x workers - 1 kernels alive, running ones included."
+    if not run.warming: return
+    steps = [s for s in run.pipeline.order if isinstance(s, NotebookStep)]
+    budget = 2 * workers - 1 - sum(run.states[s.name].status == "running" for s in steps)
+    want: dict[tuple[str, str], int] = {}
+    for s in steps:
+        if budget <= 0: break
+        if run.states[s.name].status == "pending":
+            key = (s.compute.kernel, str((run.pipeline.pipeline_dir / s.notebook).parent))
+            want[key] = want.get(key, 0) + 1; budget -= 1
+    for (kernel, cwd), n in want.items(): run.kernels.warm(kernel, cwd, n)
+
 def _schedule(run: LocalRun, workers: int):
     running: dict = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step") as pool:
@@ -236,6 +288,7 @@ def _schedule(run: LocalRun, workers: int):
                         if len(running) >= workers: continue
                         run.states[step.name].status = "running"
                         running[pool.submit(_call, HANDLERS[step.kind], run, step)] = step
+                _warm(run, workers)
                 if not running: return
                 done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
                 for f in done:
@@ -245,6 +298,17 @@ def _schedule(run: LocalRun, workers: int):
             run.emit("", "interrupting", detail=f"stopping {len(running)} running step(s)")
             wait(running)
             raise
+
+# %% ../../nbs/engine/executor.ipynb #cac2cf40
+def installed_kernels() -> set[str]:
+    "Names of the Jupyter kernels installed: a kernel.json under a `kernels` folder of the Jupyter data path, and python3 when ipykernel is there."
+    import importlib.util
+    from jupyter_core.paths import jupyter_path
+    names = {"python3"} if importlib.util.find_spec("ipykernel") else set()
+    for folder in jupyter_path("kernels"):
+        try: names |= {p.name.lower() for p in Path(folder).iterdir() if (p / "kernel.json").is_file()}
+        except OSError: pass
+    return names
 
 # %% ../../nbs/engine/executor.ipynb #7db87a8c
 def _prepare_values(pipeline: Pipeline, cfg: Config, values: dict) -> dict:
@@ -271,14 +335,13 @@ def _preflight(pipeline: Pipeline, cfg: Config):
     if not is_local(cfg.runs):
         raise EarthsnapError(f"The local executor keeps runs on this machine, but runs is {cfg.runs}.",
                              fix="Set runs to a local directory (earthsnap.yaml or EARTHSNAP_RUNS); datasets may stay on S3.")
-    from jupyter_client.kernelspec import KernelSpecManager
-    kernels, handlers = None, load_step_kinds()
+    kernels, handlers = None, load_step_kinds({s.kind for s in pipeline.steps})
     for s in pipeline.steps:
         if s.kind not in handlers:
             raise EarthsnapError(f"Step {s.name!r} is a {s.kind} step, which the local executor cannot run in this version of earthsnap.",
                                  fix=f"Remove it from the pipeline to run locally. Local step kinds: {', '.join(sorted(handlers))}.")
         if isinstance(s, NotebookStep):
-            kernels = kernels if kernels is not None else set(KernelSpecManager().find_kernel_specs())
+            kernels = kernels if kernels is not None else installed_kernels()
             if s.compute.kernel not in kernels:
                 raise EarthsnapError(f"Step {s.name!r} runs on Jupyter kernel {s.compute.kernel!r}, which is not installed.",
                                      fix=f"Install it (python -m ipykernel install --user --name {s.compute.kernel}) or use one of: {', '.join(sorted(kernels))}.")
@@ -340,6 +403,7 @@ def run_pipeline(pipeline: Pipeline, parameters: Mapping[str, Any] | None = None
         run.emit("", "interrupted")
         raise RunInterrupted(f"Run {run.run_id} was interrupted.", fix=f"Resume it: earthsnap run --resume {run.run_id}") from None
     finally:
+        run.finish_background()   # the HTML of every executed notebook written, no kernel left running
         if previous is not None: signal.signal(signal.SIGTERM, previous)
     failed = [(name, st.error) for name, st in run.states.items() if st.status == "failed"]
     if failed:

@@ -10,50 +10,35 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
-
-import nbformat
-import papermill as pm
-from jupyter_client.manager import AsyncKernelManager
-from jupyter_core.paths import jupyter_runtime_dir
-from nbconvert import HTMLExporter
-from traitlets import default
 
 from ..core.errors import EarthsnapError, ParameterError, did_you_mean
 from .runs import new_run_id
 
+# papermill, nbformat, nbconvert and the kernel machinery are imported where a notebook is run, read or rendered:
+# together they take half a second to import, which a fully cached run (that runs no notebook) need not pay.
+
 # %% auto #0
-__all__ = ['STOPPED_TAG', 'GRACE', 'StepFailed', 'IPCKernelManager', 'render_html', 'check_parameters', 'mark_stopped',
-           'run_notebook', 'step_notebook', 'new_run_dir']
+__all__ = ['STOPPED_TAG', 'GRACE', 'StepFailed', 'render_html', 'check_parameters', 'mark_stopped', 'run_notebook',
+           'step_notebook', 'new_run_dir']
 
 # %% ../../nbs/engine/notebooks.ipynb #830a6c96
 class StepFailed(EarthsnapError):
     "A step notebook raised an error, ran past its timeout or was stopped; its executed copy holds where."
     reason = "error"  # or "timeout", "interrupted"
 
-# %% ../../nbs/engine/notebooks.ipynb #a0b08e00
-class IPCKernelManager(AsyncKernelManager):
-    "A kernel manager that talks to its kernel over Unix sockets in the Jupyter runtime directory, not TCP on localhost."
-    @default("transport")
-    def _default_transport(self): return "ipc"
-
-    def _ip_default(self) -> str:
-        # jupyter_client names the sockets `kernel-ipc-<n>` in the working directory when no connection file is
-        # set yet, so two kernels started at once (parallel steps, two runs) could take the same socket.
-        # Each kernel gets sockets of its own in the runtime directory instead.
-        runtime = jupyter_runtime_dir(); os.makedirs(runtime, mode=0o700, exist_ok=True)
-        return os.path.join(runtime, f"earthsnap-{uuid.uuid4().hex[:16]}-ipc")
-
 # %% ../../nbs/engine/notebooks.ipynb #0f3305b0
 def render_html(notebook: Path) -> Path:
     "Write an HTML rendering beside an executed notebook; returns its path."
+    import nbformat
+    from nbconvert import HTMLExporter
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
     out = notebook.with_suffix(".html"); out.write_text(body, encoding="utf-8"); return out
 
 # %% ../../nbs/engine/notebooks.ipynb #457178cf
 def check_parameters(notebook: Path, parameters: dict) -> dict:
     "Refuse, before anything runs, parameters that `notebook`'s `parameters` cell does not declare; returns the declared ones."
+    import papermill as pm
     declared = pm.inspect_notebook(str(notebook))
     if not declared:
         raise ParameterError(f"{notebook} has no cell tagged 'parameters', so it cannot take {sorted(parameters)}.",
@@ -70,6 +55,7 @@ STOPPED_TAG = "earthsnap-stopped"
 
 def mark_stopped(notebook: Path, what: str) -> dict:
     "Put a first cell in the executed `notebook` saying it `what` (e.g. 'was interrupted'), when and in which cell; returns what it recorded."
+    import nbformat
     nb = nbformat.read(notebook, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     status = lambda c: c.get("metadata", {}).get("papermill", {}).get("status")
@@ -101,11 +87,14 @@ def _stop_kernel(holder: dict, done: threading.Event):
         if done.wait(GRACE): return
 
 def run_notebook(src: Path, dst: Path, parameters: dict, progress: bool = True, kernel_name: str | None = None,
-                 timeout: float | None = None, stop: threading.Event | None = None, echo: bool = False) -> Path:
-    "Execute `src` with papermill into `dst`, kept (and rendered to HTML) also when it fails, runs past `timeout` or is stopped; `echo` copies what its cells print to this process's stdout and stderr."
+                 timeout: float | None = None, stop: threading.Event | None = None, echo: bool = False, km=None,
+                 render: bool = True) -> Path:
+    "Execute `src` with papermill into `dst`, kept (and rendered to HTML unless not `render`) also when it fails, runs past `timeout` or is stopped; `echo` copies what its cells print to this process's stdout and stderr; `km`: a kernel already started (in `src`'s folder, an `earthsnap.engine.kernels.IPCKernelManager`) to run it in."
+    import papermill as pm
+    from earthsnap.engine.kernels import IPCKernelManager
     check_parameters(src, parameters)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    holder, done, why = {}, threading.Event(), {}
+    holder, done, why = ({"km": km} if km is not None else {}), threading.Event(), {}
     class KernelManager(IPCKernelManager):  # remembers its kernel, so the watchdog can stop it
         def __init__(self, *a, **kw): super().__init__(*a, **kw); holder["km"] = self
     def watchdog():
@@ -117,7 +106,7 @@ def run_notebook(src: Path, dst: Path, parameters: dict, progress: bool = True, 
     error = None
     try:
         pm.execute_notebook(str(src), str(dst), parameters=parameters, progress_bar=progress, cwd=str(src.parent),
-                            kernel_name=kernel_name, kernel_manager_class=KernelManager,
+                            kernel_name=kernel_name, **({"km": km} if km is not None else {"kernel_manager_class": KernelManager}),
                             **({"stdout_file": sys.stdout, "stderr_file": sys.stderr} if echo else {}))
     except pm.PapermillExecutionError as e:
         error = f"failed in cell {e.exec_count}: {e.ename}: {e.evalue}"
@@ -126,12 +115,14 @@ def run_notebook(src: Path, dst: Path, parameters: dict, progress: bool = True, 
         error = f"failed: {type(e).__name__}: {e}"
     finally:
         done.set()
-        if dst.exists(): render_html(dst)
+        if render and dst.exists(): render_html(dst)
     if error is None: return dst
     reason = why.get("reason", "error")
     what = {"timeout": f"ran past its timeout of {timeout or 0:g} s and was stopped",
             "interrupted": "was interrupted"}.get(reason, error)
-    if reason != "error" and dst.exists(): mark_stopped(dst, what); render_html(dst)
+    if reason != "error" and dst.exists():
+        mark_stopped(dst, what)
+        if render: render_html(dst)
     err = StepFailed(f"Notebook {src.name} {what}", fix=f"Read the executed notebook: {dst}" if dst.exists() else None)
     err.reason = reason
     raise err
