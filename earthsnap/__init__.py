@@ -15,7 +15,7 @@ from .core.errors import EarthsnapError
 __version__ = "0.1.0"
 
 def run(pipeline=None, *, resume: str | None = None, cache: bool = True, workers: int | None = None, config=None, to: str | list[str] | None = None,
-        **parameters) -> dict:
+        rehash: bool = False, **parameters) -> dict:
     "Run the project's pipeline (or `pipeline`, a Pipeline or its file) here with live progress, up `to` a step if given; returns the run record."
     from earthsnap.engine.definition import project_pipeline
     from earthsnap.engine.executor import run_pipeline
@@ -24,7 +24,7 @@ def run(pipeline=None, *, resume: str | None = None, cache: bool = True, workers
     if not hasattr(pipeline, "order"): pipeline = project_pipeline(cfg.project_dir, pipeline)  # None, or a file
     if to: pipeline = pipeline.upto(*([to] if isinstance(to, str) else to))
     show = NotebookProgress([s.name for s in pipeline.order]) if in_notebook() else TerminalProgress()
-    return run_pipeline(pipeline, parameters, config=cfg, workers=workers, cache=cache, resume=resume, on_event=show)
+    return run_pipeline(pipeline, parameters, config=cfg, workers=workers, cache=cache, resume=resume, on_event=show, rehash=rehash)
 
 # %% ../nbs/earthsnap.ipynb #6c1c32e8
 def show_run(run_id: str | None = None, config=None) -> str:

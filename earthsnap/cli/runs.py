@@ -22,6 +22,8 @@ def run(
     param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP),
     resume: Optional[str] = typer.Option(None, "--resume", help="Take up failed or interrupted run RUN: re-run only what did not succeed."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every step, even those whose inputs did not change."),
+    rehash: bool = typer.Option(False, "--rehash", help="Read every file the cache keys depend on again, instead of trusting the digests "
+                                "remembered for files whose size and times have not changed."),
     workers: int = typer.Option(0, help="Steps run at the same time; 0 means the workers setting (one per CPU core)."),
     pipeline: Optional[Path] = typer.Option(None, help=PIPELINE_HELP),
     to: list[str] = typer.Option([], "--to", help="Run only up to step TO: it and the steps it needs (e.g. --to preprocess); repeat for more."),
@@ -36,7 +38,7 @@ def run(
     p = project_pipeline(cfg.project_dir, pipeline)
     if to: p = p.upto(*to)
     run_pipeline(p, params, config=cfg, workers=workers or None, cache=not no_cache, resume=resume,
-                 on_event=TerminalProgress(typer.echo), run_id=run_id, started_by=by)
+                 on_event=TerminalProgress(typer.echo), run_id=run_id, started_by=by, rehash=rehash)
 
 # %% ../../nbs/cli/runs.ipynb #619b942f
 runs_app = group("runs", "The records of pipeline runs: list them, show one.")

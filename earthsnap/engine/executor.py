@@ -23,7 +23,7 @@ from ..core.config import SETTINGS, Config, load_config
 from .definition import (ConditionStep, ConfigValue, FailStep, JsonValue, NotebookStep, Parameter, Pipeline,
                                   Step, StepOutput)
 from ..core.errors import EarthsnapError, ParameterError
-from .fingerprint import cache_key, fingerprint
+from .fingerprint import DigestMemo, cache_key, fingerprint
 from .notebooks import StepFailed, render_html, run_notebook
 from .runs import RunNotFound, RunStore, new_run_id
 from ..core.storage import is_local
@@ -57,13 +57,14 @@ class StepState:
 # %% ../../nbs/engine/executor.ipynb #6e41e5e8
 class LocalRun:
     "One run of a pipeline on this machine; made and driven by `run_pipeline`."
-    def __init__(self, pipeline: Pipeline, cfg: Config, store: RunStore, cache: bool, emit: Callable[[dict], None]):
+    def __init__(self, pipeline: Pipeline, cfg: Config, store: RunStore, cache: bool, emit: Callable[[dict], None], rehash: bool = False):
         self.pipeline, self.cfg, self.store, self.cache, self._emit = pipeline, cfg, store, cache, emit
         self.states = {s.name: StepState() for s in pipeline.steps}
         self.stop = threading.Event()
         self.run_id = self.run_dir = self.values = None
         self._fingerprints: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.memo = DigestMemo(Path(cfg.runs) / "digests.sqlite", rehash)   # local files' digests, by identity
         self._kernels = None                 # kernels started ahead of the notebook steps to come (made when a step first needs one)
         self.warming = not cache             # from the start when nothing is taken from the cache, else from the first step that runs
         self._renderer = ThreadPoolExecutor(1, thread_name_prefix="render")
@@ -86,6 +87,8 @@ class LocalRun:
         "Wait for the HTML renderings and shut the unused kernels down: called however the run ends."
         if self._kernels is not None: self._kernels.close()
         self._renderer.shutdown(wait=True)
+        try: self.memo.save()   # only a speed-up: a full disk or a locked file must not fail the run
+        except Exception as e: self.emit("", "warning", detail=f"the file digests could not be remembered ({e}); the next run reads the files again")
         for f in self._renders:
             if f.exception() is not None: self.emit("", "warning", detail=f"an executed notebook could not be rendered to HTML: {f.exception()}")
 
@@ -112,7 +115,7 @@ class LocalRun:
     def fingerprint(self, path: str) -> str:
         "The content digest of a location a step reads, computed once per run."
         with self._lock:
-            if path not in self._fingerprints: self._fingerprints[path] = fingerprint(path, self.cfg.s3_endpoint_url or None)
+            if path not in self._fingerprints: self._fingerprints[path] = fingerprint(path, self.cfg.s3_endpoint_url or None, self.memo)
             return self._fingerprints[path]
 
 # %% ../../nbs/engine/executor.ipynb #a65863b1
@@ -173,7 +176,7 @@ def _reusable(run: LocalRun, step: NotebookStep, key: str) -> dict | None:
     "An earlier successful step with this key whose outputs are all still there, unchanged."
     for hit in run.store.cached(key):
         outs = hit["outputs"] or {}
-        if set(outs) == set(step.output_names) and all(Path(o["path"]).exists() and fingerprint(o["path"]) == o["sha256"] for o in outs.values()):
+        if set(outs) == set(step.output_names) and all(Path(o["path"]).exists() and fingerprint(o["path"], memo=run.memo) == o["sha256"] for o in outs.values()):
             return hit
     return None
 
@@ -182,7 +185,7 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
     "Run a notebook step (or reuse its cached outputs), writing its outputs atomically."
     st, src = run.states[step.name], run.pipeline.pipeline_dir / step.notebook
     params = {k: run.value(v) for k, v in step.inputs.items()}
-    key = cache_key(src, step.compute.kernel, *_cache_inputs(run, step, params))
+    key = cache_key(src, step.compute.kernel, *_cache_inputs(run, step, params), memo=run.memo)
     if run.cache and step.cacheable and (hit := _reusable(run, step, key)):
         run.store.start_step(run.run_id, step.name, key)
         st.outputs = hit["outputs"]
@@ -214,7 +217,7 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
         run.render_later(dst)
         shutil.rmtree(final, ignore_errors=True)  # a resumed run may have left one behind
         os.rename(partial, final)                 # the outputs appear at once, whole
-        st.outputs = {o: {"path": str(final / o), "sha256": fingerprint(final / o)} for o in step.output_names}
+        st.outputs = {o: {"path": str(final / o), "sha256": fingerprint(final / o, memo=run.memo)} for o in step.output_names}
         return run.record(step, "succeeded")
 
 # %% ../../nbs/engine/executor.ipynb #f910e467
@@ -365,8 +368,9 @@ def _restore(run: LocalRun, steps: list[dict]):
 
 def run_pipeline(pipeline: Pipeline, parameters: Mapping[str, Any] | None = None, *, config: Config | None = None,
                  workers: int | None = None, cache: bool = True, resume: str | None = None,
-                 on_event: Callable[[dict], None] | None = None, run_id: str | None = None, started_by: str | None = None) -> dict:
-    "Run `pipeline` here (or resume run `resume`); returns the run record. Raises RunFailed or RunInterrupted. `run_id`: the new run's id (default: a fresh one); `started_by`: who, as recorded (default: the login name)."
+                 on_event: Callable[[dict], None] | None = None, run_id: str | None = None, started_by: str | None = None,
+                 rehash: bool = False) -> dict:
+    "Run `pipeline` here (or resume run `resume`); returns the run record. Raises RunFailed or RunInterrupted. `run_id`: the new run's id (default: a fresh one); `started_by`: who, as recorded (default: the login name); `rehash`: read every file a cache key depends on (see DigestMemo)."
     cfg = config or load_config()
     if run_id is not None and (resume or not RUN_ID.fullmatch(run_id)):
         raise ParameterError(f"{run_id!r} cannot name a new run." if not resume else "A resumed run keeps its id.",
@@ -374,7 +378,7 @@ def run_pipeline(pipeline: Pipeline, parameters: Mapping[str, Any] | None = None
     if not resume: values, prepared = check_run(pipeline, cfg, parameters)  # every value checked before the run is recorded
     else: _preflight(pipeline, cfg)
     store = RunStore(cfg.registry)
-    run = LocalRun(pipeline, cfg, store, cache, on_event or (lambda e: None))
+    run = LocalRun(pipeline, cfg, store, cache, on_event or (lambda e: None), rehash)
     if resume:
         old = store.run(resume)
         if old["pipeline"] != pipeline.name:

@@ -12,24 +12,79 @@ import posixpath
 from pathlib import Path
 from typing import Any, Mapping
 
+import threading
+
+from ..core.database import connection, open_database, transaction
 from ..core.errors import StorageError
 from ..core.hashing import hash_json, sha256_stream
 from ..core.storage import filesystem, is_local, split_uri
 
 # %% auto #0
-__all__ = ['fingerprint', 'library_sources', 'library_digest', 'cache_key']
+__all__ = ['DIGESTS_SCHEMA', 'DigestMemo', 'fingerprint', 'library_sources', 'library_digest', 'cache_key']
+
+# %% ../../nbs/engine/fingerprint.ipynb #135ea777
+DIGESTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS file_digests (
+    path TEXT PRIMARY KEY, dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL);
+"""
+
+class DigestMemo:
+    "sha256 digests of local files remembered by identity (device, inode, size, mtime, ctime) in the SQLite file `db`; `rehash` reads every file again."
+    def __init__(self, db: str | os.PathLike, rehash: bool = False):
+        self.db, self.rehash = Path(db), rehash
+        self._known: dict[str, tuple] | None = None
+        self._new: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+        self.read = self.remembered = 0   # files hashed, and files whose digest was remembered
+
+    def _load(self) -> dict[str, tuple]:
+        if self._known is None:
+            self._known = {}
+            if self.db.exists():
+                with connection(self.db) as db:
+                    self._known = {r["path"]: ((r["dev"], r["ino"], r["size"], r["mtime_ns"], r["ctime_ns"]), r["sha256"])
+                                   for r in db.execute("SELECT * FROM file_digests")}
+        return self._known
+
+    def digest(self, p: Path) -> str:
+        "The sha256 of file `p`: remembered when its identity is unchanged, else read (and remembered)."
+        st, key = os.stat(p), os.path.abspath(p)
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        with self._lock:
+            known = self._new.get(key) or self._load().get(key)
+            if not self.rehash and known is not None and known[0] == ident:
+                self.remembered += 1
+                return known[1]
+        with open(p, "rb") as f: digest = sha256_stream(f)
+        with self._lock:
+            self._new[key] = (ident, digest); self.read += 1
+        return digest
+
+    def save(self) -> int:
+        "Write what was read since the last save; the number of files written."
+        with self._lock: new, self._new = self._new, {}
+        if not new: return 0
+        open_database(self.db, DIGESTS_SCHEMA)
+        with connection(self.db) as db, transaction(db):
+            db.executemany("INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(k, *ident, d) for k, (ident, d) in new.items()])
+        with self._lock: self._load().update(new)
+        return len(new)
 
 # %% ../../nbs/engine/fingerprint.ipynb #d3bbd051
-def _local_fingerprint(path: Path) -> str:
-    if path.is_file():
-        with open(path, "rb") as f: return sha256_stream(f)
+def _file_digest(p: Path, memo: "DigestMemo | None") -> str:
+    if memo is not None: return memo.digest(p)
+    with open(p, "rb") as f: return sha256_stream(f)
+
+def _local_fingerprint(path: Path, memo: "DigestMemo | None" = None) -> str:
+    if path.is_file(): return _file_digest(path, memo)
     h = hashlib.sha256()
     for dirpath, dirs, files in os.walk(path, followlinks=True):
         dirs.sort()
         for name in sorted(files):
             p = Path(dirpath) / name
-            with open(p, "rb") as f: digest = sha256_stream(f)
-            h.update(f"{p.relative_to(path).as_posix()}\0{digest}\n".encode())
+            h.update(f"{p.relative_to(path).as_posix()}\0{_file_digest(p, memo)}\n".encode())
     return h.hexdigest()
 
 def _remote_fingerprint(uri: str, endpoint_url: str | None) -> str:
@@ -43,14 +98,14 @@ def _remote_fingerprint(uri: str, endpoint_url: str | None) -> str:
         h.update(f"{posixpath.relpath(p, root) if p != root else ''}\0{tag}\0{e.get('size')}\n".encode())
     return h.hexdigest()
 
-def fingerprint(uri: str | os.PathLike, endpoint_url: str | None = None) -> str:
-    "A digest of the content of the file or directory `uri` (local or s3://), independent of where it is."
+def fingerprint(uri: str | os.PathLike, endpoint_url: str | None = None, memo: "DigestMemo | None" = None) -> str:
+    "A digest of the content of the file or directory `uri` (local or s3://), independent of where it is; `memo` remembers local files' digests."
     text = os.fspath(uri)
     try:
         if is_local(text):
             path = Path(split_uri(text)[1])
             if not path.exists(): raise FileNotFoundError(text)
-            return _local_fingerprint(path)
+            return _local_fingerprint(path, memo)
         return _remote_fingerprint(text, endpoint_url)
     except FileNotFoundError:
         raise StorageError(f"{text} does not exist, so its content cannot be fingerprinted.",
@@ -70,7 +125,7 @@ def library_digest() -> str:
     if "digest" not in _LIBRARY: _LIBRARY["digest"] = hash_json(library_sources())
     return _LIBRARY["digest"]
 
-def cache_key(notebook: str | os.PathLike, kernel: str, values: Mapping[str, Any], contents: Mapping[str, str]) -> str:
+def cache_key(notebook: str | os.PathLike, kernel: str, values: Mapping[str, Any], contents: Mapping[str, str], memo: "DigestMemo | None" = None) -> str:
     "The cache key of a notebook step: its notebook and kernel, the library, its values, and the fingerprints of what it reads."
-    return hash_json({"notebook": fingerprint(notebook), "kernel": kernel, "library": library_digest(),
+    return hash_json({"notebook": fingerprint(notebook, memo=memo), "kernel": kernel, "library": library_digest(),
                       "values": dict(values), "contents": dict(contents)})
