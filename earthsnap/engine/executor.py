@@ -65,7 +65,7 @@ class LocalRun:
         self._fingerprints: dict[str, str] = {}
         self._lock = threading.Lock()
         self.memo = DigestMemo(Path(cfg.runs) / "digests.sqlite", rehash)   # local files' digests, by identity
-        self._kernels = None                 # kernels started ahead of the notebook steps to come (made when a step first needs one)
+        self._kernels, self._kernels_lock = None, threading.Lock()   # kernels started ahead of the notebook steps to come (made when a step first needs one)
         self.warming = not cache             # from the start when nothing is taken from the cache, else from the first step that runs
         self._renderer = ThreadPoolExecutor(1, thread_name_prefix="render")
         self._renders: list = []
@@ -73,7 +73,7 @@ class LocalRun:
     @property
     def kernels(self):
         "The run's KernelPool (jupyter_client is imported only by a run that starts a kernel)."
-        with self._lock:
+        with self._kernels_lock:   # not the fingerprints' lock, which is held while large inputs are hashed
             if self._kernels is None:
                 from earthsnap.engine.kernels import KernelPool
                 self._kernels = KernelPool()
