@@ -71,10 +71,8 @@ def demo_monitor(out: str | Path, window: int = 80, clean_windows: int = 2, shif
     from earthsnap.core.config import load_config
     from earthsnap.data.demodata import generate_demo_data
     from earthsnap.data.records import demo_records
-    from earthsnap.model.export import save_model, write_tarball
-    from earthsnap.model.hyperparameters import Hyperparameters
+    from earthsnap.model.export import write_tarball
     from earthsnap.model.router import load_model
-    from earthsnap.model.training import train
     from earthsnap.model.baseline import write_baseline
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     (out / "earthsnap.yaml").write_text(f"drift_window: {window}\n")
