@@ -140,7 +140,11 @@ class Endpoints:
             raise EndpointError(message, fix=fix)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            status, answer = ping(ep.url)
+            try: status, answer = ping(ep.url)
+            except OSError:  # still starting: whoever started it may have died before it answered (a killed deployer)
+                if not self._alive(ep.pid):
+                    undo(f"Endpoint {name!r} stopped before it served {version}.", f"Read {ep.dir / 'server.log'}.")
+                time.sleep(0.1); continue
             if status == 200 and answer.get("model") == version: return self.get(name)
             if f"cannot load {version}" in (answer.get("warning") or answer.get("message") or ""):
                 undo(f"Endpoint {name!r} {answer.get('warning') or answer.get('message')}",
