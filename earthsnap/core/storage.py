@@ -5,13 +5,17 @@
 # %% ../../nbs/core/storage.ipynb #bd923f05
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gzip
 import io
 import json
 import os
 import posixpath
+import sys
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +28,8 @@ from .hashing import sha256_stream
 
 # %% auto #0
 __all__ = ['SCHEMES', 'split_uri', 'is_local', 'filesystem', 'join', 'exists', 'read_bytes', 'read_text', 'read_json',
-           'list_files', 'sha256_uri', 'atomic_write', 'write_bytes', 'write_text', 'write_json', 'write_tar_gz']
+           'list_files', 'sha256_uri', 'atomic_write', 'write_bytes', 'write_text', 'write_json', 'write_once',
+           'sync_to_disk', 'write_tar_gz']
 
 # %% ../../nbs/core/storage.ipynb #52e2e796
 SCHEMES = {"": "local", "file": "local", "s3": "s3"}
@@ -90,6 +95,11 @@ def exists(uri: str | os.PathLike, endpoint_url: str | None = None) -> bool:
 # %% ../../nbs/core/storage.ipynb #a3ad63e7
 def read_bytes(uri: str | os.PathLike, endpoint_url: str | None = None) -> bytes:
     "The whole content of the file at `uri`."
+    scheme, path = split_uri(uri)
+    if SCHEMES.get(scheme) == "local":  # the common case, without fsspec's layers (preprocessing reads every image this way)
+        try:
+            with open(os.path.expanduser(path), "rb") as f: return f.read()
+        except OSError as e: raise _fail(uri, "read", e) from e
     fs, path = filesystem(uri, endpoint_url)
     try: return fs.cat_file(path)
     except (OSError, ValueError) as e: raise _fail(uri, "read", e) from e
@@ -109,6 +119,10 @@ def read_json(uri: str | os.PathLike, endpoint_url: str | None = None) -> Any:
 # %% ../../nbs/core/storage.ipynb #350f5e06
 def list_files(uri: str | os.PathLike, endpoint_url: str | None = None) -> Iterator[tuple[str, int]]:
     "Yield (uri, size) of every file below the directory `uri`, recursively, in sorted order."
+    scheme, path = split_uri(uri)
+    if SCHEMES.get(scheme) == "local":  # os.scandir: fsspec's walk costs about 50 µs a file (5 s for 100,000 photos)
+        yield from _list_local(uri, os.path.abspath(os.path.expanduser(path)), "/" if scheme else os.sep)
+        return
     fs, root = filesystem(uri, endpoint_url)
     if not fs.isdir(root):
         raise StorageError(f"{os.fspath(uri)!r} is not a directory." if fs.exists(root) else
@@ -118,6 +132,27 @@ def list_files(uri: str | os.PathLike, endpoint_url: str | None = None) -> Itera
         for name in sorted(files):
             rel = posixpath.relpath(f"{dirpath}/{name}", root)
             yield join(uri, *rel.split("/")), files[name]["size"]
+
+def _list_local(uri, root: str, sep: str) -> Iterator[tuple[str, int]]:
+    "list_files for the local disk: names as `join` writes them, sorted; a link to a folder is followed (not back into its own ancestors), a broken link listed with size 0 (a reader then says it does not exist)."
+    if not os.path.isdir(root):
+        raise StorageError(f"{os.fspath(uri)!r} is not a directory." if os.path.exists(root) else
+                           f"Cannot list {os.fspath(uri)!r}: it does not exist.", fix="Check the path or URI.")
+    prefix = join(uri, "x")[:-1]  # what join puts before a name inside `uri`
+    def walk(folder: str, rel: str, above: frozenset = frozenset()):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in above: return  # a link back to a folder it is in: a loop
+        above = above | {(st.st_dev, st.st_ino)}
+        try:
+            with os.scandir(folder) as it: entries = sorted(it, key=lambda e: e.name)
+        except OSError as e: raise _fail(prefix + rel if rel else uri, "list", e) from e
+        subdirs = []
+        for e in entries:
+            if e.is_dir(): subdirs.append(e)
+            elif e.is_file(): yield prefix + rel + e.name, e.stat().st_size
+            elif e.is_symlink(): yield prefix + rel + e.name, 0  # broken
+        for d in subdirs: yield from walk(d.path, rel + d.name + sep, above)
+    yield from walk(root, "")
 
 # %% ../../nbs/core/storage.ipynb #6f1ce075
 def sha256_uri(uri: str | os.PathLike, endpoint_url: str | None = None) -> str:
@@ -183,6 +218,46 @@ def write_text(uri: str | os.PathLike, text: str, endpoint_url: str | None = Non
 def write_json(uri: str | os.PathLike, obj: Any, endpoint_url: str | None = None) -> str:
     "Write `obj` as indented JSON to `uri` atomically; returns `uri`."
     return write_text(uri, json.dumps(obj, indent=2, sort_keys=True) + "\n", endpoint_url)
+
+# %% ../../nbs/core/storage.ipynb #3b85e7ab
+def write_once(uri: str | os.PathLike, data: bytes, endpoint_url: str | None = None) -> bool:
+    "Write content-addressed `data` at `uri` unless a file of its size is there; atomic, not synced (see `sync_to_disk`). Whether it wrote."
+    scheme, path = split_uri(uri)
+    if SCHEMES.get(scheme) != "local":
+        if exists(uri, endpoint_url): return False
+        write_bytes(uri, data, endpoint_url)
+        return True
+    path = os.path.expanduser(path)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        try:
+            if os.stat(path).st_size == len(data): return False
+        except FileNotFoundError: pass
+        try: fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            with open(fd, "wb") as f: f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError): os.unlink(tmp)
+            raise
+    except OSError as e: raise _fail(uri, "write", e) from e
+    return True
+
+# %% ../../nbs/core/storage.ipynb #d7d75088
+def sync_to_disk(uri: str | os.PathLike) -> None:
+    "Flush what was written under local `uri` to disk (syncfs of its filesystem, else sync); nothing for S3 or a folder that is not there."
+    scheme, path = split_uri(uri)
+    if SCHEMES.get(scheme) != "local": return
+    try: fd = os.open(os.path.expanduser(path), os.O_RDONLY)
+    except FileNotFoundError: return
+    try:
+        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None) if sys.platform.startswith("linux") else None
+        if syncfs is None or syncfs(fd) != 0: os.sync()
+    finally: os.close(fd)
 
 # %% ../../nbs/core/storage.ipynb #277f5012
 def write_tar_gz(root: str | os.PathLike, names, path: str | os.PathLike) -> Path:

@@ -58,24 +58,25 @@ class QAResult:
                 "small_classes": self.small_classes}
 
 # %% ../../nbs/data/dataqa.ipynb #c656194d
-def _inspect_one(job: tuple) -> dict:
-    uri, rules, store_root, name, endpoint_url = job
-    try: data = read_bytes(uri, endpoint_url)
+def _inspect_one(uri: str, rules: ImageRules, store: DatasetStore, name: str) -> dict:
+    try: data = read_bytes(uri, store.endpoint_url)
     except EarthsnapError as e: return {"reason": "unreadable", "detail": e.what}
     check = inspect_image(data, rules)
-    out = {"sha256": sha256_bytes(data), "bytes": len(data), **asdict(check)}
-    if check.ok: DatasetStore(store_root, endpoint_url).put_object(name, out["sha256"], check.format, data)
+    out = {"sha256": sha256_bytes(data), "bytes": len(data), **vars(check)}  # vars: asdict copies deeply, and costs more than hashing
+    if check.ok: store.put_object(name, out["sha256"], check.format, data)
     return out
 
-def _inspect_batch(jobs: list[tuple]) -> list[dict]: return [_inspect_one(j) for j in jobs]
+def _inspect_batch(job: tuple) -> list[dict]:
+    uris, rules, store_root, name, endpoint_url = job
+    store = DatasetStore(store_root, endpoint_url)  # one a batch: it remembers where the objects go
+    return [_inspect_one(uri, rules, store, name) for uri in uris]
 
 def _inspect_all(items: list[SourceItem], rules: ImageRules, store: DatasetStore, name: str, workers: int, progress: bool):
-    jobs = [(it.uri, rules, store.root, name, store.endpoint_url) for it in items]
+    jobs = [(uris, rules, store.root, name, store.endpoint_url) for uris in batched([it.uri for it in items], 16)]  # 16 a task: less overhead per image
     from tqdm.auto import tqdm   # imported where a bar is shown: tqdm.auto pulls asyncio in, which a cached run need not pay
-    bar = tqdm(total=len(jobs), unit="img", desc="checking images", disable=not progress)
+    bar = tqdm(total=len(items), unit="img", desc="checking images", disable=not progress)
     from earthsnap.data.dataqa import _inspect_batch as work  # the module's function: workers cannot import a notebook's
-    batches = list(batched(jobs, 16))  # a batch a task: less overhead per image
-    for results in ordered_map(work, batches, n_workers(workers, len(batches))):
+    for results in ordered_map(work, jobs, n_workers(workers, len(jobs))):
         yield from results
         bar.update(len(results))
     bar.close()

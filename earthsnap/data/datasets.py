@@ -15,7 +15,7 @@ from typing import Any
 
 from ..core.errors import EarthsnapError, ParameterError
 from ..core.hashing import hash_json
-from ..core.storage import exists, filesystem, join, read_bytes, read_json, read_text, write_bytes, write_json, write_text
+from ..core.storage import exists, filesystem, join, read_bytes, read_json, read_text, sync_to_disk, write_bytes, write_json, write_once, write_text
 from .step_files import MANIFEST, REJECTED
 
 # %% auto #0
@@ -67,10 +67,14 @@ class DatasetVersion:
 
     def rows(self) -> Iterator[dict]:
         "The manifest rows, streamed from manifest.jsonl."
+        return map(json.loads, self.manifest_lines())
+
+    def manifest_lines(self) -> Iterator[str]:
+        "The manifest's lines, unparsed (for worker processes to parse)."
         fs, path = filesystem(join(self.root, MANIFEST), self.store.endpoint_url)
         with fs.open(path, "rt", encoding="utf-8") as f:
             for line in f:
-                if line.strip(): yield json.loads(line)
+                if line.strip(): yield line
 
     def rejected(self) -> list[dict]:
         "The rejected inputs of the QA run that made this version."
@@ -99,6 +103,7 @@ class DatasetStore:
     "The dataset versions under a root URI (the `datasets` setting)."
     def __init__(self, root: str | os.PathLike, endpoint_url: str | None = None):
         self.root, self.endpoint_url = os.fspath(root), endpoint_url
+        self._objects: dict[str, tuple[str, str]] = {}  # dataset name -> (its objects folder, the separator below it)
 
     def version_uri(self, name: str, version: str) -> str: return join(self.root, name, version)
 
@@ -110,14 +115,14 @@ class DatasetStore:
         return self.get(f"{name}@{pversion}").version
 
     def object_uri(self, name: str, sha256: str, fmt: str) -> str:
-        return join(self.root, name, "objects", sha256[:2], sha256 + EXTENSIONS.get(fmt, ".bin"))
+        "Where the image with this sha256 is stored (the objects folder is joined once per dataset: this runs for every image)."
+        if name not in self._objects: self._objects[name] = (join(self.root, name, "objects"), "/" if "://" in self.root else os.sep)
+        prefix, sep = self._objects[name]
+        return f"{prefix}{sep}{sha256[:2]}{sep}{sha256}{EXTENSIONS.get(fmt, '.bin')}"
 
     def put_object(self, name: str, sha256: str, fmt: str, data: bytes) -> bool:
         "Store an image under its hash; returns False when it was stored already (nothing is written)."
-        uri = self.object_uri(name, sha256, fmt)
-        if exists(uri, self.endpoint_url): return False
-        write_bytes(uri, data, self.endpoint_url)
-        return True
+        return write_once(self.object_uri(name, sha256, fmt), data, self.endpoint_url)  # synced once, by commit
 
     def latest(self, name: str) -> str | None:
         "The newest version committed under `name`, or None."
@@ -166,6 +171,7 @@ class DatasetStore:
         if exists(join(root, "dataset.json"), self.endpoint_url): return self.get(f"{name}@{version}"), False
         parent = parent or self.latest(name)
         rows = sorted(rows, key=lambda r: (r["uri"], r["sha256"]))
+        sync_to_disk(join(self.root, name))  # the objects put since the last commit are on disk before a manifest names them
         write_text(join(root, MANIFEST), to_jsonl(rows, MANIFEST_FIELDS), self.endpoint_url)
         write_text(join(root, REJECTED), to_jsonl(rejected, REJECTED_FIELDS), self.endpoint_url)
         if taxonomy_yaml is not None: write_text(join(root, "taxonomy.yaml"), taxonomy_yaml, self.endpoint_url)

@@ -15,7 +15,7 @@ from ..core.errors import ParameterError
 
 # %% auto #0
 __all__ = ['REASONS', 'MODES', 'ImageRules', 'ImageCheck', 'mode_class', 'inspect_image', 'to_rgb', 'load_rgb', 'resize_shorter',
-           'encode_jpeg']
+           'encode_jpeg', 'resized_jpeg']
 
 # %% ../../nbs/data/images.ipynb #2d79e542
 REASONS = {
@@ -96,6 +96,7 @@ def inspect_image(data: bytes, rules: ImageRules = ImageRules()) -> ImageCheck:
             return ImageCheck("too_many_pixels", f"{w}x{h} = {w * h} pixels > max_pixels {rules.max_pixels}", **info)
         if im.format not in rules.formats:
             return ImageCheck("format_not_allowed", f"{im.format} not in {list(rules.formats)}", **info)
+        if im.format == "JPEG": im.draft(im.mode, (1, 1))  # decode at 1/8 scale: every byte is still read, so a truncated or broken stream fails the same
         try: im.load()
         except Exception as e:
             reason = "truncated" if "truncated" in str(e).lower() else "corrupt"
@@ -124,8 +125,10 @@ def load_rgb(data: bytes, size: int | None = None) -> Image.Image:
     im = Image.open(io.BytesIO(data))
     if size and im.format == "JPEG" and min(im.size) >= 2 * size:
         im.draft("RGB", (max(size, im.size[0] * size // min(im.size)), max(size, im.size[1] * size // min(im.size))))
-    im = ImageOps.exif_transpose(im)
-    return to_rgb(im)
+    ImageOps.exif_transpose(im, in_place=True)  # in place: an upright image is not copied
+    im = to_rgb(im)
+    im.load()  # decode here, so a damaged image fails in this call
+    return im
 
 # %% ../../nbs/data/images.ipynb #a95c7207
 def resize_shorter(im: Image.Image, size: int, center_crop: bool = False) -> Image.Image:
@@ -143,3 +146,33 @@ def resize_shorter(im: Image.Image, size: int, center_crop: bool = False) -> Ima
 def encode_jpeg(im: Image.Image, quality: int = 90) -> bytes:
     "JPEG bytes of `im` at `quality`."
     buf = io.BytesIO(); im.save(buf, "JPEG", quality=quality); return buf.getvalue()
+
+# %% ../../nbs/data/images.ipynb #c0a3c5e9
+def _turbo_scale(data: bytes, size: int) -> tuple[int, int, int] | None:
+    "(width, height, scale) when `resized_jpeg` may decode `data` with TurboJPEG: a JPEG in YCbCr or grey, with no orientation to apply."
+    if data[:3] != b"\xff\xd8\xff": return None
+    head = data[:data.find(b"\xff\xda")]  # the markers before the first scan
+    if b"Exif" in head or b"Orientation" in head or b"MPF" in head: return None  # a photo to turn, or a multi-picture file
+    import simplejpeg
+    try: h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError: return None
+    if colorspace not in ("YCbCr", "Gray") or not w or not h: return None
+    scale = 1
+    if min(w, h) >= 2 * size:  # the scale Pillow's JpegImageFile.draft picks for load_rgb's request
+        want = (max(size, w * size // min(w, h)), max(size, h * size // min(w, h)))
+        scale = next(s for s in (8, 4, 2, 1) if min(w // want[0], h // want[1]) >= s)
+    return w, h, scale
+
+def resized_jpeg(data: bytes, size: int, center_crop: bool = False, quality: int = 90) -> bytes:
+    "`encode_jpeg(resize_shorter(load_rgb(data, size), size, center_crop), quality)`, through TurboJPEG where the pixels come out the same."
+    found = _turbo_scale(data, size)
+    if found is not None:
+        import numpy as np
+        import simplejpeg
+        w, h, s = found
+        try: pixels = simplejpeg.decode_jpeg(data, "RGBX", min_width=-(-w // s), min_height=-(-h // s), min_factor=s)
+        except ValueError: pixels = None  # libjpeg-turbo's warnings are errors here: let Pillow judge the file
+        if pixels is not None:
+            im = Image.frombuffer("RGBX", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGBX", 0, 1)
+            return simplejpeg.encode_jpeg(np.asarray(resize_shorter(im, size, center_crop)), quality, "RGBX", "420", fastdct=False)
+    return encode_jpeg(resize_shorter(load_rgb(data, size), size, center_crop), quality)

@@ -5,13 +5,14 @@
 # %% ../../nbs/data/preprocess.ipynb #9ae3ac22
 from __future__ import annotations
 
+import json
 import os
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 
 from .datasets import DatasetStore, DatasetVersion
 from ..core.errors import EarthsnapError, ParameterError
-from .images import encode_jpeg, load_rgb, resize_shorter
+from .images import resized_jpeg
 from ..core.parallel import batched, n_workers, ordered_map
 from .splits import check_coverage, check_fractions, in_tune, split_of
 from ..core.storage import atomic_write, exists, join, read_bytes
@@ -66,18 +67,28 @@ def open_dataset(dataset: str | os.PathLike | DatasetVersion, datasets: str | os
     return DatasetStore(datasets, endpoint_url).get(ref)
 
 # %% ../../nbs/data/preprocess.ipynb #5c5d881f
-def _process_chunk(job: tuple) -> list[bytes]:
-    from earthsnap.data.recordio import IRHeader, pack   # numpy: imported where records are made, not by whoever reads SIZES
-    store_root, name, endpoint_url, rows, size, center_crop, quality = job
-    store, records = DatasetStore(store_root, endpoint_url), []
-    for row in rows:
-        try: img = load_rgb(read_bytes(store.object_uri(name, row["sha256"], row["format"]), endpoint_url), size)
-        except EarthsnapError as e:
-            raise EarthsnapError(f"The stored image of {row['uri']} cannot be read: {e.what}",
+def _process_chunk(job: tuple) -> dict[str, tuple]:
+    from earthsnap.data.recordio import IRHeader, encode_record, pack   # numpy: imported where records are made, not by whoever reads SIZES
+    store_root, name, endpoint_url, lines, index, params = job
+    store, fractions, out = DatasetStore(store_root, endpoint_url), (params.train, params.val, params.test), {}
+    for line in lines:
+        row = json.loads(line)
+        sha, label = row["sha256"], index[row["label"]]
+        try: jpeg = resized_jpeg(read_bytes(store.object_uri(name, sha, row["format"]), endpoint_url), params.size, params.center_crop, params.quality)
+        except (EarthsnapError, OSError, ValueError) as e:  # missing, or bytes that no longer decode
+            why = e.what if isinstance(e, EarthsnapError) else f"{type(e).__name__}: {e}"
+            raise EarthsnapError(f"The stored image of {row['uri']} cannot be read: {why}",
                                  fix="The dataset store is damaged: re-run data QA on the source to store it again.") from None
-        jpeg = encode_jpeg(resize_shorter(img, size, center_crop), quality)
-        records.append(pack(IRHeader(0, float(row["label_index"]), record_id(row["sha256"]), 0), jpeg))
-    return records
+        key, split = record_id(sha), split_of(sha, params.seed, fractions)
+        targets = (split, "full") + ((f"tune_{split}",) if split != "test" and in_tune(sha, params.seed, params.tune_fraction) else ())
+        record = encode_record(pack(IRHeader(0, float(label), key, 0), jpeg))  # framed here: the writer only copies bytes
+        lst_line = f"{key}\t{float(label):f}\t{row['uri']}\n"
+        for s in targets:
+            records, entries, lst, per_label = out.setdefault(s, ([], [], [], {}))
+            entries.append((key, sum(map(len, records[-1:])) + (entries[-1][1] if entries else 0)))
+            records.append(record); lst.append(lst_line)
+            per_label[row["label"]] = per_label.get(row["label"], 0) + 1
+    return {s: (b"".join(records), entries, "".join(lst), per_label) for s, (records, entries, lst, per_label) in out.items()}
 
 # %% ../../nbs/data/preprocess.ipynb #195986ea
 def preprocess(dataset: str | os.PathLike | DatasetVersion, out_dir: str | os.PathLike, params: PreprocessParams = PreprocessParams(),
@@ -92,33 +103,19 @@ def preprocess(dataset: str | os.PathLike | DatasetVersion, out_dir: str | os.Pa
     fractions = (params.train, params.val, params.test)
     out_dir = os.fspath(out_dir)
     counts = {s: {} for s in OUTPUTS}
-
-    def rows_with_splits():
-        for row in version.rows():
-            split = split_of(row["sha256"], params.seed, fractions)
-            targets = [split, "full"] + ([f"tune_{split}"] if split != "test" and in_tune(row["sha256"], params.seed, params.tune_fraction) else [])
-            yield {**row, "label_index": index[row["label"]]}, targets
-
     bar = tqdm(total=version.info["images"], unit="img", desc="preprocessing", disable=not progress)
     from earthsnap.data.preprocess import _process_chunk as work  # the module's function: workers cannot import a notebook's
     with ExitStack() as stack:
         writers = {s: stack.enter_context(MXIndexedRecordIO(join(out_dir, f"{s}.idx"), join(out_dir, f"{s}.rec"), "w", endpoint_url=endpoint_url))
                    for s in OUTPUTS}
         lsts = {s: stack.enter_context(atomic_write(join(out_dir, f"{s}.lst"), "w", endpoint_url)) for s in OUTPUTS}
-        pending = []  # the (row, targets) of each chunk, in order, matched to its records as they come back
-        def jobs():
-            for chunk in batched(rows_with_splits(), CHUNK):
-                pending.append(chunk)
-                yield (version.store.root, version.name, endpoint_url, [r for r, _ in chunk], params.size, params.center_crop, params.quality)
-        for records in ordered_map(work, jobs(), n_workers(workers)):
-            chunk = pending.pop(0)
-            for (row, targets), record in zip(chunk, records):
-                key = record_id(row["sha256"])
-                for s in targets:
-                    writers[s].write_idx(key, record)
-                    lsts[s].write(f"{key}\t{float(row['label_index']):f}\t{row['uri']}\n")
-                    counts[s][row["label"]] = counts[s].get(row["label"], 0) + 1
-            bar.update(len(records))
+        jobs = ((version.store.root, version.name, endpoint_url, lines, index, params) for lines in batched(version.manifest_lines(), CHUNK))
+        for done in ordered_map(work, jobs, n_workers(workers)):  # the workers do the rest: this process only writes
+            for s, (block, entries, lst, per_label) in done.items():
+                writers[s].write_block(block, entries)
+                lsts[s].write(lst)
+                for label, n in per_label.items(): counts[s][label] = counts[s].get(label, 0) + n
+            bar.update(len(done["full"][1]))
     bar.close()
 
     gaps = check_coverage(counts, classes, fractions)

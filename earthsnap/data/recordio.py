@@ -240,6 +240,19 @@ class MXIndexedRecordIO(MXRecordIO):
         self.idx[key] = pos
         self.keys.append(key)
 
+    def write_block(self, data: bytes, entries: list[tuple]):
+        "Append records framed elsewhere (`encode_record`, in a worker process), concatenated in `data`; `entries`: each one's (key, offset in `data`)."
+        base = self.tell()
+        keys = [self.key_type(k) for k, _ in entries]
+        if len(set(keys)) < len(keys) or any(k in self.idx for k in keys):
+            twice = next(k for i, k in enumerate(keys) if k in self.idx or k in keys[:i])
+            raise RecordIOError(f"Key {twice!r} is written twice to {self.uri}.")
+        self._f.write(data)
+        self._pos += len(data)
+        self._fidx.write("".join(f"{k}\t{base + off}\n" for k, (_, off) in zip(keys, entries)))
+        self.idx.update((k, base + off) for k, (_, off) in zip(keys, entries))
+        self.keys.extend(keys)
+
     def __len__(self) -> int: return len(self.keys)
 
 # %% ../../nbs/data/recordio.ipynb #e74d8618

@@ -57,10 +57,9 @@ def list_source(source: str | os.PathLike, endpoint_url: str | None = None) -> l
         raise ParameterError(f"The source {source} does not exist.", fix="Check the path or URI of the photos.")
     fs, path = filesystem(source, endpoint_url)
     if fs.isdir(path):
-        items, plain = [], "://" not in source
+        items, prefix = [], join(source, "x")[:-1]  # what list_files puts before each name
         for uri, _ in list_files(source, endpoint_url):
-            rel = os.path.relpath(uri, source) if plain else uri[len(source.rstrip("/")) + 1:]
-            parts = rel.replace(os.sep, "/").split("/")
+            parts = uri[len(prefix):].replace(os.sep, "/").split("/")
             if len(parts) < 2: continue  # top-level files (taxonomy.yaml, notes) are not inputs
             items.append(SourceItem(uri=uri, path="/".join(parts), label=parts[-2]))
     elif source.endswith(LISTING_SUFFIXES):
