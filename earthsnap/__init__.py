@@ -14,17 +14,20 @@ from .core.errors import EarthsnapError
 
 __version__ = "0.1.0"
 
-def run(pipeline=None, *, resume: str | None = None, cache: bool = True, workers: int | None = None, config=None, to: str | list[str] | None = None,
+def run(pipeline=None, *, resume: str | None = None, cache: bool | None = None, workers: int | None = None, config=None, to: str | list[str] | None = None,
         rehash: bool = False, **parameters) -> dict:
-    "Run the project's pipeline (or `pipeline`, a Pipeline or its file) here with live progress, up `to` a step if given; returns the run record."
+    "Run the project's pipeline (or `pipeline`, a Pipeline or its file) here with live progress, up `to` a step if given; returns the run record. A `resume` keeps the steps, cache and workers its run started with (`cache=False` turns the cache off for the rest)."
     from earthsnap.engine.definition import project_pipeline
     from earthsnap.engine.executor import run_pipeline
     from earthsnap.core.progress import NotebookProgress, TerminalProgress, in_notebook
+    from earthsnap.engine.runs import project_runs
     cfg = config or load_config()
     if not hasattr(pipeline, "order"): pipeline = project_pipeline(cfg.project_dir, pipeline)  # None, or a file
-    if to: pipeline = pipeline.upto(*([to] if isinstance(to, str) else to))
-    show = NotebookProgress([s.name for s in pipeline.order]) if in_notebook() else TerminalProgress()
-    return run_pipeline(pipeline, parameters, config=cfg, workers=workers, cache=cache, resume=resume, on_event=show, rehash=rehash)
+    to = [to] if isinstance(to, str) else list(to or [])
+    if resume and not to: to = (project_runs(cfg).run(resume).get("options") or {}).get("to") or []  # the steps it shows are the run's
+    shown = pipeline.upto(*to) if to else pipeline
+    show = NotebookProgress([s.name for s in shown.order]) if in_notebook() else TerminalProgress()
+    return run_pipeline(pipeline, parameters, config=cfg, workers=workers, cache=cache, resume=resume, to=to or None, on_event=show, rehash=rehash)
 
 # %% ../nbs/earthsnap.ipynb #6c1c32e8
 def show_run(run_id: str | None = None, config=None) -> str:

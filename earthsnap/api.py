@@ -73,14 +73,14 @@ class Launcher:
     def __init__(self, cfg: Config):
         self.cfg, self.started, self.cancelled = cfg, {}, set()  # started: run id -> (process, log, whether it resumes)
 
-    def start(self, run_id: str, parameters: dict, to: list[str], cache: bool, resume: bool = False, by: str = "") -> Path:
+    def start(self, run_id: str, parameters: dict, to: list[str], cache: bool | None, resume: bool = False, by: str = "") -> Path:
         "Start `earthsnap run --run-id run_id` (`--resume run_id` with `resume`) for user `by`; returns its log file."
         log = Path(self.cfg.runs) / f"{run_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-c", "import sys; from earthsnap.cli import main; sys.exit(main())", "run",
                 "--resume" if resume else "--run-id", run_id,
                 *[a for k, v in parameters.items() for a in ("-p", f"{k}={_arg(v)}")], *[a for t in to for a in ("--to", t)],
-                *([] if cache else ["--no-cache"]), *(["--by", by] if by and not resume else [])]
+                *(["--no-cache"] if cache is False else []), *(["--by", by] if by and not resume else [])]
         with open(log, "ab") as out:
             proc = subprocess.Popen(args, cwd=self.cfg.project_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
@@ -123,12 +123,12 @@ class Launcher:
         return "interrupting"
 
     def resume(self, run_id: str) -> Path:
-        "Take up failed or interrupted run `run_id` with the steps it was started with; its log. RunNotFound, or RunStateError."
+        "Take up failed or interrupted run `run_id` as it was started (its steps, cache and workers: the run record keeps them); its log. RunNotFound, or RunStateError."
         run = project_runs(self.cfg).run(run_id)
         now = "resuming" if self.resuming(run_id) else run["status"]
         if now not in ("failed", "interrupted"):
             raise RunStateError(f"Run {run_id} is {now}: only a failed or interrupted run resumes.", state=now)
-        return self.start(run_id, {}, [s["name"] for s in run["steps"]], True, resume=True)
+        return self.start(run_id, {}, [], None, resume=True)
 
 # %% ../nbs/api.ipynb #31b4fd34
 def refused(e: EarthsnapError, status: int, code: str) -> ApiError:

@@ -135,6 +135,7 @@ def cancel_and_resume(url: str, project: Path):
     run = follow(url, run_id, lambda r: tuning(r) and {s["name"]: s for s in r["steps"]}["tune"]["attempts"] == 2)
     again = {s["name"]: s for s in run["steps"]}
     assert again["preprocess"]["attempts"] == steps["preprocess"]["attempts"] and run["parameters"]["tune_trials"] == 500
+    assert set(again) == set(steps) and run["options"]["to"] == ["tune"], run  # the resume runs the steps the run was started for
     assert call(url, "POST", f"/runs/{run_id}/cancel")[0] == 202
     follow(url, run_id, lambda r: r["status"] == "interrupted", 120)
 

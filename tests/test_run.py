@@ -123,6 +123,28 @@ def test_failed_step_keeps_its_notebook_and_resumes(earthsnap, project):
     assert again.returncode == 2 and "only a failed or interrupted run resumes" in again.stderr
 
 
+def test_a_resumed_run_keeps_how_it_was_started(earthsnap, project):
+    """A run started with --no-cache and --workers 1, up to preprocess, resumes with them when nothing is said: the
+    same steps, nothing from the cache (the first run's preprocess would have been a hit), and says so; another
+    --to is refused."""
+    add_cell(project / "pipeline" / "preprocess.ipynb",
+             "import os\nif os.path.exists(os.environ['FAIL_FLAG']): raise RuntimeError('disk full')")
+    flag = project / "FAIL"
+    assert earthsnap("run", *DATA, cwd=project, env=clean_env(FAIL_FLAG=str(flag))).returncode == 0  # the cache now holds every step
+    flag.write_text("")
+    r = earthsnap("run", *DATA, "--no-cache", "--workers", "1", cwd=project, env=clean_env(FAIL_FLAG=str(flag)))
+    assert r.returncode == 1 and "cache off" in r.stdout, r.stdout + r.stderr
+    run_id = run_id_in(r.stderr)
+    flag.unlink()
+    refused = earthsnap("run", "--resume", run_id, "--to", "data_qa", cwd=project)
+    assert refused.returncode == 2 and "a resume takes the same steps" in refused.stderr, refused.stderr
+    resumed = earthsnap("run", "--resume", run_id, cwd=project, env=clean_env(FAIL_FLAG=str(flag)))  # no --to, no --no-cache
+    assert resumed.returncode == 0 and "1 at a time, cache off" in resumed.stdout, resumed.stdout + resumed.stderr
+    assert steps_of(earthsnap, project, run_id) == {"explore_data": ("succeeded", 1), "data_qa": ("succeeded", 1), "preprocess": ("succeeded", 2)}
+    shown = earthsnap("runs", "show", run_id, cwd=project).stdout
+    assert "options    cache off, workers 1, up to explore_data, preprocess" in shown, shown
+
+
 def kernels_marked(mark: str) -> list[int]:
     "The Jupyter kernels whose environment holds RUN_MARK=`mark`: those a run started with it started."
     found = []

@@ -20,8 +20,9 @@ __all__ = ['runs_app', 'run', 'runs_list', 'runs_show', 'runs_open', 'dag']
 @app.command()
 def run(
     param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Take up failed or interrupted run RUN: re-run only what did not succeed."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Run every step, even those whose inputs did not change."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Take up failed or interrupted run RUN: re-run only what did not succeed, "
+                                         "with the steps, cache and workers it was started with."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Run every step, even those whose inputs did not change (with --resume: for the rest of the run)."),
     rehash: bool = typer.Option(False, "--rehash", help="Read every file the cache keys depend on again, instead of trusting the digests "
                                 "remembered for files whose size and times have not changed."),
     workers: int = typer.Option(0, help="Steps run at the same time; 0 means the workers setting (one per CPU core)."),
@@ -36,8 +37,7 @@ def run(
     from earthsnap.engine.executor import run_pipeline
     params, cfg = parse_params(param), load_config()
     p = project_pipeline(cfg.project_dir, pipeline)
-    if to: p = p.upto(*to)
-    run_pipeline(p, params, config=cfg, workers=workers or None, cache=not no_cache, resume=resume,
+    run_pipeline(p, params, config=cfg, workers=workers or None, cache=False if no_cache else None, resume=resume, to=to or None,
                  on_event=TerminalProgress(typer.echo), run_id=run_id, started_by=by, rehash=rehash)
 
 # %% ../../nbs/cli/runs.ipynb #619b942f

@@ -118,6 +118,10 @@ def run_table(run: dict) -> str:
            f"code       {cv.get('commit') or '(not a git checkout)'}{' (uncommitted changes)' if cv.get('dirty') else ''}",
            f"directory  {run['run_dir']}"]
     out.append("parameters " + ", ".join(f"{k}={v!r}" for k, v in run["parameters"].items()))
+    if run.get("options"):  # how it was started, which a resume keeps
+        o = run["options"]
+        out.append("options    " + ", ".join(["cache " + ("on" if o.get("cache", True) else "off"), f"workers {o.get('workers') or 'the setting'}"]
+                                             + ([f"up to {', '.join(o['to'])}"] if o.get("to") else ["every step"])))
     out.append("packages   " + ", ".join(f"{k} {v}" for k, v in run["packages"].items()))
     out.append(f"\n  {'step':<20} {'status':<10} {'duration':>9} {'tries':>5}  outputs / notes")
     for s in run["steps"]:

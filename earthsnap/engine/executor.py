@@ -367,25 +367,30 @@ def _restore(run: LocalRun, steps: list[dict]):
             st.status, st.outputs = s["status"], outputs
 
 def run_pipeline(pipeline: Pipeline, parameters: Mapping[str, Any] | None = None, *, config: Config | None = None,
-                 workers: int | None = None, cache: bool = True, resume: str | None = None,
+                 workers: int | None = None, cache: bool | None = None, resume: str | None = None,
                  on_event: Callable[[dict], None] | None = None, run_id: str | None = None, started_by: str | None = None,
-                 rehash: bool = False) -> dict:
-    "Run `pipeline` here (or resume run `resume`); returns the run record. Raises RunFailed or RunInterrupted. `run_id`: the new run's id (default: a fresh one); `started_by`: who, as recorded (default: the login name); `rehash`: read every file a cache key depends on (see DigestMemo)."
+                 rehash: bool = False, to: list[str] | None = None) -> dict:
+    "Run `pipeline` (only up `to` those steps, if given) here, or resume run `resume` as it was started; returns the run record. Raises RunFailed or RunInterrupted. `run_id`: the new run's id (default: a fresh one); `started_by`: who, as recorded (default: the login name); `rehash`: read every file a cache key depends on (see DigestMemo)."
     cfg = config or load_config()
     if run_id is not None and (resume or not RUN_ID.fullmatch(run_id)):
         raise ParameterError(f"{run_id!r} cannot name a new run." if not resume else "A resumed run keeps its id.",
                              fix="A run id is letters, digits, '.', '_' and '-' (at most 100), starting with a letter or digit.")
+    store = RunStore(cfg.registry)
+    if resume:  # a resume runs as its run was started: the same steps, cache and workers, unless told otherwise
+        old = store.run(resume)
+        pipeline, cache, workers, options = _resumed_options(pipeline, old, cache, workers, to)
+    else:
+        options = {"cache": cache is not False, "workers": workers, "to": list(to) if to else None}
+        if to: pipeline = pipeline.upto(*to)
     if not resume: values, prepared = check_run(pipeline, cfg, parameters)  # every value checked before the run is recorded
     else: _preflight(pipeline, cfg)
-    store = RunStore(cfg.registry)
-    run = LocalRun(pipeline, cfg, store, cache, on_event or (lambda e: None), rehash)
+    run = LocalRun(pipeline, cfg, store, cache is not False, on_event or (lambda e: None), rehash)
     if resume:
-        old = store.run(resume)
         if old["pipeline"] != pipeline.name:
             raise ParameterError(f"Run {resume} is a run of pipeline {old['pipeline']!r}, not {pipeline.name!r}.", fix="Resume it with its own pipeline.")
         if parameters: raise ParameterError("A resumed run keeps the parameters it started with.", fix="Drop the -p options, or start a new run.")
         run.values = _prepare_values(pipeline, cfg, pipeline.resolve(old["parameters"]))
-        rec = store.resume(resume, cfg.project_dir)
+        rec = store.resume(resume, cfg.project_dir, options)
         run.run_id, run.run_dir = resume, Path(rec["run_dir"])
         _restore(run, rec["steps"])
         shutil.rmtree(run.run_dir / ".partial", ignore_errors=True)
@@ -394,11 +399,11 @@ def run_pipeline(pipeline: Pipeline, parameters: Mapping[str, Any] | None = None
             raise ParameterError(f"There is a run {run_id} already.", fix="Give the new run another id, or resume that one.")
         run.values, run.run_id = prepared, run_id or new_run_id(pipeline.name)
         run.run_dir = Path(cfg.runs) / run.run_id
-        store.create_run(pipeline.name, values, run.run_dir, project_dir=cfg.project_dir, run_id=run.run_id, started_by=started_by)
+        store.create_run(pipeline.name, values, run.run_dir, project_dir=cfg.project_dir, run_id=run.run_id, started_by=started_by, options=options)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     store.add_steps(run.run_id, [s.name for s in pipeline.order])
     n = max(1, workers or cfg.n_workers)
-    run.emit("", "started", detail=f"{len(pipeline.steps)} steps, {n} at a time", run_dir=str(run.run_dir), resumed=bool(resume))
+    run.emit("", "started", detail=f"{len(pipeline.steps)} steps, {n} at a time" + ("" if run.cache else ", cache off"), run_dir=str(run.run_dir), resumed=bool(resume))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
         _schedule(run, n)
@@ -421,6 +426,18 @@ def run_pipeline(pipeline: Pipeline, parameters: Mapping[str, Any] | None = None
     return store.run(run.run_id)
 
 def _raise_interrupt(signum, frame): raise KeyboardInterrupt
+
+def _resumed_options(pipeline: Pipeline, old: dict, cache: bool | None, workers: int | None, to: list[str] | None):
+    "The pipeline, cache, workers and options of a resumed run: as recorded when it started; `cache=False` or other `workers` may be asked for, other steps may not."
+    was = old.get("options") or {}  # None: a run recorded before options were (schema 3)
+    steps = was.get("to")
+    if to and sorted(to) != sorted(steps or []):
+        raise ParameterError(f"Run {old['id']} was started " + (f"up to {', '.join(steps)}" if steps else "for the whole pipeline")
+                             + f"; a resume takes the same steps, not up to {', '.join(to)}.", fix="Drop --to, or start a new run.")
+    if steps: pipeline = pipeline.upto(*steps)
+    cache = was.get("cache", True) and cache is not False  # turning the cache off for the rest of a run is safe; on again is not what it began with
+    workers = workers or was.get("workers")
+    return pipeline, cache, workers, {"cache": cache, "workers": workers, "to": steps}
 
 def _recorded(store: RunStore, run_id: str) -> bool:
     try: store.run(run_id); return True

@@ -26,12 +26,12 @@ __all__ = ['SCHEMA_VERSION', 'SCHEMA', 'RUN_STATUSES', 'STEP_STATUSES', 'PACKAGE
            'package_versions', 'RunStore', 'project_runs', 'step_statuses']
 
 # %% ../../nbs/engine/runs.ipynb #cde980e8
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, status TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
     parameters TEXT NOT NULL, code_version TEXT NOT NULL, packages TEXT NOT NULL, run_dir TEXT NOT NULL,
-    error TEXT, resumed_from TEXT, pid INTEGER, started_by TEXT);  -- resumed_from: unused (a resumed run keeps its own id), kept for schema 1 files
+    error TEXT, resumed_from TEXT, pid INTEGER, started_by TEXT, options TEXT);  -- resumed_from: unused (a resumed run keeps its own id), kept for schema 1 files
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs(id), name TEXT NOT NULL, status TEXT NOT NULL,
     started_at REAL, ended_at REAL, attempts INTEGER NOT NULL DEFAULT 0, cache_key TEXT,
@@ -77,7 +77,7 @@ class RunStore:
         open_database(self.path, SCHEMA, self._migrate)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        "Refuse a newer schema; bring schema 1 (before `cached_from`) and 2 (before `started_by`) to 3, also when an earlier migration stopped half-way."
+        "Refuse a newer schema; bring schema 1 (before `cached_from`), 2 (before `started_by`) and 3 (before `options`) to 4, also when an earlier migration stopped half-way."
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise EarthsnapError(f"{self.path} holds run records of schema {version}; this earthsnap knows {SCHEMA_VERSION}.",
@@ -86,6 +86,8 @@ class RunStore:
             db.execute("ALTER TABLE steps ADD COLUMN cached_from TEXT")  # schema 1 -> 2
         if version in (1, 2) and "started_by" not in {r[1] for r in db.execute("PRAGMA table_info(runs)")}:
             db.execute("ALTER TABLE runs ADD COLUMN started_by TEXT")  # schema 2 -> 3
+        if version in (1, 2, 3) and "options" not in {r[1] for r in db.execute("PRAGMA table_info(runs)")}:
+            db.execute("ALTER TABLE runs ADD COLUMN options TEXT")  # schema 3 -> 4: how the run was started (None before)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -93,15 +95,15 @@ class RunStore:
         with connection(self.path) as db, transaction(db): yield db
 
     def create_run(self, pipeline: str, parameters: dict, run_dir: str | os.PathLike, project_dir: str | Path = ".",
-                   run_id: str | None = None, started_by: str | None = None) -> str:
-        "Record a new run as running, started by `started_by` (default: the login name); returns its id (`run_id`, or a new one from `new_run_id(pipeline)`)."
+                   run_id: str | None = None, started_by: str | None = None, options: dict | None = None) -> str:
+        "Record a new run as running, started by `started_by` (default: the login name) with `options` (how: cache, workers, steps); returns its id (`run_id`, or a new one from `new_run_id(pipeline)`)."
         run_id = run_id or new_run_id(pipeline)
         code, packages = json.dumps(code_version(project_dir)), json.dumps(package_versions())  # git runs before the write lock is taken
         with self._write() as db:
-            db.execute("INSERT INTO runs (id, pipeline, status, started_at, parameters, code_version, packages, run_dir, pid, started_by) "
-                       "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO runs (id, pipeline, status, started_at, parameters, code_version, packages, run_dir, pid, started_by, options) "
+                       "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
                        (run_id, pipeline, time.time(), json.dumps(parameters, sort_keys=True), code, packages,
-                        os.fspath(run_dir), os.getpid(), started_by or login_name()))
+                        os.fspath(run_dir), os.getpid(), started_by or login_name(), json.dumps(options, sort_keys=True) if options is not None else None))
         return run_id
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
@@ -116,8 +118,8 @@ class RunStore:
         with self._write() as db:
             db.executemany("INSERT OR IGNORE INTO steps (run_id, name, status) VALUES (?, ?, 'pending')", [(run_id, n) for n in names])
 
-    def resume(self, run_id: str, project_dir: str | Path = ".") -> dict:
-        "Take up a failed or interrupted run again in this process; returns it, with its steps."
+    def resume(self, run_id: str, project_dir: str | Path = ".", options: dict | None = None) -> dict:
+        "Take up a failed or interrupted run again in this process (recording `options`, if given, as how it now runs); returns it, with its steps."
         self.mark_interrupted()
         with self._write() as db:
             row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -126,8 +128,9 @@ class RunStore:
                 raise EarthsnapError(f"Run {run_id} is {row[0]}{' in another process' if row[0] == 'running' else ''}; only a failed or interrupted run resumes.",
                                      fix="Start a new run (its steps come from the cache where nothing changed)." if row[0] == "succeeded"
                                          else "Wait for it to end, or stop that process.")
-            db.execute("UPDATE runs SET status = 'running', ended_at = NULL, error = NULL, pid = ?, code_version = ?, packages = ? WHERE id = ?",
-                       (os.getpid(), json.dumps(code_version(project_dir)), json.dumps(package_versions()), run_id))
+            db.execute("UPDATE runs SET status = 'running', ended_at = NULL, error = NULL, pid = ?, code_version = ?, packages = ?, "
+                       "options = COALESCE(?, options) WHERE id = ?", (os.getpid(), json.dumps(code_version(project_dir)), json.dumps(package_versions()),
+                                                                   json.dumps(options, sort_keys=True) if options is not None else None, run_id))
             db.execute("UPDATE steps SET status = 'pending', error = NULL WHERE run_id = ? AND status IN ('failed', 'running', 'skipped')", (run_id,))
         return self.run(run_id)
 
@@ -190,7 +193,7 @@ class RunStore:
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
-    for k in ("parameters", "code_version", "packages", "outputs"):
+    for k in ("parameters", "code_version", "packages", "outputs", "options"):
         if d.get(k) is not None: d[k] = json.loads(d[k])
     if d.get("started_at") and d.get("ended_at"): d["duration"] = round(d["ended_at"] - d["started_at"], 3)
     return d
