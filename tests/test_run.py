@@ -42,11 +42,13 @@ def add_cell(notebook: Path, code: str):
     nbformat.write(nb, notebook)
 
 
-def start(project: Path, *args: str, **env) -> subprocess.Popen:
-    # as from a terminal: SIGINT at its default (a background job would inherit it ignored)
+def start(project: Path, *args: str, group: bool = False, **env) -> subprocess.Popen:
+    "`earthsnap run` as from a terminal: SIGINT at its default (a background job would inherit it ignored); `group`: in a process group of its own, as a terminal's foreground job."
+    def child():
+        if group: os.setpgid(0, 0)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     return subprocess.Popen([str(BIN / "earthsnap"), "run", *DATA, *args], cwd=project, env=clean_env(**env), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=child)
 
 
 def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120):
@@ -179,17 +181,21 @@ def test_no_kernel_outlives_an_interrupted_run(project, how, tmp_path):
 
 @pytest.mark.parametrize("how", ["ctrl-c", "kill"])
 def test_interrupted_run_shows_nothing_half_written_and_resumes(earthsnap, project, how):
-    add_cell(project / "pipeline" / "preprocess.ipynb", "import os, time\ntime.sleep(float(os.environ.get('STEP_SLEEP', '0')))")
-    proc = start(project, STEP_SLEEP="120")
+    add_cell(project / "pipeline" / "preprocess.ipynb",
+             "import os, time\nos.write(2, b'a warning below Python\\n')\ntime.sleep(float(os.environ.get('STEP_SLEEP', '0')))")
+    proc = start(project, STEP_SLEEP="120", group=True)
     runs = project / ".earthsnap" / "runs"
     wait_for(lambda: list(runs.glob("*/.partial/preprocess")), proc)
     run_dir = next(runs.glob("*/.partial/preprocess")).parent.parent
     wait_for(lambda: cell_running(run_dir / "preprocess.ipynb", "STEP_SLEEP"), proc)  # the kernel is in the sleeping cell
     if how == "ctrl-c":
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)   # as a terminal does: to earthsnap and every kernel of its process group
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 130 and "was interrupted" in err and f"--resume {run_dir.name}" in err, err
         assert "KeyboardInterrupt" in (run_dir / "preprocess.ipynb").read_text()  # the notebook is kept, where it stopped
+        # what the kernel printed itself (a C library's warning, ipykernel's log of the Ctrl-C) is in its log, not on the terminal
+        log = (run_dir / "preprocess.kernel.log").read_text()
+        assert "a warning below Python" in log and "a warning below Python" not in out + err and "IPKernelApp" not in err, (log, err)
     else:
         proc.kill(); proc.communicate(timeout=60)
     assert not (run_dir / "preprocess").exists()

@@ -72,11 +72,11 @@ class LocalRun:
 
     @property
     def kernels(self):
-        "The run's KernelPool (jupyter_client is imported only by a run that starts a kernel)."
+        "The run's KernelPool (jupyter_client is imported only by a run that starts a kernel); kernels' own output goes to logs in the run directory."
         with self._kernels_lock:   # not the fingerprints' lock, which is held while large inputs are hashed
             if self._kernels is None:
                 from earthsnap.engine.kernels import KernelPool
-                self._kernels = KernelPool()
+                self._kernels = KernelPool(log_dir=self.run_dir / ".kernels")
             return self._kernels
 
     def render_later(self, notebook: Path):
@@ -196,9 +196,11 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
         run.emit(step.name, "running", attempt=attempt)
         shutil.rmtree(partial, ignore_errors=True); partial.mkdir(parents=True)
         km, run.warming = run.kernels.take(step.compute.kernel, str(src.parent)), True   # a kernel started while earlier steps ran
+        log = dst.with_suffix(".kernel.log")   # what the kernel process prints besides the notebook's output
+        if km is not None and km.log_path: os.replace(km.log_path, log); km.log_path = str(log)
         try:
             run_notebook(src, dst, {**params, "out_dir": str(partial)}, progress=False, kernel_name=step.compute.kernel,
-                         timeout=step.timeout, stop=run.stop, km=km, render=False)
+                         timeout=step.timeout, stop=run.stop, km=km, render=False, kernel_log=log)
             missing = [o for o in step.output_names if not (partial / o).exists()]
             if missing:
                 raise StepFailed(f"Notebook {step.notebook} did not write output(s) {', '.join(missing)} of step {step.name!r}.",
@@ -207,13 +209,17 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
             if dst.exists(): render_html(dst)   # a failure's report at once: a retry moves it aside, a person reads it
             st.error = e.what + (f" ({e.fix})" if e.fix else "")
             if attempt <= step.retries and not run.stop.is_set():
-                for ext in ("ipynb", "html"): shutil.move(dst.with_suffix(f".{ext}"), run.run_dir / f"{step.name}.attempt-{attempt}.{ext}")
+                for ext in ("ipynb", "html", "kernel.log"):
+                    if dst.with_suffix(f".{ext}").exists(): shutil.move(dst.with_suffix(f".{ext}"), run.run_dir / f"{step.name}.attempt-{attempt}.{ext}")
                 run.emit(step.name, "retrying", error=st.error, attempt=attempt)
                 continue
             shutil.rmtree(partial, ignore_errors=True)
             return run.record(step, "failed", error=st.error)
         finally:
-            if km is not None: run.kernels.done(km)   # shut down in the background
+            if km is not None: run.kernels.done(km)   # shut down in the background (its log removed if empty)
+            else:                                    # papermill started and shut down this one
+                from earthsnap.engine.kernels import remove_empty_log
+                remove_empty_log(log)
         run.render_later(dst)
         shutil.rmtree(final, ignore_errors=True)  # a resumed run may have left one behind
         os.rename(partial, final)                 # the outputs appear at once, whole

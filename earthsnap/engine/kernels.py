@@ -17,12 +17,12 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_core.utils import run_sync
-from traitlets import DottedObjectName, default
+from traitlets import DottedObjectName, Unicode, default
 
 log = logging.getLogger("earthsnap.engine.kernels")
 
 # %% auto #0
-__all__ = ['log', 'FLUSH_S', 'QuickClient', 'IPCKernelManager', 'KernelPool']
+__all__ = ['log', 'FLUSH_S', 'QuickClient', 'IPCKernelManager', 'remove_empty_log', 'KernelPool']
 
 # %% ../../nbs/engine/kernels.ipynb #95d94bc0
 FLUSH_S = 0.02   # the silence on IOPub after which a kernel counts as ready (jupyter_client waits 0.2 s)
@@ -56,6 +56,14 @@ class IPCKernelManager(AsyncKernelManager):
     @default("transport")
     def _default_transport(self): return "ipc"
 
+    log_path = Unicode(None, allow_none=True, help="A file for what the kernel process prints (not its cells' output); None: the terminal")
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        if not self.log_path or "stdout" in kw or "stderr" in kw: return await super()._async_launch_kernel(kernel_cmd, **kw)
+        os.makedirs(os.path.dirname(self.log_path) or ".", exist_ok=True)
+        with open(self.log_path, "ab") as log:   # the kernel has its own copy of the descriptor
+            return await super()._async_launch_kernel(kernel_cmd, stdout=log, stderr=log, **kw)
+
     def _ip_default(self) -> str:
         # jupyter_client names the sockets `kernel-ipc-<n>` in the working directory when no connection file is
         # set yet, so two kernels started at once (parallel steps, two runs) could take the same socket.
@@ -81,9 +89,16 @@ class IPCKernelManager(AsyncKernelManager):
             except Exception: pass
 
 # %% ../../nbs/engine/kernels.ipynb #93e73dc6
+def remove_empty_log(path: str | os.PathLike | None) -> None:
+    "Remove a kernel's log that holds nothing (most do): a log is kept only when the kernel said something."
+    try:
+        if path and os.path.getsize(path) == 0: os.remove(path)
+    except OSError: pass
+
 class KernelPool:
-    "Jupyter kernels started ahead of need, per (kernel name, working directory); each handed out once; `close` shuts the unused ones down."
-    def __init__(self, starters: int = 2):
+    "Jupyter kernels started ahead of need, per (kernel name, working directory); each handed out once; `close` shuts the unused ones down. With `log_dir`, each kernel's own output goes to a file there."
+    def __init__(self, starters: int = 2, log_dir: str | os.PathLike | None = None):
+        self.log_dir = log_dir
         self._warm: dict[tuple[str, str], list[IPCKernelManager]] = {}
         self._starting: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
@@ -93,7 +108,7 @@ class KernelPool:
         self.started = self.taken = 0   # kernels this pool started, and handed out
 
     def _start(self, key: tuple[str, str]) -> None:
-        km = IPCKernelManager(kernel_name=key[0])
+        km = IPCKernelManager(kernel_name=key[0], log_path=os.path.join(self.log_dir, f"kernel-{uuid.uuid4().hex[:12]}.log") if self.log_dir else None)
         try: run_sync(km.start_kernel)(cwd=key[1])
         except Exception as e:
             log.warning("could not start a %s kernel ahead: %s", key[0], e)
@@ -133,9 +148,14 @@ class KernelPool:
         return None
 
     def done(self, km: IPCKernelManager) -> None:
-        "The step is done with `km`: shut it down in the background (at once, here, when the pool is closed already)."
-        try: self._reaper.submit(run_sync(km.close))
-        except RuntimeError: run_sync(km.close)(now=True)   # the reaper has stopped: the run is ending
+        "The step is done with `km`: shut it down in the background (at once, here, when the pool is closed already); its log goes if it is empty."
+        try: self._reaper.submit(self._close, km)
+        except RuntimeError: self._close(km, now=True)   # the reaper has stopped: the run is ending
+
+    @staticmethod
+    def _close(km: IPCKernelManager, now: bool = False) -> None:
+        run_sync(km.close)(now=now)
+        remove_empty_log(km.log_path)
 
     def close(self) -> None:
         "Shut every unused kernel down (at once) and wait for the shutdowns in progress: nothing outlives the run."
@@ -144,5 +164,6 @@ class KernelPool:
             warm = [km for kms in self._warm.values() for km in kms]
             self._warm.clear()
         self._starter.shutdown(wait=True)   # a kernel still starting is closed by its starter
-        for km in warm: self._reaper.submit(run_sync(km.close), True)
+        for km in warm: self._reaper.submit(self._close, km, True)
         self._reaper.shutdown(wait=True)
+        if self.log_dir and os.path.isdir(self.log_dir) and not os.listdir(self.log_dir): os.rmdir(self.log_dir)

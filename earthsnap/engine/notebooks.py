@@ -88,15 +88,17 @@ def _stop_kernel(holder: dict, done: threading.Event):
 
 def run_notebook(src: Path, dst: Path, parameters: dict, progress: bool = True, kernel_name: str | None = None,
                  timeout: float | None = None, stop: threading.Event | None = None, echo: bool = False, km=None,
-                 render: bool = True) -> Path:
-    "Execute `src` with papermill into `dst`, kept (and rendered to HTML unless not `render`) also when it fails, runs past `timeout` or is stopped; `echo` copies what its cells print to this process's stdout and stderr; `km`: a kernel already started (in `src`'s folder, an `earthsnap.engine.kernels.IPCKernelManager`) to run it in."
+                 render: bool = True, kernel_log: str | Path | None = None) -> Path:
+    "Execute `src` with papermill into `dst`, kept (and rendered to HTML unless not `render`) also when it fails, runs past `timeout` or is stopped; `echo` copies what its cells print to this process's stdout and stderr; `km`: a kernel already started (in `src`'s folder, an `earthsnap.engine.kernels.IPCKernelManager`) to run it in; `kernel_log`: a file for what the kernel it starts prints itself (its log, C libraries' warnings), instead of this process's stderr."
     import papermill as pm
     from earthsnap.engine.kernels import IPCKernelManager
     check_parameters(src, parameters)
     dst.parent.mkdir(parents=True, exist_ok=True)
     holder, done, why = ({"km": km} if km is not None else {}), threading.Event(), {}
     class KernelManager(IPCKernelManager):  # remembers its kernel, so the watchdog can stop it
-        def __init__(self, *a, **kw): super().__init__(*a, **kw); holder["km"] = self
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw); holder["km"] = self
+            if kernel_log is not None: self.log_path = str(kernel_log)
     def watchdog():
         deadline = time.monotonic() + timeout if timeout else None
         while not done.wait(0.1):
