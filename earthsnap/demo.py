@@ -36,6 +36,7 @@ class DemoResult:
     preprocess: dict = field(default_factory=dict)           # the preprocessing step's summary.json
     tuning: dict = field(default_factory=dict)               # the tuning step's best.json
     evaluation: dict = field(default_factory=dict)           # the evaluation step's evaluation.json
+    training: dict = field(default_factory=dict)             # the training step's training.json: how long it took, where
     registered: dict = field(default_factory=dict)           # the register step's outcome: version, status, sha256
     @property
     def run_dir(self) -> Path: return Path(self.run["run_dir"])
@@ -54,8 +55,12 @@ _OPENABLE = {
     "artifact": [("model archive", MODEL_ARCHIVE)],
     "evaluation": [("evaluation.json", EVALUATION)],
 }
+def _read_training(model_dir) -> dict:
+    p = Path(model_dir) / "training.json"   # beside the model, not in its archive (earthsnap.model.export)
+    return json.loads(p.read_text()) if p.exists() else {}
+
 _READ = {"dataset": ("qa", read_qa_report), "records": ("preprocess", read_records_summary), "tuning": ("tuning", read_tuning_result),
-         "evaluation": ("evaluation", read_evaluation)}  # output name -> (DemoResult field, reader)
+         "evaluation": ("evaluation", read_evaluation), "model": ("training", _read_training)}  # output name -> (DemoResult field, reader)
 
 def _collect(res: DemoResult, pipeline: Pipeline) -> None:
     registers = {s.name for s in pipeline.of_kind("register")}
@@ -92,7 +97,8 @@ def _summary(res: DemoResult, min_accuracy: float | None) -> list[str]:
         m, hp = res.evaluation["metrics"], res.evaluation["model_metrics"]
         gate = "" if min_accuracy is None else (f" >= min_accuracy {min_accuracy:g}: it passes the gate" if m["accuracy"]["value"] >= min_accuracy
                                                  else f" < min_accuracy {min_accuracy:g}")
-        lines.append(f"model: best epoch {hp['best_epoch']} of {hp['epochs_run']}, trained in {hp['seconds']:.0f}s; on {m['images']['value']} test images: "
+        took = f", trained in {res.training['seconds']:.0f}s" if "seconds" in res.training else ""
+        lines.append(f"model: best epoch {hp['best_epoch']} of {hp['epochs_run']}{took}; on {m['images']['value']} test images: "
                      f"accuracy {m['accuracy']['value']:.3f}, top-5 {m['top5_accuracy']['value']:.3f}, macro-F1 {m['macro_f1']['value']:.3f}{gate}")
     if res.registered:
         r = res.registered

@@ -65,7 +65,8 @@ def test_tune_train_evaluate_and_the_gate(earthsnap, project):
     hp = json.loads((model / "hyperparameters.json").read_text())
     assert (hp["lr"], hp["width"], hp["epochs"]) == (best["params"]["lr"], best["params"]["width"], 2)
     assert {p.name for p in model.iterdir()} == {"model.onnx", "model.safetensors", "classes.json", "hyperparameters.json", "metrics.json",
-                                                 "baseline.npz"}  # the drift reference on the validation photos, packed with the model
+                                                 "baseline.npz",   # the drift reference on the validation photos, packed with the model
+                                                 "training.json"}  # how long and where it trained: beside the model, not in its archive
     with tarfile.open(run / "train" / "artifact" / "model.tar.gz") as tf: assert sorted(tf.getnames())[0] == "baseline.npz" and len(tf.getnames()) == 6
     # evaluation: the figures in the JsonGet shape, the report as HTML
     ev = json.loads((run / "evaluate" / "evaluation" / "evaluation.json").read_text())

@@ -21,7 +21,8 @@ from .networks import build_model
 from ..core.storage import atomic_write, write_json, write_tar_gz
 
 # %% auto #0
-__all__ = ['TOLERANCE', 'WithEmbedding', 'export_onnx', 'check_onnx', 'save_model', 'write_tarball', 'load_torch_model']
+__all__ = ['TOLERANCE', 'RUN_FACTS', 'WithEmbedding', 'export_onnx', 'check_onnx', 'save_model', 'write_tarball',
+           'load_torch_model']
 
 # %% ../../nbs/model/export.ipynb #e41300c5
 class WithEmbedding(nn.Module):
@@ -70,8 +71,10 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, input_size: int, batch
     return diff
 
 # %% ../../nbs/model/export.ipynb #663b1f06
+RUN_FACTS = ("seconds", "device")   # how a training went, not what it made: kept out of the archive (training.json)
+
 def save_model(result, out_dir: str | os.PathLike) -> Path:
-    "Write a `TrainResult` (earthsnap.model.training) as a model directory: ONNX, safetensors, classes, hyperparameters, metrics."
+    "Write a `TrainResult` (earthsnap.model.training) as a model directory: ONNX, safetensors, classes, hyperparameters, metrics; the run's own facts (time, device) in training.json, which the archive leaves out."
     from safetensors.torch import save_file
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     model = result.model.eval().cpu()
@@ -84,7 +87,8 @@ def save_model(result, out_dir: str | os.PathLike) -> Path:
                                       "input": "image: float32 N x 3 x size x size, RGB in [0, 1], centre square",
                                       "output": "logits: float32 N x classes"})
     write_json(out / "hyperparameters.json", result.hp.to_dict())
-    write_json(out / "metrics.json", {**result.metrics, "onnx_max_abs_diff": diff})
+    write_json(out / "metrics.json", {**{k: v for k, v in result.metrics.items() if k not in RUN_FACTS}, "onnx_max_abs_diff": diff})
+    write_json(out / "training.json", {k: result.metrics[k] for k in RUN_FACTS if k in result.metrics})
     return out
 
 # %% ../../nbs/model/export.ipynb #18a00ea4
