@@ -161,3 +161,60 @@ def test_a_nan_loss_stops_training_with_its_notebook(earthsnap, project):
     error = error_of(run / "train.ipynb")
     assert "The training loss became nan at epoch 1, batch 1" in error and "Lower the learning rate" in error
     assert "TrainingError" in r.stderr and (run / "train.html").exists() and not (run / "train" / "model").exists()
+
+
+def run_processes(mark: str) -> list[tuple[int, str]]:
+    "The processes of a run started with RUN_MARK=`mark` in its environment (every process it starts inherits it): (pid, command line)."
+    found = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and f"RUN_MARK={mark}".encode() in (p / "environ").read_bytes():
+                found.append((int(p.name), command_of(int(p.name))))
+        except OSError: pass
+    return found
+
+
+def parent_of(pid: int) -> int:
+    try: return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError): return 0
+
+
+def command_of(pid: int) -> str:
+    try: return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError: return ""
+
+
+def killed_when(project: Path, mark: str, what, args: tuple, timeout: float = 300) -> str:
+    """Start `earthsnap run` (or `args`), SIGKILL it as soon as a process of the run matches `what`, and return the run's
+    id once no process of it is left (at most 30 s later: kernels see their parent gone, and their helpers end with them)."""
+    import os, signal, time
+    proc = subprocess.Popen([str(BIN / "earthsnap"), "run", *args], cwd=project, env=clean_env(RUN_MARK=mark),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout
+    while not any(what(pid, cmd) for pid, cmd in run_processes(mark)):
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+    proc.kill()
+    out = proc.communicate(timeout=60)[0]
+    deadline = time.monotonic() + 30
+    while run_processes(mark) and time.monotonic() < deadline: time.sleep(0.2)
+    left = run_processes(mark)
+    for pid, _ in left: os.kill(pid, signal.SIGKILL)   # tidy up before failing
+    assert left == [], f"left running after the run was killed: {left}"
+    return run_id_in(out) if "earthsnap-2" in out else sorted((project / ".earthsnap" / "runs").iterdir())[-1].name
+
+
+def test_a_run_killed_with_sigkill_leaves_no_process_and_resumes(earthsnap, project, tmp_path):
+    """SIGKILL (the OOM killer, `kill -9`) while tuning's trial processes run, and again while training's loader workers
+    run: no process of the run is left (kernels, trial processes, the loader's fork server, its workers, the resource
+    tracker), and the run resumes to the end."""
+    mark = str(tmp_path)
+    run_id = killed_when(project, mark, lambda pid, cmd: "spawn_main" in cmd, ("--to", "train", *FAST))  # a trial process
+    assert " interrupted " in earthsnap("runs", "list", cwd=project).stdout
+    training = lambda pid, cmd: "forkserver" in cmd and "ipykernel" in command_of(parent_of(pid))   # the training loader's (trials have their own)
+    killed_when(project, mark, training, ("--resume", run_id))
+    resumed = earthsnap("run", "--resume", run_id, cwd=project, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    steps = steps_of(earthsnap, project, run_id)
+    assert steps["tune"] == ("succeeded", 2) and steps["train"][0] == "succeeded" and steps["train"][1] >= 2, steps

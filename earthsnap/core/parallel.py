@@ -5,14 +5,19 @@
 # %% ../../nbs/core/parallel.ipynb #d1217dc9
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_all_start_methods, get_context
 
 # %% auto #0
-__all__ = ['worker_context', 'n_workers', 'batched', 'pid_alive', 'ordered_map']
+__all__ = ['PR_SET_PDEATHSIG', 'worker_context', 'n_workers', 'batched', 'pid_alive', 'die_with_parent', 'ordered_map']
 
 # %% ../../nbs/core/parallel.ipynb #49b88a99
 def worker_context():
@@ -42,6 +47,23 @@ def pid_alive(pid: int | None) -> bool:
     except ProcessLookupError: return False
     except PermissionError: pass
     return True
+
+# %% ../../nbs/core/parallel.ipynb #64102df6
+PR_SET_PDEATHSIG = 1   # linux/prctl.h
+
+def die_with_parent(parent: int | None = None) -> None:
+    "End this process (SIGKILL) when its parent process ends, however it ends; at once if its parent is not `parent` any more."
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+        first = os.getppid()
+        def watch():
+            while os.getppid() == first: time.sleep(1.0)
+            os._exit(1)
+        threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+    if parent is not None and os.getppid() != parent: os._exit(1)  # it ended before we asked
 
 # %% ../../nbs/core/parallel.ipynb #ec09384a
 def ordered_map(fn: Callable, jobs: Iterable, workers: int = 0, window: int | None = None) -> Iterator:

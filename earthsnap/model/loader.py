@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..core.parallel import die_with_parent
 from ..data.images import load_rgb
 from .inference import model_input
 from ..data.recordio import MXIndexedRecordIO, unpack
@@ -88,17 +89,25 @@ class EpochSampler(Sampler):
 # %% ../../nbs/model/loader.ipynb #ad59061e
 def _context():
     # Workers start from a fresh server process, never forked from this one: a Jupyter kernel (where steps run)
-    # must not be forked, as its I/O threads do not survive it. The server imports this module once.
+    # must not be forked, as its I/O threads do not survive it. The server imports this module once, through
+    # earthsnap.model.loader_server, which also makes it end with this process (the thread that starts it, in fact).
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["earthsnap.model.loader"])
+    ctx.set_forkserver_preload(["earthsnap.model.loader_server"])
+    os.environ["EARTHSNAP_FORKSERVER_PARENT"] = str(os.getpid())   # the server, started by this process, ends with it
     return ctx
+
+def _worker_init(worker_id: int) -> None:
+    "First thing in each loader worker: end with the fork server it was forked from (which ends with the process that made the loader); at once if it has gone."
+    server = os.environ.get("EARTHSNAP_FORKSERVER")
+    die_with_parent(int(server) if server else None)
 
 def loader(dataset: RecordDataset, batch_size: int, shuffle: bool = False, workers: int = 0, seed: int = 0) -> DataLoader:
     "Batches of `dataset`, decoded in `workers` processes (0: in this one) that live as long as the loader; set `loader.sampler.epoch` before each epoch."
+    from earthsnap.model.loader import _worker_init   # the module's function: workers cannot import a notebook's
     sampler = EpochSampler(len(dataset), shuffle, seed)
     sampler.epoch = dataset.epoch
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
                       multiprocessing_context=_context() if workers else None, pin_memory=torch.cuda.is_available(),
-                      prefetch_factor=4 if workers else None,
+                      prefetch_factor=4 if workers else None, worker_init_fn=_worker_init if workers else None,
                       # a generator of its own: a loader must not draw from torch's global one (dropout's)
                       generator=torch.Generator().manual_seed(seed))

@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..core.errors import EarthsnapError
+from ..core.parallel import die_with_parent
 from .hyperparameters import DEFAULT_SPACE, Hyperparameters, SearchSpace
 from ..data.records import check_split, read_classes
 from ..core.storage import atomic_write
@@ -71,8 +72,9 @@ def _run_trials(out_dir: Path, job: dict, lock) -> None:
             trial.set_user_attr("best_epoch", result.metrics["best_epoch"])
             study.tell(trial, result.metrics["validation:accuracy"])
 
-def _worker(out_dir: str, job: dict, lock, threads: int, n: int) -> None:
-    "A worker process: its share of torch's threads, then trials until there are none left."
+def _worker(out_dir: str, job: dict, lock, threads: int, n: int, parent: int | None = None) -> None:
+    "A worker process: it ends with `parent` (the process that started it, however that one ends), takes its share of torch's threads, then trials until there are none left."
+    die_with_parent(parent)
     import torch
     torch.set_num_threads(threads)
     try: _run_trials(Path(out_dir), job, lock)
@@ -136,7 +138,7 @@ def tune(records: str | os.PathLike, out_dir: str | os.PathLike, space: SearchSp
     else:
         threads = max(1, (os.cpu_count() or 1) // parallel)
         from earthsnap.model.tuning import _worker as target  # the module's function: a process cannot import a notebook's
-        procs = [ctx.Process(target=target, args=(str(out), job, lock, threads, n), daemon=True) for n in range(parallel)]
+        procs = [ctx.Process(target=target, args=(str(out), job, lock, threads, n, os.getpid()), daemon=True) for n in range(parallel)]
         for p in procs: p.start()
         try:
             while any(p.is_alive() for p in procs):
