@@ -1,6 +1,6 @@
 """Benchmark: RecordIO preprocessing and data QA (images/s, peak memory), against baselines measured in the same run.
 
-    .venv/bin/python bench/preprocess.py [--images 5000] [--scale 10] [--repeats 5] [--smoke]
+    .venv/bin/python bench/preprocess.py [--images 5000] [--scale 10] [--repeats 5] [--photo-size 96] [--smoke]
 
 Preprocessing, on the same demo photos (96 px in, 64 px out on the shorter side, JPEG quality 90):
   - earthsnap's preprocessing on every core (2 here: 2 workers, the main process writing);
@@ -136,11 +136,11 @@ def mxnet_python() -> Path:
     return py
 
 
-def make_dataset(root: Path, images: int) -> str:
+def make_dataset(root: Path, images: int, size: int = 96) -> str:
     from earthsnap.data.dataqa import run_qa
     from earthsnap.data.demodata import generate_demo_data
     groups, species = 5, 5
-    photos = generate_demo_data(root / "photos", groups=groups, species=species, images=images // (groups * species), progress=False).root
+    photos = generate_demo_data(root / "photos", groups=groups, species=species, images=images // (groups * species), size=size, progress=False).root
     return run_qa(photos, "bench", datasets=root / "datasets", progress=False).dataset.root
 
 
@@ -204,6 +204,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--scale", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--photo-size", type=int, default=96, help="the demo photos' size in pixels (preprocessing always writes 64 px)")
     ap.add_argument("--smoke", action="store_true", help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)")
     args = ap.parse_args()
     if args.smoke: args.images, args.scale, args.repeats = 50, 2, 1
@@ -211,7 +212,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="es-bench-") as tmp:
         tmp = Path(tmp)
         print(f"drawing {args.images} photos and running data QA ...", file=sys.stderr)
-        dataset = make_dataset(tmp / "n", args.images)
+        dataset = make_dataset(tmp / "n", args.images, args.photo_size)
         photos = tmp / "n" / "photos"
         from earthsnap.data.preprocess import open_dataset
         version = open_dataset(dataset)
@@ -238,11 +239,11 @@ def main() -> None:
         rows = table("preprocessing", pre, ours_p) + table("data QA", qa, ours_q)
         mxnet = None if args.smoke else mxnet_reads(tmp / "out-p")
         print(f"drawing {args.images * args.scale} photos and running data QA for the memory run ...", file=sys.stderr)
-        big = make_dataset(tmp / "big", args.images * args.scale)
+        big = make_dataset(tmp / "big", args.images * args.scale, args.photo_size)
         mem = {n: run_earthsnap(d, tmp / f"mem-{n}", cores) for n, d in ((args.images, dataset), (args.images * args.scale, big))}
-    print(f"{args.images} demo photos, 96 px; {args.repeats} alternating runs each; {cores} cores; Python {platform.python_version()}")
+    print(f"{args.images} demo photos, {args.photo_size} px; {args.repeats} alternating runs each; {cores} cores; Python {platform.python_version()}")
     for title in ("preprocessing", "data QA"):
-        print(f"\n{title + (' (96 px -> 64 px, quality 90)' if title == 'preprocessing' else ''):<62}{'median img/s':>14}{'best img/s':>12}{'earthsnap is':>14}")
+        print(f"\n{title + (f' ({args.photo_size} px -> 64 px, quality 90)' if title == 'preprocessing' else ''):<62}{'median img/s':>14}{'best img/s':>12}{'earthsnap is':>14}")
         for r in rows:
             if r["table"] == title:
                 print(f"{r['config']:<62}{r['median_images_per_s']:>14.1f}{r['best_images_per_s']:>12.1f}{r['earthsnap_x']:>13.2f}x")
@@ -250,7 +251,7 @@ def main() -> None:
     print(f"\npeak memory of preprocessing (max RSS, MB)   {'main process':>14}{'largest worker':>16}")
     for n, m in mem.items():
         print(f"{n:>8} images{'':<30}{m['rss_main_mb']:>14.0f}{m['rss_worker_mb']:>16.0f}")
-    out = Path(tempfile.mkdtemp() if args.smoke else HERE / "results") / "preprocess.json"
+    out = Path(tempfile.mkdtemp() if args.smoke else HERE / "results") / ("preprocess.json" if args.photo_size == 96 else f"preprocess-{args.photo_size}px.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "mxnet_read": mxnet, "memory": {str(k): v for k, v in mem.items()}, "cores": cores}, indent=2) + "\n")
 
