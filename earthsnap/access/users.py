@@ -256,7 +256,7 @@ class _SignIn:
 class UserStore(_Users, _Tokens, _Sessions, _SignIn):
     "The project's users, their tokens and sessions, in its SQLite database (the `registry` setting)."
     def __init__(self, path: str | os.PathLike, hasher: PasswordHasher | None = None):
-        self.path = open_database(Path(path), SCHEMA)
+        self.path = open_database(Path(path), SCHEMA, name="users")
         self.hasher = hasher or PasswordHasher()  # argon2id with the library's current defaults
 
     @classmethod

@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import EarthsnapError
+
 # %% auto #0
-__all__ = ['WRITE_WAIT', 'connection', 'transaction', 'set_wal', 'open_database']
+__all__ = ['WRITE_WAIT', 'VERSIONS', 'connection', 'transaction', 'set_wal', 'SchemaTooNew', 'schema_version', 'open_database']
 
 # %% ../../nbs/core/database.ipynb #335b87fe
 @contextmanager
@@ -57,14 +59,38 @@ def set_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:
     _execute_unlocked(db, "PRAGMA journal_mode = WAL", wait, lambda: 0.05)
 
 # %% ../../nbs/core/database.ipynb #6f64c16e
-def open_database(path: str | os.PathLike, schema: str, migrate: Callable[[sqlite3.Connection], None] | None = None) -> Path:
-    "Make sure the database at `path` exists in WAL mode with the tables of `schema`, after `migrate` (both in one transaction)."
+class SchemaTooNew(EarthsnapError):
+    "A database written by a newer earthsnap, whose schema this one does not know."
+
+VERSIONS = "CREATE TABLE IF NOT EXISTS schema_versions (name TEXT PRIMARY KEY, version INTEGER NOT NULL, updated_at REAL NOT NULL)"
+
+def schema_version(db: sqlite3.Connection, name: str) -> int:
+    "The version of schema `name` that the database records; 0 when it records none."
+    try: row = db.execute("SELECT version FROM schema_versions WHERE name = ?", (name,)).fetchone()
+    except sqlite3.OperationalError: return 0   # no schema_versions table: a file from before versions were kept
+    return row[0] if row else 0
+
+def _refuse_newer(path: Path, name: str, found: int, version: int) -> None:
+    if found > version:
+        raise SchemaTooNew(f"{path} holds {name} tables of version {found}, written by a newer earthsnap; this one knows version {version}.",
+                           fix="Upgrade earthsnap (the file was left as it was), or point the setting at another file.")
+
+def open_database(path: str | os.PathLike, schema: str, migrate: Callable[[sqlite3.Connection, int], None] | None = None,
+                  name: str | None = None, version: int = 1) -> Path:
+    "Make sure the database at `path` exists in WAL mode with the tables of `schema`, after `migrate(db, version found)` (both in one transaction); with `name`, recorded as version `version` of that schema; a newer one is refused untouched."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with connection(path) as db:
+        if name: _refuse_newer(path, name, schema_version(db, name), version)   # before anything is written
         set_wal(db)
         with transaction(db):
-            if migrate: migrate(db)
+            found = schema_version(db, name) if name else 0
+            if name: _refuse_newer(path, name, found, version)   # again, under the write lock
+            if migrate: migrate(db, found)
             for statement in schema.split(";"):
                 if statement.strip(): db.execute(statement)
+            if name and found != version:
+                db.execute(VERSIONS)
+                db.execute("INSERT INTO schema_versions (name, version, updated_at) VALUES (?, ?, ?) "
+                           "ON CONFLICT(name) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at", (name, version, time.time()))
     return path

@@ -65,7 +65,7 @@ class DigestMemo:
         "Write what was read since the last save; the number of files written."
         with self._lock: new, self._new = self._new, {}
         if not new: return 0
-        open_database(self.db, DIGESTS_SCHEMA)
+        open_database(self.db, DIGESTS_SCHEMA, name="digests")
         with connection(self.db) as db, transaction(db):
             db.executemany("INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?, ?, ?, ?, ?)",
                            [(k, *ident, d) for k, (ident, d) in new.items()])

@@ -74,11 +74,11 @@ class RunStore:
     "The run records in one SQLite file; safe to use from several processes at once."
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        open_database(self.path, SCHEMA, self._migrate)
+        open_database(self.path, SCHEMA, self._migrate, name="runs", version=SCHEMA_VERSION)
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
+    def _migrate(self, db: sqlite3.Connection, found: int = 0) -> None:
         "Refuse a newer schema; bring schema 1 (before `cached_from`), 2 (before `started_by`) and 3 (before `options`) to 4, also when an earlier migration stopped half-way."
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        version = max(found, db.execute("PRAGMA user_version").fetchone()[0])   # user_version: where schemas 1-4 were recorded first
         if version > SCHEMA_VERSION:
             raise EarthsnapError(f"{self.path} holds run records of schema {version}; this earthsnap knows {SCHEMA_VERSION}.",
                                  fix="Upgrade earthsnap, or point the registry setting at another file.")

@@ -105,7 +105,7 @@ def _last_retrain(db: Path, endpoint: str) -> float:
 
 def retrain_due(cfg, endpoint: str = "prod", min_reviewed: int | None = None, on_alert: bool = False) -> str | None:
     "Why a retraining of `endpoint`'s model is due under the rule, or None."
-    open_database(cfg.registry, SCHEMA)
+    open_database(cfg.registry, SCHEMA, name="retraining")
     since = _last_retrain(Path(cfg.registry), endpoint)
     if min_reviewed:
         new = [i for i in ReviewQueue(cfg).items(pending=False, endpoint=endpoint) if i.decided_at > since and i.decision in ("confirmed", "relabelled")]
@@ -159,7 +159,7 @@ def retrain(cfg, endpoint: str = "prod", reason: str = "by hand", progress: bool
     if not plan.labelled:
         raise RetrainError(f"No photo from {endpoint} has been labelled yet, so a retraining would learn nothing new.",
                            fix="Review photos in the console's Review page (earthsnap monitor queues them).")
-    open_database(cfg.registry, SCHEMA)
+    open_database(cfg.registry, SCHEMA, name="retraining")
     rid = new_run_id("retrain")
     out = Path(join(cfg.store, "retrain", rid))
     exported = export_reviewed(cfg, plan, out)
@@ -195,7 +195,7 @@ def retrain(cfg, endpoint: str = "prod", reason: str = "by hand", progress: bool
 
 def retraining_of(cfg, candidate: str) -> dict | None:
     "The retraining that made model version `candidate`: its endpoint, the live version, why, how many photos, the comparison; None if none did."
-    open_database(cfg.registry, SCHEMA)
+    open_database(cfg.registry, SCHEMA, name="retraining")
     with connection(cfg.registry) as db:
         row = db.execute("SELECT * FROM retrain_runs WHERE candidate = ? ORDER BY started_at DESC LIMIT 1", (candidate,)).fetchone()
     return None if row is None else {**dict(row), "comparison": json.loads(row["comparison"] or "null")}

@@ -140,7 +140,7 @@ class ReviewQueue:
     def __init__(self, cfg, rules: ReviewRules | None = None):
         self.cfg, self.db = cfg, Path(cfg.registry)
         self.rules = rules or ReviewRules.from_config(cfg)
-        open_database(self.db, SCHEMA)
+        open_database(self.db, SCHEMA, name="review")
 
     def remember_classes(self, version: str, classes: list[str]) -> None:
         "The labels a person may give photos answered by `version` (its model's classes)."

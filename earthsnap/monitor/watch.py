@@ -128,7 +128,7 @@ class Monitor:
     def __init__(self, cfg):
         self.cfg, self.db = cfg, Path(cfg.registry)
         self.outbox = Outbox(self.db)
-        open_database(self.db, SCHEMA)
+        open_database(self.db, SCHEMA, name="drift")
 
     def live(self, endpoint: str) -> tuple[str, str]:
         "(version, artifact) endpoint `endpoint` is pointed at."

@@ -66,7 +66,7 @@ class CaptureStore:
 
     def open(self) -> "CaptureStore":
         "Create the databases if they are not there yet."
-        open_database(self.db, SCHEMA); open_database(self.images, IMAGES_SCHEMA)
+        open_database(self.db, SCHEMA, name="captures"); open_database(self.images, IMAGES_SCHEMA, name="capture_images")
         return self
 
     def image(self, sha256: str) -> bytes | None:

@@ -382,7 +382,7 @@ class Deployer(_DeploymentRecords, _Stage, _Events, _Prod):
         self.ports = {STAGE: stage_port, PROD: prod_port}
         self.min_accuracy, self.p95_ms, self.auto_promote, self.progress = min_accuracy, p95_ms, auto_promote, progress
         self.log = log or (lambda line: None)
-        self.path = open_database(registry.path, SCHEMA)
+        self.path = open_database(registry.path, SCHEMA, name="deployments")
 
     @classmethod
     def from_config(cls, cfg, **kw) -> Deployer:

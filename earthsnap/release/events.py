@@ -58,7 +58,7 @@ def emit(db: sqlite3.Connection, event: dict) -> str:
 class Outbox:
     "The events of a registry database, and which consumer has handled which."
     def __init__(self, path: str | os.PathLike):
-        self.path = open_database(path, SCHEMA)
+        self.path = open_database(path, SCHEMA, name="outbox")
 
     def events(self, consumer: str | None = None, pending: bool = False) -> list[dict]:
         "Every event, oldest first; with `consumer` and `pending`, only those it has not handled."

@@ -133,7 +133,7 @@ class SqliteRegistry(ModelRegistry):
         self.path = Path(path)
         self.artifacts = Path(artifacts) if artifacts else self.path.parent / "models"
         self.outbox = Outbox(self.path)
-        open_database(self.path, SCHEMA)
+        open_database(self.path, SCHEMA, name="registry")
 
     def create_group(self, name: str, description: str = "") -> None:
         "Create group `name` if it does not exist."

@@ -98,7 +98,7 @@ def retrain_on_sagemaker(cfg, endpoint: str, reason: str = "by hand", overrides:
     fixed = sorted(k for k in wanted if k not in deployed)
     arn = start_execution(sm, name, pipeline, {k: str(v) for k, v in wanted.items() if k in deployed and str(v) != ""},
                           sagemaker_name(f"retrain-{endpoint}-{rid.rsplit('-', 1)[-1]}", "endpoint"))   # a display name: the same pattern, at most 82
-    open_database(cfg.registry, SCHEMA)
+    open_database(cfg.registry, SCHEMA, name="retraining")
     with connection(cfg.registry) as db, transaction(db):
         db.execute("INSERT INTO retrain_runs (id, endpoint, live, started_at, reason, labelled, run_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
                    (rid, endpoint, plan.live.ref, time.time(), reason, len(plan.labelled), arn))
@@ -145,7 +145,7 @@ def retraining_status(cfg, rid: str | None = None, sm=None) -> dict:
     "The execution's status and, once registered, the candidate of SageMaker retraining `rid` (default: the latest) with its comparison against the live version."
     import tempfile
     from earthsnap.monitor.retrain import compare_with_live
-    open_database(cfg.registry, SCHEMA)
+    open_database(cfg.registry, SCHEMA, name="retraining")
     with connection(cfg.registry) as db:
         q = "SELECT * FROM retrain_runs WHERE run_id LIKE 'arn:%:pipeline/%'" + (" AND id = ?" if rid else "") + " ORDER BY started_at DESC LIMIT 1"
         row = db.execute(q, (rid,) if rid else ()).fetchone()
