@@ -30,7 +30,7 @@ NBS, PIPELINE, DOCS = ROOT / "nbs", ROOT / "pipeline", ROOT / "docs"
 OUT = ROOT / "_docs"
 SECTIONS = {  # the library's packages in the order of the layers, outside in (ARCHITECTURE.md)
     "": "earthsnap", "cli": "The command line", "console": "The console", "api": "The HTTP API", "access": "Access",
-    "sagemaker": "SageMaker", "monitor": "After release", "hierarchy": "Parent/child models", "release": "Release", "model": "Models",
+    "sagemaker": "SageMaker", "monitor": "After release", "hierarchy": "Parent/child models", "operations": "Operations", "release": "Release", "model": "Models",
     "engine": "The engine", "data": "Data", "core": "Core"}
 
 
