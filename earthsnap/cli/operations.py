@@ -20,6 +20,6 @@ def doctor(fix: bool = typer.Option(False, "--fix", help="Mend what can be mende
            lease: float = typer.Option(600.0, help="Seconds after which an outbox claim counts as stale, even if its process may live.")):
     "Check the project: the database's integrity and references, the artefacts its records point to, stale claims, dead endpoints and runs."
     from earthsnap.operations.doctor import check_project
-    report = check_project(load_config(), fix=fix, lease=lease)
+    report = check_project(load_config(), fix=fix, lease=lease, progress=True)
     typer.echo(report.text())
     raise typer.Exit(0 if report.healthy else 1)

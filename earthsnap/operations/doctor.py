@@ -78,13 +78,16 @@ def _check_database(path: Path, report: HealthReport) -> None:
                                                "Nothing was removed; a record that points nowhere is kept for a person to read."))
 
 # %% ../../nbs/operations/doctor.ipynb #1fdf5809
-def _check_artefacts(path: Path, report: HealthReport) -> None:
+def _check_artefacts(path: Path, report: HealthReport, progress: bool = False) -> None:
     with connection(path) as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         versions = db.execute("SELECT grp, version, artifact, sha256 FROM model_versions").fetchall() if "model_versions" in tables else []
         steps = db.execute("SELECT run_id, name, outputs FROM steps WHERE status = 'succeeded' AND outputs IS NOT NULL").fetchall() if "steps" in tables else []
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(versions) + len(steps), desc="checking artefacts", unit="record", disable=not progress, leave=False)
     n = 0
     for grp, version, artifact, sha in versions:
+        bar.update()
         if not is_local(artifact): continue
         n += 1
         if not exists(artifact):
@@ -94,6 +97,7 @@ def _check_artefacts(path: Path, report: HealthReport) -> None:
             report.findings.append(Finding("artefacts", f"the archive of {grp}/{version} has changed since it was registered: {artifact}",
                                            "Do not deploy it; restore it from a backup, or register the model again."))
     for run_id, step, outputs in steps:
+        bar.update()
         for name, out in (json.loads(outputs) or {}).items():
             if not isinstance(out, dict) or "sha256" not in out or not is_local(out.get("path", "")): continue
             n += 1
@@ -104,6 +108,7 @@ def _check_artefacts(path: Path, report: HealthReport) -> None:
             elif fingerprint(out["path"]) != out["sha256"]:
                 report.findings.append(Finding("artefacts", f"the {where} has changed since the run wrote it: {out['path']}",
                                                "Runs that read it will not match their records; run the pipeline again (earthsnap run --no-cache) to write it anew."))
+    bar.close()
     report.checked["artefacts"] = n
 
 # %% ../../nbs/operations/doctor.ipynb #c36a4f7e
@@ -143,8 +148,8 @@ def _claims(path: Path) -> list[dict]:
         return [dict(r) for r in db.execute("SELECT * FROM event_deliveries WHERE claimed_at IS NOT NULL AND handled_at IS NULL")]
 
 # %% ../../nbs/operations/doctor.ipynb #5c288d47
-def check_project(cfg, fix: bool = False, lease: float = 600.0) -> HealthReport:
-    "Check the project configured by `cfg` (with `fix`, mend what can be mended without losing anything); the report of what was found."
+def check_project(cfg, fix: bool = False, lease: float = 600.0, progress: bool = False) -> HealthReport:
+    "Check the project configured by `cfg` (with `fix`, mend what can be mended without losing anything; `progress`: a bar while artefacts are hashed); the report of what was found."
     path = Path(cfg.registry)
     report = HealthReport()
     if not path.exists():
@@ -152,6 +157,6 @@ def check_project(cfg, fix: bool = False, lease: float = 600.0) -> HealthReport:
         return report   # a new project: nothing recorded yet
     RunStore(path); Outbox(path)   # the tables exist (and are migrated) before they are read
     _check_database(path, report)
-    _check_artefacts(path, report)
+    _check_artefacts(path, report, progress)
     _check_processes(cfg, path, report, fix, lease)
     return report
