@@ -15,7 +15,7 @@ from typing import Any
 
 from ..core.errors import EarthsnapError, ParameterError
 from ..core.hashing import hash_json
-from ..core.storage import exists, filesystem, join, read_bytes, read_json, read_text, sync_to_disk, write_bytes, write_json, write_once, write_text
+from ..core.storage import exists, filesystem, join, read_bytes, read_json, read_text, sync_to_disk, write_json, write_once, write_text
 from .step_files import MANIFEST, REJECTED
 
 # %% auto #0

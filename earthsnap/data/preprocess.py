@@ -85,7 +85,7 @@ def _process_chunk(job: tuple) -> dict[str, tuple]:
         lst_line = f"{key}\t{float(label):f}\t{row['uri']}\n"
         for s in targets:
             records, entries, lst, per_label = out.setdefault(s, ([], [], [], {}))
-            entries.append((key, sum(map(len, records[-1:])) + (entries[-1][1] if entries else 0)))
+            entries.append((key, entries[-1][1] + len(records[-1]) if entries else 0))   # its offset in the block
             records.append(record); lst.append(lst_line)
             per_label[row["label"]] = per_label.get(row["label"], 0) + 1
     return {s: (b"".join(records), entries, "".join(lst), per_label) for s, (records, entries, lst, per_label) in out.items()}

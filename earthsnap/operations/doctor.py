@@ -6,12 +6,11 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.database import connection, open_database
+from ..core.database import connection
 from ..core.parallel import pid_alive
 from ..core.storage import exists, is_local, sha256_uri
 from ..engine.fingerprint import fingerprint
@@ -48,14 +47,14 @@ class HealthReport:
         return "\n".join(lines)
 
 # %% ../../nbs/operations/doctor.ipynb #fb4b8704
-REFERENCES = [  # (what, query counting the rows that point nowhere, rows shown)
-    ("steps of no run", "SELECT run_id || '/' || name FROM steps WHERE run_id NOT IN (SELECT id FROM runs)"),
-    ("versions of no group", "SELECT grp || '/' || version FROM model_versions WHERE grp NOT IN (SELECT name FROM model_groups)"),
-    ("status changes of no version", "SELECT grp || '/' || version FROM model_status_changes c WHERE NOT EXISTS "
+REFERENCES = [  # (what, the tables it reads, a query for the rows that point nowhere, each as it is shown)
+    ("steps of no run", {"steps", "runs"}, "SELECT run_id || '/' || name FROM steps WHERE run_id NOT IN (SELECT id FROM runs)"),
+    ("versions of no group", {"model_versions", "model_groups"}, "SELECT grp || '/' || version FROM model_versions WHERE grp NOT IN (SELECT name FROM model_groups)"),
+    ("status changes of no version", {"model_status_changes", "model_versions"}, "SELECT grp || '/' || version FROM model_status_changes c WHERE NOT EXISTS "
                                      "(SELECT 1 FROM model_versions v WHERE v.grp = c.grp AND v.version = c.version)"),
-    ("deployments of no version", "SELECT endpoint || ': ' || grp || '/' || version FROM deployments d WHERE NOT EXISTS "
+    ("deployments of no version", {"deployments", "model_versions"}, "SELECT endpoint || ': ' || grp || '/' || version FROM deployments d WHERE NOT EXISTS "
                                   "(SELECT 1 FROM model_versions v WHERE v.grp = d.grp AND v.version = d.version)"),
-    ("deliveries of no event", "SELECT consumer || ': ' || event_id FROM event_deliveries WHERE event_id NOT IN (SELECT id FROM events)"),
+    ("deliveries of no event", {"event_deliveries", "events"}, "SELECT consumer || ': ' || event_id FROM event_deliveries WHERE event_id NOT IN (SELECT id FROM events)"),
 ]
 
 def _check_database(path: Path, report: HealthReport) -> None:
@@ -67,10 +66,8 @@ def _check_database(path: Path, report: HealthReport) -> None:
                                            "Restore the project from a backup (earthsnap restore); keep this file aside for inspection."))
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         report.checked["references"] = 0
-        for what, sql in REFERENCES:
-            needed = {w for w in sql.replace("(", " ").replace(")", " ").split() if w.isidentifier() and w in
-                      ("steps", "runs", "model_versions", "model_groups", "model_status_changes", "deployments", "event_deliveries", "events")}
-            if not needed <= tables: continue
+        for what, needed, sql in REFERENCES:
+            if not needed <= tables: continue   # a part that has never been used here
             report.checked["references"] += 1
             rows = [r[0] for r in db.execute(sql)]
             if rows:
@@ -113,9 +110,9 @@ def _check_artefacts(path: Path, report: HealthReport, progress: bool = False) -
 
 # %% ../../nbs/operations/doctor.ipynb #c36a4f7e
 def _check_processes(cfg, path: Path, report: HealthReport, fix: bool, lease: float) -> None:
-    outbox, now = Outbox(path), time.time()
-    stale = [d for d in _claims(path) if _claimer_gone(d["claimed_by"]) or d["claimed_at"] < now - lease]
-    report.checked["claims"] = len(_claims(path))
+    claims, now = _claims(path), time.time()
+    stale = [d for d in claims if _claimer_gone(d["claimed_by"]) or d["claimed_at"] < now - lease]
+    report.checked["claims"] = len(claims)
     for d in stale:
         fixed = False
         if fix:
