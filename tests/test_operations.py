@@ -3,13 +3,21 @@ they happen: an output edited by hand, another deleted, a run whose process was 
 held an event. It finds each, `--fix` mends what it says it mends, and the exit code says whether anything is left."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
+import urllib.request
+from pathlib import Path
 
-from conftest import BIN, clean_env, demo_project, run_id_in
+import pytest
+
+from conftest import BIN, ROOT, clean_env, demo_project, free_port, run_id_in, steps_of
 
 DATA = ("--to", "preprocess")
 
@@ -56,3 +64,67 @@ def test_doctor_finds_each_planted_fault_and_fix_mends_what_it_says(earthsnap, t
         assert c.execute("SELECT claimed_at, handled_at FROM event_deliveries WHERE event_id = ?", (event,)).fetchone() == (None, None)
     left = earthsnap("doctor", cwd=project)
     assert left.returncode == 1 and "0 fixed, 2 left to a person" in left.stdout and "[claims]" not in left.stdout, left.stdout
+
+
+SMALL = ["-p", "image_size=32", "-p", "epochs=4", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "min_accuracy=0"]
+
+
+def _step(db: Path, name: str) -> tuple | None:
+    try:
+        with sqlite3.connect(db) as c: return c.execute("SELECT run_id, status FROM steps WHERE name = ?", (name,)).fetchone()
+    except sqlite3.OperationalError: return None   # not created yet
+
+
+@pytest.mark.timeout(900)
+def test_a_backup_taken_while_a_run_trains_restores_elsewhere_resumes_and_serves(earthsnap, tmp_path):
+    """`earthsnap backup` while a run trains; the run is then killed with its machine, as it were. Restored into another
+    folder, the project is healthy, the run resumes from where the backup saw it, its model is approved and served;
+    gc keeps everything the model needs."""
+    project = demo_project(tmp_path / "p", faults=False)
+    db = project / ".earthsnap" / "registry.db"
+    run = subprocess.Popen([str(BIN / "earthsnap"), "run", *SMALL], cwd=project, env=clean_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while (_step(db, "train") or (None, ""))[1] != "running":
+            assert run.poll() is None and time.monotonic() < deadline, run.stdout.read().decode()[-3000:] if run.poll() is not None else "train never started"
+            time.sleep(0.1)
+        run_id = _step(db, "train")[0]
+        dest = tmp_path / "backups"
+        r = earthsnap("backup", dest, cwd=project)   # under load: the run trains meanwhile
+        assert r.returncode == 0 and "databases through SQLite's online backup: registry.db" in r.stdout, r.stdout + r.stderr
+        assert run.poll() is None   # the backup did not disturb the run
+    finally:
+        os.killpg(run.pid, signal.SIGKILL); run.wait(timeout=30)
+
+    other = tmp_path / "elsewhere"
+    shutil.copytree(ROOT / "pipeline", other / "pipeline")
+    stage, prod = free_port(), free_port()
+    (other / "earthsnap.yaml").write_text(f"stage_port: {stage}\nprod_port: {prod}\nstage_min_accuracy: 0.0\nstage_p95_ms: 1000\n")
+    r = earthsnap("restore", dest, cwd=other)
+    assert r.returncode == 0 and f"run {run_id} was running when the backup was taken: marked interrupted" in r.stdout, r.stdout + r.stderr
+    again = earthsnap("restore", dest, cwd=other)
+    assert again.returncode != 0 and "has records already" in again.stderr, again.stdout + again.stderr
+    doctor = earthsnap("doctor", cwd=other)   # every record's artefact is there with its sha256, nothing points to the old folder
+    assert doctor.returncode == 0 and doctor.stdout.strip().endswith("healthy"), doctor.stdout + doctor.stderr
+    with sqlite3.connect(other / ".earthsnap" / "registry.db") as c: dump = "\n".join(c.iterdump())
+    assert str(project) + "/" not in dump and str(other) + "/" in dump
+
+    r = earthsnap("run", "--resume", run_id, cwd=other, timeout=600)
+    assert r.returncode == 0 and "species/1" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    steps = steps_of(earthsnap, other, run_id)
+    assert steps["data_qa"] == ("succeeded", 1) and steps["preprocess"] == ("succeeded", 1) and steps["train"][0] == "succeeded", steps
+    try:
+        r = earthsnap("registry", "approve", "species/1", "--by", "ana", cwd=other)
+        assert r.returncode == 0 and "stage tests passed" in r.stdout, r.stdout + r.stderr
+        with urllib.request.urlopen(f"http://127.0.0.1:{stage}/ping", timeout=10) as answer:
+            assert json.loads(answer.read())["model"] == "species/1"
+        # gc keeps what the model and the endpoint need; the project stays healthy
+        gc = earthsnap("runs", "gc", "--keep-days", "0", "--keep-last", "0", cwd=other)
+        assert gc.returncode == 0 and f"kept  run {run_id}: it made species/1" in gc.stdout, gc.stdout + gc.stderr
+        doctor = earthsnap("doctor", cwd=other)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    finally:
+        for f in (other / ".earthsnap" / "endpoints").glob("*/endpoint.json"):
+            try: os.kill(json.loads(f.read_text())["pid"], signal.SIGTERM)
+            except (ProcessLookupError, KeyError): pass

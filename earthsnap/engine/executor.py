@@ -27,11 +27,12 @@ from .fingerprint import DigestMemo, cache_key, fingerprint
 from .notebooks import StepFailed, render_html, run_notebook
 from .runs import RunNotFound, RunStore, new_run_id
 from ..core.storage import is_local
+from ..core.locks import project_lock
 
 # %% auto #0
-__all__ = ['RUN_ID', 'NOT_IN_CACHE_KEY', 'OPS', 'HANDLERS', 'STEP_KINDS_GROUP', 'RunFailed', 'RunInterrupted', 'StepState',
-           'LocalRun', 'read_json_value', 'handles', 'load_step_kinds', 'run_notebook_step', 'run_condition_step',
-           'run_fail_step', 'installed_kernels', 'check_run', 'run_pipeline']
+__all__ = ['RUN_ID', 'NOT_IN_CACHE_KEY', 'OPS', 'HANDLERS', 'STEP_KINDS_GROUP', 'GC_WAIT', 'RunFailed', 'RunInterrupted',
+           'StepState', 'LocalRun', 'read_json_value', 'handles', 'load_step_kinds', 'run_notebook_step',
+           'run_condition_step', 'run_fail_step', 'installed_kernels', 'check_run', 'run_pipeline']
 
 # %% ../../nbs/engine/executor.ipynb #7dc309ba
 class RunFailed(EarthsnapError):
@@ -382,6 +383,12 @@ def run_pipeline(pipeline: Pipeline, parameters: Mapping[str, Any] | None = None
         raise ParameterError(f"{run_id!r} cannot name a new run." if not resume else "A resumed run keeps its id.",
                              fix="A run id is letters, digits, '.', '_' and '-' (at most 100), starting with a letter or digit.")
     store = RunStore(cfg.registry)
+    with project_lock(Path(cfg.registry).parent, "gc", shared=True, wait=GC_WAIT):   # `earthsnap runs gc` deletes nothing while a run may read it
+        return _run_locked(pipeline, parameters, cfg, store, workers, cache, resume, on_event, run_id, started_by, rehash, to)
+
+GC_WAIT = 900.0   # seconds a run waits for `earthsnap runs gc` to finish deleting
+
+def _run_locked(pipeline, parameters, cfg, store, workers, cache, resume, on_event, run_id, started_by, rehash, to) -> dict:
     if resume:  # a resume runs as its run was started: the same steps, cache and workers, unless told otherwise
         old = store.run(resume)
         pipeline, cache, workers, options = _resumed_options(pipeline, old, cache, workers, to)

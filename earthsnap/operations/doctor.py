@@ -63,7 +63,7 @@ def _check_database(path: Path, report: HealthReport) -> None:
         report.checked["integrity"] = 1
         if result != ["ok"]:
             report.findings.append(Finding("integrity", f"{path} is damaged: " + "; ".join(result[:5]),
-                                           "Keep this file aside for inspection and put back a copy of it from before the damage (SQLite's .recover can save what is readable)."))
+                                           "Keep this file aside for inspection; restore the project from a backup into an empty project (earthsnap restore SRC), or put back a copy of the file from before the damage (SQLite's .recover can save what is readable)."))
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         report.checked["references"] = 0
         for what, needed, sql in REFERENCES:
