@@ -112,3 +112,34 @@ def test_data_qa_and_preprocess_from_a_bucket(moto_url, bucket, monkeypatch, tmp
     assert local.dataset.version == result.dataset.version  # the version names the content, not where it lives
     summary = preprocess(result.dataset, tmp_path / "rec", PreprocessParams(size=32), progress=False)
     assert summary["images"]["full"] == 10
+
+
+def test_a_backup_to_s3_restores_and_a_second_one_copies_only_what_is_new(moto_url, bucket, tmp_path):
+    "earthsnap backup/restore through fsspec to s3:// (the emulator): the records come back with their paths moved."
+    from earthsnap.engine.fingerprint import fingerprint
+    from earthsnap.engine.runs import RunStore
+    from earthsnap.operations.backup import backup, backup_ids, restore
+    from earthsnap.release.registry import SqliteRegistry
+    project = tmp_path / "p"; project.mkdir()
+    cfg = load_config(project, env={}, s3_endpoint_url=moto_url)
+    out = project / ".earthsnap" / "runs" / "r1" / "prep"; out.mkdir(parents=True); (out / "records.rec").write_bytes(b"\x00records" * 1000)
+    runs = RunStore(cfg.registry)
+    runs.create_run("earthsnap", {}, out.parent, project_dir=project, run_id="r1")
+    runs.start_step("r1", "prep"); runs.finish_step("r1", "prep", "succeeded", outputs={"records": {"path": str(out), "sha256": fingerprint(out)}})
+    (tmp_path / "m.tar.gz").write_bytes(b"model"); SqliteRegistry(cfg.registry).register("flora", tmp_path / "m.tar.gz", by="ci")
+    dest = f"s3://{bucket}/backups"
+    first = backup(cfg, dest)
+    assert (first.files, first.copied) == (3, 3)
+    (out.parent / "notes.txt").write_text("new")
+    second = backup(cfg, dest)
+    assert (second.files, second.copied) == (4, 1) and backup_ids(dest, moto_url) == [first.id, second.id]
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_url).list_objects_v2(Bucket=bucket)["Contents"]]
+    assert sum(k.startswith("backups/objects/") for k in keys) == 4 and f"backups/backups/{second.id}/manifest.json" in keys
+
+    other = tmp_path / "q"; other.mkdir()
+    new = load_config(other, env={}, s3_endpoint_url=moto_url)
+    done = restore(new, dest)
+    assert (done.id, done.files, done.counts["runs"], done.counts["model versions"]) == (second.id, 4, 1, 1)
+    step = RunStore(new.registry).run("r1")["steps"][0]["outputs"]["records"]
+    assert step["path"] == str(other / ".earthsnap" / "runs" / "r1" / "prep") and fingerprint(step["path"]) == step["sha256"]
+    assert SqliteRegistry(new.registry).get("flora/1").artifact.startswith(str(other))
