@@ -91,6 +91,10 @@ bench: install
 	$(BIN)/python bench/endpoint.py
 	$(BIN)/python bench/router.py
 	$(BIN)/python bench/console.py
+	$(BIN)/python bench/preprocess.py
+	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/loop.py
+	$(BIN)/python bench/chaos.py
 
 export: install
 	$(BIN)/nbdev_export

@@ -14,7 +14,7 @@ BENCHES = sorted(p.name for p in (ROOT / "bench").glob("*.py"))
 DONE = {"demodata.py": "x baseline", "demodata_learnability.py": "epoch  1  species accuracy",
         "executor.py": "fully cached re-run", "training.py": "ONNX vs torch", "endpoint.py": "endpoint throughput =",
         "preprocess.py": "peak memory", "router.py": "written", "console.py": "console load errors =",
-        "drift.py": "weakest detection", "loop.py": "loop wall time"}
+        "drift.py": "weakest detection", "loop.py": "loop wall time", "chaos.py": "trials passed in"}
 
 
 def test_every_benchmark_is_listed():

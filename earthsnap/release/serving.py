@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     slot = ModelSlot()
     endpoint = Path(args.dir)
+    from earthsnap.core.storage import write_json   # the server records itself: a starter killed before it wrote this loses no server
+    write_json(endpoint / "endpoint.json", {"name": endpoint.name, "host": args.host, "port": args.port, "pid": os.getpid(), "started_at": time.time()})
     if (endpoint / MODEL_FILE).exists():  # serve at once what was deployed, before accepting requests
         spec = json.loads((endpoint / MODEL_FILE).read_text()); slot.load(spec["artifact"], spec["version"])
     watch(slot, endpoint)
