@@ -383,10 +383,14 @@ def run_pipeline(pipeline: Pipeline, parameters: Mapping[str, Any] | None = None
         raise ParameterError(f"{run_id!r} cannot name a new run." if not resume else "A resumed run keeps its id.",
                              fix="A run id is letters, digits, '.', '_' and '-' (at most 100), starting with a letter or digit.")
     store = RunStore(cfg.registry)
-    with project_lock(Path(cfg.registry).parent, "gc", shared=True, wait=GC_WAIT):   # `earthsnap runs gc` deletes nothing while a run may read it
+    with project_lock(Path(cfg.registry).parent, "gc", shared=True, wait=GC_WAIT, on_wait=_say_waiting):   # `earthsnap runs gc` deletes nothing while a run may read it
         return _run_locked(pipeline, parameters, cfg, store, workers, cache, resume, on_event, run_id, started_by, rehash, to)
 
 GC_WAIT = 900.0   # seconds a run waits for `earthsnap runs gc` to finish deleting
+
+def _say_waiting(holder: str) -> None:
+    import sys
+    print(f"waiting for {holder} to finish before the run starts", file=sys.stderr, flush=True)
 
 def _run_locked(pipeline, parameters, cfg, store, workers, cache, resume, on_event, run_id, started_by, rehash, to) -> dict:
     if resume:  # a resume runs as its run was started: the same steps, cache and workers, unless told otherwise
