@@ -64,7 +64,7 @@ check: install
 # Tests wait on kernels, servers and subprocesses much of the time, so both runners take one worker more than
 # there are cores (3 on 2 cores: pytest 13m11s against 13m50s with 2 on this machine), pytest at most 4; pytest
 # gives each worker whole files (--dist loadfile), so the tests of a file, and the cells of a pipeline notebook,
-# run in order on one worker.
+# run in order on one worker. The 25 slowest tests are listed at the end, to see where the time goes.
 WORKERS := $(shell echo $$(( $$(nproc) + 1 )))
 # The console's tests drive a real browser: Debian's chromium (Playwright's own browser builds cannot be downloaded here).
 CHROMIUM := /usr/bin/chromium
@@ -80,7 +80,7 @@ docs: install
 	timeout --kill-after=10 900 $(BIN)/python tools/build_docs.py --workers $(WORKERS) || { echo "make docs failed or ran past 900 s"; exit 1; }
 
 test: check $(CHROMIUM) docs
-	$(BIN)/python -m pytest -p no:cacheprovider --timeout=300 -n $(WORKERS) --maxprocesses=4 --dist loadfile tests $(PIPELINE_NBS) \
+	$(BIN)/python -m pytest -p no:cacheprovider --timeout=300 -n $(WORKERS) --maxprocesses=4 --dist loadfile --durations=25 tests $(PIPELINE_NBS) \
 	  $(if $(PIPELINE_NBS),--nbval-lax --nbval-cell-timeout=600,)
 
 bench: install
