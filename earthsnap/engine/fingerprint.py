@@ -20,7 +20,8 @@ from ..core.hashing import hash_json, sha256_stream
 from ..core.storage import filesystem, is_local, split_uri
 
 # %% auto #0
-__all__ = ['DIGESTS_SCHEMA', 'DigestMemo', 'fingerprint', 'library_sources', 'library_digest', 'cache_key']
+__all__ = ['DIGESTS_SCHEMA', 'DigestMemo', 'fingerprint', 'library_sources', 'library_digest', 'cache_key', 'demo_cache',
+           'cached_tree']
 
 # %% ../../nbs/engine/fingerprint.ipynb #135ea777
 DIGESTS_SCHEMA = """
@@ -129,3 +130,30 @@ def cache_key(notebook: str | os.PathLike, kernel: str, values: Mapping[str, Any
     "The cache key of a notebook step: its notebook and kernel, the library, its values, and the fingerprints of what it reads."
     return hash_json({"notebook": fingerprint(notebook, memo=memo), "kernel": kernel, "library": library_digest(),
                       "values": dict(values), "contents": dict(contents)})
+
+# %% ../../nbs/engine/fingerprint.ipynb #1ffdde16
+def demo_cache() -> Path | None:
+    "Where demo builds are kept between processes; None when EARTHSNAP_DEMO_CACHE is set empty."
+    if os.environ.get("EARTHSNAP_DEMO_CACHE") is not None:
+        return Path(os.environ["EARTHSNAP_DEMO_CACHE"]) if os.environ["EARTHSNAP_DEMO_CACHE"] else None
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "earthsnap" / "demo-models"
+
+def cached_tree(key: Mapping[str, Any], out: str | os.PathLike, build) -> bool:
+    "Fill folder `out` with `build(out)`, or from the demo cache when this code already built it for `key`; whether it came from the cache."
+    import shutil, tempfile
+    out, cache = Path(out), demo_cache()
+    kept = cache / hash_json({"library": library_digest(), **key}) if cache else None
+    if kept is not None and kept.is_dir():
+        shutil.copytree(kept, out, dirs_exist_ok=True)
+        return True
+    build(out)
+    if kept is not None:
+        tmp = None
+        try:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=kept.parent))
+            shutil.copytree(out, tmp, dirs_exist_ok=True)
+            os.replace(tmp, kept)   # whole or not at all; a process that kept it first wins
+        except OSError:   # a read-only cache, or another process kept it first: only speed is lost
+            if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
+    return False

@@ -300,7 +300,14 @@ def build_router(cfg: Config, h: Hierarchy, prefix: str = "hierarchy", registry:
 # %% ../../nbs/hierarchy/planning.ipynb #5dc50c87
 def demo_hierarchy(out: str | os.PathLike, groups: int = 2, species: int = 2, images: int = 20, epochs: int = 4,
                    width: int = 8, size: int = 32) -> dict:
-    "Train a small hierarchy (ResNet `width`, `size` px) on demo photos under `out`: returns router, flat, records and taxonomy paths."
+    "Train a small hierarchy (ResNet `width`, `size` px) on demo photos under `out` (copied from the demo cache when this code already did): returns router, flat, records and taxonomy paths."
+    from earthsnap.engine.fingerprint import cached_tree
+    out = Path(out)
+    cached_tree({"demo_hierarchy": [groups, species, images, epochs, width, size]}, out,
+                lambda o: _train_demo_hierarchy(o, groups, species, images, epochs, width, size))
+    return {"router": out / "router", "flat": out / FLAT / "model", "records": out / FLAT / "records", "taxonomy": out / "photos" / "taxonomy.yaml"}
+
+def _train_demo_hierarchy(out: Path, groups: int, species: int, images: int, epochs: int, width: int, size: int) -> None:
     from earthsnap.data.dataqa import run_qa
     from earthsnap.data.demodata import generate_demo_data
     from earthsnap.model.export import save_model
@@ -318,6 +325,5 @@ def demo_hierarchy(out: str | os.PathLike, groups: int = 2, species: int = 2, im
                    datasets=out / "datasets", progress=False)
         res = train(out / name / "records", Hyperparameters(width=width, epochs=epochs, batch_size=16), progress=False, log=lambda l: None)
         dirs[name] = save_model(res, out / name / "model")
-    router = pack_router(dirs[PARENT], {g: dirs[model_name(g)] for g in demo.taxonomy}, demo.taxonomy, {}, out / "router",
-                         child_names={g: model_name(g) for g in demo.taxonomy})
-    return {"router": router, "flat": dirs[FLAT], "records": out / FLAT / "records", "taxonomy": demo.root / "taxonomy.yaml"}
+    pack_router(dirs[PARENT], {g: dirs[model_name(g)] for g in demo.taxonomy}, demo.taxonomy, {}, out / "router",
+                child_names={g: model_name(g) for g in demo.taxonomy})

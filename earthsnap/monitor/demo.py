@@ -14,43 +14,20 @@ from ..release.capture import CaptureStore
 from ..release.serving import MODEL_FILE
 
 # %% auto #0
-__all__ = ['DEMO_HYPERPARAMETERS', 'demo_cache', 'demo_model', 'capture_photos', 'demo_monitor']
+__all__ = ['DEMO_HYPERPARAMETERS', 'demo_model', 'capture_photos', 'demo_monitor']
 
 # %% ../../nbs/monitor/demo.ipynb #10ff4d55
 DEMO_HYPERPARAMETERS = dict(width=16, epochs=10, batch_size=32)
 
-def demo_cache() -> Path | None:
-    "Where demo models are kept between processes; None when EARTHSNAP_DEMO_CACHE is set empty."
-    import os
-    if os.environ.get("EARTHSNAP_DEMO_CACHE") is not None:
-        return Path(os.environ["EARTHSNAP_DEMO_CACHE"]) if os.environ["EARTHSNAP_DEMO_CACHE"] else None
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "earthsnap" / "demo-models"
-
 def demo_model(records: Path, out: Path) -> Path:
     "The demo model trained on `records`, saved in `out` (from the cache when this code already trained it on these records)."
-    import os, shutil, tempfile
-    from earthsnap.core.hashing import hash_json
-    from earthsnap.engine.fingerprint import fingerprint, library_digest
+    from earthsnap.engine.fingerprint import cached_tree, fingerprint
     from earthsnap.model.export import save_model
     from earthsnap.model.hyperparameters import Hyperparameters
     from earthsnap.model.training import train
-    cache = demo_cache()
-    key = hash_json({"library": library_digest(), "records": fingerprint(records), "hyperparameters": DEMO_HYPERPARAMETERS})
-    kept = cache / key if cache else None
-    if kept is not None and kept.is_dir():
-        shutil.copytree(kept, out, dirs_exist_ok=True)
-        return Path(out)
-    model_dir = save_model(train(records, Hyperparameters(**DEMO_HYPERPARAMETERS), progress=False, log=lambda l: None), out)
-    if kept is not None:
-        tmp = None
-        try:
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=kept.parent))
-            shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
-            os.replace(tmp, kept)   # whole or not at all; a process that kept it first wins
-        except OSError:   # a read-only cache, or another process kept it first: only speed is lost
-            if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
-    return Path(model_dir)
+    cached_tree({"records": fingerprint(records), "hyperparameters": DEMO_HYPERPARAMETERS}, out,
+                lambda o: save_model(train(records, Hyperparameters(**DEMO_HYPERPARAMETERS), progress=False, log=lambda l: None), o))
+    return Path(out)
 
 # %% ../../nbs/monitor/demo.ipynb #7e1fdeb5
 def capture_photos(model, store: CaptureStore, version: str, photos: list[Path], batch: int = 64) -> int:
