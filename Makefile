@@ -55,7 +55,11 @@ demo: install-local
 lab: install-local
 	$(BIN)/earthsnap lab
 
+# git's notebook filter (.gitconfig) runs once per notebook the first time git looks at a fresh checkout (about 20 s
+# here); later calls take milliseconds. The run records ask git for the code version, from several processes at once,
+# which then each paid that first look: one `git status` first refreshes the index for all of them.
 check: install
+	@git status --porcelain > /dev/null 2>&1 || true
 	$(BIN)/python tools/check_sources.py
 	$(BIN)/lint-imports
 
