@@ -16,7 +16,8 @@ from pathlib import Path
 from .errors import EarthsnapError
 
 # %% auto #0
-__all__ = ['WRITE_WAIT', 'VERSIONS', 'connection', 'transaction', 'set_wal', 'SchemaTooNew', 'schema_version', 'open_database']
+__all__ = ['WRITE_WAIT', 'VERSIONS', 'connection', 'transaction', 'set_wal', 'table_names', 'SchemaTooNew', 'schema_version',
+           'open_database']
 
 # %% ../../nbs/core/database.ipynb #335b87fe
 @contextmanager
@@ -57,6 +58,11 @@ def transaction(db: sqlite3.Connection, wait: float = WRITE_WAIT) -> Iterator[sq
 def set_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:
     "Switch to WAL mode, retrying for up to `wait` s: two processes opening a new file at once can be refused here, busy timeout or not."
     _execute_unlocked(db, "PRAGMA journal_mode = WAL", wait, lambda: 0.05)
+
+# %% ../../nbs/core/database.ipynb #2aafe40d
+def table_names(db: sqlite3.Connection) -> set[str]:
+    "The names of the tables in the database `db` is connected to."
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 # %% ../../nbs/core/database.ipynb #6f64c16e
 class SchemaTooNew(EarthsnapError):

@@ -155,10 +155,10 @@ class RunStore:
                        (status, now, now, json.dumps(outputs) if outputs is not None else None, error, int(status == "cached"),
                         cached_from, notebook, run_id, name))
 
-    def mark_interrupted(self) -> list[str]:
-        "Mark runs left 'running' by a process that has died as interrupted (their running steps as failed); returns their ids."
+    def mark_interrupted(self, gone=lambda pid: not pid_alive(pid)) -> list[str]:
+        "Mark runs left 'running' by a process that has died (`gone(pid)`: by default, no longer alive on this machine) as interrupted (their running steps as failed); returns their ids."
         with self._write() as db:
-            ids = [r[0] for r in db.execute("SELECT id, pid FROM runs WHERE status = 'running'") if not pid_alive(r[1])]
+            ids = [r[0] for r in db.execute("SELECT id, pid FROM runs WHERE status = 'running'") if gone(r[1])]
             for i in ids:
                 db.execute("UPDATE steps SET status = 'failed', ended_at = ?, error = 'interrupted' WHERE run_id = ? AND status = 'running'", (time.time(), i))
                 db.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE id = ?", (time.time(), i))

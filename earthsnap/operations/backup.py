@@ -18,11 +18,11 @@ from pathlib import Path
 
 from ..core.errors import EarthsnapError
 from ..core.locks import project_lock
-from ..core.database import connection
+from ..core.database import connection, table_names
 from ..core.storage import exists, filesystem, is_local, join, list_files, read_json, split_uri, write_json
 
 # %% auto #0
-__all__ = ['FORMAT', 'AREAS', 'SKIP_DIRS', 'SQLITE_HEADER', 'BackupError', 'project_locations', 'snapshot_database',
+__all__ = ['FORMAT', 'AREAS', 'SKIP_DIRS', 'SQLITE_HEADER', 'RESTORED', 'BackupError', 'project_locations', 'snapshot_database',
            'BackupReport', 'backup_ids', 'backup', 'RestoreReport', 'relocate_database', 'restore']
 
 # %% ../../nbs/operations/backup.ipynb #d5bf21f4
@@ -222,17 +222,25 @@ class RestoreReport:
         lines += [f"  endpoint {e}: start it again with earthsnap endpoints start {e}" for e in self.endpoints]
         return "\n".join(lines)
 
+RESTORED = [  # what a restore reports: (what, the table it reads, how many there are)
+    ("runs", "runs", "SELECT COUNT(*) FROM runs"), ("model versions", "model_versions", "SELECT COUNT(*) FROM model_versions"),
+    ("status changes", "model_status_changes", "SELECT COUNT(*) FROM model_status_changes"), ("deployments", "deployments", "SELECT COUNT(*) FROM deployments"),
+    ("events pending", "events", "SELECT COUNT(*) FROM events e WHERE EXISTS (SELECT 1 FROM event_deliveries d WHERE d.event_id = e.id AND d.handled_at IS NULL)")]
+
 def _has_records(path: Path) -> bool:
     if not path.exists(): return False
     with connection(path) as db:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = table_names(db)
         return any(db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in ("runs", "model_versions", "events") if t in tables)
 
 # %% ../../nbs/operations/backup.ipynb #12e757b8
+def _longest_first(moves: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    "The moves that change something, the most specific location first (a project's runs folder before its store)."
+    return sorted(((o, n) for o, n in moves if o != n), key=lambda m: -len(m[0]))
+
 def relocate_database(path: Path, moves: list[tuple[str, str]]) -> int:
     "Rewrite paths under each old location of `moves` (old, new) to the new one in every text column of the SQLite file at `path`; how many values changed."
-    moves = sorted(((o, n) for o, n in moves if o != n), key=lambda m: -len(m[0]))
-    changed = 0
+    moves, changed = _longest_first(moves), 0
     with connection(path) as db:
         db.execute("BEGIN IMMEDIATE")
         for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").fetchall():
@@ -268,25 +276,19 @@ def _fetch(src: str, sha: str, target: Path, mode: int | None, endpoint_url: str
 
 def _settle(path: Path, moves: list[tuple[str, str]]) -> list[str]:
     "In a restored project database: paths moved, runs that were running interrupted, claims released; the runs interrupted."
+    from earthsnap.engine.runs import RunStore
     relocate_database(path, moves)
+    running = RunStore(path).mark_interrupted(gone=lambda pid: True)   # no process of the restored project runs yet
     with connection(path) as db:
-        db.execute("BEGIN IMMEDIATE")
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        running = [r[0] for r in db.execute("SELECT id FROM runs WHERE status = 'running'")] if "runs" in tables else []
-        now = time.time()
-        for rid in running:   # no process of the restored project runs yet
-            db.execute("UPDATE steps SET status = 'failed', ended_at = ?, error = 'interrupted' WHERE run_id = ? AND status = 'running'", (now, rid))
-            db.execute("UPDATE runs SET status = 'interrupted', ended_at = ?, pid = NULL WHERE id = ?", (now, rid))
-        if "event_deliveries" in tables:   # their claimers are on the machine the backup came from
+        if "event_deliveries" in table_names(db):   # their claimers are on the machine the backup came from
             db.execute("UPDATE event_deliveries SET claimed_at = NULL, claimed_by = NULL WHERE handled_at IS NULL")
-        db.execute("COMMIT")
     return running
 
 def _settle_endpoint_state(path: Path, moves: list[tuple[str, str]]) -> None:
     info = json.loads(path.read_text())
     if path.name == "endpoint.json": info.pop("pid", None)   # its process is not here
     text = json.dumps(info, indent=2, sort_keys=True)
-    for old, new in sorted(moves, key=lambda m: -len(m[0])):
+    for old, new in _longest_first(moves):
         text = text.replace(f'"{old}/', f'"{new}/')
     path.write_text(text + "\n")
 
@@ -332,11 +334,8 @@ def restore(cfg, src: str | os.PathLike, backup_id: str | None = None, progress:
             report.interrupted = _settle(tmp, moves)
             os.replace(tmp, registry)
     with connection(registry) as db:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        for what, sql in (("runs", "SELECT COUNT(*) FROM runs"), ("model versions", "SELECT COUNT(*) FROM model_versions"),
-                          ("status changes", "SELECT COUNT(*) FROM model_status_changes"), ("deployments", "SELECT COUNT(*) FROM deployments"),
-                          ("events pending", "SELECT COUNT(*) FROM events e WHERE EXISTS (SELECT 1 FROM event_deliveries d WHERE d.event_id = e.id AND d.handled_at IS NULL)")):
-            table = sql.split("FROM ")[1].split()[0]
+        tables = table_names(db)
+        for what, table, sql in RESTORED:
             if table in tables: report.counts[what] = db.execute(sql).fetchone()[0]
     report.seconds = round(time.monotonic() - started, 2)
     return report

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.database import connection
+from ..core.database import connection, table_names
 from ..core.parallel import pid_alive
 from ..core.storage import exists, is_local, sha256_uri
 from ..engine.fingerprint import fingerprint
@@ -64,7 +64,7 @@ def _check_database(path: Path, report: HealthReport) -> None:
         if result != ["ok"]:
             report.findings.append(Finding("integrity", f"{path} is damaged: " + "; ".join(result[:5]),
                                            "Keep this file aside for inspection; restore the project from a backup into an empty project (earthsnap restore SRC), or put back a copy of the file from before the damage (SQLite's .recover can save what is readable)."))
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = table_names(db)
         report.checked["references"] = 0
         for what, needed, sql in REFERENCES:
             if not needed <= tables: continue   # a part that has never been used here
@@ -77,7 +77,7 @@ def _check_database(path: Path, report: HealthReport) -> None:
 # %% ../../nbs/operations/doctor.ipynb #1fdf5809
 def _check_artefacts(path: Path, report: HealthReport, progress: bool = False) -> None:
     with connection(path) as db:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = table_names(db)
         versions = db.execute("SELECT grp, version, artifact, sha256 FROM model_versions").fetchall() if "model_versions" in tables else []
         steps = db.execute("SELECT run_id, name, outputs FROM steps WHERE status = 'succeeded' AND outputs IS NOT NULL").fetchall() if "steps" in tables else []
     from tqdm.auto import tqdm

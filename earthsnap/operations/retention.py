@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.database import connection, transaction
+from ..core.database import connection, table_names, transaction
 from ..core.locks import project_lock
 from ..core.parallel import pid_alive
 from ..core.storage import is_local, split_uri
@@ -111,20 +111,21 @@ def plan_gc(cfg, keep_days: float = 30.0, keep_last: int = 10, grace: float = 36
     runs_root = Path(split_uri(cfg.runs)[1]).resolve()
     RunStore(registry)
     with connection(registry) as db:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = table_names(db)
         runs = [dict(r) for r in db.execute("SELECT id, status, started_at, run_dir, pid, parameters FROM runs ORDER BY started_at DESC")]
-        steps = [dict(r) for r in db.execute("SELECT run_id, name, status, outputs, notebook, cache_key FROM steps")]
+        steps = [{**r, "outputs": json.loads(r["outputs"] or "null")} for r in db.execute("SELECT run_id, name, status, outputs, notebook, cache_key FROM steps")]
         versions = [dict(r) for r in db.execute("SELECT grp, version, artifact, lineage FROM model_versions")] if "model_versions" in tables else []
     by_dir = {Path(r["run_dir"]).resolve(): r["id"] for r in runs}
     steps_of: dict[str, list[dict]] = {}
     for s in steps: steps_of.setdefault(s["run_id"], []).append(s)
     alive = {r["id"] for r in runs if r["status"] == "running" and pid_alive(r["pid"])}
     newest = {r["id"] for r in runs[:keep_last]}
+    young = {r["id"] for r in runs if r["started_at"] >= now - keep_days * 86400}
     why: dict[str, str] = {}   # run id -> why it is kept
     for r in runs:
         if r["id"] in alive: why[r["id"]] = "running"
         elif r["id"] in newest: why[r["id"]] = f"among the {keep_last} newest"
-        elif r["started_at"] >= now - keep_days * 86400: why[r["id"]] = f"younger than {keep_days:g} days"
+        elif r["id"] in young: why[r["id"]] = f"younger than {keep_days:g} days"
     # what registered models and endpoints point to
     held_paths, held_datasets = [], set()
     for v in versions:
@@ -143,11 +144,10 @@ def plan_gc(cfg, keep_days: float = 30.0, keep_last: int = 10, grace: float = 36
     while todo:
         rid = todo.pop()
         for s in steps_of.get(rid, []):
-            for p in _paths_in(json.loads(s["outputs"] or "null")) + ([s["notebook"]] if s["notebook"] else []):
+            for p in _paths_in(s["outputs"]) + ([s["notebook"]] if s["notebook"] else []):
                 other = _run_of(p, runs_root, by_dir)
                 if other and other not in why: why[other] = f"run {rid} uses its outputs"; todo.append(other)
-    plan.kept = {r["id"]: why[r["id"]] for r in runs if r["id"] in why and r["id"] not in newest and r["id"] not in alive
-                 and not why[r["id"]].startswith("younger")}
+    plan.kept = {r["id"]: why[r["id"]] for r in runs if r["id"] in why and r["id"] not in alive | newest | young}   # old runs kept for a reason
     for r in runs:
         if r["id"] in why: continue
         folder = Path(r["run_dir"])
@@ -170,7 +170,7 @@ def _plan_datasets(cfg, plan: GcPlan, runs: list[dict], steps_of: dict, why: dic
     from earthsnap.data.datasets import DatasetStore
     root = Path(split_uri(cfg.datasets)[1]).resolve()
     if not root.is_dir(): return
-    kept_outputs = [p for r in runs if r["id"] in why for s in steps_of.get(r["id"], []) for p in _paths_in(json.loads(s["outputs"] or "null"))]
+    kept_outputs = [p for r in runs if r["id"] in why for s in steps_of.get(r["id"], []) for p in _paths_in(s["outputs"])]
     refs = set(held) | _dataset_refs(kept_outputs)
     for r in runs:
         if r["id"] in why and (parent := json.loads(r["parameters"] or "{}").get("dataset_parent")): refs.add(parent)
