@@ -5,16 +5,21 @@
 # %% ../../nbs/cli/app.ipynb #d25d81ca
 from __future__ import annotations
 
+import os
+import time
+import traceback
+from pathlib import Path
 from typing import Optional
 
 import typer
 
 import earthsnap
+from ..core import faults
 from ..core.errors import EarthsnapError, ParameterError
 from ..core.progress import when  # noqa: F401  (the command groups take it from here, as the console takes it from core)
 
 # %% auto #0
-__all__ = ['app', 'PARAM_HELP', 'PIPELINE_HELP', 'group', 'parse_params', 'main']
+__all__ = ['app', 'PARAM_HELP', 'PIPELINE_HELP', 'UNEXPECTED', 'group', 'parse_params', 'main', 'crash_folder']
 
 # %% ../../nbs/cli/app.ipynb #be6db7c7
 app = typer.Typer(name="earthsnap", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -55,6 +60,7 @@ def parse_params(items: list[str]) -> dict[str, str]:
 # %% ../../nbs/cli/app.ipynb #61d9e986
 def main(argv: Optional[list[str]] = None) -> int:
     "Entry point of the `earthsnap` command."
+    faults.arm()   # EARTHSNAP_FAULT_AT / _LOG: the write point to die at, for the fault-injection tests
     try:
         rc = app(args=argv, prog_name="earthsnap", standalone_mode=False)  # typer returns 130 on Ctrl-C
     except EarthsnapError as e:  # a failed or interrupted run (exit 1, 130) is recorded: its fix says how to resume
@@ -69,5 +75,30 @@ def main(argv: Optional[list[str]] = None) -> int:
     except typer.TyperException as e:  # usage errors: unknown option, bad value (typer carries its own click)
         e.show() if hasattr(e, "show") else typer.echo(f"error: {e.format_message()}", err=True)
         return e.exit_code
+    except Exception as e:
+        if os.environ.get("EARTHSNAP_DEBUG"): raise
+        return _unexpected(e)
     if rc == 130: typer.echo("interrupted", err=True)
     return rc if isinstance(rc, int) else 0
+
+# %% ../../nbs/cli/app.ipynb #2a26a20e
+UNEXPECTED = 70   # EX_SOFTWARE: what sysexits.h calls an internal error
+
+
+def crash_folder() -> Path:
+    "Where the tracebacks of unexpected errors are kept: earthsnap's folder in the user's cache."
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "earthsnap" / "crashes"
+
+
+def _unexpected(e: Exception) -> int:
+    "Say that the command stopped on something it did not expect, keep the traceback in a file; the exit status."
+    report = crash_folder() / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    try:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text("".join(traceback.format_exception(e)))
+        where = f"the traceback is in {report}"
+    except OSError:
+        where = "set EARTHSNAP_DEBUG=1 and run it again to see the traceback"
+    typer.secho(f"error: earthsnap stopped on something it did not expect: {type(e).__name__}: {e}", fg=typer.colors.RED, err=True)
+    typer.echo(f"  next: `earthsnap doctor` checks the project's records (`--fix` mends what it can); {where}, for a bug report", err=True)
+    return UNEXPECTED

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import EarthsnapError
+from .faults import write_point
 
 # %% auto #0
 __all__ = ['WRITE_WAIT', 'VERSIONS', 'connection', 'transaction', 'set_wal', 'table_names', 'SchemaTooNew', 'schema_version',
@@ -48,11 +49,15 @@ def transaction(db: sqlite3.Connection, wait: float = WRITE_WAIT) -> Iterator[sq
     "A write transaction, taken at once (BEGIN IMMEDIATE, retried for up to `wait` s), committed on success, rolled back on any error."
     # a random pause, so that two waiting writers do not poll in step
     _execute_unlocked(db, "BEGIN IMMEDIATE", wait, lambda: random.uniform(0.01, 0.2))
+    changes = db.total_changes
     try:
         yield db
     except BaseException:
         db.execute("ROLLBACK"); raise
+    wrote = db.total_changes != changes   # rows inserted, updated or deleted: a record written (schemas are not)
+    if wrote: write_point("before")
     db.execute("COMMIT")
+    if wrote: write_point("after")
 
 # %% ../../nbs/core/database.ipynb #62c9877b
 def set_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import fsspec
 
 from .errors import StorageError
+from .faults import write_point
 from .hashing import sha256_stream
 
 # %% auto #0
@@ -179,7 +180,9 @@ def atomic_write(uri: str | os.PathLike, mode: str = "wb", endpoint_url: str | N
                 f.flush(); os.fsync(f.fileno())
             umask = os.umask(0); os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions of a normal one
+            write_point("before")
             os.replace(tmp, target)
+            write_point("after")
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

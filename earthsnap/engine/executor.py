@@ -28,6 +28,7 @@ from .notebooks import StepFailed, render_html, run_notebook
 from .runs import RunNotFound, RunStore, new_run_id
 from ..core.storage import is_local
 from ..core.locks import project_lock
+from ..core.faults import scope, write_point
 
 # %% auto #0
 __all__ = ['RUN_ID', 'NOT_IN_CACHE_KEY', 'OPS', 'HANDLERS', 'STEP_KINDS_GROUP', 'GC_WAIT', 'RunFailed', 'RunInterrupted',
@@ -223,7 +224,9 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
                 remove_empty_log(log)
         run.render_later(dst)
         shutil.rmtree(final, ignore_errors=True)  # a resumed run may have left one behind
+        write_point("before")
         os.rename(partial, final)                 # the outputs appear at once, whole
+        write_point("after")
         st.outputs = {o: {"path": str(final / o), "sha256": fingerprint(final / o, memo=run.memo)} for o in step.output_names}
         return run.record(step, "succeeded")
 
@@ -264,10 +267,11 @@ def _ready(run: LocalRun, step: Step) -> bool:
     return all(run.states[d.name].status in ("succeeded", "cached", "skipped") for d in run.pipeline.dependencies(step))
 
 def _call(handler, run: LocalRun, step: Step):
-    try: handler(run, step)
-    except EarthsnapError as e:  # a handler's own error (an unreadable input, a missing file): the step fails
-        run.states[step.name].outputs = {}
-        run.record(step, "failed", error=e.what + (f" ({e.fix})" if e.fix else ""))
+    with scope(step.name):   # the write points of a step are named after it (core.faults)
+        try: handler(run, step)
+        except EarthsnapError as e:  # a handler's own error (an unreadable input, a missing file): the step fails
+            run.states[step.name].outputs = {}
+            run.record(step, "failed", error=e.what + (f" ({e.fix})" if e.fix else ""))
 
 def _warm(run: LocalRun, workers: int):
     "Have kernels starting for the notebook steps still pending, the next ones first: at most 2 x workers - 1 kernels alive, running ones included."
@@ -294,7 +298,8 @@ def _schedule(run: LocalRun, workers: int):
                     for step in run.pipeline.order:
                         if run.states[step.name].status != "pending" or not _ready(run, step): continue
                         if _skip(run, step):  # decided at once, whatever the number of free workers
-                            run.record(step, "skipped"); progressed = True; continue
+                            with scope(step.name): run.record(step, "skipped")
+                            progressed = True; continue
                         if len(running) >= workers: continue
                         run.states[step.name].status = "running"
                         running[pool.submit(_call, HANDLERS[step.kind], run, step)] = step
@@ -362,17 +367,25 @@ def check_run(pipeline: Pipeline, cfg: Config, parameters: Mapping[str, Any] | N
     values = pipeline.resolve(parameters)
     return values, _prepare_values(pipeline, cfg, values)
 
-# %% ../../nbs/engine/executor.ipynb #cfcace73
+# %% ../../nbs/engine/executor.ipynb #bba6c7a3
 def _restore(run: LocalRun, steps: list[dict]):
-    "Take back, from a resumed run's records, the steps that succeeded and whose outputs are still there."
+    """Take back, from a resumed run's records, the steps that succeeded with what each kind keeps: a notebook step
+    its output files (when each is recorded and still there; else it runs again), a condition its outcome, any other
+    step the values it recorded (the register step: the version it registered)."""
     for s in steps:
         step = next((x for x in run.pipeline.steps if x.name == s["name"]), None)
         if step is None or s["status"] not in ("succeeded", "cached"): continue
         st, outputs = run.states[step.name], s["outputs"] or {}
-        if isinstance(step, ConditionStep): st.value, outputs = outputs.get("outcome"), {}  # a condition keeps its outcome, no files
-        if all(Path(o["path"]).exists() for o in outputs.values()):
+        if isinstance(step, NotebookStep):
+            files = {o: outputs.get(o) for o in step.output_names}
+            if all(isinstance(f, dict) and f.get("path") and f.get("sha256") and Path(f["path"]).exists() for f in files.values()):
+                st.status, st.outputs = s["status"], files
+        elif isinstance(step, ConditionStep):
+            if "outcome" in outputs: st.status, st.value = s["status"], outputs["outcome"]
+        else:
             st.status, st.outputs = s["status"], outputs
 
+# %% ../../nbs/engine/executor.ipynb #cfcace73
 def run_pipeline(pipeline: Pipeline, parameters: Mapping[str, Any] | None = None, *, config: Config | None = None,
                  workers: int | None = None, cache: bool | None = None, resume: str | None = None,
                  on_event: Callable[[dict], None] | None = None, run_id: str | None = None, started_by: str | None = None,

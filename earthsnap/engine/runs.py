@@ -22,8 +22,8 @@ from ..core.errors import EarthsnapError
 from ..core.parallel import pid_alive
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'SCHEMA', 'RUN_STATUSES', 'STEP_STATUSES', 'PACKAGES', 'RunNotFound', 'new_run_id', 'code_version',
-           'package_versions', 'RunStore', 'project_runs', 'step_statuses']
+__all__ = ['SCHEMA_VERSION', 'SCHEMA', 'RUN_STATUSES', 'STEP_STATUSES', 'PACKAGES', 'RunNotFound', 'RecordInconsistent',
+           'new_run_id', 'code_version', 'package_versions', 'RunStore', 'project_runs', 'step_statuses']
 
 # %% ../../nbs/engine/runs.ipynb #cde980e8
 SCHEMA_VERSION = 4
@@ -45,6 +45,10 @@ PACKAGES = ("earthsnap", "papermill", "nbclient", "ipykernel", "numpy", "pillow"
 
 class RunNotFound(EarthsnapError):
     "No run has the id asked for."
+
+class RecordInconsistent(EarthsnapError):
+    "A run's record holds something this earthsnap cannot read: `earthsnap doctor --fix` mends it."
+    exit_code = 1
 
 # %% ../../nbs/engine/runs.ipynb #5f7533ad
 def new_run_id(prefix: str) -> str:
@@ -169,7 +173,11 @@ class RunStore:
         with connection(self.path) as db:
             rows = db.execute("SELECT COALESCE(cached_from, run_id) AS run_id, outputs, notebook FROM steps "
                               "WHERE cache_key = ? AND status IN ('succeeded', 'cached') ORDER BY ended_at DESC LIMIT 5", (cache_key,)).fetchall()
-        return [_decode(r) for r in rows]
+        hits = []
+        for r in rows:   # a hit whose record cannot be read is no hit (`earthsnap doctor` reports it)
+            try: hits.append(_decode(r))
+            except RecordInconsistent: pass
+        return hits
 
     def run(self, run_id: str) -> dict:
         "One run with its steps; durations in seconds."
@@ -194,7 +202,12 @@ class RunStore:
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
     for k in ("parameters", "code_version", "packages", "outputs", "options"):
-        if d.get(k) is not None: d[k] = json.loads(d[k])
+        if d.get(k) is None: continue
+        try: d[k] = json.loads(d[k])
+        except ValueError as e:
+            where = f"the {k} of step {d['name']}" if "name" in d and "run_id" in d else f"its {k}"
+            raise RecordInconsistent(f"Run {d.get('run_id') or d.get('id')}'s record is inconsistent: {where} cannot be read ({e}).",
+                                     fix="Run `earthsnap doctor --fix`: it mends the record (a step whose outputs are lost runs again on resume).") from None
     if d.get("started_at") and d.get("ended_at"): d["duration"] = round(d["ended_at"] - d["started_at"], 3)
     return d
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.database import connection, table_names
+from ..core.database import connection, table_names, transaction
 from ..core.parallel import pid_alive
 from ..core.storage import exists, is_local, sha256_uri
 from ..engine.fingerprint import fingerprint
@@ -95,7 +95,9 @@ def _check_artefacts(path: Path, report: HealthReport, progress: bool = False) -
                                            "Do not deploy it; restore it from a backup, or register the model again."))
     for run_id, step, outputs in steps:
         bar.update()
-        for name, out in (json.loads(outputs) or {}).items():
+        try: outs = json.loads(outputs) or {}
+        except ValueError: continue   # an unreadable record: the records check reports it
+        for name, out in (outs.items() if isinstance(outs, dict) else ()):
             if not isinstance(out, dict) or "sha256" not in out or not is_local(out.get("path", "")): continue
             n += 1
             where = f"output {name} of step {step} of run {run_id}"
@@ -144,6 +146,49 @@ def _claims(path: Path) -> list[dict]:
     with connection(path) as db:
         return [dict(r) for r in db.execute("SELECT * FROM event_deliveries WHERE claimed_at IS NOT NULL AND handled_at IS NULL")]
 
+# %% ../../nbs/operations/doctor.ipynb #69148ecf
+def _malformed_outputs(outputs: str | None) -> str | None:
+    "What is wrong with a finished step's recorded outputs, or None: a JSON object, each file in it with its sha256."
+    if outputs is None: return None
+    try: outs = json.loads(outputs)
+    except ValueError as e: return f"its outputs cannot be read ({e})"
+    if not isinstance(outs, dict): return "its outputs are not a mapping of names"
+    files = [n for n, o in outs.items() if isinstance(o, dict) and "path" in o and not isinstance(o.get("sha256"), str)]
+    return f"its output(s) {', '.join(files)} name a file without its sha256" if files else None
+
+
+def _forget_outputs(path: Path, run_id: str, step: str, run_status: str, outputs: str, wrong: str) -> bool:
+    "Forget a step's broken outputs: no cache hit points to them, and in a run that did not succeed the step runs again."
+    with connection(path) as db, transaction(db):
+        return db.execute("UPDATE steps SET outputs = NULL, cache_key = NULL, error = ?, "
+                          "status = CASE WHEN ? = 'succeeded' THEN status ELSE 'failed' END "
+                          "WHERE run_id = ? AND name = ? AND outputs IS ?",
+                          (f"record mended by earthsnap doctor: {wrong}", run_status, run_id, step, outputs)).rowcount == 1
+
+
+def _check_records(path: Path, report: HealthReport, fix: bool) -> None:
+    with connection(path) as db:
+        steps = db.execute("SELECT s.run_id, s.name, s.status, s.outputs, r.status FROM steps s JOIN runs r ON r.id = s.run_id "
+                           "WHERE s.status IN ('succeeded', 'cached')").fetchall()
+        runs = db.execute("SELECT id, parameters, options FROM runs").fetchall()
+    report.checked["records"] = len(steps) + len(runs)
+    for run_id, step, status, outputs, run_status in steps:
+        wrong = _malformed_outputs(outputs)
+        if wrong is None: continue
+        fixed = fix and run_status != "running" and _forget_outputs(path, run_id, step, run_status, outputs, wrong)
+        again = (f"it runs again when the run is resumed: earthsnap run --resume {run_id}" if run_status != "succeeded"
+                 else "no later run takes them from the cache")
+        report.findings.append(Finding("records", f"run {run_id}'s record is inconsistent: step {step} is {status}, but {wrong}",
+                                       f"Its outputs are forgotten; {again}." if fixed else
+                                       "Run `earthsnap doctor --fix`: the step's outputs are forgotten, and it runs again when needed.", fixed))
+    for run_id, *columns in runs:
+        for column, text in zip(("parameters", "options"), columns):
+            try: json.loads(text or "null")
+            except ValueError as e:
+                report.findings.append(Finding("records", f"run {run_id}'s record is inconsistent: its {column} cannot be read ({e})",
+                                               "It cannot be resumed; start a new run (its steps come from the cache where their "
+                                               "records are sound). The record is kept as it is, for a person to read."))
+
 # %% ../../nbs/operations/doctor.ipynb #5c288d47
 def check_project(cfg, fix: bool = False, lease: float = 600.0, progress: bool = False) -> HealthReport:
     "Check the project configured by `cfg` (with `fix`, mend what can be mended without losing anything; `progress`: a bar while artefacts are hashed); the report of what was found."
@@ -156,4 +201,5 @@ def check_project(cfg, fix: bool = False, lease: float = 600.0, progress: bool =
     _check_database(path, report)
     _check_artefacts(path, report, progress)
     _check_processes(cfg, path, report, fix, lease)
+    _check_records(path, report, fix)   # after the processes: a run whose process is gone is marked interrupted first
     return report

@@ -1,0 +1,287 @@
+"""Faults at every write: a small pipeline run, and an approval, are killed with SIGKILL (their whole process group) at
+each point where the executor, the registry, the outbox or the deployer writes a record, just before the write and
+just after (`earthsnap.core.faults`); the next command (`earthsnap run --resume`, the approval again, or `earthsnap
+deploy run`) must end exactly where an uninterrupted one ends, and no traceback may reach the terminal.
+
+How the points are found: an uninterrupted run logs the label of every write point it passes (EARTHSNAP_FAULT_LOG).
+How the trials stay affordable: a seed project holds an uninterrupted run up to `evaluate`; each trial copies it, so
+that every step comes from the cache except the one whose points it kills (its cache entry is dropped from the copy),
+which runs for real. Each point is killed in a fresh copy, then taken up and compared, one trial per point. The photos
+and the dataset store sit beside the projects, at one path for all of them, since a cache key holds the paths a step
+reads (a copy's own photos would make data QA run again in every trial).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, ROOT, clean_env, free_port
+
+SMALL = ["-p", "image_size=32", "-p", "epochs=2", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "min_accuracy=0",
+         "-p", "source=../data", "-p", "taxonomy=../data/taxonomy.yaml"]  # relative to a project, which resolves them
+NOTEBOOK_STEPS = ("explore_data", "data_qa", "preprocess", "tune", "train", "evaluate")
+TAG = "EARTHSNAP_FAULTS_TAG"
+PARALLEL = 2  # trials at once: each is a few processes that mostly wait on each other
+
+
+def earthsnap(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "earthsnap"), *args], cwd=project, env=clean_env(**env), capture_output=True,
+                          text=True, timeout=600)
+
+
+def configure(project: Path) -> None:
+    "One step at a time (the points come in one order), the shared dataset store, stage endpoints on ports of its own."
+    (project / "earthsnap.yaml").write_text(f"workers: 1\ndatasets: {project.parent / 'datasets'}\nstage_port: {free_port()}\n"
+                                            f"prod_port: {free_port()}\nstage_min_accuracy: 0.0\nstage_p95_ms: 1000\n")
+
+
+def copy_project(source: Path, dest: Path) -> Path:
+    shutil.copytree(source, dest, symlinks=True, ignore=shutil.ignore_patterns("endpoints", "*.lock"))
+    configure(dest)
+    return dest
+
+
+def logged(project: Path, *args: str) -> list[str]:
+    "Run `earthsnap ARGS` uninterrupted; the labels of the write points it passed, in order."
+    log = project / f"points-{uuid.uuid4().hex[:6]}.txt"
+    r = earthsnap(project, *args, EARTHSNAP_FAULT_LOG=str(log))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return log.read_text().splitlines()
+
+
+def scope_of(label: str) -> str:
+    "The step a write point belongs to ('' for the run's own records)."
+    found = re.search(r"\[([^\]]*)\](#\d+)?$", label)
+    return found.group(1) if found else ""
+
+
+def tagged(tag: str) -> set[int]:
+    "Every process whose environment carries this tag: the command killed and all it started."
+    needle, found = f"{TAG}={tag}".encode() + b"\0", set()
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if needle in (p / "environ").read_bytes():
+                    found.add(int(p.name))
+            except OSError:
+                pass
+    return found
+
+
+def endpoint_pids(project: Path) -> set[int]:
+    "The endpoint servers a project started: they outlive the command that starts them, by design."
+    pids = set()
+    for f in (project / ".earthsnap" / "endpoints").glob("*/endpoint.json"):
+        try:
+            pids.add(json.loads(f.read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return pids
+
+
+def stop_endpoints(project: Path) -> None:
+    for pid in endpoint_pids(project):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, TypeError):
+            pass
+
+
+def kill_at(project: Path, label: str, *args: str) -> dict:
+    "`earthsnap ARGS` killed at write point `label`: how it ended, what it printed, what of it survived 10 s later."
+    tag = uuid.uuid4().hex
+    proc = subprocess.Popen([str(BIN / "earthsnap"), *args], cwd=project, start_new_session=True, text=True,
+                            env=clean_env(EARTHSNAP_FAULT_AT=label, **{TAG: tag}),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output, _ = proc.communicate(timeout=600)
+    deadline = time.monotonic() + 10
+    while (survivors := tagged(tag) - endpoint_pids(project)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in survivors:  # reported as a failure, then cleaned up
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return {"killed": proc.returncode == -signal.SIGKILL, "exit": proc.returncode, "output": output,
+            "survivors": sorted(survivors)}
+
+
+def database(project: Path) -> sqlite3.Connection:
+    return sqlite3.connect(project / ".earthsnap" / "registry.db")
+
+
+def registry_state(project: Path) -> dict:
+    "The registry as a person sees it: versions with status, archive and metrics, the events, the deployments."
+    with database(project) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        versions = db.execute("SELECT grp, version, status, sha256, metrics FROM model_versions ORDER BY grp, version").fetchall()
+        events = [json.loads(b)["detail"] for (b,) in db.execute("SELECT body FROM events ORDER BY seq")]
+        deployments = (db.execute("SELECT endpoint, grp, version, action, status FROM deployments ORDER BY id").fetchall()
+                       if "deployments" in tables else [])
+        handled = (db.execute("SELECT COUNT(*) FROM event_deliveries WHERE handled_at IS NOT NULL").fetchone()[0]
+                   if "event_deliveries" in tables else 0)
+    return {"versions": [list(v) for v in versions],
+            "events": [(e["ModelPackageName"], e["ModelApprovalStatus"]) for e in events],
+            "deployments": [list(d) for d in deployments], "handled": handled}
+
+
+def result_of(project: Path) -> dict:
+    "What an uninterrupted run gives: dataset version, RecordIO bytes, tuned values, model, evaluation, registry."
+    with database(project) as db:
+        sha, lineage = db.execute("SELECT sha256, lineage FROM model_versions WHERE grp = 'species' AND version = 1").fetchone()
+        run_id = json.loads(lineage)["run"]
+        outputs = {name: json.loads(o) for name, o in db.execute(
+            "SELECT name, outputs FROM steps WHERE run_id = ? AND outputs IS NOT NULL", (run_id,))}
+    recordio = hashlib.sha256()
+    for f in sorted(Path(outputs["preprocess"]["records"]["path"]).iterdir()):
+        if f.suffix in (".rec", ".idx", ".lst"):
+            recordio.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
+    evaluation = json.loads((Path(outputs["evaluate"]["evaluation"]["path"]) / "evaluation.json").read_text())
+    evaluation.pop("model")  # the model's path, which differs from project to project
+    return {"dataset": json.loads(lineage)["dataset"], "recordio": recordio.hexdigest(),
+            "tuned": json.loads((Path(outputs["tune"]["tuning"]["path"]) / "best.json").read_text()),
+            "model": sha, "evaluation": evaluation, "registry": registry_state(project)}
+
+
+def runs_of(project: Path) -> dict[str, str]:
+    "Each recorded run's status, by id."
+    with database(project) as db:
+        return dict(db.execute("SELECT id, status FROM runs"))
+
+
+def ping(project: Path, name: str) -> str | None:
+    try:
+        port = json.loads((project / ".earthsnap" / "endpoints" / name / "endpoint.json").read_text())["port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10) as r:
+            return json.loads(r.read()).get("model")
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory):
+    "The seed (an uninterrupted run up to evaluate), the reference (the whole run, then an approval) and their points."
+    root = tmp_path_factory.mktemp("faults")
+    template = root / "template"
+    shutil.copytree(ROOT / "pipeline", template / "pipeline")
+    r = earthsnap(template, "demo-data", "../data", "--groups", "2", "--species", "2", "--images", "10", "-q")
+    assert r.returncode == 0, r.stderr
+    seed = copy_project(template, root / "seed")
+    steps = logged(seed, "run", *SMALL, "--to", "evaluate", "--to", "explore_data")
+    reference = copy_project(seed, root / "reference")
+    run = logged(reference, "run", *SMALL)
+    approved = copy_project(reference, root / "approved")
+    approval = logged(approved, "registry", "approve", "species/1", "--by", "faults")
+    assert ping(approved, "stage") == "species/1"
+    stop_endpoints(approved)
+    points = [p for p in steps if scope_of(p) in NOTEBOOK_STEPS] + [p for p in run if scope_of(p) not in NOTEBOOK_STEPS]
+    yield {"root": root, "seed": seed, "reference": reference, "points": points, "result": result_of(reference),
+           "approval": approval, "approved": registry_state(approved)}
+
+
+def run_trial(env: dict, i: int, label: str) -> list[str]:
+    "Kill a run at `label` in a fresh copy of the seed, resume it, compare; what went wrong."
+    project = copy_project(env["seed"], env["root"] / f"run-{i}")
+    step = scope_of(label)
+    if step in NOTEBOOK_STEPS:  # that step runs for real, every other one comes from the cache
+        with database(project) as db:
+            db.execute("UPDATE steps SET cache_key = NULL WHERE name = ?", (step,))
+    before = runs_of(project)
+    killed, problems = kill_at(project, label, "run", *SMALL), []
+    if not killed["killed"]:
+        problems.append(f"not killed (exit {killed['exit']}): the point was not reached")
+    if killed["survivors"]:
+        problems.append(f"processes survived the kill: {killed['survivors']}")
+    calls = []
+    for _ in range(2):  # resume the killed run (or start one, if it was killed before it was recorded) until it succeeds
+        new = {i: status for i, status in runs_of(project).items() if i not in before}
+        if "succeeded" in new.values():
+            break
+        calls.append(earthsnap(project, "run", "--resume", *new) if new else earthsnap(project, "run", *SMALL))
+    outputs = killed["output"] + "".join(c.stdout + c.stderr for c in calls)
+    if "Traceback" in outputs:
+        problems.append("a traceback reached the terminal")
+    if "succeeded" not in {i: status for i, status in runs_of(project).items() if i not in before}.values():
+        problems.append("no run succeeded: " + (f"{calls[-1].stdout[-600:]} {calls[-1].stderr[-600:]}" if calls else ""))
+    else:
+        got, want = result_of(project), env["result"]
+        problems += [f"{k} differs: {got[k]!r} != {want[k]!r}" for k in want if got[k] != want[k]]
+    if not problems:
+        shutil.rmtree(project, ignore_errors=True)
+    return problems
+
+
+def approval_trial(env: dict, i: int, label: str) -> list[str]:
+    "Kill an approval at `label` in a fresh copy of the reference, call again, compare; what went wrong."
+    project = copy_project(env["reference"], env["root"] / f"approval-{i}")
+    problems = []
+    try:
+        killed = kill_at(project, label, "registry", "approve", "species/1", "--by", "faults")
+        if not killed["killed"]:
+            problems.append(f"not killed (exit {killed['exit']}): the point was not reached")
+        if killed["survivors"]:
+            problems.append(f"processes survived the kill: {killed['survivors']}")
+        with database(project) as db:
+            pending = db.execute("SELECT status FROM model_versions WHERE version = 1").fetchone()[0] != "Approved"
+        again = earthsnap(project, *(["registry", "approve", "species/1", "--by", "faults"] if pending else ["deploy", "run"]))
+        if "Traceback" in killed["output"] + again.stdout + again.stderr:
+            problems.append("a traceback reached the terminal")
+        if again.returncode != 0:
+            problems.append(f"the next command failed: {again.stdout[-600:]} {again.stderr[-600:]}")
+        if ping(project, "stage") != "species/1":
+            problems.append("stage does not serve species/1")
+        got = registry_state(project)
+        if got != env["approved"]:
+            problems.append(f"the registry differs: {got} != {env['approved']}")
+        doctor = earthsnap(project, "doctor")
+        if doctor.returncode != 0:
+            problems.append(f"doctor finds problems: {doctor.stdout[-600:]}")
+    finally:
+        stop_endpoints(project)
+    if not problems:
+        shutil.rmtree(project, ignore_errors=True)
+    return problems
+
+
+def trials(points: list[str], trial) -> dict[str, list[str]]:
+    "Every point's trial, `PARALLEL` at a time; the points that went wrong, with what did."
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        outcomes = list(pool.map(lambda ip: trial(*ip), enumerate(points)))
+    return {p: o for p, o in zip(points, outcomes, strict=True) if o}
+
+
+@pytest.mark.timeout(1800)
+def test_a_run_killed_at_any_write_resumes_to_the_result_of_an_uninterrupted_run(projects):
+    points = projects["points"]
+    steps = {scope_of(p) for p in points}
+    assert steps >= {*NOTEBOOK_STEPS, "accuracy_gate", "below_threshold", "register", ""}, steps  # every step, the run's own
+    assert any("RunStore.create_run" in p for p in points) and any("RunStore.finish_run" in p for p in points), points
+    assert any("registry" in p and "[register]" in p for p in points), points  # the archive and the version it registers
+    assert all(p.startswith(("before ", "after ")) for p in points) and len(points) == len(set(points))
+    failed = trials(points, lambda i, p: run_trial(projects, i, p))
+    print(f"\n{len(points)} write points of a run, each killed once: {len(points) - len(failed)} resumed to the same result")
+    assert not failed, json.dumps(failed, indent=1)
+
+
+@pytest.mark.timeout(1800)
+def test_an_approval_killed_at_any_write_is_completed_by_the_next_call(projects):
+    points = projects["approval"]
+    assert any("outbox" in p.lower() or "events" in p for p in points), points     # the claim of the event
+    assert any("deployment" in p for p in points), points                          # the deployer's records
+    assert any("endpoints" in p for p in points), points                           # the stage endpoint's state
+    failed = trials(points, lambda i, p: approval_trial(projects, i, p))
+    print(f"\n{len(points)} write points of an approval, each killed once: {len(points) - len(failed)} completed by the next call")
+    assert not failed, json.dumps(failed, indent=1)
