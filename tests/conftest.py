@@ -55,6 +55,33 @@ def steps_of(earthsnap, project: Path, run_id: str) -> dict[str, tuple[str, int]
     return {row[1]: (row[2], int(row[4]) if len(row) > 4 else 0) for row in rows}
 
 
+def processes_marked(mark: str) -> set[int]:
+    "The processes whose environment holds RUN_MARK=`mark`: those a test started with it, and every process they started."
+    needle = f"RUN_MARK={mark}".encode() + b"\0"
+    found = set()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            environ = (p / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ:
+            found.add(int(p.name))
+    return found
+
+
+def port_is_free(port: int) -> bool:
+    "Whether a server could listen on `port` of 127.0.0.1 now (as servers do, with SO_REUSEADDR)."
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
     "A TCP port of 127.0.0.1 that nothing listens on now."
     with socket.socket() as s:
