@@ -22,7 +22,9 @@ def test_lab_serves_the_project_with_its_environment_as_the_kernel(tmp_path):
     project = tmp_path / "p"
     shutil.copytree(ROOT / "pipeline", project / "pipeline")
     port = free_port()
-    env = clean_env(JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))  # its runtime file, where running_labs finds it
+    # its runtime file, where running_labs finds it; a newcomer's Jupyter settings and configuration: none yet
+    env = clean_env(JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
+                    JUPYTER_CONFIG_DIR=str(tmp_path / "config"))
     lab = subprocess.Popen([str(BIN / "earthsnap"), "lab", "--port", str(port)], cwd=project, env=env, text=True,
                            stdout=subprocess.PIPE, stderr=open(tmp_path / "lab.log", "w"), start_new_session=True)
     try:
@@ -36,6 +38,18 @@ def test_lab_serves_the_project_with_its_environment_as_the_kernel(tmp_path):
         python = specs["kernelspecs"][specs["default"]]["spec"]
         assert specs["default"] == "python3" and python["language"] == "python"
         assert python["argv"][0] in ("python", sys.executable) or Path(python["argv"][0]).resolve() == Path(sys.executable).resolve(), python
+        # offline: the lab's first page does not ask to fetch Jupyter's news (the setting says never), the server
+        # fetches no news feed and looks for no newer JupyterLab
+        settings = api.get(f"http://127.0.0.1:{port}/lab/api/settings/@jupyterlab/apputils-extension:notification",
+                           timeout=10).json()
+        assert settings["schema"]["properties"]["fetchNews"]["default"] == "false", settings["schema"]
+        assert settings["schema"]["properties"]["checkForUpdates"]["default"] is False
+        assert settings["settings"] == {}, settings  # the defaults are what the page uses
+        assert api.get(f"http://127.0.0.1:{port}/lab/api/news", timeout=10).json() == {"news": []}
+        assert api.get(f"http://127.0.0.1:{port}/lab/api/update", timeout=10).json() == {"notification": None}
+        page = api.get(f"http://127.0.0.1:{port}/lab", timeout=10).text
+        page_config = page.split('<script id="jupyter-config-data" type="application/json">')[1].split("</script>")[0]
+        assert json.loads(page_config)["news"] == {"disabled": True}
         kernel = api.post(f"http://127.0.0.1:{port}/api/kernels", json={"name": "python3"}, timeout=60)
         assert kernel.status_code == 201, kernel.text
         assert api.delete(f"http://127.0.0.1:{port}/api/kernels/{kernel.json()['id']}", timeout=30).status_code == 204
