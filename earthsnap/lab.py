@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,16 +19,20 @@ from .core.config import Config
 from .core.errors import EarthsnapError
 
 # %% auto #0
-__all__ = ['lab_command', 'clean_notebook', 'clean_on_save', 'notebook_text', 'clean_text', 'clean_files', 'running_labs',
-           'lab_url', 'start_lab']
+__all__ = ['OFFLINE_SETTINGS', 'STOP_SIGNALS', 'lab_command', 'clean_notebook', 'clean_on_save', 'notebook_text', 'clean_text',
+           'clean_files', 'running_labs', 'lab_url', 'offline_lab_env', 'run_until_stopped', 'start_lab']
 
 # %% ../nbs/lab.ipynb #9d319a95
 def lab_command(cfg: Config, port: int = 8888, token: str = "") -> list[str]:
     "The command that starts JupyterLab on the project: 127.0.0.1, its `port` only, no browser, `token` required."
+    root = Path(cfg.project_dir).resolve()
+    as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # Jupyter refuses root unless told
     return [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
-            f"--ServerApp.root_dir={Path(cfg.project_dir).resolve()}", f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}",
             "--ContentsManager.pre_save_hook=earthsnap.lab.clean_on_save",  # saved notebooks are kept clean
-            *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])]  # Jupyter refuses root unless told (containers, CI)
+            "--LabApp.news_url=None",  # no news feed is fetched
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",  # nor a newer JupyterLab looked for
+            *as_root]
 
 # %% ../nbs/lab.ipynb #63195bdf
 def clean_notebook(nb: dict) -> dict:
@@ -77,17 +83,58 @@ def lab_url(cfg: Config, path: str | Path, token: bool = True) -> str | None:
     s = labs[-1]
     return f"{s['url'].rstrip('/')}/lab/tree/{quote(rel)}" + (f"?token={s['token']}" if token and s.get("token") else "")
 
+# %% ../nbs/lab.ipynb #35e37b14
+OFFLINE_SETTINGS = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
+
+
+def offline_lab_env(config_dir: str | Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    "`env` (default: this process's) for a JupyterLab that stays offline, its default settings written in `config_dir`."
+    labconfig = Path(config_dir) / "labconfig"
+    labconfig.mkdir(parents=True, exist_ok=True)
+    overrides = json.dumps(OFFLINE_SETTINGS, indent=1) + "\n"
+    (labconfig / "default_setting_overrides.json").write_text(overrides, encoding="utf-8")
+    env = dict(os.environ if env is None else env)
+    config_path = [str(config_dir), *filter(None, env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep))]
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(config_path)
+    return env
+
+# %% ../nbs/lab.ipynb #02e9fdc3
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_until_stopped(cmd: list[str], signals=STOP_SIGNALS, **popen) -> int:
+    "Run `cmd` in a session of its own; any of `signals` sent here stops it with SIGTERM. Returns its exit status."
+    started: list[subprocess.Popen] = []
+    received: list[int] = []
+
+    def stop(signum, frame):
+        received.append(signum)
+        for proc in started:
+            proc.terminate()
+
+    handled = [s for s in signals if signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {s: signal.signal(s, stop) for s in handled}  # before the start, so that no signal is missed
+    try:
+        proc = subprocess.Popen(cmd, start_new_session=True, **popen)
+        started.append(proc)
+        if received:
+            proc.terminate()
+        return proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
 # %% ../nbs/lab.ipynb #fb91a372
 def start_lab(cfg: Config, port: int = 8888, echo=print) -> int:
-    "Run JupyterLab on the project until it stops (Ctrl-C); prints the address to open. Returns its exit status."
-    try: import jupyterlab  # noqa: F401
+    "Run JupyterLab on the project, offline, until it is stopped; prints the address to open. Returns its exit status."
+    try:
+        import jupyterlab  # noqa: F401
     except ImportError:
-        raise EarthsnapError("JupyterLab is not installed in this environment.", fix='Install the lab extra: pip install -e ".[lab]" (make install does).')
+        raise EarthsnapError("JupyterLab is not installed in this environment.",
+                             fix='Install the lab extra: pip install -e ".[lab]" (make install does).')
     token = secrets.token_urlsafe(18)
     echo(f"JupyterLab on {cfg.project_dir}: http://127.0.0.1:{port}/lab?token={token}\n"
          f"  the kernel is this environment's python ({sys.executable}); Ctrl-C stops it")
-    proc = subprocess.Popen(lab_command(cfg, port, token), cwd=cfg.project_dir)
-    try: return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait(timeout=30)
+    with tempfile.TemporaryDirectory(prefix="earthsnap-lab-") as config_dir:
+        env = offline_lab_env(config_dir)
+        return run_until_stopped(lab_command(cfg, port, token), cwd=cfg.project_dir, env=env)

@@ -25,7 +25,7 @@ class ProjectExists(EarthsnapError):
 def template_files() -> dict[str, Path]:
     "The template's files by the path they get in a new project."
     return {RENAMED.get(p.relative_to(TEMPLATE).as_posix(), p.relative_to(TEMPLATE).as_posix()): p
-            for p in sorted(TEMPLATE.rglob("*")) if p.is_file() and p.name != "__init__.py"  # nbdev_export adds those to every folder with a .py
+            for p in sorted(TEMPLATE.rglob("*")) if p.is_file() and p.name != "__init__.py"  # nbdev's, not the project's
             and "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts}
 
 # %% ../nbs/scaffold.ipynb #4a64d026

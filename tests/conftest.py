@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -53,6 +54,72 @@ def steps_of(earthsnap, project: Path, run_id: str) -> dict[str, tuple[str, int]
     assert r.returncode == 0, r.stderr
     rows = [line.split() for line in r.stdout.splitlines() if line[:4] in ("  ✓ ", "  ✗ ", "  ↺ ", "  · ", "  – ", "  ▶ ")]
     return {row[1]: (row[2], int(row[4]) if len(row) > 4 else 0) for row in rows}
+
+
+def processes_marked(mark: str) -> set[int]:
+    "The processes whose environment holds RUN_MARK=`mark`: those a test started with it, and every process they started."
+    needle = f"RUN_MARK={mark}".encode() + b"\0"
+    found = set()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            environ = (p / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ:
+            found.add(int(p.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    "Whether process `pid` exists and has not ended (a zombie waiting for its parent has)."
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def stop_endpoints(project: Path, grace: float = 30) -> None:
+    """Stop every endpoint server of `project` by its pid, and wait until they have ended (SIGTERM, then SIGKILL after
+    `grace` seconds). Servers are found by the endpoint folder they serve (`--dir .earthsnap/endpoints/NAME` on their
+    command line), so one a deployer killed half-way started but never recorded is stopped too, a server whose
+    endpoint.json was rewritten by a stop is not looked for, and a recorded pid taken since by another process is left
+    alone."""
+    folders = {str(project / ".earthsnap" / "endpoints"), str((project / ".earthsnap" / "endpoints").resolve())}
+    servers = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if int(cmdline.parent.name) != os.getpid() and any(a.startswith(f"{f}/") for a in args for f in folders):
+            servers.append(int(cmdline.parent.name))
+    for pid in servers:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while any(map(_running, servers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in filter(_running, servers):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def port_is_free(port: int) -> bool:
+    "Whether a server could listen on `port` of 127.0.0.1 now (as servers do, with SO_REUSEADDR)."
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port() -> int:

@@ -1,4 +1,5 @@
-"""`make test` refuses a library that differs from its notebooks, notebooks with stored outputs, and a stale README."""
+"""`make test` refuses a library that differs from its notebooks, notebooks with stored outputs, and a stale README;
+nbdev's own `nbdev_export`, run bare in a checkout, leaves its git tree as it was."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import BIN, ROOT
 
 
 @pytest.fixture
@@ -109,3 +110,26 @@ def test_a_notebook_git_would_clean_on_every_status_fails(repo):
     step.write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n")
     r = check(repo)
     assert r.returncode == 1 and "pipeline/train.ipynb is not as git's filter commits it (run earthsnap clean)" in r.stderr, r.stderr
+
+
+def checkout(dest: Path) -> Path:
+    "A git repository at `dest` holding this checkout's tracked files as they are now, committed."
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        if (ROOT / name).is_file():  # a tracked file deleted in the working tree is left out, as a commit would
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "x"]):
+        subprocess.run(["git", *args], cwd=dest, capture_output=True, check=True)
+    return dest
+
+
+def test_a_bare_nbdev_export_leaves_the_git_tree_clean(tmp_path):
+    """What a newcomer types (nbdev's habit): `nbdev_export` alone writes nothing git does not already hold, not even
+    a file .gitignore would hide."""
+    repo = checkout(tmp_path / "checkout")
+    export = subprocess.run([str(BIN / "nbdev_export")], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0, export.stderr
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=repo,
+                            capture_output=True, text=True, check=True)
+    assert status.stdout == "", status.stdout

@@ -2,6 +2,7 @@
 configured, upserts and starts the SageMaker pipeline with commands the CLI has."""
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 
@@ -18,6 +19,15 @@ def readme_test_command() -> str:
     block = re.search(r"```(?:bash|sh)?\n((?:(?!```).)*?make test(?:(?!```).)*?)```", text, re.S)
     assert block, "the README shows no test command"
     return next(l.split("#")[0].strip() for l in block.group(1).splitlines() if "make test" in l)
+
+
+def make_commands(command: str) -> list[str]:
+    "The commands `command` (`make TARGET`, as a workflow step runs it) would run here, in order: `make -n` prints them."
+    target = command.split()
+    assert target[0] == "make" and len(target) == 2, command
+    r = subprocess.run(["make", "-n", target[1]], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.replace("\\\n", " ").splitlines()
 
 
 def test_workflow_runs_the_readme_test_command_on_every_push():
@@ -45,8 +55,8 @@ def test_workflow_upserts_and_starts_sagemaker_only_on_main_with_aws():
     runs = [s["run"] for s in job["steps"] if "run" in s]
     assert runs[0] == "make install" and runs[1] == "make image-push" and runs[2].endswith("earthsnap sagemaker upsert")
     assert "earthsnap sagemaker start" in runs[3]
-    make = subprocess.run(["make", "-n", "image-push"], cwd=ROOT, capture_output=True, text=True)  # the target exists and pushes the tag
-    assert make.returncode == 0 and "earthsnap sagemaker image" in make.stdout and "docker push" in make.stdout, make.stdout + make.stderr
+    push = "\n".join(make_commands(runs[1]))  # the target exists, and pushes the image under its content tag
+    assert "earthsnap sagemaker image" in push and "docker push" in push, push
     for sub in ("upsert", "start"):  # the commands it calls exist, with the options it passes
         r = subprocess.run([str(BIN / "earthsnap"), "sagemaker", sub, "--help"], env=clean_env(), capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and (sub != "start" or "--name" in r.stdout), r.stderr
@@ -62,4 +72,11 @@ def test_the_documentation_site_is_published_from_main_only():
     assert pages["needs"] == "test" and "refs/heads/main" in pages["if"] and "push" in pages["if"]
     assert pages["permissions"] == {"pages": "write", "id-token": "write"}
     assert [s["uses"].split("@")[0] for s in pages["steps"]] == ["actions/deploy-pages"]
-    assert "docs:" in (ROOT / "Makefile").read_text() and "test: check $(CHROMIUM) docs" in (ROOT / "Makefile").read_text()
+    # the site it keeps is built by the test step's command: `make test` runs the docs build, which writes _docs/site
+    command = next(s["run"] for s in wf["jobs"]["test"]["steps"] if "run" in s)
+    commands = make_commands(command)
+    assert any("tools/build_docs.py" in c for c in commands), commands
+    spec = importlib.util.spec_from_file_location("build_docs", ROOT / "tools" / "build_docs.py")
+    build_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_docs)
+    assert build_docs.OUT / "site" == ROOT / keep["with"]["path"]

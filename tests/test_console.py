@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import BIN, ROOT, clean_env, demo_project, free_port, wait_until_serving
+from conftest import BIN, ROOT, clean_env, demo_project, free_port, stop_endpoints, wait_until_serving
 
 SHOTS = ROOT / "tests" / "artifacts" / "console"
 PASSWORDS = {"ana": "ana approves models", "oscar": "oscar operates prod", "vic": "vic only looks", "adele": "adele administers",
@@ -80,9 +80,7 @@ def site(tmp_path_factory):
     server.send_signal(signal.SIGTERM)
     try: server.wait(timeout=30)
     except subprocess.TimeoutExpired: server.kill()
-    for f in (project / ".earthsnap" / "endpoints").glob("*/endpoint.json"):
-        try: os.kill(json.loads(f.read_text())["pid"], signal.SIGTERM)
-        except ProcessLookupError: pass
+    stop_endpoints(project)
 
 
 def signed_in(browser, site, name: str, width: int = 1280):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, clean_env, free_port
+from conftest import BIN, clean_env, free_port, stop_endpoints
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +40,7 @@ def project(tmp_path, model):
                                              "stage_min_accuracy: 0.0\nstage_p95_ms: 1000\n")
     register(tmp_path, model[0], model)
     yield tmp_path
-    for f in (tmp_path / ".earthsnap" / "endpoints").glob("*/endpoint.json"):
-        try: os.kill(json.loads(f.read_text())["pid"], signal.SIGTERM)
-        except ProcessLookupError: pass
-    # a deployer killed half way may have started a server whose pid it never wrote down: find it by its directory
-    endpoints = str(tmp_path / ".earthsnap" / "endpoints")
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try: args = cmdline.read_bytes().split(b"\0")
-        except OSError: continue
-        if any(a.decode(errors="replace").startswith(endpoints) for a in args):
-            try: os.kill(int(cmdline.parent.name), signal.SIGTERM)
-            except ProcessLookupError: pass
+    stop_endpoints(tmp_path)  # a server a deployer killed half way started but never recorded too
 
 
 def register(project: Path, archive: Path, model) -> str:

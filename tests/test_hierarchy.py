@@ -6,7 +6,6 @@ any model, promoted, and answering with group, species and joint probability."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT, clean_env, free_port, next_steps
+from conftest import BIN, ROOT, clean_env, free_port, next_steps, stop_endpoints
 
 TOKEN = "test-token-0123"
 SMALL = ["-p", "image_size=32", "-p", "epochs=3", "-p", "hyperparameters={\"width\": 8}", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "tune_parallel=1",
@@ -35,9 +34,7 @@ def project(tmp_path_factory) -> Path:
                        cwd=p, env=clean_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     yield p
-    for f in (p / ".earthsnap" / "endpoints").glob("*/endpoint.json"):
-        try: os.kill(json.loads(f.read_text())["pid"], signal.SIGTERM)
-        except ProcessLookupError: pass
+    stop_endpoints(p)
 
 
 def call(url: str, method: str, path: str, body: dict | None = None, token: str | None = TOKEN) -> tuple[int, dict]:

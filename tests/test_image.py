@@ -12,24 +12,22 @@ import shlex
 import subprocess
 import sys
 from importlib.metadata import entry_points
-from pathlib import Path
 
 from dockerfile_parse import DockerfileParser
 from packaging.requirements import Requirement
 
+from conftest import ROOT
 from earthsnap.sagemaker.image import BUILD_FILES, LOCK, read_lock
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def dockerfile():
-    d = DockerfileParser(path=str(REPO / "Dockerfile"))
+    d = DockerfileParser(path=str(ROOT / "Dockerfile"))
     return d, [(i["instruction"], i["value"]) for i in d.structure]
 
 
 def pins() -> dict[str, str]:
     "The pins the image is resolved from, as tools/lock_image.py reads them from settings.ini."
-    spec = importlib.util.spec_from_file_location("lock_image", REPO / "tools" / "lock_image.py")
+    spec = importlib.util.spec_from_file_location("lock_image", ROOT / "tools" / "lock_image.py")
     lock_image = importlib.util.module_from_spec(spec); spec.loader.exec_module(lock_image)
     out = {}
     for text in lock_image.image_requirements():
@@ -59,7 +57,7 @@ def test_the_dockerfile_parses_and_installs_only_our_pins():
 
 
 def test_the_lock_is_the_pins_and_exact():
-    lock = read_lock(REPO)
+    lock = read_lock(ROOT)
     for name, version in pins().items():
         assert name in lock, f"{name} is pinned in settings.ini but not in {LOCK}: run make image-lock"
         assert lock[name].split("+")[0] == version, f"{name}: settings.ini pins {version}, {LOCK} has {lock[name]}: run make image-lock"
@@ -84,8 +82,8 @@ def test_the_lock_installs_cleanly_in_a_fresh_environment(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "--quiet"]  # (installs with --no-compile: no .pyc needed to check)
-    subprocess.run([*pip, "install", "--no-deps", "--no-compile", "-r", str(REPO / LOCK)], check=True, capture_output=True, text=True, timeout=600)
-    r = subprocess.run([*pip, "install", "--no-deps", "--no-compile", "--no-build-isolation", str(REPO)], capture_output=True, text=True, timeout=300)
+    subprocess.run([*pip, "install", "--no-deps", "--no-compile", "-r", str(ROOT / LOCK)], check=True, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([*pip, "install", "--no-deps", "--no-compile", "--no-build-isolation", str(ROOT)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     r = subprocess.run([*pip, "check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -63,10 +63,11 @@ def watched(tmp_path_factory):
         assert set(serve(prod.url, photos(tmp / "clean", 15))) == {200}                      # one window of 60
         assert set(serve(prod.url, photos(tmp / "shifted", 30, "lighting"))) == {200}        # two windows in other light
         store = CaptureStore(cfg.capture, "prod")
-        for _ in range(600):
-            if store.count() >= 180: break
+        for _ in range(600):  # the server counts a row once it is committed: then the store holds it too
+            status = ping(prod.url)[1]["capture"]
+            if status["rows"] >= 180:
+                break
             time.sleep(0.1)
-        status = ping(prod.url)[1]["capture"]
         assert (store.count(), status["rows"], status["dropped"], status["errors"]) == (180, 180, 0, 0), status
         monitor = subprocess.run([str(BIN / "earthsnap"), "monitor"], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=600)
         yield {"project": project, "cfg": cfg, "monitor": monitor, "prod": prod}

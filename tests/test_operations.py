@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT, clean_env, demo_project, free_port, run_id_in, steps_of
+from conftest import BIN, ROOT, clean_env, demo_project, free_port, run_id_in, steps_of, stop_endpoints
 
 DATA = ("--to", "preprocess")
 
@@ -125,6 +125,4 @@ def test_a_backup_taken_while_a_run_trains_restores_elsewhere_resumes_and_serves
         doctor = earthsnap("doctor", cwd=other)
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     finally:
-        for f in (other / ".earthsnap" / "endpoints").glob("*/endpoint.json"):
-            try: os.kill(json.loads(f.read_text())["pid"], signal.SIGTERM)
-            except (ProcessLookupError, KeyError): pass
+        stop_endpoints(other)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, clean_env, demo_project, free_port, wait_until_serving
+from conftest import BIN, clean_env, demo_project, free_port, stop_endpoints, wait_until_serving
 from earthsnap.data.demodata import generate_demo_data
 
 SMALL = ["-p", "image_size=32", "-p", "epochs=4", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "min_accuracy=0"]
@@ -27,9 +26,7 @@ def project(tmp_path):
     (project / "earthsnap.yaml").write_text(f"stage_port: {free_port()}\nprod_port: {free_port()}\nstage_min_accuracy: 0.0\nstage_p95_ms: 1000\n"
                                             "drift_window: 20\nreview_audit_rate: 0.3\nreview_min_probability: 0.9\n")
     yield project
-    for f in (project / ".earthsnap" / "endpoints").glob("*/endpoint.json"):
-        try: os.kill(json.loads(f.read_text())["pid"], signal.SIGTERM)
-        except ProcessLookupError: pass
+    stop_endpoints(project)
 
 
 def send(port: int, body: bytes) -> dict:

@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from pathlib import Path
 
 import boto3
 import pytest
 import yaml
 
-from conftest import BIN, clean_env
+from conftest import BIN, ROOT, clean_env
 
-REPO = Path(__file__).resolve().parent.parent
 BUCKET = "es-pipelines"
 SETTINGS = dict(EARTHSNAP_SAGEMAKER_REGION="eu-west-1", EARTHSNAP_SAGEMAKER_BUCKET=f"s3://{BUCKET}/earthsnap",
                 EARTHSNAP_SAGEMAKER_ROLE="arn:aws:iam::111111111111:role/earthsnap-sagemaker",
@@ -32,7 +30,7 @@ def offline_env(**extra):
 
 
 def test_definition_offline_without_credentials(earthsnap, tmp_path):
-    r = earthsnap("sagemaker", "definition", "-p", "epochs=30", "-o", tmp_path / "def.json", cwd=REPO, env=offline_env(**SETTINGS))
+    r = earthsnap("sagemaker", "definition", "-p", "epochs=30", "-o", tmp_path / "def.json", cwd=ROOT, env=offline_env(**SETTINGS))
     assert r.returncode == 0, r.stderr
     d = json.loads((tmp_path / "def.json").read_text())
     top = {s["Name"]: s["Type"] for s in d["Steps"]}
@@ -42,32 +40,32 @@ def test_definition_offline_without_credentials(earthsnap, tmp_path):
     assert "note: parameter tune_trials: applied when the pipeline is compiled" in r.stderr
     assert "DEBUG" not in r.stderr and "WARNING" not in r.stderr  # the SDK's narration is kept out
     r = earthsnap("sagemaker", "definition", "--trainer", "builtin", "-p", 'search_space={"lr": [0.001, 0.1, "log"]}',
-                  cwd=REPO, env=offline_env(**SETTINGS))
+                  cwd=ROOT, env=offline_env(**SETTINGS))
     assert r.returncode == 0 and "image-classification" in r.stdout and "evaluate: left out" in r.stderr, r.stderr
     # one pipeline per model of a hierarchy: its own name (in every output location), registry group and dataset
     r = earthsnap("sagemaker", "definition", "--model", "acantha", "-p", "source=s3://photos/hierarchy/acantha.jsonl",
-                  cwd=REPO, env=offline_env(**SETTINGS))
+                  cwd=ROOT, env=offline_env(**SETTINGS))
     assert r.returncode == 0, r.stderr
     defaults = {p["Name"]: p.get("DefaultValue") for p in json.loads(r.stdout)["Parameters"]}
     assert defaults["model_group"] == "hierarchy-acantha" and defaults["dataset_name"] == "demo-acantha"
     assert defaults["source"] == "s3://photos/hierarchy/acantha.jsonl" and '"earthsnap-acantha",' in r.stdout  # outputs under <bucket>/earthsnap-acantha/runs
-    r = earthsnap("sagemaker", "definition", "--model", "Bad Name", cwd=REPO, env=offline_env(**SETTINGS))
+    r = earthsnap("sagemaker", "definition", "--model", "Bad Name", cwd=ROOT, env=offline_env(**SETTINGS))
     assert r.returncode == 2 and "is not a model of a hierarchy" in r.stderr
 
 
 @pytest.mark.parametrize("setting", ["EARTHSNAP_SAGEMAKER_ROLE", "EARTHSNAP_SAGEMAKER_BUCKET", "EARTHSNAP_SAGEMAKER_REGION"])
 def test_missing_settings_are_named(earthsnap, setting):
     env = offline_env(**{k: v for k, v in SETTINGS.items() if k != setting})
-    r = earthsnap("sagemaker", "definition", cwd=REPO, env=env)
+    r = earthsnap("sagemaker", "definition", cwd=ROOT, env=env)
     name = setting[len("EARTHSNAP_"):].lower()
     assert r.returncode == 2 and f"setting {name} is empty" in r.stderr and setting in r.stderr and "earthsnap.yaml" in r.stderr, r.stderr
     assert not r.stdout
 
 
 def test_bad_options_are_refused_before_anything(earthsnap):
-    r = earthsnap("sagemaker", "definition", "-p", "epoch=3", cwd=REPO, env=offline_env(**SETTINGS))
+    r = earthsnap("sagemaker", "definition", "-p", "epoch=3", cwd=ROOT, env=offline_env(**SETTINGS))
     assert r.returncode == 2 and "has no parameter 'epoch'" in r.stderr and "epochs" in r.stderr
-    r = earthsnap("sagemaker", "definition", "--trainer", "builtin", cwd=REPO, env=offline_env(**SETTINGS))
+    r = earthsnap("sagemaker", "definition", "--trainer", "builtin", cwd=ROOT, env=offline_env(**SETTINGS))
     assert r.returncode != 0 and "Tuning step 'tune' searches" in r.stderr, r.stderr  # arch, width: no built-in counterpart
 
 
@@ -86,25 +84,25 @@ def aws(moto_url):
 
 
 def test_upsert_start_status_against_the_emulator(earthsnap, aws):
-    r = earthsnap("sagemaker", "upsert", cwd=REPO, env=aws)
+    r = earthsnap("sagemaker", "upsert", cwd=ROOT, env=aws)
     assert r.returncode == 0 and r.stdout.count("uploaded s3://") == 1 and "created arn:aws:sagemaker:" in r.stdout, r.stdout + r.stderr
-    r = earthsnap("sagemaker", "upsert", cwd=REPO, env=aws)
+    r = earthsnap("sagemaker", "upsert", cwd=ROOT, env=aws)
     assert r.returncode == 0 and "uploaded" not in r.stdout and "updated arn:aws:sagemaker:" in r.stdout, r.stdout + r.stderr
-    r = earthsnap("sagemaker", "start", "-p", "epochs=5", "--name", "from-test", cwd=REPO, env=aws)
+    r = earthsnap("sagemaker", "start", "-p", "epochs=5", "--name", "from-test", cwd=ROOT, env=aws)
     assert r.returncode == 0 and "started arn:aws:sagemaker:" in r.stdout, r.stdout + r.stderr
     arn = r.stdout.split()[1]
     sm = emulated("sagemaker", aws["AWS_ENDPOINT_URL"])
     sent = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)["PipelineParameters"]
     assert sent == [{"Name": "epochs", "Value": "5"}]
-    r = earthsnap("sagemaker", "status", cwd=REPO, env=aws)
+    r = earthsnap("sagemaker", "status", cwd=ROOT, env=aws)
     assert r.returncode == 0 and arn in r.stdout, r.stdout + r.stderr
     for bad, says in (("tune_trials=3", "fixed in the SageMaker definition"), ("epochs=many", "is int; 'many' is not"),
                       ("epochs=0", "Parameter 'epochs' must be at least 1, got 0."),  # the message `earthsnap run` gives
                       ("dataset_name=", "SageMaker refuses an empty parameter value")):  # (a group name SageMaker refuses: the service notebook)
-        r = earthsnap("sagemaker", "start", "-p", bad, cwd=REPO, env=aws)
+        r = earthsnap("sagemaker", "start", "-p", bad, cwd=ROOT, env=aws)
         assert r.returncode == 2 and says in r.stderr, r.stderr
     assert len(sm.list_pipeline_executions(PipelineName="earthsnap")["PipelineExecutionSummaries"]) == 1
-    r = earthsnap("sagemaker", "start", "-p", "init_weights=", "-p", "epochs=4", cwd=REPO, env=aws)  # empty, as the default: left out
+    r = earthsnap("sagemaker", "start", "-p", "init_weights=", "-p", "epochs=4", cwd=ROOT, env=aws)  # empty, as the default: left out
     assert r.returncode == 0, r.stdout + r.stderr
     sent = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=r.stdout.split()[1])["PipelineParameters"]
     assert sent == [{"Name": "epochs", "Value": "4"}]
@@ -116,13 +114,13 @@ def test_release_refuses_a_package_that_is_not_approved(earthsnap, aws):
     arn = sm.create_model_package(ModelPackageGroupName="fauna", ModelApprovalStatus="PendingManualApproval", InferenceSpecification={
         "Containers": [{"Image": "111111111111.dkr.ecr.us-east-1.amazonaws.com/serve:1", "ModelDataUrl": f"s3://{BUCKET}/m.tar.gz"}],
         "SupportedContentTypes": ["image/jpeg"], "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
-    r = earthsnap("sagemaker", "release", arn, cwd=REPO, env=aws)
+    r = earthsnap("sagemaker", "release", arn, cwd=ROOT, env=aws)
     assert r.returncode != 0 and "fauna/1 is PendingManualApproval" in r.stderr, r.stdout + r.stderr
     assert sm.list_endpoints()["Endpoints"] == []
 
 
 def test_release_stack_template():
-    t = yaml.safe_load((REPO / "cloud" / "release.yaml").read_text())
+    t = yaml.safe_load((ROOT / "cloud" / "release.yaml").read_text())
     res = t["Resources"]
     rule = res["ApprovedRule"]["Properties"]
     assert rule["EventPattern"]["detail-type"] == ["SageMaker Model Package State Change"]
@@ -142,7 +140,7 @@ def test_release_stack_template():
     assert image_vars["EARTHSNAP_SAGEMAKER_IMAGE_REPOSITORY"] == {"Fn::GetAtt": ["ImageRepository", "RepositoryUri"]}
     assert res["ImageRepository"]["Type"] == "AWS::ECR::Repository" and "ImageRepositoryUri" in t["Outputs"]
     assert {"Type": "EVENT", "Pattern": "PUSH"} in ci["Triggers"]["FilterGroups"][0]
-    r = subprocess.run([str(BIN / "cfn-lint"), str(REPO / "cloud" / "release.yaml")], capture_output=True, text=True)
+    r = subprocess.run([str(BIN / "cfn-lint"), str(ROOT / "cloud" / "release.yaml")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -150,7 +148,7 @@ def test_hierarchy_listings_in_the_bucket_start_each_models_pipeline(earthsnap, 
     """A dataset version committed in the bucket is cut into each model's listing there, and the printed commands create
     and start that model's own pipeline, reading its listing (against the emulator)."""
     import shlex, shutil
-    shutil.copytree(REPO / "pipeline", tmp_path / "pipeline")
+    shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline")
     env = {**aws, "EARTHSNAP_SAGEMAKER_BUCKET": f"s3://{BUCKET}/hier",  # a prefix of its own: no code bundle shared with other tests
            "EARTHSNAP_SAGEMAKER_IMAGE": "111111111111.dkr.ecr.us-east-1.amazonaws.com/earthsnap:team-1"}  # a project without a Dockerfile names its image
     r = earthsnap("hierarchy", "listings", "--sagemaker", cwd=tmp_path, env=env)

@@ -9,15 +9,14 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from earthsnap.core.config import load_config
 from earthsnap.sagemaker.compiler import CompileError, compile_project
 from earthsnap.sagemaker.shapes import check_definition
 
-REPO = Path(__file__).resolve().parent.parent
 SETTINGS = dict(sagemaker_region="eu-west-1", sagemaker_bucket="s3://es-team/earthsnap",
                 sagemaker_role="arn:aws:iam::111111111111:role/earthsnap-sagemaker",
                 sagemaker_image_repository="111111111111.dkr.ecr.eu-west-1.amazonaws.com/earthsnap")
@@ -28,7 +27,7 @@ KEYED = {"Processing": ("AppSpecification", "Environment", "ProcessingInputs"), 
 
 
 def cfg(**extra):
-    return load_config(REPO, env={}, **SETTINGS, **extra)
+    return load_config(ROOT, env={}, **SETTINGS, **extra)
 
 
 VARIANTS = {"notebook": lambda: compile_project(cfg()), "builtin": lambda: compile_project(cfg(), BUILTIN_SPACE, trainer="builtin"),

@@ -19,11 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, clean_env, free_port
+from conftest import BIN, ROOT, clean_env, free_port
 from earthsnap.model.training import METRIC_DEFINITIONS
 from earthsnap.sagemaker.compiler import BUNDLE, code_bundle
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +38,7 @@ def job_root(tmp: Path, records: Path, splits: tuple[str, str], hyperparameters:
         (data / channel).mkdir(parents=True)
         for f in records.glob(prefix + "*"): shutil.copy(f, data / channel / f.name)
     (data / "code").mkdir()
-    (data / "code" / BUNDLE).write_bytes(code_bundle(REPO / "pipeline")[0])
+    (data / "code" / BUNDLE).write_bytes(code_bundle(ROOT / "pipeline")[0])
     (ml / "input" / "config").mkdir(parents=True)
     (ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     return ml

@@ -17,7 +17,7 @@ import boto3
 import pytest
 import yaml
 
-from conftest import BIN, clean_env
+from conftest import BIN, ROOT, clean_env
 from earthsnap.core.config import load_config
 from earthsnap.sagemaker.compiler import compile_project
 from earthsnap.sagemaker.shapes import check_definition
@@ -25,7 +25,6 @@ from earthsnap.sagemaker.compiler import BUNDLE, code_bundle
 from earthsnap.sagemaker.monitoring import capture_line, first_look
 from earthsnap.sagemaker.release import SageMakerRelease
 
-REPO = Path(__file__).resolve().parent.parent
 BUCKET, ROLE = "es-monitor", "arn:aws:iam::111111111111:role/earthsnap-sagemaker"
 PERIOD_END = "2026-11-30T10:00:00Z"   # the period checked: 09:00 to 10:00 UTC
 
@@ -63,7 +62,7 @@ def released(moto_url, tmp_path_factory):
 def job(moto_url: str, ml: Path, *params: str) -> subprocess.CompletedProcess:
     "`earthsnap-job process` for the monitor notebook, as the compiled pipeline starts it (see test_the_pipeline_compiles)."
     (ml / "processing" / "input" / "bundle").mkdir(parents=True, exist_ok=True)
-    (ml / "processing" / "input" / "bundle" / BUNDLE).write_bytes(code_bundle(REPO / "pipeline")[0])
+    (ml / "processing" / "input" / "bundle" / BUNDLE).write_bytes(code_bundle(ROOT / "pipeline")[0])
     args = [a for i in range(0, len(params), 2) for a in ("--param", params[i], params[i + 1])]
     env = clean_env(EARTHSNAP_SM_ROOT=str(ml), AWS_ENDPOINT_URL=moto_url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                     AWS_DEFAULT_REGION="us-east-1")
@@ -78,7 +77,7 @@ def test_the_monitor_job_reads_the_endpoints_capture_and_alerts_on_eventbridge(m
     events.put_rule(Name="drift", EventPattern=json.dumps({"source": ["earthsnap.monitor"], "detail-type": ["earthsnap Drift Alert"]}))
     events.put_targets(Rule="drift", Targets=[{"Id": "queue", "Arn": queue_arn}])
     told = sqs.create_queue(QueueName="people")["QueueUrl"]   # the release stack's DriftRule, its SNS topic replaced by a queue
-    rule = yaml.safe_load((REPO / "cloud" / "release.yaml").read_text())["Resources"]["DriftRule"]["Properties"]
+    rule = yaml.safe_load((ROOT / "cloud" / "release.yaml").read_text())["Resources"]["DriftRule"]["Properties"]
     events.put_rule(Name="people", EventPattern=json.dumps(rule["EventPattern"]))
     events.put_targets(Rule="people", Targets=[{"Id": "people", "InputTransformer": rule["Targets"][0]["InputTransformer"],
                                                 "Arn": sqs.get_queue_attributes(QueueUrl=told, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]}])
@@ -129,7 +128,7 @@ def test_the_pipeline_compiles_and_the_release_stack_schedules_it(earthsnap, mot
     it (the emulator), and cloud/release.yaml starts it on a schedule with the prod endpoint's name."""
     settings = dict(sagemaker_region="us-east-1", sagemaker_bucket=f"s3://{BUCKET}/earthsnap", sagemaker_role=ROLE,
                     sagemaker_image_repository="111111111111.dkr.ecr.us-east-1.amazonaws.com/earthsnap")
-    _, compiled = compile_project(load_config(REPO, env={}, **settings), pipeline_file=REPO / "pipeline" / "monitoring.py")
+    _, compiled = compile_project(load_config(ROOT, env={}, **settings), pipeline_file=ROOT / "pipeline" / "monitoring.py")
     d = compiled.definition()
     assert check_definition(d, compiled.pipeline.name) == [] and compiled.pipeline.name == "earthsnap-monitor"
     (step,) = d["Steps"]
@@ -141,20 +140,20 @@ def test_the_pipeline_compiles_and_the_release_stack_schedules_it(earthsnap, mot
 
     env = clean_env(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_ENDPOINT_URL=moto_url, EARTHSNAP_S3_ENDPOINT_URL=moto_url,
                     **{f"EARTHSNAP_{k.upper()}": v for k, v in settings.items()})
-    r = earthsnap("sagemaker", "upsert", "--pipeline", "pipeline/monitoring.py", cwd=REPO, env={**env, "EARTHSNAP_SAGEMAKER_BUCKET": "s3://es-nowhere/x"})
+    r = earthsnap("sagemaker", "upsert", "--pipeline", "pipeline/monitoring.py", cwd=ROOT, env={**env, "EARTHSNAP_SAGEMAKER_BUCKET": "s3://es-nowhere/x"})
     assert r.returncode == 2 and "Cannot write 's3://es-nowhere/x/code/" in r.stderr and "bucket or folder does not exist" in r.stderr, r.stderr[-2000:]
     s3 = emulated("s3", moto_url)
     if BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]: s3.create_bucket(Bucket=BUCKET)
-    r = earthsnap("sagemaker", "upsert", "--pipeline", "pipeline/monitoring.py", cwd=REPO, env=env)
+    r = earthsnap("sagemaker", "upsert", "--pipeline", "pipeline/monitoring.py", cwd=ROOT, env=env)
     assert r.returncode == 0 and "created arn:aws:sagemaker:" in r.stdout and ":pipeline/earthsnap-monitor" in r.stdout, r.stdout + r.stderr
-    r = earthsnap("sagemaker", "start", "--pipeline", "pipeline/monitoring.py", "-p", "endpoint=earthsnap-species-prod", "-p", "minutes=0", cwd=REPO, env=env)
+    r = earthsnap("sagemaker", "start", "--pipeline", "pipeline/monitoring.py", "-p", "endpoint=earthsnap-species-prod", "-p", "minutes=0", cwd=ROOT, env=env)
     assert r.returncode == 2 and "Parameter 'minutes' must be at least 1" in r.stderr, r.stderr   # refused before anything starts
-    r = earthsnap("sagemaker", "start", "--pipeline", "pipeline/monitoring.py", "-p", "endpoint=earthsnap-species-prod", cwd=REPO, env=env)
+    r = earthsnap("sagemaker", "start", "--pipeline", "pipeline/monitoring.py", "-p", "endpoint=earthsnap-species-prod", cwd=ROOT, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     sent = emulated("sagemaker", moto_url).list_pipeline_parameters_for_execution(PipelineExecutionArn=r.stdout.split()[1])["PipelineParameters"]
     assert sent == [{"Name": "endpoint", "Value": "earthsnap-species-prod"}]
 
-    stack = yaml.safe_load((REPO / "cloud" / "release.yaml").read_text())
+    stack = yaml.safe_load((ROOT / "cloud" / "release.yaml").read_text())
     rule = stack["Resources"]["MonitorSchedule"]["Properties"]
     assert rule["ScheduleExpression"] == {"Fn::Sub": "rate(${MonitorMinutes} minutes)"} and rule["State"] == "ENABLED"
     (target,) = rule["Targets"]
@@ -178,7 +177,7 @@ def test_photos_sagemaker_served_are_reviewed_here_and_retrain_on_sagemaker(eart
     SageMaker pipeline starts on it from the live weights (against the emulator: the execution is started, not run)."""
     import shutil, sqlite3, time
     project = tmp_path / "project"
-    shutil.copytree(REPO / "pipeline", project / "pipeline")
+    shutil.copytree(ROOT / "pipeline", project / "pipeline")
     base = f"s3://{BUCKET}/earthsnap"
     env = clean_env(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_ENDPOINT_URL=moto_url, EARTHSNAP_S3_ENDPOINT_URL=moto_url,
                     EARTHSNAP_SAGEMAKER_REGION="us-east-1", EARTHSNAP_SAGEMAKER_BUCKET=base, EARTHSNAP_SAGEMAKER_ROLE=ROLE,

@@ -13,7 +13,8 @@ TEMPLATE = ROOT / "earthsnap" / "project_template" / "pipeline"
 
 
 def pipeline_files(d: Path) -> dict[str, Path]:
-    "The files of a pipeline folder that a project needs: its notebooks and Python files (no caches, checkpoints or the __init__.py nbdev_export adds)."
+    """The files of a pipeline folder that a project needs: its notebooks and Python files (no caches, checkpoints or
+    the template's __init__.py, which is nbdev's: see nbs/scaffold.ipynb)."""
     return {p.name: p for p in sorted(d.glob("*")) if p.is_file() and p.suffix in (".ipynb", ".py") and p.name != "__init__.py"}
 
 

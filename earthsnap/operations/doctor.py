@@ -111,6 +111,17 @@ def _check_artefacts(path: Path, report: HealthReport, progress: bool = False) -
     report.checked["artefacts"] = n
 
 # %% ../../nbs/operations/doctor.ipynb #c36a4f7e
+def _check_endpoints(cfg, report: HealthReport) -> None:
+    eps = Endpoints.from_config(cfg).list()
+    report.checked["endpoints"] = len(eps)
+    for ep in eps:
+        if ep.pid and not ep.running:  # a stopped endpoint has no pid recorded: only one that died is reported
+            serves = ep.model or "no model yet"
+            report.findings.append(Finding("endpoints", f"endpoint {ep.name!r} ({ep.host}:{ep.port}) is recorded with "
+                                           f"process {ep.pid}, which is gone",
+                                           f"Start it again: earthsnap endpoints start {ep.name} --port {ep.port} (it serves "
+                                           f"{serves}); or, if it is to stay down: earthsnap endpoints stop {ep.name}."))
+
 def _check_processes(cfg, path: Path, report: HealthReport, fix: bool, lease: float) -> None:
     claims, now = _claims(path), time.time()
     stale = [d for d in claims if _claimer_gone(d["claimed_by"]) or d["claimed_at"] < now - lease]
@@ -125,12 +136,7 @@ def _check_processes(cfg, path: Path, report: HealthReport, fix: bool, lease: fl
                                        f"a process that is gone (claimed {time.strftime('%Y-%m-%d %H:%M', time.localtime(d['claimed_at']))})",
                                        "Released: the next `earthsnap deploy run` takes it up." if fixed else
                                        "Run `earthsnap doctor --fix` to release it (or wait for its lease to end).", fixed))
-    eps = Endpoints.from_config(cfg).list()
-    report.checked["endpoints"] = len(eps)
-    for ep in eps:
-        if ep.pid and not ep.running:
-            report.findings.append(Finding("endpoints", f"endpoint {ep.name!r} ({ep.host}:{ep.port}) is recorded with process {ep.pid}, which is gone",
-                                           f"Start it again: earthsnap endpoints start {ep.name} --port {ep.port} (it serves {ep.model or 'no model yet'})."))
+    _check_endpoints(cfg, report)
     store = RunStore(path)
     with connection(path) as db:
         running = db.execute("SELECT id, pid FROM runs WHERE status = 'running'").fetchall()
@@ -196,7 +202,8 @@ def check_project(cfg, fix: bool = False, lease: float = 600.0, progress: bool =
     report = HealthReport()
     if not path.exists():
         report.checked["integrity"] = 0
-        return report   # a new project: nothing recorded yet
+        _check_endpoints(cfg, report)   # endpoints are files: a project with no records yet may have some
+        return report
     RunStore(path); Outbox(path)   # the tables exist (and are migrated) before they are read
     _check_database(path, report)
     _check_artefacts(path, report, progress)

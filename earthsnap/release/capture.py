@@ -150,6 +150,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _write_batch(self: Capture, rows_db: sqlite3.Connection, images_db: sqlite3.Connection, batch: list[tuple]) -> None:
     rows = []
+    full = False
     shas = [hashlib.sha256(item[1]).hexdigest() for item in batch]
     known = set()
     for i in range(0, len(shas), 500):  # SQLite takes up to 999 parameters a statement
@@ -162,7 +163,8 @@ def _write_batch(self: Capture, rows_db: sqlite3.Connection, images_db: sqlite3.
             row_cost = 120 + len(top_json) + (len(emb) if emb else 0)   # about what SQLite spends on the row
             new = sha not in known
             if self.used + row_cost + (len(body) if new else 0) > self.budget:
-                self.stopped = self._full_message(); log.warning(self.stopped); break
+                full = True
+                break
             if new:  # another endpoint may have stored it since: then this insert is ignored, and this row paid for it
                 images_db.execute("INSERT OR IGNORE INTO images (sha256, body, bytes, first_seen) VALUES (?, ?, ?, ?)", (sha, body, len(body), t))
                 known.add(sha)
@@ -175,6 +177,9 @@ def _write_batch(self: Capture, rows_db: sqlite3.Connection, images_db: sqlite3.
             rows_db.executemany("INSERT INTO captures (time, endpoint, version, sha256, label, probability, top, latency_ms, embedding, bytes) "
                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     self.rows += len(rows)
+    if full:  # said once this batch's rows are counted: /ping never reads "stopped" beside a count still to come
+        self.stopped = self._full_message()
+        log.warning(self.stopped)
 
 def _write_loop(self: Capture) -> None:
     rows_db, images_db = _connect(self.store.db), _connect(self.store.images)

@@ -123,9 +123,15 @@ class Endpoints:
             except ProcessLookupError: pass
 
     def stop(self, name: str, grace: float = 10.0) -> Endpoint:
-        "Stop endpoint `name`: SIGTERM (in-flight requests finish), SIGKILL after `grace` seconds."
+        "Stop endpoint `name`: SIGTERM (in-flight requests finish), SIGKILL after `grace` seconds; recorded as stopped."
         ep = self.get(name)
-        if ep.running: self._kill(ep.pid, grace)
+        if ep.running:
+            self._kill(ep.pid, grace)
+        if ep.pid and not self._alive(ep.pid):  # its process no longer recorded: stopped on purpose, not gone
+            info = json.loads((ep.dir / "endpoint.json").read_text())
+            info.pop("pid", None)
+            info["stopped_at"] = time.time()
+            write_json(ep.dir / "endpoint.json", info)
         return self.get(name)
 
     def deploy(self, name: str, artifact: str | os.PathLike, version: str, wait: float = 60.0) -> Endpoint:
