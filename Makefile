@@ -13,12 +13,13 @@ LOCAL := $(VENV)/.installed-local-$(PINS)
 FULL := $(VENV)/.installed-full-$(PINS)
 PIPELINE_NBS := $(wildcard pipeline/*.ipynb)
 
-.PHONY: demo test install install-local pip-install check docs export bench clean-venv image image-push image-lock lab
+.PHONY: demo test test-fast install install-local pip-install check docs export bench clean-venv image image-push image-lock lab
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo   generate the demo data and run the local pipeline end to end (installs only what that needs)"
 	@echo "make test   check notebooks and library agree, then run every test (installs chromium for the console's browser tests)"
+	@echo "make test-fast  the library's notebooks and the quick tests (a few minutes): the inner loop while you work"
 	@echo "make lab    start JupyterLab on the project (the place to write nbs/ and pipeline/ notebooks)"
 	@echo "make docs   build the documentation site into _docs/site (the library's notebooks executed, CLI and API references)"
 	@echo "make bench  run the benchmarks in bench/ (figures as ratios against a baseline)"
@@ -64,12 +65,15 @@ check: install
 	$(BIN)/lint-imports
 
 # Hard limits, so a hung test fails with a message instead of holding CI: 15 min for the docs build (the notebooks'
-# own tests), 5 min for any one pytest test, 10 min for any one cell of a pipeline notebook.
-# Tests wait on kernels, servers and subprocesses much of the time, so both runners take one worker more than
-# there are cores (3 on 2 cores: pytest 13m11s against 13m50s with 2 on this machine), pytest at most 4; pytest
-# gives each worker whole files (--dist loadfile), so the tests of a file, and the cells of a pipeline notebook,
-# run in order on one worker. The 25 slowest tests are listed at the end, to see where the time goes.
+# own tests), 5 min for any one pytest test (the fault-injection trials set a longer one for themselves), 10 min for
+# any one cell of a pipeline notebook. Tests wait on kernels, servers and subprocesses much of the time, so both
+# runners take one worker more than there are cores (3 on 2 cores), pytest at most 4. pytest gives each worker whole
+# files, the longest first (tests/conftest.py: LONGEST_FIRST), so that the tests of a file, and the cells of a pipeline
+# notebook, run in order on one worker. The 25 slowest tests are listed at the end, to see where the time goes.
 WORKERS := $(shell echo $$(( $$(nproc) + 1 )))
+# Many processes share the cores at once: each keeps torch (and numpy's BLAS) to one thread. With one thread per core
+# each, they spun waiting on each other: the tuning notebook took 110 s in the docs build instead of 33 s.
+test test-fast docs: export OMP_NUM_THREADS := 1
 # The console's tests drive a real browser: Debian's chromium (Playwright's own browser builds cannot be downloaded here).
 CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
@@ -83,9 +87,16 @@ $(CHROMIUM):
 docs: install
 	timeout --kill-after=10 900 $(BIN)/python tools/build_docs.py --workers $(WORKERS) || { echo "make docs failed or ran past 900 s"; exit 1; }
 
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider --timeout=300 -n $(WORKERS) --maxprocesses=4 --dist loadfile
+
 test: check $(CHROMIUM) docs
-	$(BIN)/python -m pytest -p no:cacheprovider --timeout=300 -n $(WORKERS) --maxprocesses=4 --dist loadfile --durations=25 tests $(PIPELINE_NBS) \
-	  $(if $(PIPELINE_NBS),--nbval-lax --nbval-cell-timeout=600,)
+	$(PYTEST) --durations=25 tests $(PIPELINE_NBS) $(if $(PIPELINE_NBS),--nbval-lax --nbval-cell-timeout=600,)
+
+# The inner loop: the library's notebooks (their own tests, as the site's build runs them, writing nothing) and the
+# tests not marked slow. make test, which CI runs, runs these and the rest.
+test-fast: check
+	$(BIN)/python tools/build_docs.py --workers $(WORKERS) --execute-only
+	$(PYTEST) -m "not slow" tests
 
 bench: install
 	$(BIN)/python bench/demodata.py

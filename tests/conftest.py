@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -184,3 +185,69 @@ def next_steps(stdout: str) -> list[list[str]]:
     steps = [shlex.split(line[len("next: "):]) for line in stdout.splitlines() if line.startswith("next: ")]
     assert all(s[0] == "earthsnap" for s in steps), steps
     return [s[1:] for s in steps]
+
+
+# ---------------------------------------------------------------- how `make test` spreads the tests over its workers
+# Each file is a unit of work that runs in order on one worker (its module fixtures are set up once), except the
+# benchmarks' smoke runs, each a unit of its own. The longest units are handed out first, so that no worker is left
+# with a long file while the others have finished (longest processing time first). The figures are each unit's
+# seconds in a `make test` on 2 cores (`pytest --durations=0`).
+LONGEST_FIRST = [
+    "tests/test_faults.py",                # 320 s: a run and an approval killed at each of their ~100 write points
+    "tests/test_pipeline_model.py",        # 215 s
+    "tests/test_sagemaker.py",             # 175 s
+    "tests/test_run.py",                   # 170 s
+    "tests/test_hierarchy.py",             # 135 s
+    "tests/test_sagemaker_monitor.py",     # 110 s
+    "tests/test_operations.py",            # 90 s
+    "tests/test_image.py",                 # 90 s
+    "tests/test_bench.py::chaos.py",       # 80 s
+    "tests/test_bench.py::loop.py",        # 80 s
+    "tests/test_retrain.py",               # 75 s
+    "tests/test_storage_s3.py",            # 70 s
+    "tests/test_sagemaker_job.py",         # 55 s
+    "tests/test_cli.py",                   # 55 s
+    "tests/test_bench.py::executor.py",    # 50 s
+    "tests/test_console.py",               # 45 s
+    "pipeline/operate.ipynb",              # 40 s
+    "tests/test_check_sources.py",         # 35 s
+    "tests/test_wheel.py",                 # 30 s
+    "tests/test_bench.py::drift.py",       # 25 s
+    "tests/test_bench.py::endpoint.py",    # 25 s
+]
+SLOW = set(LONGEST_FIRST) | {"tests/test_bench.py"}  # what `make test-fast` leaves out (-m "not slow")
+
+
+def unit_of(nodeid: str) -> str:
+    "The unit of work a test belongs to: its file, or for a benchmark's smoke run, `tests/test_bench.py::<bench>`."
+    path = nodeid.split("::")[0]
+    bench = re.search(r"test_benchmark_smoke\[(.+)\]$", nodeid) if path.endswith("test_bench.py") else None
+    return f"{path}::{bench.group(1)}" if bench else path
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test of over a few seconds, left out by `make test-fast`")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {u: i for i, u in enumerate(LONGEST_FIRST)}
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(unit_of(item.nodeid), len(rank)), order[id(item)]))
+    for item in items:
+        unit = unit_of(item.nodeid)
+        if unit in SLOW or unit.split("::")[0] in SLOW:
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    "`--dist loadfile` (what make test asks for) with the units above, in the order of the collection (longest first)."
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    config.option.loadscopereorder = False
+    return ByUnit(config, log)

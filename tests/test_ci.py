@@ -7,6 +7,7 @@ import re
 import subprocess
 
 import yaml
+from dockerfile_parse import DockerfileParser
 
 from conftest import BIN, ROOT, clean_env
 
@@ -41,6 +42,11 @@ def test_workflow_runs_the_readme_test_command_on_every_push():
     assert test["timeout-minutes"] <= 90
     uses = [s["uses"] for s in test["steps"] if "uses" in s]
     assert all(re.fullmatch(r"[\w-]+/[\w-]+@v\d+", u) for u in uses), uses  # pinned to a major version
+    # on every Python earthsnap supports, each with the image's beside it (tests/test_image.py installs the lock with it)
+    assert test["strategy"]["matrix"]["python"] == ["3.11", "3.12", "3.13"] and not test["strategy"]["fail-fast"]
+    setup = next(s for s in test["steps"] if s.get("uses", "").startswith("actions/setup-python@"))
+    image_python = re.match(r"python:(\d+\.\d+)", DockerfileParser(path=str(ROOT / "Dockerfile")).baseimage).group(1)
+    assert setup["with"]["python-version"].splitlines() == [image_python, "${{ matrix.python }}"]
 
 
 def test_workflow_upserts_and_starts_sagemaker_only_on_main_with_aws():

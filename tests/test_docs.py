@@ -24,7 +24,9 @@ SHOTS = ROOT / "tests" / "artifacts" / "docs"
 @pytest.fixture(scope="module")
 def site():
     if not (SITE / "index.html").exists():
-        built = subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py")], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+        built = subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py")], cwd=ROOT, capture_output=True, text=True,
+                               timeout=1200)
+        print(built.stdout)  # which notebook took how long, shown when a test of this module fails
         assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(SITE)],

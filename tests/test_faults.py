@@ -28,12 +28,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT, clean_env, free_port
+from conftest import BIN, ROOT, clean_env, free_port, processes_marked, stop_endpoints
 
 SMALL = ["-p", "image_size=32", "-p", "epochs=2", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "min_accuracy=0",
          "-p", "source=../data", "-p", "taxonomy=../data/taxonomy.yaml"]  # relative to a project, which resolves them
 NOTEBOOK_STEPS = ("explore_data", "data_qa", "preprocess", "tune", "train", "evaluate")
-TAG = "EARTHSNAP_FAULTS_TAG"
 PARALLEL = 2  # trials at once: each is a few processes that mostly wait on each other
 
 
@@ -68,19 +67,6 @@ def scope_of(label: str) -> str:
     return found.group(1) if found else ""
 
 
-def tagged(tag: str) -> set[int]:
-    "Every process whose environment carries this tag: the command killed and all it started."
-    needle, found = f"{TAG}={tag}".encode() + b"\0", set()
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if needle in (p / "environ").read_bytes():
-                    found.add(int(p.name))
-            except OSError:
-                pass
-    return found
-
-
 def endpoint_pids(project: Path) -> set[int]:
     "The endpoint servers a project started: they outlive the command that starts them, by design."
     pids = set()
@@ -92,23 +78,15 @@ def endpoint_pids(project: Path) -> set[int]:
     return pids
 
 
-def stop_endpoints(project: Path) -> None:
-    for pid in endpoint_pids(project):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except (ProcessLookupError, TypeError):
-            pass
-
-
 def kill_at(project: Path, label: str, *args: str) -> dict:
     "`earthsnap ARGS` killed at write point `label`: how it ended, what it printed, what of it survived 10 s later."
     tag = uuid.uuid4().hex
     proc = subprocess.Popen([str(BIN / "earthsnap"), *args], cwd=project, start_new_session=True, text=True,
-                            env=clean_env(EARTHSNAP_FAULT_AT=label, **{TAG: tag}),
+                            env=clean_env(EARTHSNAP_FAULT_AT=label, RUN_MARK=tag),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output, _ = proc.communicate(timeout=600)
     deadline = time.monotonic() + 10
-    while (survivors := tagged(tag) - endpoint_pids(project)) and time.monotonic() < deadline:
+    while (survivors := processes_marked(tag) - endpoint_pids(project)) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid in survivors:  # reported as a failure, then cleaned up
         try:
