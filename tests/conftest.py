@@ -189,40 +189,47 @@ def next_steps(stdout: str) -> list[list[str]]:
 
 # ---------------------------------------------------------------- how `make test` spreads the tests over its workers
 # Each file is a unit of work that runs in order on one worker (its module fixtures are set up once), except the
-# benchmarks' smoke runs, each a unit of its own. The longest units are handed out first, so that no worker is left
-# with a long file while the others have finished (longest processing time first). The figures are each unit's
-# seconds in a `make test` on 2 cores (`pytest --durations=0`).
+# benchmarks' smoke runs and the fault-injection tests, each a unit of its own. The longest units are handed out first,
+# so that no worker is left with a long file while the others have finished (longest processing time first). The
+# figures are each unit's CPU seconds in a `make test` on 2 cores.
+FAULTS = "tests/test_faults.py::test_a_run_killed_at_any_write_resumes_to_the_result_of_an_uninterrupted_run"
 LONGEST_FIRST = [
-    "tests/test_faults.py",                # 320 s: a run and an approval killed at each of their ~100 write points
-    "tests/test_pipeline_model.py",        # 215 s
-    "tests/test_sagemaker.py",             # 175 s
-    "tests/test_run.py",                   # 170 s
-    "tests/test_hierarchy.py",             # 135 s
-    "tests/test_sagemaker_monitor.py",     # 110 s
-    "tests/test_operations.py",            # 90 s
-    "tests/test_image.py",                 # 90 s
-    "tests/test_bench.py::chaos.py",       # 80 s
-    "tests/test_bench.py::loop.py",        # 80 s
-    "tests/test_retrain.py",               # 75 s
-    "tests/test_storage_s3.py",            # 70 s
-    "tests/test_sagemaker_job.py",         # 55 s
-    "tests/test_cli.py",                   # 55 s
-    "tests/test_bench.py::executor.py",    # 50 s
-    "tests/test_console.py",               # 45 s
-    "pipeline/operate.ipynb",              # 40 s
+    f"{FAULTS}[tune]",                     # 90 s, after the seed run the faults tests share (50 s, made once)
+    "tests/test_pipeline_model.py",        # 110 s
+    "tests/test_run.py",                   # 130 s
+    f"{FAULTS}[train]",                    # 65 s
+    "tests/test_hierarchy.py",             # 85 s
+    "tests/test_sagemaker.py",             # 75 s
+    "tests/test_sagemaker_monitor.py",     # 65 s
+    "tests/test_faults.py::test_an_approval_killed_at_any_write_is_completed_by_the_next_call",  # 40 s
+    "tests/test_cli.py",                   # 45 s
+    "tests/test_bench.py::test_benchmark_smoke[chaos.py]",  # 45 s
+    "tests/test_retrain.py",               # 40 s
+    "tests/test_bench.py::test_benchmark_smoke[loop.py]",   # 40 s
+    "tests/test_image.py",                 # 35 s
     "tests/test_check_sources.py",         # 35 s
-    "tests/test_wheel.py",                 # 30 s
-    "tests/test_bench.py::drift.py",       # 25 s
-    "tests/test_bench.py::endpoint.py",    # 25 s
+    f"{FAULTS}[the-run-and-its-other-steps]",  # 30 s
+    "tests/test_console.py",               # 30 s
+    "tests/test_storage_s3.py",            # 30 s
+    "tests/test_operations.py",            # 25 s
+    "tests/test_bench.py::test_benchmark_smoke[executor.py]",  # 25 s
+    "tests/test_wheel.py",                 # 25 s
+    f"{FAULTS}[data_qa]",                  # 20 s
+    "tests/test_sagemaker_job.py",         # 20 s
+    "tests/test_monitor.py",               # 20 s
+    f"{FAULTS}[explore_data]",             # 20 s
+    f"{FAULTS}[evaluate]",                 # 20 s
+    "pipeline/operate.ipynb",              # 20 s
+    f"{FAULTS}[preprocess]",               # 15 s
 ]
-SLOW = set(LONGEST_FIRST) | {"tests/test_bench.py"}  # what `make test-fast` leaves out (-m "not slow")
+SPLIT = ("tests/test_bench.py", "tests/test_faults.py")  # files whose every test is a unit of its own
+SLOW = set(LONGEST_FIRST) | set(SPLIT)  # what `make test-fast` leaves out (-m "not slow")
 
 
 def unit_of(nodeid: str) -> str:
-    "The unit of work a test belongs to: its file, or for a benchmark's smoke run, `tests/test_bench.py::<bench>`."
+    "The unit of work a test belongs to: its file, or for the files in SPLIT, the test itself."
     path = nodeid.split("::")[0]
-    bench = re.search(r"test_benchmark_smoke\[(.+)\]$", nodeid) if path.endswith("test_bench.py") else None
-    return f"{path}::{bench.group(1)}" if bench else path
+    return nodeid if path in SPLIT else path
 
 
 def pytest_configure(config):

@@ -8,10 +8,12 @@ How the trials stay affordable: a seed project holds an uninterrupted run up to 
 that every step comes from the cache except the one whose points it kills (its cache entry is dropped from the copy),
 which runs for real. Each point is killed in a fresh copy, then taken up and compared, one trial per point. The photos
 and the dataset store sit beside the projects, at one path for all of them, since a cache key holds the paths a step
-reads (a copy's own photos would make data QA run again in every trial).
+reads (a copy's own photos would make data QA run again in every trial). The seed is made once per session; the points
+are split by step into tests that pytest's workers run side by side (tests/conftest.py).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +25,6 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,6 @@ from conftest import BIN, ROOT, clean_env, free_port, processes_marked, stop_end
 SMALL = ["-p", "image_size=32", "-p", "epochs=2", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "min_accuracy=0",
          "-p", "source=../data", "-p", "taxonomy=../data/taxonomy.yaml"]  # relative to a project, which resolves them
 NOTEBOOK_STEPS = ("explore_data", "data_qa", "preprocess", "tune", "train", "evaluate")
-PARALLEL = 2  # trials at once: each is a few processes that mostly wait on each other
 
 
 def earthsnap(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -111,8 +111,8 @@ def registry_state(project: Path) -> dict:
                        if "deployments" in tables else [])
         handled = (db.execute("SELECT COUNT(*) FROM event_deliveries WHERE handled_at IS NOT NULL").fetchone()[0]
                    if "event_deliveries" in tables else 0)
-    return {"versions": [list(v) for v in versions],
-            "events": [(e["ModelPackageName"], e["ModelApprovalStatus"]) for e in events],
+    return {"versions": [list(v) for v in versions],  # lists, as the reference read back from JSON has them
+            "events": [[e["ModelPackageName"], e["ModelApprovalStatus"]] for e in events],
             "deployments": [list(d) for d in deployments], "handled": handled}
 
 
@@ -149,10 +149,28 @@ def ping(project: Path, name: str) -> str | None:
         return None
 
 
-@pytest.fixture(scope="module")
+def shared_folder(tmp_path_factory) -> Path:
+    "A folder all of this session's pytest workers share (the session's base temporary folder); this process's own without xdist."
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
 def projects(tmp_path_factory):
-    "The seed (an uninterrupted run up to evaluate), the reference (the whole run, then an approval) and their points."
-    root = tmp_path_factory.mktemp("faults")
+    """The seed (an uninterrupted run up to evaluate), the reference (the whole run, then an approval) and their points:
+    made once per session, by whichever worker asks first, while the others wait on the lock."""
+    root = shared_folder(tmp_path_factory) / "faults"
+    root.mkdir(exist_ok=True)
+    made = root / "projects.json"
+    with open(root / "projects.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not made.exists():
+            made.write_text(json.dumps(make_projects(root)))
+    env = json.loads(made.read_text())
+    return {**env, **{k: Path(env[k]) for k in ("root", "seed", "reference")}}
+
+
+def make_projects(root: Path) -> dict:
     template = root / "template"
     shutil.copytree(ROOT / "pipeline", template / "pipeline")
     r = earthsnap(template, "demo-data", "../data", "--groups", "2", "--species", "2", "--images", "10", "-q")
@@ -166,8 +184,8 @@ def projects(tmp_path_factory):
     assert ping(approved, "stage") == "species/1"
     stop_endpoints(approved)
     points = [p for p in steps if scope_of(p) in NOTEBOOK_STEPS] + [p for p in run if scope_of(p) not in NOTEBOOK_STEPS]
-    yield {"root": root, "seed": seed, "reference": reference, "points": points, "result": result_of(reference),
-           "approval": approval, "approved": registry_state(approved)}
+    return {"root": str(root), "seed": str(seed), "reference": str(reference), "points": points, "result": result_of(reference),
+            "approval": approval, "approved": registry_state(approved)}
 
 
 def run_trial(env: dict, i: int, label: str) -> list[str]:
@@ -235,31 +253,40 @@ def approval_trial(env: dict, i: int, label: str) -> list[str]:
 
 
 def trials(points: list[str], trial) -> dict[str, list[str]]:
-    "Every point's trial, `PARALLEL` at a time; the points that went wrong, with what did."
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        outcomes = list(pool.map(lambda ip: trial(*ip), enumerate(points)))
-    return {p: o for p, o in zip(points, outcomes, strict=True) if o}
+    "Every point's trial, one after another; the points that went wrong, with what did."
+    return {p: problems for i, p in enumerate(points) if (problems := trial(i, p))}
 
 
-@pytest.mark.timeout(1800)
-def test_a_run_killed_at_any_write_resumes_to_the_result_of_an_uninterrupted_run(projects):
+def test_the_points_are_every_write_of_every_step_and_of_the_approval(projects):
     points = projects["points"]
     steps = {scope_of(p) for p in points}
     assert steps >= {*NOTEBOOK_STEPS, "accuracy_gate", "below_threshold", "register", ""}, steps  # every step, the run's own
     assert any("RunStore.create_run" in p for p in points) and any("RunStore.finish_run" in p for p in points), points
     assert any("registry" in p and "[register]" in p for p in points), points  # the archive and the version it registers
+    for step in NOTEBOOK_STEPS:  # the start, the outputs' rename and the end of each notebook step, before and after
+        assert len([p for p in points if scope_of(p) == step]) == 6, [p for p in points if scope_of(p) == step]
     assert all(p.startswith(("before ", "after ")) for p in points) and len(points) == len(set(points))
-    failed = trials(points, lambda i, p: run_trial(projects, i, p))
-    print(f"\n{len(points)} write points of a run, each killed once: {len(points) - len(failed)} resumed to the same result")
+    approval = projects["approval"]
+    assert any("Outbox._claim" in p for p in approval) and any("Outbox._finish" in p for p in approval), approval
+    assert any("_DeploymentRecords" in p for p in approval), approval     # the deployer's records
+    assert any("Endpoints.start" in p for p in approval), approval        # the stage endpoint's state
+    print(f"\n{len(points)} write points of a run, {len(approval)} of an approval")
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("step", [*NOTEBOOK_STEPS, ""], ids=[*NOTEBOOK_STEPS, "the-run-and-its-other-steps"])
+def test_a_run_killed_at_any_write_resumes_to_the_result_of_an_uninterrupted_run(projects, step):
+    "Each step's points in a unit of its own, so that pytest's workers share them ('': the run's own and the other steps')."
+    points = [p for p in projects["points"] if (scope_of(p) == step if step else scope_of(p) not in NOTEBOOK_STEPS)]
+    assert points
+    failed = trials(points, lambda i, p: run_trial(projects, f"{step or 'run'}-{i}", p))
+    print(f"\n{len(points)} write points, each killed once: {len(points) - len(failed)} resumed to the same result")
     assert not failed, json.dumps(failed, indent=1)
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(900)
 def test_an_approval_killed_at_any_write_is_completed_by_the_next_call(projects):
     points = projects["approval"]
-    assert any("outbox" in p.lower() or "events" in p for p in points), points     # the claim of the event
-    assert any("deployment" in p for p in points), points                          # the deployer's records
-    assert any("endpoints" in p for p in points), points                           # the stage endpoint's state
     failed = trials(points, lambda i, p: approval_trial(projects, i, p))
     print(f"\n{len(points)} write points of an approval, each killed once: {len(points) - len(failed)} completed by the next call")
     assert not failed, json.dumps(failed, indent=1)
