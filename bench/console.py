@@ -16,6 +16,7 @@ rows and a few rejected photos), then `earthsnap console --no-deployer` serves i
 
 Results go to bench/results/console.json (not with --smoke).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,8 @@ BIN = Path(sys.executable).parent
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def fill(project: Path, runs: int, versions: int, datasets: int) -> dict:
@@ -53,6 +55,7 @@ def fill(project: Path, runs: int, versions: int, datasets: int) -> dict:
     from earthsnap.data.datasets import DatasetStore
     from earthsnap.engine.runs import RunStore
     from earthsnap.release.registry import SqliteRegistry
+
     cfg = load_config(project, env={})
     store, now = RunStore(cfg.registry), time.time()
     steps = ("explore_data", "data_qa", "preprocess", "tune", "train", "evaluate", "check_accuracy", "register")
@@ -60,35 +63,84 @@ def fill(project: Path, runs: int, versions: int, datasets: int) -> dict:
         for i in range(runs):
             rid, t = f"earthsnap-bench-{i:05d}", now - (runs - i) * 600
             status = "failed" if i % 17 == 0 else "succeeded"
-            db.execute("INSERT INTO runs (id, pipeline, status, started_at, ended_at, parameters, code_version, packages, run_dir, pid, started_by, error) "
-                       "VALUES (?, 'earthsnap', ?, ?, ?, ?, '{}', '{}', ?, NULL, ?, ?)",
-                       (rid, status, t, t + 300, json.dumps({"epochs": i % 30 + 1}), str(Path(cfg.runs) / rid), f"user{i % 7}",
-                        "step train failed" if status == "failed" else None))
-            db.executemany("INSERT INTO steps (run_id, name, status, started_at, ended_at, attempts, cache_key, outputs) VALUES (?, ?, ?, ?, ?, 1, ?, '{}')",
-                           [(rid, s, "cached" if (i + k) % 3 == 0 else "succeeded", t + k * 30, t + k * 30 + 20, f"k{i}-{k}") for k, s in enumerate(steps)])
+            db.execute(
+                "INSERT INTO runs (id, pipeline, status, started_at, ended_at, parameters, code_version, packages, "
+                "run_dir, pid, started_by, error) VALUES (?, 'earthsnap', ?, ?, ?, ?, '{}', '{}', ?, NULL, ?, ?)",
+                (
+                    rid,
+                    status,
+                    t,
+                    t + 300,
+                    json.dumps({"epochs": i % 30 + 1}),
+                    str(Path(cfg.runs) / rid),
+                    f"user{i % 7}",
+                    "step train failed" if status == "failed" else None,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO steps (run_id, name, status, started_at, ended_at, "
+                "attempts, cache_key, outputs) VALUES (?, ?, ?, ?, ?, 1, ?, '{}')",
+                [
+                    (rid, s, "cached" if (i + k) % 3 == 0 else "succeeded", t + k * 30, t + k * 30 + 20, f"k{i}-{k}")
+                    for k, s in enumerate(steps)
+                ],
+            )
     reg = SqliteRegistry(cfg.registry)
     artifact = project / "model.tar.gz"
     for i in range(versions):
         artifact.write_bytes(f"model {i}".encode())
-        reg.register(f"group{i % 5}", artifact, {"accuracy": {"value": 0.8 + (i % 20) / 100}, "macro_f1": {"value": 0.7}},
-                     {"run": f"earthsnap-bench-{i % max(runs, 1):05d}", "parameters": {"epochs": 10}}, by="bench")
+        reg.register(
+            f"group{i % 5}",
+            artifact,
+            {"accuracy": {"value": 0.8 + (i % 20) / 100}, "macro_f1": {"value": 0.7}},
+            {"run": f"earthsnap-bench-{i % max(runs, 1):05d}", "parameters": {"epochs": 10}},
+            by="bench",
+        )
     ds = DatasetStore(cfg.datasets)
     for v in range(datasets):
-        rows = [{"uri": f"/photos/{c}/{k}.jpg", "label": f"species{c}", "sha256": hashlib.sha256(f"{v}-{c}-{k}".encode()).hexdigest(),
-                 "bytes": 1000, "width": 96, "height": 96, "format": "JPEG"} for c in range(6) for k in range(10)]
-        rejected = [{"uri": f"/photos/bad{k}.jpg", "label": "species0", "reason": "unreadable", "detail": "truncated"} for k in range(3)]
+        rows = [
+            {
+                "uri": f"/photos/{c}/{k}.jpg",
+                "label": f"species{c}",
+                "sha256": hashlib.sha256(f"{v}-{c}-{k}".encode()).hexdigest(),
+                "bytes": 1000,
+                "width": 96,
+                "height": 96,
+                "format": "JPEG",
+            }
+            for c in range(6)
+            for k in range(10)
+        ]
+        rejected = [
+            {"uri": f"/photos/bad{k}.jpg", "label": "species0", "reason": "unreadable", "detail": "truncated"}
+            for k in range(3)
+        ]
         ds.commit("demo", rows, rejected, {"source": "bench"})
     users = UserStore.from_config(cfg)
     users.add("viewer", "viewer", "a viewer's long password", by="bench")
-    return {"token": users.new_token("viewer", "bench")[1], "run": f"earthsnap-bench-{runs - 1:05d}", "version": "group0/1",
-            "dataset": ds.latest("demo")}
+    return {
+        "token": users.new_token("viewer", "bench")[1],
+        "run": f"earthsnap-bench-{runs - 1:05d}",
+        "version": "group0/1",
+        "dataset": ds.latest("demo"),
+    }
 
 
 def pages(info: dict) -> dict[str, str]:
-    return {"health (baseline)": "/health", "overview": "/console", "runs": "/console/runs", "runs, failed only": "/console/runs?status=failed",
-            "a run": f"/console/runs/{info['run']}", "registry": "/console/models", "a version": f"/console/models/{info['version']}",
-            "datasets": "/console/datasets", "a dataset, with its diff": "/console/datasets/demo",
-            "a dataset version": f"/console/datasets/demo/{info['dataset']}", "release": "/console/release", "hierarchy": "/console/hierarchy"}
+    return {
+        "health (baseline)": "/health",
+        "overview": "/console",
+        "runs": "/console/runs",
+        "runs, failed only": "/console/runs?status=failed",
+        "a run": f"/console/runs/{info['run']}",
+        "registry": "/console/models",
+        "a version": f"/console/models/{info['version']}",
+        "datasets": "/console/datasets",
+        "a dataset, with its diff": "/console/datasets/demo",
+        "a dataset version": f"/console/datasets/demo/{info['dataset']}",
+        "release": "/console/release",
+        "hierarchy": "/console/hierarchy",
+    }
 
 
 def server_ms(r: requests.Response) -> float:
@@ -97,27 +149,47 @@ def server_ms(r: requests.Response) -> float:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=1000); ap.add_argument("--versions", type=int, default=500)
-    ap.add_argument("--datasets", type=int, default=200); ap.add_argument("--requests", type=int, default=40)
-    ap.add_argument("--clients", type=int, default=32); ap.add_argument("--seconds", type=float, default=30)
-    ap.add_argument("--smoke", action="store_true", help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)")
+    ap.add_argument("--runs", type=int, default=1000)
+    ap.add_argument("--versions", type=int, default=500)
+    ap.add_argument("--datasets", type=int, default=200)
+    ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)",
+    )
     args = ap.parse_args()
-    if args.smoke: args.runs, args.versions, args.datasets, args.requests, args.clients, args.seconds = 30, 10, 3, 3, 4, 2
+    if args.smoke:
+        args.runs, args.versions, args.datasets, args.requests, args.clients, args.seconds = 30, 10, 3, 3, 4, 2
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
         t0 = time.perf_counter()
         info = fill(project, args.runs, args.versions, args.datasets)
-        print(f"project: {args.runs} runs, {args.versions} model versions, {args.datasets} dataset versions (filled in {time.perf_counter() - t0:.0f}s)")
+        print(
+            f"project: {args.runs} runs, {args.versions} model versions, {args.datasets} "
+            f"dataset versions (filled in {time.perf_counter() - t0:.0f}s)"
+        )
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("EARTHSNAP_")}
-        server = subprocess.Popen([str(BIN / "earthsnap"), "console", "--port", str(port), "--no-deployer"], cwd=project, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [str(BIN / "earthsnap"), "console", "--port", str(port), "--no-deployer"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url, headers = f"http://127.0.0.1:{port}", {"authorization": f"Bearer {info['token']}"}
         try:
             for _ in range(300):
-                try: requests.get(url + "/health", timeout=1); break
-                except requests.ConnectionError: time.sleep(0.1)
-            s = requests.Session(); s.headers.update(headers)
+                try:
+                    requests.get(url + "/health", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+            s = requests.Session()
+            s.headers.update(headers)
             timing = {}
             for name, path in pages(info).items():
                 s.get(url + path, timeout=30)  # warm
@@ -138,32 +210,61 @@ def main():
 
             paths, stop, lock = list(pages(info).values())[1:], time.monotonic() + args.seconds, threading.Lock()
             load = {"requests": 0, "errors": 0, "latency": [], "examples": []}
+
             def client(k):
-                c = requests.Session(); c.headers.update(headers); i = k
+                c = requests.Session()
+                c.headers.update(headers)
+                i = k
                 while time.monotonic() < stop:
                     path, i = paths[i % len(paths)], i + 1
                     t = time.perf_counter()
-                    try: ok = c.get(url + path, timeout=30).status_code == 200
-                    except requests.RequestException as e: ok = False; err = str(e)
-                    else: err = path
+                    try:
+                        ok = c.get(url + path, timeout=30).status_code == 200
+                    except requests.RequestException as e:
+                        ok = False
+                        err = str(e)
+                    else:
+                        err = path
                     with lock:
-                        load["requests"] += 1; load["latency"].append(time.perf_counter() - t)
-                        if not ok: load["errors"] += 1; load["examples"] = (load["examples"] + [err])[:5]
+                        load["requests"] += 1
+                        load["latency"].append(time.perf_counter() - t)
+                        if not ok:
+                            load["errors"] += 1
+                            load["examples"] = (load["examples"] + [err])[:5]
+
             threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
             t0 = time.perf_counter()
-            for t in threads: t.start()
-            for t in threads: t.join()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
             took = time.perf_counter() - t0
-            result = {"clients": args.clients, "seconds": took, "requests": load["requests"], "errors": load["errors"],
-                      "requests_per_s": load["requests"] / took, "client_p95_ms": float(np.percentile(load["latency"], 95)) * 1000,
-                      "error_examples": load["examples"]}
-            print(f"\nload: {args.clients} clients for {took:.0f}s: {load['requests']} requests, {load['errors']} errors, "
-                  f"{result['requests_per_s']:.0f} requests/s, client-side p95 {result['client_p95_ms']:.0f} ms")
+            result = {
+                "clients": args.clients,
+                "seconds": took,
+                "requests": load["requests"],
+                "errors": load["errors"],
+                "requests_per_s": load["requests"] / took,
+                "client_p95_ms": float(np.percentile(load["latency"], 95)) * 1000,
+                "error_examples": load["examples"],
+            }
+            print(
+                "\n"
+                f"load: {args.clients} clients for {took:.0f}s: {load['requests']} requests, {load['errors']} "
+                f"errors, {result['requests_per_s']:.0f} requests/s, client-side p95 {result['client_p95_ms']:.0f} ms"
+            )
         finally:
             server.send_signal(signal.SIGTERM)
-            try: server.wait(timeout=30)
-            except subprocess.TimeoutExpired: server.kill()
-    out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "args": vars(args), "pages": timing, "load": result}
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    out = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "args": vars(args),
+        "pages": timing,
+        "load": result,
+    }
     if not args.smoke:
         (HERE / "results").mkdir(exist_ok=True)
         (HERE / "results" / "console.json").write_text(json.dumps(out, indent=1))

@@ -5,6 +5,7 @@
 Both configurations run in this one invocation, alternating, on the same machine; the best of the repeats
 of each is reported (the least disturbed run). Results are printed and saved to bench/results/demodata.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,9 @@ from earthsnap.data.demodata import generate_demo_data
 def one_run(workers: int, groups: int, species: int, images: int) -> float:
     out = Path(tempfile.mkdtemp(prefix="es-bench-")) / "d"
     t = time.perf_counter()
-    generate_demo_data(out, groups=groups, species=species, images=images, size=96, seed=0, workers=workers, progress=False)
+    generate_demo_data(
+        out, groups=groups, species=species, images=images, size=96, seed=0, workers=workers, progress=False
+    )
     elapsed = time.perf_counter() - t
     shutil.rmtree(out.parent)
     return elapsed
@@ -32,9 +35,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images-total", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--smoke", action="store_true", help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)",
+    )
     args = ap.parse_args()
-    if args.smoke: args.images_total, args.repeats = 40, 1
+    if args.smoke:
+        args.images_total, args.repeats = 40, 1
     groups, species = 4, 5
     images = args.images_total // (groups * species)
     total = groups * species * images
@@ -45,9 +53,19 @@ def main() -> None:
         for name, workers in configs.items():
             best[name] = min(best[name], one_run(workers, groups, species, images))
     base = best["1 process (baseline)"]
-    rows = [{"config": name, "seconds": round(s, 3), "images_per_s": round(total / s, 1), "ratio_vs_baseline": round(base / s, 2)}
-            for name, s in best.items()]
-    print(f"demo data generation: {total} photos at 96 px, best of {args.repeats}, {cores} cores, Python {platform.python_version()}")
+    rows = [
+        {
+            "config": name,
+            "seconds": round(s, 3),
+            "images_per_s": round(total / s, 1),
+            "ratio_vs_baseline": round(base / s, 2),
+        }
+        for name, s in best.items()
+    ]
+    print(
+        f"demo data generation: {total} photos at 96 px, best "
+        f"of {args.repeats}, {cores} cores, Python {platform.python_version()}"
+    )
     print(f"{'config':<24}{'seconds':>10}{'images/s':>12}{'x baseline':>12}")
     for r in rows:
         print(f"{r['config']:<24}{r['seconds']:>10.2f}{r['images_per_s']:>12.1f}{r['ratio_vs_baseline']:>12.2f}")

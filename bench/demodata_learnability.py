@@ -7,6 +7,7 @@ start, so no single cue gives the answer away) nor hopeless (a small CNN learns 
 cores), and that groups are easier to tell apart than sibling species. The training code here is a probe;
 the library's own models and training come with the pipeline's training step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,10 +37,26 @@ def load(root: Path, taxonomy: dict, size: int):
 
 def cnn(classes: int) -> nn.Module:
     def block(i, o):
-        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),
-                             nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
-    return nn.Sequential(block(3, 32), block(32, 64), block(64, 128), block(128, 128),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(128, classes))
+        return nn.Sequential(
+            nn.Conv2d(i, o, 3, padding=1),
+            nn.BatchNorm2d(o),
+            nn.ReLU(),
+            nn.Conv2d(o, o, 3, padding=1),
+            nn.BatchNorm2d(o),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+
+    return nn.Sequential(
+        block(3, 32),
+        block(32, 64),
+        block(64, 128),
+        block(128, 128),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(128, classes),
+    )
 
 
 def main() -> None:
@@ -47,15 +64,20 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=100, help="photos per species (4 groups x 4 species)")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--size", type=int, default=64, help="input size the photos are resized to")
-    ap.add_argument("--smoke", action="store_true", help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)",
+    )
     args = ap.parse_args()
-    if args.smoke: args.images, args.epochs, args.size = 3, 1, 16
+    if args.smoke:
+        args.images, args.epochs, args.size = 3, 1, 16
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     data = generate_demo_data(Path(tempfile.mkdtemp()) / "d", images=args.images, progress=False)
     x, y, group_of = load(data.root, data.taxonomy, args.size)
     order = rng.permutation(len(y))
-    train, test = order[: int(0.8 * len(y))], order[int(0.8 * len(y)):]
+    train, test = order[: int(0.8 * len(y))], order[int(0.8 * len(y)) :]
     model = cnn(int(y.max()) + 1)
     steps = args.epochs * ((len(train) + 63) // 64)
     opt = torch.optim.AdamW(model.parameters(), 2e-3, weight_decay=1e-4)
@@ -66,18 +88,24 @@ def main() -> None:
         model.train()
         shuffled = rng.permutation(train)
         for b in range(0, len(shuffled), 64):
-            idx = shuffled[b:b + 64]
+            idx = shuffled[b : b + 64]
             xb = x[idx].clone()
             flip = torch.rand(len(idx)) < 0.5
             xb[flip] = xb[flip].flip(3)
             loss = nn.functional.cross_entropy(model(xb), y[idx])
-            opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
         model.eval()
         with torch.no_grad():
-            pred = torch.cat([model(x[test[b:b + 256]]).argmax(1) for b in range(0, len(test), 256)]).numpy()
+            pred = torch.cat([model(x[test[b : b + 256]]).argmax(1) for b in range(0, len(test), 256)]).numpy()
         truth = y[test].numpy()
-        print(f"epoch {epoch:>2}  species accuracy {np.mean(pred == truth):.3f}  "
-              f"group accuracy {np.mean(group_of[pred] == group_of[truth]):.3f}  {time.perf_counter() - t0:.0f}s", flush=True)
+        print(
+            f"epoch {epoch:>2}  species accuracy {np.mean(pred == truth):.3f}  "
+            f"group accuracy {np.mean(group_of[pred] == group_of[truth]):.3f}  {time.perf_counter() - t0:.0f}s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ configurations alternate, and ratios compare medians over --repeats (this
 2-core VM is noisy). Peak memory (max RSS) is measured for earthsnap's preprocessing at --images and at --scale times
 as many, for the main process and the largest worker: flat memory means these stay the same.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -139,15 +140,19 @@ def mxnet_python() -> Path:
 def make_dataset(root: Path, images: int, size: int = 96) -> str:
     from earthsnap.data.dataqa import run_qa
     from earthsnap.data.demodata import generate_demo_data
+
     groups, species = 5, 5
-    photos = generate_demo_data(root / "photos", groups=groups, species=species, images=images // (groups * species), size=size, progress=False).root
+    photos = generate_demo_data(
+        root / "photos", groups=groups, species=species, images=images // (groups * species), size=size, progress=False
+    ).root
     return run_qa(photos, "bench", datasets=root / "datasets", progress=False).dataset.root
 
 
 def _json(cmd: list[str], env: dict | None = None) -> dict:
     os.sync()  # the previous run's writes reach the disk now, not while this one is measured
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode: raise SystemExit(f"{' '.join(cmd[:3])} ... failed:\n{r.stderr[-3000:]}")
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd[:3])} ... failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -157,46 +162,78 @@ def run_earthsnap(dataset: str, out: Path, workers: int) -> dict:
 
 
 def run_loop(kind: str, files: Path, workers: int, out: Path | None = None) -> dict:
-    if out is not None: shutil.rmtree(out, ignore_errors=True)
-    return _json([sys.executable, "-c", RUN_LOOP, str(files), str(workers)] + ([str(out)] if out else []), env={**os.environ, "LOOP": kind})
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
+    return _json(
+        [sys.executable, "-c", RUN_LOOP, str(files), str(workers)] + ([str(out)] if out else []),
+        env={**os.environ, "LOOP": kind},
+    )
 
 
 def run_qa(photos: Path, datasets: Path, workers: int, fresh: bool) -> dict:
-    if fresh: shutil.rmtree(datasets, ignore_errors=True)
+    if fresh:
+        shutil.rmtree(datasets, ignore_errors=True)
     return _json([sys.executable, "-c", RUN_QA, str(photos), str(datasets), str(workers)])
 
 
 def run_im2rec(photos: Path, work: Path) -> dict:
     py = mxnet_python()
-    im2rec = subprocess.run([str(py), "-c", "import mxnet, os; print(os.path.join(os.path.dirname(mxnet.__file__), 'tools', 'im2rec.py'))"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    im2rec = subprocess.run(
+        [str(py), "-c", "import mxnet, os; print(os.path.join(os.path.dirname(mxnet.__file__), 'tools', 'im2rec.py'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     prefix = work / "im2rec"
-    subprocess.run([str(py), im2rec, "--list", "--recursive", str(prefix), str(photos)], check=True, capture_output=True)
+    subprocess.run(
+        [str(py), im2rec, "--list", "--recursive", str(prefix), str(photos)], check=True, capture_output=True
+    )
     os.sync()
     t = time.perf_counter()
-    subprocess.run([str(py), im2rec, "--resize", "64", "--quality", "90", "--num-thread", "2", str(prefix), str(photos)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(py), im2rec, "--resize", "64", "--quality", "90", "--num-thread", "2", str(prefix), str(photos)],
+        check=True,
+        capture_output=True,
+    )
     return {"seconds": time.perf_counter() - t, "images": sum(1 for _ in open(f"{prefix}.lst"))}
 
 
 def mxnet_reads(out: Path) -> str:
     "Read earthsnap's output with MXNet and compare with earthsnap's own reader: a line that says what matched."
     from earthsnap.data.recordio import MXIndexedRecordIO, unpack
-    theirs = json.loads(subprocess.run([str(mxnet_python()), "-c", MXNET_READ, str(out)], capture_output=True, text=True, check=True).stdout)
+
+    theirs = json.loads(
+        subprocess.run(
+            [str(mxnet_python()), "-c", MXNET_READ, str(out)], capture_output=True, text=True, check=True
+        ).stdout
+    )
     for split, rows in theirs.items():
         r = MXIndexedRecordIO(out / f"{split}.idx", out / f"{split}.rec", "r")
         ours = [[k, float(unpack(r.read_idx(k))[0].label), int(unpack(r.read_idx(k))[0].id)] for k in r.keys]
-        if ours != rows: raise SystemExit(f"MXNet reads {split} differently from earthsnap: {rows[:3]} vs {ours[:3]}")
-    return "MXNet 1.9.1 read every record of " + ", ".join(f"{s} ({len(v)})" for s, v in theirs.items()) + \
-           ": same keys, labels and ids as earthsnap's reader; every image decodes (OpenCV) with its shorter side 64"
+        if ours != rows:
+            raise SystemExit(f"MXNet reads {split} differently from earthsnap: {rows[:3]} vs {ours[:3]}")
+    return (
+        "MXNet 1.9.1 read every record of "
+        + ", ".join(f"{s} ({len(v)})" for s, v in theirs.items())
+        + ": same keys, labels and ids as earthsnap's reader; every image decodes (OpenCV) with its shorter side 64"
+    )
 
 
 def table(title: str, runs: dict[str, list[dict]], ours: str) -> list[dict]:
     rate = {k: [r["images"] / r["seconds"] for r in v] for k, v in runs.items()}
     median = {k: statistics.median(v) for k, v in rate.items()}
-    return [{"table": title, "config": k, "images": runs[k][0]["images"], "median_images_per_s": round(median[k], 1),
-             "best_images_per_s": round(max(rate[k]), 1), "all_images_per_s": [round(x, 1) for x in rate[k]],
-             "earthsnap_x": round(median[ours] / median[k], 2)} for k in runs]
+    return [
+        {
+            "table": title,
+            "config": k,
+            "images": runs[k][0]["images"],
+            "median_images_per_s": round(median[k], 1),
+            "best_images_per_s": round(max(rate[k]), 1),
+            "all_images_per_s": [round(x, 1) for x in rate[k]],
+            "earthsnap_x": round(median[ours] / median[k], 2),
+        }
+        for k in runs
+    ]
 
 
 def main() -> None:
@@ -204,10 +241,17 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--scale", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--photo-size", type=int, default=96, help="the demo photos' size in pixels (preprocessing always writes 64 px)")
-    ap.add_argument("--smoke", action="store_true", help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)")
+    ap.add_argument(
+        "--photo-size", type=int, default=96, help="the demo photos' size in pixels (preprocessing always writes 64 px)"
+    )
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)",
+    )
     args = ap.parse_args()
-    if args.smoke: args.images, args.scale, args.repeats = 50, 2, 1
+    if args.smoke:
+        args.images, args.scale, args.repeats = 50, 2, 1
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="es-bench-") as tmp:
         tmp = Path(tmp)
@@ -215,6 +259,7 @@ def main() -> None:
         dataset = make_dataset(tmp / "n", args.images, args.photo_size)
         photos = tmp / "n" / "photos"
         from earthsnap.data.preprocess import open_dataset
+
         version = open_dataset(dataset)
         stored = tmp / "stored.json"
         stored.write_text(json.dumps([version.object_uri(r) for r in version.rows()]))
@@ -225,35 +270,66 @@ def main() -> None:
         qa: dict[str, list[dict]] = {}
         for i in range(args.repeats):
             print(f"round {i + 1} of {args.repeats} ...", file=sys.stderr)
-            for name, fn in [(ours_p, lambda: run_earthsnap(dataset, tmp / "out-p", cores)),
-                             ("(a) earthsnap, 1 process", lambda: run_earthsnap(dataset, tmp / "out-1", 1)),
-                             (f"(b) codec limit, {cores} processes", lambda: run_loop("codec", stored, cores)),
-                             ("(c) im2rec, --num-thread 2", lambda: run_im2rec(photos, tmp))]:
-                if args.smoke and name.startswith("(c)"): continue  # MXNet's im2rec needs its own venv (a download): the full run only
+            for name, fn in [
+                (ours_p, lambda: run_earthsnap(dataset, tmp / "out-p", cores)),
+                ("(a) earthsnap, 1 process", lambda: run_earthsnap(dataset, tmp / "out-1", 1)),
+                (f"(b) codec limit, {cores} processes", lambda: run_loop("codec", stored, cores)),
+                ("(c) im2rec, --num-thread 2", lambda: run_im2rec(photos, tmp)),
+            ]:
+                # MXNet's im2rec needs its own venv (a download): the full run only
+                if args.smoke and name.startswith("(c)"):
+                    continue
                 pre.setdefault(name, []).append(fn())
-            for name, fn in [(ours_q, lambda: run_qa(photos, tmp / "qa-datasets", cores, fresh=True)),
-                             (f"earthsnap data QA again (photos stored), {cores} processes", lambda: run_qa(photos, tmp / "qa-datasets", cores, fresh=False)),
-                             (f"(d) open + verify, {cores} processes", lambda: run_loop("verify", sources, cores)),
-                             (f"(e) read, hash, decode 1/8, write a file, {cores} processes", lambda: run_loop("store", sources, cores, tmp / "floor"))]:
+            for name, fn in [
+                (ours_q, lambda: run_qa(photos, tmp / "qa-datasets", cores, fresh=True)),
+                (
+                    f"earthsnap data QA again (photos stored), {cores} processes",
+                    lambda: run_qa(photos, tmp / "qa-datasets", cores, fresh=False),
+                ),
+                (f"(d) open + verify, {cores} processes", lambda: run_loop("verify", sources, cores)),
+                (
+                    f"(e) read, hash, decode 1/8, write a file, {cores} processes",
+                    lambda: run_loop("store", sources, cores, tmp / "floor"),
+                ),
+            ]:
                 qa.setdefault(name, []).append(fn())
         rows = table("preprocessing", pre, ours_p) + table("data QA", qa, ours_q)
         mxnet = None if args.smoke else mxnet_reads(tmp / "out-p")
         print(f"drawing {args.images * args.scale} photos and running data QA for the memory run ...", file=sys.stderr)
         big = make_dataset(tmp / "big", args.images * args.scale, args.photo_size)
-        mem = {n: run_earthsnap(d, tmp / f"mem-{n}", cores) for n, d in ((args.images, dataset), (args.images * args.scale, big))}
-    print(f"{args.images} demo photos, {args.photo_size} px; {args.repeats} alternating runs each; {cores} cores; Python {platform.python_version()}")
+        mem = {
+            n: run_earthsnap(d, tmp / f"mem-{n}", cores)
+            for n, d in ((args.images, dataset), (args.images * args.scale, big))
+        }
+    print(
+        f"{args.images} demo photos, {args.photo_size} px; {args.repeats} "
+        f"alternating runs each; {cores} cores; Python {platform.python_version()}"
+    )
     for title in ("preprocessing", "data QA"):
-        print(f"\n{title + (f' ({args.photo_size} px -> 64 px, quality 90)' if title == 'preprocessing' else ''):<62}{'median img/s':>14}{'best img/s':>12}{'earthsnap is':>14}")
+        print(
+            "\n"
+            f"{title + (f' ({args.photo_size} px -> 64 px, quality 90)' if title == 'preprocessing' else ''):<62}{'median img/s':>14}{'best img/s':>12}{'earthsnap is':>14}"
+        )
         for r in rows:
             if r["table"] == title:
-                print(f"{r['config']:<62}{r['median_images_per_s']:>14.1f}{r['best_images_per_s']:>12.1f}{r['earthsnap_x']:>13.2f}x")
-    if mxnet: print(f"\n{mxnet}")
+                print(
+                    f"{r['config']:<62}{r['median_images_per_s']:>14.1f}{r['best_images_per_s']:>12.1f}{r['earthsnap_x']:>13.2f}x"
+                )
+    if mxnet:
+        print(f"\n{mxnet}")
     print(f"\npeak memory of preprocessing (max RSS, MB)   {'main process':>14}{'largest worker':>16}")
     for n, m in mem.items():
         print(f"{n:>8} images{'':<30}{m['rss_main_mb']:>14.0f}{m['rss_worker_mb']:>16.0f}")
-    out = Path(tempfile.mkdtemp() if args.smoke else HERE / "results") / ("preprocess.json" if args.photo_size == 96 else f"preprocess-{args.photo_size}px.json")
+    out = Path(tempfile.mkdtemp() if args.smoke else HERE / "results") / (
+        "preprocess.json" if args.photo_size == 96 else f"preprocess-{args.photo_size}px.json"
+    )
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "mxnet_read": mxnet, "memory": {str(k): v for k, v in mem.items()}, "cores": cores}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {"rows": rows, "mxnet_read": mxnet, "memory": {str(k): v for k, v in mem.items()}, "cores": cores}, indent=2
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ the figures. Each round measures, on the same test-split JPEGs:
 Reported: medians over --repeats alternating rounds, and each router figure as a ratio of the flat model's
 (latency router/flat; throughput router/flat). Results go to bench/results/router.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from earthsnap.model.inference import model_input
-from earthsnap.hierarchy.planning import demo_hierarchy
 from earthsnap.data.records import split_images
+from earthsnap.hierarchy.planning import demo_hierarchy
+from earthsnap.model.inference import model_input
 from earthsnap.model.router import RouterModel, load_model
 
 HERE = Path(__file__).resolve().parent
@@ -48,9 +49,16 @@ HERE = Path(__file__).resolve().parent
 
 class Counted:
     "A child that counts the images it is run on."
-    def __init__(self, m): self.m, self.seen = m, 0
-    def probabilities(self, x): self.seen += len(x); return self.m.probabilities(x)
-    def __getattr__(self, name): return getattr(self.m, name)
+
+    def __init__(self, m):
+        self.m, self.seen = m, 0
+
+    def probabilities(self, x):
+        self.seen += len(x)
+        return self.m.probabilities(x)
+
+    def __getattr__(self, name):
+        return getattr(self.m, name)
 
 
 def timed(call, images: list[bytes], n: int) -> dict:
@@ -89,18 +97,31 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400, help="batch-1 calls per measurement per round")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=str(HERE / "results" / "router.json"))
-    ap.add_argument("--smoke", action="store_true", help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)",
+    )
     args = ap.parse_args()
     if args.smoke:
         args.groups, args.species, args.images, args.epochs, args.requests, args.repeats = 2, 2, 8, 1, 10, 1
         args.out = str(Path(tempfile.mkdtemp()) / "router.json")
 
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"training a {args.groups}-group hierarchy and a flat model on {args.groups * args.species * args.images} demo photos, "
-              f"{args.epochs} epochs ...")
+        print(
+            f"training a {args.groups}-group hierarchy and a flat model "
+            f"on {args.groups * args.species * args.images} demo photos, {args.epochs} epochs ..."
+        )
         t0 = time.perf_counter()
-        h = demo_hierarchy(tmp, groups=args.groups, species=args.species, images=args.images, epochs=args.epochs,
-                           width=8 if args.smoke else 32, size=32 if args.smoke else 64)
+        h = demo_hierarchy(
+            tmp,
+            groups=args.groups,
+            species=args.species,
+            images=args.images,
+            epochs=args.epochs,
+            width=8 if args.smoke else 32,
+            size=32 if args.smoke else 64,
+        )
         print(f"trained in {time.perf_counter() - t0:.0f}s")
         flat, router = load_model(h["flat"], threads=1), load_model(h["router"], threads=1)
         assert flat.classes == router.classes, "the router and the flat model must name the same species"
@@ -112,12 +133,31 @@ def main() -> None:
     pg = router.parent.probabilities(every)
     quality = {
         "test_images": len(images),
-        "parent_group_accuracy": float(np.mean([router.parent.classes[j] == g for j, g in zip(pg.argmax(1), groups_true)])),
+        "parent_group_accuracy": float(
+            np.mean([router.parent.classes[j] == g for j, g in zip(pg.argmax(1), groups_true)])
+        ),
         "parent_mean_top_probability": float(pg.max(1).mean()),
-        "flat_accuracy": float(np.mean([flat.classes[int(label)] == flat.classes[j] for (label, _), j in zip(test, flat.probabilities(every).argmax(1))])),
-        "router_accuracy": float(np.mean([flat.classes[int(label)] == router.classes[j] for (label, _), j in zip(test, router.probabilities(every).argmax(1))])),
-        "children_per_image": {"top_k=5": children_per_image(router, every, 5), "top_k=1": children_per_image(router, every, 1),
-                               "every child": float(sum(c is not None for c in router.children.values()))},
+        "flat_accuracy": float(
+            np.mean(
+                [
+                    flat.classes[int(label)] == flat.classes[j]
+                    for (label, _), j in zip(test, flat.probabilities(every).argmax(1))
+                ]
+            )
+        ),
+        "router_accuracy": float(
+            np.mean(
+                [
+                    flat.classes[int(label)] == router.classes[j]
+                    for (label, _), j in zip(test, router.probabilities(every).argmax(1))
+                ]
+            )
+        ),
+        "children_per_image": {
+            "top_k=5": children_per_image(router, every, 5),
+            "top_k=1": children_per_image(router, every, 1),
+            "every child": float(sum(c is not None for c in router.children.values())),
+        },
     }
     print(json.dumps(quality, indent=2))
 
@@ -125,32 +165,55 @@ def main() -> None:
         "flat_top5": lambda im: flat.predict([im], 5),
         "router_top5": lambda im: router.predict([im], 5),
         "router_top1": lambda im: router.predict([im], 1),
-        "router_every_child_top5": lambda im: router.ranked(router.probabilities(model_input(im, router.input_size)[None])[0], 5),
+        "router_every_child_top5": lambda im: router.ranked(
+            router.probabilities(model_input(im, router.input_size)[None])[0], 5
+        ),
     }
-    many = {"flat": flat.probabilities, "router_top5": lambda b: router.top(b, 5), "router_every_child": router.probabilities}
-    for call in one.values(): timed(call, images, 2 if args.smoke else 20)  # warm up every session before timing
+    many = {
+        "flat": flat.probabilities,
+        "router_top5": lambda b: router.top(b, 5),
+        "router_every_child": router.probabilities,
+    }
+    for call in one.values():
+        timed(call, images, 2 if args.smoke else 20)  # warm up every session before timing
     rounds = []
     for r in range(args.repeats):
         row = {f"batch1_{k}": timed(call, images, args.requests) for k, call in one.items()}
         row.update({f"batch32_{k}": batched(call, x, args.requests) for k, call in many.items()})
         rounds.append(row)
-        print(f"round {r + 1}/{args.repeats}: batch 1 p50 flat {row['batch1_flat_top5']['p50_ms']:.2f} ms, router top-5 "
-              f"{row['batch1_router_top5']['p50_ms']:.2f} ms, every child {row['batch1_router_every_child_top5']['p50_ms']:.2f} ms")
+        print(
+            f"round {r + 1}/{args.repeats}: batch 1 p50 flat {row['batch1_flat_top5']['p50_ms']:.2f} "
+            f"ms, router top-5 {row['batch1_router_top5']['p50_ms']:.2f} ms, every "
+            f"child {row['batch1_router_every_child_top5']['p50_ms']:.2f} ms"
+        )
 
     med = {k: {m: statistics.median(r[k][m] for r in rounds) for m in rounds[0][k]} for k in rounds[0]}
     ratio = {
-        **{f"batch1_{k}_p50_latency": med[f"batch1_{k}"]["p50_ms"] / med["batch1_flat_top5"]["p50_ms"]
-           for k in ("router_top5", "router_top1", "router_every_child_top5")},
-        **{f"batch32_{k}_throughput": med[f"batch32_{k}"]["images_per_s"] / med["batch32_flat"]["images_per_s"]
-           for k in ("router_top5", "router_every_child")},
+        **{
+            f"batch1_{k}_p50_latency": med[f"batch1_{k}"]["p50_ms"] / med["batch1_flat_top5"]["p50_ms"]
+            for k in ("router_top5", "router_top1", "router_every_child_top5")
+        },
+        **{
+            f"batch32_{k}_throughput": med[f"batch32_{k}"]["images_per_s"] / med["batch32_flat"]["images_per_s"]
+            for k in ("router_top5", "router_every_child")
+        },
     }
     result = {
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "hierarchy": {"groups": args.groups, "species_per_group": args.species, "photos_per_species": args.images, "epochs": args.epochs,
-                      "models_in_router": 1 + sum(c is not None for c in router.children.values()),
-                      "architecture": "resnet width 32, 64 px, threads=1"},
-        "quality": quality, "requests_per_round": args.requests, "repeats": args.repeats,
-        "median": med, "ratio_router_over_flat": ratio, "rounds": rounds,
+        "hierarchy": {
+            "groups": args.groups,
+            "species_per_group": args.species,
+            "photos_per_species": args.images,
+            "epochs": args.epochs,
+            "models_in_router": 1 + sum(c is not None for c in router.children.values()),
+            "architecture": "resnet width 32, 64 px, threads=1",
+        },
+        "quality": quality,
+        "requests_per_round": args.requests,
+        "repeats": args.repeats,
+        "median": med,
+        "ratio_router_over_flat": ratio,
+        "rounds": rounds,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -15,6 +15,7 @@
    Runtime), with the ratio.
 Results go to bench/results/training.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from earthsnap.data.records import demo_records, read_classes
 from earthsnap.model.export import export_onnx
 from earthsnap.model.hyperparameters import Hyperparameters
 from earthsnap.model.inference import model_input, open_model
 from earthsnap.model.loader import Augment, RecordDataset, loader
-from earthsnap.data.records import demo_records, read_classes
 from earthsnap.model.networks import build_model
 from earthsnap.model.training import make_optimizer
 
@@ -49,7 +50,9 @@ def train_epochs(model, opt, batches, epochs: int) -> float:
     for _ in range(epochs):
         for x, y in batches():
             loss = loss_fn(model(x), y)
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
             n += len(y)
     return n / (time.perf_counter() - t0)
 
@@ -59,33 +62,55 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--smoke", action="store_true", help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds on tiny inputs, results not kept: checks the benchmark still runs (make test)",
+    )
     args = ap.parse_args()
-    if args.smoke: args.repeats, args.epochs, args.workers = 1, 1, 1
+    if args.smoke:
+        args.repeats, args.epochs, args.workers = 1, 1, 1
     tmp = Path(tempfile.mkdtemp())
-    shape = dict(groups=2, species=2, images=10, size=32) if args.smoke else dict(groups=4, species=4, images=100, size=64)
-    print(f"preprocessing demo data ({shape['groups']} groups x {shape['species']} species x {shape['images']} photos, {shape['size']} px) ...", flush=True)
+    shape = (
+        dict(groups=2, species=2, images=10, size=32) if args.smoke else dict(groups=4, species=4, images=100, size=64)
+    )
+    print(
+        f"preprocessing demo data ({shape['groups']} groups x {shape['species']} "
+        f"species x {shape['images']} photos, {shape['size']} px) ...",
+        flush=True,
+    )
     records = demo_records(tmp, **shape)
     classes, size = read_classes(records)
     hp = Hyperparameters()
     plain = RecordDataset(records, "train", size)
     augmented = RecordDataset(records, "train", size, augment=Augment())
-    xs = torch.stack([plain[i][0] for i in range(len(plain))]); ys = torch.tensor(plain.labels)
-    print(f"{len(plain)} training images at {size} px, {len(classes)} classes; torch threads {torch.get_num_threads()}, "
-          f"loader workers {args.workers}", flush=True)
+    xs = torch.stack([plain[i][0] for i in range(len(plain))])
+    ys = torch.tensor(plain.labels)
+    print(
+        f"{len(plain)} training images at {size} px, {len(classes)} classes; torch threads {torch.get_num_threads()}, "
+        f"loader workers {args.workers}",
+        flush=True,
+    )
 
     def from_memory():
         g = torch.Generator().manual_seed(0)
         order = torch.randperm(len(ys), generator=g)
-        return ((xs[order[i:i + hp.batch_size]], ys[order[i:i + hp.batch_size]]) for i in range(0, len(ys), hp.batch_size))
-    feeds = {"memory": from_memory,
-             "recordio": lambda: loader(plain, hp.batch_size, shuffle=True, workers=args.workers, seed=0),
-             "recordio+augment": lambda: loader(augmented, hp.batch_size, shuffle=True, workers=args.workers, seed=0)}
+        return (
+            (xs[order[i : i + hp.batch_size]], ys[order[i : i + hp.batch_size]])
+            for i in range(0, len(ys), hp.batch_size)
+        )
+
+    feeds = {
+        "memory": from_memory,
+        "recordio": lambda: loader(plain, hp.batch_size, shuffle=True, workers=args.workers, seed=0),
+        "recordio+augment": lambda: loader(augmented, hp.batch_size, shuffle=True, workers=args.workers, seed=0),
+    }
     speeds = {k: [] for k in feeds}
     for r in range(args.repeats):
-        for name, feed in (feeds.items() if r % 2 == 0 else reversed(feeds.items())):
+        for name, feed in feeds.items() if r % 2 == 0 else reversed(feeds.items()):
             torch.manual_seed(0)
-            model = build_model(hp, len(classes)); opt = make_optimizer(hp, model)
+            model = build_model(hp, len(classes))
+            opt = make_optimizer(hp, model)
             speeds[name].append(train_epochs(model, opt, feed, args.epochs))
             print(f"  round {r + 1} {name:<17} {speeds[name][-1]:7.1f} img/s", flush=True)
     med = {k: statistics.median(v) for k, v in speeds.items()}
@@ -95,37 +120,58 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(hp, len(classes)).eval()
     export_onnx(model, tmp / "model.onnx", size)
-    for f, data in (("classes.json", {"classes": classes, "input_size": size}), ("hyperparameters.json", hp.to_dict()), ("metrics.json", {})):
+    for f, data in (
+        ("classes.json", {"classes": classes, "input_size": size}),
+        ("hyperparameters.json", hp.to_dict()),
+        ("metrics.json", {}),
+    ):
         (tmp / f).write_text(json.dumps(data))
     (tmp / "model.safetensors").write_bytes(b"")
     onnx = open_model(tmp)
     test = RecordDataset(records, "test", size)
     batch = torch.stack([test[i][0] for i in range(min(64, len(test)))])
-    with torch.no_grad(): want = model(batch).numpy()
+    with torch.no_grad():
+        want = model(batch).numpy()
     diff = float(np.abs(onnx.logits(batch.numpy()) - want).max())
     one = batch[:1]
+
     def latency(fn, n=20 if args.smoke else 300):
-        for _ in range(5 if args.smoke else 20): fn()
+        for _ in range(5 if args.smoke else 20):
+            fn()
         times = []
         for _ in range(n):
-            t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
         return statistics.median(times) * 1000
-    with torch.no_grad(): torch_ms = latency(lambda: model(one))
+
+    with torch.no_grad():
+        torch_ms = latency(lambda: model(one))
     onnx_ms = latency(lambda: onnx.logits(one.numpy()))
 
-    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
-              "train_images": len(plain), "image_size": size, "epochs_per_round": args.epochs, "repeats": args.repeats,
-              "loader_workers": args.workers, "images_per_s": {k: round(v, 1) for k, v in med.items()},
-              "runs": {k: [round(x, 1) for x in v] for k, v in speeds.items()},
-              "loader_overhead": {k: round(v, 4) for k, v in overhead.items()},
-              "onnx_max_abs_diff": diff, "latency_ms": {"torch": round(torch_ms, 3), "onnx": round(onnx_ms, 3)},
-              "onnx_speedup": round(torch_ms / onnx_ms, 2)}
+    result = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
+        "train_images": len(plain),
+        "image_size": size,
+        "epochs_per_round": args.epochs,
+        "repeats": args.repeats,
+        "loader_workers": args.workers,
+        "images_per_s": {k: round(v, 1) for k, v in med.items()},
+        "runs": {k: [round(x, 1) for x in v] for k, v in speeds.items()},
+        "loader_overhead": {k: round(v, 4) for k, v in overhead.items()},
+        "onnx_max_abs_diff": diff,
+        "latency_ms": {"torch": round(torch_ms, 3), "onnx": round(onnx_ms, 3)},
+        "onnx_speedup": round(torch_ms / onnx_ms, 2),
+    }
     results = tmp if args.smoke else HERE / "results"
     results.mkdir(exist_ok=True)
     (results / "training.json").write_text(json.dumps(result, indent=1))
-    print(f"\ntraining throughput (median of {args.repeats}): memory {med['memory']:.1f} img/s, RecordIO loader {med['recordio']:.1f} img/s "
-          f"(overhead {overhead['recordio']:.1%}; target <= 10%), with augmentation {med['recordio+augment']:.1f} img/s "
-          f"(overhead {overhead['recordio+augment']:.1%})")
+    print(
+        "\n"
+        f"training throughput (median of {args.repeats}): memory {med['memory']:.1f} img/s, RecordIO "
+        f"loader {med['recordio']:.1f} img/s (overhead {overhead['recordio']:.1%}; target <= 10%), with "
+        f"augmentation {med['recordio+augment']:.1f} img/s (overhead {overhead['recordio+augment']:.1%})"
+    )
     print(f"ONNX vs torch on {len(batch)} test images: max abs difference {diff:.2e} (target <= 1e-4)")
     print(f"one image: torch {torch_ms:.2f} ms, ONNX Runtime {onnx_ms:.2f} ms ({torch_ms / onnx_ms:.2f}x)")
 

@@ -7,37 +7,67 @@ __all__ = ['run', 'show_run', 'model_registry', 'approve', 'open_step']
 
 # %% ../nbs/earthsnap.ipynb #1b125140
 from .core.imports import defer_slow_imports
-defer_slow_imports()   # first: what nbformat's import would make every earthsnap process pay (earthsnap.core.imports)
+
+defer_slow_imports()  # first: what nbformat's import would make every earthsnap process pay (earthsnap.core.imports)
 
 from .core.config import load_config
 from .core.errors import EarthsnapError
 
 __version__ = "0.1.0"
 
-def run(pipeline=None, *, resume: str | None = None, cache: bool | None = None, workers: int | None = None, config=None, to: str | list[str] | None = None,
-        rehash: bool = False, **parameters) -> dict:
-    "Run the project's pipeline (or `pipeline`, a Pipeline or its file) here with live progress, up `to` a step if given; returns the run record. A `resume` keeps the steps, cache and workers its run started with (`cache=False` turns the cache off for the rest)."
+
+def run(
+    pipeline=None,
+    *,
+    resume: str | None = None,
+    cache: bool | None = None,
+    workers: int | None = None,
+    config=None,
+    to: str | list[str] | None = None,
+    rehash: bool = False,
+    **parameters,
+) -> dict:
+    """Run the project's pipeline (or `pipeline`, a Pipeline or its file) here with live progress, up `to` a step if
+    given; returns the run record. A `resume` keeps the steps, cache and workers its run started with (`cache=False`
+    turns the cache off for the rest).
+    """
+    from earthsnap.core.progress import NotebookProgress, TerminalProgress, in_notebook
     from earthsnap.engine.definition import project_pipeline
     from earthsnap.engine.executor import run_pipeline
-    from earthsnap.core.progress import NotebookProgress, TerminalProgress, in_notebook
     from earthsnap.engine.runs import project_runs
+
     cfg = config or load_config()
-    if not hasattr(pipeline, "order"): pipeline = project_pipeline(cfg.project_dir, pipeline)  # None, or a file
+    if not hasattr(pipeline, "order"):
+        pipeline = project_pipeline(cfg.project_dir, pipeline)  # None, or a file
     to = [to] if isinstance(to, str) else list(to or [])
-    if resume and not to: to = (project_runs(cfg).run(resume).get("options") or {}).get("to") or []  # the steps it shows are the run's
+    # the steps it shows are the run's
+    if resume and not to:
+        to = (project_runs(cfg).run(resume).get("options") or {}).get("to") or []
     shown = pipeline.upto(*to) if to else pipeline
     show = NotebookProgress([s.name for s in shown.order]) if in_notebook() else TerminalProgress()
-    return run_pipeline(pipeline, parameters, config=cfg, workers=workers, cache=cache, resume=resume, to=to or None, on_event=show, rehash=rehash)
+    return run_pipeline(
+        pipeline,
+        parameters,
+        config=cfg,
+        workers=workers,
+        cache=cache,
+        resume=resume,
+        to=to or None,
+        on_event=show,
+        rehash=rehash,
+    )
 
 # %% ../nbs/earthsnap.ipynb #6c1c32e8
 def show_run(run_id: str | None = None, config=None) -> str:
     "The text of `earthsnap runs show` for run `run_id` (default: the latest run)."
     from earthsnap.core.progress import run_table
     from earthsnap.engine.runs import project_runs
+
     store = project_runs(config or load_config())
     if run_id is None:
         latest = store.runs(1)
-        if not latest: raise EarthsnapError("There is no run yet.", fix="Start one: earthsnap.run()")
+        if not latest:
+            raise EarthsnapError("There is no run yet.", fix="Start one: earthsnap.run()")
         run_id = latest[0]["id"]
     return run_table(store.run(run_id))
 
@@ -45,20 +75,27 @@ def show_run(run_id: str | None = None, config=None) -> str:
 def model_registry(config=None):
     "The project's model registry: `.versions(group, status)`, `.get(ref)`, `.approve(ref, ...)`, `.reject(ref, ...)`."
     from earthsnap.release.registry import open_registry
+
     return open_registry(config or load_config())
 
 # %% ../nbs/earthsnap.ipynb #acca48f0
 def approve(ref: str, reason: str = "", by: str | None = None, deploy: bool = False, config=None):
-    "Approve a version pending approval, as `earthsnap registry approve`; `deploy` hands it to the deployer now (stage, tests)."
+    """Approve a version pending approval, as `earthsnap registry approve`; `deploy` hands it to the deployer now
+    (stage, tests).
+    """
     cfg = config or load_config()
     mv = model_registry(cfg).approve(ref, by=by, reason=reason)
     if deploy:
         from earthsnap.release.deployment import Deployer
+
         Deployer.from_config(cfg, log=print).run()
     return mv
 
 # %% ../nbs/earthsnap.ipynb #3100980b
 def open_step(run_id: str, step: str, config=None):
-    "Write the step's notebook with the run's values into the project's scratch folder, as `earthsnap runs open`; returns its path."
+    """Write the step's notebook with the run's values into the project's scratch folder, as `earthsnap runs open`;
+    returns its path.
+    """
     from earthsnap.engine.reopen import open_step as _open
+
     return _open(config or load_config(), run_id, step)

@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from .access.auth import Caller, Denied, Gate
 from .access.users import UserStore
 from .core.config import Config
-from .engine.definition import project_pipeline
 from .core.errors import EarthsnapError, ParameterError
+from .engine.definition import project_pipeline
 from .engine.executor import check_run
-from .release.registry import ModelRegistry, RegistryError, check_status, open_registry
 from .engine.runs import RunNotFound, RunStore, new_run_id, project_runs
+from .release.registry import ModelRegistry, RegistryError, check_status, open_registry
 
 # %% auto #0
 __all__ = ['RunRequest', 'Decision', 'Rejection', 'ApiError', 'RunStateError', 'Launcher', 'refused', 'run_routes',
@@ -34,96 +34,156 @@ __all__ = ['RunRequest', 'Decision', 'Rejection', 'ApiError', 'RunStateError', '
 # %% ../nbs/api.ipynb #6424a1fd
 class RunRequest(BaseModel):
     "A run to start."
+
     model_config = ConfigDict(extra="forbid")
-    parameters: dict[str, str | bool | int | float] = Field(default_factory=dict, description="Pipeline parameters by name, as `earthsnap run -p`; "
-                                                            "see `earthsnap dag` for the names.", examples=[{"epochs": 10, "min_accuracy": 0.9}])
-    to: list[str] = Field(default_factory=list, description="Run only up to these steps (and what they need), as `earthsnap run --to`.")
+    parameters: dict[str, str | bool | int | float] = Field(
+        default_factory=dict,
+        description="Pipeline parameters by name, as `earthsnap run -p`; see `earthsnap dag` for the names.",
+        examples=[{"epochs": 10, "min_accuracy": 0.9}],
+    )
+    to: list[str] = Field(
+        default_factory=list, description="Run only up to these steps (and what they need), as `earthsnap run --to`."
+    )
     cache: bool = Field(True, description="Reuse the outputs of steps whose inputs did not change.")
 
 # %% ../nbs/api.ipynb #9c33a28b
 class Decision(BaseModel):
     "An approval."
+
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field("", max_length=2000, description="Why: kept in the version's history (who decides is the caller).")
+    reason: str = Field(
+        "", max_length=2000, description="Why: kept in the version's history (who decides is the caller)."
+    )
 
 # %% ../nbs/api.ipynb #caa94447
 class Rejection(Decision):
     "A rejection: the reason is required."
+
     reason: str = Field(..., min_length=1, max_length=2000, description="Why: kept in the version's history.")
 
 # %% ../nbs/api.ipynb #620ef312
 class ApiError(Exception):
     "An error the API answers with its status and JSON body."
+
     def __init__(self, status: int, code: str, message: str, fix: str = ""):
-        super().__init__(message); self.status, self.code, self.message, self.fix = status, code, message, fix
+        super().__init__(message)
+        self.status, self.code, self.message, self.fix = status, code, message, fix
+
 
 def _body(code: str, message: str, fix: str = "", **extra) -> dict:
     return {"error": code, "message": message, **({"fix": fix} if fix else {}), **extra}
 
 # %% ../nbs/api.ipynb #50538e3a
-def _arg(v: Any) -> str: return ("true" if v else "false") if isinstance(v, bool) else str(v)
+def _arg(v: Any) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
 
 class RunStateError(EarthsnapError):
     "A cancel or resume that the run's state (`state`) does not allow."
+
     def __init__(self, what: str, state: str):
-        super().__init__(what); self.state = state
+        super().__init__(what)
+        self.state = state
+
 
 class Launcher:
     "Starts pipeline runs as processes of their own."
+
     def __init__(self, cfg: Config):
         self.cfg, self.started, self.cancelled = cfg, {}, set()  # started: run id -> (process, log, whether it resumes)
 
-    def start(self, run_id: str, parameters: dict, to: list[str], cache: bool | None, resume: bool = False, by: str = "") -> Path:
+    def start(
+        self, run_id: str, parameters: dict, to: list[str], cache: bool | None, resume: bool = False, by: str = ""
+    ) -> Path:
         "Start `earthsnap run --run-id run_id` (`--resume run_id` with `resume`) for user `by`; returns its log file."
         log = Path(self.cfg.runs) / f"{run_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-c", "import sys; from earthsnap.cli import main; sys.exit(main())", "run",
-                "--resume" if resume else "--run-id", run_id,
-                *[a for k, v in parameters.items() for a in ("-p", f"{k}={_arg(v)}")], *[a for t in to for a in ("--to", t)],
-                *(["--no-cache"] if cache is False else []), *(["--by", by] if by and not resume else [])]
+        args = [
+            sys.executable,
+            "-c",
+            "import sys; from earthsnap.cli import main; sys.exit(main())",
+            "run",
+            "--resume" if resume else "--run-id",
+            run_id,
+            *[a for k, v in parameters.items() for a in ("-p", f"{k}={_arg(v)}")],
+            *[a for t in to for a in ("--to", t)],
+            *(["--no-cache"] if cache is False else []),
+            *(["--by", by] if by and not resume else []),
+        ]
         with open(log, "ab") as out:
-            proc = subprocess.Popen(args, cwd=self.cfg.project_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                args,
+                cwd=self.cfg.project_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.started[run_id] = (proc, log, resume)
         threading.Thread(target=proc.wait, daemon=True, name=f"wait-{run_id}").start()
         return log
 
     def state(self, run_id: str) -> dict | None:
         "A run started here that has not recorded itself: starting, or failed with the end of its log."
-        if run_id not in self.started: return None
+        if run_id not in self.started:
+            return None
         proc, log, _ = self.started[run_id]
-        if proc.poll() is None: return {"id": run_id, "status": "starting", "log": str(log)}
-        if run_id in self.cancelled: return {"id": run_id, "status": "cancelled", "log": str(log)}
+        if proc.poll() is None:
+            return {"id": run_id, "status": "starting", "log": str(log)}
+        if run_id in self.cancelled:
+            return {"id": run_id, "status": "cancelled", "log": str(log)}
         tail = log.read_text(errors="replace").strip().splitlines()[-10:] if log.exists() else []
-        return {"id": run_id, "status": "failed", "exit_code": proc.returncode, "error": "\n".join(tail), "log": str(log)}
+        return {
+            "id": run_id,
+            "status": "failed",
+            "exit_code": proc.returncode,
+            "error": "\n".join(tail),
+            "log": str(log),
+        }
 
     def resuming(self, run_id: str) -> bool:
-        "Whether a resume of `run_id` started here is still on its way (the record says failed or interrupted until it takes over)."
+        """Whether a resume of `run_id` started here is still on its way (the record says failed or interrupted until it
+        takes over).
+        """
         proc, _, resume = self.started.get(run_id, (None, None, False))
         return resume and proc.poll() is None
 
     def stop(self, run_id: str) -> bool:
         "Stop a run started here that has not recorded itself yet; False when there is none."
         proc = self.started.get(run_id, (None,))[0]
-        if proc is None or proc.poll() is not None: return False
-        self.cancelled.add(run_id); proc.terminate()
+        if proc is None or proc.poll() is not None:
+            return False
+        self.cancelled.add(run_id)
+        proc.terminate()
         return True
 
     def cancel(self, run_id: str) -> str:
-        "Stop run `run_id` as Ctrl-C would (kernels interrupted, notebooks kept); its status now. RunNotFound, or RunStateError when it is not running."
-        try: run = project_runs(self.cfg).run(run_id)
+        """Stop run `run_id` as Ctrl-C would (kernels interrupted, notebooks kept); its status now.
+        RunNotFound, or RunStateError when it is not running.
+        """
+        try:
+            run = project_runs(self.cfg).run(run_id)
         except RunNotFound:
-            if self.stop(run_id): return "cancelled"  # started here, stopped before it recorded itself
+            if self.stop(run_id):
+                return "cancelled"  # started here, stopped before it recorded itself
             raise
         if run["status"] != "running":
-            if self.resuming(run_id) and self.stop(run_id): return run["status"]  # stopped before it took the run up again
-            raise RunStateError(f"Run {run_id} is {run['status']}: only a running run can be cancelled.", state=run["status"])
-        try: os.kill(run["pid"], signal.SIGTERM)  # the executor takes it as Ctrl-C
-        except ProcessLookupError: pass          # it ended in between: its record says how
+            # stopped before it took the run up again
+            if self.resuming(run_id) and self.stop(run_id):
+                return run["status"]
+            raise RunStateError(
+                f"Run {run_id} is {run['status']}: only a running run can be cancelled.", state=run["status"]
+            )
+        try:
+            os.kill(run["pid"], signal.SIGTERM)  # the executor takes it as Ctrl-C
+        except ProcessLookupError:
+            pass  # it ended in between: its record says how
         return "interrupting"
 
     def resume(self, run_id: str) -> Path:
-        "Take up failed or interrupted run `run_id` as it was started (its steps, cache and workers: the run record keeps them); its log. RunNotFound, or RunStateError."
+        """Take up failed or interrupted run `run_id` as it was started (its steps, cache and workers: the run record
+        keeps them); its log. RunNotFound, or RunStateError.
+        """
         run = project_runs(self.cfg).run(run_id)
         now = "resuming" if self.resuming(run_id) else run["status"]
         if now not in ("failed", "interrupted"):
@@ -135,6 +195,7 @@ def refused(e: EarthsnapError, status: int, code: str) -> ApiError:
     "An earthsnap refusal as an API error: its what and fix, with the status and code the route gives it."
     return ApiError(status, code, e.what, e.fix or "")
 
+
 def run_routes(cfg: Config, launcher: Launcher, gate: Gate) -> APIRouter:
     "The /runs routes: start a run, list runs, follow one, cancel it, resume it."
     router = APIRouter()
@@ -144,7 +205,8 @@ def run_routes(cfg: Config, launcher: Launcher, gate: Gate) -> APIRouter:
         try:
             pipeline = project_pipeline(cfg.project_dir)
             check_run(pipeline.upto(*req.to) if req.to else pipeline, cfg, req.parameters)
-        except EarthsnapError as e: raise refused(e, 422, "invalid_parameters")
+        except EarthsnapError as e:
+            raise refused(e, 422, "invalid_parameters")
         run_id = new_run_id(pipeline.name)
         log = launcher.start(run_id, req.parameters, req.to, req.cache, by=who.name)
         return {"id": run_id, "status": "starting", "url": f"/runs/{run_id}", "log": str(log)}
@@ -156,8 +218,10 @@ def run_routes(cfg: Config, launcher: Launcher, gate: Gate) -> APIRouter:
 
     def recorded(run_id: str) -> dict | None:
         "The record of run `run_id` (runs whose process died are marked interrupted first); None when it has none yet."
-        try: return project_runs(cfg).run(run_id)
-        except RunNotFound: return None
+        try:
+            return project_runs(cfg).run(run_id)
+        except RunNotFound:
+            return None
 
     def unknown(run_id: str) -> ApiError:
         return ApiError(404, "unknown_run", f"There is no run {run_id!r}.", "GET /runs lists the runs.")
@@ -167,25 +231,46 @@ def run_routes(cfg: Config, launcher: Launcher, gate: Gate) -> APIRouter:
         run = recorded(run_id)
         if run is None:
             state = launcher.state(run_id)
-            if state: return state
+            if state:
+                return state
             raise unknown(run_id)
-        return {**run, "status": "resuming"} if run["status"] in ("failed", "interrupted") and launcher.resuming(run_id) else run
+        return (
+            {**run, "status": "resuming"}
+            if run["status"] in ("failed", "interrupted") and launcher.resuming(run_id)
+            else run
+        )
 
-    @router.post("/runs/{run_id}/cancel", status_code=202, tags=["runs"], summary="Stop a running run (it can be resumed)")
+    @router.post(
+        "/runs/{run_id}/cancel", status_code=202, tags=["runs"], summary="Stop a running run (it can be resumed)"
+    )
     def cancel_run(run_id: str, who: Caller = Depends(gate.need("operate"))):
-        try: return {"id": run_id, "status": launcher.cancel(run_id), "url": f"/runs/{run_id}"}
-        except RunNotFound: raise unknown(run_id)
+        try:
+            return {"id": run_id, "status": launcher.cancel(run_id), "url": f"/runs/{run_id}"}
+        except RunNotFound:
+            raise unknown(run_id)
         except RunStateError as e:
-            raise ApiError(409, "run_not_running", e.what,
-                           "POST /runs/{id}/resume takes up a failed or interrupted run." if e.state in ("failed", "interrupted") else "")
+            raise ApiError(
+                409,
+                "run_not_running",
+                e.what,
+                "POST /runs/{id}/resume takes up a failed or interrupted run."
+                if e.state in ("failed", "interrupted")
+                else "",
+            )
 
     @router.post("/runs/{run_id}/resume", status_code=202, tags=["runs"], summary="Take up a failed or interrupted run")
     def resume_run(run_id: str, who: Caller = Depends(gate.need("operate"))):
-        try: log = launcher.resume(run_id)
-        except RunNotFound: raise unknown(run_id)
+        try:
+            log = launcher.resume(run_id)
+        except RunNotFound:
+            raise unknown(run_id)
         except RunStateError as e:
-            raise ApiError(409, "run_not_resumable", e.what,
-                           "GET /runs/{id} follows it." if e.state in ("running", "resuming") else "POST /runs starts a new run.")
+            raise ApiError(
+                409,
+                "run_not_resumable",
+                e.what,
+                "GET /runs/{id} follows it." if e.state in ("running", "resuming") else "POST /runs starts a new run.",
+            )
         return {"id": run_id, "status": "resuming", "url": f"/runs/{run_id}", "log": str(log)}
 
     return router
@@ -195,65 +280,103 @@ def registry_routes(cfg: Config, gate: Gate) -> APIRouter:
     "The /registry routes: list versions, show one, approve or reject it."
     router = APIRouter()
 
-    def registry() -> ModelRegistry: return open_registry(cfg)
+    def registry() -> ModelRegistry:
+        return open_registry(cfg)
 
     @router.get("/registry/versions", tags=["registry"], summary="Model versions, newest first")
     def list_versions(group: str | None = None, status: str | None = None, who: Caller = Depends(gate.need("read"))):
         try:
-            if status: check_status(status)
+            if status:
+                check_status(status)
             return {"versions": [v.to_dict() for v in registry().versions(group, status)]}
-        except RegistryError as e: raise refused(e, 422, "invalid_query")
+        except RegistryError as e:
+            raise refused(e, 422, "invalid_query")
 
     def version(group: str, n: int):
-        try: return registry().get(f"{group}/{n}")
-        except RegistryError as e: raise refused(e, 404, "unknown_version")
+        try:
+            return registry().get(f"{group}/{n}")
+        except RegistryError as e:
+            raise refused(e, 404, "unknown_version")
 
     @router.get("/registry/versions/{group}/{n}", tags=["registry"], summary="One model version")
-    def get_version(group: str, n: int, who: Caller = Depends(gate.need("read"))): return version(group, n).to_dict()
+    def get_version(group: str, n: int, who: Caller = Depends(gate.need("read"))):
+        return version(group, n).to_dict()
 
-    @router.post("/registry/versions/{group}/{n}/approve", tags=["registry"], summary="Approve a version pending approval")
+    @router.post(
+        "/registry/versions/{group}/{n}/approve", tags=["registry"], summary="Approve a version pending approval"
+    )
     def approve(group: str, n: int, d: Decision = Decision(), who: Caller = Depends(gate.need("approve"))):
         mv = version(group, n)
-        try: mv = registry().approve(mv.ref, by=who.name, reason=d.reason)
-        except RegistryError as e: raise refused(e, 409, "not_allowed")
-        return {**mv.to_dict(), "next": "the deployer releases it: earthsnap deploy run --follow (or earthsnap deploy run)"}
+        try:
+            mv = registry().approve(mv.ref, by=who.name, reason=d.reason)
+        except RegistryError as e:
+            raise refused(e, 409, "not_allowed")
+        return {
+            **mv.to_dict(),
+            "next": "the deployer releases it: earthsnap deploy run --follow (or earthsnap deploy run)",
+        }
 
-    @router.post("/registry/versions/{group}/{n}/reject", tags=["registry"], summary="Reject a version pending approval")
+    @router.post(
+        "/registry/versions/{group}/{n}/reject", tags=["registry"], summary="Reject a version pending approval"
+    )
     def reject(group: str, n: int, d: Rejection, who: Caller = Depends(gate.need("approve"))):
         mv = version(group, n)
-        try: return registry().reject(mv.ref, by=who.name, reason=d.reason).to_dict()
-        except RegistryError as e: raise refused(e, 409, "not_allowed")
+        try:
+            return registry().reject(mv.ref, by=who.name, reason=d.reason).to_dict()
+        except RegistryError as e:
+            raise refused(e, 409, "not_allowed")
 
     return router
 
 # %% ../nbs/api.ipynb #d2d287e1
 def offline_docs(app: FastAPI) -> None:
-    "Serve the OpenAPI docs page (`/docs`) with Swagger UI's files from the installed `swagger-ui-bundle`, never from a CDN."
+    """Serve the OpenAPI docs page (`/docs`) with Swagger UI's files from the installed `swagger-ui-bundle`, never from
+    a CDN.
+    """
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
     from swagger_ui_bundle import swagger_ui_path
+
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     def docs():
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="earthsnap API", swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="data:,")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="earthsnap API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
 
 # %% ../nbs/api.ipynb #0d03b3bb
 def project_gate(cfg: Config) -> Gate:
-    "The project's gate: its users, and the `api_token` setting as the bootstrap token; refused when nobody could get in."
+    """The project's gate: its users, and the `api_token` setting as the bootstrap token; refused when nobody could get
+    in.
+    """
     users = UserStore.from_config(cfg)
     if not cfg.api_token and not users.list():
-        raise ParameterError("Nobody could use the API: the project has no users and no api_token.",
-                             fix="Add the first user: earthsnap users add NAME --role admin")
+        raise ParameterError(
+            "Nobody could use the API: the project has no users and no api_token.",
+            fix="Add the first user: earthsnap users add NAME --role admin",
+        )
     return Gate(users, cfg.api_token)
+
 
 def create_api(cfg: Config, gate: Gate | None = None) -> FastAPI:
     "The JSON API of the project configured by `cfg`, each request checked by `gate` (default: `project_gate(cfg)`)."
     gate = gate or project_gate(cfg)
-    app = FastAPI(title="earthsnap", version="2", description="Start pipeline runs, follow them, and decide on model versions. "
-                  "Every route but /health wants a personal token (`Authorization: Bearer <token>`, from `earthsnap users token NAME`) "
-                  "or the console's session.", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="earthsnap",
+        version="2",
+        description=(
+            "Start pipeline runs, follow them, and decide on model versions. Every "
+            "route but /health wants a personal token (`Authorization: Bearer "
+            "<token>`, from `earthsnap users token NAME`) or the console's session."
+        ),
+        docs_url=None,
+        redoc_url=None,
+    )
     launcher = Launcher(cfg)
     offline_docs(app)
     app.state.gate, app.state.launcher = gate, launcher
@@ -264,16 +387,22 @@ def create_api(cfg: Config, gate: Gate | None = None) -> FastAPI:
 
     @app.exception_handler(Denied)
     async def denied(request: Request, e: Denied):
-        return JSONResponse(_body(e.code, e.message, e.fix), status_code=e.status,
-                            headers={"WWW-Authenticate": "Bearer"} if e.status == 401 else None)
+        return JSONResponse(
+            _body(e.code, e.message, e.fix),
+            status_code=e.status,
+            headers={"WWW-Authenticate": "Bearer"} if e.status == 401 else None,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
         problems = [f"{'.'.join(str(p) for p in err['loc'][1:]) or 'body'}: {err['msg']}" for err in e.errors()]
-        return JSONResponse(_body("invalid_request", "; ".join(problems), "See the request schemas at /docs."), status_code=422)
+        return JSONResponse(
+            _body("invalid_request", "; ".join(problems), "See the request schemas at /docs."), status_code=422
+        )
 
     @app.get("/health", tags=["api"], summary="Whether the API is up")
-    def health(): return {"status": "ok"}
+    def health():
+        return {"status": "ok"}
 
     app.include_router(run_routes(cfg, launcher, gate))
     app.include_router(registry_routes(cfg, gate))

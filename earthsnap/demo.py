@@ -11,14 +11,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.config import Config, load_config
-from .engine.definition import Parameter, Pipeline, project_pipeline
-from .data.demodata import MARKER, generate_demo_data
 from .core.errors import EarthsnapError
-from .engine.executor import run_pipeline
-from .data.preprocess import OUTPUTS
 from .core.progress import TerminalProgress
 from .core.storage import is_local, join
-from .data.step_files import EVALUATION, MODEL_ARCHIVE, REJECTED, TUNING_RESULT, read_evaluation, read_qa_report, read_records_summary, read_tuning_result
+from .data.demodata import MARKER, generate_demo_data
+from .data.preprocess import OUTPUTS
+from earthsnap.data.step_files import (
+    EVALUATION,
+    MODEL_ARCHIVE,
+    REJECTED,
+    TUNING_RESULT,
+    read_evaluation,
+    read_qa_report,
+    read_records_summary,
+    read_tuning_result,
+)
+from .engine.definition import Parameter, Pipeline, project_pipeline
+from .engine.executor import run_pipeline
 
 # %% auto #0
 __all__ = ['DEMO_DEFAULTS', 'DEMO_PEOPLE', 'DemoResult', 'run_demo', 'demo_people', 'console_lines']
@@ -26,24 +35,33 @@ __all__ = ['DEMO_DEFAULTS', 'DEMO_PEOPLE', 'DemoResult', 'run_demo', 'demo_peopl
 # %% ../nbs/demo.ipynb #096b195c
 DEMO_DEFAULTS = dict(groups=4, species=4, images=100, size=96, seed=0, faults=True)
 
+
 @dataclass
 class DemoResult:
     "Where the demo put each thing it made, and the figures of each stage it reached."
+
     data: Path
-    run: dict                                                # the run record
+    run: dict  # the run record
     outputs: dict[str, Path] = field(default_factory=dict)  # label -> path, in the order made
-    qa: dict = field(default_factory=dict)                   # the QA step's qa.json
-    preprocess: dict = field(default_factory=dict)           # the preprocessing step's summary.json
-    tuning: dict = field(default_factory=dict)               # the tuning step's best.json
-    evaluation: dict = field(default_factory=dict)           # the evaluation step's evaluation.json
-    training: dict = field(default_factory=dict)             # the training step's training.json: how long it took, where
-    registered: dict = field(default_factory=dict)           # the register step's outcome: version, status, sha256
+    qa: dict = field(default_factory=dict)  # the QA step's qa.json
+    preprocess: dict = field(default_factory=dict)  # the preprocessing step's summary.json
+    tuning: dict = field(default_factory=dict)  # the tuning step's best.json
+    evaluation: dict = field(default_factory=dict)  # the evaluation step's evaluation.json
+    # the training step's training.json: how long it took, where
+    training: dict = field(default_factory=dict)
+    registered: dict = field(default_factory=dict)  # the register step's outcome: version, status, sha256
+
     @property
-    def run_dir(self) -> Path: return Path(self.run["run_dir"])
+    def run_dir(self) -> Path:
+        return Path(self.run["run_dir"])
+
 
 def _up_to_date(root: Path, params: dict) -> bool:
-    try: return json.loads((root / MARKER).read_text())["params"] == params
-    except (OSError, ValueError, KeyError): return False
+    try:
+        return json.loads((root / MARKER).read_text())["params"] == params
+    except (OSError, ValueError, KeyError):
+        return False
+
 
 # what a step output holds that a person wants to open: output name -> [(label, path inside it)]; the outputs are the
 # step notebooks' contract (earthsnap.data.step_files), so no step is named here
@@ -55,109 +73,191 @@ _OPENABLE = {
     "artifact": [("model archive", MODEL_ARCHIVE)],
     "evaluation": [("evaluation.json", EVALUATION)],
 }
+
+
 def _read_training(model_dir) -> dict:
-    p = Path(model_dir) / "training.json"   # beside the model, not in its archive (earthsnap.model.export)
+    p = Path(model_dir) / "training.json"  # beside the model, not in its archive (earthsnap.model.export)
     return json.loads(p.read_text()) if p.exists() else {}
 
-_READ = {"dataset": ("qa", read_qa_report), "records": ("preprocess", read_records_summary), "tuning": ("tuning", read_tuning_result),
-         "evaluation": ("evaluation", read_evaluation), "model": ("training", _read_training)}  # output name -> (DemoResult field, reader)
+
+_READ = {
+    "dataset": ("qa", read_qa_report),
+    "records": ("preprocess", read_records_summary),
+    "tuning": ("tuning", read_tuning_result),
+    # output name -> (DemoResult field, reader)
+    "evaluation": ("evaluation", read_evaluation),
+    "model": ("training", _read_training),
+}
+
 
 def _collect(res: DemoResult, pipeline: Pipeline) -> None:
     registers = {s.name for s in pipeline.of_kind("register")}
     for step in res.run["steps"]:
-        if step["status"] not in ("succeeded", "cached"): continue
-        if step["name"] in registers: res.registered = step["outputs"]; continue
-        if not step.get("notebook"): continue
+        if step["status"] not in ("succeeded", "cached"):
+            continue
+        if step["name"] in registers:
+            res.registered = step["outputs"]
+            continue
+        if not step.get("notebook"):
+            continue
         res.outputs[f"{step['name']} report"] = Path(step["notebook"]).with_suffix(".html")
         for output, v in (step["outputs"] or {}).items():
-            for label, inside in _OPENABLE.get(output, []): res.outputs[label] = Path(v["path"]) / inside
-            if output in _READ: setattr(res, _READ[output][0], _READ[output][1](v["path"]))
-        if res.qa and "dataset version" not in res.outputs: res.outputs["dataset version"] = Path(res.qa["root"])
+            for label, inside in _OPENABLE.get(output, []):
+                res.outputs[label] = Path(v["path"]) / inside
+            if output in _READ:
+                setattr(res, _READ[output][0], _READ[output][1](v["path"]))
+        if res.qa and "dataset version" not in res.outputs:
+            res.outputs["dataset version"] = Path(res.qa["root"])
+
 
 def _threshold(pipeline: Pipeline, values: dict) -> float | None:
     "The figure the pipeline's gate (its condition step, found by kind) compares the accuracy with, if it has one."
     gate = next(iter(pipeline.of_kind("condition")), None)
-    if gate is None: return None
-    if isinstance(gate.right, Parameter): return values.get(gate.right.name)
+    if gate is None:
+        return None
+    if isinstance(gate.right, Parameter):
+        return values.get(gate.right.name)
     return gate.right if isinstance(gate.right, (int, float)) else None
+
 
 def _summary(res: DemoResult, min_accuracy: float | None) -> list[str]:
     lines = []
     if res.qa:
-        lines.append(f"dataset {res.qa['dataset']}: {res.qa['accepted']} images accepted, {res.qa['rejected']} rejected "
-                     f"({', '.join(f'{k} {v}' for k, v in res.qa['reasons'].items())})")
+        lines.append(
+            f"dataset {res.qa['dataset']}: {res.qa['accepted']} images accepted, {res.qa['rejected']} rejected "
+            f"({', '.join(f'{k} {v}' for k, v in res.qa['reasons'].items())})"
+        )
     if res.preprocess:
-        lines.append("RecordIO: " + ", ".join(f"{k} {res.preprocess['images'][k]}" for k in OUTPUTS)
-                     + f" images at {res.preprocess['params']['size']} px" + "".join(f"\n  warning: {g}" for g in res.preprocess["coverage_gaps"]))
+        lines.append(
+            "RecordIO: "
+            + ", ".join(f"{k} {res.preprocess['images'][k]}" for k in OUTPUTS)
+            + f" images at {res.preprocess['params']['size']} px"
+            + "".join(f"\n  warning: {g}" for g in res.preprocess["coverage_gaps"])
+        )
     if res.tuning:
         st = res.tuning["states"]
-        lines.append(f"tuning: {res.tuning['trials']} trials ({st['complete']} complete, {st['pruned']} pruned, {st['fail']} failed); "
-                     f"best validation accuracy {res.tuning['value']:.3f} with " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in res.tuning["params"].items()))
+        lines.append(
+            (
+                f"tuning: {res.tuning['trials']} trials ({st['complete']} complete, {st['pruned']} "
+                f"pruned, {st['fail']} failed); best validation accuracy {res.tuning['value']:.3f} with "
+            )
+            + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in res.tuning["params"].items())
+        )
     if res.evaluation:
         m, hp = res.evaluation["metrics"], res.evaluation["model_metrics"]
-        gate = "" if min_accuracy is None else (f" >= min_accuracy {min_accuracy:g}: it passes the gate" if m["accuracy"]["value"] >= min_accuracy
-                                                 else f" < min_accuracy {min_accuracy:g}")
+        gate = (
+            ""
+            if min_accuracy is None
+            else (
+                f" >= min_accuracy {min_accuracy:g}: it passes the gate"
+                if m["accuracy"]["value"] >= min_accuracy
+                else f" < min_accuracy {min_accuracy:g}"
+            )
+        )
         took = f", trained in {res.training['seconds']:.0f}s" if "seconds" in res.training else ""
-        lines.append(f"model: best epoch {hp['best_epoch']} of {hp['epochs_run']}{took}; on {m['images']['value']} test images: "
-                     f"accuracy {m['accuracy']['value']:.3f}, top-5 {m['top5_accuracy']['value']:.3f}, macro-F1 {m['macro_f1']['value']:.3f}{gate}")
+        lines.append(
+            f"model: best epoch {hp['best_epoch']} of {hp['epochs_run']}{took}; "
+            f"on {m['images']['value']} test images: accuracy {m['accuracy']['value']:.3f}, "
+            f"top-5 {m['top5_accuracy']['value']:.3f}, macro-F1 {m['macro_f1']['value']:.3f}{gate}"
+        )
     if res.registered:
         r = res.registered
-        lines.append(f"registry: {r['version']} {'registered' if r['new'] else 'already registered'}, {r['status']}"
-                     + (f"\nnext: earthsnap registry approve {r['version']}" if r["status"] == "PendingManualApproval" else ""))
+        lines.append(
+            f"registry: {r['version']} {'registered' if r['new'] else 'already registered'}, {r['status']}"
+            + (f"\nnext: earthsnap registry approve {r['version']}" if r["status"] == "PendingManualApproval" else "")
+        )
     return lines
 
 # %% ../nbs/demo.ipynb #0eca9c0f
-def run_demo(config: Config | None = None, progress: bool = True, echo=print, cache: bool = True, params: dict | None = None,
-             to: list[str] | None = None, **data_args) -> DemoResult:
-    "Run the main job on demo data: generate it under the store, then run the EarthSnap pipeline on it (`params` override its parameters)."
+def run_demo(
+    config: Config | None = None,
+    progress: bool = True,
+    echo=print,
+    cache: bool = True,
+    params: dict | None = None,
+    to: list[str] | None = None,
+    **data_args,
+) -> DemoResult:
+    """Run the main job on demo data: generate it under the store, then run the EarthSnap pipeline on it (`params`
+    override its parameters).
+    """
     cfg = config or load_config()
     if not is_local(cfg.store):
-        raise EarthsnapError(f"The demo runs on the local disk, but the store is {cfg.store}.",
-                             fix="Run it with EARTHSNAP_STORE=.earthsnap, or from a project whose store is local.")
+        raise EarthsnapError(
+            f"The demo runs on the local disk, but the store is {cfg.store}.",
+            fix="Run it with EARTHSNAP_STORE=.earthsnap, or from a project whose store is local.",
+        )
     pipeline = project_pipeline(cfg.project_dir)
     values = pipeline.resolve(params)  # refuses an unknown or mistyped parameter before any photo is drawn
-    if to: pipeline = pipeline.upto(*to)
+    if to:
+        pipeline = pipeline.upto(*to)
     data_params = {**DEMO_DEFAULTS, **data_args}
     data = Path(join(cfg.store, "demo-data"))
     t0 = time.perf_counter()
     if _up_to_date(data, data_params):
         echo(f"demo data: up to date in {data}")
     else:
-        echo(f"demo data: drawing {data_params['groups'] * data_params['species'] * data_params['images']} photos into {data}")
+        echo(
+            "demo data: drawing "
+            f"{data_params['groups'] * data_params['species'] * data_params['images']} photos into {data}"
+        )
         generate_demo_data(data, workers=cfg.workers, progress=progress, **data_params)
-    run = run_pipeline(pipeline, {**(params or {}), "source": str(data), "taxonomy": str(data / "taxonomy.yaml")}, config=cfg,
-                       cache=cache, on_event=TerminalProgress(echo))
+    run = run_pipeline(
+        pipeline,
+        {**(params or {}), "source": str(data), "taxonomy": str(data / "taxonomy.yaml")},
+        config=cfg,
+        cache=cache,
+        on_event=TerminalProgress(echo),
+    )
     res = DemoResult(data=data, run=run, outputs={"demo data": data, "taxonomy": data / "taxonomy.yaml"})
-    if data_params["faults"]: res.outputs["planted faults"] = data / "faults.json"
+    if data_params["faults"]:
+        res.outputs["planted faults"] = data / "faults.json"
     _collect(res, pipeline)
     echo("")
-    for line in _summary(res, _threshold(pipeline, values)): echo(line)
+    for line in _summary(res, _threshold(pipeline, values)):
+        echo(line)
     echo(f"\ndone in {time.perf_counter() - t0:.1f}s (run {run['id']}). Results:")
     width = max(map(len, res.outputs))
-    for label, path in res.outputs.items(): echo(f"  {label:<{width}} {path}")
+    for label, path in res.outputs.items():
+        echo(f"  {label:<{width}} {path}")
     echo(f"\nnext: earthsnap runs show {run['id']}")
-    for line in console_lines(demo_people(cfg)): echo(line)
+    for line in console_lines(demo_people(cfg)):
+        echo(line)
     return res
 
 # %% ../nbs/demo.ipynb #3870cd85
 DEMO_PEOPLE = {"demo-approver": "approver", "demo-operator": "operator"}
 
+
 def demo_people(cfg: Config) -> dict[str, str]:
     "The demo's accounts (DEMO_PEOPLE), made or given a new random password: name -> password."
     import secrets
+
     from earthsnap.access.users import AccessError, UserStore
+
     users, out = UserStore.from_config(cfg), {}
     for name, role in DEMO_PEOPLE.items():
         password = "-".join(secrets.token_urlsafe(6) for _ in range(3))
-        try: users.get(name)
-        except AccessError: users.add(name, role, password, by="earthsnap demo")
-        else: users.set_role(name, role); users.set_password(name, password); users.enable(name)
+        try:
+            users.get(name)
+        except AccessError:
+            users.add(name, role, password, by="earthsnap demo")
+        else:
+            users.set_role(name, role)
+            users.set_password(name, password)
+            users.enable(name)
         out[name] = password
     return out
 
+
 def console_lines(people: dict[str, str], port: int = 8090) -> list[str]:
     "What the demo prints about the console: the command, the address, and how to sign in."
-    return ["", "Review and approve the model in a browser: start the console, open its address, sign in as the demo approver.",
-            "  earthsnap console", f"  http://127.0.0.1:{port}/console",
-            *[f"  {role:<9} user {name}, password {people[name]}" for name, role in DEMO_PEOPLE.items()],
-            "  (local demo accounts on 127.0.0.1, with new passwords each time the demo runs; the operator promotes and rolls back)"]
+    return [
+        "",
+        "Review and approve the model in a browser: start the console, open its address, sign in as the demo approver.",
+        "  earthsnap console",
+        f"  http://127.0.0.1:{port}/console",
+        *[f"  {role:<9} user {name}, password {people[name]}" for name, role in DEMO_PEOPLE.items()],
+        "  (local demo accounts on 127.0.0.1, with new passwords each "
+        "time the demo runs; the operator promotes and rolls back)",
+    ]

@@ -26,62 +26,100 @@ __all__ = ['OFFLINE_SETTINGS', 'STOP_SIGNALS', 'lab_command', 'clean_notebook', 
 def lab_command(cfg: Config, port: int = 8888, token: str = "") -> list[str]:
     "The command that starts JupyterLab on the project: 127.0.0.1, its `port` only, no browser, `token` required."
     root = Path(cfg.project_dir).resolve()
-    as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # Jupyter refuses root unless told
-    return [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
-            f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}",
-            "--ContentsManager.pre_save_hook=earthsnap.lab.clean_on_save",  # saved notebooks are kept clean
-            "--LabApp.news_url=None",  # no news feed is fetched
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",  # nor a newer JupyterLab looked for
-            *as_root]
+    # Jupyter refuses root unless told
+    as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    return [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
+        f"--ServerApp.root_dir={root}",
+        f"--IdentityProvider.token={token}",
+        "--ContentsManager.pre_save_hook=earthsnap.lab.clean_on_save",  # saved notebooks are kept clean
+        "--LabApp.news_url=None",  # no news feed is fetched
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",  # nor a newer JupyterLab looked for
+        *as_root,
+    ]
 
 # %% ../nbs/lab.ipynb #63195bdf
 def clean_notebook(nb: dict) -> dict:
-    "Clean `nb` (a notebook as a dict, changed in place and returned): no outputs, execution counts or metadata but the kernel and cell tags."
+    """Clean `nb` (a notebook as a dict, changed in place and returned): no outputs, execution counts or metadata but
+    the kernel and cell tags.
+    """
     from nbdev.clean import clean_nb
+
     clean_nb(nb, clear_all=False, allowed_cell_metadata_keys=["tags"])
     for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "code": cell["outputs"], cell["execution_count"] = [], None
+        if cell.get("cell_type") == "code":
+            cell["outputs"], cell["execution_count"] = [], None
     return nb
+
 
 def clean_on_save(model: dict, path: str = "", **kwargs):
     "JupyterLab's pre-save hook (`ContentsManager.pre_save_hook`): a notebook is cleaned before it is written."
-    if model.get("type") == "notebook" and (model.get("content") or {}).get("nbformat") == 4: clean_notebook(model["content"])
+    if model.get("type") == "notebook" and (model.get("content") or {}).get("nbformat") == 4:
+        clean_notebook(model["content"])
 
 # %% ../nbs/lab.ipynb #08a35989
 def notebook_text(nb: dict) -> str:
     "`nb` as nbformat and nbdev write it: sorted keys, indent 1, UTF-8 kept, a final newline."
     return json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
+
 def clean_text(text: str) -> str:
     "A notebook's text, cleaned and written as nbformat writes it: what `earthsnap clean` and git's filter make of it."
     return notebook_text(clean_notebook(json.loads(text)))
 
+
 def clean_files(paths: list[str | Path]) -> list[Path]:
-    "Clean the notebooks at `paths` (files, or directories searched recursively, checkpoints skipped); returns those that changed."
+    """Clean the notebooks at `paths` (files, or directories searched recursively, checkpoints skipped); returns those
+    that changed.
+    """
     changed = []
     for p in map(Path, paths):
-        for nb_path in ([p] if p.is_file() else sorted(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)):
+        for nb_path in (
+            [p] if p.is_file() else sorted(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)
+        ):
             text = nb_path.read_text(encoding="utf-8")
-            try: clean = clean_text(text)
-            except json.JSONDecodeError as e: raise EarthsnapError(f"{nb_path} is not a notebook: {e}", fix="Repair the JSON (git can show the last good version).")
-            if clean != text: nb_path.write_text(clean, encoding="utf-8"); changed.append(nb_path)
+            try:
+                clean = clean_text(text)
+            except json.JSONDecodeError as e:
+                raise EarthsnapError(
+                    f"{nb_path} is not a notebook: {e}", fix="Repair the JSON (git can show the last good version)."
+                )
+            if clean != text:
+                nb_path.write_text(clean, encoding="utf-8")
+                changed.append(nb_path)
     return changed
 
 # %% ../nbs/lab.ipynb #b03b4c04
 def running_labs(cfg: Config) -> list[dict]:
-    "The Jupyter servers running now on this project's directory (from Jupyter's runtime files): url, token, pid, root_dir."
-    try: from jupyter_server.serverapp import list_running_servers
-    except ImportError: return []  # the lab extra is not installed
+    """The Jupyter servers running now on this project's directory (from Jupyter's runtime files): url, token, pid,
+    root_dir.
+    """
+    try:
+        from jupyter_server.serverapp import list_running_servers
+    except ImportError:
+        return []  # the lab extra is not installed
     root = str(Path(cfg.project_dir).resolve())
     return [s for s in list_running_servers() if str(Path(s.get("root_dir", "")).resolve()) == root]
 
+
 def lab_url(cfg: Config, path: str | Path, token: bool = True) -> str | None:
-    "The address of `path` (a file of the project) in a lab running on this project, its token included unless `token` is false; None when none runs."
+    """The address of `path` (a file of the project) in a lab running on this project, its token included unless `token`
+    is false; None when none runs.
+    """
     labs = running_labs(cfg)
-    if not labs: return None
+    if not labs:
+        return None
     rel = Path(path).resolve().relative_to(Path(cfg.project_dir).resolve()).as_posix()
     s = labs[-1]
-    return f"{s['url'].rstrip('/')}/lab/tree/{quote(rel)}" + (f"?token={s['token']}" if token and s.get("token") else "")
+    return f"{s['url'].rstrip('/')}/lab/tree/{quote(rel)}" + (
+        f"?token={s['token']}" if token and s.get("token") else ""
+    )
 
 # %% ../nbs/lab.ipynb #35e37b14
 OFFLINE_SETTINGS = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
@@ -130,11 +168,15 @@ def start_lab(cfg: Config, port: int = 8888, echo=print) -> int:
     try:
         import jupyterlab  # noqa: F401
     except ImportError:
-        raise EarthsnapError("JupyterLab is not installed in this environment.",
-                             fix='Install the lab extra: pip install -e ".[lab]" (make install does).')
+        raise EarthsnapError(
+            "JupyterLab is not installed in this environment.",
+            fix='Install the lab extra: pip install -e ".[lab]" (make install does).',
+        )
     token = secrets.token_urlsafe(18)
-    echo(f"JupyterLab on {cfg.project_dir}: http://127.0.0.1:{port}/lab?token={token}\n"
-         f"  the kernel is this environment's python ({sys.executable}); Ctrl-C stops it")
+    echo(
+        f"JupyterLab on {cfg.project_dir}: http://127.0.0.1:{port}/lab?token={token}\n"
+        f"  the kernel is this environment's python ({sys.executable}); Ctrl-C stops it"
+    )
     with tempfile.TemporaryDirectory(prefix="earthsnap-lab-") as config_dir:
         env = offline_lab_env(config_dir)
         return run_until_stopped(lab_command(cfg, port, token), cwd=cfg.project_dir, env=env)

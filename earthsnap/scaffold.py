@@ -17,34 +17,58 @@ __all__ = ['TEMPLATE', 'RENAMED', 'ProjectExists', 'template_files', 'init_proje
 
 # %% ../nbs/scaffold.ipynb #0b1bf4db
 TEMPLATE = Path(str(resources.files("earthsnap"))) / "project_template"
-RENAMED = {"gitignore": ".gitignore", "gitattributes": ".gitattributes", "gitconfig": ".gitconfig", "ci.yml": ".github/workflows/ci.yml"}
+RENAMED = {
+    "gitignore": ".gitignore",
+    "gitattributes": ".gitattributes",
+    "gitconfig": ".gitconfig",
+    "ci.yml": ".github/workflows/ci.yml",
+}
+
 
 class ProjectExists(EarthsnapError):
     "`earthsnap init` was pointed at a directory that holds files already."
 
+
 def template_files() -> dict[str, Path]:
     "The template's files by the path they get in a new project."
-    return {RENAMED.get(p.relative_to(TEMPLATE).as_posix(), p.relative_to(TEMPLATE).as_posix()): p
-            for p in sorted(TEMPLATE.rglob("*")) if p.is_file() and p.name != "__init__.py"  # nbdev's, not the project's
-            and "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts}
+    return {
+        RENAMED.get(p.relative_to(TEMPLATE).as_posix(), p.relative_to(TEMPLATE).as_posix()): p
+        # nbdev's, not the project's
+        for p in sorted(TEMPLATE.rglob("*"))
+        if p.is_file()
+        and p.name != "__init__.py"
+        and "__pycache__" not in p.parts
+        and ".ipynb_checkpoints" not in p.parts
+    }
 
 # %% ../nbs/scaffold.ipynb #4a64d026
 def init_project(dest: str | Path, force: bool = False) -> list[Path]:
-    "Write a new project into `dest` (created if missing; refused when it holds files, unless `force`); returns the files written."
+    """Write a new project into `dest` (created if missing; refused when it holds files, unless `force`); returns the
+    files written.
+    """
     dest = Path(dest).expanduser().resolve()
-    if dest.exists() and not dest.is_dir(): raise ProjectExists(f"{dest} is a file.", fix="Name a new or empty directory.")
+    if dest.exists() and not dest.is_dir():
+        raise ProjectExists(f"{dest} is a file.", fix="Name a new or empty directory.")
     if dest.is_dir() and any(dest.iterdir()) and not force:
-        raise ProjectExists(f"{dest} is not empty: earthsnap init writes a new project.",
-                            fix="Name a new or empty directory, or pass --force to write the template's files over those of the same names.")
+        raise ProjectExists(
+            f"{dest} is not empty: earthsnap init writes a new project.",
+            fix=(
+                "Name a new or empty directory, or pass --force to "
+                "write the template's files over those of the same names."
+            ),
+        )
     fill = {"{{name}}": dest.name, "{{version}}": __version__}
     written = []
     for rel, src in template_files().items():
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        if src.suffix == ".ipynb" or src.suffix == ".py": target.write_bytes(src.read_bytes())  # the pipeline, byte for byte
+        # the pipeline, byte for byte
+        if src.suffix == ".ipynb" or src.suffix == ".py":
+            target.write_bytes(src.read_bytes())
         else:
             text = src.read_text(encoding="utf-8")
-            for key, value in fill.items(): text = text.replace(key, value)
+            for key, value in fill.items():
+                text = text.replace(key, value)
             target.write_text(text, encoding="utf-8")
         written.append(target)
     (dest / CONFIG_FILE).write_text(config_template(), encoding="utf-8")

@@ -24,39 +24,78 @@ __all__ = ['StepResult', 'local_path', 'qa_step', 'preprocess_step']
 # %% ../nbs/steps.ipynb #9395e2bd
 @dataclass
 class StepResult:
-    "What one step run on its own made: its report (the step file it writes), the executed notebook's HTML, the output folder."
+    """What one step run on its own made: its report (the step file it writes), the executed notebook's HTML, the output
+    folder.
+    """
+
     report: dict
     html: Path
     output: Path
 
+
 def local_path(uri: str | os.PathLike) -> str:
-    "A path made absolute (a step notebook runs in its own folder, so a relative path would point elsewhere); URIs and '' as they are."
+    """A path made absolute (a step notebook runs in its own folder, so a relative path would point elsewhere); URIs and
+    '' as they are.
+    """
     uri = os.fspath(uri)
     return uri if not uri or "://" in uri else str(Path(uri).expanduser().resolve())
 
 # %% ../nbs/steps.ipynb #85c40ec3
-def qa_step(cfg: Config, source: str, name: str, taxonomy: str = "", rules: ImageRules = ImageRules(), min_per_class: int = 1,
-            small_classes: str = "drop", workers: int = 0, progress: bool = True) -> StepResult:
+def qa_step(
+    cfg: Config,
+    source: str,
+    name: str,
+    taxonomy: str = "",
+    rules: ImageRules = ImageRules(),
+    min_per_class: int = 1,
+    small_classes: str = "drop",
+    workers: int = 0,
+    progress: bool = True,
+) -> StepResult:
     "Run the data QA step notebook on `source`, committing a version of dataset `name`; returns its QA report."
     check_qa_args(name, min_per_class, small_classes)
-    list_source(source, cfg.s3_endpoint_url or None)  # a missing or empty source is refused here, before a kernel starts
-    if taxonomy: load_taxonomy(taxonomy, cfg.s3_endpoint_url or None)
+    # a missing or empty source is refused here, before a kernel starts
+    list_source(source, cfg.s3_endpoint_url or None)
+    if taxonomy:
+        load_taxonomy(taxonomy, cfg.s3_endpoint_url or None)
     run_dir = new_run_dir(cfg.runs, "qa")
-    params = dict(source=local_path(source), name=name, taxonomy=local_path(taxonomy), datasets=cfg.datasets, out_dir=str(run_dir / "data_qa"),
-                  formats=",".join(rules.formats), min_side=rules.min_side, max_pixels=rules.max_pixels,
-                  accept_modes=",".join(rules.accept_modes), min_per_class=min_per_class, small_classes=small_classes, workers=workers)
+    params = dict(
+        source=local_path(source),
+        name=name,
+        taxonomy=local_path(taxonomy),
+        datasets=cfg.datasets,
+        out_dir=str(run_dir / "data_qa"),
+        formats=",".join(rules.formats),
+        min_side=rules.min_side,
+        max_pixels=rules.max_pixels,
+        accept_modes=",".join(rules.accept_modes),
+        min_per_class=min_per_class,
+        small_classes=small_classes,
+        workers=workers,
+    )
     nb = run_notebook(step_notebook(cfg.project_dir, "data_qa"), run_dir / "data_qa.ipynb", params, progress=progress)
     report = run_dir / "data_qa" / "dataset"
     return StepResult(read_qa_report(report), nb.with_suffix(".html"), report)
 
 # %% ../nbs/steps.ipynb #fa08e313
-def preprocess_step(cfg: Config, dataset: str, params: PreprocessParams = PreprocessParams(), out: str | os.PathLike | None = None,
-                    workers: int = 0, progress: bool = True) -> StepResult:
-    "Run the preprocessing step notebook on a dataset version; the records go to OUT/records (default: a new run directory)."
+def preprocess_step(
+    cfg: Config,
+    dataset: str,
+    params: PreprocessParams = PreprocessParams(),
+    out: str | os.PathLike | None = None,
+    workers: int = 0,
+    progress: bool = True,
+) -> StepResult:
+    """Run the preprocessing step notebook on a dataset version; the records go to OUT/records (default: a new run
+    directory).
+    """
     version = open_dataset(dataset, cfg.datasets, cfg.s3_endpoint_url or None)
     run_dir = new_run_dir(cfg.runs, "preprocess")
     out_dir = local_path(out or run_dir / "preprocess")
-    values = dict(dataset=local_path(version.root), out_dir=out_dir, **asdict(params), workers=workers)  # the notebook takes every field
-    nb = run_notebook(step_notebook(cfg.project_dir, "preprocess"), run_dir / "preprocess.ipynb", values, progress=progress)
+    # the notebook takes every field
+    values = dict(dataset=local_path(version.root), out_dir=out_dir, **asdict(params), workers=workers)
+    nb = run_notebook(
+        step_notebook(cfg.project_dir, "preprocess"), run_dir / "preprocess.ipynb", values, progress=progress
+    )
     records = Path(out_dir) / "records"
     return StepResult(read_records_summary(records), nb.with_suffix(".html"), records)

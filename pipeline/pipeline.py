@@ -8,6 +8,7 @@ executor hands over run directories, on SageMaker the same names are processing 
 explore_data, data_qa -> preprocess -> tune -> train -> evaluate -> accuracy_gate -> register (pending approval),
 or -> below_threshold. A person then approves the version: `earthsnap registry approve <group>/<n>`.
 """
+
 from pathlib import Path
 
 from earthsnap.data.dataqa import SMALL_CLASS_POLICIES
@@ -15,93 +16,248 @@ from earthsnap.data.images import MODES, ImageRules
 from earthsnap.data.preprocess import SIZES
 from earthsnap.data.sources import list_source
 from earthsnap.data.taxonomy import load_taxonomy
-from earthsnap.engine.definition import ConditionStep, FailStep, NotebookStep, Parameter, Pipeline, RegisterStep, from_config
+from earthsnap.engine.definition import (
+    ConditionStep,
+    FailStep,
+    NotebookStep,
+    Parameter,
+    Pipeline,
+    RegisterStep,
+    from_config,
+)
 
 RULES = ImageRules()  # the data rules' defaults
 
 # Parameters: `earthsnap run -p name=value` overrides a default. Path parameters are read for their content
 # (a changed photo re-runs data QA) and, where they name a reader, read before the run is recorded (a taxonomy or
-# listing that cannot be read is refused then); `{store}` is the configured store. Ranges and choices are checked the same way.
-source = Parameter("source", str, "{store}/demo-data", "Photos: a directory of <label path>/<file> (local or s3://), "
-                   "or a CSV / JSON lines listing of uri,label. Draw the demo set with `earthsnap demo-data`.", path=True, read=list_source)
-taxonomy = Parameter("taxonomy", str, "{store}/demo-data/taxonomy.yaml", "taxonomy.yaml (group -> species) that labels "
-                     "are checked against (`groups:` and the plain group: [species] form); empty for none.", path=True, read=load_taxonomy)
-dataset_name = Parameter("dataset_name", str, "demo", "Name of the dataset in the store; each QA run commits a version of it.")
-dataset_parent = Parameter("dataset_parent", str, "", "The dataset version the new one derives from (NAME@VERSION; a retraining names "
-                           "the version the live model was trained on); empty: the latest version of dataset_name.")
+# listing that cannot be read is refused then); `{store}` is the configured store. Ranges and choices are checked the
+# same way.
+source = Parameter(
+    "source",
+    str,
+    "{store}/demo-data",
+    "Photos: a directory of <label path>/<file> (local or s3://), "
+    "or a CSV / JSON lines listing of uri,label. Draw the demo set with `earthsnap demo-data`.",
+    path=True,
+    read=list_source,
+)
+taxonomy = Parameter(
+    "taxonomy",
+    str,
+    "{store}/demo-data/taxonomy.yaml",
+    "taxonomy.yaml (group -> species) that labels "
+    "are checked against (`groups:` and the plain group: [species] form); empty for none.",
+    path=True,
+    read=load_taxonomy,
+)
+dataset_name = Parameter(
+    "dataset_name", str, "demo", "Name of the dataset in the store; each QA run commits a version of it."
+)
+dataset_parent = Parameter(
+    "dataset_parent",
+    str,
+    "",
+    "The dataset version the new one derives from (NAME@VERSION; a retraining names "
+    "the version the live model was trained on); empty: the latest version of dataset_name.",
+)
 # Data QA: what a usable image is (earthsnap.data.images.ImageRules) and what happens to a class that is too small.
-formats = Parameter("formats", str, ",".join(RULES.formats), "Image formats accepted, comma-separated (Pillow's names, e.g. JPEG,PNG,WEBP).")
-min_side = Parameter("min_side", int, RULES.min_side, "Shortest side, in pixels, an image must have to be accepted.", min=1)
-max_pixels = Parameter("max_pixels", int, RULES.max_pixels, "Most pixels an image may claim (checked before decoding: a "
-                       "decompression-bomb guard).", min=1)
-accept_modes = Parameter("accept_modes", str, ",".join(RULES.accept_modes), "Colour modes accepted and converted to RGB, e.g. "
-                         "rgb,grayscale for grayscale photos or silhouettes.", choices=MODES, many=True)
+formats = Parameter(
+    "formats",
+    str,
+    ",".join(RULES.formats),
+    "Image formats accepted, comma-separated (Pillow's names, e.g. JPEG,PNG,WEBP).",
+)
+min_side = Parameter(
+    "min_side", int, RULES.min_side, "Shortest side, in pixels, an image must have to be accepted.", min=1
+)
+max_pixels = Parameter(
+    "max_pixels",
+    int,
+    RULES.max_pixels,
+    "Most pixels an image may claim (checked before decoding: a decompression-bomb guard).",
+    min=1,
+)
+accept_modes = Parameter(
+    "accept_modes",
+    str,
+    ",".join(RULES.accept_modes),
+    "Colour modes accepted and converted to RGB, e.g. rgb,grayscale for grayscale photos or silhouettes.",
+    choices=MODES,
+    many=True,
+)
 min_per_class = Parameter("min_per_class", int, 1, "Fewest accepted images a class must keep.", min=1)
-small_classes = Parameter("small_classes", str, "drop", "What happens to a class under min_per_class: drop it from the dataset, "
-                          "or fail the step.", choices=SMALL_CLASS_POLICIES)
-image_size = Parameter("image_size", int, 64, "Shorter side of the images written to RecordIO, in pixels.", min=SIZES[0], max=SIZES[1])
+small_classes = Parameter(
+    "small_classes",
+    str,
+    "drop",
+    "What happens to a class under min_per_class: drop it from the dataset, or fail the step.",
+    choices=SMALL_CLASS_POLICIES,
+)
+image_size = Parameter(
+    "image_size", int, 64, "Shorter side of the images written to RecordIO, in pixels.", min=SIZES[0], max=SIZES[1]
+)
 train_fraction = Parameter("train_fraction", float, 0.8, "Fraction of images in the train split.", min=0, max=1)
 val_fraction = Parameter("val_fraction", float, 0.1, "Fraction of images in the validation split.", min=0, max=1)
 test_fraction = Parameter("test_fraction", float, 0.1, "Fraction of images in the test split.", min=0, max=1)
 split_seed = Parameter("split_seed", int, 0, "Seed of the split assignment.", min=0)
 tune_fraction = Parameter("tune_fraction", float, 0.25, "Fraction of train and val in the tuning subset.", min=0, max=1)
 tune_trials = Parameter("tune_trials", int, 8, "Hyperparameter tuning: trials in all.", min=1)
-tune_parallel = Parameter("tune_parallel", int, 2, "Hyperparameter tuning: trials at once, each in its own process.", min=1)
-tune_epochs = Parameter("tune_epochs", int, 6, "Hyperparameter tuning: epochs of each trial (pruning may stop one sooner).", min=1)
-search_space = Parameter("search_space", str, "", 'Search space as JSON, e.g. {"lr": [0.001, 0.01, "log"]}; empty for the default.')
+tune_parallel = Parameter(
+    "tune_parallel", int, 2, "Hyperparameter tuning: trials at once, each in its own process.", min=1
+)
+tune_epochs = Parameter(
+    "tune_epochs", int, 6, "Hyperparameter tuning: epochs of each trial (pruning may stop one sooner).", min=1
+)
+search_space = Parameter(
+    "search_space", str, "", 'Search space as JSON, e.g. {"lr": [0.001, 0.01, "log"]}; empty for the default.'
+)
 epochs = Parameter("epochs", int, 20, "Full training: epochs at most (early stopping may end sooner).", min=1)
-hyperparameters = Parameter("hyperparameters", str, "", 'Full training: hyperparameters as JSON over the tuned ones, e.g. {"width": 48}.')
-init_weights = Parameter("init_weights", str, "", "Full training: start from these weights (a model directory or .safetensors of "
-                         "the same architecture), e.g. the model of an earlier run; empty for random ones.", path=True)
-model_group = Parameter("model_group", str, "species", "Model group in the registry that a model passing the gate is registered in.")
-min_accuracy = Parameter("min_accuracy", float, 0.85, "Test accuracy a model needs to go on to registration.", min=0, max=1)
+hyperparameters = Parameter(
+    "hyperparameters", str, "", 'Full training: hyperparameters as JSON over the tuned ones, e.g. {"width": 48}.'
+)
+init_weights = Parameter(
+    "init_weights",
+    str,
+    "",
+    "Full training: start from these weights (a model directory or .safetensors of "
+    "the same architecture), e.g. the model of an earlier run; empty for random ones.",
+    path=True,
+)
+model_group = Parameter(
+    "model_group", str, "species", "Model group in the registry that a model passing the gate is registered in."
+)
+min_accuracy = Parameter(
+    "min_accuracy", float, 0.85, "Test accuracy a model needs to go on to registration.", min=0, max=1
+)
 
 explore = NotebookStep("explore_data", notebook="explore_data.ipynb", inputs={"data_dir": source, "taxonomy": taxonomy})
 
 data_qa = NotebookStep(
-    "data_qa", notebook="data_qa.ipynb", output_names=("dataset",),
-    inputs={"source": source, "taxonomy": taxonomy, "name": dataset_name, "formats": formats, "min_side": min_side,
-            "max_pixels": max_pixels, "accept_modes": accept_modes, "min_per_class": min_per_class, "small_classes": small_classes,
-            "datasets": from_config("datasets"), "workers": from_config("workers"), "parent": dataset_parent})
+    "data_qa",
+    notebook="data_qa.ipynb",
+    output_names=("dataset",),
+    inputs={
+        "source": source,
+        "taxonomy": taxonomy,
+        "name": dataset_name,
+        "formats": formats,
+        "min_side": min_side,
+        "max_pixels": max_pixels,
+        "accept_modes": accept_modes,
+        "min_per_class": min_per_class,
+        "small_classes": small_classes,
+        "datasets": from_config("datasets"),
+        "workers": from_config("workers"),
+        "parent": dataset_parent,
+    },
+)
 
 # Preprocessing reads the dataset by its version (name@manifest hash), from the content-addressed store: so a
 # cached preprocessing result is reused exactly when the data is the same, here and on SageMaker.
 preprocess = NotebookStep(
-    "preprocess", notebook="preprocess.ipynb", output_names=("records",),
-    inputs={"dataset": data_qa.outputs["dataset"].json("qa.json", "dataset"), "datasets": from_config("datasets"),
-            "size": image_size, "train": train_fraction, "val": val_fraction, "test": test_fraction, "seed": split_seed, "tune_fraction": tune_fraction, "workers": from_config("workers")})
+    "preprocess",
+    notebook="preprocess.ipynb",
+    output_names=("records",),
+    inputs={
+        "dataset": data_qa.outputs["dataset"].json("qa.json", "dataset"),
+        "datasets": from_config("datasets"),
+        "size": image_size,
+        "train": train_fraction,
+        "val": val_fraction,
+        "test": test_fraction,
+        "seed": split_seed,
+        "tune_fraction": tune_fraction,
+        "workers": from_config("workers"),
+    },
+)
 
 tune = NotebookStep(
-    "tune", notebook="tune.ipynb", kind="tuning", output_names=("tuning",),
-    inputs={"records": preprocess.outputs["records"], "trials": tune_trials, "parallel": tune_parallel, "epochs": tune_epochs,
-            "space": search_space})
+    "tune",
+    notebook="tune.ipynb",
+    kind="tuning",
+    output_names=("tuning",),
+    inputs={
+        "records": preprocess.outputs["records"],
+        "trials": tune_trials,
+        "parallel": tune_parallel,
+        "epochs": tune_epochs,
+        "space": search_space,
+    },
+)
 
 train = NotebookStep(
-    "train", notebook="train.ipynb", kind="training", output_names=("model", "artifact"),
-    inputs={"records": preprocess.outputs["records"], "tuning": tune.outputs["tuning"], "epochs": epochs,
-            "hyperparameters": hyperparameters, "init_weights": init_weights, "workers": from_config("workers")})
+    "train",
+    notebook="train.ipynb",
+    kind="training",
+    output_names=("model", "artifact"),
+    inputs={
+        "records": preprocess.outputs["records"],
+        "tuning": tune.outputs["tuning"],
+        "epochs": epochs,
+        "hyperparameters": hyperparameters,
+        "init_weights": init_weights,
+        "workers": from_config("workers"),
+    },
+)
 
 evaluate = NotebookStep(
-    "evaluate", notebook="evaluate.ipynb", output_names=("evaluation",),
-    inputs={"model": train.outputs["model"], "records": preprocess.outputs["records"]})
+    "evaluate",
+    notebook="evaluate.ipynb",
+    output_names=("evaluation",),
+    inputs={"model": train.outputs["model"], "records": preprocess.outputs["records"]},
+)
 
 # The gate: SageMaker's ConditionStep reading evaluation.json through a PropertyFile and JsonGet.
 accuracy = evaluate.outputs["evaluation"].json("evaluation.json", "metrics.accuracy.value")
 below_threshold = FailStep(
-    "below_threshold", inputs={"accuracy": accuracy, "threshold": min_accuracy},
-    message="Test accuracy {accuracy:.3f} is below the threshold min_accuracy={threshold}, so the model is not registered. "
-            "The evaluation report (evaluate.html in the run) shows which classes fail; more data, more epochs "
-            "(-p epochs=...) or a wider search may help.")
+    "below_threshold",
+    inputs={"accuracy": accuracy, "threshold": min_accuracy},
+    message=(
+        "Test accuracy {accuracy:.3f} is below the threshold min_accuracy={threshold}, so the "
+        "model is not registered. The evaluation report (evaluate.html in the run) shows "
+        "which classes fail; more data, more epochs (-p epochs=...) or a wider search may help."
+    ),
+)
 register = RegisterStep(
-    "register", model=train.outputs["artifact"], group=model_group,
-    inputs={"evaluation": evaluate.outputs["evaluation"], "records": preprocess.outputs["records"]})  # metrics and lineage
-accuracy_gate = ConditionStep("accuracy_gate", left=accuracy, op=">=", right=min_accuracy, if_true=[register], if_false=[below_threshold])
+    "register",
+    model=train.outputs["artifact"],
+    group=model_group,
+    # metrics and lineage
+    inputs={"evaluation": evaluate.outputs["evaluation"], "records": preprocess.outputs["records"]},
+)
+accuracy_gate = ConditionStep(
+    "accuracy_gate", left=accuracy, op=">=", right=min_accuracy, if_true=[register], if_false=[below_threshold]
+)
 
 pipeline = Pipeline(
     "earthsnap",
-    parameters=[source, taxonomy, dataset_name, dataset_parent, formats, min_side, max_pixels, accept_modes, min_per_class, small_classes, image_size, train_fraction, val_fraction,
-                test_fraction, split_seed, tune_fraction, tune_trials, tune_parallel, tune_epochs, search_space, epochs,
-                hyperparameters, init_weights, min_accuracy, model_group],
+    parameters=[
+        source,
+        taxonomy,
+        dataset_name,
+        dataset_parent,
+        formats,
+        min_side,
+        max_pixels,
+        accept_modes,
+        min_per_class,
+        small_classes,
+        image_size,
+        train_fraction,
+        val_fraction,
+        test_fraction,
+        split_seed,
+        tune_fraction,
+        tune_trials,
+        tune_parallel,
+        tune_epochs,
+        search_space,
+        epochs,
+        hyperparameters,
+        init_weights,
+        min_accuracy,
+        model_group,
+    ],
     steps=[explore, data_qa, preprocess, tune, train, evaluate, accuracy_gate, register, below_threshold],
     pipeline_dir=Path(__file__).parent,
 )

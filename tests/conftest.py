@@ -1,4 +1,7 @@
-"""Shared fixtures: run the installed `earthsnap` command as a separate process, in a clean environment, in a small project."""
+"""Shared fixtures: run the installed `earthsnap` command as a separate process, in a clean environment, in a small
+project.
+"""
+
 from __future__ import annotations
 
 import os
@@ -28,18 +31,43 @@ def clean_env(**extra: str) -> dict[str, str]:
 @pytest.fixture
 def earthsnap():
     "Run `earthsnap ARGS...` as a process; returns the CompletedProcess (text output)."
+
     def run(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
-        return subprocess.run([str(BIN / "earthsnap"), *map(str, args)], cwd=cwd, env=env or clean_env(),
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(BIN / "earthsnap"), *map(str, args)],
+            cwd=cwd,
+            env=env or clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     return run
 
 
 def demo_project(path: Path, faults: bool) -> Path:
     "A project at `path`: the pipeline folder and a small demo dataset (2 groups x 2 species x 12 photos) in its store."
     shutil.copytree(ROOT / "pipeline", path / "pipeline")
-    r = subprocess.run([str(BIN / "earthsnap"), "demo-data", ".earthsnap/demo-data", "--groups", "2", "--species", "2",
-                        "--images", "12", *(["--faults"] if faults else []), "-q"], cwd=path, env=clean_env(),
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            str(BIN / "earthsnap"),
+            "demo-data",
+            ".earthsnap/demo-data",
+            "--groups",
+            "2",
+            "--species",
+            "2",
+            "--images",
+            "12",
+            *(["--faults"] if faults else []),
+            "-q",
+        ],
+        cwd=path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     return path
 
@@ -50,15 +78,21 @@ def run_id_in(text: str) -> str:
 
 
 def steps_of(earthsnap, project: Path, run_id: str) -> dict[str, tuple[str, int]]:
-    "Each step of a run, as `earthsnap runs show` lists it: (status, attempts); a step that never started has 0 attempts."
+    """Each step of a run, as `earthsnap runs show` lists it: (status, attempts); a step that never started has 0
+    attempts.
+    """
     r = earthsnap("runs", "show", run_id, cwd=project)
     assert r.returncode == 0, r.stderr
-    rows = [line.split() for line in r.stdout.splitlines() if line[:4] in ("  ✓ ", "  ✗ ", "  ↺ ", "  · ", "  – ", "  ▶ ")]
+    rows = [
+        line.split() for line in r.stdout.splitlines() if line[:4] in ("  ✓ ", "  ✗ ", "  ↺ ", "  · ", "  – ", "  ▶ ")
+    ]
     return {row[1]: (row[2], int(row[4]) if len(row) > 4 else 0) for row in rows}
 
 
 def processes_marked(mark: str) -> set[int]:
-    "The processes whose environment holds RUN_MARK=`mark`: those a test started with it, and every process they started."
+    """The processes whose environment holds RUN_MARK=`mark`: those a test started with it, and every process they
+    started.
+    """
     needle = f"RUN_MARK={mark}".encode() + b"\0"
     found = set()
     for p in Path("/proc").iterdir():
@@ -134,8 +168,12 @@ def free_port() -> int:
 def moto_url():
     "Start the moto emulator on 127.0.0.1; stop it by its pid at the end."
     port = free_port()
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=clean_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -151,14 +189,19 @@ def moto_url():
 
 
 def wait_until_serving(url: str, proc: subprocess.Popen, seconds: float, what: str = "the server", get=None) -> None:
-    "Poll `url` until it answers 200 (`get`: requests.get, or a session's); fail when `proc` exits (with what it printed, if piped) or after `seconds`."
+    """Poll `url` until it answers 200 (`get`: requests.get, or a session's); fail when `proc` exits (with what it
+    printed, if piped) or after `seconds`.
+    """
     import requests
+
     get = get or requests.get
     deadline = time.monotonic() + seconds
     while True:
         try:
-            if get(url, timeout=2).status_code == 200: return
-        except requests.ConnectionError: pass
+            if get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
         if proc.poll() is not None:
             raise AssertionError(f"{what} exited: {proc.stdout.read() if proc.stdout else ''}")
         assert time.monotonic() < deadline, f"{what} did not answer {url} in {seconds} s"
@@ -173,6 +216,7 @@ CHROMIUM = "/usr/bin/chromium"
 def browser():
     "A headless chromium for the tests of one module, driven by Playwright."
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield b
@@ -180,9 +224,12 @@ def browser():
 
 
 def next_steps(stdout: str) -> list[list[str]]:
-    "The commands a command printed as its next steps (`next: earthsnap ...` lines), each as the argv after `earthsnap`."
+    """The commands a command printed as its next steps (`next: earthsnap ...`
+    lines), each as the argv after `earthsnap`.
+    """
     import shlex
-    steps = [shlex.split(line[len("next: "):]) for line in stdout.splitlines() if line.startswith("next: ")]
+
+    steps = [shlex.split(line[len("next: ") :]) for line in stdout.splitlines() if line.startswith("next: ")]
     assert all(s[0] == "earthsnap" for s in steps), steps
     return [s[1:] for s in steps]
 
@@ -194,33 +241,33 @@ def next_steps(stdout: str) -> list[list[str]]:
 # figures are each unit's CPU seconds in a `make test` on 2 cores.
 FAULTS = "tests/test_faults.py::test_a_run_killed_at_any_write_resumes_to_the_result_of_an_uninterrupted_run"
 LONGEST_FIRST = [
-    f"{FAULTS}[tune]",                     # 90 s, after the seed run the faults tests share (50 s, made once)
-    "tests/test_pipeline_model.py",        # 110 s
-    "tests/test_run.py",                   # 130 s
-    f"{FAULTS}[train]",                    # 65 s
-    "tests/test_hierarchy.py",             # 85 s
-    "tests/test_sagemaker.py",             # 75 s
-    "tests/test_sagemaker_monitor.py",     # 65 s
+    f"{FAULTS}[tune]",  # 90 s, after the seed run the faults tests share (50 s, made once)
+    "tests/test_pipeline_model.py",  # 110 s
+    "tests/test_run.py",  # 130 s
+    f"{FAULTS}[train]",  # 65 s
+    "tests/test_hierarchy.py",  # 85 s
+    "tests/test_sagemaker.py",  # 75 s
+    "tests/test_sagemaker_monitor.py",  # 65 s
     "tests/test_faults.py::test_an_approval_killed_at_any_write_is_completed_by_the_next_call",  # 40 s
-    "tests/test_cli.py",                   # 45 s
+    "tests/test_cli.py",  # 45 s
     "tests/test_bench.py::test_benchmark_smoke[chaos.py]",  # 45 s
-    "tests/test_retrain.py",               # 40 s
-    "tests/test_bench.py::test_benchmark_smoke[loop.py]",   # 40 s
-    "tests/test_image.py",                 # 35 s
-    "tests/test_check_sources.py",         # 35 s
+    "tests/test_retrain.py",  # 40 s
+    "tests/test_bench.py::test_benchmark_smoke[loop.py]",  # 40 s
+    "tests/test_image.py",  # 35 s
+    "tests/test_check_sources.py",  # 35 s
     f"{FAULTS}[the-run-and-its-other-steps]",  # 30 s
-    "tests/test_console.py",               # 30 s
-    "tests/test_storage_s3.py",            # 30 s
-    "tests/test_operations.py",            # 25 s
+    "tests/test_console.py",  # 30 s
+    "tests/test_storage_s3.py",  # 30 s
+    "tests/test_operations.py",  # 25 s
     "tests/test_bench.py::test_benchmark_smoke[executor.py]",  # 25 s
-    "tests/test_wheel.py",                 # 25 s
-    f"{FAULTS}[data_qa]",                  # 20 s
-    "tests/test_sagemaker_job.py",         # 20 s
-    "tests/test_monitor.py",               # 20 s
-    f"{FAULTS}[explore_data]",             # 20 s
-    f"{FAULTS}[evaluate]",                 # 20 s
-    "pipeline/operate.ipynb",              # 20 s
-    f"{FAULTS}[preprocess]",               # 15 s
+    "tests/test_wheel.py",  # 25 s
+    f"{FAULTS}[data_qa]",  # 20 s
+    "tests/test_sagemaker_job.py",  # 20 s
+    "tests/test_monitor.py",  # 20 s
+    f"{FAULTS}[explore_data]",  # 20 s
+    f"{FAULTS}[evaluate]",  # 20 s
+    "pipeline/operate.ipynb",  # 20 s
+    f"{FAULTS}[preprocess]",  # 15 s
 ]
 SPLIT = ("tests/test_bench.py", "tests/test_faults.py")  # files whose every test is a unit of its own
 SLOW = set(LONGEST_FIRST) | set(SPLIT)  # what `make test-fast` leaves out (-m "not slow")

@@ -1,5 +1,7 @@
-"""Every benchmark in bench/ runs in its --smoke mode (seconds, tiny inputs, results not kept), so none can break unnoticed.
-`make bench` runs them in full; their figures are ratios against a baseline measured in the same run, never asserted here."""
+"""Every benchmark in bench/ runs in its --smoke mode (seconds, tiny inputs, results not kept), so none can break
+unnoticed. `make bench` runs them in full; their figures are ratios against a baseline measured in the same run, never
+asserted here."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,10 +13,19 @@ from conftest import ROOT, clean_env
 
 BENCHES = sorted(p.name for p in (ROOT / "bench").glob("*.py"))
 # what each prints once it has measured everything it compares (the figures themselves are not checked)
-DONE = {"demodata.py": "x baseline", "demodata_learnability.py": "epoch  1  species accuracy",
-        "executor.py": "fully cached re-run", "training.py": "ONNX vs torch", "endpoint.py": "endpoint throughput =",
-        "preprocess.py": "peak memory", "router.py": "written", "console.py": "console load errors =",
-        "drift.py": "weakest detection", "loop.py": "loop wall time", "chaos.py": "trials passed in"}
+DONE = {
+    "demodata.py": "x baseline",
+    "demodata_learnability.py": "epoch  1  species accuracy",
+    "executor.py": "fully cached re-run",
+    "training.py": "ONNX vs torch",
+    "endpoint.py": "endpoint throughput =",
+    "preprocess.py": "peak memory",
+    "router.py": "written",
+    "console.py": "console load errors =",
+    "drift.py": "weakest detection",
+    "loop.py": "loop wall time",
+    "chaos.py": "trials passed in",
+}
 
 
 def test_every_benchmark_is_listed():
@@ -25,8 +36,14 @@ def test_every_benchmark_is_listed():
 def test_benchmark_smoke(bench, tmp_path):
     results = ROOT / "bench" / "results"
     before = {p: p.stat().st_mtime_ns for p in results.glob("*")} if results.exists() else {}
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / bench), "--smoke"], cwd=tmp_path, env=clean_env(),
-                       capture_output=True, text=True, timeout=280)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / bench), "--smoke"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert DONE[bench] in r.stdout, r.stdout[-3000:]
     after = {p: p.stat().st_mtime_ns for p in results.glob("*")} if results.exists() else {}

@@ -1,5 +1,6 @@
 """`make test` refuses a library that differs from its notebooks, notebooks with stored outputs, and a stale README;
 nbdev's own `nbdev_export`, run bare in a checkout, leaves its git tree as it was."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,9 @@ def repo(tmp_path):
     for name in ("settings.ini", "README.md"):
         shutil.copy(ROOT / name, tmp_path)
     for name in ("nbs", "earthsnap", "tools", "pipeline"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+        shutil.copytree(
+            ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints")
+        )
     return tmp_path
 
 
@@ -96,7 +99,8 @@ def test_project_template_that_differs_from_pipeline_fails(repo):
     assert "earthsnap/project_template/pipeline/extra.py is missing" in r.stderr
     fixed = subprocess.run([sys.executable, str(repo / "tools" / "sync_template.py")], capture_output=True, text=True)
     assert "copied train.ipynb" in fixed.stdout and "copied extra.py" in fixed.stdout
-    subprocess.run([str(Path(sys.executable).with_name("nbdev_export"))], cwd=repo, check=True)  # as make export does: the module index lists extra.py
+    # as make export does: the module index lists extra.py
+    subprocess.run([str(Path(sys.executable).with_name("nbdev_export"))], cwd=repo, check=True)
     assert check(repo).returncode == 0, check(repo).stderr
 
 
@@ -105,11 +109,14 @@ def test_a_notebook_git_would_clean_on_every_status_fails(repo):
     (and look changed): refused, with the command that fixes it."""
     step = repo / "pipeline" / "train.ipynb"
     nb = json.loads(step.read_text())
-    nb["metadata"]["kernelspec"]["display_name"] = "Python 3"  # what a fresh notebook carries; nbdev's clean writes the name
+    # what a fresh notebook carries; nbdev's clean writes the name
+    nb["metadata"]["kernelspec"]["display_name"] = "Python 3"
     nb["cells"][0]["metadata"]["collapsed"] = True
     step.write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n")
     r = check(repo)
-    assert r.returncode == 1 and "pipeline/train.ipynb is not as git's filter commits it (run earthsnap clean)" in r.stderr, r.stderr
+    assert (
+        r.returncode == 1 and "pipeline/train.ipynb is not as git's filter commits it (run earthsnap clean)" in r.stderr
+    ), r.stderr
 
 
 def checkout(dest: Path) -> Path:
@@ -119,7 +126,11 @@ def checkout(dest: Path) -> Path:
         if (ROOT / name).is_file():  # a tracked file deleted in the working tree is left out, as a commit would
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "x"]):
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "x"],
+    ):
         subprocess.run(["git", *args], cwd=dest, capture_output=True, check=True)
     return dest
 
@@ -130,6 +141,11 @@ def test_a_bare_nbdev_export_leaves_the_git_tree_clean(tmp_path):
     repo = checkout(tmp_path / "checkout")
     export = subprocess.run([str(BIN / "nbdev_export")], cwd=repo, capture_output=True, text=True, timeout=300)
     assert export.returncode == 0, export.stderr
-    status = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=repo,
-                            capture_output=True, text=True, check=True)
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert status.stdout == "", status.stdout

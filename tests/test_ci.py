@@ -1,5 +1,6 @@
 """The GitHub Actions workflow: it runs the README's test command on every push, and on main, only when AWS is
 configured, upserts and starts the SageMaker pipeline with commands the CLI has."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,7 +24,9 @@ def readme_test_command() -> str:
 
 
 def make_commands(command: str) -> list[str]:
-    "The commands `command` (`make TARGET`, as a workflow step runs it) would run here, in order: `make -n` prints them."
+    """The commands `command` (`make TARGET`, as a workflow step runs it) would run here, in order: `make -n` prints
+    them.
+    """
     target = command.split()
     assert target[0] == "make" and len(target) == 2, command
     r = subprocess.run(["make", "-n", target[1]], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -42,7 +45,8 @@ def test_workflow_runs_the_readme_test_command_on_every_push():
     assert test["timeout-minutes"] <= 90
     uses = [s["uses"] for s in test["steps"] if "uses" in s]
     assert all(re.fullmatch(r"[\w-]+/[\w-]+@v\d+", u) for u in uses), uses  # pinned to a major version
-    # on every Python earthsnap supports, each with the image's beside it (tests/test_image.py installs the lock with it)
+    # on every Python earthsnap supports, each with the image's beside it (tests/test_image.py installs the lock with
+    # it)
     assert test["strategy"]["matrix"]["python"] == ["3.11", "3.12", "3.13"] and not test["strategy"]["fail-fast"]
     setup = next(s for s in test["steps"] if s.get("uses", "").startswith("actions/setup-python@"))
     image_python = re.match(r"python:(\d+\.\d+)", DockerfileParser(path=str(ROOT / "Dockerfile")).baseimage).group(1)
@@ -54,7 +58,11 @@ def test_workflow_upserts_and_starts_sagemaker_only_on_main_with_aws():
     job = wf["jobs"]["sagemaker"]
     assert job["needs"] == "test"
     cond = job["if"]
-    assert "github.ref == 'refs/heads/main'" in cond and "github.event_name == 'push'" in cond and "vars.AWS_ROLE_ARN != ''" in cond
+    assert (
+        "github.ref == 'refs/heads/main'" in cond
+        and "github.event_name == 'push'" in cond
+        and "vars.AWS_ROLE_ARN != ''" in cond
+    )
     assert job["permissions"]["id-token"] == "write"  # OIDC: no long-lived AWS keys in the repository
     creds = next(s for s in job["steps"] if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
     assert creds["with"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}"
@@ -64,15 +72,27 @@ def test_workflow_upserts_and_starts_sagemaker_only_on_main_with_aws():
     push = "\n".join(make_commands(runs[1]))  # the target exists, and pushes the image under its content tag
     assert "earthsnap sagemaker image" in push and "docker push" in push, push
     for sub in ("upsert", "start"):  # the commands it calls exist, with the options it passes
-        r = subprocess.run([str(BIN / "earthsnap"), "sagemaker", sub, "--help"], env=clean_env(), capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [str(BIN / "earthsnap"), "sagemaker", sub, "--help"],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0 and (sub != "start" or "--name" in r.stdout), r.stderr
-    assert set(job["env"]) == {"EARTHSNAP_SAGEMAKER_BUCKET", "EARTHSNAP_SAGEMAKER_ROLE", "EARTHSNAP_SAGEMAKER_IMAGE_REPOSITORY",
-                               "EARTHSNAP_SAGEMAKER_REGION"}
+    assert set(job["env"]) == {
+        "EARTHSNAP_SAGEMAKER_BUCKET",
+        "EARTHSNAP_SAGEMAKER_ROLE",
+        "EARTHSNAP_SAGEMAKER_IMAGE_REPOSITORY",
+        "EARTHSNAP_SAGEMAKER_REGION",
+    }
 
 
 def test_the_documentation_site_is_published_from_main_only():
     wf = yaml.safe_load(WORKFLOW.read_text())
-    keep = next(s for s in wf["jobs"]["test"]["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact@"))
+    keep = next(
+        s for s in wf["jobs"]["test"]["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact@")
+    )
     assert keep["with"]["path"] == "_docs/site" and "refs/heads/main" in keep["if"]  # what make test built
     pages = wf["jobs"]["pages"]
     assert pages["needs"] == "test" and "refs/heads/main" in pages["if"] and "push" in pages["if"]

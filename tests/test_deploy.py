@@ -2,6 +2,7 @@
 starts a real stage endpoint on 127.0.0.1, tests it over HTTP with the model's held-out test images, and (on
 `earthsnap deploy promote`, or by itself with auto_promote) deploys it to prod; a broken archive fails on stage
 while prod keeps serving; `earthsnap deploy rollback`; and a deployer killed half-way is taken up exactly once."""
+
 from __future__ import annotations
 
 import json
@@ -21,23 +22,30 @@ from conftest import BIN, clean_env, free_port, stop_endpoints
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> tuple[Path, Path, dict]:
     "A small trained model archive, the records it came from, and its evaluation figures."
+    from earthsnap.data.records import demo_records
     from earthsnap.model.evaluation import evaluate
     from earthsnap.model.export import save_model, write_tarball
     from earthsnap.model.hyperparameters import Hyperparameters
-    from earthsnap.data.records import demo_records
     from earthsnap.model.training import train
+
     tmp = tmp_path_factory.mktemp("model")
     records = demo_records(tmp)
-    trained = save_model(train(records, Hyperparameters(width=8, epochs=2, batch_size=16), progress=False, log=lambda l: None), tmp / "m")
+    trained = save_model(
+        train(records, Hyperparameters(width=8, epochs=2, batch_size=16), progress=False, log=lambda l: None), tmp / "m"
+    )
     metrics = evaluate(trained, records, tmp / "evaluation", progress=False)["metrics"]
     return write_tarball(trained, tmp / "model.tar.gz"), records, metrics
 
 
 @pytest.fixture
 def project(tmp_path, model):
-    "A project whose registry holds the model as flora/1, pending approval; its endpoints are stopped afterwards by pid."
-    (tmp_path / "earthsnap.yaml").write_text(f"deploy_group: flora\nstage_port: {free_port()}\nprod_port: {free_port()}\n"
-                                             "stage_min_accuracy: 0.0\nstage_p95_ms: 1000\n")
+    """A project whose registry holds the model as flora/1, pending approval; its endpoints are stopped afterwards by
+    pid.
+    """
+    (tmp_path / "earthsnap.yaml").write_text(
+        f"deploy_group: flora\nstage_port: {free_port()}\nprod_port: {free_port()}\n"
+        "stage_min_accuracy: 0.0\nstage_p95_ms: 1000\n"
+    )
     register(tmp_path, model[0], model)
     yield tmp_path
     stop_endpoints(tmp_path)  # a server a deployer killed half way started but never recorded too
@@ -45,20 +53,31 @@ def project(tmp_path, model):
 
 def register(project: Path, archive: Path, model) -> str:
     from earthsnap.release.registry import SqliteRegistry
+
     reg = SqliteRegistry(project / ".earthsnap" / "registry.db")
     return reg.register("flora", archive, model[2], {"inputs": {"records": str(model[1])}}, by="test").ref
 
 
 def serving(project: Path, name: str) -> str:
     port = json.loads((project / ".earthsnap" / "endpoints" / name / "endpoint.json").read_text())["port"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10) as r: return json.loads(r.read())["model"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10) as r:
+        return json.loads(r.read())["model"]
 
 
 def test_approve_stage_promote_break_rollback(earthsnap, project, model, tmp_path):
     r = earthsnap("registry", "approve", "flora/1", "--by", "ana", cwd=project)
     assert r.returncode == 0, r.stdout + r.stderr
-    for line in ("flora/1 approved.", "flora/1: deploying to stage", "✓ ping", "✓ accuracy", "✓ agrees with evaluation",
-                 "✓ latency p95", "✓ malformed payloads", "flora/1: stage tests passed", "earthsnap deploy promote flora/1"):
+    for line in (
+        "flora/1 approved.",
+        "flora/1: deploying to stage",
+        "✓ ping",
+        "✓ accuracy",
+        "✓ agrees with evaluation",
+        "✓ latency p95",
+        "✓ malformed payloads",
+        "flora/1: stage tests passed",
+        "earthsnap deploy promote flora/1",
+    ):
         assert line in r.stdout, (line, r.stdout)
     assert serving(project, "stage") == "flora/1" and not (project / ".earthsnap" / "endpoints" / "prod").exists()
 
@@ -71,7 +90,11 @@ def test_approve_stage_promote_break_rollback(earthsnap, project, model, tmp_pat
     register(project, tmp_path / "broken.tar.gz", model)
     r = earthsnap("registry", "approve", "flora/2", cwd=project)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "flora/2 approved." in r.stdout and "cannot load flora/2" in r.stdout and "prod is untouched and serves flora/1" in r.stdout
+    assert (
+        "flora/2 approved." in r.stdout
+        and "cannot load flora/2" in r.stdout
+        and "prod is untouched and serves flora/1" in r.stdout
+    )
     assert serving(project, "prod") == "flora/1" and serving(project, "stage") == "flora/1"
     r = earthsnap("deploy", "promote", "flora/2", cwd=project)
     assert r.returncode == 2 and "flora/2 did not pass the stage tests" in r.stderr
@@ -89,22 +112,36 @@ def test_approve_stage_promote_break_rollback(earthsnap, project, model, tmp_pat
 
     status = earthsnap("deploy", "status", cwd=project).stdout
     rows = [line.split()[:5] for line in status.splitlines() if line.strip()[:1].isdigit()]
-    assert rows == [["6", "prod", "flora/1", "rollback", "live"], ["5", "prod", "flora/3", "promote", "rolled_back"],
-                    ["4", "stage", "flora/3", "deploy", "passed"], ["3", "stage", "flora/2", "deploy", "failed"],
-                    ["2", "prod", "flora/1", "promote", "replaced"], ["1", "stage", "flora/1", "deploy", "passed"]], status
+    assert rows == [
+        ["6", "prod", "flora/1", "rollback", "live"],
+        ["5", "prod", "flora/3", "promote", "rolled_back"],
+        ["4", "stage", "flora/3", "deploy", "passed"],
+        ["3", "stage", "flora/2", "deploy", "failed"],
+        ["2", "prod", "flora/1", "promote", "replaced"],
+        ["1", "stage", "flora/1", "deploy", "passed"],
+    ], status
     assert "complaints" in status and "cannot load flora/2" in status and "serving flora/1" in status
 
 
 def test_a_deployer_killed_half_way_is_taken_up_once(earthsnap, project):
     db = project / ".earthsnap" / "registry.db"
-    proc = subprocess.Popen([str(BIN / "earthsnap"), "registry", "approve", "flora/1"], cwd=project, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(BIN / "earthsnap"), "registry", "approve", "flora/1"],
+        cwd=project,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # kill it as soon as its deployment has begun
         try:
-            with sqlite3.connect(db) as c: row = c.execute("SELECT status FROM deployments").fetchone()
-        except sqlite3.OperationalError: row = None  # the table is not there yet
-        if row: break
+            with sqlite3.connect(db) as c:
+                row = c.execute("SELECT status FROM deployments").fetchone()
+        except sqlite3.OperationalError:
+            row = None  # the table is not there yet
+        if row:
+            break
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -113,8 +150,10 @@ def test_a_deployer_killed_half_way_is_taken_up_once(earthsnap, project):
     assert r.returncode == 0 and "flora/1: stage tests passed" in r.stdout, r.stdout + r.stderr
     with sqlite3.connect(db) as c:
         rows = c.execute("SELECT endpoint, status, reason FROM deployments").fetchall()
-        delivered = c.execute("SELECT attempts, handled_at IS NOT NULL FROM event_deliveries d JOIN events e ON e.id = d.event_id "
-                              "WHERE d.consumer = 'deployer' AND e.body LIKE '%\"Approved\"%'").fetchall()
+        delivered = c.execute(
+            "SELECT attempts, handled_at IS NOT NULL FROM event_deliveries d JOIN events e ON e.id = d.event_id "
+            "WHERE d.consumer = 'deployer' AND e.body LIKE '%\"Approved\"%'"
+        ).fetchall()
     assert rows == [("stage", "passed", "6 stage tests passed")], rows
     assert delivered == [(2, 1)]  # delivered twice, deployed once
     again = earthsnap("deploy", "run", cwd=project)

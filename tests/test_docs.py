@@ -5,6 +5,7 @@ host for anything (nothing may download at run time), and links only to pages an
 
 `make test` builds the site first (`make docs`, which is also the notebooks' own test run); run alone, this test builds
 it when it is missing. Screenshots go to tests/artifacts/docs/."""
+
 from __future__ import annotations
 
 import subprocess
@@ -24,13 +25,21 @@ SHOTS = ROOT / "tests" / "artifacts" / "docs"
 @pytest.fixture(scope="module")
 def site():
     if not (SITE / "index.html").exists():
-        built = subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py")], cwd=ROOT, capture_output=True, text=True,
-                               timeout=1200)
+        built = subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "build_docs.py")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
         print(built.stdout)  # which notebook took how long, shown when a test of this module fails
         assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(SITE)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(SITE)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     wait_until_serving(url + "/index.html", server, 30, "the static server")
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -45,9 +54,18 @@ def test_every_page_loads_cleanly_and_every_internal_link_resolves(browser, site
     here = {"url": ""}
     page.on("console", lambda m: m.type == "error" and errors.append(f"{here['url']}: {m.text}"))
     page.on("pageerror", lambda e: errors.append(f"{here['url']}: {e}"))
-    page.on("request", lambda r: urlparse(r.url).scheme in ("http", "https") and urlparse(r.url).netloc != urlparse(site).netloc
-            and elsewhere.append(f"{here['url']} asked {r.url}"))
-    page.on("response", lambda r: r.url.startswith(site) and r.status >= 400 and missing.append(f"{here['url']}: {r.status} {r.url}"))
+    page.on(
+        "request",
+        lambda r: (
+            urlparse(r.url).scheme in ("http", "https")
+            and urlparse(r.url).netloc != urlparse(site).netloc
+            and elsewhere.append(f"{here['url']} asked {r.url}")
+        ),
+    )
+    page.on(
+        "response",
+        lambda r: r.url.startswith(site) and r.status >= 400 and missing.append(f"{here['url']}: {r.status} {r.url}"),
+    )
     ids: dict[str, set[str]] = {}
     anchors: list[tuple[str, str, str]] = []  # (from page, to page, fragment)
     queue, seen = deque([site + "/index.html"]), {site + "/index.html"}
@@ -59,13 +77,17 @@ def test_every_page_loads_cleanly_and_every_internal_link_resolves(browser, site
         ids[url] = set(page.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
         for href in page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)"):
             target, fragment = urldefrag(href)
-            if not target.startswith(site): continue
-            if fragment: anchors.append((url, target, fragment))
+            if not target.startswith(site):
+                continue
+            if fragment:
+                anchors.append((url, target, fragment))
             if target.endswith(".html") and target not in seen:
-                seen.add(target); queue.append(target)
+                seen.add(target)
+                queue.append(target)
             elif not target.endswith(".html") and target not in seen:
                 seen.add(target)
-                if requests.get(target, timeout=10).status_code != 200: missing.append(f"{url} links {target}")
+                if requests.get(target, timeout=10).status_code != 200:
+                    missing.append(f"{url} links {target}")
     assert len(ids) > 100, f"only {len(ids)} pages reached from the front page"
     assert not missing, "\n".join(missing[:20])
     assert not errors, "\n".join(errors[:20])
@@ -94,7 +116,8 @@ def test_search_finds_the_recordio_page(browser, site):
 def test_the_library_pages_show_their_examples_outputs(browser, site):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(site + "/guide.html")
-    assert page.locator(".cell_output img").count() >= 1  # the demo photos' contact sheet, drawn when the site was built
+    # the demo photos' contact sheet, drawn when the site was built
+    assert page.locator(".cell_output img").count() >= 1
     page.screenshot(path=SHOTS / "guide.png", full_page=False)
     page.goto(site + "/library/data/recordio.html")
     assert page.locator("h1").first.inner_text().strip().lower().startswith("recordio")
@@ -102,6 +125,9 @@ def test_the_library_pages_show_their_examples_outputs(browser, site):
     assert "#| export" not in page.locator("main").inner_text()  # nbdev's directives are not shown to a reader
     page.screenshot(path=SHOTS / "recordio.png", full_page=False)
     page.goto(site + "/cli.html")
-    assert "earthsnap runs open" in page.locator("main").inner_text() and "earthsnap init" in page.locator("main").inner_text()
+    assert (
+        "earthsnap runs open" in page.locator("main").inner_text()
+        and "earthsnap init" in page.locator("main").inner_text()
+    )
     page.goto(site + "/api/earthsnap.engine.reopen.html")
     assert "open_step" in page.locator("main").inner_text()

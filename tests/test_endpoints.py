@@ -1,5 +1,6 @@
 """`earthsnap endpoints` as a user runs it: a real server process on 127.0.0.1, started and stopped by the CLI; and
 `earthsnap doctor` after it: an endpoint stopped on purpose is healthy, one whose server died is reported."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,10 @@ from conftest import free_port
 
 def ping(port: int) -> tuple[int, dict]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10) as r: return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e: return e.code, json.loads(e.read())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def test_start_list_logs_stop(earthsnap, tmp_path):

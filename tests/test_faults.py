@@ -11,6 +11,7 @@ and the dataset store sit beside the projects, at one path for all of them, sinc
 reads (a copy's own photos would make data QA run again in every trial). The seed is made once per session; the points
 are split by step into tests that pytest's workers run side by side (tests/conftest.py).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -31,20 +32,37 @@ import pytest
 
 from conftest import BIN, ROOT, clean_env, free_port, processes_marked, stop_endpoints
 
-SMALL = ["-p", "image_size=32", "-p", "epochs=2", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "min_accuracy=0",
-         "-p", "source=../data", "-p", "taxonomy=../data/taxonomy.yaml"]  # relative to a project, which resolves them
+SMALL = [
+    "-p",
+    "image_size=32",
+    "-p",
+    "epochs=2",
+    "-p",
+    "tune_trials=1",
+    "-p",
+    "tune_epochs=1",
+    "-p",
+    "min_accuracy=0",
+    "-p",
+    "source=../data",
+    "-p",
+    "taxonomy=../data/taxonomy.yaml",
+]  # relative to a project, which resolves them
 NOTEBOOK_STEPS = ("explore_data", "data_qa", "preprocess", "tune", "train", "evaluate")
 
 
 def earthsnap(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "earthsnap"), *args], cwd=project, env=clean_env(**env), capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [str(BIN / "earthsnap"), *args], cwd=project, env=clean_env(**env), capture_output=True, text=True, timeout=600
+    )
 
 
 def configure(project: Path) -> None:
     "One step at a time (the points come in one order), the shared dataset store, stage endpoints on ports of its own."
-    (project / "earthsnap.yaml").write_text(f"workers: 1\ndatasets: {project.parent / 'datasets'}\nstage_port: {free_port()}\n"
-                                            f"prod_port: {free_port()}\nstage_min_accuracy: 0.0\nstage_p95_ms: 1000\n")
+    (project / "earthsnap.yaml").write_text(
+        f"workers: 1\ndatasets: {project.parent / 'datasets'}\nstage_port: {free_port()}\n"
+        f"prod_port: {free_port()}\nstage_min_accuracy: 0.0\nstage_p95_ms: 1000\n"
+    )
 
 
 def copy_project(source: Path, dest: Path) -> Path:
@@ -81,9 +99,15 @@ def endpoint_pids(project: Path) -> set[int]:
 def kill_at(project: Path, label: str, *args: str) -> dict:
     "`earthsnap ARGS` killed at write point `label`: how it ended, what it printed, what of it survived 10 s later."
     tag = uuid.uuid4().hex
-    proc = subprocess.Popen([str(BIN / "earthsnap"), *args], cwd=project, start_new_session=True, text=True,
-                            env=clean_env(EARTHSNAP_FAULT_AT=label, RUN_MARK=tag),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(BIN / "earthsnap"), *args],
+        cwd=project,
+        start_new_session=True,
+        text=True,
+        env=clean_env(EARTHSNAP_FAULT_AT=label, RUN_MARK=tag),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     output, _ = proc.communicate(timeout=600)
     deadline = time.monotonic() + 10
     while (survivors := processes_marked(tag) - endpoint_pids(project)) and time.monotonic() < deadline:
@@ -93,8 +117,12 @@ def kill_at(project: Path, label: str, *args: str) -> dict:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    return {"killed": proc.returncode == -signal.SIGKILL, "exit": proc.returncode, "output": output,
-            "survivors": sorted(survivors)}
+    return {
+        "killed": proc.returncode == -signal.SIGKILL,
+        "exit": proc.returncode,
+        "output": output,
+        "survivors": sorted(survivors),
+    }
 
 
 def database(project: Path) -> sqlite3.Connection:
@@ -105,33 +133,55 @@ def registry_state(project: Path) -> dict:
     "The registry as a person sees it: versions with status, archive and metrics, the events, the deployments."
     with database(project) as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        versions = db.execute("SELECT grp, version, status, sha256, metrics FROM model_versions ORDER BY grp, version").fetchall()
+        versions = db.execute(
+            "SELECT grp, version, status, sha256, metrics FROM model_versions ORDER BY grp, version"
+        ).fetchall()
         events = [json.loads(b)["detail"] for (b,) in db.execute("SELECT body FROM events ORDER BY seq")]
-        deployments = (db.execute("SELECT endpoint, grp, version, action, status FROM deployments ORDER BY id").fetchall()
-                       if "deployments" in tables else [])
-        handled = (db.execute("SELECT COUNT(*) FROM event_deliveries WHERE handled_at IS NOT NULL").fetchone()[0]
-                   if "event_deliveries" in tables else 0)
-    return {"versions": [list(v) for v in versions],  # lists, as the reference read back from JSON has them
-            "events": [[e["ModelPackageName"], e["ModelApprovalStatus"]] for e in events],
-            "deployments": [list(d) for d in deployments], "handled": handled}
+        deployments = (
+            db.execute("SELECT endpoint, grp, version, action, status FROM deployments ORDER BY id").fetchall()
+            if "deployments" in tables
+            else []
+        )
+        handled = (
+            db.execute("SELECT COUNT(*) FROM event_deliveries WHERE handled_at IS NOT NULL").fetchone()[0]
+            if "event_deliveries" in tables
+            else 0
+        )
+    return {
+        "versions": [list(v) for v in versions],  # lists, as the reference read back from JSON has them
+        "events": [[e["ModelPackageName"], e["ModelApprovalStatus"]] for e in events],
+        "deployments": [list(d) for d in deployments],
+        "handled": handled,
+    }
 
 
 def result_of(project: Path) -> dict:
     "What an uninterrupted run gives: dataset version, RecordIO bytes, tuned values, model, evaluation, registry."
     with database(project) as db:
-        sha, lineage = db.execute("SELECT sha256, lineage FROM model_versions WHERE grp = 'species' AND version = 1").fetchone()
+        sha, lineage = db.execute(
+            "SELECT sha256, lineage FROM model_versions WHERE grp = 'species' AND version = 1"
+        ).fetchone()
         run_id = json.loads(lineage)["run"]
-        outputs = {name: json.loads(o) for name, o in db.execute(
-            "SELECT name, outputs FROM steps WHERE run_id = ? AND outputs IS NOT NULL", (run_id,))}
+        outputs = {
+            name: json.loads(o)
+            for name, o in db.execute(
+                "SELECT name, outputs FROM steps WHERE run_id = ? AND outputs IS NOT NULL", (run_id,)
+            )
+        }
     recordio = hashlib.sha256()
     for f in sorted(Path(outputs["preprocess"]["records"]["path"]).iterdir()):
         if f.suffix in (".rec", ".idx", ".lst"):
             recordio.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
     evaluation = json.loads((Path(outputs["evaluate"]["evaluation"]["path"]) / "evaluation.json").read_text())
     evaluation.pop("model")  # the model's path, which differs from project to project
-    return {"dataset": json.loads(lineage)["dataset"], "recordio": recordio.hexdigest(),
-            "tuned": json.loads((Path(outputs["tune"]["tuning"]["path"]) / "best.json").read_text()),
-            "model": sha, "evaluation": evaluation, "registry": registry_state(project)}
+    return {
+        "dataset": json.loads(lineage)["dataset"],
+        "recordio": recordio.hexdigest(),
+        "tuned": json.loads((Path(outputs["tune"]["tuning"]["path"]) / "best.json").read_text()),
+        "model": sha,
+        "evaluation": evaluation,
+        "registry": registry_state(project),
+    }
 
 
 def runs_of(project: Path) -> dict[str, str]:
@@ -150,7 +200,9 @@ def ping(project: Path, name: str) -> str | None:
 
 
 def shared_folder(tmp_path_factory) -> Path:
-    "A folder all of this session's pytest workers share (the session's base temporary folder); this process's own without xdist."
+    """A folder all of this session's pytest workers share (the session's base temporary folder); this process's own
+    without xdist.
+    """
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
@@ -184,8 +236,15 @@ def make_projects(root: Path) -> dict:
     assert ping(approved, "stage") == "species/1"
     stop_endpoints(approved)
     points = [p for p in steps if scope_of(p) in NOTEBOOK_STEPS] + [p for p in run if scope_of(p) not in NOTEBOOK_STEPS]
-    return {"root": str(root), "seed": str(seed), "reference": str(reference), "points": points, "result": result_of(reference),
-            "approval": approval, "approved": registry_state(approved)}
+    return {
+        "root": str(root),
+        "seed": str(seed),
+        "reference": str(reference),
+        "points": points,
+        "result": result_of(reference),
+        "approval": approval,
+        "approved": registry_state(approved),
+    }
 
 
 def run_trial(env: dict, i: int, label: str) -> list[str]:
@@ -202,7 +261,8 @@ def run_trial(env: dict, i: int, label: str) -> list[str]:
     if killed["survivors"]:
         problems.append(f"processes survived the kill: {killed['survivors']}")
     calls = []
-    for _ in range(2):  # resume the killed run (or start one, if it was killed before it was recorded) until it succeeds
+    # resume the killed run (or start one, if it was killed before it was recorded) until it succeeds
+    for _ in range(2):
         new = {i: status for i, status in runs_of(project).items() if i not in before}
         if "succeeded" in new.values():
             break
@@ -211,7 +271,9 @@ def run_trial(env: dict, i: int, label: str) -> list[str]:
     if "Traceback" in outputs:
         problems.append("a traceback reached the terminal")
     if "succeeded" not in {i: status for i, status in runs_of(project).items() if i not in before}.values():
-        problems.append("no run succeeded: " + (f"{calls[-1].stdout[-600:]} {calls[-1].stderr[-600:]}" if calls else ""))
+        problems.append(
+            "no run succeeded: " + (f"{calls[-1].stdout[-600:]} {calls[-1].stderr[-600:]}" if calls else "")
+        )
     else:
         got, want = result_of(project), env["result"]
         problems += [f"{k} differs: {got[k]!r} != {want[k]!r}" for k in want if got[k] != want[k]]
@@ -232,7 +294,9 @@ def approval_trial(env: dict, i: int, label: str) -> list[str]:
             problems.append(f"processes survived the kill: {killed['survivors']}")
         with database(project) as db:
             pending = db.execute("SELECT status FROM model_versions WHERE version = 1").fetchone()[0] != "Approved"
-        again = earthsnap(project, *(["registry", "approve", "species/1", "--by", "faults"] if pending else ["deploy", "run"]))
+        again = earthsnap(
+            project, *(["registry", "approve", "species/1", "--by", "faults"] if pending else ["deploy", "run"])
+        )
         if "Traceback" in killed["output"] + again.stdout + again.stderr:
             problems.append("a traceback reached the terminal")
         if again.returncode != 0:
@@ -260,23 +324,27 @@ def trials(points: list[str], trial) -> dict[str, list[str]]:
 def test_the_points_are_every_write_of_every_step_and_of_the_approval(projects):
     points = projects["points"]
     steps = {scope_of(p) for p in points}
-    assert steps >= {*NOTEBOOK_STEPS, "accuracy_gate", "below_threshold", "register", ""}, steps  # every step, the run's own
+    # every step, the run's own
+    assert steps >= {*NOTEBOOK_STEPS, "accuracy_gate", "below_threshold", "register", ""}, steps
     assert any("RunStore.create_run" in p for p in points) and any("RunStore.finish_run" in p for p in points), points
-    assert any("registry" in p and "[register]" in p for p in points), points  # the archive and the version it registers
+    # the archive and the version it registers
+    assert any("registry" in p and "[register]" in p for p in points), points
     for step in NOTEBOOK_STEPS:  # the start, the outputs' rename and the end of each notebook step, before and after
         assert len([p for p in points if scope_of(p) == step]) == 6, [p for p in points if scope_of(p) == step]
     assert all(p.startswith(("before ", "after ")) for p in points) and len(points) == len(set(points))
     approval = projects["approval"]
     assert any("Outbox._claim" in p for p in approval) and any("Outbox._finish" in p for p in approval), approval
-    assert any("_DeploymentRecords" in p for p in approval), approval     # the deployer's records
-    assert any("Endpoints.start" in p for p in approval), approval        # the stage endpoint's state
+    assert any("_DeploymentRecords" in p for p in approval), approval  # the deployer's records
+    assert any("Endpoints.start" in p for p in approval), approval  # the stage endpoint's state
     print(f"\n{len(points)} write points of a run, {len(approval)} of an approval")
 
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("step", [*NOTEBOOK_STEPS, ""], ids=[*NOTEBOOK_STEPS, "the-run-and-its-other-steps"])
 def test_a_run_killed_at_any_write_resumes_to_the_result_of_an_uninterrupted_run(projects, step):
-    "Each step's points in a unit of its own, so that pytest's workers share them ('': the run's own and the other steps')."
+    """Each step's points in a unit of its own, so that pytest's workers share them ('': the run's own and the other
+    steps').
+    """
     points = [p for p in projects["points"] if (scope_of(p) == step if step else scope_of(p) not in NOTEBOOK_STEPS)]
     assert points
     failed = trials(points, lambda i, p: run_trial(projects, f"{step or 'run'}-{i}", p))
@@ -288,5 +356,9 @@ def test_a_run_killed_at_any_write_resumes_to_the_result_of_an_uninterrupted_run
 def test_an_approval_killed_at_any_write_is_completed_by_the_next_call(projects):
     points = projects["approval"]
     failed = trials(points, lambda i, p: approval_trial(projects, i, p))
-    print(f"\n{len(points)} write points of an approval, each killed once: {len(points) - len(failed)} completed by the next call")
+    print(
+        "\n"
+        f"{len(points)} write points of an approval, each killed "
+        f"once: {len(points) - len(failed)} completed by the next call"
+    )
     assert not failed, json.dumps(failed, indent=1)

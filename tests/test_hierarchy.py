@@ -3,6 +3,7 @@ through `earthsnap api` (a real server on 127.0.0.1, bearer token), followed to 
 `earthsnap hierarchy run` training the parent, the children and the flat model by their own pipeline runs; approval;
 `earthsnap hierarchy router` (the comparison report); the router deployed to a real stage endpoint, tested there like
 any model, promoted, and answering with group, species and joint probability."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,28 @@ import pytest
 from conftest import BIN, ROOT, clean_env, free_port, next_steps, stop_endpoints
 
 TOKEN = "test-token-0123"
-SMALL = ["-p", "image_size=32", "-p", "epochs=3", "-p", "hyperparameters={\"width\": 8}", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "tune_parallel=1",
-         "-p", "train_fraction=0.6", "-p", "val_fraction=0.2", "-p", "test_fraction=0.2", "-p", "min_accuracy=0"]
+SMALL = [
+    "-p",
+    "image_size=32",
+    "-p",
+    "epochs=3",
+    "-p",
+    'hyperparameters={"width": 8}',
+    "-p",
+    "tune_trials=1",
+    "-p",
+    "tune_epochs=1",
+    "-p",
+    "tune_parallel=1",
+    "-p",
+    "train_fraction=0.6",
+    "-p",
+    "val_fraction=0.2",
+    "-p",
+    "test_fraction=0.2",
+    "-p",
+    "min_accuracy=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,43 +48,81 @@ def project(tmp_path_factory) -> Path:
     "A project with 2 groups x 2 species x 30 demo photos; its endpoints are stopped by pid afterwards."
     p = tmp_path_factory.mktemp("hierarchy")
     import shutil
+
     shutil.copytree(ROOT / "pipeline", p / "pipeline")
-    (p / "earthsnap.yaml").write_text(f"deploy_group: hierarchy\nstage_port: {free_port()}\nprod_port: {free_port()}\n"
-                                      "stage_min_accuracy: 0.0\nstage_p95_ms: 10000\n")
-    r = subprocess.run([str(BIN / "earthsnap"), "demo-data", ".earthsnap/demo-data", "--groups", "2", "--species", "2", "--images", "30", "-q"],
-                       cwd=p, env=clean_env(), capture_output=True, text=True, timeout=120)
+    (p / "earthsnap.yaml").write_text(
+        f"deploy_group: hierarchy\nstage_port: {free_port()}\nprod_port: {free_port()}\n"
+        "stage_min_accuracy: 0.0\nstage_p95_ms: 10000\n"
+    )
+    r = subprocess.run(
+        [
+            str(BIN / "earthsnap"),
+            "demo-data",
+            ".earthsnap/demo-data",
+            "--groups",
+            "2",
+            "--species",
+            "2",
+            "--images",
+            "30",
+            "-q",
+        ],
+        cwd=p,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     yield p
     stop_endpoints(p)
 
 
 def call(url: str, method: str, path: str, body: dict | None = None, token: str | None = TOKEN) -> tuple[int, dict]:
-    req = urllib.request.Request(url + path, method=method, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})})
+    req = urllib.request.Request(
+        url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})},
+    )
     try:
-        with urllib.request.urlopen(req, timeout=30) as r: return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e: return e.code, json.loads(e.read() or b"{}")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
 
 
 def test_api_starts_a_run_and_follows_it(project):
     port = free_port()
-    server = subprocess.Popen([str(BIN / "earthsnap"), "api", "--port", str(port)], cwd=project,
-                              env=clean_env(EARTHSNAP_API_TOKEN=TOKEN), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [str(BIN / "earthsnap"), "api", "--port", str(port)],
+        cwd=project,
+        env=clean_env(EARTHSNAP_API_TOKEN=TOKEN),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
-            try: call(url, "GET", "/health"); break
-            except OSError: assert server.poll() is None, server.stdout.read().decode(); time.sleep(0.1)
-        # refused before anything runs: no token, wrong token, unknown parameter, mistyped value, unknown step, missing path
+            try:
+                call(url, "GET", "/health")
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()
+                time.sleep(0.1)
+        # refused before anything runs: no token, wrong token, unknown parameter, mistyped value, unknown step, missing
+        # path
         assert call(url, "POST", "/runs", {"to": ["data_qa"]}, token=None)[0] == 401
         assert call(url, "POST", "/runs", {"to": ["data_qa"]}, token="nope")[0] == 401
         status, body = call(url, "POST", "/runs", {"parameters": {"image_sise": 32}})
         assert status == 422 and "has no parameter 'image_sise'" in body["message"] and "image_size" in body["message"]
         status, body = call(url, "POST", "/runs", {"parameters": {"min_side": "big"}})
         assert status == 422 and "'min_side' is int" in body["message"]
-        status, body = call(url, "POST", "/runs", {"parameters": {"image_size": 5}})  # the message `earthsnap run -p image_size=5` gives
+        # the message `earthsnap run -p image_size=5` gives
+        status, body = call(url, "POST", "/runs", {"parameters": {"image_size": 5}})
         assert status == 422 and "Parameter 'image_size' must be from 8 to 4096, got 5." in body["message"], body
-        (project / "plain.yaml").write_text("acantha: [acantha_striata]\nbetula: [nope: [x]]\n")  # not a taxonomy: refused before a run exists
+        # not a taxonomy: refused before a run exists
+        (project / "plain.yaml").write_text("acantha: [acantha_striata]\nbetula: [nope: [x]]\n")
         status, body = call(url, "POST", "/runs", {"parameters": {"taxonomy": "plain.yaml"}, "to": ["data_qa"]})
         assert status == 422 and "Parameter 'taxonomy'" in body["message"] and "cannot be used" in body["message"], body
         status, body = call(url, "POST", "/runs", {"to": ["data_qq"]})
@@ -80,19 +139,26 @@ def test_api_starts_a_run_and_follows_it(project):
         while True:
             status, run = call(url, "GET", f"/runs/{run_id}")
             assert status == 200 and run["status"] in ("starting", "running", "succeeded"), run
-            if run["status"] == "succeeded": break
+            if run["status"] == "succeeded":
+                break
             assert time.monotonic() < deadline, run
             time.sleep(1)
-        assert [(s["name"], s["status"]) for s in run["steps"]] == [("data_qa", "succeeded")] and run["parameters"]["min_side"] == 32
+        assert [(s["name"], s["status"]) for s in run["steps"]] == [("data_qa", "succeeded")] and run["parameters"][
+            "min_side"
+        ] == 32
         assert run_id in [r["id"] for r in call(url, "GET", "/runs")[1]["runs"]]
         assert (project / ".earthsnap" / "runs" / f"{run_id}.log").read_text().count("data_qa") >= 1
         # a finished run can be neither cancelled nor resumed; an unknown one is 404
-        assert call(url, "POST", f"/runs/{run_id}/cancel")[0] == 409 and call(url, "POST", f"/runs/{run_id}/resume")[0] == 409
+        assert (
+            call(url, "POST", f"/runs/{run_id}/cancel")[0] == 409
+            and call(url, "POST", f"/runs/{run_id}/resume")[0] == 409
+        )
         assert call(url, "POST", "/runs/earthsnap-20260101-000000-abcdef/cancel")[0] == 404
         assert call(url, "POST", "/runs/earthsnap-20260101-000000-abcdef/resume", token="nope")[0] == 401
         cancel_and_resume(url, project)
     finally:
-        server.send_signal(signal.SIGTERM); server.wait(timeout=30)
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def follow(url: str, run_id: str, until, seconds: float = 240) -> dict:
@@ -101,7 +167,8 @@ def follow(url: str, run_id: str, until, seconds: float = 240) -> dict:
     while True:
         status, run = call(url, "GET", f"/runs/{run_id}")
         assert status == 200, run
-        if until(run): return run
+        if until(run):
+            return run
         assert time.monotonic() < deadline and run["status"] not in ("succeeded", "failed"), run
         time.sleep(0.5)
 
@@ -113,7 +180,9 @@ def cancel_and_resume(url: str, project: Path):
     status, body = call(url, "POST", "/runs", {"parameters": long_tuning, "to": ["tune"]})
     assert status == 202, body
     run_id = body["id"]
-    tuning = lambda run: run["status"] == "running" and any(s["name"] == "tune" and s["status"] == "running" for s in run["steps"])
+    tuning = lambda run: (
+        run["status"] == "running" and any(s["name"] == "tune" and s["status"] == "running" for s in run["steps"])
+    )
     follow(url, run_id, tuning)
     time.sleep(2)  # well inside the step
     status, body = call(url, "POST", f"/runs/{run_id}/cancel")
@@ -121,7 +190,8 @@ def cancel_and_resume(url: str, project: Path):
     run = follow(url, run_id, lambda r: r["status"] == "interrupted", 120)
     steps = {s["name"]: s for s in run["steps"]}
     assert steps["preprocess"]["status"] in ("succeeded", "cached") and steps["tune"]["status"] != "succeeded", steps
-    kept = json.loads((Path(run["run_dir"]) / "tune.ipynb").read_text())  # the notebook is kept where it stopped, and says so
+    # the notebook is kept where it stopped, and says so
+    kept = json.loads((Path(run["run_dir"]) / "tune.ipynb").read_text())
     assert kept["metadata"]["earthsnap"]["stopped"]["what"] == "was interrupted", kept["metadata"]
     assert "earthsnap stopped this step:** it was interrupted" in "".join(kept["cells"][0]["source"])
     status, body = call(url, "POST", f"/runs/{run_id}/cancel")
@@ -131,15 +201,21 @@ def cancel_and_resume(url: str, project: Path):
     assert call(url, "POST", f"/runs/{run_id}/resume")[0] == 409  # once is enough
     run = follow(url, run_id, lambda r: tuning(r) and {s["name"]: s for s in r["steps"]}["tune"]["attempts"] == 2)
     again = {s["name"]: s for s in run["steps"]}
-    assert again["preprocess"]["attempts"] == steps["preprocess"]["attempts"] and run["parameters"]["tune_trials"] == 500
-    assert set(again) == set(steps) and run["options"]["to"] == ["tune"], run  # the resume runs the steps the run was started for
+    assert (
+        again["preprocess"]["attempts"] == steps["preprocess"]["attempts"] and run["parameters"]["tune_trials"] == 500
+    )
+    # the resume runs the steps the run was started for
+    assert set(again) == set(steps) and run["options"]["to"] == ["tune"], run
     assert call(url, "POST", f"/runs/{run_id}/cancel")[0] == 202
     follow(url, run_id, lambda r: r["status"] == "interrupted", 120)
 
 
 def earthsnap(project: Path, *args: str, ok: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(BIN / "earthsnap"), *args], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=timeout)
-    if ok: assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r = subprocess.run(
+        [str(BIN / "earthsnap"), *args], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=timeout
+    )
+    if ok:
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
 
 
@@ -151,7 +227,10 @@ def test_hierarchy_plan_train_router_release(project):
     trained = earthsnap(project, "hierarchy", "run", "--parent-per-group", "40", *SMALL)
     print(trained.stdout[-2500:])
     assert "training 4 model(s), 2 at a time" in trained.stdout
-    refs = {m: next(w for w in trained.stdout.split() if w.startswith(f"hierarchy-{m}/")) for m in ("parent", "acantha", "betula", "flat")}
+    refs = {
+        m: next(w for w in trained.stdout.split() if w.startswith(f"hierarchy-{m}/"))
+        for m in ("parent", "acantha", "betula", "flat")
+    }
     assert "[acantha]" in trained.stdout and "[betula]" in trained.stdout  # each child's own run, side by side
     again = earthsnap(project, "plan", "--parent-per-group", "40").stdout
     assert again.count(" keep ") == 4 and "0 of 4 models to train" in again
@@ -160,7 +239,11 @@ def test_hierarchy_plan_train_router_release(project):
     assert r.returncode == 2 and f"parent: approve {refs['parent']}" in r.stderr
     # what `hierarchy run` says to do next runs as printed: approve every part in one command, then pack the router
     steps = next_steps(trained.stdout)
-    assert steps[0][:2] == ["registry", "approve"] and set(steps[0][2:]) == set(refs.values()) and steps[1][:2] == ["hierarchy", "router"], steps
+    assert (
+        steps[0][:2] == ["registry", "approve"]
+        and set(steps[0][2:]) == set(refs.values())
+        and steps[1][:2] == ["hierarchy", "router"]
+    ), steps
     earthsnap(project, *steps[0])
     r = earthsnap(project, *steps[1])
     print(r.stdout)
@@ -169,7 +252,8 @@ def test_hierarchy_plan_train_router_release(project):
     comparison = json.loads((report.parent / "comparison" / "comparison.json").read_text())
     assert set(comparison["models"]) == {"router", "flat"} and report.exists()
     assert comparison["models"]["router"]["images"] == comparison["models"]["flat"]["images"] > 0
-    # released like any model: approve (the router's next step, as printed) -> stage, tested there -> promote -> prod answers
+    # released like any model: approve (the router's next step, as printed) -> stage, tested there -> promote -> prod
+    # answers
     assert next_steps(r.stdout) == [["registry", "approve", "hierarchy/1"]]
     r = earthsnap(project, *next_steps(r.stdout)[0])
     print(r.stdout)
@@ -177,9 +261,14 @@ def test_hierarchy_plan_train_router_release(project):
     earthsnap(project, "deploy", "promote")
     prod = json.loads((project / ".earthsnap" / "endpoints" / "prod" / "endpoint.json").read_text())
     photo = next((project / ".earthsnap" / "demo-data").glob("acantha/*/1.jpg"))
-    req = urllib.request.Request(f"http://127.0.0.1:{prod['port']}/invocations?top_k=4", data=photo.read_bytes(),
-                                 headers={"content-type": "image/jpeg"}, method="POST")
-    with urllib.request.urlopen(req, timeout=30) as resp: answer = json.loads(resp.read())
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{prod['port']}/invocations?top_k=4",
+        data=photo.read_bytes(),
+        headers={"content-type": "image/jpeg"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        answer = json.loads(resp.read())
     assert answer["model"] == "hierarchy/1" and len(answer["predictions"]) == 4
     p = answer["predictions"][0]
     assert {"label", "probability", "group", "group_probability", "species_probability"} <= set(p)

@@ -4,6 +4,7 @@ Nothing here reaches AWS or the emulator: the definitions are checked against bo
 (`earthsnap.sagemaker.shapes`), and two executions are simulated to compare the cache-key attributes SageMaker
 compares, resolved the way the service resolves them.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,23 +18,32 @@ from earthsnap.core.config import load_config
 from earthsnap.sagemaker.compiler import CompileError, compile_project
 from earthsnap.sagemaker.shapes import check_definition
 
-SETTINGS = dict(sagemaker_region="eu-west-1", sagemaker_bucket="s3://es-team/earthsnap",
-                sagemaker_role="arn:aws:iam::111111111111:role/earthsnap-sagemaker",
-                sagemaker_image_repository="111111111111.dkr.ecr.eu-west-1.amazonaws.com/earthsnap")
+SETTINGS = dict(
+    sagemaker_region="eu-west-1",
+    sagemaker_bucket="s3://es-team/earthsnap",
+    sagemaker_role="arn:aws:iam::111111111111:role/earthsnap-sagemaker",
+    sagemaker_image_repository="111111111111.dkr.ecr.eu-west-1.amazonaws.com/earthsnap",
+)
 BUILTIN_SPACE = {"search_space": '{"lr": [0.001, 0.1, "log"], "optimizer": ["sgd"]}'}
 # AWS's "default cache key attributes by pipeline step type"
-KEYED = {"Processing": ("AppSpecification", "Environment", "ProcessingInputs"), "Training": ("HyperParameters", "InputDataConfig"),
-         "Tuning": ("HyperParameterTuningJobConfig", "TrainingJobDefinition")}
+KEYED = {
+    "Processing": ("AppSpecification", "Environment", "ProcessingInputs"),
+    "Training": ("HyperParameters", "InputDataConfig"),
+    "Tuning": ("HyperParameterTuningJobConfig", "TrainingJobDefinition"),
+}
 
 
 def cfg(**extra):
     return load_config(ROOT, env={}, **SETTINGS, **extra)
 
 
-VARIANTS = {"notebook": lambda: compile_project(cfg()), "builtin": lambda: compile_project(cfg(), BUILTIN_SPACE, trainer="builtin"),
-            "hierarchy model": lambda: compile_project(cfg(), model="acantha"),
-            "hierarchy model with an underscore": lambda: compile_project(cfg(), model="sea_birds"),
-            "builtin hierarchy model": lambda: compile_project(cfg(), BUILTIN_SPACE, trainer="builtin", model="sea_birds")}
+VARIANTS = {
+    "notebook": lambda: compile_project(cfg()),
+    "builtin": lambda: compile_project(cfg(), BUILTIN_SPACE, trainer="builtin"),
+    "hierarchy model": lambda: compile_project(cfg(), model="acantha"),
+    "hierarchy model with an underscore": lambda: compile_project(cfg(), model="sea_birds"),
+    "builtin hierarchy model": lambda: compile_project(cfg(), BUILTIN_SPACE, trainer="builtin", model="sea_birds"),
+}
 
 
 @functools.cache
@@ -59,7 +69,10 @@ def test_builtin_trainer_defects_are_fixed_or_refused():
     assert steps["train"]["Arguments"]["ResourceConfig"]["InstanceType"].startswith(("ml.p", "ml.g"))
     tune = steps["tune"]["Arguments"]
     assert tune["TrainingJobDefinition"]["ResourceConfig"]["InstanceType"].startswith(("ml.p", "ml.g"))
-    cats = {r["Name"]: r["Values"] for r in tune["HyperParameterTuningJobConfig"]["ParameterRanges"]["CategoricalParameterRanges"]}
+    cats = {
+        r["Name"]: r["Values"]
+        for r in tune["HyperParameterTuningJobConfig"]["ParameterRanges"]["CategoricalParameterRanges"]
+    }
     assert cats == {"optimizer": ["nag"]}
     with pytest.raises(CompileError, match="tries optimizer 'adamw'"):
         compile_project(cfg(), {"search_space": '{"optimizer": ["adamw"]}'}, trainer="builtin")
@@ -67,7 +80,9 @@ def test_builtin_trainer_defects_are_fixed_or_refused():
     bare = copy.deepcopy(steps)
     bare["train"]["Arguments"]["HyperParameters"]["num_classes"] = hp["num_classes"]["Std:Join"]["Values"][0]
     found = check_definition({**c.definition(), "Steps": list(bare.values())})
-    assert any("HyperParameters['num_classes']: JsonGet classes is integer; the API takes string" in p for p in found), found
+    assert any(
+        "HyperParameters['num_classes']: JsonGet classes is integer; the API takes string" in p for p in found
+    ), found
 
 
 def test_names_are_derived_valid_or_refused():
@@ -75,22 +90,35 @@ def test_names_are_derived_valid_or_refused():
     d = c.definition()
     assert c.pipeline.name == "earthsnap-sea-birds"
     assert {p["Name"]: p.get("DefaultValue") for p in d["Parameters"]}["model_group"] == "hierarchy-sea-birds"
-    assert "earthsnap-sea-birds" in json.dumps(d) and "sea_birds" not in json.dumps(d).replace("demo-sea_birds", "")  # (a dataset name may keep it)
+    # (a dataset name may keep it)
+    assert "earthsnap-sea-birds" in json.dumps(d) and "sea_birds" not in json.dumps(d).replace("demo-sea_birds", "")
     # the old names are what the shape check refuses
-    found = check_definition({**d, "Parameters": [{**p, "DefaultValue": "hierarchy-sea_birds"} if p["Name"] == "model_group" else p
-                                                  for p in d["Parameters"]]}, "earthsnap-sea_birds")
+    found = check_definition(
+        {
+            **d,
+            "Parameters": [
+                {**p, "DefaultValue": "hierarchy-sea_birds"} if p["Name"] == "model_group" else p
+                for p in d["Parameters"]
+            ],
+        },
+        "earthsnap-sea_birds",
+    )
     assert any("pipeline name: 'earthsnap-sea_birds' does not match" in p for p in found), found
     assert any("(default of Parameters.model_group): 'hierarchy-sea_birds' does not match" in p for p in found), found
 
 
 def resolve(v, ex):
     "A definition value as the service resolves it in execution `ex` (parameters at their defaults)."
-    if isinstance(v, list): return [resolve(x, ex) for x in v]
-    if not isinstance(v, dict): return v
+    if isinstance(v, list):
+        return [resolve(x, ex) for x in v]
+    if not isinstance(v, dict):
+        return v
     if len(v) == 1 and "Get" in v:
         ref = v["Get"]
-        if ref.startswith("Parameters."): return ex["params"][ref.split(".", 1)[1]]
-        if ref.startswith("Execution."): return ex["id"] if ref == "Execution.PipelineExecutionId" else ex["name"]
+        if ref.startswith("Parameters."):
+            return ex["params"][ref.split(".", 1)[1]]
+        if ref.startswith("Execution."):
+            return ex["id"] if ref == "Execution.PipelineExecutionId" else ex["name"]
         step, _, path = ref.split(".", 1)[1].partition(".")
         return ex["props"][step][path]
     if len(v) == 1 and "Std:Join" in v:
@@ -101,21 +129,38 @@ def resolve(v, ex):
 
 
 def execute(definition: dict, ex_id: str, before: dict | None = None) -> dict:
-    "Simulate an execution: each job step hits the cache when it is cached and its resolved keyed attributes equal the earlier run's."
-    ex = {"id": ex_id, "name": "earthsnap", "params": {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]},
-          "props": {}, "keys": {}, "hits": set()}
+    """Simulate an execution: each job step hits the cache when it is cached and its resolved keyed attributes equal the
+    earlier run's.
+    """
+    ex = {
+        "id": ex_id,
+        "name": "earthsnap",
+        "params": {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]},
+        "props": {},
+        "keys": {},
+        "hits": set(),
+    }
     for s in definition["Steps"]:
-        if s["Type"] not in KEYED: continue
+        if s["Type"] not in KEYED:
+            continue
         a = s["Arguments"]
         key = json.dumps({k: resolve(a.get(k), ex) for k in KEYED[s["Type"]]}, sort_keys=True)
         ex["keys"][s["Name"]] = key
         if before and s.get("CacheConfig", {}).get("Enabled") and before["keys"].get(s["Name"]) == key:
-            ex["hits"].add(s["Name"]); ex["props"][s["Name"]] = before["props"][s["Name"]]; continue
+            ex["hits"].add(s["Name"])
+            ex["props"][s["Name"]] = before["props"][s["Name"]]
+            continue
         if s["Type"] == "Processing":  # a new job writes its outputs where this execution says
-            ex["props"][s["Name"]] = {f"ProcessingOutputConfig.Outputs['{o['OutputName']}'].S3Output.S3Uri": resolve(o["S3Output"]["S3Uri"], ex)
-                                      for o in a["ProcessingOutputConfig"]["Outputs"]}
+            ex["props"][s["Name"]] = {
+                f"ProcessingOutputConfig.Outputs['{o['OutputName']}'].S3Output.S3Uri": resolve(
+                    o["S3Output"]["S3Uri"], ex
+                )
+                for o in a["ProcessingOutputConfig"]["Outputs"]
+            }
         elif s["Type"] == "Training":  # a new job, a new name: a new model
-            ex["props"][s["Name"]] = {"ModelArtifacts.S3ModelArtifacts": f"{a['OutputDataConfig']['S3OutputPath']}/{s['Name']}-{ex_id}/output/model.tar.gz"}
+            ex["props"][s["Name"]] = {
+                "ModelArtifacts.S3ModelArtifacts": f"{a['OutputDataConfig']['S3OutputPath']}/{s['Name']}-{ex_id}/output/model.tar.gz"
+            }
         else:  # a new tuning job: its best trial's values may differ
             names = [r["Name"] for rs in a["HyperParameterTuningJobConfig"]["ParameterRanges"].values() for r in rs]
             ex["props"][s["Name"]] = {f"BestTrainingJob.TunedHyperParameters['{n}']": f"{n}-of-{ex_id}" for n in names}
@@ -131,7 +176,12 @@ def test_a_second_execution_of_the_same_inputs_hits_every_cached_step(variant):
     assert {"preprocess", "tune"} <= cached
     first = execute(first_def, "exec-1111")
     second = execute(second_def, "exec-2222", before=first)
-    assert second["hits"] == cached, (cached - second["hits"], {n: (first["keys"][n], second["keys"][n]) for n in cached - second["hits"]})
+    assert second["hits"] == cached, (
+        cached - second["hits"],
+        {n: (first["keys"][n], second["keys"][n]) for n in cached - second["hits"]},
+    )
     for name in cached:
-        assert "exec-2222" not in second["keys"][name], name  # nothing of this execution in a key (the first one's outputs are handed on)
-    assert "exec-2222" in json.dumps(second["props"]["data_qa"])  # (while outputs of steps that run go under the execution)
+        # nothing of this execution in a key (the first one's outputs are handed on)
+        assert "exec-2222" not in second["keys"][name], name
+    # (while outputs of steps that run go under the execution)
+    assert "exec-2222" in json.dumps(second["props"]["data_qa"])

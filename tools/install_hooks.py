@@ -6,6 +6,7 @@ git's filter cleans every notebook that is committed and nbdev's merge driver re
 writes to the user's ~/.jupyter for every project, fails in a git worktree (.git is a file there), and names commands
 that are only on PATH inside an activated environment.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -26,7 +27,9 @@ def main() -> int:
     current = git("config", "--local", "--get-all", "include.path").stdout.split()
     if "../.gitconfig" not in current:
         done = git("config", "--local", "--add", "include.path", "../.gitconfig")
-        if done.returncode: print(done.stderr, file=sys.stderr); return done.returncode
+        if done.returncode:
+            print(done.stderr, file=sys.stderr)
+            return done.returncode
         print("git: notebooks are cleaned on commit and merged by nbdev's driver (.gitattributes, .gitconfig)")
     return 0
 

@@ -5,6 +5,7 @@ S3 through fsspec), every package at one version, with --no-deps: so the build r
 the same wherever it is built. Run it (`make image-lock`) after changing a pin in settings.ini; `make test` fails
 while the lock and the pins disagree (tests/test_image.py).
 """
+
 from __future__ import annotations
 
 import configparser
@@ -31,14 +32,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         reqs, report = Path(tmp) / "requirements.txt", Path(tmp) / "report.json"
         reqs.write_text("\n".join(image_requirements()) + "\n")
-        subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
-                        "-r", str(reqs)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--quiet",
+                "--report",
+                str(report),
+                "-r",
+                str(reqs),
+            ],
+            check=True,
+        )
         found = json.loads(report.read_text())["install"]
     pins = sorted((i["metadata"]["name"].lower().replace("_", "-"), i["metadata"]["version"]) for i in found)
     LOCK.parent.mkdir(exist_ok=True)
-    LOCK.write_text("# The pinned closure of earthsnap's image (tools/lock_image.py from settings.ini; do not edit by hand).\n"
-                    f"# Resolved with Python {sys.version_info.major}.{sys.version_info.minor}, the image's (Dockerfile FROM).\n"
-                    + "".join(f"{n}=={v}\n" for n, v in pins))
+    LOCK.write_text(
+        "# The pinned closure of earthsnap's image (tools/lock_image.py from settings.ini; do not edit by hand).\n"
+        f"# Resolved with Python {sys.version_info.major}.{sys.version_info.minor}, the image's (Dockerfile FROM).\n"
+        + "".join(f"{n}=={v}\n" for n, v in pins)
+    )
     print(f"wrote {LOCK.relative_to(ROOT)}: {len(pins)} packages")
 
 

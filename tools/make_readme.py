@@ -3,6 +3,7 @@
 nbdev's own `nbdev_readme` renders through Quarto, a separate binary download that this project avoids;
 nbconvert's Markdown exporter, which we already depend on, does the same job for one notebook.
 """
+
 from __future__ import annotations
 
 import sys
@@ -12,7 +13,10 @@ import nbformat
 from nbconvert import MarkdownExporter
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADER = "<!-- Generated from nbs/index.ipynb by tools/make_readme.py (`make export`); edit the notebook, not this file. -->\n\n"
+HEADER = (
+    "<!-- Generated from nbs/index.ipynb by tools/make_readme.py "
+    "(`make export`); edit the notebook, not this file. -->\n\n"
+)
 
 
 def render_readme(root: Path = ROOT) -> str:

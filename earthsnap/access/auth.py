@@ -21,29 +21,44 @@ CSRF_FIELD, CSRF_HEADER = "csrf", "x-csrf-token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 BOOTSTRAP = "bootstrap"
 
+
 @dataclass(frozen=True)
 class Caller:
     "Who made a request, and how: through a `session` (with its CSRF token), a `token`, or the `bootstrap` token."
+
     user: User
     via: str
     csrf: str = ""
     session: str = ""
+
     @property
-    def name(self) -> str: return self.user.name
-    def can(self, permission: str) -> bool: return self.user.can(permission)
+    def name(self) -> str:
+        return self.user.name
+
+    def can(self, permission: str) -> bool:
+        return self.user.can(permission)
 
 # %% ../../nbs/access/auth.ipynb #e6e28fe1
 class Denied(Exception):
     "A request refused before its route ran: 401 (who are you?) or 403 (you may not), with what to do."
-    def __init__(self, status: int, code: str, message: str, fix: str = ""):
-        super().__init__(message); self.status, self.code, self.message, self.fix = status, code, message, fix
 
-NEEDS = {"operate": "an operator's", "approve": "an approver's", "review": "an approver's (reviewers approve)", "admin": "an admin's",
-         "read": "a user's"}
+    def __init__(self, status: int, code: str, message: str, fix: str = ""):
+        super().__init__(message)
+        self.status, self.code, self.message, self.fix = status, code, message, fix
+
+
+NEEDS = {
+    "operate": "an operator's",
+    "approve": "an approver's",
+    "review": "an approver's (reviewers approve)",
+    "admin": "an admin's",
+    "read": "a user's",
+}
 
 # %% ../../nbs/access/auth.ipynb #6d604200
 class Gate:
     "Finds who made a request (session, personal token, bootstrap token) and whether they may do what it asks."
+
     def __init__(self, users: UserStore, bootstrap_token: str = ""):
         self.users, self.bootstrap_token = users, bootstrap_token
 
@@ -53,7 +68,8 @@ class Gate:
         if auth:
             scheme, _, token = auth.partition(" ")
             token = token.strip()
-            if scheme.lower() != "bearer" or not token: return None
+            if scheme.lower() != "bearer" or not token:
+                return None
             if self.bootstrap_token and secrets.compare_digest(token.encode(), self.bootstrap_token.encode()):
                 return Caller(User(BOOTSTRAP, "admin", created_by="the api_token setting"), "bootstrap")
             user = self.users.user_of_token(token)
@@ -63,29 +79,48 @@ class Gate:
         return Caller(found[0], "session", found[1], sid) if found else None
 
     async def check(self, request: Request, permission: str) -> Caller:
-        "The caller of `request` if they may do `permission`; Denied otherwise (a session's unsafe request also needs its CSRF token)."
-        if permission not in PERMISSIONS: raise ValueError(f"unknown permission {permission!r}")
+        """The caller of `request` if they may do `permission`; Denied otherwise (a session's unsafe request also needs
+        its CSRF token).
+        """
+        if permission not in PERMISSIONS:
+            raise ValueError(f"unknown permission {permission!r}")
         who = self.caller(request)
         if who is None:
             bad = bool(request.headers.get("authorization"))
-            raise Denied(401, "unauthorized", "That token is not valid (wrong, revoked, or its user is disabled)." if bad else
-                         "Sign in first, or send a bearer token: Authorization: Bearer <token>.",
-                         "Sign in to the console, or make a token: earthsnap users token NAME")
+            raise Denied(
+                401,
+                "unauthorized",
+                "That token is not valid (wrong, revoked, or its user is disabled)."
+                if bad
+                else "Sign in first, or send a bearer token: Authorization: Bearer <token>.",
+                "Sign in to the console, or make a token: earthsnap users token NAME",
+            )
         if not who.can(permission):
-            raise Denied(403, "forbidden", f"{who.name} is {who.user.role!r}; this needs {NEEDS[permission]} role.",
-                         f"An admin can change it: earthsnap users role {who.name} ROLE")
+            raise Denied(
+                403,
+                "forbidden",
+                f"{who.name} is {who.user.role!r}; this needs {NEEDS[permission]} role.",
+                f"An admin can change it: earthsnap users role {who.name} ROLE",
+            )
         if who.via == "session" and request.method not in SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
             if not sent and "form" in request.headers.get("content-type", ""):
                 sent = str((await request.form()).get(CSRF_FIELD, ""))
             if not sent or not secrets.compare_digest(sent.encode(), who.csrf.encode()):
-                raise Denied(403, "csrf", "This form is stale or did not come from the console (its CSRF token is missing or wrong); nothing was changed.",
-                             "Reload the page and try again.")
+                raise Denied(
+                    403,
+                    "csrf",
+                    "This form is stale or did not come from the console (its "
+                    "CSRF token is missing or wrong); nothing was changed.",
+                    "Reload the page and try again.",
+                )
         return who
 
     def need(self, permission: str):
         "A FastAPI dependency: the caller, once they have been allowed `permission`."
+
         async def dependency(request: Request) -> Caller:
             return await self.check(request, permission)
+
         dependency.__name__ = f"need_{permission}"
         return dependency

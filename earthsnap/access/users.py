@@ -28,14 +28,17 @@ __all__ = ['ROLES', 'PERMISSIONS', 'NAME', 'MIN_PASSWORD', 'SCHEMA', 'SESSION_HO
 ROLES = ("viewer", "operator", "approver", "admin")
 PERMISSIONS = {  # what each action needs: the roles that may do it
     "read": set(ROLES),
-    "operate": {"operator", "admin"},   # start, cancel, resume runs; promote, roll back
-    "approve": {"approver", "admin"},   # approve, reject model versions
-    "review": {"approver", "admin"},    # label photos in the review queue (the reviewer who approves models judges their answers)
-    "admin": {"admin"},                 # users
+    "operate": {"operator", "admin"},  # start, cancel, resume runs; promote, roll back
+    "approve": {"approver", "admin"},  # approve, reject model versions
+    # label photos in the review queue (the reviewer who approves models judges their answers)
+    "review": {"approver", "admin"},
+    "admin": {"admin"},  # users
 }
+
 
 class AccessError(EarthsnapError):
     "A credential that is wrong, a user who may not do what was asked, or a sign-in refused for too many failures."
+
 
 def can(role: str, permission: str) -> bool:
     "Whether a user with `role` may do what `permission` names (read, operate, approve, review, admin)."
@@ -45,11 +48,16 @@ def can(role: str, permission: str) -> bool:
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MIN_PASSWORD = 10
 
+
 def check_user_name(name: str) -> str:
     "`name` if it can name a user; otherwise an AccessError that says what a name may hold."
     if not NAME.fullmatch(name or ""):
-        raise AccessError(f"{name!r} cannot name a user.", fix="Use up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit.")
+        raise AccessError(
+            f"{name!r} cannot name a user.",
+            fix="Use up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+        )
     return name
+
 
 def check_role(role: str) -> str:
     "`role` if it is one; otherwise an AccessError that names the roles."
@@ -57,11 +65,14 @@ def check_role(role: str) -> str:
         raise AccessError(f"{role!r} is not a role.{did_you_mean(role, ROLES)}", fix=f"Roles: {', '.join(ROLES)}.")
     return role
 
+
 def check_password(password: str) -> str:
     "`password` if it is long enough."
     if len(password or "") < MIN_PASSWORD:
-        raise AccessError(f"That password has {len(password or '')} characters; it needs at least {MIN_PASSWORD}.",
-                          fix="A few unrelated words make a long password that is easy to remember.")
+        raise AccessError(
+            f"That password has {len(password or '')} characters; it needs at least {MIN_PASSWORD}.",
+            fix="A few unrelated words make a long password that is easy to remember.",
+        )
     return password
 
 # %% ../../nbs/access/users.ipynb #4189f996
@@ -83,60 +94,86 @@ FAILURES = {"user": 5, "address": 20}  # failed sign-ins allowed within WINDOW, 
 WINDOW = 15 * 60
 TOKEN_PREFIX = "es_"
 
-def _digest(secret: str) -> str: return hashlib.sha256(secret.encode()).hexdigest()
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
 
 @dataclass(frozen=True)
 class User:
     "Someone who may use the console and the API: their name and role."
+
     name: str
     role: str
     created_at: float = 0.0
     created_by: str = ""
     disabled_at: float | None = None
-    def can(self, permission: str) -> bool: return self.disabled_at is None and can(self.role, permission)
+
+    def can(self, permission: str) -> bool:
+        return self.disabled_at is None and can(self.role, permission)
 
 # %% ../../nbs/access/users.ipynb #115a4785
 class _Users:
     "Adding users, changing their role or password, disabling them, reading them."
+
     def add(self, name: str, role: str, password: str, by: str = "") -> User:
         "A new user; refused when the name is taken."
-        check_user_name(name); check_role(role); check_password(password)
+        check_user_name(name)
+        check_role(role)
+        check_password(password)
         with connection(self.path) as db, transaction(db):
             if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
-                raise AccessError(f"There is a user {name!r} already.", fix=f"Change their role with `earthsnap users role {name} ROLE`.")
-            db.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?, NULL)", (name, role, self.hasher.hash(password), time.time(), by or "?"))
+                raise AccessError(
+                    f"There is a user {name!r} already.",
+                    fix=f"Change their role with `earthsnap users role {name} ROLE`.",
+                )
+            db.execute(
+                "INSERT INTO users VALUES (?, ?, ?, ?, ?, NULL)",
+                (name, role, self.hasher.hash(password), time.time(), by or "?"),
+            )
         return self.get(name)
 
     def get(self, name: str) -> User:
         "The user `name`; an AccessError naming the users when there is none."
         with connection(self.path) as db:
-            row = db.execute("SELECT name, role, created_at, created_by, disabled_at FROM users WHERE name = ?", (name,)).fetchone()
+            row = db.execute(
+                "SELECT name, role, created_at, created_by, disabled_at FROM users WHERE name = ?", (name,)
+            ).fetchone()
             if row is None:
                 names = [r[0] for r in db.execute("SELECT name FROM users ORDER BY name")]
-                raise AccessError(f"There is no user {name!r}.{did_you_mean(name, names)}", fix="`earthsnap users list` lists them.")
+                raise AccessError(
+                    f"There is no user {name!r}.{did_you_mean(name, names)}", fix="`earthsnap users list` lists them."
+                )
         return User(*row)
 
     def list(self) -> list[User]:
         "Every user, by name."
         with connection(self.path) as db:
-            return [User(*r) for r in db.execute("SELECT name, role, created_at, created_by, disabled_at FROM users ORDER BY name")]
+            return [
+                User(*r)
+                for r in db.execute("SELECT name, role, created_at, created_by, disabled_at FROM users ORDER BY name")
+            ]
 
     def set_role(self, name: str, role: str) -> User:
         "Give `name` another role; their sessions and tokens carry the new one at once."
-        check_role(role); self.get(name)
+        check_role(role)
+        self.get(name)
         with connection(self.path) as db, transaction(db):
             db.execute("UPDATE users SET role = ? WHERE name = ?", (role, name))
         return self.get(name)
 
     def set_password(self, name: str, password: str) -> None:
         "A new password for `name`; their sessions end (tokens stay)."
-        check_password(password); self.get(name)
+        check_password(password)
+        self.get(name)
         with connection(self.path) as db, transaction(db):
             db.execute("UPDATE users SET password = ? WHERE name = ?", (self.hasher.hash(password), name))
             db.execute("DELETE FROM sessions WHERE user = ?", (name,))
 
     def disable(self, name: str) -> User:
-        "Stop `name` from signing in or using a token; kept, so that the histories still name them. Ends their sessions."
+        """Stop `name` from signing in or using a token; kept, so that the histories still name them.
+        Ends their sessions.
+        """
         self.get(name)
         with connection(self.path) as db, transaction(db):
             db.execute("UPDATE users SET disabled_at = COALESCE(disabled_at, ?) WHERE name = ?", (time.time(), name))
@@ -153,55 +190,88 @@ class _Users:
 # %% ../../nbs/access/users.ipynb #86ec3191
 class _Tokens:
     "Personal API tokens: made, shown once, stored as their sha256, checked on each request, revoked."
+
     def new_token(self, name: str, label: str = "") -> tuple[str, str]:
         "A new API token for user `name`: (its id, the token). Only the token's sha256 is kept: show it now or never."
-        if self.get(name).disabled_at: raise AccessError(f"{name} is disabled.", fix=f"`earthsnap users enable {name}` first.")
+        if self.get(name).disabled_at:
+            raise AccessError(f"{name} is disabled.", fix=f"`earthsnap users enable {name}` first.")
         token_id, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
         with connection(self.path) as db, transaction(db):
-            db.execute("INSERT INTO api_tokens VALUES (?, ?, ?, ?, ?, NULL, NULL)", (token_id, name, label[:100], _digest(secret), time.time()))
+            db.execute(
+                "INSERT INTO api_tokens VALUES (?, ?, ?, ?, ?, NULL, NULL)",
+                (token_id, name, label[:100], _digest(secret), time.time()),
+            )
         return token_id, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
     def tokens(self, name: str | None = None) -> list[dict]:
         "The tokens (of `name`, or everyone's): id, user, label, created, last used, revoked; never the token."
         with connection(self.path) as db:
-            return [dict(r) for r in db.execute("SELECT id, user, label, created_at, last_used_at, revoked_at FROM api_tokens "
-                                                "WHERE ? IS NULL OR user = ? ORDER BY created_at", (name, name))]
+            return [
+                dict(r)
+                for r in db.execute(
+                    "SELECT id, user, label, created_at, last_used_at, revoked_at FROM api_tokens "
+                    "WHERE ? IS NULL OR user = ? ORDER BY created_at",
+                    (name, name),
+                )
+            ]
 
     def revoke(self, token_id: str) -> None:
         "End the token with this id at once."
         with connection(self.path) as db, transaction(db):
-            if db.execute("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (time.time(), token_id)).rowcount == 0:
-                raise AccessError(f"There is no token {token_id!r}.", fix="`earthsnap users tokens` lists them with their ids.")
+            if (
+                db.execute(
+                    "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (time.time(), token_id)
+                ).rowcount
+                == 0
+            ):
+                raise AccessError(
+                    f"There is no token {token_id!r}.", fix="`earthsnap users tokens` lists them with their ids."
+                )
 
     def user_of_token(self, token: str) -> User | None:
         "The user a bearer token belongs to, if it is a live token of an enabled user."
-        if not token.startswith(TOKEN_PREFIX): return None
-        token_id, _, secret = token[len(TOKEN_PREFIX):].partition("_")
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        token_id, _, secret = token[len(TOKEN_PREFIX) :].partition("_")
         with connection(self.path) as db:
-            row = db.execute("SELECT user, digest FROM api_tokens WHERE id = ? AND revoked_at IS NULL", (token_id,)).fetchone()
-            if row is None or not secrets.compare_digest(row["digest"], _digest(secret)): return None
+            row = db.execute(
+                "SELECT user, digest FROM api_tokens WHERE id = ? AND revoked_at IS NULL", (token_id,)
+            ).fetchone()
+            if row is None or not secrets.compare_digest(row["digest"], _digest(secret)):
+                return None
             try:
-                with transaction(db): db.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (time.time(), token_id))
-            except sqlite3.OperationalError: pass  # a busy database does not fail the request over a last-used time
+                with transaction(db):
+                    db.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (time.time(), token_id))
+            except sqlite3.OperationalError:
+                pass  # a busy database does not fail the request over a last-used time
         user = self.get(row["user"])
         return None if user.disabled_at else user
 
 # %% ../../nbs/access/users.ipynb #c7a82d8e
 class _Sessions:
-    "Console sessions: started by a sign-in, ended by signing out, by expiry, or by the user's password changing or their being disabled."
+    """Console sessions: started by a sign-in, ended by signing out, by expiry, or by the user's password changing or
+    their being disabled.
+    """
+
     def start_session(self, name: str) -> tuple[str, str]:
         "A new session for `name`: (the id for the cookie, its CSRF token). Only the id's sha256 is kept."
         sid, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(24), time.time()
         with connection(self.path) as db, transaction(db):
             db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
-            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", (_digest(sid), name, csrf, now, now + SESSION_HOURS * 3600))
+            db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                (_digest(sid), name, csrf, now, now + SESSION_HOURS * 3600),
+            )
         return sid, csrf
 
     def session(self, sid: str) -> tuple[User, str] | None:
         "The user of a live session and its CSRF token; None for an unknown or expired session, or a disabled user."
         with connection(self.path) as db:
-            row = db.execute("SELECT user, csrf FROM sessions WHERE digest = ? AND expires_at > ?", (_digest(sid), time.time())).fetchone()
-        if row is None: return None
+            row = db.execute(
+                "SELECT user, csrf FROM sessions WHERE digest = ? AND expires_at > ?", (_digest(sid), time.time())
+            ).fetchone()
+        if row is None:
+            return None
         user = self.get(row["user"])
         return None if user.disabled_at else (user, row["csrf"])
 
@@ -211,40 +281,63 @@ class _Sessions:
             db.execute("DELETE FROM sessions WHERE digest = ?", (_digest(sid),))
 
 # %% ../../nbs/access/users.ipynb #75dfe94c
-_DUMMY = None  # a hash to verify against when the user does not exist, so that an unknown name takes as long as a wrong password
+# a hash to verify against when the user does not exist, so that an unknown name takes as long as a wrong password
+_DUMMY = None
+
 
 class _SignIn:
     "Checking a password, under the limit on failed sign-ins."
+
     def wait_before_sign_in(self, name: str, address: str) -> float:
         "Seconds until `name` from `address` may try again (0 when they may now)."
         now = time.time()
         with connection(self.path) as db:
             waits = []
             for kind, key in (("user", f"user:{name.lower()}"), ("address", f"address:{address}")):
-                times = [r[0] for r in db.execute("SELECT at FROM login_failures WHERE key = ? AND at > ? ORDER BY at DESC", (key, now - WINDOW))]
-                if len(times) >= FAILURES[kind]: waits.append(times[FAILURES[kind] - 1] + WINDOW - now)
+                times = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT at FROM login_failures WHERE key = ? AND at > ? ORDER BY at DESC", (key, now - WINDOW)
+                    )
+                ]
+                if len(times) >= FAILURES[kind]:
+                    waits.append(times[FAILURES[kind] - 1] + WINDOW - now)
         return max(waits, default=0.0)
 
     def sign_in(self, name: str, password: str, address: str = "local") -> User:
-        "The user, when `password` is theirs and they are not locked out; an AccessError otherwise (which counts as a failure)."
+        """The user, when `password` is theirs and they are not locked out; an AccessError otherwise (which counts as a
+        failure).
+        """
         global _DUMMY
         wait = self.wait_before_sign_in(name, address)
         if wait > 0:
-            raise AccessError(f"Too many failed sign-ins; try again in {wait / 60:.0f} min." if wait >= 90 else
-                              f"Too many failed sign-ins; try again in {wait:.0f} s.", fix="An admin can set a new password: earthsnap users password NAME")
+            raise AccessError(
+                f"Too many failed sign-ins; try again in {wait / 60:.0f} min."
+                if wait >= 90
+                else f"Too many failed sign-ins; try again in {wait:.0f} s.",
+                fix="An admin can set a new password: earthsnap users password NAME",
+            )
         with connection(self.path) as db:
             row = db.execute("SELECT password, disabled_at FROM users WHERE name = ?", (name,)).fetchone()
-        if row is None: _DUMMY = _DUMMY or self.hasher.hash(secrets.token_hex(8))
+        if row is None:
+            _DUMMY = _DUMMY or self.hasher.hash(secrets.token_hex(8))
         try:
             self.hasher.verify(row["password"] if row else _DUMMY, password)
             ok = row is not None and row["disabled_at"] is None
-        except (VerificationError, InvalidHashError): ok = False
+        except (VerificationError, InvalidHashError):
+            ok = False
         if not ok:
             now = time.time()
             with connection(self.path) as db, transaction(db):
                 db.execute("DELETE FROM login_failures WHERE at < ?", (now - WINDOW,))
-                db.executemany("INSERT INTO login_failures VALUES (?, ?)", [(f"user:{name.lower()}", now), (f"address:{address}", now)])
-            raise AccessError("That user name and password do not match an active user.", fix="Check both; an admin can set a new password.")
+                db.executemany(
+                    "INSERT INTO login_failures VALUES (?, ?)",
+                    [(f"user:{name.lower()}", now), (f"address:{address}", now)],
+                )
+            raise AccessError(
+                "That user name and password do not match an active user.",
+                fix="Check both; an admin can set a new password.",
+            )
         if self.hasher.check_needs_rehash(row["password"]):
             with connection(self.path) as db, transaction(db):
                 db.execute("UPDATE users SET password = ? WHERE name = ?", (self.hasher.hash(password), name))
@@ -255,6 +348,7 @@ class _SignIn:
 # %% ../../nbs/access/users.ipynb #ae19d58e
 class UserStore(_Users, _Tokens, _Sessions, _SignIn):
     "The project's users, their tokens and sessions, in its SQLite database (the `registry` setting)."
+
     def __init__(self, path: str | os.PathLike, hasher: PasswordHasher | None = None):
         self.path = open_database(Path(path), SCHEMA, name="users")
         self.hasher = hasher or PasswordHasher()  # argon2id with the library's current defaults

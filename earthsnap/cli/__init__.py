@@ -10,7 +10,19 @@ import contextlib
 import io
 
 # the command groups, each adding its commands to the root app as it is imported (the order of the help)
-from . import data, runs, deploy, registry, endpoints, monitor, hierarchy, sagemaker, project, users, operations  # noqa: F401
+from earthsnap.cli import (
+    data,
+    runs,
+    deploy,
+    registry,
+    endpoints,
+    monitor,
+    hierarchy,
+    sagemaker,
+    project,
+    users,
+    operations,
+)  # noqa: F401
 from .app import app, main
 
 # %% ../../nbs/cli/index.ipynb #3d3c8c4e

@@ -22,18 +22,28 @@ from ..core.progress import when  # noqa: F401  (the command groups take it from
 __all__ = ['app', 'PARAM_HELP', 'PIPELINE_HELP', 'UNEXPECTED', 'group', 'parse_params', 'main', 'crash_folder']
 
 # %% ../../nbs/cli/app.ipynb #be6db7c7
-app = typer.Typer(name="earthsnap", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Jupyter-first pipelines for vision models: data QA, RecordIO, tuning, training, "
-                       "evaluation, registry and endpoints, locally or on SageMaker.")
+app = typer.Typer(
+    name="earthsnap",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Jupyter-first pipelines for vision models: data QA, RecordIO, tuning, training, "
+    "evaluation, registry and endpoints, locally or on SageMaker.",
+)
+
 
 def _version(value: bool):
     if value:
         typer.echo(f"earthsnap {earthsnap.__version__}")
         raise typer.Exit()
 
+
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")):
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+):
     "earthsnap: notebooks to production."
 
 # %% ../../nbs/cli/app.ipynb #f77d7bde
@@ -47,25 +57,30 @@ def group(name: str, help: str) -> typer.Typer:
 PARAM_HELP = "A pipeline parameter, name=value; repeat for more."
 PIPELINE_HELP = "The pipeline file; default: pipeline/pipeline.py of the project."
 
+
 def parse_params(items: list[str]) -> dict[str, str]:
     "`-p name=value` options as a dict; refuses an item without '='."
     out = {}
     for item in items:
         name, eq, value = item.partition("=")
         if not eq or not name.strip():
-            raise ParameterError(f"-p {item!r} is not name=value.", fix="Write -p image_size=96 (see `earthsnap dag` for the parameters).")
+            raise ParameterError(
+                f"-p {item!r} is not name=value.",
+                fix="Write -p image_size=96 (see `earthsnap dag` for the parameters).",
+            )
         out[name.strip()] = value
     return out
 
 # %% ../../nbs/cli/app.ipynb #61d9e986
 def main(argv: Optional[list[str]] = None) -> int:
     "Entry point of the `earthsnap` command."
-    faults.arm()   # EARTHSNAP_FAULT_AT / _LOG: the write point to die at, for the fault-injection tests
+    faults.arm()  # EARTHSNAP_FAULT_AT / _LOG: the write point to die at, for the fault-injection tests
     try:
         rc = app(args=argv, prog_name="earthsnap", standalone_mode=False)  # typer returns 130 on Ctrl-C
     except EarthsnapError as e:  # a failed or interrupted run (exit 1, 130) is recorded: its fix says how to resume
         typer.secho(f"error: {e.what}", fg=typer.colors.RED, err=True)
-        if e.fix: typer.echo(f"  {'how to fix' if e.exit_code == 2 else 'next'}: {e.fix}", err=True)
+        if e.fix:
+            typer.echo(f"  {'how to fix' if e.exit_code == 2 else 'next'}: {e.fix}", err=True)
         return e.exit_code
     except typer.Exit as e:
         return e.exit_code
@@ -76,13 +91,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         e.show() if hasattr(e, "show") else typer.echo(f"error: {e.format_message()}", err=True)
         return e.exit_code
     except Exception as e:
-        if os.environ.get("EARTHSNAP_DEBUG"): raise
+        if os.environ.get("EARTHSNAP_DEBUG"):
+            raise
         return _unexpected(e)
-    if rc == 130: typer.echo("interrupted", err=True)
+    if rc == 130:
+        typer.echo("interrupted", err=True)
     return rc if isinstance(rc, int) else 0
 
 # %% ../../nbs/cli/app.ipynb #2a26a20e
-UNEXPECTED = 70   # EX_SOFTWARE: what sysexits.h calls an internal error
+UNEXPECTED = 70  # EX_SOFTWARE: what sysexits.h calls an internal error
 
 
 def crash_folder() -> Path:
@@ -99,6 +116,14 @@ def _unexpected(e: Exception) -> int:
         where = f"the traceback is in {report}"
     except OSError:
         where = "set EARTHSNAP_DEBUG=1 and run it again to see the traceback"
-    typer.secho(f"error: earthsnap stopped on something it did not expect: {type(e).__name__}: {e}", fg=typer.colors.RED, err=True)
-    typer.echo(f"  next: `earthsnap doctor` checks the project's records (`--fix` mends what it can); {where}, for a bug report", err=True)
+    typer.secho(
+        f"error: earthsnap stopped on something it did not expect: {type(e).__name__}: {e}",
+        fg=typer.colors.RED,
+        err=True,
+    )
+    typer.echo(
+        "  next: `earthsnap doctor` checks the project's records "
+        f"(`--fix` mends what it can); {where}, for a bug report",
+        err=True,
+    )
     return UNEXPECTED

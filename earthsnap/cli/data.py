@@ -28,18 +28,42 @@ def demo_data(
     faults: bool = typer.Option(False, "--faults", help="Also plant bad files, listed in OUT/faults.json."),
     workers: int = typer.Option(0, help="Worker processes; 0 means one per CPU core."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    shift: str = typer.Option("", help="Draw the photos shifted, as traffic drifts after release: lighting, background or blur."),
+    shift: str = typer.Option(
+        "", help="Draw the photos shifted, as traffic drifts after release: lighting, background or blur."
+    ),
     strength: float = typer.Option(1.0, help="How strong the shift is: 1 the default, 0 none, at most 3."),
-    first: int = typer.Option(0, help="Number of the first photo of each species: new photos of the same species from N on."),
-    unseen: int = typer.Option(0, help="Species outside the taxonomy to add to each group (as traffic brings after release)."),
+    first: int = typer.Option(
+        0, help="Number of the first photo of each species: new photos of the same species from N on."
+    ),
+    unseen: int = typer.Option(
+        0, help="Species outside the taxonomy to add to each group (as traffic brings after release)."
+    ),
 ):
     "Draw a demo dataset of procedurally generated plant photos."
     from earthsnap.data.demodata import generate_demo_data
-    d = generate_demo_data(out, groups=groups, species=species, images=images, size=size, seed=seed,
-                           faults=faults, workers=workers, progress=not quiet, shift=shift, strength=strength, first=first, unseen=unseen)
-    typer.echo(f"wrote {d.images} photos of {sum(map(len, d.taxonomy.values()))} species in {len(d.taxonomy)} groups to {d.root}")
+
+    d = generate_demo_data(
+        out,
+        groups=groups,
+        species=species,
+        images=images,
+        size=size,
+        seed=seed,
+        faults=faults,
+        workers=workers,
+        progress=not quiet,
+        shift=shift,
+        strength=strength,
+        first=first,
+        unseen=unseen,
+    )
+    typer.echo(
+        f"wrote {d.images} photos of {sum(map(len, d.taxonomy.values()))} "
+        f"species in {len(d.taxonomy)} groups to {d.root}"
+    )
     typer.echo(f"taxonomy: {d.root / 'taxonomy.yaml'}")
-    if d.faults: typer.echo(f"planted {len(d.faults)} bad files, listed in {d.root / 'faults.json'}")
+    if d.faults:
+        typer.echo(f"planted {len(d.faults)} bad files, listed in {d.root / 'faults.json'}")
 
 # %% ../../nbs/cli/data.ipynb #7f813a8c
 @app.command()
@@ -51,12 +75,17 @@ def demo(
 ):
     "Run the main job: generate the demo data and run the local pipeline end to end."
     from earthsnap.demo import run_demo
-    run_demo(load_config(), progress=not quiet, echo=typer.echo, params=parse_params(param), to=to or None, images=images)
+
+    run_demo(
+        load_config(), progress=not quiet, echo=typer.echo, params=parse_params(param), to=to or None, images=images
+    )
 
 # %% ../../nbs/cli/data.ipynb #02265a24
 @app.command()
 def qa(
-    source: str = typer.Argument(..., help="Photos: a directory of <label>/<file> (local or s3://), or a CSV/JSON lines listing of uri,label."),
+    source: str = typer.Argument(
+        ..., help="Photos: a directory of <label>/<file> (local or s3://), or a CSV/JSON lines listing of uri,label."
+    ),
     name: str = typer.Option(..., "--name", "-n", help="Name of the dataset in the store."),
     taxonomy: str = typer.Option("", help="taxonomy.yaml (group -> species) to check labels against."),
     formats: str = typer.Option("JPEG,PNG", help="Image formats accepted, comma separated."),
@@ -72,19 +101,34 @@ def qa(
     from earthsnap.data.images import ImageRules
     from earthsnap.data.step_files import REJECTED
     from earthsnap.steps import qa_step
-    rules = ImageRules(formats=tuple(formats.split(",")), min_side=min_side, max_pixels=max_pixels, accept_modes=tuple(accept_modes.split(",")))
+
+    rules = ImageRules(
+        formats=tuple(formats.split(",")),
+        min_side=min_side,
+        max_pixels=max_pixels,
+        accept_modes=tuple(accept_modes.split(",")),
+    )
     r = qa_step(load_config(), source, name, taxonomy, rules, min_per_class, small_classes, workers, progress=not quiet)
     s = r.report
-    typer.echo(f"dataset {s['dataset']} ({'new version' if s['created'] else 'unchanged: nothing written'}; parent {s['parent'] or 'none'})")
-    typer.echo(f"accepted {s['accepted']} images in {len(s['classes'])} classes; rejected {s['rejected']}"
-               + (": " + ", ".join(f"{k} {v}" for k, v in s["reasons"].items()) if s["reasons"] else ""))
+    typer.echo(
+        f"dataset {s['dataset']} ({'new version' if s['created'] else 'unchanged: nothing written'}; "
+        f"parent {s['parent'] or 'none'})"
+    )
+    typer.echo(
+        f"accepted {s['accepted']} images in {len(s['classes'])} classes; rejected {s['rejected']}"
+        + (": " + ", ".join(f"{k} {v}" for k, v in s["reasons"].items()) if s["reasons"] else "")
+    )
     typer.echo(f"report:   {r.html}\nrejected: {r.output / REJECTED}\nstored:   {s['root']}")
 
 # %% ../../nbs/cli/data.ipynb #ce42ec83
 @app.command()
 def preprocess(
-    dataset: str = typer.Argument(..., help="A dataset version: 'name' (its latest), 'name@version', or a version directory."),
-    out: Optional[Path] = typer.Argument(None, help="Output directory (the records go to OUT/records); default: the step's directory in a new run."),
+    dataset: str = typer.Argument(
+        ..., help="A dataset version: 'name' (its latest), 'name@version', or a version directory."
+    ),
+    out: Optional[Path] = typer.Argument(
+        None, help="Output directory (the records go to OUT/records); default: the step's directory in a new run."
+    ),
     size: int = typer.Option(64, help="Shorter side of the output images, in pixels."),
     center_crop: bool = typer.Option(False, "--center-crop", help="Crop the centre square after resizing."),
     quality: int = typer.Option(90, help="JPEG quality of the output images."),
@@ -99,10 +143,22 @@ def preprocess(
     "Write the RecordIO splits (train, val, test, full, tune) of a dataset version (the preprocessing step)."
     from earthsnap.data.preprocess import OUTPUTS, PreprocessParams
     from earthsnap.steps import preprocess_step
-    params = PreprocessParams(size=size, center_crop=center_crop, quality=quality, train=train, val=val, test=test,
-                              seed=seed, tune_fraction=tune_fraction)  # refuses bad values before a kernel starts
+
+    params = PreprocessParams(
+        size=size,
+        center_crop=center_crop,
+        quality=quality,
+        train=train,
+        val=val,
+        test=test,
+        seed=seed,
+        tune_fraction=tune_fraction,
+    )  # refuses bad values before a kernel starts
     r = preprocess_step(load_config(), dataset, params, out, workers, progress=not quiet)
     s = r.report
-    typer.echo(f"dataset {s['dataset']}: {s['classes']} classes; " + ", ".join(f"{k} {s['images'][k]}" for k in OUTPUTS))
-    for gap in s["coverage_gaps"]: typer.echo(f"warning: {gap}")
+    typer.echo(
+        f"dataset {s['dataset']}: {s['classes']} classes; " + ", ".join(f"{k} {s['images'][k]}" for k in OUTPUTS)
+    )
+    for gap in s["coverage_gaps"]:
+        typer.echo(f"warning: {gap}")
     typer.echo(f"report:  {r.html}\nrecords: {r.output}")

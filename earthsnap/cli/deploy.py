@@ -13,9 +13,12 @@ import typer
 from .app import group, when
 from ..core.config import Config, load_config
 
-if TYPE_CHECKING: from earthsnap.release.deployment import Deployer  # imported by `deployer` when a command runs
+if TYPE_CHECKING:
+    from earthsnap.release.deployment import Deployer  # imported by `deployer` when a command runs
 
-deploy_app = group("deploy", "The release path of approved models: stage, stage tests, prod, rollback; and its history.")
+deploy_app = group(
+    "deploy", "The release path of approved models: stage, stage tests, prod, rollback; and its history."
+)
 
 # %% auto #0
 __all__ = ['deploy_app', 'deployer', 'deliver', 'deploy_run', 'deploy_stage', 'deploy_promote', 'deploy_rollback',
@@ -25,21 +28,29 @@ __all__ = ['deploy_app', 'deployer', 'deliver', 'deploy_run', 'deploy_stage', 'd
 def deployer(cfg: Config | None = None) -> Deployer:
     "The project's deployer, printing what it does."
     from earthsnap.release.deployment import Deployer
+
     return Deployer.from_config(cfg or load_config(), log=typer.echo, progress=True)
+
 
 def deliver(cfg: Config | None = None) -> list:
     "Hand the pending approvals to the deployer; exit 1 if a deployment it made failed. Returns the deployments made."
     made, failed = deployer(cfg).deliver()
-    if failed: raise typer.Exit(1)
+    if failed:
+        raise typer.Exit(1)
     return made
 
 # %% ../../nbs/cli/deploy.ipynb #1f86f9b0
 @deploy_app.command("run")
-def deploy_run(follow: bool = typer.Option(False, "--follow", "-f", help="Keep watching for new approvals until Ctrl-C."),
-               every: float = typer.Option(2.0, help="Seconds between looks, with --follow.")):
-    "Handle the registry events the deployer has not handled: each approval goes to stage, is tested, and (auto_promote) to prod."
+def deploy_run(
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep watching for new approvals until Ctrl-C."),
+    every: float = typer.Option(2.0, help="Seconds between looks, with --follow."),
+):
+    """Handle the registry events the deployer has not handled: each approval goes to stage, is tested, and
+    (auto_promote) to prod.
+    """
     if not follow:
-        if not deliver(): typer.echo("Nothing to deploy: every approval has been handled.")
+        if not deliver():
+            typer.echo("Nothing to deploy: every approval has been handled.")
         return
     d = deployer()
     typer.echo(f"watching the registry for approvals of group {d.group!r} (Ctrl-C to stop)")
@@ -49,27 +60,40 @@ def deploy_run(follow: bool = typer.Option(False, "--follow", "-f", help="Keep w
 
 # %% ../../nbs/cli/deploy.ipynb #bfb9349b
 @deploy_app.command("stage")
-def deploy_stage(ref: str = typer.Argument(..., help="GROUP/N, an approved version."),
-                 by: Optional[str] = typer.Option(None, help="Who deploys; default: the user name.")):
+def deploy_stage(
+    ref: str = typer.Argument(..., help="GROUP/N, an approved version."),
+    by: Optional[str] = typer.Option(None, help="Who deploys; default: the user name."),
+):
     "Deploy an approved version to the stage endpoint and run the stage tests (again), e.g. after fixing the endpoint."
-    if not deployer().deploy_stage(ref, by=by).ok: raise typer.Exit(1)
+    if not deployer().deploy_stage(ref, by=by).ok:
+        raise typer.Exit(1)
+
 
 @deploy_app.command("promote")
-def deploy_promote(ref: Optional[str] = typer.Argument(None, help="GROUP/N; default: the newest version that passed the stage tests."),
-                   by: Optional[str] = typer.Option(None, help="Who promotes; default: the user name.")):
+def deploy_promote(
+    ref: Optional[str] = typer.Argument(None, help="GROUP/N; default: the newest version that passed the stage tests."),
+    by: Optional[str] = typer.Option(None, help="Who promotes; default: the user name."),
+):
     "Deploy to prod a version that passed the stage tests; the version prod served is kept for rollback."
-    if not deployer().promote(ref, by=by).ok: raise typer.Exit(1)
+    if not deployer().promote(ref, by=by).ok:
+        raise typer.Exit(1)
+
 
 @deploy_app.command("rollback")
-def deploy_rollback(reason: str = typer.Option("", help="Why: kept in the deployment history."),
-                    by: Optional[str] = typer.Option(None, help="Who rolls back; default: the user name.")):
+def deploy_rollback(
+    reason: str = typer.Option("", help="Why: kept in the deployment history."),
+    by: Optional[str] = typer.Option(None, help="Who rolls back; default: the user name."),
+):
     "Put back in prod the version it served before the current one."
-    if not deployer().rollback(by=by, reason=reason).ok: raise typer.Exit(1)
+    if not deployer().rollback(by=by, reason=reason).ok:
+        raise typer.Exit(1)
 
 # %% ../../nbs/cli/deploy.ipynb #ddc579be
 @deploy_app.command("status")
-def deploy_status(endpoint: Optional[str] = typer.Option(None, help="Only the history of stage or prod."),
-                  lines: int = typer.Option(10, "--lines", "-n", help="How many deployments of the history to show.")):
+def deploy_status(
+    endpoint: Optional[str] = typer.Option(None, help="Only the history of stage or prod."),
+    lines: int = typer.Option(10, "--lines", "-n", help="How many deployments of the history to show."),
+):
     "What stage and prod serve, and the history of deployments, newest first, with why each failed."
     d = deployer()
     for name, st in d.status().items():
@@ -77,7 +101,12 @@ def deploy_status(endpoint: Optional[str] = typer.Option(None, help="Only the hi
         state = f"{'running' if ep.running else 'stopped':<8} {ep.url}" if ep and ep.port else "never started"
         typer.echo(f"{name:<6} {state:<32} serving {st['serving'] or '(nothing)'}")
     history = d.history(endpoint)
-    if not history: typer.echo("\nNo deployments yet: approve a model version (earthsnap registry approve GROUP/N)."); return
+    if not history:
+        typer.echo("\nNo deployments yet: approve a model version (earthsnap registry approve GROUP/N).")
+        return
     typer.echo(f"\n{'#':>4}  {'endpoint':<8} {'version':<14} {'action':<9} {'status':<12} {'when':<16}  {'by':<14} why")
     for x in history[:lines]:
-        typer.echo(f"{x.id:>4}  {x.endpoint:<8} {x.ref:<14} {x.action:<9} {x.status:<12} {when(x.started_at):<16}  {x.by:<14} {x.reason}")
+        typer.echo(
+            f"{x.id:>4}  {x.endpoint:<8} {x.ref:<14} {x.action:<9} "
+            f"{x.status:<12} {when(x.started_at):<16}  {x.by:<14} {x.reason}"
+        )

@@ -22,30 +22,47 @@ __all__ = ['endpoints_app', 'endpoints_list', 'endpoints_start', 'endpoints_stop
 def endpoints_list():
     "List the local endpoints: running or stopped, address, process id, the model version they serve."
     from earthsnap.release.endpoints import Endpoints
+
     eps = Endpoints.from_config(load_config()).list()
-    if not eps: typer.echo("No endpoints yet. Start one: earthsnap endpoints start stage"); return
+    if not eps:
+        typer.echo("No endpoints yet. Start one: earthsnap endpoints start stage")
+        return
     for e in eps:
-        typer.echo(f"{e.name:<12} {'running' if e.running else 'stopped':<8} {e.url if e.port else '-':<24} "
-                   f"pid {e.pid if e.running else '-':<8} model {e.model or '(none)'}")
+        typer.echo(
+            f"{e.name:<12} {'running' if e.running else 'stopped':<8} {e.url if e.port else '-':<24} "
+            f"pid {e.pid if e.running else '-':<8} model {e.model or '(none)'}"
+        )
 
 # %% ../../nbs/cli/endpoints.ipynb #f2d99c35
 @endpoints_app.command("start")
-def endpoints_start(name: str = typer.Argument(..., help="The endpoint, e.g. stage or prod."),
-                    port: Optional[int] = typer.Option(None, help="Port on 127.0.0.1; default: the stage_port / prod_port setting for stage / prod.")):
+def endpoints_start(
+    name: str = typer.Argument(..., help="The endpoint, e.g. stage or prod."),
+    port: Optional[int] = typer.Option(
+        None, help="Port on 127.0.0.1; default: the stage_port / prod_port setting for stage / prod."
+    ),
+):
     "Start an endpoint server (it serves the model it was last given) and wait until it answers /ping."
     from earthsnap.release.endpoints import Endpoints, endpoint_port
+
     cfg = load_config()
     e = Endpoints.from_config(cfg).start(name, endpoint_port(cfg, name, port))
     typer.echo(f"{e.name} running at {e.url} (pid {e.pid}), serving {e.model or 'no model yet'}")
+
 
 @endpoints_app.command("stop")
 def endpoints_stop(name: str = typer.Argument(..., help="The endpoint.")):
     "Stop an endpoint server: requests in flight finish first."
     from earthsnap.release.endpoints import Endpoints
+
     typer.echo(f"{Endpoints.from_config(load_config()).stop(name).name} stopped")
 
+
 @endpoints_app.command("logs")
-def endpoints_logs(name: str = typer.Argument(..., help="The endpoint."), lines: int = typer.Option(50, "--lines", "-n", help="How many lines.")):
+def endpoints_logs(
+    name: str = typer.Argument(..., help="The endpoint."),
+    lines: int = typer.Option(50, "--lines", "-n", help="How many lines."),
+):
     "Print the last lines of an endpoint's log: requests, model loads, errors."
     from earthsnap.release.endpoints import Endpoints
+
     typer.echo(Endpoints.from_config(load_config()).logs(name, lines))

@@ -13,7 +13,9 @@ import typer
 from .app import app, group, parse_params
 from ..core.config import load_config
 
-hierarchy_app = group("hierarchy", "Parent/child models: plan and train them, then pack the approved parts into one router version.")
+hierarchy_app = group(
+    "hierarchy", "Parent/child models: plan and train them, then pack the approved parts into one router version."
+)
 DATASET_HELP = "The dataset version the hierarchy is cut from: NAME (its latest) or NAME@VERSION."
 TAXONOMY_HELP = "A taxonomy.yaml to use instead of the one stored with the dataset version."
 PREFIX_HELP = "Registry groups: PREFIX-parent, PREFIX-<group>, PREFIX-flat, and PREFIX for the router."
@@ -24,66 +26,117 @@ __all__ = ['hierarchy_app', 'DATASET_HELP', 'TAXONOMY_HELP', 'PREFIX_HELP', 'PER
            'hierarchy_router', 'hierarchy_listings_command']
 
 # %% ../../nbs/cli/hierarchy.ipynb #188e81d8
-def plan(dataset: str = typer.Option("demo", help=DATASET_HELP), taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
-         parent_per_group: int = typer.Option(200, help=PER_GROUP_HELP), seed: int = typer.Option(0, help="Seed of the parent's sample."),
-         prefix: str = typer.Option("hierarchy", help=PREFIX_HELP), all_: bool = typer.Option(False, "--all", help="Retrain every model.")):
+def plan(
+    dataset: str = typer.Option("demo", help=DATASET_HELP),
+    taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
+    parent_per_group: int = typer.Option(200, help=PER_GROUP_HELP),
+    seed: int = typer.Option(0, help="Seed of the parent's sample."),
+    prefix: str = typer.Option("hierarchy", help=PREFIX_HELP),
+    all_: bool = typer.Option(False, "--all", help="Retrain every model."),
+):
     "Show which models of the parent/child hierarchy need training, and why. Nothing runs."
     from earthsnap.hierarchy.planning import load_hierarchy, plan_hierarchy, plan_table
     from earthsnap.release.registry import open_registry
+
     cfg = load_config()
     h = load_hierarchy(cfg, dataset, taxonomy, parent_per_group, seed)
     typer.echo(plan_table(h, plan_hierarchy(h, open_registry(cfg), prefix, all_)))
     from earthsnap.monitor.review import outside_taxonomy
-    if note := outside_taxonomy(cfg): typer.echo(note)  # what reviewers found outside the taxonomy: a change a person makes
+
+    # what reviewers found outside the taxonomy: a change a person makes
+    if note := outside_taxonomy(cfg):
+        typer.echo(note)
+
 
 hierarchy_app.command("plan")(plan)
 app.command("plan", hidden=True)(plan)
 
 # %% ../../nbs/cli/hierarchy.ipynb #17dc9b6f
 @hierarchy_app.command("run")
-def hierarchy_run(dataset: str = typer.Option("demo", help=DATASET_HELP), taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
-                  parent_per_group: int = typer.Option(200, help=PER_GROUP_HELP), seed: int = typer.Option(0, help="Seed of the parent's sample."),
-                  prefix: str = typer.Option("hierarchy", help=PREFIX_HELP), all_: bool = typer.Option(False, "--all", help="Retrain every model."),
-                  param: list[str] = typer.Option([], "--param", "-p", help="A pipeline parameter for every model, name=value; repeat for more."),
-                  parallel: int = typer.Option(0, help="Models trained at the same time; 0 means the workers setting."),
-                  no_cache: bool = typer.Option(False, "--no-cache", help="Run every step, even those whose inputs did not change.")):
-    "Train the models the plan says, each by its own run of the pipeline (the parent and the children side by side); each is registered pending approval."
+def hierarchy_run(
+    dataset: str = typer.Option("demo", help=DATASET_HELP),
+    taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
+    parent_per_group: int = typer.Option(200, help=PER_GROUP_HELP),
+    seed: int = typer.Option(0, help="Seed of the parent's sample."),
+    prefix: str = typer.Option("hierarchy", help=PREFIX_HELP),
+    all_: bool = typer.Option(False, "--all", help="Retrain every model."),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="A pipeline parameter for every model, name=value; repeat for more."
+    ),
+    parallel: int = typer.Option(0, help="Models trained at the same time; 0 means the workers setting."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Run every step, even those whose inputs did not change."),
+):
+    """Train the models the plan says, each by its own run of the pipeline (the parent and the children side by side);
+    each is registered pending approval.
+    """
     from earthsnap.hierarchy.planning import load_hierarchy, plan_hierarchy, plan_table, run_hierarchy, run_summary
     from earthsnap.release.registry import open_registry
+
     cfg = load_config()
     h = load_hierarchy(cfg, dataset, taxonomy, parent_per_group, seed)
     items = plan_hierarchy(h, open_registry(cfg), prefix, all_)
     typer.echo(plan_table(h, items) + "\n")
     res = run_hierarchy(cfg, h, items, parse_params(param), parallel or None, not no_cache, typer.echo)
     typer.echo("")
-    for line in run_summary(res): typer.echo(line)
-    if res.errors: raise typer.Exit(1)
+    for line in run_summary(res):
+        typer.echo(line)
+    if res.errors:
+        raise typer.Exit(1)
 
 # %% ../../nbs/cli/hierarchy.ipynb #c68a8d5c
 @hierarchy_app.command("router")
-def hierarchy_router(dataset: str = typer.Option("demo", help=DATASET_HELP), taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
-                     prefix: str = typer.Option("hierarchy", help=PREFIX_HELP)):
-    "Pack the approved parent and children into a router, compare it with the flat model (compare.html), and register it pending approval."
+def hierarchy_router(
+    dataset: str = typer.Option("demo", help=DATASET_HELP),
+    taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
+    prefix: str = typer.Option("hierarchy", help=PREFIX_HELP),
+):
+    """Pack the approved parent and children into a router, compare it with the flat model (compare.html), and register
+    it pending approval.
+    """
     from earthsnap.hierarchy.planning import build_router, load_hierarchy
+
     cfg = load_config()
     build_router(cfg, load_hierarchy(cfg, dataset, taxonomy, 1, 0), prefix, echo=typer.echo)
 
 # %% ../../nbs/cli/hierarchy.ipynb #422730b0
 @hierarchy_app.command("listings")
 def hierarchy_listings_command(
-        dataset: str = typer.Option("demo", help=DATASET_HELP), taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
-        parent_per_group: int = typer.Option(200, help=PER_GROUP_HELP), seed: int = typer.Option(0, help="Seed of the parent's sample."),
-        model: list[str] = typer.Option([], "--model", help="Only this model (repeat for more); default: every model of the hierarchy."),
-        sagemaker: bool = typer.Option(False, "--sagemaker", help="Cut the dataset version in <sagemaker_bucket>/datasets (where data QA "
-                                       "commits it on SageMaker), write to <sagemaker_bucket>/hierarchy, and print the commands that start each model's pipeline there."),
-        to: Optional[str] = typer.Option(None, help="Where to write the listings (a folder, local or s3://); default: {store}/hierarchy, or <sagemaker_bucket>/hierarchy with --sagemaker.")):
-    "Write each model's listing: the photos (URI, label) its pipeline reads as `source`; for running the models' pipelines on SageMaker."
+    dataset: str = typer.Option("demo", help=DATASET_HELP),
+    taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
+    parent_per_group: int = typer.Option(200, help=PER_GROUP_HELP),
+    seed: int = typer.Option(0, help="Seed of the parent's sample."),
+    model: list[str] = typer.Option(
+        [], "--model", help="Only this model (repeat for more); default: every model of the hierarchy."
+    ),
+    sagemaker: bool = typer.Option(
+        False,
+        "--sagemaker",
+        help=(
+            "Cut the dataset version in <sagemaker_bucket>/datasets (where data QA commits it on SageMaker), "
+            "write to <sagemaker_bucket>/hierarchy, and print the commands that start each model's pipeline there."
+        ),
+    ),
+    to: Optional[str] = typer.Option(
+        None,
+        help=(
+            "Where to write the listings (a folder, local or s3://); default: "
+            "{store}/hierarchy, or <sagemaker_bucket>/hierarchy with --sagemaker."
+        ),
+    ),
+):
+    """Write each model's listing: the photos (URI, label) its pipeline reads as `source`; for running the models'
+    pipelines on SageMaker.
+    """
     from earthsnap.hierarchy.planning import hierarchy_listings, sagemaker_commands
-    h, listings = hierarchy_listings(load_config(), dataset, taxonomy, parent_per_group, seed, model or None, sagemaker, to)
+
+    h, listings = hierarchy_listings(
+        load_config(), dataset, taxonomy, parent_per_group, seed, model or None, sagemaker, to
+    )
     typer.echo(f"dataset {h.version.ref}: {len(listings)} listing(s)")
     for m, uri in listings.items():
         d = h.models[m]
         typer.echo(f"  {m:<14} {len(d.classes):>4} classes {len(d.rows):>7,} images  {uri}")
     if sagemaker:
         typer.echo("\neach model is its own pipeline on SageMaker; create and start them with:")
-        for line in sagemaker_commands(h, listings): typer.echo(f"  {line}")
+        for line in sagemaker_commands(h, listings):
+            typer.echo(f"  {line}")

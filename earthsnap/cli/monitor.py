@@ -10,122 +10,219 @@ import typer
 from .app import app, group
 from ..core.config import load_config
 
-review_app = group("review", "The review queue: photos the endpoints were unsure of, and the audit sample; people label them in the console.")
+review_app = group(
+    "review",
+    "The review queue: photos the endpoints were unsure of, and the audit sample; people label them in the console.",
+)
 
 # %% auto #0
 __all__ = ['review_app', 'monitor', 'alerts', 'review_status', 'review_fill', 'retrain_command', 'retrain_status']
 
 # %% ../../nbs/cli/monitor.ipynb #c9167354
 @app.command("monitor")
-def monitor(endpoint: str = typer.Argument("prod", help="The endpoint whose captured traffic is checked."),
-            window: int = typer.Option(0, min=0, help="Requests per window; 0: the drift_window setting."),
-            minutes: float = typer.Option(0.0, min=0.0, help="Windows of this many minutes instead of a count of requests."),
-            report: bool = typer.Option(True, "--report/--no-report", help="Run the report notebook (plots) or only the checks.")):
-    "Check ENDPOINT's captured traffic since the last check against its model's baseline; a drifting window raises an alert."
+def monitor(
+    endpoint: str = typer.Argument("prod", help="The endpoint whose captured traffic is checked."),
+    window: int = typer.Option(0, min=0, help="Requests per window; 0: the drift_window setting."),
+    minutes: float = typer.Option(0.0, min=0.0, help="Windows of this many minutes instead of a count of requests."),
+    report: bool = typer.Option(
+        True, "--report/--no-report", help="Run the report notebook (plots) or only the checks."
+    ),
+):
+    """Check ENDPOINT's captured traffic since the last check against its model's baseline; a drifting window raises an
+    alert.
+    """
     from earthsnap.monitor.report import monitor_report
     from earthsnap.monitor.review import ReviewQueue
     from earthsnap.monitor.watch import Monitor, window_table
+
     cfg = load_config()
     if report:
         done = monitor_report(cfg, endpoint, window, minutes, progress=False)
         found = done["windows"]
-    else: found = Monitor(cfg).check(endpoint, window or None, minutes or None)
-    if not found: typer.echo(f"No new full window of {endpoint}'s traffic since the last check.")
     else:
-        typer.echo(f"{len(found)} window(s) of {endpoint} ({found[0].version}) checked, {sum(w.drifted for w in found)} drifting")
+        found = Monitor(cfg).check(endpoint, window or None, minutes or None)
+    if not found:
+        typer.echo(f"No new full window of {endpoint}'s traffic since the last check.")
+    else:
+        typer.echo(
+            f"{len(found)} window(s) of {endpoint} ({found[0].version}) "
+            f"checked, {sum(w.drifted for w in found)} drifting"
+        )
         typer.echo(window_table(found))
     queued = ReviewQueue(cfg).fill(endpoint)
-    typer.echo(f"review: {queued['queued']} photo(s) queued for people ({queued['audit']} audit)"
-               + (f", {queued['over_budget']} over today's budget" if queued["over_budget"] else "") + " in the console's Review page")
-    if report: typer.echo(f"report: {done['html']}")
-    if any(w.drifted for w in found): typer.echo("next: earthsnap alerts")
+    typer.echo(
+        f"review: {queued['queued']} photo(s) queued for people ({queued['audit']} audit)"
+        + (f", {queued['over_budget']} over today's budget" if queued["over_budget"] else "")
+        + " in the console's Review page"
+    )
+    if report:
+        typer.echo(f"report: {done['html']}")
+    if any(w.drifted for w in found):
+        typer.echo("next: earthsnap alerts")
 
 # %% ../../nbs/cli/monitor.ipynb #777378df
 @app.command("alerts")
 def alerts(limit: int = typer.Option(20, min=1, help="How many, newest first.")):
     "List the drift alerts, newest first: endpoint, version, the window's requests, which tests drifted."
     from earthsnap.monitor.watch import Monitor, alert_line
+
     found = Monitor(load_config()).alerts(limit)
-    if not found: typer.echo("No drift alerts."); return
-    for a in found: typer.echo(alert_line(a))
+    if not found:
+        typer.echo("No drift alerts.")
+        return
+    for a in found:
+        typer.echo(alert_line(a))
 
 # %% ../../nbs/cli/monitor.ipynb #59b1ed74
 @review_app.command("status")
 def review_status():
     "How many photos wait and were decided, and the live models' accuracy estimated from the audit photos."
     from earthsnap.monitor.review import ReviewQueue, live_versions
+
     cfg = load_config()
     q = ReviewQueue(cfg)
     c = q.counts()
     typer.echo(f"{c['pending']} photo(s) waiting ({c['audit_pending']} audit), {c['decided']} decided")
     for endpoint, version in live_versions(cfg).items():
         e = q.estimate(version)
-        typer.echo(f"{endpoint} ({version}): " + (f"accuracy {e['accuracy']:.1%} (95% interval {e['low']:.1%} to {e['high']:.1%}) from {e['n']} audit photo(s)"
-                                                  if e["n"] else "no audit photo decided yet"))
-    if c["pending"]: typer.echo("next: earthsnap console   # the Review page")
+        typer.echo(
+            f"{endpoint} ({version}): "
+            + (
+                (
+                    f"accuracy {e['accuracy']:.1%} (95% interval {e['low']:.1%} "
+                    f"to {e['high']:.1%}) from {e['n']} audit photo(s)"
+                )
+                if e["n"]
+                else "no audit photo decided yet"
+            )
+        )
+    if c["pending"]:
+        typer.echo("next: earthsnap console   # the Review page")
+
 
 @review_app.command("fill")
-def review_fill(endpoint: str = typer.Argument("prod", help="The endpoint whose captured photos are looked at."),
-                sagemaker: bool = typer.Option(False, "--sagemaker", help="ENDPOINT is a SageMaker endpoint: pull what its data capture wrote to S3 first."),
-                minutes: float = typer.Option(1440.0, min=1.0, help="With --sagemaker: pull the capture of this many minutes before now.")):
+def review_fill(
+    endpoint: str = typer.Argument("prod", help="The endpoint whose captured photos are looked at."),
+    sagemaker: bool = typer.Option(
+        False, "--sagemaker", help="ENDPOINT is a SageMaker endpoint: pull what its data capture wrote to S3 first."
+    ),
+    minutes: float = typer.Option(
+        1440.0, min=1.0, help="With --sagemaker: pull the capture of this many minutes before now."
+    ),
+):
     "Queue the doubtful and audited photos ENDPOINT captured since the last look (`earthsnap monitor` does this too)."
     from earthsnap.monitor.review import ReviewQueue
+
     cfg = load_config()
     if sagemaker:
         from earthsnap.sagemaker.monitoring import pull_capture
+
         pulled = pull_capture(cfg, endpoint, minutes)
-        typer.echo(f"pulled {pulled['imported']} new request(s) of {endpoint} ({pulled['live'].version}) from its data capture, "
-                   f"{pulled['already']} already here" + (f"; {len(pulled['rejected']) + len(pulled['problems'])} skipped:" if pulled["rejected"] or pulled["problems"] else ""))
-        for why in (pulled["rejected"] + pulled["problems"])[:10]: typer.echo(f"  {why}")
+        typer.echo(
+            (
+                f"pulled {pulled['imported']} new request(s) of {endpoint} "
+                f"({pulled['live'].version}) from its data capture, {pulled['already']} already here"
+            )
+            + (
+                f"; {len(pulled['rejected']) + len(pulled['problems'])} skipped:"
+                if pulled["rejected"] or pulled["problems"]
+                else ""
+            )
+        )
+        for why in (pulled["rejected"] + pulled["problems"])[:10]:
+            typer.echo(f"  {why}")
     found = ReviewQueue(cfg).fill(endpoint)
-    typer.echo(f"{found['queued']} photo(s) queued ({found['audit']} audit) of {found['scanned']} looked at"
-               + (f"; {found['over_budget']} over today's budget" if found["over_budget"] else ""))
+    typer.echo(
+        f"{found['queued']} photo(s) queued ({found['audit']} audit) of {found['scanned']} looked at"
+        + (f"; {found['over_budget']} over today's budget" if found["over_budget"] else "")
+    )
 
 # %% ../../nbs/cli/monitor.ipynb #4b88e466
 @app.command("retrain")
-def retrain_command(endpoint: str = typer.Argument("prod", help="The endpoint whose live model is retrained."),
-                    if_reviewed: int = typer.Option(0, min=0, help="Only if at least this many photos were labelled since the last retraining."),
-                    if_alert: bool = typer.Option(False, "--if-alert", help="Only if a drift alert was raised since the last retraining (or --if-reviewed holds)."),
-                    param: list[str] = typer.Option([], "--param", "-p", help="Override a pipeline parameter, KEY=VALUE (e.g. epochs=10)."),
-                    backend: str = typer.Option("local", help="local: run the pipeline here; sagemaker: ENDPOINT is a SageMaker endpoint, "
-                                                "and an execution of the project's SageMaker pipeline retrains its model.")):
+def retrain_command(
+    endpoint: str = typer.Argument("prod", help="The endpoint whose live model is retrained."),
+    if_reviewed: int = typer.Option(
+        0, min=0, help="Only if at least this many photos were labelled since the last retraining."
+    ),
+    if_alert: bool = typer.Option(
+        False, "--if-alert", help="Only if a drift alert was raised since the last retraining (or --if-reviewed holds)."
+    ),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="Override a pipeline parameter, KEY=VALUE (e.g. epochs=10)."
+    ),
+    backend: str = typer.Option(
+        "local",
+        help="local: run the pipeline here; sagemaker: ENDPOINT is a SageMaker endpoint, "
+        "and an execution of the project's SageMaker pipeline retrains its model.",
+    ),
+):
     "Retrain ENDPOINT's live model on its dataset plus the photos people labelled; the candidate waits for approval."
     from earthsnap.cli.app import parse_params
     from earthsnap.core.errors import ParameterError
     from earthsnap.monitor.retrain import comparison_table, retrain, retrain_due
-    if backend not in ("local", "sagemaker"): raise ParameterError(f"Unknown backend {backend!r}.", fix="Use --backend local or --backend sagemaker.")
+
+    if backend not in ("local", "sagemaker"):
+        raise ParameterError(f"Unknown backend {backend!r}.", fix="Use --backend local or --backend sagemaker.")
     cfg = load_config()
     reason = "by hand"
     if if_reviewed or if_alert:
         reason = retrain_due(cfg, endpoint, if_reviewed or None, if_alert)
-        if reason is None: typer.echo(f"No retraining due for {endpoint}: the rule is not met."); return
+        if reason is None:
+            typer.echo(f"No retraining due for {endpoint}: the rule is not met.")
+            return
     if backend == "sagemaker":
         from earthsnap.sagemaker.retraining import retrain_on_sagemaker
+
         started = retrain_on_sagemaker(cfg, endpoint, reason, overrides=parse_params(param))
-        typer.echo(f"started {started['execution']}\n  listing {started['listing']}: {started['export']['photos']} reviewed photo(s) added to "
-                   f"{started['export']['parent']}, {started['export']['apart']} kept apart (not in the taxonomy)")
-        if started["fixed"]: typer.echo(f"  as the deployed pipeline fixed them: {', '.join(started['fixed'])} (earthsnap sagemaker upsert -p to change)")
+        typer.echo(
+            f"started {started['execution']}\n"
+            f"  listing {started['listing']}: {started['export']['photos']} reviewed photo(s) added "
+            f"to {started['export']['parent']}, {started['export']['apart']} kept apart (not in the taxonomy)"
+        )
+        if started["fixed"]:
+            typer.echo(
+                f"  as the deployed pipeline fixed them: {', '.join(started['fixed'])} "
+                "(earthsnap sagemaker upsert -p to change)"
+            )
         typer.echo("next: earthsnap retrain-status   # the execution, then its candidate against the live version")
         return
     result = retrain(cfg, endpoint, reason, overrides=parse_params(param))
-    typer.echo(f"retraining {result['id']}: run {result['run']}; {result['export']['photos']} reviewed photo(s) added to "
-               f"{result['export']['parent']}, {result['export']['apart']} kept apart (not in the taxonomy)")
+    typer.echo(
+        f"retraining {result['id']}: run {result['run']}; {result['export']['photos']} reviewed photo(s) added to "
+        f"{result['export']['parent']}, {result['export']['apart']} kept apart (not in the taxonomy)"
+    )
     if result["candidate"] is None:
-        typer.echo(f"no candidate registered: {result['error'] or 'the run registered nothing'}"); raise typer.Exit(1)
+        typer.echo(f"no candidate registered: {result['error'] or 'the run registered nothing'}")
+        raise typer.Exit(1)
     typer.echo(f"candidate {result['candidate']} ({result['status']}) against live {result['live']}:")
     typer.echo(comparison_table(result))
     typer.echo(f"next: earthsnap registry approve {result['candidate']}")
 
 # %% ../../nbs/cli/monitor.ipynb #a3091d17
 @app.command("retrain-status")
-def retrain_status(rid: str = typer.Argument("", help="The retraining's id (retrain-...); default: the latest on SageMaker.")):
-    "The execution of a retraining on SageMaker and, once it registered its candidate, the candidate against the live version."
+def retrain_status(
+    rid: str = typer.Argument("", help="The retraining's id (retrain-...); default: the latest on SageMaker."),
+):
+    """The execution of a retraining on SageMaker and, once it registered its candidate, the candidate against the live
+    version.
+    """
     from earthsnap.monitor.retrain import comparison_table
     from earthsnap.sagemaker.retraining import retraining_status
+
     st = retraining_status(load_config(), rid or None)
-    typer.echo(f"{st['id']}: retraining {st['live']} ({st['endpoint']}) on {st['labelled']} labelled photo(s), {st['reason']}")
+    typer.echo(
+        f"{st['id']}: retraining {st['live']} ({st['endpoint']}) on {st['labelled']} labelled photo(s), {st['reason']}"
+    )
     typer.echo(f"  execution {st['execution']}: {st['status']}")
-    if not st["candidate"]: typer.echo("  no candidate registered yet"); return
-    typer.echo(f"candidate {st['candidate']}" + (f" ({st['candidate_status']})" if st.get("candidate_status") else "") + f" against live {st['live']}:")
+    if not st["candidate"]:
+        typer.echo("  no candidate registered yet")
+        return
+    typer.echo(
+        f"candidate {st['candidate']}"
+        + (f" ({st['candidate_status']})" if st.get("candidate_status") else "")
+        + f" against live {st['live']}:"
+    )
     typer.echo(comparison_table(st))
-    typer.echo(f"next: earthsnap registry approve {st['candidate']} --backend sagemaker   # the release stack then releases it")
+    typer.echo(
+        f"next: earthsnap registry approve {st['candidate']} --backend sagemaker   # the release stack then releases it"
+    )

@@ -15,28 +15,56 @@ __all__ = ['doctor', 'backup', 'restore']
 
 # %% ../../nbs/cli/operations.ipynb #d24d6cb8
 @app.command()
-def doctor(fix: bool = typer.Option(False, "--fix", help="Mend what can be mended without losing anything (release stale claims, "
-                                    "mark dead runs interrupted); list the rest."),
-           lease: float = typer.Option(600.0, help="Seconds after which an outbox claim counts as stale, even if its process may live.")):
-    "Check the project: the database's integrity and references, the artefacts its records point to, stale claims, dead endpoints and runs."
+def doctor(
+    fix: bool = typer.Option(
+        False,
+        "--fix",
+        help="Mend what can be mended without losing anything (release stale claims, "
+        "mark dead runs interrupted); list the rest.",
+    ),
+    lease: float = typer.Option(
+        600.0, help="Seconds after which an outbox claim counts as stale, even if its process may live."
+    ),
+):
+    """Check the project: the database's integrity and references, the artefacts its records point to, stale claims,
+    dead endpoints and runs.
+    """
     from earthsnap.operations.doctor import check_project
+
     report = check_project(load_config(), fix=fix, lease=lease, progress=True)
     typer.echo(report.text())
     raise typer.Exit(0 if report.healthy else 1)
 
 # %% ../../nbs/cli/operations.ipynb #c141459c
 @app.command()
-def backup(dest: str = typer.Argument(..., help="A folder (outside the project's locations) or an s3:// prefix; what it holds already is not copied again.")):
-    "Back up the project while it works: its databases through SQLite's online backup, every file of its store content-addressed."
+def backup(
+    dest: str = typer.Argument(
+        ...,
+        help=(
+            "A folder (outside the project's locations) or an s3:// prefix; what it holds already is not copied again."
+        ),
+    ),
+):
+    """Back up the project while it works: its databases through SQLite's online backup, every file of its store
+    content-addressed.
+    """
     from earthsnap.operations.backup import backup as backup_project
+
     typer.echo(backup_project(load_config(), dest, progress=True).text())
 
+
 @app.command()
-def restore(src: str = typer.Argument(..., help="The folder or s3:// prefix `earthsnap backup` wrote to."),
-            id: str = typer.Option("", "--id", help="Which backup; default: the latest."),
-            list_: bool = typer.Option(False, "--list", help="List the backups in SRC and restore nothing.")):
-    "Make this (empty) project from a backup: every record and artefact, each checked against its sha256, paths moved here."
-    from earthsnap.operations.backup import backup_ids, restore as restore_project
+def restore(
+    src: str = typer.Argument(..., help="The folder or s3:// prefix `earthsnap backup` wrote to."),
+    id: str = typer.Option("", "--id", help="Which backup; default: the latest."),
+    list_: bool = typer.Option(False, "--list", help="List the backups in SRC and restore nothing."),
+):
+    """Make this (empty) project from a backup: every record and artefact, each checked against its sha256, paths moved
+    here.
+    """
+    from earthsnap.operations.backup import backup_ids
+    from earthsnap.operations.backup import restore as restore_project
+
     cfg = load_config()
     if list_:
         ids = backup_ids(src.rstrip("/"), cfg.s3_endpoint_url or None)

@@ -27,6 +27,7 @@ def config_show():
     for name, value, source in cfg.describe():
         typer.echo(f"  {name:<16} {str(value):<50} {source}")
 
+
 @config_app.command("init")
 def config_init(force: bool = typer.Option(False, "--force", help="Overwrite an existing file.")):
     "Write a documented earthsnap.yaml in the current directory."
@@ -38,53 +39,94 @@ def config_init(force: bool = typer.Option(False, "--force", help="Overwrite an 
 
 # %% ../../nbs/cli/project.ipynb #e8ecaa9e
 @app.command()
-def init(directory: Path = typer.Argument(..., help="Where to create the project: a new or empty directory."),
-         force: bool = typer.Option(False, "--force", help="Write into a non-empty directory, over files of the same names.")):
-    "Create a project: the step notebooks and pipeline.py, earthsnap.yaml, .gitignore, a CI workflow, a Makefile and a README."
+def init(
+    directory: Path = typer.Argument(..., help="Where to create the project: a new or empty directory."),
+    force: bool = typer.Option(
+        False, "--force", help="Write into a non-empty directory, over files of the same names."
+    ),
+):
+    """Create a project: the step notebooks and pipeline.py, earthsnap.yaml, .gitignore, a CI workflow, a Makefile and a
+    README.
+    """
     from earthsnap.scaffold import init_project
+
     files = init_project(directory, force=force)
     root = files[-1].parent
-    typer.echo(f"created {root}: {len(files)} files (pipeline/ with its step notebooks, earthsnap.yaml, Makefile, README.md)\n"
-               f"next:\n  cd {root}\n  make run     # the pipeline on demo photos until you set yours\n"
-               f"  make test    # the pipeline end to end on small demo photos (what CI runs)\n  make lab     # JupyterLab on the project")
+    typer.echo(
+        f"created {root}: {len(files)} files (pipeline/ with its "
+        f"step notebooks, earthsnap.yaml, Makefile, README.md)\nnext:\n  cd {root}\n"
+        "  make run     # the pipeline on demo photos until you set yours\n"
+        "  make test    # the pipeline end to end on small demo photos (what CI runs)\n"
+        "  make lab     # JupyterLab on the project"
+    )
 
 # %% ../../nbs/cli/project.ipynb #d9eb6fb2
 def _serve(host: str, port: int, deployer: bool):
     from earthsnap.console.server import serve
+
     cfg = load_config()
     if host not in ("127.0.0.1", "localhost", "::1"):
-        typer.echo(f"warning: listening on {host}, reachable from other machines; put a TLS proxy in front, since sign-in sends passwords", err=True)
-    typer.echo(f"earthsnap console of {cfg.project_dir}: http://{host}:{port}/console (JSON API under the same address, docs at /docs)")
+        typer.echo(
+            f"warning: listening on {host}, reachable from other machines; "
+            "put a TLS proxy in front, since sign-in sends passwords",
+            err=True,
+        )
+    typer.echo(
+        f"earthsnap console of {cfg.project_dir}: http://{host}:{port}/console "
+        "(JSON API under the same address, docs at /docs)"
+    )
     serve(cfg, host, port, deployer)
+
 
 HOST_HELP = "Address to listen on; another than 127.0.0.1 makes it reachable from other machines."
 
-@app.command()
-def console(host: str = typer.Option("127.0.0.1", help=HOST_HELP), port: int = typer.Option(8090, help="Port to listen on."),
-            deployer: bool = typer.Option(True, help="Run the deployer beside it, so that an approval reaches stage at once.")):
-    "Serve the console (web pages to review runs, compare and approve models, operate the release) and the JSON API, on 127.0.0.1."
-    _serve(host, port, deployer)
 
 @app.command()
-def api(host: str = typer.Option("127.0.0.1", help=HOST_HELP), port: int = typer.Option(8090, help="Port to listen on."),
-        deployer: bool = typer.Option(True, help="Run the deployer beside it.")):
+def console(
+    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
+    port: int = typer.Option(8090, help="Port to listen on."),
+    deployer: bool = typer.Option(True, help="Run the deployer beside it, so that an approval reaches stage at once."),
+):
+    """Serve the console (web pages to review runs, compare and approve models, operate the release) and the JSON API,
+    on 127.0.0.1.
+    """
+    _serve(host, port, deployer)
+
+
+@app.command()
+def api(
+    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
+    port: int = typer.Option(8090, help="Port to listen on."),
+    deployer: bool = typer.Option(True, help="Run the deployer beside it."),
+):
     "The same server as `earthsnap console`: the JSON API (docs at /docs) and the console's pages."
     _serve(host, port, deployer)
 
 # %% ../../nbs/cli/project.ipynb #2c5cc2ef
 @app.command()
 def lab(port: int = typer.Option(8888, help="Port to listen on (127.0.0.1).")):
-    "Start JupyterLab on the project, with this environment as the kernel: where nbs/ and pipeline/ notebooks are written."
+    """Start JupyterLab on the project, with this environment as the kernel: where nbs/ and pipeline/ notebooks are
+    written.
+    """
     from earthsnap.lab import start_lab
+
     raise typer.Exit(start_lab(load_config(), port, echo=typer.echo))
 
 # %% ../../nbs/cli/project.ipynb #3000c581
 @app.command()
-def clean(paths: list[Path] = typer.Argument(None, help="Notebooks, or directories of notebooks; none: the project's nbs/ and pipeline/."),
-          stdin: bool = typer.Option(False, "--stdin", help="Clean one notebook from stdin to stdout (git's filter).")):
-    "Strip outputs, execution counts and metadata (cell tags kept) from notebooks, as the lab does on save and git on commit."
+def clean(
+    paths: list[Path] = typer.Argument(
+        None, help="Notebooks, or directories of notebooks; none: the project's nbs/ and pipeline/."
+    ),
+    stdin: bool = typer.Option(False, "--stdin", help="Clean one notebook from stdin to stdout (git's filter)."),
+):
+    """Strip outputs, execution counts and metadata (cell tags kept) from notebooks, as the lab does on save and git on
+    commit.
+    """
     import sys
+
     from earthsnap.lab import clean_files, clean_text
+
     if stdin:
         sys.stdout.write(clean_text(sys.stdin.read()))
         return

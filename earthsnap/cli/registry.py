@@ -12,7 +12,9 @@ import typer
 from .app import group, when
 from ..core.config import load_config
 
-BACKEND_HELP = "local (the SQLite registry of this project) or sagemaker (SageMaker's Model Registry, sagemaker_* settings)."
+BACKEND_HELP = (
+    "local (the SQLite registry of this project) or sagemaker (SageMaker's Model Registry, sagemaker_* settings)."
+)
 registry_app = group("registry", "The model registry: list versions, show one, approve or reject.")
 
 # %% auto #0
@@ -23,62 +25,106 @@ def _accuracy(v) -> str:
     m = (v.metrics or {}).get("accuracy", {}).get("value")
     return f"{m:.3f}" if isinstance(m, (int, float)) else "-"
 
+
 @registry_app.command("list")
-def registry_list(group: Optional[str] = typer.Option(None, help="Only this model group."),
-                  backend: str = typer.Option("local", help=BACKEND_HELP),
-                  status: Optional[str] = typer.Option(None, help="Only this status: PendingManualApproval, Approved or Rejected.")):
+def registry_list(
+    group: Optional[str] = typer.Option(None, help="Only this model group."),
+    backend: str = typer.Option("local", help=BACKEND_HELP),
+    status: Optional[str] = typer.Option(None, help="Only this status: PendingManualApproval, Approved or Rejected."),
+):
     "List model versions, newest first: status, test accuracy, when and by whom, the run it came from."
     from earthsnap.release.registry import open_registry
+
     versions = open_registry(load_config(), backend).versions(group, status)
     if not versions:
-        typer.echo("No model versions" + (f" in group {group}" if group else "") + (f" with status {status}" if status else "")
-                   + ". A pipeline run whose model passes the accuracy gate registers one."); return
+        typer.echo(
+            "No model versions"
+            + (f" in group {group}" if group else "")
+            + (f" with status {status}" if status else "")
+            + ". A pipeline run whose model passes the accuracy gate registers one."
+        )
+        return
     typer.echo(f"{'version':<22} {'status':<22} {'accuracy':>8}  {'registered':<16}  {'run'}")
     for v in versions:
-        typer.echo(f"{v.ref:<22} {v.status:<22} {_accuracy(v):>8}  {when(v.created_at):<16}  {v.lineage.get('run', '-')}")
+        typer.echo(
+            f"{v.ref:<22} {v.status:<22} {_accuracy(v):>8}  {when(v.created_at):<16}  {v.lineage.get('run', '-')}"
+        )
 
 # %% ../../nbs/cli/registry.ipynb #d9e14722
 @registry_app.command("show")
-def registry_show(ref: str = typer.Argument(..., help="GROUP/N, or GROUP for its latest version."),
-                  backend: str = typer.Option("local", help=BACKEND_HELP)):
+def registry_show(
+    ref: str = typer.Argument(..., help="GROUP/N, or GROUP for its latest version."),
+    backend: str = typer.Option("local", help=BACKEND_HELP),
+):
     "Show a model version: status and its history, metrics, lineage, and the artifact with its sha256."
     from earthsnap.release.registry import open_registry
+
     reg = open_registry(load_config(), backend)
     v = reg.get(ref)
-    typer.echo(f"{v.ref}  {v.status}\n  artifact  {v.artifact}\n  sha256    {v.sha256}\n  registered {when(v.created_at)} by {v.created_by}")
-    if v.metrics: typer.echo("  metrics   " + ", ".join(f"{k} {m['value']:.4g}" if isinstance(m, dict) and isinstance(m.get("value"), float)
-                                                   else f"{k} {m.get('value') if isinstance(m, dict) else m}" for k, m in v.metrics.items()))
+    typer.echo(
+        f"{v.ref}  {v.status}\n  artifact  {v.artifact}\n  sha256    {v.sha256}\n"
+        f"  registered {when(v.created_at)} by {v.created_by}"
+    )
+    if v.metrics:
+        typer.echo(
+            "  metrics   "
+            + ", ".join(
+                f"{k} {m['value']:.4g}"
+                if isinstance(m, dict) and isinstance(m.get("value"), float)
+                else f"{k} {m.get('value') if isinstance(m, dict) else m}"
+                for k, m in v.metrics.items()
+            )
+        )
     for k in ("pipeline", "run", "dataset"):
-        if k in v.lineage: typer.echo(f"  {k:<9} {v.lineage[k]}")
+        if k in v.lineage:
+            typer.echo(f"  {k:<9} {v.lineage[k]}")
     typer.echo("  history")
     for h in reg.history(v.ref):
-        typer.echo(f"    {when(h['at'])}  {h['from_status'] or '':<22} -> {h['to_status']:<22} by {h['by']}" + (f": {h['reason']}" if h["reason"] else ""))
+        typer.echo(
+            f"    {when(h['at'])}  {h['from_status'] or '':<22} -> {h['to_status']:<22} by {h['by']}"
+            + (f": {h['reason']}" if h["reason"] else "")
+        )
 
 # %% ../../nbs/cli/registry.ipynb #b0df76cb
 @registry_app.command("approve")
-def registry_approve(refs: list[str] = typer.Argument(..., help="GROUP/N; several to approve them all (e.g. the parts of a hierarchy)."),
-                     reason: str = typer.Option("", help="Why: kept in the version's history."),
-                     by: Optional[str] = typer.Option(None, help="Who approves; default: the user name."),
-                     backend: str = typer.Option("local", help=BACKEND_HELP),
-                     deploy: bool = typer.Option(True, "--deploy/--no-deploy", help="Hand the approval to the deployer now "
-                                                 "(stage, tests, prod with auto_promote); with --no-deploy, `earthsnap deploy run` does later.")):
+def registry_approve(
+    refs: list[str] = typer.Argument(..., help="GROUP/N; several to approve them all (e.g. the parts of a hierarchy)."),
+    reason: str = typer.Option("", help="Why: kept in the version's history."),
+    by: Optional[str] = typer.Option(None, help="Who approves; default: the user name."),
+    backend: str = typer.Option("local", help=BACKEND_HELP),
+    deploy: bool = typer.Option(
+        True,
+        "--deploy/--no-deploy",
+        help="Hand the approval to the deployer now "
+        "(stage, tests, prod with auto_promote); with --no-deploy, `earthsnap deploy run` does later.",
+    ),
+):
     "Approve versions pending approval: the release path deploys each to stage, tests it there, then to prod."
     from earthsnap.cli.deploy import deliver
     from earthsnap.release.registry import open_registry
+
     cfg = load_config()
     reg = open_registry(cfg, backend)
-    for ref in refs: typer.echo(f"{reg.approve(ref, by=by, reason=reason).ref} approved.")
-    if not reg.deploys_here: typer.echo("  SageMaker emits the approval event; the release stack's EventBridge rule deploys it."); return
-    if deploy: deliver(cfg)
-    else: typer.echo("  not deployed yet: `earthsnap deploy run` hands it to the deployer")
+    for ref in refs:
+        typer.echo(f"{reg.approve(ref, by=by, reason=reason).ref} approved.")
+    if not reg.deploys_here:
+        typer.echo("  SageMaker emits the approval event; the release stack's EventBridge rule deploys it.")
+        return
+    if deploy:
+        deliver(cfg)
+    else:
+        typer.echo("  not deployed yet: `earthsnap deploy run` hands it to the deployer")
 
 # %% ../../nbs/cli/registry.ipynb #a927ad1c
 @registry_app.command("reject")
-def registry_reject(ref: str = typer.Argument(..., help="GROUP/N."),
-                    reason: str = typer.Option(..., help="Why: kept in the version's history."),
-                    by: Optional[str] = typer.Option(None, help="Who rejects; default: the user name."),
-                    backend: str = typer.Option("local", help=BACKEND_HELP)):
+def registry_reject(
+    ref: str = typer.Argument(..., help="GROUP/N."),
+    reason: str = typer.Option(..., help="Why: kept in the version's history."),
+    by: Optional[str] = typer.Option(None, help="Who rejects; default: the user name."),
+    backend: str = typer.Option("local", help=BACKEND_HELP),
+):
     "Reject a version pending approval: it will not be deployed."
     from earthsnap.release.registry import open_registry
+
     v = open_registry(load_config(), backend).reject(ref, by=by, reason=reason)
     typer.echo(f"{v.ref} rejected.")

@@ -20,80 +20,144 @@ __all__ = ['runs_app', 'run', 'runs_list', 'runs_show', 'runs_open', 'runs_gc', 
 @app.command()
 def run(
     param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Take up failed or interrupted run RUN: re-run only what did not succeed, "
-                                         "with the steps, cache and workers it was started with."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Run every step, even those whose inputs did not change (with --resume: for the rest of the run)."),
-    rehash: bool = typer.Option(False, "--rehash", help="Read every file the cache keys depend on again, instead of trusting the digests "
-                                "remembered for files whose size and times have not changed."),
+    resume: Optional[str] = typer.Option(
+        None,
+        "--resume",
+        help="Take up failed or interrupted run RUN: re-run only what did not succeed, "
+        "with the steps, cache and workers it was started with.",
+    ),
+    no_cache: bool = typer.Option(
+        False,
+        "--no-cache",
+        help="Run every step, even those whose inputs did not change (with --resume: for the rest of the run).",
+    ),
+    rehash: bool = typer.Option(
+        False,
+        "--rehash",
+        help="Read every file the cache keys depend on again, instead of trusting the digests "
+        "remembered for files whose size and times have not changed.",
+    ),
     workers: int = typer.Option(0, help="Steps run at the same time; 0 means the workers setting (one per CPU core)."),
     pipeline: Optional[Path] = typer.Option(None, help=PIPELINE_HELP),
-    to: list[str] = typer.Option([], "--to", help="Run only up to step TO: it and the steps it needs (e.g. --to preprocess); repeat for more."),
-    run_id: Optional[str] = typer.Option(None, "--run-id", help="The new run's id (default: a fresh one; the HTTP API sets it)."),
-    by: Optional[str] = typer.Option(None, "--by", help="Who starts the run, as its record names them (default: your login name; the console sets it)."),
+    to: list[str] = typer.Option(
+        [], "--to", help="Run only up to step TO: it and the steps it needs (e.g. --to preprocess); repeat for more."
+    ),
+    run_id: Optional[str] = typer.Option(
+        None, "--run-id", help="The new run's id (default: a fresh one; the HTTP API sets it)."
+    ),
+    by: Optional[str] = typer.Option(
+        None,
+        "--by",
+        help="Who starts the run, as its record names them (default: your login name; the console sets it).",
+    ),
 ):
     "Run the pipeline on this machine, each step a notebook run by papermill."
     from earthsnap.core.progress import TerminalProgress
     from earthsnap.engine.definition import project_pipeline
     from earthsnap.engine.executor import run_pipeline
+
     params, cfg = parse_params(param), load_config()
     p = project_pipeline(cfg.project_dir, pipeline)
-    run_pipeline(p, params, config=cfg, workers=workers or None, cache=False if no_cache else None, resume=resume, to=to or None,
-                 on_event=TerminalProgress(typer.echo), run_id=run_id, started_by=by, rehash=rehash)
+    run_pipeline(
+        p,
+        params,
+        config=cfg,
+        workers=workers or None,
+        cache=False if no_cache else None,
+        resume=resume,
+        to=to or None,
+        on_event=TerminalProgress(typer.echo),
+        run_id=run_id,
+        started_by=by,
+        rehash=rehash,
+    )
 
 # %% ../../nbs/cli/runs.ipynb #619b942f
 runs_app = group("runs", "The records of pipeline runs: list them, show one, reopen a step, delete old ones (gc).")
+
 
 @runs_app.command("list")
 def runs_list(limit: int = typer.Option(20, help="How many runs, newest first.")):
     "List the latest runs: id, status, start, duration, code version."
     from earthsnap.core.progress import runs_table
     from earthsnap.engine.runs import project_runs
+
     typer.echo(runs_table(project_runs(load_config()).runs(limit)))
+
 
 @runs_app.command("show")
 def runs_show(run_id: str = typer.Argument(..., help="The run's id (see `earthsnap runs list`).")):
-    "Show one run: parameters, code and package versions, and each step with its status, duration, outputs and notebook."
+    """Show one run: parameters, code and package versions, and each step with its status, duration, outputs and
+    notebook.
+    """
     from earthsnap.core.progress import run_table
     from earthsnap.engine.runs import project_runs
+
     typer.echo(run_table(project_runs(load_config()).run(run_id)))
 
 # %% ../../nbs/cli/runs.ipynb #df594494
 @runs_app.command("open")
-def runs_open(run_id: str = typer.Argument(..., help="The run's id (see `earthsnap runs list`)."),
-              step: str = typer.Argument(..., help="A notebook step of the run: failed, succeeded or cached.")):
-    "Write a step's notebook with the exact values and input paths the run gave it into scratch/, to work through in Jupyter."
+def runs_open(
+    run_id: str = typer.Argument(..., help="The run's id (see `earthsnap runs list`)."),
+    step: str = typer.Argument(..., help="A notebook step of the run: failed, succeeded or cached."),
+):
+    """Write a step's notebook with the exact values and input paths the run gave it into scratch/, to work through in
+    Jupyter.
+    """
     from earthsnap.engine.reopen import open_step
     from earthsnap.lab import lab_url
+
     cfg = load_config()
     path = open_step(cfg, run_id, step)
     url = lab_url(cfg, path)
-    typer.echo(f"wrote {path}\n  the step's notebook from pipeline/ with the values run {run_id} gave it; its out_dir is {path.with_suffix('')}\n"
-               + (f"  open it: {url}\n" if url else "  open it in JupyterLab: earthsnap lab (then scratch/ in its file browser)\n")
-               + f"  to change what the pipeline runs, edit pipeline/ and resume: earthsnap run --resume {run_id}")
+    typer.echo(
+        (
+            f"wrote {path}\n"
+            "  the step's notebook from pipeline/ with the values "
+            f"run {run_id} gave it; its out_dir is {path.with_suffix('')}\n"
+        )
+        + (
+            f"  open it: {url}\n"
+            if url
+            else "  open it in JupyterLab: earthsnap lab (then scratch/ in its file browser)\n"
+        )
+        + f"  to change what the pipeline runs, edit pipeline/ and resume: earthsnap run --resume {run_id}"
+    )
 
 # %% ../../nbs/cli/runs.ipynb #1a3ecfe7
 @runs_app.command("gc")
-def runs_gc(keep_days: float = typer.Option(30.0, help="Keep every run started within this many days."),
-            keep_last: int = typer.Option(10, help="Keep this many of the newest runs, however old."),
-            dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be deleted, and delete nothing."),
-            wait: float = typer.Option(60.0, help="Seconds to wait for running pipeline runs (gc deletes nothing while one runs).")):
-    "Delete old runs, stale partial outputs and what no record refers to; never what a registered model, a kept run or an endpoint needs."
+def runs_gc(
+    keep_days: float = typer.Option(30.0, help="Keep every run started within this many days."),
+    keep_last: int = typer.Option(10, help="Keep this many of the newest runs, however old."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be deleted, and delete nothing."),
+    wait: float = typer.Option(
+        60.0, help="Seconds to wait for running pipeline runs (gc deletes nothing while one runs)."
+    ),
+):
+    """Delete old runs, stale partial outputs and what no record refers to; never what a registered model, a kept run or
+    an endpoint needs.
+    """
     from earthsnap.operations.retention import runs_gc as collect_garbage
+
     typer.echo(collect_garbage(load_config(), keep_days, keep_last, dry_run, wait, progress=True).text())
 
 # %% ../../nbs/cli/runs.ipynb #86ebc248
 @app.command()
 def dag(
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also draw it to this file: .svg, .html or .png."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Also draw it to this file: .svg, .html or .png."
+    ),
     run_id: Optional[str] = typer.Option(None, "--run", help="Colour the steps by their status in this run."),
     pipeline: Optional[Path] = typer.Option(None, help=PIPELINE_HELP),
 ):
     "Draw the pipeline: its steps in dependency order, in the terminal and optionally to a file."
+    from earthsnap.engine.dag import text_dag, write_dag
     from earthsnap.engine.definition import project_pipeline
     from earthsnap.engine.runs import project_runs, step_statuses
-    from earthsnap.engine.dag import text_dag, write_dag
+
     cfg = load_config()
     p = project_pipeline(cfg.project_dir, pipeline)
     statuses = step_statuses(project_runs(cfg).run(run_id)) if run_id else None
     typer.echo(text_dag(p, statuses))
-    if output: typer.echo(f"drawn to {write_dag(p, output, statuses)}")
+    if output:
+        typer.echo(f"drawn to {write_dag(p, output, statuses)}")

@@ -14,9 +14,16 @@ import typer
 from .app import PARAM_HELP, PIPELINE_HELP, group, parse_params
 from ..core.config import load_config
 
-sagemaker_app = group("sagemaker", "The pipeline on SageMaker: its definition (offline), upsert, start, status, and the release of an approved package.")
-MODEL_HELP = ("One model of a parent/child hierarchy (parent, a group's model name, flat): its own pipeline <name>-MODEL, "
-              "registering in hierarchy-MODEL and committing dataset demo-MODEL by default; give its listing with -p source=s3://...")
+sagemaker_app = group(
+    "sagemaker",
+    "The pipeline on SageMaker: its definition (offline), upsert, "
+    "start, status, and the release of an approved package.",
+)
+MODEL_HELP = (
+    "One model of a parent/child hierarchy (parent, a group's model name, flat): "
+    "its own pipeline <name>-MODEL, registering in hierarchy-MODEL and committing "
+    "dataset demo-MODEL by default; give its listing with -p source=s3://..."
+)
 TRAINER_HELP = "notebook or builtin; default: the sagemaker_trainer setting."
 
 # %% auto #0
@@ -25,71 +32,104 @@ __all__ = ['sagemaker_app', 'MODEL_HELP', 'TRAINER_HELP', 'sagemaker_definition'
 
 # %% ../../nbs/cli/sagemaker.ipynb #ee293375
 @sagemaker_app.command("definition")
-def sagemaker_definition(param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP + " Sets the SageMaker parameter's default."),
-                         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON to this file instead of printing it."),
-                         trainer: Optional[str] = typer.Option(None, help=TRAINER_HELP),
-                         pipeline: Optional[Path] = typer.Option(None, help=PIPELINE_HELP),
-                         model: Optional[str] = typer.Option(None, help=MODEL_HELP)):
+def sagemaker_definition(
+    param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP + " Sets the SageMaker parameter's default."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the JSON to this file instead of printing it."),
+    trainer: Optional[str] = typer.Option(None, help=TRAINER_HELP),
+    pipeline: Optional[Path] = typer.Option(None, help=PIPELINE_HELP),
+    model: Optional[str] = typer.Option(None, help=MODEL_HELP),
+):
     "Print the SageMaker Pipeline definition (JSON). Offline: no AWS call, no credentials; the notes go to stderr."
     from earthsnap.sagemaker.compiler import compile_project
+
     _, c = compile_project(load_config(), parse_params(param), pipeline, trainer, model)
     text = json.dumps(c.definition(), indent=2)
-    if out: out.write_text(text + "\n"); typer.echo(f"wrote {out}", err=True)
-    else: typer.echo(text)
-    for n in c.notes: typer.echo(f"note: {n}", err=True)
+    if out:
+        out.write_text(text + "\n")
+        typer.echo(f"wrote {out}", err=True)
+    else:
+        typer.echo(text)
+    for n in c.notes:
+        typer.echo(f"note: {n}", err=True)
 
 # %% ../../nbs/cli/sagemaker.ipynb #121be119
 @sagemaker_app.command("upsert")
-def sagemaker_upsert(param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP + " Sets the SageMaker parameter's default."),
-                     trainer: Optional[str] = typer.Option(None, help=TRAINER_HELP),
-                     pipeline: Optional[Path] = typer.Option(None, help=PIPELINE_HELP),
-                     model: Optional[str] = typer.Option(None, help=MODEL_HELP)):
+def sagemaker_upsert(
+    param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP + " Sets the SageMaker parameter's default."),
+    trainer: Optional[str] = typer.Option(None, help=TRAINER_HELP),
+    pipeline: Optional[Path] = typer.Option(None, help=PIPELINE_HELP),
+    model: Optional[str] = typer.Option(None, help=MODEL_HELP),
+):
     "Upload the code bundle (once per content) and create or update the pipeline on SageMaker."
     from earthsnap.sagemaker.compiler import compile_project
     from earthsnap.sagemaker.service import PipelineService
+
     cfg = load_config()
     _, c = compile_project(cfg, parse_params(param), pipeline, trainer, model)
     r = PipelineService.from_config(c, cfg).upsert()
-    for u in r["uploaded"]: typer.echo(f"uploaded {u}")
+    for u in r["uploaded"]:
+        typer.echo(f"uploaded {u}")
     typer.echo(f"{r['action']} {r['arn']} ({r['bytes']:,} bytes of definition)")
 
 # %% ../../nbs/cli/sagemaker.ipynb #7f8e9018
 @sagemaker_app.command("start")
-def sagemaker_start(param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP),
-                    name: Optional[str] = typer.Option(None, help="A display name for the execution."),
-                    pipeline: Optional[Path] = typer.Option(None, help=PIPELINE_HELP),
-                    model: Optional[str] = typer.Option(None, help=MODEL_HELP)):
+def sagemaker_start(
+    param: list[str] = typer.Option([], "--param", "-p", help=PARAM_HELP),
+    name: Optional[str] = typer.Option(None, help="A display name for the execution."),
+    pipeline: Optional[Path] = typer.Option(None, help=PIPELINE_HELP),
+    model: Optional[str] = typer.Option(None, help=MODEL_HELP),
+):
     "Start an execution of the pipeline on SageMaker; parameters are checked before anything starts."
     from earthsnap.sagemaker.service import start_project
+
     arn = start_project(load_config(), parse_params(param), pipeline, model, name)
     typer.echo(f"started {arn}\nnext: earthsnap sagemaker status")
 
 # %% ../../nbs/cli/sagemaker.ipynb #33d51d38
 @sagemaker_app.command("status")
-def sagemaker_status(execution: Optional[str] = typer.Argument(None, help="An execution ARN; default: the latest."),
-                     pipeline: Optional[Path] = typer.Option(None, help=PIPELINE_HELP)):
+def sagemaker_status(
+    execution: Optional[str] = typer.Argument(None, help="An execution ARN; default: the latest."),
+    pipeline: Optional[Path] = typer.Option(None, help=PIPELINE_HELP),
+):
     "An execution of the pipeline on SageMaker (the latest by default) and its steps."
     from earthsnap.engine.definition import project_pipeline
     from earthsnap.sagemaker.service import project_status
+
     cfg = load_config()
     from earthsnap.sagemaker.names import sagemaker_name
-    typer.echo(project_status(cfg, sagemaker_name(project_pipeline(cfg.project_dir, pipeline).name, "pipeline"), execution))
+
+    typer.echo(
+        project_status(cfg, sagemaker_name(project_pipeline(cfg.project_dir, pipeline).name, "pipeline"), execution)
+    )
 
 # %% ../../nbs/cli/sagemaker.ipynb #53546abc
 @sagemaker_app.command("image")
 def sagemaker_image(tag: bool = typer.Option(False, "--tag", help="Print only the content tag.")):
-    "The image SageMaker jobs and endpoints run: sagemaker_image_repository:<content tag> (what `make image` builds and CI pushes)."
+    """The image SageMaker jobs and endpoints run: sagemaker_image_repository:<content tag> (what `make image` builds
+    and CI pushes).
+    """
     from earthsnap.sagemaker.image import image_tag, project_image
+
     cfg = load_config()
     typer.echo(image_tag(cfg.project_dir) if tag else project_image(cfg))
 
 # %% ../../nbs/cli/sagemaker.ipynb #47aa554e
 @sagemaker_app.command("release")
-def sagemaker_release(package: str = typer.Argument(..., help="The approved model package's ARN (the EventBridge event's ModelPackageArn)."),
-                      no_promote: bool = typer.Option(False, "--no-promote", help="Stop after the stage tests."),
-                      instance_type: str = typer.Option("ml.m5.large", help="Instance type of the stage and prod endpoints.")):
-    "Deploy an approved package to the stage endpoint, run the endpoint tests, then deploy it to prod. Exit 1 when a test fails."
+def sagemaker_release(
+    package: str = typer.Argument(
+        ..., help="The approved model package's ARN (the EventBridge event's ModelPackageArn)."
+    ),
+    no_promote: bool = typer.Option(False, "--no-promote", help="Stop after the stage tests."),
+    instance_type: str = typer.Option("ml.m5.large", help="Instance type of the stage and prod endpoints."),
+):
+    """Deploy an approved package to the stage endpoint, run the endpoint tests, then deploy it to prod.
+    Exit 1 when a test fails.
+    """
     from earthsnap.sagemaker.release import SageMakerRelease
+
     cfg = load_config()
-    out = SageMakerRelease.from_config(cfg, instance_type).release(package, cfg.stage_min_accuracy, cfg.stage_p95_ms, promote=not no_promote, log=typer.echo)
-    if out["status"] == "failed": raise typer.Exit(1)
+    out = SageMakerRelease.from_config(cfg, instance_type).release(
+        package, cfg.stage_min_accuracy, cfg.stage_p95_ms, promote=not no_promote, log=typer.echo
+    )
+    if out["status"] == "failed":
+        raise typer.Exit(1)

@@ -13,14 +13,20 @@ import typer
 from .app import group, when
 from ..core.config import load_config
 
-users_app = group("users", "The people who may use the console and the API: add them, give them a role, make API tokens.")
+users_app = group(
+    "users", "The people who may use the console and the API: add them, give them a role, make API tokens."
+)
+
 
 def _store():
     from earthsnap.access.users import UserStore
+
     return UserStore.from_config(load_config())
 
+
 def _password(from_stdin: bool) -> str:
-    if from_stdin: return sys.stdin.readline().rstrip("\n")
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
     return typer.prompt("password", hide_input=True, confirmation_prompt=True)
 
 # %% auto #0
@@ -29,65 +35,100 @@ __all__ = ['users_app', 'users_add', 'users_list', 'users_role', 'users_password
 
 # %% ../../nbs/cli/users.ipynb #0fea5c72
 @users_app.command("add")
-def users_add(name: str = typer.Argument(..., help="The user's name, as the histories will record it."),
-              role: str = typer.Option(..., "--role", help="viewer, operator, approver or admin."),
-              password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin instead of asking.")):
+def users_add(
+    name: str = typer.Argument(..., help="The user's name, as the histories will record it."),
+    role: str = typer.Option(..., "--role", help="viewer, operator, approver or admin."),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from stdin instead of asking."
+    ),
+):
     "Add a user with a role and a password."
     from earthsnap.core.config import login_name
+
     users = _store()
     from earthsnap.access.users import check_role, check_user_name
-    check_user_name(name); check_role(role)
+
+    check_user_name(name)
+    check_role(role)
     u = users.add(name, role, _password(password_stdin), by=login_name())
     typer.echo(f"added {u.name} ({u.role})\nnext: earthsnap console")
+
 
 @users_app.command("list")
 def users_list():
     "List the users: name, role, when added, whether disabled."
     rows = _store().list()
-    if not rows: typer.echo("No users yet. Add the first: earthsnap users add NAME --role admin"); return
+    if not rows:
+        typer.echo("No users yet. Add the first: earthsnap users add NAME --role admin")
+        return
     typer.echo(f"{'name':<20} {'role':<9} {'added':<16}  state")
-    for u in rows: typer.echo(f"{u.name:<20} {u.role:<9} {when(u.created_at):<16}  {'disabled ' + when(u.disabled_at) if u.disabled_at else 'active'}")
+    for u in rows:
+        typer.echo(
+            f"{u.name:<20} {u.role:<9} "
+            f"{when(u.created_at):<16}  {'disabled ' + when(u.disabled_at) if u.disabled_at else 'active'}"
+        )
+
 
 @users_app.command("role")
-def users_role(name: str = typer.Argument(...), role: str = typer.Argument(..., help="viewer, operator, approver or admin.")):
+def users_role(
+    name: str = typer.Argument(...), role: str = typer.Argument(..., help="viewer, operator, approver or admin.")
+):
     "Give a user another role; it applies to their sessions and tokens at once."
-    u = _store().set_role(name, role); typer.echo(f"{u.name} is {u.role} now")
+    u = _store().set_role(name, role)
+    typer.echo(f"{u.name} is {u.role} now")
+
 
 @users_app.command("password")
 def users_password(name: str = typer.Argument(...), password_stdin: bool = typer.Option(False, "--password-stdin")):
     "Set a user's password (their console sessions end)."
-    _store().set_password(name, _password(password_stdin)); typer.echo(f"new password set for {name}")
+    _store().set_password(name, _password(password_stdin))
+    typer.echo(f"new password set for {name}")
+
 
 @users_app.command("disable")
 def users_disable(name: str = typer.Argument(...)):
     "Stop a user from signing in or using their tokens; the histories keep their name."
-    _store().disable(name); typer.echo(f"{name} is disabled; their sessions have ended")
+    _store().disable(name)
+    typer.echo(f"{name} is disabled; their sessions have ended")
+
 
 @users_app.command("enable")
 def users_enable(name: str = typer.Argument(...)):
     "Let a disabled user in again."
-    _store().enable(name); typer.echo(f"{name} is enabled")
+    _store().enable(name)
+    typer.echo(f"{name} is enabled")
 
 # %% ../../nbs/cli/users.ipynb #0194150d
 @users_app.command("token")
-def users_token(name: str = typer.Argument(..., help="Whose token: it acts with their role."),
-                label: str = typer.Option("", help="What it is for, e.g. ci.")):
+def users_token(
+    name: str = typer.Argument(..., help="Whose token: it acts with their role."),
+    label: str = typer.Option("", help="What it is for, e.g. ci."),
+):
     "Make a personal API token for scripts and CI; it is printed once and stored only as a hash."
     token_id, token = _store().new_token(name, label)
-    typer.echo(f"token {token_id} for {name} (shown once; keep it secret):\n{token}\n"
-               f"use it as: Authorization: Bearer <token>; revoke it with: earthsnap users revoke {token_id}")
+    typer.echo(
+        f"token {token_id} for {name} (shown once; keep it secret):\n{token}\n"
+        f"use it as: Authorization: Bearer <token>; revoke it with: earthsnap users revoke {token_id}"
+    )
+
 
 @users_app.command("tokens")
 def users_tokens(name: Optional[str] = typer.Argument(None, help="Only this user's.")):
     "List API tokens: id, user, label, made, last used, revoked (never the token)."
     rows = _store().tokens(name)
-    if not rows: typer.echo("No tokens."); return
+    if not rows:
+        typer.echo("No tokens.")
+        return
     typer.echo(f"{'id':<9} {'user':<16} {'label':<12} {'made':<16}  {'last used':<16}  revoked")
     for t in rows:
-        typer.echo(f"{t['id']:<9} {t['user']:<16} {t['label']:<12} {when(t['created_at']):<16}  "
-                   f"{when(t['last_used_at']):<16}  {when(t['revoked_at'])}")
+        typer.echo(
+            f"{t['id']:<9} {t['user']:<16} {t['label']:<12} {when(t['created_at']):<16}  "
+            f"{when(t['last_used_at']):<16}  {when(t['revoked_at'])}"
+        )
+
 
 @users_app.command("revoke")
 def users_revoke(token_id: str = typer.Argument(..., help="The token's id (earthsnap users tokens).")):
     "Revoke an API token at once."
-    _store().revoke(token_id); typer.echo(f"token {token_id} revoked")
+    _store().revoke(token_id)
+    typer.echo(f"token {token_id} revoked")

@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 import io
-from importlib import resources
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,9 +18,25 @@ from fastapi.templating import Jinja2Templates
 from ..access.auth import SESSION_COOKIE, Caller, Gate
 from ..access.users import ROLES, SESSION_HOURS, AccessError
 from ..api import Launcher, RunStateError
-from .views import (NotServed, changed_parameters, compare_versions, dataset_diff, dataset_names, dataset_version,
-                                     dataset_versions, inside, live_version, monitor_report_file, monitor_view, parameter_fields,
-                                     release_view, report_file, review_view, run_rows, run_view)
+from earthsnap.console.views import (
+    NotServed,
+    changed_parameters,
+    compare_versions,
+    dataset_diff,
+    dataset_names,
+    dataset_version,
+    dataset_versions,
+    inside,
+    live_version,
+    monitor_report_file,
+    monitor_view,
+    parameter_fields,
+    release_view,
+    report_file,
+    review_view,
+    run_rows,
+    run_view,
+)
 from ..core.config import Config
 from ..core.errors import EarthsnapError
 from ..core.progress import when
@@ -29,7 +45,7 @@ from ..engine.executor import check_run
 from ..engine.reopen import ReopenError, open_step
 from ..engine.runs import RUN_STATUSES, RunNotFound, new_run_id
 from ..lab import lab_url
-from ..release.deployment import STAGE, DeployError, Deployer
+from ..release.deployment import STAGE, Deployer, DeployError
 from ..release.registry import PENDING, STATUSES, RegistryError, open_registry
 
 # %% auto #0
@@ -42,17 +58,25 @@ PACKAGE = Path(str(resources.files("earthsnap.console")))  # the templates and s
 TEMPLATES, STATIC = PACKAGE / "templates", PACKAGE / "static"
 DONE = {  # ?done=<code> after a POST: what the page says
     "approved": "Approved. The deployer is taking it to stage now; the checks appear below as they complete.",
-    "rejected": "Rejected: it will not be deployed.", "promoted": "Promoted: prod serves it now.",
-    "rolled_back": "Rolled back: prod serves the version it served before.", "cancelled": "Cancelling: running steps are interrupted, their notebooks kept.",
-    "resumed": "Resuming: what succeeded stays.", "started": "Started. The DAG below follows it live.",
-    "user_added": "User added.", "user_changed": "User changed.", "signed_out": "Signed out.",
+    "rejected": "Rejected: it will not be deployed.",
+    "promoted": "Promoted: prod serves it now.",
+    "rolled_back": "Rolled back: prod serves the version it served before.",
+    "cancelled": "Cancelling: running steps are interrupted, their notebooks kept.",
+    "resumed": "Resuming: what succeeded stays.",
+    "started": "Started. The DAG below follows it live.",
+    "user_added": "User added.",
+    "user_changed": "User changed.",
+    "signed_out": "Signed out.",
     "checked": "Checked: the new windows of traffic are below; a drifting one raised an alert.",
-    "decided": "Saved. Here is the next photo.", "filled": "Looked for new photos: any that need a person are in the queue.",
+    "decided": "Saved. Here is the next photo.",
+    "filled": "Looked for new photos: any that need a person are in the queue.",
 }
+
 
 @dataclass
 class Console:
     "What the console's pages share."
+
     cfg: Config
     gate: Gate
     launcher: Launcher
@@ -63,12 +87,18 @@ class Console:
         "Render `template` for `who`, with the message of the action just done, if any."
         done = DONE.get(request.query_params.get("done", ""))
         self.templates.env.globals.setdefault("when", when)
-        return self.templates.TemplateResponse(request, template, {"who": who, "done": done, "project": self.cfg.project_dir.name, **ctx},
-                                               status_code=http_status)
+        return self.templates.TemplateResponse(
+            request,
+            template,
+            {"who": who, "done": done, "project": self.cfg.project_dir.name, **ctx},
+            status_code=http_status,
+        )
+
 
 def back(url: str, done: str) -> RedirectResponse:
     "Post/redirect/get: to `url`, saying `done`."
     return RedirectResponse(f"{url}?done={done}", status_code=303)
+
 
 async def reason_of(request: Request) -> str:
     "The `reason` a form sent, trimmed, at most 2,000 characters (what the histories keep)."
@@ -77,6 +107,7 @@ async def reason_of(request: Request) -> str:
 # %% ../../nbs/console/pages.ipynb #d298a446
 def _next(url: str | None) -> str:
     return url if url and url.startswith("/console") and not url.startswith("//") and "\\" not in url else "/console"
+
 
 def sign_in_pages(c: Console) -> APIRouter:
     "GET and POST /console/login, POST /console/logout."
@@ -89,22 +120,45 @@ def sign_in_pages(c: Console) -> APIRouter:
     @r.post("/console/login")
     async def login(request: Request):
         form = await request.form()
-        name, password, nxt = str(form.get("name", "")).strip(), str(form.get("password", "")), _next(str(form.get("next", "")))
-        try: user = c.gate.users.sign_in(name, password, request.client.host if request.client else "unknown")
+        name, password, nxt = (
+            str(form.get("name", "")).strip(),
+            str(form.get("password", "")),
+            _next(str(form.get("next", ""))),
+        )
+        try:
+            user = c.gate.users.sign_in(name, password, request.client.host if request.client else "unknown")
         except AccessError as e:
-            return c.page(request, "login.html", None, 429 if "Too many" in e.what else 401, next=nxt, name=name, error=e.what, title="Sign in")
+            return c.page(
+                request,
+                "login.html",
+                None,
+                429 if "Too many" in e.what else 401,
+                next=nxt,
+                name=name,
+                error=e.what,
+                title="Sign in",
+            )
         sid, _ = c.gate.users.start_session(user.name)
         out = RedirectResponse(nxt, status_code=303)
-        out.set_cookie(SESSION_COOKIE, sid, max_age=SESSION_HOURS * 3600, httponly=True, samesite="strict",
-                       secure=request.url.scheme == "https", path="/")
+        out.set_cookie(
+            SESSION_COOKIE,
+            sid,
+            max_age=SESSION_HOURS * 3600,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
         return out
 
     @r.post("/console/logout")
     def logout(request: Request, who: Caller = Depends(c.gate.need("read"))):
-        if who.session: c.gate.users.end_session(who.session)
+        if who.session:
+            c.gate.users.end_session(who.session)
         out = RedirectResponse("/console/login?done=signed_out", status_code=303)
         out.delete_cookie(SESSION_COOKIE, path="/")
         return out
+
     return r
 
 # %% ../../nbs/console/pages.ipynb #5df9b61c
@@ -117,24 +171,53 @@ def run_pages(c: Console) -> APIRouter:
     def home(request: Request, who: Caller = Depends(read)):
         registry = open_registry(c.cfg)
         pending = registry.versions(status=PENDING)
-        return c.page(request, "home.html", who, section="home", title="Overview", runs=run_rows(c.cfg, limit=5), pending=pending,
-                      live=live_version(c.cfg, registry))
+        return c.page(
+            request,
+            "home.html",
+            who,
+            section="home",
+            title="Overview",
+            runs=run_rows(c.cfg, limit=5),
+            pending=pending,
+            live=live_version(c.cfg, registry),
+        )
 
     @r.get("/console/runs")
     def runs(request: Request, status: str = "", page: int = 1, who: Caller = Depends(read)):
         status = status if status in RUN_STATUSES else ""
         page = max(1, page)
         rows = run_rows(c.cfg, status, 51, (page - 1) * 50)
-        return c.page(request, "runs.html", who, section="runs", title="Runs", runs=rows[:50], status=status, statuses=RUN_STATUSES,
-                      page=page, more=len(rows) > 50)
+        return c.page(
+            request,
+            "runs.html",
+            who,
+            section="runs",
+            title="Runs",
+            runs=rows[:50],
+            status=status,
+            statuses=RUN_STATUSES,
+            page=page,
+            more=len(rows) > 50,
+        )
 
     def new_form(request, who, status=200, **ctx):
         pipeline = project_pipeline(c.cfg.project_dir)
-        return c.page(request, "run_new.html", who, status, section="runs", title="Start a run", fields=parameter_fields(pipeline),
-                      steps=[s.name for s in pipeline.order], pipeline=pipeline.name, **ctx)
+        return c.page(
+            request,
+            "run_new.html",
+            who,
+            status,
+            section="runs",
+            title="Start a run",
+            fields=parameter_fields(pipeline),
+            steps=[s.name for s in pipeline.order],
+            pipeline=pipeline.name,
+            **ctx,
+        )
 
     @r.get("/console/runs/new")
-    def start_form(request: Request, who: Caller = Depends(operate)): return new_form(request, who)
+    def start_form(request: Request, who: Caller = Depends(operate)):
+        return new_form(request, who)
 
     @r.post("/console/runs/new")
     async def start(request: Request, who: Caller = Depends(operate)):
@@ -143,10 +226,12 @@ def run_pages(c: Console) -> APIRouter:
         names = set(pipeline.parameters)
         values = {k: str(v) for k, v in form.items() if k in names}
         for f in parameter_fields(pipeline):  # an unticked box sends nothing: it means false
-            if f["kind"] == "bool" and f["name"] not in values: values[f["name"]] = "false"
+            if f["kind"] == "bool" and f["name"] not in values:
+                values[f["name"]] = "false"
         to, cache = [str(t) for t in form.getlist("to") if str(t)], form.get("cache") == "on"
         params = changed_parameters(pipeline, values)
-        try: check_run(pipeline.upto(*to) if to else pipeline, c.cfg, params)
+        try:
+            check_run(pipeline.upto(*to) if to else pipeline, c.cfg, params)
         except EarthsnapError as e:
             return new_form(request, who, 422, error=e.what, fix=e.fix, values=values, chosen=to, cache=cache)
         run_id = new_run_id(pipeline.name)
@@ -155,12 +240,19 @@ def run_pages(c: Console) -> APIRouter:
 
     @r.get("/console/runs/{run_id}")
     def run(request: Request, run_id: str, fragment: str = "", who: Caller = Depends(read)):
-        try: view = run_view(c.cfg, run_id)
+        try:
+            view = run_view(c.cfg, run_id)
         except RunNotFound:
             state = c.launcher.state(run_id)
-            if state is None: raise NotServed(f"There is no run {run_id!r}.", fix="The runs page lists them.")
-            view = {"run": {"id": run_id, "status": state["status"], "steps": [], "error": state.get("error")}, "steps": [], "dag": "",
-                    "ended": state["status"] != "starting", "starting": True}
+            if state is None:
+                raise NotServed(f"There is no run {run_id!r}.", fix="The runs page lists them.")
+            view = {
+                "run": {"id": run_id, "status": state["status"], "steps": [], "error": state.get("error")},
+                "steps": [],
+                "dag": "",
+                "ended": state["status"] != "starting",
+                "starting": True,
+            }
         if view["run"]["status"] in ("failed", "interrupted") and c.launcher.resuming(run_id):
             view = {**view, "ended": False, "resuming": True}
         template = "_run_live.html" if fragment else "run.html"
@@ -168,40 +260,87 @@ def run_pages(c: Console) -> APIRouter:
 
     @r.get("/console/runs/{run_id}/steps/{step}/report")
     def report(run_id: str, step: str, who: Caller = Depends(read)):
-        try: html = report_file(c.cfg, run_id, step)
-        except RunNotFound as e: raise NotServed(e.what, fix=e.fix)
+        try:
+            html = report_file(c.cfg, run_id, step)
+        except RunNotFound as e:
+            raise NotServed(e.what, fix=e.fix)
         # the notebook's own scripts run in an opaque origin: they cannot read the console's cookies or act on its pages
-        return FileResponse(html, media_type="text/html", headers={
-            "Content-Security-Policy": "sandbox allow-scripts; default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-                                       "script-src 'unsafe-inline'; font-src data:", "X-Content-Type-Options": "nosniff"})
+        return FileResponse(
+            html,
+            media_type="text/html",
+            headers={
+                "Content-Security-Policy": (
+                    "sandbox allow-scripts; default-src 'none'; img-src data:; style-src "
+                    "'unsafe-inline'; script-src 'unsafe-inline'; font-src data:"
+                ),
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
 
     @r.post("/console/runs/{run_id}/{action}")
     def act(request: Request, run_id: str, action: str, who: Caller = Depends(operate)):
         "Cancel or resume, through the launcher the JSON API uses (the same checks of the run's state)."
-        if action not in ("cancel", "resume"): raise NotServed(f"A run has no action {action!r}.", fix="Cancel or resume it from its page.")
-        try: c.launcher.cancel(run_id) if action == "cancel" else c.launcher.resume(run_id)
-        except RunNotFound as e: raise NotServed(e.what, fix=e.fix)
+        if action not in ("cancel", "resume"):
+            raise NotServed(f"A run has no action {action!r}.", fix="Cancel or resume it from its page.")
+        try:
+            c.launcher.cancel(run_id) if action == "cancel" else c.launcher.resume(run_id)
+        except RunNotFound as e:
+            raise NotServed(e.what, fix=e.fix)
         except RunStateError as e:
-            return c.page(request, "run.html", who, 409, section="runs", title=f"Run {run_id}", error=e.what, **run_view(c.cfg, run_id))
+            return c.page(
+                request,
+                "run.html",
+                who,
+                409,
+                section="runs",
+                title=f"Run {run_id}",
+                error=e.what,
+                **run_view(c.cfg, run_id),
+            )
         return back(f"/console/runs/{run_id}", "cancelled" if action == "cancel" else "resumed")
 
     @r.post("/console/runs/{run_id}/steps/{step}/open")
     def open_in_lab(request: Request, run_id: str, step: str, who: Caller = Depends(operate)):
-        "`earthsnap runs open` from the run's page: the step's notebook with the run's values, in the lab when one runs here."
-        try: path = open_step(c.cfg, run_id, step)
-        except RunNotFound as e: raise NotServed(e.what, fix=e.fix)
+        """`earthsnap runs open` from the run's page: the step's notebook with the run's values, in the lab when one
+        runs here.
+        """
+        try:
+            path = open_step(c.cfg, run_id, step)
+        except RunNotFound as e:
+            raise NotServed(e.what, fix=e.fix)
         except ReopenError as e:
-            return c.page(request, "run.html", who, 409, section="runs", title=f"Run {run_id}", error=e.what, fix=e.fix, **run_view(c.cfg, run_id))
-        url = lab_url(c.cfg, path, token=False)  # the lab's token is never handed out: whoever opens it signs in to the lab
-        if url: return RedirectResponse(url, status_code=303)
+            return c.page(
+                request,
+                "run.html",
+                who,
+                409,
+                section="runs",
+                title=f"Run {run_id}",
+                error=e.what,
+                fix=e.fix,
+                **run_view(c.cfg, run_id),
+            )
+        # the lab's token is never handed out: whoever opens it signs in to the lab
+        url = lab_url(c.cfg, path, token=False)
+        if url:
+            return RedirectResponse(url, status_code=303)
         rel = path.relative_to(c.cfg.project_dir)
-        return c.page(request, "run.html", who, section="runs", title=f"Run {run_id}", **run_view(c.cfg, run_id),
-                      done=f"Written to {rel}, with the values this run gave {step}. No JupyterLab runs on this project: "
-                           f"start it with earthsnap lab (or make lab) and open that file.")
+        return c.page(
+            request,
+            "run.html",
+            who,
+            section="runs",
+            title=f"Run {run_id}",
+            **run_view(c.cfg, run_id),
+            done=f"Written to {rel}, with the values this run gave {step}. No JupyterLab runs on this project: "
+            f"start it with earthsnap lab (or make lab) and open that file.",
+        )
+
     return r
 
 # %% ../../nbs/console/pages.ipynb #db8ab419
 THUMBNAIL_MAX_PIXELS = 50_000_000  # a rejected photo claiming more is not decoded for its thumbnail
+
 
 def dataset_pages(c: Console) -> APIRouter:
     "The datasets, a dataset's versions and what changed between two, a version with its rejected photos."
@@ -215,41 +354,77 @@ def dataset_pages(c: Console) -> APIRouter:
 
     @r.get("/console/datasets/{name}")
     def dataset(request: Request, name: str, old: str = "", new: str = "", who: Caller = Depends(read)):
-        try: versions = dataset_versions(c.cfg, name)
-        except EarthsnapError as e: raise NotServed(e.what, fix=e.fix)  # not a dataset name (`..` included), or none
-        if not versions: raise NotServed(f"There is no dataset {name!r}.", fix="The datasets page lists them.")
+        try:
+            versions = dataset_versions(c.cfg, name)
+        except EarthsnapError as e:
+            raise NotServed(e.what, fix=e.fix)  # not a dataset name (`..` included), or none
+        if not versions:
+            raise NotServed(f"There is no dataset {name!r}.", fix="The datasets page lists them.")
         by_id = {v.version: v for v in versions}
         new_v = by_id.get(new) or versions[0]
-        old_v = by_id.get(old) or by_id.get(new_v.info.get("parent") or "") or (versions[1] if len(versions) > 1 else None)
+        old_v = (
+            by_id.get(old) or by_id.get(new_v.info.get("parent") or "") or (versions[1] if len(versions) > 1 else None)
+        )
         diff = dataset_diff(old_v, new_v) if old_v and old_v.version != new_v.version else None
-        return c.page(request, "dataset.html", who, section="datasets", title=f"Dataset {name}", name=name, versions=versions, diff=diff,
-                      old=old_v, new=new_v)
+        return c.page(
+            request,
+            "dataset.html",
+            who,
+            section="datasets",
+            title=f"Dataset {name}",
+            name=name,
+            versions=versions,
+            diff=diff,
+            old=old_v,
+            new=new_v,
+        )
 
     @r.get("/console/datasets/{name}/{version}")
     def dataset_version_page(request: Request, name: str, version: str, who: Caller = Depends(read)):
         v = _version(c, name, version)
-        return c.page(request, "dataset_version.html", who, section="datasets", title=f"Dataset {v.ref}", v=v, rejected=v.rejected())
+        return c.page(
+            request,
+            "dataset_version.html",
+            who,
+            section="datasets",
+            title=f"Dataset {v.ref}",
+            v=v,
+            rejected=v.rejected(),
+        )
 
     @r.get("/console/datasets/{name}/{version}/rejected/{i}.jpg")
     def rejected_thumbnail(name: str, version: str, i: int, who: Caller = Depends(read)):
         from PIL import Image
+
         v = _version(c, name, version)
         rows = v.rejected()
-        if not 0 <= i < len(rows): raise NotServed(f"There is no rejected photo {i}.")
+        if not 0 <= i < len(rows):
+            raise NotServed(f"There is no rejected photo {i}.")
         uri = Path(rows[i]["uri"])
-        path = inside(c.cfg.store, uri if uri.is_absolute() else Path(str(v.info.get("source", ""))) / uri)  # uris are relative to the QA's source
+        # uris are relative to the QA's source
+        path = inside(c.cfg.store, uri if uri.is_absolute() else Path(str(v.info.get("source", ""))) / uri)
         try:
             with Image.open(path) as im:
-                if im.width * im.height > THUMBNAIL_MAX_PIXELS: raise ValueError(f"{im.width}x{im.height} is too large to draw")
-                im.draft("RGB", (160, 160)); im.thumbnail((160, 160)); out = io.BytesIO(); im.convert("RGB").save(out, "JPEG", quality=80)
+                if im.width * im.height > THUMBNAIL_MAX_PIXELS:
+                    raise ValueError(f"{im.width}x{im.height} is too large to draw")
+                im.draft("RGB", (160, 160))
+                im.thumbnail((160, 160))
+                out = io.BytesIO()
+                im.convert("RGB").save(out, "JPEG", quality=80)
         except Exception as e:
-            raise NotServed(f"{rows[i]['uri']} cannot be shown: {type(e).__name__}", fix="It was rejected for this reason.")
+            raise NotServed(
+                f"{rows[i]['uri']} cannot be shown: {type(e).__name__}", fix="It was rejected for this reason."
+            )
         return Response(out.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
     return r
 
+
 def _version(c: Console, name: str, version: str):
-    try: return dataset_version(c.cfg, f"{name}@{version}")
-    except EarthsnapError as e: raise NotServed(e.what, fix=e.fix)
+    try:
+        return dataset_version(c.cfg, f"{name}@{version}")
+    except EarthsnapError as e:
+        raise NotServed(e.what, fix=e.fix)
 
 # %% ../../nbs/console/pages.ipynb #67b69ae9
 def model_pages(c: Console) -> APIRouter:
@@ -261,26 +436,57 @@ def model_pages(c: Console) -> APIRouter:
     def models(request: Request, group: str = "", status: str = "", who: Caller = Depends(read)):
         registry = open_registry(c.cfg)
         status = status if status in STATUSES else ""
-        return c.page(request, "models.html", who, section="models", title="Model registry", groups=registry.groups(),
-                      versions=registry.versions(group or None, status or None), group=group, status=status, statuses=STATUSES,
-                      live=live_version(c.cfg, registry))
+        return c.page(
+            request,
+            "models.html",
+            who,
+            section="models",
+            title="Model registry",
+            groups=registry.groups(),
+            versions=registry.versions(group or None, status or None),
+            group=group,
+            status=status,
+            statuses=STATUSES,
+            live=live_version(c.cfg, registry),
+        )
 
     def version_page(request, who, group, n, status=200, fragment=False, **ctx):
         registry = open_registry(c.cfg)
-        try: mv = registry.get(f"{group}/{n}")
-        except RegistryError as e: raise NotServed(e.what, fix=e.fix)
+        try:
+            mv = registry.get(f"{group}/{n}")
+        except RegistryError as e:
+            raise NotServed(e.what, fix=e.fix)
         live = live_version(c.cfg, registry)
         prod = live if live and live.ref != mv.ref else None  # what to compare with: prod, unless this is it
         deployments = [d for d in Deployer(registry, None, c.cfg.deploy_group).history() if d.ref == mv.ref]
-        following = mv.status == "Approved" and mv.group == c.cfg.deploy_group and (
-            not deployments or any(d.status == "in_progress" for d in deployments))
+        following = (
+            mv.status == "Approved"
+            and mv.group == c.cfg.deploy_group
+            and (not deployments or any(d.status == "in_progress" for d in deployments))
+        )
         from earthsnap.monitor.retrain import retraining_of
-        ctx = dict(mv=mv, prod=prod, compare=compare_versions(mv, prod), history=registry.history(mv.ref), deployments=deployments,
-                   retraining=retraining_of(c.cfg, mv.ref),
-                   following=following, is_live=bool(live and live.ref == mv.ref),
-                   deploy_group=c.cfg.deploy_group, **ctx)
-        return c.page(request, "_version_release.html" if fragment else "version.html", who, status, section="models",
-                      title=f"Model {mv.ref}", **ctx)
+
+        ctx = dict(
+            mv=mv,
+            prod=prod,
+            compare=compare_versions(mv, prod),
+            history=registry.history(mv.ref),
+            deployments=deployments,
+            retraining=retraining_of(c.cfg, mv.ref),
+            following=following,
+            is_live=bool(live and live.ref == mv.ref),
+            deploy_group=c.cfg.deploy_group,
+            **ctx,
+        )
+        return c.page(
+            request,
+            "_version_release.html" if fragment else "version.html",
+            who,
+            status,
+            section="models",
+            title=f"Model {mv.ref}",
+            **ctx,
+        )
 
     @r.get("/console/models/{group}/{n}")
     def version(request: Request, group: str, n: int, fragment: str = "", who: Caller = Depends(read)):
@@ -289,8 +495,10 @@ def model_pages(c: Console) -> APIRouter:
     @r.post("/console/models/{group}/{n}/approve")
     async def approve(request: Request, group: str, n: int, who: Caller = Depends(approve_)):
         reason = await reason_of(request)
-        try: open_registry(c.cfg).approve(f"{group}/{n}", by=who.name, reason=reason)
-        except RegistryError as e: return version_page(request, who, group, n, 409, error=e.what, fix=e.fix)
+        try:
+            open_registry(c.cfg).approve(f"{group}/{n}", by=who.name, reason=reason)
+        except RegistryError as e:
+            return version_page(request, who, group, n, 409, error=e.what, fix=e.fix)
         c.kick()
         return back(f"/console/models/{group}/{n}", "approved")
 
@@ -298,24 +506,45 @@ def model_pages(c: Console) -> APIRouter:
     async def reject(request: Request, group: str, n: int, who: Caller = Depends(approve_)):
         reason = await reason_of(request)
         if not reason:
-            return version_page(request, who, group, n, 422, error="A rejection needs a reason: it is kept in the version's history.",
-                                fix="Say what is wrong with it, for whoever trains the next one.")
-        try: open_registry(c.cfg).reject(f"{group}/{n}", by=who.name, reason=reason)
-        except RegistryError as e: return version_page(request, who, group, n, 409, error=e.what, fix=e.fix)
+            return version_page(
+                request,
+                who,
+                group,
+                n,
+                422,
+                error="A rejection needs a reason: it is kept in the version's history.",
+                fix="Say what is wrong with it, for whoever trains the next one.",
+            )
+        try:
+            open_registry(c.cfg).reject(f"{group}/{n}", by=who.name, reason=reason)
+        except RegistryError as e:
+            return version_page(request, who, group, n, 409, error=e.what, fix=e.fix)
         return back(f"/console/models/{group}/{n}", "rejected")
+
     return r
 
 # %% ../../nbs/console/pages.ipynb #985d36f4
 def release_pages(c: Console) -> APIRouter:
-    "What stage and prod serve and whether they answer; promote; roll back with a reason; the history with each deployment's checks."
+    """What stage and prod serve and whether they answer; promote; roll back with a reason; the history with each
+    deployment's checks.
+    """
     r = APIRouter(include_in_schema=False)
     read, operate = c.gate.need("read"), c.gate.need("operate")
 
-    def deployer() -> Deployer: return Deployer.from_config(c.cfg)
+    def deployer() -> Deployer:
+        return Deployer.from_config(c.cfg)
 
     def release_page(request, who, status=200, fragment=False, **ctx):
-        return c.page(request, "_release_live.html" if fragment else "release.html", who, status, section="release", title="Release",
-                      **release_view(deployer()), **ctx)
+        return c.page(
+            request,
+            "_release_live.html" if fragment else "release.html",
+            who,
+            status,
+            section="release",
+            title="Release",
+            **release_view(deployer()),
+            **ctx,
+        )
 
     @r.get("/console/release")
     def release(request: Request, fragment: str = "", who: Caller = Depends(read)):
@@ -324,109 +553,174 @@ def release_pages(c: Console) -> APIRouter:
     @r.post("/console/release/promote")
     async def promote(request: Request, who: Caller = Depends(operate)):
         ref = str((await request.form()).get("ref", "")) or None
-        try: deployer().promote(ref, by=who.name)
-        except (DeployError, RegistryError) as e: return release_page(request, who, 409, error=e.what, fix=e.fix)
+        try:
+            deployer().promote(ref, by=who.name)
+        except (DeployError, RegistryError) as e:
+            return release_page(request, who, 409, error=e.what, fix=e.fix)
         return back("/console/release", "promoted")
 
     @r.post("/console/release/rollback")
     async def rollback(request: Request, who: Caller = Depends(operate)):
         reason = await reason_of(request)
         if not reason:
-            return release_page(request, who, 422, error="A rollback needs a reason: it is kept in the deployment history.",
-                                fix="Say what is wrong with what prod serves.")
-        try: deployer().rollback(by=who.name, reason=reason)
-        except (DeployError, RegistryError) as e: return release_page(request, who, 409, error=e.what, fix=e.fix)
+            return release_page(
+                request,
+                who,
+                422,
+                error="A rollback needs a reason: it is kept in the deployment history.",
+                fix="Say what is wrong with what prod serves.",
+            )
+        try:
+            deployer().rollback(by=who.name, reason=reason)
+        except (DeployError, RegistryError) as e:
+            return release_page(request, who, 409, error=e.what, fix=e.fix)
         return back("/console/release", "rolled_back")
+
     return r
 
 # %% ../../nbs/console/pages.ipynb #c41942de
 def monitor_pages(c: Console) -> APIRouter:
-    "What endpoints capture, each window of their traffic checked against its model's baseline, the alerts; check now; the reports."
+    """What endpoints capture, each window of their traffic checked against its model's baseline, the alerts; check now;
+    the reports.
+    """
     r = APIRouter(include_in_schema=False)
     read, operate = c.gate.need("read"), c.gate.need("operate")
 
     def monitor_page(request, who, status=200, **ctx):
-        return c.page(request, "monitor.html", who, status, section="monitor", title="Monitor", **monitor_view(c.cfg), **ctx)
+        return c.page(
+            request, "monitor.html", who, status, section="monitor", title="Monitor", **monitor_view(c.cfg), **ctx
+        )
 
     @r.get("/console/monitor")
-    def monitor(request: Request, who: Caller = Depends(read)): return monitor_page(request, who)
+    def monitor(request: Request, who: Caller = Depends(read)):
+        return monitor_page(request, who)
 
     @r.post("/console/monitor/check")
     async def check(request: Request, who: Caller = Depends(operate)):
         from starlette.concurrency import run_in_threadpool
+
         from earthsnap.monitor.review import ReviewQueue
         from earthsnap.monitor.watch import Monitor
+
         endpoint = str((await request.form()).get("endpoint", ""))
         try:
             await run_in_threadpool(Monitor(c.cfg).check, endpoint)
             await run_in_threadpool(ReviewQueue(c.cfg).fill, endpoint)  # and the photos people should see
-        except EarthsnapError as e: return monitor_page(request, who, 409, error=e.what, fix=e.fix)
+        except EarthsnapError as e:
+            return monitor_page(request, who, 409, error=e.what, fix=e.fix)
         return back("/console/monitor", "checked")
 
     @r.get("/console/monitor/{endpoint}/reports/{report}")
     def report(endpoint: str, report: str, who: Caller = Depends(read)):
-        try: return FileResponse(monitor_report_file(c.cfg, endpoint, report), media_type="text/html")
-        except NotServed as e: return Response(e.what, status_code=404, media_type="text/plain")
+        try:
+            return FileResponse(monitor_report_file(c.cfg, endpoint, report), media_type="text/html")
+        except NotServed as e:
+            return Response(e.what, status_code=404, media_type="text/plain")
+
     return r
 
 # %% ../../nbs/console/pages.ipynb #efc1ea4f
 def review_pages(c: Console) -> APIRouter:
-    "The next photo to review with the model's answer; confirm, relabel or mark it not in the taxonomy; look for new photos."
+    """The next photo to review with the model's answer; confirm, relabel or mark it not in the taxonomy; look for new
+    photos.
+    """
     from earthsnap.monitor.review import ReviewError, ReviewQueue, live_versions
+
     r = APIRouter(include_in_schema=False)
     read, review = c.gate.need("read"), c.gate.need("review")
 
     def review_page(request, who, status=200, item_id=None, **ctx):
-        try: view = review_view(c.cfg, item_id)
-        except ReviewError as e: view, ctx = review_view(c.cfg), {**ctx, "error": e.what, "fix": e.fix}
+        try:
+            view = review_view(c.cfg, item_id)
+        except ReviewError as e:
+            view, ctx = review_view(c.cfg), {**ctx, "error": e.what, "fix": e.fix}
         return c.page(request, "review.html", who, status, section="review", title="Review", **view, **ctx)
 
     @r.get("/console/review")
-    def queue(request: Request, item: int | None = None, who: Caller = Depends(read)): return review_page(request, who, item_id=item)
+    def queue(request: Request, item: int | None = None, who: Caller = Depends(read)):
+        return review_page(request, who, item_id=item)
 
     @r.get("/console/review/{item_id}/photo")
     def photo(item_id: int, who: Caller = Depends(read)):
         q = ReviewQueue(c.cfg)
-        try: data = q.photo(q.get(item_id))
-        except ReviewError as e: return Response(e.what, status_code=404, media_type="text/plain")
-        if data is None: return Response("The photo is no longer kept.", status_code=404, media_type="text/plain")
+        try:
+            data = q.photo(q.get(item_id))
+        except ReviewError as e:
+            return Response(e.what, status_code=404, media_type="text/plain")
+        if data is None:
+            return Response("The photo is no longer kept.", status_code=404, media_type="text/plain")
         kind = "image/png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg"
-        return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
+        return Response(
+            data,
+            media_type=kind,
+            headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
+        )
 
     @r.post("/console/review/fill")
     def fill(request: Request, who: Caller = Depends(review)):
         q = ReviewQueue(c.cfg)
         for endpoint in live_versions(c.cfg):
-            if endpoint != STAGE: q.fill(endpoint)  # stage sees the release's test photos, which need no review
+            if endpoint != STAGE:
+                q.fill(endpoint)  # stage sees the release's test photos, which need no review
         return back("/console/review", "filled")
 
     @r.post("/console/review/{item_id}")
     async def decide(request: Request, item_id: int, who: Caller = Depends(review)):
         form = await request.form()
         decision, label = str(form.get("decision", "")), str(form.get("label", "")) or None
-        try: ReviewQueue(c.cfg).decide(item_id, decision, by=who.name, label=label)
-        except ReviewError as e: return review_page(request, who, 409 if "already" in e.what or "someone else" in e.what else 422,
-                                                    item_id=item_id, error=e.what, fix=e.fix)
+        try:
+            ReviewQueue(c.cfg).decide(item_id, decision, by=who.name, label=label)
+        except ReviewError as e:
+            return review_page(
+                request,
+                who,
+                409 if "already" in e.what or "someone else" in e.what else 422,
+                item_id=item_id,
+                error=e.what,
+                fix=e.fix,
+            )
         return back("/console/review", "decided")
+
     return r
 
 # %% ../../nbs/console/pages.ipynb #b640b9c8
 def hierarchy_page(c: Console) -> APIRouter:
-    "The parent and its children, each model's live (approved) version, and what `earthsnap plan` says needs retraining."
+    """The parent and its children, each model's live (approved) version, and what `earthsnap plan` says needs
+    retraining.
+    """
     r = APIRouter(include_in_schema=False)
 
     @r.get("/console/hierarchy")
     def hierarchy(request: Request, dataset: str = "demo", who: Caller = Depends(c.gate.need("read"))):
         from earthsnap.hierarchy.planning import load_hierarchy, plan_hierarchy
+
         registry = open_registry(c.cfg)
         try:
             h = load_hierarchy(c.cfg, dataset)
             items = plan_hierarchy(h, registry)
         except EarthsnapError as e:
-            return c.page(request, "hierarchy.html", who, section="hierarchy", title="Hierarchy", error=e.what, fix=e.fix, dataset=dataset)
+            return c.page(
+                request,
+                "hierarchy.html",
+                who,
+                section="hierarchy",
+                title="Hierarchy",
+                error=e.what,
+                fix=e.fix,
+                dataset=dataset,
+            )
         approved = {i.group: next(iter(registry.versions(i.group, "Approved")), None) for i in items}
-        return c.page(request, "hierarchy.html", who, section="hierarchy", title="Hierarchy", items=items, approved=approved,
-                      dataset=h.version.ref)
+        return c.page(
+            request,
+            "hierarchy.html",
+            who,
+            section="hierarchy",
+            title="Hierarchy",
+            items=items,
+            approved=approved,
+            dataset=h.version.ref,
+        )
+
     return r
 
 # %% ../../nbs/console/pages.ipynb #61c42223
@@ -436,28 +730,48 @@ def people_pages(c: Console) -> APIRouter:
     admin = c.gate.need("admin")
 
     def users_page(request, who, status=200, **ctx):
-        return c.page(request, "users.html", who, status, section="users", title="Users", users=c.gate.users.list(), roles=ROLES,
-                      tokens=c.gate.users.tokens(), **ctx)
+        return c.page(
+            request,
+            "users.html",
+            who,
+            status,
+            section="users",
+            title="Users",
+            users=c.gate.users.list(),
+            roles=ROLES,
+            tokens=c.gate.users.tokens(),
+            **ctx,
+        )
 
     @r.get("/console/users")
-    def users(request: Request, who: Caller = Depends(admin)): return users_page(request, who)
+    def users(request: Request, who: Caller = Depends(admin)):
+        return users_page(request, who)
 
     @r.post("/console/users")
     async def add(request: Request, who: Caller = Depends(admin)):
         form = await request.form()
-        try: c.gate.users.add(str(form.get("name", "")).strip(), str(form.get("role", "")), str(form.get("password", "")), by=who.name)
-        except AccessError as e: return users_page(request, who, 422, error=e.what, fix=e.fix)
+        try:
+            c.gate.users.add(
+                str(form.get("name", "")).strip(), str(form.get("role", "")), str(form.get("password", "")), by=who.name
+            )
+        except AccessError as e:
+            return users_page(request, who, 422, error=e.what, fix=e.fix)
         return back("/console/users", "user_added")
 
     @r.post("/console/users/{name}")
     async def change(request: Request, name: str, who: Caller = Depends(admin)):
         form = await request.form()
         try:
-            if form.get("role"): c.gate.users.set_role(name, str(form["role"]))
+            if form.get("role"):
+                c.gate.users.set_role(name, str(form["role"]))
             if form.get("action") == "disable":
-                if name == who.name: raise AccessError("You cannot disable yourself.", fix="Ask another admin.")
+                if name == who.name:
+                    raise AccessError("You cannot disable yourself.", fix="Ask another admin.")
                 c.gate.users.disable(name)
-            if form.get("action") == "enable": c.gate.users.enable(name)
-        except AccessError as e: return users_page(request, who, 422, error=e.what, fix=e.fix)
+            if form.get("action") == "enable":
+                c.gate.users.enable(name)
+        except AccessError as e:
+            return users_page(request, who, 422, error=e.what, fix=e.fix)
         return back("/console/users", "user_changed")
+
     return r

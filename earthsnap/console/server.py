@@ -17,8 +17,19 @@ from fastapi.staticfiles import StaticFiles
 
 from ..access.auth import Denied
 from ..api import ApiError, _body, create_api, project_gate
-from .pages import (STATIC, Console, dataset_pages, hierarchy_page, model_pages, monitor_pages, people_pages, release_pages,
-                                     review_pages, run_pages, sign_in_pages)
+from earthsnap.console.pages import (
+    STATIC,
+    Console,
+    dataset_pages,
+    hierarchy_page,
+    model_pages,
+    monitor_pages,
+    people_pages,
+    release_pages,
+    review_pages,
+    run_pages,
+    sign_in_pages,
+)
 from .views import NotServed
 from ..core.config import Config
 from ..core.errors import EarthsnapError
@@ -32,72 +43,114 @@ __all__ = ['log', 'ReleaseWorker', 'create_app', 'serve']
 
 # %% ../../nbs/console/server.ipynb #7c5b22a3
 class ReleaseWorker:
-    "Delivers the registry's events to the project's deployer every `every` seconds, and at once on `kick`, until stopped."
+    """Delivers the registry's events to the project's deployer every `every` seconds, and at once on `kick`, until
+    stopped.
+    """
+
     def __init__(self, cfg: Config, every: float = 5.0):
         self.cfg, self.every, self.wake, self.stopped = cfg, every, threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True, name="release-worker")
         self.lines: list[str] = []
 
-    def kick(self): self.wake.set()
+    def kick(self):
+        self.wake.set()
 
     def _loop(self):
         while not self.stopped.is_set():
-            try: Deployer.from_config(self.cfg, log=self._say).run()
-            except Exception as e: self._say(f"the deployer failed: {type(e).__name__}: {e}")  # told, and tried again on the next round
-            self.wake.wait(self.every); self.wake.clear()
+            try:
+                Deployer.from_config(self.cfg, log=self._say).run()
+            # told, and tried again on the next round
+            except Exception as e:
+                self._say(f"the deployer failed: {type(e).__name__}: {e}")
+            self.wake.wait(self.every)
+            self.wake.clear()
 
     def _say(self, line: str):
-        log.info(line); self.lines = (self.lines + [line])[-200:]
+        log.info(line)
+        self.lines = (self.lines + [line])[-200:]
 
     def start(self) -> "ReleaseWorker":
-        if open_registry(self.cfg).deploys_here: self.thread.start()
+        if open_registry(self.cfg).deploys_here:
+            self.thread.start()
         return self
 
     def stop(self, timeout: float = 30.0):
-        self.stopped.set(); self.wake.set()
-        if self.thread.is_alive(): self.thread.join(timeout)
+        self.stopped.set()
+        self.wake.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
 
 # %% ../../nbs/console/server.ipynb #04839c56
 def create_app(cfg: Config, deployer: bool = True) -> FastAPI:
-    "The console and the JSON API of the project configured by `cfg`; with `deployer`, the release worker runs while it serves."
+    """The console and the JSON API of the project configured by `cfg`; with `deployer`, the release worker runs while
+    it serves.
+    """
     app = create_api(cfg)
     worker = ReleaseWorker(cfg) if deployer else None
     console = Console(cfg, app.state.gate, app.state.launcher, kick=worker.kick if worker else (lambda: None))
     app.state.console, app.state.worker = console, worker
-    for router in (sign_in_pages, run_pages, dataset_pages, model_pages, release_pages, monitor_pages, review_pages, hierarchy_page,
-                   people_pages):
+    for router in (
+        sign_in_pages,
+        run_pages,
+        dataset_pages,
+        model_pages,
+        release_pages,
+        monitor_pages,
+        review_pages,
+        hierarchy_page,
+        people_pages,
+    ):
         app.include_router(router(console))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/", include_in_schema=False)
-    def root(): return RedirectResponse("/console", status_code=307)
+    def root():
+        return RedirectResponse("/console", status_code=307)
 
-    def on_page(request: Request) -> bool: return request.url.path.startswith("/console")
+    def on_page(request: Request) -> bool:
+        return request.url.path.startswith("/console")
 
     json_denied = app.exception_handlers[Denied]  # the API's own answer, kept for its paths
 
     @app.exception_handler(Denied)
     async def denied(request: Request, e: Denied):
-        if not on_page(request): return await json_denied(request, e)
+        if not on_page(request):
+            return await json_denied(request, e)
         if e.status == 401 and request.method == "GET":
             return RedirectResponse(f"/console/login?next={quote(str(request.url.path))}", status_code=303)
-        return console.page(request, "error.html", console.gate.caller(request), e.status, title="Not allowed", error=e.message, fix=e.fix)
+        return console.page(
+            request,
+            "error.html",
+            console.gate.caller(request),
+            e.status,
+            title="Not allowed",
+            error=e.message,
+            fix=e.fix,
+        )
 
     @app.exception_handler(NotServed)
     async def not_served(request: Request, e: NotServed):
-        if not on_page(request): return JSONResponse(_body("not_found", e.what, e.fix or ""), status_code=404)
-        return console.page(request, "error.html", console.gate.caller(request), 404, title="Not found", error=e.what, fix=e.fix)
+        if not on_page(request):
+            return JSONResponse(_body("not_found", e.what, e.fix or ""), status_code=404)
+        return console.page(
+            request, "error.html", console.gate.caller(request), 404, title="Not found", error=e.what, fix=e.fix
+        )
 
     @app.exception_handler(EarthsnapError)
-    async def refused(request: Request, e: EarthsnapError):  # the library's own refusal, in its words, instead of a bare 500
-        if not on_page(request): return JSONResponse(_body("refused", e.what, e.fix or ""), status_code=409)
-        return console.page(request, "error.html", console.gate.caller(request), 409, title="Cannot show this", error=e.what, fix=e.fix)
+    # the library's own refusal, in its words, instead of a bare 500
+    async def refused(request: Request, e: EarthsnapError):
+        if not on_page(request):
+            return JSONResponse(_body("refused", e.what, e.fix or ""), status_code=409)
+        return console.page(
+            request, "error.html", console.gate.caller(request), 409, title="Cannot show this", error=e.what, fix=e.fix
+        )
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
         start = time.perf_counter()
         response = await call_next(request)
-        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - start) * 1000:.1f}"  # in the browser's devtools; bench/console.py reads it
+        # in the browser's devtools; bench/console.py reads it
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - start) * 1000:.1f}"
         response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -105,12 +158,16 @@ def create_app(cfg: Config, deployer: bool = True) -> FastAPI:
 
     if worker:
         inner = app.router.lifespan_context
+
         @asynccontextmanager
         async def lifespan(a):
             worker.start()
             try:
-                async with inner(a) as state: yield state
-            finally: worker.stop()
+                async with inner(a) as state:
+                    yield state
+            finally:
+                worker.stop()
+
         app.router.lifespan_context = lifespan
     return app
 
@@ -118,4 +175,5 @@ def create_app(cfg: Config, deployer: bool = True) -> FastAPI:
 def serve(cfg: Config, host: str = "127.0.0.1", port: int = 8090, deployer: bool = True) -> None:
     "Serve the console and the API of `cfg` with uvicorn until interrupted."
     import uvicorn
+
     uvicorn.run(create_app(cfg, deployer), host=host, port=port, log_level="info")

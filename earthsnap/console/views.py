@@ -19,7 +19,7 @@ from ..engine.definition import Pipeline, project_pipeline
 from ..engine.runs import RunStore, project_runs, step_statuses
 from ..release.deployment import PROD, STAGE, Deployer
 from ..release.endpoints import ping
-from ..release.registry import ModelVersion, ModelRegistry
+from ..release.registry import ModelRegistry, ModelVersion
 
 # %% auto #0
 __all__ = ['NotServed', 'inside', 'run_rows', 'run_view', 'report_file', 'parameter_fields', 'changed_parameters',
@@ -31,6 +31,7 @@ __all__ = ['NotServed', 'inside', 'run_rows', 'run_view', 'report_file', 'parame
 class NotServed(EarthsnapError):
     "A file the console will not serve: outside the project's store, or not there."
 
+
 def inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     "`path`, resolved, if it lies inside `root`; NotServed otherwise."
     root_p, p = Path(root).resolve(), Path(path).resolve()
@@ -40,18 +41,26 @@ def inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
 
 # %% ../../nbs/console/views.ipynb #f88643e4
 def run_rows(cfg: Config, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict]:
-    "The latest runs (with `status` only, if given): id, pipeline, status, who started it, when, duration, steps and cache hits."
+    """The latest runs (with `status` only, if given): id, pipeline, status, who started it, when, duration, steps and
+    cache hits.
+    """
     return project_runs(cfg).runs(limit, status or None, offset)
 
 # %% ../../nbs/console/views.ipynb #69215430
 def _run_pipeline(cfg: Config, run: dict) -> Pipeline | None:
     "The project's pipeline cut to the steps the run records, if it still has them all (it may have changed since)."
-    try: pipeline = project_pipeline(cfg.project_dir)
-    except EarthsnapError: return None
+    try:
+        pipeline = project_pipeline(cfg.project_dir)
+    except EarthsnapError:
+        return None
     names = {s["name"] for s in run["steps"]}
-    if not names <= {s.name for s in pipeline.steps}: return None
-    try: return pipeline.upto(*names)
-    except EarthsnapError: return None
+    if not names <= {s.name for s in pipeline.steps}:
+        return None
+    try:
+        return pipeline.upto(*names)
+    except EarthsnapError:
+        return None
+
 
 def run_view(cfg: Config, run_id: str) -> dict:
     "A run for its page: the record, its DAG coloured by step status (SVG), and each step's report, if it has one."
@@ -62,7 +71,12 @@ def run_view(cfg: Config, run_id: str) -> dict:
         report = Path(s["notebook"]).with_suffix(".html") if s.get("notebook") else None
         steps.append({**s, "report": bool(report and report.is_file())})
     ended = run["status"] != "running"
-    return {"run": run, "steps": steps, "dag": svg_dag(pipeline, step_statuses(run)) if pipeline else "", "ended": ended}
+    return {
+        "run": run,
+        "steps": steps,
+        "dag": svg_dag(pipeline, step_statuses(run)) if pipeline else "",
+        "ended": ended,
+    }
 
 # %% ../../nbs/console/views.ipynb #fb794490
 def report_file(cfg: Config, run_id: str, step: str) -> Path:
@@ -72,20 +86,46 @@ def report_file(cfg: Config, run_id: str, step: str) -> Path:
     if found is None or not found.get("notebook"):
         raise NotServed(f"Run {run_id} has no step {step!r} with a notebook.", fix="Pick a step from the run's page.")
     html = inside(cfg.runs, Path(found["notebook"]).with_suffix(".html"))
-    if not html.is_file(): raise NotServed(f"The report of {step} in run {run_id} is not there (yet).", fix="It appears when the step ends.")
+    if not html.is_file():
+        raise NotServed(
+            f"The report of {step} in run {run_id} is not there (yet).", fix="It appears when the step ends."
+        )
     return html
 
 # %% ../../nbs/console/views.ipynb #e941b33e
 def parameter_fields(pipeline: Pipeline) -> list[dict]:
-    "The form fields of a pipeline's parameters: name, input kind, default as text, choices, min, max, step, description."
+    """The form fields of a pipeline's parameters: name, input kind, default as text, choices, min, max, step,
+    description.
+    """
     out = []
     for p in pipeline.parameters.values():
-        kind = "bool" if p.type is bool else "choice" if p.choices and not p.many else "number" if p.type in (int, float) else "text"
+        kind = (
+            "bool"
+            if p.type is bool
+            else "choice"
+            if p.choices and not p.many
+            else "number"
+            if p.type in (int, float)
+            else "text"
+        )
         default = ("true" if p.default else "false") if p.type is bool else str(p.default)
-        out.append({"name": p.name, "kind": kind, "default": default, "choices": [str(c) for c in p.choices], "type": p.type.__name__,
-                    "min": p.min, "max": p.max, "step": "1" if p.type is int else "any", "description": p.description, "path": p.path,
-                    "many": p.many})
+        out.append(
+            {
+                "name": p.name,
+                "kind": kind,
+                "default": default,
+                "choices": [str(c) for c in p.choices],
+                "type": p.type.__name__,
+                "min": p.min,
+                "max": p.max,
+                "step": "1" if p.type is int else "any",
+                "description": p.description,
+                "path": p.path,
+                "many": p.many,
+            }
+        )
     return out
+
 
 def changed_parameters(pipeline: Pipeline, form: dict[str, str]) -> dict[str, str]:
     "The form's values that differ from the defaults, as text (unknown names are kept, so that the check names them)."
@@ -98,9 +138,11 @@ def dataset_names(cfg: Config) -> list[str]:
     root = Path(cfg.datasets)
     return sorted(p.name for p in root.iterdir() if (p / "LATEST").is_file()) if root.is_dir() else []
 
+
 def dataset_versions(cfg: Config, name: str) -> list[DatasetVersion]:
     "Every version of dataset `name`, newest first."
     return list(reversed(DatasetStore(cfg.datasets, cfg.s3_endpoint_url or None).versions(name)))
+
 
 def dataset_version(cfg: Config, ref: str) -> DatasetVersion:
     "One version, by `name@version`."
@@ -109,46 +151,91 @@ def dataset_version(cfg: Config, ref: str) -> DatasetVersion:
 # %% ../../nbs/console/views.ipynb #2d901480
 def dataset_diff(old: DatasetVersion, new: DatasetVersion) -> dict:
     "What changed from `old` to `new`: per class, the images added and removed (by content), and the totals."
+
     def by_class(v):
         out: dict[str, set] = {}
-        for r in v.rows(): out.setdefault(r["label"], set()).add(r["sha256"])
+        for r in v.rows():
+            out.setdefault(r["label"], set()).add(r["sha256"])
         return out
+
     a, b = by_class(old), by_class(new)
-    rows = [{"label": c, "before": len(a.get(c, ())), "after": len(b.get(c, ())), "added": len(b.get(c, set()) - a.get(c, set())),
-             "removed": len(a.get(c, set()) - b.get(c, set()))} for c in sorted(set(a) | set(b))]
+    rows = [
+        {
+            "label": c,
+            "before": len(a.get(c, ())),
+            "after": len(b.get(c, ())),
+            "added": len(b.get(c, set()) - a.get(c, set())),
+            "removed": len(a.get(c, set()) - b.get(c, set())),
+        }
+        for c in sorted(set(a) | set(b))
+    ]
     changed = [r for r in rows if r["added"] or r["removed"]]
-    return {"old": old.ref, "new": new.ref, "classes": changed, "unchanged": len(rows) - len(changed),
-            "added": sum(r["added"] for r in rows), "removed": sum(r["removed"] for r in rows),
-            "new_classes": [c for c in b if c not in a], "gone_classes": [c for c in a if c not in b]}
+    return {
+        "old": old.ref,
+        "new": new.ref,
+        "classes": changed,
+        "unchanged": len(rows) - len(changed),
+        "added": sum(r["added"] for r in rows),
+        "removed": sum(r["removed"] for r in rows),
+        "new_classes": [c for c in b if c not in a],
+        "gone_classes": [c for c in a if c not in b],
+    }
 
 # %% ../../nbs/console/views.ipynb #7953515b
 def evaluation_of(mv: ModelVersion) -> dict | None:
-    "The evaluation report a version was registered with (per-class figures, confusion matrix), if its lineage names one that is still there."
+    """The evaluation report a version was registered with (per-class figures, confusion matrix), if its lineage names
+    one that is still there.
+    """
     where = (mv.lineage.get("inputs") or {}).get("evaluation")
-    if not where: return None
-    try: return dict(read_evaluation(where))
-    except (StepFileError, OSError, ValueError): return None
+    if not where:
+        return None
+    try:
+        return dict(read_evaluation(where))
+    except (StepFileError, OSError, ValueError):
+        return None
+
 
 def headline(mv: ModelVersion) -> dict[str, float]:
     "A version's metrics as name -> value."
-    return {k: v["value"] for k, v in mv.metrics.items() if isinstance(v, dict) and isinstance(v.get("value"), (int, float))}
+    return {
+        k: v["value"] for k, v in mv.metrics.items() if isinstance(v, dict) and isinstance(v.get("value"), (int, float))
+    }
 
 # %% ../../nbs/console/views.ipynb #61bbd7d2
 def compare_versions(mv: ModelVersion, prod: ModelVersion | None) -> dict:
-    "The version beside the one prod serves: headline deltas, and per class the F1 delta, sorted worst first, with which got better or worse."
+    """The version beside the one prod serves: headline deltas, and per class the F1 delta, sorted worst first, with
+    which got better or worse.
+    """
     ev, base = evaluation_of(mv), evaluation_of(prod) if prod else None
     mine, theirs = headline(mv), headline(prod) if prod else {}
-    metrics = [{"name": k, "value": v, "prod": theirs.get(k), "delta": v - theirs[k] if k in theirs else None} for k, v in mine.items()]
+    metrics = [
+        {"name": k, "value": v, "prod": theirs.get(k), "delta": v - theirs[k] if k in theirs else None}
+        for k, v in mine.items()
+    ]
     classes = []
     for label, f in ((ev or {}).get("per_class") or {}).items():
         b = ((base or {}).get("per_class") or {}).get(label)
-        classes.append({"label": label, **f, "prod_f1": b["f1"] if b else None, "delta": round(f["f1"] - b["f1"], 4) if b else None})
+        classes.append(
+            {
+                "label": label,
+                **f,
+                "prod_f1": b["f1"] if b else None,
+                "delta": round(f["f1"] - b["f1"], 4) if b else None,
+            }
+        )
     classes.sort(key=lambda c: (c["delta"] is None, c["delta"] if c["delta"] is not None else 0, c["label"]))
     worse = [c["label"] for c in classes if c["delta"] is not None and c["delta"] < -0.005]
     better = [c["label"] for c in classes if c["delta"] is not None and c["delta"] > 0.005]
-    return {"prod": prod.ref if prod else None, "metrics": metrics, "classes": classes, "better": better, "worse": worse,
-            "confusion": (ev or {}).get("confusion_matrix"), "labels": list(((ev or {}).get("per_class") or {}).keys()),
-            "has_report": ev is not None}
+    return {
+        "prod": prod.ref if prod else None,
+        "metrics": metrics,
+        "classes": classes,
+        "better": better,
+        "worse": worse,
+        "confusion": (ev or {}).get("confusion_matrix"),
+        "labels": list(((ev or {}).get("per_class") or {}).keys()),
+        "has_report": ev is not None,
+    }
 
 # %% ../../nbs/console/views.ipynb #d13c22a0
 def live_version(cfg: Config, registry: ModelRegistry) -> ModelVersion | None:
@@ -159,59 +246,107 @@ def live_version(cfg: Config, registry: ModelRegistry) -> ModelVersion | None:
 
 # %% ../../nbs/console/views.ipynb #a104a69d
 def release_view(deployer: Deployer, ping_timeout: float = 2.0) -> dict:
-    "Stage and prod: what each serves, whether it answers /ping now (and what it captures), its latest deployment; and the deployment history."
+    """Stage and prod: what each serves, whether it answers /ping now (and what it captures), its latest deployment; and
+    the deployment history.
+    """
     endpoints = {}
     for name, st in deployer.status().items():
         ep, health = st["endpoint"], None
         if ep is not None and ep.running:
             try:
                 code, answer = ping(ep.url, ping_timeout)
-                health = {"ok": code == 200, "detail": f"{code} {answer.get('model') or answer.get('error', '')}", "capture": answer.get("capture")}
-            except OSError as e: health = {"ok": False, "detail": f"no answer: {e}"}
-        endpoints[name] = {"name": name, "url": ep.url if ep else None, "running": bool(ep and ep.running), "serving": st["serving"],
-                           "health": health, "last": st["last"], "live": st["live"]}
+                health = {
+                    "ok": code == 200,
+                    "detail": f"{code} {answer.get('model') or answer.get('error', '')}",
+                    "capture": answer.get("capture"),
+                }
+            except OSError as e:
+                health = {"ok": False, "detail": f"no answer: {e}"}
+        endpoints[name] = {
+            "name": name,
+            "url": ep.url if ep else None,
+            "running": bool(ep and ep.running),
+            "serving": st["serving"],
+            "health": health,
+            "last": st["last"],
+            "live": st["live"],
+        }
     history = deployer.history()
-    return {"endpoints": endpoints, "history": history, "group": deployer.group,
-            "promotable": [d for d in history if d.endpoint == STAGE and d.status == "passed"],
-            "live": deployer.live(), "busy": any(d.status == "in_progress" for d in history[:5])}
+    return {
+        "endpoints": endpoints,
+        "history": history,
+        "group": deployer.group,
+        "promotable": [d for d in history if d.endpoint == STAGE and d.status == "passed"],
+        "live": deployer.live(),
+        "busy": any(d.status == "in_progress" for d in history[:5]),
+    }
 
 # %% ../../nbs/console/views.ipynb #00473e8f
 def monitor_reports(cfg: Config, endpoint: str, limit: int = 5) -> list[dict]:
     "The drift reports of `endpoint`, newest first: {'id', 'time'}."
     root = Path(cfg.store) / "monitor" / endpoint
-    found = sorted((p for p in root.glob("drift-*") if (p / "monitor.html").exists()), key=lambda p: p.name, reverse=True) if root.is_dir() else []
+    found = (
+        sorted((p for p in root.glob("drift-*") if (p / "monitor.html").exists()), key=lambda p: p.name, reverse=True)
+        if root.is_dir()
+        else []
+    )
     return [{"id": p.name, "time": (p / "monitor.html").stat().st_mtime} for p in found[:limit]]
+
 
 def monitor_report_file(cfg: Config, endpoint: str, report: str) -> Path:
     "The HTML of one drift report, if it lies inside the store's monitor folder."
     p = inside(Path(cfg.store) / "monitor", Path(cfg.store) / "monitor" / endpoint / report / "monitor.html")
-    if not p.is_file(): raise NotServed(f"There is no drift report {endpoint}/{report}.", fix="Run one: earthsnap monitor " + endpoint)
+    if not p.is_file():
+        raise NotServed(f"There is no drift report {endpoint}/{report}.", fix="Run one: earthsnap monitor " + endpoint)
     return p
 
+
 def monitor_view(cfg: Config, ping_timeout: float = 2.0) -> dict:
-    "Each local endpoint: what it serves, its capture (from /ping), how many requests it captured, its checked windows and reports; the alerts."
+    """Each local endpoint: what it serves, its capture (from /ping), how many requests it captured, its checked windows
+    and reports; the alerts.
+    """
     from earthsnap.monitor.watch import Monitor
     from earthsnap.release.capture import CaptureStore
     from earthsnap.release.endpoints import Endpoints
+
     mon, endpoints = Monitor(cfg), []
     for ep in Endpoints.from_config(cfg).list():
         capture = None
         if ep.running:
-            try: capture = ping(ep.url, ping_timeout)[1].get("capture")
-            except OSError: pass
-        endpoints.append({"name": ep.name, "running": ep.running, "serving": ep.model, "capture": capture,
-                          "captured": CaptureStore(cfg.capture, ep.name).count(), "windows": mon.windows(ep.name, limit=20),
-                          "reports": monitor_reports(cfg, ep.name)})
+            try:
+                capture = ping(ep.url, ping_timeout)[1].get("capture")
+            except OSError:
+                pass
+        endpoints.append(
+            {
+                "name": ep.name,
+                "running": ep.running,
+                "serving": ep.model,
+                "capture": capture,
+                "captured": CaptureStore(cfg.capture, ep.name).count(),
+                "windows": mon.windows(ep.name, limit=20),
+                "reports": monitor_reports(cfg, ep.name),
+            }
+        )
     return {"endpoints": endpoints, "alerts": mon.alerts(20), "window": cfg.drift_window, "alpha": cfg.drift_alpha}
 
 # %% ../../nbs/console/views.ipynb #f2bbbf7a
 def review_view(cfg: Config, item_id: int | None = None) -> dict:
-    "The photo to review (item `item_id`, else the oldest waiting), its labels, the queue's counts, the accuracy estimate, the latest decisions."
+    """The photo to review (item `item_id`, else the oldest waiting), its labels, the queue's counts, the accuracy
+    estimate, the latest decisions.
+    """
     from earthsnap.monitor.review import ReviewQueue, live_versions
+
     q = ReviewQueue(cfg)
     item = q.get(item_id) if item_id else q.next()
     decided = q.items(pending=False)
     live = live_versions(cfg)
-    return {"item": item, "labels": q.classes(item.version) if item else [], "counts": q.counts(), "estimates": [
-                {"endpoint": name, **q.estimate(version)} for name, version in live.items()] + [{"endpoint": "all", **q.estimate()}],
-            "recent": decided[::-1][:10], "rules": q.rules}
+    return {
+        "item": item,
+        "labels": q.classes(item.version) if item else [],
+        "counts": q.counts(),
+        "estimates": [{"endpoint": name, **q.estimate(version)} for name, version in live.items()]
+        + [{"endpoint": "all", **q.estimate()}],
+        "recent": decided[::-1][:10],
+        "rules": q.rules,
+    }

@@ -22,72 +22,198 @@ __all__ = ['CONFIG_FILE', 'ENV_PREFIX', 'SETTINGS', 'WHERE', 'Setting', 'Config'
 CONFIG_FILE = "earthsnap.yaml"
 ENV_PREFIX = "EARTHSNAP_"
 
+
 @dataclass(frozen=True)
 class Setting:
     "One configuration setting: its name, type, default and what it is for."
+
     name: str
     type: type
     default: Any
     doc: str
     path: bool = False  # a location: `{store}` is expanded and relative local paths are resolved
-    affects_results: bool = True  # False for settings that change speed, never what a step writes (kept out of cache keys)
+    # False for settings that change speed, never what a step writes (kept out of cache keys)
+    affects_results: bool = True
+
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("store", str, ".earthsnap", "Root of everything earthsnap writes: a local path (relative to the "
-            "project directory) or a file:// or s3:// URI.", path=True),
-    Setting("runs", str, "{store}/runs", "Pipeline runs, one directory per run with every executed notebook.", path=True),
+    Setting(
+        "store",
+        str,
+        ".earthsnap",
+        "Root of everything earthsnap writes: a local path (relative to the "
+        "project directory) or a file:// or s3:// URI.",
+        path=True,
+    ),
+    Setting(
+        "runs", str, "{store}/runs", "Pipeline runs, one directory per run with every executed notebook.", path=True
+    ),
     Setting("datasets", str, "{store}/datasets", "Dataset versions, one directory per manifest hash.", path=True),
-    Setting("registry", str, ".earthsnap/registry.db", "SQLite database of the model registry, run records and "
-            "events. A local file, also when the store is on S3.", path=True),
-    Setting("endpoints", str, ".earthsnap/endpoints", "State and logs of local endpoints. A local directory.", path=True),
+    Setting(
+        "registry",
+        str,
+        ".earthsnap/registry.db",
+        "SQLite database of the model registry, run records and events. A local file, also when the store is on S3.",
+        path=True,
+    ),
+    Setting(
+        "endpoints", str, ".earthsnap/endpoints", "State and logs of local endpoints. A local directory.", path=True
+    ),
     Setting("endpoint_host", str, "127.0.0.1", "Address local endpoints listen on."),
-    Setting("capture", str, ".earthsnap/capture", "What local endpoints serve, captured for monitoring and review: rows in "
-            "SQLite, each image once by its sha256. A local directory.", path=True, affects_results=False),
-    Setting("capture_rate", float, 1.0, "Share of each local endpoint's requests that is captured, 0 to 1; 0 turns capture off.",
-            affects_results=False),
-    Setting("capture_budget_mb", float, 2048.0, "Disk budget of each local endpoint's captures, in MiB; capture stops when it is used.",
-            affects_results=False),
-    Setting("drift_window", int, 500, "Captured requests in each window `earthsnap monitor` compares with the model's baseline.",
-            affects_results=False),
-    Setting("drift_alpha", float, 0.05, "Significance level of the drift tests, after Holm's correction for their number.",
-            affects_results=False),
-    Setting("review_min_probability", float, 0.5, "A served photo whose top probability is below this goes to the review queue.",
-            affects_results=False),
-    Setting("review_min_margin", float, 0.2, "A served photo whose first two answers are closer than this goes to the review queue.",
-            affects_results=False),
-    Setting("review_audit_rate", float, 0.02, "Share of all served photos sent to review at random, to estimate the live model's "
-            "accuracy without bias.", affects_results=False),
-    Setting("review_daily_budget", int, 200, "Most photos the review rules queue per day (the audit sample comes on top).",
-            affects_results=False),
+    Setting(
+        "capture",
+        str,
+        ".earthsnap/capture",
+        "What local endpoints serve, captured for monitoring and review: rows in "
+        "SQLite, each image once by its sha256. A local directory.",
+        path=True,
+        affects_results=False,
+    ),
+    Setting(
+        "capture_rate",
+        float,
+        1.0,
+        "Share of each local endpoint's requests that is captured, 0 to 1; 0 turns capture off.",
+        affects_results=False,
+    ),
+    Setting(
+        "capture_budget_mb",
+        float,
+        2048.0,
+        "Disk budget of each local endpoint's captures, in MiB; capture stops when it is used.",
+        affects_results=False,
+    ),
+    Setting(
+        "drift_window",
+        int,
+        500,
+        "Captured requests in each window `earthsnap monitor` compares with the model's baseline.",
+        affects_results=False,
+    ),
+    Setting(
+        "drift_alpha",
+        float,
+        0.05,
+        "Significance level of the drift tests, after Holm's correction for their number.",
+        affects_results=False,
+    ),
+    Setting(
+        "review_min_probability",
+        float,
+        0.5,
+        "A served photo whose top probability is below this goes to the review queue.",
+        affects_results=False,
+    ),
+    Setting(
+        "review_min_margin",
+        float,
+        0.2,
+        "A served photo whose first two answers are closer than this goes to the review queue.",
+        affects_results=False,
+    ),
+    Setting(
+        "review_audit_rate",
+        float,
+        0.02,
+        "Share of all served photos sent to review at random, to estimate the live model's accuracy without bias.",
+        affects_results=False,
+    ),
+    Setting(
+        "review_daily_budget",
+        int,
+        200,
+        "Most photos the review rules queue per day (the audit sample comes on top).",
+        affects_results=False,
+    ),
     Setting("stage_port", int, 8081, "Port of the local stage endpoint."),
     Setting("prod_port", int, 8082, "Port of the local prod endpoint."),
     Setting("workers", int, 0, "Worker processes for parallel work; 0 means one per CPU core.", affects_results=False),
     Setting("s3_endpoint_url", str, "", "Endpoint of an S3-compatible server for s3:// URIs; empty means AWS S3."),
-    Setting("deploy_group", str, "species", "Model group whose approved versions the deployer releases to the stage and prod "
-            "endpoints.", affects_results=False),
-    Setting("stage_min_accuracy", float, 0.85, "Accuracy the stage endpoint must reach on the model's held-out test images "
-            "before it may be promoted.", affects_results=False),
-    Setting("stage_p95_ms", float, 100.0, "Budget for the stage endpoint's 95th percentile latency, in milliseconds, "
-            "measured on those test images.", affects_results=False),
-    Setting("auto_promote", bool, False, "Promote to prod as soon as the stage tests pass; when false, a person runs "
-            "`earthsnap deploy promote`.", affects_results=False),
-    Setting("sagemaker_region", str, "", "AWS region of the SageMaker backend; empty means boto3's own (AWS_DEFAULT_REGION, "
-            "the profile).", affects_results=False),
-    Setting("sagemaker_bucket", str, "", "S3 location (s3://bucket/prefix) for what the SageMaker backend stores: model "
-            "archives, evaluations, code.", affects_results=False),
-    Setting("sagemaker_role", str, "", "ARN of the IAM role SageMaker jobs and pipelines run as.", affects_results=False),
-    Setting("sagemaker_image_repository", str, "", "ECR repository of earthsnap's image (the release stack's ImageRepositoryUri); "
-            "the jobs and endpoints run its image tagged by content (`earthsnap sagemaker image`).", affects_results=False),
-    Setting("sagemaker_image", str, "", "Image of the SageMaker pipeline's jobs, named outright; empty means "
-            "sagemaker_image_repository:<content tag>.", affects_results=False),
-    Setting("sagemaker_serving_image", str, "", "Image that serves model packages registered in SageMaker; empty means the "
-            "jobs' image (its `serve` command), or the built-in algorithm's with sagemaker_trainer: builtin.", affects_results=False),
-    Setting("sagemaker_trainer", str, "notebook", "What trains and tunes on SageMaker: notebook (the training notebook, "
-            "papermill in earthsnap's image) or builtin (SageMaker's image-classification algorithm on the RecordIO channels).",
-            affects_results=False),
-    Setting("api_token", str, "", "Bootstrap bearer token of `earthsnap console`/`api`: it acts as an admin named 'bootstrap', for a "
-            "fresh deployment or CI before people have accounts (`earthsnap users add`, `users token`); better set as "
-            "EARTHSNAP_API_TOKEN than written in the file, and unset once every script has its own token.", affects_results=False),
+    Setting(
+        "deploy_group",
+        str,
+        "species",
+        "Model group whose approved versions the deployer releases to the stage and prod endpoints.",
+        affects_results=False,
+    ),
+    Setting(
+        "stage_min_accuracy",
+        float,
+        0.85,
+        "Accuracy the stage endpoint must reach on the model's held-out test images before it may be promoted.",
+        affects_results=False,
+    ),
+    Setting(
+        "stage_p95_ms",
+        float,
+        100.0,
+        "Budget for the stage endpoint's 95th percentile latency, in milliseconds, measured on those test images.",
+        affects_results=False,
+    ),
+    Setting(
+        "auto_promote",
+        bool,
+        False,
+        "Promote to prod as soon as the stage tests pass; when false, a person runs `earthsnap deploy promote`.",
+        affects_results=False,
+    ),
+    Setting(
+        "sagemaker_region",
+        str,
+        "",
+        "AWS region of the SageMaker backend; empty means boto3's own (AWS_DEFAULT_REGION, the profile).",
+        affects_results=False,
+    ),
+    Setting(
+        "sagemaker_bucket",
+        str,
+        "",
+        "S3 location (s3://bucket/prefix) for what the SageMaker backend stores: model archives, evaluations, code.",
+        affects_results=False,
+    ),
+    Setting(
+        "sagemaker_role", str, "", "ARN of the IAM role SageMaker jobs and pipelines run as.", affects_results=False
+    ),
+    Setting(
+        "sagemaker_image_repository",
+        str,
+        "",
+        "ECR repository of earthsnap's image (the release stack's ImageRepositoryUri); "
+        "the jobs and endpoints run its image tagged by content (`earthsnap sagemaker image`).",
+        affects_results=False,
+    ),
+    Setting(
+        "sagemaker_image",
+        str,
+        "",
+        "Image of the SageMaker pipeline's jobs, named outright; empty means sagemaker_image_repository:<content tag>.",
+        affects_results=False,
+    ),
+    Setting(
+        "sagemaker_serving_image",
+        str,
+        "",
+        "Image that serves model packages registered in SageMaker; empty means the "
+        "jobs' image (its `serve` command), or the built-in algorithm's with sagemaker_trainer: builtin.",
+        affects_results=False,
+    ),
+    Setting(
+        "sagemaker_trainer",
+        str,
+        "notebook",
+        "What trains and tunes on SageMaker: notebook (the training notebook, papermill in earthsnap's "
+        "image) or builtin (SageMaker's image-classification algorithm on the RecordIO channels).",
+        affects_results=False,
+    ),
+    Setting(
+        "api_token",
+        str,
+        "",
+        "Bootstrap bearer token of `earthsnap console`/`api`: it acts as an admin named 'bootstrap', for a "
+        "fresh deployment or CI before people have accounts (`earthsnap users add`, `users token`); better set as "
+        "EARTHSNAP_API_TOKEN than written in the file, and unset once every script has its own token.",
+        affects_results=False,
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -95,6 +221,7 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 @dataclass(frozen=True)
 class Config:
     "The resolved configuration of one project; build it with `load_config`."
+
     project_dir: Path
     store: str
     runs: str
@@ -137,31 +264,50 @@ class Config:
 
     def describe(self) -> list[tuple[str, Any, str]]:
         "Rows of (setting, value, source) for people to read."
-        return [(s.name, "(set)" if s.name.endswith("_token") and getattr(self, s.name) else getattr(self, s.name),
-                 self.sources.get(s.name, "default")) for s in SETTINGS]
+        return [
+            (
+                s.name,
+                "(set)" if s.name.endswith("_token") and getattr(self, s.name) else getattr(self, s.name),
+                self.sources.get(s.name, "default"),
+            )
+            for s in SETTINGS
+        ]
 
 # %% ../../nbs/core/config.ipynb #8a6d4b07
 def _coerce(setting: Setting, value: Any, origin: str) -> Any:
     if setting.type is int and not isinstance(value, bool):
-        try: return int(value)
-        except (TypeError, ValueError): pass
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            pass
     elif setting.type is float and not isinstance(value, bool):
-        try: return float(value)
-        except (TypeError, ValueError): pass
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
     elif setting.type is bool:
-        if isinstance(value, bool): return value
-        if str(value).strip().lower() in ("true", "yes", "on", "1"): return True
-        if str(value).strip().lower() in ("false", "no", "off", "0"): return False
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in ("true", "yes", "on", "1"):
+            return True
+        if str(value).strip().lower() in ("false", "no", "off", "0"):
+            return False
     elif setting.type is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
-    raise ConfigError(f"Setting '{setting.name}' from {origin} must be {setting.type.__name__}, got {value!r}.",
-                      fix=f"{setting.name}: {setting.doc}")
+    raise ConfigError(
+        f"Setting '{setting.name}' from {origin} must be {setting.type.__name__}, got {value!r}.",
+        fix=f"{setting.name}: {setting.doc}",
+    )
+
 
 def _check_names(names, origin: str):
     for name in names:
         if name not in _BY_NAME:
-            raise ConfigError(f"Unknown setting '{name}' in {origin}.{did_you_mean(name, _BY_NAME)}",
-                              fix=f"Known settings: {', '.join(_BY_NAME)}.")
+            raise ConfigError(
+                f"Unknown setting '{name}' in {origin}.{did_you_mean(name, _BY_NAME)}",
+                fix=f"Known settings: {', '.join(_BY_NAME)}.",
+            )
+
 
 def find_config_file(start: Path | str | None = None, env: Mapping[str, str] | None = None) -> Path | None:
     "The `earthsnap.yaml` in force: `$EARTHSNAP_CONFIG`, else the nearest one from `start` upwards."
@@ -169,67 +315,107 @@ def find_config_file(start: Path | str | None = None, env: Mapping[str, str] | N
     if named := env.get(ENV_PREFIX + "CONFIG"):
         p = Path(named).expanduser()
         if not p.is_file():
-            raise ConfigError(f"{ENV_PREFIX}CONFIG names {p}, which is not a file.",
-                              fix=f"Point it at an existing {CONFIG_FILE}, or unset it.")
+            raise ConfigError(
+                f"{ENV_PREFIX}CONFIG names {p}, which is not a file.",
+                fix=f"Point it at an existing {CONFIG_FILE}, or unset it.",
+            )
         return p.resolve()
     here = Path(start or Path.cwd()).resolve()
     for d in (here, *here.parents):
-        if (d / CONFIG_FILE).is_file(): return d / CONFIG_FILE
+        if (d / CONFIG_FILE).is_file():
+            return d / CONFIG_FILE
     return None
 
+
 def _read_file(path: Path) -> dict:
-    try: data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}", fix="Fix the syntax, or run `earthsnap config init --force`.") from None
-    if data is None: return {}
+        raise ConfigError(
+            f"{path} is not valid YAML: {e}", fix="Fix the syntax, or run `earthsnap config init --force`."
+        ) from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of setting: value, not {type(data).__name__}.",
-                          fix="See `earthsnap config init` for the layout.")
+        raise ConfigError(
+            f"{path} must hold a mapping of setting: value, not {type(data).__name__}.",
+            fix="See `earthsnap config init` for the layout.",
+        )
     _check_names(data, str(path))
     return data
 
 # %% ../../nbs/core/config.ipynb #f9b30edb
 def _resolve_location(name: str, value: str, values: Mapping[str, Any], project_dir: Path) -> str:
-    try: value = value.format(store=values.get("store", ""), project_dir=project_dir)
+    try:
+        value = value.format(store=values.get("store", ""), project_dir=project_dir)
     except (KeyError, IndexError, ValueError) as e:
-        raise ConfigError(f"Setting '{name}' = {value!r} has a placeholder that cannot be filled: {e}.",
-                          fix="Only {store} and {project_dir} may appear in a location.") from None
-    if "://" in value: return value.rstrip("/")
+        raise ConfigError(
+            f"Setting '{name}' = {value!r} has a placeholder that cannot be filled: {e}.",
+            fix="Only {store} and {project_dir} may appear in a location.",
+        ) from None
+    if "://" in value:
+        return value.rstrip("/")
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (project_dir / p).resolve())
+
 
 def _validate(cfg: dict[str, Any], sources: Mapping[str, str]):
     for name in ("stage_port", "prod_port"):
         if not 1 <= cfg[name] <= 65535:
             raise ConfigError(f"Setting '{name}' from {sources[name]} is {cfg[name]}, not a port (1-65535).")
     if cfg["stage_port"] == cfg["prod_port"]:
-        raise ConfigError(f"stage_port and prod_port are both {cfg['prod_port']}.", fix="Give the two endpoints different ports.")
+        raise ConfigError(
+            f"stage_port and prod_port are both {cfg['prod_port']}.", fix="Give the two endpoints different ports."
+        )
     if cfg["workers"] < 0:
-        raise ConfigError(f"Setting 'workers' from {sources['workers']} is {cfg['workers']}; it must be 0 (one per core) or more.")
+        raise ConfigError(
+            f"Setting 'workers' from {sources['workers']} is {cfg['workers']}; it must be 0 (one per core) or more."
+        )
     if not 0 <= cfg["stage_min_accuracy"] <= 1:
-        raise ConfigError(f"Setting 'stage_min_accuracy' from {sources['stage_min_accuracy']} is {cfg['stage_min_accuracy']}; "
-                          "it is a fraction from 0 to 1.")
+        raise ConfigError(
+            f"Setting 'stage_min_accuracy' from {sources['stage_min_accuracy']} is {cfg['stage_min_accuracy']}; "
+            "it is a fraction from 0 to 1."
+        )
     if not cfg["stage_p95_ms"] > 0:
-        raise ConfigError(f"Setting 'stage_p95_ms' from {sources['stage_p95_ms']} is {cfg['stage_p95_ms']}; it must be above 0 ms.")
+        raise ConfigError(
+            f"Setting 'stage_p95_ms' from {sources['stage_p95_ms']} is {cfg['stage_p95_ms']}; it must be above 0 ms."
+        )
     if not 0 <= cfg["capture_rate"] <= 1:
-        raise ConfigError(f"Setting 'capture_rate' from {sources['capture_rate']} is {cfg['capture_rate']}; it is a share from 0 to 1.",
-                          fix="Set 1 to capture every request, 0 to capture none.")
+        raise ConfigError(
+            f"Setting 'capture_rate' from {sources['capture_rate']} "
+            f"is {cfg['capture_rate']}; it is a share from 0 to 1.",
+            fix="Set 1 to capture every request, 0 to capture none.",
+        )
     if not cfg["capture_budget_mb"] > 0:
-        raise ConfigError(f"Setting 'capture_budget_mb' from {sources['capture_budget_mb']} is {cfg['capture_budget_mb']}; it must be above 0 MiB.")
+        raise ConfigError(
+            f"Setting 'capture_budget_mb' from {sources['capture_budget_mb']} "
+            f"is {cfg['capture_budget_mb']}; it must be above 0 MiB."
+        )
     if cfg["drift_window"] < 20:
-        raise ConfigError(f"Setting 'drift_window' from {sources['drift_window']} is {cfg['drift_window']}; a window needs at least 20 requests.")
+        raise ConfigError(
+            f"Setting 'drift_window' from {sources['drift_window']} "
+            f"is {cfg['drift_window']}; a window needs at least 20 requests."
+        )
     if not 0 < cfg["drift_alpha"] < 1:
-        raise ConfigError(f"Setting 'drift_alpha' from {sources['drift_alpha']} is {cfg['drift_alpha']}; it is a level between 0 and 1, e.g. 0.05.")
+        raise ConfigError(
+            f"Setting 'drift_alpha' from {sources['drift_alpha']} "
+            f"is {cfg['drift_alpha']}; it is a level between 0 and 1, e.g. 0.05."
+        )
     for name in ("review_min_probability", "review_min_margin", "review_audit_rate"):
         if not 0 <= cfg[name] <= 1:
             raise ConfigError(f"Setting '{name}' from {sources[name]} is {cfg[name]}; it is a fraction from 0 to 1.")
     if cfg["review_daily_budget"] < 0:
-        raise ConfigError(f"Setting 'review_daily_budget' from {sources['review_daily_budget']} is {cfg['review_daily_budget']}; it must be 0 or more.")
+        raise ConfigError(
+            f"Setting 'review_daily_budget' from {sources['review_daily_budget']} "
+            f"is {cfg['review_daily_budget']}; it must be 0 or more."
+        )
     for name in ("registry", "endpoints", "capture"):
         if "://" in cfg[name] and not cfg[name].startswith("file://"):
-            raise ConfigError(f"Setting '{name}' is {cfg[name]}, but it must be on the local disk.",
-                              fix=f"Set {name} to a local path in {CONFIG_FILE} or {ENV_PREFIX}{name.upper()}; "
-                                  f"the default is {_BY_NAME[name].default}.")
+            raise ConfigError(
+                f"Setting '{name}' is {cfg[name]}, but it must be on the local disk.",
+                fix=f"Set {name} to a local path in {CONFIG_FILE} or {ENV_PREFIX}{name.upper()}; "
+                f"the default is {_BY_NAME[name].default}.",
+            )
 
 # %% ../../nbs/core/config.ipynb #fb169ce6
 def load_config(start: Path | str | None = None, env: Mapping[str, str] | None = None, **overrides) -> Config:
@@ -241,7 +427,9 @@ def load_config(start: Path | str | None = None, env: Mapping[str, str] | None =
     values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
     sources = {s.name: "default" for s in SETTINGS}
     layers = [(_read_file(file) if file else {}, str(file))]
-    layers.append(({s.name: env[ENV_PREFIX + s.name.upper()] for s in SETTINGS if ENV_PREFIX + s.name.upper() in env}, "env"))
+    layers.append(
+        ({s.name: env[ENV_PREFIX + s.name.upper()] for s in SETTINGS if ENV_PREFIX + s.name.upper() in env}, "env")
+    )
     layers.append((overrides, "argument"))
     for layer, origin in layers:
         for name, value in layer.items():
@@ -250,15 +438,19 @@ def load_config(start: Path | str | None = None, env: Mapping[str, str] | None =
             sources[name] = where
     values["store"] = _resolve_location("store", values["store"], {}, project_dir)
     for s in SETTINGS:
-        if s.path and s.name != "store": values[s.name] = _resolve_location(s.name, values[s.name], values, project_dir)
+        if s.path and s.name != "store":
+            values[s.name] = _resolve_location(s.name, values[s.name], values, project_dir)
     _validate(values, sources)
     return Config(project_dir=project_dir, file=file, sources=sources, **values)
 
 # %% ../../nbs/core/config.ipynb #7ab70d45
 def config_template() -> str:
     "The text of a fresh `earthsnap.yaml`, every setting commented out at its default."
-    lines = ["# earthsnap project configuration. Every setting is optional; uncomment to change it.",
-             f"# Each can also be set in the environment as {ENV_PREFIX}<SETTING>, which wins over this file.", ""]
+    lines = [
+        "# earthsnap project configuration. Every setting is optional; uncomment to change it.",
+        f"# Each can also be set in the environment as {ENV_PREFIX}<SETTING>, which wins over this file.",
+        "",
+    ]
     for s in SETTINGS:
         lines += [f"# {s.doc}", f"# {s.name}: {yaml.safe_dump(s.default, default_style=None).splitlines()[0]}", ""]
     return "\n".join(lines)
@@ -266,17 +458,25 @@ def config_template() -> str:
 # %% ../../nbs/core/config.ipynb #52e65476
 WHERE = "in earthsnap.yaml or as {env}"
 
+
 def require(cfg: Config, name: str, what: str) -> str:
     "The value of setting `name`; an error naming the setting and where to set it when it is empty."
     value = getattr(cfg, name)
     if not value:
-        raise ConfigError(f"The SageMaker backend needs {what}; setting {name} is empty.",
-                          fix=f"Set {name} " + WHERE.format(env=f"EARTHSNAP_{name.upper()}") + " (`earthsnap config show` lists the settings).")
+        raise ConfigError(
+            f"The SageMaker backend needs {what}; setting {name} is empty.",
+            fix=f"Set {name} "
+            + WHERE.format(env=f"EARTHSNAP_{name.upper()}")
+            + " (`earthsnap config show` lists the settings).",
+        )
     return value
 
 # %% ../../nbs/core/config.ipynb #7172d7a3
 def login_name() -> str:
     "The login name of whoever runs this process (`unknown` when the system cannot say)."
     import getpass
-    try: return getpass.getuser()
-    except Exception: return "unknown"
+
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"

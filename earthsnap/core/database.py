@@ -23,7 +23,9 @@ __all__ = ['WRITE_WAIT', 'VERSIONS', 'connection', 'transaction', 'set_wal', 'ta
 # %% ../../nbs/core/database.ipynb #335b87fe
 @contextmanager
 def connection(path: str | os.PathLike) -> Iterator[sqlite3.Connection]:
-    "A connection to the database at `path`: autocommit, rows by name, foreign keys on, a 30 s busy timeout; closed after."
+    """A connection to the database at `path`: autocommit, rows by name, foreign keys on, a 30 s busy timeout; closed
+    after.
+    """
     db = sqlite3.connect(path, timeout=30, isolation_level=None)
     try:
         db.row_factory = sqlite3.Row
@@ -35,33 +37,45 @@ def connection(path: str | os.PathLike) -> Iterator[sqlite3.Connection]:
 # %% ../../nbs/core/database.ipynb #61225dcb
 WRITE_WAIT = 300.0  # seconds a write waits for the lock in all, beyond each try's busy timeout
 
+
 def _execute_unlocked(db: sqlite3.Connection, sql: str, wait: float, pause: Callable[[], float]) -> None:
     "Execute `sql`, tried again after `pause()` s while SQLite says the database is locked, for up to `wait` s in all."
     deadline = time.monotonic() + wait
     while True:
-        try: db.execute(sql); return
+        try:
+            db.execute(sql)
+            return
         except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or time.monotonic() > deadline: raise
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
             time.sleep(pause())
+
 
 @contextmanager
 def transaction(db: sqlite3.Connection, wait: float = WRITE_WAIT) -> Iterator[sqlite3.Connection]:
-    "A write transaction, taken at once (BEGIN IMMEDIATE, retried for up to `wait` s), committed on success, rolled back on any error."
+    """A write transaction, taken at once (BEGIN IMMEDIATE, retried for up to `wait` s), committed on success, rolled
+    back on any error.
+    """
     # a random pause, so that two waiting writers do not poll in step
     _execute_unlocked(db, "BEGIN IMMEDIATE", wait, lambda: random.uniform(0.01, 0.2))
     changes = db.total_changes
     try:
         yield db
     except BaseException:
-        db.execute("ROLLBACK"); raise
-    wrote = db.total_changes != changes   # rows inserted, updated or deleted: a record written (schemas are not)
-    if wrote: write_point("before")
+        db.execute("ROLLBACK")
+        raise
+    wrote = db.total_changes != changes  # rows inserted, updated or deleted: a record written (schemas are not)
+    if wrote:
+        write_point("before")
     db.execute("COMMIT")
-    if wrote: write_point("after")
+    if wrote:
+        write_point("after")
 
 # %% ../../nbs/core/database.ipynb #62c9877b
 def set_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:
-    "Switch to WAL mode, retrying for up to `wait` s: two processes opening a new file at once can be refused here, busy timeout or not."
+    """Switch to WAL mode, retrying for up to `wait` s: two processes opening a new file at once can be refused here,
+    busy timeout or not.
+    """
     _execute_unlocked(db, "PRAGMA journal_mode = WAL", wait, lambda: 0.05)
 
 # %% ../../nbs/core/database.ipynb #2aafe40d
@@ -73,35 +87,62 @@ def table_names(db: sqlite3.Connection) -> set[str]:
 class SchemaTooNew(EarthsnapError):
     "A database written by a newer earthsnap, whose schema this one does not know."
 
-VERSIONS = "CREATE TABLE IF NOT EXISTS schema_versions (name TEXT PRIMARY KEY, version INTEGER NOT NULL, updated_at REAL NOT NULL)"
+
+VERSIONS = (
+    "CREATE TABLE IF NOT EXISTS schema_versions (name TEXT PRIMARY "
+    "KEY, version INTEGER NOT NULL, updated_at REAL NOT NULL)"
+)
+
 
 def schema_version(db: sqlite3.Connection, name: str) -> int:
     "The version of schema `name` that the database records; 0 when it records none."
-    try: row = db.execute("SELECT version FROM schema_versions WHERE name = ?", (name,)).fetchone()
-    except sqlite3.OperationalError: return 0   # no schema_versions table: a file from before versions were kept
+    try:
+        row = db.execute("SELECT version FROM schema_versions WHERE name = ?", (name,)).fetchone()
+    except sqlite3.OperationalError:
+        return 0  # no schema_versions table: a file from before versions were kept
     return row[0] if row else 0
+
 
 def _refuse_newer(path: Path, name: str, found: int, version: int) -> None:
     if found > version:
-        raise SchemaTooNew(f"{path} holds {name} tables of version {found}, written by a newer earthsnap; this one knows version {version}.",
-                           fix="Upgrade earthsnap (the file was left as it was), or point the setting at another file.")
+        raise SchemaTooNew(
+            f"{path} holds {name} tables of version {found}, written "
+            f"by a newer earthsnap; this one knows version {version}.",
+            fix="Upgrade earthsnap (the file was left as it was), or point the setting at another file.",
+        )
 
-def open_database(path: str | os.PathLike, schema: str, migrate: Callable[[sqlite3.Connection, int], None] | None = None,
-                  name: str | None = None, version: int = 1) -> Path:
-    "Make sure the database at `path` exists in WAL mode with the tables of `schema`, after `migrate(db, version found)` (both in one transaction); with `name`, recorded as version `version` of that schema; a newer one is refused untouched."
+
+def open_database(
+    path: str | os.PathLike,
+    schema: str,
+    migrate: Callable[[sqlite3.Connection, int], None] | None = None,
+    name: str | None = None,
+    version: int = 1,
+) -> Path:
+    """Make sure the database at `path` exists in WAL mode with the tables of `schema`, after `migrate(db, version
+    found)` (both in one transaction); with `name`, recorded as version `version` of that schema; a newer one is refused
+    untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with connection(path) as db:
-        if name: _refuse_newer(path, name, schema_version(db, name), version)   # before anything is written
+        if name:
+            _refuse_newer(path, name, schema_version(db, name), version)  # before anything is written
         set_wal(db)
         with transaction(db):
             found = schema_version(db, name) if name else 0
-            if name: _refuse_newer(path, name, found, version)   # again, under the write lock
-            if migrate: migrate(db, found)
+            if name:
+                _refuse_newer(path, name, found, version)  # again, under the write lock
+            if migrate:
+                migrate(db, found)
             for statement in schema.split(";"):
-                if statement.strip(): db.execute(statement)
+                if statement.strip():
+                    db.execute(statement)
             if name and found != version:
                 db.execute(VERSIONS)
-                db.execute("INSERT INTO schema_versions (name, version, updated_at) VALUES (?, ?, ?) "
-                           "ON CONFLICT(name) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at", (name, version, time.time()))
+                db.execute(
+                    "INSERT INTO schema_versions (name, version, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
+                    (name, version, time.time()),
+                )
     return path

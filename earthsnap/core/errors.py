@@ -14,18 +14,24 @@ __all__ = ['EarthsnapError', 'ConfigError', 'StorageError', 'ParameterError', 'd
 # %% ../../nbs/core/errors.ipynb #f0e3e7ac
 class EarthsnapError(Exception):
     "Root of every error earthsnap raises on purpose: `what` went wrong and, where known, how to `fix` it."
+
     exit_code = 2  # the status the `earthsnap` command exits with (2: refused, as click does for usage errors)
+
     def __init__(self, what: str, fix: str | None = None):
         self.what, self.fix = what, fix
         super().__init__(what if not fix else f"{what}\n  How to fix: {fix}")
 
-    def __reduce__(self): return (type(self), (self.what, self.fix))
+    def __reduce__(self):
+        return (type(self), (self.what, self.fix))
+
 
 class ConfigError(EarthsnapError):
     "A configuration file, key or environment variable has a value earthsnap cannot use."
 
+
 class StorageError(EarthsnapError):
     "A URI cannot be resolved, read or written."
+
 
 class ParameterError(EarthsnapError):
     "A parameter or option was refused before any work started."

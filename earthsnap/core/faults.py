@@ -18,7 +18,7 @@ from contextlib import contextmanager
 __all__ = ['FAULT_AT', 'FAULT_LOG', 'arm', 'scope', 'write_point']
 
 # %% ../../nbs/core/faults.ipynb #13ab12fa
-FAULT_AT = "EARTHSNAP_FAULT_AT"    # the label of the write point to die at (`label`, or `label#n` for its n-th time)
+FAULT_AT = "EARTHSNAP_FAULT_AT"  # the label of the write point to die at (`label`, or `label#n` for its n-th time)
 FAULT_LOG = "EARTHSNAP_FAULT_LOG"  # a file: the label of every write point reached is appended to it
 
 # %% ../../nbs/core/faults.ipynb #0e2b1d6f
@@ -68,7 +68,11 @@ def _plumbing(frame) -> bool:
     if frame.f_globals.get("__name__", "").startswith(_PLUMBING):
         return True
     caller = frame.f_back
-    return bool(frame.f_code.co_flags & inspect.CO_GENERATOR) and caller is not None and caller.f_globals.get("__name__") == "contextlib"
+    return (
+        bool(frame.f_code.co_flags & inspect.CO_GENERATOR)
+        and caller is not None
+        and caller.f_globals.get("__name__") == "contextlib"
+    )
 
 
 def _caller() -> str:

@@ -17,14 +17,17 @@ __all__ = ['CHUNK', 'sha256_bytes', 'sha256_stream', 'canonical_json', 'hash_jso
 # %% ../../nbs/core/hashing.ipynb #8a9e1ea9
 CHUNK = 1 << 20  # bytes read at a time when hashing a stream
 
+
 def sha256_bytes(data: bytes) -> str:
     "SHA-256 of `data`, lowercase hex."
     return hashlib.sha256(data).hexdigest()
 
+
 def sha256_stream(f: BinaryIO, chunk: int = CHUNK) -> str:
     "SHA-256 of everything left in the binary stream `f`, read `chunk` bytes at a time (memory stays flat)."
     h = hashlib.sha256()
-    while block := f.read(chunk): h.update(block)
+    while block := f.read(chunk):
+        h.update(block)
     return h.hexdigest()
 
 # %% ../../nbs/core/hashing.ipynb #e91e52a1
@@ -33,15 +36,21 @@ def canonical_json(obj: Any) -> bytes:
     try:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except ValueError as e:
-        raise ParameterError(f"Cannot hash a value containing NaN or infinity: {e}",
-                             fix="Replace NaN/inf with None or a finite number before hashing.") from None
+        raise ParameterError(
+            f"Cannot hash a value containing NaN or infinity: {e}",
+            fix="Replace NaN/inf with None or a finite number before hashing.",
+        ) from None
     except TypeError as e:
-        raise ParameterError(f"Cannot hash a value that has no JSON form: {e}",
-                             fix="Pass only str, int, float, bool, None, lists and dicts with string keys.") from None
+        raise ParameterError(
+            f"Cannot hash a value that has no JSON form: {e}",
+            fix="Pass only str, int, float, bool, None, lists and dicts with string keys.",
+        ) from None
+
 
 def hash_json(obj: Any) -> str:
     "SHA-256 of the canonical JSON of `obj`."
     return sha256_bytes(canonical_json(obj))
+
 
 def short(digest: str, n: int = 12) -> str:
     "The first `n` hex digits of a digest, for names people read (run ids, version directories)."

@@ -15,28 +15,39 @@ __all__ = ['DEFERRED', 'defer_slow_imports']
 # %% ../../nbs/core/imports.ipynb #2c782235
 DEFERRED = ("rfc3987_syntax",)
 
+
 def _defer(name: str) -> bool:
     "Put a stand-in for module `name` in sys.modules that loads the real one on first use; whether it did."
-    if name in sys.modules: return False
+    if name in sys.modules:
+        return False
     spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None: return False
+    if spec is None or spec.loader is None:
+        return False
     stand_in = importlib.util.module_from_spec(spec)
     lock, state = threading.Lock(), {"loaded": False}
+
     def load():
         with lock:
             if not state["loaded"]:
                 state["loaded"] = True
                 del stand_in.__dict__["__getattr__"]
-                spec.loader.exec_module(stand_in)   # the real package's code, run in the stand-in: it becomes the module
+                # the real package's code, run in the stand-in: it becomes the module
+                spec.loader.exec_module(stand_in)
         return stand_in
-    def is_valid_syntax(*args, **kwargs): return load().is_valid_syntax(*args, **kwargs)
+
+    def is_valid_syntax(*args, **kwargs):
+        return load().is_valid_syntax(*args, **kwargs)
+
     def __getattr__(attr: str):
         module = load()
-        if attr in module.__dict__: return module.__dict__[attr]
+        if attr in module.__dict__:
+            return module.__dict__[attr]
         raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+
     stand_in.is_valid_syntax, stand_in.__getattr__ = is_valid_syntax, __getattr__
     sys.modules[name] = stand_in
     return True
+
 
 def defer_slow_imports() -> list[str]:
     "Defer the imports in DEFERRED until first use; the names deferred now."

@@ -25,15 +25,27 @@ class LockBusy(EarthsnapError):
 
 # %% ../../nbs/core/locks.ipynb #d16a791c
 def _holder(path: Path) -> str:
-    try: info = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError): info = {}
-    if not info.get("pid") or not pid_alive(info["pid"]): return ""   # a holder killed before it could clear the file
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info.get("pid") or not pid_alive(info["pid"]):
+        return ""  # a holder killed before it could clear the file
     return f"{info['what']} (pid {info['pid']}, since {time.strftime('%H:%M:%S', time.localtime(info['since']))})"
 
+
 @contextmanager
-def project_lock(folder: str | os.PathLike, name: str, shared: bool = False, wait: float = 0.0, what: str = "",
-                 on_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
-    "Hold the lock `<folder>/<name>.lock` (shared, or alone with `what` recorded as its holder) until the block ends; `LockBusy` after `wait` s. `on_wait(holder)` is called once if it has to wait."
+def project_lock(
+    folder: str | os.PathLike,
+    name: str,
+    shared: bool = False,
+    wait: float = 0.0,
+    what: str = "",
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[Path]:
+    """Hold the lock `<folder>/<name>.lock` (shared, or alone with `what` recorded as its holder) until the block ends;
+    `LockBusy` after `wait` s. `on_wait(holder)` is called once if it has to wait.
+    """
     path = Path(folder) / f"{name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -41,18 +53,27 @@ def project_lock(folder: str | os.PathLike, name: str, shared: bool = False, wai
         deadline = time.monotonic() + wait
         while True:
             try:
-                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB); break
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                break
             except BlockingIOError:
-                if on_wait is not None: on_wait(_holder(path) or "running work"); on_wait = None
+                if on_wait is not None:
+                    on_wait(_holder(path) or "running work")
+                    on_wait = None
                 if time.monotonic() >= deadline:
                     holder = _holder(path)
-                    raise LockBusy(f"The project's {name} lock is held" + (f" by {holder}." if holder else " by running work (a pipeline run holds it while it runs)."),
-                                   fix="Wait for it to end and try again" + (f", or pass a longer --wait." if wait else ".")) from None
+                    raise LockBusy(
+                        f"The project's {name} lock is held"
+                        + (f" by {holder}." if holder else " by running work (a pipeline run holds it while it runs)."),
+                        fix="Wait for it to end and try again" + (", or pass a longer --wait." if wait else "."),
+                    ) from None
                 time.sleep(0.1)
         if not shared:
-            os.ftruncate(fd, 0); os.pwrite(fd, json.dumps({"pid": os.getpid(), "what": what or name, "since": time.time()}).encode(), 0)
-        try: yield path
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "what": what or name, "since": time.time()}).encode(), 0)
+        try:
+            yield path
         finally:
-            if not shared: os.ftruncate(fd, 0)
+            if not shared:
+                os.ftruncate(fd, 0)
     finally:
-        os.close(fd)   # closing the descriptor releases the lock (so does the process's death)
+        os.close(fd)  # closing the descriptor releases the lock (so does the process's death)

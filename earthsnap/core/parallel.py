@@ -36,34 +36,48 @@ def batched(items: Iterable, n: int) -> Iterator[list]:
     batch = []
     for item in items:
         batch.append(item)
-        if len(batch) == n: yield batch; batch = []
-    if batch: yield batch
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 # %% ../../nbs/core/parallel.ipynb #f30a9349
 def pid_alive(pid: int | None) -> bool:
     "Whether a process with this id exists (one owned by another user counts as alive)."
-    if not pid: return False
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: pass
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
     return True
 
 # %% ../../nbs/core/parallel.ipynb #64102df6
-PR_SET_PDEATHSIG = 1   # linux/prctl.h
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
 
 def die_with_parent(parent: int | None = None) -> None:
-    "End this process (SIGKILL) when its parent process ends, however it ends; at once if its parent is not `parent` any more."
+    """End this process (SIGKILL) when its parent process ends, however it ends; at once if its parent is not `parent`
+    any more.
+    """
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     else:
         first = os.getppid()
+
         def watch():
-            while os.getppid() == first: time.sleep(1.0)
+            while os.getppid() == first:
+                time.sleep(1.0)
             os._exit(1)
+
         threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
-    if parent is not None and os.getppid() != parent: os._exit(1)  # it ended before we asked
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)  # it ended before we asked
 
 # %% ../../nbs/core/parallel.ipynb #ec09384a
 def ordered_map(fn: Callable, jobs: Iterable, workers: int = 0, window: int | None = None) -> Iterator:
@@ -77,5 +91,7 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int = 0, window: int | No
         pending: deque = deque()
         for job in jobs:
             pending.append(pool.submit(fn, job))
-            if len(pending) >= window: yield pending.popleft().result()
-        while pending: yield pending.popleft().result()
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

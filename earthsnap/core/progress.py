@@ -14,15 +14,34 @@ __all__ = ['SYMBOLS', 'COLOURS', 'fmt_duration', 'fmt_time', 'when', 'TerminalPr
            'runs_table', 'run_table']
 
 # %% ../../nbs/core/progress.ipynb #95075480
-SYMBOLS = {"pending": "·", "running": "▶", "succeeded": "✓", "cached": "↺", "failed": "✗", "skipped": "–",
-           "retrying": "↻", "interrupted": "■"}
-COLOURS = {"pending": "#9e9e9e", "running": "#1e88e5", "succeeded": "#43a047", "cached": "#00897b", "failed": "#e53935",
-           "skipped": "#bdbdbd", "retrying": "#fb8c00", "interrupted": "#8e24aa"}
+SYMBOLS = {
+    "pending": "·",
+    "running": "▶",
+    "succeeded": "✓",
+    "cached": "↺",
+    "failed": "✗",
+    "skipped": "–",
+    "retrying": "↻",
+    "interrupted": "■",
+}
+COLOURS = {
+    "pending": "#9e9e9e",
+    "running": "#1e88e5",
+    "succeeded": "#43a047",
+    "cached": "#00897b",
+    "failed": "#e53935",
+    "skipped": "#bdbdbd",
+    "retrying": "#fb8c00",
+    "interrupted": "#8e24aa",
+}
+
 
 def fmt_duration(seconds: float | None) -> str:
     "A duration as a person reads it: 0.4s, 12.3s, 4m05s, 1h02m."
-    if seconds is None: return ""
-    if seconds < 60: return f"{seconds:.1f}s"
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
     m, s = divmod(int(round(seconds)), 60)
     return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m"
 
@@ -30,26 +49,42 @@ def fmt_duration(seconds: float | None) -> str:
 def fmt_time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
+
 def when(ts: float | None) -> str:
-    "A time as a person reads it in a table or on a page, to the minute; `-` when there is none (the CLI and the console use it)."
+    """A time as a person reads it in a table or on a page, to the minute; `-` when there is none (the CLI and the
+    console use it).
+    """
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
 
 # %% ../../nbs/core/progress.ipynb #757ff90c
 class _StepClock:
     "What both displays derive from a step's event: how long it took (from its 'running' event) and a note."
-    def __init__(self): self.started = {}
+
+    def __init__(self):
+        self.started = {}
+
     def took_and_note(self, e: dict) -> tuple[str, str]:
         step, status = e["step"], e["status"]
-        if status == "running": self.started[step] = e["time"]
+        if status == "running":
+            self.started[step] = e["time"]
         took = fmt_duration(e["time"] - self.started[step]) if status != "running" and step in self.started else ""
-        note = (f"attempt {e['attempt']}" if status == "running" and e.get("attempt", 1) > 1 else
-                f"from {e['cached_from']}" if e.get("cached_from") else e.get("detail") or "")
+        note = (
+            f"attempt {e['attempt']}"
+            if status == "running" and e.get("attempt", 1) > 1
+            else f"from {e['cached_from']}"
+            if e.get("cached_from")
+            else e.get("detail") or ""
+        )
         return took, note
+
 
 class TerminalProgress(_StepClock):
     "Print a line for each change in a run: step, status and duration."
+
     def __init__(self, echo: Callable[[str], None] = print):
-        super().__init__(); self.echo = echo
+        super().__init__()
+        self.echo = echo
+
     def __call__(self, e: dict):
         step, status = e["step"], e["status"]
         if not step:  # the run itself
@@ -57,34 +92,48 @@ class TerminalProgress(_StepClock):
                 self.t0 = e["time"]
                 self.echo(f"{'resumed' if e.get('resumed') else 'run'} {e['run']}: {e.get('detail', '')}")
                 self.echo(f"  run directory: {e.get('run_dir')}")
-            elif status == "interrupting": self.echo(f"interrupting: {e.get('detail', '')}")
-            else: self.echo(f"run {e['run']} {status} after {fmt_duration(e['time'] - getattr(self, 't0', e['time']))}")
+            elif status == "interrupting":
+                self.echo(f"interrupting: {e.get('detail', '')}")
+            else:
+                self.echo(f"run {e['run']} {status} after {fmt_duration(e['time'] - getattr(self, 't0', e['time']))}")
             return
         took, note = self.took_and_note(e)
         line = f"  {SYMBOLS.get(status, ' ')} {step:<20} {status:<10} {took:>7}  {note}".rstrip()
         self.echo(line)
-        if e.get("error") and status in ("failed", "retrying"): self.echo(f"      {e['error']}")
+        if e.get("error") and status in ("failed", "retrying"):
+            self.echo(f"      {e['error']}")
 
 # %% ../../nbs/core/progress.ipynb #f9c1a27e
 def _row_html(name, status, took, note):
     c = COLOURS.get(status, "#000")
-    return (f"<tr><td style='text-align:left'>{html.escape(name)}</td><td style='text-align:left;color:{c}'>"
-            f"{SYMBOLS.get(status, '')} {status}</td><td>{took}</td><td style='text-align:left'>{html.escape(note)}</td></tr>")
+    return (
+        f"<tr><td style='text-align:left'>{html.escape(name)}</td><td "
+        f"style='text-align:left;color:{c}'>{SYMBOLS.get(status, '')} "
+        f"{status}</td><td>{took}</td><td style='text-align:left'>{html.escape(note)}</td></tr>"
+    )
+
 
 class NotebookProgress(_StepClock):
     "A table of the run's steps that updates in place in a Jupyter notebook."
+
     def __init__(self, steps: list[str]):
         from IPython.display import HTML, display
+
         super().__init__()
         self._HTML, self.rows, self.head = HTML, {s: ("pending", "", "") for s in steps}, ""
         self.handle = display(HTML(self._html()), display_id=True)
+
     def _html(self):
         rows = "".join(_row_html(n, *r) for n, r in self.rows.items())
-        return (f"<div>{html.escape(self.head)}</div><table><thead><tr><th>step</th><th>status</th><th>duration</th>"
-                f"<th>note</th></tr></thead><tbody>{rows}</tbody></table>")
+        return (
+            f"<div>{html.escape(self.head)}</div><table><thead><tr><th>step</th><th>status</th><th>duration</th>"
+            f"<th>note</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+
     def __call__(self, e: dict):
         step, status = e["step"], e["status"]
-        if not step: self.head = f"run {e['run']}: {status}" + (f" ({e['detail']})" if e.get("detail") else "")
+        if not step:
+            self.head = f"run {e['run']}: {status}" + (f" ({e['detail']})" if e.get("detail") else "")
         else:
             took, note = self.took_and_note(e)
             self.rows[step] = (status, took, e.get("error") or note)
@@ -95,41 +144,65 @@ def in_notebook() -> bool:
     "Whether we run inside a Jupyter kernel."
     try:
         from IPython import get_ipython
+
         return type(get_ipython()).__name__ == "ZMQInteractiveShell"
-    except ImportError: return False
+    except ImportError:
+        return False
 
 # %% ../../nbs/core/progress.ipynb #4d538e14
 def runs_table(runs: list[dict]) -> str:
     "The lines of `earthsnap runs list`."
-    if not runs: return "no runs yet: start one with `earthsnap run`"
+    if not runs:
+        return "no runs yet: start one with `earthsnap run`"
     lines = [f"{'run':<40} {'status':<12} {'started':<20} {'duration':>9}  code"]
     for r in runs:
         cv = r.get("code_version") or {}
         code = (cv.get("commit") or "")[:10] + ("+dirty" if cv.get("dirty") else "") if cv.get("commit") else "-"
-        lines.append(f"{r['id']:<40} {r['status']:<12} {fmt_time(r['started_at']):<20} {fmt_duration(r.get('duration')):>9}  {code}")
+        lines.append(
+            f"{r['id']:<40} {r['status']:<12} "
+            f"{fmt_time(r['started_at']):<20} {fmt_duration(r.get('duration')):>9}  {code}"
+        )
     return "\n".join(lines)
 
 # %% ../../nbs/core/progress.ipynb #32e34401
 def run_table(run: dict) -> str:
     "The text of `earthsnap runs show RUN`: the run, its parameters and each step."
     cv = run.get("code_version") or {}
-    out = [f"run        {run['id']}", f"pipeline   {run['pipeline']}", f"status     {run['status']}" + (f": {run['error']}" if run.get("error") else ""),
-           f"started    {fmt_time(run['started_at'])}   duration {fmt_duration(run.get('duration')) or '(running)'}",
-           f"code       {cv.get('commit') or '(not a git checkout)'}{' (uncommitted changes)' if cv.get('dirty') else ''}",
-           f"directory  {run['run_dir']}"]
+    out = [
+        f"run        {run['id']}",
+        f"pipeline   {run['pipeline']}",
+        f"status     {run['status']}" + (f": {run['error']}" if run.get("error") else ""),
+        f"started    {fmt_time(run['started_at'])}   duration {fmt_duration(run.get('duration')) or '(running)'}",
+        f"code       {cv.get('commit') or '(not a git checkout)'}{' (uncommitted changes)' if cv.get('dirty') else ''}",
+        f"directory  {run['run_dir']}",
+    ]
     out.append("parameters " + ", ".join(f"{k}={v!r}" for k, v in run["parameters"].items()))
     if run.get("options"):  # how it was started, which a resume keeps
         o = run["options"]
-        out.append("options    " + ", ".join(["cache " + ("on" if o.get("cache", True) else "off"), f"workers {o.get('workers') or 'the setting'}"]
-                                             + ([f"up to {', '.join(o['to'])}"] if o.get("to") else ["every step"])))
+        out.append(
+            "options    "
+            + ", ".join(
+                ["cache " + ("on" if o.get("cache", True) else "off"), f"workers {o.get('workers') or 'the setting'}"]
+                + ([f"up to {', '.join(o['to'])}"] if o.get("to") else ["every step"])
+            )
+        )
     out.append("packages   " + ", ".join(f"{k} {v}" for k, v in run["packages"].items()))
     out.append(f"\n  {'step':<20} {'status':<10} {'duration':>9} {'tries':>5}  outputs / notes")
     for s in run["steps"]:
         note = f"from {s['cached_from']}" if s.get("cached_from") else ""
-        out.append(f"  {SYMBOLS.get(s['status'], ' ')} {s['name']:<18} {s['status']:<10} {fmt_duration(s.get('duration')):>9} {s['attempts']:>5}  {note}".rstrip())
+        out.append(
+            (
+                f"  {SYMBOLS.get(s['status'], ' ')} {s['name']:<18} "
+                f"{s['status']:<10} {fmt_duration(s.get('duration')):>9} {s['attempts']:>5}  {note}"
+            ).rstrip()
+        )
         outs = s.get("outputs") or {}
         for name, o in outs.items():
             out.append(f"      {name}: {o['path'] if isinstance(o, dict) else o}")
-        if s.get("notebook"): out.append(f"      notebook: {s['notebook'][:-6] + '.html' if s['notebook'].endswith('.ipynb') else s['notebook']}")
-        if s.get("error"): out.append(f"      error: {s['error']}")
+        if s.get("notebook"):
+            out.append(
+                f"      notebook: {s['notebook'][:-6] + '.html' if s['notebook'].endswith('.ipynb') else s['notebook']}"
+            )
+        if s.get("error"):
+            out.append(f"      error: {s['error']}")
     return "\n".join(out)

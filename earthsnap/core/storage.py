@@ -35,10 +35,12 @@ __all__ = ['SCHEMES', 'split_uri', 'is_local', 'filesystem', 'join', 'exists', '
 # %% ../../nbs/core/storage.ipynb #52e2e796
 SCHEMES = {"": "local", "file": "local", "s3": "s3"}
 
+
 def split_uri(uri: str | os.PathLike) -> tuple[str, str]:
     "The (scheme, path) of `uri`; scheme is '' for a plain local path."
     uri = os.fspath(uri)
-    if "://" not in uri: return "", uri
+    if "://" not in uri:
+        return "", uri
     scheme, path = uri.split("://", 1)
     return scheme.lower(), path
 
@@ -49,44 +51,63 @@ def is_local(uri: str | os.PathLike) -> bool:
 
 # %% ../../nbs/core/storage.ipynb #6e3eca80
 def _s3_endpoint(endpoint_url: str | None) -> str | None:
-    return (endpoint_url or os.environ.get("EARTHSNAP_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL") or None)
+    return (
+        endpoint_url
+        or os.environ.get("EARTHSNAP_S3_ENDPOINT_URL")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or None
+    )
+
 
 def filesystem(uri: str | os.PathLike, endpoint_url: str | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     "The fsspec filesystem for `uri` and the path within it. `endpoint_url` overrides the S3 endpoint."
     scheme, path = split_uri(uri)
     kind = SCHEMES.get(scheme)
     if kind is None:
-        raise StorageError(f"Unsupported URI scheme '{scheme}://' in {os.fspath(uri)!r}.",
-                           fix="Use a local path, file:///absolute/path or s3://bucket/key.")
+        raise StorageError(
+            f"Unsupported URI scheme '{scheme}://' in {os.fspath(uri)!r}.",
+            fix="Use a local path, file:///absolute/path or s3://bucket/key.",
+        )
     if kind == "local":
         return fsspec.filesystem("file"), str(Path(path).expanduser().absolute())
     if not path or path.startswith("/"):
         raise StorageError(f"{os.fspath(uri)!r} names no bucket.", fix="Write S3 locations as s3://bucket/prefix.")
-    try: import s3fs  # noqa: F401  (optional: the `sagemaker` extra)
+    try:
+        import s3fs  # noqa: F401  (optional: the `sagemaker` extra)
     except ImportError:
-        raise StorageError(f"Reading {os.fspath(uri)!r} needs the s3fs package.",
-                           fix="pip install 'earthsnap[sagemaker]'") from None
+        raise StorageError(
+            f"Reading {os.fspath(uri)!r} needs the s3fs package.", fix="pip install 'earthsnap[sagemaker]'"
+        ) from None
     endpoint = _s3_endpoint(endpoint_url)
-    fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": endpoint} if endpoint else {},
-                           skip_instance_cache=bool(endpoint))
+    fs = fsspec.filesystem(
+        "s3", client_kwargs={"endpoint_url": endpoint} if endpoint else {}, skip_instance_cache=bool(endpoint)
+    )
     return fs, path.rstrip("/")
 
 # %% ../../nbs/core/storage.ipynb #d12ff729
 def join(uri: str | os.PathLike, *parts: str) -> str:
     "Join path `parts` onto `uri`, keeping its scheme."
     uri = os.fspath(uri)
-    if is_local(uri) and "://" not in uri: return str(Path(uri, *parts))
+    if is_local(uri) and "://" not in uri:
+        return str(Path(uri, *parts))
     return posixpath.join(uri.rstrip("/"), *parts)
 
 # %% ../../nbs/core/storage.ipynb #9e9653da
 def _fail(uri, action: str, e: Exception) -> StorageError:
     if isinstance(e, FileNotFoundError):
-        if action == "write": return StorageError(f"Cannot write {os.fspath(uri)!r}: its bucket or folder does not exist.", fix="Check the bucket's name, or create it.")
+        if action == "write":
+            return StorageError(
+                f"Cannot write {os.fspath(uri)!r}: its bucket or folder does not exist.",
+                fix="Check the bucket's name, or create it.",
+            )
         return StorageError(f"Cannot {action} {os.fspath(uri)!r}: it does not exist.", fix="Check the path or URI.")
     if isinstance(e, PermissionError):
-        return StorageError(f"Cannot {action} {os.fspath(uri)!r}: permission denied.", fix="Check its permissions or credentials.")
+        return StorageError(
+            f"Cannot {action} {os.fspath(uri)!r}: permission denied.", fix="Check its permissions or credentials."
+        )
     return StorageError(f"Cannot {action} {os.fspath(uri)!r}: {type(e).__name__}: {e}")
+
 
 def exists(uri: str | os.PathLike, endpoint_url: str | None = None) -> bool:
     "Whether a file or directory exists at `uri`."
@@ -97,13 +118,18 @@ def exists(uri: str | os.PathLike, endpoint_url: str | None = None) -> bool:
 def read_bytes(uri: str | os.PathLike, endpoint_url: str | None = None) -> bytes:
     "The whole content of the file at `uri`."
     scheme, path = split_uri(uri)
-    if SCHEMES.get(scheme) == "local":  # the common case, without fsspec's layers (preprocessing reads every image this way)
+    # the common case, without fsspec's layers (preprocessing reads every image this way)
+    if SCHEMES.get(scheme) == "local":
         try:
-            with open(os.path.expanduser(path), "rb") as f: return f.read()
-        except OSError as e: raise _fail(uri, "read", e) from e
+            with open(os.path.expanduser(path), "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise _fail(uri, "read", e) from e
     fs, path = filesystem(uri, endpoint_url)
-    try: return fs.cat_file(path)
-    except (OSError, ValueError) as e: raise _fail(uri, "read", e) from e
+    try:
+        return fs.cat_file(path)
+    except (OSError, ValueError) as e:
+        raise _fail(uri, "read", e) from e
 
 # %% ../../nbs/core/storage.ipynb #b8b53028
 def read_text(uri: str | os.PathLike, endpoint_url: str | None = None) -> str:
@@ -113,7 +139,8 @@ def read_text(uri: str | os.PathLike, endpoint_url: str | None = None) -> str:
 # %% ../../nbs/core/storage.ipynb #996a866a
 def read_json(uri: str | os.PathLike, endpoint_url: str | None = None) -> Any:
     "The parsed JSON document at `uri`."
-    try: return json.loads(read_bytes(uri, endpoint_url))
+    try:
+        return json.loads(read_bytes(uri, endpoint_url))
     except json.JSONDecodeError as e:
         raise StorageError(f"{os.fspath(uri)!r} is not valid JSON: {e}") from None
 
@@ -126,33 +153,54 @@ def list_files(uri: str | os.PathLike, endpoint_url: str | None = None) -> Itera
         return
     fs, root = filesystem(uri, endpoint_url)
     if not fs.isdir(root):
-        raise StorageError(f"{os.fspath(uri)!r} is not a directory." if fs.exists(root) else
-                           f"Cannot list {os.fspath(uri)!r}: it does not exist.", fix="Check the path or URI.")
+        raise StorageError(
+            f"{os.fspath(uri)!r} is not a directory."
+            if fs.exists(root)
+            else f"Cannot list {os.fspath(uri)!r}: it does not exist.",
+            fix="Check the path or URI.",
+        )
     for dirpath, dirs, files in fs.walk(root, detail=True):
-        for d in sorted(dirs): dirs[d] = dirs.pop(d)  # walk subdirectories in sorted order
+        for d in sorted(dirs):
+            dirs[d] = dirs.pop(d)  # walk subdirectories in sorted order
         for name in sorted(files):
             rel = posixpath.relpath(f"{dirpath}/{name}", root)
             yield join(uri, *rel.split("/")), files[name]["size"]
 
+
 def _list_local(uri, root: str, sep: str) -> Iterator[tuple[str, int]]:
-    "list_files for the local disk: names as `join` writes them, sorted; a link to a folder is followed (not back into its own ancestors), a broken link listed with size 0 (a reader then says it does not exist)."
+    """list_files for the local disk: names as `join` writes them, sorted; a link to a folder is followed (not back into
+    its own ancestors), a broken link listed with size 0 (a reader then says it does not exist).
+    """
     if not os.path.isdir(root):
-        raise StorageError(f"{os.fspath(uri)!r} is not a directory." if os.path.exists(root) else
-                           f"Cannot list {os.fspath(uri)!r}: it does not exist.", fix="Check the path or URI.")
+        raise StorageError(
+            f"{os.fspath(uri)!r} is not a directory."
+            if os.path.exists(root)
+            else f"Cannot list {os.fspath(uri)!r}: it does not exist.",
+            fix="Check the path or URI.",
+        )
     prefix = join(uri, "x")[:-1]  # what join puts before a name inside `uri`
+
     def walk(folder: str, rel: str, above: frozenset = frozenset()):
         st = os.stat(folder)
-        if (st.st_dev, st.st_ino) in above: return  # a link back to a folder it is in: a loop
+        if (st.st_dev, st.st_ino) in above:
+            return  # a link back to a folder it is in: a loop
         above = above | {(st.st_dev, st.st_ino)}
         try:
-            with os.scandir(folder) as it: entries = sorted(it, key=lambda e: e.name)
-        except OSError as e: raise _fail(prefix + rel if rel else uri, "list", e) from e
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise _fail(prefix + rel if rel else uri, "list", e) from e
         subdirs = []
         for e in entries:
-            if e.is_dir(): subdirs.append(e)
-            elif e.is_file(): yield prefix + rel + e.name, e.stat().st_size
-            elif e.is_symlink(): yield prefix + rel + e.name, 0  # broken
-        for d in subdirs: yield from walk(d.path, rel + d.name + sep, above)
+            if e.is_dir():
+                subdirs.append(e)
+            elif e.is_file():
+                yield prefix + rel + e.name, e.stat().st_size
+            elif e.is_symlink():
+                yield prefix + rel + e.name, 0  # broken
+        for d in subdirs:
+            yield from walk(d.path, rel + d.name + sep, above)
+
     yield from walk(root, "")
 
 # %% ../../nbs/core/storage.ipynb #6f1ce075
@@ -160,25 +208,32 @@ def sha256_uri(uri: str | os.PathLike, endpoint_url: str | None = None) -> str:
     "SHA-256 of the file at `uri`, streamed."
     fs, path = filesystem(uri, endpoint_url)
     try:
-        with fs.open(path, "rb") as f: return sha256_stream(f)
-    except (OSError, ValueError) as e: raise _fail(uri, "hash", e) from e
+        with fs.open(path, "rb") as f:
+            return sha256_stream(f)
+    except (OSError, ValueError) as e:
+        raise _fail(uri, "hash", e) from e
 
 # %% ../../nbs/core/storage.ipynb #b019e71c
 @contextmanager
 def atomic_write(uri: str | os.PathLike, mode: str = "wb", endpoint_url: str | None = None):
     "Open `uri` for writing (`mode` 'wb' or 'w'); the file appears whole when the block ends, or not at all."
-    if mode not in ("wb", "w"): raise ValueError(f"atomic_write mode must be 'wb' or 'w', not {mode!r}")
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write mode must be 'wb' or 'w', not {mode!r}")
     fs, path = filesystem(uri, endpoint_url)
     if is_local(uri):
         target = Path(path)
-        try: target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e: raise _fail(uri, "write", e) from e
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _fail(uri, "write", e) from e
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
                 yield f
-                f.flush(); os.fsync(f.fileno())
-            umask = os.umask(0); os.umask(umask)
+                f.flush()
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions of a normal one
             write_point("before")
             os.replace(tmp, target)
@@ -187,8 +242,10 @@ def atomic_write(uri: str | os.PathLike, mode: str = "wb", endpoint_url: str | N
             Path(tmp).unlink(missing_ok=True)
             raise
         return
-    try: f = fs.open(path, "wb")  # an S3 object exists only once its upload completes
-    except Exception as e: raise _fail(uri, "write", e) from e
+    try:
+        f = fs.open(path, "wb")  # an S3 object exists only once its upload completes
+    except Exception as e:
+        raise _fail(uri, "write", e) from e
     try:
         if mode == "w":
             w = io.TextIOWrapper(f, encoding="utf-8", write_through=True)
@@ -198,10 +255,11 @@ def atomic_write(uri: str | os.PathLike, mode: str = "wb", endpoint_url: str | N
             yield f
     except BaseException:
         if hasattr(f, "discard"):
-            f.discard()     # abort the upload: nothing appears
-            f.closed = True # and keep the file's finaliser from flushing what was discarded
+            f.discard()  # abort the upload: nothing appears
+            f.closed = True  # and keep the file's finaliser from flushing what was discarded
         raise
-    try: f.close()          # the upload happens here: a missing bucket or a refusal shows now
+    try:
+        f.close()  # the upload happens here: a missing bucket or a refusal shows now
     except Exception as e:
         f.closed = True
         raise _fail(uri, "write", e) from e
@@ -209,7 +267,8 @@ def atomic_write(uri: str | os.PathLike, mode: str = "wb", endpoint_url: str | N
 # %% ../../nbs/core/storage.ipynb #d631e081
 def write_bytes(uri: str | os.PathLike, data: bytes, endpoint_url: str | None = None) -> str:
     "Write `data` to `uri` atomically; returns `uri`."
-    with atomic_write(uri, "wb", endpoint_url) as f: f.write(data)
+    with atomic_write(uri, "wb", endpoint_url) as f:
+        f.write(data)
     return os.fspath(uri)
 
 # %% ../../nbs/core/storage.ipynb #23d3e8a4
@@ -224,10 +283,13 @@ def write_json(uri: str | os.PathLike, obj: Any, endpoint_url: str | None = None
 
 # %% ../../nbs/core/storage.ipynb #3b85e7ab
 def write_once(uri: str | os.PathLike, data: bytes, endpoint_url: str | None = None) -> bool:
-    "Write content-addressed `data` at `uri` unless a file of its size is there; atomic, not synced (see `sync_to_disk`). Whether it wrote."
+    """Write content-addressed `data` at `uri` unless a file of its size is there; atomic, not synced (see
+    `sync_to_disk`). Whether it wrote.
+    """
     scheme, path = split_uri(uri)
     if SCHEMES.get(scheme) != "local":
-        if exists(uri, endpoint_url): return False
+        if exists(uri, endpoint_url):
+            return False
         write_bytes(uri, data, endpoint_url)
         return True
     path = os.path.expanduser(path)
@@ -235,42 +297,65 @@ def write_once(uri: str | os.PathLike, data: bytes, endpoint_url: str | None = N
     tmp = os.path.join(folder, f".{name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         try:
-            if os.stat(path).st_size == len(data): return False
-        except FileNotFoundError: pass
-        try: fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            if os.stat(path).st_size == len(data):
+                return False
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         except FileNotFoundError:
             os.makedirs(folder, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
-            with open(fd, "wb") as f: f.write(data)
+            with open(fd, "wb") as f:
+                f.write(data)
             os.replace(tmp, path)
         except BaseException:
-            with contextlib.suppress(OSError): os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
-    except OSError as e: raise _fail(uri, "write", e) from e
+    except OSError as e:
+        raise _fail(uri, "write", e) from e
     return True
 
 # %% ../../nbs/core/storage.ipynb #d7d75088
 def sync_to_disk(uri: str | os.PathLike) -> None:
-    "Flush what was written under local `uri` to disk (syncfs of its filesystem, else sync); nothing for S3 or a folder that is not there."
+    """Flush what was written under local `uri` to disk (syncfs of its filesystem, else sync); nothing for S3 or a
+    folder that is not there.
+    """
     scheme, path = split_uri(uri)
-    if SCHEMES.get(scheme) != "local": return
-    try: fd = os.open(os.path.expanduser(path), os.O_RDONLY)
-    except FileNotFoundError: return
+    if SCHEMES.get(scheme) != "local":
+        return
     try:
-        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None) if sys.platform.startswith("linux") else None
-        if syncfs is None or syncfs(fd) != 0: os.sync()
-    finally: os.close(fd)
+        fd = os.open(os.path.expanduser(path), os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        syncfs = (
+            getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None) if sys.platform.startswith("linux") else None
+        )
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
 
 # %% ../../nbs/core/storage.ipynb #277f5012
 def write_tar_gz(root: str | os.PathLike, names, path: str | os.PathLike) -> Path:
-    "Pack the files `names` (relative to the local directory `root`) into a reproducible .tar.gz at `path`: sorted, no times or owners."
+    """Pack the files `names` (relative to the local directory `root`) into a reproducible .tar.gz at `path`: sorted, no
+    times or owners.
+    """
     buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=6) as gz, tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf:
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=6) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf,
+    ):
         for name in sorted(names):
             data = (Path(root) / name).read_bytes()
-            info = tarfile.TarInfo(name); info.size, info.mtime, info.mode = len(data), 0, 0o644
-            info.uid = info.gid = 0; info.uname = info.gname = ""
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
             tf.addfile(info, io.BytesIO(data))
-    with atomic_write(path) as f: f.write(buf.getvalue())
+    with atomic_write(path) as f:
+        f.write(buf.getvalue())
     return Path(path)

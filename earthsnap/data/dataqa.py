@@ -8,15 +8,15 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-from .datasets import MANIFEST_FIELDS, REJECTED_FIELDS, DatasetStore, DatasetVersion, check_name, to_jsonl
 from ..core.errors import EarthsnapError, ParameterError
 from ..core.hashing import sha256_bytes
-from .images import REASONS, ImageRules, inspect_image
 from ..core.parallel import batched, n_workers, ordered_map
-from .sources import SourceItem, list_source
 from ..core.storage import join, read_bytes, write_text
-from .taxonomy import load_taxonomy, species_to_group, taxonomy_yaml
+from .datasets import MANIFEST_FIELDS, REJECTED_FIELDS, DatasetStore, DatasetVersion, check_name, to_jsonl
+from .images import REASONS, ImageRules, inspect_image
+from .sources import SourceItem, list_source
 from .step_files import MANIFEST, REJECTED, write_qa_report
+from .taxonomy import load_taxonomy, species_to_group, taxonomy_yaml
 
 # %% auto #0
 __all__ = ['SMALL_CLASS_POLICIES', 'PARAMETER_FOR', 'QAFailed', 'QAResult', 'nothing_accepted', 'check_qa_args', 'run_qa',
@@ -25,6 +25,7 @@ __all__ = ['SMALL_CLASS_POLICIES', 'PARAMETER_FOR', 'QAFailed', 'QAResult', 'not
 # %% ../../nbs/data/dataqa.ipynb #1e85248e
 SMALL_CLASS_POLICIES = ("drop", "fail")
 
+
 class QAFailed(EarthsnapError):
     "The data did not pass QA (for example a class below its minimum count with small_classes='fail')."
 
@@ -32,50 +33,73 @@ class QAFailed(EarthsnapError):
 @dataclass
 class QAResult:
     "What a data QA run decided."
+
     dataset: DatasetVersion
-    created: bool                         # False when this exact version existed already (nothing was written)
-    accepted: list[dict]                  # manifest rows
-    rejected: list[dict]                  # uri, label, reason, detail
+    created: bool  # False when this exact version existed already (nothing was written)
+    accepted: list[dict]  # manifest rows
+    rejected: list[dict]  # uri, label, reason, detail
     small_classes: dict[str, int] = field(default_factory=dict)  # classes under min_per_class -> their count
 
     def counts(self) -> dict[str, int]:
         "Accepted images per class."
         out: dict[str, int] = {}
-        for r in self.accepted: out[r["label"]] = out.get(r["label"], 0) + 1
+        for r in self.accepted:
+            out[r["label"]] = out.get(r["label"], 0) + 1
         return dict(sorted(out.items()))
 
     def reasons(self) -> dict[str, int]:
         "Rejected inputs per reason."
         out: dict[str, int] = {}
-        for r in self.rejected: out[r["reason"]] = out.get(r["reason"], 0) + 1
+        for r in self.rejected:
+            out[r["reason"]] = out.get(r["reason"], 0) + 1
         return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
     def summary(self) -> dict:
         "The figures of the run, as written to qa.json."
-        return {"dataset": self.dataset.ref, "root": self.dataset.root, "created": self.created,
-                "parent": self.dataset.info.get("parent"), "accepted": len(self.accepted),
-                "rejected": len(self.rejected), "classes": self.counts(), "reasons": self.reasons(),
-                "small_classes": self.small_classes}
+        return {
+            "dataset": self.dataset.ref,
+            "root": self.dataset.root,
+            "created": self.created,
+            "parent": self.dataset.info.get("parent"),
+            "accepted": len(self.accepted),
+            "rejected": len(self.rejected),
+            "classes": self.counts(),
+            "reasons": self.reasons(),
+            "small_classes": self.small_classes,
+        }
 
 # %% ../../nbs/data/dataqa.ipynb #c656194d
 def _inspect_one(uri: str, rules: ImageRules, store: DatasetStore, name: str) -> dict:
-    try: data = read_bytes(uri, store.endpoint_url)
-    except EarthsnapError as e: return {"reason": "unreadable", "detail": e.what}
+    try:
+        data = read_bytes(uri, store.endpoint_url)
+    except EarthsnapError as e:
+        return {"reason": "unreadable", "detail": e.what}
     check = inspect_image(data, rules)
-    out = {"sha256": sha256_bytes(data), "bytes": len(data), **vars(check)}  # vars: asdict copies deeply, and costs more than hashing
-    if check.ok: store.put_object(name, out["sha256"], check.format, data)
+    # vars: asdict copies deeply, and costs more than hashing
+    out = {"sha256": sha256_bytes(data), "bytes": len(data), **vars(check)}
+    if check.ok:
+        store.put_object(name, out["sha256"], check.format, data)
     return out
+
 
 def _inspect_batch(job: tuple) -> list[dict]:
     uris, rules, store_root, name, endpoint_url = job
     store = DatasetStore(store_root, endpoint_url)  # one a batch: it remembers where the objects go
     return [_inspect_one(uri, rules, store, name) for uri in uris]
 
-def _inspect_all(items: list[SourceItem], rules: ImageRules, store: DatasetStore, name: str, workers: int, progress: bool):
-    jobs = [(uris, rules, store.root, name, store.endpoint_url) for uris in batched([it.uri for it in items], 16)]  # 16 a task: less overhead per image
-    from tqdm.auto import tqdm   # imported where a bar is shown: tqdm.auto pulls asyncio in, which a cached run need not pay
+
+def _inspect_all(
+    items: list[SourceItem], rules: ImageRules, store: DatasetStore, name: str, workers: int, progress: bool
+):
+    # 16 a task: less overhead per image
+    jobs = [(uris, rules, store.root, name, store.endpoint_url) for uris in batched([it.uri for it in items], 16)]
+    # imported where a bar is shown: tqdm.auto pulls asyncio in, which a cached run need not pay
+    from tqdm.auto import tqdm
+
     bar = tqdm(total=len(items), unit="img", desc="checking images", disable=not progress)
-    from earthsnap.data.dataqa import _inspect_batch as work  # the module's function: workers cannot import a notebook's
+    # the module's function: workers cannot import a notebook's
+    from earthsnap.data.dataqa import _inspect_batch as work
+
     for results in ordered_map(work, jobs, n_workers(workers, len(jobs))):
         yield from results
         bar.update(len(results))
@@ -93,17 +117,30 @@ PARAMETER_FOR = {  # which data QA parameter would accept an input rejected for 
     "class_too_small": "min_per_class",
 }
 
+
 def nothing_accepted(rejected: list[dict], rules: ImageRules) -> tuple[str, str]:
-    "What to say when data QA rejects every input: how many for which reasons, and the parameters that would accept them."
+    """What to say when data QA rejects every input: how many for which reasons, and the parameters that would accept
+    them.
+    """
     counts: dict[str, int] = {}
-    for r in rejected: counts[r["reason"]] = counts.get(r["reason"], 0) + 1
+    for r in rejected:
+        counts[r["reason"]] = counts.get(r["reason"], 0) + 1
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    what = (f"Data QA accepted none of the {len(rejected)} inputs: "
-            + "; ".join(f"{n} {reason} ({REASONS.get(reason, reason)})" for reason, n in ranked) + ".")
+    what = (
+        f"Data QA accepted none of the {len(rejected)} inputs: "
+        + "; ".join(f"{n} {reason} ({REASONS.get(reason, reason)})" for reason, n in ranked)
+        + "."
+    )
     values = {"min_side": rules.min_side, "max_pixels": rules.max_pixels, "formats": ",".join(rules.formats)}
     params = [PARAMETER_FOR[reason].format(**values) for reason, _ in ranked if reason in PARAMETER_FOR]
-    fix = ("These parameters would accept them: " + "; ".join(params) + "." if params else
-           "None of these is a setting: fix the files at the source (the rejected list names each one with its reason).")
+    fix = (
+        "These parameters would accept them: " + "; ".join(params) + "."
+        if params
+        else (
+            "None of these is a setting: fix the files at the source "
+            "(the rejected list names each one with its reason)."
+        )
+    )
     return what, fix
 
 # %% ../../nbs/data/dataqa.ipynb #04749726
@@ -111,8 +148,10 @@ def check_qa_args(name: str, min_per_class: int, small_classes: str) -> None:
     "Refuse a bad dataset name, min_per_class or small_classes policy (the CLI calls this before a kernel starts)."
     check_name(name)
     if small_classes not in SMALL_CLASS_POLICIES:
-        raise ParameterError(f"small_classes must be one of {SMALL_CLASS_POLICIES}, not {small_classes!r}.",
-                             fix="'drop' leaves a class under min_per_class out of the dataset; 'fail' stops the step.")
+        raise ParameterError(
+            f"small_classes must be one of {SMALL_CLASS_POLICIES}, not {small_classes!r}.",
+            fix="'drop' leaves a class under min_per_class out of the dataset; 'fail' stops the step.",
+        )
     if isinstance(min_per_class, bool) or not isinstance(min_per_class, int) or min_per_class < 1:
         raise ParameterError(f"min_per_class must be a whole number of at least 1, got {min_per_class!r}.")
 
@@ -120,24 +159,42 @@ def check_qa_args(name: str, min_per_class: int, small_classes: str) -> None:
 def _reject(item: SourceItem, reason: str, detail: str) -> dict:
     return {"uri": item.path, "label": item.label, "reason": reason, "detail": detail}
 
-def run_qa(source: str | os.PathLike, name: str, datasets: str | os.PathLike | None = None, taxonomy: str | os.PathLike | None = None,
-           rules: ImageRules = ImageRules(), min_per_class: int = 1, small_classes: str = "drop", out_dir: str | os.PathLike | None = None,
-           workers: int = 0, progress: bool = True, endpoint_url: str | None = None, parent: str | None = None) -> QAResult:
-    "Check every input of `source`, commit the good ones as a version of dataset `name` (derived from `parent`, else the latest), and list the rest with reasons."
+
+def run_qa(
+    source: str | os.PathLike,
+    name: str,
+    datasets: str | os.PathLike | None = None,
+    taxonomy: str | os.PathLike | None = None,
+    rules: ImageRules = ImageRules(),
+    min_per_class: int = 1,
+    small_classes: str = "drop",
+    out_dir: str | os.PathLike | None = None,
+    workers: int = 0,
+    progress: bool = True,
+    endpoint_url: str | None = None,
+    parent: str | None = None,
+) -> QAResult:
+    """Check every input of `source`, commit the good ones as a version of dataset `name` (derived from `parent`, else
+    the latest), and list the rest with reasons.
+    """
     check_qa_args(name, min_per_class, small_classes)
     if datasets is None:
         from earthsnap.core.config import load_config
+
         datasets = load_config().datasets
     tax = load_taxonomy(taxonomy, endpoint_url) if taxonomy else None
     known = species_to_group(tax) if tax else None
     items = list_source(source, endpoint_url)
     store = DatasetStore(datasets, endpoint_url)
-    if parent: store.parent_version(name, parent)  # a parent that is not there is refused before any image is read
+    if parent:
+        store.parent_version(name, parent)  # a parent that is not there is refused before any image is read
 
     accepted, rejected, first_of = [], [], {}
     for item, found in zip(items, _inspect_all(items, rules, store, name, workers, progress)):
-        if found["reason"]: rejected.append(_reject(item, found["reason"], found["detail"]))
-        elif item.label is None: rejected.append(_reject(item, "no_label", "no label directory or listing label"))
+        if found["reason"]:
+            rejected.append(_reject(item, found["reason"], found["detail"]))
+        elif item.label is None:
+            rejected.append(_reject(item, "no_label", "no label directory or listing label"))
         elif known is not None and item.label not in known:
             rejected.append(_reject(item, "unknown_label", f"{item.label!r} is not a species of the taxonomy"))
         elif found["sha256"] in first_of:
@@ -147,23 +204,42 @@ def run_qa(source: str | os.PathLike, name: str, datasets: str | os.PathLike | N
             accepted.append({"uri": item.path, "label": item.label, **{k: found[k] for k in MANIFEST_FIELDS[2:]}})
 
     counts: dict[str, int] = {}
-    for r in accepted: counts[r["label"]] = counts.get(r["label"], 0) + 1
+    for r in accepted:
+        counts[r["label"]] = counts.get(r["label"], 0) + 1
     small = {label: n for label, n in sorted(counts.items()) if n < min_per_class}
     if small and small_classes == "fail":
-        raise QAFailed(f"{len(small)} class(es) have fewer than min_per_class={min_per_class} accepted images: "
-                       + ", ".join(f"{k} ({v})" for k, v in small.items()),
-                       fix="Add images to them, lower min_per_class, or pass small_classes='drop' to leave them out.")
+        raise QAFailed(
+            f"{len(small)} class(es) have fewer than min_per_class={min_per_class} accepted images: "
+            + ", ".join(f"{k} ({v})" for k, v in small.items()),
+            fix="Add images to them, lower min_per_class, or pass small_classes='drop' to leave them out.",
+        )
     for r in [r for r in accepted if r["label"] in small]:
-        rejected.append({"uri": r["uri"], "label": r["label"], "reason": "class_too_small",
-                         "detail": f"{small[r['label']]} accepted images < min_per_class {min_per_class}"})
+        rejected.append(
+            {
+                "uri": r["uri"],
+                "label": r["label"],
+                "reason": "class_too_small",
+                "detail": f"{small[r['label']]} accepted images < min_per_class {min_per_class}",
+            }
+        )
     accepted = [r for r in accepted if r["label"] not in small]
 
-    if not accepted: raise QAFailed(*nothing_accepted(rejected, rules))
-    meta = {"source": os.fspath(source), "params": {**asdict(rules), "min_per_class": min_per_class, "small_classes": small_classes}}
-    version, created = store.commit(name, accepted, rejected, meta, taxonomy_yaml(tax) if tax else None, parent=parent or None)
+    if not accepted:
+        raise QAFailed(*nothing_accepted(rejected, rules))
+    meta = {
+        "source": os.fspath(source),
+        "params": {**asdict(rules), "min_per_class": min_per_class, "small_classes": small_classes},
+    }
+    version, created = store.commit(
+        name, accepted, rejected, meta, taxonomy_yaml(tax) if tax else None, parent=parent or None
+    )
     result = QAResult(version, created, accepted, rejected, small)
     if out_dir is not None:
-        write_text(join(out_dir, MANIFEST), to_jsonl(sorted(accepted, key=lambda r: (r["uri"], r["sha256"])), MANIFEST_FIELDS), endpoint_url)
+        write_text(
+            join(out_dir, MANIFEST),
+            to_jsonl(sorted(accepted, key=lambda r: (r["uri"], r["sha256"])), MANIFEST_FIELDS),
+            endpoint_url,
+        )
         write_text(join(out_dir, REJECTED), to_jsonl(rejected, REJECTED_FIELDS), endpoint_url)
         write_qa_report(out_dir, result.summary(), endpoint_url)
     return result
@@ -173,21 +249,33 @@ def plot_qa(result: QAResult, taxonomy: dict[str, list[str]] | None = None):
     "A figure: accepted images per class (coloured by group when a taxonomy is given) and rejections per reason."
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
     counts, reasons = result.counts(), result.reasons()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 0.3 * max(len(counts), len(reasons), 4) + 1.5),
-                               gridspec_kw={"width_ratios": [3, 2]})
+    fig, (a, b) = plt.subplots(
+        1, 2, figsize=(12, 0.3 * max(len(counts), len(reasons), 4) + 1.5), gridspec_kw={"width_ratios": [3, 2]}
+    )
     group = species_to_group(taxonomy) if taxonomy else {}
     groups = list(taxonomy or {})
     colours = [plt.cm.tab10(groups.index(group[c]) % 10) if c in group else "tab:green" for c in counts]
     a.barh(list(counts), list(counts.values()), color=colours)
-    a.invert_yaxis(); a.set_xlabel("accepted images"); a.set_title(f"{len(result.accepted)} accepted in {len(counts)} classes")
+    a.invert_yaxis()
+    a.set_xlabel("accepted images")
+    a.set_title(f"{len(result.accepted)} accepted in {len(counts)} classes")
     b.barh(list(reasons) or ["(none)"], list(reasons.values()) or [0], color="tab:red")
-    b.invert_yaxis(); b.set_xlabel("rejected inputs"); b.set_title(f"{len(result.rejected)} rejected")
-    for ax in (a, b): ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    b.invert_yaxis()
+    b.set_xlabel("rejected inputs")
+    b.set_title(f"{len(result.rejected)} rejected")
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if groups:
         from matplotlib.patches import Patch
-        a.legend(handles=[Patch(color=plt.cm.tab10(i % 10), label=g) for i, g in enumerate(groups)], title="group",
-                 loc="lower right", fontsize="small")
+
+        a.legend(
+            handles=[Patch(color=plt.cm.tab10(i % 10), label=g) for i, g in enumerate(groups)],
+            title="group",
+            loc="lower right",
+            fontsize="small",
+        )
     fig.tight_layout()
     return fig
 
@@ -195,9 +283,12 @@ def plot_qa(result: QAResult, taxonomy: dict[str, list[str]] | None = None):
 def source_sheet(items: list[SourceItem], per_label: int = 8, thumb: int = 64, endpoint_url: str | None = None):
     "A grid image: a row per label of the source items, its first `per_label` photos each, labelled."
     from PIL import Image, ImageDraw, ImageFont
+
     from earthsnap.data.images import load_rgb
+
     by_label: dict[str, list[SourceItem]] = {}
-    for it in items: by_label.setdefault(it.label or "(no label)", []).append(it)
+    for it in items:
+        by_label.setdefault(it.label or "(no label)", []).append(it)
     label_w, pad = 150, 2
     font = ImageFont.load_default(size=13)
     sheet = Image.new("RGB", (label_w + per_label * (thumb + pad), max(1, len(by_label)) * (thumb + pad)), "white")
@@ -207,7 +298,9 @@ def source_sheet(items: list[SourceItem], per_label: int = 8, thumb: int = 64, e
         draw.text((6, y + thumb // 2 - 8), label[:20], fill="black", font=font)
         for c, it in enumerate(its[:per_label]):
             x = label_w + c * (thumb + pad)
-            try: sheet.paste(load_rgb(read_bytes(it.uri, endpoint_url), thumb).resize((thumb, thumb)), (x, y))
+            try:
+                sheet.paste(load_rgb(read_bytes(it.uri, endpoint_url), thumb).resize((thumb, thumb)), (x, y))
             except Exception:  # any undecodable file: crossed out, the sheet goes on
-                draw.line([(x, y), (x + thumb, y + thumb)], fill="red", width=2); draw.line([(x, y + thumb), (x + thumb, y)], fill="red", width=2)
+                draw.line([(x, y), (x + thumb, y + thumb)], fill="red", width=2)
+                draw.line([(x, y + thumb), (x + thumb, y)], fill="red", width=2)
     return sheet

@@ -15,7 +15,18 @@ from typing import Any
 
 from ..core.errors import EarthsnapError, ParameterError
 from ..core.hashing import hash_json
-from ..core.storage import exists, filesystem, join, read_bytes, read_json, read_text, sync_to_disk, write_json, write_once, write_text
+from earthsnap.core.storage import (
+    exists,
+    filesystem,
+    join,
+    read_bytes,
+    read_json,
+    read_text,
+    sync_to_disk,
+    write_json,
+    write_once,
+    write_text,
+)
 from .step_files import MANIFEST, REJECTED
 
 # %% auto #0
@@ -30,6 +41,7 @@ VERSION_DIGITS = 16
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 
+
 class DatasetError(EarthsnapError):
     "A dataset or dataset version is missing, malformed or of an unknown format."
 
@@ -37,8 +49,10 @@ class DatasetError(EarthsnapError):
 def check_name(name: str) -> str:
     "A dataset name: lowercase letters, digits, '.', '_' and '-', at most 64 characters."
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ParameterError(f"{name!r} is not a valid dataset name.",
-                             fix="Use lowercase letters, digits, '.', '_' and '-' (at most 64), starting with a letter or digit.")
+        raise ParameterError(
+            f"{name!r} is not a valid dataset name.",
+            fix="Use lowercase letters, digits, '.', '_' and '-' (at most 64), starting with a letter or digit.",
+        )
     return name
 
 # %% ../../nbs/data/datasets.ipynb #79dde7e9
@@ -55,15 +69,19 @@ def to_jsonl(rows: Iterable[dict], fields) -> str:
 @dataclass
 class DatasetVersion:
     "One committed version of a dataset."
+
     store: "DatasetStore"
     name: str
     version: str
     info: dict
 
     @property
-    def root(self) -> str: return self.store.version_uri(self.name, self.version)
+    def root(self) -> str:
+        return self.store.version_uri(self.name, self.version)
+
     @property
-    def ref(self) -> str: return f"{self.name}@{self.version}"
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
 
     def rows(self) -> Iterator[dict]:
         "The manifest rows, streamed from manifest.jsonl."
@@ -74,11 +92,16 @@ class DatasetVersion:
         fs, path = filesystem(join(self.root, MANIFEST), self.store.endpoint_url)
         with fs.open(path, "rt", encoding="utf-8") as f:
             for line in f:
-                if line.strip(): yield line
+                if line.strip():
+                    yield line
 
     def rejected(self) -> list[dict]:
         "The rejected inputs of the QA run that made this version."
-        return [json.loads(l) for l in read_text(join(self.root, REJECTED), self.store.endpoint_url).splitlines() if l.strip()]
+        return [
+            json.loads(l)
+            for l in read_text(join(self.root, REJECTED), self.store.endpoint_url).splitlines()
+            if l.strip()
+        ]
 
     def classes(self) -> list[str]:
         "The labels of the dataset, sorted."
@@ -87,8 +110,13 @@ class DatasetVersion:
     def taxonomy(self) -> dict[str, list[str]] | None:
         "The group -> species map stored with the version, if any."
         import yaml
+
         uri = join(self.root, "taxonomy.yaml")
-        return yaml.safe_load(read_text(uri, self.store.endpoint_url))["groups"] if exists(uri, self.store.endpoint_url) else None
+        return (
+            yaml.safe_load(read_text(uri, self.store.endpoint_url))["groups"]
+            if exists(uri, self.store.endpoint_url)
+            else None
+        )
 
     def object_uri(self, row: dict) -> str:
         "Where the stored copy of a manifest row's image is."
@@ -101,22 +129,32 @@ class DatasetVersion:
 # %% ../../nbs/data/datasets.ipynb #69283c26
 class DatasetStore:
     "The dataset versions under a root URI (the `datasets` setting)."
+
     def __init__(self, root: str | os.PathLike, endpoint_url: str | None = None):
         self.root, self.endpoint_url = os.fspath(root), endpoint_url
         self._objects: dict[str, tuple[str, str]] = {}  # dataset name -> (its objects folder, the separator below it)
 
-    def version_uri(self, name: str, version: str) -> str: return join(self.root, name, version)
+    def version_uri(self, name: str, version: str) -> str:
+        return join(self.root, name, version)
 
     def parent_version(self, name: str, parent: str) -> str:
-        "The version `parent` (VERSION or NAME@VERSION) names, refused unless it is a committed version of dataset `name`."
+        """The version `parent` (VERSION or NAME@VERSION) names, refused unless it is a committed version of dataset
+        `name`.
+        """
         pname, _, pversion = parent.rpartition("@") if "@" in parent else (name, "", parent)
         if pname != name:
-            raise DatasetError(f"The parent {parent} is a version of dataset {pname!r}, not of {name!r}.", fix="Name a version of the same dataset.")
+            raise DatasetError(
+                f"The parent {parent} is a version of dataset {pname!r}, not of {name!r}.",
+                fix="Name a version of the same dataset.",
+            )
         return self.get(f"{name}@{pversion}").version
 
     def object_uri(self, name: str, sha256: str, fmt: str) -> str:
-        "Where the image with this sha256 is stored (the objects folder is joined once per dataset: this runs for every image)."
-        if name not in self._objects: self._objects[name] = (join(self.root, name, "objects"), "/" if "://" in self.root else os.sep)
+        """Where the image with this sha256 is stored (the objects folder is joined once per dataset: this runs for
+        every image).
+        """
+        if name not in self._objects:
+            self._objects[name] = (join(self.root, name, "objects"), "/" if "://" in self.root else os.sep)
         prefix, sep = self._objects[name]
         return f"{prefix}{sep}{sha256[:2]}{sep}{sha256}{EXTENSIONS.get(fmt, '.bin')}"
 
@@ -132,13 +170,17 @@ class DatasetStore:
     def versions(self, name: str) -> list[DatasetVersion]:
         "Every committed version of `name`, oldest first."
         fs, path = filesystem(join(self.root, check_name(name)), self.endpoint_url)
-        if not fs.isdir(path): return []
+        if not fs.isdir(path):
+            return []
         found = []
         for p in fs.ls(path, detail=False):
             base = p.rstrip("/").rsplit("/", 1)[-1]
-            if not re.fullmatch(r"[0-9a-f]{%d}" % VERSION_DIGITS, base): continue
-            try: found.append(self.get(f"{name}@{base}"))
-            except DatasetError: pass  # an interrupted commit: not a version
+            if not re.fullmatch(r"[0-9a-f]{%d}" % VERSION_DIGITS, base):
+                continue
+            try:
+                found.append(self.get(f"{name}@{base}"))
+            except DatasetError:
+                pass  # an interrupted commit: not a version
         return sorted(found, key=lambda v: v.info["created_at"])
 
     def get(self, ref: str) -> DatasetVersion:
@@ -147,42 +189,76 @@ class DatasetStore:
         check_name(name)
         version = version or self.latest(name)
         if not version:
-            raise DatasetError(f"No dataset named {name!r} in {self.root}.", fix="Run data QA first: earthsnap qa SOURCE --name NAME")
+            raise DatasetError(
+                f"No dataset named {name!r} in {self.root}.", fix="Run data QA first: earthsnap qa SOURCE --name NAME"
+            )
         uri = join(self.version_uri(name, version), "dataset.json")
         if not exists(uri, self.endpoint_url):
-            raise DatasetError(f"Dataset {name!r} has no version {version!r} in {self.root}.",
-                               fix=f"List the versions with `earthsnap datasets {name}`.")
+            raise DatasetError(
+                f"Dataset {name!r} has no version {version!r} in {self.root}.",
+                fix=f"List the versions with `earthsnap datasets {name}`.",
+            )
         info = read_json(uri, self.endpoint_url)
         if info.get("format") != FORMAT:
-            raise DatasetError(f"Dataset {name}@{version} is in format {info.get('format')!r}; this earthsnap reads {FORMAT!r}.",
-                               fix="Re-run data QA on its source with this version of earthsnap.")
+            raise DatasetError(
+                f"Dataset {name}@{version} is in format {info.get('format')!r}; this earthsnap reads {FORMAT!r}.",
+                fix="Re-run data QA on its source with this version of earthsnap.",
+            )
         return DatasetVersion(self, name, version, info)
 
-    def commit(self, name: str, rows: list[dict], rejected: list[dict], meta: dict[str, Any],
-               taxonomy_yaml: str | None = None, parent: str | None = None) -> tuple[DatasetVersion, bool]:
-        "Commit a version made of manifest `rows` (derived from version `parent`, else the LATEST); returns it and whether it is new."
+    def commit(
+        self,
+        name: str,
+        rows: list[dict],
+        rejected: list[dict],
+        meta: dict[str, Any],
+        taxonomy_yaml: str | None = None,
+        parent: str | None = None,
+    ) -> tuple[DatasetVersion, bool]:
+        """Commit a version made of manifest `rows` (derived from version `parent`, else the LATEST); returns it and
+        whether it is new.
+        """
         check_name(name)
-        if parent: parent = self.parent_version(name, parent)
-        if not rows: raise DatasetError(f"Dataset {name!r} would have no images: every input was rejected.",
-                                        fix="Read the rejected list for the reasons.")
+        if parent:
+            parent = self.parent_version(name, parent)
+        if not rows:
+            raise DatasetError(
+                f"Dataset {name!r} would have no images: every input was rejected.",
+                fix="Read the rejected list for the reasons.",
+            )
         digest = manifest_version(rows)
         version = digest[:VERSION_DIGITS]
         root = self.version_uri(name, version)
-        if exists(join(root, "dataset.json"), self.endpoint_url): return self.get(f"{name}@{version}"), False
+        if exists(join(root, "dataset.json"), self.endpoint_url):
+            return self.get(f"{name}@{version}"), False
         parent = parent or self.latest(name)
         rows = sorted(rows, key=lambda r: (r["uri"], r["sha256"]))
-        sync_to_disk(join(self.root, name))  # the objects put since the last commit are on disk before a manifest names them
+        # the objects put since the last commit are on disk before a manifest names them
+        sync_to_disk(join(self.root, name))
         write_text(join(root, MANIFEST), to_jsonl(rows, MANIFEST_FIELDS), self.endpoint_url)
         write_text(join(root, REJECTED), to_jsonl(rejected, REJECTED_FIELDS), self.endpoint_url)
-        if taxonomy_yaml is not None: write_text(join(root, "taxonomy.yaml"), taxonomy_yaml, self.endpoint_url)
+        if taxonomy_yaml is not None:
+            write_text(join(root, "taxonomy.yaml"), taxonomy_yaml, self.endpoint_url)
         classes: dict[str, int] = {}
-        for r in rows: classes[r["label"]] = classes.get(r["label"], 0) + 1
+        for r in rows:
+            classes[r["label"]] = classes.get(r["label"], 0) + 1
         reasons: dict[str, int] = {}
-        for r in rejected: reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-        info = {"format": FORMAT, "name": name, "version": version, "sha256": digest, "parent": parent if parent != version else None,
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "images": len(rows),
-                "rejected": len(rejected), "classes": dict(sorted(classes.items())), "reasons": dict(sorted(reasons.items())),
-                "taxonomy": taxonomy_yaml is not None, **meta}
+        for r in rejected:
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+        info = {
+            "format": FORMAT,
+            "name": name,
+            "version": version,
+            "sha256": digest,
+            "parent": parent if parent != version else None,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "images": len(rows),
+            "rejected": len(rejected),
+            "classes": dict(sorted(classes.items())),
+            "reasons": dict(sorted(reasons.items())),
+            "taxonomy": taxonomy_yaml is not None,
+            **meta,
+        }
         write_json(join(root, "dataset.json"), info, self.endpoint_url)  # last: the version now exists
         write_text(join(self.root, name, "LATEST"), version + "\n", self.endpoint_url)
         return DatasetVersion(self, name, version, info), True

@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from tqdm.auto import tqdm
 
-from .demofaults import add_faults
 from ..core.errors import ParameterError
 from ..core.parallel import n_workers, ordered_map, pid_alive
+from .demofaults import add_faults
 from .taxonomy import load_taxonomy, taxonomy_yaml
 
 # %% auto #0
@@ -32,61 +32,101 @@ __all__ = ['SHAPES', 'ARRANGEMENTS', 'TEXTURES', 'GROUP_NAMES', 'SHIFTS', 'MARKE
 SHAPES = ("elliptic", "lanceolate", "ovate", "obovate", "lobed", "needle", "cordate")
 ARRANGEMENTS = ("rosette", "opposite", "alternate", "fan")
 TEXTURES = {"plain": "glabra", "spots": "maculata", "stripes": "striata", "veins": "nervosa", "margin": "marginata"}
-GROUP_NAMES = ("acantha", "betula", "calyx", "dryas", "erica", "ficus", "galium", "hosta", "iris", "juncus",
-               "kalmia", "lilium", "malva", "nerium", "oxalis", "primula", "quercus", "rubus", "salvia", "thymus")
+GROUP_NAMES = (
+    "acantha",
+    "betula",
+    "calyx",
+    "dryas",
+    "erica",
+    "ficus",
+    "galium",
+    "hosta",
+    "iris",
+    "juncus",
+    "kalmia",
+    "lilium",
+    "malva",
+    "nerium",
+    "oxalis",
+    "primula",
+    "quercus",
+    "rubus",
+    "salvia",
+    "thymus",
+)
+
 
 @dataclass(frozen=True)
 class GroupTraits:
     "What every species of a group (a plant family) shares."
+
     name: str
     shape: str
     arrangement: str
-    hue: float    # base leaf hue, 0..1
-    stem: tuple   # stem colour, RGB
-    leaves: tuple # (min, max) leaves per plant
-    aspect: float # leaf width / length
+    hue: float  # base leaf hue, 0..1
+    stem: tuple  # stem colour, RGB
+    leaves: tuple  # (min, max) leaves per plant
+    aspect: float  # leaf width / length
 
 # %% ../../nbs/data/demodata.ipynb #be32765c
 @dataclass(frozen=True)
 class SpeciesTraits:
     "What sets one species apart from its siblings."
+
     name: str
     group: GroupTraits
     texture: str
-    hue: float         # leaf hue, near the group's
+    hue: float  # leaf hue, near the group's
     saturation: float
     value: float
-    aspect: float      # leaf width / length, near the group's
-    serration: float   # 0 for a smooth edge
+    aspect: float  # leaf width / length, near the group's
+    serration: float  # 0 for a smooth edge
     flower_hue: float | None
 
 # %% ../../nbs/data/demodata.ipynb #9647e40d
 def make_traits(groups: int, species: int, seed: int) -> list[list[SpeciesTraits]]:
     "The traits of `groups` x `species` species, drawn from `seed`: a list per group."
     rng = np.random.default_rng([seed, 7919])
-    shapes = rng.permutation(len(SHAPES)); arrangements = rng.permutation(len(ARRANGEMENTS))
+    shapes = rng.permutation(len(SHAPES))
+    arrangements = rng.permutation(len(ARRANGEMENTS))
     hues = (rng.permutation(groups) / groups + rng.uniform(0, 1)) % 1.0  # groups spread around the colour wheel
     out = []
     for g in range(groups):
-        name = GROUP_NAMES[g] if g < len(GROUP_NAMES) else f"{GROUP_NAMES[g % len(GROUP_NAMES)]}{g // len(GROUP_NAMES) + 1}"
+        name = (
+            GROUP_NAMES[g]
+            if g < len(GROUP_NAMES)
+            else f"{GROUP_NAMES[g % len(GROUP_NAMES)]}{g // len(GROUP_NAMES) + 1}"
+        )
         shape = SHAPES[shapes[g % len(SHAPES)]]
         lo = int(rng.integers(3, 6))
-        grp = GroupTraits(name=name, shape=shape, arrangement=ARRANGEMENTS[arrangements[g % len(ARRANGEMENTS)]],
-                          hue=float(0.22 + 0.2 * (hues[g] - 0.5)) if rng.uniform() < 0.7 else float(hues[g]),
-                          stem=tuple(int(c) for c in rng.integers(40, 140, 3)),
-                          leaves=(lo, lo + int(rng.integers(2, 5))),
-                          aspect={"needle": 0.12, "lanceolate": 0.25}.get(shape, float(rng.uniform(0.38, 0.55))))
+        grp = GroupTraits(
+            name=name,
+            shape=shape,
+            arrangement=ARRANGEMENTS[arrangements[g % len(ARRANGEMENTS)]],
+            hue=float(0.22 + 0.2 * (hues[g] - 0.5)) if rng.uniform() < 0.7 else float(hues[g]),
+            stem=tuple(int(c) for c in rng.integers(40, 140, 3)),
+            leaves=(lo, lo + int(rng.integers(2, 5))),
+            aspect={"needle": 0.12, "lanceolate": 0.25}.get(shape, float(rng.uniform(0.38, 0.55))),
+        )
         textures = [list(TEXTURES)[i] for i in rng.permutation(len(TEXTURES))]
         members = []
         for s in range(species):
             texture = textures[s % len(textures)]
             epithet = TEXTURES[texture] + ("" if s < len(textures) else f"{s // len(textures) + 1}")
             flower = float(rng.uniform()) if rng.uniform() < 0.4 else None
-            members.append(SpeciesTraits(
-                name=f"{name}_{epithet}", group=grp, texture=texture,
-                hue=float((grp.hue + rng.uniform(-0.06, 0.06)) % 1.0), saturation=float(rng.uniform(0.45, 0.85)),
-                value=float(rng.uniform(0.45, 0.8)), aspect=float(grp.aspect * rng.uniform(0.75, 1.3)),
-                serration=float(rng.choice([0.0, 0.0, rng.uniform(0.08, 0.18)])), flower_hue=flower))
+            members.append(
+                SpeciesTraits(
+                    name=f"{name}_{epithet}",
+                    group=grp,
+                    texture=texture,
+                    hue=float((grp.hue + rng.uniform(-0.06, 0.06)) % 1.0),
+                    saturation=float(rng.uniform(0.45, 0.85)),
+                    value=float(rng.uniform(0.45, 0.8)),
+                    aspect=float(grp.aspect * rng.uniform(0.75, 1.3)),
+                    serration=float(rng.choice([0.0, 0.0, rng.uniform(0.08, 0.18)])),
+                    flower_hue=flower,
+                )
+            )
         out.append(members)
     return out
 
@@ -97,28 +137,48 @@ def unseen_traits(known: list[list[SpeciesTraits]], unseen: int, seed: int) -> l
     out = []
     for members in known:
         grp = members[0].group
-        out.append([SpeciesTraits(name=f"{grp.name}_novum{k + 1}", group=grp, texture=str(rng.choice(list(TEXTURES))),
-                                  hue=float((grp.hue + rng.uniform(-0.12, 0.12)) % 1.0), saturation=float(rng.uniform(0.45, 0.85)),
-                                  value=float(rng.uniform(0.45, 0.8)), aspect=float(grp.aspect * rng.uniform(0.7, 1.4)),
-                                  serration=float(rng.choice([0.0, rng.uniform(0.08, 0.2)])),
-                                  flower_hue=float(rng.uniform()) if rng.uniform() < 0.5 else None) for k in range(unseen)])
+        out.append(
+            [
+                SpeciesTraits(
+                    name=f"{grp.name}_novum{k + 1}",
+                    group=grp,
+                    texture=str(rng.choice(list(TEXTURES))),
+                    hue=float((grp.hue + rng.uniform(-0.12, 0.12)) % 1.0),
+                    saturation=float(rng.uniform(0.45, 0.85)),
+                    value=float(rng.uniform(0.45, 0.8)),
+                    aspect=float(grp.aspect * rng.uniform(0.7, 1.4)),
+                    serration=float(rng.choice([0.0, rng.uniform(0.08, 0.2)])),
+                    flower_hue=float(rng.uniform()) if rng.uniform() < 0.5 else None,
+                )
+                for k in range(unseen)
+            ]
+        )
     return out
 
 # %% ../../nbs/data/demodata.ipynb #6125c7b4
 _T = np.linspace(0.0, 1.0, 25)
 
+
 def _profile(shape: str, t: np.ndarray) -> np.ndarray:
     s = np.sin(np.pi * t)
-    if shape == "lanceolate": return s ** 1.2 * (1 - 0.45 * t)
-    if shape == "ovate": return np.sin(np.pi * t ** 0.65)
-    if shape == "obovate": return np.sin(np.pi * t ** 1.6)
-    if shape == "lobed": return s * (0.45 + 0.55 * np.abs(np.cos(2.5 * np.pi * t)))
-    if shape == "needle": return np.minimum(1.0, 4 * t * (1 - t) + 0.2) * (t < 0.999)
-    if shape == "cordate": return np.sin(np.pi * t ** 0.55) * (1 + 0.35 * np.exp(-10 * t))
-    return s ** 0.8  # elliptic
+    if shape == "lanceolate":
+        return s**1.2 * (1 - 0.45 * t)
+    if shape == "ovate":
+        return np.sin(np.pi * t**0.65)
+    if shape == "obovate":
+        return np.sin(np.pi * t**1.6)
+    if shape == "lobed":
+        return s * (0.45 + 0.55 * np.abs(np.cos(2.5 * np.pi * t)))
+    if shape == "needle":
+        return np.minimum(1.0, 4 * t * (1 - t) + 0.2) * (t < 0.999)
+    if shape == "cordate":
+        return np.sin(np.pi * t**0.55) * (1 + 0.35 * np.exp(-10 * t))
+    return s**0.8  # elliptic
+
 
 def _rgb(h: float, s: float, v: float) -> tuple:
     return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0), 1), min(max(v, 0), 1)))
+
 
 def _leaf(draw: ImageDraw.ImageDraw, sp: SpeciesTraits, rng, base, angle: float, length: float, light: float):
     "Draw one leaf from `base` pointing at `angle` (radians)."
@@ -141,27 +201,42 @@ def _leaf(draw: ImageDraw.ImageDraw, sp: SpeciesTraits, rng, base, angle: float,
             draw.line([tuple(p) for p in at(_T[2:-2], k * w[2:-2])], fill=pale, width=line + 1)
     elif sp.texture == "spots":
         for _ in range(int(rng.integers(4, 8))):
-            t = rng.uniform(0.15, 0.85); i = int(t * (len(_T) - 1))
-            c = at(np.array([t]), np.array([rng.uniform(-0.55, 0.55) * w[i]]))[0]; r = length * rng.uniform(0.05, 0.08)
+            t = rng.uniform(0.15, 0.85)
+            i = int(t * (len(_T) - 1))
+            c = at(np.array([t]), np.array([rng.uniform(-0.55, 0.55) * w[i]]))[0]
+            r = length * rng.uniform(0.05, 0.08)
             draw.ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], fill=dark)
     elif sp.texture == "veins":
         for t in np.linspace(0.2, 0.8, 4):
             i = int(t * (len(_T) - 1))
             for side in (1, -1):
-                draw.line([tuple(at(np.array([t]), np.array([0.0]))[0]),
-                           tuple(at(np.array([min(t + 0.12, 1)]), np.array([side * 0.9 * w[i]]))[0])], fill=pale, width=line)
+                draw.line(
+                    [
+                        tuple(at(np.array([t]), np.array([0.0]))[0]),
+                        tuple(at(np.array([min(t + 0.12, 1)]), np.array([side * 0.9 * w[i]]))[0]),
+                    ],
+                    fill=pale,
+                    width=line,
+                )
     if sp.texture != "stripes":  # the midrib
-        draw.line([tuple(p) for p in at(_T[:-2], 0 * _T[:-2])], fill=pale if sp.texture != "margin" else dark, width=line)
+        draw.line(
+            [tuple(p) for p in at(_T[:-2], 0 * _T[:-2])], fill=pale if sp.texture != "margin" else dark, width=line
+        )
 
 # %% ../../nbs/data/demodata.ipynb #dc58e941
 def _background(rng, px: int) -> Image.Image:
     lo = int(rng.integers(3, 6))
-    palette = [rng.integers([70, 50, 30], [150, 120, 90]), rng.integers([110, 140, 170], [200, 215, 250]),
-               rng.integers([30, 60, 20], [100, 140, 80]), rng.integers(80, 190, 3)]
+    palette = [
+        rng.integers([70, 50, 30], [150, 120, 90]),
+        rng.integers([110, 140, 170], [200, 215, 250]),
+        rng.integers([30, 60, 20], [100, 140, 80]),
+        rng.integers(80, 190, 3),
+    ]
     grid = np.stack([palette[i] for i in rng.integers(0, len(palette), lo * lo)]).reshape(lo, lo, 3)
     grid = np.clip(grid + rng.normal(0, 12, grid.shape), 0, 255).astype(np.uint8)
     small = Image.fromarray(grid).resize((24, 24), Image.BICUBIC).filter(ImageFilter.GaussianBlur(2))
     return small.resize((px, px), Image.BILINEAR)
+
 
 def _plant(draw, sp: SpeciesTraits, rng, px: int):
     cx, cy = px * (0.5 + rng.uniform(-0.08, 0.08)), px * (0.5 + rng.uniform(-0.08, 0.08))
@@ -173,11 +248,16 @@ def _plant(draw, sp: SpeciesTraits, rng, px: int):
     leaves = []  # (base, angle, length)
     if sp.group.arrangement == "rosette":
         a0 = rng.uniform(0, 2 * math.pi)
-        leaves = [((cx, cy), a0 + 2 * math.pi * k / n + rng.normal(0, 0.15), scale * rng.uniform(0.75, 1.0)) for k in range(n)]
+        leaves = [
+            ((cx, cy), a0 + 2 * math.pi * k / n + rng.normal(0, 0.15), scale * rng.uniform(0.75, 1.0)) for k in range(n)
+        ]
     elif sp.group.arrangement == "fan":
         base = (cx - 0.6 * scale * math.cos(up), cy - 0.6 * scale * math.sin(up))
         spread = rng.uniform(1.6, 2.2)
-        leaves = [(base, up + spread * (k / max(n - 1, 1) - 0.5) + rng.normal(0, 0.08), scale * rng.uniform(0.8, 1.0)) for k in range(n)]
+        leaves = [
+            (base, up + spread * (k / max(n - 1, 1) - 0.5) + rng.normal(0, 0.08), scale * rng.uniform(0.8, 1.0))
+            for k in range(n)
+        ]
     else:
         bottom = np.array([cx, cy]) - 0.85 * scale * np.array([math.cos(up), math.sin(up)])
         top = np.array([cx, cy]) + 0.75 * scale * np.array([math.cos(up), math.sin(up)])
@@ -199,17 +279,24 @@ def _plant(draw, sp: SpeciesTraits, rng, px: int):
             for k in range(5):
                 a = 2 * math.pi * k / 5
                 px_, py_ = fx + r * math.cos(a), fy + r * math.sin(a)
-                draw.ellipse([px_ - r * 0.7, py_ - r * 0.7, px_ + r * 0.7, py_ + r * 0.7], fill=_rgb(sp.flower_hue, 0.7, 0.95))
+                draw.ellipse(
+                    [px_ - r * 0.7, py_ - r * 0.7, px_ + r * 0.7, py_ + r * 0.7], fill=_rgb(sp.flower_hue, 0.7, 0.95)
+                )
             draw.ellipse([fx - r * 0.45, fy - r * 0.45, fx + r * 0.45, fy + r * 0.45], fill=_rgb(0.13, 0.9, 0.95))
 
-def render(sp: SpeciesTraits, rng: np.random.Generator, size: int = 96, shift: str = "", strength: float = 1.0) -> Image.Image:
+
+def render(
+    sp: SpeciesTraits, rng: np.random.Generator, size: int = 96, shift: str = "", strength: float = 1.0
+) -> Image.Image:
     "Draw one photo of species `sp`, `size` x `size` pixels, RGB; `shift` (one of SHIFTS) changes how it was taken."
     px = 2 * size
     img = _background(rng, px)
-    if shift == "background": img = Image.blend(img, _backdrop(rng, px), min(1.0, 0.7 * strength))
+    if shift == "background":
+        img = Image.blend(img, _backdrop(rng, px), min(1.0, 0.7 * strength))
     _plant(ImageDraw.Draw(img), sp, rng, px)
     img = img.resize((size, size), Image.LANCZOS)
-    if rng.uniform() < 0.5: img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.8)))
+    if rng.uniform() < 0.5:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.8)))
     a = np.asarray(img, dtype=np.float32)
     a = a * rng.uniform(0.7, 1.25) * rng.uniform(0.9, 1.1, 3) + rng.normal(0, rng.uniform(2, 8), a.shape)
     img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
@@ -218,11 +305,13 @@ def render(sp: SpeciesTraits, rng: np.random.Generator, size: int = 96, shift: s
 # %% ../../nbs/data/demodata.ipynb #01a13f52
 SHIFTS = ("lighting", "background", "blur")
 
+
 def _backdrop(rng, px: int) -> Image.Image:
     "A vertical gradient between two saturated colours (magenta to cyan), unlike any natural background here."
     top, bottom = rng.integers([170, 30, 140], [240, 90, 220]), rng.integers([20, 120, 170], [80, 200, 240])
     t = np.linspace(0.0, 1.0, px)[:, None, None]
     return Image.fromarray(np.broadcast_to((1 - t) * top + t * bottom, (px, px, 3)).astype(np.uint8))
+
 
 def _after(img: Image.Image, shift: str, strength: float, size: int) -> Image.Image:
     "The shifts that act on the finished photo: lighting and blur."
@@ -231,7 +320,8 @@ def _after(img: Image.Image, shift: str, strength: float, size: int) -> Image.Im
         cast = np.array([1.0, 1 - 0.1 * s, 1 - 0.3 * s]).clip(0.2, 1.0)  # warmer: less blue, a little less green
         a = np.asarray(img, dtype=np.float32) * max(0.15, 1 - 0.4 * s) * cast
         return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
-    if shift == "blur": return img.filter(ImageFilter.GaussianBlur(1.5 * s * size / 96))
+    if shift == "blur":
+        return img.filter(ImageFilter.GaussianBlur(1.5 * s * size / 96))
     return img
 
 # %% ../../nbs/data/demodata.ipynb #98e3cb2b
@@ -239,33 +329,58 @@ MARKER = "demo-data.json"
 LIMITS = {"groups": (1, 200), "species": (1, 100), "images": (1, 100_000), "size": (16, 1024)}
 JPEG_QUALITY = 90
 
+
 @dataclass
 class DemoData:
     "What `generate_demo_data` wrote."
+
     root: Path
     taxonomy: dict[str, list[str]]  # group -> species
-    images: int                     # photos written, faults not counted
-    faults: list[dict]              # {"path", "fault", "detail"} for each bad file, relative to root
+    images: int  # photos written, faults not counted
+    faults: list[dict]  # {"path", "fault", "detail"} for each bad file, relative to root
+
 
 def _check_args(**args):
     for name, (lo, hi) in LIMITS.items():
         v = args[name]
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ParameterError(f"{name} must be a whole number from {lo} to {hi}, got {v!r}.",
-                                 fix=f"Pass --{name} N with {lo} <= N <= {hi}.")
+            raise ParameterError(
+                f"{name} must be a whole number from {lo} to {hi}, got {v!r}.",
+                fix=f"Pass --{name} N with {lo} <= N <= {hi}.",
+            )
     if args.get("shift", "") not in ("", *SHIFTS):
-        raise ParameterError(f"shift must be one of {', '.join(SHIFTS)}, got {args['shift']!r}.", fix=f"Pass --shift {SHIFTS[0]}, or leave it out.")
+        raise ParameterError(
+            f"shift must be one of {', '.join(SHIFTS)}, got {args['shift']!r}.",
+            fix=f"Pass --shift {SHIFTS[0]}, or leave it out.",
+        )
     if not 0 <= args.get("strength", 1.0) <= 3:
-        raise ParameterError(f"strength must be from 0 to 3, got {args['strength']!r}.", fix="1 is the default strength of a shift.")
-    if isinstance(args.get("first", 0), bool) or not isinstance(args.get("first", 0), int) or not 0 <= args.get("first", 0) <= 10_000_000:
-        raise ParameterError(f"first must be a whole number from 0 to 10000000, got {args['first']!r}.",
-                             fix="Pass --first N to draw photos N, N+1, ... of each species (new photos of the same species).")
-    if isinstance(args.get("unseen", 0), bool) or not isinstance(args.get("unseen", 0), int) or not 0 <= args.get("unseen", 0) <= 20:
-        raise ParameterError(f"unseen must be a whole number from 0 to 20, got {args['unseen']!r}.",
-                             fix="Pass --unseen N to add N species outside the taxonomy to each group.")
+        raise ParameterError(
+            f"strength must be from 0 to 3, got {args['strength']!r}.", fix="1 is the default strength of a shift."
+        )
+    if (
+        isinstance(args.get("first", 0), bool)
+        or not isinstance(args.get("first", 0), int)
+        or not 0 <= args.get("first", 0) <= 10_000_000
+    ):
+        raise ParameterError(
+            f"first must be a whole number from 0 to 10000000, got {args['first']!r}.",
+            fix="Pass --first N to draw photos N, N+1, ... of each species (new photos of the same species).",
+        )
+    if (
+        isinstance(args.get("unseen", 0), bool)
+        or not isinstance(args.get("unseen", 0), int)
+        or not 0 <= args.get("unseen", 0) <= 20
+    ):
+        raise ParameterError(
+            f"unseen must be a whole number from 0 to 20, got {args['unseen']!r}.",
+            fix="Pass --unseen N to add N species outside the taxonomy to each group.",
+        )
     if args["faults"] and args["images"] < 3:
-        raise ParameterError("faults need at least 3 images per species (the duplicate copies one of them).",
-                             fix="Pass --images 3 or more, or leave out --faults.")
+        raise ParameterError(
+            "faults need at least 3 images per species (the duplicate copies one of them).",
+            fix="Pass --images 3 or more, or leave out --faults.",
+        )
+
 
 @lru_cache(maxsize=8)
 def _traits(groups: int, species: int, seed: int, unseen: int = 0):
@@ -273,14 +388,18 @@ def _traits(groups: int, species: int, seed: int, unseen: int = 0):
     known = make_traits(groups, species, seed)
     return [k + u for k, u in zip(known, unseen_traits(known, unseen, seed))] if unseen else known
 
+
 def _draw_batch(job: tuple) -> int:
     "Worker: draw photos n0..n1 of species (g, s) into `folder`; returns bytes written. Takes plain values only."
     groups, species, seed, g, s, n0, n1, size, folder, shift, strength, unseen = job
     sp, written = _traits(groups, species, seed, unseen)[g][s], 0
     for n in range(n0, n1):
         buf = io.BytesIO()
-        render(sp, np.random.default_rng([seed, g, s, n]), size, shift, strength).save(buf, "JPEG", quality=JPEG_QUALITY)
-        (Path(folder) / f"{n}.jpg").write_bytes(buf.getvalue()); written += buf.tell()
+        render(sp, np.random.default_rng([seed, g, s, n]), size, shift, strength).save(
+            buf, "JPEG", quality=JPEG_QUALITY
+        )
+        (Path(folder) / f"{n}.jpg").write_bytes(buf.getvalue())
+        written += buf.tell()
     return written
 
 # %% ../../nbs/data/demodata.ipynb #3ca44caa
@@ -288,27 +407,60 @@ def _prepare_target(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ParameterError(f"{out} exists and is not a directory.", fix="Choose another output path.")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise ParameterError(f"{out} is not empty and is not an earthsnap demo dataset; refusing to write into it.",
-                             fix="Choose an empty or new directory.")
+        raise ParameterError(
+            f"{out} is not empty and is not an earthsnap demo dataset; refusing to write into it.",
+            fix="Choose an empty or new directory.",
+        )
+
 
 def _clean_stale(out: Path) -> None:
     "Tidy what a killed run left beside `out`: drop its temporary dataset, restore a dataset caught mid-swap."
     for p in sorted(out.parent.glob(f".{out.name}.*-*")):
-        kind, _, pid = p.name[len(out.name) + 2:].partition("-")
-        if kind not in ("tmp", "old") or not pid.isdigit() or pid_alive(int(pid)): continue
-        if kind == "old" and not out.exists(): p.rename(out)
-        else: shutil.rmtree(p, ignore_errors=True)
+        kind, _, pid = p.name[len(out.name) + 2 :].partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        if kind == "old" and not out.exists():
+            p.rename(out)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
 
-def generate_demo_data(out: str | os.PathLike, groups: int = 4, species: int = 4, images: int = 100, size: int = 96,
-                       seed: int = 0, faults: bool = False, workers: int = 0, progress: bool = True,
-                       shift: str = "", strength: float = 1.0, first: int = 0, unseen: int = 0) -> DemoData:
-    "Draw `groups` x `species` x `images` photos into `out`/<group>/<species>/<n>.jpg (n from `first`), with taxonomy.yaml (and faults), shifted as `shift` says; `unseen` species per group outside the taxonomy."
-    _check_args(groups=groups, species=species, images=images, size=size, faults=faults, shift=shift, strength=strength, first=first, unseen=unseen)
+
+def generate_demo_data(
+    out: str | os.PathLike,
+    groups: int = 4,
+    species: int = 4,
+    images: int = 100,
+    size: int = 96,
+    seed: int = 0,
+    faults: bool = False,
+    workers: int = 0,
+    progress: bool = True,
+    shift: str = "",
+    strength: float = 1.0,
+    first: int = 0,
+    unseen: int = 0,
+) -> DemoData:
+    """Draw `groups` x `species` x `images` photos into `out`/<group>/<species>/<n>.jpg (n from `first`), with
+    taxonomy.yaml (and faults), shifted as `shift` says; `unseen` species per group outside the taxonomy.
+    """
+    _check_args(
+        groups=groups,
+        species=species,
+        images=images,
+        size=size,
+        faults=faults,
+        shift=shift,
+        strength=strength,
+        first=first,
+        unseen=unseen,
+    )
     out = Path(out).expanduser().absolute()
-    if out.parent.is_dir(): _clean_stale(out)
+    if out.parent.is_dir():
+        _clean_stale(out)
     _prepare_target(out)
     traits = _traits(groups, species, seed, unseen)
-    taxonomy = {grp[0].group.name: [sp.name for sp in grp[:species]] for grp in traits}  # the unseen species are not in it
+    # the unseen species are not in it
+    taxonomy = {grp[0].group.name: [sp.name for sp in grp[:species]] for grp in traits}
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -317,22 +469,61 @@ def generate_demo_data(out: str | os.PathLike, groups: int = 4, species: int = 4
             for s, sp in enumerate(grp):
                 folder = tmp / sp.group.name / sp.name
                 folder.mkdir(parents=True)
-                jobs += [(groups, species, seed, g, s, n, min(n + batch, first + images), size, str(folder), shift, float(strength), unseen)
-                         for n in range(first, first + images, batch)]
-        bar = tqdm(total=groups * (species + unseen) * images, unit="img", desc="drawing demo photos", disable=not progress)
-        from earthsnap.data.demodata import _draw_batch as draw  # the module's function: workers cannot import a notebook's
-        for job, _ in zip(jobs, ordered_map(draw, jobs, n_workers(workers, len(jobs)))): bar.update(job[6] - job[5])
+                jobs += [
+                    (
+                        groups,
+                        species,
+                        seed,
+                        g,
+                        s,
+                        n,
+                        min(n + batch, first + images),
+                        size,
+                        str(folder),
+                        shift,
+                        float(strength),
+                        unseen,
+                    )
+                    for n in range(first, first + images, batch)
+                ]
+        bar = tqdm(
+            total=groups * (species + unseen) * images, unit="img", desc="drawing demo photos", disable=not progress
+        )
+        # the module's function: workers cannot import a notebook's
+        from earthsnap.data.demodata import _draw_batch as draw
+
+        for job, _ in zip(jobs, ordered_map(draw, jobs, n_workers(workers, len(jobs)))):
+            bar.update(job[6] - job[5])
         bar.close()
         fault_rows = add_faults(tmp, taxonomy, seed) if faults else []
         (tmp / "taxonomy.yaml").write_text(taxonomy_yaml(taxonomy))
-        params = dict(groups=groups, species=species, images=images, size=size, seed=seed, faults=faults,
-                      **({"shift": shift, "strength": strength} if shift else {}), **({"first": first} if first else {}),
-                      **({"unseen": unseen} if unseen else {}))
-        (tmp / MARKER).write_text(json.dumps({"generator": "earthsnap.data.demodata", "params": params,
-                                              "images": groups * (species + unseen) * images, "faults": len(fault_rows)}, indent=2) + "\n")
+        params = dict(
+            groups=groups,
+            species=species,
+            images=images,
+            size=size,
+            seed=seed,
+            faults=faults,
+            **({"shift": shift, "strength": strength} if shift else {}),
+            **({"first": first} if first else {}),
+            **({"unseen": unseen} if unseen else {}),
+        )
+        (tmp / MARKER).write_text(
+            json.dumps(
+                {
+                    "generator": "earthsnap.data.demodata",
+                    "params": params,
+                    "images": groups * (species + unseen) * images,
+                    "faults": len(fault_rows),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         _prepare_target(out)  # still ours to replace?
         old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists(): out.rename(old)
+        if out.exists():
+            out.rename(old)
         tmp.rename(out)
         shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -342,7 +533,8 @@ def generate_demo_data(out: str | os.PathLike, groups: int = 4, species: int = 4
 # %% ../../nbs/data/demodata.ipynb #95562a59
 def contact_sheet(root: str | os.PathLike, per_species: int = 6, thumb: int = 64) -> Image.Image:
     "A grid image: one row per species of the dataset at `root`, `per_species` photos each, labelled."
-    root = Path(root); taxonomy = load_taxonomy(root / "taxonomy.yaml")
+    root = Path(root)
+    taxonomy = load_taxonomy(root / "taxonomy.yaml")
     rows = [(g, s) for g, species in taxonomy.items() for s in species]
     label_w, pad = 120, 2
     font = ImageFont.load_default(size=13)
@@ -352,9 +544,16 @@ def contact_sheet(root: str | os.PathLike, per_species: int = 6, thumb: int = 64
         y = r * (thumb + pad)
         draw.text((6, y + thumb // 2 - 16), g, fill=(110, 110, 110), font=font)
         draw.text((6, y + thumb // 2), s.removeprefix(g + "_"), fill="black", font=font)
-        for c, f in enumerate(sorted((root / g / s).glob("*.jpg"), key=lambda p: int(p.stem) if p.stem.isdigit() else 1 << 30)[:per_species]):
+        for c, f in enumerate(
+            sorted((root / g / s).glob("*.jpg"), key=lambda p: int(p.stem) if p.stem.isdigit() else 1 << 30)[
+                :per_species
+            ]
+        ):
             try:
-                with Image.open(f) as im: sheet.paste(im.convert("RGB").resize((thumb, thumb)), (label_w + c * (thumb + pad), y))
+                with Image.open(f) as im:
+                    sheet.paste(im.convert("RGB").resize((thumb, thumb)), (label_w + c * (thumb + pad), y))
             except (OSError, ValueError, Image.DecompressionBombError):  # a bad file is left blank, never a crash
-                draw.line([(label_w + c * (thumb + pad), y), (label_w + c * (thumb + pad) + thumb, y + thumb)], fill="red")
+                draw.line(
+                    [(label_w + c * (thumb + pad), y), (label_w + c * (thumb + pad) + thumb, y + thumb)], fill="red"
+                )
     return sheet

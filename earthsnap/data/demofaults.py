@@ -21,39 +21,75 @@ __all__ = ['FAULTS', 'bomb_png', 'add_faults']
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
+
 def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     "A tiny PNG whose header claims `width` x `height` RGB pixels."
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) +
-            _png_chunk(b"IDAT", zlib.compress(b"\x00" * 4096)) + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 4096))
+        + _png_chunk(b"IEND", b"")
+    )
 
 # %% ../../nbs/data/demofaults.ipynb #ea5c719b
 def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO(); img.save(buf, fmt, **kw); return buf.getvalue()
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
 
 FAULTS = {
-    "truncated_jpeg": ("jpg", "a JPEG cut off after 60% of its bytes", lambda src: src.read_bytes()[: len(src.read_bytes()) * 6 // 10]),
+    "truncated_jpeg": (
+        "jpg",
+        "a JPEG cut off after 60% of its bytes",
+        lambda src: src.read_bytes()[: len(src.read_bytes()) * 6 // 10],
+    ),
     "empty_file": ("jpg", "a zero-byte file", lambda src: b""),
-    "not_an_image": ("jpg", "an HTML error page saved with a .jpg name",
-                     lambda src: b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"),
-    "tiny_image": ("jpg", "a valid JPEG of 4x4 pixels", lambda src: _encode(Image.open(src).resize((4, 4)), "JPEG", quality=90)),
+    "not_an_image": (
+        "jpg",
+        "an HTML error page saved with a .jpg name",
+        lambda src: b"<html><body><h1>502 Bad Gateway</h1></body></html>\n",
+    ),
+    "tiny_image": (
+        "jpg",
+        "a valid JPEG of 4x4 pixels",
+        lambda src: _encode(Image.open(src).resize((4, 4)), "JPEG", quality=90),
+    ),
     "duplicate": ("jpg", "a byte-for-byte copy of {source}", lambda src: src.read_bytes()),
     "decompression_bomb": ("png", "a PNG whose header claims 100000x100000 pixels", lambda src: bomb_png()),
-    "cmyk_jpeg": ("jpg", "a JPEG in CMYK colour", lambda src: _encode(Image.open(src).convert("CMYK"), "JPEG", quality=90)),
-    "grayscale": ("jpg", "a single-channel (L) JPEG", lambda src: _encode(Image.open(src).convert("L"), "JPEG", quality=90)),
-    "alpha_png": ("png", "an RGBA PNG with a transparent corner", lambda src: _encode(_with_alpha(Image.open(src)), "PNG")),
+    "cmyk_jpeg": (
+        "jpg",
+        "a JPEG in CMYK colour",
+        lambda src: _encode(Image.open(src).convert("CMYK"), "JPEG", quality=90),
+    ),
+    "grayscale": (
+        "jpg",
+        "a single-channel (L) JPEG",
+        lambda src: _encode(Image.open(src).convert("L"), "JPEG", quality=90),
+    ),
+    "alpha_png": (
+        "png",
+        "an RGBA PNG with a transparent corner",
+        lambda src: _encode(_with_alpha(Image.open(src)), "PNG"),
+    ),
 }
 
+
 def _with_alpha(img: Image.Image) -> Image.Image:
-    a = np.full(img.size[::-1], 255, np.uint8); a[: a.shape[0] // 3, : a.shape[1] // 3] = 0
-    out = img.convert("RGBA"); out.putalpha(Image.fromarray(a)); return out
+    a = np.full(img.size[::-1], 255, np.uint8)
+    a[: a.shape[0] // 3, : a.shape[1] // 3] = 0
+    out = img.convert("RGBA")
+    out.putalpha(Image.fromarray(a))
+    return out
 
 # %% ../../nbs/data/demofaults.ipynb #113a401c
 def add_faults(root: str | Path, taxonomy: dict[str, list[str]], seed: int) -> list[dict]:
     "Plant one file of each fault in `FAULTS` among the photos under `root`; returns the rows of faults.json."
     root, rng = Path(root), np.random.default_rng([seed, 104729])
     species = [(g, s) for g, sp in taxonomy.items() for s in sp]
-    photos = {gs: sorted((root / gs[0] / gs[1]).glob("*.jpg"), key=lambda p: int(p.stem)) for gs in species}  # before any fault
+    # before any fault
+    photos = {gs: sorted((root / gs[0] / gs[1]).glob("*.jpg"), key=lambda p: int(p.stem)) for gs in species}
     rows = []
     for fault, (ext, detail, make) in FAULTS.items():
         g, s = species[int(rng.integers(len(species)))]
@@ -61,7 +97,12 @@ def add_faults(root: str | Path, taxonomy: dict[str, list[str]], seed: int) -> l
         source = photos[g, s][int(rng.integers(len(photos[g, s])))]
         name = f"{max(int(p.stem) for p in folder.iterdir()) + 1}.{ext}"
         (folder / name).write_bytes(make(source))
-        rows.append({"path": f"{g}/{s}/{name}", "fault": fault,
-                     "detail": detail.format(source=source.relative_to(root).as_posix())})
+        rows.append(
+            {
+                "path": f"{g}/{s}/{name}",
+                "fault": fault,
+                "detail": detail.format(source=source.relative_to(root).as_posix()),
+            }
+        )
     (root / "faults.json").write_text(json.dumps(rows, indent=2) + "\n")
     return rows

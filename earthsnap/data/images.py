@@ -38,9 +38,11 @@ REASONS = {
 }
 MODES = ("rgb", "grayscale", "cmyk", "alpha")
 
+
 @dataclass(frozen=True)
 class ImageRules:
     "What a usable image is. Every number is a parameter of the data QA step."
+
     formats: tuple[str, ...] = ("JPEG", "PNG")
     min_side: int = 32
     max_pixels: int = 64_000_000
@@ -48,18 +50,24 @@ class ImageRules:
 
     def __post_init__(self):
         bad = [m for m in self.accept_modes if m not in MODES]
-        if bad: raise ParameterError(f"Unknown colour mode(s) {bad} in accept_modes.", fix=f"Choose from {list(MODES)}.")
-        if "rgb" not in self.accept_modes:  # RGB needs no conversion, so it is always accepted: "grayscale" means "RGB and grayscale"
+        if bad:
+            raise ParameterError(f"Unknown colour mode(s) {bad} in accept_modes.", fix=f"Choose from {list(MODES)}.")
+        # RGB needs no conversion, so it is always accepted: "grayscale" means "RGB and grayscale"
+        if "rgb" not in self.accept_modes:
             object.__setattr__(self, "accept_modes", ("rgb", *self.accept_modes))
         if self.min_side < 1 or self.max_pixels < 1:
-            raise ParameterError(f"min_side and max_pixels must be positive, got {self.min_side} and {self.max_pixels}.")
-        if not self.formats: raise ParameterError("formats must name at least one image format, e.g. JPEG.")
+            raise ParameterError(
+                f"min_side and max_pixels must be positive, got {self.min_side} and {self.max_pixels}."
+            )
+        if not self.formats:
+            raise ParameterError("formats must name at least one image format, e.g. JPEG.")
         object.__setattr__(self, "formats", tuple(f.upper() for f in self.formats))
 
 # %% ../../nbs/data/images.ipynb #8dceea6c
 @dataclass
 class ImageCheck:
     "What `inspect_image` found: `reason` is None for a usable image."
+
     reason: str | None = None
     detail: str = ""
     width: int | None = None
@@ -68,27 +76,35 @@ class ImageCheck:
     mode: str | None = None
 
     @property
-    def ok(self) -> bool: return self.reason is None
+    def ok(self) -> bool:
+        return self.reason is None
 
 # %% ../../nbs/data/images.ipynb #a89deaf8
 def mode_class(im: Image.Image) -> str:
     "'rgb', 'grayscale', 'cmyk' or 'alpha' for a PIL image."
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
         return "alpha"
-    if im.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"): return "grayscale"
-    if im.mode == "CMYK": return "cmyk"
+    if im.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
+        return "grayscale"
+    if im.mode == "CMYK":
+        return "cmyk"
     return "rgb"
 
 # %% ../../nbs/data/images.ipynb #26b371b4
 def inspect_image(data: bytes, rules: ImageRules = ImageRules()) -> ImageCheck:
     "Check the bytes of one file against `rules`; never raises on bad data."
-    if not data: return ImageCheck("empty_file", "0 bytes")
+    if not data:
+        return ImageCheck("empty_file", "0 bytes")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try: im = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError: return ImageCheck("not_an_image", f"{len(data)} bytes starting {data[:8]!r}")
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e: return ImageCheck("too_many_pixels", str(e))
-        except Exception as e: return ImageCheck("corrupt", f"{type(e).__name__}: {e}")
+        try:
+            im = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            return ImageCheck("not_an_image", f"{len(data)} bytes starting {data[:8]!r}")
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            return ImageCheck("too_many_pixels", str(e))
+        except Exception as e:
+            return ImageCheck("corrupt", f"{type(e).__name__}: {e}")
     with im:
         w, h = im.size
         info = dict(width=w, height=h, format=im.format, mode=im.mode)
@@ -96,17 +112,23 @@ def inspect_image(data: bytes, rules: ImageRules = ImageRules()) -> ImageCheck:
             return ImageCheck("too_many_pixels", f"{w}x{h} = {w * h} pixels > max_pixels {rules.max_pixels}", **info)
         if im.format not in rules.formats:
             return ImageCheck("format_not_allowed", f"{im.format} not in {list(rules.formats)}", **info)
-        if im.format == "JPEG": im.draft(im.mode, (1, 1))  # decode at 1/8 scale: every byte is still read, so a truncated or broken stream fails the same
-        try: im.load()
+        # decode at 1/8 scale: every byte is still read, so a truncated or broken stream fails the same
+        if im.format == "JPEG":
+            im.draft(im.mode, (1, 1))
+        try:
+            im.load()
         except Exception as e:
             reason = "truncated" if "truncated" in str(e).lower() else "corrupt"
             return ImageCheck(reason, f"{type(e).__name__}: {e}", **info)
         if min(w, h) < rules.min_side:
             return ImageCheck("too_small", f"{w}x{h}, shorter side < min_side {rules.min_side}", **info)
         kind = mode_class(im)
-        if kind not in rules.accept_modes: return ImageCheck(kind, f"mode {im.mode}", **info)
-        try: to_rgb(im)
-        except Exception as e: return ImageCheck("mode_not_convertible", f"mode {im.mode}: {e}", **info)
+        if kind not in rules.accept_modes:
+            return ImageCheck(kind, f"mode {im.mode}", **info)
+        try:
+            to_rgb(im)
+        except Exception as e:
+            return ImageCheck("mode_not_convertible", f"mode {im.mode}: {e}", **info)
         return ImageCheck(None, "", **info)
 
 # %% ../../nbs/data/images.ipynb #9db4eebd
@@ -121,7 +143,9 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 # %% ../../nbs/data/images.ipynb #8ac505fe
 def load_rgb(data: bytes, size: int | None = None) -> Image.Image:
-    "Decode `data`, apply its EXIF orientation and convert to RGB; with `size`, decode JPEGs at a reduced scale >= size."
+    """Decode `data`, apply its EXIF orientation and convert to RGB; with `size`, decode JPEGs at a reduced scale >=
+    size.
+    """
     im = Image.open(io.BytesIO(data))
     if size and im.format == "JPEG" and min(im.size) >= 2 * size:
         im.draft("RGB", (max(size, im.size[0] * size // min(im.size)), max(size, im.size[1] * size // min(im.size))))
@@ -136,7 +160,8 @@ def resize_shorter(im: Image.Image, size: int, center_crop: bool = False) -> Ima
     w, h = im.size
     scale = size / min(w, h)
     new = (max(size, round(w * scale)), max(size, round(h * scale)))
-    if new != (w, h): im = im.resize(new, Image.BILINEAR, reducing_gap=3.0)
+    if new != (w, h):
+        im = im.resize(new, Image.BILINEAR, reducing_gap=3.0)
     if center_crop:
         left, top = (new[0] - size) // 2, (new[1] - size) // 2
         im = im.crop((left, top, left + size, top + size))
@@ -145,34 +170,53 @@ def resize_shorter(im: Image.Image, size: int, center_crop: bool = False) -> Ima
 # %% ../../nbs/data/images.ipynb #e1527149
 def encode_jpeg(im: Image.Image, quality: int = 90) -> bytes:
     "JPEG bytes of `im` at `quality`."
-    buf = io.BytesIO(); im.save(buf, "JPEG", quality=quality); return buf.getvalue()
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
 
 # %% ../../nbs/data/images.ipynb #c0a3c5e9
 def _turbo_scale(data: bytes, size: int) -> tuple[int, int, int] | None:
-    "(width, height, scale) when `resized_jpeg` may decode `data` with TurboJPEG: a JPEG in YCbCr or grey, with no orientation to apply."
-    if data[:3] != b"\xff\xd8\xff": return None
-    head = data[:data.find(b"\xff\xda")]  # the markers before the first scan
-    if b"Exif" in head or b"Orientation" in head or b"MPF" in head: return None  # a photo to turn, or a multi-picture file
+    """(width, height, scale) when `resized_jpeg` may decode `data` with TurboJPEG: a JPEG in YCbCr or grey, with no
+    orientation to apply.
+    """
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    head = data[: data.find(b"\xff\xda")]  # the markers before the first scan
+    # a photo to turn, or a multi-picture file
+    if b"Exif" in head or b"Orientation" in head or b"MPF" in head:
+        return None
     import simplejpeg
-    try: h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError: return None
-    if colorspace not in ("YCbCr", "Gray") or not w or not h: return None
+
+    try:
+        h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    if colorspace not in ("YCbCr", "Gray") or not w or not h:
+        return None
     scale = 1
     if min(w, h) >= 2 * size:  # the scale Pillow's JpegImageFile.draft picks for load_rgb's request
         want = (max(size, w * size // min(w, h)), max(size, h * size // min(w, h)))
         scale = next(s for s in (8, 4, 2, 1) if min(w // want[0], h // want[1]) >= s)
     return w, h, scale
 
+
 def resized_jpeg(data: bytes, size: int, center_crop: bool = False, quality: int = 90) -> bytes:
-    "`encode_jpeg(resize_shorter(load_rgb(data, size), size, center_crop), quality)`, through TurboJPEG where the pixels come out the same."
+    """`encode_jpeg(resize_shorter(load_rgb(data, size), size, center_crop), quality)`, through TurboJPEG where the
+    pixels come out the same.
+    """
     found = _turbo_scale(data, size)
     if found is not None:
         import numpy as np
         import simplejpeg
+
         w, h, s = found
-        try: pixels = simplejpeg.decode_jpeg(data, "RGBX", min_width=-(-w // s), min_height=-(-h // s), min_factor=s)
-        except ValueError: pixels = None  # libjpeg-turbo's warnings are errors here: let Pillow judge the file
+        try:
+            pixels = simplejpeg.decode_jpeg(data, "RGBX", min_width=-(-w // s), min_height=-(-h // s), min_factor=s)
+        except ValueError:
+            pixels = None  # libjpeg-turbo's warnings are errors here: let Pillow judge the file
         if pixels is not None:
             im = Image.frombuffer("RGBX", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGBX", 0, 1)
-            return simplejpeg.encode_jpeg(np.asarray(resize_shorter(im, size, center_crop)), quality, "RGBX", "420", fastdct=False)
+            return simplejpeg.encode_jpeg(
+                np.asarray(resize_shorter(im, size, center_crop)), quality, "RGBX", "420", fastdct=False
+            )
     return encode_jpeg(resize_shorter(load_rgb(data, size), size, center_crop), quality)

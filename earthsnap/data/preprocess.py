@@ -10,12 +10,12 @@ import os
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 
-from .datasets import DatasetStore, DatasetVersion
 from ..core.errors import EarthsnapError, ParameterError
-from .images import resized_jpeg
 from ..core.parallel import batched, n_workers, ordered_map
-from .splits import check_coverage, check_fractions, in_tune, split_of
 from ..core.storage import atomic_write, exists, join, read_bytes
+from .datasets import DatasetStore, DatasetVersion
+from .images import resized_jpeg
+from .splits import check_coverage, check_fractions, in_tune, split_of
 from .step_files import QA_REPORT, read_qa_report, write_records_classes, write_records_summary
 
 # %% auto #0
@@ -26,9 +26,11 @@ OUTPUTS = ("train", "val", "test", "full", "tune_train", "tune_val")
 SIZES = (8, 4096)  # the smallest and largest image size, in pixels (the pipeline's image_size declares the same range)
 CHUNK = 64  # images a task: large enough to amortise the hand-over, small enough to keep memory flat
 
+
 @dataclass(frozen=True)
 class PreprocessParams:
     "How images are transformed and split. Every field is a parameter of the preprocessing step."
+
     size: int = 64
     center_crop: bool = False
     quality: int = 90
@@ -40,7 +42,9 @@ class PreprocessParams:
 
     def __post_init__(self):
         if isinstance(self.size, bool) or not isinstance(self.size, int) or not SIZES[0] <= self.size <= SIZES[1]:
-            raise ParameterError(f"size must be a whole number of pixels from {SIZES[0]} to {SIZES[1]}, got {self.size!r}.")
+            raise ParameterError(
+                f"size must be a whole number of pixels from {SIZES[0]} to {SIZES[1]}, got {self.size!r}."
+            )
         if isinstance(self.quality, bool) or not isinstance(self.quality, int) or not 1 <= self.quality <= 100:
             raise ParameterError(f"quality must be a whole number from 1 to 100, got {self.quality!r}.")
         check_fractions(self.train, self.val, self.test, self.tune_fraction)
@@ -51,10 +55,16 @@ def record_id(sha256: str) -> int:
     return int(sha256[:15], 16)
 
 # %% ../../nbs/data/preprocess.ipynb #2974441d
-def open_dataset(dataset: str | os.PathLike | DatasetVersion, datasets: str | os.PathLike | None = None,
-                 endpoint_url: str | None = None) -> DatasetVersion:
-    "A dataset version from a version directory (`.../datasets/<name>/<version>`), the data QA step's output (with its qa.json), or a ref ('name' or 'name@version')."
-    if isinstance(dataset, DatasetVersion): return dataset
+def open_dataset(
+    dataset: str | os.PathLike | DatasetVersion,
+    datasets: str | os.PathLike | None = None,
+    endpoint_url: str | None = None,
+) -> DatasetVersion:
+    """A dataset version from a version directory (`.../datasets/<name>/<version>`), the data QA step's output (with its
+    qa.json), or a ref ('name' or 'name@version').
+    """
+    if isinstance(dataset, DatasetVersion):
+        return dataset
     ref = os.fspath(dataset)
     if ("/" in ref or os.sep in ref) and exists(join(ref, QA_REPORT), endpoint_url):
         ref = read_qa_report(ref, endpoint_url)["root"]  # the version the QA step committed
@@ -63,40 +73,66 @@ def open_dataset(dataset: str | os.PathLike | DatasetVersion, datasets: str | os
         return DatasetStore(root, endpoint_url).get(f"{name}@{version}")
     if datasets is None:
         from earthsnap.core.config import load_config
+
         datasets = load_config().datasets
     return DatasetStore(datasets, endpoint_url).get(ref)
 
 # %% ../../nbs/data/preprocess.ipynb #5c5d881f
 def _process_chunk(job: tuple) -> dict[str, tuple]:
-    from earthsnap.data.recordio import IRHeader, encode_record, pack   # numpy: imported where records are made, not by whoever reads SIZES
+    # numpy: imported where records are made, not by whoever reads SIZES
+    from earthsnap.data.recordio import IRHeader, encode_record, pack
+
     store_root, name, endpoint_url, lines, index, params = job
     store, fractions, out = DatasetStore(store_root, endpoint_url), (params.train, params.val, params.test), {}
     for line in lines:
         row = json.loads(line)
         sha, label = row["sha256"], index[row["label"]]
-        try: jpeg = resized_jpeg(read_bytes(store.object_uri(name, sha, row["format"]), endpoint_url), params.size, params.center_crop, params.quality)
+        try:
+            jpeg = resized_jpeg(
+                read_bytes(store.object_uri(name, sha, row["format"]), endpoint_url),
+                params.size,
+                params.center_crop,
+                params.quality,
+            )
         except (EarthsnapError, OSError, ValueError) as e:  # missing, or bytes that no longer decode
             why = e.what if isinstance(e, EarthsnapError) else f"{type(e).__name__}: {e}"
-            raise EarthsnapError(f"The stored image of {row['uri']} cannot be read: {why}",
-                                 fix="The dataset store is damaged: re-run data QA on the source to store it again.") from None
+            raise EarthsnapError(
+                f"The stored image of {row['uri']} cannot be read: {why}",
+                fix="The dataset store is damaged: re-run data QA on the source to store it again.",
+            ) from None
         key, split = record_id(sha), split_of(sha, params.seed, fractions)
-        targets = (split, "full") + ((f"tune_{split}",) if split != "test" and in_tune(sha, params.seed, params.tune_fraction) else ())
-        record = encode_record(pack(IRHeader(0, float(label), key, 0), jpeg))  # framed here: the writer only copies bytes
+        targets = (split, "full") + (
+            (f"tune_{split}",) if split != "test" and in_tune(sha, params.seed, params.tune_fraction) else ()
+        )
+        # framed here: the writer only copies bytes
+        record = encode_record(pack(IRHeader(0, float(label), key, 0), jpeg))
         lst_line = f"{key}\t{float(label):f}\t{row['uri']}\n"
         for s in targets:
             records, entries, lst, per_label = out.setdefault(s, ([], [], [], {}))
-            entries.append((key, entries[-1][1] + len(records[-1]) if entries else 0))   # its offset in the block
-            records.append(record); lst.append(lst_line)
+            entries.append((key, entries[-1][1] + len(records[-1]) if entries else 0))  # its offset in the block
+            records.append(record)
+            lst.append(lst_line)
             per_label[row["label"]] = per_label.get(row["label"], 0) + 1
-    return {s: (b"".join(records), entries, "".join(lst), per_label) for s, (records, entries, lst, per_label) in out.items()}
+    return {
+        s: (b"".join(records), entries, "".join(lst), per_label)
+        for s, (records, entries, lst, per_label) in out.items()
+    }
 
 # %% ../../nbs/data/preprocess.ipynb #195986ea
-def preprocess(dataset: str | os.PathLike | DatasetVersion, out_dir: str | os.PathLike, params: PreprocessParams = PreprocessParams(),
-               datasets: str | os.PathLike | None = None, workers: int = 0, progress: bool = True,
-               endpoint_url: str | None = None) -> dict:
+def preprocess(
+    dataset: str | os.PathLike | DatasetVersion,
+    out_dir: str | os.PathLike,
+    params: PreprocessParams = PreprocessParams(),
+    datasets: str | os.PathLike | None = None,
+    workers: int = 0,
+    progress: bool = True,
+    endpoint_url: str | None = None,
+) -> dict:
     "Write the RecordIO splits of a dataset version into `out_dir`; returns the summary (also written as summary.json)."
     from tqdm.auto import tqdm
+
     from earthsnap.data.recordio import MXIndexedRecordIO
+
     version = open_dataset(dataset, datasets, endpoint_url)
     classes = version.classes()
     index = {c: i for i, c in enumerate(classes)}
@@ -104,24 +140,39 @@ def preprocess(dataset: str | os.PathLike | DatasetVersion, out_dir: str | os.Pa
     out_dir = os.fspath(out_dir)
     counts = {s: {} for s in OUTPUTS}
     bar = tqdm(total=version.info["images"], unit="img", desc="preprocessing", disable=not progress)
-    from earthsnap.data.preprocess import _process_chunk as work  # the module's function: workers cannot import a notebook's
+    # the module's function: workers cannot import a notebook's
+    from earthsnap.data.preprocess import _process_chunk as work
+
     with ExitStack() as stack:
-        writers = {s: stack.enter_context(MXIndexedRecordIO(join(out_dir, f"{s}.idx"), join(out_dir, f"{s}.rec"), "w", endpoint_url=endpoint_url))
-                   for s in OUTPUTS}
+        writers = {
+            s: stack.enter_context(
+                MXIndexedRecordIO(join(out_dir, f"{s}.idx"), join(out_dir, f"{s}.rec"), "w", endpoint_url=endpoint_url)
+            )
+            for s in OUTPUTS
+        }
         lsts = {s: stack.enter_context(atomic_write(join(out_dir, f"{s}.lst"), "w", endpoint_url)) for s in OUTPUTS}
-        jobs = ((version.store.root, version.name, endpoint_url, lines, index, params) for lines in batched(version.manifest_lines(), CHUNK))
+        jobs = (
+            (version.store.root, version.name, endpoint_url, lines, index, params)
+            for lines in batched(version.manifest_lines(), CHUNK)
+        )
         for done in ordered_map(work, jobs, n_workers(workers)):  # the workers do the rest: this process only writes
             for s, (block, entries, lst, per_label) in done.items():
                 writers[s].write_block(block, entries)
                 lsts[s].write(lst)
-                for label, n in per_label.items(): counts[s][label] = counts[s].get(label, 0) + n
+                for label, n in per_label.items():
+                    counts[s][label] = counts[s].get(label, 0) + n
             bar.update(len(done["full"][1]))
     bar.close()
 
     gaps = check_coverage(counts, classes, fractions)
     write_records_classes(out_dir, {"classes": classes, "index": index, "dataset": version.ref}, endpoint_url)
-    summary = {"dataset": version.ref, "params": asdict(params), "classes": len(classes),
-               "images": {s: sum(counts[s].values()) for s in OUTPUTS},
-               "per_class": {s: dict(sorted(counts[s].items())) for s in OUTPUTS}, "coverage_gaps": gaps}
+    summary = {
+        "dataset": version.ref,
+        "params": asdict(params),
+        "classes": len(classes),
+        "images": {s: sum(counts[s].values()) for s in OUTPUTS},
+        "per_class": {s: dict(sorted(counts[s].items())) for s in OUTPUTS},
+        "coverage_gaps": gaps,
+    }
     write_records_summary(out_dir, summary, endpoint_url)
     return summary

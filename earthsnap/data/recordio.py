@@ -27,6 +27,7 @@ __all__ = ['MAGIC', 'LENGTH_BITS', 'MAX_RECORD', 'IRHeader', 'RecordIOError', 'p
 class RecordIOError(EarthsnapError):
     "A RecordIO file is corrupt or truncated, or a record cannot be written."
 
+
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 LENGTH_BITS = 29
@@ -37,7 +38,9 @@ IRHeader.__doc__ = "Header of an image record: `flag` (0, or the number of label
 _IR_FORMAT = "<IfQQ"
 _IR_SIZE = struct.calcsize(_IR_FORMAT)
 
-def _pad(n: int) -> int: return (4 - n % 4) % 4
+
+def _pad(n: int) -> int:
+    return (4 - n % 4) % 4
 
 # %% ../../nbs/data/recordio.ipynb #1b84cdfd
 def pack(header: IRHeader | tuple, s: bytes) -> bytes:
@@ -62,23 +65,28 @@ def unpack(s: bytes) -> tuple[IRHeader, bytes]:
         if len(s) < 4 * header.flag:
             raise RecordIOError(f"A record's header announces {header.flag} labels but holds {len(s) // 4}.")
         header = header._replace(label=np.frombuffer(s, np.float32, header.flag))
-        s = s[4 * header.flag:]
+        s = s[4 * header.flag :]
     return header, s
 
 # %% ../../nbs/data/recordio.ipynb #de2c8114
 def pack_img(header: IRHeader | tuple, img, quality: int = 95, img_fmt: str = ".jpg") -> bytes:
     "Encode `img` (a PIL image or an HxWx3 uint8 RGB array) as JPEG or PNG and pack it with `header`."
     from PIL import Image
-    if not isinstance(img, Image.Image): img = Image.fromarray(np.asarray(img, dtype=np.uint8))
+
+    if not isinstance(img, Image.Image):
+        img = Image.fromarray(np.asarray(img, dtype=np.uint8))
     buf = io.BytesIO()
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(img_fmt.lower())
-    if fmt is None: raise RecordIOError(f"Unsupported image format {img_fmt!r}.", fix="Use '.jpg' or '.png'.")
+    if fmt is None:
+        raise RecordIOError(f"Unsupported image format {img_fmt!r}.", fix="Use '.jpg' or '.png'.")
     img.save(buf, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
     return pack(header, buf.getvalue())
+
 
 def unpack_img(s: bytes) -> tuple[IRHeader, np.ndarray]:
     "Unpack a record and decode its image: (header, HxWx3 uint8 RGB array)."
     from PIL import Image
+
     header, payload = unpack(s)
     with Image.open(io.BytesIO(payload)) as im:
         return header, np.asarray(im.convert("RGB"))
@@ -88,24 +96,37 @@ def encode_record(buf: bytes) -> bytes:
     "The bytes of one record on disk: parts split at aligned magic numbers, each with its header, then padding."
     n = len(buf)
     if n > MAX_RECORD:
-        raise RecordIOError(f"A record of {n} bytes is longer than RecordIO allows ({MAX_RECORD} bytes).",
-                            fix="Store an image this large resized, or split the data over several records.")
+        raise RecordIOError(
+            f"A record of {n} bytes is longer than RecordIO allows ({MAX_RECORD} bytes).",
+            fix="Store an image this large resized, or split the data over several records.",
+        )
     out, start, i = [], 0, buf.find(_MAGIC_BYTES)
     while 0 <= i <= n - 4:
         if i % 4 == 0:  # dmlc-core escapes the magic only at aligned offsets
-            out += [_MAGIC_BYTES, struct.pack("<I", (1 if start == 0 else 2) << LENGTH_BITS | (i - start)), buf[start:i]]
+            out += [
+                _MAGIC_BYTES,
+                struct.pack("<I", (1 if start == 0 else 2) << LENGTH_BITS | (i - start)),
+                buf[start:i],
+            ]
             start = i + 4
             i = buf.find(_MAGIC_BYTES, start)
         else:
             i = buf.find(_MAGIC_BYTES, i + 1)
-    out += [_MAGIC_BYTES, struct.pack("<I", (3 if start else 0) << LENGTH_BITS | (n - start)), buf[start:], b"\0" * _pad(n)]
+    out += [
+        _MAGIC_BYTES,
+        struct.pack("<I", (3 if start else 0) << LENGTH_BITS | (n - start)),
+        buf[start:],
+        b"\0" * _pad(n),
+    ]
     return b"".join(out)
 
 # %% ../../nbs/data/recordio.ipynb #a4197a3c
 class MXRecordIO:
     "Sequential RecordIO file: `flag` 'r' to read (any fsspec URI), 'w' to write (atomically)."
+
     def __init__(self, uri: str | os.PathLike, flag: str, endpoint_url: str | None = None):
-        if flag not in ("r", "w"): raise ValueError(f"flag must be 'r' or 'w', not {flag!r}")
+        if flag not in ("r", "w"):
+            raise ValueError(f"flag must be 'r' or 'w', not {flag!r}")
         self.uri, self.flag, self.endpoint_url = os.fspath(uri), flag, endpoint_url
         self._stack: ExitStack | None = None
         self.open()
@@ -118,7 +139,8 @@ class MXRecordIO:
             self._f = self._stack.enter_context(atomic_write(self.uri, "wb", self.endpoint_url))
         else:
             fs, path = filesystem(self.uri, self.endpoint_url)
-            try: self._f = self._stack.enter_context(fs.open(path, "rb", block_size=1 << 20))
+            try:
+                self._f = self._stack.enter_context(fs.open(path, "rb", block_size=1 << 20))
             except FileNotFoundError:
                 self._stack = None
                 raise RecordIOError(f"RecordIO file {self.uri} does not exist.") from None
@@ -129,13 +151,20 @@ class MXRecordIO:
         "Close the file; a writer's file appears now, unless `_exc` says the writing failed."
         if self._stack is not None:
             stack, self._stack = self._stack, None
-            if _exc is None: stack.close()
-            else: stack.__exit__(type(_exc), _exc, _exc.__traceback__)
+            if _exc is None:
+                stack.close()
+            else:
+                stack.__exit__(type(_exc), _exc, _exc.__traceback__)
 
-    def __enter__(self): return self
-    def __exit__(self, et, ev, tb): self.close(ev)
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        self.close(ev)
+
     def __del__(self):
-        if getattr(self, "_stack", None) is not None and self.flag == "r": self.close()
+        if getattr(self, "_stack", None) is not None and self.flag == "r":
+            self.close()
 
     def reset(self):
         "Go back to the first record (reopens the file; a writer starts the file afresh)."
@@ -147,27 +176,33 @@ class MXRecordIO:
 
     def write(self, buf: bytes):
         "Append one record."
-        if self.flag != "w": raise RecordIOError(f"{self.uri} is open for reading, not writing.")
+        if self.flag != "w":
+            raise RecordIOError(f"{self.uri} is open for reading, not writing.")
         data = encode_record(bytes(buf))
         self._f.write(data)
         self._pos += len(data)
 
     def _fail(self, offset: int, what: str) -> RecordIOError:
-        return RecordIOError(f"Corrupt RecordIO file {self.uri} at byte offset {offset}: {what}.",
-                             fix="Re-create the file; if only its end is damaged, the records before the offset are intact.")
+        return RecordIOError(
+            f"Corrupt RecordIO file {self.uri} at byte offset {offset}: {what}.",
+            fix="Re-create the file; if only its end is damaged, the records before the offset are intact.",
+        )
 
     def read(self) -> bytes | None:
         "The next record, or None at the end of the file."
-        if self.flag != "r": raise RecordIOError(f"{self.uri} is open for writing, not reading.")
+        if self.flag != "r":
+            raise RecordIOError(f"{self.uri} is open for writing, not reading.")
         parts, first = [], True
         while True:
             offset = self._pos
             head = self._f.read(8)
-            if not head and first: return None
+            if not head and first:
+                return None
             if len(head) < 8:
                 raise self._fail(offset, f"the file ends inside a record header ({len(head)} of 8 bytes)")
             magic, lrec = struct.unpack("<II", head)
-            if magic != MAGIC: raise self._fail(offset, f"expected the magic number 0x{MAGIC:08x}, found 0x{magic:08x}")
+            if magic != MAGIC:
+                raise self._fail(offset, f"expected the magic number 0x{MAGIC:08x}, found 0x{magic:08x}")
             cflag, length = lrec >> LENGTH_BITS, lrec & MAX_RECORD
             if cflag > 3 or (first and cflag not in (0, 1)) or (not first and cflag not in (2, 3)):
                 raise self._fail(offset, f"continuation flag {cflag} is out of sequence")
@@ -177,17 +212,26 @@ class MXRecordIO:
                 raise self._fail(offset, f"a record of {length} bytes is cut off after {len(data)}")
             self._pos = offset + 8 + padded
             parts.append(data[:length])
-            if cflag in (0, 3): return _MAGIC_BYTES.join(parts)
+            if cflag in (0, 3):
+                return _MAGIC_BYTES.join(parts)
             first = False
 
     def __iter__(self) -> Iterator[bytes]:
-        while (rec := self.read()) is not None: yield rec
+        while (rec := self.read()) is not None:
+            yield rec
 
 # %% ../../nbs/data/recordio.ipynb #59d2c0b6
 class MXIndexedRecordIO(MXRecordIO):
     "RecordIO with an index file for random access by key, like `mxnet.recordio.MXIndexedRecordIO`."
-    def __init__(self, idx_uri: str | os.PathLike, uri: str | os.PathLike, flag: str, key_type=int,
-                 endpoint_url: str | None = None):
+
+    def __init__(
+        self,
+        idx_uri: str | os.PathLike,
+        uri: str | os.PathLike,
+        flag: str,
+        key_type=int,
+        endpoint_url: str | None = None,
+    ):
         self.idx_uri, self.key_type = os.fspath(idx_uri), key_type
         self.idx: dict[Any, int] = {}
         self.keys: list = []
@@ -200,16 +244,20 @@ class MXIndexedRecordIO(MXRecordIO):
             self._fidx = self._stack.enter_context(atomic_write(self.idx_uri, "w", self.endpoint_url))
         else:
             from earthsnap.core.storage import read_text
-            try: text = read_text(self.idx_uri, self.endpoint_url)
+
+            try:
+                text = read_text(self.idx_uri, self.endpoint_url)
             except EarthsnapError as e:
                 self.close()
                 raise RecordIOError(f"Cannot read the index {self.idx_uri}: {e.what}") from None
             for n, line in enumerate(text.splitlines(), 1):
                 fields = line.strip().split("\t")
-                if not line.strip(): continue
+                if not line.strip():
+                    continue
                 try:
                     key, offset = self.key_type(fields[0]), int(fields[1])
-                    if len(fields) != 2 or offset < 0: raise ValueError
+                    if len(fields) != 2 or offset < 0:
+                        raise ValueError
                 except (ValueError, IndexError):
                     self.close()
                     raise RecordIOError(f"Line {n} of index {self.idx_uri} is not 'key<TAB>offset': {line!r}") from None
@@ -219,7 +267,8 @@ class MXIndexedRecordIO(MXRecordIO):
 
     def seek(self, key):
         "Position the reader at the record of `key`."
-        if key not in self.idx: raise KeyError(f"No record with key {key!r} in {self.idx_uri}")
+        if key not in self.idx:
+            raise KeyError(f"No record with key {key!r} in {self.idx_uri}")
         self._f.seek(self.idx[key])
         self._pos = self.idx[key]
 
@@ -227,13 +276,15 @@ class MXIndexedRecordIO(MXRecordIO):
         "The record of `key`."
         self.seek(key)
         rec = self.read()
-        if rec is None: raise self._fail(self.idx[key], f"the index points past the end of the file (key {key!r})")
+        if rec is None:
+            raise self._fail(self.idx[key], f"the index points past the end of the file (key {key!r})")
         return rec
 
     def write_idx(self, key, buf: bytes):
         "Append a record under `key`."
         key = self.key_type(key)
-        if key in self.idx: raise RecordIOError(f"Key {key!r} is written twice to {self.uri}.")
+        if key in self.idx:
+            raise RecordIOError(f"Key {key!r} is written twice to {self.uri}.")
         pos = self.tell()
         self.write(buf)
         self._fidx.write(f"{key}\t{pos}\n")
@@ -241,7 +292,9 @@ class MXIndexedRecordIO(MXRecordIO):
         self.keys.append(key)
 
     def write_block(self, data: bytes, entries: list[tuple]):
-        "Append records framed elsewhere (`encode_record`, in a worker process), concatenated in `data`; `entries`: each one's (key, offset in `data`)."
+        """Append records framed elsewhere (`encode_record`, in a worker process), concatenated in `data`; `entries`:
+        each one's (key, offset in `data`).
+        """
         base = self.tell()
         keys = [self.key_type(k) for k, _ in entries]
         if len(set(keys)) < len(keys) or any(k in self.idx for k in keys):
@@ -253,7 +306,8 @@ class MXIndexedRecordIO(MXRecordIO):
         self.idx.update((k, base + off) for k, (_, off) in zip(keys, entries))
         self.keys.extend(keys)
 
-    def __len__(self) -> int: return len(self.keys)
+    def __len__(self) -> int:
+        return len(self.keys)
 
 # %% ../../nbs/data/recordio.ipynb #e74d8618
 def write_lst(uri: str | os.PathLike, rows: Iterable[tuple], endpoint_url: str | None = None) -> None:
@@ -263,14 +317,20 @@ def write_lst(uri: str | os.PathLike, rows: Iterable[tuple], endpoint_url: str |
             labels = [labels] if isinstance(labels, numbers.Number) else list(labels)
             f.write(f"{int(index)}\t" + "".join(f"{float(l):f}\t" for l in labels) + f"{path}\n")
 
+
 def read_lst(uri: str | os.PathLike, endpoint_url: str | None = None) -> Iterator[tuple[int, list[float], str]]:
     "Yield (index, labels, path) from an im2rec `.lst` file."
     from earthsnap.core.storage import read_text
+
     for n, line in enumerate(read_text(uri, endpoint_url).splitlines(), 1):
-        if not line.strip(): continue
+        if not line.strip():
+            continue
         fields = line.split("\t")
         try:
-            if len(fields) < 3: raise ValueError
+            if len(fields) < 3:
+                raise ValueError
             yield int(fields[0]), [float(x) for x in fields[1:-1]], fields[-1]
         except ValueError:
-            raise RecordIOError(f"Line {n} of {os.fspath(uri)} is not 'index<TAB>label...<TAB>path': {line!r}") from None
+            raise RecordIOError(
+                f"Line {n} of {os.fspath(uri)} is not 'index<TAB>label...<TAB>path': {line!r}"
+            ) from None

@@ -18,7 +18,8 @@ __all__ = ['read_classes', 'split_labels', 'check_split', 'split_images', 'demo_
 # %% ../../nbs/data/records.ipynb #2179aa28
 def read_classes(records: str | os.PathLike) -> tuple[list[str], int]:
     "The class names (in label order) and the image size of a preprocessing output; refuses one without either."
-    return read_records_classes(records)["classes"], records_size(records)  # no default size: a summary without one is refused
+    # no default size: a summary without one is refused
+    return read_records_classes(records)["classes"], records_size(records)
 
 # %% ../../nbs/data/records.ipynb #c9c77a7d
 def split_labels(records: str | os.PathLike, split: str) -> tuple[list[int], list[int]]:
@@ -35,14 +36,22 @@ def check_split(records: str | os.PathLike, split: str, classes: list[str], ever
     "The labels of `split`; refuses an empty split and, with `every_class`, one that lacks some class."
     _, labels = split_labels(records, split)
     if not labels:
-        raise DataError(f"The {split!r} split of {records} is empty: there is nothing to {'train' if every_class else 'measure'} on.",
-                        fix="Give the dataset more images, or raise the fraction of this split in preprocessing.")
+        raise DataError(
+            f"The {split!r} split of {records} is empty: there is "
+            f"nothing to {'train' if every_class else 'measure'} on.",
+            fix="Give the dataset more images, or raise the fraction of this split in preprocessing.",
+        )
     if every_class:
         missing = [c for i, c in enumerate(classes) if i not in set(labels)]
         if missing:
-            raise DataError(f"The {split!r} split has no image of {len(missing)} class(es): {', '.join(missing[:10])}. "
-                            "A model cannot learn a class it never sees.",
-                            fix="Add images of these classes, raise min_per_class in data QA to drop classes this small, or raise the train fraction.")
+            raise DataError(
+                f"The {split!r} split has no image of {len(missing)} class(es): {', '.join(missing[:10])}. "
+                "A model cannot learn a class it never sees.",
+                fix=(
+                    "Add images of these classes, raise min_per_class in data "
+                    "QA to drop classes this small, or raise the train fraction."
+                ),
+            )
     return labels
 
 # %% ../../nbs/data/records.ipynb #5b38929a
@@ -55,13 +64,22 @@ def split_images(records: str | os.PathLike, split: str) -> Iterator[tuple[int, 
             yield k, int(lab[0]), uri, unpack(rec.read_idx(k))[1]
 
 # %% ../../nbs/data/records.ipynb #2e802a21
-def demo_records(out: str | os.PathLike, groups: int = 2, species: int = 2, images: int = 12, size: int = 32, seed: int = 0) -> Path:
+def demo_records(
+    out: str | os.PathLike, groups: int = 2, species: int = 2, images: int = 12, size: int = 32, seed: int = 0
+) -> Path:
     "Generate demo photos under `out` and preprocess them; returns the RecordIO directory (`out`/records)."
     from earthsnap.data.dataqa import run_qa
     from earthsnap.data.demodata import generate_demo_data
     from earthsnap.data.preprocess import PreprocessParams, preprocess
+
     out = Path(out)
     demo = generate_demo_data(out / "photos", groups=groups, species=species, images=images, seed=seed, progress=False)
     run_qa(str(demo.root), "demo", datasets=out / "datasets", out_dir=out / "qa", progress=False)
-    preprocess(out / "qa", out / "records", PreprocessParams(size=size, tune_fraction=1.0), datasets=out / "datasets", progress=False)
+    preprocess(
+        out / "qa",
+        out / "records",
+        PreprocessParams(size=size, tune_fraction=1.0),
+        datasets=out / "datasets",
+        progress=False,
+    )
     return out / "records"

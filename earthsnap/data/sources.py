@@ -22,13 +22,16 @@ __all__ = ['LISTING_SUFFIXES', 'SourceItem', 'natural_key', 'list_source']
 @dataclass(frozen=True)
 class SourceItem:
     "One input file: where to read it, its name relative to the source, and its label (None when it has none)."
+
     uri: str
     path: str
     label: str | None
 
+
 def natural_key(s: str) -> tuple:
     "Sort key that orders the numbers inside names by value: '2.jpg' < '10.jpg'."
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s))
+
 
 LISTING_SUFFIXES = (".csv", ".jsonl", ".json")
 
@@ -37,18 +40,27 @@ def _listing_rows(uri: str, text: str):
     if uri.endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames or "uri" not in reader.fieldnames:
-            raise ParameterError(f"Listing {uri} has no 'uri' column (its header is {reader.fieldnames}).",
-                                 fix="Start the CSV with a header row: uri,label")
+            raise ParameterError(
+                f"Listing {uri} has no 'uri' column (its header is {reader.fieldnames}).",
+                fix="Start the CSV with a header row: uri,label",
+            )
         yield from ((n, row) for n, row in enumerate(reader, 2))
         return
     for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip(): continue
-        try: row = json.loads(line)
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ParameterError(f"Line {n} of listing {uri} is not JSON: {e}", fix='Write one {"uri": ..., "label": ...} per line.') from None
+            raise ParameterError(
+                f"Line {n} of listing {uri} is not JSON: {e}", fix='Write one {"uri": ..., "label": ...} per line.'
+            ) from None
         if not isinstance(row, dict) or "uri" not in row:
-            raise ParameterError(f"Line {n} of listing {uri} has no 'uri' field.", fix='Write one {"uri": ..., "label": ...} per line.')
+            raise ParameterError(
+                f"Line {n} of listing {uri} has no 'uri' field.", fix='Write one {"uri": ..., "label": ...} per line.'
+            )
         yield n, row
+
 
 def list_source(source: str | os.PathLike, endpoint_url: str | None = None) -> list[SourceItem]:
     "The inputs of `source` (a directory or a listing file), in natural order; refuses a missing or empty source."
@@ -59,8 +71,9 @@ def list_source(source: str | os.PathLike, endpoint_url: str | None = None) -> l
     if fs.isdir(path):
         items, prefix = [], join(source, "x")[:-1]  # what list_files puts before each name
         for uri, _ in list_files(source, endpoint_url):
-            parts = uri[len(prefix):].replace(os.sep, "/").split("/")
-            if len(parts) < 2: continue  # top-level files (taxonomy.yaml, notes) are not inputs
+            parts = uri[len(prefix) :].replace(os.sep, "/").split("/")
+            if len(parts) < 2:
+                continue  # top-level files (taxonomy.yaml, notes) are not inputs
             items.append(SourceItem(uri=uri, path="/".join(parts), label=parts[-2]))
     elif source.endswith(LISTING_SUFFIXES):
         base = source.rsplit("/", 1)[0] if "/" in source else "."
@@ -68,14 +81,19 @@ def list_source(source: str | os.PathLike, endpoint_url: str | None = None) -> l
         for n, row in _listing_rows(source, read_text(source, endpoint_url)):
             ref = str(row["uri"]).strip()
             uri = ref if ("://" in ref or os.path.isabs(ref)) else join(base, ref)
-            if uri in seen: raise ParameterError(f"Listing {source} names {ref} twice (line {n}).", fix="List each file once.")
+            if uri in seen:
+                raise ParameterError(f"Listing {source} names {ref} twice (line {n}).", fix="List each file once.")
             seen.add(uri)
             label = (str(row.get("label") or "").strip()) or None
             items.append(SourceItem(uri=uri, path=ref, label=label))
     else:
-        raise ParameterError(f"The source {source} is a file but not a listing ({', '.join(LISTING_SUFFIXES)}).",
-                             fix="Pass a directory of <label>/<file>, or a CSV/JSON lines listing of uri,label.")
+        raise ParameterError(
+            f"The source {source} is a file but not a listing ({', '.join(LISTING_SUFFIXES)}).",
+            fix="Pass a directory of <label>/<file>, or a CSV/JSON lines listing of uri,label.",
+        )
     if not items:
-        raise ParameterError(f"The source {source} holds no input files.",
-                             fix="Put the images in label directories: <source>/<label>/<file>.")
+        raise ParameterError(
+            f"The source {source} holds no input files.",
+            fix="Put the images in label directories: <source>/<label>/<file>.",
+        )
     return sorted(items, key=lambda it: natural_key(it.path))

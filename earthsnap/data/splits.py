@@ -16,20 +16,29 @@ __all__ = ['SPLITS', 'unit', 'check_fractions', 'split_of', 'in_tune', 'check_co
 # %% ../../nbs/data/splits.ipynb #0321c782
 SPLITS = ("train", "val", "test")
 
+
 def unit(sha256: str, seed: int, purpose: str) -> float:
     "A number in [0, 1) drawn from (purpose, seed, sha256): the same inputs, the same number."
-    return int(sha256_bytes(f"{purpose}:{seed}:{sha256}".encode())[:15], 16) / 16 ** 15
+    return int(sha256_bytes(f"{purpose}:{seed}:{sha256}".encode())[:15], 16) / 16**15
 
 # %% ../../nbs/data/splits.ipynb #697753ab
 def check_fractions(train: float, val: float, test: float, tune_fraction: float = 1.0) -> tuple[float, float, float]:
     "Validate split fractions (each in [0, 1], summing to 1, train above 0) and the tuning fraction."
     fr = (train, val, test)
-    if any(not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 <= f <= 1 for f in fr) or not math.isclose(sum(fr), 1.0, abs_tol=1e-9):
-        raise ParameterError(f"Split fractions train={train}, val={val}, test={test} must each be in [0, 1] and sum to 1.",
-                             fix="For example train=0.8, val=0.1, test=0.1.")
-    if train <= 0: raise ParameterError("The train fraction must be above 0.")
+    if any(not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 <= f <= 1 for f in fr) or not math.isclose(
+        sum(fr), 1.0, abs_tol=1e-9
+    ):
+        raise ParameterError(
+            f"Split fractions train={train}, val={val}, test={test} must each be in [0, 1] and sum to 1.",
+            fix="For example train=0.8, val=0.1, test=0.1.",
+        )
+    if train <= 0:
+        raise ParameterError("The train fraction must be above 0.")
     if not 0 < tune_fraction <= 1:
-        raise ParameterError(f"tune_fraction must be in (0, 1], got {tune_fraction}.", fix="For example 0.25: a quarter of train and val.")
+        raise ParameterError(
+            f"tune_fraction must be in (0, 1], got {tune_fraction}.",
+            fix="For example 0.25: a quarter of train and val.",
+        )
     return fr
 
 # %% ../../nbs/data/splits.ipynb #ba6b9bb1
@@ -44,7 +53,13 @@ def in_tune(sha256: str, seed: int, tune_fraction: float) -> bool:
     return unit(sha256, seed, "tune") < tune_fraction
 
 # %% ../../nbs/data/splits.ipynb #5bbe3e01
-def check_coverage(counts: dict[str, dict[str, int]], classes: list[str], fractions: tuple[float, float, float]) -> list[str]:
+def check_coverage(
+    counts: dict[str, dict[str, int]], classes: list[str], fractions: tuple[float, float, float]
+) -> list[str]:
     "One line per (class, split) with no image where the split's fraction is above 0."
-    return [f"class {c!r} has no image in {s} (it has {sum(counts[x].get(c, 0) for x in SPLITS)} in all)"
-            for c in classes for s, f in zip(SPLITS, fractions) if f > 0 and counts[s].get(c, 0) == 0]
+    return [
+        f"class {c!r} has no image in {s} (it has {sum(counts[x].get(c, 0) for x in SPLITS)} in all)"
+        for c in classes
+        for s, f in zip(SPLITS, fractions)
+        if f > 0 and counts[s].get(c, 0) == 0
+    ]

@@ -19,25 +19,29 @@ __all__ = ['QA_REPORT', 'MANIFEST', 'REJECTED', 'RECORDS_SUMMARY', 'RECORDS_CLAS
            'records_size', 'read_tuning_result', 'write_tuning_result', 'read_evaluation', 'write_evaluation']
 
 # %% ../../nbs/data/step_files.ipynb #7502822c
-QA_REPORT = "qa.json"              # in data QA's `dataset` output
-MANIFEST = "manifest.jsonl"        # in data QA's `dataset` output, and in a dataset version
-REJECTED = "rejected.jsonl"        # in data QA's `dataset` output, and in a dataset version
-RECORDS_SUMMARY = "summary.json"   # in preprocessing's `records` output
-RECORDS_CLASSES = "classes.json"   # in preprocessing's `records` output
-TUNING_RESULT = "best.json"        # in tuning's `tuning` output
-MODEL_ARCHIVE = "model.tar.gz"     # training's `artifact` output, and what the registry keeps
-EVALUATION = "evaluation.json"     # in evaluation's `evaluation` output
+QA_REPORT = "qa.json"  # in data QA's `dataset` output
+MANIFEST = "manifest.jsonl"  # in data QA's `dataset` output, and in a dataset version
+REJECTED = "rejected.jsonl"  # in data QA's `dataset` output, and in a dataset version
+RECORDS_SUMMARY = "summary.json"  # in preprocessing's `records` output
+RECORDS_CLASSES = "classes.json"  # in preprocessing's `records` output
+TUNING_RESULT = "best.json"  # in tuning's `tuning` output
+MODEL_ARCHIVE = "model.tar.gz"  # training's `artifact` output, and what the registry keeps
+EVALUATION = "evaluation.json"  # in evaluation's `evaluation` output
+
 
 class DataError(EarthsnapError):
-    "Data that cannot train or judge a model: a missing or empty split, classes absent from training, a step file that is not there."
+    """Data that cannot train or judge a model: a missing or empty split, classes absent from training, a step file that
+    is not there.
+    """
+
 
 class StepFileError(DataError):
     "A file one step hands another is missing, unreadable, or lacks a field its reader needs."
 
 # %% ../../nbs/data/step_files.ipynb #c40602e2
 class QAReport(TypedDict, total=False):
-    dataset: str          # name@version committed (or the existing one)
-    root: str             # where that version lives in the store
+    dataset: str  # name@version committed (or the existing one)
+    root: str  # where that version lives in the store
     created: bool
     parent: str | None
     accepted: int
@@ -47,7 +51,7 @@ class QAReport(TypedDict, total=False):
 
 # %% ../../nbs/data/step_files.ipynb #b8dfdd73
 class RecordsSummary(TypedDict, total=False):
-    dataset: str          # name@version the records were made from
+    dataset: str  # name@version the records were made from
     params: dict[str, Any]  # the preprocessing parameters; params["size"] is the image size
     classes: int
     images: dict[str, int]
@@ -55,7 +59,7 @@ class RecordsSummary(TypedDict, total=False):
 
 # %% ../../nbs/data/step_files.ipynb #1f9e8157
 class RecordsClasses(TypedDict, total=False):
-    classes: list[str]    # class names in label order
+    classes: list[str]  # class names in label order
     index: dict[str, int]
     dataset: str
 
@@ -71,30 +75,50 @@ class Evaluation(TypedDict, total=False):
     model_metrics: dict[str, Any]
 
 # %% ../../nbs/data/step_files.ipynb #ac761716
-_WRITTEN_BY = {QA_REPORT: "the data QA step's `dataset` output", RECORDS_SUMMARY: "the preprocessing step's `records` output",
-               RECORDS_CLASSES: "the preprocessing step's `records` output", TUNING_RESULT: "the tuning step's `tuning` output",
-               EVALUATION: "the evaluation step's `evaluation` output"}
-_REQUIRED = {QA_REPORT: ("dataset", "root"), RECORDS_SUMMARY: ("dataset", "params"), RECORDS_CLASSES: ("classes",),
-             TUNING_RESULT: ("params",), EVALUATION: ("metrics",)}
+_WRITTEN_BY = {
+    QA_REPORT: "the data QA step's `dataset` output",
+    RECORDS_SUMMARY: "the preprocessing step's `records` output",
+    RECORDS_CLASSES: "the preprocessing step's `records` output",
+    TUNING_RESULT: "the tuning step's `tuning` output",
+    EVALUATION: "the evaluation step's `evaluation` output",
+}
+_REQUIRED = {
+    QA_REPORT: ("dataset", "root"),
+    RECORDS_SUMMARY: ("dataset", "params"),
+    RECORDS_CLASSES: ("classes",),
+    TUNING_RESULT: ("params",),
+    EVALUATION: ("metrics",),
+}
+
 
 def read_step_file(folder: str | os.PathLike, name: str, endpoint_url: str | None = None) -> dict:
-    "The JSON file `name` of a step output `folder`, with the fields its readers need; refuses anything else, naming the step."
+    """The JSON file `name` of a step output `folder`, with the fields its readers need; refuses anything else, naming
+    the step.
+    """
     where = _WRITTEN_BY[name]
-    try: data = read_json(join(folder, name), endpoint_url)
+    try:
+        data = read_json(join(folder, name), endpoint_url)
     except EarthsnapError as e:
-        raise StepFileError(f"{os.fspath(folder)} has no readable {name} ({e.what}), so it is not {where}.",
-                            fix=f"Pass {where}, or run that step again.") from None
+        raise StepFileError(
+            f"{os.fspath(folder)} has no readable {name} ({e.what}), so it is not {where}.",
+            fix=f"Pass {where}, or run that step again.",
+        ) from None
     missing = [k for k in _REQUIRED[name] if not isinstance(data, dict) or k not in data]
     if missing:
-        raise StepFileError(f"{join(folder, name)} lacks {', '.join(missing)}, which {where} always holds.",
-                            fix="It was written by another version of earthsnap or by hand: run that step again.")
+        raise StepFileError(
+            f"{join(folder, name)} lacks {', '.join(missing)}, which {where} always holds.",
+            fix="It was written by another version of earthsnap or by hand: run that step again.",
+        )
     return data
 
 # %% ../../nbs/data/step_files.ipynb #d345b2d9
 def write_step_file(folder: str | os.PathLike, name: str, data: dict, endpoint_url: str | None = None) -> str:
-    "Write the JSON file `name` into a step output `folder`, atomically; refuses one without the fields its readers need."
+    """Write the JSON file `name` into a step output `folder`, atomically; refuses one without the fields its readers
+    need.
+    """
     missing = [k for k in _REQUIRED[name] if k not in data]
-    if missing: raise StepFileError(f"{name} must hold {', '.join(missing)}.", fix="This is a bug in the step that writes it.")
+    if missing:
+        raise StepFileError(f"{name} must hold {', '.join(missing)}.", fix="This is a bug in the step that writes it.")
     return write_json(join(folder, name), data, endpoint_url)
 
 # %% ../../nbs/data/step_files.ipynb #843cfda3
@@ -126,12 +150,17 @@ def write_records_classes(records: str | os.PathLike, classes: RecordsClasses, e
 
 # %% ../../nbs/data/step_files.ipynb #4a62c1ed
 def records_size(records: str | os.PathLike, endpoint_url: str | None = None) -> int:
-    "The image size preprocessing wrote, in pixels; refuses a summary without one (there is no default to fall back on)."
+    """The image size preprocessing wrote, in pixels; refuses a summary without one (there is no default to fall back
+    on).
+    """
     params = read_records_summary(records, endpoint_url)["params"]
-    try: return int(params["size"])
+    try:
+        return int(params["size"])
     except (KeyError, TypeError, ValueError):
-        raise StepFileError(f"{join(records, RECORDS_SUMMARY)} names no image size (params.size).",
-                            fix="It was not written by the preprocessing step: run preprocessing again.") from None
+        raise StepFileError(
+            f"{join(records, RECORDS_SUMMARY)} names no image size (params.size).",
+            fix="It was not written by the preprocessing step: run preprocessing again.",
+        ) from None
 
 # %% ../../nbs/data/step_files.ipynb #a03aeb38
 def read_tuning_result(tuning: str | os.PathLike, endpoint_url: str | None = None) -> TuningResult:

@@ -19,38 +19,53 @@ __all__ = ['check_taxonomy', 'load_taxonomy', 'taxonomy_yaml', 'species_to_group
 def check_taxonomy(groups, origin: str = "the taxonomy") -> dict[str, list[str]]:
     "Validate a group -> species mapping; returns it with names as str."
     if not isinstance(groups, dict) or not groups:
-        raise ParameterError(f"{origin} must map each group to its species.",
-                             fix="Write it as:\ngroups:\n  <group>: [<species>, ...]\nor, plainly, one line a group: <group>: [<species>, ...]")
+        raise ParameterError(
+            f"{origin} must map each group to its species.",
+            fix=(
+                "Write it as:\ngroups:\n  <group>: [<species>, ...]\n"
+                "or, plainly, one line a group: <group>: [<species>, ...]"
+            ),
+        )
     group_of: dict[str, str] = {}
     out = {}
     for group, species in groups.items():
         if not isinstance(group, str) or not group:
             raise ParameterError(f"{origin}: group name {group!r} is not text.")
         if not isinstance(species, list) or not species:
-            raise ParameterError(f"{origin}: group {group!r} has no species.", fix="List at least one species, or remove the group.")
+            raise ParameterError(
+                f"{origin}: group {group!r} has no species.", fix="List at least one species, or remove the group."
+            )
         for s in species:
             if not isinstance(s, str) or not s:
                 raise ParameterError(f"{origin}: group {group!r} lists {s!r}, which is not a species name.")
             if s in group_of:
                 where = "twice in the group" if group_of[s] == group else f"in groups {group_of[s]!r} and {group!r}"
-                raise ParameterError(f"{origin}: species {s!r} is listed {where}.", fix="List each species in exactly one group.")
+                raise ParameterError(
+                    f"{origin}: species {s!r} is listed {where}.", fix="List each species in exactly one group."
+                )
             group_of[s] = group
         out[group] = list(species)
     return out
 
 # %% ../../nbs/data/taxonomy.ipynb #f210fd18
 def load_taxonomy(uri: str | os.PathLike, endpoint_url: str | None = None) -> dict[str, list[str]]:
-    "Read and validate a taxonomy.yaml: `groups: {group: [species, ...]}`, or the plain mapping `group: [species, ...]`."
-    try: data = yaml.safe_load(read_text(uri, endpoint_url))
+    """Read and validate a taxonomy.yaml: `groups: {group: [species, ...]}`, or the plain mapping `group: [species,
+    ...]`.
+    """
+    try:
+        data = yaml.safe_load(read_text(uri, endpoint_url))
     except yaml.YAMLError as e:
         raise ParameterError(f"Taxonomy {os.fspath(uri)} is not valid YAML: {e}") from None
-    if isinstance(data, dict) and isinstance(data.get("groups"), dict): data = data["groups"]  # the `groups:` form
+    if isinstance(data, dict) and isinstance(data.get("groups"), dict):
+        data = data["groups"]  # the `groups:` form
     return check_taxonomy(data, f"Taxonomy {os.fspath(uri)}")
 
 # %% ../../nbs/data/taxonomy.ipynb #725aa48d
 def taxonomy_yaml(taxonomy: dict[str, list[str]]) -> str:
     "The text of a taxonomy.yaml."
-    return "# earthsnap taxonomy: group -> species\n" + yaml.safe_dump({"groups": check_taxonomy(taxonomy)}, sort_keys=False)
+    return "# earthsnap taxonomy: group -> species\n" + yaml.safe_dump(
+        {"groups": check_taxonomy(taxonomy)}, sort_keys=False
+    )
 
 # %% ../../nbs/data/taxonomy.ipynb #1c70539c
 def species_to_group(taxonomy: dict[str, list[str]]) -> dict[str, str]:

@@ -8,24 +8,37 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .definition import (ConditionStep, ConfigValue, JsonValue, Parameter, Pipeline, Step,
-                                  StepOutput)
 from ..core.errors import ParameterError
+from .definition import ConditionStep, ConfigValue, JsonValue, Parameter, Pipeline, Step, StepOutput
 
 # %% auto #0
 __all__ = ['KIND_COLOURS', 'STATUS_COLOURS', 'W', 'H', 'GX', 'GY', 'PAD', 'ARC', 'depths', 'edges', 'text_dag', 'layout',
            'svg_dag', 'html_dag', 'png_dag', 'write_dag']
 
 # %% ../../nbs/engine/dag.ipynb #b3ce5c0b
-KIND_COLOURS = {"processing": "#e3f2fd", "training": "#fff3e0", "tuning": "#f3e5f5", "condition": "#fffde7",
-                "register": "#e8f5e9", "fail": "#ffebee"}
-STATUS_COLOURS = {"pending": "#eeeeee", "running": "#bbdefb", "succeeded": "#c8e6c9", "cached": "#b2dfdb",
-                  "failed": "#ffcdd2", "skipped": "#f5f5f5"}
+KIND_COLOURS = {
+    "processing": "#e3f2fd",
+    "training": "#fff3e0",
+    "tuning": "#f3e5f5",
+    "condition": "#fffde7",
+    "register": "#e8f5e9",
+    "fail": "#ffebee",
+}
+STATUS_COLOURS = {
+    "pending": "#eeeeee",
+    "running": "#bbdefb",
+    "succeeded": "#c8e6c9",
+    "cached": "#b2dfdb",
+    "failed": "#ffcdd2",
+    "skipped": "#f5f5f5",
+}
+
 
 def depths(pipeline: Pipeline) -> dict[str, int]:
     "Each step's column: 0 for a step that depends on none, else one more than its deepest dependency."
     d = {}
-    for s in pipeline.order: d[s.name] = 1 + max((d[x.name] for x in pipeline.dependencies(s)), default=-1)
+    for s in pipeline.order:
+        d[s.name] = 1 + max((d[x.name] for x in pipeline.dependencies(s)), default=-1)
     return d
 
 # %% ../../nbs/engine/dag.ipynb #8a16b6f1
@@ -37,21 +50,29 @@ def edges(pipeline: Pipeline) -> list[tuple[str, str, str]]:
             if isinstance(v, (StepOutput, JsonValue)):
                 o = v.output if isinstance(v, JsonValue) else v
                 out.append((o.step.name, s.name, o.name if isinstance(v, StepOutput) else f"{o.name}/{v.file}"))
-        for d in s.depends_on: out.append((d.name, s.name, ""))
+        for d in s.depends_on:
+            out.append((d.name, s.name, ""))
         if isinstance(s, ConditionStep):
             out += [(s.name, b.name, "if true") for b in s.if_true] + [(s.name, b.name, "if false") for b in s.if_false]
     seen, unique = set(), []
     for e in out:
-        if (e[0], e[1]) not in seen: seen.add((e[0], e[1])); unique.append(e)
+        if (e[0], e[1]) not in seen:
+            seen.add((e[0], e[1]))
+            unique.append(e)
     return unique
 
 # %% ../../nbs/engine/dag.ipynb #3b69cbbf
 def _source(v) -> str:
-    if isinstance(v, Parameter): return f"param {v.name}"
-    if isinstance(v, ConfigValue): return f"config {v.name}"
-    if isinstance(v, StepOutput): return f"{v.step.name}.{v.name}"
-    if isinstance(v, JsonValue): return f"{v.output.step.name}.{v.output.name}/{v.file}:{v.path}"
+    if isinstance(v, Parameter):
+        return f"param {v.name}"
+    if isinstance(v, ConfigValue):
+        return f"config {v.name}"
+    if isinstance(v, StepOutput):
+        return f"{v.step.name}.{v.name}"
+    if isinstance(v, JsonValue):
+        return f"{v.output.step.name}.{v.output.name}/{v.file}:{v.path}"
     return repr(v)
+
 
 def text_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
     "The pipeline as text: steps in dependency order with their inputs, indented by depth."
@@ -70,31 +91,45 @@ def text_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
 # %% ../../nbs/engine/dag.ipynb #1e07a0f5
 W, H, GX, GY, PAD = 190, 54, 90, 28, 24
 
+
 def layout(pipeline: Pipeline) -> dict[str, tuple[float, float]]:
     "The top-left corner of each step's box."
     d, rows = depths(pipeline), {}
     pos = {}
     for s in pipeline.steps:
-        col = d[s.name]; row = rows.get(col, 0); rows[col] = row + 1
+        col = d[s.name]
+        row = rows.get(col, 0)
+        rows[col] = row + 1
         pos[s.name] = (PAD + col * (W + GX), PAD + 20 + row * (H + GY))
     return pos
 
 # %% ../../nbs/engine/dag.ipynb #0228e4ea
 ARC = 22  # how far below the boxes an edge that skips columns runs, per column skipped
 
+
 def _arc_end(pos: dict, b: str) -> tuple[float, float, float]:
-    "Where an arc ends, and the x of its last control point: under its box, or, when another box sits below it, into its left side through the gap."
+    """Where an arc ends, and the x of its last control point: under its box, or, when another box sits below it, into
+    its left side through the gap.
+    """
     x, y = pos[b]
-    if any(ox == x and oy > y for ox, oy in pos.values()): return x, y + H / 2 + 12, x - GX / 2
+    if any(ox == x and oy > y for ox, oy in pos.values()):
+        return x, y + H / 2 + 12, x - GX / 2
     return x + W / 2, y + H, x + W / 2
 
-def _short_label(label: str) -> str: return label if len(label) <= 16 else label.rsplit("/", 1)[-1][:16]
+
+def _short_label(label: str) -> str:
+    return label if len(label) <= 16 else label.rsplit("/", 1)[-1][:16]
+
 
 def _canvas(pos: dict, pipeline: Pipeline | None = None) -> tuple[float, float]:
     "Width and height that hold every box (and the arcs of edges that skip columns)."
-    if not pos: return (200, 80)
+    if not pos:
+        return (200, 80)
     span = max((round((pos[b][0] - pos[a][0]) / (W + GX)) for a, b, _ in edges(pipeline)), default=1) if pipeline else 1
-    return max(x for x, _ in pos.values()) + W + PAD, max(y for _, y in pos.values()) + H + PAD + (ARC * (span - 1) + 12 if span > 1 else 0)
+    return max(x for x, _ in pos.values()) + W + PAD, max(y for _, y in pos.values()) + H + PAD + (
+        ARC * (span - 1) + 12 if span > 1 else 0
+    )
+
 
 def _node(step: Step, statuses: dict[str, str] | None) -> tuple[str, str]:
     "A box's fill (by status when statuses are given, else by kind) and its second line."
@@ -102,15 +137,18 @@ def _node(step: Step, statuses: dict[str, str] | None) -> tuple[str, str]:
     fill = STATUS_COLOURS.get(status, "#fff") if statuses else KIND_COLOURS.get(step.kind, "#fff")
     return fill, step.kind + (f" · {status}" if status else "")
 
+
 def svg_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
     "The pipeline as an SVG image; nodes coloured by kind, or by status when `statuses` is given."
     pos = layout(pipeline)
     width, height = _canvas(pos, pipeline)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-             'font-family="Helvetica, Arial, sans-serif" font-size="13">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
-             '<path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>',
-             f'<text x="{PAD}" y="{PAD}" font-weight="bold">{html.escape(pipeline.name)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        'font-family="Helvetica, Arial, sans-serif" font-size="13">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+        'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>',
+        f'<text x="{PAD}" y="{PAD}" font-weight="bold">{html.escape(pipeline.name)}</text>',
+    ]
     for a, b, label in edges(pipeline):
         (x1, y1), (x2, y2) = pos[a], pos[b]
         span = round((x2 - x1) / (W + GX))
@@ -118,20 +156,37 @@ def svg_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
             sx, sy, (tx, ty, cx) = x1 + W / 2, y1 + H, _arc_end(pos, b)
             low = max(sy, y2 + H) + ARC * (span - 1) + 12
             mx = (sx + tx) / 2
-            parts.append(f'<path d="M {sx} {sy} C {sx} {low}, {cx} {low}, {tx} {ty}" fill="none" stroke="#90a4ae" stroke-width="1.2" marker-end="url(#arrow)"/>')
-            if label: parts.append(f'<text x="{mx}" y="{(sy + ty) / 2 + 0.75 * (low - max(sy, ty)) - 3}" text-anchor="middle" font-size="10" fill="#607d8b">{html.escape(label)}</text>')
+            parts.append(
+                f'<path d="M {sx} {sy} C {sx} {low}, {cx} {low}, {tx} {ty}" fill="none" '
+                'stroke="#90a4ae" stroke-width="1.2" marker-end="url(#arrow)"/>'
+            )
+            if label:
+                parts.append(
+                    f'<text x="{mx}" y="{(sy + ty) / 2 + 0.75 * (low - max(sy, ty)) - 3}" '
+                    f'text-anchor="middle" font-size="10" fill="#607d8b">{html.escape(label)}</text>'
+                )
             continue
         sx, sy, tx, ty = x1 + W, y1 + H / 2, x2, y2 + H / 2
         mx = (sx + tx) / 2
-        parts.append(f'<path d="M {sx} {sy} C {mx} {sy}, {mx} {ty}, {tx} {ty}" fill="none" stroke="#555" stroke-width="1.4" marker-end="url(#arrow)"/>')
-        if label: parts.append(f'<text x="{mx}" y="{(sy + ty) / 2 - 4}" text-anchor="middle" font-size="11" fill="#333">{html.escape(_short_label(label))}</text>')
+        parts.append(
+            f'<path d="M {sx} {sy} C {mx} {sy}, {mx} {ty}, {tx} {ty}" fill="none" '
+            'stroke="#555" stroke-width="1.4" marker-end="url(#arrow)"/>'
+        )
+        if label:
+            parts.append(
+                f'<text x="{mx}" y="{(sy + ty) / 2 - 4}" text-anchor="middle" '
+                f'font-size="11" fill="#333">{html.escape(_short_label(label))}</text>'
+            )
     for s in pipeline.steps:
         x, y = pos[s.name]
         fill, sub = _node(s, statuses)
-        parts.append(f'<g><title>{html.escape(s.name)}: {html.escape(sub)}</title>'
-                     f'<rect x="{x}" y="{y}" width="{W}" height="{H}" rx="9" fill="{fill}" stroke="#37474f" stroke-width="1.2"/>'
-                     f'<text x="{x + W / 2}" y="{y + 22}" text-anchor="middle" font-weight="bold">{html.escape(s.name)}</text>'
-                     f'<text x="{x + W / 2}" y="{y + 40}" text-anchor="middle" font-size="11" fill="#455a64">{html.escape(sub)}</text></g>')
+        parts.append(
+            f"<g><title>{html.escape(s.name)}: {html.escape(sub)}</title>"
+            f'<rect x="{x}" y="{y}" width="{W}" height="{H}" rx="9" fill="{fill}" stroke="#37474f" stroke-width="1.2"/>'
+            f'<text x="{x + W / 2}" y="{y + 22}" text-anchor="middle" font-weight="bold">{html.escape(s.name)}</text>'
+            f'<text x="{x + W / 2}" y="{y + 40}" text-anchor="middle" '
+            f'font-size="11" fill="#455a64">{html.escape(sub)}</text></g>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -139,29 +194,44 @@ def svg_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
 def html_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
     "An HTML page: the drawing, a legend, and the pipeline's parameters."
     colours = STATUS_COLOURS if statuses else KIND_COLOURS
-    legend = " ".join(f'<span style="background:{c};border:1px solid #37474f;border-radius:4px;padding:1px 8px;margin-right:6px">{k}</span>'
-                      for k, c in colours.items())
-    rows = "".join(f"<tr><td><code>{html.escape(p.name)}</code></td><td>{p.type.__name__}{' (path)' if p.path else ''}</td>"
-                   f"<td><code>{html.escape(repr(p.default))}</code></td><td>{html.escape(p.description)}</td></tr>" for p in pipeline.parameters.values())
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(pipeline.name)} pipeline</title>"
-            "<style>body{font-family:Helvetica,Arial,sans-serif;margin:2em;color:#263238}td,th{padding:4px 10px;text-align:left;"
-            "border-bottom:1px solid #eceff1;vertical-align:top}</style></head><body>"
-            f"<h1>Pipeline <code>{html.escape(pipeline.name)}</code></h1>{svg_dag(pipeline, statuses)}<p>{legend}</p>"
-            f"<h2>Parameters</h2><table><tr><th>name</th><th>type</th><th>default</th><th>description</th></tr>{rows}</table>"
-            f"<h2>Steps in dependency order</h2><pre>{html.escape(text_dag(pipeline, statuses))}</pre></body></html>")
+    legend = " ".join(
+        (
+            f'<span style="background:{c};border:1px solid '
+            f'#37474f;border-radius:4px;padding:1px 8px;margin-right:6px">{k}</span>'
+        )
+        for k, c in colours.items()
+    )
+    rows = "".join(
+        f"<tr><td><code>{html.escape(p.name)}</code></td><td>{p.type.__name__}{' (path)' if p.path else ''}</td>"
+        f"<td><code>{html.escape(repr(p.default))}</code></td><td>{html.escape(p.description)}</td></tr>"
+        for p in pipeline.parameters.values()
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(pipeline.name)} pipeline</title>"
+        "<style>body{font-family:Helvetica,Arial,sans-serif;margin:2em;color:#263238}td,th{padding:4px "
+        "10px;text-align:left;"
+        "border-bottom:1px solid #eceff1;vertical-align:top}</style></head><body>"
+        f"<h1>Pipeline <code>{html.escape(pipeline.name)}</code></h1>{svg_dag(pipeline, statuses)}<p>{legend}</p>"
+        f"<h2>Parameters</h2><table><tr><th>name</th><th>type</th><th>default</th><th>description</th></tr>{rows}</table>"
+        f"<h2>Steps in dependency order</h2><pre>{html.escape(text_dag(pipeline, statuses))}</pre></body></html>"
+    )
 
 # %% ../../nbs/engine/dag.ipynb #d193ba7a
 def png_dag(pipeline: Pipeline, path: Path, statuses: dict[str, str] | None = None) -> Path:
     "The drawing as a PNG, through matplotlib."
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
     from matplotlib.path import Path as MPath
+
     pos = layout(pipeline)
     width, height = _canvas(pos, pipeline)
     fig, ax = plt.subplots(figsize=(width / 80, height / 80), dpi=120)
-    ax.set_xlim(0, width); ax.set_ylim(height, 0); ax.axis("off")
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.axis("off")
     ax.text(PAD, PAD, pipeline.name, fontweight="bold", fontsize=10)
     for a, b, label in edges(pipeline):
         (x1, y1), (x2, y2) = pos[a], pos[b]
@@ -169,29 +239,51 @@ def png_dag(pipeline: Pipeline, path: Path, statuses: dict[str, str] | None = No
         if span > 1:  # an arc under the boxes, as in the SVG
             sx, sy, (tx, ty, cx) = x1 + W / 2, y1 + H, _arc_end(pos, b)
             low = max(sy, y2 + H) + ARC * (span - 1) + 12
-            curve = MPath([(sx, sy), (sx, low), (cx, low), (tx, ty)], [MPath.MOVETO, MPath.CURVE4, MPath.CURVE4, MPath.CURVE4])
+            curve = MPath(
+                [(sx, sy), (sx, low), (cx, low), (tx, ty)], [MPath.MOVETO, MPath.CURVE4, MPath.CURVE4, MPath.CURVE4]
+            )
             ax.add_patch(FancyArrowPatch(path=curve, arrowstyle="-|>", mutation_scale=10, color="#90a4ae", lw=1))
-            if label: ax.text((sx + tx) / 2, max(sy, ty) + 0.75 * (low - max(sy, ty)) - 3, label, ha="center", fontsize=6, color="#607d8b")
+            if label:
+                ax.text(
+                    (sx + tx) / 2,
+                    max(sy, ty) + 0.75 * (low - max(sy, ty)) - 3,
+                    label,
+                    ha="center",
+                    fontsize=6,
+                    color="#607d8b",
+                )
             continue
-        ax.add_patch(FancyArrowPatch((x1 + W, y1 + H / 2), (x2, y2 + H / 2), arrowstyle="-|>", mutation_scale=12,
-                                     connectionstyle="arc3,rad=0.0", color="#555"))
-        if label: ax.text((x1 + W + x2) / 2, (y1 + y2) / 2 + H / 2 - 5, _short_label(label), ha="center", fontsize=7)
+        ax.add_patch(
+            FancyArrowPatch(
+                (x1 + W, y1 + H / 2),
+                (x2, y2 + H / 2),
+                arrowstyle="-|>",
+                mutation_scale=12,
+                connectionstyle="arc3,rad=0.0",
+                color="#555",
+            )
+        )
+        if label:
+            ax.text((x1 + W + x2) / 2, (y1 + y2) / 2 + H / 2 - 5, _short_label(label), ha="center", fontsize=7)
     for s in pipeline.steps:
         x, y = pos[s.name]
         fill, sub = _node(s, statuses)
         ax.add_patch(FancyBboxPatch((x, y), W, H, boxstyle="round,pad=0,rounding_size=9", fc=fill, ec="#37474f"))
         ax.text(x + W / 2, y + 22, s.name, ha="center", fontweight="bold", fontsize=8)
         ax.text(x + W / 2, y + 40, sub, ha="center", fontsize=7, color="#455a64")
-    fig.savefig(path, bbox_inches="tight"); plt.close(fig)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
     return path
 
 # %% ../../nbs/engine/dag.ipynb #b010e01e
 def write_dag(pipeline: Pipeline, path: str | Path, statuses: dict[str, str] | None = None) -> Path:
     "Draw the pipeline to `path`: .svg, .html or .png, chosen by the file's suffix."
     path = Path(path)
-    writers = {".svg": lambda: path.write_text(svg_dag(pipeline, statuses), encoding="utf-8"),
-               ".html": lambda: path.write_text(html_dag(pipeline, statuses), encoding="utf-8"),
-               ".png": lambda: png_dag(pipeline, path, statuses)}
+    writers = {
+        ".svg": lambda: path.write_text(svg_dag(pipeline, statuses), encoding="utf-8"),
+        ".html": lambda: path.write_text(html_dag(pipeline, statuses), encoding="utf-8"),
+        ".png": lambda: png_dag(pipeline, path, statuses),
+    }
     if path.suffix.lower() not in writers:
         raise ParameterError(f"Cannot draw a DAG as {path.name!r}.", fix="Name a .svg, .html or .png file.")
     path.parent.mkdir(parents=True, exist_ok=True)

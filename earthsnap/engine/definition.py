@@ -26,24 +26,32 @@ __all__ = ['TYPES', 'NOTEBOOK_KINDS', 'PIPELINE_FILE', 'DefinitionError', 'Param
 class DefinitionError(EarthsnapError):
     "A pipeline definition is inconsistent; raised when the pipeline is built."
 
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
+
 def _check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise DefinitionError(f"{kind} name {name!r} is not valid.", fix="Use lowercase letters, digits and '_', starting with a letter.")
+        raise DefinitionError(
+            f"{kind} name {name!r} is not valid.", fix="Use lowercase letters, digits and '_', starting with a letter."
+        )
     return name
+
 
 def _is(value, t: type) -> bool:
     "Whether `value` is of parameter type `t` (an int counts as a float; a bool is not an int)."
-    if t is bool: return isinstance(value, bool)
-    if isinstance(value, bool): return False
+    if t is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
     return isinstance(value, (int, float)) if t is float else isinstance(value, t)
 
 # %% ../../nbs/engine/definition.ipynb #4a0eb21c
 @dataclass(frozen=True, eq=False)
 class Parameter:
     "A typed pipeline parameter with a default, overridable per run."
+
     name: str
     type: type
     default: Any
@@ -53,39 +61,57 @@ class Parameter:
     max: float | None = None  # the largest value allowed
     choices: tuple = ()  # the values allowed; with `many`, what each comma-separated item may be
     many: bool = False  # a str parameter holding a comma-separated list, e.g. "rgb,grayscale"
-    read: Callable[[str, str | None], Any] | None = None  # reads a path's content (value, s3 endpoint) and raises if it is unusable
+    # reads a path's content (value, s3 endpoint) and raises if it is unusable
+    read: Callable[[str, str | None], Any] | None = None
 
     def __post_init__(self):
         _check_name("Parameter", self.name)
-        if self.path and self.type is not str: raise DefinitionError(f"Parameter {self.name!r} is a path, so its type is str.")
+        if self.path and self.type is not str:
+            raise DefinitionError(f"Parameter {self.name!r} is a path, so its type is str.")
         if self.type not in TYPES.values():
-            raise DefinitionError(f"Parameter {self.name!r} has type {self.type!r}; a parameter is str, int, float or bool.")
+            raise DefinitionError(
+                f"Parameter {self.name!r} has type {self.type!r}; a parameter is str, int, float or bool."
+            )
         if not _is(self.default, self.type):
-            raise DefinitionError(f"Parameter {self.name!r} is {self.type.__name__} but its default is {self.default!r}.")
+            raise DefinitionError(
+                f"Parameter {self.name!r} is {self.type.__name__} but its default is {self.default!r}."
+            )
         if (self.min is not None or self.max is not None) and self.type not in (int, float):
-            raise DefinitionError(f"Parameter {self.name!r} is {self.type.__name__}; only int and float parameters take min and max.")
-        if self.many and self.type is not str: raise DefinitionError(f"Parameter {self.name!r} lists values (many=True), so its type is str.")
+            raise DefinitionError(
+                f"Parameter {self.name!r} is {self.type.__name__}; only int and float parameters take min and max."
+            )
+        if self.many and self.type is not str:
+            raise DefinitionError(f"Parameter {self.name!r} lists values (many=True), so its type is str.")
         object.__setattr__(self, "choices", tuple(self.choices))
-        try: self.check(self.default)
-        except ParameterError as e: raise DefinitionError(f"The default of parameter {self.name!r} is not valid: {e.what}") from None
+        try:
+            self.check(self.default)
+        except ParameterError as e:
+            raise DefinitionError(f"The default of parameter {self.name!r} is not valid: {e.what}") from None
 
     @property
     def valid(self) -> str:
         "The values this parameter takes, in words ('' when any value of its type)."
-        if self.choices: return ("a comma-separated list of " if self.many else "one of ") + ", ".join(map(repr, self.choices))
-        if self.min is not None and self.max is not None: return f"from {self.min} to {self.max}"
-        if self.min is not None: return f"at least {self.min}"
-        if self.max is not None: return f"at most {self.max}"
+        if self.choices:
+            return ("a comma-separated list of " if self.many else "one of ") + ", ".join(map(repr, self.choices))
+        if self.min is not None and self.max is not None:
+            return f"from {self.min} to {self.max}"
+        if self.min is not None:
+            return f"at least {self.min}"
+        if self.max is not None:
+            return f"at most {self.max}"
         return ""
 
     def check(self, value: Any) -> Any:
         "Refuse a value of the right type outside the declared range or choices; return it unchanged."
         items = [v.strip() for v in value.split(",")] if self.many else [value]
-        out = ([v for v in items if v not in self.choices] if self.choices else []) or \
-              [v for v in items if (self.min is not None and v < self.min) or (self.max is not None and v > self.max)]
+        out = ([v for v in items if v not in self.choices] if self.choices else []) or [
+            v for v in items if (self.min is not None and v < self.min) or (self.max is not None and v > self.max)
+        ]
         if out:
-            raise ParameterError(f"Parameter {self.name!r} must be {self.valid}, got {value!r}.",
-                                 fix=f"{self.description + ' ' if self.description else ''}Default: {self.default!r}.")
+            raise ParameterError(
+                f"Parameter {self.name!r} must be {self.valid}, got {value!r}.",
+                fix=f"{self.description + ' ' if self.description else ''}Default: {self.default!r}.",
+            )
         return value
 
     def coerce(self, value: Any) -> Any:
@@ -94,63 +120,102 @@ class Parameter:
             text = value.strip().lower()
             try:
                 if self.type is bool:
-                    if text not in ("true", "false", "1", "0", "yes", "no"): raise ValueError
+                    if text not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError
                     return text in ("true", "1", "yes")
                 return self.check(self.type(text))
-            except ValueError: pass
+            except ValueError:
+                pass
         elif _is(value, self.type):
             return self.check(float(value) if self.type is float else value)
-        raise ParameterError(f"Parameter {self.name!r} is {self.type.__name__}; {value!r} is not.",
-                             fix=f"{self.description or 'Give a ' + self.type.__name__ + '.'} Default: {self.default!r}.")
+        raise ParameterError(
+            f"Parameter {self.name!r} is {self.type.__name__}; {value!r} is not.",
+            fix=f"{self.description or 'Give a ' + self.type.__name__ + '.'} Default: {self.default!r}.",
+        )
 
     def __str__(self):
-        raise TypeError(f"Parameter {self.name!r} has no value until a run starts; pass the Parameter itself as a step input.")
+        raise TypeError(
+            f"Parameter {self.name!r} has no value until a run starts; pass the Parameter itself as a step input."
+        )
+
     __format__ = lambda self, spec: self.__str__()
-    def __repr__(self): return f"Parameter({self.name!r}, {self.type.__name__}, default={self.default!r})"
+
+    def __repr__(self):
+        return f"Parameter({self.name!r}, {self.type.__name__}, default={self.default!r})"
 
 # %% ../../nbs/engine/definition.ipynb #a633e029
 @dataclass(frozen=True, eq=False)
 class StepOutput:
     "A reference to an output of a step: a path that exists only once the step has run."
+
     step: "Step"
     name: str
+
     def __str__(self):
-        raise TypeError(f"{self!r} has no value until step {self.step.name!r} runs; pass the reference itself as a step input.")
+        raise TypeError(
+            f"{self!r} has no value until step {self.step.name!r} runs; pass the reference itself as a step input."
+        )
+
     __format__ = lambda self, spec: self.__str__()
-    def __repr__(self): return f"<output {self.step.name}.{self.name}>"
+
+    def __repr__(self):
+        return f"<output {self.step.name}.{self.name}>"
 
     def json(self, file: str, path: str) -> "JsonValue":
-        "The value at dotted `path` (e.g. 'metrics.accuracy.value') in the JSON `file` of this output (SageMaker's JsonGet)."
+        """The value at dotted `path` (e.g.
+        'metrics.accuracy.value') in the JSON `file` of this output (SageMaker's JsonGet).
+        """
         return JsonValue(self, file, path)
 
 # %% ../../nbs/engine/definition.ipynb #b8555a4e
 @dataclass(frozen=True, eq=False)
 class JsonValue:
     "A value read, once its step has run, from a JSON file in one of the step's outputs."
+
     output: StepOutput
     file: str
     path: str
+
     def __str__(self):
-        raise TypeError(f"{self!r} has no value until step {self.output.step.name!r} runs; pass the reference itself as a step input.")
+        raise TypeError(
+            f"{self!r} has no value until step {self.output.step.name!r} "
+            "runs; pass the reference itself as a step input."
+        )
+
     __format__ = lambda self, spec: self.__str__()
-    def __repr__(self): return f"<{self.output.step.name}.{self.output.name}/{self.file}:{self.path}>"
+
+    def __repr__(self):
+        return f"<{self.output.step.name}.{self.output.name}/{self.file}:{self.path}>"
 
 # %% ../../nbs/engine/definition.ipynb #7048aadc
 @dataclass(frozen=True)
 class ConfigValue:
     "A setting of the project's configuration (`earthsnap config show`), read when a run starts."
+
     name: str
+
     def __post_init__(self):
         names = [s.name for s in SETTINGS]
         if self.name not in names:
-            raise DefinitionError(f"There is no setting {self.name!r}.{did_you_mean(self.name, names)}", fix=f"Settings: {', '.join(names)}.")
+            raise DefinitionError(
+                f"There is no setting {self.name!r}.{did_you_mean(self.name, names)}",
+                fix=f"Settings: {', '.join(names)}.",
+            )
+
     @property
-    def type(self) -> type: return next(s.type for s in SETTINGS if s.name == self.name)
+    def type(self) -> type:
+        return next(s.type for s in SETTINGS if s.name == self.name)
+
     def __str__(self):
-        raise TypeError(f"Setting {self.name!r} has no value until a run starts (it is read from the project's configuration); "
-                        "pass the reference itself as a step input.")
+        raise TypeError(
+            f"Setting {self.name!r} has no value until a run starts (it is read from the project's configuration); "
+            "pass the reference itself as a step input."
+        )
+
     __format__ = lambda self, spec: self.__str__()
-    def __repr__(self): return f"<config {self.name}>"
+
+    def __repr__(self):
+        return f"<config {self.name}>"
 
 # %% ../../nbs/engine/definition.ipynb #c34bdbfa
 def from_config(name: str) -> ConfigValue:
@@ -159,19 +224,31 @@ def from_config(name: str) -> ConfigValue:
 
 # %% ../../nbs/engine/definition.ipynb #df3a681b
 class _Outputs(Mapping):
-    def __init__(self, step: "Step", names: Iterable[str]): self._step, self._names = step, tuple(names)
+    def __init__(self, step: "Step", names: Iterable[str]):
+        self._step, self._names = step, tuple(names)
+
     def __getitem__(self, name: str) -> StepOutput:
         if name not in self._names:
-            raise DefinitionError(f"Step {self._step.name!r} has no output {name!r}.{did_you_mean(name, self._names)}",
-                                  fix=f"Its outputs are: {', '.join(self._names) or '(none)'}.")
+            raise DefinitionError(
+                f"Step {self._step.name!r} has no output {name!r}.{did_you_mean(name, self._names)}",
+                fix=f"Its outputs are: {', '.join(self._names) or '(none)'}.",
+            )
         return StepOutput(self._step, name)
-    def __contains__(self, name) -> bool: return name in self._names
-    def __iter__(self): return iter(self._names)
-    def __len__(self): return len(self._names)
+
+    def __contains__(self, name) -> bool:
+        return name in self._names
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self):
+        return len(self._names)
+
 
 @dataclass(frozen=True)
 class Compute:
     "Where a step runs: instance type and count on SageMaker, and the Jupyter kernel locally."
+
     instance_type: str = "ml.m5.xlarge"
     instance_count: int = 1
     kernel: str = "python3"
@@ -180,55 +257,80 @@ class Compute:
 @dataclass(eq=False)
 class Step:
     "Base of every step: a name, inputs (parameters, references or plain values) and explicit extra dependencies."
+
     name: str
     inputs: dict[str, Any] = field(default_factory=dict)
     depends_on: list["Step"] = field(default_factory=list)
     kind = "step"
 
-    def __post_init__(self): _check_name("Step", self.name)
+    def __post_init__(self):
+        _check_name("Step", self.name)
 
     def references(self) -> list[StepOutput]:
         "The step outputs this step reads, directly or through a JSON value."
-        return [v.output if isinstance(v, JsonValue) else v for v in self.inputs.values() if isinstance(v, (StepOutput, JsonValue))]
+        return [
+            v.output if isinstance(v, JsonValue) else v
+            for v in self.inputs.values()
+            if isinstance(v, (StepOutput, JsonValue))
+        ]
 
     def upstream(self) -> list["Step"]:
         "The steps this step needs to have run."
         seen = {}
-        for s in [r.step for r in self.references()] + list(self.depends_on): seen[id(s)] = s
+        for s in [r.step for r in self.references()] + list(self.depends_on):
+            seen[id(s)] = s
         return list(seen.values())
 
-    def __repr__(self): return f"<{self.kind} step {self.name}>"
+    def __repr__(self):
+        return f"<{self.kind} step {self.name}>"
 
 # %% ../../nbs/engine/definition.ipynb #dce7b0e5
 NOTEBOOK_KINDS = ("processing", "training", "tuning")
 
+
 @dataclass(eq=False)
 class NotebookStep(Step):
-    "A step that runs a notebook of `pipeline/` with its inputs as parameters; `kind` is processing, training or tuning."
+    """A step that runs a notebook of `pipeline/` with its inputs as parameters; `kind` is processing, training or
+    tuning.
+    """
+
     notebook: str = ""
     output_names: tuple[str, ...] = ()
     compute: Compute = field(default_factory=Compute)
     kind: str = "processing"
-    retries: int = 0               # attempts after the first, when the notebook fails
-    timeout: float | None = None   # seconds; past it the step is stopped and failed, its notebook kept
-    cacheable: bool = True         # False: it reads what its inputs do not name (an endpoint's traffic), so it runs every time
+    retries: int = 0  # attempts after the first, when the notebook fails
+    timeout: float | None = None  # seconds; past it the step is stopped and failed, its notebook kept
+    # False: it reads what its inputs do not name (an endpoint's traffic), so it runs every time
+    cacheable: bool = True
 
     def __post_init__(self):
         super().__post_init__()
         if self.kind not in NOTEBOOK_KINDS:
-            raise DefinitionError(f"Step {self.name!r} has kind {self.kind!r}; a notebook step is one of {NOTEBOOK_KINDS}.")
-        if not self.notebook: raise DefinitionError(f"Step {self.name!r} names no notebook.", fix="Pass notebook='<file>.ipynb' in pipeline/.")
-        for o in self.output_names: _check_name(f"Output of step {self.name!r}:", o)
-        if not isinstance(self.retries, int) or self.retries < 0: raise DefinitionError(f"Step {self.name!r}: retries must be 0 or more, not {self.retries!r}.")
-        if self.timeout is not None and not self.timeout > 0: raise DefinitionError(f"Step {self.name!r}: timeout must be a positive number of seconds, not {self.timeout!r}.")
+            raise DefinitionError(
+                f"Step {self.name!r} has kind {self.kind!r}; a notebook step is one of {NOTEBOOK_KINDS}."
+            )
+        if not self.notebook:
+            raise DefinitionError(
+                f"Step {self.name!r} names no notebook.", fix="Pass notebook='<file>.ipynb' in pipeline/."
+            )
+        for o in self.output_names:
+            _check_name(f"Output of step {self.name!r}:", o)
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise DefinitionError(f"Step {self.name!r}: retries must be 0 or more, not {self.retries!r}.")
+        if self.timeout is not None and not self.timeout > 0:
+            raise DefinitionError(
+                f"Step {self.name!r}: timeout must be a positive number of seconds, not {self.timeout!r}."
+            )
 
     @property
-    def outputs(self) -> _Outputs: return _Outputs(self, self.output_names)
+    def outputs(self) -> _Outputs:
+        return _Outputs(self, self.output_names)
 
 # %% ../../nbs/engine/definition.ipynb #65d4d4bd
 @dataclass(eq=False)
 class ConditionStep(Step):
     "Compare a value (a parameter, a metric a step wrote, a plain value) with a threshold; run `if_true` or `if_false`."
+
     left: Any = None
     op: str = ">="
     right: Any = None
@@ -239,16 +341,19 @@ class ConditionStep(Step):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.op not in self.OPS: raise DefinitionError(f"Condition {self.name!r}: operator {self.op!r} is not one of {self.OPS}.")
+        if self.op not in self.OPS:
+            raise DefinitionError(f"Condition {self.name!r}: operator {self.op!r} is not one of {self.OPS}.")
         self.inputs = {**self.inputs, "left": self.left, "right": self.right}
 
 # %% ../../nbs/engine/definition.ipynb #5d0cc959
 @dataclass(eq=False)
 class RegisterStep(Step):
     "Register a model version, pending approval, in a model package group."
+
     model: Any = None
     group: Any = None
     kind = "register"
+
     def __post_init__(self):
         super().__post_init__()
         self.inputs = {**self.inputs, "model": self.model, "group": self.group}
@@ -257,57 +362,92 @@ class RegisterStep(Step):
 @dataclass(eq=False)
 class FailStep(Step):
     "End the run as failed, with a message; `{name}` in it is replaced by the value of input `name`."
+
     message: str = ""
     kind = "fail"
+
     def __post_init__(self):
         super().__post_init__()
-        try: self.message.format(**{k: 0 for k in self.inputs})
+        try:
+            self.message.format(**{k: 0 for k in self.inputs})
         except (KeyError, IndexError, ValueError) as e:
-            raise DefinitionError(f"Fail step {self.name!r}: its message has a placeholder that no input fills: {e}.",
-                                  fix=f"Use only {{input}} names from its inputs: {', '.join(self.inputs) or '(none)'}.") from None
+            raise DefinitionError(
+                f"Fail step {self.name!r}: its message has a placeholder that no input fills: {e}.",
+                fix=f"Use only {{input}} names from its inputs: {', '.join(self.inputs) or '(none)'}.",
+            ) from None
 
 # %% ../../nbs/engine/definition.ipynb #41f65082
 def _python_parameters(path: Path) -> dict[str, str] | None:
-    "Name -> default (its source text) of each assignment in a Python notebook's `parameters` cell; None when papermill must read it."
+    """Name -> default (its source text) of each assignment in a Python notebook's `parameters` cell; None when
+    papermill must read it.
+    """
     nb = json.loads(Path(path).read_text(encoding="utf-8"))
     meta = nb.get("metadata") or {}
-    language = (meta.get("kernelspec") or {}).get("language") or (meta.get("language_info") or {}).get("name") or "python"
-    if language != "python": return None
+    language = (
+        (meta.get("kernelspec") or {}).get("language") or (meta.get("language_info") or {}).get("name") or "python"
+    )
+    if language != "python":
+        return None
     cell = next((c for c in nb.get("cells", []) if "parameters" in ((c.get("metadata") or {}).get("tags") or [])), None)
-    if cell is None: return {}
+    if cell is None:
+        return {}
     source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-    try: tree = ast.parse(source)
-    except SyntaxError: return None
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
     out = {}
     for node in tree.body:
-        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else getattr(node, "target", None)
+        target = (
+            node.targets[0]
+            if isinstance(node, ast.Assign) and len(node.targets) == 1
+            else getattr(node, "target", None)
+        )
         if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(target, ast.Name) and node.value is not None:
             out[target.id] = ast.get_source_segment(source, node.value)
     return out
+
 
 def notebook_parameters(path: Path) -> dict[str, type | None]:
     "The parameters a notebook declares, each with the type of its default (None when it cannot be read)."
     declared = _python_parameters(path)
     if declared is None:
         import papermill as pm
+
         declared = {name: info["default"] for name, info in pm.inspect_notebook(str(path)).items()}
     out = {}
     for name, default in declared.items():
-        try: value = ast.literal_eval(default)
-        except (ValueError, SyntaxError): value = None
-        out[name] = next((t for t in (bool, int, float, str) if _is(value, t) and (t is not float or not isinstance(value, int))), None)
+        try:
+            value = ast.literal_eval(default)
+        except (ValueError, SyntaxError):
+            value = None
+        out[name] = next(
+            (t for t in (bool, int, float, str) if _is(value, t) and (t is not float or not isinstance(value, int))),
+            None,
+        )
     return out
 
 # %% ../../nbs/engine/definition.ipynb #3cb9eb83
 def _value_type(v) -> type | None:
-    if isinstance(v, (Parameter, ConfigValue)): return v.type
-    if isinstance(v, JsonValue): return None
-    if isinstance(v, StepOutput): return str
+    if isinstance(v, (Parameter, ConfigValue)):
+        return v.type
+    if isinstance(v, JsonValue):
+        return None
+    if isinstance(v, StepOutput):
+        return str
     return next((t for t in (bool, int, float, str) if _is(v, t) and (t is not float or not isinstance(v, int))), None)
+
 
 class Pipeline:
     "A validated pipeline: parameters, steps in dependency order, and the notebooks they run."
-    def __init__(self, name: str, parameters: Iterable[Parameter] = (), steps: Iterable[Step] = (), pipeline_dir: str | Path = "pipeline"):
+
+    def __init__(
+        self,
+        name: str,
+        parameters: Iterable[Parameter] = (),
+        steps: Iterable[Step] = (),
+        pipeline_dir: str | Path = "pipeline",
+    ):
         self.name = _check_name("Pipeline", name)
         self.parameters = {p.name: p for p in parameters}
         self.steps = list(steps)
@@ -323,76 +463,114 @@ class Pipeline:
             raise DefinitionError(f"Pipeline {self.name!r} declares parameter(s) {dup} more than once.")
         names = [s.name for s in self.steps]
         for n in names:
-            if names.count(n) > 1: raise DefinitionError(f"Pipeline {self.name!r} has two steps named {n!r}.", fix="Give every step its own name.")
-            if n in self.parameters: raise DefinitionError(f"{n!r} names both a step and a parameter.", fix="Rename one of them.")
+            if names.count(n) > 1:
+                raise DefinitionError(
+                    f"Pipeline {self.name!r} has two steps named {n!r}.", fix="Give every step its own name."
+                )
+            if n in self.parameters:
+                raise DefinitionError(f"{n!r} names both a step and a parameter.", fix="Rename one of them.")
 
     def _check_references(self):
         members = {id(s) for s in self.steps}
         for s in self.steps:
             for key, v in s.inputs.items():
                 if isinstance(v, Parameter) and self.parameters.get(v.name) is not v:
-                    raise DefinitionError(f"Step {s.name!r} input {key!r} uses parameter {v.name!r}, which pipeline {self.name!r} does not declare.",
-                                          fix="Add the Parameter to the pipeline's parameters.")
+                    raise DefinitionError(
+                        f"Step {s.name!r} input {key!r} uses parameter {v.name!r}, "
+                        f"which pipeline {self.name!r} does not declare.",
+                        fix="Add the Parameter to the pipeline's parameters.",
+                    )
             for up in s.upstream():
                 if id(up) not in members:
-                    raise DefinitionError(f"Step {s.name!r} depends on step {up.name!r}, which is not in pipeline {self.name!r}.",
-                                          fix="Add that step to the pipeline's steps.")
+                    raise DefinitionError(
+                        f"Step {s.name!r} depends on step {up.name!r}, which is not in pipeline {self.name!r}.",
+                        fix="Add that step to the pipeline's steps.",
+                    )
             if isinstance(s, ConditionStep):
                 for branch in s.if_true + s.if_false:
                     if id(branch) not in members:
-                        raise DefinitionError(f"Condition {s.name!r} branches to step {branch.name!r}, which is not in the pipeline.")
+                        raise DefinitionError(
+                            f"Condition {s.name!r} branches to step {branch.name!r}, which is not in the pipeline."
+                        )
 
     def of_kind(self, *kinds: str) -> list[Step]:
-        "The steps of these kinds, in dependency order: how code outside the definition finds the gate or the register step."
+        """The steps of these kinds, in dependency order: how code outside the definition finds the gate or the register
+        step.
+        """
         return [s for s in self.order if s.kind in kinds]
 
     def dependencies(self, step: Step) -> list[Step]:
         "The steps `step` waits for: what it reads, what it names in depends_on, and the condition that chose it."
         deps = step.upstream()
-        deps += [c for c in self.steps if isinstance(c, ConditionStep) and any(b is step for b in c.if_true + c.if_false)]
+        deps += [
+            c for c in self.steps if isinstance(c, ConditionStep) and any(b is step for b in c.if_true + c.if_false)
+        ]
         return deps
 
     def _topological_order(self) -> list[Step]:
         order, state = [], {}
+
         def visit(s, path):
-            if state.get(id(s)) == "done": return
+            if state.get(id(s)) == "done":
+                return
             if state.get(id(s)) == "visiting":
-                cycle = path[path.index(s):] + [s]
-                raise DefinitionError(f"Pipeline {self.name!r} has a cycle: {' -> '.join(x.name for x in cycle)}.",
-                                      fix="A step cannot depend, directly or not, on its own outputs.")
+                cycle = path[path.index(s) :] + [s]
+                raise DefinitionError(
+                    f"Pipeline {self.name!r} has a cycle: {' -> '.join(x.name for x in cycle)}.",
+                    fix="A step cannot depend, directly or not, on its own outputs.",
+                )
             state[id(s)] = "visiting"
-            for d in self.dependencies(s): visit(d, path + [s])
-            state[id(s)] = "done"; order.append(s)
-        for s in self.steps: visit(s, [])
+            for d in self.dependencies(s):
+                visit(d, path + [s])
+            state[id(s)] = "done"
+            order.append(s)
+
+        for s in self.steps:
+            visit(s, [])
         return order
 
     def _check_notebooks(self):
         for s in self.steps:
-            if not isinstance(s, NotebookStep): continue
+            if not isinstance(s, NotebookStep):
+                continue
             path = self.pipeline_dir / s.notebook
             if not path.is_file():
-                raise DefinitionError(f"Step {s.name!r} runs {path}, which does not exist.", fix=f"Put the notebook in {self.pipeline_dir}/ or fix its name.")
+                raise DefinitionError(
+                    f"Step {s.name!r} runs {path}, which does not exist.",
+                    fix=f"Put the notebook in {self.pipeline_dir}/ or fix its name.",
+                )
             declared = notebook_parameters(path)
             if not declared:
-                raise DefinitionError(f"Step {s.name!r}: {path.name} has no cell tagged 'parameters'.",
-                                      fix="Tag the cell that sets the notebook's inputs with 'parameters'.")
+                raise DefinitionError(
+                    f"Step {s.name!r}: {path.name} has no cell tagged 'parameters'.",
+                    fix="Tag the cell that sets the notebook's inputs with 'parameters'.",
+                )
             for key in list(s.inputs) + ["out_dir"]:
                 if key not in declared:
-                    raise DefinitionError(f"Step {s.name!r} passes {key!r}, but {path.name} has no such parameter.{did_you_mean(key, declared)}",
-                                          fix=f"Its parameters are: {', '.join(declared)}." + (" Every notebook step receives out_dir." if key == "out_dir" else ""))
+                    raise DefinitionError(
+                        f"Step {s.name!r} passes {key!r}, but {path.name} "
+                        f"has no such parameter.{did_you_mean(key, declared)}",
+                        fix=f"Its parameters are: {', '.join(declared)}."
+                        + (" Every notebook step receives out_dir." if key == "out_dir" else ""),
+                    )
             for key, v in s.inputs.items():
                 want, got = declared[key], _value_type(v)
                 if want is not None and got is not None and got is not want and not (want is float and got is int):
-                    raise DefinitionError(f"Step {s.name!r} passes {got.__name__} to {path.name} parameter {key!r}, whose default is {want.__name__}.",
-                                          fix="Pass a value of the notebook's type, or change the notebook's default.")
+                    raise DefinitionError(
+                        f"Step {s.name!r} passes {got.__name__} to {path.name} "
+                        f"parameter {key!r}, whose default is {want.__name__}.",
+                        fix="Pass a value of the notebook's type, or change the notebook's default.",
+                    )
 
     def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         "Every parameter's value for a run: defaults, with `overrides` checked and converted."
         overrides = dict(overrides or {})
         for k in overrides:
             if k not in self.parameters:
-                raise ParameterError(f"Pipeline {self.name!r} has no parameter {k!r}.{did_you_mean(k, self.parameters)}",
-                                     fix=f"Its parameters are: {', '.join(self.parameters) or '(none)'}.")
+                raise ParameterError(
+                    f"Pipeline {self.name!r} has no parameter {k!r}.{did_you_mean(k, self.parameters)}",
+                    fix=f"Its parameters are: {', '.join(self.parameters) or '(none)'}.",
+                )
         return {n: p.coerce(overrides[n]) if n in overrides else p.default for n, p in self.parameters.items()}
 
     def upto(self, *steps: str) -> "Pipeline":
@@ -400,12 +578,17 @@ class Pipeline:
         names = [s.name for s in self.steps]
         for step in steps:
             if step not in names:
-                raise ParameterError(f"Pipeline {self.name!r} has no step {step!r}.{did_you_mean(step, names)}", fix=f"Its steps are: {', '.join(names)}.")
+                raise ParameterError(
+                    f"Pipeline {self.name!r} has no step {step!r}.{did_you_mean(step, names)}",
+                    fix=f"Its steps are: {', '.join(names)}.",
+                )
         keep, todo = set(), [s for s in self.steps if s.name in steps]
         while todo:
             s = todo.pop()
-            if id(s) in keep: continue
-            keep.add(id(s)); todo += self.dependencies(s)
+            if id(s) in keep:
+                continue
+            keep.add(id(s))
+            todo += self.dependencies(s)
         part = copy.copy(self)  # already validated: only fewer steps
         part.steps = [s for s in self.steps if id(s) in keep]
         part.order = [s for s in self.order if id(s) in keep]
@@ -415,10 +598,14 @@ class Pipeline:
 def load_pipeline(path: str | Path) -> Pipeline:
     "The `pipeline` that the Python file `path` defines, built (and so validated) by importing the file."
     import importlib.util
+
     path = Path(path)
     if not path.is_file():
-        raise DefinitionError(f"No pipeline file {path}.", fix="Run from the project directory (or set EARTHSNAP_CONFIG to its earthsnap.yaml), "
-                                                                 "or pass the file that defines `pipeline = Pipeline(...)`.")
+        raise DefinitionError(
+            f"No pipeline file {path}.",
+            fix="Run from the project directory (or set EARTHSNAP_CONFIG to its earthsnap.yaml), "
+            "or pass the file that defines `pipeline = Pipeline(...)`.",
+        )
     spec = importlib.util.spec_from_file_location(f"_earthsnap_pipeline_{abs(hash(str(path.resolve())))}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -429,6 +616,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
 
 # %% ../../nbs/engine/definition.ipynb #8123e743
 PIPELINE_FILE = Path("pipeline") / "pipeline.py"
+
 
 def project_pipeline(project_dir: str | Path, file: str | Path | None = None) -> Pipeline:
     "The pipeline of a project: `file` if given, else its `pipeline/pipeline.py`."

@@ -20,15 +20,24 @@ from pathlib import Path
 from typing import Any
 
 from ..core.config import SETTINGS, Config, load_config
-from .definition import (ConditionStep, ConfigValue, FailStep, JsonValue, NotebookStep, Parameter, Pipeline,
-                                  Step, StepOutput)
 from ..core.errors import EarthsnapError, ParameterError
+from ..core.faults import scope, write_point
+from ..core.locks import project_lock
+from ..core.storage import is_local
+from earthsnap.engine.definition import (
+    ConditionStep,
+    ConfigValue,
+    FailStep,
+    JsonValue,
+    NotebookStep,
+    Parameter,
+    Pipeline,
+    Step,
+    StepOutput,
+)
 from .fingerprint import DigestMemo, cache_key, fingerprint
 from .notebooks import StepFailed, render_html, run_notebook
 from .runs import RunNotFound, RunStore, new_run_id
-from ..core.storage import is_local
-from ..core.locks import project_lock
-from ..core.faults import scope, write_point
 
 # %% auto #0
 __all__ = ['RUN_ID', 'NOT_IN_CACHE_KEY', 'OPS', 'HANDLERS', 'STEP_KINDS_GROUP', 'GC_WAIT', 'RunFailed', 'RunInterrupted',
@@ -38,46 +47,66 @@ __all__ = ['RUN_ID', 'NOT_IN_CACHE_KEY', 'OPS', 'HANDLERS', 'STEP_KINDS_GROUP', 
 # %% ../../nbs/engine/executor.ipynb #7dc309ba
 class RunFailed(EarthsnapError):
     "A pipeline run ended failed; its record and notebooks say where."
+
     exit_code = 1
+
 
 class RunInterrupted(EarthsnapError):
     "A pipeline run was interrupted; it can be resumed."
+
     exit_code = 130
+
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 NOT_IN_CACHE_KEY = {s.name for s in SETTINGS if not s.affects_results}
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq, "!=": operator.ne}
 
+
 @dataclass
 class StepState:
     "What the executor knows of one step during a run."
+
     status: str = "pending"
     outputs: dict[str, dict] = field(default_factory=dict)  # output name -> {"path", "sha256"}
-    value: Any = None                                        # a condition's outcome
+    value: Any = None  # a condition's outcome
     error: str | None = None
 
 # %% ../../nbs/engine/executor.ipynb #6e41e5e8
 class LocalRun:
     "One run of a pipeline on this machine; made and driven by `run_pipeline`."
-    def __init__(self, pipeline: Pipeline, cfg: Config, store: RunStore, cache: bool, emit: Callable[[dict], None], rehash: bool = False):
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        cfg: Config,
+        store: RunStore,
+        cache: bool,
+        emit: Callable[[dict], None],
+        rehash: bool = False,
+    ):
         self.pipeline, self.cfg, self.store, self.cache, self._emit = pipeline, cfg, store, cache, emit
         self.states = {s.name: StepState() for s in pipeline.steps}
         self.stop = threading.Event()
         self.run_id = self.run_dir = self.values = None
         self._fingerprints: dict[str, str] = {}
         self._lock = threading.Lock()
-        self.memo = DigestMemo(Path(cfg.runs) / "digests.sqlite", rehash)   # local files' digests, by identity
-        self._kernels, self._kernels_lock = None, threading.Lock()   # kernels started ahead of the notebook steps to come (made when a step first needs one)
-        self.warming = not cache             # from the start when nothing is taken from the cache, else from the first step that runs
+        self.memo = DigestMemo(Path(cfg.runs) / "digests.sqlite", rehash)  # local files' digests, by identity
+        # kernels started ahead of the notebook steps to come (made when a step first needs one)
+        self._kernels, self._kernels_lock = None, threading.Lock()
+        # from the start when nothing is taken from the cache, else from the first step that runs
+        self.warming = not cache
         self._renderer = ThreadPoolExecutor(1, thread_name_prefix="render")
         self._renders: list = []
 
     @property
     def kernels(self):
-        "The run's KernelPool (jupyter_client is imported only by a run that starts a kernel); kernels' own output goes to logs in the run directory."
-        with self._kernels_lock:   # not the fingerprints' lock, which is held while large inputs are hashed
+        """The run's KernelPool (jupyter_client is imported only by a run that starts a kernel); kernels' own output
+        goes to logs in the run directory.
+        """
+        with self._kernels_lock:  # not the fingerprints' lock, which is held while large inputs are hashed
             if self._kernels is None:
                 from earthsnap.engine.kernels import KernelPool
+
                 self._kernels = KernelPool(log_dir=self.run_dir / ".kernels")
             return self._kernels
 
@@ -87,49 +116,87 @@ class LocalRun:
 
     def finish_background(self):
         "Wait for the HTML renderings and shut the unused kernels down: called however the run ends."
-        if self._kernels is not None: self._kernels.close()
+        if self._kernels is not None:
+            self._kernels.close()
         self._renderer.shutdown(wait=True)
-        try: self.memo.save()   # only a speed-up: a full disk or a locked file must not fail the run
-        except Exception as e: self.emit("", "warning", detail=f"the file digests could not be remembered ({e}); the next run reads the files again")
+        try:
+            self.memo.save()  # only a speed-up: a full disk or a locked file must not fail the run
+        except Exception as e:
+            self.emit(
+                "",
+                "warning",
+                detail=f"the file digests could not be remembered ({e}); the next run reads the files again",
+            )
         for f in self._renders:
-            if f.exception() is not None: self.emit("", "warning", detail=f"an executed notebook could not be rendered to HTML: {f.exception()}")
+            if f.exception() is not None:
+                self.emit("", "warning", detail=f"an executed notebook could not be rendered to HTML: {f.exception()}")
 
     def emit(self, step: str, status: str, **detail):
         self._emit({"run": self.run_id, "step": step, "status": status, "time": time.time(), **detail})
 
-    def record(self, step: Step, status: str, error: str | None = None, cached_from: str | None = None,
-               notebook: str | None = None, outputs: dict | None = None, detail: str | None = None):
-        "Set a finished step's state, in memory and in the run records (`outputs`: the state's own), and tell the progress display."
+    def record(
+        self,
+        step: Step,
+        status: str,
+        error: str | None = None,
+        cached_from: str | None = None,
+        notebook: str | None = None,
+        outputs: dict | None = None,
+        detail: str | None = None,
+    ):
+        """Set a finished step's state, in memory and in the run records (`outputs`: the state's own), and tell the
+        progress display.
+        """
         st = self.states[step.name]
         st.status, st.error = status, error
-        self.store.finish_step(self.run_id, step.name, status, outputs=outputs or st.outputs or None, error=error,
-                               cached_from=cached_from, notebook=notebook)
+        self.store.finish_step(
+            self.run_id,
+            step.name,
+            status,
+            outputs=outputs or st.outputs or None,
+            error=error,
+            cached_from=cached_from,
+            notebook=notebook,
+        )
         self.emit(step.name, status, error=error, cached_from=cached_from, detail=detail)
 
     def value(self, v: Any) -> Any:
         "The run-time value of a step input: a parameter, a setting, an output's path, a JSON value, or `v` itself."
-        if isinstance(v, Parameter): return self.values[v.name]
-        if isinstance(v, ConfigValue): return getattr(self.cfg, v.name)
-        if isinstance(v, StepOutput): return self.states[v.step.name].outputs[v.name]["path"]
-        if isinstance(v, JsonValue): return read_json_value(Path(self.value(v.output)) / v.file, v.path)
+        if isinstance(v, Parameter):
+            return self.values[v.name]
+        if isinstance(v, ConfigValue):
+            return getattr(self.cfg, v.name)
+        if isinstance(v, StepOutput):
+            return self.states[v.step.name].outputs[v.name]["path"]
+        if isinstance(v, JsonValue):
+            return read_json_value(Path(self.value(v.output)) / v.file, v.path)
         return v
 
     def fingerprint(self, path: str) -> str:
         "The content digest of a location a step reads, computed once per run."
         with self._lock:
-            if path not in self._fingerprints: self._fingerprints[path] = fingerprint(path, self.cfg.s3_endpoint_url or None, self.memo)
+            if path not in self._fingerprints:
+                self._fingerprints[path] = fingerprint(path, self.cfg.s3_endpoint_url or None, self.memo)
             return self._fingerprints[path]
 
 # %% ../../nbs/engine/executor.ipynb #a65863b1
 def read_json_value(file: Path, path: str) -> Any:
     "The value at dotted `path` in the JSON `file` (SageMaker's JsonGet)."
-    try: node = json.loads(file.read_text())
+    try:
+        node = json.loads(file.read_text())
     except (OSError, ValueError) as e:
-        raise StepFailed(f"Cannot read {file}: {e}", fix="The step that writes it must write valid JSON there.") from None
+        raise StepFailed(
+            f"Cannot read {file}: {e}", fix="The step that writes it must write valid JSON there."
+        ) from None
     for key in path.split("."):
-        if isinstance(node, list) and key.isdigit() and int(key) < len(node): node = node[int(key)]
-        elif isinstance(node, dict) and key in node: node = node[key]
-        else: raise StepFailed(f"{file} has no {path!r} (no {key!r} there).", fix="Check the JSON path, or what the step writes.")
+        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        elif isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            raise StepFailed(
+                f"{file} has no {path!r} (no {key!r} there).", fix="Check the JSON path, or what the step writes."
+            )
     return node
 
 # %% ../../nbs/engine/executor.ipynb #a8cb93dc
@@ -137,11 +204,15 @@ HANDLERS: dict[str, Callable[[LocalRun, Step], None]] = {}
 
 STEP_KINDS_GROUP = "earthsnap.step_kinds"  # the entry points that plug step kinds in from the layers above
 
+
 def handles(*kinds: str):
     "Register a function as the local handler of these step kinds."
+
     def register(fn):
-        for k in kinds: HANDLERS[k] = fn
+        for k in kinds:
+            HANDLERS[k] = fn
         return fn
+
     return register
 
 # %% ../../nbs/engine/executor.ipynb #367d4215
@@ -152,35 +223,49 @@ def load_step_kinds(needed: Iterable[str] | None = None) -> dict[str, Callable]:
     packages' only if a kind is still missing: reading every package's metadata takes 50 ms, which a cached run
     need not pay."""
     from importlib.metadata import PackageNotFoundError, distribution, entry_points
+
     if needed is not None and not set(needed) <= set(HANDLERS):
-        try: own = distribution("earthsnap").entry_points.select(group=STEP_KINDS_GROUP)
-        except PackageNotFoundError: own = []
+        try:
+            own = distribution("earthsnap").entry_points.select(group=STEP_KINDS_GROUP)
+        except PackageNotFoundError:
+            own = []
         for ep in own:
-            if ep.name not in HANDLERS: ep.load()
-        if set(needed) <= set(HANDLERS): return HANDLERS
-    elif needed is not None: return HANDLERS
+            if ep.name not in HANDLERS:
+                ep.load()
+        if set(needed) <= set(HANDLERS):
+            return HANDLERS
+    elif needed is not None:
+        return HANDLERS
     for ep in entry_points(group=STEP_KINDS_GROUP):
-        if ep.name not in HANDLERS: ep.load()
+        if ep.name not in HANDLERS:
+            ep.load()
     return HANDLERS
 
 # %% ../../nbs/engine/executor.ipynb #4b24c74e
 def _cache_inputs(run: LocalRun, step: NotebookStep, params: dict) -> tuple[dict, dict]:
     values, contents = {}, {}
     for k, v in step.inputs.items():
-        if isinstance(v, StepOutput): contents[k] = run.states[v.step.name].outputs[v.name]["sha256"]
-        elif isinstance(v, ConfigValue) and v.name in NOT_IN_CACHE_KEY: continue
+        if isinstance(v, StepOutput):
+            contents[k] = run.states[v.step.name].outputs[v.name]["sha256"]
+        elif isinstance(v, ConfigValue) and v.name in NOT_IN_CACHE_KEY:
+            continue
         else:
             values[k] = params[k]
-            if isinstance(v, Parameter) and v.path and params[k]: contents[k] = run.fingerprint(params[k])
+            if isinstance(v, Parameter) and v.path and params[k]:
+                contents[k] = run.fingerprint(params[k])
     return values, contents
+
 
 def _reusable(run: LocalRun, step: NotebookStep, key: str) -> dict | None:
     "An earlier successful step with this key whose outputs are all still there, unchanged."
     for hit in run.store.cached(key):
         outs = hit["outputs"] or {}
-        if set(outs) == set(step.output_names) and all(Path(o["path"]).exists() and fingerprint(o["path"], memo=run.memo) == o["sha256"] for o in outs.values()):
+        if set(outs) == set(step.output_names) and all(
+            Path(o["path"]).exists() and fingerprint(o["path"], memo=run.memo) == o["sha256"] for o in outs.values()
+        ):
             return hit
     return None
+
 
 @handles("processing", "training", "tuning")
 def run_notebook_step(run: LocalRun, step: NotebookStep):
@@ -192,99 +277,152 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
         run.store.start_step(run.run_id, step.name, key)
         st.outputs = hit["outputs"]
         return run.record(step, "cached", cached_from=hit["run_id"], notebook=hit["notebook"])
-    dst, partial, final = run.run_dir / f"{step.name}.ipynb", run.run_dir / ".partial" / step.name, run.run_dir / step.name
+    dst, partial, final = (
+        run.run_dir / f"{step.name}.ipynb",
+        run.run_dir / ".partial" / step.name,
+        run.run_dir / step.name,
+    )
     for attempt in range(1, step.retries + 2):
         run.store.start_step(run.run_id, step.name, key, notebook=str(dst))
         run.emit(step.name, "running", attempt=attempt)
-        shutil.rmtree(partial, ignore_errors=True); partial.mkdir(parents=True)
-        km, run.warming = run.kernels.take(step.compute.kernel, str(src.parent)), True   # a kernel started while earlier steps ran
-        log = dst.with_suffix(".kernel.log")   # what the kernel process prints besides the notebook's output
-        if km is not None and km.log_path: os.replace(km.log_path, log); km.log_path = str(log)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        # a kernel started while earlier steps ran
+        km, run.warming = run.kernels.take(step.compute.kernel, str(src.parent)), True
+        log = dst.with_suffix(".kernel.log")  # what the kernel process prints besides the notebook's output
+        if km is not None and km.log_path:
+            os.replace(km.log_path, log)
+            km.log_path = str(log)
         try:
-            run_notebook(src, dst, {**params, "out_dir": str(partial)}, progress=False, kernel_name=step.compute.kernel,
-                         timeout=step.timeout, stop=run.stop, km=km, render=False, kernel_log=log)
+            run_notebook(
+                src,
+                dst,
+                {**params, "out_dir": str(partial)},
+                progress=False,
+                kernel_name=step.compute.kernel,
+                timeout=step.timeout,
+                stop=run.stop,
+                km=km,
+                render=False,
+                kernel_log=log,
+            )
             missing = [o for o in step.output_names if not (partial / o).exists()]
             if missing:
-                raise StepFailed(f"Notebook {step.notebook} did not write output(s) {', '.join(missing)} of step {step.name!r}.",
-                                 fix=f"Write each output of the step under out_dir/<output>/; read the executed notebook: {dst}")
+                raise StepFailed(
+                    f"Notebook {step.notebook} did not write output(s) {', '.join(missing)} of step {step.name!r}.",
+                    fix=f"Write each output of the step under out_dir/<output>/; read the executed notebook: {dst}",
+                )
         except StepFailed as e:
-            if dst.exists(): render_html(dst)   # a failure's report at once: a retry moves it aside, a person reads it
+            if dst.exists():
+                render_html(dst)  # a failure's report at once: a retry moves it aside, a person reads it
             st.error = e.what + (f" ({e.fix})" if e.fix else "")
             if attempt <= step.retries and not run.stop.is_set():
                 for ext in ("ipynb", "html", "kernel.log"):
-                    if dst.with_suffix(f".{ext}").exists(): shutil.move(dst.with_suffix(f".{ext}"), run.run_dir / f"{step.name}.attempt-{attempt}.{ext}")
+                    if dst.with_suffix(f".{ext}").exists():
+                        shutil.move(dst.with_suffix(f".{ext}"), run.run_dir / f"{step.name}.attempt-{attempt}.{ext}")
                 run.emit(step.name, "retrying", error=st.error, attempt=attempt)
                 continue
             shutil.rmtree(partial, ignore_errors=True)
             return run.record(step, "failed", error=st.error)
         finally:
-            if km is not None: run.kernels.done(km)   # shut down in the background (its log removed if empty)
-            else:                                    # papermill started and shut down this one
+            if km is not None:
+                run.kernels.done(km)  # shut down in the background (its log removed if empty)
+            else:  # papermill started and shut down this one
                 from earthsnap.engine.kernels import remove_empty_log
+
                 remove_empty_log(log)
         run.render_later(dst)
         shutil.rmtree(final, ignore_errors=True)  # a resumed run may have left one behind
         write_point("before")
-        os.rename(partial, final)                 # the outputs appear at once, whole
+        os.rename(partial, final)  # the outputs appear at once, whole
         write_point("after")
-        st.outputs = {o: {"path": str(final / o), "sha256": fingerprint(final / o, memo=run.memo)} for o in step.output_names}
+        st.outputs = {
+            o: {"path": str(final / o), "sha256": fingerprint(final / o, memo=run.memo)} for o in step.output_names
+        }
         return run.record(step, "succeeded")
 
 # %% ../../nbs/engine/executor.ipynb #f910e467
-def _short(v) -> str: return f"{v:.4g}" if isinstance(v, float) else repr(v)
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else repr(v)
+
 
 @handles("condition")
 def run_condition_step(run: LocalRun, step: ConditionStep):
     "Compare the two sides and remember the outcome; the branch not taken is skipped."
     run.store.start_step(run.run_id, step.name)
-    try: left, right = run.value(step.left), run.value(step.right)
-    except StepFailed as e: return run.record(step, "failed", error=e.what)
-    try: outcome = bool(OPS[step.op](left, right))
-    except TypeError: return run.record(step, "failed", error=f"Condition {step.name!r} cannot compare {left!r} {step.op} {right!r}.")
+    try:
+        left, right = run.value(step.left), run.value(step.right)
+    except StepFailed as e:
+        return run.record(step, "failed", error=e.what)
+    try:
+        outcome = bool(OPS[step.op](left, right))
+    except TypeError:
+        return run.record(step, "failed", error=f"Condition {step.name!r} cannot compare {left!r} {step.op} {right!r}.")
     run.states[step.name].value = outcome
-    run.record(step, "succeeded", outputs={"outcome": outcome, "left": left, "right": right}, detail=f"{_short(left)} {step.op} {_short(right)}: {outcome}")
+    run.record(
+        step,
+        "succeeded",
+        outputs={"outcome": outcome, "left": left, "right": right},
+        detail=f"{_short(left)} {step.op} {_short(right)}: {outcome}",
+    )
 
 # %% ../../nbs/engine/executor.ipynb #73044dfd
 @handles("fail")
 def run_fail_step(run: LocalRun, step: FailStep):
     "End the run as failed, with the step's message."
     run.store.start_step(run.run_id, step.name)
-    try: message = step.message.format(**{k: run.value(v) for k, v in step.inputs.items()})
-    except StepFailed as e: message = f"{step.message} ({e.what})"
+    try:
+        message = step.message.format(**{k: run.value(v) for k, v in step.inputs.items()})
+    except StepFailed as e:
+        message = f"{step.message} ({e.what})"
     run.record(step, "failed", error=message)
 
 # %% ../../nbs/engine/executor.ipynb #c9a9199f
 def _skip(run: LocalRun, step: Step) -> bool:
     deps = run.pipeline.dependencies(step)
-    if any(run.states[d.name].status == "skipped" for d in deps): return True
+    if any(run.states[d.name].status == "skipped" for d in deps):
+        return True
     for c in run.pipeline.steps:
         if isinstance(c, ConditionStep) and run.states[c.name].status == "succeeded":
-            if any(b is step for b in c.if_true) and run.states[c.name].value is False: return True
-            if any(b is step for b in c.if_false) and run.states[c.name].value is True: return True
+            if any(b is step for b in c.if_true) and run.states[c.name].value is False:
+                return True
+            if any(b is step for b in c.if_false) and run.states[c.name].value is True:
+                return True
     return False
+
 
 def _ready(run: LocalRun, step: Step) -> bool:
     return all(run.states[d.name].status in ("succeeded", "cached", "skipped") for d in run.pipeline.dependencies(step))
 
+
 def _call(handler, run: LocalRun, step: Step):
-    with scope(step.name):   # the write points of a step are named after it (core.faults)
-        try: handler(run, step)
+    with scope(step.name):  # the write points of a step are named after it (core.faults)
+        try:
+            handler(run, step)
         except EarthsnapError as e:  # a handler's own error (an unreadable input, a missing file): the step fails
             run.states[step.name].outputs = {}
             run.record(step, "failed", error=e.what + (f" ({e.fix})" if e.fix else ""))
 
+
 def _warm(run: LocalRun, workers: int):
-    "Have kernels starting for the notebook steps still pending, the next ones first: at most 2 x workers - 1 kernels alive, running ones included."
-    if not run.warming: return
+    """Have kernels starting for the notebook steps still pending, the next ones first: at most 2 x workers - 1 kernels
+    alive, running ones included.
+    """
+    if not run.warming:
+        return
     steps = [s for s in run.pipeline.order if isinstance(s, NotebookStep)]
     budget = 2 * workers - 1 - sum(run.states[s.name].status == "running" for s in steps)
     want: dict[tuple[str, str], int] = {}
     for s in steps:
-        if budget <= 0: break
+        if budget <= 0:
+            break
         if run.states[s.name].status == "pending":
             key = (s.compute.kernel, str((run.pipeline.pipeline_dir / s.notebook).parent))
-            want[key] = want.get(key, 0) + 1; budget -= 1
-    for (kernel, cwd), n in want.items(): run.kernels.warm(kernel, cwd, n)
+            want[key] = want.get(key, 0) + 1
+            budget -= 1
+    for (kernel, cwd), n in want.items():
+        run.kernels.warm(kernel, cwd, n)
+
 
 def _schedule(run: LocalRun, workers: int):
     running: dict = {}
@@ -296,18 +434,24 @@ def _schedule(run: LocalRun, workers: int):
                 while progressed and not failed and not run.stop.is_set():
                     progressed = False
                     for step in run.pipeline.order:
-                        if run.states[step.name].status != "pending" or not _ready(run, step): continue
+                        if run.states[step.name].status != "pending" or not _ready(run, step):
+                            continue
                         if _skip(run, step):  # decided at once, whatever the number of free workers
-                            with scope(step.name): run.record(step, "skipped")
-                            progressed = True; continue
-                        if len(running) >= workers: continue
+                            with scope(step.name):
+                                run.record(step, "skipped")
+                            progressed = True
+                            continue
+                        if len(running) >= workers:
+                            continue
                         run.states[step.name].status = "running"
                         running[pool.submit(_call, HANDLERS[step.kind], run, step)] = step
                 _warm(run, workers)
-                if not running: return
+                if not running:
+                    return
                 done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
                 for f in done:
-                    running.pop(f); f.result()
+                    running.pop(f)
+                    f.result()
         except KeyboardInterrupt:
             run.stop.set()  # the watchdogs interrupt the kernels; their notebooks are saved
             run.emit("", "interrupting", detail=f"stopping {len(running)} running step(s)")
@@ -316,53 +460,84 @@ def _schedule(run: LocalRun, workers: int):
 
 # %% ../../nbs/engine/executor.ipynb #cac2cf40
 def installed_kernels() -> set[str]:
-    "Names of the Jupyter kernels installed: a kernel.json under a `kernels` folder of the Jupyter data path, and python3 when ipykernel is there."
+    """Names of the Jupyter kernels installed: a kernel.json under a `kernels` folder of the Jupyter data path, and
+    python3 when ipykernel is there.
+    """
     import importlib.util
+
     from jupyter_core.paths import jupyter_path
+
     names = {"python3"} if importlib.util.find_spec("ipykernel") else set()
     for folder in jupyter_path("kernels"):
-        try: names |= {p.name.lower() for p in Path(folder).iterdir() if (p / "kernel.json").is_file()}
-        except OSError: pass
+        try:
+            names |= {p.name.lower() for p in Path(folder).iterdir() if (p / "kernel.json").is_file()}
+        except OSError:
+            pass
     return names
 
 # %% ../../nbs/engine/executor.ipynb #7db87a8c
 def _prepare_values(pipeline: Pipeline, cfg: Config, values: dict) -> dict:
-    "Expand and check path parameters: `{store}`, relative to the project directory, present, and readable by their `read`."
+    """Expand and check path parameters: `{store}`, relative to the project directory, present, and readable by their
+    `read`.
+    """
     out = dict(values)
     for name, p in pipeline.parameters.items():
-        if not (p.path and out[name]): continue
+        if not (p.path and out[name]):
+            continue
         v = out[name].replace("{store}", cfg.store)
         if "://" not in v:  # a plain local path (URIs, file:// included, are taken as they are)
             path = Path(v).expanduser()
             v = str(path if path.is_absolute() else (cfg.project_dir / path).resolve())
             if not Path(v).exists():
-                raise ParameterError(f"Parameter {name!r} is {out[name]!r}, and {v} does not exist.",
-                                     fix=f"Pass -p {name}=<path>. {p.description}".strip())
-        if p.read:  # read it now (a taxonomy, a source listing): what cannot be read is refused before the run is recorded
-            try: p.read(v, cfg.s3_endpoint_url or None)
+                raise ParameterError(
+                    f"Parameter {name!r} is {out[name]!r}, and {v} does not exist.",
+                    fix=f"Pass -p {name}=<path>. {p.description}".strip(),
+                )
+        # read it now (a taxonomy, a source listing): what cannot be read is refused before the run is recorded
+        if p.read:
+            try:
+                p.read(v, cfg.s3_endpoint_url or None)
             except EarthsnapError as e:
-                raise ParameterError(f"Parameter {name!r} ({v}) cannot be used: {e.what}", fix=e.fix or p.description) from None
+                raise ParameterError(
+                    f"Parameter {name!r} ({v}) cannot be used: {e.what}", fix=e.fix or p.description
+                ) from None
         out[name] = v
     return out
 
+
 def _preflight(pipeline: Pipeline, cfg: Config):
-    "Refuse, before a run is recorded, what would fail later: a step kind with no handler, a kernel not installed, runs not on this disk."
+    """Refuse, before a run is recorded, what would fail later: a step kind with no handler, a kernel not installed,
+    runs not on this disk.
+    """
     if not is_local(cfg.runs):
-        raise EarthsnapError(f"The local executor keeps runs on this machine, but runs is {cfg.runs}.",
-                             fix="Set runs to a local directory (earthsnap.yaml or EARTHSNAP_RUNS); datasets may stay on S3.")
+        raise EarthsnapError(
+            f"The local executor keeps runs on this machine, but runs is {cfg.runs}.",
+            fix="Set runs to a local directory (earthsnap.yaml or EARTHSNAP_RUNS); datasets may stay on S3.",
+        )
     kernels, handlers = None, load_step_kinds({s.kind for s in pipeline.steps})
     for s in pipeline.steps:
         if s.kind not in handlers:
-            raise EarthsnapError(f"Step {s.name!r} is a {s.kind} step, which the local executor cannot run in this version of earthsnap.",
-                                 fix=f"Remove it from the pipeline to run locally. Local step kinds: {', '.join(sorted(handlers))}.")
+            raise EarthsnapError(
+                f"Step {s.name!r} is a {s.kind} step, which the local "
+                "executor cannot run in this version of earthsnap.",
+                fix=f"Remove it from the pipeline to run locally. Local step kinds: {', '.join(sorted(handlers))}.",
+            )
         if isinstance(s, NotebookStep):
             kernels = kernels if kernels is not None else installed_kernels()
             if s.compute.kernel not in kernels:
-                raise EarthsnapError(f"Step {s.name!r} runs on Jupyter kernel {s.compute.kernel!r}, which is not installed.",
-                                     fix=f"Install it (python -m ipykernel install --user --name {s.compute.kernel}) or use one of: {', '.join(sorted(kernels))}.")
+                raise EarthsnapError(
+                    f"Step {s.name!r} runs on Jupyter kernel {s.compute.kernel!r}, which is not installed.",
+                    fix=(
+                        "Install it (python -m ipykernel install --user "
+                        f"--name {s.compute.kernel}) or use one of: {', '.join(sorted(kernels))}."
+                    ),
+                )
+
 
 def check_run(pipeline: Pipeline, cfg: Config, parameters: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
-    "What `run_pipeline` checks before it records a run: the step kinds and kernels, every parameter, the paths; returns (values, prepared)."
+    """What `run_pipeline` checks before it records a run: the step kinds and kernels, every parameter, the paths;
+    returns (values, prepared).
+    """
     _preflight(pipeline, cfg)
     values = pipeline.resolve(parameters)
     return values, _prepare_values(pipeline, cfg, values)
@@ -374,51 +549,90 @@ def _restore(run: LocalRun, steps: list[dict]):
     step the values it recorded (the register step: the version it registered)."""
     for s in steps:
         step = next((x for x in run.pipeline.steps if x.name == s["name"]), None)
-        if step is None or s["status"] not in ("succeeded", "cached"): continue
+        if step is None or s["status"] not in ("succeeded", "cached"):
+            continue
         st, outputs = run.states[step.name], s["outputs"] or {}
         if isinstance(step, NotebookStep):
             files = {o: outputs.get(o) for o in step.output_names}
-            if all(isinstance(f, dict) and f.get("path") and f.get("sha256") and Path(f["path"]).exists() for f in files.values()):
+            if all(
+                isinstance(f, dict) and f.get("path") and f.get("sha256") and Path(f["path"]).exists()
+                for f in files.values()
+            ):
                 st.status, st.outputs = s["status"], files
         elif isinstance(step, ConditionStep):
-            if "outcome" in outputs: st.status, st.value = s["status"], outputs["outcome"]
+            if "outcome" in outputs:
+                st.status, st.value = s["status"], outputs["outcome"]
         else:
             st.status, st.outputs = s["status"], outputs
 
 # %% ../../nbs/engine/executor.ipynb #cfcace73
-def run_pipeline(pipeline: Pipeline, parameters: Mapping[str, Any] | None = None, *, config: Config | None = None,
-                 workers: int | None = None, cache: bool | None = None, resume: str | None = None,
-                 on_event: Callable[[dict], None] | None = None, run_id: str | None = None, started_by: str | None = None,
-                 rehash: bool = False, to: list[str] | None = None) -> dict:
-    "Run `pipeline` (only up `to` those steps, if given) here, or resume run `resume` as it was started; returns the run record. Raises RunFailed or RunInterrupted. `run_id`: the new run's id (default: a fresh one); `started_by`: who, as recorded (default: the login name); `rehash`: read every file a cache key depends on (see DigestMemo)."
+def run_pipeline(
+    pipeline: Pipeline,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    config: Config | None = None,
+    workers: int | None = None,
+    cache: bool | None = None,
+    resume: str | None = None,
+    on_event: Callable[[dict], None] | None = None,
+    run_id: str | None = None,
+    started_by: str | None = None,
+    rehash: bool = False,
+    to: list[str] | None = None,
+) -> dict:
+    """Run `pipeline` (only up `to` those steps, if given) here, or resume run `resume` as it was started; returns the
+    run record. Raises RunFailed or RunInterrupted. `run_id`: the new run's id (default: a fresh one); `started_by`:
+    who, as recorded (default: the login name); `rehash`: read every file a cache key depends on (see DigestMemo).
+    """
     cfg = config or load_config()
     if run_id is not None and (resume or not RUN_ID.fullmatch(run_id)):
-        raise ParameterError(f"{run_id!r} cannot name a new run." if not resume else "A resumed run keeps its id.",
-                             fix="A run id is letters, digits, '.', '_' and '-' (at most 100), starting with a letter or digit.")
+        raise ParameterError(
+            f"{run_id!r} cannot name a new run." if not resume else "A resumed run keeps its id.",
+            fix="A run id is letters, digits, '.', '_' and '-' (at most 100), starting with a letter or digit.",
+        )
     store = RunStore(cfg.registry)
-    with project_lock(Path(cfg.registry).parent, "gc", shared=True, wait=GC_WAIT, on_wait=_say_waiting):   # `earthsnap runs gc` deletes nothing while a run may read it
-        return _run_locked(pipeline, parameters, cfg, store, workers, cache, resume, on_event, run_id, started_by, rehash, to)
+    # `earthsnap runs gc` deletes nothing while a run may read it
+    with project_lock(Path(cfg.registry).parent, "gc", shared=True, wait=GC_WAIT, on_wait=_say_waiting):
+        return _run_locked(
+            pipeline, parameters, cfg, store, workers, cache, resume, on_event, run_id, started_by, rehash, to
+        )
 
-GC_WAIT = 900.0   # seconds a run waits for `earthsnap runs gc` to finish deleting
+
+GC_WAIT = 900.0  # seconds a run waits for `earthsnap runs gc` to finish deleting
+
 
 def _say_waiting(holder: str) -> None:
     import sys
+
     print(f"waiting for {holder} to finish before the run starts", file=sys.stderr, flush=True)
 
-def _run_locked(pipeline, parameters, cfg, store, workers, cache, resume, on_event, run_id, started_by, rehash, to) -> dict:
+
+def _run_locked(
+    pipeline, parameters, cfg, store, workers, cache, resume, on_event, run_id, started_by, rehash, to
+) -> dict:
     if resume:  # a resume runs as its run was started: the same steps, cache and workers, unless told otherwise
         old = store.run(resume)
         pipeline, cache, workers, options = _resumed_options(pipeline, old, cache, workers, to)
     else:
         options = {"cache": cache is not False, "workers": workers, "to": list(to) if to else None}
-        if to: pipeline = pipeline.upto(*to)
-    if not resume: values, prepared = check_run(pipeline, cfg, parameters)  # every value checked before the run is recorded
-    else: _preflight(pipeline, cfg)
+        if to:
+            pipeline = pipeline.upto(*to)
+    # every value checked before the run is recorded
+    if not resume:
+        values, prepared = check_run(pipeline, cfg, parameters)
+    else:
+        _preflight(pipeline, cfg)
     run = LocalRun(pipeline, cfg, store, cache is not False, on_event or (lambda e: None), rehash)
     if resume:
         if old["pipeline"] != pipeline.name:
-            raise ParameterError(f"Run {resume} is a run of pipeline {old['pipeline']!r}, not {pipeline.name!r}.", fix="Resume it with its own pipeline.")
-        if parameters: raise ParameterError("A resumed run keeps the parameters it started with.", fix="Drop the -p options, or start a new run.")
+            raise ParameterError(
+                f"Run {resume} is a run of pipeline {old['pipeline']!r}, not {pipeline.name!r}.",
+                fix="Resume it with its own pipeline.",
+            )
+        if parameters:
+            raise ParameterError(
+                "A resumed run keeps the parameters it started with.", fix="Drop the -p options, or start a new run."
+            )
         run.values = _prepare_values(pipeline, cfg, pipeline.resolve(old["parameters"]))
         rec = store.resume(resume, cfg.project_dir, options)
         run.run_id, run.run_dir = resume, Path(rec["run_dir"])
@@ -426,49 +640,92 @@ def _run_locked(pipeline, parameters, cfg, store, workers, cache, resume, on_eve
         shutil.rmtree(run.run_dir / ".partial", ignore_errors=True)
     else:
         if run_id and _recorded(store, run_id):
-            raise ParameterError(f"There is a run {run_id} already.", fix="Give the new run another id, or resume that one.")
+            raise ParameterError(
+                f"There is a run {run_id} already.", fix="Give the new run another id, or resume that one."
+            )
         run.values, run.run_id = prepared, run_id or new_run_id(pipeline.name)
         run.run_dir = Path(cfg.runs) / run.run_id
-        store.create_run(pipeline.name, values, run.run_dir, project_dir=cfg.project_dir, run_id=run.run_id, started_by=started_by, options=options)
+        store.create_run(
+            pipeline.name,
+            values,
+            run.run_dir,
+            project_dir=cfg.project_dir,
+            run_id=run.run_id,
+            started_by=started_by,
+            options=options,
+        )
     run.run_dir.mkdir(parents=True, exist_ok=True)
     store.add_steps(run.run_id, [s.name for s in pipeline.order])
     n = max(1, workers or cfg.n_workers)
-    run.emit("", "started", detail=f"{len(pipeline.steps)} steps, {n} at a time" + ("" if run.cache else ", cache off"), run_dir=str(run.run_dir), resumed=bool(resume))
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
+    run.emit(
+        "",
+        "started",
+        detail=f"{len(pipeline.steps)} steps, {n} at a time" + ("" if run.cache else ", cache off"),
+        run_dir=str(run.run_dir),
+        resumed=bool(resume),
+    )
+    previous = (
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        if threading.current_thread() is threading.main_thread()
+        else None
+    )
     try:
         _schedule(run, n)
     except KeyboardInterrupt:
         store.finish_run(run.run_id, "interrupted", error="interrupted")
         run.emit("", "interrupted")
-        raise RunInterrupted(f"Run {run.run_id} was interrupted.", fix=f"Resume it: earthsnap run --resume {run.run_id}") from None
+        raise RunInterrupted(
+            f"Run {run.run_id} was interrupted.", fix=f"Resume it: earthsnap run --resume {run.run_id}"
+        ) from None
     finally:
-        run.finish_background()   # the HTML of every executed notebook written, no kernel left running
-        if previous is not None: signal.signal(signal.SIGTERM, previous)
+        run.finish_background()  # the HTML of every executed notebook written, no kernel left running
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     failed = [(name, st.error) for name, st in run.states.items() if st.status == "failed"]
     if failed:
         error = "; ".join(f"step {n} failed: {e}" for n, e in failed)
         store.finish_run(run.run_id, "failed", error=error)
         run.emit("", "failed", error=error)
-        raise RunFailed(f"Run {run.run_id} failed: {error}",
-                        fix=f"Read the step's executed notebook in {run.run_dir}, fix the cause, then: earthsnap run --resume {run.run_id}")
+        raise RunFailed(
+            f"Run {run.run_id} failed: {error}",
+            fix=(
+                f"Read the step's executed notebook in {run.run_dir}, "
+                f"fix the cause, then: earthsnap run --resume {run.run_id}"
+            ),
+        )
     store.finish_run(run.run_id, "succeeded")
     run.emit("", "succeeded")
     return store.run(run.run_id)
 
-def _raise_interrupt(signum, frame): raise KeyboardInterrupt
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
 
 def _resumed_options(pipeline: Pipeline, old: dict, cache: bool | None, workers: int | None, to: list[str] | None):
-    "The pipeline, cache, workers and options of a resumed run: as recorded when it started; `cache=False` or other `workers` may be asked for, other steps may not."
+    """The pipeline, cache, workers and options of a resumed run: as recorded when it started; `cache=False` or other
+    `workers` may be asked for, other steps may not.
+    """
     was = old.get("options") or {}  # None: a run recorded before options were (schema 3)
     steps = was.get("to")
     if to and sorted(to) != sorted(steps or []):
-        raise ParameterError(f"Run {old['id']} was started " + (f"up to {', '.join(steps)}" if steps else "for the whole pipeline")
-                             + f"; a resume takes the same steps, not up to {', '.join(to)}.", fix="Drop --to, or start a new run.")
-    if steps: pipeline = pipeline.upto(*steps)
-    cache = was.get("cache", True) and cache is not False  # turning the cache off for the rest of a run is safe; on again is not what it began with
+        raise ParameterError(
+            f"Run {old['id']} was started "
+            + (f"up to {', '.join(steps)}" if steps else "for the whole pipeline")
+            + f"; a resume takes the same steps, not up to {', '.join(to)}.",
+            fix="Drop --to, or start a new run.",
+        )
+    if steps:
+        pipeline = pipeline.upto(*steps)
+    # turning the cache off for the rest of a run is safe; on again is not what it began with
+    cache = was.get("cache", True) and cache is not False
     workers = workers or was.get("workers")
     return pipeline, cache, workers, {"cache": cache, "workers": workers, "to": steps}
 
+
 def _recorded(store: RunStore, run_id: str) -> bool:
-    try: store.run(run_id); return True
-    except RunNotFound: return False
+    try:
+        store.run(run_id)
+        return True
+    except RunNotFound:
+        return False

@@ -9,10 +9,9 @@ import hashlib
 import importlib.util
 import os
 import posixpath
+import threading
 from pathlib import Path
 from typing import Any, Mapping
-
-import threading
 
 from ..core.database import connection, open_database, transaction
 from ..core.errors import StorageError
@@ -30,22 +29,28 @@ CREATE TABLE IF NOT EXISTS file_digests (
     ctime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL);
 """
 
+
 class DigestMemo:
-    "sha256 digests of local files remembered by identity (device, inode, size, mtime, ctime) in the SQLite file `db`; `rehash` reads every file again."
+    """sha256 digests of local files remembered by identity (device, inode, size, mtime, ctime) in the SQLite file `db`;
+    `rehash` reads every file again.
+    """
+
     def __init__(self, db: str | os.PathLike, rehash: bool = False):
         self.db, self.rehash = Path(db), rehash
         self._known: dict[str, tuple] | None = None
         self._new: dict[str, tuple] = {}
         self._lock = threading.Lock()
-        self.read = self.remembered = 0   # files hashed, and files whose digest was remembered
+        self.read = self.remembered = 0  # files hashed, and files whose digest was remembered
 
     def _load(self) -> dict[str, tuple]:
         if self._known is None:
             self._known = {}
             if self.db.exists():
                 with connection(self.db) as db:
-                    self._known = {r["path"]: ((r["dev"], r["ino"], r["size"], r["mtime_ns"], r["ctime_ns"]), r["sha256"])
-                                   for r in db.execute("SELECT * FROM file_digests")}
+                    self._known = {
+                        r["path"]: ((r["dev"], r["ino"], r["size"], r["mtime_ns"], r["ctime_ns"]), r["sha256"])
+                        for r in db.execute("SELECT * FROM file_digests")
+                    }
         return self._known
 
     def digest(self, p: Path) -> str:
@@ -57,29 +62,40 @@ class DigestMemo:
             if not self.rehash and known is not None and known[0] == ident:
                 self.remembered += 1
                 return known[1]
-        with open(p, "rb") as f: digest = sha256_stream(f)
+        with open(p, "rb") as f:
+            digest = sha256_stream(f)
         with self._lock:
-            self._new[key] = (ident, digest); self.read += 1
+            self._new[key] = (ident, digest)
+            self.read += 1
         return digest
 
     def save(self) -> int:
         "Write what was read since the last save; the number of files written."
-        with self._lock: new, self._new = self._new, {}
-        if not new: return 0
+        with self._lock:
+            new, self._new = self._new, {}
+        if not new:
+            return 0
         open_database(self.db, DIGESTS_SCHEMA, name="digests")
         with connection(self.db) as db, transaction(db):
-            db.executemany("INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           [(k, *ident, d) for k, (ident, d) in new.items()])
-        with self._lock: self._load().update(new)
+            db.executemany(
+                "INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(k, *ident, d) for k, (ident, d) in new.items()],
+            )
+        with self._lock:
+            self._load().update(new)
         return len(new)
 
 # %% ../../nbs/engine/fingerprint.ipynb #d3bbd051
 def _file_digest(p: Path, memo: "DigestMemo | None") -> str:
-    if memo is not None: return memo.digest(p)
-    with open(p, "rb") as f: return sha256_stream(f)
+    if memo is not None:
+        return memo.digest(p)
+    with open(p, "rb") as f:
+        return sha256_stream(f)
+
 
 def _local_fingerprint(path: Path, memo: "DigestMemo | None" = None) -> str:
-    if path.is_file(): return _file_digest(path, memo)
+    if path.is_file():
+        return _file_digest(path, memo)
     h = hashlib.sha256()
     for dirpath, dirs, files in os.walk(path, followlinks=True):
         dirs.sort()
@@ -87,6 +103,7 @@ def _local_fingerprint(path: Path, memo: "DigestMemo | None" = None) -> str:
             p = Path(dirpath) / name
             h.update(f"{p.relative_to(path).as_posix()}\0{_file_digest(p, memo)}\n".encode())
     return h.hexdigest()
+
 
 def _remote_fingerprint(uri: str, endpoint_url: str | None) -> str:
     fs, root = filesystem(uri, endpoint_url)
@@ -99,37 +116,65 @@ def _remote_fingerprint(uri: str, endpoint_url: str | None) -> str:
         h.update(f"{posixpath.relpath(p, root) if p != root else ''}\0{tag}\0{e.get('size')}\n".encode())
     return h.hexdigest()
 
+
 def fingerprint(uri: str | os.PathLike, endpoint_url: str | None = None, memo: "DigestMemo | None" = None) -> str:
-    "A digest of the content of the file or directory `uri` (local or s3://), independent of where it is; `memo` remembers local files' digests."
+    """A digest of the content of the file or directory `uri` (local or s3://), independent of where it is; `memo`
+    remembers local files' digests.
+    """
     text = os.fspath(uri)
     try:
         if is_local(text):
             path = Path(split_uri(text)[1])
-            if not path.exists(): raise FileNotFoundError(text)
+            if not path.exists():
+                raise FileNotFoundError(text)
             return _local_fingerprint(path, memo)
         return _remote_fingerprint(text, endpoint_url)
     except FileNotFoundError:
-        raise StorageError(f"{text} does not exist, so its content cannot be fingerprinted.",
-                           fix="Check the path, or run the step that makes it.") from None
+        raise StorageError(
+            f"{text} does not exist, so its content cannot be fingerprinted.",
+            fix="Check the path, or run the step that makes it.",
+        ) from None
 
 # %% ../../nbs/engine/fingerprint.ipynb #c809902c
 _LIBRARY: dict[str, str] = {}
 
+
 def library_sources() -> dict[str, str]:
     "Path (inside the package) -> sha256 of every module of the installed earthsnap package, subpackages included."
     root = Path(importlib.util.find_spec("earthsnap").submodule_search_locations[0])  # the installed package
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*.py")) if "__pycache__" not in p.parts}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.py"))
+        if "__pycache__" not in p.parts
+    }
+
 
 def library_digest() -> str:
     "A digest of the source of every module of the installed earthsnap package (computed once a process)."
-    if "digest" not in _LIBRARY: _LIBRARY["digest"] = hash_json(library_sources())
+    if "digest" not in _LIBRARY:
+        _LIBRARY["digest"] = hash_json(library_sources())
     return _LIBRARY["digest"]
 
-def cache_key(notebook: str | os.PathLike, kernel: str, values: Mapping[str, Any], contents: Mapping[str, str], memo: "DigestMemo | None" = None) -> str:
-    "The cache key of a notebook step: its notebook and kernel, the library, its values, and the fingerprints of what it reads."
-    return hash_json({"notebook": fingerprint(notebook, memo=memo), "kernel": kernel, "library": library_digest(),
-                      "values": dict(values), "contents": dict(contents)})
+
+def cache_key(
+    notebook: str | os.PathLike,
+    kernel: str,
+    values: Mapping[str, Any],
+    contents: Mapping[str, str],
+    memo: "DigestMemo | None" = None,
+) -> str:
+    """The cache key of a notebook step: its notebook and kernel, the library, its values, and the fingerprints of what
+    it reads.
+    """
+    return hash_json(
+        {
+            "notebook": fingerprint(notebook, memo=memo),
+            "kernel": kernel,
+            "library": library_digest(),
+            "values": dict(values),
+            "contents": dict(contents),
+        }
+    )
 
 # %% ../../nbs/engine/fingerprint.ipynb #1ffdde16
 def demo_cache() -> Path | None:
@@ -138,9 +183,14 @@ def demo_cache() -> Path | None:
         return Path(os.environ["EARTHSNAP_DEMO_CACHE"]) if os.environ["EARTHSNAP_DEMO_CACHE"] else None
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "earthsnap" / "demo-models"
 
+
 def cached_tree(key: Mapping[str, Any], out: str | os.PathLike, build) -> bool:
-    "Fill folder `out` with `build(out)`, or from the demo cache when this code already built it for `key`; whether it came from the cache."
-    import shutil, tempfile
+    """Fill folder `out` with `build(out)`, or from the demo cache when this code already built it for `key`; whether it
+    came from the cache.
+    """
+    import shutil
+    import tempfile
+
     out, cache = Path(out), demo_cache()
     kept = cache / hash_json({"library": library_digest(), **key}) if cache else None
     if kept is not None and kept.is_dir():
@@ -153,7 +203,8 @@ def cached_tree(key: Mapping[str, Any], out: str | os.PathLike, build) -> bool:
             kept.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=kept.parent))
             shutil.copytree(out, tmp, dirs_exist_ok=True)
-            os.replace(tmp, kept)   # whole or not at all; a process that kept it first wins
-        except OSError:   # a read-only cache, or another process kept it first: only speed is lost
-            if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
+            os.replace(tmp, kept)  # whole or not at all; a process that kept it first wins
+        except OSError:  # a read-only cache, or another process kept it first: only speed is lost
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
     return False

@@ -25,50 +25,73 @@ log = logging.getLogger("earthsnap.engine.kernels")
 __all__ = ['log', 'FLUSH_S', 'QuickClient', 'IPCKernelManager', 'remove_empty_log', 'KernelPool']
 
 # %% ../../nbs/engine/kernels.ipynb #95d94bc0
-FLUSH_S = 0.02   # the silence on IOPub after which a kernel counts as ready (jupyter_client waits 0.2 s)
+FLUSH_S = 0.02  # the silence on IOPub after which a kernel counts as ready (jupyter_client waits 0.2 s)
+
 
 class QuickClient(AsyncKernelClient):
     "An asynchronous kernel client whose readiness check ends after FLUSH_S of IOPub silence, not 0.2 s."
+
     async def wait_for_ready(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
-        while True:   # as jupyter_client: a kernel_info reply on shell, then a message on IOPub (it is connected)
+        while True:  # as jupyter_client: a kernel_info reply on shell, then a message on IOPub (it is connected)
             self.kernel_info()
-            try: msg = await self.shell_channel.get_msg(timeout=1)
-            except Empty: msg = None
+            try:
+                msg = await self.shell_channel.get_msg(timeout=1)
+            except Empty:
+                msg = None
             if msg is not None and msg["msg_type"] == "kernel_info_reply":
-                try: await self.iopub_channel.get_msg(timeout=0.2)
-                except Empty: pass
-                else: self._handle_kernel_info_reply(msg); break
-            if not await self._async_is_alive(): raise RuntimeError("Kernel died before replying to kernel_info")
-            if time.monotonic() > deadline: raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
-        while True:   # what is left on IOPub, until a short silence
-            try: await self.iopub_channel.get_msg(timeout=FLUSH_S)
-            except Empty: break
+                try:
+                    await self.iopub_channel.get_msg(timeout=0.2)
+                except Empty:
+                    pass
+                else:
+                    self._handle_kernel_info_reply(msg)
+                    break
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+        while True:  # what is left on IOPub, until a short silence
+            try:
+                await self.iopub_channel.get_msg(timeout=FLUSH_S)
+            except Empty:
+                break
 
 # %% ../../nbs/engine/kernels.ipynb #87d599e2
 class IPCKernelManager(AsyncKernelManager):
-    "A kernel manager that talks to its kernel over Unix sockets in the Jupyter runtime directory, not TCP on localhost."
+    """A kernel manager that talks to its kernel over Unix sockets in the Jupyter runtime directory, not TCP on
+    localhost.
+    """
+
     client_class = DottedObjectName("earthsnap.engine.kernels.QuickClient")
 
     @default("client_factory")
-    def _default_client_factory(self): return QuickClient
+    def _default_client_factory(self):
+        return QuickClient
 
     @default("transport")
-    def _default_transport(self): return "ipc"
+    def _default_transport(self):
+        return "ipc"
 
-    log_path = Unicode(None, allow_none=True, help="A file for what the kernel process prints (not its cells' output); None: the terminal")
+    log_path = Unicode(
+        None,
+        allow_none=True,
+        help="A file for what the kernel process prints (not its cells' output); None: the terminal",
+    )
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
-        if not self.log_path or "stdout" in kw or "stderr" in kw: return await super()._async_launch_kernel(kernel_cmd, **kw)
+        if not self.log_path or "stdout" in kw or "stderr" in kw:
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
         os.makedirs(os.path.dirname(self.log_path) or ".", exist_ok=True)
-        with open(self.log_path, "ab") as log:   # the kernel has its own copy of the descriptor
+        with open(self.log_path, "ab") as log:  # the kernel has its own copy of the descriptor
             return await super()._async_launch_kernel(kernel_cmd, stdout=log, stderr=log, **kw)
 
     def _ip_default(self) -> str:
         # jupyter_client names the sockets `kernel-ipc-<n>` in the working directory when no connection file is
         # set yet, so two kernels started at once (parallel steps, two runs) could take the same socket.
         # Each kernel gets sockets of its own in the runtime directory instead.
-        runtime = jupyter_runtime_dir(); os.makedirs(runtime, mode=0o700, exist_ok=True)
+        runtime = jupyter_runtime_dir()
+        os.makedirs(runtime, mode=0o700, exist_ok=True)
         return os.path.join(runtime, f"earthsnap-{uuid.uuid4().hex[:16]}-ipc")
 
     def client(self, **kw):
@@ -79,24 +102,36 @@ class IPCKernelManager(AsyncKernelManager):
     async def close(self, now: bool = False) -> None:
         "Close the clients made for this kernel, shut it down (gracefully unless `now`) and remove its files."
         for kc in self.__dict__.pop("_earthsnap_clients", []):
-            try: kc.stop_channels()
-            except Exception: pass
+            try:
+                kc.stop_channels()
+            except Exception:
+                pass
         try:
-            if self.has_kernel: await self.shutdown_kernel(now=now)
-        except Exception as e: log.warning("kernel %s did not shut down cleanly: %s", self.kernel_name, e)
+            if self.has_kernel:
+                await self.shutdown_kernel(now=now)
+        except Exception as e:
+            log.warning("kernel %s did not shut down cleanly: %s", self.kernel_name, e)
         finally:
-            try: await self.cleanup_resources()
-            except Exception: pass
+            try:
+                await self.cleanup_resources()
+            except Exception:
+                pass
 
 # %% ../../nbs/engine/kernels.ipynb #93e73dc6
 def remove_empty_log(path: str | os.PathLike | None) -> None:
     "Remove a kernel's log that holds nothing (most do): a log is kept only when the kernel said something."
     try:
-        if path and os.path.getsize(path) == 0: os.remove(path)
-    except OSError: pass
+        if path and os.path.getsize(path) == 0:
+            os.remove(path)
+    except OSError:
+        pass
+
 
 class KernelPool:
-    "Jupyter kernels started ahead of need, per (kernel name, working directory); each handed out once; `close` shuts the unused ones down. With `log_dir`, each kernel's own output goes to a file there."
+    """Jupyter kernels started ahead of need, per (kernel name, working directory); each handed out once; `close` shuts
+    the unused ones down. With `log_dir`, each kernel's own output goes to a file there.
+    """
+
     def __init__(self, starters: int = 2, log_dir: str | os.PathLike | None = None):
         self.log_dir = log_dir
         self._warm: dict[tuple[str, str], list[IPCKernelManager]] = {}
@@ -105,34 +140,44 @@ class KernelPool:
         self._closed = False
         self._starter = ThreadPoolExecutor(starters, thread_name_prefix="kernel-start")
         self._reaper = ThreadPoolExecutor(1, thread_name_prefix="kernel-reaper")
-        self.started = self.taken = 0   # kernels this pool started, and handed out
+        self.started = self.taken = 0  # kernels this pool started, and handed out
 
     def _start(self, key: tuple[str, str]) -> None:
-        km = IPCKernelManager(kernel_name=key[0], log_path=os.path.join(self.log_dir, f"kernel-{uuid.uuid4().hex[:12]}.log") if self.log_dir else None)
-        try: run_sync(km.start_kernel)(cwd=key[1])
+        km = IPCKernelManager(
+            kernel_name=key[0],
+            log_path=os.path.join(self.log_dir, f"kernel-{uuid.uuid4().hex[:12]}.log") if self.log_dir else None,
+        )
+        try:
+            run_sync(km.start_kernel)(cwd=key[1])
         except Exception as e:
             log.warning("could not start a %s kernel ahead: %s", key[0], e)
-            with self._lock: self._starting[key] -= 1
+            with self._lock:
+                self._starting[key] -= 1
             return
         with self._lock:
             self._starting[key] -= 1
             self.started += 1
-            if not self._closed: self._warm.setdefault(key, []).append(km); return
-        run_sync(km.close)(now=True)   # the run ended while it started
+            if not self._closed:
+                self._warm.setdefault(key, []).append(km)
+                return
+        run_sync(km.close)(now=True)  # the run ended while it started
 
     def warm(self, kernel_name: str, cwd: str, count: int) -> None:
         "Have `count` kernels of `kernel_name`, working in `cwd`, started or starting for the steps to come."
         key = (kernel_name, str(cwd))
         with self._lock:
-            if self._closed: return
+            if self._closed:
+                return
             need = count - len(self._warm.get(key, [])) - self._starting.get(key, 0)
             self._starting[key] = self._starting.get(key, 0) + max(need, 0)
-        for _ in range(max(need, 0)): self._starter.submit(self._start, key)
+        for _ in range(max(need, 0)):
+            self._starter.submit(self._start, key)
 
     def waiting(self, kernel_name: str, cwd: str) -> int:
         "How many kernels of this kind are started or starting, not yet taken."
         key = (kernel_name, str(cwd))
-        with self._lock: return len(self._warm.get(key, [])) + self._starting.get(key, 0)
+        with self._lock:
+            return len(self._warm.get(key, [])) + self._starting.get(key, 0)
 
     def take(self, kernel_name: str, cwd: str) -> IPCKernelManager | None:
         "A started kernel of `kernel_name` working in `cwd` for one step, or None when none is ready."
@@ -141,16 +186,24 @@ class KernelPool:
             warm = self._warm.get(key, [])
             while warm:
                 km = warm.pop(0)
-                if km.provisioner is not None and km.provisioner.process is not None and km.provisioner.process.poll() is None:
+                if (
+                    km.provisioner is not None
+                    and km.provisioner.process is not None
+                    and km.provisioner.process.poll() is None
+                ):
                     self.taken += 1
                     return km
-                self._reaper.submit(run_sync(km.close), True)   # it died while it waited: tidy its files
+                self._reaper.submit(run_sync(km.close), True)  # it died while it waited: tidy its files
         return None
 
     def done(self, km: IPCKernelManager) -> None:
-        "The step is done with `km`: shut it down in the background (at once, here, when the pool is closed already); its log goes if it is empty."
-        try: self._reaper.submit(self._close, km)
-        except RuntimeError: self._close(km, now=True)   # the reaper has stopped: the run is ending
+        """The step is done with `km`: shut it down in the background (at once, here, when the pool is closed already);
+        its log goes if it is empty.
+        """
+        try:
+            self._reaper.submit(self._close, km)
+        except RuntimeError:
+            self._close(km, now=True)  # the reaper has stopped: the run is ending
 
     @staticmethod
     def _close(km: IPCKernelManager, now: bool = False) -> None:
@@ -163,7 +216,9 @@ class KernelPool:
             self._closed = True
             warm = [km for kms in self._warm.values() for km in kms]
             self._warm.clear()
-        self._starter.shutdown(wait=True)   # a kernel still starting is closed by its starter
-        for km in warm: self._reaper.submit(self._close, km, True)
+        self._starter.shutdown(wait=True)  # a kernel still starting is closed by its starter
+        for km in warm:
+            self._reaper.submit(self._close, km, True)
         self._reaper.shutdown(wait=True)
-        if self.log_dir and os.path.isdir(self.log_dir) and not os.listdir(self.log_dir): os.rmdir(self.log_dir)
+        if self.log_dir and os.path.isdir(self.log_dir) and not os.listdir(self.log_dir):
+            os.rmdir(self.log_dir)

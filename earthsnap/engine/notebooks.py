@@ -25,6 +25,7 @@ __all__ = ['STOPPED_TAG', 'GRACE', 'StepFailed', 'render_html', 'check_parameter
 # %% ../../nbs/engine/notebooks.ipynb #830a6c96
 class StepFailed(EarthsnapError):
     "A step notebook raised an error, ran past its timeout or was stopped; its executed copy holds where."
+
     reason = "error"  # or "timeout", "interrupted"
 
 # %% ../../nbs/engine/notebooks.ipynb #0f3305b0
@@ -32,43 +33,66 @@ def render_html(notebook: Path) -> Path:
     "Write an HTML rendering beside an executed notebook; returns its path."
     import nbformat
     from nbconvert import HTMLExporter
+
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
-    out = notebook.with_suffix(".html"); out.write_text(body, encoding="utf-8"); return out
+    out = notebook.with_suffix(".html")
+    out.write_text(body, encoding="utf-8")
+    return out
 
 # %% ../../nbs/engine/notebooks.ipynb #457178cf
 def check_parameters(notebook: Path, parameters: dict) -> dict:
-    "Refuse, before anything runs, parameters that `notebook`'s `parameters` cell does not declare; returns the declared ones."
+    """Refuse, before anything runs, parameters that `notebook`'s `parameters` cell does not declare; returns the
+    declared ones.
+    """
     import papermill as pm
+
     declared = pm.inspect_notebook(str(notebook))
     if not declared:
-        raise ParameterError(f"{notebook} has no cell tagged 'parameters', so it cannot take {sorted(parameters)}.",
-                             fix="Tag the cell that sets the notebook's inputs with 'parameters' "
-                                 "(JupyterLab: Property Inspector > Cell Tags).")
+        raise ParameterError(
+            f"{notebook} has no cell tagged 'parameters', so it cannot take {sorted(parameters)}.",
+            fix="Tag the cell that sets the notebook's inputs with 'parameters' "
+            "(JupyterLab: Property Inspector > Cell Tags).",
+        )
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
-        raise ParameterError(f"{notebook.name} has no parameter {', '.join(map(repr, unknown))}.{did_you_mean(unknown[0], declared)}",
-                             fix=f"Its parameters are: {', '.join(declared)}.")
+        raise ParameterError(
+            f"{notebook.name} has no parameter {', '.join(map(repr, unknown))}.{did_you_mean(unknown[0], declared)}",
+            fix=f"Its parameters are: {', '.join(declared)}.",
+        )
     return declared
 
 # %% ../../nbs/engine/notebooks.ipynb #ef418046
 STOPPED_TAG = "earthsnap-stopped"
 
+
 def mark_stopped(notebook: Path, what: str) -> dict:
-    "Put a first cell in the executed `notebook` saying it `what` (e.g. 'was interrupted'), when and in which cell; returns what it recorded."
+    """Put a first cell in the executed `notebook` saying it `what` (e.g.
+    'was interrupted'), when and in which cell; returns what it recorded.
+    """
     import nbformat
+
     nb = nbformat.read(notebook, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     status = lambda c: c.get("metadata", {}).get("papermill", {}).get("status")
     at = next((i for i, c in enumerate(code) if status(c) in ("running", "failed")), None)
     ran = sum(status(c) == "completed" for c in code)
-    where = (f"in code cell {at + 1} of {len(code)}" if at is not None else
-             "before its first cell ran (its kernel was starting)" if ran == 0 else f"after {ran} of {len(code)} code cells")
+    where = (
+        f"in code cell {at + 1} of {len(code)}"
+        if at is not None
+        else "before its first cell ran (its kernel was starting)"
+        if ran == 0
+        else f"after {ran} of {len(code)} code cells"
+    )
     stopped = {"what": what, "where": where, "at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     nb.cells = [c for c in nb.cells if STOPPED_TAG not in c.get("metadata", {}).get("tags", [])]
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell(
-        f"**earthsnap stopped this step:** it {what}, {where}, at {stopped['at']}. "
-        "The cells below are as far as it got; resuming the run runs the step again from the start.",
-        metadata={"tags": [STOPPED_TAG]}))
+    nb.cells.insert(
+        0,
+        nbformat.v4.new_markdown_cell(
+            f"**earthsnap stopped this step:** it {what}, {where}, at {stopped['at']}. "
+            "The cells below are as far as it got; resuming the run runs the step again from the start.",
+            metadata={"tags": [STOPPED_TAG]},
+        ),
+    )
     nb.metadata.setdefault("earthsnap", {})["stopped"] = stopped
     nbformat.write(nb, notebook)
     return stopped
@@ -76,55 +100,106 @@ def mark_stopped(notebook: Path, what: str) -> dict:
 # %% ../../nbs/engine/notebooks.ipynb #af58c400
 GRACE = 5.0  # seconds a kernel has to yield after an interrupt before it is killed
 
+
 def _stop_kernel(holder: dict, done: threading.Event):
     "Interrupt the kernel's process group; kill it if it has not finished after GRACE seconds."
     pid = lambda: getattr(getattr(holder.get("km"), "provisioner", None), "pid", None)
-    while not pid():  # stopped while the kernel is starting: wait for its process, or it would run the notebook after all
-        if done.wait(0.05): return
+    # stopped while the kernel is starting: wait for its process, or it would run the notebook after all
+    while not pid():
+        if done.wait(0.05):
+            return
     for sig in (signal.SIGINT, signal.SIGKILL):
-        try: os.killpg(pid(), sig)
-        except ProcessLookupError: return
-        if done.wait(GRACE): return
+        try:
+            os.killpg(pid(), sig)
+        except ProcessLookupError:
+            return
+        if done.wait(GRACE):
+            return
 
-def run_notebook(src: Path, dst: Path, parameters: dict, progress: bool = True, kernel_name: str | None = None,
-                 timeout: float | None = None, stop: threading.Event | None = None, echo: bool = False, km=None,
-                 render: bool = True, kernel_log: str | Path | None = None) -> Path:
-    "Execute `src` with papermill into `dst`, kept (and rendered to HTML unless not `render`) also when it fails, runs past `timeout` or is stopped; `echo` copies what its cells print to this process's stdout and stderr; `km`: a kernel already started (in `src`'s folder, an `earthsnap.engine.kernels.IPCKernelManager`) to run it in; `kernel_log`: a file for what the kernel it starts prints itself (its log, C libraries' warnings), instead of this process's stderr."
+
+def run_notebook(
+    src: Path,
+    dst: Path,
+    parameters: dict,
+    progress: bool = True,
+    kernel_name: str | None = None,
+    timeout: float | None = None,
+    stop: threading.Event | None = None,
+    echo: bool = False,
+    km=None,
+    render: bool = True,
+    kernel_log: str | Path | None = None,
+) -> Path:
+    """Execute `src` with papermill into `dst`, kept (and rendered to HTML unless not `render`) also when it fails, runs
+    past `timeout` or is stopped; `echo` copies what its cells print to this process's stdout and stderr; `km`: a kernel
+    already started (in `src`'s folder, an `earthsnap.engine.kernels.IPCKernelManager`) to run it in; `kernel_log`: a
+    file for what the kernel it starts prints itself (its log, C libraries' warnings), instead of this process's stderr.
+    """
     import papermill as pm
+
     from earthsnap.engine.kernels import IPCKernelManager
+
     check_parameters(src, parameters)
     dst.parent.mkdir(parents=True, exist_ok=True)
     holder, done, why = ({"km": km} if km is not None else {}), threading.Event(), {}
+
     class KernelManager(IPCKernelManager):  # remembers its kernel, so the watchdog can stop it
         def __init__(self, *a, **kw):
-            super().__init__(*a, **kw); holder["km"] = self
-            if kernel_log is not None: self.log_path = str(kernel_log)
+            super().__init__(*a, **kw)
+            holder["km"] = self
+            if kernel_log is not None:
+                self.log_path = str(kernel_log)
+
     def watchdog():
         deadline = time.monotonic() + timeout if timeout else None
         while not done.wait(0.1):
-            reason = "timeout" if deadline and time.monotonic() > deadline else "interrupted" if stop is not None and stop.is_set() else None
-            if reason: why["reason"] = reason; _stop_kernel(holder, done); return
-    if timeout or stop is not None: threading.Thread(target=watchdog, daemon=True).start()
+            reason = (
+                "timeout"
+                if deadline and time.monotonic() > deadline
+                else "interrupted"
+                if stop is not None and stop.is_set()
+                else None
+            )
+            if reason:
+                why["reason"] = reason
+                _stop_kernel(holder, done)
+                return
+
+    if timeout or stop is not None:
+        threading.Thread(target=watchdog, daemon=True).start()
     error = None
     try:
-        pm.execute_notebook(str(src), str(dst), parameters=parameters, progress_bar=progress, cwd=str(src.parent),
-                            kernel_name=kernel_name, **({"km": km} if km is not None else {"kernel_manager_class": KernelManager}),
-                            **({"stdout_file": sys.stdout, "stderr_file": sys.stderr} if echo else {}))
+        pm.execute_notebook(
+            str(src),
+            str(dst),
+            parameters=parameters,
+            progress_bar=progress,
+            cwd=str(src.parent),
+            kernel_name=kernel_name,
+            **({"km": km} if km is not None else {"kernel_manager_class": KernelManager}),
+            **({"stdout_file": sys.stdout, "stderr_file": sys.stderr} if echo else {}),
+        )
     except pm.PapermillExecutionError as e:
         error = f"failed in cell {e.exec_count}: {e.ename}: {e.evalue}"
     except Exception as e:  # the kernel died or did not start
-        if isinstance(e, EarthsnapError): raise
+        if isinstance(e, EarthsnapError):
+            raise
         error = f"failed: {type(e).__name__}: {e}"
     finally:
         done.set()
-        if render and dst.exists(): render_html(dst)
-    if error is None: return dst
+        if render and dst.exists():
+            render_html(dst)
+    if error is None:
+        return dst
     reason = why.get("reason", "error")
-    what = {"timeout": f"ran past its timeout of {timeout or 0:g} s and was stopped",
-            "interrupted": "was interrupted"}.get(reason, error)
+    what = {
+        "timeout": f"ran past its timeout of {timeout or 0:g} s and was stopped",
+        "interrupted": "was interrupted",
+    }.get(reason, error)
     if reason != "error" and dst.exists():
         mark_stopped(dst, what)
-        if render: render_html(dst)
+        if render:
+            render_html(dst)
     err = StepFailed(f"Notebook {src.name} {what}", fix=f"Read the executed notebook: {dst}" if dst.exists() else None)
     err.reason = reason
     raise err
@@ -134,9 +209,11 @@ def step_notebook(project_dir: Path, name: str) -> Path:
     "The step notebook `pipeline/<name>.ipynb` of the project."
     nb = Path(project_dir) / "pipeline" / f"{name}.ipynb"
     if not nb.is_file():
-        raise EarthsnapError(f"No step notebook {nb}.",
-                             fix="Run from the earthsnap repository (or a project with its pipeline/ folder), "
-                                 "or set EARTHSNAP_CONFIG to that project's earthsnap.yaml.")
+        raise EarthsnapError(
+            f"No step notebook {nb}.",
+            fix="Run from the earthsnap repository (or a project with its pipeline/ folder), "
+            "or set EARTHSNAP_CONFIG to that project's earthsnap.yaml.",
+        )
     return nb
 
 # %% ../../nbs/engine/notebooks.ipynb #3a9cc70a

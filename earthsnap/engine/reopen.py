@@ -23,44 +23,65 @@ __all__ = ['SCRATCH', 'ReopenError', 'run_parameters', 'open_step']
 # %% ../../nbs/engine/reopen.ipynb #f1744905
 SCRATCH = "scratch"  # the project's folder for reopened steps
 
+
 class ReopenError(EarthsnapError):
     "A step that cannot be reopened: it never ran, it is not a notebook step, or an input it read is gone."
 
+
 def run_parameters(cfg: Config, run_id: str, step: str) -> tuple[dict, str]:
-    "The values a run gave `step` (from its executed notebook, or that of the run it was cached from), and that run's id."
+    """The values a run gave `step` (from its executed notebook, or that of the run it was cached from), and that run's
+    id.
+    """
     run = project_runs(cfg).run(run_id)
     rec = next((s for s in run["steps"] if s["name"] == step), None)
     if rec is None:
-        raise ReopenError(f"Run {run_id} has no step {step!r}.", fix=f"Its steps: {', '.join(s['name'] for s in run['steps'])}.")
+        raise ReopenError(
+            f"Run {run_id} has no step {step!r}.", fix=f"Its steps: {', '.join(s['name'] for s in run['steps'])}."
+        )
     executed = Path(rec["notebook"]) if rec.get("notebook") else None
     if executed is None or not executed.is_file():
-        raise ReopenError(f"Step {step} of run {run_id} has no executed notebook ({rec['status']}): it never ran a notebook"
-                          + (f", or {executed} was deleted" if executed else "") + ".",
-                          fix="Open a step that ran (failed, succeeded or cached): earthsnap runs show " + run_id)
+        raise ReopenError(
+            f"Step {step} of run {run_id} has no executed notebook ({rec['status']}): it never ran a notebook"
+            + (f", or {executed} was deleted" if executed else "")
+            + ".",
+            fix="Open a step that ran (failed, succeeded or cached): earthsnap runs show " + run_id,
+        )
     params = nbformat.read(executed, as_version=4).metadata.get("papermill", {}).get("parameters")
-    if not params: raise ReopenError(f"{executed} records no parameters.", fix="It was not written by a run; open another step.")
+    if not params:
+        raise ReopenError(f"{executed} records no parameters.", fix="It was not written by a run; open another step.")
     return dict(params), rec.get("cached_from") or run_id
 
 # %% ../../nbs/engine/reopen.ipynb #e18c69cd
 def open_step(cfg: Config, run_id: str, step: str) -> Path:
-    "Write `scratch/<run>-<step>.ipynb`: the step's notebook from `pipeline/` with the run's values injected; returns its path."
+    """Write `scratch/<run>-<step>.ipynb`: the step's notebook from `pipeline/` with the run's values injected; returns
+    its path.
+    """
     params, source_run = run_parameters(cfg, run_id, step)
     pipeline = project_pipeline(cfg.project_dir)
     found = next((s for s in pipeline.steps if s.name == step), None)
     if not isinstance(found, NotebookStep):
-        raise ReopenError(f"{step} is not a notebook step of the project's pipeline now.", fix="Open one of: " +
-                          ", ".join(s.name for s in pipeline.steps if isinstance(s, NotebookStep)))
+        raise ReopenError(
+            f"{step} is not a notebook step of the project's pipeline now.",
+            fix="Open one of: " + ", ".join(s.name for s in pipeline.steps if isinstance(s, NotebookStep)),
+        )
     reads = [k for k, v in found.inputs.items() if isinstance(v, StepOutput) or (isinstance(v, Parameter) and v.path)]
-    gone = [f"{k} ({params[k]})" for k in reads if isinstance(params.get(k), str) and params[k] and is_local(params[k])
-            and not Path(params[k]).exists()]
+    gone = [
+        f"{k} ({params[k]})"
+        for k in reads
+        if isinstance(params.get(k), str) and params[k] and is_local(params[k]) and not Path(params[k]).exists()
+    ]
     if gone:
-        raise ReopenError(f"Step {step} of run {run_id} read inputs that are gone since: {'; '.join(gone)}.",
-                          fix=f"Run the pipeline again (earthsnap run), or resume run {source_run} if it is the one that failed.")
+        raise ReopenError(
+            f"Step {step} of run {run_id} read inputs that are gone since: {'; '.join(gone)}.",
+            fix=f"Run the pipeline again (earthsnap run), or resume run {source_run} if it is the one that failed.",
+        )
     out = Path(cfg.project_dir) / SCRATCH / f"{run_id}-{step}"
-    notebook = load_notebook_node(str(pipeline.pipeline_dir / found.notebook))  # as papermill reads it (every cell gets its tags list)
+    # as papermill reads it (every cell gets its tags list)
+    notebook = load_notebook_node(str(pipeline.pipeline_dir / found.notebook))
     notebook = parameterize_notebook(notebook, {**params, "out_dir": str(out)}, kernel_name=found.compute.kernel)
     for c in notebook.cells:
-        if c.cell_type == "code": c.outputs, c.execution_count = [], None
+        if c.cell_type == "code":
+            c.outputs, c.execution_count = [], None
     out.mkdir(parents=True, exist_ok=True)
     dst = out.with_suffix(".ipynb")
     nbformat.write(notebook, dst)

@@ -43,11 +43,14 @@ RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 STEP_STATUSES = ("pending", "running", "succeeded", "failed", "cached", "skipped")
 PACKAGES = ("earthsnap", "papermill", "nbclient", "ipykernel", "numpy", "pillow", "torch", "onnxruntime", "sagemaker")
 
+
 class RunNotFound(EarthsnapError):
     "No run has the id asked for."
 
+
 class RecordInconsistent(EarthsnapError):
     "A run's record holds something this earthsnap cannot read: `earthsnap doctor --fix` mends it."
+
     exit_code = 1
 
 # %% ../../nbs/engine/runs.ipynb #5f7533ad
@@ -58,9 +61,11 @@ def new_run_id(prefix: str) -> str:
 # %% ../../nbs/engine/runs.ipynb #242b4ca5
 def code_version(path: str | Path = ".") -> dict:
     "The git commit of the code at `path` and whether the working tree differs from it (None outside git)."
+
     def git(*args):
         r = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True)
         return r.stdout.strip() if r.returncode == 0 else None
+
     commit = git("rev-parse", "HEAD")
     return {"commit": commit, "dirty": bool(git("status", "--porcelain")) if commit else None}
 
@@ -69,114 +74,211 @@ def package_versions(names=PACKAGES) -> dict[str, str]:
     "Installed versions of the packages a run depends on (those not installed are left out)."
     out = {}
     for n in names:
-        try: out[n] = metadata.version(n)
-        except metadata.PackageNotFoundError: pass
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
     return out
 
 # %% ../../nbs/engine/runs.ipynb #f4961460
 class RunStore:
     "The run records in one SQLite file; safe to use from several processes at once."
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         open_database(self.path, SCHEMA, self._migrate, name="runs", version=SCHEMA_VERSION)
 
     def _migrate(self, db: sqlite3.Connection, found: int = 0) -> None:
-        "Refuse a newer schema; bring schema 1 (before `cached_from`), 2 (before `started_by`) and 3 (before `options`) to 4, also when an earlier migration stopped half-way."
-        version = max(found, db.execute("PRAGMA user_version").fetchone()[0])   # user_version: where schemas 1-4 were recorded first
+        """Refuse a newer schema; bring schema 1 (before `cached_from`), 2 (before `started_by`) and 3 (before
+        `options`) to 4, also when an earlier migration stopped half-way.
+        """
+        # user_version: where schemas 1-4 were recorded first
+        version = max(found, db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise EarthsnapError(f"{self.path} holds run records of schema {version}; this earthsnap knows {SCHEMA_VERSION}.",
-                                 fix="Upgrade earthsnap, or point the registry setting at another file.")
+            raise EarthsnapError(
+                f"{self.path} holds run records of schema {version}; this earthsnap knows {SCHEMA_VERSION}.",
+                fix="Upgrade earthsnap, or point the registry setting at another file.",
+            )
         if version == 1 and "cached_from" not in {r[1] for r in db.execute("PRAGMA table_info(steps)")}:
             db.execute("ALTER TABLE steps ADD COLUMN cached_from TEXT")  # schema 1 -> 2
         if version in (1, 2) and "started_by" not in {r[1] for r in db.execute("PRAGMA table_info(runs)")}:
             db.execute("ALTER TABLE runs ADD COLUMN started_by TEXT")  # schema 2 -> 3
         if version in (1, 2, 3) and "options" not in {r[1] for r in db.execute("PRAGMA table_info(runs)")}:
-            db.execute("ALTER TABLE runs ADD COLUMN options TEXT")  # schema 3 -> 4: how the run was started (None before)
+            # schema 3 -> 4: how the run was started (None before)
+            db.execute("ALTER TABLE runs ADD COLUMN options TEXT")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
     def _write(self):
-        with connection(self.path) as db, transaction(db): yield db
+        with connection(self.path) as db, transaction(db):
+            yield db
 
-    def create_run(self, pipeline: str, parameters: dict, run_dir: str | os.PathLike, project_dir: str | Path = ".",
-                   run_id: str | None = None, started_by: str | None = None, options: dict | None = None) -> str:
-        "Record a new run as running, started by `started_by` (default: the login name) with `options` (how: cache, workers, steps); returns its id (`run_id`, or a new one from `new_run_id(pipeline)`)."
+    def create_run(
+        self,
+        pipeline: str,
+        parameters: dict,
+        run_dir: str | os.PathLike,
+        project_dir: str | Path = ".",
+        run_id: str | None = None,
+        started_by: str | None = None,
+        options: dict | None = None,
+    ) -> str:
+        """Record a new run as running, started by `started_by` (default: the login name) with `options` (how: cache,
+        workers, steps); returns its id (`run_id`, or a new one from `new_run_id(pipeline)`).
+        """
         run_id = run_id or new_run_id(pipeline)
-        code, packages = json.dumps(code_version(project_dir)), json.dumps(package_versions())  # git runs before the write lock is taken
+        # git runs before the write lock is taken
+        code, packages = json.dumps(code_version(project_dir)), json.dumps(package_versions())
         with self._write() as db:
-            db.execute("INSERT INTO runs (id, pipeline, status, started_at, parameters, code_version, packages, run_dir, pid, started_by, options) "
-                       "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (run_id, pipeline, time.time(), json.dumps(parameters, sort_keys=True), code, packages,
-                        os.fspath(run_dir), os.getpid(), started_by or login_name(), json.dumps(options, sort_keys=True) if options is not None else None))
+            db.execute(
+                "INSERT INTO runs (id, pipeline, status, started_at, parameters, code_version, packages, "
+                "run_dir, pid, started_by, options) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    pipeline,
+                    time.time(),
+                    json.dumps(parameters, sort_keys=True),
+                    code,
+                    packages,
+                    os.fspath(run_dir),
+                    os.getpid(),
+                    started_by or login_name(),
+                    json.dumps(options, sort_keys=True) if options is not None else None,
+                ),
+            )
         return run_id
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
         "Record how a run ended."
-        if status not in RUN_STATUSES[1:]: raise ValueError(f"a run ends as one of {RUN_STATUSES[1:]}, not {status!r}")
+        if status not in RUN_STATUSES[1:]:
+            raise ValueError(f"a run ends as one of {RUN_STATUSES[1:]}, not {status!r}")
         with self._write() as db:
-            if db.execute("UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ?", (status, time.time(), error, run_id)).rowcount == 0:
+            if (
+                db.execute(
+                    "UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ?",
+                    (status, time.time(), error, run_id),
+                ).rowcount
+                == 0
+            ):
                 raise RunNotFound(f"No run {run_id!r} in {self.path}.")
 
     def add_steps(self, run_id: str, names: list[str]) -> None:
         "Record the steps a run will take as pending (steps it has already are left as they are)."
         with self._write() as db:
-            db.executemany("INSERT OR IGNORE INTO steps (run_id, name, status) VALUES (?, ?, 'pending')", [(run_id, n) for n in names])
+            db.executemany(
+                "INSERT OR IGNORE INTO steps (run_id, name, status) VALUES (?, ?, 'pending')",
+                [(run_id, n) for n in names],
+            )
 
     def resume(self, run_id: str, project_dir: str | Path = ".", options: dict | None = None) -> dict:
-        "Take up a failed or interrupted run again in this process (recording `options`, if given, as how it now runs); returns it, with its steps."
+        """Take up a failed or interrupted run again in this process (recording `options`, if given, as how it now
+        runs); returns it, with its steps.
+        """
         self.mark_interrupted()
         with self._write() as db:
             row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None: raise RunNotFound(f"No run {run_id!r} in {self.path}.", fix="List the runs with `earthsnap runs list`.")
+            if row is None:
+                raise RunNotFound(f"No run {run_id!r} in {self.path}.", fix="List the runs with `earthsnap runs list`.")
             if row[0] in ("running", "succeeded"):
-                raise EarthsnapError(f"Run {run_id} is {row[0]}{' in another process' if row[0] == 'running' else ''}; only a failed or interrupted run resumes.",
-                                     fix="Start a new run (its steps come from the cache where nothing changed)." if row[0] == "succeeded"
-                                         else "Wait for it to end, or stop that process.")
-            db.execute("UPDATE runs SET status = 'running', ended_at = NULL, error = NULL, pid = ?, code_version = ?, packages = ?, "
-                       "options = COALESCE(?, options) WHERE id = ?", (os.getpid(), json.dumps(code_version(project_dir)), json.dumps(package_versions()),
-                                                                   json.dumps(options, sort_keys=True) if options is not None else None, run_id))
-            db.execute("UPDATE steps SET status = 'pending', error = NULL WHERE run_id = ? AND status IN ('failed', 'running', 'skipped')", (run_id,))
+                raise EarthsnapError(
+                    f"Run {run_id} is {row[0]}{' in another process' if row[0] == 'running' else ''}; "
+                    "only a failed or interrupted run resumes.",
+                    fix="Start a new run (its steps come from the cache where nothing changed)."
+                    if row[0] == "succeeded"
+                    else "Wait for it to end, or stop that process.",
+                )
+            db.execute(
+                "UPDATE runs SET status = 'running', ended_at = NULL, error = NULL, pid = ?, "
+                "code_version = ?, packages = ?, options = COALESCE(?, options) WHERE id = ?",
+                (
+                    os.getpid(),
+                    json.dumps(code_version(project_dir)),
+                    json.dumps(package_versions()),
+                    json.dumps(options, sort_keys=True) if options is not None else None,
+                    run_id,
+                ),
+            )
+            db.execute(
+                "UPDATE steps SET status = 'pending', error = NULL WHERE "
+                "run_id = ? AND status IN ('failed', 'running', 'skipped')",
+                (run_id,),
+            )
         return self.run(run_id)
 
     def start_step(self, run_id: str, name: str, cache_key: str | None = None, notebook: str | None = None) -> int:
         "Record that a step started (again, on a retry); returns its attempt number."
         with self._write() as db:
-            db.execute("INSERT INTO steps (run_id, name, status, started_at, attempts, cache_key, notebook) VALUES (?, ?, 'running', ?, 1, ?, ?) "
-                       "ON CONFLICT (run_id, name) DO UPDATE SET status = 'running', started_at = excluded.started_at, ended_at = NULL, "
-                       "attempts = attempts + 1, cache_key = excluded.cache_key, notebook = excluded.notebook, error = NULL",
-                       (run_id, name, time.time(), cache_key, notebook))
+            db.execute(
+                "INSERT INTO steps (run_id, name, status, started_at, attempts, cache_key, notebook) "
+                "VALUES (?, ?, 'running', ?, 1, ?, ?) ON CONFLICT (run_id, name) DO UPDATE SET status "
+                "= 'running', started_at = excluded.started_at, ended_at = NULL, attempts = attempts "
+                "+ 1, cache_key = excluded.cache_key, notebook = excluded.notebook, error = NULL",
+                (run_id, name, time.time(), cache_key, notebook),
+            )
             return db.execute("SELECT attempts FROM steps WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()[0]
 
-    def finish_step(self, run_id: str, name: str, status: str, outputs: dict | None = None, error: str | None = None,
-                    cached_from: str | None = None, notebook: str | None = None) -> None:
+    def finish_step(
+        self,
+        run_id: str,
+        name: str,
+        status: str,
+        outputs: dict | None = None,
+        error: str | None = None,
+        cached_from: str | None = None,
+        notebook: str | None = None,
+    ) -> None:
         "Record how a step ended: succeeded, failed, skipped, or cached (its outputs reused from run `cached_from`)."
-        if status not in STEP_STATUSES[2:]: raise ValueError(f"a step ends as one of {STEP_STATUSES[2:]}, not {status!r}")
+        if status not in STEP_STATUSES[2:]:
+            raise ValueError(f"a step ends as one of {STEP_STATUSES[2:]}, not {status!r}")
         now = time.time()
         with self._write() as db:
             db.execute("INSERT OR IGNORE INTO steps (run_id, name, status) VALUES (?, ?, 'pending')", (run_id, name))
-            db.execute("UPDATE steps SET status = ?, started_at = COALESCE(started_at, ?), ended_at = ?, outputs = ?, error = ?, cache_hit = ?, "
-                       "cached_from = ?, notebook = COALESCE(?, notebook) WHERE run_id = ? AND name = ?",
-                       (status, now, now, json.dumps(outputs) if outputs is not None else None, error, int(status == "cached"),
-                        cached_from, notebook, run_id, name))
+            db.execute(
+                "UPDATE steps SET status = ?, started_at = COALESCE(started_at, ?), ended_at = ?, outputs = ?, error "
+                "= ?, cache_hit = ?, cached_from = ?, notebook = COALESCE(?, notebook) WHERE run_id = ? AND name = ?",
+                (
+                    status,
+                    now,
+                    now,
+                    json.dumps(outputs) if outputs is not None else None,
+                    error,
+                    int(status == "cached"),
+                    cached_from,
+                    notebook,
+                    run_id,
+                    name,
+                ),
+            )
 
     def mark_interrupted(self, gone=lambda pid: not pid_alive(pid)) -> list[str]:
-        "Mark runs left 'running' by a process that has died (`gone(pid)`: by default, no longer alive on this machine) as interrupted (their running steps as failed); returns their ids."
+        """Mark runs left 'running' by a process that has died (`gone(pid)`: by default, no longer alive on this
+        machine) as interrupted (their running steps as failed); returns their ids.
+        """
         with self._write() as db:
             ids = [r[0] for r in db.execute("SELECT id, pid FROM runs WHERE status = 'running'") if gone(r[1])]
             for i in ids:
-                db.execute("UPDATE steps SET status = 'failed', ended_at = ?, error = 'interrupted' WHERE run_id = ? AND status = 'running'", (time.time(), i))
+                db.execute(
+                    "UPDATE steps SET status = 'failed', ended_at = ?, error "
+                    "= 'interrupted' WHERE run_id = ? AND status = 'running'",
+                    (time.time(), i),
+                )
                 db.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE id = ?", (time.time(), i))
         return ids
 
     def cached(self, cache_key: str) -> list[dict]:
         "Earlier successful steps with this cache key, latest first (each: run_id, outputs, notebook)."
         with connection(self.path) as db:
-            rows = db.execute("SELECT COALESCE(cached_from, run_id) AS run_id, outputs, notebook FROM steps "
-                              "WHERE cache_key = ? AND status IN ('succeeded', 'cached') ORDER BY ended_at DESC LIMIT 5", (cache_key,)).fetchall()
+            rows = db.execute(
+                "SELECT COALESCE(cached_from, run_id) AS run_id, outputs, notebook FROM steps "
+                "WHERE cache_key = ? AND status IN ('succeeded', 'cached') ORDER BY ended_at DESC LIMIT 5",
+                (cache_key,),
+            ).fetchall()
         hits = []
-        for r in rows:   # a hit whose record cannot be read is no hit (`earthsnap doctor` reports it)
-            try: hits.append(_decode(r))
-            except RecordInconsistent: pass
+        for r in rows:  # a hit whose record cannot be read is no hit (`earthsnap doctor` reports it)
+            try:
+                hits.append(_decode(r))
+            except RecordInconsistent:
+                pass
         return hits
 
     def run(self, run_id: str) -> dict:
@@ -184,31 +286,53 @@ class RunStore:
         with connection(self.path) as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
-                near = [r[0] for r in db.execute("SELECT id FROM runs WHERE id LIKE ? ORDER BY started_at DESC LIMIT 5", (run_id + "%",))]
-                raise RunNotFound(f"No run {run_id!r} in {self.path}." + (f" Runs starting so: {', '.join(near)}." if near else ""),
-                                  fix="List the runs with `earthsnap runs list`.")
-            steps = db.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY started_at IS NULL, started_at, rowid", (run_id,)).fetchall()
+                near = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT id FROM runs WHERE id LIKE ? ORDER BY started_at DESC LIMIT 5", (run_id + "%",)
+                    )
+                ]
+                raise RunNotFound(
+                    f"No run {run_id!r} in {self.path}." + (f" Runs starting so: {', '.join(near)}." if near else ""),
+                    fix="List the runs with `earthsnap runs list`.",
+                )
+            steps = db.execute(
+                "SELECT * FROM steps WHERE run_id = ? ORDER BY started_at IS NULL, started_at, rowid", (run_id,)
+            ).fetchall()
         return {**_decode(row), "steps": [_decode(s) for s in steps]}
 
     def runs(self, limit: int = 20, status: str | None = None, offset: int = 0) -> list[dict]:
         "The latest runs (with `status` only, if given), newest first, each with its number of steps and of cache hits."
         with connection(self.path) as db:
-            return [_decode(r) for r in db.execute(
-                "SELECT runs.*, (SELECT COUNT(*) FROM steps WHERE run_id = runs.id) AS n_steps, "
-                "(SELECT COUNT(*) FROM steps WHERE run_id = runs.id AND status = 'cached') AS cache_hits "
-                "FROM runs WHERE ? IS NULL OR status = ? ORDER BY started_at DESC LIMIT ? OFFSET ?", (status, status, limit, offset))]
+            return [
+                _decode(r)
+                for r in db.execute(
+                    "SELECT runs.*, (SELECT COUNT(*) FROM steps WHERE run_id = runs.id) AS n_steps, "
+                    "(SELECT COUNT(*) FROM steps WHERE run_id = runs.id AND status = 'cached') AS cache_hits "
+                    "FROM runs WHERE ? IS NULL OR status = ? ORDER BY started_at DESC LIMIT ? OFFSET ?",
+                    (status, status, limit, offset),
+                )
+            ]
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
     for k in ("parameters", "code_version", "packages", "outputs", "options"):
-        if d.get(k) is None: continue
-        try: d[k] = json.loads(d[k])
+        if d.get(k) is None:
+            continue
+        try:
+            d[k] = json.loads(d[k])
         except ValueError as e:
             where = f"the {k} of step {d['name']}" if "name" in d and "run_id" in d else f"its {k}"
-            raise RecordInconsistent(f"Run {d.get('run_id') or d.get('id')}'s record is inconsistent: {where} cannot be read ({e}).",
-                                     fix="Run `earthsnap doctor --fix`: it mends the record (a step whose outputs are lost runs again on resume).") from None
-    if d.get("started_at") and d.get("ended_at"): d["duration"] = round(d["ended_at"] - d["started_at"], 3)
+            raise RecordInconsistent(
+                f"Run {d.get('run_id') or d.get('id')}'s record is inconsistent: {where} cannot be read ({e}).",
+                fix=(
+                    "Run `earthsnap doctor --fix`: it mends the record "
+                    "(a step whose outputs are lost runs again on resume)."
+                ),
+            ) from None
+    if d.get("started_at") and d.get("ended_at"):
+        d["duration"] = round(d["ended_at"] - d["started_at"], 3)
     return d
 
 # %% ../../nbs/engine/runs.ipynb #b74b54e9
@@ -217,6 +341,7 @@ def project_runs(cfg) -> RunStore:
     store = RunStore(cfg.registry)
     store.mark_interrupted()
     return store
+
 
 def step_statuses(run: dict) -> dict[str, str]:
     "Step name -> status, of a run record (what `earthsnap dag --run` colours the steps by)."

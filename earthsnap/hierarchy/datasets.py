@@ -9,10 +9,10 @@ import json
 import re
 from dataclasses import dataclass
 
-from ..data.datasets import DatasetVersion
 from ..core.errors import ParameterError
-from ..data.splits import unit
 from ..core.storage import join, write_text
+from ..data.datasets import DatasetVersion
+from ..data.splits import unit
 from ..data.taxonomy import check_taxonomy
 
 # %% auto #0
@@ -23,12 +23,17 @@ __all__ = ['PARENT', 'FLAT', 'model_name', 'registry_group', 'check_hierarchy', 
 # %% ../../nbs/hierarchy/datasets.ipynb #067a1cc0
 PARENT, FLAT = "parent", "flat"
 
+
 def model_name(group: str) -> str:
-    "The name of a group's child model: its registry group and dataset names are made from it (lowercase, digits, '-', '_')."
+    """The name of a group's child model: its registry group and dataset names are made from it (lowercase, digits, '-',
+    '_').
+    """
     name = re.sub(r"[^a-z0-9_-]+", "-", group.lower()).strip("-_")
     if not name or name in (PARENT, FLAT):
-        raise ParameterError(f"Group {group!r} cannot name a child model (it gives {name!r}).",
-                             fix=f"Rename the group in the taxonomy: letters or digits, and not {PARENT!r} or {FLAT!r}.")
+        raise ParameterError(
+            f"Group {group!r} cannot name a child model (it gives {name!r}).",
+            fix=f"Rename the group in the taxonomy: letters or digits, and not {PARENT!r} or {FLAT!r}.",
+        )
     return name
 
 # %% ../../nbs/hierarchy/datasets.ipynb #9ba78a50
@@ -37,44 +42,64 @@ def registry_group(prefix: str, model: str) -> str:
     return f"{prefix}-{model}"
 
 # %% ../../nbs/hierarchy/datasets.ipynb #418d8dd3
-def check_hierarchy(counts: dict[str, int], taxonomy: dict[str, list[str]], origin: str = "the dataset") -> dict[str, list[str]]:
-    "The taxonomy restricted to the labels of `counts` (label -> images); refuses labels it lacks and groups without images."
+def check_hierarchy(
+    counts: dict[str, int], taxonomy: dict[str, list[str]], origin: str = "the dataset"
+) -> dict[str, list[str]]:
+    """The taxonomy restricted to the labels of `counts` (label -> images); refuses labels it lacks and groups without
+    images.
+    """
     taxonomy = check_taxonomy(taxonomy)  # a species in two groups, an empty group
     known = {s for species in taxonomy.values() for s in species}
     unknown = sorted(set(counts) - known)
     if unknown:
-        raise ParameterError(f"{origin} has species the taxonomy lacks: {', '.join(unknown[:10])}"
-                             + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "") + ".",
-                             fix="Add them to a group of taxonomy.yaml, or run data QA with the taxonomy so that their images are rejected.")
+        raise ParameterError(
+            f"{origin} has species the taxonomy lacks: {', '.join(unknown[:10])}"
+            + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            + ".",
+            fix=(
+                "Add them to a group of taxonomy.yaml, or run data QA "
+                "with the taxonomy so that their images are rejected."
+            ),
+        )
     present = {g: [s for s in species if counts.get(s)] for g, species in taxonomy.items()}
     empty = [g for g, species in present.items() if not species]
     if empty:
-        raise ParameterError(f"{origin} has no image of group{'s' if len(empty) > 1 else ''} {', '.join(map(repr, empty))}.",
-                             fix="Add photos of its species, or remove the group from taxonomy.yaml.")
+        raise ParameterError(
+            f"{origin} has no image of group{'s' if len(empty) > 1 else ''} {', '.join(map(repr, empty))}.",
+            fix="Add photos of its species, or remove the group from taxonomy.yaml.",
+        )
     names = {}
     for g in present:
         n = model_name(g)
-        if n in names: raise ParameterError(f"Groups {names[n]!r} and {g!r} both give the child model name {n!r}.", fix="Rename one of them.")
+        if n in names:
+            raise ParameterError(
+                f"Groups {names[n]!r} and {g!r} both give the child model name {n!r}.", fix="Rename one of them."
+            )
         names[n] = g
     if len(present) < 2:
-        raise ParameterError(f"{origin} has one group ({next(iter(present))!r}): a parent model needs two groups or more to choose between.",
-                             fix="Train a single model with `earthsnap run`, or add groups to the taxonomy.")
+        raise ParameterError(
+            f"{origin} has one group ({next(iter(present))!r}): a "
+            "parent model needs two groups or more to choose between.",
+            fix="Train a single model with `earthsnap run`, or add groups to the taxonomy.",
+        )
     return present
 
 # %% ../../nbs/hierarchy/datasets.ipynb #72393efa
 @dataclass(frozen=True)
 class ModelData:
     "The data of one model of a hierarchy: manifest rows whose label is the model's class."
-    name: str                 # "parent", a child's model_name, or "flat"
-    role: str                 # parent | child | flat
-    group: str | None         # the taxonomy group of a child
+
+    name: str  # "parent", a child's model_name, or "flat"
+    role: str  # parent | child | flat
+    group: str | None  # the taxonomy group of a child
     classes: list[str]
     rows: list[dict]
 
     def counts(self) -> dict[str, int]:
         "Images per class."
         out = {c: 0 for c in self.classes}
-        for r in self.rows: out[r["label"]] += 1
+        for r in self.rows:
+            out[r["label"]] += 1
         return out
 
 # %% ../../nbs/hierarchy/datasets.ipynb #8f8b0988
@@ -84,48 +109,76 @@ def _sample(rows_by_species: dict[str, list[dict]], n: int, seed: int) -> list[d
     out, i = [], 0
     while len(out) < n and any(queues):
         q = queues[i % len(queues)]
-        if q: out.append(q.pop(0))
+        if q:
+            out.append(q.pop(0))
         i += 1
     return out
 
+
 def hierarchy_taxonomy(version: DatasetVersion, taxonomy: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
-    "The groups and species of `version` under `taxonomy` (default: the one stored with the version), checked against its labels."
+    """The groups and species of `version` under `taxonomy` (default: the one stored with the version), checked against
+    its labels.
+    """
     taxonomy = taxonomy if taxonomy is not None else version.taxonomy()
     if taxonomy is None:
-        raise ParameterError(f"Dataset {version.ref} was made without a taxonomy, so its groups are unknown.",
-                             fix="Pass one (--taxonomy taxonomy.yaml), or run data QA with -p taxonomy=... first.")
+        raise ParameterError(
+            f"Dataset {version.ref} was made without a taxonomy, so its groups are unknown.",
+            fix="Pass one (--taxonomy taxonomy.yaml), or run data QA with -p taxonomy=... first.",
+        )
     return check_hierarchy(version.info["classes"], taxonomy, f"Dataset {version.ref}")
 
 # %% ../../nbs/hierarchy/datasets.ipynb #d7879d4b
-def cut_hierarchy(version: DatasetVersion, present: dict[str, list[str]], parent_per_group: int = 200, seed: int = 0) -> dict[str, ModelData]:
+def cut_hierarchy(
+    version: DatasetVersion, present: dict[str, list[str]], parent_per_group: int = 200, seed: int = 0
+) -> dict[str, ModelData]:
     "The parent, child and flat datasets of `version` for `present`, a taxonomy `hierarchy_taxonomy` has checked."
     if not isinstance(parent_per_group, int) or isinstance(parent_per_group, bool) or parent_per_group < 1:
-        raise ParameterError(f"parent_per_group must be a whole number of images, 1 or more; got {parent_per_group!r}.",
-                             fix="For example 200: the parent model sees up to 200 photos of every group.")
+        raise ParameterError(
+            f"parent_per_group must be a whole number of images, 1 or more; got {parent_per_group!r}.",
+            fix="For example 200: the parent model sees up to 200 photos of every group.",
+        )
     rows = list(version.rows())
     by_species: dict[str, list[dict]] = {}
-    for r in rows: by_species.setdefault(r["label"], []).append(r)
-    out = {PARENT: ModelData(PARENT, "parent", None, list(present), [
-        {**r, "label": g} for g, species in present.items()
-        for r in _sample({s: by_species[s] for s in species}, parent_per_group, seed)])}
+    for r in rows:
+        by_species.setdefault(r["label"], []).append(r)
+    out = {
+        PARENT: ModelData(
+            PARENT,
+            "parent",
+            None,
+            list(present),
+            [
+                {**r, "label": g}
+                for g, species in present.items()
+                for r in _sample({s: by_species[s] for s in species}, parent_per_group, seed)
+            ],
+        )
+    }
     for g, species in present.items():
         if len(species) > 1:
-            out[model_name(g)] = ModelData(model_name(g), "child", g, species, [r for s in species for r in by_species[s]])
+            out[model_name(g)] = ModelData(
+                model_name(g), "child", g, species, [r for s in species for r in by_species[s]]
+            )
     out[FLAT] = ModelData(FLAT, "flat", None, sorted(by_species), rows)
     return out
 
 # %% ../../nbs/hierarchy/datasets.ipynb #db50178a
-def hierarchy_data(version: DatasetVersion, taxonomy: dict[str, list[str]] | None = None, parent_per_group: int = 200,
-                   seed: int = 0) -> dict[str, ModelData]:
+def hierarchy_data(
+    version: DatasetVersion, taxonomy: dict[str, list[str]] | None = None, parent_per_group: int = 200, seed: int = 0
+) -> dict[str, ModelData]:
     "The parent, child and flat datasets of `version` under `taxonomy` (default: the one stored with the version)."
     return cut_hierarchy(version, hierarchy_taxonomy(version, taxonomy), parent_per_group, seed)
 
 # %% ../../nbs/hierarchy/datasets.ipynb #57b08b14
 def write_listing(data: ModelData, version: DatasetVersion, uri: str) -> str:
     "Write `data` as JSON lines of uri,label at `uri`, the URIs being the version's stored images; returns `uri`."
-    write_text(uri, "".join(json.dumps({"uri": version.object_uri(r), "label": r["label"]}) + "\n" for r in data.rows),
-               version.store.endpoint_url)
+    write_text(
+        uri,
+        "".join(json.dumps({"uri": version.object_uri(r), "label": r["label"]}) + "\n" for r in data.rows),
+        version.store.endpoint_url,
+    )
     return uri
+
 
 def listing_uri(root: str, version: DatasetVersion, model: str) -> str:
     "Where the listing of `model` cut from `version` is kept under `root`."
@@ -135,12 +188,17 @@ def listing_uri(root: str, version: DatasetVersion, model: str) -> str:
 def check_model(model: str) -> str:
     "A model name of a hierarchy (parent, flat, or a child's model name); refuses anything else."
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,40}", model):
-        raise ParameterError(f"{model!r} is not a model of a hierarchy.", fix="Name it as `earthsnap plan` does: parent, flat or a group's model name.")
+        raise ParameterError(
+            f"{model!r} is not a model of a hierarchy.",
+            fix="Name it as `earthsnap plan` does: parent, flat or a group's model name.",
+        )
     return model
+
 
 def model_pipeline_name(pipeline: str, model: str) -> str:
     "The name of one hierarchy model's own pipeline."
     return f"{pipeline}-{check_model(model)}"
+
 
 def model_defaults(model: str, prefix: str = "hierarchy") -> dict[str, str]:
     "The pipeline parameters a hierarchy sets for one of its models: its registry group, its dataset name, no taxonomy."

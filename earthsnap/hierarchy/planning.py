@@ -14,20 +14,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.config import Config, require
-from ..data.datasets import DatasetError, DatasetStore, DatasetVersion
-from ..engine.definition import Pipeline, project_pipeline
 from ..core.errors import EarthsnapError, ParameterError
-from ..engine.executor import run_pipeline
-from .datasets import FLAT, PARENT, ModelData, cut_hierarchy, hierarchy_data, hierarchy_taxonomy, listing_uri, model_name, registry_group, write_listing
-from ..engine.notebooks import run_notebook, step_notebook
 from ..core.progress import TerminalProgress
-from ..release.registry import APPROVED, REJECTED, ModelRegistry, ModelVersion, SqliteRegistry, open_registry
+from ..core.storage import join, read_json
+from ..data.datasets import DatasetError, DatasetStore, DatasetVersion
+from ..data.step_files import MODEL_ARCHIVE, read_evaluation
+from ..data.taxonomy import load_taxonomy, taxonomy_yaml
+from ..engine.definition import Pipeline, project_pipeline
+from ..engine.executor import run_pipeline
+from ..engine.notebooks import run_notebook, step_notebook
+from ..engine.runs import new_run_id
+from earthsnap.hierarchy.datasets import (
+    FLAT,
+    PARENT,
+    ModelData,
+    cut_hierarchy,
+    hierarchy_data,
+    hierarchy_taxonomy,
+    listing_uri,
+    model_name,
+    registry_group,
+    write_listing,
+)
 from ..model.baseline import write_baseline
 from ..model.router import pack_router, write_router_tarball
-from ..engine.runs import new_run_id
-from ..core.storage import join, read_json
-from ..data.taxonomy import load_taxonomy, taxonomy_yaml
-from ..data.step_files import MODEL_ARCHIVE, read_evaluation
+from ..release.registry import APPROVED, REJECTED, ModelRegistry, ModelVersion, SqliteRegistry, open_registry
 
 # %% auto #0
 __all__ = ['SET_BY_HIERARCHY', 'Hierarchy', 'load_hierarchy', 'PlanItem', 'version_classes', 'plan_hierarchy', 'plan_table',
@@ -38,16 +49,25 @@ __all__ = ['SET_BY_HIERARCHY', 'Hierarchy', 'load_hierarchy', 'PlanItem', 'versi
 @dataclass
 class Hierarchy:
     "A dataset version cut into the datasets of a hierarchy."
+
     version: DatasetVersion
-    taxonomy: dict[str, list[str]]   # group -> the species with images, in the taxonomy's order
-    models: dict[str, ModelData]     # parent, children, flat
+    taxonomy: dict[str, list[str]]  # group -> the species with images, in the taxonomy's order
+    models: dict[str, ModelData]  # parent, children, flat
 
 # %% ../../nbs/hierarchy/planning.ipynb #248d7ae6
-def load_hierarchy(cfg: Config, dataset: str = "demo", taxonomy: str | os.PathLike | None = None, parent_per_group: int = 200,
-                   seed: int = 0) -> Hierarchy:
-    "The hierarchy of dataset version `dataset` ('name' for its latest, or 'name@version') under `taxonomy` (default: its own)."
+def load_hierarchy(
+    cfg: Config,
+    dataset: str = "demo",
+    taxonomy: str | os.PathLike | None = None,
+    parent_per_group: int = 200,
+    seed: int = 0,
+) -> Hierarchy:
+    """The hierarchy of dataset version `dataset` ('name' for its latest, or 'name@version') under `taxonomy` (default:
+    its own).
+    """
     endpoint = cfg.s3_endpoint_url or None
-    try: version = DatasetStore(cfg.datasets, endpoint).get(dataset)
+    try:
+        version = DatasetStore(cfg.datasets, endpoint).get(dataset)
     except DatasetError as e:
         raise DatasetError(e.what, fix="Run data QA first: earthsnap run --to data_qa (or earthsnap demo).") from None
     present = hierarchy_taxonomy(version, load_taxonomy(taxonomy, endpoint) if taxonomy else None)
@@ -57,32 +77,47 @@ def load_hierarchy(cfg: Config, dataset: str = "demo", taxonomy: str | os.PathLi
 @dataclass
 class PlanItem:
     "What `earthsnap plan` decided for one model."
+
     model: str
     role: str
-    group: str                  # its registry group
+    group: str  # its registry group
     classes: list[str]
     images: int
-    action: str                 # train | keep
+    action: str  # train | keep
     reason: str
     current: str | None = None  # the registry version compared with
 
 # %% ../../nbs/hierarchy/planning.ipynb #96ed02fe
 def version_classes(mv: ModelVersion, datasets: DatasetStore | None = None) -> list[str] | None:
-    "The classes a registered version names: from its lineage (the register step records them), else from its dataset version."
-    if mv.lineage.get("classes"): return list(mv.lineage["classes"])
+    """The classes a registered version names: from its lineage (the register step records them), else from its dataset
+    version.
+    """
+    if mv.lineage.get("classes"):
+        return list(mv.lineage["classes"])
     ref = mv.lineage.get("dataset")
     if ref and datasets is not None:
-        try: return datasets.get(ref).classes()
-        except DatasetError: return None
+        try:
+            return datasets.get(ref).classes()
+        except DatasetError:
+            return None
     return None
 
 # %% ../../nbs/hierarchy/planning.ipynb #206e6021
 def _diff(old: list[str], new: list[str], what: str) -> str:
     added, removed = sorted(set(new) - set(old)), sorted(set(old) - set(new))
-    return "; ".join(p for p in (f"{what} added: {', '.join(added)}" if added else "",
-                                 f"{what} removed: {', '.join(removed)}" if removed else "") if p)
+    return "; ".join(
+        p
+        for p in (
+            f"{what} added: {', '.join(added)}" if added else "",
+            f"{what} removed: {', '.join(removed)}" if removed else "",
+        )
+        if p
+    )
 
-def plan_hierarchy(h: Hierarchy, registry: ModelRegistry, prefix: str = "hierarchy", force: bool = False) -> list[PlanItem]:
+
+def plan_hierarchy(
+    h: Hierarchy, registry: ModelRegistry, prefix: str = "hierarchy", force: bool = False
+) -> list[PlanItem]:
     "For each model of `h`: train or keep, and why."
     items = []
     for name, d in h.models.items():
@@ -90,13 +125,21 @@ def plan_hierarchy(h: Hierarchy, registry: ModelRegistry, prefix: str = "hierarc
         what = "groups" if d.role == "parent" else "species"
         current = next((v for v in registry.versions(group) if v.status != REJECTED), None)
         item = PlanItem(name, d.role, group, d.classes, len(d.rows), "train", "", current.ref if current else None)
-        if force: item.reason = "every model is retrained (--all)"
-        elif current is None: item.reason = f"no version in {group}" + (" that is not rejected" if registry.versions(group) else "")
+        if force:
+            item.reason = "every model is retrained (--all)"
+        elif current is None:
+            item.reason = f"no version in {group}" + (" that is not rejected" if registry.versions(group) else "")
         else:
             old = version_classes(current, h.version.store)
-            if old is None: item.reason = f"{current.ref} does not record its classes"
-            elif sorted(old) != sorted(d.classes): item.reason = f"{what} changed since {current.ref}: {_diff(old, d.classes, what)}"
-            else: item.action, item.reason = "keep", f"{current.ref} ({current.status}) has the same {len(d.classes)} {what}"
+            if old is None:
+                item.reason = f"{current.ref} does not record its classes"
+            elif sorted(old) != sorted(d.classes):
+                item.reason = f"{what} changed since {current.ref}: {_diff(old, d.classes, what)}"
+            else:
+                item.action, item.reason = (
+                    "keep",
+                    f"{current.ref} ({current.status}) has the same {len(d.classes)} {what}",
+                )
         items.append(item)
     return items
 
@@ -105,33 +148,43 @@ def plan_table(h: Hierarchy, items: list[PlanItem]) -> str:
     "The text of `earthsnap plan`."
     v = h.version
     single = [g for g, s in h.taxonomy.items() if len(s) == 1]
-    lines = [f"dataset {v.ref}: {v.info['images']:,} images, {len(h.taxonomy)} groups, {sum(map(len, h.taxonomy.values()))} species",
-             f"  {'model':<14} {'registry group':<24} {'classes':>7} {'images':>7}  {'action':<6} why"]
+    lines = [
+        f"dataset {v.ref}: {v.info['images']:,} images, {len(h.taxonomy)} "
+        f"groups, {sum(map(len, h.taxonomy.values()))} species",
+        f"  {'model':<14} {'registry group':<24} {'classes':>7} {'images':>7}  {'action':<6} why",
+    ]
     for i in items:
         lines.append(f"  {i.model:<14} {i.group:<24} {len(i.classes):>7} {i.images:>7}  {i.action:<6} {i.reason}")
-    for g in single: lines.append(f"  group {g!r} has one species ({h.taxonomy[g][0]}): no child model, the router names it")
+    for g in single:
+        lines.append(f"  group {g!r} has one species ({h.taxonomy[g][0]}): no child model, the router names it")
     n = sum(i.action == "train" for i in items)
-    lines.append(f"{n} of {len(items)} models to train" + (": earthsnap hierarchy run" if n else "; nothing to run. Build the router: earthsnap hierarchy router"))
+    lines.append(
+        f"{n} of {len(items)} models to train"
+        + (": earthsnap hierarchy run" if n else "; nothing to run. Build the router: earthsnap hierarchy router")
+    )
     return "\n".join(lines)
 
 # %% ../../nbs/hierarchy/planning.ipynb #916c432a
 SET_BY_HIERARCHY = ("source", "taxonomy", "dataset_name", "model_group")
 
+
 @dataclass
 class HierarchyRun:
     "What `run_hierarchy` did: the plan, and per model trained its run record or why it failed."
+
     hierarchy: Hierarchy
     plan: list[PlanItem]
-    runs: dict[str, dict] = field(default_factory=dict)    # model -> run record
-    errors: dict[str, str] = field(default_factory=dict)   # model -> why its run failed
-    register_steps: tuple[str, ...] = ()                   # the names of the pipeline's register steps (found by kind)
+    runs: dict[str, dict] = field(default_factory=dict)  # model -> run record
+    errors: dict[str, str] = field(default_factory=dict)  # model -> why its run failed
+    register_steps: tuple[str, ...] = ()  # the names of the pipeline's register steps (found by kind)
 
     def registered(self) -> dict[str, str]:
         "model -> the version its run registered (pending approval, or registered before)."
         out = {}
         for m, r in self.runs.items():
             reg = next((s for s in r["steps"] if s["name"] in self.register_steps and s["status"] == "succeeded"), None)
-            if reg: out[m] = reg["outputs"]["version"]
+            if reg:
+                out[m] = reg["outputs"]["version"]
         return out
 
 # %% ../../nbs/hierarchy/planning.ipynb #ec747272
@@ -140,44 +193,80 @@ def model_pipeline(cfg: Config) -> Pipeline:
     p = project_pipeline(cfg.project_dir)
     missing = [n for n in SET_BY_HIERARCHY if n not in p.parameters]
     if missing:
-        raise ParameterError(f"Pipeline {p.name!r} lacks the parameter(s) {', '.join(missing)} that a hierarchy sets for each model.",
-                             fix="Give the pipeline parameters source, taxonomy, dataset_name and model_group (see pipeline/pipeline.py).")
+        raise ParameterError(
+            f"Pipeline {p.name!r} lacks the parameter(s) {', '.join(missing)} that a hierarchy sets for each model.",
+            fix=(
+                "Give the pipeline parameters source, taxonomy, "
+                "dataset_name and model_group (see pipeline/pipeline.py)."
+            ),
+        )
     ends = [s.name for s in p.steps if s.kind in ("register", "fail")]
     if not any(s.kind == "register" for s in p.steps):
-        raise ParameterError(f"Pipeline {p.name!r} registers no model, so a hierarchy cannot be built from its runs.", fix="Add a RegisterStep.")
+        raise ParameterError(
+            f"Pipeline {p.name!r} registers no model, so a hierarchy cannot be built from its runs.",
+            fix="Add a RegisterStep.",
+        )
     return p.upto(*ends)
 
 # %% ../../nbs/hierarchy/planning.ipynb #7cd216e7
-def run_hierarchy(cfg: Config, h: Hierarchy, plan: list[PlanItem], params: dict | None = None, parallel: int | None = None,
-                  cache: bool = True, echo: Callable[[str], None] = print) -> HierarchyRun:
+def run_hierarchy(
+    cfg: Config,
+    h: Hierarchy,
+    plan: list[PlanItem],
+    params: dict | None = None,
+    parallel: int | None = None,
+    cache: bool = True,
+    echo: Callable[[str], None] = print,
+) -> HierarchyRun:
     "Run the pipeline of every model `plan` says to train, `parallel` at a time (default: the workers setting)."
     params = dict(params or {})
     clash = [n for n in SET_BY_HIERARCHY if n in params]
     if clash:
-        raise ParameterError(f"The hierarchy sets {', '.join(clash)} for each model; it cannot be given with -p.",
-                             fix="Choose the data with --dataset and --taxonomy instead.")
+        raise ParameterError(
+            f"The hierarchy sets {', '.join(clash)} for each model; it cannot be given with -p.",
+            fix="Choose the data with --dataset and --taxonomy instead.",
+        )
     pipeline, todo = model_pipeline(cfg), [i for i in plan if i.action == "train"]
     root = join(cfg.store, "hierarchy")
     values = {}
     for i in todo:  # every model's parameters checked before anything runs
-        v = {**params, "source": listing_uri(root, h.version, i.model), "taxonomy": "",
-             "dataset_name": f"{h.version.name}-{i.model}", "model_group": i.group}
+        v = {
+            **params,
+            "source": listing_uri(root, h.version, i.model),
+            "taxonomy": "",
+            "dataset_name": f"{h.version.name}-{i.model}",
+            "model_group": i.group,
+        }
         pipeline.resolve(v)
         values[i.model] = v
     result = HierarchyRun(h, plan, register_steps=tuple(s.name for s in pipeline.of_kind("register")))
-    if not todo: echo("nothing to train: every model is up to date"); return result
+    if not todo:
+        echo("nothing to train: every model is up to date")
+        return result
     write_listings(h, root, [i.model for i in todo])
     lock = threading.Lock()
+
     def say(model):
         def line(text):
-            with lock: echo(f"[{model}] {text.strip()}")
+            with lock:
+                echo(f"[{model}] {text.strip()}")
+
         return TerminalProgress(line)
+
     def one(item: PlanItem):
         try:
-            result.runs[item.model] = run_pipeline(pipeline, values[item.model], config=cfg, workers=1, cache=cache, on_event=say(item.model),
-                                                   run_id=new_run_id(f"{pipeline.name}-{item.model}"))
+            result.runs[item.model] = run_pipeline(
+                pipeline,
+                values[item.model],
+                config=cfg,
+                workers=1,
+                cache=cache,
+                on_event=say(item.model),
+                run_id=new_run_id(f"{pipeline.name}-{item.model}"),
+            )
         except EarthsnapError as e:
             result.errors[item.model] = e.what
+
     n = max(1, parallel or cfg.n_workers)
     echo(f"training {len(todo)} model(s), {min(n, len(todo))} at a time: {', '.join(i.model for i in todo)}")
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="model") as pool:
@@ -189,16 +278,30 @@ def run_summary(result: HierarchyRun) -> list[str]:
     "What happened to each model, and what a person does next."
     lines, reg = [], result.registered()
     for i in result.plan:
-        if i.action == "keep": lines.append(f"  {i.model:<14} kept      {i.current}"); continue
-        if i.model in result.errors: lines.append(f"  {i.model:<14} failed    {result.errors[i.model]}"); continue
+        if i.action == "keep":
+            lines.append(f"  {i.model:<14} kept      {i.current}")
+            continue
+        if i.model in result.errors:
+            lines.append(f"  {i.model:<14} failed    {result.errors[i.model]}")
+            continue
         run = result.runs[i.model]
-        lines.append(f"  {i.model:<14} {'registered' if i.model in reg else 'not registered':<9} {reg.get(i.model, '(below the accuracy gate)')}"
-                     f"   run {run['id']}")
+        lines.append(
+            f"  {i.model:<14} "
+            f"{'registered' if i.model in reg else 'not registered':<9} "
+            f"{reg.get(i.model, '(below the accuracy gate)')}   run {run['id']}"
+        )
     if reg:
-        prefix = next((i.group[:-len(i.model) - 1] for i in result.plan if i.group.endswith("-" + i.model)), "hierarchy")
-        router = f"earthsnap hierarchy router --dataset {result.hierarchy.version.ref}" + (f" --prefix {prefix}" if prefix != "hierarchy" else "")
-        lines += ["approve the parts, then pack the approved ones into a router:",
-                  "next: earthsnap registry approve " + " ".join(reg.values()), f"next: {router}"]
+        prefix = next(
+            (i.group[: -len(i.model) - 1] for i in result.plan if i.group.endswith("-" + i.model)), "hierarchy"
+        )
+        router = f"earthsnap hierarchy router --dataset {result.hierarchy.version.ref}" + (
+            f" --prefix {prefix}" if prefix != "hierarchy" else ""
+        )
+        lines += [
+            "approve the parts, then pack the approved ones into a router:",
+            "next: earthsnap registry approve " + " ".join(reg.values()),
+            f"next: {router}",
+        ]
     return lines
 
 # %% ../../nbs/hierarchy/planning.ipynb #f37c43f5
@@ -206,91 +309,181 @@ def write_listings(h: Hierarchy, root: str, models: list[str] | None = None) -> 
     "Write the listing of each of `models` (default: every model of `h`) under `root`; returns model -> its URI."
     unknown = [m for m in models or [] if m not in h.models]
     if unknown:
-        raise ParameterError(f"{', '.join(map(repr, unknown))}: not a model of the hierarchy of {h.version.ref}.",
-                             fix=f"Choose among {', '.join(h.models)} (earthsnap plan lists them).")
-    return {m: write_listing(h.models[m], h.version, listing_uri(root, h.version, m)) for m in (models or list(h.models))}
+        raise ParameterError(
+            f"{', '.join(map(repr, unknown))}: not a model of the hierarchy of {h.version.ref}.",
+            fix=f"Choose among {', '.join(h.models)} (earthsnap plan lists them).",
+        )
+    return {
+        m: write_listing(h.models[m], h.version, listing_uri(root, h.version, m)) for m in (models or list(h.models))
+    }
 
 # %% ../../nbs/hierarchy/planning.ipynb #9d7e3f14
-def hierarchy_listings(cfg: Config, dataset: str = "demo", taxonomy: str | os.PathLike | None = None, parent_per_group: int = 200,
-                       seed: int = 0, models: list[str] | None = None, sagemaker: bool = False, to: str | None = None) -> tuple[Hierarchy, dict[str, str]]:
-    """Write each model's listing (default: under {store}/hierarchy). With `sagemaker`, the hierarchy is cut from the version data QA
-    committed in <sagemaker_bucket>/datasets and the listings go to <sagemaker_bucket>/hierarchy."""
+def hierarchy_listings(
+    cfg: Config,
+    dataset: str = "demo",
+    taxonomy: str | os.PathLike | None = None,
+    parent_per_group: int = 200,
+    seed: int = 0,
+    models: list[str] | None = None,
+    sagemaker: bool = False,
+    to: str | None = None,
+) -> tuple[Hierarchy, dict[str, str]]:
+    """Write each model's listing (default: under {store}/hierarchy). With `sagemaker`, the hierarchy is cut from the
+    version data QA committed in <sagemaker_bucket>/datasets and the listings go to <sagemaker_bucket>/hierarchy."""
     root = cfg.store
     if sagemaker:
         import dataclasses
+
         root = require(cfg, "sagemaker_bucket", "an S3 location for code, data and models (s3://BUCKET/PREFIX)")
         cfg = dataclasses.replace(cfg, datasets=join(root, "datasets"))
-    try: h = load_hierarchy(cfg, dataset, taxonomy, parent_per_group, seed)
+    try:
+        h = load_hierarchy(cfg, dataset, taxonomy, parent_per_group, seed)
     except DatasetError as e:
-        if not sagemaker: raise
-        raise DatasetError(e.what, fix="Run data QA on SageMaker first (earthsnap sagemaker start: its data_qa step commits the version there).") from None
+        if not sagemaker:
+            raise
+        raise DatasetError(
+            e.what,
+            fix=(
+                "Run data QA on SageMaker first (earthsnap sagemaker "
+                "start: its data_qa step commits the version there)."
+            ),
+        ) from None
     return h, write_listings(h, to or join(root, "hierarchy"), models)
 
 # %% ../../nbs/hierarchy/planning.ipynb #a6acd3e4
 def sagemaker_commands(h: Hierarchy, listings: dict[str, str]) -> list[str]:
-    "The commands that create (or update) each model's own SageMaker pipeline with its listing as `source`, and start it."
+    """The commands that create (or update) each model's own SageMaker pipeline with its listing as `source`, and start
+    it.
+    """
     out = []
     for m, uri in listings.items():
         name = f"{h.version.name}-{m}"  # the dataset name a local run commits; `--model` defaults to demo-<model>
         extra = "" if name == f"demo-{m}" else f" -p dataset_name={name}"
-        out.append(f"earthsnap sagemaker upsert --model {m} -p source={uri}{extra} && earthsnap sagemaker start --model {m}")
+        out.append(
+            f"earthsnap sagemaker upsert --model {m} -p source={uri}{extra} && earthsnap sagemaker start --model {m}"
+        )
     return out
 
 # %% ../../nbs/hierarchy/planning.ipynb #d35de164
-def _pick(registry: ModelRegistry, group: str, classes: list[str], store: DatasetStore, approved: bool) -> ModelVersion | None:
+def _pick(
+    registry: ModelRegistry, group: str, classes: list[str], store: DatasetStore, approved: bool
+) -> ModelVersion | None:
     for v in registry.versions(group):
-        if v.status == REJECTED or (approved and v.status != APPROVED): continue
-        if sorted(version_classes(v, store) or []) == sorted(classes): return v
+        if v.status == REJECTED or (approved and v.status != APPROVED):
+            continue
+        if sorted(version_classes(v, store) or []) == sorted(classes):
+            return v
     return None
 
-def build_router(cfg: Config, h: Hierarchy, prefix: str = "hierarchy", registry: SqliteRegistry | None = None,
-                 progress: bool = False, echo: Callable[[str], None] = print) -> ModelVersion:
-    "Pack the approved parent and children of `h` into a router, compare it with the flat model, and register it in `prefix`."
+
+def build_router(
+    cfg: Config,
+    h: Hierarchy,
+    prefix: str = "hierarchy",
+    registry: SqliteRegistry | None = None,
+    progress: bool = False,
+    echo: Callable[[str], None] = print,
+) -> ModelVersion:
+    """Pack the approved parent and children of `h` into a router, compare it with the flat model, and register it in
+    `prefix`.
+    """
     registry = registry or open_registry(cfg)
     parts, missing = {}, []
     for name, d in h.models.items():
-        if d.role == "flat": continue
+        if d.role == "flat":
+            continue
         v = _pick(registry, registry_group(prefix, name), d.classes, h.version.store, approved=True)
         if v is None:
             pending = _pick(registry, registry_group(prefix, name), d.classes, h.version.store, approved=False)
-            missing.append(f"{name}: " + (f"approve {pending.ref}" if pending else f"no version of {registry_group(prefix, name)} knows these {len(d.classes)} classes; train it"))
-        else: parts[name] = v
+            missing.append(
+                f"{name}: "
+                + (
+                    f"approve {pending.ref}"
+                    if pending
+                    else f"no version of {registry_group(prefix, name)} knows these {len(d.classes)} classes; train it"
+                )
+            )
+        else:
+            parts[name] = v
     flat = _pick(registry, registry_group(prefix, FLAT), h.models[FLAT].classes, h.version.store, approved=False)
-    if flat is None: missing.append(f"flat: no version of {registry_group(prefix, FLAT)} to compare with; train it")
+    if flat is None:
+        missing.append(f"flat: no version of {registry_group(prefix, FLAT)} to compare with; train it")
     if missing:
-        raise EarthsnapError("The router cannot be built yet:\n  " + "\n  ".join(missing), fix="earthsnap plan shows what to train; earthsnap hierarchy run trains it.")
+        raise EarthsnapError(
+            "The router cannot be built yet:\n  " + "\n  ".join(missing),
+            fix="earthsnap plan shows what to train; earthsnap hierarchy run trains it.",
+        )
     records = (flat.lineage.get("inputs") or {}).get("records")
     if not records or not Path(records).is_dir():
-        raise EarthsnapError(f"The records of {flat.ref} ({records}) are gone, so there are no test images to judge the router on.",
-                             fix="Train the flat model again: earthsnap hierarchy run --all")
+        raise EarthsnapError(
+            f"The records of {flat.ref} ({records}) are gone, so there are no test images to judge the router on.",
+            fix="Train the flat model again: earthsnap hierarchy run --all",
+        )
     versions = {name: v.ref for name, v in parts.items()}
     key = hashlib.sha256(repr(sorted(versions.items()) + [flat.ref]).encode()).hexdigest()[:16]
     out = Path(join(cfg.store, "hierarchy", "routers", key))
     children = {g: parts[model_name(g)].artifact for g, species in h.taxonomy.items() if len(species) > 1}
-    router_dir = pack_router(parts[PARENT].artifact, children, h.taxonomy, versions, out / "router",
-                             child_names={g: model_name(g) for g in h.taxonomy})
-    write_baseline(router_dir, records)  # the drift reference of the router, on the flat model's validation photos, packed with it
+    router_dir = pack_router(
+        parts[PARENT].artifact,
+        children,
+        h.taxonomy,
+        versions,
+        out / "router",
+        child_names={g: model_name(g) for g in h.taxonomy},
+    )
+    # the drift reference of the router, on the flat model's validation photos, packed with it
+    write_baseline(router_dir, records)
     tarball = write_router_tarball(router_dir, out / MODEL_ARCHIVE)
     (out / "taxonomy.yaml").write_text(taxonomy_yaml(h.taxonomy))
     echo(f"router of {', '.join(versions.values())}: comparing it with {flat.ref} on its test images")
     nb = step_notebook(cfg.project_dir, "compare")
-    run_notebook(nb, out / "compare.ipynb", {"router": str(router_dir), "flat": flat.artifact, "records": records,
-                                             "taxonomy": str(out / "taxonomy.yaml"), "out_dir": str(out)}, progress=progress)
+    run_notebook(
+        nb,
+        out / "compare.ipynb",
+        {
+            "router": str(router_dir),
+            "flat": flat.artifact,
+            "records": records,
+            "taxonomy": str(out / "taxonomy.yaml"),
+            "out_dir": str(out),
+        },
+        progress=progress,
+    )
     comparison = read_json(out / "comparison" / "comparison.json")
     metrics = read_evaluation(out / "comparison" / "router")["metrics"]
     mv = registry.registered(prefix, tarball)
     if mv is None:
-        mv = registry.register(prefix, tarball, metrics, {
-            "kind": "router", "parts": versions, "flat": flat.ref, "dataset": h.version.ref, "classes": sorted(h.models[FLAT].classes),
-            "taxonomy": h.taxonomy, "comparison": comparison["models"],
-            "inputs": {"records": records, "evaluation": str(out / "comparison" / "router"), "report": str(out / "compare.html")}},
-            description=f"router of {', '.join(versions.values())}", by="earthsnap hierarchy router")
+        mv = registry.register(
+            prefix,
+            tarball,
+            metrics,
+            {
+                "kind": "router",
+                "parts": versions,
+                "flat": flat.ref,
+                "dataset": h.version.ref,
+                "classes": sorted(h.models[FLAT].classes),
+                "taxonomy": h.taxonomy,
+                "comparison": comparison["models"],
+                "inputs": {
+                    "records": records,
+                    "evaluation": str(out / "comparison" / "router"),
+                    "report": str(out / "compare.html"),
+                },
+            },
+            description=f"router of {', '.join(versions.values())}",
+            by="earthsnap hierarchy router",
+        )
         echo(f"{mv.ref} registered, {mv.status}")
-    else: echo(f"{mv.ref} holds this router already ({mv.status})")
+    else:
+        echo(f"{mv.ref} holds this router already ({mv.status})")
     r, f = comparison["models"]["router"], comparison["models"]["flat"]
     echo(f"  {'':<8}{'accuracy':>9}{'group acc.':>11}{'p50 ms':>8}{'p95 ms':>8}")
     for name, row in (("router", r), ("flat", f)):
-        echo(f"  {name:<8}{row['accuracy']:>9.3f}{row['group_accuracy']:>11.3f}{row['latency_ms_p50']:>8.2f}{row['latency_ms_p95']:>8.2f}")
+        echo(
+            "  "
+            f"{name:<8}{row['accuracy']:>9.3f}{row['group_accuracy']:>11.3f}{row['latency_ms_p50']:>8.2f}{row['latency_ms_p95']:>8.2f}"
+        )
     echo(f"  report: {out / 'compare.html'}")
     if mv.status != APPROVED:
         echo(f"approve it to release it (the deployer releases group {prefix} when deploy_group is {prefix}):")
@@ -298,32 +491,77 @@ def build_router(cfg: Config, h: Hierarchy, prefix: str = "hierarchy", registry:
     return mv
 
 # %% ../../nbs/hierarchy/planning.ipynb #5dc50c87
-def demo_hierarchy(out: str | os.PathLike, groups: int = 2, species: int = 2, images: int = 20, epochs: int = 4,
-                   width: int = 8, size: int = 32) -> dict:
-    "Train a small hierarchy (ResNet `width`, `size` px) on demo photos under `out` (copied from the demo cache when this code already did): returns router, flat, records and taxonomy paths."
+def demo_hierarchy(
+    out: str | os.PathLike,
+    groups: int = 2,
+    species: int = 2,
+    images: int = 20,
+    epochs: int = 4,
+    width: int = 8,
+    size: int = 32,
+) -> dict:
+    """Train a small hierarchy (ResNet `width`, `size` px) on demo photos under `out` (copied from the demo cache when
+    this code already did): returns router, flat, records and taxonomy paths.
+    """
     from earthsnap.engine.fingerprint import cached_tree
-    out = Path(out)
-    cached_tree({"demo_hierarchy": [groups, species, images, epochs, width, size]}, out,
-                lambda o: _train_demo_hierarchy(o, groups, species, images, epochs, width, size))
-    return {"router": out / "router", "flat": out / FLAT / "model", "records": out / FLAT / "records", "taxonomy": out / "photos" / "taxonomy.yaml"}
 
-def _train_demo_hierarchy(out: Path, groups: int, species: int, images: int, epochs: int, width: int, size: int) -> None:
+    out = Path(out)
+    cached_tree(
+        {"demo_hierarchy": [groups, species, images, epochs, width, size]},
+        out,
+        lambda o: _train_demo_hierarchy(o, groups, species, images, epochs, width, size),
+    )
+    return {
+        "router": out / "router",
+        "flat": out / FLAT / "model",
+        "records": out / FLAT / "records",
+        "taxonomy": out / "photos" / "taxonomy.yaml",
+    }
+
+
+def _train_demo_hierarchy(
+    out: Path, groups: int, species: int, images: int, epochs: int, width: int, size: int
+) -> None:
     from earthsnap.data.dataqa import run_qa
     from earthsnap.data.demodata import generate_demo_data
+    from earthsnap.data.preprocess import PreprocessParams, preprocess
     from earthsnap.model.export import save_model
     from earthsnap.model.hyperparameters import Hyperparameters
-    from earthsnap.data.preprocess import PreprocessParams, preprocess
     from earthsnap.model.training import train
+
     out = Path(out)
     demo = generate_demo_data(out / "photos", groups=groups, species=species, images=images, seed=0, progress=False)
-    version = run_qa(str(demo.root), "demo", datasets=out / "datasets", taxonomy=demo.root / "taxonomy.yaml", out_dir=out / "qa", progress=False).dataset
+    version = run_qa(
+        str(demo.root),
+        "demo",
+        datasets=out / "datasets",
+        taxonomy=demo.root / "taxonomy.yaml",
+        out_dir=out / "qa",
+        progress=False,
+    ).dataset
     data, dirs = hierarchy_data(version, parent_per_group=images * species), {}
     for name, d in data.items():
         listing = write_listing(d, version, listing_uri(str(out / "listings"), version, name))
         run_qa(listing, f"demo-{name}", datasets=out / "datasets", out_dir=out / name / "qa", progress=False)
-        preprocess(out / name / "qa", out / name / "records", PreprocessParams(size=size, train=0.6, val=0.2, test=0.2, tune_fraction=1.0),
-                   datasets=out / "datasets", progress=False)
-        res = train(out / name / "records", Hyperparameters(width=width, epochs=epochs, batch_size=16), progress=False, log=lambda l: None)
+        preprocess(
+            out / name / "qa",
+            out / name / "records",
+            PreprocessParams(size=size, train=0.6, val=0.2, test=0.2, tune_fraction=1.0),
+            datasets=out / "datasets",
+            progress=False,
+        )
+        res = train(
+            out / name / "records",
+            Hyperparameters(width=width, epochs=epochs, batch_size=16),
+            progress=False,
+            log=lambda l: None,
+        )
         dirs[name] = save_model(res, out / name / "model")
-    pack_router(dirs[PARENT], {g: dirs[model_name(g)] for g in demo.taxonomy}, demo.taxonomy, {}, out / "router",
-                child_names={g: model_name(g) for g in demo.taxonomy})
+    pack_router(
+        dirs[PARENT],
+        {g: dirs[model_name(g)] for g in demo.taxonomy},
+        demo.taxonomy,
+        {},
+        out / "router",
+        child_names={g: model_name(g) for g in demo.taxonomy},
+    )

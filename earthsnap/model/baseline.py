@@ -17,9 +17,8 @@ import numpy as np
 
 from ..core.errors import EarthsnapError
 from ..core.storage import atomic_write
-from ..data.records import split_images
+from ..data.records import read_classes, split_images
 from .inference import BASELINE_FILE, TARBALL, model_input
-from ..data.records import read_classes
 from .router import load_model
 
 # %% auto #0
@@ -30,9 +29,13 @@ __all__ = ['BaselineError', 'Baseline', 'prediction_summary', 'make_baseline', '
 class BaselineError(EarthsnapError):
     "A model without a baseline, or a baseline that cannot be read."
 
+
 @dataclass
 class Baseline:
-    "A model's predictions on photos it did not train on: predicted class indices, top probabilities, embeddings, true labels."
+    """A model's predictions on photos it did not train on: predicted class indices, top probabilities, embeddings, true
+    labels.
+    """
+
     classes: list[str]
     split: str
     labels: np.ndarray
@@ -42,78 +45,132 @@ class Baseline:
 
     def summary(self) -> dict:
         "Class shares of the predictions, confidence quantiles, the embedding's width and mean spread, the accuracy."
-        return {"split": self.split, "photos": int(len(self.labels)), "accuracy": float((self.labels == self.truth).mean()),
-                **prediction_summary(self.labels, self.confidence, self.classes),
-                "embedding_width": int(self.embeddings.shape[1]), "embedding_std": round(float(self.embeddings.std(axis=0).mean()), 4)}
+        return {
+            "split": self.split,
+            "photos": int(len(self.labels)),
+            "accuracy": float((self.labels == self.truth).mean()),
+            **prediction_summary(self.labels, self.confidence, self.classes),
+            "embedding_width": int(self.embeddings.shape[1]),
+            "embedding_std": round(float(self.embeddings.std(axis=0).mean()), 4),
+        }
+
 
 def prediction_summary(labels: np.ndarray, confidence: np.ndarray, classes: list[str]) -> dict:
-    "What a person reads of some predictions (a baseline's, a window's): the share of each class and quantiles of the top probability."
+    """What a person reads of some predictions (a baseline's, a window's): the share of each class and quantiles of the
+    top probability.
+    """
     shares = np.bincount(labels, minlength=len(classes)) / max(1, len(labels))
-    return {"class_shares": {c: round(float(v), 4) for c, v in zip(classes, shares)},
-            "confidence_quantiles": {q: round(float(np.quantile(confidence, float(q))), 4) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")}}
+    return {
+        "class_shares": {c: round(float(v), 4) for c, v in zip(classes, shares)},
+        "confidence_quantiles": {
+            q: round(float(np.quantile(confidence, float(q))), 4) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")
+        },
+    }
 
 # %% ../../nbs/model/baseline.ipynb #d3da65a2
-def make_baseline(model, records: str | os.PathLike, split: str = "val", limit: int = 1000, batch_size: int = 64, seed: int = 0) -> Baseline:
+def make_baseline(
+    model, records: str | os.PathLike, split: str = "val", limit: int = 1000, batch_size: int = 64, seed: int = 0
+) -> Baseline:
     "The baseline of `model` (a loaded model or router, or where one is) on `split` of `records`."
     m = model if hasattr(model, "top_and_embeddings") else load_model(model)
     rows = list(split_images(records, split))
     if not rows:
-        raise BaselineError(f"The {split!r} split has no photo, so there is no baseline to make.",
-                            fix="Give the validation split photos (val_fraction).")
+        raise BaselineError(
+            f"The {split!r} split has no photo, so there is no baseline to make.",
+            fix="Give the validation split photos (val_fraction).",
+        )
     if len(rows) > limit:
         keep = np.sort(np.random.default_rng(seed).choice(len(rows), limit, replace=False))
         rows = [rows[i] for i in keep]
     labels, confidence, embeddings, truth = [], [], [], []
     index = {c: i for i, c in enumerate(m.classes)}
-    names, _ = read_classes(records)   # the records' numbering may differ from the model's (a router's species are sorted)
+    # the records' numbering may differ from the model's (a router's species are sorted)
+    names, _ = read_classes(records)
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
+        chunk = rows[start : start + batch_size]
         answers, emb = m.top_and_embeddings(np.stack([model_input(body, m.input_size) for _, _, _, body in chunk]), 1)
         if emb is None:
-            raise BaselineError(f"{m.path} has no embedding output, so it has no baseline.", fix="Train it again with this earthsnap.")
-        labels += [index[a[0]["label"]] for a in answers]; confidence += [a[0]["probability"] for a in answers]
-        embeddings.append(emb); truth += [index.get(names[label], -1) for _, label, _, _ in chunk]
-    return Baseline(list(m.classes), split, np.array(labels), np.array(confidence), np.concatenate(embeddings).astype(np.float32), np.array(truth))
+            raise BaselineError(
+                f"{m.path} has no embedding output, so it has no baseline.", fix="Train it again with this earthsnap."
+            )
+        labels += [index[a[0]["label"]] for a in answers]
+        confidence += [a[0]["probability"] for a in answers]
+        embeddings.append(emb)
+        truth += [index.get(names[label], -1) for _, label, _, _ in chunk]
+    return Baseline(
+        list(m.classes),
+        split,
+        np.array(labels),
+        np.array(confidence),
+        np.concatenate(embeddings).astype(np.float32),
+        np.array(truth),
+    )
 
 # %% ../../nbs/model/baseline.ipynb #356a94de
 def baseline_bytes(b: Baseline) -> bytes:
     "`b` as the bytes of baseline.npz: the same bytes for the same baseline."
-    arrays = {"meta": np.array(json.dumps({"format": "earthsnap-baseline/1", "classes": b.classes, "split": b.split})),
-              "labels": b.labels.astype(np.int32), "confidence": b.confidence.astype(np.float32),
-              "embeddings": b.embeddings.astype(np.float16), "truth": b.truth.astype(np.int32)}
+    arrays = {
+        "meta": np.array(json.dumps({"format": "earthsnap-baseline/1", "classes": b.classes, "split": b.split})),
+        "labels": b.labels.astype(np.int32),
+        "confidence": b.confidence.astype(np.float32),
+        "embeddings": b.embeddings.astype(np.float16),
+        "truth": b.truth.astype(np.int32),
+    }
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name, a in arrays.items():
-            part = io.BytesIO(); np.lib.format.write_array(part, a, allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)); info.compress_type = zipfile.ZIP_DEFLATED
+            part = io.BytesIO()
+            np.lib.format.write_array(part, a, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, part.getvalue())
     return buf.getvalue()
+
 
 def write_baseline(model_dir: str | os.PathLike, records: str | os.PathLike, split: str = "val", **kw) -> Path:
     "Make the baseline of the model in `model_dir` on `split` of `records`, and write it there as baseline.npz."
     b = make_baseline(model_dir, records, split, **kw)
-    with atomic_write(Path(model_dir) / BASELINE_FILE) as f: f.write(baseline_bytes(b))
+    with atomic_write(Path(model_dir) / BASELINE_FILE) as f:
+        f.write(baseline_bytes(b))
     return Path(model_dir) / BASELINE_FILE
+
 
 def _parse(data: bytes, where: str) -> Baseline:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            return Baseline(meta["classes"], meta["split"], z["labels"].astype(np.int64), z["confidence"].astype(np.float64),
-                            z["embeddings"].astype(np.float32), z["truth"].astype(np.int64))
+            return Baseline(
+                meta["classes"],
+                meta["split"],
+                z["labels"].astype(np.int64),
+                z["confidence"].astype(np.float64),
+                z["embeddings"].astype(np.float32),
+                z["truth"].astype(np.int64),
+            )
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as e:
         raise BaselineError(f"The baseline in {where} cannot be read: {e}", fix="Train the model again.") from None
+
 
 def read_baseline(path: str | os.PathLike) -> Baseline:
     "The baseline of the model at `path`: a model directory, its model.tar.gz, or a directory holding one."
     p = Path(path)
-    if p.is_dir() and (p / BASELINE_FILE).exists(): return _parse((p / BASELINE_FILE).read_bytes(), str(p))
+    if p.is_dir() and (p / BASELINE_FILE).exists():
+        return _parse((p / BASELINE_FILE).read_bytes(), str(p))
     tarball = p / TARBALL if p.is_dir() else p
     try:
         with tarfile.open(tarball, "r:gz") as tf:
             member = tf.extractfile(BASELINE_FILE) if BASELINE_FILE in tf.getnames() else None
-            if member is not None: return _parse(member.read(), str(tarball))
+            if member is not None:
+                return _parse(member.read(), str(tarball))
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise BaselineError(f"{tarball} is not a readable model archive: {e}", fix="Point at the model's model.tar.gz.") from None
-    raise BaselineError(f"The model at {p} has no baseline ({BASELINE_FILE}): it was trained (or its router packed) before earthsnap made baselines.",
-                        fix="Train it again with this earthsnap (its training step writes one; earthsnap hierarchy router packs one with a router), then register and deploy it.")
+        raise BaselineError(
+            f"{tarball} is not a readable model archive: {e}", fix="Point at the model's model.tar.gz."
+        ) from None
+    raise BaselineError(
+        f"The model at {p} has no baseline ({BASELINE_FILE}): it was "
+        "trained (or its router packed) before earthsnap made baselines.",
+        fix=(
+            "Train it again with this earthsnap (its training step writes one; earthsnap "
+            "hierarchy router packs one with a router), then register and deploy it."
+        ),
+    )

@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 import csv
-import time
 import io
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +16,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..core.errors import EarthsnapError
-from .inference import OnnxModel, model_input
-from .router import RouterModel, load_model
+from ..core.storage import atomic_write, write_json
 from ..data.recordio import MXIndexedRecordIO, read_lst, unpack
 from ..data.records import check_split, read_classes, split_images
-from ..core.storage import atomic_write, write_json
 from ..data.step_files import write_evaluation
+from .inference import OnnxModel, model_input
+from .router import RouterModel, load_model
 
 # %% auto #0
 __all__ = ['confusion_matrix', 'per_class', 'top_k_accuracy', 'confused_pairs', 'metrics', 'plot_confusion', 'plot_misclassified',
@@ -55,7 +55,10 @@ def confused_pairs(cm: np.ndarray, classes: list[str], n: int = 10) -> list[dict
     "The `n` most frequent mistakes: true class, predicted class, count, share of the true class."
     off = [(int(cm[i, j]), i, j) for i in range(len(classes)) for j in range(len(classes)) if i != j and cm[i, j]]
     off.sort(key=lambda t: (-t[0], t[1], t[2]))
-    return [{"true": classes[i], "predicted": classes[j], "count": c, "share": round(c / cm[i].sum(), 4)} for c, i, j in off[:n]]
+    return [
+        {"true": classes[i], "predicted": classes[j], "count": c, "share": round(c / cm[i].sum(), 4)}
+        for c, i, j in off[:n]
+    ]
 
 # %% ../../nbs/model/evaluation.ipynb #057a7216
 def metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
@@ -65,12 +68,21 @@ def metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     pc = per_class(cm)
     present = pc["support"] > 0  # macro-F1 over the classes the test split has
     return {
-        "metrics": {"accuracy": {"value": float(np.mean(y_true == y_pred))},
-                    "top5_accuracy": {"value": top_k_accuracy(y_true, probs, 5)},
-                    "macro_f1": {"value": float(pc["f1"][present].mean()) if present.any() else 0.0},
-                    "images": {"value": int(len(y_true))}},
-        "per_class": {c: {"precision": round(float(pc["precision"][i]), 4), "recall": round(float(pc["recall"][i]), 4),
-                          "f1": round(float(pc["f1"][i]), 4), "support": int(pc["support"][i])} for i, c in enumerate(classes)},
+        "metrics": {
+            "accuracy": {"value": float(np.mean(y_true == y_pred))},
+            "top5_accuracy": {"value": top_k_accuracy(y_true, probs, 5)},
+            "macro_f1": {"value": float(pc["f1"][present].mean()) if present.any() else 0.0},
+            "images": {"value": int(len(y_true))},
+        },
+        "per_class": {
+            c: {
+                "precision": round(float(pc["precision"][i]), 4),
+                "recall": round(float(pc["recall"][i]), 4),
+                "f1": round(float(pc["f1"][i]), 4),
+                "support": int(pc["support"][i]),
+            }
+            for i, c in enumerate(classes)
+        },
         "confused_pairs": confused_pairs(cm, classes),
         "confusion_matrix": cm.tolist(),
     }
@@ -79,16 +91,27 @@ def metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
 def plot_confusion(cm: np.ndarray, classes: list[str]):
     "The confusion matrix as a figure: colour is the share of each true class, text the count."
     import matplotlib.pyplot as plt
+
     cm = np.asarray(cm)
     share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     n = len(classes)
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * n + 2.5), max(3.5, 0.45 * n + 2)))
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=90, fontsize=8); ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xticks(range(n), classes, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (share of each true class)")
     for i in range(n):
         for j in range(n):
-            if cm[i, j]: ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, color="white" if share[i, j] > 0.5 else "black")
+            if cm[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    int(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig
@@ -97,87 +120,152 @@ def plot_confusion(cm: np.ndarray, classes: list[str]):
 def plot_misclassified(examples: list[dict], columns: int = 6, limit: int = 24):
     "A grid of misclassified images (dicts with `image` bytes, `true`, `predicted`, `probability`)."
     import matplotlib.pyplot as plt
+
     shown = examples[:limit]
     rows = max(1, -(-len(shown) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.9, rows * 2.2), squeeze=False)
-    for ax in axes.flat: ax.axis("off")
+    for ax in axes.flat:
+        ax.axis("off")
     for ax, e in zip(axes.flat, shown):
         ax.imshow(Image.open(io.BytesIO(e["image"])).convert("RGB"))
         ax.set_title(f"true {e['true']}\nsaid {e['predicted']} ({e['probability']:.0%})", fontsize=7)
-    fig.suptitle(f"misclassified: {len(examples)} image(s)" + (f", first {limit} shown" if len(examples) > limit else ""), fontsize=10)
+    fig.suptitle(
+        f"misclassified: {len(examples)} image(s)" + (f", first {limit} shown" if len(examples) > limit else ""),
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
 # %% ../../nbs/model/evaluation.ipynb #05d34047
 class EvaluationError(EarthsnapError):
-    "A model that cannot be judged on the data given: its classes are not those of the data (a missing or empty split is a DataError)."
+    """A model that cannot be judged on the data given: its classes are not those of the data (a missing or empty split
+    is a DataError).
+    """
 
 # %% ../../nbs/model/evaluation.ipynb #767738de
-def predict_split(model: OnnxModel | RouterModel, records: str | os.PathLike, split: str = "test", batch_size: int = 64, progress: bool = True):
+def predict_split(
+    model: OnnxModel | RouterModel,
+    records: str | os.PathLike,
+    split: str = "test",
+    batch_size: int = 64,
+    progress: bool = True,
+):
     "Labels, probabilities, record ids, uris and image bytes of the misclassified, for every image of a split."
     classes, _ = read_classes(records)
     check_split(records, split, classes)  # refuses a missing or empty split
     if classes != model.classes:
-        raise EvaluationError(f"The model knows {len(model.classes)} classes and the data {len(classes)}, or in another order: "
-                              "it was trained on other data.", fix="Evaluate the model on the records it was trained from.")
+        raise EvaluationError(
+            f"The model knows {len(model.classes)} classes and the data {len(classes)}, or in another order: "
+            "it was trained on other data.",
+            fix="Evaluate the model on the records it was trained from.",
+        )
     rows = list(read_lst(Path(records) / f"{split}.lst"))
     labels, probs, wrong = [], [], []
     bar = tqdm(total=len(rows), desc=f"evaluating on {split}", unit="img", disable=not progress)
     with MXIndexedRecordIO(Path(records) / f"{split}.idx", Path(records) / f"{split}.rec", "r") as rec:
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
+            chunk = rows[start : start + batch_size]
             images = [unpack(rec.read_idx(k))[1] for k, _, _ in chunk]
             p = model.probabilities(np.stack([model_input(im, model.input_size) for im in images]))
             for (k, lab, uri), im, pi in zip(chunk, images, p):
                 if int(pi.argmax()) != int(lab[0]):
-                    wrong.append({"id": k, "uri": uri, "image": im, "true": classes[int(lab[0])], "predicted": classes[int(pi.argmax())],
-                                  "probability": float(pi.max())})
-            labels += [int(lab[0]) for _, lab, _ in chunk]; probs.append(p)
+                    wrong.append(
+                        {
+                            "id": k,
+                            "uri": uri,
+                            "image": im,
+                            "true": classes[int(lab[0])],
+                            "predicted": classes[int(pi.argmax())],
+                            "probability": float(pi.max()),
+                        }
+                    )
+            labels += [int(lab[0]) for _, lab, _ in chunk]
+            probs.append(p)
             bar.update(len(chunk))
     bar.close()
     return np.array(labels), np.concatenate(probs), rows, wrong
 
 # %% ../../nbs/model/evaluation.ipynb #9df37226
-def evaluate(model: str | os.PathLike | OnnxModel | RouterModel, records: str | os.PathLike, out_dir: str | os.PathLike, split: str = "test",
-             progress: bool = True) -> dict:
-    "Judge `model` (a model or router directory, its model.tar.gz, or a loaded one) on `split` of `records`; write the report files into `out_dir`."
+def evaluate(
+    model: str | os.PathLike | OnnxModel | RouterModel,
+    records: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    split: str = "test",
+    progress: bool = True,
+) -> dict:
+    """Judge `model` (a model or router directory, its model.tar.gz, or a loaded one) on `split` of `records`; write the
+    report files into `out_dir`.
+    """
     import matplotlib.pyplot as plt
+
     m = model if hasattr(model, "probabilities") else load_model(model)  # a loaded model or router, or where one is
     y, probs, rows, wrong = predict_split(m, records, split, progress=progress)
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    result = {**metrics(y, probs, m.classes), "split": split, "images": len(y), "model": str(m.path),
-              "model_metrics": m.metrics, "misclassified": len(wrong)}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        **metrics(y, probs, m.classes),
+        "split": split,
+        "images": len(y),
+        "model": str(m.path),
+        "model_metrics": m.metrics,
+        "misclassified": len(wrong),
+    }
     with atomic_write(out / "predictions.csv", "w") as f:
-        w = csv.writer(f); w.writerow(["id", "uri", "true", "predicted", "probability"])
+        w = csv.writer(f)
+        w.writerow(["id", "uri", "true", "predicted", "probability"])
         for (k, _, uri), t, p in zip(rows, y, probs):
             w.writerow([k, uri, m.classes[t], m.classes[int(p.argmax())], f"{float(p.max()):.4f}"])
-    for name, fig in (("confusion.png", plot_confusion(result["confusion_matrix"], m.classes)),
-                      ("misclassified.png", plot_misclassified(wrong))):
-        fig.savefig(out / name, dpi=110, bbox_inches="tight"); plt.close(fig)
+    for name, fig in (
+        ("confusion.png", plot_confusion(result["confusion_matrix"], m.classes)),
+        ("misclassified.png", plot_misclassified(wrong)),
+    ):
+        fig.savefig(out / name, dpi=110, bbox_inches="tight")
+        plt.close(fig)
     write_evaluation(out, result)
     return result
 
 # %% ../../nbs/model/evaluation.ipynb #3dea1490
-def compare_models(models: dict[str, str | os.PathLike], records: str | os.PathLike, out_dir: str | os.PathLike, split: str = "test",
-                   taxonomy: dict[str, list[str]] | None = None, repeat: int = 1, top_k: int = 5, progress: bool = True) -> dict:
-    "Evaluate each of `models` (name -> model or router) on `split` of `records`, with latency at batch 1; writes comparison.json."
+def compare_models(
+    models: dict[str, str | os.PathLike],
+    records: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    split: str = "test",
+    taxonomy: dict[str, list[str]] | None = None,
+    repeat: int = 1,
+    top_k: int = 5,
+    progress: bool = True,
+) -> dict:
+    """Evaluate each of `models` (name -> model or router) on `split` of `records`, with latency at batch 1; writes
+    comparison.json.
+    """
     out, rows = Path(out_dir), {}
     group_of = {s: g for g, species in (taxonomy or {}).items() for s in species}
     for name, where in models.items():
         m = where if hasattr(where, "probabilities") else load_model(where)
         ev = evaluate(m, records, out / name, split, progress=progress)
         images = [im for _, _, _, im in split_images(records, split)]
-        for im in images[:3]: m.predict([im], top_k)  # warm-up
+        for im in images[:3]:
+            m.predict([im], top_k)  # warm-up
         ms = []
         for _ in range(repeat):
             for im in images:  # decode, resize and the top_k answer: what an endpoint does for a request
-                t0 = time.perf_counter(); m.predict([im], top_k); ms.append((time.perf_counter() - t0) * 1000)
-        row = {"accuracy": ev["metrics"]["accuracy"]["value"], "top5_accuracy": ev["metrics"]["top5_accuracy"]["value"],
-               "macro_f1": ev["metrics"]["macro_f1"]["value"], "images": ev["images"],
-               "latency_ms_p50": float(np.percentile(ms, 50)), "latency_ms_p95": float(np.percentile(ms, 95)), "model": str(where)}
+                t0 = time.perf_counter()
+                m.predict([im], top_k)
+                ms.append((time.perf_counter() - t0) * 1000)
+        row = {
+            "accuracy": ev["metrics"]["accuracy"]["value"],
+            "top5_accuracy": ev["metrics"]["top5_accuracy"]["value"],
+            "macro_f1": ev["metrics"]["macro_f1"]["value"],
+            "images": ev["images"],
+            "latency_ms_p50": float(np.percentile(ms, 50)),
+            "latency_ms_p95": float(np.percentile(ms, 95)),
+            "model": str(where),
+        }
         if group_of:
             preds = list(csv.DictReader(open(out / name / "predictions.csv")))
-            row["group_accuracy"] = sum(group_of.get(p["true"]) == group_of.get(p["predicted"]) for p in preds) / len(preds)
+            row["group_accuracy"] = sum(group_of.get(p["true"]) == group_of.get(p["predicted"]) for p in preds) / len(
+                preds
+            )
         rows[name] = row
     result = {"split": split, "records": str(records), "models": rows}
     write_json(out / "comparison.json", result)
@@ -187,16 +275,24 @@ def compare_models(models: dict[str, str | os.PathLike], records: str | os.PathL
 def plot_comparison(result: dict):
     "Accuracy (and group accuracy) beside latency, one bar per model."
     import matplotlib.pyplot as plt
+
     names, rows = list(result["models"]), list(result["models"].values())
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     x = np.arange(len(names))
     has_group = all("group_accuracy" in r for r in rows)
     w = 0.38 if has_group else 0.6
     a.bar(x - (w / 2 if has_group else 0), [r["accuracy"] for r in rows], w, label="species accuracy", color="#2b6cb0")
-    if has_group: a.bar(x + w / 2, [r["group_accuracy"] for r in rows], w, label="group accuracy", color="#90cdf4")
-    a.set_xticks(x, names); a.set_ylim(0, 1.05); a.set_title(f"accuracy on {rows[0]['images']} {result['split']} images"); a.legend(loc="lower right", fontsize=8)
+    if has_group:
+        a.bar(x + w / 2, [r["group_accuracy"] for r in rows], w, label="group accuracy", color="#90cdf4")
+    a.set_xticks(x, names)
+    a.set_ylim(0, 1.05)
+    a.set_title(f"accuracy on {rows[0]['images']} {result['split']} images")
+    a.legend(loc="lower right", fontsize=8)
     b.bar(x - 0.2, [r["latency_ms_p50"] for r in rows], 0.4, label="p50", color="#38a169")
     b.bar(x + 0.2, [r["latency_ms_p95"] for r in rows], 0.4, label="p95", color="#9ae6b4")
-    b.set_xticks(x, names); b.set_ylabel("ms per image"); b.set_title("latency at batch 1"); b.legend(fontsize=8)
+    b.set_xticks(x, names)
+    b.set_ylabel("ms per image")
+    b.set_title("latency at batch 1")
+    b.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.storage import atomic_write, write_json, write_tar_gz
 from .hyperparameters import Hyperparameters
 from .inference import BASELINE_FILE, MODEL_FILES, ModelError, model_dir
 from .networks import build_model
-from ..core.storage import atomic_write, write_json, write_tar_gz
 
 # %% auto #0
 __all__ = ['TOLERANCE', 'RUN_FACTS', 'WithEmbedding', 'export_onnx', 'check_onnx', 'save_model', 'write_tarball',
@@ -26,12 +26,18 @@ __all__ = ['TOLERANCE', 'RUN_FACTS', 'WithEmbedding', 'export_onnx', 'check_onnx
 
 # %% ../../nbs/model/export.ipynb #e41300c5
 class WithEmbedding(nn.Module):
-    "`model` (a Sequential ending in its linear classifier) answering (logits, embedding): the embedding is what that layer reads."
+    """`model` (a Sequential ending in its linear classifier) answering (logits, embedding): the embedding is what that
+    layer reads.
+    """
+
     def __init__(self, model: nn.Sequential):
         super().__init__()
         if not (isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear)):
-            raise ModelError(f"Cannot export the embedding of a {type(model).__name__}: a Sequential ending in nn.Linear is expected.",
-                             fix="Build the model with earthsnap.model.networks.build_model.")
+            raise ModelError(
+                f"Cannot export the embedding of a {type(model).__name__}: "
+                "a Sequential ending in nn.Linear is expected.",
+                fix="Build the model with earthsnap.model.networks.build_model.",
+            )
         self.body, self.head = model[:-1], model[-1]
 
     def forward(self, x):
@@ -41,9 +47,13 @@ class WithEmbedding(nn.Module):
 # %% ../../nbs/model/export.ipynb #d32e4ead
 TOLERANCE = 1e-4  # largest difference between ONNX Runtime's and torch's logits that export accepts
 
+
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int) -> Path:
-    "Export `model` to ONNX at `path`: input `image` (batch x 3 x size x size, dynamic batch), outputs `logits` and `embedding`."
+    """Export `model` to ONNX at `path`: input `image` (batch x 3 x size x size, dynamic batch), outputs `logits` and
+    `embedding`.
+    """
     import logging
+
     model = model.eval().cpu()
     example = (torch.rand(2, 3, input_size, input_size),)
     path = Path(path)
@@ -51,55 +61,94 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int) -> P
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         out = Path(tmp) / "model.onnx"
-        torch.onnx.export(WithEmbedding(model), example, str(out), input_names=["image"], output_names=["logits", "embedding"],
-                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), dynamo=True,
-                          external_data=False, verbose=False, optimize=True)
-        with atomic_write(path) as f: f.write(out.read_bytes())
+        torch.onnx.export(
+            WithEmbedding(model),
+            example,
+            str(out),
+            input_names=["image"],
+            output_names=["logits", "embedding"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+            optimize=True,
+        )
+        with atomic_write(path) as f:
+            f.write(out.read_bytes())
     return path
 
 # %% ../../nbs/model/export.ipynb #c60cdafe
 def check_onnx(model: nn.Module, path: str | os.PathLike, input_size: int, batch: int = 8, seed: int = 0) -> float:
-    "The largest difference between torch and ONNX Runtime (logits and embedding) on a random batch; an error above `TOLERANCE`."
+    """The largest difference between torch and ONNX Runtime (logits and embedding) on a random batch; an error above
+    `TOLERANCE`.
+    """
     import onnxruntime as ort
+
     x = torch.rand(batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad(): want, features = (t.numpy() for t in WithEmbedding(model.eval().cpu())(x))
-    got, embedding = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["logits", "embedding"], {"image": x.numpy()})
+    with torch.no_grad():
+        want, features = (t.numpy() for t in WithEmbedding(model.eval().cpu())(x))
+    got, embedding = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["logits", "embedding"], {"image": x.numpy()}
+    )
     diff = max(float(np.abs(got - want).max()), float(np.abs(embedding - features).max()))
     if not diff <= TOLERANCE:
-        raise ModelError(f"The exported ONNX model differs from the torch model by {diff:.2g} (more than {TOLERANCE:g}).",
-                         fix="This is a bug in the export of this architecture; please report it with the hyperparameters.")
+        raise ModelError(
+            f"The exported ONNX model differs from the torch model by {diff:.2g} (more than {TOLERANCE:g}).",
+            fix="This is a bug in the export of this architecture; please report it with the hyperparameters.",
+        )
     return diff
 
 # %% ../../nbs/model/export.ipynb #663b1f06
-RUN_FACTS = ("seconds", "device")   # how a training went, not what it made: kept out of the archive (training.json)
+RUN_FACTS = ("seconds", "device")  # how a training went, not what it made: kept out of the archive (training.json)
+
 
 def save_model(result, out_dir: str | os.PathLike) -> Path:
-    "Write a `TrainResult` (earthsnap.model.training) as a model directory: ONNX, safetensors, classes, hyperparameters, metrics; the run's own facts (time, device) in training.json, which the archive leaves out."
+    """Write a `TrainResult` (earthsnap.model.training) as a model directory: ONNX, safetensors, classes,
+    hyperparameters, metrics; the run's own facts (time, device) in training.json, which the archive leaves out.
+    """
     from safetensors.torch import save_file
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     model = result.model.eval().cpu()
     export_onnx(model, out / "model.onnx", result.input_size)
     diff = check_onnx(model, out / "model.onnx", result.input_size)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(tmp) / "w"), metadata={"format": "pt"})
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(tmp) / "w"), metadata={"format": "pt"}
+        )
         os.replace(Path(tmp) / "w", out / "model.safetensors")
-    write_json(out / "classes.json", {"classes": result.classes, "input_size": result.input_size,
-                                      "input": "image: float32 N x 3 x size x size, RGB in [0, 1], centre square",
-                                      "output": "logits: float32 N x classes"})
+    write_json(
+        out / "classes.json",
+        {
+            "classes": result.classes,
+            "input_size": result.input_size,
+            "input": "image: float32 N x 3 x size x size, RGB in [0, 1], centre square",
+            "output": "logits: float32 N x classes",
+        },
+    )
     write_json(out / "hyperparameters.json", result.hp.to_dict())
-    write_json(out / "metrics.json", {**{k: v for k, v in result.metrics.items() if k not in RUN_FACTS}, "onnx_max_abs_diff": diff})
+    write_json(
+        out / "metrics.json",
+        {**{k: v for k, v in result.metrics.items() if k not in RUN_FACTS}, "onnx_max_abs_diff": diff},
+    )
     write_json(out / "training.json", {k: result.metrics[k] for k in RUN_FACTS if k in result.metrics})
     return out
 
 # %% ../../nbs/model/export.ipynb #18a00ea4
 def write_tarball(model_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
-    "Pack the files of a model directory (with its baseline.npz, if it has one) into a reproducible `model.tar.gz` at `path`."
-    return write_tar_gz(model_dir, MODEL_FILES + tuple(f for f in (BASELINE_FILE,) if (Path(model_dir) / f).exists()), path)
+    """Pack the files of a model directory (with its baseline.npz, if it has one) into a reproducible `model.tar.gz` at
+    `path`.
+    """
+    return write_tar_gz(
+        model_dir, MODEL_FILES + tuple(f for f in (BASELINE_FILE,) if (Path(model_dir) / f).exists()), path
+    )
 
 # %% ../../nbs/model/export.ipynb #3eaeec71
 def load_torch_model(path: str | os.PathLike) -> tuple[nn.Module, list[str], Hyperparameters]:
     "The torch model of a model directory (or model.tar.gz), rebuilt from its hyperparameters and safetensors weights."
     from safetensors.torch import load_file
+
     d = model_dir(path)
     hp = Hyperparameters.parse(json.loads((d / "hyperparameters.json").read_text()))
     classes = json.loads((d / "classes.json").read_text())["classes"]

@@ -20,51 +20,97 @@ __all__ = ['RANGES', 'DEFAULT_SPACE', 'Continuous', 'Integer', 'Categorical', 'H
 @dataclass(frozen=True)
 class Continuous:
     "Real values from `low` to `high` (inclusive), sampled on a log scale when `log`."
+
     low: float
     high: float
     log: bool = False
+
     def __post_init__(self):
         if not self.low < self.high or (self.log and self.low <= 0):
-            raise EarthsnapError(f"Continuous range [{self.low}, {self.high}] is empty" + (" or not positive, as a log scale needs." if self.log else "."))
-    def contains(self, v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and self.low <= v <= self.high
-    def within(self, other) -> bool: return isinstance(other, Continuous) and other.low <= self.low and self.high <= other.high
-    def suggest(self, trial, name: str): return trial.suggest_float(name, self.low, self.high, log=self.log)
+            raise EarthsnapError(
+                f"Continuous range [{self.low}, {self.high}] is empty"
+                + (" or not positive, as a log scale needs." if self.log else ".")
+            )
+
+    def contains(self, v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and self.low <= v <= self.high
+
+    def within(self, other) -> bool:
+        return isinstance(other, Continuous) and other.low <= self.low and self.high <= other.high
+
+    def suggest(self, trial, name: str):
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
     def sagemaker(self, name: str) -> tuple[str, dict]:
-        return "ContinuousParameterRanges", {"Name": name, "MinValue": repr(float(self.low)), "MaxValue": repr(float(self.high)),
-                                             "ScalingType": "Logarithmic" if self.log else "Linear"}
-    def __str__(self): return f"{self.low:g} to {self.high:g}" + (" (log)" if self.log else "")
+        return "ContinuousParameterRanges", {
+            "Name": name,
+            "MinValue": repr(float(self.low)),
+            "MaxValue": repr(float(self.high)),
+            "ScalingType": "Logarithmic" if self.log else "Linear",
+        }
+
+    def __str__(self):
+        return f"{self.low:g} to {self.high:g}" + (" (log)" if self.log else "")
 
 # %% ../../nbs/model/hyperparameters.ipynb #8cf25ce4
 @dataclass(frozen=True)
 class Integer:
     "Whole numbers from `low` to `high` (inclusive)."
+
     low: int
     high: int
     log: bool = False
+
     def __post_init__(self):
-        if not self.low <= self.high: raise EarthsnapError(f"Integer range [{self.low}, {self.high}] is empty.")
-    def contains(self, v) -> bool: return isinstance(v, int) and not isinstance(v, bool) and self.low <= v <= self.high
-    def within(self, other) -> bool: return isinstance(other, Integer) and other.low <= self.low and self.high <= other.high
-    def suggest(self, trial, name: str): return trial.suggest_int(name, self.low, self.high, log=self.log)
+        if not self.low <= self.high:
+            raise EarthsnapError(f"Integer range [{self.low}, {self.high}] is empty.")
+
+    def contains(self, v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and self.low <= v <= self.high
+
+    def within(self, other) -> bool:
+        return isinstance(other, Integer) and other.low <= self.low and self.high <= other.high
+
+    def suggest(self, trial, name: str):
+        return trial.suggest_int(name, self.low, self.high, log=self.log)
+
     def sagemaker(self, name: str) -> tuple[str, dict]:
-        return "IntegerParameterRanges", {"Name": name, "MinValue": str(self.low), "MaxValue": str(self.high),
-                                          "ScalingType": "Logarithmic" if self.log else "Linear"}
-    def __str__(self): return f"{self.low} to {self.high}"
+        return "IntegerParameterRanges", {
+            "Name": name,
+            "MinValue": str(self.low),
+            "MaxValue": str(self.high),
+            "ScalingType": "Logarithmic" if self.log else "Linear",
+        }
+
+    def __str__(self):
+        return f"{self.low} to {self.high}"
 
 # %% ../../nbs/model/hyperparameters.ipynb #a34b42ce
 @dataclass(frozen=True)
 class Categorical:
     "One of a fixed set of values."
+
     values: tuple
+
     def __post_init__(self):
         object.__setattr__(self, "values", tuple(self.values))
-        if not self.values: raise EarthsnapError("A categorical range needs at least one value.")
-    def contains(self, v) -> bool: return v in self.values
-    def within(self, other) -> bool: return all(other.contains(v) for v in self.values)
-    def suggest(self, trial, name: str): return trial.suggest_categorical(name, list(self.values))
+        if not self.values:
+            raise EarthsnapError("A categorical range needs at least one value.")
+
+    def contains(self, v) -> bool:
+        return v in self.values
+
+    def within(self, other) -> bool:
+        return all(other.contains(v) for v in self.values)
+
+    def suggest(self, trial, name: str):
+        return trial.suggest_categorical(name, list(self.values))
+
     def sagemaker(self, name: str) -> tuple[str, dict]:
         return "CategoricalParameterRanges", {"Name": name, "Values": [str(v) for v in self.values]}
-    def __str__(self): return " | ".join(map(str, self.values))
+
+    def __str__(self):
+        return " | ".join(map(str, self.values))
 
 # %% ../../nbs/model/hyperparameters.ipynb #4043749e
 class HyperparameterError(ParameterError):
@@ -74,78 +120,113 @@ class HyperparameterError(ParameterError):
 @dataclass(frozen=True)
 class Hyperparameters:
     "Everything that decides how a model is trained (the data and the seed aside, nothing else does)."
-    arch: str = "resnet"            # resnet | separable (earthsnap.model.networks)
-    width: int = 32                 # channels of the first stage; each later stage doubles them
-    depth: int = 1                  # blocks per stage
-    dropout: float = 0.1            # before the classifier
-    optimizer: str = "adamw"        # adamw | sgd (with Nesterov momentum)
-    lr: float = 3e-3                # peak learning rate of the cosine schedule
+
+    arch: str = "resnet"  # resnet | separable (earthsnap.model.networks)
+    width: int = 32  # channels of the first stage; each later stage doubles them
+    depth: int = 1  # blocks per stage
+    dropout: float = 0.1  # before the classifier
+    optimizer: str = "adamw"  # adamw | sgd (with Nesterov momentum)
+    lr: float = 3e-3  # peak learning rate of the cosine schedule
     weight_decay: float = 5e-4
-    momentum: float = 0.9           # sgd only
+    momentum: float = 0.9  # sgd only
     label_smoothing: float = 0.05
     batch_size: int = 64
-    epochs: int = 20                # at most; early stopping may end sooner
-    patience: int = 6               # epochs without a better validation accuracy before stopping
-    warmup_epochs: int = 1          # linear warm-up before the cosine decay
+    epochs: int = 20  # at most; early stopping may end sooner
+    patience: int = 6  # epochs without a better validation accuracy before stopping
+    warmup_epochs: int = 1  # linear warm-up before the cosine decay
     seed: int = 0
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(RANGES[f.name], Continuous) and isinstance(v, int) and not isinstance(v, bool):
-                object.__setattr__(self, f.name, float(v)); v = float(v)
+                object.__setattr__(self, f.name, float(v))
+                v = float(v)
             if isinstance(v, float) and not math.isfinite(v) or not RANGES[f.name].contains(v):
-                raise HyperparameterError(f"Hyperparameter {f.name}={v!r} is outside its range ({RANGES[f.name]}).",
-                                          fix=f"Give {f.name} a value from {RANGES[f.name]}.")
+                raise HyperparameterError(
+                    f"Hyperparameter {f.name}={v!r} is outside its range ({RANGES[f.name]}).",
+                    fix=f"Give {f.name} a value from {RANGES[f.name]}.",
+                )
 
     @classmethod
     def parse(cls, values: dict[str, Any] | None = None, base: "Hyperparameters | None" = None) -> "Hyperparameters":
-        "`base` (or the defaults) with `values` replaced; text is parsed by each field's type (as SageMaker passes them)."
+        """`base` (or the defaults) with `values` replaced; text is parsed by each field's type (as SageMaker passes
+        them).
+        """
         base = base or cls()
         names = [f.name for f in fields(cls)]
         out = {}
         for k, v in (values or {}).items():
             if k not in names:
-                raise HyperparameterError(f"There is no hyperparameter {k!r}.{did_you_mean(k, names)}", fix=f"Hyperparameters: {', '.join(names)}.")
+                raise HyperparameterError(
+                    f"There is no hyperparameter {k!r}.{did_you_mean(k, names)}",
+                    fix=f"Hyperparameters: {', '.join(names)}.",
+                )
             out[k] = _parse_value(k, v, type(getattr(base, k)))
         return replace(base, **out)
 
-    def to_dict(self) -> dict[str, Any]: return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     def to_strings(self) -> dict[str, str]:
         "As SageMaker's training job takes them: every value a string."
         return {k: str(v) for k, v in asdict(self).items()}
 
+
 def _parse_value(name: str, v, t: type):
     if isinstance(v, str) and t is not str:
-        try: v = json.loads(v.strip().lower()) if t is not float else float(v)
+        try:
+            v = json.loads(v.strip().lower()) if t is not float else float(v)
         except ValueError:
-            raise HyperparameterError(f"Hyperparameter {name}={v!r} is not a {t.__name__}.", fix=f"Give {name} a value from {RANGES[name]}.") from None
-    if t is int and isinstance(v, float) and v.is_integer(): v = int(v)
-    if t is float and isinstance(v, int) and not isinstance(v, bool): v = float(v)
+            raise HyperparameterError(
+                f"Hyperparameter {name}={v!r} is not a {t.__name__}.", fix=f"Give {name} a value from {RANGES[name]}."
+            ) from None
+    if t is int and isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if t is float and isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
     if not isinstance(v, t) or isinstance(v, bool) and t is not bool:
-        raise HyperparameterError(f"Hyperparameter {name}={v!r} is not a {t.__name__}.", fix=f"Give {name} a value from {RANGES[name]}.")
+        raise HyperparameterError(
+            f"Hyperparameter {name}={v!r} is not a {t.__name__}.", fix=f"Give {name} a value from {RANGES[name]}."
+        )
     return v
 
+
 RANGES: dict[str, Continuous | Integer | Categorical] = {
-    "arch": Categorical(("resnet", "separable")), "width": Integer(4, 256), "depth": Integer(1, 8),
-    "dropout": Continuous(0.0, 0.9), "optimizer": Categorical(("adamw", "sgd")), "lr": Continuous(1e-6, 1.0, log=True),
-    "weight_decay": Continuous(0.0, 0.1), "momentum": Continuous(0.0, 0.999), "label_smoothing": Continuous(0.0, 0.5),
-    "batch_size": Integer(1, 4096), "epochs": Integer(1, 1000), "patience": Integer(1, 1000), "warmup_epochs": Integer(0, 100),
+    "arch": Categorical(("resnet", "separable")),
+    "width": Integer(4, 256),
+    "depth": Integer(1, 8),
+    "dropout": Continuous(0.0, 0.9),
+    "optimizer": Categorical(("adamw", "sgd")),
+    "lr": Continuous(1e-6, 1.0, log=True),
+    "weight_decay": Continuous(0.0, 0.1),
+    "momentum": Continuous(0.0, 0.999),
+    "label_smoothing": Continuous(0.0, 0.5),
+    "batch_size": Integer(1, 4096),
+    "epochs": Integer(1, 1000),
+    "patience": Integer(1, 1000),
+    "warmup_epochs": Integer(0, 100),
     "seed": Integer(0, 2**31 - 1),
 }
 
 # %% ../../nbs/model/hyperparameters.ipynb #0b2d9216
 class SearchSpace(dict):
     "Ranges over some hyperparameters: one declaration for Optuna (`suggest`) and SageMaker (`sagemaker_ranges`)."
+
     def __init__(self, ranges: dict[str, Continuous | Integer | Categorical] | None = None, **kw):
         super().__init__({**(ranges or {}), **kw})
         for name, r in self.items():
             if name not in RANGES:
-                raise HyperparameterError(f"The search space names {name!r}, which is not a hyperparameter.{did_you_mean(name, list(RANGES))}",
-                                          fix=f"Hyperparameters: {', '.join(RANGES)}.")
+                raise HyperparameterError(
+                    f"The search space names {name!r}, which is not a "
+                    f"hyperparameter.{did_you_mean(name, list(RANGES))}",
+                    fix=f"Hyperparameters: {', '.join(RANGES)}.",
+                )
             if not r.within(RANGES[name]):
-                raise HyperparameterError(f"The search range of {name} ({r}) goes outside its valid range ({RANGES[name]}).",
-                                          fix=f"Keep {name} within {RANGES[name]}.")
+                raise HyperparameterError(
+                    f"The search range of {name} ({r}) goes outside its valid range ({RANGES[name]}).",
+                    fix=f"Keep {name} within {RANGES[name]}.",
+                )
 
     def suggest(self, trial) -> dict[str, Any]:
         "One value per range, drawn from an Optuna trial."
@@ -162,6 +243,7 @@ class SearchSpace(dict):
     def describe(self) -> str:
         return "\n".join(f"{name:<14} {r}" for name, r in self.items())
 
+
 DEFAULT_SPACE = SearchSpace(
     arch=Categorical(("resnet", "separable")),
     width=Integer(16, 48),
@@ -172,24 +254,51 @@ DEFAULT_SPACE = SearchSpace(
 
 # %% ../../nbs/model/hyperparameters.ipynb #46d70f6d
 def parse_space(text: str | dict) -> SearchSpace:
-    "A `SearchSpace` from JSON such as {\"lr\": [0.001, 0.01, \"log\"], \"width\": [16, 48], \"arch\": [\"resnet\", \"separable\"]}."
-    try: spec = json.loads(text) if isinstance(text, str) else text
+    """A `SearchSpace` from JSON such as {"lr": [0.001, 0.01, "log"], "width": [16, 48], "arch": ["resnet",
+    "separable"]}.
+    """
+    try:
+        spec = json.loads(text) if isinstance(text, str) else text
     except ValueError as e:
-        raise HyperparameterError(f"The search space is not valid JSON: {e}.", fix='Write it as {"lr": [0.001, 0.01, "log"], "arch": ["resnet", "separable"]}.') from None
+        raise HyperparameterError(
+            f"The search space is not valid JSON: {e}.",
+            fix='Write it as {"lr": [0.001, 0.01, "log"], "arch": ["resnet", "separable"]}.',
+        ) from None
     if not isinstance(spec, dict) or not spec:
-        raise HyperparameterError("A search space is a JSON object of hyperparameter -> range.", fix='For example {"lr": [0.001, 0.01, "log"]}.')
-    def number(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
+        raise HyperparameterError(
+            "A search space is a JSON object of hyperparameter -> range.",
+            fix='For example {"lr": [0.001, 0.01, "log"]}.',
+        )
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     ranges = {}
     for name, r in spec.items():
         try:
-            if isinstance(r, dict) and "values" in r: ranges[name] = Categorical(r["values"])
-            elif isinstance(r, list) and len(r) in (2, 3) and number(r[0]) and number(r[1]) and (len(r) == 2 or r[2] == "log"):
+            if isinstance(r, dict) and "values" in r:
+                ranges[name] = Categorical(r["values"])
+            elif (
+                isinstance(r, list)
+                and len(r) in (2, 3)
+                and number(r[0])
+                and number(r[1])
+                and (len(r) == 2 or r[2] == "log")
+            ):
                 log = len(r) == 3
                 both_int = all(isinstance(v, int) for v in r[:2])
-                ranges[name] = Integer(r[0], r[1], log) if both_int and not isinstance(RANGES.get(name), Continuous) else Continuous(float(r[0]), float(r[1]), log)
-            elif isinstance(r, list) and r: ranges[name] = Categorical(r)
-            else: raise EarthsnapError(f"{r!r} is not a range")
+                ranges[name] = (
+                    Integer(r[0], r[1], log)
+                    if both_int and not isinstance(RANGES.get(name), Continuous)
+                    else Continuous(float(r[0]), float(r[1]), log)
+                )
+            elif isinstance(r, list) and r:
+                ranges[name] = Categorical(r)
+            else:
+                raise EarthsnapError(f"{r!r} is not a range")
         except EarthsnapError as e:
-            raise HyperparameterError(f"The search range of {name} is not usable: {e.what}",
-                                      fix='Give [low, high], [low, high, "log"], a list of choices, or {"values": [...]}.') from None
+            raise HyperparameterError(
+                f"The search range of {name} is not usable: {e.what}",
+                fix='Give [low, high], [low, high, "log"], a list of choices, or {"values": [...]}.',
+            ) from None
     return SearchSpace(ranges)

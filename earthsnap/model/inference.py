@@ -28,14 +28,17 @@ MODEL_FILES = ("model.onnx", "model.safetensors", "classes.json", "hyperparamete
 BASELINE_FILE = "baseline.npz"  # the model's drift reference (earthsnap.model.baseline), packed with it when present
 TARBALL = "model.tar.gz"
 
+
 class ModelError(EarthsnapError):
     "A model directory or archive that is missing, incomplete or unreadable."
+
 
 def model_input(image: bytes | Image.Image, size: int) -> np.ndarray:
     "One image (encoded bytes or a PIL image) as the model's input: float32, 3 x size x size, RGB in [0, 1]."
     im = load_rgb(image, size) if isinstance(image, (bytes, bytearray, memoryview)) else image.convert("RGB")
     im = resize_shorter(im, size, center_crop=True)
     return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     "Probabilities from logits, row by row, without overflow."
@@ -47,17 +50,29 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def _unpack(tarball: Path) -> Path:
     dest = Path(tempfile.mkdtemp(prefix="earthsnap-model-"))
     try:
-        with tarfile.open(tarball, "r:gz") as tf: tf.extractall(dest, filter="data")
+        with tarfile.open(tarball, "r:gz") as tf:
+            tf.extractall(dest, filter="data")
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise ModelError(f"{tarball} is not a readable model archive: {e}", fix="Train the model again, or point at its model directory.") from None
+        raise ModelError(
+            f"{tarball} is not a readable model archive: {e}",
+            fix="Train the model again, or point at its model directory.",
+        ) from None
     return dest
 
+
 def unpacked(path: str | os.PathLike) -> Path:
-    "The directory of the model at `path`: a directory as it is, or the archive (the file, or the model.tar.gz a directory holds) unpacked."
+    """The directory of the model at `path`: a directory as it is, or the archive (the file, or the model.tar.gz a
+    directory holds) unpacked.
+    """
     p = Path(path)
-    if p.is_file(): return _unpack(p)
-    if not p.is_dir(): raise ModelError(f"There is no model at {p}.", fix="Give the training step's model directory or its model.tar.gz.")
-    if not (p / "model.onnx").exists() and (p / TARBALL).exists(): return _unpack(p / TARBALL)
+    if p.is_file():
+        return _unpack(p)
+    if not p.is_dir():
+        raise ModelError(
+            f"There is no model at {p}.", fix="Give the training step's model directory or its model.tar.gz."
+        )
+    if not (p / "model.onnx").exists() and (p / TARBALL).exists():
+        return _unpack(p / TARBALL)
     return p
 
 # %% ../../nbs/model/inference.ipynb #4b038439
@@ -65,13 +80,18 @@ def model_dir(path: str | os.PathLike) -> Path:
     "The model directory at `path` (see `unpacked`), refused when it lacks one of the model files."
     p = unpacked(path)
     missing = [f for f in MODEL_FILES if not (p / f).exists()]
-    if missing: raise ModelError(f"The model directory {p} lacks {', '.join(missing)}.", fix="Train the model again; a model directory holds " + ", ".join(MODEL_FILES) + ".")
+    if missing:
+        raise ModelError(
+            f"The model directory {p} lacks {', '.join(missing)}.",
+            fix="Train the model again; a model directory holds " + ", ".join(MODEL_FILES) + ".",
+        )
     return p
 
 # %% ../../nbs/model/inference.ipynb #d15f22b0
 @dataclass
 class OnnxModel:
     "A trained model ready to predict: its ONNX Runtime session, class names and input size."
+
     path: Path
     classes: list[str]
     input_size: int
@@ -83,28 +103,36 @@ class OnnxModel:
         "Logits for a batch of model inputs (N x 3 x size x size)."
         return self.session.run(["logits"], {"image": np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray: return softmax(self.logits(batch))
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return softmax(self.logits(batch))
 
     def embeddings(self, batch: np.ndarray) -> np.ndarray:
         "The embedding of each input of a batch (the features the classifier reads): N x features."
         if "embedding" not in {o.name for o in self.session.get_outputs()}:
-            raise ModelError(f"{self.path} has no embedding output: it was exported before earthsnap exported one.",
-                             fix="Train it again with this earthsnap (or export it again from its safetensors weights).")
+            raise ModelError(
+                f"{self.path} has no embedding output: it was exported before earthsnap exported one.",
+                fix="Train it again with this earthsnap (or export it again from its safetensors weights).",
+            )
         return self.session.run(["embedding"], {"image": np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
     def ranked(self, probs: np.ndarray, top_k: int = 5) -> list[dict]:
         "The `top_k` labels of one image's probabilities, most likely first."
-        order = np.argsort(-probs, kind="stable")[:min(top_k, len(self.classes))]
+        order = np.argsort(-probs, kind="stable")[: min(top_k, len(self.classes))]
         return [{"label": self.classes[j], "probability": float(probs[j])} for j in order]
 
     def top(self, batch: np.ndarray, top_k: int | Sequence[int] = 5) -> list[list[dict]]:
         "The `top_k` labels of each input of a batch (one `top_k` for all, or one per input), most likely first."
         return [self.ranked(p, k) for p, k in zip(self.probabilities(batch), per_input(top_k, len(batch)))]
 
-    def top_and_embeddings(self, batch: np.ndarray, top_k: int | Sequence[int] = 5) -> tuple[list[list[dict]], np.ndarray | None]:
-        "`top` and `embeddings` from one run of the model (what a capturing endpoint needs); no embeddings from a model without them."
+    def top_and_embeddings(
+        self, batch: np.ndarray, top_k: int | Sequence[int] = 5
+    ) -> tuple[list[list[dict]], np.ndarray | None]:
+        """`top` and `embeddings` from one run of the model (what a capturing endpoint needs); no embeddings from a
+        model without them.
+        """
         x = {"image": np.ascontiguousarray(batch, dtype=np.float32)}
-        if "embedding" not in {o.name for o in self.session.get_outputs()}: return self.top(batch, top_k), None
+        if "embedding" not in {o.name for o in self.session.get_outputs()}:
+            return self.top(batch, top_k), None
         logits, emb = self.session.run(["logits", "embedding"], x)
         return [self.ranked(p, k) for p, k in zip(softmax(logits), per_input(top_k, len(batch)))], emb
 
@@ -116,20 +144,31 @@ class OnnxModel:
 def per_input(top_k: int | Sequence[int], n: int) -> list[int]:
     "`top_k` for each of `n` inputs: the same number for all, or one per input."
     ks = [top_k] * n if isinstance(top_k, (int, np.integer)) else list(top_k)
-    if len(ks) != n: raise ValueError(f"{len(ks)} top_k values for {n} inputs")
+    if len(ks) != n:
+        raise ValueError(f"{len(ks)} top_k values for {n} inputs")
     return ks
 
 # %% ../../nbs/model/inference.ipynb #1fd25e5d
 def open_model(path: str | os.PathLike, threads: int = 0) -> OnnxModel:
     "Load the model at `path` (directory or model.tar.gz) into ONNX Runtime; `threads` 0 lets it choose."
     import onnxruntime as ort
+
     d = model_dir(path)
     info = json.loads((d / "classes.json").read_text())
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
-    try: session = ort.InferenceSession(str(d / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(d / "model.onnx"), opts, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise ModelError(f"ONNX Runtime cannot load {d / 'model.onnx'}: {str(e).splitlines()[0]}", fix="Train the model again.") from None
-    return OnnxModel(d, info["classes"], int(info["input_size"]), json.loads((d / "hyperparameters.json").read_text()),
-                     json.loads((d / "metrics.json").read_text()), session)
+        raise ModelError(
+            f"ONNX Runtime cannot load {d / 'model.onnx'}: {str(e).splitlines()[0]}", fix="Train the model again."
+        ) from None
+    return OnnxModel(
+        d,
+        info["classes"],
+        int(info["input_size"]),
+        json.loads((d / "hyperparameters.json").read_text()),
+        json.loads((d / "metrics.json").read_text()),
+        session,
+    )

@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..core.parallel import die_with_parent
 from ..data.images import load_rgb
-from .inference import model_input
 from ..data.recordio import MXIndexedRecordIO, unpack
 from ..data.records import read_classes, split_labels
+from .inference import model_input
 
 # %% auto #0
 __all__ = ['Augment', 'RecordDataset', 'EpochSampler', 'loader']
@@ -26,6 +26,7 @@ __all__ = ['Augment', 'RecordDataset', 'EpochSampler', 'loader']
 # %% ../../nbs/model/loader.ipynb #2f617bbc
 class Augment:
     "Random crop, flip and colour jitter for training images; the randomness comes from the `rng` passed in."
+
     def __init__(self, scale: tuple[float, float] = (0.6, 1.0), flip: bool = True, jitter: float = 0.2):
         self.scale, self.flip, self.jitter = scale, flip, jitter
 
@@ -35,7 +36,8 @@ class Augment:
         left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
         im = im.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
         x = np.asarray(im, dtype=np.float32) / 255.0
-        if self.flip and rng.random() < 0.5: x = x[:, ::-1]
+        if self.flip and rng.random() < 0.5:
+            x = x[:, ::-1]
         if self.jitter:
             b, c, s = (1 + rng.uniform(-self.jitter, self.jitter, 3)).astype(np.float32)
             x = x * b
@@ -48,18 +50,29 @@ class Augment:
 # %% ../../nbs/model/loader.ipynb #211fbfa8
 class RecordDataset(Dataset):
     "One split of a preprocessing output as (image tensor, label) items; augmented when `augment` is given."
-    def __init__(self, records: str | os.PathLike, split: str, size: int | None = None, augment: Augment | None = None, seed: int = 0):
+
+    def __init__(
+        self,
+        records: str | os.PathLike,
+        split: str,
+        size: int | None = None,
+        augment: Augment | None = None,
+        seed: int = 0,
+    ):
         self.records, self.split = Path(records), split
         self.keys, self.labels = split_labels(records, split)
         self.size = size or read_classes(records)[1]
         self.augment, self.seed, self.epoch = augment, seed, 0
         self._reader, self._pid = None, None
 
-    def __len__(self) -> int: return len(self.keys)
+    def __len__(self) -> int:
+        return len(self.keys)
 
     def _read(self, key: int) -> bytes:
         if self._pid != os.getpid():  # a forked worker opens its own reader
-            self._reader = MXIndexedRecordIO(self.records / f"{self.split}.idx", self.records / f"{self.split}.rec", "r")
+            self._reader = MXIndexedRecordIO(
+                self.records / f"{self.split}.idx", self.records / f"{self.split}.rec", "r"
+            )
             self._pid = os.getpid()
         return unpack(self._reader.read_idx(key))[1]
 
@@ -68,8 +81,10 @@ class RecordDataset(Dataset):
         i, epoch = item if isinstance(item, tuple) else (item, self.epoch)
         key = self.keys[i]
         im = load_rgb(self._read(key))
-        if self.augment is None: x = model_input(im, self.size)
-        else: x = self.augment(im, self.size, np.random.default_rng((self.seed, epoch, key)))
+        if self.augment is None:
+            x = model_input(im, self.size)
+        else:
+            x = self.augment(im, self.size, np.random.default_rng((self.seed, epoch, key)))
         return torch.from_numpy(x), self.labels[i]
 
     def __getstate__(self):  # what a worker process receives: no open file
@@ -78,13 +93,20 @@ class RecordDataset(Dataset):
 # %% ../../nbs/model/loader.ipynb #b21e3758
 class EpochSampler(Sampler):
     "Indices of a dataset with the epoch they belong to, `(i, epoch)`, shuffled per epoch from `seed` when `shuffle`."
+
     def __init__(self, n: int, shuffle: bool = False, seed: int = 0):
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+
     def __iter__(self):
-        order = (torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist()
-                 if self.shuffle else range(self.n))
+        order = (
+            torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist()
+            if self.shuffle
+            else range(self.n)
+        )
         return iter([(i, self.epoch) for i in order])
-    def __len__(self) -> int: return self.n
+
+    def __len__(self) -> int:
+        return self.n
 
 # %% ../../nbs/model/loader.ipynb #ad59061e
 def _context():
@@ -93,21 +115,38 @@ def _context():
     # earthsnap.model.loader_server, which also makes it end with this process (the thread that starts it, in fact).
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["earthsnap.model.loader_server"])
-    os.environ["EARTHSNAP_FORKSERVER_PARENT"] = str(os.getpid())   # the server, started by this process, ends with it
+    os.environ["EARTHSNAP_FORKSERVER_PARENT"] = str(os.getpid())  # the server, started by this process, ends with it
     return ctx
 
+
 def _worker_init(worker_id: int) -> None:
-    "First thing in each loader worker: end with the fork server it was forked from (which ends with the process that made the loader); at once if it has gone."
+    """First thing in each loader worker: end with the fork server it was forked from (which ends with the process that
+    made the loader); at once if it has gone.
+    """
     server = os.environ.get("EARTHSNAP_FORKSERVER")
     die_with_parent(int(server) if server else None)
 
-def loader(dataset: RecordDataset, batch_size: int, shuffle: bool = False, workers: int = 0, seed: int = 0) -> DataLoader:
-    "Batches of `dataset`, decoded in `workers` processes (0: in this one) that live as long as the loader; set `loader.sampler.epoch` before each epoch."
-    from earthsnap.model.loader import _worker_init   # the module's function: workers cannot import a notebook's
+
+def loader(
+    dataset: RecordDataset, batch_size: int, shuffle: bool = False, workers: int = 0, seed: int = 0
+) -> DataLoader:
+    """Batches of `dataset`, decoded in `workers` processes (0: in this one) that live as long as the loader; set
+    `loader.sampler.epoch` before each epoch.
+    """
+    from earthsnap.model.loader import _worker_init  # the module's function: workers cannot import a notebook's
+
     sampler = EpochSampler(len(dataset), shuffle, seed)
     sampler.epoch = dataset.epoch
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
-                      multiprocessing_context=_context() if workers else None, pin_memory=torch.cuda.is_available(),
-                      prefetch_factor=4 if workers else None, worker_init_fn=_worker_init if workers else None,
-                      # a generator of its own: a loader must not draw from torch's global one (dropout's)
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        multiprocessing_context=_context() if workers else None,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
+        worker_init_fn=_worker_init if workers else None,
+        # a generator of its own: a loader must not draw from torch's global one (dropout's)
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -12,8 +12,10 @@ from ..core.parallel import die_with_parent
 
 # %% ../../nbs/model/loader_server.ipynb #22dcbfb1
 #| eval: false
-die_with_parent(int(os.environ["EARTHSNAP_FORKSERVER_PARENT"]) if os.environ.get("EARTHSNAP_FORKSERVER_PARENT") else None)
-os.environ["EARTHSNAP_FORKSERVER"] = str(os.getpid())   # for the workers forked from this server
+die_with_parent(
+    int(os.environ["EARTHSNAP_FORKSERVER_PARENT"]) if os.environ.get("EARTHSNAP_FORKSERVER_PARENT") else None
+)
+os.environ["EARTHSNAP_FORKSERVER"] = str(os.getpid())  # for the workers forked from this server
 
 # %% ../../nbs/model/loader_server.ipynb #0351e886
 import earthsnap.model.loader  # noqa: E402,F401  (what every worker needs, imported once, in the server)

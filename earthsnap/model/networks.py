@@ -16,44 +16,56 @@ __all__ = ['ARCHITECTURES', 'Normalize', 'BasicBlock', 'SeparableBlock', 'resnet
 # %% ../../nbs/model/networks.ipynb #b66b45b5
 class Normalize(nn.Module):
     "RGB in [0, 1] to zero mean and unit variance per channel (ImageNet statistics: a neutral choice for photos)."
+
     def __init__(self, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
-    def forward(self, x): return (x - self.mean) / self.std
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
 
 # %% ../../nbs/model/networks.ipynb #74754268
 def _conv_bn(i: int, o: int, k: int = 3, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
     layers = [nn.Conv2d(i, o, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(o)]
     return nn.Sequential(*layers, nn.ReLU(inplace=True)) if act else nn.Sequential(*layers)
 
+
 class BasicBlock(nn.Module):
     "Two 3x3 convolutions with a shortcut (a 1x1 convolution where the shape changes)."
+
     def __init__(self, i: int, o: int, stride: int = 1):
         super().__init__()
         self.body = nn.Sequential(_conv_bn(i, o, 3, stride), _conv_bn(o, o, 3, act=False))
         self.short = nn.Identity() if i == o and stride == 1 else _conv_bn(i, o, 1, stride, act=False)
         self.act = nn.ReLU(inplace=True)
-    def forward(self, x): return self.act(self.body(x) + self.short(x))
+
+    def forward(self, x):
+        return self.act(self.body(x) + self.short(x))
 
 # %% ../../nbs/model/networks.ipynb #bee63fa6
 class SeparableBlock(nn.Module):
     "A 3x3 depthwise convolution and a 1x1 pointwise one, with a shortcut when input and output shapes agree."
+
     def __init__(self, i: int, o: int, stride: int = 1):
         super().__init__()
         self.body = nn.Sequential(_conv_bn(i, i, 3, stride, groups=i), _conv_bn(i, o, 1, act=False))
         self.residual = i == o and stride == 1
         self.act = nn.ReLU(inplace=True)
-    def forward(self, x): return self.act(self.body(x) + x if self.residual else self.body(x))
+
+    def forward(self, x):
+        return self.act(self.body(x) + x if self.residual else self.body(x))
 
 # %% ../../nbs/model/networks.ipynb #72f20ff0
 def _network(block: type[nn.Module], classes: int, width: int, depth: int, dropout: float) -> nn.Sequential:
     layers, c = [Normalize(), _conv_bn(3, width, 3, stride=2)], width
     for stage in range(3):
-        out = width * 2 ** stage
+        out = width * 2**stage
         for b in range(depth):
-            layers.append(block(c, out, 2 if stage and b == 0 else 1)); c = out
+            layers.append(block(c, out, 2 if stage and b == 0 else 1))
+            c = out
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, classes))
+
 
 def resnet(classes: int, width: int = 32, depth: int = 1, dropout: float = 0.1) -> nn.Sequential:
     "A residual network of three stages (`width`, 2x, 4x channels), `depth` basic blocks each."
@@ -66,6 +78,7 @@ def separable(classes: int, width: int = 32, depth: int = 1, dropout: float = 0.
 
 # %% ../../nbs/model/networks.ipynb #cdd37b3a
 ARCHITECTURES = {"resnet": resnet, "separable": separable}
+
 
 def build_model(hp: Hyperparameters, classes: int) -> nn.Module:
     "The network `hp` describes, for `classes` classes, with freshly initialised weights."

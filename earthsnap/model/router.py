@@ -14,8 +14,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .inference import BASELINE_FILE, MODEL_FILES, ModelError, OnnxModel, model_dir, model_input, open_model, per_input, softmax, unpacked
 from ..core.storage import write_json, write_tar_gz
+from earthsnap.model.inference import (
+    BASELINE_FILE,
+    MODEL_FILES,
+    ModelError,
+    OnnxModel,
+    model_dir,
+    model_input,
+    open_model,
+    per_input,
+    softmax,
+    unpacked,
+)
 
 # %% auto #0
 __all__ = ['ROUTER_FILE', 'FORMAT', 'RouterModel', 'pack_router', 'router_files', 'write_router_tarball', 'open_router',
@@ -25,18 +36,38 @@ __all__ = ['ROUTER_FILE', 'FORMAT', 'RouterModel', 'pack_router', 'router_files'
 ROUTER_FILE = "router.json"
 FORMAT = "earthsnap-router/1"
 
+
 class RouterModel:
     "A parent model (image -> group) and a child per group (image -> species) behind the interface of one model."
-    def __init__(self, path: Path, parent: OnnxModel, children: dict[str, OnnxModel | None], species_of: dict[str, list[str]],
-                 versions: dict[str, str]):
-        self.path, self.parent, self.children, self.species_of, self.versions = path, parent, children, species_of, versions
+
+    def __init__(
+        self,
+        path: Path,
+        parent: OnnxModel,
+        children: dict[str, OnnxModel | None],
+        species_of: dict[str, list[str]],
+        versions: dict[str, str],
+    ):
+        self.path, self.parent, self.children, self.species_of, self.versions = (
+            path,
+            parent,
+            children,
+            species_of,
+            versions,
+        )
         self.group_of = {s: g for g, species in species_of.items() for s in species}
         self.classes = sorted(self.group_of)
         self.index = {s: i for i, s in enumerate(self.classes)}
         self.input_size = parent.input_size
-        self.hyperparameters = {"arch": "router", "parent": parent.hyperparameters,
-                                "children": {g: c.hyperparameters for g, c in children.items() if c is not None}}
-        self.metrics = {"parent": parent.metrics, "children": {g: c.metrics for g, c in children.items() if c is not None}}
+        self.hyperparameters = {
+            "arch": "router",
+            "parent": parent.hyperparameters,
+            "children": {g: c.hyperparameters for g, c in children.items() if c is not None},
+        }
+        self.metrics = {
+            "parent": parent.metrics,
+            "children": {g: c.metrics for g, c in children.items() if c is not None},
+        }
         self._members = {g: [self.index[s] for s in species] for g, species in species_of.items()}
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
@@ -46,7 +77,7 @@ class RouterModel:
         for gi, g in enumerate(self.parent.classes):
             child = self.children.get(g)
             pc = child.probabilities(batch) if child is not None else np.ones((len(batch), 1), dtype=np.float32)
-            out[:, self._members[g]] = pg[:, gi:gi + 1] * pc
+            out[:, self._members[g]] = pg[:, gi : gi + 1] * pc
         return out
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -54,43 +85,74 @@ class RouterModel:
         return np.log(np.maximum(self.probabilities(batch), 1e-30))
 
     def ranked(self, probs: np.ndarray, top_k: int = 5) -> list[dict]:
-        "The `top_k` species of one image's joint probabilities, most likely first, each with its group and their probabilities."
-        order = np.argsort(-probs, kind="stable")[:min(top_k, len(self.classes))]
+        """The `top_k` species of one image's joint probabilities, most likely first, each with its group and their
+        probabilities.
+        """
+        order = np.argsort(-probs, kind="stable")[: min(top_k, len(self.classes))]
         out = []
         for j in order:
-            s = self.classes[j]; g = self.group_of[s]
+            s = self.classes[j]
+            g = self.group_of[s]
             pg = float(probs[self._members[g]].sum())
-            out.append({"label": s, "probability": float(probs[j]), "group": g, "group_probability": pg,
-                        "species_probability": float(probs[j]) / pg if pg > 0 else 0.0})
+            out.append(
+                {
+                    "label": s,
+                    "probability": float(probs[j]),
+                    "group": g,
+                    "group_probability": pg,
+                    "species_probability": float(probs[j]) / pg if pg > 0 else 0.0,
+                }
+            )
         return out
 
-    def top(self, batch: np.ndarray, top_k: int | Sequence[int] = 5, parent_probabilities: np.ndarray | None = None) -> list[list[dict]]:
-        "`ranked(probabilities(batch)[i], top_k)` for each input, running only the children that can place a species in it."
+    def top(
+        self, batch: np.ndarray, top_k: int | Sequence[int] = 5, parent_probabilities: np.ndarray | None = None
+    ) -> list[list[dict]]:
+        """`ranked(probabilities(batch)[i], top_k)` for each input, running only the children that can place a species
+        in it.
+        """
         ks = [min(k, len(self.classes)) for k in per_input(top_k, len(batch))]
         pg = self.parent.probabilities(batch) if parent_probabilities is None else parent_probabilities
-        order = np.argsort(-pg, axis=1, kind="stable")      # each input's groups, most likely first
+        order = np.argsort(-pg, axis=1, kind="stable")  # each input's groups, most likely first
         joint = np.zeros((len(batch), len(self.classes)), dtype=np.float32)  # 0 where a group was not visited
-        found = np.zeros(len(batch), dtype=int)             # species whose joint probability is known, per input
+        found = np.zeros(len(batch), dtype=int)  # species whose joint probability is known, per input
         open_ = list(range(len(batch)))
-        for r in range(pg.shape[1]):                        # round r: each open input's r-th most likely group
+        for r in range(pg.shape[1]):  # round r: each open input's r-th most likely group
             by_group: dict[int, list[int]] = {}
-            for i in open_: by_group.setdefault(int(order[i, r]), []).append(i)
-            for gi, rows in by_group.items():               # one child call per group, on the inputs that need it
-                g = self.parent.classes[gi]; child = self.children.get(g)
-                pc = child.probabilities(batch[rows]) if child is not None else np.ones((len(rows), 1), dtype=np.float32)
-                joint[np.ix_(rows, self._members[g])] = pg[rows, gi:gi + 1] * pc
+            for i in open_:
+                by_group.setdefault(int(order[i, r]), []).append(i)
+            for gi, rows in by_group.items():  # one child call per group, on the inputs that need it
+                g = self.parent.classes[gi]
+                child = self.children.get(g)
+                pc = (
+                    child.probabilities(batch[rows]) if child is not None else np.ones((len(rows), 1), dtype=np.float32)
+                )
+                joint[np.ix_(rows, self._members[g])] = pg[rows, gi : gi + 1] * pc
                 found[rows] += len(self._members[g])
-            if r + 1 == pg.shape[1]: break
-            # an input is answered once its k-th most likely species so far beats the next group, and so every species in it
-            # (the zeros of groups not visited are below every species found, so the row's k-th largest is the k-th found)
-            open_ = [i for i in open_ if found[i] < ks[i] or np.partition(joint[i], -ks[i])[-ks[i]] <= pg[i, order[i, r + 1]]]
-            if not open_: break
+            if r + 1 == pg.shape[1]:
+                break
+            # an input is answered once its k-th most likely species so far beats the next group, and so every species
+            # in it
+            # (the zeros of groups not visited are below every species found, so the row's k-th largest is the k-th
+            # found)
+            open_ = [
+                i for i in open_ if found[i] < ks[i] or np.partition(joint[i], -ks[i])[-ks[i]] <= pg[i, order[i, r + 1]]
+            ]
+            if not open_:
+                break
         return [self.ranked(p, k) for p, k in zip(joint, ks)]
 
-    def top_and_embeddings(self, batch: np.ndarray, top_k: int | Sequence[int] = 5) -> tuple[list[list[dict]], np.ndarray | None]:
-        "`top`, and the parent's embeddings from the same run of the parent (a router's drift is watched in the parent's features)."
-        if "embedding" not in {o.name for o in self.parent.session.get_outputs()}: return self.top(batch, top_k), None
-        logits, emb = self.parent.session.run(["logits", "embedding"], {"image": np.ascontiguousarray(batch, dtype=np.float32)})
+    def top_and_embeddings(
+        self, batch: np.ndarray, top_k: int | Sequence[int] = 5
+    ) -> tuple[list[list[dict]], np.ndarray | None]:
+        """`top`, and the parent's embeddings from the same run of the parent (a router's drift is watched in the
+        parent's features).
+        """
+        if "embedding" not in {o.name for o in self.parent.session.get_outputs()}:
+            return self.top(batch, top_k), None
+        logits, emb = self.parent.session.run(
+            ["logits", "embedding"], {"image": np.ascontiguousarray(batch, dtype=np.float32)}
+        )
         return self.top(batch, top_k, parent_probabilities=softmax(logits)), emb
 
     def predict(self, images: list[bytes | Image.Image], top_k: int = 5) -> list[list[dict]]:
@@ -102,47 +164,84 @@ def _classes(d: Path) -> tuple[list[str], int]:
     info = json.loads((d / "classes.json").read_text())
     return info["classes"], int(info["input_size"])
 
-def pack_router(parent: str | os.PathLike, children: dict[str, str | os.PathLike], species_of: dict[str, list[str]],
-                versions: dict[str, str], out_dir: str | os.PathLike, child_names: dict[str, str] | None = None) -> Path:
+
+def pack_router(
+    parent: str | os.PathLike,
+    children: dict[str, str | os.PathLike],
+    species_of: dict[str, list[str]],
+    versions: dict[str, str],
+    out_dir: str | os.PathLike,
+    child_names: dict[str, str] | None = None,
+) -> Path:
     "Put the parent and children (group -> model directory or archive) into a router directory; returns it."
     out = Path(out_dir)
     pd = model_dir(parent)
     groups, size = _classes(pd)
     if sorted(groups) != sorted(species_of):
-        raise ModelError(f"The parent model's classes are {groups}, but the groups are {list(species_of)}.",
-                         fix="Use a parent trained on the groups of this taxonomy (train it again: earthsnap hierarchy run).")
+        raise ModelError(
+            f"The parent model's classes are {groups}, but the groups are {list(species_of)}.",
+            fix="Use a parent trained on the groups of this taxonomy (train it again: earthsnap hierarchy run).",
+        )
     parts, names = {"parent": pd}, child_names or {}
     for g, species in species_of.items():
         if len(species) == 1:
-            if g in children: raise ModelError(f"Group {g!r} has one species, {species[0]!r}, and needs no child model.")
+            if g in children:
+                raise ModelError(f"Group {g!r} has one species, {species[0]!r}, and needs no child model.")
             continue
         if g not in children:
-            raise ModelError(f"Group {g!r} has {len(species)} species and no child model.", fix=f"Train and approve the child of {g!r}.")
+            raise ModelError(
+                f"Group {g!r} has {len(species)} species and no child model.",
+                fix=f"Train and approve the child of {g!r}.",
+            )
         cd = model_dir(children[g])
         classes, csize = _classes(cd)
         if sorted(classes) != sorted(species):
-            raise ModelError(f"The child of {g!r} knows {classes}, but the group's species are {species}.",
-                             fix=f"Train the child of {g!r} again on this data (earthsnap plan says why).")
+            raise ModelError(
+                f"The child of {g!r} knows {classes}, but the group's species are {species}.",
+                fix=f"Train the child of {g!r} again on this data (earthsnap plan says why).",
+            )
         if csize != size:
-            raise ModelError(f"The child of {g!r} takes {csize} px images and the parent {size} px.",
-                             fix="Train every part of the hierarchy with the same image_size.")
+            raise ModelError(
+                f"The child of {g!r} takes {csize} px images and the parent {size} px.",
+                fix="Train every part of the hierarchy with the same image_size.",
+            )
         parts[f"children/{names.get(g, g)}"] = cd
-    if out.exists(): shutil.rmtree(out)
+    if out.exists():
+        shutil.rmtree(out)
     for where, d in parts.items():
         (out / where).mkdir(parents=True)
-        for f in MODEL_FILES: shutil.copyfile(d / f, out / where / f)
-    child_classes = {g: _classes(out / "children" / names.get(g, g))[0] if len(sp) > 1 else sp for g, sp in species_of.items()}
-    write_json(out / ROUTER_FILE, {"format": FORMAT, "input_size": size, "versions": versions,
-                                   "groups": {g: {"species": child_classes[g], "child": f"children/{names.get(g, g)}" if len(sp) > 1 else None}
-                                              for g, sp in species_of.items()}})
+        for f in MODEL_FILES:
+            shutil.copyfile(d / f, out / where / f)
+    child_classes = {
+        g: _classes(out / "children" / names.get(g, g))[0] if len(sp) > 1 else sp for g, sp in species_of.items()
+    }
+    write_json(
+        out / ROUTER_FILE,
+        {
+            "format": FORMAT,
+            "input_size": size,
+            "versions": versions,
+            "groups": {
+                g: {"species": child_classes[g], "child": f"children/{names.get(g, g)}" if len(sp) > 1 else None}
+                for g, sp in species_of.items()
+            },
+        },
+    )
     return out
 
 # %% ../../nbs/model/router.ipynb #49f6a0ef
 def router_files(router_dir: str | os.PathLike) -> list[str]:
     "The files of a router directory, relative to it (its baseline.npz too, when the packing wrote one)."
     d = Path(router_dir)
-    return [ROUTER_FILE] + ([BASELINE_FILE] if (d / BASELINE_FILE).exists() else []) + [
-        f"{w}/{f}" for w in ["parent", *(f"children/{c.name}" for c in sorted((d / "children").glob("*")))] for f in MODEL_FILES]
+    return (
+        [ROUTER_FILE]
+        + ([BASELINE_FILE] if (d / BASELINE_FILE).exists() else [])
+        + [
+            f"{w}/{f}"
+            for w in ["parent", *(f"children/{c.name}" for c in sorted((d / "children").glob("*")))]
+            for f in MODEL_FILES
+        ]
+    )
 
 # %% ../../nbs/model/router.ipynb #fc56340f
 def write_router_tarball(router_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -153,13 +252,21 @@ def write_router_tarball(router_dir: str | os.PathLike, path: str | os.PathLike)
 def open_router(path: str | os.PathLike, threads: int = 0) -> RouterModel:
     "Load a router directory (or its archive) into ONNX Runtime."
     d = unpacked(path)
-    try: info = json.loads((d / ROUTER_FILE).read_text())
-    except (OSError, ValueError) as e: raise ModelError(f"{d / ROUTER_FILE} is not readable: {e}", fix="Pack the router again.") from None
+    try:
+        info = json.loads((d / ROUTER_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{d / ROUTER_FILE} is not readable: {e}", fix="Pack the router again.") from None
     if info.get("format") != FORMAT:
-        raise ModelError(f"{d / ROUTER_FILE} is in format {info.get('format')!r}; this earthsnap reads {FORMAT!r}.", fix="Pack the router again.")
+        raise ModelError(
+            f"{d / ROUTER_FILE} is in format {info.get('format')!r}; this earthsnap reads {FORMAT!r}.",
+            fix="Pack the router again.",
+        )
     parent = open_model(d / "parent", threads)
     children = {g: open_model(d / v["child"], threads) if v["child"] else None for g, v in info["groups"].items()}
-    return RouterModel(d, parent, children, {g: v["species"] for g, v in info["groups"].items()}, info.get("versions", {}))
+    return RouterModel(
+        d, parent, children, {g: v["species"] for g, v in info["groups"].items()}, info.get("versions", {})
+    )
+
 
 def load_model(path: str | os.PathLike, threads: int = 0) -> OnnxModel | RouterModel:
     "Load the model at `path`, a model or a router (directory or model.tar.gz)."

@@ -10,8 +10,8 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -19,9 +19,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core.errors import EarthsnapError
+from ..data.records import check_split, read_classes
 from .hyperparameters import Hyperparameters
 from .loader import Augment, RecordDataset, loader
-from ..data.records import check_split, read_classes
 from .networks import build_model
 
 # %% auto #0
@@ -39,22 +39,30 @@ METRIC_DEFINITIONS = [  # for SageMaker's tuner and training job: the regex of e
     {"Name": "validation:accuracy", "Regex": r"validation:accuracy=([0-9.eE+-]+)"},
 ]
 
-LOSS_DELTA = 1e-3  # at equal validation accuracy, an epoch is better only if its validation loss is lower by more than this
+# at equal validation accuracy, an epoch is better only if its validation loss is lower by more than this
+LOSS_DELTA = 1e-3
+
 
 def pick_device(device: str | None = None) -> torch.device:
     "`device` if given; else a CUDA GPU, else Apple's MPS, else the CPU."
-    if device: return torch.device(device)
-    if torch.cuda.is_available(): return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available(): return torch.device("mps")
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
     return torch.device("cpu")
 
 # %% ../../nbs/model/training.ipynb #7559f067
 def schedule(hp: Hyperparameters, steps_per_epoch: int) -> Callable[[int], float]:
     "The learning-rate factor at each optimiser step: linear warm-up, then a cosine to zero."
     total, warm = hp.epochs * steps_per_epoch, min(hp.warmup_epochs * steps_per_epoch, hp.epochs * steps_per_epoch - 1)
+
     def factor(step: int) -> float:
-        if step < warm: return (step + 1) / warm
+        if step < warm:
+            return (step + 1) / warm
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
     return factor
 
 # %% ../../nbs/model/training.ipynb #fd9dae1a
@@ -63,14 +71,19 @@ def make_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimiz
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    if hp.optimizer == "sgd": return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0)
+    if hp.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0)
     return torch.optim.AdamW(groups, lr=hp.lr)
 
 # %% ../../nbs/model/training.ipynb #014b8bf3
 class EarlyStopping:
-    "Keeps track of the best epoch: higher validation accuracy, or equal accuracy and a loss lower by more than `delta`."
+    """Keeps track of the best epoch: higher validation accuracy, or equal accuracy and a loss lower by more than
+    `delta`.
+    """
+
     def __init__(self, patience: int, delta: float = LOSS_DELTA):
         self.patience, self.delta, self.best, self.since_best = patience, delta, None, 0
+
     def step(self, epoch: int, accuracy: float, loss: float) -> bool:
         "Record an epoch; True when it is the best so far."
         b = self.best
@@ -79,34 +92,46 @@ class EarlyStopping:
             return True
         self.since_best += 1
         return False
+
     @property
-    def stop(self) -> bool: return self.since_best >= self.patience
+    def stop(self) -> bool:
+        return self.since_best >= self.patience
 
 # %% ../../nbs/model/training.ipynb #5d3c539c
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     "Load a safetensors file (or a model directory's model.safetensors) into `model`, which must have the same shapes."
     from safetensors.torch import load_file
+
     p = Path(path)
-    if p.is_dir(): p = p / "model.safetensors"
-    try: state = load_file(str(p))
+    if p.is_dir():
+        p = p / "model.safetensors"
+    try:
+        state = load_file(str(p))
     except (OSError, ValueError, Exception) as e:
-        raise TrainingError(f"Cannot read weights from {p}: {e}", fix="Point at a model directory or a .safetensors file a training step wrote.") from None
-    try: model.load_state_dict(state)
+        raise TrainingError(
+            f"Cannot read weights from {p}: {e}",
+            fix="Point at a model directory or a .safetensors file a training step wrote.",
+        ) from None
+    try:
+        model.load_state_dict(state)
     except RuntimeError as e:
-        raise TrainingError(f"The weights in {p} do not fit this model: {str(e).splitlines()[0]}",
-                            fix="Start from weights of the same architecture, width, depth and classes.") from None
+        raise TrainingError(
+            f"The weights in {p} do not fit this model: {str(e).splitlines()[0]}",
+            fix="Start from weights of the same architecture, width, depth and classes.",
+        ) from None
     return model
 
 # %% ../../nbs/model/training.ipynb #d02aa09e
 @dataclass
 class TrainResult:
     "A trained model (the best epoch's weights) with what is needed to save and judge it."
+
     model: nn.Module
     classes: list[str]
     input_size: int
     hp: Hyperparameters
-    history: list[dict] = field(default_factory=list)   # one row per epoch
-    metrics: dict = field(default_factory=dict)          # best validation figures, epochs, timing
+    history: list[dict] = field(default_factory=list)  # one row per epoch
+    metrics: dict = field(default_factory=dict)  # best validation figures, epochs, timing
 
 # %% ../../nbs/model/training.ipynb #1ea9ca51
 @torch.no_grad()
@@ -119,26 +144,40 @@ def measure(model: nn.Module, batches, device: torch.device, loss_fn=None) -> tu
         x, y = x.to(device), y.to(device)
         out = model(x)
         loss += float(loss_fn(out, y)) * len(y)
-        correct += int((out.argmax(1) == y).sum()); total += len(y)
+        correct += int((out.argmax(1) == y).sum())
+        total += len(y)
     return loss / total, correct / total
 
 # %% ../../nbs/model/training.ipynb #2561f5c5
-def train(records: str | os.PathLike, hp: Hyperparameters = Hyperparameters(), train_split: str = "train", val_split: str = "val",
-          workers: int = 0, device: str | None = None, progress: bool = True, log: Callable[[str], None] | None = None,
-          on_epoch: Callable[[int, float], None] | None = None, init_weights: str | os.PathLike | None = None) -> TrainResult:
-    "Train `hp`'s model on `train_split` of `records`, choosing the epoch by accuracy on `val_split`; optionally start from `init_weights` (safetensors)."
+def train(
+    records: str | os.PathLike,
+    hp: Hyperparameters = Hyperparameters(),
+    train_split: str = "train",
+    val_split: str = "val",
+    workers: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+    init_weights: str | os.PathLike | None = None,
+) -> TrainResult:
+    """Train `hp`'s model on `train_split` of `records`, choosing the epoch by accuracy on `val_split`; optionally start
+    from `init_weights` (safetensors).
+    """
     log = log or (lambda line: print(line, flush=True))
     classes, size = read_classes(records)
     check_split(records, train_split, classes, every_class=True)
     check_split(records, val_split, classes)
     dev = pick_device(device)
     torch.manual_seed(hp.seed)
-    if dev.type == "cuda": torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
     train_ds = RecordDataset(records, train_split, size, augment=Augment(), seed=hp.seed)
     val_ds = RecordDataset(records, val_split, size)
     val_batches = loader(val_ds, 256, workers=workers)
     model = build_model(hp, len(classes))
-    if init_weights: load_weights(model, init_weights)
+    if init_weights:
+        load_weights(model, init_weights)
     model.to(dev)
     opt = make_optimizer(hp, model)
     steps = math.ceil(len(train_ds) / hp.batch_size)
@@ -146,43 +185,77 @@ def train(records: str | os.PathLike, hp: Hyperparameters = Hyperparameters(), t
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
     best, best_state, history, stopper = None, None, [], EarlyStopping(hp.patience)
     t0 = time.perf_counter()
-    log(f"training {hp.arch} (width {hp.width}, depth {hp.depth}) on {len(train_ds)} {train_split} images of {len(classes)} classes "
-        f"at {size} px, validating on {len(val_ds)} {val_split} images; device {dev.type}")
+    log(
+        f"training {hp.arch} (width {hp.width}, depth {hp.depth}) on {len(train_ds)} {train_split} images "
+        f"of {len(classes)} classes at {size} px, validating on {len(val_ds)} {val_split} images; device {dev.type}"
+    )
     train_batches = loader(train_ds, hp.batch_size, shuffle=True, workers=workers, seed=hp.seed)
     for epoch in range(1, hp.epochs + 1):
         model.train()
         train_batches.sampler.epoch = epoch
         seen, total_loss, correct = 0, 0.0, 0
-        bar = tqdm(train_batches, total=steps,
-                   desc=f"epoch {epoch}/{hp.epochs}", unit="batch", leave=False, disable=not progress, file=sys.stdout)
+        bar = tqdm(
+            train_batches,
+            total=steps,
+            desc=f"epoch {epoch}/{hp.epochs}",
+            unit="batch",
+            leave=False,
+            disable=not progress,
+            file=sys.stdout,
+        )
         for b, (x, y) in enumerate(bar, 1):
             x, y = x.to(dev), y.to(dev)
             out = model(x)
             loss = loss_fn(out, y)
             if not torch.isfinite(loss):
                 bar.close()
-                raise TrainingError(f"The training loss became {float(loss)} at epoch {epoch}, batch {b} (learning rate {sched.get_last_lr()[0]:.3g}).",
-                                    fix=f"Lower the learning rate (lr={hp.lr:g} now), or check the data for broken images.")
+                raise TrainingError(
+                    f"The training loss became {float(loss)} at epoch {epoch}, "
+                    f"batch {b} (learning rate {sched.get_last_lr()[0]:.3g}).",
+                    fix=f"Lower the learning rate (lr={hp.lr:g} now), or check the data for broken images.",
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step(); sched.step()
-            seen += len(y); total_loss += float(loss.detach()) * len(y); correct += int((out.argmax(1) == y).sum())
+            opt.step()
+            sched.step()
+            seen += len(y)
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((out.argmax(1) == y).sum())
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", refresh=False)
         bar.close()
         val_loss, val_acc = measure(model, val_batches, dev)
-        row = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
-               "val_loss": val_loss, "val_accuracy": val_acc, "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+        row = {
+            "epoch": epoch,
+            "train_loss": total_loss / seen,
+            "train_accuracy": correct / seen,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": sched.get_last_lr()[0],
+            "seconds": time.perf_counter() - t0,
+        }
         history.append(row)
-        log(f"epoch={epoch} train_loss={row['train_loss']:.4f} train:accuracy={row['train_accuracy']:.4f} "
-            f"validation:loss={val_loss:.4f} validation:accuracy={val_acc:.4f}")
-        if stopper.step(epoch, val_acc, val_loss): best, best_state = row, copy.deepcopy(model.state_dict())
-        if on_epoch: on_epoch(epoch, val_acc)
+        log(
+            f"epoch={epoch} train_loss={row['train_loss']:.4f} train:accuracy={row['train_accuracy']:.4f} "
+            f"validation:loss={val_loss:.4f} validation:accuracy={val_acc:.4f}"
+        )
+        if stopper.step(epoch, val_acc, val_loss):
+            best, best_state = row, copy.deepcopy(model.state_dict())
+        if on_epoch:
+            on_epoch(epoch, val_acc)
         if stopper.stop:
             log(f"early stop: no better validation accuracy for {hp.patience} epochs; keeping epoch {best['epoch']}")
             break
     model.load_state_dict(best_state)
     model.eval().cpu()
-    metrics = {"validation:accuracy": best["val_accuracy"], "validation:loss": best["val_loss"], "train:loss": best["train_loss"],
-               "best_epoch": best["epoch"], "epochs_run": len(history), "train_images": len(train_ds),
-               "validation_images": len(val_ds), "seconds": round(time.perf_counter() - t0, 2), "device": dev.type}
+    metrics = {
+        "validation:accuracy": best["val_accuracy"],
+        "validation:loss": best["val_loss"],
+        "train:loss": best["train_loss"],
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "train_images": len(train_ds),
+        "validation_images": len(val_ds),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "device": dev.type,
+    }
     return TrainResult(model, classes, size, hp, history, metrics)

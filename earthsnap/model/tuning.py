@@ -18,10 +18,10 @@ from tqdm.auto import tqdm
 
 from ..core.errors import EarthsnapError
 from ..core.parallel import die_with_parent
-from .hyperparameters import DEFAULT_SPACE, Hyperparameters, SearchSpace
-from ..data.records import check_split, read_classes
 from ..core.storage import atomic_write
+from ..data.records import check_split, read_classes
 from ..data.step_files import write_tuning_result
+from .hyperparameters import DEFAULT_SPACE, Hyperparameters, SearchSpace
 
 # %% auto #0
 __all__ = ['METRIC', 'TuningError', 'TuneResult', 'tune', 'plot_search']
@@ -30,54 +30,82 @@ __all__ = ['METRIC', 'TuningError', 'TuneResult', 'tune', 'plot_search']
 class TuningError(EarthsnapError):
     "A search that produced no usable trial, or whose worker processes failed."
 
+
 METRIC = "validation:accuracy"
+
 
 def _study(out_dir: Path, seed: int, trials: int, create: bool):
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(out_dir / "study.journal")))
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, trials // 3))
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
-    if create: return optuna.create_study(study_name="tuning", storage=storage, direction="maximize", sampler=sampler, pruner=pruner)
+    if create:
+        return optuna.create_study(
+            study_name="tuning", storage=storage, direction="maximize", sampler=sampler, pruner=pruner
+        )
     return optuna.load_study(study_name="tuning", storage=storage, sampler=sampler, pruner=pruner)
+
 
 def _run_trials(out_dir: Path, job: dict, lock) -> None:
     "Take trials from the study until `trials` have been asked for; each trains one model."
     import optuna
     from optuna.trial import TrialState
+
     from earthsnap.model.training import TrainingError, train
+
     study = _study(out_dir, job["seed"], job["trials"], create=False)
     while True:
         with lock:
-            if len(study.get_trials(deepcopy=False)) >= job["trials"]: return
+            if len(study.get_trials(deepcopy=False)) >= job["trials"]:
+                return
             trial = study.ask()
         values = job["space"].suggest(trial)
         hp = replace(Hyperparameters.parse(values, job["base"]), epochs=job["epochs"], patience=job["epochs"])
+
         def report(epoch: int, accuracy: float):
             trial.report(accuracy, epoch)
-            if trial.should_prune(): raise optuna.TrialPruned()
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
         t0 = time.perf_counter()
         try:
-            result = train(job["records"], hp, job["train_split"], job["val_split"], workers=job["workers"], progress=False,
-                           log=lambda line: None, on_epoch=report, init_weights=job["init_weights"])
+            result = train(
+                job["records"],
+                hp,
+                job["train_split"],
+                job["val_split"],
+                workers=job["workers"],
+                progress=False,
+                log=lambda line: None,
+                on_epoch=report,
+                init_weights=job["init_weights"],
+            )
         except optuna.TrialPruned:
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
             study.tell(trial, state=TrialState.PRUNED)
         except TrainingError as e:
-            trial.set_user_attr("error", e.what); trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
+            trial.set_user_attr("error", e.what)
+            trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
             study.tell(trial, state=TrialState.FAIL)
         else:
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
             trial.set_user_attr("best_epoch", result.metrics["best_epoch"])
             study.tell(trial, result.metrics["validation:accuracy"])
 
+
 def _worker(out_dir: str, job: dict, lock, threads: int, n: int, parent: int | None = None) -> None:
-    "A worker process: it ends with `parent` (the process that started it, however that one ends), takes its share of torch's threads, then trials until there are none left."
+    """A worker process: it ends with `parent` (the process that started it, however that one ends), takes its share of
+    torch's threads, then trials until there are none left.
+    """
     die_with_parent(parent)
     import torch
+
     torch.set_num_threads(threads)
-    try: _run_trials(Path(out_dir), job, lock)
+    try:
+        _run_trials(Path(out_dir), job, lock)
     except BaseException:
         (Path(out_dir) / f".worker-{n}.error").write_text(traceback.format_exc())
         raise
@@ -86,6 +114,7 @@ def _worker(out_dir: str, job: dict, lock, threads: int, n: int, parent: int | N
 @dataclass
 class TuneResult:
     "The outcome of a search: the best trial's values and the full hyperparameters they make, and every trial."
+
     best_params: dict
     best: Hyperparameters
     value: float
@@ -97,110 +126,199 @@ class TuneResult:
 def _trial_rows(study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
-        rows.append({"trial": t.number, "state": t.state.name.lower(), "value": t.value,
-                     "epochs_run": max(t.intermediate_values, default=0), "seconds": t.user_attrs.get("seconds"),
-                     **{f"param_{k}": v for k, v in t.params.items()}, "error": t.user_attrs.get("error", ""),
-                     "curve": [t.intermediate_values[k] for k in sorted(t.intermediate_values)]})
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name.lower(),
+                "value": t.value,
+                "epochs_run": max(t.intermediate_values, default=0),
+                "seconds": t.user_attrs.get("seconds"),
+                **{f"param_{k}": v for k, v in t.params.items()},
+                "error": t.user_attrs.get("error", ""),
+                "curve": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
+            }
+        )
     return rows
 
-def tune(records: str | os.PathLike, out_dir: str | os.PathLike, space: SearchSpace = DEFAULT_SPACE, base: Hyperparameters = Hyperparameters(),
-         trials: int = 8, parallel: int = 1, epochs: int = 6, seed: int = 0, train_split: str = "tune_train", val_split: str = "tune_val",
-         workers: int = 0, progress: bool = True, init_weights: str | os.PathLike | None = None) -> TuneResult:
-    "Search `space` around `base` with `trials` trials of `epochs` epochs, `parallel` at a time; results into `out_dir`."
+
+def tune(
+    records: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    space: SearchSpace = DEFAULT_SPACE,
+    base: Hyperparameters = Hyperparameters(),
+    trials: int = 8,
+    parallel: int = 1,
+    epochs: int = 6,
+    seed: int = 0,
+    train_split: str = "tune_train",
+    val_split: str = "tune_val",
+    workers: int = 0,
+    progress: bool = True,
+    init_weights: str | os.PathLike | None = None,
+) -> TuneResult:
+    """Search `space` around `base` with `trials` trials of `epochs` epochs, `parallel` at a time; results into
+    `out_dir`.
+    """
     for name, v in (("trials", trials), ("parallel", parallel), ("epochs", epochs)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise TuningError(f"{name} must be a whole number of at least 1, not {v!r}.")
     classes, _ = read_classes(records)
     check_split(records, train_split, classes, every_class=True)
     check_split(records, val_split, classes)
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    for stale in [out / "study.journal", *out.glob(".worker-*.error")]: stale.unlink(missing_ok=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [out / "study.journal", *out.glob(".worker-*.error")]:
+        stale.unlink(missing_ok=True)
     study = _study(out, seed, trials, create=True)
-    job = dict(records=str(records), space=space, base=base, epochs=epochs, seed=seed, trials=trials,
-               train_split=train_split, val_split=val_split, workers=workers,
-               init_weights=str(init_weights) if init_weights else None)
+    job = dict(
+        records=str(records),
+        space=space,
+        base=base,
+        epochs=epochs,
+        seed=seed,
+        trials=trials,
+        train_split=train_split,
+        val_split=val_split,
+        workers=workers,
+        init_weights=str(init_weights) if init_weights else None,
+    )
     parallel = min(parallel, trials)
     bar = tqdm(total=trials, desc="tuning", unit="trial", disable=not progress)
+
     def show():
         done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
         ok = [t.value for t in done if t.value is not None]
-        bar.n = len(done); bar.set_postfix(best=f"{max(ok):.3f}" if ok else "-", refresh=False); bar.refresh()
+        bar.n = len(done)
+        bar.set_postfix(best=f"{max(ok):.3f}" if ok else "-", refresh=False)
+        bar.refresh()
+
     ctx = mp.get_context("spawn")
     lock = ctx.Lock()
     if parallel == 1:
         import torch
+
         threads = torch.get_num_threads()
         try:
             job1 = {**job, "trials": 0}
             for n in range(1, trials + 1):  # one trial at a time, so the bar moves
-                _run_trials(out, {**job1, "trials": n}, lock); show()
-        finally: torch.set_num_threads(threads)
+                _run_trials(out, {**job1, "trials": n}, lock)
+                show()
+        finally:
+            torch.set_num_threads(threads)
     else:
         threads = max(1, (os.cpu_count() or 1) // parallel)
-        from earthsnap.model.tuning import _worker as target  # the module's function: a process cannot import a notebook's
-        procs = [ctx.Process(target=target, args=(str(out), job, lock, threads, n, os.getpid()), daemon=True) for n in range(parallel)]
-        for p in procs: p.start()
+        # the module's function: a process cannot import a notebook's
+        from earthsnap.model.tuning import _worker as target
+
+        procs = [
+            ctx.Process(target=target, args=(str(out), job, lock, threads, n, os.getpid()), daemon=True)
+            for n in range(parallel)
+        ]
+        for p in procs:
+            p.start()
         try:
             while any(p.is_alive() for p in procs):
-                for p in procs: p.join(timeout=1.0 / len(procs))
+                for p in procs:
+                    p.join(timeout=1.0 / len(procs))
                 show()
         except BaseException:
-            for p in procs: p.terminate()
+            for p in procs:
+                p.terminate()
             raise
         errors = [e.read_text() for e in sorted(out.glob(".worker-*.error"))]
         if errors or any(p.exitcode for p in procs):
-            raise TuningError("A tuning worker process failed:\n" + (errors[0] if errors else f"exit codes {[p.exitcode for p in procs]}"),
-                              fix="See the error above; the trials that finished are in study.journal.")
-    show(); bar.close()
+            raise TuningError(
+                "A tuning worker process failed:\n"
+                + (errors[0] if errors else f"exit codes {[p.exitcode for p in procs]}"),
+                fix="See the error above; the trials that finished are in study.journal.",
+            )
+    show()
+    bar.close()
     return _finish(study, out, base)
+
 
 def _finish(study, out: Path, base: Hyperparameters) -> TuneResult:
     rows = _trial_rows(study)
     done = [r for r in rows if r["state"] == "complete"]
     if not done:
         reasons = sorted({r["error"] for r in rows if r["error"]}) or ["every trial was pruned or stopped"]
-        raise TuningError(f"No tuning trial finished: {'; '.join(reasons)}.",
-                          fix="Narrow the search space (a lower learning-rate range), or check the data.")
+        raise TuningError(
+            f"No tuning trial finished: {'; '.join(reasons)}.",
+            fix="Narrow the search space (a lower learning-rate range), or check the data.",
+        )
     best = study.best_trial
     hp = Hyperparameters.parse(best.params, base)
-    write_tuning_result(out, {"metric": METRIC, "value": best.value, "trial": best.number, "params": best.params,
-                                   "hyperparameters": hp.to_dict(), "trials": len(rows),
-                                   "states": {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail")}})
+    write_tuning_result(
+        out,
+        {
+            "metric": METRIC,
+            "value": best.value,
+            "trial": best.number,
+            "params": best.params,
+            "hyperparameters": hp.to_dict(),
+            "trials": len(rows),
+            "states": {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail")},
+        },
+    )
     _write_csv(out / "trials.csv", rows)
     fig = plot_search(rows)
     fig.savefig(out / "search.png", dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
+
     plt.close(fig)
     return TuneResult(best.params, hp, best.value, best.number, rows, out)
+
 
 def _write_csv(path: Path, rows: list[dict]):
     cols = list(dict.fromkeys(k for r in rows for k in r if k != "curve"))
     with atomic_write(path, "w") as f:
-        w = csv.DictWriter(f, cols, extrasaction="ignore"); w.writeheader(); w.writerows(rows)
+        w = csv.DictWriter(f, cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
 # %% ../../nbs/model/tuning.ipynb #a447e6b2
 def plot_search(rows: list[dict]):
     "A figure of a search (the rows of `trials.csv`, with their curves)."
     import matplotlib.pyplot as plt
+
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
     best_so_far, best, top = [], -math.inf, None
     for r in rows:
-        if r["state"] == "complete" and r["value"] > best: best, top = r["value"], r
+        if r["state"] == "complete" and r["value"] > best:
+            best, top = r["value"], r
         best_so_far.append(best if best > -math.inf else None)
-    style = {"complete": dict(marker="o", color="tab:blue"), "pruned": dict(marker="x", color="tab:grey"), "fail": dict(marker="^", color="tab:red")}
+    style = {
+        "complete": dict(marker="o", color="tab:blue"),
+        "pruned": dict(marker="x", color="tab:grey"),
+        "fail": dict(marker="^", color="tab:red"),
+    }
     for state, st in style.items():
-        pts = [(r["trial"], r["value"] if r["value"] is not None else (r["curve"][-1] if r["curve"] else 0.0)) for r in rows if r["state"] == state]
-        if pts: a.scatter(*zip(*pts), label=state, linestyle="none", **st)
+        pts = [
+            (r["trial"], r["value"] if r["value"] is not None else (r["curve"][-1] if r["curve"] else 0.0))
+            for r in rows
+            if r["state"] == state
+        ]
+        if pts:
+            a.scatter(*zip(*pts), label=state, linestyle="none", **st)
     xs = [r["trial"] for r, v in zip(rows, best_so_far) if v is not None]
-    if xs: a.step(xs, [v for v in best_so_far if v is not None], where="post", color="tab:green", label="best so far")
-    a.set(xlabel="trial", ylabel=METRIC, title="score of each trial"); a.legend(fontsize=8, loc="lower right"); a.grid(alpha=0.3)
+    if xs:
+        a.step(xs, [v for v in best_so_far if v is not None], where="post", color="tab:green", label="best so far")
+    a.set(xlabel="trial", ylabel=METRIC, title="score of each trial")
+    a.legend(fontsize=8, loc="lower right")
+    a.grid(alpha=0.3)
     for r in rows:
-        if not r["curve"]: continue
+        if not r["curve"]:
+            continue
         epochs = range(1, len(r["curve"]) + 1)
-        if r is top: b.plot(epochs, r["curve"], color="tab:green", lw=2.5, label=f"best (trial {r['trial']})", zorder=3)
-        elif r["state"] == "pruned": b.plot(epochs, r["curve"], color="tab:grey", ls="--", lw=1)
-        else: b.plot(epochs, r["curve"], color="tab:blue", alpha=0.6, lw=1)
-    b.set(xlabel="epoch", ylabel=METRIC, title="learning curves (dashed: pruned)"); b.grid(alpha=0.3)
-    if top: b.legend(fontsize=8, loc="lower right")
+        if r is top:
+            b.plot(epochs, r["curve"], color="tab:green", lw=2.5, label=f"best (trial {r['trial']})", zorder=3)
+        elif r["state"] == "pruned":
+            b.plot(epochs, r["curve"], color="tab:grey", ls="--", lw=1)
+        else:
+            b.plot(epochs, r["curve"], color="tab:blue", alpha=0.6, lw=1)
+    b.set(xlabel="epoch", ylabel=METRIC, title="learning curves (dashed: pruned)")
+    b.grid(alpha=0.3)
+    if top:
+        b.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig

@@ -19,14 +19,23 @@ __all__ = ['DEMO_HYPERPARAMETERS', 'demo_model', 'capture_photos', 'demo_monitor
 # %% ../../nbs/monitor/demo.ipynb #10ff4d55
 DEMO_HYPERPARAMETERS = dict(width=16, epochs=10, batch_size=32)
 
+
 def demo_model(records: Path, out: Path) -> Path:
-    "The demo model trained on `records`, saved in `out` (from the cache when this code already trained it on these records)."
+    """The demo model trained on `records`, saved in `out` (from the cache when this code already trained it on these
+    records).
+    """
     from earthsnap.engine.fingerprint import cached_tree, fingerprint
     from earthsnap.model.export import save_model
     from earthsnap.model.hyperparameters import Hyperparameters
     from earthsnap.model.training import train
-    cached_tree({"records": fingerprint(records), "hyperparameters": DEMO_HYPERPARAMETERS}, out,
-                lambda o: save_model(train(records, Hyperparameters(**DEMO_HYPERPARAMETERS), progress=False, log=lambda l: None), o))
+
+    cached_tree(
+        {"records": fingerprint(records), "hyperparameters": DEMO_HYPERPARAMETERS},
+        out,
+        lambda o: save_model(
+            train(records, Hyperparameters(**DEMO_HYPERPARAMETERS), progress=False, log=lambda l: None), o
+        ),
+    )
     return Path(out)
 
 # %% ../../nbs/monitor/demo.ipynb #7e1fdeb5
@@ -35,37 +44,52 @@ def capture_photos(model, store: CaptureStore, version: str, photos: list[Path],
     from earthsnap.model.inference import model_input
     from earthsnap.release.capture import Capture
     from earthsnap.release.serving import CAPTURE_TOP
+
     cap = Capture(store)
     for i in range(0, len(photos), batch):
-        bodies = [p.read_bytes() for p in photos[i:i + batch]]
-        answers, emb = model.top_and_embeddings(np.stack([model_input(b, model.input_size) for b in bodies]), CAPTURE_TOP)
-        for body, a, e in zip(bodies, answers, emb): cap.offer(body, version, a, 1.0, e)
+        bodies = [p.read_bytes() for p in photos[i : i + batch]]
+        answers, emb = model.top_and_embeddings(
+            np.stack([model_input(b, model.input_size) for b in bodies]), CAPTURE_TOP
+        )
+        for body, a, e in zip(bodies, answers, emb):
+            cap.offer(body, version, a, 1.0, e)
     cap.close()
     return cap.rows
 
-def demo_monitor(out: str | Path, window: int = 80, clean_windows: int = 2, shifted_windows: int = 2, shift: str = "lighting") -> dict:
-    "A project under `out` whose endpoint 'prod' serves a small demo model and has captured clean, then shifted, traffic."
+
+def demo_monitor(
+    out: str | Path, window: int = 80, clean_windows: int = 2, shifted_windows: int = 2, shift: str = "lighting"
+) -> dict:
+    """A project under `out` whose endpoint 'prod' serves a small demo model and has captured clean, then shifted,
+    traffic.
+    """
     from earthsnap.core.config import load_config
     from earthsnap.data.demodata import generate_demo_data
     from earthsnap.data.records import demo_records
+    from earthsnap.model.baseline import write_baseline
     from earthsnap.model.export import write_tarball
     from earthsnap.model.router import load_model
-    from earthsnap.model.baseline import write_baseline
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "earthsnap.yaml").write_text(f"drift_window: {window}\n")
     cfg = load_config(out, env={})
     records = demo_records(out / "data", groups=2, species=2, images=60, size=32)
     model_dir = demo_model(records, out / "model")
     write_baseline(model_dir, records)
     artifact = write_tarball(model_dir, out / "model.tar.gz")
-    ep = Path(cfg.endpoints) / "prod"; ep.mkdir(parents=True, exist_ok=True)
+    ep = Path(cfg.endpoints) / "prod"
+    ep.mkdir(parents=True, exist_ok=True)
     (ep / MODEL_FILE).write_text(json.dumps({"version": "species/1", "artifact": str(artifact)}))
     per = -(-window // 4)  # photos per species (2 x 2 species) for one window
     model, store = load_model(artifact), CaptureStore(cfg.capture, "prod")
     for name, n, s in (("clean", clean_windows, ""), ("shifted", shifted_windows, shift)):
-        if not n: continue
-        d = generate_demo_data(out / name, groups=2, species=2, images=per * n, seed=0, first=1000, progress=False, shift=s)
+        if not n:
+            continue
+        d = generate_demo_data(
+            out / name, groups=2, species=2, images=per * n, seed=0, first=1000, progress=False, shift=s
+        )
         photos = sorted(d.root.rglob("*.jpg"))
         order = np.random.default_rng(1).permutation(len(photos))  # species mixed, as traffic comes
-        capture_photos(model, store, "species/1", [photos[i] for i in order][:window * n])
+        capture_photos(model, store, "species/1", [photos[i] for i in order][: window * n])
     return {"config": cfg, "artifact": artifact, "records": records}

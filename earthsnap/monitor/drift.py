@@ -19,8 +19,13 @@ __all__ = ['DriftError', 'permutation_pvalue', 'chi_square', 'ks_distance', 'mmd
 class DriftError(EarthsnapError):
     "Samples that cannot be compared: empty, or of different widths."
 
-def permutation_pvalue(stat, pooled, is_window: np.ndarray, permutations: int = 200, seed: int = 0) -> tuple[float, float]:
-    "`stat(pooled, mask)` for the observed `is_window` mask, and the share of `permutations` shuffled masks reaching it."
+
+def permutation_pvalue(
+    stat, pooled, is_window: np.ndarray, permutations: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """`stat(pooled, mask)` for the observed `is_window` mask, and the share of `permutations` shuffled masks reaching
+    it.
+    """
     rng = np.random.default_rng(seed)
     observed = float(stat(pooled, is_window))
     hits = sum(float(stat(pooled, rng.permutation(is_window))) >= observed for _ in range(permutations))
@@ -28,7 +33,9 @@ def permutation_pvalue(stat, pooled, is_window: np.ndarray, permutations: int = 
 
 # %% ../../nbs/monitor/drift.ipynb #8893de89
 def chi_square(labels: np.ndarray, is_window: np.ndarray) -> float:
-    "Pearson's chi-square of the class counts of the two sides against their pooled frequencies (classes seen on neither side left out)."
+    """Pearson's chi-square of the class counts of the two sides against their pooled frequencies (classes seen on
+    neither side left out).
+    """
     classes = int(labels.max()) + 1
     a = np.bincount(labels[~is_window], minlength=classes).astype(float)
     b = np.bincount(labels[is_window], minlength=classes).astype(float)
@@ -37,21 +44,30 @@ def chi_square(labels: np.ndarray, is_window: np.ndarray) -> float:
     p = (a + b) / (a.sum() + b.sum())
     return float((((a - a.sum() * p) ** 2) / (a.sum() * p)).sum() + (((b - b.sum() * p) ** 2) / (b.sum() * p)).sum())
 
+
 def ks_distance(values: np.ndarray, is_window: np.ndarray) -> float:
     "The two-sample Kolmogorov-Smirnov distance: the largest gap between the two empirical distribution functions."
     a, b = np.sort(values[~is_window]), np.sort(values[is_window])
     grid = np.concatenate([a, b])
-    return float(np.abs(np.searchsorted(a, grid, side="right") / len(a) - np.searchsorted(b, grid, side="right") / len(b)).max())
+    return float(
+        np.abs(np.searchsorted(a, grid, side="right") / len(a) - np.searchsorted(b, grid, side="right") / len(b)).max()
+    )
+
 
 def mmd2(kernel: np.ndarray, is_window: np.ndarray) -> float:
     "The unbiased squared MMD between the two sides, from the pooled sample's kernel matrix."
     x, y = ~is_window, is_window
     m, n = int(x.sum()), int(y.sum())
     kxx, kyy, kxy = kernel[np.ix_(x, x)], kernel[np.ix_(y, y)], kernel[np.ix_(x, y)]
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean())
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean()
+    )
+
 
 def gaussian_kernel(z: np.ndarray) -> np.ndarray:
-    "The Gaussian kernel of the pooled sample: exp(-d / m) for squared distance d, m the median of them (the median heuristic)."
+    """The Gaussian kernel of the pooled sample: exp(-d / m) for squared distance d, m the median of them (the median
+    heuristic).
+    """
     z = np.asarray(z, dtype=np.float64)
     sq = (z * z).sum(axis=1)
     d = np.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0.0)
@@ -73,37 +89,62 @@ def holm(p_values: list[float]) -> list[float]:
 @dataclass
 class Sample:
     "What a model made of some photos: predicted class indices, top probabilities, embeddings (one row each)."
+
     labels: np.ndarray
     confidence: np.ndarray
     embeddings: np.ndarray
 
     def __post_init__(self):
-        self.labels, self.confidence = np.asarray(self.labels, dtype=np.int64), np.asarray(self.confidence, dtype=np.float64)
+        self.labels, self.confidence = (
+            np.asarray(self.labels, dtype=np.int64),
+            np.asarray(self.confidence, dtype=np.float64),
+        )
         self.embeddings = np.asarray(self.embeddings, dtype=np.float64)
         if not len(self.labels) == len(self.confidence) == len(self.embeddings):
-            raise DriftError(f"A sample needs as many labels, confidences and embeddings: {len(self.labels)}, {len(self.confidence)}, {len(self.embeddings)}.")
+            raise DriftError(
+                "A sample needs as many labels, confidences and embeddings: "
+                f"{len(self.labels)}, {len(self.confidence)}, {len(self.embeddings)}."
+            )
+
 
 @dataclass
 class DriftTest:
-    "One test of a window against the reference: its statistic, p-value, Holm-adjusted p-value, and whether it drifts at `alpha`."
+    """One test of a window against the reference: its statistic, p-value, Holm-adjusted p-value, and whether it drifts
+    at `alpha`.
+    """
+
     name: str
     statistic: float
     p_value: float
     p_adjusted: float
     drifted: bool
 
-def compare(reference: Sample, window: Sample, alpha: float = 0.05, permutations: int = 200, seed: int = 0) -> list[DriftTest]:
+
+def compare(
+    reference: Sample, window: Sample, alpha: float = 0.05, permutations: int = 200, seed: int = 0
+) -> list[DriftTest]:
     "The class, confidence and embedding tests of `window` against `reference`, Holm-adjusted together."
     if len(reference.labels) < 2 or len(window.labels) < 2:
-        raise DriftError(f"Drift needs at least 2 photos on each side; the reference has {len(reference.labels)}, the window {len(window.labels)}.",
-                         fix="Wait for a larger window of traffic.")
+        raise DriftError(
+            "Drift needs at least 2 photos on each side; the reference "
+            f"has {len(reference.labels)}, the window {len(window.labels)}.",
+            fix="Wait for a larger window of traffic.",
+        )
     if reference.embeddings.shape[1:] != window.embeddings.shape[1:]:
-        raise DriftError(f"Embeddings of width {reference.embeddings.shape[1:]} and {window.embeddings.shape[1:]} cannot be compared.",
-                         fix="Compare traffic with the baseline of the model version that served it.")
+        raise DriftError(
+            f"Embeddings of width {reference.embeddings.shape[1:]} "
+            f"and {window.embeddings.shape[1:]} cannot be compared.",
+            fix="Compare traffic with the baseline of the model version that served it.",
+        )
     mask = np.concatenate([np.zeros(len(reference.labels), bool), np.ones(len(window.labels), bool)])
-    tests = [("classes", chi_square, np.concatenate([reference.labels, window.labels])),
-             ("confidence", ks_distance, np.concatenate([reference.confidence, window.confidence])),
-             ("embedding", mmd2, gaussian_kernel(np.concatenate([reference.embeddings, window.embeddings])))]
-    found = [(name, *permutation_pvalue(stat, pooled, mask, permutations, seed + k)) for k, (name, stat, pooled) in enumerate(tests)]
+    tests = [
+        ("classes", chi_square, np.concatenate([reference.labels, window.labels])),
+        ("confidence", ks_distance, np.concatenate([reference.confidence, window.confidence])),
+        ("embedding", mmd2, gaussian_kernel(np.concatenate([reference.embeddings, window.embeddings]))),
+    ]
+    found = [
+        (name, *permutation_pvalue(stat, pooled, mask, permutations, seed + k))
+        for k, (name, stat, pooled) in enumerate(tests)
+    ]
     adjusted = holm([p for _, _, p in found])
     return [DriftTest(name, s, p, a, a < alpha) for (name, s, p), a in zip(found, adjusted)]

@@ -27,23 +27,35 @@ def _pca2(reference: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     _, _, vt = np.linalg.svd(reference - mean, full_matrices=False)
     return [(a - mean) @ vt[:2].T for a in (reference, *others)]
 
+
 def plot_window(baseline: Baseline, window: Sample, w: Window | None = None):
     "Class shares, confidence and embeddings of `window` beside `baseline`; the figure."
     import matplotlib.pyplot as plt
+
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.8))
-    n = len(baseline.classes); x = np.arange(n)
-    a.bar(x - 0.2, np.bincount(baseline.labels, minlength=n) / len(baseline.labels), 0.4, label="baseline", color="#9aa5b1")
+    n = len(baseline.classes)
+    x = np.arange(n)
+    a.bar(
+        x - 0.2,
+        np.bincount(baseline.labels, minlength=n) / len(baseline.labels),
+        0.4,
+        label="baseline",
+        color="#9aa5b1",
+    )
     a.bar(x + 0.2, np.bincount(window.labels, minlength=n) / len(window.labels), 0.4, label="window", color="#2f7d5b")
     a.set_xticks(x, [s.replace("_", " ") for s in baseline.classes], rotation=30, ha="right", fontsize=8)
-    a.set(title="predicted classes", ylabel="share"); a.legend()
+    a.set(title="predicted classes", ylabel="share")
+    a.legend()
     bins = np.linspace(0, 1, 21)
     b.hist(baseline.confidence, bins, density=True, alpha=0.6, label="baseline", color="#9aa5b1")
     b.hist(window.confidence, bins, density=True, alpha=0.6, label="window", color="#2f7d5b")
-    b.set(title="top probability", xlabel="probability"); b.legend()
+    b.set(title="top probability", xlabel="probability")
+    b.legend()
     ref, win = _pca2(baseline.embeddings, window.embeddings)
     c.scatter(ref[:, 0], ref[:, 1], s=10, alpha=0.6, label="baseline", color="#9aa5b1")
     c.scatter(win[:, 0], win[:, 1], s=10, alpha=0.6, label="window", color="#2f7d5b")
-    c.set(title="embeddings (baseline's 2 main axes)", xticks=[], yticks=[]); c.legend()
+    c.set(title="embeddings (baseline's 2 main axes)", xticks=[], yticks=[])
+    c.legend()
     if w is not None:
         verdict = "DRIFT: " + ", ".join(t.name for t in w.tests if t.drifted) if w.drifted else "no drift"
         fig.suptitle(f"{w.endpoint} {w.version}, requests {w.first_id}-{w.last_id} ({w.size}): {verdict}", fontsize=11)
@@ -54,13 +66,21 @@ def plot_window(baseline: Baseline, window: Sample, w: Window | None = None):
 def plot_history(windows: list[Window], alpha: float):
     "Each test's Holm-adjusted p-value per window (oldest first), on a log scale, with `alpha`; the figure."
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(10, 3.2))
     windows = sorted(windows, key=lambda w: w.first_id)
     for name in dict.fromkeys(t.name for w in windows for t in w.tests):
-        ax.plot(range(1, len(windows) + 1), [next(t.p_adjusted for t in w.tests if t.name == name) for w in windows], marker="o", label=name)
+        ax.plot(
+            range(1, len(windows) + 1),
+            [next(t.p_adjusted for t in w.tests if t.name == name) for w in windows],
+            marker="o",
+            label=name,
+        )
     ax.axhline(alpha, color="#b42318", ls="--", lw=1, label=f"alpha = {alpha:g}")
     ax.set(yscale="log", ylim=(1e-3, 1.5), xlabel="window", ylabel="adjusted p-value", title="drift tests per window")
-    ax.set_xticks(range(1, len(windows) + 1)); ax.grid(alpha=0.3); ax.legend(fontsize=8, ncol=4)
+    ax.set_xticks(range(1, len(windows) + 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=4)
     fig.tight_layout()
     return fig
 
@@ -68,13 +88,35 @@ def plot_history(windows: list[Window], alpha: float):
 class ReportError(EarthsnapError):
     "A drift report that could not be made."
 
+
 def monitor_report(cfg, endpoint: str = "prod", window: int = 0, minutes: float = 0.0, progress: bool = True) -> dict:
-    "Run pipeline/monitor.ipynb for `endpoint`: {'report': the executed notebook, 'html', 'windows': the windows it checked}."
-    if window and window < 2: raise ReportError(f"A window needs at least 2 requests, not {window}.", fix="Pass --window 500, or 0 for the drift_window setting.")
-    if minutes < 0: raise ReportError(f"A window of time must be longer than 0 minutes, not {minutes}.")
-    read_baseline(Monitor(cfg).live(endpoint)[1])  # an endpoint with nothing deployed, or a model without a baseline: refused before a kernel starts
+    """Run pipeline/monitor.ipynb for `endpoint`: {'report': the executed notebook, 'html', 'windows': the windows it
+    checked}.
+    """
+    if window and window < 2:
+        raise ReportError(
+            f"A window needs at least 2 requests, not {window}.",
+            fix="Pass --window 500, or 0 for the drift_window setting.",
+        )
+    if minutes < 0:
+        raise ReportError(f"A window of time must be longer than 0 minutes, not {minutes}.")
+    # an endpoint with nothing deployed, or a model without a baseline: refused before a kernel starts
+    read_baseline(Monitor(cfg).live(endpoint)[1])
     out = Path(join(cfg.store, "monitor", endpoint, new_run_id("drift")))
-    nb = run_notebook(step_notebook(cfg.project_dir, "monitor"), out / "monitor.ipynb",
-                      {"endpoint": endpoint, "window": window, "minutes": minutes, "project": str(cfg.project_dir), "out_dir": str(out)},
-                      progress=progress)
-    return {"report": nb, "html": nb.with_suffix(".html"), "windows": [Window.from_dict(d) for d in read_json(out / "windows.json")]}
+    nb = run_notebook(
+        step_notebook(cfg.project_dir, "monitor"),
+        out / "monitor.ipynb",
+        {
+            "endpoint": endpoint,
+            "window": window,
+            "minutes": minutes,
+            "project": str(cfg.project_dir),
+            "out_dir": str(out),
+        },
+        progress=progress,
+    )
+    return {
+        "report": nb,
+        "html": nb.with_suffix(".html"),
+        "windows": [Window.from_dict(d) for d in read_json(out / "windows.json")],
+    }

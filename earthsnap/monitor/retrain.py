@@ -31,179 +31,355 @@ CREATE TABLE IF NOT EXISTS retrain_runs (
     id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, live TEXT NOT NULL, started_at REAL NOT NULL, reason TEXT NOT NULL,
     labelled INTEGER NOT NULL, run_id TEXT, candidate TEXT, comparison TEXT);
 """
-KEEP = ("image_size", "train_fraction", "val_fraction", "test_fraction", "split_seed", "min_per_class", "small_classes", "formats",
-        "min_side", "max_pixels", "accept_modes", "epochs", "model_group", "min_accuracy")  # the live run's values a retraining keeps
+KEEP = (
+    "image_size",
+    "train_fraction",
+    "val_fraction",
+    "test_fraction",
+    "split_seed",
+    "min_per_class",
+    "small_classes",
+    "formats",
+    # the live run's values a retraining keeps
+    "min_side",
+    "max_pixels",
+    "accept_modes",
+    "epochs",
+    "model_group",
+    "min_accuracy",
+)
+
 
 class RetrainError(EarthsnapError):
     "A retraining that cannot start: nothing live, a live version without lineage, no labelled photo."
 
+
 @dataclass
 class RetrainPlan:
-    "The live version of an endpoint, the dataset and records it came from, and the photos people reviewed on that endpoint."
+    """The live version of an endpoint, the dataset and records it came from, and the photos people reviewed on that
+    endpoint.
+    """
+
     endpoint: str
     live: ModelVersion
-    dataset: str                  # NAME@VERSION the live model was trained on
-    records: str                  # its records (the original test split is there)
-    parameters: dict              # the live run's values a retraining keeps
+    dataset: str  # NAME@VERSION the live model was trained on
+    records: str  # its records (the original test split is there)
+    parameters: dict  # the live run's values a retraining keeps
     labelled: list[ReviewItem] = field(default_factory=list)
-    apart: list[ReviewItem] = field(default_factory=list)   # marked "not in the taxonomy"
+    apart: list[ReviewItem] = field(default_factory=list)  # marked "not in the taxonomy"
+
 
 def retrain_plan(cfg, endpoint: str = "prod") -> RetrainPlan:
     "What a retraining of the version `endpoint` serves would start from."
     version = live_versions(cfg).get(endpoint)
-    if not version: raise RetrainError(f"Endpoint {endpoint!r} serves nothing, so there is no live model to retrain.",
-                                       fix="Deploy an approved version first.")
-    try: live = open_registry(cfg).get(version)
-    except RegistryError: raise RetrainError(f"{endpoint} serves {version}, which is not in the registry, so its lineage is unknown.",
-                                             fix="Retrain versions the pipeline registered.") from None
+    if not version:
+        raise RetrainError(
+            f"Endpoint {endpoint!r} serves nothing, so there is no live model to retrain.",
+            fix="Deploy an approved version first.",
+        )
+    try:
+        live = open_registry(cfg).get(version)
+    except RegistryError:
+        raise RetrainError(
+            f"{endpoint} serves {version}, which is not in the registry, so its lineage is unknown.",
+            fix="Retrain versions the pipeline registered.",
+        ) from None
     dataset, records = live.lineage.get("dataset"), (live.lineage.get("inputs") or {}).get("records")
     if not dataset or not records:
-        raise RetrainError(f"{version} has no dataset or records in its lineage (a router, or registered by hand).",
-                           fix="Retrain a model the pipeline registered; a router's parts are retrained by earthsnap hierarchy run.")
+        raise RetrainError(
+            f"{version} has no dataset or records in its lineage (a router, or registered by hand).",
+            fix="Retrain a model the pipeline registered; a router's parts are retrained by earthsnap hierarchy run.",
+        )
     decided = ReviewQueue(cfg).items(pending=False, endpoint=endpoint)
     params = {k: v for k, v in (live.lineage.get("parameters") or {}).items() if k in KEEP}
-    return RetrainPlan(endpoint, live, dataset, records, params, [i for i in decided if i.decision in ("confirmed", "relabelled")],
-                       [i for i in decided if i.decision == "not_in_taxonomy"])
+    return RetrainPlan(
+        endpoint,
+        live,
+        dataset,
+        records,
+        params,
+        [i for i in decided if i.decision in ("confirmed", "relabelled")],
+        [i for i in decided if i.decision == "not_in_taxonomy"],
+    )
 
 # %% ../../nbs/monitor/retrain.ipynb #4436b16c
-def _suffix(data: bytes) -> str: return ".png" if data[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg"
+def _suffix(data: bytes) -> str:
+    return ".png" if data[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg"
+
 
 def export_reviewed(cfg, plan: RetrainPlan, out: str | Path) -> dict:
-    "Write the listing, the labelled photos and their provenance under `out`; returns {'listing', 'photos', 'apart', 'parent_images'}."
-    out = Path(out); (out / "photos").mkdir(parents=True, exist_ok=True)
+    """Write the listing, the labelled photos and their provenance under `out`; returns {'listing', 'photos', 'apart',
+    'parent_images'}.
+    """
+    out = Path(out)
+    (out / "photos").mkdir(parents=True, exist_ok=True)
     parent = DatasetStore(cfg.datasets, cfg.s3_endpoint_url or None).get(plan.dataset)
     q, listing, provenance = ReviewQueue(cfg), [], []
-    for row in parent.rows(): listing.append({"uri": parent.object_uri(row), "label": row["label"]})
+    for row in parent.rows():
+        listing.append({"uri": parent.object_uri(row), "label": row["label"]})
     for item in plan.labelled:
         data = q.photo(item)
-        if data is None: continue   # the capture was pruned: nothing to learn from
+        if data is None:
+            continue  # the capture was pruned: nothing to learn from
         path = out / "photos" / item.label / f"{item.sha256}{_suffix(data)}"
-        path.parent.mkdir(parents=True, exist_ok=True); path.write_bytes(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
         listing.append({"uri": str(path), "label": item.label})
-        provenance.append({"uri": str(path), "sha256": item.sha256, "label": item.label, "decision": item.decision, "reviewer": item.decided_by,
-                           "decided_at": item.decided_at, "endpoint": item.endpoint, "model_version": item.version, "predicted": item.predicted,
-                           "probability": item.probability, "reasons": item.reasons})
+        provenance.append(
+            {
+                "uri": str(path),
+                "sha256": item.sha256,
+                "label": item.label,
+                "decision": item.decision,
+                "reviewer": item.decided_by,
+                "decided_at": item.decided_at,
+                "endpoint": item.endpoint,
+                "model_version": item.version,
+                "predicted": item.predicted,
+                "probability": item.probability,
+                "reasons": item.reasons,
+            }
+        )
     apart = []
     for item in plan.apart:
         data = q.photo(item)
-        if data is None: continue
+        if data is None:
+            continue
         path = out / "not_in_taxonomy" / f"{item.sha256}{_suffix(data)}"
-        path.parent.mkdir(parents=True, exist_ok=True); path.write_bytes(data)
-        apart.append({"uri": str(path), "sha256": item.sha256, "said": item.label, "reviewer": item.decided_by, "decided_at": item.decided_at,
-                      "endpoint": item.endpoint, "model_version": item.version, "predicted": item.predicted})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        apart.append(
+            {
+                "uri": str(path),
+                "sha256": item.sha256,
+                "said": item.label,
+                "reviewer": item.decided_by,
+                "decided_at": item.decided_at,
+                "endpoint": item.endpoint,
+                "model_version": item.version,
+                "predicted": item.predicted,
+            }
+        )
     (out / "listing.jsonl").write_text("".join(json.dumps(r) + "\n" for r in listing))
     (out / "provenance.jsonl").write_text("".join(json.dumps(r) + "\n" for r in provenance))
     (out / "not_in_taxonomy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in apart))
     taxonomy = join(parent.root, "taxonomy.yaml") if parent.info.get("taxonomy") else ""
-    return {"listing": str(out / "listing.jsonl"), "photos": len(provenance), "apart": len(apart), "parent_images": len(listing) - len(provenance),
-            "taxonomy": taxonomy, "parent": parent.ref}
+    return {
+        "listing": str(out / "listing.jsonl"),
+        "photos": len(provenance),
+        "apart": len(apart),
+        "parent_images": len(listing) - len(provenance),
+        "taxonomy": taxonomy,
+        "parent": parent.ref,
+    }
 
 # %% ../../nbs/monitor/retrain.ipynb #5781330d
 def _last_retrain(db: Path, endpoint: str) -> float:
     with connection(db) as c:
-        return float(c.execute("SELECT COALESCE(MAX(started_at), 0) FROM retrain_runs WHERE endpoint = ?", (endpoint,)).fetchone()[0])
+        return float(
+            c.execute(
+                "SELECT COALESCE(MAX(started_at), 0) FROM retrain_runs WHERE endpoint = ?", (endpoint,)
+            ).fetchone()[0]
+        )
+
 
 def retrain_due(cfg, endpoint: str = "prod", min_reviewed: int | None = None, on_alert: bool = False) -> str | None:
     "Why a retraining of `endpoint`'s model is due under the rule, or None."
     open_database(cfg.registry, SCHEMA, name="retraining")
     since = _last_retrain(Path(cfg.registry), endpoint)
     if min_reviewed:
-        new = [i for i in ReviewQueue(cfg).items(pending=False, endpoint=endpoint) if i.decided_at > since and i.decision in ("confirmed", "relabelled")]
-        if len(new) >= min_reviewed: return f"{len(new)} photos labelled since the last retraining (rule: {min_reviewed})"
+        new = [
+            i
+            for i in ReviewQueue(cfg).items(pending=False, endpoint=endpoint)
+            if i.decided_at > since and i.decision in ("confirmed", "relabelled")
+        ]
+        if len(new) >= min_reviewed:
+            return f"{len(new)} photos labelled since the last retraining (rule: {min_reviewed})"
     if on_alert:
-        alerts = [a for a in Monitor(cfg).alerts(limit=1000) if a["detail"]["Endpoint"] == endpoint
-                  and a["detail"]["Window"]["End"] > since]
-        if alerts: return f"{len(alerts)} drift alert(s) on {endpoint} since the last retraining"
+        alerts = [
+            a
+            for a in Monitor(cfg).alerts(limit=1000)
+            if a["detail"]["Endpoint"] == endpoint and a["detail"]["Window"]["End"] > since
+        ]
+        if alerts:
+            return f"{len(alerts)} drift alert(s) on {endpoint} since the last retraining"
     return None
 
 # %% ../../nbs/monitor/retrain.ipynb #0067a4c4
 def accuracy_on(model, bodies: list[bytes], labels: list[str], batch: int = 64) -> float | None:
     "The share of `bodies` whose top answer is its label; None for no photos."
-    if not bodies: return None
+    if not bodies:
+        return None
     hits = 0
     for i in range(0, len(bodies), batch):
-        answers = model.predict(bodies[i:i + batch], 1)
-        hits += sum(a[0]["label"] == l for a, l in zip(answers, labels[i:i + batch]))
+        answers = model.predict(bodies[i : i + batch], 1)
+        hits += sum(a[0]["label"] == l for a, l in zip(answers, labels[i : i + batch]))
     return hits / len(bodies)
+
 
 def _split(records: str | Path, split: str, only: set[str] | None = None) -> tuple[list[bytes], list[str]]:
     classes, _ = read_classes(records)
     rows = [(im, classes[label]) for _, label, uri, im in split_images(records, split) if only is None or uri in only]
     return [r[0] for r in rows], [r[1] for r in rows]
 
-def compare_with_live(live_artifact: str, candidate_artifact: str, original_records: str, new_records: str, reviewed_uris: set[str]) -> dict:
+
+def compare_with_live(
+    live_artifact: str, candidate_artifact: str, original_records: str, new_records: str, reviewed_uris: set[str]
+) -> dict:
     "Accuracy of the live and the candidate model on the original test split and on the held-out reviewed photos."
     from earthsnap.model.router import load_model
+
     live, cand = load_model(live_artifact), load_model(candidate_artifact)
     original, reviewed = _split(original_records, "test"), _split(new_records, "test", reviewed_uris)
     out = {}
     for name, (bodies, labels) in (("original_test", original), ("reviewed_test", reviewed)):
-        out[name] = {"photos": len(bodies), "live": accuracy_on(live, bodies, labels), "candidate": accuracy_on(cand, bodies, labels)}
+        out[name] = {
+            "photos": len(bodies),
+            "live": accuracy_on(live, bodies, labels),
+            "candidate": accuracy_on(cand, bodies, labels),
+        }
     return out
 
 # %% ../../nbs/monitor/retrain.ipynb #6cc14164
 def _live_weights(artifact: str, out: Path) -> Path:
     "The live model's weights as a .safetensors file the training step can start from."
-    with tarfile.open(artifact, "r:gz") as tf: data = tf.extractfile("model.safetensors").read()
-    p = out / "live" / "model.safetensors"; p.parent.mkdir(parents=True, exist_ok=True); p.write_bytes(data)
+    with tarfile.open(artifact, "r:gz") as tf:
+        data = tf.extractfile("model.safetensors").read()
+    p = out / "live" / "model.safetensors"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
     return p
 
-def _hyperparameters(artifact: str) -> dict:
-    with tarfile.open(artifact, "r:gz") as tf: return json.loads(tf.extractfile("hyperparameters.json").read())
 
-def retrain(cfg, endpoint: str = "prod", reason: str = "by hand", progress: bool = True, overrides: dict | None = None, by: str | None = None) -> dict:
-    "Retrain the model `endpoint` serves on its dataset plus the photos people labelled there; the candidate waits for approval."
+def _hyperparameters(artifact: str) -> dict:
+    with tarfile.open(artifact, "r:gz") as tf:
+        return json.loads(tf.extractfile("hyperparameters.json").read())
+
+
+def retrain(
+    cfg,
+    endpoint: str = "prod",
+    reason: str = "by hand",
+    progress: bool = True,
+    overrides: dict | None = None,
+    by: str | None = None,
+) -> dict:
+    """Retrain the model `endpoint` serves on its dataset plus the photos people labelled there; the candidate waits for
+    approval.
+    """
     from earthsnap.engine.definition import project_pipeline
     from earthsnap.engine.executor import run_pipeline
+
     plan = retrain_plan(cfg, endpoint)
     if not plan.labelled:
-        raise RetrainError(f"No photo from {endpoint} has been labelled yet, so a retraining would learn nothing new.",
-                           fix="Review photos in the console's Review page (earthsnap monitor queues them).")
+        raise RetrainError(
+            f"No photo from {endpoint} has been labelled yet, so a retraining would learn nothing new.",
+            fix="Review photos in the console's Review page (earthsnap monitor queues them).",
+        )
     open_database(cfg.registry, SCHEMA, name="retraining")
     rid = new_run_id("retrain")
     out = Path(join(cfg.store, "retrain", rid))
     exported = export_reviewed(cfg, plan, out)
-    params = {**plan.parameters, "source": exported["listing"], "taxonomy": exported["taxonomy"], "dataset_name": plan.dataset.split("@")[0],
-              "dataset_parent": plan.dataset, "init_weights": str(_live_weights(plan.live.artifact, out)),
-              "hyperparameters": json.dumps(_hyperparameters(plan.live.artifact)), "tune_trials": 1, "tune_epochs": 1, "tune_parallel": 1,
-              **(overrides or {})}
+    params = {
+        **plan.parameters,
+        "source": exported["listing"],
+        "taxonomy": exported["taxonomy"],
+        "dataset_name": plan.dataset.split("@")[0],
+        "dataset_parent": plan.dataset,
+        "init_weights": str(_live_weights(plan.live.artifact, out)),
+        "hyperparameters": json.dumps(_hyperparameters(plan.live.artifact)),
+        "tune_trials": 1,
+        "tune_epochs": 1,
+        "tune_parallel": 1,
+        **(overrides or {}),
+    }
     with connection(cfg.registry) as db, transaction(db):
-        db.execute("INSERT INTO retrain_runs (id, endpoint, live, started_at, reason, labelled) VALUES (?, ?, ?, ?, ?, ?)",
-                   (rid, endpoint, plan.live.ref, time.time(), reason, len(plan.labelled)))
+        db.execute(
+            "INSERT INTO retrain_runs (id, endpoint, live, started_at, reason, labelled) VALUES (?, ?, ?, ?, ?, ?)",
+            (rid, endpoint, plan.live.ref, time.time(), reason, len(plan.labelled)),
+        )
     if progress:
-        print(f"retraining {plan.live.ref} ({endpoint}) on {plan.dataset} ({exported['parent_images']} photos) and {exported['photos']} "
-              f"reviewed photos, from its weights; {exported['apart']} photo(s) not in the taxonomy kept apart ({reason})", flush=True)
+        print(
+            f"retraining {plan.live.ref} ({endpoint}) on {plan.dataset} "
+            f"({exported['parent_images']} photos) and {exported['photos']} reviewed photos, from "
+            f"its weights; {exported['apart']} photo(s) not in the taxonomy kept apart ({reason})",
+            flush=True,
+        )
     from earthsnap.core.progress import TerminalProgress
     from earthsnap.engine.executor import RunFailed
+
     run_id, error = new_run_id(project_pipeline(cfg.project_dir).name), None
-    try: run_pipeline(project_pipeline(cfg.project_dir), params, config=cfg, on_event=TerminalProgress() if progress else None, started_by=by,
-                      run_id=run_id)
-    except RunFailed as e: error = e.what   # e.g. below the accuracy gate: nothing registered, the run kept for reading
-    candidate = next((v for v in open_registry(cfg).versions(plan.parameters.get("model_group") or plan.live.group)
-                      if v.lineage.get("run") == run_id), None)
-    result = {"id": rid, "endpoint": endpoint, "live": plan.live.ref, "run": run_id, "candidate": candidate.ref if candidate else None,
-              "status": candidate.status if candidate else None, "error": error, "export": exported, "reason": reason}
+    try:
+        run_pipeline(
+            project_pipeline(cfg.project_dir),
+            params,
+            config=cfg,
+            on_event=TerminalProgress() if progress else None,
+            started_by=by,
+            run_id=run_id,
+        )
+    except RunFailed as e:
+        error = e.what  # e.g. below the accuracy gate: nothing registered, the run kept for reading
+    candidate = next(
+        (
+            v
+            for v in open_registry(cfg).versions(plan.parameters.get("model_group") or plan.live.group)
+            if v.lineage.get("run") == run_id
+        ),
+        None,
+    )
+    result = {
+        "id": rid,
+        "endpoint": endpoint,
+        "live": plan.live.ref,
+        "run": run_id,
+        "candidate": candidate.ref if candidate else None,
+        "status": candidate.status if candidate else None,
+        "error": error,
+        "export": exported,
+        "reason": reason,
+    }
     if candidate:
         new_records = (candidate.lineage.get("inputs") or {}).get("records")
         reviewed = {json.loads(l)["uri"] for l in (out / "provenance.jsonl").read_text().splitlines()}
-        result["comparison"] = compare_with_live(plan.live.artifact, candidate.artifact, plan.records, new_records, reviewed)
+        result["comparison"] = compare_with_live(
+            plan.live.artifact, candidate.artifact, plan.records, new_records, reviewed
+        )
     write_json(out / "comparison.json", result)
     with connection(cfg.registry) as db, transaction(db):
-        db.execute("UPDATE retrain_runs SET run_id = ?, candidate = ?, comparison = ? WHERE id = ?",
-                   (run_id, result["candidate"], json.dumps(result.get("comparison")), rid))
+        db.execute(
+            "UPDATE retrain_runs SET run_id = ?, candidate = ?, comparison = ? WHERE id = ?",
+            (run_id, result["candidate"], json.dumps(result.get("comparison")), rid),
+        )
     return result
 
+
 def retraining_of(cfg, candidate: str) -> dict | None:
-    "The retraining that made model version `candidate`: its endpoint, the live version, why, how many photos, the comparison; None if none did."
+    """The retraining that made model version `candidate`: its endpoint, the live version, why, how many photos, the
+    comparison; None if none did.
+    """
     open_database(cfg.registry, SCHEMA, name="retraining")
     with connection(cfg.registry) as db:
-        row = db.execute("SELECT * FROM retrain_runs WHERE candidate = ? ORDER BY started_at DESC LIMIT 1", (candidate,)).fetchone()
+        row = db.execute(
+            "SELECT * FROM retrain_runs WHERE candidate = ? ORDER BY started_at DESC LIMIT 1", (candidate,)
+        ).fetchone()
     return None if row is None else {**dict(row), "comparison": json.loads(row["comparison"] or "null")}
+
 
 def comparison_table(result: dict) -> str:
     "The comparison of a retraining as a person reads it."
     lines = [f"  {'photos':<34}{'n':>6}{'live':>10}{'candidate':>11}"]
-    for name, what in (("original_test", "the live model's original test split"), ("reviewed_test", "reviewed photos held out for test")):
+    for name, what in (
+        ("original_test", "the live model's original test split"),
+        ("reviewed_test", "reviewed photos held out for test"),
+    ):
         c = (result.get("comparison") or {}).get(name)
-        if c: lines.append(f"  {what:<34}{c['photos']:>6}" + "".join(f"{(c[k] if c[k] is not None else float('nan')):>{w}.3f}" for k, w in (("live", 10), ("candidate", 11))))
+        if c:
+            lines.append(
+                f"  {what:<34}{c['photos']:>6}"
+                + "".join(
+                    f"{(c[k] if c[k] is not None else float('nan')):>{w}.3f}"
+                    for k, w in (("live", 10), ("candidate", 11))
+                )
+            )
     return "\n".join(lines)

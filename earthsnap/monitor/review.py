@@ -34,12 +34,15 @@ CREATE TABLE IF NOT EXISTS review_classes (version TEXT PRIMARY KEY, classes TEX
 """
 DECISIONS = ("confirmed", "relabelled", "not_in_taxonomy")
 
+
 class ReviewError(EarthsnapError):
     "A decision that cannot be taken: an unknown item, one already decided, a label outside the taxonomy."
+
 
 @dataclass
 class ReviewItem:
     "A photo in the queue, and what was decided about it."
+
     id: int
     sha256: str
     endpoint: str
@@ -63,13 +66,29 @@ class ReviewItem:
 
     @classmethod
     def from_row(cls, r) -> "ReviewItem":
-        return cls(r["id"], r["sha256"], r["endpoint"], r["capture_id"], r["version"], r["predicted"], r["probability"], json.loads(r["top"]),
-                   json.loads(r["reasons"]), bool(r["audit"]), r["queued_at"], r["decision"], r["label"], r["decided_by"], r["decided_at"])
+        return cls(
+            r["id"],
+            r["sha256"],
+            r["endpoint"],
+            r["capture_id"],
+            r["version"],
+            r["predicted"],
+            r["probability"],
+            json.loads(r["top"]),
+            json.loads(r["reasons"]),
+            bool(r["audit"]),
+            r["queued_at"],
+            r["decision"],
+            r["label"],
+            r["decided_by"],
+            r["decided_at"],
+        )
 
 # %% ../../nbs/monitor/review.ipynb #d87d9829
 @dataclass(frozen=True)
 class ReviewRules:
     "When a photo goes to people: thresholds, the audit share and the daily budget of rule-picked photos."
+
     min_probability: float = 0.5
     min_margin: float = 0.2
     audit_rate: float = 0.02
@@ -79,24 +98,31 @@ class ReviewRules:
     def from_config(cls, cfg) -> "ReviewRules":
         return cls(cfg.review_min_probability, cfg.review_min_margin, cfg.review_audit_rate, cfg.review_daily_budget)
 
+
 def audited(sha256: str, rate: float) -> bool:
     "Whether the photo with this sha256 is in the audit sample at `rate`."
     return int(sha256[:8], 16) / 2**32 < rate
 
+
 def doubts(top: list[dict], rules: ReviewRules) -> list[str]:
     "Why the model's answer `top` (most likely first) is doubtful under `rules`; empty when it is not."
     found = []
-    if not top: return ["no answer"]
-    if top[0]["probability"] < rules.min_probability: found.append("low confidence")
-    if len(top) > 1 and top[0]["probability"] - top[1]["probability"] < rules.min_margin: found.append("small margin")
+    if not top:
+        return ["no answer"]
+    if top[0]["probability"] < rules.min_probability:
+        found.append("low confidence")
+    if len(top) > 1 and top[0]["probability"] - top[1]["probability"] < rules.min_margin:
+        found.append("small margin")
     if "group_probability" in top[0] and max(t["group_probability"] for t in top) > top[0]["group_probability"] + 1e-9:
-        found.append("parent and child disagree")  # the species named lies outside the group the parent finds most likely
+        # the species named lies outside the group the parent finds most likely
+        found.append("parent and child disagree")
     return found
 
 # %% ../../nbs/monitor/review.ipynb #64da6ee1
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     "The Wilson 95% interval (z = 1.96) of `correct` successes in `n` trials; (0, 1) when n is 0."
-    if n == 0: return 0.0, 1.0
+    if n == 0:
+        return 0.0, 1.0
     p = correct / n
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
@@ -105,12 +131,15 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def archive_classes(artifact: str | Path) -> list[str]:
     "The classes of the model (or router) at `artifact`: a model.tar.gz or a model directory."
     import tarfile
+
     p = Path(artifact)
     try:
-        if p.is_dir(): return json.loads((p / "classes.json").read_text())["classes"]
+        if p.is_dir():
+            return json.loads((p / "classes.json").read_text())["classes"]
         with tarfile.open(p, "r:gz") as tf:
             names = tf.getnames()
-            if "classes.json" in names: return json.loads(tf.extractfile("classes.json").read())["classes"]
+            if "classes.json" in names:
+                return json.loads(tf.extractfile("classes.json").read())["classes"]
             if "router.json" in names:
                 species = json.loads(tf.extractfile("router.json").read()).get("species_of", {})
                 return sorted(s for group in species.values() for s in group)
@@ -118,15 +147,22 @@ def archive_classes(artifact: str | Path) -> list[str]:
         pass
     return []
 
+
 def version_classes(cfg, version: str | None, endpoint: str) -> list[str]:
-    "The classes of model `version` (group/n): from the registry, else from the archive `endpoint` serves if it is that version."
-    if not version: return []
-    try: return archive_classes(open_registry(cfg).get(version).artifact)
-    except (RegistryError, EarthsnapError): pass
+    """The classes of model `version` (group/n): from the registry, else from the archive `endpoint` serves if it is
+    that version.
+    """
+    if not version:
+        return []
+    try:
+        return archive_classes(open_registry(cfg).get(version).artifact)
+    except (RegistryError, EarthsnapError):
+        pass
     spec = Path(cfg.endpoints) / endpoint / MODEL_FILE
     if spec.exists():
         d = json.loads(spec.read_text())
-        if d.get("version") == version: return archive_classes(d["artifact"])
+        if d.get("version") == version:
+            return archive_classes(d["artifact"])
     return []
 
 # %% ../../nbs/monitor/review.ipynb #91aa483e
@@ -137,6 +173,7 @@ def live_versions(cfg) -> dict[str, str]:
 # %% ../../nbs/monitor/review.ipynb #670d32a2
 class ReviewQueue:
     "The review queue of the project configured by `cfg`: items in `cfg.registry`, photos in the endpoints' captures."
+
     def __init__(self, cfg, rules: ReviewRules | None = None):
         self.cfg, self.db = cfg, Path(cfg.registry)
         self.rules = rules or ReviewRules.from_config(cfg)
@@ -145,7 +182,10 @@ class ReviewQueue:
     def remember_classes(self, version: str, classes: list[str]) -> None:
         "The labels a person may give photos answered by `version` (its model's classes)."
         with connection(self.db) as db, transaction(db):
-            db.execute("INSERT OR REPLACE INTO review_classes (version, classes) VALUES (?, ?)", (version, json.dumps(list(classes))))
+            db.execute(
+                "INSERT OR REPLACE INTO review_classes (version, classes) VALUES (?, ?)",
+                (version, json.dumps(list(classes))),
+            )
 
     def classes(self, version: str | None) -> list[str]:
         with connection(self.db) as db:
@@ -153,43 +193,89 @@ class ReviewQueue:
         return json.loads(row[0]) if row else []
 
     def fill(self, endpoint: str, now: float | None = None) -> dict:
-        "Queue the doubtful and audited photos `endpoint` captured since the last fill: {'queued', 'audit', 'over_budget', 'scanned'}."
+        """Queue the doubtful and audited photos `endpoint` captured since the last fill: {'queued', 'audit',
+        'over_budget', 'scanned'}.
+        """
         now = time.time() if now is None else now
         day = now - now % 86400
         with connection(self.db) as db:
             row = db.execute("SELECT last_id FROM review_scans WHERE endpoint = ?", (endpoint,)).fetchone()
         rows = CaptureStore(self.cfg.capture, endpoint).rows(after_id=row[0] if row else 0)
         counts = {"queued": 0, "audit": 0, "over_budget": 0, "scanned": len(rows)}
-        if not rows: return counts
+        if not rows:
+            return counts
         for version in {r.version for r in rows} - {None}:
-            if not self.classes(version): self.remember_classes(version, version_classes(self.cfg, version, endpoint))
+            if not self.classes(version):
+                self.remember_classes(version, version_classes(self.cfg, version, endpoint))
         with connection(self.db) as db, transaction(db):
-            used = db.execute("SELECT COUNT(*) FROM review_items WHERE audit = 0 AND queued_at >= ?", (day,)).fetchone()[0]
+            used = db.execute(
+                "SELECT COUNT(*) FROM review_items WHERE audit = 0 AND queued_at >= ?", (day,)
+            ).fetchone()[0]
             for r in rows:
                 audit, why = audited(r.sha256, self.rules.audit_rate), doubts(r.top, self.rules)
-                if not (audit or why): continue
-                if not audit and used >= self.rules.daily_budget: counts["over_budget"] += 1; continue
-                added = db.execute("INSERT OR IGNORE INTO review_items (sha256, endpoint, capture_id, version, predicted, probability, top, "
-                                   "reasons, audit, queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                   (r.sha256, endpoint, r.id, r.version, r.label, r.probability, json.dumps(r.top),
-                                    json.dumps((["audit"] if audit else []) + why), int(audit), now)).rowcount
-                if added: counts["queued"] += 1; counts["audit"] += int(audit); used += int(not audit)
-            db.execute("INSERT INTO review_scans (endpoint, last_id) VALUES (?, ?) ON CONFLICT (endpoint) DO UPDATE SET last_id = excluded.last_id",
-                       (endpoint, rows[-1].id))
+                if not (audit or why):
+                    continue
+                if not audit and used >= self.rules.daily_budget:
+                    counts["over_budget"] += 1
+                    continue
+                added = db.execute(
+                    "INSERT OR IGNORE INTO review_items (sha256, endpoint, capture_id, version, predicted, "
+                    "probability, top, reasons, audit, queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        r.sha256,
+                        endpoint,
+                        r.id,
+                        r.version,
+                        r.label,
+                        r.probability,
+                        json.dumps(r.top),
+                        json.dumps((["audit"] if audit else []) + why),
+                        int(audit),
+                        now,
+                    ),
+                ).rowcount
+                if added:
+                    counts["queued"] += 1
+                    counts["audit"] += int(audit)
+                    used += int(not audit)
+            db.execute(
+                "INSERT INTO review_scans (endpoint, last_id) VALUES (?, ?) ON "
+                "CONFLICT (endpoint) DO UPDATE SET last_id = excluded.last_id",
+                (endpoint, rows[-1].id),
+            )
         return counts
 
-    def items(self, pending: bool | None = None, audit: bool | None = None, endpoint: str | None = None, limit: int | None = None) -> list[ReviewItem]:
+    def items(
+        self,
+        pending: bool | None = None,
+        audit: bool | None = None,
+        endpoint: str | None = None,
+        limit: int | None = None,
+    ) -> list[ReviewItem]:
         "Items oldest first: pending or decided (both when None), audit or rule-picked (both when None)."
         where, args = [], []
-        if pending is not None: where.append("decision IS NULL" if pending else "decision IS NOT NULL")
-        if audit is not None: where.append("audit = ?"); args.append(int(audit))
-        if endpoint is not None: where.append("endpoint = ?"); args.append(endpoint)
-        sql = "SELECT * FROM review_items" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id" + (f" LIMIT {int(limit)}" if limit else "")
-        with connection(self.db) as db: return [ReviewItem.from_row(r) for r in db.execute(sql, args)]
+        if pending is not None:
+            where.append("decision IS NULL" if pending else "decision IS NOT NULL")
+        if audit is not None:
+            where.append("audit = ?")
+            args.append(int(audit))
+        if endpoint is not None:
+            where.append("endpoint = ?")
+            args.append(endpoint)
+        sql = (
+            "SELECT * FROM review_items"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY id"
+            + (f" LIMIT {int(limit)}" if limit else "")
+        )
+        with connection(self.db) as db:
+            return [ReviewItem.from_row(r) for r in db.execute(sql, args)]
 
     def get(self, item_id: int) -> ReviewItem:
-        with connection(self.db) as db: row = db.execute("SELECT * FROM review_items WHERE id = ?", (item_id,)).fetchone()
-        if row is None: raise ReviewError(f"There is no review item {item_id}.", fix="Take the next one from the queue.")
+        with connection(self.db) as db:
+            row = db.execute("SELECT * FROM review_items WHERE id = ?", (item_id,)).fetchone()
+        if row is None:
+            raise ReviewError(f"There is no review item {item_id}.", fix="Take the next one from the queue.")
         return ReviewItem.from_row(row)
 
     def next(self) -> ReviewItem | None:
@@ -202,30 +288,47 @@ class ReviewQueue:
         return CaptureStore(self.cfg.capture, item.endpoint).image(item.sha256)
 
     def decide(self, item_id: int, decision: str, by: str, label: str | None = None) -> ReviewItem:
-        "Record a person's decision: 'confirmed' (the model was right), 'relabelled' with the right `label`, or 'not_in_taxonomy'."
+        """Record a person's decision: 'confirmed' (the model was right), 'relabelled' with the right `label`, or
+        'not_in_taxonomy'.
+        """
         if decision not in DECISIONS:
             raise ReviewError(f"{decision!r} is not a decision.", fix=f"Decide one of: {', '.join(DECISIONS)}.")
-        if not by: raise ReviewError("A decision needs the name of who took it.")
+        if not by:
+            raise ReviewError("A decision needs the name of who took it.")
         item = self.get(item_id)
         if item.decision is not None:
-            raise ReviewError(f"Photo {item_id} was already decided ({item.decision.replace('_', ' ')}) by {item.decided_by}.",
-                              fix="Take the next photo; a decision is kept as it was taken.")
-        if decision == "confirmed": label = item.predicted
-        elif decision == "not_in_taxonomy": label = (label or "").strip() or None  # what the person thinks it is, if they say
+            raise ReviewError(
+                f"Photo {item_id} was already decided ({item.decision.replace('_', ' ')}) by {item.decided_by}.",
+                fix="Take the next photo; a decision is kept as it was taken.",
+            )
+        if decision == "confirmed":
+            label = item.predicted
+        # what the person thinks it is, if they say
+        elif decision == "not_in_taxonomy":
+            label = (label or "").strip() or None
         else:
             known = self.classes(item.version)
             if label not in known:
-                raise ReviewError(f"{label!r} is not a species of {item.version}'s taxonomy.",
-                                  fix="Pick a label the model knows, or mark the photo as not in the taxonomy.")
-            if label == item.predicted: decision = "confirmed"
+                raise ReviewError(
+                    f"{label!r} is not a species of {item.version}'s taxonomy.",
+                    fix="Pick a label the model knows, or mark the photo as not in the taxonomy.",
+                )
+            if label == item.predicted:
+                decision = "confirmed"
         with connection(self.db) as db, transaction(db):
-            changed = db.execute("UPDATE review_items SET decision = ?, label = ?, decided_by = ?, decided_at = ? WHERE id = ? AND decision IS NULL",
-                                 (decision, label, by, time.time(), item_id)).rowcount
-        if not changed: raise ReviewError(f"Photo {item_id} was decided by someone else a moment ago.", fix="Take the next photo.")
+            changed = db.execute(
+                "UPDATE review_items SET decision = ?, label = ?, decided_by "
+                "= ?, decided_at = ? WHERE id = ? AND decision IS NULL",
+                (decision, label, by, time.time(), item_id),
+            ).rowcount
+        if not changed:
+            raise ReviewError(f"Photo {item_id} was decided by someone else a moment ago.", fix="Take the next photo.")
         return self.get(item_id)
 
     def estimate(self, version: str | None = None) -> dict:
-        "The live model's accuracy from the decided audit photos (of `version`, or all): {'correct', 'n', 'accuracy', 'low', 'high'}."
+        """The live model's accuracy from the decided audit photos (of `version`, or all): {'correct', 'n', 'accuracy',
+        'low', 'high'}.
+        """
         done = [i for i in self.items(pending=False, audit=True) if version is None or i.version == version]
         k, n = sum(bool(i.correct) for i in done), len(done)
         low, high = wilson(k, n)
@@ -234,8 +337,10 @@ class ReviewQueue:
     def counts(self) -> dict:
         "How many photos wait, were decided, and of those how many were audit photos, today and in all."
         with connection(self.db) as db:
-            r = db.execute("SELECT SUM(decision IS NULL) AS pending, SUM(decision IS NOT NULL) AS decided, "
-                           "SUM(audit = 1 AND decision IS NULL) AS audit_pending FROM review_items").fetchone()
+            r = db.execute(
+                "SELECT SUM(decision IS NULL) AS pending, SUM(decision IS NOT NULL) AS decided, "
+                "SUM(audit = 1 AND decision IS NULL) AS audit_pending FROM review_items"
+            ).fetchone()
         return {k: int(r[k] or 0) for k in ("pending", "decided", "audit_pending")}
 
 # %% ../../nbs/monitor/review.ipynb #93bdd652
@@ -243,9 +348,14 @@ def outside_taxonomy(cfg) -> str | None:
     "A line on the photos reviewed as not in the taxonomy and what people said they are; None when there are none."
     q = ReviewQueue(cfg)
     found = [i for i in q.items(pending=False) if i.decision == "not_in_taxonomy"]
-    if not found: return None
+    if not found:
+        return None
     said: dict[str, int] = {}
-    for i in found: said[i.label or "(not named)"] = said.get(i.label or "(not named)", 0) + 1
+    for i in found:
+        said[i.label or "(not named)"] = said.get(i.label or "(not named)", 0) + 1
     names = ", ".join(f"{k} x{v}" for k, v in sorted(said.items(), key=lambda kv: (-kv[1], kv[0])))
-    return (f"{len(found)} reviewed photo(s) are not in the taxonomy (people said: {names}); they are kept apart by earthsnap retrain. "
-            "To learn a new species, add it under its group in taxonomy.yaml with its photos: the plan then retrains only that group's child.")
+    return (
+        f"{len(found)} reviewed photo(s) are not in the taxonomy (people said: {names}); they "
+        "are kept apart by earthsnap retrain. To learn a new species, add it under its group "
+        "in taxonomy.yaml with its photos: the plan then retrains only that group's child."
+    )

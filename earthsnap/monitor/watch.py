@@ -29,7 +29,7 @@ __all__ = ['ALERT_TYPE', 'MIN_WINDOW', 'SCHEMA', 'MonitorError', 'Window', 'cut_
 
 # %% ../../nbs/monitor/watch.ipynb #1bbdab2c
 ALERT_TYPE = "earthsnap Drift Alert"
-MIN_WINDOW = 20   # fewest requests a window of time is tested on
+MIN_WINDOW = 20  # fewest requests a window of time is tested on
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS drift_windows (
     id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, version TEXT NOT NULL, first_id INTEGER NOT NULL,
@@ -37,12 +37,17 @@ CREATE TABLE IF NOT EXISTS drift_windows (
     summary TEXT NOT NULL, drifted INTEGER NOT NULL, alert TEXT, checked_at REAL NOT NULL, UNIQUE (endpoint, version, first_id));
 """
 
+
 class MonitorError(EarthsnapError):
-    "An endpoint that cannot be monitored: nothing deployed, nothing captured, traffic the baseline cannot be compared with."
+    """An endpoint that cannot be monitored: nothing deployed, nothing captured, traffic the baseline cannot be compared
+    with.
+    """
+
 
 @dataclass
 class Window:
     "One window of an endpoint's traffic, tested against its version's baseline."
+
     endpoint: str
     version: str
     first_id: int
@@ -51,12 +56,13 @@ class Window:
     end: float
     size: int
     tests: list[DriftTest]
-    summary: dict = field(default_factory=dict)   # the window's class shares and confidence quantiles
+    summary: dict = field(default_factory=dict)  # the window's class shares and confidence quantiles
     drifted: bool = False
-    alert: str | None = None                      # the id of the alert event it raised
+    alert: str | None = None  # the id of the alert event it raised
     checked_at: float = 0.0
 
-    def as_dict(self) -> dict: return asdict(self)
+    def as_dict(self) -> dict:
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Window":
@@ -65,20 +71,40 @@ class Window:
 
     @classmethod
     def from_row(cls, r) -> "Window":
-        return cls(r["endpoint"], r["version"], r["first_id"], r["last_id"], r["start"], r["end"], r["size"],
-                   [DriftTest(**t) for t in json.loads(r["tests"])], json.loads(r["summary"]), bool(r["drifted"]), r["alert"], r["checked_at"])
+        return cls(
+            r["endpoint"],
+            r["version"],
+            r["first_id"],
+            r["last_id"],
+            r["start"],
+            r["end"],
+            r["size"],
+            [DriftTest(**t) for t in json.loads(r["tests"])],
+            json.loads(r["summary"]),
+            bool(r["drifted"]),
+            r["alert"],
+            r["checked_at"],
+        )
 
 # %% ../../nbs/monitor/watch.ipynb #85254764
-def cut_windows(rows: list[Captured], size: int | None = None, seconds: float | None = None, now: float | None = None) -> list[list[Captured]]:
-    "Full windows of `rows` (oldest first): `size` requests each, or the closed intervals of `seconds` with at least MIN_WINDOW requests."
-    if (size is None) == (seconds is None): raise MonitorError("Cut windows by count or by time, not both or neither.")
+def cut_windows(
+    rows: list[Captured], size: int | None = None, seconds: float | None = None, now: float | None = None
+) -> list[list[Captured]]:
+    """Full windows of `rows` (oldest first): `size` requests each, or the closed intervals of `seconds` with at least
+    MIN_WINDOW requests.
+    """
+    if (size is None) == (seconds is None):
+        raise MonitorError("Cut windows by count or by time, not both or neither.")
     if size is not None:
-        if size < 2: raise MonitorError(f"A window needs at least 2 requests, not {size}.")
-        return [rows[i:i + size] for i in range(0, len(rows) - size + 1, size)]
-    if not seconds > 0: raise MonitorError(f"A window of time must be longer than 0 seconds, not {seconds}.")
+        if size < 2:
+            raise MonitorError(f"A window needs at least 2 requests, not {size}.")
+        return [rows[i : i + size] for i in range(0, len(rows) - size + 1, size)]
+    if not seconds > 0:
+        raise MonitorError(f"A window of time must be longer than 0 seconds, not {seconds}.")
     now = time.time() if now is None else now
     by_slot: dict[int, list[Captured]] = {}
-    for r in rows: by_slot.setdefault(int(r.time // seconds), []).append(r)
+    for r in rows:
+        by_slot.setdefault(int(r.time // seconds), []).append(r)
     return [w for slot, w in sorted(by_slot.items()) if (slot + 1) * seconds <= now and len(w) >= MIN_WINDOW]
 
 # %% ../../nbs/monitor/watch.ipynb #87ef2ea6
@@ -87,11 +113,15 @@ def window_sample(rows: list[Captured], baseline: Baseline) -> Sample:
     index = {c: i for i, c in enumerate(baseline.classes)}
     unknown = sorted({r.label for r in rows} - set(index))
     if unknown:
-        raise MonitorError(f"The window has labels its baseline does not know: {', '.join(unknown[:5])}.",
-                           fix="Compare traffic with the baseline of the version that served it.")
+        raise MonitorError(
+            f"The window has labels its baseline does not know: {', '.join(unknown[:5])}.",
+            fix="Compare traffic with the baseline of the version that served it.",
+        )
     if any(r.embedding is None for r in rows):
-        raise MonitorError("Some requests were captured without an embedding (the model has no embedding output).",
-                           fix="Deploy a model trained with this earthsnap.")
+        raise MonitorError(
+            "Some requests were captured without an embedding (the model has no embedding output).",
+            fix="Deploy a model trained with this earthsnap.",
+        )
     return Sample([index[r.label] for r in rows], [r.probability for r in rows], np.stack([r.embedding for r in rows]))
 
 # %% ../../nbs/monitor/watch.ipynb #710101e2
@@ -101,30 +131,53 @@ def window_table(windows: list[Window]) -> str:
     lines = [f"  {'requests':<14}{'size':>6}" + "".join(f"{n:>13}" for n in names) + "   verdict"]
     for w in windows:
         p = {t.name: t.p_adjusted for t in w.tests}
-        lines.append(f"  {f'{w.first_id}-{w.last_id}':<14}{w.size:>6}" + "".join(f"{p[n]:>13.3f}" for n in names)
-                     + ("   DRIFT: " + ", ".join(t.name for t in w.tests if t.drifted) if w.drifted else "   ok"))
+        lines.append(
+            f"  {f'{w.first_id}-{w.last_id}':<14}{w.size:>6}"
+            + "".join(f"{p[n]:>13.3f}" for n in names)
+            + ("   DRIFT: " + ", ".join(t.name for t in w.tests if t.drifted) if w.drifted else "   ok")
+        )
     return "\n".join(lines)
 
 # %% ../../nbs/monitor/watch.ipynb #7a99e6c6
 def drift_alert(w: Window, alpha: float) -> dict:
     "The outbox event for drifting window `w`."
-    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": ALERT_TYPE, "source": "earthsnap.monitor", "account": "000000000000",
-            "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "region": "local", "resources": [f"endpoint/{w.endpoint}"],
-            "detail": {"Endpoint": w.endpoint, "ModelVersion": w.version, "Alpha": alpha,
-                       "Window": {"FirstId": w.first_id, "LastId": w.last_id, "Size": w.size, "Start": w.start, "End": w.end},
-                       "Drifted": [t.name for t in w.tests if t.drifted],
-                       "Tests": [{"Name": t.name, "Statistic": t.statistic, "PValue": t.p_value, "PAdjusted": t.p_adjusted} for t in w.tests]}}
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": ALERT_TYPE,
+        "source": "earthsnap.monitor",
+        "account": "000000000000",
+        "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "local",
+        "resources": [f"endpoint/{w.endpoint}"],
+        "detail": {
+            "Endpoint": w.endpoint,
+            "ModelVersion": w.version,
+            "Alpha": alpha,
+            "Window": {"FirstId": w.first_id, "LastId": w.last_id, "Size": w.size, "Start": w.start, "End": w.end},
+            "Drifted": [t.name for t in w.tests if t.drifted],
+            "Tests": [
+                {"Name": t.name, "Statistic": t.statistic, "PValue": t.p_value, "PAdjusted": t.p_adjusted}
+                for t in w.tests
+            ],
+        },
+    }
 
 # %% ../../nbs/monitor/watch.ipynb #a5038a3a
 def alert_line(event: dict) -> str:
     "When, where, which version, which requests, and what drifted."
     d = event["detail"]
-    return (f"{event['time']}  {d['Endpoint']:<8} {d['ModelVersion']:<14} requests {d['Window']['FirstId']}-{d['Window']['LastId']} "
-            f"({d['Window']['Size']})  drifted: {', '.join(d['Drifted'])}")
+    return (
+        f"{event['time']}  {d['Endpoint']:<8} {d['ModelVersion']:<14} requests "
+        f"{d['Window']['FirstId']}-{d['Window']['LastId']} ({d['Window']['Size']})  drifted: {', '.join(d['Drifted'])}"
+    )
 
 # %% ../../nbs/monitor/watch.ipynb #13cb3c53
 class Monitor:
-    "Drift checks of the endpoints of the project configured by `cfg`: captures in `cfg.capture`, results and alerts in `cfg.registry`."
+    """Drift checks of the endpoints of the project configured by `cfg`: captures in `cfg.capture`, results and alerts
+    in `cfg.registry`.
+    """
+
     def __init__(self, cfg):
         self.cfg, self.db = cfg, Path(cfg.registry)
         self.outbox = Outbox(self.db)
@@ -135,39 +188,86 @@ class Monitor:
         ep = Endpoints.from_config(self.cfg).get(endpoint)
         spec = ep.dir / MODEL_FILE
         if not spec.exists():
-            raise MonitorError(f"Nothing is deployed to endpoint {endpoint!r}, so there is nothing to monitor.",
-                               fix="Approve a model version; the deployer puts it on stage and prod.")
+            raise MonitorError(
+                f"Nothing is deployed to endpoint {endpoint!r}, so there is nothing to monitor.",
+                fix="Approve a model version; the deployer puts it on stage and prod.",
+            )
         d = json.loads(spec.read_text())
         return d["version"], d["artifact"]
 
     def last_checked(self, endpoint: str, version: str) -> int:
         with connection(self.db) as db:
-            return int(db.execute("SELECT COALESCE(MAX(last_id), 0) FROM drift_windows WHERE endpoint = ? AND version = ?",
-                                  (endpoint, version)).fetchone()[0])
+            return int(
+                db.execute(
+                    "SELECT COALESCE(MAX(last_id), 0) FROM drift_windows WHERE endpoint = ? AND version = ?",
+                    (endpoint, version),
+                ).fetchone()[0]
+            )
 
-    def check(self, endpoint: str = "prod", window: int | None = None, minutes: float | None = None, alpha: float | None = None,
-              permutations: int = 200, seed: int = 0) -> list[Window]:
-        "Test each full window of `endpoint`'s traffic that no check has seen against its version's baseline; record them, alert the drifting."
+    def check(
+        self,
+        endpoint: str = "prod",
+        window: int | None = None,
+        minutes: float | None = None,
+        alpha: float | None = None,
+        permutations: int = 200,
+        seed: int = 0,
+    ) -> list[Window]:
+        """Test each full window of `endpoint`'s traffic that no check has seen against its version's baseline; record
+        them, alert the drifting.
+        """
         alpha = self.cfg.drift_alpha if alpha is None else alpha
         version, artifact = self.live(endpoint)
         baseline = read_baseline(artifact)
-        rows = CaptureStore(self.cfg.capture, endpoint).rows(version=version, after_id=self.last_checked(endpoint, version))
-        cuts = cut_windows(rows, seconds=minutes * 60) if minutes else cut_windows(rows, size=window or self.cfg.drift_window)
+        rows = CaptureStore(self.cfg.capture, endpoint).rows(
+            version=version, after_id=self.last_checked(endpoint, version)
+        )
+        cuts = (
+            cut_windows(rows, seconds=minutes * 60)
+            if minutes
+            else cut_windows(rows, size=window or self.cfg.drift_window)
+        )
         found = []
         for k, rs in enumerate(cuts):
             sample = window_sample(rs, baseline)
             tests = compare(baseline, sample, alpha, permutations, seed + k)
-            w = Window(endpoint, version, rs[0].id, rs[-1].id, rs[0].time, rs[-1].time, len(rs), tests,
-                       prediction_summary(sample.labels, sample.confidence, baseline.classes),
-                       any(t.drifted for t in tests), checked_at=time.time())
+            w = Window(
+                endpoint,
+                version,
+                rs[0].id,
+                rs[-1].id,
+                rs[0].time,
+                rs[-1].time,
+                len(rs),
+                tests,
+                prediction_summary(sample.labels, sample.confidence, baseline.classes),
+                any(t.drifted for t in tests),
+                checked_at=time.time(),
+            )
             event = drift_alert(w, alpha) if w.drifted else None
             with connection(self.db) as db, transaction(db):
-                added = db.execute("INSERT OR IGNORE INTO drift_windows (endpoint, version, first_id, last_id, start, end, size, tests, summary, "
-                                   "drifted, alert, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                   (w.endpoint, w.version, w.first_id, w.last_id, w.start, w.end, w.size, json.dumps([asdict(t) for t in tests]),
-                                    json.dumps(w.summary), int(w.drifted), event and event["id"], w.checked_at)).rowcount
-                if added and event: w.alert = emit(db, event)
-            if added: found.append(w)
+                added = db.execute(
+                    "INSERT OR IGNORE INTO drift_windows (endpoint, version, first_id, last_id, start, end, "
+                    "size, tests, summary, drifted, alert, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        w.endpoint,
+                        w.version,
+                        w.first_id,
+                        w.last_id,
+                        w.start,
+                        w.end,
+                        w.size,
+                        json.dumps([asdict(t) for t in tests]),
+                        json.dumps(w.summary),
+                        int(w.drifted),
+                        event and event["id"],
+                        w.checked_at,
+                    ),
+                ).rowcount
+                if added and event:
+                    w.alert = emit(db, event)
+            if added:
+                found.append(w)
         return found
 
     def window_rows(self, w: Window) -> list[Captured]:
@@ -177,7 +277,11 @@ class Monitor:
     def windows(self, endpoint: str | None = None, limit: int = 100) -> list[Window]:
         "The checked windows, newest first."
         with connection(self.db) as db:
-            q = "SELECT * FROM drift_windows" + (" WHERE endpoint = ?" if endpoint else "") + " ORDER BY id DESC LIMIT ?"
+            q = (
+                "SELECT * FROM drift_windows"
+                + (" WHERE endpoint = ?" if endpoint else "")
+                + " ORDER BY id DESC LIMIT ?"
+            )
             return [Window.from_row(r) for r in db.execute(q, ((endpoint,) if endpoint else ()) + (limit,))]
 
     def alerts(self, limit: int = 50) -> list[dict]:

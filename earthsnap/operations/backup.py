@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.database import connection, table_names
 from ..core.errors import EarthsnapError
 from ..core.locks import project_lock
-from ..core.database import connection, table_names
 from ..core.storage import exists, filesystem, is_local, join, list_files, read_json, split_uri, write_json
 
 # %% auto #0
@@ -27,9 +27,10 @@ __all__ = ['FORMAT', 'AREAS', 'SKIP_DIRS', 'SQLITE_HEADER', 'RESTORED', 'BackupE
 
 # %% ../../nbs/operations/backup.ipynb #d5bf21f4
 FORMAT = "earthsnap-backup/1"
-AREAS = ("registry", "capture", "endpoints", "runs", "datasets", "store")   # the configured locations a backup holds
+AREAS = ("registry", "capture", "endpoints", "runs", "datasets", "store")  # the configured locations a backup holds
 SKIP_DIRS = {".partial", ".kernels"}
 SQLITE_HEADER = b"SQLite format 3\x00"
+
 
 class BackupError(EarthsnapError):
     "A backup or a restore that cannot be done: what is wrong, and the fix."
@@ -40,24 +41,30 @@ def project_locations(cfg) -> tuple[dict[str, Path], list[str]]:
     found, remote = {}, []
     for area in AREAS:
         where = getattr(cfg, area)
-        if is_local(where): found[area] = Path(split_uri(where)[1]).expanduser().resolve()
-        else: remote.append(f"{area} ({where})")
+        if is_local(where):
+            found[area] = Path(split_uri(where)[1]).expanduser().resolve()
+        else:
+            remote.append(f"{area} ({where})")
     return found, remote
 
+
 def _skipped(name: str) -> bool:
-    return (name.endswith(("-wal", "-shm", "-journal", ".lock", ".tmp")) or name == "digests.sqlite")
+    return name.endswith(("-wal", "-shm", "-journal", ".lock", ".tmp")) or name == "digests.sqlite"
+
 
 def _files(places: dict[str, Path], dest: Path | None) -> list[tuple[str, str, Path]]:
     "Every file to back up as (area, path in the area, absolute path); each under the most specific area holding it."
     roots = sorted(((a, p) for a, p in places.items() if a != "registry"), key=lambda ap: -len(str(ap[1])))
     registry, seen, out = places.get("registry"), set(), []
     for area, root in roots:
-        if not root.is_dir(): continue
+        if not root.is_dir():
+            continue
         for folder, dirs, names in os.walk(root):
             dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and (dest is None or Path(folder, d) != dest))
             for name in sorted(names):
                 path = Path(folder, name)
-                if path in seen or path == registry or _skipped(name) or not path.is_file(): continue
+                if path in seen or path == registry or _skipped(name) or not path.is_file():
+                    continue
                 seen.add(path)
                 owner, base = next((a, r) for a, r in roots if path.is_relative_to(r))
                 out.append((owner, path.relative_to(base).as_posix(), path))
@@ -66,19 +73,27 @@ def _files(places: dict[str, Path], dest: Path | None) -> list[tuple[str, str, P
 # %% ../../nbs/operations/backup.ipynb #1756eae6
 class _Destination:
     "The objects folder of a backup destination: which objects it holds, and how one is added."
+
     def __init__(self, root: str, endpoint_url: str | None):
         self.root, self.endpoint_url, self.local = root, endpoint_url, is_local(root)
         objects = join(root, "objects")
-        self.held = {Path(u).name if self.local else u.rsplit("/", 1)[-1] for u, _ in list_files(objects, endpoint_url)} if exists(objects, endpoint_url) else set()
+        self.held = (
+            {Path(u).name if self.local else u.rsplit("/", 1)[-1] for u, _ in list_files(objects, endpoint_url)}
+            if exists(objects, endpoint_url)
+            else set()
+        )
         if self.local:
             self.incoming = Path(split_uri(objects)[1]).expanduser() / ".incoming"
             self.incoming.mkdir(parents=True, exist_ok=True)
-            for tmp in self.incoming.glob("*.tmp"):   # what a backup killed more than an hour ago was copying
+            for tmp in self.incoming.glob("*.tmp"):  # what a backup killed more than an hour ago was copying
                 try:
-                    if time.time() - tmp.stat().st_mtime > 3600: tmp.unlink()
-                except FileNotFoundError: pass
+                    if time.time() - tmp.stat().st_mtime > 3600:
+                        tmp.unlink()
+                except FileNotFoundError:
+                    pass
 
-    def object_uri(self, sha: str) -> str: return join(self.root, "objects", sha[:2], sha)
+    def object_uri(self, sha: str) -> str:
+        return join(self.root, "objects", sha[:2], sha)
 
     def put(self, source: Path, tmpdir: Path) -> tuple[str, int, bool]:
         "Copy `source` here unless its content is here already: (sha256, size, whether it was copied)."
@@ -87,9 +102,12 @@ class _Destination:
         try:
             with open(source, "rb") as f, os.fdopen(fd, "wb") as out:
                 while chunk := f.read(1 << 20):
-                    h.update(chunk); out.write(chunk); size += len(chunk)
+                    h.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
             sha = h.hexdigest()
-            if sha in self.held: return sha, size, False
+            if sha in self.held:
+                return sha, size, False
             if self.local:
                 target = Path(split_uri(self.object_uri(sha))[1]).expanduser()
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -102,27 +120,36 @@ class _Destination:
         finally:
             Path(tmp).unlink(missing_ok=True)
 
+
 def snapshot_database(path: Path, into: Path) -> Path:
-    "A consistent copy of the SQLite database at `path`, taken through the online backup API while others write, as one file."
+    """A consistent copy of the SQLite database at `path`, taken through the online backup API while others write, as
+    one file.
+    """
     src, dst = sqlite3.connect(path, timeout=60), sqlite3.connect(into)
     try:
         src.backup(dst)
         dst.execute("PRAGMA journal_mode = DELETE")
     finally:
-        src.close(); dst.close()
+        src.close()
+        dst.close()
     return into
+
 
 def _is_sqlite(path: Path) -> bool:
     "An SQLite database by its name and its header (a photo is not opened twice to find out)."
-    if path.suffix not in (".db", ".sqlite", ".sqlite3"): return False
+    if path.suffix not in (".db", ".sqlite", ".sqlite3"):
+        return False
     try:
-        with open(path, "rb") as f: return f.read(16) == SQLITE_HEADER
-    except OSError: return False
+        with open(path, "rb") as f:
+            return f.read(16) == SQLITE_HEADER
+    except OSError:
+        return False
 
 # %% ../../nbs/operations/backup.ipynb #5f696d1c
 @dataclass
 class BackupReport:
     "What `backup` wrote: its id and destination, how many files and bytes it holds, how many it had to copy."
+
     id: str
     dest: str
     files: int = 0
@@ -132,54 +159,102 @@ class BackupReport:
     databases: list[str] = field(default_factory=list)
     remote: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
     def text(self) -> str:
         mb = lambda n: f"{n / 2**20:,.1f} MB"
-        lines = [f"backup {self.id} in {self.dest}: {self.files:,} files ({mb(self.bytes)}) in {self.seconds:.1f}s",
-                 f"  copied {self.copied:,} files ({mb(self.copied_bytes)}); the destination held the rest already",
-                 f"  databases through SQLite's online backup: {', '.join(self.databases) or 'none'}"]
-        if self.remote: lines.append(f"  not copied, on S3 (use its versioning): {', '.join(self.remote)}")
+        lines = [
+            f"backup {self.id} in {self.dest}: {self.files:,} files ({mb(self.bytes)}) in {self.seconds:.1f}s",
+            f"  copied {self.copied:,} files ({mb(self.copied_bytes)}); the destination held the rest already",
+            f"  databases through SQLite's online backup: {', '.join(self.databases) or 'none'}",
+        ]
+        if self.remote:
+            lines.append(f"  not copied, on S3 (use its versioning): {', '.join(self.remote)}")
         lines.append(f"restore it into an empty project with: earthsnap restore {self.dest} --id {self.id}")
         return "\n".join(lines)
+
 
 def _latest(dest: str, endpoint_url: str | None) -> dict | None:
     ids = backup_ids(dest, endpoint_url)
     return read_json(join(dest, "backups", ids[-1], "manifest.json"), endpoint_url) if ids else None
 
+
 def backup_ids(dest: str, endpoint_url: str | None = None) -> list[str]:
     "The complete backups at `dest` (those whose manifest was written), oldest first."
     folder = join(dest, "backups")
-    if not exists(folder, endpoint_url): return []
-    ids = {u.replace("\\", "/").rsplit("/", 2)[-2] for u, _ in list_files(folder, endpoint_url) if u.endswith("manifest.json")}
+    if not exists(folder, endpoint_url):
+        return []
+    ids = {
+        u.replace("\\", "/").rsplit("/", 2)[-2]
+        for u, _ in list_files(folder, endpoint_url)
+        if u.endswith("manifest.json")
+    }
     return sorted(ids)
 
 # %% ../../nbs/operations/backup.ipynb #e0956447
 def backup(cfg, dest: str | os.PathLike, progress: bool = False) -> BackupReport:
-    "Back up the project `cfg` names into `dest` (a folder or an s3:// prefix), copying only what `dest` does not hold yet."
+    """Back up the project `cfg` names into `dest` (a folder or an s3:// prefix), copying only what `dest` does not hold
+    yet.
+    """
     started, endpoint_url = time.monotonic(), cfg.s3_endpoint_url or None
     dest = os.fspath(dest).rstrip("/")
     places, remote = project_locations(cfg)
     local_dest = Path(split_uri(dest)[1]).expanduser().resolve() if is_local(dest) else None
     if local_dest is not None:
-        inside = [a for a, p in places.items() if a != "registry" and (local_dest.is_relative_to(p) or p.is_relative_to(local_dest))]
-        if inside: raise BackupError(f"The backup's destination {local_dest} is inside, or holds, the project's {inside[-1]} folder.",
-                                     fix="Back up to a folder outside the project's locations (another disk, or s3://...).")
+        inside = [
+            a
+            for a, p in places.items()
+            if a != "registry" and (local_dest.is_relative_to(p) or p.is_relative_to(local_dest))
+        ]
+        if inside:
+            raise BackupError(
+                f"The backup's destination {local_dest} is inside, or holds, the project's {inside[-1]} folder.",
+                fix="Back up to a folder outside the project's locations (another disk, or s3://...).",
+            )
         dest = str(local_dest)
-    with project_lock(Path(cfg.registry).parent, "operations", what=f"earthsnap backup {dest}"), tempfile.TemporaryDirectory() as tmp:
+    with (
+        project_lock(Path(cfg.registry).parent, "operations", what=f"earthsnap backup {dest}"),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         tmp = Path(tmp)
         target = _Destination(dest, endpoint_url)
         previous = {(f["area"], f["path"]): f for f in (_latest(dest, endpoint_url) or {}).get("files", [])}
-        now = time.time()   # ids sort as the backups were taken
-        report = BackupReport(time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{int(now % 1 * 1e6):06d}", dest, remote=remote)
+        now = time.time()  # ids sort as the backups were taken
+        report = BackupReport(
+            time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{int(now % 1 * 1e6):06d}", dest, remote=remote
+        )
         entries = []
+
         def add(area: str, rel: str, path: Path, kind: str, source: Path) -> None:
             st = path.stat()
             memo = previous.get((area, rel))
-            if kind == "file" and memo and memo["size"] == st.st_size and memo.get("mtime_ns") == st.st_mtime_ns and memo["sha256"] in target.held:
-                sha, size, copied = memo["sha256"], memo["size"], False   # unchanged since the last backup: not read again
-            else: sha, size, copied = target.put(source, tmp)
-            entries.append({"area": area, "path": rel, "sha256": sha, "size": size, "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns, "kind": kind})
-            report.files += 1; report.bytes += size
-            if copied: report.copied += 1; report.copied_bytes += size
+            if (
+                kind == "file"
+                and memo
+                and memo["size"] == st.st_size
+                and memo.get("mtime_ns") == st.st_mtime_ns
+                and memo["sha256"] in target.held
+            ):
+                # unchanged since the last backup: not read again
+                sha, size, copied = memo["sha256"], memo["size"], False
+            else:
+                sha, size, copied = target.put(source, tmp)
+            entries.append(
+                {
+                    "area": area,
+                    "path": rel,
+                    "sha256": sha,
+                    "size": size,
+                    "mode": stat.S_IMODE(st.st_mode),
+                    "mtime_ns": st.st_mtime_ns,
+                    "kind": kind,
+                }
+            )
+            report.files += 1
+            report.bytes += size
+            if copied:
+                report.copied += 1
+                report.copied_bytes += size
+
         # 1. the project database first, as one snapshot: everything its records point to is complete by now
         registry = places.get("registry")
         if registry and registry.exists():
@@ -187,26 +262,45 @@ def backup(cfg, dest: str | os.PathLike, progress: bool = False) -> BackupReport
             report.databases.append(registry.name)
         # 2. every other file of the project's locations; SQLite files through the backup API as well
         from tqdm.auto import tqdm
-        for area, rel, path in tqdm(_files(places, local_dest), desc="backing up", unit="file", disable=not progress, leave=False):
+
+        for area, rel, path in tqdm(
+            _files(places, local_dest), desc="backing up", unit="file", disable=not progress, leave=False
+        ):
             try:
                 if _is_sqlite(path):
                     add(area, rel, path, "sqlite", snapshot_database(path, tmp / "file.snapshot"))
                     report.databases.append(f"{area}/{rel}")
                     (tmp / "file.snapshot").unlink()
-                else: add(area, rel, path, "file", path)
-            except FileNotFoundError: continue   # removed since it was listed (a temporary file, a step's folder moved into place)
+                else:
+                    add(area, rel, path, "file", path)
+            # removed since it was listed (a temporary file, a step's folder moved into place)
+            except FileNotFoundError:
+                continue
         report.seconds = round(time.monotonic() - started, 2)
         from earthsnap import __version__
-        manifest = {"format": FORMAT, "id": report.id, "created_at": time.time(), "earthsnap": __version__,
-                    "source": {"host": os.uname().nodename, "project_dir": str(cfg.project_dir), "locations": {a: str(p) for a, p in places.items()}},
-                    "remote": remote, "files": entries}
-        write_json(join(dest, "backups", report.id, "manifest.json"), manifest, endpoint_url)   # last: now the backup exists
+
+        manifest = {
+            "format": FORMAT,
+            "id": report.id,
+            "created_at": time.time(),
+            "earthsnap": __version__,
+            "source": {
+                "host": os.uname().nodename,
+                "project_dir": str(cfg.project_dir),
+                "locations": {a: str(p) for a, p in places.items()},
+            },
+            "remote": remote,
+            "files": entries,
+        }
+        # last: now the backup exists
+        write_json(join(dest, "backups", report.id, "manifest.json"), manifest, endpoint_url)
     return report
 
 # %% ../../nbs/operations/backup.ipynb #403c85d5
 @dataclass
 class RestoreReport:
     "What `restore` brought back."
+
     id: str
     source: str
     files: int = 0
@@ -215,39 +309,72 @@ class RestoreReport:
     interrupted: list[str] = field(default_factory=list)
     endpoints: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
     def text(self) -> str:
-        lines = [f"restored backup {self.id} (of {self.source}): {self.files:,} files ({self.bytes / 2**20:,.1f} MB), each checked against its sha256, in {self.seconds:.1f}s",
-                 "  " + ", ".join(f"{what}: {n}" for what, n in self.counts.items())]
-        lines += [f"  run {r} was running when the backup was taken: marked interrupted; resume it with earthsnap run --resume {r}" for r in self.interrupted]
+        lines = [
+            f"restored backup {self.id} (of {self.source}): {self.files:,} files "
+            f"({self.bytes / 2**20:,.1f} MB), each checked against its sha256, in {self.seconds:.1f}s",
+            "  " + ", ".join(f"{what}: {n}" for what, n in self.counts.items()),
+        ]
+        lines += [
+            (
+                f"  run {r} was running when the backup was taken: marked "
+                f"interrupted; resume it with earthsnap run --resume {r}"
+            )
+            for r in self.interrupted
+        ]
         lines += [f"  endpoint {e}: start it again with earthsnap endpoints start {e}" for e in self.endpoints]
         return "\n".join(lines)
 
+
 RESTORED = [  # what a restore reports: (what, the table it reads, how many there are)
-    ("runs", "runs", "SELECT COUNT(*) FROM runs"), ("model versions", "model_versions", "SELECT COUNT(*) FROM model_versions"),
-    ("status changes", "model_status_changes", "SELECT COUNT(*) FROM model_status_changes"), ("deployments", "deployments", "SELECT COUNT(*) FROM deployments"),
-    ("events pending", "events", "SELECT COUNT(*) FROM events e WHERE EXISTS (SELECT 1 FROM event_deliveries d WHERE d.event_id = e.id AND d.handled_at IS NULL)")]
+    ("runs", "runs", "SELECT COUNT(*) FROM runs"),
+    ("model versions", "model_versions", "SELECT COUNT(*) FROM model_versions"),
+    ("status changes", "model_status_changes", "SELECT COUNT(*) FROM model_status_changes"),
+    ("deployments", "deployments", "SELECT COUNT(*) FROM deployments"),
+    (
+        "events pending",
+        "events",
+        "SELECT COUNT(*) FROM events e WHERE EXISTS (SELECT 1 FROM "
+        "event_deliveries d WHERE d.event_id = e.id AND d.handled_at IS NULL)",
+    ),
+]
+
 
 def _has_records(path: Path) -> bool:
-    if not path.exists(): return False
+    if not path.exists():
+        return False
     with connection(path) as db:
         tables = table_names(db)
-        return any(db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in ("runs", "model_versions", "events") if t in tables)
+        return any(
+            db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()
+            for t in ("runs", "model_versions", "events")
+            if t in tables
+        )
 
 # %% ../../nbs/operations/backup.ipynb #12e757b8
 def _longest_first(moves: list[tuple[str, str]]) -> list[tuple[str, str]]:
     "The moves that change something, the most specific location first (a project's runs folder before its store)."
     return sorted(((o, n) for o, n in moves if o != n), key=lambda m: -len(m[0]))
 
+
 def relocate_database(path: Path, moves: list[tuple[str, str]]) -> int:
-    "Rewrite paths under each old location of `moves` (old, new) to the new one in every text column of the SQLite file at `path`; how many values changed."
+    """Rewrite paths under each old location of `moves` (old, new) to the new one in every text column of the SQLite
+    file at `path`; how many values changed.
+    """
     moves, changed = _longest_first(moves), 0
     with connection(path) as db:
         db.execute("BEGIN IMMEDIATE")
-        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").fetchall():
+        for (table,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall():
             for col in [r[1] for r in db.execute(f'PRAGMA table_info("{table}")')]:
                 for old, new in moves:
-                    changed += db.execute(f'UPDATE "{table}" SET "{col}" = replace("{col}", ?, ?) WHERE typeof("{col}") = \'text\' AND instr("{col}", ?) > 0',
-                                          (old + "/", new + "/", old + "/")).rowcount
+                    changed += db.execute(
+                        f'UPDATE "{table}" SET "{col}" = replace("{col}", ?, ?) '
+                        f'WHERE typeof("{col}") = \'text\' AND instr("{col}", ?) > 0',
+                        (old + "/", new + "/", old + "/"),
+                    ).rowcount
                     changed += db.execute(f'UPDATE "{table}" SET "{col}" = ? WHERE "{col}" = ?', (new, old)).rowcount
         db.execute("COMMIT")
     return changed
@@ -262,31 +389,45 @@ def _fetch(src: str, sha: str, target: Path, mode: int | None, endpoint_url: str
     try:
         with fs.open(path, "rb") as f, os.fdopen(fd, "wb") as out:
             while chunk := f.read(1 << 20):
-                h.update(chunk); out.write(chunk); size += len(chunk)
+                h.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
         if h.hexdigest() != sha:
-            raise BackupError(f"The backup's copy of {target.name} ({sha[:12]}) is damaged: its content has sha256 {h.hexdigest()[:12]}.",
-                              fix="Restore from another backup; this one's objects folder was changed after it was written.")
-        if mode is not None: os.chmod(tmp, mode)
+            raise BackupError(
+                f"The backup's copy of {target.name} ({sha[:12]}) is "
+                f"damaged: its content has sha256 {h.hexdigest()[:12]}.",
+                fix="Restore from another backup; this one's objects folder was changed after it was written.",
+            )
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
         return size
     except FileNotFoundError as e:
-        raise BackupError(f"The backup lacks the object {sha} ({target.name}).", fix="Restore from another backup.") from e
+        raise BackupError(
+            f"The backup lacks the object {sha} ({target.name}).", fix="Restore from another backup."
+        ) from e
     finally:
         Path(tmp).unlink(missing_ok=True)
 
+
 def _settle(path: Path, moves: list[tuple[str, str]]) -> list[str]:
-    "In a restored project database: paths moved, runs that were running interrupted, claims released; the runs interrupted."
+    """In a restored project database: paths moved, runs that were running interrupted, claims released; the runs
+    interrupted.
+    """
     from earthsnap.engine.runs import RunStore
+
     relocate_database(path, moves)
-    running = RunStore(path).mark_interrupted(gone=lambda pid: True)   # no process of the restored project runs yet
+    running = RunStore(path).mark_interrupted(gone=lambda pid: True)  # no process of the restored project runs yet
     with connection(path) as db:
-        if "event_deliveries" in table_names(db):   # their claimers are on the machine the backup came from
+        if "event_deliveries" in table_names(db):  # their claimers are on the machine the backup came from
             db.execute("UPDATE event_deliveries SET claimed_at = NULL, claimed_by = NULL WHERE handled_at IS NULL")
     return running
 
+
 def _settle_endpoint_state(path: Path, moves: list[tuple[str, str]]) -> None:
     info = json.loads(path.read_text())
-    if path.name == "endpoint.json": info.pop("pid", None)   # its process is not here
+    if path.name == "endpoint.json":
+        info.pop("pid", None)  # its process is not here
     text = json.dumps(info, indent=2, sort_keys=True)
     for old, new in _longest_first(moves):
         text = text.replace(f'"{old}/', f'"{new}/')
@@ -294,48 +435,78 @@ def _settle_endpoint_state(path: Path, moves: list[tuple[str, str]]) -> None:
 
 # %% ../../nbs/operations/backup.ipynb #91925c9b
 def restore(cfg, src: str | os.PathLike, backup_id: str | None = None, progress: bool = False) -> RestoreReport:
-    "Make the empty project `cfg` names from backup `backup_id` (default: the latest) in `src`, its paths moved to this project's locations."
+    """Make the empty project `cfg` names from backup `backup_id` (default: the latest) in `src`, its paths moved to
+    this project's locations.
+    """
     started, endpoint_url = time.monotonic(), cfg.s3_endpoint_url or None
     src = os.fspath(src).rstrip("/")
-    if is_local(src): src = str(Path(split_uri(src)[1]).expanduser().resolve())
+    if is_local(src):
+        src = str(Path(split_uri(src)[1]).expanduser().resolve())
     ids = backup_ids(src, endpoint_url)
-    if not ids: raise BackupError(f"No backup in {src}.", fix="Name the folder (or s3:// prefix) `earthsnap backup` wrote to.")
+    if not ids:
+        raise BackupError(f"No backup in {src}.", fix="Name the folder (or s3:// prefix) `earthsnap backup` wrote to.")
     bid = backup_id or ids[-1]
-    if bid not in ids: raise BackupError(f"No backup {bid!r} in {src}; there are: {', '.join(ids[-5:])}.", fix="Pass one of them with --id, or none for the latest.")
+    if bid not in ids:
+        raise BackupError(
+            f"No backup {bid!r} in {src}; there are: {', '.join(ids[-5:])}.",
+            fix="Pass one of them with --id, or none for the latest.",
+        )
     manifest = read_json(join(src, "backups", bid, "manifest.json"), endpoint_url)
     if manifest.get("format") != FORMAT:
-        raise BackupError(f"Backup {bid} is in format {manifest.get('format')!r}; this earthsnap reads {FORMAT!r}.", fix="Restore it with the earthsnap that wrote it.")
+        raise BackupError(
+            f"Backup {bid} is in format {manifest.get('format')!r}; this earthsnap reads {FORMAT!r}.",
+            fix="Restore it with the earthsnap that wrote it.",
+        )
     places, remote = project_locations(cfg)
     needed = sorted({f["area"] for f in manifest["files"]} - set(places))
-    if needed: raise BackupError(f"The backup holds files of {', '.join(needed)}, which this project keeps on S3: {', '.join(remote)}.",
-                                 fix="Restore into a project whose locations are local (earthsnap.yaml), then copy them to S3.")
+    if needed:
+        raise BackupError(
+            f"The backup holds files of {', '.join(needed)}, which this project keeps on S3: {', '.join(remote)}.",
+            fix="Restore into a project whose locations are local (earthsnap.yaml), then copy them to S3.",
+        )
     registry = places["registry"]
     if _has_records(registry):
-        raise BackupError(f"This project has records already ({registry}); a restore writes only into an empty project.",
-                          fix="Restore into a new project directory (earthsnap init DIR, then earthsnap restore there), or move this project's store aside.")
+        raise BackupError(
+            f"This project has records already ({registry}); a restore writes only into an empty project.",
+            fix=(
+                "Restore into a new project directory (earthsnap init DIR, then "
+                "earthsnap restore there), or move this project's store aside."
+            ),
+        )
     old = manifest["source"]["locations"]
-    moves = [(old[a], str(p)) for a, p in places.items() if a in old and a != "registry"] + [(manifest["source"]["project_dir"], str(cfg.project_dir))]
+    moves = [(old[a], str(p)) for a, p in places.items() if a in old and a != "registry"] + [
+        (manifest["source"]["project_dir"], str(cfg.project_dir))
+    ]
     report = RestoreReport(bid, f"{manifest['source']['project_dir']} on {manifest['source']['host']}")
     with project_lock(registry.parent, "operations", what=f"earthsnap restore {src}"):
         from tqdm.auto import tqdm
+
         files = [f for f in manifest["files"] if f["area"] != "registry"]
         for f in tqdm(files, desc="restoring", unit="file", disable=not progress, leave=False):
             target = places[f["area"]] / f["path"]
             report.bytes += _fetch(src, f["sha256"], target, f.get("mode"), endpoint_url)
             report.files += 1
-            if f["kind"] == "sqlite": relocate_database(target, moves)
-            elif f["area"] == "endpoints" and target.name in ("endpoint.json", "model.json"): _settle_endpoint_state(target, moves)
-            if f["area"] == "endpoints" and target.name == "endpoint.json": report.endpoints.append(target.parent.name)
+            if f["kind"] == "sqlite":
+                relocate_database(target, moves)
+            elif f["area"] == "endpoints" and target.name in ("endpoint.json", "model.json"):
+                _settle_endpoint_state(target, moves)
+            if f["area"] == "endpoints" and target.name == "endpoint.json":
+                report.endpoints.append(target.parent.name)
         for f in manifest["files"]:
-            if f["area"] != "registry": continue
-            tmp = registry.with_name(f".{registry.name}.restoring")   # the database last: until it is in place the project is empty
-            report.bytes += _fetch(src, f["sha256"], tmp, f.get("mode"), endpoint_url); report.files += 1
-            for suffix in ("-wal", "-shm"): Path(f"{registry}{suffix}").unlink(missing_ok=True)
+            if f["area"] != "registry":
+                continue
+            # the database last: until it is in place the project is empty
+            tmp = registry.with_name(f".{registry.name}.restoring")
+            report.bytes += _fetch(src, f["sha256"], tmp, f.get("mode"), endpoint_url)
+            report.files += 1
+            for suffix in ("-wal", "-shm"):
+                Path(f"{registry}{suffix}").unlink(missing_ok=True)
             report.interrupted = _settle(tmp, moves)
             os.replace(tmp, registry)
     with connection(registry) as db:
         tables = table_names(db)
         for what, table, sql in RESTORED:
-            if table in tables: report.counts[what] = db.execute(sql).fetchone()[0]
+            if table in tables:
+                report.counts[what] = db.execute(sql).fetchone()[0]
     report.seconds = round(time.monotonic() - started, 2)
     return report

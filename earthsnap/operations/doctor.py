@@ -25,88 +25,176 @@ __all__ = ['REFERENCES', 'Finding', 'HealthReport', 'check_project']
 @dataclass
 class Finding:
     "One problem: which check found it, what is wrong, what to do about it, and whether `--fix` mended it."
+
     check: str
     what: str
     fix: str
     fixed: bool = False
 
+
 @dataclass
 class HealthReport:
     "What `check_project` looked at and found."
-    checked: dict[str, int] = field(default_factory=dict)   # check -> how many things it looked at
+
+    checked: dict[str, int] = field(default_factory=dict)  # check -> how many things it looked at
     findings: list[Finding] = field(default_factory=list)
+
     @property
-    def healthy(self) -> bool: return all(f.fixed for f in self.findings)
+    def healthy(self) -> bool:
+        return all(f.fixed for f in self.findings)
+
     def text(self) -> str:
         "The report as `earthsnap doctor` prints it."
-        lines = [f"  {'✓' if not [f for f in self.findings if f.check == c] else '✗'} {c:<11} {n} checked" for c, n in self.checked.items()]
+        lines = [
+            f"  {'✓' if not [f for f in self.findings if f.check == c] else '✗'} {c:<11} {n} checked"
+            for c, n in self.checked.items()
+        ]
         for f in self.findings:
-            lines.append(f"  {'fixed' if f.fixed else 'PROBLEM'} [{f.check}] {f.what}\n      {'done: ' if f.fixed else 'to do: '}{f.fix}")
+            lines.append(
+                f"  {'fixed' if f.fixed else 'PROBLEM'} [{f.check}] {f.what}\n"
+                f"      {'done: ' if f.fixed else 'to do: '}{f.fix}"
+            )
         left = [f for f in self.findings if not f.fixed]
-        lines.append("healthy" if not self.findings else f"{len(self.findings) - len(left)} fixed, {len(left)} left to a person")
+        lines.append(
+            "healthy" if not self.findings else f"{len(self.findings) - len(left)} fixed, {len(left)} left to a person"
+        )
         return "\n".join(lines)
 
 # %% ../../nbs/operations/doctor.ipynb #fb4b8704
 REFERENCES = [  # (what, the tables it reads, a query for the rows that point nowhere, each as it is shown)
-    ("steps of no run", {"steps", "runs"}, "SELECT run_id || '/' || name FROM steps WHERE run_id NOT IN (SELECT id FROM runs)"),
-    ("versions of no group", {"model_versions", "model_groups"}, "SELECT grp || '/' || version FROM model_versions WHERE grp NOT IN (SELECT name FROM model_groups)"),
-    ("status changes of no version", {"model_status_changes", "model_versions"}, "SELECT grp || '/' || version FROM model_status_changes c WHERE NOT EXISTS "
-                                     "(SELECT 1 FROM model_versions v WHERE v.grp = c.grp AND v.version = c.version)"),
-    ("deployments of no version", {"deployments", "model_versions"}, "SELECT endpoint || ': ' || grp || '/' || version FROM deployments d WHERE NOT EXISTS "
-                                  "(SELECT 1 FROM model_versions v WHERE v.grp = d.grp AND v.version = d.version)"),
-    ("deliveries of no event", {"event_deliveries", "events"}, "SELECT consumer || ': ' || event_id FROM event_deliveries WHERE event_id NOT IN (SELECT id FROM events)"),
+    (
+        "steps of no run",
+        {"steps", "runs"},
+        "SELECT run_id || '/' || name FROM steps WHERE run_id NOT IN (SELECT id FROM runs)",
+    ),
+    (
+        "versions of no group",
+        {"model_versions", "model_groups"},
+        "SELECT grp || '/' || version FROM model_versions WHERE grp NOT IN (SELECT name FROM model_groups)",
+    ),
+    (
+        "status changes of no version",
+        {"model_status_changes", "model_versions"},
+        "SELECT grp || '/' || version FROM model_status_changes c WHERE NOT EXISTS "
+        "(SELECT 1 FROM model_versions v WHERE v.grp = c.grp AND v.version = c.version)",
+    ),
+    (
+        "deployments of no version",
+        {"deployments", "model_versions"},
+        "SELECT endpoint || ': ' || grp || '/' || version FROM deployments d WHERE NOT EXISTS "
+        "(SELECT 1 FROM model_versions v WHERE v.grp = d.grp AND v.version = d.version)",
+    ),
+    (
+        "deliveries of no event",
+        {"event_deliveries", "events"},
+        "SELECT consumer || ': ' || event_id FROM event_deliveries WHERE event_id NOT IN (SELECT id FROM events)",
+    ),
 ]
+
 
 def _check_database(path: Path, report: HealthReport) -> None:
     with connection(path) as db:
         result = [r[0] for r in db.execute("PRAGMA integrity_check")]
         report.checked["integrity"] = 1
         if result != ["ok"]:
-            report.findings.append(Finding("integrity", f"{path} is damaged: " + "; ".join(result[:5]),
-                                           "Keep this file aside for inspection; restore the project from a backup into an empty project (earthsnap restore SRC), or put back a copy of the file from before the damage (SQLite's .recover can save what is readable)."))
+            report.findings.append(
+                Finding(
+                    "integrity",
+                    f"{path} is damaged: " + "; ".join(result[:5]),
+                    "Keep this file aside for inspection; restore the project from a backup "
+                    "into an empty project (earthsnap restore SRC), or put back a copy of the "
+                    "file from before the damage (SQLite's .recover can save what is readable).",
+                )
+            )
         tables = table_names(db)
         report.checked["references"] = 0
         for what, needed, sql in REFERENCES:
-            if not needed <= tables: continue   # a part that has never been used here
+            if not needed <= tables:
+                continue  # a part that has never been used here
             report.checked["references"] += 1
             rows = [r[0] for r in db.execute(sql)]
             if rows:
-                report.findings.append(Finding("references", f"{what} ({len(rows)}): " + ", ".join(rows[:5]) + (" ..." if len(rows) > 5 else ""),
-                                               "Nothing was removed; a record that points nowhere is kept for a person to read."))
+                report.findings.append(
+                    Finding(
+                        "references",
+                        f"{what} ({len(rows)}): " + ", ".join(rows[:5]) + (" ..." if len(rows) > 5 else ""),
+                        "Nothing was removed; a record that points nowhere is kept for a person to read.",
+                    )
+                )
 
 # %% ../../nbs/operations/doctor.ipynb #1fdf5809
 def _check_artefacts(path: Path, report: HealthReport, progress: bool = False) -> None:
     with connection(path) as db:
         tables = table_names(db)
-        versions = db.execute("SELECT grp, version, artifact, sha256 FROM model_versions").fetchall() if "model_versions" in tables else []
-        steps = db.execute("SELECT run_id, name, outputs FROM steps WHERE status = 'succeeded' AND outputs IS NOT NULL").fetchall() if "steps" in tables else []
+        versions = (
+            db.execute("SELECT grp, version, artifact, sha256 FROM model_versions").fetchall()
+            if "model_versions" in tables
+            else []
+        )
+        steps = (
+            db.execute(
+                "SELECT run_id, name, outputs FROM steps WHERE status = 'succeeded' AND outputs IS NOT NULL"
+            ).fetchall()
+            if "steps" in tables
+            else []
+        )
     from tqdm.auto import tqdm
-    bar = tqdm(total=len(versions) + len(steps), desc="checking artefacts", unit="record", disable=not progress, leave=False)
+
+    bar = tqdm(
+        total=len(versions) + len(steps), desc="checking artefacts", unit="record", disable=not progress, leave=False
+    )
     n = 0
     for grp, version, artifact, sha in versions:
         bar.update()
-        if not is_local(artifact): continue
+        if not is_local(artifact):
+            continue
         n += 1
         if not exists(artifact):
-            report.findings.append(Finding("artefacts", f"the archive of {grp}/{version} is missing: {artifact}",
-                                           f"Restore it from a backup, or register the model again from the run that trained it (earthsnap registry show {grp}/{version})."))
+            report.findings.append(
+                Finding(
+                    "artefacts",
+                    f"the archive of {grp}/{version} is missing: {artifact}",
+                    "Restore it from a backup, or register the model again from the "
+                    f"run that trained it (earthsnap registry show {grp}/{version}).",
+                )
+            )
         elif sha256_uri(artifact) != sha:
-            report.findings.append(Finding("artefacts", f"the archive of {grp}/{version} has changed since it was registered: {artifact}",
-                                           "Do not deploy it; restore it from a backup, or register the model again."))
+            report.findings.append(
+                Finding(
+                    "artefacts",
+                    f"the archive of {grp}/{version} has changed since it was registered: {artifact}",
+                    "Do not deploy it; restore it from a backup, or register the model again.",
+                )
+            )
     for run_id, step, outputs in steps:
         bar.update()
-        try: outs = json.loads(outputs) or {}
-        except ValueError: continue   # an unreadable record: the records check reports it
-        for name, out in (outs.items() if isinstance(outs, dict) else ()):
-            if not isinstance(out, dict) or "sha256" not in out or not is_local(out.get("path", "")): continue
+        try:
+            outs = json.loads(outputs) or {}
+        except ValueError:
+            continue  # an unreadable record: the records check reports it
+        for name, out in outs.items() if isinstance(outs, dict) else ():
+            if not isinstance(out, dict) or "sha256" not in out or not is_local(out.get("path", "")):
+                continue
             n += 1
             where = f"output {name} of step {step} of run {run_id}"
             if not exists(out["path"]):
-                report.findings.append(Finding("artefacts", f"the {where} is missing: {out['path']}",
-                                               f"A run that needs it computes it again (a cache entry pointing to it is not used); earthsnap runs show {run_id}"))
+                report.findings.append(
+                    Finding(
+                        "artefacts",
+                        f"the {where} is missing: {out['path']}",
+                        "A run that needs it computes it again (a cache entry "
+                        f"pointing to it is not used); earthsnap runs show {run_id}",
+                    )
+                )
             elif fingerprint(out["path"]) != out["sha256"]:
-                report.findings.append(Finding("artefacts", f"the {where} has changed since the run wrote it: {out['path']}",
-                                               "Runs that read it will not match their records; run the pipeline again (earthsnap run --no-cache) to write it anew."))
+                report.findings.append(
+                    Finding(
+                        "artefacts",
+                        f"the {where} has changed since the run wrote it: {out['path']}",
+                        "Runs that read it will not match their records; run the "
+                        "pipeline again (earthsnap run --no-cache) to write it anew.",
+                    )
+                )
     bar.close()
     report.checked["artefacts"] = n
 
@@ -117,10 +205,15 @@ def _check_endpoints(cfg, report: HealthReport) -> None:
     for ep in eps:
         if ep.pid and not ep.running:  # a stopped endpoint has no pid recorded: only one that died is reported
             serves = ep.model or "no model yet"
-            report.findings.append(Finding("endpoints", f"endpoint {ep.name!r} ({ep.host}:{ep.port}) is recorded with "
-                                           f"process {ep.pid}, which is gone",
-                                           f"Start it again: earthsnap endpoints start {ep.name} --port {ep.port} (it serves "
-                                           f"{serves}); or, if it is to stay down: earthsnap endpoints stop {ep.name}."))
+            report.findings.append(
+                Finding(
+                    "endpoints",
+                    f"endpoint {ep.name!r} ({ep.host}:{ep.port}) is recorded with process {ep.pid}, which is gone",
+                    f"Start it again: earthsnap endpoints start {ep.name} --port {ep.port} (it serves "
+                    f"{serves}); or, if it is to stay down: earthsnap endpoints stop {ep.name}.",
+                )
+            )
+
 
 def _check_processes(cfg, path: Path, report: HealthReport, fix: bool, lease: float) -> None:
     claims, now = _claims(path), time.time()
@@ -130,12 +223,25 @@ def _check_processes(cfg, path: Path, report: HealthReport, fix: bool, lease: fl
         fixed = False
         if fix:
             with connection(path) as db:
-                fixed = db.execute("UPDATE event_deliveries SET claimed_at = NULL WHERE event_id = ? AND consumer = ? AND claimed_at = ? "
-                                   "AND handled_at IS NULL", (d["event_id"], d["consumer"], d["claimed_at"])).rowcount == 1
-        report.findings.append(Finding("claims", f"event {d['event_id']} is claimed by {d['claimed_by']} for {d['consumer']}, "
-                                       f"a process that is gone (claimed {time.strftime('%Y-%m-%d %H:%M', time.localtime(d['claimed_at']))})",
-                                       "Released: the next `earthsnap deploy run` takes it up." if fixed else
-                                       "Run `earthsnap doctor --fix` to release it (or wait for its lease to end).", fixed))
+                fixed = (
+                    db.execute(
+                        "UPDATE event_deliveries SET claimed_at = NULL WHERE event_id "
+                        "= ? AND consumer = ? AND claimed_at = ? AND handled_at IS NULL",
+                        (d["event_id"], d["consumer"], d["claimed_at"]),
+                    ).rowcount
+                    == 1
+                )
+        report.findings.append(
+            Finding(
+                "claims",
+                f"event {d['event_id']} is claimed by {d['claimed_by']} for {d['consumer']}, "
+                f"a process that is gone (claimed {time.strftime('%Y-%m-%d %H:%M', time.localtime(d['claimed_at']))})",
+                "Released: the next `earthsnap deploy run` takes it up."
+                if fixed
+                else "Run `earthsnap doctor --fix` to release it (or wait for its lease to end).",
+                fixed,
+            )
+        )
     _check_endpoints(cfg, report)
     store = RunStore(path)
     with connection(path) as db:
@@ -144,69 +250,113 @@ def _check_processes(cfg, path: Path, report: HealthReport, fix: bool, lease: fl
     dead = [r[0] for r in running if not pid_alive(r[1])]
     marked = set(store.mark_interrupted()) if fix and dead else set()
     for run_id in dead:
-        report.findings.append(Finding("runs", f"run {run_id} is recorded as running, but its process is gone",
-                                       f"Marked interrupted: resume it with earthsnap run --resume {run_id}" if run_id in marked else
-                                       "Run `earthsnap doctor --fix` to mark it interrupted, then resume it.", run_id in marked))
+        report.findings.append(
+            Finding(
+                "runs",
+                f"run {run_id} is recorded as running, but its process is gone",
+                f"Marked interrupted: resume it with earthsnap run --resume {run_id}"
+                if run_id in marked
+                else "Run `earthsnap doctor --fix` to mark it interrupted, then resume it.",
+                run_id in marked,
+            )
+        )
+
 
 def _claims(path: Path) -> list[dict]:
     with connection(path) as db:
-        return [dict(r) for r in db.execute("SELECT * FROM event_deliveries WHERE claimed_at IS NOT NULL AND handled_at IS NULL")]
+        return [
+            dict(r)
+            for r in db.execute("SELECT * FROM event_deliveries WHERE claimed_at IS NOT NULL AND handled_at IS NULL")
+        ]
 
 # %% ../../nbs/operations/doctor.ipynb #69148ecf
 def _malformed_outputs(outputs: str | None) -> str | None:
     "What is wrong with a finished step's recorded outputs, or None: a JSON object, each file in it with its sha256."
-    if outputs is None: return None
-    try: outs = json.loads(outputs)
-    except ValueError as e: return f"its outputs cannot be read ({e})"
-    if not isinstance(outs, dict): return "its outputs are not a mapping of names"
+    if outputs is None:
+        return None
+    try:
+        outs = json.loads(outputs)
+    except ValueError as e:
+        return f"its outputs cannot be read ({e})"
+    if not isinstance(outs, dict):
+        return "its outputs are not a mapping of names"
     files = [n for n, o in outs.items() if isinstance(o, dict) and "path" in o and not isinstance(o.get("sha256"), str)]
     return f"its output(s) {', '.join(files)} name a file without its sha256" if files else None
 
 
 def _forget_outputs(path: Path, run_id: str, step: str, run_status: str, outputs: str, wrong: str) -> bool:
-    "Forget a step's broken outputs: no cache hit points to them, and in a run that did not succeed the step runs again."
+    """Forget a step's broken outputs: no cache hit points to them, and in a run that did not succeed the step runs
+    again.
+    """
     with connection(path) as db, transaction(db):
-        return db.execute("UPDATE steps SET outputs = NULL, cache_key = NULL, error = ?, "
-                          "status = CASE WHEN ? = 'succeeded' THEN status ELSE 'failed' END "
-                          "WHERE run_id = ? AND name = ? AND outputs IS ?",
-                          (f"record mended by earthsnap doctor: {wrong}", run_status, run_id, step, outputs)).rowcount == 1
+        return (
+            db.execute(
+                "UPDATE steps SET outputs = NULL, cache_key = NULL, error = ?, "
+                "status = CASE WHEN ? = 'succeeded' THEN status ELSE 'failed' END "
+                "WHERE run_id = ? AND name = ? AND outputs IS ?",
+                (f"record mended by earthsnap doctor: {wrong}", run_status, run_id, step, outputs),
+            ).rowcount
+            == 1
+        )
 
 
 def _check_records(path: Path, report: HealthReport, fix: bool) -> None:
     with connection(path) as db:
-        steps = db.execute("SELECT s.run_id, s.name, s.status, s.outputs, r.status FROM steps s JOIN runs r ON r.id = s.run_id "
-                           "WHERE s.status IN ('succeeded', 'cached')").fetchall()
+        steps = db.execute(
+            "SELECT s.run_id, s.name, s.status, s.outputs, r.status FROM steps s JOIN runs r ON r.id = s.run_id "
+            "WHERE s.status IN ('succeeded', 'cached')"
+        ).fetchall()
         runs = db.execute("SELECT id, parameters, options FROM runs").fetchall()
     report.checked["records"] = len(steps) + len(runs)
     for run_id, step, status, outputs, run_status in steps:
         wrong = _malformed_outputs(outputs)
-        if wrong is None: continue
+        if wrong is None:
+            continue
         fixed = fix and run_status != "running" and _forget_outputs(path, run_id, step, run_status, outputs, wrong)
-        again = (f"it runs again when the run is resumed: earthsnap run --resume {run_id}" if run_status != "succeeded"
-                 else "no later run takes them from the cache")
-        report.findings.append(Finding("records", f"run {run_id}'s record is inconsistent: step {step} is {status}, but {wrong}",
-                                       f"Its outputs are forgotten; {again}." if fixed else
-                                       "Run `earthsnap doctor --fix`: the step's outputs are forgotten, and it runs again when needed.", fixed))
+        again = (
+            f"it runs again when the run is resumed: earthsnap run --resume {run_id}"
+            if run_status != "succeeded"
+            else "no later run takes them from the cache"
+        )
+        report.findings.append(
+            Finding(
+                "records",
+                f"run {run_id}'s record is inconsistent: step {step} is {status}, but {wrong}",
+                f"Its outputs are forgotten; {again}."
+                if fixed
+                else "Run `earthsnap doctor --fix`: the step's outputs are forgotten, and it runs again when needed.",
+                fixed,
+            )
+        )
     for run_id, *columns in runs:
         for column, text in zip(("parameters", "options"), columns):
-            try: json.loads(text or "null")
+            try:
+                json.loads(text or "null")
             except ValueError as e:
-                report.findings.append(Finding("records", f"run {run_id}'s record is inconsistent: its {column} cannot be read ({e})",
-                                               "It cannot be resumed; start a new run (its steps come from the cache where their "
-                                               "records are sound). The record is kept as it is, for a person to read."))
+                report.findings.append(
+                    Finding(
+                        "records",
+                        f"run {run_id}'s record is inconsistent: its {column} cannot be read ({e})",
+                        "It cannot be resumed; start a new run (its steps come from the cache where their "
+                        "records are sound). The record is kept as it is, for a person to read.",
+                    )
+                )
 
 # %% ../../nbs/operations/doctor.ipynb #5c288d47
 def check_project(cfg, fix: bool = False, lease: float = 600.0, progress: bool = False) -> HealthReport:
-    "Check the project configured by `cfg` (with `fix`, mend what can be mended without losing anything; `progress`: a bar while artefacts are hashed); the report of what was found."
+    """Check the project configured by `cfg` (with `fix`, mend what can be mended without losing anything; `progress`: a
+    bar while artefacts are hashed); the report of what was found.
+    """
     path = Path(cfg.registry)
     report = HealthReport()
     if not path.exists():
         report.checked["integrity"] = 0
-        _check_endpoints(cfg, report)   # endpoints are files: a project with no records yet may have some
+        _check_endpoints(cfg, report)  # endpoints are files: a project with no records yet may have some
         return report
-    RunStore(path); Outbox(path)   # the tables exist (and are migrated) before they are read
+    RunStore(path)
+    Outbox(path)  # the tables exist (and are migrated) before they are read
     _check_database(path, report)
     _check_artefacts(path, report, progress)
     _check_processes(cfg, path, report, fix, lease)
-    _check_records(path, report, fix)   # after the processes: a run whose process is gone is marked interrupted first
+    _check_records(path, report, fix)  # after the processes: a run whose process is gone is marked interrupted first
     return report

@@ -26,119 +26,183 @@ __all__ = ['KINDS', 'VERSION', 'Garbage', 'human_size', 'GcPlan', 'plan_gc', 'co
 @dataclass
 class Garbage:
     "One thing gc deletes: what it is, where, its size, and (for a run) the cache entries that go with it."
-    kind: str           # run | partial | orphan | dataset version | object | archive | temporary
+
+    kind: str  # run | partial | orphan | dataset version | object | archive | temporary
     path: Path
     bytes: int
     run_id: str | None = None
     cache_entries: list[str] = field(default_factory=list)
 
-KINDS = {"run": "old runs (folder and records)", "partial": "stale .partial folders of ended runs", "orphan": "folders no run record names",
-         "dataset version": "dataset versions nothing names", "object": "photos no dataset version lists",
-         "archive": "model archives no version points to", "temporary": "temporary files left behind"}
+
+KINDS = {
+    "run": "old runs (folder and records)",
+    "partial": "stale .partial folders of ended runs",
+    "orphan": "folders no run record names",
+    "dataset version": "dataset versions nothing names",
+    "object": "photos no dataset version lists",
+    "archive": "model archives no version points to",
+    "temporary": "temporary files left behind",
+}
+
 
 def human_size(n: int) -> str:
     "A size in bytes as a person reads it."
     for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB": return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        if n < 1024 or unit == "GB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
         n /= 1024
+
 
 @dataclass
 class GcPlan:
     "What gc deletes, what it keeps among the old runs and why, and what it did."
+
     garbage: list[Garbage] = field(default_factory=list)
-    kept: dict[str, str] = field(default_factory=dict)   # old run id -> why it stays
+    kept: dict[str, str] = field(default_factory=dict)  # old run id -> why it stays
     done: bool = False
+
     def text(self, limit: int = 20) -> str:
         verb = "freed" if self.done else "would free"
         kinds: dict[str, list[Garbage]] = {}
-        for g in self.garbage: kinds.setdefault(g.kind, []).append(g)
-        lines = [f"{verb} {human_size(sum(g.bytes for g in self.garbage))}" + ("" if self.garbage else ": nothing to delete")]
+        for g in self.garbage:
+            kinds.setdefault(g.kind, []).append(g)
+        lines = [
+            f"{verb} {human_size(sum(g.bytes for g in self.garbage))}" + ("" if self.garbage else ": nothing to delete")
+        ]
         for kind, items in kinds.items():
             lines.append(f"  {len(items):>6,}  {KINDS[kind]:<40} {human_size(sum(g.bytes for g in items)):>10}")
         for g in [g for g in self.garbage if g.kind == "run"][:limit]:
-            lines.append(f"          run {g.run_id}" + (f"; cache entries that go: {', '.join(g.cache_entries)}" if g.cache_entries else ""))
+            lines.append(
+                f"          run {g.run_id}"
+                + (f"; cache entries that go: {', '.join(g.cache_entries)}" if g.cache_entries else "")
+            )
         for rid, why in list(self.kept.items())[:limit]:
             lines.append(f"  kept  run {rid}: {why}")
         if any(g.cache_entries for g in self.garbage):
             lines.append("  a later run that needs a cache entry that goes computes it again")
-        if not self.done and self.garbage: lines.append("nothing was deleted (--dry-run)")
+        if not self.done and self.garbage:
+            lines.append("nothing was deleted (--dry-run)")
         return "\n".join(lines)
 
+
 def _size(path: Path) -> int:
-    if path.is_file(): return path.stat().st_size
+    if path.is_file():
+        return path.stat().st_size
     total = 0
     for folder, _, names in os.walk(path):
         for n in names:
-            try: total += os.lstat(os.path.join(folder, n)).st_size
-            except FileNotFoundError: pass
+            try:
+                total += os.lstat(os.path.join(folder, n)).st_size
+            except FileNotFoundError:
+                pass
     return total
 
 # %% ../../nbs/operations/retention.ipynb #b288fb9c
 def _paths_in(value) -> list[str]:
     "Every absolute path inside a record's JSON value."
-    if isinstance(value, str): return [value] if value.startswith("/") else []
-    if isinstance(value, dict): return [p for v in value.values() for p in _paths_in(v)]
-    if isinstance(value, list): return [p for v in value for p in _paths_in(v)]
+    if isinstance(value, str):
+        return [value] if value.startswith("/") else []
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _paths_in(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _paths_in(v)]
     return []
+
 
 def _run_of(path: str, runs_root: Path, by_dir: dict[Path, str]) -> str | None:
     "The run whose folder holds `path`, if any."
-    try: rel = Path(os.path.abspath(path)).relative_to(runs_root)
-    except ValueError: return None
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(runs_root)
+    except ValueError:
+        return None
     return by_dir.get(runs_root / rel.parts[0]) if rel.parts else None
 
 # %% ../../nbs/operations/retention.ipynb #68497abd
 VERSION = re.compile(r"[0-9a-f]{16}")
 
+
 def _dataset_refs(paths: list[str]) -> set[str]:
-    "Dataset versions (name@version) named by the step files at `paths` (data QA's qa.json, preprocessing's summary.json)."
+    """Dataset versions (name@version) named by the step files at `paths` (data QA's qa.json, preprocessing's
+    summary.json).
+    """
     refs = set()
     for p in paths:
         for name in ("qa.json", "summary.json"):
             f = Path(p) / name
             if f.is_file():
-                try: ref = json.loads(f.read_text()).get("dataset")
-                except (OSError, ValueError): continue
-                if isinstance(ref, str) and "@" in ref: refs.add(ref)
+                try:
+                    ref = json.loads(f.read_text()).get("dataset")
+                except (OSError, ValueError):
+                    continue
+                if isinstance(ref, str) and "@" in ref:
+                    refs.add(ref)
     return refs
 
 # %% ../../nbs/operations/retention.ipynb #2c45ceb0
-def plan_gc(cfg, keep_days: float = 30.0, keep_last: int = 10, grace: float = 3600.0, now: float | None = None) -> GcPlan:
-    "What gc would delete in the project `cfg` names, keeping runs younger than `keep_days` or among the `keep_last` newest, and all that anything kept refers to."
+def plan_gc(
+    cfg, keep_days: float = 30.0, keep_last: int = 10, grace: float = 3600.0, now: float | None = None
+) -> GcPlan:
+    """What gc would delete in the project `cfg` names, keeping runs younger than `keep_days` or among the `keep_last`
+    newest, and all that anything kept refers to.
+    """
     now, plan = now or time.time(), GcPlan()
     registry = Path(cfg.registry)
-    if not registry.exists() or not is_local(cfg.runs): return plan
+    if not registry.exists() or not is_local(cfg.runs):
+        return plan
     runs_root = Path(split_uri(cfg.runs)[1]).resolve()
     RunStore(registry)
     with connection(registry) as db:
         tables = table_names(db)
-        runs = [dict(r) for r in db.execute("SELECT id, status, started_at, run_dir, pid, parameters FROM runs ORDER BY started_at DESC")]
-        steps = [{**r, "outputs": json.loads(r["outputs"] or "null")} for r in db.execute("SELECT run_id, name, status, outputs, notebook, cache_key FROM steps")]
-        versions = [dict(r) for r in db.execute("SELECT grp, version, artifact, lineage FROM model_versions")] if "model_versions" in tables else []
+        runs = [
+            dict(r)
+            for r in db.execute(
+                "SELECT id, status, started_at, run_dir, pid, parameters FROM runs ORDER BY started_at DESC"
+            )
+        ]
+        steps = [
+            {**r, "outputs": json.loads(r["outputs"] or "null")}
+            for r in db.execute("SELECT run_id, name, status, outputs, notebook, cache_key FROM steps")
+        ]
+        versions = (
+            [dict(r) for r in db.execute("SELECT grp, version, artifact, lineage FROM model_versions")]
+            if "model_versions" in tables
+            else []
+        )
     by_dir = {Path(r["run_dir"]).resolve(): r["id"] for r in runs}
     steps_of: dict[str, list[dict]] = {}
-    for s in steps: steps_of.setdefault(s["run_id"], []).append(s)
+    for s in steps:
+        steps_of.setdefault(s["run_id"], []).append(s)
     alive = {r["id"] for r in runs if r["status"] == "running" and pid_alive(r["pid"])}
     newest = {r["id"] for r in runs[:keep_last]}
     young = {r["id"] for r in runs if r["started_at"] >= now - keep_days * 86400}
-    why: dict[str, str] = {}   # run id -> why it is kept
+    why: dict[str, str] = {}  # run id -> why it is kept
     for r in runs:
-        if r["id"] in alive: why[r["id"]] = "running"
-        elif r["id"] in newest: why[r["id"]] = f"among the {keep_last} newest"
-        elif r["id"] in young: why[r["id"]] = f"younger than {keep_days:g} days"
+        if r["id"] in alive:
+            why[r["id"]] = "running"
+        elif r["id"] in newest:
+            why[r["id"]] = f"among the {keep_last} newest"
+        elif r["id"] in young:
+            why[r["id"]] = f"younger than {keep_days:g} days"
     # what registered models and endpoints point to
     held_paths, held_datasets = [], set()
     for v in versions:
         lineage = json.loads(v["lineage"] or "{}")
-        if lineage.get("run") in by_dir.values(): why.setdefault(lineage["run"], f"it made {v['grp']}/{v['version']}")
+        if lineage.get("run") in by_dir.values():
+            why.setdefault(lineage["run"], f"it made {v['grp']}/{v['version']}")
         held_paths += [(p, f"{v['grp']}/{v['version']} points to it") for p in _paths_in(lineage) + [v["artifact"]]]
-        if isinstance(lineage.get("dataset"), str): held_datasets.add(lineage["dataset"])
+        if isinstance(lineage.get("dataset"), str):
+            held_datasets.add(lineage["dataset"])
     endpoints = Path(split_uri(cfg.endpoints)[1])
     for spec in sorted(endpoints.glob("*/model.json")) if endpoints.is_dir() else []:
-        try: held_paths.append((json.loads(spec.read_text()).get("artifact", ""), f"endpoint {spec.parent.name} serves it"))
-        except (OSError, ValueError): pass
+        try:
+            held_paths.append(
+                (json.loads(spec.read_text()).get("artifact", ""), f"endpoint {spec.parent.name} serves it")
+            )
+        except (OSError, ValueError):
+            pass
     for p, reason in held_paths:
-        if (rid := _run_of(p, runs_root, by_dir)): why.setdefault(rid, reason)
+        if rid := _run_of(p, runs_root, by_dir):
+            why.setdefault(rid, reason)
     # a kept run keeps every run its steps point into, and so on to the end of the chain
     todo = list(why)
     while todo:
@@ -146,64 +210,92 @@ def plan_gc(cfg, keep_days: float = 30.0, keep_last: int = 10, grace: float = 36
         for s in steps_of.get(rid, []):
             for p in _paths_in(s["outputs"]) + ([s["notebook"]] if s["notebook"] else []):
                 other = _run_of(p, runs_root, by_dir)
-                if other and other not in why: why[other] = f"run {rid} uses its outputs"; todo.append(other)
-    plan.kept = {r["id"]: why[r["id"]] for r in runs if r["id"] in why and r["id"] not in alive | newest | young}   # old runs kept for a reason
+                if other and other not in why:
+                    why[other] = f"run {rid} uses its outputs"
+                    todo.append(other)
+    # old runs kept for a reason
+    plan.kept = {r["id"]: why[r["id"]] for r in runs if r["id"] in why and r["id"] not in alive | newest | young}
     for r in runs:
-        if r["id"] in why: continue
+        if r["id"] in why:
+            continue
         folder = Path(r["run_dir"])
         entries = [s["name"] for s in steps_of.get(r["id"], []) if s["status"] == "succeeded" and s["cache_key"]]
         plan.garbage.append(Garbage("run", folder, _size(folder) if folder.exists() else 0, r["id"], entries))
     # stale partial outputs, and folders no record names
     for r in runs:
         partial = Path(r["run_dir"]) / ".partial"
-        if r["id"] in why and r["id"] not in alive and partial.is_dir(): plan.garbage.append(Garbage("partial", partial, _size(partial), r["id"]))
+        if r["id"] in why and r["id"] not in alive and partial.is_dir():
+            plan.garbage.append(Garbage("partial", partial, _size(partial), r["id"]))
     if runs_root.is_dir():
         for d in sorted(runs_root.iterdir()):
-            if d.is_dir() and d.resolve() not in by_dir and now - d.stat().st_mtime > grace: plan.garbage.append(Garbage("orphan", d, _size(d)))
+            if d.is_dir() and d.resolve() not in by_dir and now - d.stat().st_mtime > grace:
+                plan.garbage.append(Garbage("orphan", d, _size(d)))
     _plan_datasets(cfg, plan, runs, steps_of, why, held_datasets, grace, now)
     _plan_archives(registry, versions, held_paths, plan, grace, now)
     return plan
 
 # %% ../../nbs/operations/retention.ipynb #ddc50c55
-def _plan_datasets(cfg, plan: GcPlan, runs: list[dict], steps_of: dict, why: dict, held: set[str], grace: float, now: float) -> None:
-    if not is_local(cfg.datasets): return
+def _plan_datasets(
+    cfg, plan: GcPlan, runs: list[dict], steps_of: dict, why: dict, held: set[str], grace: float, now: float
+) -> None:
+    if not is_local(cfg.datasets):
+        return
     from earthsnap.data.datasets import DatasetStore
+
     root = Path(split_uri(cfg.datasets)[1]).resolve()
-    if not root.is_dir(): return
-    kept_outputs = [p for r in runs if r["id"] in why for s in steps_of.get(r["id"], []) for p in _paths_in(s["outputs"])]
+    if not root.is_dir():
+        return
+    kept_outputs = [
+        p for r in runs if r["id"] in why for s in steps_of.get(r["id"], []) for p in _paths_in(s["outputs"])
+    ]
     refs = set(held) | _dataset_refs(kept_outputs)
     for r in runs:
-        if r["id"] in why and (parent := json.loads(r["parameters"] or "{}").get("dataset_parent")): refs.add(parent)
+        if r["id"] in why and (parent := json.loads(r["parameters"] or "{}").get("dataset_parent")):
+            refs.add(parent)
     store = DatasetStore(str(root))
     for name_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
         name = name_dir.name
         keep = {v.split("@", 1)[1] for v in refs if v.split("@", 1)[0] == name}
         keep |= {v for v in refs if "@" not in v and (name_dir / v).is_dir()}
-        if (name_dir / "LATEST").is_file(): keep.add((name_dir / "LATEST").read_text().strip())
+        if (name_dir / "LATEST").is_file():
+            keep.add((name_dir / "LATEST").read_text().strip())
         versions = {d.name: d for d in name_dir.iterdir() if d.is_dir() and VERSION.fullmatch(d.name)}
         keep |= {v for v, d in versions.items() if now - d.stat().st_mtime <= grace}
         wanted = set()
         for v in sorted(keep & set(versions)):
             manifest = versions[v] / "manifest.jsonl"
-            if not manifest.is_file(): continue
+            if not manifest.is_file():
+                continue
             for line in manifest.read_text().splitlines():
-                row = json.loads(line); wanted.add(store.object_uri(name, row["sha256"], row["format"]))
+                row = json.loads(line)
+                wanted.add(store.object_uri(name, row["sha256"], row["format"]))
         for v, d in sorted(versions.items()):
-            if v not in keep: plan.garbage.append(Garbage("dataset version", d, _size(d)))
+            if v not in keep:
+                plan.garbage.append(Garbage("dataset version", d, _size(d)))
         objects = name_dir / "objects"
-        if not objects.is_dir(): continue
+        if not objects.is_dir():
+            continue
         for folder, _, names in os.walk(objects):
             for n in names:
                 p = os.path.join(folder, n)
-                try: st = os.stat(p)
-                except FileNotFoundError: continue
-                if now - st.st_mtime <= grace: continue
-                if n.endswith(".tmp"): plan.garbage.append(Garbage("temporary", Path(p), st.st_size))
-                elif p not in wanted: plan.garbage.append(Garbage("object", Path(p), st.st_size))
+                try:
+                    st = os.stat(p)
+                except FileNotFoundError:
+                    continue
+                if now - st.st_mtime <= grace:
+                    continue
+                if n.endswith(".tmp"):
+                    plan.garbage.append(Garbage("temporary", Path(p), st.st_size))
+                elif p not in wanted:
+                    plan.garbage.append(Garbage("object", Path(p), st.st_size))
 
-def _plan_archives(registry: Path, versions: list[dict], held_paths: list, plan: GcPlan, grace: float, now: float) -> None:
+
+def _plan_archives(
+    registry: Path, versions: list[dict], held_paths: list, plan: GcPlan, grace: float, now: float
+) -> None:
     models = registry.parent / "models"
-    if not models.is_dir(): return
+    if not models.is_dir():
+        return
     wanted = {os.path.realpath(v["artifact"]) for v in versions} | {os.path.realpath(p) for p, _ in held_paths if p}
     for p in sorted(models.rglob("*")):
         if p.is_file() and os.path.realpath(p) not in wanted and now - p.stat().st_mtime > grace:
@@ -213,37 +305,66 @@ def _plan_archives(registry: Path, versions: list[dict], held_paths: list, plan:
 def _remove(path: Path, trash_root: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         trash = trash_root / f".trash-{path.name}-{os.getpid()}"
-        os.replace(path, trash)   # gone from its place at once; deleted next (or by the next gc, if killed now)
+        os.replace(path, trash)  # gone from its place at once; deleted next (or by the next gc, if killed now)
         shutil.rmtree(trash, ignore_errors=True)
-    else: path.unlink(missing_ok=True)
+    else:
+        path.unlink(missing_ok=True)
 
-def collect(cfg, keep_days: float = 30.0, keep_last: int = 10, grace: float = 3600.0, wait: float = 60.0, progress: bool = False) -> GcPlan:
-    "Delete what `plan_gc` finds, holding the project's operations lock and its gc lock (no run runs meanwhile); returns the plan, done."
+
+def collect(
+    cfg, keep_days: float = 30.0, keep_last: int = 10, grace: float = 3600.0, wait: float = 60.0, progress: bool = False
+) -> GcPlan:
+    """Delete what `plan_gc` finds, holding the project's operations lock and its gc lock (no run runs meanwhile);
+    returns the plan, done.
+    """
     folder = Path(cfg.registry).parent
-    with project_lock(folder, "operations", wait=wait, what="earthsnap runs gc"), project_lock(folder, "gc", wait=wait, what="earthsnap runs gc"):
+    with (
+        project_lock(folder, "operations", wait=wait, what="earthsnap runs gc"),
+        project_lock(folder, "gc", wait=wait, what="earthsnap runs gc"),
+    ):
         store = RunStore(cfg.registry)
         store.mark_interrupted()
         plan = plan_gc(cfg, keep_days, keep_last, grace)
         gone = [g.run_id for g in plan.garbage if g.kind == "run"]
-        with connection(cfg.registry) as db, transaction(db):   # the records first: none points to a file about to go
+        with connection(cfg.registry) as db, transaction(db):  # the records first: none points to a file about to go
             for rid in gone:
                 db.execute("DELETE FROM steps WHERE run_id = ?", (rid,))
                 db.execute("DELETE FROM runs WHERE id = ?", (rid,))
         from tqdm.auto import tqdm
+
         runs_root = Path(split_uri(cfg.runs)[1]).resolve()
         datasets_root = Path(split_uri(cfg.datasets)[1]).resolve() if is_local(cfg.datasets) else None
         for g in tqdm(plan.garbage, desc="deleting", unit="item", disable=not progress, leave=False):
-            if not (g.path.exists() or g.path.is_symlink()): continue
-            _remove(g.path, runs_root if g.path.is_relative_to(runs_root) else datasets_root if g.kind == "dataset version" else g.path.parent)
-        for root in (runs_root, datasets_root):   # what a gc killed half way had set aside
-            for trash in root.glob(".trash-*") if root and root.is_dir() else []: shutil.rmtree(trash, ignore_errors=True)
+            if not (g.path.exists() or g.path.is_symlink()):
+                continue
+            _remove(
+                g.path,
+                runs_root
+                if g.path.is_relative_to(runs_root)
+                else datasets_root
+                if g.kind == "dataset version"
+                else g.path.parent,
+            )
+        for root in (runs_root, datasets_root):  # what a gc killed half way had set aside
+            for trash in root.glob(".trash-*") if root and root.is_dir() else []:
+                shutil.rmtree(trash, ignore_errors=True)
         plan.done = True
         return plan
 
 # %% ../../nbs/operations/retention.ipynb #5f37fbbc
-def runs_gc(cfg, keep_days: float = 30.0, keep_last: int = 10, dry_run: bool = False, wait: float = 60.0, progress: bool = False) -> GcPlan:
+def runs_gc(
+    cfg, keep_days: float = 30.0, keep_last: int = 10, dry_run: bool = False, wait: float = 60.0, progress: bool = False
+) -> GcPlan:
     "Plan (with `dry_run`) or carry out the deletion of old runs and unreferenced objects in the project `cfg` names."
     if keep_days < 0 or keep_last < 0:
         from earthsnap.core.errors import ParameterError
-        raise ParameterError(f"--keep-days and --keep-last count what is kept: {keep_days:g} and {keep_last} cannot be below 0.", fix="Pass 0 or more.")
-    return plan_gc(cfg, keep_days, keep_last) if dry_run else collect(cfg, keep_days, keep_last, wait=wait, progress=progress)
+
+        raise ParameterError(
+            f"--keep-days and --keep-last count what is kept: {keep_days:g} and {keep_last} cannot be below 0.",
+            fix="Pass 0 or more.",
+        )
+    return (
+        plan_gc(cfg, keep_days, keep_last)
+        if dry_run
+        else collect(cfg, keep_days, keep_last, wait=wait, progress=progress)
+    )

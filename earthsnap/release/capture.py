@@ -5,11 +5,11 @@
 # %% ../../nbs/release/capture.ipynb #e9c59fab
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
 import os
-import collections
 import random
 import sqlite3
 import threading
@@ -39,12 +39,15 @@ IMAGES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (sha256 TEXT PRIMARY KEY, body BLOB NOT NULL, bytes INTEGER NOT NULL, first_seen REAL NOT NULL);
 """
 
+
 class CaptureError(EarthsnapError):
     "Capture settings that cannot work, or captured data that cannot be read."
+
 
 @dataclass
 class Captured:
     "One captured request, as the monitor and the review queue read it."
+
     id: int
     time: float
     endpoint: str
@@ -59,6 +62,7 @@ class Captured:
 # %% ../../nbs/release/capture.ipynb #4883c4cd
 class CaptureStore:
     "The captures of endpoint `endpoint` under the capture root `root`: rows in SQLite, images by sha256."
+
     def __init__(self, root: str | os.PathLike, endpoint: str):
         self.root, self.endpoint = Path(root), endpoint
         self.db = self.root / endpoint / "captures.sqlite"
@@ -66,52 +70,108 @@ class CaptureStore:
 
     def open(self) -> "CaptureStore":
         "Create the databases if they are not there yet."
-        open_database(self.db, SCHEMA, name="captures"); open_database(self.images, IMAGES_SCHEMA, name="capture_images")
+        open_database(self.db, SCHEMA, name="captures")
+        open_database(self.images, IMAGES_SCHEMA, name="capture_images")
         return self
 
     def image(self, sha256: str) -> bytes | None:
         "The photo with this sha256, as the endpoint received it; None if it was not captured."
-        if not self.images.exists(): return None
+        if not self.images.exists():
+            return None
         with connection(self.images) as db:
             row = db.execute("SELECT body FROM images WHERE sha256 = ?", (sha256,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def used_bytes(self) -> int:
         "What this endpoint's captures take on disk (rows and the images they stored)."
-        if not self.db.exists(): return 0
-        with connection(self.db) as db: return int(db.execute("SELECT COALESCE(SUM(bytes), 0) FROM captures").fetchone()[0])
+        if not self.db.exists():
+            return 0
+        with connection(self.db) as db:
+            return int(db.execute("SELECT COALESCE(SUM(bytes), 0) FROM captures").fetchone()[0])
 
     def count(self, version: str | None = None) -> int:
-        if not self.db.exists(): return 0
+        if not self.db.exists():
+            return 0
         with connection(self.db) as db:
-            q, args = ("SELECT COUNT(*) FROM captures WHERE version = ?", (version,)) if version else ("SELECT COUNT(*) FROM captures", ())
+            q, args = (
+                ("SELECT COUNT(*) FROM captures WHERE version = ?", (version,))
+                if version
+                else ("SELECT COUNT(*) FROM captures", ())
+            )
             return int(db.execute(q, args).fetchone()[0])
 
-    def rows(self, version: str | None = None, after_id: int = 0, since: float | None = None, until: float | None = None,
-             limit: int | None = None) -> list[Captured]:
-        "Captures oldest first: of `version` (all when None), with id above `after_id`, time in [since, until), at most `limit`."
-        if not self.db.exists(): return []
+    def rows(
+        self,
+        version: str | None = None,
+        after_id: int = 0,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> list[Captured]:
+        """Captures oldest first: of `version` (all when None), with id above `after_id`, time in [since, until), at
+        most `limit`.
+        """
+        if not self.db.exists():
+            return []
         where, args = ["id > ?"], [after_id]
-        if version is not None: where.append("version = ?"); args.append(version)
-        if since is not None: where.append("time >= ?"); args.append(since)
-        if until is not None: where.append("time < ?"); args.append(until)
-        sql = f"SELECT * FROM captures WHERE {' AND '.join(where)} ORDER BY id" + (f" LIMIT {int(limit)}" if limit else "")
-        with connection(self.db) as db: found = db.execute(sql, args).fetchall()
-        return [Captured(r["id"], r["time"], r["endpoint"], r["version"], r["sha256"], r["label"], r["probability"], json.loads(r["top"]),
-                         r["latency_ms"], None if r["embedding"] is None else np.frombuffer(r["embedding"], dtype=np.float16).astype(np.float32))
-                for r in found]
+        if version is not None:
+            where.append("version = ?")
+            args.append(version)
+        if since is not None:
+            where.append("time >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("time < ?")
+            args.append(until)
+        sql = f"SELECT * FROM captures WHERE {' AND '.join(where)} ORDER BY id" + (
+            f" LIMIT {int(limit)}" if limit else ""
+        )
+        with connection(self.db) as db:
+            found = db.execute(sql, args).fetchall()
+        return [
+            Captured(
+                r["id"],
+                r["time"],
+                r["endpoint"],
+                r["version"],
+                r["sha256"],
+                r["label"],
+                r["probability"],
+                json.loads(r["top"]),
+                r["latency_ms"],
+                None if r["embedding"] is None else np.frombuffer(r["embedding"], dtype=np.float16).astype(np.float32),
+            )
+            for r in found
+        ]
 
 # %% ../../nbs/release/capture.ipynb #2768c363
 log = logging.getLogger("earthsnap.release.capture")
 
+
 class Capture:
-    "Records a sample (`rate`) of what endpoint `endpoint` serves into `store`, off the request path, up to `budget_bytes` on disk."
-    def __init__(self, store: CaptureStore, rate: float = 1.0, budget_bytes: int = 2 << 30, queue_size: int = 10_000, seed: int | None = None):
-        if not 0 <= rate <= 1: raise CaptureError(f"The capture rate must be from 0 to 1, got {rate}.", fix="Set capture_rate to 1 to keep every request, 0 to keep none.")
-        if budget_bytes < 0: raise CaptureError(f"The capture budget must be 0 or more bytes, got {budget_bytes}.")
+    """Records a sample (`rate`) of what endpoint `endpoint` serves into `store`, off the request path, up to
+    `budget_bytes` on disk.
+    """
+
+    def __init__(
+        self,
+        store: CaptureStore,
+        rate: float = 1.0,
+        budget_bytes: int = 2 << 30,
+        queue_size: int = 10_000,
+        seed: int | None = None,
+    ):
+        if not 0 <= rate <= 1:
+            raise CaptureError(
+                f"The capture rate must be from 0 to 1, got {rate}.",
+                fix="Set capture_rate to 1 to keep every request, 0 to keep none.",
+            )
+        if budget_bytes < 0:
+            raise CaptureError(f"The capture budget must be 0 or more bytes, got {budget_bytes}.")
         self.store, self.rate, self.budget = store.open(), rate, budget_bytes
         self.used = store.used_bytes()
-        self.rows = self.dropped = self.errors = 0   # written, refused because the queue was full, failed writes (since start)
+        # written, refused because the queue was full, failed writes (since start)
+        self.rows = self.dropped = self.errors = 0
         self.stopped: str | None = None if self.used < self.budget else self._full_message()
         self._random, self._pending, self.queue_size = random.Random(seed), collections.deque(), queue_size
         self._closing = threading.Event()
@@ -119,21 +179,44 @@ class Capture:
         self._thread.start()
 
     def _full_message(self) -> str:
-        return f"capture stopped: its disk budget of {self.budget / 2**20:,.0f} MiB is used ({self.used / 2**20:,.1f} MiB)"
+        return (
+            f"capture stopped: its disk budget of {self.budget / 2**20:,.0f} MiB is used ({self.used / 2**20:,.1f} MiB)"
+        )
 
-    def offer(self, body: bytes, version: str | None, top: list[dict], latency_ms: float, embedding: np.ndarray | None,
-              at: float | None = None) -> bool:
-        "Hand one answered request (answered `at`, default now) to the writer if the sample takes it; never blocks, never raises. Whether it was queued."
-        if self.stopped or self.rate <= 0 or (self.rate < 1 and self._random.random() >= self.rate): return False
-        if len(self._pending) >= self.queue_size: self.dropped += 1; return False   # the writer is behind: let this one go
+    def offer(
+        self,
+        body: bytes,
+        version: str | None,
+        top: list[dict],
+        latency_ms: float,
+        embedding: np.ndarray | None,
+        at: float | None = None,
+    ) -> bool:
+        """Hand one answered request (answered `at`, default now) to the writer if the sample takes it; never blocks,
+        never raises. Whether it was queued.
+        """
+        if self.stopped or self.rate <= 0 or (self.rate < 1 and self._random.random() >= self.rate):
+            return False
+        # the writer is behind: let this one go
+        if len(self._pending) >= self.queue_size:
+            self.dropped += 1
+            return False
         self._pending.append((time.time() if at is None else at, bytes(body), version, top, latency_ms, embedding))
         return True
 
     def status(self) -> dict:
         "What /ping says of capture."
-        return {"state": "stopped" if self.stopped else ("on" if self.rate > 0 else "off"), "rate": self.rate, "rows": self.rows,
-                "used_bytes": self.used, "budget_bytes": self.budget, "queued": len(self._pending), "dropped": self.dropped,
-                "errors": self.errors, **({"message": self.stopped} if self.stopped else {})}
+        return {
+            "state": "stopped" if self.stopped else ("on" if self.rate > 0 else "off"),
+            "rate": self.rate,
+            "rows": self.rows,
+            "used_bytes": self.used,
+            "budget_bytes": self.budget,
+            "queued": len(self._pending),
+            "dropped": self.dropped,
+            "errors": self.errors,
+            **({"message": self.stopped} if self.stopped else {}),
+        }
 
     def close(self, wait: float = 10.0) -> None:
         "Write what is queued, then stop the writer (at most `wait` seconds)."
@@ -143,10 +226,13 @@ class Capture:
 # %% ../../nbs/release/capture.ipynb #401b4023
 BATCH_SECONDS, BATCH_ROWS = 0.2, 1024
 
+
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    set_wal(db); db.execute("PRAGMA synchronous = NORMAL")
+    set_wal(db)
+    db.execute("PRAGMA synchronous = NORMAL")
     return db
+
 
 def _write_batch(self: Capture, rows_db: sqlite3.Connection, images_db: sqlite3.Connection, batch: list[tuple]) -> None:
     rows = []
@@ -154,44 +240,73 @@ def _write_batch(self: Capture, rows_db: sqlite3.Connection, images_db: sqlite3.
     shas = [hashlib.sha256(item[1]).hexdigest() for item in batch]
     known = set()
     for i in range(0, len(shas), 500):  # SQLite takes up to 999 parameters a statement
-        part = shas[i:i + 500]
-        known.update(r[0] for r in images_db.execute(f"SELECT sha256 FROM images WHERE sha256 IN ({','.join('?' * len(part))})", part))
+        part = shas[i : i + 500]
+        known.update(
+            r[0]
+            for r in images_db.execute(f"SELECT sha256 FROM images WHERE sha256 IN ({','.join('?' * len(part))})", part)
+        )
     with transaction(images_db):
         for sha, (t, body, version, top, latency, embedding) in zip(shas, batch):
             emb = None if embedding is None else np.asarray(embedding, dtype=np.float16).tobytes()
             top_json = json.dumps(top, separators=(",", ":"))
-            row_cost = 120 + len(top_json) + (len(emb) if emb else 0)   # about what SQLite spends on the row
+            row_cost = 120 + len(top_json) + (len(emb) if emb else 0)  # about what SQLite spends on the row
             new = sha not in known
             if self.used + row_cost + (len(body) if new else 0) > self.budget:
                 full = True
                 break
             if new:  # another endpoint may have stored it since: then this insert is ignored, and this row paid for it
-                images_db.execute("INSERT OR IGNORE INTO images (sha256, body, bytes, first_seen) VALUES (?, ?, ?, ?)", (sha, body, len(body), t))
+                images_db.execute(
+                    "INSERT OR IGNORE INTO images (sha256, body, bytes, first_seen) VALUES (?, ?, ?, ?)",
+                    (sha, body, len(body), t),
+                )
                 known.add(sha)
             cost = row_cost + (len(body) if new else 0)
             first = top[0] if top else {"label": "", "probability": 0.0}
-            rows.append((t, self.store.endpoint, version, sha, first["label"], float(first["probability"]), top_json, float(latency), emb, cost))
+            rows.append(
+                (
+                    t,
+                    self.store.endpoint,
+                    version,
+                    sha,
+                    first["label"],
+                    float(first["probability"]),
+                    top_json,
+                    float(latency),
+                    emb,
+                    cost,
+                )
+            )
             self.used += cost
     if rows:  # after the photos are committed: a row never points at a photo that is not there
         with transaction(rows_db):
-            rows_db.executemany("INSERT INTO captures (time, endpoint, version, sha256, label, probability, top, latency_ms, embedding, bytes) "
-                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            rows_db.executemany(
+                "INSERT INTO captures (time, endpoint, version, sha256, label, probability, "
+                "top, latency_ms, embedding, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
     self.rows += len(rows)
     if full:  # said once this batch's rows are counted: /ping never reads "stopped" beside a count still to come
         self.stopped = self._full_message()
         log.warning(self.stopped)
 
+
 def _write_loop(self: Capture) -> None:
     rows_db, images_db = _connect(self.store.db), _connect(self.store.images)
     try:
         while True:
-            closing = self._closing.wait(BATCH_SECONDS)   # a nap, not a wake-up per request
+            closing = self._closing.wait(BATCH_SECONDS)  # a nap, not a wake-up per request
             while self._pending:
                 batch = [self._pending.popleft() for _ in range(min(BATCH_ROWS, len(self._pending)))]
-                if self.stopped: continue    # the budget is used: what is queued is let go
-                try: _write_batch(self, rows_db, images_db, batch)
-                except Exception as e:      # a full disk, a locked database: counted and logged, the endpoint keeps serving
-                    self.errors += len(batch); log.error("capture could not write %d rows: %s", len(batch), e)
-            if closing: break
+                if self.stopped:
+                    continue  # the budget is used: what is queued is let go
+                try:
+                    _write_batch(self, rows_db, images_db, batch)
+                # a full disk, a locked database: counted and logged, the endpoint keeps serving
+                except Exception as e:
+                    self.errors += len(batch)
+                    log.error("capture could not write %d rows: %s", len(batch), e)
+            if closing:
+                break
     finally:
-        rows_db.close(); images_db.close()
+        rows_db.close()
+        images_db.close()

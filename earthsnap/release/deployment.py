@@ -20,10 +20,10 @@ from tqdm.auto import tqdm
 
 from ..core.config import login_name
 from ..core.database import connection, open_database, transaction
-from .endpoints import Endpoint, EndpointError, Endpoints
 from ..core.errors import EarthsnapError
-from .events import EVENT_TYPE
 from ..data.records import DataError, check_split, read_classes, split_images
+from .endpoints import Endpoint, EndpointError, Endpoints
+from .events import EVENT_TYPE
 from .registry import APPROVED, ModelVersion, RegistryError, SqliteRegistry, open_registry
 from .serving import MAX_BYTES
 
@@ -35,6 +35,7 @@ __all__ = ['STAGE', 'PROD', 'IN_PROGRESS', 'PASSED', 'FAILED', 'LIVE', 'REPLACED
 @dataclass
 class Check:
     "One endpoint test: its name, whether it passed, the figure measured, and what it means."
+
     name: str
     passed: bool
     value: str
@@ -47,61 +48,104 @@ class Check:
 # %% ../../nbs/release/deployment.ipynb #c412a8bd
 class Client:
     "HTTP requests to an endpoint over one keep-alive connection; answers are (status, JSON body)."
+
     def __init__(self, url: str, timeout: float = 30.0):
         u = urlsplit(url)
         self.host, self.port, self.timeout, self.conn = u.hostname, u.port, timeout, None
 
-    def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> tuple[int, dict]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> tuple[int, dict]:
         for attempt in (0, 1):  # the server may have closed an idle connection: one reconnect
-            if self.conn is None: self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
-                self.conn.request(method, path, body=body, headers={"Content-Type": content_type} if content_type else {})
+                self.conn.request(
+                    method, path, body=body, headers={"Content-Type": content_type} if content_type else {}
+                )
                 r = self.conn.getresponse()
                 data = r.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 self.close()
-                if attempt: raise
+                if attempt:
+                    raise
                 continue
-            if r.will_close: self.close()
-            try: return r.status, json.loads(data or b"{}")
-            except ValueError: return r.status, {"error": "not_json", "message": data[:200].decode(errors="replace")}
+            if r.will_close:
+                self.close()
+            try:
+                return r.status, json.loads(data or b"{}")
+            except ValueError:
+                return r.status, {"error": "not_json", "message": data[:200].decode(errors="replace")}
 
     def close(self):
-        if self.conn is not None: self.conn.close(); self.conn = None
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 # %% ../../nbs/release/deployment.ipynb #eb9a7950
 def _jpeg(size: int = 32) -> bytes:
-    buf = io.BytesIO(); Image.new("RGB", (size, size), (96, 140, 70)).save(buf, "JPEG"); return buf.getvalue()
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (96, 140, 70)).save(buf, "JPEG")
+    return buf.getvalue()
+
 
 def malformed_payloads(max_bytes: int = MAX_BYTES) -> list[tuple[str, bytes, str | None, str, int]]:
     "(what, body, content type, query, expected status) for requests an endpoint must refuse."
     jpeg = _jpeg()
-    return [("a text body", b"hello", "text/plain", "", 415),
-            ("no content type", jpeg, None, "", 415),
-            ("bytes that are not an image", b"<html>not an image</html>", "image/jpeg", "", 400),
-            ("a truncated JPEG", jpeg[: len(jpeg) // 3], "image/jpeg", "", 400),
-            ("an empty body", b"", "image/jpeg", "", 400),
-            ("a body over the size limit", b"\xff" * (max_bytes + 1), "image/jpeg", "", 413),
-            ("top_k=0", jpeg, "image/jpeg", "?top_k=0", 400)]
+    return [
+        ("a text body", b"hello", "text/plain", "", 415),
+        ("no content type", jpeg, None, "", 415),
+        ("bytes that are not an image", b"<html>not an image</html>", "image/jpeg", "", 400),
+        ("a truncated JPEG", jpeg[: len(jpeg) // 3], "image/jpeg", "", 400),
+        ("an empty body", b"", "image/jpeg", "", 400),
+        ("a body over the size limit", b"\xff" * (max_bytes + 1), "image/jpeg", "", 413),
+        ("top_k=0", jpeg, "image/jpeg", "?top_k=0", 400),
+    ]
 
 # %% ../../nbs/release/deployment.ipynb #91df53e1
-def endpoint_checks(url: str, version: str, records: str | os.PathLike | None, min_accuracy: float, p95_ms: float,
-                    offline_accuracy: float | None = None, progress: bool = False, client=None,
-                    on_check: Callable[[list[Check]], Any] | None = None) -> list[Check]:
-    "Test the endpoint at `url`, which should serve `version`, with the test split of `records`; every check, passed or not (`on_check` hears the list so far after each)."
-    client, checks = client or Client(url), []  # `client`: another transport with Client's request/close (SageMaker's runtime)
+def endpoint_checks(
+    url: str,
+    version: str,
+    records: str | os.PathLike | None,
+    min_accuracy: float,
+    p95_ms: float,
+    offline_accuracy: float | None = None,
+    progress: bool = False,
+    client=None,
+    on_check: Callable[[list[Check]], Any] | None = None,
+) -> list[Check]:
+    """Test the endpoint at `url`, which should serve `version`, with the test split of `records`; every check, passed
+    or not (`on_check` hears the list so far after each).
+    """
+    # `client`: another transport with Client's request/close (SageMaker's runtime)
+    client, checks = client or Client(url), []
+
     def add(*done: Check):
         checks.extend(done)
-        if on_check: on_check(list(checks))
+        if on_check:
+            on_check(list(checks))
+
     try:
         status, answer = client.request("GET", "/ping")
         ok = status == 200 and answer.get("model") == version
-        add(Check("ping", ok, f"{status} {answer.get('model') or answer.get('error')}",
-                            f"/ping answers 200 with {version}" if ok else f"/ping answered {status} {answer}, not 200 with {version}"))
-        if not ok: return checks  # the rest would test another model, or nothing
+        add(
+            Check(
+                "ping",
+                ok,
+                f"{status} {answer.get('model') or answer.get('error')}",
+                f"/ping answers 200 with {version}"
+                if ok
+                else f"/ping answered {status} {answer}, not 200 with {version}",
+            )
+        )
+        if not ok:
+            return checks  # the rest would test another model, or nothing
         try:
-            if records is None: raise DataError("the version's lineage names no records, so its test images are unknown",
-                                                fix="Register models with the pipeline's register step.")
+            if records is None:
+                raise DataError(
+                    "the version's lineage names no records, so its test images are unknown",
+                    fix="Register models with the pipeline's register step.",
+                )
             classes, _ = read_classes(records)
             n = len(check_split(records, "test", classes))
         except DataError as e:
@@ -109,38 +153,87 @@ def endpoint_checks(url: str, version: str, records: str | os.PathLike | None, m
             add(Check("accuracy", False, "-", why), Check("latency p95", False, "-", why))
         else:
             first = next(split_images(records, "test"))[3]
-            for _ in range(3): client.request("POST", "/invocations?top_k=1", first, "image/jpeg")  # warm-up, not counted
+            # warm-up, not counted
+            for _ in range(3):
+                client.request("POST", "/invocations?top_k=1", first, "image/jpeg")
             right, errors, seconds = 0, [], []
-            for _, label, uri, image in tqdm(split_images(records, "test"), total=n, desc="stage tests", unit="img", disable=not progress):
+            for _, label, uri, image in tqdm(
+                split_images(records, "test"), total=n, desc="stage tests", unit="img", disable=not progress
+            ):
                 start = time.perf_counter()
                 status, answer = client.request("POST", "/invocations?top_k=1", image, "image/jpeg")
                 seconds.append(time.perf_counter() - start)
-                if status != 200: errors.append(f"{uri}: {status} {answer.get('message', '')}"); continue
+                if status != 200:
+                    errors.append(f"{uri}: {status} {answer.get('message', '')}")
+                    continue
                 right += answer["predictions"][0]["label"] == classes[label]
             accuracy = right / n
             p50, p95 = (float(np.percentile(seconds, q)) * 1000 for q in (50, 95))
-            add(Check("accuracy", accuracy >= min_accuracy, f"{accuracy:.3f}",
-                                f"top-1 accuracy {accuracy:.3f} on {n} held-out test images " +
-                                (f">= {min_accuracy:.3g}" if accuracy >= min_accuracy else f"is below the threshold {min_accuracy:.3g}")))
+            add(
+                Check(
+                    "accuracy",
+                    accuracy >= min_accuracy,
+                    f"{accuracy:.3f}",
+                    f"top-1 accuracy {accuracy:.3f} on {n} held-out test images "
+                    + (
+                        f">= {min_accuracy:.3g}"
+                        if accuracy >= min_accuracy
+                        else f"is below the threshold {min_accuracy:.3g}"
+                    ),
+                )
+            )
             if offline_accuracy is not None:
                 agree = abs(accuracy - offline_accuracy) <= 0.01
-                add(Check("agrees with evaluation", agree, f"{accuracy:.3f} vs {offline_accuracy:.3f}",
-                                    "the endpoint scores as the evaluation did" if agree else
-                                    f"the endpoint scores {accuracy:.3f} where the evaluation measured {offline_accuracy:.3f} on the same "
-                                    "images: it prepares images differently from the evaluation"))
-            add(Check("latency p95", p95 <= p95_ms, f"{p95:.1f} ms",
-                                f"p50 {p50:.1f} ms, p95 {p95:.1f} ms over {n} requests " + ("within" if p95 <= p95_ms else "over") +
-                                f" the budget of {p95_ms:g} ms"))
-            add(Check("answers", not errors, f"{n - len(errors)}/{n}",
-                                "every request was answered" if not errors else f"{len(errors)} request(s) failed, e.g. {errors[0]}"))
+                add(
+                    Check(
+                        "agrees with evaluation",
+                        agree,
+                        f"{accuracy:.3f} vs {offline_accuracy:.3f}",
+                        "the endpoint scores as the evaluation did"
+                        if agree
+                        else (
+                            f"the endpoint scores {accuracy:.3f} where the evaluation "
+                            f"measured {offline_accuracy:.3f} on the same images: it "
+                            "prepares images differently from the evaluation"
+                        ),
+                    )
+                )
+            add(
+                Check(
+                    "latency p95",
+                    p95 <= p95_ms,
+                    f"{p95:.1f} ms",
+                    f"p50 {p50:.1f} ms, p95 {p95:.1f} ms over {n} requests "
+                    + ("within" if p95 <= p95_ms else "over")
+                    + f" the budget of {p95_ms:g} ms",
+                )
+            )
+            add(
+                Check(
+                    "answers",
+                    not errors,
+                    f"{n - len(errors)}/{n}",
+                    "every request was answered"
+                    if not errors
+                    else f"{len(errors)} request(s) failed, e.g. {errors[0]}",
+                )
+            )
         wrong, payloads = [], malformed_payloads()
         for what, body, kind, query, want in payloads:
             status, answer = client.request("POST", f"/invocations{query}", body, kind)
-            if status != want or "error" not in answer: wrong.append(f"{what}: {status} (expected {want})")
+            if status != want or "error" not in answer:
+                wrong.append(f"{what}: {status} (expected {want})")
         total = len(payloads)
-        add(Check("malformed payloads", not wrong, f"{total - len(wrong)}/{total}",
-                            f"each of {total} malformed requests got its 4xx with a JSON error" if not wrong else
-                            "not refused as they should be: " + "; ".join(wrong)))
+        add(
+            Check(
+                "malformed payloads",
+                not wrong,
+                f"{total - len(wrong)}/{total}",
+                f"each of {total} malformed requests got its 4xx with a JSON error"
+                if not wrong
+                else "not refused as they should be: " + "; ".join(wrong),
+            )
+        )
     except OSError as e:
         add(Check("reachable", False, "-", f"the endpoint at {url} stopped answering: {e}"))
     finally:
@@ -149,7 +242,14 @@ def endpoint_checks(url: str, version: str, records: str | os.PathLike | None, m
 
 # %% ../../nbs/release/deployment.ipynb #51cc603e
 STAGE, PROD = "stage", "prod"
-IN_PROGRESS, PASSED, FAILED, LIVE, REPLACED, ROLLED_BACK = "in_progress", "passed", "failed", "live", "replaced", "rolled_back"
+IN_PROGRESS, PASSED, FAILED, LIVE, REPLACED, ROLLED_BACK = (
+    "in_progress",
+    "passed",
+    "failed",
+    "live",
+    "replaced",
+    "rolled_back",
+)
 CONSUMER = "deployer"  # its name in the outbox
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -159,17 +259,21 @@ CREATE TABLE IF NOT EXISTS deployments (
 CREATE UNIQUE INDEX IF NOT EXISTS deployments_event ON deployments (event_id, endpoint) WHERE event_id IS NOT NULL;
 """
 
+
 class DeployError(EarthsnapError):
-    "A deployment request that cannot be met: nothing to promote or roll back, a version that is not approved or did not pass stage."
+    """A deployment request that cannot be met: nothing to promote or roll back, a version that is not approved or did
+    not pass stage.
+    """
 
 # %% ../../nbs/release/deployment.ipynb #95b0e645
 @dataclass(frozen=True)
 class Deployment:
     "One deployment of a model version to an endpoint: what, how it went, and why."
+
     id: int
     endpoint: str
     ref: str
-    action: str          # deploy (to stage), promote or rollback (to prod)
+    action: str  # deploy (to stage), promote or rollback (to prod)
     status: str
     event_id: str | None
     by: str
@@ -177,23 +281,46 @@ class Deployment:
     finished_at: float | None
     reason: str
     checks: list[dict]
-    @property
-    def ok(self) -> bool: return self.status in (PASSED, LIVE, REPLACED)
 
-def _who(by: str | None) -> str: return by or login_name()
+    @property
+    def ok(self) -> bool:
+        return self.status in (PASSED, LIVE, REPLACED)
+
+
+def _who(by: str | None) -> str:
+    return by or login_name()
 
 # %% ../../nbs/release/deployment.ipynb #1ec6ff0b
 class _DeploymentRecords:
-    "The deployments of one model group, kept in the project's database: started, finished, with the checks and why each ended; and the endpoint a deployment needs running."
+    """The deployments of one model group, kept in the project's database: started, finished, with the checks and why
+    each ended; and the endpoint a deployment needs running.
+    """
+
     def _row(self, r) -> Deployment:
-        return Deployment(r["id"], r["endpoint"], f"{r['grp']}/{r['version']}", r["action"], r["status"], r["event_id"], r["by"],
-                          r["started_at"], r["finished_at"], r["reason"], json.loads(r["checks"]))
+        return Deployment(
+            r["id"],
+            r["endpoint"],
+            f"{r['grp']}/{r['version']}",
+            r["action"],
+            r["status"],
+            r["event_id"],
+            r["by"],
+            r["started_at"],
+            r["finished_at"],
+            r["reason"],
+            json.loads(r["checks"]),
+        )
 
     def history(self, endpoint: str | None = None) -> list[Deployment]:
         "Deployments of this group's versions, newest first; only those to `endpoint` (stage or prod) if given."
         with connection(self.path) as db:
-            return [self._row(r) for r in db.execute("SELECT * FROM deployments WHERE grp = ? AND (? IS NULL OR endpoint = ?) ORDER BY id DESC",
-                                                     (self.group, endpoint, endpoint))]
+            return [
+                self._row(r)
+                for r in db.execute(
+                    "SELECT * FROM deployments WHERE grp = ? AND (? IS NULL OR endpoint = ?) ORDER BY id DESC",
+                    (self.group, endpoint, endpoint),
+                )
+            ]
 
     def get(self, deployment_id: int) -> Deployment:
         with connection(self.path) as db:
@@ -206,33 +333,51 @@ class _DeploymentRecords:
     def _start(self, endpoint: str, mv: ModelVersion, action: str, by: str, event_id: str | None = None) -> int:
         with connection(self.path) as db, transaction(db):
             if event_id:  # the same event again after a crash mid-way: take up its row
-                row = db.execute("SELECT id FROM deployments WHERE event_id = ? AND endpoint = ?", (event_id, endpoint)).fetchone()
+                row = db.execute(
+                    "SELECT id FROM deployments WHERE event_id = ? AND endpoint = ?", (event_id, endpoint)
+                ).fetchone()
                 if row:
-                    db.execute("UPDATE deployments SET started_at = ?, reason = 'taken up again after an interruption' WHERE id = ?",
-                               (time.time(), row["id"]))
+                    db.execute(
+                        "UPDATE deployments SET started_at = ?, reason = "
+                        "'taken up again after an interruption' WHERE id = ?",
+                        (time.time(), row["id"]),
+                    )
                     return row["id"]
-            return db.execute("INSERT INTO deployments (endpoint, grp, version, action, status, event_id, by, started_at) "
-                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (endpoint, mv.group, mv.version, action, IN_PROGRESS, event_id, by,
-                                                                   time.time())).lastrowid
+            return db.execute(
+                "INSERT INTO deployments (endpoint, grp, version, action, status, event_id, by, started_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (endpoint, mv.group, mv.version, action, IN_PROGRESS, event_id, by, time.time()),
+            ).lastrowid
 
     def _checked(self, deployment_id: int, checks: list[Check]) -> None:
         "Record the checks a deployment in progress has done so far (the console shows them as they complete)."
         with connection(self.path) as db, transaction(db):
-            db.execute("UPDATE deployments SET checks = ? WHERE id = ?", (json.dumps([asdict(c) for c in checks]), deployment_id))
+            db.execute(
+                "UPDATE deployments SET checks = ? WHERE id = ?",
+                (json.dumps([asdict(c) for c in checks]), deployment_id),
+            )
 
     def _finish(self, deployment_id: int, status: str, reason: str, checks: list[Check] = ()) -> Deployment:
         with connection(self.path) as db, transaction(db):
             if status == LIVE:  # the version prod served until now steps aside, kept for rollback
-                action = db.execute("SELECT action FROM deployments WHERE id = ?", (deployment_id,)).fetchone()["action"]
-                db.execute("UPDATE deployments SET status = ? WHERE endpoint = ? AND status = ? AND id != ?",
-                           (ROLLED_BACK if action == "rollback" else REPLACED, PROD, LIVE, deployment_id))
-            db.execute("UPDATE deployments SET status = ?, finished_at = ?, reason = ?, checks = ? WHERE id = ?",
-                       (status, time.time(), reason, json.dumps([asdict(c) for c in checks]), deployment_id))
+                action = db.execute("SELECT action FROM deployments WHERE id = ?", (deployment_id,)).fetchone()[
+                    "action"
+                ]
+                db.execute(
+                    "UPDATE deployments SET status = ? WHERE endpoint = ? AND status = ? AND id != ?",
+                    (ROLLED_BACK if action == "rollback" else REPLACED, PROD, LIVE, deployment_id),
+                )
+            db.execute(
+                "UPDATE deployments SET status = ?, finished_at = ?, reason = ?, checks = ? WHERE id = ?",
+                (status, time.time(), reason, json.dumps([asdict(c) for c in checks]), deployment_id),
+            )
         return self.get(deployment_id)
 
     def _running(self, name: str) -> Endpoint:
-        try: ep = self.endpoints.get(name)
-        except EndpointError: ep = None
+        try:
+            ep = self.endpoints.get(name)
+        except EndpointError:
+            ep = None
         if ep is None or not ep.running:
             self.log(f"  starting the {name} endpoint on port {self.ports[name]}")
             ep = self.endpoints.start(name, self.ports[name])
@@ -241,16 +386,22 @@ class _DeploymentRecords:
 # %% ../../nbs/release/deployment.ipynb #72e1d7fd
 class _Stage:
     "Deploying an approved version to the stage endpoint and testing it there."
+
     def deploy_stage(self, ref: str, by: str | None = None, event_id: str | None = None) -> Deployment:
         "Deploy an approved version to the stage endpoint and test it there; promote it when `auto_promote` is on."
         mv = self.registry.get(ref)
         if mv.status != APPROVED:
-            raise DeployError(f"{mv.ref} is {mv.status}; only an approved version is deployed.",
-                              fix=f"Approve it first: earthsnap registry approve {mv.ref}" if mv.status != "Rejected" else
-                                  "A rejected version stays out of every endpoint.")
+            raise DeployError(
+                f"{mv.ref} is {mv.status}; only an approved version is deployed.",
+                fix=f"Approve it first: earthsnap registry approve {mv.ref}"
+                if mv.status != "Rejected"
+                else "A rejected version stays out of every endpoint.",
+            )
         if mv.group != self.group:
-            raise DeployError(f"{mv.ref} is in group {mv.group!r}; this project deploys group {self.group!r}.",
-                              fix="Set deploy_group in earthsnap.yaml to release another group.")
+            raise DeployError(
+                f"{mv.ref} is in group {mv.group!r}; this project deploys group {self.group!r}.",
+                fix="Set deploy_group in earthsnap.yaml to release another group.",
+            )
         did = self._start(STAGE, mv, "deploy", _who(by), event_id)
         self.log(f"{mv.ref}: deploying to {STAGE}")
         try:
@@ -263,18 +414,31 @@ class _Stage:
             return d
         evaluated = mv.metrics.get("accuracy")
         offline = evaluated.get("value") if isinstance(evaluated, dict) else None
-        checks = endpoint_checks(ep.url, mv.ref, mv.lineage.get("inputs", {}).get("records"), self.min_accuracy, self.p95_ms,
-                                 offline, self.progress, on_check=lambda done: self._checked(did, done))
-        for c in checks: self.log(c.line())
+        checks = endpoint_checks(
+            ep.url,
+            mv.ref,
+            mv.lineage.get("inputs", {}).get("records"),
+            self.min_accuracy,
+            self.p95_ms,
+            offline,
+            self.progress,
+            on_check=lambda done: self._checked(did, done),
+        )
+        for c in checks:
+            self.log(c.line())
         failed = [c for c in checks if not c.passed]
         if failed:
-            d = self._finish(did, FAILED, "stage tests failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed), checks)
+            d = self._finish(
+                did, FAILED, "stage tests failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed), checks
+            )
             self.log(f"{mv.ref}: stage tests failed; {self._prod_untouched()}")
             return d
         d = self._finish(did, PASSED, f"{len(checks)} stage tests passed", checks)
         self.log(f"{mv.ref}: stage tests passed")
-        if self.auto_promote: self.promote(mv.ref, by="auto_promote")
-        else: self.log(f"  promote it to prod with: earthsnap deploy promote {mv.ref}")
+        if self.auto_promote:
+            self.promote(mv.ref, by="auto_promote")
+        else:
+            self.log(f"  promote it to prod with: earthsnap deploy promote {mv.ref}")
         return d
 
     def _prod_untouched(self) -> str:
@@ -284,16 +448,20 @@ class _Stage:
 # %% ../../nbs/release/deployment.ipynb #a768c762
 class _Events:
     "The registry's events, each handled once: an approval of this project's group goes to stage."
+
     def handle(self, event: dict) -> Deployment | None:
         "Handle one registry event: an approval of this group's version goes to stage; others pass. Safe to call twice."
         detail = event.get("detail", {})
-        if event.get("detail-type") != EVENT_TYPE or detail.get("ModelApprovalStatus") != APPROVED: return None
+        if event.get("detail-type") != EVENT_TYPE or detail.get("ModelApprovalStatus") != APPROVED:
+            return None
         ref = f"{detail['ModelPackageGroupName']}/{detail['ModelPackageVersion']}"
         if detail["ModelPackageGroupName"] != self.group:
             self.log(f"{ref} approved; not deployed: this project deploys group {self.group!r} (setting deploy_group)")
             return None
         with connection(self.path) as db:
-            row = db.execute("SELECT * FROM deployments WHERE event_id = ? AND endpoint = ?", (event["id"], STAGE)).fetchone()
+            row = db.execute(
+                "SELECT * FROM deployments WHERE event_id = ? AND endpoint = ?", (event["id"], STAGE)
+            ).fetchone()
         if row and row["status"] != IN_PROGRESS:  # handled before a crash kept the outbox from hearing of it
             return self._row(row)
         return self.deploy_stage(ref, by=detail.get("ApprovedBy"), event_id=event["id"])
@@ -303,7 +471,9 @@ class _Events:
         return self.registry.outbox.deliver(CONSUMER, self.handle, lease=lease)
 
     def deliver(self) -> tuple[list[Deployment], list[Deployment]]:
-        "Run over the pending events; returns the deployments this made and those of them that failed (the CLI exits 1 on any)."
+        """Run over the pending events; returns the deployments this made and those of them that failed (the CLI exits 1
+        on any).
+        """
         last = max((d.id for d in self.history()), default=0)
         self.run()
         made = [d for d in self.history() if d.id > last]
@@ -311,7 +481,10 @@ class _Events:
 
 # %% ../../nbs/release/deployment.ipynb #97e0da73
 class _Prod:
-    "Prod: promoting a version that passed the stage tests, rolling back to the one before, and what each endpoint serves."
+    """Prod: promoting a version that passed the stage tests, rolling back to the one before, and what each endpoint
+    serves.
+    """
+
     def _to_prod(self, ref: str, action: str, by: str | None, reason: str) -> Deployment:
         mv = self.registry.get(ref)
         did = self._start(PROD, mv, action, _who(by))
@@ -333,17 +506,24 @@ class _Prod:
         if ref is None:
             chosen = next((d for d in staged if d.status == PASSED), None)
             if chosen is None:
-                raise DeployError("No version has passed the stage tests yet, so there is nothing to promote.",
-                                  fix="Approve a version (earthsnap registry approve GROUP/N); it is deployed to stage and tested.")
+                raise DeployError(
+                    "No version has passed the stage tests yet, so there is nothing to promote.",
+                    fix="Approve a version (earthsnap registry approve GROUP/N); it is deployed to stage and tested.",
+                )
         else:
             want = self.registry.get(ref).ref
             tried = [d for d in staged if d.ref == want]
             if not tried:
-                raise DeployError(f"{want} has not been deployed to stage.", fix=f"Deploy and test it first: earthsnap deploy stage {want}")
+                raise DeployError(
+                    f"{want} has not been deployed to stage.",
+                    fix=f"Deploy and test it first: earthsnap deploy stage {want}",
+                )
             chosen = tried[0]
             if chosen.status != PASSED:
-                raise DeployError(f"{want} did not pass the stage tests ({chosen.reason}).",
-                                  fix="Only a version that passed stage reaches prod; prod keeps serving what it serves.")
+                raise DeployError(
+                    f"{want} did not pass the stage tests ({chosen.reason}).",
+                    fix="Only a version that passed stage reaches prod; prod keeps serving what it serves.",
+                )
         live = self.live()
         if live and live.ref == chosen.ref:
             raise DeployError(f"{chosen.ref} is already live in {PROD}.", fix="Nothing to do.")
@@ -352,32 +532,55 @@ class _Prod:
     def rollback(self, by: str | None = None, reason: str = "") -> Deployment:
         "Put back in prod the version it served before the current one."
         live = self.live()
-        if live is None: raise DeployError(f"Nothing is live in {PROD}, so there is nothing to roll back.")
+        if live is None:
+            raise DeployError(f"Nothing is live in {PROD}, so there is nothing to roll back.")
         prod = self.history(PROD)
         gone = {d.ref for d in prod if d.status == ROLLED_BACK} | {live.ref}
         target = next((d for d in prod if d.status == REPLACED and d.ref not in gone), None)
         if target is None:
-            raise DeployError(f"{PROD} has no earlier version to go back to: {live.ref} is the only one it served that was not rolled back.",
-                              fix="Promote another version that passed stage instead (earthsnap deploy promote GROUP/N).")
+            raise DeployError(
+                f"{PROD} has no earlier version to go back to: {live.ref} "
+                "is the only one it served that was not rolled back.",
+                fix="Promote another version that passed stage instead (earthsnap deploy promote GROUP/N).",
+            )
         return self._to_prod(target.ref, "rollback", by, reason or f"rolled back from {live.ref}")
 
     def status(self) -> dict[str, dict]:
         "For stage and prod: the endpoint (None if never started), the version it serves, its latest deployment."
         out = {}
         for name in (STAGE, PROD):
-            try: ep = self.endpoints.get(name)
-            except EndpointError: ep = None
+            try:
+                ep = self.endpoints.get(name)
+            except EndpointError:
+                ep = None
             last = next(iter(self.history(name)), None)
-            out[name] = {"endpoint": ep, "serving": ep.model if ep else None, "last": last,
-                         "live": self.live() if name == PROD else next((d for d in self.history(STAGE) if d.status == PASSED), None)}
+            out[name] = {
+                "endpoint": ep,
+                "serving": ep.model if ep else None,
+                "last": last,
+                "live": self.live()
+                if name == PROD
+                else next((d for d in self.history(STAGE) if d.status == PASSED), None),
+            }
         return out
 
 # %% ../../nbs/release/deployment.ipynb #3b656931
 class Deployer(_DeploymentRecords, _Stage, _Events, _Prod):
     "Releases the approved versions of one model group: stage, stage tests, prod; and rolls prod back."
-    def __init__(self, registry: SqliteRegistry, endpoints: Endpoints, group: str = "species", stage_port: int = 8081,
-                 prod_port: int = 8082, min_accuracy: float = 0.85, p95_ms: float = 100.0, auto_promote: bool = False,
-                 log: Callable[[str], Any] | None = None, progress: bool = False):
+
+    def __init__(
+        self,
+        registry: SqliteRegistry,
+        endpoints: Endpoints,
+        group: str = "species",
+        stage_port: int = 8081,
+        prod_port: int = 8082,
+        min_accuracy: float = 0.85,
+        p95_ms: float = 100.0,
+        auto_promote: bool = False,
+        log: Callable[[str], Any] | None = None,
+        progress: bool = False,
+    ):
         self.registry, self.endpoints, self.group = registry, endpoints, group
         self.ports = {STAGE: stage_port, PROD: prod_port}
         self.min_accuracy, self.p95_ms, self.auto_promote, self.progress = min_accuracy, p95_ms, auto_promote, progress
@@ -387,5 +590,14 @@ class Deployer(_DeploymentRecords, _Stage, _Events, _Prod):
     @classmethod
     def from_config(cls, cfg, **kw) -> Deployer:
         "The deployer of a project, from its configuration (`earthsnap.core.config.load_config()`)."
-        return cls(open_registry(cfg), Endpoints.from_config(cfg), cfg.deploy_group, cfg.stage_port,
-                   cfg.prod_port, cfg.stage_min_accuracy, cfg.stage_p95_ms, cfg.auto_promote, **kw)
+        return cls(
+            open_registry(cfg),
+            Endpoints.from_config(cfg),
+            cfg.deploy_group,
+            cfg.stage_port,
+            cfg.prod_port,
+            cfg.stage_min_accuracy,
+            cfg.stage_p95_ms,
+            cfg.auto_promote,
+            **kw,
+        )

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from ..core.errors import EarthsnapError, did_you_mean
 from ..core.parallel import pid_alive
-from .serving import MODEL_FILE
 from ..core.storage import write_json
+from .serving import MODEL_FILE
 
 # %% auto #0
 __all__ = ['EndpointError', 'Endpoint', 'ping', 'Endpoints', 'endpoint_port']
@@ -32,46 +32,73 @@ class EndpointError(EarthsnapError):
 @dataclass
 class Endpoint:
     "What is known of a local endpoint."
+
     name: str
     dir: Path
     host: str
     port: int | None
     pid: int | None
     running: bool
-    model: str | None   # the version model.json names
+    model: str | None  # the version model.json names
+
     @property
-    def url(self) -> str: return f"http://{self.host}:{self.port}"
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
 # %% ../../nbs/release/endpoints.ipynb #99625ace
 def ping(url: str, timeout: float = 5.0) -> tuple[int, dict]:
     "GET url/ping: the status and the JSON answer; raises OSError when nothing listens."
     try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as r: return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e: return e.code, json.loads(e.read() or b"{}")
+        with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
 
 # %% ../../nbs/release/endpoints.ipynb #5463bb8b
 class Endpoints:
-    "The local endpoints kept under `root` (the `endpoints` setting); with `capture`, each records what it serves there."
-    def __init__(self, root: str | os.PathLike, host: str = "127.0.0.1", capture: str | os.PathLike | None = None,
-                 capture_rate: float = 1.0, capture_budget_mb: float = 2048.0):
+    """The local endpoints kept under `root` (the `endpoints` setting); with `capture`, each records what it serves
+    there.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        host: str = "127.0.0.1",
+        capture: str | os.PathLike | None = None,
+        capture_rate: float = 1.0,
+        capture_budget_mb: float = 2048.0,
+    ):
         self.root, self.host = Path(root), host
         self.capture, self.capture_rate, self.capture_budget_mb = capture, capture_rate, capture_budget_mb
 
     @classmethod
     def from_config(cls, cfg) -> "Endpoints":
         "The endpoints of the project configured by `cfg` (its `endpoints`, `endpoint_host` and `capture*` settings)."
-        return cls(cfg.endpoints, cfg.endpoint_host, cfg.capture if cfg.capture_rate > 0 else None, cfg.capture_rate, cfg.capture_budget_mb)
+        return cls(
+            cfg.endpoints,
+            cfg.endpoint_host,
+            cfg.capture if cfg.capture_rate > 0 else None,
+            cfg.capture_rate,
+            cfg.capture_budget_mb,
+        )
 
     def get(self, name: str) -> Endpoint:
         d = self.root / name
         if not d.is_dir():
             names = [p.name for p in self.root.iterdir() if p.is_dir()] if self.root.is_dir() else []
-            raise EndpointError(f"There is no endpoint {name!r}.{did_you_mean(name, names)}",
-                                fix=f"Endpoints: {', '.join(sorted(names)) or '(none yet)'}; start one with `earthsnap endpoints start NAME --port PORT`.")
+            raise EndpointError(
+                f"There is no endpoint {name!r}.{did_you_mean(name, names)}",
+                fix=(
+                    f"Endpoints: {', '.join(sorted(names)) or '(none yet)'}; "
+                    "start one with `earthsnap endpoints start NAME --port PORT`."
+                ),
+            )
         info = json.loads((d / "endpoint.json").read_text()) if (d / "endpoint.json").exists() else {}
         model = json.loads((d / MODEL_FILE).read_text()).get("version") if (d / MODEL_FILE).exists() else None
         pid = info.get("pid")
-        return Endpoint(name, d, info.get("host", self.host), info.get("port"), pid, bool(pid and self._alive(pid)), model)
+        return Endpoint(
+            name, d, info.get("host", self.host), info.get("port"), pid, bool(pid and self._alive(pid)), model
+        )
 
     def list(self) -> list[Endpoint]:
         return [self.get(p.name) for p in sorted(self.root.iterdir()) if p.is_dir()] if self.root.is_dir() else []
@@ -80,28 +107,66 @@ class Endpoints:
         "Start endpoint `name` on `port` (it serves the model it was last deployed, if any); waits until it answers."
         if not name or not all(c.isalnum() or c in "-_" for c in name):
             raise EndpointError(f"{name!r} is not a valid endpoint name.", fix="Use letters, digits, '-' and '_'.")
-        d = self.root / name; d.mkdir(parents=True, exist_ok=True)
+        d = self.root / name
+        d.mkdir(parents=True, exist_ok=True)
         current = self.get(name)
         if current.running:
-            raise EndpointError(f"Endpoint {name!r} is already running (pid {current.pid}, {current.url}).", fix=f"Stop it first: earthsnap endpoints stop {name}")
+            raise EndpointError(
+                f"Endpoint {name!r} is already running (pid {current.pid}, {current.url}).",
+                fix=f"Stop it first: earthsnap endpoints stop {name}",
+            )
         for other in self.list():
             if other.running and other.port == port:
                 raise EndpointError(f"Port {port} is taken by endpoint {other.name!r}.", fix="Choose another port.")
         log = open(d / "server.log", "ab")
-        capture = ["--capture", str(self.capture), "--capture-rate", str(self.capture_rate),
-                   "--capture-budget-mb", str(self.capture_budget_mb)] if self.capture else []
-        proc = subprocess.Popen([sys.executable, "-c", "from earthsnap.release.serving import main; main()", "--dir", str(d), "--host", self.host,
-                                 "--port", str(port), *capture], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        capture = (
+            [
+                "--capture",
+                str(self.capture),
+                "--capture-rate",
+                str(self.capture_rate),
+                "--capture-budget-mb",
+                str(self.capture_budget_mb),
+            ]
+            if self.capture
+            else []
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from earthsnap.release.serving import main; main()",
+                "--dir",
+                str(d),
+                "--host",
+                self.host,
+                "--port",
+                str(port),
+                *capture,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
-        write_json(d / "endpoint.json", {"name": name, "host": self.host, "port": port, "pid": proc.pid, "started_at": time.time()})
+        write_json(
+            d / "endpoint.json",
+            {"name": name, "host": self.host, "port": port, "pid": proc.pid, "started_at": time.time()},
+        )
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 tail = (d / "server.log").read_text(errors="replace").splitlines()[-5:]
-                raise EndpointError(f"Endpoint {name!r} exited at start (status {proc.returncode}): " + " | ".join(tail),
-                                    fix=f"Read {d / 'server.log'}; a port in use is the usual cause.")
-            try: ping(f"http://{self.host}:{port}", timeout=2); return self.get(name)
-            except OSError: time.sleep(0.1)
+                raise EndpointError(
+                    f"Endpoint {name!r} exited at start (status {proc.returncode}): " + " | ".join(tail),
+                    fix=f"Read {d / 'server.log'}; a port in use is the usual cause.",
+                )
+            try:
+                ping(f"http://{self.host}:{port}", timeout=2)
+                return self.get(name)
+            except OSError:
+                time.sleep(0.1)
         self._kill(proc.pid, 5)
         raise EndpointError(f"Endpoint {name!r} did not answer within {wait:.0f}s.", fix=f"Read {d / 'server.log'}.")
 
@@ -109,18 +174,25 @@ class Endpoints:
     def _alive(pid: int) -> bool:
         "Like pid_alive, but a child of this process that has ended is reaped (a zombie is not alive)."
         try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid: return False
-        except ChildProcessError: pass
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return False
+        except ChildProcessError:
+            pass
         return pid_alive(pid)
 
     def _kill(self, pid: int, grace: float) -> None:
-        try: os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError: return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
         deadline = time.monotonic() + grace
-        while self._alive(pid) and time.monotonic() < deadline: time.sleep(0.05)
+        while self._alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         if self._alive(pid):
-            try: os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError: pass
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def stop(self, name: str, grace: float = 10.0) -> Endpoint:
         "Stop endpoint `name`: SIGTERM (in-flight requests finish), SIGKILL after `grace` seconds; recorded as stopped."
@@ -135,26 +207,41 @@ class Endpoints:
         return self.get(name)
 
     def deploy(self, name: str, artifact: str | os.PathLike, version: str, wait: float = 60.0) -> Endpoint:
-        "Point endpoint `name` at a model; when it runs, wait until it serves that version. If it cannot, it is pointed back at its old model."
+        """Point endpoint `name` at a model; when it runs, wait until it serves that version.
+        If it cannot, it is pointed back at its old model.
+        """
         ep = self.get(name)
-        spec, before = ep.dir / MODEL_FILE, (ep.dir / MODEL_FILE).read_bytes() if (ep.dir / MODEL_FILE).exists() else None
+        spec, before = (
+            ep.dir / MODEL_FILE,
+            (ep.dir / MODEL_FILE).read_bytes() if (ep.dir / MODEL_FILE).exists() else None,
+        )
         write_json(spec, {"version": version, "artifact": str(artifact)})
-        if not ep.running: return ep
+        if not ep.running:
+            return ep
+
         def undo(message: str, fix: str):
-            if before is None: spec.unlink(missing_ok=True)
-            else: write_json(spec, json.loads(before))  # a restart serves what was served, not the model that failed
+            if before is None:
+                spec.unlink(missing_ok=True)
+            else:
+                write_json(spec, json.loads(before))  # a restart serves what was served, not the model that failed
             raise EndpointError(message, fix=fix)
+
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            try: status, answer = ping(ep.url)
+            try:
+                status, answer = ping(ep.url)
             except OSError:  # still starting: whoever started it may have died before it answered (a killed deployer)
                 if not self._alive(ep.pid):
                     undo(f"Endpoint {name!r} stopped before it served {version}.", f"Read {ep.dir / 'server.log'}.")
-                time.sleep(0.1); continue
-            if status == 200 and answer.get("model") == version: return self.get(name)
+                time.sleep(0.1)
+                continue
+            if status == 200 and answer.get("model") == version:
+                return self.get(name)
             if f"cannot load {version}" in (answer.get("warning") or answer.get("message") or ""):
-                undo(f"Endpoint {name!r} {answer.get('warning') or answer.get('message')}",
-                     "It keeps serving the model it had; check the model archive.")
+                undo(
+                    f"Endpoint {name!r} {answer.get('warning') or answer.get('message')}",
+                    "It keeps serving the model it had; check the model archive.",
+                )
             time.sleep(0.1)
         undo(f"Endpoint {name!r} did not switch to {version} within {wait:.0f}s.", f"Read {ep.dir / 'server.log'}.")
 
@@ -167,5 +254,6 @@ class Endpoints:
 def endpoint_port(cfg, name: str, port: int | None = None) -> int:
     "The port endpoint `name` listens on: `port` if given, else the project's stage_port / prod_port for stage / prod."
     port = port or {"stage": cfg.stage_port, "prod": cfg.prod_port}.get(name)
-    if not port: raise EndpointError(f"Endpoint {name!r} has no default port.", fix="Pass --port PORT.")
+    if not port:
+        raise EndpointError(f"Endpoint {name!r} has no default port.", fix="Pass --port PORT.")
     return port

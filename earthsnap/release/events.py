@@ -30,33 +30,63 @@ CREATE TABLE IF NOT EXISTS event_deliveries (
     handled_at REAL, error TEXT, attempts INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (event_id, consumer));
 """
 
-def model_package_event(group: str, version: int, arn: str, status: str, created_at: float, extra: dict | None = None,
-                        account: str = "000000000000", region: str = "local") -> dict:
+
+def model_package_event(
+    group: str,
+    version: int,
+    arn: str,
+    status: str,
+    created_at: float,
+    extra: dict | None = None,
+    account: str = "000000000000",
+    region: str = "local",
+) -> dict:
     "An event shaped like EventBridge's 'SageMaker Model Package State Change' for one model version."
-    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": EVENT_TYPE, "source": "aws.sagemaker", "account": account,
-            "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "region": region, "resources": [arn],
-            "detail": {"ModelPackageGroupName": group, "ModelPackageVersion": version, "ModelPackageArn": arn,
-                       "ModelPackageName": f"{group}/{version}", "ModelApprovalStatus": status, "ModelPackageStatus": "Completed",
-                       "CreationTime": datetime.fromtimestamp(created_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                       **(extra or {})}}
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": EVENT_TYPE,
+        "source": "aws.sagemaker",
+        "account": account,
+        "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [arn],
+        "detail": {
+            "ModelPackageGroupName": group,
+            "ModelPackageVersion": version,
+            "ModelPackageArn": arn,
+            "ModelPackageName": f"{group}/{version}",
+            "ModelApprovalStatus": status,
+            "ModelPackageStatus": "Completed",
+            "CreationTime": datetime.fromtimestamp(created_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **(extra or {}),
+        },
+    }
 
 # %% ../../nbs/release/events.ipynb #4ec569cf
 HOST = socket.gethostname()
 
+
 def _claimer_gone(claimed_by: str | None) -> bool:
-    "Whether the process that holds a claim ('host:pid:tag') is known to have ended: it ran on this machine and its pid is gone."
+    """Whether the process that holds a claim ('host:pid:tag') is known to have ended: it ran on this machine and its
+    pid is gone.
+    """
     host, pid, _ = (claimed_by or "").rsplit(":", 2) if (claimed_by or "").count(":") >= 2 else ("", "", "")
     return host == HOST and pid.isdigit() and not pid_alive(int(pid))
 
+
 def emit(db: sqlite3.Connection, event: dict) -> str:
     "Write `event` to the outbox; call inside the transaction that makes the change it reports."
-    db.execute("INSERT INTO events (id, type, body, created_at) VALUES (?, ?, ?, ?)",
-               (event["id"], event["detail-type"], json.dumps(event), time.time()))
+    db.execute(
+        "INSERT INTO events (id, type, body, created_at) VALUES (?, ?, ?, ?)",
+        (event["id"], event["detail-type"], json.dumps(event), time.time()),
+    )
     return event["id"]
 
 # %% ../../nbs/release/events.ipynb #35d5f216
 class Outbox:
     "The events of a registry database, and which consumer has handled which."
+
     def __init__(self, path: str | os.PathLike):
         self.path = open_database(path, SCHEMA, name="outbox")
 
@@ -64,8 +94,11 @@ class Outbox:
         "Every event, oldest first; with `consumer` and `pending`, only those it has not handled."
         with connection(self.path) as db:
             if consumer and pending:
-                rows = db.execute("SELECT e.body FROM events e LEFT JOIN event_deliveries d ON d.event_id = e.id AND d.consumer = ? "
-                                  "WHERE d.handled_at IS NULL ORDER BY e.seq", (consumer,)).fetchall()
+                rows = db.execute(
+                    "SELECT e.body FROM events e LEFT JOIN event_deliveries d ON d.event_id = e.id AND d.consumer = ? "
+                    "WHERE d.handled_at IS NULL ORDER BY e.seq",
+                    (consumer,),
+                ).fetchall()
             else:
                 rows = db.execute("SELECT body FROM events ORDER BY seq").fetchall()
         return [json.loads(r["body"]) for r in rows]
@@ -73,31 +106,55 @@ class Outbox:
     def _claim(self, consumer: str, lease: float) -> dict | None:
         me, now = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}", time.time()
         with connection(self.path) as db, transaction(db):
-            rows = db.execute("SELECT e.id, e.body, d.claimed_at, d.claimed_by FROM events e LEFT JOIN event_deliveries d "
-                              "ON d.event_id = e.id AND d.consumer = ? WHERE d.handled_at IS NULL ORDER BY e.seq", (consumer,))
-            row = next((r for r in rows if r["claimed_at"] is None or r["claimed_at"] < now - lease or _claimer_gone(r["claimed_by"])), None)
-            if row is None: return None
-            db.execute("INSERT INTO event_deliveries (event_id, consumer, claimed_at, claimed_by, attempts) VALUES (?, ?, ?, ?, 1) "
-                       "ON CONFLICT (event_id, consumer) DO UPDATE SET claimed_at = excluded.claimed_at, claimed_by = excluded.claimed_by, "
-                       "attempts = attempts + 1", (row["id"], consumer, now, me))
+            rows = db.execute(
+                "SELECT e.id, e.body, d.claimed_at, d.claimed_by FROM events e LEFT JOIN event_deliveries d "
+                "ON d.event_id = e.id AND d.consumer = ? WHERE d.handled_at IS NULL ORDER BY e.seq",
+                (consumer,),
+            )
+            row = next(
+                (
+                    r
+                    for r in rows
+                    if r["claimed_at"] is None or r["claimed_at"] < now - lease or _claimer_gone(r["claimed_by"])
+                ),
+                None,
+            )
+            if row is None:
+                return None
+            db.execute(
+                "INSERT INTO event_deliveries (event_id, consumer, claimed_at, claimed_by, attempts) "
+                "VALUES (?, ?, ?, ?, 1) ON CONFLICT (event_id, consumer) DO UPDATE SET claimed_at = "
+                "excluded.claimed_at, claimed_by = excluded.claimed_by, attempts = attempts + 1",
+                (row["id"], consumer, now, me),
+            )
         return json.loads(row["body"])
 
     def _finish(self, consumer: str, event_id: str, error: str | None):
         with connection(self.path) as db, transaction(db):
             if error is None:
-                db.execute("UPDATE event_deliveries SET handled_at = ?, error = NULL WHERE event_id = ? AND consumer = ?",
-                           (time.time(), event_id, consumer))
+                db.execute(
+                    "UPDATE event_deliveries SET handled_at = ?, error = NULL WHERE event_id = ? AND consumer = ?",
+                    (time.time(), event_id, consumer),
+                )
             else:  # released at once, to be tried again by the next delivery
-                db.execute("UPDATE event_deliveries SET claimed_at = NULL, error = ? WHERE event_id = ? AND consumer = ?",
-                           (error, event_id, consumer))
+                db.execute(
+                    "UPDATE event_deliveries SET claimed_at = NULL, error = ? WHERE event_id = ? AND consumer = ?",
+                    (error, event_id, consumer),
+                )
 
-    def deliver(self, consumer: str, handler: Callable[[dict], Any], lease: float = 600.0, limit: int | None = None) -> list[str]:
-        "Hand each event `consumer` has not handled to `handler`, oldest first; returns the ids handled. A failing handler stops the round."
+    def deliver(
+        self, consumer: str, handler: Callable[[dict], Any], lease: float = 600.0, limit: int | None = None
+    ) -> list[str]:
+        """Hand each event `consumer` has not handled to `handler`, oldest first; returns the ids handled.
+        A failing handler stops the round.
+        """
         done = []
         while limit is None or len(done) < limit:
             event = self._claim(consumer, lease)
-            if event is None: break
-            try: handler(event)
+            if event is None:
+                break
+            try:
+                handler(event)
             except BaseException as e:
                 self._finish(consumer, event["id"], f"{type(e).__name__}: {e}")
                 raise
@@ -108,4 +165,9 @@ class Outbox:
     def deliveries(self, consumer: str) -> list[dict]:
         "How each event went for `consumer`: attempts, when handled, the last error."
         with connection(self.path) as db:
-            return [dict(r) for r in db.execute("SELECT * FROM event_deliveries WHERE consumer = ? ORDER BY claimed_at", (consumer,))]
+            return [
+                dict(r)
+                for r in db.execute(
+                    "SELECT * FROM event_deliveries WHERE consumer = ? ORDER BY claimed_at", (consumer,)
+                )
+            ]

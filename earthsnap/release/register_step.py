@@ -5,11 +5,11 @@
 # %% ../../nbs/release/register_step.ipynb #3d581eeb
 from __future__ import annotations
 
+from ..data.step_files import read_evaluation, read_records_classes, read_records_summary
 from ..engine.definition import RegisterStep
 from ..engine.executor import LocalRun, handles
 from ..engine.notebooks import StepFailed
 from .registry import RegistryError, open_registry
-from ..data.step_files import read_evaluation, read_records_classes, read_records_summary
 
 # %% auto #0
 __all__ = ['run_register_step']
@@ -17,23 +17,44 @@ __all__ = ['run_register_step']
 # %% ../../nbs/release/register_step.ipynb #32f8486e
 @handles("register")
 def run_register_step(run: LocalRun, step: RegisterStep):
-    "Register the model archive as a new version of its group, pending approval; the same archive again keeps its version."
+    """Register the model archive as a new version of its group, pending approval; the same archive again keeps its
+    version.
+    """
     run.store.start_step(run.run_id, step.name)
     try:
         model, group = run.value(step.model), run.value(step.group)
         extra = {k: run.value(v) for k, v in step.inputs.items() if k not in ("model", "group")}
-    except StepFailed as e: return run.record(step, "failed", error=e.what)
-    metrics, lineage = {}, {"pipeline": run.pipeline.name, "run": run.run_id, "step": step.name, "parameters": run.values, "inputs": extra}
+    except StepFailed as e:
+        return run.record(step, "failed", error=e.what)
+    metrics, lineage = (
+        {},
+        {
+            "pipeline": run.pipeline.name,
+            "run": run.run_id,
+            "step": step.name,
+            "parameters": run.values,
+            "inputs": extra,
+        },
+    )
     if extra.get("evaluation"):  # the evaluation step's output: its figures become the version's metrics
         metrics = read_evaluation(extra["evaluation"])["metrics"]
     if extra.get("records"):  # the preprocessing output: which dataset version the model was trained on
         lineage["dataset"] = read_records_summary(extra["records"])["dataset"]
-        lineage["classes"] = read_records_classes(extra["records"])["classes"]  # what the model names: `earthsnap plan` compares it with the data
+        # what the model names: `earthsnap plan` compares it with the data
+        lineage["classes"] = read_records_classes(extra["records"])["classes"]
     try:
         registry = open_registry(run.cfg)
         mv = registry.registered(group, model)
         again = mv is not None
-        if not again: mv = registry.register(group, model, metrics, lineage, description=f"from run {run.run_id}", by=f"pipeline {run.run_id}")
-    except RegistryError as e: return run.record(step, "failed", error=e.what)
-    run.record(step, "succeeded", outputs={"version": mv.ref, "status": mv.status, "sha256": mv.sha256, "new": not again},
-               detail=f"{mv.ref} {mv.status}" + (" (this model was registered before)" if again else ""))
+        if not again:
+            mv = registry.register(
+                group, model, metrics, lineage, description=f"from run {run.run_id}", by=f"pipeline {run.run_id}"
+            )
+    except RegistryError as e:
+        return run.record(step, "failed", error=e.what)
+    run.record(
+        step,
+        "succeeded",
+        outputs={"version": mv.ref, "status": mv.status, "sha256": mv.sha256, "new": not again},
+        detail=f"{mv.ref} {mv.status}" + (" (this model was registered before)" if again else ""),
+    )

@@ -14,13 +14,13 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..core.config import Config, login_name
 from ..core.database import connection, open_database, transaction
-from ..core.progress import when
 from ..core.errors import EarthsnapError, ParameterError, did_you_mean
-from .events import Outbox, emit, model_package_event
+from ..core.progress import when
 from ..core.storage import atomic_write, sha256_uri
 from ..data.step_files import MODEL_ARCHIVE
-from ..core.config import Config, login_name
+from .events import Outbox, emit, model_package_event
 
 # %% auto #0
 __all__ = ['PENDING', 'APPROVED', 'REJECTED', 'STATUSES', 'TRANSITIONS', 'SCHEMA', 'REGISTRY_BACKENDS', 'LOCAL', 'RegistryError',
@@ -32,6 +32,7 @@ PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
 STATUSES = (PENDING, APPROVED, REJECTED)
 TRANSITIONS = {PENDING: (APPROVED, REJECTED), APPROVED: (), REJECTED: ()}
 
+
 class RegistryError(EarthsnapError):
     "A registry request that cannot be met: an unknown group or version, or a status change that is not allowed."
 
@@ -39,59 +40,86 @@ class RegistryError(EarthsnapError):
 @dataclass(frozen=True)
 class ModelVersion:
     "One registered version of a model."
+
     group: str
     version: int
     status: str
-    artifact: str          # the registry's own copy of model.tar.gz
+    artifact: str  # the registry's own copy of model.tar.gz
     sha256: str
     metrics: dict
     lineage: dict
     description: str
     created_at: float
     created_by: str
+
     @property
-    def ref(self) -> str: return f"{self.group}/{self.version}"
+    def ref(self) -> str:
+        return f"{self.group}/{self.version}"
+
     @property
-    def arn(self) -> str: return f"arn:earthsnap:local:model-package/{self.group}/{self.version}"
-    def to_dict(self) -> dict: return {**asdict(self), "ref": self.ref, "arn": self.arn}
+    def arn(self) -> str:
+        return f"arn:earthsnap:local:model-package/{self.group}/{self.version}"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ref": self.ref, "arn": self.arn}
 
 # %% ../../nbs/release/registry.ipynb #160222e9
 def parse_ref(ref: str) -> tuple[str, int | None]:
     "'flora/3' -> ('flora', 3); 'flora' -> ('flora', None), the latest."
     group, _, version = ref.partition("/")
     if version and not version.isdigit():
-        raise RegistryError(f"{ref!r} is not a model version.", fix="Name a version as GROUP/N, e.g. flora/3 (see `earthsnap registry list`).")
+        raise RegistryError(
+            f"{ref!r} is not a model version.",
+            fix="Name a version as GROUP/N, e.g. flora/3 (see `earthsnap registry list`).",
+        )
     return group, int(version) if version else None
 
 # %% ../../nbs/release/registry.ipynb #b2ebaffb
-def _who(by: str | None) -> str: return by or login_name()
+def _who(by: str | None) -> str:
+    return by or login_name()
+
 
 def check_status(status: str) -> str:
     "`status`, if it is one; otherwise a RegistryError naming the statuses."
     if status not in STATUSES:
-        raise RegistryError(f"{status!r} is not a status.{did_you_mean(status, STATUSES)}", fix=f"Statuses: {', '.join(STATUSES)}.")
+        raise RegistryError(
+            f"{status!r} is not a status.{did_you_mean(status, STATUSES)}", fix=f"Statuses: {', '.join(STATUSES)}."
+        )
     return status
 
 # %% ../../nbs/release/registry.ipynb #d1bd53fc
 def archive_path(artifact: str | os.PathLike) -> Path:
     "The model.tar.gz that `artifact` names (the file, or a directory holding it); refused when there is none."
     src = Path(artifact)
-    if src.is_dir(): src = src / MODEL_ARCHIVE
+    if src.is_dir():
+        src = src / MODEL_ARCHIVE
     if not src.is_file():
-        raise RegistryError(f"There is no model archive at {src}.", fix="Register the training step's artifact (model.tar.gz).")
+        raise RegistryError(
+            f"There is no model archive at {src}.", fix="Register the training step's artifact (model.tar.gz)."
+        )
     return src
 
 # %% ../../nbs/release/registry.ipynb #4ee2b48d
 class ModelRegistry(ABC):
     "What every model registry offers; `SqliteRegistry` here, SageMaker's in the cloud."
-    deploys_here = True  # an approval is deployed by this project's deployer; False where the cloud's own service does it
+
+    # an approval is deployed by this project's deployer; False where the cloud's own service does it
+    deploys_here = True
+
     @abstractmethod
     def create_group(self, name: str, description: str = "") -> None: ...
     @abstractmethod
     def groups(self) -> list[dict]: ...
     @abstractmethod
-    def register(self, group: str, artifact: str | os.PathLike, metrics: dict | None = None, lineage: dict | None = None,
-                 description: str = "", by: str | None = None) -> ModelVersion: ...
+    def register(
+        self,
+        group: str,
+        artifact: str | os.PathLike,
+        metrics: dict | None = None,
+        lineage: dict | None = None,
+        description: str = "",
+        by: str | None = None,
+    ) -> ModelVersion: ...
     @abstractmethod
     def get(self, ref: str) -> ModelVersion: ...
     @abstractmethod
@@ -103,8 +131,10 @@ class ModelRegistry(ABC):
 
     def registered(self, group: str, artifact: str | os.PathLike) -> ModelVersion | None:
         "The version of `group` that holds exactly this artifact (same sha256), if one does."
-        try: sha = sha256_uri(archive_path(artifact))
-        except RegistryError: return None
+        try:
+            sha = sha256_uri(archive_path(artifact))
+        except RegistryError:
+            return None
         return next((v for v in reversed(self.versions(group)) if v.sha256 == sha), None)
 
     def approve(self, ref: str, by: str | None = None, reason: str = "") -> ModelVersion:
@@ -127,8 +157,12 @@ CREATE TABLE IF NOT EXISTS model_status_changes (
     at REAL NOT NULL, reason TEXT NOT NULL);
 """
 
+
 class SqliteRegistry(ModelRegistry):
-    "The model registry in the project's SQLite database, artifacts under `artifacts` (default: `models/` beside the database)."
+    """The model registry in the project's SQLite database, artifacts under `artifacts` (default: `models/` beside the
+    database).
+    """
+
     def __init__(self, path: str | os.PathLike, artifacts: str | os.PathLike | None = None):
         self.path = Path(path)
         self.artifacts = Path(artifacts) if artifacts else self.path.parent / "models"
@@ -144,58 +178,118 @@ class SqliteRegistry(ModelRegistry):
 
     def groups(self) -> list[dict]:
         with connection(self.path) as db:
-            return [dict(r) for r in db.execute(
-                "SELECT g.name, g.description, g.created_at, COUNT(v.version) AS versions, "
-                "SUM(v.status = 'Approved') AS approved, SUM(v.status = 'PendingManualApproval') AS pending "
-                "FROM model_groups g LEFT JOIN model_versions v ON v.grp = g.name GROUP BY g.name ORDER BY g.name")]
+            return [
+                dict(r)
+                for r in db.execute(
+                    "SELECT g.name, g.description, g.created_at, COUNT(v.version) AS versions, "
+                    "SUM(v.status = 'Approved') AS approved, SUM(v.status = 'PendingManualApproval') AS pending "
+                    "FROM model_groups g LEFT JOIN model_versions v ON v.grp = g.name GROUP BY g.name ORDER BY g.name"
+                )
+            ]
 
-    def register(self, group: str, artifact: str | os.PathLike, metrics: dict | None = None, lineage: dict | None = None,
-                 description: str = "", by: str | None = None) -> ModelVersion:
-        "Register `artifact` (a model.tar.gz, or a directory holding one) as the next version of `group`, pending approval."
+    def register(
+        self,
+        group: str,
+        artifact: str | os.PathLike,
+        metrics: dict | None = None,
+        lineage: dict | None = None,
+        description: str = "",
+        by: str | None = None,
+    ) -> ModelVersion:
+        """Register `artifact` (a model.tar.gz, or a directory holding one) as the next version of `group`, pending
+        approval.
+        """
         src = archive_path(artifact)
         self.create_group(group)
         sha = sha256_uri(src)
         dest = self.artifacts / group / sha / MODEL_ARCHIVE
         if not dest.exists():  # copied in once per content, then read-only
-            with open(src, "rb") as f, atomic_write(dest) as out: shutil.copyfileobj(f, out)
+            with open(src, "rb") as f, atomic_write(dest) as out:
+                shutil.copyfileobj(f, out)
             if sha256_uri(dest) != sha:
-                dest.unlink(); raise RegistryError(f"{src} changed while it was being registered.", fix="Register it again.")
+                dest.unlink()
+                raise RegistryError(f"{src} changed while it was being registered.", fix="Register it again.")
             os.chmod(dest, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
         now, who = time.time(), _who(by)
         with connection(self.path) as db, transaction(db):
-            version = db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE grp = ?", (group,)).fetchone()[0]
-            db.execute("INSERT INTO model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (group, version, PENDING, str(dest), sha, json.dumps(metrics or {}), json.dumps(lineage or {}), description, now, who))
-            db.execute("INSERT INTO model_status_changes VALUES (?, ?, NULL, ?, ?, ?, ?)", (group, version, PENDING, who, now, "registered"))
+            version = db.execute(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE grp = ?", (group,)
+            ).fetchone()[0]
+            db.execute(
+                "INSERT INTO model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    group,
+                    version,
+                    PENDING,
+                    str(dest),
+                    sha,
+                    json.dumps(metrics or {}),
+                    json.dumps(lineage or {}),
+                    description,
+                    now,
+                    who,
+                ),
+            )
+            db.execute(
+                "INSERT INTO model_status_changes VALUES (?, ?, NULL, ?, ?, ?, ?)",
+                (group, version, PENDING, who, now, "registered"),
+            )
             mv = self._version(db, group, version)
-            emit(db, model_package_event(group, version, mv.arn, PENDING, now, {"ModelPackageDescription": description}))
+            emit(
+                db, model_package_event(group, version, mv.arn, PENDING, now, {"ModelPackageDescription": description})
+            )
         return mv
 
     def _version(self, db, group: str, version: int | None) -> ModelVersion:
         if version is None:
-            row = db.execute("SELECT * FROM model_versions WHERE grp = ? ORDER BY version DESC LIMIT 1", (group,)).fetchone()
+            row = db.execute(
+                "SELECT * FROM model_versions WHERE grp = ? ORDER BY version DESC LIMIT 1", (group,)
+            ).fetchone()
         else:
             row = db.execute("SELECT * FROM model_versions WHERE grp = ? AND version = ?", (group, version)).fetchone()
         if row is None:
             groups = [r[0] for r in db.execute("SELECT name FROM model_groups")]
             if group not in groups:
-                raise RegistryError(f"There is no model group {group!r}.{did_you_mean(group, groups)}",
-                                    fix=f"Groups: {', '.join(sorted(groups)) or '(none yet: a pipeline run that passes the gate registers one)'}.")
+                raise RegistryError(
+                    f"There is no model group {group!r}.{did_you_mean(group, groups)}",
+                    fix=(
+                        "Groups: "
+                        f"{', '.join(sorted(groups)) or '(none yet: a pipeline run that passes the gate registers one)'}."
+                    ),
+                )
             last = db.execute("SELECT MAX(version) FROM model_versions WHERE grp = ?", (group,)).fetchone()[0]
-            raise RegistryError(f"Model group {group!r} has no version {version}.", fix=f"Its versions are 1 to {last}." if last else "It has no versions yet.")
-        return ModelVersion(row["grp"], row["version"], row["status"], row["artifact"], row["sha256"], json.loads(row["metrics"]),
-                            json.loads(row["lineage"]), row["description"], row["created_at"], row["created_by"])
+            raise RegistryError(
+                f"Model group {group!r} has no version {version}.",
+                fix=f"Its versions are 1 to {last}." if last else "It has no versions yet.",
+            )
+        return ModelVersion(
+            row["grp"],
+            row["version"],
+            row["status"],
+            row["artifact"],
+            row["sha256"],
+            json.loads(row["metrics"]),
+            json.loads(row["lineage"]),
+            row["description"],
+            row["created_at"],
+            row["created_by"],
+        )
 
     def get(self, ref: str) -> ModelVersion:
         "Version `group/N`, or the latest of `group`."
-        with connection(self.path) as db: return self._version(db, *parse_ref(ref))
+        with connection(self.path) as db:
+            return self._version(db, *parse_ref(ref))
 
     def versions(self, group: str | None = None, status: str | None = None) -> list[ModelVersion]:
         "Every version, or those of `group` and/or with `status`, newest first."
-        if status: check_status(status)
+        if status:
+            check_status(status)
         with connection(self.path) as db:
-            keys = db.execute("SELECT grp, version FROM model_versions WHERE (? IS NULL OR grp = ?) AND (? IS NULL OR status = ?) "
-                              "ORDER BY created_at DESC, grp, version DESC", (group, group, status, status)).fetchall()
+            keys = db.execute(
+                "SELECT grp, version FROM model_versions WHERE (? IS NULL OR grp = ?) AND (? IS NULL OR status = ?) "
+                "ORDER BY created_at DESC, grp, version DESC",
+                (group, group, status, status),
+            ).fetchall()
             return [self._version(db, k[0], k[1]) for k in keys]
 
     def set_status(self, ref: str, status: str, by: str | None = None, reason: str = "") -> ModelVersion:
@@ -206,17 +300,35 @@ class SqliteRegistry(ModelRegistry):
         with connection(self.path) as db, transaction(db):
             mv = self._version(db, group, version)
             if status not in TRANSITIONS[mv.status]:
-                last = db.execute("SELECT by, at FROM model_status_changes WHERE grp = ? AND version = ? ORDER BY at DESC LIMIT 1",
-                                  (mv.group, mv.version)).fetchone()
+                last = db.execute(
+                    "SELECT by, at FROM model_status_changes WHERE grp = ? AND version = ? ORDER BY at DESC LIMIT 1",
+                    (mv.group, mv.version),
+                ).fetchone()
                 decided = when(last["at"])
                 verb = {APPROVED: "approve", REJECTED: "reject", PENDING: "reset"}[status]
-                raise RegistryError(f"Cannot {verb} {mv.ref}: it is already {mv.status} (by {last['by']}, {decided}).",
-                                    fix="Only a version pending approval can be approved or rejected; to stop an approved model "
-                                        "from serving, roll back its deployment (`earthsnap deploy rollback`).")
-            db.execute("UPDATE model_versions SET status = ? WHERE grp = ? AND version = ?", (status, mv.group, mv.version))
-            db.execute("INSERT INTO model_status_changes VALUES (?, ?, ?, ?, ?, ?, ?)", (mv.group, mv.version, mv.status, status, who, now, reason))
-            emit(db, model_package_event(mv.group, mv.version, mv.arn, status, mv.created_at,
-                                         {"ModelApprovalDescription": reason, "ApprovedBy": who}))
+                raise RegistryError(
+                    f"Cannot {verb} {mv.ref}: it is already {mv.status} (by {last['by']}, {decided}).",
+                    fix="Only a version pending approval can be approved or rejected; to stop an approved model "
+                    "from serving, roll back its deployment (`earthsnap deploy rollback`).",
+                )
+            db.execute(
+                "UPDATE model_versions SET status = ? WHERE grp = ? AND version = ?", (status, mv.group, mv.version)
+            )
+            db.execute(
+                "INSERT INTO model_status_changes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (mv.group, mv.version, mv.status, status, who, now, reason),
+            )
+            emit(
+                db,
+                model_package_event(
+                    mv.group,
+                    mv.version,
+                    mv.arn,
+                    status,
+                    mv.created_at,
+                    {"ModelApprovalDescription": reason, "ApprovedBy": who},
+                ),
+            )
             return self._version(db, mv.group, mv.version)
 
     def history(self, ref: str) -> list[dict]:
@@ -224,34 +336,52 @@ class SqliteRegistry(ModelRegistry):
         group, version = parse_ref(ref)
         with connection(self.path) as db:
             mv = self._version(db, group, version)
-            return [dict(r) for r in db.execute("SELECT from_status, to_status, by, at, reason FROM model_status_changes "
-                                                "WHERE grp = ? AND version = ? ORDER BY at", (mv.group, mv.version))]
+            return [
+                dict(r)
+                for r in db.execute(
+                    "SELECT from_status, to_status, by, at, reason FROM model_status_changes "
+                    "WHERE grp = ? AND version = ? ORDER BY at",
+                    (mv.group, mv.version),
+                )
+            ]
 
     def verify(self, ref: str) -> ModelVersion:
         "The version, after checking that its artifact still has the sha256 it was registered with."
         mv = self.get(ref)
         p = Path(mv.artifact)
         if not p.is_file() or sha256_uri(p) != mv.sha256:
-            raise RegistryError(f"The artifact of {mv.ref} at {p} is missing or no longer has sha256 {mv.sha256[:12]}...",
-                                fix="The registry's store was changed by hand; register the model again from its run.")
+            raise RegistryError(
+                f"The artifact of {mv.ref} at {p} is missing or no longer has sha256 {mv.sha256[:12]}...",
+                fix="The registry's store was changed by hand; register the model again from its run.",
+            )
         return mv
 
 # %% ../../nbs/release/registry.ipynb #066cc066
-REGISTRY_BACKENDS = "earthsnap.registry_backends"  # entry points: backend name -> a function of the Config that opens it
+# entry points: backend name -> a function of the Config that opens it
+REGISTRY_BACKENDS = "earthsnap.registry_backends"
 LOCAL = "local"
+
 
 def registry_backends() -> list[str]:
     "The names `open_registry` takes: local and every installed backend."
     from importlib.metadata import entry_points
+
     return [LOCAL, *sorted(ep.name for ep in entry_points(group=REGISTRY_BACKENDS))]
 
+
 def open_registry(cfg: Config, backend: str = LOCAL) -> ModelRegistry:
-    "The project's model registry: `local` (SQLite, in this project) or a backend named under the earthsnap.registry_backends entry points."
-    if backend == LOCAL: return SqliteRegistry(cfg.registry)
+    """The project's model registry: `local` (SQLite, in this project) or a backend named under the
+    earthsnap.registry_backends entry points.
+    """
+    if backend == LOCAL:
+        return SqliteRegistry(cfg.registry)
     from importlib.metadata import entry_points
+
     found = {ep.name: ep for ep in entry_points(group=REGISTRY_BACKENDS)}
     if backend not in found:
         names = registry_backends()
-        raise ParameterError(f"Unknown registry backend {backend!r}.{did_you_mean(backend, names)}",
-                             fix="Use " + " or ".join(f"--backend {n}" for n in names) + ".")
+        raise ParameterError(
+            f"Unknown registry backend {backend!r}.{did_you_mean(backend, names)}",
+            fix="Use " + " or ".join(f"--backend {n}" for n in names) + ".",
+        )
     return found[backend].load()(cfg)

@@ -24,8 +24,8 @@ from starlette.routing import Route
 
 from ..core.errors import EarthsnapError
 from ..model.inference import OnnxModel, model_input
-from .capture import Capture, CaptureStore
 from ..model.router import RouterModel, load_model
+from .capture import Capture, CaptureStore
 
 # %% auto #0
 __all__ = ['CONTENT_TYPES', 'MAX_BYTES', 'MODEL_FILE', 'log', 'CAPTURE_TOP', 'ModelSlot', 'watch', 'Batcher', 'create_app',
@@ -34,32 +34,40 @@ __all__ = ['CONTENT_TYPES', 'MAX_BYTES', 'MODEL_FILE', 'log', 'CAPTURE_TOP', 'Mo
 # %% ../../nbs/release/serving.ipynb #81d2b991
 CONTENT_TYPES = ("image/jpeg", "image/png", "application/x-image")
 MAX_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints take at most 6 MB a request
-MODEL_FILE = "model.json"     # in the endpoint directory: {"version": "species/3", "artifact": ".../model.tar.gz"}
+MODEL_FILE = "model.json"  # in the endpoint directory: {"version": "species/3", "artifact": ".../model.tar.gz"}
 log = logging.getLogger("earthsnap.release.serving")
+
 
 class ModelSlot:
     "The model an endpoint serves: loaded beside the old one, then swapped in one assignment."
+
     def __init__(self):
         self.model: OnnxModel | RouterModel | None = None
         self.version: str | None = None
-        self.error: str | None = None     # why the last load failed, if it did
-        self._lock = threading.Lock()     # one load at a time
+        self.error: str | None = None  # why the last load failed, if it did
+        self._lock = threading.Lock()  # one load at a time
 
     def current(self) -> tuple[OnnxModel | RouterModel | None, str | None]:
-        return self.model, self.version   # read together by one request: (model, version) of the same load
+        return self.model, self.version  # read together by one request: (model, version) of the same load
 
     def load(self, artifact: str | os.PathLike, version: str) -> None:
         "Load `artifact`, then swap it in; on failure keep serving the old model and remember why."
         with self._lock:
-            try: model = load_model(artifact)  # a model, or a parent/child router
+            try:
+                model = load_model(artifact)  # a model, or a parent/child router
             except EarthsnapError as e:
-                self.error = f"cannot load {version}: {e.what}"; log.error(self.error); return
+                self.error = f"cannot load {version}: {e.what}"
+                log.error(self.error)
+                return
             self.model, self.version, self.error = model, version, None  # requests already running keep their reference
             log.info("serving %s", version)
 
 # %% ../../nbs/release/serving.ipynb #d6e868fd
-def watch(slot: ModelSlot, endpoint_dir: Path, every: float = 0.25, stop: threading.Event | None = None) -> threading.Thread:
+def watch(
+    slot: ModelSlot, endpoint_dir: Path, every: float = 0.25, stop: threading.Event | None = None
+) -> threading.Thread:
     "A thread that loads the model `model.json` names whenever the file changes."
+
     def loop():
         seen = None
         while not (stop and stop.is_set()):
@@ -69,21 +77,33 @@ def watch(slot: ModelSlot, endpoint_dir: Path, every: float = 0.25, stop: thread
                 if key != seen:
                     seen = key
                     spec = json.loads((endpoint_dir / MODEL_FILE).read_text())
-                    if spec.get("version") != slot.version: slot.load(spec["artifact"], spec["version"])
-            except FileNotFoundError: pass
-            except (ValueError, KeyError) as e: slot.error = f"{MODEL_FILE} is not readable: {e}"
+                    if spec.get("version") != slot.version:
+                        slot.load(spec["artifact"], spec["version"])
+            except FileNotFoundError:
+                pass
+            except (ValueError, KeyError) as e:
+                slot.error = f"{MODEL_FILE} is not readable: {e}"
             time.sleep(every)
+
     t = threading.Thread(target=loop, daemon=True, name="model-watcher")
     t.start()
     return t
 
 # %% ../../nbs/release/serving.ipynb #7d4239b2
-def _run(model: OnnxModel, requests: list[tuple[bytes, int]], embed: bool = False) -> list[tuple[list[dict], np.ndarray | None] | Exception]:
-    "(top_k predictions, embedding or None) for each (body, top_k), in one call of the model; a body that cannot be decoded gets its exception."
+def _run(
+    model: OnnxModel, requests: list[tuple[bytes, int]], embed: bool = False
+) -> list[tuple[list[dict], np.ndarray | None] | Exception]:
+    """(top_k predictions, embedding or None) for each (body, top_k), in one call of the model; a body that cannot be
+    decoded gets its exception.
+    """
     inputs, ks, out = [], [], []
     for body, k in requests:
-        try: inputs.append(model_input(body, model.input_size)); ks.append(k); out.append(None)
-        except Exception as e: out.append(e)  # PIL's many errors for bytes that are not an image
+        try:
+            inputs.append(model_input(body, model.input_size))
+            ks.append(k)
+            out.append(None)
+        except Exception as e:
+            out.append(e)  # PIL's many errors for bytes that are not an image
     if inputs:
         batch = np.stack(inputs)  # a router runs only the children each answer needs
         answers, emb = model.top_and_embeddings(batch, ks) if embed else (model.top(batch, ks), None)
@@ -91,8 +111,12 @@ def _run(model: OnnxModel, requests: list[tuple[bytes, int]], embed: bool = Fals
         out = [next(found) if o is None else o for o in out]
     return out
 
+
 class Batcher:
-    "Runs the requests that wait while the model is busy as one batch, on the model the slot holds when the batch starts."
+    """Runs the requests that wait while the model is busy as one batch, on the model the slot holds when the batch
+    starts.
+    """
+
     def __init__(self, slot: ModelSlot, max_batch: int = 32, embed: bool = False):
         self.slot, self.max_batch, self.embed = slot, max_batch, embed
         self.queue: list[tuple[tuple[bytes, int], asyncio.Future]] = []
@@ -100,31 +124,44 @@ class Batcher:
         self.batches = self.requests = 0  # counts, for the log and the tests
 
     async def predict(self, body: bytes, top_k: int = 5) -> tuple[list[dict], str, np.ndarray | None]:
-        "The `top_k` predictions for one image body, the version that made them, and its embedding when the batcher embeds."
+        """The `top_k` predictions for one image body, the version that made them, and its embedding when the batcher
+        embeds.
+        """
         future = asyncio.get_running_loop().create_future()
         self.queue.append(((body, top_k), future))
-        if self.task is None or self.task.done(): self.task = asyncio.create_task(self._drain())
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._drain())
         return await future
 
     async def _drain(self):
         while self.queue:
-            batch, self.queue = self.queue[:self.max_batch], self.queue[self.max_batch:]
+            batch, self.queue = self.queue[: self.max_batch], self.queue[self.max_batch :]
             model, version = self.slot.current()
-            try: results = await run_in_threadpool(_run, model, [request for request, _ in batch], self.embed)
-            except Exception as e: results = [e] * len(batch)
-            self.batches += 1; self.requests += len(batch)
+            try:
+                results = await run_in_threadpool(_run, model, [request for request, _ in batch], self.embed)
+            except Exception as e:
+                results = [e] * len(batch)
+            self.batches += 1
+            self.requests += len(batch)
             for (_, future), r in zip(batch, results):
-                if future.done(): continue  # its client went away
-                if isinstance(r, Exception): future.set_exception(r)
-                else: future.set_result((r[0], version, r[1]))
+                if future.done():
+                    continue  # its client went away
+                if isinstance(r, Exception):
+                    future.set_exception(r)
+                else:
+                    future.set_result((r[0], version, r[1]))
 
 # %% ../../nbs/release/serving.ipynb #664d554f
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
+
 CAPTURE_TOP = 5  # a capturing endpoint ranks at least this many labels, so review rules can read the top-2 margin
 
-def create_app(slot: ModelSlot, max_bytes: int = MAX_BYTES, max_batch: int = 32, capture: Capture | None = None) -> Starlette:
+
+def create_app(
+    slot: ModelSlot, max_bytes: int = MAX_BYTES, max_batch: int = 32, capture: Capture | None = None
+) -> Starlette:
     "The ASGI app of an endpoint serving `slot`, recording what it serves into `capture` if given."
     capturing = capture is not None and capture.rate > 0
     batcher = Batcher(slot, max_batch, embed=capturing)  # embeddings only when something keeps them
@@ -133,65 +170,127 @@ def create_app(slot: ModelSlot, max_bytes: int = MAX_BYTES, max_batch: int = 32,
         model, version = slot.current()
         extra = {"capture": capture.status()} if capture else {}
         if model is None:
-            return JSONResponse({"error": "model_not_loaded", "message": slot.error or "No model is loaded yet: deploy one to this endpoint.",
-                                 **extra}, status_code=503)
-        return JSONResponse({"status": "ok", "model": version, **({"warning": slot.error} if slot.error else {}), **extra})
+            return JSONResponse(
+                {
+                    "error": "model_not_loaded",
+                    "message": slot.error or "No model is loaded yet: deploy one to this endpoint.",
+                    **extra,
+                },
+                status_code=503,
+            )
+        return JSONResponse(
+            {"status": "ok", "model": version, **({"warning": slot.error} if slot.error else {}), **extra}
+        )
 
     async def invocations(request: Request):
         started = time.perf_counter()
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in CONTENT_TYPES:
-            return _error(415, "unsupported_media_type", f"Content type {kind or '(none)'!r} is not served; send the image as one of {', '.join(CONTENT_TYPES)}.")
+            return _error(
+                415,
+                "unsupported_media_type",
+                f"Content type {kind or '(none)'!r} is not served; "
+                f"send the image as one of {', '.join(CONTENT_TYPES)}.",
+            )
         body, total = bytearray(), 0
-        async for chunk in request.stream():  # read to the end (an answer before it would reset the client), keeping at most the limit
+        # read to the end (an answer before it would reset the client), keeping at most the limit
+        async for chunk in request.stream():
             total += len(chunk)
-            if total <= max_bytes: body += chunk
-            elif total > 8 * max_bytes: break  # an absurd body is not read to its end
+            if total <= max_bytes:
+                body += chunk
+            elif total > 8 * max_bytes:
+                break  # an absurd body is not read to its end
         if total > max_bytes:
-            return _error(413, "payload_too_large", f"The body has {'over ' if total > 8 * max_bytes else ''}{total:,} bytes; the limit is "
-                                                    f"{max_bytes:,}. Send a smaller image.")
-        params = request.query_params  # on SageMaker the query string arrives as custom attributes (InvokeEndpoint CustomAttributes)
-        if custom := request.headers.get("x-amzn-sagemaker-custom-attributes"): params = QueryParams(custom)
-        try: top_k = int(params.get("top_k", 5))
-        except ValueError: top_k = 0
+            return _error(
+                413,
+                "payload_too_large",
+                f"The body has {'over ' if total > 8 * max_bytes else ''}{total:,} bytes; the limit is "
+                f"{max_bytes:,}. Send a smaller image.",
+            )
+        # on SageMaker the query string arrives as custom attributes (InvokeEndpoint CustomAttributes)
+        params = request.query_params
+        if custom := request.headers.get("x-amzn-sagemaker-custom-attributes"):
+            params = QueryParams(custom)
+        try:
+            top_k = int(params.get("top_k", 5))
+        except ValueError:
+            top_k = 0
         if not 1 <= top_k <= 1000:
             return _error(400, "bad_parameter", "top_k must be a whole number from 1 to 1000.")
         if slot.current()[0] is None:
             return _error(503, "model_not_loaded", slot.error or "No model is loaded yet: deploy one to this endpoint.")
-        try: predictions, version, embedding = await batcher.predict(bytes(body), max(top_k, CAPTURE_TOP) if capturing else top_k)
+        try:
+            predictions, version, embedding = await batcher.predict(
+                bytes(body), max(top_k, CAPTURE_TOP) if capturing else top_k
+            )
         except Exception as e:
-            return _error(400, "undecodable_image", f"The body is not an image this endpoint can decode ({type(e).__name__}: {e}).")
+            return _error(
+                400,
+                "undecodable_image",
+                f"The body is not an image this endpoint can decode ({type(e).__name__}: {e}).",
+            )
         answer = JSONResponse({"model": version, "predictions": predictions[:top_k]})
-        if capturing: capture.offer(body, version, predictions, (time.perf_counter() - started) * 1000, embedding)  # queued, never waits
+        # queued, never waits
+        if capturing:
+            capture.offer(body, version, predictions, (time.perf_counter() - started) * 1000, embedding)
         return answer
 
-    app = Starlette(routes=[Route("/ping", ping, methods=["GET"]), Route("/invocations", invocations, methods=["POST"])])
+    app = Starlette(
+        routes=[Route("/ping", ping, methods=["GET"]), Route("/invocations", invocations, methods=["POST"])]
+    )
     app.state.batcher = batcher
     return app
 
 # %% ../../nbs/release/serving.ipynb #49001d51
 def main(argv: list[str] | None = None) -> None:
-    "Run an endpoint server: `python -m earthsnap.release.serving --dir DIR --port PORT` (the `earthsnap endpoints` commands do this)."
+    """Run an endpoint server: `python -m earthsnap.release.serving --dir DIR --port PORT` (the `earthsnap endpoints`
+    commands do this).
+    """
     import uvicorn
+
     ap = argparse.ArgumentParser(description="An earthsnap endpoint server.")
     ap.add_argument("--dir", required=True, help="The endpoint's directory (with model.json).")
-    ap.add_argument("--host", default="127.0.0.1"); ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--max-bytes", type=int, default=MAX_BYTES)
     ap.add_argument("--max-batch", type=int, default=32, help="The most requests run as one batch.")
-    ap.add_argument("--capture", default="", help="Capture root: record what this endpoint serves there (rows and images); empty for none.")
+    ap.add_argument(
+        "--capture",
+        default="",
+        help="Capture root: record what this endpoint serves there (rows and images); empty for none.",
+    )
     ap.add_argument("--capture-rate", type=float, default=1.0, help="Share of requests captured, 0 to 1.")
-    ap.add_argument("--capture-budget-mb", type=float, default=2048, help="Disk budget of this endpoint's captures, in MiB.")
+    ap.add_argument(
+        "--capture-budget-mb", type=float, default=2048, help="Disk budget of this endpoint's captures, in MiB."
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     slot = ModelSlot()
     endpoint = Path(args.dir)
-    from earthsnap.core.storage import write_json   # the server records itself: a starter killed before it wrote this loses no server
-    write_json(endpoint / "endpoint.json", {"name": endpoint.name, "host": args.host, "port": args.port, "pid": os.getpid(), "started_at": time.time()})
+    # the server records itself: a starter killed before it wrote this loses no server
+    from earthsnap.core.storage import write_json
+
+    write_json(
+        endpoint / "endpoint.json",
+        {"name": endpoint.name, "host": args.host, "port": args.port, "pid": os.getpid(), "started_at": time.time()},
+    )
     if (endpoint / MODEL_FILE).exists():  # serve at once what was deployed, before accepting requests
-        spec = json.loads((endpoint / MODEL_FILE).read_text()); slot.load(spec["artifact"], spec["version"])
+        spec = json.loads((endpoint / MODEL_FILE).read_text())
+        slot.load(spec["artifact"], spec["version"])
     watch(slot, endpoint)
-    capture = Capture(CaptureStore(args.capture, endpoint.name), args.capture_rate, int(args.capture_budget_mb * 2**20)) if args.capture else None
-    try: uvicorn.run(create_app(slot, args.max_bytes, args.max_batch, capture), host=args.host, port=args.port, log_level="info",
-                     timeout_graceful_shutdown=10)
+    capture = (
+        Capture(CaptureStore(args.capture, endpoint.name), args.capture_rate, int(args.capture_budget_mb * 2**20))
+        if args.capture
+        else None
+    )
+    try:
+        uvicorn.run(
+            create_app(slot, args.max_bytes, args.max_batch, capture),
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            timeout_graceful_shutdown=10,
+        )
     finally:
-        if capture: capture.close()  # what is queued is written before the process ends
+        if capture:
+            capture.close()  # what is queued is written before the process ends

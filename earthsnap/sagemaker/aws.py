@@ -13,21 +13,32 @@ __all__ = ['REGION_FIX', 'aws_client', 'aws_call']
 # %% ../../nbs/sagemaker/aws.ipynb #042845a0
 REGION_FIX = "Set sagemaker_region in earthsnap.yaml or EARTHSNAP_SAGEMAKER_REGION (or AWS_DEFAULT_REGION)."
 
+
 def aws_client(service: str, region: str | None = None, config=None):
     "A boto3 client of `service` in `region` (boto3's own when None); a missing region is an error naming the setting."
-    import boto3, botocore.exceptions
-    try: return boto3.client(service, region_name=region or None, config=config)
+    import boto3
+    import botocore.exceptions
+
+    try:
+        return boto3.client(service, region_name=region or None, config=config)
     except botocore.exceptions.NoRegionError:
         raise ConfigError(f"No AWS region is set for SageMaker ({service}).", fix=REGION_FIX) from None
 
 # %% ../../nbs/sagemaker/aws.ipynb #4eabca95
 def aws_call(client, name: str, error: type[EarthsnapError] = EarthsnapError, instead: str = "", **kw) -> dict:
-    "`client.name(**kw)`; its failures as `error` (a ConfigError when there are no credentials, which suggests `instead`)."
+    """`client.name(**kw)`; its failures as `error` (a ConfigError when there are no credentials, which suggests
+    `instead`).
+    """
     import botocore.exceptions
-    try: return getattr(client, name)(**kw)
+
+    try:
+        return getattr(client, name)(**kw)
     except botocore.exceptions.NoCredentialsError:
-        raise ConfigError("No AWS credentials for SageMaker.", fix="Configure AWS credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
-                          "AWS_SECRET_ACCESS_KEY)" + (f", or {instead}" if instead else "") + ".") from None
+        raise ConfigError(
+            "No AWS credentials for SageMaker.",
+            fix="Configure AWS credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY)" + (f", or {instead}" if instead else "") + ".",
+        ) from None
     except botocore.exceptions.EndpointConnectionError as e:
         raise error(f"SageMaker cannot be reached: {e}", fix="Check the network and the region.") from None
     except botocore.exceptions.ClientError as e:

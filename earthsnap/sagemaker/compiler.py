@@ -18,11 +18,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core.config import WHERE, Config, require
-from ..engine.definition import (ConditionStep, ConfigValue, FailStep, JsonValue, NotebookStep, Parameter, Pipeline, RegisterStep,
-                                  Step, StepOutput)
 from ..core.errors import ConfigError, EarthsnapError
 from ..core.storage import join
 from ..data.step_files import EVALUATION, RECORDS_CLASSES, RECORDS_SUMMARY
+from earthsnap.engine.definition import (
+    ConditionStep,
+    ConfigValue,
+    FailStep,
+    JsonValue,
+    NotebookStep,
+    Parameter,
+    Pipeline,
+    RegisterStep,
+    Step,
+    StepOutput,
+)
 from .image import project_image
 from .names import sagemaker_name
 from .shapes import check_definition
@@ -43,33 +53,46 @@ class CompileError(EarthsnapError):
 @dataclass
 class Target:
     "Where and as whom the pipeline runs on SageMaker."
+
     region: str
-    bucket: str          # s3://bucket/prefix: code, datasets, runs, models
+    bucket: str  # s3://bucket/prefix: code, datasets, runs, models
     role: str
-    image: str           # processing and training jobs (earthsnap's image)
-    serving_image: str   # the image registered model packages are served by
+    image: str  # processing and training jobs (earthsnap's image)
+    serving_image: str  # the image registered model packages are served by
     trainer: str = "notebook"
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Target":
         region = cfg.sagemaker_region or _boto3_region()
-        if not region: require(cfg, "sagemaker_region", "an AWS region (or AWS_DEFAULT_REGION)")
-        bucket = require(cfg, "sagemaker_bucket", "an S3 location for code, data and models (s3://BUCKET/PREFIX)").rstrip("/")
+        if not region:
+            require(cfg, "sagemaker_region", "an AWS region (or AWS_DEFAULT_REGION)")
+        bucket = require(
+            cfg, "sagemaker_bucket", "an S3 location for code, data and models (s3://BUCKET/PREFIX)"
+        ).rstrip("/")
         if not bucket.startswith("s3://"):
-            raise ConfigError(f"sagemaker_bucket must be an S3 location (s3://BUCKET/PREFIX), not {bucket!r}.",
-                              fix="Set sagemaker_bucket " + WHERE.format(env="EARTHSNAP_SAGEMAKER_BUCKET") + ".")
+            raise ConfigError(
+                f"sagemaker_bucket must be an S3 location (s3://BUCKET/PREFIX), not {bucket!r}.",
+                fix="Set sagemaker_bucket " + WHERE.format(env="EARTHSNAP_SAGEMAKER_BUCKET") + ".",
+            )
         role = require(cfg, "sagemaker_role", "the ARN of the IAM role its jobs run as")
         if cfg.sagemaker_trainer not in TRAINERS:
-            raise ConfigError(f"sagemaker_trainer is {cfg.sagemaker_trainer!r}; it is one of {', '.join(TRAINERS)}.",
-                              fix="Set sagemaker_trainer " + WHERE.format(env="EARTHSNAP_SAGEMAKER_TRAINER") + ".")
-        image = project_image(cfg)  # earthsnap's image: its jobs and, unless told otherwise, the endpoints of its models
-        serving = cfg.sagemaker_serving_image or (builtin_image(region) if cfg.sagemaker_trainer == "builtin" else image)
+            raise ConfigError(
+                f"sagemaker_trainer is {cfg.sagemaker_trainer!r}; it is one of {', '.join(TRAINERS)}.",
+                fix="Set sagemaker_trainer " + WHERE.format(env="EARTHSNAP_SAGEMAKER_TRAINER") + ".",
+            )
+        # earthsnap's image: its jobs and, unless told otherwise, the endpoints of its models
+        image = project_image(cfg)
+        serving = cfg.sagemaker_serving_image or (
+            builtin_image(region) if cfg.sagemaker_trainer == "builtin" else image
+        )
         return cls(region, bucket, role, image, serving, cfg.sagemaker_trainer)
 
 # %% ../../nbs/sagemaker/compiler.ipynb #c29c5147
 def _boto3_region() -> str | None:
     import boto3
+
     return boto3.Session().region_name
+
 
 TRAINERS = ("notebook", "builtin")
 
@@ -77,19 +100,23 @@ TRAINERS = ("notebook", "builtin")
 def builtin_image(region: str) -> str:
     "SageMaker's built-in image-classification algorithm (it trains, tunes and serves)."
     from sagemaker.core import image_uris
+
     return image_uris.retrieve("image-classification", region)
 
 # %% ../../nbs/sagemaker/compiler.ipynb #f610e90d
 BUNDLE = "pipeline.tar.gz"  # earthsnap.sagemaker.job reads it under this name
 
+
 def code_bundle(notebooks_dir: str | Path) -> tuple[bytes, str]:
     "The reproducible pipeline.tar.gz of the step notebooks in `notebooks_dir` (the pipeline's folder), and its sha256."
     files = {f"pipeline/{p.name}": p.read_bytes() for p in sorted(Path(notebooks_dir).glob("*.ipynb"))}
-    if not files: raise CompileError(f"{notebooks_dir} holds no step notebooks to run on SageMaker.")
+    if not files:
+        raise CompileError(f"{notebooks_dir} holds no step notebooks to run on SageMaker.")
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
         for name in sorted(files):
-            info = tarfile.TarInfo(name); info.size, info.mode, info.mtime = len(files[name]), 0o644, 0
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(files[name]), 0o644, 0
             t.addfile(info, io.BytesIO(files[name]))
     data = gzip.compress(raw.getvalue(), mtime=0)
     return data, hashlib.sha256(data).hexdigest()
@@ -104,56 +131,80 @@ ENTRYPOINT = ["earthsnap-job"]  # the image's (Dockerfile); a processing job add
 CLOUD_SETTINGS = ("datasets", "workers")  # settings a step may read on SageMaker
 CACHE_DAYS = 30
 
+
 @dataclass
 class Compiled:
     "A compiled SageMaker pipeline with the code it runs and what the compiler decided."
-    pipeline: Any                 # sagemaker.mlops.workflow.pipeline.Pipeline
+
+    pipeline: Any  # sagemaker.mlops.workflow.pipeline.Pipeline
     bundle: bytes
-    bundle_uri: str               # s3://.../code/<sha256>/pipeline.tar.gz
+    bundle_uri: str  # s3://.../code/<sha256>/pipeline.tar.gz
     target: Target
-    parameters: dict[str, Any]    # name -> SageMaker parameter
-    fixed: dict[str, Any]         # parameters applied at compile time
+    parameters: dict[str, Any]  # name -> SageMaker parameter
+    fixed: dict[str, Any]  # parameters applied at compile time
     notes: list[str] = field(default_factory=list)
 
     def definition(self) -> dict:
         "The pipeline definition SageMaker receives (CreatePipeline's PipelineDefinition), as a dict."
-        with region_env(self.target.region): return json.loads(self.pipeline.definition())
+        with region_env(self.target.region):
+            return json.loads(self.pipeline.definition())
 
 # %% ../../nbs/sagemaker/compiler.ipynb #b8e19f52
 COMPILERS: dict[str, Callable[["Compiler", Step], Any]] = {}
 
+
 def compiles(*kinds: str):
     "Register a function as the SageMaker compiler of these step kinds."
+
     def register(fn):
-        for k in kinds: COMPILERS[k] = fn
+        for k in kinds:
+            COMPILERS[k] = fn
         return fn
+
     return register
 
 # %% ../../nbs/sagemaker/compiler.ipynb #912f8e7f
 @contextmanager
 def region_env(region: str):
-    "`AWS_DEFAULT_REGION` set to `region` while the SDK builds steps (it looks a region up as it imports and constructs them)."
+    """`AWS_DEFAULT_REGION` set to `region` while the SDK builds steps (it looks a region up as it imports and
+    constructs them).
+    """
     import logging, warnings
+
     os.environ.setdefault("SAGEMAKER_VALIDATE_ROLE", "false")
     before = os.environ.get("AWS_DEFAULT_REGION")
     os.environ["AWS_DEFAULT_REGION"] = region
     import sagemaker.mlops.workflow.pipeline, sagemaker.serve.model_builder  # noqa: F401  (creates the SDK's loggers)
-    for name in list(logging.root.manager.loggerDict):  # the SDK narrates every step it builds; our notes say what matters
-        if name.startswith("sagemaker"): logging.getLogger(name).setLevel(logging.ERROR)
+
+    # the SDK narrates every step it builds; our notes say what matters
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("sagemaker"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             yield
     finally:
-        if before is None: del os.environ["AWS_DEFAULT_REGION"]
-        else: os.environ["AWS_DEFAULT_REGION"] = before
+        if before is None:
+            del os.environ["AWS_DEFAULT_REGION"]
+        else:
+            os.environ["AWS_DEFAULT_REGION"] = before
 
 # %% ../../nbs/sagemaker/compiler.ipynb #47c7412e
 class _Values:
-    "What a step input becomes in the SageMaker definition: a parameter, a setting, an earlier step's output, a JsonGet or a constant."
+    """What a step input becomes in the SageMaker definition: a parameter, a setting, an earlier step's output, a
+    JsonGet or a constant.
+    """
+
     def param(self, p: Parameter):
         "The SageMaker parameter of `p` (made once), its default from this compile's values."
-        from sagemaker.core.workflow.parameters import ParameterBoolean, ParameterFloat, ParameterInteger, ParameterString
+        from sagemaker.core.workflow.parameters import (
+            ParameterBoolean,
+            ParameterFloat,
+            ParameterInteger,
+            ParameterString,
+        )
+
         if p.name not in self.params:
             cls = {str: ParameterString, int: ParameterInteger, float: ParameterFloat, bool: ParameterBoolean}[p.type]
             self.params[p.name] = cls(name=p.name, default_value=self.default(p))
@@ -165,87 +216,136 @@ class _Values:
 
     def setting(self, step: Step, v: ConfigValue):
         if v.name not in CLOUD_SETTINGS:
-            raise CompileError(f"Step {step.name!r} reads setting {v.name!r}, which has no meaning on SageMaker.",
-                               fix=f"A step run on SageMaker may read only: {', '.join(CLOUD_SETTINGS)}.")
+            raise CompileError(
+                f"Step {step.name!r} reads setting {v.name!r}, which has no meaning on SageMaker.",
+                fix=f"A step run on SageMaker may read only: {', '.join(CLOUD_SETTINGS)}.",
+            )
         return join(self.t.bucket, "datasets") if v.name == "datasets" else getattr(self.cfg, v.name)
 
     def output_uri(self, out: StepOutput):
         "The S3 location of a step output, as a property of the SageMaker step that writes it."
         sm = self.sm[out.step.name]
-        if out.step.kind == "training": return sm.properties.ModelArtifacts.S3ModelArtifacts
-        if out.step.kind == "processing": return sm.properties.ProcessingOutputConfig.Outputs[out.name].S3Output.S3Uri
-        raise CompileError(f"Step {out.step.name!r} is a {out.step.kind} step; its output {out.name!r} has no S3 location to read.")
+        if out.step.kind == "training":
+            return sm.properties.ModelArtifacts.S3ModelArtifacts
+        if out.step.kind == "processing":
+            return sm.properties.ProcessingOutputConfig.Outputs[out.name].S3Output.S3Uri
+        raise CompileError(
+            f"Step {out.step.name!r} is a {out.step.kind} step; its output {out.name!r} has no S3 location to read."
+        )
 
     def json_get(self, v: JsonValue):
         from sagemaker.core.workflow.functions import JsonGet
-        return JsonGet(step_name=v.output.step.name, property_file=self.property_files[(v.output.step.name, v.output.name, v.file)],
-                       json_path=v.path)
+
+        return JsonGet(
+            step_name=v.output.step.name,
+            property_file=self.property_files[(v.output.step.name, v.output.name, v.file)],
+            json_path=v.path,
+        )
 
     def value(self, step: Step, v: Any):
         "What SageMaker takes for input `v` of `step`."
-        if isinstance(v, Parameter): return self.param(v)
-        if isinstance(v, ConfigValue): return self.setting(step, v)
-        if isinstance(v, StepOutput): return self.output_uri(v)
-        if isinstance(v, JsonValue): return self.json_get(v)
+        if isinstance(v, Parameter):
+            return self.param(v)
+        if isinstance(v, ConfigValue):
+            return self.setting(step, v)
+        if isinstance(v, StepOutput):
+            return self.output_uri(v)
+        if isinstance(v, JsonValue):
+            return self.json_get(v)
         return v
 
     def text(self, step: Step, v: Any):
         "`value` as text (container arguments and hyperparameters are strings)."
         from sagemaker.core.helper.pipeline_variable import PipelineVariable
+
         x = self.value(step, v)
-        if isinstance(x, PipelineVariable): return x if isinstance(v, (StepOutput, JsonValue)) or v.type is str else x.to_string()
+        if isinstance(x, PipelineVariable):
+            return x if isinstance(v, (StepOutput, JsonValue)) or v.type is str else x.to_string()
         return str(x).lower() if isinstance(x, bool) else str(x)
 
     def _property_files(self) -> dict:
         from sagemaker.core.workflow.properties import PropertyFile
+
         found = {}
         for s in self.p.steps:
             for v in s.inputs.values():
-                if not isinstance(v, JsonValue): continue
+                if not isinstance(v, JsonValue):
+                    continue
                 if v.output.step.kind != "processing":
-                    raise CompileError(f"Step {s.name!r} reads {v.file} from {v.output.step.name!r}, a {v.output.step.kind} step: SageMaker reads "
-                                       "JSON values (JsonGet) only from processing steps.", fix="Read the value from a processing step's output.")
+                    raise CompileError(
+                        f"Step {s.name!r} reads {v.file} from {v.output.step.name!r}, a {v.output.step.kind} "
+                        "step: SageMaker reads JSON values (JsonGet) only from processing steps.",
+                        fix="Read the value from a processing step's output.",
+                    )
                 key = (v.output.step.name, v.output.name, v.file)
-                found.setdefault(key, PropertyFile(name=f"{v.output.name}_{Path(v.file).stem}", output_name=v.output.name, path=v.file))
+                found.setdefault(
+                    key,
+                    PropertyFile(name=f"{v.output.name}_{Path(v.file).stem}", output_name=v.output.name, path=v.file),
+                )
         if self.t.trainer == "builtin":  # the algorithm's class and image counts come from the records' summary.json
             for s in self.p.steps:
-                if s.kind != "training": continue
+                if s.kind != "training":
+                    continue
                 _, rec = _records_input(self, s)
-                found.setdefault((rec.step.name, rec.name, RECORDS_SUMMARY),
-                                 PropertyFile(name=f"{rec.name}_summary", output_name=rec.name, path=RECORDS_SUMMARY))
+                found.setdefault(
+                    (rec.step.name, rec.name, RECORDS_SUMMARY),
+                    PropertyFile(name=f"{rec.name}_summary", output_name=rec.name, path=RECORDS_SUMMARY),
+                )
         return found
 
     def fixed_value(self, step: Step, key: str, default: Any = None):
-        "Input `key` of `step` as a constant: SageMaker needs it when the pipeline is created (a tuner's ranges and job counts)."
+        """Input `key` of `step` as a constant: SageMaker needs it when the pipeline is created (a tuner's ranges and
+        job counts).
+        """
         v = step.inputs.get(key, default)
         if isinstance(v, (StepOutput, JsonValue)):
-            raise CompileError(f"Step {step.name!r} takes {key!r} from another step; SageMaker needs it when the pipeline is created.",
-                               fix=f"Pass a parameter or a constant as {key!r}.")
-        if isinstance(v, ConfigValue): return self.setting(step, v)
+            raise CompileError(
+                f"Step {step.name!r} takes {key!r} from another step; SageMaker needs it when the pipeline is created.",
+                fix=f"Pass a parameter or a constant as {key!r}.",
+            )
+        if isinstance(v, ConfigValue):
+            return self.setting(step, v)
         if isinstance(v, Parameter):
             if v.name not in self.fixed:
-                self.notes.append(f"parameter {v.name}: applied when the pipeline is compiled, as {self.values[v.name]!r} "
-                                  f"(step {step.name} needs it in the definition; set it with -p {v.name}=...).")
+                self.notes.append(
+                    f"parameter {v.name}: applied when the pipeline is compiled, as {self.values[v.name]!r} "
+                    f"(step {step.name} needs it in the definition; set it with -p {v.name}=...)."
+                )
             self.fixed[v.name] = self.values[v.name]
             return self.values[v.name]
         return v
 
 # %% ../../nbs/sagemaker/compiler.ipynb #d9e13f2d
 class _Steps:
-    "What every compiled step shares: its cache config, what it depends on, where its outputs go, and the checks of a notebook step; and the walk that compiles them all."
+    """What every compiled step shares: its cache config, what it depends on, where its outputs go, and the checks of a
+    notebook step; and the walk that compiles them all.
+    """
+
     def path_inputs(self, step: Step) -> list[str]:
-        "The inputs of `step` that are path parameters: locations whose content SageMaker cannot see, which the job reads itself."
+        """The inputs of `step` that are path parameters: locations whose content SageMaker cannot see, which the job
+        reads itself.
+        """
         return [k for k, v in step.inputs.items() if isinstance(v, Parameter) and v.path]
 
     def cache(self, step: Step):
         "Caching for a job step whose keyed arguments depend on content only; else None, and a note saying why."
         from sagemaker.mlops.workflow.steps import CacheConfig
+
         paths = [step.inputs[k].name for k in self.path_inputs(step)]
-        fresh = sorted({v.step.name for v in step.inputs.values() if isinstance(v, StepOutput) and v.step.name in self.uncached})
-        if not getattr(step, "cacheable", True): why = "it reads what its inputs do not name (cacheable=False), so it runs in every execution"
-        elif paths: why = f"it reads {', '.join(paths)}, whose content SageMaker cannot key a cache on"
-        elif fresh: why = f"it reads the output of {', '.join(fresh)}, which runs in every execution, so that output is new each time"
-        else: return CacheConfig(enable_caching=True, expire_after=f"P{CACHE_DAYS}D")
+        fresh = sorted(
+            {v.step.name for v in step.inputs.values() if isinstance(v, StepOutput) and v.step.name in self.uncached}
+        )
+        if not getattr(step, "cacheable", True):
+            why = "it reads what its inputs do not name (cacheable=False), so it runs in every execution"
+        elif paths:
+            why = f"it reads {', '.join(paths)}, whose content SageMaker cannot key a cache on"
+        elif fresh:
+            why = (
+                f"it reads the output of {', '.join(fresh)}, which runs "
+                "in every execution, so that output is new each time"
+            )
+        else:
+            return CacheConfig(enable_caching=True, expire_after=f"P{CACHE_DAYS}D")
         self.uncached.add(step.name)
         self.notes.append(f"{step.name}: not cached ({why}).")
         return None
@@ -257,18 +357,26 @@ class _Steps:
         if not getattr(step, "cacheable", True):  # it reads the world outside its inputs
             self.notes.append(f"{step.name}: runs with network access (cacheable=False: it reaches AWS itself).")
             return False
-        if reaches: self.notes.append(f"{step.name}: runs with network access (it reads {', '.join(reaches)} in S3 itself; "
-                                      "an S3 VPC endpoint is enough, no internet).")
+        if reaches:
+            self.notes.append(
+                f"{step.name}: runs with network access (it reads {', '.join(reaches)} in S3 itself; "
+                "an S3 VPC endpoint is enough, no internet)."
+            )
         return not reaches
 
     def aws_name(self, name: str, what: str, where: str) -> str:
         "`name` as SageMaker takes it for a `what` (earthsnap.sagemaker.names); a changed name is noted."
         valid = sagemaker_name(name, what)
-        if valid != name: self.notes.append(f"{where}: {name!r} is {valid!r} on SageMaker (a {what} name takes letters, digits and hyphens).")
+        if valid != name:
+            self.notes.append(
+                f"{where}: {name!r} is {valid!r} on SageMaker (a {what} name takes letters, digits and hyphens)."
+            )
         return valid
 
     def notebooks_uri(self, step_name: str) -> str:
-        "Where a training job's executed notebooks go (its checkpoint prefix: no execution id, which would change its cache key)."
+        """Where a training job's executed notebooks go (its checkpoint prefix: no execution id, which would change its
+        cache key).
+        """
         return join(self.t.bucket, self.name, "notebooks", step_name)
 
     def depends(self, step: Step) -> list[str] | None:
@@ -276,75 +384,124 @@ class _Steps:
         return names or None
 
     def run_uri(self, step: Step, *parts: str):
-        "Where a step's output goes in this execution (outputs are not part of a cache key; a cache hit hands on the first one's)."
+        """Where a step's output goes in this execution (outputs are not part of a cache key; a cache hit hands on the
+        first one's).
+        """
         from sagemaker.core.workflow.execution_variables import ExecutionVariables
         from sagemaker.core.workflow.functions import Join
-        return Join(on="/", values=[self.t.bucket, self.name, "runs", ExecutionVariables.PIPELINE_EXECUTION_ID, step.name, *parts])
+
+        return Join(
+            on="/",
+            values=[self.t.bucket, self.name, "runs", ExecutionVariables.PIPELINE_EXECUTION_ID, step.name, *parts],
+        )
 
     def check_notebook_step(self, step: NotebookStep):
         if step.retries:
-            raise CompileError(f"Step {step.name!r} has retries={step.retries}: SageMaker retries a job on capacity and service errors, "
-                               "never because its notebook failed.", fix="Set retries=0 for the SageMaker pipeline, or make the step itself retry.")
+            raise CompileError(
+                f"Step {step.name!r} has retries={step.retries}: SageMaker retries a "
+                "job on capacity and service errors, never because its notebook failed.",
+                fix="Set retries=0 for the SageMaker pipeline, or make the step itself retry.",
+            )
         if step.compute.kernel != "python3":
-            raise CompileError(f"Step {step.name!r} runs kernel {step.compute.kernel!r}; a SageMaker job has the image's python3 kernel only.")
+            raise CompileError(
+                f"Step {step.name!r} runs kernel {step.compute.kernel!r}; "
+                "a SageMaker job has the image's python3 kernel only."
+            )
         if step.compute.instance_count != 1:
-            raise CompileError(f"Step {step.name!r} asks for {step.compute.instance_count} instances; a notebook runs on one.",
-                               fix="Use instance_count=1 (a larger instance_type for more capacity).")
+            raise CompileError(
+                f"Step {step.name!r} asks for {step.compute.instance_count} instances; a notebook runs on one.",
+                fix="Use instance_count=1 (a larger instance_type for more capacity).",
+            )
         if "notebook" in step.output_names:
-            raise CompileError(f"Step {step.name!r} has an output named 'notebook', the name its executed notebook is kept under.")
+            raise CompileError(
+                f"Step {step.name!r} has an output named 'notebook', the name its executed notebook is kept under."
+            )
 
     def compile(self) -> Compiled:
         from sagemaker.mlops.workflow.pipeline import Pipeline as SMPipeline
+
         branches = {id(b) for c in self.p.steps if isinstance(c, ConditionStep) for b in c.if_true + c.if_false}
         for step in self.p.order:
             if not isinstance(step, ConditionStep):
                 self.sm[step.name] = COMPILERS[step.kind](self, step)
         for step in self.p.order:
-            if isinstance(step, ConditionStep): self.sm[step.name] = COMPILERS["condition"](self, step)
+            if isinstance(step, ConditionStep):
+                self.sm[step.name] = COMPILERS["condition"](self, step)
         top = [self.sm[s.name] for s in self.p.order if id(s) not in branches and self.sm.get(s.name) is not None]
         params = [self.params[n] for n in self.p.parameters if n in self.params]
         for n in self.p.parameters:
-            if n not in self.params and n not in self.fixed: self.notes.append(f"parameter {n}: not used by any step on SageMaker.")
+            if n not in self.params and n not in self.fixed:
+                self.notes.append(f"parameter {n}: not used by any step on SageMaker.")
         pipe = SMPipeline(name=self.name, parameters=params, steps=top, sagemaker_session=self.sess)
-        notes = list(dict.fromkeys(self.notes))  # a note made for each of two steps (tuning and training share a trainer) said once
+        # a note made for each of two steps (tuning and training share a trainer) said once
+        notes = list(dict.fromkeys(self.notes))
         return Compiled(pipe, self.bundle, self.bundle_uri, self.t, dict(self.params), dict(self.fixed), notes)
 
 # %% ../../nbs/sagemaker/compiler.ipynb #3df1d464
 class Compiler(_Values, _Steps):
     "Turns one earthsnap `Pipeline` into a SageMaker Pipeline for `target`."
-    def __init__(self, pipeline: Pipeline, cfg: Config, target: Target, overrides: dict | None = None, project_dir: str | Path = "."):
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        cfg: Config,
+        target: Target,
+        overrides: dict | None = None,
+        project_dir: str | Path = ".",
+    ):
         self.p, self.cfg, self.t = pipeline, cfg, target
         self.values = pipeline.resolve(overrides)
         self.notes: list[str] = []
         self.name = self.aws_name(pipeline.name, "pipeline", f"pipeline {pipeline.name}")
         for s in pipeline.steps:  # a registry group named by a parameter: its default must be a valid group name
-            if isinstance(s, RegisterStep) and isinstance(s.group, Parameter) and isinstance(self.values[s.group.name], str):
-                self.values[s.group.name] = self.aws_name(self.values[s.group.name], "model package group", f"parameter {s.group.name}")
+            if (
+                isinstance(s, RegisterStep)
+                and isinstance(s.group, Parameter)
+                and isinstance(self.values[s.group.name], str)
+            ):
+                self.values[s.group.name] = self.aws_name(
+                    self.values[s.group.name], "model package group", f"parameter {s.group.name}"
+                )
         self.bundle, sha = code_bundle(Path(project_dir) / pipeline.pipeline_dir)  # the notebooks beside pipeline.py
         self.bundle_uri = join(target.bucket, "code", sha, BUNDLE)
         import boto3
         from sagemaker.core.workflow.pipeline_context import PipelineSession
-        session = boto3.Session(region_name=target.region, aws_access_key_id="offline", aws_secret_access_key="offline")  # never used
-        bucket, _, prefix = target.bucket[len("s3://"):].partition("/")
+
+        # never used
+        session = boto3.Session(region_name=target.region, aws_access_key_id="offline", aws_secret_access_key="offline")
+        bucket, _, prefix = target.bucket[len("s3://") :].partition("/")
         self.sess = PipelineSession(boto_session=session, default_bucket=bucket, default_bucket_prefix=prefix or None)
         self.sess._default_bucket = bucket  # so nothing asks S3 whether the bucket exists
-        self.sm: dict[str, Any] = {}         # earthsnap step name -> SageMaker step
+        self.sm: dict[str, Any] = {}  # earthsnap step name -> SageMaker step
         self.params: dict[str, Any] = {}
         self.fixed: dict[str, Any] = {}
-        self.uncached: set[str] = set()     # steps that run in every execution
+        self.uncached: set[str] = set()  # steps that run in every execution
         self.search_space: list[str] = []
         self.property_files = self._property_files()
 
 # %% ../../nbs/sagemaker/compiler.ipynb #0fb019b7
-def compile_pipeline(pipeline: Pipeline, cfg: Config, overrides: dict | None = None, project_dir: str | Path = ".",
-                     target: Target | None = None) -> Compiled:
-    "Compile `pipeline` for SageMaker with the project's settings (no network, no credentials), checked against the API's shapes."
+def compile_pipeline(
+    pipeline: Pipeline,
+    cfg: Config,
+    overrides: dict | None = None,
+    project_dir: str | Path = ".",
+    target: Target | None = None,
+) -> Compiled:
+    """Compile `pipeline` for SageMaker with the project's settings (no network, no credentials), checked against the
+    API's shapes.
+    """
     target = target or Target.from_config(cfg)
-    with region_env(target.region): compiled = Compiler(pipeline, cfg, target, overrides, project_dir).compile()
+    with region_env(target.region):
+        compiled = Compiler(pipeline, cfg, target, overrides, project_dir).compile()
     problems = check_definition(compiled.definition(), compiled.pipeline.name)
     if problems:
-        raise CompileError("SageMaker's API would refuse the compiled definition:\n  " + "\n  ".join(problems),
-                           fix="A setting passed through (an image, a role, a name) may be wrong; otherwise this is a bug in earthsnap's compiler.")
+        raise CompileError(
+            "SageMaker's API would refuse the compiled definition:\n  " + "\n  ".join(problems),
+            fix=(
+                "A setting passed through (an image, a role, a name) may "
+                "be wrong; otherwise this is a bug in earthsnap's compiler."
+            ),
+        )
     return compiled
 
 # %% ../../nbs/sagemaker/compiler.ipynb #731ead1a
@@ -354,79 +511,140 @@ def processing_step(c: Compiler, step: NotebookStep):
     from sagemaker.core.processing import NetworkConfig, Processor
     from sagemaker.core.shapes.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
     from sagemaker.mlops.workflow.steps import ProcessingStep
+
     c.check_notebook_step(step)
-    if c.t.trainer == "builtin" and any(isinstance(v, StepOutput) and v.step.kind == "training" for v in step.inputs.values()):
-        c.notes.append(f"{step.name}: left out (it reads the trained model, and the built-in algorithm's model is MXNet).")
+    if c.t.trainer == "builtin" and any(
+        isinstance(v, StepOutput) and v.step.kind == "training" for v in step.inputs.values()
+    ):
+        c.notes.append(
+            f"{step.name}: left out (it reads the trained model, and the built-in algorithm's model is MXNet)."
+        )
         c.uncached.add(step.name)
         return None
+
     def s3_in(name, uri):
-        return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(s3_uri=uri, local_path=f"{PROC}/input/{name}",
-                                                                           s3_data_type="S3Prefix", s3_input_mode="File"))
+        return ProcessingInput(
+            input_name=name,
+            s3_input=ProcessingS3Input(
+                s3_uri=uri, local_path=f"{PROC}/input/{name}", s3_data_type="S3Prefix", s3_input_mode="File"
+            ),
+        )
+
     inputs = [s3_in("bundle", c.bundle_uri)]
     args = ["--notebook", step.notebook]
     for k, v in step.inputs.items():
-        if isinstance(v, StepOutput): inputs.append(s3_in(k, c.output_uri(v))); args += ["--input", k]
-        else: args += ["--param", k, c.text(step, v)]
+        if isinstance(v, StepOutput):
+            inputs.append(s3_in(k, c.output_uri(v)))
+            args += ["--input", k]
+        else:
+            args += ["--param", k, c.text(step, v)]
+
     def s3_out(name, mode):
-        return ProcessingOutput(output_name=name, s3_output=ProcessingS3Output(s3_uri=c.run_uri(step, name), local_path=f"{PROC}/output/{name}",
-                                                                               s3_upload_mode=mode))
-    outputs = [s3_out(o, "EndOfJob") for o in step.output_names] + [s3_out("notebook", "Continuous")]  # a failed step's notebook too
-    proc = Processor(role=c.t.role, image_uri=c.t.image, entrypoint=[*ENTRYPOINT, "process"], instance_count=1,
-                     instance_type=step.compute.instance_type, sagemaker_session=c.sess,
-                     base_job_name=sagemaker_name(f"{c.name}-{step.name}", "job"),
-                     max_runtime_in_seconds=int(step.timeout) if step.timeout else None,
-                     network_config=NetworkConfig(enable_network_isolation=c.isolated(step)))
+        return ProcessingOutput(
+            output_name=name,
+            s3_output=ProcessingS3Output(
+                s3_uri=c.run_uri(step, name), local_path=f"{PROC}/output/{name}", s3_upload_mode=mode
+            ),
+        )
+
+    # a failed step's notebook too
+    outputs = [s3_out(o, "EndOfJob") for o in step.output_names] + [s3_out("notebook", "Continuous")]
+    proc = Processor(
+        role=c.t.role,
+        image_uri=c.t.image,
+        entrypoint=[*ENTRYPOINT, "process"],
+        instance_count=1,
+        instance_type=step.compute.instance_type,
+        sagemaker_session=c.sess,
+        base_job_name=sagemaker_name(f"{c.name}-{step.name}", "job"),
+        max_runtime_in_seconds=int(step.timeout) if step.timeout else None,
+        network_config=NetworkConfig(enable_network_isolation=c.isolated(step)),
+    )
     step_args = proc.run(inputs=inputs, outputs=outputs, arguments=args)
     files = [pf for (name, _, _), pf in c.property_files.items() if name == step.name]
-    return ProcessingStep(name=step.name, step_args=step_args, property_files=files or None, cache_config=c.cache(step),
-                          depends_on=c.depends(step))
+    return ProcessingStep(
+        name=step.name,
+        step_args=step_args,
+        property_files=files or None,
+        cache_config=c.cache(step),
+        depends_on=c.depends(step),
+    )
 
 # %% ../../nbs/sagemaker/compiler.ipynb #0ee0fb7a
 def _records_input(c: Compiler, step: NotebookStep) -> tuple[str, StepOutput]:
     outs = [(k, v) for k, v in step.inputs.items() if isinstance(v, StepOutput) and v.step.kind == "processing"]
     if len(outs) != 1:
-        raise CompileError(f"Step {step.name!r} reads {len(outs)} processing outputs ({', '.join(k for k, _ in outs) or 'none'}); a SageMaker "
-                           "training job gets exactly one records output, as channels.", fix="Pass the preprocessing step's records output only.")
+        raise CompileError(
+            f"Step {step.name!r} reads {len(outs)} processing outputs ({', '.join(k for k, _ in outs) or 'none'}); "
+            "a SageMaker training job gets exactly one records output, as channels.",
+            fix="Pass the preprocessing step's records output only.",
+        )
     return outs[0]
+
 
 def _channels(c: Compiler, records: StepOutput, splits: tuple[str, str], builtin: bool = False):
     from sagemaker.core.training.configs import InputData
     from sagemaker.core.workflow.functions import Join
+
     uri = c.output_uri(records)
     train, val = splits
     if builtin:  # the algorithm reads RecordIO only, from channels named train and validation
-        return [InputData(channel_name=ch, data_source=Join(on="/", values=[uri, f"{sp}.rec"]), content_type="application/x-recordio")
-                for ch, sp in (("train", train), ("validation", val))]
+        return [
+            InputData(
+                channel_name=ch,
+                data_source=Join(on="/", values=[uri, f"{sp}.rec"]),
+                content_type="application/x-recordio",
+            )
+            for ch, sp in (("train", train), ("validation", val))
+        ]
     chans = [("train", f"{train}."), ("validation", f"{val}."), *CHANNEL_FILES.items()]
-    return ([InputData(channel_name=ch, data_source=Join(on="/", values=[uri, key])) for ch, key in chans]
-            + [InputData(channel_name="code", data_source=c.bundle_uri)])  # the step notebooks
+    return [InputData(channel_name=ch, data_source=Join(on="/", values=[uri, key])) for ch, key in chans] + [
+        InputData(channel_name="code", data_source=c.bundle_uri)
+    ]  # the step notebooks
+
 
 def _trainer(c: Compiler, step: NotebookStep, hyperparameters: dict, name: str, output: str, isolated: bool = True):
     from sagemaker.core.shapes.shapes import OutputDataConfig, StoppingCondition
     from sagemaker.core.training.configs import CheckpointConfig, Compute, Networking
     from sagemaker.train.model_trainer import ModelTrainer
+
     builtin = c.t.trainer == "builtin"
     kw = {"stopping_condition": StoppingCondition(max_runtime_in_seconds=int(step.timeout))} if step.timeout else {}
-    if not builtin: kw["checkpoint_config"] = CheckpointConfig(s3_uri=c.notebooks_uri(name))
-    return ModelTrainer(sagemaker_session=c.sess, role=c.t.role, training_image=builtin_image(c.t.region) if builtin else c.t.image,
-                        base_job_name=sagemaker_name(f"{c.name}-{name}", "job"),
-                        compute=Compute(instance_type=builtin_instance(c, step) if builtin else step.compute.instance_type, instance_count=1),
-                        hyperparameters=dict(hyperparameters), output_data_config=OutputDataConfig(s3_output_path=join(c.t.bucket, c.name, output)),
-                        networking=Networking(enable_network_isolation=isolated), **kw)
+    if not builtin:
+        kw["checkpoint_config"] = CheckpointConfig(s3_uri=c.notebooks_uri(name))
+    return ModelTrainer(
+        sagemaker_session=c.sess,
+        role=c.t.role,
+        training_image=builtin_image(c.t.region) if builtin else c.t.image,
+        base_job_name=sagemaker_name(f"{c.name}-{name}", "job"),
+        compute=Compute(
+            instance_type=builtin_instance(c, step) if builtin else step.compute.instance_type, instance_count=1
+        ),
+        hyperparameters=dict(hyperparameters),
+        output_data_config=OutputDataConfig(s3_output_path=join(c.t.bucket, c.name, output)),
+        networking=Networking(enable_network_isolation=isolated),
+        **kw,
+    )
+
 
 def _notebook_hyperparameters(c: Compiler, step: NotebookStep, skip: tuple = ()) -> dict:
     "The training notebook's values as hyperparameters, for `earthsnap.sagemaker.job.run_training`."
     hp = {"earthsnap_notebook": step.notebook}
     for k, v in step.inputs.items():
-        if k in skip or isinstance(v, StepOutput): continue
+        if k in skip or isinstance(v, StepOutput):
+            continue
         hp[f"earthsnap_param_{k}"] = c.text(step, v)
     hp["earthsnap_records"] = _records_input(c, step)[0]
     return hp
 
+
 @compiles("training")
 def training_step(c: Compiler, step: NotebookStep):
-    "A TrainingStep: the training notebook (or the built-in algorithm) on the records channels; its model is the step's outputs."
+    """A TrainingStep: the training notebook (or the built-in algorithm) on the records channels; its model is the
+    step's outputs.
+    """
     from sagemaker.mlops.workflow.steps import TrainingStep
+
     c.check_notebook_step(step)
     _, records = _records_input(c, step)
     tuning = [(k, v) for k, v in step.inputs.items() if isinstance(v, StepOutput) and v.step.kind == "tuning"]
@@ -438,8 +656,11 @@ def training_step(c: Compiler, step: NotebookStep):
     for k, v in tuning:  # the best trial's values
         best = c.sm[v.step.name].properties.BestTrainingJob.TunedHyperParameters
         for name in c.search_space:
-            hp[builtin_name(name) if builtin else f"earthsnap_tuned_{name}"] = best[builtin_name(name) if builtin else name]
-        if not builtin: hp["earthsnap_tuning"] = k
+            hp[builtin_name(name) if builtin else f"earthsnap_tuned_{name}"] = best[
+                builtin_name(name) if builtin else name
+            ]
+        if not builtin:
+            hp["earthsnap_tuning"] = k
     cache = c.cache(step)
     trainer = _trainer(c, step, hp, step.name, "models", isolated=builtin or c.isolated(step))
     args = trainer.train(input_data_config=_channels(c, records, TRAIN_SPLITS, builtin), wait=False)
@@ -448,31 +669,49 @@ def training_step(c: Compiler, step: NotebookStep):
 # %% ../../nbs/sagemaker/compiler.ipynb #6abf1185
 def _ranges(space) -> dict:
     from sagemaker.train.tuner import CategoricalParameter, ContinuousParameter, IntegerParameter
+
     out = {}
     for name, spec in space.sagemaker_ranges().items():
         for r in spec:
-            if name == "CategoricalParameterRanges": out[r["Name"]] = CategoricalParameter(r["Values"])
+            if name == "CategoricalParameterRanges":
+                out[r["Name"]] = CategoricalParameter(r["Values"])
             else:
                 cls = ContinuousParameter if name == "ContinuousParameterRanges" else IntegerParameter
-                lo, hi = (float(r["MinValue"]), float(r["MaxValue"])) if cls is ContinuousParameter else (int(r["MinValue"]), int(r["MaxValue"]))
+                lo, hi = (
+                    (float(r["MinValue"]), float(r["MaxValue"]))
+                    if cls is ContinuousParameter
+                    else (int(r["MinValue"]), int(r["MaxValue"]))
+                )
                 out[r["Name"]] = cls(lo, hi, scaling_type=r["ScalingType"])
     return out
+
 
 @compiles("tuning")
 def tuning_step(c: Compiler, step: NotebookStep):
     "A TuningStep: a HyperparameterTuner over the trainer of the training step that reads this step's output."
-    from earthsnap.model.hyperparameters import DEFAULT_SPACE, parse_space
-    from earthsnap.model.training import METRIC_DEFINITIONS
     from sagemaker.mlops.workflow.steps import TuningStep
     from sagemaker.train.tuner import HyperparameterTuner
+
+    from earthsnap.model.hyperparameters import DEFAULT_SPACE, parse_space
+    from earthsnap.model.training import METRIC_DEFINITIONS
+
     c.check_notebook_step(step)
     odd = [k for k in step.inputs if k not in TUNING_INPUTS]
     if odd:
-        raise CompileError(f"Tuning step {step.name!r} has input(s) {', '.join(odd)}, which SageMaker's tuner has no place for.",
-                           fix=f"A tuning step on SageMaker takes: {', '.join(TUNING_INPUTS)}.")
-    readers = [s for s in c.p.steps if s.kind == "training" and any(isinstance(v, StepOutput) and v.step is step for v in s.inputs.values())]
+        raise CompileError(
+            f"Tuning step {step.name!r} has input(s) {', '.join(odd)}, which SageMaker's tuner has no place for.",
+            fix=f"A tuning step on SageMaker takes: {', '.join(TUNING_INPUTS)}.",
+        )
+    readers = [
+        s
+        for s in c.p.steps
+        if s.kind == "training" and any(isinstance(v, StepOutput) and v.step is step for v in s.inputs.values())
+    ]
     if len(readers) != 1:
-        raise CompileError(f"Tuning step {step.name!r} is read by {len(readers)} training steps; SageMaker tunes the trainer of exactly one.")
+        raise CompileError(
+            f"Tuning step {step.name!r} is read by {len(readers)} "
+            "training steps; SageMaker tunes the trainer of exactly one."
+        )
     train = readers[0]
     space_text = c.fixed_value(step, "space", "")
     space = parse_space(space_text) if space_text else DEFAULT_SPACE
@@ -485,150 +724,260 @@ def tuning_step(c: Compiler, step: NotebookStep):
         metrics = None  # the algorithm publishes validation:accuracy itself
     else:
         paths = tuple(c.path_inputs(train))
-        if paths: c.notes.append(f"{step.name}: its trials train without {', '.join(paths)} (as here, tuning starts from random weights).")
+        if paths:
+            c.notes.append(
+                f"{step.name}: its trials train without {', '.join(paths)} "
+                "(as here, tuning starts from random weights)."
+            )
         hp = _notebook_hyperparameters(c, train, skip=("epochs", *paths)) | {"earthsnap_search": ",".join(space)}
-        if "epochs" in step.inputs: hp["earthsnap_param_epochs"] = c.text(step, step.inputs["epochs"])
+        if "epochs" in step.inputs:
+            hp["earthsnap_param_epochs"] = c.text(step, step.inputs["epochs"])
         ranges, metrics = _ranges(space), METRIC_DEFINITIONS
     trainer = _trainer(c, train, hp, step.name, "tuning", isolated=builtin or c.isolated(step))
-    tuner = HyperparameterTuner(model_trainer=trainer, objective_metric_name="validation:accuracy", hyperparameter_ranges=ranges,
-                                metric_definitions=metrics, strategy="Bayesian", objective_type="Maximize",
-                                max_jobs=c.fixed_value(step, "trials", 8), max_parallel_jobs=c.fixed_value(step, "parallel", 1),
-                                early_stopping_type="Auto", base_tuning_job_name=sagemaker_name(f"{c.name}-{step.name}", "tuning job"),
-                                random_seed=c.fixed_value(step, "seed", None))
+    tuner = HyperparameterTuner(
+        model_trainer=trainer,
+        objective_metric_name="validation:accuracy",
+        hyperparameter_ranges=ranges,
+        metric_definitions=metrics,
+        strategy="Bayesian",
+        objective_type="Maximize",
+        max_jobs=c.fixed_value(step, "trials", 8),
+        max_parallel_jobs=c.fixed_value(step, "parallel", 1),
+        early_stopping_type="Auto",
+        base_tuning_job_name=sagemaker_name(f"{c.name}-{step.name}", "tuning job"),
+        random_seed=c.fixed_value(step, "seed", None),
+    )
     args = tuner.tune(inputs=_channels(c, records, TUNING_SPLITS, builtin), wait=False)
     return TuningStep(name=step.name, step_args=args, cache_config=c.cache(step), depends_on=c.depends(step))
 
 # %% ../../nbs/sagemaker/compiler.ipynb #28d5cf6a
-BUILTIN_NAMES = {"lr": "learning_rate", "batch_size": "mini_batch_size", "weight_decay": "weight_decay", "optimizer": "optimizer",
-                 "momentum": "momentum", "epochs": "epochs"}
-BUILTIN_OPTIMIZERS = {"sgd": "nag", "adam": "adam", "rmsprop": "rmsprop", "nag": "nag"}  # ours (sgd is Nesterov's) -> the algorithm's
+BUILTIN_NAMES = {
+    "lr": "learning_rate",
+    "batch_size": "mini_batch_size",
+    "weight_decay": "weight_decay",
+    "optimizer": "optimizer",
+    "momentum": "momentum",
+    "epochs": "epochs",
+}
+# ours (sgd is Nesterov's) -> the algorithm's
+BUILTIN_OPTIMIZERS = {"sgd": "nag", "adam": "adam", "rmsprop": "rmsprop", "nag": "nag"}
 GPU_FAMILIES = ("ml.p2.", "ml.p3.", "ml.g4dn.", "ml.g5.")  # the algorithm trains on these only
 BUILTIN_INSTANCE = "ml.g4dn.xlarge"
 
-def builtin_name(name: str) -> str: return BUILTIN_NAMES.get(name, name)
+
+def builtin_name(name: str) -> str:
+    return BUILTIN_NAMES.get(name, name)
 
 # %% ../../nbs/sagemaker/compiler.ipynb #efb658bb
 def builtin_space(space, step: Step):
-    "The tuner's ranges of `space` under the built-in algorithm's names: each name has its hyperparameter, each optimizer its counterpart."
+    """The tuner's ranges of `space` under the built-in algorithm's names: each name has its hyperparameter, each
+    optimizer its counterpart.
+    """
     from sagemaker.train.tuner import CategoricalParameter
+
     odd = [k for k in space if k not in BUILTIN_NAMES]
     if odd:
-        raise CompileError(f"Tuning step {step.name!r} searches {', '.join(odd)}, which SageMaker's built-in image classifier has no "
-                           "hyperparameter for.", fix=f"With sagemaker_trainer: builtin, search only {', '.join(BUILTIN_NAMES)} "
-                           "(-p search_space='{\"lr\": [0.001, 0.1, \"log\"]}').")
+        raise CompileError(
+            f"Tuning step {step.name!r} searches {', '.join(odd)}, which SageMaker's built-in image classifier has no "
+            "hyperparameter for.",
+            fix=f"With sagemaker_trainer: builtin, search only {', '.join(BUILTIN_NAMES)} "
+            '(-p search_space=\'{"lr": [0.001, 0.1, "log"]}\').',
+        )
     if "optimizer" in space:
         choices = list(space["optimizer"].values)
         bad = [o for o in choices if o not in BUILTIN_OPTIMIZERS]
         if bad:
-            raise CompileError(f"Tuning step {step.name!r} tries optimizer {', '.join(map(repr, bad))}, which SageMaker's built-in image "
-                               f"classifier does not have (it has sgd, adam, rmsprop, nag).", fix="Search optimizer in [\"sgd\", \"adam\"] "
-                               "with sagemaker_trainer: builtin, or train with the notebook.")
+            raise CompileError(
+                f"Tuning step {step.name!r} tries optimizer {', '.join(map(repr, bad))}, which "
+                "SageMaker's built-in image classifier does not have (it has sgd, adam, rmsprop, nag).",
+                fix='Search optimizer in ["sgd", "adam"] with sagemaker_trainer: builtin, or train with the notebook.',
+            )
     ranges = {builtin_name(k): r for k, r in _ranges(space).items()}
-    if "optimizer" in ranges: ranges["optimizer"] = CategoricalParameter(list(dict.fromkeys(BUILTIN_OPTIMIZERS[o] for o in choices)))
+    if "optimizer" in ranges:
+        ranges["optimizer"] = CategoricalParameter(list(dict.fromkeys(BUILTIN_OPTIMIZERS[o] for o in choices)))
     return ranges
+
 
 def builtin_instance(c: Compiler, step: Step) -> str:
     "The step's instance type when the algorithm can train on it (a GPU); else BUILTIN_INSTANCE, noted."
     kind = step.compute.instance_type
-    if kind.startswith(GPU_FAMILIES): return kind
-    c.notes.append(f"{step.name}: trains on {BUILTIN_INSTANCE}, not {kind}: SageMaker's image classifier trains on GPU instances only "
-                   f"({', '.join(f.rstrip('.') for f in GPU_FAMILIES)}); set the step's compute to choose one.")
+    if kind.startswith(GPU_FAMILIES):
+        return kind
+    c.notes.append(
+        f"{step.name}: trains on {BUILTIN_INSTANCE}, not {kind}: SageMaker's image classifier trains on GPU "
+        f"instances only ({', '.join(f.rstrip('.') for f in GPU_FAMILIES)}); set the step's compute to choose one."
+    )
     return BUILTIN_INSTANCE
 
 # %% ../../nbs/sagemaker/compiler.ipynb #f2f35270
-def builtin_hyperparameters(c: Compiler, step: NotebookStep, records: StepOutput, epochs=None, tuning: Step | None = None) -> dict:
+def builtin_hyperparameters(
+    c: Compiler, step: NotebookStep, records: StepOutput, epochs=None, tuning: Step | None = None
+) -> dict:
     from sagemaker.core.workflow.functions import Join, JsonGet
+
     key = (records.step.name, records.name, RECORDS_SUMMARY)
     if key not in c.property_files:
-        raise CompileError(f"Step {step.name!r}: the built-in algorithm needs {records.step.name}'s summary.json as a property file; "
-                           "compile the pipeline with the trainer chosen from the start.")
+        raise CompileError(
+            f"Step {step.name!r}: the built-in algorithm needs {records.step.name}'s summary.json as a property file; "
+            "compile the pipeline with the trainer chosen from the start."
+        )
     summary = c.property_files[key]
     get = lambda path: JsonGet(step_name=records.step.name, property_file=summary, json_path=path)
     size = get("params.size")
     train_split = TUNING_SPLITS[0] if tuning is not None else TRAIN_SPLITS[0]
     text = lambda v: Join(on="", values=[v])  # hyperparameters are strings: the JSON numbers joined into text
-    hp = {"num_classes": text(get("classes")), "num_training_samples": text(get(f"images.{train_split}")),
-          "image_shape": Join(on=",", values=["3", size, size]), "use_pretrained_model": "0", "num_layers": "18",
-          "augmentation_type": "crop_color_transform", "early_stopping": "true"}
+    hp = {
+        "num_classes": text(get("classes")),
+        "num_training_samples": text(get(f"images.{train_split}")),
+        "image_shape": Join(on=",", values=["3", size, size]),
+        "use_pretrained_model": "0",
+        "num_layers": "18",
+        "augmentation_type": "crop_color_transform",
+        "early_stopping": "true",
+    }
     ep = epochs if epochs is not None else step.inputs.get("epochs")
-    if ep is not None: hp["epochs"] = c.text(tuning or step, ep)
+    if ep is not None:
+        hp["epochs"] = c.text(tuning or step, ep)
     return hp
 
 # %% ../../nbs/sagemaker/compiler.ipynb #1627635d
 @compiles("condition")
 def condition_step(c: Compiler, step: ConditionStep):
     "A ConditionStep comparing two values; its branches are the SageMaker steps of `if_true` and `if_false`."
-    from sagemaker.core.workflow.conditions import (ConditionEquals, ConditionGreaterThan, ConditionGreaterThanOrEqualTo, ConditionLessThan,
-                                                    ConditionLessThanOrEqualTo, ConditionNot)
+    from sagemaker.core.workflow.conditions import (
+        ConditionEquals,
+        ConditionGreaterThan,
+        ConditionGreaterThanOrEqualTo,
+        ConditionLessThan,
+        ConditionLessThanOrEqualTo,
+        ConditionNot,
+    )
     from sagemaker.mlops.workflow.condition_step import ConditionStep as SMConditionStep
-    ops = {">=": ConditionGreaterThanOrEqualTo, ">": ConditionGreaterThan, "<=": ConditionLessThanOrEqualTo, "<": ConditionLessThan,
-           "==": ConditionEquals, "!=": lambda left, right: ConditionNot(expression=ConditionEquals(left=left, right=right))}
+
+    ops = {
+        ">=": ConditionGreaterThanOrEqualTo,
+        ">": ConditionGreaterThan,
+        "<=": ConditionLessThanOrEqualTo,
+        "<": ConditionLessThan,
+        "==": ConditionEquals,
+        "!=": lambda left, right: ConditionNot(expression=ConditionEquals(left=left, right=right)),
+    }
     cond = ops[step.op](left=gate_value(c, step, step.left), right=c.value(step, step.right))
     pick = lambda steps: [c.sm[s.name] for s in steps if c.sm.get(s.name) is not None]
-    return SMConditionStep(name=step.name, conditions=[cond], if_steps=pick(step.if_true), else_steps=pick(step.if_false),
-                           depends_on=c.depends(step))
+    return SMConditionStep(
+        name=step.name,
+        conditions=[cond],
+        if_steps=pick(step.if_true),
+        else_steps=pick(step.if_false),
+        depends_on=c.depends(step),
+    )
 
 # %% ../../nbs/sagemaker/compiler.ipynb #a60cfd12
 def gate_value(c: Compiler, step: Step, v):
-    "A condition's value; with the built-in trainer, the evaluation's accuracy is the training job's validation accuracy."
+    """A condition's value; with the built-in trainer, the evaluation's accuracy is the training job's validation
+    accuracy.
+    """
     if c.t.trainer == "builtin" and isinstance(v, JsonValue) and c.sm.get(v.output.step.name) is None:
         train = next(s for s in c.p.steps if s.kind == "training")
-        c.notes.append(f"{step.name}: reads the validation accuracy that {train.name} reports (the built-in model is not evaluated "
-                       f"by {v.output.step.name}).")
+        c.notes.append(
+            f"{step.name}: reads the validation accuracy that {train.name} reports "
+            f"(the built-in model is not evaluated by {v.output.step.name})."
+        )
         return c.sm[train.name].properties.FinalMetricDataList["validation:accuracy"].Value
     return c.value(step, v)
 
 # %% ../../nbs/sagemaker/compiler.ipynb #2d0c4869
 @compiles("register")
 def register_step(c: Compiler, step: RegisterStep):
-    "A ModelStep registering the trained model as a package pending manual approval, with the evaluation as its metrics."
+    """A ModelStep registering the trained model as a package pending manual approval, with the evaluation as its
+    metrics.
+    """
     from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
     from sagemaker.core.workflow.functions import Join
     from sagemaker.mlops.workflow.model_step import ModelStep
     from sagemaker.serve.model_builder import ModelBuilder
+
     if not isinstance(step.model, StepOutput) or step.model.step.kind != "training":
-        raise CompileError(f"Register step {step.name!r} registers {step.model!r}; on SageMaker it registers a training step's model.")
+        raise CompileError(
+            f"Register step {step.name!r} registers {step.model!r}; on SageMaker it registers a training step's model."
+        )
     metrics, meta = None, {"pipeline": c.name, "execution": ExecutionVariables.PIPELINE_EXECUTION_ID, "step": step.name}
     for k, v in step.inputs.items():
-        if k in ("model", "group") or not isinstance(v, StepOutput): continue
-        if c.sm.get(v.step.name) is None: continue  # left out (the built-in trainer's evaluation)
+        if k in ("model", "group") or not isinstance(v, StepOutput):
+            continue
+        if c.sm.get(v.step.name) is None:
+            continue  # left out (the built-in trainer's evaluation)
         uri = c.output_uri(v)
         if k == "evaluation":
-            metrics = ModelMetrics(model_statistics=MetricsSource(s3_uri=Join(on="/", values=[uri, EVALUATION]), content_type="application/json"))
+            metrics = ModelMetrics(
+                model_statistics=MetricsSource(
+                    s3_uri=Join(on="/", values=[uri, EVALUATION]), content_type="application/json"
+                )
+            )
         meta[f"input_{k}"] = uri
-    builder = ModelBuilder(s3_model_data_url=c.output_uri(step.model), image_uri=c.t.serving_image, sagemaker_session=c.sess, role_arn=c.t.role,
-                           log_level=40)  # ModelBuilder sets its logger to DEBUG unless told
+    builder = ModelBuilder(
+        s3_model_data_url=c.output_uri(step.model),
+        image_uri=c.t.serving_image,
+        sagemaker_session=c.sess,
+        role_arn=c.t.role,
+        log_level=40,
+    )  # ModelBuilder sets its logger to DEBUG unless told
     group = c.value(step, step.group)
-    if isinstance(group, str): group = c.aws_name(group, "model package group", f"step {step.name}")
-    args = builder.register(model_package_group_name=group, content_types=["image/jpeg", "image/png", "application/x-image"],
-                            response_types=["application/json"], inference_instances=["ml.m5.large", "ml.c5.xlarge"],
-                            transform_instances=["ml.m5.large"], approval_status="PendingManualApproval", model_metrics=metrics,
-                            customer_metadata_properties=meta, description=f"{c.name} pipeline, step {step.name}")
+    if isinstance(group, str):
+        group = c.aws_name(group, "model package group", f"step {step.name}")
+    args = builder.register(
+        model_package_group_name=group,
+        content_types=["image/jpeg", "image/png", "application/x-image"],
+        response_types=["application/json"],
+        inference_instances=["ml.m5.large", "ml.c5.xlarge"],
+        transform_instances=["ml.m5.large"],
+        approval_status="PendingManualApproval",
+        model_metrics=metrics,
+        customer_metadata_properties=meta,
+        description=f"{c.name} pipeline, step {step.name}",
+    )
     return ModelStep(name=step.name, step_args=args, depends_on=c.depends(step))
 
 # %% ../../nbs/sagemaker/compiler.ipynb #e7e846c9
 @compiles("fail")
 def fail_step(c: Compiler, step: FailStep):
-    "A FailStep whose message joins the step's values in (format specs such as :.3f are not applied: SageMaker joins text)."
+    """A FailStep whose message joins the step's values in (format specs such as :.3f are not applied: SageMaker joins
+    text).
+    """
     from sagemaker.core.workflow.functions import Join
     from sagemaker.mlops.workflow.fail_step import FailStep as SMFailStep
+
     parts = []
     for literal, name, spec, _ in string.Formatter().parse(step.message):
-        if literal: parts.append(literal)
-        if name is not None: parts.append(gate_value(c, step, step.inputs[name]))
+        if literal:
+            parts.append(literal)
+        if name is not None:
+            parts.append(gate_value(c, step, step.inputs[name]))
     return SMFailStep(name=step.name, error_message=Join(on="", values=parts), depends_on=c.depends(step))
 
 # %% ../../nbs/sagemaker/compiler.ipynb #ddad0274
-def compile_project(cfg: Config, overrides: dict | None = None, pipeline_file: str | Path | None = None, trainer: str | None = None,
-                    model: str | None = None) -> tuple[Pipeline, Compiled]:
-    "The project's pipeline (one hierarchy `model`'s own, if given) and its compiled SageMaker form; `overrides` set parameter defaults."
-    import copy, dataclasses
+def compile_project(
+    cfg: Config,
+    overrides: dict | None = None,
+    pipeline_file: str | Path | None = None,
+    trainer: str | None = None,
+    model: str | None = None,
+) -> tuple[Pipeline, Compiled]:
+    """The project's pipeline (one hierarchy `model`'s own, if given) and its compiled SageMaker form; `overrides` set
+    parameter defaults.
+    """
+    import copy
+    import dataclasses
+
     from earthsnap.engine.definition import project_pipeline
     from earthsnap.hierarchy.datasets import model_defaults, model_pipeline_name
-    if trainer: cfg = dataclasses.replace(cfg, sagemaker_trainer=trainer)
+
+    if trainer:
+        cfg = dataclasses.replace(cfg, sagemaker_trainer=trainer)
     p = project_pipeline(cfg.project_dir, pipeline_file)
     if model:
-        p = copy.copy(p); p.name = model_pipeline_name(p.name, model)
+        p = copy.copy(p)
+        p.name = model_pipeline_name(p.name, model)
         overrides = {**model_defaults(model), **(overrides or {})}
     return p, compile_pipeline(p, cfg, overrides, project_dir=cfg.project_dir)

@@ -19,40 +19,52 @@ __all__ = ['BUILD_FILES', 'LOCK', 'image_files', 'image_tag', 'project_image', '
 # %% ../../nbs/sagemaker/image.ipynb #c6c7d2be
 BUILD_FILES = ("Dockerfile", ".dockerignore", "docker/requirements.lock", "setup.py", "settings.ini")
 
+
 def image_files(project_dir: str | Path) -> dict[str, str]:
-    "Path in the build context -> sha256 of every file the image of `project_dir` is built from: BUILD_FILES and the package's modules."
+    """Path in the build context -> sha256 of every file the image of `project_dir` is built from: BUILD_FILES and the
+    package's modules.
+    """
     root = Path(project_dir)
     missing = [name for name in BUILD_FILES if not (root / name).is_file()]
     if missing:
-        raise ConfigError(f"The project at {root} has no {', '.join(missing)}, which earthsnap's image is built from.",
-                          fix="Set sagemaker_image to an image you built, or run from the earthsnap repository.")
+        raise ConfigError(
+            f"The project at {root} has no {', '.join(missing)}, which earthsnap's image is built from.",
+            fix="Set sagemaker_image to an image you built, or run from the earthsnap repository.",
+        )
     files = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in BUILD_FILES}
     return files | {f"earthsnap/{name}": digest for name, digest in library_sources().items()}
 
 # %% ../../nbs/sagemaker/image.ipynb #94794833
 def image_tag(project_dir: str | Path) -> str:
-    "The content tag of the project's image: `es-` and 20 hex digits of the digest of every build file's name and sha256."
+    """The content tag of the project's image: `es-` and 20 hex digits of the digest of every build file's name and
+    sha256.
+    """
     return "es-" + hash_json(image_files(project_dir))[:20]
 
 # %% ../../nbs/sagemaker/image.ipynb #be09422f
 def project_image(cfg: Config) -> str:
     "`sagemaker_image`, else `sagemaker_image_repository:<image_tag>`; neither set is an error naming both."
-    if cfg.sagemaker_image: return cfg.sagemaker_image
+    if cfg.sagemaker_image:
+        return cfg.sagemaker_image
     if not cfg.sagemaker_image_repository:
-        raise ConfigError("No image for the SageMaker jobs: settings sagemaker_image_repository and sagemaker_image are empty.",
-                          fix="Set sagemaker_image_repository to the ECR repository the release stack made (its ImageRepositoryUri "
-                          "output) " + WHERE.format(env="EARTHSNAP_SAGEMAKER_IMAGE_REPOSITORY") + "; CI pushes the image there.")
+        raise ConfigError(
+            "No image for the SageMaker jobs: settings sagemaker_image_repository and sagemaker_image are empty.",
+            fix="Set sagemaker_image_repository to the ECR repository the release stack made (its ImageRepositoryUri "
+            "output) " + WHERE.format(env="EARTHSNAP_SAGEMAKER_IMAGE_REPOSITORY") + "; CI pushes the image there.",
+        )
     return f"{cfg.sagemaker_image_repository.rstrip('/')}:{image_tag(cfg.project_dir)}"
 
 # %% ../../nbs/sagemaker/image.ipynb #4fa3837f
 LOCK = "docker/requirements.lock"
+
 
 def read_lock(project_dir: str | Path) -> dict[str, str]:
     "Package name (normalised) -> the exact version the image installs; every line must be NAME==VERSION."
     pins = {}
     for n, line in enumerate((Path(project_dir) / LOCK).read_text().splitlines(), 1):
         line = line.split("#")[0].strip()
-        if not line: continue
+        if not line:
+            continue
         name, sep, version = line.partition("==")
         if not sep or not version or any(c in version for c in "<>=!~*,; "):
             raise ConfigError(f"{LOCK} line {n} is {line!r}, not NAME==VERSION.", fix="Write it again: make image-lock")

@@ -14,10 +14,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ..engine.definition import notebook_parameters
 from ..core.errors import EarthsnapError
-from ..engine.notebooks import StepFailed, run_notebook
 from ..data.step_files import RECORDS_CLASSES, RECORDS_SUMMARY, write_tuning_result
+from ..engine.definition import notebook_parameters
+from ..engine.notebooks import StepFailed, run_notebook
 
 # %% auto #0
 __all__ = ['BUNDLE', 'BUNDLE_INPUTS', 'SPLIT_OF_CHANNEL', 'COMMANDS', 'ContainerError', 'root', 'code_dir', 'typed',
@@ -35,21 +35,28 @@ def root() -> Path:
 
 # %% ../../nbs/sagemaker/job.ipynb #9525bf78
 BUNDLE = "pipeline.tar.gz"  # the project's step notebooks (earthsnap.sagemaker.compiler.code_bundle)
-BUNDLE_INPUTS = ("processing/input/bundle", "input/data/code")  # where a processing job and a training job find it, under root()
+# where a processing job and a training job find it, under root()
+BUNDLE_INPUTS = ("processing/input/bundle", "input/data/code")
 _unpacked: dict[Path, Path] = {}
 
+
 def code_dir() -> Path:
-    "The folder holding pipeline/ (the step notebooks): EARTHSNAP_CODE_DIR, else the job's bundle unpacked, else this checkout."
-    if os.environ.get("EARTHSNAP_CODE_DIR"): return Path(os.environ["EARTHSNAP_CODE_DIR"])
+    """The folder holding pipeline/ (the step notebooks): EARTHSNAP_CODE_DIR, else the job's bundle unpacked, else this
+    checkout.
+    """
+    if os.environ.get("EARTHSNAP_CODE_DIR"):
+        return Path(os.environ["EARTHSNAP_CODE_DIR"])
     for where in BUNDLE_INPUTS:
         bundle = root() / where / BUNDLE
         if bundle.is_file():
             if bundle not in _unpacked:
                 out = Path(tempfile.mkdtemp(prefix="earthsnap-code-"))
-                with tarfile.open(bundle) as t: t.extractall(out, filter="data")
+                with tarfile.open(bundle) as t:
+                    t.extractall(out, filter="data")
                 _unpacked[bundle] = out
             return _unpacked[bundle]
     from importlib.util import find_spec
+
     return Path(find_spec("earthsnap").origin).resolve().parent.parent
 
 # %% ../../nbs/sagemaker/job.ipynb #74945fa5
@@ -59,12 +66,17 @@ def typed(notebook: Path, values: dict[str, str]) -> dict:
     out = {}
     for name, text in values.items():
         if name not in declared:
-            raise ContainerError(f"{notebook.name} has no parameter {name!r}.", fix=f"Its parameters are: {', '.join(declared)}.")
+            raise ContainerError(
+                f"{notebook.name} has no parameter {name!r}.", fix=f"Its parameters are: {', '.join(declared)}."
+            )
         t = declared[name]
         try:
-            if t is bool: out[name] = str(text).strip().lower() in ("true", "1", "yes")
-            elif t in (int, float): out[name] = t(float(text)) if t is int and "." in str(text) else t(text)
-            else: out[name] = text
+            if t is bool:
+                out[name] = str(text).strip().lower() in ("true", "1", "yes")
+            elif t in (int, float):
+                out[name] = t(float(text)) if t is int and "." in str(text) else t(text)
+            else:
+                out[name] = text
         except ValueError:
             raise ContainerError(f"Parameter {name!r} of {notebook.name} is {t.__name__}; {text!r} is not.") from None
     return out
@@ -72,52 +84,75 @@ def typed(notebook: Path, values: dict[str, str]) -> dict:
 # %% ../../nbs/sagemaker/job.ipynb #031c5964
 def hyperparameter_value(text: str):
     "A hyperparameter as SageMaker hands it over (text) in the type it stands for: 0.01, 32, True or 'resnet'."
-    try: v = json.loads(text)
-    except (TypeError, ValueError): return text
+    try:
+        v = json.loads(text)
+    except (TypeError, ValueError):
+        return text
     return v if isinstance(v, (int, float, bool)) else text
 
 # %% ../../nbs/sagemaker/job.ipynb #13c41f13
 SPLIT_OF_CHANNEL = {"train": "train", "validation": "val"}
 
+
 def records_from_channels(channels: Path, out: Path) -> Path:
     "One records folder in `out` from the channel folders under `channels`."
     out.mkdir(parents=True, exist_ok=True)
     for channel, split in SPLIT_OF_CHANNEL.items():
-        files = [p for p in (channels / channel).rglob("*") if p.suffix in (".rec", ".idx", ".lst")] if (channels / channel).is_dir() else []
+        files = (
+            [p for p in (channels / channel).rglob("*") if p.suffix in (".rec", ".idx", ".lst")]
+            if (channels / channel).is_dir()
+            else []
+        )
         if not any(p.suffix == ".rec" for p in files):
-            raise ContainerError(f"Training channel {channel!r} holds no .rec file ({channels / channel}).",
-                                 fix="The channel's S3 prefix must name the split's files, e.g. s3://.../records/train.")
-        for p in files: os.symlink(p, out / f"{split}{p.suffix}")
+            raise ContainerError(
+                f"Training channel {channel!r} holds no .rec file ({channels / channel}).",
+                fix="The channel's S3 prefix must name the split's files, e.g. s3://.../records/train.",
+            )
+        for p in files:
+            os.symlink(p, out / f"{split}{p.suffix}")
     for channel, name in (("classes", RECORDS_CLASSES), ("summary", RECORDS_SUMMARY)):
         found = list((channels / channel).rglob(name)) if (channels / channel).is_dir() else []
-        if not found: raise ContainerError(f"Training channel {channel!r} holds no {name}.")
+        if not found:
+            raise ContainerError(f"Training channel {channel!r} holds no {name}.")
         os.symlink(found[0], out / name)
     return out
 
 # %% ../../nbs/sagemaker/job.ipynb #781fce75
 def _input_path(folder: Path) -> str:
-    "A processing input as the notebook takes it: the folder, or the archive when it holds nothing but one model.tar.gz."
+    """A processing input as the notebook takes it: the folder, or the archive when it holds nothing but one
+    model.tar.gz.
+    """
     files = [p for p in folder.rglob("*") if p.is_file()]
     return str(files[0]) if len(files) == 1 and files[0].name.endswith(".tar.gz") else str(folder)
 
+
 def _keep(notebook: Path):
-    "Copy a training job's executed notebook (and its HTML) into its checkpoint folder, which SageMaker syncs to S3 as it changes."
+    """Copy a training job's executed notebook (and its HTML) into its checkpoint folder, which SageMaker syncs to S3 as
+    it changes.
+    """
     checkpoints = root() / "checkpoints"
-    if not checkpoints.is_dir() or not notebook.exists(): return
+    if not checkpoints.is_dir() or not notebook.exists():
+        return
     job = checkpoints / os.environ.get("TRAINING_JOB_NAME", "job")  # tuning trials share one checkpoint prefix
     job.mkdir(parents=True, exist_ok=True)
     for p in (notebook, notebook.with_suffix(".html")):
-        if p.exists(): shutil.copy2(p, job / p.name)
+        if p.exists():
+            shutil.copy2(p, job / p.name)
+
 
 def step_notebook(name: str) -> Path:
     "The step notebook `name` of the code bundle."
     src = code_dir() / "pipeline" / name
-    if not name or not src.is_file(): raise ContainerError(f"The code bundle has no step notebook {name!r} ({src}).")
+    if not name or not src.is_file():
+        raise ContainerError(f"The code bundle has no step notebook {name!r} ({src}).")
     return src
 
+
 def _run(src: Path, params: dict, out_dir: Path, executed: Path) -> Path:
-    try: return run_notebook(src, executed / src.name, {**params, "out_dir": str(out_dir)}, progress=False, echo=True)
-    finally: _keep(executed / src.name)
+    try:
+        return run_notebook(src, executed / src.name, {**params, "out_dir": str(out_dir)}, progress=False, echo=True)
+    finally:
+        _keep(executed / src.name)
 
 # %% ../../nbs/sagemaker/job.ipynb #b3b1ed3d
 def run_processing(argv: list[str]) -> Path:
@@ -132,7 +167,8 @@ def run_processing(argv: list[str]) -> Path:
     params = typed(src, dict(a.param))
     for name in a.input:
         folder = base / "input" / name
-        if not folder.is_dir(): raise ContainerError(f"Processing input {name!r} is missing: {folder}.")
+        if not folder.is_dir():
+            raise ContainerError(f"Processing input {name!r} is missing: {folder}.")
         params[name] = _input_path(folder)
     return _run(src, params, base / "output", base / "output" / "notebook")
 
@@ -140,13 +176,19 @@ def run_processing(argv: list[str]) -> Path:
 def run_training(hyperparameters: dict[str, str] | None = None) -> Path:
     "Run the training notebook a training job names in its hyperparameters; its model goes to /opt/ml/model."
     r = root()
-    hp = hyperparameters if hyperparameters is not None else json.loads((r / "input" / "config" / "hyperparameters.json").read_text())
+    hp = (
+        hyperparameters
+        if hyperparameters is not None
+        else json.loads((r / "input" / "config" / "hyperparameters.json").read_text())
+    )
     src = step_notebook(hp.get("earthsnap_notebook") or "")
-    params = typed(src, {k[len("earthsnap_param_"):]: v for k, v in hp.items() if k.startswith("earthsnap_param_")})
+    params = typed(src, {k[len("earthsnap_param_") :]: v for k, v in hp.items() if k.startswith("earthsnap_param_")})
     work = Path(tempfile.mkdtemp(prefix="earthsnap-"))
     if hp.get("earthsnap_records"):
         params[hp["earthsnap_records"]] = str(records_from_channels(r / "input" / "data", work / "records"))
-    tuned = {k[len("earthsnap_tuned_"):]: hyperparameter_value(v) for k, v in hp.items() if k.startswith("earthsnap_tuned_")}
+    tuned = {
+        k[len("earthsnap_tuned_") :]: hyperparameter_value(v) for k, v in hp.items() if k.startswith("earthsnap_tuned_")
+    }
     if tuned:  # the best trial of a tuning step, as the best.json a local tuning step writes
         write_tuning_result(work / "tuning", {"params": tuned})
         params[hp.get("earthsnap_tuning", "tuning")] = str(work / "tuning")
@@ -156,18 +198,24 @@ def run_training(hyperparameters: dict[str, str] | None = None) -> Path:
     executed = _run(src, params, work / "out", r / "output" / "data")
     model = r / "model"
     model.mkdir(parents=True, exist_ok=True)
-    for f in (work / "out" / "model").iterdir(): shutil.copy2(f, model / f.name)  # SageMaker tars /opt/ml/model
+    for f in (work / "out" / "model").iterdir():
+        shutil.copy2(f, model / f.name)  # SageMaker tars /opt/ml/model
     return executed
 
 # %% ../../nbs/sagemaker/job.ipynb #db49b7db
 def serve(model_dir: str | os.PathLike | None = None, host: str | None = None, port: int | None = None) -> None:
     "Serve the model in /opt/ml/model on port 8080, as a SageMaker endpoint's container must, until stopped."
-    import logging, uvicorn
+    import logging
+
+    import uvicorn
+
     from earthsnap.release.serving import ModelSlot, create_app
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     slot = ModelSlot()
     slot.load(Path(model_dir) if model_dir else root() / "model", os.environ.get("EARTHSNAP_MODEL_VERSION", "model"))
-    if slot.error: raise ContainerError(slot.error)
+    if slot.error:
+        raise ContainerError(slot.error)
     host = host or os.environ.get("EARTHSNAP_SERVE_HOST", "0.0.0.0")
     port = port or int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
     uvicorn.run(create_app(slot), host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
@@ -175,14 +223,20 @@ def serve(model_dir: str | os.PathLike | None = None, host: str | None = None, p
 # %% ../../nbs/sagemaker/job.ipynb #cfd1fca2
 COMMANDS = ("process", "train", "serve")
 
+
 def main(argv: list[str] | None = None) -> int:
     "Run the step of this SageMaker job (or serve its model); 0 when it succeeded."
     argv = sys.argv[1:] if argv is None else argv
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
     try:
         if command not in COMMANDS:
-            raise ContainerError(f"earthsnap-job was started with {' '.join(argv) or 'no command'!r}; it runs one of {', '.join(COMMANDS)}.")
-        if command == "serve": serve(); return 0
+            raise ContainerError(
+                f"earthsnap-job was started with {' '.join(argv) or 'no command'!r}; "
+                f"it runs one of {', '.join(COMMANDS)}."
+            )
+        if command == "serve":
+            serve()
+            return 0
         executed = run_processing(rest) if command == "process" else run_training()
         print(f"earthsnap: step notebook ran: {executed}")
         return 0
@@ -192,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             (root() / "output").mkdir(parents=True, exist_ok=True)
             (root() / "output" / "failure").write_text(reason[:1000])
-        except OSError: pass
+        except OSError:
+            pass
         return 1
 
 # %% ../../nbs/sagemaker/job.ipynb #7076e5f5

@@ -35,22 +35,41 @@ __all__ = ['VARIANT', 'ALERT_SOURCE', 'capture_line', 'capture_file', 'CapturedE
            'monitor_endpoint', 'first_look', 'pull_capture']
 
 # %% ../../nbs/sagemaker/monitoring.ipynb #7537dd6c
-def _iso(t: float) -> str: return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
 
 def capture_line(body: bytes, answer, at: float, event_id: str | None = None, content_type: str = "image/jpeg") -> str:
     "Request `body` and its `answer`, made at `at` (epoch seconds), as a line of a SageMaker data capture file."
-    return json.dumps({
-        "captureData": {"endpointInput": {"observedContentType": content_type, "mode": "INPUT",
-                                          "data": base64.b64encode(body).decode(), "encoding": "BASE64"},
-                        "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT",
-                                           "data": json.dumps(answer), "encoding": "JSON"}},
-        "eventMetadata": {"eventId": event_id or str(uuid.uuid4()), "inferenceTime": _iso(at)}, "eventVersion": "0"})
+    return json.dumps(
+        {
+            "captureData": {
+                "endpointInput": {
+                    "observedContentType": content_type,
+                    "mode": "INPUT",
+                    "data": base64.b64encode(body).decode(),
+                    "encoding": "BASE64",
+                },
+                "endpointOutput": {
+                    "observedContentType": "application/json",
+                    "mode": "OUTPUT",
+                    "data": json.dumps(answer),
+                    "encoding": "JSON",
+                },
+            },
+            "eventMetadata": {"eventId": event_id or str(uuid.uuid4()), "inferenceTime": _iso(at)},
+            "eventVersion": "0",
+        }
+    )
 
 # %% ../../nbs/sagemaker/monitoring.ipynb #ad0978ba
-VARIANT = "AllTraffic"   # the one production variant earthsnap's release creates
+VARIANT = "AllTraffic"  # the one production variant earthsnap's release creates
+
 
 def capture_file(destination: str, endpoint: str, at: float, name: str | None = None, variant: str = VARIANT) -> str:
-    "The URI of a capture file SageMaker writes for `endpoint` at `at`: <destination>/<endpoint>/<variant>/yyyy/mm/dd/hh/<name>.jsonl."
+    """The URI of a capture file SageMaker writes for `endpoint` at `at`:
+    <destination>/<endpoint>/<variant>/yyyy/mm/dd/hh/<name>.jsonl.
+    """
     hour = datetime.fromtimestamp(at, timezone.utc).strftime("%Y/%m/%d/%H")
     return join(destination, endpoint, variant, hour, f"{name or uuid.uuid4().hex}.jsonl")
 
@@ -58,39 +77,61 @@ def capture_file(destination: str, endpoint: str, at: float, name: str | None = 
 @dataclass
 class CapturedEvent:
     "One request SageMaker captured: its event id, when it was answered, the photo as sent."
+
     event_id: str
     time: float
     body: bytes
     content_type: str = ""
 
+
 def parse_capture_line(line: str) -> CapturedEvent:
     "The request in one line of a SageMaker data capture file."
-    try: record = json.loads(line)
-    except ValueError as e: raise CaptureError(f"not JSON ({e})") from None
+    try:
+        record = json.loads(line)
+    except ValueError as e:
+        raise CaptureError(f"not JSON ({e})") from None
     meta = (record or {}).get("eventMetadata") or {}
     request = ((record or {}).get("captureData") or {}).get("endpointInput")
     if not request or "data" not in request:
         raise CaptureError("it holds no request (is the endpoint capturing its input? CaptureMode Input)")
     if request.get("encoding") != "BASE64":
-        raise CaptureError(f"its request is {request.get('encoding')!r}, not a base64 photo ({request.get('observedContentType')})")
-    try: body = base64.b64decode(request["data"], validate=True)
-    except ValueError: raise CaptureError("its request is not valid base64") from None
-    try: at = datetime.strptime(meta["inferenceTime"].replace("Z", "+0000"),
-                                "%Y-%m-%dT%H:%M:%S.%f%z" if "." in meta["inferenceTime"] else "%Y-%m-%dT%H:%M:%S%z").timestamp()
-    except (KeyError, ValueError): raise CaptureError(f"its inferenceTime {meta.get('inferenceTime')!r} is not a time") from None
-    return CapturedEvent(meta.get("eventId") or hashlib.sha256(line.encode()).hexdigest()[:16], at, body, request.get("observedContentType", ""))
+        raise CaptureError(
+            f"its request is {request.get('encoding')!r}, not a base64 photo ({request.get('observedContentType')})"
+        )
+    try:
+        body = base64.b64decode(request["data"], validate=True)
+    except ValueError:
+        raise CaptureError("its request is not valid base64") from None
+    try:
+        at = datetime.strptime(
+            meta["inferenceTime"].replace("Z", "+0000"),
+            "%Y-%m-%dT%H:%M:%S.%f%z" if "." in meta["inferenceTime"] else "%Y-%m-%dT%H:%M:%S%z",
+        ).timestamp()
+    except (KeyError, ValueError):
+        raise CaptureError(f"its inferenceTime {meta.get('inferenceTime')!r} is not a time") from None
+    return CapturedEvent(
+        meta.get("eventId") or hashlib.sha256(line.encode()).hexdigest()[:16],
+        at,
+        body,
+        request.get("observedContentType", ""),
+    )
 
 # %% ../../nbs/sagemaker/monitoring.ipynb #cd2d1526
 def period(minutes: float, until: float | None = None) -> tuple[float, float]:
     "(start, end) of the last closed period of `minutes` at `until` (default now)."
-    if not minutes > 0: raise MonitorError(f"A monitoring period must be longer than 0 minutes, not {minutes}.")
+    if not minutes > 0:
+        raise MonitorError(f"A monitoring period must be longer than 0 minutes, not {minutes}.")
     seconds = minutes * 60
     end = (int((time.time() if until is None else until) // seconds)) * seconds
     return end - seconds, end
 
 # %% ../../nbs/sagemaker/monitoring.ipynb #edc6b2a8
-def read_capture(destination: str, endpoint: str, since: float, until: float, endpoint_url: str | None = None) -> tuple[list[CapturedEvent], list[str]]:
-    "The captured requests of `endpoint` in [since, until) under `destination` (S3 or a folder), and what could not be read."
+def read_capture(
+    destination: str, endpoint: str, since: float, until: float, endpoint_url: str | None = None
+) -> tuple[list[CapturedEvent], list[str]]:
+    """The captured requests of `endpoint` in [since, until) under `destination` (S3 or a folder), and what could not be
+    read.
+    """
     fs, root = filesystem(join(destination, endpoint), endpoint_url)
     fs.invalidate_cache()
     variants = [p for p in fs.ls(root, detail=False) if fs.isdir(p)] if fs.exists(root) else []
@@ -99,28 +140,41 @@ def read_capture(destination: str, endpoint: str, since: float, until: float, en
     while hour < until:
         stamp = datetime.fromtimestamp(hour, timezone.utc).strftime("%Y/%m/%d/%H")
         for v in variants:
-            if fs.exists(f"{v}/{stamp}"): files += sorted(p for p in fs.find(f"{v}/{stamp}") if p.endswith(".jsonl"))
+            if fs.exists(f"{v}/{stamp}"):
+                files += sorted(p for p in fs.find(f"{v}/{stamp}") if p.endswith(".jsonl"))
         hour += 3600
     for f in files:
-        try: text = fs.cat_file(f).decode("utf-8")
-        except (OSError, UnicodeDecodeError) as e: problems.append(f"{f}: unreadable ({e})"); continue
+        try:
+            text = fs.cat_file(f).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(f"{f}: unreadable ({e})")
+            continue
         for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip(): continue
-            try: e = parse_capture_line(line)
-            except CaptureError as err: problems.append(f"{f.rsplit('/', 1)[-1]} line {n}: {err.what}"); continue
-            if since <= e.time < until: events.append(e)
+            if not line.strip():
+                continue
+            try:
+                e = parse_capture_line(line)
+            except CaptureError as err:
+                problems.append(f"{f.rsplit('/', 1)[-1]} line {n}: {err.what}")
+                continue
+            if since <= e.time < until:
+                events.append(e)
     return sorted(events, key=lambda e: e.time), problems
 
 # %% ../../nbs/sagemaker/monitoring.ipynb #a597dcc8
 @dataclass
 class LiveModel:
-    "What a SageMaker endpoint serves: the version, its model archive, where it captures (None: it does not), its ARN and its model package's."
+    """What a SageMaker endpoint serves: the version, its model archive, where it captures (None: it does not), its ARN
+    and its model package's.
+    """
+
     endpoint: str
     version: str
     model_data: str
     capture: str | None
     arn: str = ""
     package: str = ""
+
 
 def live_model(sm, endpoint: str) -> LiveModel:
     "The model SageMaker endpoint `endpoint` serves, through its endpoint configuration."
@@ -133,27 +187,40 @@ def live_model(sm, endpoint: str) -> LiveModel:
     if not data and container.get("ModelPackageName"):
         package = call("describe_model_package", ModelPackageName=container["ModelPackageName"])
         data = package["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
-    if not data: raise MonitorError(f"Endpoint {endpoint}'s model {model['ModelName']} names no model archive (ModelDataUrl).")
+    if not data:
+        raise MonitorError(f"Endpoint {endpoint}'s model {model['ModelName']} names no model archive (ModelDataUrl).")
     capture = config.get("DataCaptureConfig") or {}
-    return LiveModel(endpoint, (container.get("Environment") or {}).get("EARTHSNAP_MODEL_VERSION") or model["ModelName"], data,
-                     capture.get("DestinationS3Uri") if capture.get("EnableCapture", True) and capture else None, ep.get("EndpointArn", ""),
-                     container.get("ModelPackageName", ""))
+    return LiveModel(
+        endpoint,
+        (container.get("Environment") or {}).get("EARTHSNAP_MODEL_VERSION") or model["ModelName"],
+        data,
+        capture.get("DestinationS3Uri") if capture.get("EnableCapture", True) and capture else None,
+        ep.get("EndpointArn", ""),
+        container.get("ModelPackageName", ""),
+    )
 
 # %% ../../nbs/sagemaker/monitoring.ipynb #faf23ea7
-def import_capture(events: list[CapturedEvent], model, store: CaptureStore, version: str, budget_bytes: int = 2 << 30,
-                   batch: int = 64) -> dict:
-    "Record `events` in `store` as served by `version`: {'imported', 'already', 'rejected': [reasons], 'stopped': why capture stopped, or None}."
+def import_capture(
+    events: list[CapturedEvent], model, store: CaptureStore, version: str, budget_bytes: int = 2 << 30, batch: int = 64
+) -> dict:
+    """Record `events` in `store` as served by `version`: {'imported', 'already', 'rejected': [reasons], 'stopped': why
+    capture stopped, or None}.
+    """
     known = set()
     if events:
         known = {(r.sha256, round(r.time, 3)) for r in store.rows(since=events[0].time - 1, until=events[-1].time + 1)}
     todo, rejected, already = [], [], 0
     for e in events:
-        if (hashlib.sha256(e.body).hexdigest(), round(e.time, 3)) in known: already += 1; continue
-        try: todo.append((e, model_input(e.body, model.input_size)))
-        except Exception as err: rejected.append(f"{e.event_id}: the photo cannot be read ({type(err).__name__}: {err})")
+        if (hashlib.sha256(e.body).hexdigest(), round(e.time, 3)) in known:
+            already += 1
+            continue
+        try:
+            todo.append((e, model_input(e.body, model.input_size)))
+        except Exception as err:
+            rejected.append(f"{e.event_id}: the photo cannot be read ({type(err).__name__}: {err})")
     cap = Capture(store, budget_bytes=budget_bytes, queue_size=len(todo) + 1)
     for i in range(0, len(todo), batch):
-        part = todo[i:i + batch]
+        part = todo[i : i + batch]
         answers, embeddings = model.top_and_embeddings(np.stack([x for _, x in part]), CAPTURE_TOP)
         for (e, _), a, emb in zip(part, answers, embeddings if embeddings is not None else [None] * len(part)):
             cap.offer(e.body, version, a, 0.0, emb, at=e.time)
@@ -163,15 +230,28 @@ def import_capture(events: list[CapturedEvent], model, store: CaptureStore, vers
 # %% ../../nbs/sagemaker/monitoring.ipynb #75c1e8d5
 ALERT_SOURCE = "earthsnap.monitor"
 
+
 def publish_alerts(events_client, alerts: list[dict], bus: str = "default", resource: str = "") -> list[str]:
     "Put `alerts` on EventBridge bus `bus`; the event ids EventBridge gave them."
-    entries = [{"Source": ALERT_SOURCE, "DetailType": a["detail-type"], "Detail": json.dumps(a["detail"]), "EventBusName": bus,
-                **({"Resources": [resource]} if resource else {})} for a in alerts]
+    entries = [
+        {
+            "Source": ALERT_SOURCE,
+            "DetailType": a["detail-type"],
+            "Detail": json.dumps(a["detail"]),
+            "EventBusName": bus,
+            **({"Resources": [resource]} if resource else {}),
+        }
+        for a in alerts
+    ]
     ids = []
     for i in range(0, len(entries), 10):
-        r = aws_call(events_client, "put_events", MonitorError, Entries=entries[i:i + 10])
+        r = aws_call(events_client, "put_events", MonitorError, Entries=entries[i : i + 10])
         failed = [f"{e.get('ErrorCode')}: {e.get('ErrorMessage')}" for e in r["Entries"] if e.get("ErrorCode")]
-        if failed: raise MonitorError(f"EventBridge refused {len(failed)} drift alert(s): {'; '.join(failed[:3])}", fix=f"Check bus {bus!r} and the role's events:PutEvents.")
+        if failed:
+            raise MonitorError(
+                f"EventBridge refused {len(failed)} drift alert(s): {'; '.join(failed[:3])}",
+                fix=f"Check bus {bus!r} and the role's events:PutEvents.",
+            )
         ids += [e["EventId"] for e in r["Entries"]]
     return ids
 
@@ -179,6 +259,7 @@ def publish_alerts(events_client, alerts: list[dict], bus: str = "default", reso
 @dataclass
 class EndpointCheck:
     "One monitoring run of a SageMaker endpoint."
+
     config: object
     live: LiveModel
     since: float
@@ -192,77 +273,145 @@ class EndpointCheck:
 
     def summary(self) -> dict:
         "What a program reads back (summary.json of the report)."
-        return {"endpoint": self.live.endpoint, "version": self.live.version, "model_data": self.live.model_data, "since": _iso(self.since),
-                "until": _iso(self.until), "read": self.read, "problems": self.problems, **self.imported,
-                "windows": [w.as_dict() for w in self.windows], "alerts": self.alerts, "published": self.published}
+        return {
+            "endpoint": self.live.endpoint,
+            "version": self.live.version,
+            "model_data": self.live.model_data,
+            "since": _iso(self.since),
+            "until": _iso(self.until),
+            "read": self.read,
+            "problems": self.problems,
+            **self.imported,
+            "windows": [w.as_dict() for w in self.windows],
+            "alerts": self.alerts,
+            "published": self.published,
+        }
 
-def monitor_endpoint(endpoint: str, work: str | Path, minutes: float = 60, window: int = 0, until: float | None = None,
-                     bus: str = "default", region: str | None = None, endpoint_url: str | None = None, live: LiveModel | None = None,
-                     sm=None, events=None) -> EndpointCheck:
-    "Check the last closed period of `minutes` of SageMaker endpoint `endpoint`'s traffic (windows of `window` requests, or the period) against its baseline."
-    if window and window < 2: raise MonitorError(f"A window needs at least 2 requests, not {window}.")
+
+def monitor_endpoint(
+    endpoint: str,
+    work: str | Path,
+    minutes: float = 60,
+    window: int = 0,
+    until: float | None = None,
+    bus: str = "default",
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    live: LiveModel | None = None,
+    sm=None,
+    events=None,
+) -> EndpointCheck:
+    """Check the last closed period of `minutes` of SageMaker endpoint `endpoint`'s traffic (windows of `window`
+    requests, or the period) against its baseline.
+    """
+    if window and window < 2:
+        raise MonitorError(f"A window needs at least 2 requests, not {window}.")
     since, end = period(minutes, until)
     live = live or live_model(sm or aws_client("sagemaker", region), endpoint)
     if not live.capture:
-        raise MonitorError(f"Endpoint {endpoint} does not capture what it serves, so there is nothing to monitor.",
-                           fix="Release it with capture_rate above 0: earthsnap's release adds DataCaptureConfig to its endpoint configuration.")
-    work = Path(work); work.mkdir(parents=True, exist_ok=True)
-    (work / "earthsnap.yaml").write_text(yaml.safe_dump({"store": str(work / "store"), **({"drift_window": window} if window else {})}))
+        raise MonitorError(
+            f"Endpoint {endpoint} does not capture what it serves, so there is nothing to monitor.",
+            fix=(
+                "Release it with capture_rate above 0: earthsnap's release "
+                "adds DataCaptureConfig to its endpoint configuration."
+            ),
+        )
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "earthsnap.yaml").write_text(
+        yaml.safe_dump({"store": str(work / "store"), **({"drift_window": window} if window else {})})
+    )
     cfg = load_config(work, env={})
     artifact = work / "model.tar.gz"
     artifact.write_bytes(read_bytes(live.model_data, endpoint_url))
-    read_baseline(artifact)   # a model without a baseline: refused before any traffic is read
+    read_baseline(artifact)  # a model without a baseline: refused before any traffic is read
     (Path(cfg.endpoints) / endpoint).mkdir(parents=True, exist_ok=True)
-    Endpoints.from_config(cfg).deploy(endpoint, artifact, live.version)   # recorded, not started: the monitor reads what it serves
+    # recorded, not started: the monitor reads what it serves
+    Endpoints.from_config(cfg).deploy(endpoint, artifact, live.version)
     found, problems = read_capture(live.capture, endpoint, since, end, endpoint_url)
     imported = import_capture(found, load_model(artifact), CaptureStore(cfg.capture, endpoint), live.version)
     monitor = Monitor(cfg)
     windows = monitor.check(endpoint, window=window or None, minutes=None if window else minutes)
-    raised = {w.alert for w in windows if w.alert}   # this check's alerts only, not those of an earlier check of the same work folder
+    # this check's alerts only, not those of an earlier check of the same work folder
+    raised = {w.alert for w in windows if w.alert}
     alerts = [a for a in monitor.alerts(limit=10_000) if a["id"] in raised]
     published = publish_alerts(events or aws_client("events", region), alerts, bus, live.arn) if alerts and bus else []
     return EndpointCheck(cfg, live, since, end, len(found), problems, imported, windows, alerts, published)
 
 # %% ../../nbs/sagemaker/monitoring.ipynb #f408c9a1
-def first_look(out: str | Path, minutes: float = 60, window: int = 80, windows: tuple[int, int] = (2, 2), shift: str = "lighting",
-               until: float | None = None) -> LiveModel:
-    "A demo model and the capture files an endpoint serving it would have written in the last period: `windows` = (clean, shifted) windows of `window` requests."
+def first_look(
+    out: str | Path,
+    minutes: float = 60,
+    window: int = 80,
+    windows: tuple[int, int] = (2, 2),
+    shift: str = "lighting",
+    until: float | None = None,
+) -> LiveModel:
+    """A demo model and the capture files an endpoint serving it would have written in the last period: `windows` =
+    (clean, shifted) windows of `window` requests.
+    """
     from earthsnap.data.demodata import generate_demo_data
     from earthsnap.monitor.demo import demo_monitor
+
     out = Path(out)
     artifact = demo_monitor(out / "model", window=window, clean_windows=0, shifted_windows=0)["artifact"]
     model, since, end = load_model(artifact), *period(minutes, until)
-    per, photos = -(-window // 4), []   # photos per species (2 groups x 2 species) for one window
+    per, photos = -(-window // 4), []  # photos per species (2 groups x 2 species) for one window
     for name, n, s in (("clean", windows[0], ""), ("shifted", windows[1], shift)):
-        if not n: continue
-        drawn = sorted(generate_demo_data(out / name, groups=2, species=2, images=per * n, seed=0, first=1000, progress=False, shift=s).root.rglob("*.jpg"))
-        photos += [drawn[i] for i in np.random.default_rng(1).permutation(len(drawn))][:window * n]   # species mixed, as traffic comes
+        if not n:
+            continue
+        drawn = sorted(
+            generate_demo_data(
+                out / name, groups=2, species=2, images=per * n, seed=0, first=1000, progress=False, shift=s
+            ).root.rglob("*.jpg")
+        )
+        # species mixed, as traffic comes
+        photos += [drawn[i] for i in np.random.default_rng(1).permutation(len(drawn))][: window * n]
     step = (end - since) / (len(photos) + 1)
     files: dict[str, list[str]] = {}
     for i, p in enumerate(photos):
         at, body = since + step * (i + 1), p.read_bytes()
         answer = model.predict([body], 5)[0]
-        files.setdefault(capture_file(str(out / "capture"), "demo-prod", at, f"capture-{int(at // 600)}"), []).append(capture_line(body, answer, at))
+        files.setdefault(capture_file(str(out / "capture"), "demo-prod", at, f"capture-{int(at // 600)}"), []).append(
+            capture_line(body, answer, at)
+        )
     for f, lines in files.items():
-        Path(f).parent.mkdir(parents=True, exist_ok=True); Path(f).write_text("\n".join(lines) + "\n")
+        Path(f).parent.mkdir(parents=True, exist_ok=True)
+        Path(f).write_text("\n".join(lines) + "\n")
     return LiveModel("demo-prod", "species/1", str(artifact), str(out / "capture"))
 
 # %% ../../nbs/sagemaker/monitoring.ipynb #45111aeb
 def pull_capture(cfg, endpoint: str, minutes: float = 1440, until: float | None = None, sm=None) -> dict:
-    "Copy SageMaker endpoint `endpoint`'s capture of the last `minutes` into the project's capture store: {'live', 'read', 'problems', 'imported', ...}."
-    if not minutes > 0: raise MonitorError(f"Pull at least 1 minute of capture, not {minutes}.")
+    """Copy SageMaker endpoint `endpoint`'s capture of the last `minutes` into the project's capture store: {'live',
+    'read', 'problems', 'imported', ...}.
+    """
+    if not minutes > 0:
+        raise MonitorError(f"Pull at least 1 minute of capture, not {minutes}.")
     live = live_model(sm or aws_client("sagemaker", cfg.sagemaker_region or None), endpoint)
     if not live.capture:
-        raise MonitorError(f"Endpoint {endpoint} does not capture what it serves, so there is nothing to pull.",
-                           fix="Release it with capture_rate above 0: earthsnap's release adds DataCaptureConfig to its endpoint configuration.")
+        raise MonitorError(
+            f"Endpoint {endpoint} does not capture what it serves, so there is nothing to pull.",
+            fix=(
+                "Release it with capture_rate above 0: earthsnap's release "
+                "adds DataCaptureConfig to its endpoint configuration."
+            ),
+        )
     s3 = cfg.s3_endpoint_url or None
     artifact = Path(cfg.store) / "sagemaker-models" / live.version.replace("/", "-") / "model.tar.gz"
     if not artifact.exists():
         artifact.parent.mkdir(parents=True, exist_ok=True)
-        tmp = artifact.with_suffix(".partial"); tmp.write_bytes(read_bytes(live.model_data, s3)); tmp.replace(artifact)
+        tmp = artifact.with_suffix(".partial")
+        tmp.write_bytes(read_bytes(live.model_data, s3))
+        tmp.replace(artifact)
     end = time.time() if until is None else until
     found, problems = read_capture(live.capture, endpoint, end - minutes * 60, end, s3)
-    imported = import_capture(found, load_model(artifact), CaptureStore(cfg.capture, endpoint), live.version,
-                              budget_bytes=int(cfg.capture_budget_mb * 2**20))
-    ReviewQueue(cfg).remember_classes(live.version, archive_classes(artifact))   # the labels a reviewer may give these photos
+    imported = import_capture(
+        found,
+        load_model(artifact),
+        CaptureStore(cfg.capture, endpoint),
+        live.version,
+        budget_bytes=int(cfg.capture_budget_mb * 2**20),
+    )
+    # the labels a reviewer may give these photos
+    ReviewQueue(cfg).remember_classes(live.version, archive_classes(artifact))
     return {"live": live, "artifact": str(artifact), "read": len(found), "problems": problems, **imported}

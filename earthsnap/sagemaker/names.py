@@ -15,19 +15,33 @@ __all__ = ['NAME_PATTERN', 'LIMITS', 'sagemaker_name', 'is_sagemaker_name']
 
 # %% ../../nbs/sagemaker/names.ipynb #4bd7090c
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")  # botocore's EntityName, PipelineName, EndpointName, ...
-LIMITS = {"pipeline": 256, "model package group": 63, "model": 63, "endpoint": 63, "endpoint config": 63, "tuning job": 32, "job": 63}
+LIMITS = {
+    "pipeline": 256,
+    "model package group": 63,
+    "model": 63,
+    "endpoint": 63,
+    "endpoint config": 63,
+    "tuning job": 32,
+    "job": 63,
+}
+
 
 def sagemaker_name(name: str, what: str = "model package group") -> str:
-    "`name` as a valid SageMaker name of kind `what` (see LIMITS): other characters become hyphens, a long name is cut and hashed."
+    """`name` as a valid SageMaker name of kind `what` (see LIMITS): other characters become hyphens, a long name is cut
+    and hashed.
+    """
     limit = LIMITS[what]
     clean = re.sub(r"[^a-zA-Z0-9]+", "-", name).strip("-")
     if not clean:
-        raise ConfigError(f"{name!r} cannot be made a SageMaker {what} name: it has no letter or digit.",
-                          fix="Use a name with letters, digits and hyphens.")
+        raise ConfigError(
+            f"{name!r} cannot be made a SageMaker {what} name: it has no letter or digit.",
+            fix="Use a name with letters, digits and hyphens.",
+        )
     if len(clean) > limit:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-        clean = clean[:limit - 9].rstrip("-") + "-" + digest
+        clean = clean[: limit - 9].rstrip("-") + "-" + digest
     return clean
+
 
 def is_sagemaker_name(name: str, what: str = "model package group") -> bool:
     "Whether SageMaker takes `name` as it is for a `what`."

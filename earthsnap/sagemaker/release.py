@@ -11,45 +11,73 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .aws import aws_client
-from .names import sagemaker_name
-from ..release.deployment import Check, endpoint_checks
-from .service import SageMakerError, call
+from ..core.config import require
 from ..core.storage import exists, join, read_bytes, read_json
 from ..data.step_files import RECORDS_CLASSES, RECORDS_SUMMARY
-from ..core.config import require
+from ..release.deployment import Check, endpoint_checks
+from .aws import aws_client
+from .names import sagemaker_name
+from .service import SageMakerError, call
 
 # %% auto #0
 __all__ = ['RuntimeClient', 'package_ref', 'NO_RETRIES', 'SageMakerRelease']
 
 # %% ../../nbs/sagemaker/release.ipynb #6719d482
 class RuntimeClient:
-    "`endpoint_checks`' transport over SageMaker: /ping is DescribeEndpoint, /invocations is InvokeEndpoint (query as custom attributes)."
+    """`endpoint_checks`' transport over SageMaker: /ping is DescribeEndpoint, /invocations is InvokeEndpoint (query as
+    custom attributes).
+    """
+
     def __init__(self, sm, runtime, endpoint: str, version: str):
         self.sm, self.rt, self.endpoint, self.version = sm, runtime, endpoint, version
 
-    def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> tuple[int, dict]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> tuple[int, dict]:
         import botocore.exceptions
+
         route, _, query = path.partition("?")
         if route == "/ping":
             d = self.sm.describe_endpoint(EndpointName=self.endpoint)
             ok = d["EndpointStatus"] == "InService"
-            return (200, {"model": self.version}) if ok else (503, {"error": d["EndpointStatus"], "message": d.get("FailureReason", "")})
-        kw = {"EndpointName": self.endpoint, "Body": body or b"", "Accept": "application/json",
-              "ContentType": content_type or "application/octet-stream"}
-        if query: kw["CustomAttributes"] = query
-        try: r = self.rt.invoke_endpoint(**kw)
+            return (
+                (200, {"model": self.version})
+                if ok
+                else (503, {"error": d["EndpointStatus"], "message": d.get("FailureReason", "")})
+            )
+        kw = {
+            "EndpointName": self.endpoint,
+            "Body": body or b"",
+            "Accept": "application/json",
+            "ContentType": content_type or "application/octet-stream",
+        }
+        if query:
+            kw["CustomAttributes"] = query
+        try:
+            r = self.rt.invoke_endpoint(**kw)
         except botocore.exceptions.ClientError as e:
             err = e.response.get("Error", {})
             status = e.response.get("OriginalStatusCode") or (400 if err.get("Code") == "ValidationError" else 500)
-            try: return int(status), json.loads(e.response.get("OriginalMessage") or "{}") or {"error": err.get("Code"), "message": err.get("Message")}
-            except ValueError: return int(status), {"error": err.get("Code"), "message": err.get("Message")}
+            try:
+                return int(status), json.loads(e.response.get("OriginalMessage") or "{}") or {
+                    "error": err.get("Code"),
+                    "message": err.get("Message"),
+                }
+            except ValueError:
+                return int(status), {"error": err.get("Code"), "message": err.get("Message")}
         data = r["Body"].read()
-        try: answer = json.loads(data)
-        except ValueError: return 502, {"message": f"the endpoint answered 200 with a body that is not JSON: {data[:60]!r}"}
-        return (200, answer) if isinstance(answer, dict) else (502, {"message": "the endpoint's answer is not a JSON object"})
+        try:
+            answer = json.loads(data)
+        except ValueError:
+            return 502, {"message": f"the endpoint answered 200 with a body that is not JSON: {data[:60]!r}"}
+        return (
+            (200, answer)
+            if isinstance(answer, dict)
+            else (502, {"message": "the endpoint's answer is not a JSON object"})
+        )
 
-    def close(self): pass
+    def close(self):
+        pass
 
 # %% ../../nbs/sagemaker/release.ipynb #4c1a2638
 def package_ref(arn: str) -> str:
@@ -60,16 +88,30 @@ def package_ref(arn: str) -> str:
 # %% ../../nbs/sagemaker/release.ipynb #c05d4777
 def NO_RETRIES():
     from botocore.config import Config
+
     return Config(retries={"max_attempts": 1, "mode": "standard"})
 
 # %% ../../nbs/sagemaker/release.ipynb #8a73f131
 class SageMakerRelease:
     "Stage, test and promote approved model packages on SageMaker endpoints."
-    def __init__(self, role: str, region: str | None = None, instance_type: str = "ml.m5.large", prefix: str = "earthsnap",
-                 client=None, runtime=None, s3_endpoint_url: str | None = None, wait_s: float = 1800, poll_s: float = 15,
-                 capture_uri: str | None = None, capture_percent: int = 100):
+
+    def __init__(
+        self,
+        role: str,
+        region: str | None = None,
+        instance_type: str = "ml.m5.large",
+        prefix: str = "earthsnap",
+        client=None,
+        runtime=None,
+        s3_endpoint_url: str | None = None,
+        wait_s: float = 1800,
+        poll_s: float = 15,
+        capture_uri: str | None = None,
+        capture_percent: int = 100,
+    ):
         self.sm = client or aws_client("sagemaker", region)
-        # one attempt per request: a retried request would hide a failure from the tests and distort the latency measured
+        # one attempt per request: a retried request would hide a failure from the tests and distort the latency
+        # measured
         self.rt = runtime or aws_client("sagemaker-runtime", region, NO_RETRIES())
         self.role, self.instance_type, self.prefix, self.s3 = role, instance_type, prefix, s3_endpoint_url
         self.wait_s, self.poll_s = wait_s, poll_s
@@ -77,51 +119,100 @@ class SageMakerRelease:
 
     @classmethod
     def from_config(cls, cfg, instance_type: str = "ml.m5.large") -> "SageMakerRelease":
-        "The release of a project: endpoints run as its sagemaker_role, in its region, capturing what they serve to its bucket."
+        """The release of a project: endpoints run as its sagemaker_role, in its region, capturing what they serve to
+        its bucket.
+        """
         capture = join(cfg.sagemaker_bucket, "capture") if cfg.sagemaker_bucket and cfg.capture_rate > 0 else None
-        return cls(require(cfg, "sagemaker_role", "the ARN of the IAM role endpoints run as"), cfg.sagemaker_region or None,
-                   instance_type, s3_endpoint_url=cfg.s3_endpoint_url or None, capture_uri=capture,
-                   capture_percent=max(1, round(cfg.capture_rate * 100)))
+        return cls(
+            require(cfg, "sagemaker_role", "the ARN of the IAM role endpoints run as"),
+            cfg.sagemaker_region or None,
+            instance_type,
+            s3_endpoint_url=cfg.s3_endpoint_url or None,
+            capture_uri=capture,
+            capture_percent=max(1, round(cfg.capture_rate * 100)),
+        )
 
     def data_capture(self, stage: str) -> dict:
-        "The endpoint configuration's DataCaptureConfig: requests (the photos) and answers, sampled, to <capture_uri>/<stage>."
-        return {"EnableCapture": True, "InitialSamplingPercentage": self.capture_percent,
-                "DestinationS3Uri": join(self.capture_uri, stage),
-                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
-                "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}}
+        """The endpoint configuration's DataCaptureConfig: requests (the photos) and answers, sampled, to
+        <capture_uri>/<stage>.
+        """
+        return {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": self.capture_percent,
+            "DestinationS3Uri": join(self.capture_uri, stage),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+        }
 
-    def endpoint_name(self, group: str, stage: str) -> str: return sagemaker_name(f"{self.prefix}-{group}-{stage}", "endpoint")
+    def endpoint_name(self, group: str, stage: str) -> str:
+        return sagemaker_name(f"{self.prefix}-{group}-{stage}", "endpoint")
 
     def package(self, arn: str) -> dict:
         p = call(self.sm, "describe_model_package", ModelPackageName=arn)
         if p.get("ModelApprovalStatus") != "Approved":
-            raise SageMakerError(f"Model package {package_ref(arn)} is {p.get('ModelApprovalStatus')}; only an approved package is released.",
-                                 fix=f"Approve it first: earthsnap registry approve {package_ref(arn)} --backend sagemaker")
+            raise SageMakerError(
+                f"Model package {package_ref(arn)} is {p.get('ModelApprovalStatus')}; "
+                "only an approved package is released.",
+                fix=f"Approve it first: earthsnap registry approve {package_ref(arn)} --backend sagemaker",
+            )
         return p
 
     def deploy(self, arn: str, stage: str) -> str:
-        "Serve package `arn` on endpoint `stage` (created, or updated to a new config); returns the endpoint's name once InService."
+        """Serve package `arn` on endpoint `stage` (created, or updated to a new config); returns the endpoint's name
+        once InService.
+        """
         ref = package_ref(arn)
         group, version = ref.split("/") if "/" in ref else (ref, "0")
         model = sagemaker_name(f"{self.prefix}-{group}-{version}", "model")
-        if model not in [m["ModelName"] for m in call(self.sm, "list_models", NameContains=model)["Models"]]:  # (contains: species-1 finds species-10)
-            call(self.sm, "create_model", ModelName=model, ExecutionRoleArn=self.role,  # the version its answers name (earthsnap-job serve)
-                 Containers=[{"ModelPackageName": arn, "Environment": {"EARTHSNAP_MODEL_VERSION": ref}}])
+        # (contains: species-1 finds species-10)
+        if model not in [m["ModelName"] for m in call(self.sm, "list_models", NameContains=model)["Models"]]:
+            # the version its answers name (earthsnap-job serve)
+            call(
+                self.sm,
+                "create_model",
+                ModelName=model,
+                ExecutionRoleArn=self.role,
+                Containers=[{"ModelPackageName": arn, "Environment": {"EARTHSNAP_MODEL_VERSION": ref}}],
+            )
         config = sagemaker_name(f"{model}-{stage}-{int(time.time())}", "endpoint config")
-        call(self.sm, "create_endpoint_config", EndpointConfigName=config, Tags=[{"Key": "earthsnap:package", "Value": arn}],
-             ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1, "InstanceType": self.instance_type}],
-             **({"DataCaptureConfig": self.data_capture(stage)} if self.capture_uri else {}))
+        call(
+            self.sm,
+            "create_endpoint_config",
+            EndpointConfigName=config,
+            Tags=[{"Key": "earthsnap:package", "Value": arn}],
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": model,
+                    "InitialInstanceCount": 1,
+                    "InstanceType": self.instance_type,
+                }
+            ],
+            **({"DataCaptureConfig": self.data_capture(stage)} if self.capture_uri else {}),
+        )
         name = self.endpoint_name(group, stage)
         names = [e["EndpointName"] for e in call(self.sm, "list_endpoints", NameContains=name)["Endpoints"]]
-        if name in names: call(self.sm, "update_endpoint", EndpointName=name, EndpointConfigName=config)
-        else: call(self.sm, "create_endpoint", EndpointName=name, EndpointConfigName=config, Tags=[{"Key": "earthsnap:stage", "Value": stage}])
+        if name in names:
+            call(self.sm, "update_endpoint", EndpointName=name, EndpointConfigName=config)
+        else:
+            call(
+                self.sm,
+                "create_endpoint",
+                EndpointName=name,
+                EndpointConfigName=config,
+                Tags=[{"Key": "earthsnap:stage", "Value": stage}],
+            )
         deadline = time.monotonic() + self.wait_s
         while True:
             d = call(self.sm, "describe_endpoint", EndpointName=name)
-            if d["EndpointStatus"] == "InService": return name
+            if d["EndpointStatus"] == "InService":
+                return name
             if d["EndpointStatus"] == "Failed":
-                raise SageMakerError(f"Endpoint {name} failed to serve {ref}: {d.get('FailureReason', 'no reason given')}")
-            if time.monotonic() > deadline: raise SageMakerError(f"Endpoint {name} is still {d['EndpointStatus']} after {self.wait_s:g} s.")
+                raise SageMakerError(
+                    f"Endpoint {name} failed to serve {ref}: {d.get('FailureReason', 'no reason given')}"
+                )
+            if time.monotonic() > deadline:
+                raise SageMakerError(f"Endpoint {name} is still {d['EndpointStatus']} after {self.wait_s:g} s.")
             time.sleep(self.poll_s)
 
     def test_split(self, package: dict, into: Path) -> tuple[str | None, float | None]:
@@ -131,14 +222,17 @@ class SageMakerRelease:
         if records:
             local = into
             for name in ("test.rec", "test.idx", "test.lst", RECORDS_CLASSES, RECORDS_SUMMARY):
-                if exists(join(records, name), self.s3): (local / name).write_bytes(read_bytes(join(records, name), self.s3))
+                if exists(join(records, name), self.s3):
+                    (local / name).write_bytes(read_bytes(join(records, name), self.s3))
         offline = None
         stats = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
         if stats and exists(stats, self.s3):
             offline = read_json(stats, self.s3).get("metrics", {}).get("accuracy", {}).get("value")
         return (str(local) if local else None), offline
 
-    def test(self, arn: str, endpoint: str, min_accuracy: float, p95_ms: float, package: dict | None = None) -> list[Check]:
+    def test(
+        self, arn: str, endpoint: str, min_accuracy: float, p95_ms: float, package: dict | None = None
+    ) -> list[Check]:
         package = package or self.package(arn)
         with tempfile.TemporaryDirectory(prefix="earthsnap-test-") as tmp:  # the test images, removed after the checks
             records, offline = self.test_split(package, Path(tmp))
@@ -152,13 +246,15 @@ class SageMakerRelease:
         log(f"{ref}: deploying to stage")
         stage = self.deploy(arn, "stage")
         checks = self.test(arn, stage, min_accuracy, p95_ms, package)
-        for c in checks: log(c.line())
+        for c in checks:
+            log(c.line())
         result = {"package": arn, "ref": ref, "stage": stage, "checks": [asdict(c) for c in checks], "prod": None}
         if not all(c.passed for c in checks):
             result["status"] = "failed"
             log(f"{ref} failed its stage tests; prod is untouched.")
             return result
         if promote:
-            result["prod"] = self.deploy(arn, "prod"); log(f"{ref} is live on {result['prod']}.")
+            result["prod"] = self.deploy(arn, "prod")
+            log(f"{ref} is live on {result['prod']}.")
         result["status"] = "live" if promote else "passed"
         return result

@@ -27,30 +27,52 @@ __all__ = ['TEST_SPLIT', 'sagemaker_retrain_plan', 'upload_export', 'retrain_on_
 
 # %% ../../nbs/sagemaker/retraining.ipynb #30827f21
 def sagemaker_retrain_plan(cfg, endpoint: str, sm=None) -> RetrainPlan:
-    "The live package of SageMaker endpoint `endpoint`, its dataset version and records, and the photos people decided for it."
+    """The live package of SageMaker endpoint `endpoint`, its dataset version and records, and the photos people decided
+    for it.
+    """
     sm = sm or aws_client("sagemaker", cfg.sagemaker_region or None)
     live = live_model(sm, endpoint)
     if not live.package:
-        raise RetrainError(f"Endpoint {endpoint} serves a model made without a model package, so its lineage is unknown.",
-                           fix="Release model packages the pipeline registered (earthsnap sagemaker release).")
+        raise RetrainError(
+            f"Endpoint {endpoint} serves a model made without a model package, so its lineage is unknown.",
+            fix="Release model packages the pipeline registered (earthsnap sagemaker release).",
+        )
     package = aws_call(sm, "describe_model_package", RetrainError, ModelPackageName=live.package)
     meta = package.get("CustomerMetadataProperties") or {}
     records = meta.get("input_records")
     if not records:
-        raise RetrainError(f"{live.version} has no records in its metadata (input_records): it was not registered by the pipeline.",
-                           fix="Retrain a model the SageMaker pipeline registered.")
+        raise RetrainError(
+            f"{live.version} has no records in its metadata (input_records): it was not registered by the pipeline.",
+            fix="Retrain a model the SageMaker pipeline registered.",
+        )
     dataset = (read_json(join(records, RECORDS_SUMMARY), cfg.s3_endpoint_url or None) or {}).get("dataset")
-    if not dataset: raise RetrainError(f"The records of {live.version} ({records}) do not name the dataset version they were made from.")
+    if not dataset:
+        raise RetrainError(
+            f"The records of {live.version} ({records}) do not name the dataset version they were made from."
+        )
     version = sagemaker_registry(cfg).get(live.version)
     decided = ReviewQueue(cfg).items(pending=False, endpoint=endpoint)
     execution = meta.get("execution")
     params = {}
-    if execution and ":" in live.package:   # the values the live model's execution ran with, where SageMaker still has them
+    # the values the live model's execution ran with, where SageMaker still has them
+    if execution and ":" in live.package:
         arn = live.package.split(":model-package/")[0] + f":pipeline/{meta.get('pipeline', '')}/execution/{execution}"
-        try: params = {p["Name"]: p["Value"] for p in sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)["PipelineParameters"]}
-        except Exception: params = {}
-    return RetrainPlan(endpoint, version, dataset, records, {k: v for k, v in params.items() if k in KEEP},
-                       [i for i in decided if i.decision in ("confirmed", "relabelled")], [i for i in decided if i.decision == "not_in_taxonomy"])
+        try:
+            params = {
+                p["Name"]: p["Value"]
+                for p in sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)["PipelineParameters"]
+            }
+        except Exception:
+            params = {}
+    return RetrainPlan(
+        endpoint,
+        version,
+        dataset,
+        records,
+        {k: v for k, v in params.items() if k in KEEP},
+        [i for i in decided if i.decision in ("confirmed", "relabelled")],
+        [i for i in decided if i.decision == "not_in_taxonomy"],
+    )
 
 # %% ../../nbs/sagemaker/retraining.ipynb #13a623fc
 def upload_export(local: Path, remote: str, endpoint_url: str | None = None) -> str:
@@ -61,116 +83,210 @@ def upload_export(local: Path, remote: str, endpoint_url: str | None = None) -> 
     for r in rows:
         if Path(r["uri"]).is_absolute() and Path(r["uri"]).is_relative_to(local):
             r["uri"] = join(remote, *Path(r["uri"]).relative_to(local).parts)
-    for name in ("provenance.jsonl", "not_in_taxonomy.jsonl"):   # provenance names the photos where the pipeline reads them
+    # provenance names the photos where the pipeline reads them
+    for name in ("provenance.jsonl", "not_in_taxonomy.jsonl"):
         p = local / name
         lines = [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
         for r in lines:
-            if Path(r["uri"]).is_relative_to(local): r["uri"] = join(remote, *Path(r["uri"]).relative_to(local).parts)
+            if Path(r["uri"]).is_relative_to(local):
+                r["uri"] = join(remote, *Path(r["uri"]).relative_to(local).parts)
         write_bytes(join(remote, name), "".join(json.dumps(r) + "\n" for r in lines).encode(), endpoint_url)
-    return write_bytes(join(remote, "listing.jsonl"), "".join(json.dumps(r) + "\n" for r in rows).encode(), endpoint_url)
+    return write_bytes(
+        join(remote, "listing.jsonl"), "".join(json.dumps(r) + "\n" for r in rows).encode(), endpoint_url
+    )
 
 # %% ../../nbs/sagemaker/retraining.ipynb #002ee8fc
 def _from_archive(archive: bytes, name: str) -> bytes:
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tf: return tf.extractfile(name).read()
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tf:
+        return tf.extractfile(name).read()
 
-def retrain_on_sagemaker(cfg, endpoint: str, reason: str = "by hand", overrides: dict | None = None, by: str | None = None,
-                         pipeline_file: str | Path | None = None, sm=None, progress: bool = True) -> dict:
-    "Start an execution of the project's SageMaker pipeline retraining `endpoint`'s live model on the photos people labelled."
+
+def retrain_on_sagemaker(
+    cfg,
+    endpoint: str,
+    reason: str = "by hand",
+    overrides: dict | None = None,
+    by: str | None = None,
+    pipeline_file: str | Path | None = None,
+    sm=None,
+    progress: bool = True,
+) -> dict:
+    """Start an execution of the project's SageMaker pipeline retraining `endpoint`'s live model on the photos people
+    labelled.
+    """
     from earthsnap.engine.definition import project_pipeline
     from earthsnap.sagemaker.names import sagemaker_name
+
     sm = sm or aws_client("sagemaker", cfg.sagemaker_region or None)
     plan = sagemaker_retrain_plan(cfg, endpoint, sm)
     if not plan.labelled:
-        raise RetrainError(f"No photo from {endpoint} has been labelled yet, so a retraining would learn nothing new.",
-                           fix=f"Pull its photos (earthsnap review fill {endpoint} --sagemaker) and review them in the console.")
+        raise RetrainError(
+            f"No photo from {endpoint} has been labelled yet, so a retraining would learn nothing new.",
+            fix=f"Pull its photos (earthsnap review fill {endpoint} --sagemaker) and review them in the console.",
+        )
     s3, rid = cfg.s3_endpoint_url or None, new_run_id("retrain")
     local, remote = Path(cfg.store) / "retrain" / rid, join(cfg.sagemaker_bucket, "retrain", rid)
     exported = export_reviewed(cfg, plan, local)
     listing = upload_export(local, remote, s3)
     archive = read_bytes(plan.live.artifact, s3)
     weights = write_bytes(join(remote, "live", "model.safetensors"), _from_archive(archive, "model.safetensors"), s3)
-    wanted = {**plan.parameters, "source": listing, "taxonomy": exported["taxonomy"], "dataset_name": plan.dataset.split("@")[0],
-              "dataset_parent": plan.dataset, "init_weights": weights,
-              "hyperparameters": json.dumps(json.loads(_from_archive(archive, "hyperparameters.json"))), **(overrides or {})}
+    wanted = {
+        **plan.parameters,
+        "source": listing,
+        "taxonomy": exported["taxonomy"],
+        "dataset_name": plan.dataset.split("@")[0],
+        "dataset_parent": plan.dataset,
+        "init_weights": weights,
+        "hyperparameters": json.dumps(json.loads(_from_archive(archive, "hyperparameters.json"))),
+        **(overrides or {}),
+    }
     pipeline = project_pipeline(cfg.project_dir, pipeline_file)
     name = sagemaker_name(pipeline.name, "pipeline")
     deployed = deployed_parameters(sm, name)
     fixed = sorted(k for k in wanted if k not in deployed)
-    arn = start_execution(sm, name, pipeline, {k: str(v) for k, v in wanted.items() if k in deployed and str(v) != ""},
-                          sagemaker_name(f"retrain-{endpoint}-{rid.rsplit('-', 1)[-1]}", "endpoint"))   # a display name: the same pattern, at most 82
+    arn = start_execution(
+        sm,
+        name,
+        pipeline,
+        {k: str(v) for k, v in wanted.items() if k in deployed and str(v) != ""},
+        # a display name: the same pattern, at most 82
+        sagemaker_name(f"retrain-{endpoint}-{rid.rsplit('-', 1)[-1]}", "endpoint"),
+    )
     open_database(cfg.registry, SCHEMA, name="retraining")
     with connection(cfg.registry) as db, transaction(db):
-        db.execute("INSERT INTO retrain_runs (id, endpoint, live, started_at, reason, labelled, run_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (rid, endpoint, plan.live.ref, time.time(), reason, len(plan.labelled), arn))
+        db.execute(
+            "INSERT INTO retrain_runs (id, endpoint, live, started_at, "
+            "reason, labelled, run_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (rid, endpoint, plan.live.ref, time.time(), reason, len(plan.labelled), arn),
+        )
     if progress:
-        print(f"retraining {plan.live.ref} ({endpoint}) on SageMaker: {plan.dataset} and {exported['photos']} reviewed photo(s) "
-              f"({exported['apart']} kept apart, not in the taxonomy), from its weights ({reason})", flush=True)
-    return {"id": rid, "endpoint": endpoint, "live": plan.live.ref, "execution": arn, "listing": listing, "export": exported,
-            "parameters": {k: v for k, v in wanted.items() if k in deployed}, "fixed": fixed, "reason": reason}
+        print(
+            f"retraining {plan.live.ref} ({endpoint}) on SageMaker: {plan.dataset} and {exported['photos']} "
+            f"reviewed photo(s) ({exported['apart']} kept apart, not in the taxonomy), from its weights ({reason})",
+            flush=True,
+        )
+    return {
+        "id": rid,
+        "endpoint": endpoint,
+        "live": plan.live.ref,
+        "execution": arn,
+        "listing": listing,
+        "export": exported,
+        "parameters": {k: v for k, v in wanted.items() if k in deployed},
+        "fixed": fixed,
+        "reason": reason,
+    }
 
 # %% ../../nbs/sagemaker/retraining.ipynb #540022bf
 TEST_SPLIT = ("test.rec", "test.idx", "test.lst")
 
+
 def _records_here(uri: str, into: Path, s3: str | None) -> Path:
     "A records folder's test split, classes and summary, copied from `uri` into `into`."
     from earthsnap.data.step_files import RECORDS_CLASSES
+
     into.mkdir(parents=True, exist_ok=True)
-    for name in (*TEST_SPLIT, RECORDS_CLASSES, RECORDS_SUMMARY): (into / name).write_bytes(read_bytes(join(uri, name), s3))
+    for name in (*TEST_SPLIT, RECORDS_CLASSES, RECORDS_SUMMARY):
+        (into / name).write_bytes(read_bytes(join(uri, name), s3))
     return into
+
 
 def _summaries(sm, group: str) -> list[dict]:
     "Every model package of `group`, as list_model_packages summarises them (all pages)."
     from earthsnap.sagemaker.names import sagemaker_name
+
     token, found = None, []
     while True:
-        r = aws_call(sm, "list_model_packages", RetrainError, ModelPackageGroupName=sagemaker_name(group), **({"NextToken": token} if token else {}))
+        r = aws_call(
+            sm,
+            "list_model_packages",
+            RetrainError,
+            ModelPackageGroupName=sagemaker_name(group),
+            **({"NextToken": token} if token else {}),
+        )
         found += r["ModelPackageSummaryList"]
-        if not (token := r.get("NextToken")): return found
+        if not (token := r.get("NextToken")):
+            return found
+
 
 def _candidate(sm, group: str, execution_id: str) -> dict | None:
     "The model package of `group` that the execution `execution_id` registered, described; None before it has."
     for s in sorted(_summaries(sm, group), key=lambda s: -s["ModelPackageVersion"]):
         d = aws_call(sm, "describe_model_package", RetrainError, ModelPackageName=s["ModelPackageArn"])
-        if (d.get("CustomerMetadataProperties") or {}).get("execution") == execution_id: return d
+        if (d.get("CustomerMetadataProperties") or {}).get("execution") == execution_id:
+            return d
     return None
+
 
 def _package(sm, ref: str) -> dict:
     "The model package `group/N`, described."
     group, n = ref.split("/")
     hit = next((p for p in _summaries(sm, group) if p["ModelPackageVersion"] == int(n)), None)
-    if hit is None: raise RetrainError(f"There is no model package {ref} in SageMaker's Model Registry.")
+    if hit is None:
+        raise RetrainError(f"There is no model package {ref} in SageMaker's Model Registry.")
     return aws_call(sm, "describe_model_package", RetrainError, ModelPackageName=hit["ModelPackageArn"])
 
+
 def retraining_status(cfg, rid: str | None = None, sm=None) -> dict:
-    "The execution's status and, once registered, the candidate of SageMaker retraining `rid` (default: the latest) with its comparison against the live version."
+    """The execution's status and, once registered, the candidate of SageMaker retraining `rid` (default: the latest)
+    with its comparison against the live version.
+    """
     import tempfile
+
     from earthsnap.monitor.retrain import compare_with_live
+
     open_database(cfg.registry, SCHEMA, name="retraining")
     with connection(cfg.registry) as db:
-        q = "SELECT * FROM retrain_runs WHERE run_id LIKE 'arn:%:pipeline/%'" + (" AND id = ?" if rid else "") + " ORDER BY started_at DESC LIMIT 1"
+        q = (
+            "SELECT * FROM retrain_runs WHERE run_id LIKE 'arn:%:pipeline/%'"
+            + (" AND id = ?" if rid else "")
+            + " ORDER BY started_at DESC LIMIT 1"
+        )
         row = db.execute(q, (rid,) if rid else ()).fetchone()
     if row is None:
-        raise RetrainError(f"No retraining {rid} on SageMaker." if rid else "No retraining has been started on SageMaker.",
-                           fix="Start one: earthsnap retrain ENDPOINT --backend sagemaker")
-    out = {"id": row["id"], "endpoint": row["endpoint"], "live": row["live"], "execution": row["run_id"], "reason": row["reason"],
-           "labelled": row["labelled"], "candidate": row["candidate"], "comparison": json.loads(row["comparison"]) if row["comparison"] else None}
-    if out["comparison"]: out["status"] = "registered"; return out
+        raise RetrainError(
+            f"No retraining {rid} on SageMaker." if rid else "No retraining has been started on SageMaker.",
+            fix="Start one: earthsnap retrain ENDPOINT --backend sagemaker",
+        )
+    out = {
+        "id": row["id"],
+        "endpoint": row["endpoint"],
+        "live": row["live"],
+        "execution": row["run_id"],
+        "reason": row["reason"],
+        "labelled": row["labelled"],
+        "candidate": row["candidate"],
+        "comparison": json.loads(row["comparison"]) if row["comparison"] else None,
+    }
+    if out["comparison"]:
+        out["status"] = "registered"
+        return out
     sm = sm or aws_client("sagemaker", cfg.sagemaker_region or None)
-    out["status"] = aws_call(sm, "describe_pipeline_execution", RetrainError, PipelineExecutionArn=row["run_id"]).get("PipelineExecutionStatus")
+    out["status"] = aws_call(sm, "describe_pipeline_execution", RetrainError, PipelineExecutionArn=row["run_id"]).get(
+        "PipelineExecutionStatus"
+    )
     package = _candidate(sm, row["live"].split("/")[0], row["run_id"].rsplit("/", 1)[-1])
-    if package is None: return out
+    if package is None:
+        return out
     s3, live = cfg.s3_endpoint_url or None, _package(sm, row["live"])
     with tempfile.TemporaryDirectory(prefix="earthsnap-compare-") as tmp:
         t = Path(tmp)
         (t / "live.tar.gz").write_bytes(read_bytes(live["InferenceSpecification"]["Containers"][0]["ModelDataUrl"], s3))
-        (t / "candidate.tar.gz").write_bytes(read_bytes(package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"], s3))
+        (t / "candidate.tar.gz").write_bytes(
+            read_bytes(package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"], s3)
+        )
         original = _records_here(live["CustomerMetadataProperties"]["input_records"], t / "original", s3)
         new = _records_here(package["CustomerMetadataProperties"]["input_records"], t / "new", s3)
         prov = read_bytes(join(cfg.sagemaker_bucket, "retrain", row["id"], "provenance.jsonl"), s3).decode()
         reviewed = {json.loads(l)["uri"] for l in prov.splitlines() if l.strip()}
-        out["comparison"] = compare_with_live(str(t / "live.tar.gz"), str(t / "candidate.tar.gz"), str(original), str(new), reviewed)
+        out["comparison"] = compare_with_live(
+            str(t / "live.tar.gz"), str(t / "candidate.tar.gz"), str(original), str(new), reviewed
+        )
     out["candidate"] = f"{package['ModelPackageGroupName']}/{package['ModelPackageVersion']}"
     out["candidate_status"] = package.get("ModelApprovalStatus")
     with connection(cfg.registry) as db, transaction(db):
-        db.execute("UPDATE retrain_runs SET candidate = ?, comparison = ? WHERE id = ?", (out["candidate"], json.dumps(out["comparison"]), row["id"]))
+        db.execute(
+            "UPDATE retrain_runs SET candidate = ?, comparison = ? WHERE id = ?",
+            (out["candidate"], json.dumps(out["comparison"]), row["id"]),
+        )
     return out

@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .aws import aws_call, aws_client
-from ..engine.definition import Parameter, Pipeline, RegisterStep
 from ..core.errors import EarthsnapError, ParameterError
+from ..core.storage import exists, write_bytes
+from ..engine.definition import Parameter, Pipeline, RegisterStep
+from .aws import aws_call, aws_client
 from .compiler import Compiled
 from .names import is_sagemaker_name, sagemaker_name
-from ..core.storage import exists, write_bytes
 
 # %% auto #0
 __all__ = ['SageMakerError', 'call', 'PipelineService', 'deployed_parameters', 'execution_parameters', 'start_execution',
@@ -24,6 +24,7 @@ __all__ = ['SageMakerError', 'call', 'PipelineService', 'deployed_parameters', '
 class SageMakerError(EarthsnapError):
     "SageMaker refused a call or could not be reached."
 
+
 def call(client, name: str, **kw) -> dict:
     "A boto3 call whose failures are errors a person can act on (`earthsnap.sagemaker.aws`), as SageMakerError."
     return aws_call(client, name, SageMakerError, "run the pipeline here with `earthsnap run`", **kw)
@@ -31,6 +32,7 @@ def call(client, name: str, **kw) -> dict:
 # %% ../../nbs/sagemaker/service.ipynb #5159aaa7
 class PipelineService:
     "Upsert, start and follow one compiled pipeline on SageMaker."
+
     def __init__(self, compiled: Compiled, client=None, s3_endpoint_url: str | None = None):
         self.c, self.name = compiled, compiled.pipeline.name
         self.sm = client or aws_client("sagemaker", compiled.target.region)
@@ -42,33 +44,53 @@ class PipelineService:
         return cls(compiled, s3_endpoint_url=cfg.s3_endpoint_url or None)
 
     def upload_code(self) -> list[str]:
-        "Put the code bundle (the step notebooks) under its content address; returns what was uploaded (nothing when it is there)."
-        if exists(self.c.bundle_uri, self.s3_endpoint_url): return []
+        """Put the code bundle (the step notebooks) under its content address; returns what was uploaded (nothing when
+        it is there).
+        """
+        if exists(self.c.bundle_uri, self.s3_endpoint_url):
+            return []
         write_bytes(self.c.bundle_uri, self.c.bundle, self.s3_endpoint_url)
         return [self.c.bundle_uri]
 
     def exists(self) -> bool:
         import botocore.exceptions
-        try: self.sm.describe_pipeline(PipelineName=self.name); return True
+
+        try:
+            self.sm.describe_pipeline(PipelineName=self.name)
+            return True
         except botocore.exceptions.ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("ResourceNotFound", "ValidationException"): return False
+            if e.response.get("Error", {}).get("Code") in ("ResourceNotFound", "ValidationException"):
+                return False
             raise SageMakerError(f"SageMaker refused describe_pipeline: {e}") from None
 
     def upsert(self, description: str = "") -> dict:
         "Upload the code, then create the pipeline or update it to this definition; returns its ARN and what was done."
         uploaded = self.upload_code()
         body = self.c.pipeline.definition()
-        kw = dict(PipelineName=self.name, PipelineDefinition=body, RoleArn=self.c.target.role,
-                  PipelineDescription=description or f"earthsnap pipeline {self.name}")
-        if self.exists(): arn, action = call(self.sm, "update_pipeline", **kw)["PipelineArn"], "updated"
-        else: arn, action = call(self.sm, "create_pipeline", PipelineDisplayName=self.name, **kw)["PipelineArn"], "created"
+        kw = dict(
+            PipelineName=self.name,
+            PipelineDefinition=body,
+            RoleArn=self.c.target.role,
+            PipelineDescription=description or f"earthsnap pipeline {self.name}",
+        )
+        if self.exists():
+            arn, action = call(self.sm, "update_pipeline", **kw)["PipelineArn"], "updated"
+        else:
+            arn, action = (
+                call(self.sm, "create_pipeline", PipelineDisplayName=self.name, **kw)["PipelineArn"],
+                "created",
+            )
         return {"arn": arn, "action": action, "uploaded": uploaded, "bytes": len(body)}
 
     def check_parameters(self, pipeline: Pipeline, overrides: dict[str, str]) -> list[dict]:
-        "SageMaker's PipelineParameters for `overrides`, checked against `pipeline` and the definition SageMaker holds (`execution_parameters`)."
+        """SageMaker's PipelineParameters for `overrides`, checked against `pipeline` and the definition SageMaker holds
+        (`execution_parameters`).
+        """
         return execution_parameters(pipeline, overrides, deployed_parameters(self.sm, self.name))
 
-    def start(self, pipeline: Pipeline, overrides: dict[str, str] | None = None, display_name: str | None = None) -> str:
+    def start(
+        self, pipeline: Pipeline, overrides: dict[str, str] | None = None, display_name: str | None = None
+    ) -> str:
         "Start an execution with `overrides` (checked first); returns its ARN."
         return start_execution(self.sm, self.name, pipeline, overrides or {}, display_name)
 
@@ -82,70 +104,119 @@ def deployed_parameters(sm, pipeline_name: str) -> dict[str, Any]:
     d = json.loads(call(sm, "describe_pipeline", PipelineName=pipeline_name)["PipelineDefinition"])
     return {p["Name"]: p.get("DefaultValue") for p in d.get("Parameters", [])}
 
+
 def execution_parameters(pipeline: Pipeline, overrides: dict[str, str], deployed: dict[str, Any]) -> list[dict]:
-    "SageMaker's PipelineParameters for `overrides`, after the checks `earthsnap run -p` makes; refuses what the deployed pipeline cannot take."
+    """SageMaker's PipelineParameters for `overrides`, after the checks `earthsnap run -p` makes; refuses what the
+    deployed pipeline cannot take.
+    """
     values = pipeline.resolve(overrides)  # unknown names and wrong types are refused here
     fixed = sorted(n for n in overrides if n not in deployed)
     if fixed:
-        raise ParameterError(f"Parameter(s) {', '.join(fixed)} are fixed in the SageMaker definition (set when it was compiled).",
-                             fix=f"Compile and upsert with them: earthsnap sagemaker upsert -p {fixed[0]}=...")
+        raise ParameterError(
+            f"Parameter(s) {', '.join(fixed)} are fixed in the SageMaker definition (set when it was compiled).",
+            fix=f"Compile and upsert with them: earthsnap sagemaker upsert -p {fixed[0]}=...",
+        )
     groups = {s.group.name for s in pipeline.steps if isinstance(s, RegisterStep) and isinstance(s.group, Parameter)}
     out = []
     for name in overrides:
         v = values[name]
         text = str(v).lower() if isinstance(v, bool) else str(v)
         if text == "":
-            if not deployed[name]: continue  # the default is empty: nothing to send
-            raise ParameterError(f"-p {name}= is empty, and SageMaker refuses an empty parameter value when an execution starts.",
-                                 fix=f"Make empty the default instead: earthsnap sagemaker upsert -p {name}= (then start without it).")
+            if not deployed[name]:
+                continue  # the default is empty: nothing to send
+            raise ParameterError(
+                f"-p {name}= is empty, and SageMaker refuses an empty parameter value when an execution starts.",
+                fix=f"Make empty the default instead: earthsnap sagemaker upsert -p {name}= (then start without it).",
+            )
         if name in groups and not is_sagemaker_name(text):
-            raise ParameterError(f"-p {name}={text} names a model package group SageMaker does not allow (letters, digits and hyphens, "
-                                 "at most 63).", fix=f"Use -p {name}={sagemaker_name(text)}")
+            raise ParameterError(
+                f"-p {name}={text} names a model package group SageMaker does not allow (letters, digits and hyphens, "
+                "at most 63).",
+                fix=f"Use -p {name}={sagemaker_name(text)}",
+            )
         out.append({"Name": name, "Value": text})
     return out
 
-def start_execution(sm, pipeline_name: str, pipeline: Pipeline, overrides: dict[str, str], display_name: str | None = None) -> str:
+
+def start_execution(
+    sm, pipeline_name: str, pipeline: Pipeline, overrides: dict[str, str], display_name: str | None = None
+) -> str:
     "Start an execution of `pipeline_name` with `overrides`, checked first; returns its ARN."
-    kw = {"PipelineName": pipeline_name, "PipelineParameters": execution_parameters(pipeline, overrides, deployed_parameters(sm, pipeline_name))}
-    if display_name: kw["PipelineExecutionDisplayName"] = display_name
+    kw = {
+        "PipelineName": pipeline_name,
+        "PipelineParameters": execution_parameters(pipeline, overrides, deployed_parameters(sm, pipeline_name)),
+    }
+    if display_name:
+        kw["PipelineExecutionDisplayName"] = display_name
     return call(sm, "start_pipeline_execution", **kw)["PipelineExecutionArn"]
 
-def start_project(cfg, overrides: dict[str, str], pipeline_file: str | Path | None = None, model: str | None = None,
-                  display_name: str | None = None) -> str:
-    "Start the project's pipeline (one hierarchy `model`'s own, if given) as it is on SageMaker; returns the execution's ARN."
+
+def start_project(
+    cfg,
+    overrides: dict[str, str],
+    pipeline_file: str | Path | None = None,
+    model: str | None = None,
+    display_name: str | None = None,
+) -> str:
+    """Start the project's pipeline (one hierarchy `model`'s own, if given) as it is on SageMaker; returns the
+    execution's ARN.
+    """
     from earthsnap.engine.definition import project_pipeline
     from earthsnap.hierarchy.datasets import model_pipeline_name
+
     p = project_pipeline(cfg.project_dir, pipeline_file)
     name = sagemaker_name(model_pipeline_name(p.name, model) if model else p.name, "pipeline")
     return start_execution(aws_client("sagemaker", cfg.sagemaker_region or None), name, p, overrides, display_name)
 
 # %% ../../nbs/sagemaker/service.ipynb #d1680962
 def execution_status(sm, pipeline_name: str, execution_arn: str | None = None) -> dict:
-    "An execution of pipeline `pipeline_name` (the latest when none is named) and its steps; needs no compiled definition."
+    """An execution of pipeline `pipeline_name` (the latest when none is named) and its steps; needs no compiled
+    definition.
+    """
     arn = execution_arn
     if not arn:
-        r = call(sm, "list_pipeline_executions", PipelineName=pipeline_name, SortBy="CreationTime", SortOrder="Descending", MaxResults=1)
+        r = call(
+            sm,
+            "list_pipeline_executions",
+            PipelineName=pipeline_name,
+            SortBy="CreationTime",
+            SortOrder="Descending",
+            MaxResults=1,
+        )
         arn = next((e["PipelineExecutionArn"] for e in r.get("PipelineExecutionSummaries", [])), None)
-    if not arn: raise SageMakerError(f"Pipeline {pipeline_name} has no executions.", fix="Start one: earthsnap sagemaker start")
+    if not arn:
+        raise SageMakerError(f"Pipeline {pipeline_name} has no executions.", fix="Start one: earthsnap sagemaker start")
     ex = call(sm, "describe_pipeline_execution", PipelineExecutionArn=arn)
-    try: steps = call(sm, "list_pipeline_execution_steps", PipelineExecutionArn=arn, SortOrder="Ascending")["PipelineExecutionSteps"]
-    except SageMakerError as e: steps, ex["StepsError"] = [], e.what
+    try:
+        steps = call(sm, "list_pipeline_execution_steps", PipelineExecutionArn=arn, SortOrder="Ascending")[
+            "PipelineExecutionSteps"
+        ]
+    except SageMakerError as e:
+        steps, ex["StepsError"] = [], e.what
     return {**ex, "Steps": steps}
 
 # %% ../../nbs/sagemaker/service.ipynb #9e62e5f7
 def status_table(st: dict) -> str:
     "An execution and its steps as text."
     when = lambda t: t.strftime("%Y-%m-%d %H:%M:%S") if hasattr(t, "strftime") else (t or "-")
-    lines = [f"{st['PipelineExecutionArn']}", f"  status {st['PipelineExecutionStatus']}, started {when(st.get('CreationTime'))}"
-             + (f", {st['FailureReason']}" if st.get("FailureReason") else "")]
-    if st.get("StepsError"): lines.append(f"  steps: not available ({st['StepsError']})")
+    lines = [
+        f"{st['PipelineExecutionArn']}",
+        f"  status {st['PipelineExecutionStatus']}, started {when(st.get('CreationTime'))}"
+        + (f", {st['FailureReason']}" if st.get("FailureReason") else ""),
+    ]
+    if st.get("StepsError"):
+        lines.append(f"  steps: not available ({st['StepsError']})")
     for s in st["Steps"]:
-        lines.append(f"  {s['StepName']:<18} {s.get('StepStatus', '-'):<10} {when(s.get('StartTime'))}"
-                     + (f"  {s['FailureReason']}" if s.get("FailureReason") else "")
-                     + ("  (cached)" if s.get("CacheHitResult") else ""))
+        lines.append(
+            f"  {s['StepName']:<18} {s.get('StepStatus', '-'):<10} {when(s.get('StartTime'))}"
+            + (f"  {s['FailureReason']}" if s.get("FailureReason") else "")
+            + ("  (cached)" if s.get("CacheHitResult") else "")
+        )
     return "\n".join(lines)
 
 # %% ../../nbs/sagemaker/service.ipynb #e3150274
 def project_status(cfg, pipeline_name: str, execution_arn: str | None = None) -> str:
     "The text of an execution of pipeline `pipeline_name` (the latest when none is named) and its steps."
-    return status_table(execution_status(aws_client("sagemaker", cfg.sagemaker_region or None), pipeline_name, execution_arn))
+    return status_table(
+        execution_status(aws_client("sagemaker", cfg.sagemaker_region or None), pipeline_name, execution_arn)
+    )

@@ -10,7 +10,18 @@ import typing
 from functools import lru_cache
 from typing import Any
 
-from ..data.step_files import EVALUATION, QA_REPORT, RECORDS_CLASSES, RECORDS_SUMMARY, TUNING_RESULT, Evaluation, QAReport, RecordsClasses, RecordsSummary, TuningResult
+from earthsnap.data.step_files import (
+    EVALUATION,
+    QA_REPORT,
+    RECORDS_CLASSES,
+    RECORDS_SUMMARY,
+    TUNING_RESULT,
+    Evaluation,
+    QAReport,
+    RecordsClasses,
+    RecordsSummary,
+    TuningResult,
+)
 
 # %% auto #0
 __all__ = ['STEP_FILES', 'JSON_PATHS', 'TYPE_NAMES', 'REQUESTS', 'DESCRIBES', 'FILLED_BY_SERVICE', 'EXECUTION', 'PARAMETER_TYPES',
@@ -21,64 +32,110 @@ __all__ = ['STEP_FILES', 'JSON_PATHS', 'TYPE_NAMES', 'REQUESTS', 'DESCRIBES', 'F
 def service_model() -> dict:
     "botocore's SageMaker service model, as shipped with the installed botocore."
     import botocore.loaders
+
     return botocore.loaders.Loader().load_service_model("sagemaker", "service-2")
+
 
 @lru_cache(maxsize=None)
 def _pattern(text: str):
     "A botocore (Java) pattern as a Python regex, or None where Python cannot read it."
-    try: return re.compile(text.replace("\\p{L}", "\\w").replace("\\p{N}", "\\d").replace("\\p{Z}", "\\s"))
-    except re.error: return None
+    try:
+        return re.compile(text.replace("\\p{L}", "\\w").replace("\\p{N}", "\\d").replace("\\p{Z}", "\\s"))
+    except re.error:
+        return None
 
 # %% ../../nbs/sagemaker/shapes.ipynb #f66c3bc1
-STEP_FILES = {QA_REPORT: QAReport, RECORDS_SUMMARY: RecordsSummary, RECORDS_CLASSES: RecordsClasses, TUNING_RESULT: TuningResult,
-              EVALUATION: Evaluation}
-JSON_PATHS = {(RECORDS_SUMMARY, "params.size"): int, (EVALUATION, "metrics.*.value"): float}  # under the TypedDicts' dict/Any
+STEP_FILES = {
+    QA_REPORT: QAReport,
+    RECORDS_SUMMARY: RecordsSummary,
+    RECORDS_CLASSES: RecordsClasses,
+    TUNING_RESULT: TuningResult,
+    EVALUATION: Evaluation,
+}
+# under the TypedDicts' dict/Any
+JSON_PATHS = {(RECORDS_SUMMARY, "params.size"): int, (EVALUATION, "metrics.*.value"): float}
 TYPE_NAMES = {str: "string", int: "integer", float: "float", bool: "boolean"}
+
 
 def json_path_type(file: str, path: str) -> str:
     "'string', 'integer', 'float', 'boolean', or 'unknown' for the value at `path` (dots) in step file `file`."
     parts = path.split(".")
     for (f, pattern), t in JSON_PATHS.items():
         want = pattern.split(".")
-        if f == file and len(want) == len(parts) and all(w in ("*", p) for w, p in zip(want, parts)): return TYPE_NAMES[t]
+        if f == file and len(want) == len(parts) and all(w in ("*", p) for w, p in zip(want, parts)):
+            return TYPE_NAMES[t]
     t: Any = STEP_FILES.get(file)
     for part in parts:
-        if t is None: return "unknown"
-        if typing.is_typeddict(t): t = typing.get_type_hints(t).get(part)
-        elif typing.get_origin(t) is dict: t = typing.get_args(t)[1]
-        else: return "unknown"
+        if t is None:
+            return "unknown"
+        if typing.is_typeddict(t):
+            t = typing.get_type_hints(t).get(part)
+        elif typing.get_origin(t) is dict:
+            t = typing.get_args(t)[1]
+        else:
+            return "unknown"
     return TYPE_NAMES.get(t, "unknown")
 
 # %% ../../nbs/sagemaker/shapes.ipynb #0d1bde55
-REQUESTS = {"Processing": "CreateProcessingJob", "Training": "CreateTrainingJob", "Tuning": "CreateHyperParameterTuningJob",
-            "RegisterModel": "CreateModelPackage"}
-DESCRIBES = {"Processing": "DescribeProcessingJob", "Training": "DescribeTrainingJob", "Tuning": "DescribeHyperParameterTuningJob",
-             "RegisterModel": "DescribeModelPackage"}
-FILLED_BY_SERVICE = {"ProcessingJobName", "TrainingJobName", "HyperParameterTuningJobName"}  # a pipeline's service names its jobs
-EXECUTION = {"PipelineExecutionId", "PipelineExecutionArn", "PipelineName", "PipelineArn", "StartDateTime", "CurrentDateTime"}
+REQUESTS = {
+    "Processing": "CreateProcessingJob",
+    "Training": "CreateTrainingJob",
+    "Tuning": "CreateHyperParameterTuningJob",
+    "RegisterModel": "CreateModelPackage",
+}
+DESCRIBES = {
+    "Processing": "DescribeProcessingJob",
+    "Training": "DescribeTrainingJob",
+    "Tuning": "DescribeHyperParameterTuningJob",
+    "RegisterModel": "DescribeModelPackage",
+}
+# a pipeline's service names its jobs
+FILLED_BY_SERVICE = {"ProcessingJobName", "TrainingJobName", "HyperParameterTuningJobName"}
+EXECUTION = {
+    "PipelineExecutionId",
+    "PipelineExecutionArn",
+    "PipelineName",
+    "PipelineArn",
+    "StartDateTime",
+    "CurrentDateTime",
+}
 PARAMETER_TYPES = {"String": "string", "Integer": "integer", "Float": "float", "Boolean": "boolean"}
-SLOT_TAKES = {"string": {"string"}, "integer": {"integer"}, "long": {"integer"}, "float": {"integer", "float"}, "double": {"integer", "float"},
-              "boolean": {"boolean"}}
+SLOT_TAKES = {
+    "string": {"string"},
+    "integer": {"integer"},
+    "long": {"integer"},
+    "float": {"integer", "float"},
+    "double": {"integer", "float"},
+    "boolean": {"boolean"},
+}
 EXPRESSIONS = ("Get", "Std:Join", "Std:JsonGet")
 
-def _expression(v) -> bool: return isinstance(v, dict) and len(v) == 1 and next(iter(v)) in EXPRESSIONS
+
+def _expression(v) -> bool:
+    return isinstance(v, dict) and len(v) == 1 and next(iter(v)) in EXPRESSIONS
+
 
 class DefinitionChecker:
     "The problems of one pipeline definition against botocore's SageMaker shapes (`check_definition`)."
+
     def __init__(self, definition: dict):
         self.d, self.shapes, self.ops = definition, service_model()["shapes"], service_model()["operations"]
         self.params = {p["Name"]: p for p in definition.get("Parameters", [])}
         self.steps: dict[str, dict] = {}
+
         def collect(steps):
             for s in steps:
                 self.steps[s["Name"]] = s
                 collect(s.get("Arguments", {}).get("IfSteps", []) + s.get("Arguments", {}).get("ElseSteps", []))
+
         collect(definition.get("Steps", []))
         self.problems: list[str] = []
 
-    def problem(self, where: str, what: str): self.problems.append(f"{where}: {what}")
+    def problem(self, where: str, what: str):
+        self.problems.append(f"{where}: {what}")
 
-    def request_shape(self, step_type: str) -> str: return self.ops[REQUESTS[step_type]]["input"]["shape"]
+    def request_shape(self, step_type: str) -> str:
+        return self.ops[REQUESTS[step_type]]["input"]["shape"]
 
     def value(self, v, shape_name: str, where: str, skip: set = frozenset()):
         "Check `v` against shape `shape_name`."
@@ -87,45 +144,62 @@ class DefinitionChecker:
         if _expression(v):
             got = self.expression(v, where)
             if kind in SLOT_TAKES and got not in SLOT_TAKES[kind]:
-                self.problem(where, f"{self.describe(v)} is {'of a type that cannot be told' if got == 'unknown' else got}; "
-                                    f"the API takes {kind} here ({shape_name})")
+                self.problem(
+                    where,
+                    f"{self.describe(v)} is {'of a type that cannot be told' if got == 'unknown' else got}; "
+                    f"the API takes {kind} here ({shape_name})",
+                )
             elif kind == "string" and "Get" in v and v["Get"].startswith("Parameters."):
                 default = self.params.get(v["Get"].split(".", 1)[1], {}).get("DefaultValue")
-                if isinstance(default, str): self.text(default, shape_name, f"{where} (default of {v['Get']})")
-            elif kind not in SLOT_TAKES: self.problem(where, f"{self.describe(v)} stands where the API takes a {kind} ({shape_name})")
+                if isinstance(default, str):
+                    self.text(default, shape_name, f"{where} (default of {v['Get']})")
+            elif kind not in SLOT_TAKES:
+                self.problem(where, f"{self.describe(v)} stands where the API takes a {kind} ({shape_name})")
             return
         if kind == "structure":
-            if not isinstance(v, dict): return self.problem(where, f"is {type(v).__name__}; the API takes an object ({shape_name})")
+            if not isinstance(v, dict):
+                return self.problem(where, f"is {type(v).__name__}; the API takes an object ({shape_name})")
             members = shape["members"]
             for k, x in v.items():
-                if k not in members: self.problem(where, f"{shape_name} has no member {k!r}")
-                else: self.value(x, members[k]["shape"], f"{where}.{k}")
+                if k not in members:
+                    self.problem(where, f"{shape_name} has no member {k!r}")
+                else:
+                    self.value(x, members[k]["shape"], f"{where}.{k}")
             for k in shape.get("required", []):
-                if k not in v and k not in skip: self.problem(where, f"{shape_name} requires {k!r}")
+                if k not in v and k not in skip:
+                    self.problem(where, f"{shape_name} requires {k!r}")
         elif kind == "list":
-            if not isinstance(v, list): return self.problem(where, f"is {type(v).__name__}; the API takes a list ({shape_name})")
+            if not isinstance(v, list):
+                return self.problem(where, f"is {type(v).__name__}; the API takes a list ({shape_name})")
             self.size(len(v), shape, shape_name, where, "items")
-            for i, x in enumerate(v): self.value(x, shape["member"]["shape"], f"{where}[{i}]")
+            for i, x in enumerate(v):
+                self.value(x, shape["member"]["shape"], f"{where}[{i}]")
         elif kind == "map":
-            if not isinstance(v, dict): return self.problem(where, f"is {type(v).__name__}; the API takes a map ({shape_name})")
+            if not isinstance(v, dict):
+                return self.problem(where, f"is {type(v).__name__}; the API takes a map ({shape_name})")
             self.size(len(v), shape, shape_name, where, "entries")
             for k, x in v.items():
                 self.text(k, shape["key"]["shape"], f"{where} key {k!r}")
                 self.value(x, shape["value"]["shape"], f"{where}[{k!r}]")
         elif kind == "string":
-            if not isinstance(v, str): return self.problem(where, f"{v!r} is {type(v).__name__}; the API takes a string ({shape_name})")
+            if not isinstance(v, str):
+                return self.problem(where, f"{v!r} is {type(v).__name__}; the API takes a string ({shape_name})")
             self.text(v, shape_name, where)
         elif kind in ("integer", "long"):
-            if not isinstance(v, int) or isinstance(v, bool): return self.problem(where, f"{v!r} is not an integer ({shape_name})")
+            if not isinstance(v, int) or isinstance(v, bool):
+                return self.problem(where, f"{v!r} is not an integer ({shape_name})")
             if "min" in shape and v < shape["min"] or "max" in shape and v > shape["max"]:
                 self.problem(where, f"{v} is outside {shape.get('min')}..{shape.get('max')} ({shape_name})")
         elif kind in ("float", "double"):
-            if not isinstance(v, (int, float)) or isinstance(v, bool): self.problem(where, f"{v!r} is not a number ({shape_name})")
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                self.problem(where, f"{v!r} is not a number ({shape_name})")
         elif kind == "boolean":
-            if not isinstance(v, bool): self.problem(where, f"{v!r} is not a boolean ({shape_name})")
+            if not isinstance(v, bool):
+                self.problem(where, f"{v!r} is not a boolean ({shape_name})")
 
     def size(self, n: int, shape: dict, shape_name: str, where: str, what: str):
-        if n < shape.get("min", 0) or n > shape.get("max", n): self.problem(where, f"has {n} {what}; {shape_name} takes {shape.get('min', 0)} to {shape.get('max')}")
+        if n < shape.get("min", 0) or n > shape.get("max", n):
+            self.problem(where, f"has {n} {what}; {shape_name} takes {shape.get('min', 0)} to {shape.get('max')}")
 
     def text(self, v: str, shape_name: str, where: str):
         "A string against its shape's enum, length and pattern."
@@ -133,64 +207,94 @@ class DefinitionChecker:
         if "enum" in shape and v not in shape["enum"]:
             return self.problem(where, f"{v!r} is not one of the API's {shape_name} values")
         if len(v) < shape.get("min", 0) or len(v) > shape.get("max", len(v)):
-            return self.problem(where, f"{v!r} has {len(v)} characters; {shape_name} takes {shape.get('min', 0)} to {shape.get('max')}")
+            return self.problem(
+                where, f"{v!r} has {len(v)} characters; {shape_name} takes {shape.get('min', 0)} to {shape.get('max')}"
+            )
         rx = _pattern(shape["pattern"]) if "pattern" in shape else None
-        if rx is not None and not rx.fullmatch(v): self.problem(where, f"{v!r} does not match {shape_name}'s pattern {shape['pattern']}")
+        if rx is not None and not rx.fullmatch(v):
+            self.problem(where, f"{v!r} does not match {shape_name}'s pattern {shape['pattern']}")
 
     def describe(self, v) -> str:
         k = next(iter(v))
         return f"Get {v[k]}" if k == "Get" else f"JsonGet {v[k].get('Path')}" if k == "Std:JsonGet" else "Std:Join"
 
     def expression(self, v, where: str) -> str:
-        "The type of expression `v` ('string', 'integer', 'float', 'boolean', 'unknown'), after checking what it refers to."
+        """The type of expression `v` ('string', 'integer', 'float', 'boolean', 'unknown'), after checking what it
+        refers to.
+        """
         k, x = next(iter(v.items()))
         if k == "Std:Join":
             if not isinstance(x, dict) or not isinstance(x.get("On"), str) or not isinstance(x.get("Values"), list):
-                self.problem(where, "Std:Join needs On (text) and Values (a list)"); return "string"
+                self.problem(where, "Std:Join needs On (text) and Values (a list)")
+                return "string"
             for i, part in enumerate(x["Values"]):
-                if _expression(part): self.expression(part, f"{where}.Values[{i}]")
-                elif isinstance(part, (dict, list)): self.problem(where, f"Std:Join value {i} is neither a value nor an expression")
+                if _expression(part):
+                    self.expression(part, f"{where}.Values[{i}]")
+                elif isinstance(part, (dict, list)):
+                    self.problem(where, f"Std:Join value {i} is neither a value nor an expression")
             return "string"
         if k == "Std:JsonGet":
             ref, path = x.get("PropertyFile", {}).get("Get", ""), x.get("Path", "")
             parts = ref.split(".")
             if len(parts) != 4 or parts[0] != "Steps" or parts[2] != "PropertyFiles":
-                self.problem(where, f"JsonGet reads {ref!r}, not Steps.<step>.PropertyFiles.<name>"); return "unknown"
+                self.problem(where, f"JsonGet reads {ref!r}, not Steps.<step>.PropertyFiles.<name>")
+                return "unknown"
             step = self.steps.get(parts[1])
             files = {f["PropertyFileName"]: f for f in (step or {}).get("PropertyFiles", [])}
-            if step is None: self.problem(where, f"JsonGet reads step {parts[1]!r}, which the definition does not have"); return "unknown"
-            if parts[3] not in files: self.problem(where, f"JsonGet reads property file {parts[3]!r}, which step {parts[1]} does not declare"); return "unknown"
+            if step is None:
+                self.problem(where, f"JsonGet reads step {parts[1]!r}, which the definition does not have")
+                return "unknown"
+            if parts[3] not in files:
+                self.problem(where, f"JsonGet reads property file {parts[3]!r}, which step {parts[1]} does not declare")
+                return "unknown"
             return json_path_type(files[parts[3]]["FilePath"], path)
-        if not isinstance(x, str): self.problem(where, "Get names no property"); return "unknown"
+        if not isinstance(x, str):
+            self.problem(where, "Get names no property")
+            return "unknown"
         head, _, rest = x.partition(".")
         if head == "Parameters":
-            if rest not in self.params: self.problem(where, f"Get {x}: the definition has no parameter {rest!r}"); return "unknown"
+            if rest not in self.params:
+                self.problem(where, f"Get {x}: the definition has no parameter {rest!r}")
+                return "unknown"
             return PARAMETER_TYPES.get(self.params[rest].get("Type"), "unknown")
         if head == "Execution":
-            if rest not in EXECUTION: self.problem(where, f"Get {x}: there is no execution variable {rest!r}")
+            if rest not in EXECUTION:
+                self.problem(where, f"Get {x}: there is no execution variable {rest!r}")
             return "string"
-        if head == "Steps": return self.step_property(x, rest, where)
-        self.problem(where, f"Get {x} names neither a parameter, a step nor the execution"); return "unknown"
+        if head == "Steps":
+            return self.step_property(x, rest, where)
+        self.problem(where, f"Get {x} names neither a parameter, a step nor the execution")
+        return "unknown"
 
     def step_property(self, full: str, rest: str, where: str) -> str:
         "The type of property `rest` (STEP.Member['key'].Member) of a step, from its Describe response's shape."
         name, _, path = rest.partition(".")
         step = self.steps.get(name)
-        if step is None: self.problem(where, f"Get {full}: the definition has no step {name!r}"); return "unknown"
-        if step["Type"] not in DESCRIBES: self.problem(where, f"Get {full}: a {step['Type']} step has no properties"); return "unknown"
+        if step is None:
+            self.problem(where, f"Get {full}: the definition has no step {name!r}")
+            return "unknown"
+        if step["Type"] not in DESCRIBES:
+            self.problem(where, f"Get {full}: a {step['Type']} step has no properties")
+            return "unknown"
         shape_name = self.ops[DESCRIBES[step["Type"]]]["output"]["shape"]
         for member, keys in re.findall(r"(\w+)((?:\[[^\]]*\])*)\.?", path):
             shape = self.shapes[shape_name]
             if shape["type"] != "structure" or member not in shape["members"]:
-                self.problem(where, f"Get {full}: {shape_name} has no {member!r}"); return "unknown"
+                self.problem(where, f"Get {full}: {shape_name} has no {member!r}")
+                return "unknown"
             shape_name = shape["members"][member]["shape"]
             for key in re.findall(r"\[([^\]]*)\]", keys):
                 shape = self.shapes[shape_name]
-                if shape["type"] not in ("list", "map"): self.problem(where, f"Get {full}: {member} is not indexed"); return "unknown"
+                if shape["type"] not in ("list", "map"):
+                    self.problem(where, f"Get {full}: {member} is not indexed")
+                    return "unknown"
                 shape_name = shape["member" if shape["type"] == "list" else "value"]["shape"]
                 if member == "Outputs" and step["Type"] == "Processing":
-                    declared = [o["OutputName"] for o in step["Arguments"].get("ProcessingOutputConfig", {}).get("Outputs", [])]
-                    if key.strip("'") not in declared: self.problem(where, f"Get {full}: step {name} has no output {key}")
+                    declared = [
+                        o["OutputName"] for o in step["Arguments"].get("ProcessingOutputConfig", {}).get("Outputs", [])
+                    ]
+                    if key.strip("'") not in declared:
+                        self.problem(where, f"Get {full}: step {name} has no output {key}")
         t = self.shapes[shape_name]["type"]
         return {"long": "integer", "double": "float"}.get(t, t)
 
@@ -198,27 +302,36 @@ class DefinitionChecker:
         where = f"step {s.get('Name')}"
         self.text(s.get("Name", ""), "StepName", where)
         for dep in s.get("DependsOn", []) or []:
-            if dep not in self.steps: self.problem(where, f"depends on {dep!r}, which the definition does not have")
+            if dep not in self.steps:
+                self.problem(where, f"depends on {dep!r}, which the definition does not have")
         args = s.get("Arguments", {})
         if s["Type"] in REQUESTS:
             self.value(args, self.request_shape(s["Type"]), f"{where} ({REQUESTS[s['Type']]})", skip=FILLED_BY_SERVICE)
         elif s["Type"] == "Condition":
             for i, c in enumerate(args.get("Conditions", [])):
                 for side in ("LeftValue", "RightValue"):
-                    if _expression(c.get(side)): self.expression(c[side], f"{where} condition {i} {side}")
+                    if _expression(c.get(side)):
+                        self.expression(c[side], f"{where} condition {i} {side}")
             for branch in ("IfSteps", "ElseSteps"):
-                for sub in args.get(branch, []): self.step(sub)
+                for sub in args.get(branch, []):
+                    self.step(sub)
         elif s["Type"] == "Fail":
-            if _expression(args.get("ErrorMessage")): self.expression(args["ErrorMessage"], f"{where} ErrorMessage")
-        else: self.problem(where, f"type {s['Type']!r} is not one earthsnap compiles")
+            if _expression(args.get("ErrorMessage")):
+                self.expression(args["ErrorMessage"], f"{where} ErrorMessage")
+        else:
+            self.problem(where, f"type {s['Type']!r} is not one earthsnap compiles")
 
     def check(self) -> list[str]:
         request = self.shapes[self.ops["CreatePipeline"]["input"]["shape"]]["members"]
-        self.text(self.d.get("PipelineName", ""), request["PipelineName"]["shape"], "pipeline name") if "PipelineName" in self.d else None
+        self.text(
+            self.d.get("PipelineName", ""), request["PipelineName"]["shape"], "pipeline name"
+        ) if "PipelineName" in self.d else None
         for name, p in self.params.items():
             self.text(name, "PipelineParameterName", f"parameter {name}")
-            if p.get("Type") not in PARAMETER_TYPES: self.problem(f"parameter {name}", f"type {p.get('Type')!r} is not a pipeline parameter type")
-        for s in self.d.get("Steps", []): self.step(s)
+            if p.get("Type") not in PARAMETER_TYPES:
+                self.problem(f"parameter {name}", f"type {p.get('Type')!r} is not a pipeline parameter type")
+        for s in self.d.get("Steps", []):
+            self.step(s)
         return self.problems
 
 # %% ../../nbs/sagemaker/shapes.ipynb #e4b048a0
