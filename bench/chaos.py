@@ -3,7 +3,7 @@ theirs survives, the next call completes, nothing referenced is lost, and the pi
 ends.
 
     .venv/bin/python bench/chaos.py [--runs 100] [--seed 0] [--parallel 2]
-    .venv/bin/python bench/chaos.py --smoke        # one of each (the pipeline killed in its second fifth), for make test
+    .venv/bin/python bench/chaos.py --smoke     # one of each (the pipeline killed in its second fifth), for make test
 
 First an uninterrupted run of the pipeline (small settings: 2 groups x 2 species x 10 photos, 32 px, 1 tuning trial,
 4 epochs) in a fresh project gives the reference: the dataset version, the RecordIO bytes (.rec, .idx, .lst), the
@@ -209,7 +209,7 @@ def plant_garbage(project: Path) -> None:
     shutil.copytree(source, copy)
     objects = next((project / ".earthsnap" / "datasets").glob("*/objects"))
     planted = [copy]
-    for i in range(20):
+    for _ in range(20):
         data = f"an unlisted photo {uuid.uuid4()}".encode()
         sha = hashlib.sha256(data).hexdigest()
         (objects / sha[:2]).mkdir(exist_ok=True)
@@ -313,7 +313,7 @@ def timed(f) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument(
         "--runs", type=int, default=100, help="Trials, each killing the pipeline, a backup, gc and an approval once."
     )

@@ -1,6 +1,7 @@
 """Benchmark: the console's pages on a project with a long history, and 32 people reading them at once.
 
-    .venv/bin/python bench/console.py [--runs 1000] [--versions 500] [--datasets 200] [--requests 40] [--clients 32] [--seconds 30]
+    .venv/bin/python bench/console.py [--runs 1000] [--versions 500] [--datasets 200] [--requests 40] [--clients 32]
+        [--seconds 30]
 
 A project is filled with --runs run records (8 steps each, a third of them cache hits, some failed), --versions
 model versions (in 5 groups, with metrics and lineage), and --datasets versions of one dataset (each with 60 manifest
@@ -26,7 +27,6 @@ import os
 import platform
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,7 +148,7 @@ def server_ms(r: requests.Response) -> float:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--versions", type=int, default=500)
     ap.add_argument("--datasets", type=int, default=200)

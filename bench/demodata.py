@@ -32,7 +32,7 @@ def one_run(workers: int, groups: int, species: int, images: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--images-total", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument(

@@ -60,7 +60,7 @@ def cnn(classes: int) -> nn.Module:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--images", type=int, default=100, help="photos per species (4 groups x 4 species)")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--size", type=int, default=64, help="input size the photos are resized to")

@@ -1,7 +1,8 @@
 """Benchmark: how often the drift tests catch each shift the demo generator offers, and how often they cry wolf, by
 window size.
 
-    .venv/bin/python bench/drift.py [--windows 40] [--null-windows 100] [--sizes 50,100,200,500] [--model DIR --records DIR]
+    .venv/bin/python bench/drift.py [--windows 40] [--null-windows 100] [--sizes 50,100,200,500]
+        [--model DIR --records DIR]
 
 The model is the demo pipeline's architecture (ResNet, width 32, 64 px) trained on the default demo data (4 groups x 4
 species x 100 photos) for --epochs epochs, or --model with the records it was trained from; its baseline is what the
@@ -102,7 +103,7 @@ def make_model(tmp: Path, args) -> tuple[Path, Path]:
 
     records = demo_records(tmp, groups=args.groups, species=args.species, images=args.images, size=args.size)
     hp = Hyperparameters(epochs=args.epochs, **({"width": 8} if args.smoke else {}))
-    result = train(records, hp, progress=False, log=lambda l: None)
+    result = train(records, hp, progress=False, log=lambda _: None)
     model_dir = save_model(result, tmp / "model")
     write_baseline(model_dir, records)
     print(
@@ -114,7 +115,7 @@ def make_model(tmp: Path, args) -> tuple[Path, Path]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--windows", type=int, default=40, help="Windows of each shift.")
     ap.add_argument("--null-windows", type=int, default=100, help="Windows of unshifted photos.")
     ap.add_argument(

@@ -70,7 +70,7 @@ def make_model(tmp: Path, small: bool = False) -> tuple[Path, list[bytes]]:
         tmp, groups=2 if small else 4, species=3 if small else 4, images=10 if small else 40, size=32 if small else 64
     )
     hp = Hyperparameters(epochs=1, width=8) if small else Hyperparameters(epochs=1)
-    trained = save_model(train(records, hp, progress=False, log=lambda l: None), tmp / "model")
+    trained = save_model(train(records, hp, progress=False, log=lambda _: None), tmp / "model")
     return write_tarball(trained, tmp / "model.tar.gz"), [im for *_, im in split_images(records, "test")]
 
 
@@ -149,7 +149,7 @@ def summary(n: int, elapsed: float, seconds: list[float], errors: int, examples:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)

@@ -86,7 +86,7 @@ def timed(fn) -> float:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--chain", type=int, default=10)
     ap.add_argument("--fanout", type=int, default=20)
@@ -132,10 +132,10 @@ def main():
         print("1. per-step cost of a trivial notebook step", file=sys.stderr)
         times = {"python function": [], "papermill.execute_notebook": [], "earthsnap executor (cache off)": []}
         for i in range(args.repeats):
-            times["python function"].append(timed(lambda: trivial_step(i, str(project / f"fn-{i}"))))
+            times["python function"].append(timed(lambda i=i: trivial_step(i, str(project / f"fn-{i}"))))
             times["papermill.execute_notebook"].append(
                 timed(
-                    lambda: pm.execute_notebook(
+                    lambda i=i: pm.execute_notebook(
                         str(steps_dir / "trivial.ipynb"),
                         str(project / f"pm-{i}.ipynb"),
                         parameters={"n": i, "out_dir": str(project / f"pm-{i}")},
@@ -145,7 +145,7 @@ def main():
                 )
             )
             times["earthsnap executor (cache off)"].append(
-                timed(lambda: run_pipeline(one, {"n": i}, config=cfg, cache=False))
+                timed(lambda i=i: run_pipeline(one, {"n": i}, config=cfg, cache=False))
             )
         med = {k: statistics.median(v) for k, v in times.items()}
         overhead = med["earthsnap executor (cache off)"] - med["papermill.execute_notebook"]
@@ -180,7 +180,7 @@ def main():
                 )
             chain_times["papermill.execute_notebook x N"].append(time.perf_counter() - t)
             chain_times["earthsnap executor, chain of N"].append(
-                timed(lambda: run_pipeline(chain, {"first": f"start-{i}"}, config=cfg, cache=False))
+                timed(lambda i=i: run_pipeline(chain, {"first": f"start-{i}"}, config=cfg, cache=False))
             )
         chain_med = {k: statistics.median(v) for k, v in chain_times.items()}
         chain_ratio = chain_med["earthsnap executor, chain of N"] / chain_med["papermill.execute_notebook x N"]
@@ -223,7 +223,7 @@ def main():
         fan_runs = {1: [], 2: []}
         for _ in range(max(1, args.repeats // 2)):  # alternating, as above
             for w in (1, 2):
-                fan_runs[w].append(timed(lambda: run_pipeline(fan, config=cfg, workers=w, cache=False)))
+                fan_runs[w].append(timed(lambda w=w: run_pipeline(fan, config=cfg, workers=w, cache=False)))
         fan_times = {w: statistics.median(v) for w, v in fan_runs.items()}
 
     speedup = fan_times[1] / fan_times[2]

@@ -73,7 +73,7 @@ def accuracy(model, photos: list[Path]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--shift", default="lighting")
     ap.add_argument(
         "--budget", type=int, default=300, help="K: the most doubtful photos queued for review (plus the audit sample)."
@@ -186,7 +186,7 @@ def main() -> None:
         # the true species (confirmed when the model was right)
         for item in queued:
             q.decide(item.id, "relabelled", by="botanist", label=truth[item.sha256])
-        retrain = es(project, "retrain", "-p", f"epochs={args.retrain_epochs}")
+        es(project, "retrain", "-p", f"epochs={args.retrain_epochs}")
         loop_s = time.perf_counter() - loop0
     finally:
         for f in endpoints.glob("*/endpoint.json"):

@@ -48,9 +48,11 @@ MXNET_PINS = ["mxnet==1.9.1", "numpy==1.23.5", "opencv-python-headless==4.8.1.78
 RUN_EARTHSNAP = """
 import json, resource, sys, time
 from earthsnap.data.preprocess import PreprocessParams, preprocess
-import numpy, simplejpeg, tqdm.auto, earthsnap.data.recordio  # what preprocess imports when called: each timer starts with its modules imported
+# what preprocess imports when called: each timer starts with its modules imported
+import numpy, simplejpeg, tqdm.auto, earthsnap.data.recordio
 t = time.perf_counter()
-s = preprocess(sys.argv[1], sys.argv[2], PreprocessParams(size=64, quality=90), workers=int(sys.argv[3]), progress=False)
+params = PreprocessParams(size=64, quality=90)
+s = preprocess(sys.argv[1], sys.argv[2], params, workers=int(sys.argv[3]), progress=False)
 print(json.dumps({"seconds": time.perf_counter() - t, "images": s["images"]["full"],
                   "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
@@ -75,7 +77,8 @@ def codec(path):  # decode, resize, encode; nothing written
     px = simplejpeg.decode_jpeg(data, "RGBX", min_width=-(-w // s), min_height=-(-h // s), min_factor=s)
     im = Image.frombuffer("RGBX", (px.shape[1], px.shape[0]), px, "raw", "RGBX", 0, 1)
     scale = SIZE / min(im.size)
-    im = im.resize((max(SIZE, round(im.size[0] * scale)), max(SIZE, round(im.size[1] * scale))), Image.BILINEAR, reducing_gap=3.0)
+    size = (max(SIZE, round(im.size[0] * scale)), max(SIZE, round(im.size[1] * scale)))
+    im = im.resize(size, Image.BILINEAR, reducing_gap=3.0)
     simplejpeg.encode_jpeg(np.asarray(im), QUALITY, "RGBX", "420", fastdct=False)
 
 def verify(path):  # open and verify
@@ -237,7 +240,7 @@ def table(title: str, runs: dict[str, list[dict]], ours: str) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--scale", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
@@ -306,14 +309,13 @@ def main() -> None:
         f"alternating runs each; {cores} cores; Python {platform.python_version()}"
     )
     for title in ("preprocessing", "data QA"):
-        print(
-            "\n"
-            f"{title + (f' ({args.photo_size} px -> 64 px, quality 90)' if title == 'preprocessing' else ''):<62}{'median img/s':>14}{'best img/s':>12}{'earthsnap is':>14}"
-        )
+        heading = title + (f" ({args.photo_size} px -> 64 px, quality 90)" if title == "preprocessing" else "")
+        print(f"\n{heading:<62}{'median img/s':>14}{'best img/s':>12}{'earthsnap is':>14}")
         for r in rows:
             if r["table"] == title:
                 print(
-                    f"{r['config']:<62}{r['median_images_per_s']:>14.1f}{r['best_images_per_s']:>12.1f}{r['earthsnap_x']:>13.2f}x"
+                    f"{r['config']:<62}{r['median_images_per_s']:>14.1f}{r['best_images_per_s']:>12.1f}"
+                    f"{r['earthsnap_x']:>13.2f}x"
                 )
     if mxnet:
         print(f"\n{mxnet}")

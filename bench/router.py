@@ -1,6 +1,7 @@
 """Benchmark: a parent/child router against the flat model trained on the same photos, in one run.
 
-    .venv/bin/python bench/router.py [--groups 4] [--species 4] [--images 40] [--epochs 20] [--requests 400] [--repeats 5]
+    .venv/bin/python bench/router.py [--groups 4] [--species 4] [--images 40] [--epochs 20] [--requests 400]
+        [--repeats 5]
 
 `earthsnap.hierarchy.planning.demo_hierarchy` generates a demo set (--groups x --species x --images photos), and trains,
 with the default architecture (ResNet, width 32, 64 px) for --epochs epochs, the parent (one class per group),
@@ -89,7 +90,7 @@ def children_per_image(router: RouterModel, x: np.ndarray, top_k: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--groups", type=int, default=4)
     ap.add_argument("--species", type=int, default=4)
     ap.add_argument("--images", type=int, default=40, help="photos per species")
@@ -134,14 +135,14 @@ def main() -> None:
     quality = {
         "test_images": len(images),
         "parent_group_accuracy": float(
-            np.mean([router.parent.classes[j] == g for j, g in zip(pg.argmax(1), groups_true)])
+            np.mean([router.parent.classes[j] == g for j, g in zip(pg.argmax(1), groups_true, strict=True)])
         ),
         "parent_mean_top_probability": float(pg.max(1).mean()),
         "flat_accuracy": float(
             np.mean(
                 [
                     flat.classes[int(label)] == flat.classes[j]
-                    for (label, _), j in zip(test, flat.probabilities(every).argmax(1))
+                    for (label, _), j in zip(test, flat.probabilities(every).argmax(1), strict=True)
                 ]
             )
         ),
@@ -149,7 +150,7 @@ def main() -> None:
             np.mean(
                 [
                     flat.classes[int(label)] == router.classes[j]
-                    for (label, _), j in zip(test, router.probabilities(every).argmax(1))
+                    for (label, _), j in zip(test, router.probabilities(every).argmax(1), strict=True)
                 ]
             )
         ),

@@ -34,7 +34,7 @@ from torch import nn
 from earthsnap.data.records import demo_records, read_classes
 from earthsnap.model.export import export_onnx
 from earthsnap.model.hyperparameters import Hyperparameters
-from earthsnap.model.inference import model_input, open_model
+from earthsnap.model.inference import open_model
 from earthsnap.model.loader import Augment, RecordDataset, loader
 from earthsnap.model.networks import build_model
 from earthsnap.model.training import make_optimizer
@@ -58,7 +58,7 @@ def train_epochs(model, opt, batches, epochs: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)

@@ -10,8 +10,8 @@ from .core.imports import defer_slow_imports
 
 defer_slow_imports()  # first: what nbformat's import would make every earthsnap process pay (earthsnap.core.imports)
 
-from .core.config import load_config
-from .core.errors import EarthsnapError
+from .core.config import load_config  # noqa: E402  (after defer_slow_imports)
+from .core.errors import EarthsnapError  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -50,10 +50,13 @@ class RunRequest(BaseModel):
 class Decision(BaseModel):
     "An approval."
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     reason: str = Field(
         "", max_length=2000, description="Why: kept in the version's history (who decides is the caller)."
     )
+
+
+_NO_REASON = Decision()  # an approval sent without a body (frozen, so one serves every request)
 
 # %% ../nbs/api.ipynb #caa94447
 class Rejection(Decision):
@@ -199,20 +202,21 @@ def refused(e: EarthsnapError, status: int, code: str) -> ApiError:
 def run_routes(cfg: Config, launcher: Launcher, gate: Gate) -> APIRouter:
     "The /runs routes: start a run, list runs, follow one, cancel it, resume it."
     router = APIRouter()
+    read, operate = gate.need("read"), gate.need("operate")
 
     @router.post("/runs", status_code=202, tags=["runs"], summary="Start a pipeline run")
-    def start_run(req: RunRequest, who: Caller = Depends(gate.need("operate"))):
+    def start_run(req: RunRequest, who: Caller = Depends(operate)):
         try:
             pipeline = project_pipeline(cfg.project_dir)
             check_run(pipeline.upto(*req.to) if req.to else pipeline, cfg, req.parameters)
         except EarthsnapError as e:
-            raise refused(e, 422, "invalid_parameters")
+            raise refused(e, 422, "invalid_parameters") from e
         run_id = new_run_id(pipeline.name)
         log = launcher.start(run_id, req.parameters, req.to, req.cache, by=who.name)
         return {"id": run_id, "status": "starting", "url": f"/runs/{run_id}", "log": str(log)}
 
     @router.get("/runs", tags=["runs"], summary="The latest runs")
-    def list_runs(limit: int = Query(20, ge=1, le=500), who: Caller = Depends(gate.need("read"))):
+    def list_runs(limit: int = Query(20, ge=1, le=500), who: Caller = Depends(read)):
         keep = ("id", "pipeline", "status", "started_at", "ended_at", "duration", "error", "started_by", "cache_hits")
         return {"runs": [{k: r.get(k) for k in keep} for r in RunStore(cfg.registry).runs(limit)]}
 
@@ -227,7 +231,7 @@ def run_routes(cfg: Config, launcher: Launcher, gate: Gate) -> APIRouter:
         return ApiError(404, "unknown_run", f"There is no run {run_id!r}.", "GET /runs lists the runs.")
 
     @router.get("/runs/{run_id}", tags=["runs"], summary="A run: status, parameters and steps")
-    def get_run(run_id: str, who: Caller = Depends(gate.need("read"))):
+    def get_run(run_id: str, who: Caller = Depends(read)):
         run = recorded(run_id)
         if run is None:
             state = launcher.state(run_id)
@@ -243,11 +247,11 @@ def run_routes(cfg: Config, launcher: Launcher, gate: Gate) -> APIRouter:
     @router.post(
         "/runs/{run_id}/cancel", status_code=202, tags=["runs"], summary="Stop a running run (it can be resumed)"
     )
-    def cancel_run(run_id: str, who: Caller = Depends(gate.need("operate"))):
+    def cancel_run(run_id: str, who: Caller = Depends(operate)):
         try:
             return {"id": run_id, "status": launcher.cancel(run_id), "url": f"/runs/{run_id}"}
         except RunNotFound:
-            raise unknown(run_id)
+            raise unknown(run_id) from None
         except RunStateError as e:
             raise ApiError(
                 409,
@@ -256,21 +260,21 @@ def run_routes(cfg: Config, launcher: Launcher, gate: Gate) -> APIRouter:
                 "POST /runs/{id}/resume takes up a failed or interrupted run."
                 if e.state in ("failed", "interrupted")
                 else "",
-            )
+            ) from e
 
     @router.post("/runs/{run_id}/resume", status_code=202, tags=["runs"], summary="Take up a failed or interrupted run")
-    def resume_run(run_id: str, who: Caller = Depends(gate.need("operate"))):
+    def resume_run(run_id: str, who: Caller = Depends(operate)):
         try:
             log = launcher.resume(run_id)
         except RunNotFound:
-            raise unknown(run_id)
+            raise unknown(run_id) from None
         except RunStateError as e:
             raise ApiError(
                 409,
                 "run_not_resumable",
                 e.what,
                 "GET /runs/{id} follows it." if e.state in ("running", "resuming") else "POST /runs starts a new run.",
-            )
+            ) from e
         return {"id": run_id, "status": "resuming", "url": f"/runs/{run_id}", "log": str(log)}
 
     return router
@@ -279,38 +283,39 @@ def run_routes(cfg: Config, launcher: Launcher, gate: Gate) -> APIRouter:
 def registry_routes(cfg: Config, gate: Gate) -> APIRouter:
     "The /registry routes: list versions, show one, approve or reject it."
     router = APIRouter()
+    read, approve_ = gate.need("read"), gate.need("approve")
 
     def registry() -> ModelRegistry:
         return open_registry(cfg)
 
     @router.get("/registry/versions", tags=["registry"], summary="Model versions, newest first")
-    def list_versions(group: str | None = None, status: str | None = None, who: Caller = Depends(gate.need("read"))):
+    def list_versions(group: str | None = None, status: str | None = None, who: Caller = Depends(read)):
         try:
             if status:
                 check_status(status)
             return {"versions": [v.to_dict() for v in registry().versions(group, status)]}
         except RegistryError as e:
-            raise refused(e, 422, "invalid_query")
+            raise refused(e, 422, "invalid_query") from e
 
     def version(group: str, n: int):
         try:
             return registry().get(f"{group}/{n}")
         except RegistryError as e:
-            raise refused(e, 404, "unknown_version")
+            raise refused(e, 404, "unknown_version") from e
 
     @router.get("/registry/versions/{group}/{n}", tags=["registry"], summary="One model version")
-    def get_version(group: str, n: int, who: Caller = Depends(gate.need("read"))):
+    def get_version(group: str, n: int, who: Caller = Depends(read)):
         return version(group, n).to_dict()
 
     @router.post(
         "/registry/versions/{group}/{n}/approve", tags=["registry"], summary="Approve a version pending approval"
     )
-    def approve(group: str, n: int, d: Decision = Decision(), who: Caller = Depends(gate.need("approve"))):
+    def approve(group: str, n: int, d: Decision = _NO_REASON, who: Caller = Depends(approve_)):
         mv = version(group, n)
         try:
             mv = registry().approve(mv.ref, by=who.name, reason=d.reason)
         except RegistryError as e:
-            raise refused(e, 409, "not_allowed")
+            raise refused(e, 409, "not_allowed") from e
         return {
             **mv.to_dict(),
             "next": "the deployer releases it: earthsnap deploy run --follow (or earthsnap deploy run)",
@@ -319,12 +324,12 @@ def registry_routes(cfg: Config, gate: Gate) -> APIRouter:
     @router.post(
         "/registry/versions/{group}/{n}/reject", tags=["registry"], summary="Reject a version pending approval"
     )
-    def reject(group: str, n: int, d: Rejection, who: Caller = Depends(gate.need("approve"))):
+    def reject(group: str, n: int, d: Rejection, who: Caller = Depends(approve_)):
         mv = version(group, n)
         try:
             return registry().reject(mv.ref, by=who.name, reason=d.reason).to_dict()
         except RegistryError as e:
-            raise refused(e, 409, "not_allowed")
+            raise refused(e, 409, "not_allowed") from e
 
     return router
 

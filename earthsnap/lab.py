@@ -89,7 +89,7 @@ def clean_files(paths: list[str | Path]) -> list[Path]:
             except json.JSONDecodeError as e:
                 raise EarthsnapError(
                     f"{nb_path} is not a notebook: {e}", fix="Repair the JSON (git can show the last good version)."
-                )
+                ) from e
             if clean != text:
                 nb_path.write_text(clean, encoding="utf-8")
                 changed.append(nb_path)
@@ -171,7 +171,7 @@ def start_lab(cfg: Config, port: int = 8888, echo=print) -> int:
         raise EarthsnapError(
             "JupyterLab is not installed in this environment.",
             fix='Install the lab extra: pip install -e ".[lab]" (make install does).',
-        )
+        ) from None
     token = secrets.token_urlsafe(18)
     echo(
         f"JupyterLab on {cfg.project_dir}: http://127.0.0.1:{port}/lab?token={token}\n"

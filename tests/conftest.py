@@ -5,7 +5,6 @@ project.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket

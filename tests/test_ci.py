@@ -20,7 +20,7 @@ def readme_test_command() -> str:
     text = (ROOT / "README.md").read_text()
     block = re.search(r"```(?:bash|sh)?\n((?:(?!```).)*?make test(?:(?!```).)*?)```", text, re.S)
     assert block, "the README shows no test command"
-    return next(l.split("#")[0].strip() for l in block.group(1).splitlines() if "make test" in l)
+    return next(line.split("#")[0].strip() for line in block.group(1).splitlines() if "make test" in line)
 
 
 def make_commands(command: str) -> list[str]:

@@ -297,7 +297,7 @@ def test_qa_step_from_the_cli(earthsnap, tmp_path):
     assert report.exists() and "truncated" in report.read_text()
     rejected = [
         json.loads(line)
-        for line in Path(next(l.split()[1] for l in r.stdout.splitlines() if l.startswith("rejected:")))
+        for line in Path(next(found.split()[1] for found in r.stdout.splitlines() if found.startswith("rejected:")))
         .read_text()
         .splitlines()
     ]

@@ -11,7 +11,6 @@ import html
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -43,7 +42,7 @@ def trained(tmp: Path, records: Path, name: str, epochs: int) -> tuple[Path, Pat
     from earthsnap.model.training import train
 
     model = save_model(
-        train(records, Hyperparameters(width=8, epochs=epochs, batch_size=16), progress=False, log=lambda l: None),
+        train(records, Hyperparameters(width=8, epochs=epochs, batch_size=16), progress=False, log=lambda _: None),
         tmp / name,
     )
     evaluate(model, records, tmp / f"{name}-evaluation", progress=False)
@@ -78,13 +77,16 @@ def site(tmp_path_factory):
     records = demo_records(tmp / "records")
     cfg = load_config(project, env={})
     reg = SqliteRegistry(cfg.registry)
-    lineage = lambda ev: {
-        "inputs": {"records": str(records), "evaluation": str(ev)},
-        "run": "earthsnap-20260101-000000-abcdef",
-        "step": "register",
-        "parameters": {"note": HOSTILE},
-        "dataset": "demo@0123456789ab",
-    }
+
+    def lineage(ev):
+        return {
+            "inputs": {"records": str(records), "evaluation": str(ev)},
+            "run": "earthsnap-20260101-000000-abcdef",
+            "step": "register",
+            "parameters": {"note": HOSTILE},
+            "dataset": "demo@0123456789ab",
+        }
+
     for name, epochs in (("one", 1), ("two", 3)):
         archive, ev = trained(tmp, records, name, epochs)
         reg.register(

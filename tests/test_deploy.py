@@ -31,7 +31,7 @@ def model(tmp_path_factory) -> tuple[Path, Path, dict]:
     tmp = tmp_path_factory.mktemp("model")
     records = demo_records(tmp)
     trained = save_model(
-        train(records, Hyperparameters(width=8, epochs=2, batch_size=16), progress=False, log=lambda l: None), tmp / "m"
+        train(records, Hyperparameters(width=8, epochs=2, batch_size=16), progress=False, log=lambda _: None), tmp / "m"
     )
     metrics = evaluate(trained, records, tmp / "evaluation", progress=False)["metrics"]
     return write_tarball(trained, tmp / "model.tar.gz"), records, metrics

@@ -180,9 +180,12 @@ def cancel_and_resume(url: str, project: Path):
     status, body = call(url, "POST", "/runs", {"parameters": long_tuning, "to": ["tune"]})
     assert status == 202, body
     run_id = body["id"]
-    tuning = lambda run: (
-        run["status"] == "running" and any(s["name"] == "tune" and s["status"] == "running" for s in run["steps"])
-    )
+
+    def tuning(run):
+        return run["status"] == "running" and any(
+            s["name"] == "tune" and s["status"] == "running" for s in run["steps"]
+        )
+
     follow(url, run_id, tuning)
     time.sleep(2)  # well inside the step
     status, body = call(url, "POST", f"/runs/{run_id}/cancel")
@@ -248,7 +251,7 @@ def test_hierarchy_plan_train_router_release(project):
     r = earthsnap(project, *steps[1])
     print(r.stdout)
     assert "hierarchy/1 registered, PendingManualApproval" in r.stdout and "router" in r.stdout and "flat" in r.stdout
-    report = Path(next(l.split("report: ")[1] for l in r.stdout.splitlines() if "report: " in l))
+    report = Path(next(line.split("report: ")[1] for line in r.stdout.splitlines() if "report: " in line))
     comparison = json.loads((report.parent / "comparison" / "comparison.json").read_text())
     assert set(comparison["models"]) == {"router", "flat"} and report.exists()
     assert comparison["models"]["router"]["images"] == comparison["models"]["flat"]["images"] > 0

@@ -199,7 +199,7 @@ def test_reviewers_label_doubtful_photos_in_the_browser(watched, console, browse
     decided = q.get(first.id)
     assert (decided.decision, decided.label, decided.decided_by) == ("confirmed", first.predicted, "ana")
     second = q.next()
-    other = next(l for l in q.classes(second.version) if l != second.predicted)
+    other = next(label for label in q.classes(second.version) if label != second.predicted)
     page.locator("select[name=label]").select_option(other)
     with page.expect_navigation():
         page.locator("form.pick", has=page.locator("select")).get_by_role("button", name="Save").click()

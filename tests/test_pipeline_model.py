@@ -295,8 +295,11 @@ def test_a_run_killed_with_sigkill_leaves_no_process_and_resumes(earthsnap, proj
     # a trial process
     run_id = killed_when(project, mark, lambda pid, cmd: "spawn_main" in cmd, ("--to", "train", *FAST))
     assert " interrupted " in earthsnap("runs", "list", cwd=project).stdout
+
     # the training loader's (trials have their own)
-    training = lambda pid, cmd: "forkserver" in cmd and "ipykernel" in command_of(parent_of(pid))
+    def training(pid, cmd):
+        return "forkserver" in cmd and "ipykernel" in command_of(parent_of(pid))
+
     killed_when(project, mark, training, ("--resume", run_id))
     resumed = earthsnap("run", "--resume", run_id, cwd=project, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

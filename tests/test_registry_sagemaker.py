@@ -7,8 +7,6 @@ are well formed and behave like the local registry; it says nothing about IAM pe
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import boto3
 import pytest
 

@@ -118,13 +118,13 @@ def test_reviewed_photos_retrain_the_live_model(project, earthsnap):
         and cand.lineage["parameters"]["dataset_parent"] == live.lineage["dataset"]
     )
     retrain_dir = Path(cand.lineage["parameters"]["source"]).parent
-    prov = [json.loads(l) for l in (retrain_dir / "provenance.jsonl").read_text().splitlines()]
+    prov = [json.loads(line) for line in (retrain_dir / "provenance.jsonl").read_text().splitlines()]
     assert (
         len(prov) == len(pending)
         and {p["reviewer"] for p in prov} == {"rita"}
         and {p["model_version"] for p in prov} == {"species/1"}
     )
-    apart = [json.loads(l) for l in (retrain_dir / "not_in_taxonomy.jsonl").read_text().splitlines()]
+    apart = [json.loads(line) for line in (retrain_dir / "not_in_taxonomy.jsonl").read_text().splitlines()]
     assert [a["said"] for a in apart] == ["Quercus robur"] and Path(apart[0]["uri"]).exists()
     comparison = json.loads((retrain_dir / "comparison.json").read_text())["comparison"]
     assert comparison["original_test"]["photos"] > 0 and all(

@@ -268,7 +268,7 @@ def test_hierarchy_listings_in_the_bucket_start_each_models_pipeline(earthsnap, 
 
     def rows(uri):
         key = uri.removeprefix(f"s3://{BUCKET}/")
-        return [json.loads(l) for l in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode().splitlines()]
+        return [json.loads(line) for line in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode().splitlines()]
 
     assert {x["label"] for x in rows(uris["parent"])} == {"acantha", "betula"}
     assert {x["label"] for x in rows(uris["acantha"])} == {"acantha_marginata", "acantha_glabra"} and len(
@@ -276,7 +276,7 @@ def test_hierarchy_listings_in_the_bucket_start_each_models_pipeline(earthsnap, 
     ) == 16
     assert all(x["uri"].startswith(f"s3://{BUCKET}/hier/datasets/demo/objects/") for x in rows(uris["flat"]))
 
-    line = next(l.strip() for l in r.stdout.splitlines() if "upsert --model acantha " in l)
+    line = next(s.strip() for s in r.stdout.splitlines() if "upsert --model acantha " in s)
     for command in line.split(" && "):
         args = shlex.split(command)
         assert args[0] == "earthsnap"

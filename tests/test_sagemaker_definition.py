@@ -159,7 +159,9 @@ def execute(definition: dict, ex_id: str, before: dict | None = None) -> dict:
             }
         elif s["Type"] == "Training":  # a new job, a new name: a new model
             ex["props"][s["Name"]] = {
-                "ModelArtifacts.S3ModelArtifacts": f"{a['OutputDataConfig']['S3OutputPath']}/{s['Name']}-{ex_id}/output/model.tar.gz"
+                "ModelArtifacts.S3ModelArtifacts": (
+                    f"{a['OutputDataConfig']['S3OutputPath']}/{s['Name']}-{ex_id}/output/model.tar.gz"
+                )
             }
         else:  # a new tuning job: its best trial's values may differ
             names = [r["Name"] for rs in a["HyperParameterTuningJobConfig"]["ParameterRanges"].values() for r in rs]

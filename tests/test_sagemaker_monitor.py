@@ -429,7 +429,7 @@ def test_photos_sagemaker_served_are_reviewed_here_and_retrain_on_sagemaker(eart
     q.decide(waiting[4].id, "not_in_taxonomy", "tester")
 
     started = ok("retrain", endpoint, "--backend", "sagemaker", "-p", "epochs=7")
-    arn_line = next(l for l in started.splitlines() if l.startswith("started "))
+    arn_line = next(line for line in started.splitlines() if line.startswith("started "))
     execution = arn_line.split()[1]
     assert "4 reviewed photo(s) added to " + dataset in started and "1 kept apart" in started, started
     sent = {
@@ -443,10 +443,13 @@ def test_photos_sagemaker_served_are_reviewed_here_and_retrain_on_sagemaker(eart
         and json.loads(sent["hyperparameters"])["width"] > 0
     )
     assert sent["taxonomy"].startswith(f"{base}/datasets/demo/")
-    key = lambda uri: uri.removeprefix(f"s3://{BUCKET}/")
+
+    def key(uri):
+        return uri.removeprefix(f"s3://{BUCKET}/")
+
     rows = [
-        json.loads(l)
-        for l in s3.get_object(Bucket=BUCKET, Key=key(sent["source"]))["Body"].read().decode().splitlines()
+        json.loads(line)
+        for line in s3.get_object(Bucket=BUCKET, Key=key(sent["source"]))["Body"].read().decode().splitlines()
     ]
     reviewed = [r for r in rows if "/retrain/" in r["uri"]]
     assert (
@@ -455,8 +458,8 @@ def test_photos_sagemaker_served_are_reviewed_here_and_retrain_on_sagemaker(eart
     # the photos are there
     assert all(s3.head_object(Bucket=BUCKET, Key=key(r["uri"]))["ContentLength"] > 0 for r in reviewed)
     prov = [
-        json.loads(l)
-        for l in s3.get_object(Bucket=BUCKET, Key=key(sent["source"].replace("listing", "provenance")))["Body"]
+        json.loads(line)
+        for line in s3.get_object(Bucket=BUCKET, Key=key(sent["source"].replace("listing", "provenance")))["Body"]
         .read()
         .decode()
         .splitlines()
@@ -483,7 +486,7 @@ def test_photos_sagemaker_served_are_reviewed_here_and_retrain_on_sagemaker(eart
     )
     shown = ok("retrain-status")
     assert "candidate species/3 (PendingManualApproval) against live species/2:" in shown, shown
-    original = next(l for l in shown.splitlines() if "original test split" in l).split()
+    original = next(line for line in shown.splitlines() if "original test split" in line).split()
     # the same archive: the same accuracy
     assert original[-3:] == [original[-3], original[-2], original[-2]] and original[-3] == "22", shown
     assert "earthsnap registry approve species/3 --backend sagemaker" in shown

@@ -188,18 +188,18 @@ def for_reading(nb: dict) -> dict:
             cells.append({"cell_type": "markdown", "id": c.get("id", "title"), "metadata": {}, "source": title})
             continue
         lines = src.splitlines()
-        directives = [l for l in lines if l.startswith("#|")]
-        if any(l.split()[1:2] == ["default_exp"] for l in directives if len(l.split()) > 1) and len(lines) == len(
-            directives
-        ):
+        directives = [line for line in lines if line.startswith("#|")]
+        if any(line.split()[1:2] == ["default_exp"] for line in directives if len(line.split()) > 1) and len(
+            lines
+        ) == len(directives):
             continue
-        if any("hide" in l for l in directives):
+        if any("hide" in line for line in directives):
             continue
-        body = "\n".join(l for l in lines if not l.startswith("#|")).strip("\n")
+        body = "\n".join(line for line in lines if not line.startswith("#|")).strip("\n")
         if not body and c["cell_type"] == "code" and not c.get("outputs"):
             continue
         meta = dict(c.get("metadata", {}))
-        if c["cell_type"] == "code" and any(l.replace(" ", "") == "#|export" for l in directives):
+        if c["cell_type"] == "code" and any(line.replace(" ", "") == "#|export" for line in directives):
             meta["tags"] = sorted(set(meta.get("tags", [])) | {"exported"})
         cells.append({**c, "source": body, "metadata": meta})
     return {**nb, "cells": cells}
@@ -476,7 +476,9 @@ def main() -> int:
     if rc:
         print((OUT / "warnings.log").read_text()[-5000:], file=sys.stderr)
         return rc
-    warnings = [l for l in (OUT / "warnings.log").read_text().splitlines() if "WARNING" in l or "ERROR" in l]
+    warnings = [
+        line for line in (OUT / "warnings.log").read_text().splitlines() if "WARNING" in line or "ERROR" in line
+    ]
     print(
         f"build_docs: {site}/index.html in {time.time() - started:.0f} "
         f"s ({len(warnings)} Sphinx warnings, in {OUT / 'warnings.log'})"

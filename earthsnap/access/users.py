@@ -78,8 +78,8 @@ def check_password(password: str) -> str:
 # %% ../../nbs/access/users.ipynb #4189f996
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
-    name TEXT PRIMARY KEY, role TEXT NOT NULL, password TEXT NOT NULL, created_at REAL NOT NULL, created_by TEXT NOT NULL,
-    disabled_at REAL);
+    name TEXT PRIMARY KEY, role TEXT NOT NULL, password TEXT NOT NULL, created_at REAL NOT NULL,
+    created_by TEXT NOT NULL, disabled_at REAL);
 CREATE TABLE IF NOT EXISTS api_tokens (
     id TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name), label TEXT NOT NULL, digest TEXT NOT NULL UNIQUE,
     created_at REAL NOT NULL, last_used_at REAL, revoked_at REAL);

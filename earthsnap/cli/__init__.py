@@ -9,21 +9,13 @@ __all__ = ['invoke']
 import contextlib
 import io
 
-# the command groups, each adding its commands to the root app as it is imported (the order of the help)
-from earthsnap.cli import (
-    data,
-    runs,
-    deploy,
-    registry,
-    endpoints,
-    monitor,
-    hierarchy,
-    sagemaker,
-    project,
-    users,
-    operations,
-)  # noqa: F401
-from .app import app, main
+# the command groups, each adding its commands to the root app as it is imported: this order is the order of the help
+# isort: off
+from . import data, runs, deploy, registry, endpoints, monitor  # noqa: F401
+from . import hierarchy, sagemaker, project, users, operations  # noqa: F401
+
+# isort: on
+from .app import app, main  # noqa: F401  (app: the root command, which tools/build_docs.py reads)
 
 # %% ../../nbs/cli/index.ipynb #3d3c8c4e
 def invoke(*args: str) -> tuple[int, str, str]:

@@ -5,6 +5,7 @@
 # %% ../../nbs/cli/app.ipynb #d25d81ca
 from __future__ import annotations
 
+import inspect
 import os
 import time
 import traceback
@@ -19,10 +20,23 @@ from ..core.errors import EarthsnapError, ParameterError
 from ..core.progress import when  # noqa: F401  (the command groups take it from here, as the console takes it from core)
 
 # %% auto #0
-__all__ = ['app', 'PARAM_HELP', 'PIPELINE_HELP', 'UNEXPECTED', 'group', 'parse_params', 'main', 'crash_folder']
+__all__ = ['app', 'PARAM_HELP', 'PIPELINE_HELP', 'UNEXPECTED', 'EarthsnapTyper', 'group', 'parse_params', 'main', 'crash_folder']
+
+# %% ../../nbs/cli/app.ipynb #4e547b7f
+class EarthsnapTyper(typer.Typer):
+    "A Typer app whose commands' help is their docstring with its lines joined: the help wraps to the terminal."
+
+    def command(self, *args, help: str | None = None, **kwargs):
+        def register(f):
+            text = help
+            if text is None and f.__doc__:
+                text = "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(f.__doc__).split("\n\n"))
+            return super(EarthsnapTyper, self).command(*args, help=text, **kwargs)(f)
+
+        return register
 
 # %% ../../nbs/cli/app.ipynb #be6db7c7
-app = typer.Typer(
+app = EarthsnapTyper(
     name="earthsnap",
     no_args_is_help=True,
     add_completion=False,
@@ -49,7 +63,7 @@ def _root(
 # %% ../../nbs/cli/app.ipynb #f77d7bde
 def group(name: str, help: str) -> typer.Typer:
     "A command group `earthsnap NAME ...`, added to the root app."
-    sub = typer.Typer(no_args_is_help=True, help=help)
+    sub = EarthsnapTyper(no_args_is_help=True, help=help)
     app.add_typer(sub, name=name)
     return sub
 

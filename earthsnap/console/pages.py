@@ -112,6 +112,7 @@ def _next(url: str | None) -> str:
 def sign_in_pages(c: Console) -> APIRouter:
     "GET and POST /console/login, POST /console/logout."
     r = APIRouter(include_in_schema=False)
+    read = c.gate.need("read")
 
     @r.get("/console/login")
     def login_form(request: Request, next: str = "/console"):
@@ -152,7 +153,7 @@ def sign_in_pages(c: Console) -> APIRouter:
         return out
 
     @r.post("/console/logout")
-    def logout(request: Request, who: Caller = Depends(c.gate.need("read"))):
+    def logout(request: Request, who: Caller = Depends(read)):
         if who.session:
             c.gate.users.end_session(who.session)
         out = RedirectResponse("/console/login?done=signed_out", status_code=303)
@@ -245,7 +246,7 @@ def run_pages(c: Console) -> APIRouter:
         except RunNotFound:
             state = c.launcher.state(run_id)
             if state is None:
-                raise NotServed(f"There is no run {run_id!r}.", fix="The runs page lists them.")
+                raise NotServed(f"There is no run {run_id!r}.", fix="The runs page lists them.") from None
             view = {
                 "run": {"id": run_id, "status": state["status"], "steps": [], "error": state.get("error")},
                 "steps": [],
@@ -263,7 +264,7 @@ def run_pages(c: Console) -> APIRouter:
         try:
             html = report_file(c.cfg, run_id, step)
         except RunNotFound as e:
-            raise NotServed(e.what, fix=e.fix)
+            raise NotServed(e.what, fix=e.fix) from e
         # the notebook's own scripts run in an opaque origin: they cannot read the console's cookies or act on its pages
         return FileResponse(
             html,
@@ -285,7 +286,7 @@ def run_pages(c: Console) -> APIRouter:
         try:
             c.launcher.cancel(run_id) if action == "cancel" else c.launcher.resume(run_id)
         except RunNotFound as e:
-            raise NotServed(e.what, fix=e.fix)
+            raise NotServed(e.what, fix=e.fix) from e
         except RunStateError as e:
             return c.page(
                 request,
@@ -307,7 +308,7 @@ def run_pages(c: Console) -> APIRouter:
         try:
             path = open_step(c.cfg, run_id, step)
         except RunNotFound as e:
-            raise NotServed(e.what, fix=e.fix)
+            raise NotServed(e.what, fix=e.fix) from e
         except ReopenError as e:
             return c.page(
                 request,
@@ -357,7 +358,7 @@ def dataset_pages(c: Console) -> APIRouter:
         try:
             versions = dataset_versions(c.cfg, name)
         except EarthsnapError as e:
-            raise NotServed(e.what, fix=e.fix)  # not a dataset name (`..` included), or none
+            raise NotServed(e.what, fix=e.fix) from e  # not a dataset name (`..` included), or none
         if not versions:
             raise NotServed(f"There is no dataset {name!r}.", fix="The datasets page lists them.")
         by_id = {v.version: v for v in versions}
@@ -414,7 +415,7 @@ def dataset_pages(c: Console) -> APIRouter:
         except Exception as e:
             raise NotServed(
                 f"{rows[i]['uri']} cannot be shown: {type(e).__name__}", fix="It was rejected for this reason."
-            )
+            ) from e
         return Response(out.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     return r
@@ -424,7 +425,7 @@ def _version(c: Console, name: str, version: str):
     try:
         return dataset_version(c.cfg, f"{name}@{version}")
     except EarthsnapError as e:
-        raise NotServed(e.what, fix=e.fix)
+        raise NotServed(e.what, fix=e.fix) from e
 
 # %% ../../nbs/console/pages.ipynb #67b69ae9
 def model_pages(c: Console) -> APIRouter:
@@ -455,7 +456,7 @@ def model_pages(c: Console) -> APIRouter:
         try:
             mv = registry.get(f"{group}/{n}")
         except RegistryError as e:
-            raise NotServed(e.what, fix=e.fix)
+            raise NotServed(e.what, fix=e.fix) from e
         live = live_version(c.cfg, registry)
         prod = live if live and live.ref != mv.ref else None  # what to compare with: prod, unless this is it
         deployments = [d for d in Deployer(registry, None, c.cfg.deploy_group).history() if d.ref == mv.ref]
@@ -690,8 +691,10 @@ def hierarchy_page(c: Console) -> APIRouter:
     """
     r = APIRouter(include_in_schema=False)
 
+    read = c.gate.need("read")
+
     @r.get("/console/hierarchy")
-    def hierarchy(request: Request, dataset: str = "demo", who: Caller = Depends(c.gate.need("read"))):
+    def hierarchy(request: Request, dataset: str = "demo", who: Caller = Depends(read)):
         from earthsnap.hierarchy.planning import load_hierarchy, plan_hierarchy
 
         registry = open_registry(c.cfg)

@@ -5,19 +5,17 @@
 # %% ../../nbs/console/views.ipynb #dbf2cbe8
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 from ..core.config import Config
 from ..core.errors import EarthsnapError
-from ..data.datasets import DatasetError, DatasetStore, DatasetVersion
+from ..data.datasets import DatasetStore, DatasetVersion
 from ..data.step_files import StepFileError, read_evaluation
 from ..engine.dag import svg_dag
 from ..engine.definition import Pipeline, project_pipeline
 from ..engine.runs import RunStore, project_runs, step_statuses
-from ..release.deployment import PROD, STAGE, Deployer
+from ..release.deployment import STAGE, Deployer
 from ..release.endpoints import ping
 from ..release.registry import ModelRegistry, ModelVersion
 

@@ -190,7 +190,7 @@ def run_qa(
         store.parent_version(name, parent)  # a parent that is not there is refused before any image is read
 
     accepted, rejected, first_of = [], [], {}
-    for item, found in zip(items, _inspect_all(items, rules, store, name, workers, progress)):
+    for item, found in zip(items, _inspect_all(items, rules, store, name, workers, progress), strict=True):
         if found["reason"]:
             rejected.append(_reject(item, found["reason"], found["detail"]))
         elif item.label is None:

@@ -98,9 +98,9 @@ class DatasetVersion:
     def rejected(self) -> list[dict]:
         "The rejected inputs of the QA run that made this version."
         return [
-            json.loads(l)
-            for l in read_text(join(self.root, REJECTED), self.store.endpoint_url).splitlines()
-            if l.strip()
+            json.loads(line)
+            for line in read_text(join(self.root, REJECTED), self.store.endpoint_url).splitlines()
+            if line.strip()
         ]
 
     def classes(self) -> list[str]:

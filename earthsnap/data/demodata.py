@@ -186,7 +186,10 @@ def _leaf(draw: ImageDraw.ImageDraw, sp: SpeciesTraits, rng, base, angle: float,
     if sp.serration:
         w = w * (1 + sp.serration * np.where(np.arange(len(_T)) % 2, 1, -1))
     d, n = np.array([math.cos(angle), math.sin(angle)]), np.array([-math.sin(angle), math.cos(angle)])
-    at = lambda t, u: np.asarray(base) + np.outer(t * length, d) + np.outer(u, n)  # leaf coords -> pixels
+
+    def at(t, u):
+        return np.asarray(base) + np.outer(t * length, d) + np.outer(u, n)  # leaf coords -> pixels
+
     outline = np.vstack([at(_T, w), at(_T[::-1], -w[::-1])])
     h = sp.hue + rng.normal(0, 0.012)
     fill = _rgb(h, sp.saturation + rng.normal(0, 0.04), (sp.value + rng.normal(0, 0.05)) * light)
@@ -386,7 +389,7 @@ def _check_args(**args):
 def _traits(groups: int, species: int, seed: int, unseen: int = 0):
     "Each group's species: the `species` of the taxonomy, then `unseen` outside it."
     known = make_traits(groups, species, seed)
-    return [k + u for k, u in zip(known, unseen_traits(known, unseen, seed))] if unseen else known
+    return [k + u for k, u in zip(known, unseen_traits(known, unseen, seed), strict=True)] if unseen else known
 
 
 def _draw_batch(job: tuple) -> int:
@@ -492,7 +495,7 @@ def generate_demo_data(
         # the module's function: workers cannot import a notebook's
         from earthsnap.data.demodata import _draw_batch as draw
 
-        for job, _ in zip(jobs, ordered_map(draw, jobs, n_workers(workers, len(jobs)))):
+        for job, _ in zip(jobs, ordered_map(draw, jobs, n_workers(workers, len(jobs))), strict=True):
             bar.update(job[6] - job[5])
         bar.close()
         fault_rows = add_faults(tmp, taxonomy, seed) if faults else []

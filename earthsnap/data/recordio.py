@@ -302,8 +302,8 @@ class MXIndexedRecordIO(MXRecordIO):
             raise RecordIOError(f"Key {twice!r} is written twice to {self.uri}.")
         self._f.write(data)
         self._pos += len(data)
-        self._fidx.write("".join(f"{k}\t{base + off}\n" for k, (_, off) in zip(keys, entries)))
-        self.idx.update((k, base + off) for k, (_, off) in zip(keys, entries))
+        self._fidx.write("".join(f"{k}\t{base + off}\n" for k, (_, off) in zip(keys, entries, strict=True)))
+        self.idx.update((k, base + off) for k, (_, off) in zip(keys, entries, strict=True))
         self.keys.extend(keys)
 
     def __len__(self) -> int:
@@ -315,7 +315,7 @@ def write_lst(uri: str | os.PathLike, rows: Iterable[tuple], endpoint_url: str |
     with atomic_write(uri, "w", endpoint_url) as f:
         for index, labels, path in rows:
             labels = [labels] if isinstance(labels, numbers.Number) else list(labels)
-            f.write(f"{int(index)}\t" + "".join(f"{float(l):f}\t" for l in labels) + f"{path}\n")
+            f.write(f"{int(index)}\t" + "".join(f"{float(label):f}\t" for label in labels) + f"{path}\n")
 
 
 def read_lst(uri: str | os.PathLike, endpoint_url: str | None = None) -> Iterator[tuple[int, list[float], str]]:

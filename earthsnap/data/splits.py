@@ -60,6 +60,6 @@ def check_coverage(
     return [
         f"class {c!r} has no image in {s} (it has {sum(counts[x].get(c, 0) for x in SPLITS)} in all)"
         for c in classes
-        for s, f in zip(SPLITS, fractions)
+        for s, f in zip(SPLITS, fractions, strict=True)
         if f > 0 and counts[s].get(c, 0) == 0
     ]

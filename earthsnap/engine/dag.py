@@ -46,7 +46,7 @@ def edges(pipeline: Pipeline) -> list[tuple[str, str, str]]:
     "(from step, to step, label) for every dependency: the output read, or 'if true' / 'if false' from a condition."
     out = []
     for s in pipeline.steps:
-        for key, v in s.inputs.items():
+        for v in s.inputs.values():
             if isinstance(v, (StepOutput, JsonValue)):
                 o = v.output if isinstance(v, JsonValue) else v
                 out.append((o.step.name, s.name, o.name if isinstance(v, StepOutput) else f"{o.name}/{v.file}"))
@@ -212,7 +212,8 @@ def html_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
         "10px;text-align:left;"
         "border-bottom:1px solid #eceff1;vertical-align:top}</style></head><body>"
         f"<h1>Pipeline <code>{html.escape(pipeline.name)}</code></h1>{svg_dag(pipeline, statuses)}<p>{legend}</p>"
-        f"<h2>Parameters</h2><table><tr><th>name</th><th>type</th><th>default</th><th>description</th></tr>{rows}</table>"
+        "<h2>Parameters</h2><table><tr><th>name</th><th>type</th><th>default</th><th>description</th></tr>"
+        f"{rows}</table>"
         f"<h2>Steps in dependency order</h2><pre>{html.escape(text_dag(pipeline, statuses))}</pre></body></html>"
     )
 

@@ -138,7 +138,8 @@ class Parameter:
             f"Parameter {self.name!r} has no value until a run starts; pass the Parameter itself as a step input."
         )
 
-    __format__ = lambda self, spec: self.__str__()
+    def __format__(self, spec):
+        return self.__str__()
 
     def __repr__(self):
         return f"Parameter({self.name!r}, {self.type.__name__}, default={self.default!r})"
@@ -156,7 +157,8 @@ class StepOutput:
             f"{self!r} has no value until step {self.step.name!r} runs; pass the reference itself as a step input."
         )
 
-    __format__ = lambda self, spec: self.__str__()
+    def __format__(self, spec):
+        return self.__str__()
 
     def __repr__(self):
         return f"<output {self.step.name}.{self.name}>"
@@ -182,7 +184,8 @@ class JsonValue:
             "runs; pass the reference itself as a step input."
         )
 
-    __format__ = lambda self, spec: self.__str__()
+    def __format__(self, spec):
+        return self.__str__()
 
     def __repr__(self):
         return f"<{self.output.step.name}.{self.output.name}/{self.file}:{self.path}>"
@@ -212,7 +215,8 @@ class ConfigValue:
             "pass the reference itself as a step input."
         )
 
-    __format__ = lambda self, spec: self.__str__()
+    def __format__(self, spec):
+        return self.__str__()
 
     def __repr__(self):
         return f"<config {self.name}>"

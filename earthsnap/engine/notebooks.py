@@ -73,7 +73,10 @@ def mark_stopped(notebook: Path, what: str) -> dict:
 
     nb = nbformat.read(notebook, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    status = lambda c: c.get("metadata", {}).get("papermill", {}).get("status")
+
+    def status(c):
+        return c.get("metadata", {}).get("papermill", {}).get("status")
+
     at = next((i for i, c in enumerate(code) if status(c) in ("running", "failed")), None)
     ran = sum(status(c) == "completed" for c in code)
     where = (
@@ -103,7 +106,10 @@ GRACE = 5.0  # seconds a kernel has to yield after an interrupt before it is kil
 
 def _stop_kernel(holder: dict, done: threading.Event):
     "Interrupt the kernel's process group; kill it if it has not finished after GRACE seconds."
-    pid = lambda: getattr(getattr(holder.get("km"), "provisioner", None), "pid", None)
+
+    def pid():
+        return getattr(getattr(holder.get("km"), "provisioner", None), "pid", None)
+
     # stopped while the kernel is starting: wait for its process, or it would run the notebook after all
     while not pid():
         if done.wait(0.05):

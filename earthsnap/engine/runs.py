@@ -31,7 +31,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, status TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL,
     parameters TEXT NOT NULL, code_version TEXT NOT NULL, packages TEXT NOT NULL, run_dir TEXT NOT NULL,
-    error TEXT, resumed_from TEXT, pid INTEGER, started_by TEXT, options TEXT);  -- resumed_from: unused (a resumed run keeps its own id), kept for schema 1 files
+    -- resumed_from: unused (a resumed run keeps its own id), kept for schema 1 files
+    error TEXT, resumed_from TEXT, pid INTEGER, started_by TEXT, options TEXT);
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs(id), name TEXT NOT NULL, status TEXT NOT NULL,
     started_at REAL, ended_at REAL, attempts INTEGER NOT NULL DEFAULT 0, cache_key TEXT,

@@ -481,8 +481,8 @@ def build_router(
     echo(f"  {'':<8}{'accuracy':>9}{'group acc.':>11}{'p50 ms':>8}{'p95 ms':>8}")
     for name, row in (("router", r), ("flat", f)):
         echo(
-            "  "
-            f"{name:<8}{row['accuracy']:>9.3f}{row['group_accuracy']:>11.3f}{row['latency_ms_p50']:>8.2f}{row['latency_ms_p95']:>8.2f}"
+            f"  {name:<8}{row['accuracy']:>9.3f}{row['group_accuracy']:>11.3f}"
+            f"{row['latency_ms_p50']:>8.2f}{row['latency_ms_p95']:>8.2f}"
         )
     echo(f"  report: {out / 'compare.html'}")
     if mv.status != APPROVED:
@@ -554,7 +554,7 @@ def _train_demo_hierarchy(
             out / name / "records",
             Hyperparameters(width=width, epochs=epochs, batch_size=16),
             progress=False,
-            log=lambda l: None,
+            log=lambda _: None,
         )
         dirs[name] = save_model(res, out / name / "model")
     pack_router(

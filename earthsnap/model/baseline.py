@@ -61,7 +61,7 @@ def prediction_summary(labels: np.ndarray, confidence: np.ndarray, classes: list
     """
     shares = np.bincount(labels, minlength=len(classes)) / max(1, len(labels))
     return {
-        "class_shares": {c: round(float(v), 4) for c, v in zip(classes, shares)},
+        "class_shares": {c: round(float(v), 4) for c, v in zip(classes, shares, strict=True)},
         "confidence_quantiles": {
             q: round(float(np.quantile(confidence, float(q))), 4) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")
         },

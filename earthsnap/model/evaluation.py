@@ -48,7 +48,7 @@ def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
 def top_k_accuracy(y_true: np.ndarray, probs: np.ndarray, k: int) -> float:
     "The fraction of images whose true label is among the `k` most likely."
     top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return float(np.mean([t in row for t, row in zip(y_true, top)]))
+    return float(np.mean([t in row for t, row in zip(y_true, top, strict=True)]))
 
 # %% ../../nbs/model/evaluation.ipynb #d36436ea
 def confused_pairs(cm: np.ndarray, classes: list[str], n: int = 10) -> list[dict]:
@@ -126,7 +126,7 @@ def plot_misclassified(examples: list[dict], columns: int = 6, limit: int = 24):
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.9, rows * 2.2), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, e in zip(axes.flat, shown):
+    for ax, e in zip(axes.flat, shown, strict=False):
         ax.imshow(Image.open(io.BytesIO(e["image"])).convert("RGB"))
         ax.set_title(f"true {e['true']}\nsaid {e['predicted']} ({e['probability']:.0%})", fontsize=7)
     fig.suptitle(
@@ -167,7 +167,7 @@ def predict_split(
             chunk = rows[start : start + batch_size]
             images = [unpack(rec.read_idx(k))[1] for k, _, _ in chunk]
             p = model.probabilities(np.stack([model_input(im, model.input_size) for im in images]))
-            for (k, lab, uri), im, pi in zip(chunk, images, p):
+            for (k, lab, uri), im, pi in zip(chunk, images, p, strict=True):
                 if int(pi.argmax()) != int(lab[0]):
                     wrong.append(
                         {
@@ -213,7 +213,7 @@ def evaluate(
     with atomic_write(out / "predictions.csv", "w") as f:
         w = csv.writer(f)
         w.writerow(["id", "uri", "true", "predicted", "probability"])
-        for (k, _, uri), t, p in zip(rows, y, probs):
+        for (k, _, uri), t, p in zip(rows, y, probs, strict=True):
             w.writerow([k, uri, m.classes[t], m.classes[int(p.argmax())], f"{float(p.max()):.4f}"])
     for name, fig in (
         ("confusion.png", plot_confusion(result["confusion_matrix"], m.classes)),

@@ -122,7 +122,7 @@ class OnnxModel:
 
     def top(self, batch: np.ndarray, top_k: int | Sequence[int] = 5) -> list[list[dict]]:
         "The `top_k` labels of each input of a batch (one `top_k` for all, or one per input), most likely first."
-        return [self.ranked(p, k) for p, k in zip(self.probabilities(batch), per_input(top_k, len(batch)))]
+        return [self.ranked(p, k) for p, k in zip(self.probabilities(batch), per_input(top_k, len(batch)), strict=True)]
 
     def top_and_embeddings(
         self, batch: np.ndarray, top_k: int | Sequence[int] = 5
@@ -134,7 +134,7 @@ class OnnxModel:
         if "embedding" not in {o.name for o in self.session.get_outputs()}:
             return self.top(batch, top_k), None
         logits, emb = self.session.run(["logits", "embedding"], x)
-        return [self.ranked(p, k) for p, k in zip(softmax(logits), per_input(top_k, len(batch)))], emb
+        return [self.ranked(p, k) for p, k in zip(softmax(logits), per_input(top_k, len(batch)), strict=True)], emb
 
     def predict(self, images: list[bytes | Image.Image], top_k: int = 5) -> list[list[dict]]:
         "The `top_k` labels and probabilities for each image, most likely first."

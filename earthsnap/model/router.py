@@ -140,7 +140,7 @@ class RouterModel:
             ]
             if not open_:
                 break
-        return [self.ranked(p, k) for p, k in zip(joint, ks)]
+        return [self.ranked(p, k) for p, k in zip(joint, ks, strict=True)]
 
     def top_and_embeddings(
         self, batch: np.ndarray, top_k: int | Sequence[int] = 5

@@ -65,7 +65,7 @@ def _run_trials(out_dir: Path, job: dict, lock) -> None:
         values = job["space"].suggest(trial)
         hp = replace(Hyperparameters.parse(values, job["base"]), epochs=job["epochs"], patience=job["epochs"])
 
-        def report(epoch: int, accuracy: float):
+        def report(epoch: int, accuracy: float, trial=trial):
             trial.report(accuracy, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -299,8 +299,8 @@ def plot_search(rows: list[dict]):
             if r["state"] == state
         ]
         if pts:
-            a.scatter(*zip(*pts), label=state, linestyle="none", **st)
-    xs = [r["trial"] for r, v in zip(rows, best_so_far) if v is not None]
+            a.scatter(*zip(*pts, strict=True), label=state, linestyle="none", **st)
+    xs = [r["trial"] for r, v in zip(rows, best_so_far, strict=True) if v is not None]
     if xs:
         a.step(xs, [v for v in best_so_far if v is not None], where="post", color="tab:green", label="best so far")
     a.set(xlabel="trial", ylabel=METRIC, title="score of each trial")

@@ -33,7 +33,7 @@ def demo_model(records: Path, out: Path) -> Path:
         {"records": fingerprint(records), "hyperparameters": DEMO_HYPERPARAMETERS},
         out,
         lambda o: save_model(
-            train(records, Hyperparameters(**DEMO_HYPERPARAMETERS), progress=False, log=lambda l: None), o
+            train(records, Hyperparameters(**DEMO_HYPERPARAMETERS), progress=False, log=lambda _: None), o
         ),
     )
     return Path(out)
@@ -51,7 +51,7 @@ def capture_photos(model, store: CaptureStore, version: str, photos: list[Path],
         answers, emb = model.top_and_embeddings(
             np.stack([model_input(b, model.input_size) for b in bodies]), CAPTURE_TOP
         )
-        for body, a, e in zip(bodies, answers, emb):
+        for body, a, e in zip(bodies, answers, emb, strict=True):
             cap.offer(body, version, a, 1.0, e)
     cap.close()
     return cap.rows

@@ -147,4 +147,4 @@ def compare(
         for k, (name, stat, pooled) in enumerate(tests)
     ]
     adjusted = holm([p for _, _, p in found])
-    return [DriftTest(name, s, p, a, a < alpha) for (name, s, p), a in zip(found, adjusted)]
+    return [DriftTest(name, s, p, a, a < alpha) for (name, s, p), a in zip(found, adjusted, strict=True)]

@@ -213,7 +213,7 @@ def accuracy_on(model, bodies: list[bytes], labels: list[str], batch: int = 64) 
     hits = 0
     for i in range(0, len(bodies), batch):
         answers = model.predict(bodies[i : i + batch], 1)
-        hits += sum(a[0]["label"] == l for a, l in zip(answers, labels[i : i + batch]))
+        hits += sum(a[0]["label"] == label for a, label in zip(answers, labels[i : i + batch], strict=True))
     return hits / len(bodies)
 
 
@@ -341,7 +341,7 @@ def retrain(
     }
     if candidate:
         new_records = (candidate.lineage.get("inputs") or {}).get("records")
-        reviewed = {json.loads(l)["uri"] for l in (out / "provenance.jsonl").read_text().splitlines()}
+        reviewed = {json.loads(line)["uri"] for line in (out / "provenance.jsonl").read_text().splitlines()}
         result["comparison"] = compare_with_live(
             plan.live.artifact, candidate.artifact, plan.records, new_records, reviewed
         )

@@ -25,9 +25,10 @@ __all__ = ['SCHEMA', 'DECISIONS', 'ReviewError', 'ReviewItem', 'ReviewRules', 'a
 # %% ../../nbs/monitor/review.ipynb #1197d54b
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS review_items (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL UNIQUE, endpoint TEXT NOT NULL, capture_id INTEGER NOT NULL,
-    version TEXT, predicted TEXT NOT NULL, probability REAL NOT NULL, top TEXT NOT NULL, reasons TEXT NOT NULL,
-    audit INTEGER NOT NULL, queued_at REAL NOT NULL, decision TEXT, label TEXT, decided_by TEXT, decided_at REAL);
+    id INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL UNIQUE, endpoint TEXT NOT NULL,
+    capture_id INTEGER NOT NULL, version TEXT, predicted TEXT NOT NULL, probability REAL NOT NULL, top TEXT NOT NULL,
+    reasons TEXT NOT NULL, audit INTEGER NOT NULL, queued_at REAL NOT NULL, decision TEXT, label TEXT, decided_by TEXT,
+    decided_at REAL);
 CREATE INDEX IF NOT EXISTS review_pending ON review_items (decision, id);
 CREATE TABLE IF NOT EXISTS review_scans (endpoint TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS review_classes (version TEXT PRIMARY KEY, classes TEXT NOT NULL);

@@ -34,7 +34,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS drift_windows (
     id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, version TEXT NOT NULL, first_id INTEGER NOT NULL,
     last_id INTEGER NOT NULL, start REAL NOT NULL, end REAL NOT NULL, size INTEGER NOT NULL, tests TEXT NOT NULL,
-    summary TEXT NOT NULL, drifted INTEGER NOT NULL, alert TEXT, checked_at REAL NOT NULL, UNIQUE (endpoint, version, first_id));
+    summary TEXT NOT NULL, drifted INTEGER NOT NULL, alert TEXT, checked_at REAL NOT NULL,
+    UNIQUE (endpoint, version, first_id));
 """
 
 

@@ -56,7 +56,7 @@ def _files(places: dict[str, Path], dest: Path | None) -> list[tuple[str, str, P
     "Every file to back up as (area, path in the area, absolute path); each under the most specific area holding it."
     roots = sorted(((a, p) for a, p in places.items() if a != "registry"), key=lambda ap: -len(str(ap[1])))
     registry, seen, out = places.get("registry"), set(), []
-    for area, root in roots:
+    for _, root in roots:
         if not root.is_dir():
             continue
         for folder, dirs, names in os.walk(root):
@@ -161,7 +161,9 @@ class BackupReport:
     seconds: float = 0.0
 
     def text(self) -> str:
-        mb = lambda n: f"{n / 2**20:,.1f} MB"
+        def mb(n):
+            return f"{n / 2**20:,.1f} MB"
+
         lines = [
             f"backup {self.id} in {self.dest}: {self.files:,} files ({mb(self.bytes)}) in {self.seconds:.1f}s",
             f"  copied {self.copied:,} files ({mb(self.copied_bytes)}); the destination held the rest already",

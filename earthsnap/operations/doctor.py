@@ -329,7 +329,7 @@ def _check_records(path: Path, report: HealthReport, fix: bool) -> None:
             )
         )
     for run_id, *columns in runs:
-        for column, text in zip(("parameters", "options"), columns):
+        for column, text in zip(("parameters", "options"), columns, strict=True):
             try:
                 json.loads(text or "null")
             except ValueError as e:

@@ -28,15 +28,16 @@ __all__ = ['SCHEMA', 'IMAGES_SCHEMA', 'log', 'BATCH_SECONDS', 'BATCH_ROWS', 'Cap
 # %% ../../nbs/release/capture.ipynb #e811dae3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS captures (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, endpoint TEXT NOT NULL, version TEXT, sha256 TEXT NOT NULL,
-    label TEXT NOT NULL, probability REAL NOT NULL, top TEXT NOT NULL, latency_ms REAL NOT NULL, embedding BLOB,
-    bytes INTEGER NOT NULL);
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, endpoint TEXT NOT NULL, version TEXT,
+    sha256 TEXT NOT NULL, label TEXT NOT NULL, probability REAL NOT NULL, top TEXT NOT NULL, latency_ms REAL NOT NULL,
+    embedding BLOB, bytes INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS captures_version ON captures (version, id);
 CREATE INDEX IF NOT EXISTS captures_time ON captures (time);
 CREATE INDEX IF NOT EXISTS captures_sha ON captures (sha256);
 """
 IMAGES_SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (sha256 TEXT PRIMARY KEY, body BLOB NOT NULL, bytes INTEGER NOT NULL, first_seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    sha256 TEXT PRIMARY KEY, body BLOB NOT NULL, bytes INTEGER NOT NULL, first_seen REAL NOT NULL);
 """
 
 
@@ -246,7 +247,7 @@ def _write_batch(self: Capture, rows_db: sqlite3.Connection, images_db: sqlite3.
             for r in images_db.execute(f"SELECT sha256 FROM images WHERE sha256 IN ({','.join('?' * len(part))})", part)
         )
     with transaction(images_db):
-        for sha, (t, body, version, top, latency, embedding) in zip(shas, batch):
+        for sha, (t, body, version, top, latency, embedding) in zip(shas, batch, strict=True):
             emb = None if embedding is None else np.asarray(embedding, dtype=np.float16).tobytes()
             top_json = json.dumps(top, separators=(",", ":"))
             row_cost = 120 + len(top_json) + (len(emb) if emb else 0)  # about what SQLite spends on the row

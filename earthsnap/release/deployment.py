@@ -253,9 +253,9 @@ IN_PROGRESS, PASSED, FAILED, LIVE, REPLACED, ROLLED_BACK = (
 CONSUMER = "deployer"  # its name in the outbox
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, grp TEXT NOT NULL, version INTEGER NOT NULL, action TEXT NOT NULL,
-    status TEXT NOT NULL, event_id TEXT, by TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL, reason TEXT NOT NULL DEFAULT '',
-    checks TEXT NOT NULL DEFAULT '[]');
+    id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, grp TEXT NOT NULL, version INTEGER NOT NULL,
+    action TEXT NOT NULL, status TEXT NOT NULL, event_id TEXT, by TEXT NOT NULL, started_at REAL NOT NULL,
+    finished_at REAL, reason TEXT NOT NULL DEFAULT '', checks TEXT NOT NULL DEFAULT '[]');
 CREATE UNIQUE INDEX IF NOT EXISTS deployments_event ON deployments (event_id, endpoint) WHERE event_id IS NOT NULL;
 """
 

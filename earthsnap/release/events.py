@@ -24,7 +24,8 @@ __all__ = ['EVENT_TYPE', 'SCHEMA', 'HOST', 'model_package_event', 'emit', 'Outbo
 EVENT_TYPE = "SageMaker Model Package State Change"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL);
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL, body TEXT NOT NULL,
+    created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS event_deliveries (
     event_id TEXT NOT NULL REFERENCES events(id), consumer TEXT NOT NULL, claimed_at REAL, claimed_by TEXT,
     handled_at REAL, error TEXT, attempts INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (event_id, consumer));

@@ -149,9 +149,9 @@ class ModelRegistry(ABC):
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS model_groups (name TEXT PRIMARY KEY, description TEXT NOT NULL, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS model_versions (
-    grp TEXT NOT NULL REFERENCES model_groups(name), version INTEGER NOT NULL, status TEXT NOT NULL, artifact TEXT NOT NULL,
-    sha256 TEXT NOT NULL, metrics TEXT NOT NULL, lineage TEXT NOT NULL, description TEXT NOT NULL, created_at REAL NOT NULL,
-    created_by TEXT NOT NULL, PRIMARY KEY (grp, version));
+    grp TEXT NOT NULL REFERENCES model_groups(name), version INTEGER NOT NULL, status TEXT NOT NULL,
+    artifact TEXT NOT NULL, sha256 TEXT NOT NULL, metrics TEXT NOT NULL, lineage TEXT NOT NULL,
+    description TEXT NOT NULL, created_at REAL NOT NULL, created_by TEXT NOT NULL, PRIMARY KEY (grp, version));
 CREATE TABLE IF NOT EXISTS model_status_changes (
     grp TEXT NOT NULL, version INTEGER NOT NULL, from_status TEXT, to_status TEXT NOT NULL, by TEXT NOT NULL,
     at REAL NOT NULL, reason TEXT NOT NULL);
@@ -250,12 +250,9 @@ class SqliteRegistry(ModelRegistry):
         if row is None:
             groups = [r[0] for r in db.execute("SELECT name FROM model_groups")]
             if group not in groups:
+                names = ", ".join(sorted(groups)) or "(none yet: a pipeline run that passes the gate registers one)"
                 raise RegistryError(
-                    f"There is no model group {group!r}.{did_you_mean(group, groups)}",
-                    fix=(
-                        "Groups: "
-                        f"{', '.join(sorted(groups)) or '(none yet: a pipeline run that passes the gate registers one)'}."
-                    ),
+                    f"There is no model group {group!r}.{did_you_mean(group, groups)}", fix=f"Groups: {names}."
                 )
             last = db.execute("SELECT MAX(version) FROM model_versions WHERE grp = ?", (group,)).fetchone()[0]
             raise RegistryError(

@@ -107,7 +107,7 @@ def _run(
     if inputs:
         batch = np.stack(inputs)  # a router runs only the children each answer needs
         answers, emb = model.top_and_embeddings(batch, ks) if embed else (model.top(batch, ks), None)
-        found = iter(zip(answers, emb if emb is not None else [None] * len(answers)))
+        found = iter(zip(answers, emb if emb is not None else [None] * len(answers), strict=True))
         out = [next(found) if o is None else o for o in out]
     return out
 
@@ -143,7 +143,7 @@ class Batcher:
                 results = [e] * len(batch)
             self.batches += 1
             self.requests += len(batch)
-            for (_, future), r in zip(batch, results):
+            for (_, future), r in zip(batch, results, strict=True):
                 if future.done():
                     continue  # its client went away
                 if isinstance(r, Exception):

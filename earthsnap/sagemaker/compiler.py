@@ -169,12 +169,15 @@ def region_env(region: str):
     """`AWS_DEFAULT_REGION` set to `region` while the SDK builds steps (it looks a region up as it imports and
     constructs them).
     """
-    import logging, warnings
+    import logging
+    import warnings
 
     os.environ.setdefault("SAGEMAKER_VALIDATE_ROLE", "false")
     before = os.environ.get("AWS_DEFAULT_REGION")
     os.environ["AWS_DEFAULT_REGION"] = region
-    import sagemaker.mlops.workflow.pipeline, sagemaker.serve.model_builder  # noqa: F401  (creates the SDK's loggers)
+    # imported for the loggers they create
+    import sagemaker.mlops.workflow.pipeline  # noqa: F401
+    import sagemaker.serve.model_builder  # noqa: F401
 
     # the SDK narrates every step it builds; our notes say what matters
     for name in list(logging.root.manager.loggerDict):
@@ -822,10 +825,16 @@ def builtin_hyperparameters(
             "compile the pipeline with the trainer chosen from the start."
         )
     summary = c.property_files[key]
-    get = lambda path: JsonGet(step_name=records.step.name, property_file=summary, json_path=path)
+
+    def get(path):
+        return JsonGet(step_name=records.step.name, property_file=summary, json_path=path)
+
     size = get("params.size")
     train_split = TUNING_SPLITS[0] if tuning is not None else TRAIN_SPLITS[0]
-    text = lambda v: Join(on="", values=[v])  # hyperparameters are strings: the JSON numbers joined into text
+
+    def text(v):
+        return Join(on="", values=[v])  # hyperparameters are strings: the JSON numbers joined into text
+
     hp = {
         "num_classes": text(get("classes")),
         "num_training_samples": text(get(f"images.{train_split}")),
@@ -863,7 +872,10 @@ def condition_step(c: Compiler, step: ConditionStep):
         "!=": lambda left, right: ConditionNot(expression=ConditionEquals(left=left, right=right)),
     }
     cond = ops[step.op](left=gate_value(c, step, step.left), right=c.value(step, step.right))
-    pick = lambda steps: [c.sm[s.name] for s in steps if c.sm.get(s.name) is not None]
+
+    def pick(steps):
+        return [c.sm[s.name] for s in steps if c.sm.get(s.name) is not None]
+
     return SMConditionStep(
         name=step.name,
         conditions=[cond],
@@ -949,7 +961,7 @@ def fail_step(c: Compiler, step: FailStep):
     from sagemaker.mlops.workflow.fail_step import FailStep as SMFailStep
 
     parts = []
-    for literal, name, spec, _ in string.Formatter().parse(step.message):
+    for literal, name, _spec, _ in string.Formatter().parse(step.message):
         if literal:
             parts.append(literal)
         if name is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..core.errors import EarthsnapError
 from ..data.step_files import RECORDS_CLASSES, RECORDS_SUMMARY, write_tuning_result
 from ..engine.definition import notebook_parameters
-from ..engine.notebooks import StepFailed, run_notebook
+from ..engine.notebooks import run_notebook
 
 # %% auto #0
 __all__ = ['BUNDLE', 'BUNDLE_INPUTS', 'SPLIT_OF_CHANNEL', 'COMMANDS', 'ContainerError', 'root', 'code_dir', 'typed',

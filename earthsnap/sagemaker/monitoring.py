@@ -178,7 +178,10 @@ class LiveModel:
 
 def live_model(sm, endpoint: str) -> LiveModel:
     "The model SageMaker endpoint `endpoint` serves, through its endpoint configuration."
-    call = lambda name, **kw: aws_call(sm, name, MonitorError, **kw)
+
+    def call(name, **kw):
+        return aws_call(sm, name, MonitorError, **kw)
+
     ep = call("describe_endpoint", EndpointName=endpoint)
     config = call("describe_endpoint_config", EndpointConfigName=ep["EndpointConfigName"])
     model = call("describe_model", ModelName=config["ProductionVariants"][0]["ModelName"])
@@ -222,7 +225,9 @@ def import_capture(
     for i in range(0, len(todo), batch):
         part = todo[i : i + batch]
         answers, embeddings = model.top_and_embeddings(np.stack([x for _, x in part]), CAPTURE_TOP)
-        for (e, _), a, emb in zip(part, answers, embeddings if embeddings is not None else [None] * len(part)):
+        for (e, _), a, emb in zip(
+            part, answers, embeddings if embeddings is not None else [None] * len(part), strict=True
+        ):
             cap.offer(e.body, version, a, 0.0, emb, at=e.time)
     cap.close(wait=600)
     return {"imported": cap.rows, "already": already, "rejected": rejected, "stopped": cap.stopped}

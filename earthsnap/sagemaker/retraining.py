@@ -79,14 +79,14 @@ def upload_export(local: Path, remote: str, endpoint_url: str | None = None) -> 
     "Upload what `export_reviewed` wrote under `local` to `remote`; the URI of the listing the pipeline reads."
     for f in sorted(p for p in local.rglob("*") if p.is_file() and p.name != "listing.jsonl"):
         write_bytes(join(remote, *f.relative_to(local).parts), f.read_bytes(), endpoint_url)
-    rows = [json.loads(l) for l in (local / "listing.jsonl").read_text().splitlines() if l.strip()]
+    rows = [json.loads(line) for line in (local / "listing.jsonl").read_text().splitlines() if line.strip()]
     for r in rows:
         if Path(r["uri"]).is_absolute() and Path(r["uri"]).is_relative_to(local):
             r["uri"] = join(remote, *Path(r["uri"]).relative_to(local).parts)
     # provenance names the photos where the pipeline reads them
     for name in ("provenance.jsonl", "not_in_taxonomy.jsonl"):
         p = local / name
-        lines = [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+        lines = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
         for r in lines:
             if Path(r["uri"]).is_relative_to(local):
                 r["uri"] = join(remote, *Path(r["uri"]).relative_to(local).parts)
@@ -278,7 +278,7 @@ def retraining_status(cfg, rid: str | None = None, sm=None) -> dict:
         original = _records_here(live["CustomerMetadataProperties"]["input_records"], t / "original", s3)
         new = _records_here(package["CustomerMetadataProperties"]["input_records"], t / "new", s3)
         prov = read_bytes(join(cfg.sagemaker_bucket, "retrain", row["id"], "provenance.jsonl"), s3).decode()
-        reviewed = {json.loads(l)["uri"] for l in prov.splitlines() if l.strip()}
+        reviewed = {json.loads(line)["uri"] for line in prov.splitlines() if line.strip()}
         out["comparison"] = compare_with_live(
             str(t / "live.tar.gz"), str(t / "candidate.tar.gz"), str(original), str(new), reviewed
         )

@@ -198,7 +198,10 @@ def execution_status(sm, pipeline_name: str, execution_arn: str | None = None) -
 # %% ../../nbs/sagemaker/service.ipynb #9e62e5f7
 def status_table(st: dict) -> str:
     "An execution and its steps as text."
-    when = lambda t: t.strftime("%Y-%m-%d %H:%M:%S") if hasattr(t, "strftime") else (t or "-")
+
+    def when(t):
+        return t.strftime("%Y-%m-%d %H:%M:%S") if hasattr(t, "strftime") else (t or "-")
+
     lines = [
         f"{st['PipelineExecutionArn']}",
         f"  status {st['PipelineExecutionStatus']}, started {when(st.get('CreationTime'))}"

@@ -62,7 +62,7 @@ def json_path_type(file: str, path: str) -> str:
     parts = path.split(".")
     for (f, pattern), t in JSON_PATHS.items():
         want = pattern.split(".")
-        if f == file and len(want) == len(parts) and all(w in ("*", p) for w, p in zip(want, parts)):
+        if f == file and len(want) == len(parts) and all(w in ("*", p) for w, p in zip(want, parts, strict=True)):
             return TYPE_NAMES[t]
     t: Any = STEP_FILES.get(file)
     for part in parts:
