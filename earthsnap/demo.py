@@ -76,7 +76,7 @@ _OPENABLE = {
 
 
 def _read_training(model_dir) -> dict:
-    p = Path(model_dir) / "training.json"  # beside the model, not in its archive (earthsnap.model.export)
+    p = Path(model_dir).parent / "training.json"  # the training step's, beside its outputs (earthsnap.model.export)
     return json.loads(p.read_text()) if p.exists() else {}
 
 

@@ -98,9 +98,11 @@ def test_tune_train_evaluate_and_the_gate(earthsnap, project):
         "metrics.json",
         # the drift reference on the validation photos, packed with the model
         "baseline.npz",
-        # how long and where it trained: beside the model, not in its archive
-        "training.json",
     }
+    # how long and where it trained: beside the step's outputs, not in them (trained again, the same bytes); and the
+    # tuning study's journal, with each trial's time, beside the tuning output
+    assert set(json.loads((run / "train" / "training.json").read_text())) == {"seconds", "device"}
+    assert (run / "tune" / "study.journal").exists() and not (run / "tune" / "tuning" / "study.journal").exists()
     with tarfile.open(run / "train" / "artifact" / "model.tar.gz") as tf:
         assert sorted(tf.getnames())[0] == "baseline.npz" and len(tf.getnames()) == 6
     # evaluation: the figures in the JsonGet shape, the report as HTML

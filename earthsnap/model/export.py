@@ -21,8 +21,8 @@ from .inference import BASELINE_FILE, MODEL_FILES, ModelError, model_dir
 from .networks import build_model
 
 # %% auto #0
-__all__ = ['TOLERANCE', 'RUN_FACTS', 'WithEmbedding', 'export_onnx', 'check_onnx', 'save_model', 'write_tarball',
-           'load_torch_model']
+__all__ = ['TOLERANCE', 'RUN_FACTS', 'WithEmbedding', 'export_onnx', 'check_onnx', 'save_model', 'training_facts',
+           'write_tarball', 'load_torch_model']
 
 # %% ../../nbs/model/export.ipynb #e41300c5
 class WithEmbedding(nn.Module):
@@ -99,12 +99,12 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, input_size: int, batch
     return diff
 
 # %% ../../nbs/model/export.ipynb #663b1f06
-RUN_FACTS = ("seconds", "device")  # how a training went, not what it made: kept out of the archive (training.json)
+RUN_FACTS = ("seconds", "device")  # how a training went, not what it made: kept out of the model (training_facts)
 
 
 def save_model(result, out_dir: str | os.PathLike) -> Path:
     """Write a `TrainResult` (earthsnap.model.training) as a model directory: ONNX, safetensors, classes,
-    hyperparameters, metrics; the run's own facts (time, device) in training.json, which the archive leaves out.
+    hyperparameters, metrics (what the model is; how its training went is `training_facts`).
     """
     from safetensors.torch import save_file
 
@@ -132,8 +132,12 @@ def save_model(result, out_dir: str | os.PathLike) -> Path:
         out / "metrics.json",
         {**{k: v for k, v in result.metrics.items() if k not in RUN_FACTS}, "onnx_max_abs_diff": diff},
     )
-    write_json(out / "training.json", {k: result.metrics[k] for k in RUN_FACTS if k in result.metrics})
     return out
+
+
+def training_facts(result) -> dict:
+    "How a training went, not what it made: its seconds and device (what a training step writes to training.json)."
+    return {k: result.metrics[k] for k in RUN_FACTS if k in result.metrics}
 
 # %% ../../nbs/model/export.ipynb #18a00ea4
 def write_tarball(model_dir: str | os.PathLike, path: str | os.PathLike) -> Path:

@@ -24,7 +24,7 @@ from ..data.step_files import write_tuning_result
 from .hyperparameters import DEFAULT_SPACE, Hyperparameters, SearchSpace
 
 # %% auto #0
-__all__ = ['METRIC', 'TuningError', 'TuneResult', 'tune', 'plot_search']
+__all__ = ['METRIC', 'RUN_FACTS', 'TuningError', 'TuneResult', 'tune', 'plot_search']
 
 # %% ../../nbs/model/tuning.ipynb #e8d42d3a
 class TuningError(EarthsnapError):
@@ -34,12 +34,12 @@ class TuningError(EarthsnapError):
 METRIC = "validation:accuracy"
 
 
-def _study(out_dir: Path, seed: int, trials: int, create: bool):
+def _study(journal: Path, seed: int, trials: int, create: bool):
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(JournalFileBackend(str(out_dir / "study.journal")))
+    storage = JournalStorage(JournalFileBackend(str(journal)))
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, trials // 3))
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
     if create:
@@ -56,7 +56,7 @@ def _run_trials(out_dir: Path, job: dict, lock) -> None:
 
     from earthsnap.model.training import TrainingError, train
 
-    study = _study(out_dir, job["seed"], job["trials"], create=False)
+    study = _study(Path(job["journal"]), job["seed"], job["trials"], create=False)
     while True:
         with lock:
             if len(study.get_trials(deepcopy=False)) >= job["trials"]:
@@ -155,6 +155,7 @@ def tune(
     workers: int = 0,
     progress: bool = True,
     init_weights: str | os.PathLike | None = None,
+    journal: str | os.PathLike | None = None,  # the Optuna study's file; default: out_dir/study.journal
 ) -> TuneResult:
     """Search `space` around `base` with `trials` trials of `epochs` epochs, `parallel` at a time; results into
     `out_dir`.
@@ -167,9 +168,10 @@ def tune(
     check_split(records, val_split, classes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in [out / "study.journal", *out.glob(".worker-*.error")]:
+    journal = Path(journal) if journal else out / "study.journal"
+    for stale in [journal, *out.glob(".worker-*.error")]:
         stale.unlink(missing_ok=True)
-    study = _study(out, seed, trials, create=True)
+    study = _study(journal, seed, trials, create=True)
     job = dict(
         records=str(records),
         space=space,
@@ -181,6 +183,7 @@ def tune(
         val_split=val_split,
         workers=workers,
         init_weights=str(init_weights) if init_weights else None,
+        journal=str(journal),
     )
     parallel = min(parallel, trials)
     bar = tqdm(total=trials, desc="tuning", unit="trial", disable=not progress)
@@ -230,7 +233,7 @@ def tune(
             raise TuningError(
                 "A tuning worker process failed:\n"
                 + (errors[0] if errors else f"exit codes {[p.exitcode for p in procs]}"),
-                fix="See the error above; the trials that finished are in study.journal.",
+                fix=f"See the error above; the trials that finished are in {journal}.",
             )
     show()
     bar.close()
@@ -269,8 +272,11 @@ def _finish(study, out: Path, base: Hyperparameters) -> TuneResult:
     return TuneResult(best.params, hp, best.value, best.number, rows, out)
 
 
+RUN_FACTS = ("seconds",)  # how a trial went, not what it found: in the journal and the report, not in trials.csv
+
+
 def _write_csv(path: Path, rows: list[dict]):
-    cols = list(dict.fromkeys(k for r in rows for k in r if k != "curve"))
+    cols = list(dict.fromkeys(k for r in rows for k in r if k != "curve" and k not in RUN_FACTS))
     with atomic_write(path, "w") as f:
         w = csv.DictWriter(f, cols, extrasaction="ignore")
         w.writeheader()
