@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 # The install stamps change whenever the pins change, so a changed settings.ini reinstalls. `make demo` and `make lab`
 # install only what the local path needs (earthsnap and JupyterLab: the `lab` extra); `make test` and the developer
 # targets add the test tools, the docs toolchain, the SageMaker SDK and moto (`dev`, `docs`, `sagemaker`).
+# --no-compile: pip would compile every module of every package it installs, most of which nothing ever imports (half
+# the install's CPU time); Python compiles a module the first time it is imported, once.
 PINS := $(shell cat settings.ini setup.py | sha256sum | cut -c1-12)
 LOCAL := $(VENV)/.installed-local-$(PINS)
 FULL := $(VENV)/.installed-full-$(PINS)
@@ -42,8 +44,8 @@ pip-install:
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
 	@echo "installing pinned dependencies ($(EXTRAS)) into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"
 	@{ $(BIN)/python -m pip install --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0 \
-	   && $(BIN)/python -m pip install torch==2.13.0 \
-	   && $(BIN)/python -m pip install -e ".[$(EXTRAS)]" \
+	   && $(BIN)/python -m pip install --no-compile torch==2.13.0 \
+	   && $(BIN)/python -m pip install --no-compile -e ".[$(EXTRAS)]" \
 	   && $(BIN)/python -m pip check; } > $(VENV)/install.log 2>&1 \
 	 || { tail -n 30 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
 	@rm -f $(VENV)/.installed-*; touch $(STAMPS)
@@ -74,13 +76,17 @@ format: install
 	$(BIN)/ruff check --fix --select I001,E401,F541,W291,W292,W293 $(LINTED)
 	$(BIN)/ruff format $(LINTED)
 
-# Hard limits, so a hung test fails with a message instead of holding CI: 15 min for the docs build (the notebooks'
-# own tests), 5 min for any one pytest test (the fault-injection trials set a longer one for themselves), 10 min for
-# any one cell of a pipeline notebook. Tests wait on kernels, servers and subprocesses much of the time, so both
-# runners take one worker more than there are cores (3 on 2 cores), pytest at most 4. pytest gives each worker whole
-# files, the longest first (tests/conftest.py: LONGEST_FIRST), so that the tests of a file, and the cells of a pipeline
-# notebook, run in order on one worker. The 25 slowest tests are listed at the end, to see where the time goes.
+# Hard limits, so a hung test fails with a message instead of holding CI: 15 min for the docs build, 5 min for any
+# one pytest test (the notebooks, the fault-injection trials and the site's tests set longer ones for themselves),
+# 10 min for any one cell of a pipeline notebook.
+# make test is one pytest run: the tests, the pipeline's notebooks (nbval) and the library's notebooks
+# (tests/test_notebooks.py executes each as nbdev_test does; tests/test_docs.py renders the site from those runs, so
+# the notebooks run once for both). Tests wait on kernels, servers and subprocesses much of the time, so pytest takes
+# two workers more than there are cores (4 on 2 cores), at most 4. Each worker is handed whole files, or single tests
+# where a file is split, the longest first (tests/conftest.py: LONGEST_FIRST), so that no worker is left alone with a
+# long one at the end. The 25 slowest tests are listed at the end, to see where the time goes.
 WORKERS := $(shell echo $$(( $$(nproc) + 1 )))
+TEST_WORKERS := $(shell echo $$(( $$(nproc) + 2 )))
 # Many processes share the cores at once: each keeps torch (and numpy's BLAS) to one thread. With one thread per core
 # each, they spun waiting on each other: the tuning notebook took 110 s in the docs build instead of 33 s.
 test test-fast docs: export OMP_NUM_THREADS := 1
@@ -91,21 +97,20 @@ $(CHROMIUM):
 	@{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } > /tmp/earthsnap-apt.log 2>&1 \
 	 || { tail -n 20 /tmp/earthsnap-apt.log; echo "could not install chromium: see /tmp/earthsnap-apt.log (run as root, or install it yourself)"; exit 1; }
 
-# The documentation site (_docs/site): the library's notebooks executed as nbdev_test executes them (a failing cell
-# fails the build, so this is also their test run), the pipeline's notebooks, the CLI and API references, rendered by
-# Sphinx. make test builds it, then tests/test_docs.py browses it.
+# The documentation site (_docs/site) on its own: the library's notebooks executed as nbdev_test executes them, the
+# pipeline's notebooks, the CLI and API references, rendered by Sphinx.
 docs: install
 	timeout --kill-after=10 900 $(BIN)/python tools/build_docs.py --workers $(WORKERS) || { echo "make docs failed or ran past 900 s"; exit 1; }
 
-PYTEST := $(BIN)/python -m pytest -p no:cacheprovider --timeout=300 -n $(WORKERS) --maxprocesses=4 --dist loadfile
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider --timeout=300 -n $(TEST_WORKERS) --maxprocesses=4 --dist loadfile
 
-test: check $(CHROMIUM) docs
+test: check $(CHROMIUM)
+	rm -rf _docs/executed _docs/site
 	$(PYTEST) --durations=25 tests $(PIPELINE_NBS) $(if $(PIPELINE_NBS),--nbval-lax --nbval-cell-timeout=600,)
 
-# The inner loop: the library's notebooks (their own tests, as the site's build runs them, writing nothing) and the
-# tests not marked slow. make test, which CI runs, runs these and the rest.
+# The inner loop: the library's notebooks and the tests not marked slow (a few minutes). make test, which CI runs,
+# runs these and the rest.
 test-fast: check
-	$(BIN)/python tools/build_docs.py --workers $(WORKERS) --execute-only
 	$(PYTEST) -m "not slow" tests
 
 bench: install

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -234,29 +235,40 @@ def next_steps(stdout: str) -> list[list[str]]:
 
 
 # ---------------------------------------------------------------- how `make test` spreads the tests over its workers
-# Each file is a unit of work that runs in order on one worker (its module fixtures are set up once), except the
-# benchmarks' smoke runs and the fault-injection tests, each a unit of its own. The longest units are handed out first,
-# so that no worker is left with a long file while the others have finished (longest processing time first). The
-# figures are each unit's CPU seconds in a `make test` on 2 cores.
+# Each file is a unit of work that runs in order on one worker (its module fixtures are set up once), except the files
+# in SPLIT, whose every test is a unit of its own: the library's notebooks, the benchmarks' smoke runs and the
+# fault-injection tests. The longest units are handed out first, so that no worker is left with a long one while the
+# others have finished (longest processing time first); the site's tests come last, since they wait for every notebook
+# to have run. The figures are each unit's CPU seconds in a `make test` on 2 cores.
 FAULTS = "tests/test_faults.py::test_a_run_killed_at_any_write_resumes_to_the_result_of_an_uninterrupted_run"
+NOTEBOOK = "tests/test_notebooks.py::test_notebook"
 LONGEST_FIRST = [
-    f"{FAULTS}[tune]",  # 90 s, after the seed run the faults tests share (50 s, made once)
-    "tests/test_pipeline_model.py",  # 110 s
+    f"{FAULTS}[tune]",  # 45 s, after the seed run the faults tests share (50 s, made once)
     "tests/test_run.py",  # 130 s
-    f"{FAULTS}[train]",  # 65 s
+    "tests/test_pipeline_model.py",  # 110 s
+    f"{NOTEBOOK}[demo.ipynb]",  # 35 s
     "tests/test_hierarchy.py",  # 85 s
+    f"{FAULTS}[train]",  # 50 s
     "tests/test_sagemaker.py",  # 75 s
     "tests/test_sagemaker_monitor.py",  # 65 s
-    "tests/test_faults.py::test_an_approval_killed_at_any_write_is_completed_by_the_next_call",  # 40 s
+    f"{NOTEBOOK}[model/router.ipynb]",  # 25 s
     "tests/test_cli.py",  # 45 s
     "tests/test_bench.py::test_benchmark_smoke[chaos.py]",  # 45 s
+    "tests/test_faults.py::test_an_approval_killed_at_any_write_is_completed_by_the_next_call",  # 40 s
     "tests/test_retrain.py",  # 40 s
     "tests/test_bench.py::test_benchmark_smoke[loop.py]",  # 40 s
+    f"{NOTEBOOK}[model/tuning.ipynb]",  # 20 s
+    f"{NOTEBOOK}[engine/notebooks.ipynb]",  # 20 s
+    f"{NOTEBOOK}[sagemaker/job.ipynb]",  # 20 s
+    f"{NOTEBOOK}[engine/executor.ipynb]",  # 20 s
+    f"{NOTEBOOK}[sagemaker/compiler.ipynb]",  # 20 s
     "tests/test_image.py",  # 35 s
     "tests/test_check_sources.py",  # 35 s
     f"{FAULTS}[the-run-and-its-other-steps]",  # 30 s
     "tests/test_console.py",  # 30 s
     "tests/test_storage_s3.py",  # 30 s
+    f"{NOTEBOOK}[release/deployment.ipynb]",  # 17 s
+    f"{NOTEBOOK}[sagemaker/release.ipynb]",  # 17 s
     "tests/test_operations.py",  # 25 s
     "tests/test_bench.py::test_benchmark_smoke[executor.py]",  # 25 s
     "tests/test_wheel.py",  # 25 s
@@ -268,8 +280,10 @@ LONGEST_FIRST = [
     "pipeline/operate.ipynb",  # 20 s
     f"{FAULTS}[preprocess]",  # 15 s
 ]
-SPLIT = ("tests/test_bench.py", "tests/test_faults.py")  # files whose every test is a unit of its own
-SLOW = set(LONGEST_FIRST) | set(SPLIT)  # what `make test-fast` leaves out (-m "not slow")
+LAST = ["tests/test_docs.py"]  # renders the site from this run's notebooks, once they have all run
+SPLIT = ("tests/test_notebooks.py", "tests/test_bench.py", "tests/test_faults.py")  # each test a unit of its own
+# what `make test-fast` leaves out (-m "not slow"): the long units but the notebooks, the benchmarks, the faults
+SLOW = {u for u in LONGEST_FIRST if not u.startswith(NOTEBOOK)} | {"tests/test_bench.py", "tests/test_faults.py", *LAST}
 
 
 def unit_of(nodeid: str) -> str:
@@ -280,12 +294,18 @@ def unit_of(nodeid: str) -> str:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a test of over a few seconds, left out by `make test-fast`")
+    config.earthsnap_run = uuid.uuid4().hex
+
+
+def run_of(config) -> str:
+    "This pytest run's id, the same in every xdist worker: what tells this run's files from an earlier one's."
+    return getattr(config, "workerinput", {}).get("testrunuid") or config.earthsnap_run
 
 
 def pytest_collection_modifyitems(config, items):
-    rank = {u: i for i, u in enumerate(LONGEST_FIRST)}
+    rank = {u: i for i, u in enumerate(LONGEST_FIRST)} | {u: len(LONGEST_FIRST) + 1 + i for i, u in enumerate(LAST)}
     order = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (rank.get(unit_of(item.nodeid), len(rank)), order[id(item)]))
+    items.sort(key=lambda item: (rank.get(unit_of(item.nodeid), len(LONGEST_FIRST)), order[id(item)]))
     for item in items:
         unit = unit_of(item.nodeid)
         if unit in SLOW or unit.split("::")[0] in SLOW:

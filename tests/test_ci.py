@@ -4,6 +4,7 @@ configured, upserts and starts the SageMaker pipeline with commands the CLI has.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import re
 import subprocess
 
@@ -98,10 +99,16 @@ def test_the_documentation_site_is_published_from_main_only():
     assert pages["needs"] == "test" and "refs/heads/main" in pages["if"] and "push" in pages["if"]
     assert pages["permissions"] == {"pages": "write", "id-token": "write"}
     assert [s["uses"].split("@")[0] for s in pages["steps"]] == ["actions/deploy-pages"]
-    # the site it keeps is built by the test step's command: `make test` runs the docs build, which writes _docs/site
+    # the site it keeps is built by the test step's command: `make test` clears the last one and runs pytest on tests/,
+    # where test_notebooks.py executes the library's notebooks and test_docs.py renders the site from them with
+    # tools/build_docs.py, which writes _docs/site
     command = next(s["run"] for s in wf["jobs"]["test"]["steps"] if "run" in s)
     commands = make_commands(command)
-    assert any("tools/build_docs.py" in c for c in commands), commands
+    cleared = next(i for i, c in enumerate(commands) if c.split() == ["rm", "-rf", "_docs/executed", "_docs/site"])
+    assert any(" pytest " in c and " tests " in c for c in commands[cleared + 1 :]), commands
+    import test_docs
+
+    assert '"tools" / "build_docs.py"' in inspect.getsource(test_docs.build), "test_docs renders the site"
     spec = importlib.util.spec_from_file_location("build_docs", ROOT / "tools" / "build_docs.py")
     build_docs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build_docs)

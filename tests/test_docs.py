@@ -3,37 +3,74 @@ real HTTP server on 127.0.0.1: every page reachable from the front page loads wi
 host for anything (nothing may download at run time), and links only to pages and anchors that exist; a search for
 "RecordIO" finds the RecordIO page; the library's examples show the outputs they had when the site was built.
 
-`make test` builds the site first (`make docs`, which is also the notebooks' own test run); run alone, this test builds
-it when it is missing. Screenshots go to tests/artifacts/docs/."""
+The site is rendered from the notebooks tests/test_notebooks.py executed in this same pytest run, once every one of them
+has run (on other workers, meanwhile): one execution of each notebook serves its test and its page. Run without those
+tests, this module builds the site itself when it is missing (`make docs`). Screenshots go to tests/artifacts/docs/."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from collections import deque
 from urllib.parse import urldefrag, urlparse
 
 import pytest
 import requests
 
-from conftest import ROOT, free_port, wait_until_serving
+from conftest import ROOT, free_port, run_of, wait_until_serving
 
 SITE = ROOT / "_docs" / "site"
 SHOTS = ROOT / "tests" / "artifacts" / "docs"
 
 
+pytestmark = pytest.mark.timeout(1500)  # the site waits for every notebook of this run to have executed
+
+
+def wait_for_notebooks(names: list[str], run: str, timeout: float = 1200) -> None:
+    "Wait until each notebook in `names` has a result from this pytest run; fail, naming them, if any failed."
+    import test_notebooks
+
+    deadline = time.monotonic() + timeout
+    while True:
+        results = {}
+        for name in names:
+            try:
+                results[name] = json.loads(test_notebooks.result_of(name).read_text())
+            except (OSError, ValueError):
+                continue
+        done = {n: r for n, r in results.items() if r.get("run") == run}
+        if len(done) == len(names):
+            break
+        assert time.monotonic() < deadline, f"{len(names) - len(done)} notebooks have not run yet"
+        time.sleep(1)
+    failed = sorted(n for n, r in done.items() if not r["ok"])
+    assert not failed, f"the site needs every notebook executed; these failed (see their tests): {failed}"
+
+
+def build(*args: str) -> None:
+    built = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "build_docs.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    print(built.stdout)  # which notebook took how long, shown when a test of this module fails
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
-def site():
-    if not (SITE / "index.html").exists():
-        built = subprocess.run(
-            [sys.executable, str(ROOT / "tools" / "build_docs.py")],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=1200,
-        )
-        print(built.stdout)  # which notebook took how long, shown when a test of this module fails
-        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+def site(request):
+    executing = [
+        i.callspec.params["name"] for i in request.session.items if i.nodeid.startswith("tests/test_notebooks.py")
+    ]
+    if executing:  # this run executes the library's notebooks: the pages are rendered from those executions
+        wait_for_notebooks(executing, run_of(request.config))
+        build("--no-execute")
+    elif not (SITE / "index.html").exists():
+        build()
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(SITE)],

@@ -418,7 +418,6 @@ def main() -> int:
     ap.add_argument(
         "--no-execute", action="store_true", help="reuse the notebooks the last build executed (_docs/executed)"
     )
-    ap.add_argument("--execute-only", action="store_true", help="execute the notebooks (their tests) and write nothing")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     started = time.time()
@@ -433,9 +432,6 @@ def main() -> int:
     else:
         print(f"build_docs: executing {len(paths)} notebooks of nbs/ ({args.workers} at a time)", flush=True)
         executed = execute_all(paths, args.workers)
-        if args.execute_only:
-            print(f"build_docs: {len(executed)} notebooks executed in {time.time() - started:.0f} s")
-            return 0
         shutil.rmtree(kept, ignore_errors=True)
         for path, nb in executed.items():
             write_nb(nb, kept / path.relative_to(NBS))
