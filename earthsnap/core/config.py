@@ -35,8 +35,8 @@ class Setting:
     # False for settings that change speed, never what a step writes (kept out of cache keys)
     affects_results: bool = True
 
-
-SETTINGS: tuple[Setting, ...] = (
+# %% ../../nbs/core/config.ipynb #f478d561
+_LOCATIONS: tuple[Setting, ...] = (
     Setting(
         "store",
         str,
@@ -60,6 +60,10 @@ SETTINGS: tuple[Setting, ...] = (
         "endpoints", str, ".earthsnap/endpoints", "State and logs of local endpoints. A local directory.", path=True
     ),
     Setting("endpoint_host", str, "127.0.0.1", "Address local endpoints listen on."),
+)
+
+# %% ../../nbs/core/config.ipynb #22e2ae96
+_MONITORING: tuple[Setting, ...] = (
     Setting(
         "capture",
         str,
@@ -97,6 +101,10 @@ SETTINGS: tuple[Setting, ...] = (
         "Significance level of the drift tests, after Holm's correction for their number.",
         affects_results=False,
     ),
+)
+
+# %% ../../nbs/core/config.ipynb #af157a6c
+_REVIEW: tuple[Setting, ...] = (
     Setting(
         "review_min_probability",
         float,
@@ -125,6 +133,10 @@ SETTINGS: tuple[Setting, ...] = (
         "Most photos the review rules queue per day (the audit sample comes on top).",
         affects_results=False,
     ),
+)
+
+# %% ../../nbs/core/config.ipynb #f25b4c7d
+_RELEASE: tuple[Setting, ...] = (
     Setting("stage_port", int, 8081, "Port of the local stage endpoint."),
     Setting("prod_port", int, 8082, "Port of the local prod endpoint."),
     Setting("workers", int, 0, "Worker processes for parallel work; 0 means one per CPU core.", affects_results=False),
@@ -157,6 +169,10 @@ SETTINGS: tuple[Setting, ...] = (
         "Promote to prod as soon as the stage tests pass; when false, a person runs `earthsnap deploy promote`.",
         affects_results=False,
     ),
+)
+
+# %% ../../nbs/core/config.ipynb #741ced2d
+_SAGEMAKER: tuple[Setting, ...] = (
     Setting(
         "sagemaker_region",
         str,
@@ -205,6 +221,10 @@ SETTINGS: tuple[Setting, ...] = (
         "image) or builtin (SageMaker's image-classification algorithm on the RecordIO channels).",
         affects_results=False,
     ),
+)
+
+# %% ../../nbs/core/config.ipynb #ed736bbd
+_ACCESS: tuple[Setting, ...] = (
     Setting(
         "api_token",
         str,
@@ -215,6 +235,9 @@ SETTINGS: tuple[Setting, ...] = (
         affects_results=False,
     ),
 )
+
+# %% ../../nbs/core/config.ipynb #ba8e892a
+SETTINGS: tuple[Setting, ...] = _LOCATIONS + _MONITORING + _REVIEW + _RELEASE + _SAGEMAKER + _ACCESS
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 # %% ../../nbs/core/config.ipynb #460641ad
@@ -273,7 +296,7 @@ class Config:
             for s in SETTINGS
         ]
 
-# %% ../../nbs/core/config.ipynb #8a6d4b07
+# %% ../../nbs/core/config.ipynb #1d258d42
 def _coerce(setting: Setting, value: Any, origin: str) -> Any:
     if setting.type is int and not isinstance(value, bool):
         try:
@@ -299,7 +322,7 @@ def _coerce(setting: Setting, value: Any, origin: str) -> Any:
         fix=f"{setting.name}: {setting.doc}",
     )
 
-
+# %% ../../nbs/core/config.ipynb #db4d7806
 def _check_names(names, origin: str):
     for name in names:
         if name not in _BY_NAME:
@@ -308,7 +331,7 @@ def _check_names(names, origin: str):
                 fix=f"Known settings: {', '.join(_BY_NAME)}.",
             )
 
-
+# %% ../../nbs/core/config.ipynb #a61a36ba
 def find_config_file(start: Path | str | None = None, env: Mapping[str, str] | None = None) -> Path | None:
     "The `earthsnap.yaml` in force: `$EARTHSNAP_CONFIG`, else the nearest one from `start` upwards."
     env = os.environ if env is None else env
@@ -326,7 +349,7 @@ def find_config_file(start: Path | str | None = None, env: Mapping[str, str] | N
             return d / CONFIG_FILE
     return None
 
-
+# %% ../../nbs/core/config.ipynb #61386777
 def _read_file(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -358,7 +381,7 @@ def _resolve_location(name: str, value: str, values: Mapping[str, Any], project_
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (project_dir / p).resolve())
 
-
+# %% ../../nbs/core/config.ipynb #b1d761f1
 def _validate(cfg: dict[str, Any], sources: Mapping[str, str]):
     for name in ("stage_port", "prod_port"):
         if not 1 <= cfg[name] <= 65535:

@@ -102,7 +102,7 @@ def schema_version(db: sqlite3.Connection, name: str) -> int:
         return 0  # no schema_versions table: a file from before versions were kept
     return row[0] if row else 0
 
-
+# %% ../../nbs/core/database.ipynb #5b8a84ef
 def _refuse_newer(path: Path, name: str, found: int, version: int) -> None:
     if found > version:
         raise SchemaTooNew(
@@ -111,18 +111,15 @@ def _refuse_newer(path: Path, name: str, found: int, version: int) -> None:
             fix="Upgrade earthsnap (the file was left as it was), or point the setting at another file.",
         )
 
-
+# %% ../../nbs/core/database.ipynb #beedad6a
 def open_database(
-    path: str | os.PathLike,
-    schema: str,
-    migrate: Callable[[sqlite3.Connection, int], None] | None = None,
-    name: str | None = None,
-    version: int = 1,
+    path: str | os.PathLike,  # the database file; it and its folder are made when missing
+    schema: str,  # the part's `CREATE ... IF NOT EXISTS` statements, separated by `;`
+    migrate: Callable[[sqlite3.Connection, int], None] | None = None,  # `migrate(db, found)`, in the same transaction
+    name: str | None = None,  # the schema's name in `schema_versions`; None: not versioned
+    version: int = 1,  # the version of `name` that `schema` makes; a file of a newer one is refused untouched
 ) -> Path:
-    """Make sure the database at `path` exists in WAL mode with the tables of `schema`, after `migrate(db, version
-    found)` (both in one transaction); with `name`, recorded as version `version` of that schema; a newer one is refused
-    untouched.
-    """
+    "Create or migrate the tables of `schema` in the WAL-mode database at `path`, in one transaction; returns `path`."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with connection(path) as db:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 # %% auto #0
-__all__ = ['FAULT_AT', 'FAULT_LOG', 'arm', 'scope', 'write_point']
+__all__ = ['FAULT_AT', 'FAULT_LOG', 'arm', 'write_point', 'scope']
 
 # %% ../../nbs/core/faults.ipynb #13ab12fa
 FAULT_AT = "EARTHSNAP_FAULT_AT"  # the label of the write point to die at (`label`, or `label#n` for its n-th time)
@@ -48,16 +48,6 @@ def arm(environ: dict | None = None) -> bool:
     with _ARMED.lock:
         _ARMED.at, _ARMED.log, _ARMED.seen = at or None, log or None, {}
     return _ARMED.on
-
-# %% ../../nbs/core/faults.ipynb #3281628c
-@contextmanager
-def scope(name: str) -> Iterator[None]:
-    "Name the write points reached inside the block after `name` (the executor names them after the step)."
-    token = _SCOPE.set(name)
-    try:
-        yield
-    finally:
-        _SCOPE.reset(token)
 
 # %% ../../nbs/core/faults.ipynb #7639cb3d
 _PLUMBING = ("earthsnap.core.faults", "earthsnap.core.database", "earthsnap.core.storage", "contextlib")
@@ -106,3 +96,13 @@ def _die() -> None:
     if os.getpgid(0) == os.getpid():
         os.killpg(os.getpid(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+# %% ../../nbs/core/faults.ipynb #3281628c
+@contextmanager
+def scope(name: str) -> Iterator[None]:
+    "Name the write points reached inside the block after `name` (the executor names them after the step)."
+    token = _SCOPE.set(name)
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)

@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_all_start_methods, get_context
 
 # %% auto #0
-__all__ = ['PR_SET_PDEATHSIG', 'worker_context', 'n_workers', 'batched', 'pid_alive', 'die_with_parent', 'ordered_map']
+__all__ = ['PR_SET_PDEATHSIG', 'worker_context', 'n_workers', 'batched', 'pid_alive', 'ordered_map', 'die_with_parent']
 
 # %% ../../nbs/core/parallel.ipynb #49b88a99
 def worker_context():
@@ -55,6 +55,23 @@ def pid_alive(pid: int | None) -> bool:
         pass
     return True
 
+# %% ../../nbs/core/parallel.ipynb #ec09384a
+def ordered_map(fn: Callable, jobs: Iterable, workers: int = 0, window: int | None = None) -> Iterator:
+    "Yield `fn(job)` for each job, in job order, from `workers` processes with at most `window` jobs in flight."
+    if workers == 1:
+        yield from map(fn, jobs)
+        return
+    n = n_workers(workers)
+    window = window or 4 * n
+    with ProcessPoolExecutor(n, mp_context=worker_context()) as pool:
+        pending: deque = deque()
+        for job in jobs:
+            pending.append(pool.submit(fn, job))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
 # %% ../../nbs/core/parallel.ipynb #64102df6
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -78,20 +95,3 @@ def die_with_parent(parent: int | None = None) -> None:
         threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
     if parent is not None and os.getppid() != parent:
         os._exit(1)  # it ended before we asked
-
-# %% ../../nbs/core/parallel.ipynb #ec09384a
-def ordered_map(fn: Callable, jobs: Iterable, workers: int = 0, window: int | None = None) -> Iterator:
-    "Yield `fn(job)` for each job, in job order, from `workers` processes with at most `window` jobs in flight."
-    if workers == 1:
-        yield from map(fn, jobs)
-        return
-    n = n_workers(workers)
-    window = window or 4 * n
-    with ProcessPoolExecutor(n, mp_context=worker_context()) as pool:
-        pending: deque = deque()
-        for job in jobs:
-            pending.append(pool.submit(fn, job))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()

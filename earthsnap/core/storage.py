@@ -28,9 +28,9 @@ from .faults import write_point
 from .hashing import sha256_stream
 
 # %% auto #0
-__all__ = ['SCHEMES', 'split_uri', 'is_local', 'filesystem', 'join', 'exists', 'read_bytes', 'read_text', 'read_json',
-           'list_files', 'sha256_uri', 'atomic_write', 'write_bytes', 'write_text', 'write_json', 'write_once',
-           'sync_to_disk', 'write_tar_gz']
+__all__ = ['SCHEMES', 'split_uri', 'is_local', 'filesystem', 'join', 'atomic_write', 'write_bytes', 'write_text', 'write_json',
+           'exists', 'read_bytes', 'read_text', 'read_json', 'list_files', 'sha256_uri', 'write_once', 'sync_to_disk',
+           'write_tar_gz']
 
 # %% ../../nbs/core/storage.ipynb #52e2e796
 SCHEMES = {"": "local", "file": "local", "s3": "s3"}
@@ -108,111 +108,6 @@ def _fail(uri, action: str, e: Exception) -> StorageError:
         )
     return StorageError(f"Cannot {action} {os.fspath(uri)!r}: {type(e).__name__}: {e}")
 
-
-def exists(uri: str | os.PathLike, endpoint_url: str | None = None) -> bool:
-    "Whether a file or directory exists at `uri`."
-    fs, path = filesystem(uri, endpoint_url)
-    return fs.exists(path)
-
-# %% ../../nbs/core/storage.ipynb #a3ad63e7
-def read_bytes(uri: str | os.PathLike, endpoint_url: str | None = None) -> bytes:
-    "The whole content of the file at `uri`."
-    scheme, path = split_uri(uri)
-    # the common case, without fsspec's layers (preprocessing reads every image this way)
-    if SCHEMES.get(scheme) == "local":
-        try:
-            with open(os.path.expanduser(path), "rb") as f:
-                return f.read()
-        except OSError as e:
-            raise _fail(uri, "read", e) from e
-    fs, path = filesystem(uri, endpoint_url)
-    try:
-        return fs.cat_file(path)
-    except (OSError, ValueError) as e:
-        raise _fail(uri, "read", e) from e
-
-# %% ../../nbs/core/storage.ipynb #b8b53028
-def read_text(uri: str | os.PathLike, endpoint_url: str | None = None) -> str:
-    "The content of the UTF-8 text file at `uri`."
-    return read_bytes(uri, endpoint_url).decode("utf-8")
-
-# %% ../../nbs/core/storage.ipynb #996a866a
-def read_json(uri: str | os.PathLike, endpoint_url: str | None = None) -> Any:
-    "The parsed JSON document at `uri`."
-    try:
-        return json.loads(read_bytes(uri, endpoint_url))
-    except json.JSONDecodeError as e:
-        raise StorageError(f"{os.fspath(uri)!r} is not valid JSON: {e}") from None
-
-# %% ../../nbs/core/storage.ipynb #350f5e06
-def list_files(uri: str | os.PathLike, endpoint_url: str | None = None) -> Iterator[tuple[str, int]]:
-    "Yield (uri, size) of every file below the directory `uri`, recursively, in sorted order."
-    scheme, path = split_uri(uri)
-    if SCHEMES.get(scheme) == "local":  # os.scandir: fsspec's walk costs about 50 µs a file (5 s for 100,000 photos)
-        yield from _list_local(uri, os.path.abspath(os.path.expanduser(path)), "/" if scheme else os.sep)
-        return
-    fs, root = filesystem(uri, endpoint_url)
-    if not fs.isdir(root):
-        raise StorageError(
-            f"{os.fspath(uri)!r} is not a directory."
-            if fs.exists(root)
-            else f"Cannot list {os.fspath(uri)!r}: it does not exist.",
-            fix="Check the path or URI.",
-        )
-    for dirpath, dirs, files in fs.walk(root, detail=True):
-        for d in sorted(dirs):
-            dirs[d] = dirs.pop(d)  # walk subdirectories in sorted order
-        for name in sorted(files):
-            rel = posixpath.relpath(f"{dirpath}/{name}", root)
-            yield join(uri, *rel.split("/")), files[name]["size"]
-
-
-def _list_local(uri, root: str, sep: str) -> Iterator[tuple[str, int]]:
-    """list_files for the local disk: names as `join` writes them, sorted; a link to a folder is followed (not back into
-    its own ancestors), a broken link listed with size 0 (a reader then says it does not exist).
-    """
-    if not os.path.isdir(root):
-        raise StorageError(
-            f"{os.fspath(uri)!r} is not a directory."
-            if os.path.exists(root)
-            else f"Cannot list {os.fspath(uri)!r}: it does not exist.",
-            fix="Check the path or URI.",
-        )
-    prefix = join(uri, "x")[:-1]  # what join puts before a name inside `uri`
-
-    def walk(folder: str, rel: str, above: frozenset = frozenset()):
-        st = os.stat(folder)
-        if (st.st_dev, st.st_ino) in above:
-            return  # a link back to a folder it is in: a loop
-        above = above | {(st.st_dev, st.st_ino)}
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as e:
-            raise _fail(prefix + rel if rel else uri, "list", e) from e
-        subdirs = []
-        for e in entries:
-            if e.is_dir():
-                subdirs.append(e)
-            elif e.is_file():
-                yield prefix + rel + e.name, e.stat().st_size
-            elif e.is_symlink():
-                yield prefix + rel + e.name, 0  # broken
-        for d in subdirs:
-            yield from walk(d.path, rel + d.name + sep, above)
-
-    yield from walk(root, "")
-
-# %% ../../nbs/core/storage.ipynb #6f1ce075
-def sha256_uri(uri: str | os.PathLike, endpoint_url: str | None = None) -> str:
-    "SHA-256 of the file at `uri`, streamed."
-    fs, path = filesystem(uri, endpoint_url)
-    try:
-        with fs.open(path, "rb") as f:
-            return sha256_stream(f)
-    except (OSError, ValueError) as e:
-        raise _fail(uri, "hash", e) from e
-
 # %% ../../nbs/core/storage.ipynb #b019e71c
 @contextmanager
 def atomic_write(uri: str | os.PathLike, mode: str = "wb", endpoint_url: str | None = None):
@@ -271,15 +166,122 @@ def write_bytes(uri: str | os.PathLike, data: bytes, endpoint_url: str | None = 
         f.write(data)
     return os.fspath(uri)
 
-# %% ../../nbs/core/storage.ipynb #23d3e8a4
+
 def write_text(uri: str | os.PathLike, text: str, endpoint_url: str | None = None) -> str:
     "Write UTF-8 `text` to `uri` atomically; returns `uri`."
     return write_bytes(uri, text.encode("utf-8"), endpoint_url)
 
-# %% ../../nbs/core/storage.ipynb #af111028
+
 def write_json(uri: str | os.PathLike, obj: Any, endpoint_url: str | None = None) -> str:
     "Write `obj` as indented JSON to `uri` atomically; returns `uri`."
     return write_text(uri, json.dumps(obj, indent=2, sort_keys=True) + "\n", endpoint_url)
+
+# %% ../../nbs/core/storage.ipynb #b264b763
+def exists(uri: str | os.PathLike, endpoint_url: str | None = None) -> bool:
+    "Whether a file or directory exists at `uri`."
+    fs, path = filesystem(uri, endpoint_url)
+    return fs.exists(path)
+
+# %% ../../nbs/core/storage.ipynb #a3ad63e7
+def read_bytes(uri: str | os.PathLike, endpoint_url: str | None = None) -> bytes:
+    "The whole content of the file at `uri`."
+    scheme, path = split_uri(uri)
+    # the common case, without fsspec's layers (preprocessing reads every image this way)
+    if SCHEMES.get(scheme) == "local":
+        try:
+            with open(os.path.expanduser(path), "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise _fail(uri, "read", e) from e
+    fs, path = filesystem(uri, endpoint_url)
+    try:
+        return fs.cat_file(path)
+    except (OSError, ValueError) as e:
+        raise _fail(uri, "read", e) from e
+
+# %% ../../nbs/core/storage.ipynb #b8b53028
+def read_text(uri: str | os.PathLike, endpoint_url: str | None = None) -> str:
+    "The content of the UTF-8 text file at `uri`."
+    return read_bytes(uri, endpoint_url).decode("utf-8")
+
+# %% ../../nbs/core/storage.ipynb #996a866a
+def read_json(uri: str | os.PathLike, endpoint_url: str | None = None) -> Any:
+    "The parsed JSON document at `uri`."
+    try:
+        return json.loads(read_bytes(uri, endpoint_url))
+    except json.JSONDecodeError as e:
+        raise StorageError(f"{os.fspath(uri)!r} is not valid JSON: {e}") from None
+
+# %% ../../nbs/core/storage.ipynb #c6fb7656
+def _list_local(uri, root: str, sep: str) -> Iterator[tuple[str, int]]:
+    """list_files for the local disk: names as `join` writes them, sorted.
+
+    A link to a folder is followed (not back into its own ancestors), a broken link listed with size 0 (a reader then
+    says it does not exist).
+    """
+    if not os.path.isdir(root):
+        raise StorageError(
+            f"{os.fspath(uri)!r} is not a directory."
+            if os.path.exists(root)
+            else f"Cannot list {os.fspath(uri)!r}: it does not exist.",
+            fix="Check the path or URI.",
+        )
+    prefix = join(uri, "x")[:-1]  # what join puts before a name inside `uri`
+
+    def walk(folder: str, rel: str, above: frozenset = frozenset()):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in above:
+            return  # a link back to a folder it is in: a loop
+        above = above | {(st.st_dev, st.st_ino)}
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise _fail(prefix + rel if rel else uri, "list", e) from e
+        subdirs = []
+        for e in entries:
+            if e.is_dir():
+                subdirs.append(e)
+            elif e.is_file():
+                yield prefix + rel + e.name, e.stat().st_size
+            elif e.is_symlink():
+                yield prefix + rel + e.name, 0  # broken
+        for d in subdirs:
+            yield from walk(d.path, rel + d.name + sep, above)
+
+    yield from walk(root, "")
+
+# %% ../../nbs/core/storage.ipynb #350f5e06
+def list_files(uri: str | os.PathLike, endpoint_url: str | None = None) -> Iterator[tuple[str, int]]:
+    "Yield (uri, size) of every file below the directory `uri`, recursively, in sorted order."
+    scheme, path = split_uri(uri)
+    if SCHEMES.get(scheme) == "local":  # os.scandir: fsspec's walk costs about 50 µs a file (5 s for 100,000 photos)
+        yield from _list_local(uri, os.path.abspath(os.path.expanduser(path)), "/" if scheme else os.sep)
+        return
+    fs, root = filesystem(uri, endpoint_url)
+    if not fs.isdir(root):
+        raise StorageError(
+            f"{os.fspath(uri)!r} is not a directory."
+            if fs.exists(root)
+            else f"Cannot list {os.fspath(uri)!r}: it does not exist.",
+            fix="Check the path or URI.",
+        )
+    for dirpath, dirs, files in fs.walk(root, detail=True):
+        for d in sorted(dirs):
+            dirs[d] = dirs.pop(d)  # walk subdirectories in sorted order
+        for name in sorted(files):
+            rel = posixpath.relpath(f"{dirpath}/{name}", root)
+            yield join(uri, *rel.split("/")), files[name]["size"]
+
+# %% ../../nbs/core/storage.ipynb #6f1ce075
+def sha256_uri(uri: str | os.PathLike, endpoint_url: str | None = None) -> str:
+    "SHA-256 of the file at `uri`, streamed."
+    fs, path = filesystem(uri, endpoint_url)
+    try:
+        with fs.open(path, "rb") as f:
+            return sha256_stream(f)
+    except (OSError, ValueError) as e:
+        raise _fail(uri, "hash", e) from e
 
 # %% ../../nbs/core/storage.ipynb #3b85e7ab
 def write_once(uri: str | os.PathLike, data: bytes, endpoint_url: str | None = None) -> bool:

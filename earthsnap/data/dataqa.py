@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from ..core.errors import EarthsnapError, ParameterError
@@ -160,37 +161,12 @@ def _reject(item: SourceItem, reason: str, detail: str) -> dict:
     return {"uri": item.path, "label": item.label, "reason": reason, "detail": detail}
 
 
-def run_qa(
-    source: str | os.PathLike,
-    name: str,
-    datasets: str | os.PathLike | None = None,
-    taxonomy: str | os.PathLike | None = None,
-    rules: ImageRules = ImageRules(),
-    min_per_class: int = 1,
-    small_classes: str = "drop",
-    out_dir: str | os.PathLike | None = None,
-    workers: int = 0,
-    progress: bool = True,
-    endpoint_url: str | None = None,
-    parent: str | None = None,
-) -> QAResult:
-    """Check every input of `source`, commit the good ones as a version of dataset `name` (derived from `parent`, else
-    the latest), and list the rest with reasons.
-    """
-    check_qa_args(name, min_per_class, small_classes)
-    if datasets is None:
-        from earthsnap.core.config import load_config
-
-        datasets = load_config().datasets
-    tax = load_taxonomy(taxonomy, endpoint_url) if taxonomy else None
-    known = species_to_group(tax) if tax else None
-    items = list_source(source, endpoint_url)
-    store = DatasetStore(datasets, endpoint_url)
-    if parent:
-        store.parent_version(name, parent)  # a parent that is not there is refused before any image is read
-
+def _decide(
+    items: list[SourceItem], results: Iterable[dict], known: dict[str, str] | None
+) -> tuple[list[dict], list[dict]]:
+    "The accepted manifest rows and the rejected inputs, deciding in the inputs' order."
     accepted, rejected, first_of = [], [], {}
-    for item, found in zip(items, _inspect_all(items, rules, store, name, workers, progress), strict=True):
+    for item, found in zip(items, results, strict=True):
         if found["reason"]:
             rejected.append(_reject(item, found["reason"], found["detail"]))
         elif item.label is None:
@@ -202,7 +178,13 @@ def run_qa(
         else:
             first_of[found["sha256"]] = item.path
             accepted.append({"uri": item.path, "label": item.label, **{k: found[k] for k in MANIFEST_FIELDS[2:]}})
+    return accepted, rejected
 
+# %% ../../nbs/data/dataqa.ipynb #17c8ff61
+def _drop_small_classes(
+    accepted: list[dict], rejected: list[dict], min_per_class: int, small_classes: str
+) -> tuple[list[dict], dict[str, int]]:
+    "The accepted rows without the classes under `min_per_class` (moved to `rejected`), and those classes' counts."
     counts: dict[str, int] = {}
     for r in accepted:
         counts[r["label"]] = counts.get(r["label"], 0) + 1
@@ -223,7 +205,49 @@ def run_qa(
             }
         )
     accepted = [r for r in accepted if r["label"] not in small]
+    return accepted, small
 
+# %% ../../nbs/data/dataqa.ipynb #33d9e857
+def _write_outputs(out_dir: str | os.PathLike, result: QAResult, endpoint_url: str | None) -> None:
+    "The step's outputs in `out_dir`: manifest.jsonl, rejected.jsonl and qa.json."
+    write_text(
+        join(out_dir, MANIFEST),
+        to_jsonl(sorted(result.accepted, key=lambda r: (r["uri"], r["sha256"])), MANIFEST_FIELDS),
+        endpoint_url,
+    )
+    write_text(join(out_dir, REJECTED), to_jsonl(result.rejected, REJECTED_FIELDS), endpoint_url)
+    write_qa_report(out_dir, result.summary(), endpoint_url)
+
+# %% ../../nbs/data/dataqa.ipynb #1fd7d715
+def run_qa(
+    source: str | os.PathLike,  # the photos: a directory of <label>/<file>, or a listing (`earthsnap.data.sources`)
+    name: str,  # the dataset the good photos become a version of
+    datasets: str | os.PathLike | None = None,  # the dataset store; None: the project's `datasets` setting
+    taxonomy: str | os.PathLike | None = None,  # a taxonomy.yaml whose species the labels must be; None: any label
+    rules: ImageRules = ImageRules(),  # what a usable image is
+    min_per_class: int = 1,  # the fewest accepted images a class may keep
+    small_classes: str = "drop",  # a class under min_per_class: 'drop' it, or 'fail' the step
+    out_dir: str | os.PathLike | None = None,  # where to write the step's outputs (manifest, rejected list, qa.json)
+    workers: int = 0,  # worker processes; 0: one per core
+    progress: bool = True,  # show a progress bar
+    endpoint_url: str | None = None,  # the S3 endpoint of s3:// locations
+    parent: str | None = None,  # the version the new one derives from; None: the latest
+) -> QAResult:
+    "Check every input of `source`, commit the good ones as a version of dataset `name`, list the rest with reasons."
+    check_qa_args(name, min_per_class, small_classes)
+    if datasets is None:
+        from earthsnap.core.config import load_config
+
+        datasets = load_config().datasets
+    tax = load_taxonomy(taxonomy, endpoint_url) if taxonomy else None
+    known = species_to_group(tax) if tax else None
+    items = list_source(source, endpoint_url)
+    store = DatasetStore(datasets, endpoint_url)
+    if parent:
+        store.parent_version(name, parent)  # a parent that is not there is refused before any image is read
+
+    accepted, rejected = _decide(items, _inspect_all(items, rules, store, name, workers, progress), known)
+    accepted, small = _drop_small_classes(accepted, rejected, min_per_class, small_classes)
     if not accepted:
         raise QAFailed(*nothing_accepted(rejected, rules))
     meta = {
@@ -235,13 +259,7 @@ def run_qa(
     )
     result = QAResult(version, created, accepted, rejected, small)
     if out_dir is not None:
-        write_text(
-            join(out_dir, MANIFEST),
-            to_jsonl(sorted(accepted, key=lambda r: (r["uri"], r["sha256"])), MANIFEST_FIELDS),
-            endpoint_url,
-        )
-        write_text(join(out_dir, REJECTED), to_jsonl(rejected, REJECTED_FIELDS), endpoint_url)
-        write_qa_report(out_dir, result.summary(), endpoint_url)
+        _write_outputs(out_dir, result, endpoint_url)
     return result
 
 # %% ../../nbs/data/dataqa.ipynb #9d92426e

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from fastcore.basics import patch
+
 from ..core.errors import EarthsnapError, ParameterError
 from ..core.hashing import hash_json
 from earthsnap.core.storage import (
@@ -83,41 +85,6 @@ class DatasetVersion:
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
-    def rows(self) -> Iterator[dict]:
-        "The manifest rows, streamed from manifest.jsonl."
-        return map(json.loads, self.manifest_lines())
-
-    def manifest_lines(self) -> Iterator[str]:
-        "The manifest's lines, unparsed (for worker processes to parse)."
-        fs, path = filesystem(join(self.root, MANIFEST), self.store.endpoint_url)
-        with fs.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    yield line
-
-    def rejected(self) -> list[dict]:
-        "The rejected inputs of the QA run that made this version."
-        return [
-            json.loads(line)
-            for line in read_text(join(self.root, REJECTED), self.store.endpoint_url).splitlines()
-            if line.strip()
-        ]
-
-    def classes(self) -> list[str]:
-        "The labels of the dataset, sorted."
-        return sorted(self.info["classes"])
-
-    def taxonomy(self) -> dict[str, list[str]] | None:
-        "The group -> species map stored with the version, if any."
-        import yaml
-
-        uri = join(self.root, "taxonomy.yaml")
-        return (
-            yaml.safe_load(read_text(uri, self.store.endpoint_url))["groups"]
-            if exists(uri, self.store.endpoint_url)
-            else None
-        )
-
     def object_uri(self, row: dict) -> str:
         "Where the stored copy of a manifest row's image is."
         return self.store.object_uri(self.name, row["sha256"], row["format"])
@@ -137,128 +104,187 @@ class DatasetStore:
     def version_uri(self, name: str, version: str) -> str:
         return join(self.root, name, version)
 
-    def parent_version(self, name: str, parent: str) -> str:
-        """The version `parent` (VERSION or NAME@VERSION) names, refused unless it is a committed version of dataset
-        `name`.
-        """
-        pname, _, pversion = parent.rpartition("@") if "@" in parent else (name, "", parent)
-        if pname != name:
-            raise DatasetError(
-                f"The parent {parent} is a version of dataset {pname!r}, not of {name!r}.",
-                fix="Name a version of the same dataset.",
-            )
-        return self.get(f"{name}@{pversion}").version
+# %% ../../nbs/data/datasets.ipynb #a766565f
+@patch
+def object_uri(self: DatasetStore, name: str, sha256: str, fmt: str) -> str:
+    """Where the image with this sha256 is stored (the objects folder is joined once per dataset: this runs for
+    every image).
+    """
+    if name not in self._objects:
+        self._objects[name] = (join(self.root, name, "objects"), "/" if "://" in self.root else os.sep)
+    prefix, sep = self._objects[name]
+    return f"{prefix}{sep}{sha256[:2]}{sep}{sha256}{EXTENSIONS.get(fmt, '.bin')}"
 
-    def object_uri(self, name: str, sha256: str, fmt: str) -> str:
-        """Where the image with this sha256 is stored (the objects folder is joined once per dataset: this runs for
-        every image).
-        """
-        if name not in self._objects:
-            self._objects[name] = (join(self.root, name, "objects"), "/" if "://" in self.root else os.sep)
-        prefix, sep = self._objects[name]
-        return f"{prefix}{sep}{sha256[:2]}{sep}{sha256}{EXTENSIONS.get(fmt, '.bin')}"
+# %% ../../nbs/data/datasets.ipynb #1c6c9a67
+@patch
+def put_object(self: DatasetStore, name: str, sha256: str, fmt: str, data: bytes) -> bool:
+    "Store an image under its hash; returns False when it was stored already (nothing is written)."
+    return write_once(self.object_uri(name, sha256, fmt), data, self.endpoint_url)  # synced once, by commit
 
-    def put_object(self, name: str, sha256: str, fmt: str, data: bytes) -> bool:
-        "Store an image under its hash; returns False when it was stored already (nothing is written)."
-        return write_once(self.object_uri(name, sha256, fmt), data, self.endpoint_url)  # synced once, by commit
+# %% ../../nbs/data/datasets.ipynb #ed248748
+@patch
+def latest(self: DatasetStore, name: str) -> str | None:
+    "The newest version committed under `name`, or None."
+    uri = join(self.root, check_name(name), "LATEST")
+    return read_text(uri, self.endpoint_url).strip() if exists(uri, self.endpoint_url) else None
 
-    def latest(self, name: str) -> str | None:
-        "The newest version committed under `name`, or None."
-        uri = join(self.root, check_name(name), "LATEST")
-        return read_text(uri, self.endpoint_url).strip() if exists(uri, self.endpoint_url) else None
+# %% ../../nbs/data/datasets.ipynb #7bb3e315
+@patch
+def get(self: DatasetStore, ref: str) -> DatasetVersion:
+    "The version named by `ref`: 'name' (its LATEST) or 'name@version'."
+    name, _, version = ref.partition("@")
+    check_name(name)
+    version = version or self.latest(name)
+    if not version:
+        raise DatasetError(
+            f"No dataset named {name!r} in {self.root}.", fix="Run data QA first: earthsnap qa SOURCE --name NAME"
+        )
+    uri = join(self.version_uri(name, version), "dataset.json")
+    if not exists(uri, self.endpoint_url):
+        raise DatasetError(
+            f"Dataset {name!r} has no version {version!r} in {self.root}.",
+            fix=f"List the versions with `earthsnap datasets {name}`.",
+        )
+    info = read_json(uri, self.endpoint_url)
+    if info.get("format") != FORMAT:
+        raise DatasetError(
+            f"Dataset {name}@{version} is in format {info.get('format')!r}; this earthsnap reads {FORMAT!r}.",
+            fix="Re-run data QA on its source with this version of earthsnap.",
+        )
+    return DatasetVersion(self, name, version, info)
 
-    def versions(self, name: str) -> list[DatasetVersion]:
-        "Every committed version of `name`, oldest first."
-        fs, path = filesystem(join(self.root, check_name(name)), self.endpoint_url)
-        if not fs.isdir(path):
-            return []
-        found = []
-        for p in fs.ls(path, detail=False):
-            base = p.rstrip("/").rsplit("/", 1)[-1]
-            if not re.fullmatch(r"[0-9a-f]{%d}" % VERSION_DIGITS, base):
-                continue
-            try:
-                found.append(self.get(f"{name}@{base}"))
-            except DatasetError:
-                pass  # an interrupted commit: not a version
-        return sorted(found, key=lambda v: v.info["created_at"])
+# %% ../../nbs/data/datasets.ipynb #3a7e9f6a
+@patch
+def commit(
+    self: DatasetStore,
+    name: str,
+    rows: list[dict],
+    rejected: list[dict],
+    meta: dict[str, Any],
+    taxonomy_yaml: str | None = None,
+    parent: str | None = None,
+) -> tuple[DatasetVersion, bool]:
+    """Commit a version made of manifest `rows` (derived from version `parent`, else the LATEST); returns it and
+    whether it is new.
+    """
+    check_name(name)
+    if parent:
+        parent = self.parent_version(name, parent)
+    if not rows:
+        raise DatasetError(
+            f"Dataset {name!r} would have no images: every input was rejected.",
+            fix="Read the rejected list for the reasons.",
+        )
+    digest = manifest_version(rows)
+    version = digest[:VERSION_DIGITS]
+    root = self.version_uri(name, version)
+    if exists(join(root, "dataset.json"), self.endpoint_url):
+        return self.get(f"{name}@{version}"), False
+    parent = parent or self.latest(name)
+    rows = sorted(rows, key=lambda r: (r["uri"], r["sha256"]))
+    # the objects put since the last commit are on disk before a manifest names them
+    sync_to_disk(join(self.root, name))
+    write_text(join(root, MANIFEST), to_jsonl(rows, MANIFEST_FIELDS), self.endpoint_url)
+    write_text(join(root, REJECTED), to_jsonl(rejected, REJECTED_FIELDS), self.endpoint_url)
+    if taxonomy_yaml is not None:
+        write_text(join(root, "taxonomy.yaml"), taxonomy_yaml, self.endpoint_url)
+    classes: dict[str, int] = {}
+    for r in rows:
+        classes[r["label"]] = classes.get(r["label"], 0) + 1
+    reasons: dict[str, int] = {}
+    for r in rejected:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    info = {
+        "format": FORMAT,
+        "name": name,
+        "version": version,
+        "sha256": digest,
+        "parent": parent if parent != version else None,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "images": len(rows),
+        "rejected": len(rejected),
+        "classes": dict(sorted(classes.items())),
+        "reasons": dict(sorted(reasons.items())),
+        "taxonomy": taxonomy_yaml is not None,
+        **meta,
+    }
+    write_json(join(root, "dataset.json"), info, self.endpoint_url)  # last: the version now exists
+    write_text(join(self.root, name, "LATEST"), version + "\n", self.endpoint_url)
+    return DatasetVersion(self, name, version, info), True
 
-    def get(self, ref: str) -> DatasetVersion:
-        "The version named by `ref`: 'name' (its LATEST) or 'name@version'."
-        name, _, version = ref.partition("@")
-        check_name(name)
-        version = version or self.latest(name)
-        if not version:
-            raise DatasetError(
-                f"No dataset named {name!r} in {self.root}.", fix="Run data QA first: earthsnap qa SOURCE --name NAME"
-            )
-        uri = join(self.version_uri(name, version), "dataset.json")
-        if not exists(uri, self.endpoint_url):
-            raise DatasetError(
-                f"Dataset {name!r} has no version {version!r} in {self.root}.",
-                fix=f"List the versions with `earthsnap datasets {name}`.",
-            )
-        info = read_json(uri, self.endpoint_url)
-        if info.get("format") != FORMAT:
-            raise DatasetError(
-                f"Dataset {name}@{version} is in format {info.get('format')!r}; this earthsnap reads {FORMAT!r}.",
-                fix="Re-run data QA on its source with this version of earthsnap.",
-            )
-        return DatasetVersion(self, name, version, info)
+# %% ../../nbs/data/datasets.ipynb #9e3968d2
+@patch
+def versions(self: DatasetStore, name: str) -> list[DatasetVersion]:
+    "Every committed version of `name`, oldest first."
+    fs, path = filesystem(join(self.root, check_name(name)), self.endpoint_url)
+    if not fs.isdir(path):
+        return []
+    found = []
+    for p in fs.ls(path, detail=False):
+        base = p.rstrip("/").rsplit("/", 1)[-1]
+        if not re.fullmatch(r"[0-9a-f]{%d}" % VERSION_DIGITS, base):
+            continue
+        try:
+            found.append(self.get(f"{name}@{base}"))
+        except DatasetError:
+            pass  # an interrupted commit: not a version
+    return sorted(found, key=lambda v: v.info["created_at"])
 
-    def commit(
-        self,
-        name: str,
-        rows: list[dict],
-        rejected: list[dict],
-        meta: dict[str, Any],
-        taxonomy_yaml: str | None = None,
-        parent: str | None = None,
-    ) -> tuple[DatasetVersion, bool]:
-        """Commit a version made of manifest `rows` (derived from version `parent`, else the LATEST); returns it and
-        whether it is new.
-        """
-        check_name(name)
-        if parent:
-            parent = self.parent_version(name, parent)
-        if not rows:
-            raise DatasetError(
-                f"Dataset {name!r} would have no images: every input was rejected.",
-                fix="Read the rejected list for the reasons.",
-            )
-        digest = manifest_version(rows)
-        version = digest[:VERSION_DIGITS]
-        root = self.version_uri(name, version)
-        if exists(join(root, "dataset.json"), self.endpoint_url):
-            return self.get(f"{name}@{version}"), False
-        parent = parent or self.latest(name)
-        rows = sorted(rows, key=lambda r: (r["uri"], r["sha256"]))
-        # the objects put since the last commit are on disk before a manifest names them
-        sync_to_disk(join(self.root, name))
-        write_text(join(root, MANIFEST), to_jsonl(rows, MANIFEST_FIELDS), self.endpoint_url)
-        write_text(join(root, REJECTED), to_jsonl(rejected, REJECTED_FIELDS), self.endpoint_url)
-        if taxonomy_yaml is not None:
-            write_text(join(root, "taxonomy.yaml"), taxonomy_yaml, self.endpoint_url)
-        classes: dict[str, int] = {}
-        for r in rows:
-            classes[r["label"]] = classes.get(r["label"], 0) + 1
-        reasons: dict[str, int] = {}
-        for r in rejected:
-            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-        info = {
-            "format": FORMAT,
-            "name": name,
-            "version": version,
-            "sha256": digest,
-            "parent": parent if parent != version else None,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "images": len(rows),
-            "rejected": len(rejected),
-            "classes": dict(sorted(classes.items())),
-            "reasons": dict(sorted(reasons.items())),
-            "taxonomy": taxonomy_yaml is not None,
-            **meta,
-        }
-        write_json(join(root, "dataset.json"), info, self.endpoint_url)  # last: the version now exists
-        write_text(join(self.root, name, "LATEST"), version + "\n", self.endpoint_url)
-        return DatasetVersion(self, name, version, info), True
+# %% ../../nbs/data/datasets.ipynb #cbe16390
+@patch
+def rows(self: DatasetVersion) -> Iterator[dict]:
+    "The manifest rows, streamed from manifest.jsonl."
+    return map(json.loads, self.manifest_lines())
+
+
+@patch
+def manifest_lines(self: DatasetVersion) -> Iterator[str]:
+    "The manifest's lines, unparsed (for worker processes to parse)."
+    fs, path = filesystem(join(self.root, MANIFEST), self.store.endpoint_url)
+    with fs.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield line
+
+# %% ../../nbs/data/datasets.ipynb #0e6aa534
+@patch
+def rejected(self: DatasetVersion) -> list[dict]:
+    "The rejected inputs of the QA run that made this version."
+    return [
+        json.loads(line)
+        for line in read_text(join(self.root, REJECTED), self.store.endpoint_url).splitlines()
+        if line.strip()
+    ]
+
+# %% ../../nbs/data/datasets.ipynb #e975214c
+@patch
+def classes(self: DatasetVersion) -> list[str]:
+    "The labels of the dataset, sorted."
+    return sorted(self.info["classes"])
+
+# %% ../../nbs/data/datasets.ipynb #45b056d1
+@patch
+def taxonomy(self: DatasetVersion) -> dict[str, list[str]] | None:
+    "The group -> species map stored with the version, if any."
+    import yaml
+
+    uri = join(self.root, "taxonomy.yaml")
+    return (
+        yaml.safe_load(read_text(uri, self.store.endpoint_url))["groups"]
+        if exists(uri, self.store.endpoint_url)
+        else None
+    )
+
+# %% ../../nbs/data/datasets.ipynb #a3ef0ddc
+@patch
+def parent_version(self: DatasetStore, name: str, parent: str) -> str:
+    """The version `parent` (VERSION or NAME@VERSION) names, refused unless it is a committed version of dataset
+    `name`.
+    """
+    pname, _, pversion = parent.rpartition("@") if "@" in parent else (name, "", parent)
+    if pname != name:
+        raise DatasetError(
+            f"The parent {parent} is a version of dataset {pname!r}, not of {name!r}.",
+            fix="Name a version of the same dataset.",
+        )
+    return self.get(f"{name}@{pversion}").version

@@ -175,11 +175,11 @@ def _profile(shape: str, t: np.ndarray) -> np.ndarray:
         return np.sin(np.pi * t**0.55) * (1 + 0.35 * np.exp(-10 * t))
     return s**0.8  # elliptic
 
-
+# %% ../../nbs/data/demodata.ipynb #e6d3839d
 def _rgb(h: float, s: float, v: float) -> tuple:
     return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0), 1), min(max(v, 0), 1)))
 
-
+# %% ../../nbs/data/demodata.ipynb #4139d6b9
 def _leaf(draw: ImageDraw.ImageDraw, sp: SpeciesTraits, rng, base, angle: float, length: float, light: float):
     "Draw one leaf from `base` pointing at `angle` (radians)."
     w = length * sp.aspect * _profile(sp.group.shape, _T)
@@ -240,7 +240,7 @@ def _background(rng, px: int) -> Image.Image:
     small = Image.fromarray(grid).resize((24, 24), Image.BICUBIC).filter(ImageFilter.GaussianBlur(2))
     return small.resize((px, px), Image.BILINEAR)
 
-
+# %% ../../nbs/data/demodata.ipynb #490b1907
 def _plant(draw, sp: SpeciesTraits, rng, px: int):
     cx, cy = px * (0.5 + rng.uniform(-0.08, 0.08)), px * (0.5 + rng.uniform(-0.08, 0.08))
     scale, rot = px * rng.uniform(0.38, 0.5), rng.uniform(-0.5, 0.5)  # plant size, rotation of the whole plant
@@ -287,24 +287,6 @@ def _plant(draw, sp: SpeciesTraits, rng, px: int):
                 )
             draw.ellipse([fx - r * 0.45, fy - r * 0.45, fx + r * 0.45, fy + r * 0.45], fill=_rgb(0.13, 0.9, 0.95))
 
-
-def render(
-    sp: SpeciesTraits, rng: np.random.Generator, size: int = 96, shift: str = "", strength: float = 1.0
-) -> Image.Image:
-    "Draw one photo of species `sp`, `size` x `size` pixels, RGB; `shift` (one of SHIFTS) changes how it was taken."
-    px = 2 * size
-    img = _background(rng, px)
-    if shift == "background":
-        img = Image.blend(img, _backdrop(rng, px), min(1.0, 0.7 * strength))
-    _plant(ImageDraw.Draw(img), sp, rng, px)
-    img = img.resize((size, size), Image.LANCZOS)
-    if rng.uniform() < 0.5:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.8)))
-    a = np.asarray(img, dtype=np.float32)
-    a = a * rng.uniform(0.7, 1.25) * rng.uniform(0.9, 1.1, 3) + rng.normal(0, rng.uniform(2, 8), a.shape)
-    img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
-    return _after(img, shift, strength, size)
-
 # %% ../../nbs/data/demodata.ipynb #01a13f52
 SHIFTS = ("lighting", "background", "blur")
 
@@ -327,6 +309,24 @@ def _after(img: Image.Image, shift: str, strength: float, size: int) -> Image.Im
         return img.filter(ImageFilter.GaussianBlur(1.5 * s * size / 96))
     return img
 
+# %% ../../nbs/data/demodata.ipynb #81a4a1b8
+def render(
+    sp: SpeciesTraits, rng: np.random.Generator, size: int = 96, shift: str = "", strength: float = 1.0
+) -> Image.Image:
+    "Draw one photo of species `sp`, `size` x `size` pixels, RGB; `shift` (one of SHIFTS) changes how it was taken."
+    px = 2 * size
+    img = _background(rng, px)
+    if shift == "background":
+        img = Image.blend(img, _backdrop(rng, px), min(1.0, 0.7 * strength))
+    _plant(ImageDraw.Draw(img), sp, rng, px)
+    img = img.resize((size, size), Image.LANCZOS)
+    if rng.uniform() < 0.5:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.8)))
+    a = np.asarray(img, dtype=np.float32)
+    a = a * rng.uniform(0.7, 1.25) * rng.uniform(0.9, 1.1, 3) + rng.normal(0, rng.uniform(2, 8), a.shape)
+    img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    return _after(img, shift, strength, size)
+
 # %% ../../nbs/data/demodata.ipynb #98e3cb2b
 MARKER = "demo-data.json"
 LIMITS = {"groups": (1, 200), "species": (1, 100), "images": (1, 100_000), "size": (16, 1024)}
@@ -342,7 +342,7 @@ class DemoData:
     images: int  # photos written, faults not counted
     faults: list[dict]  # {"path", "fault", "detail"} for each bad file, relative to root
 
-
+# %% ../../nbs/data/demodata.ipynb #caa48119
 def _check_args(**args):
     for name, (lo, hi) in LIMITS.items():
         v = args[name]
@@ -384,14 +384,14 @@ def _check_args(**args):
             fix="Pass --images 3 or more, or leave out --faults.",
         )
 
-
+# %% ../../nbs/data/demodata.ipynb #641dd5d0
 @lru_cache(maxsize=8)
 def _traits(groups: int, species: int, seed: int, unseen: int = 0):
     "Each group's species: the `species` of the taxonomy, then `unseen` outside it."
     known = make_traits(groups, species, seed)
     return [k + u for k, u in zip(known, unseen_traits(known, unseen, seed), strict=True)] if unseen else known
 
-
+# %% ../../nbs/data/demodata.ipynb #879520e7
 def _draw_batch(job: tuple) -> int:
     "Worker: draw photos n0..n1 of species (g, s) into `folder`; returns bytes written. Takes plain values only."
     groups, species, seed, g, s, n0, n1, size, folder, shift, strength, unseen = job
@@ -405,7 +405,57 @@ def _draw_batch(job: tuple) -> int:
         written += buf.tell()
     return written
 
-# %% ../../nbs/data/demodata.ipynb #3ca44caa
+# %% ../../nbs/data/demodata.ipynb #3975efbd
+def _draw_jobs(
+    traits: list[list[SpeciesTraits]],
+    tmp: Path,
+    groups: int,
+    species: int,
+    seed: int,
+    images: int,
+    size: int,
+    first: int,
+    shift: str,
+    strength: float,
+    unseen: int,
+) -> list[tuple]:
+    "The tasks of `_draw_batch`, up to 25 photos of one species each; each species' folder is made under `tmp`."
+    jobs, batch = [], 25
+    for g, grp in enumerate(traits):
+        for s, sp in enumerate(grp):
+            folder = tmp / sp.group.name / sp.name
+            folder.mkdir(parents=True)
+            jobs += [
+                (
+                    groups,
+                    species,
+                    seed,
+                    g,
+                    s,
+                    n,
+                    min(n + batch, first + images),
+                    size,
+                    str(folder),
+                    shift,
+                    float(strength),
+                    unseen,
+                )
+                for n in range(first, first + images, batch)
+            ]
+    return jobs
+
+# %% ../../nbs/data/demodata.ipynb #92d3b613
+def _draw(jobs: list[tuple], groups: int, species: int, unseen: int, images: int, workers: int, progress: bool) -> None:
+    "Run the tasks in worker processes, with a progress bar."
+    bar = tqdm(total=groups * (species + unseen) * images, unit="img", desc="drawing demo photos", disable=not progress)
+    # the module's function: workers cannot import a notebook's
+    from earthsnap.data.demodata import _draw_batch as draw
+
+    for job, _ in zip(jobs, ordered_map(draw, jobs, n_workers(workers, len(jobs))), strict=True):
+        bar.update(job[6] - job[5])
+    bar.close()
+
+# %% ../../nbs/data/demodata.ipynb #ed4362cb
 def _prepare_target(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ParameterError(f"{out} exists and is not a directory.", fix="Choose another output path.")
@@ -415,7 +465,35 @@ def _prepare_target(out: Path) -> None:
             fix="Choose an empty or new directory.",
         )
 
+# %% ../../nbs/data/demodata.ipynb #656409e0
+def _write_marker(
+    tmp: Path, params: dict, groups: int, species: int, unseen: int, images: int, fault_rows: list[dict]
+) -> None:
+    "The file that marks a folder as an earthsnap demo dataset, with the arguments that drew it."
+    (tmp / MARKER).write_text(
+        json.dumps(
+            {
+                "generator": "earthsnap.data.demodata",
+                "params": params,
+                "images": groups * (species + unseen) * images,
+                "faults": len(fault_rows),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
+# %% ../../nbs/data/demodata.ipynb #169bbe11
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    "Put the finished dataset in `tmp` at `out`, replacing an earlier demo dataset there, by two renames."
+    _prepare_target(out)  # still ours to replace?
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+# %% ../../nbs/data/demodata.ipynb #d94e106f
 def _clean_stale(out: Path) -> None:
     "Tidy what a killed run left beside `out`: drop its temporary dataset, restore a dataset caught mid-swap."
     for p in sorted(out.parent.glob(f".{out.name}.*-*")):
@@ -427,25 +505,23 @@ def _clean_stale(out: Path) -> None:
         else:
             shutil.rmtree(p, ignore_errors=True)
 
-
+# %% ../../nbs/data/demodata.ipynb #3ca44caa
 def generate_demo_data(
-    out: str | os.PathLike,
-    groups: int = 4,
-    species: int = 4,
-    images: int = 100,
-    size: int = 96,
-    seed: int = 0,
-    faults: bool = False,
-    workers: int = 0,
-    progress: bool = True,
-    shift: str = "",
-    strength: float = 1.0,
-    first: int = 0,
-    unseen: int = 0,
+    out: str | os.PathLike,  # the dataset's folder: new, empty, or an earlier demo dataset (replaced whole)
+    groups: int = 4,  # plant families
+    species: int = 4,  # species of each family in the taxonomy
+    images: int = 100,  # photos of each species
+    size: int = 96,  # pixels a side
+    seed: int = 0,  # the same seed draws the same bytes
+    faults: bool = False,  # plant the bad files a real collection holds too (`earthsnap.data.demofaults`)
+    workers: int = 0,  # worker processes; 0: one per core
+    progress: bool = True,  # show a progress bar
+    shift: str = "",  # draw the photos shifted as one of SHIFTS says; '' for none
+    strength: float = 1.0,  # how strong the shift is, 0 to 3
+    first: int = 0,  # the number of each species' first photo: new photos of the same species
+    unseen: int = 0,  # species per group outside the taxonomy
 ) -> DemoData:
-    """Draw `groups` x `species` x `images` photos into `out`/<group>/<species>/<n>.jpg (n from `first`), with
-    taxonomy.yaml (and faults), shifted as `shift` says; `unseen` species per group outside the taxonomy.
-    """
+    "Draw `groups` x `species` x `images` photos into `out`/<group>/<species>/<n>.jpg, with taxonomy.yaml."
     _check_args(
         groups=groups,
         species=species,
@@ -467,37 +543,8 @@ def generate_demo_data(
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        jobs, batch = [], 25
-        for g, grp in enumerate(traits):
-            for s, sp in enumerate(grp):
-                folder = tmp / sp.group.name / sp.name
-                folder.mkdir(parents=True)
-                jobs += [
-                    (
-                        groups,
-                        species,
-                        seed,
-                        g,
-                        s,
-                        n,
-                        min(n + batch, first + images),
-                        size,
-                        str(folder),
-                        shift,
-                        float(strength),
-                        unseen,
-                    )
-                    for n in range(first, first + images, batch)
-                ]
-        bar = tqdm(
-            total=groups * (species + unseen) * images, unit="img", desc="drawing demo photos", disable=not progress
-        )
-        # the module's function: workers cannot import a notebook's
-        from earthsnap.data.demodata import _draw_batch as draw
-
-        for job, _ in zip(jobs, ordered_map(draw, jobs, n_workers(workers, len(jobs))), strict=True):
-            bar.update(job[6] - job[5])
-        bar.close()
+        jobs = _draw_jobs(traits, tmp, groups, species, seed, images, size, first, shift, strength, unseen)
+        _draw(jobs, groups, species, unseen, images, workers, progress)
         fault_rows = add_faults(tmp, taxonomy, seed) if faults else []
         (tmp / "taxonomy.yaml").write_text(taxonomy_yaml(taxonomy))
         params = dict(
@@ -511,24 +558,8 @@ def generate_demo_data(
             **({"first": first} if first else {}),
             **({"unseen": unseen} if unseen else {}),
         )
-        (tmp / MARKER).write_text(
-            json.dumps(
-                {
-                    "generator": "earthsnap.data.demodata",
-                    "params": params,
-                    "images": groups * (species + unseen) * images,
-                    "faults": len(fault_rows),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-        _prepare_target(out)  # still ours to replace?
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        _write_marker(tmp, params, groups, species, unseen, images, fault_rows)
+        _swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return DemoData(root=out, taxonomy=taxonomy, images=groups * (species + unseen) * images, faults=fault_rows)

@@ -14,7 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..core.errors import ParameterError
 
 # %% auto #0
-__all__ = ['REASONS', 'MODES', 'ImageRules', 'ImageCheck', 'mode_class', 'inspect_image', 'to_rgb', 'load_rgb', 'resize_shorter',
+__all__ = ['REASONS', 'MODES', 'ImageRules', 'ImageCheck', 'mode_class', 'to_rgb', 'inspect_image', 'load_rgb', 'resize_shorter',
            'encode_jpeg', 'resized_jpeg']
 
 # %% ../../nbs/data/images.ipynb #2d79e542
@@ -90,6 +90,16 @@ def mode_class(im: Image.Image) -> str:
         return "cmyk"
     return "rgb"
 
+# %% ../../nbs/data/images.ipynb #9db4eebd
+def to_rgb(im: Image.Image) -> Image.Image:
+    "An RGB copy of `im`; transparency is composited over white."
+    if mode_class(im) == "alpha":
+        rgba = im.convert("RGBA")
+        out = Image.new("RGB", rgba.size, (255, 255, 255))
+        out.paste(rgba, mask=rgba.getchannel("A"))
+        return out
+    return im if im.mode == "RGB" else im.convert("RGB")
+
 # %% ../../nbs/data/images.ipynb #26b371b4
 def inspect_image(data: bytes, rules: ImageRules = ImageRules()) -> ImageCheck:
     "Check the bytes of one file against `rules`; never raises on bad data."
@@ -130,16 +140,6 @@ def inspect_image(data: bytes, rules: ImageRules = ImageRules()) -> ImageCheck:
         except Exception as e:
             return ImageCheck("mode_not_convertible", f"mode {im.mode}: {e}", **info)
         return ImageCheck(None, "", **info)
-
-# %% ../../nbs/data/images.ipynb #9db4eebd
-def to_rgb(im: Image.Image) -> Image.Image:
-    "An RGB copy of `im`; transparency is composited over white."
-    if mode_class(im) == "alpha":
-        rgba = im.convert("RGBA")
-        out = Image.new("RGB", rgba.size, (255, 255, 255))
-        out.paste(rgba, mask=rgba.getchannel("A"))
-        return out
-    return im if im.mode == "RGB" else im.convert("RGB")
 
 # %% ../../nbs/data/images.ipynb #8ac505fe
 def load_rgb(data: bytes, size: int | None = None) -> Image.Image:

@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
+from fastcore.basics import patch
 
 from ..core.errors import EarthsnapError
 from ..core.storage import atomic_write, filesystem
@@ -131,31 +132,6 @@ class MXRecordIO:
         self._stack: ExitStack | None = None
         self.open()
 
-    def open(self):
-        "Open the file (done by the constructor; again after `close` to start over)."
-        self.close()
-        self._stack = ExitStack()
-        if self.flag == "w":
-            self._f = self._stack.enter_context(atomic_write(self.uri, "wb", self.endpoint_url))
-        else:
-            fs, path = filesystem(self.uri, self.endpoint_url)
-            try:
-                self._f = self._stack.enter_context(fs.open(path, "rb", block_size=1 << 20))
-            except FileNotFoundError:
-                self._stack = None
-                raise RecordIOError(f"RecordIO file {self.uri} does not exist.") from None
-        self._pos = 0
-        return self
-
-    def close(self, _exc=None):
-        "Close the file; a writer's file appears now, unless `_exc` says the writing failed."
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            if _exc is None:
-                stack.close()
-            else:
-                stack.__exit__(type(_exc), _exc, _exc.__traceback__)
-
     def __enter__(self):
         return self
 
@@ -166,59 +142,100 @@ class MXRecordIO:
         if getattr(self, "_stack", None) is not None and self.flag == "r":
             self.close()
 
-    def reset(self):
-        "Go back to the first record (reopens the file; a writer starts the file afresh)."
-        self.open()
+# %% ../../nbs/data/recordio.ipynb #1e109345
+@patch
+def close(self: MXRecordIO, _exc=None):
+    "Close the file; a writer's file appears now, unless `_exc` says the writing failed."
+    if self._stack is not None:
+        stack, self._stack = self._stack, None
+        if _exc is None:
+            stack.close()
+        else:
+            stack.__exit__(type(_exc), _exc, _exc.__traceback__)
 
-    def tell(self) -> int:
-        "Byte offset of the next record to be written or read."
-        return self._pos
+# %% ../../nbs/data/recordio.ipynb #3e502237
+@patch
+def open(self: MXRecordIO):
+    "Open the file (done by the constructor; again after `close` to start over)."
+    self.close()
+    self._stack = ExitStack()
+    if self.flag == "w":
+        self._f = self._stack.enter_context(atomic_write(self.uri, "wb", self.endpoint_url))
+    else:
+        fs, path = filesystem(self.uri, self.endpoint_url)
+        try:
+            self._f = self._stack.enter_context(fs.open(path, "rb", block_size=1 << 20))
+        except FileNotFoundError:
+            self._stack = None
+            raise RecordIOError(f"RecordIO file {self.uri} does not exist.") from None
+    self._pos = 0
+    return self
 
-    def write(self, buf: bytes):
-        "Append one record."
-        if self.flag != "w":
-            raise RecordIOError(f"{self.uri} is open for reading, not writing.")
-        data = encode_record(bytes(buf))
-        self._f.write(data)
-        self._pos += len(data)
+# %% ../../nbs/data/recordio.ipynb #72d4831f
+@patch
+def write(self: MXRecordIO, buf: bytes):
+    "Append one record."
+    if self.flag != "w":
+        raise RecordIOError(f"{self.uri} is open for reading, not writing.")
+    data = encode_record(bytes(buf))
+    self._f.write(data)
+    self._pos += len(data)
 
-    def _fail(self, offset: int, what: str) -> RecordIOError:
-        return RecordIOError(
-            f"Corrupt RecordIO file {self.uri} at byte offset {offset}: {what}.",
-            fix="Re-create the file; if only its end is damaged, the records before the offset are intact.",
-        )
+# %% ../../nbs/data/recordio.ipynb #2b66eb18
+@patch
+def _fail(self: MXRecordIO, offset: int, what: str) -> RecordIOError:
+    return RecordIOError(
+        f"Corrupt RecordIO file {self.uri} at byte offset {offset}: {what}.",
+        fix="Re-create the file; if only its end is damaged, the records before the offset are intact.",
+    )
 
-    def read(self) -> bytes | None:
-        "The next record, or None at the end of the file."
-        if self.flag != "r":
-            raise RecordIOError(f"{self.uri} is open for writing, not reading.")
-        parts, first = [], True
-        while True:
-            offset = self._pos
-            head = self._f.read(8)
-            if not head and first:
-                return None
-            if len(head) < 8:
-                raise self._fail(offset, f"the file ends inside a record header ({len(head)} of 8 bytes)")
-            magic, lrec = struct.unpack("<II", head)
-            if magic != MAGIC:
-                raise self._fail(offset, f"expected the magic number 0x{MAGIC:08x}, found 0x{magic:08x}")
-            cflag, length = lrec >> LENGTH_BITS, lrec & MAX_RECORD
-            if cflag > 3 or (first and cflag not in (0, 1)) or (not first and cflag not in (2, 3)):
-                raise self._fail(offset, f"continuation flag {cflag} is out of sequence")
-            padded = length + _pad(length)
-            data = self._f.read(padded)
-            if len(data) < padded:
-                raise self._fail(offset, f"a record of {length} bytes is cut off after {len(data)}")
-            self._pos = offset + 8 + padded
-            parts.append(data[:length])
-            if cflag in (0, 3):
-                return _MAGIC_BYTES.join(parts)
-            first = False
 
-    def __iter__(self) -> Iterator[bytes]:
-        while (rec := self.read()) is not None:
-            yield rec
+@patch
+def read(self: MXRecordIO) -> bytes | None:
+    "The next record, or None at the end of the file."
+    if self.flag != "r":
+        raise RecordIOError(f"{self.uri} is open for writing, not reading.")
+    parts, first = [], True
+    while True:
+        offset = self._pos
+        head = self._f.read(8)
+        if not head and first:
+            return None
+        if len(head) < 8:
+            raise self._fail(offset, f"the file ends inside a record header ({len(head)} of 8 bytes)")
+        magic, lrec = struct.unpack("<II", head)
+        if magic != MAGIC:
+            raise self._fail(offset, f"expected the magic number 0x{MAGIC:08x}, found 0x{magic:08x}")
+        cflag, length = lrec >> LENGTH_BITS, lrec & MAX_RECORD
+        if cflag > 3 or (first and cflag not in (0, 1)) or (not first and cflag not in (2, 3)):
+            raise self._fail(offset, f"continuation flag {cflag} is out of sequence")
+        padded = length + _pad(length)
+        data = self._f.read(padded)
+        if len(data) < padded:
+            raise self._fail(offset, f"a record of {length} bytes is cut off after {len(data)}")
+        self._pos = offset + 8 + padded
+        parts.append(data[:length])
+        if cflag in (0, 3):
+            return _MAGIC_BYTES.join(parts)
+        first = False
+
+# %% ../../nbs/data/recordio.ipynb #25275e94
+@patch
+def __iter__(self: MXRecordIO) -> Iterator[bytes]:
+    while (rec := self.read()) is not None:
+        yield rec
+
+# %% ../../nbs/data/recordio.ipynb #f69a9da8
+@patch
+def reset(self: MXRecordIO):
+    "Go back to the first record (reopens the file; a writer starts the file afresh)."
+    self.open()
+
+
+@patch
+def tell(self: MXRecordIO) -> int:
+    "Byte offset of the next record to be written or read."
+    return self._pos
 
 # %% ../../nbs/data/recordio.ipynb #59d2c0b6
 class MXIndexedRecordIO(MXRecordIO):
@@ -237,77 +254,87 @@ class MXIndexedRecordIO(MXRecordIO):
         self.keys: list = []
         super().__init__(uri, flag, endpoint_url)
 
-    def open(self):
-        super().open()
-        self.idx, self.keys = {}, []
-        if self.flag == "w":
-            self._fidx = self._stack.enter_context(atomic_write(self.idx_uri, "w", self.endpoint_url))
-        else:
-            from earthsnap.core.storage import read_text
-
-            try:
-                text = read_text(self.idx_uri, self.endpoint_url)
-            except EarthsnapError as e:
-                self.close()
-                raise RecordIOError(f"Cannot read the index {self.idx_uri}: {e.what}") from None
-            for n, line in enumerate(text.splitlines(), 1):
-                fields = line.strip().split("\t")
-                if not line.strip():
-                    continue
-                try:
-                    key, offset = self.key_type(fields[0]), int(fields[1])
-                    if len(fields) != 2 or offset < 0:
-                        raise ValueError
-                except (ValueError, IndexError):
-                    self.close()
-                    raise RecordIOError(f"Line {n} of index {self.idx_uri} is not 'key<TAB>offset': {line!r}") from None
-                self.idx[key] = offset
-                self.keys.append(key)
-        return self
-
-    def seek(self, key):
-        "Position the reader at the record of `key`."
-        if key not in self.idx:
-            raise KeyError(f"No record with key {key!r} in {self.idx_uri}")
-        self._f.seek(self.idx[key])
-        self._pos = self.idx[key]
-
-    def read_idx(self, key) -> bytes:
-        "The record of `key`."
-        self.seek(key)
-        rec = self.read()
-        if rec is None:
-            raise self._fail(self.idx[key], f"the index points past the end of the file (key {key!r})")
-        return rec
-
-    def write_idx(self, key, buf: bytes):
-        "Append a record under `key`."
-        key = self.key_type(key)
-        if key in self.idx:
-            raise RecordIOError(f"Key {key!r} is written twice to {self.uri}.")
-        pos = self.tell()
-        self.write(buf)
-        self._fidx.write(f"{key}\t{pos}\n")
-        self.idx[key] = pos
-        self.keys.append(key)
-
-    def write_block(self, data: bytes, entries: list[tuple]):
-        """Append records framed elsewhere (`encode_record`, in a worker process), concatenated in `data`; `entries`:
-        each one's (key, offset in `data`).
-        """
-        base = self.tell()
-        keys = [self.key_type(k) for k, _ in entries]
-        if len(set(keys)) < len(keys) or any(k in self.idx for k in keys):
-            twice = next(k for i, k in enumerate(keys) if k in self.idx or k in keys[:i])
-            raise RecordIOError(f"Key {twice!r} is written twice to {self.uri}.")
-        self._f.write(data)
-        self._pos += len(data)
-        self._fidx.write("".join(f"{k}\t{base + off}\n" for k, (_, off) in zip(keys, entries, strict=True)))
-        self.idx.update((k, base + off) for k, (_, off) in zip(keys, entries, strict=True))
-        self.keys.extend(keys)
-
     def __len__(self) -> int:
         return len(self.keys)
+
+# %% ../../nbs/data/recordio.ipynb #da779c87
+@patch
+def open(self: MXIndexedRecordIO):  # noqa: F811 (MXRecordIO.open is another method)
+    super(MXIndexedRecordIO, self).open()
+    self.idx, self.keys = {}, []
+    if self.flag == "w":
+        self._fidx = self._stack.enter_context(atomic_write(self.idx_uri, "w", self.endpoint_url))
+    else:
+        from earthsnap.core.storage import read_text
+
+        try:
+            text = read_text(self.idx_uri, self.endpoint_url)
+        except EarthsnapError as e:
+            self.close()
+            raise RecordIOError(f"Cannot read the index {self.idx_uri}: {e.what}") from None
+        for n, line in enumerate(text.splitlines(), 1):
+            fields = line.strip().split("\t")
+            if not line.strip():
+                continue
+            try:
+                key, offset = self.key_type(fields[0]), int(fields[1])
+                if len(fields) != 2 or offset < 0:
+                    raise ValueError
+            except (ValueError, IndexError):
+                self.close()
+                raise RecordIOError(f"Line {n} of index {self.idx_uri} is not 'key<TAB>offset': {line!r}") from None
+            self.idx[key] = offset
+            self.keys.append(key)
+    return self
+
+# %% ../../nbs/data/recordio.ipynb #ecdc9459
+@patch
+def seek(self: MXIndexedRecordIO, key):
+    "Position the reader at the record of `key`."
+    if key not in self.idx:
+        raise KeyError(f"No record with key {key!r} in {self.idx_uri}")
+    self._f.seek(self.idx[key])
+    self._pos = self.idx[key]
+
+
+@patch
+def read_idx(self: MXIndexedRecordIO, key) -> bytes:
+    "The record of `key`."
+    self.seek(key)
+    rec = self.read()
+    if rec is None:
+        raise self._fail(self.idx[key], f"the index points past the end of the file (key {key!r})")
+    return rec
+
+# %% ../../nbs/data/recordio.ipynb #c3795914
+@patch
+def write_idx(self: MXIndexedRecordIO, key, buf: bytes):
+    "Append a record under `key`."
+    key = self.key_type(key)
+    if key in self.idx:
+        raise RecordIOError(f"Key {key!r} is written twice to {self.uri}.")
+    pos = self.tell()
+    self.write(buf)
+    self._fidx.write(f"{key}\t{pos}\n")
+    self.idx[key] = pos
+    self.keys.append(key)
+
+# %% ../../nbs/data/recordio.ipynb #e0278d65
+@patch
+def write_block(self: MXIndexedRecordIO, data: bytes, entries: list[tuple]):
+    """Append records framed elsewhere (`encode_record`, in a worker process), concatenated in `data`; `entries`:
+    each one's (key, offset in `data`).
+    """
+    base = self.tell()
+    keys = [self.key_type(k) for k, _ in entries]
+    if len(set(keys)) < len(keys) or any(k in self.idx for k in keys):
+        twice = next(k for i, k in enumerate(keys) if k in self.idx or k in keys[:i])
+        raise RecordIOError(f"Key {twice!r} is written twice to {self.uri}.")
+    self._f.write(data)
+    self._pos += len(data)
+    self._fidx.write("".join(f"{k}\t{base + off}\n" for k, (_, off) in zip(keys, entries, strict=True)))
+    self.idx.update((k, base + off) for k, (_, off) in zip(keys, entries, strict=True))
+    self.keys.extend(keys)
 
 # %% ../../nbs/data/recordio.ipynb #e74d8618
 def write_lst(uri: str | os.PathLike, rows: Iterable[tuple], endpoint_url: str | None = None) -> None:

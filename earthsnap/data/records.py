@@ -13,7 +13,28 @@ from .recordio import MXIndexedRecordIO, read_lst, unpack
 from .step_files import DataError, read_records_classes, records_size
 
 # %% auto #0
-__all__ = ['read_classes', 'split_labels', 'check_split', 'split_images', 'demo_records']
+__all__ = ['demo_records', 'read_classes', 'split_labels', 'check_split', 'split_images']
+
+# %% ../../nbs/data/records.ipynb #2e802a21
+def demo_records(
+    out: str | os.PathLike, groups: int = 2, species: int = 2, images: int = 12, size: int = 32, seed: int = 0
+) -> Path:
+    "Generate demo photos under `out` and preprocess them; returns the RecordIO directory (`out`/records)."
+    from earthsnap.data.dataqa import run_qa
+    from earthsnap.data.demodata import generate_demo_data
+    from earthsnap.data.preprocess import PreprocessParams, preprocess
+
+    out = Path(out)
+    demo = generate_demo_data(out / "photos", groups=groups, species=species, images=images, seed=seed, progress=False)
+    run_qa(str(demo.root), "demo", datasets=out / "datasets", out_dir=out / "qa", progress=False)
+    preprocess(
+        out / "qa",
+        out / "records",
+        PreprocessParams(size=size, tune_fraction=1.0),
+        datasets=out / "datasets",
+        progress=False,
+    )
+    return out / "records"
 
 # %% ../../nbs/data/records.ipynb #2179aa28
 def read_classes(records: str | os.PathLike) -> tuple[list[str], int]:
@@ -62,24 +83,3 @@ def split_images(records: str | os.PathLike, split: str) -> Iterator[tuple[int, 
     with MXIndexedRecordIO(r / f"{split}.idx", r / f"{split}.rec", "r") as rec:
         for k, lab, uri in read_lst(r / f"{split}.lst"):
             yield k, int(lab[0]), uri, unpack(rec.read_idx(k))[1]
-
-# %% ../../nbs/data/records.ipynb #2e802a21
-def demo_records(
-    out: str | os.PathLike, groups: int = 2, species: int = 2, images: int = 12, size: int = 32, seed: int = 0
-) -> Path:
-    "Generate demo photos under `out` and preprocess them; returns the RecordIO directory (`out`/records)."
-    from earthsnap.data.dataqa import run_qa
-    from earthsnap.data.demodata import generate_demo_data
-    from earthsnap.data.preprocess import PreprocessParams, preprocess
-
-    out = Path(out)
-    demo = generate_demo_data(out / "photos", groups=groups, species=species, images=images, seed=seed, progress=False)
-    run_qa(str(demo.root), "demo", datasets=out / "datasets", out_dir=out / "qa", progress=False)
-    preprocess(
-        out / "qa",
-        out / "records",
-        PreprocessParams(size=size, tune_fraction=1.0),
-        datasets=out / "datasets",
-        progress=False,
-    )
-    return out / "records"

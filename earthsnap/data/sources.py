@@ -61,7 +61,7 @@ def _listing_rows(uri: str, text: str):
             )
         yield n, row
 
-
+# %% ../../nbs/data/sources.ipynb #3e0752d6
 def list_source(source: str | os.PathLike, endpoint_url: str | None = None) -> list[SourceItem]:
     "The inputs of `source` (a directory or a listing file), in natural order; refuses a missing or empty source."
     source = os.fspath(source)

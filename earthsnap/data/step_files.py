@@ -49,7 +49,7 @@ class QAReport(TypedDict, total=False):
     classes: dict[str, int]
     reasons: dict[str, int]
 
-# %% ../../nbs/data/step_files.ipynb #b8dfdd73
+
 class RecordsSummary(TypedDict, total=False):
     dataset: str  # name@version the records were made from
     params: dict[str, Any]  # the preprocessing parameters; params["size"] is the image size
@@ -57,19 +57,19 @@ class RecordsSummary(TypedDict, total=False):
     images: dict[str, int]
     coverage_gaps: list[str]
 
-# %% ../../nbs/data/step_files.ipynb #1f9e8157
+
 class RecordsClasses(TypedDict, total=False):
     classes: list[str]  # class names in label order
     index: dict[str, int]
     dataset: str
 
-# %% ../../nbs/data/step_files.ipynb #9839d12f
+
 class TuningResult(TypedDict, total=False):
     metric: str
     value: float
     params: dict[str, Any]  # the best trial's hyperparameters
 
-# %% ../../nbs/data/step_files.ipynb #ff55b9e3
+
 class Evaluation(TypedDict, total=False):
     metrics: dict[str, dict]  # name -> {"value": ...}: what the gate reads and the registry records
     model_metrics: dict[str, Any]
@@ -126,7 +126,7 @@ def read_qa_report(dataset: str | os.PathLike, endpoint_url: str | None = None) 
     "Data QA's report from its `dataset` output."
     return read_step_file(dataset, QA_REPORT, endpoint_url)
 
-# %% ../../nbs/data/step_files.ipynb #95ea11e8
+
 def write_qa_report(dataset: str | os.PathLike, report: QAReport, endpoint_url: str | None = None) -> str:
     return write_step_file(dataset, QA_REPORT, report, endpoint_url)
 
@@ -135,7 +135,7 @@ def read_records_summary(records: str | os.PathLike, endpoint_url: str | None = 
     "Preprocessing's summary from its `records` output."
     return read_step_file(records, RECORDS_SUMMARY, endpoint_url)
 
-# %% ../../nbs/data/step_files.ipynb #343592e7
+
 def write_records_summary(records: str | os.PathLike, summary: RecordsSummary, endpoint_url: str | None = None) -> str:
     return write_step_file(records, RECORDS_SUMMARY, summary, endpoint_url)
 
@@ -144,7 +144,7 @@ def read_records_classes(records: str | os.PathLike, endpoint_url: str | None = 
     "Preprocessing's class list from its `records` output."
     return read_step_file(records, RECORDS_CLASSES, endpoint_url)
 
-# %% ../../nbs/data/step_files.ipynb #25d48ebc
+
 def write_records_classes(records: str | os.PathLike, classes: RecordsClasses, endpoint_url: str | None = None) -> str:
     return write_step_file(records, RECORDS_CLASSES, classes, endpoint_url)
 
@@ -167,7 +167,7 @@ def read_tuning_result(tuning: str | os.PathLike, endpoint_url: str | None = Non
     "The tuning step's best trial from its `tuning` output."
     return read_step_file(tuning, TUNING_RESULT, endpoint_url)
 
-# %% ../../nbs/data/step_files.ipynb #bcd73419
+
 def write_tuning_result(tuning: str | os.PathLike, result: TuningResult, endpoint_url: str | None = None) -> str:
     return write_step_file(tuning, TUNING_RESULT, result, endpoint_url)
 
@@ -176,6 +176,6 @@ def read_evaluation(evaluation: str | os.PathLike, endpoint_url: str | None = No
     "The evaluation step's figures from its `evaluation` output."
     return read_step_file(evaluation, EVALUATION, endpoint_url)
 
-# %% ../../nbs/data/step_files.ipynb #1b66ad4e
+
 def write_evaluation(evaluation: str | os.PathLike, result: Evaluation, endpoint_url: str | None = None) -> str:
     return write_step_file(evaluation, EVALUATION, result, endpoint_url)

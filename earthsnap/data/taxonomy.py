@@ -13,7 +13,7 @@ from ..core.errors import ParameterError
 from ..core.storage import read_text
 
 # %% auto #0
-__all__ = ['check_taxonomy', 'load_taxonomy', 'taxonomy_yaml', 'species_to_group']
+__all__ = ['check_taxonomy', 'taxonomy_yaml', 'load_taxonomy', 'species_to_group']
 
 # %% ../../nbs/data/taxonomy.ipynb #58ecfe93
 def check_taxonomy(groups, origin: str = "the taxonomy") -> dict[str, list[str]]:
@@ -47,6 +47,13 @@ def check_taxonomy(groups, origin: str = "the taxonomy") -> dict[str, list[str]]
         out[group] = list(species)
     return out
 
+# %% ../../nbs/data/taxonomy.ipynb #725aa48d
+def taxonomy_yaml(taxonomy: dict[str, list[str]]) -> str:
+    "The text of a taxonomy.yaml."
+    return "# earthsnap taxonomy: group -> species\n" + yaml.safe_dump(
+        {"groups": check_taxonomy(taxonomy)}, sort_keys=False
+    )
+
 # %% ../../nbs/data/taxonomy.ipynb #f210fd18
 def load_taxonomy(uri: str | os.PathLike, endpoint_url: str | None = None) -> dict[str, list[str]]:
     """Read and validate a taxonomy.yaml: `groups: {group: [species, ...]}`, or the plain mapping `group: [species,
@@ -59,13 +66,6 @@ def load_taxonomy(uri: str | os.PathLike, endpoint_url: str | None = None) -> di
     if isinstance(data, dict) and isinstance(data.get("groups"), dict):
         data = data["groups"]  # the `groups:` form
     return check_taxonomy(data, f"Taxonomy {os.fspath(uri)}")
-
-# %% ../../nbs/data/taxonomy.ipynb #725aa48d
-def taxonomy_yaml(taxonomy: dict[str, list[str]]) -> str:
-    "The text of a taxonomy.yaml."
-    return "# earthsnap taxonomy: group -> species\n" + yaml.safe_dump(
-        {"groups": check_taxonomy(taxonomy)}, sort_keys=False
-    )
 
 # %% ../../nbs/data/taxonomy.ipynb #1c70539c
 def species_to_group(taxonomy: dict[str, list[str]]) -> dict[str, str]:

@@ -114,7 +114,7 @@ def _sample(rows_by_species: dict[str, list[dict]], n: int, seed: int) -> list[d
         i += 1
     return out
 
-
+# %% ../../nbs/hierarchy/datasets.ipynb #e65a8752
 def hierarchy_taxonomy(version: DatasetVersion, taxonomy: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """The groups and species of `version` under `taxonomy` (default: the one stored with the version), checked against
     its labels.
@@ -194,12 +194,12 @@ def check_model(model: str) -> str:
         )
     return model
 
-
+# %% ../../nbs/hierarchy/datasets.ipynb #e6b1e537
 def model_pipeline_name(pipeline: str, model: str) -> str:
     "The name of one hierarchy model's own pipeline."
     return f"{pipeline}-{check_model(model)}"
 
-
+# %% ../../nbs/hierarchy/datasets.ipynb #6e1e6092
 def model_defaults(model: str, prefix: str = "hierarchy") -> dict[str, str]:
     "The pipeline parameters a hierarchy sets for one of its models: its registry group, its dataset name, no taxonomy."
     return {"model_group": registry_group(prefix, check_model(model)), "dataset_name": f"demo-{model}", "taxonomy": ""}

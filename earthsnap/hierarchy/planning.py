@@ -208,26 +208,9 @@ def model_pipeline(cfg: Config) -> Pipeline:
         )
     return p.upto(*ends)
 
-# %% ../../nbs/hierarchy/planning.ipynb #7cd216e7
-def run_hierarchy(
-    cfg: Config,
-    h: Hierarchy,
-    plan: list[PlanItem],
-    params: dict | None = None,
-    parallel: int | None = None,
-    cache: bool = True,
-    echo: Callable[[str], None] = print,
-) -> HierarchyRun:
-    "Run the pipeline of every model `plan` says to train, `parallel` at a time (default: the workers setting)."
-    params = dict(params or {})
-    clash = [n for n in SET_BY_HIERARCHY if n in params]
-    if clash:
-        raise ParameterError(
-            f"The hierarchy sets {', '.join(clash)} for each model; it cannot be given with -p.",
-            fix="Choose the data with --dataset and --taxonomy instead.",
-        )
-    pipeline, todo = model_pipeline(cfg), [i for i in plan if i.action == "train"]
-    root = join(cfg.store, "hierarchy")
+# %% ../../nbs/hierarchy/planning.ipynb #1bbaa93e
+def _model_values(pipeline: Pipeline, h: Hierarchy, todo: list[PlanItem], root: str, params: dict) -> dict[str, dict]:
+    "Each model's parameters: `params` and the four the hierarchy sets, each set checked by the pipeline."
     values = {}
     for i in todo:  # every model's parameters checked before anything runs
         v = {
@@ -239,11 +222,20 @@ def run_hierarchy(
         }
         pipeline.resolve(v)
         values[i.model] = v
-    result = HierarchyRun(h, plan, register_steps=tuple(s.name for s in pipeline.of_kind("register")))
-    if not todo:
-        echo("nothing to train: every model is up to date")
-        return result
-    write_listings(h, root, [i.model for i in todo])
+    return values
+
+# %% ../../nbs/hierarchy/planning.ipynb #86691f84
+def _run_models(
+    cfg: Config,
+    pipeline: Pipeline,
+    todo: list[PlanItem],
+    values: dict[str, dict],
+    result: HierarchyRun,
+    parallel: int | None,
+    cache: bool,
+    echo: Callable[[str], None],
+) -> None:
+    "Run each model's pipeline, `parallel` at a time; its run record, or why it failed, goes into `result`."
     lock = threading.Lock()
 
     def say(model):
@@ -271,6 +263,34 @@ def run_hierarchy(
     echo(f"training {len(todo)} model(s), {min(n, len(todo))} at a time: {', '.join(i.model for i in todo)}")
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="model") as pool:
         list(pool.map(one, todo))
+
+# %% ../../nbs/hierarchy/planning.ipynb #7cd216e7
+def run_hierarchy(
+    cfg: Config,
+    h: Hierarchy,
+    plan: list[PlanItem],
+    params: dict | None = None,  # parameters for every model's run (`-p`), beside the four the hierarchy sets
+    parallel: int | None = None,  # models trained at a time; None: the workers setting
+    cache: bool = True,  # take a step's outputs from the cache when its inputs are unchanged
+    echo: Callable[[str], None] = print,
+) -> HierarchyRun:
+    "Run the pipeline of every model `plan` says to train, `parallel` at a time."
+    params = dict(params or {})
+    clash = [n for n in SET_BY_HIERARCHY if n in params]
+    if clash:
+        raise ParameterError(
+            f"The hierarchy sets {', '.join(clash)} for each model; it cannot be given with -p.",
+            fix="Choose the data with --dataset and --taxonomy instead.",
+        )
+    pipeline, todo = model_pipeline(cfg), [i for i in plan if i.action == "train"]
+    root = join(cfg.store, "hierarchy")
+    values = _model_values(pipeline, h, todo, root, params)
+    result = HierarchyRun(h, plan, register_steps=tuple(s.name for s in pipeline.of_kind("register")))
+    if not todo:
+        echo("nothing to train: every model is up to date")
+        return result
+    write_listings(h, root, [i.model for i in todo])
+    _run_models(cfg, pipeline, todo, values, result, parallel, cache, echo)
     return result
 
 # %% ../../nbs/hierarchy/planning.ipynb #c7120cb4
@@ -320,16 +340,15 @@ def write_listings(h: Hierarchy, root: str, models: list[str] | None = None) -> 
 # %% ../../nbs/hierarchy/planning.ipynb #9d7e3f14
 def hierarchy_listings(
     cfg: Config,
-    dataset: str = "demo",
-    taxonomy: str | os.PathLike | None = None,
-    parent_per_group: int = 200,
-    seed: int = 0,
-    models: list[str] | None = None,
-    sagemaker: bool = False,
-    to: str | None = None,
+    dataset: str = "demo",  # the dataset version: 'name' for its latest, or 'name@version'
+    taxonomy: str | os.PathLike | None = None,  # a taxonomy file; None: the version's own
+    parent_per_group: int = 200,  # photos of each group in the parent's dataset
+    seed: int = 0,  # the seed of the parent's sample
+    models: list[str] | None = None,  # the models whose listings are written; None: every one
+    sagemaker: bool = False,  # cut the version in <sagemaker_bucket>/datasets, write to <sagemaker_bucket>/hierarchy
+    to: str | None = None,  # where the listings go instead of <root>/hierarchy
 ) -> tuple[Hierarchy, dict[str, str]]:
-    """Write each model's listing (default: under {store}/hierarchy). With `sagemaker`, the hierarchy is cut from the
-    version data QA committed in <sagemaker_bucket>/datasets and the listings go to <sagemaker_bucket>/hierarchy."""
+    "Write each model's listing, by default under {store}/hierarchy; returns the hierarchy and model -> listing."
     root = cfg.store
     if sagemaker:
         import dataclasses
@@ -375,19 +394,9 @@ def _pick(
             return v
     return None
 
-
-def build_router(
-    cfg: Config,
-    h: Hierarchy,
-    prefix: str = "hierarchy",
-    registry: SqliteRegistry | None = None,
-    progress: bool = False,
-    echo: Callable[[str], None] = print,
-) -> ModelVersion:
-    """Pack the approved parent and children of `h` into a router, compare it with the flat model, and register it in
-    `prefix`.
-    """
-    registry = registry or open_registry(cfg)
+# %% ../../nbs/hierarchy/planning.ipynb #67eafec5
+def _router_parts(registry: ModelRegistry, h: Hierarchy, prefix: str) -> tuple[dict[str, ModelVersion], ModelVersion]:
+    "The newest approved parent and children that know the data's classes, and the flat model to compare with."
     parts, missing = {}, []
     for name, d in h.models.items():
         if d.role == "flat":
@@ -413,13 +422,29 @@ def build_router(
             "The router cannot be built yet:\n  " + "\n  ".join(missing),
             fix="earthsnap plan shows what to train; earthsnap hierarchy run trains it.",
         )
+    return parts, flat
+
+# %% ../../nbs/hierarchy/planning.ipynb #daef8929
+def _flat_records(flat: ModelVersion) -> str:
+    "The records the flat model was trained from: their test split is what the router is judged on."
     records = (flat.lineage.get("inputs") or {}).get("records")
     if not records or not Path(records).is_dir():
         raise EarthsnapError(
             f"The records of {flat.ref} ({records}) are gone, so there are no test images to judge the router on.",
             fix="Train the flat model again: earthsnap hierarchy run --all",
         )
-    versions = {name: v.ref for name, v in parts.items()}
+    return records
+
+# %% ../../nbs/hierarchy/planning.ipynb #4d707b99
+def _pack_parts(
+    cfg: Config,
+    h: Hierarchy,
+    parts: dict[str, ModelVersion],
+    versions: dict[str, str],
+    flat: ModelVersion,
+    records: str,
+) -> tuple[Path, Path, Path]:
+    "Pack the router under a folder named by its parts, with its drift baseline and archive: (folder, router, archive)."
     key = hashlib.sha256(repr(sorted(versions.items()) + [flat.ref]).encode()).hexdigest()[:16]
     out = Path(join(cfg.store, "hierarchy", "routers", key))
     children = {g: parts[model_name(g)].artifact for g, species in h.taxonomy.items() if len(species) > 1}
@@ -435,7 +460,13 @@ def build_router(
     write_baseline(router_dir, records)
     tarball = write_router_tarball(router_dir, out / MODEL_ARCHIVE)
     (out / "taxonomy.yaml").write_text(taxonomy_yaml(h.taxonomy))
-    echo(f"router of {', '.join(versions.values())}: comparing it with {flat.ref} on its test images")
+    return out, router_dir, tarball
+
+# %% ../../nbs/hierarchy/planning.ipynb #505f6a56
+def _compare(
+    cfg: Config, out: Path, router_dir: Path, flat: ModelVersion, records: str, progress: bool
+) -> tuple[dict, dict]:
+    "Run the comparison notebook on the flat model's test images: the comparison, and the router's metrics."
     nb = step_notebook(cfg.project_dir, "compare")
     run_notebook(
         nb,
@@ -451,6 +482,23 @@ def build_router(
     )
     comparison = read_json(out / "comparison" / "comparison.json")
     metrics = read_evaluation(out / "comparison" / "router")["metrics"]
+    return comparison, metrics
+
+# %% ../../nbs/hierarchy/planning.ipynb #ed577e53
+def _register_router(
+    registry: ModelRegistry,
+    prefix: str,
+    h: Hierarchy,
+    tarball: Path,
+    metrics: dict,
+    versions: dict[str, str],
+    flat: ModelVersion,
+    records: str,
+    comparison: dict,
+    out: Path,
+    echo: Callable[[str], None],
+) -> ModelVersion:
+    "Register the router in `prefix`, pending approval, unless the same archive is registered already."
     mv = registry.registered(prefix, tarball)
     if mv is None:
         mv = registry.register(
@@ -477,6 +525,11 @@ def build_router(
         echo(f"{mv.ref} registered, {mv.status}")
     else:
         echo(f"{mv.ref} holds this router already ({mv.status})")
+    return mv
+
+# %% ../../nbs/hierarchy/planning.ipynb #5957f76d
+def _echo_comparison(mv: ModelVersion, comparison: dict, out: Path, prefix: str, echo: Callable[[str], None]) -> None:
+    "The router against the flat model, where the report is, and what a person does next."
     r, f = comparison["models"]["router"], comparison["models"]["flat"]
     echo(f"  {'':<8}{'accuracy':>9}{'group acc.':>11}{'p50 ms':>8}{'p95 ms':>8}")
     for name, row in (("router", r), ("flat", f)):
@@ -488,6 +541,28 @@ def build_router(
     if mv.status != APPROVED:
         echo(f"approve it to release it (the deployer releases group {prefix} when deploy_group is {prefix}):")
         echo(f"next: earthsnap registry approve {mv.ref}")
+
+# %% ../../nbs/hierarchy/planning.ipynb #0d1785f6
+def build_router(
+    cfg: Config,
+    h: Hierarchy,
+    prefix: str = "hierarchy",
+    registry: SqliteRegistry | None = None,
+    progress: bool = False,
+    echo: Callable[[str], None] = print,
+) -> ModelVersion:
+    """Pack the approved parent and children of `h` into a router, compare it with the flat model, and register it in
+    `prefix`.
+    """
+    registry = registry or open_registry(cfg)
+    parts, flat = _router_parts(registry, h, prefix)
+    records = _flat_records(flat)
+    versions = {name: v.ref for name, v in parts.items()}
+    out, router_dir, tarball = _pack_parts(cfg, h, parts, versions, flat, records)
+    echo(f"router of {', '.join(versions.values())}: comparing it with {flat.ref} on its test images")
+    comparison, metrics = _compare(cfg, out, router_dir, flat, records, progress)
+    mv = _register_router(registry, prefix, h, tarball, metrics, versions, flat, records, comparison, out, echo)
+    _echo_comparison(mv, comparison, out, prefix, echo)
     return mv
 
 # %% ../../nbs/hierarchy/planning.ipynb #5dc50c87
@@ -518,7 +593,7 @@ def demo_hierarchy(
         "taxonomy": out / "photos" / "taxonomy.yaml",
     }
 
-
+# %% ../../nbs/hierarchy/planning.ipynb #104d8a39
 def _train_demo_hierarchy(
     out: Path, groups: int, species: int, images: int, epochs: int, width: int, size: int
 ) -> None:
