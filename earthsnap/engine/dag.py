@@ -130,14 +130,14 @@ def _canvas(pos: dict, pipeline: Pipeline | None = None) -> tuple[float, float]:
         ARC * (span - 1) + 12 if span > 1 else 0
     )
 
-
+# %% ../../nbs/engine/dag.ipynb #9bfbaaac
 def _node(step: Step, statuses: dict[str, str] | None) -> tuple[str, str]:
     "A box's fill (by status when statuses are given, else by kind) and its second line."
     status = (statuses or {}).get(step.name)
     fill = STATUS_COLOURS.get(status, "#fff") if statuses else KIND_COLOURS.get(step.kind, "#fff")
     return fill, step.kind + (f" · {status}" if status else "")
 
-
+# %% ../../nbs/engine/dag.ipynb #59748556
 def svg_dag(pipeline: Pipeline, statuses: dict[str, str] | None = None) -> str:
     "The pipeline as an SVG image; nodes coloured by kind, or by status when `statuses` is given."
     pos = layout(pipeline)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastcore.basics import patch
+
 from ..core.config import SETTINGS
 from ..core.errors import EarthsnapError, ParameterError, did_you_mean
 
@@ -88,51 +90,6 @@ class Parameter:
         except ParameterError as e:
             raise DefinitionError(f"The default of parameter {self.name!r} is not valid: {e.what}") from None
 
-    @property
-    def valid(self) -> str:
-        "The values this parameter takes, in words ('' when any value of its type)."
-        if self.choices:
-            return ("a comma-separated list of " if self.many else "one of ") + ", ".join(map(repr, self.choices))
-        if self.min is not None and self.max is not None:
-            return f"from {self.min} to {self.max}"
-        if self.min is not None:
-            return f"at least {self.min}"
-        if self.max is not None:
-            return f"at most {self.max}"
-        return ""
-
-    def check(self, value: Any) -> Any:
-        "Refuse a value of the right type outside the declared range or choices; return it unchanged."
-        items = [v.strip() for v in value.split(",")] if self.many else [value]
-        out = ([v for v in items if v not in self.choices] if self.choices else []) or [
-            v for v in items if (self.min is not None and v < self.min) or (self.max is not None and v > self.max)
-        ]
-        if out:
-            raise ParameterError(
-                f"Parameter {self.name!r} must be {self.valid}, got {value!r}.",
-                fix=f"{self.description + ' ' if self.description else ''}Default: {self.default!r}.",
-            )
-        return value
-
-    def coerce(self, value: Any) -> Any:
-        "`value` as this parameter's type; text (from a command line) is parsed. Refuses what does not fit."
-        if isinstance(value, str) and self.type is not str:
-            text = value.strip().lower()
-            try:
-                if self.type is bool:
-                    if text not in ("true", "false", "1", "0", "yes", "no"):
-                        raise ValueError
-                    return text in ("true", "1", "yes")
-                return self.check(self.type(text))
-            except ValueError:
-                pass
-        elif _is(value, self.type):
-            return self.check(float(value) if self.type is float else value)
-        raise ParameterError(
-            f"Parameter {self.name!r} is {self.type.__name__}; {value!r} is not.",
-            fix=f"{self.description or 'Give a ' + self.type.__name__ + '.'} Default: {self.default!r}.",
-        )
-
     def __str__(self):
         raise TypeError(
             f"Parameter {self.name!r} has no value until a run starts; pass the Parameter itself as a step input."
@@ -143,6 +100,56 @@ class Parameter:
 
     def __repr__(self):
         return f"Parameter({self.name!r}, {self.type.__name__}, default={self.default!r})"
+
+# %% ../../nbs/engine/definition.ipynb #7b5a3d51
+@patch
+def check(self: Parameter, value: Any) -> Any:
+    "Refuse a value of the right type outside the declared range or choices; return it unchanged."
+    items = [v.strip() for v in value.split(",")] if self.many else [value]
+    out = ([v for v in items if v not in self.choices] if self.choices else []) or [
+        v for v in items if (self.min is not None and v < self.min) or (self.max is not None and v > self.max)
+    ]
+    if out:
+        raise ParameterError(
+            f"Parameter {self.name!r} must be {self.valid}, got {value!r}.",
+            fix=f"{self.description + ' ' if self.description else ''}Default: {self.default!r}.",
+        )
+    return value
+
+# %% ../../nbs/engine/definition.ipynb #5fa64f5d
+@patch(as_prop=True)
+def valid(self: Parameter) -> str:
+    "The values this parameter takes, in words ('' when any value of its type)."
+    if self.choices:
+        return ("a comma-separated list of " if self.many else "one of ") + ", ".join(map(repr, self.choices))
+    if self.min is not None and self.max is not None:
+        return f"from {self.min} to {self.max}"
+    if self.min is not None:
+        return f"at least {self.min}"
+    if self.max is not None:
+        return f"at most {self.max}"
+    return ""
+
+# %% ../../nbs/engine/definition.ipynb #7d1f677a
+@patch
+def coerce(self: Parameter, value: Any) -> Any:
+    "`value` as this parameter's type; text (from a command line) is parsed. Refuses what does not fit."
+    if isinstance(value, str) and self.type is not str:
+        text = value.strip().lower()
+        try:
+            if self.type is bool:
+                if text not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return text in ("true", "1", "yes")
+            return self.check(self.type(text))
+        except ValueError:
+            pass
+    elif _is(value, self.type):
+        return self.check(float(value) if self.type is float else value)
+    raise ParameterError(
+        f"Parameter {self.name!r} is {self.type.__name__}; {value!r} is not.",
+        fix=f"{self.description or 'Give a ' + self.type.__name__ + '.'} Default: {self.default!r}.",
+    )
 
 # %% ../../nbs/engine/definition.ipynb #a633e029
 @dataclass(frozen=True, eq=False)
@@ -248,7 +255,7 @@ class _Outputs(Mapping):
     def __len__(self):
         return len(self._names)
 
-
+# %% ../../nbs/engine/definition.ipynb #5aaa2148
 @dataclass(frozen=True)
 class Compute:
     "Where a step runs: instance type and count on SageMaker, and the Jupyter kernel locally."
@@ -411,7 +418,7 @@ def _python_parameters(path: Path) -> dict[str, str] | None:
             out[target.id] = ast.get_source_segment(source, node.value)
     return out
 
-
+# %% ../../nbs/engine/definition.ipynb #11470219
 def notebook_parameters(path: Path) -> dict[str, type | None]:
     "The parameters a notebook declares, each with the type of its default (None when it cannot be read)."
     declared = _python_parameters(path)
@@ -431,7 +438,7 @@ def notebook_parameters(path: Path) -> dict[str, type | None]:
         )
     return out
 
-# %% ../../nbs/engine/definition.ipynb #3cb9eb83
+# %% ../../nbs/engine/definition.ipynb #126c58c0
 def _value_type(v) -> type | None:
     if isinstance(v, (Parameter, ConfigValue)):
         return v.type
@@ -441,7 +448,7 @@ def _value_type(v) -> type | None:
         return str
     return next((t for t in (bool, int, float, str) if _is(v, t) and (t is not float or not isinstance(v, int))), None)
 
-
+# %% ../../nbs/engine/definition.ipynb #3cb9eb83
 class Pipeline:
     "A validated pipeline: parameters, steps in dependency order, and the notebooks they run."
 
@@ -461,142 +468,156 @@ class Pipeline:
         self.order = self._topological_order()
         self._check_notebooks()
 
-    def _check_names(self, params):
-        if len(self.parameters) != len(params):
-            dup = sorted({p.name for p in params if sum(q.name == p.name for q in params) > 1})
-            raise DefinitionError(f"Pipeline {self.name!r} declares parameter(s) {dup} more than once.")
-        names = [s.name for s in self.steps]
-        for n in names:
-            if names.count(n) > 1:
+# %% ../../nbs/engine/definition.ipynb #6a12139c
+@patch
+def _check_names(self: Pipeline, params):
+    if len(self.parameters) != len(params):
+        dup = sorted({p.name for p in params if sum(q.name == p.name for q in params) > 1})
+        raise DefinitionError(f"Pipeline {self.name!r} declares parameter(s) {dup} more than once.")
+    names = [s.name for s in self.steps]
+    for n in names:
+        if names.count(n) > 1:
+            raise DefinitionError(
+                f"Pipeline {self.name!r} has two steps named {n!r}.", fix="Give every step its own name."
+            )
+        if n in self.parameters:
+            raise DefinitionError(f"{n!r} names both a step and a parameter.", fix="Rename one of them.")
+
+# %% ../../nbs/engine/definition.ipynb #9db0d3b4
+@patch
+def _check_references(self: Pipeline):
+    members = {id(s) for s in self.steps}
+    for s in self.steps:
+        for key, v in s.inputs.items():
+            if isinstance(v, Parameter) and self.parameters.get(v.name) is not v:
                 raise DefinitionError(
-                    f"Pipeline {self.name!r} has two steps named {n!r}.", fix="Give every step its own name."
+                    f"Step {s.name!r} input {key!r} uses parameter {v.name!r}, "
+                    f"which pipeline {self.name!r} does not declare.",
+                    fix="Add the Parameter to the pipeline's parameters.",
                 )
-            if n in self.parameters:
-                raise DefinitionError(f"{n!r} names both a step and a parameter.", fix="Rename one of them.")
-
-    def _check_references(self):
-        members = {id(s) for s in self.steps}
-        for s in self.steps:
-            for key, v in s.inputs.items():
-                if isinstance(v, Parameter) and self.parameters.get(v.name) is not v:
-                    raise DefinitionError(
-                        f"Step {s.name!r} input {key!r} uses parameter {v.name!r}, "
-                        f"which pipeline {self.name!r} does not declare.",
-                        fix="Add the Parameter to the pipeline's parameters.",
-                    )
-            for up in s.upstream():
-                if id(up) not in members:
-                    raise DefinitionError(
-                        f"Step {s.name!r} depends on step {up.name!r}, which is not in pipeline {self.name!r}.",
-                        fix="Add that step to the pipeline's steps.",
-                    )
-            if isinstance(s, ConditionStep):
-                for branch in s.if_true + s.if_false:
-                    if id(branch) not in members:
-                        raise DefinitionError(
-                            f"Condition {s.name!r} branches to step {branch.name!r}, which is not in the pipeline."
-                        )
-
-    def of_kind(self, *kinds: str) -> list[Step]:
-        """The steps of these kinds, in dependency order: how code outside the definition finds the gate or the register
-        step.
-        """
-        return [s for s in self.order if s.kind in kinds]
-
-    def dependencies(self, step: Step) -> list[Step]:
-        "The steps `step` waits for: what it reads, what it names in depends_on, and the condition that chose it."
-        deps = step.upstream()
-        deps += [
-            c for c in self.steps if isinstance(c, ConditionStep) and any(b is step for b in c.if_true + c.if_false)
-        ]
-        return deps
-
-    def _topological_order(self) -> list[Step]:
-        order, state = [], {}
-
-        def visit(s, path):
-            if state.get(id(s)) == "done":
-                return
-            if state.get(id(s)) == "visiting":
-                cycle = path[path.index(s) :] + [s]
+        for up in s.upstream():
+            if id(up) not in members:
                 raise DefinitionError(
-                    f"Pipeline {self.name!r} has a cycle: {' -> '.join(x.name for x in cycle)}.",
-                    fix="A step cannot depend, directly or not, on its own outputs.",
+                    f"Step {s.name!r} depends on step {up.name!r}, which is not in pipeline {self.name!r}.",
+                    fix="Add that step to the pipeline's steps.",
                 )
-            state[id(s)] = "visiting"
-            for d in self.dependencies(s):
-                visit(d, path + [s])
-            state[id(s)] = "done"
-            order.append(s)
-
-        for s in self.steps:
-            visit(s, [])
-        return order
-
-    def _check_notebooks(self):
-        for s in self.steps:
-            if not isinstance(s, NotebookStep):
-                continue
-            path = self.pipeline_dir / s.notebook
-            if not path.is_file():
-                raise DefinitionError(
-                    f"Step {s.name!r} runs {path}, which does not exist.",
-                    fix=f"Put the notebook in {self.pipeline_dir}/ or fix its name.",
-                )
-            declared = notebook_parameters(path)
-            if not declared:
-                raise DefinitionError(
-                    f"Step {s.name!r}: {path.name} has no cell tagged 'parameters'.",
-                    fix="Tag the cell that sets the notebook's inputs with 'parameters'.",
-                )
-            for key in list(s.inputs) + ["out_dir"]:
-                if key not in declared:
+        if isinstance(s, ConditionStep):
+            for branch in s.if_true + s.if_false:
+                if id(branch) not in members:
                     raise DefinitionError(
-                        f"Step {s.name!r} passes {key!r}, but {path.name} "
-                        f"has no such parameter.{did_you_mean(key, declared)}",
-                        fix=f"Its parameters are: {', '.join(declared)}."
-                        + (" Every notebook step receives out_dir." if key == "out_dir" else ""),
-                    )
-            for key, v in s.inputs.items():
-                want, got = declared[key], _value_type(v)
-                if want is not None and got is not None and got is not want and not (want is float and got is int):
-                    raise DefinitionError(
-                        f"Step {s.name!r} passes {got.__name__} to {path.name} "
-                        f"parameter {key!r}, whose default is {want.__name__}.",
-                        fix="Pass a value of the notebook's type, or change the notebook's default.",
+                        f"Condition {s.name!r} branches to step {branch.name!r}, which is not in the pipeline."
                     )
 
-    def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        "Every parameter's value for a run: defaults, with `overrides` checked and converted."
-        overrides = dict(overrides or {})
-        for k in overrides:
-            if k not in self.parameters:
-                raise ParameterError(
-                    f"Pipeline {self.name!r} has no parameter {k!r}.{did_you_mean(k, self.parameters)}",
-                    fix=f"Its parameters are: {', '.join(self.parameters) or '(none)'}.",
-                )
-        return {n: p.coerce(overrides[n]) if n in overrides else p.default for n, p in self.parameters.items()}
+# %% ../../nbs/engine/definition.ipynb #fe669609
+@patch
+def dependencies(self: Pipeline, step: Step) -> list[Step]:
+    "The steps `step` waits for: what it reads, what it names in depends_on, and the condition that chose it."
+    deps = step.upstream()
+    deps += [c for c in self.steps if isinstance(c, ConditionStep) and any(b is step for b in c.if_true + c.if_false)]
+    return deps
 
-    def upto(self, *steps: str) -> "Pipeline":
-        "The part of this pipeline that `steps` need: them and every step they depend on, directly or not."
-        names = [s.name for s in self.steps]
-        for step in steps:
-            if step not in names:
-                raise ParameterError(
-                    f"Pipeline {self.name!r} has no step {step!r}.{did_you_mean(step, names)}",
-                    fix=f"Its steps are: {', '.join(names)}.",
+# %% ../../nbs/engine/definition.ipynb #66ff5873
+@patch
+def _topological_order(self: Pipeline) -> list[Step]:
+    order, state = [], {}
+
+    def visit(s, path):
+        if state.get(id(s)) == "done":
+            return
+        if state.get(id(s)) == "visiting":
+            cycle = path[path.index(s) :] + [s]
+            raise DefinitionError(
+                f"Pipeline {self.name!r} has a cycle: {' -> '.join(x.name for x in cycle)}.",
+                fix="A step cannot depend, directly or not, on its own outputs.",
+            )
+        state[id(s)] = "visiting"
+        for d in self.dependencies(s):
+            visit(d, path + [s])
+        state[id(s)] = "done"
+        order.append(s)
+
+    for s in self.steps:
+        visit(s, [])
+    return order
+
+# %% ../../nbs/engine/definition.ipynb #11938c43
+@patch
+def _check_notebooks(self: Pipeline):
+    for s in self.steps:
+        if not isinstance(s, NotebookStep):
+            continue
+        path = self.pipeline_dir / s.notebook
+        if not path.is_file():
+            raise DefinitionError(
+                f"Step {s.name!r} runs {path}, which does not exist.",
+                fix=f"Put the notebook in {self.pipeline_dir}/ or fix its name.",
+            )
+        declared = notebook_parameters(path)
+        if not declared:
+            raise DefinitionError(
+                f"Step {s.name!r}: {path.name} has no cell tagged 'parameters'.",
+                fix="Tag the cell that sets the notebook's inputs with 'parameters'.",
+            )
+        for key in list(s.inputs) + ["out_dir"]:
+            if key not in declared:
+                raise DefinitionError(
+                    f"Step {s.name!r} passes {key!r}, but {path.name} "
+                    f"has no such parameter.{did_you_mean(key, declared)}",
+                    fix=f"Its parameters are: {', '.join(declared)}."
+                    + (" Every notebook step receives out_dir." if key == "out_dir" else ""),
                 )
-        keep, todo = set(), [s for s in self.steps if s.name in steps]
-        while todo:
-            s = todo.pop()
-            if id(s) in keep:
-                continue
-            keep.add(id(s))
-            todo += self.dependencies(s)
-        part = copy.copy(self)  # already validated: only fewer steps
-        part.steps = [s for s in self.steps if id(s) in keep]
-        part.order = [s for s in self.order if id(s) in keep]
-        return part
+        for key, v in s.inputs.items():
+            want, got = declared[key], _value_type(v)
+            if want is not None and got is not None and got is not want and not (want is float and got is int):
+                raise DefinitionError(
+                    f"Step {s.name!r} passes {got.__name__} to {path.name} "
+                    f"parameter {key!r}, whose default is {want.__name__}.",
+                    fix="Pass a value of the notebook's type, or change the notebook's default.",
+                )
+
+# %% ../../nbs/engine/definition.ipynb #efe21786
+@patch
+def of_kind(self: Pipeline, *kinds: str) -> list[Step]:
+    """The steps of these kinds, in dependency order: how code outside the definition finds the gate or the register
+    step.
+    """
+    return [s for s in self.order if s.kind in kinds]
+
+# %% ../../nbs/engine/definition.ipynb #b807b927
+@patch
+def resolve(self: Pipeline, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    "Every parameter's value for a run: defaults, with `overrides` checked and converted."
+    overrides = dict(overrides or {})
+    for k in overrides:
+        if k not in self.parameters:
+            raise ParameterError(
+                f"Pipeline {self.name!r} has no parameter {k!r}.{did_you_mean(k, self.parameters)}",
+                fix=f"Its parameters are: {', '.join(self.parameters) or '(none)'}.",
+            )
+    return {n: p.coerce(overrides[n]) if n in overrides else p.default for n, p in self.parameters.items()}
+
+# %% ../../nbs/engine/definition.ipynb #2990dbe8
+@patch
+def upto(self: Pipeline, *steps: str) -> "Pipeline":
+    "The part of this pipeline that `steps` need: them and every step they depend on, directly or not."
+    names = [s.name for s in self.steps]
+    for step in steps:
+        if step not in names:
+            raise ParameterError(
+                f"Pipeline {self.name!r} has no step {step!r}.{did_you_mean(step, names)}",
+                fix=f"Its steps are: {', '.join(names)}.",
+            )
+    keep, todo = set(), [s for s in self.steps if s.name in steps]
+    while todo:
+        s = todo.pop()
+        if id(s) in keep:
+            continue
+        keep.add(id(s))
+        todo += self.dependencies(s)
+    part = copy.copy(self)  # already validated: only fewer steps
+    part.steps = [s for s in self.steps if id(s) in keep]
+    part.order = [s for s in self.order if id(s) in keep]
+    return part
 
 # %% ../../nbs/engine/definition.ipynb #08692556
 def load_pipeline(path: str | Path) -> Pipeline:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastcore.basics import patch
+
 from ..core.config import SETTINGS, Config, load_config
 from ..core.errors import EarthsnapError, ParameterError
 from ..core.faults import scope, write_point
@@ -41,7 +43,7 @@ from .runs import RunNotFound, RunStore, new_run_id
 
 # %% auto #0
 __all__ = ['RUN_ID', 'NOT_IN_CACHE_KEY', 'OPS', 'HANDLERS', 'STEP_KINDS_GROUP', 'GC_WAIT', 'RunFailed', 'RunInterrupted',
-           'StepState', 'LocalRun', 'read_json_value', 'handles', 'load_step_kinds', 'run_notebook_step',
+           'StepState', 'read_json_value', 'LocalRun', 'handles', 'load_step_kinds', 'run_notebook_step',
            'run_condition_step', 'run_fail_step', 'installed_kernels', 'check_run', 'run_pipeline']
 
 # %% ../../nbs/engine/executor.ipynb #7dc309ba
@@ -71,6 +73,26 @@ class StepState:
     value: Any = None  # a condition's outcome
     error: str | None = None
 
+# %% ../../nbs/engine/executor.ipynb #a65863b1
+def read_json_value(file: Path, path: str) -> Any:
+    "The value at dotted `path` in the JSON `file` (SageMaker's JsonGet)."
+    try:
+        node = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise StepFailed(
+            f"Cannot read {file}: {e}", fix="The step that writes it must write valid JSON there."
+        ) from None
+    for key in path.split("."):
+        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        elif isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            raise StepFailed(
+                f"{file} has no {path!r} (no {key!r} there).", fix="Check the JSON path, or what the step writes."
+            )
+    return node
+
 # %% ../../nbs/engine/executor.ipynb #6e41e5e8
 class LocalRun:
     "One run of a pipeline on this machine; made and driven by `run_pipeline`."
@@ -98,106 +120,99 @@ class LocalRun:
         self._renderer = ThreadPoolExecutor(1, thread_name_prefix="render")
         self._renders: list = []
 
-    @property
-    def kernels(self):
-        """The run's KernelPool (jupyter_client is imported only by a run that starts a kernel); kernels' own output
-        goes to logs in the run directory.
-        """
-        with self._kernels_lock:  # not the fingerprints' lock, which is held while large inputs are hashed
-            if self._kernels is None:
-                from earthsnap.engine.kernels import KernelPool
+# %% ../../nbs/engine/executor.ipynb #6b0a6e0e
+@patch
+def emit(self: LocalRun, step: str, status: str, **detail):
+    self._emit({"run": self.run_id, "step": step, "status": status, "time": time.time(), **detail})
 
-                self._kernels = KernelPool(log_dir=self.run_dir / ".kernels")
-            return self._kernels
+# %% ../../nbs/engine/executor.ipynb #f7d1e358
+@patch
+def value(self: LocalRun, v: Any) -> Any:
+    "The run-time value of a step input: a parameter, a setting, an output's path, a JSON value, or `v` itself."
+    if isinstance(v, Parameter):
+        return self.values[v.name]
+    if isinstance(v, ConfigValue):
+        return getattr(self.cfg, v.name)
+    if isinstance(v, StepOutput):
+        return self.states[v.step.name].outputs[v.name]["path"]
+    if isinstance(v, JsonValue):
+        return read_json_value(Path(self.value(v.output)) / v.file, v.path)
+    return v
 
-    def render_later(self, notebook: Path):
-        "Render a step's executed notebook to HTML off the step's path (done before the run ends)."
-        self._renders.append(self._renderer.submit(render_html, notebook))
+# %% ../../nbs/engine/executor.ipynb #ec2b309e
+@patch
+def fingerprint(self: LocalRun, path: str) -> str:  # noqa: F811 (the module's `fingerprint` stays the imported one)
+    "The content digest of a location a step reads, computed once per run."
+    with self._lock:
+        if path not in self._fingerprints:
+            self._fingerprints[path] = fingerprint(path, self.cfg.s3_endpoint_url or None, self.memo)
+        return self._fingerprints[path]
 
-    def finish_background(self):
-        "Wait for the HTML renderings and shut the unused kernels down: called however the run ends."
-        if self._kernels is not None:
-            self._kernels.close()
-        self._renderer.shutdown(wait=True)
-        try:
-            self.memo.save()  # only a speed-up: a full disk or a locked file must not fail the run
-        except Exception as e:
-            self.emit(
-                "",
-                "warning",
-                detail=f"the file digests could not be remembered ({e}); the next run reads the files again",
-            )
-        for f in self._renders:
-            if f.exception() is not None:
-                self.emit("", "warning", detail=f"an executed notebook could not be rendered to HTML: {f.exception()}")
+# %% ../../nbs/engine/executor.ipynb #5f679031
+@patch
+def record(
+    self: LocalRun,
+    step: Step,
+    status: str,
+    error: str | None = None,
+    cached_from: str | None = None,
+    notebook: str | None = None,
+    outputs: dict | None = None,
+    detail: str | None = None,
+):
+    """Set a finished step's state, in memory and in the run records (`outputs`: the state's own), and tell the
+    progress display.
+    """
+    st = self.states[step.name]
+    st.status, st.error = status, error
+    self.store.finish_step(
+        self.run_id,
+        step.name,
+        status,
+        outputs=outputs or st.outputs or None,
+        error=error,
+        cached_from=cached_from,
+        notebook=notebook,
+    )
+    self.emit(step.name, status, error=error, cached_from=cached_from, detail=detail)
 
-    def emit(self, step: str, status: str, **detail):
-        self._emit({"run": self.run_id, "step": step, "status": status, "time": time.time(), **detail})
+# %% ../../nbs/engine/executor.ipynb #a0803f17
+@patch(as_prop=True)
+def kernels(self: LocalRun):
+    """The run's KernelPool (jupyter_client is imported only by a run that starts a kernel); kernels' own output
+    goes to logs in the run directory.
+    """
+    with self._kernels_lock:  # not the fingerprints' lock, which is held while large inputs are hashed
+        if self._kernels is None:
+            from earthsnap.engine.kernels import KernelPool
 
-    def record(
-        self,
-        step: Step,
-        status: str,
-        error: str | None = None,
-        cached_from: str | None = None,
-        notebook: str | None = None,
-        outputs: dict | None = None,
-        detail: str | None = None,
-    ):
-        """Set a finished step's state, in memory and in the run records (`outputs`: the state's own), and tell the
-        progress display.
-        """
-        st = self.states[step.name]
-        st.status, st.error = status, error
-        self.store.finish_step(
-            self.run_id,
-            step.name,
-            status,
-            outputs=outputs or st.outputs or None,
-            error=error,
-            cached_from=cached_from,
-            notebook=notebook,
-        )
-        self.emit(step.name, status, error=error, cached_from=cached_from, detail=detail)
+            self._kernels = KernelPool(log_dir=self.run_dir / ".kernels")
+        return self._kernels
 
-    def value(self, v: Any) -> Any:
-        "The run-time value of a step input: a parameter, a setting, an output's path, a JSON value, or `v` itself."
-        if isinstance(v, Parameter):
-            return self.values[v.name]
-        if isinstance(v, ConfigValue):
-            return getattr(self.cfg, v.name)
-        if isinstance(v, StepOutput):
-            return self.states[v.step.name].outputs[v.name]["path"]
-        if isinstance(v, JsonValue):
-            return read_json_value(Path(self.value(v.output)) / v.file, v.path)
-        return v
+# %% ../../nbs/engine/executor.ipynb #fee94041
+@patch
+def render_later(self: LocalRun, notebook: Path):
+    "Render a step's executed notebook to HTML off the step's path (done before the run ends)."
+    self._renders.append(self._renderer.submit(render_html, notebook))
 
-    def fingerprint(self, path: str) -> str:
-        "The content digest of a location a step reads, computed once per run."
-        with self._lock:
-            if path not in self._fingerprints:
-                self._fingerprints[path] = fingerprint(path, self.cfg.s3_endpoint_url or None, self.memo)
-            return self._fingerprints[path]
-
-# %% ../../nbs/engine/executor.ipynb #a65863b1
-def read_json_value(file: Path, path: str) -> Any:
-    "The value at dotted `path` in the JSON `file` (SageMaker's JsonGet)."
+# %% ../../nbs/engine/executor.ipynb #e20babd7
+@patch
+def finish_background(self: LocalRun):
+    "Wait for the HTML renderings and shut the unused kernels down: called however the run ends."
+    if self._kernels is not None:
+        self._kernels.close()
+    self._renderer.shutdown(wait=True)
     try:
-        node = json.loads(file.read_text())
-    except (OSError, ValueError) as e:
-        raise StepFailed(
-            f"Cannot read {file}: {e}", fix="The step that writes it must write valid JSON there."
-        ) from None
-    for key in path.split("."):
-        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
-            node = node[int(key)]
-        elif isinstance(node, dict) and key in node:
-            node = node[key]
-        else:
-            raise StepFailed(
-                f"{file} has no {path!r} (no {key!r} there).", fix="Check the JSON path, or what the step writes."
-            )
-    return node
+        self.memo.save()  # only a speed-up: a full disk or a locked file must not fail the run
+    except Exception as e:
+        self.emit(
+            "",
+            "warning",
+            detail=f"the file digests could not be remembered ({e}); the next run reads the files again",
+        )
+    for f in self._renders:
+        if f.exception() is not None:
+            self.emit("", "warning", detail=f"an executed notebook could not be rendered to HTML: {f.exception()}")
 
 # %% ../../nbs/engine/executor.ipynb #a8cb93dc
 HANDLERS: dict[str, Callable[[LocalRun, Step], None]] = {}
@@ -216,12 +231,10 @@ def handles(*kinds: str):
     return register
 
 # %% ../../nbs/engine/executor.ipynb #367d4215
-def load_step_kinds(needed: Iterable[str] | None = None) -> dict[str, Callable]:
-    """Import the modules declared under the `earthsnap.step_kinds` entry points (each registers its handlers
-    with `@handles` when imported) and return the handlers known now. The engine names no step library itself.
-    With `needed` (the kinds a pipeline uses), earthsnap's own entry points are read first and the other installed
-    packages' only if a kind is still missing: reading every package's metadata takes 50 ms, which a cached run
-    need not pay."""
+def load_step_kinds(
+    needed: Iterable[str] | None = None,  # the kinds a pipeline uses: other packages are read only if one is missing
+) -> dict[str, Callable]:
+    "Import the modules named under the `earthsnap.step_kinds` entry points; return the handlers known now."
     from importlib.metadata import PackageNotFoundError, distribution, entry_points
 
     if needed is not None and not set(needed) <= set(HANDLERS):
@@ -241,7 +254,7 @@ def load_step_kinds(needed: Iterable[str] | None = None) -> dict[str, Callable]:
             ep.load()
     return HANDLERS
 
-# %% ../../nbs/engine/executor.ipynb #4b24c74e
+# %% ../../nbs/engine/executor.ipynb #5175b166
 def _cache_inputs(run: LocalRun, step: NotebookStep, params: dict) -> tuple[dict, dict]:
     values, contents = {}, {}
     for k, v in step.inputs.items():
@@ -255,7 +268,7 @@ def _cache_inputs(run: LocalRun, step: NotebookStep, params: dict) -> tuple[dict
                 contents[k] = run.fingerprint(params[k])
     return values, contents
 
-
+# %% ../../nbs/engine/executor.ipynb #27ba7d82
 def _reusable(run: LocalRun, step: NotebookStep, key: str) -> dict | None:
     "An earlier successful step with this key whose outputs are all still there, unchanged."
     for hit in run.store.cached(key):
@@ -266,7 +279,44 @@ def _reusable(run: LocalRun, step: NotebookStep, key: str) -> dict | None:
             return hit
     return None
 
+# %% ../../nbs/engine/executor.ipynb #6f4641ff
+def _take_kernel(run: LocalRun, step: NotebookStep, src: Path, dst: Path):
+    "A kernel started while earlier steps ran (None when there is none), and the log its process writes to."
+    km, run.warming = run.kernels.take(step.compute.kernel, str(src.parent)), True
+    log = dst.with_suffix(".kernel.log")  # what the kernel process prints besides the notebook's output
+    if km is not None and km.log_path:
+        os.replace(km.log_path, log)
+        km.log_path = str(log)
+    return km, log
 
+# %% ../../nbs/engine/executor.ipynb #7e54d24d
+def _check_outputs(step: NotebookStep, partial: Path, dst: Path):
+    "Refuse a notebook that did not write every output its step declares."
+    missing = [o for o in step.output_names if not (partial / o).exists()]
+    if missing:
+        raise StepFailed(
+            f"Notebook {step.notebook} did not write output(s) {', '.join(missing)} of step {step.name!r}.",
+            fix=f"Write each output of the step under out_dir/<output>/; read the executed notebook: {dst}",
+        )
+
+# %% ../../nbs/engine/executor.ipynb #819d2315
+def _set_aside(run: LocalRun, step: NotebookStep, dst: Path, attempt: int):
+    "Keep a failed attempt's notebook, its HTML and its kernel's log as `<step>.attempt-<n>.*` before a retry."
+    for ext in ("ipynb", "html", "kernel.log"):
+        if dst.with_suffix(f".{ext}").exists():
+            shutil.move(dst.with_suffix(f".{ext}"), run.run_dir / f"{step.name}.attempt-{attempt}.{ext}")
+
+# %% ../../nbs/engine/executor.ipynb #e9cb8f83
+def _release_kernel(run: LocalRun, km, log: Path):
+    "After an attempt: its kernel shut down in the background, or the empty log of the one papermill started removed."
+    if km is not None:
+        run.kernels.done(km)  # shut down in the background (its log removed if empty)
+    else:  # papermill started and shut down this one
+        from earthsnap.engine.kernels import remove_empty_log
+
+        remove_empty_log(log)
+
+# %% ../../nbs/engine/executor.ipynb #4b24c74e
 @handles("processing", "training", "tuning")
 def run_notebook_step(run: LocalRun, step: NotebookStep):
     "Run a notebook step (or reuse its cached outputs), writing its outputs atomically."
@@ -287,12 +337,7 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
         run.emit(step.name, "running", attempt=attempt)
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        # a kernel started while earlier steps ran
-        km, run.warming = run.kernels.take(step.compute.kernel, str(src.parent)), True
-        log = dst.with_suffix(".kernel.log")  # what the kernel process prints besides the notebook's output
-        if km is not None and km.log_path:
-            os.replace(km.log_path, log)
-            km.log_path = str(log)
+        km, log = _take_kernel(run, step, src, dst)
         try:
             run_notebook(
                 src,
@@ -306,31 +351,19 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
                 render=False,
                 kernel_log=log,
             )
-            missing = [o for o in step.output_names if not (partial / o).exists()]
-            if missing:
-                raise StepFailed(
-                    f"Notebook {step.notebook} did not write output(s) {', '.join(missing)} of step {step.name!r}.",
-                    fix=f"Write each output of the step under out_dir/<output>/; read the executed notebook: {dst}",
-                )
+            _check_outputs(step, partial, dst)
         except StepFailed as e:
             if dst.exists():
                 render_html(dst)  # a failure's report at once: a retry moves it aside, a person reads it
             st.error = e.what + (f" ({e.fix})" if e.fix else "")
             if attempt <= step.retries and not run.stop.is_set():
-                for ext in ("ipynb", "html", "kernel.log"):
-                    if dst.with_suffix(f".{ext}").exists():
-                        shutil.move(dst.with_suffix(f".{ext}"), run.run_dir / f"{step.name}.attempt-{attempt}.{ext}")
+                _set_aside(run, step, dst, attempt)
                 run.emit(step.name, "retrying", error=st.error, attempt=attempt)
                 continue
             shutil.rmtree(partial, ignore_errors=True)
             return run.record(step, "failed", error=st.error)
         finally:
-            if km is not None:
-                run.kernels.done(km)  # shut down in the background (its log removed if empty)
-            else:  # papermill started and shut down this one
-                from earthsnap.engine.kernels import remove_empty_log
-
-                remove_empty_log(log)
+            _release_kernel(run, km, log)
         run.render_later(dst)
         shutil.rmtree(final, ignore_errors=True)  # a resumed run may have left one behind
         write_point("before")
@@ -377,7 +410,7 @@ def run_fail_step(run: LocalRun, step: FailStep):
         message = f"{step.message} ({e.what})"
     run.record(step, "failed", error=message)
 
-# %% ../../nbs/engine/executor.ipynb #c9a9199f
+# %% ../../nbs/engine/executor.ipynb #efc85b19
 def _skip(run: LocalRun, step: Step) -> bool:
     deps = run.pipeline.dependencies(step)
     if any(run.states[d.name].status == "skipped" for d in deps):
@@ -390,11 +423,11 @@ def _skip(run: LocalRun, step: Step) -> bool:
                 return True
     return False
 
-
+# %% ../../nbs/engine/executor.ipynb #d5d700d8
 def _ready(run: LocalRun, step: Step) -> bool:
     return all(run.states[d.name].status in ("succeeded", "cached", "skipped") for d in run.pipeline.dependencies(step))
 
-
+# %% ../../nbs/engine/executor.ipynb #c276675e
 def _call(handler, run: LocalRun, step: Step):
     with scope(step.name):  # the write points of a step are named after it (core.faults)
         try:
@@ -403,7 +436,7 @@ def _call(handler, run: LocalRun, step: Step):
             run.states[step.name].outputs = {}
             run.record(step, "failed", error=e.what + (f" ({e.fix})" if e.fix else ""))
 
-
+# %% ../../nbs/engine/executor.ipynb #c41a6ffa
 def _warm(run: LocalRun, workers: int):
     """Have kernels starting for the notebook steps still pending, the next ones first: at most 2 x workers - 1 kernels
     alive, running ones included.
@@ -423,7 +456,7 @@ def _warm(run: LocalRun, workers: int):
     for (kernel, cwd), n in want.items():
         run.kernels.warm(kernel, cwd, n)
 
-
+# %% ../../nbs/engine/executor.ipynb #49588f27
 def _schedule(run: LocalRun, workers: int):
     running: dict = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step") as pool:
@@ -504,7 +537,7 @@ def _prepare_values(pipeline: Pipeline, cfg: Config, values: dict) -> dict:
         out[name] = v
     return out
 
-
+# %% ../../nbs/engine/executor.ipynb #b2fdd79e
 def _preflight(pipeline: Pipeline, cfg: Config):
     """Refuse, before a run is recorded, what would fail later: a step kind with no handler, a kernel not installed,
     runs not on this disk.
@@ -533,7 +566,7 @@ def _preflight(pipeline: Pipeline, cfg: Config):
                     ),
                 )
 
-
+# %% ../../nbs/engine/executor.ipynb #e81fb870
 def check_run(pipeline: Pipeline, cfg: Config, parameters: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
     """What `run_pipeline` checks before it records a run: the step kinds and kernels, every parameter, the paths;
     returns (values, prepared).
@@ -543,10 +576,11 @@ def check_run(pipeline: Pipeline, cfg: Config, parameters: Mapping[str, Any] | N
     return values, _prepare_values(pipeline, cfg, values)
 
 # %% ../../nbs/engine/executor.ipynb #bba6c7a3
-def _restore(run: LocalRun, steps: list[dict]):
-    """Take back, from a resumed run's records, the steps that succeeded with what each kind keeps: a notebook step
-    its output files (when each is recorded and still there; else it runs again), a condition its outcome, any other
-    step the values it recorded (the register step: the version it registered)."""
+def _restore(
+    run: LocalRun,  # the resumed run, its states all pending
+    steps: list[dict],  # its step records, as `RunStore.resume` returns them
+):
+    "Take back, from a resumed run's records, the steps that succeeded, with what each kind keeps."
     for s in steps:
         step = next((x for x in run.pipeline.steps if x.name == s["name"]), None)
         if step is None or s["status"] not in ("succeeded", "cached"):
@@ -565,143 +599,7 @@ def _restore(run: LocalRun, steps: list[dict]):
         else:
             st.status, st.outputs = s["status"], outputs
 
-# %% ../../nbs/engine/executor.ipynb #cfcace73
-def run_pipeline(
-    pipeline: Pipeline,
-    parameters: Mapping[str, Any] | None = None,
-    *,
-    config: Config | None = None,
-    workers: int | None = None,
-    cache: bool | None = None,
-    resume: str | None = None,
-    on_event: Callable[[dict], None] | None = None,
-    run_id: str | None = None,
-    started_by: str | None = None,
-    rehash: bool = False,
-    to: list[str] | None = None,
-) -> dict:
-    """Run `pipeline` (only up `to` those steps, if given) here, or resume run `resume` as it was started; returns the
-    run record. Raises RunFailed or RunInterrupted. `run_id`: the new run's id (default: a fresh one); `started_by`:
-    who, as recorded (default: the login name); `rehash`: read every file a cache key depends on (see DigestMemo).
-    """
-    cfg = config or load_config()
-    if run_id is not None and (resume or not RUN_ID.fullmatch(run_id)):
-        raise ParameterError(
-            f"{run_id!r} cannot name a new run." if not resume else "A resumed run keeps its id.",
-            fix="A run id is letters, digits, '.', '_' and '-' (at most 100), starting with a letter or digit.",
-        )
-    store = RunStore(cfg.registry)
-    # `earthsnap runs gc` deletes nothing while a run may read it
-    with project_lock(Path(cfg.registry).parent, "gc", shared=True, wait=GC_WAIT, on_wait=_say_waiting):
-        return _run_locked(
-            pipeline, parameters, cfg, store, workers, cache, resume, on_event, run_id, started_by, rehash, to
-        )
-
-
-GC_WAIT = 900.0  # seconds a run waits for `earthsnap runs gc` to finish deleting
-
-
-def _say_waiting(holder: str) -> None:
-    import sys
-
-    print(f"waiting for {holder} to finish before the run starts", file=sys.stderr, flush=True)
-
-
-def _run_locked(
-    pipeline, parameters, cfg, store, workers, cache, resume, on_event, run_id, started_by, rehash, to
-) -> dict:
-    if resume:  # a resume runs as its run was started: the same steps, cache and workers, unless told otherwise
-        old = store.run(resume)
-        pipeline, cache, workers, options = _resumed_options(pipeline, old, cache, workers, to)
-    else:
-        options = {"cache": cache is not False, "workers": workers, "to": list(to) if to else None}
-        if to:
-            pipeline = pipeline.upto(*to)
-    # every value checked before the run is recorded
-    if not resume:
-        values, prepared = check_run(pipeline, cfg, parameters)
-    else:
-        _preflight(pipeline, cfg)
-    run = LocalRun(pipeline, cfg, store, cache is not False, on_event or (lambda e: None), rehash)
-    if resume:
-        if old["pipeline"] != pipeline.name:
-            raise ParameterError(
-                f"Run {resume} is a run of pipeline {old['pipeline']!r}, not {pipeline.name!r}.",
-                fix="Resume it with its own pipeline.",
-            )
-        if parameters:
-            raise ParameterError(
-                "A resumed run keeps the parameters it started with.", fix="Drop the -p options, or start a new run."
-            )
-        run.values = _prepare_values(pipeline, cfg, pipeline.resolve(old["parameters"]))
-        rec = store.resume(resume, cfg.project_dir, options)
-        run.run_id, run.run_dir = resume, Path(rec["run_dir"])
-        _restore(run, rec["steps"])
-        shutil.rmtree(run.run_dir / ".partial", ignore_errors=True)
-    else:
-        if run_id and _recorded(store, run_id):
-            raise ParameterError(
-                f"There is a run {run_id} already.", fix="Give the new run another id, or resume that one."
-            )
-        run.values, run.run_id = prepared, run_id or new_run_id(pipeline.name)
-        run.run_dir = Path(cfg.runs) / run.run_id
-        store.create_run(
-            pipeline.name,
-            values,
-            run.run_dir,
-            project_dir=cfg.project_dir,
-            run_id=run.run_id,
-            started_by=started_by,
-            options=options,
-        )
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    store.add_steps(run.run_id, [s.name for s in pipeline.order])
-    n = max(1, workers or cfg.n_workers)
-    run.emit(
-        "",
-        "started",
-        detail=f"{len(pipeline.steps)} steps, {n} at a time" + ("" if run.cache else ", cache off"),
-        run_dir=str(run.run_dir),
-        resumed=bool(resume),
-    )
-    previous = (
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-        if threading.current_thread() is threading.main_thread()
-        else None
-    )
-    try:
-        _schedule(run, n)
-    except KeyboardInterrupt:
-        store.finish_run(run.run_id, "interrupted", error="interrupted")
-        run.emit("", "interrupted")
-        raise RunInterrupted(
-            f"Run {run.run_id} was interrupted.", fix=f"Resume it: earthsnap run --resume {run.run_id}"
-        ) from None
-    finally:
-        run.finish_background()  # the HTML of every executed notebook written, no kernel left running
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    failed = [(name, st.error) for name, st in run.states.items() if st.status == "failed"]
-    if failed:
-        error = "; ".join(f"step {n} failed: {e}" for n, e in failed)
-        store.finish_run(run.run_id, "failed", error=error)
-        run.emit("", "failed", error=error)
-        raise RunFailed(
-            f"Run {run.run_id} failed: {error}",
-            fix=(
-                f"Read the step's executed notebook in {run.run_dir}, "
-                f"fix the cause, then: earthsnap run --resume {run.run_id}"
-            ),
-        )
-    store.finish_run(run.run_id, "succeeded")
-    run.emit("", "succeeded")
-    return store.run(run.run_id)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
+# %% ../../nbs/engine/executor.ipynb #7d5ada18
 def _resumed_options(pipeline: Pipeline, old: dict, cache: bool | None, workers: int | None, to: list[str] | None):
     """The pipeline, cache, workers and options of a resumed run: as recorded when it started; `cache=False` or other
     `workers` may be asked for, other steps may not.
@@ -722,10 +620,167 @@ def _resumed_options(pipeline: Pipeline, old: dict, cache: bool | None, workers:
     workers = workers or was.get("workers")
     return pipeline, cache, workers, {"cache": cache, "workers": workers, "to": steps}
 
+# %% ../../nbs/engine/executor.ipynb #7bdb9040
+GC_WAIT = 900.0  # seconds a run waits for `earthsnap runs gc` to finish deleting
 
+
+def _say_waiting(holder: str) -> None:
+    import sys
+
+    print(f"waiting for {holder} to finish before the run starts", file=sys.stderr, flush=True)
+
+# %% ../../nbs/engine/executor.ipynb #2d4740f4
 def _recorded(store: RunStore, run_id: str) -> bool:
     try:
         store.run(run_id)
         return True
     except RunNotFound:
         return False
+
+# %% ../../nbs/engine/executor.ipynb #cbe8c2ff
+def _record_new(run: LocalRun, values: dict, prepared: dict, run_id: str | None, started_by: str | None, options: dict):
+    "Record `run` as a new run, with its parameters' `values` (`prepared`: their paths expanded) and its own id."
+    pipeline, cfg, store = run.pipeline, run.cfg, run.store
+    if run_id and _recorded(store, run_id):
+        raise ParameterError(
+            f"There is a run {run_id} already.", fix="Give the new run another id, or resume that one."
+        )
+    run.values, run.run_id = prepared, run_id or new_run_id(pipeline.name)
+    run.run_dir = Path(cfg.runs) / run.run_id
+    store.create_run(
+        pipeline.name,
+        values,
+        run.run_dir,
+        project_dir=cfg.project_dir,
+        run_id=run.run_id,
+        started_by=started_by,
+        options=options,
+    )
+
+# %% ../../nbs/engine/executor.ipynb #c252199a
+def _take_up(run: LocalRun, resume: str, old: dict, parameters: Mapping[str, Any] | None, options: dict):
+    "Make `run` the resumed run `resume` (recorded as `old`): its values, its directory, the steps that succeeded."
+    pipeline, cfg, store = run.pipeline, run.cfg, run.store
+    if old["pipeline"] != pipeline.name:
+        raise ParameterError(
+            f"Run {resume} is a run of pipeline {old['pipeline']!r}, not {pipeline.name!r}.",
+            fix="Resume it with its own pipeline.",
+        )
+    if parameters:
+        raise ParameterError(
+            "A resumed run keeps the parameters it started with.", fix="Drop the -p options, or start a new run."
+        )
+    run.values = _prepare_values(pipeline, cfg, pipeline.resolve(old["parameters"]))
+    rec = store.resume(resume, cfg.project_dir, options)
+    run.run_id, run.run_dir = resume, Path(rec["run_dir"])
+    _restore(run, rec["steps"])
+    shutil.rmtree(run.run_dir / ".partial", ignore_errors=True)
+
+# %% ../../nbs/engine/executor.ipynb #628154cc
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+# %% ../../nbs/engine/executor.ipynb #64e21ff7
+def _drive(run: LocalRun, n: int):
+    "Run the steps, `n` at a time; Ctrl-C or SIGTERM (in the main thread) records the run as interrupted."
+    store = run.store
+    previous = (
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        if threading.current_thread() is threading.main_thread()
+        else None
+    )
+    try:
+        _schedule(run, n)
+    except KeyboardInterrupt:
+        store.finish_run(run.run_id, "interrupted", error="interrupted")
+        run.emit("", "interrupted")
+        raise RunInterrupted(
+            f"Run {run.run_id} was interrupted.", fix=f"Resume it: earthsnap run --resume {run.run_id}"
+        ) from None
+    finally:
+        run.finish_background()  # the HTML of every executed notebook written, no kernel left running
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+# %% ../../nbs/engine/executor.ipynb #1b8e7673
+def _conclude(run: LocalRun) -> dict:
+    "Record how the run ended: failed, naming each failed step and its error, or succeeded; returns its record."
+    store = run.store
+    failed = [(name, st.error) for name, st in run.states.items() if st.status == "failed"]
+    if failed:
+        error = "; ".join(f"step {n} failed: {e}" for n, e in failed)
+        store.finish_run(run.run_id, "failed", error=error)
+        run.emit("", "failed", error=error)
+        raise RunFailed(
+            f"Run {run.run_id} failed: {error}",
+            fix=(
+                f"Read the step's executed notebook in {run.run_dir}, "
+                f"fix the cause, then: earthsnap run --resume {run.run_id}"
+            ),
+        )
+    store.finish_run(run.run_id, "succeeded")
+    run.emit("", "succeeded")
+    return store.run(run.run_id)
+
+# %% ../../nbs/engine/executor.ipynb #17890da9
+def _run_locked(
+    pipeline, parameters, cfg, store, workers, cache, resume, on_event, run_id, started_by, rehash, to
+) -> dict:
+    if resume:  # a resume runs as its run was started: the same steps, cache and workers, unless told otherwise
+        old = store.run(resume)
+        pipeline, cache, workers, options = _resumed_options(pipeline, old, cache, workers, to)
+    else:
+        options = {"cache": cache is not False, "workers": workers, "to": list(to) if to else None}
+        if to:
+            pipeline = pipeline.upto(*to)
+    # every value checked before the run is recorded
+    if not resume:
+        values, prepared = check_run(pipeline, cfg, parameters)
+    else:
+        _preflight(pipeline, cfg)
+    run = LocalRun(pipeline, cfg, store, cache is not False, on_event or (lambda e: None), rehash)
+    if resume:
+        _take_up(run, resume, old, parameters, options)
+    else:
+        _record_new(run, values, prepared, run_id, started_by, options)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    store.add_steps(run.run_id, [s.name for s in pipeline.order])
+    n = max(1, workers or cfg.n_workers)
+    run.emit(
+        "",
+        "started",
+        detail=f"{len(pipeline.steps)} steps, {n} at a time" + ("" if run.cache else ", cache off"),
+        run_dir=str(run.run_dir),
+        resumed=bool(resume),
+    )
+    _drive(run, n)
+    return _conclude(run)
+
+# %% ../../nbs/engine/executor.ipynb #cfcace73
+def run_pipeline(
+    pipeline: Pipeline,  # the pipeline to run
+    parameters: Mapping[str, Any] | None = None,  # values for its parameters; the others keep their defaults
+    *,
+    config: Config | None = None,  # the project's configuration (default: `load_config()`)
+    workers: int | None = None,  # steps run at once (default: the configuration's `n_workers`)
+    cache: bool | None = None,  # False: run every step rather than reuse cached outputs
+    resume: str | None = None,  # a failed or interrupted run to take up, as it was started
+    on_event: Callable[[dict], None] | None = None,  # called with each progress event
+    run_id: str | None = None,  # the new run's id (default: a fresh one)
+    started_by: str | None = None,  # who started it, as recorded (default: the login name)
+    rehash: bool = False,  # read every file a cache key depends on (see `DigestMemo`)
+    to: list[str] | None = None,  # run only these steps and those they need
+) -> dict:
+    "Run `pipeline` here, or resume run `resume`; returns the run record, or raises RunFailed or RunInterrupted."
+    cfg = config or load_config()
+    if run_id is not None and (resume or not RUN_ID.fullmatch(run_id)):
+        raise ParameterError(
+            f"{run_id!r} cannot name a new run." if not resume else "A resumed run keeps its id.",
+            fix="A run id is letters, digits, '.', '_' and '-' (at most 100), starting with a letter or digit.",
+        )
+    store = RunStore(cfg.registry)
+    # `earthsnap runs gc` deletes nothing while a run may read it
+    with project_lock(Path(cfg.registry).parent, "gc", shared=True, wait=GC_WAIT, on_wait=_say_waiting):
+        return _run_locked(
+            pipeline, parameters, cfg, store, workers, cache, resume, on_event, run_id, started_by, rehash, to
+        )

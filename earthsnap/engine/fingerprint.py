@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
+from fastcore.basics import patch
+
 from ..core.database import connection, open_database, transaction
 from ..core.errors import StorageError
 from ..core.hashing import hash_json, sha256_stream
@@ -53,37 +55,41 @@ class DigestMemo:
                     }
         return self._known
 
-    def digest(self, p: Path) -> str:
-        "The sha256 of file `p`: remembered when its identity is unchanged, else read (and remembered)."
-        st, key = os.stat(p), os.path.abspath(p)
-        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        with self._lock:
-            known = self._new.get(key) or self._load().get(key)
-            if not self.rehash and known is not None and known[0] == ident:
-                self.remembered += 1
-                return known[1]
-        with open(p, "rb") as f:
-            digest = sha256_stream(f)
-        with self._lock:
-            self._new[key] = (ident, digest)
-            self.read += 1
-        return digest
+# %% ../../nbs/engine/fingerprint.ipynb #0ea1a2cd
+@patch
+def digest(self: DigestMemo, p: Path) -> str:
+    "The sha256 of file `p`: remembered when its identity is unchanged, else read (and remembered)."
+    st, key = os.stat(p), os.path.abspath(p)
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    with self._lock:
+        known = self._new.get(key) or self._load().get(key)
+        if not self.rehash and known is not None and known[0] == ident:
+            self.remembered += 1
+            return known[1]
+    with open(p, "rb") as f:
+        digest = sha256_stream(f)
+    with self._lock:
+        self._new[key] = (ident, digest)
+        self.read += 1
+    return digest
 
-    def save(self) -> int:
-        "Write what was read since the last save; the number of files written."
-        with self._lock:
-            new, self._new = self._new, {}
-        if not new:
-            return 0
-        open_database(self.db, DIGESTS_SCHEMA, name="digests")
-        with connection(self.db) as db, transaction(db):
-            db.executemany(
-                "INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(k, *ident, d) for k, (ident, d) in new.items()],
-            )
-        with self._lock:
-            self._load().update(new)
-        return len(new)
+# %% ../../nbs/engine/fingerprint.ipynb #0152c542
+@patch
+def save(self: DigestMemo) -> int:
+    "Write what was read since the last save; the number of files written."
+    with self._lock:
+        new, self._new = self._new, {}
+    if not new:
+        return 0
+    open_database(self.db, DIGESTS_SCHEMA, name="digests")
+    with connection(self.db) as db, transaction(db):
+        db.executemany(
+            "INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(k, *ident, d) for k, (ident, d) in new.items()],
+        )
+    with self._lock:
+        self._load().update(new)
+    return len(new)
 
 # %% ../../nbs/engine/fingerprint.ipynb #d3bbd051
 def _file_digest(p: Path, memo: "DigestMemo | None") -> str:
@@ -155,7 +161,7 @@ def library_digest() -> str:
         _LIBRARY["digest"] = hash_json(library_sources())
     return _LIBRARY["digest"]
 
-
+# %% ../../nbs/engine/fingerprint.ipynb #14aa1d52
 def cache_key(
     notebook: str | os.PathLike,
     kernel: str,

@@ -13,6 +13,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from queue import Empty
 
+from fastcore.basics import patch
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
@@ -117,7 +118,7 @@ class IPCKernelManager(AsyncKernelManager):
             except Exception:
                 pass
 
-# %% ../../nbs/engine/kernels.ipynb #93e73dc6
+# %% ../../nbs/engine/kernels.ipynb #ec5b3dfd
 def remove_empty_log(path: str | os.PathLike | None) -> None:
     "Remove a kernel's log that holds nothing (most do): a log is kept only when the kernel said something."
     try:
@@ -126,7 +127,7 @@ def remove_empty_log(path: str | os.PathLike | None) -> None:
     except OSError:
         pass
 
-
+# %% ../../nbs/engine/kernels.ipynb #93e73dc6
 class KernelPool:
     """Jupyter kernels started ahead of need, per (kernel name, working directory); each handed out once; `close` shuts
     the unused ones down. With `log_dir`, each kernel's own output goes to a file there.
@@ -142,83 +143,95 @@ class KernelPool:
         self._reaper = ThreadPoolExecutor(1, thread_name_prefix="kernel-reaper")
         self.started = self.taken = 0  # kernels this pool started, and handed out
 
-    def _start(self, key: tuple[str, str]) -> None:
-        km = IPCKernelManager(
-            kernel_name=key[0],
-            log_path=os.path.join(self.log_dir, f"kernel-{uuid.uuid4().hex[:12]}.log") if self.log_dir else None,
-        )
-        try:
-            run_sync(km.start_kernel)(cwd=key[1])
-        except Exception as e:
-            log.warning("could not start a %s kernel ahead: %s", key[0], e)
-            with self._lock:
-                self._starting[key] -= 1
-            return
-        with self._lock:
-            self._starting[key] -= 1
-            self.started += 1
-            if not self._closed:
-                self._warm.setdefault(key, []).append(km)
-                return
-        run_sync(km.close)(now=True)  # the run ended while it started
-
-    def warm(self, kernel_name: str, cwd: str, count: int) -> None:
-        "Have `count` kernels of `kernel_name`, working in `cwd`, started or starting for the steps to come."
-        key = (kernel_name, str(cwd))
-        with self._lock:
-            if self._closed:
-                return
-            need = count - len(self._warm.get(key, [])) - self._starting.get(key, 0)
-            self._starting[key] = self._starting.get(key, 0) + max(need, 0)
-        for _ in range(max(need, 0)):
-            self._starter.submit(self._start, key)
-
-    def waiting(self, kernel_name: str, cwd: str) -> int:
-        "How many kernels of this kind are started or starting, not yet taken."
-        key = (kernel_name, str(cwd))
-        with self._lock:
-            return len(self._warm.get(key, [])) + self._starting.get(key, 0)
-
-    def take(self, kernel_name: str, cwd: str) -> IPCKernelManager | None:
-        "A started kernel of `kernel_name` working in `cwd` for one step, or None when none is ready."
-        key = (kernel_name, str(cwd))
-        with self._lock:
-            warm = self._warm.get(key, [])
-            while warm:
-                km = warm.pop(0)
-                if (
-                    km.provisioner is not None
-                    and km.provisioner.process is not None
-                    and km.provisioner.process.poll() is None
-                ):
-                    self.taken += 1
-                    return km
-                self._reaper.submit(run_sync(km.close), True)  # it died while it waited: tidy its files
-        return None
-
-    def done(self, km: IPCKernelManager) -> None:
-        """The step is done with `km`: shut it down in the background (at once, here, when the pool is closed already);
-        its log goes if it is empty.
-        """
-        try:
-            self._reaper.submit(self._close, km)
-        except RuntimeError:
-            self._close(km, now=True)  # the reaper has stopped: the run is ending
-
     @staticmethod
     def _close(km: IPCKernelManager, now: bool = False) -> None:
         run_sync(km.close)(now=now)
         remove_empty_log(km.log_path)
 
-    def close(self) -> None:
-        "Shut every unused kernel down (at once) and wait for the shutdowns in progress: nothing outlives the run."
+# %% ../../nbs/engine/kernels.ipynb #3173d237
+@patch
+def _start(self: KernelPool, key: tuple[str, str]) -> None:
+    km = IPCKernelManager(
+        kernel_name=key[0],
+        log_path=os.path.join(self.log_dir, f"kernel-{uuid.uuid4().hex[:12]}.log") if self.log_dir else None,
+    )
+    try:
+        run_sync(km.start_kernel)(cwd=key[1])
+    except Exception as e:
+        log.warning("could not start a %s kernel ahead: %s", key[0], e)
         with self._lock:
-            self._closed = True
-            warm = [km for kms in self._warm.values() for km in kms]
-            self._warm.clear()
-        self._starter.shutdown(wait=True)  # a kernel still starting is closed by its starter
-        for km in warm:
-            self._reaper.submit(self._close, km, True)
-        self._reaper.shutdown(wait=True)
-        if self.log_dir and os.path.isdir(self.log_dir) and not os.listdir(self.log_dir):
-            os.rmdir(self.log_dir)
+            self._starting[key] -= 1
+        return
+    with self._lock:
+        self._starting[key] -= 1
+        self.started += 1
+        if not self._closed:
+            self._warm.setdefault(key, []).append(km)
+            return
+    run_sync(km.close)(now=True)  # the run ended while it started
+
+# %% ../../nbs/engine/kernels.ipynb #9617907d
+@patch
+def warm(self: KernelPool, kernel_name: str, cwd: str, count: int) -> None:
+    "Have `count` kernels of `kernel_name`, working in `cwd`, started or starting for the steps to come."
+    key = (kernel_name, str(cwd))
+    with self._lock:
+        if self._closed:
+            return
+        need = count - len(self._warm.get(key, [])) - self._starting.get(key, 0)
+        self._starting[key] = self._starting.get(key, 0) + max(need, 0)
+    for _ in range(max(need, 0)):
+        self._starter.submit(self._start, key)
+
+# %% ../../nbs/engine/kernels.ipynb #41ca939d
+@patch
+def waiting(self: KernelPool, kernel_name: str, cwd: str) -> int:
+    "How many kernels of this kind are started or starting, not yet taken."
+    key = (kernel_name, str(cwd))
+    with self._lock:
+        return len(self._warm.get(key, [])) + self._starting.get(key, 0)
+
+# %% ../../nbs/engine/kernels.ipynb #ef68df9a
+@patch
+def take(self: KernelPool, kernel_name: str, cwd: str) -> IPCKernelManager | None:
+    "A started kernel of `kernel_name` working in `cwd` for one step, or None when none is ready."
+    key = (kernel_name, str(cwd))
+    with self._lock:
+        warm = self._warm.get(key, [])
+        while warm:
+            km = warm.pop(0)
+            if (
+                km.provisioner is not None
+                and km.provisioner.process is not None
+                and km.provisioner.process.poll() is None
+            ):
+                self.taken += 1
+                return km
+            self._reaper.submit(run_sync(km.close), True)  # it died while it waited: tidy its files
+    return None
+
+# %% ../../nbs/engine/kernels.ipynb #10bfa96a
+@patch
+def done(self: KernelPool, km: IPCKernelManager) -> None:
+    """The step is done with `km`: shut it down in the background (at once, here, when the pool is closed already);
+    its log goes if it is empty.
+    """
+    try:
+        self._reaper.submit(self._close, km)
+    except RuntimeError:
+        self._close(km, now=True)  # the reaper has stopped: the run is ending
+
+# %% ../../nbs/engine/kernels.ipynb #f4b0c8a9
+@patch
+def close(self: KernelPool) -> None:
+    "Shut every unused kernel down (at once) and wait for the shutdowns in progress: nothing outlives the run."
+    with self._lock:
+        self._closed = True
+        warm = [km for kms in self._warm.values() for km in kms]
+        self._warm.clear()
+    self._starter.shutdown(wait=True)  # a kernel still starting is closed by its starter
+    for km in warm:
+        self._reaper.submit(self._close, km, True)
+    self._reaper.shutdown(wait=True)
+    if self.log_dir and os.path.isdir(self.log_dir) and not os.listdir(self.log_dir):
+        os.rmdir(self.log_dir)

@@ -122,32 +122,10 @@ def _stop_kernel(holder: dict, done: threading.Event):
         if done.wait(GRACE):
             return
 
-
-def run_notebook(
-    src: Path,
-    dst: Path,
-    parameters: dict,
-    progress: bool = True,
-    kernel_name: str | None = None,
-    timeout: float | None = None,
-    stop: threading.Event | None = None,
-    echo: bool = False,
-    km=None,
-    render: bool = True,
-    kernel_log: str | Path | None = None,
-) -> Path:
-    """Execute `src` with papermill into `dst`, kept (and rendered to HTML unless not `render`) also when it fails, runs
-    past `timeout` or is stopped; `echo` copies what its cells print to this process's stdout and stderr; `km`: a kernel
-    already started (in `src`'s folder, an `earthsnap.engine.kernels.IPCKernelManager`) to run it in; `kernel_log`: a
-    file for what the kernel it starts prints itself (its log, C libraries' warnings), instead of this process's stderr.
-    """
-    import papermill as pm
-
+# %% ../../nbs/engine/notebooks.ipynb #f38bea8a
+def _remembering_manager(holder: dict, kernel_log: str | Path | None):
+    "A kernel manager class that puts its kernel in `holder`, so the watchdog can stop it, and logs to `kernel_log`."
     from earthsnap.engine.kernels import IPCKernelManager
-
-    check_parameters(src, parameters)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    holder, done, why = ({"km": km} if km is not None else {}), threading.Event(), {}
 
     class KernelManager(IPCKernelManager):  # remembers its kernel, so the watchdog can stop it
         def __init__(self, *a, **kw):
@@ -155,6 +133,14 @@ def run_notebook(
             holder["km"] = self
             if kernel_log is not None:
                 self.log_path = str(kernel_log)
+
+    return KernelManager
+
+# %% ../../nbs/engine/notebooks.ipynb #00e220b4
+def _start_watchdog(
+    timeout: float | None, stop: threading.Event | None, holder: dict, done: threading.Event, why: dict
+):
+    "Stop the kernel in `holder` past `timeout` or once `stop` is set, noting the reason in `why`, until `done`."
 
     def watchdog():
         deadline = time.monotonic() + timeout if timeout else None
@@ -173,6 +159,44 @@ def run_notebook(
 
     if timeout or stop is not None:
         threading.Thread(target=watchdog, daemon=True).start()
+
+# %% ../../nbs/engine/notebooks.ipynb #f6154b27
+def _failure(src: Path, dst: Path, error: str, reason: str, timeout: float | None, render: bool) -> StepFailed:
+    "The error for a notebook that failed (`reason`: error, timeout or interrupted); a stopped one's copy says so."
+    what = {
+        "timeout": f"ran past its timeout of {timeout or 0:g} s and was stopped",
+        "interrupted": "was interrupted",
+    }.get(reason, error)
+    if reason != "error" and dst.exists():
+        mark_stopped(dst, what)
+        if render:
+            render_html(dst)
+    err = StepFailed(f"Notebook {src.name} {what}", fix=f"Read the executed notebook: {dst}" if dst.exists() else None)
+    err.reason = reason
+    return err
+
+# %% ../../nbs/engine/notebooks.ipynb #ebefcf6e
+def run_notebook(
+    src: Path,  # the notebook to run
+    dst: Path,  # where the executed notebook is written, also when it fails
+    parameters: dict,  # values papermill injects into its `parameters` cell
+    progress: bool = True,  # show papermill's progress bar
+    kernel_name: str | None = None,  # the Jupyter kernel to start (default: the notebook's own)
+    timeout: float | None = None,  # seconds, after which the kernel is stopped and the step fails
+    stop: threading.Event | None = None,  # set from elsewhere to stop the notebook
+    echo: bool = False,  # also copy what its cells print to this process's stdout and stderr
+    km=None,  # a kernel already started in `src`'s folder (an `IPCKernelManager`) to run it in
+    render: bool = True,  # write its HTML rendering beside `dst`
+    kernel_log: str | Path | None = None,  # a file for what the kernel it starts prints itself, instead of stderr
+) -> Path:
+    "Execute `src` with papermill into `dst`, kept also when it fails, runs past `timeout` or is stopped."
+    import papermill as pm
+
+    check_parameters(src, parameters)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    holder, done, why = ({"km": km} if km is not None else {}), threading.Event(), {}
+    KernelManager = _remembering_manager(holder, kernel_log)
+    _start_watchdog(timeout, stop, holder, done, why)
     error = None
     try:
         pm.execute_notebook(
@@ -197,18 +221,7 @@ def run_notebook(
             render_html(dst)
     if error is None:
         return dst
-    reason = why.get("reason", "error")
-    what = {
-        "timeout": f"ran past its timeout of {timeout or 0:g} s and was stopped",
-        "interrupted": "was interrupted",
-    }.get(reason, error)
-    if reason != "error" and dst.exists():
-        mark_stopped(dst, what)
-        if render:
-            render_html(dst)
-    err = StepFailed(f"Notebook {src.name} {what}", fix=f"Read the executed notebook: {dst}" if dst.exists() else None)
-    err.reason = reason
-    raise err
+    raise _failure(src, dst, error, why.get("reason", "error"), timeout, render)
 
 # %% ../../nbs/engine/notebooks.ipynb #7d7713ae
 def step_notebook(project_dir: Path, name: str) -> Path:

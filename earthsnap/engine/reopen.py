@@ -27,7 +27,7 @@ SCRATCH = "scratch"  # the project's folder for reopened steps
 class ReopenError(EarthsnapError):
     "A step that cannot be reopened: it never ran, it is not a notebook step, or an input it read is gone."
 
-
+# %% ../../nbs/engine/reopen.ipynb #6ff7170a
 def run_parameters(cfg: Config, run_id: str, step: str) -> tuple[dict, str]:
     """The values a run gave `step` (from its executed notebook, or that of the run it was cached from), and that run's
     id.

@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from fastcore.basics import patch
+
 from ..core.config import login_name
 from ..core.database import connection, open_database, transaction
 from ..core.errors import EarthsnapError
@@ -114,208 +116,7 @@ class RunStore:
         with connection(self.path) as db, transaction(db):
             yield db
 
-    def create_run(
-        self,
-        pipeline: str,
-        parameters: dict,
-        run_dir: str | os.PathLike,
-        project_dir: str | Path = ".",
-        run_id: str | None = None,
-        started_by: str | None = None,
-        options: dict | None = None,
-    ) -> str:
-        """Record a new run as running, started by `started_by` (default: the login name) with `options` (how: cache,
-        workers, steps); returns its id (`run_id`, or a new one from `new_run_id(pipeline)`).
-        """
-        run_id = run_id or new_run_id(pipeline)
-        # git runs before the write lock is taken
-        code, packages = json.dumps(code_version(project_dir)), json.dumps(package_versions())
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO runs (id, pipeline, status, started_at, parameters, code_version, packages, "
-                "run_dir, pid, started_by, options) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id,
-                    pipeline,
-                    time.time(),
-                    json.dumps(parameters, sort_keys=True),
-                    code,
-                    packages,
-                    os.fspath(run_dir),
-                    os.getpid(),
-                    started_by or login_name(),
-                    json.dumps(options, sort_keys=True) if options is not None else None,
-                ),
-            )
-        return run_id
-
-    def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
-        "Record how a run ended."
-        if status not in RUN_STATUSES[1:]:
-            raise ValueError(f"a run ends as one of {RUN_STATUSES[1:]}, not {status!r}")
-        with self._write() as db:
-            if (
-                db.execute(
-                    "UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ?",
-                    (status, time.time(), error, run_id),
-                ).rowcount
-                == 0
-            ):
-                raise RunNotFound(f"No run {run_id!r} in {self.path}.")
-
-    def add_steps(self, run_id: str, names: list[str]) -> None:
-        "Record the steps a run will take as pending (steps it has already are left as they are)."
-        with self._write() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO steps (run_id, name, status) VALUES (?, ?, 'pending')",
-                [(run_id, n) for n in names],
-            )
-
-    def resume(self, run_id: str, project_dir: str | Path = ".", options: dict | None = None) -> dict:
-        """Take up a failed or interrupted run again in this process (recording `options`, if given, as how it now
-        runs); returns it, with its steps.
-        """
-        self.mark_interrupted()
-        with self._write() as db:
-            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                raise RunNotFound(f"No run {run_id!r} in {self.path}.", fix="List the runs with `earthsnap runs list`.")
-            if row[0] in ("running", "succeeded"):
-                raise EarthsnapError(
-                    f"Run {run_id} is {row[0]}{' in another process' if row[0] == 'running' else ''}; "
-                    "only a failed or interrupted run resumes.",
-                    fix="Start a new run (its steps come from the cache where nothing changed)."
-                    if row[0] == "succeeded"
-                    else "Wait for it to end, or stop that process.",
-                )
-            db.execute(
-                "UPDATE runs SET status = 'running', ended_at = NULL, error = NULL, pid = ?, "
-                "code_version = ?, packages = ?, options = COALESCE(?, options) WHERE id = ?",
-                (
-                    os.getpid(),
-                    json.dumps(code_version(project_dir)),
-                    json.dumps(package_versions()),
-                    json.dumps(options, sort_keys=True) if options is not None else None,
-                    run_id,
-                ),
-            )
-            db.execute(
-                "UPDATE steps SET status = 'pending', error = NULL WHERE "
-                "run_id = ? AND status IN ('failed', 'running', 'skipped')",
-                (run_id,),
-            )
-        return self.run(run_id)
-
-    def start_step(self, run_id: str, name: str, cache_key: str | None = None, notebook: str | None = None) -> int:
-        "Record that a step started (again, on a retry); returns its attempt number."
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO steps (run_id, name, status, started_at, attempts, cache_key, notebook) "
-                "VALUES (?, ?, 'running', ?, 1, ?, ?) ON CONFLICT (run_id, name) DO UPDATE SET status "
-                "= 'running', started_at = excluded.started_at, ended_at = NULL, attempts = attempts "
-                "+ 1, cache_key = excluded.cache_key, notebook = excluded.notebook, error = NULL",
-                (run_id, name, time.time(), cache_key, notebook),
-            )
-            return db.execute("SELECT attempts FROM steps WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()[0]
-
-    def finish_step(
-        self,
-        run_id: str,
-        name: str,
-        status: str,
-        outputs: dict | None = None,
-        error: str | None = None,
-        cached_from: str | None = None,
-        notebook: str | None = None,
-    ) -> None:
-        "Record how a step ended: succeeded, failed, skipped, or cached (its outputs reused from run `cached_from`)."
-        if status not in STEP_STATUSES[2:]:
-            raise ValueError(f"a step ends as one of {STEP_STATUSES[2:]}, not {status!r}")
-        now = time.time()
-        with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO steps (run_id, name, status) VALUES (?, ?, 'pending')", (run_id, name))
-            db.execute(
-                "UPDATE steps SET status = ?, started_at = COALESCE(started_at, ?), ended_at = ?, outputs = ?, error "
-                "= ?, cache_hit = ?, cached_from = ?, notebook = COALESCE(?, notebook) WHERE run_id = ? AND name = ?",
-                (
-                    status,
-                    now,
-                    now,
-                    json.dumps(outputs) if outputs is not None else None,
-                    error,
-                    int(status == "cached"),
-                    cached_from,
-                    notebook,
-                    run_id,
-                    name,
-                ),
-            )
-
-    def mark_interrupted(self, gone=lambda pid: not pid_alive(pid)) -> list[str]:
-        """Mark runs left 'running' by a process that has died (`gone(pid)`: by default, no longer alive on this
-        machine) as interrupted (their running steps as failed); returns their ids.
-        """
-        with self._write() as db:
-            ids = [r[0] for r in db.execute("SELECT id, pid FROM runs WHERE status = 'running'") if gone(r[1])]
-            for i in ids:
-                db.execute(
-                    "UPDATE steps SET status = 'failed', ended_at = ?, error "
-                    "= 'interrupted' WHERE run_id = ? AND status = 'running'",
-                    (time.time(), i),
-                )
-                db.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE id = ?", (time.time(), i))
-        return ids
-
-    def cached(self, cache_key: str) -> list[dict]:
-        "Earlier successful steps with this cache key, latest first (each: run_id, outputs, notebook)."
-        with connection(self.path) as db:
-            rows = db.execute(
-                "SELECT COALESCE(cached_from, run_id) AS run_id, outputs, notebook FROM steps "
-                "WHERE cache_key = ? AND status IN ('succeeded', 'cached') ORDER BY ended_at DESC LIMIT 5",
-                (cache_key,),
-            ).fetchall()
-        hits = []
-        for r in rows:  # a hit whose record cannot be read is no hit (`earthsnap doctor` reports it)
-            try:
-                hits.append(_decode(r))
-            except RecordInconsistent:
-                pass
-        return hits
-
-    def run(self, run_id: str) -> dict:
-        "One run with its steps; durations in seconds."
-        with connection(self.path) as db:
-            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                near = [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT id FROM runs WHERE id LIKE ? ORDER BY started_at DESC LIMIT 5", (run_id + "%",)
-                    )
-                ]
-                raise RunNotFound(
-                    f"No run {run_id!r} in {self.path}." + (f" Runs starting so: {', '.join(near)}." if near else ""),
-                    fix="List the runs with `earthsnap runs list`.",
-                )
-            steps = db.execute(
-                "SELECT * FROM steps WHERE run_id = ? ORDER BY started_at IS NULL, started_at, rowid", (run_id,)
-            ).fetchall()
-        return {**_decode(row), "steps": [_decode(s) for s in steps]}
-
-    def runs(self, limit: int = 20, status: str | None = None, offset: int = 0) -> list[dict]:
-        "The latest runs (with `status` only, if given), newest first, each with its number of steps and of cache hits."
-        with connection(self.path) as db:
-            return [
-                _decode(r)
-                for r in db.execute(
-                    "SELECT runs.*, (SELECT COUNT(*) FROM steps WHERE run_id = runs.id) AS n_steps, "
-                    "(SELECT COUNT(*) FROM steps WHERE run_id = runs.id AND status = 'cached') AS cache_hits "
-                    "FROM runs WHERE ? IS NULL OR status = ? ORDER BY started_at DESC LIMIT ? OFFSET ?",
-                    (status, status, limit, offset),
-                )
-            ]
-
-
+# %% ../../nbs/engine/runs.ipynb #b0fb7840
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
     for k in ("parameters", "code_version", "packages", "outputs", "options"):
@@ -336,6 +137,229 @@ def _decode(row: sqlite3.Row) -> dict[str, Any]:
         d["duration"] = round(d["ended_at"] - d["started_at"], 3)
     return d
 
+# %% ../../nbs/engine/runs.ipynb #b8deab9c
+@patch
+def run(self: RunStore, run_id: str) -> dict:
+    "One run with its steps; durations in seconds."
+    with connection(self.path) as db:
+        row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            near = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM runs WHERE id LIKE ? ORDER BY started_at DESC LIMIT 5", (run_id + "%",)
+                )
+            ]
+            raise RunNotFound(
+                f"No run {run_id!r} in {self.path}." + (f" Runs starting so: {', '.join(near)}." if near else ""),
+                fix="List the runs with `earthsnap runs list`.",
+            )
+        steps = db.execute(
+            "SELECT * FROM steps WHERE run_id = ? ORDER BY started_at IS NULL, started_at, rowid", (run_id,)
+        ).fetchall()
+    return {**_decode(row), "steps": [_decode(s) for s in steps]}
+
+# %% ../../nbs/engine/runs.ipynb #9606be10
+@patch
+def runs(self: RunStore, limit: int = 20, status: str | None = None, offset: int = 0) -> list[dict]:
+    "The latest runs (with `status` only, if given), newest first, each with its number of steps and of cache hits."
+    with connection(self.path) as db:
+        return [
+            _decode(r)
+            for r in db.execute(
+                "SELECT runs.*, (SELECT COUNT(*) FROM steps WHERE run_id = runs.id) AS n_steps, "
+                "(SELECT COUNT(*) FROM steps WHERE run_id = runs.id AND status = 'cached') AS cache_hits "
+                "FROM runs WHERE ? IS NULL OR status = ? ORDER BY started_at DESC LIMIT ? OFFSET ?",
+                (status, status, limit, offset),
+            )
+        ]
+
+# %% ../../nbs/engine/runs.ipynb #e00d360c
+@patch
+def create_run(
+    self: RunStore,
+    pipeline: str,
+    parameters: dict,
+    run_dir: str | os.PathLike,
+    project_dir: str | Path = ".",
+    run_id: str | None = None,
+    started_by: str | None = None,
+    options: dict | None = None,
+) -> str:
+    """Record a new run as running, started by `started_by` (default: the login name) with `options` (how: cache,
+    workers, steps); returns its id (`run_id`, or a new one from `new_run_id(pipeline)`).
+    """
+    run_id = run_id or new_run_id(pipeline)
+    # git runs before the write lock is taken
+    code, packages = json.dumps(code_version(project_dir)), json.dumps(package_versions())
+    with self._write() as db:
+        db.execute(
+            "INSERT INTO runs (id, pipeline, status, started_at, parameters, code_version, packages, "
+            "run_dir, pid, started_by, options) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                pipeline,
+                time.time(),
+                json.dumps(parameters, sort_keys=True),
+                code,
+                packages,
+                os.fspath(run_dir),
+                os.getpid(),
+                started_by or login_name(),
+                json.dumps(options, sort_keys=True) if options is not None else None,
+            ),
+        )
+    return run_id
+
+# %% ../../nbs/engine/runs.ipynb #949ece97
+@patch
+def finish_run(self: RunStore, run_id: str, status: str, error: str | None = None) -> None:
+    "Record how a run ended."
+    if status not in RUN_STATUSES[1:]:
+        raise ValueError(f"a run ends as one of {RUN_STATUSES[1:]}, not {status!r}")
+    with self._write() as db:
+        if (
+            db.execute(
+                "UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ?",
+                (status, time.time(), error, run_id),
+            ).rowcount
+            == 0
+        ):
+            raise RunNotFound(f"No run {run_id!r} in {self.path}.")
+
+# %% ../../nbs/engine/runs.ipynb #4a88a11b
+@patch
+def start_step(
+    self: RunStore, run_id: str, name: str, cache_key: str | None = None, notebook: str | None = None
+) -> int:
+    "Record that a step started (again, on a retry); returns its attempt number."
+    with self._write() as db:
+        db.execute(
+            "INSERT INTO steps (run_id, name, status, started_at, attempts, cache_key, notebook) "
+            "VALUES (?, ?, 'running', ?, 1, ?, ?) ON CONFLICT (run_id, name) DO UPDATE SET status "
+            "= 'running', started_at = excluded.started_at, ended_at = NULL, attempts = attempts "
+            "+ 1, cache_key = excluded.cache_key, notebook = excluded.notebook, error = NULL",
+            (run_id, name, time.time(), cache_key, notebook),
+        )
+        return db.execute("SELECT attempts FROM steps WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()[0]
+
+# %% ../../nbs/engine/runs.ipynb #a6189300
+@patch
+def finish_step(
+    self: RunStore,
+    run_id: str,
+    name: str,
+    status: str,
+    outputs: dict | None = None,
+    error: str | None = None,
+    cached_from: str | None = None,
+    notebook: str | None = None,
+) -> None:
+    "Record how a step ended: succeeded, failed, skipped, or cached (its outputs reused from run `cached_from`)."
+    if status not in STEP_STATUSES[2:]:
+        raise ValueError(f"a step ends as one of {STEP_STATUSES[2:]}, not {status!r}")
+    now = time.time()
+    with self._write() as db:
+        db.execute("INSERT OR IGNORE INTO steps (run_id, name, status) VALUES (?, ?, 'pending')", (run_id, name))
+        db.execute(
+            "UPDATE steps SET status = ?, started_at = COALESCE(started_at, ?), ended_at = ?, outputs = ?, error "
+            "= ?, cache_hit = ?, cached_from = ?, notebook = COALESCE(?, notebook) WHERE run_id = ? AND name = ?",
+            (
+                status,
+                now,
+                now,
+                json.dumps(outputs) if outputs is not None else None,
+                error,
+                int(status == "cached"),
+                cached_from,
+                notebook,
+                run_id,
+                name,
+            ),
+        )
+
+# %% ../../nbs/engine/runs.ipynb #003304f0
+@patch
+def cached(self: RunStore, cache_key: str) -> list[dict]:
+    "Earlier successful steps with this cache key, latest first (each: run_id, outputs, notebook)."
+    with connection(self.path) as db:
+        rows = db.execute(
+            "SELECT COALESCE(cached_from, run_id) AS run_id, outputs, notebook FROM steps "
+            "WHERE cache_key = ? AND status IN ('succeeded', 'cached') ORDER BY ended_at DESC LIMIT 5",
+            (cache_key,),
+        ).fetchall()
+    hits = []
+    for r in rows:  # a hit whose record cannot be read is no hit (`earthsnap doctor` reports it)
+        try:
+            hits.append(_decode(r))
+        except RecordInconsistent:
+            pass
+    return hits
+
+# %% ../../nbs/engine/runs.ipynb #ea92be09
+@patch
+def add_steps(self: RunStore, run_id: str, names: list[str]) -> None:
+    "Record the steps a run will take as pending (steps it has already are left as they are)."
+    with self._write() as db:
+        db.executemany(
+            "INSERT OR IGNORE INTO steps (run_id, name, status) VALUES (?, ?, 'pending')",
+            [(run_id, n) for n in names],
+        )
+
+# %% ../../nbs/engine/runs.ipynb #e8bbd38d
+@patch
+def mark_interrupted(self: RunStore, gone=lambda pid: not pid_alive(pid)) -> list[str]:
+    """Mark runs left 'running' by a process that has died (`gone(pid)`: by default, no longer alive on this
+    machine) as interrupted (their running steps as failed); returns their ids.
+    """
+    with self._write() as db:
+        ids = [r[0] for r in db.execute("SELECT id, pid FROM runs WHERE status = 'running'") if gone(r[1])]
+        for i in ids:
+            db.execute(
+                "UPDATE steps SET status = 'failed', ended_at = ?, error "
+                "= 'interrupted' WHERE run_id = ? AND status = 'running'",
+                (time.time(), i),
+            )
+            db.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE id = ?", (time.time(), i))
+    return ids
+
+# %% ../../nbs/engine/runs.ipynb #d6808bff
+@patch
+def resume(self: RunStore, run_id: str, project_dir: str | Path = ".", options: dict | None = None) -> dict:
+    """Take up a failed or interrupted run again in this process (recording `options`, if given, as how it now
+    runs); returns it, with its steps.
+    """
+    self.mark_interrupted()
+    with self._write() as db:
+        row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"No run {run_id!r} in {self.path}.", fix="List the runs with `earthsnap runs list`.")
+        if row[0] in ("running", "succeeded"):
+            raise EarthsnapError(
+                f"Run {run_id} is {row[0]}{' in another process' if row[0] == 'running' else ''}; "
+                "only a failed or interrupted run resumes.",
+                fix="Start a new run (its steps come from the cache where nothing changed)."
+                if row[0] == "succeeded"
+                else "Wait for it to end, or stop that process.",
+            )
+        db.execute(
+            "UPDATE runs SET status = 'running', ended_at = NULL, error = NULL, pid = ?, "
+            "code_version = ?, packages = ?, options = COALESCE(?, options) WHERE id = ?",
+            (
+                os.getpid(),
+                json.dumps(code_version(project_dir)),
+                json.dumps(package_versions()),
+                json.dumps(options, sort_keys=True) if options is not None else None,
+                run_id,
+            ),
+        )
+        db.execute(
+            "UPDATE steps SET status = 'pending', error = NULL WHERE "
+            "run_id = ? AND status IN ('failed', 'running', 'skipped')",
+            (run_id,),
+        )
+    return self.run(run_id)
+
 # %% ../../nbs/engine/runs.ipynb #b74b54e9
 def project_runs(cfg) -> RunStore:
     "The run records of the project configured by `cfg`, with runs whose process is gone marked interrupted."
@@ -343,7 +367,7 @@ def project_runs(cfg) -> RunStore:
     store.mark_interrupted()
     return store
 
-
+# %% ../../nbs/engine/runs.ipynb #e67d5621
 def step_statuses(run: dict) -> dict[str, str]:
     "Step name -> status, of a run record (what `earthsnap dag --run` colours the steps by)."
     return {s["name"]: s["status"] for s in run["steps"]}

@@ -126,7 +126,7 @@ def baseline_bytes(b: Baseline) -> bytes:
             z.writestr(info, part.getvalue())
     return buf.getvalue()
 
-
+# %% ../../nbs/model/baseline.ipynb #f4336a4e
 def write_baseline(model_dir: str | os.PathLike, records: str | os.PathLike, split: str = "val", **kw) -> Path:
     "Make the baseline of the model in `model_dir` on `split` of `records`, and write it there as baseline.npz."
     b = make_baseline(model_dir, records, split, **kw)
@@ -134,7 +134,7 @@ def write_baseline(model_dir: str | os.PathLike, records: str | os.PathLike, spl
         f.write(baseline_bytes(b))
     return Path(model_dir) / BASELINE_FILE
 
-
+# %% ../../nbs/model/baseline.ipynb #4355de0b
 def _parse(data: bytes, where: str) -> Baseline:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:

@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from fastcore.basics import patch
+
 from ..core.errors import EarthsnapError, ParameterError, did_you_mean
 
 # %% auto #0
@@ -116,6 +118,24 @@ class Categorical:
 class HyperparameterError(ParameterError):
     "A hyperparameter that is unknown, of the wrong type, or outside its valid range."
 
+# %% ../../nbs/model/hyperparameters.ipynb #dacab7c5
+RANGES: dict[str, Continuous | Integer | Categorical] = {
+    "arch": Categorical(("resnet", "separable")),
+    "width": Integer(4, 256),
+    "depth": Integer(1, 8),
+    "dropout": Continuous(0.0, 0.9),
+    "optimizer": Categorical(("adamw", "sgd")),
+    "lr": Continuous(1e-6, 1.0, log=True),
+    "weight_decay": Continuous(0.0, 0.1),
+    "momentum": Continuous(0.0, 0.999),
+    "label_smoothing": Continuous(0.0, 0.5),
+    "batch_size": Integer(1, 4096),
+    "epochs": Integer(1, 1000),
+    "patience": Integer(1, 1000),
+    "warmup_epochs": Integer(0, 100),
+    "seed": Integer(0, 2**31 - 1),
+}
+
 # %% ../../nbs/model/hyperparameters.ipynb #85d8a621
 @dataclass(frozen=True)
 class Hyperparameters:
@@ -148,31 +168,7 @@ class Hyperparameters:
                     fix=f"Give {f.name} a value from {RANGES[f.name]}.",
                 )
 
-    @classmethod
-    def parse(cls, values: dict[str, Any] | None = None, base: "Hyperparameters | None" = None) -> "Hyperparameters":
-        """`base` (or the defaults) with `values` replaced; text is parsed by each field's type (as SageMaker passes
-        them).
-        """
-        base = base or cls()
-        names = [f.name for f in fields(cls)]
-        out = {}
-        for k, v in (values or {}).items():
-            if k not in names:
-                raise HyperparameterError(
-                    f"There is no hyperparameter {k!r}.{did_you_mean(k, names)}",
-                    fix=f"Hyperparameters: {', '.join(names)}.",
-                )
-            out[k] = _parse_value(k, v, type(getattr(base, k)))
-        return replace(base, **out)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_strings(self) -> dict[str, str]:
-        "As SageMaker's training job takes them: every value a string."
-        return {k: str(v) for k, v in asdict(self).items()}
-
-
+# %% ../../nbs/model/hyperparameters.ipynb #d5455e57
 def _parse_value(name: str, v, t: type):
     if isinstance(v, str) and t is not str:
         try:
@@ -191,23 +187,36 @@ def _parse_value(name: str, v, t: type):
         )
     return v
 
+# %% ../../nbs/model/hyperparameters.ipynb #162dd4d7
+@patch(cls_method=True)
+def parse(
+    cls: Hyperparameters, values: dict[str, Any] | None = None, base: "Hyperparameters | None" = None
+) -> "Hyperparameters":
+    """`base` (or the defaults) with `values` replaced; text is parsed by each field's type (as SageMaker passes
+    them).
+    """
+    base = base or cls()
+    names = [f.name for f in fields(cls)]
+    out = {}
+    for k, v in (values or {}).items():
+        if k not in names:
+            raise HyperparameterError(
+                f"There is no hyperparameter {k!r}.{did_you_mean(k, names)}",
+                fix=f"Hyperparameters: {', '.join(names)}.",
+            )
+        out[k] = _parse_value(k, v, type(getattr(base, k)))
+    return replace(base, **out)
 
-RANGES: dict[str, Continuous | Integer | Categorical] = {
-    "arch": Categorical(("resnet", "separable")),
-    "width": Integer(4, 256),
-    "depth": Integer(1, 8),
-    "dropout": Continuous(0.0, 0.9),
-    "optimizer": Categorical(("adamw", "sgd")),
-    "lr": Continuous(1e-6, 1.0, log=True),
-    "weight_decay": Continuous(0.0, 0.1),
-    "momentum": Continuous(0.0, 0.999),
-    "label_smoothing": Continuous(0.0, 0.5),
-    "batch_size": Integer(1, 4096),
-    "epochs": Integer(1, 1000),
-    "patience": Integer(1, 1000),
-    "warmup_epochs": Integer(0, 100),
-    "seed": Integer(0, 2**31 - 1),
-}
+# %% ../../nbs/model/hyperparameters.ipynb #c56671b4
+@patch
+def to_dict(self: Hyperparameters) -> dict[str, Any]:
+    return asdict(self)
+
+# %% ../../nbs/model/hyperparameters.ipynb #a3bf4240
+@patch
+def to_strings(self: Hyperparameters) -> dict[str, str]:
+    "As SageMaker's training job takes them: every value a string."
+    return {k: str(v) for k, v in asdict(self).items()}
 
 # %% ../../nbs/model/hyperparameters.ipynb #0b2d9216
 class SearchSpace(dict):
