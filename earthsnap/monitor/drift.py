@@ -44,7 +44,7 @@ def chi_square(labels: np.ndarray, is_window: np.ndarray) -> float:
     p = (a + b) / (a.sum() + b.sum())
     return float((((a - a.sum() * p) ** 2) / (a.sum() * p)).sum() + (((b - b.sum() * p) ** 2) / (b.sum() * p)).sum())
 
-
+# %% ../../nbs/monitor/drift.ipynb #a59ec6bf
 def ks_distance(values: np.ndarray, is_window: np.ndarray) -> float:
     "The two-sample Kolmogorov-Smirnov distance: the largest gap between the two empirical distribution functions."
     a, b = np.sort(values[~is_window]), np.sort(values[is_window])
@@ -53,7 +53,7 @@ def ks_distance(values: np.ndarray, is_window: np.ndarray) -> float:
         np.abs(np.searchsorted(a, grid, side="right") / len(a) - np.searchsorted(b, grid, side="right") / len(b)).max()
     )
 
-
+# %% ../../nbs/monitor/drift.ipynb #7ca90b88
 def mmd2(kernel: np.ndarray, is_window: np.ndarray) -> float:
     "The unbiased squared MMD between the two sides, from the pooled sample's kernel matrix."
     x, y = ~is_window, is_window
@@ -106,7 +106,7 @@ class Sample:
                 f"{len(self.labels)}, {len(self.confidence)}, {len(self.embeddings)}."
             )
 
-
+# %% ../../nbs/monitor/drift.ipynb #bfecdab7
 @dataclass
 class DriftTest:
     """One test of a window against the reference: its statistic, p-value, Holm-adjusted p-value, and whether it drifts

@@ -53,7 +53,7 @@ KEEP = (
 class RetrainError(EarthsnapError):
     "A retraining that cannot start: nothing live, a live version without lineage, no labelled photo."
 
-
+# %% ../../nbs/monitor/retrain.ipynb #8bdafd2f
 @dataclass
 class RetrainPlan:
     """The live version of an endpoint, the dataset and records it came from, and the photos people reviewed on that
@@ -68,7 +68,7 @@ class RetrainPlan:
     labelled: list[ReviewItem] = field(default_factory=list)
     apart: list[ReviewItem] = field(default_factory=list)  # marked "not in the taxonomy"
 
-
+# %% ../../nbs/monitor/retrain.ipynb #6ba8b4d7
 def retrain_plan(cfg, endpoint: str = "prod") -> RetrainPlan:
     "What a retraining of the version `endpoint` serves would start from."
     version = live_versions(cfg).get(endpoint)
@@ -106,7 +106,38 @@ def retrain_plan(cfg, endpoint: str = "prod") -> RetrainPlan:
 def _suffix(data: bytes) -> str:
     return ".png" if data[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg"
 
+# %% ../../nbs/monitor/retrain.ipynb #3f891c7a
+def _provenance_of(item: ReviewItem, path: Path) -> dict:
+    "A labelled photo's provenance: who labelled it and when, what the model said, where it was served."
+    return {
+        "uri": str(path),
+        "sha256": item.sha256,
+        "label": item.label,
+        "decision": item.decision,
+        "reviewer": item.decided_by,
+        "decided_at": item.decided_at,
+        "endpoint": item.endpoint,
+        "model_version": item.version,
+        "predicted": item.predicted,
+        "probability": item.probability,
+        "reasons": item.reasons,
+    }
 
+
+def _kept_apart(item: ReviewItem, path: Path) -> dict:
+    "What is kept of a photo marked not in the taxonomy: what people said it is, and where it was served."
+    return {
+        "uri": str(path),
+        "sha256": item.sha256,
+        "said": item.label,
+        "reviewer": item.decided_by,
+        "decided_at": item.decided_at,
+        "endpoint": item.endpoint,
+        "model_version": item.version,
+        "predicted": item.predicted,
+    }
+
+# %% ../../nbs/monitor/retrain.ipynb #a6c0c159
 def export_reviewed(cfg, plan: RetrainPlan, out: str | Path) -> dict:
     """Write the listing, the labelled photos and their provenance under `out`; returns {'listing', 'photos', 'apart',
     'parent_images'}.
@@ -125,21 +156,7 @@ def export_reviewed(cfg, plan: RetrainPlan, out: str | Path) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         listing.append({"uri": str(path), "label": item.label})
-        provenance.append(
-            {
-                "uri": str(path),
-                "sha256": item.sha256,
-                "label": item.label,
-                "decision": item.decision,
-                "reviewer": item.decided_by,
-                "decided_at": item.decided_at,
-                "endpoint": item.endpoint,
-                "model_version": item.version,
-                "predicted": item.predicted,
-                "probability": item.probability,
-                "reasons": item.reasons,
-            }
-        )
+        provenance.append(_provenance_of(item, path))
     apart = []
     for item in plan.apart:
         data = q.photo(item)
@@ -148,18 +165,7 @@ def export_reviewed(cfg, plan: RetrainPlan, out: str | Path) -> dict:
         path = out / "not_in_taxonomy" / f"{item.sha256}{_suffix(data)}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        apart.append(
-            {
-                "uri": str(path),
-                "sha256": item.sha256,
-                "said": item.label,
-                "reviewer": item.decided_by,
-                "decided_at": item.decided_at,
-                "endpoint": item.endpoint,
-                "model_version": item.version,
-                "predicted": item.predicted,
-            }
-        )
+        apart.append(_kept_apart(item, path))
     (out / "listing.jsonl").write_text("".join(json.dumps(r) + "\n" for r in listing))
     (out / "provenance.jsonl").write_text("".join(json.dumps(r) + "\n" for r in provenance))
     (out / "not_in_taxonomy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in apart))
@@ -255,32 +261,10 @@ def _hyperparameters(artifact: str) -> dict:
     with tarfile.open(artifact, "r:gz") as tf:
         return json.loads(tf.extractfile("hyperparameters.json").read())
 
-
-def retrain(
-    cfg,
-    endpoint: str = "prod",
-    reason: str = "by hand",
-    progress: bool = True,
-    overrides: dict | None = None,
-    by: str | None = None,
-) -> dict:
-    """Retrain the model `endpoint` serves on its dataset plus the photos people labelled there; the candidate waits for
-    approval.
-    """
-    from earthsnap.engine.definition import project_pipeline
-    from earthsnap.engine.executor import run_pipeline
-
-    plan = retrain_plan(cfg, endpoint)
-    if not plan.labelled:
-        raise RetrainError(
-            f"No photo from {endpoint} has been labelled yet, so a retraining would learn nothing new.",
-            fix="Review photos in the console's Review page (earthsnap monitor queues them).",
-        )
-    open_database(cfg.registry, SCHEMA, name="retraining")
-    rid = new_run_id("retrain")
-    out = Path(join(cfg.store, "retrain", rid))
-    exported = export_reviewed(cfg, plan, out)
-    params = {
+# %% ../../nbs/monitor/retrain.ipynb #d2f42a2f
+def _retrain_parameters(plan: RetrainPlan, exported: dict, out: Path, overrides: dict | None) -> dict:
+    "The pipeline's values for a retraining: the live run's, the export as its source, the live weights as its start."
+    return {
         **plan.parameters,
         "source": exported["listing"],
         "taxonomy": exported["taxonomy"],
@@ -293,20 +277,13 @@ def retrain(
         "tune_parallel": 1,
         **(overrides or {}),
     }
-    with connection(cfg.registry) as db, transaction(db):
-        db.execute(
-            "INSERT INTO retrain_runs (id, endpoint, live, started_at, reason, labelled) VALUES (?, ?, ?, ?, ?, ?)",
-            (rid, endpoint, plan.live.ref, time.time(), reason, len(plan.labelled)),
-        )
-    if progress:
-        print(
-            f"retraining {plan.live.ref} ({endpoint}) on {plan.dataset} "
-            f"({exported['parent_images']} photos) and {exported['photos']} reviewed photos, from "
-            f"its weights; {exported['apart']} photo(s) not in the taxonomy kept apart ({reason})",
-            flush=True,
-        )
+
+# %% ../../nbs/monitor/retrain.ipynb #0d9c42a5
+def _run_retraining(cfg, params: dict, progress: bool, by: str | None) -> tuple[str, str | None]:
+    "Run the project's pipeline with `params`: its run id, and why it failed if it did."
     from earthsnap.core.progress import TerminalProgress
-    from earthsnap.engine.executor import RunFailed
+    from earthsnap.engine.definition import project_pipeline
+    from earthsnap.engine.executor import RunFailed, run_pipeline
 
     run_id, error = new_run_id(project_pipeline(cfg.project_dir).name), None
     try:
@@ -320,7 +297,12 @@ def retrain(
         )
     except RunFailed as e:
         error = e.what  # e.g. below the accuracy gate: nothing registered, the run kept for reading
-    candidate = next(
+    return run_id, error
+
+# %% ../../nbs/monitor/retrain.ipynb #4d03ecda
+def _candidate(cfg, plan: RetrainPlan, run_id: str) -> ModelVersion | None:
+    "The version the retraining run `run_id` registered, if it did."
+    return next(
         (
             v
             for v in open_registry(cfg).versions(plan.parameters.get("model_group") or plan.live.group)
@@ -328,6 +310,51 @@ def retrain(
         ),
         None,
     )
+
+
+def _compare_candidate(plan: RetrainPlan, candidate: ModelVersion, out: Path) -> dict:
+    "The candidate against the live model, on the original test split and on the reviewed photos held out for test."
+    new_records = (candidate.lineage.get("inputs") or {}).get("records")
+    reviewed = {json.loads(line)["uri"] for line in (out / "provenance.jsonl").read_text().splitlines()}
+    return compare_with_live(plan.live.artifact, candidate.artifact, plan.records, new_records, reviewed)
+
+# %% ../../nbs/monitor/retrain.ipynb #59f7f900
+def retrain(
+    cfg,
+    endpoint: str = "prod",
+    reason: str = "by hand",
+    progress: bool = True,
+    overrides: dict | None = None,
+    by: str | None = None,
+) -> dict:
+    """Retrain the model `endpoint` serves on its dataset plus the photos people labelled there; the candidate waits for
+    approval.
+    """
+    plan = retrain_plan(cfg, endpoint)
+    if not plan.labelled:
+        raise RetrainError(
+            f"No photo from {endpoint} has been labelled yet, so a retraining would learn nothing new.",
+            fix="Review photos in the console's Review page (earthsnap monitor queues them).",
+        )
+    open_database(cfg.registry, SCHEMA, name="retraining")
+    rid = new_run_id("retrain")
+    out = Path(join(cfg.store, "retrain", rid))
+    exported = export_reviewed(cfg, plan, out)
+    params = _retrain_parameters(plan, exported, out, overrides)
+    with connection(cfg.registry) as db, transaction(db):
+        db.execute(
+            "INSERT INTO retrain_runs (id, endpoint, live, started_at, reason, labelled) VALUES (?, ?, ?, ?, ?, ?)",
+            (rid, endpoint, plan.live.ref, time.time(), reason, len(plan.labelled)),
+        )
+    if progress:
+        print(
+            f"retraining {plan.live.ref} ({endpoint}) on {plan.dataset} "
+            f"({exported['parent_images']} photos) and {exported['photos']} reviewed photos, from "
+            f"its weights; {exported['apart']} photo(s) not in the taxonomy kept apart ({reason})",
+            flush=True,
+        )
+    run_id, error = _run_retraining(cfg, params, progress, by)
+    candidate = _candidate(cfg, plan, run_id)
     result = {
         "id": rid,
         "endpoint": endpoint,
@@ -340,11 +367,7 @@ def retrain(
         "reason": reason,
     }
     if candidate:
-        new_records = (candidate.lineage.get("inputs") or {}).get("records")
-        reviewed = {json.loads(line)["uri"] for line in (out / "provenance.jsonl").read_text().splitlines()}
-        result["comparison"] = compare_with_live(
-            plan.live.artifact, candidate.artifact, plan.records, new_records, reviewed
-        )
+        result["comparison"] = _compare_candidate(plan, candidate, out)
     write_json(out / "comparison.json", result)
     with connection(cfg.registry) as db, transaction(db):
         db.execute(
@@ -353,7 +376,7 @@ def retrain(
         )
     return result
 
-
+# %% ../../nbs/monitor/retrain.ipynb #2b99c427
 def retraining_of(cfg, candidate: str) -> dict | None:
     """The retraining that made model version `candidate`: its endpoint, the live version, why, how many photos, the
     comparison; None if none did.
@@ -365,7 +388,7 @@ def retraining_of(cfg, candidate: str) -> dict | None:
         ).fetchone()
     return None if row is None else {**dict(row), "comparison": json.loads(row["comparison"] or "null")}
 
-
+# %% ../../nbs/monitor/retrain.ipynb #db1bf40a
 def comparison_table(result: dict) -> str:
     "The comparison of a retraining as a person reads it."
     lines = [f"  {'photos':<34}{'n':>6}{'live':>10}{'candidate':>11}"]

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastcore.basics import patch
+
 from ..core.database import connection, open_database, transaction
 from ..core.errors import EarthsnapError
 from ..release.capture import CaptureStore
@@ -39,7 +41,7 @@ DECISIONS = ("confirmed", "relabelled", "not_in_taxonomy")
 class ReviewError(EarthsnapError):
     "A decision that cannot be taken: an unknown item, one already decided, a label outside the taxonomy."
 
-
+# %% ../../nbs/monitor/review.ipynb #8ab74c22
 @dataclass
 class ReviewItem:
     "A photo in the queue, and what was decided about it."
@@ -104,7 +106,7 @@ def audited(sha256: str, rate: float) -> bool:
     "Whether the photo with this sha256 is in the audit sample at `rate`."
     return int(sha256[:8], 16) / 2**32 < rate
 
-
+# %% ../../nbs/monitor/review.ipynb #15f08b92
 def doubts(top: list[dict], rules: ReviewRules) -> list[str]:
     "Why the model's answer `top` (most likely first) is doubtful under `rules`; empty when it is not."
     found = []
@@ -180,169 +182,176 @@ class ReviewQueue:
         self.rules = rules or ReviewRules.from_config(cfg)
         open_database(self.db, SCHEMA, name="review")
 
-    def remember_classes(self, version: str, classes: list[str]) -> None:
-        "The labels a person may give photos answered by `version` (its model's classes)."
-        with connection(self.db) as db, transaction(db):
-            db.execute(
-                "INSERT OR REPLACE INTO review_classes (version, classes) VALUES (?, ?)",
-                (version, json.dumps(list(classes))),
-            )
-
-    def classes(self, version: str | None) -> list[str]:
-        with connection(self.db) as db:
-            row = db.execute("SELECT classes FROM review_classes WHERE version = ?", (version,)).fetchone()
-        return json.loads(row[0]) if row else []
-
-    def fill(self, endpoint: str, now: float | None = None) -> dict:
-        """Queue the doubtful and audited photos `endpoint` captured since the last fill: {'queued', 'audit',
-        'over_budget', 'scanned'}.
-        """
-        now = time.time() if now is None else now
-        day = now - now % 86400
-        with connection(self.db) as db:
-            row = db.execute("SELECT last_id FROM review_scans WHERE endpoint = ?", (endpoint,)).fetchone()
-        rows = CaptureStore(self.cfg.capture, endpoint).rows(after_id=row[0] if row else 0)
-        counts = {"queued": 0, "audit": 0, "over_budget": 0, "scanned": len(rows)}
-        if not rows:
-            return counts
-        for version in {r.version for r in rows} - {None}:
-            if not self.classes(version):
-                self.remember_classes(version, version_classes(self.cfg, version, endpoint))
-        with connection(self.db) as db, transaction(db):
-            used = db.execute(
-                "SELECT COUNT(*) FROM review_items WHERE audit = 0 AND queued_at >= ?", (day,)
-            ).fetchone()[0]
-            for r in rows:
-                audit, why = audited(r.sha256, self.rules.audit_rate), doubts(r.top, self.rules)
-                if not (audit or why):
-                    continue
-                if not audit and used >= self.rules.daily_budget:
-                    counts["over_budget"] += 1
-                    continue
-                added = db.execute(
-                    "INSERT OR IGNORE INTO review_items (sha256, endpoint, capture_id, version, predicted, "
-                    "probability, top, reasons, audit, queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        r.sha256,
-                        endpoint,
-                        r.id,
-                        r.version,
-                        r.label,
-                        r.probability,
-                        json.dumps(r.top),
-                        json.dumps((["audit"] if audit else []) + why),
-                        int(audit),
-                        now,
-                    ),
-                ).rowcount
-                if added:
-                    counts["queued"] += 1
-                    counts["audit"] += int(audit)
-                    used += int(not audit)
-            db.execute(
-                "INSERT INTO review_scans (endpoint, last_id) VALUES (?, ?) ON "
-                "CONFLICT (endpoint) DO UPDATE SET last_id = excluded.last_id",
-                (endpoint, rows[-1].id),
-            )
-        return counts
-
-    def items(
-        self,
-        pending: bool | None = None,
-        audit: bool | None = None,
-        endpoint: str | None = None,
-        limit: int | None = None,
-    ) -> list[ReviewItem]:
-        "Items oldest first: pending or decided (both when None), audit or rule-picked (both when None)."
-        where, args = [], []
-        if pending is not None:
-            where.append("decision IS NULL" if pending else "decision IS NOT NULL")
-        if audit is not None:
-            where.append("audit = ?")
-            args.append(int(audit))
-        if endpoint is not None:
-            where.append("endpoint = ?")
-            args.append(endpoint)
-        sql = (
-            "SELECT * FROM review_items"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY id"
-            + (f" LIMIT {int(limit)}" if limit else "")
+# %% ../../nbs/monitor/review.ipynb #94556397
+@patch
+def remember_classes(self: ReviewQueue, version: str, classes: list[str]) -> None:
+    "The labels a person may give photos answered by `version` (its model's classes)."
+    with connection(self.db) as db, transaction(db):
+        db.execute(
+            "INSERT OR REPLACE INTO review_classes (version, classes) VALUES (?, ?)",
+            (version, json.dumps(list(classes))),
         )
-        with connection(self.db) as db:
-            return [ReviewItem.from_row(r) for r in db.execute(sql, args)]
 
-    def get(self, item_id: int) -> ReviewItem:
-        with connection(self.db) as db:
-            row = db.execute("SELECT * FROM review_items WHERE id = ?", (item_id,)).fetchone()
-        if row is None:
-            raise ReviewError(f"There is no review item {item_id}.", fix="Take the next one from the queue.")
-        return ReviewItem.from_row(row)
 
-    def next(self) -> ReviewItem | None:
-        "The oldest photo still waiting for a person."
-        found = self.items(pending=True, limit=1)
-        return found[0] if found else None
+@patch
+def classes(self: ReviewQueue, version: str | None) -> list[str]:
+    with connection(self.db) as db:
+        row = db.execute("SELECT classes FROM review_classes WHERE version = ?", (version,)).fetchone()
+    return json.loads(row[0]) if row else []
 
-    def photo(self, item: ReviewItem) -> bytes | None:
-        "The photo as the endpoint received it."
-        return CaptureStore(self.cfg.capture, item.endpoint).image(item.sha256)
+# %% ../../nbs/monitor/review.ipynb #7a468ed3
+@patch
+def items(
+    self: ReviewQueue,
+    pending: bool | None = None,
+    audit: bool | None = None,
+    endpoint: str | None = None,
+    limit: int | None = None,
+) -> list[ReviewItem]:
+    "Items oldest first: pending or decided (both when None), audit or rule-picked (both when None)."
+    where, args = [], []
+    if pending is not None:
+        where.append("decision IS NULL" if pending else "decision IS NOT NULL")
+    if audit is not None:
+        where.append("audit = ?")
+        args.append(int(audit))
+    if endpoint is not None:
+        where.append("endpoint = ?")
+        args.append(endpoint)
+    sql = (
+        "SELECT * FROM review_items"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY id"
+        + (f" LIMIT {int(limit)}" if limit else "")
+    )
+    with connection(self.db) as db:
+        return [ReviewItem.from_row(r) for r in db.execute(sql, args)]
 
-    def decide(self, item_id: int, decision: str, by: str, label: str | None = None) -> ReviewItem:
-        """Record a person's decision: 'confirmed' (the model was right), 'relabelled' with the right `label`, or
-        'not_in_taxonomy'.
-        """
-        if decision not in DECISIONS:
-            raise ReviewError(f"{decision!r} is not a decision.", fix=f"Decide one of: {', '.join(DECISIONS)}.")
-        if not by:
-            raise ReviewError("A decision needs the name of who took it.")
-        item = self.get(item_id)
-        if item.decision is not None:
-            raise ReviewError(
-                f"Photo {item_id} was already decided ({item.decision.replace('_', ' ')}) by {item.decided_by}.",
-                fix="Take the next photo; a decision is kept as it was taken.",
-            )
-        if decision == "confirmed":
-            label = item.predicted
-        # what the person thinks it is, if they say
-        elif decision == "not_in_taxonomy":
-            label = (label or "").strip() or None
-        else:
-            known = self.classes(item.version)
-            if label not in known:
-                raise ReviewError(
-                    f"{label!r} is not a species of {item.version}'s taxonomy.",
-                    fix="Pick a label the model knows, or mark the photo as not in the taxonomy.",
-                )
-            if label == item.predicted:
-                decision = "confirmed"
-        with connection(self.db) as db, transaction(db):
-            changed = db.execute(
-                "UPDATE review_items SET decision = ?, label = ?, decided_by "
-                "= ?, decided_at = ? WHERE id = ? AND decision IS NULL",
-                (decision, label, by, time.time(), item_id),
+
+@patch
+def counts(self: ReviewQueue) -> dict:
+    "How many photos wait, were decided, and of those how many were audit photos, today and in all."
+    with connection(self.db) as db:
+        r = db.execute(
+            "SELECT SUM(decision IS NULL) AS pending, SUM(decision IS NOT NULL) AS decided, "
+            "SUM(audit = 1 AND decision IS NULL) AS audit_pending FROM review_items"
+        ).fetchone()
+    return {k: int(r[k] or 0) for k in ("pending", "decided", "audit_pending")}
+
+# %% ../../nbs/monitor/review.ipynb #bff3bf5b
+@patch
+def get(self: ReviewQueue, item_id: int) -> ReviewItem:
+    with connection(self.db) as db:
+        row = db.execute("SELECT * FROM review_items WHERE id = ?", (item_id,)).fetchone()
+    if row is None:
+        raise ReviewError(f"There is no review item {item_id}.", fix="Take the next one from the queue.")
+    return ReviewItem.from_row(row)
+
+
+@patch
+def next(self: ReviewQueue) -> ReviewItem | None:
+    "The oldest photo still waiting for a person."
+    found = self.items(pending=True, limit=1)
+    return found[0] if found else None
+
+
+@patch
+def photo(self: ReviewQueue, item: ReviewItem) -> bytes | None:
+    "The photo as the endpoint received it."
+    return CaptureStore(self.cfg.capture, item.endpoint).image(item.sha256)
+
+# %% ../../nbs/monitor/review.ipynb #99455fbb
+@patch
+def fill(self: ReviewQueue, endpoint: str, now: float | None = None) -> dict:
+    """Queue the doubtful and audited photos `endpoint` captured since the last fill: {'queued', 'audit',
+    'over_budget', 'scanned'}.
+    """
+    now = time.time() if now is None else now
+    day = now - now % 86400
+    with connection(self.db) as db:
+        row = db.execute("SELECT last_id FROM review_scans WHERE endpoint = ?", (endpoint,)).fetchone()
+    rows = CaptureStore(self.cfg.capture, endpoint).rows(after_id=row[0] if row else 0)
+    counts = {"queued": 0, "audit": 0, "over_budget": 0, "scanned": len(rows)}
+    if not rows:
+        return counts
+    for version in {r.version for r in rows} - {None}:
+        if not self.classes(version):
+            self.remember_classes(version, version_classes(self.cfg, version, endpoint))
+    with connection(self.db) as db, transaction(db):
+        used = db.execute("SELECT COUNT(*) FROM review_items WHERE audit = 0 AND queued_at >= ?", (day,)).fetchone()[0]
+        for r in rows:
+            audit, why = audited(r.sha256, self.rules.audit_rate), doubts(r.top, self.rules)
+            if not (audit or why):
+                continue
+            if not audit and used >= self.rules.daily_budget:
+                counts["over_budget"] += 1
+                continue
+            added = db.execute(
+                "INSERT OR IGNORE INTO review_items (sha256, endpoint, capture_id, version, predicted, "
+                "probability, top, reasons, audit, queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    r.sha256,
+                    endpoint,
+                    r.id,
+                    r.version,
+                    r.label,
+                    r.probability,
+                    json.dumps(r.top),
+                    json.dumps((["audit"] if audit else []) + why),
+                    int(audit),
+                    now,
+                ),
             ).rowcount
-        if not changed:
-            raise ReviewError(f"Photo {item_id} was decided by someone else a moment ago.", fix="Take the next photo.")
-        return self.get(item_id)
+            if added:
+                counts["queued"] += 1
+                counts["audit"] += int(audit)
+                used += int(not audit)
+        db.execute(
+            "INSERT INTO review_scans (endpoint, last_id) VALUES (?, ?) ON "
+            "CONFLICT (endpoint) DO UPDATE SET last_id = excluded.last_id",
+            (endpoint, rows[-1].id),
+        )
+    return counts
 
-    def estimate(self, version: str | None = None) -> dict:
-        """The live model's accuracy from the decided audit photos (of `version`, or all): {'correct', 'n', 'accuracy',
-        'low', 'high'}.
-        """
-        done = [i for i in self.items(pending=False, audit=True) if version is None or i.version == version]
-        k, n = sum(bool(i.correct) for i in done), len(done)
-        low, high = wilson(k, n)
-        return {"correct": k, "n": n, "accuracy": k / n if n else None, "low": low, "high": high, "version": version}
-
-    def counts(self) -> dict:
-        "How many photos wait, were decided, and of those how many were audit photos, today and in all."
-        with connection(self.db) as db:
-            r = db.execute(
-                "SELECT SUM(decision IS NULL) AS pending, SUM(decision IS NOT NULL) AS decided, "
-                "SUM(audit = 1 AND decision IS NULL) AS audit_pending FROM review_items"
-            ).fetchone()
-        return {k: int(r[k] or 0) for k in ("pending", "decided", "audit_pending")}
+# %% ../../nbs/monitor/review.ipynb #a793e4f1
+@patch
+def decide(self: ReviewQueue, item_id: int, decision: str, by: str, label: str | None = None) -> ReviewItem:
+    """Record a person's decision: 'confirmed' (the model was right), 'relabelled' with the right `label`, or
+    'not_in_taxonomy'.
+    """
+    if decision not in DECISIONS:
+        raise ReviewError(f"{decision!r} is not a decision.", fix=f"Decide one of: {', '.join(DECISIONS)}.")
+    if not by:
+        raise ReviewError("A decision needs the name of who took it.")
+    item = self.get(item_id)
+    if item.decision is not None:
+        raise ReviewError(
+            f"Photo {item_id} was already decided ({item.decision.replace('_', ' ')}) by {item.decided_by}.",
+            fix="Take the next photo; a decision is kept as it was taken.",
+        )
+    if decision == "confirmed":
+        label = item.predicted
+    # what the person thinks it is, if they say
+    elif decision == "not_in_taxonomy":
+        label = (label or "").strip() or None
+    else:
+        known = self.classes(item.version)
+        if label not in known:
+            raise ReviewError(
+                f"{label!r} is not a species of {item.version}'s taxonomy.",
+                fix="Pick a label the model knows, or mark the photo as not in the taxonomy.",
+            )
+        if label == item.predicted:
+            decision = "confirmed"
+    with connection(self.db) as db, transaction(db):
+        changed = db.execute(
+            "UPDATE review_items SET decision = ?, label = ?, decided_by "
+            "= ?, decided_at = ? WHERE id = ? AND decision IS NULL",
+            (decision, label, by, time.time(), item_id),
+        ).rowcount
+    if not changed:
+        raise ReviewError(f"Photo {item_id} was decided by someone else a moment ago.", fix="Take the next photo.")
+    return self.get(item_id)
 
 # %% ../../nbs/monitor/review.ipynb #93bdd652
 def outside_taxonomy(cfg) -> str | None:
@@ -360,3 +369,14 @@ def outside_taxonomy(cfg) -> str | None:
         "are kept apart by earthsnap retrain. To learn a new species, add it under its group "
         "in taxonomy.yaml with its photos: the plan then retrains only that group's child."
     )
+
+# %% ../../nbs/monitor/review.ipynb #0ad88669
+@patch
+def estimate(self: ReviewQueue, version: str | None = None) -> dict:
+    """The live model's accuracy from the decided audit photos (of `version`, or all): {'correct', 'n', 'accuracy',
+    'low', 'high'}.
+    """
+    done = [i for i in self.items(pending=False, audit=True) if version is None or i.version == version]
+    k, n = sum(bool(i.correct) for i in done), len(done)
+    low, high = wilson(k, n)
+    return {"correct": k, "n": n, "accuracy": k / n if n else None, "low": low, "high": high, "version": version}

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from fastcore.basics import patch
 
 from ..core.database import connection, open_database, transaction
 from ..core.errors import EarthsnapError
@@ -196,95 +197,110 @@ class Monitor:
         d = json.loads(spec.read_text())
         return d["version"], d["artifact"]
 
-    def last_checked(self, endpoint: str, version: str) -> int:
-        with connection(self.db) as db:
-            return int(
-                db.execute(
-                    "SELECT COALESCE(MAX(last_id), 0) FROM drift_windows WHERE endpoint = ? AND version = ?",
-                    (endpoint, version),
-                ).fetchone()[0]
-            )
-
-    def check(
-        self,
-        endpoint: str = "prod",
-        window: int | None = None,
-        minutes: float | None = None,
-        alpha: float | None = None,
-        permutations: int = 200,
-        seed: int = 0,
-    ) -> list[Window]:
-        """Test each full window of `endpoint`'s traffic that no check has seen against its version's baseline; record
-        them, alert the drifting.
-        """
-        alpha = self.cfg.drift_alpha if alpha is None else alpha
-        version, artifact = self.live(endpoint)
-        baseline = read_baseline(artifact)
-        rows = CaptureStore(self.cfg.capture, endpoint).rows(
-            version=version, after_id=self.last_checked(endpoint, version)
+# %% ../../nbs/monitor/watch.ipynb #bcf54adf
+@patch
+def last_checked(self: Monitor, endpoint: str, version: str) -> int:
+    with connection(self.db) as db:
+        return int(
+            db.execute(
+                "SELECT COALESCE(MAX(last_id), 0) FROM drift_windows WHERE endpoint = ? AND version = ?",
+                (endpoint, version),
+            ).fetchone()[0]
         )
-        cuts = (
-            cut_windows(rows, seconds=minutes * 60)
-            if minutes
-            else cut_windows(rows, size=window or self.cfg.drift_window)
-        )
-        found = []
-        for k, rs in enumerate(cuts):
-            sample = window_sample(rs, baseline)
-            tests = compare(baseline, sample, alpha, permutations, seed + k)
-            w = Window(
-                endpoint,
-                version,
-                rs[0].id,
-                rs[-1].id,
-                rs[0].time,
-                rs[-1].time,
-                len(rs),
-                tests,
-                prediction_summary(sample.labels, sample.confidence, baseline.classes),
-                any(t.drifted for t in tests),
-                checked_at=time.time(),
-            )
-            event = drift_alert(w, alpha) if w.drifted else None
-            with connection(self.db) as db, transaction(db):
-                added = db.execute(
-                    "INSERT OR IGNORE INTO drift_windows (endpoint, version, first_id, last_id, start, end, "
-                    "size, tests, summary, drifted, alert, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        w.endpoint,
-                        w.version,
-                        w.first_id,
-                        w.last_id,
-                        w.start,
-                        w.end,
-                        w.size,
-                        json.dumps([asdict(t) for t in tests]),
-                        json.dumps(w.summary),
-                        int(w.drifted),
-                        event and event["id"],
-                        w.checked_at,
-                    ),
-                ).rowcount
-                if added and event:
-                    w.alert = emit(db, event)
-            if added:
-                found.append(w)
-        return found
 
-    def window_rows(self, w: Window) -> list[Captured]:
-        "The captured requests of window `w`."
-        return CaptureStore(self.cfg.capture, w.endpoint).rows(version=w.version, after_id=w.first_id - 1, limit=w.size)
 
-    def windows(self, endpoint: str | None = None, limit: int = 100) -> list[Window]:
-        "The checked windows, newest first."
-        with connection(self.db) as db:
-            q = (
-                "SELECT * FROM drift_windows"
-                + (" WHERE endpoint = ?" if endpoint else "")
-                + " ORDER BY id DESC LIMIT ?"
-            )
-            return [Window.from_row(r) for r in db.execute(q, ((endpoint,) if endpoint else ()) + (limit,))]
+@patch
+def windows(self: Monitor, endpoint: str | None = None, limit: int = 100) -> list[Window]:
+    "The checked windows, newest first."
+    with connection(self.db) as db:
+        q = "SELECT * FROM drift_windows" + (" WHERE endpoint = ?" if endpoint else "") + " ORDER BY id DESC LIMIT ?"
+        return [Window.from_row(r) for r in db.execute(q, ((endpoint,) if endpoint else ()) + (limit,))]
 
-    def alerts(self, limit: int = 50) -> list[dict]:
-        "The drift alerts in the outbox, newest first."
-        return [e for e in reversed(self.outbox.events()) if e.get("detail-type") == ALERT_TYPE][:limit]
+
+@patch
+def alerts(self: Monitor, limit: int = 50) -> list[dict]:
+    "The drift alerts in the outbox, newest first."
+    return [e for e in reversed(self.outbox.events()) if e.get("detail-type") == ALERT_TYPE][:limit]
+
+# %% ../../nbs/monitor/watch.ipynb #a13e0008
+def _tested_window(
+    endpoint: str, version: str, rows: list[Captured], baseline: Baseline, alpha: float, permutations: int, seed: int
+) -> Window:
+    "The window of `rows`, tested against `baseline`."
+    sample = window_sample(rows, baseline)
+    tests = compare(baseline, sample, alpha, permutations, seed)
+    return Window(
+        endpoint,
+        version,
+        rows[0].id,
+        rows[-1].id,
+        rows[0].time,
+        rows[-1].time,
+        len(rows),
+        tests,
+        prediction_summary(sample.labels, sample.confidence, baseline.classes),
+        any(t.drifted for t in tests),
+        checked_at=time.time(),
+    )
+
+# %% ../../nbs/monitor/watch.ipynb #9656bc93
+@patch
+def _record(self: Monitor, w: Window, alpha: float) -> bool:
+    "Record window `w`, and the alert of a drifting one, in one transaction; whether it was new."
+    event = drift_alert(w, alpha) if w.drifted else None
+    with connection(self.db) as db, transaction(db):
+        added = db.execute(
+            "INSERT OR IGNORE INTO drift_windows (endpoint, version, first_id, last_id, start, end, "
+            "size, tests, summary, drifted, alert, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                w.endpoint,
+                w.version,
+                w.first_id,
+                w.last_id,
+                w.start,
+                w.end,
+                w.size,
+                json.dumps([asdict(t) for t in w.tests]),
+                json.dumps(w.summary),
+                int(w.drifted),
+                event and event["id"],
+                w.checked_at,
+            ),
+        ).rowcount
+        if added and event:
+            w.alert = emit(db, event)
+    return bool(added)
+
+# %% ../../nbs/monitor/watch.ipynb #52c0c03d
+@patch
+def check(
+    self: Monitor,
+    endpoint: str = "prod",
+    window: int | None = None,
+    minutes: float | None = None,
+    alpha: float | None = None,
+    permutations: int = 200,
+    seed: int = 0,
+) -> list[Window]:
+    """Test each full window of `endpoint`'s traffic that no check has seen against its version's baseline; record
+    them, alert the drifting.
+    """
+    alpha = self.cfg.drift_alpha if alpha is None else alpha
+    version, artifact = self.live(endpoint)
+    baseline = read_baseline(artifact)
+    rows = CaptureStore(self.cfg.capture, endpoint).rows(version=version, after_id=self.last_checked(endpoint, version))
+    cuts = (
+        cut_windows(rows, seconds=minutes * 60) if minutes else cut_windows(rows, size=window or self.cfg.drift_window)
+    )
+    found = []
+    for k, rs in enumerate(cuts):
+        w = _tested_window(endpoint, version, rs, baseline, alpha, permutations, seed + k)
+        if self._record(w, alpha):
+            found.append(w)
+    return found
+
+# %% ../../nbs/monitor/watch.ipynb #4f6e362d
+@patch
+def window_rows(self: Monitor, w: Window) -> list[Captured]:
+    "The captured requests of window `w`."
+    return CaptureStore(self.cfg.capture, w.endpoint).rows(version=w.version, after_id=w.first_id - 1, limit=w.size)

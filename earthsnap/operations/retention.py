@@ -44,7 +44,7 @@ KINDS = {
     "temporary": "temporary files left behind",
 }
 
-
+# %% ../../nbs/operations/retention.ipynb #f3ccea95
 def human_size(n: int) -> str:
     "A size in bytes as a person reads it."
     for unit in ("bytes", "KB", "MB", "GB"):
@@ -52,7 +52,7 @@ def human_size(n: int) -> str:
             return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
         n /= 1024
 
-
+# %% ../../nbs/operations/retention.ipynb #6a78fb41
 @dataclass
 class GcPlan:
     "What gc deletes, what it keeps among the old runs and why, and what it did."
@@ -84,7 +84,7 @@ class GcPlan:
             lines.append("nothing was deleted (--dry-run)")
         return "\n".join(lines)
 
-
+# %% ../../nbs/operations/retention.ipynb #c5dcbba9
 def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -138,18 +138,9 @@ def _dataset_refs(paths: list[str]) -> set[str]:
                     refs.add(ref)
     return refs
 
-# %% ../../nbs/operations/retention.ipynb #2c45ceb0
-def plan_gc(
-    cfg, keep_days: float = 30.0, keep_last: int = 10, grace: float = 3600.0, now: float | None = None
-) -> GcPlan:
-    """What gc would delete in the project `cfg` names, keeping runs younger than `keep_days` or among the `keep_last`
-    newest, and all that anything kept refers to.
-    """
-    now, plan = now or time.time(), GcPlan()
-    registry = Path(cfg.registry)
-    if not registry.exists() or not is_local(cfg.runs):
-        return plan
-    runs_root = Path(split_uri(cfg.runs)[1]).resolve()
+# %% ../../nbs/operations/retention.ipynb #51c54925
+def _records(registry: Path) -> tuple[list[dict], list[dict], list[dict]]:
+    "The runs (newest first), their steps and the registered versions, read at once."
     RunStore(registry)
     with connection(registry) as db:
         tables = table_names(db)
@@ -168,22 +159,13 @@ def plan_gc(
             if "model_versions" in tables
             else []
         )
-    by_dir = {Path(r["run_dir"]).resolve(): r["id"] for r in runs}
-    steps_of: dict[str, list[dict]] = {}
-    for s in steps:
-        steps_of.setdefault(s["run_id"], []).append(s)
-    alive = {r["id"] for r in runs if r["status"] == "running" and pid_alive(r["pid"])}
-    newest = {r["id"] for r in runs[:keep_last]}
-    young = {r["id"] for r in runs if r["started_at"] >= now - keep_days * 86400}
-    why: dict[str, str] = {}  # run id -> why it is kept
-    for r in runs:
-        if r["id"] in alive:
-            why[r["id"]] = "running"
-        elif r["id"] in newest:
-            why[r["id"]] = f"among the {keep_last} newest"
-        elif r["id"] in young:
-            why[r["id"]] = f"younger than {keep_days:g} days"
-    # what registered models and endpoints point to
+    return runs, steps, versions
+
+# %% ../../nbs/operations/retention.ipynb #2270b45a
+def _held(cfg, versions: list[dict], by_dir: dict[Path, str], why: dict[str, str]) -> tuple[list, set[str]]:
+    """What registered versions and endpoints point to: (path, reason) pairs and dataset versions; a run that made a
+    registered version is added to `why`.
+    """
     held_paths, held_datasets = [], set()
     for v in versions:
         lineage = json.loads(v["lineage"] or "{}")
@@ -200,10 +182,11 @@ def plan_gc(
             )
         except (OSError, ValueError):
             pass
-    for p, reason in held_paths:
-        if rid := _run_of(p, runs_root, by_dir):
-            why.setdefault(rid, reason)
-    # a kept run keeps every run its steps point into, and so on to the end of the chain
+    return held_paths, held_datasets
+
+# %% ../../nbs/operations/retention.ipynb #4e9f5d61
+def _follow_uses(why: dict[str, str], steps_of: dict, runs_root: Path, by_dir: dict[Path, str]) -> None:
+    "Add to `why` each run a kept run's steps point into (outputs, notebooks taken from its cache), to the chain's end."
     todo = list(why)
     while todo:
         rid = todo.pop()
@@ -213,8 +196,20 @@ def plan_gc(
                 if other and other not in why:
                     why[other] = f"run {rid} uses its outputs"
                     todo.append(other)
-    # old runs kept for a reason
-    plan.kept = {r["id"]: why[r["id"]] for r in runs if r["id"] in why and r["id"] not in alive | newest | young}
+
+# %% ../../nbs/operations/retention.ipynb #2b4e6f02
+def _plan_runs(
+    plan: GcPlan,
+    runs: list[dict],
+    steps_of: dict,
+    why: dict[str, str],
+    alive: set[str],
+    runs_root: Path,
+    by_dir: dict[Path, str],
+    grace: float,
+    now: float,
+) -> None:
+    "Add to `plan` the runs nothing keeps, the .partial folders of kept runs that ended, and folders no record names."
     for r in runs:
         if r["id"] in why:
             continue
@@ -230,9 +225,6 @@ def plan_gc(
         for d in sorted(runs_root.iterdir()):
             if d.is_dir() and d.resolve() not in by_dir and now - d.stat().st_mtime > grace:
                 plan.garbage.append(Garbage("orphan", d, _size(d)))
-    _plan_datasets(cfg, plan, runs, steps_of, why, held_datasets, grace, now)
-    _plan_archives(registry, versions, held_paths, plan, grace, now)
-    return plan
 
 # %% ../../nbs/operations/retention.ipynb #ddc50c55
 def _plan_datasets(
@@ -289,7 +281,7 @@ def _plan_datasets(
                 elif p not in wanted:
                     plan.garbage.append(Garbage("object", Path(p), st.st_size))
 
-
+# %% ../../nbs/operations/retention.ipynb #91e26637
 def _plan_archives(
     registry: Path, versions: list[dict], held_paths: list, plan: GcPlan, grace: float, now: float
 ) -> None:
@@ -301,6 +293,46 @@ def _plan_archives(
         if p.is_file() and os.path.realpath(p) not in wanted and now - p.stat().st_mtime > grace:
             plan.garbage.append(Garbage("temporary" if p.name.endswith(".tmp") else "archive", p, p.stat().st_size))
 
+# %% ../../nbs/operations/retention.ipynb #2c45ceb0
+def plan_gc(
+    cfg, keep_days: float = 30.0, keep_last: int = 10, grace: float = 3600.0, now: float | None = None
+) -> GcPlan:
+    """What gc would delete in the project `cfg` names, keeping runs younger than `keep_days` or among the `keep_last`
+    newest, and all that anything kept refers to.
+    """
+    now, plan = now or time.time(), GcPlan()
+    registry = Path(cfg.registry)
+    if not registry.exists() or not is_local(cfg.runs):
+        return plan
+    runs_root = Path(split_uri(cfg.runs)[1]).resolve()
+    runs, steps, versions = _records(registry)
+    by_dir = {Path(r["run_dir"]).resolve(): r["id"] for r in runs}
+    steps_of: dict[str, list[dict]] = {}
+    for s in steps:
+        steps_of.setdefault(s["run_id"], []).append(s)
+    alive = {r["id"] for r in runs if r["status"] == "running" and pid_alive(r["pid"])}
+    newest = {r["id"] for r in runs[:keep_last]}
+    young = {r["id"] for r in runs if r["started_at"] >= now - keep_days * 86400}
+    why: dict[str, str] = {}  # run id -> why it is kept
+    for r in runs:
+        if r["id"] in alive:
+            why[r["id"]] = "running"
+        elif r["id"] in newest:
+            why[r["id"]] = f"among the {keep_last} newest"
+        elif r["id"] in young:
+            why[r["id"]] = f"younger than {keep_days:g} days"
+    held_paths, held_datasets = _held(cfg, versions, by_dir, why)
+    for p, reason in held_paths:
+        if rid := _run_of(p, runs_root, by_dir):
+            why.setdefault(rid, reason)
+    _follow_uses(why, steps_of, runs_root, by_dir)
+    # old runs kept for a reason
+    plan.kept = {r["id"]: why[r["id"]] for r in runs if r["id"] in why and r["id"] not in alive | newest | young}
+    _plan_runs(plan, runs, steps_of, why, alive, runs_root, by_dir, grace, now)
+    _plan_datasets(cfg, plan, runs, steps_of, why, held_datasets, grace, now)
+    _plan_archives(registry, versions, held_paths, plan, grace, now)
+    return plan
+
 # %% ../../nbs/operations/retention.ipynb #e5915232
 def _remove(path: Path, trash_root: Path) -> None:
     if path.is_dir() and not path.is_symlink():
@@ -310,7 +342,7 @@ def _remove(path: Path, trash_root: Path) -> None:
     else:
         path.unlink(missing_ok=True)
 
-
+# %% ../../nbs/operations/retention.ipynb #c5ec093c
 def collect(
     cfg, keep_days: float = 30.0, keep_last: int = 10, grace: float = 3600.0, wait: float = 60.0, progress: bool = False
 ) -> GcPlan:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from fastcore.basics import patch
 
 from ..core.database import connection, open_database, set_wal, transaction
 from ..core.errors import EarthsnapError
@@ -75,75 +76,81 @@ class CaptureStore:
         open_database(self.images, IMAGES_SCHEMA, name="capture_images")
         return self
 
-    def image(self, sha256: str) -> bytes | None:
-        "The photo with this sha256, as the endpoint received it; None if it was not captured."
-        if not self.images.exists():
-            return None
-        with connection(self.images) as db:
-            row = db.execute("SELECT body FROM images WHERE sha256 = ?", (sha256,)).fetchone()
-        return None if row is None else bytes(row[0])
+# %% ../../nbs/release/capture.ipynb #7271cfe3
+@patch
+def image(self: CaptureStore, sha256: str) -> bytes | None:
+    "The photo with this sha256, as the endpoint received it; None if it was not captured."
+    if not self.images.exists():
+        return None
+    with connection(self.images) as db:
+        row = db.execute("SELECT body FROM images WHERE sha256 = ?", (sha256,)).fetchone()
+    return None if row is None else bytes(row[0])
 
-    def used_bytes(self) -> int:
-        "What this endpoint's captures take on disk (rows and the images they stored)."
-        if not self.db.exists():
-            return 0
-        with connection(self.db) as db:
-            return int(db.execute("SELECT COALESCE(SUM(bytes), 0) FROM captures").fetchone()[0])
 
-    def count(self, version: str | None = None) -> int:
-        if not self.db.exists():
-            return 0
-        with connection(self.db) as db:
-            q, args = (
-                ("SELECT COUNT(*) FROM captures WHERE version = ?", (version,))
-                if version
-                else ("SELECT COUNT(*) FROM captures", ())
-            )
-            return int(db.execute(q, args).fetchone()[0])
+@patch
+def used_bytes(self: CaptureStore) -> int:
+    "What this endpoint's captures take on disk (rows and the images they stored)."
+    if not self.db.exists():
+        return 0
+    with connection(self.db) as db:
+        return int(db.execute("SELECT COALESCE(SUM(bytes), 0) FROM captures").fetchone()[0])
 
-    def rows(
-        self,
-        version: str | None = None,
-        after_id: int = 0,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int | None = None,
-    ) -> list[Captured]:
-        """Captures oldest first: of `version` (all when None), with id above `after_id`, time in [since, until), at
-        most `limit`.
-        """
-        if not self.db.exists():
-            return []
-        where, args = ["id > ?"], [after_id]
-        if version is not None:
-            where.append("version = ?")
-            args.append(version)
-        if since is not None:
-            where.append("time >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("time < ?")
-            args.append(until)
-        sql = f"SELECT * FROM captures WHERE {' AND '.join(where)} ORDER BY id" + (
-            f" LIMIT {int(limit)}" if limit else ""
+
+@patch
+def count(self: CaptureStore, version: str | None = None) -> int:
+    if not self.db.exists():
+        return 0
+    with connection(self.db) as db:
+        q, args = (
+            ("SELECT COUNT(*) FROM captures WHERE version = ?", (version,))
+            if version
+            else ("SELECT COUNT(*) FROM captures", ())
         )
-        with connection(self.db) as db:
-            found = db.execute(sql, args).fetchall()
-        return [
-            Captured(
-                r["id"],
-                r["time"],
-                r["endpoint"],
-                r["version"],
-                r["sha256"],
-                r["label"],
-                r["probability"],
-                json.loads(r["top"]),
-                r["latency_ms"],
-                None if r["embedding"] is None else np.frombuffer(r["embedding"], dtype=np.float16).astype(np.float32),
-            )
-            for r in found
-        ]
+        return int(db.execute(q, args).fetchone()[0])
+
+# %% ../../nbs/release/capture.ipynb #56a35c8f
+@patch
+def rows(
+    self: CaptureStore,
+    version: str | None = None,
+    after_id: int = 0,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int | None = None,
+) -> list[Captured]:
+    """Captures oldest first: of `version` (all when None), with id above `after_id`, time in [since, until), at
+    most `limit`.
+    """
+    if not self.db.exists():
+        return []
+    where, args = ["id > ?"], [after_id]
+    if version is not None:
+        where.append("version = ?")
+        args.append(version)
+    if since is not None:
+        where.append("time >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("time < ?")
+        args.append(until)
+    sql = f"SELECT * FROM captures WHERE {' AND '.join(where)} ORDER BY id" + (f" LIMIT {int(limit)}" if limit else "")
+    with connection(self.db) as db:
+        found = db.execute(sql, args).fetchall()
+    return [
+        Captured(
+            r["id"],
+            r["time"],
+            r["endpoint"],
+            r["version"],
+            r["sha256"],
+            r["label"],
+            r["probability"],
+            json.loads(r["top"]),
+            r["latency_ms"],
+            None if r["embedding"] is None else np.frombuffer(r["embedding"], dtype=np.float16).astype(np.float32),
+        )
+        for r in found
+    ]
 
 # %% ../../nbs/release/capture.ipynb #2768c363
 log = logging.getLogger("earthsnap.release.capture")
@@ -184,45 +191,28 @@ class Capture:
             f"capture stopped: its disk budget of {self.budget / 2**20:,.0f} MiB is used ({self.used / 2**20:,.1f} MiB)"
         )
 
-    def offer(
-        self,
-        body: bytes,
-        version: str | None,
-        top: list[dict],
-        latency_ms: float,
-        embedding: np.ndarray | None,
-        at: float | None = None,
-    ) -> bool:
-        """Hand one answered request (answered `at`, default now) to the writer if the sample takes it; never blocks,
-        never raises. Whether it was queued.
-        """
-        if self.stopped or self.rate <= 0 or (self.rate < 1 and self._random.random() >= self.rate):
-            return False
-        # the writer is behind: let this one go
-        if len(self._pending) >= self.queue_size:
-            self.dropped += 1
-            return False
-        self._pending.append((time.time() if at is None else at, bytes(body), version, top, latency_ms, embedding))
-        return True
+# %% ../../nbs/release/capture.ipynb #a56ae2b6
+@patch
+def status(self: Capture) -> dict:
+    "What /ping says of capture."
+    return {
+        "state": "stopped" if self.stopped else ("on" if self.rate > 0 else "off"),
+        "rate": self.rate,
+        "rows": self.rows,
+        "used_bytes": self.used,
+        "budget_bytes": self.budget,
+        "queued": len(self._pending),
+        "dropped": self.dropped,
+        "errors": self.errors,
+        **({"message": self.stopped} if self.stopped else {}),
+    }
 
-    def status(self) -> dict:
-        "What /ping says of capture."
-        return {
-            "state": "stopped" if self.stopped else ("on" if self.rate > 0 else "off"),
-            "rate": self.rate,
-            "rows": self.rows,
-            "used_bytes": self.used,
-            "budget_bytes": self.budget,
-            "queued": len(self._pending),
-            "dropped": self.dropped,
-            "errors": self.errors,
-            **({"message": self.stopped} if self.stopped else {}),
-        }
 
-    def close(self, wait: float = 10.0) -> None:
-        "Write what is queued, then stop the writer (at most `wait` seconds)."
-        self._closing.set()
-        self._thread.join(wait)
+@patch
+def close(self: Capture, wait: float = 10.0) -> None:
+    "Write what is queued, then stop the writer (at most `wait` seconds)."
+    self._closing.set()
+    self._thread.join(wait)
 
 # %% ../../nbs/release/capture.ipynb #401b4023
 BATCH_SECONDS, BATCH_ROWS = 0.2, 1024
@@ -234,7 +224,29 @@ def _connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous = NORMAL")
     return db
 
+# %% ../../nbs/release/capture.ipynb #74a2ce78
+def _write_loop(self: Capture) -> None:
+    rows_db, images_db = _connect(self.store.db), _connect(self.store.images)
+    try:
+        while True:
+            closing = self._closing.wait(BATCH_SECONDS)  # a nap, not a wake-up per request
+            while self._pending:
+                batch = [self._pending.popleft() for _ in range(min(BATCH_ROWS, len(self._pending)))]
+                if self.stopped:
+                    continue  # the budget is used: what is queued is let go
+                try:
+                    _write_batch(self, rows_db, images_db, batch)
+                # a full disk, a locked database: counted and logged, the endpoint keeps serving
+                except Exception as e:
+                    self.errors += len(batch)
+                    log.error("capture could not write %d rows: %s", len(batch), e)
+            if closing:
+                break
+    finally:
+        rows_db.close()
+        images_db.close()
 
+# %% ../../nbs/release/capture.ipynb #7fd0fad2
 def _write_batch(self: Capture, rows_db: sqlite3.Connection, images_db: sqlite3.Connection, batch: list[tuple]) -> None:
     rows = []
     full = False
@@ -290,24 +302,25 @@ def _write_batch(self: Capture, rows_db: sqlite3.Connection, images_db: sqlite3.
         self.stopped = self._full_message()
         log.warning(self.stopped)
 
-
-def _write_loop(self: Capture) -> None:
-    rows_db, images_db = _connect(self.store.db), _connect(self.store.images)
-    try:
-        while True:
-            closing = self._closing.wait(BATCH_SECONDS)  # a nap, not a wake-up per request
-            while self._pending:
-                batch = [self._pending.popleft() for _ in range(min(BATCH_ROWS, len(self._pending)))]
-                if self.stopped:
-                    continue  # the budget is used: what is queued is let go
-                try:
-                    _write_batch(self, rows_db, images_db, batch)
-                # a full disk, a locked database: counted and logged, the endpoint keeps serving
-                except Exception as e:
-                    self.errors += len(batch)
-                    log.error("capture could not write %d rows: %s", len(batch), e)
-            if closing:
-                break
-    finally:
-        rows_db.close()
-        images_db.close()
+# %% ../../nbs/release/capture.ipynb #2d259db7
+@patch
+def offer(
+    self: Capture,
+    body: bytes,
+    version: str | None,
+    top: list[dict],
+    latency_ms: float,
+    embedding: np.ndarray | None,
+    at: float | None = None,
+) -> bool:
+    """Hand one answered request (answered `at`, default now) to the writer if the sample takes it; never blocks,
+    never raises. Whether it was queued.
+    """
+    if self.stopped or self.rate <= 0 or (self.rate < 1 and self._random.random() >= self.rate):
+        return False
+    # the writer is behind: let this one go
+    if len(self._pending) >= self.queue_size:
+        self.dropped += 1
+        return False
+    self._pending.append((time.time() if at is None else at, bytes(body), version, top, latency_ms, embedding))
+    return True

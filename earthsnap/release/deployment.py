@@ -15,6 +15,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import numpy as np
+from fastcore.basics import patch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -102,6 +103,107 @@ def malformed_payloads(max_bytes: int = MAX_BYTES) -> list[tuple[str, bytes, str
         ("top_k=0", jpeg, "image/jpeg", "?top_k=0", 400),
     ]
 
+# %% ../../nbs/release/deployment.ipynb #ba001dde
+def _ping_check(client, version: str) -> Check:
+    "Whether `/ping` answers 200 and names `version`."
+    status, answer = client.request("GET", "/ping")
+    ok = status == 200 and answer.get("model") == version
+    return Check(
+        "ping",
+        ok,
+        f"{status} {answer.get('model') or answer.get('error')}",
+        f"/ping answers 200 with {version}" if ok else f"/ping answered {status} {answer}, not 200 with {version}",
+    )
+
+# %% ../../nbs/release/deployment.ipynb #0114f458
+def _ask_test_split(client, records: str | os.PathLike, classes: list[str], n: int, progress: bool) -> tuple:
+    "The `n` test images of `records` sent once each, after a warm-up: (right answers, failed requests, seconds each)."
+    first = next(split_images(records, "test"))[3]
+    # warm-up, not counted
+    for _ in range(3):
+        client.request("POST", "/invocations?top_k=1", first, "image/jpeg")
+    right, errors, seconds = 0, [], []
+    for _, label, uri, image in tqdm(
+        split_images(records, "test"), total=n, desc="stage tests", unit="img", disable=not progress
+    ):
+        start = time.perf_counter()
+        status, answer = client.request("POST", "/invocations?top_k=1", image, "image/jpeg")
+        seconds.append(time.perf_counter() - start)
+        if status != 200:
+            errors.append(f"{uri}: {status} {answer.get('message', '')}")
+            continue
+        right += answer["predictions"][0]["label"] == classes[label]
+    return right, errors, seconds
+
+# %% ../../nbs/release/deployment.ipynb #1d6e1fb0
+def _accuracy_checks(accuracy: float, n: int, min_accuracy: float, offline_accuracy: float | None) -> list[Check]:
+    "Whether `accuracy` on `n` test images reaches `min_accuracy`, and is the evaluation's `offline_accuracy`."
+    checks = [
+        Check(
+            "accuracy",
+            accuracy >= min_accuracy,
+            f"{accuracy:.3f}",
+            f"top-1 accuracy {accuracy:.3f} on {n} held-out test images "
+            + (f">= {min_accuracy:.3g}" if accuracy >= min_accuracy else f"is below the threshold {min_accuracy:.3g}"),
+        )
+    ]
+    if offline_accuracy is not None:
+        agree = abs(accuracy - offline_accuracy) <= 0.01
+        checks.append(
+            Check(
+                "agrees with evaluation",
+                agree,
+                f"{accuracy:.3f} vs {offline_accuracy:.3f}",
+                "the endpoint scores as the evaluation did"
+                if agree
+                else (
+                    f"the endpoint scores {accuracy:.3f} where the evaluation "
+                    f"measured {offline_accuracy:.3f} on the same images: it "
+                    "prepares images differently from the evaluation"
+                ),
+            )
+        )
+    return checks
+
+# %% ../../nbs/release/deployment.ipynb #79f4311b
+def _serving_checks(seconds: list[float], errors: list[str], n: int, p95_ms: float) -> list[Check]:
+    "Whether the 95th percentile of the `seconds` requests took is within `p95_ms`, and none of the `n` failed."
+    p50, p95 = (float(np.percentile(seconds, q)) * 1000 for q in (50, 95))
+    return [
+        Check(
+            "latency p95",
+            p95 <= p95_ms,
+            f"{p95:.1f} ms",
+            f"p50 {p50:.1f} ms, p95 {p95:.1f} ms over {n} requests "
+            + ("within" if p95 <= p95_ms else "over")
+            + f" the budget of {p95_ms:g} ms",
+        ),
+        Check(
+            "answers",
+            not errors,
+            f"{n - len(errors)}/{n}",
+            "every request was answered" if not errors else f"{len(errors)} request(s) failed, e.g. {errors[0]}",
+        ),
+    ]
+
+# %% ../../nbs/release/deployment.ipynb #0fb15c99
+def _malformed_check(client) -> Check:
+    "Whether each of `malformed_payloads` is refused with its status and a JSON error."
+    wrong, payloads = [], malformed_payloads()
+    for what, body, kind, query, want in payloads:
+        status, answer = client.request("POST", f"/invocations{query}", body, kind)
+        if status != want or "error" not in answer:
+            wrong.append(f"{what}: {status} (expected {want})")
+    total = len(payloads)
+    return Check(
+        "malformed payloads",
+        not wrong,
+        f"{total - len(wrong)}/{total}",
+        f"each of {total} malformed requests got its 4xx with a JSON error"
+        if not wrong
+        else "not refused as they should be: " + "; ".join(wrong),
+    )
+
 # %% ../../nbs/release/deployment.ipynb #91df53e1
 def endpoint_checks(
     url: str,
@@ -126,19 +228,8 @@ def endpoint_checks(
             on_check(list(checks))
 
     try:
-        status, answer = client.request("GET", "/ping")
-        ok = status == 200 and answer.get("model") == version
-        add(
-            Check(
-                "ping",
-                ok,
-                f"{status} {answer.get('model') or answer.get('error')}",
-                f"/ping answers 200 with {version}"
-                if ok
-                else f"/ping answered {status} {answer}, not 200 with {version}",
-            )
-        )
-        if not ok:
+        add(_ping_check(client, version))
+        if not checks[-1].passed:
             return checks  # the rest would test another model, or nothing
         try:
             if records is None:
@@ -152,88 +243,12 @@ def endpoint_checks(
             why = f"no held-out test images: {e.what}"
             add(Check("accuracy", False, "-", why), Check("latency p95", False, "-", why))
         else:
-            first = next(split_images(records, "test"))[3]
-            # warm-up, not counted
-            for _ in range(3):
-                client.request("POST", "/invocations?top_k=1", first, "image/jpeg")
-            right, errors, seconds = 0, [], []
-            for _, label, uri, image in tqdm(
-                split_images(records, "test"), total=n, desc="stage tests", unit="img", disable=not progress
+            right, errors, seconds = _ask_test_split(client, records, classes, n, progress)
+            for check in _accuracy_checks(right / n, n, min_accuracy, offline_accuracy) + _serving_checks(
+                seconds, errors, n, p95_ms
             ):
-                start = time.perf_counter()
-                status, answer = client.request("POST", "/invocations?top_k=1", image, "image/jpeg")
-                seconds.append(time.perf_counter() - start)
-                if status != 200:
-                    errors.append(f"{uri}: {status} {answer.get('message', '')}")
-                    continue
-                right += answer["predictions"][0]["label"] == classes[label]
-            accuracy = right / n
-            p50, p95 = (float(np.percentile(seconds, q)) * 1000 for q in (50, 95))
-            add(
-                Check(
-                    "accuracy",
-                    accuracy >= min_accuracy,
-                    f"{accuracy:.3f}",
-                    f"top-1 accuracy {accuracy:.3f} on {n} held-out test images "
-                    + (
-                        f">= {min_accuracy:.3g}"
-                        if accuracy >= min_accuracy
-                        else f"is below the threshold {min_accuracy:.3g}"
-                    ),
-                )
-            )
-            if offline_accuracy is not None:
-                agree = abs(accuracy - offline_accuracy) <= 0.01
-                add(
-                    Check(
-                        "agrees with evaluation",
-                        agree,
-                        f"{accuracy:.3f} vs {offline_accuracy:.3f}",
-                        "the endpoint scores as the evaluation did"
-                        if agree
-                        else (
-                            f"the endpoint scores {accuracy:.3f} where the evaluation "
-                            f"measured {offline_accuracy:.3f} on the same images: it "
-                            "prepares images differently from the evaluation"
-                        ),
-                    )
-                )
-            add(
-                Check(
-                    "latency p95",
-                    p95 <= p95_ms,
-                    f"{p95:.1f} ms",
-                    f"p50 {p50:.1f} ms, p95 {p95:.1f} ms over {n} requests "
-                    + ("within" if p95 <= p95_ms else "over")
-                    + f" the budget of {p95_ms:g} ms",
-                )
-            )
-            add(
-                Check(
-                    "answers",
-                    not errors,
-                    f"{n - len(errors)}/{n}",
-                    "every request was answered"
-                    if not errors
-                    else f"{len(errors)} request(s) failed, e.g. {errors[0]}",
-                )
-            )
-        wrong, payloads = [], malformed_payloads()
-        for what, body, kind, query, want in payloads:
-            status, answer = client.request("POST", f"/invocations{query}", body, kind)
-            if status != want or "error" not in answer:
-                wrong.append(f"{what}: {status} (expected {want})")
-        total = len(payloads)
-        add(
-            Check(
-                "malformed payloads",
-                not wrong,
-                f"{total - len(wrong)}/{total}",
-                f"each of {total} malformed requests got its 4xx with a JSON error"
-                if not wrong
-                else "not refused as they should be: " + "; ".join(wrong),
-            )
-        )
+                add(check)
+        add(_malformed_check(client))
     except OSError as e:
         add(Check("reachable", False, "-", f"the endpoint at {url} stopped answering: {e}"))
     finally:
@@ -290,281 +305,27 @@ class Deployment:
 def _who(by: str | None) -> str:
     return by or login_name()
 
-# %% ../../nbs/release/deployment.ipynb #1ec6ff0b
+# %% ../../nbs/release/deployment.ipynb #3b656931
 class _DeploymentRecords:
     """The deployments of one model group, kept in the project's database: started, finished, with the checks and why
     each ended; and the endpoint a deployment needs running.
     """
 
-    def _row(self, r) -> Deployment:
-        return Deployment(
-            r["id"],
-            r["endpoint"],
-            f"{r['grp']}/{r['version']}",
-            r["action"],
-            r["status"],
-            r["event_id"],
-            r["by"],
-            r["started_at"],
-            r["finished_at"],
-            r["reason"],
-            json.loads(r["checks"]),
-        )
 
-    def history(self, endpoint: str | None = None) -> list[Deployment]:
-        "Deployments of this group's versions, newest first; only those to `endpoint` (stage or prod) if given."
-        with connection(self.path) as db:
-            return [
-                self._row(r)
-                for r in db.execute(
-                    "SELECT * FROM deployments WHERE grp = ? AND (? IS NULL OR endpoint = ?) ORDER BY id DESC",
-                    (self.group, endpoint, endpoint),
-                )
-            ]
-
-    def get(self, deployment_id: int) -> Deployment:
-        with connection(self.path) as db:
-            return self._row(db.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchone())
-
-    def live(self) -> Deployment | None:
-        "The deployment prod serves now, if any."
-        return next((d for d in self.history(PROD) if d.status == LIVE), None)
-
-    def _start(self, endpoint: str, mv: ModelVersion, action: str, by: str, event_id: str | None = None) -> int:
-        with connection(self.path) as db, transaction(db):
-            if event_id:  # the same event again after a crash mid-way: take up its row
-                row = db.execute(
-                    "SELECT id FROM deployments WHERE event_id = ? AND endpoint = ?", (event_id, endpoint)
-                ).fetchone()
-                if row:
-                    db.execute(
-                        "UPDATE deployments SET started_at = ?, reason = "
-                        "'taken up again after an interruption' WHERE id = ?",
-                        (time.time(), row["id"]),
-                    )
-                    return row["id"]
-            return db.execute(
-                "INSERT INTO deployments (endpoint, grp, version, action, status, event_id, by, started_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (endpoint, mv.group, mv.version, action, IN_PROGRESS, event_id, by, time.time()),
-            ).lastrowid
-
-    def _checked(self, deployment_id: int, checks: list[Check]) -> None:
-        "Record the checks a deployment in progress has done so far (the console shows them as they complete)."
-        with connection(self.path) as db, transaction(db):
-            db.execute(
-                "UPDATE deployments SET checks = ? WHERE id = ?",
-                (json.dumps([asdict(c) for c in checks]), deployment_id),
-            )
-
-    def _finish(self, deployment_id: int, status: str, reason: str, checks: list[Check] = ()) -> Deployment:
-        with connection(self.path) as db, transaction(db):
-            if status == LIVE:  # the version prod served until now steps aside, kept for rollback
-                action = db.execute("SELECT action FROM deployments WHERE id = ?", (deployment_id,)).fetchone()[
-                    "action"
-                ]
-                db.execute(
-                    "UPDATE deployments SET status = ? WHERE endpoint = ? AND status = ? AND id != ?",
-                    (ROLLED_BACK if action == "rollback" else REPLACED, PROD, LIVE, deployment_id),
-                )
-            db.execute(
-                "UPDATE deployments SET status = ?, finished_at = ?, reason = ?, checks = ? WHERE id = ?",
-                (status, time.time(), reason, json.dumps([asdict(c) for c in checks]), deployment_id),
-            )
-        return self.get(deployment_id)
-
-    def _running(self, name: str) -> Endpoint:
-        try:
-            ep = self.endpoints.get(name)
-        except EndpointError:
-            ep = None
-        if ep is None or not ep.running:
-            self.log(f"  starting the {name} endpoint on port {self.ports[name]}")
-            ep = self.endpoints.start(name, self.ports[name])
-        return ep
-
-# %% ../../nbs/release/deployment.ipynb #72e1d7fd
 class _Stage:
     "Deploying an approved version to the stage endpoint and testing it there."
 
-    def deploy_stage(self, ref: str, by: str | None = None, event_id: str | None = None) -> Deployment:
-        "Deploy an approved version to the stage endpoint and test it there; promote it when `auto_promote` is on."
-        mv = self.registry.get(ref)
-        if mv.status != APPROVED:
-            raise DeployError(
-                f"{mv.ref} is {mv.status}; only an approved version is deployed.",
-                fix=f"Approve it first: earthsnap registry approve {mv.ref}"
-                if mv.status != "Rejected"
-                else "A rejected version stays out of every endpoint.",
-            )
-        if mv.group != self.group:
-            raise DeployError(
-                f"{mv.ref} is in group {mv.group!r}; this project deploys group {self.group!r}.",
-                fix="Set deploy_group in earthsnap.yaml to release another group.",
-            )
-        did = self._start(STAGE, mv, "deploy", _who(by), event_id)
-        self.log(f"{mv.ref}: deploying to {STAGE}")
-        try:
-            mv = self.registry.verify(mv.ref)  # the archive is still the one registered
-            ep = self._running(STAGE)
-            ep = self.endpoints.deploy(STAGE, mv.artifact, mv.ref)
-        except (RegistryError, EndpointError) as e:
-            d = self._finish(did, FAILED, e.what)
-            self.log(f"{mv.ref}: stage deployment failed: {e.what}\n  {self._prod_untouched()}")
-            return d
-        evaluated = mv.metrics.get("accuracy")
-        offline = evaluated.get("value") if isinstance(evaluated, dict) else None
-        checks = endpoint_checks(
-            ep.url,
-            mv.ref,
-            mv.lineage.get("inputs", {}).get("records"),
-            self.min_accuracy,
-            self.p95_ms,
-            offline,
-            self.progress,
-            on_check=lambda done: self._checked(did, done),
-        )
-        for c in checks:
-            self.log(c.line())
-        failed = [c for c in checks if not c.passed]
-        if failed:
-            d = self._finish(
-                did, FAILED, "stage tests failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed), checks
-            )
-            self.log(f"{mv.ref}: stage tests failed; {self._prod_untouched()}")
-            return d
-        d = self._finish(did, PASSED, f"{len(checks)} stage tests passed", checks)
-        self.log(f"{mv.ref}: stage tests passed")
-        if self.auto_promote:
-            self.promote(mv.ref, by="auto_promote")
-        else:
-            self.log(f"  promote it to prod with: earthsnap deploy promote {mv.ref}")
-        return d
 
-    def _prod_untouched(self) -> str:
-        live = self.live()
-        return "prod is untouched" + (f" and serves {live.ref}" if live else "")
-
-# %% ../../nbs/release/deployment.ipynb #a768c762
 class _Events:
     "The registry's events, each handled once: an approval of this project's group goes to stage."
 
-    def handle(self, event: dict) -> Deployment | None:
-        "Handle one registry event: an approval of this group's version goes to stage; others pass. Safe to call twice."
-        detail = event.get("detail", {})
-        if event.get("detail-type") != EVENT_TYPE or detail.get("ModelApprovalStatus") != APPROVED:
-            return None
-        ref = f"{detail['ModelPackageGroupName']}/{detail['ModelPackageVersion']}"
-        if detail["ModelPackageGroupName"] != self.group:
-            self.log(f"{ref} approved; not deployed: this project deploys group {self.group!r} (setting deploy_group)")
-            return None
-        with connection(self.path) as db:
-            row = db.execute(
-                "SELECT * FROM deployments WHERE event_id = ? AND endpoint = ?", (event["id"], STAGE)
-            ).fetchone()
-        if row and row["status"] != IN_PROGRESS:  # handled before a crash kept the outbox from hearing of it
-            return self._row(row)
-        return self.deploy_stage(ref, by=detail.get("ApprovedBy"), event_id=event["id"])
 
-    def run(self, lease: float = 600.0) -> list[str]:
-        "Handle every registry event the deployer has not handled yet, oldest first; returns their ids."
-        return self.registry.outbox.deliver(CONSUMER, self.handle, lease=lease)
-
-    def deliver(self) -> tuple[list[Deployment], list[Deployment]]:
-        """Run over the pending events; returns the deployments this made and those of them that failed (the CLI exits 1
-        on any).
-        """
-        last = max((d.id for d in self.history()), default=0)
-        self.run()
-        made = [d for d in self.history() if d.id > last]
-        return made, [d for d in made if d.status == "failed"]
-
-# %% ../../nbs/release/deployment.ipynb #97e0da73
 class _Prod:
     """Prod: promoting a version that passed the stage tests, rolling back to the one before, and what each endpoint
     serves.
     """
 
-    def _to_prod(self, ref: str, action: str, by: str | None, reason: str) -> Deployment:
-        mv = self.registry.get(ref)
-        did = self._start(PROD, mv, action, _who(by))
-        self.log(f"{mv.ref}: {'promoting to' if action == 'promote' else 'rolling back'} {PROD}")
-        try:
-            mv = self.registry.verify(mv.ref)
-            self._running(PROD)
-            self.endpoints.deploy(PROD, mv.artifact, mv.ref)
-        except (RegistryError, EndpointError) as e:
-            self.log(f"{mv.ref}: could not deploy to {PROD}: {e.what}")
-            return self._finish(did, FAILED, e.what)
-        d = self._finish(did, LIVE, reason)
-        self.log(f"{mv.ref}: live in {PROD} at {self.endpoints.get(PROD).url}")
-        return d
 
-    def promote(self, ref: str | None = None, by: str | None = None) -> Deployment:
-        "Deploy to prod the version that passed the stage tests (`ref`, or the newest that passed)."
-        staged = self.history(STAGE)
-        if ref is None:
-            chosen = next((d for d in staged if d.status == PASSED), None)
-            if chosen is None:
-                raise DeployError(
-                    "No version has passed the stage tests yet, so there is nothing to promote.",
-                    fix="Approve a version (earthsnap registry approve GROUP/N); it is deployed to stage and tested.",
-                )
-        else:
-            want = self.registry.get(ref).ref
-            tried = [d for d in staged if d.ref == want]
-            if not tried:
-                raise DeployError(
-                    f"{want} has not been deployed to stage.",
-                    fix=f"Deploy and test it first: earthsnap deploy stage {want}",
-                )
-            chosen = tried[0]
-            if chosen.status != PASSED:
-                raise DeployError(
-                    f"{want} did not pass the stage tests ({chosen.reason}).",
-                    fix="Only a version that passed stage reaches prod; prod keeps serving what it serves.",
-                )
-        live = self.live()
-        if live and live.ref == chosen.ref:
-            raise DeployError(f"{chosen.ref} is already live in {PROD}.", fix="Nothing to do.")
-        return self._to_prod(chosen.ref, "promote", by, f"passed the stage tests (deployment {chosen.id})")
-
-    def rollback(self, by: str | None = None, reason: str = "") -> Deployment:
-        "Put back in prod the version it served before the current one."
-        live = self.live()
-        if live is None:
-            raise DeployError(f"Nothing is live in {PROD}, so there is nothing to roll back.")
-        prod = self.history(PROD)
-        gone = {d.ref for d in prod if d.status == ROLLED_BACK} | {live.ref}
-        target = next((d for d in prod if d.status == REPLACED and d.ref not in gone), None)
-        if target is None:
-            raise DeployError(
-                f"{PROD} has no earlier version to go back to: {live.ref} "
-                "is the only one it served that was not rolled back.",
-                fix="Promote another version that passed stage instead (earthsnap deploy promote GROUP/N).",
-            )
-        return self._to_prod(target.ref, "rollback", by, reason or f"rolled back from {live.ref}")
-
-    def status(self) -> dict[str, dict]:
-        "For stage and prod: the endpoint (None if never started), the version it serves, its latest deployment."
-        out = {}
-        for name in (STAGE, PROD):
-            try:
-                ep = self.endpoints.get(name)
-            except EndpointError:
-                ep = None
-            last = next(iter(self.history(name)), None)
-            out[name] = {
-                "endpoint": ep,
-                "serving": ep.model if ep else None,
-                "last": last,
-                "live": self.live()
-                if name == PROD
-                else next((d for d in self.history(STAGE) if d.status == PASSED), None),
-            }
-        return out
-
-# %% ../../nbs/release/deployment.ipynb #3b656931
 class Deployer(_DeploymentRecords, _Stage, _Events, _Prod):
     "Releases the approved versions of one model group: stage, stage tests, prod; and rolls prod back."
 
@@ -601,3 +362,291 @@ class Deployer(_DeploymentRecords, _Stage, _Events, _Prod):
             cfg.auto_promote,
             **kw,
         )
+
+# %% ../../nbs/release/deployment.ipynb #2eaf665d
+@patch
+def _row(self: _DeploymentRecords, r) -> Deployment:
+    return Deployment(
+        r["id"],
+        r["endpoint"],
+        f"{r['grp']}/{r['version']}",
+        r["action"],
+        r["status"],
+        r["event_id"],
+        r["by"],
+        r["started_at"],
+        r["finished_at"],
+        r["reason"],
+        json.loads(r["checks"]),
+    )
+
+
+@patch
+def history(self: _DeploymentRecords, endpoint: str | None = None) -> list[Deployment]:
+    "Deployments of this group's versions, newest first; only those to `endpoint` (stage or prod) if given."
+    with connection(self.path) as db:
+        return [
+            self._row(r)
+            for r in db.execute(
+                "SELECT * FROM deployments WHERE grp = ? AND (? IS NULL OR endpoint = ?) ORDER BY id DESC",
+                (self.group, endpoint, endpoint),
+            )
+        ]
+
+
+@patch
+def get(self: _DeploymentRecords, deployment_id: int) -> Deployment:
+    with connection(self.path) as db:
+        return self._row(db.execute("SELECT * FROM deployments WHERE id = ?", (deployment_id,)).fetchone())
+
+
+@patch
+def live(self: _DeploymentRecords) -> Deployment | None:
+    "The deployment prod serves now, if any."
+    return next((d for d in self.history(PROD) if d.status == LIVE), None)
+
+# %% ../../nbs/release/deployment.ipynb #34dc53c6
+@patch
+def _start(
+    self: _DeploymentRecords, endpoint: str, mv: ModelVersion, action: str, by: str, event_id: str | None = None
+) -> int:
+    with connection(self.path) as db, transaction(db):
+        if event_id:  # the same event again after a crash mid-way: take up its row
+            row = db.execute(
+                "SELECT id FROM deployments WHERE event_id = ? AND endpoint = ?", (event_id, endpoint)
+            ).fetchone()
+            if row:
+                db.execute(
+                    "UPDATE deployments SET started_at = ?, reason = "
+                    "'taken up again after an interruption' WHERE id = ?",
+                    (time.time(), row["id"]),
+                )
+                return row["id"]
+        return db.execute(
+            "INSERT INTO deployments (endpoint, grp, version, action, status, event_id, by, started_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (endpoint, mv.group, mv.version, action, IN_PROGRESS, event_id, by, time.time()),
+        ).lastrowid
+
+
+@patch
+def _checked(self: _DeploymentRecords, deployment_id: int, checks: list[Check]) -> None:
+    "Record the checks a deployment in progress has done so far (the console shows them as they complete)."
+    with connection(self.path) as db, transaction(db):
+        db.execute(
+            "UPDATE deployments SET checks = ? WHERE id = ?",
+            (json.dumps([asdict(c) for c in checks]), deployment_id),
+        )
+
+
+@patch
+def _finish(
+    self: _DeploymentRecords, deployment_id: int, status: str, reason: str, checks: list[Check] = ()
+) -> Deployment:
+    with connection(self.path) as db, transaction(db):
+        if status == LIVE:  # the version prod served until now steps aside, kept for rollback
+            action = db.execute("SELECT action FROM deployments WHERE id = ?", (deployment_id,)).fetchone()["action"]
+            db.execute(
+                "UPDATE deployments SET status = ? WHERE endpoint = ? AND status = ? AND id != ?",
+                (ROLLED_BACK if action == "rollback" else REPLACED, PROD, LIVE, deployment_id),
+            )
+        db.execute(
+            "UPDATE deployments SET status = ?, finished_at = ?, reason = ?, checks = ? WHERE id = ?",
+            (status, time.time(), reason, json.dumps([asdict(c) for c in checks]), deployment_id),
+        )
+    return self.get(deployment_id)
+
+# %% ../../nbs/release/deployment.ipynb #3d78cc06
+@patch
+def _running(self: _DeploymentRecords, name: str) -> Endpoint:
+    try:
+        ep = self.endpoints.get(name)
+    except EndpointError:
+        ep = None
+    if ep is None or not ep.running:
+        self.log(f"  starting the {name} endpoint on port {self.ports[name]}")
+        ep = self.endpoints.start(name, self.ports[name])
+    return ep
+
+# %% ../../nbs/release/deployment.ipynb #8a4ab40a
+@patch
+def _prod_untouched(self: _Stage) -> str:
+    live = self.live()
+    return "prod is untouched" + (f" and serves {live.ref}" if live else "")
+
+# %% ../../nbs/release/deployment.ipynb #86a3c67a
+@patch
+def deploy_stage(self: _Stage, ref: str, by: str | None = None, event_id: str | None = None) -> Deployment:
+    "Deploy an approved version to the stage endpoint and test it there; promote it when `auto_promote` is on."
+    mv = self.registry.get(ref)
+    if mv.status != APPROVED:
+        raise DeployError(
+            f"{mv.ref} is {mv.status}; only an approved version is deployed.",
+            fix=f"Approve it first: earthsnap registry approve {mv.ref}"
+            if mv.status != "Rejected"
+            else "A rejected version stays out of every endpoint.",
+        )
+    if mv.group != self.group:
+        raise DeployError(
+            f"{mv.ref} is in group {mv.group!r}; this project deploys group {self.group!r}.",
+            fix="Set deploy_group in earthsnap.yaml to release another group.",
+        )
+    did = self._start(STAGE, mv, "deploy", _who(by), event_id)
+    self.log(f"{mv.ref}: deploying to {STAGE}")
+    try:
+        mv = self.registry.verify(mv.ref)  # the archive is still the one registered
+        ep = self._running(STAGE)
+        ep = self.endpoints.deploy(STAGE, mv.artifact, mv.ref)
+    except (RegistryError, EndpointError) as e:
+        d = self._finish(did, FAILED, e.what)
+        self.log(f"{mv.ref}: stage deployment failed: {e.what}\n  {self._prod_untouched()}")
+        return d
+    evaluated = mv.metrics.get("accuracy")
+    offline = evaluated.get("value") if isinstance(evaluated, dict) else None
+    checks = endpoint_checks(
+        ep.url,
+        mv.ref,
+        mv.lineage.get("inputs", {}).get("records"),
+        self.min_accuracy,
+        self.p95_ms,
+        offline,
+        self.progress,
+        on_check=lambda done: self._checked(did, done),
+    )
+    for c in checks:
+        self.log(c.line())
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        d = self._finish(
+            did, FAILED, "stage tests failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed), checks
+        )
+        self.log(f"{mv.ref}: stage tests failed; {self._prod_untouched()}")
+        return d
+    d = self._finish(did, PASSED, f"{len(checks)} stage tests passed", checks)
+    self.log(f"{mv.ref}: stage tests passed")
+    if self.auto_promote:
+        self.promote(mv.ref, by="auto_promote")
+    else:
+        self.log(f"  promote it to prod with: earthsnap deploy promote {mv.ref}")
+    return d
+
+# %% ../../nbs/release/deployment.ipynb #5bb74a6b
+@patch
+def handle(self: _Events, event: dict) -> Deployment | None:
+    "Handle one registry event: an approval of this group's version goes to stage; others pass. Safe to call twice."
+    detail = event.get("detail", {})
+    if event.get("detail-type") != EVENT_TYPE or detail.get("ModelApprovalStatus") != APPROVED:
+        return None
+    ref = f"{detail['ModelPackageGroupName']}/{detail['ModelPackageVersion']}"
+    if detail["ModelPackageGroupName"] != self.group:
+        self.log(f"{ref} approved; not deployed: this project deploys group {self.group!r} (setting deploy_group)")
+        return None
+    with connection(self.path) as db:
+        row = db.execute(
+            "SELECT * FROM deployments WHERE event_id = ? AND endpoint = ?", (event["id"], STAGE)
+        ).fetchone()
+    if row and row["status"] != IN_PROGRESS:  # handled before a crash kept the outbox from hearing of it
+        return self._row(row)
+    return self.deploy_stage(ref, by=detail.get("ApprovedBy"), event_id=event["id"])
+
+
+@patch
+def run(self: _Events, lease: float = 600.0) -> list[str]:
+    "Handle every registry event the deployer has not handled yet, oldest first; returns their ids."
+    return self.registry.outbox.deliver(CONSUMER, self.handle, lease=lease)
+
+
+@patch
+def deliver(self: _Events) -> tuple[list[Deployment], list[Deployment]]:
+    """Run over the pending events; returns the deployments this made and those of them that failed (the CLI exits 1
+    on any).
+    """
+    last = max((d.id for d in self.history()), default=0)
+    self.run()
+    made = [d for d in self.history() if d.id > last]
+    return made, [d for d in made if d.status == "failed"]
+
+# %% ../../nbs/release/deployment.ipynb #c1dded4b
+@patch
+def _to_prod(self: _Prod, ref: str, action: str, by: str | None, reason: str) -> Deployment:
+    mv = self.registry.get(ref)
+    did = self._start(PROD, mv, action, _who(by))
+    self.log(f"{mv.ref}: {'promoting to' if action == 'promote' else 'rolling back'} {PROD}")
+    try:
+        mv = self.registry.verify(mv.ref)
+        self._running(PROD)
+        self.endpoints.deploy(PROD, mv.artifact, mv.ref)
+    except (RegistryError, EndpointError) as e:
+        self.log(f"{mv.ref}: could not deploy to {PROD}: {e.what}")
+        return self._finish(did, FAILED, e.what)
+    d = self._finish(did, LIVE, reason)
+    self.log(f"{mv.ref}: live in {PROD} at {self.endpoints.get(PROD).url}")
+    return d
+
+
+@patch
+def promote(self: _Prod, ref: str | None = None, by: str | None = None) -> Deployment:
+    "Deploy to prod the version that passed the stage tests (`ref`, or the newest that passed)."
+    staged = self.history(STAGE)
+    if ref is None:
+        chosen = next((d for d in staged if d.status == PASSED), None)
+        if chosen is None:
+            raise DeployError(
+                "No version has passed the stage tests yet, so there is nothing to promote.",
+                fix="Approve a version (earthsnap registry approve GROUP/N); it is deployed to stage and tested.",
+            )
+    else:
+        want = self.registry.get(ref).ref
+        tried = [d for d in staged if d.ref == want]
+        if not tried:
+            raise DeployError(
+                f"{want} has not been deployed to stage.",
+                fix=f"Deploy and test it first: earthsnap deploy stage {want}",
+            )
+        chosen = tried[0]
+        if chosen.status != PASSED:
+            raise DeployError(
+                f"{want} did not pass the stage tests ({chosen.reason}).",
+                fix="Only a version that passed stage reaches prod; prod keeps serving what it serves.",
+            )
+    live = self.live()
+    if live and live.ref == chosen.ref:
+        raise DeployError(f"{chosen.ref} is already live in {PROD}.", fix="Nothing to do.")
+    return self._to_prod(chosen.ref, "promote", by, f"passed the stage tests (deployment {chosen.id})")
+
+# %% ../../nbs/release/deployment.ipynb #026828d6
+@patch
+def rollback(self: _Prod, by: str | None = None, reason: str = "") -> Deployment:
+    "Put back in prod the version it served before the current one."
+    live = self.live()
+    if live is None:
+        raise DeployError(f"Nothing is live in {PROD}, so there is nothing to roll back.")
+    prod = self.history(PROD)
+    gone = {d.ref for d in prod if d.status == ROLLED_BACK} | {live.ref}
+    target = next((d for d in prod if d.status == REPLACED and d.ref not in gone), None)
+    if target is None:
+        raise DeployError(
+            f"{PROD} has no earlier version to go back to: {live.ref} "
+            "is the only one it served that was not rolled back.",
+            fix="Promote another version that passed stage instead (earthsnap deploy promote GROUP/N).",
+        )
+    return self._to_prod(target.ref, "rollback", by, reason or f"rolled back from {live.ref}")
+
+# %% ../../nbs/release/deployment.ipynb #b14f1e62
+@patch
+def status(self: _Prod) -> dict[str, dict]:
+    "For stage and prod: the endpoint (None if never started), the version it serves, its latest deployment."
+    out = {}
+    for name in (STAGE, PROD):
+        try:
+            ep = self.endpoints.get(name)
+        except EndpointError:
+            ep = None
+        last = next(iter(self.history(name)), None)
+        out[name] = {
+            "endpoint": ep,
+            "serving": ep.model if ep else None,
+            "last": last,
+            "live": self.live() if name == PROD else next((d for d in self.history(STAGE) if d.status == PASSED), None),
+        }
+    return out

@@ -16,6 +16,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastcore.basics import patch, patch_to
+
 from ..core.errors import EarthsnapError, did_you_mean
 from ..core.parallel import pid_alive
 from ..core.storage import write_json
@@ -82,173 +84,192 @@ class Endpoints:
             cfg.capture_budget_mb,
         )
 
-    def get(self, name: str) -> Endpoint:
-        d = self.root / name
-        if not d.is_dir():
-            names = [p.name for p in self.root.iterdir() if p.is_dir()] if self.root.is_dir() else []
-            raise EndpointError(
-                f"There is no endpoint {name!r}.{did_you_mean(name, names)}",
-                fix=(
-                    f"Endpoints: {', '.join(sorted(names)) or '(none yet)'}; "
-                    "start one with `earthsnap endpoints start NAME --port PORT`."
-                ),
-            )
-        info = json.loads((d / "endpoint.json").read_text()) if (d / "endpoint.json").exists() else {}
-        model = json.loads((d / MODEL_FILE).read_text()).get("version") if (d / MODEL_FILE).exists() else None
-        pid = info.get("pid")
-        return Endpoint(
-            name, d, info.get("host", self.host), info.get("port"), pid, bool(pid and self._alive(pid)), model
+# %% ../../nbs/release/endpoints.ipynb #077ebd3c
+@patch
+def get(self: Endpoints, name: str) -> Endpoint:
+    d = self.root / name
+    if not d.is_dir():
+        names = [p.name for p in self.root.iterdir() if p.is_dir()] if self.root.is_dir() else []
+        raise EndpointError(
+            f"There is no endpoint {name!r}.{did_you_mean(name, names)}",
+            fix=(
+                f"Endpoints: {', '.join(sorted(names)) or '(none yet)'}; "
+                "start one with `earthsnap endpoints start NAME --port PORT`."
+            ),
         )
+    info = json.loads((d / "endpoint.json").read_text()) if (d / "endpoint.json").exists() else {}
+    model = json.loads((d / MODEL_FILE).read_text()).get("version") if (d / MODEL_FILE).exists() else None
+    pid = info.get("pid")
+    return Endpoint(name, d, info.get("host", self.host), info.get("port"), pid, bool(pid and self._alive(pid)), model)
 
-    def list(self) -> list[Endpoint]:
-        return [self.get(p.name) for p in sorted(self.root.iterdir()) if p.is_dir()] if self.root.is_dir() else []
 
-    def start(self, name: str, port: int, wait: float = 60.0) -> Endpoint:
-        "Start endpoint `name` on `port` (it serves the model it was last deployed, if any); waits until it answers."
-        if not name or not all(c.isalnum() or c in "-_" for c in name):
-            raise EndpointError(f"{name!r} is not a valid endpoint name.", fix="Use letters, digits, '-' and '_'.")
-        d = self.root / name
-        d.mkdir(parents=True, exist_ok=True)
-        current = self.get(name)
-        if current.running:
-            raise EndpointError(
-                f"Endpoint {name!r} is already running (pid {current.pid}, {current.url}).",
-                fix=f"Stop it first: earthsnap endpoints stop {name}",
-            )
-        for other in self.list():
-            if other.running and other.port == port:
-                raise EndpointError(f"Port {port} is taken by endpoint {other.name!r}.", fix="Choose another port.")
-        log = open(d / "server.log", "ab")
-        capture = (
-            [
-                "--capture",
-                str(self.capture),
-                "--capture-rate",
-                str(self.capture_rate),
-                "--capture-budget-mb",
-                str(self.capture_budget_mb),
-            ]
-            if self.capture
-            else []
-        )
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from earthsnap.release.serving import main; main()",
-                "--dir",
-                str(d),
-                "--host",
-                self.host,
-                "--port",
-                str(port),
-                *capture,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        write_json(
-            d / "endpoint.json",
-            {"name": name, "host": self.host, "port": port, "pid": proc.pid, "started_at": time.time()},
-        )
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                tail = (d / "server.log").read_text(errors="replace").splitlines()[-5:]
-                raise EndpointError(
-                    f"Endpoint {name!r} exited at start (status {proc.returncode}): " + " | ".join(tail),
-                    fix=f"Read {d / 'server.log'}; a port in use is the usual cause.",
-                )
-            try:
-                ping(f"http://{self.host}:{port}", timeout=2)
-                return self.get(name)
-            except OSError:
-                time.sleep(0.1)
-        self._kill(proc.pid, 5)
-        raise EndpointError(f"Endpoint {name!r} did not answer within {wait:.0f}s.", fix=f"Read {d / 'server.log'}.")
+@patch
+def list(self: Endpoints) -> list[Endpoint]:
+    return [self.get(p.name) for p in sorted(self.root.iterdir()) if p.is_dir()] if self.root.is_dir() else []
 
-    @staticmethod
-    def _alive(pid: int) -> bool:
-        "Like pid_alive, but a child of this process that has ended is reaped (a zombie is not alive)."
+# %% ../../nbs/release/endpoints.ipynb #04263170
+@patch_to(Endpoints, static_method=True)
+def _alive(pid: int) -> bool:
+    "Like pid_alive, but a child of this process that has ended is reaped (a zombie is not alive)."
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    return pid_alive(pid)
+
+
+@patch
+def _kill(self: Endpoints, pid: int, grace: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while self._alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if self._alive(pid):
         try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return False
-        except ChildProcessError:
-            pass
-        return pid_alive(pid)
-
-    def _kill(self, pid: int, grace: float) -> None:
-        try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while self._alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self._alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            pass
 
-    def stop(self, name: str, grace: float = 10.0) -> Endpoint:
-        "Stop endpoint `name`: SIGTERM (in-flight requests finish), SIGKILL after `grace` seconds; recorded as stopped."
-        ep = self.get(name)
-        if ep.running:
-            self._kill(ep.pid, grace)
-        if ep.pid and not self._alive(ep.pid):  # its process no longer recorded: stopped on purpose, not gone
-            info = json.loads((ep.dir / "endpoint.json").read_text())
-            info.pop("pid", None)
-            info["stopped_at"] = time.time()
-            write_json(ep.dir / "endpoint.json", info)
-        return self.get(name)
+# %% ../../nbs/release/endpoints.ipynb #8a68d72c
+@patch
+def _command(self: Endpoints, d: Path, port: int) -> list[str]:
+    "The command line of the server of the endpoint in directory `d`, on `port`."
+    capture = (
+        [
+            "--capture",
+            str(self.capture),
+            "--capture-rate",
+            str(self.capture_rate),
+            "--capture-budget-mb",
+            str(self.capture_budget_mb),
+        ]
+        if self.capture
+        else []
+    )
+    return [
+        sys.executable,
+        "-c",
+        "from earthsnap.release.serving import main; main()",
+        "--dir",
+        str(d),
+        "--host",
+        self.host,
+        "--port",
+        str(port),
+        *capture,
+    ]
 
-    def deploy(self, name: str, artifact: str | os.PathLike, version: str, wait: float = 60.0) -> Endpoint:
-        """Point endpoint `name` at a model; when it runs, wait until it serves that version.
-        If it cannot, it is pointed back at its old model.
-        """
-        ep = self.get(name)
-        spec, before = (
-            ep.dir / MODEL_FILE,
-            (ep.dir / MODEL_FILE).read_bytes() if (ep.dir / MODEL_FILE).exists() else None,
+# %% ../../nbs/release/endpoints.ipynb #083ca069
+@patch
+def start(self: Endpoints, name: str, port: int, wait: float = 60.0) -> Endpoint:
+    "Start endpoint `name` on `port` (it serves the model it was last deployed, if any); waits until it answers."
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise EndpointError(f"{name!r} is not a valid endpoint name.", fix="Use letters, digits, '-' and '_'.")
+    d = self.root / name
+    d.mkdir(parents=True, exist_ok=True)
+    current = self.get(name)
+    if current.running:
+        raise EndpointError(
+            f"Endpoint {name!r} is already running (pid {current.pid}, {current.url}).",
+            fix=f"Stop it first: earthsnap endpoints stop {name}",
         )
-        write_json(spec, {"version": version, "artifact": str(artifact)})
-        if not ep.running:
-            return ep
-
-        def undo(message: str, fix: str):
-            if before is None:
-                spec.unlink(missing_ok=True)
-            else:
-                write_json(spec, json.loads(before))  # a restart serves what was served, not the model that failed
-            raise EndpointError(message, fix=fix)
-
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                status, answer = ping(ep.url)
-            except OSError:  # still starting: whoever started it may have died before it answered (a killed deployer)
-                if not self._alive(ep.pid):
-                    undo(f"Endpoint {name!r} stopped before it served {version}.", f"Read {ep.dir / 'server.log'}.")
-                time.sleep(0.1)
-                continue
-            if status == 200 and answer.get("model") == version:
-                return self.get(name)
-            if f"cannot load {version}" in (answer.get("warning") or answer.get("message") or ""):
-                undo(
-                    f"Endpoint {name!r} {answer.get('warning') or answer.get('message')}",
-                    "It keeps serving the model it had; check the model archive.",
-                )
+    for other in self.list():
+        if other.running and other.port == port:
+            raise EndpointError(f"Port {port} is taken by endpoint {other.name!r}.", fix="Choose another port.")
+    log = open(d / "server.log", "ab")
+    proc = subprocess.Popen(
+        self._command(d, port),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    write_json(
+        d / "endpoint.json",
+        {"name": name, "host": self.host, "port": port, "pid": proc.pid, "started_at": time.time()},
+    )
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (d / "server.log").read_text(errors="replace").splitlines()[-5:]
+            raise EndpointError(
+                f"Endpoint {name!r} exited at start (status {proc.returncode}): " + " | ".join(tail),
+                fix=f"Read {d / 'server.log'}; a port in use is the usual cause.",
+            )
+        try:
+            ping(f"http://{self.host}:{port}", timeout=2)
+            return self.get(name)
+        except OSError:
             time.sleep(0.1)
-        undo(f"Endpoint {name!r} did not switch to {version} within {wait:.0f}s.", f"Read {ep.dir / 'server.log'}.")
+    self._kill(proc.pid, 5)
+    raise EndpointError(f"Endpoint {name!r} did not answer within {wait:.0f}s.", fix=f"Read {d / 'server.log'}.")
 
-    def logs(self, name: str, lines: int = 50) -> str:
-        "The last `lines` lines of the endpoint's log."
-        p = self.get(name).dir / "server.log"
-        return "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) if p.exists() else ""
+# %% ../../nbs/release/endpoints.ipynb #d7ff0380
+@patch
+def deploy(self: Endpoints, name: str, artifact: str | os.PathLike, version: str, wait: float = 60.0) -> Endpoint:
+    """Point endpoint `name` at a model; when it runs, wait until it serves that version.
+    If it cannot, it is pointed back at its old model.
+    """
+    ep = self.get(name)
+    spec, before = (
+        ep.dir / MODEL_FILE,
+        (ep.dir / MODEL_FILE).read_bytes() if (ep.dir / MODEL_FILE).exists() else None,
+    )
+    write_json(spec, {"version": version, "artifact": str(artifact)})
+    if not ep.running:
+        return ep
+
+    def undo(message: str, fix: str):
+        if before is None:
+            spec.unlink(missing_ok=True)
+        else:
+            write_json(spec, json.loads(before))  # a restart serves what was served, not the model that failed
+        raise EndpointError(message, fix=fix)
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            status, answer = ping(ep.url)
+        except OSError:  # still starting: whoever started it may have died before it answered (a killed deployer)
+            if not self._alive(ep.pid):
+                undo(f"Endpoint {name!r} stopped before it served {version}.", f"Read {ep.dir / 'server.log'}.")
+            time.sleep(0.1)
+            continue
+        if status == 200 and answer.get("model") == version:
+            return self.get(name)
+        if f"cannot load {version}" in (answer.get("warning") or answer.get("message") or ""):
+            undo(
+                f"Endpoint {name!r} {answer.get('warning') or answer.get('message')}",
+                "It keeps serving the model it had; check the model archive.",
+            )
+        time.sleep(0.1)
+    undo(f"Endpoint {name!r} did not switch to {version} within {wait:.0f}s.", f"Read {ep.dir / 'server.log'}.")
+
+# %% ../../nbs/release/endpoints.ipynb #131ebdde
+@patch
+def stop(self: Endpoints, name: str, grace: float = 10.0) -> Endpoint:
+    "Stop endpoint `name`: SIGTERM (in-flight requests finish), SIGKILL after `grace` seconds; recorded as stopped."
+    ep = self.get(name)
+    if ep.running:
+        self._kill(ep.pid, grace)
+    if ep.pid and not self._alive(ep.pid):  # its process no longer recorded: stopped on purpose, not gone
+        info = json.loads((ep.dir / "endpoint.json").read_text())
+        info.pop("pid", None)
+        info["stopped_at"] = time.time()
+        write_json(ep.dir / "endpoint.json", info)
+    return self.get(name)
+
+# %% ../../nbs/release/endpoints.ipynb #017727eb
+@patch
+def logs(self: Endpoints, name: str, lines: int = 50) -> str:
+    "The last `lines` lines of the endpoint's log."
+    p = self.get(name).dir / "server.log"
+    return "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) if p.exists() else ""
 
 # %% ../../nbs/release/endpoints.ipynb #3b855a49
 def endpoint_port(cfg, name: str, port: int | None = None) -> int:

@@ -14,11 +14,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from fastcore.basics import patch
+
 from ..core.database import connection, open_database, transaction
 from ..core.parallel import pid_alive
 
 # %% auto #0
-__all__ = ['EVENT_TYPE', 'SCHEMA', 'HOST', 'model_package_event', 'emit', 'Outbox']
+__all__ = ['EVENT_TYPE', 'SCHEMA', 'HOST', 'model_package_event', 'Outbox', 'emit']
 
 # %% ../../nbs/release/events.ipynb #9c1134f7
 EVENT_TYPE = "SageMaker Model Package State Change"
@@ -75,15 +77,6 @@ def _claimer_gone(claimed_by: str | None) -> bool:
     host, pid, _ = (claimed_by or "").rsplit(":", 2) if (claimed_by or "").count(":") >= 2 else ("", "", "")
     return host == HOST and pid.isdigit() and not pid_alive(int(pid))
 
-
-def emit(db: sqlite3.Connection, event: dict) -> str:
-    "Write `event` to the outbox; call inside the transaction that makes the change it reports."
-    db.execute(
-        "INSERT INTO events (id, type, body, created_at) VALUES (?, ?, ?, ?)",
-        (event["id"], event["detail-type"], json.dumps(event), time.time()),
-    )
-    return event["id"]
-
 # %% ../../nbs/release/events.ipynb #35d5f216
 class Outbox:
     "The events of a registry database, and which consumer has handled which."
@@ -104,65 +97,6 @@ class Outbox:
                 rows = db.execute("SELECT body FROM events ORDER BY seq").fetchall()
         return [json.loads(r["body"]) for r in rows]
 
-    def _claim(self, consumer: str, lease: float) -> dict | None:
-        me, now = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}", time.time()
-        with connection(self.path) as db, transaction(db):
-            rows = db.execute(
-                "SELECT e.id, e.body, d.claimed_at, d.claimed_by FROM events e LEFT JOIN event_deliveries d "
-                "ON d.event_id = e.id AND d.consumer = ? WHERE d.handled_at IS NULL ORDER BY e.seq",
-                (consumer,),
-            )
-            row = next(
-                (
-                    r
-                    for r in rows
-                    if r["claimed_at"] is None or r["claimed_at"] < now - lease or _claimer_gone(r["claimed_by"])
-                ),
-                None,
-            )
-            if row is None:
-                return None
-            db.execute(
-                "INSERT INTO event_deliveries (event_id, consumer, claimed_at, claimed_by, attempts) "
-                "VALUES (?, ?, ?, ?, 1) ON CONFLICT (event_id, consumer) DO UPDATE SET claimed_at = "
-                "excluded.claimed_at, claimed_by = excluded.claimed_by, attempts = attempts + 1",
-                (row["id"], consumer, now, me),
-            )
-        return json.loads(row["body"])
-
-    def _finish(self, consumer: str, event_id: str, error: str | None):
-        with connection(self.path) as db, transaction(db):
-            if error is None:
-                db.execute(
-                    "UPDATE event_deliveries SET handled_at = ?, error = NULL WHERE event_id = ? AND consumer = ?",
-                    (time.time(), event_id, consumer),
-                )
-            else:  # released at once, to be tried again by the next delivery
-                db.execute(
-                    "UPDATE event_deliveries SET claimed_at = NULL, error = ? WHERE event_id = ? AND consumer = ?",
-                    (error, event_id, consumer),
-                )
-
-    def deliver(
-        self, consumer: str, handler: Callable[[dict], Any], lease: float = 600.0, limit: int | None = None
-    ) -> list[str]:
-        """Hand each event `consumer` has not handled to `handler`, oldest first; returns the ids handled.
-        A failing handler stops the round.
-        """
-        done = []
-        while limit is None or len(done) < limit:
-            event = self._claim(consumer, lease)
-            if event is None:
-                break
-            try:
-                handler(event)
-            except BaseException as e:
-                self._finish(consumer, event["id"], f"{type(e).__name__}: {e}")
-                raise
-            self._finish(consumer, event["id"], None)
-            done.append(event["id"])
-        return done
-
     def deliveries(self, consumer: str) -> list[dict]:
         "How each event went for `consumer`: attempts, when handled, the last error."
         with connection(self.path) as db:
@@ -172,3 +106,77 @@ class Outbox:
                     "SELECT * FROM event_deliveries WHERE consumer = ? ORDER BY claimed_at", (consumer,)
                 )
             ]
+
+# %% ../../nbs/release/events.ipynb #9a29995f
+def emit(db: sqlite3.Connection, event: dict) -> str:
+    "Write `event` to the outbox; call inside the transaction that makes the change it reports."
+    db.execute(
+        "INSERT INTO events (id, type, body, created_at) VALUES (?, ?, ?, ?)",
+        (event["id"], event["detail-type"], json.dumps(event), time.time()),
+    )
+    return event["id"]
+
+# %% ../../nbs/release/events.ipynb #8da512bd
+@patch
+def _claim(self: Outbox, consumer: str, lease: float) -> dict | None:
+    me, now = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}", time.time()
+    with connection(self.path) as db, transaction(db):
+        rows = db.execute(
+            "SELECT e.id, e.body, d.claimed_at, d.claimed_by FROM events e LEFT JOIN event_deliveries d "
+            "ON d.event_id = e.id AND d.consumer = ? WHERE d.handled_at IS NULL ORDER BY e.seq",
+            (consumer,),
+        )
+        row = next(
+            (
+                r
+                for r in rows
+                if r["claimed_at"] is None or r["claimed_at"] < now - lease or _claimer_gone(r["claimed_by"])
+            ),
+            None,
+        )
+        if row is None:
+            return None
+        db.execute(
+            "INSERT INTO event_deliveries (event_id, consumer, claimed_at, claimed_by, attempts) "
+            "VALUES (?, ?, ?, ?, 1) ON CONFLICT (event_id, consumer) DO UPDATE SET claimed_at = "
+            "excluded.claimed_at, claimed_by = excluded.claimed_by, attempts = attempts + 1",
+            (row["id"], consumer, now, me),
+        )
+    return json.loads(row["body"])
+
+
+@patch
+def _finish(self: Outbox, consumer: str, event_id: str, error: str | None):
+    with connection(self.path) as db, transaction(db):
+        if error is None:
+            db.execute(
+                "UPDATE event_deliveries SET handled_at = ?, error = NULL WHERE event_id = ? AND consumer = ?",
+                (time.time(), event_id, consumer),
+            )
+        else:  # released at once, to be tried again by the next delivery
+            db.execute(
+                "UPDATE event_deliveries SET claimed_at = NULL, error = ? WHERE event_id = ? AND consumer = ?",
+                (error, event_id, consumer),
+            )
+
+# %% ../../nbs/release/events.ipynb #367312b2
+@patch
+def deliver(
+    self: Outbox, consumer: str, handler: Callable[[dict], Any], lease: float = 600.0, limit: int | None = None
+) -> list[str]:
+    """Hand each event `consumer` has not handled to `handler`, oldest first; returns the ids handled.
+    A failing handler stops the round.
+    """
+    done = []
+    while limit is None or len(done) < limit:
+        event = self._claim(consumer, lease)
+        if event is None:
+            break
+        try:
+            handler(event)
+        except BaseException as e:
+            self._finish(consumer, event["id"], f"{type(e).__name__}: {e}")
+            raise
+        self._finish(consumer, event["id"], None)
+        done.append(event["id"])
+    return done

@@ -111,7 +111,7 @@ def _run(
         out = [next(found) if o is None else o for o in out]
     return out
 
-
+# %% ../../nbs/release/serving.ipynb #0498317f
 class Batcher:
     """Runs the requests that wait while the model is busy as one batch, on the model the slot holds when the batch
     starts.
@@ -155,16 +155,35 @@ class Batcher:
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
+# %% ../../nbs/release/serving.ipynb #05ae80fd
+async def _read_body(request: Request, max_bytes: int) -> tuple[bytearray, int]:
+    "The body, at most `max_bytes` of it, and how many bytes were read."
+    body, total = bytearray(), 0
+    # read to the end (an answer before it would reset the client), keeping at most the limit
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total <= max_bytes:
+            body += chunk
+        elif total > 8 * max_bytes:
+            break  # an absurd body is not read to its end
+    return body, total
 
-CAPTURE_TOP = 5  # a capturing endpoint ranks at least this many labels, so review rules can read the top-2 margin
+# %% ../../nbs/release/serving.ipynb #c4a93b0b
+def _top_k(request: Request) -> int:
+    "The `top_k` a request asks for (5 when it does not say), 0 when it is not a whole number."
+    # on SageMaker the query string arrives as custom attributes (InvokeEndpoint CustomAttributes)
+    params = request.query_params
+    if custom := request.headers.get("x-amzn-sagemaker-custom-attributes"):
+        params = QueryParams(custom)
+    try:
+        top_k = int(params.get("top_k", 5))
+    except ValueError:
+        top_k = 0
+    return top_k
 
-
-def create_app(
-    slot: ModelSlot, max_bytes: int = MAX_BYTES, max_batch: int = 32, capture: Capture | None = None
-) -> Starlette:
-    "The ASGI app of an endpoint serving `slot`, recording what it serves into `capture` if given."
-    capturing = capture is not None and capture.rate > 0
-    batcher = Batcher(slot, max_batch, embed=capturing)  # embeddings only when something keeps them
+# %% ../../nbs/release/serving.ipynb #cbf14457
+def _ping(slot: ModelSlot, capture: Capture | None):
+    "The `GET /ping` handler of an endpoint serving `slot`."
 
     async def ping(request: Request):
         model, version = slot.current()
@@ -182,6 +201,19 @@ def create_app(
             {"status": "ok", "model": version, **({"warning": slot.error} if slot.error else {}), **extra}
         )
 
+    return ping
+
+# %% ../../nbs/release/serving.ipynb #6f1ee195
+CAPTURE_TOP = 5  # a capturing endpoint ranks at least this many labels, so review rules can read the top-2 margin
+
+
+def create_app(
+    slot: ModelSlot, max_bytes: int = MAX_BYTES, max_batch: int = 32, capture: Capture | None = None
+) -> Starlette:
+    "The ASGI app of an endpoint serving `slot`, recording what it serves into `capture` if given."
+    capturing = capture is not None and capture.rate > 0
+    batcher = Batcher(slot, max_batch, embed=capturing)  # embeddings only when something keeps them
+
     async def invocations(request: Request):
         started = time.perf_counter()
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -192,14 +224,7 @@ def create_app(
                 f"Content type {kind or '(none)'!r} is not served; "
                 f"send the image as one of {', '.join(CONTENT_TYPES)}.",
             )
-        body, total = bytearray(), 0
-        # read to the end (an answer before it would reset the client), keeping at most the limit
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total <= max_bytes:
-                body += chunk
-            elif total > 8 * max_bytes:
-                break  # an absurd body is not read to its end
+        body, total = await _read_body(request, max_bytes)
         if total > max_bytes:
             return _error(
                 413,
@@ -207,14 +232,7 @@ def create_app(
                 f"The body has {'over ' if total > 8 * max_bytes else ''}{total:,} bytes; the limit is "
                 f"{max_bytes:,}. Send a smaller image.",
             )
-        # on SageMaker the query string arrives as custom attributes (InvokeEndpoint CustomAttributes)
-        params = request.query_params
-        if custom := request.headers.get("x-amzn-sagemaker-custom-attributes"):
-            params = QueryParams(custom)
-        try:
-            top_k = int(params.get("top_k", 5))
-        except ValueError:
-            top_k = 0
+        top_k = _top_k(request)
         if not 1 <= top_k <= 1000:
             return _error(400, "bad_parameter", "top_k must be a whole number from 1 to 1000.")
         if slot.current()[0] is None:
@@ -236,7 +254,10 @@ def create_app(
         return answer
 
     app = Starlette(
-        routes=[Route("/ping", ping, methods=["GET"]), Route("/invocations", invocations, methods=["POST"])]
+        routes=[
+            Route("/ping", _ping(slot, capture), methods=["GET"]),
+            Route("/invocations", invocations, methods=["POST"]),
+        ]
     )
     app.state.batcher = batcher
     return app
