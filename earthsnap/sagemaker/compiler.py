@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from fastcore.basics import patch
+
 from ..core.config import WHERE, Config, require
 from ..core.errors import ConfigError, EarthsnapError
 from ..core.storage import join
@@ -38,16 +40,50 @@ from .names import sagemaker_name
 from .shapes import check_definition
 
 # %% auto #0
-__all__ = ['TRAINERS', 'BUNDLE', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'CHANNEL_FILES', 'TUNING_INPUTS', 'ENTRYPOINT',
+__all__ = ['BUNDLE', 'TRAINERS', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'CHANNEL_FILES', 'TUNING_INPUTS', 'ENTRYPOINT',
            'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'BUILTIN_NAMES', 'BUILTIN_OPTIMIZERS', 'GPU_FAMILIES',
-           'BUILTIN_INSTANCE', 'CompileError', 'Target', 'builtin_image', 'code_bundle', 'Compiled', 'compiles',
-           'region_env', 'Compiler', 'compile_pipeline', 'processing_step', 'training_step', 'tuning_step',
-           'builtin_name', 'builtin_space', 'builtin_instance', 'builtin_hyperparameters', 'condition_step',
-           'gate_value', 'register_step', 'fail_step', 'compile_project']
+           'BUILTIN_INSTANCE', 'CompileError', 'code_bundle', 'builtin_image', 'Target', 'Compiled', 'compiles',
+           'region_env', 'Compiler', 'processing_step', 'tuning_step', 'training_step', 'builtin_name', 'builtin_space',
+           'builtin_instance', 'builtin_hyperparameters', 'gate_value', 'register_step', 'fail_step', 'condition_step',
+           'compile_pipeline', 'compile_project']
 
 # %% ../../nbs/sagemaker/compiler.ipynb #69840e72
 class CompileError(EarthsnapError):
     "A step of the pipeline asks for something a SageMaker Pipeline cannot express."
+
+# %% ../../nbs/sagemaker/compiler.ipynb #f610e90d
+BUNDLE = "pipeline.tar.gz"  # earthsnap.sagemaker.job reads it under this name
+
+
+def code_bundle(notebooks_dir: str | Path) -> tuple[bytes, str]:
+    "The reproducible pipeline.tar.gz of the step notebooks in `notebooks_dir` (the pipeline's folder), and its sha256."
+    files = {f"pipeline/{p.name}": p.read_bytes() for p in sorted(Path(notebooks_dir).glob("*.ipynb"))}
+    if not files:
+        raise CompileError(f"{notebooks_dir} holds no step notebooks to run on SageMaker.")
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(files[name]), 0o644, 0
+            t.addfile(info, io.BytesIO(files[name]))
+    data = gzip.compress(raw.getvalue(), mtime=0)
+    return data, hashlib.sha256(data).hexdigest()
+
+# %% ../../nbs/sagemaker/compiler.ipynb #c29c5147
+def _boto3_region() -> str | None:
+    import boto3
+
+    return boto3.Session().region_name
+
+
+TRAINERS = ("notebook", "builtin")
+
+# %% ../../nbs/sagemaker/compiler.ipynb #3d145401
+def builtin_image(region: str) -> str:
+    "SageMaker's built-in image-classification algorithm (it trains, tunes and serves)."
+    from sagemaker.core import image_uris
+
+    return image_uris.retrieve("image-classification", region)
 
 # %% ../../nbs/sagemaker/compiler.ipynb #8c8b33c6
 @dataclass
@@ -86,40 +122,6 @@ class Target:
             builtin_image(region) if cfg.sagemaker_trainer == "builtin" else image
         )
         return cls(region, bucket, role, image, serving, cfg.sagemaker_trainer)
-
-# %% ../../nbs/sagemaker/compiler.ipynb #c29c5147
-def _boto3_region() -> str | None:
-    import boto3
-
-    return boto3.Session().region_name
-
-
-TRAINERS = ("notebook", "builtin")
-
-# %% ../../nbs/sagemaker/compiler.ipynb #3d145401
-def builtin_image(region: str) -> str:
-    "SageMaker's built-in image-classification algorithm (it trains, tunes and serves)."
-    from sagemaker.core import image_uris
-
-    return image_uris.retrieve("image-classification", region)
-
-# %% ../../nbs/sagemaker/compiler.ipynb #f610e90d
-BUNDLE = "pipeline.tar.gz"  # earthsnap.sagemaker.job reads it under this name
-
-
-def code_bundle(notebooks_dir: str | Path) -> tuple[bytes, str]:
-    "The reproducible pipeline.tar.gz of the step notebooks in `notebooks_dir` (the pipeline's folder), and its sha256."
-    files = {f"pipeline/{p.name}": p.read_bytes() for p in sorted(Path(notebooks_dir).glob("*.ipynb"))}
-    if not files:
-        raise CompileError(f"{notebooks_dir} holds no step notebooks to run on SageMaker.")
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name in sorted(files):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(files[name]), 0o644, 0
-            t.addfile(info, io.BytesIO(files[name]))
-    data = gzip.compress(raw.getvalue(), mtime=0)
-    return data, hashlib.sha256(data).hexdigest()
 
 # %% ../../nbs/sagemaker/compiler.ipynb #7fe2e5d1
 PROC = "/opt/ml/processing"
@@ -199,73 +201,6 @@ class _Values:
     JsonGet or a constant.
     """
 
-    def param(self, p: Parameter):
-        "The SageMaker parameter of `p` (made once), its default from this compile's values."
-        from sagemaker.core.workflow.parameters import (
-            ParameterBoolean,
-            ParameterFloat,
-            ParameterInteger,
-            ParameterString,
-        )
-
-        if p.name not in self.params:
-            cls = {str: ParameterString, int: ParameterInteger, float: ParameterFloat, bool: ParameterBoolean}[p.type]
-            self.params[p.name] = cls(name=p.name, default_value=self.default(p))
-        return self.params[p.name]
-
-    def default(self, p: Parameter):
-        v = self.values[p.name]
-        return v.replace("{store}", self.t.bucket) if isinstance(v, str) else v
-
-    def setting(self, step: Step, v: ConfigValue):
-        if v.name not in CLOUD_SETTINGS:
-            raise CompileError(
-                f"Step {step.name!r} reads setting {v.name!r}, which has no meaning on SageMaker.",
-                fix=f"A step run on SageMaker may read only: {', '.join(CLOUD_SETTINGS)}.",
-            )
-        return join(self.t.bucket, "datasets") if v.name == "datasets" else getattr(self.cfg, v.name)
-
-    def output_uri(self, out: StepOutput):
-        "The S3 location of a step output, as a property of the SageMaker step that writes it."
-        sm = self.sm[out.step.name]
-        if out.step.kind == "training":
-            return sm.properties.ModelArtifacts.S3ModelArtifacts
-        if out.step.kind == "processing":
-            return sm.properties.ProcessingOutputConfig.Outputs[out.name].S3Output.S3Uri
-        raise CompileError(
-            f"Step {out.step.name!r} is a {out.step.kind} step; its output {out.name!r} has no S3 location to read."
-        )
-
-    def json_get(self, v: JsonValue):
-        from sagemaker.core.workflow.functions import JsonGet
-
-        return JsonGet(
-            step_name=v.output.step.name,
-            property_file=self.property_files[(v.output.step.name, v.output.name, v.file)],
-            json_path=v.path,
-        )
-
-    def value(self, step: Step, v: Any):
-        "What SageMaker takes for input `v` of `step`."
-        if isinstance(v, Parameter):
-            return self.param(v)
-        if isinstance(v, ConfigValue):
-            return self.setting(step, v)
-        if isinstance(v, StepOutput):
-            return self.output_uri(v)
-        if isinstance(v, JsonValue):
-            return self.json_get(v)
-        return v
-
-    def text(self, step: Step, v: Any):
-        "`value` as text (container arguments and hyperparameters are strings)."
-        from sagemaker.core.helper.pipeline_variable import PipelineVariable
-
-        x = self.value(step, v)
-        if isinstance(x, PipelineVariable):
-            return x if isinstance(v, (StepOutput, JsonValue)) or v.type is str else x.to_string()
-        return str(x).lower() if isinstance(x, bool) else str(x)
-
     def _property_files(self) -> dict:
         from sagemaker.core.workflow.properties import PropertyFile
 
@@ -296,76 +231,11 @@ class _Values:
                 )
         return found
 
-    def fixed_value(self, step: Step, key: str, default: Any = None):
-        """Input `key` of `step` as a constant: SageMaker needs it when the pipeline is created (a tuner's ranges and
-        job counts).
-        """
-        v = step.inputs.get(key, default)
-        if isinstance(v, (StepOutput, JsonValue)):
-            raise CompileError(
-                f"Step {step.name!r} takes {key!r} from another step; SageMaker needs it when the pipeline is created.",
-                fix=f"Pass a parameter or a constant as {key!r}.",
-            )
-        if isinstance(v, ConfigValue):
-            return self.setting(step, v)
-        if isinstance(v, Parameter):
-            if v.name not in self.fixed:
-                self.notes.append(
-                    f"parameter {v.name}: applied when the pipeline is compiled, as {self.values[v.name]!r} "
-                    f"(step {step.name} needs it in the definition; set it with -p {v.name}=...)."
-                )
-            self.fixed[v.name] = self.values[v.name]
-            return self.values[v.name]
-        return v
-
 # %% ../../nbs/sagemaker/compiler.ipynb #d9e13f2d
 class _Steps:
     """What every compiled step shares: its cache config, what it depends on, where its outputs go, and the checks of a
     notebook step; and the walk that compiles them all.
     """
-
-    def path_inputs(self, step: Step) -> list[str]:
-        """The inputs of `step` that are path parameters: locations whose content SageMaker cannot see, which the job
-        reads itself.
-        """
-        return [k for k, v in step.inputs.items() if isinstance(v, Parameter) and v.path]
-
-    def cache(self, step: Step):
-        "Caching for a job step whose keyed arguments depend on content only; else None, and a note saying why."
-        from sagemaker.mlops.workflow.steps import CacheConfig
-
-        paths = [step.inputs[k].name for k in self.path_inputs(step)]
-        fresh = sorted(
-            {v.step.name for v in step.inputs.values() if isinstance(v, StepOutput) and v.step.name in self.uncached}
-        )
-        if not getattr(step, "cacheable", True):
-            why = "it reads what its inputs do not name (cacheable=False), so it runs in every execution"
-        elif paths:
-            why = f"it reads {', '.join(paths)}, whose content SageMaker cannot key a cache on"
-        elif fresh:
-            why = (
-                f"it reads the output of {', '.join(fresh)}, which runs "
-                "in every execution, so that output is new each time"
-            )
-        else:
-            return CacheConfig(enable_caching=True, expire_after=f"P{CACHE_DAYS}D")
-        self.uncached.add(step.name)
-        self.notes.append(f"{step.name}: not cached ({why}).")
-        return None
-
-    def isolated(self, step: Step) -> bool:
-        "Whether the job can run with network isolation: it reads only its inputs, no store or path of its own in S3."
-        reaches = [step.inputs[k].name for k in self.path_inputs(step)]
-        reaches += [v.name for v in step.inputs.values() if isinstance(v, ConfigValue) and v.name == "datasets"]
-        if not getattr(step, "cacheable", True):  # it reads the world outside its inputs
-            self.notes.append(f"{step.name}: runs with network access (cacheable=False: it reaches AWS itself).")
-            return False
-        if reaches:
-            self.notes.append(
-                f"{step.name}: runs with network access (it reads {', '.join(reaches)} in S3 itself; "
-                "an S3 VPC endpoint is enough, no internet)."
-            )
-        return not reaches
 
     def aws_name(self, name: str, what: str, where: str) -> str:
         "`name` as SageMaker takes it for a `what` (earthsnap.sagemaker.names); a changed name is noted."
@@ -375,70 +245,6 @@ class _Steps:
                 f"{where}: {name!r} is {valid!r} on SageMaker (a {what} name takes letters, digits and hyphens)."
             )
         return valid
-
-    def notebooks_uri(self, step_name: str) -> str:
-        """Where a training job's executed notebooks go (its checkpoint prefix: no execution id, which would change its
-        cache key).
-        """
-        return join(self.t.bucket, self.name, "notebooks", step_name)
-
-    def depends(self, step: Step) -> list[str] | None:
-        names = [d.name for d in step.depends_on]
-        return names or None
-
-    def run_uri(self, step: Step, *parts: str):
-        """Where a step's output goes in this execution (outputs are not part of a cache key; a cache hit hands on the
-        first one's).
-        """
-        from sagemaker.core.workflow.execution_variables import ExecutionVariables
-        from sagemaker.core.workflow.functions import Join
-
-        return Join(
-            on="/",
-            values=[self.t.bucket, self.name, "runs", ExecutionVariables.PIPELINE_EXECUTION_ID, step.name, *parts],
-        )
-
-    def check_notebook_step(self, step: NotebookStep):
-        if step.retries:
-            raise CompileError(
-                f"Step {step.name!r} has retries={step.retries}: SageMaker retries a "
-                "job on capacity and service errors, never because its notebook failed.",
-                fix="Set retries=0 for the SageMaker pipeline, or make the step itself retry.",
-            )
-        if step.compute.kernel != "python3":
-            raise CompileError(
-                f"Step {step.name!r} runs kernel {step.compute.kernel!r}; "
-                "a SageMaker job has the image's python3 kernel only."
-            )
-        if step.compute.instance_count != 1:
-            raise CompileError(
-                f"Step {step.name!r} asks for {step.compute.instance_count} instances; a notebook runs on one.",
-                fix="Use instance_count=1 (a larger instance_type for more capacity).",
-            )
-        if "notebook" in step.output_names:
-            raise CompileError(
-                f"Step {step.name!r} has an output named 'notebook', the name its executed notebook is kept under."
-            )
-
-    def compile(self) -> Compiled:
-        from sagemaker.mlops.workflow.pipeline import Pipeline as SMPipeline
-
-        branches = {id(b) for c in self.p.steps if isinstance(c, ConditionStep) for b in c.if_true + c.if_false}
-        for step in self.p.order:
-            if not isinstance(step, ConditionStep):
-                self.sm[step.name] = COMPILERS[step.kind](self, step)
-        for step in self.p.order:
-            if isinstance(step, ConditionStep):
-                self.sm[step.name] = COMPILERS["condition"](self, step)
-        top = [self.sm[s.name] for s in self.p.order if id(s) not in branches and self.sm.get(s.name) is not None]
-        params = [self.params[n] for n in self.p.parameters if n in self.params]
-        for n in self.p.parameters:
-            if n not in self.params and n not in self.fixed:
-                self.notes.append(f"parameter {n}: not used by any step on SageMaker.")
-        pipe = SMPipeline(name=self.name, parameters=params, steps=top, sagemaker_session=self.sess)
-        # a note made for each of two steps (tuning and training share a trainer) said once
-        notes = list(dict.fromkeys(self.notes))
-        return Compiled(pipe, self.bundle, self.bundle_uri, self.t, dict(self.params), dict(self.fixed), notes)
 
 # %% ../../nbs/sagemaker/compiler.ipynb #3df1d464
 class Compiler(_Values, _Steps):
@@ -482,37 +288,240 @@ class Compiler(_Values, _Steps):
         self.search_space: list[str] = []
         self.property_files = self._property_files()
 
-# %% ../../nbs/sagemaker/compiler.ipynb #0fb019b7
-def compile_pipeline(
-    pipeline: Pipeline,
-    cfg: Config,
-    overrides: dict | None = None,
-    project_dir: str | Path = ".",
-    target: Target | None = None,
-) -> Compiled:
-    """Compile `pipeline` for SageMaker with the project's settings (no network, no credentials), checked against the
-    API's shapes.
-    """
-    target = target or Target.from_config(cfg)
-    with region_env(target.region):
-        compiled = Compiler(pipeline, cfg, target, overrides, project_dir).compile()
-    problems = check_definition(compiled.definition(), compiled.pipeline.name)
-    if problems:
+# %% ../../nbs/sagemaker/compiler.ipynb #531acc98
+@patch
+def default(self: _Values, p: Parameter):
+    v = self.values[p.name]
+    return v.replace("{store}", self.t.bucket) if isinstance(v, str) else v
+
+# %% ../../nbs/sagemaker/compiler.ipynb #6e66a64b
+@patch
+def param(self: _Values, p: Parameter):
+    "The SageMaker parameter of `p` (made once), its default from this compile's values."
+    from sagemaker.core.workflow.parameters import (
+        ParameterBoolean,
+        ParameterFloat,
+        ParameterInteger,
+        ParameterString,
+    )
+
+    if p.name not in self.params:
+        cls = {str: ParameterString, int: ParameterInteger, float: ParameterFloat, bool: ParameterBoolean}[p.type]
+        self.params[p.name] = cls(name=p.name, default_value=self.default(p))
+    return self.params[p.name]
+
+# %% ../../nbs/sagemaker/compiler.ipynb #57ec9328
+@patch
+def setting(self: _Values, step: Step, v: ConfigValue):
+    if v.name not in CLOUD_SETTINGS:
         raise CompileError(
-            "SageMaker's API would refuse the compiled definition:\n  " + "\n  ".join(problems),
-            fix=(
-                "A setting passed through (an image, a role, a name) may "
-                "be wrong; otherwise this is a bug in earthsnap's compiler."
-            ),
+            f"Step {step.name!r} reads setting {v.name!r}, which has no meaning on SageMaker.",
+            fix=f"A step run on SageMaker may read only: {', '.join(CLOUD_SETTINGS)}.",
         )
-    return compiled
+    return join(self.t.bucket, "datasets") if v.name == "datasets" else getattr(self.cfg, v.name)
+
+# %% ../../nbs/sagemaker/compiler.ipynb #f8e4c6f8
+@patch
+def output_uri(self: _Values, out: StepOutput):
+    "The S3 location of a step output, as a property of the SageMaker step that writes it."
+    sm = self.sm[out.step.name]
+    if out.step.kind == "training":
+        return sm.properties.ModelArtifacts.S3ModelArtifacts
+    if out.step.kind == "processing":
+        return sm.properties.ProcessingOutputConfig.Outputs[out.name].S3Output.S3Uri
+    raise CompileError(
+        f"Step {out.step.name!r} is a {out.step.kind} step; its output {out.name!r} has no S3 location to read."
+    )
+
+# %% ../../nbs/sagemaker/compiler.ipynb #92c82330
+@patch
+def json_get(self: _Values, v: JsonValue):
+    from sagemaker.core.workflow.functions import JsonGet
+
+    return JsonGet(
+        step_name=v.output.step.name,
+        property_file=self.property_files[(v.output.step.name, v.output.name, v.file)],
+        json_path=v.path,
+    )
+
+# %% ../../nbs/sagemaker/compiler.ipynb #1617c18b
+@patch
+def value(self: _Values, step: Step, v: Any):
+    "What SageMaker takes for input `v` of `step`."
+    if isinstance(v, Parameter):
+        return self.param(v)
+    if isinstance(v, ConfigValue):
+        return self.setting(step, v)
+    if isinstance(v, StepOutput):
+        return self.output_uri(v)
+    if isinstance(v, JsonValue):
+        return self.json_get(v)
+    return v
+
+# %% ../../nbs/sagemaker/compiler.ipynb #0acf1f45
+@patch
+def text(self: _Values, step: Step, v: Any):
+    "`value` as text (container arguments and hyperparameters are strings)."
+    from sagemaker.core.helper.pipeline_variable import PipelineVariable
+
+    x = self.value(step, v)
+    if isinstance(x, PipelineVariable):
+        return x if isinstance(v, (StepOutput, JsonValue)) or v.type is str else x.to_string()
+    return str(x).lower() if isinstance(x, bool) else str(x)
+
+# %% ../../nbs/sagemaker/compiler.ipynb #56617a96
+@patch
+def fixed_value(self: _Values, step: Step, key: str, default: Any = None):
+    """Input `key` of `step` as a constant: SageMaker needs it when the pipeline is created (a tuner's ranges and
+    job counts).
+    """
+    v = step.inputs.get(key, default)
+    if isinstance(v, (StepOutput, JsonValue)):
+        raise CompileError(
+            f"Step {step.name!r} takes {key!r} from another step; SageMaker needs it when the pipeline is created.",
+            fix=f"Pass a parameter or a constant as {key!r}.",
+        )
+    if isinstance(v, ConfigValue):
+        return self.setting(step, v)
+    if isinstance(v, Parameter):
+        if v.name not in self.fixed:
+            self.notes.append(
+                f"parameter {v.name}: applied when the pipeline is compiled, as {self.values[v.name]!r} "
+                f"(step {step.name} needs it in the definition; set it with -p {v.name}=...)."
+            )
+        self.fixed[v.name] = self.values[v.name]
+        return self.values[v.name]
+    return v
+
+# %% ../../nbs/sagemaker/compiler.ipynb #058419c5
+@patch
+def path_inputs(self: _Steps, step: Step) -> list[str]:
+    """The inputs of `step` that are path parameters: locations whose content SageMaker cannot see, which the job
+    reads itself.
+    """
+    return [k for k, v in step.inputs.items() if isinstance(v, Parameter) and v.path]
+
+# %% ../../nbs/sagemaker/compiler.ipynb #155c05c3
+@patch
+def cache(self: _Steps, step: Step):
+    "Caching for a job step whose keyed arguments depend on content only; else None, and a note saying why."
+    from sagemaker.mlops.workflow.steps import CacheConfig
+
+    paths = [step.inputs[k].name for k in self.path_inputs(step)]
+    fresh = sorted(
+        {v.step.name for v in step.inputs.values() if isinstance(v, StepOutput) and v.step.name in self.uncached}
+    )
+    if not getattr(step, "cacheable", True):
+        why = "it reads what its inputs do not name (cacheable=False), so it runs in every execution"
+    elif paths:
+        why = f"it reads {', '.join(paths)}, whose content SageMaker cannot key a cache on"
+    elif fresh:
+        why = (
+            f"it reads the output of {', '.join(fresh)}, which runs in every execution, so that output is new each time"
+        )
+    else:
+        return CacheConfig(enable_caching=True, expire_after=f"P{CACHE_DAYS}D")
+    self.uncached.add(step.name)
+    self.notes.append(f"{step.name}: not cached ({why}).")
+    return None
+
+# %% ../../nbs/sagemaker/compiler.ipynb #33bc35a0
+@patch
+def isolated(self: _Steps, step: Step) -> bool:
+    "Whether the job can run with network isolation: it reads only its inputs, no store or path of its own in S3."
+    reaches = [step.inputs[k].name for k in self.path_inputs(step)]
+    reaches += [v.name for v in step.inputs.values() if isinstance(v, ConfigValue) and v.name == "datasets"]
+    if not getattr(step, "cacheable", True):  # it reads the world outside its inputs
+        self.notes.append(f"{step.name}: runs with network access (cacheable=False: it reaches AWS itself).")
+        return False
+    if reaches:
+        self.notes.append(
+            f"{step.name}: runs with network access (it reads {', '.join(reaches)} in S3 itself; "
+            "an S3 VPC endpoint is enough, no internet)."
+        )
+    return not reaches
+
+# %% ../../nbs/sagemaker/compiler.ipynb #5312b9bc
+@patch
+def notebooks_uri(self: _Steps, step_name: str) -> str:
+    """Where a training job's executed notebooks go (its checkpoint prefix: no execution id, which would change its
+    cache key).
+    """
+    return join(self.t.bucket, self.name, "notebooks", step_name)
+
+# %% ../../nbs/sagemaker/compiler.ipynb #b1e94b38
+@patch
+def depends(self: _Steps, step: Step) -> list[str] | None:
+    names = [d.name for d in step.depends_on]
+    return names or None
+
+# %% ../../nbs/sagemaker/compiler.ipynb #a81fa9c3
+@patch
+def run_uri(self: _Steps, step: Step, *parts: str):
+    """Where a step's output goes in this execution (outputs are not part of a cache key; a cache hit hands on the
+    first one's).
+    """
+    from sagemaker.core.workflow.execution_variables import ExecutionVariables
+    from sagemaker.core.workflow.functions import Join
+
+    return Join(
+        on="/",
+        values=[self.t.bucket, self.name, "runs", ExecutionVariables.PIPELINE_EXECUTION_ID, step.name, *parts],
+    )
+
+# %% ../../nbs/sagemaker/compiler.ipynb #042899b4
+@patch
+def check_notebook_step(self: _Steps, step: NotebookStep):
+    if step.retries:
+        raise CompileError(
+            f"Step {step.name!r} has retries={step.retries}: SageMaker retries a "
+            "job on capacity and service errors, never because its notebook failed.",
+            fix="Set retries=0 for the SageMaker pipeline, or make the step itself retry.",
+        )
+    if step.compute.kernel != "python3":
+        raise CompileError(
+            f"Step {step.name!r} runs kernel {step.compute.kernel!r}; "
+            "a SageMaker job has the image's python3 kernel only."
+        )
+    if step.compute.instance_count != 1:
+        raise CompileError(
+            f"Step {step.name!r} asks for {step.compute.instance_count} instances; a notebook runs on one.",
+            fix="Use instance_count=1 (a larger instance_type for more capacity).",
+        )
+    if "notebook" in step.output_names:
+        raise CompileError(
+            f"Step {step.name!r} has an output named 'notebook', the name its executed notebook is kept under."
+        )
+
+# %% ../../nbs/sagemaker/compiler.ipynb #28c72334
+def _s3_input(name: str, uri):
+    "Input `name` of a processing job: the S3 prefix `uri`, copied in before the job starts."
+    from sagemaker.core.shapes.shapes import ProcessingInput, ProcessingS3Input
+
+    return ProcessingInput(
+        input_name=name,
+        s3_input=ProcessingS3Input(
+            s3_uri=uri, local_path=f"{PROC}/input/{name}", s3_data_type="S3Prefix", s3_input_mode="File"
+        ),
+    )
+
+# %% ../../nbs/sagemaker/compiler.ipynb #9fafdf08
+def _s3_output(c: Compiler, step: NotebookStep, name: str, mode: str):
+    "Output `name` of a processing job into this execution's run prefix, uploaded at the end or as written (`mode`)."
+    from sagemaker.core.shapes.shapes import ProcessingOutput, ProcessingS3Output
+
+    return ProcessingOutput(
+        output_name=name,
+        s3_output=ProcessingS3Output(
+            s3_uri=c.run_uri(step, name), local_path=f"{PROC}/output/{name}", s3_upload_mode=mode
+        ),
+    )
 
 # %% ../../nbs/sagemaker/compiler.ipynb #731ead1a
 @compiles("processing")
 def processing_step(c: Compiler, step: NotebookStep):
     "A ProcessingStep running the step's notebook with papermill in earthsnap's image (`earthsnap-job process`)."
     from sagemaker.core.processing import NetworkConfig, Processor
-    from sagemaker.core.shapes.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
     from sagemaker.mlops.workflow.steps import ProcessingStep
 
     c.check_notebook_step(step)
@@ -525,33 +534,19 @@ def processing_step(c: Compiler, step: NotebookStep):
         c.uncached.add(step.name)
         return None
 
-    def s3_in(name, uri):
-        return ProcessingInput(
-            input_name=name,
-            s3_input=ProcessingS3Input(
-                s3_uri=uri, local_path=f"{PROC}/input/{name}", s3_data_type="S3Prefix", s3_input_mode="File"
-            ),
-        )
-
-    inputs = [s3_in("bundle", c.bundle_uri)]
+    inputs = [_s3_input("bundle", c.bundle_uri)]
     args = ["--notebook", step.notebook]
     for k, v in step.inputs.items():
         if isinstance(v, StepOutput):
-            inputs.append(s3_in(k, c.output_uri(v)))
+            inputs.append(_s3_input(k, c.output_uri(v)))
             args += ["--input", k]
         else:
             args += ["--param", k, c.text(step, v)]
 
-    def s3_out(name, mode):
-        return ProcessingOutput(
-            output_name=name,
-            s3_output=ProcessingS3Output(
-                s3_uri=c.run_uri(step, name), local_path=f"{PROC}/output/{name}", s3_upload_mode=mode
-            ),
-        )
-
     # a failed step's notebook too
-    outputs = [s3_out(o, "EndOfJob") for o in step.output_names] + [s3_out("notebook", "Continuous")]
+    outputs = [_s3_output(c, step, o, "EndOfJob") for o in step.output_names] + [
+        _s3_output(c, step, "notebook", "Continuous")
+    ]
     proc = Processor(
         role=c.t.role,
         image_uri=c.t.image,
@@ -573,7 +568,7 @@ def processing_step(c: Compiler, step: NotebookStep):
         depends_on=c.depends(step),
     )
 
-# %% ../../nbs/sagemaker/compiler.ipynb #0ee0fb7a
+# %% ../../nbs/sagemaker/compiler.ipynb #454f7ad1
 def _records_input(c: Compiler, step: NotebookStep) -> tuple[str, StepOutput]:
     outs = [(k, v) for k, v in step.inputs.items() if isinstance(v, StepOutput) and v.step.kind == "processing"]
     if len(outs) != 1:
@@ -584,7 +579,7 @@ def _records_input(c: Compiler, step: NotebookStep) -> tuple[str, StepOutput]:
         )
     return outs[0]
 
-
+# %% ../../nbs/sagemaker/compiler.ipynb #95f22baa
 def _channels(c: Compiler, records: StepOutput, splits: tuple[str, str], builtin: bool = False):
     from sagemaker.core.training.configs import InputData
     from sagemaker.core.workflow.functions import Join
@@ -605,7 +600,7 @@ def _channels(c: Compiler, records: StepOutput, splits: tuple[str, str], builtin
         InputData(channel_name="code", data_source=c.bundle_uri)
     ]  # the step notebooks
 
-
+# %% ../../nbs/sagemaker/compiler.ipynb #f3c73b36
 def _trainer(c: Compiler, step: NotebookStep, hyperparameters: dict, name: str, output: str, isolated: bool = True):
     from sagemaker.core.shapes.shapes import OutputDataConfig, StoppingCondition
     from sagemaker.core.training.configs import CheckpointConfig, Compute, Networking
@@ -629,7 +624,7 @@ def _trainer(c: Compiler, step: NotebookStep, hyperparameters: dict, name: str, 
         **kw,
     )
 
-
+# %% ../../nbs/sagemaker/compiler.ipynb #4e6d907d
 def _notebook_hyperparameters(c: Compiler, step: NotebookStep, skip: tuple = ()) -> dict:
     "The training notebook's values as hyperparameters, for `earthsnap.sagemaker.job.run_training`."
     hp = {"earthsnap_notebook": step.notebook}
@@ -640,36 +635,7 @@ def _notebook_hyperparameters(c: Compiler, step: NotebookStep, skip: tuple = ())
     hp["earthsnap_records"] = _records_input(c, step)[0]
     return hp
 
-
-@compiles("training")
-def training_step(c: Compiler, step: NotebookStep):
-    """A TrainingStep: the training notebook (or the built-in algorithm) on the records channels; its model is the
-    step's outputs.
-    """
-    from sagemaker.mlops.workflow.steps import TrainingStep
-
-    c.check_notebook_step(step)
-    _, records = _records_input(c, step)
-    tuning = [(k, v) for k, v in step.inputs.items() if isinstance(v, StepOutput) and v.step.kind == "tuning"]
-    builtin = c.t.trainer == "builtin"
-    if builtin:
-        hp = builtin_hyperparameters(c, step, records)
-    else:
-        hp = _notebook_hyperparameters(c, step)
-    for k, v in tuning:  # the best trial's values
-        best = c.sm[v.step.name].properties.BestTrainingJob.TunedHyperParameters
-        for name in c.search_space:
-            hp[builtin_name(name) if builtin else f"earthsnap_tuned_{name}"] = best[
-                builtin_name(name) if builtin else name
-            ]
-        if not builtin:
-            hp["earthsnap_tuning"] = k
-    cache = c.cache(step)
-    trainer = _trainer(c, step, hp, step.name, "models", isolated=builtin or c.isolated(step))
-    args = trainer.train(input_data_config=_channels(c, records, TRAIN_SPLITS, builtin), wait=False)
-    return TrainingStep(name=step.name, step_args=args, cache_config=cache, depends_on=c.depends(step))
-
-# %% ../../nbs/sagemaker/compiler.ipynb #6abf1185
+# %% ../../nbs/sagemaker/compiler.ipynb #8a474d02
 def _ranges(space) -> dict:
     from sagemaker.train.tuner import CategoricalParameter, ContinuousParameter, IntegerParameter
 
@@ -688,16 +654,9 @@ def _ranges(space) -> dict:
                 out[r["Name"]] = cls(lo, hi, scaling_type=r["ScalingType"])
     return out
 
-
-@compiles("tuning")
-def tuning_step(c: Compiler, step: NotebookStep):
-    "A TuningStep: a HyperparameterTuner over the trainer of the training step that reads this step's output."
-    from sagemaker.mlops.workflow.steps import TuningStep
-    from sagemaker.train.tuner import HyperparameterTuner
-
-    from earthsnap.model.hyperparameters import DEFAULT_SPACE, parse_space
-    from earthsnap.model.training import METRIC_DEFINITIONS
-
+# %% ../../nbs/sagemaker/compiler.ipynb #eaaae6ed
+def _tuned_training(c: Compiler, step: NotebookStep) -> NotebookStep:
+    "The training step whose trainer tuning step `step` tunes, once the tuner has a place for each of its inputs."
     c.check_notebook_step(step)
     odd = [k for k in step.inputs if k not in TUNING_INPUTS]
     if odd:
@@ -715,7 +674,19 @@ def tuning_step(c: Compiler, step: NotebookStep):
             f"Tuning step {step.name!r} is read by {len(readers)} "
             "training steps; SageMaker tunes the trainer of exactly one."
         )
-    train = readers[0]
+    return readers[0]
+
+# %% ../../nbs/sagemaker/compiler.ipynb #e5a16046
+@compiles("tuning")
+def tuning_step(c: Compiler, step: NotebookStep):
+    "A TuningStep: a HyperparameterTuner over the trainer of the training step that reads this step's output."
+    from sagemaker.mlops.workflow.steps import TuningStep
+    from sagemaker.train.tuner import HyperparameterTuner
+
+    from earthsnap.model.hyperparameters import DEFAULT_SPACE, parse_space
+    from earthsnap.model.training import METRIC_DEFINITIONS
+
+    train = _tuned_training(c, step)
     space_text = c.fixed_value(step, "space", "")
     space = parse_space(space_text) if space_text else DEFAULT_SPACE
     builtin = c.t.trainer == "builtin"
@@ -752,6 +723,35 @@ def tuning_step(c: Compiler, step: NotebookStep):
     )
     args = tuner.tune(inputs=_channels(c, records, TUNING_SPLITS, builtin), wait=False)
     return TuningStep(name=step.name, step_args=args, cache_config=c.cache(step), depends_on=c.depends(step))
+
+# %% ../../nbs/sagemaker/compiler.ipynb #a55279e0
+@compiles("training")
+def training_step(c: Compiler, step: NotebookStep):
+    """A TrainingStep: the training notebook (or the built-in algorithm) on the records channels; its model is the
+    step's outputs.
+    """
+    from sagemaker.mlops.workflow.steps import TrainingStep
+
+    c.check_notebook_step(step)
+    _, records = _records_input(c, step)
+    tuning = [(k, v) for k, v in step.inputs.items() if isinstance(v, StepOutput) and v.step.kind == "tuning"]
+    builtin = c.t.trainer == "builtin"
+    if builtin:
+        hp = builtin_hyperparameters(c, step, records)
+    else:
+        hp = _notebook_hyperparameters(c, step)
+    for k, v in tuning:  # the best trial's values
+        best = c.sm[v.step.name].properties.BestTrainingJob.TunedHyperParameters
+        for name in c.search_space:
+            hp[builtin_name(name) if builtin else f"earthsnap_tuned_{name}"] = best[
+                builtin_name(name) if builtin else name
+            ]
+        if not builtin:
+            hp["earthsnap_tuning"] = k
+    cache = c.cache(step)
+    trainer = _trainer(c, step, hp, step.name, "models", isolated=builtin or c.isolated(step))
+    args = trainer.train(input_data_config=_channels(c, records, TRAIN_SPLITS, builtin), wait=False)
+    return TrainingStep(name=step.name, step_args=args, cache_config=cache, depends_on=c.depends(step))
 
 # %% ../../nbs/sagemaker/compiler.ipynb #28d5cf6a
 BUILTIN_NAMES = {
@@ -800,7 +800,7 @@ def builtin_space(space, step: Step):
         ranges["optimizer"] = CategoricalParameter(list(dict.fromkeys(BUILTIN_OPTIMIZERS[o] for o in choices)))
     return ranges
 
-
+# %% ../../nbs/sagemaker/compiler.ipynb #85ae54b3
 def builtin_instance(c: Compiler, step: Step) -> str:
     "The step's instance type when the algorithm can train on it (a GPU); else BUILTIN_INSTANCE, noted."
     kind = step.compute.instance_type
@@ -848,41 +848,6 @@ def builtin_hyperparameters(
     if ep is not None:
         hp["epochs"] = c.text(tuning or step, ep)
     return hp
-
-# %% ../../nbs/sagemaker/compiler.ipynb #1627635d
-@compiles("condition")
-def condition_step(c: Compiler, step: ConditionStep):
-    "A ConditionStep comparing two values; its branches are the SageMaker steps of `if_true` and `if_false`."
-    from sagemaker.core.workflow.conditions import (
-        ConditionEquals,
-        ConditionGreaterThan,
-        ConditionGreaterThanOrEqualTo,
-        ConditionLessThan,
-        ConditionLessThanOrEqualTo,
-        ConditionNot,
-    )
-    from sagemaker.mlops.workflow.condition_step import ConditionStep as SMConditionStep
-
-    ops = {
-        ">=": ConditionGreaterThanOrEqualTo,
-        ">": ConditionGreaterThan,
-        "<=": ConditionLessThanOrEqualTo,
-        "<": ConditionLessThan,
-        "==": ConditionEquals,
-        "!=": lambda left, right: ConditionNot(expression=ConditionEquals(left=left, right=right)),
-    }
-    cond = ops[step.op](left=gate_value(c, step, step.left), right=c.value(step, step.right))
-
-    def pick(steps):
-        return [c.sm[s.name] for s in steps if c.sm.get(s.name) is not None]
-
-    return SMConditionStep(
-        name=step.name,
-        conditions=[cond],
-        if_steps=pick(step.if_true),
-        else_steps=pick(step.if_false),
-        depends_on=c.depends(step),
-    )
 
 # %% ../../nbs/sagemaker/compiler.ipynb #a60cfd12
 def gate_value(c: Compiler, step: Step, v):
@@ -967,6 +932,88 @@ def fail_step(c: Compiler, step: FailStep):
         if name is not None:
             parts.append(gate_value(c, step, step.inputs[name]))
     return SMFailStep(name=step.name, error_message=Join(on="", values=parts), depends_on=c.depends(step))
+
+# %% ../../nbs/sagemaker/compiler.ipynb #1627635d
+@compiles("condition")
+def condition_step(c: Compiler, step: ConditionStep):
+    "A ConditionStep comparing two values; its branches are the SageMaker steps of `if_true` and `if_false`."
+    from sagemaker.core.workflow.conditions import (
+        ConditionEquals,
+        ConditionGreaterThan,
+        ConditionGreaterThanOrEqualTo,
+        ConditionLessThan,
+        ConditionLessThanOrEqualTo,
+        ConditionNot,
+    )
+    from sagemaker.mlops.workflow.condition_step import ConditionStep as SMConditionStep
+
+    ops = {
+        ">=": ConditionGreaterThanOrEqualTo,
+        ">": ConditionGreaterThan,
+        "<=": ConditionLessThanOrEqualTo,
+        "<": ConditionLessThan,
+        "==": ConditionEquals,
+        "!=": lambda left, right: ConditionNot(expression=ConditionEquals(left=left, right=right)),
+    }
+    cond = ops[step.op](left=gate_value(c, step, step.left), right=c.value(step, step.right))
+
+    def pick(steps):
+        return [c.sm[s.name] for s in steps if c.sm.get(s.name) is not None]
+
+    return SMConditionStep(
+        name=step.name,
+        conditions=[cond],
+        if_steps=pick(step.if_true),
+        else_steps=pick(step.if_false),
+        depends_on=c.depends(step),
+    )
+
+# %% ../../nbs/sagemaker/compiler.ipynb #ae7ad0b8
+@patch
+def compile(self: _Steps) -> Compiled:
+    from sagemaker.mlops.workflow.pipeline import Pipeline as SMPipeline
+
+    branches = {id(b) for c in self.p.steps if isinstance(c, ConditionStep) for b in c.if_true + c.if_false}
+    for step in self.p.order:
+        if not isinstance(step, ConditionStep):
+            self.sm[step.name] = COMPILERS[step.kind](self, step)
+    for step in self.p.order:
+        if isinstance(step, ConditionStep):
+            self.sm[step.name] = COMPILERS["condition"](self, step)
+    top = [self.sm[s.name] for s in self.p.order if id(s) not in branches and self.sm.get(s.name) is not None]
+    params = [self.params[n] for n in self.p.parameters if n in self.params]
+    for n in self.p.parameters:
+        if n not in self.params and n not in self.fixed:
+            self.notes.append(f"parameter {n}: not used by any step on SageMaker.")
+    pipe = SMPipeline(name=self.name, parameters=params, steps=top, sagemaker_session=self.sess)
+    # a note made for each of two steps (tuning and training share a trainer) said once
+    notes = list(dict.fromkeys(self.notes))
+    return Compiled(pipe, self.bundle, self.bundle_uri, self.t, dict(self.params), dict(self.fixed), notes)
+
+# %% ../../nbs/sagemaker/compiler.ipynb #0fb019b7
+def compile_pipeline(
+    pipeline: Pipeline,
+    cfg: Config,
+    overrides: dict | None = None,
+    project_dir: str | Path = ".",
+    target: Target | None = None,
+) -> Compiled:
+    """Compile `pipeline` for SageMaker with the project's settings (no network, no credentials), checked against the
+    API's shapes.
+    """
+    target = target or Target.from_config(cfg)
+    with region_env(target.region):
+        compiled = Compiler(pipeline, cfg, target, overrides, project_dir).compile()
+    problems = check_definition(compiled.definition(), compiled.pipeline.name)
+    if problems:
+        raise CompileError(
+            "SageMaker's API would refuse the compiled definition:\n  " + "\n  ".join(problems),
+            fix=(
+                "A setting passed through (an image, a role, a name) may "
+                "be wrong; otherwise this is a bug in earthsnap's compiler."
+            ),
+        )
+    return compiled
 
 # %% ../../nbs/sagemaker/compiler.ipynb #ddad0274
 def compile_project(

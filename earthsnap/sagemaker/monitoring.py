@@ -31,8 +31,8 @@ from .aws import aws_call, aws_client
 
 # %% auto #0
 __all__ = ['VARIANT', 'ALERT_SOURCE', 'capture_line', 'capture_file', 'CapturedEvent', 'parse_capture_line', 'period',
-           'read_capture', 'LiveModel', 'live_model', 'import_capture', 'publish_alerts', 'EndpointCheck',
-           'monitor_endpoint', 'first_look', 'pull_capture']
+           'read_capture', 'LiveModel', 'live_model', 'import_capture', 'publish_alerts', 'EndpointCheck', 'first_look',
+           'monitor_endpoint', 'pull_capture']
 
 # %% ../../nbs/sagemaker/monitoring.ipynb #7537dd6c
 def _iso(t: float) -> str:
@@ -260,7 +260,7 @@ def publish_alerts(events_client, alerts: list[dict], bus: str = "default", reso
         ids += [e["EventId"] for e in r["Entries"]]
     return ids
 
-# %% ../../nbs/sagemaker/monitoring.ipynb #4ae265db
+# %% ../../nbs/sagemaker/monitoring.ipynb #cf44d61b
 @dataclass
 class EndpointCheck:
     "One monitoring run of a SageMaker endpoint."
@@ -292,7 +292,49 @@ class EndpointCheck:
             "published": self.published,
         }
 
+# %% ../../nbs/sagemaker/monitoring.ipynb #f408c9a1
+def first_look(
+    out: str | Path,
+    minutes: float = 60,
+    window: int = 80,
+    windows: tuple[int, int] = (2, 2),
+    shift: str = "lighting",
+    until: float | None = None,
+) -> LiveModel:
+    """A demo model and the capture files an endpoint serving it would have written in the last period: `windows` =
+    (clean, shifted) windows of `window` requests.
+    """
+    from earthsnap.data.demodata import generate_demo_data
+    from earthsnap.monitor.demo import demo_monitor
 
+    out = Path(out)
+    artifact = demo_monitor(out / "model", window=window, clean_windows=0, shifted_windows=0)["artifact"]
+    model, since, end = load_model(artifact), *period(minutes, until)
+    per, photos = -(-window // 4), []  # photos per species (2 groups x 2 species) for one window
+    for name, n, s in (("clean", windows[0], ""), ("shifted", windows[1], shift)):
+        if not n:
+            continue
+        drawn = sorted(
+            generate_demo_data(
+                out / name, groups=2, species=2, images=per * n, seed=0, first=1000, progress=False, shift=s
+            ).root.rglob("*.jpg")
+        )
+        # species mixed, as traffic comes
+        photos += [drawn[i] for i in np.random.default_rng(1).permutation(len(drawn))][: window * n]
+    step = (end - since) / (len(photos) + 1)
+    files: dict[str, list[str]] = {}
+    for i, p in enumerate(photos):
+        at, body = since + step * (i + 1), p.read_bytes()
+        answer = model.predict([body], 5)[0]
+        files.setdefault(capture_file(str(out / "capture"), "demo-prod", at, f"capture-{int(at // 600)}"), []).append(
+            capture_line(body, answer, at)
+        )
+    for f, lines in files.items():
+        Path(f).parent.mkdir(parents=True, exist_ok=True)
+        Path(f).write_text("\n".join(lines) + "\n")
+    return LiveModel("demo-prod", "species/1", str(artifact), str(out / "capture"))
+
+# %% ../../nbs/sagemaker/monitoring.ipynb #431ee66a
 def monitor_endpoint(
     endpoint: str,
     work: str | Path,
@@ -342,48 +384,6 @@ def monitor_endpoint(
     alerts = [a for a in monitor.alerts(limit=10_000) if a["id"] in raised]
     published = publish_alerts(events or aws_client("events", region), alerts, bus, live.arn) if alerts and bus else []
     return EndpointCheck(cfg, live, since, end, len(found), problems, imported, windows, alerts, published)
-
-# %% ../../nbs/sagemaker/monitoring.ipynb #f408c9a1
-def first_look(
-    out: str | Path,
-    minutes: float = 60,
-    window: int = 80,
-    windows: tuple[int, int] = (2, 2),
-    shift: str = "lighting",
-    until: float | None = None,
-) -> LiveModel:
-    """A demo model and the capture files an endpoint serving it would have written in the last period: `windows` =
-    (clean, shifted) windows of `window` requests.
-    """
-    from earthsnap.data.demodata import generate_demo_data
-    from earthsnap.monitor.demo import demo_monitor
-
-    out = Path(out)
-    artifact = demo_monitor(out / "model", window=window, clean_windows=0, shifted_windows=0)["artifact"]
-    model, since, end = load_model(artifact), *period(minutes, until)
-    per, photos = -(-window // 4), []  # photos per species (2 groups x 2 species) for one window
-    for name, n, s in (("clean", windows[0], ""), ("shifted", windows[1], shift)):
-        if not n:
-            continue
-        drawn = sorted(
-            generate_demo_data(
-                out / name, groups=2, species=2, images=per * n, seed=0, first=1000, progress=False, shift=s
-            ).root.rglob("*.jpg")
-        )
-        # species mixed, as traffic comes
-        photos += [drawn[i] for i in np.random.default_rng(1).permutation(len(drawn))][: window * n]
-    step = (end - since) / (len(photos) + 1)
-    files: dict[str, list[str]] = {}
-    for i, p in enumerate(photos):
-        at, body = since + step * (i + 1), p.read_bytes()
-        answer = model.predict([body], 5)[0]
-        files.setdefault(capture_file(str(out / "capture"), "demo-prod", at, f"capture-{int(at // 600)}"), []).append(
-            capture_line(body, answer, at)
-        )
-    for f, lines in files.items():
-        Path(f).parent.mkdir(parents=True, exist_ok=True)
-        Path(f).write_text("\n".join(lines) + "\n")
-    return LiveModel("demo-prod", "species/1", str(artifact), str(out / "capture"))
 
 # %% ../../nbs/sagemaker/monitoring.ipynb #45111aeb
 def pull_capture(cfg, endpoint: str, minutes: float = 1440, until: float | None = None, sm=None) -> dict:

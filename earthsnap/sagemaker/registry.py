@@ -9,6 +9,8 @@ import json
 import os
 from datetime import datetime, timezone
 
+from fastcore.basics import patch
+
 from ..core.errors import ConfigError, did_you_mean
 from ..core.storage import exists, join, sha256_uri, write_bytes
 from ..data.step_files import EVALUATION, MODEL_ARCHIVE, write_evaluation
@@ -32,7 +34,7 @@ from .names import sagemaker_name
 # %% auto #0
 __all__ = ['SageMakerRegistry', 'sagemaker_registry']
 
-# %% ../../nbs/sagemaker/registry.ipynb #928dcb4f
+# %% ../../nbs/sagemaker/registry.ipynb #6508a815
 def _meta(d: dict) -> dict[str, str]:
     "CustomerMetadataProperties: strings of at most 256 characters."
     return {k: (v if isinstance(v, str) else json.dumps(v))[:256] for k, v in d.items() if v not in (None, "")}
@@ -41,7 +43,7 @@ def _meta(d: dict) -> dict[str, str]:
 def _time(t) -> float:
     return t.timestamp() if isinstance(t, datetime) else float(t or 0)
 
-
+# %% ../../nbs/sagemaker/registry.ipynb #928dcb4f
 class SageMakerRegistry(ModelRegistry):
     "The model registry in SageMaker's Model Registry; archives and evaluations under `bucket` (s3://bucket/prefix)."
 
@@ -73,230 +75,258 @@ class SageMakerRegistry(ModelRegistry):
     def _call(self, name: str, **kw):
         return aws_call(self.sm, name, RegistryError, "use the local registry (no --backend)", **kw)
 
-    # -- groups
-    def _group_names(self) -> list[str]:
-        names, token = [], None
-        while True:
-            r = self._call("list_model_package_groups", **({"NextToken": token} if token else {}))
-            names += [g["ModelPackageGroupName"] for g in r["ModelPackageGroupSummaryList"]]
-            if not (token := r.get("NextToken")):
-                return sorted(names)
+    # ModelRegistry's methods, each patched on below in a cell of its own (named here, so that the class is
+    # not abstract while they are)
+    create_group = groups = get = versions = register = set_status = history = None
 
-    def create_group(self, name: str, description: str = "") -> None:
-        "Create model package group `name` (as SageMaker names it: earthsnap.sagemaker.names) if it does not exist."
-        name = sagemaker_name(name)
-        if name not in self._group_names():
-            self._call(
-                "create_model_package_group",
-                ModelPackageGroupName=name,
-                ModelPackageGroupDescription=description or name,
-            )
+# %% ../../nbs/sagemaker/registry.ipynb #891356bb
+# -- groups
+@patch
+def _group_names(self: SageMakerRegistry) -> list[str]:
+    names, token = [], None
+    while True:
+        r = self._call("list_model_package_groups", **({"NextToken": token} if token else {}))
+        names += [g["ModelPackageGroupName"] for g in r["ModelPackageGroupSummaryList"]]
+        if not (token := r.get("NextToken")):
+            return sorted(names)
 
-    def groups(self) -> list[dict]:
-        out = []
-        for name in self._group_names():
-            vs = self._summaries(name)
-            out.append(
-                {
-                    "name": name,
-                    "versions": len(vs),
-                    "approved": sum(v["ModelApprovalStatus"] == APPROVED for v in vs),
-                    "pending": sum(v["ModelApprovalStatus"] == PENDING for v in vs),
-                }
-            )
-        return out
-
-    # -- versions
-    def _summaries(self, group: str, status: str | None = None) -> list[dict]:
-        group = sagemaker_name(group)
-        rows, token = [], None
-        while True:
-            kw = {
-                "ModelPackageGroupName": group,
-                **({"ModelApprovalStatus": status} if status else {}),
-                **({"NextToken": token} if token else {}),
-            }
-            r = self._call("list_model_packages", **kw)
-            rows += r["ModelPackageSummaryList"]
-            if not (token := r.get("NextToken")):
-                return sorted(rows, key=lambda s: s["ModelPackageVersion"])
-
-    def _version(self, arn: str, d: dict | None = None) -> ModelVersion:
-        "The version of package `arn`, from its description `d` (described here when not given)."
-        d = d or self._call("describe_model_package", ModelPackageName=arn)
-        meta = d.get("CustomerMetadataProperties", {})
-        metrics = {k[len("metric.") :]: {"value": float(v)} for k, v in meta.items() if k.startswith("metric.")}
-        lineage = {k[len("lineage.") :]: v for k, v in meta.items() if k.startswith("lineage.")}
-        container = (d.get("InferenceSpecification", {}).get("Containers") or [{}])[0]
-        return ModelVersion(
-            d["ModelPackageGroupName"],
-            int(d["ModelPackageVersion"]),
-            d["ModelApprovalStatus"],
-            container.get("ModelDataUrl", ""),
-            meta.get("sha256", ""),
-            metrics,
-            lineage,
-            d.get("ModelPackageDescription", ""),
-            _time(d.get("CreationTime")),
-            meta.get("created_by", ""),
-        )
-
-    def _find(self, group: str, version: int | None) -> dict:
-        group = sagemaker_name(group)
-        names = self._group_names()
-        if group not in names:
-            raise RegistryError(
-                f"There is no model package group {group!r}.{did_you_mean(group, names)}",
-                fix=f"Groups: {', '.join(names) or '(none yet)'}.",
-            )
-        rows = self._summaries(group)
-        if not rows:
-            raise RegistryError(f"Model package group {group!r} has no versions yet.")
-        if version is None:
-            return rows[-1]
-        row = next((r for r in rows if r["ModelPackageVersion"] == version), None)
-        if row is None:
-            raise RegistryError(
-                f"Model package group {group!r} has no version {version}.",
-                fix=f"Its versions are 1 to {rows[-1]['ModelPackageVersion']}.",
-            )
-        return row
-
-    def get(self, ref: str) -> ModelVersion:
-        "Version `group/N`, or the latest of `group`."
-        return self._version(self._find(*parse_ref(ref))["ModelPackageArn"])
-
-    def versions(self, group: str | None = None, status: str | None = None) -> list[ModelVersion]:
-        "Every version, or those of `group` and/or with `status`, newest first."
-        if status:
-            check_status(status)
-        out = [
-            self._version(s["ModelPackageArn"])
-            for g in ([group] if group else self._group_names())
-            for s in self._summaries(g, status)
-        ]
-        return sorted(out, key=lambda v: (-v.created_at, v.group, -v.version))
-
-    def register(
-        self,
-        group: str,
-        artifact: str | os.PathLike,
-        metrics: dict | None = None,
-        lineage: dict | None = None,
-        description: str = "",
-        by: str | None = None,
-    ) -> ModelVersion:
-        """Upload the archive (once per content) and its metrics, and create the next model package of `group`, pending
-        approval.
-        """
-        group = sagemaker_name(group)
-        src = archive_path(artifact)
-        self.create_group(group)
-        sha = sha256_uri(src)
-        where = join(self.bucket, "models", group, sha)
-        if not exists(join(where, MODEL_ARCHIVE), self.s3_endpoint_url):
-            write_bytes(join(where, MODEL_ARCHIVE), src.read_bytes(), self.s3_endpoint_url)
-        write_evaluation(where, {"metrics": metrics or {}}, self.s3_endpoint_url)
-        values = {
-            k: m["value"]
-            for k, m in (metrics or {}).items()
-            if isinstance(m, dict) and isinstance(m.get("value"), (int, float))
-        }
-        lin = {k: (lineage or {}).get(k) for k in ("pipeline", "run", "step", "dataset")}
-        meta = _meta(
-            {
-                "sha256": sha,
-                "created_by": _who(by),
-                **{f"metric.{k}": f"{v:.6g}" for k, v in values.items()},
-                **{f"lineage.{k}": v for k, v in lin.items()},
-            }
-        )
-        r = self._call(
-            "create_model_package",
-            ModelPackageGroupName=group,
-            ModelPackageDescription=description or f"{group} {sha[:12]}",
-            ModelApprovalStatus=PENDING,
-            CustomerMetadataProperties=meta,
-            InferenceSpecification={
-                "Containers": [{"Image": self.serving_image, "ModelDataUrl": join(where, MODEL_ARCHIVE)}],
-                "SupportedContentTypes": ["image/jpeg", "image/png", "application/x-image"],
-                "SupportedResponseMIMETypes": ["application/json"],
-            },
-            ModelMetrics={
-                "ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": join(where, EVALUATION)}}
-            },
-        )
-        return self._version(r["ModelPackageArn"])
-
-    def set_status(self, ref: str, status: str, by: str | None = None, reason: str = "") -> ModelVersion:
-        "Change a package's approval status, if the change is allowed; who and why go into its metadata."
-        check_status(status)
-        row = self._find(*parse_ref(ref))
-        d = self._call("describe_model_package", ModelPackageName=row["ModelPackageArn"])
-        mv = self._version(row["ModelPackageArn"], d)
-        if status not in TRANSITIONS[mv.status]:
-            verb = {APPROVED: "approve", REJECTED: "reject", PENDING: "reset"}[status]
-            raise RegistryError(
-                f"Cannot {verb} {mv.ref}: it is already {mv.status}.",
-                fix="Only a version pending approval can be approved or rejected.",
-            )
-        meta = _meta(
-            {
-                **d.get("CustomerMetadataProperties", {}),
-                "status_changed_by": _who(by),
-                "status_changed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "status_reason": reason,
-            }
-        )
+# %% ../../nbs/sagemaker/registry.ipynb #7768b87e
+@patch
+def create_group(self: SageMakerRegistry, name: str, description: str = "") -> None:
+    "Create model package group `name` (as SageMaker names it: earthsnap.sagemaker.names) if it does not exist."
+    name = sagemaker_name(name)
+    if name not in self._group_names():
         self._call(
-            "update_model_package",
-            ModelPackageArn=row["ModelPackageArn"],
-            ModelApprovalStatus=status,
-            ApprovalDescription=reason or status,
-            CustomerMetadataProperties=meta,
+            "create_model_package_group",
+            ModelPackageGroupName=name,
+            ModelPackageGroupDescription=description or name,
         )
-        return self._version(row["ModelPackageArn"])
 
-    def history(self, ref: str) -> list[dict]:
-        "The registration and the latest status change (SageMaker keeps no fuller history)."
-        row = self._find(*parse_ref(ref))
-        d = self._call("describe_model_package", ModelPackageName=row["ModelPackageArn"])
-        meta = d.get("CustomerMetadataProperties", {})
-        out = [
+# %% ../../nbs/sagemaker/registry.ipynb #3e40d32e
+# -- versions
+@patch
+def _summaries(self: SageMakerRegistry, group: str, status: str | None = None) -> list[dict]:
+    group = sagemaker_name(group)
+    rows, token = [], None
+    while True:
+        kw = {
+            "ModelPackageGroupName": group,
+            **({"ModelApprovalStatus": status} if status else {}),
+            **({"NextToken": token} if token else {}),
+        }
+        r = self._call("list_model_packages", **kw)
+        rows += r["ModelPackageSummaryList"]
+        if not (token := r.get("NextToken")):
+            return sorted(rows, key=lambda s: s["ModelPackageVersion"])
+
+# %% ../../nbs/sagemaker/registry.ipynb #593a6340
+@patch
+def groups(self: SageMakerRegistry) -> list[dict]:
+    out = []
+    for name in self._group_names():
+        vs = self._summaries(name)
+        out.append(
             {
-                "from_status": None,
-                "to_status": PENDING,
-                "by": meta.get("created_by", ""),
-                "at": _time(d.get("CreationTime")),
-                "reason": "registered",
+                "name": name,
+                "versions": len(vs),
+                "approved": sum(v["ModelApprovalStatus"] == APPROVED for v in vs),
+                "pending": sum(v["ModelApprovalStatus"] == PENDING for v in vs),
             }
-        ]
-        if d["ModelApprovalStatus"] != PENDING:
-            at = (
-                datetime.fromisoformat(meta["status_changed_at"]).timestamp()
-                if meta.get("status_changed_at")
-                else _time(d.get("LastModifiedTime"))
-            )
-            out.append(
-                {
-                    "from_status": PENDING,
-                    "to_status": d["ModelApprovalStatus"],
-                    "by": meta.get("status_changed_by", ""),
-                    "at": at,
-                    "reason": meta.get("status_reason", d.get("ApprovalDescription", "")),
-                }
-            )
-        return out
+        )
+    return out
 
-    def verify(self, ref: str) -> ModelVersion:
-        "The version, after checking that its archive in S3 still has the sha256 it was registered with."
-        mv = self.get(ref)
-        if not exists(mv.artifact, self.s3_endpoint_url) or sha256_uri(mv.artifact, self.s3_endpoint_url) != mv.sha256:
-            raise RegistryError(
-                f"The archive of {mv.ref} at {mv.artifact} is missing or no longer has sha256 {mv.sha256[:12]}...",
-                fix="Register the model again from its run.",
-            )
-        return mv
+# %% ../../nbs/sagemaker/registry.ipynb #9f0b2d76
+@patch
+def _version(self: SageMakerRegistry, arn: str, d: dict | None = None) -> ModelVersion:
+    "The version of package `arn`, from its description `d` (described here when not given)."
+    d = d or self._call("describe_model_package", ModelPackageName=arn)
+    meta = d.get("CustomerMetadataProperties", {})
+    metrics = {k[len("metric.") :]: {"value": float(v)} for k, v in meta.items() if k.startswith("metric.")}
+    lineage = {k[len("lineage.") :]: v for k, v in meta.items() if k.startswith("lineage.")}
+    container = (d.get("InferenceSpecification", {}).get("Containers") or [{}])[0]
+    return ModelVersion(
+        d["ModelPackageGroupName"],
+        int(d["ModelPackageVersion"]),
+        d["ModelApprovalStatus"],
+        container.get("ModelDataUrl", ""),
+        meta.get("sha256", ""),
+        metrics,
+        lineage,
+        d.get("ModelPackageDescription", ""),
+        _time(d.get("CreationTime")),
+        meta.get("created_by", ""),
+    )
+
+# %% ../../nbs/sagemaker/registry.ipynb #4798d151
+@patch
+def _find(self: SageMakerRegistry, group: str, version: int | None) -> dict:
+    group = sagemaker_name(group)
+    names = self._group_names()
+    if group not in names:
+        raise RegistryError(
+            f"There is no model package group {group!r}.{did_you_mean(group, names)}",
+            fix=f"Groups: {', '.join(names) or '(none yet)'}.",
+        )
+    rows = self._summaries(group)
+    if not rows:
+        raise RegistryError(f"Model package group {group!r} has no versions yet.")
+    if version is None:
+        return rows[-1]
+    row = next((r for r in rows if r["ModelPackageVersion"] == version), None)
+    if row is None:
+        raise RegistryError(
+            f"Model package group {group!r} has no version {version}.",
+            fix=f"Its versions are 1 to {rows[-1]['ModelPackageVersion']}.",
+        )
+    return row
+
+# %% ../../nbs/sagemaker/registry.ipynb #7be1ae79
+@patch
+def register(
+    self: SageMakerRegistry,
+    group: str,
+    artifact: str | os.PathLike,
+    metrics: dict | None = None,
+    lineage: dict | None = None,
+    description: str = "",
+    by: str | None = None,
+) -> ModelVersion:
+    """Upload the archive (once per content) and its metrics, and create the next model package of `group`, pending
+    approval.
+    """
+    group = sagemaker_name(group)
+    src = archive_path(artifact)
+    self.create_group(group)
+    sha = sha256_uri(src)
+    where = join(self.bucket, "models", group, sha)
+    if not exists(join(where, MODEL_ARCHIVE), self.s3_endpoint_url):
+        write_bytes(join(where, MODEL_ARCHIVE), src.read_bytes(), self.s3_endpoint_url)
+    write_evaluation(where, {"metrics": metrics or {}}, self.s3_endpoint_url)
+    values = {
+        k: m["value"]
+        for k, m in (metrics or {}).items()
+        if isinstance(m, dict) and isinstance(m.get("value"), (int, float))
+    }
+    lin = {k: (lineage or {}).get(k) for k in ("pipeline", "run", "step", "dataset")}
+    meta = _meta(
+        {
+            "sha256": sha,
+            "created_by": _who(by),
+            **{f"metric.{k}": f"{v:.6g}" for k, v in values.items()},
+            **{f"lineage.{k}": v for k, v in lin.items()},
+        }
+    )
+    r = self._call(
+        "create_model_package",
+        ModelPackageGroupName=group,
+        ModelPackageDescription=description or f"{group} {sha[:12]}",
+        ModelApprovalStatus=PENDING,
+        CustomerMetadataProperties=meta,
+        InferenceSpecification={
+            "Containers": [{"Image": self.serving_image, "ModelDataUrl": join(where, MODEL_ARCHIVE)}],
+            "SupportedContentTypes": ["image/jpeg", "image/png", "application/x-image"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        ModelMetrics={
+            "ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": join(where, EVALUATION)}}
+        },
+    )
+    return self._version(r["ModelPackageArn"])
+
+# %% ../../nbs/sagemaker/registry.ipynb #1cda3cb4
+@patch
+def get(self: SageMakerRegistry, ref: str) -> ModelVersion:
+    "Version `group/N`, or the latest of `group`."
+    return self._version(self._find(*parse_ref(ref))["ModelPackageArn"])
+
+# %% ../../nbs/sagemaker/registry.ipynb #2c33824f
+@patch
+def versions(self: SageMakerRegistry, group: str | None = None, status: str | None = None) -> list[ModelVersion]:
+    "Every version, or those of `group` and/or with `status`, newest first."
+    if status:
+        check_status(status)
+    out = [
+        self._version(s["ModelPackageArn"])
+        for g in ([group] if group else self._group_names())
+        for s in self._summaries(g, status)
+    ]
+    return sorted(out, key=lambda v: (-v.created_at, v.group, -v.version))
+
+# %% ../../nbs/sagemaker/registry.ipynb #fee0689c
+@patch
+def set_status(self: SageMakerRegistry, ref: str, status: str, by: str | None = None, reason: str = "") -> ModelVersion:
+    "Change a package's approval status, if the change is allowed; who and why go into its metadata."
+    check_status(status)
+    row = self._find(*parse_ref(ref))
+    d = self._call("describe_model_package", ModelPackageName=row["ModelPackageArn"])
+    mv = self._version(row["ModelPackageArn"], d)
+    if status not in TRANSITIONS[mv.status]:
+        verb = {APPROVED: "approve", REJECTED: "reject", PENDING: "reset"}[status]
+        raise RegistryError(
+            f"Cannot {verb} {mv.ref}: it is already {mv.status}.",
+            fix="Only a version pending approval can be approved or rejected.",
+        )
+    meta = _meta(
+        {
+            **d.get("CustomerMetadataProperties", {}),
+            "status_changed_by": _who(by),
+            "status_changed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "status_reason": reason,
+        }
+    )
+    self._call(
+        "update_model_package",
+        ModelPackageArn=row["ModelPackageArn"],
+        ModelApprovalStatus=status,
+        ApprovalDescription=reason or status,
+        CustomerMetadataProperties=meta,
+    )
+    return self._version(row["ModelPackageArn"])
+
+# %% ../../nbs/sagemaker/registry.ipynb #7cb5c09a
+@patch
+def history(self: SageMakerRegistry, ref: str) -> list[dict]:
+    "The registration and the latest status change (SageMaker keeps no fuller history)."
+    row = self._find(*parse_ref(ref))
+    d = self._call("describe_model_package", ModelPackageName=row["ModelPackageArn"])
+    meta = d.get("CustomerMetadataProperties", {})
+    out = [
+        {
+            "from_status": None,
+            "to_status": PENDING,
+            "by": meta.get("created_by", ""),
+            "at": _time(d.get("CreationTime")),
+            "reason": "registered",
+        }
+    ]
+    if d["ModelApprovalStatus"] != PENDING:
+        at = (
+            datetime.fromisoformat(meta["status_changed_at"]).timestamp()
+            if meta.get("status_changed_at")
+            else _time(d.get("LastModifiedTime"))
+        )
+        out.append(
+            {
+                "from_status": PENDING,
+                "to_status": d["ModelApprovalStatus"],
+                "by": meta.get("status_changed_by", ""),
+                "at": at,
+                "reason": meta.get("status_reason", d.get("ApprovalDescription", "")),
+            }
+        )
+    return out
+
+# %% ../../nbs/sagemaker/registry.ipynb #dc8e4c2c
+@patch
+def verify(self: SageMakerRegistry, ref: str) -> ModelVersion:
+    "The version, after checking that its archive in S3 still has the sha256 it was registered with."
+    mv = self.get(ref)
+    if not exists(mv.artifact, self.s3_endpoint_url) or sha256_uri(mv.artifact, self.s3_endpoint_url) != mv.sha256:
+        raise RegistryError(
+            f"The archive of {mv.ref} at {mv.artifact} is missing or no longer has sha256 {mv.sha256[:12]}...",
+            fix="Register the model again from its run.",
+        )
+    return mv
 
 # %% ../../nbs/sagemaker/registry.ipynb #5486728f
 def sagemaker_registry(cfg) -> SageMakerRegistry:

@@ -11,6 +11,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from fastcore.basics import patch
+
 from ..core.config import require
 from ..core.storage import exists, join, read_bytes, read_json
 from ..data.step_files import RECORDS_CLASSES, RECORDS_SUMMARY
@@ -117,144 +119,159 @@ class SageMakerRelease:
         self.wait_s, self.poll_s = wait_s, poll_s
         self.capture_uri, self.capture_percent = capture_uri, capture_percent
 
-    @classmethod
-    def from_config(cls, cfg, instance_type: str = "ml.m5.large") -> "SageMakerRelease":
-        """The release of a project: endpoints run as its sagemaker_role, in its region, capturing what they serve to
-        its bucket.
-        """
-        capture = join(cfg.sagemaker_bucket, "capture") if cfg.sagemaker_bucket and cfg.capture_rate > 0 else None
-        return cls(
-            require(cfg, "sagemaker_role", "the ARN of the IAM role endpoints run as"),
-            cfg.sagemaker_region or None,
-            instance_type,
-            s3_endpoint_url=cfg.s3_endpoint_url or None,
-            capture_uri=capture,
-            capture_percent=max(1, round(cfg.capture_rate * 100)),
+# %% ../../nbs/sagemaker/release.ipynb #77998876
+@patch(cls_method=True)
+def from_config(cls: SageMakerRelease, cfg, instance_type: str = "ml.m5.large") -> "SageMakerRelease":
+    """The release of a project: endpoints run as its sagemaker_role, in its region, capturing what they serve to
+    its bucket.
+    """
+    capture = join(cfg.sagemaker_bucket, "capture") if cfg.sagemaker_bucket and cfg.capture_rate > 0 else None
+    return cls(
+        require(cfg, "sagemaker_role", "the ARN of the IAM role endpoints run as"),
+        cfg.sagemaker_region or None,
+        instance_type,
+        s3_endpoint_url=cfg.s3_endpoint_url or None,
+        capture_uri=capture,
+        capture_percent=max(1, round(cfg.capture_rate * 100)),
+    )
+
+# %% ../../nbs/sagemaker/release.ipynb #3a73ce15
+@patch
+def data_capture(self: SageMakerRelease, stage: str) -> dict:
+    """The endpoint configuration's DataCaptureConfig: requests (the photos) and answers, sampled, to
+    <capture_uri>/<stage>.
+    """
+    return {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": self.capture_percent,
+        "DestinationS3Uri": join(self.capture_uri, stage),
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+    }
+
+# %% ../../nbs/sagemaker/release.ipynb #0d5c7ff4
+@patch
+def endpoint_name(self: SageMakerRelease, group: str, stage: str) -> str:
+    return sagemaker_name(f"{self.prefix}-{group}-{stage}", "endpoint")
+
+# %% ../../nbs/sagemaker/release.ipynb #ed357715
+@patch
+def package(self: SageMakerRelease, arn: str) -> dict:
+    p = call(self.sm, "describe_model_package", ModelPackageName=arn)
+    if p.get("ModelApprovalStatus") != "Approved":
+        raise SageMakerError(
+            f"Model package {package_ref(arn)} is {p.get('ModelApprovalStatus')}; "
+            "only an approved package is released.",
+            fix=f"Approve it first: earthsnap registry approve {package_ref(arn)} --backend sagemaker",
         )
+    return p
 
-    def data_capture(self, stage: str) -> dict:
-        """The endpoint configuration's DataCaptureConfig: requests (the photos) and answers, sampled, to
-        <capture_uri>/<stage>.
-        """
-        return {
-            "EnableCapture": True,
-            "InitialSamplingPercentage": self.capture_percent,
-            "DestinationS3Uri": join(self.capture_uri, stage),
-            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
-            "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
-        }
-
-    def endpoint_name(self, group: str, stage: str) -> str:
-        return sagemaker_name(f"{self.prefix}-{group}-{stage}", "endpoint")
-
-    def package(self, arn: str) -> dict:
-        p = call(self.sm, "describe_model_package", ModelPackageName=arn)
-        if p.get("ModelApprovalStatus") != "Approved":
-            raise SageMakerError(
-                f"Model package {package_ref(arn)} is {p.get('ModelApprovalStatus')}; "
-                "only an approved package is released.",
-                fix=f"Approve it first: earthsnap registry approve {package_ref(arn)} --backend sagemaker",
-            )
-        return p
-
-    def deploy(self, arn: str, stage: str) -> str:
-        """Serve package `arn` on endpoint `stage` (created, or updated to a new config); returns the endpoint's name
-        once InService.
-        """
-        ref = package_ref(arn)
-        group, version = ref.split("/") if "/" in ref else (ref, "0")
-        model = sagemaker_name(f"{self.prefix}-{group}-{version}", "model")
-        # (contains: species-1 finds species-10)
-        if model not in [m["ModelName"] for m in call(self.sm, "list_models", NameContains=model)["Models"]]:
-            # the version its answers name (earthsnap-job serve)
-            call(
-                self.sm,
-                "create_model",
-                ModelName=model,
-                ExecutionRoleArn=self.role,
-                Containers=[{"ModelPackageName": arn, "Environment": {"EARTHSNAP_MODEL_VERSION": ref}}],
-            )
-        config = sagemaker_name(f"{model}-{stage}-{int(time.time())}", "endpoint config")
+# %% ../../nbs/sagemaker/release.ipynb #f45ed64f
+@patch
+def deploy(self: SageMakerRelease, arn: str, stage: str) -> str:
+    """Serve package `arn` on endpoint `stage` (created, or updated to a new config); returns the endpoint's name
+    once InService.
+    """
+    ref = package_ref(arn)
+    group, version = ref.split("/") if "/" in ref else (ref, "0")
+    model = sagemaker_name(f"{self.prefix}-{group}-{version}", "model")
+    # (contains: species-1 finds species-10)
+    if model not in [m["ModelName"] for m in call(self.sm, "list_models", NameContains=model)["Models"]]:
+        # the version its answers name (earthsnap-job serve)
         call(
             self.sm,
-            "create_endpoint_config",
-            EndpointConfigName=config,
-            Tags=[{"Key": "earthsnap:package", "Value": arn}],
-            ProductionVariants=[
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": model,
-                    "InitialInstanceCount": 1,
-                    "InstanceType": self.instance_type,
-                }
-            ],
-            **({"DataCaptureConfig": self.data_capture(stage)} if self.capture_uri else {}),
+            "create_model",
+            ModelName=model,
+            ExecutionRoleArn=self.role,
+            Containers=[{"ModelPackageName": arn, "Environment": {"EARTHSNAP_MODEL_VERSION": ref}}],
         )
-        name = self.endpoint_name(group, stage)
-        names = [e["EndpointName"] for e in call(self.sm, "list_endpoints", NameContains=name)["Endpoints"]]
-        if name in names:
-            call(self.sm, "update_endpoint", EndpointName=name, EndpointConfigName=config)
-        else:
-            call(
-                self.sm,
-                "create_endpoint",
-                EndpointName=name,
-                EndpointConfigName=config,
-                Tags=[{"Key": "earthsnap:stage", "Value": stage}],
-            )
-        deadline = time.monotonic() + self.wait_s
-        while True:
-            d = call(self.sm, "describe_endpoint", EndpointName=name)
-            if d["EndpointStatus"] == "InService":
-                return name
-            if d["EndpointStatus"] == "Failed":
-                raise SageMakerError(
-                    f"Endpoint {name} failed to serve {ref}: {d.get('FailureReason', 'no reason given')}"
-                )
-            if time.monotonic() > deadline:
-                raise SageMakerError(f"Endpoint {name} is still {d['EndpointStatus']} after {self.wait_s:g} s.")
-            time.sleep(self.poll_s)
+    config = sagemaker_name(f"{model}-{stage}-{int(time.time())}", "endpoint config")
+    call(
+        self.sm,
+        "create_endpoint_config",
+        EndpointConfigName=config,
+        Tags=[{"Key": "earthsnap:package", "Value": arn}],
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": model,
+                "InitialInstanceCount": 1,
+                "InstanceType": self.instance_type,
+            }
+        ],
+        **({"DataCaptureConfig": self.data_capture(stage)} if self.capture_uri else {}),
+    )
+    name = self.endpoint_name(group, stage)
+    names = [e["EndpointName"] for e in call(self.sm, "list_endpoints", NameContains=name)["Endpoints"]]
+    if name in names:
+        call(self.sm, "update_endpoint", EndpointName=name, EndpointConfigName=config)
+    else:
+        call(
+            self.sm,
+            "create_endpoint",
+            EndpointName=name,
+            EndpointConfigName=config,
+            Tags=[{"Key": "earthsnap:stage", "Value": stage}],
+        )
+    deadline = time.monotonic() + self.wait_s
+    while True:
+        d = call(self.sm, "describe_endpoint", EndpointName=name)
+        if d["EndpointStatus"] == "InService":
+            return name
+        if d["EndpointStatus"] == "Failed":
+            raise SageMakerError(f"Endpoint {name} failed to serve {ref}: {d.get('FailureReason', 'no reason given')}")
+        if time.monotonic() > deadline:
+            raise SageMakerError(f"Endpoint {name} is still {d['EndpointStatus']} after {self.wait_s:g} s.")
+        time.sleep(self.poll_s)
 
-    def test_split(self, package: dict, into: Path) -> tuple[str | None, float | None]:
-        "The package's records (its test split, copied `into` a folder) and the accuracy its evaluation measured."
-        records = package.get("CustomerMetadataProperties", {}).get("input_records")
-        local = None
-        if records:
-            local = into
-            for name in ("test.rec", "test.idx", "test.lst", RECORDS_CLASSES, RECORDS_SUMMARY):
-                if exists(join(records, name), self.s3):
-                    (local / name).write_bytes(read_bytes(join(records, name), self.s3))
-        offline = None
-        stats = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
-        if stats and exists(stats, self.s3):
-            offline = read_json(stats, self.s3).get("metrics", {}).get("accuracy", {}).get("value")
-        return (str(local) if local else None), offline
+# %% ../../nbs/sagemaker/release.ipynb #f15fed0e
+@patch
+def test_split(self: SageMakerRelease, package: dict, into: Path) -> tuple[str | None, float | None]:
+    "The package's records (its test split, copied `into` a folder) and the accuracy its evaluation measured."
+    records = package.get("CustomerMetadataProperties", {}).get("input_records")
+    local = None
+    if records:
+        local = into
+        for name in ("test.rec", "test.idx", "test.lst", RECORDS_CLASSES, RECORDS_SUMMARY):
+            if exists(join(records, name), self.s3):
+                (local / name).write_bytes(read_bytes(join(records, name), self.s3))
+    offline = None
+    stats = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
+    if stats and exists(stats, self.s3):
+        offline = read_json(stats, self.s3).get("metrics", {}).get("accuracy", {}).get("value")
+    return (str(local) if local else None), offline
 
-    def test(
-        self, arn: str, endpoint: str, min_accuracy: float, p95_ms: float, package: dict | None = None
-    ) -> list[Check]:
-        package = package or self.package(arn)
-        with tempfile.TemporaryDirectory(prefix="earthsnap-test-") as tmp:  # the test images, removed after the checks
-            records, offline = self.test_split(package, Path(tmp))
-            client = RuntimeClient(self.sm, self.rt, endpoint, package_ref(arn))
-            return endpoint_checks(endpoint, package_ref(arn), records, min_accuracy, p95_ms, offline, client=client)
+# %% ../../nbs/sagemaker/release.ipynb #ebb6ef69
+@patch
+def test(
+    self: SageMakerRelease, arn: str, endpoint: str, min_accuracy: float, p95_ms: float, package: dict | None = None
+) -> list[Check]:
+    package = package or self.package(arn)
+    with tempfile.TemporaryDirectory(prefix="earthsnap-test-") as tmp:  # the test images, removed after the checks
+        records, offline = self.test_split(package, Path(tmp))
+        client = RuntimeClient(self.sm, self.rt, endpoint, package_ref(arn))
+        return endpoint_checks(endpoint, package_ref(arn), records, min_accuracy, p95_ms, offline, client=client)
 
-    def release(self, arn: str, min_accuracy: float, p95_ms: float, promote: bool = True, log=print) -> dict:
-        "Stage, test, and (when every check passed and `promote`) prod; returns what happened, with the checks."
-        package = self.package(arn)
-        ref = package_ref(arn)
-        log(f"{ref}: deploying to stage")
-        stage = self.deploy(arn, "stage")
-        checks = self.test(arn, stage, min_accuracy, p95_ms, package)
-        for c in checks:
-            log(c.line())
-        result = {"package": arn, "ref": ref, "stage": stage, "checks": [asdict(c) for c in checks], "prod": None}
-        if not all(c.passed for c in checks):
-            result["status"] = "failed"
-            log(f"{ref} failed its stage tests; prod is untouched.")
-            return result
-        if promote:
-            result["prod"] = self.deploy(arn, "prod")
-            log(f"{ref} is live on {result['prod']}.")
-        result["status"] = "live" if promote else "passed"
+# %% ../../nbs/sagemaker/release.ipynb #1ab54735
+@patch
+def release(
+    self: SageMakerRelease, arn: str, min_accuracy: float, p95_ms: float, promote: bool = True, log=print
+) -> dict:
+    "Stage, test, and (when every check passed and `promote`) prod; returns what happened, with the checks."
+    package = self.package(arn)
+    ref = package_ref(arn)
+    log(f"{ref}: deploying to stage")
+    stage = self.deploy(arn, "stage")
+    checks = self.test(arn, stage, min_accuracy, p95_ms, package)
+    for c in checks:
+        log(c.line())
+    result = {"package": arn, "ref": ref, "stage": stage, "checks": [asdict(c) for c in checks], "prod": None}
+    if not all(c.passed for c in checks):
+        result["status"] = "failed"
+        log(f"{ref} failed its stage tests; prod is untouched.")
         return result
+    if promote:
+        result["prod"] = self.deploy(arn, "prod")
+        log(f"{ref} is live on {result['prod']}.")
+    result["status"] = "live" if promote else "passed"
+    return result

@@ -95,12 +95,54 @@ def upload_export(local: Path, remote: str, endpoint_url: str | None = None) -> 
         join(remote, "listing.jsonl"), "".join(json.dumps(r) + "\n" for r in rows).encode(), endpoint_url
     )
 
-# %% ../../nbs/sagemaker/retraining.ipynb #002ee8fc
+# %% ../../nbs/sagemaker/retraining.ipynb #9e5172c0
 def _from_archive(archive: bytes, name: str) -> bytes:
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tf:
         return tf.extractfile(name).read()
 
+# %% ../../nbs/sagemaker/retraining.ipynb #0bb054e2
+def _upload_for_retraining(cfg, plan: RetrainPlan, rid: str) -> tuple[dict, str, bytes, str]:
+    """Export the reviewed photos and upload them with the live weights under <sagemaker_bucket>/retrain/<rid>.
 
+    Returns the export's summary, the listing's URI, the live archive and the weights' URI.
+    """
+    s3, rid = cfg.s3_endpoint_url or None, new_run_id("retrain")
+    local, remote = Path(cfg.store) / "retrain" / rid, join(cfg.sagemaker_bucket, "retrain", rid)
+    exported = export_reviewed(cfg, plan, local)
+    listing = upload_export(local, remote, s3)
+    archive = read_bytes(plan.live.artifact, s3)
+    weights = write_bytes(join(remote, "live", "model.safetensors"), _from_archive(archive, "model.safetensors"), s3)
+    return exported, listing, archive, weights
+
+# %% ../../nbs/sagemaker/retraining.ipynb #0dae4656
+def _retraining_parameters(
+    plan: RetrainPlan, exported: dict, listing: str, archive: bytes, weights: str, overrides: dict | None
+) -> dict:
+    "The values the execution runs with: the live run's, the new listing, the live weights and hyperparameters."
+    wanted = {
+        **plan.parameters,
+        "source": listing,
+        "taxonomy": exported["taxonomy"],
+        "dataset_name": plan.dataset.split("@")[0],
+        "dataset_parent": plan.dataset,
+        "init_weights": weights,
+        "hyperparameters": json.dumps(json.loads(_from_archive(archive, "hyperparameters.json"))),
+        **(overrides or {}),
+    }
+    return wanted
+
+# %% ../../nbs/sagemaker/retraining.ipynb #e897eaf9
+def _record_retraining(cfg, rid: str, endpoint: str, plan: RetrainPlan, reason: str, arn: str) -> None:
+    "Record the retraining in the project's `retrain_runs`, as a local one is, its execution as its run."
+    open_database(cfg.registry, SCHEMA, name="retraining")
+    with connection(cfg.registry) as db, transaction(db):
+        db.execute(
+            "INSERT INTO retrain_runs (id, endpoint, live, started_at, "
+            "reason, labelled, run_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (rid, endpoint, plan.live.ref, time.time(), reason, len(plan.labelled), arn),
+        )
+
+# %% ../../nbs/sagemaker/retraining.ipynb #03194de6
 def retrain_on_sagemaker(
     cfg,
     endpoint: str,
@@ -124,22 +166,9 @@ def retrain_on_sagemaker(
             f"No photo from {endpoint} has been labelled yet, so a retraining would learn nothing new.",
             fix=f"Pull its photos (earthsnap review fill {endpoint} --sagemaker) and review them in the console.",
         )
-    s3, rid = cfg.s3_endpoint_url or None, new_run_id("retrain")
-    local, remote = Path(cfg.store) / "retrain" / rid, join(cfg.sagemaker_bucket, "retrain", rid)
-    exported = export_reviewed(cfg, plan, local)
-    listing = upload_export(local, remote, s3)
-    archive = read_bytes(plan.live.artifact, s3)
-    weights = write_bytes(join(remote, "live", "model.safetensors"), _from_archive(archive, "model.safetensors"), s3)
-    wanted = {
-        **plan.parameters,
-        "source": listing,
-        "taxonomy": exported["taxonomy"],
-        "dataset_name": plan.dataset.split("@")[0],
-        "dataset_parent": plan.dataset,
-        "init_weights": weights,
-        "hyperparameters": json.dumps(json.loads(_from_archive(archive, "hyperparameters.json"))),
-        **(overrides or {}),
-    }
+    rid = new_run_id("retrain")
+    exported, listing, archive, weights = _upload_for_retraining(cfg, plan, rid)
+    wanted = _retraining_parameters(plan, exported, listing, archive, weights, overrides)
     pipeline = project_pipeline(cfg.project_dir, pipeline_file)
     name = sagemaker_name(pipeline.name, "pipeline")
     deployed = deployed_parameters(sm, name)
@@ -152,13 +181,7 @@ def retrain_on_sagemaker(
         # a display name: the same pattern, at most 82
         sagemaker_name(f"retrain-{endpoint}-{rid.rsplit('-', 1)[-1]}", "endpoint"),
     )
-    open_database(cfg.registry, SCHEMA, name="retraining")
-    with connection(cfg.registry) as db, transaction(db):
-        db.execute(
-            "INSERT INTO retrain_runs (id, endpoint, live, started_at, "
-            "reason, labelled, run_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (rid, endpoint, plan.live.ref, time.time(), reason, len(plan.labelled), arn),
-        )
+    _record_retraining(cfg, rid, endpoint, plan, reason, arn)
     if progress:
         print(
             f"retraining {plan.live.ref} ({endpoint}) on SageMaker: {plan.dataset} and {exported['photos']} "
@@ -177,7 +200,7 @@ def retrain_on_sagemaker(
         "reason": reason,
     }
 
-# %% ../../nbs/sagemaker/retraining.ipynb #540022bf
+# %% ../../nbs/sagemaker/retraining.ipynb #2b985313
 TEST_SPLIT = ("test.rec", "test.idx", "test.lst")
 
 
@@ -190,7 +213,7 @@ def _records_here(uri: str, into: Path, s3: str | None) -> Path:
         (into / name).write_bytes(read_bytes(join(uri, name), s3))
     return into
 
-
+# %% ../../nbs/sagemaker/retraining.ipynb #0184da87
 def _summaries(sm, group: str) -> list[dict]:
     "Every model package of `group`, as list_model_packages summarises them (all pages)."
     from earthsnap.sagemaker.names import sagemaker_name
@@ -208,7 +231,7 @@ def _summaries(sm, group: str) -> list[dict]:
         if not (token := r.get("NextToken")):
             return found
 
-
+# %% ../../nbs/sagemaker/retraining.ipynb #ba0fe02b
 def _candidate(sm, group: str, execution_id: str) -> dict | None:
     "The model package of `group` that the execution `execution_id` registered, described; None before it has."
     for s in sorted(_summaries(sm, group), key=lambda s: -s["ModelPackageVersion"]):
@@ -217,7 +240,7 @@ def _candidate(sm, group: str, execution_id: str) -> dict | None:
             return d
     return None
 
-
+# %% ../../nbs/sagemaker/retraining.ipynb #72599ab2
 def _package(sm, ref: str) -> dict:
     "The model package `group/N`, described."
     group, n = ref.split("/")
@@ -226,15 +249,33 @@ def _package(sm, ref: str) -> dict:
         raise RetrainError(f"There is no model package {ref} in SageMaker's Model Registry.")
     return aws_call(sm, "describe_model_package", RetrainError, ModelPackageName=hit["ModelPackageArn"])
 
-
-def retraining_status(cfg, rid: str | None = None, sm=None) -> dict:
-    """The execution's status and, once registered, the candidate of SageMaker retraining `rid` (default: the latest)
-    with its comparison against the live version.
+# %% ../../nbs/sagemaker/retraining.ipynb #13293d52
+def _compare(cfg, rid: str, live: dict, package: dict) -> dict:
+    """Candidate `package` against the `live` one, on the live model's original test split and on the reviewed
+    photos of retraining `rid` held out for test.
     """
     import tempfile
 
     from earthsnap.monitor.retrain import compare_with_live
 
+    s3 = cfg.s3_endpoint_url or None
+    with tempfile.TemporaryDirectory(prefix="earthsnap-compare-") as tmp:
+        t = Path(tmp)
+        (t / "live.tar.gz").write_bytes(read_bytes(live["InferenceSpecification"]["Containers"][0]["ModelDataUrl"], s3))
+        (t / "candidate.tar.gz").write_bytes(
+            read_bytes(package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"], s3)
+        )
+        original = _records_here(live["CustomerMetadataProperties"]["input_records"], t / "original", s3)
+        new = _records_here(package["CustomerMetadataProperties"]["input_records"], t / "new", s3)
+        prov = read_bytes(join(cfg.sagemaker_bucket, "retrain", rid, "provenance.jsonl"), s3).decode()
+        reviewed = {json.loads(line)["uri"] for line in prov.splitlines() if line.strip()}
+        return compare_with_live(str(t / "live.tar.gz"), str(t / "candidate.tar.gz"), str(original), str(new), reviewed)
+
+# %% ../../nbs/sagemaker/retraining.ipynb #fdfda416
+def retraining_status(cfg, rid: str | None = None, sm=None) -> dict:
+    """The execution's status and, once registered, the candidate of SageMaker retraining `rid` (default: the latest)
+    with its comparison against the live version.
+    """
     open_database(cfg.registry, SCHEMA, name="retraining")
     with connection(cfg.registry) as db:
         q = (
@@ -268,20 +309,8 @@ def retraining_status(cfg, rid: str | None = None, sm=None) -> dict:
     package = _candidate(sm, row["live"].split("/")[0], row["run_id"].rsplit("/", 1)[-1])
     if package is None:
         return out
-    s3, live = cfg.s3_endpoint_url or None, _package(sm, row["live"])
-    with tempfile.TemporaryDirectory(prefix="earthsnap-compare-") as tmp:
-        t = Path(tmp)
-        (t / "live.tar.gz").write_bytes(read_bytes(live["InferenceSpecification"]["Containers"][0]["ModelDataUrl"], s3))
-        (t / "candidate.tar.gz").write_bytes(
-            read_bytes(package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"], s3)
-        )
-        original = _records_here(live["CustomerMetadataProperties"]["input_records"], t / "original", s3)
-        new = _records_here(package["CustomerMetadataProperties"]["input_records"], t / "new", s3)
-        prov = read_bytes(join(cfg.sagemaker_bucket, "retrain", row["id"], "provenance.jsonl"), s3).decode()
-        reviewed = {json.loads(line)["uri"] for line in prov.splitlines() if line.strip()}
-        out["comparison"] = compare_with_live(
-            str(t / "live.tar.gz"), str(t / "candidate.tar.gz"), str(original), str(new), reviewed
-        )
+    live = _package(sm, row["live"])
+    out["comparison"] = _compare(cfg, row["id"], live, package)
     out["candidate"] = f"{package['ModelPackageGroupName']}/{package['ModelPackageVersion']}"
     out["candidate_status"] = package.get("ModelApprovalStatus")
     with connection(cfg.registry) as db, transaction(db):

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fastcore.basics import patch
+
 from ..core.errors import EarthsnapError, ParameterError
 from ..core.storage import exists, write_bytes
 from ..engine.definition import Parameter, Pipeline, RegisterStep
@@ -43,45 +45,6 @@ class PipelineService:
         "The service of `compiled`, with the project's S3 endpoint (an S3-compatible server, or AWS)."
         return cls(compiled, s3_endpoint_url=cfg.s3_endpoint_url or None)
 
-    def upload_code(self) -> list[str]:
-        """Put the code bundle (the step notebooks) under its content address; returns what was uploaded (nothing when
-        it is there).
-        """
-        if exists(self.c.bundle_uri, self.s3_endpoint_url):
-            return []
-        write_bytes(self.c.bundle_uri, self.c.bundle, self.s3_endpoint_url)
-        return [self.c.bundle_uri]
-
-    def exists(self) -> bool:
-        import botocore.exceptions
-
-        try:
-            self.sm.describe_pipeline(PipelineName=self.name)
-            return True
-        except botocore.exceptions.ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("ResourceNotFound", "ValidationException"):
-                return False
-            raise SageMakerError(f"SageMaker refused describe_pipeline: {e}") from None
-
-    def upsert(self, description: str = "") -> dict:
-        "Upload the code, then create the pipeline or update it to this definition; returns its ARN and what was done."
-        uploaded = self.upload_code()
-        body = self.c.pipeline.definition()
-        kw = dict(
-            PipelineName=self.name,
-            PipelineDefinition=body,
-            RoleArn=self.c.target.role,
-            PipelineDescription=description or f"earthsnap pipeline {self.name}",
-        )
-        if self.exists():
-            arn, action = call(self.sm, "update_pipeline", **kw)["PipelineArn"], "updated"
-        else:
-            arn, action = (
-                call(self.sm, "create_pipeline", PipelineDisplayName=self.name, **kw)["PipelineArn"],
-                "created",
-            )
-        return {"arn": arn, "action": action, "uploaded": uploaded, "bytes": len(body)}
-
     def check_parameters(self, pipeline: Pipeline, overrides: dict[str, str]) -> list[dict]:
         """SageMaker's PipelineParameters for `overrides`, checked against `pipeline` and the definition SageMaker holds
         (`execution_parameters`).
@@ -98,13 +61,58 @@ class PipelineService:
         "An execution (the latest when none is named) and its steps."
         return execution_status(self.sm, self.name, execution_arn)
 
-# %% ../../nbs/sagemaker/service.ipynb #a2d85d71
+# %% ../../nbs/sagemaker/service.ipynb #c0c402cf
+@patch  # (the module's `exists` stays core.storage's: patch gives back the name's previous value)
+def exists(self: PipelineService) -> bool:  # noqa: F811
+    import botocore.exceptions
+
+    try:
+        self.sm.describe_pipeline(PipelineName=self.name)
+        return True
+    except botocore.exceptions.ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("ResourceNotFound", "ValidationException"):
+            return False
+        raise SageMakerError(f"SageMaker refused describe_pipeline: {e}") from None
+
+# %% ../../nbs/sagemaker/service.ipynb #3d4ae970
+@patch
+def upload_code(self: PipelineService) -> list[str]:
+    """Put the code bundle (the step notebooks) under its content address; returns what was uploaded (nothing when
+    it is there).
+    """
+    if exists(self.c.bundle_uri, self.s3_endpoint_url):
+        return []
+    write_bytes(self.c.bundle_uri, self.c.bundle, self.s3_endpoint_url)
+    return [self.c.bundle_uri]
+
+# %% ../../nbs/sagemaker/service.ipynb #5afdcce0
+@patch
+def upsert(self: PipelineService, description: str = "") -> dict:
+    "Upload the code, then create the pipeline or update it to this definition; returns its ARN and what was done."
+    uploaded = self.upload_code()
+    body = self.c.pipeline.definition()
+    kw = dict(
+        PipelineName=self.name,
+        PipelineDefinition=body,
+        RoleArn=self.c.target.role,
+        PipelineDescription=description or f"earthsnap pipeline {self.name}",
+    )
+    if self.exists():
+        arn, action = call(self.sm, "update_pipeline", **kw)["PipelineArn"], "updated"
+    else:
+        arn, action = (
+            call(self.sm, "create_pipeline", PipelineDisplayName=self.name, **kw)["PipelineArn"],
+            "created",
+        )
+    return {"arn": arn, "action": action, "uploaded": uploaded, "bytes": len(body)}
+
+# %% ../../nbs/sagemaker/service.ipynb #41a63284
 def deployed_parameters(sm, pipeline_name: str) -> dict[str, Any]:
     "Parameter name -> default value of pipeline `pipeline_name` as SageMaker holds it (its last upsert)."
     d = json.loads(call(sm, "describe_pipeline", PipelineName=pipeline_name)["PipelineDefinition"])
     return {p["Name"]: p.get("DefaultValue") for p in d.get("Parameters", [])}
 
-
+# %% ../../nbs/sagemaker/service.ipynb #c262f7a0
 def execution_parameters(pipeline: Pipeline, overrides: dict[str, str], deployed: dict[str, Any]) -> list[dict]:
     """SageMaker's PipelineParameters for `overrides`, after the checks `earthsnap run -p` makes; refuses what the
     deployed pipeline cannot take.
@@ -137,7 +145,7 @@ def execution_parameters(pipeline: Pipeline, overrides: dict[str, str], deployed
         out.append({"Name": name, "Value": text})
     return out
 
-
+# %% ../../nbs/sagemaker/service.ipynb #2c84871a
 def start_execution(
     sm, pipeline_name: str, pipeline: Pipeline, overrides: dict[str, str], display_name: str | None = None
 ) -> str:
@@ -150,7 +158,7 @@ def start_execution(
         kw["PipelineExecutionDisplayName"] = display_name
     return call(sm, "start_pipeline_execution", **kw)["PipelineExecutionArn"]
 
-
+# %% ../../nbs/sagemaker/service.ipynb #b136dabd
 def start_project(
     cfg,
     overrides: dict[str, str],
