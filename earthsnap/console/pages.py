@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from ..access.auth import SESSION_COOKIE, Caller, Gate
 from ..access.users import ROLES, SESSION_HOURS, AccessError
-from ..api import Launcher, RunStateError
+from .api import Launcher, RunStateError
 from earthsnap.console.views import (
     NotServed,
     changed_parameters,
@@ -44,7 +44,7 @@ from ..engine.definition import project_pipeline
 from ..engine.executor import check_run
 from ..engine.reopen import ReopenError, open_step
 from ..engine.runs import RUN_STATUSES, RunNotFound, new_run_id
-from ..lab import lab_url
+from ..project.lab import lab_url
 from ..release.deployment import STAGE, Deployer, DeployError
 from ..release.registry import PENDING, STATUSES, RegistryError, open_registry
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..access.auth import Denied
-from ..api import _body, create_api
+from .api import _body, create_api
 from earthsnap.console.pages import (
     STATIC,
     Console,
