@@ -30,7 +30,7 @@ from ..engine.definition import Parameter, Pipeline, project_pipeline
 from ..engine.executor import run_pipeline
 
 # %% auto #0
-__all__ = ['DEMO_DEFAULTS', 'DEMO_PEOPLE', 'DemoResult', 'run_demo', 'demo_people', 'console_lines']
+__all__ = ['DEMO_DEFAULTS', 'DEMO_PEOPLE', 'DemoResult', 'demo_people', 'console_lines', 'run_demo']
 
 # %% ../../nbs/project/demo.ipynb #096b195c
 DEMO_DEFAULTS = dict(groups=4, species=4, images=100, size=96, seed=0, faults=True)
@@ -55,14 +55,14 @@ class DemoResult:
     def run_dir(self) -> Path:
         return Path(self.run["run_dir"])
 
-
+# %% ../../nbs/project/demo.ipynb #c666ca44
 def _up_to_date(root: Path, params: dict) -> bool:
     try:
         return json.loads((root / MARKER).read_text())["params"] == params
     except (OSError, ValueError, KeyError):
         return False
 
-
+# %% ../../nbs/project/demo.ipynb #9936246c
 # what a step output holds that a person wants to open: output name -> [(label, path inside it)]; the outputs are the
 # step notebooks' contract (earthsnap.data.step_files), so no step is named here
 _OPENABLE = {
@@ -109,7 +109,7 @@ def _collect(res: DemoResult, pipeline: Pipeline) -> None:
         if res.qa and "dataset version" not in res.outputs:
             res.outputs["dataset version"] = Path(res.qa["root"])
 
-
+# %% ../../nbs/project/demo.ipynb #c1e55521
 def _threshold(pipeline: Pipeline, values: dict) -> float | None:
     "The figure the pipeline's gate (its condition step, found by kind) compares the accuracy with, if it has one."
     gate = next(iter(pipeline.of_kind("condition")), None)
@@ -119,7 +119,7 @@ def _threshold(pipeline: Pipeline, values: dict) -> float | None:
         return values.get(gate.right.name)
     return gate.right if isinstance(gate.right, (int, float)) else None
 
-
+# %% ../../nbs/project/demo.ipynb #22c21c93
 def _summary(res: DemoResult, min_accuracy: float | None) -> list[str]:
     lines = []
     if res.qa:
@@ -167,6 +167,43 @@ def _summary(res: DemoResult, min_accuracy: float | None) -> list[str]:
             + (f"\nnext: earthsnap registry approve {r['version']}" if r["status"] == "PendingManualApproval" else "")
         )
     return lines
+
+# %% ../../nbs/project/demo.ipynb #3870cd85
+DEMO_PEOPLE = {"demo-approver": "approver", "demo-operator": "operator"}
+
+
+def demo_people(cfg: Config) -> dict[str, str]:
+    "The demo's accounts (DEMO_PEOPLE), made or given a new random password: name -> password."
+    import secrets
+
+    from earthsnap.access.users import AccessError, UserStore
+
+    users, out = UserStore.from_config(cfg), {}
+    for name, role in DEMO_PEOPLE.items():
+        password = "-".join(secrets.token_urlsafe(6) for _ in range(3))
+        try:
+            users.get(name)
+        except AccessError:
+            users.add(name, role, password, by="earthsnap demo")
+        else:
+            users.set_role(name, role)
+            users.set_password(name, password)
+            users.enable(name)
+        out[name] = password
+    return out
+
+
+def console_lines(people: dict[str, str], port: int = 8090) -> list[str]:
+    "What the demo prints about the console: the command, the address, and how to sign in."
+    return [
+        "",
+        "Review and approve the model in a browser: start the console, open its address, sign in as the demo approver.",
+        "  earthsnap console",
+        f"  http://127.0.0.1:{port}/console",
+        *[f"  {role:<9} user {name}, password {people[name]}" for name, role in DEMO_PEOPLE.items()],
+        "  (local demo accounts on 127.0.0.1, with new passwords each "
+        "time the demo runs; the operator promotes and rolls back)",
+    ]
 
 # %% ../../nbs/project/demo.ipynb #0eca9c0f
 def run_demo(
@@ -224,40 +261,3 @@ def run_demo(
     for line in console_lines(demo_people(cfg)):
         echo(line)
     return res
-
-# %% ../../nbs/project/demo.ipynb #3870cd85
-DEMO_PEOPLE = {"demo-approver": "approver", "demo-operator": "operator"}
-
-
-def demo_people(cfg: Config) -> dict[str, str]:
-    "The demo's accounts (DEMO_PEOPLE), made or given a new random password: name -> password."
-    import secrets
-
-    from earthsnap.access.users import AccessError, UserStore
-
-    users, out = UserStore.from_config(cfg), {}
-    for name, role in DEMO_PEOPLE.items():
-        password = "-".join(secrets.token_urlsafe(6) for _ in range(3))
-        try:
-            users.get(name)
-        except AccessError:
-            users.add(name, role, password, by="earthsnap demo")
-        else:
-            users.set_role(name, role)
-            users.set_password(name, password)
-            users.enable(name)
-        out[name] = password
-    return out
-
-
-def console_lines(people: dict[str, str], port: int = 8090) -> list[str]:
-    "What the demo prints about the console: the command, the address, and how to sign in."
-    return [
-        "",
-        "Review and approve the model in a browser: start the console, open its address, sign in as the demo approver.",
-        "  earthsnap console",
-        f"  http://127.0.0.1:{port}/console",
-        *[f"  {role:<9} user {name}, password {people[name]}" for name, role in DEMO_PEOPLE.items()],
-        "  (local demo accounts on 127.0.0.1, with new passwords each "
-        "time the demo runs; the operator promotes and rolls back)",
-    ]

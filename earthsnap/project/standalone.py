@@ -32,7 +32,7 @@ class StepResult:
     html: Path
     output: Path
 
-
+# %% ../../nbs/project/standalone.ipynb #d9e3661e
 def local_path(uri: str | os.PathLike) -> str:
     """A path made absolute (a step notebook runs in its own folder, so a relative path would point elsewhere); URIs and
     '' as they are.
