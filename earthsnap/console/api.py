@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastcore.basics import patch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..access.auth import Caller, Denied, Gate
@@ -28,7 +29,7 @@ from ..engine.runs import RunNotFound, RunStore, new_run_id, project_runs
 from ..release.registry import ModelRegistry, RegistryError, check_status, open_registry
 
 # %% auto #0
-__all__ = ['RunRequest', 'Decision', 'Rejection', 'ApiError', 'RunStateError', 'Launcher', 'refused', 'run_routes',
+__all__ = ['RunRequest', 'Decision', 'Rejection', 'ApiError', 'refused', 'RunStateError', 'Launcher', 'run_routes',
            'registry_routes', 'offline_docs', 'project_gate', 'create_api']
 
 # %% ../../nbs/console/api.ipynb #6424a1fd
@@ -76,6 +77,11 @@ class ApiError(Exception):
 def _body(code: str, message: str, fix: str = "", **extra) -> dict:
     return {"error": code, "message": message, **({"fix": fix} if fix else {}), **extra}
 
+# %% ../../nbs/console/api.ipynb #53f2c868
+def refused(e: EarthsnapError, status: int, code: str) -> ApiError:
+    "An earthsnap refusal as an API error: its what and fix, with the status and code the route gives it."
+    return ApiError(status, code, e.what, e.fix or "")
+
 # %% ../../nbs/console/api.ipynb #50538e3a
 def _arg(v: Any) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else str(v)
@@ -88,117 +94,173 @@ class RunStateError(EarthsnapError):
         super().__init__(what)
         self.state = state
 
-
+# %% ../../nbs/console/api.ipynb #f0dd0eef
 class Launcher:
     "Starts pipeline runs as processes of their own."
 
     def __init__(self, cfg: Config):
         self.cfg, self.started, self.cancelled = cfg, {}, set()  # started: run id -> (process, log, whether it resumes)
 
-    def start(
-        self, run_id: str, parameters: dict, to: list[str], cache: bool | None, resume: bool = False, by: str = ""
-    ) -> Path:
-        "Start `earthsnap run --run-id run_id` (`--resume run_id` with `resume`) for user `by`; returns its log file."
-        log = Path(self.cfg.runs) / f"{run_id}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        args = [
-            sys.executable,
-            "-c",
-            "import sys; from earthsnap.cli import main; sys.exit(main())",
-            "run",
-            "--resume" if resume else "--run-id",
-            run_id,
-            *[a for k, v in parameters.items() for a in ("-p", f"{k}={_arg(v)}")],
-            *[a for t in to for a in ("--to", t)],
-            *(["--no-cache"] if cache is False else []),
-            *(["--by", by] if by and not resume else []),
-        ]
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                args,
-                cwd=self.cfg.project_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.started[run_id] = (proc, log, resume)
-        threading.Thread(target=proc.wait, daemon=True, name=f"wait-{run_id}").start()
-        return log
+# %% ../../nbs/console/api.ipynb #98b1e397
+@patch
+def start(
+    self: Launcher, run_id: str, parameters: dict, to: list[str], cache: bool | None, resume: bool = False, by: str = ""
+) -> Path:
+    "Start `earthsnap run --run-id run_id` (`--resume run_id` with `resume`) for user `by`; returns its log file."
+    log = Path(self.cfg.runs) / f"{run_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    args = [
+        sys.executable,
+        "-c",
+        "import sys; from earthsnap.cli import main; sys.exit(main())",
+        "run",
+        "--resume" if resume else "--run-id",
+        run_id,
+        *[a for k, v in parameters.items() for a in ("-p", f"{k}={_arg(v)}")],
+        *[a for t in to for a in ("--to", t)],
+        *(["--no-cache"] if cache is False else []),
+        *(["--by", by] if by and not resume else []),
+    ]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            args,
+            cwd=self.cfg.project_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    self.started[run_id] = (proc, log, resume)
+    threading.Thread(target=proc.wait, daemon=True, name=f"wait-{run_id}").start()
+    return log
 
-    def state(self, run_id: str) -> dict | None:
-        "A run started here that has not recorded itself: starting, or failed with the end of its log."
-        if run_id not in self.started:
-            return None
-        proc, log, _ = self.started[run_id]
-        if proc.poll() is None:
-            return {"id": run_id, "status": "starting", "log": str(log)}
-        if run_id in self.cancelled:
-            return {"id": run_id, "status": "cancelled", "log": str(log)}
-        tail = log.read_text(errors="replace").strip().splitlines()[-10:] if log.exists() else []
-        return {
-            "id": run_id,
-            "status": "failed",
-            "exit_code": proc.returncode,
-            "error": "\n".join(tail),
-            "log": str(log),
-        }
+# %% ../../nbs/console/api.ipynb #dcf52602
+@patch
+def state(self: Launcher, run_id: str) -> dict | None:
+    "A run started here that has not recorded itself: starting, or failed with the end of its log."
+    if run_id not in self.started:
+        return None
+    proc, log, _ = self.started[run_id]
+    if proc.poll() is None:
+        return {"id": run_id, "status": "starting", "log": str(log)}
+    if run_id in self.cancelled:
+        return {"id": run_id, "status": "cancelled", "log": str(log)}
+    tail = log.read_text(errors="replace").strip().splitlines()[-10:] if log.exists() else []
+    return {
+        "id": run_id,
+        "status": "failed",
+        "exit_code": proc.returncode,
+        "error": "\n".join(tail),
+        "log": str(log),
+    }
 
-    def resuming(self, run_id: str) -> bool:
-        """Whether a resume of `run_id` started here is still on its way (the record says failed or interrupted until it
-        takes over).
-        """
-        proc, _, resume = self.started.get(run_id, (None, None, False))
-        return resume and proc.poll() is None
+# %% ../../nbs/console/api.ipynb #345a18a1
+@patch
+def resuming(self: Launcher, run_id: str) -> bool:
+    """Whether a resume of `run_id` started here is still on its way (the record says failed or interrupted until it
+    takes over).
+    """
+    proc, _, resume = self.started.get(run_id, (None, None, False))
+    return resume and proc.poll() is None
 
-    def stop(self, run_id: str) -> bool:
-        "Stop a run started here that has not recorded itself yet; False when there is none."
-        proc = self.started.get(run_id, (None,))[0]
-        if proc is None or proc.poll() is not None:
-            return False
-        self.cancelled.add(run_id)
-        proc.terminate()
-        return True
+# %% ../../nbs/console/api.ipynb #766d6a13
+@patch
+def stop(self: Launcher, run_id: str) -> bool:
+    "Stop a run started here that has not recorded itself yet; False when there is none."
+    proc = self.started.get(run_id, (None,))[0]
+    if proc is None or proc.poll() is not None:
+        return False
+    self.cancelled.add(run_id)
+    proc.terminate()
+    return True
 
-    def cancel(self, run_id: str) -> str:
-        """Stop run `run_id` as Ctrl-C would (kernels interrupted, notebooks kept); its status now.
-        RunNotFound, or RunStateError when it is not running.
-        """
-        try:
-            run = project_runs(self.cfg).run(run_id)
-        except RunNotFound:
-            if self.stop(run_id):
-                return "cancelled"  # started here, stopped before it recorded itself
-            raise
-        if run["status"] != "running":
-            # stopped before it took the run up again
-            if self.resuming(run_id) and self.stop(run_id):
-                return run["status"]
-            raise RunStateError(
-                f"Run {run_id} is {run['status']}: only a running run can be cancelled.", state=run["status"]
-            )
-        try:
-            os.kill(run["pid"], signal.SIGTERM)  # the executor takes it as Ctrl-C
-        except ProcessLookupError:
-            pass  # it ended in between: its record says how
-        return "interrupting"
-
-    def resume(self, run_id: str) -> Path:
-        """Take up failed or interrupted run `run_id` as it was started (its steps, cache and workers: the run record
-        keeps them); its log. RunNotFound, or RunStateError.
-        """
+# %% ../../nbs/console/api.ipynb #6077805b
+@patch
+def cancel(self: Launcher, run_id: str) -> str:
+    """Stop run `run_id` as Ctrl-C would (kernels interrupted, notebooks kept); its status now.
+    RunNotFound, or RunStateError when it is not running.
+    """
+    try:
         run = project_runs(self.cfg).run(run_id)
-        now = "resuming" if self.resuming(run_id) else run["status"]
-        if now not in ("failed", "interrupted"):
-            raise RunStateError(f"Run {run_id} is {now}: only a failed or interrupted run resumes.", state=now)
-        return self.start(run_id, {}, [], None, resume=True)
+    except RunNotFound:
+        if self.stop(run_id):
+            return "cancelled"  # started here, stopped before it recorded itself
+        raise
+    if run["status"] != "running":
+        # stopped before it took the run up again
+        if self.resuming(run_id) and self.stop(run_id):
+            return run["status"]
+        raise RunStateError(
+            f"Run {run_id} is {run['status']}: only a running run can be cancelled.", state=run["status"]
+        )
+    try:
+        os.kill(run["pid"], signal.SIGTERM)  # the executor takes it as Ctrl-C
+    except ProcessLookupError:
+        pass  # it ended in between: its record says how
+    return "interrupting"
+
+# %% ../../nbs/console/api.ipynb #75242abb
+@patch
+def resume(self: Launcher, run_id: str) -> Path:
+    """Take up failed or interrupted run `run_id` as it was started (its steps, cache and workers: the run record
+    keeps them); its log. RunNotFound, or RunStateError.
+    """
+    run = project_runs(self.cfg).run(run_id)
+    now = "resuming" if self.resuming(run_id) else run["status"]
+    if now not in ("failed", "interrupted"):
+        raise RunStateError(f"Run {run_id} is {now}: only a failed or interrupted run resumes.", state=now)
+    return self.start(run_id, {}, [], None, resume=True)
+
+# %% ../../nbs/console/api.ipynb #00e41cb4
+def _recorded(cfg: Config, run_id: str) -> dict | None:
+    "The record of run `run_id` (runs whose process died are marked interrupted first); None when it has none yet."
+    try:
+        return project_runs(cfg).run(run_id)
+    except RunNotFound:
+        return None
+
+
+def _unknown_run(run_id: str) -> ApiError:
+    return ApiError(404, "unknown_run", f"There is no run {run_id!r}.", "GET /runs lists the runs.")
+
+# %% ../../nbs/console/api.ipynb #c0b60f6c
+def _control_routes(router: APIRouter, launcher: Launcher, operate) -> None:
+    "POST /runs/{id}/cancel and /resume on `router`, for callers allowed `operate`."
+
+    @router.post(
+        "/runs/{run_id}/cancel", status_code=202, tags=["runs"], summary="Stop a running run (it can be resumed)"
+    )
+    def cancel_run(run_id: str, who: Caller = Depends(operate)):
+        try:
+            return {"id": run_id, "status": launcher.cancel(run_id), "url": f"/runs/{run_id}"}
+        except RunNotFound:
+            raise _unknown_run(run_id) from None
+        except RunStateError as e:
+            raise ApiError(
+                409,
+                "run_not_running",
+                e.what,
+                "POST /runs/{id}/resume takes up a failed or interrupted run."
+                if e.state in ("failed", "interrupted")
+                else "",
+            ) from e
+
+    @router.post("/runs/{run_id}/resume", status_code=202, tags=["runs"], summary="Take up a failed or interrupted run")
+    def resume_run(run_id: str, who: Caller = Depends(operate)):
+        try:
+            log = launcher.resume(run_id)
+        except RunNotFound:
+            raise _unknown_run(run_id) from None
+        except RunStateError as e:
+            raise ApiError(
+                409,
+                "run_not_resumable",
+                e.what,
+                "GET /runs/{id} follows it." if e.state in ("running", "resuming") else "POST /runs starts a new run.",
+            ) from e
+        return {"id": run_id, "status": "resuming", "url": f"/runs/{run_id}", "log": str(log)}
 
 # %% ../../nbs/console/api.ipynb #31b4fd34
-def refused(e: EarthsnapError, status: int, code: str) -> ApiError:
-    "An earthsnap refusal as an API error: its what and fix, with the status and code the route gives it."
-    return ApiError(status, code, e.what, e.fix or "")
-
-
 def run_routes(cfg: Config, launcher: Launcher, gate: Gate) -> APIRouter:
     "The /runs routes: start a run, list runs, follow one, cancel it, resume it."
     router = APIRouter()
@@ -220,63 +282,21 @@ def run_routes(cfg: Config, launcher: Launcher, gate: Gate) -> APIRouter:
         keep = ("id", "pipeline", "status", "started_at", "ended_at", "duration", "error", "started_by", "cache_hits")
         return {"runs": [{k: r.get(k) for k in keep} for r in RunStore(cfg.registry).runs(limit)]}
 
-    def recorded(run_id: str) -> dict | None:
-        "The record of run `run_id` (runs whose process died are marked interrupted first); None when it has none yet."
-        try:
-            return project_runs(cfg).run(run_id)
-        except RunNotFound:
-            return None
-
-    def unknown(run_id: str) -> ApiError:
-        return ApiError(404, "unknown_run", f"There is no run {run_id!r}.", "GET /runs lists the runs.")
-
     @router.get("/runs/{run_id}", tags=["runs"], summary="A run: status, parameters and steps")
     def get_run(run_id: str, who: Caller = Depends(read)):
-        run = recorded(run_id)
+        run = _recorded(cfg, run_id)
         if run is None:
             state = launcher.state(run_id)
             if state:
                 return state
-            raise unknown(run_id)
+            raise _unknown_run(run_id)
         return (
             {**run, "status": "resuming"}
             if run["status"] in ("failed", "interrupted") and launcher.resuming(run_id)
             else run
         )
 
-    @router.post(
-        "/runs/{run_id}/cancel", status_code=202, tags=["runs"], summary="Stop a running run (it can be resumed)"
-    )
-    def cancel_run(run_id: str, who: Caller = Depends(operate)):
-        try:
-            return {"id": run_id, "status": launcher.cancel(run_id), "url": f"/runs/{run_id}"}
-        except RunNotFound:
-            raise unknown(run_id) from None
-        except RunStateError as e:
-            raise ApiError(
-                409,
-                "run_not_running",
-                e.what,
-                "POST /runs/{id}/resume takes up a failed or interrupted run."
-                if e.state in ("failed", "interrupted")
-                else "",
-            ) from e
-
-    @router.post("/runs/{run_id}/resume", status_code=202, tags=["runs"], summary="Take up a failed or interrupted run")
-    def resume_run(run_id: str, who: Caller = Depends(operate)):
-        try:
-            log = launcher.resume(run_id)
-        except RunNotFound:
-            raise unknown(run_id) from None
-        except RunStateError as e:
-            raise ApiError(
-                409,
-                "run_not_resumable",
-                e.what,
-                "GET /runs/{id} follows it." if e.state in ("running", "resuming") else "POST /runs starts a new run.",
-            ) from e
-        return {"id": run_id, "status": "resuming", "url": f"/runs/{run_id}", "log": str(log)}
-
+    _control_routes(router, launcher, operate)
     return router
 
 # %% ../../nbs/console/api.ipynb #342f48e6
