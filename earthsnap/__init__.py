@@ -15,22 +15,19 @@ from .core.errors import EarthsnapError  # noqa: E402
 
 __version__ = "0.1.0"
 
-
+# %% ../nbs/earthsnap.ipynb #79bd9f12
 def run(
-    pipeline=None,
+    pipeline=None,  # a Pipeline, or the file that defines one (default: the project's pipeline/pipeline.py)
     *,
-    resume: str | None = None,
-    cache: bool | None = None,
-    workers: int | None = None,
-    config=None,
-    to: str | list[str] | None = None,
-    rehash: bool = False,
-    **parameters,
+    resume: str | None = None,  # a failed or interrupted run's id: it goes on with its steps, cache and workers
+    cache: bool | None = None,  # False: run every step, even one whose inputs did not change (with resume: the rest)
+    workers: int | None = None,  # steps run at the same time (default: the project's workers setting)
+    config=None,  # the project's Config (default: load_config(), from the current directory)
+    to: str | list[str] | None = None,  # run only up to these steps, and the steps they need
+    rehash: bool = False,  # read every file a cache key depends on again, remembered digests not trusted
+    **parameters,  # the pipeline's parameters by name, as `earthsnap run -p name=value`
 ) -> dict:
-    """Run the project's pipeline (or `pipeline`, a Pipeline or its file) here with live progress, up `to` a step if
-    given; returns the run record. A `resume` keeps the steps, cache and workers its run started with (`cache=False`
-    turns the cache off for the rest).
-    """
+    "Run the project's pipeline here with live progress, as `earthsnap run` does; returns the run record."
     from earthsnap.core.progress import NotebookProgress, TerminalProgress, in_notebook
     from earthsnap.engine.definition import project_pipeline
     from earthsnap.engine.executor import run_pipeline

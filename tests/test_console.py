@@ -339,7 +339,7 @@ def test_paths_outside_the_store_and_unknown_things_are_refused(site):
         "/console/datasets/demo/..%2F..%2Fregistry.db",
         "/console/datasets/demo/0123456789ab/rejected/99.jpg",
         "/static/../registry.db",
-        "/static/..%2F..%2Fapi.py",
+        "/static/..%2Fapi.py",  # the JSON API's source, beside static/
     ):
         r = s.get(site["url"] + path)  # a trailing slash is redirected first, then refused
         assert r.status_code == 404 and "sqlite" not in r.text.lower() and "root:" not in r.text, (

@@ -103,7 +103,7 @@ def test_lab_serves_the_project_with_its_environment_as_the_kernel(tmp_path):
         assert "pipeline.py" in {c["name"] for c in tree["content"]}  # rooted at the project
         # a lab of this project is found from its runtime file: runs open prints the address in it
         code = (
-            "import sys; from earthsnap.core.config import load_config; from earthsnap.lab import lab_url; "
+            "import sys; from earthsnap.core.config import load_config; from earthsnap.project.lab import lab_url; "
             "print(lab_url(load_config(), 'scratch/x.ipynb'))"
         )
         found = subprocess.run(

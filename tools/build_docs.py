@@ -32,8 +32,8 @@ OUT = ROOT / "_docs"
 SECTIONS = {  # the library's packages in the order of the layers, outside in (ARCHITECTURE.md)
     "": "earthsnap",
     "cli": "The command line",
-    "console": "The console",
-    "api": "The HTTP API",
+    "console": "The console and the HTTP API",
+    "project": "The project",
     "access": "Access",
     "sagemaker": "SageMaker",
     "monitor": "After release",
@@ -119,7 +119,7 @@ def _plain(x):
 # The notebooks that take longest (seconds on 2 cores, 3 at a time), started first so that the build does not end on
 # one of them running alone (longest processing time first); the rest follow in name order.
 LONGEST_FIRST = [
-    "demo.ipynb",
+    "project/demo.ipynb",
     "model/router.ipynb",
     "engine/notebooks.ipynb",
     "model/tuning.ipynb",  # 53, 38, 33, 33

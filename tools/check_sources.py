@@ -77,7 +77,7 @@ def missing_headers(root: Path = ROOT) -> list[str]:
 
 def stored_outputs(root: Path = ROOT) -> list[str]:
     "Notebooks in nbs/ and pipeline/ that keep outputs or execution counts, or that `earthsnap clean` would change."
-    from earthsnap.lab import clean_text
+    from earthsnap.project.lab import clean_text
 
     problems = []
     for nb_path in sorted([*root.glob("nbs/**/*.ipynb"), *root.glob("pipeline/**/*.ipynb")]):

@@ -2,9 +2,9 @@
 git's filter cleans every notebook that is committed and nbdev's merge driver resolves notebook conflicts.
 
 `make install` runs it; it is idempotent. JupyterLab started by `earthsnap lab` (or `make lab`) cleans on save itself
-(earthsnap.lab.clean_on_save), so nothing is written to ~/.jupyter. nbdev's own `nbdev_install_hooks` is not used: it
-writes to the user's ~/.jupyter for every project, fails in a git worktree (.git is a file there), and names commands
-that are only on PATH inside an activated environment.
+(earthsnap.project.lab.clean_on_save), so nothing is written to ~/.jupyter. nbdev's own `nbdev_install_hooks` is not
+used: it writes to the user's ~/.jupyter for every project, fails in a git worktree (.git is a file there), and names
+commands that are only on PATH inside an activated environment.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ TEMPLATE = ROOT / "earthsnap" / "project_template" / "pipeline"
 
 def pipeline_files(d: Path) -> dict[str, Path]:
     """The files of a pipeline folder that a project needs: its notebooks and Python files (no caches, checkpoints or
-    the template's __init__.py, which is nbdev's: see nbs/scaffold.ipynb)."""
+    the template's __init__.py, which is nbdev's: see nbs/project/scaffold.ipynb)."""
     return {
         p.name: p
         for p in sorted(d.glob("*"))

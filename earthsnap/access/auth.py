@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass
 
 from fastapi import Request
+from fastcore.basics import patch
 
 from .users import PERMISSIONS, User, UserStore
 
@@ -55,72 +56,78 @@ NEEDS = {
     "read": "a user's",
 }
 
-# %% ../../nbs/access/auth.ipynb #6d604200
+# %% ../../nbs/access/auth.ipynb #f66c585f
 class Gate:
     "Finds who made a request (session, personal token, bootstrap token) and whether they may do what it asks."
 
     def __init__(self, users: UserStore, bootstrap_token: str = ""):
         self.users, self.bootstrap_token = users, bootstrap_token
 
-    def caller(self, request: Request) -> Caller | None:
-        "Who made `request`, or None when it carries no valid credential."
-        auth = request.headers.get("authorization", "")
-        if auth:
-            scheme, _, token = auth.partition(" ")
-            token = token.strip()
-            if scheme.lower() != "bearer" or not token:
-                return None
-            if self.bootstrap_token and secrets.compare_digest(token.encode(), self.bootstrap_token.encode()):
-                return Caller(User(BOOTSTRAP, "admin", created_by="the api_token setting"), "bootstrap")
-            user = self.users.user_of_token(token)
-            return Caller(user, "token") if user else None
-        sid = request.cookies.get(SESSION_COOKIE)
-        found = self.users.session(sid) if sid else None
-        return Caller(found[0], "session", found[1], sid) if found else None
+# %% ../../nbs/access/auth.ipynb #c6792f62
+@patch
+def caller(self: Gate, request: Request) -> Caller | None:
+    "Who made `request`, or None when it carries no valid credential."
+    auth = request.headers.get("authorization", "")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return None
+        if self.bootstrap_token and secrets.compare_digest(token.encode(), self.bootstrap_token.encode()):
+            return Caller(User(BOOTSTRAP, "admin", created_by="the api_token setting"), "bootstrap")
+        user = self.users.user_of_token(token)
+        return Caller(user, "token") if user else None
+    sid = request.cookies.get(SESSION_COOKIE)
+    found = self.users.session(sid) if sid else None
+    return Caller(found[0], "session", found[1], sid) if found else None
 
-    async def check(self, request: Request, permission: str) -> Caller:
-        """The caller of `request` if they may do `permission`; Denied otherwise (a session's unsafe request also needs
-        its CSRF token).
-        """
-        if permission not in PERMISSIONS:
-            raise ValueError(f"unknown permission {permission!r}")
-        who = self.caller(request)
-        if who is None:
-            bad = bool(request.headers.get("authorization"))
-            raise Denied(
-                401,
-                "unauthorized",
-                "That token is not valid (wrong, revoked, or its user is disabled)."
-                if bad
-                else "Sign in first, or send a bearer token: Authorization: Bearer <token>.",
-                "Sign in to the console, or make a token: earthsnap users token NAME",
-            )
-        if not who.can(permission):
+# %% ../../nbs/access/auth.ipynb #da3d5bbc
+@patch
+async def check(self: Gate, request: Request, permission: str) -> Caller:
+    """The caller of `request` if they may do `permission`; Denied otherwise (a session's unsafe request also needs
+    its CSRF token).
+    """
+    if permission not in PERMISSIONS:
+        raise ValueError(f"unknown permission {permission!r}")
+    who = self.caller(request)
+    if who is None:
+        bad = bool(request.headers.get("authorization"))
+        raise Denied(
+            401,
+            "unauthorized",
+            "That token is not valid (wrong, revoked, or its user is disabled)."
+            if bad
+            else "Sign in first, or send a bearer token: Authorization: Bearer <token>.",
+            "Sign in to the console, or make a token: earthsnap users token NAME",
+        )
+    if not who.can(permission):
+        raise Denied(
+            403,
+            "forbidden",
+            f"{who.name} is {who.user.role!r}; this needs {NEEDS[permission]} role.",
+            f"An admin can change it: earthsnap users role {who.name} ROLE",
+        )
+    if who.via == "session" and request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not sent and "form" in request.headers.get("content-type", ""):
+            sent = str((await request.form()).get(CSRF_FIELD, ""))
+        if not sent or not secrets.compare_digest(sent.encode(), who.csrf.encode()):
             raise Denied(
                 403,
-                "forbidden",
-                f"{who.name} is {who.user.role!r}; this needs {NEEDS[permission]} role.",
-                f"An admin can change it: earthsnap users role {who.name} ROLE",
+                "csrf",
+                "This form is stale or did not come from the console (its "
+                "CSRF token is missing or wrong); nothing was changed.",
+                "Reload the page and try again.",
             )
-        if who.via == "session" and request.method not in SAFE_METHODS:
-            sent = request.headers.get(CSRF_HEADER, "")
-            if not sent and "form" in request.headers.get("content-type", ""):
-                sent = str((await request.form()).get(CSRF_FIELD, ""))
-            if not sent or not secrets.compare_digest(sent.encode(), who.csrf.encode()):
-                raise Denied(
-                    403,
-                    "csrf",
-                    "This form is stale or did not come from the console (its "
-                    "CSRF token is missing or wrong); nothing was changed.",
-                    "Reload the page and try again.",
-                )
-        return who
+    return who
 
-    def need(self, permission: str):
-        "A FastAPI dependency: the caller, once they have been allowed `permission`."
+# %% ../../nbs/access/auth.ipynb #bb91886a
+@patch
+def need(self: Gate, permission: str):
+    "A FastAPI dependency: the caller, once they have been allowed `permission`."
 
-        async def dependency(request: Request) -> Caller:
-            return await self.check(request, permission)
+    async def dependency(request: Request) -> Caller:
+        return await self.check(request, permission)
 
-        dependency.__name__ = f"need_{permission}"
-        return dependency
+    dependency.__name__ = f"need_{permission}"
+    return dependency

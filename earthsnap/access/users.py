@@ -16,6 +16,7 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from fastcore.basics import patch
 
 from ..core.database import connection, open_database, transaction
 from ..core.errors import EarthsnapError, did_you_mean
@@ -112,241 +113,8 @@ class User:
     def can(self, permission: str) -> bool:
         return self.disabled_at is None and can(self.role, permission)
 
-# %% ../../nbs/access/users.ipynb #115a4785
-class _Users:
-    "Adding users, changing their role or password, disabling them, reading them."
-
-    def add(self, name: str, role: str, password: str, by: str = "") -> User:
-        "A new user; refused when the name is taken."
-        check_user_name(name)
-        check_role(role)
-        check_password(password)
-        with connection(self.path) as db, transaction(db):
-            if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
-                raise AccessError(
-                    f"There is a user {name!r} already.",
-                    fix=f"Change their role with `earthsnap users role {name} ROLE`.",
-                )
-            db.execute(
-                "INSERT INTO users VALUES (?, ?, ?, ?, ?, NULL)",
-                (name, role, self.hasher.hash(password), time.time(), by or "?"),
-            )
-        return self.get(name)
-
-    def get(self, name: str) -> User:
-        "The user `name`; an AccessError naming the users when there is none."
-        with connection(self.path) as db:
-            row = db.execute(
-                "SELECT name, role, created_at, created_by, disabled_at FROM users WHERE name = ?", (name,)
-            ).fetchone()
-            if row is None:
-                names = [r[0] for r in db.execute("SELECT name FROM users ORDER BY name")]
-                raise AccessError(
-                    f"There is no user {name!r}.{did_you_mean(name, names)}", fix="`earthsnap users list` lists them."
-                )
-        return User(*row)
-
-    def list(self) -> list[User]:
-        "Every user, by name."
-        with connection(self.path) as db:
-            return [
-                User(*r)
-                for r in db.execute("SELECT name, role, created_at, created_by, disabled_at FROM users ORDER BY name")
-            ]
-
-    def set_role(self, name: str, role: str) -> User:
-        "Give `name` another role; their sessions and tokens carry the new one at once."
-        check_role(role)
-        self.get(name)
-        with connection(self.path) as db, transaction(db):
-            db.execute("UPDATE users SET role = ? WHERE name = ?", (role, name))
-        return self.get(name)
-
-    def set_password(self, name: str, password: str) -> None:
-        "A new password for `name`; their sessions end (tokens stay)."
-        check_password(password)
-        self.get(name)
-        with connection(self.path) as db, transaction(db):
-            db.execute("UPDATE users SET password = ? WHERE name = ?", (self.hasher.hash(password), name))
-            db.execute("DELETE FROM sessions WHERE user = ?", (name,))
-
-    def disable(self, name: str) -> User:
-        """Stop `name` from signing in or using a token; kept, so that the histories still name them.
-        Ends their sessions.
-        """
-        self.get(name)
-        with connection(self.path) as db, transaction(db):
-            db.execute("UPDATE users SET disabled_at = COALESCE(disabled_at, ?) WHERE name = ?", (time.time(), name))
-            db.execute("DELETE FROM sessions WHERE user = ?", (name,))
-        return self.get(name)
-
-    def enable(self, name: str) -> User:
-        "Let a disabled user in again."
-        self.get(name)
-        with connection(self.path) as db, transaction(db):
-            db.execute("UPDATE users SET disabled_at = NULL WHERE name = ?", (name,))
-        return self.get(name)
-
-# %% ../../nbs/access/users.ipynb #86ec3191
-class _Tokens:
-    "Personal API tokens: made, shown once, stored as their sha256, checked on each request, revoked."
-
-    def new_token(self, name: str, label: str = "") -> tuple[str, str]:
-        "A new API token for user `name`: (its id, the token). Only the token's sha256 is kept: show it now or never."
-        if self.get(name).disabled_at:
-            raise AccessError(f"{name} is disabled.", fix=f"`earthsnap users enable {name}` first.")
-        token_id, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
-        with connection(self.path) as db, transaction(db):
-            db.execute(
-                "INSERT INTO api_tokens VALUES (?, ?, ?, ?, ?, NULL, NULL)",
-                (token_id, name, label[:100], _digest(secret), time.time()),
-            )
-        return token_id, f"{TOKEN_PREFIX}{token_id}_{secret}"
-
-    def tokens(self, name: str | None = None) -> list[dict]:
-        "The tokens (of `name`, or everyone's): id, user, label, created, last used, revoked; never the token."
-        with connection(self.path) as db:
-            return [
-                dict(r)
-                for r in db.execute(
-                    "SELECT id, user, label, created_at, last_used_at, revoked_at FROM api_tokens "
-                    "WHERE ? IS NULL OR user = ? ORDER BY created_at",
-                    (name, name),
-                )
-            ]
-
-    def revoke(self, token_id: str) -> None:
-        "End the token with this id at once."
-        with connection(self.path) as db, transaction(db):
-            if (
-                db.execute(
-                    "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (time.time(), token_id)
-                ).rowcount
-                == 0
-            ):
-                raise AccessError(
-                    f"There is no token {token_id!r}.", fix="`earthsnap users tokens` lists them with their ids."
-                )
-
-    def user_of_token(self, token: str) -> User | None:
-        "The user a bearer token belongs to, if it is a live token of an enabled user."
-        if not token.startswith(TOKEN_PREFIX):
-            return None
-        token_id, _, secret = token[len(TOKEN_PREFIX) :].partition("_")
-        with connection(self.path) as db:
-            row = db.execute(
-                "SELECT user, digest FROM api_tokens WHERE id = ? AND revoked_at IS NULL", (token_id,)
-            ).fetchone()
-            if row is None or not secrets.compare_digest(row["digest"], _digest(secret)):
-                return None
-            try:
-                with transaction(db):
-                    db.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (time.time(), token_id))
-            except sqlite3.OperationalError:
-                pass  # a busy database does not fail the request over a last-used time
-        user = self.get(row["user"])
-        return None if user.disabled_at else user
-
-# %% ../../nbs/access/users.ipynb #c7a82d8e
-class _Sessions:
-    """Console sessions: started by a sign-in, ended by signing out, by expiry, or by the user's password changing or
-    their being disabled.
-    """
-
-    def start_session(self, name: str) -> tuple[str, str]:
-        "A new session for `name`: (the id for the cookie, its CSRF token). Only the id's sha256 is kept."
-        sid, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(24), time.time()
-        with connection(self.path) as db, transaction(db):
-            db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
-            db.execute(
-                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
-                (_digest(sid), name, csrf, now, now + SESSION_HOURS * 3600),
-            )
-        return sid, csrf
-
-    def session(self, sid: str) -> tuple[User, str] | None:
-        "The user of a live session and its CSRF token; None for an unknown or expired session, or a disabled user."
-        with connection(self.path) as db:
-            row = db.execute(
-                "SELECT user, csrf FROM sessions WHERE digest = ? AND expires_at > ?", (_digest(sid), time.time())
-            ).fetchone()
-        if row is None:
-            return None
-        user = self.get(row["user"])
-        return None if user.disabled_at else (user, row["csrf"])
-
-    def end_session(self, sid: str) -> None:
-        "Sign out: the session is gone."
-        with connection(self.path) as db, transaction(db):
-            db.execute("DELETE FROM sessions WHERE digest = ?", (_digest(sid),))
-
-# %% ../../nbs/access/users.ipynb #75dfe94c
-# a hash to verify against when the user does not exist, so that an unknown name takes as long as a wrong password
-_DUMMY = None
-
-
-class _SignIn:
-    "Checking a password, under the limit on failed sign-ins."
-
-    def wait_before_sign_in(self, name: str, address: str) -> float:
-        "Seconds until `name` from `address` may try again (0 when they may now)."
-        now = time.time()
-        with connection(self.path) as db:
-            waits = []
-            for kind, key in (("user", f"user:{name.lower()}"), ("address", f"address:{address}")):
-                times = [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT at FROM login_failures WHERE key = ? AND at > ? ORDER BY at DESC", (key, now - WINDOW)
-                    )
-                ]
-                if len(times) >= FAILURES[kind]:
-                    waits.append(times[FAILURES[kind] - 1] + WINDOW - now)
-        return max(waits, default=0.0)
-
-    def sign_in(self, name: str, password: str, address: str = "local") -> User:
-        """The user, when `password` is theirs and they are not locked out; an AccessError otherwise (which counts as a
-        failure).
-        """
-        global _DUMMY
-        wait = self.wait_before_sign_in(name, address)
-        if wait > 0:
-            raise AccessError(
-                f"Too many failed sign-ins; try again in {wait / 60:.0f} min."
-                if wait >= 90
-                else f"Too many failed sign-ins; try again in {wait:.0f} s.",
-                fix="An admin can set a new password: earthsnap users password NAME",
-            )
-        with connection(self.path) as db:
-            row = db.execute("SELECT password, disabled_at FROM users WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            _DUMMY = _DUMMY or self.hasher.hash(secrets.token_hex(8))
-        try:
-            self.hasher.verify(row["password"] if row else _DUMMY, password)
-            ok = row is not None and row["disabled_at"] is None
-        except (VerificationError, InvalidHashError):
-            ok = False
-        if not ok:
-            now = time.time()
-            with connection(self.path) as db, transaction(db):
-                db.execute("DELETE FROM login_failures WHERE at < ?", (now - WINDOW,))
-                db.executemany(
-                    "INSERT INTO login_failures VALUES (?, ?)",
-                    [(f"user:{name.lower()}", now), (f"address:{address}", now)],
-                )
-            raise AccessError(
-                "That user name and password do not match an active user.",
-                fix="Check both; an admin can set a new password.",
-            )
-        if self.hasher.check_needs_rehash(row["password"]):
-            with connection(self.path) as db, transaction(db):
-                db.execute("UPDATE users SET password = ? WHERE name = ?", (self.hasher.hash(password), name))
-        with connection(self.path) as db, transaction(db):
-            db.execute("DELETE FROM login_failures WHERE key = ?", (f"user:{name.lower()}",))
-        return self.get(name)
-
 # %% ../../nbs/access/users.ipynb #ae19d58e
-class UserStore(_Users, _Tokens, _Sessions, _SignIn):
+class UserStore:
     "The project's users, their tokens and sessions, in its SQLite database (the `registry` setting)."
 
     def __init__(self, path: str | os.PathLike, hasher: PasswordHasher | None = None):
@@ -357,3 +125,250 @@ class UserStore(_Users, _Tokens, _Sessions, _SignIn):
     def from_config(cls, cfg) -> UserStore:
         "The users of the project configured by `cfg`."
         return cls(cfg.registry)
+
+# %% ../../nbs/access/users.ipynb #021277bb
+@patch
+def get(self: UserStore, name: str) -> User:
+    "The user `name`; an AccessError naming the users when there is none."
+    with connection(self.path) as db:
+        row = db.execute(
+            "SELECT name, role, created_at, created_by, disabled_at FROM users WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            names = [r[0] for r in db.execute("SELECT name FROM users ORDER BY name")]
+            raise AccessError(
+                f"There is no user {name!r}.{did_you_mean(name, names)}", fix="`earthsnap users list` lists them."
+            )
+    return User(*row)
+
+# %% ../../nbs/access/users.ipynb #e514fb0d
+@patch
+def list(self: UserStore) -> list[User]:
+    "Every user, by name."
+    with connection(self.path) as db:
+        return [
+            User(*r)
+            for r in db.execute("SELECT name, role, created_at, created_by, disabled_at FROM users ORDER BY name")
+        ]
+
+# %% ../../nbs/access/users.ipynb #05d1edb3
+@patch
+def add(self: UserStore, name: str, role: str, password: str, by: str = "") -> User:
+    "A new user; refused when the name is taken."
+    check_user_name(name)
+    check_role(role)
+    check_password(password)
+    with connection(self.path) as db, transaction(db):
+        if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+            raise AccessError(
+                f"There is a user {name!r} already.",
+                fix=f"Change their role with `earthsnap users role {name} ROLE`.",
+            )
+        db.execute(
+            "INSERT INTO users VALUES (?, ?, ?, ?, ?, NULL)",
+            (name, role, self.hasher.hash(password), time.time(), by or "?"),
+        )
+    return self.get(name)
+
+# %% ../../nbs/access/users.ipynb #51713908
+@patch
+def set_role(self: UserStore, name: str, role: str) -> User:
+    "Give `name` another role; their sessions and tokens carry the new one at once."
+    check_role(role)
+    self.get(name)
+    with connection(self.path) as db, transaction(db):
+        db.execute("UPDATE users SET role = ? WHERE name = ?", (role, name))
+    return self.get(name)
+
+# %% ../../nbs/access/users.ipynb #771d28c4
+@patch
+def set_password(self: UserStore, name: str, password: str) -> None:
+    "A new password for `name`; their sessions end (tokens stay)."
+    check_password(password)
+    self.get(name)
+    with connection(self.path) as db, transaction(db):
+        db.execute("UPDATE users SET password = ? WHERE name = ?", (self.hasher.hash(password), name))
+        db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+
+# %% ../../nbs/access/users.ipynb #7bb4902d
+@patch
+def disable(self: UserStore, name: str) -> User:
+    """Stop `name` from signing in or using a token; kept, so that the histories still name them.
+    Ends their sessions.
+    """
+    self.get(name)
+    with connection(self.path) as db, transaction(db):
+        db.execute("UPDATE users SET disabled_at = COALESCE(disabled_at, ?) WHERE name = ?", (time.time(), name))
+        db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+    return self.get(name)
+
+# %% ../../nbs/access/users.ipynb #9057bde5
+@patch
+def enable(self: UserStore, name: str) -> User:
+    "Let a disabled user in again."
+    self.get(name)
+    with connection(self.path) as db, transaction(db):
+        db.execute("UPDATE users SET disabled_at = NULL WHERE name = ?", (name,))
+    return self.get(name)
+
+# %% ../../nbs/access/users.ipynb #db90710b
+@patch
+def new_token(self: UserStore, name: str, label: str = "") -> tuple[str, str]:
+    "A new API token for user `name`: (its id, the token). Only the token's sha256 is kept: show it now or never."
+    if self.get(name).disabled_at:
+        raise AccessError(f"{name} is disabled.", fix=f"`earthsnap users enable {name}` first.")
+    token_id, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
+    with connection(self.path) as db, transaction(db):
+        db.execute(
+            "INSERT INTO api_tokens VALUES (?, ?, ?, ?, ?, NULL, NULL)",
+            (token_id, name, label[:100], _digest(secret), time.time()),
+        )
+    return token_id, f"{TOKEN_PREFIX}{token_id}_{secret}"
+
+# %% ../../nbs/access/users.ipynb #bb3f2983
+@patch
+def user_of_token(self: UserStore, token: str) -> User | None:
+    "The user a bearer token belongs to, if it is a live token of an enabled user."
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    token_id, _, secret = token[len(TOKEN_PREFIX) :].partition("_")
+    with connection(self.path) as db:
+        row = db.execute(
+            "SELECT user, digest FROM api_tokens WHERE id = ? AND revoked_at IS NULL", (token_id,)
+        ).fetchone()
+        if row is None or not secrets.compare_digest(row["digest"], _digest(secret)):
+            return None
+        try:
+            with transaction(db):
+                db.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (time.time(), token_id))
+        except sqlite3.OperationalError:
+            pass  # a busy database does not fail the request over a last-used time
+    user = self.get(row["user"])
+    return None if user.disabled_at else user
+
+# %% ../../nbs/access/users.ipynb #550e9f52
+@patch
+def revoke(self: UserStore, token_id: str) -> None:
+    "End the token with this id at once."
+    with connection(self.path) as db, transaction(db):
+        if (
+            db.execute(
+                "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (time.time(), token_id)
+            ).rowcount
+            == 0
+        ):
+            raise AccessError(
+                f"There is no token {token_id!r}.", fix="`earthsnap users tokens` lists them with their ids."
+            )
+
+# %% ../../nbs/access/users.ipynb #0a5e5ccd
+@patch
+def tokens(self: UserStore, name: str | None = None) -> list[dict]:
+    "The tokens (of `name`, or everyone's): id, user, label, created, last used, revoked; never the token."
+    with connection(self.path) as db:
+        return [
+            dict(r)
+            for r in db.execute(
+                "SELECT id, user, label, created_at, last_used_at, revoked_at FROM api_tokens "
+                "WHERE ? IS NULL OR user = ? ORDER BY created_at",
+                (name, name),
+            )
+        ]
+
+# %% ../../nbs/access/users.ipynb #74319dfc
+@patch
+def start_session(self: UserStore, name: str) -> tuple[str, str]:
+    "A new session for `name`: (the id for the cookie, its CSRF token). Only the id's sha256 is kept."
+    sid, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(24), time.time()
+    with connection(self.path) as db, transaction(db):
+        db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
+        db.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+            (_digest(sid), name, csrf, now, now + SESSION_HOURS * 3600),
+        )
+    return sid, csrf
+
+# %% ../../nbs/access/users.ipynb #2ed05c16
+@patch
+def session(self: UserStore, sid: str) -> tuple[User, str] | None:
+    "The user of a live session and its CSRF token; None for an unknown or expired session, or a disabled user."
+    with connection(self.path) as db:
+        row = db.execute(
+            "SELECT user, csrf FROM sessions WHERE digest = ? AND expires_at > ?", (_digest(sid), time.time())
+        ).fetchone()
+    if row is None:
+        return None
+    user = self.get(row["user"])
+    return None if user.disabled_at else (user, row["csrf"])
+
+# %% ../../nbs/access/users.ipynb #df114995
+@patch
+def end_session(self: UserStore, sid: str) -> None:
+    "Sign out: the session is gone."
+    with connection(self.path) as db, transaction(db):
+        db.execute("DELETE FROM sessions WHERE digest = ?", (_digest(sid),))
+
+# %% ../../nbs/access/users.ipynb #f213b462
+@patch
+def wait_before_sign_in(self: UserStore, name: str, address: str) -> float:
+    "Seconds until `name` from `address` may try again (0 when they may now)."
+    now = time.time()
+    with connection(self.path) as db:
+        waits = []
+        for kind, key in (("user", f"user:{name.lower()}"), ("address", f"address:{address}")):
+            times = [
+                r[0]
+                for r in db.execute(
+                    "SELECT at FROM login_failures WHERE key = ? AND at > ? ORDER BY at DESC", (key, now - WINDOW)
+                )
+            ]
+            if len(times) >= FAILURES[kind]:
+                waits.append(times[FAILURES[kind] - 1] + WINDOW - now)
+    return max(waits, default=0.0)
+
+# %% ../../nbs/access/users.ipynb #49a25956
+# a hash to verify against when the user does not exist, so that an unknown name takes as long as a wrong password
+_DUMMY = None
+
+
+@patch
+def sign_in(self: UserStore, name: str, password: str, address: str = "local") -> User:
+    """The user, when `password` is theirs and they are not locked out; an AccessError otherwise (which counts as a
+    failure).
+    """
+    global _DUMMY
+    wait = self.wait_before_sign_in(name, address)
+    if wait > 0:
+        raise AccessError(
+            f"Too many failed sign-ins; try again in {wait / 60:.0f} min."
+            if wait >= 90
+            else f"Too many failed sign-ins; try again in {wait:.0f} s.",
+            fix="An admin can set a new password: earthsnap users password NAME",
+        )
+    with connection(self.path) as db:
+        row = db.execute("SELECT password, disabled_at FROM users WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        _DUMMY = _DUMMY or self.hasher.hash(secrets.token_hex(8))
+    try:
+        self.hasher.verify(row["password"] if row else _DUMMY, password)
+        ok = row is not None and row["disabled_at"] is None
+    except (VerificationError, InvalidHashError):
+        ok = False
+    if not ok:
+        now = time.time()
+        with connection(self.path) as db, transaction(db):
+            db.execute("DELETE FROM login_failures WHERE at < ?", (now - WINDOW,))
+            db.executemany(
+                "INSERT INTO login_failures VALUES (?, ?)",
+                [(f"user:{name.lower()}", now), (f"address:{address}", now)],
+            )
+        raise AccessError(
+            "That user name and password do not match an active user.",
+            fix="Check both; an admin can set a new password.",
+        )
+    if self.hasher.check_needs_rehash(row["password"]):
+        with connection(self.path) as db, transaction(db):
+            db.execute("UPDATE users SET password = ? WHERE name = ?", (self.hasher.hash(password), name))
+    with connection(self.path) as db, transaction(db):
+        db.execute("DELETE FROM login_failures WHERE key = ?", (f"user:{name.lower()}",))
+    return self.get(name)

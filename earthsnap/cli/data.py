@@ -74,7 +74,7 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     "Run the main job: generate the demo data and run the local pipeline end to end."
-    from earthsnap.demo import run_demo
+    from earthsnap.project.demo import run_demo
 
     run_demo(
         load_config(), progress=not quiet, echo=typer.echo, params=parse_params(param), to=to or None, images=images
@@ -100,7 +100,7 @@ def qa(
     "Check every image of SOURCE and commit the good ones as a new version of dataset NAME (the data QA step)."
     from earthsnap.data.images import ImageRules
     from earthsnap.data.step_files import REJECTED
-    from earthsnap.steps import qa_step
+    from earthsnap.project.standalone import qa_step
 
     rules = ImageRules(
         formats=tuple(formats.split(",")),
@@ -142,7 +142,7 @@ def preprocess(
 ):
     "Write the RecordIO splits (train, val, test, full, tune) of a dataset version (the preprocessing step)."
     from earthsnap.data.preprocess import OUTPUTS, PreprocessParams
-    from earthsnap.steps import preprocess_step
+    from earthsnap.project.standalone import preprocess_step
 
     params = PreprocessParams(
         size=size,

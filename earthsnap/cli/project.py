@@ -48,7 +48,7 @@ def init(
     """Create a project: the step notebooks and pipeline.py, earthsnap.yaml, .gitignore, a CI workflow, a Makefile and a
     README.
     """
-    from earthsnap.scaffold import init_project
+    from earthsnap.project.scaffold import init_project
 
     files = init_project(directory, force=force)
     root = files[-1].parent
@@ -108,7 +108,7 @@ def lab(port: int = typer.Option(8888, help="Port to listen on (127.0.0.1).")):
     """Start JupyterLab on the project, with this environment as the kernel: where nbs/ and pipeline/ notebooks are
     written.
     """
-    from earthsnap.lab import start_lab
+    from earthsnap.project.lab import start_lab
 
     raise typer.Exit(start_lab(load_config(), port, echo=typer.echo))
 
@@ -125,7 +125,7 @@ def clean(
     """
     import sys
 
-    from earthsnap.lab import clean_files, clean_text
+    from earthsnap.project.lab import clean_files, clean_text
 
     if stdin:
         sys.stdout.write(clean_text(sys.stdin.read()))

@@ -105,7 +105,7 @@ def runs_open(
     Jupyter.
     """
     from earthsnap.engine.reopen import open_step
-    from earthsnap.lab import lab_url
+    from earthsnap.project.lab import lab_url
 
     cfg = load_config()
     path = open_step(cfg, run_id, step)

@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from ..access.auth import SESSION_COOKIE, Caller, Gate
 from ..access.users import ROLES, SESSION_HOURS, AccessError
-from ..api import Launcher, RunStateError
+from .api import Launcher, RunStateError
 from earthsnap.console.views import (
     NotServed,
     changed_parameters,
@@ -44,7 +44,7 @@ from ..engine.definition import project_pipeline
 from ..engine.executor import check_run
 from ..engine.reopen import ReopenError, open_step
 from ..engine.runs import RUN_STATUSES, RunNotFound, new_run_id
-from ..lab import lab_url
+from ..project.lab import lab_url
 from ..release.deployment import STAGE, Deployer, DeployError
 from ..release.registry import PENDING, STATUSES, RegistryError, open_registry
 
@@ -94,12 +94,12 @@ class Console:
             status_code=http_status,
         )
 
-
+# %% ../../nbs/console/pages.ipynb #77c7f9b8
 def back(url: str, done: str) -> RedirectResponse:
     "Post/redirect/get: to `url`, saying `done`."
     return RedirectResponse(f"{url}?done={done}", status_code=303)
 
-
+# %% ../../nbs/console/pages.ipynb #396cbf91
 async def reason_of(request: Request) -> str:
     "The `reason` a form sent, trimmed, at most 2,000 characters (what the histories keep)."
     return str((await request.form()).get("reason", "")).strip()[:2000]
@@ -108,7 +108,7 @@ async def reason_of(request: Request) -> str:
 def _next(url: str | None) -> str:
     return url if url and url.startswith("/console") and not url.startswith("//") and "\\" not in url else "/console"
 
-
+# %% ../../nbs/console/pages.ipynb #b5e33185
 def sign_in_pages(c: Console) -> APIRouter:
     "GET and POST /console/login, POST /console/logout."
     r = APIRouter(include_in_schema=False)
@@ -162,11 +162,9 @@ def sign_in_pages(c: Console) -> APIRouter:
 
     return r
 
-# %% ../../nbs/console/pages.ipynb #5df9b61c
-def run_pages(c: Console) -> APIRouter:
-    "The overview, the runs list, a run (live), its step reports, the start form; cancel and resume."
-    r = APIRouter(include_in_schema=False)
-    read, operate = c.gate.need("read"), c.gate.need("operate")
+# %% ../../nbs/console/pages.ipynb #a6cd92db
+def _home_and_runs(r: APIRouter, c: Console, read) -> None:
+    "GET /console, the overview, and /console/runs, the runs a page at a time, by status."
 
     @r.get("/console")
     def home(request: Request, who: Caller = Depends(read)):
@@ -200,6 +198,10 @@ def run_pages(c: Console) -> APIRouter:
             page=page,
             more=len(rows) > 50,
         )
+
+# %% ../../nbs/console/pages.ipynb #9a825287
+def _start_form(r: APIRouter, c: Console, operate) -> None:
+    "GET and POST /console/runs/new: the form made from the pipeline's parameters; the run it starts."
 
     def new_form(request, who, status=200, **ctx):
         pipeline = project_pipeline(c.cfg.project_dir)
@@ -238,6 +240,10 @@ def run_pages(c: Console) -> APIRouter:
         run_id = new_run_id(pipeline.name)
         c.launcher.start(run_id, params, to, cache, by=who.name)
         return back(f"/console/runs/{run_id}", "started")
+
+# %% ../../nbs/console/pages.ipynb #91d01e4b
+def _run_page(r: APIRouter, c: Console, read) -> None:
+    "GET /console/runs/{id}, live while the run runs, and a step's report."
 
     @r.get("/console/runs/{run_id}")
     def run(request: Request, run_id: str, fragment: str = "", who: Caller = Depends(read)):
@@ -278,6 +284,10 @@ def run_pages(c: Console) -> APIRouter:
             },
         )
 
+# %% ../../nbs/console/pages.ipynb #05afd3a3
+def _run_actions(r: APIRouter, c: Console, operate) -> None:
+    "POST /console/runs/{id}/cancel and /resume."
+
     @r.post("/console/runs/{run_id}/{action}")
     def act(request: Request, run_id: str, action: str, who: Caller = Depends(operate)):
         "Cancel or resume, through the launcher the JSON API uses (the same checks of the run's state)."
@@ -299,6 +309,10 @@ def run_pages(c: Console) -> APIRouter:
                 **run_view(c.cfg, run_id),
             )
         return back(f"/console/runs/{run_id}", "cancelled" if action == "cancel" else "resumed")
+
+# %% ../../nbs/console/pages.ipynb #74d7357f
+def _open_in_lab(r: APIRouter, c: Console, operate) -> None:
+    "POST /console/runs/{id}/steps/{step}/open: the step's notebook with the run's values."
 
     @r.post("/console/runs/{run_id}/steps/{step}/open")
     def open_in_lab(request: Request, run_id: str, step: str, who: Caller = Depends(operate)):
@@ -337,12 +351,56 @@ def run_pages(c: Console) -> APIRouter:
             f"start it with earthsnap lab (or make lab) and open that file.",
         )
 
+# %% ../../nbs/console/pages.ipynb #5df9b61c
+def run_pages(c: Console) -> APIRouter:
+    "The overview, the runs list, a run (live), its step reports, the start form; cancel and resume."
+    r = APIRouter(include_in_schema=False)
+    read, operate = c.gate.need("read"), c.gate.need("operate")
+
+    _home_and_runs(r, c, read)
+    _start_form(r, c, operate)
+    _run_page(r, c, read)
+    _run_actions(r, c, operate)
+    _open_in_lab(r, c, operate)
     return r
 
-# %% ../../nbs/console/pages.ipynb #db8ab419
+# %% ../../nbs/console/pages.ipynb #ef9831c7
+def _version(c: Console, name: str, version: str):
+    try:
+        return dataset_version(c.cfg, f"{name}@{version}")
+    except EarthsnapError as e:
+        raise NotServed(e.what, fix=e.fix) from e
+
+# %% ../../nbs/console/pages.ipynb #ed688629
 THUMBNAIL_MAX_PIXELS = 50_000_000  # a rejected photo claiming more is not decoded for its thumbnail
 
 
+def _thumbnail(c: Console, name: str, version: str, i: int) -> bytes:
+    "The JPEG thumbnail of rejected photo `i` of dataset version `name@version`; NotServed when it cannot be drawn."
+    from PIL import Image
+
+    v = _version(c, name, version)
+    rows = v.rejected()
+    if not 0 <= i < len(rows):
+        raise NotServed(f"There is no rejected photo {i}.")
+    uri = Path(rows[i]["uri"])
+    # uris are relative to the QA's source
+    path = inside(c.cfg.store, uri if uri.is_absolute() else Path(str(v.info.get("source", ""))) / uri)
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > THUMBNAIL_MAX_PIXELS:
+                raise ValueError(f"{im.width}x{im.height} is too large to draw")
+            im.draft("RGB", (160, 160))
+            im.thumbnail((160, 160))
+            out = io.BytesIO()
+            im.convert("RGB").save(out, "JPEG", quality=80)
+    except Exception as e:
+        raise NotServed(
+            f"{rows[i]['uri']} cannot be shown: {type(e).__name__}", fix="It was rejected for this reason."
+        ) from e
+    return out.getvalue()
+
+# %% ../../nbs/console/pages.ipynb #db8ab419
 def dataset_pages(c: Console) -> APIRouter:
     "The datasets, a dataset's versions and what changed between two, a version with its rejected photos."
     r = APIRouter(include_in_schema=False)
@@ -395,37 +453,51 @@ def dataset_pages(c: Console) -> APIRouter:
 
     @r.get("/console/datasets/{name}/{version}/rejected/{i}.jpg")
     def rejected_thumbnail(name: str, version: str, i: int, who: Caller = Depends(read)):
-        from PIL import Image
-
-        v = _version(c, name, version)
-        rows = v.rejected()
-        if not 0 <= i < len(rows):
-            raise NotServed(f"There is no rejected photo {i}.")
-        uri = Path(rows[i]["uri"])
-        # uris are relative to the QA's source
-        path = inside(c.cfg.store, uri if uri.is_absolute() else Path(str(v.info.get("source", ""))) / uri)
-        try:
-            with Image.open(path) as im:
-                if im.width * im.height > THUMBNAIL_MAX_PIXELS:
-                    raise ValueError(f"{im.width}x{im.height} is too large to draw")
-                im.draft("RGB", (160, 160))
-                im.thumbnail((160, 160))
-                out = io.BytesIO()
-                im.convert("RGB").save(out, "JPEG", quality=80)
-        except Exception as e:
-            raise NotServed(
-                f"{rows[i]['uri']} cannot be shown: {type(e).__name__}", fix="It was rejected for this reason."
-            ) from e
-        return Response(out.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+        return Response(
+            _thumbnail(c, name, version, i), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+        )
 
     return r
 
-
-def _version(c: Console, name: str, version: str):
+# %% ../../nbs/console/pages.ipynb #cfb127fd
+def _version_page(c: Console, request, who, group, n, status=200, fragment=False, **ctx):
+    "A model version's page (or, with `fragment`, the part that follows its release live)."
+    registry = open_registry(c.cfg)
     try:
-        return dataset_version(c.cfg, f"{name}@{version}")
-    except EarthsnapError as e:
+        mv = registry.get(f"{group}/{n}")
+    except RegistryError as e:
         raise NotServed(e.what, fix=e.fix) from e
+    live = live_version(c.cfg, registry)
+    prod = live if live and live.ref != mv.ref else None  # what to compare with: prod, unless this is it
+    deployments = [d for d in Deployer(registry, None, c.cfg.deploy_group).history() if d.ref == mv.ref]
+    following = (
+        mv.status == "Approved"
+        and mv.group == c.cfg.deploy_group
+        and (not deployments or any(d.status == "in_progress" for d in deployments))
+    )
+    from earthsnap.monitor.retrain import retraining_of
+
+    ctx = dict(
+        mv=mv,
+        prod=prod,
+        compare=compare_versions(mv, prod),
+        history=registry.history(mv.ref),
+        deployments=deployments,
+        retraining=retraining_of(c.cfg, mv.ref),
+        following=following,
+        is_live=bool(live and live.ref == mv.ref),
+        deploy_group=c.cfg.deploy_group,
+        **ctx,
+    )
+    return c.page(
+        request,
+        "_version_release.html" if fragment else "version.html",
+        who,
+        status,
+        section="models",
+        title=f"Model {mv.ref}",
+        **ctx,
+    )
 
 # %% ../../nbs/console/pages.ipynb #67b69ae9
 def model_pages(c: Console) -> APIRouter:
@@ -451,47 +523,9 @@ def model_pages(c: Console) -> APIRouter:
             live=live_version(c.cfg, registry),
         )
 
-    def version_page(request, who, group, n, status=200, fragment=False, **ctx):
-        registry = open_registry(c.cfg)
-        try:
-            mv = registry.get(f"{group}/{n}")
-        except RegistryError as e:
-            raise NotServed(e.what, fix=e.fix) from e
-        live = live_version(c.cfg, registry)
-        prod = live if live and live.ref != mv.ref else None  # what to compare with: prod, unless this is it
-        deployments = [d for d in Deployer(registry, None, c.cfg.deploy_group).history() if d.ref == mv.ref]
-        following = (
-            mv.status == "Approved"
-            and mv.group == c.cfg.deploy_group
-            and (not deployments or any(d.status == "in_progress" for d in deployments))
-        )
-        from earthsnap.monitor.retrain import retraining_of
-
-        ctx = dict(
-            mv=mv,
-            prod=prod,
-            compare=compare_versions(mv, prod),
-            history=registry.history(mv.ref),
-            deployments=deployments,
-            retraining=retraining_of(c.cfg, mv.ref),
-            following=following,
-            is_live=bool(live and live.ref == mv.ref),
-            deploy_group=c.cfg.deploy_group,
-            **ctx,
-        )
-        return c.page(
-            request,
-            "_version_release.html" if fragment else "version.html",
-            who,
-            status,
-            section="models",
-            title=f"Model {mv.ref}",
-            **ctx,
-        )
-
     @r.get("/console/models/{group}/{n}")
     def version(request: Request, group: str, n: int, fragment: str = "", who: Caller = Depends(read)):
-        return version_page(request, who, group, n, fragment=bool(fragment))
+        return _version_page(c, request, who, group, n, fragment=bool(fragment))
 
     @r.post("/console/models/{group}/{n}/approve")
     async def approve(request: Request, group: str, n: int, who: Caller = Depends(approve_)):
@@ -499,7 +533,7 @@ def model_pages(c: Console) -> APIRouter:
         try:
             open_registry(c.cfg).approve(f"{group}/{n}", by=who.name, reason=reason)
         except RegistryError as e:
-            return version_page(request, who, group, n, 409, error=e.what, fix=e.fix)
+            return _version_page(c, request, who, group, n, 409, error=e.what, fix=e.fix)
         c.kick()
         return back(f"/console/models/{group}/{n}", "approved")
 
@@ -507,7 +541,8 @@ def model_pages(c: Console) -> APIRouter:
     async def reject(request: Request, group: str, n: int, who: Caller = Depends(approve_)):
         reason = await reason_of(request)
         if not reason:
-            return version_page(
+            return _version_page(
+                c,
                 request,
                 who,
                 group,
@@ -519,7 +554,7 @@ def model_pages(c: Console) -> APIRouter:
         try:
             open_registry(c.cfg).reject(f"{group}/{n}", by=who.name, reason=reason)
         except RegistryError as e:
-            return version_page(request, who, group, n, 409, error=e.what, fix=e.fix)
+            return _version_page(c, request, who, group, n, 409, error=e.what, fix=e.fix)
         return back(f"/console/models/{group}/{n}", "rejected")
 
     return r
@@ -620,6 +655,17 @@ def monitor_pages(c: Console) -> APIRouter:
 
     return r
 
+# %% ../../nbs/console/pages.ipynb #2415f1dc
+def _review_page(c: Console, request, who, status=200, item_id=None, **ctx):
+    "The review page at item `item_id` (else the next waiting); a refused item shows the queue with why."
+    from earthsnap.monitor.review import ReviewError
+
+    try:
+        view = review_view(c.cfg, item_id)
+    except ReviewError as e:
+        view, ctx = review_view(c.cfg), {**ctx, "error": e.what, "fix": e.fix}
+    return c.page(request, "review.html", who, status, section="review", title="Review", **view, **ctx)
+
 # %% ../../nbs/console/pages.ipynb #efc1ea4f
 def review_pages(c: Console) -> APIRouter:
     """The next photo to review with the model's answer; confirm, relabel or mark it not in the taxonomy; look for new
@@ -630,16 +676,9 @@ def review_pages(c: Console) -> APIRouter:
     r = APIRouter(include_in_schema=False)
     read, review = c.gate.need("read"), c.gate.need("review")
 
-    def review_page(request, who, status=200, item_id=None, **ctx):
-        try:
-            view = review_view(c.cfg, item_id)
-        except ReviewError as e:
-            view, ctx = review_view(c.cfg), {**ctx, "error": e.what, "fix": e.fix}
-        return c.page(request, "review.html", who, status, section="review", title="Review", **view, **ctx)
-
     @r.get("/console/review")
     def queue(request: Request, item: int | None = None, who: Caller = Depends(read)):
-        return review_page(request, who, item_id=item)
+        return _review_page(c, request, who, item_id=item)
 
     @r.get("/console/review/{item_id}/photo")
     def photo(item_id: int, who: Caller = Depends(read)):
@@ -672,7 +711,8 @@ def review_pages(c: Console) -> APIRouter:
         try:
             ReviewQueue(c.cfg).decide(item_id, decision, by=who.name, label=label)
         except ReviewError as e:
-            return review_page(
+            return _review_page(
+                c,
                 request,
                 who,
                 409 if "already" in e.what or "someone else" in e.what else 422,

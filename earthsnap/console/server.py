@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..access.auth import Denied
-from ..api import _body, create_api
+from .api import _body, create_api
 from earthsnap.console.pages import (
     STATIC,
     Console,
@@ -80,6 +80,80 @@ class ReleaseWorker:
         if self.thread.is_alive():
             self.thread.join(timeout)
 
+# %% ../../nbs/console/server.ipynb #db197519
+def _on_page(request: Request) -> bool:
+    "Whether `request` is for a console page (a person reads the answer) rather than the JSON API."
+    return request.url.path.startswith("/console")
+
+
+def _page_errors(app: FastAPI, console: Console) -> None:
+    "Refusals under /console answered as pages (401 on a GET: the sign-in page), the API's as JSON."
+    json_denied = app.exception_handlers[Denied]  # the API's own answer, kept for its paths
+
+    @app.exception_handler(Denied)
+    async def denied(request: Request, e: Denied):
+        if not _on_page(request):
+            return await json_denied(request, e)
+        if e.status == 401 and request.method == "GET":
+            return RedirectResponse(f"/console/login?next={quote(str(request.url.path))}", status_code=303)
+        return console.page(
+            request,
+            "error.html",
+            console.gate.caller(request),
+            e.status,
+            title="Not allowed",
+            error=e.message,
+            fix=e.fix,
+        )
+
+    @app.exception_handler(NotServed)
+    async def not_served(request: Request, e: NotServed):
+        if not _on_page(request):
+            return JSONResponse(_body("not_found", e.what, e.fix or ""), status_code=404)
+        return console.page(
+            request, "error.html", console.gate.caller(request), 404, title="Not found", error=e.what, fix=e.fix
+        )
+
+    @app.exception_handler(EarthsnapError)
+    # the library's own refusal, in its words, instead of a bare 500
+    async def refused(request: Request, e: EarthsnapError):
+        if not _on_page(request):
+            return JSONResponse(_body("refused", e.what, e.fix or ""), status_code=409)
+        return console.page(
+            request, "error.html", console.gate.caller(request), 409, title="Cannot show this", error=e.what, fix=e.fix
+        )
+
+# %% ../../nbs/console/server.ipynb #699628cc
+def _common_headers(app: FastAPI) -> None:
+    "Every response: how long the app took (Server-Timing), and the headers against framing and type sniffing."
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        # in the browser's devtools; bench/console.py reads it
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - start) * 1000:.1f}"
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+# %% ../../nbs/console/server.ipynb #f16182ff
+def _run_worker_while_serving(app: FastAPI, worker: ReleaseWorker) -> None:
+    "Start `worker` when the app starts serving and stop it when the app stops."
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a):
+        worker.start()
+        try:
+            async with inner(a) as state:
+                yield state
+        finally:
+            worker.stop()
+
+    app.router.lifespan_context = lifespan
+
 # %% ../../nbs/console/server.ipynb #04839c56
 def create_app(cfg: Config, deployer: bool = True) -> FastAPI:
     """The console and the JSON API of the project configured by `cfg`; with `deployer`, the release worker runs while
@@ -107,68 +181,10 @@ def create_app(cfg: Config, deployer: bool = True) -> FastAPI:
     def root():
         return RedirectResponse("/console", status_code=307)
 
-    def on_page(request: Request) -> bool:
-        return request.url.path.startswith("/console")
-
-    json_denied = app.exception_handlers[Denied]  # the API's own answer, kept for its paths
-
-    @app.exception_handler(Denied)
-    async def denied(request: Request, e: Denied):
-        if not on_page(request):
-            return await json_denied(request, e)
-        if e.status == 401 and request.method == "GET":
-            return RedirectResponse(f"/console/login?next={quote(str(request.url.path))}", status_code=303)
-        return console.page(
-            request,
-            "error.html",
-            console.gate.caller(request),
-            e.status,
-            title="Not allowed",
-            error=e.message,
-            fix=e.fix,
-        )
-
-    @app.exception_handler(NotServed)
-    async def not_served(request: Request, e: NotServed):
-        if not on_page(request):
-            return JSONResponse(_body("not_found", e.what, e.fix or ""), status_code=404)
-        return console.page(
-            request, "error.html", console.gate.caller(request), 404, title="Not found", error=e.what, fix=e.fix
-        )
-
-    @app.exception_handler(EarthsnapError)
-    # the library's own refusal, in its words, instead of a bare 500
-    async def refused(request: Request, e: EarthsnapError):
-        if not on_page(request):
-            return JSONResponse(_body("refused", e.what, e.fix or ""), status_code=409)
-        return console.page(
-            request, "error.html", console.gate.caller(request), 409, title="Cannot show this", error=e.what, fix=e.fix
-        )
-
-    @app.middleware("http")
-    async def headers(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        # in the browser's devtools; bench/console.py reads it
-        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - start) * 1000:.1f}"
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
-
+    _page_errors(app, console)
+    _common_headers(app)
     if worker:
-        inner = app.router.lifespan_context
-
-        @asynccontextmanager
-        async def lifespan(a):
-            worker.start()
-            try:
-                async with inner(a) as state:
-                    yield state
-            finally:
-                worker.stop()
-
-        app.router.lifespan_context = lifespan
+        _run_worker_while_serving(app, worker)
     return app
 
 # %% ../../nbs/console/server.ipynb #749ad2ce
