@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from fastcore.basics import patch
 from PIL import Image
 
 from ..core.storage import write_json, write_tar_gz
@@ -70,119 +71,27 @@ class RouterModel:
         }
         self._members = {g: [self.index[s] for s in species] for g, species in species_of.items()}
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        "Joint probabilities P(group, species) for a batch of model inputs: N x species, each row summing to 1."
-        pg = self.parent.probabilities(batch)
-        out = np.zeros((len(batch), len(self.classes)), dtype=np.float32)
-        for gi, g in enumerate(self.parent.classes):
-            child = self.children.get(g)
-            pc = child.probabilities(batch) if child is not None else np.ones((len(batch), 1), dtype=np.float32)
-            out[:, self._members[g]] = pg[:, gi : gi + 1] * pc
-        return out
-
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        "Log joint probabilities: logits whose softmax is `probabilities`."
-        return np.log(np.maximum(self.probabilities(batch), 1e-30))
-
-    def ranked(self, probs: np.ndarray, top_k: int = 5) -> list[dict]:
-        """The `top_k` species of one image's joint probabilities, most likely first, each with its group and their
-        probabilities.
-        """
-        order = np.argsort(-probs, kind="stable")[: min(top_k, len(self.classes))]
-        out = []
-        for j in order:
-            s = self.classes[j]
-            g = self.group_of[s]
-            pg = float(probs[self._members[g]].sum())
-            out.append(
-                {
-                    "label": s,
-                    "probability": float(probs[j]),
-                    "group": g,
-                    "group_probability": pg,
-                    "species_probability": float(probs[j]) / pg if pg > 0 else 0.0,
-                }
-            )
-        return out
-
-    def top(
-        self, batch: np.ndarray, top_k: int | Sequence[int] = 5, parent_probabilities: np.ndarray | None = None
-    ) -> list[list[dict]]:
-        """`ranked(probabilities(batch)[i], top_k)` for each input, running only the children that can place a species
-        in it.
-        """
-        ks = [min(k, len(self.classes)) for k in per_input(top_k, len(batch))]
-        pg = self.parent.probabilities(batch) if parent_probabilities is None else parent_probabilities
-        order = np.argsort(-pg, axis=1, kind="stable")  # each input's groups, most likely first
-        joint = np.zeros((len(batch), len(self.classes)), dtype=np.float32)  # 0 where a group was not visited
-        found = np.zeros(len(batch), dtype=int)  # species whose joint probability is known, per input
-        open_ = list(range(len(batch)))
-        for r in range(pg.shape[1]):  # round r: each open input's r-th most likely group
-            by_group: dict[int, list[int]] = {}
-            for i in open_:
-                by_group.setdefault(int(order[i, r]), []).append(i)
-            for gi, rows in by_group.items():  # one child call per group, on the inputs that need it
-                g = self.parent.classes[gi]
-                child = self.children.get(g)
-                pc = (
-                    child.probabilities(batch[rows]) if child is not None else np.ones((len(rows), 1), dtype=np.float32)
-                )
-                joint[np.ix_(rows, self._members[g])] = pg[rows, gi : gi + 1] * pc
-                found[rows] += len(self._members[g])
-            if r + 1 == pg.shape[1]:
-                break
-            # an input is answered once its k-th most likely species so far beats the next group, and so every species
-            # in it
-            # (the zeros of groups not visited are below every species found, so the row's k-th largest is the k-th
-            # found)
-            open_ = [
-                i for i in open_ if found[i] < ks[i] or np.partition(joint[i], -ks[i])[-ks[i]] <= pg[i, order[i, r + 1]]
-            ]
-            if not open_:
-                break
-        return [self.ranked(p, k) for p, k in zip(joint, ks, strict=True)]
-
-    def top_and_embeddings(
-        self, batch: np.ndarray, top_k: int | Sequence[int] = 5
-    ) -> tuple[list[list[dict]], np.ndarray | None]:
-        """`top`, and the parent's embeddings from the same run of the parent (a router's drift is watched in the
-        parent's features).
-        """
-        if "embedding" not in {o.name for o in self.parent.session.get_outputs()}:
-            return self.top(batch, top_k), None
-        logits, emb = self.parent.session.run(
-            ["logits", "embedding"], {"image": np.ascontiguousarray(batch, dtype=np.float32)}
-        )
-        return self.top(batch, top_k, parent_probabilities=softmax(logits)), emb
-
-    def predict(self, images: list[bytes | Image.Image], top_k: int = 5) -> list[list[dict]]:
-        "The `top_k` species, with group and probabilities, for each image (see `top`)."
-        return self.top(np.stack([model_input(im, self.input_size) for im in images]), top_k)
-
-# %% ../../nbs/model/router.ipynb #68a45346
+# %% ../../nbs/model/router.ipynb #a20ff83e
 def _classes(d: Path) -> tuple[list[str], int]:
     info = json.loads((d / "classes.json").read_text())
     return info["classes"], int(info["input_size"])
 
 
-def pack_router(
-    parent: str | os.PathLike,
+def _check_parts(
+    pd: Path,  # the parent's model directory
+    groups: list[str],  # the parent's classes
+    size: int,  # the parent's input size
     children: dict[str, str | os.PathLike],
     species_of: dict[str, list[str]],
-    versions: dict[str, str],
-    out_dir: str | os.PathLike,
-    child_names: dict[str, str] | None = None,
-) -> Path:
-    "Put the parent and children (group -> model directory or archive) into a router directory; returns it."
-    out = Path(out_dir)
-    pd = model_dir(parent)
-    groups, size = _classes(pd)
+    names: dict[str, str],  # group -> the child's directory name in the router
+) -> dict[str, Path]:
+    "The parts of a router (where in it -> model directory), once they are checked to fit together."
     if sorted(groups) != sorted(species_of):
         raise ModelError(
             f"The parent model's classes are {groups}, but the groups are {list(species_of)}.",
             fix="Use a parent trained on the groups of this taxonomy (train it again: earthsnap hierarchy run).",
         )
-    parts, names = {"parent": pd}, child_names or {}
+    parts = {"parent": pd}
     for g, species in species_of.items():
         if len(species) == 1:
             if g in children:
@@ -206,6 +115,23 @@ def pack_router(
                 fix="Train every part of the hierarchy with the same image_size.",
             )
         parts[f"children/{names.get(g, g)}"] = cd
+    return parts
+
+# %% ../../nbs/model/router.ipynb #68a45346
+def pack_router(
+    parent: str | os.PathLike,
+    children: dict[str, str | os.PathLike],
+    species_of: dict[str, list[str]],
+    versions: dict[str, str],
+    out_dir: str | os.PathLike,
+    child_names: dict[str, str] | None = None,
+) -> Path:
+    "Put the parent and children (group -> model directory or archive) into a router directory; returns it."
+    out = Path(out_dir)
+    pd = model_dir(parent)
+    groups, size = _classes(pd)
+    names = child_names or {}
+    parts = _check_parts(pd, groups, size, children, species_of, names)
     if out.exists():
         shutil.rmtree(out)
     for where, d in parts.items():
@@ -272,3 +198,102 @@ def load_model(path: str | os.PathLike, threads: int = 0) -> OnnxModel | RouterM
     "Load the model at `path`, a model or a router (directory or model.tar.gz)."
     d = unpacked(path)
     return open_router(d, threads) if (d / ROUTER_FILE).exists() else open_model(d, threads)
+
+# %% ../../nbs/model/router.ipynb #34917d7f
+@patch
+def probabilities(self: RouterModel, batch: np.ndarray) -> np.ndarray:
+    "Joint probabilities P(group, species) for a batch of model inputs: N x species, each row summing to 1."
+    pg = self.parent.probabilities(batch)
+    out = np.zeros((len(batch), len(self.classes)), dtype=np.float32)
+    for gi, g in enumerate(self.parent.classes):
+        child = self.children.get(g)
+        pc = child.probabilities(batch) if child is not None else np.ones((len(batch), 1), dtype=np.float32)
+        out[:, self._members[g]] = pg[:, gi : gi + 1] * pc
+    return out
+
+# %% ../../nbs/model/router.ipynb #bff05534
+@patch
+def logits(self: RouterModel, batch: np.ndarray) -> np.ndarray:
+    "Log joint probabilities: logits whose softmax is `probabilities`."
+    return np.log(np.maximum(self.probabilities(batch), 1e-30))
+
+# %% ../../nbs/model/router.ipynb #9d24ff3b
+@patch
+def ranked(self: RouterModel, probs: np.ndarray, top_k: int = 5) -> list[dict]:
+    """The `top_k` species of one image's joint probabilities, most likely first, each with its group and their
+    probabilities.
+    """
+    order = np.argsort(-probs, kind="stable")[: min(top_k, len(self.classes))]
+    out = []
+    for j in order:
+        s = self.classes[j]
+        g = self.group_of[s]
+        pg = float(probs[self._members[g]].sum())
+        out.append(
+            {
+                "label": s,
+                "probability": float(probs[j]),
+                "group": g,
+                "group_probability": pg,
+                "species_probability": float(probs[j]) / pg if pg > 0 else 0.0,
+            }
+        )
+    return out
+
+# %% ../../nbs/model/router.ipynb #4f2b78bc
+@patch
+def top(
+    self: RouterModel, batch: np.ndarray, top_k: int | Sequence[int] = 5, parent_probabilities: np.ndarray | None = None
+) -> list[list[dict]]:
+    """`ranked(probabilities(batch)[i], top_k)` for each input, running only the children that can place a species
+    in it.
+    """
+    ks = [min(k, len(self.classes)) for k in per_input(top_k, len(batch))]
+    pg = self.parent.probabilities(batch) if parent_probabilities is None else parent_probabilities
+    order = np.argsort(-pg, axis=1, kind="stable")  # each input's groups, most likely first
+    joint = np.zeros((len(batch), len(self.classes)), dtype=np.float32)  # 0 where a group was not visited
+    found = np.zeros(len(batch), dtype=int)  # species whose joint probability is known, per input
+    open_ = list(range(len(batch)))
+    for r in range(pg.shape[1]):  # round r: each open input's r-th most likely group
+        by_group: dict[int, list[int]] = {}
+        for i in open_:
+            by_group.setdefault(int(order[i, r]), []).append(i)
+        for gi, rows in by_group.items():  # one child call per group, on the inputs that need it
+            g = self.parent.classes[gi]
+            child = self.children.get(g)
+            pc = child.probabilities(batch[rows]) if child is not None else np.ones((len(rows), 1), dtype=np.float32)
+            joint[np.ix_(rows, self._members[g])] = pg[rows, gi : gi + 1] * pc
+            found[rows] += len(self._members[g])
+        if r + 1 == pg.shape[1]:
+            break
+        # an input is answered once its k-th most likely species so far beats the next group, and so every species
+        # in it
+        # (the zeros of groups not visited are below every species found, so the row's k-th largest is the k-th
+        # found)
+        open_ = [
+            i for i in open_ if found[i] < ks[i] or np.partition(joint[i], -ks[i])[-ks[i]] <= pg[i, order[i, r + 1]]
+        ]
+        if not open_:
+            break
+    return [self.ranked(p, k) for p, k in zip(joint, ks, strict=True)]
+
+# %% ../../nbs/model/router.ipynb #8800fb7e
+@patch
+def top_and_embeddings(
+    self: RouterModel, batch: np.ndarray, top_k: int | Sequence[int] = 5
+) -> tuple[list[list[dict]], np.ndarray | None]:
+    """`top`, and the parent's embeddings from the same run of the parent (a router's drift is watched in the
+    parent's features).
+    """
+    if "embedding" not in {o.name for o in self.parent.session.get_outputs()}:
+        return self.top(batch, top_k), None
+    logits, emb = self.parent.session.run(
+        ["logits", "embedding"], {"image": np.ascontiguousarray(batch, dtype=np.float32)}
+    )
+    return self.top(batch, top_k, parent_probabilities=softmax(logits)), emb
+
+# %% ../../nbs/model/router.ipynb #588df4b7
+@patch
+def predict(self: RouterModel, images: list[bytes | Image.Image], top_k: int = 5) -> list[list[dict]]:
+    "The `top_k` species, with group and probabilities, for each image (see `top`)."
+    return self.top(np.stack([model_input(im, self.input_size) for im in images]), top_k)

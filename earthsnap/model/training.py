@@ -148,6 +148,99 @@ def measure(model: nn.Module, batches, device: torch.device, loss_fn=None) -> tu
         total += len(y)
     return loss / total, correct / total
 
+# %% ../../nbs/model/training.ipynb #e98e6e7c
+def _train_epoch(
+    model: nn.Module,
+    batches,  # the training loader
+    opt: torch.optim.Optimizer,
+    sched,  # the learning-rate scheduler, stepped after each batch
+    loss_fn,
+    dev: torch.device,
+    epoch: int,
+    hp: Hyperparameters,
+    steps: int,  # batches in an epoch, for the progress bar
+    progress: bool,
+) -> tuple[float, float]:
+    "One epoch over the training batches; returns its mean loss and accuracy."
+    model.train()
+    batches.sampler.epoch = epoch
+    seen, total_loss, correct = 0, 0.0, 0
+    bar = tqdm(
+        batches,
+        total=steps,
+        desc=f"epoch {epoch}/{hp.epochs}",
+        unit="batch",
+        leave=False,
+        disable=not progress,
+        file=sys.stdout,
+    )
+    for b, (x, y) in enumerate(bar, 1):
+        x, y = x.to(dev), y.to(dev)
+        out = model(x)
+        loss = loss_fn(out, y)
+        if not torch.isfinite(loss):
+            bar.close()
+            raise TrainingError(
+                f"The training loss became {float(loss)} at epoch {epoch}, "
+                f"batch {b} (learning rate {sched.get_last_lr()[0]:.3g}).",
+                fix=f"Lower the learning rate (lr={hp.lr:g} now), or check the data for broken images.",
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        seen += len(y)
+        total_loss += float(loss.detach()) * len(y)
+        correct += int((out.argmax(1) == y).sum())
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", refresh=False)
+    bar.close()
+    return total_loss / seen, correct / seen
+
+# %% ../../nbs/model/training.ipynb #ae7c4965
+def _fit(
+    model: nn.Module,
+    train_batches,
+    val_batches,
+    opt: torch.optim.Optimizer,
+    sched,
+    loss_fn,
+    dev: torch.device,
+    hp: Hyperparameters,
+    steps: int,
+    progress: bool,
+    log: Callable[[str], None],
+    on_epoch: Callable[[int, float], None] | None,
+    t0: float,  # when training started, for each epoch's seconds
+) -> tuple[dict, list[dict]]:
+    "Train until early stopping, keeping the best epoch's weights in `model`; returns that epoch's row and the history."
+    best, best_state, history, stopper = None, None, [], EarlyStopping(hp.patience)
+    for epoch in range(1, hp.epochs + 1):
+        train_loss, train_acc = _train_epoch(model, train_batches, opt, sched, loss_fn, dev, epoch, hp, steps, progress)
+        val_loss, val_acc = measure(model, val_batches, dev)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": sched.get_last_lr()[0],
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(row)
+        log(
+            f"epoch={epoch} train_loss={row['train_loss']:.4f} train:accuracy={row['train_accuracy']:.4f} "
+            f"validation:loss={val_loss:.4f} validation:accuracy={val_acc:.4f}"
+        )
+        if stopper.step(epoch, val_acc, val_loss):
+            best, best_state = row, copy.deepcopy(model.state_dict())
+        if on_epoch:
+            on_epoch(epoch, val_acc)
+        if stopper.stop:
+            log(f"early stop: no better validation accuracy for {hp.patience} epochs; keeping epoch {best['epoch']}")
+            break
+    model.load_state_dict(best_state)
+    return best, history
+
 # %% ../../nbs/model/training.ipynb #2561f5c5
 def train(
     records: str | os.PathLike,
@@ -183,69 +276,15 @@ def train(
     steps = math.ceil(len(train_ds) / hp.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(hp, steps))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
-    best, best_state, history, stopper = None, None, [], EarlyStopping(hp.patience)
     t0 = time.perf_counter()
     log(
         f"training {hp.arch} (width {hp.width}, depth {hp.depth}) on {len(train_ds)} {train_split} images "
         f"of {len(classes)} classes at {size} px, validating on {len(val_ds)} {val_split} images; device {dev.type}"
     )
     train_batches = loader(train_ds, hp.batch_size, shuffle=True, workers=workers, seed=hp.seed)
-    for epoch in range(1, hp.epochs + 1):
-        model.train()
-        train_batches.sampler.epoch = epoch
-        seen, total_loss, correct = 0, 0.0, 0
-        bar = tqdm(
-            train_batches,
-            total=steps,
-            desc=f"epoch {epoch}/{hp.epochs}",
-            unit="batch",
-            leave=False,
-            disable=not progress,
-            file=sys.stdout,
-        )
-        for b, (x, y) in enumerate(bar, 1):
-            x, y = x.to(dev), y.to(dev)
-            out = model(x)
-            loss = loss_fn(out, y)
-            if not torch.isfinite(loss):
-                bar.close()
-                raise TrainingError(
-                    f"The training loss became {float(loss)} at epoch {epoch}, "
-                    f"batch {b} (learning rate {sched.get_last_lr()[0]:.3g}).",
-                    fix=f"Lower the learning rate (lr={hp.lr:g} now), or check the data for broken images.",
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            seen += len(y)
-            total_loss += float(loss.detach()) * len(y)
-            correct += int((out.argmax(1) == y).sum())
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", refresh=False)
-        bar.close()
-        val_loss, val_acc = measure(model, val_batches, dev)
-        row = {
-            "epoch": epoch,
-            "train_loss": total_loss / seen,
-            "train_accuracy": correct / seen,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "lr": sched.get_last_lr()[0],
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(row)
-        log(
-            f"epoch={epoch} train_loss={row['train_loss']:.4f} train:accuracy={row['train_accuracy']:.4f} "
-            f"validation:loss={val_loss:.4f} validation:accuracy={val_acc:.4f}"
-        )
-        if stopper.step(epoch, val_acc, val_loss):
-            best, best_state = row, copy.deepcopy(model.state_dict())
-        if on_epoch:
-            on_epoch(epoch, val_acc)
-        if stopper.stop:
-            log(f"early stop: no better validation accuracy for {hp.patience} epochs; keeping epoch {best['epoch']}")
-            break
-    model.load_state_dict(best_state)
+    best, history = _fit(
+        model, train_batches, val_batches, opt, sched, loss_fn, dev, hp, steps, progress, log, on_epoch, t0
+    )
     model.eval().cpu()
     metrics = {
         "validation:accuracy": best["val_accuracy"],

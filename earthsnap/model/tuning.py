@@ -12,6 +12,7 @@ import os
 import time
 import traceback
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -24,7 +25,7 @@ from ..data.step_files import write_tuning_result
 from .hyperparameters import DEFAULT_SPACE, Hyperparameters, SearchSpace
 
 # %% auto #0
-__all__ = ['METRIC', 'RUN_FACTS', 'TuningError', 'TuneResult', 'tune', 'plot_search']
+__all__ = ['METRIC', 'RUN_FACTS', 'TuningError', 'TuneResult', 'plot_search', 'tune']
 
 # %% ../../nbs/model/tuning.ipynb #e8d42d3a
 class TuningError(EarthsnapError):
@@ -48,7 +49,7 @@ def _study(journal: Path, seed: int, trials: int, create: bool):
         )
     return optuna.load_study(study_name="tuning", storage=storage, sampler=sampler, pruner=pruner)
 
-
+# %% ../../nbs/model/tuning.ipynb #2cb9e04d
 def _run_trials(out_dir: Path, job: dict, lock) -> None:
     "Take trials from the study until `trials` have been asked for; each trains one model."
     import optuna
@@ -95,7 +96,7 @@ def _run_trials(out_dir: Path, job: dict, lock) -> None:
             trial.set_user_attr("best_epoch", result.metrics["best_epoch"])
             study.tell(trial, result.metrics["validation:accuracy"])
 
-
+# %% ../../nbs/model/tuning.ipynb #5ee2430d
 def _worker(out_dir: str, job: dict, lock, threads: int, n: int, parent: int | None = None) -> None:
     """A worker process: it ends with `parent` (the process that started it, however that one ends), takes its share of
     torch's threads, then trials until there are none left.
@@ -140,138 +141,7 @@ def _trial_rows(study) -> list[dict]:
         )
     return rows
 
-
-def tune(
-    records: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    space: SearchSpace = DEFAULT_SPACE,
-    base: Hyperparameters = Hyperparameters(),
-    trials: int = 8,
-    parallel: int = 1,
-    epochs: int = 6,
-    seed: int = 0,
-    train_split: str = "tune_train",
-    val_split: str = "tune_val",
-    workers: int = 0,
-    progress: bool = True,
-    init_weights: str | os.PathLike | None = None,
-    journal: str | os.PathLike | None = None,  # the Optuna study's file; default: out_dir/study.journal
-) -> TuneResult:
-    """Search `space` around `base` with `trials` trials of `epochs` epochs, `parallel` at a time; results into
-    `out_dir`.
-    """
-    for name, v in (("trials", trials), ("parallel", parallel), ("epochs", epochs)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise TuningError(f"{name} must be a whole number of at least 1, not {v!r}.")
-    classes, _ = read_classes(records)
-    check_split(records, train_split, classes, every_class=True)
-    check_split(records, val_split, classes)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    journal = Path(journal) if journal else out / "study.journal"
-    for stale in [journal, *out.glob(".worker-*.error")]:
-        stale.unlink(missing_ok=True)
-    study = _study(journal, seed, trials, create=True)
-    job = dict(
-        records=str(records),
-        space=space,
-        base=base,
-        epochs=epochs,
-        seed=seed,
-        trials=trials,
-        train_split=train_split,
-        val_split=val_split,
-        workers=workers,
-        init_weights=str(init_weights) if init_weights else None,
-        journal=str(journal),
-    )
-    parallel = min(parallel, trials)
-    bar = tqdm(total=trials, desc="tuning", unit="trial", disable=not progress)
-
-    def show():
-        done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-        ok = [t.value for t in done if t.value is not None]
-        bar.n = len(done)
-        bar.set_postfix(best=f"{max(ok):.3f}" if ok else "-", refresh=False)
-        bar.refresh()
-
-    ctx = mp.get_context("spawn")
-    lock = ctx.Lock()
-    if parallel == 1:
-        import torch
-
-        threads = torch.get_num_threads()
-        try:
-            job1 = {**job, "trials": 0}
-            for n in range(1, trials + 1):  # one trial at a time, so the bar moves
-                _run_trials(out, {**job1, "trials": n}, lock)
-                show()
-        finally:
-            torch.set_num_threads(threads)
-    else:
-        threads = max(1, (os.cpu_count() or 1) // parallel)
-        # the module's function: a process cannot import a notebook's
-        from earthsnap.model.tuning import _worker as target
-
-        procs = [
-            ctx.Process(target=target, args=(str(out), job, lock, threads, n, os.getpid()), daemon=True)
-            for n in range(parallel)
-        ]
-        for p in procs:
-            p.start()
-        try:
-            while any(p.is_alive() for p in procs):
-                for p in procs:
-                    p.join(timeout=1.0 / len(procs))
-                show()
-        except BaseException:
-            for p in procs:
-                p.terminate()
-            raise
-        errors = [e.read_text() for e in sorted(out.glob(".worker-*.error"))]
-        if errors or any(p.exitcode for p in procs):
-            raise TuningError(
-                "A tuning worker process failed:\n"
-                + (errors[0] if errors else f"exit codes {[p.exitcode for p in procs]}"),
-                fix=f"See the error above; the trials that finished are in {journal}.",
-            )
-    show()
-    bar.close()
-    return _finish(study, out, base)
-
-
-def _finish(study, out: Path, base: Hyperparameters) -> TuneResult:
-    rows = _trial_rows(study)
-    done = [r for r in rows if r["state"] == "complete"]
-    if not done:
-        reasons = sorted({r["error"] for r in rows if r["error"]}) or ["every trial was pruned or stopped"]
-        raise TuningError(
-            f"No tuning trial finished: {'; '.join(reasons)}.",
-            fix="Narrow the search space (a lower learning-rate range), or check the data.",
-        )
-    best = study.best_trial
-    hp = Hyperparameters.parse(best.params, base)
-    write_tuning_result(
-        out,
-        {
-            "metric": METRIC,
-            "value": best.value,
-            "trial": best.number,
-            "params": best.params,
-            "hyperparameters": hp.to_dict(),
-            "trials": len(rows),
-            "states": {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail")},
-        },
-    )
-    _write_csv(out / "trials.csv", rows)
-    fig = plot_search(rows)
-    fig.savefig(out / "search.png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return TuneResult(best.params, hp, best.value, best.number, rows, out)
-
-
+# %% ../../nbs/model/tuning.ipynb #37f90f9d
 RUN_FACTS = ("seconds",)  # how a trial went, not what it found: in the journal and the report, not in trials.csv
 
 
@@ -328,3 +198,146 @@ def plot_search(rows: list[dict]):
         b.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+# %% ../../nbs/model/tuning.ipynb #16e4cfd4
+def _finish(study, out: Path, base: Hyperparameters) -> TuneResult:
+    rows = _trial_rows(study)
+    done = [r for r in rows if r["state"] == "complete"]
+    if not done:
+        reasons = sorted({r["error"] for r in rows if r["error"]}) or ["every trial was pruned or stopped"]
+        raise TuningError(
+            f"No tuning trial finished: {'; '.join(reasons)}.",
+            fix="Narrow the search space (a lower learning-rate range), or check the data.",
+        )
+    best = study.best_trial
+    hp = Hyperparameters.parse(best.params, base)
+    write_tuning_result(
+        out,
+        {
+            "metric": METRIC,
+            "value": best.value,
+            "trial": best.number,
+            "params": best.params,
+            "hyperparameters": hp.to_dict(),
+            "trials": len(rows),
+            "states": {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail")},
+        },
+    )
+    _write_csv(out / "trials.csv", rows)
+    fig = plot_search(rows)
+    fig.savefig(out / "search.png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return TuneResult(best.params, hp, best.value, best.number, rows, out)
+
+# %% ../../nbs/model/tuning.ipynb #c58df158
+def _show(study, bar) -> None:
+    "Move the progress bar to the trials finished so far, with the best score among them."
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    ok = [t.value for t in done if t.value is not None]
+    bar.n = len(done)
+    bar.set_postfix(best=f"{max(ok):.3f}" if ok else "-", refresh=False)
+    bar.refresh()
+
+
+def _run_here(out: Path, job: dict, trials: int, lock, show) -> None:
+    "Run the trials in this process, one at a time so that the bar moves; torch's threads are as before afterwards."
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        job1 = {**job, "trials": 0}
+        for n in range(1, trials + 1):  # one trial at a time, so the bar moves
+            _run_trials(out, {**job1, "trials": n}, lock)
+            show()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_in_processes(out: Path, job: dict, parallel: int, journal: Path, ctx, lock, show) -> None:
+    "Run the trials in `parallel` worker processes that share the study's journal; fails if any of them failed."
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    # the module's function: a process cannot import a notebook's
+    from earthsnap.model.tuning import _worker as target
+
+    procs = [
+        ctx.Process(target=target, args=(str(out), job, lock, threads, n, os.getpid()), daemon=True)
+        for n in range(parallel)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(timeout=1.0 / len(procs))
+            show()
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        raise
+    errors = [e.read_text() for e in sorted(out.glob(".worker-*.error"))]
+    if errors or any(p.exitcode for p in procs):
+        raise TuningError(
+            "A tuning worker process failed:\n"
+            + (errors[0] if errors else f"exit codes {[p.exitcode for p in procs]}"),
+            fix=f"See the error above; the trials that finished are in {journal}.",
+        )
+
+# %% ../../nbs/model/tuning.ipynb #add1a547
+def tune(
+    records: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    space: SearchSpace = DEFAULT_SPACE,
+    base: Hyperparameters = Hyperparameters(),
+    trials: int = 8,
+    parallel: int = 1,
+    epochs: int = 6,
+    seed: int = 0,
+    train_split: str = "tune_train",
+    val_split: str = "tune_val",
+    workers: int = 0,
+    progress: bool = True,
+    init_weights: str | os.PathLike | None = None,
+    journal: str | os.PathLike | None = None,  # the Optuna study's file; default: out_dir/study.journal
+) -> TuneResult:
+    """Search `space` around `base` with `trials` trials of `epochs` epochs, `parallel` at a time; results into
+    `out_dir`.
+    """
+    for name, v in (("trials", trials), ("parallel", parallel), ("epochs", epochs)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise TuningError(f"{name} must be a whole number of at least 1, not {v!r}.")
+    classes, _ = read_classes(records)
+    check_split(records, train_split, classes, every_class=True)
+    check_split(records, val_split, classes)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    journal = Path(journal) if journal else out / "study.journal"
+    for stale in [journal, *out.glob(".worker-*.error")]:
+        stale.unlink(missing_ok=True)
+    study = _study(journal, seed, trials, create=True)
+    job = dict(
+        records=str(records),
+        space=space,
+        base=base,
+        epochs=epochs,
+        seed=seed,
+        trials=trials,
+        train_split=train_split,
+        val_split=val_split,
+        workers=workers,
+        init_weights=str(init_weights) if init_weights else None,
+        journal=str(journal),
+    )
+    parallel = min(parallel, trials)
+    bar = tqdm(total=trials, desc="tuning", unit="trial", disable=not progress)
+    show = partial(_show, study, bar)
+    ctx = mp.get_context("spawn")
+    lock = ctx.Lock()
+    if parallel == 1:
+        _run_here(out, job, trials, lock, show)
+    else:
+        _run_in_processes(out, job, parallel, journal, ctx, lock, show)
+    show()
+    bar.close()
+    return _finish(study, out, base)
