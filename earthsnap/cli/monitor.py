@@ -99,7 +99,7 @@ def review_status():
     if c["pending"]:
         typer.echo("next: earthsnap console   # the Review page")
 
-
+# %% ../../nbs/cli/monitor.ipynb #e96e84f5
 @review_app.command("fill")
 def review_fill(
     endpoint: str = typer.Argument("prod", help="The endpoint whose captured photos are looked at."),

@@ -53,7 +53,7 @@ def users_add(
     u = users.add(name, role, _password(password_stdin), by=login_name())
     typer.echo(f"added {u.name} ({u.role})\nnext: earthsnap console")
 
-
+# %% ../../nbs/cli/users.ipynb #62217232
 @users_app.command("list")
 def users_list():
     "List the users: name, role, when added, whether disabled."
@@ -68,7 +68,7 @@ def users_list():
             f"{when(u.created_at):<16}  {'disabled ' + when(u.disabled_at) if u.disabled_at else 'active'}"
         )
 
-
+# %% ../../nbs/cli/users.ipynb #86ec67c0
 @users_app.command("role")
 def users_role(
     name: str = typer.Argument(...), role: str = typer.Argument(..., help="viewer, operator, approver or admin.")
@@ -77,28 +77,28 @@ def users_role(
     u = _store().set_role(name, role)
     typer.echo(f"{u.name} is {u.role} now")
 
-
+# %% ../../nbs/cli/users.ipynb #b350f680
 @users_app.command("password")
 def users_password(name: str = typer.Argument(...), password_stdin: bool = typer.Option(False, "--password-stdin")):
     "Set a user's password (their console sessions end)."
     _store().set_password(name, _password(password_stdin))
     typer.echo(f"new password set for {name}")
 
-
+# %% ../../nbs/cli/users.ipynb #a789b810
 @users_app.command("disable")
 def users_disable(name: str = typer.Argument(...)):
     "Stop a user from signing in or using their tokens; the histories keep their name."
     _store().disable(name)
     typer.echo(f"{name} is disabled; their sessions have ended")
 
-
+# %% ../../nbs/cli/users.ipynb #0bdfaccd
 @users_app.command("enable")
 def users_enable(name: str = typer.Argument(...)):
     "Let a disabled user in again."
     _store().enable(name)
     typer.echo(f"{name} is enabled")
 
-# %% ../../nbs/cli/users.ipynb #0194150d
+# %% ../../nbs/cli/users.ipynb #dffb8d93
 @users_app.command("token")
 def users_token(
     name: str = typer.Argument(..., help="Whose token: it acts with their role."),
@@ -111,7 +111,7 @@ def users_token(
         f"use it as: Authorization: Bearer <token>; revoke it with: earthsnap users revoke {token_id}"
     )
 
-
+# %% ../../nbs/cli/users.ipynb #f3dd73c0
 @users_app.command("tokens")
 def users_tokens(name: Optional[str] = typer.Argument(None, help="Only this user's.")):
     "List API tokens: id, user, label, made, last used, revoked (never the token)."
@@ -126,7 +126,7 @@ def users_tokens(name: Optional[str] = typer.Argument(None, help="Only this user
             f"{when(t['last_used_at']):<16}  {when(t['revoked_at'])}"
         )
 
-
+# %% ../../nbs/cli/users.ipynb #5ab050e7
 @users_app.command("revoke")
 def users_revoke(token_id: str = typer.Argument(..., help="The token's id (earthsnap users tokens).")):
     "Revoke an API token at once."

@@ -14,7 +14,10 @@ import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+
+from fastcore.basics import patch
 
 from ..core.database import connection, table_names
 from ..core.errors import EarthsnapError
@@ -95,32 +98,34 @@ class _Destination:
     def object_uri(self, sha: str) -> str:
         return join(self.root, "objects", sha[:2], sha)
 
-    def put(self, source: Path, tmpdir: Path) -> tuple[str, int, bool]:
-        "Copy `source` here unless its content is here already: (sha256, size, whether it was copied)."
-        fd, tmp = tempfile.mkstemp(dir=self.incoming if self.local else tmpdir, suffix=".tmp")
-        h, size = hashlib.sha256(), 0
-        try:
-            with open(source, "rb") as f, os.fdopen(fd, "wb") as out:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            sha = h.hexdigest()
-            if sha in self.held:
-                return sha, size, False
-            if self.local:
-                target = Path(split_uri(self.object_uri(sha))[1]).expanduser()
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, target)
-            else:
-                fs, path = filesystem(self.object_uri(sha), self.endpoint_url)
-                fs.put_file(tmp, path)
-            self.held.add(sha)
-            return sha, size, True
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+# %% ../../nbs/operations/backup.ipynb #0283d2d6
+@patch
+def put(self: _Destination, source: Path, tmpdir: Path) -> tuple[str, int, bool]:
+    "Copy `source` here unless its content is here already: (sha256, size, whether it was copied)."
+    fd, tmp = tempfile.mkstemp(dir=self.incoming if self.local else tmpdir, suffix=".tmp")
+    h, size = hashlib.sha256(), 0
+    try:
+        with open(source, "rb") as f, os.fdopen(fd, "wb") as out:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        sha = h.hexdigest()
+        if sha in self.held:
+            return sha, size, False
+        if self.local:
+            target = Path(split_uri(self.object_uri(sha))[1]).expanduser()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        else:
+            fs, path = filesystem(self.object_uri(sha), self.endpoint_url)
+            fs.put_file(tmp, path)
+        self.held.add(sha)
+        return sha, size, True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
-
+# %% ../../nbs/operations/backup.ipynb #a1604d3f
 def snapshot_database(path: Path, into: Path) -> Path:
     """A consistent copy of the SQLite database at `path`, taken through the online backup API while others write, as
     one file.
@@ -134,7 +139,7 @@ def snapshot_database(path: Path, into: Path) -> Path:
         dst.close()
     return into
 
-
+# %% ../../nbs/operations/backup.ipynb #afd3cc99
 def _is_sqlite(path: Path) -> bool:
     "An SQLite database by its name and its header (a photo is not opened twice to find out)."
     if path.suffix not in (".db", ".sqlite", ".sqlite3"):
@@ -192,14 +197,9 @@ def backup_ids(dest: str, endpoint_url: str | None = None) -> list[str]:
     }
     return sorted(ids)
 
-# %% ../../nbs/operations/backup.ipynb #e0956447
-def backup(cfg, dest: str | os.PathLike, progress: bool = False) -> BackupReport:
-    """Back up the project `cfg` names into `dest` (a folder or an s3:// prefix), copying only what `dest` does not hold
-    yet.
-    """
-    started, endpoint_url = time.monotonic(), cfg.s3_endpoint_url or None
-    dest = os.fspath(dest).rstrip("/")
-    places, remote = project_locations(cfg)
+# %% ../../nbs/operations/backup.ipynb #c9732e47
+def _local_destination(dest: str, places: dict[str, Path]) -> Path | None:
+    "The local folder `dest` names (None on S3), refused when it is inside a location of the project or holds one."
     local_dest = Path(split_uri(dest)[1]).expanduser().resolve() if is_local(dest) else None
     if local_dest is not None:
         inside = [
@@ -212,6 +212,81 @@ def backup(cfg, dest: str | os.PathLike, progress: bool = False) -> BackupReport
                 f"The backup's destination {local_dest} is inside, or holds, the project's {inside[-1]} folder.",
                 fix="Back up to a folder outside the project's locations (another disk, or s3://...).",
             )
+    return local_dest
+
+# %% ../../nbs/operations/backup.ipynb #e92e2a6d
+def _add(
+    report: BackupReport,  # counts the file, and whether it had to be copied
+    entries: list[dict],  # the manifest's files, which the file joins
+    target: _Destination,  # where its content goes
+    previous: dict,  # the latest backup's entries by (area, path)
+    tmp: Path,  # a scratch folder
+    area: str,
+    rel: str,
+    path: Path,
+    kind: str,  # file or sqlite
+    source: Path,  # what is copied: `path`, or a snapshot of it
+) -> None:
+    "Add one file to the backup; not read again when the last backup recorded it unchanged."
+    st = path.stat()
+    memo = previous.get((area, rel))
+    if (
+        kind == "file"
+        and memo
+        and memo["size"] == st.st_size
+        and memo.get("mtime_ns") == st.st_mtime_ns
+        and memo["sha256"] in target.held
+    ):
+        # unchanged since the last backup: not read again
+        sha, size, copied = memo["sha256"], memo["size"], False
+    else:
+        sha, size, copied = target.put(source, tmp)
+    entries.append(
+        {
+            "area": area,
+            "path": rel,
+            "sha256": sha,
+            "size": size,
+            "mode": stat.S_IMODE(st.st_mode),
+            "mtime_ns": st.st_mtime_ns,
+            "kind": kind,
+        }
+    )
+    report.files += 1
+    report.bytes += size
+    if copied:
+        report.copied += 1
+        report.copied_bytes += size
+
+# %% ../../nbs/operations/backup.ipynb #785b7b58
+def _manifest(cfg, report: BackupReport, places: dict[str, Path], remote: list[str], entries: list[dict]) -> dict:
+    "The manifest of backup `report`: where the project lived and each file's entry."
+    from earthsnap import __version__
+
+    return {
+        "format": FORMAT,
+        "id": report.id,
+        "created_at": time.time(),
+        "earthsnap": __version__,
+        "source": {
+            "host": os.uname().nodename,
+            "project_dir": str(cfg.project_dir),
+            "locations": {a: str(p) for a, p in places.items()},
+        },
+        "remote": remote,
+        "files": entries,
+    }
+
+# %% ../../nbs/operations/backup.ipynb #e0956447
+def backup(cfg, dest: str | os.PathLike, progress: bool = False) -> BackupReport:
+    """Back up the project `cfg` names into `dest` (a folder or an s3:// prefix), copying only what `dest` does not hold
+    yet.
+    """
+    started, endpoint_url = time.monotonic(), cfg.s3_endpoint_url or None
+    dest = os.fspath(dest).rstrip("/")
+    places, remote = project_locations(cfg)
+    local_dest = _local_destination(dest, places)
+    if local_dest is not None:
         dest = str(local_dest)
     with (
         project_lock(Path(cfg.registry).parent, "operations", what=f"earthsnap backup {dest}"),
@@ -225,37 +300,7 @@ def backup(cfg, dest: str | os.PathLike, progress: bool = False) -> BackupReport
             time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{int(now % 1 * 1e6):06d}", dest, remote=remote
         )
         entries = []
-
-        def add(area: str, rel: str, path: Path, kind: str, source: Path) -> None:
-            st = path.stat()
-            memo = previous.get((area, rel))
-            if (
-                kind == "file"
-                and memo
-                and memo["size"] == st.st_size
-                and memo.get("mtime_ns") == st.st_mtime_ns
-                and memo["sha256"] in target.held
-            ):
-                # unchanged since the last backup: not read again
-                sha, size, copied = memo["sha256"], memo["size"], False
-            else:
-                sha, size, copied = target.put(source, tmp)
-            entries.append(
-                {
-                    "area": area,
-                    "path": rel,
-                    "sha256": sha,
-                    "size": size,
-                    "mode": stat.S_IMODE(st.st_mode),
-                    "mtime_ns": st.st_mtime_ns,
-                    "kind": kind,
-                }
-            )
-            report.files += 1
-            report.bytes += size
-            if copied:
-                report.copied += 1
-                report.copied_bytes += size
+        add = partial(_add, report, entries, target, previous, tmp)
 
         # 1. the project database first, as one snapshot: everything its records point to is complete by now
         registry = places.get("registry")
@@ -279,21 +324,7 @@ def backup(cfg, dest: str | os.PathLike, progress: bool = False) -> BackupReport
             except FileNotFoundError:
                 continue
         report.seconds = round(time.monotonic() - started, 2)
-        from earthsnap import __version__
-
-        manifest = {
-            "format": FORMAT,
-            "id": report.id,
-            "created_at": time.time(),
-            "earthsnap": __version__,
-            "source": {
-                "host": os.uname().nodename,
-                "project_dir": str(cfg.project_dir),
-                "locations": {a: str(p) for a, p in places.items()},
-            },
-            "remote": remote,
-            "files": entries,
-        }
+        manifest = _manifest(cfg, report, places, remote, entries)
         # last: now the backup exists
         write_json(join(dest, "backups", report.id, "manifest.json"), manifest, endpoint_url)
     return report
@@ -435,15 +466,9 @@ def _settle_endpoint_state(path: Path, moves: list[tuple[str, str]]) -> None:
         text = text.replace(f'"{old}/', f'"{new}/')
     path.write_text(text + "\n")
 
-# %% ../../nbs/operations/backup.ipynb #91925c9b
-def restore(cfg, src: str | os.PathLike, backup_id: str | None = None, progress: bool = False) -> RestoreReport:
-    """Make the empty project `cfg` names from backup `backup_id` (default: the latest) in `src`, its paths moved to
-    this project's locations.
-    """
-    started, endpoint_url = time.monotonic(), cfg.s3_endpoint_url or None
-    src = os.fspath(src).rstrip("/")
-    if is_local(src):
-        src = str(Path(split_uri(src)[1]).expanduser().resolve())
+# %% ../../nbs/operations/backup.ipynb #0b23a3c4
+def _read_manifest(src: str, backup_id: str | None, endpoint_url: str | None) -> tuple[str, dict]:
+    "The id and manifest of backup `backup_id` (default: the latest) in `src`, if this earthsnap reads its format."
     ids = backup_ids(src, endpoint_url)
     if not ids:
         raise BackupError(f"No backup in {src}.", fix="Name the folder (or s3:// prefix) `earthsnap backup` wrote to.")
@@ -459,7 +484,11 @@ def restore(cfg, src: str | os.PathLike, backup_id: str | None = None, progress:
             f"Backup {bid} is in format {manifest.get('format')!r}; this earthsnap reads {FORMAT!r}.",
             fix="Restore it with the earthsnap that wrote it.",
         )
-    places, remote = project_locations(cfg)
+    return bid, manifest
+
+
+def _refuse_unless_empty(manifest: dict, places: dict[str, Path], remote: list[str]) -> None:
+    "Refuse a project that keeps on S3 an area the backup holds, or that has records already."
     needed = sorted({f["area"] for f in manifest["files"]} - set(places))
     if needed:
         raise BackupError(
@@ -475,36 +504,75 @@ def restore(cfg, src: str | os.PathLike, backup_id: str | None = None, progress:
                 "earthsnap restore there), or move this project's store aside."
             ),
         )
+
+# %% ../../nbs/operations/backup.ipynb #fc8262fa
+def _restore_files(
+    report: RestoreReport,  # counts the files and bytes, and the endpoints that were recorded
+    src: str,  # the backup
+    manifest: dict,
+    places: dict[str, Path],  # this project's locations by area
+    moves: list[tuple[str, str]],  # (old location, new location)
+    endpoint_url: str | None,
+    progress: bool,
+) -> None:
+    "Write every file of the backup but the project database where this project keeps its area, paths moved."
+    from tqdm.auto import tqdm
+
+    files = [f for f in manifest["files"] if f["area"] != "registry"]
+    for f in tqdm(files, desc="restoring", unit="file", disable=not progress, leave=False):
+        target = places[f["area"]] / f["path"]
+        report.bytes += _fetch(src, f["sha256"], target, f.get("mode"), endpoint_url)
+        report.files += 1
+        if f["kind"] == "sqlite":
+            relocate_database(target, moves)
+        elif f["area"] == "endpoints" and target.name in ("endpoint.json", "model.json"):
+            _settle_endpoint_state(target, moves)
+        if f["area"] == "endpoints" and target.name == "endpoint.json":
+            report.endpoints.append(target.parent.name)
+
+
+def _restore_database(
+    report: RestoreReport,
+    src: str,
+    manifest: dict,
+    registry: Path,
+    moves: list[tuple[str, str]],
+    endpoint_url: str | None,
+) -> None:
+    "Put the project database in place, last, settled: paths moved, runs interrupted, claims released."
+    for f in manifest["files"]:
+        if f["area"] != "registry":
+            continue
+        # the database last: until it is in place the project is empty
+        tmp = registry.with_name(f".{registry.name}.restoring")
+        report.bytes += _fetch(src, f["sha256"], tmp, f.get("mode"), endpoint_url)
+        report.files += 1
+        for suffix in ("-wal", "-shm"):
+            Path(f"{registry}{suffix}").unlink(missing_ok=True)
+        report.interrupted = _settle(tmp, moves)
+        os.replace(tmp, registry)
+
+# %% ../../nbs/operations/backup.ipynb #91925c9b
+def restore(cfg, src: str | os.PathLike, backup_id: str | None = None, progress: bool = False) -> RestoreReport:
+    """Make the empty project `cfg` names from backup `backup_id` (default: the latest) in `src`, its paths moved to
+    this project's locations.
+    """
+    started, endpoint_url = time.monotonic(), cfg.s3_endpoint_url or None
+    src = os.fspath(src).rstrip("/")
+    if is_local(src):
+        src = str(Path(split_uri(src)[1]).expanduser().resolve())
+    bid, manifest = _read_manifest(src, backup_id, endpoint_url)
+    places, remote = project_locations(cfg)
+    _refuse_unless_empty(manifest, places, remote)
+    registry = places["registry"]
     old = manifest["source"]["locations"]
     moves = [(old[a], str(p)) for a, p in places.items() if a in old and a != "registry"] + [
         (manifest["source"]["project_dir"], str(cfg.project_dir))
     ]
     report = RestoreReport(bid, f"{manifest['source']['project_dir']} on {manifest['source']['host']}")
     with project_lock(registry.parent, "operations", what=f"earthsnap restore {src}"):
-        from tqdm.auto import tqdm
-
-        files = [f for f in manifest["files"] if f["area"] != "registry"]
-        for f in tqdm(files, desc="restoring", unit="file", disable=not progress, leave=False):
-            target = places[f["area"]] / f["path"]
-            report.bytes += _fetch(src, f["sha256"], target, f.get("mode"), endpoint_url)
-            report.files += 1
-            if f["kind"] == "sqlite":
-                relocate_database(target, moves)
-            elif f["area"] == "endpoints" and target.name in ("endpoint.json", "model.json"):
-                _settle_endpoint_state(target, moves)
-            if f["area"] == "endpoints" and target.name == "endpoint.json":
-                report.endpoints.append(target.parent.name)
-        for f in manifest["files"]:
-            if f["area"] != "registry":
-                continue
-            # the database last: until it is in place the project is empty
-            tmp = registry.with_name(f".{registry.name}.restoring")
-            report.bytes += _fetch(src, f["sha256"], tmp, f.get("mode"), endpoint_url)
-            report.files += 1
-            for suffix in ("-wal", "-shm"):
-                Path(f"{registry}{suffix}").unlink(missing_ok=True)
-            report.interrupted = _settle(tmp, moves)
-            os.replace(tmp, registry)
+        _restore_files(report, src, manifest, places, moves, endpoint_url, progress)
+        _restore_database(report, src, manifest, registry, moves, endpoint_url)
     with connection(registry) as db:
         tables = table_names(db)
         for what, table, sql in RESTORED:

@@ -91,7 +91,7 @@ REFERENCES = [  # (what, the tables it reads, a query for the rows that point no
     ),
 ]
 
-
+# %% ../../nbs/operations/doctor.ipynb #e6225059
 def _check_database(path: Path, report: HealthReport) -> None:
     with connection(path) as db:
         result = [r[0] for r in db.execute("PRAGMA integrity_check")]
@@ -143,6 +143,14 @@ def _check_artefacts(path: Path, report: HealthReport, progress: bool = False) -
     bar = tqdm(
         total=len(versions) + len(steps), desc="checking artefacts", unit="record", disable=not progress, leave=False
     )
+    n = _check_archives(versions, report, bar)
+    n += _check_outputs(steps, report, bar)
+    bar.close()
+    report.checked["artefacts"] = n
+
+# %% ../../nbs/operations/doctor.ipynb #5cb58204
+def _check_archives(versions: list, report: HealthReport, bar) -> int:
+    "Check each registered version's archive on this machine (rows of grp, version, artifact, sha256); how many."
     n = 0
     for grp, version, artifact, sha in versions:
         bar.update()
@@ -166,6 +174,12 @@ def _check_artefacts(path: Path, report: HealthReport, progress: bool = False) -
                     "Do not deploy it; restore it from a backup, or register the model again.",
                 )
             )
+    return n
+
+# %% ../../nbs/operations/doctor.ipynb #79761c9e
+def _check_outputs(steps: list, report: HealthReport, bar) -> int:
+    "Check each recorded output on this machine of the succeeded steps (rows of run_id, name, outputs); how many."
+    n = 0
     for run_id, step, outputs in steps:
         bar.update()
         try:
@@ -195,8 +209,7 @@ def _check_artefacts(path: Path, report: HealthReport, progress: bool = False) -
                         "pipeline again (earthsnap run --no-cache) to write it anew.",
                     )
                 )
-    bar.close()
-    report.checked["artefacts"] = n
+    return n
 
 # %% ../../nbs/operations/doctor.ipynb #c36a4f7e
 def _check_endpoints(cfg, report: HealthReport) -> None:
@@ -214,8 +227,17 @@ def _check_endpoints(cfg, report: HealthReport) -> None:
                 )
             )
 
+# %% ../../nbs/operations/doctor.ipynb #835c9975
+def _claims(path: Path) -> list[dict]:
+    with connection(path) as db:
+        return [
+            dict(r)
+            for r in db.execute("SELECT * FROM event_deliveries WHERE claimed_at IS NOT NULL AND handled_at IS NULL")
+        ]
 
-def _check_processes(cfg, path: Path, report: HealthReport, fix: bool, lease: float) -> None:
+
+def _check_claims(path: Path, report: HealthReport, fix: bool, lease: float) -> None:
+    "Report outbox claims whose process is gone or whose lease ended; with `fix`, release them."
     claims, now = _claims(path), time.time()
     stale = [d for d in claims if _claimer_gone(d["claimed_by"]) or d["claimed_at"] < now - lease]
     report.checked["claims"] = len(claims)
@@ -242,7 +264,10 @@ def _check_processes(cfg, path: Path, report: HealthReport, fix: bool, lease: fl
                 fixed,
             )
         )
-    _check_endpoints(cfg, report)
+
+# %% ../../nbs/operations/doctor.ipynb #18b340d0
+def _check_runs(path: Path, report: HealthReport, fix: bool) -> None:
+    "Report runs recorded as running whose process is gone; with `fix`, mark them interrupted."
     store = RunStore(path)
     with connection(path) as db:
         running = db.execute("SELECT id, pid FROM runs WHERE status = 'running'").fetchall()
@@ -261,13 +286,12 @@ def _check_processes(cfg, path: Path, report: HealthReport, fix: bool, lease: fl
             )
         )
 
-
-def _claims(path: Path) -> list[dict]:
-    with connection(path) as db:
-        return [
-            dict(r)
-            for r in db.execute("SELECT * FROM event_deliveries WHERE claimed_at IS NOT NULL AND handled_at IS NULL")
-        ]
+# %% ../../nbs/operations/doctor.ipynb #2e41358c
+def _check_processes(cfg, path: Path, report: HealthReport, fix: bool, lease: float) -> None:
+    "The checks of processes, in their order: outbox claims, endpoints, runs."
+    _check_claims(path, report, fix, lease)
+    _check_endpoints(cfg, report)
+    _check_runs(path, report, fix)
 
 # %% ../../nbs/operations/doctor.ipynb #69148ecf
 def _malformed_outputs(outputs: str | None) -> str | None:
@@ -283,7 +307,7 @@ def _malformed_outputs(outputs: str | None) -> str | None:
     files = [n for n, o in outs.items() if isinstance(o, dict) and "path" in o and not isinstance(o.get("sha256"), str)]
     return f"its output(s) {', '.join(files)} name a file without its sha256" if files else None
 
-
+# %% ../../nbs/operations/doctor.ipynb #5b28cc67
 def _forget_outputs(path: Path, run_id: str, step: str, run_status: str, outputs: str, wrong: str) -> bool:
     """Forget a step's broken outputs: no cache hit points to them, and in a run that did not succeed the step runs
     again.
@@ -299,7 +323,7 @@ def _forget_outputs(path: Path, run_id: str, step: str, run_status: str, outputs
             == 1
         )
 
-
+# %% ../../nbs/operations/doctor.ipynb #cb7ec92f
 def _check_records(path: Path, report: HealthReport, fix: bool) -> None:
     with connection(path) as db:
         steps = db.execute(
