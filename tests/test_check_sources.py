@@ -149,3 +149,25 @@ def test_a_bare_nbdev_export_leaves_the_git_tree_clean(tmp_path):
         check=True,
     )
     assert status.stdout == "", status.stdout
+
+
+def test_a_notebook_out_of_nbdevs_shape_fails(repo):
+    "An exported cell of more than 60 lines, and markdown that repeats the docstring below it, are refused by name."
+    nb_path = repo / "nbs" / "core" / "hashing.ipynb"
+    nb = json.loads(nb_path.read_text())
+    long = '#| export\ndef long_one():\n    "One function too long to read."\n' + "    x = 1\n" * 60
+    nb["cells"] += [
+        {
+            "cell_type": "markdown",
+            "id": "cafe0001",
+            "metadata": {},
+            "source": "`long_one`: one function too long to read.",
+        },
+        {"cell_type": "code", "id": "cafe0002", "metadata": {}, "execution_count": None, "outputs": [], "source": long},
+    ]
+    nb_path.write_text(json.dumps(nb, indent=1))
+    r = check(repo)
+    assert r.returncode == 1
+    assert "nbs/core/hashing.ipynb: cell" in r.stderr and "(at most 60; split it with @patch)" in r.stderr, r.stderr
+    assert "the markdown above repeats the docstring of long_one" in r.stderr, r.stderr
+    assert "fastcore's @patch" in r.stderr

@@ -1,6 +1,7 @@
 """Fail when the sources disagree: the library in earthsnap/ and README.md must be exactly what nbs/ generates,
 the notebooks (nbs/ and pipeline/) must be kept without stored outputs, papermill must see every
-parameter of every pipeline notebook, and the project template `earthsnap init` writes must hold pipeline/ as it is.
+parameter of every pipeline notebook, the project template `earthsnap init` writes must hold pipeline/ as it is, and
+the library's notebooks must keep nbdev's shape (tools/notebook_shape.py: short exported cells, tests beneath them).
 
 Run by `make test` before any test. Nothing in the working tree is changed: the export runs in a copy.
 """
@@ -145,25 +146,34 @@ def readme_drift(root: Path = ROOT) -> list[str]:
     return []
 
 
+def notebook_shapes(root: Path = ROOT) -> list[str]:
+    "The habits of nbdev's notebooks that the library's notebooks break (tools/notebook_shape.py says which)."
+    from notebook_shape import problems
+
+    return [f"{p} (nbdev's shape)" for p in problems([str(root / "nbs")])]
+
+
 def main() -> int:
-    problems = (
-        export_drift()
-        + missing_headers()
-        + stored_outputs()
-        + pipeline_parameters()
-        + template_drift()
-        + readme_drift()
-    )
-    for p in problems:
+    drift = export_drift() + missing_headers() + stored_outputs() + pipeline_parameters() + template_drift()
+    drift += readme_drift()
+    shapes = notebook_shapes()
+    for p in drift + shapes:
         print(f"check_sources: {p}", file=sys.stderr)
-    if problems:
+    if drift:
         print(
             "check_sources: run `make export` to regenerate earthsnap/, its project template and README.md from "
             "nbs/ and pipeline/ (after carrying any hand edits of earthsnap/ back with nbdev_update), then commit.",
             file=sys.stderr,
         )
+    if shapes:
+        print(
+            "check_sources: split a long exported cell with fastcore's @patch, or into helpers; put a test under what "
+            "it checks; say in markdown why, not what the docstring says (tools/notebook_shape.py nbs/FOLDER).",
+            file=sys.stderr,
+        )
+    if drift or shapes:
         return 1
-    print("check_sources: earthsnap/ and README.md match nbs/; notebooks are clean")
+    print("check_sources: earthsnap/ and README.md match nbs/; notebooks are clean and in nbdev's shape")
     return 0
 
 
