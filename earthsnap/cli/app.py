@@ -27,6 +27,8 @@ class EarthsnapTyper(typer.Typer):
     "A Typer app whose commands' help is their docstring with its lines joined: the help wraps to the terminal."
 
     def command(self, *args, help: str | None = None, **kwargs):
+        "Typer's `command`, with the help taken from the function's docstring, each paragraph's lines joined."
+
         def register(f):
             text = help
             if text is None and f.__doc__:
