@@ -222,6 +222,7 @@ def earthsnap(project: Path, *args: str, ok: bool = True, timeout: float = 900) 
     return r
 
 
+@pytest.mark.timeout(900)  # five models trained (150 CPU-seconds): minutes while the other workers share the cores
 def test_hierarchy_plan_train_router_release(project):
     earthsnap(project, "run", "--to", "data_qa")
     plan = earthsnap(project, "plan", "--parent-per-group", "40").stdout

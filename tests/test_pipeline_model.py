@@ -70,6 +70,7 @@ def error_of(notebook: Path) -> str:
     )
 
 
+@pytest.mark.timeout(900)  # a whole pipeline, more than once: minutes while the other workers share the cores
 def test_tune_train_evaluate_and_the_gate(earthsnap, project):
     r = earthsnap("run", *FAST, "-p", "min_accuracy=0", cwd=project, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -289,6 +290,7 @@ def killed_when(project: Path, mark: str, what, args: tuple, timeout: float = 30
     return run_id_in(out) if "earthsnap-2" in out else sorted((project / ".earthsnap" / "runs").iterdir())[-1].name
 
 
+@pytest.mark.timeout(900)  # a whole pipeline, more than once: minutes while the other workers share the cores
 def test_a_run_killed_with_sigkill_leaves_no_process_and_resumes(earthsnap, project, tmp_path):
     """SIGKILL (the OOM killer, `kill -9`) while tuning's trial processes run, and again while training's loader workers
     run: no process of the run is left (kernels, trial processes, the loader's fork server, its workers, the resource
