@@ -297,7 +297,9 @@ def test_a_run_killed_with_sigkill_leaves_no_process_and_resumes(earthsnap, proj
     tracker), and the run resumes to the end."""
     mark = str(tmp_path)
     # a trial process
-    run_id = killed_when(project, mark, lambda pid, cmd: "spawn_main" in cmd, ("--to", "train", *FAST))
+    # batches of 8: a split of fewer batches than loader workers is decoded in the kernel, without them
+    small_batches = ("-p", 'hyperparameters={"batch_size": 8}')
+    run_id = killed_when(project, mark, lambda pid, cmd: "spawn_main" in cmd, ("--to", "train", *FAST, *small_batches))
     assert " interrupted " in earthsnap("runs", "list", cwd=project).stdout
 
     # the training loader's (trials have their own)

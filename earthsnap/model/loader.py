@@ -135,6 +135,8 @@ def loader(
     """
     from earthsnap.model.loader import _worker_init  # the module's function: workers cannot import a notebook's
 
+    if -(-len(dataset) // batch_size) < workers:  # fewer batches than workers: starting them costs more than they save
+        workers = 0
     sampler = EpochSampler(len(dataset), shuffle, seed)
     sampler.epoch = dataset.epoch
     return DataLoader(
