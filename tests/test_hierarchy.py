@@ -45,7 +45,7 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    "A project with 2 groups x 2 species x 30 demo photos; its endpoints are stopped by pid afterwards."
+    "A project with 2 groups x 2 species x 20 demo photos; its endpoints are stopped by pid afterwards."
     p = tmp_path_factory.mktemp("hierarchy")
     import shutil
 
@@ -64,7 +64,7 @@ def project(tmp_path_factory) -> Path:
             "--species",
             "2",
             "--images",
-            "30",
+            "20",
             "-q",
         ],
         cwd=p,
@@ -225,10 +225,10 @@ def earthsnap(project: Path, *args: str, ok: bool = True, timeout: float = 900) 
 @pytest.mark.timeout(900)  # five models trained (150 CPU-seconds): minutes while the other workers share the cores
 def test_hierarchy_plan_train_router_release(project):
     earthsnap(project, "run", "--to", "data_qa")
-    plan = earthsnap(project, "plan", "--parent-per-group", "40").stdout
+    plan = earthsnap(project, "plan", "--parent-per-group", "30").stdout
     print(plan)
     assert plan.count(" train ") == 4 and "4 of 4 models to train" in plan
-    trained = earthsnap(project, "hierarchy", "run", "--parent-per-group", "40", *SMALL)
+    trained = earthsnap(project, "hierarchy", "run", "--parent-per-group", "30", *SMALL)
     print(trained.stdout[-2500:])
     assert "training 4 model(s), 2 at a time" in trained.stdout
     refs = {
@@ -236,7 +236,7 @@ def test_hierarchy_plan_train_router_release(project):
         for m in ("parent", "acantha", "betula", "flat")
     }
     assert "[acantha]" in trained.stdout and "[betula]" in trained.stdout  # each child's own run, side by side
-    again = earthsnap(project, "plan", "--parent-per-group", "40").stdout
+    again = earthsnap(project, "plan", "--parent-per-group", "30").stdout
     assert again.count(" keep ") == 4 and "0 of 4 models to train" in again
     # the router wants approved parts
     r = earthsnap(project, "hierarchy", "router", ok=False)
