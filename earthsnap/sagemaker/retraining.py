@@ -106,7 +106,7 @@ def _upload_for_retraining(cfg, plan: RetrainPlan, rid: str) -> tuple[dict, str,
 
     Returns the export's summary, the listing's URI, the live archive and the weights' URI.
     """
-    s3, rid = cfg.s3_endpoint_url or None, new_run_id("retrain")
+    s3 = cfg.s3_endpoint_url or None
     local, remote = Path(cfg.store) / "retrain" / rid, join(cfg.sagemaker_bucket, "retrain", rid)
     exported = export_reviewed(cfg, plan, local)
     listing = upload_export(local, remote, s3)
