@@ -45,8 +45,8 @@ def earthsnap():
     return run
 
 
-def demo_project(path: Path, faults: bool) -> Path:
-    "A project at `path`: the pipeline folder and a small demo dataset (2 groups x 2 species x 12 photos) in its store."
+def demo_project(path: Path, faults: bool, images: int = 12) -> Path:
+    "A project at `path`: the pipeline folder and a small demo dataset (2 groups x 2 species x `images`) in its store."
     shutil.copytree(ROOT / "pipeline", path / "pipeline")
     r = subprocess.run(
         [
@@ -58,7 +58,7 @@ def demo_project(path: Path, faults: bool) -> Path:
             "--species",
             "2",
             "--images",
-            "12",
+            str(images),
             *(["--faults"] if faults else []),
             "-q",
         ],

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT, clean_env, free_port, next_steps, stop_endpoints
+from conftest import BIN, clean_env, demo_project, free_port, next_steps, stop_endpoints
 
 TOKEN = "test-token-0123"
 SMALL = [
@@ -46,34 +46,11 @@ SMALL = [
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     "A project with 2 groups x 2 species x 20 demo photos; its endpoints are stopped by pid afterwards."
-    p = tmp_path_factory.mktemp("hierarchy")
-    import shutil
-
-    shutil.copytree(ROOT / "pipeline", p / "pipeline")
+    p = demo_project(tmp_path_factory.mktemp("hierarchy"), faults=False, images=20)
     (p / "earthsnap.yaml").write_text(
         f"deploy_group: hierarchy\nstage_port: {free_port()}\nprod_port: {free_port()}\n"
         "stage_min_accuracy: 0.0\nstage_p95_ms: 10000\n"
     )
-    r = subprocess.run(
-        [
-            str(BIN / "earthsnap"),
-            "demo-data",
-            ".earthsnap/demo-data",
-            "--groups",
-            "2",
-            "--species",
-            "2",
-            "--images",
-            "20",
-            "-q",
-        ],
-        cwd=p,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 0, r.stderr
     yield p
     stop_endpoints(p)
 
