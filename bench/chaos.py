@@ -186,7 +186,7 @@ def result_of(project: Path) -> dict:
         "recordio": recordio.hexdigest(),
         "tuned": json.loads((Path(outputs["tune"]["tuning"]["path"]) / "best.json").read_text()),
         "model": sha,
-        "evaluation": hashlib.sha256(json.dumps(evaluation, sort_keys=True).encode()).hexdigest(),
+        "evaluation": evaluation,
     }
 
 

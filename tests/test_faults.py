@@ -15,7 +15,6 @@ are split by step into tests that pytest's workers run side by side (tests/conft
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -23,14 +22,20 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
 from conftest import BIN, ROOT, clean_env, free_port, processes_marked, stop_endpoints
+
+sys.path.insert(0, str(ROOT / "bench"))  # bench/ holds scripts, not a package
+# the chaos benchmark's own: the endpoint servers a project started (they outlive the command that starts them, by
+# design), what an endpoint serves, and what an uninterrupted run gives
+from chaos import endpoint_pids, ping  # noqa: E402
+from chaos import result_of as run_result  # noqa: E402
 
 SMALL = [
     "-p",
@@ -83,17 +88,6 @@ def scope_of(label: str) -> str:
     "The step a write point belongs to ('' for the run's own records)."
     found = re.search(r"\[([^\]]*)\](#\d+)?$", label)
     return found.group(1) if found else ""
-
-
-def endpoint_pids(project: Path) -> set[int]:
-    "The endpoint servers a project started: they outlive the command that starts them, by design."
-    pids = set()
-    for f in (project / ".earthsnap" / "endpoints").glob("*/endpoint.json"):
-        try:
-            pids.add(json.loads(f.read_text())["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    return pids
 
 
 def kill_at(project: Path, label: str, *args: str) -> dict:
@@ -156,47 +150,15 @@ def registry_state(project: Path) -> dict:
 
 
 def result_of(project: Path) -> dict:
-    "What an uninterrupted run gives: dataset version, RecordIO bytes, tuned values, model, evaluation, registry."
-    with database(project) as db:
-        sha, lineage = db.execute(
-            "SELECT sha256, lineage FROM model_versions WHERE grp = 'species' AND version = 1"
-        ).fetchone()
-        run_id = json.loads(lineage)["run"]
-        outputs = {
-            name: json.loads(o)
-            for name, o in db.execute(
-                "SELECT name, outputs FROM steps WHERE run_id = ? AND outputs IS NOT NULL", (run_id,)
-            )
-        }
-    recordio = hashlib.sha256()
-    for f in sorted(Path(outputs["preprocess"]["records"]["path"]).iterdir()):
-        if f.suffix in (".rec", ".idx", ".lst"):
-            recordio.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
-    evaluation = json.loads((Path(outputs["evaluate"]["evaluation"]["path"]) / "evaluation.json").read_text())
-    evaluation.pop("model")  # the model's path, which differs from project to project
-    return {
-        "dataset": json.loads(lineage)["dataset"],
-        "recordio": recordio.hexdigest(),
-        "tuned": json.loads((Path(outputs["tune"]["tuning"]["path"]) / "best.json").read_text()),
-        "model": sha,
-        "evaluation": evaluation,
-        "registry": registry_state(project),
-    }
+    """What an uninterrupted run gives (bench/chaos.py's comparison: dataset, RecordIO, tuned values, model,
+    evaluation) and the registry's state."""
+    return {**run_result(project), "registry": registry_state(project)}
 
 
 def runs_of(project: Path) -> dict[str, str]:
     "Each recorded run's status, by id."
     with database(project) as db:
         return dict(db.execute("SELECT id, status FROM runs"))
-
-
-def ping(project: Path, name: str) -> str | None:
-    try:
-        port = json.loads((project / ".earthsnap" / "endpoints" / name / "endpoint.json").read_text())["port"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10) as r:
-            return json.loads(r.read()).get("model")
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def shared_folder(tmp_path_factory) -> Path:
