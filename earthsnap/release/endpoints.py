@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,12 +50,22 @@ class Endpoint:
 
 # %% ../../nbs/release/endpoints.ipynb #99625ace
 def ping(url: str, timeout: float = 5.0) -> tuple[int, dict]:
-    "GET url/ping: the status and the JSON answer; raises OSError when nothing listens."
+    """GET url/ping: the status and the JSON answer; raises OSError when nothing listens. An answer that is not JSON
+    (another program on the port) comes back as `{"error": "not_an_endpoint", "message": ...}`.
+    """
     try:
         with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as r:
-            return r.status, json.loads(r.read())
+            status, body = r.status, r.read()
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        status, body = e.code, e.read()
+    try:
+        answer = json.loads(body or b"{}")
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        text = body[:80].decode(errors="replace").strip()
+        answer = {"error": "not_an_endpoint", "message": f"{url} answers, but not as an earthsnap endpoint: {text!r}"}
+    return status, answer
 
 # %% ../../nbs/release/endpoints.ipynb #5463bb8b
 class Endpoints:
@@ -163,6 +174,17 @@ def _command(self: Endpoints, d: Path, port: int) -> list[str]:
         *capture,
     ]
 
+# %% ../../nbs/release/endpoints.ipynb #d0535d41
+def _port_free(host: str, port: int) -> bool:
+    "Whether a server could listen on host:port now (bound as uvicorn binds, with SO_REUSEADDR)."
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
 # %% ../../nbs/release/endpoints.ipynb #083ca069
 @patch
 def start(self: Endpoints, name: str, port: int, wait: float = 60.0) -> Endpoint:
@@ -180,6 +202,11 @@ def start(self: Endpoints, name: str, port: int, wait: float = 60.0) -> Endpoint
     for other in self.list():
         if other.running and other.port == port:
             raise EndpointError(f"Port {port} is taken by endpoint {other.name!r}.", fix="Choose another port.")
+    if not _port_free(self.host, port):
+        raise EndpointError(
+            f"Port {port} of {self.host} is in use by another program.",
+            fix="Choose another port (--port, or the project's stage_port / prod_port setting), or stop that program.",
+        )
     log = open(d / "server.log", "ab")
     proc = subprocess.Popen(
         self._command(d, port),
@@ -202,10 +229,17 @@ def start(self: Endpoints, name: str, port: int, wait: float = 60.0) -> Endpoint
                 fix=f"Read {d / 'server.log'}; a port in use is the usual cause.",
             )
         try:
-            ping(f"http://{self.host}:{port}", timeout=2)
-            return self.get(name)
+            answer = ping(f"http://{self.host}:{port}", timeout=2)[1]
         except OSError:
             time.sleep(0.1)
+            continue
+        if answer.get("error") == "not_an_endpoint":  # another program took the port after the check above
+            self._kill(proc.pid, 5)
+            raise EndpointError(
+                f"Endpoint {name!r} cannot listen on port {port}: {answer['message']}",
+                fix="Choose another port (--port, or the project's stage_port / prod_port setting).",
+            )
+        return self.get(name)
     self._kill(proc.pid, 5)
     raise EndpointError(f"Endpoint {name!r} did not answer within {wait:.0f}s.", fix=f"Read {d / 'server.log'}.")
 
@@ -242,6 +276,8 @@ def deploy(self: Endpoints, name: str, artifact: str | os.PathLike, version: str
             continue
         if status == 200 and answer.get("model") == version:
             return self.get(name)
+        if answer.get("error") == "not_an_endpoint":
+            undo(f"Endpoint {name!r}: {answer['message']}", f"Restart it on another port: read {ep.dir / 'server.log'}.")
         if f"cannot load {version}" in (answer.get("warning") or answer.get("message") or ""):
             undo(
                 f"Endpoint {name!r} {answer.get('warning') or answer.get('message')}",
