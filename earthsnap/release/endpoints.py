@@ -49,10 +49,11 @@ class Endpoint:
         return f"http://{self.host}:{self.port}"
 
 # %% ../../nbs/release/endpoints.ipynb #99625ace
-def ping(url: str, timeout: float = 5.0) -> tuple[int, dict]:
-    """GET url/ping: the status and the JSON answer; raises OSError when nothing listens. An answer that is not JSON
-    (another program on the port) comes back as `{"error": "not_an_endpoint", "message": ...}`.
-    """
+def ping(
+    url: str,  # the endpoint's address, http://host:port
+    timeout: float = 5.0,  # seconds to wait for an answer
+) -> tuple[int, dict]:  # the status and the answer; `{"error": "not_an_endpoint", ...}` for one that is not JSON
+    "GET url/ping; raises OSError when nothing listens."
     try:
         with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as r:
             status, body = r.status, r.read()
@@ -277,7 +278,7 @@ def deploy(self: Endpoints, name: str, artifact: str | os.PathLike, version: str
         if status == 200 and answer.get("model") == version:
             return self.get(name)
         if answer.get("error") == "not_an_endpoint":
-            undo(f"Endpoint {name!r}: {answer['message']}", f"Restart it on another port: read {ep.dir / 'server.log'}.")
+            undo(f"Endpoint {name!r}: {answer['message']}", f"Start it on another port; read {ep.dir / 'server.log'}.")
         if f"cannot load {version}" in (answer.get("warning") or answer.get("message") or ""):
             undo(
                 f"Endpoint {name!r} {answer.get('warning') or answer.get('message')}",
