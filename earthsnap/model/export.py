@@ -21,7 +21,7 @@ from .inference import BASELINE_FILE, MODEL_FILES, ModelError, model_dir
 from .networks import build_model
 
 # %% auto #0
-__all__ = ['TOLERANCE', 'RUN_FACTS', 'WithEmbedding', 'export_onnx', 'check_onnx', 'save_model', 'training_facts',
+__all__ = ['STACK_TRACE', 'TOLERANCE', 'RUN_FACTS', 'WithEmbedding', 'export_onnx', 'check_onnx', 'save_model', 'training_facts',
            'write_tarball', 'load_torch_model']
 
 # %% ../../nbs/model/export.ipynb #e41300c5
@@ -44,6 +44,31 @@ class WithEmbedding(nn.Module):
         features = self.body(x)
         return self.head(features), features
 
+# %% ../../nbs/model/export.ipynb #b5097f39
+STACK_TRACE = "pkg.torch.onnx.stack_trace"  # the node annotation holding the exporting process's Python stack
+
+
+def _without_stack_traces(model):
+    "`model` (an onnx ModelProto) without its nodes' stack-trace annotations, subgraphs and functions included."
+    import onnx
+
+    def clean(nodes):
+        for node in nodes:
+            kept = [p for p in node.metadata_props if p.key != STACK_TRACE]
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    clean(a.g.node)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    for g in a.graphs:
+                        clean(g.node)
+
+    clean(model.graph.node)
+    for f in model.functions:
+        clean(f.node)
+    return model
+
 # %% ../../nbs/model/export.ipynb #d32e4ead
 TOLERANCE = 1e-4  # largest difference between ONNX Runtime's and torch's logits that export accepts
 
@@ -53,6 +78,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int) -> P
     `embedding`.
     """
     import logging
+
+    import onnx
 
     model = model.eval().cpu()
     example = (torch.rand(2, 3, input_size, input_size),)
@@ -73,8 +100,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int) -> P
             verbose=False,
             optimize=True,
         )
+        exported = _without_stack_traces(onnx.load(str(out)))
         with atomic_write(path) as f:
-            f.write(out.read_bytes())
+            f.write(exported.SerializeToString())
     return path
 
 # %% ../../nbs/model/export.ipynb #c60cdafe
