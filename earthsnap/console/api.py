@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,8 +29,11 @@ from ..engine.runs import RunNotFound, RunStore, new_run_id, project_runs
 from ..release.registry import ModelRegistry, RegistryError, check_status, open_registry
 
 # %% auto #0
-__all__ = ['RunRequest', 'Decision', 'Rejection', 'ApiError', 'refused', 'RunStateError', 'Launcher', 'run_routes',
+__all__ = ['SqlInt', 'RunRequest', 'Decision', 'Rejection', 'ApiError', 'refused', 'RunStateError', 'Launcher', 'run_routes',
            'registry_routes', 'offline_docs', 'project_gate', 'create_api']
+
+# %% ../../nbs/console/api.ipynb #ab310712
+SqlInt = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]  # an int SQLite can compare: route parameters are declared so
 
 # %% ../../nbs/console/api.ipynb #6424a1fd
 class RunRequest(BaseModel):
@@ -317,20 +320,20 @@ def registry_routes(cfg: Config, gate: Gate) -> APIRouter:
         except RegistryError as e:
             raise refused(e, 422, "invalid_query") from e
 
-    def version(group: str, n: int):
+    def version(group: str, n: SqlInt):
         try:
             return registry().get(f"{group}/{n}")
         except RegistryError as e:
             raise refused(e, 404, "unknown_version") from e
 
     @router.get("/registry/versions/{group}/{n}", tags=["registry"], summary="One model version")
-    def get_version(group: str, n: int, who: Caller = Depends(read)):
+    def get_version(group: str, n: SqlInt, who: Caller = Depends(read)):
         return version(group, n).to_dict()
 
     @router.post(
         "/registry/versions/{group}/{n}/approve", tags=["registry"], summary="Approve a version pending approval"
     )
-    def approve(group: str, n: int, d: Decision = _NO_REASON, who: Caller = Depends(approve_)):
+    def approve(group: str, n: SqlInt, d: Decision = _NO_REASON, who: Caller = Depends(approve_)):
         mv = version(group, n)
         try:
             mv = registry().approve(mv.ref, by=who.name, reason=d.reason)
@@ -344,7 +347,7 @@ def registry_routes(cfg: Config, gate: Gate) -> APIRouter:
     @router.post(
         "/registry/versions/{group}/{n}/reject", tags=["registry"], summary="Reject a version pending approval"
     )
-    def reject(group: str, n: int, d: Rejection, who: Caller = Depends(approve_)):
+    def reject(group: str, n: SqlInt, d: Rejection, who: Caller = Depends(approve_)):
         mv = version(group, n)
         try:
             return registry().reject(mv.ref, by=who.name, reason=d.reason).to_dict()

@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from ..access.auth import SESSION_COOKIE, Caller, Gate
 from ..access.users import ROLES, SESSION_HOURS, AccessError
-from .api import Launcher, RunStateError
+from .api import Launcher, RunStateError, SqlInt
 from earthsnap.console.views import (
     NotServed,
     changed_parameters,
@@ -49,9 +49,9 @@ from ..release.deployment import STAGE, Deployer, DeployError
 from ..release.registry import PENDING, STATUSES, RegistryError, open_registry
 
 # %% auto #0
-__all__ = ['PACKAGE', 'TEMPLATES', 'STATIC', 'DONE', 'THUMBNAIL_MAX_PIXELS', 'Console', 'back', 'reason_of', 'sign_in_pages',
-           'run_pages', 'dataset_pages', 'model_pages', 'release_pages', 'monitor_pages', 'review_pages',
-           'hierarchy_page', 'people_pages']
+__all__ = ['PACKAGE', 'TEMPLATES', 'STATIC', 'DONE', 'REPORT_CSP', 'THUMBNAIL_MAX_PIXELS', 'Console', 'back', 'reason_of',
+           'sign_in_pages', 'notebook_report', 'run_pages', 'dataset_pages', 'model_pages', 'release_pages',
+           'monitor_pages', 'review_pages', 'hierarchy_page', 'people_pages']
 
 # %% ../../nbs/console/pages.ipynb #44d2052a
 PACKAGE = Path(str(resources.files("earthsnap.console")))  # the templates and static files ship inside the package
@@ -182,7 +182,7 @@ def _home_and_runs(r: APIRouter, c: Console, read) -> None:
         )
 
     @r.get("/console/runs")
-    def runs(request: Request, status: str = "", page: int = 1, who: Caller = Depends(read)):
+    def runs(request: Request, status: str = "", page: SqlInt = 1, who: Caller = Depends(read)):
         status = status if status in RUN_STATUSES else ""
         page = max(1, page)
         rows = run_rows(c.cfg, status, 51, (page - 1) * 50)
@@ -241,6 +241,21 @@ def _start_form(r: APIRouter, c: Console, operate) -> None:
         c.launcher.start(run_id, params, to, cache, by=who.name)
         return back(f"/console/runs/{run_id}", "started")
 
+# %% ../../nbs/console/pages.ipynb #ba0ce489
+REPORT_CSP = (
+    "sandbox allow-scripts; default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    "script-src 'unsafe-inline'; font-src data:"
+)  # an executed notebook's HTML: its own inline scripts and styles, in an opaque origin, and nothing from elsewhere
+
+
+def notebook_report(html: Path) -> FileResponse:
+    "The HTML of an executed notebook, served in the sandbox (`REPORT_CSP`), never sniffed as anything else."
+    return FileResponse(
+        html,
+        media_type="text/html",
+        headers={"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"},
+    )
+
 # %% ../../nbs/console/pages.ipynb #91d01e4b
 def _run_page(r: APIRouter, c: Console, read) -> None:
     "GET /console/runs/{id}, live while the run runs, and a step's report."
@@ -271,18 +286,7 @@ def _run_page(r: APIRouter, c: Console, read) -> None:
             html = report_file(c.cfg, run_id, step)
         except RunNotFound as e:
             raise NotServed(e.what, fix=e.fix) from e
-        # the notebook's own scripts run in an opaque origin: they cannot read the console's cookies or act on its pages
-        return FileResponse(
-            html,
-            media_type="text/html",
-            headers={
-                "Content-Security-Policy": (
-                    "sandbox allow-scripts; default-src 'none'; img-src data:; style-src "
-                    "'unsafe-inline'; script-src 'unsafe-inline'; font-src data:"
-                ),
-                "X-Content-Type-Options": "nosniff",
-            },
-        )
+        return notebook_report(html)
 
 # %% ../../nbs/console/pages.ipynb #05afd3a3
 def _run_actions(r: APIRouter, c: Console, operate) -> None:
@@ -452,7 +456,7 @@ def dataset_pages(c: Console) -> APIRouter:
         )
 
     @r.get("/console/datasets/{name}/{version}/rejected/{i}.jpg")
-    def rejected_thumbnail(name: str, version: str, i: int, who: Caller = Depends(read)):
+    def rejected_thumbnail(name: str, version: str, i: SqlInt, who: Caller = Depends(read)):
         return Response(
             _thumbnail(c, name, version, i), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
         )
@@ -524,11 +528,11 @@ def model_pages(c: Console) -> APIRouter:
         )
 
     @r.get("/console/models/{group}/{n}")
-    def version(request: Request, group: str, n: int, fragment: str = "", who: Caller = Depends(read)):
+    def version(request: Request, group: str, n: SqlInt, fragment: str = "", who: Caller = Depends(read)):
         return _version_page(c, request, who, group, n, fragment=bool(fragment))
 
     @r.post("/console/models/{group}/{n}/approve")
-    async def approve(request: Request, group: str, n: int, who: Caller = Depends(approve_)):
+    async def approve(request: Request, group: str, n: SqlInt, who: Caller = Depends(approve_)):
         reason = await reason_of(request)
         try:
             open_registry(c.cfg).approve(f"{group}/{n}", by=who.name, reason=reason)
@@ -538,7 +542,7 @@ def model_pages(c: Console) -> APIRouter:
         return back(f"/console/models/{group}/{n}", "approved")
 
     @r.post("/console/models/{group}/{n}/reject")
-    async def reject(request: Request, group: str, n: int, who: Caller = Depends(approve_)):
+    async def reject(request: Request, group: str, n: SqlInt, who: Caller = Depends(approve_)):
         reason = await reason_of(request)
         if not reason:
             return _version_page(
@@ -649,7 +653,7 @@ def monitor_pages(c: Console) -> APIRouter:
     @r.get("/console/monitor/{endpoint}/reports/{report}")
     def report(endpoint: str, report: str, who: Caller = Depends(read)):
         try:
-            return FileResponse(monitor_report_file(c.cfg, endpoint, report), media_type="text/html")
+            return notebook_report(monitor_report_file(c.cfg, endpoint, report))
         except NotServed as e:
             return Response(e.what, status_code=404, media_type="text/plain")
 
@@ -677,11 +681,11 @@ def review_pages(c: Console) -> APIRouter:
     read, review = c.gate.need("read"), c.gate.need("review")
 
     @r.get("/console/review")
-    def queue(request: Request, item: int | None = None, who: Caller = Depends(read)):
+    def queue(request: Request, item: SqlInt | None = None, who: Caller = Depends(read)):
         return _review_page(c, request, who, item_id=item)
 
     @r.get("/console/review/{item_id}/photo")
-    def photo(item_id: int, who: Caller = Depends(read)):
+    def photo(item_id: SqlInt, who: Caller = Depends(read)):
         q = ReviewQueue(c.cfg)
         try:
             data = q.photo(q.get(item_id))
@@ -705,7 +709,7 @@ def review_pages(c: Console) -> APIRouter:
         return back("/console/review", "filled")
 
     @r.post("/console/review/{item_id}")
-    async def decide(request: Request, item_id: int, who: Caller = Depends(review)):
+    async def decide(request: Request, item_id: SqlInt, who: Caller = Depends(review)):
         form = await request.form()
         decision, label = str(form.get("decision", "")), str(form.get("label", "")) or None
         try:

@@ -96,9 +96,16 @@ class Endpoints:
             cfg.capture_budget_mb,
         )
 
+# %% ../../nbs/release/endpoints.ipynb #23215804
+def _check_name(name: str) -> None:
+    "Refuse an endpoint name that is not letters, digits, '-' and '_' (a path, an empty name)."
+    if not name or not all(c.isalnum() or c in "-_" for c in name) or not name.isascii():
+        raise EndpointError(f"{name!r} is not a valid endpoint name.", fix="Use letters, digits, '-' and '_'.")
+
 # %% ../../nbs/release/endpoints.ipynb #077ebd3c
 @patch
 def get(self: Endpoints, name: str) -> Endpoint:
+    _check_name(name)
     d = self.root / name
     if not d.is_dir():
         names = [p.name for p in self.root.iterdir() if p.is_dir()] if self.root.is_dir() else []
@@ -190,8 +197,7 @@ def _port_free(host: str, port: int) -> bool:
 @patch
 def start(self: Endpoints, name: str, port: int, wait: float = 60.0) -> Endpoint:
     "Start endpoint `name` on `port` (it serves the model it was last deployed, if any); waits until it answers."
-    if not name or not all(c.isalnum() or c in "-_" for c in name):
-        raise EndpointError(f"{name!r} is not a valid endpoint name.", fix="Use letters, digits, '-' and '_'.")
+    _check_name(name)
     d = self.root / name
     d.mkdir(parents=True, exist_ok=True)
     current = self.get(name)

@@ -1,0 +1,158 @@
+"""The console and its API probed as an attacker would, on a real `earthsnap console` on 127.0.0.1: the routes are
+discovered from the app itself, so that a route added later without the same care fails here.
+
+- Every route that serves an executed notebook's HTML (a step's report, a drift report) answers with the sandbox
+  policy (`console.pages.REPORT_CSP`): a script in a notebook runs in an opaque origin and cannot act as the console.
+- Every number a route takes, in its path or its query, is refused with 422 when SQLite could not hold it, never a 500.
+- An endpoint name is a name: `/etc`, `../x` and the like are refused before anything is looked at.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import subprocess
+import typing
+from pathlib import Path
+
+import nbformat
+import pytest
+import requests
+
+from conftest import BIN, clean_env, free_port, wait_until_serving
+
+TOKEN = "a-bootstrap-token-of-more-than-32-characters"
+HUGE = "9" * 25  # past SQLite's 64-bit integers
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory):
+    """A project with one run whose data_qa step left a report, one drift report, and `earthsnap console` serving it
+    with a bootstrap token (an admin's); stopped by its pid at the end."""
+    from earthsnap.core.config import load_config
+    from earthsnap.engine.runs import RunStore
+
+    project = tmp_path_factory.mktemp("security")
+    cfg = load_config(project, env={})
+    store = RunStore(cfg.registry)
+    run = store.create_run("earthsnap", {}, Path(cfg.runs) / "r1", started_by="test")
+    executed = Path(cfg.runs) / "r1" / "data_qa.ipynb"
+    executed.parent.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(), executed)
+    executed.with_suffix(".html").write_text("<script>fetch('/console/users')</script>")
+    store.start_step(run, "data_qa", notebook=str(executed))
+    store.finish_step(run, "data_qa", "succeeded", outputs={})
+    store.finish_run(run, "succeeded")
+    drift = Path(cfg.store) / "monitor" / "prod" / "drift-1" / "monitor.html"
+    drift.parent.mkdir(parents=True)
+    drift.write_text("<script>fetch('/console/users')</script>")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "earthsnap"), "console", "--port", str(port)],
+        cwd=project,
+        env=clean_env(EARTHSNAP_API_TOKEN=TOKEN),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url + "/health", server, 60, "earthsnap console")
+        admin = requests.Session()
+        admin.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield {"url": url, "admin": admin, "project": project, "run": run, "cfg": cfg}
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
+def routes(project: Path) -> list[tuple[str, object]]:
+    """The app's routes as the server builds them (the console's pages and the JSON API): (full path, route), routers
+    included into others flattened (FastAPI keeps those as `_IncludedRouter`s, resolved when first matched)."""
+    from earthsnap.console.server import create_app
+    from earthsnap.core.config import load_config
+
+    def flat(rs, prefix=""):
+        for r in rs:
+            if hasattr(r, "original_router"):
+                yield from flat(r.original_router.routes, prefix + r.include_context.prefix)
+            elif getattr(r, "methods", None):
+                yield prefix + r.path, r
+
+    app = create_app(load_config(project, env={"EARTHSNAP_API_TOKEN": TOKEN}), deployer=False)
+    found = list(flat(app.routes))
+    assert len(found) > 40, [p for p, _ in found]  # the console's pages and the API: a change in FastAPI shows here
+    return found
+
+
+def test_every_report_route_serves_the_notebook_in_the_sandbox(console):
+    from earthsnap.console.pages import REPORT_CSP
+
+    examples = {  # a real report behind each route that serves one: a new one must be added here, and be sandboxed
+        "/console/runs/{run_id}/steps/{step}/report": f"/console/runs/{console['run']}/steps/data_qa/report",
+        "/console/monitor/{endpoint}/reports/{report}": "/console/monitor/prod/reports/drift-1",
+    }
+    reports = {path for path, r in routes(console["project"]) if "GET" in r.methods and "report" in path}
+    assert reports == set(examples), f"a report route this test does not know: {reports - set(examples)}"
+    for path in examples.values():
+        r = console["admin"].get(console["url"] + path, timeout=30)
+        assert r.status_code == 200 and "fetch('/console/users')" in r.text, (path, r.status_code)
+        assert r.headers["content-security-policy"] == REPORT_CSP, path
+        assert r.headers["x-content-type-options"] == "nosniff", path
+
+
+def _int_parameters(route) -> tuple[list[str], list[str]]:
+    "The names of `route`'s int parameters: in its path, and in its query."
+    hints = typing.get_type_hints(route.endpoint, include_extras=True)
+    path_names = {p.name for p in route.dependant.path_params}
+
+    def is_int(name):
+        t = hints.get(name)
+        args = typing.get_args(t)
+        base = args[0] if typing.get_origin(t) is typing.Annotated else t
+        inner = (
+            {a for a in typing.get_args(base)} if typing.get_origin(base) in (typing.Union, type(int | None)) else {}
+        )
+        return (
+            base is int
+            or int in inner
+            or any(typing.get_origin(a) is typing.Annotated and typing.get_args(a)[0] is int for a in inner)
+        )
+
+    names = [n for n in inspect.signature(route.endpoint).parameters if is_int(n)]
+    return [n for n in names if n in path_names], [n for n in names if n not in path_names]
+
+
+def test_no_number_in_a_path_or_a_query_gives_a_500(console):
+    """Every route taking an int, sent one SQLite cannot hold: refused (422), or not found, never a server error."""
+    from fastapi.routing import APIRoute
+
+    probes = []
+    for full, route in routes(console["project"]):
+        if not isinstance(route, APIRoute):
+            continue
+        in_path, in_query = _int_parameters(route)
+        if not in_path and not in_query:
+            continue
+        path = full
+        for part in route.param_convertors:
+            path = path.replace("{" + part + "}", HUGE if part in in_path else "flora")
+        for method in sorted(route.methods - {"HEAD"}):
+            query = {n: HUGE for n in in_query}
+            r = console["admin"].request(method, console["url"] + path, params=query, timeout=30)
+            probes.append((method, full, r.status_code))
+            assert r.status_code in (404, 422), (method, path, query, r.status_code, r.text[:300])
+    # the version pages and the API's version routes, the runs list, thumbnails and the review queue at least
+    assert len(probes) >= 10, probes
+    print(f"\n{len(probes)} routes probed with a 25-digit number: {sorted({p[2] for p in probes})}")
+
+
+@pytest.mark.parametrize("name", ["/etc", "../../..", "..", "prod/../../x", ""])
+def test_an_endpoint_name_is_a_name(console, name):
+    planted = console["project"].parent / "model.json"  # a model.json outside the store, where a path could lead
+    planted.write_text(json.dumps({"version": "planted/1", "artifact": "/nowhere"}))
+    r = console["admin"].post(console["url"] + "/console/monitor/check", data={"endpoint": name}, timeout=30)
+    assert r.status_code == 409, r.text[:300]
+    assert "not a valid endpoint name" in r.text and "planted" not in r.text
