@@ -263,6 +263,12 @@ def test_demo_runs_end_to_end(earthsnap, tmp_path):
     assert "model: best epoch" in r.stdout and "passes the gate" in r.stdout
     for label in ("data_qa report", "tune report", "model", "model archive", "evaluate report", "rejected list"):
         assert label in listed.values()
+    # every report the demo made loads nothing from another host: it reads as well offline
+    from earthsnap.engine.notebooks import external_references
+
+    reports = list((tmp_path / ".earthsnap").rglob("*.html"))
+    assert len(reports) >= 6, reports
+    assert {str(h): external_references(h.read_text()) for h in reports} == {str(h): [] for h in reports}
     again = earthsnap("demo", "--images", "6", "-q", *QUICK, cwd=tmp_path)
     assert again.returncode == 0 and "up to date" in again.stdout and again.stdout.count("cached") == 6, again.stdout
     assert "without encryption" not in r.stderr + again.stderr  # kernels talk over IPC, not plain TCP

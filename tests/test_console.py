@@ -433,3 +433,40 @@ def test_a_console_approval_racing_the_cli_has_one_winner(browser, site, earthsn
     t.join()
     assert sorted([out["web"] == 303, cli.returncode == 0]) == [False, True], (out, cli.stdout, cli.stderr)
     assert len(reg.history(mv.ref)) == 2 and reg.get(mv.ref).status == "Approved"
+
+
+def test_pages_and_reports_load_nothing_from_another_host(browser, site):
+    """Every request a browser makes while a person goes through the console and opens a step's report goes to the
+    console itself: the product works offline, and no page or report leaks a visit to a CDN. The content policies
+    hold the pages (no script refused: each works under its policy)."""
+    page = signed_in(browser, site, "adele")
+    requested, refused = [], []
+    page.on("request", lambda r: requested.append(r.url))
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    from earthsnap.engine.runs import RunStore
+
+    store = RunStore(site["cfg"].registry)
+    # the fixture's data-QA run: its steps' reports were rendered as every run renders them
+    run = next(r for r in (store.run(x["id"]) for x in store.runs(50)) if r["status"] == "succeeded")
+    reports = [f"/console/runs/{run['id']}/steps/{s['name']}/report" for s in run["steps"] if s.get("notebook")]
+    assert reports, run
+    paths = [
+        "/console",
+        "/console/runs",
+        f"/console/runs/{run['id']}",
+        *reports,
+        "/console/datasets",
+        "/console/models",
+        "/console/models/flora/2",
+        "/console/release",
+        "/console/monitor",
+        "/console/review",
+        "/console/users",
+    ]
+    for path in paths:
+        assert page.goto(site["url"] + path).status == 200, path
+        page.wait_for_load_state("networkidle")
+    elsewhere = [u for u in requested if not u.startswith((site["url"], "data:", "about:", "blob:"))]
+    assert not elsewhere, elsewhere
+    assert not refused, refused
+    print(f"\n{len(paths)} pages and reports, {len(requested)} requests, all to {site['url']}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import signal
 import subprocess
 import typing
@@ -156,3 +157,77 @@ def test_an_endpoint_name_is_a_name(console, name):
     r = console["admin"].post(console["url"] + "/console/monitor/check", data={"endpoint": name}, timeout=30)
     assert r.status_code == 409, r.text[:300]
     assert "not a valid endpoint name" in r.text and "planted" not in r.text
+
+
+def _raw(url: str, request: bytes) -> tuple[int, bytes]:
+    "Send `request` as raw bytes to the server at `url`; its status and its whole answer (headers and body)."
+    import socket
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url)
+    with socket.create_connection((host.hostname, host.port), timeout=10) as s:
+        s.sendall(request)
+        answer = b""
+        while True:
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"content-length: (\d+)", head, flags=re.IGNORECASE)
+            if length and len(body) >= int(length.group(1)):
+                break
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+def test_a_body_is_refused_before_it_is_read(console):
+    """A body announced as 150 MB, of which 10 bytes are sent: refused at once (401 without credentials, 413 with),
+    which a server that read it first could not do; a body without a length is cut at the limit."""
+    url, probes = console["url"], 0
+    big = 150 * 2**20
+    for path, auth, expected in (
+        ("/runs", "", 401),
+        ("/registry/versions/flora/1/approve", "", 401),
+        ("/console/users", "", 401),
+        ("/runs", f"Authorization: Bearer {TOKEN}\r\n", 413),
+        ("/console/login", "", 413),  # the sign-in form needs no credential, but has the limit
+    ):
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {big}\r\n\r\n"
+        )
+        status, answer = _raw(url, head.encode() + b'{"a": "b"}')
+        probes += 1
+        assert status == expected, (path, answer[:300])
+    # no length: the limit (1 MiB) and one byte more, in chunks, the body left unfinished: cut at the limit, answered
+    chunk = b"x" * 65536
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(16)) + b"1\r\nx\r\n"
+    head = f"POST /runs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+    status, answer = _raw(url, head.encode() + b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+    assert status == 413 and b"max_body_mb" in answer, answer[:300]
+    # under the limit, the request goes through to the route (which refuses the parameter: nothing started)
+    r = console["admin"].post(url + "/runs", json={"parameters": {"nonsense": 1}}, timeout=30)
+    assert r.status_code == 422, r.text[:300]
+    print(f"\n{probes + 2} bodies probed")
+
+
+def test_headers_of_pages_json_and_files(console):
+    from earthsnap.console.server import CONSOLE_CSP
+
+    url, admin = console["url"], console["admin"]
+    pages = ["/console", "/console/runs", "/console/models", "/console/release", "/console/monitor", "/console/users"]
+    for path in pages:
+        r = admin.get(url + path, timeout=30)
+        assert r.status_code == 200, (path, r.status_code)
+        assert r.headers["cache-control"] == "no-store" and r.headers["content-security-policy"] == CONSOLE_CSP, path
+        # no inline script and no event handler attribute, which the policy would block: the page works under it
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", r.text), path
+        assert not re.search(r"<[a-z][^>]*\son[a-z]+\s*=", r.text, flags=re.IGNORECASE), path
+    r = admin.get(url + "/runs", timeout=30)
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    r = requests.get(url + "/static/console.css", timeout=30)
+    assert r.status_code == 200 and r.headers.get("cache-control") != "no-store"
+    # the API's description is for its callers
+    for path in ("/openapi.json", "/docs"):
+        assert requests.get(url + path, timeout=30).status_code == 401, path
+        assert admin.get(url + path, timeout=30).status_code == 200, path
+    print(f"\n{len(pages) + 6} answers' headers probed")

@@ -357,20 +357,27 @@ def registry_routes(cfg: Config, gate: Gate) -> APIRouter:
     return router
 
 # %% ../../nbs/console/api.ipynb #d2d287e1
-def offline_docs(app: FastAPI) -> None:
-    """Serve the OpenAPI docs page (`/docs`) with Swagger UI's files from the installed `swagger-ui-bundle`, never from
-    a CDN.
-    """
+def offline_docs(
+    app: FastAPI,
+    gate: Gate | None = None,  # who may read them, unless `public`
+    public: bool = True,  # served to anyone (the api_docs_public setting)
+) -> None:
+    "Serve `/openapi.json` and `/docs` (Swagger UI from the installed `swagger-ui-bundle`, never from a CDN)."
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
     from swagger_ui_bundle import swagger_ui_path
 
+    needs = [] if public or gate is None else [Depends(gate.need("read"))]
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get("/openapi.json", include_in_schema=False, dependencies=needs)
+    def openapi():
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=needs)
     def docs():
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
+            openapi_url="/openapi.json",
             title="earthsnap API",
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",
@@ -403,10 +410,11 @@ def create_api(cfg: Config, gate: Gate | None = None) -> FastAPI:
             "<token>`, from `earthsnap users token NAME`) or the console's session."
         ),
         docs_url=None,
+        openapi_url=None,  # served by offline_docs, behind the gate unless the api_docs_public setting opens it
         redoc_url=None,
     )
     launcher = Launcher(cfg)
-    offline_docs(app)
+    offline_docs(app, gate, cfg.api_docs_public)
     app.state.gate, app.state.launcher = gate, launcher
 
     @app.exception_handler(ApiError)

@@ -12,10 +12,10 @@ from contextlib import asynccontextmanager
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from ..access.auth import Denied
+from ..access.auth import Denied, Gate
 from .api import _body, create_api
 from earthsnap.console.pages import (
     STATIC,
@@ -39,7 +39,7 @@ from ..release.registry import open_registry
 log = logging.getLogger("earthsnap.console")
 
 # %% auto #0
-__all__ = ['log', 'ReleaseWorker', 'create_app', 'serve']
+__all__ = ['log', 'CONSOLE_CSP', 'ReleaseWorker', 'BodyGuard', 'create_app', 'serve']
 
 # %% ../../nbs/console/server.ipynb #7c5b22a3
 class ReleaseWorker:
@@ -124,8 +124,16 @@ def _page_errors(app: FastAPI, console: Console) -> None:
         )
 
 # %% ../../nbs/console/server.ipynb #699628cc
+CONSOLE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+)  # the console's pages: its own script file only, no inline script, nothing from another host
+
+
 def _common_headers(app: FastAPI) -> None:
-    "Every response: how long the app took (Server-Timing), and the headers against framing and type sniffing."
+    """Every response: how long the app took (Server-Timing), the headers against framing and type sniffing, no caching
+    of what a signed-in person sees, and the console's content policy on its pages.
+    """
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
@@ -136,7 +144,64 @@ def _common_headers(app: FastAPI) -> None:
         response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if not request.url.path.startswith(("/static/", "/docs-assets/")):  # the same for everyone: cacheable
+            response.headers.setdefault("Cache-Control", "no-store")
+        if _on_page(request) and response.headers.get("content-type", "").startswith("text/html"):
+            response.headers.setdefault("Content-Security-Policy", CONSOLE_CSP)  # a report keeps its sandbox
         return response
+
+# %% ../../nbs/console/server.ipynb #06e3b7c0
+class BodyGuard:
+    "ASGI middleware: refuses a request body without credentials (401) or over `max_bytes` (413) before reading it."
+
+    def __init__(self, app, gate: Gate, max_bytes: int, refuse, open_paths: tuple[str, ...] = ("/console/login",)):
+        self.app, self.gate, self.max_bytes, self.refuse, self.open_paths = app, gate, max_bytes, refuse, open_paths
+
+    def _too_large(self, request: Request) -> Response:
+        return self.refuse(
+            request,
+            413,
+            "too_large",
+            f"The request body is over the limit of {self.max_bytes:,} bytes; nothing was done.",
+            "Send a smaller body (the limit is the max_body_mb setting).",
+        )
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        length = request.headers.get("content-length")
+        if scope["path"] not in self.open_paths and self.gate.caller(request) is None:
+            bad = bool(request.headers.get("authorization"))
+            message = (
+                "That token is not valid (wrong, revoked, or its user is disabled)."
+                if bad
+                else "Sign in first, or send a bearer token: Authorization: Bearer <token>."
+            )
+            refusal = self.refuse(request, 401, "unauthorized", message, "Sign in to the console, or make a token.")
+            return await refusal(scope, receive, send)
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await self._too_large(request)(scope, receive, send)
+        if length is not None:
+            return await self.app(scope, receive, send)
+        body, more = b"", True  # no length given: read up to the limit, then hand the app what was read
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await self._too_large(request)(scope, receive, send)
+        given = False
+
+        async def replay():
+            nonlocal given
+            if given:
+                return await receive()
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
 
 # %% ../../nbs/console/server.ipynb #f16182ff
 def _run_worker_while_serving(app: FastAPI, worker: ReleaseWorker) -> None:
@@ -153,6 +218,19 @@ def _run_worker_while_serving(app: FastAPI, worker: ReleaseWorker) -> None:
             worker.stop()
 
     app.router.lifespan_context = lifespan
+
+# %% ../../nbs/console/server.ipynb #6b3ba0e8
+def _refusal(console: Console):
+    "How `BodyGuard` refuses: a page under /console, JSON elsewhere (as the app's own refusals are answered)."
+
+    def refuse(request: Request, status: int, code: str, message: str, fix: str) -> Response:
+        if _on_page(request):
+            title = "Not allowed" if status == 401 else "Too large"
+            return console.page(request, "error.html", None, status, title=title, error=message, fix=fix)
+        auth = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(_body(code, message, fix), status_code=status, headers=auth)
+
+    return refuse
 
 # %% ../../nbs/console/server.ipynb #04839c56
 def create_app(cfg: Config, deployer: bool = True) -> FastAPI:
@@ -182,7 +260,8 @@ def create_app(cfg: Config, deployer: bool = True) -> FastAPI:
         return RedirectResponse("/console", status_code=307)
 
     _page_errors(app, console)
-    _common_headers(app)
+    app.add_middleware(BodyGuard, gate=app.state.gate, max_bytes=int(cfg.max_body_mb * 2**20), refuse=_refusal(console))
+    _common_headers(app)  # outside the guard: its refusals carry the headers too
     if worker:
         _run_worker_while_serving(app, worker)
     return app

@@ -234,6 +234,22 @@ _ACCESS: tuple[Setting, ...] = (
         "EARTHSNAP_API_TOKEN than written in the file, and unset once every script has its own token.",
         affects_results=False,
     ),
+    Setting(
+        "max_body_mb",
+        float,
+        1.0,
+        "Largest request body (MiB) the console and the API accept: a larger one is refused with 413 before it is "
+        "read, and a body without credentials is not read at all.",
+        affects_results=False,
+    ),
+    Setting(
+        "api_docs_public",
+        bool,
+        False,
+        "Serve the API's description (/docs, /openapi.json) to anyone; by default only to signed-in people and "
+        "token holders.",
+        affects_results=False,
+    ),
 )
 
 # %% ../../nbs/core/config.ipynb #ba8e892a
@@ -277,6 +293,8 @@ class Config:
     sagemaker_serving_image: str
     sagemaker_trainer: str
     api_token: str
+    max_body_mb: float
+    api_docs_public: bool
     file: Path | None = None  # the earthsnap.yaml that was read, if any
     sources: Mapping[str, str] = field(default_factory=dict)  # setting -> where its value came from
 

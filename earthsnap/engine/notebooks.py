@@ -19,8 +19,8 @@ from .runs import new_run_id
 # together they take half a second to import, which a fully cached run (that runs no notebook) need not pay.
 
 # %% auto #0
-__all__ = ['STOPPED_TAG', 'GRACE', 'StepFailed', 'render_html', 'check_parameters', 'mark_stopped', 'run_notebook',
-           'step_notebook', 'new_run_dir']
+__all__ = ['REPORT_TEMPLATE', 'STOPPED_TAG', 'GRACE', 'StepFailed', 'external_references', 'render_html', 'check_parameters',
+           'mark_stopped', 'run_notebook', 'step_notebook', 'new_run_dir']
 
 # %% ../../nbs/engine/notebooks.ipynb #830a6c96
 class StepFailed(EarthsnapError):
@@ -28,13 +28,43 @@ class StepFailed(EarthsnapError):
 
     reason = "error"  # or "timeout", "interrupted"
 
+# %% ../../nbs/engine/notebooks.ipynb #da9ecb87
+def external_references(html: str) -> list[str]:
+    "The addresses on other hosts (http, https or protocol-relative) that `html` would load by itself."
+    import re
+
+    url = r"(?:https?:)?//[^\s\"'()<>]+"
+    patterns = (
+        rf"<(?:script|img|iframe|embed|source|audio|video|input)\b[^>]*?\bsrc\s*=\s*[\"']?({url})",
+        rf"<link\b[^>]*?\bhref\s*=\s*[\"']?({url})",
+        rf"<object\b[^>]*?\bdata\s*=\s*[\"']?({url})",
+        rf"\bimport\s*(?:\(\s*|[^;'\"]*?\bfrom\s*)[\"']({url})",
+        rf"\burl\(\s*[\"']?({url})",
+        rf"@import\s+[\"']({url})",
+    )
+    return sorted({m for p in patterns for m in re.findall(p, html, flags=re.IGNORECASE)})
+
 # %% ../../nbs/engine/notebooks.ipynb #0f3305b0
+REPORT_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""  # JupyterLab's template (nbconvert's `lab`) without the scripts it loads from other hosts
+
+
 def render_html(notebook: Path) -> Path:
-    "Write an HTML rendering beside an executed notebook; returns its path."
+    "Write an HTML rendering beside an executed notebook, loading nothing from other hosts; returns its path."
+    import jinja2
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    exporter = HTMLExporter(
+        template_name="lab",
+        template_file="earthsnap-report.html.j2",
+        extra_loaders=[jinja2.DictLoader({"earthsnap-report.html.j2": REPORT_TEMPLATE})],
+    )
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     out = notebook.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out
