@@ -26,6 +26,7 @@ from conftest import BIN, clean_env, free_port, wait_until_serving
 
 TOKEN = "a-bootstrap-token-of-more-than-32-characters"
 HUGE = "9" * 25  # past SQLite's 64-bit integers
+PASSWORD = "ana signs in with this"
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,9 @@ def console(tmp_path_factory):
     store.start_step(run, "data_qa", notebook=str(executed))
     store.finish_step(run, "data_qa", "succeeded", outputs={})
     store.finish_run(run, "succeeded")
+    from earthsnap.access.users import UserStore
+
+    UserStore.from_config(cfg).add("ana", "approver", PASSWORD, by="test")
     drift = Path(cfg.store) / "monitor" / "prod" / "drift-1" / "monitor.html"
     drift.parent.mkdir(parents=True)
     drift.write_text("<script>fetch('/console/users')</script>")
@@ -231,3 +235,29 @@ def test_headers_of_pages_json_and_files(console):
         assert requests.get(url + path, timeout=30).status_code == 401, path
         assert admin.get(url + path, timeout=30).status_code == 200, path
     print(f"\n{len(pages) + 6} answers' headers probed")
+
+
+def test_another_site_cannot_post_as_the_browser(console):
+    """Login CSRF and its kin: a form on another site posting to the console, sign-in included, is refused with 403
+    and changes nothing, whatever it carries; the console's own forms and programs without a browser go through."""
+    url, probes = console["url"], 0
+    signin = {"name": "ana", "password": PASSWORD, "next": "/console"}
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+        {"Sec-Fetch-Site": "same-site"},
+    ):
+        r = requests.post(url + "/console/login", data=signin, headers=headers, allow_redirects=False, timeout=30)
+        probes += 1
+        assert r.status_code == 403 and "earthsnap_session" not in r.cookies, (headers, r.status_code)
+        r = console["admin"].post(url + "/runs", json={}, headers=headers, timeout=30)  # a token does not help
+        probes += 1
+        assert r.status_code == 403 and r.json()["error"] == "cross_site", (headers, r.text[:200])
+    host = url.removeprefix("http://")
+    same = {"Origin": url, "Sec-Fetch-Site": "same-origin", "Host": host}
+    r = requests.post(url + "/console/login", data=signin, headers=same, allow_redirects=False, timeout=30)
+    assert r.status_code == 303 and "earthsnap_session" in r.cookies, r.text[:300]
+    r = requests.post(url + "/console/login", data=signin, allow_redirects=False, timeout=30)  # no browser headers
+    assert r.status_code == 303
+    print(f"\n{probes + 2} cross-site and same-site posts probed")

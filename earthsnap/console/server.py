@@ -39,7 +39,7 @@ from ..release.registry import open_registry
 log = logging.getLogger("earthsnap.console")
 
 # %% auto #0
-__all__ = ['log', 'CONSOLE_CSP', 'ReleaseWorker', 'BodyGuard', 'create_app', 'serve']
+__all__ = ['log', 'CONSOLE_CSP', 'ReleaseWorker', 'BodyGuard', 'OriginGuard', 'create_app', 'serve']
 
 # %% ../../nbs/console/server.ipynb #7c5b22a3
 class ReleaseWorker:
@@ -203,6 +203,42 @@ class BodyGuard:
 
         return await self.app(scope, replay, send)
 
+# %% ../../nbs/console/server.ipynb #8d3baf84
+class OriginGuard:
+    "ASGI middleware: refuses (403) a state-changing request that a browser says another site made."
+
+    def __init__(self, app, refuse):
+        self.app, self.refuse = app, refuse
+
+    @staticmethod
+    def foreign(request: Request) -> str | None:
+        "Why `request` comes from another site, or None when nothing says so."
+        from urllib.parse import urlsplit
+
+        site = request.headers.get("sec-fetch-site")
+        if site and site not in ("same-origin", "none"):
+            return f"Sec-Fetch-Site: {site}"
+        origin = request.headers.get("origin")
+        if origin is not None and (origin == "null" or urlsplit(origin).netloc != request.headers.get("host")):
+            return f"Origin: {origin}"
+        return None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        why = self.foreign(request)
+        if why is None:
+            return await self.app(scope, receive, send)
+        refusal = self.refuse(
+            request,
+            403,
+            "cross_site",
+            f"This request came from another site ({why}); nothing was changed.",
+            "Use the console's own pages, or call the API without a browser.",
+        )
+        return await refusal(scope, receive, send)
+
 # %% ../../nbs/console/server.ipynb #f16182ff
 def _run_worker_while_serving(app: FastAPI, worker: ReleaseWorker) -> None:
     "Start `worker` when the app starts serving and stop it when the app stops."
@@ -225,7 +261,7 @@ def _refusal(console: Console):
 
     def refuse(request: Request, status: int, code: str, message: str, fix: str) -> Response:
         if _on_page(request):
-            title = "Not allowed" if status == 401 else "Too large"
+            title = {401: "Not allowed", 403: "Not allowed", 413: "Too large"}.get(status, "Refused")
             return console.page(request, "error.html", None, status, title=title, error=message, fix=fix)
         auth = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(_body(code, message, fix), status_code=status, headers=auth)
@@ -261,6 +297,7 @@ def create_app(cfg: Config, deployer: bool = True) -> FastAPI:
 
     _page_errors(app, console)
     app.add_middleware(BodyGuard, gate=app.state.gate, max_bytes=int(cfg.max_body_mb * 2**20), refuse=_refusal(console))
+    app.add_middleware(OriginGuard, refuse=_refusal(console))  # before the body guard: another site's post is refused
     _common_headers(app)  # outside the guard: its refusals carry the headers too
     if worker:
         _run_worker_while_serving(app, worker)
