@@ -40,6 +40,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["earthsnap", "earthsnap.*"]),
     include_package_data=True,
     package_data={"earthsnap.console": ["templates/*.html", "static/*"],
+                  "earthsnap.access": ["common-passwords.txt.gz", "common-passwords.LICENSE"],  # check_password
                   "earthsnap": ["project_template/*", "project_template/pipeline/*"]},  # what `earthsnap init` writes
     install_requires=requirements,
     extras_require={"dev": dev_requirements, "sagemaker": sagemaker_requirements, "lab": lab_requirements, "docs": docs_requirements},

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import BIN, clean_env, demo_project, free_port, next_steps, stop_endpoints
 
-TOKEN = "test-token-0123"
+TOKEN = "test-token-0123-of-more-than-32-characters"
 SMALL = [
     "-p",
     "image_size=32",

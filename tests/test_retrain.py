@@ -138,7 +138,7 @@ def test_reviewed_photos_retrain_the_live_model(project, earthsnap):
     console = subprocess.Popen(
         [str(BIN / "earthsnap"), "console", "--port", str(console_port), "--no-deployer"],
         cwd=project,
-        env=clean_env(EARTHSNAP_API_TOKEN="retrain-test-token-0123456789"),
+        env=clean_env(EARTHSNAP_API_TOKEN="retrain-test-token-0123456789-0123456789"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )

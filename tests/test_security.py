@@ -5,6 +5,13 @@ discovered from the app itself, so that a route added later without the same car
   policy (`console.pages.REPORT_CSP`): a script in a notebook runs in an opaque origin and cannot act as the console.
 - Every number a route takes, in its path or its query, is refused with 422 when SQLite could not hold it, never a 500.
 - An endpoint name is a name: `/etc`, `../x` and the like are refused before anything is looked at.
+- A body is refused before it is read: without credentials (401), or over the `max_body_mb` limit (413), with or
+  without a length; pages, JSON and files carry the headers they should (no-store, the console's content policy).
+- Another site cannot post as the browser (login CSRF): Origin and Sec-Fetch-Site are checked on every POST.
+- Sign-in and credentials: a storm of wrong passwords cannot stall the server (a bound on concurrent hashes, 429
+  beyond it), invented forwarded addresses do not escape the per-address limit, a name locked from one address still
+  signs in from another, weak passwords and short bootstrap tokens are refused, wrong bearer tokens are limited per
+  address, `bootstrap` is no user's name, and a re-enabled user's old tokens stay revoked.
 """
 
 from __future__ import annotations
@@ -261,3 +268,201 @@ def test_another_site_cannot_post_as_the_browser(console):
     r = requests.post(url + "/console/login", data=signin, allow_redirects=False, timeout=30)  # no browser headers
     assert r.status_code == 303
     print(f"\n{probes + 2} cross-site and same-site posts probed")
+
+
+# --- sign-in and credentials
+# A second console, with two users whose passwords were hashed cheaply (argon2 verifies with the parameters a hash
+# names, so their sign-ins are quick) and the server's default hasher for unknown names (the slow, real cost). Every
+# client is its own loopback address (127.0.0.x): each test's failures count against addresses of its own.
+
+PEOPLE = {"sam": "sam signs in from afar", "ria": "ria was away a while"}
+
+
+class From(requests.adapters.HTTPAdapter):
+    "requests from the local address `source` (any 127.0.0.x reaches a server on 127.0.0.1)."
+
+    def __init__(self, source: str):
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *a, **kw):
+        super().init_poolmanager(*a, source_address=(self.source, 0), **kw)
+
+
+def client_at(source: str) -> requests.Session:
+    s = requests.Session()
+    s.mount("http://", From(source))
+    return s
+
+
+@pytest.fixture(scope="module")
+def signin(tmp_path_factory):
+    from argon2 import PasswordHasher
+
+    from earthsnap.access.users import UserStore
+    from earthsnap.core.config import load_config
+
+    project = tmp_path_factory.mktemp("signin")
+    users = UserStore(load_config(project, env={}).registry, PasswordHasher(time_cost=1, memory_cost=1024))
+    for name, password in PEOPLE.items():
+        users.add(name, "viewer", password, by="test")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "earthsnap"), "console", "--port", str(port), "--no-deployer"],
+        cwd=project,
+        env=clean_env(EARTHSNAP_API_TOKEN=TOKEN),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url + "/health", server, 60, "earthsnap console")
+        yield {"url": url, "users": users, "project": project}
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
+def sign_in(url: str, source: str, name: str, password: str, **headers) -> requests.Response:
+    return client_at(source).post(
+        url + "/console/login",
+        data={"name": name, "password": password},
+        headers=headers,
+        allow_redirects=False,
+        timeout=60,
+    )
+
+
+def test_a_storm_of_wrong_passwords_is_refused_beyond_the_hashing_bound(signin):
+    """Clients sending wrong passwords at once: those beyond the bound get 429 before any hashing, and /health answers
+    all along (argon2 runs in worker threads, not on the event loop)."""
+    import threading
+
+    url, statuses, health, probes = signin["url"], [], [], 0
+    for _ in range(3):  # unknown names: the default, slow hash; each client a fresh address, 3 tries at most
+        barrier = threading.Barrier(12)
+
+        def guess(n, barrier=barrier):
+            barrier.wait()
+            statuses.append(sign_in(url, f"127.0.1.{n}", f"nobody{n}", "wrong password, sure").status_code)
+
+        def watch(barrier=barrier):
+            barrier.wait()
+            for _ in range(5):
+                health.append(requests.get(url + "/health", timeout=30).status_code)
+
+        threads = [threading.Thread(target=guess, args=(n,)) for n in range(11)] + [threading.Thread(target=watch)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        probes += 16
+        if 429 in statuses:
+            break
+    assert set(statuses) <= {401, 429} and 429 in statuses, statuses
+    assert health and set(health) == {200}, health
+    busy = sign_in(url, "127.0.1.200", "nobody", "wrong password, sure")  # alone again: checked, and wrong
+    assert busy.status_code == 401
+    print(f"\n{probes + 1} probes: {statuses.count(429)} of {len(statuses)} storm sign-ins refused busy, /health 200")
+
+
+def test_invented_forwarded_addresses_do_not_escape_the_address_limit(signin):
+    """From 127.0.0.1, whose X-Forwarded-For uvicorn believed by default: each failure names another address, and
+    the address limit still refuses the client."""
+    from earthsnap.access.users import FAILURES
+
+    url, n = signin["url"], FAILURES["address"]
+    for i in range(n):  # another name each time, so that only the address limit can refuse
+        r = sign_in(url, "127.0.0.1", f"who{i}", "wrong password, sure", **{"X-Forwarded-For": f"203.0.113.{i}"})
+        assert r.status_code == 401, (i, r.status_code)
+    r = sign_in(url, "127.0.0.1", "sam", PEOPLE["sam"], **{"X-Forwarded-For": "198.51.100.7"})
+    assert r.status_code == 429 and "Too many failed sign-ins" in r.text
+    print(f"\n{n + 1} probes with invented X-Forwarded-For addresses: the next one refused")
+
+
+def test_a_name_locked_from_one_address_signs_in_from_another(signin):
+    url = signin["url"]
+    for _ in range(5):
+        assert sign_in(url, "127.0.3.1", "sam", "a guess of a password").status_code == 401
+    assert sign_in(url, "127.0.3.1", "sam", PEOPLE["sam"]).status_code == 429  # the guesser's address is refused
+    r = sign_in(url, "127.0.3.2", "sam", PEOPLE["sam"])  # sam, elsewhere, with the right password
+    assert r.status_code == 303 and "earthsnap_session" in r.cookies
+    print("\n7 probes: 5 guesses and the refused right password from one address, the right one from another")
+
+
+def test_weak_passwords_are_refused(signin):
+    admin = client_at("127.0.6.1")  # not 127.0.0.1, whose failures the forwarded-address test spends
+    admin.headers["Authorization"] = f"Bearer {TOKEN}"
+    refused = []
+    for weak in ("1111111111", "aaaaaaaaaa", "qwertyuiop", "1234567890", "password123"):
+        r = admin.post(
+            signin["url"] + "/console/users", data={"name": "weak", "role": "viewer", "password": weak}, timeout=30
+        )
+        refused.append((weak, r.status_code))
+        assert r.status_code == 422 and "guessed" in r.text, (weak, r.status_code)
+    r = subprocess.run(
+        [str(BIN / "earthsnap"), "users", "add", "weak", "--role", "viewer", "--password-stdin"],
+        cwd=signin["project"],
+        env=clean_env(),
+        input="1111111111\n",
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "guessed" in r.stdout + r.stderr, r.stdout + r.stderr
+    print(f"\n{len(refused) + 1} probes: weak passwords refused by the console and the CLI")
+
+
+def test_bootstrap_is_not_a_user_name(signin):
+    admin = client_at("127.0.6.1")  # not 127.0.0.1, whose failures the forwarded-address test spends
+    admin.headers["Authorization"] = f"Bearer {TOKEN}"
+    r = admin.post(
+        signin["url"] + "/console/users",
+        data={"name": "bootstrap", "role": "admin", "password": "a long enough password"},
+        timeout=30,
+    )
+    assert r.status_code == 422 and "reserved" in r.text
+    print("\n1 probe: the user name bootstrap refused")
+
+
+def test_a_short_bootstrap_token_is_refused(tmp_path):
+    r = subprocess.run(
+        [str(BIN / "earthsnap"), "console", "--port", str(free_port()), "--no-deployer"],
+        cwd=tmp_path,
+        env=clean_env(EARTHSNAP_API_TOKEN="abc"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode == 2 and "needs at least 32" in out and "token_urlsafe" in out, out[-2000:]
+    print("\n1 probe: a console started with api_token=abc refuses to start")
+
+
+def test_wrong_bearer_tokens_are_limited_per_address(signin):
+    from earthsnap.access.users import FAILURES
+
+    url, n = signin["url"], FAILURES["address"]
+    _, good = signin["users"].new_token("sam")
+    guesser = client_at("127.0.4.1")
+    for i in range(n):
+        r = guesser.get(url + "/runs", headers={"Authorization": f"Bearer es_{i:08x}_guess"}, timeout=30)
+        assert r.status_code == 401, (i, r.status_code)
+    r = guesser.get(url + "/runs", headers={"Authorization": f"Bearer {good}"}, timeout=30)  # even a right one
+    assert r.status_code == 429 and "users token" in r.json()["fix"]
+    assert guesser.get(url + "/console", headers={"Authorization": f"Bearer {good}"}, timeout=30).status_code == 429
+    assert client_at("127.0.4.2").get(url + "/runs", headers={"Authorization": f"Bearer {good}"}).status_code == 200
+    print(f"\n{n + 3} probes: {n} wrong tokens, then 429 for the address (API and page), 200 from another")
+
+
+def test_a_re_enabled_user_has_no_old_tokens(signin):
+    users, url = signin["users"], signin["url"]
+    _, old = users.new_token("ria")
+    client = client_at("127.0.5.1")
+    assert client.get(url + "/runs", headers={"Authorization": f"Bearer {old}"}, timeout=30).status_code == 200
+    users.disable("ria")
+    users.enable("ria")
+    assert client.get(url + "/runs", headers={"Authorization": f"Bearer {old}"}, timeout=30).status_code == 401
+    _, new = users.new_token("ria")
+    assert client.get(url + "/runs", headers={"Authorization": f"Bearer {new}"}, timeout=30).status_code == 200
+    print("\n3 probes: a token before, after re-enabling (refused), and a new one")

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from fastapi import Request
 from fastcore.basics import patch
 
-from .users import PERMISSIONS, User, UserStore
+from .users import FAILURES, PERMISSIONS, AccessError, User, UserStore
 
 # %% auto #0
-__all__ = ['SESSION_COOKIE', 'CSRF_FIELD', 'CSRF_HEADER', 'SAFE_METHODS', 'BOOTSTRAP', 'NEEDS', 'Caller', 'Denied', 'Gate']
+__all__ = ['SESSION_COOKIE', 'CSRF_FIELD', 'CSRF_HEADER', 'SAFE_METHODS', 'BOOTSTRAP', 'NEEDS', 'MIN_BOOTSTRAP', 'Caller',
+           'Denied', 'Gate', 'address_of']
 
 # %% ../../nbs/access/auth.ipynb #4e0ef701
 SESSION_COOKIE = "earthsnap_session"
@@ -57,11 +58,32 @@ NEEDS = {
 }
 
 # %% ../../nbs/access/auth.ipynb #f66c585f
+MIN_BOOTSTRAP = 32
+
+
 class Gate:
     "Finds who made a request (session, personal token, bootstrap token) and whether they may do what it asks."
 
     def __init__(self, users: UserStore, bootstrap_token: str = ""):
+        if bootstrap_token and len(bootstrap_token) < MIN_BOOTSTRAP:
+            raise AccessError(
+                f"The api_token setting has {len(bootstrap_token)} characters; a bootstrap token, which acts as an "
+                f"admin, needs at least {MIN_BOOTSTRAP}.",
+                fix="Set a random one: export EARTHSNAP_API_TOKEN=$(python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'), or unset it and use personal tokens (earthsnap users token NAME).",
+            )
         self.users, self.bootstrap_token = users, bootstrap_token
+
+# %% ../../nbs/access/auth.ipynb #1e7b5ccf
+def address_of(request: Request) -> str:
+    "The client address of `request`, as failures are counted under (`unknown` when the server gives none)."
+    return request.client.host if request.client else "unknown"
+
+# %% ../../nbs/access/auth.ipynb #9912603f
+@patch
+def wait_before_token(self: Gate, request: Request) -> float:
+    "Seconds until the address of `request` may send a bearer token again (0 when it may now)."
+    return self.users.wait_for((f"address:{address_of(request)}", FAILURES["address"]))
 
 # %% ../../nbs/access/auth.ipynb #c6792f62
 @patch
@@ -71,7 +93,7 @@ def caller(self: Gate, request: Request) -> Caller | None:
     if auth:
         scheme, _, token = auth.partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        if scheme.lower() != "bearer" or not token or self.wait_before_token(request) > 0:
             return None
         if self.bootstrap_token and secrets.compare_digest(token.encode(), self.bootstrap_token.encode()):
             return Caller(User(BOOTSTRAP, "admin", created_by="the api_token setting"), "bootstrap")
@@ -89,9 +111,21 @@ async def check(self: Gate, request: Request, permission: str) -> Caller:
     """
     if permission not in PERMISSIONS:
         raise ValueError(f"unknown permission {permission!r}")
+    bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+    wait = self.wait_before_token(request) if bearer else 0
+    if wait > 0:
+        raise Denied(
+            429,
+            "too_many_failures",
+            f"Too many wrong credentials from this address; try again in {max(1, round(wait / 60))} min.",
+            "Check the token your script sends; `earthsnap users tokens` lists the live ones, "
+            "`earthsnap users token NAME` makes a new one.",
+        )
     who = self.caller(request)
     if who is None:
         bad = bool(request.headers.get("authorization"))
+        if bad:
+            self.users.count_failure(f"address:{address_of(request)}")
         raise Denied(
             401,
             "unauthorized",

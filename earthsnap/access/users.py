@@ -22,8 +22,9 @@ from ..core.database import connection, open_database, transaction
 from ..core.errors import EarthsnapError, did_you_mean
 
 # %% auto #0
-__all__ = ['ROLES', 'PERMISSIONS', 'NAME', 'MIN_PASSWORD', 'SCHEMA', 'SESSION_HOURS', 'FAILURES', 'WINDOW', 'TOKEN_PREFIX',
-           'AccessError', 'can', 'check_user_name', 'check_role', 'check_password', 'User', 'UserStore']
+__all__ = ['ROLES', 'PERMISSIONS', 'NAME', 'MIN_PASSWORD', 'RESERVED', 'SCHEMA', 'SESSION_HOURS', 'FAILURES', 'WINDOW',
+           'TOKEN_PREFIX', 'AccessError', 'can', 'check_user_name', 'check_role', 'common_passwords', 'is_trivial',
+           'check_password', 'User', 'UserStore']
 
 # %% ../../nbs/access/users.ipynb #aeab4734
 ROLES = ("viewer", "operator", "approver", "admin")
@@ -48,6 +49,7 @@ def can(role: str, permission: str) -> bool:
 # %% ../../nbs/access/users.ipynb #2af591ab
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MIN_PASSWORD = 10
+RESERVED = {"bootstrap"}  # the name the api_token setting acts under (access.auth.BOOTSTRAP)
 
 
 def check_user_name(name: str) -> str:
@@ -56,6 +58,11 @@ def check_user_name(name: str) -> str:
         raise AccessError(
             f"{name!r} cannot name a user.",
             fix="Use up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+        )
+    if name.lower() in RESERVED:
+        raise AccessError(
+            f"{name!r} is reserved: it is the name the api_token setting acts under.",
+            fix="Choose another name, e.g. the person's own.",
         )
     return name
 
@@ -66,14 +73,41 @@ def check_role(role: str) -> str:
         raise AccessError(f"{role!r} is not a role.{did_you_mean(role, ROLES)}", fix=f"Roles: {', '.join(ROLES)}.")
     return role
 
+# %% ../../nbs/access/users.ipynb #60ca1d07
+_COMMON: frozenset[str] | None = None
 
+
+def common_passwords() -> frozenset[str]:
+    "The bundled list of common passwords, lower case (read once)."
+    global _COMMON
+    if _COMMON is None:
+        import gzip
+        from importlib.resources import files
+
+        with gzip.open(files("earthsnap.access") / "common-passwords.txt.gz", "rt", encoding="utf-8") as f:
+            _COMMON = frozenset(line.strip() for line in f if line.strip())
+    return _COMMON
+
+# %% ../../nbs/access/users.ipynb #d1c2e892
+def is_trivial(password: str) -> bool:
+    "Whether `password` is one short unit repeated, or an ascending or descending run of characters."
+    p = password.lower()
+    repeated = any((p[:n] * (len(p) // n + 1))[: len(p)] == p for n in range(1, min(4, len(p)) + 1))
+    steps = {ord(b) - ord(a) for a, b in zip(p, p[1:], strict=False)}
+    return repeated or steps in ({1}, {-1}) or len(set(p)) < 4
+
+# %% ../../nbs/access/users.ipynb #a3b044a6
 def check_password(password: str) -> str:
-    "`password` if it is long enough."
+    "`password` if it is long enough, not a common password and not a repeated or counted run of characters."
+    fix = "A few unrelated words make a long password that is easy to remember."
     if len(password or "") < MIN_PASSWORD:
         raise AccessError(
-            f"That password has {len(password or '')} characters; it needs at least {MIN_PASSWORD}.",
-            fix="A few unrelated words make a long password that is easy to remember.",
+            f"That password has {len(password or '')} characters; it needs at least {MIN_PASSWORD}.", fix=fix
         )
+    if password.lower() in common_passwords():
+        raise AccessError("That password is one of the most common ones; it would be guessed first.", fix=fix)
+    if is_trivial(password):
+        raise AccessError("That password repeats or counts a few characters; it would be guessed at once.", fix=fix)
     return password
 
 # %% ../../nbs/access/users.ipynb #4189f996
@@ -91,7 +125,8 @@ CREATE TABLE IF NOT EXISTS login_failures (key TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS login_failures_by_key ON login_failures (key, at);
 """
 SESSION_HOURS = 12
-FAILURES = {"user": 5, "address": 20}  # failed sign-ins allowed within WINDOW, per user name and per client address
+# failures allowed within WINDOW: of one user name from one address, and of one address (passwords and tokens)
+FAILURES = {"user": 5, "address": 20}
 WINDOW = 15 * 60
 TOKEN_PREFIX = "es_"
 
@@ -205,10 +240,12 @@ def disable(self: UserStore, name: str) -> User:
 # %% ../../nbs/access/users.ipynb #9057bde5
 @patch
 def enable(self: UserStore, name: str) -> User:
-    "Let a disabled user in again."
-    self.get(name)
+    "Let a disabled user in again; the tokens they had are revoked (they make new ones)."
+    was = self.get(name).disabled_at
     with connection(self.path) as db, transaction(db):
         db.execute("UPDATE users SET disabled_at = NULL WHERE name = ?", (name,))
+        if was is not None:
+            db.execute("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE user = ?", (time.time(), name))
     return self.get(name)
 
 # %% ../../nbs/access/users.ipynb #db90710b
@@ -308,23 +345,43 @@ def end_session(self: UserStore, sid: str) -> None:
     with connection(self.path) as db, transaction(db):
         db.execute("DELETE FROM sessions WHERE digest = ?", (_digest(sid),))
 
+# %% ../../nbs/access/users.ipynb #5d86597b
+def _failure_key(name: str, address: str) -> str:
+    "The key of failed sign-ins of `name` from `address` (an address holds no '@'; a name is cut to 100 characters)."
+    return f"user:{name.lower()[:100]}@{address}"
+
+
+@patch
+def wait_for(self: UserStore, *limits: tuple[str, int]) -> float:
+    "Seconds until each (key, limit) of `limits` has fewer than `limit` failures within WINDOW (0 when all have)."
+    now, waits = time.time(), []
+    with connection(self.path) as db:
+        for key, limit in limits:
+            times = [
+                r[0]
+                for r in db.execute(
+                    "SELECT at FROM login_failures WHERE key = ? AND at > ? ORDER BY at DESC LIMIT ?",
+                    (key, now - WINDOW, limit),
+                )
+            ]
+            if len(times) >= limit:
+                waits.append(times[limit - 1] + WINDOW - now)
+    return max(waits, default=0.0)
+
+# %% ../../nbs/access/users.ipynb #2db9381b
+@patch
+def count_failure(self: UserStore, *keys: str) -> None:
+    "One failure now under each of `keys` (`user:<name>@<address>`, `address:<address>`)."
+    now = time.time()
+    with connection(self.path) as db, transaction(db):
+        db.execute("DELETE FROM login_failures WHERE at < ?", (now - WINDOW,))
+        db.executemany("INSERT INTO login_failures VALUES (?, ?)", [(k, now) for k in keys])
+
 # %% ../../nbs/access/users.ipynb #f213b462
 @patch
 def wait_before_sign_in(self: UserStore, name: str, address: str) -> float:
     "Seconds until `name` from `address` may try again (0 when they may now)."
-    now = time.time()
-    with connection(self.path) as db:
-        waits = []
-        for kind, key in (("user", f"user:{name.lower()}"), ("address", f"address:{address}")):
-            times = [
-                r[0]
-                for r in db.execute(
-                    "SELECT at FROM login_failures WHERE key = ? AND at > ? ORDER BY at DESC", (key, now - WINDOW)
-                )
-            ]
-            if len(times) >= FAILURES[kind]:
-                waits.append(times[FAILURES[kind] - 1] + WINDOW - now)
-    return max(waits, default=0.0)
+    return self.wait_for((_failure_key(name, address), FAILURES["user"]), (f"address:{address}", FAILURES["address"]))
 
 # %% ../../nbs/access/users.ipynb #49a25956
 # a hash to verify against when the user does not exist, so that an unknown name takes as long as a wrong password
@@ -355,13 +412,7 @@ def sign_in(self: UserStore, name: str, password: str, address: str = "local") -
     except (VerificationError, InvalidHashError):
         ok = False
     if not ok:
-        now = time.time()
-        with connection(self.path) as db, transaction(db):
-            db.execute("DELETE FROM login_failures WHERE at < ?", (now - WINDOW,))
-            db.executemany(
-                "INSERT INTO login_failures VALUES (?, ?)",
-                [(f"user:{name.lower()}", now), (f"address:{address}", now)],
-            )
+        self.count_failure(_failure_key(name, address), f"address:{address}")
         raise AccessError(
             "That user name and password do not match an active user.",
             fix="Check both; an admin can set a new password.",
@@ -370,5 +421,5 @@ def sign_in(self: UserStore, name: str, password: str, address: str = "local") -
         with connection(self.path) as db, transaction(db):
             db.execute("UPDATE users SET password = ? WHERE name = ?", (self.hasher.hash(password), name))
     with connection(self.path) as db, transaction(db):
-        db.execute("DELETE FROM login_failures WHERE key = ?", (f"user:{name.lower()}",))
+        db.execute("DELETE FROM login_failures WHERE key = ?", (_failure_key(name, address),))
     return self.get(name)

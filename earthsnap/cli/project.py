@@ -16,7 +16,7 @@ from ..core.errors import ParameterError
 config_app = group("config", "Show or create the project configuration.")
 
 # %% auto #0
-__all__ = ['config_app', 'HOST_HELP', 'config_show', 'config_init', 'init', 'console', 'api', 'lab', 'clean']
+__all__ = ['config_app', 'HOST_HELP', 'PROXY_HELP', 'config_show', 'config_init', 'init', 'console', 'api', 'lab', 'clean']
 
 # %% ../../nbs/cli/project.ipynb #109a67e0
 @config_app.command("show")
@@ -61,7 +61,7 @@ def init(
     )
 
 # %% ../../nbs/cli/project.ipynb #d9eb6fb2
-def _serve(host: str, port: int, deployer: bool):
+def _serve(host: str, port: int, deployer: bool, forwarded_allow_ips: str = ""):
     from earthsnap.console.server import serve
 
     cfg = load_config()
@@ -75,10 +75,14 @@ def _serve(host: str, port: int, deployer: bool):
         f"earthsnap console of {cfg.project_dir}: http://{host}:{port}/console "
         "(JSON API under the same address, docs at /docs)"
     )
-    serve(cfg, host, port, deployer)
+    serve(cfg, host, port, deployer, forwarded_allow_ips)
 
 
 HOST_HELP = "Address to listen on; another than 127.0.0.1 makes it reachable from other machines."
+PROXY_HELP = (
+    "The proxies (comma-separated addresses, * for any) whose X-Forwarded-For and X-Forwarded-Proto are believed; "
+    "off by default, since a client could name any address."
+)
 
 
 @app.command()
@@ -86,11 +90,12 @@ def console(
     host: str = typer.Option("127.0.0.1", help=HOST_HELP),
     port: int = typer.Option(8090, help="Port to listen on."),
     deployer: bool = typer.Option(True, help="Run the deployer beside it, so that an approval reaches stage at once."),
+    forwarded_allow_ips: str = typer.Option("", "--forwarded-allow-ips", help=PROXY_HELP),
 ):
     """Serve the console (web pages to review runs, compare and approve models, operate the release) and the JSON API,
     on 127.0.0.1.
     """
-    _serve(host, port, deployer)
+    _serve(host, port, deployer, forwarded_allow_ips)
 
 
 @app.command()
@@ -98,9 +103,10 @@ def api(
     host: str = typer.Option("127.0.0.1", help=HOST_HELP),
     port: int = typer.Option(8090, help="Port to listen on."),
     deployer: bool = typer.Option(True, help="Run the deployer beside it."),
+    forwarded_allow_ips: str = typer.Option("", "--forwarded-allow-ips", help=PROXY_HELP),
 ):
     "The same server as `earthsnap console`: the JSON API (docs at /docs) and the console's pages."
-    _serve(host, port, deployer)
+    _serve(host, port, deployer, forwarded_allow_ips)
 
 # %% ../../nbs/cli/project.ipynb #2c5cc2ef
 @app.command()

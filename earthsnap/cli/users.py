@@ -94,9 +94,9 @@ def users_disable(name: str = typer.Argument(...)):
 # %% ../../nbs/cli/users.ipynb #0bdfaccd
 @users_app.command("enable")
 def users_enable(name: str = typer.Argument(...)):
-    "Let a disabled user in again."
+    "Let a disabled user in again; the tokens they had stay revoked."
     _store().enable(name)
-    typer.echo(f"{name} is enabled")
+    typer.echo(f"{name} is enabled; their old tokens stay revoked\nnext: earthsnap users token {name}")
 
 # %% ../../nbs/cli/users.ipynb #dffb8d93
 @users_app.command("token")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -14,9 +15,10 @@ from typing import Any, Callable
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
-from ..access.auth import SESSION_COOKIE, Caller, Gate
-from ..access.users import ROLES, SESSION_HOURS, AccessError
+from ..access.auth import SESSION_COOKIE, Caller, Gate, address_of
+from ..access.users import ROLES, SESSION_HOURS, AccessError, User
 from .api import Launcher, RunStateError, SqlInt
 from earthsnap.console.views import (
     NotServed,
@@ -49,13 +51,14 @@ from ..release.deployment import STAGE, Deployer, DeployError
 from ..release.registry import PENDING, STATUSES, RegistryError, open_registry
 
 # %% auto #0
-__all__ = ['PACKAGE', 'TEMPLATES', 'STATIC', 'DONE', 'REPORT_CSP', 'THUMBNAIL_MAX_PIXELS', 'Console', 'back', 'reason_of',
-           'sign_in_pages', 'notebook_report', 'run_pages', 'dataset_pages', 'model_pages', 'release_pages',
-           'monitor_pages', 'review_pages', 'hierarchy_page', 'people_pages']
+__all__ = ['PACKAGE', 'TEMPLATES', 'STATIC', 'HASHING', 'DONE', 'REPORT_CSP', 'THUMBNAIL_MAX_PIXELS', 'Console', 'back',
+           'reason_of', 'sign_in_checked', 'sign_in_pages', 'notebook_report', 'run_pages', 'dataset_pages',
+           'model_pages', 'release_pages', 'monitor_pages', 'review_pages', 'hierarchy_page', 'people_pages']
 
 # %% ../../nbs/console/pages.ipynb #44d2052a
 PACKAGE = Path(str(resources.files("earthsnap.console")))  # the templates and static files ship inside the package
 TEMPLATES, STATIC = PACKAGE / "templates", PACKAGE / "static"
+HASHING = 2  # passwords checked at once; argon2 takes a core and 64 MiB for each
 DONE = {  # ?done=<code> after a POST: what the page says
     "approved": "Approved. The deployer is taking it to stage now; the checks appear below as they complete.",
     "rejected": "Rejected: it will not be deployed.",
@@ -82,6 +85,8 @@ class Console:
     launcher: Launcher
     kick: Callable[[], Any] = lambda: None
     templates: Jinja2Templates = field(default_factory=lambda: Jinja2Templates(directory=str(TEMPLATES)))
+    # the sign-ins being hashed now (console.pages.sign_in_checked)
+    hashing: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(HASHING))
 
     def page(self, request: Request, template: str, who: Caller | None, http_status: int = 200, **ctx) -> HTMLResponse:
         "Render `template` for `who`, with the message of the action just done, if any."
@@ -108,6 +113,21 @@ async def reason_of(request: Request) -> str:
 def _next(url: str | None) -> str:
     return url if url and url.startswith("/console") and not url.startswith("//") and "\\" not in url else "/console"
 
+# %% ../../nbs/console/pages.ipynb #5ca5114b
+async def sign_in_checked(c: Console, name: str, password: str, address: str) -> User:
+    """`c.gate.users.sign_in` in a worker thread, at most `HASHING` at once; an AccessError saying the server is busy,
+    at once, when they are all taken.
+    """
+    if not c.hashing.acquire(blocking=False):
+        raise AccessError(
+            "Too many sign-ins are being checked right now; nothing was checked.",
+            fix="Try again in a few seconds.",
+        )
+    try:
+        return await run_in_threadpool(c.gate.users.sign_in, name, password, address)
+    finally:
+        c.hashing.release()
+
 # %% ../../nbs/console/pages.ipynb #b5e33185
 def sign_in_pages(c: Console) -> APIRouter:
     "GET and POST /console/login, POST /console/logout."
@@ -127,7 +147,7 @@ def sign_in_pages(c: Console) -> APIRouter:
             _next(str(form.get("next", ""))),
         )
         try:
-            user = c.gate.users.sign_in(name, password, request.client.host if request.client else "unknown")
+            user = await sign_in_checked(c, name, password, address_of(request))
         except AccessError as e:
             return c.page(
                 request,

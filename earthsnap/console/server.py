@@ -304,8 +304,20 @@ def create_app(cfg: Config, deployer: bool = True) -> FastAPI:
     return app
 
 # %% ../../nbs/console/server.ipynb #749ad2ce
-def serve(cfg: Config, host: str = "127.0.0.1", port: int = 8090, deployer: bool = True) -> None:
-    "Serve the console and the API of `cfg` with uvicorn until interrupted."
+def serve(
+    cfg: Config, host: str = "127.0.0.1", port: int = 8090, deployer: bool = True, forwarded_allow_ips: str = ""
+) -> None:
+    """Serve the console and the API of `cfg` with uvicorn until interrupted.
+
+    The client's address and scheme come from `X-Forwarded-For`/`-Proto` only from the proxies `forwarded_allow_ips`.
+    """
     import uvicorn
 
-    uvicorn.run(create_app(cfg, deployer), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(cfg, deployer),
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=bool(forwarded_allow_ips),
+        forwarded_allow_ips=forwarded_allow_ips or None,
+    )

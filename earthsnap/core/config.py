@@ -231,7 +231,8 @@ _ACCESS: tuple[Setting, ...] = (
         "",
         "Bootstrap bearer token of `earthsnap console`/`api`: it acts as an admin named 'bootstrap', for a "
         "fresh deployment or CI before people have accounts (`earthsnap users add`, `users token`); better set as "
-        "EARTHSNAP_API_TOKEN than written in the file, and unset once every script has its own token.",
+        "EARTHSNAP_API_TOKEN than written in the file, at least 32 random characters, and unset once every script "
+        "has its own token.",
         affects_results=False,
     ),
     Setting(
