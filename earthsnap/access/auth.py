@@ -103,6 +103,32 @@ def caller(self: Gate, request: Request) -> Caller | None:
     found = self.users.session(sid) if sid else None
     return Caller(found[0], "session", found[1], sid) if found else None
 
+# %% ../../nbs/access/auth.ipynb #1ce0cab2
+@patch
+def unknown(self: Gate, request: Request) -> Denied:
+    "The refusal of `request`, which carries no valid credential; a wrong bearer token counts against its address."
+    bad = bool(request.headers.get("authorization"))
+    bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+    wait = self.wait_before_token(request) if bearer else 0
+    if wait > 0:
+        return Denied(
+            429,
+            "too_many_failures",
+            f"Too many wrong credentials from this address; try again in {max(1, round(wait / 60))} min.",
+            "Check the token your script sends; `earthsnap users tokens` lists the live ones, "
+            "`earthsnap users token NAME` makes a new one.",
+        )
+    if bad:
+        self.users.count_failure(f"address:{address_of(request)}")
+    return Denied(
+        401,
+        "unauthorized",
+        "That token is not valid (wrong, revoked, or its user is disabled)."
+        if bad
+        else "Sign in first, or send a bearer token: Authorization: Bearer <token>.",
+        "Sign in to the console, or make a token: earthsnap users token NAME",
+    )
+
 # %% ../../nbs/access/auth.ipynb #da3d5bbc
 @patch
 async def check(self: Gate, request: Request, permission: str) -> Caller:
@@ -111,29 +137,9 @@ async def check(self: Gate, request: Request, permission: str) -> Caller:
     """
     if permission not in PERMISSIONS:
         raise ValueError(f"unknown permission {permission!r}")
-    bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
-    wait = self.wait_before_token(request) if bearer else 0
-    if wait > 0:
-        raise Denied(
-            429,
-            "too_many_failures",
-            f"Too many wrong credentials from this address; try again in {max(1, round(wait / 60))} min.",
-            "Check the token your script sends; `earthsnap users tokens` lists the live ones, "
-            "`earthsnap users token NAME` makes a new one.",
-        )
     who = self.caller(request)
     if who is None:
-        bad = bool(request.headers.get("authorization"))
-        if bad:
-            self.users.count_failure(f"address:{address_of(request)}")
-        raise Denied(
-            401,
-            "unauthorized",
-            "That token is not valid (wrong, revoked, or its user is disabled)."
-            if bad
-            else "Sign in first, or send a bearer token: Authorization: Bearer <token>.",
-            "Sign in to the console, or make a token: earthsnap users token NAME",
-        )
+        raise self.unknown(request)
     if not who.can(permission):
         raise Denied(
             403,

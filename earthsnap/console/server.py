@@ -172,14 +172,8 @@ class BodyGuard:
         request = Request(scope)
         length = request.headers.get("content-length")
         if scope["path"] not in self.open_paths and self.gate.caller(request) is None:
-            bad = bool(request.headers.get("authorization"))
-            message = (
-                "That token is not valid (wrong, revoked, or its user is disabled)."
-                if bad
-                else "Sign in first, or send a bearer token: Authorization: Bearer <token>."
-            )
-            refusal = self.refuse(request, 401, "unauthorized", message, "Sign in to the console, or make a token.")
-            return await refusal(scope, receive, send)
+            no = self.gate.unknown(request)  # as the route would refuse it: a wrong token counts against the address
+            return await self.refuse(request, no.status, no.code, no.message, no.fix)(scope, receive, send)
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             return await self._too_large(request)(scope, receive, send)
         if length is not None:
