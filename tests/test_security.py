@@ -473,3 +473,72 @@ def test_a_re_enabled_user_has_no_old_tokens(signin):
     _, new = users.new_token("ria")
     assert client.get(url + "/runs", headers={"Authorization": f"Bearer {new}"}, timeout=30).status_code == 200
     print("\n3 probes: a token before, after re-enabling (refused), and a new one")
+
+
+# --- the authorization matrix
+def _filled(path: str, route) -> str:
+    "`path` with each parameter given a value that names nothing (an int for an int parameter)."
+    in_path, _ = _int_parameters(route)
+    for name in route.param_convertors:
+        path = path.replace("{" + name + "}", "99999" if name in in_path else "nobody")
+    return path
+
+
+def test_every_state_changing_route_checks_the_role_and_the_csrf_token(console):
+    """Every POST of the console and the API, discovered from the app, tried by nobody, by each role with a token,
+    and by each role's session without and with its CSRF token: the role decides, a session needs its token, and a
+    route without a check fails here."""
+    from fastapi.routing import APIRoute
+
+    from earthsnap.access.auth import CSRF_HEADER, SESSION_COOKIE
+    from earthsnap.access.users import PERMISSIONS, ROLES, UserStore
+
+    url, users = console["url"], UserStore.from_config(console["cfg"])
+    tokens = {}
+    for role in ROLES:
+        users.add(f"matrix-{role}", role, f"the {role} of the matrix test signs in here", by="test")
+        tokens[role] = users.new_token(f"matrix-{role}", "matrix")[1]
+    open_routes = {"/console/login"}  # how one gets a credential
+    probes, changing = 0, []
+    for full, route in routes(console["project"]):
+        if not isinstance(route, APIRoute) or not route.methods & {"POST", "PUT", "PATCH", "DELETE"}:
+            continue
+        needs = [d.call.__name__.removeprefix("need_") for d in route.dependant.dependencies]
+        needs = [n for n in needs if n in PERMISSIONS]
+        if full in open_routes:
+            continue
+        assert len(needs) == 1, f"{full} does not check who calls it: {needs}"
+        changing.append(full)
+        path, allowed = _filled(full, route), PERMISSIONS[needs[0]]
+        form = full.startswith("/console")
+        body = {"data": {"probe": "1"}} if form else {"json": {}}
+        for method in sorted(route.methods):
+            r = requests.request(method, url + path, timeout=30, allow_redirects=False, **body)
+            probes += 1
+            assert r.status_code == 401, (method, path, "nobody", r.status_code)
+            for role in ROLES:
+                auth = {"Authorization": f"Bearer {tokens[role]}"}
+                r = requests.request(method, url + path, headers=auth, timeout=30, allow_redirects=False, **body)
+                probes += 1
+                if role in allowed:
+                    assert r.status_code not in (401, 403, 500), (method, path, role, r.status_code, r.text[:200])
+                else:
+                    assert r.status_code == 403, (method, path, role, r.status_code, r.text[:200])
+                sid, csrf = users.start_session(f"matrix-{role}")
+                cookies = {SESSION_COOKIE: sid}
+                r = requests.request(method, url + path, cookies=cookies, timeout=30, allow_redirects=False, **body)
+                probes += 1
+                assert r.status_code == 403, (method, path, role, "session without its CSRF token", r.status_code)
+                r = requests.request(
+                    method, url + path, cookies=cookies, headers={CSRF_HEADER: csrf}, timeout=30, **body
+                )
+                probes += 1
+                assert r.status_code not in (401, 500) and (r.status_code != 403) == (role in allowed), (
+                    method,
+                    path,
+                    role,
+                    "session with its CSRF token",
+                    r.status_code,
+                )
+    assert len(changing) >= 15, changing  # the console's forms and the API's: a change in discovery shows here
+    print(f"\n{probes} probes of {len(changing)} state-changing routes x nobody and {len(ROLES)} roles")
