@@ -542,3 +542,38 @@ def test_every_state_changing_route_checks_the_role_and_the_csrf_token(console):
                 )
     assert len(changing) >= 15, changing  # the console's forms and the API's: a change in discovery shows here
     print(f"\n{probes} probes of {len(changing)} state-changing routes x nobody and {len(ROLES)} roles")
+
+
+HOSTILE = [
+    "..%2F..%2Fregistry.db",
+    "..%2F..%2F..%2Fetc%2Fpasswd",
+    "%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+    "%00",
+    "x" * 300,
+]
+
+
+def test_every_path_parameter_of_every_page_takes_hostile_values(console):
+    """Every GET route with a parameter in its path, discovered from the app, given a traversal, markup, a NUL and an
+    overlong name in each parameter by an admin: never a server error, never a file from outside, never the markup
+    unescaped."""
+    from fastapi.routing import APIRoute
+
+    url, admin, probes = console["url"], console["admin"], 0
+    for full, route in routes(console["project"]):
+        if not isinstance(route, APIRoute) or "GET" not in route.methods or not route.param_convertors:
+            continue
+        in_path, _ = _int_parameters(route)
+        for name in route.param_convertors:
+            if name in in_path:
+                continue  # numbers: test_no_number_in_a_path_or_a_query_gives_a_500
+            for value in HOSTILE:
+                path = full
+                for other in route.param_convertors:
+                    path = path.replace("{" + other + "}", value if other == name else "nobody")
+                r = admin.get(url + path, timeout=30, allow_redirects=False)
+                probes += 1
+                assert r.status_code in (303, 307) or 400 <= r.status_code < 500, (path, r.status_code, r.text[:200])
+                assert "<script>alert(1)" not in r.text and "root:" not in r.text and "SQLite" not in r.text, path
+    assert probes >= 50, probes
+    print(f"\n{probes} hostile path parameters probed")

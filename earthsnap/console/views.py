@@ -32,6 +32,9 @@ class NotServed(EarthsnapError):
 
 def inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     "`path`, resolved, if it lies inside `root`; NotServed otherwise."
+    # no file has a NUL in its name, or a part over 255 bytes; looking one up raises instead of saying it is not there
+    if "\x00" in str(path) or any(len(part.encode()) > 255 for part in Path(path).parts):
+        raise NotServed(f"{str(path)[:300]!r} names no file.", fix="The console serves only what the store holds.")
     root_p, p = Path(root).resolve(), Path(path).resolve()
     if p != root_p and root_p not in p.parents:
         raise NotServed(f"{path} is outside {root}.", fix="The console serves only what the project's store holds.")
