@@ -186,7 +186,10 @@ def sign_in_storm(url: str, clients: int, seconds: float) -> dict:
                 i = n[0]
             c = requests.Session()
             c.mount("http://", From(f"127.0.{10 + i // 250}.{i % 250 + 1}"))  # 20 failures per address are allowed
-            status = c.post(url + "/console/login", data={"name": "viewer", "password": f"wrong {i}"}, timeout=60)
+            form = c.get(url + "/console/login", timeout=60).text  # as a browser: the form, its token and cookie
+            token = form.split('name="login_token" value="', 1)[1].split('"', 1)[0]
+            wrong = {"name": "viewer", "password": f"wrong {i}", "login_token": token}
+            status = c.post(url + "/console/login", data=wrong, timeout=60)
             with lock:
                 answers[status.status_code] = answers.get(status.status_code, 0) + 1
 

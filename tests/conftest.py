@@ -341,3 +341,13 @@ def pytest_xdist_make_scheduler(config, log):
 
     config.option.loadscopereorder = False
     return ByUnit(config, log)
+
+
+def login_token(session, url: str) -> str:
+    """Open the console's sign-in form at `url` in `session` (a requests session: it keeps the form's cookie) and
+    return the form's token, which a sign-in must send back."""
+    import re
+
+    r = session.get(url + "/console/login", timeout=30)
+    assert r.status_code == 200, r.status_code
+    return re.search(r'name="login_token" value="([^"]+)"', r.text).group(1)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import BIN, ROOT, clean_env, demo_project, free_port, stop_endpoints, wait_until_serving
+from conftest import BIN, ROOT, clean_env, demo_project, free_port, login_token, stop_endpoints, wait_until_serving
 
 SHOTS = ROOT / "tests" / "artifacts" / "console"
 PASSWORDS = {
@@ -363,9 +363,11 @@ def test_signing_in_with_the_keyboard_alone_gives_a_strict_httponly_session(brow
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and page.evaluate("document.cookie") == ""
     page.keyboard.press("Tab")  # the first Tab reaches the skip link, then the navigation
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
-    r = requests.post(
+    s = requests.Session()
+    r = s.post(
         site["url"] + "/console/login",
-        data={"name": "vic", "password": PASSWORDS["vic"], "next": "https://evil.example/"},
+        data={"name": "vic", "password": PASSWORDS["vic"], "next": "https://evil.example/"}
+        | {"login_token": login_token(s, site["url"])},
         allow_redirects=False,
     )
     assert r.status_code == 303 and r.headers["location"] == "/console"  # never sent to another site after signing in
@@ -394,11 +396,11 @@ def test_cancel_and_resume_refuse_a_run_that_ended(browser, site):
 def test_failed_sign_ins_are_limited(site):
     s = requests.Session()
     for _ in range(5):
-        r = s.post(site["url"] + "/console/login", data={"name": "rita", "password": "not it at all"})
+        wrong = {"name": "rita", "password": "not it at all", "login_token": login_token(s, site["url"])}
+        r = s.post(site["url"] + "/console/login", data=wrong)
         assert r.status_code == 401 and "do not match" in html.unescape(r.text)
-    r = s.post(
-        site["url"] + "/console/login", data={"name": "rita", "password": PASSWORDS["rita"]}, allow_redirects=False
-    )
+    right = {"name": "rita", "password": PASSWORDS["rita"], "login_token": login_token(s, site["url"])}
+    r = s.post(site["url"] + "/console/login", data=right, allow_redirects=False)
     assert (
         r.status_code == 429
         and "Too many failed sign-ins" in html.unescape(r.text)

@@ -29,7 +29,7 @@ import nbformat
 import pytest
 import requests
 
-from conftest import BIN, clean_env, free_port, wait_until_serving
+from conftest import BIN, clean_env, free_port, login_token, wait_until_serving
 
 TOKEN = "a-bootstrap-token-of-more-than-32-characters"
 HUGE = "9" * 25  # past SQLite's 64-bit integers
@@ -261,13 +261,18 @@ def test_another_site_cannot_post_as_the_browser(console):
         r = console["admin"].post(url + "/runs", json={}, headers=headers, timeout=30)  # a token does not help
         probes += 1
         assert r.status_code == 403 and r.json()["error"] == "cross_site", (headers, r.text[:200])
-    host = url.removeprefix("http://")
+    # a form posted from elsewhere without the browser's headers still lacks the form's own token (and its cookie)
+    r = requests.post(url + "/console/login", data=signin, allow_redirects=False, timeout=30)
+    assert r.status_code == 403 and "earthsnap_session" not in r.cookies and "did not come from" in r.text
+    r = requests.post(url + "/console/login", data={**signin, "login_token": "guessed"}, allow_redirects=False)
+    assert r.status_code == 403 and "earthsnap_session" not in r.cookies
+    # the console's own form, from the console's page, signs in
+    host, browser = url.removeprefix("http://"), requests.Session()
     same = {"Origin": url, "Sec-Fetch-Site": "same-origin", "Host": host}
-    r = requests.post(url + "/console/login", data=signin, headers=same, allow_redirects=False, timeout=30)
+    form = {**signin, "login_token": login_token(browser, url)}
+    r = browser.post(url + "/console/login", data=form, headers=same, allow_redirects=False, timeout=30)
     assert r.status_code == 303 and "earthsnap_session" in r.cookies, r.text[:300]
-    r = requests.post(url + "/console/login", data=signin, allow_redirects=False, timeout=30)  # no browser headers
-    assert r.status_code == 303
-    print(f"\n{probes + 2} cross-site and same-site posts probed")
+    print(f"\n{probes + 3} cross-site, tokenless and same-site sign-ins probed")
 
 
 # --- sign-in and credentials
@@ -325,9 +330,11 @@ def signin(tmp_path_factory):
 
 
 def sign_in(url: str, source: str, name: str, password: str, **headers) -> requests.Response:
-    return client_at(source).post(
+    "Sign in from `source` as a browser does: open the form (its token and cookie), then send it."
+    client = client_at(source)
+    return client.post(
         url + "/console/login",
-        data={"name": name, "password": password},
+        data={"name": name, "password": password, "login_token": login_token(client, url)},
         headers=headers,
         allow_redirects=False,
         timeout=60,

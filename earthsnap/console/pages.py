@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import io
+import secrets
 import threading
 from dataclasses import dataclass, field
 from importlib import resources
@@ -51,8 +52,8 @@ from ..release.deployment import STAGE, Deployer, DeployError
 from ..release.registry import PENDING, STATUSES, RegistryError, open_registry
 
 # %% auto #0
-__all__ = ['PACKAGE', 'TEMPLATES', 'STATIC', 'HASHING', 'DONE', 'REPORT_CSP', 'THUMBNAIL_MAX_PIXELS', 'Console', 'back',
-           'reason_of', 'sign_in_checked', 'sign_in_pages', 'notebook_report', 'run_pages', 'dataset_pages',
+__all__ = ['PACKAGE', 'TEMPLATES', 'STATIC', 'HASHING', 'DONE', 'LOGIN_COOKIE', 'REPORT_CSP', 'THUMBNAIL_MAX_PIXELS', 'Console',
+           'back', 'reason_of', 'sign_in_checked', 'sign_in_pages', 'notebook_report', 'run_pages', 'dataset_pages',
            'model_pages', 'release_pages', 'monitor_pages', 'review_pages', 'hierarchy_page', 'people_pages']
 
 # %% ../../nbs/console/pages.ipynb #44d2052a
@@ -128,6 +129,25 @@ async def sign_in_checked(c: Console, name: str, password: str, address: str) ->
     finally:
         c.hashing.release()
 
+# %% ../../nbs/console/pages.ipynb #5e6f393f
+LOGIN_COOKIE = "earthsnap_login"  # the sign-in form's token, as a cookie sent back to /console/login only
+
+
+def _login_page(c: Console, request: Request, status: int = 200, **ctx) -> HTMLResponse:
+    "The sign-in page with a fresh form token, set in its hidden field and in the form's cookie."
+    token = secrets.token_urlsafe(24)
+    out = c.page(request, "login.html", None, status, login_token=token, title="Sign in", **ctx)
+    out.set_cookie(
+        LOGIN_COOKIE,
+        token,
+        max_age=SESSION_HOURS * 3600,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/console/login",
+    )
+    return out
+
 # %% ../../nbs/console/pages.ipynb #b5e33185
 def sign_in_pages(c: Console) -> APIRouter:
     "GET and POST /console/login, POST /console/logout."
@@ -136,7 +156,7 @@ def sign_in_pages(c: Console) -> APIRouter:
 
     @r.get("/console/login")
     def login_form(request: Request, next: str = "/console"):
-        return c.page(request, "login.html", None, next=_next(next), title="Sign in")
+        return _login_page(c, request, next=_next(next))
 
     @r.post("/console/login")
     async def login(request: Request):
@@ -146,21 +166,18 @@ def sign_in_pages(c: Console) -> APIRouter:
             str(form.get("password", "")),
             _next(str(form.get("next", ""))),
         )
+        sent, kept = str(form.get("login_token", "")), request.cookies.get(LOGIN_COOKIE, "")
+        if not kept or not secrets.compare_digest(sent.encode(), kept.encode()):  # not this browser's own form
+            stale = "This sign-in form is stale or did not come from the console; nothing was checked. Sign in below."
+            return _login_page(c, request, 403, next=nxt, name=name, error=stale)
         try:
             user = await sign_in_checked(c, name, password, address_of(request))
         except AccessError as e:
-            return c.page(
-                request,
-                "login.html",
-                None,
-                429 if "Too many" in e.what else 401,
-                next=nxt,
-                name=name,
-                error=e.what,
-                title="Sign in",
-            )
+            status = 429 if "Too many" in e.what else 401
+            return _login_page(c, request, status, next=nxt, name=name, error=e.what)
         sid, _ = c.gate.users.start_session(user.name)
         out = RedirectResponse(nxt, status_code=303)
+        out.delete_cookie(LOGIN_COOKIE, path="/console/login")
         out.set_cookie(
             SESSION_COOKIE,
             sid,
