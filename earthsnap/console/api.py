@@ -364,11 +364,17 @@ def offline_docs(
 ) -> None:
     "Serve `/openapi.json` and `/docs` (Swagger UI from the installed `swagger-ui-bundle`, never from a CDN)."
     from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.staticfiles import StaticFiles
+    from fastapi.responses import FileResponse
     from swagger_ui_bundle import swagger_ui_path
 
     needs = [] if public or gate is None else [Depends(gate.need("read"))]
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    # the two files /docs needs, not the package's folder: its own index.html would show a third party's API here
+    for name, kind in (("swagger-ui-bundle.js", "text/javascript"), ("swagger-ui.css", "text/css")):
+
+        def asset(name=name, kind=kind):
+            return FileResponse(Path(swagger_ui_path) / name, media_type=kind)
+
+        app.add_api_route(f"/docs-assets/{name}", asset, include_in_schema=False)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=needs)
     def openapi():
