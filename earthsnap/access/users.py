@@ -23,8 +23,8 @@ from ..core.errors import EarthsnapError, did_you_mean
 
 # %% auto #0
 __all__ = ['ROLES', 'PERMISSIONS', 'NAME', 'MIN_PASSWORD', 'RESERVED', 'SCHEMA', 'SESSION_HOURS', 'FAILURES', 'WINDOW',
-           'TOKEN_PREFIX', 'AccessError', 'can', 'check_user_name', 'check_role', 'common_passwords', 'is_trivial',
-           'check_password', 'User', 'UserStore']
+           'TOKEN_PREFIX', 'SLOW_AFTER', 'AccessError', 'can', 'check_user_name', 'check_role', 'common_passwords',
+           'is_trivial', 'check_password', 'User', 'UserStore']
 
 # %% ../../nbs/access/users.ipynb #aeab4734
 ROLES = ("viewer", "operator", "approver", "admin")
@@ -382,6 +382,21 @@ def count_failure(self: UserStore, *keys: str) -> None:
 def wait_before_sign_in(self: UserStore, name: str, address: str) -> float:
     "Seconds until `name` from `address` may try again (0 when they may now)."
     return self.wait_for((_failure_key(name, address), FAILURES["user"]), (f"address:{address}", FAILURES["address"]))
+
+# %% ../../nbs/access/users.ipynb #cad0feb8
+SLOW_AFTER = 5  # failures of one name within WINDOW, from any addresses, after which its sign-ins are slowed down
+
+
+@patch
+def sign_in_delay(self: UserStore, name: str) -> float:
+    "Seconds a sign-in of `name` waits before it is checked: 0, then from 0.5 s doubling to 8 s past SLOW_AFTER."
+    prefix = _failure_key(name, "")  # every address's key of this name starts so, and ends before prefix + 1
+    with connection(self.path) as db:
+        n = db.execute(
+            "SELECT COUNT(*) FROM login_failures WHERE key >= ? AND key < ? AND at > ?",
+            (prefix, prefix[:-1] + chr(ord("@") + 1), time.time() - WINDOW),
+        ).fetchone()[0]
+    return 0.0 if n < SLOW_AFTER else min(0.5 * 2 ** (n - SLOW_AFTER), 8.0)
 
 # %% ../../nbs/access/users.ipynb #49a25956
 # a hash to verify against when the user does not exist, so that an unknown name takes as long as a wrong password

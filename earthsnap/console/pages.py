@@ -5,6 +5,7 @@
 # %% ../../nbs/console/pages.ipynb #446d2bfd
 from __future__ import annotations
 
+import asyncio
 import io
 import secrets
 import threading
@@ -116,9 +117,8 @@ def _next(url: str | None) -> str:
 
 # %% ../../nbs/console/pages.ipynb #5ca5114b
 async def sign_in_checked(c: Console, name: str, password: str, address: str) -> User:
-    """`c.gate.users.sign_in` in a worker thread, at most `HASHING` at once; an AccessError saying the server is busy,
-    at once, when they are all taken.
-    """
+    "`c.gate.users.sign_in` in a worker thread, at most `HASHING` at once, after the name's `sign_in_delay`."
+    await asyncio.sleep(c.gate.users.sign_in_delay(name))  # waits without a thread or a hashing slot
     if not c.hashing.acquire(blocking=False):
         raise AccessError(
             "Too many sign-ins are being checked right now; nothing was checked.",
