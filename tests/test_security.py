@@ -584,3 +584,23 @@ def test_every_path_parameter_of_every_page_takes_hostile_values(console):
                 assert "<script>alert(1)" not in r.text and "root:" not in r.text and "SQLite" not in r.text, path
     assert probes >= 50, probes
     print(f"\n{probes} hostile path parameters probed")
+
+
+def test_malformed_bodies_are_refused_with_why(console):
+    """Broken JSON, JSON of the wrong shape, fields of the wrong type, binary garbage and a wrong content type, sent
+    by an admin to every route of the API that takes a body: a 4xx that says why, never a server error."""
+    url, admin, probes = console["url"], console["admin"], 0
+    bodies = [
+        (b'{"parameters": ', "application/json"),
+        (b"[1, 2, 3]", "application/json"),
+        (b'{"parameters": "epochs=3"}', "application/json"),
+        (b'{"reason": {"nested": ["x"]}}', "application/json"),
+        (b"\xff\xfe\x00garbage", "application/json"),
+        (b"reason=x", "text/plain"),
+    ]
+    for path in ("/runs", "/registry/versions/flora/1/approve", "/registry/versions/flora/1/reject"):
+        for body, kind in bodies:
+            r = admin.post(url + path, data=body, headers={"Content-Type": kind}, timeout=30)
+            probes += 1
+            assert 400 <= r.status_code < 500 and r.json()["message"], (path, body, r.status_code, r.text[:200])
+    print(f"\n{probes} malformed bodies probed")
