@@ -16,6 +16,7 @@ discovered from the app itself, so that a route added later without the same car
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -60,9 +61,18 @@ def console(tmp_path_factory):
     drift = Path(cfg.store) / "monitor" / "prod" / "drift-1" / "monitor.html"
     drift.parent.mkdir(parents=True)
     drift.write_text("<script>fetch('/console/users')</script>")
+    with serving(project) as url:
+        admin = requests.Session()
+        admin.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield {"url": url, "admin": admin, "project": project, "run": run, "cfg": cfg}
+
+
+@contextlib.contextmanager
+def serving(project: Path, *args: str):
+    "`earthsnap console ARGS` on `project`, with the bootstrap token, on a free port: its URL; stopped by its pid."
     port = free_port()
     server = subprocess.Popen(
-        [str(BIN / "earthsnap"), "console", "--port", str(port)],
+        [str(BIN / "earthsnap"), "console", "--port", str(port), *args],
         cwd=project,
         env=clean_env(EARTHSNAP_API_TOKEN=TOKEN),
         stdout=subprocess.PIPE,
@@ -72,9 +82,7 @@ def console(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(url + "/health", server, 60, "earthsnap console")
-        admin = requests.Session()
-        admin.headers["Authorization"] = f"Bearer {TOKEN}"
-        yield {"url": url, "admin": admin, "project": project, "run": run, "cfg": cfg}
+        yield url
     finally:
         os.kill(server.pid, signal.SIGTERM)
         server.wait(30)
@@ -311,22 +319,8 @@ def signin(tmp_path_factory):
     users = UserStore(load_config(project, env={}).registry, PasswordHasher(time_cost=1, memory_cost=1024))
     for name, password in PEOPLE.items():
         users.add(name, "viewer", password, by="test")
-    port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "earthsnap"), "console", "--port", str(port), "--no-deployer"],
-        cwd=project,
-        env=clean_env(EARTHSNAP_API_TOKEN=TOKEN),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url + "/health", server, 60, "earthsnap console")
+    with serving(project, "--no-deployer") as url:
         yield {"url": url, "users": users, "project": project}
-    finally:
-        os.kill(server.pid, signal.SIGTERM)
-        server.wait(30)
 
 
 def sign_in(url: str, source: str, name: str, password: str, **headers) -> requests.Response:

@@ -137,14 +137,19 @@ def _login_page(c: Console, request: Request, status: int = 200, **ctx) -> HTMLR
     "The sign-in page with a fresh form token, set in its hidden field and in the form's cookie."
     token = secrets.token_urlsafe(24)
     out = c.page(request, "login.html", None, status, login_token=token, title="Sign in", **ctx)
+    return _private_cookie(out, request, LOGIN_COOKIE, token, "/console/login")
+
+
+def _private_cookie(out: Response, request: Request, name: str, value: str, path: str) -> Response:
+    "`out` setting cookie `name`: for `path` only, never read by scripts or sent by other sites, HTTPS-only on HTTPS."
     out.set_cookie(
-        LOGIN_COOKIE,
-        token,
+        name,
+        value,
         max_age=SESSION_HOURS * 3600,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
-        path="/console/login",
+        path=path,
     )
     return out
 
@@ -178,16 +183,7 @@ def sign_in_pages(c: Console) -> APIRouter:
         sid, _ = c.gate.users.start_session(user.name)
         out = RedirectResponse(nxt, status_code=303)
         out.delete_cookie(LOGIN_COOKIE, path="/console/login")
-        out.set_cookie(
-            SESSION_COOKIE,
-            sid,
-            max_age=SESSION_HOURS * 3600,
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-            path="/",
-        )
-        return out
+        return _private_cookie(out, request, SESSION_COOKIE, sid, "/")
 
     @r.post("/console/logout")
     def logout(request: Request, who: Caller = Depends(read)):
