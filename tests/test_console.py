@@ -306,9 +306,12 @@ def test_datasets_hierarchy_and_users_pages(browser, site):
     assert "Rejected photos" in text and "truncated" in text and "not_an_image" in text and "too_many_pixels" in text
     page.locator("ul.thumbs").scroll_into_view_if_needed()
     # a thumbnail drawn
-    page.wait_for_function(
-        "Array.from(document.querySelectorAll('ul.thumbs img')).some(i => i.complete && i.naturalWidth > 0)"
-    )
+    # polled from here: wait_for_function evaluates its string in the page, which the console's policy forbids
+    drawn = "Array.from(document.querySelectorAll('ul.thumbs img')).some(i => i.complete && i.naturalWidth > 0)"
+    deadline = time.monotonic() + 30
+    while not page.evaluate(drawn):
+        assert time.monotonic() < deadline, "no thumbnail was drawn"
+        page.wait_for_timeout(100)
     page.screenshot(path=SHOTS / "dataset.png", full_page=True)
     page.goto(site["url"] + "/console/hierarchy")
     assert "parent" in page.locator("main").inner_text()
