@@ -18,6 +18,7 @@ import pytest
 from conftest import BIN, clean_env, demo_project, free_port, stop_endpoints, wait_until_serving
 from earthsnap.data.demodata import generate_demo_data
 
+CONSOLE_TOKEN = "retrain-test-token-0123456789-0123456789"  # at least 32 characters, as the console asks
 SMALL = ["-p", "image_size=32", "-p", "epochs=4", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "min_accuracy=0"]
 
 
@@ -138,7 +139,7 @@ def test_reviewed_photos_retrain_the_live_model(project, earthsnap):
     console = subprocess.Popen(
         [str(BIN / "earthsnap"), "console", "--port", str(console_port), "--no-deployer"],
         cwd=project,
-        env=clean_env(EARTHSNAP_API_TOKEN="retrain-test-token-0123456789-0123456789"),
+        env=clean_env(EARTHSNAP_API_TOKEN=CONSOLE_TOKEN),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
@@ -146,7 +147,7 @@ def test_reviewed_photos_retrain_the_live_model(project, earthsnap):
         wait_until_serving(f"http://127.0.0.1:{console_port}/health", console, 60, "earthsnap console")
         req = urllib.request.Request(
             f"http://127.0.0.1:{console_port}/console/models/species/2",
-            headers={"Authorization": "Bearer retrain-test-token-0123456789"},
+            headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"},
         )
         page = urllib.request.urlopen(req, timeout=30).read().decode()
         assert (

@@ -87,16 +87,20 @@ def _on_page(request: Request) -> bool:
 
 
 def _page_errors(app: FastAPI, console: Console) -> None:
-    "Refusals under /console answered as pages (401 on a GET: the sign-in page), the API's as JSON."
+    """Refusals under /console answered as pages, the API's as JSON.
+
+    A GET refused for want of a sign-in goes to the sign-in page, unless it carried credentials: a script that sent a
+    wrong token gets 401 and the reason, not a sign-in form with 200 that it cannot tell from the page it asked for.
+    """
     json_denied = app.exception_handlers[Denied]  # the API's own answer, kept for its paths
 
     @app.exception_handler(Denied)
     async def denied(request: Request, e: Denied):
         if not _on_page(request):
             return await json_denied(request, e)
-        if e.status == 401 and request.method == "GET":
+        if e.status == 401 and request.method == "GET" and not request.headers.get("authorization"):
             return RedirectResponse(f"/console/login?next={quote(str(request.url.path))}", status_code=303)
-        return console.page(
+        out = console.page(
             request,
             "error.html",
             console.gate.caller(request),
@@ -105,6 +109,9 @@ def _page_errors(app: FastAPI, console: Console) -> None:
             error=e.message,
             fix=e.fix,
         )
+        if e.status == 401:
+            out.headers["WWW-Authenticate"] = "Bearer"
+        return out
 
     @app.exception_handler(NotServed)
     async def not_served(request: Request, e: NotServed):
