@@ -7,7 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The install stamps change whenever the pins change, so a changed settings.ini reinstalls. `make demo` and `make lab`
 # install only what the local path needs (earthsnap and JupyterLab: the `lab` extra); `make test` and the developer
-# targets add the test tools, the docs toolchain, the SageMaker SDK and moto (`dev`, `docs`, `sagemaker`).
+# targets add the test tools, the docs toolchain, the SageMaker SDK and moto, and the model zoo (`dev`, `docs`,
+# `sagemaker`, `zoo`).
 # --no-compile: pip would compile every module of every package it installs, most of which nothing ever imports (half
 # the install's CPU time); Python compiles a module the first time it is imported, once.
 PINS := $(shell cat settings.ini setup.py | sha256sum | cut -c1-12)
@@ -38,7 +39,7 @@ $(LOCAL): settings.ini setup.py
 	@if [ -e "$(FULL)" ]; then touch $@; else $(MAKE) --no-print-directory pip-install EXTRAS=lab STAMPS="$@"; fi
 
 $(FULL): settings.ini setup.py
-	@$(MAKE) --no-print-directory pip-install EXTRAS=dev,docs,sagemaker,lab STAMPS="$@ $(LOCAL)"
+	@$(MAKE) --no-print-directory pip-install EXTRAS=dev,docs,sagemaker,lab,zoo STAMPS="$@ $(LOCAL)"
 
 pip-install:
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }

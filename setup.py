@@ -13,6 +13,7 @@ dev_requirements = cfg.get("dev_requirements", "").split()
 sagemaker_requirements = cfg.get("sagemaker_requirements", "").split()
 lab_requirements = cfg.get("lab_requirements", "").split()
 docs_requirements = cfg.get("docs_requirements", "").split()
+zoo_requirements = cfg.get("zoo_requirements", "").split()
 licenses = {"apache2": ("Apache Software License 2.0", "OSI Approved :: Apache Software License")}
 lic = licenses[cfg["license"]]
 statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Production/Stable", "6 - Mature"]
@@ -43,7 +44,7 @@ setuptools.setup(
                   "earthsnap.access": ["common-passwords.txt.gz", "common-passwords.LICENSE"],  # check_password
                   "earthsnap": ["project_template/*", "project_template/pipeline/*"]},  # what `earthsnap init` writes
     install_requires=requirements,
-    extras_require={"dev": dev_requirements, "sagemaker": sagemaker_requirements, "lab": lab_requirements, "docs": docs_requirements},
+    extras_require={"dev": dev_requirements, "sagemaker": sagemaker_requirements, "lab": lab_requirements, "docs": docs_requirements, "zoo": zoo_requirements},
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

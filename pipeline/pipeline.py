@@ -119,8 +119,9 @@ init_weights = Parameter(
     "init_weights",
     str,
     "",
-    "Full training: start from these weights (a model directory or .safetensors of "
-    "the same architecture), e.g. the model of an earlier run; empty for random ones.",
+    "Full training: start from these weights: a model directory or .safetensors of the same network (e.g. the "
+    'model of an earlier run), or for a zoo network (hyperparameters {"arch": "resnet50"}, ...) a checkpoint '
+    "folder in the zoo's format (config.json, model.safetensors), whose classifier is replaced; empty for random ones.",
     path=True,
 )
 model_group = Parameter(

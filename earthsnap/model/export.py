@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from ..core.storage import atomic_write, write_json, write_tar_gz
+from .backbones import build_network
 from .hyperparameters import Hyperparameters
-from .inference import BASELINE_FILE, MODEL_FILES, ModelError, model_dir
-from .networks import build_model
+from .inference import BACKBONE_FILE, BASELINE_FILE, MODEL_FILES, ModelError, model_dir
 
 # %% auto #0
 __all__ = ['STACK_TRACE', 'TOLERANCE', 'RUN_FACTS', 'WithEmbedding', 'export_onnx', 'check_onnx', 'save_model', 'training_facts',
@@ -36,7 +36,7 @@ class WithEmbedding(nn.Module):
             raise ModelError(
                 f"Cannot export the embedding of a {type(model).__name__}: "
                 "a Sequential ending in nn.Linear is expected.",
-                fix="Build the model with earthsnap.model.networks.build_model.",
+                fix="Build the model with earthsnap.model.backbones.build_network.",
             )
         self.body, self.head = model[:-1], model[-1]
 
@@ -132,7 +132,7 @@ RUN_FACTS = ("seconds", "device")  # how a training went, not what it made: kept
 
 def save_model(result, out_dir: str | os.PathLike) -> Path:
     """Write a `TrainResult` (earthsnap.model.training) as a model directory: ONNX, safetensors, classes,
-    hyperparameters, metrics (what the model is; how its training went is `training_facts`).
+    hyperparameters, metrics and a zoo network's `backbone.json` (what the model is).
     """
     from safetensors.torch import save_file
 
@@ -156,6 +156,8 @@ def save_model(result, out_dir: str | os.PathLike) -> Path:
         },
     )
     write_json(out / "hyperparameters.json", result.hp.to_dict())
+    if getattr(result, "backbone", None):
+        write_json(out / BACKBONE_FILE, result.backbone)
     write_json(
         out / "metrics.json",
         {**{k: v for k, v in result.metrics.items() if k not in RUN_FACTS}, "onnx_max_abs_diff": diff},
@@ -169,21 +171,24 @@ def training_facts(result) -> dict:
 
 # %% ../../nbs/model/export.ipynb #18a00ea4
 def write_tarball(model_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Pack the files of a model directory (with its baseline.npz, if it has one) into a reproducible `model.tar.gz` at
-    `path`.
+    """Pack the files of a model directory (with its baseline.npz and backbone.json, if it has them) into a reproducible
+    `model.tar.gz` at `path`.
     """
-    return write_tar_gz(
-        model_dir, MODEL_FILES + tuple(f for f in (BASELINE_FILE,) if (Path(model_dir) / f).exists()), path
-    )
+    extra = tuple(f for f in (BASELINE_FILE, BACKBONE_FILE) if (Path(model_dir) / f).exists())
+    return write_tar_gz(model_dir, MODEL_FILES + extra, path)
 
 # %% ../../nbs/model/export.ipynb #3eaeec71
 def load_torch_model(path: str | os.PathLike) -> tuple[nn.Module, list[str], Hyperparameters]:
-    "The torch model of a model directory (or model.tar.gz), rebuilt from its hyperparameters and safetensors weights."
+    """The torch model of a model directory (or model.tar.gz), rebuilt from its hyperparameters (and a zoo network's
+    backbone.json) and its safetensors weights.
+    """
     from safetensors.torch import load_file
 
     d = model_dir(path)
     hp = Hyperparameters.parse(json.loads((d / "hyperparameters.json").read_text()))
-    classes = json.loads((d / "classes.json").read_text())["classes"]
-    model = build_model(hp, len(classes))
+    about = json.loads((d / "classes.json").read_text())
+    backbone = json.loads((d / BACKBONE_FILE).read_text()) if (d / BACKBONE_FILE).exists() else None
+    classes = about["classes"]
+    model = build_network(hp, len(classes), about["input_size"], backbone)
     model.load_state_dict(load_file(str(d / "model.safetensors")))
     return model.eval(), classes, hp

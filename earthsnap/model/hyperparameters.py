@@ -13,6 +13,7 @@ from typing import Any
 from fastcore.basics import patch
 
 from ..core.errors import EarthsnapError, ParameterError, did_you_mean
+from .zoo import OWN, ZOO
 
 # %% auto #0
 __all__ = ['RANGES', 'DEFAULT_SPACE', 'Continuous', 'Integer', 'Categorical', 'HyperparameterError', 'Hyperparameters',
@@ -120,7 +121,7 @@ class HyperparameterError(ParameterError):
 
 # %% ../../nbs/model/hyperparameters.ipynb #dacab7c5
 RANGES: dict[str, Continuous | Integer | Categorical] = {
-    "arch": Categorical(("resnet", "separable")),
+    "arch": Categorical((*OWN, *ZOO)),  # earthsnap's own networks, then the zoo's (earthsnap.model.zoo)
     "width": Integer(4, 256),
     "depth": Integer(1, 8),
     "dropout": Continuous(0.0, 0.9),
@@ -141,7 +142,7 @@ RANGES: dict[str, Continuous | Integer | Categorical] = {
 class Hyperparameters:
     "Everything that decides how a model is trained (the data and the seed aside, nothing else does)."
 
-    arch: str = "resnet"  # resnet | separable (earthsnap.model.networks)
+    arch: str = "resnet"  # resnet | separable (earthsnap.model.networks), or a zoo network (earthsnap.model.zoo)
     width: int = 32  # channels of the first stage; each later stage doubles them
     depth: int = 1  # blocks per stage
     dropout: float = 0.1  # before the classifier

@@ -20,12 +20,13 @@ from ..core.errors import EarthsnapError
 from ..data.images import load_rgb, resize_shorter
 
 # %% auto #0
-__all__ = ['MODEL_FILES', 'BASELINE_FILE', 'TARBALL', 'ModelError', 'model_input', 'softmax', 'unpacked', 'model_dir',
-           'OnnxModel', 'per_input', 'open_model']
+__all__ = ['MODEL_FILES', 'BASELINE_FILE', 'BACKBONE_FILE', 'TARBALL', 'ModelError', 'model_input', 'softmax', 'unpacked',
+           'model_dir', 'backbone_of', 'OnnxModel', 'per_input', 'open_model']
 
 # %% ../../nbs/model/inference.ipynb #8d275cce
 MODEL_FILES = ("model.onnx", "model.safetensors", "classes.json", "hyperparameters.json", "metrics.json")
 BASELINE_FILE = "baseline.npz"  # the model's drift reference (earthsnap.model.baseline), packed with it when present
+BACKBONE_FILE = "backbone.json"  # a zoo network's configuration and weights' lineage (earthsnap.model.backbones)
 TARBALL = "model.tar.gz"
 
 
@@ -86,6 +87,21 @@ def model_dir(path: str | os.PathLike) -> Path:
             fix="Train the model again; a model directory holds " + ", ".join(MODEL_FILES) + ".",
         )
     return p
+
+# %% ../../nbs/model/inference.ipynb #a126586d
+def backbone_of(path: str | os.PathLike) -> dict | None:
+    "The `backbone.json` of a model directory or model.tar.gz (or a folder holding one); None for our own networks."
+    p = Path(path)
+    if p.is_dir() and not (p / BACKBONE_FILE).exists() and (p / TARBALL).is_file():  # a training step's artifact/
+        p = p / TARBALL
+    if p.is_dir():
+        return json.loads((p / BACKBONE_FILE).read_text()) if (p / BACKBONE_FILE).is_file() else None
+    try:
+        with tarfile.open(p, "r:gz") as tf:
+            member = tf.extractfile(BACKBONE_FILE) if BACKBONE_FILE in tf.getnames() else None
+            return json.loads(member.read()) if member else None
+    except (tarfile.TarError, OSError, EOFError, ValueError):
+        return None
 
 # %% ../../nbs/model/inference.ipynb #d15f22b0
 @dataclass

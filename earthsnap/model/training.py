@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import sys
@@ -20,13 +21,15 @@ from tqdm.auto import tqdm
 
 from ..core.errors import EarthsnapError
 from ..data.records import check_split, read_classes
+from .backbones import rebuild, weights_facts, zoo_network
 from .hyperparameters import Hyperparameters
+from .inference import BACKBONE_FILE
 from .loader import Augment, RecordDataset, loader
-from .networks import build_model
+from .networks import ARCHITECTURES, build_model
 
 # %% auto #0
 __all__ = ['METRIC_DEFINITIONS', 'LOSS_DELTA', 'TrainingError', 'pick_device', 'schedule', 'make_optimizer', 'EarlyStopping',
-           'load_weights', 'TrainResult', 'measure', 'train']
+           'load_weights', 'initial_model', 'TrainResult', 'measure', 'train']
 
 # %% ../../nbs/model/training.ipynb #a65ba85a
 class TrainingError(EarthsnapError):
@@ -121,6 +124,30 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         ) from None
     return model
 
+# %% ../../nbs/model/training.ipynb #17e084e6
+def initial_model(
+    hp: Hyperparameters, classes: int, input_size: int, init_weights: str | os.PathLike | None = None
+) -> tuple[nn.Module, dict | None]:
+    "The model training starts from and, for a zoo network, its `backbone.json` description (None for earthsnap's own)."
+    p = Path(init_weights) if init_weights else None
+    if hp.arch not in ARCHITECTURES and p is not None and (p / "config.json").is_file():
+        return zoo_network(hp.arch, classes, input_size, hp.dropout, weights=p)
+    backbone = None
+    if hp.arch in ARCHITECTURES:
+        model = build_model(hp, classes)
+    else:
+        saved = (p if p.is_dir() else p.parent) / BACKBONE_FILE if p else None
+        if saved and saved.is_file():  # an earlier model of this zoo network: the same network, its weights
+            backbone = json.loads(saved.read_text())
+            model = rebuild(backbone, classes, input_size, hp.dropout)
+        else:
+            model, backbone = zoo_network(hp.arch, classes, input_size, hp.dropout)
+    if p is not None:
+        load_weights(model, p)
+        if backbone is not None:
+            backbone = {**backbone, "weights": weights_facts(p)}
+    return model, backbone
+
 # %% ../../nbs/model/training.ipynb #d02aa09e
 @dataclass
 class TrainResult:
@@ -132,6 +159,7 @@ class TrainResult:
     hp: Hyperparameters
     history: list[dict] = field(default_factory=list)  # one row per epoch
     metrics: dict = field(default_factory=dict)  # best validation figures, epochs, timing
+    backbone: dict | None = None  # a zoo network's description (earthsnap.model.backbones); None for our own
 
 # %% ../../nbs/model/training.ipynb #1ea9ca51
 @torch.no_grad()
@@ -241,6 +269,15 @@ def _fit(
     model.load_state_dict(best_state)
     return best, history
 
+# %% ../../nbs/model/training.ipynb #39ef4cbb
+def _network_words(hp: Hyperparameters, model: nn.Module, backbone: dict | None) -> str:
+    "The network in a few words, for the training log: its arch, size, and where its weights start."
+    if backbone is None:
+        return f"{hp.arch} (width {hp.width}, depth {hp.depth})"
+    start = backbone.get("weights", {}).get("source")
+    size = sum(p.numel() for p in model.parameters()) / 1e6
+    return f"{hp.arch} ({size:.1f}M parameters, from {'the weights in ' + start if start else 'random weights'})"
+
 # %% ../../nbs/model/training.ipynb #2561f5c5
 def train(
     records: str | os.PathLike,
@@ -255,7 +292,7 @@ def train(
     init_weights: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train `hp`'s model on `train_split` of `records`, choosing the epoch by accuracy on `val_split`; optionally start
-    from `init_weights` (safetensors).
+    from `init_weights` (see `initial_model`).
     """
     log = log or (lambda line: print(line, flush=True))
     classes, size = read_classes(records)
@@ -268,9 +305,7 @@ def train(
     train_ds = RecordDataset(records, train_split, size, augment=Augment(), seed=hp.seed)
     val_ds = RecordDataset(records, val_split, size)
     val_batches = loader(val_ds, 256, workers=workers)
-    model = build_model(hp, len(classes))
-    if init_weights:
-        load_weights(model, init_weights)
+    model, backbone = initial_model(hp, len(classes), size, init_weights)
     model.to(dev)
     opt = make_optimizer(hp, model)
     steps = math.ceil(len(train_ds) / hp.batch_size)
@@ -278,7 +313,7 @@ def train(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
     t0 = time.perf_counter()
     log(
-        f"training {hp.arch} (width {hp.width}, depth {hp.depth}) on {len(train_ds)} {train_split} images "
+        f"training {_network_words(hp, model, backbone)} on {len(train_ds)} {train_split} images "
         f"of {len(classes)} classes at {size} px, validating on {len(val_ds)} {val_split} images; device {dev.type}"
     )
     train_batches = loader(train_ds, hp.batch_size, shuffle=True, workers=workers, seed=hp.seed)
@@ -297,4 +332,4 @@ def train(
         "seconds": round(time.perf_counter() - t0, 2),
         "device": dev.type,
     }
-    return TrainResult(model, classes, size, hp, history, metrics)
+    return TrainResult(model, classes, size, hp, history, metrics, backbone)
