@@ -126,6 +126,7 @@ bench: install
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/loop.py
 	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/transfer.py
 
 export: install
 	$(BIN)/nbdev_export

@@ -12,7 +12,7 @@ import io
 # the command groups, each adding its commands to the root app as it is imported: this order is the order of the help
 # isort: off
 from . import data, runs, deploy, registry, endpoints, monitor  # noqa: F401
-from . import hierarchy, sagemaker, project, users, operations  # noqa: F401
+from . import hierarchy, sagemaker, project, users, operations, weights  # noqa: F401
 
 # isort: on
 from .app import app, main  # noqa: F401  (app: the root command, which tools/build_docs.py reads)

@@ -59,6 +59,14 @@ _LOCATIONS: tuple[Setting, ...] = (
     Setting(
         "endpoints", str, ".earthsnap/endpoints", "State and logs of local endpoints. A local directory.", path=True
     ),
+    Setting(
+        "weights",
+        str,
+        ".earthsnap/weights",
+        "Starting weights of zoo networks, each fetched once into a folder named by the sha256 of its safetensors. "
+        "A local directory.",
+        path=True,
+    ),
     Setting("endpoint_host", str, "127.0.0.1", "Address local endpoints listen on."),
 )
 
@@ -268,6 +276,7 @@ class Config:
     datasets: str
     registry: str
     endpoints: str
+    weights: str
     endpoint_host: str
     capture: str
     capture_rate: float

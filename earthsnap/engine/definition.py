@@ -65,11 +65,16 @@ class Parameter:
     many: bool = False  # a str parameter holding a comma-separated list, e.g. "rgb,grayscale"
     # reads a path's content (value, s3 endpoint) and raises if it is unusable
     read: Callable[[str, str | None], Any] | None = None
+    # turns a value that names something (weights=imagenet, a registered model) into the local path it stands for,
+    # given every value of the run and the project's Config; called when a run starts, before the path is checked
+    locate: Callable[[str, dict, Any], str] | None = None
 
     def __post_init__(self):
         _check_name("Parameter", self.name)
         if self.path and self.type is not str:
             raise DefinitionError(f"Parameter {self.name!r} is a path, so its type is str.")
+        if self.locate and not self.path:
+            raise DefinitionError(f"Parameter {self.name!r} locates its value, so it is a path (path=True).")
         if self.type not in TYPES.values():
             raise DefinitionError(
                 f"Parameter {self.name!r} has type {self.type!r}; a parameter is str, int, float or bool."

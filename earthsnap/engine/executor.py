@@ -510,14 +510,21 @@ def installed_kernels() -> set[str]:
 
 # %% ../../nbs/engine/executor.ipynb #7db87a8c
 def _prepare_values(pipeline: Pipeline, cfg: Config, values: dict) -> dict:
-    """Expand and check path parameters: `{store}`, relative to the project directory, present, and readable by their
-    `read`.
+    """Expand and check path parameters: located (their `locate`), `{store}`, relative to the project directory,
+    present, and readable by their `read`.
     """
     out = dict(values)
     for name, p in pipeline.parameters.items():
         if not (p.path and out[name]):
             continue
         v = out[name].replace("{store}", cfg.store)
+        if p.locate:  # a name (weights=imagenet, species/3) becomes the local path it stands for
+            try:
+                v = p.locate(v, values, cfg)
+            except EarthsnapError as e:
+                raise ParameterError(
+                    f"Parameter {name!r} ({out[name]}) cannot be used: {e.what}", fix=e.fix or p.description
+                ) from None
         if "://" not in v:  # a plain local path (URIs, file:// included, are taken as they are)
             path = Path(v).expanduser()
             v = str(path if path.is_absolute() else (cfg.project_dir / path).resolve())

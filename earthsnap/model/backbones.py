@@ -99,7 +99,9 @@ def weights_facts(source: str | Path) -> dict:
     f = p / "model.safetensors" if p.is_dir() else p
     with open(f, "rb") as fh:
         digest = sha256_stream(fh)
-    return {"source": str(p), "sha256": digest, "licence": licence_of(p) if p.is_dir() else "unknown"}
+    named = p / "source.json"  # what weights stored by earthsnap.release.weights were called (imagenet, species/3)
+    source = json.loads(named.read_text()).get("source", str(p)) if named.is_file() else str(p)
+    return {"source": source, "sha256": digest, "licence": licence_of(p) if p.is_dir() else "unknown"}
 
 # %% ../../nbs/model/backbones.ipynb #ed822c21
 def zoo_network(

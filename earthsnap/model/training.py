@@ -274,9 +274,9 @@ def _network_words(hp: Hyperparameters, model: nn.Module, backbone: dict | None)
     "The network in a few words, for the training log: its arch, size, and where its weights start."
     if backbone is None:
         return f"{hp.arch} (width {hp.width}, depth {hp.depth})"
-    start = backbone.get("weights", {}).get("source")
-    size = sum(p.numel() for p in model.parameters()) / 1e6
-    return f"{hp.arch} ({size:.1f}M parameters, from {'the weights in ' + start if start else 'random weights'})"
+    w = backbone.get("weights") or {}
+    start = f"{w['source']} (sha256 {w['sha256'][:12]})" if w else "random weights"
+    return f"{hp.arch} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, from {start})"
 
 # %% ../../nbs/model/training.ipynb #2561f5c5
 def train(

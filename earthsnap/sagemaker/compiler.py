@@ -128,7 +128,8 @@ PROC = "/opt/ml/processing"
 TUNING_SPLITS = ("tune_train", "tune_val")  # trials train on the tuning subset that preprocessing writes
 TRAIN_SPLITS = ("train", "val")
 CHANNEL_FILES = {"classes": RECORDS_CLASSES, "summary": RECORDS_SUMMARY}
-TUNING_INPUTS = ("records", "trials", "parallel", "epochs", "space", "seed")
+# arch: the trials run the training step's notebook, which reads the pipeline's arch itself (over a searched one)
+TUNING_INPUTS = ("records", "trials", "parallel", "epochs", "space", "seed", "arch")
 ENTRYPOINT = ["earthsnap-job"]  # the image's (Dockerfile); a processing job adds `process`
 CLOUD_SETTINGS = ("datasets", "workers")  # settings a step may read on SageMaker
 CACHE_DAYS = 30

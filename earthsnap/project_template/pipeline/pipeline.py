@@ -25,6 +25,8 @@ from earthsnap.engine.definition import (
     RegisterStep,
     from_config,
 )
+from earthsnap.model.zoo import OWN, ZOO
+from earthsnap.release.weights import locate_weights
 
 RULES = ImageRules()  # the data rules' defaults
 
@@ -115,6 +117,25 @@ epochs = Parameter("epochs", int, 20, "Full training: epochs at most (early stop
 hyperparameters = Parameter(
     "hyperparameters", str, "", 'Full training: hyperparameters as JSON over the tuned ones, e.g. {"width": 48}.'
 )
+arch = Parameter(
+    "arch",
+    str,
+    "",
+    "Network: empty lets tuning choose between earthsnap's own resnet and separable; a network of the model zoo ("
+    + ", ".join(ZOO)
+    + ") is fine-tuned, best from -p weights=imagenet (it needs the zoo extra: pip install 'earthsnap[zoo]').",
+    choices=("", *OWN, *ZOO),
+)
+weights = Parameter(
+    "weights",
+    str,
+    "",
+    "Full training: starting weights. imagenet (the zoo network's, from the Hugging Face hub or its cache), "
+    "hf://ORG/NAME, a registered version (species/3), a checkpoint folder or .safetensors, or an s3:// URI; fetched "
+    "once into the weights folder, named in the lineage by sha256. Empty: random (or init_weights).",
+    path=True,
+    locate=locate_weights,
+)
 init_weights = Parameter(
     "init_weights",
     str,
@@ -183,6 +204,7 @@ tune = NotebookStep(
         "parallel": tune_parallel,
         "epochs": tune_epochs,
         "space": search_space,
+        "arch": arch,
     },
 )
 
@@ -197,6 +219,8 @@ train = NotebookStep(
         "epochs": epochs,
         "hyperparameters": hyperparameters,
         "init_weights": init_weights,
+        "arch": arch,
+        "weights": weights,
         "workers": from_config("workers"),
     },
 )
@@ -255,6 +279,8 @@ pipeline = Pipeline(
         search_space,
         epochs,
         hyperparameters,
+        arch,
+        weights,
         init_weights,
         min_accuracy,
         model_group,
