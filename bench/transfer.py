@@ -1,6 +1,7 @@
 """Benchmark: few-shot species, a pretrained zoo backbone fine-tuned against the same network from random weights.
 
     .venv/bin/python bench/transfer.py [--arch resnet18] [--size 64] [--pretrain-epochs 12] [--epochs 15] [--shots 10]
+        [--freeze-epochs 0] [--layer-decay 1.0]
 
 1. **Pretraining.** A network of the zoo (--arch) learns 16 demo species (4 groups x 4, seed 1, 60 photos each) at
    --size px from random weights, and its backbone is saved in the zoo's own format (`save_pretrained`): the
@@ -91,6 +92,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15, help="Epochs of fine-tuning, and of the random-weights baseline.")
     ap.add_argument("--shots", type=int, default=10, help="Training photos of each new species (about).")
     ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--freeze-epochs", type=int, default=0, help="Fine-tuning: epochs training the classifier alone.")
+    ap.add_argument("--layer-decay", type=float, default=1.0, help="Fine-tuning: layer-wise learning-rate decay.")
     ap.add_argument("--smoke", action="store_true", help="seconds on tiny inputs, results not kept (make test)")
     args = ap.parse_args()
     if args.smoke:
@@ -109,10 +112,19 @@ def main() -> None:
 
     per_species = max(8, round(args.shots / 0.3))  # about 30 % of each species' photos train, the rest judge
     few = records(tmp / "few", groups, species, per_species, args.size, seed=2, train_share=0.3)
-    ft_hp = Hyperparameters(arch=args.arch, epochs=args.epochs, patience=args.epochs, batch_size=16, lr=1e-3)
+    ft_hp = Hyperparameters(
+        arch=args.arch,
+        epochs=args.epochs,
+        patience=args.epochs,
+        batch_size=16,
+        lr=1e-3,
+        freeze_epochs=args.freeze_epochs,
+        layer_decay=args.layer_decay,
+    )
     print(f"fine-tuning on {groups * species} other species, {args.epochs} epochs each way ...", flush=True)
     tuned, tuned_cpu, tuned_wall = timed_train(few, ft_hp, checkpoint)
-    scratch, scratch_cpu, _ = timed_train(few, Hyperparameters(**{**ft_hp.to_dict(), "lr": 3e-3}))
+    plain = {"lr": 3e-3, "freeze_epochs": 0, "layer_decay": 1.0}  # from random weights: nothing to keep
+    scratch, scratch_cpu, _ = timed_train(few, Hyperparameters(**{**ft_hp.to_dict(), **plain}))
     n_train = tuned.metrics["train_images"]
     acc = {"pretrained": test_accuracy(tuned, few), "random": test_accuracy(scratch, few)}
     points = 100 * (acc["pretrained"] - acc["random"])
@@ -147,6 +159,8 @@ def main() -> None:
             {
                 "arch": args.arch,
                 "size": args.size,
+                "freeze_epochs": args.freeze_epochs,
+                "layer_decay": args.layer_decay,
                 "species": groups * species,
                 "training_photos": n_train,
                 "test_photos": n_test,

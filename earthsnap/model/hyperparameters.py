@@ -135,6 +135,8 @@ RANGES: dict[str, Continuous | Integer | Categorical] = {
     "patience": Integer(1, 1000),
     "warmup_epochs": Integer(0, 100),
     "seed": Integer(0, 2**31 - 1),
+    "freeze_epochs": Integer(0, 100),
+    "layer_decay": Continuous(0.05, 1.0),
 }
 
 # %% ../../nbs/model/hyperparameters.ipynb #85d8a621
@@ -156,6 +158,8 @@ class Hyperparameters:
     patience: int = 6  # epochs without a better validation accuracy before stopping
     warmup_epochs: int = 1  # linear warm-up before the cosine decay
     seed: int = 0
+    freeze_epochs: int = 0  # first epochs train the classifier alone (the backbone and its BatchNorm statistics frozen)
+    layer_decay: float = 1.0  # each earlier block of the backbone learns at this times the rate of the one after it
 
     def __post_init__(self):
         for f in fields(self):

@@ -28,8 +28,8 @@ from .loader import Augment, RecordDataset, loader
 from .networks import ARCHITECTURES, build_model
 
 # %% auto #0
-__all__ = ['METRIC_DEFINITIONS', 'LOSS_DELTA', 'TrainingError', 'pick_device', 'schedule', 'make_optimizer', 'EarlyStopping',
-           'load_weights', 'initial_model', 'TrainResult', 'measure', 'train']
+__all__ = ['METRIC_DEFINITIONS', 'LOSS_DELTA', 'TrainingError', 'pick_device', 'schedule', 'layer_scales', 'make_optimizer',
+           'EarlyStopping', 'load_weights', 'initial_model', 'TrainResult', 'measure', 'freeze_backbone', 'train']
 
 # %% ../../nbs/model/training.ipynb #a65ba85a
 class TrainingError(EarthsnapError):
@@ -68,12 +68,42 @@ def schedule(hp: Hyperparameters, steps_per_epoch: int) -> Callable[[int], float
 
     return factor
 
+# %% ../../nbs/model/training.ipynb #fa42b4f0
+def _block(name: str) -> str:
+    "The block a parameter of an earthsnap model is in: its Sequential's layer; in a zoo network, its repeated unit."
+    top, *rest = name.split(".")
+    if rest[:1] != ["body"]:
+        return top
+    rest = rest[1:]
+    numbers = [i for i, part in enumerate(rest) if part.isdigit()]
+    cut = numbers[1] + 1 if len(numbers) > 1 else numbers[0] + 1 if numbers else 1
+    return ".".join([top, "body", *rest[:cut]])
+
+
+def layer_scales(model: nn.Module, decay: float) -> dict[str, float]:
+    "Each parameter's learning-rate factor: 1 for the classifier, `decay`**k for the block k places before it."
+    blocks: list[str] = []
+    for name, _ in model.named_parameters():
+        if _block(name) not in blocks:
+            blocks.append(_block(name))
+    head = blocks[-1]
+    return {
+        n: 1.0 if _block(n) == head else decay ** (len(blocks) - 1 - blocks.index(_block(n)))
+        for n, _ in model.named_parameters()
+    }
+
 # %% ../../nbs/model/training.ipynb #fd9dae1a
 def make_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimizer:
-    "AdamW or SGD (Nesterov) as `hp` says; no weight decay on biases and normalisation weights."
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    """AdamW or SGD (Nesterov) as `hp` says; no weight decay on biases and normalisation weights; with `layer_decay`,
+    each block of the network at its own rate.
+    """
+    scale = layer_scales(model, hp.layer_decay)
+    groups = []
+    for s in sorted(set(scale.values()), reverse=True):
+        for wd, keep in ((hp.weight_decay, lambda p: p.ndim > 1), (0.0, lambda p: p.ndim <= 1)):
+            ps = [p for n, p in model.named_parameters() if scale[n] == s and keep(p)]
+            if ps:
+                groups.append({"params": ps, "weight_decay": wd, "lr": hp.lr * s})
     if hp.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0)
     return torch.optim.AdamW(groups, lr=hp.lr)
@@ -176,6 +206,16 @@ def measure(model: nn.Module, batches, device: torch.device, loss_fn=None) -> tu
         total += len(y)
     return loss / total, correct / total
 
+# %% ../../nbs/model/training.ipynb #4843b813
+def freeze_backbone(model: nn.Sequential, frozen: bool) -> None:
+    "Freeze (or free) every layer but the classifier: no gradients, and BatchNorm statistics kept as they are."
+    for p in model[:-1].parameters():
+        p.requires_grad_(not frozen)
+    if frozen:
+        for m in model[:-1].modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
 # %% ../../nbs/model/training.ipynb #e98e6e7c
 def _train_epoch(
     model: nn.Module,
@@ -191,6 +231,7 @@ def _train_epoch(
 ) -> tuple[float, float]:
     "One epoch over the training batches; returns its mean loss and accuracy."
     model.train()
+    freeze_backbone(model, epoch <= hp.freeze_epochs)
     batches.sampler.epoch = epoch
     seen, total_loss, correct = 0, 0.0, 0
     bar = tqdm(
