@@ -267,7 +267,8 @@ def _start_form(r: APIRouter, c: Console, operate) -> None:
         to, cache = [str(t) for t in form.getlist("to") if str(t)], form.get("cache") == "on"
         params = changed_parameters(pipeline, values)
         try:
-            check_run(pipeline.upto(*to) if to else pipeline, c.cfg, params)
+            # off the event loop: locating weights may download, hash and copy them
+            await run_in_threadpool(check_run, pipeline.upto(*to) if to else pipeline, c.cfg, params)
         except EarthsnapError as e:
             return new_form(request, who, 422, error=e.what, fix=e.fix, values=values, chosen=to, cache=cache)
         run_id = new_run_id(pipeline.name)

@@ -103,6 +103,22 @@ def weights_facts(source: str | Path) -> dict:
     source = json.loads(named.read_text()).get("source", str(p)) if named.is_file() else str(p)
     return {"source": source, "sha256": digest, "licence": licence_of(p) if p.is_dir() else "unknown"}
 
+# %% ../../nbs/model/backbones.ipynb #335d3bd0
+def _pretrained(t, folder: Path, cfg, kw: dict) -> nn.Module:
+    "The network of `cfg` with every weight from the checkpoint in `folder`; refused when any is missing or left over."
+    body, info = t.AutoModel.from_pretrained(str(folder), config=cfg, output_loading_info=True, **kw)
+    missing = [k for k in info.get("missing_keys", ()) if not k.startswith("pooler.")]
+    extra = [k for k in info.get("unexpected_keys", ()) if not k.startswith(("classifier.", "pooler."))]
+    wrong = [str(k) for k in info.get("mismatched_keys", ())]
+    if missing or extra or wrong:
+        shown = ", ".join((missing + extra + wrong)[:4])
+        raise BackboneError(
+            f"The checkpoint in {folder} does not fit a {cfg.model_type} network of transformers: "
+            f"{len(missing)} weight(s) missing, {len(extra)} left over, {len(wrong)} of another shape ({shown}, ...).",
+            fix="Save the checkpoint with transformers' save_pretrained (timm's or torchvision's names differ).",
+        )
+    return body
+
 # %% ../../nbs/model/backbones.ipynb #ed822c21
 def zoo_network(
     arch: str,
@@ -121,7 +137,7 @@ def zoo_network(
     check_input_size(arch, cfg, data, input_size)
     class_token = cfg.model_type == "vit"
     kw = {"add_pooling_layer": False} if class_token else {}
-    body = t.AutoModel.from_pretrained(str(folder), config=cfg, **kw) if folder else t.AutoModel.from_config(cfg, **kw)
+    body = _pretrained(t, folder, cfg, kw) if folder else t.AutoModel.from_config(cfg, **kw)
     features = Features(body, class_token)
     with torch.no_grad():
         width = features.eval()(torch.zeros(1, 3, input_size, input_size)).shape[1]

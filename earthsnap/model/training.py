@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..core.errors import EarthsnapError
 from ..data.records import check_split, read_classes
-from .backbones import rebuild, weights_facts, zoo_network
+from .backbones import Features, rebuild, weights_facts, zoo_network
 from .hyperparameters import Hyperparameters
 from .inference import BACKBONE_FILE
 from .loader import Augment, RecordDataset, loader
@@ -69,10 +69,10 @@ def schedule(hp: Hyperparameters, steps_per_epoch: int) -> Callable[[int], float
     return factor
 
 # %% ../../nbs/model/training.ipynb #fa42b4f0
-def _block(name: str) -> str:
+def _block(name: str, zoo: bool) -> str:
     "The block a parameter of an earthsnap model is in: its Sequential's layer; in a zoo network, its repeated unit."
     top, *rest = name.split(".")
-    if rest[:1] != ["body"]:
+    if not zoo or rest[:1] != ["body"]:
         return top
     rest = rest[1:]
     numbers = [i for i, part in enumerate(rest) if part.isdigit()]
@@ -82,15 +82,11 @@ def _block(name: str) -> str:
 
 def layer_scales(model: nn.Module, decay: float) -> dict[str, float]:
     "Each parameter's learning-rate factor: 1 for the classifier, `decay`**k for the block k places before it."
-    blocks: list[str] = []
-    for name, _ in model.named_parameters():
-        if _block(name) not in blocks:
-            blocks.append(_block(name))
+    zoo = isinstance(model[1], Features)  # earthsnap's own blocks have a `body` too: one block each
+    block = {n: _block(n, zoo) for n, _ in model.named_parameters()}
+    blocks = list(dict.fromkeys(block.values()))
     head = blocks[-1]
-    return {
-        n: 1.0 if _block(n) == head else decay ** (len(blocks) - 1 - blocks.index(_block(n)))
-        for n, _ in model.named_parameters()
-    }
+    return {n: 1.0 if b == head else decay ** (len(blocks) - 1 - blocks.index(b)) for n, b in block.items()}
 
 # %% ../../nbs/model/training.ipynb #fd9dae1a
 def make_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimizer:

@@ -45,9 +45,8 @@ ZOO: dict[str, ZooModel] = {
     ),
     "mobilenet_v2": ZooModel("google/mobilenet_v2_1.0_224", "mobilenet_v2"),
     "vit_base_patch16_224": ZooModel("google/vit-base-patch16-224", "vit", fixed_size=True),
-    "dinov2_small": ZooModel(
-        "facebook/dinov2-small", "dinov2", {"hidden_size": 384, "num_attention_heads": 6}, fixed_size=True
-    ),
+    # DINOv2 resizes its position embeddings to the image (its hub config says 518 px, its preprocessor crops 224)
+    "dinov2_small": ZooModel("facebook/dinov2-small", "dinov2", {"hidden_size": 384, "num_attention_heads": 6}),
 }
 OWN = ("resnet", "separable")  # earthsnap's own networks (earthsnap.model.networks), the demo's default
 

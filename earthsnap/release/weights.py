@@ -5,6 +5,7 @@
 # %% ../../nbs/release/weights.ipynb #8749050a
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,8 +33,34 @@ MODEL_FILES = ("backbone.json", "hyperparameters.json", "classes.json")  # an ea
 SOURCE_FILE = "source.json"  # what the stored weights were called: {"source": ..., "sha256": ...}
 
 # %% ../../nbs/release/weights.ipynb #0a2a89a4
+def _check_safetensors(path: Path, name: str) -> None:
+    "Refuse a file that is not safetensors (a pickled .bin, a text file) before it is stored under a hash."
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as f:
+            list(f.keys())
+    except Exception as e:  # safetensors' own error types vary with the damage
+        raise WeightsError(
+            f"{name} is not a safetensors file ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}).",
+            fix="Weights come as .safetensors (save_pretrained and safetensors.torch.save_file write them); pickled "
+            ".bin or .pth files are not read.",
+        ) from None
+
+
+def _key(folder: Path) -> tuple[str, str]:
+    "The sha256 of a folder's safetensors, and the folder's name: it, and a digest of the other files (config...)."
+    with open(folder / "model.safetensors", "rb") as f:
+        sha = sha256_stream(f)
+    others = sorted(p for p in folder.iterdir() if p.name not in ("model.safetensors", SOURCE_FILE))
+    if not others:
+        return sha, sha
+    digest = hashlib.sha256(b"".join(p.name.encode() + b"\0" + p.read_bytes() + b"\0" for p in others)).hexdigest()
+    return sha, f"{sha}-{digest[:12]}"
+
+# %% ../../nbs/release/weights.ipynb #8509b723
 def store_weights(src: str | Path, root: str | Path, source: str) -> Path:
-    "Copy the weights at `src` (a checkpoint folder, or a .safetensors file) into `root`/<sha256>; the folder."
+    "Copy the weights at `src` (a checkpoint folder, or a .safetensors file) into `root`; the folder, named by content."
     src, root = Path(src), Path(root)
     weights = src / "model.safetensors" if src.is_dir() else src
     if not weights.is_file():
@@ -42,23 +69,35 @@ def store_weights(src: str | Path, root: str | Path, source: str) -> Path:
             fix="Point at a checkpoint folder (config.json and model.safetensors, as save_pretrained writes) or a "
             ".safetensors file.",
         )
-    with open(weights, "rb") as f:
-        sha = sha256_stream(f)
-    dest = root / sha
-    if (dest / "model.safetensors").is_file():
-        return dest
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".fetching-", dir=root))
-    shutil.copyfile(weights, tmp / "model.safetensors")
-    for name in WEIGHT_FILES[1:] + MODEL_FILES if src.is_dir() else ():
-        if (src / name).is_file():
-            shutil.copyfile(src / name, tmp / name)
-    (tmp / SOURCE_FILE).write_text(json.dumps({"source": source, "sha256": sha}, indent=1) + "\n")
-    try:
-        os.replace(tmp, dest)
-    except OSError:  # another process stored the same weights meanwhile
+    try:  # copied first, then hashed: what is stored is what was hashed, even if `src` changes meanwhile
+        shutil.copyfile(weights, tmp / "model.safetensors")
+        for name in WEIGHT_FILES[1:] + MODEL_FILES if src.is_dir() else ():
+            if (src / name).is_file():
+                shutil.copyfile(src / name, tmp / name)
+        _check_safetensors(tmp / "model.safetensors", str(weights))
+        sha, key = _key(tmp)
+        (tmp / SOURCE_FILE).write_text(json.dumps({"source": _earlier_name(src) or source, "sha256": sha}) + "\n")
+        tmp.chmod(0o755)
+        dest = root / key
+        if not (dest / "model.safetensors").is_file():
+            try:
+                os.replace(tmp, dest)
+            except OSError:  # another process stored the same weights meanwhile, or the disk refused
+                if not (dest / "model.safetensors").is_file():
+                    raise
+        return dest
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+
+
+def _earlier_name(src: Path) -> str | None:
+    "The name weights carried from another machine were fetched by (their source.json), if they have one."
+    try:
+        return json.loads((src / SOURCE_FILE).read_text()).get("source") if src.is_dir() else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 # %% ../../nbs/release/weights.ipynb #c20e98a1
 def hub_snapshot(repo: str) -> Path:
@@ -102,42 +141,53 @@ def arch_of(values: dict) -> str:
 REGISTERED = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[0-9]+")  # a registered version: group/number
 
 
-def _registered(ref: str, cfg) -> tuple[Path, str]:
-    "A registered version's archive unpacked into a temporary folder, and its name."
+def _registered(ref: str, cfg, root: Path) -> Path:
+    "A registered version's weights (with its backbone.json and hyperparameters) stored in `root`."
     from earthsnap.release.registry import RegistryError, archive_path, open_registry
 
     try:
         mv = open_registry(cfg).get(ref)
+        with tempfile.TemporaryDirectory(prefix="earthsnap-weights-") as tmp:
+            with tarfile.open(archive_path(mv.artifact), "r:gz") as tf:
+                for name in ("model.safetensors", *MODEL_FILES):  # not the ONNX model: training does not read it
+                    if name in tf.getnames():
+                        tf.extract(name, tmp, filter="data")
+            return store_weights(tmp, root, f"registry:{mv.ref} ({mv.sha256[:12]})")
     except RegistryError as e:
         raise WeightsError(e.what, fix=e.fix) from None
-    tmp = Path(tempfile.mkdtemp(prefix="earthsnap-weights-"))
-    with tarfile.open(archive_path(mv.artifact), "r:gz") as tf:
-        tf.extractall(tmp, filter="data")
-    return tmp, f"registry:{mv.ref} ({mv.sha256[:12]})"
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise WeightsError(f"The archive of {ref} cannot be read: {e}", fix="Register the model again.") from None
 
 # %% ../../nbs/release/weights.ipynb #ec1b49be
-def _copied(uri: str, endpoint_url: str | None) -> Path:
-    "The folder or file at `uri` (s3://, file://) copied into a temporary folder."
-    fs, path = filesystem(uri, endpoint_url)
-    tmp = Path(tempfile.mkdtemp(prefix="earthsnap-weights-"))
+def _copied(uri: str, endpoint_url: str | None, root: Path) -> Path:
+    "The weights at `uri` (s3://, file://: a checkpoint folder or a .safetensors file) stored in `root`."
     try:
-        if fs.isdir(path):
-            for name in WEIGHT_FILES + MODEL_FILES:
-                if fs.exists(f"{path.rstrip('/')}/{name}"):
-                    fs.get(f"{path.rstrip('/')}/{name}", str(tmp / name))
-            return tmp
-        fs.get(path, str(tmp / "model.safetensors"))
-    except (OSError, ValueError) as e:
+        fs, path = filesystem(uri, endpoint_url)
+        with tempfile.TemporaryDirectory(prefix="earthsnap-weights-") as tmp:
+            if fs.isdir(path):
+                for name in WEIGHT_FILES + MODEL_FILES + (SOURCE_FILE,):
+                    if fs.exists(f"{path.rstrip('/')}/{name}"):
+                        fs.get(f"{path.rstrip('/')}/{name}", str(Path(tmp) / name))
+            else:
+                fs.get(path, str(Path(tmp) / "model.safetensors"))
+            return store_weights(tmp, root, uri)
+    except WeightsError:
+        raise
+    except Exception as e:  # fsspec's and botocore's errors: missing, denied, no credentials
         raise WeightsError(f"Cannot read the weights at {uri}: {e}", fix="Check the URI and its credentials.") from None
-    return tmp
 
 # %% ../../nbs/release/weights.ipynb #eb51ac97
 def check_fits(folder: Path, arch: str) -> None:
     "Refuse stored weights in `folder` that cannot start the network `arch` ('' is earthsnap's default, resnet)."
-    config = folder / "config.json"
-    family = json.loads(config.read_text()).get("model_type", "") if config.is_file() else ""
-    about = folder / "backbone.json"
-    family = family or (json.loads(about.read_text())["config"].get("model_type", "") if about.is_file() else "")
+    try:
+        config, about = folder / "config.json", folder / "backbone.json"
+        family = json.loads(config.read_text()).get("model_type", "") if config.is_file() else ""
+        family = family or (json.loads(about.read_text())["config"].get("model_type", "") if about.is_file() else "")
+    except (ValueError, KeyError, AttributeError, TypeError) as e:
+        raise WeightsError(
+            f"The configuration beside the weights in {folder} cannot be read: {e}",
+            fix="Save the checkpoint again with save_pretrained.",
+        ) from None
     if arch in ZOO and family and family != ZOO[arch].model_type:
         raise WeightsError(
             f"These weights are a {family} network's, and arch={arch} is a {ZOO[arch].model_type}.",
@@ -173,14 +223,13 @@ def _located(value: str, values: dict, cfg) -> str:
         repo = value.removeprefix("hf://")
         return str(store_weights(hub_snapshot(repo), root, value))
     if "://" in value:  # s3://, file://
-        return str(store_weights(_copied(value, cfg.s3_endpoint_url or None), root, value))
+        return str(_copied(value, cfg.s3_endpoint_url or None, root))
     local = Path(value).expanduser()
     local = local if local.is_absolute() else cfg.project_dir / local
     if local.exists():
         return str(store_weights(local, root, str(local.resolve())))
     if REGISTERED.fullmatch(value):
-        folder, name = _registered(value, cfg)
-        return str(store_weights(folder, root, name))
+        return str(_registered(value, cfg, root))
     raise WeightsError(
         f"There are no weights called {value!r}: no such file or folder, and not a registered version.",
         fix="Give imagenet, hf://ORG/NAME, a registered version (species/3), a checkpoint folder or .safetensors "
@@ -219,7 +268,7 @@ def list_weights(cfg) -> list[dict]:
         size = sum(f.stat().st_size for f in d.iterdir())
         out.append(
             {
-                "sha256": d.name,
+                "sha256": source.get("sha256") or d.name.split("-")[0],
                 "source": source.get("source", ""),
                 "model_type": config.get("model_type", ""),
                 "bytes": size,
