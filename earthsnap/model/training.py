@@ -81,7 +81,7 @@ def _block(name: str, zoo: bool) -> str:
 
 
 def layer_scales(model: nn.Module, decay: float) -> dict[str, float]:
-    "Each parameter's learning-rate factor: 1 for the classifier, `decay`**k for the block k places before it."
+    "Each parameter's learning-rate factor: 1 for the classifier, `decay` to the power k, k blocks before it."
     zoo = isinstance(model[1], Features)  # earthsnap's own blocks have a `body` too: one block each
     block = {n: _block(n, zoo) for n, _ in model.named_parameters()}
     blocks = list(dict.fromkeys(block.values()))
