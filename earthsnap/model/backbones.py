@@ -103,6 +103,19 @@ def weights_facts(source: str | Path) -> dict:
     source = json.loads(named.read_text()).get("source", str(p)) if named.is_file() else str(p)
     return {"source": source, "sha256": digest, "licence": licence_of(p) if p.is_dir() else "unknown"}
 
+# %% ../../nbs/model/backbones.ipynb #f137be72
+def _without_pooler(cfg) -> dict:
+    "transformers' keyword for a ViT without its pretraining pooler (its class token is the feature); none otherwise."
+    return {"add_pooling_layer": False} if cfg.model_type == "vit" else {}
+
+
+def _assembled(body: nn.Module, cfg, data: dict, classes: int, input_size: int, dropout: float) -> nn.Sequential:
+    "Normalisation (`data`'s mean and std), `body`'s pooled features, dropout and a new classifier for `classes`."
+    features = Features(body, class_token=cfg.model_type == "vit")
+    with torch.no_grad():  # the classifier is as wide as the features turn out to be
+        width = features.eval()(torch.zeros(1, 3, input_size, input_size)).shape[1]
+    return nn.Sequential(Normalize(data["mean"], data["std"]), features, nn.Dropout(dropout), nn.Linear(width, classes))
+
 # %% ../../nbs/model/backbones.ipynb #335d3bd0
 def _pretrained(t, folder: Path, cfg, kw: dict) -> nn.Module:
     "The network of `cfg` with every weight from the checkpoint in `folder`; refused when any is missing or left over."
@@ -135,15 +148,9 @@ def zoo_network(
     cfg = _config(t, arch, folder, input_size)
     data = data_config(folder)
     check_input_size(arch, cfg, data, input_size)
-    class_token = cfg.model_type == "vit"
-    kw = {"add_pooling_layer": False} if class_token else {}
+    kw = _without_pooler(cfg)
     body = _pretrained(t, folder, cfg, kw) if folder else t.AutoModel.from_config(cfg, **kw)
-    features = Features(body, class_token)
-    with torch.no_grad():
-        width = features.eval()(torch.zeros(1, 3, input_size, input_size)).shape[1]
-    model = nn.Sequential(
-        Normalize(data["mean"], data["std"]), features, nn.Dropout(dropout), nn.Linear(width, classes)
-    )
+    model = _assembled(body, cfg, data, classes, input_size, dropout)
     described = {"arch": arch, "config": cfg.to_dict(), "data": data}
     if folder:
         described["weights"] = weights_facts(folder)
@@ -154,13 +161,8 @@ def rebuild(described: dict, classes: int, input_size: int, dropout: float = 0.1
     "The network a `backbone.json` describes, with random weights of the right shapes (to load saved weights into)."
     t = transformers_module()
     cfg = t.CONFIG_MAPPING[described["config"]["model_type"]].from_dict(described["config"])
-    class_token = cfg.model_type == "vit"
-    body = t.AutoModel.from_config(cfg, **({"add_pooling_layer": False} if class_token else {}))
-    features = Features(body, class_token)
-    with torch.no_grad():
-        width = features.eval()(torch.zeros(1, 3, input_size, input_size)).shape[1]
-    data = described["data"]
-    return nn.Sequential(Normalize(data["mean"], data["std"]), features, nn.Dropout(dropout), nn.Linear(width, classes))
+    body = t.AutoModel.from_config(cfg, **_without_pooler(cfg))
+    return _assembled(body, cfg, described["data"], classes, input_size, dropout)
 
 # %% ../../nbs/model/backbones.ipynb #246a5414
 def build_network(hp: Hyperparameters, classes: int, input_size: int, backbone: dict | None = None) -> nn.Module:
