@@ -18,7 +18,7 @@ import numpy as np
 from ..core.errors import EarthsnapError
 from ..core.storage import atomic_write
 from ..data.records import read_classes, split_images
-from .inference import BASELINE_FILE, TARBALL, model_input
+from .inference import BASELINE_FILE, TARBALL, model_file, model_input
 from .router import load_model
 
 # %% auto #0
@@ -158,10 +158,9 @@ def read_baseline(path: str | os.PathLike) -> Baseline:
         return _parse((p / BASELINE_FILE).read_bytes(), str(p))
     tarball = p / TARBALL if p.is_dir() else p
     try:
-        with tarfile.open(tarball, "r:gz") as tf:
-            member = tf.extractfile(BASELINE_FILE) if BASELINE_FILE in tf.getnames() else None
-            if member is not None:
-                return _parse(member.read(), str(tarball))
+        body = model_file(tarball, BASELINE_FILE)
+        if body is not None:
+            return _parse(body, str(tarball))
     except (tarfile.TarError, OSError, EOFError) as e:
         raise BaselineError(
             f"{tarball} is not a readable model archive: {e}", fix="Point at the model's model.tar.gz."

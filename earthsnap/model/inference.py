@@ -21,7 +21,7 @@ from ..data.images import load_rgb, resize_shorter
 
 # %% auto #0
 __all__ = ['MODEL_FILES', 'BASELINE_FILE', 'BACKBONE_FILE', 'TARBALL', 'ModelError', 'model_input', 'softmax', 'unpacked',
-           'model_dir', 'backbone_of', 'OnnxModel', 'per_input', 'open_model']
+           'model_dir', 'model_file', 'backbone_of', 'OnnxModel', 'per_input', 'open_model']
 
 # %% ../../nbs/model/inference.ipynb #8d275cce
 MODEL_FILES = ("model.onnx", "model.safetensors", "classes.json", "hyperparameters.json", "metrics.json")
@@ -89,19 +89,26 @@ def model_dir(path: str | os.PathLike) -> Path:
     return p
 
 # %% ../../nbs/model/inference.ipynb #a126586d
+def model_file(path: str | os.PathLike, name: str) -> bytes | None:
+    """The bytes of file `name` of a model directory, its model.tar.gz or a directory holding one; None without it.
+
+    An unreadable archive raises tarfile's or the OS's error.
+    """
+    p = Path(path)
+    if p.is_dir() and (p / name).exists():
+        return (p / name).read_bytes()
+    with tarfile.open(p / TARBALL if p.is_dir() else p, "r:gz") as tf:
+        member = tf.extractfile(name) if name in tf.getnames() else None
+        return member.read() if member else None
+
+
 def backbone_of(path: str | os.PathLike) -> dict | None:
     "The `backbone.json` of a model directory or model.tar.gz (or a folder holding one); None for our own networks."
-    p = Path(path)
-    if p.is_dir() and not (p / BACKBONE_FILE).exists() and (p / TARBALL).is_file():  # a training step's artifact/
-        p = p / TARBALL
-    if p.is_dir():
-        return json.loads((p / BACKBONE_FILE).read_text()) if (p / BACKBONE_FILE).is_file() else None
     try:
-        with tarfile.open(p, "r:gz") as tf:
-            member = tf.extractfile(BACKBONE_FILE) if BACKBONE_FILE in tf.getnames() else None
-            return json.loads(member.read()) if member else None
-    except (tarfile.TarError, OSError, EOFError, ValueError):
+        body = model_file(path, BACKBONE_FILE)
+    except (tarfile.TarError, OSError, EOFError):
         return None
+    return json.loads(body) if body else None
 
 # %% ../../nbs/model/inference.ipynb #d15f22b0
 @dataclass
