@@ -130,9 +130,9 @@ weights = Parameter(
     "weights",
     str,
     "",
-    "Full training: starting weights. imagenet (the zoo network's, from the Hugging Face hub or its cache), "
-    "hf://ORG/NAME, a registered version (species/3), a checkpoint folder or .safetensors, or an s3:// URI; fetched "
-    "once into the weights folder, named in the lineage by sha256. Empty: random (or init_weights).",
+    "Starting weights of tuning trials and training. imagenet (the zoo network's, from the Hugging Face hub or its "
+    "cache), hf://ORG/NAME, a registered version (species/3), a checkpoint folder or .safetensors, or an s3:// URI; "
+    "fetched once into the weights folder, named in the lineage by sha256. Empty: random (or init_weights).",
     path=True,
     locate=locate_weights,
 )
@@ -205,6 +205,7 @@ tune = NotebookStep(
         "epochs": tune_epochs,
         "space": search_space,
         "arch": arch,
+        "weights": weights,
     },
 )
 

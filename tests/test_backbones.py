@@ -83,6 +83,10 @@ def test_a_run_fine_tunes_imagenet_weights_of_the_zoo_and_the_registry_names_the
     # the training step's report says which network started from where
     executed = next((project / ".earthsnap" / "runs" / run_id_in(r.stdout)).rglob("train.ipynb")).read_text()
     assert f"training resnet18 (11.2M parameters, from hf://microsoft/resnet-18 (sha256 {sha[:12]}))" in executed
+    # ... and so does tuning's: its trials start from the same weights, on the network the arch fixes
+    tuned = next((project / ".earthsnap" / "runs" / run_id_in(r.stdout)).rglob("tune.ipynb")).read_text()
+    assert "every trial starts from the weights in" in tuned and str(project / ".earthsnap" / "weights") in tuned
+    assert "network: resnet18 (fixed by the arch parameter; not searched: arch, width)" in tuned
 
     # nothing changed: nothing trains again
     again = earthsnap(*args, cwd=project, env=env, timeout=600)
@@ -95,7 +99,7 @@ def test_a_run_fine_tunes_imagenet_weights_of_the_zoo_and_the_registry_names_the
     changed = earthsnap(*args, cwd=project, env=env, timeout=600)
     assert changed.returncode == 0, changed.stdout[-3000:] + changed.stderr[-3000:]
     ran = steps_of(earthsnap, project, run_id_in(changed.stdout))
-    assert ran["train"][0] == "succeeded" and ran["preprocess"][0] == "cached", changed.stdout
+    assert ran["train"][0] == ran["tune"][0] == "succeeded" and ran["preprocess"][0] == "cached", changed.stdout
     new = hashlib.sha256((snapshot / "model.safetensors").read_bytes()).hexdigest()
     assert reg.get("species/2").lineage["backbone"]["weights"]["sha256"] == new != sha
 

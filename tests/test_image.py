@@ -127,3 +127,9 @@ def test_the_lock_installs_cleanly_in_a_fresh_environment(tmp_path):
     )
     # the entry point starts with only the lock
     assert r.returncode == 1 and "it runs one of process, train, serve" in r.stderr, r.stderr
+    # a job builds networks of the zoo from the lock alone (their weights come from a channel, offline)
+    zoo = "from earthsnap.model.backbones import zoo_network as z; [z(n, 3, 224) for n in ('resnet18', 'mobilenet_v2')]"
+    r = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", zoo], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1"}
+    )
+    assert r.returncode == 0, r.stderr[-2000:]

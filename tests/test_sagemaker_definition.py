@@ -24,6 +24,8 @@ SETTINGS = dict(
     sagemaker_role="arn:aws:iam::111111111111:role/earthsnap-sagemaker",
     sagemaker_image_repository="111111111111.dkr.ecr.eu-west-1.amazonaws.com/earthsnap",
 )
+WEIGHTS = "s3://es-team/earthsnap/weights/" + "5" * 64 + "-0123456789ab"  # as `earthsnap weights fetch --to` names
+ZOO_VALUES = {"arch": "resnet18", "weights": WEIGHTS}
 BUILTIN_SPACE = {"search_space": '{"lr": [0.001, 0.1, "log"], "optimizer": ["sgd"]}'}
 # AWS's "default cache key attributes by pipeline step type"
 KEYED = {
@@ -40,6 +42,10 @@ def cfg(**extra):
 VARIANTS = {
     "notebook": lambda: compile_project(cfg()),
     "builtin": lambda: compile_project(cfg(), BUILTIN_SPACE, trainer="builtin"),
+    "zoo backbone": lambda: compile_project(cfg(), ZOO_VALUES),
+    "builtin pretrained": lambda: compile_project(
+        cfg(), {**BUILTIN_SPACE, "arch": "resnet50", "weights": "imagenet", "image_size": 224}, trainer="builtin"
+    ),
     "hierarchy model": lambda: compile_project(cfg(), model="acantha"),
     "hierarchy model with an underscore": lambda: compile_project(cfg(), model="sea_birds"),
     "builtin hierarchy model": lambda: compile_project(cfg(), BUILTIN_SPACE, trainer="builtin", model="sea_birds"),
@@ -83,6 +89,51 @@ def test_builtin_trainer_defects_are_fixed_or_refused():
     assert any(
         "HyperParameters['num_classes']: JsonGet classes is integer; the API takes string" in p for p in found
     ), found
+
+
+def test_a_zoo_backbone_gets_its_weights_from_s3_as_an_input():
+    "Weights reach the trials and the training job as a channel, offline, isolated; a name only a hub has is refused."
+    _, c = compiled_once("zoo backbone")
+    d = c.definition()
+    assert {p["Name"]: p.get("DefaultValue") for p in d["Parameters"]}["weights"] == WEIGHTS
+    steps = {s["Name"]: s["Arguments"] for s in d["Steps"]}
+    train, trial = steps["train"], steps["tune"]["TrainingJobDefinition"]
+    for job, hp in ((train, train["HyperParameters"]), (trial, trial["StaticHyperParameters"])):
+        (chan,) = [ch for ch in job["InputDataConfig"] if ch["ChannelName"] == "weights"]
+        assert chan["DataSource"]["S3DataSource"]["S3Uri"] == {"Get": "Parameters.weights"}
+        assert hp["earthsnap_channels"] == "weights" and "earthsnap_param_weights" not in hp
+        assert job["Environment"] == {"HF_HUB_OFFLINE": "1"}
+    assert trial["EnableNetworkIsolation"] is True  # it reads nothing but its channels
+    assert all(s["Environment"]["HF_HUB_OFFLINE"] == "1" for s in steps.values() if "ProcessingResources" in s)
+    ranges = steps["tune"]["HyperParameterTuningJobConfig"]["ParameterRanges"].values()
+    searched = {r["Name"] for rs in ranges for r in rs}
+    assert "lr" in searched and not searched & {"arch", "width", "depth"}, searched  # arch fixes the network
+    # without weights: no channel, and no parameter an execution could set to ask for one
+    _, plain = compiled_once("notebook")
+    pd = plain.definition()
+    assert "weights" not in {p["Name"] for p in pd["Parameters"]}
+    assert {s["Name"]: s["Arguments"] for s in pd["Steps"]}["train"]["HyperParameters"]["earthsnap_param_weights"] == ""
+    # names that only the hub, the registry or this machine can resolve are refused, with the command that helps
+    for value, fetch in (("imagenet", "resnet18"), ("species/3", "species/3"), ("weights/resnet", "weights/resnet")):
+        with pytest.raises(CompileError, match=f"earthsnap weights fetch {fetch} --to s3://es-team/earthsnap/weights"):
+            compile_project(cfg(), {**ZOO_VALUES, "weights": value})
+
+
+def test_the_builtin_trainers_own_transfer_learning_is_reachable():
+    _, c = compiled_once("builtin pretrained")
+    hp = {s["Name"]: s["Arguments"] for s in c.definition()["Steps"]}["train"]["HyperParameters"]
+    assert (hp["use_pretrained_model"], hp["num_layers"]) == ("1", "50")
+    _, plain = compiled_once("builtin")
+    hp = {s["Name"]: s["Arguments"] for s in plain.definition()["Steps"]}["train"]["HyperParameters"]
+    assert (hp["use_pretrained_model"], hp["num_layers"]) == ("0", "18")
+    refused = {
+        "pretrained networks take 224 px images, and image_size is 64": {"weights": "imagenet"},
+        "arch=mobilenet_v2 is not a network of SageMaker's built-in image classifier": {"arch": "mobilenet_v2"},
+        "starts from its own ImageNet weights": {"weights": WEIGHTS, "image_size": 224},
+    }
+    for message, values in refused.items():
+        with pytest.raises(CompileError, match=message):
+            compile_project(cfg(), {**BUILTIN_SPACE, **values}, trainer="builtin")
 
 
 def test_names_are_derived_valid_or_refused():
@@ -169,7 +220,7 @@ def execute(definition: dict, ex_id: str, before: dict | None = None) -> dict:
     return ex
 
 
-@pytest.mark.parametrize("variant", ["notebook", "builtin"])
+@pytest.mark.parametrize("variant", ["notebook", "builtin", "zoo backbone"])
 def test_a_second_execution_of_the_same_inputs_hits_every_cached_step(variant):
     "Compiled twice, executed twice with different execution ids and the same parameters: every cached step is a hit."
     first_def, second_def = compiled_once(variant)[1].definition(), VARIANTS[variant]()[1].definition()  # two compiles

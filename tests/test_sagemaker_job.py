@@ -91,7 +91,8 @@ def test_a_training_job_reports_its_metrics_in_its_log(trained):
     assert (ml / "model" / "model.onnx").stat().st_size > 0 and (ml / "output" / "data" / "train.ipynb").exists()
 
 
-def test_a_tuning_trial_reports_the_objective_and_uses_the_tuners_values(records, tmp_path):
+def test_a_tuning_trial_reports_the_objective_and_uses_the_tuners_values(records, trained, tmp_path):
+    "A trial as SageMaker's tuner runs one: the tuner's values, and starting weights from the `weights` channel."
     hp = {
         "earthsnap_notebook": "train.ipynb",
         "earthsnap_param_epochs": "1",
@@ -100,8 +101,10 @@ def test_a_tuning_trial_reports_the_objective_and_uses_the_tuners_values(records
         "earthsnap_search": "lr,width",
         "lr": "0.02",
         "width": "16",
+        "earthsnap_channels": "weights",  # the compiler's, when the pipeline is compiled with -p weights=s3://...
     }  # what SageMaker's tuner passes a trial
     ml = job_root(tmp_path, records, ("tune_train", "tune_val"), hp)
+    shutil.copytree(trained[0] / "model", ml / "input" / "data" / "weights")  # an earlier model of the same network
     (ml / "checkpoints").mkdir()  # CheckpointConfig: the executed notebook is kept there, by job
     r = run_job(ml, "train", cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -109,6 +112,7 @@ def test_a_tuning_trial_reports_the_objective_and_uses_the_tuners_values(records
     assert len(objective) == 1 and 0 <= objective[0] <= 1, objective
     used = json.loads((ml / "model" / "hyperparameters.json").read_text())
     assert (used["lr"], used["width"], used["epochs"]) == (0.02, 16, 1)
+    assert f"starting from the weights in {ml / 'input' / 'data' / 'weights'}" in r.stdout, r.stdout[-3000:]
     assert (ml / "checkpoints" / "earthsnap-train-test" / "train.ipynb").exists()
 
 

@@ -1,7 +1,8 @@
 """Write docker/requirements.lock: the pinned closure of what earthsnap's image installs.
 
-The image installs the project's runtime requirements (settings.ini `requirements`) and s3fs (jobs read and write
-S3 through fsspec), every package at one version, with --no-deps: so the build resolves nothing and the image is
+The image installs the project's runtime requirements (settings.ini `requirements`), s3fs (jobs read and write
+S3 through fsspec) and the model zoo (`zoo_requirements`: a job fine-tunes a zoo backbone from weights in S3, offline),
+every package at one version, with --no-deps: so the build resolves nothing and the image is
 the same wherever it is built. Run it (`make image-lock`) after changing a pin in settings.ini; `make test` fails
 while the lock and the pins disagree (tests/test_image.py).
 """
@@ -21,11 +22,12 @@ EXTRA = ("s3fs",)  # from the sagemaker extra: what a job needs to reach S3
 
 
 def image_requirements() -> list[str]:
-    "The requirements the image is resolved from: the runtime pins, and EXTRA from the sagemaker extra."
+    "The requirements the image is resolved from: the runtime pins, EXTRA from the sagemaker extra, the zoo extra."
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "settings.ini")
     d = cfg["DEFAULT"]
-    return d["requirements"].split() + [r for r in d["sagemaker_requirements"].split() if r.split("==")[0] in EXTRA]
+    sagemaker = [r for r in d["sagemaker_requirements"].split() if r.split("==")[0] in EXTRA]
+    return d["requirements"].split() + sagemaker + d["zoo_requirements"].split()
 
 
 def main() -> None:

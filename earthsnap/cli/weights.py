@@ -20,9 +20,15 @@ __all__ = ['weights_app', 'weights_fetch', 'weights_list']
 # %% ../../nbs/cli/weights.ipynb #e2810eed
 @weights_app.command("fetch")
 def weights_fetch(
-    name: str = typer.Argument(..., help="A network of the zoo (its ImageNet weights) or a hub repository, ORG/NAME."),
+    name: str = typer.Argument(
+        ...,
+        help="A network of the zoo (its ImageNet weights), a hub repository ORG/NAME, or what -p weights= takes "
+        "(a registered version species/3, a checkpoint folder or file).",
+    ),
     to: Optional[str] = typer.Option(
-        None, help="Also copy them to this folder or s3:// prefix, for a machine or job without internet."
+        None,
+        help="Also copy them to this folder, or under this s3:// prefix into a folder named by their sha256 (for a "
+        "machine or a SageMaker job without internet).",
     ),
 ):
     "Fetch a zoo network's ImageNet weights (or a hub repository's) once into the project's weights folder."

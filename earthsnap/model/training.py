@@ -29,7 +29,8 @@ from .networks import ARCHITECTURES, build_model
 
 # %% auto #0
 __all__ = ['METRIC_DEFINITIONS', 'LOSS_DELTA', 'TrainingError', 'pick_device', 'schedule', 'layer_scales', 'make_optimizer',
-           'EarlyStopping', 'load_weights', 'initial_model', 'TrainResult', 'measure', 'freeze_backbone', 'train']
+           'EarlyStopping', 'load_weights', 'initial_model', 'TrainResult', 'measure', 'freeze_backbone', 'Precision',
+           'train']
 
 # %% ../../nbs/model/training.ipynb #a65ba85a
 class TrainingError(EarthsnapError):
@@ -212,6 +213,35 @@ def freeze_backbone(model: nn.Sequential, frozen: bool) -> None:
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
 
+# %% ../../nbs/model/training.ipynb #cffc7f6a
+@dataclass(frozen=True)
+class Precision:
+    "How training computes on a device: autocast's dtype (None: fp32), whether gradients are scaled, the memory format."
+
+    dtype: torch.dtype | None = None
+    scaled: bool = False  # fp16: a GradScaler keeps small gradients from underflowing
+    channels_last: bool = False
+
+    @classmethod
+    def for_device(cls, dev: torch.device, bf16: bool | None = None) -> "Precision":
+        "bf16 autocast on a GPU with bf16, fp16 with a scaler on one without, both channels_last; fp32 elsewhere."
+        if dev.type != "cuda":
+            return cls()
+        bf16 = torch.cuda.is_bf16_supported() if bf16 is None else bf16
+        return cls(torch.bfloat16 if bf16 else torch.float16, scaled=not bf16, channels_last=True)
+
+    def autocast(self, dev: torch.device):
+        return torch.autocast(dev.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def scaler(self, dev: torch.device):
+        return torch.amp.GradScaler(dev.type, enabled=self.scaled)
+
+    def words(self) -> str:
+        if self.dtype is None:
+            return "fp32"
+        kind = "bf16 autocast" if self.dtype == torch.bfloat16 else "fp16 autocast with a gradient scaler"
+        return kind + (", channels_last" if self.channels_last else "")
+
 # %% ../../nbs/model/training.ipynb #e98e6e7c
 def _train_epoch(
     model: nn.Module,
@@ -224,6 +254,8 @@ def _train_epoch(
     hp: Hyperparameters,
     steps: int,  # batches in an epoch, for the progress bar
     progress: bool,
+    precision: Precision = Precision(),
+    scaler=None,  # precision.scaler(dev), kept across epochs
 ) -> tuple[float, float]:
     "One epoch over the training batches; returns its mean loss and accuracy."
     model.train()
@@ -240,9 +272,12 @@ def _train_epoch(
         file=sys.stdout,
     )
     for b, (x, y) in enumerate(bar, 1):
-        x, y = x.to(dev), y.to(dev)
-        out = model(x)
-        loss = loss_fn(out, y)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if precision.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with precision.autocast(dev):
+            out = model(x)
+        loss = loss_fn(out.float(), y)
         if not torch.isfinite(loss):
             bar.close()
             raise TrainingError(
@@ -251,8 +286,13 @@ def _train_epoch(
                 fix=f"Lower the learning rate (lr={hp.lr:g} now), or check the data for broken images.",
             )
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         sched.step()
         seen += len(y)
         total_loss += float(loss.detach()) * len(y)
@@ -276,11 +316,15 @@ def _fit(
     log: Callable[[str], None],
     on_epoch: Callable[[int, float], None] | None,
     t0: float,  # when training started, for each epoch's seconds
+    precision: Precision = Precision(),
 ) -> tuple[dict, list[dict]]:
     "Train until early stopping, keeping the best epoch's weights in `model`; returns that epoch's row and the history."
     best, best_state, history, stopper = None, None, [], EarlyStopping(hp.patience)
+    scaler = precision.scaler(dev) if precision.scaled else None
     for epoch in range(1, hp.epochs + 1):
-        train_loss, train_acc = _train_epoch(model, train_batches, opt, sched, loss_fn, dev, epoch, hp, steps, progress)
+        train_loss, train_acc = _train_epoch(
+            model, train_batches, opt, sched, loss_fn, dev, epoch, hp, steps, progress, precision, scaler
+        )
         val_loss, val_acc = measure(model, val_batches, dev)
         row = {
             "epoch": epoch,
@@ -343,7 +387,8 @@ def train(
     val_ds = RecordDataset(records, val_split, size)
     val_batches = loader(val_ds, 256, workers=workers)
     model, backbone = initial_model(hp, len(classes), size, init_weights)
-    model.to(dev)
+    precision = Precision.for_device(dev)
+    model.to(dev, memory_format=torch.channels_last if precision.channels_last else torch.contiguous_format)
     opt = make_optimizer(hp, model)
     steps = math.ceil(len(train_ds) / hp.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(hp, steps))
@@ -351,11 +396,12 @@ def train(
     t0 = time.perf_counter()
     log(
         f"training {_network_words(hp, model, backbone)} on {len(train_ds)} {train_split} images "
-        f"of {len(classes)} classes at {size} px, validating on {len(val_ds)} {val_split} images; device {dev.type}"
+        f"of {len(classes)} classes at {size} px, validating on {len(val_ds)} {val_split} images; device {dev.type} "
+        f"({precision.words()})"
     )
     train_batches = loader(train_ds, hp.batch_size, shuffle=True, workers=workers, seed=hp.seed)
     best, history = _fit(
-        model, train_batches, val_batches, opt, sched, loss_fn, dev, hp, steps, progress, log, on_epoch, t0
+        model, train_batches, val_batches, opt, sched, loss_fn, dev, hp, steps, progress, log, on_epoch, t0, precision
     )
     model.eval().cpu()
     metrics = {
@@ -368,5 +414,6 @@ def train(
         "validation_images": len(val_ds),
         "seconds": round(time.perf_counter() - t0, 2),
         "device": dev.type,
+        "precision": precision.words(),
     }
     return TrainResult(model, classes, size, hp, history, metrics, backbone)

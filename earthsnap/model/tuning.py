@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import multiprocessing as mp
 import os
@@ -23,9 +24,10 @@ from ..core.storage import atomic_write
 from ..data.records import check_split, read_classes
 from ..data.step_files import write_tuning_result
 from .hyperparameters import DEFAULT_SPACE, Hyperparameters, SearchSpace
+from .zoo import OWN
 
 # %% auto #0
-__all__ = ['METRIC', 'RUN_FACTS', 'TuningError', 'TuneResult', 'plot_search', 'tune']
+__all__ = ['METRIC', 'RUN_FACTS', 'TuningError', 'TuneResult', 'plot_search', 'tune', 'network_fixed']
 
 # %% ../../nbs/model/tuning.ipynb #e8d42d3a
 class TuningError(EarthsnapError):
@@ -341,3 +343,26 @@ def tune(
     show()
     bar.close()
     return _finish(study, out, base)
+
+# %% ../../nbs/model/tuning.ipynb #20e77f70
+def network_fixed(
+    space: SearchSpace, arch: str = "", weights: str | os.PathLike | None = None
+) -> tuple[SearchSpace, Hyperparameters, str]:
+    "The search space without what `arch` or the starting `weights` fix, the trials' base values, and a line on why."
+    saved = Path(weights) / "hyperparameters.json" if weights else None
+    net = json.loads(saved.read_text()) if saved is not None and saved.is_file() else {}
+    net = {k: net[k] for k in ("arch", "width", "depth") if k in net}
+    if arch and net.get("arch", arch) != arch:
+        raise TuningError(
+            f"arch={arch}, and the starting weights are a {net['arch']} network's.",
+            fix=f"Give -p arch={net['arch']}, or weights made for {arch}.",
+        )
+    arch = arch or net.get("arch", "")
+    if not arch:
+        return space, Hyperparameters(), ""
+    fixed = {"arch"} | ({"width", "depth"} if arch not in OWN or net else set())
+    base = Hyperparameters.parse({**net, "arch": arch})
+    by = "the starting weights" if net else "the arch parameter"
+    dropped = ", ".join(sorted(fixed & set(space)))
+    why = f"network: {arch} (fixed by {by}" + (f"; not searched: {dropped})" if dropped else ")")
+    return SearchSpace({k: r for k, r in space.items() if k not in fixed}), base, why

@@ -203,9 +203,25 @@ def check_fits(folder: Path, arch: str) -> None:
 # %% ../../nbs/release/weights.ipynb #a7829bba
 def locate_weights(value: str, values: dict, cfg) -> str:
     "The stored folder of the weights `value` names: imagenet, hf://ORG/NAME, GROUP/N, a folder or file, an s3 URI."
+    searched = _searched_archs(values)
+    if searched:
+        raise WeightsError(
+            f"Starting weights are one network's, and the search space tries arch {', '.join(searched)}.",
+            fix="Fix the network with -p arch=NAME (tuning then searches the rest), or leave weights empty to compare "
+            "networks from random weights.",
+        )
     folder = Path(_located(value, values, cfg))
     check_fits(folder, arch_of(values))
     return str(folder)
+
+
+def _searched_archs(values: dict) -> list[str]:
+    "The networks a run's search space tries (when `arch` does not fix one)."
+    try:
+        space = json.loads(values.get("search_space") or "{}")
+        return [] if values.get("arch") else [str(a) for a in space.get("arch", [])]
+    except (ValueError, AttributeError, TypeError):
+        return []  # the search space's own check says what is wrong with it
 
 
 def _located(value: str, values: dict, cfg) -> str:
@@ -238,23 +254,33 @@ def _located(value: str, values: dict, cfg) -> str:
 
 # %% ../../nbs/release/weights.ipynb #7189373e
 def fetch_weights(name: str, cfg, to: str | None = None) -> tuple[str, dict]:
-    "Fetch `name` (a zoo network, hf://ORG/NAME) from the hub into the weights folder; copy it `to` a folder or URI."
-    repo = ZOO[name].repo if name in ZOO else name.removeprefix("hf://")
-    if "/" not in repo:
-        raise WeightsError(
-            f"{name!r} is neither a network of the zoo nor a hub repository (ORG/NAME).",
-            fix=f"Give one of: {', '.join(ZOO)}, or ORG/NAME.",
-        )
-    snapshot = hub_snapshot(repo)
-    stored = store_weights(snapshot, cfg.weights, f"hf://{repo}")
+    "Store the weights `name` names (a zoo network, ORG/NAME on the hub, any weights value); copy them `to` a place."
+    stored = Path(_fetched(name, cfg))
     facts = json.loads((stored / SOURCE_FILE).read_text())
     if not to:
         return str(stored), facts
+    if "://" in to:  # a prefix of stored weights, named by content: the URI a job reads is its step's cache key
+        to = f"{to.rstrip('/')}/{stored.name}"
     fs, path = filesystem(to, cfg.s3_endpoint_url or None)
     fs.makedirs(path, exist_ok=True)
     for f in sorted(stored.iterdir()):
         fs.put_file(str(f), f"{path.rstrip('/')}/{f.name}")
     return to, facts
+
+
+def _fetched(name: str, cfg) -> str:
+    if name in ZOO:
+        return _located("imagenet", {"arch": name}, cfg)
+    try:
+        return _located(name, {}, cfg)
+    except WeightsError:
+        if name.count("/") != 1 or "://" in name or REGISTERED.fullmatch(name):
+            raise WeightsError(
+                f"There are no weights called {name!r}.",
+                fix=f"Give a network of the zoo ({', '.join(ZOO)}), a hub repository ORG/NAME, a registered version "
+                "(species/3), a checkpoint folder or .safetensors file, or an s3:// URI.",
+            ) from None
+        return _located(f"hf://{name}", {}, cfg)  # ORG/NAME: a repository of the hub
 
 # %% ../../nbs/release/weights.ipynb #e4573fa1
 def list_weights(cfg) -> list[dict]:

@@ -40,11 +40,12 @@ from .names import sagemaker_name
 from .shapes import check_definition
 
 # %% auto #0
-__all__ = ['BUNDLE', 'TRAINERS', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'CHANNEL_FILES', 'TUNING_INPUTS', 'ENTRYPOINT',
-           'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'BUILTIN_NAMES', 'BUILTIN_OPTIMIZERS', 'GPU_FAMILIES',
-           'BUILTIN_INSTANCE', 'CompileError', 'code_bundle', 'builtin_image', 'Target', 'Compiled', 'compiles',
-           'region_env', 'Compiler', 'processing_step', 'tuning_step', 'training_step', 'builtin_name', 'builtin_space',
-           'builtin_instance', 'builtin_hyperparameters', 'gate_value', 'register_step', 'fail_step', 'condition_step',
+__all__ = ['BUNDLE', 'TRAINERS', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'CHANNEL_FILES', 'TUNING_INPUTS', 'CHANNEL_PARAMS',
+           'JOB_ENVIRONMENT', 'ENTRYPOINT', 'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'BUILTIN_NAMES',
+           'BUILTIN_OPTIMIZERS', 'GPU_FAMILIES', 'BUILTIN_INSTANCE', 'BUILTIN_LAYERS', 'BUILTIN_PRETRAINED_SIZE',
+           'CompileError', 'code_bundle', 'builtin_image', 'Target', 'Compiled', 'compiles', 'region_env', 'Compiler',
+           'processing_step', 'tuning_step', 'training_step', 'builtin_name', 'builtin_space', 'builtin_instance',
+           'builtin_network', 'builtin_hyperparameters', 'gate_value', 'register_step', 'fail_step', 'condition_step',
            'compile_pipeline', 'compile_project']
 
 # %% ../../nbs/sagemaker/compiler.ipynb #69840e72
@@ -129,7 +130,12 @@ TUNING_SPLITS = ("tune_train", "tune_val")  # trials train on the tuning subset 
 TRAIN_SPLITS = ("train", "val")
 CHANNEL_FILES = {"classes": RECORDS_CLASSES, "summary": RECORDS_SUMMARY}
 # arch: the trials run the training step's notebook, which reads the pipeline's arch itself (over a searched one)
-TUNING_INPUTS = ("records", "trials", "parallel", "epochs", "space", "seed", "arch")
+# weights: the trials start from the same weights as the training, handed over as a channel (CHANNEL_PARAMS)
+TUNING_INPUTS = ("records", "trials", "parallel", "epochs", "space", "seed", "arch", "weights")
+# path parameters a training job or trial gets as an input channel, from an S3 prefix that `earthsnap weights fetch
+# NAME --to s3://...` names by content: the job stays isolated from the network, and the URI is the cache key
+CHANNEL_PARAMS = ("weights",)
+JOB_ENVIRONMENT = {"HF_HUB_OFFLINE": "1"}  # a job never asks the Hugging Face hub: its weights are an input
 ENTRYPOINT = ["earthsnap-job"]  # the image's (Dockerfile); a processing job adds `process`
 CLOUD_SETTINGS = ("datasets", "workers")  # settings a step may read on SageMaker
 CACHE_DAYS = 30
@@ -398,9 +404,9 @@ def fixed_value(self: _Values, step: Step, key: str, default: Any = None):
 @patch
 def path_inputs(self: _Steps, step: Step) -> list[str]:
     """The inputs of `step` that are path parameters: locations whose content SageMaker cannot see, which the job
-    reads itself.
+    reads itself (not CHANNEL_PARAMS, which are input channels).
     """
-    return [k for k, v in step.inputs.items() if isinstance(v, Parameter) and v.path]
+    return [k for k, v in step.inputs.items() if isinstance(v, Parameter) and v.path and k not in CHANNEL_PARAMS]
 
 # %% ../../nbs/sagemaker/compiler.ipynb #155c05c3
 @patch
@@ -558,6 +564,7 @@ def processing_step(c: Compiler, step: NotebookStep):
         base_job_name=sagemaker_name(f"{c.name}-{step.name}", "job"),
         max_runtime_in_seconds=int(step.timeout) if step.timeout else None,
         network_config=NetworkConfig(enable_network_isolation=c.isolated(step)),
+        env=dict(JOB_ENVIRONMENT),
     )
     step_args = proc.run(inputs=inputs, outputs=outputs, arguments=args)
     files = [pf for (name, _, _), pf in c.property_files.items() if name == step.name]
@@ -601,6 +608,33 @@ def _channels(c: Compiler, records: StepOutput, splits: tuple[str, str], builtin
         InputData(channel_name="code", data_source=c.bundle_uri)
     ]  # the step notebooks
 
+# %% ../../nbs/sagemaker/compiler.ipynb #c4bf2422
+def _param_channels(c: Compiler, step: NotebookStep) -> tuple[list, dict]:
+    "The input channels of `step`'s CHANNEL_PARAMS given an S3 URI, and the hyperparameters handing them over."
+    from sagemaker.core.training.configs import InputData
+
+    chans, hp = [], {}
+    for k in CHANNEL_PARAMS:
+        v = step.inputs.get(k)
+        if not isinstance(v, Parameter):
+            continue
+        value = str(c.default(v) or "")
+        if not value:  # no weights: a constant, so that no execution can ask for a channel this definition lacks
+            hp[f"earthsnap_param_{k}"] = str(c.fixed_value(step, k) or "")
+            continue
+        if not value.startswith("s3://"):
+            arch = str(c.values.get("arch") or "")
+            name = arch if value == "imagenet" and arch else value
+            raise CompileError(
+                f"Step {step.name!r}: {k}={value} cannot reach a SageMaker job, which reads its starting weights "
+                "from S3 only (it runs isolated from the network, with HF_HUB_OFFLINE=1).",
+                fix=f"Put them in S3 first: earthsnap weights fetch {name} --to {join(c.t.bucket, 'weights')}; then "
+                f"compile with -p {k}=THE_URI_IT_PRINTS.",
+            )
+        chans.append(InputData(channel_name=k, data_source=c.param(v)))
+        hp["earthsnap_channels"] = ",".join(filter(None, [hp.get("earthsnap_channels"), k]))
+    return chans, hp
+
 # %% ../../nbs/sagemaker/compiler.ipynb #f3c73b36
 def _trainer(c: Compiler, step: NotebookStep, hyperparameters: dict, name: str, output: str, isolated: bool = True):
     from sagemaker.core.shapes.shapes import OutputDataConfig, StoppingCondition
@@ -611,6 +645,7 @@ def _trainer(c: Compiler, step: NotebookStep, hyperparameters: dict, name: str, 
     kw = {"stopping_condition": StoppingCondition(max_runtime_in_seconds=int(step.timeout))} if step.timeout else {}
     if not builtin:
         kw["checkpoint_config"] = CheckpointConfig(s3_uri=c.notebooks_uri(name))
+        kw["environment"] = dict(JOB_ENVIRONMENT)
     return ModelTrainer(
         sagemaker_session=c.sess,
         role=c.t.role,
@@ -630,7 +665,7 @@ def _notebook_hyperparameters(c: Compiler, step: NotebookStep, skip: tuple = ())
     "The training notebook's values as hyperparameters, for `earthsnap.sagemaker.job.run_training`."
     hp = {"earthsnap_notebook": step.notebook}
     for k, v in step.inputs.items():
-        if k in skip or isinstance(v, StepOutput):
+        if k in skip or k in CHANNEL_PARAMS or isinstance(v, StepOutput):
             continue
         hp[f"earthsnap_param_{k}"] = c.text(step, v)
     hp["earthsnap_records"] = _records_input(c, step)[0]
@@ -677,6 +712,18 @@ def _tuned_training(c: Compiler, step: NotebookStep) -> NotebookStep:
         )
     return readers[0]
 
+# %% ../../nbs/sagemaker/compiler.ipynb #54af1300
+def _keep_isolation(tuner, isolated: bool) -> None:
+    "Make `tuner`'s trials run as isolated from the network as its trainer (EnableNetworkIsolation)."
+    build = tuner._build_training_job_definition
+
+    def built(inputs):
+        definition = build(inputs)
+        definition.enable_network_isolation = isolated
+        return definition
+
+    tuner._build_training_job_definition = built
+
 # %% ../../nbs/sagemaker/compiler.ipynb #e5a16046
 @compiles("tuning")
 def tuning_step(c: Compiler, step: NotebookStep):
@@ -686,11 +733,16 @@ def tuning_step(c: Compiler, step: NotebookStep):
 
     from earthsnap.model.hyperparameters import DEFAULT_SPACE, parse_space
     from earthsnap.model.training import METRIC_DEFINITIONS
+    from earthsnap.model.tuning import network_fixed
 
     train = _tuned_training(c, step)
     space_text = c.fixed_value(step, "space", "")
     space = parse_space(space_text) if space_text else DEFAULT_SPACE
     builtin = c.t.trainer == "builtin"
+    if not builtin:  # a network chosen is not searched (the trials' notebook would refuse an arch that disagrees)
+        space, _, fixed_by = network_fixed(space, str(c.values.get("arch") or ""))
+        if fixed_by:
+            c.notes.append(f"{step.name}: {fixed_by}.")
     c.search_space = list(space)
     _, records = _records_input(c, step)
     if builtin:
@@ -701,14 +753,19 @@ def tuning_step(c: Compiler, step: NotebookStep):
         paths = tuple(c.path_inputs(train))
         if paths:
             c.notes.append(
-                f"{step.name}: its trials train without {', '.join(paths)} "
-                "(as here, tuning starts from random weights)."
+                f"{step.name}: its trials train without {', '.join(paths)} (as here: weights starts the trials too)."
             )
-        hp = _notebook_hyperparameters(c, train, skip=("epochs", *paths)) | {"earthsnap_search": ",".join(space)}
+        chans, handed = _param_channels(c, step)
+        hp = (
+            _notebook_hyperparameters(c, train, skip=("epochs", *paths))
+            | handed
+            | {"earthsnap_search": ",".join(space)}
+        )
         if "epochs" in step.inputs:
             hp["earthsnap_param_epochs"] = c.text(step, step.inputs["epochs"])
         ranges, metrics = _ranges(space), METRIC_DEFINITIONS
-    trainer = _trainer(c, train, hp, step.name, "tuning", isolated=builtin or c.isolated(step))
+    isolated = builtin or c.isolated(step)
+    trainer = _trainer(c, train, hp, step.name, "tuning", isolated=isolated)
     tuner = HyperparameterTuner(
         model_trainer=trainer,
         objective_metric_name="validation:accuracy",
@@ -722,7 +779,8 @@ def tuning_step(c: Compiler, step: NotebookStep):
         base_tuning_job_name=sagemaker_name(f"{c.name}-{step.name}", "tuning job"),
         random_seed=c.fixed_value(step, "seed", None),
     )
-    args = tuner.tune(inputs=_channels(c, records, TUNING_SPLITS, builtin), wait=False)
+    _keep_isolation(tuner, isolated)
+    args = tuner.tune(inputs=_channels(c, records, TUNING_SPLITS, builtin) + ([] if builtin else chans), wait=False)
     return TuningStep(name=step.name, step_args=args, cache_config=c.cache(step), depends_on=c.depends(step))
 
 # %% ../../nbs/sagemaker/compiler.ipynb #a55279e0
@@ -737,10 +795,12 @@ def training_step(c: Compiler, step: NotebookStep):
     _, records = _records_input(c, step)
     tuning = [(k, v) for k, v in step.inputs.items() if isinstance(v, StepOutput) and v.step.kind == "tuning"]
     builtin = c.t.trainer == "builtin"
+    chans = []
     if builtin:
         hp = builtin_hyperparameters(c, step, records)
     else:
-        hp = _notebook_hyperparameters(c, step)
+        chans, handed = _param_channels(c, step)
+        hp = _notebook_hyperparameters(c, step) | handed
     for k, v in tuning:  # the best trial's values
         best = c.sm[v.step.name].properties.BestTrainingJob.TunedHyperParameters
         for name in c.search_space:
@@ -751,7 +811,7 @@ def training_step(c: Compiler, step: NotebookStep):
             hp["earthsnap_tuning"] = k
     cache = c.cache(step)
     trainer = _trainer(c, step, hp, step.name, "models", isolated=builtin or c.isolated(step))
-    args = trainer.train(input_data_config=_channels(c, records, TRAIN_SPLITS, builtin), wait=False)
+    args = trainer.train(input_data_config=_channels(c, records, TRAIN_SPLITS, builtin) + chans, wait=False)
     return TrainingStep(name=step.name, step_args=args, cache_config=cache, depends_on=c.depends(step))
 
 # %% ../../nbs/sagemaker/compiler.ipynb #28d5cf6a
@@ -813,6 +873,36 @@ def builtin_instance(c: Compiler, step: Step) -> str:
     )
     return BUILTIN_INSTANCE
 
+# %% ../../nbs/sagemaker/compiler.ipynb #a5b3a390
+BUILTIN_LAYERS = {"": 18, "resnet": 18, "resnet18": 18, "resnet50": 50}  # arch -> the algorithm's ResNet depth
+BUILTIN_PRETRAINED_SIZE = 224  # the image size its pretrained networks take
+
+
+def builtin_network(c: Compiler, step: NotebookStep) -> dict:
+    "The algorithm's `num_layers` and `use_pretrained_model` for the step's arch and weights, or a refusal."
+    arch, weights = (str(c.fixed_value(step, k, "") or "") for k in ("arch", "weights"))
+    if arch not in BUILTIN_LAYERS:
+        raise CompileError(
+            f"Step {step.name!r}: arch={arch} is not a network of SageMaker's built-in image classifier, which "
+            "trains ResNets.",
+            fix=f"Use -p arch={' or -p arch='.join(n for n in BUILTIN_LAYERS if n)} with sagemaker_trainer: builtin, "
+            f"or train {arch} with the notebook (sagemaker_trainer: notebook).",
+        )
+    if weights not in ("", "imagenet"):
+        raise CompileError(
+            f"Step {step.name!r}: the built-in image classifier starts from its own ImageNet weights "
+            f"(weights=imagenet) or from random ones, not from {weights}.",
+            fix="Train with the notebook (sagemaker_trainer: notebook) to start from them.",
+        )
+    size = c.values.get("image_size")
+    if weights and size != BUILTIN_PRETRAINED_SIZE:
+        raise CompileError(
+            f"Step {step.name!r}: the built-in image classifier's pretrained networks take {BUILTIN_PRETRAINED_SIZE} "
+            f"px images, and image_size is {size}.",
+            fix=f"Add -p image_size={BUILTIN_PRETRAINED_SIZE}, or start from random weights (weights empty).",
+        )
+    return {"use_pretrained_model": "1" if weights else "0", "num_layers": str(BUILTIN_LAYERS[arch])}
+
 # %% ../../nbs/sagemaker/compiler.ipynb #f2f35270
 def builtin_hyperparameters(
     c: Compiler, step: NotebookStep, records: StepOutput, epochs=None, tuning: Step | None = None
@@ -840,8 +930,7 @@ def builtin_hyperparameters(
         "num_classes": text(get("classes")),
         "num_training_samples": text(get(f"images.{train_split}")),
         "image_shape": Join(on=",", values=["3", size, size]),
-        "use_pretrained_model": "0",
-        "num_layers": "18",
+        **builtin_network(c, step),
         "augmentation_type": "crop_color_transform",
         "early_stopping": "true",
     }

@@ -186,6 +186,8 @@ def run_training(hyperparameters: dict[str, str] | None = None) -> Path:
     work = Path(tempfile.mkdtemp(prefix="earthsnap-"))
     if hp.get("earthsnap_records"):
         params[hp["earthsnap_records"]] = str(records_from_channels(r / "input" / "data", work / "records"))
+    for name in filter(None, hp.get("earthsnap_channels", "").split(",")):  # e.g. weights: a folder, as located here
+        params[name] = str(r / "input" / "data" / name)
     tuned = {
         k[len("earthsnap_tuned_") :]: hyperparameter_value(v) for k, v in hp.items() if k.startswith("earthsnap_tuned_")
     }
