@@ -51,8 +51,6 @@ def _init(artifact: str) -> None:
 
 def _answer(job: tuple) -> tuple[list[int], list[float], np.ndarray]:
     "Worker: render photos (g, s, n) of one window chunk, encode them as JPEG, and answer them as an endpoint does."
-    from earthsnap.model.inference import model_input
-
     groups, species, seed, shift, strength, size, photos = job
     traits = _traits(groups, species, seed, 1)  # each group's species, then one outside the taxonomy
     inputs = []
@@ -61,7 +59,7 @@ def _answer(job: tuple) -> tuple[list[int], list[float], np.ndarray]:
         render(
             traits[g][s], np.random.default_rng([seed, g, s, n]), size, "" if shift == "unseen" else shift, strength
         ).save(buf, "JPEG", quality=JPEG_QUALITY)
-        inputs.append(model_input(buf.getvalue(), _model.input_size))
+        inputs.append(_model.view(buf.getvalue()))
     answers, emb = _model.top_and_embeddings(np.stack(inputs), 1)
     index = {c: i for i, c in enumerate(_model.classes)}
     return [index[a[0]["label"]] for a in answers], [a[0]["probability"] for a in answers], emb

@@ -87,12 +87,10 @@ def raw_ort(model, images: list[bytes], n: int) -> dict:
 
 def raw_ort_batched(model, images: list[bytes], n: int, batch: int) -> dict:
     "In-process predictions in batches of `batch` (decoding included): requests/s."
-    from earthsnap.model.inference import model_input
-
     seconds, t0, done = [], time.perf_counter(), 0
     while done < n:
         s = time.perf_counter()
-        x = np.stack([model_input(images[(done + j) % len(images)], model.input_size) for j in range(batch)])
+        x = model.inputs([images[(done + j) % len(images)] for j in range(batch)])
         model.probabilities(x)
         seconds.append(time.perf_counter() - s)
         done += batch

@@ -42,7 +42,6 @@ import numpy as np
 
 from earthsnap.data.records import split_images
 from earthsnap.hierarchy.planning import demo_hierarchy
-from earthsnap.model.inference import model_input
 from earthsnap.model.router import RouterModel, load_model
 
 HERE = Path(__file__).resolve().parent
@@ -128,8 +127,8 @@ def main() -> None:
         assert flat.classes == router.classes, "the router and the flat model must name the same species"
         test = [(label, im) for _, label, _, im in split_images(h["records"], "test")]
     images = [im for _, im in test]
-    x = np.stack([model_input(images[j % len(images)], flat.input_size) for j in range(32)])
-    every = np.stack([model_input(im, flat.input_size) for im in images])
+    x = flat.inputs([images[j % len(images)] for j in range(32)])
+    every = flat.inputs(images)
     groups_true = [router.group_of[flat.classes[int(label)]] for label, _ in test]
     pg = router.parent.probabilities(every)
     quality = {
@@ -166,9 +165,7 @@ def main() -> None:
         "flat_top5": lambda im: flat.predict([im], 5),
         "router_top5": lambda im: router.predict([im], 5),
         "router_top1": lambda im: router.predict([im], 1),
-        "router_every_child_top5": lambda im: router.ranked(
-            router.probabilities(model_input(im, router.input_size)[None])[0], 5
-        ),
+        "router_every_child_top5": lambda im: router.ranked(router.probabilities(router.inputs([im]))[0], 5),
     }
     many = {
         "flat": flat.probabilities,

@@ -4,19 +4,25 @@ The test makes its own "pretrained" weights: a ResNet-18 of the zoo trained on d
 photos, other species), saved in the zoo's own format (`save_pretrained`: config.json and model.safetensors, with a
 model card naming its licence) and laid out as the Hugging Face hub's cache holds microsoft/resnet-18. With
 `HF_HUB_OFFLINE=1`, `earthsnap run -p arch=resnet18 -p weights=imagenet` fine-tunes on the project's species from
-it: the backbone starts from the file's weights, the head has the project's classes, the registry names the file by
-sha256, source and licence, a run with nothing changed trains nothing, a changed file trains again, a registered
-version starts the next, and weights of the wrong family are refused before a run starts. Nothing is downloaded."""
+it: the backbone starts from the file's weights, the head has the project's classes, photos become inputs as the
+checkpoint's image processor says (size, crop fraction, interpolation) in training and in the registered model, the
+registry names the file by sha256, source and licence, a run with nothing changed trains nothing, a changed file
+trains again, a registered version starts the next, and weights of the wrong family are refused before a run
+starts. Nothing is downloaded."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import clean_env, demo_project, run_id_in, steps_of
+from conftest import BIN, clean_env, demo_project, free_port, login_token, run_id_in, steps_of, wait_until_serving
 
 SMALL = ["-p", "image_size=32", "-p", "epochs=2", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "min_accuracy=0"]
 FINE_TUNE = ["-p", 'hyperparameters={"lr": 0.001, "batch_size": 16}']
@@ -40,9 +46,40 @@ def hub(tmp_path):
     snapshot = repo / "snapshots" / COMMIT
     trained.model[1].body.save_pretrained(snapshot)  # the backbone alone, as the zoo's base model is published
     (snapshot / "README.md").write_text("---\nlicense: apache-2.0\n---\n# A ResNet-18 pretrained for this test\n")
+    # how it wants its photos, as microsoft/resnet-18's image processor says (there 224 px, the centre 0.875, bicubic)
+    view = {"size": {"shortest_edge": 28}, "crop_pct": 0.875, "resample": 3, "do_center_crop": True}
+    (snapshot / "preprocessor_config.json").write_text(json.dumps(view))
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(COMMIT)
     return cache, snapshot
+
+
+def version_page(cfg, ref: str) -> str:
+    "The console's page of registry version `ref`, as a signed-in viewer gets it from a console started for it."
+    import requests
+
+    from earthsnap.access.users import UserStore
+
+    UserStore.from_config(cfg).add("vic", "viewer", "vic reads the lineage", by="test")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(BIN / "earthsnap"), "console", "--port", str(port)], cwd=cfg.project_dir, env=clean_env()
+    )
+    try:
+        wait_until_serving(url + "/health", server, 60, "earthsnap console")
+        session = requests.Session()
+        form = {"name": "vic", "password": "vic reads the lineage", "login_token": login_token(session, url)}
+        same = {"Origin": url, "Sec-Fetch-Site": "same-origin"}
+        signed = session.post(url + "/console/login", data=form, headers=same, allow_redirects=False, timeout=60)
+        assert signed.status_code == 303, signed.text[:300]
+        group, n = ref.split("/")
+        r = session.get(f"{url}/console/models/{group}/{n}", timeout=60)
+        assert r.status_code == 200, r.text[:300]
+        return r.text
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 @pytest.mark.timeout(900)
@@ -51,6 +88,7 @@ def test_a_run_fine_tunes_imagenet_weights_of_the_zoo_and_the_registry_names_the
 
     from earthsnap.core.config import load_config
     from earthsnap.model.export import load_torch_model
+    from earthsnap.model.inference import InputView, open_model
     from earthsnap.model.training import initial_model
     from earthsnap.release.registry import open_registry
 
@@ -69,13 +107,19 @@ def test_a_run_fine_tunes_imagenet_weights_of_the_zoo_and_the_registry_names_the
     assert v.lineage["backbone"] == {
         "arch": "resnet18",
         "weights": {"source": "hf://microsoft/resnet-18", "sha256": sha, "licence": "apache-2.0"},
+        "input": {"input_size": 28, "crop_pct": 0.875, "interpolation": "bicubic"},
     }
+    # ... and the console's version page shows a reviewer the same
+    page = version_page(cfg, "species/1")
+    assert "<code>resnet18</code>, started from <code>hf://microsoft/resnet-18</code>" in page, page[-3000:]
+    assert f"sha256 {sha[:16]}…, licence apache-2.0" in page
+    assert "28 px, the centre 0.875 of the photo scaled to 32 px, bicubic" in page
     stored = Path(v.lineage["parameters"]["weights"])  # the run recorded the folder, named by content
     assert stored.parent == cfg.project_dir / ".earthsnap" / "weights" and stored.name.startswith(f"{sha}-")
     model, classes, hp = load_torch_model(v.artifact)
     assert hp.arch == "resnet18" and len(classes) == 4 and model[-1].out_features == 4  # the project's 4, not 8
     # the backbone started from the file's weights: what training starts from for these inputs is the file
-    start, _ = initial_model(hp, len(classes), 32, stored)
+    start, _ = initial_model(hp, len(classes), 28, stored)
     pretrained = load_file(str(snapshot / "model.safetensors"))
     assert all(torch.equal(t, pretrained[k]) for k, t in start[1].body.state_dict().items())
     first = "embedder.embedder.convolution.weight"
@@ -83,6 +127,14 @@ def test_a_run_fine_tunes_imagenet_weights_of_the_zoo_and_the_registry_names_the
     # the training step's report says which network started from where
     executed = next((project / ".earthsnap" / "runs" / run_id_in(r.stdout)).rglob("train.ipynb")).read_text()
     assert f"training resnet18 (11.2M parameters, from hf://microsoft/resnet-18 (sha256 {sha[:12]}))" in executed
+    # photos became inputs as the checkpoint's image processor says, in training and in the model every endpoint opens
+    assert "at 28 px (the centre 0.875 of photos scaled to 32 px, bicubic)" in executed
+    served = open_model(v.artifact)
+    assert served.view == InputView(28, 0.875, "bicubic")
+    photo = next((project / ".earthsnap" / "demo-data").rglob("*.jpg")).read_bytes()
+    with torch.no_grad():
+        want = torch.softmax(model(torch.from_numpy(served.inputs([photo]))), 1).numpy()
+    assert abs(served.predict([photo], 1)[0][0]["probability"] - want.max()) < 1e-4
     # ... and so does tuning's: its trials start from the same weights, on the network the arch fixes
     tuned = next((project / ".earthsnap" / "runs" / run_id_in(r.stdout)).rglob("tune.ipynb")).read_text()
     assert "every trial starts from the weights in" in tuned and str(project / ".earthsnap" / "weights") in tuned

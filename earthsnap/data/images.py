@@ -155,13 +155,17 @@ def load_rgb(data: bytes, size: int | None = None) -> Image.Image:
     return im
 
 # %% ../../nbs/data/images.ipynb #a95c7207
-def resize_shorter(im: Image.Image, size: int, center_crop: bool = False) -> Image.Image:
-    "Scale `im` so its shorter side is `size` pixels; with `center_crop`, cut the centre `size` x `size` square."
+def resize_shorter(
+    im: Image.Image, size: int, center_crop: bool = False, resample: int = Image.BILINEAR
+) -> Image.Image:
+    """Scale `im` so its shorter side is `size` pixels with `resample` (one of PIL's filters); with `center_crop`,
+    cut the centre `size` x `size` square.
+    """
     w, h = im.size
     scale = size / min(w, h)
     new = (max(size, round(w * scale)), max(size, round(h * scale)))
     if new != (w, h):
-        im = im.resize(new, Image.BILINEAR, reducing_gap=3.0)
+        im = im.resize(new, resample, reducing_gap=3.0)
     if center_crop:
         left, top = (new[0] - size) // 2, (new[1] - size) // 2
         im = im.crop((left, top, left + size, top + size))

@@ -79,17 +79,19 @@ def _config(t, arch: str, folder: Path | None, input_size: int):
 
 # %% ../../nbs/model/backbones.ipynb #75d2d806
 def check_input_size(arch: str, cfg, data: dict, input_size: int) -> None:
-    "Refuse records of `input_size` px that the checkpoint (its `data` config, or a ViT's configuration) cannot take."
+    "Refuse an input of `input_size` px that the checkpoint (its `data` config, or a ViT's configuration) cannot take."
     fixed = ZOO[arch].fixed_size and getattr(cfg, "image_size", input_size)
     if fixed and fixed != input_size:
         raise BackboneError(
-            f"{arch} takes {fixed} px images and these records are {input_size} px.",
-            fix=f"Preprocess at {fixed} px (-p image_size={fixed}).",
+            f"{arch} takes {fixed} px images and this training's input is {input_size} px.",
+            fix=f"Preprocess at {fixed} px (-p image_size={fixed}), and leave the hyperparameter input_size unset.",
         )
     if data.get("size") and input_size < data["size"]:
         raise BackboneError(
-            f"The weights of {arch} were trained on {data['size']} px images and these records are {input_size} px.",
-            fix=f"Preprocess at {data['size']} px or more (-p image_size={data['size']}).",
+            f"The weights of {arch} were trained on {data['size']} px images and this training's input is "
+            f"{input_size} px.",
+            fix=f"Preprocess at {data['size']} px or more (-p image_size={data['size']}), and leave the hyperparameter "
+            "input_size unset.",
         )
 
 # %% ../../nbs/model/backbones.ipynb #c108f568

@@ -18,7 +18,7 @@ import numpy as np
 from ..core.errors import EarthsnapError
 from ..core.storage import atomic_write
 from ..data.records import read_classes, split_images
-from .inference import BASELINE_FILE, TARBALL, model_file, model_input
+from .inference import BASELINE_FILE, TARBALL, model_file
 from .router import load_model
 
 # %% auto #0
@@ -88,7 +88,7 @@ def make_baseline(
     names, _ = read_classes(records)
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        answers, emb = m.top_and_embeddings(np.stack([model_input(body, m.input_size) for _, _, _, body in chunk]), 1)
+        answers, emb = m.top_and_embeddings(m.inputs([body for _, _, _, body in chunk]), 1)
         if emb is None:
             raise BaselineError(
                 f"{m.path} has no embedding output, so it has no baseline.", fix="Train it again with this earthsnap."

@@ -20,7 +20,7 @@ from ..core.storage import atomic_write, write_json
 from ..data.recordio import MXIndexedRecordIO, read_lst, unpack
 from ..data.records import check_split, read_classes, split_images
 from ..data.step_files import write_evaluation
-from .inference import OnnxModel, model_input
+from .inference import OnnxModel
 from .router import RouterModel, load_model
 
 # %% auto #0
@@ -166,7 +166,7 @@ def predict_split(
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             images = [unpack(rec.read_idx(k))[1] for k, _, _ in chunk]
-            p = model.probabilities(np.stack([model_input(im, model.input_size) for im in images]))
+            p = model.probabilities(model.inputs(images))
             for (k, lab, uri), im, pi in zip(chunk, images, p, strict=True):
                 if int(pi.argmax()) != int(lab[0]):
                     wrong.append(

@@ -18,7 +18,7 @@ from torch import nn
 from ..core.storage import atomic_write, write_json, write_tar_gz
 from .backbones import build_network
 from .hyperparameters import Hyperparameters
-from .inference import BACKBONE_FILE, BASELINE_FILE, MODEL_FILES, ModelError, model_dir
+from .inference import BACKBONE_FILE, BASELINE_FILE, MODEL_FILES, InputView, ModelError, model_dir
 
 # %% auto #0
 __all__ = ['STACK_TRACE', 'TOLERANCE', 'RUN_FACTS', 'WithEmbedding', 'export_onnx', 'check_onnx', 'save_model', 'training_facts',
@@ -150,8 +150,9 @@ def save_model(result, out_dir: str | os.PathLike) -> Path:
         out / "classes.json",
         {
             "classes": result.classes,
-            "input_size": result.input_size,
-            "input": "image: float32 N x 3 x size x size, RGB in [0, 1], centre square",
+            **(getattr(result, "view", None) or InputView(result.input_size)).to_dict(),
+            "input": "image: float32 N x 3 x size x size, RGB in [0, 1]: the centre square of the photo scaled to "
+            "input_size / crop_pct px with its interpolation",
             "output": "logits: float32 N x classes",
         },
     )

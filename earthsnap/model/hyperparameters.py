@@ -13,7 +13,7 @@ from typing import Any
 from fastcore.basics import patch
 
 from ..core.errors import EarthsnapError, ParameterError, did_you_mean
-from .zoo import OWN, ZOO
+from .zoo import OWN, RESAMPLE, ZOO
 
 # %% auto #0
 __all__ = ['RANGES', 'DEFAULT_SPACE', 'Continuous', 'Integer', 'Categorical', 'HyperparameterError', 'Hyperparameters',
@@ -137,6 +137,9 @@ RANGES: dict[str, Continuous | Integer | Categorical] = {
     "seed": Integer(0, 2**31 - 1),
     "freeze_epochs": Integer(0, 100),
     "layer_decay": Continuous(0.05, 1.0),
+    "input_size": Integer(0, 4096),  # 0: the starting weights' own size, else the records'
+    "crop_pct": Continuous(0.0, 1.0),  # 0: the starting weights' own crop fraction, else 1 (the whole centre square)
+    "interpolation": Categorical(("auto", *RESAMPLE.values())),  # auto: the starting weights' own, else bilinear
 }
 
 # %% ../../nbs/model/hyperparameters.ipynb #85d8a621
@@ -160,6 +163,11 @@ class Hyperparameters:
     seed: int = 0
     freeze_epochs: int = 0  # first epochs train the classifier alone (the backbone and its BatchNorm statistics frozen)
     layer_decay: float = 1.0  # each earlier block of the backbone learns at this times the rate of the one after it
+    # How a photo becomes the network's input (earthsnap.model.inference.InputView); the defaults take the starting
+    # weights' own preprocessing (a zoo checkpoint's preprocessor_config.json), else the records' size, whole.
+    input_size: int = 0  # px; at most the records' size
+    crop_pct: float = 0.0  # the centre share of the shorter side the input is cut from
+    interpolation: str = "auto"  # bilinear | bicubic | nearest | box | hamming | lanczos
 
     def __post_init__(self):
         for f in fields(self):

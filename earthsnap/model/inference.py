@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tarfile
 import tempfile
@@ -20,8 +21,9 @@ from ..core.errors import EarthsnapError
 from ..data.images import load_rgb, resize_shorter
 
 # %% auto #0
-__all__ = ['MODEL_FILES', 'BASELINE_FILE', 'BACKBONE_FILE', 'TARBALL', 'ModelError', 'model_input', 'softmax', 'unpacked',
-           'model_dir', 'model_file', 'backbone_of', 'OnnxModel', 'per_input', 'open_model']
+__all__ = ['MODEL_FILES', 'BASELINE_FILE', 'BACKBONE_FILE', 'TARBALL', 'RESAMPLING', 'ModelError', 'InputView', 'model_input',
+           'softmax', 'unpacked', 'model_dir', 'model_file', 'backbone_of', 'input_of', 'OnnxModel', 'per_input',
+           'open_model']
 
 # %% ../../nbs/model/inference.ipynb #8d275cce
 MODEL_FILES = ("model.onnx", "model.safetensors", "classes.json", "hyperparameters.json", "metrics.json")
@@ -34,11 +36,66 @@ class ModelError(EarthsnapError):
     "A model directory or archive that is missing, incomplete or unreadable."
 
 # %% ../../nbs/model/inference.ipynb #459ea506
+RESAMPLING = {  # interpolation names (timm's and transformers' words) -> PIL's filters
+    "nearest": Image.NEAREST,
+    "bilinear": Image.BILINEAR,
+    "bicubic": Image.BICUBIC,
+    "box": Image.BOX,
+    "hamming": Image.HAMMING,
+    "lanczos": Image.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class InputView:
+    """How a photo becomes a model's input: the centre `size` px square of the photo scaled to `size / crop_pct` px.
+
+    As timm's evaluation transform and transformers' image processors do it; `crop_pct` 1 and bilinear are earthsnap's
+    own networks' view.
+    """
+
+    size: int
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+
+    def __post_init__(self):
+        if self.interpolation not in RESAMPLING:
+            raise ModelError(
+                f"Unknown interpolation {self.interpolation!r}.", fix=f"Use one of {', '.join(RESAMPLING)}."
+            )
+        if not (self.size >= 1 and 0 < self.crop_pct <= 1):
+            raise ModelError(
+                f"An input of {self.size} px with crop fraction {self.crop_pct} is not possible.",
+                fix="Give a size of 1 px or more and a crop fraction in (0, 1].",
+            )
+
+    @property
+    def resize_to(self) -> int:
+        "The shorter side before the centre crop (timm's `floor(size / crop_pct)`)."
+        return max(self.size, math.floor(self.size / self.crop_pct + 1e-9))
+
+    def __call__(self, image: bytes | Image.Image) -> np.ndarray:
+        "One image (encoded bytes or a PIL image) as the model's input: float32, 3 x size x size."
+        side = self.resize_to
+        im = load_rgb(image, side) if isinstance(image, (bytes, bytearray, memoryview)) else image.convert("RGB")
+        im = resize_shorter(im, side, resample=RESAMPLING[self.interpolation])
+        left, top = (im.size[0] - self.size) // 2, (im.size[1] - self.size) // 2
+        im = im.crop((left, top, left + self.size, top + self.size))
+        return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+    def to_dict(self) -> dict:
+        "As classes.json records it."
+        return {"input_size": self.size, "crop_pct": self.crop_pct, "interpolation": self.interpolation}
+
+    @classmethod
+    def of(cls, info: dict) -> "InputView":
+        "The view a classes.json records (models from before views were recorded: the centre square, bilinear)."
+        return cls(int(info["input_size"]), float(info.get("crop_pct", 1.0)), info.get("interpolation", "bilinear"))
+
+# %% ../../nbs/model/inference.ipynb #b2c13e54
 def model_input(image: bytes | Image.Image, size: int) -> np.ndarray:
-    "One image (encoded bytes or a PIL image) as the model's input: float32, 3 x size x size, RGB in [0, 1]."
-    im = load_rgb(image, size) if isinstance(image, (bytes, bytearray, memoryview)) else image.convert("RGB")
-    im = resize_shorter(im, size, center_crop=True)
-    return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    "One image as the input of a model with earthsnap's own view (`InputView(size)`): 3 x size x size, RGB in [0, 1]."
+    return InputView(size)(image)
 
 # %% ../../nbs/model/inference.ipynb #b7322868
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -110,6 +167,14 @@ def backbone_of(path: str | os.PathLike) -> dict | None:
         return None
     return json.loads(body) if body else None
 
+# %% ../../nbs/model/inference.ipynb #ec8bd6c2
+def input_of(path: str | os.PathLike) -> dict:
+    "How the model at `path` (as `model_file` finds it) takes photos: its classes.json's view; {} when unreadable."
+    try:
+        return InputView.of(json.loads(model_file(path, "classes.json") or "{}")).to_dict()
+    except (tarfile.TarError, OSError, EOFError, ValueError, KeyError, TypeError, ModelError):
+        return {}
+
 # %% ../../nbs/model/inference.ipynb #d15f22b0
 @dataclass
 class OnnxModel:
@@ -121,6 +186,14 @@ class OnnxModel:
     hyperparameters: dict
     metrics: dict
     session: object
+    view: InputView | None = None  # how photos become inputs; None: earthsnap's own view at input_size
+
+    def __post_init__(self):
+        self.view = self.view or InputView(self.input_size)
+
+    def inputs(self, images: Sequence[bytes | Image.Image]) -> np.ndarray:
+        "A batch of model inputs (N x 3 x size x size) from photos, through the model's view."
+        return np.stack([self.view(im) for im in images])
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         "Logits for a batch of model inputs (N x 3 x size x size)."
@@ -161,7 +234,7 @@ class OnnxModel:
 
     def predict(self, images: list[bytes | Image.Image], top_k: int = 5) -> list[list[dict]]:
         "The `top_k` labels and probabilities for each image, most likely first."
-        return self.top(np.stack([model_input(im, self.input_size) for im in images]), top_k)
+        return self.top(self.inputs(images), top_k)
 
 # %% ../../nbs/model/inference.ipynb #ac84a915
 def per_input(top_k: int | Sequence[int], n: int) -> list[int]:
@@ -172,6 +245,15 @@ def per_input(top_k: int | Sequence[int], n: int) -> list[int]:
     return ks
 
 # %% ../../nbs/model/inference.ipynb #1fd25e5d
+def _view_of(info: dict, d: Path) -> InputView:
+    try:
+        return InputView.of(info)
+    except (ModelError, ValueError, TypeError) as e:
+        raise ModelError(
+            f"{d / 'classes.json'} records an input view that cannot be: {e}", fix="Train the model again."
+        ) from None
+
+
 def open_model(path: str | os.PathLike, threads: int = 0) -> OnnxModel:
     "Load the model at `path` (directory or model.tar.gz) into ONNX Runtime; `threads` 0 lets it choose."
     import onnxruntime as ort
@@ -194,4 +276,5 @@ def open_model(path: str | os.PathLike, threads: int = 0) -> OnnxModel:
         json.loads((d / "hyperparameters.json").read_text()),
         json.loads((d / "metrics.json").read_text()),
         session,
+        _view_of(info, d),
     )

@@ -18,7 +18,7 @@ from ..core.parallel import die_with_parent
 from ..data.images import load_rgb
 from ..data.recordio import MXIndexedRecordIO, unpack
 from ..data.records import read_classes, split_labels
-from .inference import model_input
+from .inference import RESAMPLING, InputView
 
 # %% auto #0
 __all__ = ['Augment', 'RecordDataset', 'EpochSampler', 'loader']
@@ -27,14 +27,21 @@ __all__ = ['Augment', 'RecordDataset', 'EpochSampler', 'loader']
 class Augment:
     "Random crop, flip and colour jitter for training images; the randomness comes from the `rng` passed in."
 
-    def __init__(self, scale: tuple[float, float] = (0.6, 1.0), flip: bool = True, jitter: float = 0.2):
+    def __init__(
+        self,
+        scale: tuple[float, float] = (0.6, 1.0),
+        flip: bool = True,
+        jitter: float = 0.2,
+        interpolation: str = "bilinear",  # how the crop is scaled (earthsnap.model.inference.RESAMPLING)
+    ):
         self.scale, self.flip, self.jitter = scale, flip, jitter
+        self.resample = RESAMPLING[interpolation]
 
     def __call__(self, im: Image.Image, size: int, rng: np.random.Generator) -> np.ndarray:
         w, h = im.size
         side = max(1, int(round(min(w, h) * np.sqrt(rng.uniform(*self.scale)))))
         left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-        im = im.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
+        im = im.resize((size, size), self.resample, box=(left, top, left + side, top + side))
         x = np.asarray(im, dtype=np.float32) / 255.0
         if self.flip and rng.random() < 0.5:
             x = x[:, ::-1]
@@ -55,13 +62,14 @@ class RecordDataset(Dataset):
         self,
         records: str | os.PathLike,
         split: str,
-        size: int | None = None,
+        size: int | InputView | None = None,  # the input's view, or its size (earthsnap's own view); None: the records'
         augment: Augment | None = None,
         seed: int = 0,
     ):
         self.records, self.split = Path(records), split
         self.keys, self.labels = split_labels(records, split)
-        self.size = size or read_classes(records)[1]
+        self.view = size if isinstance(size, InputView) else InputView(size or read_classes(records)[1])
+        self.size = self.view.size
         self.augment, self.seed, self.epoch = augment, seed, 0
         self._reader, self._pid = None, None
 
@@ -82,7 +90,7 @@ class RecordDataset(Dataset):
         key = self.keys[i]
         im = load_rgb(self._read(key))
         if self.augment is None:
-            x = model_input(im, self.size)
+            x = self.view(im)
         else:
             x = self.augment(im, self.size, np.random.default_rng((self.seed, epoch, key)))
         return torch.from_numpy(x), self.labels[i]

@@ -19,6 +19,7 @@ from ..core.storage import write_json, write_tar_gz
 from earthsnap.model.inference import (
     BASELINE_FILE,
     MODEL_FILES,
+    InputView,
     ModelError,
     OnnxModel,
     model_dir,
@@ -59,7 +60,7 @@ class RouterModel:
         self.group_of = {s: g for g, species in species_of.items() for s in species}
         self.classes = sorted(self.group_of)
         self.index = {s: i for i, s in enumerate(self.classes)}
-        self.input_size = parent.input_size
+        self.input_size, self.view = parent.input_size, parent.view  # every part takes its photos as the parent
         self.hyperparameters = {
             "arch": "router",
             "parent": parent.hyperparameters,
@@ -72,15 +73,15 @@ class RouterModel:
         self._members = {g: [self.index[s] for s in species] for g, species in species_of.items()}
 
 # %% ../../nbs/model/router.ipynb #a20ff83e
-def _classes(d: Path) -> tuple[list[str], int]:
+def _classes(d: Path) -> tuple[list[str], InputView]:
     info = json.loads((d / "classes.json").read_text())
-    return info["classes"], int(info["input_size"])
+    return info["classes"], InputView.of(info)
 
 
 def _check_parts(
     pd: Path,  # the parent's model directory
     groups: list[str],  # the parent's classes
-    size: int,  # the parent's input size
+    size: InputView,  # how the parent takes its photos
     children: dict[str, str | os.PathLike],
     species_of: dict[str, list[str]],
     names: dict[str, str],  # group -> the child's directory name in the router
@@ -111,8 +112,11 @@ def _check_parts(
             )
         if csize != size:
             raise ModelError(
-                f"The child of {g!r} takes {csize} px images and the parent {size} px.",
-                fix="Train every part of the hierarchy with the same image_size.",
+                f"The child of {g!r} takes {csize.size} px images "
+                f"(the centre {csize.crop_pct:g}, {csize.interpolation}) "
+                f"and the parent {size.size} px (the centre {size.crop_pct:g}, {size.interpolation}).",
+                fix="Train every part of the hierarchy with the same image_size and the same starting weights or "
+                "input_size, crop_pct and interpolation.",
             )
         parts[f"children/{names.get(g, g)}"] = cd
     return parts
@@ -145,7 +149,7 @@ def pack_router(
         out / ROUTER_FILE,
         {
             "format": FORMAT,
-            "input_size": size,
+            **size.to_dict(),
             "versions": versions,
             "groups": {
                 g: {"species": child_classes[g], "child": f"children/{names.get(g, g)}" if len(sp) > 1 else None}
@@ -292,8 +296,14 @@ def top_and_embeddings(
     )
     return self.top(batch, top_k, parent_probabilities=softmax(logits)), emb
 
+# %% ../../nbs/model/router.ipynb #a3177fff
+@patch
+def inputs(self: RouterModel, images: Sequence[bytes | Image.Image]) -> np.ndarray:
+    "A batch of inputs from photos, through the parent's view (every child takes the same)."
+    return self.parent.inputs(images)
+
 # %% ../../nbs/model/router.ipynb #588df4b7
 @patch
 def predict(self: RouterModel, images: list[bytes | Image.Image], top_k: int = 5) -> list[list[dict]]:
     "The `top_k` species, with group and probabilities, for each image (see `top`)."
-    return self.top(np.stack([model_input(im, self.input_size) for im in images]), top_k)
+    return self.top(self.inputs(images), top_k)

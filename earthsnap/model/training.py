@@ -23,14 +23,15 @@ from ..core.errors import EarthsnapError
 from ..data.records import check_split, read_classes
 from .backbones import Features, rebuild, weights_facts, zoo_network
 from .hyperparameters import Hyperparameters
-from .inference import BACKBONE_FILE
+from .inference import BACKBONE_FILE, InputView
 from .loader import Augment, RecordDataset, loader
 from .networks import ARCHITECTURES, build_model
+from .zoo import ZOO, data_config
 
 # %% auto #0
 __all__ = ['METRIC_DEFINITIONS', 'LOSS_DELTA', 'TrainingError', 'pick_device', 'schedule', 'layer_scales', 'make_optimizer',
-           'EarlyStopping', 'load_weights', 'initial_model', 'TrainResult', 'measure', 'freeze_backbone', 'Precision',
-           'train']
+           'EarlyStopping', 'load_weights', 'initial_model', 'input_view', 'TrainResult', 'measure', 'freeze_backbone',
+           'Precision', 'train']
 
 # %% ../../nbs/model/training.ipynb #a65ba85a
 class TrainingError(EarthsnapError):
@@ -175,6 +176,39 @@ def initial_model(
             backbone = {**backbone, "weights": weights_facts(p)}
     return model, backbone
 
+# %% ../../nbs/model/training.ipynb #3aeb6994
+def _declared(hp: Hyperparameters, init_weights: str | os.PathLike | None) -> dict:
+    "The preprocessing the starting weights of a zoo network declare (size, crop_pct, interpolation); {} otherwise."
+    if hp.arch in ARCHITECTURES or not init_weights:
+        return {}
+    p = Path(init_weights)
+    if (p / "config.json").is_file():  # a checkpoint in the zoo's format
+        data = data_config(p)
+        if not data["size"] and ZOO[hp.arch].fixed_size:  # a ViT: the size its position embeddings were made for
+            data["size"] = json.loads((p / "config.json").read_text()).get("image_size")
+        return data
+    saved = (p if p.is_dir() else p.parent) / BACKBONE_FILE  # an earlier model of this zoo network
+    return json.loads(saved.read_text()).get("data", {}) if saved.is_file() else {}
+
+
+def input_view(hp: Hyperparameters, records_size: int, init_weights: str | os.PathLike | None = None) -> InputView:
+    "How photos become this training's inputs: `hp`'s view where set, else the starting weights', else earthsnap's own."
+    declared = _declared(hp, init_weights)
+    interpolation = hp.interpolation if hp.interpolation != "auto" else declared.get("interpolation") or "bilinear"
+    view = InputView(
+        hp.input_size or declared.get("size") or records_size,
+        hp.crop_pct or declared.get("crop_pct") or 1.0,
+        interpolation,
+    )
+    if view.size > records_size:
+        said = "The hyperparameter input_size" if hp.input_size else f"The starting weights of {hp.arch}"
+        raise TrainingError(
+            f"{said} asks for {view.size} px inputs (the centre of photos scaled to {view.resize_to} px), and these "
+            f"records are {records_size} px.",
+            fix=f"Preprocess at {view.resize_to} px (-p image_size={view.resize_to}).",
+        )
+    return view
+
 # %% ../../nbs/model/training.ipynb #d02aa09e
 @dataclass
 class TrainResult:
@@ -187,6 +221,10 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one row per epoch
     metrics: dict = field(default_factory=dict)  # best validation figures, epochs, timing
     backbone: dict | None = None  # a zoo network's description (earthsnap.model.backbones); None for our own
+    view: InputView | None = None  # how photos become its inputs; None: earthsnap's own view at input_size
+
+    def __post_init__(self):
+        self.view = self.view or InputView(self.input_size)
 
 # %% ../../nbs/model/training.ipynb #1ea9ca51
 @torch.no_grad()
@@ -359,6 +397,33 @@ def _network_words(hp: Hyperparameters, model: nn.Module, backbone: dict | None)
     start = f"{w['source']} (sha256 {w['sha256'][:12]})" if w else "random weights"
     return f"{hp.arch} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, from {start})"
 
+# %% ../../nbs/model/training.ipynb #a543b70b
+def _view_words(view: InputView, records_size: int) -> str:
+    "The input view in a few words, for the training log; with advice when the records are smaller than it crops from."
+    if view == InputView(records_size):
+        return f"{view.size} px"
+    crop = (
+        f"the centre {view.crop_pct:g} of photos scaled to {view.resize_to} px"
+        if view.crop_pct < 1
+        else "the centre square"
+    )
+    words = f"{view.size} px ({crop}, {view.interpolation})"
+    if records_size < view.resize_to:
+        words += f"; the {records_size} px records are scaled up: preprocess at {view.resize_to} px for their detail"
+    return words
+
+# %% ../../nbs/model/training.ipynb #bff9f58f
+def _datasets(
+    records: Path, classes: list[str], view: InputView, seed: int, train_split: str, val_split: str
+) -> tuple[RecordDataset, RecordDataset]:
+    "The training split (augmented) and the validation split, both through `view`, once they are checked."
+    check_split(records, train_split, classes, every_class=True)
+    check_split(records, val_split, classes)
+    augment = Augment(interpolation=view.interpolation)
+    return RecordDataset(records, train_split, view, augment=augment, seed=seed), RecordDataset(
+        records, val_split, view
+    )
+
 # %% ../../nbs/model/training.ipynb #2561f5c5
 def train(
     records: str | os.PathLike,
@@ -376,17 +441,15 @@ def train(
     from `init_weights` (see `initial_model`).
     """
     log = log or (lambda line: print(line, flush=True))
-    classes, size = read_classes(records)
-    check_split(records, train_split, classes, every_class=True)
-    check_split(records, val_split, classes)
+    classes, records_size = read_classes(records)
+    view = input_view(hp, records_size, init_weights)
+    train_ds, val_ds = _datasets(records, classes, view, hp.seed, train_split, val_split)
     dev = pick_device(device)
     torch.manual_seed(hp.seed)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
-    train_ds = RecordDataset(records, train_split, size, augment=Augment(), seed=hp.seed)
-    val_ds = RecordDataset(records, val_split, size)
     val_batches = loader(val_ds, 256, workers=workers)
-    model, backbone = initial_model(hp, len(classes), size, init_weights)
+    model, backbone = initial_model(hp, len(classes), view.size, init_weights)
     precision = Precision.for_device(dev)
     model.to(dev, memory_format=torch.channels_last if precision.channels_last else torch.contiguous_format)
     opt = make_optimizer(hp, model)
@@ -396,7 +459,8 @@ def train(
     t0 = time.perf_counter()
     log(
         f"training {_network_words(hp, model, backbone)} on {len(train_ds)} {train_split} images "
-        f"of {len(classes)} classes at {size} px, validating on {len(val_ds)} {val_split} images; device {dev.type} "
+        f"of {len(classes)} classes at {_view_words(view, records_size)}, validating on {len(val_ds)} {val_split} "
+        f"images; device {dev.type} "
         f"({precision.words()})"
     )
     train_batches = loader(train_ds, hp.batch_size, shuffle=True, workers=workers, seed=hp.seed)
@@ -416,4 +480,4 @@ def train(
         "device": dev.type,
         "precision": precision.words(),
     }
-    return TrainResult(model, classes, size, hp, history, metrics, backbone)
+    return TrainResult(model, classes, view.size, hp, history, metrics, backbone, view)

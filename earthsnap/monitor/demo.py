@@ -41,16 +41,13 @@ def demo_model(records: Path, out: Path) -> Path:
 # %% ../../nbs/monitor/demo.ipynb #7e1fdeb5
 def capture_photos(model, store: CaptureStore, version: str, photos: list[Path], batch: int = 64) -> int:
     "Answer `photos` with `model` and capture them into `store` as an endpoint would; the number captured."
-    from earthsnap.model.inference import model_input
     from earthsnap.release.capture import Capture
     from earthsnap.release.serving import CAPTURE_TOP
 
     cap = Capture(store)
     for i in range(0, len(photos), batch):
         bodies = [p.read_bytes() for p in photos[i : i + batch]]
-        answers, emb = model.top_and_embeddings(
-            np.stack([model_input(b, model.input_size) for b in bodies]), CAPTURE_TOP
-        )
+        answers, emb = model.top_and_embeddings(model.inputs(bodies), CAPTURE_TOP)
         for body, a, e in zip(bodies, answers, emb, strict=True):
             cap.offer(body, version, a, 1.0, e)
     cap.close()

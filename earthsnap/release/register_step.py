@@ -9,7 +9,7 @@ from ..data.step_files import read_evaluation, read_records_classes, read_record
 from ..engine.definition import RegisterStep
 from ..engine.executor import LocalRun, handles
 from ..engine.notebooks import StepFailed
-from ..model.inference import backbone_of
+from ..model.inference import backbone_of, input_of
 from .registry import RegistryError, open_registry
 
 # %% auto #0
@@ -44,8 +44,14 @@ def run_register_step(run: LocalRun, step: RegisterStep):
         # what the model names: `earthsnap plan` compares it with the data
         lineage["classes"] = read_records_classes(extra["records"])["classes"]
     backbone = backbone_of(model) if model else None
-    if backbone:  # a zoo network: which one, and the starting weights by sha256, source and licence
-        lineage["backbone"] = {"arch": backbone.get("arch"), "weights": backbone.get("weights")}
+    if (
+        backbone
+    ):  # a zoo network: which one, the starting weights by sha256, source and licence, how photos become inputs
+        lineage["backbone"] = {
+            "arch": backbone.get("arch"),
+            "weights": backbone.get("weights"),
+            "input": input_of(model),
+        }
     try:
         registry = open_registry(run.cfg)
         mv = registry.registered(group, model)

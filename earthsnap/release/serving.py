@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..core.errors import EarthsnapError
-from ..model.inference import OnnxModel, model_input
+from ..model.inference import OnnxModel
 from ..model.router import RouterModel, load_model
 from .capture import Capture, CaptureStore
 
@@ -99,7 +99,7 @@ def _run(
     inputs, ks, out = [], [], []
     for body, k in requests:
         try:
-            inputs.append(model_input(body, model.input_size))
+            inputs.append(model.view(body))
             ks.append(k)
             out.append(None)
         except Exception as e:

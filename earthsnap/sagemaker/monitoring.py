@@ -20,7 +20,6 @@ import yaml
 from ..core.config import load_config
 from ..core.storage import filesystem, join, read_bytes
 from ..model.baseline import read_baseline
-from ..model.inference import model_input
 from ..model.router import load_model
 from ..monitor.review import ReviewQueue, archive_classes
 from ..monitor.watch import Monitor, MonitorError
@@ -218,7 +217,7 @@ def import_capture(
             already += 1
             continue
         try:
-            todo.append((e, model_input(e.body, model.input_size)))
+            todo.append((e, model.view(e.body)))
         except Exception as err:
             rejected.append(f"{e.event_id}: the photo cannot be read ({type(err).__name__}: {err})")
     cap = Capture(store, budget_bytes=budget_bytes, queue_size=len(todo) + 1)
