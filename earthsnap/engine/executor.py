@@ -509,16 +509,18 @@ def installed_kernels() -> set[str]:
     return names
 
 # %% ../../nbs/engine/executor.ipynb #7db87a8c
-def _prepare_values(pipeline: Pipeline, cfg: Config, values: dict) -> dict:
-    """Expand and check path parameters: located (their `locate`), `{store}`, relative to the project directory,
-    present, and readable by their `read`.
+def _prepare_values(pipeline: Pipeline, cfg: Config, values: dict, located: dict | None = None) -> dict:
+    """Expand and check path parameters: located (their `locate`, unless `located` holds what an earlier call found),
+    `{store}`, relative to the project directory, present, and readable by their `read`.
     """
     out = dict(values)
     for name, p in pipeline.parameters.items():
         if not (p.path and out[name]):
             continue
         v = out[name].replace("{store}", cfg.store)
-        if p.locate:  # a name (weights=imagenet, species/3) becomes the local path it stands for
+        if located and located.get(name):  # what this run found when it started (a resume takes the same bytes)
+            v = located[name]
+        elif p.locate:  # a name (weights=imagenet, species/3) becomes the local path it stands for
             try:
                 v = p.locate(v, values, cfg)
             except EarthsnapError as e:
@@ -625,7 +627,8 @@ def _resumed_options(pipeline: Pipeline, old: dict, cache: bool | None, workers:
     # turning the cache off for the rest of a run is safe; on again is not what it began with
     cache = was.get("cache", True) and cache is not False
     workers = workers or was.get("workers")
-    return pipeline, cache, workers, {"cache": cache, "workers": workers, "to": steps}
+    options = {"cache": cache, "workers": workers, "to": steps}
+    return pipeline, cache, workers, {**options, "located": was["located"]} if was.get("located") else options
 
 # %% ../../nbs/engine/executor.ipynb #7bdb9040
 GC_WAIT = 900.0  # seconds a run waits for `earthsnap runs gc` to finish deleting
@@ -653,6 +656,9 @@ def _record_new(run: LocalRun, values: dict, prepared: dict, run_id: str | None,
             f"There is a run {run_id} already.", fix="Give the new run another id, or resume that one."
         )
     run.values, run.run_id = prepared, run_id or new_run_id(pipeline.name)
+    # what a located parameter stood for when the run started: a resume takes it, not what the name means by then
+    found = {n: prepared[n] for n, p in pipeline.parameters.items() if p.locate and prepared.get(n)}
+    options = {**options, "located": found} if found else options
     run.run_dir = Path(cfg.runs) / run.run_id
     store.create_run(
         pipeline.name,
@@ -677,7 +683,8 @@ def _take_up(run: LocalRun, resume: str, old: dict, parameters: Mapping[str, Any
         raise ParameterError(
             "A resumed run keeps the parameters it started with.", fix="Drop the -p options, or start a new run."
         )
-    run.values = _prepare_values(pipeline, cfg, pipeline.resolve(old["parameters"]))
+    located = (old.get("options") or {}).get("located")
+    run.values = _prepare_values(pipeline, cfg, pipeline.resolve(old["parameters"]), located)
     rec = store.resume(resume, cfg.project_dir, options)
     run.run_id, run.run_dir = resume, Path(rec["run_dir"])
     _restore(run, rec["steps"])

@@ -20,8 +20,8 @@ from ..core.storage import filesystem
 from ..model.zoo import ZOO
 
 # %% auto #0
-__all__ = ['WEIGHT_FILES', 'MODEL_FILES', 'SOURCE_FILE', 'REGISTERED', 'WeightsError', 'store_weights', 'hub_snapshot', 'arch_of',
-           'check_fits', 'locate_weights', 'fetch_weights', 'list_weights']
+__all__ = ['WEIGHT_FILES', 'MODEL_FILES', 'SOURCE_FILE', 'REGISTERED', 'SHAPE_KEYS', 'WeightsError', 'store_weights',
+           'hub_snapshot', 'arch_of', 'check_size', 'check_fits', 'locate_weights', 'fetch_weights', 'list_weights']
 
 # %% ../../nbs/release/weights.ipynb #6853eafc
 class WeightsError(EarthsnapError):
@@ -176,13 +176,50 @@ def _copied(uri: str, endpoint_url: str | None, root: Path) -> Path:
     except Exception as e:  # fsspec's and botocore's errors: missing, denied, no credentials
         raise WeightsError(f"Cannot read the weights at {uri}: {e}", fix="Check the URI and its credentials.") from None
 
+# %% ../../nbs/release/weights.ipynb #4c0c418a
+SHAPE_KEYS = {  # per model type: the configuration that makes one network of the family another
+    "resnet": ("depths", "hidden_sizes", "layer_type", "embedding_size"),
+    "convnext": ("depths", "hidden_sizes", "patch_size"),
+    "efficientnet": ("width_coefficient", "depth_coefficient"),
+    "mobilenet_v2": ("depth_multiplier",),
+    "vit": ("hidden_size", "num_hidden_layers", "patch_size"),
+    "dinov2": ("hidden_size", "num_hidden_layers", "patch_size"),
+}
+
+
+def _shape(config, kind: str) -> dict:
+    "The numbers of a transformers configuration that make one network of the `kind` family another."
+    d = config.to_dict()
+    return {k: list(d[k]) if isinstance(d.get(k), (list, tuple)) else d.get(k) for k in SHAPE_KEYS.get(kind, ())}
+
+# %% ../../nbs/release/weights.ipynb #c5e1a7d2
+def check_size(described: dict, arch: str) -> None:
+    "Refuse a checkpoint configuration (config.json's) of `arch`'s family whose network is another size than `arch`."
+    try:
+        from transformers import CONFIG_MAPPING
+    except ImportError:
+        return  # no zoo here: building the network says that it needs transformers
+    kind = ZOO[arch].model_type
+    given = {k: v for k, v in described.items() if k != "transformers_version"}
+    got = _shape(CONFIG_MAPPING[kind].from_dict(given), kind)
+    built = {n: _shape(CONFIG_MAPPING[kind](**m.config), kind) for n, m in ZOO.items() if m.model_type == kind}
+    if got != built[arch]:
+        fits = [n for n, shape in built.items() if shape == got]
+        raise WeightsError(
+            f"These weights are a {kind} network of another size than {arch}: "
+            + ", ".join(f"{k} {v} (not {built[arch][k]})" for k, v in got.items() if v != built[arch][k])
+            + ".",
+            fix=f"Use -p arch={fits[0]}, the network they are for." if fits else f"Use weights made for {arch}.",
+        )
+
 # %% ../../nbs/release/weights.ipynb #eb51ac97
 def check_fits(folder: Path, arch: str) -> None:
     "Refuse stored weights in `folder` that cannot start the network `arch` ('' is earthsnap's default, resnet)."
     try:
         config, about = folder / "config.json", folder / "backbone.json"
-        family = json.loads(config.read_text()).get("model_type", "") if config.is_file() else ""
-        family = family or (json.loads(about.read_text())["config"].get("model_type", "") if about.is_file() else "")
+        described = json.loads(config.read_text()) if config.is_file() else {}
+        described = described or (json.loads(about.read_text())["config"] if about.is_file() else {})
+        family = described.get("model_type", "")
     except (ValueError, KeyError, AttributeError, TypeError) as e:
         raise WeightsError(
             f"The configuration beside the weights in {folder} cannot be read: {e}",
@@ -199,6 +236,8 @@ def check_fits(folder: Path, arch: str) -> None:
             fix=f"Add -p arch=NAME with a {family} network of the zoo: "
             + ", ".join(n for n, m in ZOO.items() if m.model_type == family),
         )
+    if arch in ZOO and family:
+        check_size(described, arch)
 
 # %% ../../nbs/release/weights.ipynb #a7829bba
 def locate_weights(value: str, values: dict, cfg) -> str:
