@@ -15,6 +15,13 @@
 3. **Serving cost.** The fine-tuned model's ONNX latency for one image at --size px (p50 over --calls calls of ONNX
    Runtime, as an endpoint runs it), against earthsnap's default network (resnet, width 32) at the same size, the
    baseline: the ratio (target: at most 1.5 for the smallest backbone the README documents).
+4. **Parent/child.** The children of a hierarchy can each fine-tune their own copy of the backbone (what
+   `earthsnap hierarchy run -p arch=... -p weights=...` does), or share one frozen backbone with a head each. Both
+   are measured on --children groups of 4 other species each (seeds 20, 21, ...; the species of a group share
+   traits, as a group's do): each child fine-tuned from the checkpoint, against the checkpoint's backbone frozen
+   with a head trained for the same epochs (`freeze_epochs` = epochs). Reported: the children's test accuracy within
+   their group, training CPU seconds, and the cost of answering one image with every child in torch (batch 1, one
+   thread): a full network per child, against the backbone once and a head per child.
 
 Results go to bench/results/transfer.json (not with --smoke).
 """
@@ -84,6 +91,59 @@ def p50_ms(model_dir: Path, size: int, calls: int) -> float:
     return statistics.median(times)
 
 
+def torch_p50_ms(fn, x: torch.Tensor, calls: int) -> float:
+    "Median milliseconds of `fn(x)` in torch, without gradients."
+    with torch.no_grad():
+        for _ in range(5):
+            fn(x)
+        times = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            fn(x)
+            times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def children_compared(args, checkpoint: Path, ft_hp: Hyperparameters, tmp: Path, photos: int) -> dict:
+    "Each child its own fine-tuned backbone, against one frozen backbone shared by all with a head each (see 4.)."
+    own, shared, test_images = [], [], []
+    cpu = {"own": 0.0, "shared": 0.0}
+    for g in range(args.children):
+        data = records(tmp / f"child-{g}", 1, 4, photos, args.size, seed=20 + g, train_share=0.3)
+        tuned, tuned_cpu, _ = timed_train(data, ft_hp, checkpoint)
+        frozen, frozen_cpu, _ = timed_train(
+            data, Hyperparameters(**{**ft_hp.to_dict(), "freeze_epochs": args.epochs}), checkpoint
+        )
+        own.append(test_accuracy(tuned, data))
+        shared.append(test_accuracy(frozen, data))
+        test_images.append(len(RecordDataset(data, "test", args.size)))
+        cpu["own"] += tuned_cpu
+        cpu["shared"] += frozen_cpu
+    weights = np.array(test_images) / sum(test_images)
+    acc = {"own": float(np.dot(own, weights)), "shared": float(np.dot(shared, weights))}
+    net = tuned.model.eval()
+    torch.set_num_threads(1)
+    x = torch.rand(1, 3, args.size, args.size)
+    full, backbone = torch_p50_ms(net, x, args.calls), torch_p50_ms(net[:-1], x, args.calls)
+    head = torch_p50_ms(net[-1], net[:-1](x).detach(), args.calls)
+    cost = {"own": args.children * full, "shared": backbone + args.children * head}
+    print(
+        f"parent/child, {args.children} children of 4 species: test accuracy within the group, each child's own "
+        f"fine-tuned backbone {acc['own']:.3f} ({cpu['own']:.0f} CPU-s), one frozen backbone shared with a head each "
+        f"{acc['shared']:.3f} ({cpu['shared']:.0f} CPU-s); every child answering one image: {cost['own']:.2f} ms "
+        f"against {cost['shared']:.2f} ms ({cost['own'] / cost['shared']:.1f}x)",
+        flush=True,
+    )
+    return {
+        "children": args.children,
+        "test_accuracy": {k: round(v, 3) for k, v in acc.items()},
+        "per_child": {"own": [round(a, 3) for a in own], "shared": [round(a, 3) for a in shared]},
+        "test_photos": sum(test_images),
+        "cpu_seconds": {k: round(v, 1) for k, v in cpu.items()},
+        "all_children_ms": {k: round(v, 3) for k, v in cost.items()},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--arch", default="resnet18", help="A network of the zoo (earthsnap.model.zoo).")
@@ -94,10 +154,11 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--freeze-epochs", type=int, default=0, help="Fine-tuning: epochs training the classifier alone.")
     ap.add_argument("--layer-decay", type=float, default=1.0, help="Fine-tuning: layer-wise learning-rate decay.")
+    ap.add_argument("--children", type=int, default=4, help="Parent/child: groups of 4 other species, a child each.")
     ap.add_argument("--smoke", action="store_true", help="seconds on tiny inputs, results not kept (make test)")
     args = ap.parse_args()
     if args.smoke:
-        args.size, args.pretrain_epochs, args.epochs, args.shots, args.calls = 32, 1, 1, 4, 20
+        args.size, args.pretrain_epochs, args.epochs, args.shots, args.calls, args.children = 32, 1, 1, 4, 20, 2
     groups, species, photos = (2, 2, 12) if args.smoke else (4, 4, 60)
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp())
@@ -150,6 +211,7 @@ def main() -> None:
         f"{lat['default']:.2f} ms (baseline): {ratio:.2f}x; fine-tuning {speed:.0f} images/s",
         flush=True,
     )
+    hierarchy = children_compared(args, checkpoint, ft_hp, tmp, per_species)
     if args.smoke:
         return
     out = HERE / "results" / "transfer.json"
@@ -170,6 +232,7 @@ def main() -> None:
                 "fine_tuning_images_per_s": round(speed, 1),
                 "onnx_p50_ms": {k: round(v, 3) for k, v in lat.items()},
                 "p50_ratio_to_default": round(ratio, 2),
+                "parent_child": hierarchy,
                 "machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
             },
             indent=1,

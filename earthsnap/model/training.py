@@ -30,8 +30,8 @@ from .zoo import ZOO, data_config
 
 # %% auto #0
 __all__ = ['METRIC_DEFINITIONS', 'LOSS_DELTA', 'TrainingError', 'pick_device', 'schedule', 'layer_scales', 'make_optimizer',
-           'EarlyStopping', 'load_weights', 'initial_model', 'input_view', 'TrainResult', 'measure', 'freeze_backbone',
-           'Precision', 'train']
+           'EarlyStopping', 'carried_classifier', 'load_weights', 'initial_model', 'input_view', 'TrainResult',
+           'measure', 'freeze_backbone', 'Precision', 'train']
 
 # %% ../../nbs/model/training.ipynb #a65ba85a
 class TrainingError(EarthsnapError):
@@ -128,9 +128,53 @@ class EarlyStopping:
     def stop(self) -> bool:
         return self.since_best >= self.patience
 
+# %% ../../nbs/model/training.ipynb #13607596
+def _classes_beside(p: Path) -> list[str] | None:
+    "The class names of the model directory `p` (its model.safetensors) is in; None when there is no classes.json."
+    try:
+        return json.loads((p.parent / "classes.json").read_text())["classes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def carried_classifier(
+    model: nn.Module, state: dict, known: list[str] | None, classes: list[str], log: Callable[[str], None]
+) -> dict:
+    "`state` with its classifier's rows (`model[-1]`) laid out for `classes`: by name from `known`, fresh for the rest."
+    head = model[-1]
+    keys = [f"{len(model) - 1}.{n}" for n, _ in head.named_parameters()]
+    if (
+        not all(k in state for k in keys)
+        or (known == classes or known is None)
+        and all(state[k].shape == t.shape for k, t in zip(keys, head.parameters(), strict=True))
+    ):
+        return state  # nothing to lay out (or not a classifier of ours: load_state_dict says what is wrong)
+    rows = {c: i for i, c in enumerate(known or [])}
+    state = dict(state)
+    for k, fresh in zip(keys, head.parameters(), strict=True):
+        laid = fresh.detach().clone()
+        for i, c in enumerate(classes):
+            if c in rows and rows[c] < len(state[k]):
+                laid[i] = state[k][rows[c]]
+        state[k] = laid
+    kept = sum(c in rows for c in classes)
+    log(
+        f"the classifier of the starting weights knew {len(known) if known else len(state[keys[0]])} classes: "
+        f"{kept} of these {len(classes)} keep their rows, {len(classes) - kept} start fresh"
+    )
+    return state
+
 # %% ../../nbs/model/training.ipynb #5d3c539c
-def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    "Load a safetensors file (or a model directory's model.safetensors) into `model`, which must have the same shapes."
+def load_weights(
+    model: nn.Module,
+    path: str | os.PathLike,
+    classes: list[str] | None = None,  # this model's classes, in its output order; None: the weights' order is theirs
+    log: Callable[[str], None] | None = None,
+) -> nn.Module:
+    """Load a safetensors file (or a model directory's model.safetensors) into `model` of the same shapes.
+
+    Given `classes`, the classifier's rows follow the class names (`carried_classifier`), and may differ in number.
+    """
     from safetensors.torch import load_file
 
     p = Path(path)
@@ -143,18 +187,25 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             f"Cannot read weights from {p}: {e}",
             fix="Point at a model directory or a .safetensors file a training step wrote.",
         ) from None
+    if classes is not None:
+        state = carried_classifier(model, state, _classes_beside(p), classes, log or (lambda _: None))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise TrainingError(
             f"The weights in {p} do not fit this model: {str(e).splitlines()[0]}",
-            fix="Start from weights of the same architecture, width, depth and classes.",
+            fix="Start from weights of the same architecture, width and depth.",
         ) from None
     return model
 
 # %% ../../nbs/model/training.ipynb #17e084e6
 def initial_model(
-    hp: Hyperparameters, classes: int, input_size: int, init_weights: str | os.PathLike | None = None
+    hp: Hyperparameters,
+    classes: int,
+    input_size: int,
+    init_weights: str | os.PathLike | None = None,
+    names: list[str] | None = None,  # the classes by name: an earlier model's classifier rows follow them
+    log: Callable[[str], None] | None = None,
 ) -> tuple[nn.Module, dict | None]:
     "The model training starts from and, for a zoo network, its `backbone.json` description (None for earthsnap's own)."
     p = Path(init_weights) if init_weights else None
@@ -171,7 +222,7 @@ def initial_model(
         else:
             model, backbone = zoo_network(hp.arch, classes, input_size, hp.dropout)
     if p is not None:
-        load_weights(model, p)
+        load_weights(model, p, names, log)
         if backbone is not None:
             backbone = {**backbone, "weights": weights_facts(p)}
     return model, backbone
@@ -449,7 +500,7 @@ def train(
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
     val_batches = loader(val_ds, 256, workers=workers)
-    model, backbone = initial_model(hp, len(classes), view.size, init_weights)
+    model, backbone = initial_model(hp, len(classes), view.size, init_weights, classes, log)
     precision = Precision.for_device(dev)
     model.to(dev, memory_format=torch.channels_last if precision.channels_last else torch.contiguous_format)
     opt = make_optimizer(hp, model)
