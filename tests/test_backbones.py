@@ -27,6 +27,7 @@ from conftest import BIN, clean_env, demo_project, free_port, login_token, run_i
 SMALL = ["-p", "image_size=32", "-p", "epochs=2", "-p", "tune_trials=1", "-p", "tune_epochs=1", "-p", "min_accuracy=0"]
 FINE_TUNE = ["-p", 'hyperparameters={"lr": 0.001, "batch_size": 16}']
 COMMIT = "0" * 40
+HUB_SOURCE = f"hf://microsoft/resnet-18@{COMMIT}"  # the lineage names the hub commit the weights are
 
 
 @pytest.fixture
@@ -106,12 +107,12 @@ def test_a_run_fine_tunes_imagenet_weights_of_the_zoo_and_the_registry_names_the
     assert v.status == "PendingManualApproval"
     assert v.lineage["backbone"] == {
         "arch": "resnet18",
-        "weights": {"source": "hf://microsoft/resnet-18", "sha256": sha, "licence": "apache-2.0"},
+        "weights": {"source": HUB_SOURCE, "sha256": sha, "licence": "apache-2.0"},
         "input": {"input_size": 28, "crop_pct": 0.875, "interpolation": "bicubic"},
     }
     # ... and the console's version page shows a reviewer the same
     page = version_page(cfg, "species/1")
-    assert "<code>resnet18</code>, started from <code>hf://microsoft/resnet-18</code>" in page, page[-3000:]
+    assert f"<code>resnet18</code>, started from <code>{HUB_SOURCE}</code>" in page, page[-3000:]
     assert f"sha256 {sha[:16]}…, licence apache-2.0" in page
     assert "28 px, the centre 0.875 of the photo scaled to 32 px, bicubic" in page
     stored = Path(v.lineage["parameters"]["weights"])  # the run recorded the folder, named by content
@@ -126,7 +127,7 @@ def test_a_run_fine_tunes_imagenet_weights_of_the_zoo_and_the_registry_names_the
     assert not torch.equal(model[1].body.state_dict()[first], pretrained[first])  # ... and fine-tuning moved it
     # the training step's report says which network started from where
     executed = next((project / ".earthsnap" / "runs" / run_id_in(r.stdout)).rglob("train.ipynb")).read_text()
-    assert f"training resnet18 (11.2M parameters, from hf://microsoft/resnet-18 (sha256 {sha[:12]}))" in executed
+    assert f"training resnet18 (11.2M parameters, from {HUB_SOURCE} (sha256 {sha[:12]}))" in executed
     # photos became inputs as the checkpoint's image processor says, in training and in the model every endpoint opens
     assert "at 28 px (the centre 0.875 of photos scaled to 32 px, bicubic)" in executed
     served = open_model(v.artifact)

@@ -100,8 +100,14 @@ def _earlier_name(src: Path) -> str | None:
         return None
 
 # %% ../../nbs/release/weights.ipynb #c20e98a1
-def hub_snapshot(repo: str) -> Path:
-    "The folder of `repo`'s checkpoint files from the Hugging Face hub (or its cache, alone under HF_HUB_OFFLINE=1)."
+def hub_snapshot(
+    repo: str,
+    revision: str | None = None,  # a commit, branch or tag; None: main
+) -> Path:
+    """The folder of `repo`'s checkpoint files from the Hugging Face hub (its cache alone under HF_HUB_OFFLINE=1).
+
+    The folder is named by the commit it is.
+    """
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -114,6 +120,7 @@ def hub_snapshot(repo: str) -> Path:
         return Path(
             snapshot_download(
                 repo,
+                revision=revision,
                 allow_patterns=list(WEIGHT_FILES),
                 cache_dir=os.environ.get("HF_HUB_CACHE") or None,
                 local_files_only=offline,
@@ -122,7 +129,8 @@ def hub_snapshot(repo: str) -> Path:
     except Exception as e:  # the hub's errors: offline, not cached, no such repository, no network
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise WeightsError(
-            f"The weights of {repo} cannot be had here from the Hugging Face hub or its cache ({first}).",
+            f"The weights of {repo}{'@' + revision if revision else ''} cannot be had here from the Hugging Face hub "
+            f"or its cache ({first}).",
             fix=f"On a machine with internet run `earthsnap weights fetch {repo} --to DIR` (or --to s3://...), bring "
             "DIR here and pass -p weights=DIR (or the s3 URI); or point HF_HUB_CACHE at a hub cache holding it.",
         ) from None
@@ -241,7 +249,7 @@ def check_fits(folder: Path, arch: str) -> None:
 
 # %% ../../nbs/release/weights.ipynb #a7829bba
 def locate_weights(value: str, values: dict, cfg) -> str:
-    "The stored folder of the weights `value` names: imagenet, hf://ORG/NAME, GROUP/N, a folder or file, an s3 URI."
+    "The stored folder of the weights `value` names: imagenet, hf://ORG/NAME[@REV], GROUP/N, a folder or file, s3 URI."
     searched = _searched_archs(values)
     if searched:
         raise WeightsError(
@@ -263,6 +271,12 @@ def _searched_archs(values: dict) -> list[str]:
         return []  # the search space's own check says what is wrong with it
 
 
+def _from_hub(repo: str, revision: str | None, root: Path) -> str:
+    "Store `repo`'s checkpoint at `revision` (None: main); its source is the commit it is, hf://ORG/NAME@COMMIT."
+    snapshot = hub_snapshot(repo, revision)
+    return str(store_weights(snapshot, root, f"hf://{repo}@{snapshot.name}"))
+
+
 def _located(value: str, values: dict, cfg) -> str:
     root = Path(cfg.weights)
     if value == "imagenet":
@@ -273,10 +287,10 @@ def _located(value: str, values: dict, cfg) -> str:
                 f"{arch or 'resnet (the default)'}.",
                 fix=f"Add -p arch=NAME, one of: {', '.join(ZOO)}.",
             )
-        return str(store_weights(hub_snapshot(ZOO[arch].repo), root, f"hf://{ZOO[arch].repo}"))
+        return _from_hub(ZOO[arch].repo, None, root)
     if value.startswith("hf://"):
-        repo = value.removeprefix("hf://")
-        return str(store_weights(hub_snapshot(repo), root, value))
+        repo, _, revision = value.removeprefix("hf://").partition("@")
+        return _from_hub(repo, revision or None, root)
     if "://" in value:  # s3://, file://
         return str(_copied(value, cfg.s3_endpoint_url or None, root))
     local = Path(value).expanduser()
@@ -287,8 +301,8 @@ def _located(value: str, values: dict, cfg) -> str:
         return str(_registered(value, cfg, root))
     raise WeightsError(
         f"There are no weights called {value!r}: no such file or folder, and not a registered version.",
-        fix="Give imagenet, hf://ORG/NAME, a registered version (species/3), a checkpoint folder or .safetensors "
-        "file, or an s3:// URI.",
+        fix="Give imagenet, hf://ORG/NAME[@REVISION], a registered version (species/3), a checkpoint folder or "
+        ".safetensors file, or an s3:// URI.",
     )
 
 # %% ../../nbs/release/weights.ipynb #7189373e
