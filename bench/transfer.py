@@ -69,7 +69,7 @@ def timed_train(data: Path, hp: Hyperparameters, start: Path | None = None):
 
 
 def test_accuracy(result, data: Path) -> float:
-    _, acc = measure(result.model, loader(RecordDataset(data, "test", result.input_size), 256), torch.device("cpu"))
+    _, acc = measure(result.model, loader(RecordDataset(data, "test", result.view), 256), torch.device("cpu"))
     return acc
 
 

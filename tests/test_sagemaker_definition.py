@@ -108,6 +108,13 @@ def test_a_zoo_backbone_gets_its_weights_from_s3_as_an_input():
     ranges = steps["tune"]["HyperParameterTuningJobConfig"]["ParameterRanges"].values()
     searched = {r["Name"] for rs in ranges for r in rs}
     assert "lr" in searched and not searched & {"arch", "width", "depth"}, searched  # arch fixes the network
+    # weights of earthsnap's own network fix its width and depth; weights without arch cannot be searched across
+    own = compile_project(cfg(), {"arch": "resnet", "weights": WEIGHTS})[1].definition()
+    tune = {s["Name"]: s["Arguments"] for s in own["Steps"]}["tune"]["HyperParameterTuningJobConfig"]
+    searched = {r["Name"] for rs in tune["ParameterRanges"].values() for r in rs}
+    assert "lr" in searched and not searched & {"arch", "width", "depth"}, searched
+    with pytest.raises(CompileError, match="Give -p arch=NAME, the network the weights are for"):
+        compile_project(cfg(), {"weights": WEIGHTS})
     # without weights: no channel, and no parameter an execution could set to ask for one
     _, plain = compiled_once("notebook")
     pd = plain.definition()

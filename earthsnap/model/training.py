@@ -143,12 +143,12 @@ def carried_classifier(
     "`state` with its classifier's rows (`model[-1]`) laid out for `classes`: by name from `known`, fresh for the rest."
     head = model[-1]
     keys = [f"{len(model) - 1}.{n}" for n, _ in head.named_parameters()]
-    if (
-        not all(k in state for k in keys)
-        or (known == classes or known is None)
-        and all(state[k].shape == t.shape for k, t in zip(keys, head.parameters(), strict=True))
-    ):
-        return state  # nothing to lay out (or not a classifier of ours: load_state_dict says what is wrong)
+    if not isinstance(head, nn.Linear) or not all(k in state for k in keys) or state[keys[0]].ndim != 2:
+        return state  # not a classifier of ours: load_state_dict says what does not fit
+    if state[keys[0]].shape[1] != head.in_features:
+        return state  # another backbone's features: load_state_dict names the shapes
+    if (known == classes or known is None) and state[keys[0]].shape[0] == head.out_features:
+        return state  # nothing to lay out
     rows = {c: i for i, c in enumerate(known or [])}
     state = dict(state)
     for k, fresh in zip(keys, head.parameters(), strict=True):
@@ -238,8 +238,13 @@ def _declared(hp: Hyperparameters, init_weights: str | os.PathLike | None) -> di
         if not data["size"] and ZOO[hp.arch].fixed_size:  # a ViT: the size its position embeddings were made for
             data["size"] = json.loads((p / "config.json").read_text()).get("image_size")
         return data
-    saved = (p if p.is_dir() else p.parent) / BACKBONE_FILE  # an earlier model of this zoo network
-    return json.loads(saved.read_text()).get("data", {}) if saved.is_file() else {}
+    folder = p if p.is_dir() else p.parent  # an earlier model of this zoo network: the view it was trained with
+    saved, about = folder / BACKBONE_FILE, folder / "classes.json"
+    data = json.loads(saved.read_text()).get("data", {}) if saved.is_file() else {}
+    if about.is_file():
+        view = InputView.of(json.loads(about.read_text()))
+        data = {**data, "size": view.size, "crop_pct": view.crop_pct, "interpolation": view.interpolation}
+    return data
 
 
 def input_view(hp: Hyperparameters, records_size: int, init_weights: str | os.PathLike | None = None) -> InputView:

@@ -79,8 +79,16 @@ def data_config(folder: str | Path | None) -> dict:
         "mean": [float(v) for v in cfg.get("image_mean", IMAGENET["mean"])],
         "std": [float(v) for v in cfg.get("image_std", IMAGENET["std"])],
         "interpolation": RESAMPLE.get(cfg.get("resample"), "bilinear"),
-        "crop_pct": float(cfg["crop_pct"]) if cfg.get("crop_pct") else None,
+        "crop_pct": float(cfg["crop_pct"]) if cfg.get("crop_pct") else _crop_share(cfg),
     }
+
+
+def _crop_share(cfg: dict) -> float | None:
+    "The crop fraction of a processor that resizes the shortest edge to one size and crops another (DINOv2's)."
+    crop, size = (cfg.get("crop_size"), cfg.get("size")) if cfg.get("do_center_crop", True) else (None, None)
+    crop = crop.get("height") if isinstance(crop, dict) else crop
+    edge = size.get("shortest_edge") if isinstance(size, dict) else None
+    return crop / edge if isinstance(crop, int) and isinstance(edge, int) and 0 < crop < edge else None
 
 # %% ../../nbs/model/zoo.ipynb #5073db79
 def licence_of(folder: str | Path) -> str:

@@ -209,7 +209,14 @@ def check_size(described: dict, arch: str) -> None:
         return  # no zoo here: building the network says that it needs transformers
     kind = ZOO[arch].model_type
     given = {k: v for k, v in described.items() if k != "transformers_version"}
-    got = _shape(CONFIG_MAPPING[kind].from_dict(given), kind)
+    try:
+        got = _shape(CONFIG_MAPPING[kind].from_dict(given), kind)
+    except Exception as e:  # transformers' own checks of a configuration: ValueError, TypeError, its dataclass errors
+        raise WeightsError(
+            f"The configuration beside these weights is not a {kind} network's transformers can read: "
+            f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+            fix="Save the checkpoint again with save_pretrained.",
+        ) from None
     built = {n: _shape(CONFIG_MAPPING[kind](**m.config), kind) for n, m in ZOO.items() if m.model_type == kind}
     if got != built[arch]:
         fits = [n for n, shape in built.items() if shape == got]
@@ -327,7 +334,7 @@ def _fetched(name: str, cfg) -> str:
     try:
         return _located(name, {}, cfg)
     except WeightsError:
-        if name.count("/") != 1 or "://" in name or REGISTERED.fullmatch(name):
+        if name.partition("@")[0].count("/") != 1 or "://" in name or REGISTERED.fullmatch(name):
             raise WeightsError(
                 f"There are no weights called {name!r}.",
                 fix=f"Give a network of the zoo ({', '.join(ZOO)}), a hub repository ORG/NAME, a registered version "

@@ -44,9 +44,9 @@ __all__ = ['BUNDLE', 'TRAINERS', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'CHANN
            'JOB_ENVIRONMENT', 'ENTRYPOINT', 'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'BUILTIN_NAMES',
            'BUILTIN_OPTIMIZERS', 'GPU_FAMILIES', 'BUILTIN_INSTANCE', 'BUILTIN_LAYERS', 'BUILTIN_PRETRAINED_SIZE',
            'CompileError', 'code_bundle', 'builtin_image', 'Target', 'Compiled', 'compiles', 'region_env', 'Compiler',
-           'processing_step', 'tuning_step', 'training_step', 'builtin_name', 'builtin_space', 'builtin_instance',
-           'builtin_network', 'builtin_hyperparameters', 'gate_value', 'register_step', 'fail_step', 'condition_step',
-           'compile_pipeline', 'compile_project']
+           'processing_step', 'network_of_weights', 'tuning_step', 'training_step', 'builtin_name', 'builtin_space',
+           'builtin_instance', 'builtin_network', 'builtin_hyperparameters', 'gate_value', 'register_step', 'fail_step',
+           'condition_step', 'compile_pipeline', 'compile_project']
 
 # %% ../../nbs/sagemaker/compiler.ipynb #69840e72
 class CompileError(EarthsnapError):
@@ -724,6 +724,23 @@ def _keep_isolation(tuner, isolated: bool) -> None:
 
     tuner._build_training_job_definition = built
 
+# %% ../../nbs/sagemaker/compiler.ipynb #41928c96
+def network_of_weights(c: Compiler, step: NotebookStep, space):
+    """The search space of trials that all start from the pipeline's weights: their network is the weights', so arch
+    must be given where the space would search it, and arch, width and depth are not searched.
+    """
+    if "arch" in space and not c.values.get("arch"):
+        raise CompileError(
+            f"Step {step.name!r}: its trials start from the weights in {c.values['weights']}, which are one network's, "
+            "and the search space tries several networks (arch is not given).",
+            fix="Give -p arch=NAME, the network the weights are for (resnet for earthsnap's own), or leave weights "
+            "empty to compare networks from random weights.",
+        )
+    dropped = sorted({"arch", "width", "depth"} & set(space))
+    if dropped:
+        c.notes.append(f"{step.name}: not searched, as the starting weights fix them: {', '.join(dropped)}.")
+    return type(space)({k: r for k, r in space.items() if k not in dropped})
+
 # %% ../../nbs/sagemaker/compiler.ipynb #e5a16046
 @compiles("tuning")
 def tuning_step(c: Compiler, step: NotebookStep):
@@ -743,6 +760,8 @@ def tuning_step(c: Compiler, step: NotebookStep):
         space, _, fixed_by = network_fixed(space, str(c.values.get("arch") or ""))
         if fixed_by:
             c.notes.append(f"{step.name}: {fixed_by}.")
+        if c.values.get("weights"):
+            space = network_of_weights(c, step, space)
     c.search_space = list(space)
     _, records = _records_input(c, step)
     if builtin:

@@ -131,7 +131,8 @@ weights = Parameter(
     str,
     "",
     "Starting weights of tuning trials and training. imagenet (the zoo network's, from the Hugging Face hub or its "
-    "cache), hf://ORG/NAME[@COMMIT], a registered version (species/3), a checkpoint folder or .safetensors, or an s3:// URI; "
+    "cache), hf://ORG/NAME[@COMMIT], a registered version (species/3), a checkpoint folder or .safetensors, or an "
+    "s3:// URI; "
     "fetched once into the weights folder, named in the lineage by sha256. Empty: random (or init_weights).",
     path=True,
     locate=locate_weights,
