@@ -91,6 +91,17 @@ def test_builtin_trainer_defects_are_fixed_or_refused():
     ), found
 
 
+def _walk(o):
+    "Every dict inside a definition (conditions hold their steps inside them)."
+    if isinstance(o, dict):
+        yield o
+        for v in o.values():
+            yield from _walk(v)
+    elif isinstance(o, list):
+        for v in o:
+            yield from _walk(v)
+
+
 def test_a_zoo_backbone_gets_its_weights_from_s3_as_an_input():
     "Weights reach the trials and the training job as a channel, offline, isolated; a name only a hub has is refused."
     _, c = compiled_once("zoo backbone")
@@ -115,6 +126,10 @@ def test_a_zoo_backbone_gets_its_weights_from_s3_as_an_input():
     assert "lr" in searched and not searched & {"arch", "width", "depth"}, searched
     with pytest.raises(CompileError, match="Give -p arch=NAME, the network the weights are for"):
         compile_project(cfg(), {"weights": WEIGHTS})
+    # the registered package names the network and the S3 folder its weights came from (named by their sha256)
+    meta = [o["CustomerMetadataProperties"] for o in _walk(d) if "CustomerMetadataProperties" in o]
+    assert meta and meta[0]["lineage.backbone.arch"] == "resnet18"
+    assert meta[0]["lineage.backbone.weights.source"] == {"Get": "Parameters.weights"}
     # without weights: no channel, and no parameter an execution could set to ask for one
     _, plain = compiled_once("notebook")
     pd = plain.definition()

@@ -984,11 +984,17 @@ def register_step(c: Compiler, step: RegisterStep):
     from sagemaker.mlops.workflow.model_step import ModelStep
     from sagemaker.serve.model_builder import ModelBuilder
 
+    from earthsnap.model.zoo import ZOO
+
     if not isinstance(step.model, StepOutput) or step.model.step.kind != "training":
         raise CompileError(
             f"Register step {step.name!r} registers {step.model!r}; on SageMaker it registers a training step's model."
         )
     metrics, meta = None, {"pipeline": c.name, "execution": ExecutionVariables.PIPELINE_EXECUTION_ID, "step": step.name}
+    if c.values.get("arch") in ZOO:  # the network, and the S3 folder its weights came from (named by their sha256)
+        meta["lineage.backbone.arch"] = c.values["arch"]
+        if c.values.get("weights") and "weights" in c.p.parameters:
+            meta["lineage.backbone.weights.source"] = c.param(c.p.parameters["weights"])
     for k, v in step.inputs.items():
         if k in ("model", "group") or not isinstance(v, StepOutput):
             continue

@@ -32,7 +32,7 @@ from .image import project_image
 from .names import sagemaker_name
 
 # %% auto #0
-__all__ = ['SageMakerRegistry', 'sagemaker_registry']
+__all__ = ['SageMakerRegistry', 'backbone_meta', 'backbone_lineage', 'sagemaker_registry']
 
 # %% ../../nbs/sagemaker/registry.ipynb #6508a815
 def _meta(d: dict) -> dict[str, str]:
@@ -135,6 +135,33 @@ def groups(self: SageMakerRegistry) -> list[dict]:
         )
     return out
 
+# %% ../../nbs/sagemaker/registry.ipynb #deafff73
+def backbone_meta(backbone: dict | None) -> dict:
+    """A zoo network's lineage (arch, the starting weights' source, sha256 and licence, the input view) as metadata
+    keys: each value a string of its own, as CustomerMetadataProperties keeps them.
+    """
+    if not backbone:
+        return {}
+    weights = backbone.get("weights") or {}
+    return {
+        "lineage.backbone.arch": backbone.get("arch"),
+        **{f"lineage.backbone.weights.{k}": v for k, v in weights.items()},
+        "lineage.backbone.input": backbone.get("input") or None,
+    }
+
+
+def backbone_lineage(lineage: dict) -> dict:
+    "`lineage` as a package's metadata gives it back, with `backbone_meta`'s keys as the local registry keeps them."
+    flat = {k: lineage.pop(k) for k in list(lineage) if k.startswith("backbone.")}
+    if flat:
+        weights = {k[len("backbone.weights.") :]: v for k, v in flat.items() if k.startswith("backbone.weights.")}
+        try:
+            view = json.loads(flat.get("backbone.input") or "{}")
+        except ValueError:
+            view = {}
+        lineage["backbone"] = {"arch": flat.get("backbone.arch"), "weights": weights or None, "input": view}
+    return lineage
+
 # %% ../../nbs/sagemaker/registry.ipynb #9f0b2d76
 @patch
 def _version(self: SageMakerRegistry, arn: str, d: dict | None = None) -> ModelVersion:
@@ -142,7 +169,7 @@ def _version(self: SageMakerRegistry, arn: str, d: dict | None = None) -> ModelV
     d = d or self._call("describe_model_package", ModelPackageName=arn)
     meta = d.get("CustomerMetadataProperties", {})
     metrics = {k[len("metric.") :]: {"value": float(v)} for k, v in meta.items() if k.startswith("metric.")}
-    lineage = {k[len("lineage.") :]: v for k, v in meta.items() if k.startswith("lineage.")}
+    lineage = backbone_lineage({k[len("lineage.") :]: v for k, v in meta.items() if k.startswith("lineage.")})
     container = (d.get("InferenceSpecification", {}).get("Containers") or [{}])[0]
     return ModelVersion(
         d["ModelPackageGroupName"],
@@ -214,6 +241,7 @@ def register(
             "created_by": _who(by),
             **{f"metric.{k}": f"{v:.6g}" for k, v in values.items()},
             **{f"lineage.{k}": v for k, v in lin.items()},
+            **backbone_meta((lineage or {}).get("backbone")),
         }
     )
     r = self._call(
