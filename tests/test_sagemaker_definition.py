@@ -106,7 +106,7 @@ def test_a_zoo_backbone_gets_its_weights_from_s3_as_an_input():
     "Weights reach the trials and the training job as a channel, offline, isolated; a name only a hub has is refused."
     _, c = compiled_once("zoo backbone")
     d = c.definition()
-    assert {p["Name"]: p.get("DefaultValue") for p in d["Parameters"]}["weights"] == WEIGHTS
+    assert {p["Name"]: p.get("DefaultValue") for p in d["Parameters"]}["weights"] == WEIGHTS + "/"  # a folder
     steps = {s["Name"]: s["Arguments"] for s in d["Steps"]}
     train, trial = steps["train"], steps["tune"]["TrainingJobDefinition"]
     for job, hp in ((train, train["HyperParameters"]), (trial, trial["StaticHyperParameters"])):

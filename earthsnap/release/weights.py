@@ -320,7 +320,7 @@ def fetch_weights(name: str, cfg, to: str | None = None) -> tuple[str, dict]:
     if not to:
         return str(stored), facts
     if "://" in to:  # a prefix of stored weights, named by content: the URI a job reads is its step's cache key
-        to = f"{to.rstrip('/')}/{stored.name}"
+        to = f"{to.rstrip('/')}/{stored.name}/"  # the folder: an S3 prefix without '/' would match its siblings too
     fs, path = filesystem(to, cfg.s3_endpoint_url or None)
     fs.makedirs(path, exist_ok=True)
     for f in sorted(stored.iterdir()):

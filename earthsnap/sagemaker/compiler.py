@@ -299,7 +299,10 @@ class Compiler(_Values, _Steps):
 @patch
 def default(self: _Values, p: Parameter):
     v = self.values[p.name]
-    return v.replace("{store}", self.t.bucket) if isinstance(v, str) else v
+    v = v.replace("{store}", self.t.bucket) if isinstance(v, str) else v
+    if p.name in CHANNEL_PARAMS and isinstance(v, str) and v.startswith("s3://") and not v.endswith("/"):
+        v += "/"  # a channel's S3 prefix is a folder: without '/', .../<sha> would also match .../<sha>-<digest>/
+    return v
 
 # %% ../../nbs/sagemaker/compiler.ipynb #6e66a64b
 @patch
