@@ -36,15 +36,16 @@ from earthsnap.engine.definition import (
     Pipeline,
     Step,
     StepOutput,
+    notebook_parameters,
 )
 from .fingerprint import DigestMemo, cache_key, fingerprint
 from .notebooks import StepFailed, render_html, run_notebook
 from .runs import RunNotFound, RunStore, new_run_id
 
 # %% auto #0
-__all__ = ['RUN_ID', 'NOT_IN_CACHE_KEY', 'OPS', 'HANDLERS', 'STEP_KINDS_GROUP', 'GC_WAIT', 'RunFailed', 'RunInterrupted',
-           'StepState', 'read_json_value', 'LocalRun', 'handles', 'load_step_kinds', 'run_notebook_step',
-           'run_condition_step', 'run_fail_step', 'installed_kernels', 'check_run', 'run_pipeline']
+__all__ = ['RUN_ID', 'NOT_IN_CACHE_KEY', 'OPS', 'HANDLERS', 'STEP_KINDS_GROUP', 'CHECKPOINTS', 'GC_WAIT', 'RunFailed',
+           'RunInterrupted', 'StepState', 'read_json_value', 'LocalRun', 'handles', 'load_step_kinds',
+           'run_notebook_step', 'run_condition_step', 'run_fail_step', 'installed_kernels', 'check_run', 'run_pipeline']
 
 # %% ../../nbs/engine/executor.ipynb #7dc309ba
 class RunFailed(EarthsnapError):
@@ -316,6 +317,18 @@ def _release_kernel(run: LocalRun, km, log: Path):
 
         remove_empty_log(log)
 
+# %% ../../nbs/engine/executor.ipynb #bf485adc
+CHECKPOINTS = ".checkpoints"  # in a run's folder: one folder per step that keeps checkpoints
+
+
+def _checkpoint_dir(run: LocalRun, step: NotebookStep, src: Path) -> Path | None:
+    "The folder (made here) a step keeps its checkpoints in across attempts and resumes; None: its notebook takes none."
+    if "checkpoint_dir" not in notebook_parameters(src):
+        return None
+    folder = run.run_dir / CHECKPOINTS / step.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
 # %% ../../nbs/engine/executor.ipynb #4b24c74e
 @handles("processing", "training", "tuning")
 def run_notebook_step(run: LocalRun, step: NotebookStep):
@@ -332,6 +345,7 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
         run.run_dir / ".partial" / step.name,
         run.run_dir / step.name,
     )
+    kept = _checkpoint_dir(run, step, src)
     for attempt in range(1, step.retries + 2):
         run.store.start_step(run.run_id, step.name, key, notebook=str(dst))
         run.emit(step.name, "running", attempt=attempt)
@@ -342,7 +356,7 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
             run_notebook(
                 src,
                 dst,
-                {**params, "out_dir": str(partial)},
+                {**params, "out_dir": str(partial), **({"checkpoint_dir": str(kept)} if kept else {})},
                 progress=False,
                 kernel_name=step.compute.kernel,
                 timeout=step.timeout,
@@ -369,6 +383,8 @@ def run_notebook_step(run: LocalRun, step: NotebookStep):
         write_point("before")
         os.rename(partial, final)  # the outputs appear at once, whole
         write_point("after")
+        if kept:
+            shutil.rmtree(kept, ignore_errors=True)  # the outputs are safe: the step's checkpoints have done their work
         st.outputs = {
             o: {"path": str(final / o), "sha256": fingerprint(final / o, memo=run.memo)} for o in step.output_names
         }

@@ -127,7 +127,8 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, input_size: int, batch
     return diff
 
 # %% ../../nbs/model/export.ipynb #663b1f06
-RUN_FACTS = ("seconds", "device")  # how a training went, not what it made: kept out of the model (training_facts)
+# how a training went, not what it made: kept out of the model (training_facts)
+RUN_FACTS = ("seconds", "device", "resumed_from", "checkpoints")
 
 
 def save_model(result, out_dir: str | os.PathLike) -> Path:

@@ -104,6 +104,7 @@ class EpochSampler(Sampler):
 
     def __init__(self, n: int, shuffle: bool = False, seed: int = 0):
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.start = 0  # the next pass skips this many positions (a training taken up within an epoch), then 0 again
 
     def __iter__(self):
         order = (
@@ -111,7 +112,8 @@ class EpochSampler(Sampler):
             if self.shuffle
             else range(self.n)
         )
-        return iter([(i, self.epoch) for i in order])
+        start, self.start = self.start, 0
+        return iter([(i, self.epoch) for i in order[start:]])
 
     def __len__(self) -> int:
         return self.n

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -13,15 +14,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
+from fastcore.basics import patch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..core.errors import EarthsnapError
 from ..data.records import check_split, read_classes
 from .backbones import Features, rebuild, weights_facts, zoo_network
+from .checkpoints import Checkpointer, rng_state, set_rng_state
 from .hyperparameters import Hyperparameters
 from .inference import BACKBONE_FILE, InputView
 from .loader import Augment, RecordDataset, loader
@@ -336,6 +339,18 @@ class Precision:
         kind = "bf16 autocast" if self.dtype == torch.bfloat16 else "fp16 autocast with a gradient scaler"
         return kind + (", channels_last" if self.channels_last else "")
 
+# %% ../../nbs/model/training.ipynb #2e9dcd5a
+def _optimise(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler=None) -> None:
+    "One optimiser step on `loss`, through fp16's gradient scaler when there is one."
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+
 # %% ../../nbs/model/training.ipynb #e98e6e7c
 def _train_epoch(
     model: nn.Module,
@@ -350,14 +365,17 @@ def _train_epoch(
     progress: bool,
     precision: Precision = Precision(),
     scaler=None,  # precision.scaler(dev), kept across epochs
+    start: tuple[int, list] | None = None,  # taken up within the epoch: batches done, and their (seen, loss, correct)
+    on_batch: Callable[[int, list], None] | None = None,  # after each batch: its number and the epoch's sums so far
 ) -> tuple[float, float]:
-    "One epoch over the training batches; returns its mean loss and accuracy."
+    "One epoch over the training batches (the rest of it, from `start`); returns its mean loss and accuracy."
     model.train()
     freeze_backbone(model, epoch <= hp.freeze_epochs)
-    batches.sampler.epoch = epoch
-    seen, total_loss, correct = 0, 0.0, 0
+    done, (seen, total_loss, correct) = start or (0, [0, 0.0, 0])
+    batches.sampler.epoch, batches.sampler.start = epoch, done * hp.batch_size
     bar = tqdm(
         batches,
+        initial=done,
         total=steps,
         desc=f"epoch {epoch}/{hp.epochs}",
         unit="batch",
@@ -365,7 +383,7 @@ def _train_epoch(
         disable=not progress,
         file=sys.stdout,
     )
-    for b, (x, y) in enumerate(bar, 1):
+    for b, (x, y) in enumerate(bar, done + 1):
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         if precision.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -379,21 +397,85 @@ def _train_epoch(
                 f"batch {b} (learning rate {sched.get_last_lr()[0]:.3g}).",
                 fix=f"Lower the learning rate (lr={hp.lr:g} now), or check the data for broken images.",
             )
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        _optimise(loss, opt, scaler)
         sched.step()
         seen += len(y)
         total_loss += float(loss.detach()) * len(y)
         correct += int((out.argmax(1) == y).sum())
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", refresh=False)
+        if on_batch:
+            on_batch(b, [seen, total_loss, correct])
     bar.close()
     return total_loss / seen, correct / seen
+
+# %% ../../nbs/model/training.ipynb #d9bf62e6
+@dataclass
+class _Loop:
+    "What the training loop carries from epoch to epoch: all that a checkpoint holds (earthsnap.model.checkpoints)."
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any  # the learning-rate scheduler
+    scaler: Any  # fp16's gradient scaler; None otherwise
+    stopper: EarlyStopping
+    t0: float  # when training started, for each epoch's seconds
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None  # the best epoch's row so far
+    best_state: dict | None = None  # and its weights
+
+    def end_epoch(self, epoch: int, train: tuple[float, float], val: tuple[float, float]) -> dict:
+        "Record an epoch's (loss, accuracy) in training and validation; keep its weights when it is the best so far."
+        row = {
+            "epoch": epoch,
+            "train_loss": train[0],
+            "train_accuracy": train[1],
+            "val_loss": val[0],
+            "val_accuracy": val[1],
+            "lr": self.sched.get_last_lr()[0],
+            "seconds": time.perf_counter() - self.t0,
+        }
+        self.history.append(row)
+        if self.stopper.step(epoch, val[1], val[0]):
+            self.best, self.best_state = row, copy.deepcopy(self.model.state_dict())
+        return row
+
+# %% ../../nbs/model/training.ipynb #8805c8e5
+@patch
+def state(self: _Loop, epoch: int, batch: int, sums: list) -> dict:
+    "What a checkpoint after `epoch` epochs and `batch` batches of the next holds; `sums`: that epoch's so far."
+    current = batch == 0 and self.best is not None and self.best["epoch"] == epoch  # the best weights are the model's
+    return {
+        "epoch": epoch,
+        "batch": batch,
+        "sums": sums,
+        "model": self.model.state_dict(),
+        "optimizer": self.opt.state_dict(),
+        "scheduler": self.sched.state_dict(),
+        "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+        "rng": rng_state(),
+        "history": self.history,
+        "stopper": [list(self.stopper.best) if self.stopper.best else None, self.stopper.since_best],
+        "best": None if current else self.best_state,
+        "elapsed": time.perf_counter() - self.t0,
+    }
+
+# %% ../../nbs/model/training.ipynb #ef038c7b
+@patch
+def restore(self: _Loop, state: dict) -> tuple[int, tuple[int, list] | None]:
+    "Put a checkpoint's `state` back; returns the epoch to go on with and where in it (None: at its beginning)."
+    self.model.load_state_dict(state["model"])
+    self.opt.load_state_dict(state["optimizer"])
+    self.sched.load_state_dict(state["scheduler"])
+    if self.scaler is not None and state["scaler"]:
+        self.scaler.load_state_dict(state["scaler"])
+    kept, self.stopper.since_best = state["stopper"]
+    self.stopper.best = tuple(kept) if kept else None
+    self.history = list(state["history"])
+    self.best = next((r for r in self.history if kept and r["epoch"] == kept[0]), None)
+    self.best_state = state["best"] if state["best"] is not None else copy.deepcopy(self.model.state_dict())
+    self.t0 = time.perf_counter() - state["elapsed"]
+    set_rng_state(state["rng"])
+    return state["epoch"] + 1, (state["batch"], list(state["sums"])) if state["batch"] else None
 
 # %% ../../nbs/model/training.ipynb #ae7c4965
 def _fit(
@@ -411,38 +493,43 @@ def _fit(
     on_epoch: Callable[[int, float], None] | None,
     t0: float,  # when training started, for each epoch's seconds
     precision: Precision = Precision(),
+    checkpointer: Checkpointer | None = None,  # where to keep the training's checkpoints, and how often
+    resumed: dict | None = None,  # a checkpoint's state to go on from (`_Loop.restore`)
 ) -> tuple[dict, list[dict]]:
     "Train until early stopping, keeping the best epoch's weights in `model`; returns that epoch's row and the history."
-    best, best_state, history, stopper = None, None, [], EarlyStopping(hp.patience)
     scaler = precision.scaler(dev) if precision.scaled else None
-    for epoch in range(1, hp.epochs + 1):
-        train_loss, train_acc = _train_epoch(
-            model, train_batches, opt, sched, loss_fn, dev, epoch, hp, steps, progress, precision, scaler
-        )
-        val_loss, val_acc = measure(model, val_batches, dev)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_accuracy": train_acc,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "lr": sched.get_last_lr()[0],
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(row)
+    loop = _Loop(model, opt, sched, scaler, EarlyStopping(hp.patience), t0)
+    first, start = loop.restore(resumed) if resumed else (1, None)
+
+    def within(epoch: int):  # a checkpoint within the epoch, when one is due
+        def at(b: int, sums: list) -> None:
+            if b < steps and checkpointer.due():
+                checkpointer.save(loop.state(epoch - 1, b, sums), epoch - 1, b)
+
+        return at if checkpointer and checkpointer.every_minutes else None
+
+    for epoch in range(first, hp.epochs + 1):
+        if loop.stopper.stop:  # taken up from the checkpoint of the epoch that ended it
+            break
+        train = _train_epoch(
+            model, train_batches, opt, sched, loss_fn, dev, epoch, hp, steps, progress, precision, scaler,
+            start, within(epoch),
+        )  # fmt: skip
+        start, row = None, loop.end_epoch(epoch, train, measure(model, val_batches, dev))
         log(
             f"epoch={epoch} train_loss={row['train_loss']:.4f} train:accuracy={row['train_accuracy']:.4f} "
-            f"validation:loss={val_loss:.4f} validation:accuracy={val_acc:.4f}"
+            f"validation:loss={row['val_loss']:.4f} validation:accuracy={row['val_accuracy']:.4f}"
         )
-        if stopper.step(epoch, val_acc, val_loss):
-            best, best_state = row, copy.deepcopy(model.state_dict())
+        if checkpointer:
+            checkpointer.save(loop.state(epoch, 0, [0, 0.0, 0]), epoch)
         if on_epoch:
-            on_epoch(epoch, val_acc)
-        if stopper.stop:
-            log(f"early stop: no better validation accuracy for {hp.patience} epochs; keeping epoch {best['epoch']}")
+            on_epoch(epoch, row["val_accuracy"])
+        if loop.stopper.stop:
+            kept = loop.best["epoch"]
+            log(f"early stop: no better validation accuracy for {hp.patience} epochs; keeping epoch {kept}")
             break
-    model.load_state_dict(best_state)
-    return best, history
+    model.load_state_dict(loop.best_state)
+    return loop.best, loop.history
 
 # %% ../../nbs/model/training.ipynb #39ef4cbb
 def _network_words(hp: Hyperparameters, model: nn.Module, backbone: dict | None) -> str:
@@ -480,6 +567,54 @@ def _datasets(
         records, val_split, view
     )
 
+# %% ../../nbs/model/training.ipynb #d0d997c9
+def _identity(
+    hp: Hyperparameters, classes: list[str], view: InputView, splits: tuple[RecordDataset, ...], init_weights
+) -> dict:
+    "What a training is, for its checkpoints: hyperparameters, classes, input view, starting weights, each split."
+    return {
+        "hp": hp.to_dict(),
+        "classes": classes,
+        "view": [view.size, view.crop_pct, view.interpolation],
+        "data": {
+            ds.split: [len(ds), hashlib.sha256((ds.records / f"{ds.split}.idx").read_bytes()).hexdigest()]
+            for ds in splits
+        },
+        "init_weights": str(init_weights or ""),
+    }
+
+# %% ../../nbs/model/training.ipynb #c4f30eea
+def _metrics(
+    best: dict, history: list[dict], splits: tuple, t0: float, dev, precision: Precision, resumed, kept
+) -> dict:
+    "The result's metrics: the best epoch's figures, and how the training went (seconds, device, resumed, checkpoints)."
+    metrics = {
+        "validation:accuracy": best["val_accuracy"],
+        "validation:loss": best["val_loss"],
+        "train:loss": best["train_loss"],
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "train_images": len(splits[0]),
+        "validation_images": len(splits[1]),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "device": dev.type,
+        "precision": precision.words(),
+    }
+    if resumed:
+        metrics["resumed_from"] = {"epoch": resumed["epoch"], "batch": resumed["batch"]}
+    if kept:
+        metrics["checkpoints"] = {"written": kept.written, "seconds": round(kept.seconds, 3)}
+    return metrics
+
+# %% ../../nbs/model/training.ipynb #2db6e168
+def _resumed_words(state: dict, steps: int, folder: Path) -> str:
+    "The training log's line for a training taken up from a checkpoint."
+    e, b = state["epoch"], state["batch"]
+    done = f"epochs 1-{e} done" if e > 1 else "epoch 1 done" if e == 1 else "no epoch done"
+    if b:
+        done += f", and {b} of {steps} batches of epoch {e + 1}"
+    return f"resumed from the checkpoint in {folder} ({done}): going on from there, not from the start"
+
 # %% ../../nbs/model/training.ipynb #2561f5c5
 def train(
     records: str | os.PathLike,
@@ -491,49 +626,46 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
-    init_weights: str | os.PathLike | None = None,
+    init_weights: str | os.PathLike | None = None,  # the weights to start from (`initial_model`)
+    checkpoints: str | os.PathLike | None = None,  # a folder to keep checkpoints in, and to go on from the newest
+    checkpoint_minutes: float = 0.0,  # also write one within an epoch this often; 0: at the end of each epoch only
 ) -> TrainResult:
-    """Train `hp`'s model on `train_split` of `records`, choosing the epoch by accuracy on `val_split`; optionally start
-    from `init_weights` (see `initial_model`).
-    """
+    "Train `hp`'s model on `train_split` of `records`, keeping the epoch best on `val_split`."
     log = log or (lambda line: print(line, flush=True))
     classes, records_size = read_classes(records)
     view = input_view(hp, records_size, init_weights)
-    train_ds, val_ds = _datasets(records, classes, view, hp.seed, train_split, val_split)
+    splits = _datasets(records, classes, view, hp.seed, train_split, val_split)
     dev = pick_device(device)
     torch.manual_seed(hp.seed)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
-    val_batches = loader(val_ds, 256, workers=workers)
+    val_batches = loader(splits[1], 256, workers=workers)
     model, backbone = initial_model(hp, len(classes), view.size, init_weights, classes, log)
     precision = Precision.for_device(dev)
     model.to(dev, memory_format=torch.channels_last if precision.channels_last else torch.contiguous_format)
     opt = make_optimizer(hp, model)
-    steps = math.ceil(len(train_ds) / hp.batch_size)
+    steps = math.ceil(len(splits[0]) / hp.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(hp, steps))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
-    t0 = time.perf_counter()
+    kept = (
+        Checkpointer(checkpoints, _identity(hp, classes, view, splits, init_weights), checkpoint_minutes)
+        if checkpoints
+        else None
+    )
+    resumed = kept.resume(dev, log) if kept else None
+    t0 = time.perf_counter() - (resumed["elapsed"] if resumed else 0.0)
     log(
-        f"training {_network_words(hp, model, backbone)} on {len(train_ds)} {train_split} images "
-        f"of {len(classes)} classes at {_view_words(view, records_size)}, validating on {len(val_ds)} {val_split} "
-        f"images; device {dev.type} "
-        f"({precision.words()})"
+        f"training {_network_words(hp, model, backbone)} on {len(splits[0])} {train_split} images of {len(classes)} "
+        f"classes at {_view_words(view, records_size)}, validating on {len(splits[1])} {val_split} images; device "
+        f"{dev.type} ({precision.words()})"
     )
-    train_batches = loader(train_ds, hp.batch_size, shuffle=True, workers=workers, seed=hp.seed)
+    if resumed:
+        log(_resumed_words(resumed, steps, kept.folder))
+    train_batches = loader(splits[0], hp.batch_size, shuffle=True, workers=workers, seed=hp.seed)
     best, history = _fit(
-        model, train_batches, val_batches, opt, sched, loss_fn, dev, hp, steps, progress, log, on_epoch, t0, precision
-    )
+        model, train_batches, val_batches, opt, sched, loss_fn, dev, hp, steps, progress, log, on_epoch, t0, precision,
+        kept, resumed,
+    )  # fmt: skip
     model.eval().cpu()
-    metrics = {
-        "validation:accuracy": best["val_accuracy"],
-        "validation:loss": best["val_loss"],
-        "train:loss": best["train_loss"],
-        "best_epoch": best["epoch"],
-        "epochs_run": len(history),
-        "train_images": len(train_ds),
-        "validation_images": len(val_ds),
-        "seconds": round(time.perf_counter() - t0, 2),
-        "device": dev.type,
-        "precision": precision.words(),
-    }
+    metrics = _metrics(best, history, splits, t0, dev, precision, resumed, kept)
     return TrainResult(model, classes, view.size, hp, history, metrics, backbone, view)
