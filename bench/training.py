@@ -13,6 +13,10 @@
 2. ONNX against torch on the same batch of 64 test images: max abs difference of the logits (target
    <= 1e-4), and the latency of one image, median over 300 calls each (torch eager under no_grad, and ONNX
    Runtime), with the ratio.
+3. Checkpoint cost: `train` of the default model for --epochs epochs with a checkpoint folder (one checkpoint
+   after every epoch: weights, AdamW's moments, the best epoch's weights) against the same training without,
+   alternating over --repeats rounds. Seconds per checkpoint (timed inside `train`) and their share of an epoch
+   (target < 2%), and the ratio of the two trainings' medians.
 Results go to bench/results/training.json.
 """
 
@@ -37,7 +41,7 @@ from earthsnap.model.hyperparameters import Hyperparameters
 from earthsnap.model.inference import open_model
 from earthsnap.model.loader import Augment, RecordDataset, loader
 from earthsnap.model.networks import build_model
-from earthsnap.model.training import make_optimizer
+from earthsnap.model.training import make_optimizer, train
 
 HERE = Path(__file__).resolve().parent
 
@@ -55,6 +59,35 @@ def train_epochs(model, opt, batches, epochs: int) -> float:
             opt.step()
             n += len(y)
     return n / (time.perf_counter() - t0)
+
+
+def checkpoint_cost(records: Path, hp: Hyperparameters, epochs: int, repeats: int, workers: int, tmp: Path) -> dict:
+    "Section 3: the default training with a checkpoint after every epoch, against the same training without."
+    from dataclasses import replace
+
+    hp = replace(hp, epochs=epochs, patience=epochs)
+    quiet = dict(progress=False, log=lambda _: None, workers=workers)
+    seconds, kept = {"without": [], "with": []}, []
+    for r in range(repeats):
+        for name in ("without", "with") if r % 2 == 0 else ("with", "without"):
+            folder = tmp / f"checkpoints-{r}"
+            result = train(records, hp, checkpoints=folder if name == "with" else None, **quiet)
+            seconds[name].append(result.metrics["seconds"])
+            if name == "with":
+                kept.append(result.metrics["checkpoints"])
+                size = sum(f.stat().st_size for f in folder.iterdir())
+            print(f"  round {r + 1} {name:<8} checkpoints {result.metrics['seconds']:7.2f} s", flush=True)
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    per = statistics.median(k["seconds"] / k["written"] for k in kept)
+    epoch = med["without"] / epochs
+    return {
+        "epochs": epochs,
+        "seconds": {k: [round(x, 2) for x in v] for k, v in seconds.items()},
+        "seconds_per_checkpoint": round(per, 4),
+        "checkpoint_mib": round(size / len(list(folder.iterdir())) / 2**20, 2),
+        "share_of_an_epoch": round(per / epoch, 4),
+        "with_over_without": round(med["with"] / med["without"], 3),
+    }
 
 
 def main() -> None:
@@ -149,6 +182,9 @@ def main() -> None:
         torch_ms = latency(lambda: model(one))
     onnx_ms = latency(lambda: onnx.logits(one.numpy()))
 
+    print("checkpoint cost ...", flush=True)
+    ckpt = checkpoint_cost(records, hp, args.epochs + 1, args.repeats, args.workers, tmp)
+
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
         "train_images": len(plain),
@@ -162,6 +198,7 @@ def main() -> None:
         "onnx_max_abs_diff": diff,
         "latency_ms": {"torch": round(torch_ms, 3), "onnx": round(onnx_ms, 3)},
         "onnx_speedup": round(torch_ms / onnx_ms, 2),
+        "checkpoints": ckpt,
     }
     results = tmp if args.smoke else HERE / "results"
     results.mkdir(exist_ok=True)
@@ -174,6 +211,11 @@ def main() -> None:
     )
     print(f"ONNX vs torch on {len(batch)} test images: max abs difference {diff:.2e} (target <= 1e-4)")
     print(f"one image: torch {torch_ms:.2f} ms, ONNX Runtime {onnx_ms:.2f} ms ({torch_ms / onnx_ms:.2f}x)")
+    print(
+        f"checkpoints: {ckpt['seconds_per_checkpoint'] * 1000:.1f} ms each ({ckpt['checkpoint_mib']} MiB), "
+        f"{ckpt['share_of_an_epoch']:.2%} of an epoch (target < 2%); training with them / without: "
+        f"{ckpt['with_over_without']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -266,6 +266,7 @@ LONGEST_FIRST = [
     f"{NOTEBOOK}[demo.ipynb]",  # 35 s
     "tests/test_hierarchy.py",  # 85 s
     f"{FAULTS}[train]",  # 50 s
+    "tests/test_faults.py::test_a_training_killed_mid_way_goes_on_from_its_checkpoint",  # 40 s
     "tests/test_sagemaker.py",  # 75 s
     "tests/test_sagemaker_monitor.py",  # 65 s
     f"{NOTEBOOK}[model/router.ipynb]",  # 25 s

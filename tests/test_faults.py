@@ -324,3 +324,35 @@ def test_an_approval_killed_at_any_write_is_completed_by_the_next_call(projects)
         f"once: {len(points) - len(failed)} completed by the next call"
     )
     assert not failed, json.dumps(failed, indent=1)
+
+
+def test_a_training_killed_mid_way_goes_on_from_its_checkpoint(projects):
+    """`earthsnap run` killed while its training step trains (the run's process group and every process it started,
+    its kernel included, as a power cut would): `earthsnap run --resume` takes the training up from the newest
+    checkpoint the step left in its run folder, not from the first epoch, and the folder is gone once the step is done.
+    """
+    project = copy_project(projects["seed"], projects["root"] / f"killed-training-{uuid.uuid4().hex[:6]}")
+    longer = ["epochs=8" if a == "epochs=2" else a for a in SMALL]  # the steps before train come from the cache
+    tag, runs = uuid.uuid4().hex, project / ".earthsnap" / "runs"
+    proc = subprocess.Popen(
+        [str(BIN / "earthsnap"), "run", *longer, "--to", "train"],
+        cwd=project,
+        start_new_session=True,
+        env=clean_env(RUN_MARK=tag),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and not list(runs.glob("*/.checkpoints/train/*.pt")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before its training wrote a checkpoint"
+    for pid in processes_marked(tag):
+        os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    (run_dir,) = {p.parents[2] for p in runs.glob("*/.checkpoints/train/*.pt")}
+    r = earthsnap(project, "run", "--resume", run_dir.name)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    report = (run_dir / "train.ipynb").read_text()
+    assert "resumed from the checkpoint in" in report and "not from the start" in report, report[-3000:]
+    assert "epoch=1 train_loss" not in report  # epoch 1 was done before the kill: not trained again
+    assert (run_dir / "train" / "model" / "model.onnx").exists() and not (run_dir / ".checkpoints" / "train").exists()

@@ -46,6 +46,7 @@ VARIANTS = {
     "builtin pretrained": lambda: compile_project(
         cfg(), {**BUILTIN_SPACE, "arch": "resnet50", "weights": "imagenet", "image_size": 224}, trainer="builtin"
     ),
+    "spot": lambda: compile_project(cfg(), {"use_spot_instances": True}),
     "hierarchy model": lambda: compile_project(cfg(), model="acantha"),
     "hierarchy model with an underscore": lambda: compile_project(cfg(), model="sea_birds"),
     "builtin hierarchy model": lambda: compile_project(cfg(), BUILTIN_SPACE, trainer="builtin", model="sea_birds"),
@@ -156,6 +157,26 @@ def test_the_builtin_trainers_own_transfer_learning_is_reachable():
     for message, values in refused.items():
         with pytest.raises(CompileError, match=message):
             compile_project(cfg(), {**BUILTIN_SPACE, **values}, trainer="builtin")
+
+
+def test_spot_training_waits_for_capacity_and_keeps_its_checkpoints():
+    "use_spot_instances trains on spot capacity with a wait SageMaker accepts; the checkpoint prefix is there to go on."
+    pipeline, c = compiled_once("spot")
+    train = {s["Name"]: s["Arguments"] for s in c.definition()["Steps"]}["train"]
+    runtime = next(s for s in pipeline.steps if s.name == "train").timeout or 86_400  # SageMaker's default: a day
+    assert train["EnableManagedSpotTraining"] is True
+    assert train["StoppingCondition"] == {"MaxRuntimeInSeconds": runtime, "MaxWaitTimeInSeconds": 2 * runtime}
+    assert train["CheckpointConfig"]["S3Uri"] == "s3://es-team/earthsnap/earthsnap/notebooks/train"
+    assert any(n.startswith("parameter use_spot_instances: applied when the pipeline is compiled") for n in c.notes)
+    _, plain = compiled_once("notebook")
+    train = {s["Name"]: s["Arguments"] for s in plain.definition()["Steps"]}["train"]
+    assert not train.get("EnableManagedSpotTraining")
+    assert "MaxWaitTimeInSeconds" not in train.get("StoppingCondition", {})
+    waited = compile_project(cfg(), {"use_spot_instances": True, "max_wait": 3 * runtime})[1].definition()
+    train = {s["Name"]: s["Arguments"] for s in waited["Steps"]}["train"]
+    assert train["StoppingCondition"]["MaxWaitTimeInSeconds"] == 3 * runtime
+    with pytest.raises(CompileError, match=f"(?s)less than it may run \\({runtime} s\\).*-p max_wait={2 * runtime}"):
+        compile_project(cfg(), {"use_spot_instances": True, "max_wait": 600})
 
 
 def test_names_are_derived_valid_or_refused():

@@ -263,11 +263,13 @@ class _Outputs(Mapping):
 # %% ../../nbs/engine/definition.ipynb #5aaa2148
 @dataclass(frozen=True)
 class Compute:
-    "Where a step runs: instance type and count on SageMaker, and the Jupyter kernel locally."
+    "Where a step runs: instance type and count, and spot capacity, on SageMaker; the Jupyter kernel locally."
 
     instance_type: str = "ml.m5.xlarge"
     instance_count: int = 1
     kernel: str = "python3"
+    spot: bool | Parameter = False  # SageMaker's managed spot capacity for a training (its checkpoints outlive a move)
+    max_wait: int | Parameter = 0  # with spot: seconds to wait for capacity and run, in all; 0: twice the timeout
 
 # %% ../../nbs/engine/definition.ipynb #86712471
 @dataclass(eq=False)
@@ -493,7 +495,9 @@ def _check_names(self: Pipeline, params):
 def _check_references(self: Pipeline):
     members = {id(s) for s in self.steps}
     for s in self.steps:
-        for key, v in s.inputs.items():
+        compute = getattr(s, "compute", None)
+        settings = [(f"compute.{k}", getattr(compute, k)) for k in ("spot", "max_wait")] if compute else []
+        for key, v in [*s.inputs.items(), *settings]:
             if isinstance(v, Parameter) and self.parameters.get(v.name) is not v:
                 raise DefinitionError(
                     f"Step {s.name!r} input {key!r} uses parameter {v.name!r}, "

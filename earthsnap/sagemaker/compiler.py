@@ -41,12 +41,12 @@ from .shapes import check_definition
 
 # %% auto #0
 __all__ = ['BUNDLE', 'TRAINERS', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'CHANNEL_FILES', 'TUNING_INPUTS', 'CHANNEL_PARAMS',
-           'JOB_ENVIRONMENT', 'ENTRYPOINT', 'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'BUILTIN_NAMES',
-           'BUILTIN_OPTIMIZERS', 'GPU_FAMILIES', 'BUILTIN_INSTANCE', 'BUILTIN_LAYERS', 'BUILTIN_PRETRAINED_SIZE',
-           'CompileError', 'code_bundle', 'builtin_image', 'Target', 'Compiled', 'compiles', 'region_env', 'Compiler',
-           'processing_step', 'network_of_weights', 'tuning_step', 'training_step', 'builtin_name', 'builtin_space',
-           'builtin_instance', 'builtin_network', 'builtin_hyperparameters', 'gate_value', 'register_step', 'fail_step',
-           'condition_step', 'compile_pipeline', 'compile_project']
+           'JOB_ENVIRONMENT', 'ENTRYPOINT', 'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'DAY', 'SPOT_WAIT',
+           'BUILTIN_NAMES', 'BUILTIN_OPTIMIZERS', 'GPU_FAMILIES', 'BUILTIN_INSTANCE', 'BUILTIN_LAYERS',
+           'BUILTIN_PRETRAINED_SIZE', 'CompileError', 'code_bundle', 'builtin_image', 'Target', 'Compiled', 'compiles',
+           'region_env', 'Compiler', 'processing_step', 'network_of_weights', 'tuning_step', 'training_step',
+           'builtin_name', 'builtin_space', 'builtin_instance', 'builtin_network', 'builtin_hyperparameters',
+           'gate_value', 'register_step', 'fail_step', 'condition_step', 'compile_pipeline', 'compile_project']
 
 # %% ../../nbs/sagemaker/compiler.ipynb #69840e72
 class CompileError(EarthsnapError):
@@ -385,7 +385,12 @@ def fixed_value(self: _Values, step: Step, key: str, default: Any = None):
     """Input `key` of `step` as a constant: SageMaker needs it when the pipeline is created (a tuner's ranges and
     job counts).
     """
-    v = step.inputs.get(key, default)
+    return self.constant(step, key, step.inputs.get(key, default))
+
+
+@patch
+def constant(self: _Values, step: Step, key: str, v: Any):
+    "`v` (`step`'s input or setting `key`) as the constant it is when the pipeline is compiled."
     if isinstance(v, (StepOutput, JsonValue)):
         raise CompileError(
             f"Step {step.name!r} takes {key!r} from another step; SageMaker needs it when the pipeline is created.",
@@ -638,14 +643,38 @@ def _param_channels(c: Compiler, step: NotebookStep) -> tuple[list, dict]:
         hp["earthsnap_channels"] = ",".join(filter(None, [hp.get("earthsnap_channels"), k]))
     return chans, hp
 
+# %% ../../nbs/sagemaker/compiler.ipynb #615991e2
+DAY = 86_400  # SageMaker's MaxRuntimeInSeconds when a step sets no timeout
+SPOT_WAIT = 2  # with spot and no max_wait: the time to wait for capacity and run, in multiples of the run time
+
+
+def _stopping(c: Compiler, step: NotebookStep):
+    "Whether `step` trains on spot capacity, and its StoppingCondition (None: SageMaker's default of a day)."
+    from sagemaker.core.shapes.shapes import StoppingCondition
+
+    runtime, given = int(step.timeout or DAY), step.compute.max_wait
+    spot, wait = c.constant(step, "compute.spot", step.compute.spot), c.constant(step, "compute.max_wait", given)
+    if not spot:
+        return False, StoppingCondition(max_runtime_in_seconds=runtime) if step.timeout else None
+    wait = int(wait or SPOT_WAIT * runtime)
+    if wait < runtime:
+        name = given.name if isinstance(given, Parameter) else "max_wait"
+        raise CompileError(
+            f"Step {step.name!r} may wait for spot capacity and run {wait} s in all ({name}), less than it may run "
+            f"({runtime} s).",
+            fix=f"Use -p {name}={SPOT_WAIT * runtime} (or 0: twice the run time), or a shorter timeout for the step.",
+        )
+    return True, StoppingCondition(max_runtime_in_seconds=runtime, max_wait_time_in_seconds=wait)
+
 # %% ../../nbs/sagemaker/compiler.ipynb #f3c73b36
 def _trainer(c: Compiler, step: NotebookStep, hyperparameters: dict, name: str, output: str, isolated: bool = True):
-    from sagemaker.core.shapes.shapes import OutputDataConfig, StoppingCondition
+    from sagemaker.core.shapes.shapes import OutputDataConfig
     from sagemaker.core.training.configs import CheckpointConfig, Compute, Networking
     from sagemaker.train.model_trainer import ModelTrainer
 
     builtin = c.t.trainer == "builtin"
-    kw = {"stopping_condition": StoppingCondition(max_runtime_in_seconds=int(step.timeout))} if step.timeout else {}
+    spot, stop = _stopping(c, step)
+    kw = {"stopping_condition": stop} if stop else {}
     if not builtin:
         kw["checkpoint_config"] = CheckpointConfig(s3_uri=c.notebooks_uri(name))
         kw["environment"] = dict(JOB_ENVIRONMENT)
@@ -655,7 +684,9 @@ def _trainer(c: Compiler, step: NotebookStep, hyperparameters: dict, name: str, 
         training_image=builtin_image(c.t.region) if builtin else c.t.image,
         base_job_name=sagemaker_name(f"{c.name}-{name}", "job"),
         compute=Compute(
-            instance_type=builtin_instance(c, step) if builtin else step.compute.instance_type, instance_count=1
+            instance_type=builtin_instance(c, step) if builtin else step.compute.instance_type,
+            instance_count=1,
+            **({"enable_managed_spot_training": True} if spot else {}),
         ),
         hyperparameters=dict(hyperparameters),
         output_data_config=OutputDataConfig(s3_output_path=join(c.t.bucket, c.name, output)),

@@ -21,8 +21,8 @@ from ..engine.notebooks import run_notebook
 
 # %% auto #0
 __all__ = ['BUNDLE', 'BUNDLE_INPUTS', 'SPLIT_OF_CHANNEL', 'COMMANDS', 'ContainerError', 'root', 'code_dir', 'typed',
-           'hyperparameter_value', 'records_from_channels', 'step_notebook', 'run_processing', 'run_training', 'serve',
-           'main', 'console']
+           'hyperparameter_value', 'records_from_channels', 'step_notebook', 'run_processing', 'training_checkpoints',
+           'run_training', 'serve', 'main', 'console']
 
 # %% ../../nbs/sagemaker/job.ipynb #2ab30243
 class ContainerError(EarthsnapError):
@@ -172,6 +172,14 @@ def run_processing(argv: list[str]) -> Path:
         params[name] = _input_path(folder)
     return _run(src, params, base / "output", base / "output" / "notebook")
 
+# %% ../../nbs/sagemaker/job.ipynb #2969282a
+def training_checkpoints(notebook: Path) -> Path | None:
+    "Where a training job keeps its checkpoints (in /opt/ml/checkpoints, which SageMaker keeps in S3); None: nowhere."
+    base = root() / "checkpoints"
+    if not base.is_dir() or "checkpoint_dir" not in notebook_parameters(notebook):
+        return None
+    return base / os.environ.get("TRAINING_JOB_NAME", "job") / "training"
+
 # %% ../../nbs/sagemaker/job.ipynb #ad6ba0f2
 def run_training(hyperparameters: dict[str, str] | None = None) -> Path:
     "Run the training notebook a training job names in its hyperparameters; its model goes to /opt/ml/model."
@@ -197,11 +205,16 @@ def run_training(hyperparameters: dict[str, str] | None = None) -> Path:
     trial = {k: hyperparameter_value(hp[k]) for k in filter(None, hp.get("earthsnap_search", "").split(",")) if k in hp}
     if trial:  # a tuning trial: the tuner's values over the notebook's hyperparameters
         params["hyperparameters"] = json.dumps({**json.loads(params.get("hyperparameters") or "{}"), **trial})
+    kept = training_checkpoints(src)
+    if kept:
+        params["checkpoint_dir"] = str(kept)
     executed = _run(src, params, work / "out", r / "output" / "data")
     model = r / "model"
     model.mkdir(parents=True, exist_ok=True)
     for f in (work / "out" / "model").iterdir():
         shutil.copy2(f, model / f.name)  # SageMaker tars /opt/ml/model
+    if kept:
+        shutil.rmtree(kept, ignore_errors=True)  # the model is safe: its checkpoints are not downloaded by later jobs
     return executed
 
 # %% ../../nbs/sagemaker/job.ipynb #db49b7db

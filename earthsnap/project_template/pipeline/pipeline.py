@@ -17,6 +17,7 @@ from earthsnap.data.preprocess import SIZES
 from earthsnap.data.sources import list_source
 from earthsnap.data.taxonomy import load_taxonomy
 from earthsnap.engine.definition import (
+    Compute,
     ConditionStep,
     FailStep,
     NotebookStep,
@@ -146,6 +147,21 @@ init_weights = Parameter(
     "folder in the zoo's format (config.json, model.safetensors), whose classifier is replaced; empty for random ones.",
     path=True,
 )
+use_spot_instances = Parameter(
+    "use_spot_instances",
+    bool,
+    False,
+    "SageMaker: train on managed spot capacity (cheaper; after an interruption the training goes on from its newest "
+    "checkpoint). Applied when the pipeline is compiled; a local run ignores it.",
+)
+max_wait = Parameter(
+    "max_wait",
+    int,
+    0,
+    "SageMaker, with use_spot_instances: seconds a training may wait for capacity and run, in all (at least its run "
+    "time); 0: twice its run time. Applied when the pipeline is compiled; a local run ignores it.",
+    min=0,
+)
 model_group = Parameter(
     "model_group", str, "species", "Model group in the registry that a model passing the gate is registered in."
 )
@@ -215,6 +231,7 @@ train = NotebookStep(
     notebook="train.ipynb",
     kind="training",
     output_names=("model", "artifact"),
+    compute=Compute(spot=use_spot_instances, max_wait=max_wait),
     inputs={
         "records": preprocess.outputs["records"],
         "tuning": tune.outputs["tuning"],
@@ -284,6 +301,8 @@ pipeline = Pipeline(
         arch,
         weights,
         init_weights,
+        use_spot_instances,
+        max_wait,
         min_accuracy,
         model_group,
     ],
