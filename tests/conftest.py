@@ -267,6 +267,7 @@ LONGEST_FIRST = [
     "tests/test_hierarchy.py",  # 85 s
     f"{FAULTS}[train]",  # 50 s
     "tests/test_faults.py::test_a_training_killed_mid_way_goes_on_from_its_checkpoint",  # 40 s
+    "tests/test_faults.py::test_a_run_trains_in_two_processes_when_asked",  # 30 s
     "tests/test_sagemaker.py",  # 75 s
     "tests/test_sagemaker_monitor.py",  # 65 s
     f"{NOTEBOOK}[model/router.ipynb]",  # 25 s

@@ -356,3 +356,18 @@ def test_a_training_killed_mid_way_goes_on_from_its_checkpoint(projects):
     assert "resumed from the checkpoint in" in report and "not from the start" in report, report[-3000:]
     assert "epoch=1 train_loss" not in report  # epoch 1 was done before the kill: not trained again
     assert (run_dir / "train" / "model" / "model.onnx").exists() and not (run_dir / ".checkpoints" / "train").exists()
+
+
+def test_a_run_trains_in_two_processes_when_asked(projects):
+    """`earthsnap run -p processes_per_node=2` trains with two processes (torchrun, gloo on this machine's CPUs): the
+    training step's report says so, its training.json records it, and the model is whole. (Here with the seed's cache.)
+    """
+    project = copy_project(projects["seed"], projects["root"] / f"two-processes-{uuid.uuid4().hex[:6]}")
+    r = earthsnap(project, "run", *SMALL, "-p", "processes_per_node=2", "--to", "train")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    with database(project) as db:
+        (run_dir,) = db.execute("SELECT run_dir FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+    run_dir = Path(run_dir)
+    assert ", 2 processes" in (run_dir / "train.ipynb").read_text()
+    assert json.loads((run_dir / "train" / "training.json").read_text())["processes"] == 2
+    assert (run_dir / "train" / "model" / "model.onnx").stat().st_size > 0

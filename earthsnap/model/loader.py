@@ -21,7 +21,7 @@ from ..data.records import read_classes, split_labels
 from .inference import RESAMPLING, InputView
 
 # %% auto #0
-__all__ = ['Augment', 'RecordDataset', 'EpochSampler', 'loader']
+__all__ = ['Augment', 'RecordDataset', 'global_batches', 'rank_share', 'EpochSampler', 'loader']
 
 # %% ../../nbs/model/loader.ipynb #2f617bbc
 class Augment:
@@ -98,25 +98,58 @@ class RecordDataset(Dataset):
     def __getstate__(self):  # what a worker process receives: no open file
         return {**self.__dict__, "_reader": None, "_pid": None}
 
+# %% ../../nbs/model/loader.ipynb #89dbeb29
+def global_batches(n: int, batch: int, world: int = 1) -> list[int]:
+    "The sizes of an epoch's global batches of `n` images: full ones, then the rest if each of `world` ranks gets some."
+    sizes = [batch] * (n // batch) + ([n % batch] if n % batch else [])
+    return sizes if world == 1 or not sizes or sizes[-1] >= world else sizes[:-1]
+
+
+def rank_share(size: int, rank: int, world: int) -> tuple[int, int]:
+    "Where rank `rank`'s part of a global batch of `size` starts, and its length: `world` parts, as equal as can be."
+    base, extra = divmod(size, world)
+    return rank * base + min(rank, extra), base + (rank < extra)
+
 # %% ../../nbs/model/loader.ipynb #b21e3758
 class EpochSampler(Sampler):
     "Indices of a dataset with the epoch they belong to, `(i, epoch)`, shuffled per epoch from `seed` when `shuffle`."
 
-    def __init__(self, n: int, shuffle: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        n: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,  # this process's rank among `world` training together: it yields its own part only
+        world: int = 1,
+        batch: int = 0,  # the global batch `rank`'s parts are cut from (`rank_share`); 0: every world-th index
+    ):
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.rank, self.world, self.batch = rank, world, batch
         self.start = 0  # the next pass skips this many positions (a training taken up within an epoch), then 0 again
 
-    def __iter__(self):
+    def _order(self) -> list[int]:
         order = (
             torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist()
             if self.shuffle
-            else range(self.n)
+            else list(range(self.n))
         )
+        if self.world == 1:
+            return order
+        if not self.batch:
+            return order[self.rank :: self.world]
+        mine, at = [], 0
+        for size in global_batches(self.n, self.batch, self.world):
+            offset, length = rank_share(size, self.rank, self.world)
+            mine += order[at + offset : at + offset + length]
+            at += size
+        return mine
+
+    def __iter__(self):
         start, self.start = self.start, 0
-        return iter([(i, self.epoch) for i in order[start:]])
+        return iter([(i, self.epoch) for i in self._order()[start:]])
 
     def __len__(self) -> int:
-        return self.n
+        return len(self._order()) if self.world > 1 else self.n
 
 # %% ../../nbs/model/loader.ipynb #ad59061e
 def _context():
@@ -138,7 +171,13 @@ def _worker_init(worker_id: int) -> None:
 
 
 def loader(
-    dataset: RecordDataset, batch_size: int, shuffle: bool = False, workers: int = 0, seed: int = 0
+    dataset: RecordDataset,
+    batch_size: int,  # the global batch: with `world` ranks, each takes its part of it (`rank_share`)
+    shuffle: bool = False,
+    workers: int = 0,
+    seed: int = 0,
+    rank: int = 0,  # this process's rank among `world` training together
+    world: int = 1,
 ) -> DataLoader:
     """Batches of `dataset`, decoded in `workers` processes (0: in this one) that live as long as the loader; set
     `loader.sampler.epoch` before each epoch.
@@ -147,11 +186,11 @@ def loader(
 
     if -(-len(dataset) // batch_size) < workers:  # fewer batches than workers: starting them costs more than they save
         workers = 0
-    sampler = EpochSampler(len(dataset), shuffle, seed)
+    sampler = EpochSampler(len(dataset), shuffle, seed, rank, world, batch_size if shuffle else 0)
     sampler.epoch = dataset.epoch
     return DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=batch_size // world if shuffle else batch_size,  # unshuffled (validation): every world-th image
         sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,9 +26,10 @@ from ..core.errors import EarthsnapError
 from ..data.records import check_split, read_classes
 from .backbones import Features, rebuild, weights_facts, zoo_network
 from .checkpoints import Checkpointer, rng_state, set_rng_state
+from .distributed import Ranks, check_processes, default_processes, launch, read_result, summed
 from .hyperparameters import Hyperparameters
 from .inference import BACKBONE_FILE, InputView
-from .loader import Augment, RecordDataset, loader
+from .loader import Augment, RecordDataset, global_batches, loader
 from .networks import ARCHITECTURES, build_model
 from .zoo import ZOO, data_config
 
@@ -287,8 +289,8 @@ class TrainResult:
 
 # %% ../../nbs/model/training.ipynb #1ea9ca51
 @torch.no_grad()
-def measure(model: nn.Module, batches, device: torch.device, loss_fn=None) -> tuple[float, float]:
-    "Mean loss and accuracy of `model` over `batches`."
+def _sums(model: nn.Module, batches, device: torch.device, loss_fn=None) -> list[float]:
+    "The summed loss, the correct answers and the images of `model` over `batches`."
     model.eval()
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     total, correct, loss = 0, 0, 0.0
@@ -298,6 +300,12 @@ def measure(model: nn.Module, batches, device: torch.device, loss_fn=None) -> tu
         loss += float(loss_fn(out, y)) * len(y)
         correct += int((out.argmax(1) == y).sum())
         total += len(y)
+    return [loss, correct, total]
+
+
+def measure(model: nn.Module, batches, device: torch.device, loss_fn=None) -> tuple[float, float]:
+    "Mean loss and accuracy of `model` over `batches`."
+    loss, correct, total = _sums(model, batches, device, loss_fn)
     return loss / total, correct / total
 
 # %% ../../nbs/model/training.ipynb #4843b813
@@ -351,6 +359,25 @@ def _optimise(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler=None) -> No
         loss.backward()
         opt.step()
 
+# %% ../../nbs/model/training.ipynb #8a0a819b
+def _rank_loss(
+    out: torch.Tensor, y: torch.Tensor, loss_fn, world: int = 1, size: int = 0
+) -> tuple[torch.Tensor, float]:
+    "A batch's loss to step on (one of `world` ranks: its share of the global batch's mean) and its summed losses."
+    if world == 1:
+        loss = loss_fn(out.float(), y)
+        return loss, float(loss.detach()) * len(y)
+    total = nn.functional.cross_entropy(out.float(), y, reduction="sum", label_smoothing=loss_fn.label_smoothing)
+    return total * world / size, float(total.detach())
+
+
+def _bar(batches, done: int, steps: int, epoch: int, hp: Hyperparameters, progress: bool):
+    "The epoch's progress bar over `batches`, from batch `done` of `steps`."
+    desc = f"epoch {epoch}/{hp.epochs}"
+    return tqdm(
+        batches, initial=done, total=steps, desc=desc, unit="batch", leave=False, disable=not progress, file=sys.stdout
+    )
+
 # %% ../../nbs/model/training.ipynb #e98e6e7c
 def _train_epoch(
     model: nn.Module,
@@ -367,29 +394,23 @@ def _train_epoch(
     scaler=None,  # precision.scaler(dev), kept across epochs
     start: tuple[int, list] | None = None,  # taken up within the epoch: batches done, and their (seen, loss, correct)
     on_batch: Callable[[int, list], None] | None = None,  # after each batch: its number and the epoch's sums so far
+    forward: nn.Module | None = None,  # what the batches go through: `model` in DistributedDataParallel, or `model`
+    world: int = 1,  # ranks training together (earthsnap.model.distributed): the sums are theirs
 ) -> tuple[float, float]:
     "One epoch over the training batches (the rest of it, from `start`); returns its mean loss and accuracy."
     model.train()
     freeze_backbone(model, epoch <= hp.freeze_epochs)
     done, (seen, total_loss, correct) = start or (0, [0, 0.0, 0])
-    batches.sampler.epoch, batches.sampler.start = epoch, done * hp.batch_size
-    bar = tqdm(
-        batches,
-        initial=done,
-        total=steps,
-        desc=f"epoch {epoch}/{hp.epochs}",
-        unit="batch",
-        leave=False,
-        disable=not progress,
-        file=sys.stdout,
-    )
+    batches.sampler.epoch, batches.sampler.start = epoch, done * batches.batch_size
+    sizes = global_batches(len(batches.dataset), hp.batch_size, world)
+    bar = _bar(batches, done, steps, epoch, hp, progress)
     for b, (x, y) in enumerate(bar, done + 1):
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         if precision.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with precision.autocast(dev):
-            out = model(x)
-        loss = loss_fn(out.float(), y)
+            out = (forward or model)(x)
+        loss, summed_loss = _rank_loss(out, y, loss_fn, world, sizes[b - 1])
         if not torch.isfinite(loss):
             bar.close()
             raise TrainingError(
@@ -399,13 +420,13 @@ def _train_epoch(
             )
         _optimise(loss, opt, scaler)
         sched.step()
-        seen += len(y)
-        total_loss += float(loss.detach()) * len(y)
+        seen, total_loss = seen + len(y), total_loss + summed_loss
         correct += int((out.argmax(1) == y).sum())
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", refresh=False)
         if on_batch:
             on_batch(b, [seen, total_loss, correct])
     bar.close()
+    seen, total_loss, correct = summed([seen, total_loss, correct], dev) if world > 1 else (seen, total_loss, correct)
     return total_loss / seen, correct / seen
 
 # %% ../../nbs/model/training.ipynb #d9bf62e6
@@ -477,6 +498,16 @@ def restore(self: _Loop, state: dict) -> tuple[int, tuple[int, list] | None]:
     set_rng_state(state["rng"])
     return state["epoch"] + 1, (state["batch"], list(state["sums"])) if state["batch"] else None
 
+# %% ../../nbs/model/training.ipynb #33a52166
+def _parallel(model: nn.Module, frozen: bool, dev: torch.device) -> nn.Module:
+    """`model` in DistributedDataParallel, its backbone `frozen` or not: DDP takes the parameters that learn when it is
+    made, so a training made again when its head-only epochs end.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    freeze_backbone(model, frozen)
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
 # %% ../../nbs/model/training.ipynb #ae7c4965
 def _fit(
     model: nn.Module,
@@ -495,11 +526,14 @@ def _fit(
     precision: Precision = Precision(),
     checkpointer: Checkpointer | None = None,  # where to keep the training's checkpoints, and how often
     resumed: dict | None = None,  # a checkpoint's state to go on from (`_Loop.restore`)
+    ranks: Ranks = Ranks(),  # this process among those training together (earthsnap.model.distributed)
 ) -> tuple[dict, list[dict]]:
     "Train until early stopping, keeping the best epoch's weights in `model`; returns that epoch's row and the history."
     scaler = precision.scaler(dev) if precision.scaled else None
     loop = _Loop(model, opt, sched, scaler, EarlyStopping(hp.patience), t0)
     first, start = loop.restore(resumed) if resumed else (1, None)
+    start = (start[0], [0, 0.0, 0]) if start and not ranks.main else start  # rank 0 carries the sums so far
+    forward, frozen = None, None
 
     def within(epoch: int):  # a checkpoint within the epoch, when one is due
         def at(b: int, sums: list) -> None:
@@ -511,11 +545,15 @@ def _fit(
     for epoch in range(first, hp.epochs + 1):
         if loop.stopper.stop:  # taken up from the checkpoint of the epoch that ended it
             break
+        if ranks.world > 1 and frozen != (epoch <= hp.freeze_epochs):  # DDP reduces the gradients of what learns
+            frozen = epoch <= hp.freeze_epochs
+            forward = _parallel(model, frozen, dev)
         train = _train_epoch(
             model, train_batches, opt, sched, loss_fn, dev, epoch, hp, steps, progress, precision, scaler,
-            start, within(epoch),
+            start, within(epoch), forward, ranks.world,
         )  # fmt: skip
-        start, row = None, loop.end_epoch(epoch, train, measure(model, val_batches, dev))
+        loss, right, images = summed(_sums(model, val_batches, dev), dev)
+        start, row = None, loop.end_epoch(epoch, train, (loss / images, right / images))
         log(
             f"epoch={epoch} train_loss={row['train_loss']:.4f} train:accuracy={row['train_accuracy']:.4f} "
             f"validation:loss={row['val_loss']:.4f} validation:accuracy={row['val_accuracy']:.4f}"
@@ -615,6 +653,51 @@ def _resumed_words(state: dict, steps: int, folder: Path) -> str:
         done += f", and {b} of {steps} batches of epoch {e + 1}"
     return f"resumed from the checkpoint in {folder} ({done}): going on from there, not from the start"
 
+# %% ../../nbs/model/training.ipynb #2e670366
+def _ranks_facts(ranks: Ranks) -> dict:
+    "The processes a training ran in, for its metrics (none said for one)."
+    return {"processes": ranks.world} if ranks.world > 1 else {}
+
+# %% ../../nbs/model/training.ipynb #652f37a4
+def _resume(kept: Checkpointer | None, dev: torch.device, log: Callable[[str], None], ranks: Ranks) -> dict | None:
+    "The checkpoint to go on from: rank 0 reads (and may remove another training's) before the other ranks read."
+    if kept is None:
+        return None
+    if ranks.main:
+        state = kept.resume(dev, log)
+    if ranks.world > 1:
+        torch.distributed.barrier()
+    return state if ranks.main else kept.resume(dev, lambda _: None)
+
+# %% ../../nbs/model/training.ipynb #8565b0e3
+def _in_processes(
+    processes: int, records, hp: Hyperparameters, splits: tuple[str, str], workers: int, device, log, **kw
+) -> TrainResult:
+    """`train` in `processes` ranks through torchrun (`earthsnap.model.distributed`); rank 0's model comes back as one
+    process's result. `kw`: init_weights, checkpoints, sync_batchnorm.
+    """
+    dev = pick_device(device)
+    check_processes(processes, hp.batch_size, dev.type, kw["sync_batchnorm"])
+    spec = {
+        "records": str(Path(records).resolve()),
+        "hp": hp.to_dict(),
+        "train_split": splits[0],
+        "val_split": splits[1],
+        "workers": workers // processes,
+        "device": device or "",
+        **{k: str(v) if isinstance(v, (str, os.PathLike)) else v for k, v in kw.items()},
+    }
+    folder = launch(processes, spec, log)
+    got = read_result(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    classes, view = got["classes"], InputView(*got["view"])
+    backbone = got["backbone"]
+    model = (
+        build_model(hp, len(classes)) if backbone is None else rebuild(backbone, len(classes), view.size, hp.dropout)
+    )
+    model.load_state_dict(got["state"])
+    return TrainResult(model.eval(), classes, view.size, hp, got["history"], got["metrics"], backbone, view)
+
 # %% ../../nbs/model/training.ipynb #2561f5c5
 def train(
     records: str | os.PathLike,
@@ -629,9 +712,15 @@ def train(
     init_weights: str | os.PathLike | None = None,  # the weights to start from (`initial_model`)
     checkpoints: str | os.PathLike | None = None,  # a folder to keep checkpoints in, and to go on from the newest
     checkpoint_minutes: float = 0.0,  # also write one within an epoch this often; 0: at the end of each epoch only
+    processes: int = 1,  # training processes on this machine (torchrun: `_in_processes`); 0: one per GPU, else 1
+    sync_batchnorm: bool = False,  # with several processes on GPUs: BatchNorm's statistics over the global batch
 ) -> TrainResult:
     "Train `hp`'s model on `train_split` of `records`, keeping the epoch best on `val_split`."
-    log = log or (lambda line: print(line, flush=True))
+    log, ranks = log or (lambda line: print(line, flush=True)), Ranks.current()
+    if ranks.world == 1 and (processes or default_processes()) > 1:
+        kw = dict(init_weights=init_weights, checkpoints=checkpoints, sync_batchnorm=sync_batchnorm)
+        n = processes or default_processes()
+        return _in_processes(n, records, hp, (train_split, val_split), workers, device, log, **kw)
     classes, records_size = read_classes(records)
     view = input_view(hp, records_size, init_weights)
     splits = _datasets(records, classes, view, hp.seed, train_split, val_split)
@@ -639,33 +728,33 @@ def train(
     torch.manual_seed(hp.seed)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
-    val_batches = loader(splits[1], 256, workers=workers)
+    val_batches = loader(splits[1], 256, workers=workers, rank=ranks.rank, world=ranks.world)
     model, backbone = initial_model(hp, len(classes), view.size, init_weights, classes, log)
+    if sync_batchnorm and ranks.world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     precision = Precision.for_device(dev)
     model.to(dev, memory_format=torch.channels_last if precision.channels_last else torch.contiguous_format)
     opt = make_optimizer(hp, model)
-    steps = math.ceil(len(splits[0]) / hp.batch_size)
+    steps = len(global_batches(len(splits[0]), hp.batch_size, ranks.world))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(hp, steps))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
-    kept = (
-        Checkpointer(checkpoints, _identity(hp, classes, view, splits, init_weights), checkpoint_minutes)
-        if checkpoints
-        else None
-    )
-    resumed = kept.resume(dev, log) if kept else None
+    every = checkpoint_minutes if ranks.world == 1 else 0.0  # within an epoch, the ranks would have to agree when
+    identity = _identity(hp, classes, view, splits, init_weights)
+    kept = Checkpointer(checkpoints, identity, every) if checkpoints else None
+    resumed = _resume(kept, dev, log, ranks)
     t0 = time.perf_counter() - (resumed["elapsed"] if resumed else 0.0)
     log(
         f"training {_network_words(hp, model, backbone)} on {len(splits[0])} {train_split} images of {len(classes)} "
         f"classes at {_view_words(view, records_size)}, validating on {len(splits[1])} {val_split} images; device "
-        f"{dev.type} ({precision.words()})"
+        f"{dev.type} ({precision.words()})" + (f", {ranks.world} processes" if ranks.world > 1 else "")
     )
     if resumed:
         log(_resumed_words(resumed, steps, kept.folder))
-    train_batches = loader(splits[0], hp.batch_size, shuffle=True, workers=workers, seed=hp.seed)
+    train_batches = loader(splits[0], hp.batch_size, True, workers, hp.seed, ranks.rank, ranks.world)
     best, history = _fit(
         model, train_batches, val_batches, opt, sched, loss_fn, dev, hp, steps, progress, log, on_epoch, t0, precision,
-        kept, resumed,
+        kept if ranks.main else None, resumed, ranks,
     )  # fmt: skip
     model.eval().cpu()
     metrics = _metrics(best, history, splits, t0, dev, precision, resumed, kept)
-    return TrainResult(model, classes, view.size, hp, history, metrics, backbone, view)
+    return TrainResult(model, classes, view.size, hp, history, metrics | _ranks_facts(ranks), backbone, view)

@@ -147,6 +147,20 @@ init_weights = Parameter(
     "folder in the zoo's format (config.json, model.safetensors), whose classifier is replaced; empty for random ones.",
     path=True,
 )
+processes_per_node = Parameter(
+    "processes_per_node",
+    int,
+    0,
+    "Full training: processes on each machine, training together (torchrun, distributed data parallel); 0: one per "
+    "GPU, or 1 without GPUs. The global batch stays batch_size, which the processes must divide.",
+    min=0,
+)
+sync_batchnorm = Parameter(
+    "sync_batchnorm",
+    bool,
+    False,
+    "Full training in several processes on GPUs: BatchNorm's statistics over the whole global batch (SyncBatchNorm).",
+)
 use_spot_instances = Parameter(
     "use_spot_instances",
     bool,
@@ -241,6 +255,8 @@ train = NotebookStep(
         "arch": arch,
         "weights": weights,
         "workers": from_config("workers"),
+        "processes": processes_per_node,
+        "sync_batchnorm": sync_batchnorm,
     },
 )
 
@@ -301,6 +317,8 @@ pipeline = Pipeline(
         arch,
         weights,
         init_weights,
+        processes_per_node,
+        sync_batchnorm,
         use_spot_instances,
         max_wait,
         min_accuracy,
