@@ -17,6 +17,10 @@
    after every epoch: weights, AdamW's moments, the best epoch's weights) against the same training without,
    alternating over --repeats rounds. Seconds per checkpoint (timed inside `train`) and their share of an epoch
    (target < 2%), and the ratio of the two trainings' medians.
+4. Training in processes (distributed data parallel on the CPU, gloo): `train` of the default model for --epochs
+   epochs in 2 processes of 1 thread each (torchrun) against 1 process of 2 threads, the same global batch;
+   images/s of training as each measures it (from its first batch to its last epoch's validation, launch not
+   counted), median over --repeats alternating rounds; target: 2 processes at least 0.8x of 1.
 Results go to bench/results/training.json.
 """
 
@@ -87,6 +91,33 @@ def checkpoint_cost(records: Path, hp: Hyperparameters, epochs: int, repeats: in
         "checkpoint_mib": round(size / len(list(folder.iterdir())) / 2**20, 2),
         "share_of_an_epoch": round(per / epoch, 4),
         "with_over_without": round(med["with"] / med["without"], 3),
+    }
+
+
+def processes_speed(records: Path, hp: Hyperparameters, epochs: int, repeats: int) -> dict:
+    "Section 4: 2 processes x 1 thread (torchrun, gloo) against 1 process x 2 threads, the same global batch."
+    from dataclasses import replace
+
+    hp = replace(hp, epochs=epochs, patience=epochs)
+    speeds, walls = {"1x2": [], "2x1": []}, {"1x2": [], "2x1": []}
+    threads = torch.get_num_threads()
+    for r in range(repeats):
+        for name in ("1x2", "2x1") if r % 2 == 0 else ("2x1", "1x2"):
+            torch.set_num_threads(2)
+            t0 = time.perf_counter()
+            result = train(records, hp, progress=False, log=lambda _: None, processes=1 if name == "1x2" else 2)
+            walls[name].append(time.perf_counter() - t0)
+            m = result.metrics
+            speeds[name].append(m["train_images"] * m["epochs_run"] / m["seconds"])
+            print(f"  round {r + 1} {name} {speeds[name][-1]:7.1f} img/s ({walls[name][-1]:.1f} s with the launch)")
+    torch.set_num_threads(threads)
+    med = {k: statistics.median(v) for k, v in speeds.items()}
+    return {
+        "epochs": epochs,
+        "images_per_s": {k: round(v, 1) for k, v in med.items()},
+        "runs": {k: [round(x, 1) for x in v] for k, v in speeds.items()},
+        "wall_seconds": {k: [round(x, 2) for x in v] for k, v in walls.items()},
+        "two_over_one": round(med["2x1"] / med["1x2"], 3),
     }
 
 
@@ -184,6 +215,8 @@ def main() -> None:
 
     print("checkpoint cost ...", flush=True)
     ckpt = checkpoint_cost(records, hp, args.epochs + 1, args.repeats, args.workers, tmp)
+    print("training in processes ...", flush=True)
+    ddp = processes_speed(records, hp, args.epochs, args.repeats)
 
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
@@ -199,6 +232,7 @@ def main() -> None:
         "latency_ms": {"torch": round(torch_ms, 3), "onnx": round(onnx_ms, 3)},
         "onnx_speedup": round(torch_ms / onnx_ms, 2),
         "checkpoints": ckpt,
+        "processes": ddp,
     }
     results = tmp if args.smoke else HERE / "results"
     results.mkdir(exist_ok=True)
@@ -215,6 +249,11 @@ def main() -> None:
         f"checkpoints: {ckpt['seconds_per_checkpoint'] * 1000:.1f} ms each ({ckpt['checkpoint_mib']} MiB), "
         f"{ckpt['share_of_an_epoch']:.2%} of an epoch (target < 2%); training with them / without: "
         f"{ckpt['with_over_without']:.3f}"
+    )
+    print(
+        f"training in processes (median of {args.repeats}): 2 processes x 1 thread {ddp['images_per_s']['2x1']:.1f} "
+        f"img/s, 1 process x 2 threads {ddp['images_per_s']['1x2']:.1f} img/s: {ddp['two_over_one']:.2f}x "
+        "(target >= 0.8x)"
     )
 
 

@@ -128,7 +128,7 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, input_size: int, batch
 
 # %% ../../nbs/model/export.ipynb #663b1f06
 # how a training went, not what it made: kept out of the model (training_facts)
-RUN_FACTS = ("seconds", "device", "processes", "resumed_from", "checkpoints")
+RUN_FACTS = ("seconds", "device", "processes", "data_wait", "resumed_from", "checkpoints")
 
 
 def save_model(result, out_dir: str | os.PathLike) -> Path:

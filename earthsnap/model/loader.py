@@ -21,7 +21,7 @@ from ..data.records import read_classes, split_labels
 from .inference import RESAMPLING, InputView
 
 # %% auto #0
-__all__ = ['Augment', 'RecordDataset', 'global_batches', 'rank_share', 'EpochSampler', 'loader']
+__all__ = ['Augment', 'RecordDataset', 'global_batches', 'rank_share', 'EpochSampler', 'default_workers', 'loader']
 
 # %% ../../nbs/model/loader.ipynb #2f617bbc
 class Augment:
@@ -150,6 +150,13 @@ class EpochSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self._order()) if self.world > 1 else self.n
+
+# %% ../../nbs/model/loader.ipynb #b1948314
+def default_workers(processes: int = 1, gpu: bool | None = None, cores: int | None = None) -> int:
+    "Loader processes in all for `processes` training processes: with GPUs, the cores they leave; without, at most 4."
+    cores = cores or os.cpu_count() or 1
+    gpu = torch.cuda.is_available() if gpu is None else gpu
+    return max(processes, cores - processes) if gpu else min(4, cores)
 
 # %% ../../nbs/model/loader.ipynb #ad59061e
 def _context():

@@ -34,9 +34,9 @@ from .networks import ARCHITECTURES, build_model
 from .zoo import ZOO, data_config
 
 # %% auto #0
-__all__ = ['METRIC_DEFINITIONS', 'LOSS_DELTA', 'TrainingError', 'pick_device', 'schedule', 'layer_scales', 'make_optimizer',
-           'EarlyStopping', 'carried_classifier', 'load_weights', 'initial_model', 'input_view', 'TrainResult',
-           'measure', 'freeze_backbone', 'Precision', 'train']
+__all__ = ['METRIC_DEFINITIONS', 'LOSS_DELTA', 'WAIT_WARNING', 'TrainingError', 'pick_device', 'schedule', 'layer_scales',
+           'make_optimizer', 'EarlyStopping', 'carried_classifier', 'load_weights', 'initial_model', 'input_view',
+           'TrainResult', 'measure', 'freeze_backbone', 'Precision', 'train']
 
 # %% ../../nbs/model/training.ipynb #a65ba85a
 class TrainingError(EarthsnapError):
@@ -396,15 +396,17 @@ def _train_epoch(
     on_batch: Callable[[int, list], None] | None = None,  # after each batch: its number and the epoch's sums so far
     forward: nn.Module | None = None,  # what the batches go through: `model` in DistributedDataParallel, or `model`
     world: int = 1,  # ranks training together (earthsnap.model.distributed): the sums are theirs
-) -> tuple[float, float]:
-    "One epoch over the training batches (the rest of it, from `start`); returns its mean loss and accuracy."
+) -> tuple[float, float, float]:
+    "One epoch over the batches (the rest, from `start`): its mean loss and accuracy, and its share spent waiting."
     model.train()
     freeze_backbone(model, epoch <= hp.freeze_epochs)
     done, (seen, total_loss, correct) = start or (0, [0, 0.0, 0])
     batches.sampler.epoch, batches.sampler.start = epoch, done * batches.batch_size
     sizes = global_batches(len(batches.dataset), hp.batch_size, world)
-    bar = _bar(batches, done, steps, epoch, hp, progress)
+    bar, waited = _bar(batches, done, steps, epoch, hp, progress), 0.0
+    began = ready = time.perf_counter()
     for b, (x, y) in enumerate(bar, done + 1):
+        waited += time.perf_counter() - ready  # for the loader: the step before ended with the loss read back
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         if precision.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -425,9 +427,10 @@ def _train_epoch(
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", refresh=False)
         if on_batch:
             on_batch(b, [seen, total_loss, correct])
+        ready = time.perf_counter()
     bar.close()
     seen, total_loss, correct = summed([seen, total_loss, correct], dev) if world > 1 else (seen, total_loss, correct)
-    return total_loss / seen, correct / seen
+    return total_loss / seen, correct / seen, waited / max(time.perf_counter() - began, 1e-9)
 
 # %% ../../nbs/model/training.ipynb #d9bf62e6
 @dataclass
@@ -443,8 +446,9 @@ class _Loop:
     history: list[dict] = field(default_factory=list)
     best: dict | None = None  # the best epoch's row so far
     best_state: dict | None = None  # and its weights
+    waits: list[float] = field(default_factory=list)  # each epoch's share of time spent waiting for data
 
-    def end_epoch(self, epoch: int, train: tuple[float, float], val: tuple[float, float]) -> dict:
+    def end_epoch(self, epoch: int, train: list[float], val: tuple[float, float], wait: float = 0.0) -> dict:
         "Record an epoch's (loss, accuracy) in training and validation; keep its weights when it is the best so far."
         row = {
             "epoch": epoch,
@@ -456,6 +460,7 @@ class _Loop:
             "seconds": time.perf_counter() - self.t0,
         }
         self.history.append(row)
+        self.waits.append(wait)
         if self.stopper.step(epoch, val[1], val[0]):
             self.best, self.best_state = row, copy.deepcopy(self.model.state_dict())
         return row
@@ -527,8 +532,8 @@ def _fit(
     checkpointer: Checkpointer | None = None,  # where to keep the training's checkpoints, and how often
     resumed: dict | None = None,  # a checkpoint's state to go on from (`_Loop.restore`)
     ranks: Ranks = Ranks(),  # this process among those training together (earthsnap.model.distributed)
-) -> tuple[dict, list[dict]]:
-    "Train until early stopping, keeping the best epoch's weights in `model`; returns that epoch's row and the history."
+) -> tuple[dict, list[dict], float]:
+    "Train until early stopping, keeping the best epoch's weights: its row, the history, the share spent waiting."
     scaler = precision.scaler(dev) if precision.scaled else None
     loop = _Loop(model, opt, sched, scaler, EarlyStopping(hp.patience), t0)
     first, start = loop.restore(resumed) if resumed else (1, None)
@@ -548,12 +553,12 @@ def _fit(
         if ranks.world > 1 and frozen != (epoch <= hp.freeze_epochs):  # DDP reduces the gradients of what learns
             frozen = epoch <= hp.freeze_epochs
             forward = _parallel(model, frozen, dev)
-        train = _train_epoch(
+        *train, wait = _train_epoch(
             model, train_batches, opt, sched, loss_fn, dev, epoch, hp, steps, progress, precision, scaler,
             start, within(epoch), forward, ranks.world,
         )  # fmt: skip
         loss, right, images = summed(_sums(model, val_batches, dev), dev)
-        start, row = None, loop.end_epoch(epoch, train, (loss / images, right / images))
+        start, row = None, loop.end_epoch(epoch, train, (loss / images, right / images), wait)
         log(
             f"epoch={epoch} train_loss={row['train_loss']:.4f} train:accuracy={row['train_accuracy']:.4f} "
             f"validation:loss={row['val_loss']:.4f} validation:accuracy={row['val_accuracy']:.4f}"
@@ -567,7 +572,7 @@ def _fit(
             log(f"early stop: no better validation accuracy for {hp.patience} epochs; keeping epoch {kept}")
             break
     model.load_state_dict(loop.best_state)
-    return loop.best, loop.history
+    return loop.best, loop.history, sum(loop.waits) / max(len(loop.waits), 1)
 
 # %% ../../nbs/model/training.ipynb #39ef4cbb
 def _network_words(hp: Hyperparameters, model: nn.Module, backbone: dict | None) -> str:
@@ -658,6 +663,19 @@ def _ranks_facts(ranks: Ranks) -> dict:
     "The processes a training ran in, for its metrics (none said for one)."
     return {"processes": ranks.world} if ranks.world > 1 else {}
 
+# %% ../../nbs/model/training.ipynb #98ff7fa4
+WAIT_WARNING = 0.10  # on a GPU: a larger share of the training spent waiting for data is said in the report
+
+
+def _wait_words(share: float, workers: int) -> str:
+    "The report's warning when the GPU waited for data `share` of the time, with `workers` loader processes."
+    cores = os.cpu_count() or 1
+    return (
+        f"warning: the GPU waited for data {share:.0%} of the training (more than {WAIT_WARNING:.0%}): decoding "
+        f"cannot keep up. Give the loader more processes (workers={workers} now, {cores} CPU cores here), or "
+        "preprocess at the input size so that less is decoded and scaled."
+    )
+
 # %% ../../nbs/model/training.ipynb #652f37a4
 def _resume(kept: Checkpointer | None, dev: torch.device, log: Callable[[str], None], ranks: Ranks) -> dict | None:
     "The checkpoint to go on from: rank 0 reads (and may remove another training's) before the other ranks read."
@@ -717,9 +735,8 @@ def train(
 ) -> TrainResult:
     "Train `hp`'s model on `train_split` of `records`, keeping the epoch best on `val_split`."
     log, ranks = log or (lambda line: print(line, flush=True)), Ranks.current()
-    if ranks.world == 1 and (processes or default_processes()) > 1:
+    if ranks.world == 1 and (n := processes or default_processes()) > 1:
         kw = dict(init_weights=init_weights, checkpoints=checkpoints, sync_batchnorm=sync_batchnorm)
-        n = processes or default_processes()
         return _in_processes(n, records, hp, (train_split, val_split), workers, device, log, **kw)
     classes, records_size = read_classes(records)
     view = input_view(hp, records_size, init_weights)
@@ -739,8 +756,7 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(hp, steps))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
     every = checkpoint_minutes if ranks.world == 1 else 0.0  # within an epoch, the ranks would have to agree when
-    identity = _identity(hp, classes, view, splits, init_weights)
-    kept = Checkpointer(checkpoints, identity, every) if checkpoints else None
+    kept = Checkpointer(checkpoints, _identity(hp, classes, view, splits, init_weights), every) if checkpoints else None
     resumed = _resume(kept, dev, log, ranks)
     t0 = time.perf_counter() - (resumed["elapsed"] if resumed else 0.0)
     log(
@@ -751,10 +767,12 @@ def train(
     if resumed:
         log(_resumed_words(resumed, steps, kept.folder))
     train_batches = loader(splits[0], hp.batch_size, True, workers, hp.seed, ranks.rank, ranks.world)
-    best, history = _fit(
+    best, history, wait = _fit(
         model, train_batches, val_batches, opt, sched, loss_fn, dev, hp, steps, progress, log, on_epoch, t0, precision,
         kept if ranks.main else None, resumed, ranks,
     )  # fmt: skip
     model.eval().cpu()
-    metrics = _metrics(best, history, splits, t0, dev, precision, resumed, kept)
+    if dev.type == "cuda" and wait > WAIT_WARNING:
+        log(_wait_words(wait, workers))
+    metrics = _metrics(best, history, splits, t0, dev, precision, resumed, kept) | {"data_wait": round(wait, 4)}
     return TrainResult(model, classes, view.size, hp, history, metrics | _ranks_facts(ranks), backbone, view)
