@@ -262,6 +262,7 @@ NOTEBOOK = "tests/test_notebooks.py::test_notebook"
 LONGEST_FIRST = [
     f"{FAULTS}[tune]",  # 45 s, after the seed run the faults tests share (50 s, made once)
     "tests/test_run.py",  # 130 s
+    f"{NOTEBOOK}[sagemaker/job.ipynb]",  # 110 s: a spot interruption, and a job on two instances
     "tests/test_pipeline_model.py",  # 110 s
     f"{NOTEBOOK}[demo.ipynb]",  # 35 s
     "tests/test_hierarchy.py",  # 85 s
@@ -270,6 +271,8 @@ LONGEST_FIRST = [
     "tests/test_faults.py::test_a_run_trains_in_two_processes_when_asked",  # 30 s
     "tests/test_sagemaker.py",  # 75 s
     "tests/test_sagemaker_monitor.py",  # 65 s
+    f"{NOTEBOOK}[model/distributed.ipynb]",  # 45 s
+    f"{NOTEBOOK}[model/training.ipynb]",  # 35 s
     f"{NOTEBOOK}[model/router.ipynb]",  # 25 s
     "tests/test_cli.py",  # 45 s
     "tests/test_bench.py::test_benchmark_smoke[chaos.py]",  # 45 s
@@ -278,7 +281,6 @@ LONGEST_FIRST = [
     "tests/test_bench.py::test_benchmark_smoke[loop.py]",  # 40 s
     f"{NOTEBOOK}[model/tuning.ipynb]",  # 20 s
     f"{NOTEBOOK}[engine/notebooks.ipynb]",  # 20 s
-    f"{NOTEBOOK}[sagemaker/job.ipynb]",  # 20 s
     f"{NOTEBOOK}[engine/executor.ipynb]",  # 20 s
     f"{NOTEBOOK}[sagemaker/compiler.ipynb]",  # 20 s
     "tests/test_image.py",  # 35 s

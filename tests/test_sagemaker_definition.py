@@ -47,6 +47,7 @@ VARIANTS = {
         cfg(), {**BUILTIN_SPACE, "arch": "resnet50", "weights": "imagenet", "image_size": 224}, trainer="builtin"
     ),
     "spot": lambda: compile_project(cfg(), {"use_spot_instances": True}),
+    "two instances": lambda: compile_project(cfg(), {"instance_count": 2, "processes_per_node": 4}),
     "hierarchy model": lambda: compile_project(cfg(), model="acantha"),
     "hierarchy model with an underscore": lambda: compile_project(cfg(), model="sea_birds"),
     "builtin hierarchy model": lambda: compile_project(cfg(), BUILTIN_SPACE, trainer="builtin", model="sea_birds"),
@@ -177,6 +178,22 @@ def test_spot_training_waits_for_capacity_and_keeps_its_checkpoints():
     assert train["StoppingCondition"]["MaxWaitTimeInSeconds"] == 3 * runtime
     with pytest.raises(CompileError, match=f"(?s)less than it may run \\({runtime} s\\).*-p max_wait={2 * runtime}"):
         compile_project(cfg(), {"use_spot_instances": True, "max_wait": 600})
+
+
+def test_a_training_can_use_several_instances():
+    "instance_count makes the training job's InstanceCount (fixed when compiled); the other steps stay on one."
+    _, c = compiled_once("two instances")
+    steps = {s["Name"]: s["Arguments"] for s in c.definition()["Steps"]}
+    assert steps["train"]["ResourceConfig"]["InstanceCount"] == 2
+    assert steps["tune"]["TrainingJobDefinition"]["ResourceConfig"]["InstanceCount"] == 1
+    assert all(
+        s["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 1
+        for s in steps.values()
+        if "ProcessingResources" in s
+    )
+    processes = steps["train"]["HyperParameters"]["earthsnap_param_processes"]  # text, as hyperparameters are
+    assert processes == {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.processes_per_node"}]}}
+    assert c.fixed["instance_count"] == 2
 
 
 def test_names_are_derived_valid_or_refused():

@@ -266,7 +266,7 @@ class Compute:
     "Where a step runs: instance type and count, and spot capacity, on SageMaker; the Jupyter kernel locally."
 
     instance_type: str = "ml.m5.xlarge"
-    instance_count: int = 1
+    instance_count: int | Parameter = 1  # a training's instances train together (earthsnap.model.distributed)
     kernel: str = "python3"
     spot: bool | Parameter = False  # SageMaker's managed spot capacity for a training (its checkpoints outlive a move)
     max_wait: int | Parameter = 0  # with spot: seconds to wait for capacity and run, in all; 0: twice the timeout
@@ -496,7 +496,9 @@ def _check_references(self: Pipeline):
     members = {id(s) for s in self.steps}
     for s in self.steps:
         compute = getattr(s, "compute", None)
-        settings = [(f"compute.{k}", getattr(compute, k)) for k in ("spot", "max_wait")] if compute else []
+        settings = (
+            [(f"compute.{k}", getattr(compute, k)) for k in ("instance_count", "spot", "max_wait")] if compute else []
+        )
         for key, v in [*s.inputs.items(), *settings]:
             if isinstance(v, Parameter) and self.parameters.get(v.name) is not v:
                 raise DefinitionError(

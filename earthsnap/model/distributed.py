@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections import deque
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -23,8 +24,8 @@ from ..core.errors import EarthsnapError
 from ..core.parallel import die_with_parent
 
 # %% auto #0
-__all__ = ['RESULT', 'DistributedError', 'Ranks', 'summed', 'check_processes', 'default_processes', 'launch', 'run_rank',
-           'read_result', 'main']
+__all__ = ['MASTER_PORT', 'SPEC_WAIT', 'RESULT', 'DistributedError', 'Ranks', 'summed', 'check_processes', 'default_processes',
+           'Nodes', 'receive_spec', 'launch', 'run_rank', 'read_result', 'main']
 
 # %% ../../nbs/model/distributed.ipynb #92e751d7
 class DistributedError(EarthsnapError):
@@ -61,15 +62,19 @@ def summed(values: list[float], device: torch.device | str = "cpu") -> list[floa
     return t.tolist()
 
 # %% ../../nbs/model/distributed.ipynb #03a9c323
-def check_processes(processes: int, batch_size: int, device: str, sync_batchnorm: bool = False) -> None:
-    "Refuse a training in `processes` processes that cannot run, before any starts."
+def check_processes(
+    processes: int, batch_size: int, device: str, sync_batchnorm: bool = False, machines: int = 1
+) -> None:
+    "Refuse a training in `processes` processes on each of `machines` that cannot run, before any starts."
     if processes < 1:
         raise DistributedError(f"processes={processes}: a training runs in one process or more.")
-    if batch_size % processes:
-        fits = [n for n in range(1, processes + 1) if batch_size % n == 0]
+    world = processes * machines
+    if batch_size % world:
+        fits = [n for n in range(1, processes + 1) if batch_size % (n * machines) == 0] or [1]
+        on = f" on each of {machines} machines" if machines > 1 else ""
         raise DistributedError(
-            f"The global batch of {batch_size} images does not split evenly over {processes} processes.",
-            fix=f"Use a batch_size that {processes} divides (e.g. {batch_size // processes * processes or processes}),"
+            f"The global batch of {batch_size} images does not split evenly over {processes} processes{on}.",
+            fix=f"Use a batch_size that {world} divides (e.g. {batch_size // world * world or world}),"
             f" or {fits[-1]} processes.",
         )
     if sync_batchnorm and device != "cuda":
@@ -89,6 +94,58 @@ def default_processes() -> int:
     "One process per GPU on a GPU machine; one otherwise."
     return torch.cuda.device_count() or 1
 
+# %% ../../nbs/model/distributed.ipynb #a1b3fc65
+MASTER_PORT = 29500  # torchrun's default; the spec's store listens on the next port
+SPEC_WAIT = timedelta(hours=2)  # how long another machine waits for the first one's spec (its kernel, its data)
+
+
+@dataclass(frozen=True)
+class Nodes:
+    "The machines a training runs on (the master first), this machine's rank among them, and the master's port."
+
+    hosts: tuple[str, ...] = ()
+    rank: int = 0
+    port: int = MASTER_PORT
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None) -> "Nodes":
+        "What the job runner put in the environment; one machine when nothing is there."
+        env = os.environ if environ is None else environ
+        hosts = tuple(h for h in env.get("EARTHSNAP_NODES", "").split(",") if h)
+        return cls(hosts, int(env.get("EARTHSNAP_NODE_RANK", "0")), int(env.get("EARTHSNAP_MASTER_PORT", MASTER_PORT)))
+
+    @property
+    def count(self) -> int:
+        return max(1, len(self.hosts))
+
+    def environ(self) -> dict[str, str]:
+        "The environment that makes `from_env` give these nodes."
+        return {"EARTHSNAP_NODES": ",".join(self.hosts), "EARTHSNAP_NODE_RANK": str(self.rank),
+                "EARTHSNAP_MASTER_PORT": str(self.port)}  # fmt: skip
+
+    def torchrun(self) -> list[str]:
+        "torchrun's arguments for this machine: alone (`--standalone`), or one of several (static rendezvous)."
+        if self.count == 1:
+            return ["--standalone", "--nnodes", "1"]
+        where = ["--nnodes", str(self.count), "--node-rank", str(self.rank)]
+        return where + ["--master-addr", self.hosts[0], "--master-port", str(self.port)]
+
+# %% ../../nbs/model/distributed.ipynb #481aa49f
+def _store(nodes: Nodes, master: bool, timeout: timedelta = SPEC_WAIT):
+    "The spec's key-value store: served by the first machine, beside its master port."
+    return dist.TCPStore(nodes.hosts[0], nodes.port + 1, is_master=master, timeout=timeout, wait_for_workers=False)
+
+
+def receive_spec(nodes: Nodes, timeout: timedelta = SPEC_WAIT) -> dict:
+    "On a machine but the first: the spec the first publishes when its notebook starts the training (`launch`)."
+    try:
+        return json.loads(_store(nodes, False, timeout).get("spec"))
+    except (RuntimeError, TimeoutError) as e:  # torch's DistStoreError is a RuntimeError
+        raise DistributedError(
+            f"No training spec came from {nodes.hosts[0]}:{nodes.port + 1} within {timeout}: {e}",
+            fix="Read the first instance's log: its notebook failed, or never reached the training.",
+        ) from None
+
 # %% ../../nbs/model/distributed.ipynb #89ce55d3
 def _torchrun(parent: int, args: list[str]) -> int:
     "torchrun with `args`, ending when process `parent` ends."
@@ -103,14 +160,17 @@ def launch(
     processes: int,
     spec: dict,  # what every rank trains (`run_rank`)
     log: Callable[[str], None] = print,
-    nodes: list[str] | None = None,  # torchrun's arguments for several machines; None: this machine alone
+    nodes: Nodes = Nodes(),  # the machines training together; the first publishes `spec` for the others
 ) -> Path:
-    "Run `spec` in `processes` ranks through torchrun, passing rank 0's lines to `log`; the folder rank 0 wrote to."
+    "Run `spec` in `processes` ranks here through torchrun, passing rank 0's lines to `log`; the folder it wrote to."
     folder = Path(spec.get("out") or tempfile.mkdtemp(prefix="earthsnap-ranks-"))
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "spec.json").write_text(json.dumps({**spec, "out": str(folder)}))
-    where = nodes or ["--standalone", "--nnodes", "1"]
-    cmd = [sys.executable, "-m", "earthsnap.model.distributed", "launch", str(os.getpid()), "--", *where]
+    spec = {**spec, "out": str(folder)}
+    (folder / "spec.json").write_text(json.dumps(spec))
+    store = _store(nodes, True) if nodes.count > 1 and nodes.rank == 0 else None
+    if store is not None:  # the other machines' job runners wait for it
+        store.set("spec", json.dumps({**spec, "processes": processes}))
+    cmd = [sys.executable, "-m", "earthsnap.model.distributed", "launch", str(os.getpid()), "--", *nodes.torchrun()]
     cmd += ["--nproc-per-node", str(processes), "--max-restarts", "0", "-m", "earthsnap.model.distributed"]
     cmd += ["rank", str(folder / "spec.json")]
     errors = folder / "ranks.log"

@@ -26,7 +26,15 @@ from ..core.errors import EarthsnapError
 from ..data.records import check_split, read_classes
 from .backbones import Features, rebuild, weights_facts, zoo_network
 from .checkpoints import Checkpointer, rng_state, set_rng_state
-from .distributed import Ranks, check_processes, default_processes, launch, read_result, summed
+from earthsnap.model.distributed import (
+    Nodes,
+    Ranks,
+    check_processes,
+    default_processes,
+    launch,
+    read_result,
+    summed,
+)
 from .hyperparameters import Hyperparameters
 from .inference import BACKBONE_FILE, InputView
 from .loader import Augment, RecordDataset, global_batches, loader
@@ -691,11 +699,11 @@ def _resume(kept: Checkpointer | None, dev: torch.device, log: Callable[[str], N
 def _in_processes(
     processes: int, records, hp: Hyperparameters, splits: tuple[str, str], workers: int, device, log, **kw
 ) -> TrainResult:
-    """`train` in `processes` ranks through torchrun (`earthsnap.model.distributed`); rank 0's model comes back as one
-    process's result. `kw`: init_weights, checkpoints, sync_batchnorm.
+    """`train` in `processes` ranks here, and on each other machine of `Nodes.from_env` (`earthsnap.model.distributed`);
+    rank 0's model comes back.
     """
-    dev = pick_device(device)
-    check_processes(processes, hp.batch_size, dev.type, kw["sync_batchnorm"])
+    dev, nodes = pick_device(device), Nodes.from_env()
+    check_processes(processes, hp.batch_size, dev.type, kw["sync_batchnorm"], nodes.count)
     spec = {
         "records": str(Path(records).resolve()),
         "hp": hp.to_dict(),
@@ -705,7 +713,7 @@ def _in_processes(
         "device": device or "",
         **{k: str(v) if isinstance(v, (str, os.PathLike)) else v for k, v in kw.items()},
     }
-    folder = launch(processes, spec, log)
+    folder = launch(processes, spec, log, nodes)
     got = read_result(folder)
     shutil.rmtree(folder, ignore_errors=True)
     classes, view = got["classes"], InputView(*got["view"])
@@ -735,7 +743,7 @@ def train(
 ) -> TrainResult:
     "Train `hp`'s model on `train_split` of `records`, keeping the epoch best on `val_split`."
     log, ranks = log or (lambda line: print(line, flush=True)), Ranks.current()
-    if ranks.world == 1 and (n := processes or default_processes()) > 1:
+    if ranks.world == 1 and ((n := processes or default_processes()) > 1 or Nodes.from_env().count > 1):
         kw = dict(init_weights=init_weights, checkpoints=checkpoints, sync_batchnorm=sync_batchnorm)
         return _in_processes(n, records, hp, (train_split, val_split), workers, device, log, **kw)
     classes, records_size = read_classes(records)

@@ -498,10 +498,11 @@ def check_notebook_step(self: _Steps, step: NotebookStep):
             f"Step {step.name!r} runs kernel {step.compute.kernel!r}; "
             "a SageMaker job has the image's python3 kernel only."
         )
-    if step.compute.instance_count != 1:
+    count = self.constant(step, "compute.instance_count", step.compute.instance_count)
+    if count != 1 and step.kind != "training":
         raise CompileError(
-            f"Step {step.name!r} asks for {step.compute.instance_count} instances; a notebook runs on one.",
-            fix="Use instance_count=1 (a larger instance_type for more capacity).",
+            f"Step {step.name!r} asks for {count} instances; a {step.kind} notebook runs on one.",
+            fix="Use instance_count=1 (a larger instance_type for more capacity); a training step may use several.",
         )
     if "notebook" in step.output_names:
         raise CompileError(
@@ -667,7 +668,15 @@ def _stopping(c: Compiler, step: NotebookStep):
     return True, StoppingCondition(max_runtime_in_seconds=runtime, max_wait_time_in_seconds=wait)
 
 # %% ../../nbs/sagemaker/compiler.ipynb #f3c73b36
-def _trainer(c: Compiler, step: NotebookStep, hyperparameters: dict, name: str, output: str, isolated: bool = True):
+def _trainer(
+    c: Compiler,
+    step: NotebookStep,
+    hyperparameters: dict,
+    name: str,
+    output: str,
+    isolated: bool = True,
+    instances: int | None = None,  # None: the step's instance_count (a tuner's trials run on one)
+):
     from sagemaker.core.shapes.shapes import OutputDataConfig
     from sagemaker.core.training.configs import CheckpointConfig, Compute, Networking
     from sagemaker.train.model_trainer import ModelTrainer
@@ -685,7 +694,7 @@ def _trainer(c: Compiler, step: NotebookStep, hyperparameters: dict, name: str, 
         base_job_name=sagemaker_name(f"{c.name}-{name}", "job"),
         compute=Compute(
             instance_type=builtin_instance(c, step) if builtin else step.compute.instance_type,
-            instance_count=1,
+            instance_count=instances or int(c.constant(step, "compute.instance_count", step.compute.instance_count)),
             **({"enable_managed_spot_training": True} if spot else {}),
         ),
         hyperparameters=dict(hyperparameters),
@@ -818,7 +827,7 @@ def tuning_step(c: Compiler, step: NotebookStep):
             hp["earthsnap_param_epochs"] = c.text(step, step.inputs["epochs"])
         ranges, metrics = _ranges(space), METRIC_DEFINITIONS
     isolated = builtin or c.isolated(step)
-    trainer = _trainer(c, train, hp, step.name, "tuning", isolated=isolated)
+    trainer = _trainer(c, train, hp, step.name, "tuning", isolated=isolated, instances=1)  # a trial: one instance
     tuner = HyperparameterTuner(
         model_trainer=trainer,
         objective_metric_name="validation:accuracy",

@@ -22,7 +22,7 @@ from ..engine.notebooks import run_notebook
 # %% auto #0
 __all__ = ['BUNDLE', 'BUNDLE_INPUTS', 'SPLIT_OF_CHANNEL', 'COMMANDS', 'ContainerError', 'root', 'code_dir', 'typed',
            'hyperparameter_value', 'records_from_channels', 'step_notebook', 'run_processing', 'training_checkpoints',
-           'run_training', 'serve', 'main', 'console']
+           'job_nodes', 'train_other_instance', 'run_training', 'serve', 'main', 'console']
 
 # %% ../../nbs/sagemaker/job.ipynb #2ab30243
 class ContainerError(EarthsnapError):
@@ -180,6 +180,42 @@ def training_checkpoints(notebook: Path) -> Path | None:
         return None
     return base / os.environ.get("TRAINING_JOB_NAME", "job") / "training"
 
+# %% ../../nbs/sagemaker/job.ipynb #0152b81a
+def job_nodes():
+    "The instances of this training job, the first one the master, and which this one is (a `Nodes`)."
+    from earthsnap.model.distributed import MASTER_PORT, Nodes
+
+    if os.environ.get("SM_HOSTS"):
+        hosts, current = json.loads(os.environ["SM_HOSTS"]), os.environ.get("SM_CURRENT_HOST", "")
+    elif (config := root() / "input" / "config" / "resourceconfig.json").is_file():
+        about = json.loads(config.read_text())
+        hosts, current = about["hosts"], about["current_host"]
+    else:
+        return Nodes()
+    if len(hosts) < 2:
+        return Nodes()
+    if current not in hosts:
+        raise ContainerError(f"This instance, {current!r}, is not one of the job's instances {hosts}.")
+    return Nodes(tuple(hosts), hosts.index(current), int(os.environ.get("EARTHSNAP_MASTER_PORT", MASTER_PORT)))
+
+
+def _here(path: str) -> str:
+    "A path of the first instance's /opt/ml as it is on this one (the same on SageMaker; a test gives each its own)."
+    for marker in ("/input/data/", "/checkpoints/"):
+        if marker in path:
+            return str(root()) + marker + path.split(marker, 1)[1]
+    return path
+
+
+def train_other_instance(nodes, records: Path) -> Path:
+    "On an instance but the first: wait for the first's spec, then run this instance's ranks on its copy of the data."
+    from earthsnap.model.distributed import launch, receive_spec
+
+    spec = receive_spec(nodes)
+    mine = {k: _here(spec[k]) for k in ("init_weights", "checkpoints") if spec.get(k)}
+    out = Path(tempfile.mkdtemp(prefix="earthsnap-ranks-"))
+    return launch(spec["processes"], {**spec, **mine, "records": str(records), "out": str(out)}, nodes=nodes)
+
 # %% ../../nbs/sagemaker/job.ipynb #ad6ba0f2
 def run_training(hyperparameters: dict[str, str] | None = None) -> Path:
     "Run the training notebook a training job names in its hyperparameters; its model goes to /opt/ml/model."
@@ -191,9 +227,13 @@ def run_training(hyperparameters: dict[str, str] | None = None) -> Path:
     )
     src = step_notebook(hp.get("earthsnap_notebook") or "")
     params = typed(src, {k[len("earthsnap_param_") :]: v for k, v in hp.items() if k.startswith("earthsnap_param_")})
-    work = Path(tempfile.mkdtemp(prefix="earthsnap-"))
+    work, nodes = Path(tempfile.mkdtemp(prefix="earthsnap-")), job_nodes()
     if hp.get("earthsnap_records"):
         params[hp["earthsnap_records"]] = str(records_from_channels(r / "input" / "data", work / "records"))
+    if nodes.count > 1:
+        os.environ.update(nodes.environ())  # the notebook's training runs this instance's ranks of all the instances'
+        if nodes.rank > 0:
+            return train_other_instance(nodes, work / "records")
     for name in filter(None, hp.get("earthsnap_channels", "").split(",")):  # e.g. weights: a folder, as located here
         params[name] = str(r / "input" / "data" / name)
     tuned = {
@@ -253,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             serve()
             return 0
         executed = run_processing(rest) if command == "process" else run_training()
-        print(f"earthsnap: step notebook ran: {executed}")
+        print(f"earthsnap: {command} finished: {executed}")
         return 0
     except (EarthsnapError, OSError) as e:
         reason = str(e) + (f" ({e.fix})" if getattr(e, "fix", None) else "")

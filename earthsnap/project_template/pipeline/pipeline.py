@@ -161,6 +161,14 @@ sync_batchnorm = Parameter(
     False,
     "Full training in several processes on GPUs: BatchNorm's statistics over the whole global batch (SyncBatchNorm).",
 )
+instance_count = Parameter(
+    "instance_count",
+    int,
+    1,
+    "SageMaker: instances of the full training, training one model together (each runs processes_per_node). "
+    "Applied when the pipeline is compiled; a local run ignores it.",
+    min=1,
+)
 use_spot_instances = Parameter(
     "use_spot_instances",
     bool,
@@ -245,7 +253,7 @@ train = NotebookStep(
     notebook="train.ipynb",
     kind="training",
     output_names=("model", "artifact"),
-    compute=Compute(spot=use_spot_instances, max_wait=max_wait),
+    compute=Compute(instance_count=instance_count, spot=use_spot_instances, max_wait=max_wait),
     inputs={
         "records": preprocess.outputs["records"],
         "tuning": tune.outputs["tuning"],
@@ -319,6 +327,7 @@ pipeline = Pipeline(
         init_weights,
         processes_per_node,
         sync_batchnorm,
+        instance_count,
         use_spot_instances,
         max_wait,
         min_accuracy,
