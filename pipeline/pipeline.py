@@ -173,8 +173,9 @@ use_spot_instances = Parameter(
     "use_spot_instances",
     bool,
     False,
-    "SageMaker: train on managed spot capacity (cheaper; after an interruption the training goes on from its newest "
-    "checkpoint). Applied when the pipeline is compiled; a local run ignores it.",
+    "SageMaker: the full training and the tuning trials on managed spot capacity (cheaper; after an interruption a "
+    "training goes on from its newest checkpoint; the notebook trainer only). Applied when the pipeline is compiled; a "
+    "local run ignores it.",
 )
 max_wait = Parameter(
     "max_wait",

@@ -176,6 +176,10 @@ def test_spot_training_waits_for_capacity_and_keeps_its_checkpoints():
     waited = compile_project(cfg(), {"use_spot_instances": True, "max_wait": 3 * runtime})[1].definition()
     train = {s["Name"]: s["Arguments"] for s in waited["Steps"]}["train"]
     assert train["StoppingCondition"]["MaxWaitTimeInSeconds"] == 3 * runtime
+    trial = {s["Name"]: s["Arguments"] for s in compiled_once("spot")[1].definition()["Steps"]}["tune"]
+    assert trial["TrainingJobDefinition"]["EnableManagedSpotTraining"] is True  # the trials too, from their checkpoints
+    with pytest.raises(CompileError, match="built-in image classifier keeps none"):
+        compile_project(cfg(), {**BUILTIN_SPACE, "use_spot_instances": True}, trainer="builtin")
     with pytest.raises(CompileError, match=f"(?s)less than it may run \\({runtime} s\\).*-p max_wait={2 * runtime}"):
         compile_project(cfg(), {"use_spot_instances": True, "max_wait": 600})
 

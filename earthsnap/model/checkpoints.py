@@ -14,6 +14,8 @@ from typing import Callable
 
 import torch
 
+from ..core.parallel import pid_alive
+
 # %% auto #0
 __all__ = ['NAME', 'KEEP', 'checkpoint_name', 'checkpoints_in', 'write_checkpoint', 'read_checkpoint', 'Checkpointer',
            'rng_state', 'set_rng_state']
@@ -58,8 +60,8 @@ def write_checkpoint(folder: str | os.PathLike, state: dict, epoch: int, batch: 
         os.close(fd)
     for _, old in checkpoints_in(folder)[keep:]:
         old.unlink(missing_ok=True)
-    for left in folder.glob("checkpoint-*.pt.tmp-*"):  # a killed write's remains
-        if left != tmp:
+    for left in folder.glob("checkpoint-*.pt.tmp-*"):  # a killed write's remains (never a live writer's)
+        if left != tmp and not pid_alive(int(left.name.rsplit("-", 1)[1] or 0)):
             left.unlink(missing_ok=True)
     return final
 

@@ -146,6 +146,16 @@ def receive_spec(nodes: Nodes, timeout: timedelta = SPEC_WAIT) -> dict:
             fix="Read the first instance's log: its notebook failed, or never reached the training.",
         ) from None
 
+# %% ../../nbs/model/distributed.ipynb #f68d4fff
+def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    "Stop torchrun (SIGTERM: it stops its ranks), then kill it if it has not ended after `grace` seconds."
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
 # %% ../../nbs/model/distributed.ipynb #89ce55d3
 def _torchrun(parent: int, args: list[str]) -> int:
     "torchrun with `args`, ending when process `parent` ends."
@@ -176,9 +186,13 @@ def launch(
     errors = folder / "ranks.log"
     with open(errors, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
-        for line in proc.stdout:
-            log(line.rstrip("\n"))
-        rc = proc.wait()
+        try:
+            for line in proc.stdout:
+                log(line.rstrip("\n"))
+            rc = proc.wait()
+        except BaseException:  # interrupted (a kernel's KeyboardInterrupt, say): the ranks stop with the launch
+            _stop(proc)
+            raise
     if rc != 0:
         raise DistributedError(
             f"The training in {processes} processes failed (torchrun exited with {rc}): {_why(errors)}",

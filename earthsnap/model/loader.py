@@ -125,7 +125,7 @@ class EpochSampler(Sampler):
     ):
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
         self.rank, self.world, self.batch = rank, world, batch
-        self.start = 0  # the next pass skips this many positions (a training taken up within an epoch), then 0 again
+        self.start = 0  # passes skip this many positions (a training taken up within an epoch) until it is set back
 
     def _order(self) -> list[int]:
         order = (
@@ -145,8 +145,7 @@ class EpochSampler(Sampler):
         return mine
 
     def __iter__(self):
-        start, self.start = self.start, 0
-        return iter([(i, self.epoch) for i in self._order()[start:]])
+        return iter([(i, self.epoch) for i in self._order()[self.start :]])
 
     def __len__(self) -> int:
         return len(self._order()) if self.world > 1 else self.n

@@ -370,21 +370,23 @@ def _optimise(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler=None) -> No
 # %% ../../nbs/model/training.ipynb #8a0a819b
 def _rank_loss(
     out: torch.Tensor, y: torch.Tensor, loss_fn, world: int = 1, size: int = 0
-) -> tuple[torch.Tensor, float]:
-    "A batch's loss to step on (one of `world` ranks: its share of the global batch's mean) and its summed losses."
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """A batch's loss to step on (one of `world` ranks: its share of the global batch's mean), and what its summed
+    losses are: a tensor times a count, read back once the step is done.
+    """
     if world == 1:
         loss = loss_fn(out.float(), y)
-        return loss, float(loss.detach()) * len(y)
+        return loss, loss.detach(), len(y)
     total = nn.functional.cross_entropy(out.float(), y, reduction="sum", label_smoothing=loss_fn.label_smoothing)
-    return total * world / size, float(total.detach())
+    return total * world / size, total.detach(), 1
 
 
 def _bar(batches, done: int, steps: int, epoch: int, hp: Hyperparameters, progress: bool):
     "The epoch's progress bar over `batches`, from batch `done` of `steps`."
     desc = f"epoch {epoch}/{hp.epochs}"
-    return tqdm(
-        batches, initial=done, total=steps, desc=desc, unit="batch", leave=False, disable=not progress, file=sys.stdout
-    )
+    # over an iterator: tqdm.auto calls iter() on what it is given, and every iter() of a loader prefetches anew
+    shown = dict(desc=desc, unit="batch", leave=False, disable=not progress, file=sys.stdout)
+    return tqdm(iter(batches), initial=done, total=steps, **shown)
 
 # %% ../../nbs/model/training.ipynb #e98e6e7c
 def _train_epoch(
@@ -420,7 +422,7 @@ def _train_epoch(
             x = x.contiguous(memory_format=torch.channels_last)
         with precision.autocast(dev):
             out = (forward or model)(x)
-        loss, summed_loss = _rank_loss(out, y, loss_fn, world, sizes[b - 1])
+        loss, part, times = _rank_loss(out, y, loss_fn, world, sizes[b - 1])
         if not torch.isfinite(loss):
             bar.close()
             raise TrainingError(
@@ -430,13 +432,14 @@ def _train_epoch(
             )
         _optimise(loss, opt, scaler)
         sched.step()
-        seen, total_loss = seen + len(y), total_loss + summed_loss
+        seen, total_loss = seen + len(y), total_loss + float(part) * times  # after the step: the GPU is done
         correct += int((out.argmax(1) == y).sum())
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", refresh=False)
         if on_batch:
             on_batch(b, [seen, total_loss, correct])
         ready = time.perf_counter()
     bar.close()
+    batches.sampler.start = 0
     seen, total_loss, correct = summed([seen, total_loss, correct], dev) if world > 1 else (seen, total_loss, correct)
     return total_loss / seen, correct / seen, waited / max(time.perf_counter() - began, 1e-9)
 
@@ -497,9 +500,15 @@ def state(self: _Loop, epoch: int, batch: int, sums: list) -> dict:
 @patch
 def restore(self: _Loop, state: dict) -> tuple[int, tuple[int, list] | None]:
     "Put a checkpoint's `state` back; returns the epoch to go on with and where in it (None: at its beginning)."
-    self.model.load_state_dict(state["model"])
-    self.opt.load_state_dict(state["optimizer"])
-    self.sched.load_state_dict(state["scheduler"])
+    try:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+    except (RuntimeError, KeyError, ValueError) as e:  # written by another version of earthsnap, say
+        raise TrainingError(
+            f"The checkpoint this training was to go on from does not fit it: {str(e).splitlines()[0][:200]}",
+            fix="Remove the checkpoint folder the log names, and the training starts from its first epoch.",
+        ) from None
     if self.scaler is not None and state["scaler"]:
         self.scaler.load_state_dict(state["scaler"])
     kept, self.stopper.since_best = state["stopper"]
@@ -519,7 +528,17 @@ def _parallel(model: nn.Module, frozen: bool, dev: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     freeze_backbone(model, frozen)
-    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    # static_graph: the same parameters take part in every step, also those a network never uses (DINOv2's mask token)
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None, static_graph=True)
+
+# %% ../../nbs/model/training.ipynb #b296914f
+def _validate(model: nn.Module, batches, dev: torch.device, world: int = 1) -> tuple[float, float]:
+    "Mean validation loss and accuracy of the model rank 0 returns, each of `world` ranks measuring its part."
+    if world > 1:  # after each rank's last batch, BatchNorm's running statistics differ: all take rank 0's
+        for buf in model.buffers():
+            torch.distributed.broadcast(buf, 0)
+    loss, right, images = summed(_sums(model, batches, dev), dev)
+    return loss / images, right / images
 
 # %% ../../nbs/model/training.ipynb #ae7c4965
 def _fit(
@@ -565,8 +584,7 @@ def _fit(
             model, train_batches, opt, sched, loss_fn, dev, epoch, hp, steps, progress, precision, scaler,
             start, within(epoch), forward, ranks.world,
         )  # fmt: skip
-        loss, right, images = summed(_sums(model, val_batches, dev), dev)
-        start, row = None, loop.end_epoch(epoch, train, (loss / images, right / images), wait)
+        start, row = None, loop.end_epoch(epoch, train, _validate(model, val_batches, dev, ranks.world), wait)
         log(
             f"epoch={epoch} train_loss={row['train_loss']:.4f} train:accuracy={row['train_accuracy']:.4f} "
             f"validation:loss={row['val_loss']:.4f} validation:accuracy={row['val_accuracy']:.4f}"
@@ -685,10 +703,14 @@ def _wait_words(share: float, workers: int) -> str:
     )
 
 # %% ../../nbs/model/training.ipynb #652f37a4
-def _resume(kept: Checkpointer | None, dev: torch.device, log: Callable[[str], None], ranks: Ranks) -> dict | None:
+def _resume(
+    kept: Checkpointer | None, dev: torch.device, log: Callable[[str], None], ranks: Ranks, minutes: float = 0.0
+) -> dict | None:
     "The checkpoint to go on from: rank 0 reads (and may remove another training's) before the other ranks read."
     if kept is None:
         return None
+    if ranks.world > 1 and minutes and ranks.main:
+        log(f"checkpoints: after every epoch only (within an epoch they need one process, and there are {ranks.world})")
     if ranks.main:
         state = kept.resume(dev, log)
     if ranks.world > 1:
@@ -702,6 +724,11 @@ def _in_processes(
     """`train` in `processes` ranks here, and on each other machine of `Nodes.from_env` (`earthsnap.model.distributed`);
     rank 0's model comes back.
     """
+    if kw.pop("on_epoch", None) is not None or device not in (None, "", "cpu", "cuda"):
+        raise TrainingError(
+            "A training in several processes takes device cpu or cuda (each rank its own GPU), and no on_epoch.",
+            fix="Train in one process (processes=1) for another device or an on_epoch callback.",
+        )
     dev, nodes = pick_device(device), Nodes.from_env()
     check_processes(processes, hp.batch_size, dev.type, kw["sync_batchnorm"], nodes.count)
     spec = {
@@ -744,7 +771,7 @@ def train(
     "Train `hp`'s model on `train_split` of `records`, keeping the epoch best on `val_split`."
     log, ranks = log or (lambda line: print(line, flush=True)), Ranks.current()
     if ranks.world == 1 and ((n := processes or default_processes()) > 1 or Nodes.from_env().count > 1):
-        kw = dict(init_weights=init_weights, checkpoints=checkpoints, sync_batchnorm=sync_batchnorm)
+        kw = dict(init_weights=init_weights, checkpoints=checkpoints, sync_batchnorm=sync_batchnorm, on_epoch=on_epoch)
         return _in_processes(n, records, hp, (train_split, val_split), workers, device, log, **kw)
     classes, records_size = read_classes(records)
     view = input_view(hp, records_size, init_weights)
@@ -765,7 +792,7 @@ def train(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
     every = checkpoint_minutes if ranks.world == 1 else 0.0  # within an epoch, the ranks would have to agree when
     kept = Checkpointer(checkpoints, _identity(hp, classes, view, splits, init_weights), every) if checkpoints else None
-    resumed = _resume(kept, dev, log, ranks)
+    resumed = _resume(kept, dev, log, ranks, checkpoint_minutes)
     t0 = time.perf_counter() - (resumed["elapsed"] if resumed else 0.0)
     log(
         f"training {_network_words(hp, model, backbone)} on {len(splits[0])} {train_split} images of {len(classes)} "

@@ -657,6 +657,12 @@ def _stopping(c: Compiler, step: NotebookStep):
     spot, wait = c.constant(step, "compute.spot", step.compute.spot), c.constant(step, "compute.max_wait", given)
     if not spot:
         return False, StoppingCondition(max_runtime_in_seconds=runtime) if step.timeout else None
+    if c.t.trainer == "builtin":
+        raise CompileError(
+            "Spot training needs checkpoints to go on from, and SageMaker's built-in image classifier keeps none "
+            "here (AWS then allows it an hour of waiting and running in all).",
+            fix="Use the notebook trainer for spot training, or -p use_spot_instances=false.",
+        )
     wait = int(wait or SPOT_WAIT * runtime)
     if wait < runtime:
         name = given.name if isinstance(given, Parameter) else "max_wait"
