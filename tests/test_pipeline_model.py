@@ -102,7 +102,9 @@ def test_tune_train_evaluate_and_the_gate(earthsnap, project):
     }
     # how long and where it trained: beside the step's outputs, not in them (trained again, the same bytes); and the
     # tuning study's journal, with each trial's time, beside the tuning output
-    assert set(json.loads((run / "train" / "training.json").read_text())) == {"seconds", "device"}
+    facts = json.loads((run / "train" / "training.json").read_text())
+    assert set(facts) == {"seconds", "device", "data_wait", "checkpoints"}, facts
+    assert facts["checkpoints"]["written"] == 2 and not (run / ".checkpoints" / "train").exists()  # one an epoch
     assert (run / "tune" / "study.journal").exists() and not (run / "tune" / "tuning" / "study.journal").exists()
     with tarfile.open(run / "train" / "artifact" / "model.tar.gz") as tf:
         assert sorted(tf.getnames())[0] == "baseline.npz" and len(tf.getnames()) == 6
