@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from ..core.errors import EarthsnapError
 from ..core.parallel import die_with_parent
+from ..core.storage import atomic_write
 
 # %% auto #0
 __all__ = ['MASTER_PORT', 'SPEC_WAIT', 'RESULT', 'DistributedError', 'Ranks', 'summed', 'check_processes', 'default_processes',
@@ -255,9 +256,8 @@ def _write_result(result, out: Path) -> None:
         "view": [result.view.size, result.view.crop_pct, result.view.interpolation],
         "backbone": json.dumps(result.backbone) if result.backbone else "",
     }
-    tmp = out / f"{RESULT}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / RESULT)
+    with atomic_write(out / RESULT) as f:
+        torch.save(state, f)
 
 
 def read_result(folder: str | os.PathLike) -> dict:

@@ -26,15 +26,7 @@ from ..core.errors import EarthsnapError
 from ..data.records import check_split, read_classes
 from .backbones import Features, rebuild, weights_facts, zoo_network
 from .checkpoints import Checkpointer, rng_state, set_rng_state
-from earthsnap.model.distributed import (
-    Nodes,
-    Ranks,
-    check_processes,
-    default_processes,
-    launch,
-    read_result,
-    summed,
-)
+from .distributed import Nodes, Ranks, check_processes, default_processes, launch, read_result, summed
 from .hyperparameters import Hyperparameters
 from .inference import BACKBONE_FILE, InputView
 from .loader import Augment, RecordDataset, global_batches, loader
