@@ -21,6 +21,9 @@
    epochs in 2 processes of 1 thread each (torchrun) against 1 process of 2 threads, the same global batch;
    images/s of training as each measures it (from its first batch to its last epoch's validation, launch not
    counted), median over --repeats alternating rounds; target: 2 processes at least 0.8x of 1.
+5. Training in processes, correctness: a network without BatchNorm (ConvNeXt-T's LayerNorm, random weights) trained
+   with SGD on a global batch of 8 for a head-only epoch and two whole ones (over 20 optimiser steps), in 1 process
+   and in 2 of 4 images each; the largest difference of any weight (target <= 1e-5).
 Results go to bench/results/training.json.
 """
 
@@ -121,6 +124,25 @@ def processes_speed(records: Path, hp: Hyperparameters, epochs: int, repeats: in
     }
 
 
+def processes_agree(tmp: Path, smoke: bool) -> dict:
+    "Section 5: the weights of 2 processes and of 1 after the same optimiser steps on the same global batches."
+    from earthsnap.model.loader import global_batches
+
+    records = demo_records(tmp / "agree", images=9 if smoke else 29, size=32)  # 91 training images: 11 x 8, then 3
+    hp = Hyperparameters(
+        arch="convnext_tiny", optimizer="sgd", lr=0.01, epochs=3, batch_size=8, dropout=0.0, freeze_epochs=1, patience=3
+    )
+    one, two = (train(records, hp, progress=False, log=lambda _: None, processes=n) for n in (1, 2))
+    pairs = zip(one.model.state_dict().values(), two.model.state_dict().values(), strict=True)
+    return {
+        "network": hp.arch,
+        "optimizer": hp.optimizer,
+        "global_batch": hp.batch_size,
+        "steps": one.metrics["best_epoch"] * len(global_batches(one.metrics["train_images"], hp.batch_size, 2)),
+        "max_abs_difference": max(float((a - b).abs().max()) for a, b in pairs),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--repeats", type=int, default=3)
@@ -217,6 +239,8 @@ def main() -> None:
     ckpt = checkpoint_cost(records, hp, args.epochs + 1, args.repeats, args.workers, tmp)
     print("training in processes ...", flush=True)
     ddp = processes_speed(records, hp, args.epochs, args.repeats)
+    print("2 processes against 1, their weights ...", flush=True)
+    agree = processes_agree(tmp, args.smoke)
 
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
@@ -233,6 +257,7 @@ def main() -> None:
         "onnx_speedup": round(torch_ms / onnx_ms, 2),
         "checkpoints": ckpt,
         "processes": ddp,
+        "processes_agree": agree,
     }
     results = tmp if args.smoke else HERE / "results"
     results.mkdir(exist_ok=True)
@@ -254,6 +279,10 @@ def main() -> None:
         f"training in processes (median of {args.repeats}): 2 processes x 1 thread {ddp['images_per_s']['2x1']:.1f} "
         f"img/s, 1 process x 2 threads {ddp['images_per_s']['1x2']:.1f} img/s: {ddp['two_over_one']:.2f}x "
         "(target >= 0.8x)"
+    )
+    print(
+        f"2 processes against 1 ({agree['network']}, {agree['optimizer']}, global batch {agree['global_batch']}, "
+        f"{agree['steps']} steps): weights within {agree['max_abs_difference']:.1e} (target <= 1e-5)"
     )
 
 

@@ -17,7 +17,7 @@ DONE = {
     "demodata.py": "x baseline",
     "demodata_learnability.py": "epoch  1  species accuracy",
     "executor.py": "fully cached re-run",
-    "training.py": "ONNX vs torch",
+    "training.py": "2 processes against 1 (",
     "endpoint.py": "endpoint throughput =",
     "preprocess.py": "peak memory",
     "router.py": "written",

@@ -239,6 +239,8 @@ def run_rank(spec_path: str | os.PathLike) -> None:
             init_weights=spec.get("init_weights") or None,
             checkpoints=spec.get("checkpoints") or None,
             sync_batchnorm=spec.get("sync_batchnorm", False),
+            compile=spec.get("compile", "off"),
+            deterministic=spec.get("deterministic", False),
         )
         if main:
             _write_result(result, Path(spec["out"]))

@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,9 +34,9 @@ from .networks import ARCHITECTURES, build_model
 from .zoo import ZOO, data_config
 
 # %% auto #0
-__all__ = ['METRIC_DEFINITIONS', 'LOSS_DELTA', 'WAIT_WARNING', 'TrainingError', 'pick_device', 'schedule', 'layer_scales',
-           'make_optimizer', 'EarlyStopping', 'carried_classifier', 'load_weights', 'initial_model', 'input_view',
-           'TrainResult', 'measure', 'freeze_backbone', 'Precision', 'train']
+__all__ = ['METRIC_DEFINITIONS', 'LOSS_DELTA', 'COMPILE_MODES', 'WAIT_WARNING', 'TrainingError', 'pick_device', 'schedule',
+           'layer_scales', 'make_optimizer', 'EarlyStopping', 'carried_classifier', 'load_weights', 'initial_model',
+           'input_view', 'TrainResult', 'measure', 'freeze_backbone', 'Precision', 'Speedups', 'train']
 
 # %% ../../nbs/model/training.ipynb #a65ba85a
 class TrainingError(EarthsnapError):
@@ -347,6 +347,44 @@ class Precision:
         kind = "bf16 autocast" if self.dtype == torch.bfloat16 else "fp16 autocast with a gradient scaler"
         return kind + (", channels_last" if self.channels_last else "")
 
+# %% ../../nbs/model/training.ipynb #d639b480
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # torch.compile's modes, and none
+
+
+@dataclass(frozen=True)
+class Speedups:
+    "What training trades for speed: `torch.compile` of the training forward, and cuDNN autotuning on GPUs."
+
+    compile: str = "off"  # one of COMPILE_MODES
+    deterministic: bool = False  # GPUs: the same bits every run, so no autotuning; otherwise cuDNN picks the fastest
+
+    def __post_init__(self):
+        if self.compile not in COMPILE_MODES:
+            raise TrainingError(
+                f"compile={self.compile!r} is not a mode of torch.compile.",
+                fix=f"Give compile one of {', '.join(COMPILE_MODES)} (off: the eager model).",
+            )
+
+    def apply(self, dev: torch.device) -> torch.device:
+        "Set cuDNN for training on `dev`: autotuned unless deterministic (a CPU needs nothing set); returns `dev`."
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = not self.deterministic
+            torch.backends.cudnn.deterministic = self.deterministic
+        return dev
+
+    def compiled(self, module: nn.Module) -> nn.Module:
+        "`module` through torch.compile in this mode; itself when compile is off."
+        if self.compile == "off":
+            return module
+        return torch.compile(module, mode=None if self.compile == "default" else self.compile)
+
+    def words(self, dev: torch.device, world: int = 1) -> str:
+        "For the training log: what of this applies on `dev`, and the processes training together."
+        said = [f"torch.compile ({self.compile})"] if self.compile != "off" else []
+        if dev.type == "cuda":
+            said.append("deterministic" if self.deterministic else "cuDNN autotuned")
+        return "".join(f", {s}" for s in [*said, *([f"{world} processes"] if world > 1 else [])])
+
 # %% ../../nbs/model/training.ipynb #2e9dcd5a
 def _optimise(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler=None) -> None:
     "One optimiser step on `loss`, through fp16's gradient scaler when there is one."
@@ -551,13 +589,14 @@ def _fit(
     checkpointer: Checkpointer | None = None,  # where to keep the training's checkpoints, and how often
     resumed: dict | None = None,  # a checkpoint's state to go on from (`_Loop.restore`)
     ranks: Ranks = Ranks(),  # this process among those training together (earthsnap.model.distributed)
+    speed: Speedups = Speedups(),  # torch.compile of what the batches go through
 ) -> tuple[dict, list[dict], float]:
     "Train until early stopping, keeping the best epoch's weights: its row, the history, the share spent waiting."
     scaler = precision.scaler(dev) if precision.scaled else None
     loop = _Loop(model, opt, sched, scaler, EarlyStopping(hp.patience), t0)
     first, start = loop.restore(resumed) if resumed else (1, None)
     start = (start[0], [0, 0.0, 0]) if start and not ranks.main else start  # rank 0 carries the sums so far
-    forward, frozen = None, None
+    forward, frozen = speed.compiled(model) if ranks.world == 1 else None, None
 
     def within(epoch: int):  # a checkpoint within the epoch, when one is due
         def at(b: int, sums: list) -> None:
@@ -571,7 +610,7 @@ def _fit(
             break
         if ranks.world > 1 and frozen != (epoch <= hp.freeze_epochs):  # DDP reduces the gradients of what learns
             frozen = epoch <= hp.freeze_epochs
-            forward = _parallel(model, frozen, dev)
+            forward = speed.compiled(_parallel(model, frozen, dev))
         *train, wait = _train_epoch(
             model, train_batches, opt, sched, loss_fn, dev, epoch, hp, steps, progress, precision, scaler,
             start, within(epoch), forward, ranks.world,
@@ -759,19 +798,19 @@ def train(
     checkpoint_minutes: float = 0.0,  # also write one within an epoch this often; 0: at the end of each epoch only
     processes: int = 1,  # training processes on this machine (torchrun: `_in_processes`); 0: one per GPU, else 1
     sync_batchnorm: bool = False,  # with several processes on GPUs: BatchNorm's statistics over the global batch
+    compile: str = "off",  # train through torch.compile in this mode (`Speedups`)
+    deterministic: bool = False,  # GPUs: the same bits every run, without cuDNN autotuning
 ) -> TrainResult:
     "Train `hp`'s model on `train_split` of `records`, keeping the epoch best on `val_split`."
-    log, ranks = log or (lambda line: print(line, flush=True)), Ranks.current()
+    log, ranks, speed = log or (lambda line: print(line, flush=True)), Ranks.current(), Speedups(compile, deterministic)
     if ranks.world == 1 and ((n := processes or default_processes()) > 1 or Nodes.from_env().count > 1):
         kw = dict(init_weights=init_weights, checkpoints=checkpoints, sync_batchnorm=sync_batchnorm, on_epoch=on_epoch)
-        return _in_processes(n, records, hp, (train_split, val_split), workers, device, log, **kw)
+        return _in_processes(n, records, hp, (train_split, val_split), workers, device, log, **kw, **asdict(speed))
     classes, records_size = read_classes(records)
     view = input_view(hp, records_size, init_weights)
     splits = _datasets(records, classes, view, hp.seed, train_split, val_split)
-    dev = pick_device(device)
+    dev = speed.apply(pick_device(device))
     torch.manual_seed(hp.seed)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
     val_batches = loader(splits[1], 256, workers=workers, rank=ranks.rank, world=ranks.world)
     model, backbone = initial_model(hp, len(classes), view.size, init_weights, classes, log)
     if sync_batchnorm and ranks.world > 1:
@@ -789,14 +828,14 @@ def train(
     log(
         f"training {_network_words(hp, model, backbone)} on {len(splits[0])} {train_split} images of {len(classes)} "
         f"classes at {_view_words(view, records_size)}, validating on {len(splits[1])} {val_split} images; device "
-        f"{dev.type} ({precision.words()})" + (f", {ranks.world} processes" if ranks.world > 1 else "")
+        f"{dev.type} ({precision.words()}{speed.words(dev, ranks.world)})"
     )
     if resumed:
         log(_resumed_words(resumed, steps, kept.folder))
     train_batches = loader(splits[0], hp.batch_size, True, workers, hp.seed, ranks.rank, ranks.world)
     best, history, wait = _fit(
         model, train_batches, val_batches, opt, sched, loss_fn, dev, hp, steps, progress, log, on_epoch, t0, precision,
-        kept if ranks.main else None, resumed, ranks,
+        kept if ranks.main else None, resumed, ranks, speed,
     )  # fmt: skip
     model.eval().cpu()
     if dev.type == "cuda" and wait > WAIT_WARNING:

@@ -161,6 +161,21 @@ sync_batchnorm = Parameter(
     False,
     "Full training in several processes on GPUs: BatchNorm's statistics over the whole global batch (SyncBatchNorm).",
 )
+compile_mode = Parameter(
+    "compile",
+    str,
+    "off",
+    "Full training through torch.compile in this mode (off, default, reduce-overhead, max-autotune): faster steps on "
+    "GPUs once the first batches have paid for the compilation.",
+    choices=("off", "default", "reduce-overhead", "max-autotune"),
+)
+deterministic = Parameter(
+    "deterministic",
+    bool,
+    False,
+    "Full training on GPUs: the same bits every run (cuDNN's deterministic algorithms); off, cuDNN autotunes its "
+    "convolutions for speed. Training on CPUs is deterministic either way.",
+)
 instance_count = Parameter(
     "instance_count",
     int,
@@ -266,6 +281,8 @@ train = NotebookStep(
         "workers": from_config("workers"),
         "processes": processes_per_node,
         "sync_batchnorm": sync_batchnorm,
+        "compile": compile_mode,
+        "deterministic": deterministic,
     },
 )
 
@@ -328,6 +345,8 @@ pipeline = Pipeline(
         init_weights,
         processes_per_node,
         sync_batchnorm,
+        compile_mode,
+        deterministic,
         instance_count,
         use_spot_instances,
         max_wait,
