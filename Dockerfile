@@ -6,13 +6,25 @@
 # (tools/lock_image.py), installed with --no-deps: the build resolves nothing, and a job installs nothing when it
 # runs, so jobs start at once and need no internet. The tag is the content: `earthsnap sagemaker image` prints it,
 # `make image` builds it, the release stack's ImageProject and CI push it to ECR, and the compiler uses it.
+#
+# Two variants of one build: VARIANT=cpu (the default) and VARIANT=gpu, for ml.g* and ml.p* instances
+# (`earthsnap sagemaker image --gpu`), whose lock, docker/requirements-gpu.lock, is the CPU one with torch's CUDA build
+# and NVIDIA's libraries in place of its CPU build. Nothing else differs; the GPU driver is the instance's.
 FROM python:3.11.7-slim-bookworm
+ARG VARIANT=cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The CPU build of torch is on PyTorch's own index; the rest is on PyPI.
-COPY docker/requirements.lock /opt/earthsnap/requirements.lock
-RUN pip install --no-deps --extra-index-url https://download.pytorch.org/whl/cpu -r /opt/earthsnap/requirements.lock
+# A C++ compiler: torch.compile (the training's `compile` parameter) builds its kernels with it, and triton its
+# launchers on GPUs.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
+
+# torch's CPU build is on PyTorch's own index; its CUDA build, like the rest, is on PyPI.
+COPY docker/requirements.lock docker/requirements-gpu.lock /opt/earthsnap/
+RUN if [ "$VARIANT" = gpu ]; then pip install --no-deps -r /opt/earthsnap/requirements-gpu.lock; \
+    elif [ "$VARIANT" = cpu ]; then \
+      pip install --no-deps --extra-index-url https://download.pytorch.org/whl/cpu -r /opt/earthsnap/requirements.lock; \
+    else echo "VARIANT is cpu or gpu, not $VARIANT" >&2; exit 1; fi
 
 # The earthsnap package itself (its requirements are the lock above).
 COPY setup.py settings.ini /opt/earthsnap/src/

@@ -136,15 +136,23 @@ export: install
 	$(BIN)/python tools/make_readme.py
 
 # earthsnap's image for SageMaker jobs and endpoints (Dockerfile), tagged by its content: `earthsnap sagemaker image`
-# names it (sagemaker_image_repository:<tag>). image-push pushes it unless the registry has that tag already;
-# image-lock writes docker/requirements.lock again after a pin changed in settings.ini.
+# names it (sagemaker_image_repository:<tag>), and `--gpu` its GPU variant (<tag>-gpu, torch's CUDA build), which jobs on
+# ml.g* and ml.p* instances run. image builds both; image-push pushes each unless the registry has its tag already;
+# image-lock writes docker/requirements.lock and docker/requirements-gpu.lock again after a pin changed in settings.ini.
+IMAGE_VARIANTS = cpu gpu
+
 image: install
-	docker build -t "$$($(BIN)/earthsnap sagemaker image)" .
+	@for v in $(IMAGE_VARIANTS); do \
+	  docker build --build-arg VARIANT=$$v -t "$$($(BIN)/earthsnap sagemaker image $$([ $$v = gpu ] && echo --gpu))" . \
+	  || exit 1; \
+	done
 
 image-push: install
-	@IMAGE="$$($(BIN)/earthsnap sagemaker image)"; \
-	if docker manifest inspect "$$IMAGE" > /dev/null 2>&1; then echo "$$IMAGE is in the registry already"; \
-	else docker build -t "$$IMAGE" . && docker push "$$IMAGE"; fi
+	@for v in $(IMAGE_VARIANTS); do \
+	  IMAGE="$$($(BIN)/earthsnap sagemaker image $$([ $$v = gpu ] && echo --gpu))" || exit 1; \
+	  if docker manifest inspect "$$IMAGE" > /dev/null 2>&1; then echo "$$IMAGE is in the registry already"; \
+	  else docker build --build-arg VARIANT=$$v -t "$$IMAGE" . && docker push "$$IMAGE" || exit 1; fi; \
+	done
 
 image-lock: install
 	$(BIN)/python tools/lock_image.py

@@ -72,6 +72,20 @@ def test_workflow_upserts_and_starts_sagemaker_only_on_main_with_aws():
     assert "earthsnap sagemaker start" in runs[3]
     push = "\n".join(make_commands(runs[1]))  # the target exists, and pushes the image under its content tag
     assert "earthsnap sagemaker image" in push and "docker push" in push, push
+    # both variants, each under its own tag: the GPU one for jobs on GPU instances
+    assert "for v in cpu gpu" in push and "docker build --build-arg VARIANT=$v" in push and "echo --gpu" in push, push
+    tags = [
+        subprocess.run(
+            [str(BIN / "earthsnap"), "sagemaker", "image", "--tag", *gpu],
+            cwd=ROOT,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout.strip()
+        for gpu in ([], ["--gpu"])
+    ]
+    assert tags[0].startswith("es-") and tags[1] == tags[0] + "-gpu", tags
     for sub in ("upsert", "start"):  # the commands it calls exist, with the options it passes
         r = subprocess.run(
             [str(BIN / "earthsnap"), "sagemaker", sub, "--help"],

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 
+import pytest
 from dockerfile_parse import DockerfileParser
 from packaging.requirements import Requirement
 
@@ -39,33 +40,44 @@ def pins() -> dict[str, str]:
     return out
 
 
+def pip_installs(run: str) -> list[list[str]]:
+    "The words of every `pip install` a RUN instruction's shell text runs, to the end of its command."
+    return [shlex.split(m) for m in re.findall(r"pip install ([^;&|]*)", run)]
+
+
 def test_the_dockerfile_parses_and_installs_only_our_pins():
     d, instructions = dockerfile()
     assert d.baseimage.startswith("python:3.11.") and d.baseimage.endswith("-slim-bookworm"), d.baseimage
-    installs = [shlex.split(v) for k, v in instructions if k == "RUN" for v in [v] if "pip install" in v]
-    assert installs, instructions
-    for args in installs:
-        for cmd in " ".join(args).split("&&"):
-            words = cmd.split()
-            if "install" not in words:
-                continue
-            assert "--no-deps" in words, cmd  # nothing is resolved at build time: every package is pinned in the lock
-            targets = [w for w in words[words.index("install") + 1 :] if not w.startswith("-")]
-            extra = [w for w in words if w.startswith("--extra-index-url") or w.startswith("--index-url")]
-            named = [
-                t
-                for t in targets
-                if t
-                not in (
-                    "/opt/earthsnap/requirements.lock",
-                    "/opt/earthsnap/src",
-                    "https://download.pytorch.org/whl/cpu",
-                )
-            ]
-            assert not named, f"the Dockerfile installs {named} besides the lock and the package"
-            assert all("download.pytorch.org/whl/cpu" in cmd for _ in extra)
+    assert ("ARG", "VARIANT=cpu") in instructions  # the CPU image unless asked
+    runs = [v for k, v in instructions if k == "RUN"]
+    for run in runs:  # the shell reads every RUN
+        r = subprocess.run(["sh", "-n", "-c", run], capture_output=True, text=True)
+        assert r.returncode == 0, (run, r.stderr)
+    installs = [words for run in runs for words in pip_installs(run)]
+    assert len(installs) == 3, installs  # the GPU lock, the CPU lock, the package
+    locks = {}
+    for words in installs:
+        assert "--no-deps" in words, words  # nothing is resolved at build time: every package is pinned in the lock
+        targets = [w for w in words if not w.startswith("-") and w != "https://download.pytorch.org/whl/cpu"]
+        assert targets in (
+            ["/opt/earthsnap/requirements.lock"],
+            ["/opt/earthsnap/requirements-gpu.lock"],
+            ["/opt/earthsnap/src"],
+        ), f"the Dockerfile installs {targets} besides the locks and the package"
+        index = [w for i, w in enumerate(words) if i and words[i - 1] in ("--extra-index-url", "--index-url")]
+        locks[targets[0]] = index
+    # torch's CPU build comes from PyTorch's CPU index; the CUDA build and everything else from PyPI
+    assert locks["/opt/earthsnap/requirements.lock"] == ["https://download.pytorch.org/whl/cpu"]
+    assert locks["/opt/earthsnap/requirements-gpu.lock"] == [] and locks["/opt/earthsnap/src"] == []
+    # VARIANT picks the lock and nothing else: the package, its entry point and the rest are the same in both
+    assert [k for k, v in instructions if "VARIANT" in v and k != "COMMENT"] == ["ARG", "RUN"]
+    picking = next(run for run in runs if "VARIANT" in run)
+    assert re.search(
+        r'"\$VARIANT" = gpu \]; then pip install --no-deps -r /opt/earthsnap/requirements-gpu.lock', picking
+    )
+    assert "exit 1" in picking  # another VARIANT fails the build rather than build the CPU image under another name
     copied = [v.split() for k, v in instructions if k == "COPY"]
-    assert ["docker/requirements.lock", "/opt/earthsnap/requirements.lock"] in copied
+    assert ["docker/requirements.lock", "docker/requirements-gpu.lock", "/opt/earthsnap/"] in copied
     # what the tag hashes is what the build copies
     for name in BUILD_FILES[2:]:
         assert any(name in c for c in copied), name
@@ -81,6 +93,32 @@ def test_the_lock_is_the_pins_and_exact():
     assert lock["torch"] == "2.13.0+cpu"  # the CPU build, from PyTorch's index
     # the image holds what jobs and endpoints run
     assert "sagemaker" not in lock and "moto" not in lock and "pytest" not in lock
+    # the GPU image's lock is this one with torch's CUDA build of the same version, and only what that adds
+    gpu = read_lock(ROOT, "gpu")
+    assert gpu["torch"] == "2.13.0"
+    assert {n: v for n, v in gpu.items() if n in lock and n != "torch"} == {
+        n: v for n, v in lock.items() if n != "torch"
+    }
+    added = set(gpu) - set(lock)
+    assert "triton" in added and "nvidia-cudnn-cu13" in added, added
+    assert all(n.startswith(("nvidia-", "cuda-")) or n == "triton" for n in added), added
+
+
+def test_the_gpu_lock_is_the_closure_of_torchs_cuda_build():
+    """The GPU lock resolves for the image's platform from the index's wheel metadata (nothing is downloaded but
+    metadata): torch's CUDA build at the lock's version, every package held at its pin, installs exactly the packages
+    the GPU lock adds to the CPU one, and a pin it contradicts fails the resolution.
+    """
+    spec = importlib.util.spec_from_file_location("lock_image", ROOT / "tools" / "lock_image.py")
+    lock_image = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock_image)
+    cpu, gpu = read_lock(ROOT), read_lock(ROOT, "gpu")
+    found = lock_image.torch_closure(gpu["torch"], gpu)
+    assert {n: gpu.get(n) for n in found} == found  # every package at the lock's version
+    assert set(gpu) - set(cpu) <= set(found)  # and no package the CUDA build does not need
+    wrong = {**gpu, "nvidia-cudnn-cu13": "9.12.0.46"}  # a version on the index that torch 2.13.0 does not take
+    with pytest.raises(subprocess.CalledProcessError):
+        lock_image.torch_closure(gpu["torch"], wrong)
 
 
 def test_the_entrypoint_is_the_one_the_tests_run():

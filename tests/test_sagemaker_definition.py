@@ -48,6 +48,7 @@ VARIANTS = {
     ),
     "spot": lambda: compile_project(cfg(), {"use_spot_instances": True}),
     "two instances": lambda: compile_project(cfg(), {"instance_count": 2, "processes_per_node": 4}),
+    "gpu training": lambda: compile_project(cfg(), {"training_instance_type": "ml.g5.2xlarge", "compile": "default"}),
     "hierarchy model": lambda: compile_project(cfg(), model="acantha"),
     "hierarchy model with an underscore": lambda: compile_project(cfg(), model="sea_birds"),
     "builtin hierarchy model": lambda: compile_project(cfg(), BUILTIN_SPACE, trainer="builtin", model="sea_birds"),
@@ -182,6 +183,37 @@ def test_spot_training_waits_for_capacity_and_keeps_its_checkpoints():
         compile_project(cfg(), {**BUILTIN_SPACE, "use_spot_instances": True}, trainer="builtin")
     with pytest.raises(CompileError, match=f"(?s)less than it may run \\({runtime} s\\).*-p max_wait={2 * runtime}"):
         compile_project(cfg(), {"use_spot_instances": True, "max_wait": 600})
+
+
+def test_jobs_on_gpu_instances_run_the_gpu_image():
+    """training_instance_type puts the trials and the training on GPU instances, which run the GPU variant of
+    earthsnap's image; the processing jobs keep the CPU image, and so do the trainings on CPU instances."""
+    ecr = SETTINGS["sagemaker_image_repository"]
+    _, c = compiled_once("gpu training")
+    steps = {s["Name"]: s["Arguments"] for s in c.definition()["Steps"]}
+    trial = steps["tune"]["TrainingJobDefinition"]
+    for job in (steps["train"], trial):
+        assert job["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge"
+        image = job["AlgorithmSpecification"]["TrainingImage"]
+        assert image.startswith(f"{ecr}:es-") and image.endswith("-gpu"), image
+    processing = [s["AppSpecification"]["ImageUri"] for s in steps.values() if "AppSpecification" in s]
+    assert processing and all(i.startswith(f"{ecr}:es-") and not i.endswith("-gpu") for i in processing), processing
+    assert (
+        processing[0] + "-gpu" == steps["train"]["AlgorithmSpecification"]["TrainingImage"]
+    )  # one build, two variants
+    assert c.fixed["training_instance_type"] == "ml.g5.2xlarge"
+    assert steps["train"]["HyperParameters"]["earthsnap_param_compile"] == {"Get": "Parameters.compile"}
+    _, plain = compiled_once("notebook")
+    train = {s["Name"]: s["Arguments"] for s in plain.definition()["Steps"]}["train"]
+    assert train["AlgorithmSpecification"]["TrainingImage"] == processing[0]
+    own = compile_project(
+        cfg(sagemaker_image="team/own:1", sagemaker_gpu_image="team/own:1-cuda"),
+        {"training_instance_type": "ml.p4d.24xlarge"},
+    )[1].definition()
+    images = {s["Name"]: json.dumps(s["Arguments"]) for s in own["Steps"]}
+    assert '"team/own:1-cuda"' in images["train"] and '"team/own:1"' in images["preprocess"]
+    with pytest.raises(Exception, match="ml.x9.huge"):  # not an instance type SageMaker has: the shapes check says
+        compile_project(cfg(), {"training_instance_type": "ml.x9.huge"})
 
 
 def test_a_training_can_use_several_instances():

@@ -104,14 +104,17 @@ def sagemaker_status(
 
 # %% ../../nbs/cli/sagemaker.ipynb #53546abc
 @sagemaker_app.command("image")
-def sagemaker_image(tag: bool = typer.Option(False, "--tag", help="Print only the content tag.")):
+def sagemaker_image(
+    tag: bool = typer.Option(False, "--tag", help="Print only the content tag."),
+    gpu: bool = typer.Option(False, "--gpu", help="The GPU variant: what jobs on ml.g* and ml.p* instances run."),
+):
     """The image SageMaker jobs and endpoints run: sagemaker_image_repository:<content tag> (what `make image` builds
-    and CI pushes).
+    and CI pushes), or with --gpu its GPU variant (<content tag>-gpu).
     """
     from earthsnap.sagemaker.image import image_tag, project_image
 
-    cfg = load_config()
-    typer.echo(image_tag(cfg.project_dir) if tag else project_image(cfg))
+    cfg, variant = load_config(), "gpu" if gpu else "cpu"
+    typer.echo(image_tag(cfg.project_dir, variant) if tag else project_image(cfg, variant))
 
 # %% ../../nbs/cli/sagemaker.ipynb #47aa554e
 @sagemaker_app.command("release")

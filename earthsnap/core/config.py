@@ -214,6 +214,14 @@ _SAGEMAKER: tuple[Setting, ...] = (
         affects_results=False,
     ),
     Setting(
+        "sagemaker_gpu_image",
+        str,
+        "",
+        "Image of the SageMaker jobs on GPU instances (ml.g*, ml.p*), named outright; empty means sagemaker_image if "
+        "set, else sagemaker_image_repository:<content tag>-gpu (the GPU variant of earthsnap's image).",
+        affects_results=False,
+    ),
+    Setting(
         "sagemaker_serving_image",
         str,
         "",
@@ -300,6 +308,7 @@ class Config:
     sagemaker_role: str
     sagemaker_image_repository: str
     sagemaker_image: str
+    sagemaker_gpu_image: str
     sagemaker_serving_image: str
     sagemaker_trainer: str
     api_token: str

@@ -265,7 +265,7 @@ class _Outputs(Mapping):
 class Compute:
     "Where a step runs: instance type and count, and spot capacity, on SageMaker; the Jupyter kernel locally."
 
-    instance_type: str = "ml.m5.xlarge"
+    instance_type: str | Parameter = "ml.m5.xlarge"  # a GPU type (ml.g*, ml.p*) runs the GPU image
     instance_count: int | Parameter = 1  # a training's instances train together (earthsnap.model.distributed)
     kernel: str = "python3"
     spot: bool | Parameter = False  # SageMaker's managed spot capacity for a training (its checkpoints outlive a move)
@@ -497,7 +497,9 @@ def _check_references(self: Pipeline):
     for s in self.steps:
         compute = getattr(s, "compute", None)
         settings = (
-            [(f"compute.{k}", getattr(compute, k)) for k in ("instance_count", "spot", "max_wait")] if compute else []
+            [(f"compute.{k}", getattr(compute, k)) for k in ("instance_type", "instance_count", "spot", "max_wait")]
+            if compute
+            else []
         )
         for key, v in [*s.inputs.items(), *settings]:
             if isinstance(v, Parameter) and self.parameters.get(v.name) is not v:

@@ -35,7 +35,7 @@ from earthsnap.engine.definition import (
     Step,
     StepOutput,
 )
-from .image import project_image
+from .image import gpu_instance, project_image
 from .names import sagemaker_name
 from .shapes import check_definition
 
@@ -44,9 +44,10 @@ __all__ = ['BUNDLE', 'TRAINERS', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'CHANN
            'JOB_ENVIRONMENT', 'ENTRYPOINT', 'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'DAY', 'SPOT_WAIT',
            'BUILTIN_NAMES', 'BUILTIN_OPTIMIZERS', 'GPU_FAMILIES', 'BUILTIN_INSTANCE', 'BUILTIN_LAYERS',
            'BUILTIN_PRETRAINED_SIZE', 'CompileError', 'code_bundle', 'builtin_image', 'Target', 'Compiled', 'compiles',
-           'region_env', 'Compiler', 'processing_step', 'network_of_weights', 'tuning_step', 'training_step',
-           'builtin_name', 'builtin_space', 'builtin_instance', 'builtin_network', 'builtin_hyperparameters',
-           'gate_value', 'register_step', 'fail_step', 'condition_step', 'compile_pipeline', 'compile_project']
+           'region_env', 'Compiler', 'instance_type', 'processing_step', 'network_of_weights', 'tuning_step',
+           'training_step', 'builtin_name', 'builtin_space', 'builtin_instance', 'builtin_network',
+           'builtin_hyperparameters', 'gate_value', 'register_step', 'fail_step', 'condition_step', 'compile_pipeline',
+           'compile_project']
 
 # %% ../../nbs/sagemaker/compiler.ipynb #69840e72
 class CompileError(EarthsnapError):
@@ -97,6 +98,7 @@ class Target:
     image: str  # processing and training jobs (earthsnap's image)
     serving_image: str  # the image registered model packages are served by
     trainer: str = "notebook"
+    gpu_image: str = ""  # jobs on GPU instances (the GPU variant of earthsnap's image); empty: `image`
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Target":
@@ -122,7 +124,11 @@ class Target:
         serving = cfg.sagemaker_serving_image or (
             builtin_image(region) if cfg.sagemaker_trainer == "builtin" else image
         )
-        return cls(region, bucket, role, image, serving, cfg.sagemaker_trainer)
+        return cls(region, bucket, role, image, serving, cfg.sagemaker_trainer, project_image(cfg, "gpu"))
+
+    def image_for(self, instance_type: str) -> str:
+        "The image of a job on `instance_type`: the GPU variant on ml.g* and ml.p* instances, else the CPU one."
+        return (self.gpu_image or self.image) if gpu_instance(instance_type) else self.image
 
 # %% ../../nbs/sagemaker/compiler.ipynb #7fe2e5d1
 PROC = "/opt/ml/processing"
@@ -533,6 +539,11 @@ def _s3_output(c: Compiler, step: NotebookStep, name: str, mode: str):
         ),
     )
 
+# %% ../../nbs/sagemaker/compiler.ipynb #ff16919f
+def instance_type(c: Compiler, step: Step) -> str:
+    "`step`'s instance type, as the pipeline is compiled (a parameter's value is fixed: the image follows from it)."
+    return str(c.constant(step, "compute.instance_type", step.compute.instance_type))
+
 # %% ../../nbs/sagemaker/compiler.ipynb #731ead1a
 @compiles("processing")
 def processing_step(c: Compiler, step: NotebookStep):
@@ -565,10 +576,10 @@ def processing_step(c: Compiler, step: NotebookStep):
     ]
     proc = Processor(
         role=c.t.role,
-        image_uri=c.t.image,
+        image_uri=c.t.image_for(instance_type(c, step)),
         entrypoint=[*ENTRYPOINT, "process"],
         instance_count=1,
-        instance_type=step.compute.instance_type,
+        instance_type=instance_type(c, step),
         sagemaker_session=c.sess,
         base_job_name=sagemaker_name(f"{c.name}-{step.name}", "job"),
         max_runtime_in_seconds=int(step.timeout) if step.timeout else None,
@@ -696,10 +707,10 @@ def _trainer(
     return ModelTrainer(
         sagemaker_session=c.sess,
         role=c.t.role,
-        training_image=builtin_image(c.t.region) if builtin else c.t.image,
+        training_image=builtin_image(c.t.region) if builtin else c.t.image_for(instance_type(c, step)),
         base_job_name=sagemaker_name(f"{c.name}-{name}", "job"),
         compute=Compute(
-            instance_type=builtin_instance(c, step) if builtin else step.compute.instance_type,
+            instance_type=builtin_instance(c, step) if builtin else instance_type(c, step),
             instance_count=instances or int(c.constant(step, "compute.instance_count", step.compute.instance_count)),
             **({"enable_managed_spot_training": True} if spot else {}),
         ),
@@ -932,7 +943,7 @@ def builtin_space(space, step: Step):
 # %% ../../nbs/sagemaker/compiler.ipynb #85ae54b3
 def builtin_instance(c: Compiler, step: Step) -> str:
     "The step's instance type when the algorithm can train on it (a GPU); else BUILTIN_INSTANCE, noted."
-    kind = step.compute.instance_type
+    kind = instance_type(c, step)
     if kind.startswith(GPU_FAMILIES):
         return kind
     c.notes.append(

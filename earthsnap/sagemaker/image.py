@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from ..core.config import WHERE, Config
@@ -14,10 +15,18 @@ from ..core.hashing import hash_json
 from ..engine.fingerprint import library_sources
 
 # %% auto #0
-__all__ = ['BUILD_FILES', 'LOCK', 'image_files', 'image_tag', 'project_image', 'read_lock']
+__all__ = ['BUILD_FILES', 'VARIANTS', 'LOCK', 'GPU_LOCK', 'image_files', 'image_tag', 'project_image', 'gpu_instance',
+           'read_lock']
 
 # %% ../../nbs/sagemaker/image.ipynb #c6c7d2be
-BUILD_FILES = ("Dockerfile", ".dockerignore", "docker/requirements.lock", "setup.py", "settings.ini")
+BUILD_FILES = (
+    "Dockerfile",
+    ".dockerignore",
+    "docker/requirements.lock",
+    "docker/requirements-gpu.lock",
+    "setup.py",
+    "settings.ini",
+)
 
 
 def image_files(project_dir: str | Path) -> dict[str, str]:
@@ -35,38 +44,54 @@ def image_files(project_dir: str | Path) -> dict[str, str]:
     return files | {f"earthsnap/{name}": digest for name, digest in library_sources().items()}
 
 # %% ../../nbs/sagemaker/image.ipynb #94794833
-def image_tag(project_dir: str | Path) -> str:
+VARIANTS = ("cpu", "gpu")  # the Dockerfile's VARIANT build argument
+
+
+def image_tag(project_dir: str | Path, variant: str = "cpu") -> str:
     """The content tag of the project's image: `es-` and 20 hex digits of the digest of every build file's name and
-    sha256.
+    sha256, and `-gpu` for the GPU variant of the same build.
     """
-    return "es-" + hash_json(image_files(project_dir))[:20]
+    if variant not in VARIANTS:
+        raise ConfigError(
+            f"The image has the variants {' and '.join(VARIANTS)}, not {variant!r}.", fix="Use cpu or gpu."
+        )
+    return "es-" + hash_json(image_files(project_dir))[:20] + ("" if variant == "cpu" else f"-{variant}")
 
 # %% ../../nbs/sagemaker/image.ipynb #be09422f
-def project_image(cfg: Config) -> str:
-    "`sagemaker_image`, else `sagemaker_image_repository:<image_tag>`; neither set is an error naming both."
-    if cfg.sagemaker_image:
-        return cfg.sagemaker_image
+def project_image(cfg: Config, variant: str = "cpu") -> str:
+    """`sagemaker_image` (for `variant` gpu: `sagemaker_gpu_image` first), else
+    `sagemaker_image_repository:<image_tag>`; none set is an error naming them.
+    """
+    named = (cfg.sagemaker_gpu_image if variant == "gpu" else "") or cfg.sagemaker_image
+    if named:
+        return named
     if not cfg.sagemaker_image_repository:
         raise ConfigError(
             "No image for the SageMaker jobs: settings sagemaker_image_repository and sagemaker_image are empty.",
             fix="Set sagemaker_image_repository to the ECR repository the release stack made (its ImageRepositoryUri "
             "output) " + WHERE.format(env="EARTHSNAP_SAGEMAKER_IMAGE_REPOSITORY") + "; CI pushes the image there.",
         )
-    return f"{cfg.sagemaker_image_repository.rstrip('/')}:{image_tag(cfg.project_dir)}"
+    return f"{cfg.sagemaker_image_repository.rstrip('/')}:{image_tag(cfg.project_dir, variant)}"
+
+
+def gpu_instance(instance_type: str) -> bool:
+    "Whether SageMaker's `instance_type` has NVIDIA GPUs: the ml.g* and ml.p* families (ml.g4dn.xlarge, ml.p4d...)."
+    return re.match(r"ml\.[gp]\d", instance_type) is not None
 
 # %% ../../nbs/sagemaker/image.ipynb #4fa3837f
 LOCK = "docker/requirements.lock"
+GPU_LOCK = "docker/requirements-gpu.lock"
 
 
-def read_lock(project_dir: str | Path) -> dict[str, str]:
-    "Package name (normalised) -> the exact version the image installs; every line must be NAME==VERSION."
-    pins = {}
-    for n, line in enumerate((Path(project_dir) / LOCK).read_text().splitlines(), 1):
+def read_lock(project_dir: str | Path, variant: str = "cpu") -> dict[str, str]:
+    "Package name (normalised) -> the exact version `variant`'s image installs; every line must be NAME==VERSION."
+    pins, lock = {}, GPU_LOCK if variant == "gpu" else LOCK
+    for n, line in enumerate((Path(project_dir) / lock).read_text().splitlines(), 1):
         line = line.split("#")[0].strip()
         if not line:
             continue
         name, sep, version = line.partition("==")
         if not sep or not version or any(c in version for c in "<>=!~*,; "):
-            raise ConfigError(f"{LOCK} line {n} is {line!r}, not NAME==VERSION.", fix="Write it again: make image-lock")
+            raise ConfigError(f"{lock} line {n} is {line!r}, not NAME==VERSION.", fix="Write it again: make image-lock")
         pins[name.strip().lower().replace("_", "-")] = version.strip()
     return pins

@@ -176,6 +176,13 @@ deterministic = Parameter(
     "Full training on GPUs: the same bits every run (cuDNN's deterministic algorithms); off, cuDNN autotunes its "
     "convolutions for speed. Training on CPUs is deterministic either way.",
 )
+training_instance_type = Parameter(
+    "training_instance_type",
+    str,
+    "ml.m5.xlarge",
+    "SageMaker: the instance type of the tuning trials and the full training; a GPU type (ml.g5.xlarge, ml.p4d...) "
+    "runs the GPU variant of earthsnap's image. Applied when the pipeline is compiled; a local run ignores it.",
+)
 instance_count = Parameter(
     "instance_count",
     int,
@@ -269,7 +276,9 @@ train = NotebookStep(
     notebook="train.ipynb",
     kind="training",
     output_names=("model", "artifact"),
-    compute=Compute(instance_count=instance_count, spot=use_spot_instances, max_wait=max_wait),
+    compute=Compute(
+        instance_type=training_instance_type, instance_count=instance_count, spot=use_spot_instances, max_wait=max_wait
+    ),
     inputs={
         "records": preprocess.outputs["records"],
         "tuning": tune.outputs["tuning"],
@@ -347,6 +356,7 @@ pipeline = Pipeline(
         sync_batchnorm,
         compile_mode,
         deterministic,
+        training_instance_type,
         instance_count,
         use_spot_instances,
         max_wait,
