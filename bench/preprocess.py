@@ -4,6 +4,7 @@
 
 Preprocessing, on the same demo photos (96 px in, 64 px out on the shorter side, JPEG quality 90):
   - earthsnap's preprocessing on every core (2 here: 2 workers, the main process writing);
+  - the same with the train split written in 16 shards (`train_shards`: each record to the emptiest shard);
   - (a) the same code in one process;
   - (b) the codec limit: a plain loop on as many processes that reads each stored photo, decodes it, resizes it and
     encodes it again at the same settings, with the fastest codec earthsnap installs (libjpeg-turbo through
@@ -51,7 +52,7 @@ from earthsnap.data.preprocess import PreprocessParams, preprocess
 # what preprocess imports when called: each timer starts with its modules imported
 import numpy, simplejpeg, tqdm.auto, earthsnap.data.recordio
 t = time.perf_counter()
-params = PreprocessParams(size=64, quality=90)
+params = PreprocessParams(size=64, quality=90, train_shards=int(sys.argv[4]))
 s = preprocess(sys.argv[1], sys.argv[2], params, workers=int(sys.argv[3]), progress=False)
 print(json.dumps({"seconds": time.perf_counter() - t, "images": s["images"]["full"],
                   "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -159,9 +160,9 @@ def _json(cmd: list[str], env: dict | None = None) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def run_earthsnap(dataset: str, out: Path, workers: int) -> dict:
+def run_earthsnap(dataset: str, out: Path, workers: int, shards: int = 1) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    return _json([sys.executable, "-c", RUN_EARTHSNAP, dataset, str(out), str(workers)])
+    return _json([sys.executable, "-c", RUN_EARTHSNAP, dataset, str(out), str(workers), str(shards)])
 
 
 def run_loop(kind: str, files: Path, workers: int, out: Path | None = None) -> dict:
@@ -275,6 +276,10 @@ def main() -> None:
             print(f"round {i + 1} of {args.repeats} ...", file=sys.stderr)
             for name, fn in [
                 (ours_p, lambda: run_earthsnap(dataset, tmp / "out-p", cores)),
+                (
+                    f"earthsnap, train in 16 shards, {cores} processes",
+                    lambda: run_earthsnap(dataset, tmp / "s", cores, 16),
+                ),
                 ("(a) earthsnap, 1 process", lambda: run_earthsnap(dataset, tmp / "out-1", 1)),
                 (f"(b) codec limit, {cores} processes", lambda: run_loop("codec", stored, cores)),
                 ("(c) im2rec, --num-thread 2", lambda: run_im2rec(photos, tmp)),

@@ -72,7 +72,9 @@ def error_of(notebook: Path) -> str:
 
 @pytest.mark.timeout(900)  # a whole pipeline, more than once: minutes while the other workers share the cores
 def test_tune_train_evaluate_and_the_gate(earthsnap, project):
-    r = earthsnap("run", *FAST, "-p", "min_accuracy=0", cwd=project, timeout=600)
+    # the train split in 2 shards, which every step after preprocessing reads as one split
+    sharded = ["-p", "min_accuracy=0", "-p", "train_shards=2"]
+    r = earthsnap("run", *FAST, *sharded, cwd=project, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     run_id = run_id_in(r.stdout)
     run = project / ".earthsnap" / "runs" / run_id
@@ -80,6 +82,11 @@ def test_tune_train_evaluate_and_the_gate(earthsnap, project):
     assert [st[s] for s in ("tune", "train", "evaluate", "accuracy_gate")] == ["succeeded"] * 4 and st[
         "below_threshold"
     ] == "skipped"
+    records = run / "preprocess" / "records"
+    assert sorted(p.name for p in records.glob("train*.rec")) == [
+        "train-00000-of-00002.rec",
+        "train-00001-of-00002.rec",
+    ]
     # tuning: 2 trials, the best values, the table and the plot
     best = json.loads((run / "tune" / "tuning" / "best.json").read_text())
     assert best["trials"] == 2 and set(best["params"]) == {"lr", "width"} and 0.002 <= best["params"]["lr"] <= 0.01
@@ -147,7 +154,7 @@ def test_tune_train_evaluate_and_the_gate(earthsnap, project):
             earthsnap("endpoints", "stop", name, cwd=project, env=env)
 
     # the same run again: every step from the cache
-    again = earthsnap("run", *FAST, "-p", "min_accuracy=0", cwd=project, timeout=300)
+    again = earthsnap("run", *FAST, *sharded, cwd=project, timeout=300)
     assert again.returncode == 0, again.stderr
     st2 = statuses(earthsnap, project, run_id_in(again.stdout))
     assert all(st2[s] == "cached" for s in ("tune", "train", "evaluate"))
@@ -158,7 +165,7 @@ def test_tune_train_evaluate_and_the_gate(earthsnap, project):
     accuracy = ev["metrics"]["accuracy"]["value"]
     assert accuracy < 1, accuracy  # a model of seconds is not perfect, so a threshold above its accuracy exists
     above = round((accuracy + 1) / 2, 3)
-    high = earthsnap("run", *FAST, "-p", f"min_accuracy={above}", cwd=project, timeout=300)
+    high = earthsnap("run", *FAST, "-p", f"min_accuracy={above}", "-p", "train_shards=2", cwd=project, timeout=300)
     assert high.returncode == 1
     assert f"Test accuracy {accuracy:.3f} is below the threshold min_accuracy={above}" in high.stdout + high.stderr
     st3 = statuses(earthsnap, project, run_id_in(high.stdout + high.stderr))

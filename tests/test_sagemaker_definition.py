@@ -48,6 +48,7 @@ VARIANTS = {
     ),
     "spot": lambda: compile_project(cfg(), {"use_spot_instances": True}),
     "two instances": lambda: compile_project(cfg(), {"instance_count": 2, "processes_per_node": 4}),
+    "shards on two instances": lambda: compile_project(cfg(), {"instance_count": 2, "train_shards": 8}),
     "gpu training": lambda: compile_project(cfg(), {"training_instance_type": "ml.g5.2xlarge", "compile": "default"}),
     "hierarchy model": lambda: compile_project(cfg(), model="acantha"),
     "hierarchy model with an underscore": lambda: compile_project(cfg(), model="sea_birds"),
@@ -214,6 +215,32 @@ def test_jobs_on_gpu_instances_run_the_gpu_image():
     assert '"team/own:1-cuda"' in images["train"] and '"team/own:1"' in images["preprocess"]
     with pytest.raises(Exception, match="ml.x9.huge"):  # not an instance type SageMaker has: the shapes check says
         compile_project(cfg(), {"training_instance_type": "ml.x9.huge"})
+
+
+def test_each_instance_is_handed_its_own_shards():
+    """With the train split in shards and several instances, the training's train channel is ShardedByS3Key over the
+    shards; train_shards is fixed when compiled (it decides the channel), the other channels are whole."""
+    _, c = compiled_once("shards on two instances")
+    steps = {s["Name"]: s["Arguments"] for s in c.definition()["Steps"]}
+    channels = {ch["ChannelName"]: ch["DataSource"]["S3DataSource"] for ch in steps["train"]["InputDataConfig"]}
+    assert channels["train"]["S3DataDistributionType"] == "ShardedByS3Key"
+    assert channels["train"]["S3Uri"]["Std:Join"]["Values"][-1] == "train-"
+    assert all(ch.get("S3DataDistributionType", "FullyReplicated") == "FullyReplicated"
+               for name, ch in channels.items() if name != "train")  # fmt: skip
+    trial = {ch["ChannelName"]: ch["DataSource"]["S3DataSource"]
+             for ch in steps["tune"]["TrainingJobDefinition"]["InputDataConfig"]}  # fmt: skip
+    assert trial["train"]["S3Uri"]["Std:Join"]["Values"][-1] == "tune_train."  # the tuning subset is one file
+    args = steps["preprocess"]["AppSpecification"]["ContainerArguments"]
+    assert args[args.index("train_shards") + 1] == "8"  # the very count the channel was made for
+    assert c.fixed["train_shards"] == 8
+    assert "train_shards" not in {p["Name"] for p in c.definition()["Parameters"]}
+    one = compile_project(cfg(), {"train_shards": 8})[1].definition()
+    train = {s["Name"]: s["Arguments"] for s in one["Steps"]}["train"]
+    source = next(ch for ch in train["InputDataConfig"] if ch["ChannelName"] == "train")["DataSource"]["S3DataSource"]
+    assert source["S3Uri"]["Std:Join"]["Values"][-1] == "train-"  # one instance: all shards, a copy
+    assert source.get("S3DataDistributionType", "FullyReplicated") == "FullyReplicated"
+    with pytest.raises(CompileError, match="reads one .rec a channel; train_shards=8"):
+        compile_project(cfg(), {**BUILTIN_SPACE, "train_shards": 8}, trainer="builtin")
 
 
 def test_a_training_can_use_several_instances():

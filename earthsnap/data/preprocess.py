@@ -5,6 +5,7 @@
 # %% ../../nbs/data/preprocess.ipynb #9ae3ac22
 from __future__ import annotations
 
+import heapq
 import json
 import os
 from contextlib import ExitStack
@@ -16,7 +17,14 @@ from ..core.storage import atomic_write, exists, join, read_bytes
 from .datasets import DatasetStore, DatasetVersion
 from .images import resized_jpeg
 from .splits import check_coverage, check_fractions, in_tune, split_of
-from .step_files import QA_REPORT, read_qa_report, write_records_classes, write_records_summary
+from earthsnap.data.step_files import (
+    MAX_SHARDS,
+    QA_REPORT,
+    read_qa_report,
+    shard_name,
+    write_records_classes,
+    write_records_summary,
+)
 
 # %% auto #0
 __all__ = ['OUTPUTS', 'SIZES', 'CHUNK', 'PreprocessParams', 'record_id', 'open_dataset', 'preprocess']
@@ -39,6 +47,7 @@ class PreprocessParams:
     test: float = 0.1
     seed: int = 0
     tune_fraction: float = 0.25
+    train_shards: int = 1  # the train split in this many RecordIO files of equal size (`_SplitFiles`)
 
     def __post_init__(self):
         if isinstance(self.size, bool) or not isinstance(self.size, int) or not SIZES[0] <= self.size <= SIZES[1]:
@@ -48,6 +57,9 @@ class PreprocessParams:
         if isinstance(self.quality, bool) or not isinstance(self.quality, int) or not 1 <= self.quality <= 100:
             raise ParameterError(f"quality must be a whole number from 1 to 100, got {self.quality!r}.")
         check_fractions(self.train, self.val, self.test, self.tune_fraction)
+        n = self.train_shards
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SHARDS:
+            raise ParameterError(f"train_shards must be a whole number from 1 to {MAX_SHARDS}, got {n!r}.")
 
 # %% ../../nbs/data/preprocess.ipynb #2c6f162f
 def record_id(sha256: str) -> int:
@@ -118,6 +130,52 @@ def _process_chunk(job: tuple) -> dict[str, tuple]:
         for s, (records, entries, lst, per_label) in out.items()
     }
 
+# %% ../../nbs/data/preprocess.ipynb #49b5fe3a
+class _SplitFiles:
+    "The open .rec/.idx and .lst files of every output; a sharded split's records each go to its emptiest shard."
+
+    def __init__(self, stack: ExitStack, out_dir: str, shards: int, endpoint_url: str | None = None):
+        from earthsnap.data.recordio import MXIndexedRecordIO
+
+        self.parts = {s: [shard_name(s, i, shards) for i in range(shards)] if s == "train" and shards > 1 else [s]
+                      for s in OUTPUTS}  # fmt: skip
+        stems = [p for ps in self.parts.values() for p in ps]
+        self.rec = {
+            p: stack.enter_context(
+                MXIndexedRecordIO(join(out_dir, f"{p}.idx"), join(out_dir, f"{p}.rec"), "w", endpoint_url=endpoint_url)
+            )
+            for p in stems
+        }
+        self.lst = {p: stack.enter_context(atomic_write(join(out_dir, f"{p}.lst"), "w", endpoint_url)) for p in stems}
+        self.fill = [(0, i) for i in range(len(self.parts["train"]))]  # (bytes, shard), a heap: the emptiest first
+        self.images = [0] * len(self.parts["train"])
+
+    def write(self, split: str, block: bytes, entries: list[tuple], lst: str) -> None:
+        "A worker's block of framed records of `split` (`_process_chunk`), with their (key, offset) and .lst lines."
+        parts = self.parts[split]
+        if len(parts) == 1:
+            self.rec[split].write_block(block, entries)
+            self.lst[split].write(lst)
+            return
+        ends = [offset for _, offset in entries[1:]] + [len(block)]
+        for (key, start), end, line in zip(entries, ends, lst.splitlines(True), strict=True):
+            filled, i = heapq.heappop(self.fill)
+            self.rec[parts[i]].write_block(block[start:end], [(key, 0)])
+            self.lst[parts[i]].write(line)
+            self.images[i] += 1
+            heapq.heappush(self.fill, (filled + end - start, i))
+
+    def shards(self) -> dict:
+        "The train split's shards: how many, and each one's images and bytes; refuses an empty shard."
+        if 0 in self.images:
+            raise ParameterError(
+                f"train_shards={len(self.images)}, but the train split has {sum(self.images)} images: "
+                f"{self.images.count(0)} shards would be empty.",
+                fix=f"Use train_shards={max(1, sum(self.images))} at most (shards pay at thousands of images).",
+            )
+        by_shard = sorted(self.fill, key=lambda t: t[1])
+        return {"count": len(self.images), "images": self.images, "bytes": [b for b, _ in by_shard]}
+
 # %% ../../nbs/data/preprocess.ipynb #195986ea
 def preprocess(
     dataset: str | os.PathLike | DatasetVersion,
@@ -131,8 +189,6 @@ def preprocess(
     "Write the RecordIO splits of a dataset version into `out_dir`; returns the summary (also written as summary.json)."
     from tqdm.auto import tqdm
 
-    from earthsnap.data.recordio import MXIndexedRecordIO
-
     version = open_dataset(dataset, datasets, endpoint_url)
     classes = version.classes()
     index = {c: i for i, c in enumerate(classes)}
@@ -144,24 +200,18 @@ def preprocess(
     from earthsnap.data.preprocess import _process_chunk as work
 
     with ExitStack() as stack:
-        writers = {
-            s: stack.enter_context(
-                MXIndexedRecordIO(join(out_dir, f"{s}.idx"), join(out_dir, f"{s}.rec"), "w", endpoint_url=endpoint_url)
-            )
-            for s in OUTPUTS
-        }
-        lsts = {s: stack.enter_context(atomic_write(join(out_dir, f"{s}.lst"), "w", endpoint_url)) for s in OUTPUTS}
+        files = _SplitFiles(stack, out_dir, params.train_shards, endpoint_url)
         jobs = (
             (version.store.root, version.name, endpoint_url, lines, index, params)
             for lines in batched(version.manifest_lines(), CHUNK)
         )
         for done in ordered_map(work, jobs, n_workers(workers)):  # the workers do the rest: this process only writes
             for s, (block, entries, lst, per_label) in done.items():
-                writers[s].write_block(block, entries)
-                lsts[s].write(lst)
+                files.write(s, block, entries, lst)
                 for label, n in per_label.items():
                     counts[s][label] = counts[s].get(label, 0) + n
             bar.update(len(done["full"][1]))
+        shards = files.shards() if params.train_shards > 1 else None  # refused before the files are in place
     bar.close()
 
     gaps = check_coverage(counts, classes, fractions)
@@ -173,6 +223,7 @@ def preprocess(
         "images": {s: sum(counts[s].values()) for s in OUTPUTS},
         "per_class": {s: dict(sorted(counts[s].items())) for s in OUTPUTS},
         "coverage_gaps": gaps,
+        **({"shards": {"train": shards}} if shards else {}),
     }
     write_records_summary(out_dir, summary, endpoint_url)
     return summary

@@ -9,15 +9,22 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .recordio import MXIndexedRecordIO, read_lst, unpack
-from .step_files import DataError, read_records_classes, records_size
+from .recordio import MXIndexedRecordIO, MXRecordIO, read_lst, unpack, write_lst
+from .step_files import SHARD_NAME, DataError, read_records_classes, records_size, shard_name
 
 # %% auto #0
-__all__ = ['demo_records', 'read_classes', 'split_labels', 'check_split', 'split_images']
+__all__ = ['demo_records', 'read_classes', 'split_parts', 'split_labels', 'check_split', 'split_images', 'split_digest',
+           'index_shard']
 
 # %% ../../nbs/data/records.ipynb #2e802a21
 def demo_records(
-    out: str | os.PathLike, groups: int = 2, species: int = 2, images: int = 12, size: int = 32, seed: int = 0
+    out: str | os.PathLike,
+    groups: int = 2,
+    species: int = 2,
+    images: int = 12,
+    size: int = 32,
+    seed: int = 0,
+    train_shards: int = 1,
 ) -> Path:
     "Generate demo photos under `out` and preprocess them; returns the RecordIO directory (`out`/records)."
     from earthsnap.data.dataqa import run_qa
@@ -30,7 +37,7 @@ def demo_records(
     preprocess(
         out / "qa",
         out / "records",
-        PreprocessParams(size=size, tune_fraction=1.0),
+        PreprocessParams(size=size, tune_fraction=1.0, train_shards=train_shards),
         datasets=out / "datasets",
         progress=False,
     )
@@ -42,20 +49,48 @@ def read_classes(records: str | os.PathLike) -> tuple[list[str], int]:
     # no default size: a summary without one is refused
     return read_records_classes(records)["classes"], records_size(records)
 
-# %% ../../nbs/data/records.ipynb #c9c77a7d
-def split_labels(records: str | os.PathLike, split: str) -> tuple[list[int], list[int]]:
-    "Record ids and label indices of a split, from its .lst."
+# %% ../../nbs/data/records.ipynb #f4dc57c7
+def split_parts(records: str | os.PathLike, split: str) -> tuple[list[str], int]:
+    "The file stems `split` is in (its name, or its shards here, in order) and how many shards it has in all (1: none)."
     r = Path(records)
-    if not (r / f"{split}.lst").exists() or not (r / f"{split}.rec").exists():
-        have = sorted(p.stem for p in r.glob("*.rec"))
+    if (r / f"{split}.rec").exists():
+        return [split], 1
+    found = sorted(
+        p.stem for p in r.glob(f"{split}-*-of-*.rec") if (m := SHARD_NAME.match(p.stem)) and m["split"] == split
+    )
+    counts = sorted({int(SHARD_NAME.match(s)["count"]) for s in found})
+    if len(counts) > 1:
+        raise DataError(
+            f"{r} holds shards of two writings of the {split!r} split (in {' and in '.join(map(str, counts))} shards).",
+            fix="Preprocess again into an empty folder.",
+        )
+    return found, counts[0] if counts else 0
+
+# %% ../../nbs/data/records.ipynb #c9c77a7d
+def split_labels(records: str | os.PathLike, split: str, partial: bool = False) -> tuple[list[int], list[int]]:
+    "Record ids and label indices of a split, from its .lst (its shards' in order); `partial`: the shards here will do."
+    r = Path(records)
+    parts, count = split_parts(r, split)
+    if not parts or not all((r / f"{p}.lst").exists() for p in parts):
+        have = sorted({SHARD_NAME.sub(r"\g<split>", p.stem) for p in r.glob("*.rec")})
         raise DataError(f"There is no {split!r} split in {r}.", fix=f"Splits there: {', '.join(have) or '(none)'}.")
-    rows = list(read_lst(r / f"{split}.lst"))
+    if len(parts) < count and not partial:
+        missing = sorted({shard_name(split, i, count) for i in range(count)} - set(parts))
+        raise DataError(
+            f"The {split!r} split in {r} is in {count} shards, and {len(missing)} are missing: {', '.join(missing[:4])}"
+            + (", ..." if len(missing) > 4 else "")
+            + ".",
+            fix="Copy the whole preprocessing output: each shard's .rec, .idx and .lst.",
+        )
+    rows = [row for p in parts for row in read_lst(r / f"{p}.lst")]
     return [k for k, _, _ in rows], [int(lab[0]) for _, lab, _ in rows]
 
 # %% ../../nbs/data/records.ipynb #b0cc73d1
-def check_split(records: str | os.PathLike, split: str, classes: list[str], every_class: bool = False) -> list[int]:
-    "The labels of `split`; refuses an empty split and, with `every_class`, one that lacks some class."
-    _, labels = split_labels(records, split)
+def check_split(
+    records: str | os.PathLike, split: str, classes: list[str], every_class: bool = False, partial: bool = False
+) -> list[int]:
+    "The labels of `split` (`partial`: its shards here); refuses it empty, and with `every_class` lacking a class."
+    _, labels = split_labels(records, split, partial)
     if not labels:
         raise DataError(
             f"The {split!r} split of {records} is empty: there is "
@@ -80,6 +115,36 @@ def split_images(records: str | os.PathLike, split: str) -> Iterator[tuple[int, 
     "(record id, label, source URI, image bytes) for each record of `split`, in .lst order, read one at a time."
     r = Path(records)
     split_labels(r, split)  # refuses a missing split
-    with MXIndexedRecordIO(r / f"{split}.idx", r / f"{split}.rec", "r") as rec:
-        for k, lab, uri in read_lst(r / f"{split}.lst"):
-            yield k, int(lab[0]), uri, unpack(rec.read_idx(k))[1]
+    for part in split_parts(r, split)[0]:
+        with MXIndexedRecordIO(r / f"{part}.idx", r / f"{part}.rec", "r") as rec:
+            for k, lab, uri in read_lst(r / f"{part}.lst"):
+                yield k, int(lab[0]), uri, unpack(rec.read_idx(k))[1]
+
+# %% ../../nbs/data/records.ipynb #505e2f47
+def split_digest(records: str | os.PathLike, split: str) -> str:
+    "The sha256 of `split`'s .idx, or for a split in shards, of the records' summary.json (the same on every machine)."
+    import hashlib
+
+    r = Path(records)
+    count = split_parts(r, split)[1]
+    return hashlib.sha256((r / (f"{split}.idx" if count == 1 else "summary.json")).read_bytes()).hexdigest()
+
+# %% ../../nbs/data/records.ipynb #731485b7
+def index_shard(records: str | os.PathLike, part: str) -> int:
+    "Write the .idx and .lst of `part` (a shard's file stem) in `records` from its .rec; returns its number of records."
+    from earthsnap.core.storage import atomic_write
+
+    r, offsets, rows = Path(records), [], []
+    with MXRecordIO(r / f"{part}.rec", "r") as rec:
+        while True:
+            at = rec.tell()
+            buf = rec.read()
+            if buf is None:
+                break
+            header = unpack(buf)[0]
+            offsets.append((int(header.id), at))
+            rows.append((int(header.id), header.label, "-"))
+    with atomic_write(r / f"{part}.idx", "w") as f:
+        f.write("".join(f"{k}\t{at}\n" for k, at in offsets))
+    write_lst(r / f"{part}.lst", rows)
+    return len(rows)

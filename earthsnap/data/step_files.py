@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, TypedDict
 
 from ..core.errors import EarthsnapError
@@ -13,10 +14,11 @@ from ..core.storage import join, read_json, write_json
 
 # %% auto #0
 __all__ = ['QA_REPORT', 'MANIFEST', 'REJECTED', 'RECORDS_SUMMARY', 'RECORDS_CLASSES', 'TUNING_RESULT', 'MODEL_ARCHIVE',
-           'EVALUATION', 'DataError', 'StepFileError', 'QAReport', 'RecordsSummary', 'RecordsClasses', 'TuningResult',
-           'Evaluation', 'read_step_file', 'write_step_file', 'read_qa_report', 'write_qa_report',
-           'read_records_summary', 'write_records_summary', 'read_records_classes', 'write_records_classes',
-           'records_size', 'read_tuning_result', 'write_tuning_result', 'read_evaluation', 'write_evaluation']
+           'EVALUATION', 'SHARD_NAME', 'MAX_SHARDS', 'DataError', 'StepFileError', 'shard_name', 'QAReport',
+           'RecordsSummary', 'RecordsClasses', 'TuningResult', 'Evaluation', 'read_step_file', 'write_step_file',
+           'read_qa_report', 'write_qa_report', 'read_records_summary', 'write_records_summary', 'read_records_classes',
+           'write_records_classes', 'records_size', 'read_tuning_result', 'write_tuning_result', 'read_evaluation',
+           'write_evaluation']
 
 # %% ../../nbs/data/step_files.ipynb #7502822c
 QA_REPORT = "qa.json"  # in data QA's `dataset` output
@@ -37,6 +39,15 @@ class DataError(EarthsnapError):
 
 class StepFileError(DataError):
     "A file one step hands another is missing, unreadable, or lacks a field its reader needs."
+
+# %% ../../nbs/data/step_files.ipynb #86299dbb
+SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})$")  # what shard_name writes
+MAX_SHARDS = 4096
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    "The file stem of shard `index` (from 0) of the `count` shards of `split`: train-00003-of-00016."
+    return f"{split}-{index:05d}-of-{count:05d}"
 
 # %% ../../nbs/data/step_files.ipynb #c40602e2
 class QAReport(TypedDict, total=False):

@@ -25,8 +25,8 @@ from ..core.parallel import die_with_parent
 from ..core.storage import atomic_write
 
 # %% auto #0
-__all__ = ['MASTER_PORT', 'SPEC_WAIT', 'RESULT', 'DistributedError', 'Ranks', 'summed', 'check_processes', 'default_processes',
-           'Nodes', 'receive_spec', 'launch', 'run_rank', 'read_result', 'main']
+__all__ = ['MASTER_PORT', 'SPEC_WAIT', 'RESULT', 'DistributedError', 'Ranks', 'summed', 'least', 'check_processes',
+           'default_processes', 'Nodes', 'receive_spec', 'launch', 'run_rank', 'read_result', 'main']
 
 # %% ../../nbs/model/distributed.ipynb #92e751d7
 class DistributedError(EarthsnapError):
@@ -40,13 +40,15 @@ class Ranks:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    local_world: int = 1  # the processes on this machine (torchrun's LOCAL_WORLD_SIZE): world / it is the machines
 
     @classmethod
     def current(cls) -> "Ranks":
         "The ranks torchrun gave this process once its process group is up; one process of one otherwise."
         if not (dist.is_available() and dist.is_initialized()):
             return cls()
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        local = int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
+        return cls(dist.get_rank(), dist.get_world_size(), *local)
 
     @property
     def main(self) -> bool:
@@ -61,6 +63,15 @@ def summed(values: list[float], device: torch.device | str = "cpu") -> list[floa
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def least(value: int, device: torch.device | str = "cpu") -> int:
+    "The smallest `value` of every rank of the process group (this one's when there is none): what all can agree on."
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
 
 # %% ../../nbs/model/distributed.ipynb #03a9c323
 def check_processes(

@@ -16,8 +16,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..core.errors import EarthsnapError
+from ..core.parallel import batched
 from ..core.storage import atomic_write, write_json
-from ..data.recordio import MXIndexedRecordIO, read_lst, unpack
+from ..data.recordio import read_lst
 from ..data.records import check_split, read_classes, split_images
 from ..data.step_files import write_evaluation
 from .inference import OnnxModel
@@ -152,36 +153,33 @@ def predict_split(
 ):
     "Labels, probabilities, record ids, uris and image bytes of the misclassified, for every image of a split."
     classes, _ = read_classes(records)
-    check_split(records, split, classes)  # refuses a missing or empty split
+    n = len(check_split(records, split, classes))  # refuses a missing or empty split
     if classes != model.classes:
         raise EvaluationError(
             f"The model knows {len(model.classes)} classes and the data {len(classes)}, or in another order: "
             "it was trained on other data.",
             fix="Evaluate the model on the records it was trained from.",
         )
-    rows = list(read_lst(Path(records) / f"{split}.lst"))
-    labels, probs, wrong = [], [], []
-    bar = tqdm(total=len(rows), desc=f"evaluating on {split}", unit="img", disable=not progress)
-    with MXIndexedRecordIO(Path(records) / f"{split}.idx", Path(records) / f"{split}.rec", "r") as rec:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            images = [unpack(rec.read_idx(k))[1] for k, _, _ in chunk]
-            p = model.probabilities(model.inputs(images))
-            for (k, lab, uri), im, pi in zip(chunk, images, p, strict=True):
-                if int(pi.argmax()) != int(lab[0]):
-                    wrong.append(
-                        {
-                            "id": k,
-                            "uri": uri,
-                            "image": im,
-                            "true": classes[int(lab[0])],
-                            "predicted": classes[int(pi.argmax())],
-                            "probability": float(pi.max()),
-                        }
-                    )
-            labels += [int(lab[0]) for _, lab, _ in chunk]
-            probs.append(p)
-            bar.update(len(chunk))
+    rows, labels, probs, wrong = [], [], [], []
+    bar = tqdm(total=n, desc=f"evaluating on {split}", unit="img", disable=not progress)
+    for chunk in batched(split_images(records, split), batch_size):  # a split in shards as well
+        p = model.probabilities(model.inputs([im for *_, im in chunk]))
+        for (k, lab, uri, im), pi in zip(chunk, p, strict=True):
+            if int(pi.argmax()) != lab:
+                wrong.append(
+                    {
+                        "id": k,
+                        "uri": uri,
+                        "image": im,
+                        "true": classes[lab],
+                        "predicted": classes[int(pi.argmax())],
+                        "probability": float(pi.max()),
+                    }
+                )
+        rows += [(k, [float(lab)], uri) for k, lab, uri, _ in chunk]
+        labels += [lab for _, lab, _, _ in chunk]
+        probs.append(p)
+        bar.update(len(chunk))
     bar.close()
     return np.array(labels), np.concatenate(probs), rows, wrong
 

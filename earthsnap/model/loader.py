@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..core.parallel import die_with_parent
 from ..data.images import load_rgb
 from ..data.recordio import MXIndexedRecordIO, unpack
-from ..data.records import read_classes, split_labels
+from ..data.records import read_classes, split_labels, split_parts
 from .inference import RESAMPLING, InputView
 
 # %% auto #0
@@ -65,24 +65,31 @@ class RecordDataset(Dataset):
         size: int | InputView | None = None,  # the input's view, or its size (earthsnap's own view); None: the records'
         augment: Augment | None = None,
         seed: int = 0,
+        partial: bool = False,  # a split in shards: those here will do (an instance handed its own, `split_parts`)
     ):
         self.records, self.split = Path(records), split
-        self.keys, self.labels = split_labels(records, split)
+        self.keys, self.labels = split_labels(records, split, partial)
+        self.parts, count = split_parts(records, split)
+        self.whole = len(self.parts) == count  # every shard of the split is here
+        # the shard of each key, by key: two sorted arrays, a few bytes a record however many records
+        part_of = np.repeat(np.arange(len(self.parts)), [len(split_labels(records, p)[0]) for p in self.parts])
+        order = np.argsort(np.asarray(self.keys, dtype=np.int64), kind="stable")
+        self._sorted, self._part = np.asarray(self.keys, dtype=np.int64)[order], part_of[order]
         self.view = size if isinstance(size, InputView) else InputView(size or read_classes(records)[1])
         self.size = self.view.size
         self.augment, self.seed, self.epoch = augment, seed, 0
-        self._reader, self._pid = None, None
+        self._readers, self._pid = {}, None
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def _read(self, key: int) -> bytes:
-        if self._pid != os.getpid():  # a forked worker opens its own reader
-            self._reader = MXIndexedRecordIO(
-                self.records / f"{self.split}.idx", self.records / f"{self.split}.rec", "r"
-            )
-            self._pid = os.getpid()
-        return unpack(self._reader.read_idx(key))[1]
+        if self._pid != os.getpid():  # a forked worker opens its own readers
+            self._readers, self._pid = {}, os.getpid()
+        part = self.parts[int(self._part[np.searchsorted(self._sorted, key)])]
+        if part not in self._readers:
+            self._readers[part] = MXIndexedRecordIO(self.records / f"{part}.idx", self.records / f"{part}.rec", "r")
+        return unpack(self._readers[part].read_idx(key))[1]
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         "Item `i`, or `(i, epoch)` as `EpochSampler` gives them (the epoch decides the augmentation)."
@@ -96,7 +103,7 @@ class RecordDataset(Dataset):
         return torch.from_numpy(x), self.labels[i]
 
     def __getstate__(self):  # what a worker process receives: no open file
-        return {**self.__dict__, "_reader": None, "_pid": None}
+        return {**self.__dict__, "_readers": {}, "_pid": None}
 
 # %% ../../nbs/model/loader.ipynb #89dbeb29
 def global_batches(n: int, batch: int, world: int = 1) -> list[int]:
@@ -122,9 +129,10 @@ class EpochSampler(Sampler):
         rank: int = 0,  # this process's rank among `world` training together: it yields its own part only
         world: int = 1,
         batch: int = 0,  # the global batch `rank`'s parts are cut from (`rank_share`); 0: every world-th index
+        steps: int = 0,  # only this many whole batches an epoch (each machine's own shards: `steps` agreed); 0: all
     ):
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
-        self.rank, self.world, self.batch = rank, world, batch
+        self.rank, self.world, self.batch, self.steps = rank, world, batch, steps
         self.start = 0  # passes skip this many positions (a training taken up within an epoch) until it is set back
 
     def _order(self) -> list[int]:
@@ -134,11 +142,11 @@ class EpochSampler(Sampler):
             else list(range(self.n))
         )
         if self.world == 1:
-            return order
+            return order[: self.steps * self.batch] if self.steps else order
         if not self.batch:
             return order[self.rank :: self.world]
         mine, at = [], 0
-        for size in global_batches(self.n, self.batch, self.world):
+        for size in [self.batch] * self.steps if self.steps else global_batches(self.n, self.batch, self.world):
             offset, length = rank_share(size, self.rank, self.world)
             mine += order[at + offset : at + offset + length]
             at += size
@@ -184,6 +192,7 @@ def loader(
     seed: int = 0,
     rank: int = 0,  # this process's rank among `world` training together
     world: int = 1,
+    steps: int = 0,  # shuffled: only this many whole batches an epoch (`EpochSampler`); 0: all
 ) -> DataLoader:
     """Batches of `dataset`, decoded in `workers` processes (0: in this one) that live as long as the loader; set
     `loader.sampler.epoch` before each epoch.
@@ -192,7 +201,7 @@ def loader(
 
     if -(-len(dataset) // batch_size) < workers:  # fewer batches than workers: starting them costs more than they save
         workers = 0
-    sampler = EpochSampler(len(dataset), shuffle, seed, rank, world, batch_size if shuffle else 0)
+    sampler = EpochSampler(len(dataset), shuffle, seed, rank, world, batch_size if shuffle else 0, steps)
     sampler.epoch = dataset.epoch
     return DataLoader(
         dataset,

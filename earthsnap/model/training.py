@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -23,10 +22,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core.errors import EarthsnapError
-from ..data.records import check_split, read_classes
+from ..data.records import check_split, read_classes, split_digest
 from .backbones import Features, rebuild, weights_facts, zoo_network
 from .checkpoints import Checkpointer, rng_state, set_rng_state
-from .distributed import Nodes, Ranks, check_processes, default_processes, launch, read_result, summed
+from earthsnap.model.distributed import (
+    Nodes,
+    Ranks,
+    check_processes,
+    default_processes,
+    launch,
+    least,
+    read_result,
+    summed,
+)
 from .hyperparameters import Hyperparameters
 from .inference import BACKBONE_FILE, InputView
 from .loader import Augment, RecordDataset, global_batches, loader
@@ -442,7 +450,8 @@ def _train_epoch(
     freeze_backbone(model, epoch <= hp.freeze_epochs)
     done, (seen, total_loss, correct) = start or (0, [0, 0.0, 0])
     batches.sampler.epoch, batches.sampler.start = epoch, done * batches.batch_size
-    sizes = global_batches(len(batches.dataset), hp.batch_size, world)
+    sizes = global_batches(len(batches.dataset), hp.batch_size, world) if not batches.sampler.steps else None
+    sizes = sizes or [hp.batch_size] * batches.sampler.steps  # each machine's own images: whole batches
     bar, waited = _bar(batches, done, steps, epoch, hp, progress), 0.0
     began = ready = time.perf_counter()
     for b, (x, y) in enumerate(bar, done + 1):
@@ -657,15 +666,43 @@ def _view_words(view: InputView, records_size: int) -> str:
 
 # %% ../../nbs/model/training.ipynb #bff9f58f
 def _datasets(
-    records: Path, classes: list[str], view: InputView, seed: int, train_split: str, val_split: str
+    records: Path,
+    classes: list[str],
+    view: InputView,
+    seed: int,
+    train_split: str,
+    val_split: str,
+    partial: bool = False,  # a training split in shards: those here will do (each machine holds its own)
 ) -> tuple[RecordDataset, RecordDataset]:
     "The training split (augmented) and the validation split, both through `view`, once they are checked."
-    check_split(records, train_split, classes, every_class=True)
+    check_split(records, train_split, classes, every_class=not partial, partial=partial)  # `partial`: part of a class
     check_split(records, val_split, classes)
     augment = Augment(interpolation=view.interpolation)
-    return RecordDataset(records, train_split, view, augment=augment, seed=seed), RecordDataset(
+    return RecordDataset(records, train_split, view, augment=augment, seed=seed, partial=partial), RecordDataset(
         records, val_split, view
     )
+
+# %% ../../nbs/model/training.ipynb #5a8f0a03
+def _train_loader(ds: RecordDataset, hp: Hyperparameters, workers: int, ranks: Ranks, dev, log=print) -> tuple:
+    """The training batches of `ds` and the steps of an epoch; where its machines hold their own shards of the split,
+    as many whole batches as every machine has.
+    """
+    if not summed([0.0 if ds.whole else 1.0], dev)[0]:  # every machine has the whole split
+        batches = loader(ds, hp.batch_size, True, workers, hp.seed, ranks.rank, ranks.world)
+        return batches, len(global_batches(len(ds), hp.batch_size, ranks.world))
+    batch = hp.batch_size // (ranks.world // ranks.local_world)  # this machine's part of every global batch
+    steps = least(len(ds) // batch, dev)
+    if not steps:
+        raise TrainingError(
+            f"A machine of this training holds fewer than {batch} images of the training split's shards, its part of "
+            "one batch.",
+            fix="Write the split in more shards than there are machines (train_shards), or train on fewer machines.",
+        )
+    log(
+        f"each of the {ranks.world // ranks.local_world} machines trains on its own shards of the {ds.split} split "
+        f"({len(ds.parts)} here, {len(ds)} images): {steps} batches of {hp.batch_size} an epoch, as many as each has"
+    )
+    return loader(ds, batch, True, workers, hp.seed, ranks.local_rank, ranks.local_world, steps), steps
 
 # %% ../../nbs/model/training.ipynb #d0d997c9
 def _identity(
@@ -676,10 +713,7 @@ def _identity(
         "hp": hp.to_dict(),
         "classes": classes,
         "view": [view.size, view.crop_pct, view.interpolation],
-        "data": {
-            ds.split: [len(ds), hashlib.sha256((ds.records / f"{ds.split}.idx").read_bytes()).hexdigest()]
-            for ds in splits
-        },
+        "data": {ds.split: split_digest(ds.records, ds.split) for ds in splits},
         "init_weights": str(init_weights or ""),
     }
 
@@ -808,7 +842,7 @@ def train(
         return _in_processes(n, records, hp, (train_split, val_split), workers, device, log, **kw, **asdict(speed))
     classes, records_size = read_classes(records)
     view = input_view(hp, records_size, init_weights)
-    splits = _datasets(records, classes, view, hp.seed, train_split, val_split)
+    splits = _datasets(records, classes, view, hp.seed, train_split, val_split, ranks.world > ranks.local_world)
     dev = speed.apply(pick_device(device))
     torch.manual_seed(hp.seed)
     val_batches = loader(splits[1], 256, workers=workers, rank=ranks.rank, world=ranks.world)
@@ -818,7 +852,7 @@ def train(
     precision = Precision.for_device(dev)
     model.to(dev, memory_format=torch.channels_last if precision.channels_last else torch.contiguous_format)
     opt = make_optimizer(hp, model)
-    steps = len(global_batches(len(splits[0]), hp.batch_size, ranks.world))
+    train_batches, steps = _train_loader(splits[0], hp, workers, ranks, dev, log)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(hp, steps))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
     every = checkpoint_minutes if ranks.world == 1 else 0.0  # within an epoch, the ranks would have to agree when
@@ -832,7 +866,6 @@ def train(
     )
     if resumed:
         log(_resumed_words(resumed, steps, kept.folder))
-    train_batches = loader(splits[0], hp.batch_size, True, workers, hp.seed, ranks.rank, ranks.world)
     best, history, wait = _fit(
         model, train_batches, val_batches, opt, sched, loss_fn, dev, hp, steps, progress, log, on_epoch, t0, precision,
         kept if ranks.main else None, resumed, ranks, speed,

@@ -40,9 +40,9 @@ from .names import sagemaker_name
 from .shapes import check_definition
 
 # %% auto #0
-__all__ = ['BUNDLE', 'TRAINERS', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'CHANNEL_FILES', 'TUNING_INPUTS', 'CHANNEL_PARAMS',
-           'JOB_ENVIRONMENT', 'ENTRYPOINT', 'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'DAY', 'SPOT_WAIT',
-           'BUILTIN_NAMES', 'BUILTIN_OPTIMIZERS', 'GPU_FAMILIES', 'BUILTIN_INSTANCE', 'BUILTIN_LAYERS',
+__all__ = ['BUNDLE', 'TRAINERS', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'DEFINING', 'CHANNEL_FILES', 'TUNING_INPUTS',
+           'CHANNEL_PARAMS', 'JOB_ENVIRONMENT', 'ENTRYPOINT', 'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'DAY',
+           'SPOT_WAIT', 'BUILTIN_NAMES', 'BUILTIN_OPTIMIZERS', 'GPU_FAMILIES', 'BUILTIN_INSTANCE', 'BUILTIN_LAYERS',
            'BUILTIN_PRETRAINED_SIZE', 'CompileError', 'code_bundle', 'builtin_image', 'Target', 'Compiled', 'compiles',
            'region_env', 'Compiler', 'instance_type', 'processing_step', 'network_of_weights', 'tuning_step',
            'training_step', 'builtin_name', 'builtin_space', 'builtin_instance', 'builtin_network',
@@ -134,6 +134,7 @@ class Target:
 PROC = "/opt/ml/processing"
 TUNING_SPLITS = ("tune_train", "tune_val")  # trials train on the tuning subset that preprocessing writes
 TRAIN_SPLITS = ("train", "val")
+DEFINING = ("train_shards",)  # step inputs the definition depends on (the train channel's files): fixed when compiled
 CHANNEL_FILES = {"classes": RECORDS_CLASSES, "summary": RECORDS_SUMMARY}
 # arch: the trials run the training step's notebook, which reads the pipeline's arch itself (over a searched one)
 # weights: the trials start from the same weights as the training, handed over as a channel (CHANNEL_PARAMS)
@@ -568,7 +569,7 @@ def processing_step(c: Compiler, step: NotebookStep):
             inputs.append(_s3_input(k, c.output_uri(v)))
             args += ["--input", k]
         else:
-            args += ["--param", k, c.text(step, v)]
+            args += ["--param", k, c.text(step, c.fixed_value(step, k) if k in DEFINING else v)]
 
     # a failed step's notebook too
     outputs = [_s3_output(c, step, o, "EndOfJob") for o in step.output_names] + [
@@ -608,13 +609,21 @@ def _records_input(c: Compiler, step: NotebookStep) -> tuple[str, StepOutput]:
     return outs[0]
 
 # %% ../../nbs/sagemaker/compiler.ipynb #95f22baa
-def _channels(c: Compiler, records: StepOutput, splits: tuple[str, str], builtin: bool = False):
+def _channels(c: Compiler, records: StepOutput, splits: tuple[str, str], builtin: bool = False, machines: int = 1):
+    """The records' input channels of a training on `machines` instances; each gets its own shards of a train split
+    in shards (the preprocessing's `train_shards`, fixed when compiled)."""
+    from sagemaker.core.shapes.shapes import S3DataSource
     from sagemaker.core.training.configs import InputData
     from sagemaker.core.workflow.functions import Join
 
-    uri = c.output_uri(records)
-    train, val = splits
+    uri, (train, val) = c.output_uri(records), splits
+    shards = int(c.fixed_value(records.step, "train_shards", 1)) if train == "train" else 1
     if builtin:  # the algorithm reads RecordIO only, from channels named train and validation
+        if shards > 1:
+            raise CompileError(
+                f"SageMaker's built-in image classifier reads one .rec a channel; train_shards={shards} writes more.",
+                fix="Use -p train_shards=1 with sagemaker_trainer: builtin, or the notebook trainer.",
+            )
         return [
             InputData(
                 channel_name=ch,
@@ -623,10 +632,15 @@ def _channels(c: Compiler, records: StepOutput, splits: tuple[str, str], builtin
             )
             for ch, sp in (("train", train), ("validation", val))
         ]
-    chans = [("train", f"{train}."), ("validation", f"{val}."), *CHANNEL_FILES.items()]
-    return [InputData(channel_name=ch, data_source=Join(on="/", values=[uri, key])) for ch, key in chans] + [
-        InputData(channel_name="code", data_source=c.bundle_uri)
-    ]  # the step notebooks
+    own = shards > 1 and machines > 1  # each instance gets its own shards, rather than a copy of all
+    source = Join(on="/", values=[uri, f"{train}-" if shards > 1 else f"{train}."])
+    train_data = S3DataSource(s3_data_type="S3Prefix", s3_uri=source, s3_data_distribution_type="ShardedByS3Key")
+    chans = [("validation", f"{val}."), *CHANNEL_FILES.items()]
+    return (
+        [InputData(channel_name="train", data_source=train_data if own else source)]
+        + [InputData(channel_name=ch, data_source=Join(on="/", values=[uri, key])) for ch, key in chans]
+        + [InputData(channel_name="code", data_source=c.bundle_uri)]  # the step notebooks
+    )
 
 # %% ../../nbs/sagemaker/compiler.ipynb #c4bf2422
 def _param_channels(c: Compiler, step: NotebookStep) -> tuple[list, dict]:
@@ -890,7 +904,8 @@ def training_step(c: Compiler, step: NotebookStep):
             hp["earthsnap_tuning"] = k
     cache = c.cache(step)
     trainer = _trainer(c, step, hp, step.name, "models", isolated=builtin or c.isolated(step))
-    args = trainer.train(input_data_config=_channels(c, records, TRAIN_SPLITS, builtin) + chans, wait=False)
+    machines = int(c.constant(step, "compute.instance_count", step.compute.instance_count))
+    args = trainer.train(input_data_config=_channels(c, records, TRAIN_SPLITS, builtin, machines) + chans, wait=False)
     return TrainingStep(name=step.name, step_args=args, cache_config=cache, depends_on=c.depends(step))
 
 # %% ../../nbs/sagemaker/compiler.ipynb #28d5cf6a

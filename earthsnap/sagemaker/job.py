@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -15,12 +16,13 @@ import tempfile
 from pathlib import Path
 
 from ..core.errors import EarthsnapError
-from ..data.step_files import RECORDS_CLASSES, RECORDS_SUMMARY, write_tuning_result
+from ..data.records import index_shard
+from ..data.step_files import RECORDS_CLASSES, RECORDS_SUMMARY, shard_name, write_tuning_result
 from ..engine.definition import notebook_parameters
 from ..engine.notebooks import run_notebook
 
 # %% auto #0
-__all__ = ['BUNDLE', 'BUNDLE_INPUTS', 'SPLIT_OF_CHANNEL', 'COMMANDS', 'ContainerError', 'root', 'code_dir', 'typed',
+__all__ = ['BUNDLE', 'BUNDLE_INPUTS', 'SPLIT_OF_CHANNEL', 'SHARD_OF', 'COMMANDS', 'ContainerError', 'root', 'code_dir', 'typed',
            'hyperparameter_value', 'records_from_channels', 'step_notebook', 'run_processing', 'training_checkpoints',
            'job_nodes', 'train_other_instance', 'run_training', 'serve', 'main', 'console']
 
@@ -92,10 +94,11 @@ def hyperparameter_value(text: str):
 
 # %% ../../nbs/sagemaker/job.ipynb #13c41f13
 SPLIT_OF_CHANNEL = {"train": "train", "validation": "val"}
+SHARD_OF = re.compile(r"(\d{5})-of-(\d{5})$")  # a shard's file stem, whatever of its S3 key is left in front
 
 
 def records_from_channels(channels: Path, out: Path) -> Path:
-    "One records folder in `out` from the channel folders under `channels`."
+    "One records folder in `out` from the channel folders under `channels`; a shard missing its index gets it again."
     out.mkdir(parents=True, exist_ok=True)
     for channel, split in SPLIT_OF_CHANNEL.items():
         files = (
@@ -108,8 +111,14 @@ def records_from_channels(channels: Path, out: Path) -> Path:
                 f"Training channel {channel!r} holds no .rec file ({channels / channel}).",
                 fix="The channel's S3 prefix must name the split's files, e.g. s3://.../records/train.",
             )
-        for p in files:
-            os.symlink(p, out / f"{split}{p.suffix}")
+        named = {p: shard_name(split, int(m[1]), int(m[2])) if (m := SHARD_OF.search(p.stem)) else split for p in files}
+        held = {stem for p, stem in named.items() if p.suffix == ".rec"}
+        for p, stem in named.items():
+            if stem in held:  # an index handed over without its shard is of no use here
+                os.symlink(p, out / (stem + p.suffix))
+        for rec in out.glob(f"{split}-*-of-*.rec"):
+            if not ((out / f"{rec.stem}.idx").exists() and (out / f"{rec.stem}.lst").exists()):
+                index_shard(out, rec.stem)
     for channel, name in (("classes", RECORDS_CLASSES), ("summary", RECORDS_SUMMARY)):
         found = list((channels / channel).rglob(name)) if (channels / channel).is_dir() else []
         if not found:

@@ -176,6 +176,16 @@ deterministic = Parameter(
     "Full training on GPUs: the same bits every run (cuDNN's deterministic algorithms); off, cuDNN autotunes its "
     "convolutions for speed. Training on CPUs is deterministic either way.",
 )
+train_shards = Parameter(
+    "train_shards",
+    int,
+    1,
+    "Preprocessing: the train split in this many RecordIO files of equal size (train-00000-of-00016.rec, ...); on "
+    "SageMaker with instance_count > 1 each training instance is then handed its own shards (ShardedByS3Key) rather "
+    "than a copy of them all. 1: one train.rec.",
+    min=1,
+    max=4096,
+)
 training_instance_type = Parameter(
     "training_instance_type",
     str,
@@ -251,6 +261,7 @@ preprocess = NotebookStep(
         "test": test_fraction,
         "seed": split_seed,
         "tune_fraction": tune_fraction,
+        "train_shards": train_shards,
         "workers": from_config("workers"),
     },
 )
@@ -356,6 +367,7 @@ pipeline = Pipeline(
         sync_batchnorm,
         compile_mode,
         deterministic,
+        train_shards,
         training_instance_type,
         instance_count,
         use_spot_instances,
