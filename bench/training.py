@@ -138,7 +138,9 @@ def processes_agree(tmp: Path, smoke: bool) -> dict:
         "network": hp.arch,
         "optimizer": hp.optimizer,
         "global_batch": hp.batch_size,
+        # the optimiser steps to the kept weights, which must be the same epoch's in both
         "steps": one.metrics["best_epoch"] * len(global_batches(one.metrics["train_images"], hp.batch_size, 2)),
+        "best_epochs": [one.metrics["best_epoch"], two.metrics["best_epoch"]],
         "max_abs_difference": max(float((a - b).abs().max()) for a, b in pairs),
     }
 
@@ -282,7 +284,8 @@ def main() -> None:
     )
     print(
         f"2 processes against 1 ({agree['network']}, {agree['optimizer']}, global batch {agree['global_batch']}, "
-        f"{agree['steps']} steps): weights within {agree['max_abs_difference']:.1e} (target <= 1e-5)"
+        f"{agree['steps']} steps, kept epochs {agree['best_epochs']}): weights within "
+        f"{agree['max_abs_difference']:.1e} (target <= 1e-5)"
     )
 
 

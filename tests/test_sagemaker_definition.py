@@ -224,7 +224,8 @@ def test_each_instance_is_handed_its_own_shards():
     steps = {s["Name"]: s["Arguments"] for s in c.definition()["Steps"]}
     channels = {ch["ChannelName"]: ch["DataSource"]["S3DataSource"] for ch in steps["train"]["InputDataConfig"]}
     assert channels["train"]["S3DataDistributionType"] == "ShardedByS3Key"
-    assert channels["train"]["S3Uri"]["Std:Join"]["Values"][-1] == "train-"
+    assert channels["train"]["S3Uri"]["Std:Join"]["Values"][-1] == "train-"  # the shards' .rec files: nothing else
+    assert channels["train_index"]["S3Uri"]["Std:Join"]["Values"][-1] == "index/train-"  # their indexes, to each
     assert all(ch.get("S3DataDistributionType", "FullyReplicated") == "FullyReplicated"
                for name, ch in channels.items() if name != "train")  # fmt: skip
     trial = {ch["ChannelName"]: ch["DataSource"]["S3DataSource"]
@@ -239,6 +240,8 @@ def test_each_instance_is_handed_its_own_shards():
     source = next(ch for ch in train["InputDataConfig"] if ch["ChannelName"] == "train")["DataSource"]["S3DataSource"]
     assert source["S3Uri"]["Std:Join"]["Values"][-1] == "train-"  # one instance: all shards, a copy
     assert source.get("S3DataDistributionType", "FullyReplicated") == "FullyReplicated"
+    with pytest.raises(CompileError, match=r"(?s)train_shards=3 for 4 instances.*-p train_shards=8"):
+        compile_project(cfg(), {"instance_count": 4, "train_shards": 3})
     with pytest.raises(CompileError, match="reads one .rec a channel; train_shards=8"):
         compile_project(cfg(), {**BUILTIN_SPACE, "train_shards": 8}, trainer="builtin")
 

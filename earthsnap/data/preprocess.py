@@ -20,6 +20,7 @@ from .splits import check_coverage, check_fractions, in_tune, split_of
 from earthsnap.data.step_files import (
     MAX_SHARDS,
     QA_REPORT,
+    part_file,
     read_qa_report,
     shard_name,
     write_records_classes,
@@ -142,11 +143,14 @@ class _SplitFiles:
         stems = [p for ps in self.parts.values() for p in ps]
         self.rec = {
             p: stack.enter_context(
-                MXIndexedRecordIO(join(out_dir, f"{p}.idx"), join(out_dir, f"{p}.rec"), "w", endpoint_url=endpoint_url)
+                MXIndexedRecordIO(
+                    *(join(out_dir, part_file(p, e)) for e in (".idx", ".rec")), "w", endpoint_url=endpoint_url
+                )
             )
             for p in stems
         }
-        self.lst = {p: stack.enter_context(atomic_write(join(out_dir, f"{p}.lst"), "w", endpoint_url)) for p in stems}
+        self.lst = {p: stack.enter_context(atomic_write(join(out_dir, part_file(p, ".lst")), "w", endpoint_url))
+                    for p in stems}  # fmt: skip
         self.fill = [(0, i) for i in range(len(self.parts["train"]))]  # (bytes, shard), a heap: the emptiest first
         self.images = [0] * len(self.parts["train"])
 

@@ -10,7 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .recordio import MXIndexedRecordIO, MXRecordIO, read_lst, unpack, write_lst
-from .step_files import SHARD_NAME, DataError, read_records_classes, records_size, shard_name
+from earthsnap.data.step_files import (
+    SHARD_NAME,
+    DataError,
+    part_file,
+    read_records_classes,
+    read_records_summary,
+    records_size,
+    shard_name,
+)
 
 # %% auto #0
 __all__ = ['demo_records', 'read_classes', 'split_parts', 'split_labels', 'check_split', 'split_images', 'split_digest',
@@ -71,7 +79,7 @@ def split_labels(records: str | os.PathLike, split: str, partial: bool = False) 
     "Record ids and label indices of a split, from its .lst (its shards' in order); `partial`: the shards here will do."
     r = Path(records)
     parts, count = split_parts(r, split)
-    if not parts or not all((r / f"{p}.lst").exists() for p in parts):
+    if not parts or not all((r / part_file(p, ".lst")).exists() for p in parts):
         have = sorted({SHARD_NAME.sub(r"\g<split>", p.stem) for p in r.glob("*.rec")})
         raise DataError(f"There is no {split!r} split in {r}.", fix=f"Splits there: {', '.join(have) or '(none)'}.")
     if len(parts) < count and not partial:
@@ -82,7 +90,7 @@ def split_labels(records: str | os.PathLike, split: str, partial: bool = False) 
             + ".",
             fix="Copy the whole preprocessing output: each shard's .rec, .idx and .lst.",
         )
-    rows = [row for p in parts for row in read_lst(r / f"{p}.lst")]
+    rows = [row for p in parts for row in read_lst(r / part_file(p, ".lst"))]
     return [k for k, _, _ in rows], [int(lab[0]) for _, lab, _ in rows]
 
 # %% ../../nbs/data/records.ipynb #b0cc73d1
@@ -98,7 +106,10 @@ def check_split(
             fix="Give the dataset more images, or raise the fraction of this split in preprocessing.",
         )
     if every_class:
-        missing = [c for i, c in enumerate(classes) if i not in set(labels)]
+        parts, count = split_parts(records, split)
+        counts = read_records_summary(records)["per_class"][split] if len(parts) < count else {}
+        present = set(labels) if len(parts) == count else {i for i, c in enumerate(classes) if counts.get(c)}
+        missing = [c for i, c in enumerate(classes) if i not in present]
         if missing:
             raise DataError(
                 f"The {split!r} split has no image of {len(missing)} class(es): {', '.join(missing[:10])}. "
@@ -116,8 +127,8 @@ def split_images(records: str | os.PathLike, split: str) -> Iterator[tuple[int, 
     r = Path(records)
     split_labels(r, split)  # refuses a missing split
     for part in split_parts(r, split)[0]:
-        with MXIndexedRecordIO(r / f"{part}.idx", r / f"{part}.rec", "r") as rec:
-            for k, lab, uri in read_lst(r / f"{part}.lst"):
+        with MXIndexedRecordIO(r / part_file(part, ".idx"), r / f"{part}.rec", "r") as rec:
+            for k, lab, uri in read_lst(r / part_file(part, ".lst")):
                 yield k, int(lab[0]), uri, unpack(rec.read_idx(k))[1]
 
 # %% ../../nbs/data/records.ipynb #505e2f47
@@ -144,7 +155,7 @@ def index_shard(records: str | os.PathLike, part: str) -> int:
             header = unpack(buf)[0]
             offsets.append((int(header.id), at))
             rows.append((int(header.id), header.label, "-"))
-    with atomic_write(r / f"{part}.idx", "w") as f:
+    with atomic_write(r / part_file(part, ".idx"), "w") as f:
         f.write("".join(f"{k}\t{at}\n" for k, at in offsets))
-    write_lst(r / f"{part}.lst", rows)
+    write_lst(r / part_file(part, ".lst"), rows)
     return len(rows)

@@ -14,11 +14,11 @@ from ..core.storage import join, read_json, write_json
 
 # %% auto #0
 __all__ = ['QA_REPORT', 'MANIFEST', 'REJECTED', 'RECORDS_SUMMARY', 'RECORDS_CLASSES', 'TUNING_RESULT', 'MODEL_ARCHIVE',
-           'EVALUATION', 'SHARD_NAME', 'MAX_SHARDS', 'DataError', 'StepFileError', 'shard_name', 'QAReport',
-           'RecordsSummary', 'RecordsClasses', 'TuningResult', 'Evaluation', 'read_step_file', 'write_step_file',
-           'read_qa_report', 'write_qa_report', 'read_records_summary', 'write_records_summary', 'read_records_classes',
-           'write_records_classes', 'records_size', 'read_tuning_result', 'write_tuning_result', 'read_evaluation',
-           'write_evaluation']
+           'EVALUATION', 'SHARD_NAME', 'MAX_SHARDS', 'DataError', 'StepFileError', 'shard_name', 'part_file',
+           'QAReport', 'RecordsSummary', 'RecordsClasses', 'TuningResult', 'Evaluation', 'read_step_file',
+           'write_step_file', 'read_qa_report', 'write_qa_report', 'read_records_summary', 'write_records_summary',
+           'read_records_classes', 'write_records_classes', 'records_size', 'read_tuning_result', 'write_tuning_result',
+           'read_evaluation', 'write_evaluation']
 
 # %% ../../nbs/data/step_files.ipynb #7502822c
 QA_REPORT = "qa.json"  # in data QA's `dataset` output
@@ -48,6 +48,11 @@ MAX_SHARDS = 4096
 def shard_name(split: str, index: int, count: int) -> str:
     "The file stem of shard `index` (from 0) of the `count` shards of `split`: train-00003-of-00016."
     return f"{split}-{index:05d}-of-{count:05d}"
+
+
+def part_file(part: str, ext: str) -> str:
+    "Where the `ext` file (.rec, .idx, .lst) of `part` is in a records folder; a shard's .idx and .lst are in `index/`."
+    return f"index/{part}{ext}" if ext != ".rec" and SHARD_NAME.match(part) else f"{part}{ext}"
 
 # %% ../../nbs/data/step_files.ipynb #c40602e2
 class QAReport(TypedDict, total=False):

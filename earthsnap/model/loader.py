@@ -18,6 +18,7 @@ from ..core.parallel import die_with_parent
 from ..data.images import load_rgb
 from ..data.recordio import MXIndexedRecordIO, unpack
 from ..data.records import read_classes, split_labels, split_parts
+from ..data.step_files import part_file
 from .inference import RESAMPLING, InputView
 
 # %% auto #0
@@ -88,7 +89,8 @@ class RecordDataset(Dataset):
             self._readers, self._pid = {}, os.getpid()
         part = self.parts[int(self._part[np.searchsorted(self._sorted, key)])]
         if part not in self._readers:
-            self._readers[part] = MXIndexedRecordIO(self.records / f"{part}.idx", self.records / f"{part}.rec", "r")
+            idx = self.records / part_file(part, ".idx")
+            self._readers[part] = MXIndexedRecordIO(idx, self.records / f"{part}.rec", "r")
         return unpack(self._readers[part].read_idx(key))[1]
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:

@@ -356,7 +356,8 @@ class Precision:
         return kind + (", channels_last" if self.channels_last else "")
 
 # %% ../../nbs/model/training.ipynb #d639b480
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # torch.compile's modes, and none
+# torch.compile's modes, and none; reduce-overhead and max-autotune replay CUDA graphs, the last mode does not
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -364,7 +365,7 @@ class Speedups:
     "What training trades for speed: `torch.compile` of the training forward, and cuDNN autotuning on GPUs."
 
     compile: str = "off"  # one of COMPILE_MODES
-    deterministic: bool = False  # GPUs: the same bits every run, so no autotuning; otherwise cuDNN picks the fastest
+    deterministic: bool = False  # GPUs: cuDNN's deterministic algorithms, no autotuning; otherwise it picks the fastest
 
     def __post_init__(self):
         if self.compile not in COMPILE_MODES:
@@ -696,7 +697,7 @@ def _train_loader(ds: RecordDataset, hp: Hyperparameters, workers: int, ranks: R
         raise TrainingError(
             f"A machine of this training holds fewer than {batch} images of the training split's shards, its part of "
             "one batch.",
-            fix="Write the split in more shards than there are machines (train_shards), or train on fewer machines.",
+            fix="Write the split in more shards, a multiple of the machines (train_shards), or a smaller batch_size.",
         )
     log(
         f"each of the {ranks.world // ranks.local_world} machines trains on its own shards of the {ds.split} split "
@@ -833,7 +834,7 @@ def train(
     processes: int = 1,  # training processes on this machine (torchrun: `_in_processes`); 0: one per GPU, else 1
     sync_batchnorm: bool = False,  # with several processes on GPUs: BatchNorm's statistics over the global batch
     compile: str = "off",  # train through torch.compile in this mode (`Speedups`)
-    deterministic: bool = False,  # GPUs: the same bits every run, without cuDNN autotuning
+    deterministic: bool = False,  # GPUs: cuDNN's deterministic algorithms, without its autotuning
 ) -> TrainResult:
     "Train `hp`'s model on `train_split` of `records`, keeping the epoch best on `val_split`."
     log, ranks, speed = log or (lambda line: print(line, flush=True)), Ranks.current(), Speedups(compile, deterministic)

@@ -35,7 +35,7 @@ from earthsnap.engine.definition import (
     Step,
     StepOutput,
 )
-from .image import gpu_instance, project_image
+from .image import check_image_runs_on, gpu_instance, project_image
 from .names import sagemaker_name
 from .shapes import check_definition
 
@@ -127,7 +127,8 @@ class Target:
         return cls(region, bucket, role, image, serving, cfg.sagemaker_trainer, project_image(cfg, "gpu"))
 
     def image_for(self, instance_type: str) -> str:
-        "The image of a job on `instance_type`: the GPU variant on ml.g* and ml.p* instances, else the CPU one."
+        "The image of a job on `instance_type`: the GPU variant on GPU instances (`gpu_instance`), else the CPU one."
+        check_image_runs_on(instance_type)
         return (self.gpu_image or self.image) if gpu_instance(instance_type) else self.image
 
 # %% ../../nbs/sagemaker/compiler.ipynb #7fe2e5d1
@@ -633,9 +634,16 @@ def _channels(c: Compiler, records: StepOutput, splits: tuple[str, str], builtin
             for ch, sp in (("train", train), ("validation", val))
         ]
     own = shards > 1 and machines > 1  # each instance gets its own shards, rather than a copy of all
-    source = Join(on="/", values=[uri, f"{train}-" if shards > 1 else f"{train}."])
+    if own and shards < machines:
+        raise CompileError(
+            f"train_shards={shards} for {machines} instances: SageMaker hands each instance some of the shards, so "
+            "some would get none.",
+            fix=f"Use -p train_shards={machines * max(2, -(-shards // machines))} (a multiple of instance_count).",
+        )
+    source = Join(on="/", values=[uri, f"{train}-" if shards > 1 else f"{train}."])  # a shard's .rec files only
     train_data = S3DataSource(s3_data_type="S3Prefix", s3_uri=source, s3_data_distribution_type="ShardedByS3Key")
     chans = [("validation", f"{val}."), *CHANNEL_FILES.items()]
+    chans += [("train_index", f"index/{train}-")] if shards > 1 else []  # every shard's .idx and .lst, to each
     return (
         [InputData(channel_name="train", data_source=train_data if own else source)]
         + [InputData(channel_name=ch, data_source=Join(on="/", values=[uri, key])) for ch, key in chans]
@@ -718,6 +726,12 @@ def _trainer(
     if not builtin:
         kw["checkpoint_config"] = CheckpointConfig(s3_uri=c.notebooks_uri(name))
         kw["environment"] = dict(JOB_ENVIRONMENT)
+        kind = instance_type(c, step)
+        if gpu_instance(kind) and c.t.image_for(kind) == c.t.image:
+            c.notes.append(
+                f"{step.name}: trains on {kind}, a GPU instance, in {c.t.image}, the CPU jobs' image: it needs "
+                "torch's CUDA build (sagemaker_gpu_image names another image for GPU instances)."
+            )
     return ModelTrainer(
         sagemaker_session=c.sess,
         role=c.t.role,

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 from ..core.config import WHERE, Config
@@ -15,8 +14,8 @@ from ..core.hashing import hash_json
 from ..engine.fingerprint import library_sources
 
 # %% auto #0
-__all__ = ['BUILD_FILES', 'VARIANTS', 'LOCK', 'GPU_LOCK', 'image_files', 'image_tag', 'project_image', 'gpu_instance',
-           'read_lock']
+__all__ = ['BUILD_FILES', 'VARIANTS', 'GPU_FAMILIES', 'OLD_GPU_FAMILIES', 'LOCK', 'GPU_LOCK', 'image_files', 'image_tag',
+           'project_image', 'gpu_instance', 'check_image_runs_on', 'read_lock']
 
 # %% ../../nbs/sagemaker/image.ipynb #c6c7d2be
 BUILD_FILES = (
@@ -74,9 +73,29 @@ def project_image(cfg: Config, variant: str = "cpu") -> str:
     return f"{cfg.sagemaker_image_repository.rstrip('/')}:{image_tag(cfg.project_dir, variant)}"
 
 
+# x86 instances with NVIDIA GPUs of the Turing generation or newer, which torch's CUDA 13 build runs on (T4, A10G, L4,
+# L40S, A100, H100, H200, B200); older GPUs (K80, V100, M60), AMD's and the ARM machines' are OLD_GPU_FAMILIES
+GPU_FAMILIES = ("g4dn", "g5", "g6", "g6e", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200")
+OLD_GPU_FAMILIES = ("p2", "p3", "p3dn", "g3", "g3s", "g4ad", "g5g", "p6e-gb200")
+
+
+def _family(instance_type: str) -> str:
+    return instance_type.split(".")[1] if instance_type.startswith("ml.") and instance_type.count(".") >= 2 else ""
+
+
 def gpu_instance(instance_type: str) -> bool:
-    "Whether SageMaker's `instance_type` has NVIDIA GPUs: the ml.g* and ml.p* families (ml.g4dn.xlarge, ml.p4d...)."
-    return re.match(r"ml\.[gp]\d", instance_type) is not None
+    "Whether SageMaker's `instance_type` has NVIDIA GPUs the GPU image can use (GPU_FAMILIES: ml.g5.xlarge, ...)."
+    return _family(instance_type) in GPU_FAMILIES
+
+
+def check_image_runs_on(instance_type: str) -> None:
+    "Refuse an instance type no variant of earthsnap's image runs its GPUs on (OLD_GPU_FAMILIES), naming those that do."
+    if _family(instance_type) in OLD_GPU_FAMILIES:
+        raise ConfigError(
+            f"earthsnap's image cannot use the GPUs of {instance_type}: torch's CUDA 13 build runs on NVIDIA GPUs of "
+            "the Turing generation or newer on x86 machines, and this one's are older, AMD's, or on an ARM machine.",
+            fix="Use one of " + ", ".join(f"ml.{f}" for f in GPU_FAMILIES) + " (or a CPU type such as ml.m5.xlarge).",
+        )
 
 # %% ../../nbs/sagemaker/image.ipynb #4fa3837f
 LOCK = "docker/requirements.lock"

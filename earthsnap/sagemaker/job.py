@@ -17,14 +17,14 @@ from pathlib import Path
 
 from ..core.errors import EarthsnapError
 from ..data.records import index_shard
-from ..data.step_files import RECORDS_CLASSES, RECORDS_SUMMARY, shard_name, write_tuning_result
+from ..data.step_files import RECORDS_CLASSES, RECORDS_SUMMARY, part_file, shard_name, write_tuning_result
 from ..engine.definition import notebook_parameters
 from ..engine.notebooks import run_notebook
 
 # %% auto #0
 __all__ = ['BUNDLE', 'BUNDLE_INPUTS', 'SPLIT_OF_CHANNEL', 'SHARD_OF', 'COMMANDS', 'ContainerError', 'root', 'code_dir', 'typed',
            'hyperparameter_value', 'records_from_channels', 'step_notebook', 'run_processing', 'training_checkpoints',
-           'job_nodes', 'train_other_instance', 'run_training', 'serve', 'main', 'console']
+           'job_nodes', 'train_other_instance', 'check_gpus', 'run_training', 'serve', 'main', 'console']
 
 # %% ../../nbs/sagemaker/job.ipynb #2ab30243
 class ContainerError(EarthsnapError):
@@ -98,33 +98,39 @@ SHARD_OF = re.compile(r"(\d{5})-of-(\d{5})$")  # a shard's file stem, whatever o
 
 
 def records_from_channels(channels: Path, out: Path) -> Path:
-    "One records folder in `out` from the channel folders under `channels`; a shard missing its index gets it again."
+    """One records folder in `out` from the channel folders under `channels`; a shard's index comes from the
+    `train_index` channel, or is written again from the shard."""
     out.mkdir(parents=True, exist_ok=True)
     for channel, split in SPLIT_OF_CHANNEL.items():
-        files = (
-            [p for p in (channels / channel).rglob("*") if p.suffix in (".rec", ".idx", ".lst")]
-            if (channels / channel).is_dir()
-            else []
-        )
+        files = [p for p in _channel_files(channels, channel) if p.suffix in (".rec", ".idx", ".lst")]
         if not any(p.suffix == ".rec" for p in files):
             raise ContainerError(
                 f"Training channel {channel!r} holds no .rec file ({channels / channel}).",
-                fix="The channel's S3 prefix must name the split's files, e.g. s3://.../records/train.",
+                fix="The channel's S3 prefix must name the split's files, e.g. s3://.../records/train.; with the split "
+                "in shards, each instance must be handed some: train_shards at least instance_count, a multiple of it.",
             )
         named = {p: shard_name(split, int(m[1]), int(m[2])) if (m := SHARD_OF.search(p.stem)) else split for p in files}
         held = {stem for p, stem in named.items() if p.suffix == ".rec"}
+        for p in _channel_files(channels, f"{channel}_index"):  # the shards' indexes, all of them
+            if (m := SHARD_OF.search(p.stem)) and p.suffix in (".idx", ".lst"):
+                named[p] = shard_name(split, int(m[1]), int(m[2]))
         for p, stem in named.items():
-            if stem in held:  # an index handed over without its shard is of no use here
-                os.symlink(p, out / (stem + p.suffix))
-        for rec in out.glob(f"{split}-*-of-*.rec"):
-            if not ((out / f"{rec.stem}.idx").exists() and (out / f"{rec.stem}.lst").exists()):
-                index_shard(out, rec.stem)
+            if stem in held:  # an index without its shard is of no use here
+                (out / part_file(stem, p.suffix)).parent.mkdir(exist_ok=True)
+                os.symlink(p, out / part_file(stem, p.suffix))
+        for stem in held - {split}:
+            if not ((out / part_file(stem, ".idx")).exists() and (out / part_file(stem, ".lst")).exists()):
+                index_shard(out, stem)
     for channel, name in (("classes", RECORDS_CLASSES), ("summary", RECORDS_SUMMARY)):
-        found = list((channels / channel).rglob(name)) if (channels / channel).is_dir() else []
+        found = [p for p in _channel_files(channels, channel) if p.name == name]
         if not found:
             raise ContainerError(f"Training channel {channel!r} holds no {name}.")
         os.symlink(found[0], out / name)
     return out
+
+
+def _channel_files(channels: Path, channel: str) -> list[Path]:
+    return [p for p in (channels / channel).rglob("*") if p.is_file()] if (channels / channel).is_dir() else []
 
 # %% ../../nbs/sagemaker/job.ipynb #781fce75
 def _input_path(folder: Path) -> str:
@@ -225,10 +231,28 @@ def train_other_instance(nodes, records: Path) -> Path:
     out = Path(tempfile.mkdtemp(prefix="earthsnap-ranks-"))
     return launch(spec["processes"], {**spec, **mine, "records": str(records), "out": str(out)}, nodes=nodes)
 
+# %% ../../nbs/sagemaker/job.ipynb #843b1642
+def check_gpus(r: Path) -> None:
+    "Refuse to train on a GPU instance (resourceconfig.json's type) whose GPUs torch cannot use: paid for, and idle."
+    import torch
+
+    from earthsnap.sagemaker.image import gpu_instance
+
+    config = r / "input" / "config" / "resourceconfig.json"
+    kind = json.loads(config.read_text()).get("current_instance_type", "") if config.is_file() else ""
+    if gpu_instance(kind) and not torch.cuda.is_available():
+        why = "a CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}: this driver is older"
+        raise ContainerError(
+            f"This {kind} instance has NVIDIA GPUs, and torch {torch.__version__} cannot use them ({why}).",
+            fix="Run the GPU variant of earthsnap's image (earthsnap sagemaker image --gpu: the compiler picks it for "
+            "GPU instances unless sagemaker_image names another), or a CPU type (training_instance_type=ml.m5.xlarge).",
+        )
+
 # %% ../../nbs/sagemaker/job.ipynb #ad6ba0f2
 def run_training(hyperparameters: dict[str, str] | None = None) -> Path:
     "Run the training notebook a training job names in its hyperparameters; its model goes to /opt/ml/model."
     r = root()
+    check_gpus(r)
     hp = (
         hyperparameters
         if hyperparameters is not None

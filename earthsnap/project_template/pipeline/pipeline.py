@@ -165,24 +165,25 @@ compile_mode = Parameter(
     "compile",
     str,
     "off",
-    "Full training through torch.compile in this mode (off, default, reduce-overhead, max-autotune): faster steps on "
-    "GPUs once the first batches have paid for the compilation.",
-    choices=("off", "default", "reduce-overhead", "max-autotune"),
+    "Full training through torch.compile in this mode (off, default, reduce-overhead, max-autotune, "
+    "max-autotune-no-cudagraphs): faster steps on GPUs once the first batches have paid for the compilation.",
+    choices=("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 )
 deterministic = Parameter(
     "deterministic",
     bool,
     False,
-    "Full training on GPUs: the same bits every run (cuDNN's deterministic algorithms); off, cuDNN autotunes its "
-    "convolutions for speed. Training on CPUs is deterministic either way.",
+    "Full training on GPUs: cuDNN's deterministic algorithms, for runs that repeat (as far as cuDNN goes); off, cuDNN "
+    "autotunes its convolutions for speed. Training on CPUs is deterministic either way.",
 )
 train_shards = Parameter(
     "train_shards",
     int,
     1,
-    "Preprocessing: the train split in this many RecordIO files of equal size (train-00000-of-00016.rec, ...); on "
-    "SageMaker with instance_count > 1 each training instance is then handed its own shards (ShardedByS3Key) rather "
-    "than a copy of them all. 1: one train.rec.",
+    "Preprocessing: the train split in this many RecordIO files of equal size in bytes (train-00000-of-00016.rec, "
+    "...); on SageMaker with instance_count > 1 each training instance is then handed its own shards (ShardedByS3Key) "
+    "rather than a copy of them all, and trains as many batches an epoch as the instance with the fewest images has: "
+    "use a multiple of instance_count. 1: one train.rec. Fixed when the pipeline is compiled.",
     min=1,
     max=4096,
 )
