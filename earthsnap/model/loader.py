@@ -158,7 +158,7 @@ class EpochSampler(Sampler):
         return iter([(i, self.epoch) for i in self._order()[self.start :]])
 
     def __len__(self) -> int:
-        return len(self._order()) if self.world > 1 else self.n
+        return len(self._order()) if self.world > 1 or self.steps else self.n
 
 # %% ../../nbs/model/loader.ipynb #b1948314
 def default_workers(processes: int = 1, gpu: bool | None = None, cores: int | None = None) -> int:
