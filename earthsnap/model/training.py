@@ -676,7 +676,7 @@ def _datasets(
     partial: bool = False,  # a training split in shards: those here will do (each machine holds its own)
 ) -> tuple[RecordDataset, RecordDataset]:
     "The training split (augmented) and the validation split, both through `view`, once they are checked."
-    check_split(records, train_split, classes, every_class=not partial, partial=partial)  # `partial`: part of a class
+    check_split(records, train_split, classes, every_class=True, partial=partial)  # with shards elsewhere: the summary
     check_split(records, val_split, classes)
     augment = Augment(interpolation=view.interpolation)
     return RecordDataset(records, train_split, view, augment=augment, seed=seed, partial=partial), RecordDataset(
