@@ -28,11 +28,17 @@ def dockerfile():
     return d, [(i["instruction"], i["value"]) for i in d.structure]
 
 
-def pins() -> dict[str, str]:
-    "The pins the image is resolved from, as tools/lock_image.py reads them from settings.ini."
+def lock_image_tool():
+    "tools/lock_image.py, as a module (tools/ is not a package)."
     spec = importlib.util.spec_from_file_location("lock_image", ROOT / "tools" / "lock_image.py")
     lock_image = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(lock_image)
+    return lock_image
+
+
+def pins() -> dict[str, str]:
+    "The pins the image is resolved from, as tools/lock_image.py reads them from settings.ini."
+    lock_image = lock_image_tool()
     out = {}
     for text in lock_image.image_requirements():
         r = Requirement(text)
@@ -109,9 +115,7 @@ def test_the_gpu_lock_is_the_closure_of_torchs_cuda_build():
     metadata): torch's CUDA build at the lock's version, every package held at its pin, installs exactly the packages
     the GPU lock adds to the CPU one, and a pin it contradicts fails the resolution.
     """
-    spec = importlib.util.spec_from_file_location("lock_image", ROOT / "tools" / "lock_image.py")
-    lock_image = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lock_image)
+    lock_image = lock_image_tool()
     cpu, gpu = read_lock(ROOT), read_lock(ROOT, "gpu")
     found = lock_image.torch_closure(gpu["torch"], gpu)
     assert {n: gpu.get(n) for n in found} == found  # every package at the lock's version

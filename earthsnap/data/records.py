@@ -21,8 +21,8 @@ from earthsnap.data.step_files import (
 )
 
 # %% auto #0
-__all__ = ['demo_records', 'read_classes', 'split_parts', 'split_labels', 'check_split', 'split_images', 'split_digest',
-           'index_shard']
+__all__ = ['demo_records', 'read_classes', 'split_parts', 'present_parts', 'split_labels', 'check_split', 'split_images',
+           'split_digest', 'index_shard']
 
 # %% ../../nbs/data/records.ipynb #2e802a21
 def demo_records(
@@ -74,9 +74,9 @@ def split_parts(records: str | os.PathLike, split: str) -> tuple[list[str], int]
         )
     return found, counts[0] if counts else 0
 
-# %% ../../nbs/data/records.ipynb #c9c77a7d
-def split_labels(records: str | os.PathLike, split: str, partial: bool = False) -> tuple[list[int], list[int]]:
-    "Record ids and label indices of a split, from its .lst (its shards' in order); `partial`: the shards here will do."
+# %% ../../nbs/data/records.ipynb #6a888a6b
+def present_parts(records: str | os.PathLike, split: str, partial: bool = False) -> list[str]:
+    "The file stems of `split` to read; refuses a missing split and, unless `partial`, one with shards missing."
     r = Path(records)
     parts, count = split_parts(r, split)
     if not parts or not all((r / part_file(p, ".lst")).exists() for p in parts):
@@ -90,7 +90,13 @@ def split_labels(records: str | os.PathLike, split: str, partial: bool = False) 
             + ".",
             fix="Copy the whole preprocessing output: each shard's .rec, .idx and .lst.",
         )
-    rows = [row for p in parts for row in read_lst(r / part_file(p, ".lst"))]
+    return parts
+
+# %% ../../nbs/data/records.ipynb #c9c77a7d
+def split_labels(records: str | os.PathLike, split: str, partial: bool = False) -> tuple[list[int], list[int]]:
+    "Record ids and label indices of a split, from its .lst (its shards' in order); `partial`: the shards here will do."
+    r = Path(records)
+    rows = [row for p in present_parts(r, split, partial) for row in read_lst(r / part_file(p, ".lst"))]
     return [k for k, _, _ in rows], [int(lab[0]) for _, lab, _ in rows]
 
 # %% ../../nbs/data/records.ipynb #b0cc73d1
@@ -125,8 +131,7 @@ def check_split(
 def split_images(records: str | os.PathLike, split: str) -> Iterator[tuple[int, int, str, bytes]]:
     "(record id, label, source URI, image bytes) for each record of `split`, in .lst order, read one at a time."
     r = Path(records)
-    split_labels(r, split)  # refuses a missing split
-    for part in split_parts(r, split)[0]:
+    for part in present_parts(r, split):  # refuses a missing split, or missing shards
         with MXIndexedRecordIO(r / part_file(part, ".idx"), r / f"{part}.rec", "r") as rec:
             for k, lab, uri in read_lst(r / part_file(part, ".lst")):
                 yield k, int(lab[0]), uri, unpack(rec.read_idx(k))[1]

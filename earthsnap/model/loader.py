@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..core.parallel import die_with_parent
 from ..data.images import load_rgb
 from ..data.recordio import MXIndexedRecordIO, unpack
-from ..data.records import read_classes, split_labels, split_parts
+from ..data.records import present_parts, read_classes, split_labels, split_parts
 from ..data.step_files import part_file
 from .inference import RESAMPLING, InputView
 
@@ -69,11 +69,12 @@ class RecordDataset(Dataset):
         partial: bool = False,  # a split in shards: those here will do (an instance handed its own, `split_parts`)
     ):
         self.records, self.split = Path(records), split
-        self.keys, self.labels = split_labels(records, split, partial)
-        self.parts, count = split_parts(records, split)
-        self.whole = len(self.parts) == count  # every shard of the split is here
+        self.parts = present_parts(records, split, partial)
+        self.whole = len(self.parts) == split_parts(records, split)[1]  # every shard of the split is here
+        per = [split_labels(records, p) for p in self.parts]  # each .lst read once
+        self.keys, self.labels = [k for ks, _ in per for k in ks], [y for _, ys in per for y in ys]
         # the shard of each key, by key: two sorted arrays, a few bytes a record however many records
-        part_of = np.repeat(np.arange(len(self.parts)), [len(split_labels(records, p)[0]) for p in self.parts])
+        part_of = np.repeat(np.arange(len(self.parts)), [len(ks) for ks, _ in per])
         order = np.argsort(np.asarray(self.keys, dtype=np.int64), kind="stable")
         self._sorted, self._part = np.asarray(self.keys, dtype=np.int64)[order], part_of[order]
         self.view = size if isinstance(size, InputView) else InputView(size or read_classes(records)[1])

@@ -392,7 +392,8 @@ class Speedups:
         said = [f"torch.compile ({self.compile})"] if self.compile != "off" else []
         if dev.type == "cuda":
             said.append("deterministic" if self.deterministic else "cuDNN autotuned")
-        return "".join(f", {s}" for s in [*said, *([f"{world} processes"] if world > 1 else [])])
+        said += [f"{world} processes"] if world > 1 else []
+        return "".join(f", {s}" for s in said)
 
 # %% ../../nbs/model/training.ipynb #2e9dcd5a
 def _optimise(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler=None) -> None:
@@ -451,8 +452,8 @@ def _train_epoch(
     freeze_backbone(model, epoch <= hp.freeze_epochs)
     done, (seen, total_loss, correct) = start or (0, [0, 0.0, 0])
     batches.sampler.epoch, batches.sampler.start = epoch, done * batches.batch_size
-    sizes = global_batches(len(batches.dataset), hp.batch_size, world) if not batches.sampler.steps else None
-    sizes = sizes or [hp.batch_size] * batches.sampler.steps  # each machine's own images: whole batches
+    agreed = batches.sampler.steps  # each machine's own images: this many whole batches (`_train_loader`)
+    sizes = [hp.batch_size] * agreed if agreed else global_batches(len(batches.dataset), hp.batch_size, world)
     bar, waited = _bar(batches, done, steps, epoch, hp, progress), 0.0
     began = ready = time.perf_counter()
     for b, (x, y) in enumerate(bar, done + 1):

@@ -723,11 +723,12 @@ def _trainer(
     builtin = c.t.trainer == "builtin"
     spot, stop = _stopping(c, step)
     kw = {"stopping_condition": stop} if stop else {}
+    kind = builtin_instance(c, step) if builtin else instance_type(c, step)
+    image = builtin_image(c.t.region) if builtin else c.t.image_for(kind)
     if not builtin:
         kw["checkpoint_config"] = CheckpointConfig(s3_uri=c.notebooks_uri(name))
         kw["environment"] = dict(JOB_ENVIRONMENT)
-        kind = instance_type(c, step)
-        if gpu_instance(kind) and c.t.image_for(kind) == c.t.image:
+        if gpu_instance(kind) and image == c.t.image:
             c.notes.append(
                 f"{step.name}: trains on {kind}, a GPU instance, in {c.t.image}, the CPU jobs' image: it needs "
                 "torch's CUDA build (sagemaker_gpu_image names another image for GPU instances)."
@@ -735,10 +736,10 @@ def _trainer(
     return ModelTrainer(
         sagemaker_session=c.sess,
         role=c.t.role,
-        training_image=builtin_image(c.t.region) if builtin else c.t.image_for(instance_type(c, step)),
+        training_image=image,
         base_job_name=sagemaker_name(f"{c.name}-{name}", "job"),
         compute=Compute(
-            instance_type=builtin_instance(c, step) if builtin else instance_type(c, step),
+            instance_type=kind,
             instance_count=instances or int(c.constant(step, "compute.instance_count", step.compute.instance_count)),
             **({"enable_managed_spot_training": True} if spot else {}),
         ),

@@ -24,7 +24,8 @@ from ..engine.notebooks import run_notebook
 # %% auto #0
 __all__ = ['BUNDLE', 'BUNDLE_INPUTS', 'SPLIT_OF_CHANNEL', 'SHARD_OF', 'COMMANDS', 'ContainerError', 'root', 'code_dir', 'typed',
            'hyperparameter_value', 'records_from_channels', 'step_notebook', 'run_processing', 'training_checkpoints',
-           'job_nodes', 'train_other_instance', 'check_gpus', 'run_training', 'serve', 'main', 'console']
+           'resource_config', 'job_nodes', 'train_other_instance', 'check_gpus', 'run_training', 'serve', 'main',
+           'console']
 
 # %% ../../nbs/sagemaker/job.ipynb #2ab30243
 class ContainerError(EarthsnapError):
@@ -109,11 +110,10 @@ def records_from_channels(channels: Path, out: Path) -> Path:
                 fix="The channel's S3 prefix must name the split's files, e.g. s3://.../records/train.; with the split "
                 "in shards, each instance must be handed some: train_shards at least instance_count, a multiple of it.",
             )
-        named = {p: shard_name(split, int(m[1]), int(m[2])) if (m := SHARD_OF.search(p.stem)) else split for p in files}
+        named = {p: _part_of(p, split) for p in files}
         held = {stem for p, stem in named.items() if p.suffix == ".rec"}
-        for p in _channel_files(channels, f"{channel}_index"):  # the shards' indexes, all of them
-            if (m := SHARD_OF.search(p.stem)) and p.suffix in (".idx", ".lst"):
-                named[p] = shard_name(split, int(m[1]), int(m[2]))
+        indexes = _channel_files(channels, f"{channel}_index")  # the shards' indexes, all of them
+        named |= {p: _part_of(p, split) for p in indexes if SHARD_OF.search(p.stem) and p.suffix in (".idx", ".lst")}
         for p, stem in named.items():
             if stem in held:  # an index without its shard is of no use here
                 (out / part_file(stem, p.suffix)).parent.mkdir(exist_ok=True)
@@ -127,6 +127,11 @@ def records_from_channels(channels: Path, out: Path) -> Path:
             raise ContainerError(f"Training channel {channel!r} holds no {name}.")
         os.symlink(found[0], out / name)
     return out
+
+
+def _part_of(p: Path, split: str) -> str:
+    "The stem of the part of `split` a channel's file belongs to: its shard's, or the split's own."
+    return shard_name(split, int(m[1]), int(m[2])) if (m := SHARD_OF.search(p.stem)) else split
 
 
 def _channel_files(channels: Path, channel: str) -> list[Path]:
@@ -196,14 +201,19 @@ def training_checkpoints(notebook: Path) -> Path | None:
     return base / os.environ.get("TRAINING_JOB_NAME", "job") / "training"
 
 # %% ../../nbs/sagemaker/job.ipynb #0152b81a
+def resource_config(r: Path) -> dict:
+    "What SageMaker says of this job's instances (resourceconfig.json: hosts, this one, its type); {} outside a job."
+    config = r / "input" / "config" / "resourceconfig.json"
+    return json.loads(config.read_text()) if config.is_file() else {}
+
+
 def job_nodes():
     "The instances of this training job, the first one the master, and which this one is (a `Nodes`)."
     from earthsnap.model.distributed import MASTER_PORT, Nodes
 
     if os.environ.get("SM_HOSTS"):
         hosts, current = json.loads(os.environ["SM_HOSTS"]), os.environ.get("SM_CURRENT_HOST", "")
-    elif (config := root() / "input" / "config" / "resourceconfig.json").is_file():
-        about = json.loads(config.read_text())
+    elif about := resource_config(root()):
         hosts, current = about["hosts"], about["current_host"]
     else:
         return Nodes()
@@ -238,8 +248,7 @@ def check_gpus(r: Path) -> None:
 
     from earthsnap.sagemaker.image import gpu_instance
 
-    config = r / "input" / "config" / "resourceconfig.json"
-    kind = json.loads(config.read_text()).get("current_instance_type", "") if config.is_file() else ""
+    kind = resource_config(r).get("current_instance_type", "")
     if gpu_instance(kind) and not torch.cuda.is_available():
         why = "a CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}: this driver is older"
         raise ContainerError(
