@@ -215,6 +215,19 @@ def test_hierarchy_plan_train_router_release(project):
     assert "[acantha]" in trained.stdout and "[betula]" in trained.stdout  # each child's own run, side by side
     again = earthsnap(project, "plan", "--parent-per-group", "30").stdout
     assert again.count(" keep ") == 4 and "0 of 4 models to train" in again
+    # groups from the data, read from the flat model just trained: settings that cannot work are refused first
+    bad = earthsnap(project, "hierarchy", "suggest", "--groups", "9", ok=False)
+    assert bad.returncode == 2 and "groups must be from 2 to 3" in bad.stderr, bad.stderr
+    assert not (project / ".earthsnap" / "hierarchy" / "suggestions").exists()
+    taxonomy = project / ".earthsnap" / "demo-data" / "taxonomy.yaml"
+    s = earthsnap(project, "hierarchy", "suggest", "--taxonomy", str(taxonomy))
+    print(s.stdout)
+    assert "of the flat model's mistakes stay inside the right group" in s.stdout
+    proposal = Path(next(ln.split("proposal: ")[1] for ln in s.stdout.splitlines() if ln.startswith("proposal: ")))
+    assert proposal.is_file() and (proposal.parent / "suggest_groups.html").is_file()
+    # its next step, the plan of a hierarchy on the proposed groups, runs as printed
+    assert next_steps(s.stdout)[-1] == ["plan", "--taxonomy", str(proposal)]
+    assert "models to train" in earthsnap(project, *next_steps(s.stdout)[-1]).stdout
     # the router wants approved parts
     r = earthsnap(project, "hierarchy", "router", ok=False)
     assert r.returncode == 2 and f"parent: approve {refs['parent']}" in r.stderr

@@ -38,6 +38,9 @@ def demo_data(
     unseen: int = typer.Option(
         0, help="Species outside the taxonomy to add to each group (as traffic brings after release)."
     ),
+    alike: bool = typer.Option(
+        False, "--alike", help="The species of a group look alike (one hue and flower colour per group)."
+    ),
 ):
     "Draw a demo dataset of procedurally generated plant photos."
     from earthsnap.data.demodata import generate_demo_data
@@ -56,6 +59,7 @@ def demo_data(
         strength=strength,
         first=first,
         unseen=unseen,
+        alike=alike,
     )
     typer.echo(
         f"wrote {d.images} photos of {sum(map(len, d.taxonomy.values()))} "

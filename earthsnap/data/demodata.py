@@ -11,7 +11,7 @@ import json
 import math
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,7 +26,8 @@ from .taxonomy import load_taxonomy, taxonomy_yaml
 
 # %% auto #0
 __all__ = ['SHAPES', 'ARRANGEMENTS', 'TEXTURES', 'GROUP_NAMES', 'SHIFTS', 'MARKER', 'LIMITS', 'JPEG_QUALITY', 'GroupTraits',
-           'SpeciesTraits', 'make_traits', 'unseen_traits', 'render', 'DemoData', 'generate_demo_data', 'contact_sheet']
+           'SpeciesTraits', 'make_traits', 'alike_traits', 'unseen_traits', 'render', 'DemoData', 'generate_demo_data',
+           'contact_sheet']
 
 # %% ../../nbs/data/demodata.ipynb #9a9df752
 SHAPES = ("elliptic", "lanceolate", "ovate", "obovate", "lobed", "needle", "cordate")
@@ -128,6 +129,27 @@ def make_traits(groups: int, species: int, seed: int) -> list[list[SpeciesTraits
                 )
             )
         out.append(members)
+    return out
+
+# %% ../../nbs/data/demodata.ipynb #abdc2606
+def _hue_step(d: float) -> float:
+    "A difference of hues, -0.5 to 0.5: the short way round the colour wheel."
+    return (d + 0.5) % 1.0 - 0.5
+
+
+def alike_traits(traits: list[list[SpeciesTraits]]) -> list[list[SpeciesTraits]]:
+    "`traits` with each group's species made to look alike: the group's own hue and flower colour, little between them."
+    out = []
+    for g, grp in enumerate(traits):
+        base = grp[0].group
+        group = replace(base, hue=g / len(traits))
+        flower = (g + 0.5) / len(traits)  # between two groups' hues, the nearest leaf hue of none
+        out.append(
+            [
+                replace(s, group=group, hue=(group.hue + _hue_step(s.hue - base.hue) / 3) % 1.0, flower_hue=flower)
+                for s in grp
+            ]
+        )
     return out
 
 # %% ../../nbs/data/demodata.ipynb #9097c4e3
@@ -386,16 +408,17 @@ def _check_args(**args):
 
 # %% ../../nbs/data/demodata.ipynb #641dd5d0
 @lru_cache(maxsize=8)
-def _traits(groups: int, species: int, seed: int, unseen: int = 0):
-    "Each group's species: the `species` of the taxonomy, then `unseen` outside it."
+def _traits(groups: int, species: int, seed: int, unseen: int = 0, alike: bool = False):
+    "Each group's species: the `species` of the taxonomy, then `unseen` outside it; made alike if `alike`."
     known = make_traits(groups, species, seed)
-    return [k + u for k, u in zip(known, unseen_traits(known, unseen, seed), strict=True)] if unseen else known
+    out = [k + u for k, u in zip(known, unseen_traits(known, unseen, seed), strict=True)] if unseen else known
+    return alike_traits(out) if alike else out
 
 # %% ../../nbs/data/demodata.ipynb #879520e7
 def _draw_batch(job: tuple) -> int:
     "Worker: draw photos n0..n1 of species (g, s) into `folder`; returns bytes written. Takes plain values only."
-    groups, species, seed, g, s, n0, n1, size, folder, shift, strength, unseen = job
-    sp, written = _traits(groups, species, seed, unseen)[g][s], 0
+    groups, species, seed, g, s, n0, n1, size, folder, shift, strength, unseen, alike = job
+    sp, written = _traits(groups, species, seed, unseen, alike)[g][s], 0
     for n in range(n0, n1):
         buf = io.BytesIO()
         render(sp, np.random.default_rng([seed, g, s, n]), size, shift, strength).save(
@@ -418,6 +441,7 @@ def _draw_jobs(
     shift: str,
     strength: float,
     unseen: int,
+    alike: bool = False,
 ) -> list[tuple]:
     "The tasks of `_draw_batch`, up to 25 photos of one species each; each species' folder is made under `tmp`."
     jobs, batch = [], 25
@@ -439,6 +463,7 @@ def _draw_jobs(
                     shift,
                     float(strength),
                     unseen,
+                    alike,
                 )
                 for n in range(first, first + images, batch)
             ]
@@ -520,6 +545,7 @@ def generate_demo_data(
     strength: float = 1.0,  # how strong the shift is, 0 to 3
     first: int = 0,  # the number of each species' first photo: new photos of the same species
     unseen: int = 0,  # species per group outside the taxonomy
+    alike: bool = False,  # the species of a group look alike (`alike_traits`)
 ) -> DemoData:
     "Draw `groups` x `species` x `images` photos into `out`/<group>/<species>/<n>.jpg, with taxonomy.yaml."
     _check_args(
@@ -537,13 +563,13 @@ def generate_demo_data(
     if out.parent.is_dir():
         _clean_stale(out)
     _prepare_target(out)
-    traits = _traits(groups, species, seed, unseen)
+    traits = _traits(groups, species, seed, unseen, bool(alike))
     # the unseen species are not in it
     taxonomy = {grp[0].group.name: [sp.name for sp in grp[:species]] for grp in traits}
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        jobs = _draw_jobs(traits, tmp, groups, species, seed, images, size, first, shift, strength, unseen)
+        jobs = _draw_jobs(traits, tmp, groups, species, seed, images, size, first, shift, strength, unseen, bool(alike))
         _draw(jobs, groups, species, unseen, images, workers, progress)
         fault_rows = add_faults(tmp, taxonomy, seed) if faults else []
         (tmp / "taxonomy.yaml").write_text(taxonomy_yaml(taxonomy))
@@ -557,6 +583,7 @@ def generate_demo_data(
             **({"shift": shift, "strength": strength} if shift else {}),
             **({"first": first} if first else {}),
             **({"unseen": unseen} if unseen else {}),
+            **({"alike": True} if alike else {}),
         )
         _write_marker(tmp, params, groups, species, unseen, images, fault_rows)
         _swap_into_place(tmp, out)

@@ -43,7 +43,7 @@ from ..release.registry import APPROVED, REJECTED, ModelRegistry, ModelVersion, 
 # %% auto #0
 __all__ = ['SET_BY_HIERARCHY', 'Hierarchy', 'load_hierarchy', 'PlanItem', 'version_classes', 'plan_hierarchy', 'plan_table',
            'HierarchyRun', 'model_pipeline', 'run_hierarchy', 'run_summary', 'write_listings', 'hierarchy_listings',
-           'sagemaker_commands', 'build_router', 'demo_hierarchy']
+           'sagemaker_commands', 'build_router', 'suggestion_source', 'suggest_hierarchy', 'demo_hierarchy']
 
 # %% ../../nbs/hierarchy/planning.ipynb #507889c6
 @dataclass
@@ -564,6 +564,68 @@ def build_router(
     mv = _register_router(registry, prefix, h, tarball, metrics, versions, flat, records, comparison, out, echo)
     _echo_comparison(mv, comparison, out, prefix, echo)
     return mv
+
+# %% ../../nbs/hierarchy/planning.ipynb #9e80b316
+def _newest(registry: ModelRegistry, group: str) -> ModelVersion | None:
+    return next((v for v in registry.versions(group) if v.status != REJECTED), None)
+
+
+def suggestion_source(
+    registry: ModelRegistry, model: str | None = None, records: str | None = None, prefix: str = "hierarchy"
+) -> tuple[str, str, str]:
+    "The flat model to read groups from, its records, and its name (a path, a registry ref or group, or the default)."
+    if model and Path(model).exists():
+        if not records:
+            raise ParameterError(
+                f"{model} is a model on disk, and its records are not known.",
+                fix="Pass the records it was trained from too (--records).",
+            )
+        return model, records, model
+    if model and "/" in model:
+        flat = registry.get(model)
+    else:
+        groups = [model] if model else [registry_group(prefix, FLAT), "species"]
+        flat = next((v for v in map(lambda g: _newest(registry, g), groups) if v is not None), None)
+        if flat is None:
+            raise EarthsnapError(
+                f"No model of {' or '.join(groups)} to read groups from.",
+                fix="Train a flat model first (earthsnap run), or name one: --model GROUP/VERSION or a path.",
+            )
+    return flat.artifact, records or _flat_records(flat), flat.ref
+
+# %% ../../nbs/hierarchy/planning.ipynb #75496228
+def suggest_hierarchy(
+    cfg: Config,
+    model: str | None = None,  # a model path (with `records`), a registry ref or group; default as above
+    records: str | None = None,
+    prefix: str = "hierarchy",
+    settings: dict | None = None,  # groups, method, min_species, max_species, prior_strength (suggest_groups)
+    taxonomy: str | None = None,  # the current taxonomy.yaml: the prior, and what the proposal is compared with
+    out: str | None = None,  # the report's folder; default {store}/hierarchy/suggestions/<key>
+    registry: ModelRegistry | None = None,
+    progress: bool = False,
+) -> tuple[Path, dict]:
+    "Propose groups from a flat model through pipeline/suggest_groups.ipynb: the report's folder, and suggestion.json."
+    from earthsnap.data.records import read_classes
+    from earthsnap.hierarchy.suggest import check_settings
+
+    settings = dict(settings or {})
+    unknown = set(settings) - {"groups", "method", "min_species", "max_species", "prior_strength"}
+    if unknown:
+        raise ParameterError(
+            f"Unknown setting(s) {', '.join(sorted(unknown))}.", fix="See earthsnap hierarchy suggest --help."
+        )
+    path, records, name = suggestion_source(registry or open_registry(cfg), model, records, prefix)
+    check_settings(len(read_classes(records)[0]), **settings)
+    if taxonomy:
+        load_taxonomy(taxonomy)  # a bad file is refused now, not in the notebook
+    key = hashlib.sha256(repr([name, records, sorted(settings.items()), taxonomy]).encode()).hexdigest()[:16]
+    where = Path(out or join(cfg.store, "hierarchy", "suggestions", key))
+    params = {"model": path, "records": records, "taxonomy": str(taxonomy or ""), "out_dir": str(where), **settings}
+    run_notebook(
+        step_notebook(cfg.project_dir, "suggest_groups"), where / "suggest_groups.ipynb", params, progress=progress
+    )
+    return where, read_json(where / "suggestion.json")
 
 # %% ../../nbs/hierarchy/planning.ipynb #5dc50c87
 def demo_hierarchy(
