@@ -19,7 +19,10 @@ hierarchy_app = group(
 DATASET_HELP = "The dataset version the hierarchy is cut from: NAME (its latest) or NAME@VERSION."
 TAXONOMY_HELP = "A taxonomy.yaml to use instead of the one stored with the dataset version."
 PREFIX_HELP = "Registry groups: PREFIX-parent, PREFIX-<group>, PREFIX-flat, and PREFIX for the router."
-PER_GROUP_HELP = "Images of each group in the parent's balanced sample, drawn evenly across its species."
+PER_GROUP_HELP = (
+    "0 (the default): the parent trains on every photo, as the flat model does. N: on a sample of N photos per group, "
+    "drawn evenly across its species: cheaper, and less accurate (see bench/router.py)."
+)
 
 # %% auto #0
 __all__ = ['hierarchy_app', 'DATASET_HELP', 'TAXONOMY_HELP', 'PREFIX_HELP', 'PER_GROUP_HELP', 'plan', 'hierarchy_run',
@@ -29,7 +32,7 @@ __all__ = ['hierarchy_app', 'DATASET_HELP', 'TAXONOMY_HELP', 'PREFIX_HELP', 'PER
 def plan(
     dataset: str = typer.Option("demo", help=DATASET_HELP),
     taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
-    parent_per_group: int = typer.Option(200, help=PER_GROUP_HELP),
+    parent_per_group: int = typer.Option(0, help=PER_GROUP_HELP),
     seed: int = typer.Option(0, help="Seed of the parent's sample."),
     prefix: str = typer.Option("hierarchy", help=PREFIX_HELP),
     all_: bool = typer.Option(False, "--all", help="Retrain every model."),
@@ -56,7 +59,7 @@ app.command("plan", hidden=True)(plan)
 def hierarchy_run(
     dataset: str = typer.Option("demo", help=DATASET_HELP),
     taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
-    parent_per_group: int = typer.Option(200, help=PER_GROUP_HELP),
+    parent_per_group: int = typer.Option(0, help=PER_GROUP_HELP),
     seed: int = typer.Option(0, help="Seed of the parent's sample."),
     prefix: str = typer.Option("hierarchy", help=PREFIX_HELP),
     all_: bool = typer.Option(False, "--all", help="Retrain every model."),
@@ -103,7 +106,7 @@ def hierarchy_router(
 def hierarchy_listings_command(
     dataset: str = typer.Option("demo", help=DATASET_HELP),
     taxonomy: Optional[Path] = typer.Option(None, help=TAXONOMY_HELP),
-    parent_per_group: int = typer.Option(200, help=PER_GROUP_HELP),
+    parent_per_group: int = typer.Option(0, help=PER_GROUP_HELP),
     seed: int = typer.Option(0, help="Seed of the parent's sample."),
     model: list[str] = typer.Option(
         [], "--model", help="Only this model (repeat for more); default: every model of the hierarchy."

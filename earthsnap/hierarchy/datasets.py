@@ -129,13 +129,13 @@ def hierarchy_taxonomy(version: DatasetVersion, taxonomy: dict[str, list[str]] |
 
 # %% ../../nbs/hierarchy/datasets.ipynb #d7879d4b
 def cut_hierarchy(
-    version: DatasetVersion, present: dict[str, list[str]], parent_per_group: int = 200, seed: int = 0
+    version: DatasetVersion, present: dict[str, list[str]], parent_per_group: int = 0, seed: int = 0
 ) -> dict[str, ModelData]:
     "The parent, child and flat datasets of `version` for `present`, a taxonomy `hierarchy_taxonomy` has checked."
-    if not isinstance(parent_per_group, int) or isinstance(parent_per_group, bool) or parent_per_group < 1:
+    if not isinstance(parent_per_group, int) or isinstance(parent_per_group, bool) or parent_per_group < 0:
         raise ParameterError(
-            f"parent_per_group must be a whole number of images, 1 or more; got {parent_per_group!r}.",
-            fix="For example 200: the parent model sees up to 200 photos of every group.",
+            f"parent_per_group must be a whole number of images, 0 or more; got {parent_per_group!r}.",
+            fix="0 (the default) gives the parent every photo; 200 a sample of up to 200 photos of every group.",
         )
     rows = list(version.rows())
     by_species: dict[str, list[dict]] = {}
@@ -150,7 +150,11 @@ def cut_hierarchy(
             [
                 {**r, "label": g}
                 for g, species in present.items()
-                for r in _sample({s: by_species[s] for s in species}, parent_per_group, seed)
+                for r in (
+                    _sample({s: by_species[s] for s in species}, parent_per_group, seed)
+                    if parent_per_group
+                    else [r for s in species for r in by_species[s]]
+                )
             ],
         )
     }
@@ -164,7 +168,7 @@ def cut_hierarchy(
 
 # %% ../../nbs/hierarchy/datasets.ipynb #db50178a
 def hierarchy_data(
-    version: DatasetVersion, taxonomy: dict[str, list[str]] | None = None, parent_per_group: int = 200, seed: int = 0
+    version: DatasetVersion, taxonomy: dict[str, list[str]] | None = None, parent_per_group: int = 0, seed: int = 0
 ) -> dict[str, ModelData]:
     "The parent, child and flat datasets of `version` under `taxonomy` (default: the one stored with the version)."
     return cut_hierarchy(version, hierarchy_taxonomy(version, taxonomy), parent_per_group, seed)

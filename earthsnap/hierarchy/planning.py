@@ -59,7 +59,7 @@ def load_hierarchy(
     cfg: Config,
     dataset: str = "demo",
     taxonomy: str | os.PathLike | None = None,
-    parent_per_group: int = 200,
+    parent_per_group: int = 0,
     seed: int = 0,
 ) -> Hierarchy:
     """The hierarchy of dataset version `dataset` ('name' for its latest, or 'name@version') under `taxonomy` (default:
@@ -342,7 +342,7 @@ def hierarchy_listings(
     cfg: Config,
     dataset: str = "demo",  # the dataset version: 'name' for its latest, or 'name@version'
     taxonomy: str | os.PathLike | None = None,  # a taxonomy file; None: the version's own
-    parent_per_group: int = 200,  # photos of each group in the parent's dataset
+    parent_per_group: int = 0,  # photos of each group in the parent's dataset; 0: every photo
     seed: int = 0,  # the seed of the parent's sample
     models: list[str] | None = None,  # the models whose listings are written; None: every one
     sagemaker: bool = False,  # cut the version in <sagemaker_bucket>/datasets, write to <sagemaker_bucket>/hierarchy
