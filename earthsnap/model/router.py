@@ -31,12 +31,14 @@ from earthsnap.model.inference import (
 )
 
 # %% auto #0
-__all__ = ['ROUTER_FILE', 'FORMAT', 'RouterModel', 'pack_router', 'router_files', 'write_router_tarball', 'open_router',
-           'load_model']
+__all__ = ['ROUTER_FILE', 'FORMAT', 'SUMMED_FORMAT', 'SUMMED', 'RouterModel', 'SummedFlat', 'pack_router', 'router_files',
+           'write_router_tarball', 'open_router', 'load_model']
 
 # %% ../../nbs/model/router.ipynb #08c8d4a2
 ROUTER_FILE = "router.json"
 FORMAT = "earthsnap-router/1"
+SUMMED_FORMAT = "earthsnap-router/2"  # the parent may be summed-flat: earthsnap before it would misread one
+SUMMED = "summed-flat"
 
 
 class RouterModel:
@@ -71,6 +73,33 @@ class RouterModel:
             "children": {g: c.metrics for g, c in children.items() if c is not None},
         }
         self._members = {g: [self.index[s] for s in species] for g, species in species_of.items()}
+
+# %% ../../nbs/model/router.ipynb #34ba78eb
+class SummedFlat:
+    "A parent made from the flat model: a group's probability is the sum of its species' (it needs no training)."
+
+    def __init__(self, flat: OnnxModel, species_of: dict[str, list[str]]):
+        self.flat, self.classes = flat, list(species_of)
+        self.path, self.session, self.input_size, self.view = flat.path, flat.session, flat.input_size, flat.view
+        self.hyperparameters = {"arch": "summed-flat", "flat": flat.hyperparameters}
+        self.metrics = flat.metrics
+        index = {s: i for i, s in enumerate(flat.classes)}
+        self.matrix = np.zeros((len(flat.classes), len(self.classes)), dtype=np.float32)  # species x groups, 0 or 1
+        for gi, g in enumerate(self.classes):
+            self.matrix[[index[s] for s in species_of[g]], gi] = 1
+
+    def groups(self, species_probabilities: np.ndarray) -> np.ndarray:
+        "Group probabilities from the flat model's species probabilities."
+        return species_probabilities @ self.matrix
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return self.groups(self.flat.probabilities(batch))
+
+    def inputs(self, images: Sequence[bytes | Image.Image]) -> np.ndarray:
+        return self.flat.inputs(images)
+
+    def embeddings(self, batch: np.ndarray) -> np.ndarray:
+        return self.flat.embeddings(batch)
 
 # %% ../../nbs/model/router.ipynb #a20ff83e
 def _classes(d: Path) -> tuple[list[str], InputView]:
@@ -121,6 +150,17 @@ def _check_parts(
         parts[f"children/{names.get(g, g)}"] = cd
     return parts
 
+# %% ../../nbs/model/router.ipynb #75cc3c08
+def _check_flat(classes: list[str], species_of: dict[str, list[str]]) -> None:
+    "Refuse a flat model for a summed-flat parent unless it knows exactly the species of the groups."
+    species = sorted(s for sp in species_of.values() for s in sp)
+    if sorted(classes) != species:
+        raise ModelError(
+            f"A summed-flat parent needs a flat model of the groups' {len(species)} species; this one knows "
+            f"{len(classes)} classes ({', '.join(sorted(classes)[:5])}{', ...' if len(classes) > 5 else ''}).",
+            fix="Use the flat model trained on the same dataset version (earthsnap hierarchy run trains it).",
+        )
+
 # %% ../../nbs/model/router.ipynb #68a45346
 def pack_router(
     parent: str | os.PathLike,
@@ -129,11 +169,15 @@ def pack_router(
     versions: dict[str, str],
     out_dir: str | os.PathLike,
     child_names: dict[str, str] | None = None,
+    summed_flat: bool = False,  # `parent` is the flat model, its probabilities summed within each group
 ) -> Path:
     "Put the parent and children (group -> model directory or archive) into a router directory; returns it."
     out = Path(out_dir)
     pd = model_dir(parent)
     groups, size = _classes(pd)
+    if summed_flat:
+        _check_flat(groups, species_of)
+        groups = list(species_of)
     names = child_names or {}
     parts = _check_parts(pd, groups, size, children, species_of, names)
     if out.exists():
@@ -148,7 +192,8 @@ def pack_router(
     write_json(
         out / ROUTER_FILE,
         {
-            "format": FORMAT,
+            "format": SUMMED_FORMAT if summed_flat else FORMAT,
+            **({"parent": SUMMED} if summed_flat else {}),
             **size.to_dict(),
             "versions": versions,
             "groups": {
@@ -186,12 +231,15 @@ def open_router(path: str | os.PathLike, threads: int = 0) -> RouterModel:
         info = json.loads((d / ROUTER_FILE).read_text())
     except (OSError, ValueError) as e:
         raise ModelError(f"{d / ROUTER_FILE} is not readable: {e}", fix="Pack the router again.") from None
-    if info.get("format") != FORMAT:
+    if info.get("format") not in (FORMAT, SUMMED_FORMAT):
         raise ModelError(
-            f"{d / ROUTER_FILE} is in format {info.get('format')!r}; this earthsnap reads {FORMAT!r}.",
+            f"{d / ROUTER_FILE} is in format {info.get('format')!r}; this earthsnap reads {FORMAT!r} and "
+            f"{SUMMED_FORMAT!r}.",
             fix="Pack the router again.",
         )
     parent = open_model(d / "parent", threads)
+    if info.get("parent") == SUMMED:
+        parent = SummedFlat(parent, {g: v["species"] for g, v in info["groups"].items()})
     children = {g: open_model(d / v["child"], threads) if v["child"] else None for g, v in info["groups"].items()}
     return RouterModel(
         d, parent, children, {g: v["species"] for g, v in info["groups"].items()}, info.get("versions", {})
@@ -294,7 +342,8 @@ def top_and_embeddings(
     logits, emb = self.parent.session.run(
         ["logits", "embedding"], {"image": np.ascontiguousarray(batch, dtype=np.float32)}
     )
-    return self.top(batch, top_k, parent_probabilities=softmax(logits)), emb
+    pg = self.parent.groups(softmax(logits)) if isinstance(self.parent, SummedFlat) else softmax(logits)
+    return self.top(batch, top_k, parent_probabilities=pg), emb
 
 # %% ../../nbs/model/router.ipynb #a3177fff
 @patch
