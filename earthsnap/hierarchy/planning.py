@@ -37,13 +37,14 @@ from earthsnap.hierarchy.datasets import (
     write_listing,
 )
 from ..model.baseline import write_baseline
-from ..model.router import pack_router, write_router_tarball
+from ..model.router import load_model, pack_router, write_router_tarball
 from ..release.registry import APPROVED, REJECTED, ModelRegistry, ModelVersion, SqliteRegistry, open_registry
 
 # %% auto #0
-__all__ = ['SET_BY_HIERARCHY', 'Hierarchy', 'load_hierarchy', 'PlanItem', 'version_classes', 'plan_hierarchy', 'plan_table',
-           'HierarchyRun', 'model_pipeline', 'run_hierarchy', 'run_summary', 'write_listings', 'hierarchy_listings',
-           'sagemaker_commands', 'build_router', 'suggestion_source', 'suggest_hierarchy', 'demo_hierarchy']
+__all__ = ['SET_BY_HIERARCHY', 'TRAINED', 'SUMMED_FLAT', 'Hierarchy', 'load_hierarchy', 'PlanItem', 'version_classes',
+           'plan_hierarchy', 'plan_table', 'HierarchyRun', 'model_pipeline', 'run_hierarchy', 'run_summary',
+           'write_listings', 'hierarchy_listings', 'sagemaker_commands', 'PackedRouter', 'build_router',
+           'suggestion_source', 'suggest_hierarchy', 'demo_hierarchy']
 
 # %% ../../nbs/hierarchy/planning.ipynb #507889c6
 @dataclass
@@ -436,47 +437,93 @@ def _flat_records(flat: ModelVersion) -> str:
     return records
 
 # %% ../../nbs/hierarchy/planning.ipynb #4d707b99
+TRAINED, SUMMED_FLAT = "trained", "summed-flat"  # the kinds of parent a router is packed with
+
+
+@dataclass
+class PackedRouter:
+    "One router `build_router` packed: its kind of parent, its folder, its archive and its parts' versions."
+
+    parent: str  # TRAINED or SUMMED_FLAT
+    dir: Path
+    archive: Path
+    versions: dict[str, str]
+
+
 def _pack_parts(
-    cfg: Config,
-    h: Hierarchy,
-    parts: dict[str, ModelVersion],
-    versions: dict[str, str],
-    flat: ModelVersion,
-    records: str,
-) -> tuple[Path, Path, Path]:
-    "Pack the router under a folder named by its parts, with its drift baseline and archive: (folder, router, archive)."
+    cfg: Config, h: Hierarchy, parts: dict[str, ModelVersion], flat: ModelVersion, records: str
+) -> tuple[Path, dict[str, PackedRouter]]:
+    "Pack the router of the trained parent, and the summed-flat one when the flat model is approved: folder, routers."
+    versions = {name: v.ref for name, v in parts.items()}
     key = hashlib.sha256(repr(sorted(versions.items()) + [flat.ref]).encode()).hexdigest()[:16]
     out = Path(join(cfg.store, "hierarchy", "routers", key))
     children = {g: parts[model_name(g)].artifact for g, species in h.taxonomy.items() if len(species) > 1}
-    router_dir = pack_router(
-        parts[PARENT].artifact,
-        children,
-        h.taxonomy,
-        versions,
-        out / "router",
-        child_names={g: model_name(g) for g in h.taxonomy},
-    )
-    # the drift reference of the router, on the flat model's validation photos, packed with it
-    write_baseline(router_dir, records)
-    tarball = write_router_tarball(router_dir, out / MODEL_ARCHIVE)
+    kinds = {TRAINED: (parts[PARENT].artifact, versions, "router", MODEL_ARCHIVE)}
+    if flat.status == APPROVED:
+        kinds[SUMMED_FLAT] = (flat.artifact, {**versions, PARENT: flat.ref}, SUMMED_FLAT, f"{SUMMED_FLAT}.tar.gz")
+    packed = {}
+    for kind, (parent, vs, folder, archive) in kinds.items():
+        d = pack_router(
+            parent,
+            children,
+            h.taxonomy,
+            vs,
+            out / folder,
+            child_names={g: model_name(g) for g in h.taxonomy},
+            summed_flat=kind == SUMMED_FLAT,
+        )
+        write_baseline(d, records)  # the drift reference of the router, on the flat model's validation photos
+        packed[kind] = PackedRouter(kind, d, write_router_tarball(d, out / archive), vs)
     (out / "taxonomy.yaml").write_text(taxonomy_yaml(h.taxonomy))
-    return out, router_dir, tarball
+    return out, packed
+
+# %% ../../nbs/hierarchy/planning.ipynb #a90fa0f4
+def _choose(packed: dict[str, PackedRouter], records: str, flat: ModelVersion) -> tuple[str, dict]:
+    "The kind of router to keep, and why: the more accurate on the validation split of the flat model's records."
+    from earthsnap.model.evaluation import predict_split
+
+    if len(packed) == 1:
+        why = (
+            f"approve {flat.ref} to try a summed-flat parent beside the trained one" if flat.status != APPROVED else ""
+        )
+        return TRAINED, {"kept": TRAINED, "why": why, "val_accuracy": {}}
+    accuracy = {}
+    for kind, r in packed.items():
+        y, probs, _, _ = predict_split(load_model(r.dir), records, "val", progress=False)
+        accuracy[kind] = float((probs.argmax(1) == y).mean())
+    kept = SUMMED_FLAT if accuracy[SUMMED_FLAT] > accuracy[TRAINED] else TRAINED
+    other = TRAINED if kept == SUMMED_FLAT else SUMMED_FLAT
+    why = (
+        f"kept the {kept} parent: validation accuracy {accuracy[kept]:.3f} against {accuracy[other]:.3f} "
+        f"for the {other} parent"
+        + (" (a tie goes to the trained parent, the smaller model)" if accuracy[kept] == accuracy[other] else "")
+    )
+    return kept, {"kept": kept, "why": why, "val_accuracy": accuracy}
 
 # %% ../../nbs/hierarchy/planning.ipynb #505f6a56
 def _compare(
-    cfg: Config, out: Path, router_dir: Path, flat: ModelVersion, records: str, progress: bool
+    cfg: Config,
+    out: Path,
+    packed: dict[str, PackedRouter],
+    choice: dict,
+    flat: ModelVersion,
+    records: str,
+    progress: bool,
 ) -> tuple[dict, dict]:
-    "Run the comparison notebook on the flat model's test images: the comparison, and the router's metrics."
-    nb = step_notebook(cfg.project_dir, "compare")
+    "Run the comparison notebook on the flat model's test images: the comparison, and the kept router's metrics."
+    other = next((r for kind, r in packed.items() if kind != choice["kept"]), None)
     run_notebook(
-        nb,
+        step_notebook(cfg.project_dir, "compare"),
         out / "compare.ipynb",
         {
-            "router": str(router_dir),
+            "router": str(packed[choice["kept"]].dir),
             "flat": flat.artifact,
             "records": records,
             "taxonomy": str(out / "taxonomy.yaml"),
             "out_dir": str(out),
+            "alternative": str(other.dir) if other else "",
+            "alternative_name": f"router, {other.parent} parent" if other else "",
+            "choice": choice["why"],
         },
         progress=progress,
     )
@@ -489,9 +536,9 @@ def _register_router(
     registry: ModelRegistry,
     prefix: str,
     h: Hierarchy,
-    tarball: Path,
+    router: PackedRouter,
+    choice: dict,
     metrics: dict,
-    versions: dict[str, str],
     flat: ModelVersion,
     records: str,
     comparison: dict,
@@ -499,6 +546,7 @@ def _register_router(
     echo: Callable[[str], None],
 ) -> ModelVersion:
     "Register the router in `prefix`, pending approval, unless the same archive is registered already."
+    tarball, versions = router.archive, router.versions
     mv = registry.registered(prefix, tarball)
     if mv is None:
         mv = registry.register(
@@ -508,6 +556,8 @@ def _register_router(
             {
                 "kind": "router",
                 "parts": versions,
+                "parent": router.parent,
+                "choice": choice,
                 "flat": flat.ref,
                 "dataset": h.version.ref,
                 "classes": sorted(h.models[FLAT].classes),
@@ -519,7 +569,8 @@ def _register_router(
                     "report": str(out / "compare.html"),
                 },
             },
-            description=f"router of {', '.join(versions.values())}",
+            description=f"router of {', '.join(versions.values())}"
+            + (" (summed-flat parent)" if router.parent == SUMMED_FLAT else ""),
             by="earthsnap hierarchy router",
         )
         echo(f"{mv.ref} registered, {mv.status}")
@@ -529,14 +580,16 @@ def _register_router(
 
 # %% ../../nbs/hierarchy/planning.ipynb #5957f76d
 def _echo_comparison(mv: ModelVersion, comparison: dict, out: Path, prefix: str, echo: Callable[[str], None]) -> None:
-    "The router against the flat model, where the report is, and what a person does next."
-    r, f = comparison["models"]["router"], comparison["models"]["flat"]
-    echo(f"  {'':<8}{'accuracy':>9}{'group acc.':>11}{'p50 ms':>8}{'p95 ms':>8}")
-    for name, row in (("router", r), ("flat", f)):
+    "The router against the flat model (and the other router), where the report is, and what a person does next."
+    echo(f"  {'':<28}{'top-1':>7}{'top-5':>7}{'macro-F1':>9}{'group':>7}{'in group':>9}{'p50 ms':>8}{'img/s@32':>9}")
+    for name, row in comparison["models"].items():
         echo(
-            f"  {name:<8}{row['accuracy']:>9.3f}{row['group_accuracy']:>11.3f}"
-            f"{row['latency_ms_p50']:>8.2f}{row['latency_ms_p95']:>8.2f}"
+            f"  {name:<28}{row['accuracy']:>7.3f}{row['top5_accuracy']:>7.3f}{row['macro_f1']:>9.3f}"
+            f"{row.get('group_accuracy', float('nan')):>7.3f}{row.get('errors_in_group', float('nan')):>9.2f}"
+            f"{row['latency_ms_p50']:>8.2f}{row.get('images_per_s_batch32', float('nan')):>9.0f}"
         )
+    if comparison.get("choice"):
+        echo(f"  {comparison['choice']}")
     echo(f"  report: {out / 'compare.html'}")
     if mv.status != APPROVED:
         echo(f"approve it to release it (the deployer releases group {prefix} when deploy_group is {prefix}):")
@@ -551,17 +604,22 @@ def build_router(
     progress: bool = False,
     echo: Callable[[str], None] = print,
 ) -> ModelVersion:
-    """Pack the approved parent and children of `h` into a router, compare it with the flat model, and register it in
-    `prefix`.
+    """Pack the approved parts of `h` into a router (and a summed-flat one), keep the better, compare it with the flat
+    model, register it in `prefix`.
     """
     registry = registry or open_registry(cfg)
     parts, flat = _router_parts(registry, h, prefix)
     records = _flat_records(flat)
-    versions = {name: v.ref for name, v in parts.items()}
-    out, router_dir, tarball = _pack_parts(cfg, h, parts, versions, flat, records)
-    echo(f"router of {', '.join(versions.values())}: comparing it with {flat.ref} on its test images")
-    comparison, metrics = _compare(cfg, out, router_dir, flat, records, progress)
-    mv = _register_router(registry, prefix, h, tarball, metrics, versions, flat, records, comparison, out, echo)
+    out, packed = _pack_parts(cfg, h, parts, flat, records)
+    kept, choice = _choose(packed, records, flat)
+    echo(
+        f"router of {', '.join(packed[kept].versions.values())} ({kept} parent): "
+        f"comparing with {flat.ref} on its test images"
+    )
+    if choice["why"]:
+        echo(f"  {choice['why']}")
+    comparison, metrics = _compare(cfg, out, packed, choice, flat, records, progress)
+    mv = _register_router(registry, prefix, h, packed[kept], choice, metrics, flat, records, comparison, out, echo)
     _echo_comparison(mv, comparison, out, prefix, echo)
     return mv
 
