@@ -1,27 +1,30 @@
-"""Benchmark: a parent/child router against the flat model trained on the same photos, in one run.
+"""Benchmark: parent/child routers against the flat model trained on the same photos, in one run: accuracy and speed.
 
     .venv/bin/python bench/router.py [--groups 4] [--species 4] [--images 40] [--epochs 20] [--requests 400]
         [--repeats 5]
 
-`earthsnap.hierarchy.planning.demo_hierarchy` generates a demo set (--groups x --species x --images photos), and trains,
-with the default architecture (ResNet, width 32, 64 px) for --epochs epochs, the parent (one class per group),
-one child per group (its species) and the flat model (every species); the router is packed from the parent
-and the children exactly as `earthsnap hierarchy router` packs it. Both are opened with
-`earthsnap.model.router.load_model(path, threads=1)`, the loader the endpoint server uses, on one thread each so the
-figures compare the work and not how it spreads over cores.
+`earthsnap.hierarchy.planning.demo_hierarchy` generates a demo set (--groups x --species x --images photos) whose
+groups are planted (`alike`: a group's species share its colours), and trains, with the default architecture
+(ResNet, width 32, 64 px) for --epochs epochs, the parent (one class per group, on every photo), one child per
+group and the flat model; two routers are packed as `earthsnap hierarchy router` packs them, one with the trained
+parent and one whose parent is the flat model summed within each group.
 
-The router answers an endpoint request with `top(x, top_k)`, which runs the children from the most likely
-group down and stops as soon as no other group can place a species in the answer (the answer is the one the
-full joint distribution gives). How many children that takes depends on how sure the parent is, so the
-models are trained for real (--epochs) and the parent's group accuracy on the test split is reported beside
-the figures. Each round measures, on the same test-split JPEGs:
+Accuracy, on the test split, for two taxonomies:
 
-- batch 1, one endpoint request's work (decode, prepare, run, rank), --requests calls each:
-  the flat model with top_k=5 (the baseline); the router with top_k=5 and with top_k=1; and the router
-  running every child (`ranked(probabilities(x))`, what it did before `top`);
-- batch 32, the model work alone on 32 prepared images: the flat model's `probabilities`, the router's
-  `top(x, 5)`, and the router's `probabilities` (every child);
-- the children run per image, counted by wrapping each child, for top_k=5 and top_k=1.
+- groups from the data: what `earthsnap.hierarchy.suggest` proposes from the flat model alone (its adjusted Rand
+  index against the planted groups is reported; when it finds them, that hierarchy is the planted one);
+- a hand-made taxonomy that cuts across the planted groups (group j takes the j-th species of every group).
+
+For each: top-1, top-5, group accuracy and the share of mistakes inside the right group of the flat model and both
+routers, and the router `build_router` keeps (the more accurate on the validation split) against the flat model.
+
+Speed, for the groups from the data: both are opened with `earthsnap.model.router.load_model(path, threads=1)`, the
+loader the endpoint server uses, on one thread each so the figures compare the work and not how it spreads over
+cores. The router answers an endpoint request with `top(x, top_k)`, which runs the children from the most likely
+group down and stops as soon as no other group can place a species in the answer. Each round measures, on the same
+test-split JPEGs: batch 1, one endpoint request's work (decode, prepare, run, rank), --requests calls each (the flat
+model with top_k=5, the baseline; the router with top_k=5 and 1; the summed-flat router with top_k=5; the router
+running every child); batch 32, the model work alone on 32 prepared images; and the children run per image.
 
 Reported: medians over --repeats alternating rounds, and each router figure as a ratio of the flat model's
 (latency router/flat; throughput router/flat). Results go to bench/results/router.json.
@@ -41,7 +44,9 @@ from pathlib import Path
 import numpy as np
 
 from earthsnap.data.records import split_images
+from earthsnap.data.taxonomy import load_taxonomy
 from earthsnap.hierarchy.planning import demo_hierarchy
+from earthsnap.hierarchy.suggest import adjusted_rand_index, class_signals, suggest_groups
 from earthsnap.model.router import RouterModel, load_model
 
 HERE = Path(__file__).resolve().parent
@@ -88,6 +93,41 @@ def children_per_image(router: RouterModel, x: np.ndarray, top_k: int) -> float:
     return sum(c.seen for c in counted.values()) / len(x)
 
 
+def across(taxonomy: dict[str, list[str]]) -> dict[str, list[str]]:
+    "A hand-made taxonomy that cuts across the planted groups: group j takes the j-th species of every group."
+    groups = list(taxonomy.values())
+    return {f"mixed-{j + 1}": [g[j] for g in groups] for j in range(min(map(len, groups)))}
+
+
+def accuracy_of(h: dict) -> dict:
+    """On the test split: top-1, top-5, group accuracy and mistakes inside the right group of the flat model and both
+    routers; and the router build_router would keep (the more accurate on the validation split)."""
+    group_of = {c: g for g, sp in load_taxonomy(h["taxonomy"]).items() for c in sp}
+    models = {k: load_model(h[k], threads=1) for k in ("flat", "router", "summed")}
+    out, val = {}, {}
+    for split in ("val", "test"):
+        rows = list(split_images(h["records"], split))
+        x = models["flat"].inputs([im for *_, im in rows])
+        names = models["flat"].classes
+        truth = np.array([label for _, label, _, _ in rows])
+        for k, m in models.items():
+            p = m.probabilities(x)
+            top1 = p.argmax(1)
+            if split == "val":
+                val[k] = float((top1 == truth).mean())
+                continue
+            wrong = top1 != truth
+            inside = np.array([group_of[names[a]] == group_of[names[b]] for a, b in zip(top1, truth, strict=True)])
+            out[k] = {
+                "top1": float((~wrong).mean()),
+                "top5": float((np.argsort(-p, 1)[:, :5] == truth[:, None]).any(1).mean()),
+                "group_accuracy": float(inside.mean()),
+                "errors_in_group": float(inside[wrong].mean()) if wrong.any() else 1.0,
+            }
+    kept = "summed" if val["summed"] > val["router"] else "router"
+    return {"test": out, "val_top1": val, "kept": kept, "kept_minus_flat_top1": out[kept]["top1"] - out["flat"]["top1"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--groups", type=int, default=4)
@@ -108,68 +148,67 @@ def main() -> None:
         args.out = str(Path(tempfile.mkdtemp()) / "router.json")
 
     with tempfile.TemporaryDirectory() as tmp:
-        print(
-            f"training a {args.groups}-group hierarchy and a flat model "
-            f"on {args.groups * args.species * args.images} demo photos, {args.epochs} epochs ..."
-        )
-        t0 = time.perf_counter()
-        h = demo_hierarchy(
-            tmp,
+        size = dict(
             groups=args.groups,
             species=args.species,
             images=args.images,
             epochs=args.epochs,
             width=8 if args.smoke else 32,
             size=32 if args.smoke else 64,
+            alike=True,
         )
+        print(
+            f"training {args.groups}-group hierarchies and their flat model on "
+            f"{args.groups * args.species * args.images} demo photos with planted groups, {args.epochs} epochs ..."
+        )
+        t0 = time.perf_counter()
+        planted = demo_hierarchy(Path(tmp) / "planted", **size)
+        planted_taxonomy = load_taxonomy(planted["taxonomy"])
+        # groups from the data: what `earthsnap hierarchy suggest` proposes from the flat model alone
+        s = suggest_groups(class_signals(load_model(planted["flat"], threads=1), planted["records"]))
+        truth = {c: g for g, sp in planted_taxonomy.items() for c in sp}
+        classes = sorted(truth)
+        ari = adjusted_rand_index(
+            [truth[c] for c in classes], [g for c in classes for g, sp in s.groups.items() if c in sp]
+        )
+        same = sorted(map(sorted, s.groups.values())) == sorted(map(sorted, planted_taxonomy.values()))
+        found = planted if same else demo_hierarchy(Path(tmp) / "found", **size, taxonomy=s.groups)
+        crossed = demo_hierarchy(Path(tmp) / "across", **size, taxonomy=across(planted_taxonomy))
         print(f"trained in {time.perf_counter() - t0:.0f}s")
-        flat, router = load_model(h["flat"], threads=1), load_model(h["router"], threads=1)
-        assert flat.classes == router.classes, "the router and the flat model must name the same species"
-        test = [(label, im) for _, label, _, im in split_images(h["records"], "test")]
-    images = [im for _, im in test]
+        quality = {
+            "groups_from_the_data": {
+                "groups": s.groups,
+                "chosen_by": s.chosen_by,
+                "adjusted_rand_index_with_planted": ari,
+                **accuracy_of(found),
+            },
+            "hand_made_across_planted": {"groups": across(planted_taxonomy), **accuracy_of(crossed)},
+        }
+        print(json.dumps(quality, indent=2))
+        flat, router = load_model(found["flat"], threads=1), load_model(found["router"], threads=1)
+        summed = load_model(found["summed"], threads=1)
+        assert flat.classes == router.classes == summed.classes, (
+            "the routers and the flat model must name the same species"
+        )
+        images = [im for *_, im in split_images(found["records"], "test")]
     x = flat.inputs([images[j % len(images)] for j in range(32)])
-    every = flat.inputs(images)
-    groups_true = [router.group_of[flat.classes[int(label)]] for label, _ in test]
-    pg = router.parent.probabilities(every)
-    quality = {
-        "test_images": len(images),
-        "parent_group_accuracy": float(
-            np.mean([router.parent.classes[j] == g for j, g in zip(pg.argmax(1), groups_true, strict=True)])
-        ),
-        "parent_mean_top_probability": float(pg.max(1).mean()),
-        "flat_accuracy": float(
-            np.mean(
-                [
-                    flat.classes[int(label)] == flat.classes[j]
-                    for (label, _), j in zip(test, flat.probabilities(every).argmax(1), strict=True)
-                ]
-            )
-        ),
-        "router_accuracy": float(
-            np.mean(
-                [
-                    flat.classes[int(label)] == router.classes[j]
-                    for (label, _), j in zip(test, router.probabilities(every).argmax(1), strict=True)
-                ]
-            )
-        ),
-        "children_per_image": {
-            "top_k=5": children_per_image(router, every, 5),
-            "top_k=1": children_per_image(router, every, 1),
-            "every child": float(sum(c is not None for c in router.children.values())),
-        },
+    quality["children_per_image"] = {
+        "top_k=5": children_per_image(router, flat.inputs(images), 5),
+        "top_k=1": children_per_image(router, flat.inputs(images), 1),
+        "every child": float(sum(c is not None for c in router.children.values())),
     }
-    print(json.dumps(quality, indent=2))
 
     one = {
         "flat_top5": lambda im: flat.predict([im], 5),
         "router_top5": lambda im: router.predict([im], 5),
         "router_top1": lambda im: router.predict([im], 1),
+        "summed_flat_router_top5": lambda im: summed.predict([im], 5),
         "router_every_child_top5": lambda im: router.ranked(router.probabilities(router.inputs([im]))[0], 5),
     }
     many = {
         "flat": flat.probabilities,
         "router_top5": lambda b: router.top(b, 5),
+        "summed_flat_router_top5": lambda b: summed.top(b, 5),
         "router_every_child": router.probabilities,
     }
     for call in one.values():
@@ -189,11 +228,11 @@ def main() -> None:
     ratio = {
         **{
             f"batch1_{k}_p50_latency": med[f"batch1_{k}"]["p50_ms"] / med["batch1_flat_top5"]["p50_ms"]
-            for k in ("router_top5", "router_top1", "router_every_child_top5")
+            for k in ("router_top5", "router_top1", "summed_flat_router_top5", "router_every_child_top5")
         },
         **{
             f"batch32_{k}_throughput": med[f"batch32_{k}"]["images_per_s"] / med["batch32_flat"]["images_per_s"]
-            for k in ("router_top5", "router_every_child")
+            for k in ("router_top5", "summed_flat_router_top5", "router_every_child")
         },
     }
     result = {

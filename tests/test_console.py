@@ -97,6 +97,43 @@ def site(tmp_path_factory):
             by="pipeline test",
         )
     reg.approve("flora/1", by="setup")
+    # a router as `earthsnap hierarchy router` registers one: its comparison with the flat model in its lineage
+    row = {"top5_accuracy": 0.99, "macro_f1": 0.9, "images": 40, "latency_ms_p95": 2.0, "images_per_s_batch32": 900.0}
+    reg.register(
+        "hierarchy",
+        archive,
+        {},
+        {
+            "kind": "router",
+            "parent": "summed-flat",
+            "flat": "hierarchy-flat/1",
+            "choice": {"kept": "summed-flat", "why": f"kept the summed-flat parent: {HOSTILE}"},
+            "comparison": {
+                "router": {
+                    **row,
+                    "accuracy": 0.95,
+                    "group_accuracy": 0.99,
+                    "errors_in_group": 0.8,
+                    "latency_ms_p50": 1.6,
+                },
+                "flat": {
+                    **row,
+                    "accuracy": 0.96,
+                    "group_accuracy": 0.98,
+                    "errors_in_group": 0.5,
+                    "latency_ms_p50": 0.8,
+                },
+                "router, trained parent": {
+                    **row,
+                    "accuracy": 0.9,
+                    "group_accuracy": 0.93,
+                    "errors_in_group": 0.4,
+                    "latency_ms_p50": 1.2,
+                },
+            },
+        },
+        by="earthsnap hierarchy router",
+    )
     deployer = Deployer.from_config(cfg)
     deployer.run()
     deployer.promote("flora/1", by="setup")
@@ -314,7 +351,14 @@ def test_datasets_hierarchy_and_users_pages(browser, site):
         page.wait_for_timeout(100)
     page.screenshot(path=SHOTS / "dataset.png", full_page=True)
     page.goto(site["url"] + "/console/hierarchy")
-    assert "parent" in page.locator("main").inner_text()
+    text = page.locator("main").inner_text()
+    assert "parent" in text and "The newest router, hierarchy/1" in text and "router, trained parent" in text
+    assert "kept the summed-flat parent: " + HOSTILE in text and "2.0x" in text  # shown as text, p50 against flat
+    page.screenshot(path=SHOTS / "hierarchy.png", full_page=True)
+    page.get_by_role("link", name="hierarchy/1").first.click()
+    text = page.locator("main").inner_text()
+    assert "Router against the flat model" in text and "summed from the flat model" in text and "-0.010" in text
+    page.screenshot(path=SHOTS / "router-version.png", full_page=True)
     page.goto(site["url"] + "/console/users")
     page.get_by_label("Name").fill("nina")
     page.locator("form[action='/console/users'] select[name=role]").select_option("approver")

@@ -764,8 +764,8 @@ def review_pages(c: Console) -> APIRouter:
 
 # %% ../../nbs/console/pages.ipynb #b640b9c8
 def hierarchy_page(c: Console) -> APIRouter:
-    """The parent and its children, each model's live (approved) version, and what `earthsnap plan` says needs
-    retraining.
+    """The parent and its children, each model's live (approved) version, what `earthsnap plan` says needs retraining,
+    and the newest router against the flat model.
     """
     r = APIRouter(include_in_schema=False)
 
@@ -791,6 +791,7 @@ def hierarchy_page(c: Console) -> APIRouter:
                 dataset=dataset,
             )
         approved = {i.group: next(iter(registry.versions(i.group, "Approved")), None) for i in items}
+        router = next((v for v in registry.versions("hierarchy") if v.lineage.get("comparison")), None)
         return c.page(
             request,
             "hierarchy.html",
@@ -799,6 +800,7 @@ def hierarchy_page(c: Console) -> APIRouter:
             title="Hierarchy",
             items=items,
             approved=approved,
+            router=router,
             dataset=h.version.ref,
         )
 

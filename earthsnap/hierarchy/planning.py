@@ -694,28 +694,40 @@ def demo_hierarchy(
     epochs: int = 4,
     width: int = 8,
     size: int = 32,
+    alike: bool = False,  # the species of a group look alike (`earthsnap.data.demodata.alike_traits`)
+    taxonomy: dict[str, list[str]] | None = None,  # the hierarchy's groups; default the generator's
 ) -> dict:
-    """Train a small hierarchy (ResNet `width`, `size` px) on demo photos under `out` (copied from the demo cache when
-    this code already did): returns router, flat, records and taxonomy paths.
+    """Train a small hierarchy (ResNet `width`, `size` px) on demo photos under `out`, or copy it from the demo cache:
+    the paths of both routers, the flat model, its records and the taxonomy.
     """
     from earthsnap.engine.fingerprint import cached_tree
 
     out = Path(out)
+    key = [groups, species, images, epochs, width, size] + ([alike, taxonomy] if alike or taxonomy else [])
     cached_tree(
-        {"demo_hierarchy": [groups, species, images, epochs, width, size]},
+        {"demo_hierarchy": key},
         out,
-        lambda o: _train_demo_hierarchy(o, groups, species, images, epochs, width, size),
+        lambda o: _train_demo_hierarchy(o, groups, species, images, epochs, width, size, alike, taxonomy),
     )
     return {
         "router": out / "router",
+        "summed": out / SUMMED_FLAT,
         "flat": out / FLAT / "model",
         "records": out / FLAT / "records",
-        "taxonomy": out / "photos" / "taxonomy.yaml",
+        "taxonomy": out / "taxonomy.yaml",
     }
 
 # %% ../../nbs/hierarchy/planning.ipynb #104d8a39
 def _train_demo_hierarchy(
-    out: Path, groups: int, species: int, images: int, epochs: int, width: int, size: int
+    out: Path,
+    groups: int,
+    species: int,
+    images: int,
+    epochs: int,
+    width: int,
+    size: int,
+    alike: bool = False,
+    taxonomy: dict[str, list[str]] | None = None,
 ) -> None:
     from earthsnap.data.dataqa import run_qa
     from earthsnap.data.demodata import generate_demo_data
@@ -725,7 +737,9 @@ def _train_demo_hierarchy(
     from earthsnap.model.training import train
 
     out = Path(out)
-    demo = generate_demo_data(out / "photos", groups=groups, species=species, images=images, seed=0, progress=False)
+    demo = generate_demo_data(
+        out / "photos", groups=groups, species=species, images=images, seed=0, alike=alike, progress=False
+    )
     version = run_qa(
         str(demo.root),
         "demo",
@@ -734,7 +748,9 @@ def _train_demo_hierarchy(
         out_dir=out / "qa",
         progress=False,
     ).dataset
-    data, dirs = hierarchy_data(version, parent_per_group=images * species), {}
+    taxonomy = taxonomy or demo.taxonomy
+    (out / "taxonomy.yaml").write_text(taxonomy_yaml(taxonomy))
+    data, dirs = hierarchy_data(version, taxonomy), {}
     for name, d in data.items():
         listing = write_listing(d, version, listing_uri(str(out / "listings"), version, name))
         run_qa(listing, f"demo-{name}", datasets=out / "datasets", out_dir=out / name / "qa", progress=False)
@@ -752,11 +768,7 @@ def _train_demo_hierarchy(
             log=lambda _: None,
         )
         dirs[name] = save_model(res, out / name / "model")
-    pack_router(
-        dirs[PARENT],
-        {g: dirs[model_name(g)] for g in demo.taxonomy},
-        demo.taxonomy,
-        {},
-        out / "router",
-        child_names={g: model_name(g) for g in demo.taxonomy},
-    )
+    children = {g: dirs[model_name(g)] for g, sp in taxonomy.items() if len(sp) > 1}
+    names = {g: model_name(g) for g in taxonomy}
+    pack_router(dirs[PARENT], children, taxonomy, {}, out / "router", child_names=names)
+    pack_router(dirs[FLAT], children, taxonomy, {}, out / SUMMED_FLAT, child_names=names, summed_flat=True)
