@@ -21,7 +21,7 @@ TAXONOMY_HELP = "A taxonomy.yaml to use instead of the one stored with the datas
 PREFIX_HELP = "Registry groups: PREFIX-parent, PREFIX-<group>, PREFIX-flat, and PREFIX for the router."
 PER_GROUP_HELP = (
     "0 (the default): the parent trains on every photo, as the flat model does. N: on a sample of N photos per group, "
-    "drawn evenly across its species: cheaper, and less accurate (see bench/router.py)."
+    "drawn evenly across its species: cheaper, at a cost in accuracy."
 )
 
 # %% auto #0
@@ -147,7 +147,7 @@ def hierarchy_listings_command(
 # %% ../../nbs/cli/hierarchy.ipynb #9953abee
 def _suggest_summary(where: Path, s: dict, taxonomy: Optional[Path]) -> list[str]:
     "What `hierarchy suggest` prints: the groups, the share of mistakes they keep inside, the report and the next step."
-    how = "as asked" if s["chosen_by"] == "given" else "chosen by the eigengap"
+    how = {"given": "as asked", "eigengap": "chosen by the eigengap"}.get(s["chosen_by"], "as asked, then sized")
     compared = f"; {s['taxonomy_within']:.0%} under {taxonomy}" if s.get("taxonomy_within") is not None else ""
     lines = [
         f"{len(s['groups'])} groups ({how}) from {s['images']} validation photos: "

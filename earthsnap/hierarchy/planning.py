@@ -37,6 +37,7 @@ from earthsnap.hierarchy.datasets import (
     write_listing,
 )
 from ..model.baseline import write_baseline
+from ..model.inference import ModelError
 from ..model.router import load_model, pack_router, write_router_tarball
 from ..release.registry import APPROVED, REJECTED, ModelRegistry, ModelVersion, SqliteRegistry, open_registry
 
@@ -452,7 +453,7 @@ class PackedRouter:
 
 def _pack_parts(
     cfg: Config, h: Hierarchy, parts: dict[str, ModelVersion], flat: ModelVersion, records: str
-) -> tuple[Path, dict[str, PackedRouter]]:
+) -> tuple[Path, dict]:
     "Pack the router of the trained parent, and the summed-flat one when the flat model is approved: folder, routers."
     versions = {name: v.ref for name, v in parts.items()}
     key = hashlib.sha256(repr(sorted(versions.items()) + [flat.ref]).encode()).hexdigest()[:16]
@@ -461,17 +462,15 @@ def _pack_parts(
     kinds = {TRAINED: (parts[PARENT].artifact, versions, "router", MODEL_ARCHIVE)}
     if flat.status == APPROVED:
         kinds[SUMMED_FLAT] = (flat.artifact, {**versions, PARENT: flat.ref}, SUMMED_FLAT, f"{SUMMED_FLAT}.tar.gz")
-    packed = {}
+    packed, names = {}, {g: model_name(g) for g in h.taxonomy}
     for kind, (parent, vs, folder, archive) in kinds.items():
-        d = pack_router(
-            parent,
-            children,
-            h.taxonomy,
-            vs,
-            out / folder,
-            child_names={g: model_name(g) for g in h.taxonomy},
-            summed_flat=kind == SUMMED_FLAT,
-        )
+        try:
+            d = pack_router(parent, children, h.taxonomy, vs, out / folder, names, summed_flat=kind == SUMMED_FLAT)
+        except ModelError as e:
+            if kind == TRAINED:
+                raise
+            packed["skipped"] = f"no summed-flat parent: {e.what}"  # the trained router stands alone
+            continue
         write_baseline(d, records)  # the drift reference of the router, on the flat model's validation photos
         packed[kind] = PackedRouter(kind, d, write_router_tarball(d, out / archive), vs)
     (out / "taxonomy.yaml").write_text(taxonomy_yaml(h.taxonomy))
@@ -482,8 +481,9 @@ def _choose(packed: dict[str, PackedRouter], records: str, flat: ModelVersion) -
     "The kind of router to keep, and why: the more accurate on the validation split of the flat model's records."
     from earthsnap.model.evaluation import predict_split
 
+    skipped = packed.pop("skipped", "")
     if len(packed) == 1:
-        why = (
+        why = skipped or (
             f"approve {flat.ref} to try a summed-flat parent beside the trained one" if flat.status != APPROVED else ""
         )
         return TRAINED, {"kept": TRAINED, "why": why, "val_accuracy": {}}
@@ -501,6 +501,20 @@ def _choose(packed: dict[str, PackedRouter], records: str, flat: ModelVersion) -
     return kept, {"kept": kept, "why": why, "val_accuracy": accuracy}
 
 # %% ../../nbs/hierarchy/planning.ipynb #505f6a56
+def _compare_parameters(cfg: Config) -> dict:
+    "The parameters the project's compare.ipynb declares; refuses one without the alternative router's."
+    from earthsnap.engine.notebooks import check_parameters
+
+    nb = step_notebook(cfg.project_dir, "compare")
+    declared = check_parameters(nb, {})
+    if not {"alternative", "alternative_name", "choice"} <= set(declared):
+        raise EarthsnapError(
+            f"{nb} is older than this earthsnap: it cannot show the summed-flat router beside the other.",
+            fix="Copy compare.ipynb from earthsnap's project template (earthsnap/project_template/pipeline/) over it.",
+        )
+    return declared
+
+
 def _compare(
     cfg: Config,
     out: Path,
@@ -610,6 +624,7 @@ def build_router(
     registry = registry or open_registry(cfg)
     parts, flat = _router_parts(registry, h, prefix)
     records = _flat_records(flat)
+    _compare_parameters(cfg)  # a project's compare.ipynb older than earthsnap's is refused before the work
     out, packed = _pack_parts(cfg, h, parts, flat, records)
     kept, choice = _choose(packed, records, flat)
     echo(
@@ -651,6 +666,28 @@ def suggestion_source(
             )
     return flat.artifact, records or _flat_records(flat), flat.ref
 
+# %% ../../nbs/hierarchy/planning.ipynb #2684c540
+def _check_suggestion_inputs(path: str, name: str, classes: list[str], method: str, taxonomy: str | None) -> None:
+    "Refuse, before the notebook starts, a router, a model without the embeddings `method` reads, a taxonomy of others."
+    from earthsnap.model.inference import open_model, unpacked
+    from earthsnap.model.router import ROUTER_FILE
+
+    if (unpacked(path) / ROUTER_FILE).exists():
+        raise ParameterError(
+            f"{name} is a router: groups are read from a flat model.",
+            fix="Name the flat model (--model GROUP/VERSION).",
+        )
+    if method != "confusion" and "embedding" not in {o.name for o in open_model(path).session.get_outputs()}:
+        raise ParameterError(
+            f"{name} has no embedding output, so method {method!r} cannot read its features.",
+            fix="Pass --method confusion, or train the flat model again with this earthsnap.",
+        )
+    if taxonomy and not set(classes) & {s for sp in load_taxonomy(taxonomy).values() for s in sp}:
+        raise ParameterError(
+            f"{taxonomy} names none of the {len(classes)} species of {name}.",
+            fix="Pass the taxonomy of the data the flat model was trained on, or none.",
+        )
+
 # %% ../../nbs/hierarchy/planning.ipynb #75496228
 def suggest_hierarchy(
     cfg: Config,
@@ -674,9 +711,9 @@ def suggest_hierarchy(
             f"Unknown setting(s) {', '.join(sorted(unknown))}.", fix="See earthsnap hierarchy suggest --help."
         )
     path, records, name = suggestion_source(registry or open_registry(cfg), model, records, prefix)
-    check_settings(len(read_classes(records)[0]), **settings)
-    if taxonomy:
-        load_taxonomy(taxonomy)  # a bad file is refused now, not in the notebook
+    classes = read_classes(records)[0]
+    check_settings(len(classes), **settings)
+    _check_suggestion_inputs(path, name, classes, settings.get("method", "both"), taxonomy)
     key = hashlib.sha256(repr([name, records, sorted(settings.items()), taxonomy]).encode()).hexdigest()[:16]
     where = Path(out or join(cfg.store, "hierarchy", "suggestions", key))
     params = {"model": path, "records": records, "taxonomy": str(taxonomy or ""), "out_dir": str(where), **settings}

@@ -60,7 +60,7 @@ def class_signals(
 ) -> ClassSignals:
     "The confusion (soft, counted) and class-mean embeddings of flat `model` on `split` of the records it trained on."
     classes, _ = read_classes(records)
-    n_images = len(check_split(records, split, classes))  # refuses a missing or empty split
+    n_images = len(check_split(records, split, classes, every_class=True))  # refuses an empty split, a class missing
     if classes != model.classes:
         raise EarthsnapError(
             f"The model knows {len(model.classes)} classes and {records} has {len(classes)}, or in another order.",
@@ -227,15 +227,18 @@ def _split(w: np.ndarray, members: list[int]) -> list[list[int]]:
 def fit_sizes(w: np.ndarray, labels: np.ndarray, min_species: int = 1, max_species: int = 0) -> np.ndarray:
     "`labels` with groups above `max_species` (0: no limit) split and groups below `min_species` merged."
     groups = [list(np.flatnonzero(labels == g)) for g in range(labels.max() + 1)]
-    while max_species and any(len(g) > max_species for g in groups):
-        big = max(groups, key=len)
-        groups.remove(big)
-        groups += _split(w, big)
-    while len(groups) > 1 and any(len(g) < min_species for g in groups):
-        small = min(groups, key=len)
-        groups.remove(small)
-        room = [g for g in groups if not max_species or len(g) + len(small) <= max_species] or groups
-        max(room, key=lambda g: w[np.ix_(small, g)].mean()).extend(small)
+    for _ in range(len(labels)):  # a merge may overfill a group, which the next round splits again
+        while max_species and any(len(g) > max_species for g in groups):
+            big = max(groups, key=len)
+            groups.remove(big)
+            groups += _split(w, big)
+        while len(groups) > 1 and any(len(g) < min_species for g in groups):
+            small = min(groups, key=len)
+            groups.remove(small)
+            room = [g for g in groups if not max_species or len(g) + len(small) <= max_species] or groups
+            max(room, key=lambda g: w[np.ix_(small, g)].mean()).extend(small)
+        if not max_species or all(len(g) <= max_species for g in groups):
+            break
     out = np.zeros(len(labels), dtype=int)
     for i, g in enumerate(groups):
         out[g] = i
@@ -327,6 +330,15 @@ def check_settings(
             f"min_species ({min_species}) is above max_species ({max_species}).",
             fix="Give a minimum below the maximum.",
         )
+    if max_species == 1:
+        raise ParameterError("max_species 1 leaves every species alone: no group would need a child.", fix="2 or more.")
+    fits = [q for q in range(2, n) if q * min_species <= n and (not max_species or n <= q * max_species)]
+    if not fits or (groups and groups not in fits):
+        raise ParameterError(
+            f"{n} species cannot make {groups or 'two or more'} groups of "
+            f"{min_species} to {max_species or n} species each.",
+            fix="Loosen min_species or max_species" + (", or ask for another number of groups." if groups else "."),
+        )
 
 # %% ../../nbs/hierarchy/suggest.ipynb #8449d860
 def _against_prior(s: Suggestion, classes: list[str], prior: dict[str, list[str]], hard: np.ndarray) -> None:
@@ -364,12 +376,18 @@ def suggest_groups(
         w = with_prior(w, classes, prior, prior_strength)
     k = groups or eigengap(w)
     labels = fit_sizes(w, spectral_groups(w, k), min_species, max_species)
+    sizes = np.bincount(labels)
+    if len(sizes) < 2 or sizes.min() < min_species or (max_species and sizes.max() > max_species):
+        raise EarthsnapError(
+            f"The groups found have {sorted(sizes.tolist())} species, outside {min_species} to {max_species or n}.",
+            fix="Loosen min_species or max_species, or ask for a number of groups (--groups).",
+        )
     names = _names(labels, classes, prior)
     proposal = {name: [c for c, g in zip(classes, labels, strict=True) if g == i] for i, name in enumerate(names)}
     s = Suggestion(
         proposal,
         method,
-        "given" if groups else "eigengap",
+        ("given" if len(sizes) == groups else "given, then sized") if groups else "eigengap",
         [float(v) for v in _spectrum(w)[0][: min(n, 12)]],
         within_share(signals.hard, classes, proposal),
         signals.images,
@@ -380,7 +398,7 @@ def suggest_groups(
 
 # %% ../../nbs/hierarchy/suggest.ipynb #49daf961
 def plot_dendrogram(signals: ClassSignals, s: Suggestion, method: str = "both"):
-    "The classes joined most alike first (average linkage of 1 - affinity), leaves coloured by their proposed group."
+    "The classes joined most alike first (average linkage of 1 - affinity, no prior), coloured by proposed group."
     import matplotlib.pyplot as plt
     from scipy.cluster.hierarchy import dendrogram
     from scipy.spatial.distance import squareform

@@ -131,12 +131,19 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
 
 # %% ../../nbs/monitor/review.ipynb #f9c727ff
+def _router_species(info: dict) -> list[str]:
+    "Every species of a router.json, sorted (as the router names its classes)."
+    return sorted(s for group in info.get("groups", {}).values() for s in group["species"])
+
+
 def archive_classes(artifact: str | Path) -> list[str]:
     "The classes of the model (or router) at `artifact`: a model.tar.gz or a model directory."
     import tarfile
 
     p = Path(artifact)
     try:
+        if p.is_dir() and (p / "router.json").is_file():
+            return _router_species(json.loads((p / "router.json").read_text()))
         if p.is_dir():
             return json.loads((p / "classes.json").read_text())["classes"]
         with tarfile.open(p, "r:gz") as tf:
@@ -144,8 +151,7 @@ def archive_classes(artifact: str | Path) -> list[str]:
             if "classes.json" in names:
                 return json.loads(tf.extractfile("classes.json").read())["classes"]
             if "router.json" in names:
-                species = json.loads(tf.extractfile("router.json").read()).get("species_of", {})
-                return sorted(s for group in species.values() for s in group)
+                return _router_species(json.loads(tf.extractfile("router.json").read()))
     except (OSError, ValueError, KeyError, tarfile.TarError):
         pass
     return []
