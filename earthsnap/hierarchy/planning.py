@@ -677,7 +677,7 @@ def _check_suggestion_inputs(path: str, name: str, classes: list[str], method: s
             f"{name} is a router: groups are read from a flat model.",
             fix="Name the flat model (--model GROUP/VERSION).",
         )
-    if method != "confusion" and "embedding" not in {o.name for o in open_model(path).session.get_outputs()}:
+    if method != "confusion" and not open_model(path).has_embedding:
         raise ParameterError(
             f"{name} has no embedding output, so method {method!r} cannot read its features.",
             fix="Pass --method confusion, or train the flat model again with this earthsnap.",

@@ -42,7 +42,7 @@ def _sums(model: OnnxModel, chunk: list, n: int, sums: dict) -> None:
     "Add one batch of the split to `sums`: soft, hard, counts and, when the model has one, the embedding sums."
     x = np.ascontiguousarray(model.inputs([im for *_, im in chunk]), dtype=np.float32)
     labels = np.array([lab for _, lab, _, _ in chunk])
-    if "embedding" in {o.name for o in model.session.get_outputs()}:
+    if model.has_embedding:
         logits, emb = model.session.run(["logits", "embedding"], {"image": x})
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         sums.setdefault("means", np.zeros((n, emb.shape[1])))
@@ -72,14 +72,6 @@ def class_signals(
         for chunk in batched(split_images(records, split), batch_size):
             _sums(model, chunk, n, sums)
             bar.update(len(chunk))
-    missing = [classes[i] for i in np.flatnonzero(sums["counts"] == 0)]
-    if missing:
-        raise EarthsnapError(
-            f"The {split!r} split of {records} has no photo of {', '.join(missing[:5])}"
-            + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            + ": nothing shows where they belong.",
-            fix="Give those species more photos, or raise the validation fraction in preprocessing.",
-        )
     counts = sums["counts"][:, None]
     means = sums["means"] / counts if "means" in sums else None
     return ClassSignals(classes, sums["soft"] / counts, sums["hard"], means, n_images, split)

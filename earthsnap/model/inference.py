@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from fastcore.basics import patch
 from PIL import Image
 
 from ..core.errors import EarthsnapError
@@ -204,7 +205,7 @@ class OnnxModel:
 
     def embeddings(self, batch: np.ndarray) -> np.ndarray:
         "The embedding of each input of a batch (the features the classifier reads): N x features."
-        if "embedding" not in {o.name for o in self.session.get_outputs()}:
+        if not self.has_embedding:
             raise ModelError(
                 f"{self.path} has no embedding output: it was exported before earthsnap exported one.",
                 fix="Train it again with this earthsnap (or export it again from its safetensors weights).",
@@ -227,7 +228,7 @@ class OnnxModel:
         model without them.
         """
         x = {"image": np.ascontiguousarray(batch, dtype=np.float32)}
-        if "embedding" not in {o.name for o in self.session.get_outputs()}:
+        if not self.has_embedding:
             return self.top(batch, top_k), None
         logits, emb = self.session.run(["logits", "embedding"], x)
         return [self.ranked(p, k) for p, k in zip(softmax(logits), per_input(top_k, len(batch)), strict=True)], emb
@@ -235,6 +236,12 @@ class OnnxModel:
     def predict(self, images: list[bytes | Image.Image], top_k: int = 5) -> list[list[dict]]:
         "The `top_k` labels and probabilities for each image, most likely first."
         return self.top(self.inputs(images), top_k)
+
+# %% ../../nbs/model/inference.ipynb #cd535c8e
+@patch(as_prop=True)
+def has_embedding(self: OnnxModel) -> bool:
+    "Whether the model has an embedding output (one exported before earthsnap exported them has none)."
+    return "embedding" in {o.name for o in self.session.get_outputs()}
 
 # %% ../../nbs/model/inference.ipynb #ac84a915
 def per_input(top_k: int | Sequence[int], n: int) -> list[int]:

@@ -81,6 +81,7 @@ class SummedFlat:
     def __init__(self, flat: OnnxModel, species_of: dict[str, list[str]]):
         self.flat, self.classes = flat, list(species_of)
         self.path, self.session, self.input_size, self.view = flat.path, flat.session, flat.input_size, flat.view
+        self.has_embedding = flat.has_embedding
         self.hyperparameters = {"arch": "summed-flat", "flat": flat.hyperparameters}
         self.metrics = flat.metrics
         index = {s: i for i, s in enumerate(flat.classes)}
@@ -337,7 +338,7 @@ def top_and_embeddings(
     """`top`, and the parent's embeddings from the same run of the parent (a router's drift is watched in the
     parent's features).
     """
-    if "embedding" not in {o.name for o in self.parent.session.get_outputs()}:
+    if not self.parent.has_embedding:
         return self.top(batch, top_k), None
     logits, emb = self.parent.session.run(
         ["logits", "embedding"], {"image": np.ascontiguousarray(batch, dtype=np.float32)}
