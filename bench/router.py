@@ -136,12 +136,9 @@ def sampled_router(h: dict, per_group: int, size: dict) -> Path:
     instead of every photo: what the sample costs."""
     from earthsnap.data.dataqa import run_qa
     from earthsnap.data.datasets import DatasetStore
-    from earthsnap.data.preprocess import PreprocessParams, preprocess
     from earthsnap.hierarchy.datasets import hierarchy_data, listing_uri, write_listing
-    from earthsnap.model.export import save_model
-    from earthsnap.model.hyperparameters import Hyperparameters
+    from earthsnap.hierarchy.planning import train_demo_model
     from earthsnap.model.router import pack_router
-    from earthsnap.model.training import train
 
     out = Path(h["flat"]).parent.parent
     version = DatasetStore(out / "datasets").get("demo")
@@ -149,10 +146,7 @@ def sampled_router(h: dict, per_group: int, size: dict) -> Path:
     listing = write_listing(sample, version, listing_uri(str(out / "listings"), version, "parent-sample"))
     d = out / "parent-sample"
     run_qa(listing, "demo-parent-sample", datasets=out / "datasets", out_dir=d / "qa", progress=False)
-    split = PreprocessParams(size=size["size"], train=0.6, val=0.2, test=0.2, tune_fraction=1.0)
-    preprocess(d / "qa", d / "records", split, datasets=out / "datasets", progress=False)
-    hp = Hyperparameters(width=size["width"], epochs=size["epochs"], batch_size=16)
-    parent = save_model(train(d / "records", hp, progress=False, log=lambda _: None), d / "model")
+    parent = train_demo_model(d / "qa", d, out / "datasets", size["size"], size["width"], size["epochs"])
     router = load_model(h["router"])
     kids = {g: c.path for g, c in router.children.items() if c is not None}
     return pack_router(parent, kids, router.species_of, {}, out / "router-sampled")

@@ -45,7 +45,7 @@ from ..release.registry import APPROVED, REJECTED, ModelRegistry, ModelVersion, 
 __all__ = ['SET_BY_HIERARCHY', 'TRAINED', 'SUMMED_FLAT', 'Hierarchy', 'load_hierarchy', 'PlanItem', 'version_classes',
            'plan_hierarchy', 'plan_table', 'HierarchyRun', 'model_pipeline', 'run_hierarchy', 'run_summary',
            'write_listings', 'hierarchy_listings', 'sagemaker_commands', 'PackedRouter', 'build_router',
-           'suggestion_source', 'suggest_hierarchy', 'demo_hierarchy']
+           'suggestion_source', 'suggest_hierarchy', 'demo_hierarchy', 'demo_dataset', 'train_demo_model']
 
 # %% ../../nbs/hierarchy/planning.ipynb #507889c6
 @dataclass
@@ -754,6 +754,38 @@ def demo_hierarchy(
         "taxonomy": out / "taxonomy.yaml",
     }
 
+# %% ../../nbs/hierarchy/planning.ipynb #f072e800
+def demo_dataset(out: Path, groups: int, species: int, images: int, alike: bool = False):
+    "Draw demo photos into `out`/photos and commit them, by data QA, as dataset `demo` under `out`/datasets."
+    from earthsnap.data.dataqa import run_qa
+    from earthsnap.data.demodata import generate_demo_data
+
+    demo = generate_demo_data(
+        out / "photos", groups=groups, species=species, images=images, seed=0, alike=alike, progress=False
+    )
+    version = run_qa(
+        str(demo.root),
+        "demo",
+        datasets=out / "datasets",
+        taxonomy=demo.root / "taxonomy.yaml",
+        out_dir=out / "qa",
+        progress=False,
+    ).dataset
+    return demo, version
+
+# %% ../../nbs/hierarchy/planning.ipynb #530c8ebc
+def train_demo_model(qa: Path, out: Path, datasets: Path, size: int, width: int, epochs: int) -> Path:
+    "Preprocess data QA's output `qa` into `out`/records (60/20/20) and train a ResNet on it into `out`/model."
+    from earthsnap.data.preprocess import PreprocessParams, preprocess
+    from earthsnap.model.export import save_model
+    from earthsnap.model.hyperparameters import Hyperparameters
+    from earthsnap.model.training import train
+
+    split = PreprocessParams(size=size, train=0.6, val=0.2, test=0.2, tune_fraction=1.0)
+    preprocess(qa, out / "records", split, datasets=datasets, progress=False)
+    hp = Hyperparameters(width=width, epochs=epochs, batch_size=16)
+    return save_model(train(out / "records", hp, progress=False, log=lambda _: None), out / "model")
+
 # %% ../../nbs/hierarchy/planning.ipynb #104d8a39
 def _train_demo_hierarchy(
     out: Path,
@@ -767,44 +799,16 @@ def _train_demo_hierarchy(
     taxonomy: dict[str, list[str]] | None = None,
 ) -> None:
     from earthsnap.data.dataqa import run_qa
-    from earthsnap.data.demodata import generate_demo_data
-    from earthsnap.data.preprocess import PreprocessParams, preprocess
-    from earthsnap.model.export import save_model
-    from earthsnap.model.hyperparameters import Hyperparameters
-    from earthsnap.model.training import train
 
     out = Path(out)
-    demo = generate_demo_data(
-        out / "photos", groups=groups, species=species, images=images, seed=0, alike=alike, progress=False
-    )
-    version = run_qa(
-        str(demo.root),
-        "demo",
-        datasets=out / "datasets",
-        taxonomy=demo.root / "taxonomy.yaml",
-        out_dir=out / "qa",
-        progress=False,
-    ).dataset
+    demo, version = demo_dataset(out, groups, species, images, alike)
     taxonomy = taxonomy or demo.taxonomy
     (out / "taxonomy.yaml").write_text(taxonomy_yaml(taxonomy))
     data, dirs = hierarchy_data(version, taxonomy), {}
     for name, d in data.items():
         listing = write_listing(d, version, listing_uri(str(out / "listings"), version, name))
         run_qa(listing, f"demo-{name}", datasets=out / "datasets", out_dir=out / name / "qa", progress=False)
-        preprocess(
-            out / name / "qa",
-            out / name / "records",
-            PreprocessParams(size=size, train=0.6, val=0.2, test=0.2, tune_fraction=1.0),
-            datasets=out / "datasets",
-            progress=False,
-        )
-        res = train(
-            out / name / "records",
-            Hyperparameters(width=width, epochs=epochs, batch_size=16),
-            progress=False,
-            log=lambda _: None,
-        )
-        dirs[name] = save_model(res, out / name / "model")
+        dirs[name] = train_demo_model(out / name / "qa", out / name, out / "datasets", size, width, epochs)
     children = {g: dirs[model_name(g)] for g, sp in taxonomy.items() if len(sp) > 1}
     names = {g: model_name(g) for g in taxonomy}
     pack_router(dirs[PARENT], children, taxonomy, {}, out / "router", child_names=names)

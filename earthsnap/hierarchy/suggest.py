@@ -101,35 +101,10 @@ def demo_flat_model(
 def _train_demo_flat(
     out: Path, groups: int, species: int, images: int, epochs: int, width: int, size: int, alike: bool
 ) -> None:
-    from earthsnap.data.dataqa import run_qa
-    from earthsnap.data.demodata import generate_demo_data
-    from earthsnap.data.preprocess import PreprocessParams, preprocess
-    from earthsnap.model.export import save_model
-    from earthsnap.model.hyperparameters import Hyperparameters
-    from earthsnap.model.training import train
+    from earthsnap.hierarchy.planning import demo_dataset, train_demo_model  # as the demo hierarchy's models are
 
-    demo = generate_demo_data(
-        out / "photos", groups=groups, species=species, images=images, seed=0, alike=alike, progress=False
-    )
-    run_qa(
-        str(demo.root),
-        "demo",
-        datasets=out / "datasets",
-        taxonomy=demo.root / "taxonomy.yaml",
-        out_dir=out / "qa",
-        progress=False,
-    )
-    preprocess(
-        out / "qa",
-        out / "records",
-        PreprocessParams(size=size, train=0.6, val=0.2, test=0.2, tune_fraction=1.0),
-        datasets=out / "datasets",
-        progress=False,
-    )
-    res = train(
-        out / "records", Hyperparameters(width=width, epochs=epochs, batch_size=16), progress=False, log=lambda _: None
-    )
-    save_model(res, out / "model")
+    demo_dataset(out, groups, species, images, alike)
+    train_demo_model(out / "qa", out, out / "datasets", size, width, epochs)
 
 # %% ../../nbs/hierarchy/suggest.ipynb #c0737377
 METHODS = ("both", "confusion", "embedding")
