@@ -453,7 +453,7 @@ class PackedRouter:
 
 def _pack_parts(
     cfg: Config, h: Hierarchy, parts: dict[str, ModelVersion], flat: ModelVersion, records: str
-) -> tuple[Path, dict]:
+) -> tuple[Path, dict[str, PackedRouter], str]:
     "Pack the router of the trained parent, and the summed-flat one when the flat model is approved: folder, routers."
     versions = {name: v.ref for name, v in parts.items()}
     key = hashlib.sha256(repr(sorted(versions.items()) + [flat.ref]).encode()).hexdigest()[:16]
@@ -462,26 +462,25 @@ def _pack_parts(
     kinds = {TRAINED: (parts[PARENT].artifact, versions, "router", MODEL_ARCHIVE)}
     if flat.status == APPROVED:
         kinds[SUMMED_FLAT] = (flat.artifact, {**versions, PARENT: flat.ref}, SUMMED_FLAT, f"{SUMMED_FLAT}.tar.gz")
-    packed, names = {}, {g: model_name(g) for g in h.taxonomy}
+    packed, names, skipped = {}, {g: model_name(g) for g in h.taxonomy}, ""
     for kind, (parent, vs, folder, archive) in kinds.items():
         try:
             d = pack_router(parent, children, h.taxonomy, vs, out / folder, names, summed_flat=kind == SUMMED_FLAT)
         except ModelError as e:
             if kind == TRAINED:
                 raise
-            packed["skipped"] = f"no summed-flat parent: {e.what}"  # the trained router stands alone
+            skipped = f"no summed-flat parent: {e.what}"  # the trained router stands alone
             continue
         write_baseline(d, records)  # the drift reference of the router, on the flat model's validation photos
         packed[kind] = PackedRouter(kind, d, write_router_tarball(d, out / archive), vs)
     (out / "taxonomy.yaml").write_text(taxonomy_yaml(h.taxonomy))
-    return out, packed
+    return out, packed, skipped
 
 # %% ../../nbs/hierarchy/planning.ipynb #a90fa0f4
-def _choose(packed: dict[str, PackedRouter], records: str, flat: ModelVersion) -> tuple[str, dict]:
+def _choose(packed: dict[str, PackedRouter], records: str, flat: ModelVersion, skipped: str = "") -> tuple[str, dict]:
     "The kind of router to keep, and why: the more accurate on the validation split of the flat model's records."
     from earthsnap.model.evaluation import predict_split
 
-    skipped = packed.pop("skipped", "")
     if len(packed) == 1:
         why = skipped or (
             f"approve {flat.ref} to try a summed-flat parent beside the trained one" if flat.status != APPROVED else ""
@@ -625,8 +624,8 @@ def build_router(
     parts, flat = _router_parts(registry, h, prefix)
     records = _flat_records(flat)
     _compare_parameters(cfg)  # a project's compare.ipynb older than earthsnap's is refused before the work
-    out, packed = _pack_parts(cfg, h, parts, flat, records)
-    kept, choice = _choose(packed, records, flat)
+    out, packed, skipped = _pack_parts(cfg, h, parts, flat, records)
+    kept, choice = _choose(packed, records, flat, skipped)
     echo(
         f"router of {', '.join(packed[kept].versions.values())} ({kept} parent): "
         f"comparing with {flat.ref} on its test images"
