@@ -594,13 +594,10 @@ def _register_router(
 # %% ../../nbs/hierarchy/planning.ipynb #5957f76d
 def _echo_comparison(mv: ModelVersion, comparison: dict, out: Path, prefix: str, echo: Callable[[str], None]) -> None:
     "The router against the flat model (and the other router), where the report is, and what a person does next."
-    echo(f"  {'':<28}{'top-1':>7}{'top-5':>7}{'macro-F1':>9}{'group':>7}{'in group':>9}{'p50 ms':>8}{'img/s@32':>9}")
-    for name, row in comparison["models"].items():
-        echo(
-            f"  {name:<28}{row['accuracy']:>7.3f}{row['top5_accuracy']:>7.3f}{row['macro_f1']:>9.3f}"
-            f"{row.get('group_accuracy', float('nan')):>7.3f}{row.get('errors_in_group', float('nan')):>9.2f}"
-            f"{row['latency_ms_p50']:>8.2f}{row.get('images_per_s_batch32', float('nan')):>9.0f}"
-        )
+    from earthsnap.model.evaluation import comparison_text
+
+    for line in comparison_text(comparison):
+        echo(line)
     if comparison.get("choice"):
         echo(f"  {comparison['choice']}")
     echo(f"  report: {out / 'compare.html'}")

@@ -26,7 +26,7 @@ from .router import RouterModel, load_model
 
 # %% auto #0
 __all__ = ['confusion_matrix', 'per_class', 'top_k_accuracy', 'confused_pairs', 'metrics', 'plot_confusion', 'plot_misclassified',
-           'EvaluationError', 'predict_split', 'evaluate', 'compare_models', 'plot_comparison']
+           'EvaluationError', 'predict_split', 'evaluate', 'compare_models', 'comparison_text', 'plot_comparison']
 
 # %% ../../nbs/model/evaluation.ipynb #1d0557cc
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
@@ -284,6 +284,22 @@ def compare_models(
     result = {"split": split, "records": str(records), "models": rows}
     write_json(out / "comparison.json", result)
     return result
+
+# %% ../../nbs/model/evaluation.ipynb #c2230b86
+def comparison_text(result: dict) -> list[str]:
+    "The models of a `compare_models` result side by side, one line each (and a header): accuracy, latency, throughput."
+    nan = float("nan")
+    lines = [
+        f"  {'model':<28}{'top-1':>7}{'top-5':>7}{'macro-F1':>9}{'group':>7}{'in group':>9}"
+        f"{'p50 ms':>8}{'p95 ms':>8}{'img/s@32':>9}"
+    ]
+    for name, r in result["models"].items():
+        lines.append(
+            f"  {name:<28}{r['accuracy']:>7.3f}{r['top5_accuracy']:>7.3f}{r['macro_f1']:>9.3f}"
+            f"{r.get('group_accuracy', nan):>7.3f}{r.get('errors_in_group', nan):>9.2f}"
+            f"{r['latency_ms_p50']:>8.2f}{r['latency_ms_p95']:>8.2f}{r.get('images_per_s_batch32', nan):>9.0f}"
+        )
+    return lines
 
 # %% ../../nbs/model/evaluation.ipynb #a8e8206f
 def plot_comparison(result: dict):
