@@ -359,6 +359,10 @@ def test_datasets_hierarchy_and_users_pages(browser, site):
     text = page.locator("main").inner_text()
     assert "Router against the flat model" in text and "summed from the flat model" in text and "-0.010" in text
     page.screenshot(path=SHOTS / "router-version.png", full_page=True)
+    phone = signed_in(browser, site, "adele", width=390)  # the wide table scrolls in its box, not the page
+    phone.goto(site["url"] + "/console/hierarchy")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    phone.screenshot(path=SHOTS / "hierarchy-phone.png", full_page=True)
     page.goto(site["url"] + "/console/users")
     page.get_by_label("Name").fill("nina")
     page.locator("form[action='/console/users'] select[name=role]").select_option("approver")
