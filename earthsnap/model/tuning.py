@@ -27,7 +27,7 @@ from .hyperparameters import DEFAULT_SPACE, Hyperparameters, SearchSpace
 from .zoo import OWN
 
 # %% auto #0
-__all__ = ['METRIC', 'RUN_FACTS', 'TuningError', 'TuneResult', 'plot_search', 'tune', 'network_fixed']
+__all__ = ['METRIC', 'RUN_FACTS', 'TuningError', 'TuneResult', 'plot_search', 'tune', 'weights_network', 'network_fixed']
 
 # %% ../../nbs/model/tuning.ipynb #e8d42d3a
 class TuningError(EarthsnapError):
@@ -344,14 +344,22 @@ def tune(
     bar.close()
     return _finish(study, out, base)
 
+# %% ../../nbs/model/tuning.ipynb #d59a9002
+def weights_network(weights: str | os.PathLike | None) -> dict:
+    "The network (arch, width, depth) of starting `weights`, from the hyperparameters.json beside them; {} if none."
+    if not weights:
+        return {}
+    p = Path(weights)
+    saved = (p if p.is_dir() else p.parent) / "hyperparameters.json"
+    net = json.loads(saved.read_text()) if saved.is_file() else {}
+    return {k: net[k] for k in ("arch", "width", "depth") if k in net}
+
 # %% ../../nbs/model/tuning.ipynb #20e77f70
 def network_fixed(
     space: SearchSpace, arch: str = "", weights: str | os.PathLike | None = None
 ) -> tuple[SearchSpace, Hyperparameters, str]:
     "The search space without what `arch` or the starting `weights` fix, the trials' base values, and a line on why."
-    saved = Path(weights) / "hyperparameters.json" if weights else None
-    net = json.loads(saved.read_text()) if saved is not None and saved.is_file() else {}
-    net = {k: net[k] for k in ("arch", "width", "depth") if k in net}
+    net = weights_network(weights)
     if arch and net.get("arch", arch) != arch:
         raise TuningError(
             f"arch={arch}, and the starting weights are a {net['arch']} network's.",
