@@ -36,6 +36,9 @@ def plan(
     seed: int = typer.Option(0, help="Seed of the parent's sample."),
     prefix: str = typer.Option("hierarchy", help=PREFIX_HELP),
     all_: bool = typer.Option(False, "--all", help="Retrain every model."),
+    model: list[str] = typer.Option(
+        [], "--model", help="Retrain this model (parent, a group's child, flat) whatever its classes; repeat for more."
+    ),
 ):
     "Show which models of the parent/child hierarchy need training, and why. Nothing runs."
     from earthsnap.hierarchy.planning import load_hierarchy, plan_hierarchy, plan_table
@@ -43,7 +46,7 @@ def plan(
 
     cfg = load_config()
     h = load_hierarchy(cfg, dataset, taxonomy, parent_per_group, seed)
-    typer.echo(plan_table(h, plan_hierarchy(h, open_registry(cfg), prefix, all_)))
+    typer.echo(plan_table(h, plan_hierarchy(h, open_registry(cfg), prefix, all_, model)))
     from earthsnap.monitor.review import outside_taxonomy
 
     # what reviewers found outside the taxonomy: a change a person makes
@@ -63,8 +66,26 @@ def hierarchy_run(
     seed: int = typer.Option(0, help="Seed of the parent's sample."),
     prefix: str = typer.Option("hierarchy", help=PREFIX_HELP),
     all_: bool = typer.Option(False, "--all", help="Retrain every model."),
+    model: list[str] = typer.Option(
+        [], "--model", help="Retrain this model (parent, a group's child, flat) whatever its classes; repeat for more."
+    ),
     param: list[str] = typer.Option(
         [], "--param", "-p", help="A pipeline parameter for every model, name=value; repeat for more."
+    ),
+    parent_param: list[str] = typer.Option(
+        [], "--parent-param", help="A pipeline parameter for the parent alone, over -p; repeat for more."
+    ),
+    child_param: list[str] = typer.Option(
+        [],
+        "--child-param",
+        help="A pipeline parameter for every child, over -p, e.g. hyperparameters='{\"width\": 16}' for smaller "
+        "children; repeat for more.",
+    ),
+    from_flat: bool = typer.Option(
+        False,
+        "--from-flat",
+        help="Start the parent and the children from the flat model's weights (each child keeps the flat "
+        "classifier's rows of its species); the flat model is trained first when the plan retrains it.",
     ),
     parallel: int = typer.Option(0, help="Models trained at the same time; 0 means the workers setting."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every step, even those whose inputs did not change."),
@@ -77,9 +98,12 @@ def hierarchy_run(
 
     cfg = load_config()
     h = load_hierarchy(cfg, dataset, taxonomy, parent_per_group, seed)
-    items = plan_hierarchy(h, open_registry(cfg), prefix, all_)
+    items = plan_hierarchy(h, open_registry(cfg), prefix, all_, model)
     typer.echo(plan_table(h, items) + "\n")
-    res = run_hierarchy(cfg, h, items, parse_params(param), parallel or None, not no_cache, typer.echo)
+    roles = {"parent": parse_params(parent_param), "child": parse_params(child_param)}
+    res = run_hierarchy(
+        cfg, h, items, parse_params(param), parallel or None, not no_cache, typer.echo, roles, from_flat
+    )
     typer.echo("")
     for line in run_summary(res):
         typer.echo(line)

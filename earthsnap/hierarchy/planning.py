@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,9 +119,17 @@ def _diff(old: list[str], new: list[str], what: str) -> str:
 
 
 def plan_hierarchy(
-    h: Hierarchy, registry: ModelRegistry, prefix: str = "hierarchy", force: bool = False
+    h: Hierarchy,
+    registry: ModelRegistry,
+    prefix: str = "hierarchy",
+    force: bool = False,  # retrain every model (--all)
+    models: Sequence[str] = (),  # retrain these models whatever their classes (--model)
 ) -> list[PlanItem]:
     "For each model of `h`: train or keep, and why."
+    if unknown := [m for m in models if m not in h.models]:
+        raise ParameterError(
+            f"The hierarchy has no model {', '.join(map(repr, unknown))}.", fix=f"Its models: {', '.join(h.models)}."
+        )
     items = []
     for name, d in h.models.items():
         group = registry_group(prefix, name)
@@ -129,6 +138,8 @@ def plan_hierarchy(
         item = PlanItem(name, d.role, group, d.classes, len(d.rows), "train", "", current.ref if current else None)
         if force:
             item.reason = "every model is retrained (--all)"
+        elif name in models:
+            item.reason = "retrained on request (--model)"
         elif current is None:
             item.reason = f"no version in {group}" + (" that is not rejected" if registry.versions(group) else "")
         else:
@@ -211,12 +222,20 @@ def model_pipeline(cfg: Config) -> Pipeline:
     return p.upto(*ends)
 
 # %% ../../nbs/hierarchy/planning.ipynb #1bbaa93e
-def _model_values(pipeline: Pipeline, h: Hierarchy, todo: list[PlanItem], root: str, params: dict) -> dict[str, dict]:
-    "Each model's parameters: `params` and the four the hierarchy sets, each set checked by the pipeline."
+def _model_values(
+    pipeline: Pipeline,
+    h: Hierarchy,
+    todo: list[PlanItem],
+    root: str,
+    params: dict,
+    role_params: dict[str, dict] | None = None,  # parent | child -> parameters over `params` for those models
+) -> dict[str, dict]:
+    "Each model's parameters: `params`, its role's, and the four the hierarchy sets, each set checked by the pipeline."
     values = {}
     for i in todo:  # every model's parameters checked before anything runs
         v = {
             **params,
+            **(role_params or {}).get(i.role, {}),
             "source": listing_uri(root, h.version, i.model),
             "taxonomy": "",
             "dataset_name": f"{h.version.name}-{i.model}",
@@ -266,6 +285,57 @@ def _run_models(
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="model") as pool:
         list(pool.map(one, todo))
 
+# %% ../../nbs/hierarchy/planning.ipynb #ddb12a8b
+def _check_run_params(params: dict, role_params: dict[str, dict], from_flat: bool) -> None:
+    "Refuse parameters the hierarchy sets, roles it does not have, and what `from_flat` already fixes."
+    for role, given in [("", params), *role_params.items()]:
+        flag = f"--{role}-param" if role else "-p"
+        if role not in ("", PARENT, "child"):
+            raise ParameterError(f"There is no role {role!r} in a hierarchy.", fix="Give parent or child.")
+        if clash := [n for n in SET_BY_HIERARCHY if n in given]:
+            raise ParameterError(
+                f"The hierarchy sets {', '.join(clash)} for each model; it cannot be given with {flag}.",
+                fix="Choose the data with --dataset and --taxonomy instead.",
+            )
+        try:
+            width = "width" in json.loads(given.get("hyperparameters") or "{}")
+        except (ValueError, TypeError):
+            width = False  # the pipeline's own check says what is wrong with the JSON
+        fixed = [n for n in ("weights", "init_weights") if given.get(n)]  # a role's network: not the flat's
+        fixed += ([n for n in ("arch",) if given.get(n)] + (["width"] if width else [])) if role else []
+        if from_flat and fixed:
+            raise ParameterError(
+                f"--from-flat starts the parent and the children from the flat model's weights, which fix "
+                f"{', '.join(fixed)}; it cannot also be given with {flag}.",
+                fix=f"Leave {', '.join(fixed)} out, or train without --from-flat.",
+            )
+
+# %% ../../nbs/hierarchy/planning.ipynb #e99ec591
+def _flat_first(
+    cfg: Config,
+    pipeline: Pipeline,
+    todo: list[PlanItem],
+    values: dict[str, dict],
+    result: HierarchyRun,
+    cache: bool,
+    echo: Callable[[str], None],
+) -> str | None:
+    "The registered flat version (GROUP/N) the others start from, trained first if the plan says so; None if it failed."
+    flat = next(i for i in result.plan if i.role == FLAT)
+    if flat in todo:
+        echo("--from-flat: the flat model first, then the parent and the children from its weights")
+        _run_models(cfg, pipeline, [flat], values, result, 1, cache, echo)
+        start = result.registered().get(flat.model)
+        if start is None:
+            why = result.errors.get(flat.model, "its run registered no model")
+            for i in todo:
+                result.errors.setdefault(i.model, f"not trained: the flat model they start from failed ({why})")
+            return None
+    else:
+        start = flat.current
+    echo(f"the parent and the children start from {start}")
+    return start
+
 # %% ../../nbs/hierarchy/planning.ipynb #7cd216e7
 def run_hierarchy(
     cfg: Config,
@@ -275,24 +345,27 @@ def run_hierarchy(
     parallel: int | None = None,  # models trained at a time; None: the workers setting
     cache: bool = True,  # take a step's outputs from the cache when its inputs are unchanged
     echo: Callable[[str], None] = print,
+    role_params: dict[str, dict] | None = None,  # parent | child -> parameters over `params` for those models
+    from_flat: bool = False,  # the parent and the children start from the flat model's weights
 ) -> HierarchyRun:
     "Run the pipeline of every model `plan` says to train, `parallel` at a time."
-    params = dict(params or {})
-    clash = [n for n in SET_BY_HIERARCHY if n in params]
-    if clash:
-        raise ParameterError(
-            f"The hierarchy sets {', '.join(clash)} for each model; it cannot be given with -p.",
-            fix="Choose the data with --dataset and --taxonomy instead.",
-        )
+    params, role_params = dict(params or {}), {r: dict(v) for r, v in (role_params or {}).items()}
+    _check_run_params(params, role_params, from_flat)
     pipeline, todo = model_pipeline(cfg), [i for i in plan if i.action == "train"]
     root = join(cfg.store, "hierarchy")
-    values = _model_values(pipeline, h, todo, root, params)
+    values = _model_values(pipeline, h, todo, root, params, role_params)
     result = HierarchyRun(h, plan, register_steps=tuple(s.name for s in pipeline.of_kind("register")))
     if not todo:
         echo("nothing to train: every model is up to date")
         return result
     write_listings(h, root, [i.model for i in todo])
-    _run_models(cfg, pipeline, todo, values, result, parallel, cache, echo)
+    if from_flat:
+        start = _flat_first(cfg, pipeline, todo, values, result, cache, echo)
+        todo = [i for i in todo if i.role != FLAT] if start else []
+        for i in todo:
+            values[i.model]["weights"] = start
+    if todo:
+        _run_models(cfg, pipeline, todo, values, result, parallel, cache, echo)
     return result
 
 # %% ../../nbs/hierarchy/planning.ipynb #c7120cb4
@@ -398,27 +471,28 @@ def _pick(
 
 # %% ../../nbs/hierarchy/planning.ipynb #67eafec5
 def _router_parts(registry: ModelRegistry, h: Hierarchy, prefix: str) -> tuple[dict[str, ModelVersion], ModelVersion]:
-    "The newest approved parent and children that know the data's classes, and the flat model to compare with."
+    """The newest approved parent and children that know the data's classes, and the flat model to compare with; an
+    approved flat model stands in for a parent not approved (summed within each group)."""
+    flat = _pick(registry, registry_group(prefix, FLAT), h.models[FLAT].classes, h.version.store, approved=False)
     parts, missing = {}, []
+    if flat is None:
+        missing.append(f"flat: no version of {registry_group(prefix, FLAT)} to compare with; train it")
     for name, d in h.models.items():
         if d.role == "flat":
             continue
-        v = _pick(registry, registry_group(prefix, name), d.classes, h.version.store, approved=True)
-        if v is None:
-            pending = _pick(registry, registry_group(prefix, name), d.classes, h.version.store, approved=False)
-            missing.append(
-                f"{name}: "
-                + (
-                    f"approve {pending.ref}"
-                    if pending
-                    else f"no version of {registry_group(prefix, name)} knows these {len(d.classes)} classes; train it"
-                )
-            )
-        else:
+        group = registry_group(prefix, name)
+        v = _pick(registry, group, d.classes, h.version.store, approved=True)
+        if v is not None:
             parts[name] = v
-    flat = _pick(registry, registry_group(prefix, FLAT), h.models[FLAT].classes, h.version.store, approved=False)
-    if flat is None:
-        missing.append(f"flat: no version of {registry_group(prefix, FLAT)} to compare with; train it")
+            continue
+        if name == PARENT and flat is not None and flat.status == APPROVED:
+            continue  # the summed-flat parent needs no training
+        pending = _pick(registry, group, d.classes, h.version.store, approved=False)
+        todo = f"approve {pending.ref}" if pending else f"no version of {group} knows these {len(d.classes)} classes"
+        todo += "" if pending else "; train it"
+        missing.append(
+            f"{name}: {todo}" + (f", or approve {flat.ref} for a summed-flat parent" if name == PARENT and flat else "")
+        )
     if missing:
         raise EarthsnapError(
             "The router cannot be built yet:\n  " + "\n  ".join(missing),
@@ -454,12 +528,12 @@ class PackedRouter:
 def _pack_parts(
     cfg: Config, h: Hierarchy, parts: dict[str, ModelVersion], flat: ModelVersion, records: str
 ) -> tuple[Path, dict[str, PackedRouter], str]:
-    "Pack the router of the trained parent, and the summed-flat one when the flat model is approved: folder, routers."
+    "Pack the routers of the approved trained parent and of the approved flat model: the folder, routers, why not."
     versions = {name: v.ref for name, v in parts.items()}
     key = hashlib.sha256(repr(sorted(versions.items()) + [flat.ref]).encode()).hexdigest()[:16]
     out = Path(join(cfg.store, "hierarchy", "routers", key))
     children = {g: parts[model_name(g)].artifact for g, species in h.taxonomy.items() if len(species) > 1}
-    kinds = {TRAINED: (parts[PARENT].artifact, versions, "router", MODEL_ARCHIVE)}
+    kinds = {TRAINED: (parts[PARENT].artifact, versions, "router", MODEL_ARCHIVE)} if PARENT in parts else {}
     if flat.status == APPROVED:
         kinds[SUMMED_FLAT] = (flat.artifact, {**versions, PARENT: flat.ref}, SUMMED_FLAT, f"{SUMMED_FLAT}.tar.gz")
     packed, names, skipped = {}, {g: model_name(g) for g in h.taxonomy}, ""
@@ -467,7 +541,7 @@ def _pack_parts(
         try:
             d = pack_router(parent, children, h.taxonomy, vs, out / folder, names, summed_flat=kind == SUMMED_FLAT)
         except ModelError as e:
-            if kind == TRAINED:
+            if kind == TRAINED or TRAINED not in kinds:
                 raise
             skipped = f"no summed-flat parent: {e.what}"  # the trained router stands alone
             continue
@@ -481,6 +555,9 @@ def _choose(packed: dict[str, PackedRouter], records: str, flat: ModelVersion, s
     "The kind of router to keep, and why: the more accurate on the validation split of the flat model's records."
     from earthsnap.model.evaluation import predict_split
 
+    if SUMMED_FLAT in packed and len(packed) == 1:
+        why = f"no approved trained parent: {flat.ref} summed within each group is the parent"
+        return SUMMED_FLAT, {"kept": SUMMED_FLAT, "why": why, "val_accuracy": {}}
     if len(packed) == 1:
         why = skipped or (
             f"approve {flat.ref} to try a summed-flat parent beside the trained one" if flat.status != APPROVED else ""
@@ -729,6 +806,8 @@ def demo_hierarchy(
     size: int = 32,
     alike: bool = False,  # the species of a group look alike (`earthsnap.data.demodata.alike_traits`)
     taxonomy: dict[str, list[str]] | None = None,  # the hierarchy's groups; default the generator's
+    child_width: int = 0,  # the parent's and the children's width; 0: `width`, the flat model's
+    from_flat: bool = False,  # the parent and the children start from the flat model's weights (`--from-flat`)
 ) -> dict:
     """Train a small hierarchy (ResNet `width`, `size` px) on demo photos under `out`, or copy it from the demo cache:
     the paths of both routers, the flat model, its records and the taxonomy.
@@ -736,11 +815,15 @@ def demo_hierarchy(
     from earthsnap.engine.fingerprint import cached_tree
 
     out = Path(out)
+    if from_flat and child_width not in (0, width):
+        raise ValueError(f"Children that start from the flat model have its width {width}, not {child_width}.")
     key = [groups, species, images, epochs, width, size] + ([alike, taxonomy] if alike or taxonomy else [])
+    key += [child_width, from_flat] if child_width or from_flat else []
+    sizes = dict(width=width, child_width=child_width or width, size=size, from_flat=from_flat)
     cached_tree(
         {"demo_hierarchy": key},
         out,
-        lambda o: _train_demo_hierarchy(o, groups, species, images, epochs, width, size, alike, taxonomy),
+        lambda o: _train_demo_hierarchy(o, groups, species, images, epochs, sizes, alike, taxonomy),
     )
     return {
         "router": out / "router",
@@ -770,7 +853,15 @@ def demo_dataset(out: Path, groups: int, species: int, images: int, alike: bool 
     return demo, version
 
 # %% ../../nbs/hierarchy/planning.ipynb #530c8ebc
-def train_demo_model(qa: Path, out: Path, datasets: Path, size: int, width: int, epochs: int) -> Path:
+def train_demo_model(
+    qa: Path,
+    out: Path,
+    datasets: Path,
+    size: int,
+    width: int,
+    epochs: int,
+    init_weights: Path | None = None,  # a model directory to start from; None: random weights
+) -> Path:
     "Preprocess data QA's output `qa` into `out`/records (60/20/20) and train a ResNet on it into `out`/model."
     from earthsnap.data.preprocess import PreprocessParams, preprocess
     from earthsnap.model.export import save_model
@@ -780,7 +871,8 @@ def train_demo_model(qa: Path, out: Path, datasets: Path, size: int, width: int,
     split = PreprocessParams(size=size, train=0.6, val=0.2, test=0.2, tune_fraction=1.0)
     preprocess(qa, out / "records", split, datasets=datasets, progress=False)
     hp = Hyperparameters(width=width, epochs=epochs, batch_size=16)
-    return save_model(train(out / "records", hp, progress=False, log=lambda _: None), out / "model")
+    result = train(out / "records", hp, progress=False, log=lambda _: None, init_weights=init_weights)
+    return save_model(result, out / "model")
 
 # %% ../../nbs/hierarchy/planning.ipynb #104d8a39
 def _train_demo_hierarchy(
@@ -789,8 +881,7 @@ def _train_demo_hierarchy(
     species: int,
     images: int,
     epochs: int,
-    width: int,
-    size: int,
+    sizes: dict,  # width, child_width, size, from_flat: as `demo_hierarchy` takes them
     alike: bool = False,
     taxonomy: dict[str, list[str]] | None = None,
 ) -> None:
@@ -801,10 +892,14 @@ def _train_demo_hierarchy(
     taxonomy = taxonomy or demo.taxonomy
     (out / "taxonomy.yaml").write_text(taxonomy_yaml(taxonomy))
     data, dirs = hierarchy_data(version, taxonomy), {}
-    for name, d in data.items():
-        listing = write_listing(d, version, listing_uri(str(out / "listings"), version, name))
+    for name in sorted(data, key=lambda n: n != FLAT):  # the flat model first: the others may start from it
+        listing = write_listing(data[name], version, listing_uri(str(out / "listings"), version, name))
         run_qa(listing, f"demo-{name}", datasets=out / "datasets", out_dir=out / name / "qa", progress=False)
-        dirs[name] = train_demo_model(out / name / "qa", out / name, out / "datasets", size, width, epochs)
+        flat, start = name == FLAT, dirs.get(FLAT) if sizes["from_flat"] else None
+        width = sizes["width"] if flat else sizes["child_width"]
+        dirs[name] = train_demo_model(
+            out / name / "qa", out / name, out / "datasets", sizes["size"], width, epochs, start
+        )
     children = {g: dirs[model_name(g)] for g, sp in taxonomy.items() if len(sp) > 1}
     names = {g: model_name(g) for g in taxonomy}
     pack_router(dirs[PARENT], children, taxonomy, {}, out / "router", child_names=names)
