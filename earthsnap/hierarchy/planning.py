@@ -301,9 +301,9 @@ def _check_run_params(params: dict, role_params: dict[str, dict], from_flat: boo
             width = "width" in json.loads(given.get("hyperparameters") or "{}")
         except (ValueError, TypeError):
             width = False  # the pipeline's own check says what is wrong with the JSON
-        fixed = [n for n in ("weights", "init_weights") if given.get(n)]  # a role's network: not the flat's
-        fixed += ([n for n in ("arch",) if given.get(n)] + (["width"] if width else [])) if role else []
-        if from_flat and fixed:
+        # -p goes to the flat model too (its weights, its network); a role's own start or network cannot be the flat's
+        fixed = [n for n in ("weights", "init_weights", "arch") if given.get(n)] + (["width"] if width else [])
+        if from_flat and role and fixed:
             raise ParameterError(
                 f"--from-flat starts the parent and the children from the flat model's weights, which fix "
                 f"{', '.join(fixed)}; it cannot also be given with {flag}.",
@@ -362,8 +362,8 @@ def run_hierarchy(
     if from_flat:
         start = _flat_first(cfg, pipeline, todo, values, result, cache, echo)
         todo = [i for i in todo if i.role != FLAT] if start else []
-        for i in todo:
-            values[i.model]["weights"] = start
+        for i in todo:  # -p's starting weights were the flat model's
+            values[i.model].update(weights=start, init_weights="")
     if todo:
         _run_models(cfg, pipeline, todo, values, result, parallel, cache, echo)
     return result
