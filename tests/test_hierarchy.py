@@ -275,13 +275,14 @@ def test_hierarchy_plan_train_router_release(project):
     assert {"label", "probability", "group", "group_probability", "species_probability"} <= set(p)
     assert abs(p["group_probability"] * p["species_probability"] - p["probability"]) < 1e-5
     assert abs(sum(x["probability"] for x in answer["predictions"]) - 1) < 1e-4
-    # --from-flat: the parent, retrained by name, starts from the flat model's weights; the flat model is kept
+    # --from-flat: the parent and the flat model run by name, the flat model first, the parent from what it registers
     bad = earthsnap(project, "hierarchy", "run", "--from-flat", "--child-param", "weights=imagenet", ok=False)
     assert bad.returncode == 2 and "--from-flat starts the parent and the children" in bad.stderr, bad.stderr
-    started = earthsnap(project, "hierarchy", "run", "--model", "parent", "--from-flat", *SMALL)
+    started = earthsnap(project, "hierarchy", "run", "--model", "parent", "--model", "flat", "--from-flat", *SMALL)
     print(started.stdout[-2500:])
-    assert f"the parent and the children start from {refs['flat']}" in started.stdout
-    assert "training 1 model(s), 1 at a time: parent" in started.stdout
+    flat_first = started.stdout.index("training 1 model(s), 1 at a time: flat")
+    assert started.stdout.index(f"the parent and the children start from {refs['flat']}") > flat_first  # its cached run
+    assert "training 1 model(s), 1 at a time: parent" in started.stdout[flat_first + 1 :]
     runs = sorted((project / ".earthsnap" / "runs").glob("*-parent*"), key=lambda d: d.stat().st_mtime)
     trained_log = "".join(p.read_text() for p in runs[-1].rglob("train*.ipynb"))
     assert "the classifier of the starting weights knew 4 classes: 0 of these 2 keep their rows" in trained_log

@@ -195,7 +195,8 @@ class HierarchyRun:
         "model -> the version its run registered (pending approval, or registered before)."
         out = {}
         for m, r in self.runs.items():
-            reg = next((s for s in r["steps"] if s["name"] in self.register_steps and s["status"] == "succeeded"), None)
+            ok = ("succeeded", "cached")  # a register step whose archive is registered already names that version
+            reg = next((s for s in r["steps"] if s["name"] in self.register_steps and s["status"] in ok), None)
             if reg:
                 out[m] = reg["outputs"]["version"]
         return out
