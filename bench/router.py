@@ -1,13 +1,16 @@
 """Benchmark: parent/child routers against the flat model trained on the same photos, in one run: accuracy and speed.
 
     .venv/bin/python bench/router.py [--groups 4] [--species 4] [--images 40] [--epochs 20] [--requests 400]
-        [--repeats 5]
+        [--repeats 5] [--width 32] [--child-width 0] [--from-flat]
 
 `earthsnap.hierarchy.planning.demo_hierarchy` generates a demo set (--groups x --species x --images photos) whose
 groups are planted (`alike`: a group's species share its colours), and trains, with the default architecture
-(ResNet, width 32, 64 px) for --epochs epochs, the parent (one class per group, on every photo), one child per
-group and the flat model; two routers are packed as `earthsnap hierarchy router` packs them, one with the trained
-parent and one whose parent is the flat model summed within each group.
+(ResNet, width 32 or --width, 64 px) for --epochs epochs, the parent (one class per group, on every photo), one
+child per group and the flat model; two routers are packed as `earthsnap hierarchy router` packs them, one with the
+trained parent and one whose parent is the flat model summed within each group. `--child-width` gives the parent
+and the children a width of their own (smaller networks, less work per child); `--from-flat` starts them from the
+flat model's weights, each child keeping the flat classifier's rows of its species (`earthsnap hierarchy run
+--from-flat`).
 
 Accuracy, on the test split, for two taxonomies:
 
@@ -18,7 +21,9 @@ Accuracy, on the test split, for two taxonomies:
 For each: top-1, top-5, group accuracy and the share of mistakes inside the right group of the flat model and both
 routers, and the router `build_router` keeps (the more accurate on the validation split) against the flat model. For
 the groups from the data, also the top-1 of the router whose parent trained on a quarter of each group's photos
-(`--parent-per-group`) instead of every one: what the sample costs.
+(`--parent-per-group`) instead of every one: what the sample costs. And the flat model trained as the parts were, so
+that what the hierarchy changes is told apart from what the training changes: at --child-width, and, with
+--from-flat, for twice --epochs (the parts' epochs on top of the flat model's own).
 
 Speed, for the groups from the data: both are opened with `earthsnap.model.router.load_model(path, threads=1)`, the
 loader the endpoint server uses, on one thread each so the figures compare the work and not how it spreads over
@@ -146,10 +151,21 @@ def sampled_router(h: dict, per_group: int, size: dict) -> Path:
     listing = write_listing(sample, version, listing_uri(str(out / "listings"), version, "parent-sample"))
     d = out / "parent-sample"
     run_qa(listing, "demo-parent-sample", datasets=out / "datasets", out_dir=d / "qa", progress=False)
-    parent = train_demo_model(d / "qa", d, out / "datasets", size["size"], size["width"], size["epochs"])
+    width, start = size["child_width"] or size["width"], Path(h["flat"]) if size["from_flat"] else None
+    parent = train_demo_model(d / "qa", d, out / "datasets", size["size"], width, size["epochs"], start)
     router = load_model(h["router"])
     kids = {g: c.path for g, c in router.children.items() if c is not None}
     return pack_router(parent, kids, router.species_of, {}, out / "router-sampled")
+
+
+def flat_at(h: dict, width: int, epochs: int, size: dict) -> Path:
+    """The flat model of hierarchy `h` trained again at `width` for `epochs`: whether the parts' width, or the epochs
+    the parts that start from the flat model add to its own, change the accuracy rather than the hierarchy."""
+    from earthsnap.hierarchy.planning import train_demo_model
+
+    out = Path(h["flat"]).parent.parent
+    d = out / f"flat-width-{width}-epochs-{epochs}"
+    return train_demo_model(out / "flat" / "qa", d, out / "datasets", size["size"], width, epochs)
 
 
 def test_top1(router_dir: Path, h: dict) -> float:
@@ -168,6 +184,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--requests", type=int, default=400, help="batch-1 calls per measurement per round")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--width", type=int, default=32, help="the flat model's width (ResNet)")
+    ap.add_argument("--child-width", type=int, default=0, help="the parent's and children's width; 0: the flat's")
+    ap.add_argument(
+        "--from-flat", action="store_true", help="the parent and children start from the flat model's weights"
+    )
     ap.add_argument("--out", default=str(HERE / "results" / "router.json"))
     ap.add_argument(
         "--smoke",
@@ -185,9 +206,11 @@ def main() -> None:
             species=args.species,
             images=args.images,
             epochs=args.epochs,
-            width=8 if args.smoke else 32,
+            width=8 if args.smoke else args.width,
             size=32 if args.smoke else 64,
             alike=True,
+            child_width=args.child_width,
+            from_flat=args.from_flat,
         )
         print(
             f"training {args.groups}-group hierarchies and their flat model on "
@@ -208,6 +231,12 @@ def main() -> None:
         crossed = demo_hierarchy(Path(tmp) / "across", **size, taxonomy=across(planted_taxonomy))
         per_group = max(2, args.species * args.images // 4)  # a quarter of each group's photos
         sampled = test_top1(sampled_router(found, per_group, size), found)
+        narrow = size["child_width"] not in (0, size["width"])
+        again = {}  # the flat model trained as the parts were: at their width, or for their epochs and the flat's
+        if narrow:
+            again["flat_at_child_width_top1"] = test_top1(flat_at(found, size["child_width"], args.epochs, size), found)
+        if args.from_flat:
+            again["flat_twice_the_epochs_top1"] = test_top1(flat_at(found, size["width"], 2 * args.epochs, size), found)
         print(f"trained in {time.perf_counter() - t0:.0f}s")
         quality = {
             "groups_from_the_data": {
@@ -216,6 +245,7 @@ def main() -> None:
                 "adjusted_rand_index_with_planted": ari,
                 **accuracy_of(found),
                 "sampled_parent": {"per_group": per_group, "router_top1": sampled},
+                **again,
             },
             "hand_made_across_planted": {"groups": across(planted_taxonomy), **accuracy_of(crossed)},
         }
@@ -278,7 +308,9 @@ def main() -> None:
             "photos_per_species": args.images,
             "epochs": args.epochs,
             "models_in_router": 1 + sum(c is not None for c in router.children.values()),
-            "architecture": "resnet width 32, 64 px, threads=1",
+            "architecture": f"resnet width {size['width']}, 64 px, threads=1",
+            "parent_and_children": f"width {size['child_width'] or size['width']}"
+            + (", starting from the flat model's weights" if size["from_flat"] else ", from random weights"),
         },
         "quality": quality,
         "requests_per_round": args.requests,
