@@ -27,7 +27,8 @@ from .hyperparameters import DEFAULT_SPACE, Hyperparameters, SearchSpace
 from .zoo import OWN
 
 # %% auto #0
-__all__ = ['METRIC', 'RUN_FACTS', 'TuningError', 'TuneResult', 'plot_search', 'tune', 'weights_network', 'network_fixed']
+__all__ = ['METRIC', 'RUN_FACTS', 'TuningError', 'TuneResult', 'plot_search', 'tune', 'weights_network',
+           'training_hyperparameters', 'network_fixed']
 
 # %% ../../nbs/model/tuning.ipynb #e8d42d3a
 class TuningError(EarthsnapError):
@@ -353,6 +354,28 @@ def weights_network(weights: str | os.PathLike | None) -> dict:
     saved = (p if p.is_dir() else p.parent) / "hyperparameters.json"
     net = json.loads(saved.read_text()) if saved.is_file() else {}
     return {k: net[k] for k in ("arch", "width", "depth") if k in net}
+
+# %% ../../nbs/model/tuning.ipynb #36bc6867
+def training_hyperparameters(
+    tuned: dict,
+    epochs: int,
+    arch: str = "",  # the arch parameter; empty: tuning's choice
+    overrides: dict | None = None,  # the hyperparameters JSON, over everything else
+    weights: str | os.PathLike | None = None,  # the starting weights
+) -> Hyperparameters:
+    "The full training's hyperparameters: `tuned`, the network of `weights`, `epochs` and `arch`, then `overrides`."
+    overrides = dict(overrides or {})
+    if arch and overrides.get("arch", arch) != arch:
+        raise TuningError(
+            f"arch={arch} and the hyperparameters' arch={overrides['arch']} disagree.", fix="Give one of them."
+        )
+    net, chosen = weights_network(weights), overrides.get("arch") or arch
+    if net.get("arch") and chosen and chosen != net["arch"]:
+        raise TuningError(
+            f"arch={chosen}, and the starting weights are a {net['arch']} network's.",
+            fix=f"Give arch={net['arch']}, or weights made for {chosen}.",
+        )
+    return Hyperparameters.parse({**tuned, **net, "epochs": epochs, **({"arch": arch} if arch else {}), **overrides})
 
 # %% ../../nbs/model/tuning.ipynb #20e77f70
 def network_fixed(
