@@ -278,6 +278,8 @@ def test_hierarchy_plan_train_router_release(project):
     # --from-flat: the parent and the flat model run by name, the flat model first, the parent from what it registers
     bad = earthsnap(project, "hierarchy", "run", "--from-flat", "--child-param", "weights=imagenet", ok=False)
     assert bad.returncode == 2 and "--from-flat starts the parent and the children" in bad.stderr, bad.stderr
+    bad = earthsnap(project, "hierarchy", "run", "--model", "parent", "--from-flat", "-p", "init_weights=x", ok=False)
+    assert bad.returncode == 2 and f"from {refs['flat']}, which this run keeps" in bad.stderr, bad.stderr
     started = earthsnap(project, "hierarchy", "run", "--model", "parent", "--model", "flat", "--from-flat", *SMALL)
     print(started.stdout[-2500:])
     flat_first = started.stdout.index("training 1 model(s), 1 at a time: flat")

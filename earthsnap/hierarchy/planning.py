@@ -171,9 +171,15 @@ def plan_table(h: Hierarchy, items: list[PlanItem]) -> str:
     for g in single:
         lines.append(f"  group {g!r} has one species ({h.taxonomy[g][0]}): no child model, the router names it")
     n = sum(i.action == "train" for i in items)
+    asked = "".join(f" --model {i.model}" for i in items if i.reason.endswith("(--model)"))
+    again = " --all" if any(i.reason.endswith("(--all)") for i in items) else asked
     lines.append(
         f"{n} of {len(items)} models to train"
-        + (": earthsnap hierarchy run" if n else "; nothing to run. Build the router: earthsnap hierarchy router")
+        + (
+            f": earthsnap hierarchy run{again}"
+            if n
+            else "; nothing to run. Build the router: earthsnap hierarchy router"
+        )
     )
     return "\n".join(lines)
 
@@ -195,8 +201,7 @@ class HierarchyRun:
         "model -> the version its run registered (pending approval, or registered before)."
         out = {}
         for m, r in self.runs.items():
-            ok = ("succeeded", "cached")  # a register step whose archive is registered already names that version
-            reg = next((s for s in r["steps"] if s["name"] in self.register_steps and s["status"] in ok), None)
+            reg = next((s for s in r["steps"] if s["name"] in self.register_steps and s["status"] == "succeeded"), None)
             if reg:
                 out[m] = reg["outputs"]["version"]
         return out
@@ -287,6 +292,15 @@ def _run_models(
         list(pool.map(one, todo))
 
 # %% ../../nbs/hierarchy/planning.ipynb #ddb12a8b
+def _network_keys(given: dict, name: str) -> list[str]:
+    "The network's keys (arch, width, depth) the JSON parameter `name` sets; none when it is not JSON."
+    try:
+        value = json.loads(given.get(name) or "{}")
+    except (ValueError, TypeError):
+        return []  # the pipeline's own check says what is wrong with the JSON
+    return [k for k in ("arch", "width", "depth") if isinstance(value, dict) and k in value]
+
+
 def _check_run_params(params: dict, role_params: dict[str, dict], from_flat: bool) -> None:
     "Refuse parameters the hierarchy sets, roles it does not have, and what `from_flat` already fixes."
     for role, given in [("", params), *role_params.items()]:
@@ -298,18 +312,28 @@ def _check_run_params(params: dict, role_params: dict[str, dict], from_flat: boo
                 f"The hierarchy sets {', '.join(clash)} for each model; it cannot be given with {flag}.",
                 fix="Choose the data with --dataset and --taxonomy instead.",
             )
-        try:
-            width = "width" in json.loads(given.get("hyperparameters") or "{}")
-        except (ValueError, TypeError):
-            width = False  # the pipeline's own check says what is wrong with the JSON
         # -p goes to the flat model too (its weights, its network); a role's own start or network cannot be the flat's
-        fixed = [n for n in ("weights", "init_weights", "arch") if given.get(n)] + (["width"] if width else [])
-        if from_flat and role and fixed:
+        fixed = [n for n in ("weights", "init_weights", "arch") if given.get(n)] if role else []
+        fixed += _network_keys(given, "hyperparameters") if role else []
+        fixed += [f"search_space {k}" for k in _network_keys(given, "search_space") if k == "arch"]
+        if from_flat and fixed:
             raise ParameterError(
                 f"--from-flat starts the parent and the children from the flat model's weights, which fix "
                 f"{', '.join(fixed)}; it cannot also be given with {flag}.",
                 fix=f"Leave {', '.join(fixed)} out, or train without --from-flat.",
             )
+
+# %% ../../nbs/hierarchy/planning.ipynb #b4804b78
+def _check_kept_flat(params: dict, plan: list[PlanItem]) -> None:
+    "With `from_flat` and the flat model kept, -p's own start or network would reach only the parts: refused."
+    flat = next(i for i in plan if i.role == FLAT)
+    given = [n for n in ("weights", "init_weights", "arch") if params.get(n)] + _network_keys(params, "hyperparameters")
+    if flat.action == "keep" and given:
+        raise ParameterError(
+            f"--from-flat starts the parent and the children from {flat.current}, which this run keeps, so -p "
+            f"{', '.join(given)} would reach only them, and the flat model's weights fix those.",
+            fix="Add --model flat to train the flat model with them first, or leave them out.",
+        )
 
 # %% ../../nbs/hierarchy/planning.ipynb #e99ec591
 def _flat_first(
@@ -322,19 +346,22 @@ def _flat_first(
     echo: Callable[[str], None],
 ) -> str | None:
     "The registered flat version (GROUP/N) the others start from, trained first if the plan says so; None if it failed."
-    flat = next(i for i in result.plan if i.role == FLAT)
+    flat, others = next(i for i in result.plan if i.role == FLAT), [i for i in todo if i.role != FLAT]
+    start = flat.current
     if flat in todo:
         echo("--from-flat: the flat model first, then the parent and the children from its weights")
         _run_models(cfg, pipeline, [flat], values, result, 1, cache, echo)
         start = result.registered().get(flat.model)
+        why = result.errors.get(flat.model, "its run registered no model")
+        if start is not None and open_registry(cfg).get(start).status == REJECTED:
+            why = f"its run gave back {start}, which is rejected: change its parameters, or run with --no-cache"
+            start = None
         if start is None:
-            why = result.errors.get(flat.model, "its run registered no model")
-            for i in todo:
-                result.errors.setdefault(i.model, f"not trained: the flat model they start from failed ({why})")
+            for i in others:
+                result.errors[i.model] = f"not trained: the flat model they start from failed ({why})"
             return None
-    else:
-        start = flat.current
-    echo(f"the parent and the children start from {start}")
+    if others:
+        echo(f"the parent and the children start from {start}")
     return start
 
 # %% ../../nbs/hierarchy/planning.ipynb #7cd216e7
@@ -352,12 +379,14 @@ def run_hierarchy(
     "Run the pipeline of every model `plan` says to train, `parallel` at a time."
     params, role_params = dict(params or {}), {r: dict(v) for r, v in (role_params or {}).items()}
     _check_run_params(params, role_params, from_flat)
+    if from_flat:
+        _check_kept_flat(params, plan)
     pipeline, todo = model_pipeline(cfg), [i for i in plan if i.action == "train"]
     root = join(cfg.store, "hierarchy")
     values = _model_values(pipeline, h, todo, root, params, role_params)
     result = HierarchyRun(h, plan, register_steps=tuple(s.name for s in pipeline.of_kind("register")))
     if not todo:
-        echo("nothing to train: every model is up to date")
+        echo("nothing to train: every model is up to date" + ("; --all or --model NAME retrains" if from_flat else ""))
         return result
     write_listings(h, root, [i.model for i in todo])
     if from_flat:
