@@ -23,7 +23,8 @@ routers, and the router `build_router` keeps (the more accurate on the validatio
 the groups from the data, also the top-1 of the router whose parent trained on a quarter of each group's photos
 (`--parent-per-group`) instead of every one: what the sample costs. And the flat model trained as the parts were, so
 that what the hierarchy changes is told apart from what the training changes: at --child-width, and, with
---from-flat, for twice --epochs (the parts' epochs on top of the flat model's own).
+--from-flat, for twice --epochs from random weights (as many epochs as the parts have had, the flat model's
+counted).
 
 Speed, for the groups from the data: both are opened with `earthsnap.model.router.load_model(path, threads=1)`, the
 loader the endpoint server uses, on one thread each so the figures compare the work and not how it spreads over
@@ -308,7 +309,7 @@ def main() -> None:
             "photos_per_species": args.images,
             "epochs": args.epochs,
             "models_in_router": 1 + sum(c is not None for c in router.children.values()),
-            "architecture": f"resnet width {size['width']}, 64 px, threads=1",
+            "architecture": f"resnet width {size['width']}, {size['size']} px, threads=1",
             "parent_and_children": f"width {size['child_width'] or size['width']}"
             + (", starting from the flat model's weights" if size["from_flat"] else ", from random weights"),
         },
