@@ -19,6 +19,11 @@ import requests
 from conftest import BIN, ROOT, clean_env, free_port, port_is_free, processes_marked, wait_until_serving
 
 
+def as_from_a_terminal() -> None:
+    "SIGHUP's default action in the started process, as a terminal gives it: a suite run under nohup hands it ignored."
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def test_lab_serves_the_project_with_its_environment_as_the_kernel(tmp_path):
     project = tmp_path / "p"
     shutil.copytree(ROOT / "pipeline", project / "pipeline")
@@ -37,6 +42,7 @@ def test_lab_serves_the_project_with_its_environment_as_the_kernel(tmp_path):
         stdout=subprocess.PIPE,
         stderr=open(tmp_path / "lab.log", "w"),
         start_new_session=True,
+        preexec_fn=as_from_a_terminal,
     )
     try:
         first = lab.stdout.readline()
@@ -136,6 +142,7 @@ def test_a_stop_signal_to_earthsnap_lab_stops_jupyterlab_and_its_kernels(tmp_pat
         stdout=subprocess.PIPE,
         stderr=open(tmp_path / "lab.log", "w"),
         start_new_session=True,
+        preexec_fn=as_from_a_terminal,
     )
     try:
         token = lab.stdout.readline().rsplit("token=", 1)[1].strip()
