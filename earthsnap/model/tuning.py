@@ -355,6 +355,15 @@ def weights_network(weights: str | os.PathLike | None) -> dict:
     net = json.loads(saved.read_text()) if saved.is_file() else {}
     return {k: net[k] for k in ("arch", "width", "depth") if k in net}
 
+
+def _check_weights_arch(arch: str, net: dict) -> None:
+    "Refuse an `arch` other than the network starting weights are (`net`, from `weights_network`)."
+    if arch and net.get("arch", arch) != arch:
+        raise TuningError(
+            f"arch={arch}, and the starting weights are a {net['arch']} network's.",
+            fix=f"Give arch={net['arch']}, or weights made for {arch}.",
+        )
+
 # %% ../../nbs/model/tuning.ipynb #36bc6867
 def training_hyperparameters(
     tuned: dict,
@@ -369,12 +378,8 @@ def training_hyperparameters(
         raise TuningError(
             f"arch={arch} and the hyperparameters' arch={overrides['arch']} disagree.", fix="Give one of them."
         )
-    net, chosen = weights_network(weights), overrides.get("arch") or arch
-    if net.get("arch") and chosen and chosen != net["arch"]:
-        raise TuningError(
-            f"arch={chosen}, and the starting weights are a {net['arch']} network's.",
-            fix=f"Give arch={net['arch']}, or weights made for {chosen}.",
-        )
+    net = weights_network(weights)
+    _check_weights_arch(overrides.get("arch") or arch, net)
     return Hyperparameters.parse({**tuned, **net, "epochs": epochs, **({"arch": arch} if arch else {}), **overrides})
 
 # %% ../../nbs/model/tuning.ipynb #20e77f70
@@ -383,11 +388,7 @@ def network_fixed(
 ) -> tuple[SearchSpace, Hyperparameters, str]:
     "The search space without what `arch` or the starting `weights` fix, the trials' base values, and a line on why."
     net = weights_network(weights)
-    if arch and net.get("arch", arch) != arch:
-        raise TuningError(
-            f"arch={arch}, and the starting weights are a {net['arch']} network's.",
-            fix=f"Give -p arch={net['arch']}, or weights made for {arch}.",
-        )
+    _check_weights_arch(arch, net)
     arch = arch or net.get("arch", "")
     if not arch:
         return space, Hyperparameters(), ""
