@@ -211,6 +211,7 @@ def test_release_stack_template():
         method["Integration"]["RequestParameters"]["integration.request.header.X-Amz-Target"]
         == "'SageMaker.StartPipelineExecution'"
     )
+    assert res["CiProject"]["Condition"] == "CiOnCodeBuild"  # CI on CodeBuild or GitHub Actions (tests/test_stack.py)
     ci = res["CiProject"]["Properties"]
     spec = yaml.safe_load(ci["Source"]["BuildSpec"])["phases"]["build"]["commands"]
     assert spec[0] == "make test" and "docker login" in spec[1] and spec[2] == "make image-push"
