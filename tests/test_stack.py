@@ -356,8 +356,23 @@ CLIENTS = {
     "runtime": "sagemaker-runtime",
     "events_client": "events",
     "events": "events",
+    "cloudwatch": "cloudwatch",
+    "cw": "cloudwatch",
 }
-SERVICES_CALLED = ("sagemaker", "sagemaker-runtime", "events", "s3", "ecr", "sts")
+# the services whose operations the scan looks for (a call on a client it cannot name fails the test)
+SERVICES_CALLED = (
+    "sagemaker",
+    "sagemaker-runtime",
+    "events",
+    "s3",
+    "ecr",
+    "sts",
+    "cloudwatch",
+    "logs",
+    "iam",
+    "application-autoscaling",
+    "secretsmanager",
+)
 # actions IAM grants on no narrower resource than "*"
 NO_RESOURCE_LEVEL = {
     "ecr:GetAuthorizationToken",
@@ -502,6 +517,8 @@ NEEDS = {
         ],
         ("events:PutEvents", f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"),
         ("sagemaker:CreateModelPackage", f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/species/3"),
+        # SageMaker reads an endpoint update's auto-rollback alarms as the execution role (deployment guardrails)
+        ("cloudwatch:DescribeAlarms", f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:earthsnap-species-prod-5xx"),
     ],
 }
 ROLE_MODULES = {"ReleaseRole": ["release"], "CiRole": ["service", "image"], "execution": ["monitoring"]}
