@@ -230,7 +230,7 @@ def render_vtl(text: str, body: dict, context: dict) -> str:
 
 
 def integrations(stack: Stack):
-    "(method, service, operation, request templates) of every AWS integration of an API Gateway method."
+    "(method, operation model, integration) of every API Gateway method integrated with an AWS service's API."
     for name, r in stack.resources.items():
         if r["Type"] != "AWS::ApiGateway::Method":
             continue
@@ -246,8 +246,8 @@ def integrations(stack: Stack):
 
 
 def shape_problems(shape, value, where: str = "") -> list[str]:
-    """What the service would refuse in `value` against `shape`: botocore's own validation (required members, types,
-    minimums) and what it leaves to the service (maximum lengths and counts, patterns, enums).
+    """What the service would refuse in `value` against `shape` that botocore's validation leaves to the service:
+    maximum lengths and counts, patterns, enums.
     """
     out = []
     if shape.type_name == "structure" and isinstance(value, dict):
@@ -270,6 +270,7 @@ def shape_problems(shape, value, where: str = "") -> list[str]:
 
 
 def request_problems(operation, request: dict) -> list[str]:
+    "Why the service would refuse `request`: botocore's validation (required members, types, minimums), then the rest."
     report = ParamValidator().validate(request, operation.input_shape)
     return ([report.generate_report()] if report.has_errors() else []) + shape_problems(operation.input_shape, request)
 
