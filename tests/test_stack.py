@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import hashlib
 import json
 import re
 from functools import cache
@@ -691,3 +692,27 @@ def test_the_first_deploy_needs_no_github_credentials_in_codebuild():
         Stack(**{**REQUIRED, "Repository": "git@github.com:ORG/earthsnap.git"})
     with pytest.raises(AssertionError):
         Stack(**{**REQUIRED, "Repository": "https://github.com/ORG/earthsnap.git"})
+
+
+def api_fingerprint(t: dict) -> str:
+    "A digest of what the start API's deployment serves: its methods, models and validators as written."
+    parts = {
+        k: r
+        for k, r in t["Resources"].items()
+        if r["Type"] in ("AWS::ApiGateway::Method", "AWS::ApiGateway::Model", "AWS::ApiGateway::RequestValidator")
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def test_a_changed_start_api_is_deployed_again():
+    """CloudFormation deploys an API Gateway stage again only when its Deployment resource is new: the deployment's
+    logical id ends with a digest of the methods it serves, so that an update of the stack serves the new template
+    (an old stack would otherwise keep the request without ClientRequestToken)."""
+    t = template()
+    (deployment,) = [k for k, r in t["Resources"].items() if r["Type"] == "AWS::ApiGateway::Deployment"]
+    assert deployment == f"ApiDeployment{api_fingerprint(t)}", "rename the deployment (and its Ref) to this"
+    assert t["Resources"]["ApiStage"]["Properties"]["DeploymentId"] == {"Ref": deployment}
+    assert t["Resources"][deployment]["DependsOn"] == "StartMethod"
+    changed = json.loads(json.dumps(t))
+    changed["Resources"]["StartMethod"]["Properties"]["Integration"]["RequestTemplates"]["application/json"] = "{}"
+    assert api_fingerprint(changed) != api_fingerprint(t)
