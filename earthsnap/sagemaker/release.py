@@ -22,7 +22,22 @@ from .names import sagemaker_name
 from .service import SageMakerError, call
 
 # %% auto #0
-__all__ = ['RuntimeClient', 'package_ref', 'NO_RETRIES', 'SageMakerRelease']
+__all__ = ['error_answer', 'RuntimeClient', 'package_ref', 'NO_RETRIES', 'SageMakerRelease']
+
+# %% ../../nbs/sagemaker/release.ipynb #473406de
+def error_answer(response: dict) -> tuple[int, dict]:
+    "The status and JSON answer of a refused InvokeEndpoint (botocore's ClientError.response), as a client sees them."
+    err = response.get("Error", {})
+    status = (
+        response.get("OriginalStatusCode")  # the container's, relayed in a ModelError
+        or response.get("ResponseMetadata", {}).get("HTTPStatusCode")  # SageMaker's own (413: over its limit)
+        or (400 if err.get("Code") == "ValidationError" else 500)
+    )
+    own = {"error": err.get("Code"), "message": err.get("Message")}
+    try:
+        return int(status), json.loads(response.get("OriginalMessage") or "{}") or own
+    except ValueError:
+        return int(status), own
 
 # %% ../../nbs/sagemaker/release.ipynb #6719d482
 class RuntimeClient:
@@ -58,15 +73,7 @@ class RuntimeClient:
         try:
             r = self.rt.invoke_endpoint(**kw)
         except botocore.exceptions.ClientError as e:
-            err = e.response.get("Error", {})
-            status = e.response.get("OriginalStatusCode") or (400 if err.get("Code") == "ValidationError" else 500)
-            try:
-                return int(status), json.loads(e.response.get("OriginalMessage") or "{}") or {
-                    "error": err.get("Code"),
-                    "message": err.get("Message"),
-                }
-            except ValueError:
-                return int(status), {"error": err.get("Code"), "message": err.get("Message")}
+            return error_answer(e.response)
         data = r["Body"].read()
         try:
             answer = json.loads(data)
