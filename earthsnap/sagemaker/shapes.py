@@ -27,7 +27,8 @@ from earthsnap.data.step_files import (
 
 # %% auto #0
 __all__ = ['STEP_FILES', 'JSON_PATHS', 'TYPE_NAMES', 'REQUESTS', 'DESCRIBES', 'FILLED_BY_SERVICE', 'EXECUTION', 'PARAMETER_TYPES',
-           'SLOT_TAKES', 'EXPRESSIONS', 'service_model', 'json_path_type', 'DefinitionChecker', 'check_definition']
+           'SLOT_TAKES', 'EXPRESSIONS', 'service_model', 'json_path_type', 'DefinitionChecker', 'check_definition',
+           'check_request']
 
 # %% ../../nbs/sagemaker/shapes.ipynb #28803ec8
 @lru_cache(maxsize=1)
@@ -361,3 +362,10 @@ def check(self: DefinitionChecker) -> list[str]:
 def check_definition(definition: dict, pipeline_name: str | None = None) -> list[str]:
     "Every way `definition` (and `pipeline_name`) breaks botocore's SageMaker request shapes; empty when it fits."
     return DefinitionChecker({**definition, **({"PipelineName": pipeline_name} if pipeline_name else {})}).check()
+
+# %% ../../nbs/sagemaker/shapes.ipynb #45ead199
+def check_request(operation: str, request: dict) -> list[str]:
+    "Every way `request` breaks the input shape of SageMaker's `operation` (CreateModel, ...); empty when it fits."
+    c = DefinitionChecker({})
+    c.value(request, c.ops[operation]["input"]["shape"], operation)
+    return c.problems
