@@ -11,6 +11,7 @@ import json
 from types import SimpleNamespace
 
 import boto3
+import pytest
 from botocore.awsrequest import AWSResponse
 
 FRONT_END_LIMIT = 6_291_456  # InvokeEndpoint's largest body (6 MiB)
@@ -258,3 +259,30 @@ def test_a_builtin_algorithms_package_is_refused_before_anything_is_deployed(mot
     # (the emulator ignores NameContains)
     assert [e for e in sm.list_endpoints()["Endpoints"] if "fungi" in e["EndpointName"]] == []
     assert [m for m in sm.list_models()["Models"] if "fungi" in m["ModelName"]] == []
+
+
+def test_the_monitor_refuses_an_endpoint_of_the_builtin_algorithm(moto_url):
+    from earthsnap.monitor.watch import MonitorError
+    from earthsnap.sagemaker.monitoring import live_model
+
+    sm = _emulated("sagemaker", moto_url)
+    arn = _package(sm, "lichens", image="685385470294.dkr.ecr.eu-west-1.amazonaws.com/image-classification:1")
+    sm.create_model(
+        ModelName="lichens-by-hand",
+        ExecutionRoleArn="arn:aws:iam::111111111111:role/x",
+        Containers=[{"ModelPackageName": arn}],
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="lichens-by-hand",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "lichens-by-hand",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName="lichens-by-hand", EndpointConfigName="lichens-by-hand")
+    with pytest.raises(MonitorError, match="built-in image classifier .* whose MXNet model the monitor cannot read"):
+        live_model(sm, "lichens-by-hand")

@@ -34,7 +34,8 @@ from .names import sagemaker_name
 from .shapes import _pattern, check_request, service_model
 
 # %% auto #0
-__all__ = ['B64', 'SageMakerRegistry', 'backbone_meta', 'backbone_lineage', 'sagemaker_registry']
+__all__ = ['B64', 'BUILTIN_REPOSITORY', 'SageMakerRegistry', 'backbone_meta', 'backbone_lineage', 'builtin_served',
+           'sagemaker_registry']
 
 # %% ../../nbs/sagemaker/registry.ipynb #6508a815
 B64 = "base64:"  # a CustomerMetadataProperties value kept encoded
@@ -401,6 +402,18 @@ def verify(self: SageMakerRegistry, ref: str) -> ModelVersion:
             fix="Register the model again from its run.",
         )
     return mv
+
+# %% ../../nbs/sagemaker/registry.ipynb #79e9b506
+BUILTIN_REPOSITORY = "image-classification"  # SageMaker's built-in image classifier, in each region's account
+
+
+def builtin_served(containers: list[dict]) -> str | None:
+    "The image of SageMaker's built-in image classifier when one of `containers` runs it, else None."
+    for c in containers:
+        repository = c.get("Image", "").rsplit("/", 1)[-1].split("@")[0].split(":")[0]
+        if repository == BUILTIN_REPOSITORY:
+            return c["Image"]
+    return None
 
 # %% ../../nbs/sagemaker/registry.ipynb #5486728f
 def sagemaker_registry(cfg) -> SageMakerRegistry:

@@ -19,12 +19,12 @@ from ..data.step_files import RECORDS_CLASSES, RECORDS_SUMMARY
 from ..release.deployment import Check, endpoint_checks
 from .aws import aws_client
 from .names import sagemaker_name
+from .registry import builtin_served
 from .service import SageMakerError, call
 from .shapes import check_request
 
 # %% auto #0
-__all__ = ['VARIANT', 'PROD', 'BUILTIN_REPOSITORY', 'error_answer', 'RuntimeClient', 'package_ref', 'NO_RETRIES',
-           'SageMakerRelease', 'builtin_served', 'RolledBack']
+__all__ = ['VARIANT', 'PROD', 'error_answer', 'RuntimeClient', 'package_ref', 'NO_RETRIES', 'SageMakerRelease', 'RolledBack']
 
 # %% ../../nbs/sagemaker/release.ipynb #473406de
 def error_answer(response: dict) -> tuple[int, dict]:
@@ -171,23 +171,11 @@ VARIANT, PROD = "AllTraffic", "prod"  # the one production variant of an endpoin
 def endpoint_name(self: SageMakerRelease, group: str, stage: str) -> str:
     return sagemaker_name(f"{self.prefix}-{group}-{stage}", "endpoint")
 
-# %% ../../nbs/sagemaker/release.ipynb #ed5e39bb
-BUILTIN_REPOSITORY = "image-classification"  # SageMaker's built-in image classifier, in each region's account
-
-
-def builtin_served(package: dict) -> str | None:
-    "The image of the built-in image classifier when it serves `package` (a DescribeModelPackage answer), else None."
-    for c in package.get("InferenceSpecification", {}).get("Containers", []):
-        repository = c.get("Image", "").rsplit("/", 1)[-1].split("@")[0].split(":")[0]
-        if repository == BUILTIN_REPOSITORY:
-            return c["Image"]
-    return None
-
 # %% ../../nbs/sagemaker/release.ipynb #ed357715
 @patch
 def package(self: SageMakerRelease, arn: str) -> dict:
     p = call(self.sm, "describe_model_package", ModelPackageName=arn)
-    if image := builtin_served(p):
+    if image := builtin_served(p.get("InferenceSpecification", {}).get("Containers", [])):
         raise SageMakerError(
             f"Model package {package_ref(arn)} is served by SageMaker's built-in image classifier ({image}), which "
             "answers with the algorithm's class probabilities, not earthsnap's {model, predictions}: the endpoint "
