@@ -130,8 +130,13 @@ class SageMakerRelease:
         self.wait_s, self.poll_s = wait_s, poll_s
         self.capture_uri, self.capture_percent = capture_uri, capture_percent
         # the alarms that roll a bad prod update back (CloudWatch), and how long a new prod fleet is watched
-        self.cw = cloudwatch or aws_client("cloudwatch", region)
-        self.bake_s = bake_s
+        self._cw, self.region, self.bake_s = cloudwatch, region, bake_s
+
+    @property
+    def cw(self):
+        "CloudWatch, made when a prod update first needs its alarms."
+        self._cw = self._cw or aws_client("cloudwatch", self.region)
+        return self._cw
 
 # %% ../../nbs/sagemaker/release.ipynb #77998876
 @patch(cls_method=True)
