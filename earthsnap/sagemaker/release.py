@@ -259,6 +259,11 @@ def rollback_alarms(self: SageMakerRelease, endpoint: str, p95_ms: float | None 
 @patch
 def deployment_config(self: SageMakerRelease, alarms: list[str]) -> dict:
     "UpdateEndpoint's DeploymentConfig: blue/green, all at once, baked for bake_s, rolled back by any of `alarms`."
+    if self.bake_s + 300 > self.wait_s:  # the wait covers starting the new fleet and baking it
+        raise SageMakerError(
+            f"A prod update bakes for {self.bake_s:g} s, and the release waits {self.wait_s:g} s for an endpoint.",
+            fix="Wait at least five minutes longer than the baking period (wait_s > bake_s + 300).",
+        )
     return {
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": int(self.bake_s)},
