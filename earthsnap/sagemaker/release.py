@@ -200,16 +200,13 @@ def package(self: SageMakerRelease, arn: str) -> dict:
 @patch
 def _exists(self: SageMakerRelease, kind: str, name: str) -> bool:
     "Whether SageMaker has the model or endpoint (`kind`) named `name`: Describe..., where 'Could not find' is no."
-    import botocore.exceptions
-
     try:
-        getattr(self.sm, f"describe_{kind}")(**{f"{kind.title()}Name": name})
+        call(self.sm, f"describe_{kind}", **{f"{kind.title()}Name": name})
         return True
-    except botocore.exceptions.ClientError as e:
-        err = e.response.get("Error", {})
-        if err.get("Code") in ("ValidationException", "ValidationError") and "Could not find" in err.get("Message", ""):
+    except SageMakerError as e:  # ValidationException: Could not find model "arn:...".
+        if "ValidationException: Could not find" in str(e):
             return False
-    return call(self.sm, f"describe_{kind}", **{f"{kind.title()}Name": name}) is not None  # its error, as ours
+        raise
 
 # %% ../../nbs/sagemaker/release.ipynb #d59fc307
 @patch
