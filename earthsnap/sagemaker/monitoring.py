@@ -27,6 +27,7 @@ from ..release.capture import Capture, CaptureError, CaptureStore
 from ..release.endpoints import Endpoints
 from ..release.serving import CAPTURE_TOP
 from .aws import aws_call, aws_client
+from .registry import builtin_served
 
 # %% auto #0
 __all__ = ['VARIANT', 'ALERT_SOURCE', 'capture_line', 'capture_file', 'CapturedEvent', 'parse_capture_line', 'period',
@@ -185,10 +186,19 @@ def live_model(sm, endpoint: str) -> LiveModel:
     config = call("describe_endpoint_config", EndpointConfigName=ep["EndpointConfigName"])
     model = call("describe_model", ModelName=config["ProductionVariants"][0]["ModelName"])
     container = (model.get("Containers") or [model.get("PrimaryContainer") or {}])[0]
-    data = container.get("ModelDataUrl")
-    if not data and container.get("ModelPackageName"):
-        package = call("describe_model_package", ModelPackageName=container["ModelPackageName"])
-        data = package["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
+    package = (
+        call("describe_model_package", ModelPackageName=container["ModelPackageName"])
+        if container.get("ModelPackageName")
+        else {}
+    )
+    served = package.get("InferenceSpecification", {}).get("Containers") or [{}]
+    if image := builtin_served([container, *served]):
+        raise MonitorError(
+            f"Endpoint {endpoint} runs SageMaker's built-in image classifier ({image}), whose MXNet model the "
+            "monitor cannot read.",
+            fix="Monitor endpoints that serve earthsnap's image (sagemaker_trainer: notebook).",
+        )
+    data = container.get("ModelDataUrl") or served[0].get("ModelDataUrl")
     if not data:
         raise MonitorError(f"Endpoint {endpoint}'s model {model['ModelName']} names no model archive (ModelDataUrl).")
     capture = config.get("DataCaptureConfig") or {}

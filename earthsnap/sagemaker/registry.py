@@ -5,6 +5,7 @@
 # %% ../../nbs/sagemaker/registry.ipynb #41f55571
 from __future__ import annotations
 
+import base64
 import json
 import os
 from datetime import datetime, timezone
@@ -12,7 +13,7 @@ from datetime import datetime, timezone
 from fastcore.basics import patch
 
 from ..core.errors import ConfigError, did_you_mean
-from ..core.storage import exists, join, sha256_uri, write_bytes
+from ..core.storage import exists, join, read_bytes, sha256_uri, write_bytes
 from ..data.step_files import EVALUATION, MODEL_ARCHIVE, write_evaluation
 from earthsnap.release.registry import (
     APPROVED,
@@ -30,14 +31,37 @@ from earthsnap.release.registry import (
 from .aws import aws_call, aws_client
 from .image import project_image
 from .names import sagemaker_name
+from .shapes import _pattern, check_request, service_model
 
 # %% auto #0
-__all__ = ['SageMakerRegistry', 'backbone_meta', 'backbone_lineage', 'sagemaker_registry']
+__all__ = ['B64', 'BUILTIN_REPOSITORY', 'SageMakerRegistry', 'backbone_meta', 'backbone_lineage', 'builtin_served',
+           'sagemaker_registry']
 
 # %% ../../nbs/sagemaker/registry.ipynb #6508a815
+B64 = "base64:"  # a CustomerMetadataProperties value kept encoded
+
+
+def _fits(v: str) -> bool:
+    return len(v) <= 256 and bool(_pattern(service_model()["shapes"]["CustomerMetadataValue"]["pattern"]).fullmatch(v))
+
+
+def _encoded(v: str) -> str:
+    "`v` as a metadata value: itself when the pattern takes it, else base64 (cut to fit 256 characters)."
+    if _fits(v[:256]) and not v.startswith(B64):
+        return v[:256]
+    while len(out := B64 + base64.b64encode(v.encode()).decode()) > 256:
+        v = v[: len(v) - max(1, (len(out) - 256) * 3 // 4 // 4)]
+    return out
+
+
 def _meta(d: dict) -> dict[str, str]:
-    "CustomerMetadataProperties: strings of at most 256 characters."
-    return {k: (v if isinstance(v, str) else json.dumps(v))[:256] for k, v in d.items() if v not in (None, "")}
+    "CustomerMetadataProperties: strings of at most 256 characters that SageMaker's pattern takes."
+    return {k: _encoded(v if isinstance(v, str) else json.dumps(v)[:256]) for k, v in d.items() if v not in (None, "")}
+
+
+def _unmeta(meta: dict) -> dict[str, str]:
+    "The values `_meta` kept, decoded."
+    return {k: base64.b64decode(v[len(B64) :]).decode() if v.startswith(B64) else v for k, v in meta.items()}
 
 
 def _time(t) -> float:
@@ -167,7 +191,7 @@ def backbone_lineage(lineage: dict) -> dict:
 def _version(self: SageMakerRegistry, arn: str, d: dict | None = None) -> ModelVersion:
     "The version of package `arn`, from its description `d` (described here when not given)."
     d = d or self._call("describe_model_package", ModelPackageName=arn)
-    meta = d.get("CustomerMetadataProperties", {})
+    meta = _unmeta(d.get("CustomerMetadataProperties", {}))
     metrics = {k[len("metric.") :]: {"value": float(v)} for k, v in meta.items() if k.startswith("metric.")}
     lineage = backbone_lineage({k[len("lineage.") :]: v for k, v in meta.items() if k.startswith("lineage.")})
     container = (d.get("InferenceSpecification", {}).get("Containers") or [{}])[0]
@@ -244,8 +268,7 @@ def register(
             **backbone_meta((lineage or {}).get("backbone")),
         }
     )
-    r = self._call(
-        "create_model_package",
+    request = dict(
         ModelPackageGroupName=group,
         ModelPackageDescription=description or f"{group} {sha[:12]}",
         ModelApprovalStatus=PENDING,
@@ -259,7 +282,9 @@ def register(
             "ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": join(where, EVALUATION)}}
         },
     )
-    return self._version(r["ModelPackageArn"])
+    if problems := check_request("CreateModelPackage", request):
+        raise RegistryError(f"SageMaker would refuse to register {group}: " + "; ".join(problems))
+    return self._version(self._call("create_model_package", **request)["ModelPackageArn"])
 
 # %% ../../nbs/sagemaker/registry.ipynb #1cda3cb4
 @patch
@@ -280,10 +305,23 @@ def versions(self: SageMakerRegistry, group: str | None = None, status: str | No
     ]
     return sorted(out, key=lambda v: (-v.created_at, v.group, -v.version))
 
+# %% ../../nbs/sagemaker/registry.ipynb #044d054a
+@patch
+def _approval_description(self: SageMakerRegistry, group: str, version: int, reason: str) -> tuple[str, str | None]:
+    """The ApprovalDescription for `reason`, and the S3 URI where it is kept whole when the description cannot hold
+    it (longer than 1,024 characters, or several lines).
+    """
+    shape = service_model()["shapes"]["ApprovalDescription"]
+    if len(reason) <= shape["max"] and _pattern(shape["pattern"]).fullmatch(reason):
+        return reason, None
+    uri = join(self.bucket, "models", group, "reasons", f"{version}.txt")
+    start = " ".join(reason.split())[: shape["max"] - len(uri) - 40]
+    return f"{start}... (whole reason: {uri})", uri
+
 # %% ../../nbs/sagemaker/registry.ipynb #fee0689c
 @patch
 def set_status(self: SageMakerRegistry, ref: str, status: str, by: str | None = None, reason: str = "") -> ModelVersion:
-    "Change a package's approval status, if the change is allowed; who and why go into its metadata."
+    "Change a package's approval status, if the change is allowed; who in its metadata, why in its description."
     check_status(status)
     row = self._find(*parse_ref(ref))
     d = self._call("describe_model_package", ModelPackageName=row["ModelPackageArn"])
@@ -294,22 +332,31 @@ def set_status(self: SageMakerRegistry, ref: str, status: str, by: str | None = 
             f"Cannot {verb} {mv.ref}: it is already {mv.status}.",
             fix="Only a version pending approval can be approved or rejected.",
         )
-    meta = _meta(
-        {
-            **d.get("CustomerMetadataProperties", {}),
-            "status_changed_by": _who(by),
-            "status_changed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "status_reason": reason,
-        }
-    )
-    self._call(
-        "update_model_package",
+    description, whole = self._approval_description(mv.group, mv.version, reason)
+    kept = {k: v for k, v in _unmeta(d.get("CustomerMetadataProperties", {})).items() if k != "status_reason"}
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta = _meta({**kept, "status_changed_by": _who(by), "status_changed_at": now, "status_reason_uri": whole})
+    request = dict(
         ModelPackageArn=row["ModelPackageArn"],
         ModelApprovalStatus=status,
-        ApprovalDescription=reason or status,
+        ApprovalDescription=description or status,
         CustomerMetadataProperties=meta,
     )
+    if problems := check_request("UpdateModelPackage", request):  # before anything changes
+        raise RegistryError(f"SageMaker would refuse the status change of {mv.ref}: " + "; ".join(problems))
+    if whole:
+        write_bytes(whole, reason.encode(), self.s3_endpoint_url)
+    self._call("update_model_package", **request)
     return self._version(row["ModelPackageArn"])
+
+# %% ../../nbs/sagemaker/registry.ipynb #dbef9535
+@patch
+def _reason(self: SageMakerRegistry, d: dict, meta: dict) -> str:
+    "Why package `d` (DescribeModelPackage) was approved or rejected, whole; `meta` is its decoded metadata."
+    if meta.get("status_reason_uri"):
+        return read_bytes(meta["status_reason_uri"], self.s3_endpoint_url).decode()
+    reason = meta.get("status_reason", d.get("ApprovalDescription", ""))
+    return "" if reason == d.get("ModelApprovalStatus") else reason  # the status stands in for no reason
 
 # %% ../../nbs/sagemaker/registry.ipynb #7cb5c09a
 @patch
@@ -317,7 +364,7 @@ def history(self: SageMakerRegistry, ref: str) -> list[dict]:
     "The registration and the latest status change (SageMaker keeps no fuller history)."
     row = self._find(*parse_ref(ref))
     d = self._call("describe_model_package", ModelPackageName=row["ModelPackageArn"])
-    meta = d.get("CustomerMetadataProperties", {})
+    meta = _unmeta(d.get("CustomerMetadataProperties", {}))
     out = [
         {
             "from_status": None,
@@ -339,7 +386,7 @@ def history(self: SageMakerRegistry, ref: str) -> list[dict]:
                 "to_status": d["ModelApprovalStatus"],
                 "by": meta.get("status_changed_by", ""),
                 "at": at,
-                "reason": meta.get("status_reason", d.get("ApprovalDescription", "")),
+                "reason": self._reason(d, meta),
             }
         )
     return out
@@ -355,6 +402,18 @@ def verify(self: SageMakerRegistry, ref: str) -> ModelVersion:
             fix="Register the model again from its run.",
         )
     return mv
+
+# %% ../../nbs/sagemaker/registry.ipynb #79e9b506
+BUILTIN_REPOSITORY = "image-classification"  # SageMaker's built-in image classifier, in each region's account
+
+
+def builtin_served(containers: list[dict]) -> str | None:
+    "The image of SageMaker's built-in image classifier when one of `containers` runs it, else None."
+    for c in containers:
+        repository = c.get("Image", "").rsplit("/", 1)[-1].split("@")[0].split(":")[0]
+        if repository == BUILTIN_REPOSITORY:
+            return c["Image"]
+    return None
 
 # %% ../../nbs/sagemaker/registry.ipynb #5486728f
 def sagemaker_registry(cfg) -> SageMakerRegistry:

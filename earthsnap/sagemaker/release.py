@@ -19,10 +19,27 @@ from ..data.step_files import RECORDS_CLASSES, RECORDS_SUMMARY
 from ..release.deployment import Check, endpoint_checks
 from .aws import aws_client
 from .names import sagemaker_name
+from .registry import builtin_served
 from .service import SageMakerError, call
+from .shapes import check_request
 
 # %% auto #0
-__all__ = ['RuntimeClient', 'package_ref', 'NO_RETRIES', 'SageMakerRelease']
+__all__ = ['VARIANT', 'PROD', 'error_answer', 'RuntimeClient', 'package_ref', 'NO_RETRIES', 'SageMakerRelease', 'RolledBack']
+
+# %% ../../nbs/sagemaker/release.ipynb #473406de
+def error_answer(response: dict) -> tuple[int, dict]:
+    "The status and JSON answer of a refused InvokeEndpoint (botocore's ClientError.response), as a client sees them."
+    err = response.get("Error", {})
+    status = (
+        response.get("OriginalStatusCode")  # the container's, relayed in a ModelError
+        or response.get("ResponseMetadata", {}).get("HTTPStatusCode")  # SageMaker's own (413: over its limit)
+        or (400 if err.get("Code") == "ValidationError" else 500)
+    )
+    own = {"error": err.get("Code"), "message": err.get("Message")}
+    try:
+        return int(status), json.loads(response.get("OriginalMessage") or "{}") or own
+    except ValueError:
+        return int(status), own
 
 # %% ../../nbs/sagemaker/release.ipynb #6719d482
 class RuntimeClient:
@@ -58,15 +75,7 @@ class RuntimeClient:
         try:
             r = self.rt.invoke_endpoint(**kw)
         except botocore.exceptions.ClientError as e:
-            err = e.response.get("Error", {})
-            status = e.response.get("OriginalStatusCode") or (400 if err.get("Code") == "ValidationError" else 500)
-            try:
-                return int(status), json.loads(e.response.get("OriginalMessage") or "{}") or {
-                    "error": err.get("Code"),
-                    "message": err.get("Message"),
-                }
-            except ValueError:
-                return int(status), {"error": err.get("Code"), "message": err.get("Message")}
+            return error_answer(e.response)
         data = r["Body"].read()
         try:
             answer = json.loads(data)
@@ -110,6 +119,8 @@ class SageMakerRelease:
         poll_s: float = 15,
         capture_uri: str | None = None,
         capture_percent: int = 100,
+        cloudwatch=None,
+        bake_s: int = 600,
     ):
         self.sm = client or aws_client("sagemaker", region)
         # one attempt per request: a retried request would hide a failure from the tests and distort the latency
@@ -118,6 +129,14 @@ class SageMakerRelease:
         self.role, self.instance_type, self.prefix, self.s3 = role, instance_type, prefix, s3_endpoint_url
         self.wait_s, self.poll_s = wait_s, poll_s
         self.capture_uri, self.capture_percent = capture_uri, capture_percent
+        # the alarms that roll a bad prod update back (CloudWatch), and how long a new prod fleet is watched
+        self._cw, self.region, self.bake_s = cloudwatch, region, bake_s
+
+    @property
+    def cw(self):
+        "CloudWatch, made when a prod update first needs its alarms."
+        self._cw = self._cw or aws_client("cloudwatch", self.region)
+        return self._cw
 
 # %% ../../nbs/sagemaker/release.ipynb #77998876
 @patch(cls_method=True)
@@ -150,6 +169,9 @@ def data_capture(self: SageMakerRelease, stage: str) -> dict:
     }
 
 # %% ../../nbs/sagemaker/release.ipynb #0d5c7ff4
+VARIANT, PROD = "AllTraffic", "prod"  # the one production variant of an endpoint; the stage rolled back by alarms
+
+
 @patch
 def endpoint_name(self: SageMakerRelease, group: str, stage: str) -> str:
     return sagemaker_name(f"{self.prefix}-{group}-{stage}", "endpoint")
@@ -158,6 +180,14 @@ def endpoint_name(self: SageMakerRelease, group: str, stage: str) -> str:
 @patch
 def package(self: SageMakerRelease, arn: str) -> dict:
     p = call(self.sm, "describe_model_package", ModelPackageName=arn)
+    if image := builtin_served(p.get("InferenceSpecification", {}).get("Containers", [])):
+        raise SageMakerError(
+            f"Model package {package_ref(arn)} is served by SageMaker's built-in image classifier ({image}), which "
+            "answers with the algorithm's class probabilities, not earthsnap's {model, predictions}: the endpoint "
+            "tests cannot score it and the monitor cannot read its MXNet model, so earthsnap does not release it.",
+            fix="Train with the notebook (sagemaker_trainer: notebook) and release that package; or deploy this one "
+            "with SageMaker's own tools, untested and unmonitored by earthsnap.",
+        )
     if p.get("ModelApprovalStatus") != "Approved":
         raise SageMakerError(
             f"Model package {package_ref(arn)} is {p.get('ModelApprovalStatus')}; "
@@ -166,25 +196,112 @@ def package(self: SageMakerRelease, arn: str) -> dict:
         )
     return p
 
-# %% ../../nbs/sagemaker/release.ipynb #f45ed64f
+# %% ../../nbs/sagemaker/release.ipynb #7d0c6eaf
 @patch
-def deploy(self: SageMakerRelease, arn: str, stage: str) -> str:
-    """Serve package `arn` on endpoint `stage` (created, or updated to a new config); returns the endpoint's name
-    once InService.
-    """
+def _exists(self: SageMakerRelease, kind: str, name: str) -> bool:
+    "Whether SageMaker has the model or endpoint (`kind`) named `name`: Describe..., where 'Could not find' is no."
+    try:
+        call(self.sm, f"describe_{kind}", **{f"{kind.title()}Name": name})
+        return True
+    except SageMakerError as e:  # ValidationException: Could not find model "arn:...".
+        if "ValidationException: Could not find" in str(e):
+            return False
+        raise
+
+# %% ../../nbs/sagemaker/release.ipynb #d59fc307
+@patch
+def model_for(self: SageMakerRelease, arn: str) -> str:
+    "The name of package `arn`'s SageMaker model, made when it does not exist yet."
     ref = package_ref(arn)
     group, version = ref.split("/") if "/" in ref else (ref, "0")
     model = sagemaker_name(f"{self.prefix}-{group}-{version}", "model")
-    # (contains: species-1 finds species-10)
-    if model not in [m["ModelName"] for m in call(self.sm, "list_models", NameContains=model)["Models"]]:
-        # the version its answers name (earthsnap-job serve)
+    if not self._exists("model", model):
         call(
             self.sm,
             "create_model",
             ModelName=model,
             ExecutionRoleArn=self.role,
+            # the version its answers name (earthsnap-job serve)
             Containers=[{"ModelPackageName": arn, "Environment": {"EARTHSNAP_MODEL_VERSION": ref}}],
         )
+    return model
+
+# %% ../../nbs/sagemaker/release.ipynb #1418d883
+@patch
+def rollback_alarms(self: SageMakerRelease, endpoint: str, p95_ms: float | None = None) -> list[str]:
+    "CloudWatch alarms on `endpoint`'s 5xx answers and (with `p95_ms`) its p95 model latency, created or updated."
+    alarms = {f"{endpoint}-5xx": dict(MetricName="Invocation5XXErrors", Statistic="Sum", Threshold=0.0)}
+    if p95_ms:  # ModelLatency is in microseconds
+        alarms[f"{endpoint}-p95-latency"] = dict(
+            MetricName="ModelLatency", ExtendedStatistic="p95", Threshold=p95_ms * 1000
+        )
+    for name, metric in alarms.items():
+        call(
+            self.cw,
+            "put_metric_alarm",
+            AlarmName=name,
+            AlarmDescription=f"Rolls back an update of SageMaker endpoint {endpoint} (earthsnap's release).",
+            Namespace="AWS/SageMaker",
+            Dimensions=[{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": VARIANT}],
+            Period=60,
+            EvaluationPeriods=2 if "5xx" in name else 3,
+            DatapointsToAlarm=2 if "5xx" in name else 3,
+            ComparisonOperator="GreaterThanThreshold",
+            TreatMissingData="notBreaching",
+            **metric,
+        )
+    return list(alarms)
+
+# %% ../../nbs/sagemaker/release.ipynb #4996f3a0
+@patch
+def deployment_config(self: SageMakerRelease, alarms: list[str]) -> dict:
+    "UpdateEndpoint's DeploymentConfig: blue/green, all at once, baked for bake_s, rolled back by any of `alarms`."
+    if self.bake_s + 300 > self.wait_s:  # the wait covers starting the new fleet and baking it
+        raise SageMakerError(
+            f"A prod update bakes for {self.bake_s:g} s, and the release waits {self.wait_s:g} s for an endpoint.",
+            fix="Wait at least five minutes longer than the baking period (wait_s > bake_s + 300).",
+        )
+    return {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": int(self.bake_s)},
+            "TerminationWaitInSeconds": 0,
+            "MaximumExecutionTimeoutInSeconds": min(28800, max(600, int(self.wait_s))),
+        },
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": a} for a in alarms]},
+    }
+
+# %% ../../nbs/sagemaker/release.ipynb #fcf241dc
+class RolledBack(SageMakerError):
+    "An endpoint update that SageMaker rolled back: the endpoint serves its previous config."
+
+
+@patch
+def wait(self: SageMakerRelease, name: str, ref: str, config: str) -> str:
+    "Wait (at most wait_s) for endpoint `name` to be InService with `config`; `name`, or RolledBack or SageMakerError."
+    deadline = time.monotonic() + self.wait_s
+    while True:
+        d = call(self.sm, "describe_endpoint", EndpointName=name)
+        if d["EndpointStatus"] == "InService":
+            if d.get("EndpointConfigName", config) != config:
+                raise RolledBack(
+                    f"SageMaker rolled the update of {name} to {ref} back: it still serves {d['EndpointConfigName']}"
+                    f" ({d.get('FailureReason') or 'an alarm tripped while the new fleet was baking'}).",
+                    fix="See the endpoint's alarms and events in SageMaker's console and its logs in CloudWatch.",
+                )
+            return name
+        if d["EndpointStatus"] == "Failed":
+            raise SageMakerError(f"Endpoint {name} failed to serve {ref}: {d.get('FailureReason', 'no reason given')}")
+        if time.monotonic() > deadline:
+            raise SageMakerError(f"Endpoint {name} is still {d['EndpointStatus']} after {self.wait_s:g} s.")
+        time.sleep(self.poll_s)
+
+# %% ../../nbs/sagemaker/release.ipynb #f45ed64f
+@patch
+def deploy(self: SageMakerRelease, arn: str, stage: str, p95_ms: float | None = None) -> str:
+    """Serve package `arn` on endpoint `stage` (created, or updated to a new config: prod blue/green, rolled back by
+    its alarms); returns the endpoint's name once InService.
+    """
+    ref, model = package_ref(arn), self.model_for(arn)
     config = sagemaker_name(f"{model}-{stage}-{int(time.time())}", "endpoint config")
     call(
         self.sm,
@@ -192,20 +309,12 @@ def deploy(self: SageMakerRelease, arn: str, stage: str) -> str:
         EndpointConfigName=config,
         Tags=[{"Key": "earthsnap:package", "Value": arn}],
         ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": model,
-                "InitialInstanceCount": 1,
-                "InstanceType": self.instance_type,
-            }
+            {"VariantName": VARIANT, "ModelName": model, "InitialInstanceCount": 1, "InstanceType": self.instance_type}
         ],
         **({"DataCaptureConfig": self.data_capture(stage)} if self.capture_uri else {}),
     )
-    name = self.endpoint_name(group, stage)
-    names = [e["EndpointName"] for e in call(self.sm, "list_endpoints", NameContains=name)["Endpoints"]]
-    if name in names:
-        call(self.sm, "update_endpoint", EndpointName=name, EndpointConfigName=config)
-    else:
+    name = self.endpoint_name(ref.split("/")[0], stage)
+    if not self._exists("endpoint", name):
         call(
             self.sm,
             "create_endpoint",
@@ -213,16 +322,14 @@ def deploy(self: SageMakerRelease, arn: str, stage: str) -> str:
             EndpointConfigName=config,
             Tags=[{"Key": "earthsnap:stage", "Value": stage}],
         )
-    deadline = time.monotonic() + self.wait_s
-    while True:
-        d = call(self.sm, "describe_endpoint", EndpointName=name)
-        if d["EndpointStatus"] == "InService":
-            return name
-        if d["EndpointStatus"] == "Failed":
-            raise SageMakerError(f"Endpoint {name} failed to serve {ref}: {d.get('FailureReason', 'no reason given')}")
-        if time.monotonic() > deadline:
-            raise SageMakerError(f"Endpoint {name} is still {d['EndpointStatus']} after {self.wait_s:g} s.")
-        time.sleep(self.poll_s)
+        return self.wait(name, ref, config)
+    update = {"EndpointName": name, "EndpointConfigName": config}
+    if stage == PROD:
+        update["DeploymentConfig"] = self.deployment_config(self.rollback_alarms(name, p95_ms))
+    if problems := check_request("UpdateEndpoint", update):
+        raise SageMakerError(f"SageMaker would refuse the update of {name}: " + "; ".join(problems))
+    call(self.sm, "update_endpoint", **update)
+    return self.wait(name, ref, config)
 
 # %% ../../nbs/sagemaker/release.ipynb #f15fed0e
 @patch
@@ -271,7 +378,12 @@ def release(
         log(f"{ref} failed its stage tests; prod is untouched.")
         return result
     if promote:
-        result["prod"] = self.deploy(arn, "prod")
+        try:
+            result["prod"] = self.deploy(arn, PROD, p95_ms)
+        except RolledBack as e:  # prod serves the version it served before
+            result.update(status="failed", prod=self.endpoint_name(ref.split("/")[0], PROD), rolled_back=str(e))
+            log(f"{e} Prod is as it was.")
+            return result
         log(f"{ref} is live on {result['prod']}.")
     result["status"] = "live" if promote else "passed"
     return result

@@ -26,8 +26,9 @@ from earthsnap.data.step_files import (
 )
 
 # %% auto #0
-__all__ = ['STEP_FILES', 'JSON_PATHS', 'TYPE_NAMES', 'REQUESTS', 'DESCRIBES', 'FILLED_BY_SERVICE', 'EXECUTION', 'PARAMETER_TYPES',
-           'SLOT_TAKES', 'EXPRESSIONS', 'service_model', 'json_path_type', 'DefinitionChecker', 'check_definition']
+__all__ = ['JAVA_DOT', 'STEP_FILES', 'JSON_PATHS', 'TYPE_NAMES', 'REQUESTS', 'DESCRIBES', 'FILLED_BY_SERVICE', 'EXECUTION',
+           'PARAMETER_TYPES', 'SLOT_TAKES', 'EXPRESSIONS', 'service_model', 'json_path_type', 'DefinitionChecker',
+           'check_definition', 'check_request']
 
 # %% ../../nbs/sagemaker/shapes.ipynb #28803ec8
 @lru_cache(maxsize=1)
@@ -38,11 +39,52 @@ def service_model() -> dict:
     return botocore.loaders.Loader().load_service_model("sagemaker", "service-2")
 
 # %% ../../nbs/sagemaker/shapes.ipynb #06bd73c6
+JAVA_DOT = "[^\\n\\r\\x85\\u2028\\u2029]"  # Java's `.`: no line terminator
+
+
+@lru_cache(maxsize=1)
+def _unicode_classes() -> dict[str, str]:
+    "Each Unicode general category (L, Lu, N, ...) as ranges for a regex class, from unicodedata."
+    import sys
+    import unicodedata
+
+    spans: dict[str, list[list[int]]] = {}
+    for cp in range(sys.maxunicode + 1):
+        cat = unicodedata.category(chr(cp))
+        for key in (cat, cat[0]):
+            runs = spans.setdefault(key, [])
+            if runs and runs[-1][1] == cp - 1:
+                runs[-1][1] = cp
+            else:
+                runs.append([cp, cp])
+    out = {k: "".join(f"\\U{a:08x}" + (f"-\\U{b:08x}" if b > a else "") for a, b in rs) for k, rs in spans.items()}
+    return {**out, "Alnum": "a-zA-Z0-9", "Alpha": "a-zA-Z", "Digit": "0-9"}  # Java's POSIX classes are ASCII
+
+
+def _java(text: str) -> str:
+    "A Java pattern as Python's re reads it alike: \\p{..} classes spelled out, Java's `.`, `${m,n}` as `$`."
+    out, i, depth = [], 0, 0
+    while i < len(text):
+        if m := re.match(r"\\p\{(\w+)\}", text[i:]):
+            if (cls := _unicode_classes().get(m.group(1))) is None:
+                raise re.error(f"no class {m.group(0)}")
+            out.append(cls if depth else f"[{cls}]")
+        elif not depth and (m := re.match(r"\$\{\d+(,\d*)?\}", text[i:])):
+            out.append("$")
+        else:
+            m = re.match(r"\\.|.", text[i:], re.S)
+            ch = m.group(0)
+            depth += 1 if ch == "[" else -1 if ch == "]" and depth else 0
+            out.append(JAVA_DOT if ch == "." and not depth else ch)
+        i += m.end()
+    return "".join(out)
+
+
 @lru_cache(maxsize=None)
 def _pattern(text: str):
     "A botocore (Java) pattern as a Python regex, or None where Python cannot read it."
     try:
-        return re.compile(text.replace("\\p{L}", "\\w").replace("\\p{N}", "\\d").replace("\\p{Z}", "\\s"))
+        return re.compile(_java(text))
     except re.error:
         return None
 
@@ -361,3 +403,10 @@ def check(self: DefinitionChecker) -> list[str]:
 def check_definition(definition: dict, pipeline_name: str | None = None) -> list[str]:
     "Every way `definition` (and `pipeline_name`) breaks botocore's SageMaker request shapes; empty when it fits."
     return DefinitionChecker({**definition, **({"PipelineName": pipeline_name} if pipeline_name else {})}).check()
+
+# %% ../../nbs/sagemaker/shapes.ipynb #45ead199
+def check_request(operation: str, request: dict) -> list[str]:
+    "Every way `request` breaks the input shape of SageMaker's `operation` (CreateModel, ...); empty when it fits."
+    c = DefinitionChecker({})
+    c.value(request, c.ops[operation]["input"]["shape"], operation)
+    return c.problems
