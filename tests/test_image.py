@@ -6,6 +6,7 @@ build and push it.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import re
@@ -134,6 +135,62 @@ def test_the_entrypoint_is_the_one_the_tests_run():
     assert "8080" in dict(instructions)["EXPOSE"]
 
 
+def _imports(module: str, path) -> set[str]:
+    "Every module `module`'s source (at `path`) imports, at its top or inside a function, as absolute names."
+    pkg = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            out |= {mod} | {f"{mod}.{a.name}" for a in node.names}  # a name may be a module of a package
+    return out
+
+
+def job_modules() -> tuple[list[str], list[str]]:
+    """The earthsnap modules a job of the image can reach, and the other packages they import: what `earthsnap-job`
+    (process, train, serve) and the step notebooks it runs (pipeline/, the monitor's too) import, followed through
+    every import statement of the package, those inside functions included (boto3 is imported where a client is
+    made).
+    """
+    roots = ["earthsnap", "earthsnap.sagemaker.job"]
+    for nb in sorted((ROOT / "pipeline").glob("*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                tree = ast.parse(
+                    "\n".join(line for line in "".join(cell["source"]).splitlines() if line[:1] not in "%!")
+                )
+                roots += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+                roots += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    ours, others, todo = set(), set(), roots
+    while todo:
+        name = todo.pop()
+        top = name.split(".")[0]
+        if top != "earthsnap":
+            others |= {top} - set(sys.stdlib_module_names)
+            continue
+        path = ROOT / (name.replace(".", "/") + ".py")
+        path = path if path.is_file() else ROOT / name.replace(".", "/") / "__init__.py"
+        if name in ours or not path.is_file():
+            continue
+        ours.add(name)
+        todo += _imports(name, path)
+    return sorted(ours), sorted(others - {"earthsnap"})
+
+
+def test_the_modules_a_job_reaches_are_found():
+    ours, others = job_modules()
+    # the entry point, what it runs (training, serving) and the monitor, with the modules they import in functions
+    for name in ("earthsnap.sagemaker.job", "earthsnap.sagemaker.monitoring", "earthsnap.sagemaker.aws"):
+        assert name in ours, name
+    for name in ("earthsnap.model.training", "earthsnap.release.serving", "earthsnap.model.distributed"):
+        assert name in ours, name
+    assert {"boto3", "botocore", "s3fs", "torch", "onnxruntime", "papermill", "uvicorn"} <= set(others), others
+    assert "sagemaker" not in others and "moto" not in others  # the SDK and the emulator stay out of the image
+
+
 def test_the_lock_installs_cleanly_in_a_fresh_environment(tmp_path):
     "A fresh virtual environment of the image's Python: the lock and the package, --no-deps, then a clean pip check."
     d, _ = dockerfile()
@@ -175,3 +232,25 @@ def test_the_lock_installs_cleanly_in_a_fresh_environment(tmp_path):
         [str(venv / "bin" / "python"), "-c", zoo], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1"}
     )
     assert r.returncode == 0, r.stderr[-2000:]
+    # every module a job can reach imports from the lock alone, and boto3 makes its clients: the monitor's job calls
+    # SageMaker and EventBridge (a region from AWS_DEFAULT_REGION, as the compiled jobs have it)
+    ours, others = job_modules()
+    check = (
+        "import importlib, sys\n"
+        f"for name in {others + ours!r}:\n"
+        "    importlib.import_module(name)\n"
+        "import boto3\n"
+        "for service in ('sagemaker', 'sagemaker-runtime', 'events', 's3'):\n"
+        "    assert boto3.client(service).meta.region_name == 'eu-west-1'\n"
+        "from earthsnap.sagemaker.aws import aws_client\n"
+        "assert aws_client('sagemaker').meta.service_model.service_name == 'sagemaker'\n"
+        "print(len(sys.modules))\n"
+    )
+    r = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", check],
+        capture_output=True,
+        text=True,
+        env={"HF_HUB_OFFLINE": "1", "AWS_DEFAULT_REGION": "eu-west-1", "MPLBACKEND": "Agg", "HOME": str(tmp_path)},
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
