@@ -54,7 +54,8 @@ def pip_installs(run: str) -> list[list[str]]:
 
 def test_the_dockerfile_parses_and_installs_only_our_pins():
     d, instructions = dockerfile()
-    assert d.baseimage.startswith("python:3.11.") and d.baseimage.endswith("-slim-bookworm"), d.baseimage
+    # Docker's official Python image, from ECR Public's mirror of it (no Docker Hub rate limits in CodeBuild)
+    assert re.fullmatch(r"public\.ecr\.aws/docker/library/python:3\.11\.\d+-slim-bookworm", d.baseimage), d.baseimage
     assert ("ARG", "VARIANT=cpu") in instructions  # the CPU image unless asked
     runs = [v for k, v in instructions if k == "RUN"]
     for run in runs:  # the shell reads every RUN
@@ -126,6 +127,21 @@ def test_the_gpu_lock_is_the_closure_of_torchs_cuda_build():
         lock_image.torch_closure(gpu["torch"], wrong)
 
 
+def test_every_build_is_for_sagemakers_x86_instances():
+    """Each `docker build` that make runs (image, image-push: CI's and the release stack's) builds for linux/amd64,
+    whatever the machine: the tag is the content and ECR's repository is immutable, so an arm64 image pushed once
+    would hold the tag for good."""
+    for target in ("image", "image-push"):
+        r = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        text = r.stdout.replace("\\\n", " ")
+        builds = [b.split() for b in re.findall(r"docker build ((?:--[\w-]+ \S+ )*)-t ", text)]  # its options
+        assert len(builds) == text.count("docker build") == 1, text
+        for words in builds:
+            assert words[words.index("--platform") + 1] == "linux/amd64", (target, words)
+            assert words[:2] == ["--build-arg", "VARIANT=$v"], words
+
+
 def test_the_entrypoint_is_the_one_the_tests_run():
     d, instructions = dockerfile()
     entry = json.loads(dict(instructions)["ENTRYPOINT"])
@@ -194,7 +210,8 @@ def test_the_modules_a_job_reaches_are_found():
 def test_the_lock_installs_cleanly_in_a_fresh_environment(tmp_path):
     "A fresh virtual environment of the image's Python: the lock and the package, --no-deps, then a clean pip check."
     d, _ = dockerfile()
-    version = re.match(r"python:(\d+\.\d+)", d.baseimage).group(1)
+    version = re.search(r"/python:(\d+\.\d+)", d.baseimage).group(1)
+    assert version == lock_image_tool().image_python()  # what the lock was resolved for
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     python = sys._base_executable if here == version else shutil.which(f"python{version}")
     assert python, f"the image has Python {version}: install it beside this Python {here} (CI's setup-python step does)"

@@ -45,7 +45,7 @@ def image_requirements() -> list[str]:
 
 def image_python() -> str:
     "The image's Python, major.minor, from the Dockerfile's FROM."
-    return re.search(r"^FROM python:(\d+\.\d+)", (ROOT / "Dockerfile").read_text(), re.M).group(1)
+    return re.search(r"^FROM (?:--\S+ )*(?:\S+/)?python:(\d+\.\d+)", (ROOT / "Dockerfile").read_text(), re.M).group(1)
 
 
 def resolve(requirements: list[str], *pip_args: str) -> dict[str, str]:
