@@ -729,6 +729,7 @@ def _trainer(
     isolated: bool = True,
     instances: int | None = None,  # None: the step's instance_count (a tuner's trials run on one)
     cache=None,  # the step's CacheConfig (None: not cached), which its checkpoint prefix follows
+    records: StepOutput | None = None,  # the records it trains on; None: those of `step`
 ):
     from sagemaker.core.shapes.shapes import OutputDataConfig
     from sagemaker.core.training.configs import CheckpointConfig, Compute, Networking
@@ -741,7 +742,7 @@ def _trainer(
     image = builtin_image(c.t.region) if builtin else c.t.image_for(kind)
     if not builtin:
         kw["checkpoint_config"] = CheckpointConfig(
-            s3_uri=c.notebooks_uri(name, _records_input(c, step)[1].step, cache is not None)
+            s3_uri=c.notebooks_uri(name, (records or _records_input(c, step)[1]).step, cache is not None)
         )
         kw["environment"] = c.environment()
         if gpu_instance(kind) and image == c.t.image:
@@ -889,7 +890,7 @@ def tuning_step(c: Compiler, step: NotebookStep):
             hp["earthsnap_param_epochs"] = c.text(step, step.inputs["epochs"])
         ranges, metrics = _ranges(space), METRIC_DEFINITIONS
     isolated, cache = builtin or c.isolated(step), c.cache(step)
-    trainer = _trainer(c, train, hp, step.name, "tuning", isolated, instances=1, cache=cache)  # a trial: one instance
+    trainer = _trainer(c, train, hp, step.name, "tuning", isolated, 1, cache, records)  # a trial: one instance
     tuner = HyperparameterTuner(
         model_trainer=trainer,
         objective_metric_name="validation:accuracy",
