@@ -421,7 +421,7 @@ def test_training_jobs_declare_the_metrics_the_notebook_prints():
     show them), as the trials do; the built-in algorithm publishes its own."""
     names = ["train:loss", "train:accuracy", "validation:loss", "validation:accuracy"]
     assert sorted(d["Name"] for d in METRIC_DEFINITIONS) == sorted(names)
-    line = "kept epoch=2 train_loss=0.4113 train:accuracy=0.8800 validation:loss=0.3901 validation:accuracy=0.8700"
+    line = "kept epoch 2: train_loss=0.4113 train:accuracy=0.8800 validation:loss=0.3901 validation:accuracy=0.8700"
     assert [re.findall(d["Regex"], line) for d in METRIC_DEFINITIONS] == [
         ["0.4113"],
         ["0.8800"],

@@ -60,9 +60,9 @@ METRIC_DEFINITIONS = [  # for SageMaker's tuner and training job: the regex of e
 
 
 def _metric_line(row: dict) -> str:
-    "An epoch's figures as the metric line METRIC_DEFINITIONS read."
+    "An epoch's figures as METRIC_DEFINITIONS read them in the log."
     return (
-        f"epoch={row['epoch']} train_loss={row['train_loss']:.4f} train:accuracy={row['train_accuracy']:.4f} "
+        f"train_loss={row['train_loss']:.4f} train:accuracy={row['train_accuracy']:.4f} "
         f"validation:loss={row['val_loss']:.4f} validation:accuracy={row['val_accuracy']:.4f}"
     )
 
@@ -637,7 +637,7 @@ def _fit(
             start, within(epoch), forward, ranks.world,
         )  # fmt: skip
         start, row = None, loop.end_epoch(epoch, train, _validate(model, val_batches, dev, ranks.world), wait)
-        log(_metric_line(row))
+        log(f"epoch={epoch} {_metric_line(row)}")
         if checkpointer:
             checkpointer.save(loop.state(epoch, 0, [0, 0.0, 0]), epoch)
         if on_epoch:
@@ -647,7 +647,7 @@ def _fit(
             log(f"early stop: no better validation accuracy for {hp.patience} epochs; keeping epoch {kept}")
             break
     if loop.best:  # last, the kept epoch's: SageMaker's tuner ranks a trial by the last value of its objective
-        log("kept " + _metric_line(loop.best))
+        log(f"kept epoch {loop.best['epoch']}: {_metric_line(loop.best)}")
     model.load_state_dict(loop.best_state)
     return loop.best, loop.history, sum(loop.waits) / max(len(loop.waits), 1)
 
