@@ -10,7 +10,12 @@
 # Two variants of one build: VARIANT=cpu (the default) and VARIANT=gpu, for ml.g* and ml.p* instances
 # (`earthsnap sagemaker image --gpu`), whose lock, docker/requirements-gpu.lock, is the CPU one with torch's CUDA build
 # and NVIDIA's libraries in place of its CPU build. Nothing else differs; the GPU driver is the instance's.
-FROM python:3.11.7-slim-bookworm
+#
+# The base is Docker's official Python image from ECR Public's mirror of Docker Hub's library (the same image, by the
+# same tag), which CodeBuild pulls without Docker Hub's rate limits on anonymous pulls. `make image` builds it for
+# linux/amd64 whatever the machine (SageMaker's instances are x86; the tag is the content and ECR's repository is
+# immutable, so an arm64 build pushed once would hold the tag for good).
+FROM public.ecr.aws/docker/library/python:3.11.7-slim-bookworm
 ARG VARIANT=cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -140,10 +140,13 @@ export: install
 # ml.g* and ml.p* instances run. image builds both; image-push pushes each unless the registry has its tag already;
 # image-lock writes docker/requirements.lock and docker/requirements-gpu.lock again after a pin changed in settings.ini.
 IMAGE_VARIANTS = cpu gpu
+# Built for SageMaker's x86 instances on any machine: a tag is the content, and ECR's repository is immutable, so an
+# arm64 build pushed once would keep the tag for good.
+IMAGE_PLATFORM = linux/amd64
 
 image: install
 	@for v in $(IMAGE_VARIANTS); do \
-	  docker build --build-arg VARIANT=$$v -t "$$($(BIN)/earthsnap sagemaker image $$([ $$v = gpu ] && echo --gpu))" . \
+	  docker build --build-arg VARIANT=$$v --platform $(IMAGE_PLATFORM) -t "$$($(BIN)/earthsnap sagemaker image $$([ $$v = gpu ] && echo --gpu))" . \
 	  || exit 1; \
 	done
 
@@ -151,7 +154,7 @@ image-push: install
 	@for v in $(IMAGE_VARIANTS); do \
 	  IMAGE="$$($(BIN)/earthsnap sagemaker image $$([ $$v = gpu ] && echo --gpu))" || exit 1; \
 	  if docker manifest inspect "$$IMAGE" > /dev/null 2>&1; then echo "$$IMAGE is in the registry already"; \
-	  else docker build --build-arg VARIANT=$$v -t "$$IMAGE" . && docker push "$$IMAGE" || exit 1; fi; \
+	  else docker build --build-arg VARIANT=$$v --platform $(IMAGE_PLATFORM) -t "$$IMAGE" . && docker push "$$IMAGE" || exit 1; fi; \
 	done
 
 image-lock: install

@@ -50,7 +50,7 @@ def test_workflow_runs_the_readme_test_command_on_every_push():
     # it)
     assert test["strategy"]["matrix"]["python"] == ["3.11", "3.12", "3.13"] and not test["strategy"]["fail-fast"]
     setup = next(s for s in test["steps"] if s.get("uses", "").startswith("actions/setup-python@"))
-    image_python = re.match(r"python:(\d+\.\d+)", DockerfileParser(path=str(ROOT / "Dockerfile")).baseimage).group(1)
+    image_python = re.search(r"python:(\d+\.\d+)", DockerfileParser(path=str(ROOT / "Dockerfile")).baseimage).group(1)
     assert setup["with"]["python-version"].splitlines() == [image_python, "${{ matrix.python }}"]
 
 

@@ -6,6 +6,7 @@ build and push it.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import re
@@ -53,7 +54,8 @@ def pip_installs(run: str) -> list[list[str]]:
 
 def test_the_dockerfile_parses_and_installs_only_our_pins():
     d, instructions = dockerfile()
-    assert d.baseimage.startswith("python:3.11.") and d.baseimage.endswith("-slim-bookworm"), d.baseimage
+    # Docker's official Python image, from ECR Public's mirror of it (no Docker Hub rate limits in CodeBuild)
+    assert re.fullmatch(r"public\.ecr\.aws/docker/library/python:3\.11\.\d+-slim-bookworm", d.baseimage), d.baseimage
     assert ("ARG", "VARIANT=cpu") in instructions  # the CPU image unless asked
     runs = [v for k, v in instructions if k == "RUN"]
     for run in runs:  # the shell reads every RUN
@@ -125,6 +127,21 @@ def test_the_gpu_lock_is_the_closure_of_torchs_cuda_build():
         lock_image.torch_closure(gpu["torch"], wrong)
 
 
+def test_every_build_is_for_sagemakers_x86_instances():
+    """Each `docker build` that make runs (image, image-push: CI's and the release stack's) builds for linux/amd64,
+    whatever the machine: the tag is the content and ECR's repository is immutable, so an arm64 image pushed once
+    would hold the tag for good."""
+    for target in ("image", "image-push"):
+        r = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        text = r.stdout.replace("\\\n", " ")
+        builds = [b.split() for b in re.findall(r"docker build ((?:--[\w-]+ \S+ )*)-t ", text)]  # its options
+        assert len(builds) == text.count("docker build") == 1, text
+        for words in builds:
+            assert words[words.index("--platform") + 1] == "linux/amd64", (target, words)
+            assert words[:2] == ["--build-arg", "VARIANT=$v"], words
+
+
 def test_the_entrypoint_is_the_one_the_tests_run():
     d, instructions = dockerfile()
     entry = json.loads(dict(instructions)["ENTRYPOINT"])
@@ -134,10 +151,67 @@ def test_the_entrypoint_is_the_one_the_tests_run():
     assert "8080" in dict(instructions)["EXPOSE"]
 
 
+def _imports(module: str, path) -> set[str]:
+    "Every module `module`'s source (at `path`) imports, at its top or inside a function, as absolute names."
+    pkg = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            out |= {mod} | {f"{mod}.{a.name}" for a in node.names}  # a name may be a module of a package
+    return out
+
+
+def job_modules() -> tuple[list[str], list[str]]:
+    """The earthsnap modules a job of the image can reach, and the other packages they import: what `earthsnap-job`
+    (process, train, serve) and the step notebooks it runs (pipeline/, the monitor's too) import, followed through
+    every import statement of the package, those inside functions included (boto3 is imported where a client is
+    made).
+    """
+    roots = ["earthsnap", "earthsnap.sagemaker.job"]
+    for nb in sorted((ROOT / "pipeline").glob("*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                tree = ast.parse(
+                    "\n".join(line for line in "".join(cell["source"]).splitlines() if line[:1] not in "%!")
+                )
+                roots += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+                roots += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    ours, others, todo = set(), set(), roots
+    while todo:
+        name = todo.pop()
+        top = name.split(".")[0]
+        if top != "earthsnap":
+            others |= {top} - set(sys.stdlib_module_names)
+            continue
+        path = ROOT / (name.replace(".", "/") + ".py")
+        path = path if path.is_file() else ROOT / name.replace(".", "/") / "__init__.py"
+        if name in ours or not path.is_file():
+            continue
+        ours.add(name)
+        todo += _imports(name, path)
+    return sorted(ours), sorted(others - {"earthsnap"})
+
+
+def test_the_modules_a_job_reaches_are_found():
+    ours, others = job_modules()
+    # the entry point, what it runs (training, serving) and the monitor, with the modules they import in functions
+    for name in ("earthsnap.sagemaker.job", "earthsnap.sagemaker.monitoring", "earthsnap.sagemaker.aws"):
+        assert name in ours, name
+    for name in ("earthsnap.model.training", "earthsnap.release.serving", "earthsnap.model.distributed"):
+        assert name in ours, name
+    assert {"boto3", "botocore", "s3fs", "torch", "onnxruntime", "papermill", "uvicorn"} <= set(others), others
+    assert "sagemaker" not in others and "moto" not in others  # the SDK and the emulator stay out of the image
+
+
 def test_the_lock_installs_cleanly_in_a_fresh_environment(tmp_path):
     "A fresh virtual environment of the image's Python: the lock and the package, --no-deps, then a clean pip check."
     d, _ = dockerfile()
-    version = re.match(r"python:(\d+\.\d+)", d.baseimage).group(1)
+    version = re.search(r"/python:(\d+\.\d+)", d.baseimage).group(1)
+    assert version == lock_image_tool().image_python()  # what the lock was resolved for
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     python = sys._base_executable if here == version else shutil.which(f"python{version}")
     assert python, f"the image has Python {version}: install it beside this Python {here} (CI's setup-python step does)"
@@ -175,3 +249,25 @@ def test_the_lock_installs_cleanly_in_a_fresh_environment(tmp_path):
         [str(venv / "bin" / "python"), "-c", zoo], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1"}
     )
     assert r.returncode == 0, r.stderr[-2000:]
+    # every module a job can reach imports from the lock alone, and boto3 makes its clients: the monitor's job calls
+    # SageMaker and EventBridge (a region from AWS_DEFAULT_REGION, as the compiled jobs have it)
+    ours, others = job_modules()
+    check = (
+        "import importlib, sys\n"
+        f"for name in {others + ours!r}:\n"
+        "    importlib.import_module(name)\n"
+        "import boto3\n"
+        "for service in ('sagemaker', 'sagemaker-runtime', 'events', 's3'):\n"
+        "    assert boto3.client(service).meta.region_name == 'eu-west-1'\n"
+        "from earthsnap.sagemaker.aws import aws_client\n"
+        "assert aws_client('sagemaker').meta.service_model.service_name == 'sagemaker'\n"
+        "print(len(sys.modules))\n"
+    )
+    r = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", check],
+        capture_output=True,
+        text=True,
+        env={"HF_HUB_OFFLINE": "1", "AWS_DEFAULT_REGION": "eu-west-1", "MPLBACKEND": "Agg", "HOME": str(tmp_path)},
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]

@@ -10,11 +10,13 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 
 import pytest
 
 from conftest import ROOT
 from earthsnap.core.config import load_config
+from earthsnap.model.training import METRIC_DEFINITIONS
 from earthsnap.sagemaker.compiler import CompileError, compile_project
 from earthsnap.sagemaker.shapes import check_definition
 
@@ -28,11 +30,22 @@ WEIGHTS = "s3://es-team/earthsnap/weights/" + "5" * 64 + "-0123456789ab"  # as `
 ZOO_VALUES = {"arch": "resnet18", "weights": WEIGHTS}
 BUILTIN_SPACE = {"search_space": '{"lr": [0.001, 0.1, "log"], "optimizer": ["sgd"]}'}
 # AWS's "default cache key attributes by pipeline step type"
+# (https://docs.aws.amazon.com/sagemaker/latest/dg/pipelines-default-keys.html)
 KEYED = {
     "Processing": ("AppSpecification", "Environment", "ProcessingInputs"),
-    "Training": ("HyperParameters", "InputDataConfig"),
-    "Tuning": ("HyperParameterTuningJobConfig", "TrainingJobDefinition"),
+    "Training": (
+        "AlgorithmSpecification",
+        "CheckpointConfig",
+        "DebugHookConfig",
+        "DebugRuleConfigurations",
+        "Environment",
+        "HyperParameters",
+        "InputDataConfig",
+    ),
+    "Tuning": ("HyperParameterTuningJobConfig", "TrainingJobDefinition", "TrainingJobDefinitions"),
 }
+# (of a tuning step's TrainingJobDefinition, AWS keys AlgorithmSpecification, HyperParameterRanges,
+# InputDataConfig, StaticHyperParameters and TuningObjective; the simulation keys all of it: stricter)
 
 
 def cfg(**extra):
@@ -117,7 +130,7 @@ def test_a_zoo_backbone_gets_its_weights_from_s3_as_an_input():
         (chan,) = [ch for ch in job["InputDataConfig"] if ch["ChannelName"] == "weights"]
         assert chan["DataSource"]["S3DataSource"]["S3Uri"] == {"Get": "Parameters.weights"}
         assert hp["earthsnap_channels"] == "weights" and "earthsnap_param_weights" not in hp
-        assert job["Environment"] == {"HF_HUB_OFFLINE": "1"}
+        assert job["Environment"] == {"HF_HUB_OFFLINE": "1", "AWS_DEFAULT_REGION": "eu-west-1"}
     assert trial["EnableNetworkIsolation"] is True  # it reads nothing but its channels
     assert all(s["Environment"]["HF_HUB_OFFLINE"] == "1" for s in steps.values() if "ProcessingResources" in s)
     ranges = steps["tune"]["HyperParameterTuningJobConfig"]["ParameterRanges"].values()
@@ -169,7 +182,12 @@ def test_spot_training_waits_for_capacity_and_keeps_its_checkpoints():
     runtime = next(s for s in pipeline.steps if s.name == "train").timeout or 86_400  # SageMaker's default: a day
     assert train["EnableManagedSpotTraining"] is True
     assert train["StoppingCondition"] == {"MaxRuntimeInSeconds": runtime, "MaxWaitTimeInSeconds": 2 * runtime}
-    assert train["CheckpointConfig"]["S3Uri"] == "s3://es-team/earthsnap/earthsnap/notebooks/train"
+    assert train["CheckpointConfig"]["S3Uri"]["Std:Join"]["Values"][:4] == [
+        "s3://es-team/earthsnap",
+        "earthsnap",
+        "notebooks",
+        "train",
+    ]
     assert any(n.startswith("parameter use_spot_instances: applied when the pipeline is compiled") for n in c.notes)
     _, plain = compiled_once("notebook")
     train = {s["Name"]: s["Arguments"] for s in plain.definition()["Steps"]}["train"]
@@ -327,13 +345,13 @@ def execute(definition: dict, ex_id: str, before: dict | None = None) -> dict:
             ex["hits"].add(s["Name"])
             ex["props"][s["Name"]] = before["props"][s["Name"]]
             continue
-        if s["Type"] == "Processing":  # a new job writes its outputs where this execution says
+        if s["Type"] == "Processing":  # a new job, a new name, writes its outputs where this execution says
             ex["props"][s["Name"]] = {
                 f"ProcessingOutputConfig.Outputs['{o['OutputName']}'].S3Output.S3Uri": resolve(
                     o["S3Output"]["S3Uri"], ex
                 )
                 for o in a["ProcessingOutputConfig"]["Outputs"]
-            }
+            } | {"ProcessingJobName": f"{s['Name']}-{ex_id}"}
         elif s["Type"] == "Training":  # a new job, a new name: a new model
             ex["props"][s["Name"]] = {
                 "ModelArtifacts.S3ModelArtifacts": (
@@ -364,3 +382,82 @@ def test_a_second_execution_of_the_same_inputs_hits_every_cached_step(variant):
         assert "exec-2222" not in second["keys"][name], name
     # (while outputs of steps that run go under the execution)
     assert "exec-2222" in json.dumps(second["props"]["data_qa"])
+
+
+def _jobs(definition: dict) -> dict:
+    "Step name -> the job request of each job step (a tuning step's: its trials' training job definition)."
+    steps = {s["Name"]: s for s in _walk(definition["Steps"]) if "Type" in s and "Arguments" in s}
+    return {
+        n: s["Arguments"]["TrainingJobDefinition"] if s["Type"] == "Tuning" else s["Arguments"]
+        for n, s in steps.items()
+        if s["Type"] in KEYED
+    }
+
+
+@pytest.mark.parametrize("variant", ["notebook", "zoo backbone", "builtin", "monitoring"])
+def test_every_job_of_earthsnaps_image_has_the_region_where_boto3_reads_it(variant):
+    """AWS_DEFAULT_REGION is the pipeline's region in every job that runs earthsnap's image (botocore does not read
+    AWS_REGION): the monitor's job makes boto3 clients of SageMaker and EventBridge."""
+    if variant == "monitoring":
+        d = compile_project(cfg(), pipeline_file=ROOT / "pipeline" / "monitoring.py")[1].definition()
+    else:
+        d = compiled_once(variant)[1].definition()
+    image = SETTINGS["sagemaker_image_repository"]
+    ours = {
+        n: j
+        for n, j in _jobs(d).items()
+        if (j.get("AppSpecification", {}).get("ImageUri") or j["AlgorithmSpecification"]["TrainingImage"]).startswith(
+            image
+        )
+    }
+    assert ours and (variant != "notebook" or set(ours) >= {"preprocess", "tune", "train", "evaluate"}), ours
+    for name, job in ours.items():
+        assert job["Environment"]["AWS_DEFAULT_REGION"] == "eu-west-1", name
+        assert job["Environment"]["HF_HUB_OFFLINE"] == "1", name
+
+
+def test_training_jobs_declare_the_metrics_the_notebook_prints():
+    """The training step's job declares train and validation loss and accuracy (SageMaker's console and CloudWatch
+    show them), as the trials do; the built-in algorithm publishes its own."""
+    names = ["train:loss", "train:accuracy", "validation:loss", "validation:accuracy"]
+    assert sorted(d["Name"] for d in METRIC_DEFINITIONS) == sorted(names)
+    line = "kept epoch 2: train_loss=0.4113 train:accuracy=0.8800 validation:loss=0.3901 validation:accuracy=0.8700"
+    assert [re.findall(d["Regex"], line) for d in METRIC_DEFINITIONS] == [
+        ["0.4113"],
+        ["0.8800"],
+        ["0.3901"],
+        ["0.8700"],
+    ]
+    for variant in ("notebook", "zoo backbone", "spot"):
+        jobs = _jobs(compiled_once(variant)[1].definition())
+        assert jobs["train"]["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS, variant
+        assert jobs["tune"]["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS, variant
+    builtin = _jobs(compiled_once("builtin")[1].definition())
+    assert "MetricDefinitions" not in builtin["train"]["AlgorithmSpecification"]
+
+
+def test_each_job_keeps_its_notebooks_and_checkpoints_under_a_prefix_of_its_own():
+    """SageMaker copies a job's whole checkpoint prefix into it when it starts: the training (not cached) has one per
+    execution, the tuning step's trials (cached) one per records it tunes on, which its cache key holds already, so a
+    second execution still hits the cache (test above) and a new one downloads nothing of the others'."""
+    d = compiled_once("notebook")[1].definition()
+    first = execute(d, "exec-1111")
+    second = execute(d, "exec-2222", before=first)
+    assert "tune" in second["hits"] and "train" not in second["hits"]
+
+    def prefix(ex, step):
+        return resolve(_jobs(d)[step]["CheckpointConfig"]["S3Uri"], ex)
+
+    assert prefix(first, "train") == "s3://es-team/earthsnap/earthsnap/notebooks/train/exec-1111"
+    assert prefix(second, "train") == "s3://es-team/earthsnap/earthsnap/notebooks/train/exec-2222"
+    assert (
+        prefix(first, "tune")
+        == prefix(second, "tune")
+        == ("s3://es-team/earthsnap/earthsnap/notebooks/tune/preprocess-exec-1111")
+    )
+    # new records (here: a preprocessing job run anew): the tuning runs again, under a prefix of its own
+    third = execute(d, "exec-3333", before={**second, "keys": {**second["keys"], "preprocess": "other photos"}})
+    assert "tune" not in third["hits"] and prefix(third, "tune").endswith("/notebooks/tune/preprocess-exec-3333")
+    # the executed notebooks under each: the folder of each training job (earthsnap.sagemaker.job), every trial's own
+    assert all(j["CheckpointConfig"].get("LocalPath", "/opt/ml/checkpoints") == "/opt/ml/checkpoints"
+               for n, j in _jobs(d).items() if "CheckpointConfig" in j)  # fmt: skip

@@ -1,10 +1,11 @@
 """Write docker/requirements.lock and docker/requirements-gpu.lock: the pinned closures of earthsnap's two images.
 
 The image installs the project's runtime requirements (settings.ini `requirements`), s3fs (jobs read and write
-S3 through fsspec) and the model zoo (`zoo_requirements`: a job fine-tunes a zoo backbone from weights in S3, offline),
-every package at one version, with --no-deps: so the build resolves nothing and the image is
-the same wherever it is built. Run it (`make image-lock`) after changing a pin in settings.ini; `make test` fails
-while the locks and the pins disagree (tests/test_image.py).
+S3 through fsspec), boto3 (the monitor's job calls SageMaker and EventBridge) and the model zoo
+(`zoo_requirements`: a job fine-tunes a zoo backbone from weights in S3, offline), every package at one version,
+with --no-deps: so the build resolves nothing and the image is the same wherever it is built. Run it
+(`make image-lock`) after changing a pin in settings.ini; `make test` fails while the locks and the pins disagree
+(tests/test_image.py).
 
 The GPU image (`docker build --build-arg VARIANT=gpu`, for ml.g* and ml.p* instances) is the CPU one with torch's
 CUDA build: the same lock, except torch (PyPI's wheel of the same version, which is PyTorch's default CUDA build)
@@ -28,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "docker" / "requirements.lock"
 GPU_LOCK = ROOT / "docker" / "requirements-gpu.lock"
-EXTRA = ("s3fs",)  # from the sagemaker extra: what a job needs to reach S3
+EXTRA = ("s3fs", "boto3")  # from the sagemaker extra: what a job needs to reach S3 (fsspec) and AWS (the monitor)
 INDEX = "https://pypi.org/simple"  # where torch's CUDA build of a version is the plain one
 GLIBC = 36  # Debian bookworm's glibc 2.36, the image's (Dockerfile FROM): manylinux_2_36 and older wheels install
 
@@ -44,7 +45,7 @@ def image_requirements() -> list[str]:
 
 def image_python() -> str:
     "The image's Python, major.minor, from the Dockerfile's FROM."
-    return re.search(r"^FROM python:(\d+\.\d+)", (ROOT / "Dockerfile").read_text(), re.M).group(1)
+    return re.search(r"^FROM (?:--\S+ )*(?:\S+/)?python:(\d+\.\d+)", (ROOT / "Dockerfile").read_text(), re.M).group(1)
 
 
 def resolve(requirements: list[str], *pip_args: str) -> dict[str, str]:

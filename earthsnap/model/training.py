@@ -53,9 +53,19 @@ class TrainingError(EarthsnapError):
 # %% ../../nbs/model/training.ipynb #dd84ed1b
 METRIC_DEFINITIONS = [  # for SageMaker's tuner and training job: the regex of each metric in the log lines
     {"Name": "train:loss", "Regex": r"train_loss=([0-9.eE+-]+)"},
+    {"Name": "train:accuracy", "Regex": r"train:accuracy=([0-9.eE+-]+)"},
     {"Name": "validation:loss", "Regex": r"validation:loss=([0-9.eE+-]+)"},
     {"Name": "validation:accuracy", "Regex": r"validation:accuracy=([0-9.eE+-]+)"},
 ]
+
+
+def _metric_line(row: dict) -> str:
+    "An epoch's figures as METRIC_DEFINITIONS read them in the log."
+    return (
+        f"train_loss={row['train_loss']:.4f} train:accuracy={row['train_accuracy']:.4f} "
+        f"validation:loss={row['val_loss']:.4f} validation:accuracy={row['val_accuracy']:.4f}"
+    )
+
 
 # at equal validation accuracy, an epoch is better only if its validation loss is lower by more than this
 LOSS_DELTA = 1e-3
@@ -627,10 +637,7 @@ def _fit(
             start, within(epoch), forward, ranks.world,
         )  # fmt: skip
         start, row = None, loop.end_epoch(epoch, train, _validate(model, val_batches, dev, ranks.world), wait)
-        log(
-            f"epoch={epoch} train_loss={row['train_loss']:.4f} train:accuracy={row['train_accuracy']:.4f} "
-            f"validation:loss={row['val_loss']:.4f} validation:accuracy={row['val_accuracy']:.4f}"
-        )
+        log(f"epoch={epoch} {_metric_line(row)}")
         if checkpointer:
             checkpointer.save(loop.state(epoch, 0, [0, 0.0, 0]), epoch)
         if on_epoch:
@@ -639,6 +646,8 @@ def _fit(
             kept = loop.best["epoch"]
             log(f"early stop: no better validation accuracy for {hp.patience} epochs; keeping epoch {kept}")
             break
+    if loop.best:  # last, the kept epoch's: SageMaker's tuner ranks a trial by the last value of its objective
+        log(f"kept epoch {loop.best['epoch']}: {_metric_line(loop.best)}")
     model.load_state_dict(loop.best_state)
     return loop.best, loop.history, sum(loop.waits) / max(len(loop.waits), 1)
 

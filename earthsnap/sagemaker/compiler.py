@@ -464,13 +464,26 @@ def isolated(self: _Steps, step: Step) -> bool:
         )
     return not reaches
 
+# %% ../../nbs/sagemaker/compiler.ipynb #4d4be980
+@patch
+def environment(self: _Steps) -> dict[str, str]:
+    "The environment of every job: JOB_ENVIRONMENT and the pipeline's region as AWS_DEFAULT_REGION (boto3's)."
+    return {**JOB_ENVIRONMENT, "AWS_DEFAULT_REGION": self.t.region}
+
 # %% ../../nbs/sagemaker/compiler.ipynb #5312b9bc
 @patch
-def notebooks_uri(self: _Steps, step_name: str) -> str:
-    """Where a training job's executed notebooks go (its checkpoint prefix: no execution id, which would change its
-    cache key).
-    """
-    return join(self.t.bucket, self.name, "notebooks", step_name)
+def notebooks_uri(
+    self: _Steps,
+    step_name: str,
+    records: Step,  # the processing step whose records the job trains on
+    cached: bool,  # whether the step is cached
+):
+    "A training job's or trial's checkpoint prefix, where its executed notebooks go: of its execution or its records."
+    from sagemaker.core.workflow.execution_variables import ExecutionVariables
+    from sagemaker.core.workflow.functions import Join
+
+    scope = self.sm[records.name].properties.ProcessingJobName if cached else ExecutionVariables.PIPELINE_EXECUTION_ID
+    return Join(on="/", values=[self.t.bucket, self.name, "notebooks", step_name, scope])
 
 # %% ../../nbs/sagemaker/compiler.ipynb #b1e94b38
 @patch
@@ -586,7 +599,7 @@ def processing_step(c: Compiler, step: NotebookStep):
         base_job_name=sagemaker_name(f"{c.name}-{step.name}", "job"),
         max_runtime_in_seconds=int(step.timeout) if step.timeout else None,
         network_config=NetworkConfig(enable_network_isolation=c.isolated(step)),
-        env=dict(JOB_ENVIRONMENT),
+        env=c.environment(),
     )
     step_args = proc.run(inputs=inputs, outputs=outputs, arguments=args)
     files = [pf for (name, _, _), pf in c.property_files.items() if name == step.name]
@@ -715,6 +728,8 @@ def _trainer(
     output: str,
     isolated: bool = True,
     instances: int | None = None,  # None: the step's instance_count (a tuner's trials run on one)
+    cache=None,  # the step's CacheConfig (None: not cached), which its checkpoint prefix follows
+    records: StepOutput | None = None,  # the records it trains on; None: those of `step`
 ):
     from sagemaker.core.shapes.shapes import OutputDataConfig
     from sagemaker.core.training.configs import CheckpointConfig, Compute, Networking
@@ -726,8 +741,10 @@ def _trainer(
     kind = builtin_instance(c, step) if builtin else instance_type(c, step)
     image = builtin_image(c.t.region) if builtin else c.t.image_for(kind)
     if not builtin:
-        kw["checkpoint_config"] = CheckpointConfig(s3_uri=c.notebooks_uri(name))
-        kw["environment"] = dict(JOB_ENVIRONMENT)
+        kw["checkpoint_config"] = CheckpointConfig(
+            s3_uri=c.notebooks_uri(name, (records or _records_input(c, step)[1]).step, cache is not None)
+        )
+        kw["environment"] = c.environment()
         if gpu_instance(kind) and image == c.t.image:
             c.notes.append(
                 f"{step.name}: trains on {kind}, a GPU instance, in {c.t.image}, the CPU jobs' image: it needs "
@@ -872,8 +889,8 @@ def tuning_step(c: Compiler, step: NotebookStep):
         if "epochs" in step.inputs:
             hp["earthsnap_param_epochs"] = c.text(step, step.inputs["epochs"])
         ranges, metrics = _ranges(space), METRIC_DEFINITIONS
-    isolated = builtin or c.isolated(step)
-    trainer = _trainer(c, train, hp, step.name, "tuning", isolated=isolated, instances=1)  # a trial: one instance
+    isolated, cache = builtin or c.isolated(step), c.cache(step)
+    trainer = _trainer(c, train, hp, step.name, "tuning", isolated, 1, cache, records)  # a trial: one instance
     tuner = HyperparameterTuner(
         model_trainer=trainer,
         objective_metric_name="validation:accuracy",
@@ -889,7 +906,7 @@ def tuning_step(c: Compiler, step: NotebookStep):
     )
     _keep_isolation(tuner, isolated)
     args = tuner.tune(inputs=_channels(c, records, TUNING_SPLITS, builtin) + ([] if builtin else chans), wait=False)
-    return TuningStep(name=step.name, step_args=args, cache_config=c.cache(step), depends_on=c.depends(step))
+    return TuningStep(name=step.name, step_args=args, cache_config=cache, depends_on=c.depends(step))
 
 # %% ../../nbs/sagemaker/compiler.ipynb #a55279e0
 @compiles("training")
@@ -897,7 +914,10 @@ def training_step(c: Compiler, step: NotebookStep):
     """A TrainingStep: the training notebook (or the built-in algorithm) on the records channels; its model is the
     step's outputs.
     """
+    from sagemaker.core.shapes.shapes import MetricDefinition
     from sagemaker.mlops.workflow.steps import TrainingStep
+
+    from earthsnap.model.training import METRIC_DEFINITIONS
 
     c.check_notebook_step(step)
     _, records = _records_input(c, step)
@@ -918,7 +938,11 @@ def training_step(c: Compiler, step: NotebookStep):
         if not builtin:
             hp["earthsnap_tuning"] = k
     cache = c.cache(step)
-    trainer = _trainer(c, step, hp, step.name, "models", isolated=builtin or c.isolated(step))
+    trainer = _trainer(c, step, hp, step.name, "models", isolated=builtin or c.isolated(step), cache=cache)
+    if not builtin:  # the notebook's metric lines, in SageMaker's console and CloudWatch (the algorithm has its own)
+        trainer.with_metric_definitions(
+            [MetricDefinition(name=d["Name"], regex=d["Regex"]) for d in METRIC_DEFINITIONS]
+        )
     machines = int(c.constant(step, "compute.instance_count", step.compute.instance_count))
     args = trainer.train(input_data_config=_channels(c, records, TRAIN_SPLITS, builtin, machines) + chans, wait=False)
     return TrainingStep(name=step.name, step_args=args, cache_config=cache, depends_on=c.depends(step))

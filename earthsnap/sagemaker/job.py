@@ -153,7 +153,7 @@ def _keep(notebook: Path):
     checkpoints = root() / "checkpoints"
     if not checkpoints.is_dir() or not notebook.exists():
         return
-    job = checkpoints / os.environ.get("TRAINING_JOB_NAME", "job")  # tuning trials share one checkpoint prefix
+    job = checkpoints / os.environ.get("TRAINING_JOB_NAME", "job")  # a tuning step's trials share their prefix
     job.mkdir(parents=True, exist_ok=True)
     for p in (notebook, notebook.with_suffix(".html")):
         if p.exists():
