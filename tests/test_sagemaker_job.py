@@ -85,9 +85,11 @@ def test_a_training_job_reports_its_metrics_in_its_log(trained):
     ml, r = trained
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     found = metrics(r.stdout + r.stderr)
-    # one per epoch
-    assert len(found["validation:accuracy"]) == 2 and all(0 <= a <= 1 for a in found["validation:accuracy"]), found
-    assert len(found["validation:loss"]) == 2 and len(found["train:loss"]) == 2, found
+    # one per epoch, then the kept epoch's again, last: SageMaker's final value (the tuner's objective) is the kept one
+    assert all(len(v) == 3 for v in found.values()) and all(0 <= a <= 1 for a in found["validation:accuracy"]), found
+    kept = json.loads((ml / "model" / "metrics.json").read_text())
+    assert found["validation:accuracy"][-1] == round(kept["validation:accuracy"], 4), (found, kept)
+    assert found["validation:accuracy"][-1] == max(found["validation:accuracy"][:2]), found
     assert (ml / "model" / "model.onnx").stat().st_size > 0 and (ml / "output" / "data" / "train.ipynb").exists()
 
 
@@ -109,7 +111,7 @@ def test_a_tuning_trial_reports_the_objective_and_uses_the_tuners_values(records
     r = run_job(ml, "train", cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     objective = metrics(r.stdout + r.stderr)["validation:accuracy"]
-    assert len(objective) == 1 and 0 <= objective[0] <= 1, objective
+    assert len(objective) == 2 and objective[0] == objective[1] and 0 <= objective[0] <= 1, objective  # epoch, kept
     used = json.loads((ml / "model" / "hyperparameters.json").read_text())
     assert (used["lr"], used["width"], used["epochs"]) == (0.02, 16, 1)
     assert f"starting from the weights in {ml / 'input' / 'data' / 'weights'}" in r.stdout, r.stdout[-3000:]

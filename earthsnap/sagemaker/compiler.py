@@ -42,12 +42,12 @@ from .shapes import check_definition
 # %% auto #0
 __all__ = ['BUNDLE', 'TRAINERS', 'PROC', 'TUNING_SPLITS', 'TRAIN_SPLITS', 'DEFINING', 'CHANNEL_FILES', 'TUNING_INPUTS',
            'CHANNEL_PARAMS', 'JOB_ENVIRONMENT', 'ENTRYPOINT', 'CLOUD_SETTINGS', 'CACHE_DAYS', 'COMPILERS', 'DAY',
-           'SPOT_WAIT', 'BUILTIN_NAMES', 'BUILTIN_OPTIMIZERS', 'GPU_FAMILIES', 'BUILTIN_INSTANCE', 'BUILTIN_LAYERS',
-           'BUILTIN_PRETRAINED_SIZE', 'CompileError', 'code_bundle', 'builtin_image', 'Target', 'Compiled', 'compiles',
-           'region_env', 'Compiler', 'instance_type', 'processing_step', 'network_of_weights', 'tuning_step',
-           'training_step', 'builtin_name', 'builtin_space', 'builtin_instance', 'builtin_network',
-           'builtin_hyperparameters', 'gate_value', 'register_step', 'fail_step', 'condition_step', 'compile_pipeline',
-           'compile_project']
+           'SPOT_WAIT', 'BUILTIN_NAMES', 'BUILTIN_OPTIMIZERS', 'GPU_FAMILIES', 'BUILTIN_INSTANCE',
+           'BUILTIN_NOT_RELEASED', 'BUILTIN_LAYERS', 'BUILTIN_PRETRAINED_SIZE', 'CompileError', 'code_bundle',
+           'builtin_image', 'Target', 'Compiled', 'compiles', 'region_env', 'Compiler', 'instance_type',
+           'processing_step', 'network_of_weights', 'tuning_step', 'training_step', 'builtin_name', 'builtin_space',
+           'builtin_instance', 'builtin_network', 'builtin_hyperparameters', 'gate_value', 'register_step', 'fail_step',
+           'condition_step', 'compile_pipeline', 'compile_project']
 
 # %% ../../nbs/sagemaker/compiler.ipynb #69840e72
 class CompileError(EarthsnapError):
@@ -960,6 +960,12 @@ BUILTIN_NAMES = {
 BUILTIN_OPTIMIZERS = {"sgd": "nag", "adam": "adam", "rmsprop": "rmsprop", "nag": "nag"}
 GPU_FAMILIES = ("ml.p2.", "ml.p3.", "ml.g4dn.", "ml.g5.")  # the algorithm trains on these only
 BUILTIN_INSTANCE = "ml.g4dn.xlarge"
+# said of the register step: the package is registered, but release.package and the monitor refuse it
+BUILTIN_NOT_RELEASED = (
+    "registers a package served by the built-in image classifier, whose answers and MXNet model are not "
+    "earthsnap's: `earthsnap sagemaker release` and the monitor refuse it (train with sagemaker_trainer: notebook to "
+    "release)."
+)
 
 
 def builtin_name(name: str) -> str:
@@ -1104,6 +1110,8 @@ def register_step(c: Compiler, step: RegisterStep):
         raise CompileError(
             f"Register step {step.name!r} registers {step.model!r}; on SageMaker it registers a training step's model."
         )
+    if c.t.trainer == "builtin":
+        c.notes.append(f"{step.name}: {BUILTIN_NOT_RELEASED}")
     metrics, meta = None, {"pipeline": c.name, "execution": ExecutionVariables.PIPELINE_EXECUTION_ID, "step": step.name}
     if c.values.get("arch") in ZOO:  # the network, and the S3 folder its weights came from (named by their sha256)
         meta["lineage.backbone.arch"] = c.values["arch"]
