@@ -332,6 +332,24 @@ def test_the_start_api_refuses_a_body_sagemaker_would_refuse_before_calling_it()
         model.validate(body)
 
 
+def test_every_refusal_or_failure_of_sagemaker_reaches_the_caller_as_one():
+    """API Gateway answers with the integration response whose SelectionPattern matches the backend's status, and with
+    the one without a pattern otherwise: SageMaker's 4xx is a 400 and its 5xx a 502, never a 200 with an error in it."""
+    method = Stack(**REQUIRED).properties("StartMethod")
+    responses = method["Integration"]["IntegrationResponses"]
+    (default,) = [r for r in responses if "SelectionPattern" not in r]
+
+    def answered(status: int) -> str:
+        hits = [r for r in responses if "SelectionPattern" in r and re.fullmatch(r["SelectionPattern"], str(status))]
+        return (hits or [default])[0]["StatusCode"]
+
+    assert answered(200) == "200"
+    assert {s: answered(s) for s in (400, 403, 404, 429)} == dict.fromkeys((400, 403, 404, 429), "400")
+    assert {s: answered(s) for s in (500, 503)} == {500: "502", 503: "502"}
+    declared = {r["StatusCode"] for r in method["MethodResponses"]}
+    assert {r["StatusCode"] for r in responses} <= declared  # each answer is one the method declares
+
+
 # --- the monitor's schedule --------------------------------------------------------------------------------------
 
 # EventBridge's rate expressions: a singular unit for 1, a plural one above

@@ -41,14 +41,24 @@ __all__ = ['B64', 'BUILTIN_REPOSITORY', 'SageMakerRegistry', 'backbone_meta', 'b
 B64 = "base64:"  # a CustomerMetadataProperties value kept encoded
 
 
+def _java_len(v: str) -> int:
+    "A string's length as SageMaker (Java) counts it: in UTF-16 units, so an emoji counts 2."
+    return len(v.encode("utf-16-le")) // 2
+
+
 def _fits(v: str) -> bool:
-    return len(v) <= 256 and bool(_pattern(service_model()["shapes"]["CustomerMetadataValue"]["pattern"]).fullmatch(v))
+    return _java_len(v) <= 256 and bool(
+        _pattern(service_model()["shapes"]["CustomerMetadataValue"]["pattern"]).fullmatch(v)
+    )
 
 
 def _encoded(v: str) -> str:
     "`v` as a metadata value: itself when the pattern takes it, else base64 (cut to fit 256 characters)."
-    if _fits(v[:256]) and not v.startswith(B64):
-        return v[:256]
+    cut = v[:256]
+    while _java_len(cut) > 256:  # characters beyond the BMP count 2
+        cut = cut[:-1]
+    if _fits(cut) and not v.startswith(B64):
+        return cut
     while len(out := B64 + base64.b64encode(v.encode()).decode()) > 256:
         v = v[: len(v) - max(1, (len(out) - 256) * 3 // 4 // 4)]
     return out
@@ -312,7 +322,7 @@ def _approval_description(self: SageMakerRegistry, group: str, version: int, rea
     it (longer than 1,024 characters, or several lines).
     """
     shape = service_model()["shapes"]["ApprovalDescription"]
-    if len(reason) <= shape["max"] and _pattern(shape["pattern"]).fullmatch(reason):
+    if _java_len(reason) <= shape["max"] and _pattern(shape["pattern"]).fullmatch(reason):
         return reason, None
     uri = join(self.bucket, "models", group, "reasons", f"{version}.txt")
     start = " ".join(reason.split())[: shape["max"] - len(uri) - 40]

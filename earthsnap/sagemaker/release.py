@@ -256,16 +256,17 @@ def rollback_alarms(self: SageMakerRelease, endpoint: str, p95_ms: float | None 
 @patch
 def deployment_config(self: SageMakerRelease, alarms: list[str]) -> dict:
     "UpdateEndpoint's DeploymentConfig: blue/green, all at once, baked for bake_s, rolled back by any of `alarms`."
-    if self.bake_s + 300 > self.wait_s:  # the wait covers starting the new fleet and baking it
+    # the wait covers starting the new fleet and baking it, then five minutes for SageMaker to give up and roll back
+    if self.wait_s < max(900, self.bake_s + 600):
         raise SageMakerError(
             f"A prod update bakes for {self.bake_s:g} s, and the release waits {self.wait_s:g} s for an endpoint.",
-            fix="Wait at least five minutes longer than the baking period (wait_s > bake_s + 300).",
+            fix="Wait at least ten minutes longer than the baking period, 15 minutes in all (wait_s >= bake_s + 600).",
         )
     return {
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": int(self.bake_s)},
             "TerminationWaitInSeconds": 0,
-            "MaximumExecutionTimeoutInSeconds": min(28800, max(600, int(self.wait_s))),
+            "MaximumExecutionTimeoutInSeconds": min(28800, int(self.wait_s) - 300),  # before the release gives up
         },
         "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": a} for a in alarms]},
     }
@@ -291,6 +292,12 @@ def wait(self: SageMakerRelease, name: str, ref: str, config: str) -> str:
             return name
         if d["EndpointStatus"] == "Failed":
             raise SageMakerError(f"Endpoint {name} failed to serve {ref}: {d.get('FailureReason', 'no reason given')}")
+        if d["EndpointStatus"] == "UpdateRollbackFailed":  # terminal: neither the new fleet nor the old one for sure
+            raise SageMakerError(
+                f"SageMaker could not roll the update of {name} to {ref} back: {d.get('FailureReason', 'no reason')}.",
+                fix="A person must look at the endpoint now: see its events in SageMaker's console, then update "
+                "it to a known config (earthsnap sagemaker release of the version it served before).",
+            )
         if time.monotonic() > deadline:
             raise SageMakerError(f"Endpoint {name} is still {d['EndpointStatus']} after {self.wait_s:g} s.")
         time.sleep(self.poll_s)
