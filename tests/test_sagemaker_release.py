@@ -94,6 +94,36 @@ def test_a_body_over_the_limit_is_413_and_a_containers_415_stays_415():
     assert (status, answer) == (415, {"error": "unsupported_media_type", "message": "send a JPEG or PNG"})
 
 
+def test_a_body_the_front_end_lets_through_is_refused_413_by_the_container():
+    """Should SageMaker's front end take a little more than 6 MiB (its 5 MB limit once read "exceeded 5246976", 5 MiB
+    and 4 KiB), the body one byte over reaches earthsnap's server, which refuses it with 413 itself (MAX_BYTES):
+    SageMaker relays that as a ModelError with OriginalStatusCode 413, and the stage check still reads 413."""
+    from earthsnap.release.deployment import malformed_payloads
+    from earthsnap.release.serving import MAX_BYTES
+    from earthsnap.sagemaker.release import RuntimeClient
+
+    def lenient_front_end(request):
+        body = request.body if isinstance(request.body, bytes) else request.body.read()
+        assert FRONT_END_LIMIT < len(body) <= FRONT_END_LIMIT + 4096 and len(body) > MAX_BYTES
+        container = {"error": "payload_too_large", "message": f"at most {MAX_BYTES} bytes"}
+        return (
+            424,
+            {"content-type": "application/json", "x-amzn-errortype": "ModelError:http://internal.amazon.com/coral/"},
+            json.dumps(
+                {
+                    "Message": "Received client error (413)",
+                    "OriginalStatusCode": 413,
+                    "OriginalMessage": json.dumps(container),
+                }
+            ).encode(),
+        )
+
+    client = RuntimeClient(SimpleNamespace(), runtime_answering(lenient_front_end), "earthsnap-species-stage", "s/1")
+    (what, body, kind, query, want) = next(p for p in malformed_payloads() if p[-1] == 413)
+    status, answer = client.request("POST", f"/invocations{query}", body, kind)
+    assert (status, answer["error"]) == (413, "payload_too_large"), (what, status, answer)
+
+
 def _emulated(service: str, url: str):
     return boto3.client(
         service, endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"

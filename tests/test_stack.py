@@ -551,6 +551,9 @@ def test_each_role_is_allowed_what_its_code_calls(own_role):
     stack = Stack(**REQUIRED, CiRunner="codebuild", SageMakerRoleArn=own_role)
     assert stack.properties("ReleaseProject")["ServiceRole"] == stack.attribute("ReleaseRole", "Arn")
     assert stack.properties("CiProject")["ServiceRole"] == stack.attribute("CiRole", "Arn")  # one role each
+    for role in ("ReleaseRole", "CiRole"):  # assumed by this account's CodeBuild only (the confused deputy)
+        (trust,) = stack.properties(role)["AssumeRolePolicyDocument"]["Statement"]
+        assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}, role
     statements = {
         "ReleaseRole": stack.statements("ReleaseRole"),
         "CiRole": stack.statements("CiRole"),
@@ -662,6 +665,7 @@ def test_a_push_to_main_starts_the_pipeline_once(runner):
     (trust,) = stack.properties("CiRole")["AssumeRolePolicyDocument"]["Statement"]
     if runner == "codebuild":
         assert trust["Principal"] == {"Service": "codebuild.amazonaws.com"} and "CiProject" in outputs
+        assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}  # this account's CodeBuild
         commands = yaml.safe_load(stack.properties("CiProject")["Source"]["BuildSpec"])["phases"]["build"]["commands"]
     else:  # GitHub's OIDC tokens of this repository's main branch only
         assert "CiProject" not in stack.resources and "CiProject" not in outputs
