@@ -124,9 +124,15 @@ def test_a_body_the_front_end_lets_through_is_refused_413_by_the_container():
     assert (status, answer["error"]) == (413, "payload_too_large"), (what, status, answer)
 
 
-def _emulated(service: str, url: str):
+def _emulated(service: str, url: str, **kw):
+    "A boto3 client of the emulator's `service`."
     return boto3.client(
-        service, endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+        service,
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        **kw,
     )
 
 
@@ -195,14 +201,7 @@ def _release(sm, url, **kw):
     return SageMakerRelease(
         "arn:aws:iam::111111111111:role/earthsnap-sagemaker",
         client=sm,
-        runtime=boto3.client(
-            "sagemaker-runtime",
-            endpoint_url=url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=NO_RETRIES(),
-        ),
+        runtime=_emulated("sagemaker-runtime", url, config=NO_RETRIES()),
         cloudwatch=_emulated("cloudwatch", url),
         poll_s=0.05,
         **kw,
