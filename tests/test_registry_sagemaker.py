@@ -154,9 +154,12 @@ REASONS = [
 
 
 @pytest.fixture
-def registry(aws, tmp_path):
+def registry(aws, tmp_path, monkeypatch):
+    "A SageMakerRegistry on the emulator, its client checking requests as AWS would; credentials set before it is made."
     from earthsnap.sagemaker.registry import SageMakerRegistry
 
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     sm = AwsValidating(boto3.client("sagemaker", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1"))
     reg = SageMakerRegistry(
         aws["EARTHSNAP_SAGEMAKER_BUCKET"],
@@ -168,9 +171,7 @@ def registry(aws, tmp_path):
 
 
 @pytest.mark.parametrize("reason", REASONS, ids=["comma", "quotes-emoji", "lines", "2000"])
-def test_a_reason_in_ordinary_words_is_kept_whole(registry, aws, tmp_path, monkeypatch, reason):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+def test_a_reason_in_ordinary_words_is_kept_whole(registry, aws, tmp_path, reason):
     reg, sm = registry
     (tmp_path / "model.tar.gz").write_bytes(b"a model archive " + str(tmp_path).encode())
     group = f"birds-{tmp_path.name[-6:].replace('_', '-')}"
@@ -182,9 +183,7 @@ def test_a_reason_in_ordinary_words_is_kept_whole(registry, aws, tmp_path, monke
     assert operation == "UpdateModelPackage" and len(sent["ApprovalDescription"]) <= 1024
 
 
-def test_lineage_and_names_of_any_text_are_registered_and_read_back(registry, aws, tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+def test_lineage_and_names_of_any_text_are_registered_and_read_back(registry, aws, tmp_path):
     reg, sm = registry
     (tmp_path / "model.tar.gz").write_bytes(b"another archive " + str(tmp_path).encode())
     backbone = {

@@ -69,9 +69,19 @@ def _meta(d: dict) -> dict[str, str]:
     return {k: _encoded(v if isinstance(v, str) else json.dumps(v)[:256]) for k, v in d.items() if v not in (None, "")}
 
 
+def _decoded(v: str) -> str:
+    "A metadata value as written: decoded when `_meta` encoded it; as it is when it only looks so (set by hand)."
+    if not v.startswith(B64):
+        return v
+    try:
+        return base64.b64decode(v[len(B64) :], validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return v
+
+
 def _unmeta(meta: dict) -> dict[str, str]:
     "The values `_meta` kept, decoded."
-    return {k: base64.b64decode(v[len(B64) :]).decode() if v.startswith(B64) else v for k, v in meta.items()}
+    return {k: _decoded(v) for k, v in meta.items()}
 
 
 def _time(t) -> float:
