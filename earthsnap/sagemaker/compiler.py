@@ -37,6 +37,7 @@ from earthsnap.engine.definition import (
 )
 from .image import check_image_runs_on, gpu_instance, project_image
 from .names import sagemaker_name
+from .registry import BUILTIN_REPOSITORY, builtin_served
 from .shapes import check_definition
 
 # %% auto #0
@@ -85,7 +86,7 @@ def builtin_image(region: str) -> str:
     "SageMaker's built-in image-classification algorithm (it trains, tunes and serves)."
     from sagemaker.core import image_uris
 
-    return image_uris.retrieve("image-classification", region)
+    return image_uris.retrieve(BUILTIN_REPOSITORY, region)  # the repository's name is the algorithm's
 
 # %% ../../nbs/sagemaker/compiler.ipynb #8c8b33c6
 @dataclass
@@ -890,7 +891,7 @@ def tuning_step(c: Compiler, step: NotebookStep):
             hp["earthsnap_param_epochs"] = c.text(step, step.inputs["epochs"])
         ranges, metrics = _ranges(space), METRIC_DEFINITIONS
     isolated, cache = builtin or c.isolated(step), c.cache(step)
-    trainer = _trainer(c, train, hp, step.name, "tuning", isolated, 1, cache, records)  # a trial: one instance
+    trainer = _trainer(c, train, hp, step.name, "tuning", isolated, instances=1, cache=cache, records=records)
     tuner = HyperparameterTuner(
         model_trainer=trainer,
         objective_metric_name="validation:accuracy",

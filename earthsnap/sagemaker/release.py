@@ -230,10 +230,13 @@ def model_for(self: SageMakerRelease, arn: str) -> str:
 @patch
 def rollback_alarms(self: SageMakerRelease, endpoint: str, p95_ms: float | None = None) -> list[str]:
     "CloudWatch alarms on `endpoint`'s 5xx answers and (with `p95_ms`) its p95 model latency, created or updated."
-    alarms = {f"{endpoint}-5xx": dict(MetricName="Invocation5XXErrors", Statistic="Sum", Threshold=0.0)}
+    # a 5xx minute after minute trips at once; latency must stay high for three minutes
+    alarms = {
+        f"{endpoint}-5xx": dict(MetricName="Invocation5XXErrors", Statistic="Sum", Threshold=0.0, EvaluationPeriods=2)
+    }
     if p95_ms:  # ModelLatency is in microseconds
         alarms[f"{endpoint}-p95-latency"] = dict(
-            MetricName="ModelLatency", ExtendedStatistic="p95", Threshold=p95_ms * 1000
+            MetricName="ModelLatency", ExtendedStatistic="p95", Threshold=p95_ms * 1000, EvaluationPeriods=3
         )
     for name, metric in alarms.items():
         call(
@@ -244,8 +247,7 @@ def rollback_alarms(self: SageMakerRelease, endpoint: str, p95_ms: float | None 
             Namespace="AWS/SageMaker",
             Dimensions=[{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": VARIANT}],
             Period=60,
-            EvaluationPeriods=2 if "5xx" in name else 3,
-            DatapointsToAlarm=2 if "5xx" in name else 3,
+            DatapointsToAlarm=metric["EvaluationPeriods"],  # every minute of the window
             ComparisonOperator="GreaterThanThreshold",
             TreatMissingData="notBreaching",
             **metric,
