@@ -301,6 +301,11 @@ def _network_keys(given: dict, name: str) -> list[str]:
     return [k for k in ("arch", "width", "depth") if isinstance(value, dict) and k in value]
 
 
+def _start_given(given: dict) -> list[str]:
+    "The start and network that parameters `given` set (weights, init_weights, arch; width, depth)."
+    return [n for n in ("weights", "init_weights", "arch") if given.get(n)] + _network_keys(given, "hyperparameters")
+
+
 def _check_run_params(params: dict, role_params: dict[str, dict], from_flat: bool) -> None:
     "Refuse parameters the hierarchy sets, roles it does not have, and what `from_flat` already fixes."
     for role, given in [("", params), *role_params.items()]:
@@ -313,8 +318,7 @@ def _check_run_params(params: dict, role_params: dict[str, dict], from_flat: boo
                 fix="Choose the data with --dataset and --taxonomy instead.",
             )
         # -p goes to the flat model too (its weights, its network); a role's own start or network cannot be the flat's
-        fixed = [n for n in ("weights", "init_weights", "arch") if given.get(n)] if role else []
-        fixed += _network_keys(given, "hyperparameters") if role else []
+        fixed = _start_given(given) if role else []
         fixed += [f"search_space {k}" for k in _network_keys(given, "search_space") if k == "arch"]
         if from_flat and fixed:
             raise ParameterError(
@@ -327,7 +331,7 @@ def _check_run_params(params: dict, role_params: dict[str, dict], from_flat: boo
 def _check_kept_flat(params: dict, plan: list[PlanItem]) -> None:
     "With `from_flat` and the flat model kept, -p's own start or network would reach only the parts: refused."
     flat = next(i for i in plan if i.role == FLAT)
-    given = [n for n in ("weights", "init_weights", "arch") if params.get(n)] + _network_keys(params, "hyperparameters")
+    given = _start_given(params)
     if flat.action == "keep" and given:
         raise ParameterError(
             f"--from-flat starts the parent and the children from {flat.current}, which this run keeps, so -p "
